@@ -1,0 +1,15 @@
+//! The ehash domain: how much a share is worth, what the unit and payment
+//! method are called, which locking key a miner's identity names, and the
+//! wire constants every ehash protocol crate shares.
+//!
+//! Pure logic, no IO: everything here is tested directly.
+
+pub mod amount;
+pub mod constants;
+pub mod locking_key;
+pub mod share;
+pub mod wire;
+
+pub use amount::{ehash_amount, work, UnitBits, UnitBitsError};
+pub use locking_key::{parse_user_identity, LockingKey, LockingKeyError, MinerIdentity};
+pub use share::{verify_share, ShareError};

@@ -1,0 +1,166 @@
+//! Stats messages from the pool and the translator to their stats services
+//! (pool-stats, proxy-stats): SV2 frames over plain TCP, extension type 0,
+//! not channel messages.
+//!
+//! Integer fields only. Every message carries `timestamp`, Unix time in
+//! milliseconds when the event happened at the sender, so a service that
+//! receives a backlog late still files each event at the right time. Work
+//! is in expected hashes (see `ehash::work`), saturating at `u64::MAX`.
+
+use binary_sv2::{Deserialize, Serialize, Str0255, U256};
+use ehash::constants::stats as t;
+
+pub use ehash::wire::{DecodeError, EncodeError, MessageSet};
+
+/// Pool: a share was submitted on a channel, accepted or not.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ShareSubmitted {
+    pub downstream_id: u32,
+    pub channel_id: u32,
+    pub accepted: bool,
+    /// Expected hashes the channel target proves (0 when rejected).
+    pub work: u64,
+    pub timestamp: u64,
+}
+
+/// Pool: the mint created a quote for a share.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct QuoteCreated {
+    pub downstream_id: u32,
+    pub channel_id: u32,
+    /// ehash amount of the quote.
+    pub amount: u64,
+    pub timestamp: u64,
+}
+
+/// Pool: a channel was opened on a downstream connection.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ChannelOpened {
+    pub downstream_id: u32,
+    pub channel_id: u32,
+    pub timestamp: u64,
+}
+
+/// Pool: a channel was closed.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ChannelClosed {
+    pub downstream_id: u32,
+    pub channel_id: u32,
+    pub timestamp: u64,
+}
+
+/// Pool: a downstream (a translator or an SV2 device) connected.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamConnected {
+    pub downstream_id: u32,
+    /// `SetupConnection.flags` of the downstream.
+    pub flags: u32,
+    pub timestamp: u64,
+}
+
+/// Pool: a downstream disconnected.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct DownstreamDisconnected {
+    pub downstream_id: u32,
+    pub timestamp: u64,
+}
+
+/// Translator: an SV1 miner connected and authorized.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MinerConnected<'decoder> {
+    pub miner_id: u32,
+    /// The miner's SV1 username (worker name).
+    pub name: Str0255<'decoder>,
+    pub timestamp: u64,
+}
+
+/// Translator: an SV1 miner disconnected.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MinerDisconnected {
+    pub miner_id: u32,
+    pub timestamp: u64,
+}
+
+/// Translator: an SV1 miner submitted a share.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MinerShare {
+    pub miner_id: u32,
+    pub accepted: bool,
+    /// Expected hashes the miner's target proves.
+    pub work: u64,
+    pub timestamp: u64,
+}
+
+/// Translator: the hashrate it estimates for a miner.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct HashrateUpdate {
+    pub miner_id: u32,
+    /// Hashes per second.
+    pub hashrate: u64,
+    pub timestamp: u64,
+}
+
+/// Pool: a share solved a block and was sent to the template provider.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct BlockFound<'decoder> {
+    pub height: u32,
+    /// Block hash, little-endian (reverse for display).
+    pub block_hash: U256<'decoder>,
+    pub channel_id: u32,
+    pub timestamp: u64,
+}
+
+ehash::message_enum! {
+    /// Every stats message, owned.
+    pub enum StatsMessage {
+        protocol: "stats",
+        extension_type: 0,
+        channel_msg: false,
+        messages: {
+            ShareSubmitted(ShareSubmitted) = t::SHARE_SUBMITTED,
+                decoded as ShareSubmitted;
+            QuoteCreated(QuoteCreated) = t::QUOTE_CREATED,
+                decoded as QuoteCreated;
+            ChannelOpened(ChannelOpened) = t::CHANNEL_OPENED,
+                decoded as ChannelOpened;
+            ChannelClosed(ChannelClosed) = t::CHANNEL_CLOSED,
+                decoded as ChannelClosed;
+            DownstreamConnected(DownstreamConnected) = t::DOWNSTREAM_CONNECTED,
+                decoded as DownstreamConnected;
+            DownstreamDisconnected(DownstreamDisconnected) = t::DOWNSTREAM_DISCONNECTED,
+                decoded as DownstreamDisconnected;
+            MinerConnected(MinerConnectedOwned) = t::MINER_CONNECTED,
+                decoded as MinerConnected<'_> => into_owned;
+            MinerDisconnected(MinerDisconnected) = t::MINER_DISCONNECTED,
+                decoded as MinerDisconnected;
+            MinerShare(MinerShare) = t::MINER_SHARE,
+                decoded as MinerShare;
+            HashrateUpdate(HashrateUpdate) = t::HASHRATE_UPDATE,
+                decoded as HashrateUpdate;
+            BlockFound(BlockFoundOwned) = t::BLOCK_FOUND,
+                decoded as BlockFound<'_> => into_owned;
+        }
+    }
+}
+
+impl StatsMessage {
+    /// When the event happened (Unix milliseconds).
+    pub fn timestamp(&self) -> u64 {
+        match self {
+            StatsMessage::ShareSubmitted(m) => m.timestamp,
+            StatsMessage::QuoteCreated(m) => m.timestamp,
+            StatsMessage::ChannelOpened(m) => m.timestamp,
+            StatsMessage::ChannelClosed(m) => m.timestamp,
+            StatsMessage::DownstreamConnected(m) => m.timestamp,
+            StatsMessage::DownstreamDisconnected(m) => m.timestamp,
+            StatsMessage::MinerConnected(m) => m.timestamp,
+            StatsMessage::MinerDisconnected(m) => m.timestamp,
+            StatsMessage::MinerShare(m) => m.timestamp,
+            StatsMessage::HashrateUpdate(m) => m.timestamp,
+            StatsMessage::BlockFound(m) => m.timestamp,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
