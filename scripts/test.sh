@@ -11,4 +11,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run (cargo's last line is often an empty doc-test run).
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "all tests: %d passed, %d failed\n", passed, failed }' "$log"
