@@ -16,6 +16,7 @@
 //! All frames use extension type 0 and are not channel messages.
 
 pub mod auth;
+pub mod client;
 mod messages;
 
 pub use ehash::constants::mint_quote::{PROTOCOL, PROTOCOL_VERSION};

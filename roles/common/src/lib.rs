@@ -1,0 +1,216 @@
+//! What every Hashpool role's `main` does the same way: read `--config`,
+//! load and validate the TOML file (environment overrides as in SRI roles:
+//! `<PREFIX>__FIELD=value`), set up logging, run until SIGINT/SIGTERM.
+//!
+//! A bad config stops the process with one line naming the field.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// A config value that parsed but makes no sense.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}`: {reason}")]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Checks a parsed config beyond what its types say.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+#[derive(clap::Parser, Debug)]
+struct RoleArgs {
+    /// Path of the role's TOML config file.
+    #[arg(short, long)]
+    config: PathBuf,
+}
+
+/// Loads and validates a role config. The error is one line naming the file
+/// and the field.
+pub fn load_config<C>(path: &Path, env_prefix: &str) -> Result<C, String>
+where
+    C: serde::de::DeserializeOwned + Validate,
+{
+    let config: C =
+        stratum_apps::config_helpers::load_config(path, env_prefix, &[], &[]).map_err(|e| {
+            let reason = precise_file_error::<C>(path).unwrap_or_else(|| e.to_string());
+            one_line(&format!("{}: {reason}", path.display()))
+        })?;
+    config
+        .validate()
+        .map_err(|e| one_line(&format!("{}: {e}", path.display())))?;
+    Ok(config)
+}
+
+/// The `config` crate drops the field name from errors raised while parsing
+/// a value (an unparsable address, say); parsing the file alone again with
+/// `serde_path_to_error` finds which field it was.
+fn precise_file_error<C: serde::de::DeserializeOwned>(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let error = serde_path_to_error::deserialize::<_, C>(toml::Deserializer::new(&text)).err()?;
+    let field = error.path().to_string();
+    let message = error.inner().message().to_string();
+    // At the root (".") the message names the field itself: "missing field `x`".
+    Some(if field == "." {
+        message
+    } else {
+        format!("`{field}`: {message}")
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The whole `main` of a role: `--config <path>`, config loaded with
+/// environment overrides under `env_prefix`, logging, then `run` until it
+/// returns or a signal cancels its token. Exit code 2 for bad config, 1 for
+/// a run that failed.
+pub fn role_main<C, F, E>(
+    role: &str,
+    env_prefix: &str,
+    run: impl FnOnce(C, CancellationToken) -> F,
+) -> ExitCode
+where
+    C: serde::de::DeserializeOwned + Validate,
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let args = <RoleArgs as clap::Parser>::parse();
+    let config: C = match load_config(&args.config, env_prefix) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{role}: bad config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    stratum_apps::config_helpers::logging::init_logging(None);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{role}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = shutdown_on_signal();
+        run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{role} stopped: {e}");
+            eprintln!("{role}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct Example {
+        port: u16,
+        #[serde(default)]
+        unit_bits: u32,
+        #[serde(default)]
+        listen: Option<std::net::SocketAddr>,
+    }
+
+    impl Validate for Example {
+        fn validate(&self) -> Result<(), ConfigError> {
+            if self.unit_bits > 64 {
+                return Err(ConfigError::new("unit_bits", "must be at most 64"));
+            }
+            Ok(())
+        }
+    }
+
+    fn load(text: &str) -> Result<Example, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.toml");
+        std::fs::write(&path, text).unwrap();
+        load_config(&path, "HASHPOOL_TEST_EXAMPLE")
+            .map_err(|e| e.replace(&path.display().to_string(), "FILE"))
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let c = load("port = 3338\nunit_bits = 8\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!((c.port, c.unit_bits), (3338, 8));
+        assert_eq!(c.listen, Some("127.0.0.1:1".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_field() {
+        for (text, field) in [
+            ("port = \"x\"\n", "port"),
+            ("port = 70000\n", "port"),
+            ("port = 1\nunit_bits = 65\n", "unit_bits"),
+            ("port = 1\nportt = 2\n", "portt"),
+            ("unit_bits = 1\n", "port"),
+            ("port = 1\nlisten = \"nonsense\"\n", "listen"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+            assert!(err.contains(field), "{text:?} gave {err}");
+            assert!(err.starts_with("FILE: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = load_config::<Example>(Path::new("/nonexistent/x.toml"), "HASHPOOL_TEST_MISSING")
+            .unwrap_err();
+        assert!(err.contains("/nonexistent/x.toml"), "{err}");
+    }
+}

@@ -1,0 +1,92 @@
+//! Quote requests served over the Noise pool link: requests/s and p50/p99
+//! latency, with an in-memory and a file SQLite database, one request at a
+//! time and pipelined. Prints figures; asserts only that every answer is a quote.
+//!
+//!     cargo bench -p mint --bench quote_link
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ehash::wire::MessageSet;
+use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use support::*;
+use tokio::sync::mpsc;
+
+const REQUESTS: usize = 2000;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn run(database: &str, window: usize) {
+    let mint = TestMint::start(config(database)).await;
+    let (_, miner) = miner_key();
+    let shares: Vec<MintQuoteRequestOwned> = (0..REQUESTS).map(|_| share(1, miner)).collect();
+    let pool = mint.pool().await;
+    let (mut reader, mut writer) = (pool.reader, pool.writer);
+
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<([u8; 32], Instant)>();
+    let (credit_tx, mut credit_rx) = mpsc::channel::<()>(window);
+    for _ in 0..window {
+        credit_tx.send(()).await.unwrap();
+    }
+    let started = Instant::now();
+    let sender = tokio::spawn(async move {
+        for request in shares {
+            credit_rx.recv().await.unwrap();
+            sent_tx
+                .send((request.share_hash(), Instant::now()))
+                .unwrap();
+            let frame = MintQuoteMessage::MintQuoteRequest(request)
+                .into_frame()
+                .unwrap();
+            writer.write_frame(frame).await.unwrap();
+        }
+        writer
+    });
+
+    let mut pending: HashMap<[u8; 32], Instant> = HashMap::new();
+    let mut latencies = Vec::with_capacity(REQUESTS);
+    while latencies.len() < REQUESTS {
+        let mut frame = reader.read_frame().await.expect("an answer");
+        let header = frame.header();
+        let answer = MintQuoteMessage::decode(&header, frame.payload()).unwrap();
+        let MintQuoteMessage::MintQuoteResponse(response) = answer else {
+            panic!("not a quote: {answer:?}")
+        };
+        while let Ok((hash, at)) = sent_rx.try_recv() {
+            pending.insert(hash, at);
+        }
+        let sent = pending
+            .remove(&response.share_hash.to_array())
+            .expect("answer to a sent request");
+        latencies.push(sent.elapsed());
+        let _ = credit_tx.try_send(());
+    }
+    let elapsed = started.elapsed();
+    let _ = sender.await;
+    latencies.sort();
+    println!(
+        "{:<10} window {:>3}: {REQUESTS} quotes in {:>6.2} s = {:>7.1} quotes/s, latency p50 {:>7.2} ms, p99 {:>7.2} ms",
+        if database == ":memory:" { "in-memory" } else { "file" },
+        window,
+        elapsed.as_secs_f64(),
+        REQUESTS as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    mint.stop().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!("mint quote link benchmark: {REQUESTS} MintQuoteRequests per run, one authenticated pool connection");
+    for window in [1, 64] {
+        run(":memory:", window).await;
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path().join("mint.sqlite").to_str().unwrap(), window).await;
+    }
+}

@@ -1,0 +1,145 @@
+//! `mint --config config/mint.toml`: every setting of the mint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ehash::UnitBits;
+use roles_common::{ConfigError, Validate};
+use serde::Deserialize;
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+
+/// The database value that keeps everything in memory (tests only: nothing survives a restart).
+pub const IN_MEMORY_DATABASE: &str = ":memory:";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintConfig {
+    /// Cashu HTTP API (cdk-axum).
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// The URL wallets use to reach the HTTP API, as advertised in the mint
+    /// info. Defaults to `http://<http_listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The pool link (SV2 mint-quote subprotocol over Noise).
+    #[serde(default = "default_link_listen")]
+    pub link_listen: SocketAddr,
+    /// Noise authority key pair of the pool link (base58, as in SRI configs).
+    /// The pool pins `authority_public_key`.
+    pub authority_public_key: Secp256k1PublicKey,
+    pub authority_secret_key: Secp256k1SecretKey,
+    /// Validity of the Noise certificate the mint presents, in seconds.
+    #[serde(default = "default_cert_validity_secs")]
+    pub cert_validity_secs: u64,
+    /// Pool keys (base58 x-only public keys) allowed to create quotes.
+    pub allowed_pool_keys: Vec<Secp256k1PublicKey>,
+    /// SQLite file of the mint (quotes, keysets, proofs), or ":memory:".
+    pub database: String,
+    /// BIP-39 mnemonic the mint's keysets derive from. Keep it secret.
+    pub mnemonic: String,
+    /// One ehash is 2^unit_bits expected hashes; must equal the pool's.
+    pub unit_bits: u32,
+    /// Smallest and largest amount of one quote (NUT-04 limits).
+    #[serde(default = "default_min_amount")]
+    pub min_amount: u64,
+    #[serde(default = "default_max_amount")]
+    pub max_amount: u64,
+    /// Most quotes one NUT-29 batch mint may carry.
+    #[serde(default = "default_max_batch_size")]
+    pub max_batch_size: u64,
+    /// Name and description in the mint info (NUT-06).
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+fn default_http_listen() -> SocketAddr {
+    "127.0.0.1:3338".parse().expect("valid")
+}
+fn default_link_listen() -> SocketAddr {
+    "127.0.0.1:34260".parse().expect("valid")
+}
+fn default_cert_validity_secs() -> u64 {
+    3600
+}
+fn default_min_amount() -> u64 {
+    1
+}
+fn default_max_amount() -> u64 {
+    i64::MAX as u64 // the largest integer TOML can write
+}
+fn default_max_batch_size() -> u64 {
+    100
+}
+fn default_name() -> String {
+    "Hashpool mint".to_string()
+}
+
+impl MintConfig {
+    pub fn unit_bits(&self) -> UnitBits {
+        UnitBits::new(self.unit_bits).expect("validated")
+    }
+
+    pub fn seed(&self) -> [u8; 64] {
+        bip39::Mnemonic::parse(&self.mnemonic)
+            .expect("validated")
+            .to_seed("")
+    }
+
+    /// The path of the SQLite file, or None for an in-memory database.
+    pub fn database_path(&self) -> Option<PathBuf> {
+        (self.database != IN_MEMORY_DATABASE).then(|| PathBuf::from(&self.database))
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+    }
+}
+
+impl Validate for MintConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
+        bip39::Mnemonic::parse(&self.mnemonic)
+            .map_err(|e| ConfigError::new("mnemonic", format!("not a BIP-39 mnemonic: {e}")))?;
+        if self.allowed_pool_keys.is_empty() {
+            return Err(ConfigError::new(
+                "allowed_pool_keys",
+                "is empty: no pool could ever create a quote",
+            ));
+        }
+        let derived: Secp256k1PublicKey = self.authority_secret_key.into();
+        if derived.0 != self.authority_public_key.0 {
+            return Err(ConfigError::new(
+                "authority_public_key",
+                "does not belong to authority_secret_key",
+            ));
+        }
+        if self.min_amount == 0 || self.min_amount > self.max_amount {
+            return Err(ConfigError::new(
+                "min_amount",
+                format!(
+                    "must be at least 1 and at most max_amount ({})",
+                    self.max_amount
+                ),
+            ));
+        }
+        if self.max_batch_size == 0 {
+            return Err(ConfigError::new("max_batch_size", "must be at least 1"));
+        }
+        if self.database.trim().is_empty() {
+            return Err(ConfigError::new("database", "is empty"));
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "public_url",
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

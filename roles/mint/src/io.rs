@@ -1,0 +1,219 @@
+//! Sockets: the Noise listener of the pool link and the Cashu HTTP API.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ehash::wire::MessageSet;
+use mint_quote_sv2::MintQuoteMessage;
+use roles_common::CancellationToken;
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_apps::network_helpers::accept_noise_connection;
+use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
+use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::link::{LinkSession, Step};
+use crate::service::QuoteService;
+
+/// A pool must prove its identity this soon after connecting.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests of one connection served at once; more wait (backpressure).
+const MAX_IN_FLIGHT: usize = 64;
+/// Replies queued for the writer of one connection.
+const REPLY_QUEUE: usize = 256;
+
+pub struct LinkContext {
+    pub service: Arc<QuoteService>,
+    pub authority_public_key: Secp256k1PublicKey,
+    pub authority_secret_key: Secp256k1SecretKey,
+    pub cert_validity_secs: u64,
+    pub allowed_pool_keys: Vec<XOnlyPublicKey>,
+}
+
+impl LinkContext {
+    fn mint_key(&self) -> XOnlyPublicKey {
+        XOnlyPublicKey::from_slice(&self.authority_public_key.into_bytes())
+            .expect("a key_utils public key is a valid x-only key")
+    }
+}
+
+/// Accepts pool connections until `shutdown`.
+pub async fn serve_link(listener: TcpListener, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
+    let next_id = AtomicU64::new(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!("pool link: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let ctx = ctx.clone();
+        let shutdown = shutdown.child_token();
+        tokio::spawn(async move {
+            match serve_connection(stream, &ctx, shutdown).await {
+                Ok(()) => info!("pool link {id} ({peer}): closed"),
+                Err(reason) => warn!("pool link {id} ({peer}): closed: {reason}"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    ctx: &Arc<LinkContext>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let noise = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = accept_noise_connection(stream, ctx.authority_public_key, ctx.authority_secret_key, ctx.cert_validity_secs) =>
+            r.map_err(|e| format!("Noise handshake failed: {e:?}"))?,
+    };
+    let (mut reader, writer) = noise.into_split();
+    let (replies, queue) = mpsc::channel(REPLY_QUEUE);
+    let writer_done = shutdown.child_token();
+    let writer_task = tokio::spawn(write_replies(writer, queue, writer_done.clone()));
+
+    let mut session = LinkSession::new(
+        rand::random(),
+        ctx.mint_key(),
+        ctx.allowed_pool_keys.clone(),
+        ctx.service.unit_bits().get(),
+    );
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let auth_deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+
+    let result = loop {
+        let read = async {
+            if session.pool_key().is_some() {
+                Ok(read_message(&mut reader).await)
+            } else {
+                tokio::time::timeout_at(auth_deadline, read_message(&mut reader)).await
+            }
+        };
+        let message = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = writer_done.cancelled() => break Err("the connection failed while writing".to_string()),
+            r = read => match r {
+                Err(_) => break Err(format!("no pool authentication within {AUTH_TIMEOUT:?}")),
+                Ok(Err(reason)) => break Err(reason),
+                Ok(Ok(None)) => break Ok(()),
+                Ok(Ok(Some(message))) => message,
+            },
+        };
+        debug!("pool link: received {}", message.name());
+        match session.on_message(message) {
+            Step::Reply(messages) => {
+                if session.pool_key().is_some()
+                    && messages
+                        .iter()
+                        .any(|m| matches!(m, MintQuoteMessage::PoolAuthSuccess(_)))
+                {
+                    info!(
+                        "pool link: authenticated pool key {}",
+                        session.pool_key().expect("just set")
+                    );
+                }
+                for m in messages {
+                    if replies.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Step::Close { reply, reason } => {
+                for m in reply {
+                    let _ = replies.send(m).await;
+                }
+                break Err(reason);
+            }
+            Step::Quote(request) => {
+                let permit = in_flight
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
+                let (service, replies) = (ctx.service.clone(), replies.clone());
+                tokio::spawn(async move {
+                    let answer = service.handle_quote(request).await;
+                    let _ = replies.send(answer).await;
+                    drop(permit);
+                });
+            }
+            Step::Stats(request_id) => {
+                let (service, replies) = (ctx.service.clone(), replies.clone());
+                tokio::spawn(async move {
+                    match service.stats(request_id).await {
+                        Ok(stats) => {
+                            let _ = replies
+                                .send(MintQuoteMessage::MintStatsResponse(stats))
+                                .await;
+                        }
+                        Err(e) => warn!("pool link: stats request {request_id} failed: {e}"),
+                    }
+                });
+            }
+        }
+    };
+    // Let the writer flush what is queued (answers in flight included), then stop.
+    drop(replies);
+    let _ = writer_task.await;
+    result
+}
+
+/// Reads and decodes one message: `None` when the peer closed the
+/// connection; an error (a reason to close) for anything malformed.
+async fn read_message(reader: &mut NoiseTcpReadHalf) -> Result<Option<MintQuoteMessage>, String> {
+    let mut frame = match reader.read_frame().await {
+        Ok(frame) => frame,
+        Err(stratum_apps::network_helpers::Error::SocketClosed) => return Ok(None),
+        Err(e) => return Err(format!("read failed: {e}")),
+    };
+    let header = frame.header();
+    MintQuoteMessage::decode(&header, frame.payload())
+        .map(Some)
+        .map_err(|e| format!("bad frame: {e}"))
+}
+
+async fn write_replies(
+    mut writer: NoiseTcpWriteHalf,
+    mut queue: mpsc::Receiver<MintQuoteMessage>,
+    failed: CancellationToken,
+) {
+    while let Some(message) = queue.recv().await {
+        let name = message.name();
+        let frame = match message.into_frame() {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!("pool link: cannot encode {name}: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = writer.write_frame(frame).await {
+            debug!("pool link: write of {name} failed: {e:?}");
+            failed.cancel();
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Serves the Cashu HTTP API until `shutdown`.
+pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        warn!("HTTP API on {addr:?} stopped: {e}");
+    }
+}

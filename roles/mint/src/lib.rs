@@ -1,0 +1,215 @@
+//! Hashpool mint: a CDK Cashu mint with the custom unit `hash` and payment
+//! method `ehash`, whose quotes only the authenticated pool can create.
+//!
+//! - `quote`: what a share must prove before it is quoted (no IO)
+//! - `link`: the pool link session state machine (no IO)
+//! - `backend`: the cdk payment backend that refuses unrequested quotes
+//! - `service`: quote creation, idempotency and stats against cdk
+//! - `io`: the Noise listener of the pool link and the HTTP API
+
+pub mod backend;
+pub mod config;
+mod io;
+pub mod link;
+pub mod quote;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
+use cdk::nuts::{CurrencyUnit, PaymentMethod};
+use cdk::Mint;
+use cdk_sqlite::MintSqliteDatabase;
+use roles_common::CancellationToken;
+use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::info;
+
+pub use config::MintConfig;
+
+use crate::backend::EhashBackend;
+use crate::io::LinkContext;
+use crate::service::QuoteService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("database {path}: {source}")]
+    Database {
+        path: String,
+        source: cdk_common::database::Error,
+    },
+    #[error("cdk: {0}")]
+    Cdk(#[from] cdk::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP API: {0}")]
+    Http(String),
+}
+
+/// A mint that is serving; dropping it does not stop it, cancel the token.
+pub struct RunningMint {
+    pub http_addr: SocketAddr,
+    pub link_addr: SocketAddr,
+    pub mint: Arc<Mint>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningMint {
+    /// The base URL of the Cashu HTTP API as bound (useful with port 0).
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Waits until the mint has stopped (after its shutdown token is cancelled).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = self.mint.stop().await {
+            tracing::warn!("mint stop: {e}");
+        }
+        info!("mint stopped");
+    }
+}
+
+/// Opens the database, builds the cdk mint and starts serving the HTTP API
+/// and the pool link.
+pub async fn start(
+    config: MintConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningMint, MintError> {
+    let db = open_database(&config).await?;
+    let backend = EhashBackend::new();
+    let mint = Arc::new(build_mint(&config, db, backend.clone()).await?);
+    mint.start().await?;
+
+    let unit = CurrencyUnit::custom(ehash::constants::UNIT);
+    let keyset = mint
+        .get_active_keysets()
+        .get(&unit)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
+
+    let http_listener = bind(config.http_listen).await?;
+    let link_listener = bind(config.link_listen).await?;
+    let http_addr = http_listener.local_addr().map_err(|e| MintError::Listen {
+        addr: config.http_listen,
+        source: e,
+    })?;
+    let link_addr = link_listener.local_addr().map_err(|e| MintError::Listen {
+        addr: config.link_listen,
+        source: e,
+    })?;
+
+    let router = cdk_axum::create_mint_router(
+        mint.clone(),
+        vec![ehash::constants::PAYMENT_METHOD.to_string()],
+    )
+    .await
+    .map_err(|e| MintError::Http(e.to_string()))?;
+    let ctx = Arc::new(LinkContext {
+        service: Arc::new(QuoteService::new(mint.clone(), backend, config.unit_bits())),
+        authority_public_key: config.authority_public_key,
+        authority_secret_key: config.authority_secret_key,
+        cert_validity_secs: config.cert_validity_secs,
+        allowed_pool_keys: config
+            .allowed_pool_keys
+            .iter()
+            .map(|k| XOnlyPublicKey::from_slice(&k.into_bytes()).expect("valid x-only key"))
+            .collect(),
+    });
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
+    tasks.spawn(io::serve_link(link_listener, ctx, shutdown.clone()));
+    info!(
+        "mint serving: Cashu HTTP API on http://{http_addr} (advertised as {}), pool link on {link_addr}, unit {} ({} ehash = 2^{} expected hashes each), keyset {keyset}, database {}",
+        config.public_url(),
+        ehash::constants::UNIT,
+        ehash::constants::PAYMENT_METHOD,
+        config.unit_bits,
+        config.database,
+    );
+    Ok(RunningMint {
+        http_addr,
+        link_addr,
+        mint,
+        tasks,
+    })
+}
+
+/// Runs the mint until `shutdown` is cancelled.
+pub async fn run(config: MintConfig, shutdown: CancellationToken) -> Result<(), MintError> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, MintError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MintError::Listen { addr, source })
+}
+
+async fn open_database(config: &MintConfig) -> Result<Arc<MintSqliteDatabase>, MintError> {
+    let db_error = |source| MintError::Database {
+        path: config.database.clone(),
+        source,
+    };
+    let db = match config.database_path() {
+        None => cdk_sqlite::mint::memory::empty().await.map_err(db_error)?,
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| db_error(cdk_common::database::Error::Database(Box::new(e))))?;
+            }
+            MintSqliteDatabase::new(path).await.map_err(db_error)?
+        }
+    };
+    Ok(Arc::new(db))
+}
+
+async fn build_mint(
+    config: &MintConfig,
+    db: Arc<MintSqliteDatabase>,
+    backend: Arc<EhashBackend>,
+) -> Result<Mint, MintError> {
+    let unit = CurrencyUnit::custom(ehash::constants::UNIT);
+    let method = PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string());
+    let mut builder = MintBuilder::new(db.clone());
+    // Denominations 2^0..2^63, no input fee: any u64 amount, free to spend.
+    builder.configure_unit(
+        unit.clone(),
+        UnitConfig {
+            amounts: (0..64).map(|i| 1u64 << i).collect(),
+            input_fee_ppk: 0,
+        },
+    )?;
+    builder
+        .add_payment_processor(
+            unit,
+            method.clone(),
+            MintMeltLimits {
+                mint_min: config.min_amount.into(),
+                mint_max: config.max_amount.into(),
+                melt_min: config.min_amount.into(),
+                melt_max: config.max_amount.into(),
+            },
+            backend,
+        )
+        .await?;
+    let mut builder = builder
+        .with_batch_minting(Some(config.max_batch_size), Some(vec![method.to_string()]))
+        .with_name(config.name.clone())
+        .with_urls(vec![config.public_url()]);
+    if let Some(description) = &config.description {
+        builder = builder.with_description(description.clone());
+    }
+    // cdk keeps the MintInfo it stored on first start; the config must win.
+    let info = builder.current_mint_info();
+    let mint = builder.build_with_seed(db, &config.seed()).await?;
+    mint.set_mint_info(info).await?;
+    Ok(mint)
+}

@@ -1,0 +1,231 @@
+//! Quote creation and stats against the cdk mint: what the link does with
+//! an authenticated pool's requests.
+
+use std::sync::Arc;
+
+use cdk::mint::Mint;
+use cdk::nuts::{CurrencyUnit, MintQuoteCustomRequest, PaymentMethod, PublicKey};
+use cdk_common::mint_quote::MintQuoteRequest;
+use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
+use cdk_common::{Amount, MintQuoteState, QuoteId};
+use ehash::wire::{str0255, str0255_truncated};
+use ehash::UnitBits;
+use mint_quote_sv2::{
+    error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
+    MintQuoteResponseOwned, MintStatsResponse,
+};
+use tokio::sync::Mutex;
+
+use crate::backend::EhashBackend;
+use crate::quote::{check_request, CheckedShare, Rejection};
+
+/// KV namespace of the share hash -> quote id index, in the mint's database.
+const KV_NAMESPACE: &str = "ehash";
+const KV_SHARES: &str = "shares";
+
+/// Requests for one share hash are serialized through one of these locks
+/// (striped by the hash's first byte), so a share is quoted once even when
+/// it arrives twice at the same time.
+const LOCK_STRIPES: usize = 256;
+
+pub struct QuoteService {
+    mint: Arc<Mint>,
+    backend: Arc<EhashBackend>,
+    unit: CurrencyUnit,
+    method: PaymentMethod,
+    unit_bits: UnitBits,
+    stripes: Vec<Mutex<()>>,
+}
+
+impl QuoteService {
+    pub fn new(mint: Arc<Mint>, backend: Arc<EhashBackend>, unit_bits: UnitBits) -> Self {
+        Self {
+            mint,
+            backend,
+            unit: CurrencyUnit::custom(ehash::constants::UNIT),
+            method: PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string()),
+            unit_bits,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    pub fn unit_bits(&self) -> UnitBits {
+        self.unit_bits
+    }
+
+    /// Answers a `MintQuoteRequest`: a `MintQuoteResponse` (for a new or an
+    /// already quoted share) or a `MintQuoteError`.
+    pub async fn handle_quote(&self, request: MintQuoteRequestOwned) -> MintQuoteMessage {
+        let share_hash = request.share_hash.clone();
+        let result = match check_request(&request, self.unit_bits) {
+            Ok(share) => self.quote_share(&share).await,
+            Err(rejection) => Err(rejection),
+        };
+        match result {
+            Ok((quote_id, keyset_id)) => {
+                MintQuoteMessage::MintQuoteResponse(MintQuoteResponseOwned {
+                    share_hash,
+                    quote_id: str0255("quote_id", &quote_id).expect("quote ids are short"),
+                    keyset_id: str0255("keyset_id", &keyset_id).expect("keyset ids are short"),
+                })
+            }
+            Err(rejection) => {
+                tracing::info!(
+                    share_hash = %hex::encode(share_hash.as_bytes()),
+                    "no quote: {rejection}"
+                );
+                MintQuoteMessage::MintQuoteError(MintQuoteErrorOwned {
+                    share_hash,
+                    error_code: str0255_truncated(rejection.code),
+                    error_message: str0255_truncated(&rejection.message),
+                })
+            }
+        }
+    }
+
+    /// Creates (once) and pays the quote of a checked share; returns its quote
+    /// id and the active keyset id.
+    ///
+    /// Order: create the quote, index it by share hash, then pay it. A crash
+    /// between creating and indexing leaves an unpaid quote nobody can mint,
+    /// and the replayed request creates and pays a fresh one; a crash after
+    /// indexing finds the index and pays (payment id = share hash, which cdk
+    /// records once). So a share is never paid twice.
+    async fn quote_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
+        let share_hex = hex::encode(share.share_hash);
+        let _serialized = self.stripes[share.share_hash[0] as usize].lock().await;
+
+        let quote_id = match self.indexed_quote(&share_hex).await? {
+            Some(quote_id) => {
+                tracing::debug!(share_hash = %share_hex, %quote_id, "share already quoted");
+                quote_id
+            }
+            None => {
+                let quote_id = self.create_quote(share).await?;
+                self.index_quote(&share_hex, &quote_id).await?;
+                quote_id
+            }
+        };
+        self.pay(&quote_id, share.amount, &share_hex).await?;
+        Ok((quote_id.to_string(), self.active_keyset()?))
+    }
+
+    async fn indexed_quote(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
+        let value = self
+            .mint
+            .localstore()
+            .kv_read(KV_NAMESPACE, KV_SHARES, share_hex)
+            .await
+            .map_err(mint_error)?;
+        value
+            .map(|bytes| {
+                String::from_utf8(bytes)
+                    .ok()
+                    .and_then(|s| s.parse::<QuoteId>().ok())
+                    .ok_or_else(|| mint_error("corrupt share index entry"))
+            })
+            .transpose()
+    }
+
+    async fn index_quote(&self, share_hex: &str, quote_id: &QuoteId) -> Result<(), Rejection> {
+        let db = self.mint.localstore();
+        let mut tx = db.begin_transaction().await.map_err(mint_error)?;
+        tx.kv_write(
+            KV_NAMESPACE,
+            KV_SHARES,
+            share_hex,
+            quote_id.to_string().as_bytes(),
+        )
+        .await
+        .map_err(mint_error)?;
+        tx.commit().await.map_err(mint_error)
+    }
+
+    async fn create_quote(&self, share: &CheckedShare) -> Result<QuoteId, Rejection> {
+        let pubkey = PublicKey::from_slice(&share.locking_key.to_bytes())
+            .map_err(|e| Rejection::new(error_code::INVALID_LOCKING_KEY, e.to_string()))?;
+        let authorization = self.backend.authorize(share, pubkey);
+        let request = MintQuoteRequest::Custom {
+            method: self.method.clone(),
+            request: MintQuoteCustomRequest {
+                amount: Some(share.amount.into()),
+                unit: self.unit.clone(),
+                description: None,
+                pubkey: Some(pubkey),
+                extra: authorization.extra(share),
+            },
+        };
+        let response = self
+            .mint
+            .get_mint_quote(request)
+            .await
+            .map_err(mint_error)?;
+        Ok(response.quote().clone())
+    }
+
+    async fn pay(&self, quote_id: &QuoteId, amount: u64, share_hex: &str) -> Result<(), Rejection> {
+        self.mint
+            .pay_mint_quote_for_request_id(WaitPaymentResponse {
+                payment_identifier: PaymentIdentifier::QuoteId(quote_id.clone()),
+                payment_amount: Amount::new(amount, self.unit.clone()),
+                payment_id: share_hex.to_string(),
+            })
+            .await
+            .map_err(mint_error)?;
+        // cdk answers Ok even when no quote matched: check it is paid.
+        let quote = self
+            .mint
+            .localstore()
+            .get_mint_quote(quote_id)
+            .await
+            .map_err(mint_error)?
+            .ok_or_else(|| mint_error(format!("quote {quote_id} vanished")))?;
+        if quote.amount_paid().value() != amount {
+            return Err(mint_error(format!(
+                "quote {quote_id} shows {} paid, expected {amount}",
+                quote.amount_paid().value()
+            )));
+        }
+        Ok(())
+    }
+
+    fn active_keyset(&self) -> Result<String, Rejection> {
+        self.mint
+            .get_active_keysets()
+            .get(&self.unit)
+            .map(|id| id.to_string())
+            .ok_or_else(|| mint_error("no active keyset for unit hash"))
+    }
+
+    /// Totals of the ehash quotes in the mint's database.
+    pub async fn stats(&self, request_id: u32) -> Result<MintStatsResponse, String> {
+        let quotes = self.mint.mint_quotes().await.map_err(|e| e.to_string())?;
+        let mut stats = MintStatsResponse {
+            request_id,
+            quotes_unpaid: 0,
+            quotes_paid: 0,
+            quotes_issued: 0,
+            ehash_quoted: 0,
+            ehash_issued: 0,
+        };
+        for quote in quotes.iter().filter(|q| q.payment_method == self.method) {
+            match quote.state() {
+                MintQuoteState::Unpaid => stats.quotes_unpaid += 1,
+                MintQuoteState::Paid => stats.quotes_paid += 1,
+                MintQuoteState::Issued => stats.quotes_issued += 1,
+            }
+            stats.ehash_quoted = stats
+                .ehash_quoted
+                .saturating_add(quote.amount_paid().value());
+            stats.ehash_issued = stats
+                .ehash_issued
+                .saturating_add(quote.amount_issued().value());
+        }
+        Ok(stats)
+    }
+}
+
+fn mint_error(e: impl std::fmt::Display) -> Rejection {
+    tracing::error!("mint error while quoting: {e}");
+    Rejection::new(error_code::MINT_ERROR, e.to_string())
+}

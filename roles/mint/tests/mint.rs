@@ -1,0 +1,441 @@
+//! The real mint on 127.0.0.1 (ports 0), a pool-link client speaking the
+//! mint-quote subprotocol over Noise, and a real cdk Wallet over HTTP.
+
+mod support;
+
+use std::path::Path;
+
+use cdk::nuts::CurrencyUnit;
+use ehash::wire::MessageSet;
+use mint::MintConfig;
+use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
+use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use stratum_core::bitcoin::hashes::{sha256d, Hash};
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_pool_gets_a_quote_that_only_the_locking_key_mints() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let mut pool = mint.pool().await;
+    let (miner_secret, miner) = miner_key();
+
+    let request = share(6, miner);
+    let share_hash = request.share_hash.clone();
+    let answer = pool.quote(request).await;
+    let MintQuoteMessage::MintQuoteResponse(response) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(response.share_hash, share_hash);
+    let active = mint.running.mint.get_active_keysets()[&CurrencyUnit::custom("hash")];
+    assert_eq!(response.keyset_id.as_utf8_or_hex(), active.to_string());
+    // Denominations 2^0..2^63, no input fee.
+    let keyset = mint.running.mint.get_keyset_info(&active).unwrap();
+    assert_eq!(
+        keyset.amounts,
+        (0..64).map(|i| 1u64 << i).collect::<Vec<_>>()
+    );
+    assert_eq!(keyset.input_fee_ppk, 0);
+    let quote_id = response.quote_id.as_utf8_or_hex();
+
+    // Another key cannot mint it.
+    let (thief_secret, _) = miner_key();
+    let thief = mint.wallet();
+    assert!(mint_with(&thief, &[&quote_id], &thief_secret)
+        .await
+        .is_err());
+    assert_eq!(u64::from(thief.total_balance().await.unwrap()), 0);
+
+    // The locking key mints exactly the share's amount.
+    let wallet = mint.wallet();
+    assert_eq!(
+        mint_with(&wallet, &[&quote_id], &miner_secret).await,
+        Ok(64)
+    );
+    assert_eq!(u64::from(wallet.total_balance().await.unwrap()), 64);
+
+    let stats = pool.stats().await;
+    assert_eq!(
+        (stats.quotes_issued, stats.ehash_quoted, stats.ehash_issued),
+        (1, 64, 64)
+    );
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nut29_batch_mints_many_quotes_at_once() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let mut pool = mint.pool().await;
+    let (miner_secret, miner) = miner_key();
+    let mut ids = vec![];
+    let mut expected = 0;
+    for zero_bits in 1..=12 {
+        ids.push(pool.quote_id(share(zero_bits, miner)).await);
+        expected += 1u64 << zero_bits;
+    }
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let wallet = mint.wallet();
+    assert_eq!(mint_with(&wallet, &ids, &miner_secret).await, Ok(expected));
+    assert_eq!(u64::from(wallet.total_balance().await.unwrap()), expected);
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_wrong_key_and_replayed_proofs_are_refused() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let addr = mint.running.link_addr;
+    let (_, miner) = miner_key();
+
+    // A quote request right after SetupConnection, without a proof.
+    let mut sneaky = PoolClient::connect(addr).await;
+    let handshake = ClientHandshake::new(mint_key(), secret(POOL_SECRET), 0);
+    sneaky
+        .send(handshake.setup_connection("127.0.0.1", addr.port()))
+        .await;
+    assert!(matches!(
+        sneaky.recv().await,
+        Ok(MintQuoteMessage::SetupConnectionSuccess(_))
+    ));
+    assert!(matches!(
+        sneaky.recv().await,
+        Ok(MintQuoteMessage::PoolAuthChallenge(_))
+    ));
+    sneaky
+        .send(MintQuoteMessage::MintQuoteRequest(share(2, miner)))
+        .await;
+    match sneaky.recv().await {
+        Ok(MintQuoteMessage::PoolAuthError(e)) => {
+            assert_eq!(e.error_code.as_utf8_or_hex(), "not-authenticated")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(sneaky.is_closed().await);
+
+    // A quote request before SetupConnection.
+    let mut rude = PoolClient::connect(addr).await;
+    rude.send(MintQuoteMessage::MintQuoteRequest(share(2, miner)))
+        .await;
+    assert!(rude.is_closed().await);
+
+    // A pool key that is not on the allow-list.
+    let mut stranger = PoolClient::connect(addr).await;
+    let mut handshake = ClientHandshake::new(mint_key(), secret(STRANGER_SECRET), 0);
+    stranger
+        .send(handshake.setup_connection("127.0.0.1", addr.port()))
+        .await;
+    let mut refusal = None;
+    while refusal.is_none() {
+        match handshake.on_message(stranger.recv().await.unwrap()) {
+            Ok(HandshakeStep::Send(m)) => stranger.send(m).await,
+            Ok(HandshakeStep::Wait) => {}
+            Ok(HandshakeStep::Done) => panic!("a stranger authenticated"),
+            Err(e) => refusal = Some(e.to_string()),
+        }
+    }
+    assert!(refusal.unwrap().contains("unknown-pool-key"));
+    assert!(stranger.is_closed().await);
+
+    // A valid proof from one session replayed on another.
+    let mut first = PoolClient::connect(addr).await;
+    let mut handshake = ClientHandshake::new(mint_key(), secret(POOL_SECRET), 0);
+    first
+        .send(handshake.setup_connection("127.0.0.1", addr.port()))
+        .await;
+    handshake.on_message(first.recv().await.unwrap()).unwrap();
+    let HandshakeStep::Send(proof) = handshake.on_message(first.recv().await.unwrap()).unwrap()
+    else {
+        panic!("no proof")
+    };
+    let mut replay = PoolClient::connect(addr).await;
+    replay
+        .send(handshake.setup_connection("127.0.0.1", addr.port()))
+        .await;
+    replay.recv().await.unwrap();
+    replay.recv().await.unwrap();
+    replay.send(proof).await;
+    match replay.recv().await {
+        Ok(MintQuoteMessage::PoolAuthError(e)) => {
+            assert_eq!(e.error_code.as_utf8_or_hex(), "invalid-signature")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(replay.is_closed().await);
+
+    // None of them created a quote.
+    let stats = mint.pool().await.stats().await;
+    assert_eq!(
+        stats.quotes_unpaid + stats.quotes_paid + stats.quotes_issued,
+        0
+    );
+    assert!(mint.running.mint.mint_quotes().await.unwrap().is_empty());
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ehash_quotes_cannot_be_created_over_http() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let wallet = mint.wallet();
+    // The method is advertised (NUT-04) ...
+    let info = wallet.fetch_mint_info().await.unwrap().unwrap();
+    assert!(info
+        .nuts
+        .nut04
+        .methods
+        .iter()
+        .any(|m| m.method == ehash_method()));
+    // ... but the public route refuses to create its quotes, whatever the extra says.
+    let extra =
+        serde_json::json!({"share_hash": "00".repeat(32), "authorization": "00".repeat(16)});
+    let refused = wallet
+        .mint_quote(
+            ehash_method(),
+            Some(64.into()),
+            None,
+            Some(extra.to_string()),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let refused = wallet
+        .mint_quote(ehash_method(), Some(64.into()), None, None)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(mint.running.mint.mint_quotes().await.unwrap().is_empty());
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_target_or_a_wrong_amount_creates_no_quote() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let mut pool = mint.pool().await;
+    let (_, miner) = miner_key();
+
+    let mut wrong_amount = share(8, miner);
+    wrong_amount.amount += 1;
+    let share_hash = wrong_amount.share_hash.clone();
+    match pool.quote(wrong_amount).await {
+        MintQuoteMessage::MintQuoteError(e) => {
+            assert_eq!(e.error_code.as_utf8_or_hex(), "amount-mismatch");
+            assert_eq!(e.share_hash, share_hash);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A header that does not meet the target it claims.
+    let mut missed = share(8, miner);
+    let mut header = missed.header_bytes();
+    loop {
+        header[76] = header[76].wrapping_add(1);
+        let mut hash = sha256d::Hash::hash(&header).to_byte_array();
+        hash.reverse();
+        if hash[0] != 0 {
+            break;
+        }
+    }
+    missed = MintQuoteRequestOwned::new(&header, missed.target.to_array(), missed.amount, miner);
+    match pool.quote(missed).await {
+        MintQuoteMessage::MintQuoteError(e) => {
+            assert_eq!(e.error_code.as_utf8_or_hex(), "invalid-proof-of-work")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The connection stays usable, and no quote exists.
+    let stats = pool.stats().await;
+    assert_eq!(
+        stats.quotes_unpaid + stats.quotes_paid + stats.quotes_issued,
+        0
+    );
+    assert!(mint.running.mint.mint_quotes().await.unwrap().is_empty());
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_share_twice_gets_the_same_quote_and_mints_once() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let mut pool = mint.pool().await;
+    let mut other_pool = mint.pool().await;
+    let (miner_secret, miner) = miner_key();
+
+    let request = share(5, miner);
+    // Twice at the same time on two connections, then once more later.
+    pool.send(MintQuoteMessage::MintQuoteRequest(request.clone()))
+        .await;
+    other_pool
+        .send(MintQuoteMessage::MintQuoteRequest(request.clone()))
+        .await;
+    let a = pool.recv().await.unwrap();
+    let b = other_pool.recv().await.unwrap();
+    assert_eq!(a, b);
+    let first = pool.quote_id(request.clone()).await;
+    let MintQuoteMessage::MintQuoteResponse(a) = a else {
+        panic!("{a:?}")
+    };
+    assert_eq!(a.quote_id.as_utf8_or_hex(), first);
+
+    let wallet = mint.wallet();
+    assert_eq!(mint_with(&wallet, &[&first], &miner_secret).await, Ok(32));
+    // Asked again after minting: the same quote, nothing new to mint.
+    assert_eq!(pool.quote_id(request).await, first);
+    assert!(mint_with(&mint.wallet(), &[&first], &miner_secret)
+        .await
+        .is_err());
+    assert_eq!(u64::from(wallet.total_balance().await.unwrap()), 32);
+
+    let stats = pool.stats().await;
+    assert_eq!(
+        (
+            stats.quotes_unpaid,
+            stats.quotes_paid,
+            stats.quotes_issued,
+            stats.ehash_quoted,
+            stats.ehash_issued
+        ),
+        (0, 0, 1, 32, 32)
+    );
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_every_quote_is_still_there_and_mintable() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("mint.sqlite");
+    let config = config(database.to_str().unwrap());
+    let (miner_secret, miner) = miner_key();
+
+    let mint = TestMint::start(config.clone()).await;
+    let mut pool = mint.pool().await;
+    let mut ids = vec![];
+    for zero_bits in [3, 4, 5] {
+        ids.push(pool.quote_id(share(zero_bits, miner)).await);
+    }
+    // Mint the first one before the restart.
+    assert_eq!(
+        mint_with(&mint.wallet(), &[&ids[0]], &miner_secret).await,
+        Ok(8)
+    );
+    mint.stop().await;
+
+    // Restarted with other limits: the config wins over the stored mint info.
+    let mut changed = config.clone();
+    changed.max_amount = 1 << 40;
+    let mint = TestMint::start(changed).await;
+    let info = mint.wallet().fetch_mint_info().await.unwrap().unwrap();
+    let ehash = info
+        .nuts
+        .nut04
+        .methods
+        .iter()
+        .find(|m| m.method == ehash_method())
+        .unwrap();
+    assert_eq!(ehash.max_amount, Some((1u64 << 40).into()));
+
+    let mut pool = mint.pool().await;
+    let stats = pool.stats().await;
+    assert_eq!(
+        (
+            stats.quotes_paid,
+            stats.quotes_issued,
+            stats.ehash_quoted,
+            stats.ehash_issued
+        ),
+        (2, 1, 8 + 16 + 32, 8)
+    );
+    let wallet = mint.wallet();
+    assert_eq!(
+        mint_with(&wallet, &[&ids[1], &ids[2]], &miner_secret).await,
+        Ok(16 + 32)
+    );
+    // A share quoted before the restart keeps its quote.
+    let stats = pool.stats().await;
+    assert_eq!((stats.quotes_issued, stats.ehash_issued), (3, 56));
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_close_only_their_own_connection() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let addr = mint.running.link_addr;
+    let (_, miner) = miner_key();
+    let mut good = mint.pool().await;
+    good.quote_id(share(2, miner)).await;
+
+    // A MintQuoteRequest with bytes after its last field.
+    let mut oversized = mint.pool().await;
+    let mut payload = MintQuoteMessage::MintQuoteRequest(share(2, miner))
+        .to_frame_bytes()
+        .unwrap()[6..]
+        .to_vec();
+    payload.extend([0u8; 64]);
+    oversized.send_bytes_as_frame(0x80, payload).await;
+    assert!(oversized.is_closed().await);
+
+    // A truncated one, and an unknown message type.
+    let mut truncated = mint.pool().await;
+    let payload = MintQuoteMessage::MintQuoteRequest(share(2, miner))
+        .to_frame_bytes()
+        .unwrap()[6..100]
+        .to_vec();
+    truncated.send_bytes_as_frame(0x80, payload).await;
+    assert!(truncated.is_closed().await);
+    let mut unknown = mint.pool().await;
+    unknown.send_bytes_as_frame(0x7e, vec![1, 2, 3]).await;
+    assert!(unknown.is_closed().await);
+
+    // Garbage instead of a Noise handshake: any 64 bytes pass for the
+    // initiator's key, so the mint answers, then the next bytes fail their MAC.
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    raw.write_all(&[0xde; 200]).await.unwrap();
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut raw, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the mint kept a garbage connection open");
+
+    // The first connection never noticed.
+    good.quote_id(share(3, miner)).await;
+    assert_eq!(good.stats().await.quotes_paid, 2);
+    mint.stop().await;
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mint.toml");
+    let config: MintConfig =
+        roles_common::load_config(&path, "HASHPOOL_TEST_SHIPPED_MINT").unwrap();
+    assert_eq!(config.link_listen.port(), 34260);
+    assert_eq!(config.http_listen.port(), 3338);
+}
+
+#[test]
+fn a_bad_config_stops_the_mint_with_one_line_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mint.toml");
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mint.toml"),
+    )
+    .unwrap();
+    std::fs::write(
+        &path,
+        shipped.replace(
+            "link_listen = \"127.0.0.1:34260\"",
+            "link_listen = \"port 34260\"",
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mint"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("`link_listen`"), "{stderr}");
+}

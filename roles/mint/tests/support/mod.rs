@@ -1,0 +1,269 @@
+//! Shared by the mint's integration tests and its benchmark: a mint on
+//! 127.0.0.1 port 0, a pool-link client, shares with real proof of work, and
+//! a cdk wallet.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdk::amount::SplitTarget;
+use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
+use cdk::wallet::{Wallet, WalletBuilder};
+use ehash::wire::MessageSet;
+use ehash::LockingKey;
+use mint::{MintConfig, RunningMint};
+use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
+use mint_quote_sv2::{
+    MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
+};
+use roles_common::CancellationToken;
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_apps::network_helpers::connect_with_noise;
+use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
+use stratum_core::bitcoin::hashes::{sha256d, Hash};
+use stratum_core::bitcoin::secp256k1::{self as secp, XOnlyPublicKey};
+use tokio::net::TcpStream;
+
+// Devnet-only keys (public, never use them for real).
+pub const MINT_PUBLIC: &str = "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd";
+pub const MINT_SECRET: &str = "kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba";
+pub const POOL_PUBLIC: &str = "9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm";
+pub const POOL_SECRET: &str = "26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp";
+pub const STRANGER_SECRET: &str = "EazFUaDycieLShyfesSP4VoypLVAcebNvBFQgM6jBx4pPBfMG";
+pub const MNEMONIC: &str =
+    "order shock flip tribe strong rigid planet deputy question matter decide little";
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn config(database: &str) -> MintConfig {
+    MintConfig {
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        link_listen: "127.0.0.1:0".parse().unwrap(),
+        authority_public_key: MINT_PUBLIC.parse().unwrap(),
+        authority_secret_key: MINT_SECRET.parse().unwrap(),
+        cert_validity_secs: 3600,
+        allowed_pool_keys: vec![POOL_PUBLIC.parse().unwrap()],
+        database: database.to_string(),
+        mnemonic: MNEMONIC.to_string(),
+        unit_bits: 0,
+        min_amount: 1,
+        max_amount: i64::MAX as u64,
+        max_batch_size: 100,
+        name: "test mint".into(),
+        description: None,
+    }
+}
+
+pub struct TestMint {
+    pub running: RunningMint,
+    shutdown: CancellationToken,
+}
+
+impl TestMint {
+    pub async fn start(config: MintConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let running = mint::start(config, shutdown.clone())
+            .await
+            .expect("mint starts");
+        Self { running, shutdown }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(TIMEOUT, self.running.wait())
+            .await
+            .expect("mint stops");
+    }
+
+    pub async fn pool(&self) -> PoolClient {
+        PoolClient::authenticated(self.running.link_addr, POOL_SECRET).await
+    }
+
+    pub fn wallet(&self) -> Wallet {
+        wallet_for(&self.running.http_url())
+    }
+}
+
+pub fn wallet_for(url: &str) -> Wallet {
+    let db = futures_block(cdk_sqlite::wallet::memory::empty()).unwrap();
+    WalletBuilder::new()
+        .mint_url(url.parse().unwrap())
+        .unit(CurrencyUnit::custom(ehash::constants::UNIT))
+        .localstore(Arc::new(db))
+        .seed(rand::random::<[u8; 32]>().repeat(2).try_into().unwrap())
+        .without_rate_limiting()
+        .build()
+        .unwrap()
+}
+
+pub fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+pub fn ehash_method() -> PaymentMethod {
+    PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into())
+}
+
+/// A pool-link client: Noise initiator pinning the mint's key.
+pub struct PoolClient {
+    pub reader: NoiseTcpReadHalf,
+    pub writer: NoiseTcpWriteHalf,
+}
+
+impl PoolClient {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let key: Secp256k1PublicKey = MINT_PUBLIC.parse().unwrap();
+        let (reader, writer) = connect_with_noise(stream, Some(key))
+            .await
+            .unwrap()
+            .into_split();
+        Self { reader, writer }
+    }
+
+    pub async fn authenticated(addr: std::net::SocketAddr, pool_secret: &str) -> Self {
+        let mut client = Self::connect(addr).await;
+        let mut handshake = ClientHandshake::new(mint_key(), secret(pool_secret), 0);
+        client
+            .send(handshake.setup_connection("127.0.0.1", addr.port()))
+            .await;
+        loop {
+            let message = client.recv().await.expect("handshake reply");
+            match handshake.on_message(message).expect("handshake succeeds") {
+                HandshakeStep::Send(m) => client.send(m).await,
+                HandshakeStep::Wait => {}
+                HandshakeStep::Done => return client,
+            }
+        }
+    }
+
+    pub async fn send(&mut self, message: MintQuoteMessage) {
+        self.writer
+            .write_frame(message.into_frame().unwrap())
+            .await
+            .unwrap();
+    }
+
+    /// Sends `payload` under a frame header as it is, to send what no encoder would.
+    pub async fn send_bytes_as_frame(&mut self, msg_type: u8, payload: Vec<u8>) {
+        let len = payload.len() as u32;
+        let mut bytes = vec![
+            0,
+            0,
+            msg_type,
+            len as u8,
+            (len >> 8) as u8,
+            (len >> 16) as u8,
+        ];
+        bytes.extend(payload);
+        let frame = stratum_core::framing_sv2::framing::SerializedFrame::from_bytes(bytes).unwrap();
+        self.writer.write_frame(frame).await.unwrap();
+    }
+
+    /// The next message, or why there is none (closed, garbage).
+    pub async fn recv(&mut self) -> Result<MintQuoteMessage, String> {
+        let mut frame = tokio::time::timeout(TIMEOUT, self.reader.read_frame())
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| format!("{e:?}"))?;
+        let header = frame.header();
+        MintQuoteMessage::decode(&header, frame.payload()).map_err(|e| e.to_string())
+    }
+
+    pub async fn quote(&mut self, request: MintQuoteRequestOwned) -> MintQuoteMessage {
+        self.send(MintQuoteMessage::MintQuoteRequest(request)).await;
+        self.recv().await.expect("an answer")
+    }
+
+    pub async fn quote_id(&mut self, request: MintQuoteRequestOwned) -> String {
+        match self.quote(request).await {
+            MintQuoteMessage::MintQuoteResponse(r) => r.quote_id.as_utf8_or_hex(),
+            other => panic!("expected a quote, got {other:?}"),
+        }
+    }
+
+    pub async fn stats(&mut self) -> MintStatsResponse {
+        self.send(MintQuoteMessage::MintStatsRequest(MintStatsRequest {
+            request_id: 42,
+        }))
+        .await;
+        match self.recv().await.unwrap() {
+            MintQuoteMessage::MintStatsResponse(s) => {
+                assert_eq!(s.request_id, 42);
+                s
+            }
+            other => panic!("expected stats, got {other:?}"),
+        }
+    }
+
+    /// Whether the mint has closed this connection.
+    pub async fn is_closed(&mut self) -> bool {
+        matches!(self.recv().await, Err(e) if e != "timed out")
+    }
+}
+
+pub fn mint_key() -> XOnlyPublicKey {
+    let key: Secp256k1PublicKey = MINT_PUBLIC.parse().unwrap();
+    XOnlyPublicKey::from_slice(&key.into_bytes()).unwrap()
+}
+
+pub fn secret(base58: &str) -> secp::SecretKey {
+    let key = Secp256k1SecretKey::from_str(base58).unwrap();
+    secp::SecretKey::from_slice(&key.into_bytes()).unwrap()
+}
+
+/// A miner's NUT-20 key pair.
+pub fn miner_key() -> (SecretKey, LockingKey) {
+    let secret = SecretKey::generate();
+    let locking = LockingKey::from_bytes(&secret.public_key().to_bytes()).unwrap();
+    (secret, locking)
+}
+
+/// A header whose hash meets target 2^(256 - zero_bits) - 1, i.e. a share
+/// worth exactly 2^zero_bits expected hashes (and ehash at unit_bits 0).
+pub fn share(zero_bits: u32, key: LockingKey) -> MintQuoteRequestOwned {
+    let mut target_be = [0xffu8; 32];
+    for bit in 0..zero_bits as usize {
+        target_be[bit / 8] &= !(0x80 >> (bit % 8));
+    }
+    let mut target_le = target_be;
+    target_le.reverse();
+    let mut header = [0u8; 80];
+    header[0..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
+    header[4..36].copy_from_slice(&rand::random::<[u8; 32]>());
+    header[36..68].copy_from_slice(&rand::random::<[u8; 32]>());
+    header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
+    for nonce in 0u32.. {
+        header[76..80].copy_from_slice(&nonce.to_le_bytes());
+        let mut hash = sha256d::Hash::hash(&header).to_byte_array();
+        hash.reverse();
+        if hash <= target_be {
+            break;
+        }
+    }
+    MintQuoteRequestOwned::new(&header, target_le, 1u64 << zero_bits, key)
+}
+
+pub async fn mint_with(
+    wallet: &Wallet,
+    quote_ids: &[&str],
+    key: &SecretKey,
+) -> Result<u64, String> {
+    for id in quote_ids {
+        wallet
+            .fetch_mint_quote(id, Some(ehash_method()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let keys: HashMap<String, SecretKey> = quote_ids
+        .iter()
+        .map(|id| (id.to_string(), key.clone()))
+        .collect();
+    let proofs = wallet
+        .batch_mint(quote_ids, SplitTarget::default(), None, Some(keys))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(proofs.iter().map(|p| u64::from(p.amount)).sum())
+}
