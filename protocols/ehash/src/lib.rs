@@ -7,6 +7,7 @@
 pub mod amount;
 pub mod constants;
 pub mod locking_key;
+pub mod pending;
 pub mod share;
 pub mod wire;
 

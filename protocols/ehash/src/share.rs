@@ -11,8 +11,9 @@ pub enum ShareError {
     AboveTarget { hash: [u8; 32], target: [u8; 32] },
 }
 
-/// Big-endian hex of a little-endian 256-bit value, as block explorers show it.
-fn hex_be(le: &[u8; 32]) -> String {
+/// Big-endian hex of a little-endian 256-bit value (a share or block hash,
+/// a target), as block explorers show it.
+pub fn hex_be(le: &[u8; 32]) -> String {
     let mut be = *le;
     be.reverse();
     hex::encode(be)
