@@ -1,0 +1,168 @@
+//! The pool config file (`config/pool.toml`).
+
+use std::net::SocketAddr;
+
+use ehash::UnitBits;
+use roles_common::{ConfigError, Validate};
+use serde::Deserialize;
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_core::bitcoin::ScriptBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Where miners and translators connect (SV2 mining protocol over Noise).
+    #[serde(default = "default_listen_address")]
+    pub listen_address: String,
+    /// The pool's Noise authority key pair (base58, as in SRI configs).
+    pub authority_public_key: Secp256k1PublicKey,
+    pub authority_secret_key: Secp256k1SecretKey,
+    /// Validity of the Noise certificate handed to each downstream, seconds.
+    #[serde(default = "default_cert_validity")]
+    pub cert_validity_sec: u64,
+    /// The template provider (devnet-tp or sv2-tp), `host:port`.
+    #[serde(default = "default_tp_address")]
+    pub tp_address: String,
+    /// The template provider's Noise authority public key: the pool refuses
+    /// any other (pinned).
+    pub tp_authority_public_key: Secp256k1PublicKey,
+    /// Tag written into every coinbase scriptSig (`Sv2/<tag>//`).
+    #[serde(default = "default_pool_signature")]
+    pub pool_signature: String,
+    /// scriptPubKey (hex) that receives the block reward.
+    pub coinbase_reward_script: String,
+    /// Shares per minute each channel's target aims for.
+    #[serde(default = "default_shares_per_minute")]
+    pub shares_per_minute: f32,
+    /// Accepted shares acknowledged by one SubmitShares.Success.
+    #[serde(default = "default_share_batch_size")]
+    pub share_batch_size: usize,
+    /// Seconds between vardiff runs; 0 turns vardiff off.
+    #[serde(default = "default_vardiff_interval")]
+    pub vardiff_interval_secs: u64,
+    /// One ehash is worth 2^unit_bits expected hashes (shared with the mint).
+    #[serde(default = "default_unit_bits")]
+    pub unit_bits: u32,
+    /// Refuse channels whose `user_identity` does not start with a locking key.
+    #[serde(default = "default_true")]
+    pub require_locking_key: bool,
+    /// Most channels open at once (sizes the extranonce allocator).
+    #[serde(default = "default_max_channels")]
+    pub max_channels: u32,
+    /// Full extranonce length in bytes (prefix given by the pool + rollable part).
+    #[serde(default = "default_extranonce_len")]
+    pub extranonce_len: u8,
+    /// Seconds between "pool stats" log lines (shares, blocks, channels); 0 = never.
+    #[serde(default = "default_stats_log_interval")]
+    pub stats_log_interval_secs: u64,
+}
+
+fn default_stats_log_interval() -> u64 {
+    60
+}
+
+fn default_listen_address() -> String {
+    "0.0.0.0:34254".into()
+}
+fn default_cert_validity() -> u64 {
+    3600
+}
+fn default_tp_address() -> String {
+    "127.0.0.1:8442".into()
+}
+fn default_pool_signature() -> String {
+    "hashpool".into()
+}
+fn default_shares_per_minute() -> f32 {
+    6.0
+}
+fn default_share_batch_size() -> usize {
+    1
+}
+fn default_vardiff_interval() -> u64 {
+    60
+}
+fn default_unit_bits() -> u32 {
+    32
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_channels() -> u32 {
+    65_536
+}
+fn default_extranonce_len() -> u8 {
+    16
+}
+
+impl PoolConfig {
+    pub fn unit_bits(&self) -> UnitBits {
+        UnitBits::new(self.unit_bits).expect("validated")
+    }
+
+    pub fn reward_script(&self) -> ScriptBuf {
+        ScriptBuf::from_bytes(hex::decode(&self.coinbase_reward_script).expect("validated"))
+    }
+}
+
+impl Validate for PoolConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen_address.parse::<SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "listen_address",
+                format!("`{}` is not an ip:port address", self.listen_address),
+            ));
+        }
+        if !self.tp_address.contains(':') {
+            return Err(ConfigError::new(
+                "tp_address",
+                format!("`{}` is not host:port", self.tp_address),
+            ));
+        }
+        let derived: Secp256k1PublicKey = self.authority_secret_key.into();
+        if derived.into_bytes() != self.authority_public_key.into_bytes() {
+            return Err(ConfigError::new(
+                "authority_public_key",
+                "does not belong to authority_secret_key",
+            ));
+        }
+        if self.cert_validity_sec == 0 {
+            return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));
+        }
+        match hex::decode(&self.coinbase_reward_script) {
+            Ok(s) if !s.is_empty() && s.len() <= 100 => {}
+            Ok(_) => {
+                return Err(ConfigError::new(
+                    "coinbase_reward_script",
+                    "must be 1 to 100 bytes",
+                ))
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "coinbase_reward_script",
+                    format!("not hex: {e}"),
+                ))
+            }
+        }
+        if self.pool_signature.len() > 32 {
+            return Err(ConfigError::new("pool_signature", "at most 32 bytes"));
+        }
+        if !(self.shares_per_minute.is_finite() && self.shares_per_minute > 0.0) {
+            return Err(ConfigError::new(
+                "shares_per_minute",
+                "must be a positive number",
+            ));
+        }
+        if self.share_batch_size == 0 {
+            return Err(ConfigError::new("share_batch_size", "must be at least 1"));
+        }
+        UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
+        if self.max_channels == 0 {
+            return Err(ConfigError::new("max_channels", "must be at least 1"));
+        }
+        if !(8..=32).contains(&self.extranonce_len) {
+            return Err(ConfigError::new("extranonce_len", "must be 8 to 32"));
+        }
+        Ok(())
+    }
+}

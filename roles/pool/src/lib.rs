@@ -1,0 +1,214 @@
+//! The Hashpool pool: a Stratum V2 mining server over Noise.
+//!
+//! Downstreams (miners, translators) speak the SV2 mining protocol:
+//! SetupConnection, RequestExtensions (the ehash extension is granted,
+//! anything else refused with RequestExtensions.Error), standard and
+//! extended channels (channels_sv2: jobs from templates, vardiff, share
+//! validation, duplicates, stale jobs). Templates come from a template
+//! provider (devnet-tp or sv2-tp) whose authority key is pinned; block
+//! solutions go back to it.
+//!
+//! Every accepted share becomes an [`AcceptedShare`] (header, hash, target,
+//! ehash amount, locking key) handed to an [`AcceptedShareSink`]; the ehash
+//! flow (mint quotes) consumes it. [`PoolHandle::send_extension`] sends an
+//! ehash extension message to the connection owning a channel, if that
+//! connection negotiated the extension.
+//!
+//! [`core`] is the sans-IO protocol logic; `io` holds the sockets.
+
+pub mod config;
+pub mod core;
+mod io;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::config::PoolConfig;
+pub use crate::core::{AcceptedShare, ConnId, Stats};
+pub use crate::io::{AcceptedShareSink, PoolEvent};
+use ehash_ext_sv2::EhashMessage;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Why an extension message was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendExtensionError {
+    #[error("no open channel {0}")]
+    UnknownChannel(u32),
+    #[error("the connection of channel {0} did not negotiate the ehash extension")]
+    NotNegotiated(u32),
+    #[error("the connection of channel {0} is closing")]
+    ConnectionGone(u32),
+}
+
+/// Hooks the ehash flow plugs into.
+#[derive(Default, Clone)]
+pub struct Hooks {
+    pub accepted_shares: Option<Arc<dyn AcceptedShareSink>>,
+}
+
+/// A running pool.
+pub struct PoolHandle {
+    local_addr: SocketAddr,
+    shared: Arc<io::Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl PoolHandle {
+    /// The address downstreams connect to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<PoolEvent> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.core.lock().expect("core lock").stats()
+    }
+
+    /// Whether the connection owning `channel_id` negotiated the ehash extension.
+    pub fn channel_has_ehash(&self, channel_id: u32) -> Option<bool> {
+        self.shared
+            .core
+            .lock()
+            .expect("core lock")
+            .channel_owner(channel_id)
+            .map(|(_, ehash)| ehash)
+    }
+
+    /// Sends an ehash extension message to the connection owning `channel_id`
+    /// (never to a connection that did not negotiate the extension).
+    pub fn send_extension(
+        &self,
+        channel_id: u32,
+        message: EhashMessage,
+    ) -> Result<(), SendExtensionError> {
+        let owner = self
+            .shared
+            .core
+            .lock()
+            .expect("core lock")
+            .channel_owner(channel_id);
+        match owner {
+            None => Err(SendExtensionError::UnknownChannel(channel_id)),
+            Some((_, false)) => Err(SendExtensionError::NotNegotiated(channel_id)),
+            Some((conn, true)) => {
+                if self.shared.push(conn, io::Outbound::Ehash(message)) {
+                    Ok(())
+                } else {
+                    Err(SendExtensionError::ConnectionGone(channel_id))
+                }
+            }
+        }
+    }
+
+    /// Waits until the pool stopped (its shutdown token was cancelled).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Binds the listener, starts the template provider link and serves.
+pub async fn start(
+    config: PoolConfig,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> Result<PoolHandle, PoolError> {
+    let core = core::PoolCore::new(core::CoreConfig {
+        pool_signature: config.pool_signature.clone(),
+        reward_script: config.reward_script(),
+        shares_per_minute: config.shares_per_minute,
+        share_batch_size: config.share_batch_size,
+        unit_bits: config.unit_bits(),
+        require_locking_key: config.require_locking_key,
+        max_channels: config.max_channels,
+        extranonce_len: config.extranonce_len,
+    })
+    .map_err(PoolError::Setup)?;
+    let (solutions_tx, solutions_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(io::Shared::new(core, solutions_tx, hooks.accepted_shares));
+    let listener = TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(|source| PoolError::Listen {
+            address: config.listen_address.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| PoolError::Listen {
+        address: config.listen_address.clone(),
+        source,
+    })?;
+    info!(
+        %local_addr,
+        tp = %config.tp_address,
+        unit_bits = config.unit_bits,
+        require_locking_key = config.require_locking_key,
+        "pool listening"
+    );
+    let keys = Arc::new(io::Keys {
+        public: config.authority_public_key,
+        secret: config.authority_secret_key,
+        cert_validity_sec: config.cert_validity_sec,
+    });
+    let mut tasks = vec![
+        tokio::spawn(io::accept_loop(
+            listener,
+            shared.clone(),
+            keys,
+            shutdown.clone(),
+        )),
+        tokio::spawn(io::tp_loop(
+            io::TpLink {
+                address: config.tp_address.clone(),
+                authority_public_key: config.tp_authority_public_key,
+            },
+            shared.clone(),
+            solutions_rx,
+            shutdown.clone(),
+        )),
+    ];
+    if config.vardiff_interval_secs > 0 {
+        tasks.push(tokio::spawn(io::vardiff_loop(
+            shared.clone(),
+            Duration::from_secs(config.vardiff_interval_secs),
+            shutdown.clone(),
+        )));
+    }
+    if config.stats_log_interval_secs > 0 {
+        tasks.push(tokio::spawn(io::stats_log_loop(
+            shared.clone(),
+            Duration::from_secs(config.stats_log_interval_secs),
+            shutdown.clone(),
+        )));
+    }
+    Ok(PoolHandle {
+        local_addr,
+        shared,
+        tasks,
+    })
+}
+
+/// Runs the pool until `shutdown` is cancelled.
+pub async fn run(config: PoolConfig, shutdown: CancellationToken) -> Result<(), PoolError> {
+    let handle = start(config, shutdown, Hooks::default()).await?;
+    handle.wait().await;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Interop check with software we did not write: devnet-tp + our pool + the SRI
+# translator (translator_sv2 0.6.0) + a tiny Python SV1 CPU miner.
+#
+# Shows that the translator opens its extended channel on our pool, keeps its
+# connection (it drops any upstream that sends a message it does not know)
+# and gets shares accepted; blocks found through it move devnet-tp's tip.
+#
+# Needs: translator_sv2 0.6.0 on PATH or in $TRANSLATOR
+#   cargo install translator_sv2 --version 0.6.0 --root /work/sri-bin   (~10 min)
+# and python3. Not part of .ci/run (too slow to build).
+#
+# Usage: test/interop/sri-translator.sh [seconds]   (default 60)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DURATION=${1:-60}
+TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo /work/sri-bin/bin/translator_sv2)}
+TP_PORT=${TP_PORT:-18442}
+POOL_PORT=${POOL_PORT:-44254}
+TPROXY_PORT=${TPROXY_PORT:-44255}
+LOCKING_KEY=0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798
+WORK=$(mktemp -d /tmp/hashpool-interop.XXXXXX)
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+[ -x "$TRANSLATOR" ] || { echo "translator_sv2 not found (set TRANSLATOR=...)"; exit 2; }
+
+echo "== building devnet-tp and pool"
+(cd "$ROOT" && cargo build -q -p devnet-tp -p pool)
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+
+wait_for() { # file pattern seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for '$2' in $1"; tail -20 "$1"; exit 1
+}
+
+# Keys: the devnet keys of config/ (DEVNET ONLY).
+POOL_PUB=9cGDAZn9tTT7kjuAuu8KGgeG4N4TB1tDK1vgq9rte85NgN3Q1GS
+POOL_SEC=68P61KGyRfXaGyFMTJM5VDWzL2oAJonTveBmYhNESX6BarASm
+TP_PUB=9bdyeVkC5fwmkbE4kjccrPTFc5A3KkbEefiVna1Y1QqtG1BThwg
+TP_SEC=Yjp4a7Gdp4rn14jbVLzcJQp3wtpBqLDLdoodFYn8xQSiWQCBz
+
+cat > "$WORK/devnet-tp.toml" <<TOML
+listen_address = "127.0.0.1:$TP_PORT"
+authority_public_key = "$TP_PUB"
+authority_secret_key = "$TP_SEC"
+state_dir = "$WORK/tp-state"
+# ~2^23 hashes per block: a block every few shares of the Python miner
+nbits = 0x1e020000
+TOML
+
+cat > "$WORK/pool.toml" <<TOML
+listen_address = "127.0.0.1:$POOL_PORT"
+authority_public_key = "$POOL_PUB"
+authority_secret_key = "$POOL_SEC"
+tp_address = "127.0.0.1:$TP_PORT"
+tp_authority_public_key = "$TP_PUB"
+coinbase_reward_script = "51"
+unit_bits = 20
+stats_log_interval_secs = 5
+TOML
+
+cat > "$WORK/tproxy.toml" <<TOML
+downstream_address = "127.0.0.1"
+downstream_port = $TPROXY_PORT
+max_supported_version = 2
+min_supported_version = 2
+downstream_extranonce2_size = 4
+aggregate_channels = true
+supported_extensions = []
+
+[downstream_difficulty_config]
+min_individual_miner_hashrate = 50_000.0
+shares_per_minute = 30.0
+enable_vardiff = false
+job_keepalive_interval_secs = 60
+
+[[upstreams]]
+address = "127.0.0.1"
+port = $POOL_PORT
+authority_pubkey = "$POOL_PUB"
+user_identity = "$LOCKING_KEY.sri-translator"
+TOML
+
+echo "== starting devnet-tp, pool, translator (logs in $WORK)"
+"$BIN/devnet-tp" --config "$WORK/devnet-tp.toml" > "$WORK/devnet-tp.log" 2>&1 & PIDS+=($!)
+wait_for "$WORK/devnet-tp.log" "listening" 20
+"$BIN/pool" --config "$WORK/pool.toml" > "$WORK/pool.log" 2>&1 & PIDS+=($!)
+wait_for "$WORK/pool.log" "connected to the template provider" 20
+"$TRANSLATOR" -c "$WORK/tproxy.toml" > "$WORK/translator.log" 2>&1 & TPROXY_PID=$!; PIDS+=($TPROXY_PID)
+wait_for "$WORK/pool.log" "SetupConnection accepted" 30
+
+echo "== mining through the translator for ${DURATION}s"
+# The translator opens its upstream channel when the first SV1 miner connects.
+python3 "$ROOT/test/interop/sv1_miner.py" 127.0.0.1 "$TPROXY_PORT" "$LOCKING_KEY.cpu0" "$DURATION" \
+  > "$WORK/miner.log" 2>&1 & MINER_PID=$!
+wait_for "$WORK/pool.log" "extended channel opened" 30
+MINER_RC=0
+wait "$MINER_PID" || MINER_RC=$?
+sleep 6 # one more "pool stats" line
+
+strip() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+echo
+echo "== pool: channel opened by the translator"
+strip "$WORK/pool.log" | grep -E "SetupConnection accepted|channel opened|RequestExtensions|closing downstream" | head -5
+echo "== pool: last stats line"
+strip "$WORK/pool.log" | grep "pool stats" | tail -1
+echo "== pool: blocks"
+strip "$WORK/pool.log" | grep -c "block found" | sed 's/^/blocks found by the pool: /'
+echo "== devnet-tp: blocks accepted"
+strip "$WORK/devnet-tp.log" | grep "block accepted" | tail -3
+echo "== translator: upstream errors, fallbacks or reconnects (none expected)"
+strip "$WORK/translator.log" | grep -iE "upstream|fallback|unknown message|unexpected" \
+  | grep -iE "error|disconnect|fallback|unknown|unexpected|retry|reconnect" | head -10 || true
+echo "== translator: upstream channel"
+strip "$WORK/translator.log" | grep -iE "OpenExtendedMiningChannelSuccess|channel.*open|extranonce" | head -3 || true
+echo "== translator: answers from our pool"
+echo "SubmitShares.Success received: $(strip "$WORK/translator.log" | grep -c 'Received: SubmitSharesSuccess' || true)," \
+  "SubmitShares.Error received: $(strip "$WORK/translator.log" | grep -c 'Received: SubmitSharesError' || true)," \
+  "SetNewPrevHash received: $(strip "$WORK/translator.log" | grep -c 'Received: SetNewPrevHash' || true)"
+echo "== SV1 miner"
+grep -E "subscribed|authorized|summary" "$WORK/miner.log"
+echo
+
+ACCEPTED=$(strip "$WORK/pool.log" | grep "pool stats" | tail -1 | sed -E 's/.*shares_accepted=([0-9]+).*/\1/')
+CLOSED=$(strip "$WORK/pool.log" | grep -c "closing downstream connection\|downstream disconnected" || true)
+ALIVE=yes; kill -0 "$TPROXY_PID" 2>/dev/null || ALIVE=no
+echo "RESULT: pool accepted ${ACCEPTED:-0} shares from the translator; translator connections closed: $CLOSED; translator still running: $ALIVE"
+if [ "${ACCEPTED:-0}" -gt 0 ] && [ "$CLOSED" -eq 0 ] && [ "$ALIVE" = yes ] && [ "$MINER_RC" -eq 0 ]; then
+  echo "INTEROP OK"
+else
+  echo "INTEROP FAILED (logs in $WORK)"; exit 1
+fi

@@ -1,0 +1,860 @@
+//! Shared helpers of the cross-role integration tests: configs on
+//! 127.0.0.1 port 0, a running devnet-tp + pool stack, an SV2 mining test
+//! client (Noise, channels, CPU share finder) and a template distribution
+//! test client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use devnet_tp::{TpConfig, TpHandle};
+use ehash_ext_sv2::{is_ehash_frame, EhashMessage, MessageSet};
+use pool::{AcceptedShare, Hooks, PoolConfig, PoolEvent, PoolHandle};
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_apps::network_helpers::{
+    connect_with_noise,
+    noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
+    Error as NetError,
+};
+use stratum_core::binary_sv2::{B032Owned, Seq064KOwned, Str0255Owned, U256Owned};
+use stratum_core::bitcoin::{
+    block::{Header, Version},
+    hashes::{sha256d, Hash},
+    pow::CompactTarget,
+    BlockHash, Target, TxMerkleNode,
+};
+use stratum_core::channels_sv2::merkle_root::merkle_root_from_path;
+use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_core::extensions_sv2::RequestExtensionsOwned;
+use stratum_core::framing_sv2::framing::{MessageFrame, SerializedFrame};
+use stratum_core::mining_sv2::{
+    NewExtendedMiningJobOwned, NewMiningJobOwned, OpenExtendedMiningChannelOwned,
+    OpenStandardMiningChannelOwned, SetNewPrevHashOwned, SubmitSharesExtendedOwned,
+    SubmitSharesStandardOwned,
+};
+use stratum_core::parsers_sv2::{
+    AnyMessage, AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned,
+    IsSv2Message, MiningOwned,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// DEVNET/TEST ONLY keys (the same as config/*.toml).
+pub const POOL_PUBLIC_KEY: &str = "9cGDAZn9tTT7kjuAuu8KGgeG4N4TB1tDK1vgq9rte85NgN3Q1GS";
+pub const POOL_SECRET_KEY: &str = "68P61KGyRfXaGyFMTJM5VDWzL2oAJonTveBmYhNESX6BarASm";
+pub const TP_PUBLIC_KEY: &str = "9bdyeVkC5fwmkbE4kjccrPTFc5A3KkbEefiVna1Y1QqtG1BThwg";
+pub const TP_SECRET_KEY: &str = "Yjp4a7Gdp4rn14jbVLzcJQp3wtpBqLDLdoodFYn8xQSiWQCBz";
+/// A valid key that belongs to nobody in the tests.
+pub const WRONG_PUBLIC_KEY: &str = "9azwdG9sKYpNJJJjMv2L6dFhZ3VorymaC7eBAbKmKvSU6D5KPQS";
+
+/// Block target that no share ever meets (target 1).
+pub const NBITS_NEVER: u32 = 0x0300_0001;
+/// Block target that half of all hashes meet: every share is a block.
+pub const NBITS_EASY: u32 = 0x207f_ffff;
+
+/// A locking key (the secp256k1 generator, compressed).
+pub const LOCKING_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+/// How long a test waits for any one message before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn public_key(s: &str) -> Secp256k1PublicKey {
+    s.parse().expect("valid test public key")
+}
+
+pub fn secret_key(s: &str) -> Secp256k1SecretKey {
+    s.parse().expect("valid test secret key")
+}
+
+pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
+    TpConfig {
+        listen_address: "127.0.0.1:0".into(),
+        authority_public_key: public_key(TP_PUBLIC_KEY),
+        authority_secret_key: secret_key(TP_SECRET_KEY),
+        cert_validity_sec: 3600,
+        state_dir: state_dir.to_path_buf(),
+        nbits,
+        initial_subsidy_sats: 5_000_000_000,
+        halving_interval: 150,
+    }
+}
+
+pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
+    PoolConfig {
+        listen_address: "127.0.0.1:0".into(),
+        authority_public_key: public_key(POOL_PUBLIC_KEY),
+        authority_secret_key: secret_key(POOL_SECRET_KEY),
+        cert_validity_sec: 3600,
+        tp_address: tp_address.to_string(),
+        tp_authority_public_key: public_key(TP_PUBLIC_KEY),
+        pool_signature: "hashpool-test".into(),
+        coinbase_reward_script: "51".into(),
+        shares_per_minute: 6.0,
+        share_batch_size: 1,
+        vardiff_interval_secs: 0,
+        unit_bits: 0,
+        require_locking_key: true,
+        max_channels: 65_536,
+        extranonce_len: 16,
+        stats_log_interval_secs: 0,
+    }
+}
+
+/// A devnet-tp and a pool, on 127.0.0.1 port 0.
+pub struct Stack {
+    pub tp: TpHandle,
+    pub pool: PoolHandle,
+    pub events: broadcast::Receiver<PoolEvent>,
+    pub accepted: mpsc::UnboundedReceiver<AcceptedShare>,
+    pub tp_shutdown: CancellationToken,
+    pub pool_shutdown: CancellationToken,
+    pub state_dir: tempfile::TempDir,
+}
+
+/// Logs of the roles under test, when `RUST_LOG` is set (e.g. `RUST_LOG=info`).
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl Stack {
+    pub async fn start(nbits: u32) -> Stack {
+        Self::start_with(nbits, |_| {}).await
+    }
+
+    pub async fn start_with(nbits: u32, tweak: impl FnOnce(&mut PoolConfig)) -> Stack {
+        init_logging();
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        let tp_shutdown = CancellationToken::new();
+        let tp = devnet_tp::start(tp_config(state_dir.path(), nbits), tp_shutdown.clone())
+            .await
+            .expect("devnet-tp starts");
+        let (tx, accepted) = mpsc::unbounded_channel();
+        let pool_shutdown = CancellationToken::new();
+        let mut config = pool_config(tp.local_addr());
+        tweak(&mut config);
+        let pool = pool::start(
+            config,
+            pool_shutdown.clone(),
+            Hooks {
+                accepted_shares: Some(std::sync::Arc::new(tx)),
+            },
+        )
+        .await
+        .expect("pool starts");
+        let events = pool.subscribe_events();
+        Stack {
+            tp,
+            pool,
+            events,
+            accepted,
+            tp_shutdown,
+            pool_shutdown,
+            state_dir,
+        }
+    }
+
+    pub fn pool_addr(&self) -> SocketAddr {
+        self.pool.local_addr()
+    }
+
+    /// A mining client that finished SetupConnection.
+    pub async fn client(&self) -> MiningClient {
+        let mut c = MiningClient::connect(self.pool_addr(), POOL_PUBLIC_KEY)
+            .await
+            .expect("connects");
+        c.setup_connection(0).await;
+        c
+    }
+
+    /// Waits for a pool event matching `pred`.
+    pub async fn wait_event(&mut self, mut pred: impl FnMut(&PoolEvent) -> bool) -> PoolEvent {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Ok(e) if pred(&e) => return e,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => panic!("pool events closed"),
+                }
+            }
+        })
+        .await
+        .expect("pool event in time")
+    }
+
+    pub async fn stop(self) {
+        self.pool_shutdown.cancel();
+        self.tp_shutdown.cancel();
+        self.pool.wait().await;
+        self.tp.wait().await;
+    }
+}
+
+// ---------------------------------------------------------------- SV2 over Noise
+
+/// One SV2 message or frame received.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Sv2(AnyMessageOwned),
+    Ehash(EhashMessage),
+}
+
+/// A Noise connection with a reader task (so receiving can time out safely).
+pub struct Sv2Conn {
+    writer: NoiseTcpWriteHalf,
+    rx: mpsc::Receiver<Result<Incoming, String>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sv2Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+fn spawn_reader(
+    mut reader: NoiseTcpReadHalf,
+) -> (
+    mpsc::Receiver<Result<Incoming, String>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(1024);
+    let task = tokio::spawn(async move {
+        loop {
+            let item = match reader.read_frame().await {
+                Ok(mut frame) => {
+                    let header = frame.header();
+                    if is_ehash_frame(&header) {
+                        EhashMessage::decode(&header, frame.payload())
+                            .map(Incoming::Ehash)
+                            .map_err(|e| e.to_string())
+                    } else {
+                        AnyMessage::try_from((header, frame.payload()))
+                            .map(|m| Incoming::Sv2(m.into_owned()))
+                            .map_err(|e| format!("{e:?}"))
+                    }
+                }
+                Err(NetError::SocketClosed) => Err("closed".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    (rx, task)
+}
+
+impl Sv2Conn {
+    pub async fn connect(addr: SocketAddr, authority_key: &str) -> Result<Sv2Conn, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let noise = connect_with_noise(stream, Some(public_key(authority_key)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (reader, writer) = noise.into_split();
+        let (rx, reader) = spawn_reader(reader);
+        Ok(Sv2Conn { writer, rx, reader })
+    }
+
+    pub async fn send(&mut self, msg: AnyMessageOwned) {
+        let (t, e, c) = (msg.message_type(), msg.extension_type(), msg.channel_bit());
+        let frame = MessageFrame::from_message(msg, t, e, c).expect("frame");
+        self.writer.write_frame(frame).await.expect("write");
+    }
+
+    /// Sends a plaintext frame as given (header and payload), encrypted.
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) -> Result<(), String> {
+        let frame = SerializedFrame::from_bytes(bytes).map_err(|e| format!("{e:?}"))?;
+        self.writer
+            .write_frame(frame)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The next message, or Err when the connection closed.
+    pub async fn recv(&mut self) -> Result<Incoming, String> {
+        match tokio::time::timeout(WAIT, self.rx.recv()).await {
+            Ok(Some(item)) => item,
+            Ok(None) => Err("closed".into()),
+            Err(_) => panic!("no message within {WAIT:?}"),
+        }
+    }
+
+    /// Waits until the peer closes the connection; panics if it sends a
+    /// message or stays open.
+    pub async fn expect_closed(&mut self) -> String {
+        match self.recv().await {
+            Err(e) => e,
+            Ok(m) => panic!("expected the connection to close, got {m:?}"),
+        }
+    }
+}
+
+pub fn str0255(s: &str) -> Str0255Owned {
+    s.to_string().try_into().expect("short string")
+}
+
+pub fn setup_connection(protocol: Protocol, flags: u32) -> AnyMessageOwned {
+    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
+        protocol,
+        min_version: 2,
+        max_version: 2,
+        flags,
+        endpoint_host: str0255("127.0.0.1"),
+        endpoint_port: 0,
+        vendor: str0255("hashpool-tests"),
+        hardware_version: str0255(""),
+        firmware: str0255(""),
+        device_id: str0255("test"),
+    }))
+}
+
+// ---------------------------------------------------------------- mining client
+
+/// What a client knows about one of its channels.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelState {
+    pub channel_id: u32,
+    pub extended: bool,
+    pub target: [u8; 32],
+    pub extranonce_prefix: Vec<u8>,
+    pub extranonce_size: u16,
+    pub extended_jobs: HashMap<u32, NewExtendedMiningJobOwned>,
+    pub standard_jobs: HashMap<u32, NewMiningJobOwned>,
+    pub prev_hash: Option<SetNewPrevHashOwned>,
+    /// The job to mine on: set by SetNewPrevHash or a non-future job.
+    pub active_job: Option<u32>,
+    pub prev_hash_count: usize,
+}
+
+impl ChannelState {
+    pub fn target(&self) -> Target {
+        Target::from_le_bytes(self.target)
+    }
+}
+
+/// A share found by [`MiningClient::find_share`].
+#[derive(Debug, Clone)]
+pub struct FoundShare {
+    pub job_id: u32,
+    pub nonce: u32,
+    pub ntime: u32,
+    pub version: u32,
+    pub extranonce: Vec<u8>,
+    pub header: [u8; 80],
+    pub hash: [u8; 32],
+}
+
+static SEARCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// An SV2 mining client that tracks its channels' jobs and finds shares on the CPU.
+pub struct MiningClient {
+    pub conn: Sv2Conn,
+    pub channels: HashMap<u32, ChannelState>,
+    /// Messages received and not yet consumed by a `wait_*` call.
+    pub seen: Vec<Incoming>,
+    next_request_id: u32,
+    next_sequence: u32,
+}
+
+impl MiningClient {
+    pub async fn connect(addr: SocketAddr, authority_key: &str) -> Result<MiningClient, String> {
+        Ok(MiningClient {
+            conn: Sv2Conn::connect(addr, authority_key).await?,
+            channels: HashMap::new(),
+            seen: Vec::new(),
+            next_request_id: 1,
+            next_sequence: 1,
+        })
+    }
+
+    /// Receives one message and updates channel state from it.
+    pub async fn recv(&mut self) -> Result<Incoming, String> {
+        let msg = self.conn.recv().await?;
+        if let Incoming::Sv2(AnyMessageOwned::Mining(m)) = &msg {
+            self.observe(m);
+        }
+        Ok(msg)
+    }
+
+    fn observe(&mut self, m: &MiningOwned) {
+        match m {
+            MiningOwned::NewExtendedMiningJob(j) => {
+                if let Some(c) = self.channels.get_mut(&j.channel_id) {
+                    c.extended_jobs.insert(j.job_id, j.clone());
+                    if j.min_ntime.clone().into_inner().is_some() {
+                        c.active_job = Some(j.job_id);
+                    }
+                }
+            }
+            MiningOwned::NewMiningJob(j) => {
+                if let Some(c) = self.channels.get_mut(&j.channel_id) {
+                    c.standard_jobs.insert(j.job_id, j.clone());
+                    if j.min_ntime.clone().into_inner().is_some() {
+                        c.active_job = Some(j.job_id);
+                    }
+                }
+            }
+            MiningOwned::SetNewPrevHash(p) => {
+                if let Some(c) = self.channels.get_mut(&p.channel_id) {
+                    c.prev_hash = Some(p.clone());
+                    c.active_job = Some(p.job_id);
+                    c.prev_hash_count += 1;
+                }
+            }
+            MiningOwned::SetTarget(t) => {
+                if let Some(c) = self.channels.get_mut(&t.channel_id) {
+                    c.target = t.maximum_target.to_array();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits for a message matching `pred` (others are kept in `seen`).
+    pub async fn wait_for<T>(&mut self, mut pred: impl FnMut(&Incoming) -> Option<T>) -> T {
+        loop {
+            let msg = self.recv().await.expect("connection open");
+            if let Some(t) = pred(&msg) {
+                return t;
+            }
+            self.seen.push(msg);
+        }
+    }
+
+    pub async fn setup_connection(&mut self, flags: u32) {
+        self.conn
+            .send(setup_connection(Protocol::MiningProtocol, flags))
+            .await;
+        self.wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Common(
+                CommonMessagesOwned::SetupConnectionSuccess(s),
+            )) => Some(*s),
+            Incoming::Sv2(AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(
+                e,
+            ))) => {
+                panic!("SetupConnection refused: {:?}", e.error_code)
+            }
+            _ => None,
+        })
+        .await;
+    }
+
+    /// Sends RequestExtensions and returns the answer.
+    pub async fn request_extensions(&mut self, extensions: Vec<u16>) -> ExtensionsNegotiationOwned {
+        self.conn
+            .send(AnyMessageOwned::Extensions(
+                ExtensionsOwned::ExtensionsNegotiation(
+                    ExtensionsNegotiationOwned::RequestExtensions(RequestExtensionsOwned {
+                        request_id: 7,
+                        requested_extensions: Seq064KOwned::new(extensions).expect("fits"),
+                    }),
+                ),
+            ))
+            .await;
+        self.wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+                r,
+            ))) => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Opens an extended channel; Err(error_code) if refused.
+    pub async fn open_extended(
+        &mut self,
+        identity: &str,
+        nominal_hash_rate: f32,
+        min_extranonce_size: u16,
+    ) -> Result<u32, String> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.conn
+            .send(AnyMessageOwned::Mining(
+                MiningOwned::OpenExtendedMiningChannel(OpenExtendedMiningChannelOwned {
+                    request_id,
+                    user_identity: str0255(identity),
+                    nominal_hash_rate,
+                    max_target: U256Owned::from([0xffu8; 32]),
+                    min_extranonce_size,
+                }),
+            ))
+            .await;
+        let result = self
+            .wait_for(|m| match m {
+                Incoming::Sv2(AnyMessageOwned::Mining(
+                    MiningOwned::OpenExtendedMiningChannelSuccess(s),
+                )) if s.request_id == request_id => Some(Ok(s.clone())),
+                Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(e)))
+                    if e.request_id == request_id =>
+                {
+                    Some(Err(
+                        String::from_utf8_lossy(e.error_code.as_bytes()).to_string()
+                    ))
+                }
+                _ => None,
+            })
+            .await?;
+        self.channels.insert(
+            result.channel_id,
+            ChannelState {
+                channel_id: result.channel_id,
+                extended: true,
+                target: result.target.to_array(),
+                extranonce_prefix: result.extranonce_prefix.as_bytes().to_vec(),
+                extranonce_size: result.extranonce_size,
+                ..Default::default()
+            },
+        );
+        self.replay_seen();
+        Ok(result.channel_id)
+    }
+
+    /// Opens a standard channel; Err(error_code) if refused.
+    pub async fn open_standard(
+        &mut self,
+        identity: &str,
+        nominal_hash_rate: f32,
+    ) -> Result<u32, String> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        self.conn
+            .send(AnyMessageOwned::Mining(
+                MiningOwned::OpenStandardMiningChannel(OpenStandardMiningChannelOwned {
+                    request_id,
+                    user_identity: str0255(identity),
+                    nominal_hash_rate,
+                    max_target: U256Owned::from([0xffu8; 32]),
+                }),
+            ))
+            .await;
+        let result = self
+            .wait_for(|m| match m {
+                Incoming::Sv2(AnyMessageOwned::Mining(
+                    MiningOwned::OpenStandardMiningChannelSuccess(s),
+                )) if s.request_id == request_id => Some(Ok(s.clone())),
+                Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(e)))
+                    if e.request_id == request_id =>
+                {
+                    Some(Err(
+                        String::from_utf8_lossy(e.error_code.as_bytes()).to_string()
+                    ))
+                }
+                _ => None,
+            })
+            .await?;
+        self.channels.insert(
+            result.channel_id,
+            ChannelState {
+                channel_id: result.channel_id,
+                extended: false,
+                target: result.target.to_array(),
+                extranonce_prefix: result.extranonce_prefix.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        );
+        self.replay_seen();
+        Ok(result.channel_id)
+    }
+
+    /// Jobs that arrived before the channel was registered.
+    fn replay_seen(&mut self) {
+        let seen: Vec<Incoming> = self.seen.clone();
+        for m in &seen {
+            if let Incoming::Sv2(AnyMessageOwned::Mining(m)) = m {
+                self.observe(m);
+            }
+        }
+    }
+
+    /// Waits until `channel_id` has a job and a prevhash to mine on.
+    pub async fn wait_for_work(&mut self, channel_id: u32) {
+        while !self.has_work(channel_id) {
+            let msg = self.recv().await.expect("connection open");
+            self.seen.push(msg);
+        }
+    }
+
+    fn has_work(&self, channel_id: u32) -> bool {
+        let Some(c) = self.channels.get(&channel_id) else {
+            return false;
+        };
+        let Some(job) = c.active_job else {
+            return false;
+        };
+        c.prev_hash.is_some()
+            && (c.extended_jobs.contains_key(&job) || c.standard_jobs.contains_key(&job))
+    }
+
+    /// Waits for the next SetNewPrevHash of `channel_id` after `count` seen.
+    pub async fn wait_for_prev_hash_count(&mut self, channel_id: u32, count: usize) {
+        while self.channels[&channel_id].prev_hash_count < count || !self.has_work(channel_id) {
+            let msg = self.recv().await.expect("connection open");
+            self.seen.push(msg);
+        }
+    }
+
+    /// The header of a share on the active job (or `job_id`).
+    pub fn header(&self, channel_id: u32, job_id: u32, extranonce: &[u8], nonce: u32) -> [u8; 80] {
+        let c = &self.channels[&channel_id];
+        let prev = c.prev_hash.as_ref().expect("prevhash");
+        let (version, merkle_root) = if c.extended {
+            let job = &c.extended_jobs[&job_id];
+            let mut full = c.extranonce_prefix.clone();
+            full.extend_from_slice(extranonce);
+            let root = merkle_root_from_path(
+                job.coinbase_tx_prefix.as_bytes(),
+                job.coinbase_tx_suffix.as_bytes(),
+                &full,
+                job.merkle_path.as_slice(),
+            )
+            .expect("coinbase deserializes");
+            (job.version, root)
+        } else {
+            let job = &c.standard_jobs[&job_id];
+            (job.version, job.merkle_root.to_array())
+        };
+        let header = Header {
+            version: Version::from_consensus(version as i32),
+            prev_blockhash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
+            merkle_root: TxMerkleNode::from_byte_array(merkle_root),
+            time: prev.min_ntime,
+            bits: CompactTarget::from_consensus(prev.nbits),
+            nonce,
+        };
+        stratum_core::bitcoin::consensus::serialize(&header)
+            .try_into()
+            .expect("80 bytes")
+    }
+
+    /// Searches nonces on the active job for a header whose hash satisfies `accept(hash_as_target)`.
+    pub fn find_share(&self, channel_id: u32, accept: impl Fn(Target) -> bool) -> FoundShare {
+        let c = &self.channels[&channel_id];
+        let job_id = c.active_job.expect("active job");
+        let prev = c.prev_hash.as_ref().expect("prevhash");
+        let version = if c.extended {
+            c.extended_jobs[&job_id].version
+        } else {
+            c.standard_jobs[&job_id].version
+        };
+        // Every search starts somewhere new, so two searches never find the same share.
+        let run = SEARCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut extranonce = vec![0x42u8; c.extranonce_size as usize];
+        for (i, b) in run.to_le_bytes().iter().enumerate().take(extranonce.len()) {
+            extranonce[i] = *b;
+        }
+        let start = (run as u32).wrapping_mul(0x9e37_79b9);
+        // Fix the merkle root once; only the nonce changes.
+        let base = self.header(channel_id, job_id, &extranonce, 0);
+        let mut header = base;
+        for i in 0u32.. {
+            let nonce = start.wrapping_add(i);
+            header[76..80].copy_from_slice(&nonce.to_le_bytes());
+            let hash = sha256d::Hash::hash(&header).to_byte_array();
+            if accept(Target::from_le_bytes(hash)) {
+                return FoundShare {
+                    job_id,
+                    nonce,
+                    ntime: prev.min_ntime,
+                    version,
+                    extranonce,
+                    header,
+                    hash,
+                };
+            }
+        }
+        unreachable!("no nonce found")
+    }
+
+    /// A share meeting the channel target (and not the network target unless `block`).
+    pub fn valid_share(&self, channel_id: u32, block: bool) -> FoundShare {
+        let c = &self.channels[&channel_id];
+        let target = c.target();
+        let network = Target::from_compact(CompactTarget::from_consensus(
+            c.prev_hash.as_ref().expect("prevhash").nbits,
+        ));
+        self.find_share(channel_id, |h| h <= target && (h <= network) == block)
+    }
+
+    /// Sends a share; returns its sequence number.
+    pub async fn submit(&mut self, channel_id: u32, share: &FoundShare) -> u32 {
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        self.submit_with_seq(channel_id, share, seq).await;
+        seq
+    }
+
+    pub async fn submit_with_seq(&mut self, channel_id: u32, share: &FoundShare, seq: u32) {
+        let extended = self
+            .channels
+            .get(&channel_id)
+            .map(|c| c.extended)
+            .unwrap_or(true);
+        let msg = if extended {
+            MiningOwned::SubmitSharesExtended(SubmitSharesExtendedOwned {
+                channel_id,
+                sequence_number: seq,
+                job_id: share.job_id,
+                nonce: share.nonce,
+                ntime: share.ntime,
+                version: share.version,
+                extranonce: B032Owned::new(share.extranonce.clone()).expect("fits"),
+            })
+        } else {
+            MiningOwned::SubmitSharesStandard(SubmitSharesStandardOwned {
+                channel_id,
+                sequence_number: seq,
+                job_id: share.job_id,
+                nonce: share.nonce,
+                ntime: share.ntime,
+                version: share.version,
+            })
+        };
+        self.conn.send(AnyMessageOwned::Mining(msg)).await;
+    }
+
+    /// Waits for the answer to share `seq`: Ok(()) for SubmitShares.Success,
+    /// Err(error_code) for SubmitShares.Error.
+    pub async fn share_result(&mut self, channel_id: u32, seq: u32) -> Result<(), String> {
+        self.wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s)))
+                if s.channel_id == channel_id && s.last_sequence_number == seq =>
+            {
+                Some(Ok(()))
+            }
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))
+                if e.channel_id == channel_id && e.sequence_number == seq =>
+            {
+                Some(Err(
+                    String::from_utf8_lossy(e.error_code.as_bytes()).to_string()
+                ))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Finds, submits and waits for one valid non-block share.
+    pub async fn mine_one(&mut self, channel_id: u32) -> Result<FoundShare, String> {
+        let share = self.valid_share(channel_id, false);
+        let seq = self.submit(channel_id, &share).await;
+        self.share_result(channel_id, seq).await.map(|_| share)
+    }
+}
+
+// ---------------------------------------------------------------- template distribution client
+
+/// A template distribution client of devnet-tp (what a pool does, by hand).
+pub struct TdpClient {
+    pub conn: Sv2Conn,
+}
+
+impl TdpClient {
+    pub async fn connect(addr: SocketAddr) -> TdpClient {
+        let mut conn = Sv2Conn::connect(addr, TP_PUBLIC_KEY)
+            .await
+            .expect("connects");
+        conn.send(setup_connection(Protocol::TemplateDistributionProtocol, 0))
+            .await;
+        match conn.recv().await {
+            Ok(Incoming::Sv2(AnyMessageOwned::Common(
+                CommonMessagesOwned::SetupConnectionSuccess(_),
+            ))) => {}
+            other => panic!("expected SetupConnection.Success, got {other:?}"),
+        }
+        use stratum_core::parsers_sv2::TemplateDistributionOwned as T;
+        conn.send(AnyMessageOwned::TemplateDistribution(
+            T::CoinbaseOutputConstraints(
+                stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned {
+                    coinbase_output_max_additional_size: 100,
+                    coinbase_output_max_additional_sigops: 4,
+                },
+            ),
+        ))
+        .await;
+        TdpClient { conn }
+    }
+
+    /// The next NewTemplate and SetNewPrevHash.
+    pub async fn template(
+        &mut self,
+    ) -> (
+        stratum_core::template_distribution_sv2::NewTemplateOwned,
+        stratum_core::template_distribution_sv2::SetNewPrevHashOwned,
+    ) {
+        use stratum_core::parsers_sv2::TemplateDistributionOwned as T;
+        let template = loop {
+            if let Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(T::NewTemplate(t)))) =
+                self.conn.recv().await
+            {
+                break t;
+            }
+        };
+        let prev = loop {
+            if let Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(T::SetNewPrevHash(p)))) =
+                self.conn.recv().await
+            {
+                break p;
+            }
+        };
+        (template, prev)
+    }
+
+    /// Solves `template` on the CPU (the target must be easy) and submits it.
+    pub async fn solve_and_submit(
+        &mut self,
+        template: &stratum_core::template_distribution_sv2::NewTemplateOwned,
+        prev: &stratum_core::template_distribution_sv2::SetNewPrevHashOwned,
+    ) -> BlockHash {
+        use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
+        use stratum_core::parsers_sv2::TemplateDistributionOwned as T;
+        let coinbase = devnet_tp::chain::build_coinbase(
+            template,
+            b"tdp-test",
+            TxOut {
+                value: Amount::from_sat(template.coinbase_tx_value_remaining),
+                script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+            },
+        );
+        let txid = coinbase.compute_txid();
+        let mut header = Header {
+            version: Version::from_consensus(template.version as i32),
+            prev_blockhash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
+            merkle_root: TxMerkleNode::from_byte_array(txid.to_byte_array()),
+            time: prev.header_timestamp,
+            bits: CompactTarget::from_consensus(prev.n_bits),
+            nonce: 0,
+        };
+        while !header.target().is_met_by(header.block_hash()) {
+            header.nonce += 1;
+        }
+        self.conn
+            .send(AnyMessageOwned::TemplateDistribution(T::SubmitSolution(
+                stratum_core::template_distribution_sv2::SubmitSolutionOwned {
+                    template_id: template.template_id,
+                    version: template.version,
+                    header_timestamp: header.time,
+                    header_nonce: header.nonce,
+                    coinbase_tx: stratum_core::bitcoin::consensus::serialize(&coinbase)
+                        .try_into()
+                        .expect("fits"),
+                },
+            )))
+            .await;
+        header.block_hash()
+    }
+}
+
+/// sha256d of a header, little-endian (SV2 order).
+pub fn sha256d(bytes: &[u8]) -> [u8; 32] {
+    sha256d::Hash::hash(bytes).to_byte_array()
+}

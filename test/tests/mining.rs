@@ -1,0 +1,551 @@
+//! The pool and devnet-tp against each other on 127.0.0.1 (port 0): channels
+//! over Noise, share acceptance and rejection codes, blocks, a template
+//! provider restart, and hostile connections.
+
+use ehash::UnitBits;
+use ehash_ext_sv2::{EhashMessage, MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
+use hashpool_tests::*;
+use pool::{PoolEvent, SendExtensionError};
+use stratum_core::binary_sv2::U256Owned;
+use stratum_core::bitcoin::{hashes::Hash, BlockHash, Target};
+use stratum_core::common_messages_sv2::Protocol;
+use stratum_core::parsers_sv2::{
+    AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, MiningOwned,
+};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+const IDENTITY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798.worker1";
+/// ~100 hashes per share at 6 shares/minute.
+const HASHRATE: f32 = 10.0;
+
+#[tokio::test]
+async fn channels_open_over_noise_and_shares_get_the_right_answer() {
+    let mut stack = Stack::start(NBITS_NEVER).await;
+    let mut client = stack.client().await;
+
+    // The ehash extension is granted.
+    match client.request_extensions(vec![EHASH_EXTENSION_TYPE]).await {
+        ExtensionsNegotiationOwned::RequestExtensionsSuccess(s) => {
+            assert_eq!(
+                s.supported_extensions.into_inner(),
+                vec![EHASH_EXTENSION_TYPE]
+            )
+        }
+        other => panic!("ehash extension refused: {other:?}"),
+    }
+
+    let channel = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    client.wait_for_work(channel).await;
+
+    // A valid share is accepted and published as an AcceptedShare.
+    let share = client
+        .mine_one(channel)
+        .await
+        .expect("valid share accepted");
+    let accepted = stack
+        .accepted
+        .recv()
+        .await
+        .expect("accepted share published");
+    assert_eq!(accepted.channel_id, channel);
+    assert_eq!(accepted.header, share.header);
+    assert_eq!(sha256d(&accepted.header), accepted.share_hash);
+    assert_eq!(accepted.share_hash, share.hash);
+    let target = client.channels[&channel].target();
+    assert_eq!(accepted.target, target.to_le_bytes());
+    assert!(Target::from_le_bytes(accepted.share_hash) <= target);
+    assert_eq!(
+        accepted.amount,
+        ehash::ehash_amount(target, UnitBits::new(0).unwrap())
+    );
+    assert!(accepted.amount > 0);
+    assert_eq!(
+        accepted.locking_key.map(|k| k.to_string()).as_deref(),
+        Some(LOCKING_KEY)
+    );
+    assert!(!accepted.block_found);
+
+    // The same share again: duplicate.
+    let seq = client.submit(channel, &share).await;
+    assert_eq!(
+        client.share_result(channel, seq).await,
+        Err("duplicate-share".into())
+    );
+
+    // A hash above the channel target: difficulty too low.
+    let weak = client.find_share(channel, |h| h > target);
+    let seq = client.submit(channel, &weak).await;
+    assert_eq!(
+        client.share_result(channel, seq).await,
+        Err("difficulty-too-low".into())
+    );
+
+    // A channel that does not exist.
+    let good = client.valid_share(channel, false);
+    let seq = client.submit(channel, &good).await;
+    client
+        .channels
+        .insert(999_999, client.channels[&channel].clone());
+    client.submit_with_seq(999_999, &good, seq + 1).await;
+    assert_eq!(client.share_result(channel, seq).await, Ok(()));
+    assert_eq!(
+        client.share_result(999_999, seq + 1).await,
+        Err("invalid-channel-id".into())
+    );
+
+    // A job the channel never had.
+    let mut bogus = client.valid_share(channel, false);
+    bogus.job_id = 424_242;
+    let seq = client.submit(channel, &bogus).await;
+    assert_eq!(
+        client.share_result(channel, seq).await,
+        Err("invalid-job-id".into())
+    );
+
+    // A standard channel on the same connection mines too.
+    let standard = client.open_standard(IDENTITY, HASHRATE).await.unwrap();
+    client.wait_for_work(standard).await;
+    client
+        .mine_one(standard)
+        .await
+        .expect("standard share accepted");
+    let accepted = loop {
+        let a = stack.accepted.recv().await.unwrap();
+        if a.channel_id == standard {
+            break a;
+        }
+    };
+    assert_eq!(sha256d(&accepted.header), accepted.share_hash);
+
+    // Extension frames reach the connection that owns the channel.
+    assert_eq!(stack.pool.channel_has_ehash(channel), Some(true));
+    let note = MintQuoteNotificationOwned {
+        channel_id: channel,
+        sequence_number: 1,
+        share_hash: U256Owned::from(accepted.share_hash),
+        quote_id: str0255("quote-1"),
+        keyset_id: str0255("00abcdef"),
+        amount: 5,
+    };
+    stack
+        .pool
+        .send_extension(channel, EhashMessage::MintQuoteNotification(note.clone()))
+        .unwrap();
+    let got = client
+        .wait_for(|m| match m {
+            Incoming::Ehash(e) => Some(e.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got, EhashMessage::MintQuoteNotification(note));
+    assert_eq!(
+        stack.pool.send_extension(
+            4_000_000,
+            EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
+                channel_id: 4_000_000,
+                sequence_number: 1,
+                share_hash: U256Owned::from([0u8; 32]),
+                quote_id: str0255("q"),
+                keyset_id: str0255("k"),
+                amount: 1,
+            })
+        ),
+        Err(SendExtensionError::UnknownChannel(4_000_000))
+    );
+
+    // UpdateChannel with a higher hashrate: SetTarget with a harder target.
+    client
+        .conn
+        .send(AnyMessageOwned::Mining(MiningOwned::UpdateChannel(
+            stratum_core::mining_sv2::UpdateChannelOwned {
+                channel_id: channel,
+                nominal_hash_rate: HASHRATE * 1000.0,
+                maximum_target: U256Owned::from([0xff; 32]),
+            },
+        )))
+        .await;
+    let new_target = client
+        .wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SetTarget(t)))
+                if t.channel_id == channel =>
+            {
+                Some(Target::from_le_bytes(t.maximum_target.to_array()))
+            }
+            _ => None,
+        })
+        .await;
+    assert!(new_target < target);
+
+    let stats = stack.pool.stats();
+    assert_eq!(stats.shares_accepted, 3);
+    assert_eq!(stats.shares_rejected, 4);
+    // Nothing above closed the connection.
+    assert!(stack
+        .events
+        .try_recv()
+        .map_or(true, |e| !matches!(e, PoolEvent::ConnectionClosed { .. })));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_extensions_and_missing_locking_keys_are_refused() {
+    let stack = Stack::start(NBITS_NEVER).await;
+    let mut client = stack.client().await;
+
+    // An extension the pool does not know: RequestExtensions.Error naming it.
+    match client.request_extensions(vec![0x0002]).await {
+        ExtensionsNegotiationOwned::RequestExtensionsError(e) => {
+            assert_eq!(e.unsupported_extensions.into_inner(), vec![0x0002]);
+        }
+        other => panic!("expected RequestExtensions.Error, got {other:?}"),
+    }
+
+    // No locking key in user_identity: refused with a clear error code.
+    assert_eq!(
+        client.open_extended("just-a-worker", HASHRATE, 8).await,
+        Err("invalid-user-identity".into())
+    );
+    assert_eq!(
+        client.open_standard("02abcd", HASHRATE).await,
+        Err("invalid-user-identity".into())
+    );
+    // A channel of a connection without the extension gets no ehash frames.
+    let channel = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    assert_eq!(stack.pool.channel_has_ehash(channel), Some(false));
+    let note = EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
+        channel_id: channel,
+        sequence_number: 1,
+        share_hash: U256Owned::from([0u8; 32]),
+        quote_id: str0255("q"),
+        keyset_id: str0255("k"),
+        amount: 1,
+    });
+    assert_eq!(
+        stack.pool.send_extension(channel, note),
+        Err(SendExtensionError::NotNegotiated(channel))
+    );
+    stack.stop().await;
+
+    // With require_locking_key = false the same identity opens a keyless channel.
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| c.require_locking_key = false).await;
+    let mut client = stack.client().await;
+    let channel = client
+        .open_extended("just-a-worker", HASHRATE, 8)
+        .await
+        .unwrap();
+    client.wait_for_work(channel).await;
+    client.mine_one(channel).await.unwrap();
+    let accepted = stack.accepted.recv().await.unwrap();
+    assert_eq!(accepted.locking_key, None);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
+    let mut stack = Stack::start(NBITS_EASY).await;
+    let mut blocks = stack.tp.subscribe_blocks();
+    let mut miner = stack.client().await;
+    let mut other = stack.client().await;
+    let chan = miner.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    let other_ext = other.open_extended(IDENTITY, HASHRATE, 4).await.unwrap();
+    let other_std = other.open_standard(IDENTITY, HASHRATE).await.unwrap();
+    miner.wait_for_work(chan).await;
+    other.wait_for_work(other_ext).await;
+    other.wait_for_work(other_std).await;
+    let old_tip = stack.tp.tip_hash();
+    assert_eq!(stack.tp.height(), 0);
+
+    // Two shares on the current job: both solve a block at this target.
+    let block_share = miner.valid_share(chan, true);
+    let late_share = miner.find_share(chan, |h| {
+        h <= miner.channels[&chan].target() && h.to_le_bytes() != block_share.hash
+    });
+    let seq = miner.submit(chan, &block_share).await;
+    assert_eq!(miner.share_result(chan, seq).await, Ok(()));
+    let accepted = stack.accepted.recv().await.unwrap();
+    assert!(accepted.block_found);
+    assert_eq!(sha256d(&accepted.header), accepted.share_hash);
+
+    // devnet-tp appended the block and moved the tip.
+    let block = tokio::time::timeout(WAIT, blocks.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(block.height, 1);
+    assert_eq!(block.hash, BlockHash::from_byte_array(block_share.hash));
+    assert_eq!(stack.tp.height(), 1);
+    assert_eq!(stack.tp.tip_hash(), block.hash);
+    assert_ne!(old_tip, block.hash);
+
+    // Every open channel gets the new prevhash and a job on it.
+    for (which, channel) in [(0, chan), (1, other_ext), (1, other_std)] {
+        let client = if which == 0 { &mut miner } else { &mut other };
+        client.wait_for_prev_hash_count(channel, 2).await;
+        let c = &client.channels[&channel];
+        let prev = c.prev_hash.as_ref().unwrap();
+        assert_eq!(prev.prev_hash.to_array(), block.hash.to_byte_array());
+        assert_ne!(c.active_job, Some(block_share.job_id));
+    }
+
+    // A share on the job of the old tip is stale.
+    let seq = miner.submit(chan, &late_share).await;
+    assert_eq!(
+        miner.share_result(chan, seq).await,
+        Err("stale-share".into())
+    );
+
+    // Mining continues on the new tip: the next block is height 2.
+    let next = miner.valid_share(chan, true);
+    let seq = miner.submit(chan, &next).await;
+    assert_eq!(miner.share_result(chan, seq).await, Ok(()));
+    let block = tokio::time::timeout(WAIT, blocks.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(block.height, 2);
+    assert_eq!(stack.pool.stats().blocks_found, 2);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn devnet_tp_restart_continues_the_chain_from_its_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let tp = devnet_tp::start(tp_config(dir.path(), NBITS_EASY), shutdown.clone())
+        .await
+        .unwrap();
+    let mut blocks = tp.subscribe_blocks();
+    let mut client = TdpClient::connect(tp.local_addr()).await;
+    for height in 1..=2 {
+        let (template, prev) = client.template().await;
+        let hash = client.solve_and_submit(&template, &prev).await;
+        let block = tokio::time::timeout(WAIT, blocks.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((block.height, block.hash), (height, hash));
+    }
+    let tip = tp.tip_hash();
+    // The new template after block 2 builds on it.
+    let (_, prev) = client.template().await;
+    assert_eq!(prev.prev_hash.to_array(), tip.to_byte_array());
+    shutdown.cancel();
+    tp.wait().await;
+    drop(client);
+
+    // Restarted on the same state dir: same tip, the next block is height 3.
+    let shutdown = CancellationToken::new();
+    let tp = devnet_tp::start(tp_config(dir.path(), NBITS_EASY), shutdown.clone())
+        .await
+        .unwrap();
+    assert_eq!(tp.height(), 2);
+    assert_eq!(tp.tip_hash(), tip);
+    let mut blocks = tp.subscribe_blocks();
+    let mut client = TdpClient::connect(tp.local_addr()).await;
+    let (template, prev) = client.template().await;
+    assert_eq!(prev.prev_hash.to_array(), tip.to_byte_array());
+    // RequestTransactionData is answered (the block is empty).
+    {
+        use stratum_core::parsers_sv2::TemplateDistributionOwned as T;
+        client
+            .conn
+            .send(AnyMessageOwned::TemplateDistribution(
+                T::RequestTransactionData(
+                    stratum_core::template_distribution_sv2::RequestTransactionDataOwned {
+                        template_id: template.template_id,
+                    },
+                ),
+            ))
+            .await;
+        match client.conn.recv().await {
+            Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                T::RequestTransactionDataSuccess(ok),
+            ))) => {
+                assert_eq!(ok.template_id, template.template_id);
+                assert!(ok.transaction_list.is_empty());
+            }
+            other => panic!("expected RequestTransactionData.Success, got {other:?}"),
+        }
+    }
+    let hash = client.solve_and_submit(&template, &prev).await;
+    let block = tokio::time::timeout(WAIT, blocks.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((block.height, block.hash), (3, hash));
+    // A solution for an unknown template changes nothing.
+    let (mut template, prev) = client.template().await;
+    template.template_id += 1000;
+    client.solve_and_submit(&template, &prev).await;
+    let (_, prev_after) = (tp.height(), tp.tip_hash());
+    assert_eq!(tp.height(), 3);
+    assert_eq!(prev_after, block.hash);
+    shutdown.cancel();
+    tp.wait().await;
+}
+
+#[tokio::test]
+async fn bad_connections_are_closed_with_a_reason_and_others_keep_mining() {
+    let mut stack = Stack::start(NBITS_NEVER).await;
+    let mut good = stack.client().await;
+    let channel = good.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    good.wait_for_work(channel).await;
+    good.mine_one(channel).await.unwrap();
+
+    let closed = |needle: &'static str| move |e: &PoolEvent| matches!(e, PoolEvent::ConnectionClosed { reason, .. } if reason.contains(needle));
+
+    // 1. A client pinning another authority key refuses the pool's handshake.
+    let err = MiningClient::connect(stack.pool_addr(), WRONG_PUBLIC_KEY)
+        .await
+        .err();
+    assert!(err.is_some(), "a wrong pinned key must fail the handshake");
+    stack
+        .wait_event(closed("closed by peer before SetupConnection"))
+        .await;
+    good.mine_one(channel).await.unwrap();
+
+    // 2. A truncated Noise handshake.
+    let mut raw = tokio::net::TcpStream::connect(stack.pool_addr())
+        .await
+        .unwrap();
+    raw.write_all(&[0xAB; 10]).await.unwrap();
+    raw.shutdown().await.unwrap();
+    stack.wait_event(closed("noise handshake failed")).await;
+    good.mine_one(channel).await.unwrap();
+
+    // 2b. Any 64 bytes pass as the initiator's ephemeral key; the bytes after
+    // them are not an encrypted frame (the MAC does not verify).
+    let mut raw = tokio::net::TcpStream::connect(stack.pool_addr())
+        .await
+        .unwrap();
+    raw.write_all(&[0xAB; 64 + 300]).await.unwrap();
+    stack.wait_event(closed("read failed")).await;
+    drop(raw);
+    good.mine_one(channel).await.unwrap();
+
+    // 3. A mining message before SetupConnection.
+    let mut early = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
+    early
+        .conn
+        .send(AnyMessageOwned::Mining(
+            MiningOwned::OpenExtendedMiningChannel(
+                stratum_core::mining_sv2::OpenExtendedMiningChannelOwned {
+                    request_id: 1,
+                    user_identity: str0255(IDENTITY),
+                    nominal_hash_rate: HASHRATE,
+                    max_target: U256Owned::from([0xff; 32]),
+                    min_extranonce_size: 8,
+                },
+            ),
+        ))
+        .await;
+    early.conn.expect_closed().await;
+    stack.wait_event(closed("before SetupConnection")).await;
+    good.mine_one(channel).await.unwrap();
+
+    // 4. A malformed frame: SubmitSharesExtended with a 3-byte payload.
+    let mut bad = stack.client().await;
+    bad.conn
+        .send_raw(vec![0x00, 0x80, 0x1b, 3, 0, 0, 1, 2, 3])
+        .await
+        .unwrap();
+    bad.conn.expect_closed().await;
+    stack.wait_event(closed("malformed frame")).await;
+    good.mine_one(channel).await.unwrap();
+
+    // 5. SetupConnection for another subprotocol: SetupConnection.Error, then closed.
+    let mut wrong = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
+    wrong
+        .conn
+        .send(setup_connection(Protocol::TemplateDistributionProtocol, 0))
+        .await;
+    match wrong.conn.recv().await {
+        Ok(Incoming::Sv2(AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(
+            e,
+        )))) => {
+            assert_eq!(e.error_code.as_bytes(), b"unsupported-protocol")
+        }
+        other => panic!("expected SetupConnection.Error, got {other:?}"),
+    }
+    wrong.conn.expect_closed().await;
+    stack
+        .wait_event(closed("SetupConnection for protocol"))
+        .await;
+
+    // The good connection was never touched.
+    good.mine_one(channel).await.unwrap();
+    assert_eq!(stack.pool.stats().channels_open, 1);
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_provider_with_another_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tp_shutdown = CancellationToken::new();
+    let tp = devnet_tp::start(tp_config(dir.path(), NBITS_NEVER), tp_shutdown.clone())
+        .await
+        .unwrap();
+    let mut config = pool_config(tp.local_addr());
+    config.tp_authority_public_key = public_key(WRONG_PUBLIC_KEY);
+    let shutdown = CancellationToken::new();
+    let pool = pool::start(config, shutdown.clone(), Default::default())
+        .await
+        .unwrap();
+    let mut events = pool.subscribe_events();
+    let event = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(PoolEvent::TemplateProviderDisconnected(reason)) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(event.contains("noise handshake failed"), "{event}");
+    shutdown.cancel();
+    tp_shutdown.cancel();
+    pool.wait().await;
+    tp.wait().await;
+}
+
+#[test]
+fn the_shipped_configs_load_and_bad_fields_are_named() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let pool: pool::PoolConfig =
+        roles_common::load_config(&root.join("config/pool.toml"), "HASHPOOL_TEST_POOL").unwrap();
+    assert_eq!(pool.tp_address, "127.0.0.1:8442");
+    let tp: devnet_tp::TpConfig =
+        roles_common::load_config(&root.join("config/devnet-tp.toml"), "HASHPOOL_TEST_TP").unwrap();
+    assert_eq!(tp.nbits, devnet_tp::config::DEFAULT_NBITS);
+    assert_eq!(
+        pool.tp_authority_public_key.to_string(),
+        tp.authority_public_key.to_string()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("config/pool.toml")).unwrap();
+    for (from, to, field) in [
+        ("unit_bits = 20", "unit_bits = 99", "unit_bits"),
+        (
+            "coinbase_reward_script = \"51\"",
+            "coinbase_reward_script = \"zz\"",
+            "coinbase_reward_script",
+        ),
+        (
+            "max_channels = 65536",
+            "max_channelz = 65536",
+            "max_channelz",
+        ),
+    ] {
+        let path = dir.path().join("pool.toml");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let err = roles_common::load_config::<pool::PoolConfig>(&path, "HASHPOOL_TEST_POOL_BAD")
+            .unwrap_err();
+        assert!(err.contains(field) && !err.contains('\n'), "{err}");
+    }
+}
