@@ -99,6 +99,8 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         max_channels: 65_536,
         extranonce_len: 16,
         stats_log_interval_secs: 0,
+        state_dir: std::env::temp_dir().join("hashpool-tests-unused"),
+        mint: None,
     }
 }
 
@@ -857,4 +859,256 @@ impl TdpClient {
 /// sha256d of a header, little-endian (SV2 order).
 pub fn sha256d(bytes: &[u8]) -> [u8; 32] {
     sha256d::Hash::hash(bytes).to_byte_array()
+}
+
+// ---------------------------------------------------------------- the ehash stack
+
+/// Devnet-only keys of the mint and of the pool's identity on the mint link
+/// (as in config/mint.toml and config/pool.toml).
+pub const MINT_PUBLIC_KEY: &str = "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd";
+pub const MINT_SECRET_KEY: &str = "kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba";
+pub const POOL_IDENTITY_PUBLIC_KEY: &str = "9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm";
+pub const POOL_IDENTITY_SECRET_KEY: &str = "26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp";
+pub const MINT_MNEMONIC: &str =
+    "order shock flip tribe strong rigid planet deputy question matter decide little";
+
+/// A mint config on 127.0.0.1 port 0 with its database in `dir`.
+pub fn mint_config(dir: &Path) -> mint::MintConfig {
+    mint::MintConfig {
+        http_listen: "127.0.0.1:0".parse().expect("valid"),
+        public_url: None,
+        link_listen: "127.0.0.1:0".parse().expect("valid"),
+        authority_public_key: public_key(MINT_PUBLIC_KEY),
+        authority_secret_key: secret_key(MINT_SECRET_KEY),
+        cert_validity_secs: 3600,
+        allowed_pool_keys: vec![public_key(POOL_IDENTITY_PUBLIC_KEY)],
+        database: dir.join("mint.sqlite").to_string_lossy().into_owned(),
+        mnemonic: MINT_MNEMONIC.into(),
+        unit_bits: 0,
+        min_amount: 1,
+        max_amount: i64::MAX as u64,
+        max_batch_size: 100,
+        name: "test mint".into(),
+        description: None,
+    }
+}
+
+/// The `[mint]` table of a pool config for a mint link at `address`.
+pub fn mint_settings(address: SocketAddr, mode: &str) -> pool::config::MintSettings {
+    pool::config::MintSettings {
+        address: address.to_string(),
+        authority_public_key: public_key(MINT_PUBLIC_KEY),
+        identity_secret_key: secret_key(POOL_IDENTITY_SECRET_KEY),
+        share_response_mode: mode.into(),
+        timeout_secs: 30,
+        pending_capacity: 10_000,
+        undelivered_per_key: 1000,
+        undelivered_total: 10_000,
+        stats_interval_secs: 1,
+    }
+}
+
+/// devnet-tp, the mint and the pool with its ehash flow, each restartable
+/// on the same state (and the same ports).
+pub struct EhashStack {
+    pub dir: tempfile::TempDir,
+    pub tp: TpHandle,
+    tp_shutdown: CancellationToken,
+    pub mint_config: mint::MintConfig,
+    pub mint: Option<(mint::RunningMint, CancellationToken)>,
+    pub pool_config: PoolConfig,
+    pub pool: Option<(PoolHandle, CancellationToken)>,
+}
+
+impl EhashStack {
+    /// Everything running, with `mode` "annotate" or "defer".
+    pub async fn start(mode: &str, tweak: impl FnOnce(&mut PoolConfig)) -> EhashStack {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tp_shutdown = CancellationToken::new();
+        let tp = devnet_tp::start(tp_config(dir.path(), NBITS_NEVER), tp_shutdown.clone())
+            .await
+            .expect("devnet-tp starts");
+        let mut stack = EhashStack {
+            mint_config: mint_config(dir.path()),
+            pool_config: pool_config(tp.local_addr()),
+            dir,
+            tp,
+            tp_shutdown,
+            mint: None,
+            pool: None,
+        };
+        stack.start_mint().await;
+        let link = stack.mint_link_addr();
+        stack.pool_config.mint = Some(mint_settings(link, mode));
+        stack.pool_config.state_dir = stack.dir.path().join("pool");
+        tweak(&mut stack.pool_config);
+        stack.start_pool().await;
+        stack
+    }
+
+    /// Starts the mint; after the first start it keeps its ports.
+    pub async fn start_mint(&mut self) {
+        let shutdown = CancellationToken::new();
+        let running = mint::start(self.mint_config.clone(), shutdown.clone())
+            .await
+            .expect("mint starts");
+        self.mint_config.http_listen = running.http_addr;
+        self.mint_config.link_listen = running.link_addr;
+        self.mint = Some((running, shutdown));
+    }
+
+    pub async fn stop_mint(&mut self) {
+        if let Some((running, shutdown)) = self.mint.take() {
+            shutdown.cancel();
+            running.wait().await;
+        }
+    }
+
+    /// Starts the pool; after the first start it keeps its port.
+    pub async fn start_pool(&mut self) {
+        let shutdown = CancellationToken::new();
+        let pool = pool::start(self.pool_config.clone(), shutdown.clone(), Hooks::default())
+            .await
+            .expect("pool starts");
+        self.pool_config.listen_address = pool.local_addr().to_string();
+        self.pool = Some((pool, shutdown));
+    }
+
+    pub async fn stop_pool(&mut self) {
+        if let Some((pool, shutdown)) = self.pool.take() {
+            shutdown.cancel();
+            pool.wait().await;
+        }
+    }
+
+    pub fn pool(&self) -> &PoolHandle {
+        &self.pool.as_ref().expect("pool running").0
+    }
+
+    pub fn mint_link_addr(&self) -> SocketAddr {
+        self.mint_config.link_listen
+    }
+
+    pub fn mint_url(&self) -> String {
+        format!("http://{}", self.mint_config.http_listen)
+    }
+
+    pub fn pool_addr(&self) -> SocketAddr {
+        self.pool_config
+            .listen_address
+            .parse()
+            .expect("bound address")
+    }
+
+    /// A client that finished SetupConnection and, if `ehash`, negotiated the extension.
+    pub async fn client(&self, ehash: bool) -> MiningClient {
+        let mut c = MiningClient::connect(self.pool_addr(), POOL_PUBLIC_KEY)
+            .await
+            .expect("connects");
+        c.setup_connection(0).await;
+        if ehash {
+            c.request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
+                .await;
+        }
+        c
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_pool().await;
+        self.stop_mint().await;
+        self.tp_shutdown.cancel();
+        self.tp.wait().await;
+    }
+}
+
+/// A miner's NUT-20 key pair: the cdk secret key and its locking key.
+pub fn miner_key() -> (cdk::nuts::SecretKey, ehash::LockingKey) {
+    let secret = cdk::nuts::SecretKey::generate();
+    let locking =
+        ehash::LockingKey::from_bytes(&secret.public_key().to_bytes()).expect("valid key");
+    (secret, locking)
+}
+
+/// A cdk wallet for the ehash unit of the mint at `url`.
+pub fn wallet(url: &str) -> cdk::wallet::Wallet {
+    let db = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(cdk_sqlite::wallet::memory::empty())
+    })
+    .expect("wallet db");
+    cdk::wallet::WalletBuilder::new()
+        .mint_url(url.parse().expect("mint url"))
+        .unit(cdk::nuts::CurrencyUnit::custom(ehash::constants::UNIT))
+        .localstore(std::sync::Arc::new(db))
+        .seed(
+            rand::random::<[u8; 32]>()
+                .repeat(2)
+                .try_into()
+                .expect("64 bytes"),
+        )
+        .without_rate_limiting()
+        .build()
+        .expect("wallet")
+}
+
+/// Mints `quote_ids` (NUT-29 batch) with `key`; returns the amount minted.
+pub async fn mint_quotes(
+    wallet: &cdk::wallet::Wallet,
+    quote_ids: &[String],
+    key: &cdk::nuts::SecretKey,
+) -> Result<u64, String> {
+    let method = cdk::nuts::PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into());
+    for id in quote_ids {
+        wallet
+            .fetch_mint_quote(id, Some(method.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let ids: Vec<&str> = quote_ids.iter().map(String::as_str).collect();
+    let keys = quote_ids
+        .iter()
+        .map(|id| (id.clone(), key.clone()))
+        .collect();
+    let proofs = wallet
+        .batch_mint(&ids, cdk::amount::SplitTarget::default(), None, Some(keys))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(proofs.iter().map(|p| u64::from(p.amount)).sum())
+}
+
+impl MiningClient {
+    /// Waits until `n` MintQuoteNotifications arrived (counting those already
+    /// seen) and returns them, removing them from `seen`.
+    pub async fn notifications(
+        &mut self,
+        n: usize,
+    ) -> Vec<ehash_ext_sv2::MintQuoteNotificationOwned> {
+        let mut found = vec![];
+        let mut rest = vec![];
+        for m in std::mem::take(&mut self.seen) {
+            match m {
+                Incoming::Ehash(EhashMessage::MintQuoteNotification(q)) => found.push(q),
+                other => rest.push(other),
+            }
+        }
+        self.seen = rest;
+        while found.len() < n {
+            let q = tokio::time::timeout(
+                Duration::from_secs(30),
+                self.wait_for(|m| match m {
+                    Incoming::Ehash(EhashMessage::MintQuoteNotification(q)) => Some(q.clone()),
+                    _ => None,
+                }),
+            )
+            .await
+            .expect("notification in time");
+            found.push(q);
+        }
+        found
+    }
+
+    /// Whether any ehash message (0xC0/0xC1) was received so far.
+    pub fn saw_ehash(&self) -> bool {
+        self.seen.iter().any(|m| matches!(m, Incoming::Ehash(_)))
+    }
 }

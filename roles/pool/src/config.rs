@@ -1,6 +1,9 @@
 //! The pool config file (`config/pool.toml`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ehash::pending::ShareResponseMode;
 
 use ehash::UnitBits;
 use roles_common::{ConfigError, Validate};
@@ -55,6 +58,83 @@ pub struct PoolConfig {
     /// Seconds between "pool stats" log lines (shares, blocks, channels); 0 = never.
     #[serde(default = "default_stats_log_interval")]
     pub stats_log_interval_secs: u64,
+    /// Where the pool keeps its outbox of quote requests and undelivered
+    /// notifications across restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The mint: with it, every accepted share becomes an ehash quote for the
+    /// channel's locking key. Without it the pool mines and pays nothing.
+    #[serde(default)]
+    pub mint: Option<MintSettings>,
+}
+
+/// The `[mint]` table: the link to the mint and how shares are answered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintSettings {
+    /// host:port of the mint's pool link.
+    #[serde(default = "default_mint_address")]
+    pub address: String,
+    /// The mint's Noise authority public key, pinned.
+    pub authority_public_key: Secp256k1PublicKey,
+    /// The pool's identity key; its public half must be in the mint's
+    /// `allowed_pool_keys`.
+    pub identity_secret_key: Secp256k1SecretKey,
+    /// `annotate`: SubmitSharesSuccess as soon as the share is journaled,
+    /// MintQuoteNotification (0xC0) when its quote exists. `defer`:
+    /// SubmitSharesSuccess only once the quote exists, `mint-timeout` /
+    /// `mint-quote-failed` errors otherwise.
+    #[serde(default = "default_share_response_mode")]
+    pub share_response_mode: String,
+    /// Seconds without the mint's answer before a request is sent again
+    /// (annotate) or the share fails with `mint-timeout` (defer).
+    #[serde(default = "default_mint_timeout")]
+    pub timeout_secs: u64,
+    /// Shares waiting for the mint at most. When full: defer mode answers
+    /// new shares `mint-queue-full`; annotate mode withholds their success
+    /// until there is room (backpressure), and refuses past twice as many.
+    #[serde(default = "default_pending_capacity")]
+    pub pending_capacity: usize,
+    /// Notifications kept per locking key / in total while no channel with
+    /// that key is open.
+    #[serde(default = "default_undelivered_per_key")]
+    pub undelivered_per_key: usize,
+    #[serde(default = "default_undelivered_total")]
+    pub undelivered_total: usize,
+    /// Seconds between MintStatsRequests.
+    #[serde(default = "default_mint_stats_interval")]
+    pub stats_interval_secs: u64,
+}
+
+impl MintSettings {
+    pub fn mode(&self) -> ShareResponseMode {
+        self.share_response_mode.parse().expect("validated")
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    "state/pool".into()
+}
+fn default_mint_address() -> String {
+    "127.0.0.1:34260".into()
+}
+fn default_share_response_mode() -> String {
+    "annotate".into()
+}
+fn default_mint_timeout() -> u64 {
+    30
+}
+fn default_pending_capacity() -> usize {
+    100_000
+}
+fn default_undelivered_per_key() -> usize {
+    10_000
+}
+fn default_undelivered_total() -> usize {
+    1_000_000
+}
+fn default_mint_stats_interval() -> u64 {
+    10
 }
 
 fn default_stats_log_interval() -> u64 {
@@ -162,6 +242,31 @@ impl Validate for PoolConfig {
         }
         if !(8..=32).contains(&self.extranonce_len) {
             return Err(ConfigError::new("extranonce_len", "must be 8 to 32"));
+        }
+        if let Some(mint) = &self.mint {
+            if !mint.address.contains(':') {
+                return Err(ConfigError::new(
+                    "mint.address",
+                    format!("`{}` is not host:port", mint.address),
+                ));
+            }
+            mint.share_response_mode
+                .parse::<ShareResponseMode>()
+                .map_err(|e| ConfigError::new("mint.share_response_mode", e))?;
+            for (field, value) in [
+                ("mint.timeout_secs", mint.timeout_secs as usize),
+                ("mint.pending_capacity", mint.pending_capacity),
+                ("mint.undelivered_per_key", mint.undelivered_per_key),
+                ("mint.undelivered_total", mint.undelivered_total),
+                (
+                    "mint.stats_interval_secs",
+                    mint.stats_interval_secs as usize,
+                ),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError::new(field, "must be at least 1"));
+                }
+            }
         }
         Ok(())
     }

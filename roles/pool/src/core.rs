@@ -69,9 +69,13 @@ pub struct CoreConfig {
     pub require_locking_key: bool,
     pub max_channels: u32,
     pub extranonce_len: u8,
+    /// Whether the core answers accepted shares with SubmitSharesSuccess
+    /// itself. Off when the ehash flow answers them (after the share is
+    /// journaled, or after its quote in defer mode).
+    pub acknowledge_shares: bool,
 }
 
-/// Everything the next issue's ehash flow needs about one accepted share.
+/// Everything the ehash flow needs about one accepted share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcceptedShare {
     /// The downstream connection that submitted it.
@@ -216,6 +220,23 @@ impl PoolCore {
             .map(|c| c.ehash)
             .unwrap_or(false);
         Some((conn, ehash))
+    }
+
+    /// An open channel locked to `key` on a connection that negotiated the
+    /// ehash extension (the lowest channel id, for determinism).
+    pub fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
+        self.channels
+            .iter()
+            .filter(|(_, c)| {
+                c.locking_key.as_ref() == Some(key) && self.connection_has_ehash(c.conn)
+            })
+            .map(|(id, c)| (c.conn, *id))
+            .min_by_key(|(_, id)| *id)
+    }
+
+    /// The locking key of an open channel (`Some(None)`: open, without key).
+    pub fn channel_locking_key(&self, channel_id: u32) -> Option<Option<LockingKey>> {
+        self.channels.get(&channel_id).map(|c| c.locking_key)
     }
 
     /// Whether a connection negotiated the ehash extension.
@@ -838,7 +859,7 @@ impl PoolCore {
         entry.vardiff.increment_shares_since_last_update();
         let mut actions = Vec::new();
         let block_found = solution.is_some();
-        if acknowledge || block_found {
+        if (acknowledge || block_found) && self.config.acknowledge_shares {
             actions.push(Action::Send(
                 conn,
                 mining(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
@@ -1188,6 +1209,7 @@ mod tests {
             require_locking_key: true,
             max_channels: 1000,
             extranonce_len: 16,
+            acknowledge_shares: true,
         })
         .unwrap()
     }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ehash::LockingKey;
 use ehash_ext_sv2::{is_ehash_frame, EhashMessage, MessageSet};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{
@@ -17,7 +18,7 @@ use stratum_apps::network_helpers::{
 use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
 use stratum_core::framing_sv2::framing::MessageFrame;
 use stratum_core::parsers_sv2::{
-    AnyMessage, AnyMessageOwned, CommonMessagesOwned, IsSv2Message, ParserError,
+    AnyMessage, AnyMessageOwned, CommonMessagesOwned, IsSv2Message, MiningOwned, ParserError,
     TemplateDistributionOwned,
 };
 use stratum_core::template_distribution_sv2::{
@@ -33,6 +34,16 @@ use crate::core::{message_name, AcceptedShare, Action, ConnId, PoolCore};
 /// Receives every accepted share (the next issue turns them into mint quotes).
 pub trait AcceptedShareSink: Send + Sync + 'static {
     fn accepted(&self, share: AcceptedShare);
+
+    /// A channel opened on `conn` (whose ehash negotiation is `ehash`).
+    fn channel_opened(
+        &self,
+        _conn: ConnId,
+        _channel_id: u32,
+        _key: Option<LockingKey>,
+        _ehash: bool,
+    ) {
+    }
 }
 
 impl AcceptedShareSink for mpsc::UnboundedSender<AcceptedShare> {
@@ -114,7 +125,18 @@ impl Shared {
         for action in actions {
             match action {
                 Action::Send(conn, msg) => {
+                    let opened = opened_channel(&msg);
                     self.push(conn, Outbound::Message(msg));
+                    if let (Some(channel_id), Some(sink)) = (opened, &self.sink) {
+                        let info = {
+                            let core = self.core.lock().expect("core lock");
+                            core.channel_locking_key(channel_id)
+                                .map(|key| (key, core.connection_has_ehash(conn)))
+                        };
+                        if let Some((key, ehash)) = info {
+                            sink.channel_opened(conn, channel_id, key, ehash);
+                        }
+                    }
                 }
                 Action::Close(conn, reason) => {
                     self.push(conn, Outbound::Close(reason));
@@ -132,6 +154,19 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// The channel a message announces as opened, if it is such a message.
+fn opened_channel(msg: &AnyMessageOwned) -> Option<u32> {
+    match msg {
+        AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(m)) => {
+            Some(m.channel_id)
+        }
+        AnyMessageOwned::Mining(MiningOwned::OpenStandardMiningChannelSuccess(m)) => {
+            Some(m.channel_id)
+        }
+        _ => None,
     }
 }
 

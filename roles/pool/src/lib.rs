@@ -14,11 +14,21 @@
 //! ehash extension message to the connection owning a channel, if that
 //! connection negotiated the extension.
 //!
-//! [`core`] is the sans-IO protocol logic; `io` holds the sockets.
+//! With a `[mint]` config table the pool runs the ehash flow: every accepted
+//! share is journaled in an outbox, asked for at the mint, and answered by a
+//! MintQuoteNotification on the owning connection (`annotate`) or by a
+//! SubmitSharesSuccess once its quote exists (`defer`). See [`quote_flow`].
+//!
+//! [`core`] and [`quote_flow`] are the sans-IO logic; `io`, `ehash_flow`,
+//! `mint_link` and `outbox` hold the sockets, tasks and files.
 
 pub mod config;
 pub mod core;
+mod ehash_flow;
 mod io;
+pub mod mint_link;
+pub mod outbox;
+pub mod quote_flow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +38,7 @@ pub use crate::config::PoolConfig;
 pub use crate::core::{AcceptedShare, ConnId, Stats};
 pub use crate::io::{AcceptedShareSink, PoolEvent};
 use ehash_ext_sv2::EhashMessage;
+use mint_quote_sv2::MintStatsResponse;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -67,6 +78,7 @@ pub struct PoolHandle {
     local_addr: SocketAddr,
     shared: Arc<io::Shared>,
     tasks: Vec<JoinHandle<()>>,
+    mint_stats: Option<Arc<std::sync::Mutex<Option<MintStatsResponse>>>>,
 }
 
 impl PoolHandle {
@@ -77,6 +89,15 @@ impl PoolHandle {
 
     pub fn subscribe_events(&self) -> broadcast::Receiver<PoolEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// The latest MintStatsResponse, when the ehash flow runs and the mint answered.
+    pub fn mint_stats(&self) -> Option<MintStatsResponse> {
+        self.mint_stats
+            .as_ref()?
+            .lock()
+            .expect("stats lock")
+            .clone()
     }
 
     pub fn stats(&self) -> Stats {
@@ -142,10 +163,29 @@ pub async fn start(
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,
         extranonce_len: config.extranonce_len,
+        // With the ehash flow, shares are acknowledged by the flow.
+        acknowledge_shares: config.mint.is_none(),
     })
     .map_err(PoolError::Setup)?;
+    let (sink, flow) = match &config.mint {
+        Some(mint) => {
+            if hooks.accepted_shares.is_some() {
+                return Err(PoolError::Setup(
+                    "an accepted-share hook and the [mint] ehash flow cannot both be set".into(),
+                ));
+            }
+            let (sink, flow) =
+                ehash_flow::prepare(mint, &config.state_dir, config.unit_bits().get())?;
+            (
+                Some(Arc::new(sink) as Arc<dyn AcceptedShareSink>),
+                Some(flow),
+            )
+        }
+        None => (hooks.accepted_shares, None),
+    };
+    let mint_stats = flow.as_ref().map(|f| f.mint_stats.clone());
     let (solutions_tx, solutions_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(io::Shared::new(core, solutions_tx, hooks.accepted_shares));
+    let shared = Arc::new(io::Shared::new(core, solutions_tx, sink));
     let listener = TcpListener::bind(&config.listen_address)
         .await
         .map_err(|source| PoolError::Listen {
@@ -185,6 +225,9 @@ pub async fn start(
             shutdown.clone(),
         )),
     ];
+    if let Some(flow) = flow {
+        tasks.push(tokio::spawn(flow.run(shared.clone(), shutdown.clone())));
+    }
     if config.vardiff_interval_secs > 0 {
         tasks.push(tokio::spawn(io::vardiff_loop(
             shared.clone(),
@@ -203,6 +246,7 @@ pub async fn start(
         local_addr,
         shared,
         tasks,
+        mint_stats,
     })
 }
 

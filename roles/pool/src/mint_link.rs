@@ -1,0 +1,244 @@
+//! The pool's link to the mint: dials it over Noise (pinning its authority
+//! key), proves the pool's identity, forwards quote requests and asks for
+//! stats periodically; reconnects with backoff and says so in the logs.
+//!
+//! The link keeps no request of its own: on every `Up` the pool resends
+//! everything the mint still owes (the mint answers a replayed share with
+//! the same quote), so nothing is lost while the link is down.
+
+use std::time::Duration;
+
+use ehash::wire::MessageSet;
+use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
+use mint_quote_sv2::{
+    MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
+};
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_apps::network_helpers::connect_with_noise;
+use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
+use stratum_core::bitcoin::secp256k1::{SecretKey, XOnlyPublicKey};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct MintLinkConfig {
+    /// host:port of the mint's pool link.
+    pub address: String,
+    /// The mint's Noise authority key, pinned.
+    pub authority_public_key: Secp256k1PublicKey,
+    /// The pool's identity key; its public half is on the mint's allow-list.
+    pub identity_secret_key: Secp256k1SecretKey,
+    pub unit_bits: u8,
+    pub stats_interval: Duration,
+}
+
+/// What the link reports to the pool.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MintEvent {
+    /// Authenticated: resend everything the mint still owes.
+    Up,
+    /// The link is down (it reconnects by itself).
+    Down {
+        reason: String,
+    },
+    /// A `MintQuoteResponse` or `MintQuoteError`.
+    Answer(MintQuoteMessage),
+    Stats(MintStatsResponse),
+}
+
+/// Sends quote requests to the mint while the link is up.
+#[derive(Clone)]
+pub struct MintLink {
+    requests: mpsc::Sender<MintQuoteRequestOwned>,
+}
+
+impl MintLink {
+    /// Queues a request; requests queued while the link is down are dropped
+    /// (the pool resends what is owed on `Up`). False if the link task stopped.
+    pub async fn send(&self, request: MintQuoteRequestOwned) -> bool {
+        self.requests.send(request).await.is_ok()
+    }
+
+    /// Starts the link task. Events arrive on the returned receiver.
+    pub fn spawn(
+        config: MintLinkConfig,
+        shutdown: CancellationToken,
+    ) -> (MintLink, mpsc::Receiver<MintEvent>) {
+        let (requests, queue) = mpsc::channel(1024);
+        let (events, events_rx) = mpsc::channel(4096);
+        tokio::spawn(run(config, queue, events, shutdown));
+        (MintLink { requests }, events_rx)
+    }
+}
+
+async fn run(
+    config: MintLinkConfig,
+    mut queue: mpsc::Receiver<MintQuoteRequestOwned>,
+    events: mpsc::Sender<MintEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = connect(&config) => c,
+        };
+        let reason = match connected {
+            Ok((reader, writer)) => {
+                info!(
+                    "mint link up: {} (authenticated, unit_bits {})",
+                    config.address, config.unit_bits
+                );
+                backoff = BACKOFF_MIN;
+                attempt = 0;
+                if events.send(MintEvent::Up).await.is_err() {
+                    return;
+                }
+                let reason = serve(&config, reader, writer, &mut queue, &events, &shutdown).await;
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                reason
+            }
+            Err(reason) => reason,
+        };
+        if attempt <= 1 || attempt.is_power_of_two() {
+            warn!(
+                "mint link down ({}): {reason}; retrying in {backoff:?} (attempt {attempt})",
+                config.address
+            );
+        }
+        if events.send(MintEvent::Down { reason }).await.is_err() {
+            return;
+        }
+        // Requests queued while down are resent by the pool on the next Up.
+        while queue.try_recv().is_ok() {}
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(config: &MintLinkConfig) -> Result<(NoiseTcpReadHalf, NoiseTcpWriteHalf), String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.address))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect failed: {e}"))?;
+    let noise = connect_with_noise(stream, Some(config.authority_public_key))
+        .await
+        .map_err(|e| {
+            format!("Noise handshake failed (is authority_public_key the mint's?): {e}")
+        })?;
+    let (mut reader, mut writer) = noise.into_split();
+
+    let mint_key = XOnlyPublicKey::from_slice(&config.authority_public_key.into_bytes())
+        .map_err(|e| format!("mint key: {e}"))?;
+    let pool_secret = SecretKey::from_slice(&config.identity_secret_key.into_bytes())
+        .map_err(|e| format!("pool identity key: {e}"))?;
+    let mut handshake = ClientHandshake::new(mint_key, pool_secret, config.unit_bits);
+    let (host, port) = config
+        .address
+        .rsplit_once(':')
+        .unwrap_or((&config.address, "0"));
+    write(
+        &mut writer,
+        handshake.setup_connection(host, port.parse().unwrap_or(0)),
+    )
+    .await?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        loop {
+            let message = read(&mut reader).await?;
+            match handshake.on_message(message).map_err(|e| e.to_string())? {
+                HandshakeStep::Send(m) => write(&mut writer, m).await?,
+                HandshakeStep::Wait => {}
+                HandshakeStep::Done => return Ok::<(), String>(()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no answer to the handshake".to_string())??;
+    Ok((reader, writer))
+}
+
+/// Runs one authenticated connection until it fails; returns why.
+async fn serve(
+    config: &MintLinkConfig,
+    mut reader: NoiseTcpReadHalf,
+    writer: NoiseTcpWriteHalf,
+    queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
+    events: &mpsc::Sender<MintEvent>,
+    shutdown: &CancellationToken,
+) -> String {
+    // Reads and writes run apart so a slow write never delays reading answers.
+    let (outgoing, outgoing_rx) = mpsc::channel::<MintQuoteMessage>(1024);
+    let mut writer_task = tokio::spawn(write_all(writer, outgoing_rx));
+    let mut stats_timer = tokio::time::interval(config.stats_interval);
+    let mut request_id = 0u32;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return "shutting down".into(),
+            r = &mut writer_task => return r.unwrap_or_else(|e| e.to_string()),
+            request = queue.recv() => match request {
+                Some(r) => { let _ = outgoing.send(MintQuoteMessage::MintQuoteRequest(r)).await; }
+                None => return "the pool stopped".into(),
+            },
+            _ = stats_timer.tick() => {
+                request_id = request_id.wrapping_add(1);
+                let _ = outgoing.send(MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id })).await;
+            }
+            message = read(&mut reader) => {
+                let event = match message {
+                    Ok(MintQuoteMessage::MintStatsResponse(stats)) => MintEvent::Stats(stats),
+                    Ok(m @ (MintQuoteMessage::MintQuoteResponse(_) | MintQuoteMessage::MintQuoteError(_))) => MintEvent::Answer(m),
+                    Ok(other) => return format!("unexpected {} from the mint", other.name()),
+                    Err(reason) => return reason,
+                };
+                if events.send(event).await.is_err() {
+                    return "the pool stopped".into();
+                }
+            }
+        }
+    }
+}
+
+async fn write_all(
+    mut writer: NoiseTcpWriteHalf,
+    mut outgoing: mpsc::Receiver<MintQuoteMessage>,
+) -> String {
+    while let Some(message) = outgoing.recv().await {
+        if let Err(e) = write(&mut writer, message).await {
+            return e;
+        }
+    }
+    "writer closed".into()
+}
+
+async fn write(writer: &mut NoiseTcpWriteHalf, message: MintQuoteMessage) -> Result<(), String> {
+    let name = message.name();
+    let frame = message.into_frame().map_err(|e| e.to_string())?;
+    writer
+        .write_frame(frame)
+        .await
+        .map_err(|e| format!("writing {name} failed: {e}"))
+}
+
+async fn read(reader: &mut NoiseTcpReadHalf) -> Result<MintQuoteMessage, String> {
+    let mut frame = reader
+        .read_frame()
+        .await
+        .map_err(|e| format!("read failed: {e}"))?;
+    let header = frame.header();
+    MintQuoteMessage::decode(&header, frame.payload())
+        .map_err(|e| format!("bad frame from the mint: {e}"))
+}

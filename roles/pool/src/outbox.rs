@@ -1,0 +1,453 @@
+//! The durable outbox: quote requests the mint has not answered yet survive
+//! a pool crash.
+//!
+//! An append-only journal of records: `Append(share hash, request)` when a
+//! share is accepted, `Done(share hash)` when the mint answered. What was
+//! appended and never done is replayed on restart (and resent on every mint
+//! reconnect); the mint's idempotency per share hash makes replays safe.
+//!
+//! Appends are group-committed: one writer task writes every record queued
+//! meanwhile and syncs the file once for all of them; each `append` returns
+//! once its record is on disk. `Done` records ride along with the next sync
+//! (losing one only causes a harmless replay). The journal is rewritten
+//! without finished records when they dominate it.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+const MAGIC: &[u8; 8] = b"HPOUTBX1";
+const KIND_APPEND: u8 = 1;
+const KIND_DONE: u8 = 2;
+/// Largest payload accepted (a MintQuoteRequest frame is ~300 bytes).
+const MAX_PAYLOAD: usize = 64 * 1024;
+/// Records one sync may cover at most.
+const MAX_BATCH: usize = 4096;
+
+/// Requests still owed by the mint, oldest first: (share hash, payload).
+pub type Owed = Vec<([u8; 32], Vec<u8>)>;
+
+/// One journal record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Append { key: [u8; 32], payload: Vec<u8> },
+    Done { key: [u8; 32] },
+}
+
+impl Record {
+    /// kind (1) | key (32) | payload length (u32 LE, appends only) | payload | crc32 (u32 LE)
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        match self {
+            Record::Append { key, payload } => {
+                out.push(KIND_APPEND);
+                out.extend_from_slice(key);
+                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(payload);
+            }
+            Record::Done { key } => {
+                out.push(KIND_DONE);
+                out.extend_from_slice(key);
+            }
+        }
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decodes the records of a journal body; stops at the first torn or
+    /// corrupt record and returns how many bytes were valid.
+    pub fn decode_all(body: &[u8]) -> (Vec<Record>, usize) {
+        let mut records = vec![];
+        let mut at = 0;
+        while let Some((record, len)) = Self::decode_one(&body[at..]) {
+            records.push(record);
+            at += len;
+        }
+        (records, at)
+    }
+
+    fn decode_one(bytes: &[u8]) -> Option<(Record, usize)> {
+        let kind = *bytes.first()?;
+        let key: [u8; 32] = bytes.get(1..33)?.try_into().ok()?;
+        let (record, end) = match kind {
+            KIND_APPEND => {
+                let len = u32::from_le_bytes(bytes.get(33..37)?.try_into().ok()?) as usize;
+                if len > MAX_PAYLOAD {
+                    return None;
+                }
+                let payload = bytes.get(37..37 + len)?.to_vec();
+                (Record::Append { key, payload }, 37 + len)
+            }
+            KIND_DONE => (Record::Done { key }, 33),
+            _ => return None,
+        };
+        let crc = u32::from_le_bytes(bytes.get(end..end + 4)?.try_into().ok()?);
+        (crc32fast::hash(&bytes[..end]) == crc).then_some((record, end + 4))
+    }
+}
+
+/// What is still owed after applying `records` in order: appended, not done,
+/// in first-append order.
+pub fn pending_after(records: Vec<Record>) -> Owed {
+    let mut order = vec![];
+    let mut live: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
+    for record in records {
+        match record {
+            Record::Append { key, payload } => {
+                if live.insert(key, payload).is_none() {
+                    order.push(key);
+                }
+            }
+            Record::Done { key } => {
+                live.remove(&key);
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|key| live.remove(&key).map(|payload| (key, payload)))
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("outbox {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("outbox payload of {0} bytes is larger than {MAX_PAYLOAD}")]
+    TooLarge(usize),
+    #[error("the outbox writer has stopped")]
+    Stopped,
+}
+
+enum Command {
+    Append {
+        key: [u8; 32],
+        payload: Vec<u8>,
+        synced: oneshot::Sender<Result<(), String>>,
+    },
+    Done {
+        key: [u8; 32],
+    },
+}
+
+/// Handle to the journal writer task.
+#[derive(Clone)]
+pub struct Outbox {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Outbox {
+    /// Opens (or creates) the journal at `path`, compacts it, and starts the
+    /// writer. Returns the records still owed, oldest first, to replay.
+    pub fn open(path: &Path) -> Result<(Outbox, Owed), OutboxError> {
+        let io_err = |source| OutboxError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let mut bytes = vec![];
+        match File::open(path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes).map_err(io_err)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let body = match bytes.strip_prefix(MAGIC.as_slice()) {
+            Some(body) => body,
+            None if bytes.is_empty() => &[][..],
+            None => {
+                return Err(io_err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "not a Hashpool outbox journal (bad magic)",
+                )))
+            }
+        };
+        let (records, valid) = Record::decode_all(body);
+        if valid < body.len() {
+            warn!(
+                "outbox {}: ignoring {} bytes of a torn or corrupt tail",
+                path.display(),
+                body.len() - valid
+            );
+        }
+        let pending = pending_after(records);
+        // Start from a compact journal holding only what is owed.
+        let file = rewrite(path, pending.iter().map(|(k, p)| (k, p.as_slice()))).map_err(io_err)?;
+        if !pending.is_empty() {
+            info!(
+                "outbox {}: {} quote requests still owed by the mint, replaying",
+                path.display(),
+                pending.len()
+            );
+        }
+        let (commands, queue) = mpsc::channel(MAX_BATCH);
+        let live: HashMap<[u8; 32], Vec<u8>> = pending.iter().cloned().collect();
+        let writer = Writer {
+            path: path.to_path_buf(),
+            file,
+            live,
+            done_since_compaction: 0,
+        };
+        std::thread::Builder::new()
+            .name("outbox-writer".into())
+            .spawn(move || writer.run(queue))
+            .map_err(io_err)?;
+        Ok((Outbox { commands }, pending))
+    }
+
+    /// Appends a request and returns once it is synced to disk.
+    pub async fn append(&self, key: [u8; 32], payload: Vec<u8>) -> Result<(), OutboxError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(OutboxError::TooLarge(payload.len()));
+        }
+        let (synced, done) = oneshot::channel();
+        self.commands
+            .send(Command::Append {
+                key,
+                payload,
+                synced,
+            })
+            .await
+            .map_err(|_| OutboxError::Stopped)?;
+        done.await
+            .map_err(|_| OutboxError::Stopped)?
+            .map_err(|e| OutboxError::Io {
+                path: PathBuf::from("outbox"),
+                source: io::Error::other(e),
+            })
+    }
+
+    /// Marks a request answered (written with the next sync).
+    pub async fn done(&self, key: [u8; 32]) {
+        let _ = self.commands.send(Command::Done { key }).await;
+    }
+}
+
+/// Writes `records` to a fresh journal next to `path` and renames it over `path`.
+fn rewrite<'a>(
+    path: &Path,
+    records: impl Iterator<Item = (&'a [u8; 32], &'a [u8])>,
+) -> io::Result<File> {
+    let tmp = path.with_extension("tmp");
+    let mut bytes = MAGIC.to_vec();
+    for (key, payload) in records {
+        Record::Append {
+            key: *key,
+            payload: payload.to_vec(),
+        }
+        .encode_into(&mut bytes);
+    }
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    OpenOptions::new().append(true).open(path)
+}
+
+struct Writer {
+    path: PathBuf,
+    file: File,
+    live: HashMap<[u8; 32], Vec<u8>>,
+    done_since_compaction: usize,
+}
+
+impl Writer {
+    /// Runs on its own thread: blocking file IO, one sync per batch.
+    fn run(mut self, mut queue: mpsc::Receiver<Command>) {
+        while let Some(first) = queue.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+            if self.done_since_compaction > 10_000
+                && self.done_since_compaction > 2 * self.live.len()
+            {
+                self.compact();
+            }
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Command>) {
+        let mut bytes = vec![];
+        let mut waiting = vec![];
+        for command in batch {
+            match command {
+                Command::Append {
+                    key,
+                    payload,
+                    synced,
+                } => {
+                    Record::Append {
+                        key,
+                        payload: payload.clone(),
+                    }
+                    .encode_into(&mut bytes);
+                    self.live.insert(key, payload);
+                    waiting.push(synced);
+                }
+                Command::Done { key } => {
+                    Record::Done { key }.encode_into(&mut bytes);
+                    if self.live.remove(&key).is_some() {
+                        self.done_since_compaction += 1;
+                    }
+                }
+            }
+        }
+        let result = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| {
+                if waiting.is_empty() {
+                    Ok(())
+                } else {
+                    self.file.sync_data()
+                }
+            })
+            .map_err(|e| {
+                warn!("outbox {}: write failed: {e}", self.path.display());
+                e.to_string()
+            });
+        for synced in waiting {
+            let _ = synced.send(result.clone());
+        }
+    }
+
+    fn compact(&mut self) {
+        match rewrite(&self.path, self.live.iter().map(|(k, p)| (k, p.as_slice()))) {
+            Ok(file) => {
+                self.file = file;
+                self.done_since_compaction = 0;
+            }
+            Err(e) => warn!(
+                "outbox {}: compaction failed, keeping the journal: {e}",
+                self.path.display()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    #[test]
+    fn records_round_trip_and_a_torn_tail_is_ignored() {
+        let records = vec![
+            Record::Append {
+                key: key(1),
+                payload: b"one".to_vec(),
+            },
+            Record::Done { key: key(1) },
+            Record::Append {
+                key: key(2),
+                payload: vec![0xab; 300],
+            },
+        ];
+        let mut bytes = vec![];
+        for r in &records {
+            r.encode_into(&mut bytes);
+        }
+        assert_eq!(Record::decode_all(&bytes), (records.clone(), bytes.len()));
+        for cut in 1..bytes.len() {
+            let (decoded, valid) = Record::decode_all(&bytes[..cut]);
+            assert!(decoded.len() < 3 && valid <= cut);
+            assert_eq!(&decoded[..], &records[..decoded.len()]);
+        }
+        let mut corrupt = bytes.clone();
+        let last = corrupt.len() - 10;
+        corrupt[last] ^= 1;
+        assert_eq!(Record::decode_all(&corrupt).0.len(), 2);
+    }
+
+    #[test]
+    fn pending_is_what_was_appended_and_not_done() {
+        let pending = pending_after(vec![
+            Record::Append {
+                key: key(1),
+                payload: b"a".to_vec(),
+            },
+            Record::Append {
+                key: key(2),
+                payload: b"b".to_vec(),
+            },
+            Record::Done { key: key(1) },
+            Record::Append {
+                key: key(3),
+                payload: b"c".to_vec(),
+            },
+            Record::Append {
+                key: key(2),
+                payload: b"b".to_vec(),
+            },
+        ]);
+        assert_eq!(
+            pending,
+            vec![(key(2), b"b".to_vec()), (key(3), b"c".to_vec())]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn survives_a_restart_and_replays_what_is_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let (outbox, pending) = Outbox::open(&path).unwrap();
+        assert!(pending.is_empty());
+        let appends: Vec<_> = (0..200u8)
+            .map(|n| {
+                let outbox = outbox.clone();
+                tokio::spawn(async move { outbox.append(key(n), vec![n; 10]).await })
+            })
+            .collect();
+        for a in appends {
+            a.await.unwrap().unwrap();
+        }
+        for n in 0..150u8 {
+            outbox.done(key(n)).await;
+        }
+        // A sync after the done records: append one more.
+        outbox.append(key(250), vec![1]).await.unwrap();
+        drop(outbox); // like a crash: no shutdown step
+
+        let (_outbox, pending) = Outbox::open(&path).unwrap();
+        // The concurrent appends landed in any order; the last one is last.
+        let mut keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(keys.pop(), Some(250));
+        keys.sort();
+        assert_eq!(keys, (150..200u8).collect::<Vec<_>>());
+        assert!(pending
+            .iter()
+            .all(|(k, p)| k[0] == 250 || *p == vec![k[0]; 10]));
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        std::fs::write(&path, b"not a journal").unwrap();
+        assert!(Outbox::open(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("bad magic"));
+    }
+}

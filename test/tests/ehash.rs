@@ -1,0 +1,415 @@
+//! The ehash flow with the real roles on 127.0.0.1: devnet-tp, the mint, the
+//! pool (annotate and defer modes), SV2 test clients and cdk wallets.
+
+use std::time::Duration;
+
+use ehash::LockingKey;
+use ehash_ext_sv2::{MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
+use hashpool_tests::*;
+
+/// Opens an extended channel locked to `key` and waits for its first job.
+async fn open_channel(client: &mut MiningClient, key: &LockingKey) -> u32 {
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    client.wait_for_work(channel).await;
+    channel
+}
+
+/// Mines `n` accepted shares; returns (share hash, ehash amount) of each.
+async fn mine(client: &mut MiningClient, channel: u32, n: usize) -> Vec<([u8; 32], u64)> {
+    let mut shares = vec![];
+    for _ in 0..n {
+        let target = client.channels[&channel].target();
+        let share = client.mine_one(channel).await.expect("share accepted");
+        shares.push((
+            share.hash,
+            ehash::ehash_amount(target, ehash::UnitBits::new(0).unwrap()),
+        ));
+    }
+    shares
+}
+
+fn quote_ids(notifications: &[MintQuoteNotificationOwned]) -> Vec<String> {
+    notifications
+        .iter()
+        .map(|n| n.quote_id.as_utf8_or_hex())
+        .collect()
+}
+
+/// Every share has exactly one notification, with its hash and amount.
+fn assert_one_notification_per_share(
+    shares: &[([u8; 32], u64)],
+    notifications: &[MintQuoteNotificationOwned],
+) {
+    assert_eq!(notifications.len(), shares.len());
+    for (hash, amount) in shares {
+        let matching: Vec<_> = notifications
+            .iter()
+            .filter(|n| n.share_hash.to_array() == *hash)
+            .collect();
+        assert_eq!(
+            matching.len(),
+            1,
+            "one notification for share {}",
+            ehash::share::hex_be(hash)
+        );
+        assert_eq!(matching[0].amount, *amount);
+    }
+}
+
+fn total(shares: &[([u8; 32], u64)]) -> u64 {
+    shares.iter().map(|(_, a)| a).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_share_gets_one_notification_and_mints_its_amount_with_the_channels_key() {
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+
+    let shares = mine(&mut client, channel, 5).await;
+    let notifications = client.notifications(5).await;
+    assert_one_notification_per_share(&shares, &notifications);
+    assert!(notifications.iter().all(|n| n.channel_id == channel));
+
+    // Another key cannot mint them; the channel's key mints exactly their amounts.
+    let (other, _) = miner_key();
+    let ids = quote_ids(&notifications);
+    assert!(mint_quotes(&wallet(&stack.mint_url()), &ids, &other)
+        .await
+        .is_err());
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &ids, &secret).await,
+        Ok(total(&shares))
+    );
+    assert_eq!(
+        u64::from(wallet.total_balance().await.unwrap()),
+        total(&shares)
+    );
+
+    // The pool keeps the mint's latest stats.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(stats) = stack.pool().mint_stats() {
+            if stats.quotes_issued == 5 {
+                assert_eq!(stats.ehash_issued, total(&shares));
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mint stats never showed 5 issued quotes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_client_gets_only_its_own_notifications_and_one_without_the_extension_none() {
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let (_, key_a) = miner_key();
+    let (_, key_b) = miner_key();
+    let (_, key_c) = miner_key();
+    let mut a = stack.client(true).await;
+    let mut b = stack.client(true).await;
+    let mut c = stack.client(false).await;
+    let ch_a = open_channel(&mut a, &key_a).await;
+    let ch_b = open_channel(&mut b, &key_b).await;
+    let ch_c = open_channel(&mut c, &key_c).await;
+
+    let shares_a = mine(&mut a, ch_a, 2).await;
+    let shares_b = mine(&mut b, ch_b, 2).await;
+    let shares_c = mine(&mut c, ch_c, 3).await;
+    assert_one_notification_per_share(&shares_a, &a.notifications(2).await);
+    assert_one_notification_per_share(&shares_b, &b.notifications(2).await);
+
+    // C mined normally and never saw an ehash frame; its quotes exist (locked to C).
+    assert_eq!(shares_c.len(), 3);
+    let more = mine(&mut c, ch_c, 1).await;
+    assert_eq!(more.len(), 1);
+    assert!(!c.saw_ehash());
+    let mint = &stack.mint.as_ref().unwrap().0.mint;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while mint.mint_quotes().await.unwrap().len() < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "C's quotes were never created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing more arrived for A or B.
+    assert!(a.seen.iter().all(|m| !matches!(m, Incoming::Ehash(_))));
+    assert!(b.seen.iter().all(|m| !matches!(m, Incoming::Ehash(_))));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_restart_mid_run_loses_no_share() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+
+    let mut shares = mine(&mut client, channel, 2).await;
+    let mut notifications = client.notifications(2).await;
+    stack.stop_mint().await;
+    // Accepted while the mint is down: answered at once, quoted later.
+    shares.extend(mine(&mut client, channel, 3).await);
+    stack.start_mint().await;
+    notifications.extend(client.notifications(3).await);
+    assert_one_notification_per_share(&shares, &notifications);
+
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
+        Ok(total(&shares))
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint_is_down() {
+    let mut stack = EhashStack::start("defer", |c| c.mint.as_mut().unwrap().timeout_secs = 1).await;
+    let (_, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+
+    // The success arrives only once the quote exists: its notification came first.
+    let shares = mine(&mut client, channel, 2).await;
+    let notified = client.notifications(0).await;
+    assert_eq!(
+        notified.len(),
+        2,
+        "both notifications were received before the successes"
+    );
+    assert_one_notification_per_share(&shares, &notified);
+
+    stack.stop_mint().await;
+    let share = client.valid_share(channel, false);
+    let seq = client.submit(channel, &share).await;
+    assert_eq!(
+        client.share_result(channel, seq).await,
+        Err("mint-timeout".to_string())
+    );
+
+    stack.start_mint().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let share = client.valid_share(channel, false);
+        let seq = client.submit(channel, &share).await;
+        match client.share_result(channel, seq).await {
+            Ok(()) => break,
+            Err(code) => assert_eq!(code, "mint-timeout"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shares never succeeded again"
+        );
+    }
+    stack.stop().await;
+}
+
+/// Runs a pool from the config file named by this variable, as a child
+/// process the test can kill with SIGKILL.
+const POOL_CHILD: &str = "HASHPOOL_TEST_POOL_CHILD_CONFIG";
+
+#[test]
+fn pool_child() {
+    let Some(path) = std::env::var_os(POOL_CHILD) else {
+        return; // only meaningful as a child process
+    };
+    let config: pool::PoolConfig =
+        roles_common::load_config(std::path::Path::new(&path), "HASHPOOL_TEST_POOL_CHILD").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let pool = pool::start(config, shutdown, pool::Hooks::default())
+            .await
+            .unwrap();
+        pool.wait().await;
+    });
+}
+
+fn spawn_pool_child(config_path: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["pool_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(POOL_CHILD, config_path)
+        .spawn()
+        .expect("pool child starts")
+}
+
+async fn connect_when_up(stack: &EhashStack) -> MiningClient {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(stack.pool_addr())
+            .await
+            .is_ok()
+        {
+            return stack.client(true).await;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool child never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
+    // The pool runs as a child process; the mint is down, so its shares are
+    // only in the pool's outbox when it is killed with SIGKILL.
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    stack.stop_pool().await;
+    stack.stop_mint().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    stack.pool_config.listen_address = free.local_addr().unwrap().to_string();
+    drop(free);
+    let config_path = stack.dir.path().join("pool.toml");
+    std::fs::write(&config_path, pool_toml(&stack)).unwrap();
+
+    let mut child = spawn_pool_child(&config_path);
+    let (secret, key) = miner_key();
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 4).await;
+    child.kill().unwrap(); // SIGKILL: no shutdown step runs
+    child.wait().unwrap();
+    drop(client);
+
+    // Mint back, pool back on its state dir: the owed requests are replayed
+    // and their notifications wait for the key's next channel.
+    stack.start_mint().await;
+    let mut child = spawn_pool_child(&config_path);
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let notifications = client.notifications(4).await;
+    assert_one_notification_per_share(&shares, &notifications);
+    assert!(notifications.iter().all(|n| n.channel_id == channel));
+
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
+        Ok(total(&shares))
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    stack.stop().await;
+}
+
+/// The stack's pool config as a TOML file (the child loads it like `pool --config`).
+fn pool_toml(stack: &EhashStack) -> String {
+    let c = &stack.pool_config;
+    let m = c.mint.as_ref().unwrap();
+    format!(
+        r#"listen_address = "{listen}"
+authority_public_key = "{pool_pub}"
+authority_secret_key = "{pool_sec}"
+tp_address = "{tp}"
+tp_authority_public_key = "{tp_pub}"
+coinbase_reward_script = "51"
+vardiff_interval_secs = 0
+unit_bits = 0
+stats_log_interval_secs = 0
+state_dir = "{state}"
+
+[mint]
+address = "{mint}"
+authority_public_key = "{mint_pub}"
+identity_secret_key = "{pool_id}"
+share_response_mode = "annotate"
+stats_interval_secs = 1
+"#,
+        listen = c.listen_address,
+        pool_pub = POOL_PUBLIC_KEY,
+        pool_sec = POOL_SECRET_KEY,
+        tp = c.tp_address,
+        tp_pub = TP_PUBLIC_KEY,
+        state = c.state_dir.display(),
+        mint = m.address,
+        mint_pub = MINT_PUBLIC_KEY,
+        pool_id = POOL_IDENTITY_SECRET_KEY,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ehash_extension_is_granted_alone_or_among_unknown_ones() {
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let mut client = stack.client(false).await;
+    let answer = client
+        .request_extensions(vec![0x0002, EHASH_EXTENSION_TYPE])
+        .await;
+    assert!(
+        matches!(&answer, stratum_core::parsers_sv2::ExtensionsNegotiationOwned::RequestExtensionsSuccess(s)
+            if s.supported_extensions.clone().into_inner() == vec![EHASH_EXTENSION_TYPE]),
+        "{answer:?}"
+    );
+    stack.stop().await;
+}
+
+#[test]
+fn the_shipped_pool_and_mint_configs_agree() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let pool: pool::PoolConfig =
+        roles_common::load_config(&dir.join("pool.toml"), "HASHPOOL_TEST_SHIPPED_POOL").unwrap();
+    let mint: mint::MintConfig =
+        roles_common::load_config(&dir.join("mint.toml"), "HASHPOOL_TEST_SHIPPED_MINT").unwrap();
+    let link = pool.mint.as_ref().expect("the shipped pool pays ehash");
+    assert_eq!(
+        pool.unit_bits, mint.unit_bits,
+        "the mint refuses a pool with other unit_bits"
+    );
+    assert_eq!(link.address, mint.link_listen.to_string());
+    assert_eq!(
+        link.authority_public_key.into_bytes(),
+        mint.authority_public_key.into_bytes()
+    );
+    let identity: stratum_apps::key_utils::Secp256k1PublicKey = link.identity_secret_key.into();
+    assert!(mint
+        .allowed_pool_keys
+        .iter()
+        .any(|k| k.into_bytes() == identity.into_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_for_a_gone_miner_survive_a_pool_restart_and_reach_its_next_channel() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let (secret, key) = miner_key();
+    stack.stop_mint().await;
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 3).await;
+    drop(client); // the miner leaves before its quotes exist
+
+    // The quotes are created with nobody to tell: kept for the key, on disk.
+    stack.start_mint().await;
+    let undelivered = stack.pool_config.state_dir.join("undelivered.json");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&undelivered).map_or(0, |s| s.matches("locking_key").count()) < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "notifications were never kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.stop_pool().await;
+    stack.start_pool().await;
+
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let notifications = client.notifications(3).await;
+    assert_one_notification_per_share(&shares, &notifications);
+    assert!(notifications.iter().all(|n| n.channel_id == channel));
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
+        Ok(total(&shares))
+    );
+    stack.stop().await;
+}
