@@ -19,6 +19,8 @@ TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo /work/sri-bin/bin/t
 TP_PORT=${TP_PORT:-18442}
 POOL_PORT=${POOL_PORT:-44254}
 TPROXY_PORT=${TPROXY_PORT:-44255}
+MINT_LINK_PORT=${MINT_LINK_PORT:-44260}
+MINT_HTTP_PORT=${MINT_HTTP_PORT:-43338}
 LOCKING_KEY=0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798
 WORK=$(mktemp -d /tmp/hashpool-interop.XXXXXX)
 PIDS=()
@@ -31,8 +33,8 @@ trap cleanup EXIT
 
 [ -x "$TRANSLATOR" ] || { echo "translator_sv2 not found (set TRANSLATOR=...)"; exit 2; }
 
-echo "== building devnet-tp and pool"
-(cd "$ROOT" && cargo build -q -p devnet-tp -p pool)
+echo "== building devnet-tp, pool and mint"
+(cd "$ROOT" && cargo build -q -p devnet-tp -p pool -p mint)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 
 wait_for() { # file pattern seconds
@@ -48,6 +50,10 @@ POOL_PUB=9cGDAZn9tTT7kjuAuu8KGgeG4N4TB1tDK1vgq9rte85NgN3Q1GS
 POOL_SEC=68P61KGyRfXaGyFMTJM5VDWzL2oAJonTveBmYhNESX6BarASm
 TP_PUB=9bdyeVkC5fwmkbE4kjccrPTFc5A3KkbEefiVna1Y1QqtG1BThwg
 TP_SEC=Yjp4a7Gdp4rn14jbVLzcJQp3wtpBqLDLdoodFYn8xQSiWQCBz
+MINT_PUB=9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd
+MINT_SEC=kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba
+POOL_ID_PUB=9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm
+POOL_ID_SEC=26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp
 
 cat > "$WORK/devnet-tp.toml" <<TOML
 listen_address = "127.0.0.1:$TP_PORT"
@@ -65,8 +71,28 @@ authority_secret_key = "$POOL_SEC"
 tp_address = "127.0.0.1:$TP_PORT"
 tp_authority_public_key = "$TP_PUB"
 coinbase_reward_script = "51"
-unit_bits = 20
+unit_bits = 10
 stats_log_interval_secs = 5
+state_dir = "$WORK/pool-state"
+
+# The ehash flow is on: the translator does not negotiate the extension, so
+# it must never see 0xC0/0xC1, while its shares still become quotes.
+[mint]
+address = "127.0.0.1:$MINT_LINK_PORT"
+authority_public_key = "$MINT_PUB"
+identity_secret_key = "$POOL_ID_SEC"
+stats_interval_secs = 2
+TOML
+
+cat > "$WORK/mint.toml" <<TOML
+http_listen = "127.0.0.1:$MINT_HTTP_PORT"
+link_listen = "127.0.0.1:$MINT_LINK_PORT"
+authority_public_key = "$MINT_PUB"
+authority_secret_key = "$MINT_SEC"
+allowed_pool_keys = ["$POOL_ID_PUB"]
+database = "$WORK/mint.sqlite"
+mnemonic = "order shock flip tribe strong rigid planet deputy question matter decide little"
+unit_bits = 10
 TOML
 
 cat > "$WORK/tproxy.toml" <<TOML
@@ -91,11 +117,14 @@ authority_pubkey = "$POOL_PUB"
 user_identity = "$LOCKING_KEY.sri-translator"
 TOML
 
-echo "== starting devnet-tp, pool, translator (logs in $WORK)"
+echo "== starting the mint, devnet-tp, pool, translator (logs in $WORK)"
+"$BIN/mint" --config "$WORK/mint.toml" > "$WORK/mint.log" 2>&1 & PIDS+=($!)
+wait_for "$WORK/mint.log" "mint serving" 30
 "$BIN/devnet-tp" --config "$WORK/devnet-tp.toml" > "$WORK/devnet-tp.log" 2>&1 & PIDS+=($!)
 wait_for "$WORK/devnet-tp.log" "listening" 20
 "$BIN/pool" --config "$WORK/pool.toml" > "$WORK/pool.log" 2>&1 & PIDS+=($!)
 wait_for "$WORK/pool.log" "connected to the template provider" 20
+wait_for "$WORK/pool.log" "mint link up" 20
 "$TRANSLATOR" -c "$WORK/tproxy.toml" > "$WORK/translator.log" 2>&1 & TPROXY_PID=$!; PIDS+=($TPROXY_PID)
 wait_for "$WORK/pool.log" "SetupConnection accepted" 30
 
@@ -127,6 +156,9 @@ echo "== translator: answers from our pool"
 echo "SubmitShares.Success received: $(strip "$WORK/translator.log" | grep -c 'Received: SubmitSharesSuccess' || true)," \
   "SubmitShares.Error received: $(strip "$WORK/translator.log" | grep -c 'Received: SubmitSharesError' || true)," \
   "SetNewPrevHash received: $(strip "$WORK/translator.log" | grep -c 'Received: SetNewPrevHash' || true)"
+echo "== mint: ehash quotes created for the translator's shares (locked to its user_identity key)"
+QUOTES=$(strip "$WORK/mint.log" | grep -c "mint quote created and persisted" || true)
+echo "quotes created: $QUOTES"
 echo "== SV1 miner"
 grep -E "subscribed|authorized|summary" "$WORK/miner.log"
 echo
@@ -134,8 +166,8 @@ echo
 ACCEPTED=$(strip "$WORK/pool.log" | grep "pool stats" | tail -1 | sed -E 's/.*shares_accepted=([0-9]+).*/\1/')
 CLOSED=$(strip "$WORK/pool.log" | grep -c "closing downstream connection\|downstream disconnected" || true)
 ALIVE=yes; kill -0 "$TPROXY_PID" 2>/dev/null || ALIVE=no
-echo "RESULT: pool accepted ${ACCEPTED:-0} shares from the translator; translator connections closed: $CLOSED; translator still running: $ALIVE"
-if [ "${ACCEPTED:-0}" -gt 0 ] && [ "$CLOSED" -eq 0 ] && [ "$ALIVE" = yes ] && [ "$MINER_RC" -eq 0 ]; then
+echo "RESULT: pool accepted ${ACCEPTED:-0} shares from the translator; mint quotes: $QUOTES; translator connections closed: $CLOSED; translator still running: $ALIVE"
+if [ "${ACCEPTED:-0}" -gt 0 ] && [ "$QUOTES" -gt 0 ] && [ "$CLOSED" -eq 0 ] && [ "$ALIVE" = yes ] && [ "$MINER_RC" -eq 0 ]; then
   echo "INTEROP OK"
 else
   echo "INTEROP FAILED (logs in $WORK)"; exit 1
