@@ -70,9 +70,12 @@ impl MintLink {
     pub fn spawn(
         config: MintLinkConfig,
         shutdown: CancellationToken,
-    ) -> (MintLink, mpsc::Receiver<MintEvent>) {
+    ) -> (MintLink, mpsc::UnboundedReceiver<MintEvent>) {
         let (requests, queue) = mpsc::channel(1024);
-        let (events, events_rx) = mpsc::channel(4096);
+        // Unbounded so the link never waits on the pool: the pool may be busy
+        // sending requests into the bounded queue above, and answers are
+        // bounded by the requests in flight.
+        let (events, events_rx) = mpsc::unbounded_channel();
         tokio::spawn(run(config, queue, events, shutdown));
         (MintLink { requests }, events_rx)
     }
@@ -81,7 +84,7 @@ impl MintLink {
 async fn run(
     config: MintLinkConfig,
     mut queue: mpsc::Receiver<MintQuoteRequestOwned>,
-    events: mpsc::Sender<MintEvent>,
+    events: mpsc::UnboundedSender<MintEvent>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -100,7 +103,7 @@ async fn run(
                 );
                 backoff = BACKOFF_MIN;
                 attempt = 0;
-                if events.send(MintEvent::Up).await.is_err() {
+                if events.send(MintEvent::Up).is_err() {
                     return;
                 }
                 let reason = serve(&config, reader, writer, &mut queue, &events, &shutdown).await;
@@ -117,7 +120,7 @@ async fn run(
                 config.address
             );
         }
-        if events.send(MintEvent::Down { reason }).await.is_err() {
+        if events.send(MintEvent::Down { reason }).is_err() {
             return;
         }
         // Requests queued while down are resent by the pool on the next Up.
@@ -177,7 +180,7 @@ async fn serve(
     mut reader: NoiseTcpReadHalf,
     writer: NoiseTcpWriteHalf,
     queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
-    events: &mpsc::Sender<MintEvent>,
+    events: &mpsc::UnboundedSender<MintEvent>,
     shutdown: &CancellationToken,
 ) -> String {
     // Reads and writes run apart so a slow write never delays reading answers.
@@ -204,7 +207,7 @@ async fn serve(
                     Ok(other) => return format!("unexpected {} from the mint", other.name()),
                     Err(reason) => return reason,
                 };
-                if events.send(event).await.is_err() {
+                if events.send(event).is_err() {
                     return "the pool stopped".into();
                 }
             }
