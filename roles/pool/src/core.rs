@@ -1433,6 +1433,27 @@ mod tests {
     }
 
     #[test]
+    fn with_the_ehash_flow_the_core_publishes_shares_but_never_acknowledges_them() {
+        let mut core = core();
+        core.config.acknowledge_shares = false;
+        let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
+        let (submit, _) = share(&core, channel_id, &job, |h| h <= target);
+        let actions = core.on_message(
+            1,
+            AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit)),
+        );
+        assert!(matches!(&actions[..], [Action::Accepted(a)] if a.channel_id == channel_id));
+        // The channel's key is found for the flow's routing.
+        let key: LockingKey = KEY.parse().unwrap();
+        assert_eq!(core.channel_locking_key(channel_id), Some(Some(key)));
+        assert_eq!(
+            core.ehash_channel_with_key(&key),
+            None,
+            "connection 1 did not negotiate ehash"
+        );
+    }
+
+    #[test]
     fn an_accepted_share_carries_its_exact_header_and_amount() {
         let mut core = core();
         let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
