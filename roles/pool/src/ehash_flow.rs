@@ -306,12 +306,18 @@ impl PreparedFlow {
                 },
                 _ = sleep_until(deadline) => flow.on_tick(Instant::now(), &CoreDirectory(&shared)),
             };
+            // A request is marked done in the outbox only after what it led to
+            // is handed on: kept notifications are on disk first.
+            let (done, actions): (Vec<Action>, Vec<Action>) = actions
+                .into_iter()
+                .partition(|a| matches!(a, Action::Done(_)));
             exec.run(actions).await;
             exec.run(flow.flush_successes()).await;
             if flow.undelivered_version() != saved_version {
                 save_undelivered(&self.undelivered_path, &flow);
                 saved_version = flow.undelivered_version();
             }
+            exec.run(done).await;
         }
         save_undelivered(&self.undelivered_path, &flow);
         info!(
