@@ -1,0 +1,442 @@
+//! Aggregated mode (`aggregate_channels = true`), sans-IO: every miner
+//! shares one extended channel, opened with the wallet's key.
+//!
+//! Each [`MinerSession`](crate::miner::MinerSession) still believes it has
+//! a channel of its own: this struct answers its `OpenExtendedMiningChannel`
+//! with the shared channel's success and the current jobs, fans the pool's
+//! jobs out to every member, and renumbers shares (one sequence space per
+//! channel upstream, one per miner downstream) so each miner gets the pool's
+//! answer to its own shares. Miners differ by their extranonce1, so their
+//! shares never collide. One channel carries one key: a miner whose username
+//! is another key is refused (per-miner keys need per-miner channels).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ehash::{parse_user_identity, LockingKey};
+use stratum_core::binary_sv2::Str0255Owned;
+use stratum_core::mining_sv2::{
+    CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
+    OpenExtendedMiningChannelSuccessOwned, OpenMiningChannelErrorOwned, SetNewPrevHashOwned,
+    SubmitSharesErrorOwned, SubmitSharesExtendedOwned, SubmitSharesSuccessOwned,
+};
+use stratum_core::parsers_sv2::MiningOwned;
+
+/// Jobs kept for miners that join later.
+const MAX_KEPT_JOBS: usize = 8;
+
+#[derive(Debug, Clone)]
+pub enum AggOut {
+    ToMiner(u32, MiningOwned),
+    /// To the pool; an `OpenExtendedMiningChannel` gets its request id from the router.
+    Upstream(MiningOwned),
+}
+
+pub struct Aggregate {
+    wallet_key: LockingKey,
+    channel: Option<OpenExtendedMiningChannelSuccessOwned>,
+    opening: bool,
+    waiting: Vec<u32>,
+    members: BTreeSet<u32>,
+    /// The job the last SetNewPrevHash activated, and that SetNewPrevHash.
+    tip: Option<(NewExtendedMiningJobOwned, SetNewPrevHashOwned)>,
+    /// Jobs since (active ones) and future ones, in arrival order.
+    jobs: Vec<NewExtendedMiningJobOwned>,
+    /// Upstream sequence number -> (miner, its own sequence number).
+    shares: BTreeMap<u32, (u32, u32)>,
+    next_sequence: u32,
+}
+
+fn str0255(s: &str) -> Str0255Owned {
+    s.to_string().try_into().expect("short string")
+}
+
+impl Aggregate {
+    pub fn new(wallet_key: LockingKey) -> Self {
+        Self {
+            wallet_key,
+            channel: None,
+            opening: false,
+            waiting: Vec::new(),
+            members: BTreeSet::new(),
+            tip: None,
+            jobs: Vec::new(),
+            shares: BTreeMap::new(),
+            next_sequence: 1,
+        }
+    }
+
+    pub fn channel_id(&self) -> Option<u32> {
+        self.channel.as_ref().map(|c| c.channel_id)
+    }
+
+    pub fn identity(&self) -> String {
+        format!("{}.translator", self.wallet_key)
+    }
+
+    fn members(&self) -> Vec<u32> {
+        self.members.iter().copied().collect()
+    }
+
+    fn replay(&self, miner: u32) -> Vec<AggOut> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.channel {
+            out.push(AggOut::ToMiner(
+                miner,
+                MiningOwned::OpenExtendedMiningChannelSuccess(c.clone()),
+            ));
+        }
+        if let Some((job, prev)) = &self.tip {
+            let mut future = job.clone();
+            future.min_ntime = stratum_core::binary_sv2::Sv2OptionOwned::new(None);
+            out.push(AggOut::ToMiner(
+                miner,
+                MiningOwned::NewExtendedMiningJob(future),
+            ));
+            out.push(AggOut::ToMiner(
+                miner,
+                MiningOwned::SetNewPrevHash(prev.clone()),
+            ));
+        }
+        for job in &self.jobs {
+            out.push(AggOut::ToMiner(
+                miner,
+                MiningOwned::NewExtendedMiningJob(job.clone()),
+            ));
+        }
+        out
+    }
+
+    /// A miner asks for "its" channel.
+    pub fn on_open(&mut self, miner: u32, open: OpenExtendedMiningChannelOwned) -> Vec<AggOut> {
+        let identity = String::from_utf8_lossy(open.user_identity.as_bytes()).to_string();
+        let key = parse_user_identity(&identity).ok().map(|m| m.locking_key);
+        if key != Some(self.wallet_key) {
+            return vec![AggOut::ToMiner(
+                miner,
+                MiningOwned::OpenMiningChannelError(OpenMiningChannelErrorOwned {
+                    request_id: open.request_id,
+                    error_code: str0255("per-miner-keys-need-aggregate_channels=false"),
+                }),
+            )];
+        }
+        if self.channel.is_some() {
+            self.members.insert(miner);
+            return self.replay(miner);
+        }
+        self.waiting.push(miner);
+        if self.opening {
+            return vec![];
+        }
+        self.opening = true;
+        vec![AggOut::Upstream(MiningOwned::OpenExtendedMiningChannel(
+            OpenExtendedMiningChannelOwned {
+                request_id: 0,
+                user_identity: str0255(&self.identity()),
+                ..open
+            },
+        ))]
+    }
+
+    pub fn on_open_success(&mut self, s: OpenExtendedMiningChannelSuccessOwned) -> Vec<AggOut> {
+        self.opening = false;
+        self.channel = Some(s);
+        let waiting = std::mem::take(&mut self.waiting);
+        let mut out = Vec::new();
+        for miner in waiting {
+            self.members.insert(miner);
+            out.extend(self.replay(miner));
+        }
+        out
+    }
+
+    pub fn on_open_error(&mut self, e: OpenMiningChannelErrorOwned) -> Vec<AggOut> {
+        self.opening = false;
+        std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|m| AggOut::ToMiner(m, MiningOwned::OpenMiningChannelError(e.clone())))
+            .collect()
+    }
+
+    fn broadcast(&self, msg: MiningOwned) -> Vec<AggOut> {
+        self.members()
+            .into_iter()
+            .map(|m| AggOut::ToMiner(m, msg.clone()))
+            .collect()
+    }
+
+    /// A message of the pool about the shared channel.
+    pub fn on_upstream(&mut self, msg: MiningOwned) -> Vec<AggOut> {
+        match msg {
+            MiningOwned::NewExtendedMiningJob(job) => {
+                self.jobs.push(job.clone());
+                if self.jobs.len() > MAX_KEPT_JOBS {
+                    self.jobs.remove(0);
+                }
+                self.broadcast(MiningOwned::NewExtendedMiningJob(job))
+            }
+            MiningOwned::SetNewPrevHash(prev) => {
+                let job = self
+                    .jobs
+                    .iter()
+                    .find(|j| j.job_id == prev.job_id)
+                    .cloned()
+                    .or_else(|| {
+                        self.tip
+                            .as_ref()
+                            .filter(|(j, _)| j.job_id == prev.job_id)
+                            .map(|(j, _)| j.clone())
+                    });
+                self.jobs.clear();
+                if let Some(job) = job {
+                    self.tip = Some((job, prev.clone()));
+                }
+                self.broadcast(MiningOwned::SetNewPrevHash(prev))
+            }
+            MiningOwned::SetTarget(t) => {
+                if let Some(c) = self.channel.as_mut() {
+                    c.target = t.maximum_target.clone();
+                }
+                self.broadcast(MiningOwned::SetTarget(t))
+            }
+            MiningOwned::SubmitSharesSuccess(s) => {
+                let last = s.last_sequence_number;
+                let done: Vec<u32> = self.shares.range(..=last).map(|(k, _)| *k).collect();
+                let mut per_miner: HashMap<u32, (u32, u32)> = HashMap::new();
+                for seq in done {
+                    if let Some((miner, local)) = self.shares.remove(&seq) {
+                        let e = per_miner.entry(miner).or_insert((local, 0));
+                        e.0 = local;
+                        e.1 += 1;
+                    }
+                }
+                per_miner
+                    .into_iter()
+                    .map(|(miner, (local, count))| {
+                        AggOut::ToMiner(
+                            miner,
+                            MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+                                channel_id: s.channel_id,
+                                last_sequence_number: local,
+                                new_submits_accepted_count: count,
+                                new_shares_sum: 0,
+                            }),
+                        )
+                    })
+                    .collect()
+            }
+            MiningOwned::SubmitSharesError(e) => match self.shares.remove(&e.sequence_number) {
+                Some((miner, local)) => vec![AggOut::ToMiner(
+                    miner,
+                    MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
+                        sequence_number: local,
+                        ..e
+                    }),
+                )],
+                None => vec![],
+            },
+            MiningOwned::CloseChannel(c) => {
+                let out = self.broadcast(MiningOwned::CloseChannel(c));
+                self.reset();
+                out
+            }
+            other => self.broadcast(other),
+        }
+    }
+
+    /// A miner's share: renumbered into the channel's sequence space.
+    pub fn on_submit(&mut self, miner: u32, mut share: SubmitSharesExtendedOwned) -> Vec<AggOut> {
+        let global = self.next_sequence;
+        self.next_sequence = self.next_sequence.wrapping_add(1).max(1);
+        self.shares.insert(global, (miner, share.sequence_number));
+        share.sequence_number = global;
+        vec![AggOut::Upstream(MiningOwned::SubmitSharesExtended(share))]
+    }
+
+    /// A miner left; the channel closes with its last member.
+    pub fn on_leave(&mut self, miner: u32) -> Vec<AggOut> {
+        self.members.remove(&miner);
+        self.waiting.retain(|m| *m != miner);
+        self.shares.retain(|_, (m, _)| *m != miner);
+        if self.members.is_empty() && self.waiting.is_empty() {
+            if let Some(channel_id) = self.channel_id() {
+                self.reset();
+                return vec![AggOut::Upstream(MiningOwned::CloseChannel(
+                    CloseChannelOwned {
+                        channel_id,
+                        reason_code: str0255("no-miners-left"),
+                    },
+                ))];
+            }
+        }
+        vec![]
+    }
+
+    /// The channel is gone (pool closed it, or the connection dropped).
+    pub fn reset(&mut self) {
+        self.channel = None;
+        self.opening = false;
+        self.waiting.clear();
+        self.members.clear();
+        self.tip = None;
+        self.jobs.clear();
+        self.shares.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratum_core::binary_sv2::{
+        B032Owned, B064KOwned, Seq0255Owned, Sv2OptionOwned, U256Owned,
+    };
+
+    const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    const OTHER: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+    fn open(identity: &str) -> OpenExtendedMiningChannelOwned {
+        OpenExtendedMiningChannelOwned {
+            request_id: 0,
+            user_identity: str0255(identity),
+            nominal_hash_rate: 10.0,
+            max_target: U256Owned::from([0xff; 32]),
+            min_extranonce_size: 8,
+        }
+    }
+
+    fn success() -> OpenExtendedMiningChannelSuccessOwned {
+        OpenExtendedMiningChannelSuccessOwned {
+            request_id: 1,
+            channel_id: 9,
+            target: U256Owned::from([0xff; 32]),
+            extranonce_size: 12,
+            extranonce_prefix: B032Owned::new(vec![1, 2, 3, 4]).unwrap(),
+            group_channel_id: 0,
+        }
+    }
+
+    fn job(id: u32) -> NewExtendedMiningJobOwned {
+        NewExtendedMiningJobOwned {
+            channel_id: 9,
+            job_id: id,
+            min_ntime: Sv2OptionOwned::new(None),
+            version: 0x2000_0000,
+            version_rolling_allowed: true,
+            merkle_path: Seq0255Owned::new(vec![]).unwrap(),
+            coinbase_tx_prefix: B064KOwned::new(vec![1]).unwrap(),
+            coinbase_tx_suffix: B064KOwned::new(vec![2]).unwrap(),
+        }
+    }
+
+    fn share(seq: u32) -> SubmitSharesExtendedOwned {
+        SubmitSharesExtendedOwned {
+            channel_id: 9,
+            sequence_number: seq,
+            job_id: 1,
+            nonce: 0,
+            ntime: 0,
+            version: 0,
+            extranonce: B032Owned::new(vec![0; 8]).unwrap(),
+        }
+    }
+
+    fn to_miner(out: &[AggOut], miner: u32) -> Vec<&MiningOwned> {
+        out.iter()
+            .filter_map(|o| match o {
+                AggOut::ToMiner(m, msg) if *m == miner => Some(msg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_channel_for_all_and_late_miners_get_the_current_work() {
+        let mut a = Aggregate::new(KEY.parse().unwrap());
+        let out = a.on_open(1, open(&format!("{KEY}.a")));
+        assert!(
+            matches!(&out[..], [AggOut::Upstream(MiningOwned::OpenExtendedMiningChannel(o))]
+            if o.user_identity.as_bytes() == a.identity().as_bytes())
+        );
+        assert!(
+            a.on_open(2, open(&format!("{KEY}.b"))).is_empty(),
+            "one open upstream"
+        );
+        let out = a.on_open_success(success());
+        assert_eq!(to_miner(&out, 1).len(), 1);
+        assert_eq!(to_miner(&out, 2).len(), 1);
+        a.on_upstream(MiningOwned::NewExtendedMiningJob(job(1)));
+        let prev = SetNewPrevHashOwned {
+            channel_id: 9,
+            job_id: 1,
+            prev_hash: U256Owned::from([7; 32]),
+            min_ntime: 100,
+            nbits: 0x1d00_ffff,
+        };
+        let out = a.on_upstream(MiningOwned::SetNewPrevHash(prev));
+        assert_eq!(out.len(), 2, "both miners get the prevhash");
+        let late = a.on_open(3, open(KEY));
+        let msgs = to_miner(&late, 3);
+        assert!(matches!(
+            msgs[0],
+            MiningOwned::OpenExtendedMiningChannelSuccess(_)
+        ));
+        assert!(matches!(msgs[1], MiningOwned::NewExtendedMiningJob(j) if j.job_id == 1));
+        assert!(matches!(msgs[2], MiningOwned::SetNewPrevHash(p) if p.job_id == 1));
+    }
+
+    #[test]
+    fn shares_are_renumbered_and_answers_go_back_to_their_miner() {
+        let mut a = Aggregate::new(KEY.parse().unwrap());
+        a.on_open(1, open(KEY));
+        a.on_open(2, open(KEY));
+        a.on_open_success(success());
+        let mut upstream = vec![];
+        for (miner, local) in [(1, 1), (2, 1), (1, 2), (2, 2)] {
+            match &a.on_submit(miner, share(local))[..] {
+                [AggOut::Upstream(MiningOwned::SubmitSharesExtended(s))] => {
+                    upstream.push(s.sequence_number)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(upstream, vec![1, 2, 3, 4]);
+        let err = a.on_upstream(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
+            channel_id: 9,
+            sequence_number: 2,
+            error_code: str0255("stale-share"),
+        }));
+        assert!(
+            matches!(to_miner(&err, 2)[..], [MiningOwned::SubmitSharesError(e)] if e.sequence_number == 1)
+        );
+        let ok = a.on_upstream(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+            channel_id: 9,
+            last_sequence_number: 4,
+            new_submits_accepted_count: 3,
+            new_shares_sum: 3,
+        }));
+        assert!(
+            matches!(to_miner(&ok, 1)[..], [MiningOwned::SubmitSharesSuccess(s)]
+            if s.last_sequence_number == 2 && s.new_submits_accepted_count == 2)
+        );
+        assert!(
+            matches!(to_miner(&ok, 2)[..], [MiningOwned::SubmitSharesSuccess(s)]
+            if s.last_sequence_number == 2 && s.new_submits_accepted_count == 1)
+        );
+    }
+
+    #[test]
+    fn another_key_is_refused_and_the_last_miner_closes_the_channel() {
+        let mut a = Aggregate::new(KEY.parse().unwrap());
+        let out = a.on_open(5, open(OTHER));
+        assert!(matches!(
+            to_miner(&out, 5)[..],
+            [MiningOwned::OpenMiningChannelError(_)]
+        ));
+        a.on_open(1, open(KEY));
+        a.on_open_success(success());
+        let out = a.on_leave(1);
+        assert!(
+            matches!(&out[..], [AggOut::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 9)
+        );
+        assert_eq!(a.channel_id(), None);
+    }
+}

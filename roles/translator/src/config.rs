@@ -1,0 +1,178 @@
+//! `translator --config config/translator.toml`: every setting of the translator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use roles_common::{ConfigError, Validate};
+use serde::Deserialize;
+use stratum_apps::key_utils::Secp256k1PublicKey;
+
+/// One pool the translator can connect to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` of the pool's SV2 mining listener.
+    pub address: String,
+    /// The pool's Noise authority public key (base58), pinned.
+    pub authority_public_key: Secp256k1PublicKey,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranslatorConfig {
+    /// Where SV1 miners connect.
+    #[serde(default = "default_listen_address")]
+    pub listen_address: SocketAddr,
+    /// Pools, tried in order; on loss the next one is tried (failover).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Cashu HTTP URL of the pool's mint.
+    #[serde(default = "default_mint_url")]
+    pub mint_url: String,
+    /// Directory of the wallet database and the quote records (created if missing).
+    pub data_dir: PathBuf,
+    /// BIP-39 mnemonic of the wallet (proofs and the wallet's own locking key
+    /// derive from it). Keep it secret.
+    pub mnemonic: String,
+    /// One SV2 channel for all miners (true), with the wallet's key, or one
+    /// channel per miner (false, the default): per-miner locking keys and
+    /// per-miner vardiff need per-miner channels.
+    #[serde(default)]
+    pub aggregate_channels: bool,
+    /// Hash rate (hashes/s) a new miner's channel is opened with; vardiff
+    /// corrects it from the shares the miner sends.
+    #[serde(default = "default_nominal_hashrate")]
+    pub nominal_hashrate: f32,
+    /// Shares per minute vardiff aims at, per miner.
+    #[serde(default = "default_shares_per_minute")]
+    pub shares_per_minute: f32,
+    /// Seconds between vardiff checks (0 = off: the pool's target only).
+    #[serde(default = "default_vardiff_interval_secs")]
+    pub vardiff_interval_secs: u64,
+    /// Bytes of extranonce2 the SV1 miners roll (2..=8).
+    #[serde(default = "default_extranonce2_size")]
+    pub extranonce2_size: u8,
+    /// Longest SV1 line accepted; a longer one disconnects that miner.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Seconds without a new job after which the miner gets a fresh ntime (keepalive).
+    #[serde(default = "default_keepalive_secs")]
+    pub keepalive_secs: u64,
+    /// Answer a miner's share only once the pool answered it (true, the
+    /// default: the truth, and what the pool's `defer` mode needs), or as
+    /// soon as the channel target accepts it (false: for pools that batch
+    /// their SubmitShares.Success; their refusals are then only logged).
+    #[serde(default = "default_wait_for_pool")]
+    pub wait_for_pool: bool,
+    /// Most quotes minted in one NUT-29 batch.
+    #[serde(default = "default_mint_batch_size")]
+    pub mint_batch_size: usize,
+    /// Seconds between retries of quotes the mint did not answer.
+    #[serde(default = "default_mint_retry_secs")]
+    pub mint_retry_secs: u64,
+}
+
+fn default_listen_address() -> SocketAddr {
+    "0.0.0.0:34255".parse().expect("valid")
+}
+fn default_mint_url() -> String {
+    "http://127.0.0.1:3338".into()
+}
+fn default_nominal_hashrate() -> f32 {
+    1_000_000.0
+}
+fn default_shares_per_minute() -> f32 {
+    6.0
+}
+fn default_vardiff_interval_secs() -> u64 {
+    60
+}
+fn default_extranonce2_size() -> u8 {
+    4
+}
+fn default_max_line_bytes() -> usize {
+    16 * 1024
+}
+fn default_keepalive_secs() -> u64 {
+    60
+}
+fn default_wait_for_pool() -> bool {
+    true
+}
+fn default_mint_batch_size() -> usize {
+    50
+}
+fn default_mint_retry_secs() -> u64 {
+    10
+}
+
+impl Validate for TranslatorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.upstreams.is_empty() {
+            return Err(ConfigError::new("upstreams", "at least one pool is needed"));
+        }
+        for (i, u) in self.upstreams.iter().enumerate() {
+            if u.address.trim().is_empty() || !u.address.contains(':') {
+                return Err(ConfigError::new(
+                    format!("upstreams[{i}].address"),
+                    "must be host:port",
+                ));
+            }
+        }
+        if !(self.mint_url.starts_with("http://") || self.mint_url.starts_with("https://")) {
+            return Err(ConfigError::new(
+                "mint_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.mint_url.parse::<cdk::mint_url::MintUrl>().is_err() {
+            return Err(ConfigError::new("mint_url", "not a valid URL"));
+        }
+        if bip39::Mnemonic::parse(&self.mnemonic).is_err() {
+            return Err(ConfigError::new("mnemonic", "not a valid BIP-39 mnemonic"));
+        }
+        if !(self.nominal_hashrate.is_finite() && self.nominal_hashrate > 0.0) {
+            return Err(ConfigError::new("nominal_hashrate", "must be > 0"));
+        }
+        if !(self.shares_per_minute.is_finite() && self.shares_per_minute > 0.0) {
+            return Err(ConfigError::new("shares_per_minute", "must be > 0"));
+        }
+        if !(2..=8).contains(&self.extranonce2_size) {
+            return Err(ConfigError::new("extranonce2_size", "must be 2..=8"));
+        }
+        if self.max_line_bytes < 512 {
+            return Err(ConfigError::new("max_line_bytes", "must be at least 512"));
+        }
+        if self.keepalive_secs == 0 {
+            return Err(ConfigError::new("keepalive_secs", "must be > 0"));
+        }
+        if self.mint_batch_size == 0 {
+            return Err(ConfigError::new("mint_batch_size", "must be > 0"));
+        }
+        if self.mint_retry_secs == 0 {
+            return Err(ConfigError::new("mint_retry_secs", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The BIP-39 seed (empty passphrase) of a mnemonic.
+pub fn seed_from_mnemonic(mnemonic: &str) -> Result<[u8; 64], String> {
+    bip39::Mnemonic::parse(mnemonic)
+        .map(|m| m.to_seed(""))
+        .map_err(|e| e.to_string())
+}
+
+impl TranslatorConfig {
+    /// The wallet's 64-byte seed.
+    pub fn seed(&self) -> [u8; 64] {
+        seed_from_mnemonic(&self.mnemonic).expect("validated")
+    }
+
+    pub fn wallet_db_path(&self) -> PathBuf {
+        self.data_dir.join("wallet.sqlite")
+    }
+
+    pub fn quotes_db_path(&self) -> PathBuf {
+        self.data_dir.join("quotes.sqlite")
+    }
+}

@@ -1,0 +1,249 @@
+//! The Hashpool translator proxy: SV1 miners in, SV2 out, a wallet that
+//! mints their ehash.
+//!
+//! - SV1 server ([`sv1`], [`miner`]): subscribe, authorize, submit, notify,
+//!   set_difficulty, configure (version rolling), extranonce.subscribe;
+//!   per-miner vardiff ([`vardiff`]) and keepalive jobs.
+//! - One SV2 extended channel per miner over one Noise connection to the
+//!   pool, with failover over `upstreams`; an upstream reconnect keeps the
+//!   miners connected (their extranonce1 is the translator's, the pool's
+//!   prefix travels in `coinb1`).
+//! - The ehash extension (0x4EA5): every `MintQuoteNotification` /
+//!   `MintQuoteFailure` is recorded ([`quotes`]); quotes locked to the
+//!   wallet's key are minted in NUT-29 batches ([`wallet`]); quotes locked to
+//!   a miner's own key are listed for that miner's wallet.
+//!
+//! [`miner`], [`sv1`], [`vardiff`] and [`quotes`] are sans-IO; `io` holds
+//! the sockets and tasks.
+
+pub mod aggregate;
+pub mod cli;
+pub mod config;
+mod io;
+pub mod miner;
+pub mod quotes;
+pub mod sv1;
+pub mod vardiff;
+pub mod wallet;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::config::{TranslatorConfig, UpstreamConfig};
+
+use crate::quotes::QuoteStore;
+use crate::wallet::EhashWallet;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranslatorError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create data_dir {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] quotes::StoreError),
+    #[error(transparent)]
+    Wallet(#[from] wallet::WalletError),
+}
+
+/// Something that happened, for tests and monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranslatorEvent {
+    UpstreamConnected {
+        address: String,
+        ehash: bool,
+    },
+    UpstreamLost(String),
+    MinerConnected(u32),
+    MinerDisconnected {
+        miner: u32,
+        reason: String,
+    },
+    QuoteRecorded {
+        quote_id: String,
+        amount: u64,
+        own: bool,
+    },
+    QuoteFailed {
+        share_hash: String,
+        error_code: String,
+    },
+    /// A minting round: quotes minted (or found already issued) and the amount minted now.
+    Minted {
+        quotes: usize,
+        amount: u64,
+    },
+}
+
+/// A running translator.
+pub struct TranslatorHandle {
+    local_addr: SocketAddr,
+    events: broadcast::Sender<TranslatorEvent>,
+    store: Arc<QuoteStore>,
+    wallet: Arc<EhashWallet>,
+    mint_now: Arc<Notify>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TranslatorHandle {
+    /// The SV1 listener's address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<TranslatorEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn quotes(&self) -> &Arc<QuoteStore> {
+        &self.store
+    }
+
+    pub fn wallet(&self) -> &Arc<EhashWallet> {
+        &self.wallet
+    }
+
+    /// Starts a minting round now (instead of at the next retry).
+    pub fn mint_now(&self) {
+        self.mint_now.notify_one();
+    }
+
+    /// Waits until the translator stopped (its shutdown token was cancelled).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Stops every task at once, as a crash would (tests).
+    pub fn abort(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Opens the quote records and the wallet of `config.data_dir`.
+pub async fn open_wallet(
+    config: &TranslatorConfig,
+) -> Result<(Arc<QuoteStore>, Arc<EhashWallet>), TranslatorError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| TranslatorError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = Arc::new(QuoteStore::open(&config.quotes_db_path())?);
+    let wallet = Arc::new(
+        EhashWallet::open(&config.mint_url, &config.wallet_db_path(), config.seed()).await?,
+    );
+    Ok((store, wallet))
+}
+
+/// Binds the SV1 listener, connects upstream and starts the wallet.
+pub async fn start(
+    config: TranslatorConfig,
+    shutdown: CancellationToken,
+) -> Result<TranslatorHandle, TranslatorError> {
+    let (store, wallet) = open_wallet(&config).await?;
+    let listener = TcpListener::bind(config.listen_address)
+        .await
+        .map_err(|source| TranslatorError::Listen {
+            address: config.listen_address,
+            source,
+        })?;
+    let local_addr = io::local_addr(&listener).map_err(|source| TranslatorError::Listen {
+        address: config.listen_address,
+        source,
+    })?;
+    let (events, _) = broadcast::channel(4096);
+    let wallet_key = wallet.locking_key();
+    info!(
+        %local_addr,
+        upstreams = ?config.upstreams.iter().map(|u| u.address.as_str()).collect::<Vec<_>>(),
+        mint = config.mint_url,
+        wallet_key = %wallet_key,
+        "translator listening for SV1 miners"
+    );
+    let (router_tx, router_rx) = mpsc::unbounded_channel();
+    let (quote_tx, quote_rx) = mpsc::unbounded_channel();
+    let mint_now = Arc::new(Notify::new());
+    let ctx = Arc::new(io::MinerContext {
+        session: miner::SessionConfig {
+            extranonce2_size: config.extranonce2_size as usize,
+            nominal_hashrate: config.nominal_hashrate,
+            shares_per_minute: config.shares_per_minute,
+            wallet_key,
+            keepalive_secs: config.keepalive_secs,
+            // one shared channel: its target is the pool's (no per-miner vardiff)
+            vardiff_secs: if config.aggregate_channels {
+                0
+            } else {
+                config.vardiff_interval_secs
+            },
+            wait_for_pool: config.wait_for_pool,
+        },
+        max_line_bytes: config.max_line_bytes,
+        router: router_tx,
+        events: events.clone(),
+        next_id: AtomicU32::new(1),
+    });
+    let tasks = vec![
+        tokio::spawn(io::accept_loop(listener, ctx, shutdown.clone())),
+        tokio::spawn(io::router_loop(
+            io::Router {
+                upstreams: config.upstreams.clone(),
+                aggregate: config.aggregate_channels.then_some(wallet_key),
+                events: events.clone(),
+                quotes: quote_tx,
+            },
+            router_rx,
+            shutdown.clone(),
+        )),
+        tokio::spawn(io::quote_recorder(
+            quote_rx,
+            store.clone(),
+            wallet_key,
+            mint_now.clone(),
+            events.clone(),
+        )),
+        tokio::spawn(io::minter(
+            wallet.clone(),
+            store.clone(),
+            config.mint_batch_size,
+            Duration::from_secs(config.mint_retry_secs),
+            mint_now.clone(),
+            events.clone(),
+            shutdown.clone(),
+        )),
+    ];
+    Ok(TranslatorHandle {
+        local_addr,
+        events,
+        store,
+        wallet,
+        mint_now,
+        tasks,
+    })
+}
+
+/// Runs the translator until `shutdown` is cancelled.
+pub async fn run(
+    config: TranslatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), TranslatorError> {
+    let handle = start(config, shutdown).await?;
+    handle.wait().await;
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `translator --config config/translator.toml` runs the proxy;
+//! `translator --config ... wallet balance|send <amount>|quotes` uses its wallet.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use translator::cli::WalletCommand;
+use translator::TranslatorConfig;
+
+const ENV_PREFIX: &str = "TRANSLATOR";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "translator",
+    about = "Hashpool translator: SV1 miners in, SV2 out, ehash wallet"
+)]
+struct Cli {
+    /// Path of the translator's TOML config file.
+    #[arg(short, long)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The translator's ehash wallet.
+    Wallet {
+        #[command(subcommand)]
+        command: WalletCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config: TranslatorConfig = match roles_common::load_config(&cli.config, ENV_PREFIX) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("translator: bad config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("translator: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None => {
+            stratum_apps::config_helpers::logging::init_logging(None);
+            let result = runtime.block_on(async move {
+                let shutdown = roles_common::shutdown_on_signal();
+                translator::run(config, shutdown).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("translator stopped: {e}");
+                    eprintln!("translator: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Wallet { command }) => {
+            match runtime.block_on(wallet_command(config, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("translator wallet: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn wallet_command(config: TranslatorConfig, command: WalletCommand) -> Result<(), String> {
+    let out = translator::cli::run_wallet_command(&config, command).await?;
+    print!("{out}");
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Persisted record of every ehash quote the pool announced (0xC0) or
+//! failed to create (0xC1), in a SQLite file of its own next to the wallet.
+//!
+//! A record is written before anything else happens with the quote, so a
+//! crash never loses one: pending quotes are minted on the next start.
+//!
+//! States: `pending` (locked to the wallet's key, not minted yet),
+//! `minted`, `foreign` (locked to a miner's own key: listed for that miner's
+//! wallet to mint, never minted here).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuoteState {
+    Pending,
+    Minted,
+    Foreign,
+}
+
+impl QuoteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuoteState::Pending => "pending",
+            QuoteState::Minted => "minted",
+            QuoteState::Foreign => "foreign",
+        }
+    }
+
+    fn parse(s: &str) -> QuoteState {
+        match s {
+            "minted" => QuoteState::Minted,
+            "foreign" => QuoteState::Foreign,
+            _ => QuoteState::Pending,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuoteRecord {
+    pub quote_id: String,
+    /// Share hash, hex of the SV2 (little-endian) bytes.
+    pub share_hash: String,
+    pub amount: u64,
+    /// Locking key (compressed, hex).
+    pub locking_key: String,
+    pub keyset_id: String,
+    pub channel_id: u32,
+    pub sequence_number: u32,
+    pub state: QuoteState,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Last minting error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureRecord {
+    pub share_hash: String,
+    pub channel_id: u32,
+    pub sequence_number: u32,
+    pub error_code: String,
+    pub error_message: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("quote records: {0}")]
+pub struct StoreError(#[from] rusqlite::Error);
+
+/// Sum of amounts and count of records by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub pending: (u64, u64),
+    pub minted: (u64, u64),
+    pub foreign: (u64, u64),
+    pub failures: u64,
+}
+
+pub struct QuoteStore {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS quotes (
+    quote_id        TEXT PRIMARY KEY,
+    share_hash      TEXT NOT NULL,
+    amount          INTEGER NOT NULL,
+    locking_key     TEXT NOT NULL,
+    keyset_id       TEXT NOT NULL,
+    channel_id      INTEGER NOT NULL,
+    sequence_number INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS quotes_state ON quotes(state);
+CREATE TABLE IF NOT EXISTS quote_failures (
+    share_hash      TEXT PRIMARY KEY,
+    channel_id      INTEGER NOT NULL,
+    sequence_number INTEGER NOT NULL,
+    error_code      TEXT NOT NULL,
+    error_message   TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+";
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<QuoteRecord> {
+    Ok(QuoteRecord {
+        quote_id: row.get(0)?,
+        share_hash: row.get(1)?,
+        amount: row.get::<_, i64>(2)? as u64,
+        locking_key: row.get(3)?,
+        keyset_id: row.get(4)?,
+        channel_id: row.get::<_, i64>(5)? as u32,
+        sequence_number: row.get::<_, i64>(6)? as u32,
+        state: QuoteState::parse(&row.get::<_, String>(7)?),
+        created_at: row.get::<_, i64>(8)? as u64,
+        last_error: row.get(9)?,
+    })
+}
+
+const COLUMNS: &str = "quote_id, share_hash, amount, locking_key, keyset_id, channel_id, \
+                       sequence_number, state, created_at, last_error";
+
+impl QuoteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a quote; `false` if it was already recorded (a replayed
+    /// notification), which leaves the stored record as it was.
+    pub fn insert(&self, r: &QuoteRecord) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            &format!(
+                "INSERT OR IGNORE INTO quotes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+            ),
+            params![
+                r.quote_id,
+                r.share_hash,
+                r.amount as i64,
+                r.locking_key,
+                r.keyset_id,
+                r.channel_id as i64,
+                r.sequence_number as i64,
+                r.state.as_str(),
+                r.created_at as i64,
+                r.last_error,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn insert_failure(&self, f: &FailureRecord) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO quote_failures VALUES (?1,?2,?3,?4,?5,?6)",
+            params![
+                f.share_hash,
+                f.channel_id as i64,
+                f.sequence_number as i64,
+                f.error_code,
+                f.error_message,
+                f.created_at as i64,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn get(&self, quote_id: &str) -> Result<Option<QuoteRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM quotes WHERE quote_id = ?1"),
+                [quote_id],
+                row_to_record,
+            )
+            .optional()?)
+    }
+
+    /// Up to `limit` quotes waiting to be minted, oldest first.
+    pub fn pending(&self, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' ORDER BY created_at, rowid LIMIT ?1"
+        ))?;
+        let rows = stmt.query_map([limit as i64], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every quote, oldest first.
+    pub fn all(&self) -> Result<Vec<QuoteRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM quotes ORDER BY created_at, rowid"
+        ))?;
+        let rows = stmt.query_map([], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT share_hash, channel_id, sequence_number, error_code, error_message, created_at \
+             FROM quote_failures ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok(FailureRecord {
+                share_hash: row.get(0)?,
+                channel_id: row.get::<_, i64>(1)? as u32,
+                sequence_number: row.get::<_, i64>(2)? as u32,
+                error_code: row.get(3)?,
+                error_message: row.get(4)?,
+                created_at: row.get::<_, i64>(5)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks quotes minted (in one transaction).
+    pub fn mark_minted(&self, quote_ids: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in quote_ids {
+            tx.execute(
+                "UPDATE quotes SET state = 'minted', last_error = NULL WHERE quote_id = ?1",
+                [id],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn set_error(&self, quote_id: &str, error: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE quotes SET last_error = ?2 WHERE quote_id = ?1",
+            params![quote_id, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        let conn = self.conn();
+        let mut t = Totals::default();
+        let mut stmt = conn.prepare(
+            "SELECT state, COUNT(*), COALESCE(SUM(amount), 0) FROM quotes GROUP BY state",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)? as u64,
+                row.get::<_, i64>(2)? as u64,
+            ))
+        })?;
+        for row in rows {
+            let (state, count, sum) = row?;
+            match QuoteState::parse(&state) {
+                QuoteState::Pending => t.pending = (count, sum),
+                QuoteState::Minted => t.minted = (count, sum),
+                QuoteState::Foreign => t.foreign = (count, sum),
+            }
+        }
+        t.failures = conn.query_row("SELECT COUNT(*) FROM quote_failures", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64;
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, amount: u64, state: QuoteState) -> QuoteRecord {
+        QuoteRecord {
+            quote_id: id.into(),
+            share_hash: format!("{id}-hash"),
+            amount,
+            locking_key: "02aa".into(),
+            keyset_id: "00ab".into(),
+            channel_id: 1,
+            sequence_number: 7,
+            state,
+            created_at: 1,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn a_replayed_notification_does_not_duplicate_or_reset_a_record() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        assert!(s.insert(&record("q1", 5, QuoteState::Pending)).unwrap());
+        s.mark_minted(&["q1".into()]).unwrap();
+        assert!(!s.insert(&record("q1", 5, QuoteState::Pending)).unwrap());
+        assert_eq!(s.get("q1").unwrap().unwrap().state, QuoteState::Minted);
+        assert!(s.pending(10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        {
+            let s = QuoteStore::open(&path).unwrap();
+            s.insert(&record("a", 3, QuoteState::Pending)).unwrap();
+            s.insert(&record("b", 4, QuoteState::Foreign)).unwrap();
+            s.insert(&record("c", 5, QuoteState::Pending)).unwrap();
+            s.mark_minted(&["c".into()]).unwrap();
+            s.insert_failure(&FailureRecord {
+                share_hash: "h".into(),
+                channel_id: 1,
+                sequence_number: 2,
+                error_code: "mint-timeout".into(),
+                error_message: "".into(),
+                created_at: 0,
+            })
+            .unwrap();
+        }
+        let s = QuoteStore::open(&path).unwrap();
+        let pending: Vec<String> = s
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.quote_id)
+            .collect();
+        assert_eq!(pending, vec!["a".to_string()]);
+        assert_eq!(
+            s.totals().unwrap(),
+            Totals {
+                pending: (1, 3),
+                minted: (1, 5),
+                foreign: (1, 4),
+                failures: 1
+            }
+        );
+        s.set_error("a", "mint unreachable").unwrap();
+        assert_eq!(
+            s.get("a").unwrap().unwrap().last_error.as_deref(),
+            Some("mint unreachable")
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The translator's ehash wallet: a cdk Wallet on SQLite (rate limiting off)
+//! that mints the pending quotes of the [`QuoteStore`] in NUT-29 batches,
+//! signing each with the wallet's locking secret key (NUT-20).
+//!
+//! Never twice: a quote the mint reports as already issued is marked minted
+//! without minting (its proofs came back through cdk's saga recovery, run
+//! first); the mint itself refuses a second issuance.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use cdk::amount::{Amount, SplitTarget};
+use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
+use cdk::wallet::{SendOptions, Wallet, WalletBuilder};
+use cdk_sqlite::WalletSqliteDatabase;
+use ehash::LockingKey;
+use stratum_core::bitcoin::hashes::{sha256, Hash};
+use tracing::{debug, info, warn};
+
+use crate::quotes::{QuoteStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("wallet: {0}")]
+    Cdk(#[from] cdk::Error),
+    #[error("wallet database: {0}")]
+    Database(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What one minting round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MintRound {
+    /// Quotes minted now, and their total amount.
+    pub minted: Vec<String>,
+    pub amount: u64,
+    /// Quotes found already issued (recovered earlier), marked minted.
+    pub already_issued: Vec<String>,
+    /// Quotes left pending (mint unreachable, not paid yet, refused).
+    pub left: usize,
+}
+
+pub fn ehash_unit() -> CurrencyUnit {
+    CurrencyUnit::custom(ehash::constants::UNIT)
+}
+
+pub fn ehash_method() -> PaymentMethod {
+    PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into())
+}
+
+/// The wallet's own locking secret, derived from the seed (domain separated
+/// from cdk's own derivations).
+pub fn locking_secret(seed: &[u8; 64]) -> SecretKey {
+    let mut data = b"hashpool/translator/locking-key/v1".to_vec();
+    data.extend_from_slice(seed);
+    let digest = sha256::Hash::hash(&data).to_byte_array();
+    SecretKey::from_slice(&digest).expect("a sha256 digest is a valid secret key (p ~ 2^-128)")
+}
+
+pub struct EhashWallet {
+    wallet: Wallet,
+    secret: SecretKey,
+    key: LockingKey,
+}
+
+impl EhashWallet {
+    /// Opens (or creates) the wallet database at `db_path`.
+    pub async fn open(mint_url: &str, db_path: &Path, seed: [u8; 64]) -> Result<Self, WalletError> {
+        let db = WalletSqliteDatabase::new(db_path.to_path_buf())
+            .await
+            .map_err(|e| WalletError::Database(e.to_string()))?;
+        Self::with_db(mint_url, db, seed)
+    }
+
+    /// An in-memory wallet (tests).
+    pub async fn in_memory(mint_url: &str, seed: [u8; 64]) -> Result<Self, WalletError> {
+        let db = cdk_sqlite::wallet::memory::empty()
+            .await
+            .map_err(|e| WalletError::Database(e.to_string()))?;
+        Self::with_db(mint_url, db, seed)
+    }
+
+    fn with_db(
+        mint_url: &str,
+        db: WalletSqliteDatabase,
+        seed: [u8; 64],
+    ) -> Result<Self, WalletError> {
+        let wallet = WalletBuilder::new()
+            .mint_url(
+                mint_url
+                    .parse()
+                    .map_err(|e| WalletError::Other(format!("mint_url: {e}")))?,
+            )
+            .unit(ehash_unit())
+            .localstore(Arc::new(db))
+            .seed(seed)
+            .without_rate_limiting()
+            .build()?;
+        let secret = locking_secret(&seed);
+        let key = LockingKey::from_bytes(&secret.public_key().to_bytes())
+            .map_err(|e| WalletError::Other(format!("locking key: {e}")))?;
+        Ok(Self {
+            wallet,
+            secret,
+            key,
+        })
+    }
+
+    /// The key quotes of this wallet are locked to.
+    pub fn locking_key(&self) -> LockingKey {
+        self.key
+    }
+
+    pub fn cdk(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// Finishes mint operations a crash interrupted (cdk sagas). Needs the mint.
+    pub async fn recover(&self) -> Result<(), WalletError> {
+        let report = self.wallet.recover_incomplete_sagas().await?;
+        debug!(?report, "wallet saga recovery");
+        Ok(())
+    }
+
+    pub async fn balance(&self) -> Result<u64, WalletError> {
+        Ok(u64::from(self.wallet.total_balance().await?))
+    }
+
+    /// A cashuB token of `amount` ehash.
+    pub async fn send(&self, amount: u64) -> Result<String, WalletError> {
+        let prepared = self
+            .wallet
+            .prepare_send(Amount::from(amount), SendOptions::default())
+            .await?;
+        let token = prepared.confirm(None).await?;
+        Ok(token.to_string())
+    }
+
+    /// Mints up to `batch` pending quotes of `store` locked to this wallet's key.
+    pub async fn mint_pending(
+        &self,
+        store: &QuoteStore,
+        batch: usize,
+    ) -> Result<MintRound, WalletError> {
+        let own_key = self.key.to_string();
+        let pending = store.pending(batch)?;
+        let mut round = MintRound::default();
+        let mut ready: Vec<(String, u64)> = Vec::new();
+        for record in pending {
+            if record.locking_key != own_key {
+                // Cannot happen for records written by the quote flow (they are
+                // "foreign"); kept pending, never minted with a wrong key.
+                round.left += 1;
+                continue;
+            }
+            match self
+                .wallet
+                .fetch_mint_quote(&record.quote_id, Some(ehash_method()))
+                .await
+            {
+                Ok(q) => {
+                    let issued = u64::from(q.amount_issued);
+                    let paid = u64::from(q.amount_paid);
+                    if q.state == MintQuoteState::Issued || (issued > 0 && issued >= record.amount)
+                    {
+                        round.already_issued.push(record.quote_id);
+                    } else if paid >= record.amount || q.state == MintQuoteState::Paid {
+                        ready.push((record.quote_id, record.amount));
+                    } else {
+                        store.set_error(&record.quote_id, "not paid yet")?;
+                        round.left += 1;
+                    }
+                }
+                Err(e) => {
+                    warn!(quote = record.quote_id, "cannot fetch quote: {e}");
+                    store.set_error(&record.quote_id, &e.to_string())?;
+                    round.left += 1;
+                }
+            }
+        }
+        if !round.already_issued.is_empty() {
+            info!(
+                count = round.already_issued.len(),
+                "quotes already issued: marked minted"
+            );
+            store.mark_minted(&round.already_issued)?;
+        }
+        if ready.is_empty() {
+            return Ok(round);
+        }
+        match self.batch_mint(&ready).await {
+            Ok(amount) => {
+                let ids: Vec<String> = ready.iter().map(|(id, _)| id.clone()).collect();
+                store.mark_minted(&ids)?;
+                round.amount += amount;
+                round.minted.extend(ids);
+            }
+            Err(e) if ready.len() > 1 => {
+                // One bad quote must not block the others: one at a time.
+                warn!(
+                    count = ready.len(),
+                    "batch mint failed ({e}); minting one by one"
+                );
+                for (id, amount) in &ready {
+                    match self.batch_mint(&[(id.clone(), *amount)]).await {
+                        Ok(a) => {
+                            store.mark_minted(std::slice::from_ref(id))?;
+                            round.amount += a;
+                            round.minted.push(id.clone());
+                        }
+                        Err(e) => {
+                            warn!(quote = id, "mint failed: {e}");
+                            store.set_error(id, &e.to_string())?;
+                            round.left += 1;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(quote = ready[0].0, "mint failed: {e}");
+                store.set_error(&ready[0].0, &e.to_string())?;
+                round.left += 1;
+            }
+        }
+        if !round.minted.is_empty() {
+            info!(
+                quotes = round.minted.len(),
+                amount = round.amount,
+                "minted ehash"
+            );
+        }
+        Ok(round)
+    }
+
+    async fn batch_mint(&self, quotes: &[(String, u64)]) -> Result<u64, WalletError> {
+        let ids: Vec<&str> = quotes.iter().map(|(id, _)| id.as_str()).collect();
+        let keys: HashMap<String, SecretKey> = quotes
+            .iter()
+            .map(|(id, _)| (id.clone(), self.secret.clone()))
+            .collect();
+        let proofs = self
+            .wallet
+            .batch_mint(&ids, SplitTarget::default(), None, Some(keys))
+            .await?;
+        Ok(proofs.iter().map(|p| u64::from(p.amount)).sum())
+    }
+}
