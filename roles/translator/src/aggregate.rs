@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
-use stratum_core::binary_sv2::Str0255Owned;
 use stratum_core::mining_sv2::{
     CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
     OpenExtendedMiningChannelSuccessOwned, OpenMiningChannelErrorOwned, SetNewPrevHashOwned,
@@ -44,10 +44,6 @@ pub struct Aggregate {
     /// Upstream sequence number -> (miner, its own sequence number).
     shares: BTreeMap<u32, (u32, u32)>,
     next_sequence: u32,
-}
-
-fn str0255(s: &str) -> Str0255Owned {
-    s.to_string().try_into().expect("short string")
 }
 
 impl Aggregate {
@@ -115,7 +111,7 @@ impl Aggregate {
                 miner,
                 MiningOwned::OpenMiningChannelError(OpenMiningChannelErrorOwned {
                     request_id: open.request_id,
-                    error_code: str0255("per-miner-keys-need-aggregate_channels=false"),
+                    error_code: str0255_truncated("per-miner-keys-need-aggregate_channels=false"),
                 }),
             )];
         }
@@ -131,7 +127,7 @@ impl Aggregate {
         vec![AggOut::Upstream(MiningOwned::OpenExtendedMiningChannel(
             OpenExtendedMiningChannelOwned {
                 request_id: 0,
-                user_identity: str0255(&self.identity()),
+                user_identity: str0255_truncated(&self.identity()),
                 ..open
             },
         ))]
@@ -263,7 +259,7 @@ impl Aggregate {
                 return vec![AggOut::Upstream(MiningOwned::CloseChannel(
                     CloseChannelOwned {
                         channel_id,
-                        reason_code: str0255("no-miners-left"),
+                        reason_code: str0255_truncated("no-miners-left"),
                     },
                 ))];
             }
@@ -296,7 +292,7 @@ mod tests {
     fn open(identity: &str) -> OpenExtendedMiningChannelOwned {
         OpenExtendedMiningChannelOwned {
             request_id: 0,
-            user_identity: str0255(identity),
+            user_identity: str0255_truncated(identity),
             nominal_hash_rate: 10.0,
             max_target: U256Owned::from([0xff; 32]),
             min_extranonce_size: 8,
@@ -402,7 +398,7 @@ mod tests {
         let err = a.on_upstream(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
             channel_id: 9,
             sequence_number: 2,
-            error_code: str0255("stale-share"),
+            error_code: str0255_truncated("stale-share"),
         }));
         assert!(
             matches!(to_miner(&err, 2)[..], [MiningOwned::SubmitSharesError(e)] if e.sequence_number == 1)

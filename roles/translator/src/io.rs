@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
 use ehash_ext_sv2::{is_ehash_frame, request_ehash_extension, EhashMessage, MessageSet};
 use stratum_apps::network_helpers::{
@@ -359,10 +360,6 @@ fn spawn_reader(
     (rx, task)
 }
 
-fn str0255(s: &str) -> Result<stratum_core::binary_sv2::Str0255Owned, String> {
-    s.to_string().try_into().map_err(|e| format!("{e:?}"))
-}
-
 pub(crate) async fn router_loop(
     router: Router,
     mut commands: mpsc::UnboundedReceiver<ToRouter>,
@@ -478,12 +475,12 @@ async fn upstream_session(
             max_version: 2,
             // REQUIRES_VERSION_ROLLING: SV1 miners may roll version bits.
             flags: 0b100,
-            endpoint_host: str0255(&host).map_err(down)?,
+            endpoint_host: str0255_truncated(&host),
             endpoint_port: port,
-            vendor: str0255("hashpool").map_err(down)?,
-            hardware_version: str0255("").map_err(down)?,
-            firmware: str0255(concat!("translator ", env!("CARGO_PKG_VERSION"))).map_err(down)?,
-            device_id: str0255("translator").map_err(down)?,
+            vendor: str0255_truncated("hashpool"),
+            hardware_version: str0255_truncated(""),
+            firmware: str0255_truncated(concat!("translator ", env!("CARGO_PKG_VERSION"))),
+            device_id: str0255_truncated("translator"),
         };
         send(
             &mut writer,
@@ -572,7 +569,7 @@ async fn upstream_session(
                                 state.forget_channel(channel_id);
                                 send(&mut writer, AnyMessageOwned::Mining(MiningOwned::CloseChannel(CloseChannelOwned {
                                     channel_id,
-                                    reason_code: str0255("miner-disconnected").map_err(up)?,
+                                    reason_code: str0255_truncated("miner-disconnected"),
                                 }))).await.map_err(up)?;
                             }
                         }
