@@ -185,6 +185,30 @@ fn u256(target: &Target) -> U256Owned {
     U256Owned::from(target.to_le_bytes())
 }
 
+/// The channel a share names, if `conn` owns it; otherwise the actions
+/// refusing the share with `invalid-channel-id`.
+fn share_channel<'a>(
+    channels: &'a mut HashMap<u32, ChannelEntry>,
+    stats: &mut Stats,
+    conn: ConnId,
+    channel_id: u32,
+    seq: u32,
+) -> Result<&'a mut ChannelEntry, Vec<Action>> {
+    match channels.get_mut(&channel_id).filter(|e| e.conn == conn) {
+        Some(entry) => Ok(entry),
+        None => {
+            debug!(conn, channel_id, "share for an unknown channel");
+            Err(vec![refuse_share(stats, conn, channel_id, seq)])
+        }
+    }
+}
+
+/// Counts a share refused for naming a channel it cannot be for.
+fn refuse_share(stats: &mut Stats, conn: ConnId, channel_id: u32, seq: u32) -> Action {
+    stats.shares_rejected += 1;
+    PoolCore::share_error(conn, channel_id, seq, "invalid-channel-id")
+}
+
 impl PoolCore {
     pub fn new(config: CoreConfig) -> Result<Self, String> {
         let allocator =
@@ -674,28 +698,13 @@ impl PoolCore {
 
     fn submit_extended(&mut self, conn: ConnId, share: SubmitSharesExtendedOwned) -> Vec<Action> {
         let (channel_id, seq) = (share.channel_id, share.sequence_number);
-        let Some(entry) = self
-            .channels
-            .get_mut(&channel_id)
-            .filter(|e| e.conn == conn)
-        else {
-            self.stats.shares_rejected += 1;
-            debug!(conn, channel_id, "share for an unknown channel");
-            return vec![Self::share_error(
-                conn,
-                channel_id,
-                seq,
-                "invalid-channel-id",
-            )];
+        let entry = match share_channel(&mut self.channels, &mut self.stats, conn, channel_id, seq)
+        {
+            Ok(entry) => entry,
+            Err(refusal) => return refusal,
         };
         let ChannelKind::Extended(channel) = &mut entry.kind else {
-            self.stats.shares_rejected += 1;
-            return vec![Self::share_error(
-                conn,
-                channel_id,
-                seq,
-                "invalid-channel-id",
-            )];
+            return vec![refuse_share(&mut self.stats, conn, channel_id, seq)];
         };
         // The header, rebuilt the way channels_sv2 validates it (before
         // validation: an accepted share's job is the active or a past job).
@@ -744,28 +753,13 @@ impl PoolCore {
 
     fn submit_standard(&mut self, conn: ConnId, share: SubmitSharesStandardOwned) -> Vec<Action> {
         let (channel_id, seq) = (share.channel_id, share.sequence_number);
-        let Some(entry) = self
-            .channels
-            .get_mut(&channel_id)
-            .filter(|e| e.conn == conn)
-        else {
-            self.stats.shares_rejected += 1;
-            debug!(conn, channel_id, "share for an unknown channel");
-            return vec![Self::share_error(
-                conn,
-                channel_id,
-                seq,
-                "invalid-channel-id",
-            )];
+        let entry = match share_channel(&mut self.channels, &mut self.stats, conn, channel_id, seq)
+        {
+            Ok(entry) => entry,
+            Err(refusal) => return refusal,
         };
         let ChannelKind::Standard(channel) = &mut entry.kind else {
-            self.stats.shares_rejected += 1;
-            return vec![Self::share_error(
-                conn,
-                channel_id,
-                seq,
-                "invalid-channel-id",
-            )];
+            return vec![refuse_share(&mut self.stats, conn, channel_id, seq)];
         };
         let header = channel
             .get_active_job()
