@@ -76,6 +76,40 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// Pause before accepting again after an accept error.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Accepts TCP connections until `shutdown` and hands each, numbered from 1,
+/// to `serve` on its own task. An accept error (out of file descriptors, say)
+/// is logged and retried after a pause rather than spun on.
+pub async fn accept_loop<F, Fut>(
+    what: &str,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+    mut serve: F,
+) where
+    F: FnMut(u64, tokio::net::TcpStream, std::net::SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("{what}: accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        next_id += 1;
+        tokio::spawn(serve(next_id, stream, peer));
+    }
+    tracing::info!("{what}: stopped accepting");
+}
+
 /// A token cancelled on the first SIGINT or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();

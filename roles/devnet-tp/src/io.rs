@@ -93,29 +93,22 @@ pub(crate) async fn accept_loop(
     keys: Arc<Keys>,
     shutdown: CancellationToken,
 ) {
-    let mut next_id: u64 = 0;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    continue;
+    let connections = shutdown.clone();
+    roles_common::accept_loop(
+        "template provider",
+        listener,
+        shutdown,
+        move |id, stream, peer| {
+            let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());
+            async move {
+                match serve(id, stream, peer, shared, keys, shutdown).await {
+                    Ok(()) => info!(client = id, %peer, "client disconnected"),
+                    Err(reason) => warn!(client = id, %peer, "closing client connection: {reason}"),
                 }
-            },
-        };
-        next_id += 1;
-        let id = next_id;
-        let (shared, keys, shutdown) = (shared.clone(), keys.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            match serve(id, stream, peer, shared, keys, shutdown).await {
-                Ok(()) => info!(client = id, %peer, "client disconnected"),
-                Err(reason) => warn!(client = id, %peer, "closing client connection: {reason}"),
             }
-        });
-    }
-    info!("template provider stopped accepting");
+        },
+    )
+    .await;
 }
 
 fn frame(msg: AnyMessageOwned) -> Result<MessageFrame<AnyMessageOwned>, String> {

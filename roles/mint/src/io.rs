@@ -1,7 +1,6 @@
 //! Sockets: the Noise listener of the pool link and the Cashu HTTP API.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,29 +42,17 @@ impl LinkContext {
 
 /// Accepts pool connections until `shutdown`.
 pub async fn serve_link(listener: TcpListener, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
-    let next_id = AtomicU64::new(1);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("pool link: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let ctx = ctx.clone();
-        let shutdown = shutdown.child_token();
-        tokio::spawn(async move {
+    let connections = shutdown.clone();
+    roles_common::accept_loop("pool link", listener, shutdown, move |id, stream, peer| {
+        let (ctx, shutdown) = (ctx.clone(), connections.child_token());
+        async move {
             match serve_connection(stream, &ctx, shutdown).await {
                 Ok(()) => info!("pool link {id} ({peer}): closed"),
                 Err(reason) => warn!("pool link {id} ({peer}): closed: {reason}"),
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn serve_connection(

@@ -244,23 +244,11 @@ pub(crate) async fn accept_loop(
     keys: Arc<Keys>,
     shutdown: CancellationToken,
 ) {
-    let mut next_id: ConnId = 0;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-        };
+    let connections = shutdown.clone();
+    roles_common::accept_loop("pool", listener, shutdown, move |id, stream, peer| {
         let _ = stream.set_nodelay(true);
-        next_id += 1;
-        let id = next_id;
-        let (shared, keys, shutdown) = (shared.clone(), keys.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());
+        async move {
             let (conn, result) = serve_downstream(id, stream, peer, &shared, &keys, shutdown).await;
             let reason = match result {
                 Ok(()) => {
@@ -275,9 +263,9 @@ pub(crate) async fn accept_loop(
             let _ = shared
                 .events
                 .send(PoolEvent::ConnectionClosed { conn, reason });
-        });
-    }
-    info!("pool stopped accepting");
+        }
+    })
+    .await;
 }
 
 async fn serve_downstream(

@@ -81,23 +81,12 @@ pub(crate) async fn accept_loop(
     ctx: Arc<MinerContext>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    // e.g. out of file descriptors: do not spin
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let connections = shutdown.clone();
+    roles_common::accept_loop("translator", listener, shutdown, move |_, stream, peer| {
         let _ = stream.set_nodelay(true);
         let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-        let (ctx, shutdown) = (ctx.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        let (ctx, shutdown) = (ctx.clone(), connections.clone());
+        async move {
             let _ = ctx.events.send(TranslatorEvent::MinerConnected(id));
             let reason = match serve_miner(id, stream, &ctx, shutdown).await {
                 Ok(()) => {
@@ -113,9 +102,9 @@ pub(crate) async fn accept_loop(
             let _ = ctx
                 .events
                 .send(TranslatorEvent::MinerDisconnected { miner: id, reason });
-        });
-    }
-    info!("translator stopped accepting miners");
+        }
+    })
+    .await;
 }
 
 enum LineRead {
