@@ -281,6 +281,15 @@ async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
     // Every open channel gets the new prevhash and a job on it.
     for (which, channel) in [(0, chan), (1, other_ext), (1, other_std)] {
         let client = if which == 0 { &mut miner } else { &mut other };
+        // Wait for this tip's prevhash itself: an earlier one may be re-sent.
+        while client.channels[&channel]
+            .prev_hash
+            .as_ref()
+            .is_none_or(|p| p.prev_hash.to_array() != block.hash.to_byte_array())
+        {
+            let msg = client.recv().await.expect("connection open");
+            client.seen.push(msg);
+        }
         client.wait_for_prev_hash_count(channel, 2).await;
         let c = &client.channels[&channel];
         let prev = c.prev_hash.as_ref().unwrap();
