@@ -1112,3 +1112,42 @@ impl MiningClient {
         self.seen.iter().any(|m| matches!(m, Incoming::Ehash(_)))
     }
 }
+
+// ---------------------------------------------------------------- translator
+
+/// DEVNET/TEST ONLY: the public BIP-39 test mnemonic.
+pub const TRANSLATOR_MNEMONIC: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+/// ~100 hashes per share at 6 shares/minute: CPU shares in milliseconds.
+pub const TRANSLATOR_HASHRATE: f32 = 10.0;
+
+/// A translator config on 127.0.0.1 port 0 with the test mnemonic.
+pub fn translator_config(
+    upstreams: &[SocketAddr],
+    mint_url: &str,
+    data_dir: &Path,
+) -> translator::TranslatorConfig {
+    translator::TranslatorConfig {
+        listen_address: "127.0.0.1:0".parse().unwrap(),
+        upstreams: upstreams
+            .iter()
+            .map(|a| translator::UpstreamConfig {
+                address: a.to_string(),
+                authority_public_key: public_key(POOL_PUBLIC_KEY),
+            })
+            .collect(),
+        mint_url: mint_url.to_string(),
+        data_dir: data_dir.to_path_buf(),
+        mnemonic: TRANSLATOR_MNEMONIC.into(),
+        aggregate_channels: false,
+        nominal_hashrate: TRANSLATOR_HASHRATE,
+        shares_per_minute: 6.0,
+        vardiff_interval_secs: 0,
+        extranonce2_size: 4,
+        max_line_bytes: 4096,
+        keepalive_secs: 600,
+        wait_for_pool: true,
+        mint_batch_size: 50,
+        mint_retry_secs: 1,
+    }
+}

@@ -4,49 +4,13 @@
 //! shares at its paced rate.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hashpool_tests::*;
 use miner::{MinerConfig, Mode};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
-use translator::{TranslatorConfig, TranslatorHandle, UpstreamConfig};
-
-/// DEVNET/TEST ONLY: the public BIP-39 test mnemonic.
-const TRANSLATOR_MNEMONIC: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-
-fn translator_config(
-    upstreams: &[SocketAddr],
-    mint_url: &str,
-    data_dir: &Path,
-) -> TranslatorConfig {
-    TranslatorConfig {
-        listen_address: "127.0.0.1:0".parse().unwrap(),
-        upstreams: upstreams
-            .iter()
-            .map(|a| UpstreamConfig {
-                address: a.to_string(),
-                authority_public_key: public_key(POOL_PUBLIC_KEY),
-            })
-            .collect(),
-        mint_url: mint_url.to_string(),
-        data_dir: data_dir.to_path_buf(),
-        mnemonic: TRANSLATOR_MNEMONIC.into(),
-        aggregate_channels: false,
-        // ~100 hashes per share: a debug-build CPU miner finds shares in milliseconds
-        nominal_hashrate: 10.0,
-        shares_per_minute: 6.0,
-        vardiff_interval_secs: 0,
-        extranonce2_size: 4,
-        max_line_bytes: 4096,
-        keepalive_secs: 600,
-        wait_for_pool: true,
-        mint_batch_size: 50,
-        mint_retry_secs: 1,
-    }
-}
+use translator::{TranslatorConfig, TranslatorHandle};
 
 struct RunningTranslator {
     handle: TranslatorHandle,

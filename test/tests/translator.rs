@@ -37,45 +37,9 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
 use translator::wallet::{ehash_method, locking_secret, EhashWallet};
-use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle, UpstreamConfig};
-
-/// DEVNET/TEST ONLY: the public BIP-39 test mnemonic.
-const TRANSLATOR_MNEMONIC: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-/// ~100 hashes per share at 6 shares/minute: CPU shares in milliseconds.
-const HASHRATE: f32 = 10.0;
+use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle};
 
 // ---------------------------------------------------------------- translator
-
-fn translator_config(
-    upstreams: &[SocketAddr],
-    mint_url: &str,
-    data_dir: &Path,
-) -> TranslatorConfig {
-    TranslatorConfig {
-        listen_address: "127.0.0.1:0".parse().unwrap(),
-        upstreams: upstreams
-            .iter()
-            .map(|a| UpstreamConfig {
-                address: a.to_string(),
-                authority_public_key: public_key(POOL_PUBLIC_KEY),
-            })
-            .collect(),
-        mint_url: mint_url.to_string(),
-        data_dir: data_dir.to_path_buf(),
-        mnemonic: TRANSLATOR_MNEMONIC.into(),
-        aggregate_channels: false,
-        nominal_hashrate: HASHRATE,
-        shares_per_minute: 6.0,
-        vardiff_interval_secs: 0,
-        extranonce2_size: 4,
-        max_line_bytes: 4096,
-        keepalive_secs: 600,
-        wait_for_pool: true,
-        mint_batch_size: 50,
-        mint_retry_secs: 1,
-    }
-}
 
 struct RunningTranslator {
     handle: TranslatorHandle,
