@@ -586,22 +586,32 @@ mod tests {
         );
     }
 
+    /// A solution for template `t` whose coinbase pays `sats` to an empty script.
+    fn solution_paying(
+        t: &NewTemplateOwned,
+        p: &SetNewPrevHashOwned,
+        sats: u64,
+        nonce: u32,
+    ) -> SubmitSolutionOwned {
+        let payout = TxOut {
+            value: Amount::from_sat(sats),
+            script_pubkey: ScriptBuf::new(),
+        };
+        let coinbase = build_coinbase(t, b"x", payout);
+        SubmitSolutionOwned {
+            template_id: t.template_id,
+            version: t.version,
+            header_timestamp: p.header_timestamp,
+            header_nonce: nonce,
+            coinbase_tx: serialize(&coinbase).try_into().unwrap(),
+        }
+    }
+
     #[test]
     fn an_impossible_target_is_never_met() {
         let mut chain = Chain::load(params(NEVER), vec![], 1).unwrap();
         let (t, p) = chain.current_template(1_800_000_000);
-        let payout = TxOut {
-            value: Amount::from_sat(1),
-            script_pubkey: ScriptBuf::new(),
-        };
-        let coinbase = build_coinbase(&t, b"x", payout);
-        let sol = SubmitSolutionOwned {
-            template_id: t.template_id,
-            version: t.version,
-            header_timestamp: p.header_timestamp,
-            header_nonce: 7,
-            coinbase_tx: serialize(&coinbase).try_into().unwrap(),
-        };
+        let sol = solution_paying(&t, &p, 1, 7);
         assert!(matches!(
             chain.submit_solution(&sol),
             Err(SolutionError::InsufficientWork { .. })
@@ -612,18 +622,7 @@ mod tests {
     fn overpaying_and_foreign_coinbases_are_refused() {
         let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
         let (t, p) = chain.current_template(1_800_000_000);
-        let payout = TxOut {
-            value: Amount::from_sat(t.coinbase_tx_value_remaining + 1),
-            script_pubkey: ScriptBuf::new(),
-        };
-        let coinbase = build_coinbase(&t, b"x", payout);
-        let sol = SubmitSolutionOwned {
-            template_id: t.template_id,
-            version: t.version,
-            header_timestamp: p.header_timestamp,
-            header_nonce: 0,
-            coinbase_tx: serialize(&coinbase).try_into().unwrap(),
-        };
+        let sol = solution_paying(&t, &p, t.coinbase_tx_value_remaining + 1, 0);
         assert!(matches!(
             chain.submit_solution(&sol),
             Err(SolutionError::Overpays { .. })
