@@ -71,4 +71,9 @@ pub mod stats {
     pub const MINER_SHARE: u8 = 0x09;
     pub const HASHRATE_UPDATE: u8 = 0x0A;
     pub const BLOCK_FOUND: u8 = 0x0B;
+    pub const PUBLISHER_HELLO: u8 = 0x0C;
+    pub const LINK_STATUS: u8 = 0x0D;
+    pub const MINT_STATS: u8 = 0x0E;
+    pub const WALLET_BALANCE: u8 = 0x0F;
+    pub const EHASH_QUOTE: u8 = 0x10;
 }

@@ -110,6 +110,76 @@ pub struct BlockFound<'decoder> {
     pub timestamp: u64,
 }
 
+/// `PublisherHello.role`: who publishes.
+pub mod role {
+    pub const POOL: u8 = 0;
+    pub const TRANSLATOR: u8 = 1;
+}
+
+/// `LinkStatus.link`: which upstream link the status is about.
+pub mod link {
+    /// Pool -> template provider (devnet-tp or sv2-tp).
+    pub const TEMPLATE_PROVIDER: u8 = 0;
+    /// Pool -> mint (mint-quote link), or translator wallet -> mint (HTTP).
+    pub const MINT: u8 = 1;
+    /// Translator -> pool (SV2 mining).
+    pub const POOL: u8 = 2;
+}
+
+/// Pool or translator: first message on every stats connection. A new
+/// `started_at` tells the service the publisher restarted, so its live state
+/// (connected downstreams, miners, links) starts over; history is kept.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PublisherHello {
+    /// [`role`]`::POOL` or [`role`]`::TRANSLATOR`.
+    pub role: u8,
+    /// When the publishing process started (Unix milliseconds).
+    pub started_at: u64,
+    /// Events dropped since the process started because the queue was full
+    /// while the service was away.
+    pub dropped: u64,
+    pub timestamp: u64,
+}
+
+/// Pool or translator: an upstream link went up or down.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    /// One of [`link`].
+    pub link: u8,
+    pub up: bool,
+    pub timestamp: u64,
+}
+
+/// Pool: the mint's own counters, from the latest `MintStatsResponse`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MintStats {
+    pub quotes_unpaid: u64,
+    pub quotes_paid: u64,
+    /// Quotes the wallets redeemed (minted into ecash).
+    pub quotes_issued: u64,
+    pub ehash_quoted: u64,
+    pub ehash_issued: u64,
+    pub timestamp: u64,
+}
+
+/// Translator: the wallet's spendable ehash balance.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct WalletBalance {
+    pub balance: u64,
+    pub timestamp: u64,
+}
+
+/// Translator: a quote was received from the pool (`minted` false), or its
+/// tokens were minted into the wallet (`minted` true).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EhashQuote<'decoder> {
+    /// The mint's quote id.
+    pub quote_id: Str0255<'decoder>,
+    pub amount: u64,
+    pub minted: bool,
+    pub timestamp: u64,
+}
+
 ehash::message_enum! {
     /// Every stats message, owned.
     pub enum StatsMessage {
@@ -139,6 +209,16 @@ ehash::message_enum! {
                 decoded as HashrateUpdate;
             BlockFound(BlockFoundOwned) = t::BLOCK_FOUND,
                 decoded as BlockFound<'_> => into_owned;
+            PublisherHello(PublisherHello) = t::PUBLISHER_HELLO,
+                decoded as PublisherHello;
+            LinkStatus(LinkStatus) = t::LINK_STATUS,
+                decoded as LinkStatus;
+            MintStats(MintStats) = t::MINT_STATS,
+                decoded as MintStats;
+            WalletBalance(WalletBalance) = t::WALLET_BALANCE,
+                decoded as WalletBalance;
+            EhashQuote(EhashQuoteOwned) = t::EHASH_QUOTE,
+                decoded as EhashQuote<'_> => into_owned;
         }
     }
 }
@@ -158,6 +238,11 @@ impl StatsMessage {
             StatsMessage::MinerShare(m) => m.timestamp,
             StatsMessage::HashrateUpdate(m) => m.timestamp,
             StatsMessage::BlockFound(m) => m.timestamp,
+            StatsMessage::PublisherHello(m) => m.timestamp,
+            StatsMessage::LinkStatus(m) => m.timestamp,
+            StatsMessage::MintStats(m) => m.timestamp,
+            StatsMessage::WalletBalance(m) => m.timestamp,
+            StatsMessage::EhashQuote(m) => m.timestamp,
         }
     }
 }

@@ -158,6 +158,75 @@ fn block_found() {
 }
 
 #[test]
+fn publisher_hello() {
+    assert_golden(
+        StatsMessage::PublisherHello(PublisherHello {
+            role: role::POOL,
+            started_at: 1_795_000_000_000,
+            dropped: 7,
+            timestamp: TS,
+        }),
+        "00000c19000000005e56eea101000007000000000000007b5e56eea1010000",
+    );
+}
+
+#[test]
+fn link_status() {
+    assert_golden(
+        StatsMessage::LinkStatus(LinkStatus {
+            link: link::MINT,
+            up: true,
+            timestamp: TS,
+        }),
+        "00000d0a000001017b5e56eea1010000",
+    );
+}
+
+#[test]
+fn mint_stats() {
+    assert_golden(
+        StatsMessage::MintStats(MintStats {
+            quotes_unpaid: 0,
+            quotes_paid: 3,
+            quotes_issued: 5,
+            ehash_quoted: 8192,
+            ehash_issued: 5120,
+            timestamp: TS,
+        }),
+        concat!(
+            "00000e3000000000000000000000030000000000000005000000000000000020",
+            "00000000000000140000000000007b5e56eea1010000",
+        ),
+    );
+}
+
+#[test]
+fn wallet_balance() {
+    assert_golden(
+        StatsMessage::WalletBalance(WalletBalance {
+            balance: 123_456,
+            timestamp: TS,
+        }),
+        "00000f10000040e20100000000007b5e56eea1010000",
+    );
+}
+
+#[test]
+fn ehash_quote() {
+    let msg = StatsMessage::EhashQuote(EhashQuoteOwned {
+        quote_id: str0255("quote_id", "5f0c1a2b").unwrap(),
+        amount: 1024,
+        minted: true,
+        timestamp: TS,
+    });
+    assert_eq!(msg.timestamp(), TS);
+    assert_golden(
+        msg,
+        "0000101a00000835663063316132620004000000000000017b5e56eea1010000",
+    );
+}
+
+#[test]
 fn a_bool_is_read_from_its_low_bit_only() {
     // The SV2 spec: recipients must not interpret the 7 padding bits of a BOOL.
     let golden = StatsMessage::MinerShare(MinerShare {
@@ -180,10 +249,12 @@ fn a_bool_is_read_from_its_low_bit_only() {
 
 #[test]
 fn unknown_types_are_refused() {
-    assert!(matches!(
-        StatsMessage::decode_payload(0x00, false, &mut [0u8; 16]),
-        Err(DecodeError::UnknownMessageType { msg_type: 0x00, .. })
-    ));
+    for msg_type in [0x00, 0x11, 0xFF] {
+        assert!(matches!(
+            StatsMessage::decode_payload(msg_type, false, &mut [0u8; 64]),
+            Err(DecodeError::UnknownMessageType { .. })
+        ));
+    }
 }
 
 const GOLDEN_FRAMES: &[&str] = &[
