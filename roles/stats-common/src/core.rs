@@ -1,0 +1,243 @@
+//! The state of a stats service without any IO: the publisher's session and
+//! a service-specific aggregator, fed messages and a clock, writing to the
+//! store. The aggregator state is saved with every flush, so a restarted
+//! service picks up where it stopped.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use stats_sv2::{PublisherHello, StatsMessage};
+
+use crate::store::{Store, StoreError, Write};
+
+/// What a stats service makes of its publisher's messages.
+pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + 'static {
+    /// The `stats_sv2::role` of the publisher this service accepts.
+    const ROLE: u8;
+
+    /// The publisher restarted: forget what was live in the old process
+    /// (connections, link states); keep totals and history.
+    fn publisher_restarted(&mut self);
+
+    /// Applies one message; what the store must record goes to `out`.
+    fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>);
+}
+
+/// The publishing process as the service sees it.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
+pub struct Publisher {
+    pub connected: bool,
+    /// When the publishing process started (from its hello).
+    pub started_at: Option<i64>,
+    /// When the current connection was made, or the last one closed.
+    pub since: Option<i64>,
+    /// Events it dropped while the service was away (from its last hello).
+    pub dropped: u64,
+    /// Publisher restarts seen (a hello with a new `started_at`).
+    pub restarts: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Saved<A> {
+    publisher: Publisher,
+    aggregate: A,
+}
+
+pub struct Core<A> {
+    pub aggregate: A,
+    pub publisher: Publisher,
+    pub store: Store,
+    open_connections: u32,
+    pending: Vec<Write>,
+}
+
+impl<A: Aggregate> Core<A> {
+    /// Restores the state saved in `store`, if any. An unreadable saved
+    /// state (from an incompatible version, say) is logged and started over;
+    /// history in the store is kept.
+    pub fn new(store: Store) -> Result<Core<A>, StoreError> {
+        let saved = store.state()?.and_then(|json| {
+            serde_json::from_str::<Saved<A>>(&json)
+                .map_err(|e| tracing::warn!("saved stats state unreadable, starting over: {e}"))
+                .ok()
+        });
+        let (mut publisher, aggregate) = match saved {
+            Some(s) => (s.publisher, s.aggregate),
+            None => Default::default(),
+        };
+        // Connections do not survive the service.
+        publisher.connected = false;
+        Ok(Core {
+            aggregate,
+            publisher,
+            store,
+            open_connections: 0,
+            pending: Vec::new(),
+        })
+    }
+
+    /// A publisher connection opened with `hello`.
+    pub fn hello(&mut self, hello: &PublisherHello, now: i64) {
+        let started_at = hello.started_at as i64;
+        if self.publisher.started_at.is_some_and(|s| s != started_at) {
+            self.aggregate.publisher_restarted();
+            self.publisher.restarts += 1;
+        }
+        self.publisher.started_at = Some(started_at);
+        self.publisher.dropped = hello.dropped;
+        if self.open_connections == 0 {
+            self.publisher.since = Some(now);
+        }
+        self.open_connections += 1;
+        self.publisher.connected = true;
+    }
+
+    /// A message on a publisher connection (after its hello).
+    pub fn message(&mut self, msg: &StatsMessage) {
+        self.aggregate.apply(msg, &mut self.pending);
+    }
+
+    /// A publisher connection that had said hello closed.
+    pub fn closed(&mut self, now: i64) {
+        self.open_connections = self.open_connections.saturating_sub(1);
+        if self.open_connections == 0 {
+            self.publisher.connected = false;
+            self.publisher.since = Some(now);
+        }
+    }
+
+    /// Writes what changed and the state, and stamps the heartbeat.
+    pub fn flush(&mut self, now: i64) -> Result<(), StoreError> {
+        let saved = Saved {
+            publisher: self.publisher.clone(),
+            aggregate: &self.aggregate,
+        };
+        let state = serde_json::to_string(&saved).expect("aggregate state serializes");
+        self.store.apply(&self.pending, Some(&state), now)?;
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stats_sv2::{LinkStatus, ShareSubmitted};
+
+    /// Counts shares (history) and remembers the last link state (live).
+    #[derive(Default, Serialize, Deserialize)]
+    struct Counter {
+        shares: u64,
+        link_up: Option<bool>,
+    }
+
+    impl Aggregate for Counter {
+        const ROLE: u8 = stats_sv2::role::POOL;
+        fn publisher_restarted(&mut self) {
+            self.link_up = None;
+        }
+        fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
+            match msg {
+                StatsMessage::ShareSubmitted(m) => {
+                    self.shares += 1;
+                    out.push(Write::Add {
+                        series: "work",
+                        key: String::new(),
+                        t: m.timestamp as i64,
+                        value: m.work as f64,
+                    });
+                }
+                StatsMessage::LinkStatus(m) => self.link_up = Some(m.up),
+                _ => {}
+            }
+        }
+    }
+
+    fn hello(started_at: u64) -> PublisherHello {
+        PublisherHello {
+            role: stats_sv2::role::POOL,
+            started_at,
+            dropped: 3,
+            timestamp: started_at,
+        }
+    }
+
+    fn share(t: u64) -> StatsMessage {
+        StatsMessage::ShareSubmitted(ShareSubmitted {
+            downstream_id: 1,
+            channel_id: 1,
+            accepted: true,
+            work: 100,
+            timestamp: t,
+        })
+    }
+
+    fn link(up: bool) -> StatsMessage {
+        StatsMessage::LinkStatus(LinkStatus {
+            link: stats_sv2::link::MINT,
+            up,
+            timestamp: 1,
+        })
+    }
+
+    #[test]
+    fn a_new_started_at_resets_live_state_and_keeps_history() {
+        let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
+        core.hello(&hello(1_000), 1_000);
+        core.message(&share(60_000));
+        core.message(&link(true));
+        assert!(core.publisher.connected);
+        assert_eq!(core.publisher.dropped, 3);
+
+        // The same process reconnecting keeps everything.
+        core.closed(2_000);
+        assert!(!core.publisher.connected);
+        core.hello(&hello(1_000), 3_000);
+        assert_eq!(core.aggregate.link_up, Some(true));
+        assert_eq!(core.publisher.restarts, 0);
+
+        // A restarted process: live state goes, totals and history stay.
+        core.closed(4_000);
+        core.hello(&hello(5_000), 5_000);
+        assert_eq!(core.aggregate.link_up, None);
+        assert_eq!(core.aggregate.shares, 1);
+        assert_eq!(core.publisher.restarts, 1);
+        core.flush(6_000).unwrap();
+        assert_eq!(core.store.total("work", None, 0, i64::MAX).unwrap(), 100.0);
+    }
+
+    #[test]
+    fn state_survives_a_service_restart_but_connections_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut core: Core<Counter> =
+            Core::new(Store::open(dir.path(), "t.sqlite", 0).unwrap()).unwrap();
+        core.hello(&hello(1_000), 1_000);
+        core.message(&share(60_000));
+        core.message(&link(true));
+        core.flush(2_000).unwrap();
+        drop(core);
+
+        let mut core: Core<Counter> =
+            Core::new(Store::open(dir.path(), "t.sqlite", 9_000).unwrap()).unwrap();
+        assert_eq!(core.aggregate.shares, 1);
+        assert_eq!(core.aggregate.link_up, Some(true));
+        assert!(!core.publisher.connected);
+        assert_eq!(core.publisher.started_at, Some(1_000));
+        // The same publisher process comes back: its live state still holds.
+        core.hello(&hello(1_000), 9_500);
+        assert_eq!(core.aggregate.link_up, Some(true));
+        assert_eq!(core.store.gaps(0, i64::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn two_connections_count_as_connected_until_both_close() {
+        let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
+        core.hello(&hello(1), 10);
+        core.hello(&hello(1), 20);
+        core.closed(30);
+        assert!(core.publisher.connected);
+        assert_eq!(core.publisher.since, Some(10));
+        core.closed(40);
+        assert!(!core.publisher.connected);
+        assert_eq!(core.publisher.since, Some(40));
+    }
+}

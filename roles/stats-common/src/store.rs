@@ -1,0 +1,515 @@
+//! The SQLite file of a stats service: 1-minute buckets of counters, records
+//! (blocks, quotes), the aggregator's state, and the spans when the service
+//! itself was down.
+//!
+//! Downtime is found from a heartbeat: every write stamps `last_alive`; on
+//! open, the span from the last stamp to now is recorded as a gap.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::series::{Gap, MINUTE_MS};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// One change for the store, produced by an aggregator.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Adds `value` to the 1-minute bucket of `series` / `key` holding time `t`.
+    Add {
+        series: &'static str,
+        key: String,
+        t: i64,
+        value: f64,
+    },
+    /// Inserts a record, or merges the fields of `data` (a JSON object) into
+    /// the record of the same kind and id, keeping its first time `t`.
+    Record {
+        kind: &'static str,
+        id: String,
+        t: i64,
+        data: serde_json::Value,
+    },
+}
+
+/// A stored record, as [`Write::Record`] made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: String,
+    pub t: i64,
+    pub data: serde_json::Value,
+}
+
+pub struct Store {
+    conn: Connection,
+    created_at: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS buckets (
+    series TEXT NOT NULL,
+    key TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (series, key, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS buckets_by_minute ON buckets (minute);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS records_by_time ON records (kind, t);
+CREATE TABLE IF NOT EXISTS downtime (from_ms INTEGER NOT NULL, to_ms INTEGER NOT NULL);
+";
+
+impl Store {
+    /// Opens (or creates) `dir/file_name` and records the downtime since the
+    /// file was last written.
+    pub fn open(dir: &Path, file_name: &str, now: i64) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let conn = Connection::open(dir.join(file_name))?;
+        // WAL: readers do not block the writer; NORMAL sync is durable
+        // enough for statistics and much cheaper.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn, now)
+    }
+
+    /// A store that lives in memory (tests).
+    pub fn open_in_memory(now: i64) -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?, now)
+    }
+
+    fn init(conn: Connection, now: i64) -> Result<Store, StoreError> {
+        conn.execute_batch(SCHEMA)?;
+        let mut store = Store {
+            conn,
+            created_at: now,
+        };
+        match store.meta_i64("created_at")? {
+            Some(created) => store.created_at = created,
+            None => store.set_meta("created_at", &now.to_string())?,
+        }
+        if let Some(last_alive) = store.meta_i64("last_alive")? {
+            if last_alive < now {
+                store.conn.execute(
+                    "INSERT INTO downtime (from_ms, to_ms) VALUES (?1, ?2)",
+                    params![last_alive, now],
+                )?;
+            }
+        }
+        store.alive(now)?;
+        Ok(store)
+    }
+
+    /// When this store was first created (Unix ms).
+    pub fn created_at(&self) -> i64 {
+        self.created_at
+    }
+
+    /// Stamps the heartbeat: the service is running at `now`.
+    pub fn alive(&self, now: i64) -> Result<(), StoreError> {
+        self.set_meta("last_alive", &now.to_string())
+    }
+
+    /// Applies `writes`, saves the aggregator `state` when given and stamps
+    /// the heartbeat, in one transaction.
+    pub fn apply(
+        &mut self,
+        writes: &[Write],
+        state: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut add = tx.prepare_cached(
+                "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (series, key, minute) DO UPDATE SET value = value + excluded.value",
+            )?;
+            let mut record = tx.prepare_cached(
+                "INSERT INTO records (kind, id, t, data) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, id) DO UPDATE SET data = json_patch(data, excluded.data)",
+            )?;
+            for write in writes {
+                match write {
+                    Write::Add {
+                        series,
+                        key,
+                        t,
+                        value,
+                    } => {
+                        let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
+                        add.execute(params![series, key, minute, value])?;
+                    }
+                    Write::Record { kind, id, t, data } => {
+                        record.execute(params![kind, id, t, data.to_string()])?;
+                    }
+                }
+            }
+        }
+        let mut upsert_meta =
+            tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+        if let Some(state) = state {
+            upsert_meta.execute(params!["state", state])?;
+        }
+        upsert_meta.execute(params!["last_alive", now.to_string()])?;
+        drop(upsert_meta);
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The aggregator state saved by the last [`Store::apply`].
+    pub fn state(&self) -> Result<Option<String>, StoreError> {
+        self.meta("state")
+    }
+
+    /// Sums of `series` per step of `step` ms (keyed by step start) over
+    /// buckets in `[from, to)`, for one `key` or all keys together.
+    pub fn sums(
+        &self,
+        series: &str,
+        key: Option<&str>,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<HashMap<i64, f64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT (minute / ?4) * ?4 AS t, SUM(value) FROM buckets
+             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND (?5 IS NULL OR key = ?5)
+             GROUP BY t",
+        )?;
+        let rows = stmt.query_map(params![series, from, to, step, key], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, f64>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Like [`Store::sums`], for every key that has buckets in the span.
+    pub fn sums_by_key(
+        &self,
+        series: &str,
+        from: i64,
+        to: i64,
+        step: i64,
+    ) -> Result<HashMap<String, HashMap<i64, f64>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, (minute / ?4) * ?4 AS t, SUM(value) FROM buckets
+             WHERE series = ?1 AND minute >= ?2 AND minute < ?3
+             GROUP BY key, t",
+        )?;
+        let mut out: HashMap<String, HashMap<i64, f64>> = HashMap::new();
+        let rows = stmt.query_map(params![series, from, to, step], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, f64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, t, value) = row?;
+            out.entry(key).or_default().insert(t, value);
+        }
+        Ok(out)
+    }
+
+    /// The sum of `series` (one key, or all) over buckets in `[from, to)`.
+    pub fn total(
+        &self,
+        series: &str,
+        key: Option<&str>,
+        from: i64,
+        to: i64,
+    ) -> Result<f64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT COALESCE(SUM(value), 0) FROM buckets
+             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND (?4 IS NULL OR key = ?4)",
+        )?;
+        Ok(stmt.query_row(params![series, from, to, key], |row| row.get(0))?)
+    }
+
+    /// The start of the earliest bucket of `series` (one key, or all).
+    pub fn first_bucket(&self, series: &str, key: Option<&str>) -> Result<Option<i64>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT MIN(minute) FROM buckets WHERE series = ?1 AND (?2 IS NULL OR key = ?2)",
+        )?;
+        Ok(stmt.query_row(params![series, key], |row| row.get(0))?)
+    }
+
+    /// The newest `limit` records of `kind`, newest first.
+    pub fn records(&self, kind: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, t, data FROM records WHERE kind = ?1 ORDER BY t DESC, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![kind, limit as i64], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, t, data) = row?;
+            // The store only ever writes JSON here; a hand-edited row reads as null.
+            let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+            out.push(Record { id, t, data });
+        }
+        Ok(out)
+    }
+
+    /// How many records of `kind` are kept.
+    pub fn record_count(&self, kind: &str) -> Result<u64, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")?;
+        Ok(stmt.query_row(params![kind], |row| row.get::<_, i64>(0))? as u64)
+    }
+
+    /// The service's downtime spans that overlap `[from, to)`, oldest first.
+    pub fn gaps(&self, from: i64, to: i64) -> Result<Vec<Gap>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT from_ms, to_ms FROM downtime WHERE from_ms < ?2 AND to_ms > ?1 ORDER BY from_ms",
+        )?;
+        let rows = stmt.query_map(params![from, to], |row| {
+            Ok(Gap {
+                from: row.get(0)?,
+                to: row.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes buckets, records and downtime older than `before`; returns
+    /// how many rows went.
+    pub fn prune(&mut self, before: i64) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut deleted = tx.execute(
+            "DELETE FROM buckets WHERE minute + ?2 <= ?1",
+            params![before, MINUTE_MS],
+        )?;
+        deleted += tx.execute("DELETE FROM records WHERE t < ?1", params![before])?;
+        deleted += tx.execute("DELETE FROM downtime WHERE to_ms < ?1", params![before])?;
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                params![key],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn meta_i64(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.meta(key)?.and_then(|v| v.parse().ok()))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T0: i64 = 1_795_000_020_000; // 20 s into a minute
+
+    fn add(series: &'static str, key: &str, t: i64, value: f64) -> Write {
+        Write::Add {
+            series,
+            key: key.to_string(),
+            t,
+            value,
+        }
+    }
+
+    #[test]
+    fn adds_land_in_one_minute_buckets_and_sum_per_step() {
+        let mut store = Store::open_in_memory(T0).unwrap();
+        let minute = T0 / MINUTE_MS * MINUTE_MS;
+        store
+            .apply(
+                &[
+                    add("work", "a", minute, 10.0),
+                    add("work", "a", minute + 59_999, 5.0),
+                    add("work", "b", minute + 60_000, 7.0),
+                    add("work", "a", minute + 5 * MINUTE_MS, 1.0),
+                    add("other", "a", minute, 100.0),
+                ],
+                None,
+                T0,
+            )
+            .unwrap();
+        let end = minute + 10 * MINUTE_MS;
+        let per_minute = store.sums("work", None, minute, end, MINUTE_MS).unwrap();
+        assert_eq!(per_minute.len(), 3);
+        assert_eq!(per_minute[&minute], 15.0);
+        assert_eq!(per_minute[&(minute + MINUTE_MS)], 7.0);
+        let only_a = store
+            .sums("work", Some("a"), minute, end, MINUTE_MS)
+            .unwrap();
+        assert_eq!(only_a.get(&(minute + MINUTE_MS)), None);
+
+        // Downsampled to 5-minute steps, aligned to multiples of the step.
+        let step = 5 * MINUTE_MS;
+        let coarse = store.sums("work", None, 0, i64::MAX, step).unwrap();
+        let first = minute / step * step;
+        assert_eq!(coarse[&first], 22.0, "{coarse:?}");
+        assert_eq!(coarse.values().sum::<f64>(), 23.0);
+
+        let by_key = store.sums_by_key("work", minute, end, MINUTE_MS).unwrap();
+        assert_eq!(by_key["b"][&(minute + MINUTE_MS)], 7.0);
+        assert_eq!(by_key["a"].len(), 2);
+        assert_eq!(store.total("work", Some("a"), minute, end).unwrap(), 16.0);
+        assert_eq!(store.total("work", None, minute, minute + 1).unwrap(), 15.0);
+        assert_eq!(
+            store.first_bucket("work", Some("b")).unwrap(),
+            Some(minute + MINUTE_MS)
+        );
+        assert_eq!(store.first_bucket("nothing", None).unwrap(), None);
+    }
+
+    #[test]
+    fn records_merge_fields_and_keep_their_first_time() {
+        let mut store = Store::open_in_memory(T0).unwrap();
+        store
+            .apply(
+                &[Write::Record {
+                    kind: "quote",
+                    id: "q1".into(),
+                    t: T0,
+                    data: json!({"amount": 5, "received_at": T0}),
+                }],
+                None,
+                T0,
+            )
+            .unwrap();
+        store
+            .apply(
+                &[
+                    Write::Record {
+                        kind: "quote",
+                        id: "q1".into(),
+                        t: T0 + 9,
+                        data: json!({"amount": 5, "minted_at": T0 + 9}),
+                    },
+                    Write::Record {
+                        kind: "quote",
+                        id: "q2".into(),
+                        t: T0 + 1,
+                        data: json!({"amount": 1}),
+                    },
+                ],
+                None,
+                T0,
+            )
+            .unwrap();
+        let records = store.records("quote", 10).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].id, "q2", "newest first");
+        assert_eq!(records[1].t, T0);
+        assert_eq!(
+            records[1].data,
+            json!({"amount": 5, "received_at": T0, "minted_at": T0 + 9})
+        );
+        assert_eq!(store.record_count("quote").unwrap(), 2);
+        assert_eq!(store.records("quote", 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reopening_keeps_history_and_state_and_records_the_downtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), "s.sqlite", T0).unwrap();
+        store
+            .apply(&[add("work", "", T0, 42.0)], Some("{\"x\":1}"), T0 + 1_000)
+            .unwrap();
+        assert!(store.gaps(0, i64::MAX).unwrap().is_empty());
+        drop(store);
+
+        let store = Store::open(dir.path(), "s.sqlite", T0 + 61_000).unwrap();
+        assert_eq!(store.created_at(), T0);
+        assert_eq!(store.state().unwrap().as_deref(), Some("{\"x\":1}"));
+        assert_eq!(store.total("work", None, 0, i64::MAX).unwrap(), 42.0);
+        assert_eq!(
+            store.gaps(0, i64::MAX).unwrap(),
+            [Gap {
+                from: T0 + 1_000,
+                to: T0 + 61_000
+            }]
+        );
+        // Only gaps overlapping the asked span.
+        assert!(store.gaps(T0 + 61_000, T0 + 90_000).unwrap().is_empty());
+        store.alive(T0 + 70_000).unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path(), "s.sqlite", T0 + 80_000).unwrap();
+        assert_eq!(store.gaps(0, i64::MAX).unwrap().len(), 2);
+        assert_eq!(
+            store.gaps(T0 + 75_000, i64::MAX).unwrap()[0].from,
+            T0 + 70_000
+        );
+    }
+
+    #[test]
+    fn pruning_drops_only_what_is_older_than_the_cutoff() {
+        let mut store = Store::open_in_memory(T0).unwrap();
+        let old = T0 - 40 * 86_400_000;
+        store
+            .apply(
+                &[
+                    add("work", "", old, 1.0),
+                    add("work", "", T0, 2.0),
+                    Write::Record {
+                        kind: "block",
+                        id: "old".into(),
+                        t: old,
+                        data: json!({}),
+                    },
+                    Write::Record {
+                        kind: "block",
+                        id: "new".into(),
+                        t: T0,
+                        data: json!({}),
+                    },
+                ],
+                None,
+                T0,
+            )
+            .unwrap();
+        let cutoff = T0 - 30 * 86_400_000;
+        assert_eq!(store.prune(cutoff).unwrap(), 2);
+        assert_eq!(store.total("work", None, 0, i64::MAX).unwrap(), 2.0);
+        let blocks = store.records("block", 10).unwrap();
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].id, "new");
+        assert_eq!(store.prune(cutoff).unwrap(), 0);
+    }
+}
