@@ -1,0 +1,300 @@
+//! What the translator's messages add up to (no IO): totals, the connected
+//! SV1 miners, link states and the wallet balance, plus the time-series
+//! writes for the store.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use stats_common::{Aggregate, Write};
+use stats_sv2::StatsMessage;
+
+/// Series in the store (1-minute buckets).
+pub mod series {
+    /// Accepted work of all miners (key "").
+    pub const WORK: &str = "work";
+    /// Accepted work per miner (key = the miner's name): names, unlike
+    /// connection ids, stay the same across reconnects and restarts.
+    pub const MINER_WORK: &str = "miner_work";
+    pub const ACCEPTED: &str = "accepted";
+    pub const REJECTED: &str = "rejected";
+    pub const QUOTES: &str = "quotes";
+    pub const EHASH: &str = "ehash";
+}
+
+/// Record kind of ehash quotes.
+pub const QUOTE: &str = "quote";
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+pub struct Totals {
+    pub shares_accepted: u64,
+    pub shares_rejected: u64,
+    pub work_accepted: f64,
+    pub quotes_received: u64,
+    pub ehash_received: u64,
+    pub quotes_minted: u64,
+    pub ehash_minted: u64,
+}
+
+/// A connected SV1 miner.
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+pub struct Miner {
+    pub name: String,
+    pub connected_since: i64,
+    pub shares_accepted: u64,
+    pub shares_rejected: u64,
+    /// The translator's own estimate (vardiff), H/s.
+    pub estimate: Option<u64>,
+    pub last_share: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub up: bool,
+    pub since: i64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Balance {
+    pub balance: u64,
+    pub updated_at: i64,
+}
+
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+pub struct ProxyAggregate {
+    pub totals: Totals,
+    pub miners: BTreeMap<u32, Miner>,
+    pub pool_link: Option<LinkState>,
+    pub mint_link: Option<LinkState>,
+    /// Kept across translator restarts: the wallet outlives the process.
+    pub wallet: Option<Balance>,
+}
+
+fn add(out: &mut Vec<Write>, series: &'static str, key: &str, t: i64, value: f64) {
+    out.push(Write::Add {
+        series,
+        key: key.to_string(),
+        t,
+        value,
+    });
+}
+
+impl ProxyAggregate {
+    fn miner(&mut self, id: u32, t: i64) -> &mut Miner {
+        // A miner seen only through later events (its connect was dropped
+        // from the publisher's queue) counts from its first event.
+        self.miners.entry(id).or_insert_with(|| Miner {
+            name: format!("miner {id}"),
+            connected_since: t,
+            ..Default::default()
+        })
+    }
+}
+
+impl Aggregate for ProxyAggregate {
+    const ROLE: u8 = stats_sv2::role::TRANSLATOR;
+
+    fn publisher_restarted(&mut self) {
+        self.miners.clear();
+        self.pool_link = None;
+        self.mint_link = None;
+    }
+
+    fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
+        let t = msg.timestamp() as i64;
+        match msg {
+            StatsMessage::MinerConnected(m) => {
+                self.miners.insert(
+                    m.miner_id,
+                    Miner {
+                        name: String::from_utf8_lossy(m.name.as_bytes()).into_owned(),
+                        connected_since: t,
+                        ..Default::default()
+                    },
+                );
+            }
+            StatsMessage::MinerDisconnected(m) => {
+                self.miners.remove(&m.miner_id);
+            }
+            StatsMessage::MinerShare(m) => {
+                let miner = self.miner(m.miner_id, t);
+                miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
+                if m.accepted {
+                    miner.shares_accepted += 1;
+                    let name = miner.name.clone();
+                    self.totals.shares_accepted += 1;
+                    self.totals.work_accepted += m.work as f64;
+                    add(out, series::WORK, "", t, m.work as f64);
+                    add(out, series::MINER_WORK, &name, t, m.work as f64);
+                    add(out, series::ACCEPTED, "", t, 1.0);
+                } else {
+                    miner.shares_rejected += 1;
+                    self.totals.shares_rejected += 1;
+                    add(out, series::REJECTED, "", t, 1.0);
+                }
+            }
+            StatsMessage::HashrateUpdate(m) => {
+                self.miner(m.miner_id, t).estimate = Some(m.hashrate);
+            }
+            StatsMessage::LinkStatus(m) => {
+                let state = Some(LinkState { up: m.up, since: t });
+                match m.link {
+                    stats_sv2::link::POOL => self.pool_link = state,
+                    stats_sv2::link::MINT => self.mint_link = state,
+                    other => tracing::debug!("ignoring translator link status of link {other}"),
+                }
+            }
+            StatsMessage::WalletBalance(m) => {
+                self.wallet = Some(Balance {
+                    balance: m.balance,
+                    updated_at: t,
+                });
+            }
+            StatsMessage::EhashQuote(m) => {
+                let quote_id = String::from_utf8_lossy(m.quote_id.as_bytes()).into_owned();
+                let data = if m.minted {
+                    self.totals.quotes_minted += 1;
+                    self.totals.ehash_minted = self.totals.ehash_minted.saturating_add(m.amount);
+                    serde_json::json!({ "amount": m.amount, "minted_at": t })
+                } else {
+                    self.totals.quotes_received += 1;
+                    self.totals.ehash_received =
+                        self.totals.ehash_received.saturating_add(m.amount);
+                    add(out, series::QUOTES, "", t, 1.0);
+                    add(out, series::EHASH, "", t, m.amount as f64);
+                    serde_json::json!({ "amount": m.amount, "received_at": t })
+                };
+                out.push(Write::Record {
+                    kind: QUOTE,
+                    id: quote_id,
+                    t,
+                    data,
+                });
+            }
+            other => tracing::debug!("proxy-stats ignores {}", stats_sv2::MessageSet::name(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ehash::wire::str0255;
+    use stats_sv2::*;
+
+    const T: u64 = 1_795_000_000_000;
+
+    fn apply(agg: &mut ProxyAggregate, msg: impl Into<StatsMessage>) -> Vec<Write> {
+        let mut out = Vec::new();
+        agg.apply(&msg.into(), &mut out);
+        out
+    }
+
+    fn connect(agg: &mut ProxyAggregate, id: u32, name: &str) {
+        apply(
+            agg,
+            MinerConnectedOwned {
+                miner_id: id,
+                name: str0255("name", name).unwrap(),
+                timestamp: T,
+            },
+        );
+    }
+
+    fn share(miner_id: u32, accepted: bool, work: u64) -> MinerShare {
+        MinerShare {
+            miner_id,
+            accepted,
+            work,
+            timestamp: T + 1,
+        }
+    }
+
+    #[test]
+    fn miners_count_their_shares_and_work_goes_to_their_name() {
+        let mut agg = ProxyAggregate::default();
+        connect(&mut agg, 3, "alice.rig1");
+        let writes = apply(&mut agg, share(3, true, 500));
+        assert!(writes.contains(&Write::Add {
+            series: series::MINER_WORK,
+            key: "alice.rig1".into(),
+            t: (T + 1) as i64,
+            value: 500.0
+        }));
+        assert!(writes.contains(&Write::Add {
+            series: series::WORK,
+            key: String::new(),
+            t: (T + 1) as i64,
+            value: 500.0
+        }));
+        apply(&mut agg, share(3, false, 500));
+        apply(
+            &mut agg,
+            HashrateUpdate {
+                miner_id: 3,
+                hashrate: 1234,
+                timestamp: T + 2,
+            },
+        );
+        let m = &agg.miners[&3];
+        assert_eq!((m.shares_accepted, m.shares_rejected), (1, 1));
+        assert_eq!(m.estimate, Some(1234));
+        assert_eq!(m.last_share, Some((T + 1) as i64));
+        apply(
+            &mut agg,
+            MinerDisconnected {
+                miner_id: 3,
+                timestamp: T + 3,
+            },
+        );
+        assert!(agg.miners.is_empty());
+        assert_eq!(agg.totals.shares_accepted, 1);
+    }
+
+    #[test]
+    fn quotes_are_recorded_when_received_and_when_minted() {
+        let mut agg = ProxyAggregate::default();
+        let quote = |minted| EhashQuoteOwned {
+            quote_id: str0255("quote_id", "q-1").unwrap(),
+            amount: 8,
+            minted,
+            timestamp: T,
+        };
+        let writes = apply(&mut agg, quote(false));
+        assert!(
+            matches!(&writes[..], [.., Write::Record { kind: QUOTE, id, data, .. }]
+            if id == "q-1" && data["received_at"] == T)
+        );
+        let writes = apply(&mut agg, quote(true));
+        assert!(matches!(&writes[..], [Write::Record { data, .. }] if data["minted_at"] == T));
+        assert_eq!(agg.totals.quotes_received, 1);
+        assert_eq!(agg.totals.quotes_minted, 1);
+        assert_eq!(agg.totals.ehash_minted, 8);
+    }
+
+    #[test]
+    fn a_translator_restart_forgets_miners_and_links_but_not_the_wallet() {
+        let mut agg = ProxyAggregate::default();
+        connect(&mut agg, 1, "bob");
+        apply(
+            &mut agg,
+            LinkStatus {
+                link: link::POOL,
+                up: true,
+                timestamp: T,
+            },
+        );
+        apply(
+            &mut agg,
+            WalletBalance {
+                balance: 99,
+                timestamp: T,
+            },
+        );
+        apply(&mut agg, share(1, true, 10));
+        agg.publisher_restarted();
+        assert!(agg.miners.is_empty());
+        assert_eq!(agg.pool_link, None);
+        assert_eq!(agg.wallet.map(|w| w.balance), Some(99));
+        assert_eq!(agg.totals.shares_accepted, 1);
+    }
+}
