@@ -214,50 +214,11 @@ async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint
     stack.stop().await;
 }
 
-/// Runs a pool from the config file named by this variable, as a child
-/// process the test can kill with SIGKILL.
-const POOL_CHILD: &str = "HASHPOOL_TEST_POOL_CHILD_CONFIG";
-
-#[test]
-fn pool_child() {
-    let Some(path) = std::env::var_os(POOL_CHILD) else {
-        return; // only meaningful as a child process
-    };
-    let config: pool::PoolConfig =
-        roles_common::load_config(std::path::Path::new(&path), "HASHPOOL_TEST_POOL_CHILD").unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let pool = pool::start(config, shutdown, pool::Hooks::default())
-            .await
-            .unwrap();
-        pool.wait().await;
-    });
-}
-
-fn spawn_pool_child(config_path: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["pool_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(POOL_CHILD, config_path)
-        .spawn()
-        .expect("pool child starts")
-}
+role_child_entry!();
 
 async fn connect_when_up(stack: &EhashStack) -> MiningClient {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(stack.pool_addr())
-            .await
-            .is_ok()
-        {
-            return stack.client(true).await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the pool child never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listening(stack.pool_addr(), "the pool child").await;
+    stack.client(true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,19 +234,18 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     let config_path = stack.dir.path().join("pool.toml");
     std::fs::write(&config_path, pool_toml(&stack)).unwrap();
 
-    let mut child = spawn_pool_child(&config_path);
+    let mut child = RoleChild::spawn("pool", &config_path);
     let (secret, key) = miner_key();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
     let shares = mine(&mut client, channel, 4).await;
-    child.kill().unwrap(); // SIGKILL: no shutdown step runs
-    child.wait().unwrap();
+    child.kill(); // SIGKILL: no shutdown step runs
     drop(client);
 
     // Mint back, pool back on its state dir: the owed requests are replayed
     // and their notifications wait for the key's next channel.
     stack.start_mint().await;
-    let mut child = spawn_pool_child(&config_path);
+    child.restart();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
     let notifications = client.notifications(4).await;
@@ -297,8 +257,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
         mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
         Ok(total(&shares))
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     stack.stop().await;
 }
 
@@ -307,7 +266,8 @@ fn pool_toml(stack: &EhashStack) -> String {
     let c = &stack.pool_config;
     let m = c.mint.as_ref().unwrap();
     format!(
-        r#"listen_address = "{listen}"
+        r#"network = "devnet"
+listen_address = "{listen}"
 authority_public_key = "{pool_pub}"
 authority_secret_key = "{pool_sec}"
 tp_address = "{tp}"

@@ -293,6 +293,7 @@ const MINT_MNEMONIC: &str =
 
 fn mint_config(database: &str) -> mint::MintConfig {
     mint::MintConfig {
+        network: roles_common::Network::Devnet,
         http_listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         link_listen: "127.0.0.1:0".parse().unwrap(),

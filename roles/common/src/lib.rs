@@ -8,6 +8,9 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+pub mod network;
+
+pub use network::Network;
 pub use tokio_util::sync::CancellationToken;
 
 /// A config value that parsed but makes no sense.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use ehash::pending::ShareResponseMode;
 
 use ehash::UnitBits;
+use roles_common::network::{refuse_devnet_key, Network};
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -14,6 +15,10 @@ use stratum_core::bitcoin::ScriptBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// The network this role serves; the devnet's published keys and
+    /// mnemonics are refused on any other (default mainnet).
+    #[serde(default)]
+    pub network: Network,
     /// Where miners and translators connect (SV2 mining protocol over Noise).
     #[serde(default = "default_listen_address")]
     pub listen_address: String,
@@ -176,6 +181,34 @@ fn default_extranonce_len() -> u8 {
 }
 
 impl PoolConfig {
+    /// The devnet's published keys start only on the devnet.
+    fn refuse_devnet_keys(&self) -> Result<(), ConfigError> {
+        let network = self.network;
+        refuse_devnet_key(
+            network,
+            "authority_secret_key",
+            &self.authority_secret_key.into(),
+        )?;
+        refuse_devnet_key(
+            network,
+            "tp_authority_public_key",
+            &self.tp_authority_public_key,
+        )?;
+        if let Some(mint) = &self.mint {
+            refuse_devnet_key(
+                network,
+                "mint.identity_secret_key",
+                &mint.identity_secret_key.into(),
+            )?;
+            refuse_devnet_key(
+                network,
+                "mint.authority_public_key",
+                &mint.authority_public_key,
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn unit_bits(&self) -> UnitBits {
         UnitBits::new(self.unit_bits).expect("validated")
     }
@@ -187,6 +220,7 @@ impl PoolConfig {
 
 impl Validate for PoolConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.refuse_devnet_keys()?;
         if self.listen_address.parse::<SocketAddr>().is_err() {
             return Err(ConfigError::new(
                 "listen_address",

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::Secp256k1PublicKey;
@@ -20,6 +21,10 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranslatorConfig {
+    /// The network this role serves; the devnet's published keys and
+    /// mnemonics are refused on any other (default mainnet).
+    #[serde(default)]
+    pub network: Network,
     /// Where SV1 miners connect.
     #[serde(default = "default_listen_address")]
     pub listen_address: SocketAddr,
@@ -110,7 +115,13 @@ impl Validate for TranslatorConfig {
         if self.upstreams.is_empty() {
             return Err(ConfigError::new("upstreams", "at least one pool is needed"));
         }
+        refuse_devnet_mnemonic(self.network, "mnemonic", &self.mnemonic)?;
         for (i, u) in self.upstreams.iter().enumerate() {
+            refuse_devnet_key(
+                self.network,
+                &format!("upstreams[{i}].authority_public_key"),
+                &u.authority_public_key,
+            )?;
             if u.address.trim().is_empty() || !u.address.contains(':') {
                 return Err(ConfigError::new(
                     format!("upstreams[{i}].address"),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cdk::amount::{Amount, SplitTarget};
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::{SendOptions, Wallet, WalletBuilder};
+use cdk::wallet::{MintQuote, SendOptions, Wallet, WalletBuilder};
 use cdk_sqlite::WalletSqliteDatabase;
 use ehash::LockingKey;
 use stratum_core::bitcoin::hashes::{sha256, Hash};
@@ -157,11 +157,7 @@ impl EhashWallet {
                 round.left += 1;
                 continue;
             }
-            match self
-                .wallet
-                .fetch_mint_quote(&record.quote_id, Some(ehash_method()))
-                .await
-            {
+            match self.fetch_quote(&record.quote_id).await {
                 Ok(q) => {
                     let issued = u64::from(q.amount_issued);
                     let paid = u64::from(q.amount_paid);
@@ -234,6 +230,45 @@ impl EhashWallet {
             );
         }
         Ok(round)
+    }
+
+    /// The quote as the mint knows it, with no reservation left by a mint
+    /// operation a crash interrupted (cdk refuses to mint a reserved quote:
+    /// "already in use by another operation").
+    async fn fetch_quote(&self, quote_id: &str) -> Result<MintQuote, WalletError> {
+        let quote = self
+            .wallet
+            .fetch_mint_quote(quote_id, Some(ehash_method()))
+            .await?;
+        let Some(operation) = quote.used_by_operation.clone() else {
+            return Ok(quote);
+        };
+        if quote.state == MintQuoteState::Issued || quote.amount_issued > Amount::ZERO {
+            // The mint signed: cdk's status check resumes the operation and
+            // restores the proofs.
+            info!(quote = quote_id, operation, "finishing an interrupted mint");
+            return Ok(self.wallet.check_mint_quote_status(quote_id).await?);
+        }
+        // The mint never signed (it marks a quote issued as it signs), so there
+        // is nothing to restore: release the reservation and mint afresh. cdk
+        // 0.18.3 cannot do this itself: its saga recovery refuses the mint's
+        // empty restore answer, and a crash between reserving and saving the
+        // saga leaves a reservation with no saga at all.
+        let id = uuid::Uuid::parse_str(&operation)
+            .map_err(|e| WalletError::Other(format!("operation id {operation}: {e}")))?;
+        warn!(
+            quote = quote_id,
+            operation, "releasing a quote an interrupted mint left reserved (never signed)"
+        );
+        let db = |e: cdk::cdk_database::Error| WalletError::Database(e.to_string());
+        let store = &self.wallet.localstore;
+        store.delete_saga(&id).await.map_err(db)?;
+        store.release_mint_quote(&id).await.map_err(db)?;
+        Ok(store
+            .get_mint_quote(quote_id)
+            .await
+            .map_err(db)?
+            .unwrap_or(quote))
     }
 
     async fn batch_mint(&self, quotes: &[(String, u64)]) -> Result<u64, WalletError> {
