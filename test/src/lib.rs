@@ -101,6 +101,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         stats_log_interval_secs: 0,
         state_dir: std::env::temp_dir().join("hashpool-tests-unused"),
         mint: None,
+        stats: None,
     }
 }
 
