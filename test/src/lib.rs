@@ -1150,5 +1150,6 @@ pub fn translator_config(
         wait_for_pool: true,
         mint_batch_size: 50,
         mint_retry_secs: 1,
+        stats: None,
     }
 }
