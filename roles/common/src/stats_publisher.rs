@@ -9,6 +9,7 @@
 //! away are sent once it is back, up to the queue's capacity.
 
 use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -284,19 +285,21 @@ impl Task {
                         info!(address = %self.address, "publishing stats");
                     }
                     away = false;
-                    let result = self.serve(stream, &shutdown).await;
+                    // Shutdown wins even over a write the service does not read.
+                    let result = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        result = self.serve(stream) => result,
+                    };
                     self.shared.connected.store(false, Ordering::Relaxed);
-                    match result {
-                        Ok(()) => return,
-                        Err(reason) => reason,
-                    }
+                    let Err(reason) = result;
+                    reason
                 }
                 Err(reason) => reason,
             };
             if !away {
                 warn!(
                     address = %self.address,
-                    "stats service unreachable ({reason}); events are queued until it is back"
+                    "stats service away ({reason}); events are queued until it is back"
                 );
                 away = true;
             } else {
@@ -318,9 +321,8 @@ impl Task {
             .dropped()
     }
 
-    /// Sends the hello, then queued events until an error (`Err`) or
-    /// shutdown (`Ok`).
-    async fn serve(&self, stream: TcpStream, shutdown: &CancellationToken) -> Result<(), String> {
+    /// Sends the hello, then queued events; returns only on an error.
+    async fn serve(&self, stream: TcpStream) -> Result<Infallible, String> {
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
         let mut writer = BufWriter::new(writer);
@@ -340,7 +342,6 @@ impl Task {
                 None => {
                     flush(&mut writer).await?;
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
                         // notify_one keeps a permit: a publish between the
                         // empty pop and this wait is not missed.
                         _ = self.shared.wake.notified() => {}
