@@ -281,6 +281,12 @@ async fn the_translator_publishes_its_miners_shares_quotes_and_wallet_balance() 
         .count() as u64;
     assert_eq!(recorded, accepted, "one record per accepted share");
     assert!(
+        received.iter().any(
+            |m| matches!(m, StatsMessage::LinkStatus(l) if l.link == stats_sv2::link::MINT && l.up)
+        ),
+        "minting reached the mint"
+    );
+    assert!(
         matches!(received.iter().find(|m| matches!(m, StatsMessage::WalletBalance(_))),
             Some(StatsMessage::WalletBalance(b)) if b.balance == 0),
         "the balance at start"

@@ -33,13 +33,14 @@ pub enum WalletError {
 }
 
 impl WalletError {
-    /// Whether the request never reached the mint (no HTTP answer at all).
+    /// Whether the request got no answer from the mint.
     pub fn mint_unreachable(&self) -> bool {
         matches!(self, WalletError::Cdk(e) if !reached_mint(e))
     }
 }
 
-/// cdk reports a failed HTTP exchange without a status as `HttpError(None, _)`.
+/// cdk reports an HTTP exchange that got no status (connection refused,
+/// timeout, an unreadable answer) as `HttpError(None, _)`.
 fn reached_mint(e: &cdk::Error) -> bool {
     !matches!(e, cdk::Error::HttpError(None, _))
 }
