@@ -1,7 +1,7 @@
 //! Shared helpers of the cross-role integration tests: configs on
 //! 127.0.0.1 port 0, a running devnet-tp + pool stack, an SV2 mining test
-//! client (Noise, channels, CPU share finder) and a template distribution
-//! test client.
+//! client (Noise, channels, CPU share finder), a template distribution
+//! test client and a stand-in for the stats services.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +11,8 @@ use std::time::Duration;
 use devnet_tp::{TpConfig, TpHandle};
 use ehash_ext_sv2::{is_ehash_frame, EhashMessage, MessageSet};
 use pool::{AcceptedShare, Hooks, PoolConfig, PoolEvent, PoolHandle};
+use roles_common::stats_publisher::StatsSettings;
+use stats_sv2::StatsMessage;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{
     connect_with_noise,
@@ -102,6 +104,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         stats_log_interval_secs: 0,
         state_dir: std::env::temp_dir().join("hashpool-tests-unused"),
         mint: None,
+        stats: None,
     }
 }
 
@@ -1152,6 +1155,119 @@ pub fn translator_config(
         wait_for_pool: true,
         mint_batch_size: 50,
         mint_retry_secs: 1,
+        stats: None,
+    }
+}
+
+// ---------------------------------------------------------------- stats service stand-in
+
+/// A plain TCP listener in place of pool-stats / proxy-stats: it decodes
+/// every stats frame of every connection, in arrival order.
+pub struct StatsSink {
+    address: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<StatsMessage>>>,
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatsSink {
+    pub async fn start() -> StatsSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = listener.local_addr().expect("bound");
+        let received = std::sync::Arc::<std::sync::Mutex<Vec<StatsMessage>>>::default();
+        let errors = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let (r, e) = (received.clone(), errors.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (r, e) = (r.clone(), e.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = read_stats(stream, &r).await {
+                        e.lock().expect("errors lock").push(error);
+                    }
+                });
+            }
+        });
+        StatsSink {
+            address,
+            received,
+            errors,
+            task,
+        }
+    }
+
+    /// A `[stats]` table pointing at this sink.
+    pub fn settings(&self) -> StatsSettings {
+        StatsSettings::new(self.address.to_string())
+    }
+
+    /// Everything received so far (failing the test on an undecodable frame).
+    pub fn received(&self) -> Vec<StatsMessage> {
+        let errors = self.errors.lock().expect("errors lock").clone();
+        assert!(errors.is_empty(), "bad stats frames: {errors:?}");
+        self.received.lock().expect("received lock").clone()
+    }
+
+    /// Polls until `done` holds for what was received, or fails after 30 s.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[StatsMessage]) -> bool,
+    ) -> Vec<StatsMessage> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let received = self.received();
+            if done(&received) {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats never showed {what}: {received:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for StatsSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads stats frames until the publisher closes the connection.
+async fn read_stats(
+    mut stream: TcpStream,
+    received: &std::sync::Mutex<Vec<StatsMessage>>,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut frame = vec![0u8; 6];
+        if stream.read_exact(&mut frame).await.is_err() {
+            return Ok(());
+        }
+        let len = u32::from_le_bytes([frame[3], frame[4], frame[5], 0]) as usize;
+        frame.resize(6 + len, 0);
+        stream
+            .read_exact(&mut frame[6..])
+            .await
+            .map_err(|e| format!("truncated frame: {e}"))?;
+        let message = StatsMessage::decode_frame(&mut frame).map_err(|e| e.to_string())?;
+        received.lock().expect("received lock").push(message);
+    }
+}
+
+/// A `[stats]` table for an address where nothing listens.
+pub async fn dead_stats_settings(queue_capacity: usize) -> StatsSettings {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let address = listener.local_addr().expect("bound");
+    drop(listener);
+    StatsSettings {
+        queue_capacity,
+        ..StatsSettings::new(address.to_string())
     }
 }
 

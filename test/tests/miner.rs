@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use hashpool_tests::*;
 use miner::{MinerConfig, Mode};
+use stats_sv2::StatsMessage;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use translator::{TranslatorConfig, TranslatorHandle};
@@ -444,4 +445,119 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
     pool.wait().await;
     mint.wait().await;
     tp.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_translator_publishes_its_miners_shares_quotes_and_wallet_balance() {
+    let sink = StatsSink::start().await;
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[stack.pool_addr()], &stack.mint_url(), dir.path());
+    config.nominal_hashrate = 2000.0;
+    config.stats = Some(sink.settings());
+    let tr = RunningTranslator::start(config).await;
+    let shutdown = CancellationToken::new();
+    let miner_config = miner_config(tr.handle.local_addr(), Mode::Cpu);
+    let username = miner_config.username.clone();
+    let running = miner::start(miner_config, shutdown.clone());
+    let stats = running.stats();
+    until_accepted(&stats, 3).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, running.wait())
+        .await
+        .expect("miner stops")
+        .expect("miner ran");
+    let accepted = stats.accepted();
+
+    // The miner announced itself under its username, and left.
+    let received = sink
+        .wait_until("the miner leaving", |r| {
+            r.iter()
+                .any(|m| matches!(m, StatsMessage::MinerDisconnected(_)))
+        })
+        .await;
+    match &received[0] {
+        StatsMessage::PublisherHello(h) => assert_eq!(h.role, stats_sv2::role::TRANSLATOR),
+        other => panic!("expected the hello first, got {other:?}"),
+    }
+    let (miner_id, name) = received
+        .iter()
+        .find_map(|m| match m {
+            StatsMessage::MinerConnected(c) => Some((c.miner_id, c.name.as_utf8_or_hex())),
+            _ => None,
+        })
+        .expect("the miner was announced");
+    assert_eq!(name, username);
+    let shares_accepted = received
+        .iter()
+        .filter(|m| matches!(m, StatsMessage::MinerShare(s) if s.miner_id == miner_id && s.accepted && s.work > 0))
+        .count() as u64;
+    assert_eq!(shares_accepted, accepted);
+    assert!(received
+        .iter()
+        .any(|m| matches!(m, StatsMessage::HashrateUpdate(h) if h.miner_id == miner_id)));
+    assert!(received.iter().any(
+        |m| matches!(m, StatsMessage::LinkStatus(l) if l.link == stats_sv2::link::POOL && l.up)
+    ));
+
+    // Quotes held for the miner's key reach the next channel with that key
+    // (see the_cpu_miner_is_paid_exactly_its_accepted_shares).
+    let mut again = tokio::net::TcpStream::connect(tr.handle.local_addr())
+        .await
+        .unwrap();
+    again
+        .write_all(
+            b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
+              {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
+        )
+        .await
+        .unwrap();
+    let store = tr.handle.quotes().clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.totals().unwrap().minted.0 < accepted {
+        assert!(Instant::now() < deadline, "quotes never all minted");
+        tr.handle.mint_now();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let balance = tr.handle.wallet().balance().await.unwrap();
+    assert!(balance > 0);
+    let minted = |r: &[StatsMessage]| -> u64 {
+        r.iter()
+            .filter_map(|m| match m {
+                StatsMessage::EhashQuote(q) if q.minted => Some(q.amount),
+                _ => None,
+            })
+            .sum()
+    };
+    let last_balance = |r: &[StatsMessage]| {
+        r.iter().rev().find_map(|m| match m {
+            StatsMessage::WalletBalance(b) => Some(b.balance),
+            _ => None,
+        })
+    };
+    let received = sink
+        .wait_until("the minted quotes and the balance", |r| {
+            minted(r) == balance && last_balance(r) == Some(balance)
+        })
+        .await;
+    let recorded = received
+        .iter()
+        .filter(|m| matches!(m, StatsMessage::EhashQuote(q) if !q.minted))
+        .count() as u64;
+    assert_eq!(recorded, accepted, "one record per accepted share");
+    assert!(
+        received.iter().any(
+            |m| matches!(m, StatsMessage::LinkStatus(l) if l.link == stats_sv2::link::MINT && l.up)
+        ),
+        "minting reached the mint"
+    );
+    assert!(
+        matches!(received.iter().find(|m| matches!(m, StatsMessage::WalletBalance(_))),
+            Some(StatsMessage::WalletBalance(b)) if b.balance == 0),
+        "the balance at start"
+    );
+    assert_eq!(tr.handle.stats_publisher().dropped(), 0);
+    drop(again);
+    tr.stop().await;
+    stack.stop().await;
 }

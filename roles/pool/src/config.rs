@@ -7,6 +7,7 @@ use ehash::pending::ShareResponseMode;
 
 use ehash::UnitBits;
 use roles_common::network::{refuse_devnet_key, Network};
+use roles_common::stats_publisher::StatsSettings;
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -71,6 +72,9 @@ pub struct PoolConfig {
     /// channel's locking key. Without it the pool mines and pays nothing.
     #[serde(default)]
     pub mint: Option<MintSettings>,
+    /// The pool-stats service: without it the pool publishes no stats.
+    #[serde(default)]
+    pub stats: Option<StatsSettings>,
 }
 
 /// The `[mint]` table: the link to the mint and how shares are answered.
@@ -301,6 +305,9 @@ impl Validate for PoolConfig {
                     return Err(ConfigError::new(field, "must be at least 1"));
                 }
             }
+        }
+        if let Some(stats) = &self.stats {
+            stats.validate()?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
+use roles_common::stats_publisher::StatsSettings;
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::Secp256k1PublicKey;
@@ -74,6 +75,9 @@ pub struct TranslatorConfig {
     /// Seconds between retries of quotes the mint did not answer.
     #[serde(default = "default_mint_retry_secs")]
     pub mint_retry_secs: u64,
+    /// The proxy-stats service: without it the translator publishes no stats.
+    #[serde(default)]
+    pub stats: Option<StatsSettings>,
 }
 
 fn default_listen_address() -> SocketAddr {
@@ -161,6 +165,9 @@ impl Validate for TranslatorConfig {
         }
         if self.mint_retry_secs == 0 {
             return Err(ConfigError::new("mint_retry_secs", "must be > 0"));
+        }
+        if let Some(stats) = &self.stats {
+            stats.validate()?;
         }
         Ok(())
     }

@@ -32,16 +32,43 @@ pub enum WalletError {
     Other(String),
 }
 
+impl WalletError {
+    /// Whether the request got no answer from the mint.
+    pub fn mint_unreachable(&self) -> bool {
+        matches!(self, WalletError::Cdk(e) if !reached_mint(e))
+    }
+}
+
+/// cdk reports an HTTP exchange that got no status (connection refused,
+/// timeout, an unreadable answer) as `HttpError(None, _)`.
+fn reached_mint(e: &cdk::Error) -> bool {
+    !matches!(e, cdk::Error::HttpError(None, _))
+}
+
 /// What one minting round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MintRound {
-    /// Quotes minted now, and their total amount.
-    pub minted: Vec<String>,
+    /// Quotes minted now (quote id, amount), and their total amount.
+    pub minted: Vec<(String, u64)>,
     pub amount: u64,
-    /// Quotes found already issued (recovered earlier), marked minted.
-    pub already_issued: Vec<String>,
+    /// Quotes found already issued (recovered earlier), marked minted
+    /// (quote id, amount).
+    pub already_issued: Vec<(String, u64)>,
     /// Quotes left pending (mint unreachable, not paid yet, refused).
     pub left: usize,
+    /// Whether the mint answered this round's requests: `None` when none
+    /// was made, `Some(true)` when at least one got an answer.
+    pub mint_reachable: Option<bool>,
+}
+
+impl MintRound {
+    fn saw_mint(&mut self, reached: bool) {
+        self.mint_reachable = Some(self.mint_reachable == Some(true) || reached);
+    }
+}
+
+fn ids(quotes: &[(String, u64)]) -> Vec<String> {
+    quotes.iter().map(|(id, _)| id.clone()).collect()
 }
 
 pub fn ehash_unit() -> CurrencyUnit {
@@ -159,11 +186,12 @@ impl EhashWallet {
             }
             match self.fetch_quote(&record.quote_id).await {
                 Ok(q) => {
+                    round.saw_mint(true);
                     let issued = u64::from(q.amount_issued);
                     let paid = u64::from(q.amount_paid);
                     if q.state == MintQuoteState::Issued || (issued > 0 && issued >= record.amount)
                     {
-                        round.already_issued.push(record.quote_id);
+                        round.already_issued.push((record.quote_id, record.amount));
                     } else if paid >= record.amount || q.state == MintQuoteState::Paid {
                         ready.push((record.quote_id, record.amount));
                     } else {
@@ -172,6 +200,7 @@ impl EhashWallet {
                     }
                 }
                 Err(e) => {
+                    round.saw_mint(!e.mint_unreachable());
                     warn!(quote = record.quote_id, "cannot fetch quote: {e}");
                     store.set_error(&record.quote_id, &e.to_string())?;
                     round.left += 1;
@@ -183,17 +212,18 @@ impl EhashWallet {
                 count = round.already_issued.len(),
                 "quotes already issued: marked minted"
             );
-            store.mark_minted(&round.already_issued)?;
+            store.mark_minted(&ids(&round.already_issued))?;
         }
         if ready.is_empty() {
             return Ok(round);
         }
-        match self.batch_mint(&ready).await {
+        let batch = self.batch_mint(&ready).await;
+        round.saw_mint(!matches!(&batch, Err(e) if e.mint_unreachable()));
+        match batch {
             Ok(amount) => {
-                let ids: Vec<String> = ready.iter().map(|(id, _)| id.clone()).collect();
-                store.mark_minted(&ids)?;
+                store.mark_minted(&ids(&ready))?;
                 round.amount += amount;
-                round.minted.extend(ids);
+                round.minted.extend(ready);
             }
             Err(e) if ready.len() > 1 => {
                 // One bad quote must not block the others: one at a time.
@@ -206,7 +236,7 @@ impl EhashWallet {
                         Ok(a) => {
                             store.mark_minted(std::slice::from_ref(id))?;
                             round.amount += a;
-                            round.minted.push(id.clone());
+                            round.minted.push((id.clone(), a));
                         }
                         Err(e) => {
                             warn!(quote = id, "mint failed: {e}");
