@@ -188,40 +188,6 @@ async fn the_load_generator_submits_real_shares_at_its_rate() {
 
 role_child_entry!();
 
-/// A shipped config file (config/<name>) as a TOML table to adjust.
-fn shipped(name: &str) -> toml::Table {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../config")
-        .join(name);
-    std::fs::read_to_string(path).unwrap().parse().unwrap()
-}
-
-/// Sets `key` ("a" or "table.a") in a config table.
-fn set(table: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
-    match key.split_once('.') {
-        Some((outer, inner)) => {
-            let outer = table
-                .get_mut(outer)
-                .and_then(|v| v.as_table_mut())
-                .unwrap_or_else(|| panic!("no table {outer}"));
-            outer.insert(inner.to_string(), value.into());
-        }
-        None => {
-            table.insert(key.to_string(), value.into());
-        }
-    }
-}
-
-fn write(dir: &std::path::Path, name: &str, table: &toml::Table) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, toml::to_string(table).unwrap()).unwrap();
-    path
-}
-
-fn load<C: serde::de::DeserializeOwned + roles_common::Validate>(path: &std::path::Path) -> C {
-    roles_common::load_config(path, "HASHPOOL_TEST_KILL").unwrap()
-}
-
 /// Quote records the translator holds (read from its database while it runs).
 fn translator_quotes(data_dir: &std::path::Path) -> u64 {
     translator::quotes::QuoteStore::open(&data_dir.join("quotes.sqlite"))
@@ -229,85 +195,35 @@ fn translator_quotes(data_dir: &std::path::Path) -> u64 {
         .map_or(0, |t| t.pending.0 + t.minted.0 + t.foreign.0)
 }
 
-/// About one block per 1.5 M hashes: a few per minute from a debug CPU miner.
-const NBITS_FEW_SECONDS: u32 = 0x1e0b_504f;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
     // The shipped config files, on free ports and a temp state dir; every
     // role a child process the test kills with SIGKILL.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let [tp_port, http_port, link_port, pool_port, tr_port] = [(); 5].map(|_| free_port());
-    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    std::fs::create_dir_all(d.join("mint")).unwrap();
-
-    let mut c = shipped("devnet-tp.toml");
-    set(&mut c, "listen_address", at(tp_port).to_string());
-    set(&mut c, "state_dir", d.join("tp").display().to_string());
-    set(&mut c, "nbits", NBITS_FEW_SECONDS as i64);
-    let tp_toml = write(d, "devnet-tp.toml", &c);
-
-    // ~20 k hashes per share: 10 ehash each with 2^10 hashes per ehash.
-    let mut c = shipped("mint.toml");
-    set(&mut c, "http_listen", at(http_port).to_string());
-    set(&mut c, "link_listen", at(link_port).to_string());
-    set(
-        &mut c,
-        "database",
-        d.join("mint/mint.sqlite").display().to_string(),
-    );
-    set(&mut c, "unit_bits", 10);
-    let mint_toml = write(d, "mint.toml", &c);
-
-    let mut c = shipped("pool.toml");
-    set(&mut c, "listen_address", at(pool_port).to_string());
-    set(&mut c, "tp_address", at(tp_port).to_string());
-    set(&mut c, "state_dir", d.join("pool").display().to_string());
-    set(&mut c, "unit_bits", 10);
-    set(&mut c, "vardiff_interval_secs", 0);
-    set(&mut c, "mint.address", at(link_port).to_string());
-    set(&mut c, "mint.timeout_secs", 2);
-    set(&mut c, "mint.stats_interval_secs", 1);
-    let pool_toml = write(d, "pool.toml", &c);
-
-    let mut c = shipped("translator.toml");
-    set(&mut c, "listen_address", at(tr_port).to_string());
-    set(&mut c, "mint_url", format!("http://{}", at(http_port)));
-    set(
-        &mut c,
-        "data_dir",
-        d.join("translator").display().to_string(),
-    );
-    set(&mut c, "nominal_hashrate", 2000.0);
-    set(&mut c, "vardiff_interval_secs", 0);
-    set(&mut c, "mint_retry_secs", 1);
-    c["upstreams"].as_array_mut().unwrap()[0]
-        .as_table_mut()
-        .unwrap()
-        .insert("address".into(), at(pool_port).to_string().into());
-    let tr_toml = write(d, "translator.toml", &c);
-
+    let c = ShippedConfigs::write(d, NBITS_FEW_SECONDS, None);
+    let (tp_toml, mint_toml, pool_toml, tr_toml) = (&c.tp, &c.mint, &c.pool, &c.translator);
     let mut roles = [
         (
             "devnet-tp",
-            RoleChild::spawn("devnet-tp", &tp_toml),
-            at(tp_port),
+            RoleChild::spawn("devnet-tp", tp_toml),
+            c.tp_addr,
         ),
-        ("mint", RoleChild::spawn("mint", &mint_toml), at(http_port)),
-        ("pool", RoleChild::spawn("pool", &pool_toml), at(pool_port)),
+        ("mint", RoleChild::spawn("mint", mint_toml), c.mint_http),
+        ("pool", RoleChild::spawn("pool", pool_toml), c.pool_addr),
         (
             "translator",
-            RoleChild::spawn("translator", &tr_toml),
-            at(tr_port),
+            RoleChild::spawn("translator", tr_toml),
+            c.translator_addr,
         ),
     ];
     for (name, _, addr) in &roles {
         until_listening(*addr, name).await;
     }
 
-    let miner_run =
-        |shutdown: CancellationToken| miner::start(miner_config(at(tr_port), Mode::Cpu), shutdown);
+    let miner_run = |shutdown: CancellationToken| {
+        miner::start(miner_config(c.translator_addr, Mode::Cpu), shutdown)
+    };
     let mut shutdown = CancellationToken::new();
     let mut running = Some(miner_run(shutdown.clone()));
     let stats = |m: &Option<miner::Miner>| m.as_ref().expect("miner runs").stats();
@@ -334,7 +250,7 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
             // recording it is lost (known gap: delivery is at-most-once until
             // the translator acknowledges 0xC0). So the miner pauses first and
             // the translator is killed once it holds a quote per accepted share.
-            let idle = idle_miner(at(tr_port)).await;
+            let idle = idle_miner(c.translator_addr).await;
             let (accepted, _, _) = stop_miner(&mut running, &shutdown).await;
             let deadline = Instant::now() + Duration::from_secs(30);
             while translator_quotes(&d.join("translator")) < accepted {
@@ -386,14 +302,16 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
     // ...and comes back in this process on the same state, to settle every
     // quote still owed: the mint's counts against the wallet's.
     let stop = CancellationToken::new();
-    let tp = devnet_tp::start(load(&tp_toml), stop.clone())
+    let tp = devnet_tp::start(load_config(tp_toml), stop.clone())
         .await
         .unwrap();
-    let mint = mint::start(load(&mint_toml), stop.clone()).await.unwrap();
-    let pool = pool::start(load(&pool_toml), stop.clone(), pool::Hooks::default())
+    let mint = mint::start(load_config(mint_toml), stop.clone())
         .await
         .unwrap();
-    let tr = translator::start(load(&tr_toml), stop.clone())
+    let pool = pool::start(load_config(pool_toml), stop.clone(), pool::Hooks::default())
+        .await
+        .unwrap();
+    let tr = translator::start(load_config(tr_toml), stop.clone())
         .await
         .unwrap();
     // Notifications held for the wallet's key reach its next channel.

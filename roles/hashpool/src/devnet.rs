@@ -59,13 +59,11 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
         path: c.state_dir.display().to_string(),
         source,
     })?;
-    if let Some(parent) = std::path::Path::new(&c.mint.database).parent() {
-        std::fs::create_dir_all(parent).map_err(|source| DevnetError::StateDir {
-            path: parent.display().to_string(),
-            source,
-        })?;
-    }
     let started = Instant::now();
+
+    // The stats services do not run in the devnet yet: nothing to publish to.
+    c.pool.stats = None;
+    c.translator.stats = None;
 
     let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
     let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
