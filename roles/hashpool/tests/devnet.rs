@@ -14,11 +14,30 @@ fn profile() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devnet.toml")
 }
 
-/// The shipped profile on ephemeral ports, tuned for a debug build on a
+/// Free ports for every listener, kept across both runs: the wallet's
+/// ecash belongs to the mint's URL, so a devnet that continues keeps it.
+fn ports() -> [(&'static str, String); 6] {
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let http = free();
+    [
+        ("DEVNET_TP__LISTEN_ADDRESS", free()),
+        ("MINT__LINK_LISTEN", free()),
+        ("POOL__LISTEN_ADDRESS", free()),
+        ("TRANSLATOR__LISTEN_ADDRESS", free()),
+        ("TRANSLATOR__MINT_URL", format!("http://{http}")),
+        ("MINT__HTTP_LISTEN", http),
+    ]
+}
+
+/// The shipped profile on the given ports, tuned for a debug build on a
 /// shared CI machine: one hashing thread, ~20 k hashes per share worth 19
 /// ehash, a status line a second.
-fn hashpool(state: &Path, args: &[&str]) -> Command {
+fn hashpool(state: &Path, ports: &[(&str, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashpool"));
+    cmd.envs(ports.iter().map(|(k, v)| (k, v)));
     let (command, rest) = args.split_first().expect("a command");
     cmd.arg(command)
         .arg("--profile")
@@ -40,8 +59,8 @@ struct Devnet {
 }
 
 impl Devnet {
-    fn start(state: &Path) -> Self {
-        let mut child = hashpool(state, &["devnet", "--ephemeral-ports"])
+    fn start(state: &Path, ports: &[(&str, String)]) -> Self {
+        let mut child = hashpool(state, ports, &["devnet"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -102,7 +121,8 @@ impl Devnet {
 #[test]
 fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
     let state = tempfile::tempdir().unwrap();
-    let devnet = Devnet::start(state.path());
+    let ports = ports();
+    let devnet = Devnet::start(state.path(), &ports);
     devnet.line(120, "its endpoints", |l| {
         l.contains("point SV1 miners here")
     });
@@ -117,7 +137,7 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
     );
 
     // The wallet outlives the process, with at least what the status showed.
-    let out = hashpool(state.path(), &["wallet", "balance"])
+    let out = hashpool(state.path(), &ports, &["wallet", "balance"])
         .output()
         .unwrap();
     assert!(
@@ -136,7 +156,7 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
 
     // A second run continues from the state dir: the balance starts from
     // where the first left it and grows on.
-    let devnet = Devnet::start(state.path());
+    let devnet = Devnet::start(state.path(), &ports);
     let line = devnet.line(120, "a status line", |l| parse_wallet_balance(l).is_some());
     assert!(parse_wallet_balance(&line).unwrap() >= saved, "{line}");
     devnet.balance_above(saved);
@@ -147,7 +167,7 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
 #[test]
 fn devnet_keys_on_another_network_stop_it_with_one_line() {
     let state = tempfile::tempdir().unwrap();
-    let out = hashpool(state.path(), &["devnet", "--ephemeral-ports"])
+    let out = hashpool(state.path(), &[], &["devnet", "--ephemeral-ports"])
         .env("POOL__NETWORK", "mainnet")
         .output()
         .unwrap();
