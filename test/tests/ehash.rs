@@ -506,3 +506,30 @@ async fn mining_goes_on_while_the_stats_service_is_away_and_the_overflow_is_coun
     assert!(!publisher.is_connected());
     stack.stop().await;
 }
+
+#[test]
+fn the_shipped_devnet_keys_are_refused_on_any_other_network() {
+    fn refused<C: serde::de::DeserializeOwned + roles_common::Validate + std::fmt::Debug>(
+        file: &str,
+    ) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = shipped_config(file);
+        let devnet = write_config(dir.path(), file, &config);
+        load_config::<C>(&devnet); // loads as shipped
+        set_config(&mut config, "network", "signet");
+        let path = write_config(dir.path(), file, &config);
+        roles_common::load_config::<C>(&path, "HASHPOOL_TEST_NETWORK").unwrap_err()
+    }
+    for (file, error) in [
+        ("pool.toml", refused::<pool::PoolConfig>("pool.toml")),
+        ("mint.toml", refused::<mint::MintConfig>("mint.toml")),
+        (
+            "translator.toml",
+            refused::<translator::TranslatorConfig>("translator.toml"),
+        ),
+    ] {
+        assert!(error.contains("published devnet"), "{file}: {error}");
+        assert!(error.contains("signet"), "{file}: {error}");
+        assert!(!error.contains('\n'), "{file}: {error}");
+    }
+}
