@@ -65,6 +65,7 @@ nbits = 0x1e020000
 TOML
 
 cat > "$WORK/pool.toml" <<TOML
+network = "devnet"
 listen_address = "127.0.0.1:$POOL_PORT"
 authority_public_key = "$POOL_PUB"
 authority_secret_key = "$POOL_SEC"
@@ -85,6 +86,7 @@ stats_interval_secs = 2
 TOML
 
 cat > "$WORK/mint.toml" <<TOML
+network = "devnet"
 http_listen = "127.0.0.1:$MINT_HTTP_PORT"
 link_listen = "127.0.0.1:$MINT_LINK_PORT"
 authority_public_key = "$MINT_PUB"

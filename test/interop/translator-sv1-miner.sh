@@ -50,6 +50,7 @@ nbits = 0x1e020000
 TOML
 
 cat > "$WORK/pool.toml" <<TOML
+network = "devnet"
 listen_address = "127.0.0.1:$POOL_PORT"
 authority_public_key = "$POOL_PUB"
 authority_secret_key = "$POOL_SEC"

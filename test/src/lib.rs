@@ -1,7 +1,7 @@
 //! Shared helpers of the cross-role integration tests: configs on
 //! 127.0.0.1 port 0, a running devnet-tp + pool stack, an SV2 mining test
-//! client (Noise, channels, CPU share finder) and a template distribution
-//! test client.
+//! client (Noise, channels, CPU share finder), a template distribution
+//! test client and a stand-in for the stats services.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +11,8 @@ use std::time::Duration;
 use devnet_tp::{TpConfig, TpHandle};
 use ehash_ext_sv2::{is_ehash_frame, EhashMessage, MessageSet};
 use pool::{AcceptedShare, Hooks, PoolConfig, PoolEvent, PoolHandle};
+use roles_common::stats_publisher::StatsSettings;
+use stats_sv2::StatsMessage;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{
     connect_with_noise,
@@ -83,6 +85,7 @@ pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
 
 pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
     PoolConfig {
+        network: roles_common::Network::Devnet,
         listen_address: "127.0.0.1:0".into(),
         authority_public_key: public_key(POOL_PUBLIC_KEY),
         authority_secret_key: secret_key(POOL_SECRET_KEY),
@@ -101,6 +104,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         stats_log_interval_secs: 0,
         state_dir: std::env::temp_dir().join("hashpool-tests-unused"),
         mint: None,
+        stats: None,
     }
 }
 
@@ -875,6 +879,7 @@ pub const MINT_MNEMONIC: &str =
 /// A mint config on 127.0.0.1 port 0 with its database in `dir`.
 pub fn mint_config(dir: &Path) -> mint::MintConfig {
     mint::MintConfig {
+        network: roles_common::Network::Devnet,
         http_listen: "127.0.0.1:0".parse().expect("valid"),
         public_url: None,
         link_listen: "127.0.0.1:0".parse().expect("valid"),
@@ -1128,6 +1133,7 @@ pub fn translator_config(
     data_dir: &Path,
 ) -> translator::TranslatorConfig {
     translator::TranslatorConfig {
+        network: roles_common::Network::Devnet,
         listen_address: "127.0.0.1:0".parse().unwrap(),
         upstreams: upstreams
             .iter()
@@ -1149,5 +1155,398 @@ pub fn translator_config(
         wait_for_pool: true,
         mint_batch_size: 50,
         mint_retry_secs: 1,
+        stats: None,
     }
+}
+
+// ---------------------------------------------------------------- stats service stand-in
+
+/// A plain TCP listener in place of pool-stats / proxy-stats: it decodes
+/// every stats frame of every connection, in arrival order.
+pub struct StatsSink {
+    address: SocketAddr,
+    received: std::sync::Arc<std::sync::Mutex<Vec<StatsMessage>>>,
+    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatsSink {
+    pub async fn start() -> StatsSink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let address = listener.local_addr().expect("bound");
+        let received = std::sync::Arc::<std::sync::Mutex<Vec<StatsMessage>>>::default();
+        let errors = std::sync::Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let (r, e) = (received.clone(), errors.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (r, e) = (r.clone(), e.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = read_stats(stream, &r).await {
+                        e.lock().expect("errors lock").push(error);
+                    }
+                });
+            }
+        });
+        StatsSink {
+            address,
+            received,
+            errors,
+            task,
+        }
+    }
+
+    /// A `[stats]` table pointing at this sink.
+    pub fn settings(&self) -> StatsSettings {
+        StatsSettings::new(self.address.to_string())
+    }
+
+    /// Everything received so far (failing the test on an undecodable frame).
+    pub fn received(&self) -> Vec<StatsMessage> {
+        let errors = self.errors.lock().expect("errors lock").clone();
+        assert!(errors.is_empty(), "bad stats frames: {errors:?}");
+        self.received.lock().expect("received lock").clone()
+    }
+
+    /// Polls until `done` holds for what was received, or fails after 30 s.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[StatsMessage]) -> bool,
+    ) -> Vec<StatsMessage> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let received = self.received();
+            if done(&received) {
+                return received;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stats never showed {what}: {received:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for StatsSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads stats frames until the publisher closes the connection.
+async fn read_stats(
+    mut stream: TcpStream,
+    received: &std::sync::Mutex<Vec<StatsMessage>>,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut frame = vec![0u8; 6];
+        if stream.read_exact(&mut frame).await.is_err() {
+            return Ok(());
+        }
+        let len = u32::from_le_bytes([frame[3], frame[4], frame[5], 0]) as usize;
+        frame.resize(6 + len, 0);
+        stream
+            .read_exact(&mut frame[6..])
+            .await
+            .map_err(|e| format!("truncated frame: {e}"))?;
+        let message = StatsMessage::decode_frame(&mut frame).map_err(|e| e.to_string())?;
+        received.lock().expect("received lock").push(message);
+    }
+}
+
+/// A `[stats]` table for an address where nothing listens.
+pub async fn dead_stats_settings(queue_capacity: usize) -> StatsSettings {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let address = listener.local_addr().expect("bound");
+    drop(listener);
+    StatsSettings {
+        queue_capacity,
+        ..StatsSettings::new(address.to_string())
+    }
+}
+
+// ------------------------------------------------------------------ roles as child processes
+//
+// A test binary re-executes itself to run one role as a child process the
+// test can kill with SIGKILL: a real crash, no shutdown step runs. Each test
+// file that does so declares `role_child_entry!();`.
+
+/// The role the re-executed test binary runs ("devnet-tp", "mint", "pool", "translator").
+pub const ROLE_CHILD_ROLE: &str = "HASHPOOL_TEST_ROLE";
+/// Its config file (TOML, loaded like `<role> --config`).
+pub const ROLE_CHILD_CONFIG: &str = "HASHPOOL_TEST_ROLE_CONFIG";
+
+/// Declares the `role_child` test a re-executed test binary runs.
+#[macro_export]
+macro_rules! role_child_entry {
+    () => {
+        #[test]
+        fn role_child() {
+            $crate::run_role_child_if_asked();
+        }
+    };
+}
+
+/// In a re-executed test binary: runs the role named by the environment
+/// until SIGINT/SIGTERM (or SIGKILL). Otherwise returns at once.
+pub fn run_role_child_if_asked() {
+    let (Ok(role), Some(path)) = (
+        std::env::var(ROLE_CHILD_ROLE),
+        std::env::var_os(ROLE_CHILD_CONFIG),
+    ) else {
+        return;
+    };
+    fn load<C: serde::de::DeserializeOwned + roles_common::Validate>(path: &std::ffi::OsStr) -> C {
+        roles_common::load_config(Path::new(path), "HASHPOOL_TEST_ROLE_CHILD").expect("config")
+    }
+    stratum_apps::config_helpers::logging::init_logging(None);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let result = runtime.block_on(async {
+        let shutdown = roles_common::shutdown_on_signal();
+        match role.as_str() {
+            "devnet-tp" => devnet_tp::run(load(&path), shutdown)
+                .await
+                .map_err(|e| e.to_string()),
+            "mint" => mint::run(load(&path), shutdown)
+                .await
+                .map_err(|e| e.to_string()),
+            "pool" => pool::run(load(&path), shutdown)
+                .await
+                .map_err(|e| e.to_string()),
+            "translator" => translator::run(load(&path), shutdown)
+                .await
+                .map_err(|e| e.to_string()),
+            other => Err(format!("no role {other}")),
+        }
+    });
+    result.expect("the role ran");
+}
+
+/// A role running as a child process of the test.
+pub struct RoleChild {
+    role: String,
+    config: std::path::PathBuf,
+    log: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl RoleChild {
+    /// Starts `role` from `config`; its output goes to `<config>.log`.
+    pub fn spawn(role: &str, config: &Path) -> Self {
+        let mut this = Self {
+            role: role.to_string(),
+            config: config.to_path_buf(),
+            log: config.with_extension("log"),
+            child: None,
+        };
+        this.start();
+        this
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("child log");
+        let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["role_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(ROLE_CHILD_ROLE, &self.role)
+            .env(ROLE_CHILD_CONFIG, &self.config)
+            .stdout(log.try_clone().expect("child log"))
+            .stderr(log)
+            .spawn()
+            .expect("role child starts");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, then waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the role again from the same config (and state).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    /// SIGINT (a graceful stop); returns whether it exited successfully.
+    pub fn interrupt(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let sent = std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        sent && child.wait().is_ok_and(|s| s.success())
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The child's output so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RoleChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port nobody listens on right now (for a role that must come back on
+/// the same address after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub async fn until_listening(addr: SocketAddr, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never listened on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A role config from a TOML file, as `<role> --config` loads it.
+pub fn load_config<C: serde::de::DeserializeOwned + roles_common::Validate>(path: &Path) -> C {
+    roles_common::load_config(path, "HASHPOOL_TEST_CONFIG").expect("config loads")
+}
+
+/// About one block per 1.5 M hashes: a few per minute from a debug CPU miner.
+pub const NBITS_FEW_SECONDS: u32 = 0x1e0b_504f;
+
+/// The shipped config files (`config/*.toml`) of devnet-tp, mint, pool and
+/// translator, rewritten for a test: fixed free ports on 127.0.0.1 (a killed
+/// role comes back on the same address), state under one directory, ~20 k
+/// hashes per share (vardiff off) worth ~19 ehash (2^10 hashes each), the
+/// translator's stats to `translator_stats` if given, the pool's nowhere.
+pub struct ShippedConfigs {
+    pub tp: std::path::PathBuf,
+    pub mint: std::path::PathBuf,
+    pub pool: std::path::PathBuf,
+    pub translator: std::path::PathBuf,
+    pub tp_addr: SocketAddr,
+    pub mint_http: SocketAddr,
+    pub mint_link: SocketAddr,
+    pub pool_addr: SocketAddr,
+    pub translator_addr: SocketAddr,
+}
+
+impl ShippedConfigs {
+    pub fn write(dir: &Path, nbits: u32, translator_stats: Option<&str>) -> Self {
+        let at = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let [tp_addr, mint_http, mint_link, pool_addr, translator_addr] = [(); 5].map(at);
+        let state = |name: &str| dir.join(name).display().to_string();
+
+        let mut c = shipped_config("devnet-tp.toml");
+        set_config(&mut c, "listen_address", tp_addr.to_string());
+        set_config(&mut c, "state_dir", state("tp"));
+        set_config(&mut c, "nbits", nbits as i64);
+        let tp = write_config(dir, "devnet-tp.toml", &c);
+
+        let mut c = shipped_config("mint.toml");
+        set_config(&mut c, "http_listen", mint_http.to_string());
+        set_config(&mut c, "link_listen", mint_link.to_string());
+        set_config(&mut c, "database", state("mint/mint.sqlite"));
+        set_config(&mut c, "unit_bits", 10);
+        let mint = write_config(dir, "mint.toml", &c);
+
+        let mut c = shipped_config("pool.toml");
+        set_config(&mut c, "listen_address", pool_addr.to_string());
+        set_config(&mut c, "tp_address", tp_addr.to_string());
+        set_config(&mut c, "state_dir", state("pool"));
+        set_config(&mut c, "unit_bits", 10);
+        set_config(&mut c, "vardiff_interval_secs", 0);
+        set_config(&mut c, "mint.address", mint_link.to_string());
+        set_config(&mut c, "mint.timeout_secs", 2);
+        set_config(&mut c, "mint.stats_interval_secs", 1);
+        c.remove("stats");
+        let pool = write_config(dir, "pool.toml", &c);
+
+        let mut c = shipped_config("translator.toml");
+        set_config(&mut c, "listen_address", translator_addr.to_string());
+        set_config(&mut c, "mint_url", format!("http://{mint_http}"));
+        set_config(&mut c, "data_dir", state("translator"));
+        set_config(&mut c, "nominal_hashrate", 2000.0);
+        set_config(&mut c, "vardiff_interval_secs", 0);
+        set_config(&mut c, "mint_retry_secs", 1);
+        c["upstreams"].as_array_mut().expect("upstreams")[0]
+            .as_table_mut()
+            .expect("an upstream")
+            .insert("address".into(), pool_addr.to_string().into());
+        match translator_stats {
+            Some(addr) => set_config(&mut c, "stats.address", addr),
+            None => {
+                c.remove("stats");
+            }
+        }
+        let translator = write_config(dir, "translator.toml", &c);
+        Self {
+            tp,
+            mint,
+            pool,
+            translator,
+            tp_addr,
+            mint_http,
+            mint_link,
+            pool_addr,
+            translator_addr,
+        }
+    }
+}
+
+/// A shipped config file (`config/<name>`) as a TOML table to adjust.
+pub fn shipped_config(name: &str) -> toml::Table {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(name);
+    std::fs::read_to_string(path)
+        .expect("shipped config")
+        .parse()
+        .expect("valid TOML")
+}
+
+/// Sets `key` ("a" or "table.a") in a config table.
+pub fn set_config(table: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
+    match key.split_once('.') {
+        Some((outer, inner)) => {
+            let outer = table
+                .get_mut(outer)
+                .and_then(|v| v.as_table_mut())
+                .unwrap_or_else(|| panic!("no table {outer}"));
+            outer.insert(inner.to_string(), value.into());
+        }
+        None => {
+            table.insert(key.to_string(), value.into());
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, name: &str, table: &toml::Table) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(table).expect("TOML")).expect("config written");
+    path
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ehash::LockingKey;
 use ehash_ext_sv2::{MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
 use hashpool_tests::*;
+use stats_sv2::StatsMessage;
 
 /// Opens an extended channel locked to `key` and waits for its first job.
 async fn open_channel(client: &mut MiningClient, key: &LockingKey) -> u32 {
@@ -214,50 +215,11 @@ async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint
     stack.stop().await;
 }
 
-/// Runs a pool from the config file named by this variable, as a child
-/// process the test can kill with SIGKILL.
-const POOL_CHILD: &str = "HASHPOOL_TEST_POOL_CHILD_CONFIG";
-
-#[test]
-fn pool_child() {
-    let Some(path) = std::env::var_os(POOL_CHILD) else {
-        return; // only meaningful as a child process
-    };
-    let config: pool::PoolConfig =
-        roles_common::load_config(std::path::Path::new(&path), "HASHPOOL_TEST_POOL_CHILD").unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let pool = pool::start(config, shutdown, pool::Hooks::default())
-            .await
-            .unwrap();
-        pool.wait().await;
-    });
-}
-
-fn spawn_pool_child(config_path: &std::path::Path) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["pool_child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(POOL_CHILD, config_path)
-        .spawn()
-        .expect("pool child starts")
-}
+role_child_entry!();
 
 async fn connect_when_up(stack: &EhashStack) -> MiningClient {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if tokio::net::TcpStream::connect(stack.pool_addr())
-            .await
-            .is_ok()
-        {
-            return stack.client(true).await;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the pool child never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_listening(stack.pool_addr(), "the pool child").await;
+    stack.client(true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,19 +235,18 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     let config_path = stack.dir.path().join("pool.toml");
     std::fs::write(&config_path, pool_toml(&stack)).unwrap();
 
-    let mut child = spawn_pool_child(&config_path);
+    let mut child = RoleChild::spawn("pool", &config_path);
     let (secret, key) = miner_key();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
     let shares = mine(&mut client, channel, 4).await;
-    child.kill().unwrap(); // SIGKILL: no shutdown step runs
-    child.wait().unwrap();
+    child.kill(); // SIGKILL: no shutdown step runs
     drop(client);
 
     // Mint back, pool back on its state dir: the owed requests are replayed
     // and their notifications wait for the key's next channel.
     stack.start_mint().await;
-    let mut child = spawn_pool_child(&config_path);
+    child.restart();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
     let notifications = client.notifications(4).await;
@@ -297,8 +258,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
         mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
         Ok(total(&shares))
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     stack.stop().await;
 }
 
@@ -307,7 +267,8 @@ fn pool_toml(stack: &EhashStack) -> String {
     let c = &stack.pool_config;
     let m = c.mint.as_ref().unwrap();
     format!(
-        r#"listen_address = "{listen}"
+        r#"network = "devnet"
+listen_address = "{listen}"
 authority_public_key = "{pool_pub}"
 authority_secret_key = "{pool_sec}"
 tp_address = "{tp}"
@@ -359,6 +320,13 @@ fn the_shipped_pool_and_mint_configs_agree() {
         roles_common::load_config(&dir.join("pool.toml"), "HASHPOOL_TEST_SHIPPED_POOL").unwrap();
     let mint: mint::MintConfig =
         roles_common::load_config(&dir.join("mint.toml"), "HASHPOOL_TEST_SHIPPED_MINT").unwrap();
+    assert_eq!(
+        pool.stats
+            .as_ref()
+            .expect("the shipped pool publishes stats")
+            .address,
+        "127.0.0.1:4000"
+    );
     let link = pool.mint.as_ref().expect("the shipped pool pays ehash");
     assert_eq!(
         pool.unit_bits, mint.unit_bits,
@@ -412,4 +380,156 @@ async fn notifications_for_a_gone_miner_survive_a_pool_restart_and_reach_its_nex
         Ok(total(&shares))
     );
     stack.stop().await;
+}
+
+fn count(received: &[StatsMessage], pred: impl Fn(&StatsMessage) -> bool) -> usize {
+    received.iter().filter(|m| pred(m)).count()
+}
+
+fn link_up(received: &[StatsMessage], which: u8) -> bool {
+    received
+        .iter()
+        .any(|m| matches!(m, StatsMessage::LinkStatus(l) if l.link == which && l.up))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_publishes_every_share_quote_channel_link_and_the_mint_stats() {
+    let sink = StatsSink::start().await;
+    let stack = EhashStack::start("annotate", |c| c.stats = Some(sink.settings())).await;
+    let (_, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 3).await;
+    // The same share again is refused (duplicate).
+    let again = client.valid_share(channel, false);
+    let seq = client.submit(channel, &again).await;
+    client.share_result(channel, seq).await.unwrap();
+    let seq = client.submit(channel, &again).await;
+    assert!(client.share_result(channel, seq).await.is_err());
+    client.notifications(4).await;
+    let pool_stats = stack.pool().stats();
+    assert_eq!(
+        (pool_stats.shares_accepted, pool_stats.shares_rejected),
+        (4, 1)
+    );
+    let mint = &stack.mint.as_ref().unwrap().0.mint;
+    let quotes = mint.mint_quotes().await.unwrap().len();
+    assert_eq!(quotes, 4);
+
+    let quoted = total(&shares) + ehash::work_hashes(client.channels[&channel].target());
+    let received = sink
+        .wait_until("every share, quote and the mint's totals", |r| {
+            count(r, |m| matches!(m, StatsMessage::ShareSubmitted(_))) == 5
+                && count(r, |m| matches!(m, StatsMessage::QuoteCreated(_))) == quotes
+                && r.iter()
+                    .any(|m| matches!(m, StatsMessage::MintStats(s) if s.ehash_quoted == quoted))
+        })
+        .await;
+    match &received[0] {
+        StatsMessage::PublisherHello(h) => assert_eq!(h.role, stats_sv2::role::POOL),
+        other => panic!("expected the hello first, got {other:?}"),
+    }
+    let accepted: Vec<u64> = received
+        .iter()
+        .filter_map(|m| match m {
+            StatsMessage::ShareSubmitted(s) if s.accepted => Some(s.work),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted.len() as u64, pool_stats.shares_accepted);
+    assert_eq!(accepted.iter().sum::<u64>(), quoted, "work of each target");
+    assert_eq!(
+        count(
+            &received,
+            |m| matches!(m, StatsMessage::ShareSubmitted(s) if !s.accepted && s.work == 0)
+        ),
+        1
+    );
+    let quote_amounts: u64 = received
+        .iter()
+        .filter_map(|m| match m {
+            StatsMessage::QuoteCreated(q) => {
+                assert_eq!(q.channel_id, channel);
+                Some(q.amount)
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(quote_amounts, quoted);
+    assert!(link_up(&received, stats_sv2::link::TEMPLATE_PROVIDER));
+    assert!(link_up(&received, stats_sv2::link::MINT));
+    assert!(received
+        .iter()
+        .any(|m| matches!(m, StatsMessage::ChannelOpened(c) if c.channel_id == channel)));
+    let downstream = received
+        .iter()
+        .find_map(|m| match m {
+            StatsMessage::DownstreamConnected(d) => Some(d.downstream_id),
+            _ => None,
+        })
+        .expect("the downstream was announced");
+
+    // The downstream leaves: its channel closes with it.
+    drop(client);
+    sink.wait_until("the downstream leaving", |r| {
+        r.iter().any(|m| matches!(m, StatsMessage::ChannelClosed(c) if c.channel_id == channel && c.downstream_id == downstream))
+            && r.iter().any(|m| matches!(m, StatsMessage::DownstreamDisconnected(d) if d.downstream_id == downstream))
+    })
+    .await;
+    assert_eq!(stack.pool().stats_publisher().dropped(), 0);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mining_goes_on_while_the_stats_service_is_away_and_the_overflow_is_counted() {
+    let settings = dead_stats_settings(2).await;
+    let stack = EhashStack::start("annotate", |c| c.stats = Some(settings)).await;
+    let (_, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    // Link up, downstream, channel: the tiny queue is full already.
+    let publisher = stack.pool().stats_publisher();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while publisher.dropped() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = publisher.dropped();
+    let shares = mine(&mut client, channel, 3).await;
+    assert_eq!(shares.len(), 3);
+    assert_eq!(stack.pool().stats().shares_accepted, 3);
+    assert!(
+        publisher.dropped() >= before + 3,
+        "each share's event pushes an older one out: {before} -> {}",
+        publisher.dropped()
+    );
+    assert!(!publisher.is_connected());
+    stack.stop().await;
+}
+
+#[test]
+fn the_shipped_devnet_keys_are_refused_on_any_other_network() {
+    fn refused<C: serde::de::DeserializeOwned + roles_common::Validate + std::fmt::Debug>(
+        file: &str,
+    ) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = shipped_config(file);
+        let devnet = write_config(dir.path(), file, &config);
+        load_config::<C>(&devnet); // loads as shipped
+        set_config(&mut config, "network", "signet");
+        let path = write_config(dir.path(), file, &config);
+        roles_common::load_config::<C>(&path, "HASHPOOL_TEST_NETWORK").unwrap_err()
+    }
+    for (file, error) in [
+        ("pool.toml", refused::<pool::PoolConfig>("pool.toml")),
+        ("mint.toml", refused::<mint::MintConfig>("mint.toml")),
+        (
+            "translator.toml",
+            refused::<translator::TranslatorConfig>("translator.toml"),
+        ),
+    ] {
+        assert!(error.contains("published devnet"), "{file}: {error}");
+        assert!(error.contains("signet"), "{file}: {error}");
+        assert!(!error.contains('\n'), "{file}: {error}");
+    }
 }

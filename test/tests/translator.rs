@@ -12,7 +12,6 @@ mod sv1_deps {
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -293,6 +292,7 @@ const MINT_MNEMONIC: &str =
 
 fn mint_config(database: &str) -> mint::MintConfig {
     mint::MintConfig {
+        network: roles_common::Network::Devnet,
         http_listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         link_listen: "127.0.0.1:0".parse().unwrap(),
@@ -738,22 +738,7 @@ async fn full_chain_the_wallet_balance_is_the_sum_of_the_accepted_shares() {
     stack.stop().await;
 }
 
-/// Runs a translator from the config file named by this variable, as a
-/// child process the test can kill with SIGKILL.
-const TRANSLATOR_CHILD: &str = "HASHPOOL_TEST_TRANSLATOR_CHILD_CONFIG";
-
-#[test]
-fn translator_child() {
-    let Some(path) = std::env::var_os(TRANSLATOR_CHILD) else {
-        return; // only meaningful as a child process
-    };
-    let config: TranslatorConfig =
-        roles_common::load_config(Path::new(&path), "HASHPOOL_TEST_TRANSLATOR_CHILD").unwrap();
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(translator::run(config, CancellationToken::new()))
-        .unwrap();
-}
+role_child_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
@@ -774,24 +759,9 @@ async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
     config.listen_address = listen;
     let config_path = dir.path().join("translator.toml");
     std::fs::write(&config_path, translator_toml(&config)).unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "translator_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(TRANSLATOR_CHILD, &config_path)
-        .spawn()
-        .expect("translator child starts");
+    let mut child = RoleChild::spawn("translator", &config_path);
+    until_listening(listen, "the translator child").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(listen).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the translator child never listened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let mut miner = Sv1Client::start(listen, "rig").await;
     for _ in 0..4 {
         miner.mine_one("rig").await.expect("accepted");
@@ -810,8 +780,7 @@ async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    child.kill().unwrap(); // SIGKILL: no shutdown step runs
-    child.wait().unwrap();
+    child.kill(); // SIGKILL: no shutdown step runs
     drop(miner);
 
     let mut tr = RunningTranslator::start(translator_config(
@@ -852,7 +821,7 @@ fn translator_toml(c: &TranslatorConfig) -> String {
         })
         .collect();
     format!(
-        "listen_address = \"{}\"\nmint_url = \"{}\"\ndata_dir = \"{}\"\nmnemonic = \"{}\"\n\
+        "network = \"devnet\"\nlisten_address = \"{}\"\nmint_url = \"{}\"\ndata_dir = \"{}\"\nmnemonic = \"{}\"\n\
          aggregate_channels = false\nnominal_hashrate = {:?}\nshares_per_minute = {:?}\n\
          vardiff_interval_secs = {}\nextranonce2_size = {}\nmax_line_bytes = {}\nkeepalive_secs = {}\n\
          wait_for_pool = {}\nmint_batch_size = {}\nmint_retry_secs = {}\n{upstreams}",

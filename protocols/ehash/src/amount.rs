@@ -53,6 +53,12 @@ pub fn ehash_amount(target: Target, unit_bits: UnitBits) -> u64 {
     shift_right_saturating(limbs, unit_bits.get() as u32)
 }
 
+/// [`work`] as a count of expected hashes, saturating at `u64::MAX` (the
+/// unit of the stats messages).
+pub fn work_hashes(target: Target) -> u64 {
+    ehash_amount(target, UnitBits(0))
+}
+
 /// `value >> shift` as a u64, or `u64::MAX` when it does not fit.
 fn shift_right_saturating(limbs: [u64; 4], shift: u32) -> u64 {
     let word = (shift / 64) as usize;
@@ -99,6 +105,14 @@ mod tests {
         assert_eq!(ehash_amount(diff1, bits(32)), 1);
         assert_eq!(ehash_amount(diff1, bits(16)), 65_537);
         assert_eq!(ehash_amount(Target::MAX, bits(0)), 4_295_032_833);
+    }
+
+    #[test]
+    fn work_hashes_is_the_work_at_unit_bits_zero() {
+        let diff1 =
+            target_from_be_hex("00000000ffff0000000000000000000000000000000000000000000000000000");
+        assert_eq!(work_hashes(diff1), 4_295_032_833);
+        assert_eq!(work_hashes(Target::ZERO), u64::MAX);
     }
 
     #[test]

@@ -3,11 +3,19 @@
 //! `<PREFIX>__FIELD=value`), set up logging, run until SIGINT/SIGTERM.
 //!
 //! A bad config stops the process with one line naming the field.
+//!
+//! [`stats_publisher`]: the pool's and the translator's events to their
+//! stats service, never slowing mining down.
+
+pub mod stats_publisher;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+pub mod network;
+
+pub use network::Network;
 pub use tokio_util::sync::CancellationToken;
 
 /// A config value that parsed but makes no sense.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ehash::UnitBits;
+use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -14,6 +15,10 @@ pub const IN_MEMORY_DATABASE: &str = ":memory:";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MintConfig {
+    /// The network this role serves; the devnet's published keys and
+    /// mnemonics are refused on any other (default mainnet).
+    #[serde(default)]
+    pub network: Network,
     /// Cashu HTTP API (cdk-axum).
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
@@ -102,6 +107,15 @@ impl MintConfig {
 impl Validate for MintConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
+        refuse_devnet_key(
+            self.network,
+            "authority_secret_key",
+            &self.authority_secret_key.into(),
+        )?;
+        refuse_devnet_mnemonic(self.network, "mnemonic", &self.mnemonic)?;
+        for (i, key) in self.allowed_pool_keys.iter().enumerate() {
+            refuse_devnet_key(self.network, &format!("allowed_pool_keys[{i}]"), key)?;
+        }
         bip39::Mnemonic::parse(&self.mnemonic)
             .map_err(|e| ConfigError::new("mnemonic", format!("not a BIP-39 mnemonic: {e}")))?;
         if self.allowed_pool_keys.is_empty() {

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use ehash::pending::ShareResponseMode;
 
 use ehash::UnitBits;
+use roles_common::network::{refuse_devnet_key, Network};
+use roles_common::stats_publisher::StatsSettings;
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -14,6 +16,10 @@ use stratum_core::bitcoin::ScriptBuf;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// The network this role serves; the devnet's published keys and
+    /// mnemonics are refused on any other (default mainnet).
+    #[serde(default)]
+    pub network: Network,
     /// Where miners and translators connect (SV2 mining protocol over Noise).
     #[serde(default = "default_listen_address")]
     pub listen_address: String,
@@ -66,6 +72,9 @@ pub struct PoolConfig {
     /// channel's locking key. Without it the pool mines and pays nothing.
     #[serde(default)]
     pub mint: Option<MintSettings>,
+    /// The pool-stats service: without it the pool publishes no stats.
+    #[serde(default)]
+    pub stats: Option<StatsSettings>,
 }
 
 /// The `[mint]` table: the link to the mint and how shares are answered.
@@ -176,6 +185,34 @@ fn default_extranonce_len() -> u8 {
 }
 
 impl PoolConfig {
+    /// The devnet's published keys start only on the devnet.
+    fn refuse_devnet_keys(&self) -> Result<(), ConfigError> {
+        let network = self.network;
+        refuse_devnet_key(
+            network,
+            "authority_secret_key",
+            &self.authority_secret_key.into(),
+        )?;
+        refuse_devnet_key(
+            network,
+            "tp_authority_public_key",
+            &self.tp_authority_public_key,
+        )?;
+        if let Some(mint) = &self.mint {
+            refuse_devnet_key(
+                network,
+                "mint.identity_secret_key",
+                &mint.identity_secret_key.into(),
+            )?;
+            refuse_devnet_key(
+                network,
+                "mint.authority_public_key",
+                &mint.authority_public_key,
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn unit_bits(&self) -> UnitBits {
         UnitBits::new(self.unit_bits).expect("validated")
     }
@@ -187,6 +224,7 @@ impl PoolConfig {
 
 impl Validate for PoolConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        self.refuse_devnet_keys()?;
         if self.listen_address.parse::<SocketAddr>().is_err() {
             return Err(ConfigError::new(
                 "listen_address",
@@ -267,6 +305,9 @@ impl Validate for PoolConfig {
                     return Err(ConfigError::new(field, "must be at least 1"));
                 }
             }
+        }
+        if let Some(stats) = &self.stats {
+            stats.validate()?;
         }
         Ok(())
     }

@@ -2,14 +2,16 @@
 //!
 //! [`PoolCore`] takes decoded messages (from downstream connections and from
 //! the template provider) and returns [`Action`]s: messages to send, a
-//! connection to close, a block to submit, an accepted share to publish. The
-//! io module owns the sockets and applies the actions.
+//! connection to close, a block to submit, an accepted share to publish, an
+//! event for the stats service. The io module owns the sockets and applies
+//! the actions.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use ehash::{parse_user_identity, LockingKey, UnitBits};
 use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
 use stratum_core::binary_sv2::{B032Owned, Seq064KOwned, Str0255Owned, U256Owned};
+use stratum_core::bitcoin::Script;
 use stratum_core::bitcoin::{
     block::{Header, Version},
     consensus::serialize,
@@ -107,6 +109,61 @@ pub enum Action {
     SubmitSolution(SubmitSolutionOwned),
     /// Publish an accepted share.
     Accepted(AcceptedShare),
+    /// Tell the stats service.
+    Stats(StatsEvent),
+}
+
+/// What the stats service hears about (the io layer adds the time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsEvent {
+    /// A downstream completed SetupConnection with these flags.
+    DownstreamConnected {
+        conn: ConnId,
+        flags: u32,
+    },
+    /// A downstream that completed SetupConnection is gone.
+    DownstreamDisconnected {
+        conn: ConnId,
+    },
+    ChannelOpened {
+        conn: ConnId,
+        channel_id: u32,
+    },
+    ChannelClosed {
+        conn: ConnId,
+        channel_id: u32,
+    },
+    /// Every share, accepted or not; `work` is the expected hashes of the
+    /// target it was accepted at (0 when refused).
+    ShareSubmitted {
+        conn: ConnId,
+        channel_id: u32,
+        accepted: bool,
+        work: u64,
+    },
+    /// A block solution went to the template provider.
+    BlockFound {
+        channel_id: u32,
+        /// From the template's coinbase prefix (BIP 34); 0 if unreadable.
+        height: u32,
+        /// Little-endian.
+        block_hash: [u8; 32],
+    },
+}
+
+fn share_refused_event(conn: ConnId, channel_id: u32) -> Action {
+    Action::Stats(StatsEvent::ShareSubmitted {
+        conn,
+        channel_id,
+        accepted: false,
+        work: 0,
+    })
+}
+
+/// The block height a template's coinbase prefix starts with (BIP 34).
+fn bip34_height(coinbase_prefix: &[u8]) -> Option<u32> {
+    let first = Script::from_bytes(coinbase_prefix).instructions().next()?;
+    u32::try_from(first.ok()?.script_num()?).ok()
 }
 
 enum ChannelKind {
@@ -198,15 +255,18 @@ fn share_channel<'a>(
         Some(entry) => Ok(entry),
         None => {
             debug!(conn, channel_id, "share for an unknown channel");
-            Err(vec![refuse_share(stats, conn, channel_id, seq)])
+            Err(refuse_share(stats, conn, channel_id, seq))
         }
     }
 }
 
 /// Counts a share refused for naming a channel it cannot be for.
-fn refuse_share(stats: &mut Stats, conn: ConnId, channel_id: u32, seq: u32) -> Action {
+fn refuse_share(stats: &mut Stats, conn: ConnId, channel_id: u32, seq: u32) -> Vec<Action> {
     stats.shares_rejected += 1;
-    PoolCore::share_error(conn, channel_id, seq, "invalid-channel-id")
+    vec![
+        PoolCore::share_error(conn, channel_id, seq, "invalid-channel-id"),
+        share_refused_event(conn, channel_id),
+    ]
 }
 
 impl PoolCore {
@@ -288,13 +348,26 @@ impl PoolCore {
         self.connections.insert(conn, ConnState::default());
     }
 
-    /// Drops a connection and its channels (freeing their extranonce prefixes).
-    pub fn on_disconnect(&mut self, conn: ConnId) {
-        if let Some(state) = self.connections.remove(&conn) {
-            for id in state.channels {
-                self.channels.remove(&id);
-            }
+    /// Drops a connection and its channels (freeing their extranonce
+    /// prefixes); returns the stats events saying so.
+    pub fn on_disconnect(&mut self, conn: ConnId) -> Vec<Action> {
+        let Some(state) = self.connections.remove(&conn) else {
+            return vec![];
+        };
+        let mut channels: Vec<u32> = state.channels.into_iter().collect();
+        channels.sort_unstable();
+        let mut actions = Vec::new();
+        for channel_id in channels {
+            self.channels.remove(&channel_id);
+            actions.push(Action::Stats(StatsEvent::ChannelClosed {
+                conn,
+                channel_id,
+            }));
         }
+        if state.setup_done {
+            actions.push(Action::Stats(StatsEvent::DownstreamDisconnected { conn }));
+        }
+        actions
     }
 
     fn reward_outputs(&self, template: &NewTemplateOwned) -> Vec<TxOut> {
@@ -341,10 +414,7 @@ impl PoolCore {
                 MiningOwned::SubmitSharesExtended(m) => self.submit_extended(conn, m),
                 MiningOwned::SubmitSharesStandard(m) => self.submit_standard(conn, m),
                 MiningOwned::UpdateChannel(m) => self.update_channel(conn, m),
-                MiningOwned::CloseChannel(m) => {
-                    self.close_channel(conn, m.channel_id);
-                    vec![]
-                }
+                MiningOwned::CloseChannel(m) => self.close_channel(conn, m.channel_id),
                 other => {
                     let name = message_name(&AnyMessageOwned::Mining(other));
                     warn!(
@@ -407,15 +477,21 @@ impl PoolCore {
             flags = m.flags,
             "SetupConnection accepted"
         );
-        vec![Action::Send(
-            conn,
-            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(
-                SetupConnectionSuccessOwned {
-                    used_version: 2,
-                    flags: 0,
-                },
-            )),
-        )]
+        vec![
+            Action::Send(
+                conn,
+                AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(
+                    SetupConnectionSuccessOwned {
+                        used_version: 2,
+                        flags: 0,
+                    },
+                )),
+            ),
+            Action::Stats(StatsEvent::DownstreamConnected {
+                conn,
+                flags: m.flags,
+            }),
+        ]
     }
 
     /// Grants the requested extensions the pool supports (the ehash one);
@@ -567,6 +643,10 @@ impl PoolCore {
             )),
         )];
         actions.extend(self.initial_jobs(&mut entry, channel_id));
+        actions.push(Action::Stats(StatsEvent::ChannelOpened {
+            conn,
+            channel_id,
+        }));
         info!(
             conn,
             channel_id,
@@ -640,6 +720,10 @@ impl PoolCore {
             )),
         )];
         actions.extend(self.initial_jobs(&mut entry, channel_id));
+        actions.push(Action::Stats(StatsEvent::ChannelOpened {
+            conn,
+            channel_id,
+        }));
         info!(conn, channel_id, identity, "standard channel opened");
         self.channels.insert(channel_id, entry);
         if let Some(state) = self.connections.get_mut(&conn) {
@@ -675,14 +759,19 @@ impl PoolCore {
         actions
     }
 
-    fn close_channel(&mut self, conn: ConnId, channel_id: u32) {
-        if self.channels.get(&channel_id).map(|c| c.conn) == Some(conn) {
-            self.channels.remove(&channel_id);
-            if let Some(state) = self.connections.get_mut(&conn) {
-                state.channels.remove(&channel_id);
-            }
-            info!(conn, channel_id, "channel closed by downstream");
+    fn close_channel(&mut self, conn: ConnId, channel_id: u32) -> Vec<Action> {
+        if self.channels.get(&channel_id).map(|c| c.conn) != Some(conn) {
+            return vec![];
         }
+        self.channels.remove(&channel_id);
+        if let Some(state) = self.connections.get_mut(&conn) {
+            state.channels.remove(&channel_id);
+        }
+        info!(conn, channel_id, "channel closed by downstream");
+        vec![Action::Stats(StatsEvent::ChannelClosed {
+            conn,
+            channel_id,
+        })]
     }
 
     fn share_error(conn: ConnId, channel_id: u32, sequence_number: u32, code: &str) -> Action {
@@ -704,7 +793,7 @@ impl PoolCore {
             Err(refusal) => return refusal,
         };
         let ChannelKind::Extended(channel) = &mut entry.kind else {
-            return vec![refuse_share(&mut self.stats, conn, channel_id, seq)];
+            return refuse_share(&mut self.stats, conn, channel_id, seq);
         };
         // The header, rebuilt the way channels_sv2 validates it (before
         // validation: an accepted share's job is the active or a past job).
@@ -759,7 +848,7 @@ impl PoolCore {
             Err(refusal) => return refusal,
         };
         let ChannelKind::Standard(channel) = &mut entry.kind else {
-            return vec![refuse_share(&mut self.stats, conn, channel_id, seq)];
+            return refuse_share(&mut self.stats, conn, channel_id, seq);
         };
         let header = channel
             .get_active_job()
@@ -834,17 +923,24 @@ impl PoolCore {
                         if let Some(state) = self.connections.get_mut(&conn) {
                             state.channels.remove(&channel_id);
                         }
-                        return vec![Action::Send(
-                            conn,
-                            mining(MiningOwned::CloseChannel(CloseChannelOwned {
-                                channel_id,
-                                reason_code: str0255("seen-shares-budget-exhausted"),
-                            })),
-                        )];
+                        return vec![
+                            Action::Send(
+                                conn,
+                                mining(MiningOwned::CloseChannel(CloseChannelOwned {
+                                    channel_id,
+                                    reason_code: str0255("seen-shares-budget-exhausted"),
+                                })),
+                            ),
+                            share_refused_event(conn, channel_id),
+                            Action::Stats(StatsEvent::ChannelClosed { conn, channel_id }),
+                        ];
                     }
                 };
                 debug!(conn, channel_id, seq, code, "share rejected");
-                return vec![Self::share_error(conn, channel_id, seq, code)];
+                return vec![
+                    Self::share_error(conn, channel_id, seq, code),
+                    share_refused_event(conn, channel_id),
+                ];
             }
         };
         self.stats.shares_accepted += 1;
@@ -865,6 +961,21 @@ impl PoolCore {
             ));
         }
         let share_hash: [u8; 32] = share_hash.to_byte_array();
+        // The target the share was accepted at: its job's.
+        let target = entry
+            .job_targets
+            .get(&job_id)
+            .copied()
+            .unwrap_or(match &entry.kind {
+                ChannelKind::Extended(c) => *c.get_target(),
+                ChannelKind::Standard(c) => *c.get_target(),
+            });
+        actions.push(Action::Stats(StatsEvent::ShareSubmitted {
+            conn,
+            channel_id,
+            accepted: true,
+            work: ehash::work_hashes(target),
+        }));
         match (header, entry.job_targets.get(&job_id)) {
             (Some(header), Some(target)) => {
                 debug_assert_eq!(sha256d::Hash::hash(&header).to_byte_array(), share_hash);
@@ -908,7 +1019,12 @@ impl PoolCore {
                                 header_timestamp: ntime,
                                 header_nonce: nonce,
                                 coinbase_tx,
-                            }))
+                            }));
+                            actions.push(Action::Stats(StatsEvent::BlockFound {
+                                channel_id,
+                                height: self.template_height(template_id).unwrap_or(0),
+                                block_hash: share_hash,
+                            }));
                         }
                         Err(e) => warn!("coinbase does not fit SubmitSolution: {e:?}"),
                     }
@@ -920,6 +1036,16 @@ impl PoolCore {
             }
         }
         actions
+    }
+
+    /// The height of a template the pool still knows.
+    fn template_height(&self, template_id: u64) -> Option<u32> {
+        let template = [&self.active_template, &self.latest_template]
+            .into_iter()
+            .flatten()
+            .chain(self.future_templates.iter())
+            .find(|t| t.template_id == template_id)?;
+        bip34_height(template.coinbase_prefix.as_bytes())
     }
 
     fn update_channel(&mut self, conn: ConnId, m: UpdateChannelOwned) -> Vec<Action> {
@@ -1240,23 +1366,42 @@ mod tests {
         }
     }
 
+    /// `on_message` without its stats events (tests of those look at them).
+    fn on_message(core: &mut PoolCore, conn: ConnId, msg: AnyMessageOwned) -> Vec<Action> {
+        core.on_message(conn, msg)
+            .into_iter()
+            .filter(|a| !matches!(a, Action::Stats(_)))
+            .collect()
+    }
+
+    fn stats_events(actions: &[Action]) -> Vec<StatsEvent> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stats(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn setup_message(flags: u32) -> AnyMessageOwned {
+        AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
+            protocol: Protocol::MiningProtocol,
+            min_version: 2,
+            max_version: 2,
+            flags,
+            endpoint_host: str0255(""),
+            endpoint_port: 0,
+            vendor: str0255("t"),
+            hardware_version: str0255(""),
+            firmware: str0255(""),
+            device_id: str0255(""),
+        }))
+    }
+
     fn setup(core: &mut PoolCore, conn: ConnId) {
         core.on_connect(conn);
-        let actions = core.on_message(
-            conn,
-            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
-                protocol: Protocol::MiningProtocol,
-                min_version: 2,
-                max_version: 2,
-                flags: 0,
-                endpoint_host: str0255(""),
-                endpoint_port: 0,
-                vendor: str0255("t"),
-                hardware_version: str0255(""),
-                firmware: str0255(""),
-                device_id: str0255(""),
-            })),
-        );
+        let actions = on_message(core, conn, setup_message(0));
         assert!(matches!(
             &actions[..],
             [Action::Send(
@@ -1291,7 +1436,7 @@ mod tests {
     fn anything_before_setup_connection_closes_the_connection() {
         let mut core = core();
         core.on_connect(1);
-        let actions = core.on_message(1, open_extended(KEY));
+        let actions = on_message(&mut core, 1, open_extended(KEY));
         match &actions[..] {
             [Action::Close(1, reason)] => {
                 assert_eq!(reason, "OpenExtendedMiningChannel before SetupConnection")
@@ -1305,7 +1450,7 @@ mod tests {
         let mut core = core();
         setup(&mut core, 1);
         // Only unknown extensions: RequestExtensions.Error naming them.
-        let actions = core.on_message(1, request_extensions(vec![0x0002]));
+        let actions = on_message(&mut core, 1, request_extensions(vec![0x0002]));
         match &actions[..] {
             [Action::Send(
                 1,
@@ -1317,7 +1462,11 @@ mod tests {
         }
         assert!(!core.connection_has_ehash(1));
         // ehash among unknown ones: only ehash is granted.
-        let actions = core.on_message(1, request_extensions(vec![0x0002, EHASH_EXTENSION_TYPE]));
+        let actions = on_message(
+            &mut core,
+            1,
+            request_extensions(vec![0x0002, EHASH_EXTENSION_TYPE]),
+        );
         match &actions[..] {
             [Action::Send(
                 1,
@@ -1337,7 +1486,7 @@ mod tests {
     fn a_channel_without_locking_key_is_refused() {
         let mut core = core();
         setup(&mut core, 1);
-        let actions = core.on_message(1, open_extended("alice.rig1"));
+        let actions = on_message(&mut core, 1, open_extended("alice.rig1"));
         match &actions[..] {
             [Action::Send(1, AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(e)))] => {
                 assert_eq!(e.error_code.as_bytes(), ERROR_NO_LOCKING_KEY.as_bytes())
@@ -1352,7 +1501,7 @@ mod tests {
         setup(core, 1);
         assert!(core.on_new_template(template(1)).is_empty());
         assert!(core.on_set_new_prev_hash(prev(1, nbits)).is_empty());
-        let actions = core.on_message(1, open_extended(&format!("{KEY}.w")));
+        let actions = on_message(core, 1, open_extended(&format!("{KEY}.w")));
         let mut channel = None;
         let mut job = None;
         let mut saw_prev = false;
@@ -1432,7 +1581,8 @@ mod tests {
         core.config.acknowledge_shares = false;
         let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
         let (submit, _) = share(&core, channel_id, &job, |h| h <= target);
-        let actions = core.on_message(
+        let actions = on_message(
+            &mut core,
             1,
             AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit)),
         );
@@ -1452,7 +1602,8 @@ mod tests {
         let mut core = core();
         let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
         let (submit, header) = share(&core, channel_id, &job, |h| h <= target);
-        let actions = core.on_message(
+        let actions = on_message(
+            &mut core,
             1,
             AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit.clone())),
         );
@@ -1481,7 +1632,8 @@ mod tests {
         );
 
         // The same share again is a duplicate; a weak one is too low.
-        let actions = core.on_message(
+        let actions = on_message(
+            &mut core,
             1,
             AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit)),
         );
@@ -1489,7 +1641,8 @@ mod tests {
             matches!(&actions[..], [Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))] if e.error_code.as_bytes() == b"duplicate-share")
         );
         let (weak, _) = share(&core, channel_id, &job, |h| h > target);
-        let actions = core.on_message(
+        let actions = on_message(
+            &mut core,
             1,
             AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(weak)),
         );
@@ -1508,7 +1661,8 @@ mod tests {
             Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SetNewPrevHash(_)))
         )));
         let (late, _) = share(&core, channel_id, &job, |_| true);
-        let actions = core.on_message(
+        let actions = on_message(
+            &mut core,
             1,
             AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(late)),
         );
@@ -1551,5 +1705,123 @@ mod tests {
             .iter()
             .any(|a| matches!(a, Action::Accepted(s) if s.block_found)));
         assert_eq!(core.stats().blocks_found, 1);
+        // Height 1: the template's coinbase prefix pushes 1 (BIP 34).
+        assert!(stats_events(&actions).contains(&StatsEvent::BlockFound {
+            channel_id,
+            height: 1,
+            block_hash: sha256d::Hash::hash(&header).to_byte_array(),
+        }));
+    }
+
+    #[test]
+    fn stats_events_report_the_downstream_its_channels_and_every_share() {
+        let mut core = core();
+        core.on_connect(1);
+        let actions = core.on_message(1, setup_message(0b100));
+        assert_eq!(
+            stats_events(&actions),
+            vec![StatsEvent::DownstreamConnected {
+                conn: 1,
+                flags: 0b100
+            }]
+        );
+        core.on_new_template(template(1));
+        core.on_set_new_prev_hash(prev(1, NEVER));
+        let open = |core: &mut PoolCore| {
+            let actions = core.on_message(1, open_extended(&format!("{KEY}.w")));
+            let (channel_id, target) = actions
+                .iter()
+                .find_map(|a| match a {
+                    Action::Send(
+                        _,
+                        AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(s)),
+                    ) => Some((s.channel_id, Target::from_le_bytes(s.target.to_array()))),
+                    _ => None,
+                })
+                .expect("opened");
+            let job = actions
+                .iter()
+                .find_map(|a| match a {
+                    Action::Send(
+                        _,
+                        AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(j)),
+                    ) => Some(j.clone()),
+                    _ => None,
+                })
+                .expect("a job");
+            assert_eq!(
+                stats_events(&actions),
+                vec![StatsEvent::ChannelOpened {
+                    conn: 1,
+                    channel_id
+                }]
+            );
+            (channel_id, target, job)
+        };
+        let (first, target, job) = open(&mut core);
+        let submit = |core: &mut PoolCore, share: SubmitSharesExtendedOwned| {
+            stats_events(&core.on_message(
+                1,
+                AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(share)),
+            ))
+        };
+        let shared = |accepted, work| StatsEvent::ShareSubmitted {
+            conn: 1,
+            channel_id: first,
+            accepted,
+            work,
+        };
+
+        // Accepted: the work of the target it met. Refused: none.
+        let (good, _) = share(&core, first, &job, |h| h <= target);
+        let work = ehash::work_hashes(target);
+        assert!(work > 0);
+        assert_eq!(submit(&mut core, good.clone()), vec![shared(true, work)]);
+        assert_eq!(submit(&mut core, good.clone()), vec![shared(false, 0)]);
+        let (weak, _) = share(&core, first, &job, |h| h > target);
+        assert_eq!(submit(&mut core, weak), vec![shared(false, 0)]);
+        let unknown = SubmitSharesExtendedOwned {
+            channel_id: 99,
+            ..good
+        };
+        assert_eq!(
+            submit(&mut core, unknown),
+            vec![StatsEvent::ShareSubmitted {
+                conn: 1,
+                channel_id: 99,
+                accepted: false,
+                work: 0
+            }]
+        );
+
+        // Closed by the downstream, then by the disconnect.
+        let close = core.on_message(
+            1,
+            AnyMessageOwned::Mining(MiningOwned::CloseChannel(CloseChannelOwned {
+                channel_id: first,
+                reason_code: str0255("bye"),
+            })),
+        );
+        assert_eq!(
+            stats_events(&close),
+            vec![StatsEvent::ChannelClosed {
+                conn: 1,
+                channel_id: first
+            }]
+        );
+        let (second, _, _) = open(&mut core);
+        assert_eq!(
+            stats_events(&core.on_disconnect(1)),
+            vec![
+                StatsEvent::ChannelClosed {
+                    conn: 1,
+                    channel_id: second
+                },
+                StatsEvent::DownstreamDisconnected { conn: 1 }
+            ]
+        );
+        // A connection that never completed SetupConnection was never announced.
+        core.on_connect(2);
+        assert!(core.on_disconnect(2).is_empty());
     }
 }

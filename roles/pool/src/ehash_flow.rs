@@ -14,7 +14,9 @@ use ehash::wire::{str0255_truncated, MessageSet};
 use ehash::LockingKey;
 use ehash_ext_sv2::EhashMessage;
 use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned, MintStatsResponse};
+use roles_common::stats_publisher::now_ms;
 use serde::{Deserialize, Serialize};
+use stats_sv2::{link, MintStats, QuoteCreated};
 use stratum_core::mining_sv2::{SubmitSharesErrorOwned, SubmitSharesSuccessOwned};
 use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use tokio::sync::mpsc;
@@ -23,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::MintSettings;
 use crate::core::{AcceptedShare, ConnId};
-use crate::io::{AcceptedShareSink, Outbound, Shared};
+use crate::io::{downstream_id, AcceptedShareSink, Outbound, Shared};
 use crate::mint_link::{MintEvent, MintLink, MintLinkConfig};
 use crate::outbox::{Outbox, Owed};
 use crate::quote_flow::{
@@ -288,9 +290,13 @@ impl PreparedFlow {
                     on_journaled(&mut flow, &mut overflow, share, result, mode, capacity)
                 }
                 Some(event) = mint_events.recv() => match event {
-                    MintEvent::Up => flow.on_mint_up(),
+                    MintEvent::Up => {
+                        shared.stats.link_status(link::MINT, true);
+                        flow.on_mint_up()
+                    }
                     MintEvent::Down { reason } => {
                         debug!("mint link down: {reason}");
+                        shared.stats.link_status(link::MINT, false);
                         vec![]
                     }
                     MintEvent::Answer(answer) => {
@@ -300,6 +306,14 @@ impl PreparedFlow {
                     }
                     MintEvent::Stats(stats) => {
                         debug!(?stats, "mint stats");
+                        shared.stats.publish(MintStats {
+                            quotes_unpaid: stats.quotes_unpaid,
+                            quotes_paid: stats.quotes_paid,
+                            quotes_issued: stats.quotes_issued,
+                            ehash_quoted: stats.ehash_quoted,
+                            ehash_issued: stats.ehash_issued,
+                            timestamp: now_ms(),
+                        });
                         *self.mint_stats.lock().expect("stats lock") = Some(stats);
                         vec![]
                     }
@@ -501,6 +515,17 @@ impl Executor<'_> {
                         message.name()
                     );
                 }
+                Action::QuoteCreated {
+                    conn,
+                    channel_id,
+                    amount,
+                } => self.shared.stats.publish(QuoteCreated {
+                    // 0: the connection of a share replayed after a restart is unknown.
+                    downstream_id: conn.map_or(0, downstream_id),
+                    channel_id,
+                    amount,
+                    timestamp: now_ms(),
+                }),
             }
         }
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use ehash::LockingKey;
 use ehash_ext_sv2::{is_ehash_frame, EhashMessage, MessageSet};
+use roles_common::stats_publisher::{now_ms, StatsPublisher};
+use stats_sv2::{link, StatsMessage};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{
     accept_noise_connection, connect_with_noise,
@@ -29,7 +31,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::core::{message_name, AcceptedShare, Action, ConnId, PoolCore};
+use crate::core::{message_name, AcceptedShare, Action, ConnId, PoolCore, StatsEvent};
 
 /// Receives every accepted share (the next issue turns them into mint quotes).
 pub trait AcceptedShareSink: Send + Sync + 'static {
@@ -88,6 +90,7 @@ pub(crate) struct Shared {
     solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
     pub(crate) events: broadcast::Sender<PoolEvent>,
     sink: Option<Arc<dyn AcceptedShareSink>>,
+    pub(crate) stats: StatsPublisher,
 }
 
 impl Shared {
@@ -95,6 +98,7 @@ impl Shared {
         core: PoolCore,
         solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
         sink: Option<Arc<dyn AcceptedShareSink>>,
+        stats: StatsPublisher,
     ) -> Self {
         Self {
             core: Mutex::new(core),
@@ -102,6 +106,7 @@ impl Shared {
             solutions,
             events: broadcast::channel(1024).0,
             sink,
+            stats,
         }
     }
 
@@ -152,8 +157,67 @@ impl Shared {
                         sink.accepted(share);
                     }
                 }
+                Action::Stats(event) => self.stats.publish(stats_message(event, now_ms())),
             }
         }
+    }
+}
+
+/// The stats service numbers downstreams with u32: connection ids count up
+/// from 1, so they only wrap after 4 billion connections.
+pub(crate) fn downstream_id(conn: ConnId) -> u32 {
+    conn as u32
+}
+
+fn stats_message(event: StatsEvent, timestamp: u64) -> StatsMessage {
+    match event {
+        StatsEvent::DownstreamConnected { conn, flags } => stats_sv2::DownstreamConnected {
+            downstream_id: downstream_id(conn),
+            flags,
+            timestamp,
+        }
+        .into(),
+        StatsEvent::DownstreamDisconnected { conn } => stats_sv2::DownstreamDisconnected {
+            downstream_id: downstream_id(conn),
+            timestamp,
+        }
+        .into(),
+        StatsEvent::ChannelOpened { conn, channel_id } => stats_sv2::ChannelOpened {
+            downstream_id: downstream_id(conn),
+            channel_id,
+            timestamp,
+        }
+        .into(),
+        StatsEvent::ChannelClosed { conn, channel_id } => stats_sv2::ChannelClosed {
+            downstream_id: downstream_id(conn),
+            channel_id,
+            timestamp,
+        }
+        .into(),
+        StatsEvent::ShareSubmitted {
+            conn,
+            channel_id,
+            accepted,
+            work,
+        } => stats_sv2::ShareSubmitted {
+            downstream_id: downstream_id(conn),
+            channel_id,
+            accepted,
+            work,
+            timestamp,
+        }
+        .into(),
+        StatsEvent::BlockFound {
+            channel_id,
+            height,
+            block_hash,
+        } => stats_sv2::BlockFoundOwned {
+            height,
+            block_hash: block_hash.into(),
+            channel_id,
+            timestamp,
+        }
+        .into(),
     }
 }
 
@@ -338,18 +402,20 @@ async fn serve_downstream(
         }
     };
     shared.writers.lock().expect("writers lock").remove(&id);
-    let result = {
+    let (result, closed) = {
         let mut core = shared.core.lock().expect("core lock");
         let setup_done = core.connection_setup_done(id);
-        core.on_disconnect(id);
-        match result {
+        let closed = core.on_disconnect(id);
+        let result = match result {
             Ok(()) if !setup_done && !shutdown.is_cancelled() => Err(
                 "closed by peer before SetupConnection (did it pin another authority key?)"
                     .to_string(),
             ),
             other => other,
-        }
+        };
+        (result, closed)
     };
+    shared.dispatch(closed);
     reader_task.abort();
     let _ = writer.shutdown().await;
     (Some(id), result)
@@ -382,6 +448,7 @@ pub(crate) async fn tp_loop(
             address = %link.address,
             "template provider link down: {reason}; retrying in {backoff:?}"
         );
+        shared.stats.link_status(link::TEMPLATE_PROVIDER, false);
         let _ = shared
             .events
             .send(PoolEvent::TemplateProviderDisconnected(reason));
@@ -470,6 +537,7 @@ async fn tp_session(
         )
         .await?;
         info!(address = %link.address, "connected to the template provider");
+        shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
         let _ = shared.events.send(PoolEvent::TemplateProviderConnected);
         loop {
             tokio::select! {

@@ -39,6 +39,8 @@ pub use crate::core::{AcceptedShare, ConnId, Stats};
 pub use crate::io::{AcceptedShareSink, PoolEvent};
 use ehash_ext_sv2::EhashMessage;
 use mint_quote_sv2::MintStatsResponse;
+use roles_common::stats_publisher::StatsPublisher;
+use stats_sv2::role;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -102,6 +104,11 @@ impl PoolHandle {
 
     pub fn stats(&self) -> Stats {
         self.shared.core.lock().expect("core lock").stats()
+    }
+
+    /// The publisher of the pool's stats events (disabled without `[stats]`).
+    pub fn stats_publisher(&self) -> &StatsPublisher {
+        &self.shared.stats
     }
 
     /// Whether the connection owning `channel_id` negotiated the ehash extension.
@@ -185,7 +192,8 @@ pub async fn start(
     };
     let mint_stats = flow.as_ref().map(|f| f.mint_stats.clone());
     let (solutions_tx, solutions_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(io::Shared::new(core, solutions_tx, sink));
+    let stats = StatsPublisher::for_config(config.stats.as_ref(), role::POOL, shutdown.clone());
+    let shared = Arc::new(io::Shared::new(core, solutions_tx, sink, stats));
     let listener = TcpListener::bind(&config.listen_address)
         .await
         .map_err(|source| PoolError::Listen {

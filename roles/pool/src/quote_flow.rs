@@ -89,6 +89,13 @@ pub enum Action {
     Done([u8; 32]),
     /// A notification was evicted from the undelivered store (logged, counted).
     Evicted(EhashMessage),
+    /// The mint created the quote of a pending share (for the stats service).
+    QuoteCreated {
+        /// `None` for a share replayed from the outbox after a restart.
+        conn: Option<ConnId>,
+        channel_id: u32,
+        amount: u64,
+    },
 }
 
 /// Who owns a channel now: the pool core answers.
@@ -247,6 +254,11 @@ impl QuoteFlow {
                     tracing::debug!("mint answered for share {} that is not pending", hex(&hash));
                     return actions;
                 };
+                actions.push(Action::QuoteCreated {
+                    conn: share.conn,
+                    channel_id: share.channel_id,
+                    amount: share.request.amount,
+                });
                 if self.config.mode == ShareResponseMode::Defer && !given_up {
                     if let Some((conn, _)) = live_owner(&share, dir) {
                         self.batcher.add(
@@ -513,6 +525,11 @@ mod tests {
         );
         let actions = f.on_mint_answer(quoted(&s), &dir);
         assert!(actions.contains(&Action::Done(s.request.share_hash())));
+        assert!(actions.contains(&Action::QuoteCreated {
+            conn: Some(1),
+            channel_id: 7,
+            amount: s.request.amount
+        }));
         assert_eq!(notified_channel(&actions, 1), Some(7));
         assert_eq!(notified_channel(&actions, 2), None);
         assert!(

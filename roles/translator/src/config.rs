@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
+use roles_common::stats_publisher::StatsSettings;
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::Secp256k1PublicKey;
@@ -20,6 +22,10 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TranslatorConfig {
+    /// The network this role serves; the devnet's published keys and
+    /// mnemonics are refused on any other (default mainnet).
+    #[serde(default)]
+    pub network: Network,
     /// Where SV1 miners connect.
     #[serde(default = "default_listen_address")]
     pub listen_address: SocketAddr,
@@ -69,6 +75,9 @@ pub struct TranslatorConfig {
     /// Seconds between retries of quotes the mint did not answer.
     #[serde(default = "default_mint_retry_secs")]
     pub mint_retry_secs: u64,
+    /// The proxy-stats service: without it the translator publishes no stats.
+    #[serde(default)]
+    pub stats: Option<StatsSettings>,
 }
 
 fn default_listen_address() -> SocketAddr {
@@ -110,7 +119,13 @@ impl Validate for TranslatorConfig {
         if self.upstreams.is_empty() {
             return Err(ConfigError::new("upstreams", "at least one pool is needed"));
         }
+        refuse_devnet_mnemonic(self.network, "mnemonic", &self.mnemonic)?;
         for (i, u) in self.upstreams.iter().enumerate() {
+            refuse_devnet_key(
+                self.network,
+                &format!("upstreams[{i}].authority_public_key"),
+                &u.authority_public_key,
+            )?;
             if u.address.trim().is_empty() || !u.address.contains(':') {
                 return Err(ConfigError::new(
                     format!("upstreams[{i}].address"),
@@ -150,6 +165,9 @@ impl Validate for TranslatorConfig {
         }
         if self.mint_retry_secs == 0 {
             return Err(ConfigError::new("mint_retry_secs", "must be > 0"));
+        }
+        if let Some(stats) = &self.stats {
+            stats.validate()?;
         }
         Ok(())
     }

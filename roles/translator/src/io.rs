@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
 use ehash_ext_sv2::{is_ehash_frame, request_ehash_extension, EhashMessage, MessageSet};
+use roles_common::stats_publisher::{now_ms, StatsPublisher};
+use stats_sv2::{link, StatsMessage};
 use stratum_apps::network_helpers::{
     connect_with_noise,
     noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
@@ -34,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::aggregate::{AggOut, Aggregate};
 use crate::config::UpstreamConfig;
-use crate::miner::{MinerSession, Out, SessionConfig};
+use crate::miner::{MinerSession, MinerStat, Out, SessionConfig};
 use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
 use crate::wallet::EhashWallet;
 use crate::TranslatorEvent;
@@ -74,6 +76,32 @@ pub(crate) struct MinerContext {
     pub router: mpsc::UnboundedSender<ToRouter>,
     pub events: broadcast::Sender<TranslatorEvent>,
     pub next_id: AtomicU32,
+    pub stats: StatsPublisher,
+}
+
+fn miner_stat_message(miner_id: u32, stat: MinerStat) -> StatsMessage {
+    let timestamp = now_ms();
+    match stat {
+        MinerStat::Connected { name } => stats_sv2::MinerConnectedOwned {
+            miner_id,
+            name: str0255_truncated(&name),
+            timestamp,
+        }
+        .into(),
+        MinerStat::Share { accepted, work } => stats_sv2::MinerShare {
+            miner_id,
+            accepted,
+            work,
+            timestamp,
+        }
+        .into(),
+        MinerStat::Hashrate(hashrate) => stats_sv2::HashrateUpdate {
+            miner_id,
+            hashrate,
+            timestamp,
+        }
+        .into(),
+    }
 }
 
 pub(crate) async fn accept_loop(
@@ -88,7 +116,8 @@ pub(crate) async fn accept_loop(
         let (ctx, shutdown) = (ctx.clone(), connections.clone());
         async move {
             let _ = ctx.events.send(TranslatorEvent::MinerConnected(id));
-            let reason = match serve_miner(id, stream, &ctx, shutdown).await {
+            let mut session = MinerSession::new(ctx.session.clone(), id);
+            let reason = match serve_miner(id, stream, &ctx, &mut session, shutdown).await {
                 Ok(()) => {
                     info!(miner = id, %peer, "miner disconnected");
                     "closed by miner".to_string()
@@ -99,6 +128,12 @@ pub(crate) async fn accept_loop(
                 }
             };
             let _ = ctx.router.send(ToRouter::Unregister(id));
+            if session.announced() {
+                ctx.stats.publish(stats_sv2::MinerDisconnected {
+                    miner_id: id,
+                    timestamp: now_ms(),
+                });
+            }
             let _ = ctx
                 .events
                 .send(TranslatorEvent::MinerDisconnected { miner: id, reason });
@@ -147,6 +182,7 @@ async fn serve_miner(
     id: u32,
     stream: TcpStream,
     ctx: &MinerContext,
+    session: &mut MinerSession,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
@@ -155,7 +191,6 @@ async fn serve_miner(
     ctx.router
         .send(ToRouter::Register(id, tx))
         .map_err(|_| "translator is stopping".to_string())?;
-    let mut session = MinerSession::new(ctx.session.clone(), id);
     let mut buf = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,6 +239,7 @@ async fn serve_miner(
                     }
                 }
                 Out::Close(reason) => return Err(reason),
+                Out::Stats(stat) => ctx.stats.publish(miner_stat_message(id, stat)),
             }
         }
     }
@@ -226,6 +262,7 @@ pub(crate) struct Router {
     pub aggregate: Option<LockingKey>,
     pub events: broadcast::Sender<TranslatorEvent>,
     pub quotes: mpsc::UnboundedSender<QuoteEvent>,
+    pub stats: StatsPublisher,
 }
 
 /// A quote event for the recorder.
@@ -386,6 +423,7 @@ pub(crate) async fn router_loop(
             Err((e, up)) => (e, up),
         };
         warn!(address = %upstream.address, "pool connection down: {reason}");
+        router.stats.link_status(link::POOL, false);
         let _ = router.events.send(TranslatorEvent::UpstreamLost(reason));
         if was_up {
             backoff = Duration::from_millis(200);
@@ -529,6 +567,7 @@ async fn upstream_session(
             address: upstream.address.clone(),
             ehash,
         });
+        router.stats.link_status(link::POOL, true);
         state.broadcast(|| ToMiner::Ready);
         let up = |e: String| (e, true);
         loop {
@@ -748,6 +787,7 @@ pub(crate) async fn quote_recorder(
     wallet_key: LockingKey,
     mint_now: Arc<Notify>,
     events: broadcast::Sender<TranslatorEvent>,
+    stats: StatsPublisher,
 ) {
     while let Some(QuoteEvent::Notification { message, key }) = rx.recv().await {
         match message {
@@ -794,6 +834,12 @@ pub(crate) async fn quote_recorder(
                             own,
                             "ehash quote recorded"
                         );
+                        stats.publish(stats_sv2::EhashQuoteOwned {
+                            quote_id: str0255_truncated(&quote_id),
+                            amount: n.amount,
+                            minted: false,
+                            timestamp: now_ms(),
+                        });
                         let _ = events.send(TranslatorEvent::QuoteRecorded {
                             quote_id,
                             amount: n.amount,
@@ -839,31 +885,64 @@ pub(crate) async fn quote_recorder(
     }
 }
 
+/// What the minting loop works with.
+pub(crate) struct Minter {
+    pub wallet: Arc<EhashWallet>,
+    pub store: Arc<QuoteStore>,
+    /// Most quotes per NUT-29 batch.
+    pub batch: usize,
+    pub retry: Duration,
+    pub mint_now: Arc<Notify>,
+    pub events: broadcast::Sender<TranslatorEvent>,
+    pub stats: StatsPublisher,
+}
+
 /// Mints pending quotes whenever told to, and retries on a timer.
-pub(crate) async fn minter(
-    wallet: Arc<EhashWallet>,
-    store: Arc<QuoteStore>,
-    batch: usize,
-    retry: Duration,
-    mint_now: Arc<Notify>,
-    events: broadcast::Sender<TranslatorEvent>,
-    shutdown: CancellationToken,
-) {
+pub(crate) async fn minter(minter: Minter, shutdown: CancellationToken) {
+    let Minter {
+        wallet,
+        store,
+        batch,
+        retry,
+        mint_now,
+        events,
+        stats,
+    } = minter;
+    publish_balance(&wallet, &stats).await;
     let mut recovered = false;
     loop {
         if !recovered {
             match wallet.recover().await {
                 Ok(()) => recovered = true,
-                Err(e) => warn!("wallet recovery failed (mint unreachable?), retrying: {e}"),
+                Err(e) => {
+                    if e.mint_unreachable() {
+                        stats.link_status(link::MINT, false);
+                    }
+                    warn!("wallet recovery failed (mint unreachable?), retrying: {e}")
+                }
             }
         }
         if recovered {
             loop {
                 match wallet.mint_pending(&store, batch).await {
                     Ok(round) => {
+                        if let Some(up) = round.mint_reachable {
+                            stats.link_status(link::MINT, up);
+                        }
                         let progressed =
                             !round.minted.is_empty() || !round.already_issued.is_empty();
                         if progressed {
+                            for (quote_id, amount) in
+                                round.minted.iter().chain(&round.already_issued)
+                            {
+                                stats.publish(stats_sv2::EhashQuoteOwned {
+                                    quote_id: str0255_truncated(quote_id),
+                                    amount: *amount,
+                                    minted: true,
+                                    timestamp: now_ms(),
+                                });
+                            }
+                            publish_balance(&wallet, &stats).await;
                             let _ = events.send(TranslatorEvent::Minted {
                                 quotes: round.minted.len() + round.already_issued.len(),
                                 amount: round.amount,
@@ -885,6 +964,17 @@ pub(crate) async fn minter(
             _ = mint_now.notified() => {}
             _ = tokio::time::sleep(retry) => {}
         }
+    }
+}
+
+/// The wallet's balance to the stats service (it reads the local database only).
+async fn publish_balance(wallet: &EhashWallet, stats: &StatsPublisher) {
+    match wallet.balance().await {
+        Ok(balance) => stats.publish(stats_sv2::WalletBalance {
+            balance,
+            timestamp: now_ms(),
+        }),
+        Err(e) => warn!("cannot read the wallet balance: {e}"),
     }
 }
 

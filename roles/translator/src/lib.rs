@@ -35,6 +35,8 @@ pub use crate::config::{TranslatorConfig, UpstreamConfig};
 
 use crate::quotes::QuoteStore;
 use crate::wallet::EhashWallet;
+use roles_common::stats_publisher::StatsPublisher;
+use stats_sv2::role;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio::task::JoinHandle;
@@ -95,6 +97,7 @@ pub struct TranslatorHandle {
     store: Arc<QuoteStore>,
     wallet: Arc<EhashWallet>,
     mint_now: Arc<Notify>,
+    stats: StatsPublisher,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -114,6 +117,11 @@ impl TranslatorHandle {
 
     pub fn wallet(&self) -> &Arc<EhashWallet> {
         &self.wallet
+    }
+
+    /// The publisher of the translator's stats events (disabled without `[stats]`).
+    pub fn stats_publisher(&self) -> &StatsPublisher {
+        &self.stats
     }
 
     /// Starts a minting round now (instead of at the next retry).
@@ -176,6 +184,8 @@ pub async fn start(
         wallet_key = %wallet_key,
         "translator listening for SV1 miners"
     );
+    let stats =
+        StatsPublisher::for_config(config.stats.as_ref(), role::TRANSLATOR, shutdown.clone());
     let (router_tx, router_rx) = mpsc::unbounded_channel();
     let (quote_tx, quote_rx) = mpsc::unbounded_channel();
     let mint_now = Arc::new(Notify::new());
@@ -198,6 +208,7 @@ pub async fn start(
         router: router_tx,
         events: events.clone(),
         next_id: AtomicU32::new(1),
+        stats: stats.clone(),
     });
     let tasks = vec![
         tokio::spawn(io::accept_loop(listener, ctx, shutdown.clone())),
@@ -207,6 +218,7 @@ pub async fn start(
                 aggregate: config.aggregate_channels.then_some(wallet_key),
                 events: events.clone(),
                 quotes: quote_tx,
+                stats: stats.clone(),
             },
             router_rx,
             shutdown.clone(),
@@ -217,14 +229,18 @@ pub async fn start(
             wallet_key,
             mint_now.clone(),
             events.clone(),
+            stats.clone(),
         )),
         tokio::spawn(io::minter(
-            wallet.clone(),
-            store.clone(),
-            config.mint_batch_size,
-            Duration::from_secs(config.mint_retry_secs),
-            mint_now.clone(),
-            events.clone(),
+            io::Minter {
+                wallet: wallet.clone(),
+                store: store.clone(),
+                batch: config.mint_batch_size,
+                retry: Duration::from_secs(config.mint_retry_secs),
+                mint_now: mint_now.clone(),
+                events: events.clone(),
+                stats: stats.clone(),
+            },
             shutdown.clone(),
         )),
     ];
@@ -234,6 +250,7 @@ pub async fn start(
         store,
         wallet,
         mint_now,
+        stats,
         tasks,
     })
 }

@@ -52,6 +52,9 @@ const MAX_SV1_JOBS: usize = 64;
 const MAX_REOPENS: usize = 3;
 const REOPEN_WINDOW_SECS: u64 = 60;
 
+/// A miner's hash rate is reported at least this often (seconds).
+pub const HASHRATE_REPORT_SECS: u64 = 60;
+
 /// Settings every miner session shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -79,6 +82,20 @@ pub enum Out {
     Upstream(MiningOwned),
     /// Disconnect the miner, with the reason to log.
     Close(String),
+    /// Tell the stats service (the IO layer adds the miner id and the time).
+    Stats(MinerStat),
+}
+
+/// What the stats service hears about one miner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MinerStat {
+    /// Authorized (its channel is open), under its SV1 username.
+    Connected { name: String },
+    /// A share was answered; `work` is the expected hashes of the target it
+    /// met (0 when refused).
+    Share { accepted: bool, work: u64 },
+    /// The vardiff estimate of the miner's hash rate, hashes per second.
+    Hashrate(u64),
 }
 
 struct Sv1Job {
@@ -105,13 +122,19 @@ pub struct MinerSession {
     last_prev_hash: Option<[u8; 32]>,
     last_notify_at: u64,
     difficulty_sent: Option<f64>,
-    pending_submits: HashMap<u32, Value>,
+    /// sequence number -> (SV1 request id, work of the share's target)
+    pending_submits: HashMap<u32, (Value, u64)>,
     next_sequence: u32,
     vardiff: Vardiff,
     accepted: u64,
     rejected: u64,
     /// When the pool closed this miner's channel (recent ones).
     reopens: Vec<u64>,
+    /// The SV1 username of the authorization in progress or done.
+    username: Option<String>,
+    /// Whether `MinerStat::Connected` was emitted.
+    announced: bool,
+    hashrate_reported_at: u64,
 }
 
 fn rejection_reason(e: &ShareValidationError) -> (i64, &'static str) {
@@ -168,7 +191,16 @@ impl MinerSession {
             accepted: 0,
             rejected: 0,
             reopens: Vec::new(),
+            username: None,
+            announced: false,
+            hashrate_reported_at: 0,
         }
+    }
+
+    /// Whether the stats service was told this miner connected (so it must
+    /// be told when it leaves).
+    pub fn announced(&self) -> bool {
+        self.announced
     }
 
     pub fn channel_id(&self) -> Option<u32> {
@@ -320,6 +352,7 @@ impl MinerSession {
             };
             self.identity = Some(identity);
             self.locking_key = Some(key);
+            self.username = Some(user.to_string());
         }
         self.pending_authorize.push(id);
         if self.opening {
@@ -341,7 +374,13 @@ impl MinerSession {
     ) -> Vec<Out> {
         let reject = |this: &mut Self, code: i64, msg: &str| {
             this.rejected += 1;
-            vec![Out::Sv1(sv1::error(&id, code, msg))]
+            vec![
+                Out::Sv1(sv1::error(&id, code, msg)),
+                Out::Stats(MinerStat::Share {
+                    accepted: false,
+                    work: 0,
+                }),
+            ]
         };
         let (Some(channel), Some(channel_id)) = (self.channel.as_mut(), self.channel_id) else {
             return reject(self, code::UNAUTHORIZED, "not authorized (no channel yet)");
@@ -356,13 +395,13 @@ impl MinerSession {
         if extranonce2.len() != self.config.extranonce2_size {
             return reject(self, code::OTHER, "bad extranonce2 size");
         }
-        let job_version = channel
+        let job = channel
             .get_active_job()
             .filter(|j| j.job_message.job_id == sv2_job_id)
             .or_else(|| channel.get_past_job(sv2_job_id))
             .or_else(|| channel.get_stale_job(sv2_job_id))
-            .map(|j| j.job_message.version);
-        let Some(job_version) = job_version else {
+            .map(|j| (j.job_message.version, ehash::work_hashes(j.target)));
+        let Some((job_version, work)) = job else {
             return reject(self, code::JOB_NOT_FOUND, "job not found");
         };
         let version = match (version_bits, self.version_mask) {
@@ -408,11 +447,18 @@ impl MinerSession {
                 self.vardiff.on_share(now);
                 let forward = Out::Upstream(MiningOwned::SubmitSharesExtended(share));
                 if self.config.wait_for_pool {
-                    self.pending_submits.insert(sequence_number, id);
+                    self.pending_submits.insert(sequence_number, (id, work));
                     vec![forward]
                 } else {
                     self.accepted += 1;
-                    vec![forward, Out::Sv1(sv1::ok(&id, json!(true)))]
+                    vec![
+                        forward,
+                        Out::Sv1(sv1::ok(&id, json!(true))),
+                        Out::Stats(MinerStat::Share {
+                            accepted: true,
+                            work,
+                        }),
+                    ]
                 }
             }
             Err(e) => {
@@ -441,13 +487,17 @@ impl MinerSession {
         self.opening = false;
         self.jobs.clear();
         let mut out = Vec::new();
-        for (_, id) in self.pending_submits.drain() {
+        for (_, (id, _)) in self.pending_submits.drain() {
             self.rejected += 1;
             out.push(Out::Sv1(sv1::error(
                 &id,
                 code::OTHER,
                 "pool connection lost",
             )));
+            out.push(Out::Stats(MinerStat::Share {
+                accepted: false,
+                work: 0,
+            }));
         }
         out
     }
@@ -496,6 +546,13 @@ impl MinerSession {
                     .drain(..)
                     .map(|id| Out::Sv1(sv1::ok(&id, json!(true))))
                     .collect();
+                if !self.announced {
+                    self.announced = true;
+                    out.push(Out::Stats(MinerStat::Connected {
+                        name: self.username.clone().unwrap_or_default(),
+                    }));
+                }
+                out.push(self.hashrate_report(now));
                 if let Some(mask) = self.version_mask {
                     out.push(Out::Sv1(sv1::set_version_mask(mask)));
                 }
@@ -556,13 +613,19 @@ impl MinerSession {
                     .filter(|seq| seq.wrapping_sub(last) as i32 <= 0)
                     .collect();
                 done.sort_unstable();
-                done.into_iter()
+                let mut out = Vec::new();
+                for (id, work) in done
+                    .into_iter()
                     .filter_map(|seq| self.pending_submits.remove(&seq))
-                    .map(|id| {
-                        self.accepted += 1;
-                        Out::Sv1(sv1::ok(&id, json!(true)))
-                    })
-                    .collect()
+                {
+                    self.accepted += 1;
+                    out.push(Out::Sv1(sv1::ok(&id, json!(true))));
+                    out.push(Out::Stats(MinerStat::Share {
+                        accepted: true,
+                        work,
+                    }));
+                }
+                out
             }
             MiningOwned::SubmitSharesError(e) => {
                 let reason = String::from_utf8_lossy(e.error_code.as_bytes()).to_string();
@@ -570,7 +633,7 @@ impl MinerSession {
                     c.on_share_rejection(&reason);
                 }
                 match self.pending_submits.remove(&e.sequence_number) {
-                    Some(id) => {
+                    Some((id, _)) => {
                         self.rejected += 1;
                         let code = match reason.as_str() {
                             "stale-share" | "invalid-job-id" => code::JOB_NOT_FOUND,
@@ -578,11 +641,17 @@ impl MinerSession {
                             "duplicate-share" => code::DUPLICATE_SHARE,
                             _ => code::OTHER,
                         };
-                        vec![Out::Sv1(sv1::error(
-                            &id,
-                            code,
-                            &format!("rejected by the pool: {reason}"),
-                        ))]
+                        vec![
+                            Out::Sv1(sv1::error(
+                                &id,
+                                code,
+                                &format!("rejected by the pool: {reason}"),
+                            )),
+                            Out::Stats(MinerStat::Share {
+                                accepted: false,
+                                work: 0,
+                            }),
+                        ]
                     }
                     None => {
                         warn!(
@@ -774,12 +843,23 @@ impl MinerSession {
                 },
             )));
         }
+        if retarget.is_some()
+            || now.saturating_sub(self.hashrate_reported_at) >= HASHRATE_REPORT_SECS
+        {
+            out.push(self.hashrate_report(now));
+        }
         if now.saturating_sub(self.last_notify_at) >= self.config.keepalive_secs {
             // keepalive: the same job again, ntime refreshed, so the miner
             // does not run out of work on a quiet chain.
             out.extend(self.notify_active(false, now));
         }
         out
+    }
+
+    /// The current vardiff estimate, for the stats service.
+    fn hashrate_report(&mut self, now: u64) -> Out {
+        self.hashrate_reported_at = now;
+        Out::Stats(MinerStat::Hashrate(self.vardiff.hashrate() as u64))
     }
 
     /// The ntime a SV1 job was sent with (tests).

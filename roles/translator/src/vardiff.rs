@@ -44,6 +44,11 @@ impl Vardiff {
         self.hashrate = hashrate;
     }
 
+    /// The current estimate of the miner's hash rate (hashes/s).
+    pub fn hashrate(&self) -> f32 {
+        self.hashrate
+    }
+
     pub fn on_share(&mut self, _now: u64) {
         self.shares = self.shares.saturating_add(1);
     }

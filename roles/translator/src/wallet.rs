@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use cdk::amount::{Amount, SplitTarget};
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::{SendOptions, Wallet, WalletBuilder};
+use cdk::wallet::{MintQuote, SendOptions, Wallet, WalletBuilder};
 use cdk_sqlite::WalletSqliteDatabase;
 use ehash::LockingKey;
 use stratum_core::bitcoin::hashes::{sha256, Hash};
@@ -32,16 +32,43 @@ pub enum WalletError {
     Other(String),
 }
 
+impl WalletError {
+    /// Whether the request got no answer from the mint.
+    pub fn mint_unreachable(&self) -> bool {
+        matches!(self, WalletError::Cdk(e) if !reached_mint(e))
+    }
+}
+
+/// cdk reports an HTTP exchange that got no status (connection refused,
+/// timeout, an unreadable answer) as `HttpError(None, _)`.
+fn reached_mint(e: &cdk::Error) -> bool {
+    !matches!(e, cdk::Error::HttpError(None, _))
+}
+
 /// What one minting round did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MintRound {
-    /// Quotes minted now, and their total amount.
-    pub minted: Vec<String>,
+    /// Quotes minted now (quote id, amount), and their total amount.
+    pub minted: Vec<(String, u64)>,
     pub amount: u64,
-    /// Quotes found already issued (recovered earlier), marked minted.
-    pub already_issued: Vec<String>,
+    /// Quotes found already issued (recovered earlier), marked minted
+    /// (quote id, amount).
+    pub already_issued: Vec<(String, u64)>,
     /// Quotes left pending (mint unreachable, not paid yet, refused).
     pub left: usize,
+    /// Whether the mint answered this round's requests: `None` when none
+    /// was made, `Some(true)` when at least one got an answer.
+    pub mint_reachable: Option<bool>,
+}
+
+impl MintRound {
+    fn saw_mint(&mut self, reached: bool) {
+        self.mint_reachable = Some(self.mint_reachable == Some(true) || reached);
+    }
+}
+
+fn ids(quotes: &[(String, u64)]) -> Vec<String> {
+    quotes.iter().map(|(id, _)| id.clone()).collect()
 }
 
 pub fn ehash_unit() -> CurrencyUnit {
@@ -157,17 +184,14 @@ impl EhashWallet {
                 round.left += 1;
                 continue;
             }
-            match self
-                .wallet
-                .fetch_mint_quote(&record.quote_id, Some(ehash_method()))
-                .await
-            {
+            match self.fetch_quote(&record.quote_id).await {
                 Ok(q) => {
+                    round.saw_mint(true);
                     let issued = u64::from(q.amount_issued);
                     let paid = u64::from(q.amount_paid);
                     if q.state == MintQuoteState::Issued || (issued > 0 && issued >= record.amount)
                     {
-                        round.already_issued.push(record.quote_id);
+                        round.already_issued.push((record.quote_id, record.amount));
                     } else if paid >= record.amount || q.state == MintQuoteState::Paid {
                         ready.push((record.quote_id, record.amount));
                     } else {
@@ -176,6 +200,7 @@ impl EhashWallet {
                     }
                 }
                 Err(e) => {
+                    round.saw_mint(!e.mint_unreachable());
                     warn!(quote = record.quote_id, "cannot fetch quote: {e}");
                     store.set_error(&record.quote_id, &e.to_string())?;
                     round.left += 1;
@@ -187,17 +212,18 @@ impl EhashWallet {
                 count = round.already_issued.len(),
                 "quotes already issued: marked minted"
             );
-            store.mark_minted(&round.already_issued)?;
+            store.mark_minted(&ids(&round.already_issued))?;
         }
         if ready.is_empty() {
             return Ok(round);
         }
-        match self.batch_mint(&ready).await {
+        let batch = self.batch_mint(&ready).await;
+        round.saw_mint(!matches!(&batch, Err(e) if e.mint_unreachable()));
+        match batch {
             Ok(amount) => {
-                let ids: Vec<String> = ready.iter().map(|(id, _)| id.clone()).collect();
-                store.mark_minted(&ids)?;
+                store.mark_minted(&ids(&ready))?;
                 round.amount += amount;
-                round.minted.extend(ids);
+                round.minted.extend(ready);
             }
             Err(e) if ready.len() > 1 => {
                 // One bad quote must not block the others: one at a time.
@@ -210,7 +236,7 @@ impl EhashWallet {
                         Ok(a) => {
                             store.mark_minted(std::slice::from_ref(id))?;
                             round.amount += a;
-                            round.minted.push(id.clone());
+                            round.minted.push((id.clone(), a));
                         }
                         Err(e) => {
                             warn!(quote = id, "mint failed: {e}");
@@ -234,6 +260,45 @@ impl EhashWallet {
             );
         }
         Ok(round)
+    }
+
+    /// The quote as the mint knows it, with no reservation left by a mint
+    /// operation a crash interrupted (cdk refuses to mint a reserved quote:
+    /// "already in use by another operation").
+    async fn fetch_quote(&self, quote_id: &str) -> Result<MintQuote, WalletError> {
+        let quote = self
+            .wallet
+            .fetch_mint_quote(quote_id, Some(ehash_method()))
+            .await?;
+        let Some(operation) = quote.used_by_operation.clone() else {
+            return Ok(quote);
+        };
+        if quote.state == MintQuoteState::Issued || quote.amount_issued > Amount::ZERO {
+            // The mint signed: cdk's status check resumes the operation and
+            // restores the proofs.
+            info!(quote = quote_id, operation, "finishing an interrupted mint");
+            return Ok(self.wallet.check_mint_quote_status(quote_id).await?);
+        }
+        // The mint never signed (it marks a quote issued as it signs), so there
+        // is nothing to restore: release the reservation and mint afresh. cdk
+        // 0.18.3 cannot do this itself: its saga recovery refuses the mint's
+        // empty restore answer, and a crash between reserving and saving the
+        // saga leaves a reservation with no saga at all.
+        let id = uuid::Uuid::parse_str(&operation)
+            .map_err(|e| WalletError::Other(format!("operation id {operation}: {e}")))?;
+        warn!(
+            quote = quote_id,
+            operation, "releasing a quote an interrupted mint left reserved (never signed)"
+        );
+        let db = |e: cdk::cdk_database::Error| WalletError::Database(e.to_string());
+        let store = &self.wallet.localstore;
+        store.delete_saga(&id).await.map_err(db)?;
+        store.release_mint_quote(&id).await.map_err(db)?;
+        Ok(store
+            .get_mint_quote(quote_id)
+            .await
+            .map_err(db)?
+            .unwrap_or(quote))
     }
 
     async fn batch_mint(&self, quotes: &[(String, u64)]) -> Result<u64, WalletError> {

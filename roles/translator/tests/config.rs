@@ -23,6 +23,10 @@ fn the_shipped_config_loads() {
     assert_eq!(c.mint_url, "http://127.0.0.1:3338");
     assert_eq!(c.upstreams.len(), 1);
     assert_eq!(c.upstreams[0].address, "127.0.0.1:34254");
+    assert_eq!(
+        c.stats.expect("stats are published").address,
+        "127.0.0.1:4001"
+    );
 }
 
 #[test]
@@ -58,6 +62,16 @@ fn bad_fields_are_named_in_one_line() {
             "keepalive_secs = 60",
             "keepalive_secs = \"soon\"",
             "keepalive_secs",
+        ),
+        (
+            "address = \"127.0.0.1:4001\"",
+            "address = \"nowhere\"",
+            "stats.address",
+        ),
+        (
+            "queue_capacity = 100000",
+            "queue_capacity = 0",
+            "stats.queue_capacity",
         ),
     ] {
         assert!(good.contains(from), "{from}");

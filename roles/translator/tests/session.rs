@@ -20,7 +20,9 @@ use stratum_core::mining_sv2::{
 };
 use stratum_core::parsers_sv2::MiningOwned;
 use support::sv1_client::{search, Sv1Job, Sv1Share};
-use translator::miner::{MinerSession, Out, SessionConfig, EXTRANONCE1_SIZE, VERSION_ROLLING_MASK};
+use translator::miner::{
+    MinerSession, MinerStat, Out, SessionConfig, EXTRANONCE1_SIZE, VERSION_ROLLING_MASK,
+};
 
 const WALLET_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 const MINER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
@@ -76,6 +78,7 @@ struct Harness {
     closed: Option<String>,
     user: String,
     diff: Option<f64>,
+    stats: Vec<MinerStat>,
 }
 
 impl Harness {
@@ -92,6 +95,7 @@ impl Harness {
             closed: None,
             user: "rig".into(),
             diff: None,
+            stats: vec![],
         }
     }
 
@@ -108,6 +112,7 @@ impl Harness {
                 }
                 Out::Upstream(m) => self.upstream.push(m),
                 Out::Close(r) => self.closed = Some(r),
+                Out::Stats(s) => self.stats.push(s),
             }
         }
     }
@@ -582,4 +587,93 @@ fn without_waiting_for_the_pool_a_valid_share_is_answered_at_once() {
     let weak = h.share(&en1, false);
     h.submit(51, &weak);
     assert_eq!(h.response(51)["error"][0], 23);
+}
+
+#[test]
+fn the_stats_service_hears_the_authorized_miner_its_answered_shares_and_its_hashrate() {
+    let mut h = Harness::new();
+    let en1 = h.subscribe();
+    h.line(json!({"id": 2, "method": "mining.authorize", "params": ["rig-1", "x"]}));
+    assert!(
+        h.stats.is_empty(),
+        "not authorized before the channel exists"
+    );
+    h.take_open();
+    h.open_success(&POOL_PREFIX);
+    assert!(h.session.announced());
+    assert_eq!(
+        std::mem::take(&mut h.stats),
+        vec![
+            MinerStat::Connected {
+                name: "rig-1".into()
+            },
+            MinerStat::Hashrate(1000)
+        ],
+        "the SV1 username, and the starting estimate"
+    );
+    h.user = "rig-1".into();
+    h.job(1, POOL_PREFIX.len());
+
+    // Shares count once the pool answered: 1 in 16 hashes meets the target.
+    let share = h.share(&en1, true);
+    h.submit(10, &share);
+    let fwd = h.forwarded();
+    assert!(h.stats.is_empty(), "not answered yet");
+    h.pool_sends(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+        channel_id: CHANNEL,
+        last_sequence_number: fwd.sequence_number,
+        new_submits_accepted_count: 1,
+        new_shares_sum: 1,
+    }));
+    let refused = MinerStat::Share {
+        accepted: false,
+        work: 0,
+    };
+    assert_eq!(
+        std::mem::take(&mut h.stats),
+        vec![MinerStat::Share {
+            accepted: true,
+            work: 16
+        }]
+    );
+    let share = h.share(&en1, true);
+    h.submit(11, &share);
+    let fwd = h.forwarded();
+    h.pool_sends(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
+        channel_id: CHANNEL,
+        sequence_number: fwd.sequence_number,
+        error_code: str0255("stale-share"),
+    }));
+    let weak = h.share(&en1, false);
+    h.submit(12, &weak);
+    assert_eq!(std::mem::take(&mut h.stats), vec![refused.clone(), refused]);
+
+    // The estimate at least every minute, not more often without a decision.
+    h.now += 60;
+    let outs = h.session.on_tick(h.now);
+    h.apply(outs);
+    assert!(
+        matches!(&h.stats[..], [MinerStat::Hashrate(_)]),
+        "{:?}",
+        h.stats
+    );
+    h.stats.clear();
+    h.now += 1;
+    let outs = h.session.on_tick(h.now);
+    h.apply(outs);
+    assert!(h.stats.is_empty(), "{:?}", h.stats);
+
+    // A re-opened channel is the same miner: announced once.
+    h.pool_sends(MiningOwned::CloseChannel(
+        stratum_core::mining_sv2::CloseChannelOwned {
+            channel_id: CHANNEL,
+            reason_code: str0255("seen-shares-budget-exhausted"),
+        },
+    ));
+    h.take_open();
+    h.open_success(&POOL_PREFIX);
+    assert!(!h
+        .stats
+        .iter()
+        .any(|s| matches!(s, MinerStat::Connected { .. })));
 }

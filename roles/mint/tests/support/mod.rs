@@ -38,6 +38,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub fn config(database: &str) -> MintConfig {
     MintConfig {
+        network: roles_common::Network::Devnet,
         http_listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         link_listen: "127.0.0.1:0".parse().unwrap(),

@@ -1,0 +1,195 @@
+use super::*;
+use stats_sv2::{role, MinerDisconnected};
+use tokio::net::TcpListener;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+#[test]
+fn the_queue_is_fifo_and_drops_its_oldest_items_counting_them() {
+    let mut q = StatsQueue::new(3);
+    for i in 0..5 {
+        q.push(i);
+    }
+    assert_eq!((q.len(), q.dropped()), (3, 2));
+    assert_eq!(q.pop(), Some(2));
+    q.push(5);
+    assert_eq!(q.dropped(), 2, "room was made by the pop");
+    assert_eq!(
+        std::iter::from_fn(|| q.pop()).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_zero_capacity_queue_still_keeps_the_newest_item() {
+    let mut q = StatsQueue::new(0);
+    q.push(1);
+    q.push(2);
+    assert_eq!((q.pop(), q.dropped()), (Some(2), 1));
+}
+
+#[test]
+fn link_states_report_only_changes() {
+    let mut links = LinkStates::default();
+    assert!(links.changed(1, false), "the first observation is news");
+    assert!(!links.changed(1, false));
+    assert!(links.changed(1, true));
+    assert!(links.changed(2, true), "links are independent");
+    assert!(!links.changed(1, true));
+}
+
+#[test]
+fn settings_default_the_capacity_and_errors_name_the_field() {
+    let s: StatsSettings = toml::from_str("address = \"127.0.0.1:4000\"").unwrap();
+    assert_eq!(s, StatsSettings::new("127.0.0.1:4000"));
+    assert_eq!(s.queue_capacity, 100_000);
+    assert!(s.validate().is_ok());
+    assert!(StatsSettings::new("stats.example:4001").validate().is_ok());
+    for bad in ["127.0.0.1", ":4000", "127.0.0.1:x", "127.0.0.1:70000"] {
+        assert_eq!(
+            StatsSettings::new(bad).validate().unwrap_err().field,
+            "stats.address",
+            "{bad}"
+        );
+    }
+    let zero = StatsSettings {
+        queue_capacity: 0,
+        ..StatsSettings::new("127.0.0.1:4000")
+    };
+    assert_eq!(zero.validate().unwrap_err().field, "stats.queue_capacity");
+    assert!(toml::from_str::<StatsSettings>("address = \"a:1\"\nqueue = 1").is_err());
+}
+
+#[test]
+fn a_disabled_publisher_publishes_nothing() {
+    let p = StatsPublisher::disabled();
+    p.publish(event(1));
+    p.link_status(stats_sv2::link::MINT, true);
+    assert_eq!(p.dropped(), 0);
+    assert!(!p.is_connected());
+}
+
+fn event(miner_id: u32) -> StatsMessage {
+    MinerDisconnected {
+        miner_id,
+        timestamp: 7,
+    }
+    .into()
+}
+
+/// Reads one stats frame.
+async fn read_message(stream: &mut TcpStream) -> StatsMessage {
+    tokio::time::timeout(WAIT, async {
+        let mut frame = vec![0u8; 6];
+        stream.read_exact(&mut frame).await.expect("a header");
+        let len = u32::from_le_bytes([frame[3], frame[4], frame[5], 0]) as usize;
+        frame.resize(6 + len, 0);
+        stream.read_exact(&mut frame[6..]).await.expect("a payload");
+        StatsMessage::decode_frame(&mut frame).expect("a stats message")
+    })
+    .await
+    .expect("a message in time")
+}
+
+async fn accept(listener: &TcpListener) -> TcpStream {
+    tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("the publisher connects in time")
+        .expect("accepted")
+        .0
+}
+
+fn hello(msg: StatsMessage) -> PublisherHello {
+    match msg {
+        StatsMessage::PublisherHello(h) => h,
+        other => panic!("expected PublisherHello first, got {other:?}"),
+    }
+}
+
+/// Polls `cond` until it holds (or fails the test after WAIT).
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn hello_first_then_events_in_order_and_after_a_reconnect_the_events_queued_meanwhile() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let before = now_ms();
+    let p = StatsPublisher::start(
+        &StatsSettings::new(address.to_string()),
+        role::TRANSLATOR,
+        shutdown.clone(),
+    );
+    p.publish(event(1));
+    let mut conn = accept(&listener).await;
+    let first = hello(read_message(&mut conn).await);
+    assert_eq!((first.role, first.dropped), (role::TRANSLATOR, 0));
+    assert!(first.started_at >= before && first.timestamp >= first.started_at);
+    for id in 2..=4 {
+        p.publish(event(id));
+    }
+    for id in 1..=4 {
+        assert_eq!(read_message(&mut conn).await, event(id));
+    }
+
+    // The service goes away: events published meanwhile wait for it.
+    drop(conn);
+    drop(listener);
+    until("noticed the closed connection", || !p.is_connected()).await;
+    p.publish(event(5));
+    p.publish(event(6));
+    let listener = TcpListener::bind(address).await.unwrap();
+    let mut conn = accept(&listener).await;
+    let second = hello(read_message(&mut conn).await);
+    assert_eq!(second.started_at, first.started_at, "same publisher");
+    assert_eq!(second.dropped, 0);
+    assert_eq!(read_message(&mut conn).await, event(5));
+    assert_eq!(read_message(&mut conn).await, event(6));
+    assert!(p.is_connected());
+
+    shutdown.cancel();
+    let mut rest = vec![];
+    let eof = tokio::time::timeout(WAIT, conn.read_to_end(&mut rest)).await;
+    assert!(matches!(eof, Ok(Ok(0))), "the publisher closes on shutdown");
+}
+
+#[tokio::test]
+async fn without_a_service_the_overflow_is_dropped_oldest_first_and_counted_exactly() {
+    // An address where nothing listens (yet).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let shutdown = CancellationToken::new();
+    let settings = StatsSettings {
+        queue_capacity: 3,
+        ..StatsSettings::new(address.to_string())
+    };
+    let p = StatsPublisher::start(&settings, role::POOL, shutdown.clone());
+    for id in 1..=10 {
+        p.publish(event(id));
+    }
+    assert_eq!(p.dropped(), 7);
+    p.link_status(stats_sv2::link::POOL, false);
+    p.link_status(stats_sv2::link::POOL, false);
+    assert_eq!(p.dropped(), 8, "a repeated link state is not queued");
+
+    // When the service appears it learns how many were lost, then gets the newest.
+    let listener = TcpListener::bind(address).await.unwrap();
+    let mut conn = accept(&listener).await;
+    let h = hello(read_message(&mut conn).await);
+    assert_eq!((h.role, h.dropped), (role::POOL, 8));
+    assert_eq!(read_message(&mut conn).await, event(9));
+    assert_eq!(read_message(&mut conn).await, event(10));
+    match read_message(&mut conn).await {
+        StatsMessage::LinkStatus(l) => assert_eq!((l.link, l.up), (stats_sv2::link::POOL, false)),
+        other => panic!("{other:?}"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,241 @@
+//! `hashpool devnet`: template provider, mint, pool, translator and a CPU
+//! miner in one process, wired to each other's bound addresses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use roles_common::CancellationToken;
+use tracing::info;
+
+use crate::profile::DevnetConfigs;
+use crate::status::{Snapshot, StatusLine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    #[error("state dir {path}: {source}")]
+    StateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("devnet-tp: {0}")]
+    Tp(#[from] devnet_tp::TpError),
+    #[error("mint: {0}")]
+    Mint(#[from] mint::MintError),
+    #[error("pool: {0}")]
+    Pool(#[from] pool::PoolError),
+    #[error("translator: {0}")]
+    Translator(#[from] translator::TranslatorError),
+}
+
+/// Where each role listens, as bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    pub template_provider: SocketAddr,
+    pub mint_http: SocketAddr,
+    pub mint_link: SocketAddr,
+    pub pool: SocketAddr,
+    pub translator: SocketAddr,
+}
+
+/// A listener bound to "every address" is reached on loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    }
+}
+
+/// One role: its own token, so the roles stop one by one, miners first.
+struct Role<H> {
+    handle: H,
+    stop: CancellationToken,
+}
+
+/// Runs the devnet until `shutdown` is cancelled, printing the endpoints
+/// and then a status line every `status_interval_secs` to stdout.
+pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<(), DevnetError> {
+    std::fs::create_dir_all(&c.state_dir).map_err(|source| DevnetError::StateDir {
+        path: c.state_dir.display().to_string(),
+        source,
+    })?;
+    let started = Instant::now();
+
+    // The stats services do not run in the devnet yet: nothing to publish to.
+    c.pool.stats = None;
+    c.translator.stats = None;
+
+    let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
+    let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
+
+    c.pool.tp_address = reachable(tp.handle.local_addr()).to_string();
+    if let Some(link) = c.pool.mint.as_mut() {
+        link.address = reachable(mint.handle.link_addr).to_string();
+    }
+    let pool = start_role(|stop| pool::start(c.pool.clone(), stop, pool::Hooks::default())).await?;
+
+    // The devnet translator mines on this pool only.
+    let mut upstream = c.translator.upstreams[0].clone();
+    upstream.address = reachable(pool.handle.local_addr()).to_string();
+    c.translator.upstreams = vec![upstream];
+    c.translator.mint_url = format!("http://{}", reachable(mint.handle.http_addr));
+    let translator = start_role(|stop| translator::start(c.translator.clone(), stop)).await?;
+
+    c.miner.url = reachable(translator.handle.local_addr()).to_string();
+    let miner_stop = shutdown.child_token();
+    let miner = miner::start(c.miner.clone(), miner_stop.clone());
+
+    let endpoints = Endpoints {
+        template_provider: tp.handle.local_addr(),
+        mint_http: mint.handle.http_addr,
+        mint_link: mint.handle.link_addr,
+        pool: pool.handle.local_addr(),
+        translator: translator.handle.local_addr(),
+    };
+    print!("{}", describe(&c, &endpoints));
+
+    let start_height = tp.handle.height();
+    let stats = miner.stats();
+    let mut status = StatusLine::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(c.status_interval_secs));
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let totals = translator.handle.quotes().totals().ok();
+        let snapshot = Snapshot {
+            uptime: started.elapsed(),
+            hashes: stats.hashes(),
+            accepted: stats.accepted(),
+            rejected: stats.rejected(),
+            ehash_quoted: totals
+                .as_ref()
+                .map_or(0, |t| t.pending.1 + t.minted.1 + t.foreign.1),
+            ehash_minted: totals.as_ref().map_or(0, |t| t.minted.1),
+            wallet_balance: translator.handle.wallet().balance().await.ok(),
+            blocks_found: tp.handle.height().saturating_sub(start_height),
+            height: tp.handle.height(),
+        };
+        println!("{}", status.render(snapshot));
+    }
+
+    println!("hashpool devnet: stopping (miner, translator, pool, mint, template provider)");
+    miner_stop.cancel();
+    if let Err(e) = miner.wait().await {
+        tracing::warn!("miner: {e}");
+    }
+    translator.stop.cancel();
+    translator.handle.wait().await;
+    pool.stop.cancel();
+    pool.handle.wait().await;
+    mint.stop.cancel();
+    mint.handle.wait().await;
+    tp.stop.cancel();
+    tp.handle.wait().await;
+    println!(
+        "hashpool devnet: stopped; state kept in {} (the next run continues from it)",
+        c.state_dir.display()
+    );
+    Ok(())
+}
+
+async fn start_role<H, E, F>(
+    start: impl FnOnce(CancellationToken) -> F,
+) -> Result<Role<H>, DevnetError>
+where
+    F: std::future::Future<Output = Result<H, E>>,
+    DevnetError: From<E>,
+{
+    let stop = CancellationToken::new();
+    let handle = start(stop.clone()).await?;
+    Ok(Role { handle, stop })
+}
+
+/// What runs where, for the operator.
+fn describe(c: &DevnetConfigs, e: &Endpoints) -> String {
+    let state = c.state_dir.display();
+    let miner_threads = if c.miner.threads == 0 {
+        "all cores".to_string()
+    } else {
+        format!("{} threads", c.miner.threads)
+    };
+    let mut s = String::new();
+    s += "hashpool devnet is running (Ctrl-C stops it)\n";
+    s += &format!(
+        "  template provider  {}  SV2 template distribution (devnet chain)\n",
+        e.template_provider
+    );
+    s += &format!(
+        "  mint               http://{}  Cashu HTTP API; pool link on {}\n",
+        e.mint_http, e.mint_link
+    );
+    s += &format!(
+        "  pool               {}  SV2 mining (Noise, key {})\n",
+        e.pool, c.pool.authority_public_key
+    );
+    s += &format!(
+        "  translator         stratum+tcp://{}  point SV1 miners here\n",
+        e.translator
+    );
+    s += &format!(
+        "  CPU miner          {}, username \"{}\"\n",
+        miner_threads, c.miner.username
+    );
+    s += &format!("  state              {state}  (a second run continues from it)\n");
+    s += &format!("  logs               {state}/devnet.log\n");
+    s += "  wallet             hashpool wallet balance | send <amount> | quotes\n";
+    s
+}
+
+/// Logs every role at info to `<state_dir>/devnet.log` (or as RUST_LOG says)
+/// and warnings to stderr, so the terminal keeps the status lines readable.
+pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
+    let path = state_dir.join("devnet.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("log file {}: {e}", path.display()))?;
+    let file_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .with_filter(file_filter),
+        )
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+        )
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    info!(state_dir = %state_dir.display(), "hashpool devnet logging");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unspecified_listeners_are_reached_on_loopback() {
+        assert_eq!(
+            reachable("0.0.0.0:34254".parse().unwrap()),
+            "127.0.0.1:34254".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(
+            reachable("10.0.0.2:1".parse().unwrap()),
+            "10.0.0.2:1".parse::<SocketAddr>().unwrap()
+        );
+    }
+}

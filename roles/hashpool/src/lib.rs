@@ -1,0 +1,7 @@
+//! The `hashpool` command: `hashpool devnet` runs the whole stack (template
+//! provider, mint, pool, translator, CPU miner) in one process on a private
+//! devnet chain; `hashpool wallet` reads the devnet translator's wallet.
+
+pub mod devnet;
+pub mod profile;
+pub mod status;

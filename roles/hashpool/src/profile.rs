@@ -1,0 +1,214 @@
+//! The devnet profile (`config/devnet.toml`): where `hashpool devnet` keeps
+//! its state and which role files it reads. The role settings themselves
+//! stay in the role files, so every role still runs alone from its own file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use roles_common::{load_config, ConfigError, Network, Validate};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevnetProfile {
+    /// Every role's state lives under this directory (one sub-directory per
+    /// role); a second run continues from it. Relative to the working directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Seconds between status lines.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_secs: u64,
+    /// The role files, relative to the profile's own directory.
+    #[serde(default)]
+    pub roles: RoleFiles,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleFiles {
+    #[serde(default = "default_devnet_tp")]
+    pub devnet_tp: PathBuf,
+    #[serde(default = "default_mint")]
+    pub mint: PathBuf,
+    #[serde(default = "default_pool")]
+    pub pool: PathBuf,
+    #[serde(default = "default_translator")]
+    pub translator: PathBuf,
+    #[serde(default = "default_miner")]
+    pub miner: PathBuf,
+}
+
+impl Default for RoleFiles {
+    fn default() -> Self {
+        Self {
+            devnet_tp: default_devnet_tp(),
+            mint: default_mint(),
+            pool: default_pool(),
+            translator: default_translator(),
+            miner: default_miner(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    "state/devnet".into()
+}
+fn default_status_interval() -> u64 {
+    5
+}
+fn default_devnet_tp() -> PathBuf {
+    "devnet-tp.toml".into()
+}
+fn default_mint() -> PathBuf {
+    "mint.toml".into()
+}
+fn default_pool() -> PathBuf {
+    "pool.toml".into()
+}
+fn default_translator() -> PathBuf {
+    "translator.toml".into()
+}
+fn default_miner() -> PathBuf {
+    "miner.toml".into()
+}
+
+impl Validate for DevnetProfile {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("state_dir", "is empty"));
+        }
+        if self.status_interval_secs == 0 {
+            return Err(ConfigError::new(
+                "status_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every role's config, loaded and placed under the devnet's state dir.
+#[derive(Debug, Clone)]
+pub struct DevnetConfigs {
+    pub state_dir: PathBuf,
+    pub status_interval_secs: u64,
+    pub devnet_tp: devnet_tp::TpConfig,
+    pub mint: mint::MintConfig,
+    pub pool: pool::PoolConfig,
+    pub translator: translator::TranslatorConfig,
+    pub miner: miner::MinerConfig,
+}
+
+/// Loads the profile and the role files it names (each with the same
+/// environment overrides as when the role runs alone), refuses role files
+/// meant for another network, and points every role's state into the
+/// profile's state dir. Errors are one line naming the file and the field.
+pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
+    let profile: DevnetProfile = load_config(profile_path, "HASHPOOL_DEVNET")?;
+    let dir = profile_path.parent().unwrap_or(Path::new("."));
+    let file = |p: &Path| dir.join(p);
+
+    let devnet_tp: devnet_tp::TpConfig = load_config(&file(&profile.roles.devnet_tp), "DEVNET_TP")?;
+    let mint: mint::MintConfig = load_config(&file(&profile.roles.mint), "MINT")?;
+    let pool: pool::PoolConfig = load_config(&file(&profile.roles.pool), "POOL")?;
+    let translator: translator::TranslatorConfig =
+        load_config(&file(&profile.roles.translator), "TRANSLATOR")?;
+    let miner: miner::MinerConfig = load_config(&file(&profile.roles.miner), "MINER")?;
+
+    for (path, network) in [
+        (&profile.roles.mint, mint.network),
+        (&profile.roles.pool, pool.network),
+        (&profile.roles.translator, translator.network),
+    ] {
+        if network != Network::Devnet {
+            return Err(format!(
+                "{}: `network`: is \"{network}\"; hashpool devnet runs only role files with network = \"devnet\"",
+                file(path).display()
+            ));
+        }
+    }
+
+    let mut configs = DevnetConfigs {
+        state_dir: PathBuf::new(),
+        status_interval_secs: profile.status_interval_secs,
+        devnet_tp,
+        mint,
+        pool,
+        translator,
+        miner,
+    };
+    configs.move_state_to(&profile.state_dir);
+    Ok(configs)
+}
+
+impl DevnetConfigs {
+    /// Puts every role's state in a sub-directory of `state_dir`.
+    pub fn move_state_to(&mut self, state_dir: &Path) {
+        self.state_dir = state_dir.to_path_buf();
+        self.devnet_tp.state_dir = state_dir.join("devnet-tp");
+        if self.mint.database != mint::config::IN_MEMORY_DATABASE {
+            self.mint.database = state_dir
+                .join("mint")
+                .join("mint.sqlite")
+                .display()
+                .to_string();
+        }
+        self.pool.state_dir = state_dir.join("pool");
+        self.translator.data_dir = state_dir.join("translator");
+    }
+
+    /// Every listener on 127.0.0.1 with a port the system picks: for tests,
+    /// and for a devnet next to another one.
+    pub fn use_ephemeral_ports(&mut self) {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("valid");
+        self.devnet_tp.listen_address = any.to_string();
+        self.mint.http_listen = any;
+        self.mint.link_listen = any;
+        self.pool.listen_address = any.to_string();
+        self.translator.listen_address = any;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devnet.toml")
+    }
+
+    #[test]
+    fn the_shipped_profile_loads_and_keeps_all_state_under_its_dir() {
+        let c = load(&shipped()).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("state/devnet"));
+        assert!(c.devnet_tp.state_dir.starts_with(&c.state_dir));
+        assert!(Path::new(&c.mint.database).starts_with(&c.state_dir));
+        assert!(c.pool.state_dir.starts_with(&c.state_dir));
+        assert!(c.translator.data_dir.starts_with(&c.state_dir));
+        assert_eq!(c.pool.unit_bits, c.mint.unit_bits);
+    }
+
+    #[test]
+    fn a_role_file_for_another_network_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        for f in [
+            "devnet-tp.toml",
+            "mint.toml",
+            "translator.toml",
+            "miner.toml",
+        ] {
+            std::fs::copy(config.join(f), dir.path().join(f)).unwrap();
+        }
+        let pool = std::fs::read_to_string(config.join("pool.toml")).unwrap();
+        let pool = pool.replace("network = \"devnet\"", "network = \"mainnet\"");
+        std::fs::write(dir.path().join("pool.toml"), pool).unwrap();
+        std::fs::write(dir.path().join("devnet.toml"), "").unwrap();
+        let err = load(&dir.path().join("devnet.toml")).unwrap_err();
+        // The pool itself refuses its devnet keys on mainnet.
+        assert!(err.contains("pool.toml"), "{err}");
+        assert!(err.contains("authority_secret_key"), "{err}");
+        assert!(err.contains("mainnet"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}

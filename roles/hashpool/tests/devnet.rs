@@ -1,0 +1,180 @@
+//! `hashpool devnet` as a process, as a newcomer runs it: it mines and the
+//! wallet grows, SIGINT stops it with exit 0, and a second run continues
+//! from the state dir. Bad config stops it with one line naming the field.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hashpool::status::parse_wallet_balance;
+
+fn profile() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devnet.toml")
+}
+
+/// Free ports for every listener, kept across both runs: the wallet's
+/// ecash belongs to the mint's URL, so a devnet that continues keeps it.
+fn ports() -> [(&'static str, String); 6] {
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+    };
+    let http = free();
+    [
+        ("DEVNET_TP__LISTEN_ADDRESS", free()),
+        ("MINT__LINK_LISTEN", free()),
+        ("POOL__LISTEN_ADDRESS", free()),
+        ("TRANSLATOR__LISTEN_ADDRESS", free()),
+        ("TRANSLATOR__MINT_URL", format!("http://{http}")),
+        ("MINT__HTTP_LISTEN", http),
+    ]
+}
+
+/// The shipped profile on the given ports, tuned for a debug build on a
+/// shared CI machine: one hashing thread, ~20 k hashes per share worth 19
+/// ehash, a status line a second.
+fn hashpool(state: &Path, ports: &[(&str, String)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hashpool"));
+    cmd.envs(ports.iter().map(|(k, v)| (k, v)));
+    let (command, rest) = args.split_first().expect("a command");
+    cmd.arg(command)
+        .arg("--profile")
+        .arg(profile())
+        .arg("--state-dir")
+        .arg(state)
+        .args(rest)
+        .env("HASHPOOL_DEVNET__STATUS_INTERVAL_SECS", "1")
+        .env("MINER__THREADS", "1")
+        .env("TRANSLATOR__NOMINAL_HASHRATE", "2000")
+        .env("POOL__UNIT_BITS", "10")
+        .env("MINT__UNIT_BITS", "10");
+    cmd
+}
+
+struct Devnet {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Devnet {
+    fn start(state: &Path, ports: &[(&str, String)]) -> Self {
+        let mut child = hashpool(state, ports, &["devnet"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hashpool starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                println!("devnet| {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next line that satisfies `f`, within `secs`.
+    fn line(&self, secs: u64, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if f(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("hashpool devnet: never printed {what}"),
+            }
+        }
+    }
+
+    fn balance_above(&self, floor: u64) -> u64 {
+        let line = self.line(120, &format!("a wallet balance above {floor}"), |l| {
+            parse_wallet_balance(l).is_some_and(|b| b > floor)
+        });
+        parse_wallet_balance(&line).unwrap()
+    }
+
+    fn interrupt(mut self) -> (ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "no exit 60 s after SIGINT");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let rest = self.lines.try_iter().collect();
+        (status, rest)
+    }
+}
+
+#[test]
+fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
+    let state = tempfile::tempdir().unwrap();
+    let ports = ports();
+    let devnet = Devnet::start(state.path(), &ports);
+    devnet.line(120, "its endpoints", |l| {
+        l.contains("point SV1 miners here")
+    });
+    let first = devnet.balance_above(0);
+    let grown = devnet.balance_above(first);
+    assert!(grown > first);
+    let (status, rest) = devnet.interrupt();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopped; state kept")),
+        "{rest:?}"
+    );
+
+    // The wallet outlives the process, with at least what the status showed.
+    let out = hashpool(state.path(), &ports, &["wallet", "balance"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let saved: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("balance: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no balance in {stdout}"));
+    assert!(saved >= grown, "{saved} < {grown}");
+
+    // A second run continues from the state dir: the balance starts from
+    // where the first left it and grows on.
+    let devnet = Devnet::start(state.path(), &ports);
+    let line = devnet.line(120, "a status line", |l| parse_wallet_balance(l).is_some());
+    assert!(parse_wallet_balance(&line).unwrap() >= saved, "{line}");
+    devnet.balance_above(saved);
+    let (status, _) = devnet.interrupt();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn devnet_keys_on_another_network_stop_it_with_one_line() {
+    let state = tempfile::tempdir().unwrap();
+    let out = hashpool(state.path(), &[], &["devnet", "--ephemeral-ports"])
+        .env("POOL__NETWORK", "mainnet")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("pool.toml"), "{stderr}");
+    assert!(stderr.contains("authority_secret_key"), "{stderr}");
+    assert!(stderr.contains("mainnet"), "{stderr}");
+}

@@ -1,0 +1,202 @@
+//! End to end as deployed: devnet-tp, mint, pool and translator each in its
+//! own process (the shipped config files on free ports, file SQLite), and
+//! the load generator submitting real shares through the translator. Prints
+//! accepted shares/s, share-to-minted-ehash latency (p50/p99), and CPU and
+//! RSS per role. Asserts only that every accepted share was minted.
+//!
+//!     bench/end-to-end.sh [miners] [shares/s per miner] [seconds]
+//!
+//! Latency: the translator's stats events (to an in-process sink) give each
+//! share's acceptance time and each quote's record and mint times; shares
+//! and quotes pair in order (the pool and mint keep it), so share i is
+//! minted when quote i is.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use hashpool_tests::*;
+use stats_sv2::StatsMessage;
+use tokio_util::sync::CancellationToken;
+
+/// CPU ticks (user + system) and resident set of a process, from /proc.
+fn usage(pid: u32) -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // after the command name: state is field 0, utime 11, stime 12
+    let cpu = ticks(11) + ticks(12);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (cpu, kib("VmRSS:"), kib("VmHWM:"))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    run_role_child_if_asked();
+    if std::env::var_os(ROLE_CHILD_ROLE).is_some() {
+        return;
+    }
+    let args: Vec<f64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let miners = args.first().copied().unwrap_or(20.0) as usize;
+    let rate = args.get(1).copied().unwrap_or(5.0);
+    let secs = args.get(2).copied().unwrap_or(30.0);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bench(miners, rate, secs));
+}
+
+async fn bench(miners: usize, rate: f64, secs: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = StatsSink::start().await;
+    let stats_address = sink.settings().address;
+    let c = ShippedConfigs::write(dir.path(), NBITS_NEVER, Some(&stats_address));
+    let roles = [
+        ("devnet-tp", RoleChild::spawn("devnet-tp", &c.tp), c.tp_addr),
+        ("mint", RoleChild::spawn("mint", &c.mint), c.mint_http),
+        ("pool", RoleChild::spawn("pool", &c.pool), c.pool_addr),
+        (
+            "translator",
+            RoleChild::spawn("translator", &c.translator),
+            c.translator_addr,
+        ),
+    ];
+    for (name, _, addr) in &roles {
+        until_listening(*addr, name).await;
+    }
+    let before: Vec<_> = roles
+        .iter()
+        .map(|(_, child, _)| usage(child.pid().unwrap()))
+        .collect();
+
+    let mut config = miner::MinerConfig {
+        url: c.translator_addr.to_string(),
+        username: "load".into(),
+        mode: miner::Mode::Load,
+        stats_interval_secs: 0,
+        ..Default::default()
+    };
+    config.load.miners = miners;
+    config.load.shares_per_second = rate;
+    println!(
+        "end to end: {miners} simulated miners x {rate} shares/s for {secs} s \
+         (translator -> pool -> mint, each its own process)"
+    );
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = miner::start(config, shutdown.clone());
+    let stats = running.stats();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let (accepted, rejected) = (stats.accepted(), stats.rejected());
+    let after: Vec<_> = roles
+        .iter()
+        .map(|(_, child, _)| usage(child.pid().unwrap()))
+        .collect();
+
+    // Every accepted share's quote minted (a channel of the wallet's key
+    // stays open for the notifications of the last shares).
+    let idle = tokio::net::TcpStream::connect(c.translator_addr)
+        .await
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut idle = idle;
+        idle.write_all(
+            b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
+              {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let minted = sink
+                .received()
+                .iter()
+                .filter(|m| matches!(m, StatsMessage::EhashQuote(q) if q.minted))
+                .count() as u64;
+            if minted >= accepted {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {minted} of {accepted} accepted shares minted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let events = sink.received();
+    let shares: Vec<u64> = events
+        .iter()
+        .filter_map(|m| match m {
+            StatsMessage::MinerShare(s) if s.accepted => Some(s.timestamp),
+            _ => None,
+        })
+        .collect();
+    let recorded: Vec<String> = events
+        .iter()
+        .filter_map(|m| match m {
+            StatsMessage::EhashQuote(q) if !q.minted => Some(q.quote_id.as_utf8_or_hex()),
+            _ => None,
+        })
+        .collect();
+    let minted_at: HashMap<String, u64> = events
+        .iter()
+        .filter_map(|m| match m {
+            StatsMessage::EhashQuote(q) if q.minted => {
+                Some((q.quote_id.as_utf8_or_hex(), q.timestamp))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut latency: Vec<f64> = shares
+        .iter()
+        .zip(&recorded)
+        .filter_map(|(share, id)| Some(minted_at.get(id)?.saturating_sub(*share) as f64))
+        .collect();
+    latency.sort_by(f64::total_cmp);
+
+    println!(
+        "accepted {accepted} shares ({rejected} rejected) in {elapsed:.1} s: {:.0} shares/s",
+        accepted as f64 / elapsed
+    );
+    if !latency.is_empty() {
+        println!(
+            "share accepted -> ehash minted: p50 {:.0} ms, p99 {:.0} ms ({} shares)",
+            percentile(&latency, 0.5),
+            percentile(&latency, 0.99),
+            latency.len()
+        );
+    }
+    let hz = 100.0; // USER_HZ on Linux
+    for (((name, _, _), b), a) in roles.iter().zip(&before).zip(&after) {
+        println!(
+            "{name:>10}: CPU {:5.1}% of one core, RSS {:6.1} MiB (peak {:.1} MiB)",
+            (a.0 - b.0) as f64 / hz / elapsed * 100.0,
+            a.1 as f64 / 1024.0,
+            a.2 as f64 / 1024.0
+        );
+    }
+    println!("load generator (this process): real proof of work for every share");
+}
