@@ -69,7 +69,8 @@ mod tests {
     #[test]
     fn the_shipped_config_loads_with_the_documented_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pool-stats.toml");
-        let shipped: PoolStatsConfig = roles_common::load_config(&path, "POOL_STATS_TEST_UNSET").unwrap();
+        let shipped: PoolStatsConfig =
+            roles_common::load_config(&path, "POOL_STATS_TEST_UNSET").unwrap();
         let defaults = load("").unwrap();
         assert_eq!(shipped.ingest_listen, defaults.ingest_listen);
         assert_eq!(shipped.http_listen, defaults.http_listen);
