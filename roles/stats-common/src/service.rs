@@ -171,15 +171,7 @@ async fn apply_loop<A: Aggregate>(
         run_blocking(&shared, move |core| {
             let now = crate::now_ms();
             match wake {
-                Wake::Ingested(events) => {
-                    for event in events {
-                        match event {
-                            Ingested::Hello(_, hello) => core.hello(&hello, now),
-                            Ingested::Message(_, msg) => core.message(&msg),
-                            Ingested::Closed(_) => core.closed(now),
-                        }
-                    }
-                }
+                Wake::Ingested(events) => apply(core, events, now),
                 // The flush below stamps it.
                 Wake::Heartbeat => {}
                 Wake::Prune => match core.store.prune(now - retention_ms) {
@@ -192,7 +184,27 @@ async fn apply_loop<A: Aggregate>(
         })
         .await;
     }
-    run_blocking(&shared, flush).await;
+    // What the publishers' connections already handed over is applied too.
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        rest.push(event);
+    }
+    run_blocking(&shared, move |core| {
+        apply(core, rest, crate::now_ms());
+        flush(core);
+    })
+    .await;
+}
+
+fn apply<A: Aggregate>(core: &mut Core<A>, events: Vec<Ingested>, now: i64) {
+    for event in events {
+        match event {
+            Ingested::Hello(_, hello) => core.hello(&hello, now),
+            Ingested::Message(_, msg) => core.message(&msg),
+            Ingested::Closed(_) => core.closed(now),
+        }
+    }
 }
 
 /// Why the apply loop woke up.
