@@ -62,7 +62,7 @@ pub fn render(stats: &Stats, chart: &Hashrate, range: &str) -> String {
     );
     body.push_str(&section("Links", "", &links));
 
-    let svg = Chart {
+    let chart_spec = Chart {
         from: chart.from,
         to: chart.to,
         lines: &[Line {
@@ -72,15 +72,16 @@ pub fn render(stats: &Stats, chart: &Hashrate, range: &str) -> String {
         gaps: &chart.gaps,
         width: 1200,
         height: 260,
-    }
-    .render();
+    };
+    let svg = chart_spec.render();
     body.push_str(&section(
         "Pool hashrate",
         &html::range_nav(range),
         &format!(
-            r#"{svg}<div class="legend-note">{} points of {} · shaded: the stats service was down</div>"#,
+            r#"{svg}<div class="legend-note">{} points of {} · {}</div>"#,
             chart.points.len(),
-            stats_common::format::duration(chart.step_secs * 1000)
+            stats_common::format::duration(chart.step_secs * 1000),
+            chart_spec.gap_note()
         ),
     ));
 

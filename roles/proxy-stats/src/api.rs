@@ -150,6 +150,7 @@ pub fn stats(core: &Core<ProxyAggregate>, now: i64) -> Result<Stats, StoreError>
             last_share: m.last_share,
         });
     }
+    miners.sort_by(|a, b| a.name.cmp(&b.name).then(a.miner_id.cmp(&b.miner_id)));
     // Since the first share ever (or the service's start): mining that
     // began 3 minutes ago averages over those 3 minutes.
     let since = core

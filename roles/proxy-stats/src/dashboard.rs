@@ -20,7 +20,7 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
         card(
             "Wallet balance",
             &stat(&api, "/wallet_balance", "wallet"),
-            "spendable",
+            "spendable ehash",
         ),
         card(
             "Miners",
@@ -65,7 +65,7 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
     );
     body.push_str(&section("Upstream", "", &links));
 
-    let svg = Chart {
+    let chart_spec = Chart {
         from: total.from,
         to: total.to,
         lines: &[Line {
@@ -75,15 +75,16 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
         gaps: &total.gaps,
         width: 1200,
         height: 240,
-    }
-    .render();
+    };
+    let svg = chart_spec.render();
     body.push_str(&section(
         "Hashrate",
         &html::range_nav(range),
         &format!(
-            r#"{svg}<div class="legend-note">{} points of {} · shaded: the stats service was down</div>"#,
+            r#"{svg}<div class="legend-note">{} points of {} · {}</div>"#,
             total.points.len(),
-            stats_common::format::duration(total.step_secs * 1000)
+            stats_common::format::duration(total.step_secs * 1000),
+            chart_spec.gap_note()
         ),
     ));
 
@@ -138,15 +139,15 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
             points: m.points.clone(),
         })
         .collect();
-    let svg = Chart {
+    let per_miner_chart = Chart {
         from: per_miner.from,
         to: per_miner.to,
         lines: &lines,
         gaps: &per_miner.gaps,
         width: 1200,
         height: 240,
-    }
-    .render();
+    };
+    let svg = per_miner_chart.render();
     let note = if per_miner.miners.len() > PALETTE.len() {
         format!(
             "the {} busiest of {} miners",
@@ -156,6 +157,7 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
     } else {
         "every miner with shares in this range".to_string()
     };
+    let note = format!("{note} · {}", per_miner_chart.gap_note());
     body.push_str(&section(
         "Hashrate per miner",
         &html::range_nav(range),

@@ -205,7 +205,7 @@ async fn published_events_show_in_the_api_metrics_and_dashboard() {
     assert!(metrics.contains("hashpool_proxy_miner_hashrate{miner=\"alice.rig1\"}"));
 
     let (_, page) = http(service.http(), "GET", "/?range=7d", None).await;
-    assert!(page.contains(r#"data-stat="/wallet_balance" data-format="wallet">4 ehash<"#));
+    assert!(page.contains(r#"data-stat="/wallet_balance" data-format="wallet">4<"#));
     assert!(page.contains(">alice.rig1<"));
     assert_eq!(
         page.matches("<svg").count(),

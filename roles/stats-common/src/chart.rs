@@ -35,6 +35,15 @@ const BOTTOM: f64 = 26.0;
 const LEGEND: f64 = 20.0;
 
 impl Chart<'_> {
+    /// What the shading means, or that there is none, for under the chart.
+    pub fn gap_note(&self) -> &'static str {
+        if self.gaps.iter().any(|g| g.overlaps(self.from, self.to)) {
+            "shaded: the stats service was down"
+        } else {
+            "the stats service ran throughout"
+        }
+    }
+
     pub fn render(&self) -> String {
         let legend = if self.lines.len() > 1 { LEGEND } else { 0.0 };
         let (w, h) = (f64::from(self.width), f64::from(self.height));
@@ -158,8 +167,9 @@ impl Chart<'_> {
             plot.y1,
             plot.x1,
             plot.y1,
-            plot.x1,
-            plot.y1 + 16.0 + 9.0
+            // Left of the first time label, clear of the tick labels.
+            plot.x0 - 6.0,
+            plot.y1 + 16.0
         );
     }
 }
@@ -384,6 +394,19 @@ mod tests {
         assert_eq!(names.iter().filter(|n| *n == "circle").count(), 1);
         assert_eq!(svg.matches("class=\"gap\"").count(), 1);
         assert!(svg.contains("stats service down 1970-01-01 00:02:00 UTC"));
+        let chart = |gaps| Chart {
+            from: 0,
+            to: 9 * MINUTE_MS,
+            lines: &[],
+            gaps,
+            width: 100,
+            height: 100,
+        };
+        assert_eq!(
+            chart(&gaps).gap_note(),
+            "shaded: the stats service was down"
+        );
+        assert_eq!(chart(&[]).gap_note(), "the stats service ran throughout");
         // Readable units on the y axis, clock times on the x axis.
         assert!(svg.contains(">2.00 GH/s<"), "{svg}");
         assert!(svg.contains(">00:04<"));

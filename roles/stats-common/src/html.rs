@@ -35,7 +35,7 @@ pub fn format_value(kind: &str, value: &Value) -> String {
         ("mint-count", Value::Null) => "waiting for the mint".into(),
         ("mint-count", Value::Number(n)) => format::count(n.as_u64().unwrap_or(0)),
         ("wallet", Value::Null) => "not reported yet".into(),
-        ("wallet", Value::Number(n)) => format!("{} ehash", format::count(n.as_u64().unwrap_or(0))),
+        ("wallet", Value::Number(n)) => format::count(n.as_u64().unwrap_or(0)),
         ("hashrate", Value::Number(n)) => format::hashrate(n.as_f64().unwrap_or(0.0)),
         ("hashrate", Value::Null) => "measuring".into(),
         ("datetime", Value::Number(n)) => format::datetime(n.as_i64().unwrap_or(0)),
