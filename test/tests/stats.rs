@@ -11,7 +11,7 @@ use hashpool_tests::*;
 use miner::{MinerConfig, Mode};
 use roles_common::stats_publisher::StatsSettings;
 use serde_json::Value;
-use stats_common::testing::{eventually, get_json};
+use stats_common::testing::{eventually, get_json, Browser};
 use tokio_util::sync::CancellationToken;
 use translator::{TranslatorConfig, TranslatorHandle};
 
@@ -380,5 +380,24 @@ async fn hashrate_from_shares_matches_the_load_generators_pace() {
             error * 100.0
         );
     }
+
+    // The dashboards with live data (the services' own tests compare every
+    // figure with the API; here the figures keep moving).
+    let browser = Browser::start().await;
+    for (service, name) in [
+        (&m.pool_stats, "pool-dashboard-live"),
+        (&m.proxy_stats, "proxy-dashboard-live"),
+    ] {
+        browser.open(&format!("http://{}/", service.http)).await;
+        let figures = browser.stats().await;
+        assert!(figures.len() > 10, "{name}: {figures:?}");
+        assert!(
+            figures.iter().all(|(_, _, text)| !text.contains('?')),
+            "{figures:?}"
+        );
+        let path = browser.screenshot(name).await;
+        println!("{name} screenshot: {}", path.display());
+    }
+    browser.quit().await;
     m.stop().await;
 }
