@@ -1,7 +1,7 @@
 # devenv (https://devenv.sh): `devenv up` runs the devnet as one process per
 # role, from the same config files as `hashpool devnet` and the roles alone
-# (state in ./state/<role>). Order: template provider and mint first, then
-# the pool, the translator and the CPU miner. Build once with
+# (state in ./state/<role>). Order: stats services, template provider and
+# mint first, then the pool, the translator and the CPU miner. Build once with
 # `cargo build --release --workspace` (the first build takes a while).
 { pkgs, ... }:
 
@@ -28,6 +28,14 @@ in
   languages.rust.enable = true;
 
   processes = {
+    pool-stats = {
+      exec = role "pool-stats";
+      process-compose = listening 4000;
+    };
+    proxy-stats = {
+      exec = role "proxy-stats";
+      process-compose = listening 4001;
+    };
     devnet-tp = {
       exec = role "devnet-tp";
       process-compose = listening 8442;
@@ -38,11 +46,11 @@ in
     };
     pool = {
       exec = role "pool";
-      process-compose = after [ "devnet-tp" "mint" ] // listening 34254;
+      process-compose = after [ "devnet-tp" "mint" "pool-stats" ] // listening 34254;
     };
     translator = {
       exec = role "translator";
-      process-compose = after [ "pool" ] // listening 34255;
+      process-compose = after [ "pool" "proxy-stats" ] // listening 34255;
     };
     miner = {
       exec = role "miner";

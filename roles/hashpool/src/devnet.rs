@@ -4,6 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use roles_common::stats_publisher::StatsSettings;
 use roles_common::CancellationToken;
 use tracing::info;
 
@@ -25,6 +26,8 @@ pub enum DevnetError {
     Pool(#[from] pool::PoolError),
     #[error("translator: {0}")]
     Translator(#[from] translator::TranslatorError),
+    #[error("stats service: {0}")]
+    Stats(#[from] pool_stats::PoolStatsError),
 }
 
 /// Where each role listens, as bound.
@@ -35,6 +38,8 @@ pub struct Endpoints {
     pub mint_link: SocketAddr,
     pub pool: SocketAddr,
     pub translator: SocketAddr,
+    pub pool_dashboard: SocketAddr,
+    pub proxy_dashboard: SocketAddr,
 }
 
 /// A listener bound to "every address" is reached on loopback.
@@ -61,9 +66,18 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
     })?;
     let started = Instant::now();
 
-    // The stats services do not run in the devnet yet: nothing to publish to.
-    c.pool.stats = None;
-    c.translator.stats = None;
+    // The stats services first, so the pool and the translator publish from
+    // their first event.
+    let pool_stats = start_role(|stop| pool_stats::start(c.pool_stats.clone(), stop)).await?;
+    let proxy_stats = start_role(|stop| proxy_stats::start(c.proxy_stats.clone(), stop)).await?;
+    c.pool.stats = Some(publish_to(
+        c.pool.stats.take(),
+        pool_stats.handle.ingest_addr,
+    ));
+    c.translator.stats = Some(publish_to(
+        c.translator.stats.take(),
+        proxy_stats.handle.ingest_addr,
+    ));
 
     let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
     let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
@@ -91,6 +105,8 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
         mint_link: mint.handle.link_addr,
         pool: pool.handle.local_addr(),
         translator: translator.handle.local_addr(),
+        pool_dashboard: pool_stats.handle.http_addr,
+        proxy_dashboard: proxy_stats.handle.http_addr,
     };
     print!("{}", describe(&c, &endpoints));
 
@@ -121,7 +137,9 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
         println!("{}", status.render(snapshot));
     }
 
-    println!("hashpool devnet: stopping (miner, translator, pool, mint, template provider)");
+    println!(
+        "hashpool devnet: stopping (miner, translator, pool, mint, template provider, stats services)"
+    );
     miner_stop.cancel();
     if let Err(e) = miner.wait().await {
         tracing::warn!("miner: {e}");
@@ -134,11 +152,23 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
     mint.handle.wait().await;
     tp.stop.cancel();
     tp.handle.wait().await;
+    for stats in [pool_stats, proxy_stats] {
+        stats.stop.cancel();
+        stats.handle.wait().await;
+    }
     println!(
         "hashpool devnet: stopped; state kept in {} (the next run continues from it)",
         c.state_dir.display()
     );
     Ok(())
+}
+
+/// Publishing settings towards a stats service's bound ingest address,
+/// keeping the role file's queue capacity.
+fn publish_to(settings: Option<StatsSettings>, ingest: SocketAddr) -> StatsSettings {
+    let mut settings = settings.unwrap_or_else(|| StatsSettings::new(""));
+    settings.address = reachable(ingest).to_string();
+    settings
 }
 
 async fn start_role<H, E, F>(
@@ -178,6 +208,14 @@ fn describe(c: &DevnetConfigs, e: &Endpoints) -> String {
     s += &format!(
         "  translator         stratum+tcp://{}  point SV1 miners here\n",
         e.translator
+    );
+    s += &format!(
+        "  pool dashboard     http://{}  (JSON under /api, Prometheus /metrics)\n",
+        reachable(e.pool_dashboard)
+    );
+    s += &format!(
+        "  proxy dashboard    http://{}  (miners, wallet, quotes)\n",
+        reachable(e.proxy_dashboard)
     );
     s += &format!(
         "  CPU miner          {}, username \"{}\"\n",

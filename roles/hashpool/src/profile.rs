@@ -36,6 +36,10 @@ pub struct RoleFiles {
     pub translator: PathBuf,
     #[serde(default = "default_miner")]
     pub miner: PathBuf,
+    #[serde(default = "default_pool_stats")]
+    pub pool_stats: PathBuf,
+    #[serde(default = "default_proxy_stats")]
+    pub proxy_stats: PathBuf,
 }
 
 impl Default for RoleFiles {
@@ -46,6 +50,8 @@ impl Default for RoleFiles {
             pool: default_pool(),
             translator: default_translator(),
             miner: default_miner(),
+            pool_stats: default_pool_stats(),
+            proxy_stats: default_proxy_stats(),
         }
     }
 }
@@ -70,6 +76,12 @@ fn default_translator() -> PathBuf {
 }
 fn default_miner() -> PathBuf {
     "miner.toml".into()
+}
+fn default_pool_stats() -> PathBuf {
+    "pool-stats.toml".into()
+}
+fn default_proxy_stats() -> PathBuf {
+    "proxy-stats.toml".into()
 }
 
 impl Validate for DevnetProfile {
@@ -97,6 +109,8 @@ pub struct DevnetConfigs {
     pub pool: pool::PoolConfig,
     pub translator: translator::TranslatorConfig,
     pub miner: miner::MinerConfig,
+    pub pool_stats: pool_stats::PoolStatsConfig,
+    pub proxy_stats: proxy_stats::ProxyStatsConfig,
 }
 
 /// Loads the profile and the role files it names (each with the same
@@ -114,6 +128,10 @@ pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
     let translator: translator::TranslatorConfig =
         load_config(&file(&profile.roles.translator), "TRANSLATOR")?;
     let miner: miner::MinerConfig = load_config(&file(&profile.roles.miner), "MINER")?;
+    let pool_stats: pool_stats::PoolStatsConfig =
+        load_config(&file(&profile.roles.pool_stats), "POOL_STATS")?;
+    let proxy_stats: proxy_stats::ProxyStatsConfig =
+        load_config(&file(&profile.roles.proxy_stats), "PROXY_STATS")?;
 
     for (path, network) in [
         (&profile.roles.mint, mint.network),
@@ -136,6 +154,8 @@ pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
         pool,
         translator,
         miner,
+        pool_stats,
+        proxy_stats,
     };
     configs.move_state_to(&profile.state_dir);
     Ok(configs)
@@ -155,6 +175,8 @@ impl DevnetConfigs {
         }
         self.pool.state_dir = state_dir.join("pool");
         self.translator.data_dir = state_dir.join("translator");
+        self.pool_stats.data_dir = state_dir.join("pool-stats");
+        self.proxy_stats.data_dir = state_dir.join("proxy-stats");
     }
 
     /// Every listener on 127.0.0.1 with a port the system picks: for tests,
@@ -166,6 +188,19 @@ impl DevnetConfigs {
         self.mint.link_listen = any;
         self.pool.listen_address = any.to_string();
         self.translator.listen_address = any;
+        for stats in [
+            (
+                &mut self.pool_stats.ingest_listen,
+                &mut self.pool_stats.http_listen,
+            ),
+            (
+                &mut self.proxy_stats.ingest_listen,
+                &mut self.proxy_stats.http_listen,
+            ),
+        ] {
+            *stats.0 = any;
+            *stats.1 = any;
+        }
     }
 }
 
@@ -185,6 +220,8 @@ mod tests {
         assert!(Path::new(&c.mint.database).starts_with(&c.state_dir));
         assert!(c.pool.state_dir.starts_with(&c.state_dir));
         assert!(c.translator.data_dir.starts_with(&c.state_dir));
+        assert!(c.pool_stats.data_dir.starts_with(&c.state_dir));
+        assert!(c.proxy_stats.data_dir.starts_with(&c.state_dir));
         assert_eq!(c.pool.unit_bits, c.mint.unit_bits);
     }
 

@@ -16,7 +16,7 @@ fn profile() -> PathBuf {
 
 /// Free ports for every listener, kept across both runs: the wallet's
 /// ecash belongs to the mint's URL, so a devnet that continues keeps it.
-fn ports() -> [(&'static str, String); 6] {
+fn ports() -> [(&'static str, String); 10] {
     let free = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("127.0.0.1:{}", l.local_addr().unwrap().port())
@@ -29,6 +29,10 @@ fn ports() -> [(&'static str, String); 6] {
         ("TRANSLATOR__LISTEN_ADDRESS", free()),
         ("TRANSLATOR__MINT_URL", format!("http://{http}")),
         ("MINT__HTTP_LISTEN", http),
+        ("POOL_STATS__INGEST_LISTEN", free()),
+        ("POOL_STATS__HTTP_LISTEN", free()),
+        ("PROXY_STATS__INGEST_LISTEN", free()),
+        ("PROXY_STATS__HTTP_LISTEN", free()),
     ]
 }
 
@@ -123,12 +127,33 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
     let state = tempfile::tempdir().unwrap();
     let ports = ports();
     let devnet = Devnet::start(state.path(), &ports);
-    devnet.line(120, "its endpoints", |l| {
-        l.contains("point SV1 miners here")
-    });
+    let dashboard = |line: String| -> std::net::SocketAddr {
+        let url = line.split_whitespace().nth(2).expect("a URL");
+        url.trim_start_matches("http://")
+            .parse()
+            .expect("an address")
+    };
+    let pool_dashboard =
+        dashboard(devnet.line(120, "the pool dashboard", |l| l.contains("pool dashboard")));
+    let proxy_dashboard =
+        dashboard(devnet.line(5, "the proxy dashboard", |l| l.contains("proxy dashboard")));
     let first = devnet.balance_above(0);
     let grown = devnet.balance_above(first);
     assert!(grown > first);
+    // Both stats services hear their role and serve their dashboard.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (addr, what) in [(pool_dashboard, "pool"), (proxy_dashboard, "proxy")] {
+        runtime.block_on(stats_common::testing::eventually(
+            &format!("the {what} dashboard counting shares"),
+            || async move {
+                let stats = stats_common::testing::get_json(addr, "/api/stats").await;
+                (stats["shares_accepted"].as_u64() > Some(0)).then_some(())
+            },
+        ));
+        let (status, page) = runtime.block_on(stats_common::testing::http(addr, "GET", "/", None));
+        assert_eq!(status, 200, "{what} dashboard");
+        assert!(page.contains("<svg"), "{what} dashboard has its charts");
+    }
     let (status, rest) = devnet.interrupt();
     assert!(status.success(), "exit status {status}");
     assert!(
