@@ -116,18 +116,8 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
 
     // Every accepted share's quote minted (a channel of the wallet's key
     // stays open for the notifications of the last shares).
-    let idle = tokio::net::TcpStream::connect(c.translator_addr)
-        .await
-        .unwrap();
+    let _idle = idle_miner(c.translator_addr).await;
     {
-        use tokio::io::AsyncWriteExt;
-        let mut idle = idle;
-        idle.write_all(
-            b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
-              {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
-        )
-        .await
-        .unwrap();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let minted = sink

@@ -1409,13 +1409,27 @@ impl Drop for RoleChild {
     }
 }
 
-/// A port nobody listens on right now (for a role that must come back on
-/// the same address after a restart).
-pub fn free_port() -> u16 {
+/// An address on 127.0.0.1 nobody listens on right now (for a role that
+/// must come back on the same address after a restart, or a dead one).
+pub fn free_address() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-        .port()
+}
+
+/// An SV1 miner that authorizes with a plain username (the wallet's key)
+/// and never mines: the pool holds a quote notification for a miner that
+/// left until a channel with the same key opens, and this opens one.
+pub async fn idle_miner(translator: SocketAddr) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut idle = TcpStream::connect(translator).await.expect("translator");
+    idle.write_all(
+        b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
+          {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
+    )
+    .await
+    .expect("idle miner");
+    idle
 }
 
 /// Waits until something accepts connections on `addr`.
@@ -1457,8 +1471,8 @@ pub struct ShippedConfigs {
 
 impl ShippedConfigs {
     pub fn write(dir: &Path, nbits: u32, translator_stats: Option<&str>) -> Self {
-        let at = |_| SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let [tp_addr, mint_http, mint_link, pool_addr, translator_addr] = [(); 5].map(at);
+        let [tp_addr, mint_http, mint_link, pool_addr, translator_addr] =
+            [(); 5].map(|_| free_address());
         let state = |name: &str| dir.join(name).display().to_string();
 
         let mut c = shipped_config("devnet-tp.toml");

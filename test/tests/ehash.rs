@@ -229,9 +229,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     let mut stack = EhashStack::start("annotate", |_| {}).await;
     stack.stop_pool().await;
     stack.stop_mint().await;
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    stack.pool_config.listen_address = free.local_addr().unwrap().to_string();
-    drop(free);
+    stack.pool_config.listen_address = free_address().to_string();
     let config_path = stack.dir.path().join("pool.toml");
     std::fs::write(&config_path, pool_toml(&stack)).unwrap();
 

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use hashpool_tests::*;
 use miner::{MinerConfig, Mode};
 use stats_sv2::StatsMessage;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use translator::{TranslatorConfig, TranslatorHandle};
 
@@ -47,20 +46,6 @@ fn miner_config(addr: SocketAddr, mode: Mode) -> MinerConfig {
     c.load.miners = 3;
     c.load.shares_per_second = 4.0;
     c
-}
-
-/// An SV1 miner that authorizes with a plain username (the wallet's key)
-/// and never mines: the pool holds a quote notification for a miner that
-/// left until a channel with the same key opens, and this opens one.
-async fn idle_miner(translator: SocketAddr) -> tokio::net::TcpStream {
-    let mut idle = tokio::net::TcpStream::connect(translator).await.unwrap();
-    idle.write_all(
-        b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
-          {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
-    )
-    .await
-    .unwrap();
-    idle
 }
 
 /// Waits until the miner counted `n` accepted shares.
@@ -420,16 +405,7 @@ async fn the_translator_publishes_its_miners_shares_quotes_and_wallet_balance() 
 
     // Quotes held for the miner's key reach the next channel with that key
     // (see the_cpu_miner_is_paid_exactly_its_accepted_shares).
-    let mut again = tokio::net::TcpStream::connect(tr.handle.local_addr())
-        .await
-        .unwrap();
-    again
-        .write_all(
-            b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
-              {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
-        )
-        .await
-        .unwrap();
+    let again = idle_miner(tr.handle.local_addr()).await;
     let store = tr.handle.quotes().clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while store.totals().unwrap().minted.0 < accepted {

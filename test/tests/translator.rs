@@ -254,10 +254,7 @@ async fn the_translator_fails_over_to_the_next_pool_and_keeps_its_miners() {
     let mut second = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
     // a dead address first: skipped
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = free_address();
     let mut tr = RunningTranslator::start(translator_config(
         &[dead, first.pool_addr(), second.pool_addr()],
         "http://127.0.0.1:9",
@@ -746,11 +743,7 @@ async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     // The first run, a child process, cannot reach the mint: its quotes are
     // recorded, not minted, when it is killed with SIGKILL.
-    let free = |_| {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let (listen, unreachable) = (free(()), free(()));
+    let (listen, unreachable) = (free_address(), free_address());
     let mut config = translator_config(
         &[stack.pool_addr()],
         &format!("http://{unreachable}"),
