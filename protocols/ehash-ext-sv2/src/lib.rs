@@ -11,7 +11,7 @@
 
 use binary_sv2::{Deserialize, Seq064K, Serialize, Str0255, U256};
 use ehash::constants::ext as t;
-use stratum_core::extensions_sv2::{RequestExtensions, RequestExtensionsSuccess};
+use stratum_core::extensions_sv2::{RequestExtensions, RequestExtensionsSuccessOwned};
 use stratum_core::framing_sv2::header::Header;
 
 pub use ehash::constants::EHASH_EXTENSION_TYPE;
@@ -76,12 +76,11 @@ pub fn request_ehash_extension(request_id: u16) -> RequestExtensions<'static> {
 }
 
 /// Whether a `RequestExtensions.Success` grants the ehash extension.
-pub fn grants_ehash_extension(success: &RequestExtensionsSuccess<'_>) -> bool {
+pub fn grants_ehash_extension(success: &RequestExtensionsSuccessOwned) -> bool {
     success
         .supported_extensions
-        .clone()
-        .into_inner()
-        .contains(&EHASH_EXTENSION_TYPE)
+        .iter()
+        .any(|e| *e == EHASH_EXTENSION_TYPE)
 }
 
 #[cfg(test)]

@@ -100,14 +100,14 @@ fn negotiation_helpers() {
     );
     let granted = stratum_core::extensions_sv2::RequestExtensionsSuccess {
         request_id: 9,
-        supported_extensions: binary_sv2::Seq064K::new(vec![0x4EA5]).unwrap(),
+        supported_extensions: binary_sv2::Seq064K::new(vec![0x0002, 0x4EA5]).unwrap(),
     };
-    assert!(grants_ehash_extension(&granted));
+    assert!(grants_ehash_extension(&granted.into_owned()));
     let refused = stratum_core::extensions_sv2::RequestExtensionsSuccess {
         request_id: 9,
-        supported_extensions: binary_sv2::Seq064K::new(vec![]).unwrap(),
+        supported_extensions: binary_sv2::Seq064K::new(vec![0x0002]).unwrap(),
     };
-    assert!(!grants_ehash_extension(&refused));
+    assert!(!grants_ehash_extension(&refused.into_owned()));
 }
 
 #[test]

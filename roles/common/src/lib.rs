@@ -4,10 +4,12 @@
 //!
 //! A bad config stops the process with one line naming the field.
 //!
+//! [`sv2`]: SV2 over Noise (framing, the reader task, connecting).
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
 pub mod stats_publisher;
+pub mod sv2;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -5,19 +5,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use roles_common::sv2::{message_name, send, Incoming, ReadError, SendError, Sv2Reader};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{accept_noise_connection, noise_stream::NoiseTcpWriteHalf};
 use stratum_core::bitcoin::BlockHash;
 use stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionErrorOwned, SetupConnectionSuccessOwned,
 };
-use stratum_core::framing_sv2::framing::MessageFrame;
-use stratum_core::parsers_sv2::{
-    AnyMessage, AnyMessageOwned, CommonMessagesOwned, IsSv2Message, TemplateDistributionOwned,
-};
+use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -111,19 +109,7 @@ pub(crate) async fn accept_loop(
     .await;
 }
 
-fn frame(msg: AnyMessageOwned) -> Result<MessageFrame<AnyMessageOwned>, String> {
-    let (t, e, c) = (msg.message_type(), msg.extension_type(), msg.channel_bit());
-    MessageFrame::from_message(msg, t, e, c).map_err(|e| format!("cannot frame message: {e:?}"))
-}
-
-async fn send(writer: &mut NoiseTcpWriteHalf, msg: AnyMessageOwned) -> Result<(), String> {
-    writer
-        .write_frame(frame(msg)?)
-        .await
-        .map_err(|e| format!("write failed: {e}"))
-}
-
-async fn send_tip(writer: &mut NoiseTcpWriteHalf, tip: Tip) -> Result<(), String> {
+async fn send_tip(writer: &mut NoiseTcpWriteHalf, tip: Tip) -> Result<(), SendError> {
     debug!(
         template_id = tip.template.template_id,
         "sending NewTemplate and SetNewPrevHash"
@@ -154,32 +140,8 @@ async fn serve(
         .await
         .map_err(|e| format!("noise handshake failed: {e}"))?;
     info!(client = id, %peer, "client connected");
-    let (mut reader, mut writer) = noise.into_split();
-
-    // Reading is not cancellation safe: one task reads, the loop below selects on its output.
-    let (in_tx, mut in_rx) = mpsc::channel::<Result<AnyMessageOwned, String>>(64);
-    let reader_task = tokio::spawn(async move {
-        loop {
-            let result = match reader.read_frame().await {
-                Ok(mut frame) => {
-                    let header = frame.header();
-                    AnyMessage::try_from((header, frame.payload()))
-                        .map(|m| m.into_owned())
-                        .map_err(|e| {
-                            format!("malformed frame (type 0x{:02x}): {e:?}", header.msg_type())
-                        })
-                }
-                Err(stratum_apps::network_helpers::Error::SocketClosed) => {
-                    Err("closed by peer".to_string())
-                }
-                Err(e) => Err(format!("read failed: {e}")),
-            };
-            let stop = result.is_err();
-            if in_tx.send(result).await.is_err() || stop {
-                break;
-            }
-        }
-    });
+    let (reader, mut writer) = noise.into_split();
+    let mut reader = Sv2Reader::spawn(reader, "client", 64);
 
     let mut tips = shared.tips.subscribe();
     let mut setup_done = false;
@@ -194,15 +156,18 @@ async fn serve(
                     Err(broadcast::error::RecvError::Closed) => break Ok(()),
                 };
                 if let Err(e) = send_tip(&mut writer, tip).await {
-                    break Err(e);
+                    break Err(e.to_string());
                 }
             }
-            msg = in_rx.recv() => {
+            msg = reader.recv() => {
                 let msg = match msg {
-                    Some(Ok(msg)) => msg,
-                    Some(Err(e)) if e == "closed by peer" => break Ok(()),
-                    Some(Err(e)) => break Err(e),
-                    None => break Ok(()),
+                    Ok(Incoming::Sv2(msg)) => msg,
+                    Ok(Incoming::Ehash(_)) => {
+                        warn!(client = id, "ignoring an ehash extension message");
+                        continue;
+                    }
+                    Err(ReadError::ClosedByPeer) => break Ok(()),
+                    Err(e) => break Err(e.to_string()),
                 };
                 match (setup_done, msg) {
                     (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
@@ -220,7 +185,7 @@ async fn serve(
                         setup_done = true;
                         let ok = SetupConnectionSuccessOwned { used_version: 2, flags: 0 };
                         if let Err(e) = send(&mut writer, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(ok))).await {
-                            break Err(e);
+                            break Err(e.to_string());
                         }
                     }
                     (false, other) => {
@@ -233,13 +198,13 @@ async fn serve(
                                 if !serving {
                                     serving = true;
                                     if let Err(e) = send_tip(&mut writer, shared.current_tip()).await {
-                                        break Err(e);
+                                        break Err(e.to_string());
                                     }
                                 }
                             }
                             Ok(Reply::Message(m)) => {
                                 if let Err(e) = send(&mut writer, m).await {
-                                    break Err(e);
+                                    break Err(e.to_string());
                                 }
                             }
                             Err(e) => break Err(e),
@@ -252,7 +217,7 @@ async fn serve(
             }
         }
     };
-    reader_task.abort();
+    drop(reader);
     let _ = writer.shutdown().await;
     result
 }
@@ -261,10 +226,6 @@ enum Reply {
     None,
     StartServing,
     Message(AnyMessageOwned),
-}
-
-fn message_name(msg: &AnyMessageOwned) -> &'static str {
-    stratum_core::parsers_sv2::message_type_to_name(msg.message_type())
 }
 
 fn handle_tdp(id: u64, shared: &Shared, msg: TemplateDistributionOwned) -> Result<Reply, String> {
@@ -321,9 +282,7 @@ fn handle_tdp(id: u64, shared: &Shared, msg: TemplateDistributionOwned) -> Resul
             warn!(
                 client = id,
                 "ignoring {} (a client does not send it)",
-                stratum_core::parsers_sv2::message_type_to_name(
-                    AnyMessageOwned::TemplateDistribution(other).message_type()
-                )
+                message_name(&AnyMessageOwned::TemplateDistribution(other))
             );
             Ok(Reply::None)
         }

@@ -8,9 +8,11 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey, UnitBits};
 use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
-use stratum_core::binary_sv2::{B032Owned, Seq064KOwned, Str0255Owned, U256Owned};
+use roles_common::sv2::message_name;
+use stratum_core::binary_sv2::{B032Owned, Seq064KOwned, U256Owned};
 use stratum_core::bitcoin::Script;
 use stratum_core::bitcoin::{
     block::{Header, Version},
@@ -44,8 +46,7 @@ use stratum_core::mining_sv2::{
     SubmitSharesSuccessOwned, UpdateChannelErrorOwned, UpdateChannelOwned,
 };
 use stratum_core::parsers_sv2::{
-    AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned,
-    IsSv2Message, MiningOwned,
+    AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned, MiningOwned,
 };
 use stratum_core::template_distribution_sv2::{
     NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
@@ -214,28 +215,8 @@ pub struct PoolCore {
     stats: Stats,
 }
 
-fn str0255(s: &str) -> Str0255Owned {
-    let mut end = s.len().min(255);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    Str0255Owned::new(s.as_bytes()[..end].to_vec()).expect("at most 255 bytes")
-}
-
 fn mining(m: MiningOwned) -> AnyMessageOwned {
     AnyMessageOwned::Mining(m)
-}
-
-/// Name of a message, for logs.
-pub fn message_name(msg: &AnyMessageOwned) -> &'static str {
-    match msg {
-        AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(m)) => match m {
-            ExtensionsNegotiationOwned::RequestExtensions(_) => "RequestExtensions",
-            ExtensionsNegotiationOwned::RequestExtensionsSuccess(_) => "RequestExtensions.Success",
-            ExtensionsNegotiationOwned::RequestExtensionsError(_) => "RequestExtensions.Error",
-        },
-        other => stratum_core::parsers_sv2::message_type_to_name(other.message_type()),
-    }
 }
 
 fn u256(target: &Target) -> U256Owned {
@@ -439,7 +420,7 @@ impl PoolCore {
                     AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(
                         SetupConnectionErrorOwned {
                             flags: 0,
-                            error_code: str0255(code),
+                            error_code: str0255_truncated(code),
                         },
                     )),
                 ),
@@ -538,7 +519,7 @@ impl PoolCore {
             mining(MiningOwned::OpenMiningChannelError(
                 OpenMiningChannelErrorOwned {
                     request_id,
-                    error_code: str0255(code),
+                    error_code: str0255_truncated(code),
                 },
             )),
         )]
@@ -780,7 +761,7 @@ impl PoolCore {
             mining(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
                 channel_id,
                 sequence_number,
-                error_code: str0255(code),
+                error_code: str0255_truncated(code),
             })),
         )
     }
@@ -928,7 +909,7 @@ impl PoolCore {
                                 conn,
                                 mining(MiningOwned::CloseChannel(CloseChannelOwned {
                                     channel_id,
-                                    reason_code: str0255("seen-shares-budget-exhausted"),
+                                    reason_code: str0255_truncated("seen-shares-budget-exhausted"),
                                 })),
                             ),
                             share_refused_event(conn, channel_id),
@@ -1059,7 +1040,7 @@ impl PoolCore {
                 conn,
                 mining(MiningOwned::UpdateChannelError(UpdateChannelErrorOwned {
                     channel_id,
-                    error_code: str0255("invalid-channel-id"),
+                    error_code: str0255_truncated("invalid-channel-id"),
                 })),
             )];
         };
@@ -1088,7 +1069,7 @@ impl PoolCore {
                 conn,
                 mining(MiningOwned::UpdateChannelError(UpdateChannelErrorOwned {
                     channel_id,
-                    error_code: str0255(code),
+                    error_code: str0255_truncated(code),
                 })),
             )],
         }
@@ -1390,12 +1371,12 @@ mod tests {
             min_version: 2,
             max_version: 2,
             flags,
-            endpoint_host: str0255(""),
+            endpoint_host: str0255_truncated(""),
             endpoint_port: 0,
-            vendor: str0255("t"),
-            hardware_version: str0255(""),
-            firmware: str0255(""),
-            device_id: str0255(""),
+            vendor: str0255_truncated("t"),
+            hardware_version: str0255_truncated(""),
+            firmware: str0255_truncated(""),
+            device_id: str0255_truncated(""),
         }))
     }
 
@@ -1415,7 +1396,7 @@ mod tests {
         AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannel(
             OpenExtendedMiningChannelOwned {
                 request_id: 1,
-                user_identity: str0255(identity),
+                user_identity: str0255_truncated(identity),
                 nominal_hash_rate: 10.0,
                 max_target: U256Owned::from([0xff; 32]),
                 min_extranonce_size: 4,
@@ -1799,7 +1780,7 @@ mod tests {
             1,
             AnyMessageOwned::Mining(MiningOwned::CloseChannel(CloseChannelOwned {
                 channel_id: first,
-                reason_code: str0255("bye"),
+                reason_code: str0255_truncated("bye"),
             })),
         );
         assert_eq!(

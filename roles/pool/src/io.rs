@@ -8,21 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ehash::LockingKey;
-use ehash_ext_sv2::{is_ehash_frame, EhashMessage, MessageSet};
+use ehash_ext_sv2::{EhashMessage, MessageSet};
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
+use roles_common::sv2::{
+    self, message_name, send, send_ehash, Incoming, ReadError, SendError, Sv2Connection, Sv2Reader,
+};
 use stats_sv2::{link, StatsMessage};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_apps::network_helpers::{
-    accept_noise_connection, connect_with_noise,
-    noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
-    Error as NetError,
-};
-use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
-use stratum_core::framing_sv2::framing::MessageFrame;
-use stratum_core::parsers_sv2::{
-    AnyMessage, AnyMessageOwned, CommonMessagesOwned, IsSv2Message, MiningOwned, ParserError,
-    TemplateDistributionOwned,
-};
+use stratum_apps::network_helpers::accept_noise_connection;
+use stratum_core::common_messages_sv2::Protocol;
+use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::{
     CoinbaseOutputConstraintsOwned, SubmitSolutionOwned,
 };
@@ -31,9 +26,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::core::{message_name, AcceptedShare, Action, ConnId, PoolCore, StatsEvent};
+use crate::core::{AcceptedShare, Action, ConnId, PoolCore, StatsEvent};
 
-/// Receives every accepted share (the next issue turns them into mint quotes).
+/// Receives every accepted share and every opened channel (the ehash flow).
 pub trait AcceptedShareSink: Send + Sync + 'static {
     fn accepted(&self, share: AcceptedShare);
 
@@ -240,66 +235,6 @@ pub(crate) struct Keys {
     pub cert_validity_sec: u64,
 }
 
-fn frame(msg: AnyMessageOwned) -> Result<MessageFrame<AnyMessageOwned>, String> {
-    let (t, e, c) = (msg.message_type(), msg.extension_type(), msg.channel_bit());
-    MessageFrame::from_message(msg, t, e, c).map_err(|e| format!("cannot frame message: {e:?}"))
-}
-
-async fn send(writer: &mut NoiseTcpWriteHalf, msg: AnyMessageOwned) -> Result<(), String> {
-    writer
-        .write_frame(frame(msg)?)
-        .await
-        .map_err(|e| format!("write failed: {e}"))
-}
-
-const CLOSED_BY_PEER: &str = "closed by peer";
-
-/// Reads frames until an error; `Ok(None)` is a frame that was ignored.
-fn spawn_reader(
-    mut reader: NoiseTcpReadHalf,
-    who: &'static str,
-) -> (
-    mpsc::Receiver<Result<AnyMessageOwned, String>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::channel(256);
-    let task = tokio::spawn(async move {
-        loop {
-            let result = match reader.read_frame().await {
-                Ok(mut frame) => {
-                    let header = frame.header();
-                    let ext = header.ext_type_without_channel_msg();
-                    if is_ehash_frame(&header) || (ext != 0 && ext != 0x0001) {
-                        warn!(
-                            "ignoring a {who} frame of extension 0x{ext:04x} type 0x{:02x}",
-                            header.msg_type()
-                        );
-                        continue;
-                    }
-                    match AnyMessage::try_from((header, frame.payload())) {
-                        Ok(m) => Ok(m.into_owned()),
-                        Err(ParserError::UnexpectedMessage(t)) => {
-                            warn!("ignoring a {who} message of unknown type 0x{t:02x}");
-                            continue;
-                        }
-                        Err(e) => Err(format!(
-                            "malformed frame (message type 0x{:02x}): {e:?}",
-                            header.msg_type()
-                        )),
-                    }
-                }
-                Err(NetError::SocketClosed) => Err(CLOSED_BY_PEER.to_string()),
-                Err(e) => Err(format!("read failed: {e}")),
-            };
-            let stop = result.is_err();
-            if tx.send(result).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    (rx, task)
-}
-
 // ------------------------------------------------------------------ downstream
 
 pub(crate) async fn accept_loop(
@@ -317,7 +252,7 @@ pub(crate) async fn accept_loop(
             let reason = match result {
                 Ok(()) => {
                     info!(conn = id, %peer, "downstream disconnected");
-                    CLOSED_BY_PEER.to_string()
+                    ReadError::ClosedByPeer.to_string()
                 }
                 Err(reason) => {
                     warn!(conn = id, %peer, "closing downstream connection: {reason}");
@@ -349,6 +284,7 @@ async fn serve_downstream(
         };
     info!(conn = id, %peer, "downstream connected");
     let (reader, mut writer) = noise.into_split();
+    let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
     shared
         .writers
@@ -357,7 +293,6 @@ async fn serve_downstream(
         .insert(id, out_tx);
     shared.core.lock().expect("core lock").on_connect(id);
     let _ = shared.events.send(PoolEvent::Connected(id));
-    let (mut in_rx, reader_task) = spawn_reader(reader, "downstream");
     let setup_deadline = tokio::time::sleep(SETUP_TIMEOUT);
     tokio::pin!(setup_deadline);
     let mut setup_checked = false;
@@ -371,31 +306,29 @@ async fn serve_downstream(
                 }
                 setup_checked = true;
             }
-            incoming = in_rx.recv() => match incoming {
-                Some(Ok(msg)) => {
+            incoming = reader.recv() => match incoming {
+                Ok(Incoming::Sv2(msg)) => {
                     debug!(conn = id, "received {}", message_name(&msg));
                     let actions = shared.core.lock().expect("core lock").on_message(id, msg);
                     shared.dispatch(actions);
                 }
-                Some(Err(e)) if e == CLOSED_BY_PEER => break Ok(()),
-                Some(Err(e)) => break Err(e),
-                None => break Ok(()),
+                Ok(Incoming::Ehash(msg)) => {
+                    warn!(conn = id, "ignoring a downstream {}", msg.name());
+                }
+                Err(ReadError::ClosedByPeer) => break Ok(()),
+                Err(e) => break Err(e.to_string()),
             },
             out = out_rx.recv() => match out {
                 Some(Outbound::Message(msg)) => {
                     if let Err(e) = send(&mut writer, msg).await {
-                        break Err(e);
+                        break Err(e.to_string());
                     }
                 }
-                Some(Outbound::Ehash(msg)) => {
-                    let frame = match msg.into_frame() {
-                        Ok(f) => f,
-                        Err(e) => { warn!(conn = id, "{e}"); continue; }
-                    };
-                    if let Err(e) = writer.write_frame(frame).await {
-                        break Err(format!("write failed: {e}"));
-                    }
-                }
+                Some(Outbound::Ehash(msg)) => match send_ehash(&mut writer, msg).await {
+                    Ok(()) => {}
+                    Err(e @ SendError::Frame { .. }) => warn!(conn = id, "{e}"),
+                    Err(e) => break Err(e.to_string()),
+                },
                 Some(Outbound::Close(reason)) => break Err(reason),
                 None => break Err("send queue overflow (peer does not read)".into()),
             },
@@ -416,7 +349,7 @@ async fn serve_downstream(
         (result, closed)
     };
     shared.dispatch(closed);
-    reader_task.abort();
+    drop(reader);
     let _ = writer.shutdown().await;
     (Some(id), result)
 }
@@ -466,118 +399,87 @@ async fn tp_session(
     solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let stream = tokio::time::timeout(
-        stratum_apps::network_helpers::TCP_CONNECT_TIMEOUT,
-        TcpStream::connect(&link.address),
+    let mut conn = sv2::connect(
+        &link.address,
+        link.authority_public_key,
+        "template provider",
+        256,
     )
     .await
-    .map_err(|_| "connect timed out".to_string())?
-    .map_err(|e| format!("connect failed: {e}"))?;
-    let peer = stream.peer_addr().ok();
-    let noise = connect_with_noise(stream, Some(link.authority_public_key))
-        .await
-        .map_err(|e| format!("noise handshake failed (is tp_authority_public_key right?): {e}"))?;
-    let (reader, mut writer) = noise.into_split();
-    let (host, port) = match peer {
-        Some(p) => (p.ip().to_string(), p.port()),
-        None => (String::new(), 0),
+    .map_err(|e| e.explain("tp_authority_public_key"))?;
+    let result = tp_serve(link, shared, &mut conn, solutions, shutdown).await;
+    drop(conn.reader);
+    let _ = conn.writer.shutdown().await;
+    result
+}
+
+/// Sets the connection up, then relays templates to the core and solutions
+/// to the template provider.
+async fn tp_serve(
+    link: &TpLink,
+    shared: &Arc<Shared>,
+    conn: &mut Sv2Connection,
+    solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let setup = sv2::setup_connection(
+        Protocol::TemplateDistributionProtocol,
+        0,
+        conn.peer,
+        env!("CARGO_PKG_VERSION"),
+        "pool",
+    );
+    conn.setup(setup).await?;
+    let (size, sigops) = shared
+        .core
+        .lock()
+        .expect("core lock")
+        .coinbase_output_constraints();
+    let constraints = CoinbaseOutputConstraintsOwned {
+        coinbase_output_max_additional_size: size,
+        coinbase_output_max_additional_sigops: sigops,
     };
-    let setup = SetupConnectionOwned {
-        protocol: Protocol::TemplateDistributionProtocol,
-        min_version: 2,
-        max_version: 2,
-        flags: 0,
-        endpoint_host: host.try_into().map_err(|e| format!("{e:?}"))?,
-        endpoint_port: port,
-        vendor: "hashpool"
-            .to_string()
-            .try_into()
-            .map_err(|e| format!("{e:?}"))?,
-        hardware_version: String::new().try_into().map_err(|e| format!("{e:?}"))?,
-        firmware: env!("CARGO_PKG_VERSION")
-            .to_string()
-            .try_into()
-            .map_err(|e| format!("{e:?}"))?,
-        device_id: "pool"
-            .to_string()
-            .try_into()
-            .map_err(|e| format!("{e:?}"))?,
-    };
-    send(
-        &mut writer,
-        AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(setup)),
-    )
-    .await?;
-    let (mut in_rx, reader_task) = spawn_reader(reader, "template provider");
-    let result = async {
-        match tokio::time::timeout(Duration::from_secs(10), in_rx.recv()).await {
-            Ok(Some(Ok(AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(_))))) => {}
-            Ok(Some(Ok(AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(e))))) => {
-                return Err(format!(
-                    "SetupConnection refused: {}",
-                    String::from_utf8_lossy(e.error_code.as_bytes())
+    conn.send(AnyMessageOwned::TemplateDistribution(
+        TemplateDistributionOwned::CoinbaseOutputConstraints(constraints),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(address = %link.address, "connected to the template provider");
+    shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
+    let _ = shared.events.send(PoolEvent::TemplateProviderConnected);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            solution = solutions.recv() => {
+                let Some(solution) = solution else { return Ok(()) };
+                info!(template_id = solution.template_id, "sending SubmitSolution");
+                conn.send(AnyMessageOwned::TemplateDistribution(
+                    TemplateDistributionOwned::SubmitSolution(solution),
                 ))
+                .await
+                .map_err(|e| e.to_string())?;
             }
-            Ok(Some(Ok(other))) => {
-                return Err(format!("expected SetupConnection.Success, got {}", message_name(&other)))
-            }
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(None) => return Err(CLOSED_BY_PEER.into()),
-            Err(_) => return Err("no SetupConnection answer within 10 s".into()),
-        }
-        let (size, sigops) = shared.core.lock().expect("core lock").coinbase_output_constraints();
-        send(
-            &mut writer,
-            AnyMessageOwned::TemplateDistribution(
-                TemplateDistributionOwned::CoinbaseOutputConstraints(CoinbaseOutputConstraintsOwned {
-                    coinbase_output_max_additional_size: size,
-                    coinbase_output_max_additional_sigops: sigops,
-                }),
-            ),
-        )
-        .await?;
-        info!(address = %link.address, "connected to the template provider");
-        shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
-        let _ = shared.events.send(PoolEvent::TemplateProviderConnected);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                solution = solutions.recv() => {
-                    let Some(solution) = solution else { return Ok(()) };
-                    info!(template_id = solution.template_id, "sending SubmitSolution");
-                    send(
-                        &mut writer,
-                        AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::SubmitSolution(solution)),
-                    )
-                    .await?;
-                }
-                incoming = in_rx.recv() => {
-                    let msg = match incoming {
-                        Some(Ok(msg)) => msg,
-                        Some(Err(e)) => return Err(e),
-                        None => return Err(CLOSED_BY_PEER.into()),
-                    };
-                    let actions = match msg {
-                        AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::NewTemplate(t)) => {
-                            shared.core.lock().expect("core lock").on_new_template(t)
-                        }
-                        AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::SetNewPrevHash(p)) => {
-                            shared.core.lock().expect("core lock").on_set_new_prev_hash(p)
-                        }
-                        other => {
-                            debug!("ignoring {} from the template provider", message_name(&other));
-                            vec![]
-                        }
-                    };
-                    shared.dispatch(actions);
-                }
+            incoming = conn.reader.recv() => {
+                let actions = match incoming.map_err(|e| e.to_string())? {
+                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                        TemplateDistributionOwned::NewTemplate(t),
+                    )) => shared.core.lock().expect("core lock").on_new_template(t),
+                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                        TemplateDistributionOwned::SetNewPrevHash(p),
+                    )) => shared.core.lock().expect("core lock").on_set_new_prev_hash(p),
+                    Incoming::Sv2(other) => {
+                        debug!("ignoring {} from the template provider", message_name(&other));
+                        vec![]
+                    }
+                    Incoming::Ehash(m) => {
+                        debug!("ignoring {} from the template provider", m.name());
+                        vec![]
+                    }
+                };
+                shared.dispatch(actions);
             }
         }
     }
-    .await;
-    reader_task.abort();
-    let _ = writer.shutdown().await;
-    result
 }
 
 // ------------------------------------------------------------------ vardiff

@@ -12,21 +12,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
-use ehash_ext_sv2::{is_ehash_frame, request_ehash_extension, EhashMessage, MessageSet};
+use ehash_ext_sv2::EhashMessage;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
+use roles_common::sv2::{self, send, Incoming, ReadError, SendError};
 use stats_sv2::{link, StatsMessage};
-use stratum_apps::network_helpers::{
-    connect_with_noise,
-    noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
-    Error as NetError,
-};
-use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
-use stratum_core::framing_sv2::framing::MessageFrame;
+use stratum_apps::network_helpers::noise_stream::NoiseTcpWriteHalf;
+use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::mining_sv2::CloseChannelOwned;
-use stratum_core::parsers_sv2::{
-    AnyMessage, AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned,
-    IsSv2Message, MiningOwned, ParserError,
-};
+use stratum_core::parsers_sv2::{AnyMessageOwned, IsSv2Message, MiningOwned};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -321,71 +314,6 @@ impl RouterState {
     }
 }
 
-fn frame(msg: AnyMessageOwned) -> Result<MessageFrame<AnyMessageOwned>, String> {
-    let (t, e, c) = (msg.message_type(), msg.extension_type(), msg.channel_bit());
-    MessageFrame::from_message(msg, t, e, c).map_err(|e| format!("cannot frame message: {e:?}"))
-}
-
-async fn send(writer: &mut NoiseTcpWriteHalf, msg: AnyMessageOwned) -> Result<(), String> {
-    writer
-        .write_frame(frame(msg)?)
-        .await
-        .map_err(|e| format!("write failed: {e}"))
-}
-
-enum Incoming {
-    Sv2(AnyMessageOwned),
-    Ehash(EhashMessage),
-}
-
-fn spawn_reader(
-    mut reader: NoiseTcpReadHalf,
-) -> (
-    mpsc::Receiver<Result<Incoming, String>>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, rx) = mpsc::channel(1024);
-    let task = tokio::spawn(async move {
-        loop {
-            let item = match reader.read_frame().await {
-                Ok(mut frame) => {
-                    let header = frame.header();
-                    if is_ehash_frame(&header) {
-                        match EhashMessage::decode(&header, frame.payload()) {
-                            Ok(m) => Ok(Incoming::Ehash(m)),
-                            Err(e) => {
-                                warn!("ignoring a malformed ehash frame: {e}");
-                                continue;
-                            }
-                        }
-                    } else {
-                        let ext = header.ext_type_without_channel_msg();
-                        if ext != 0 && ext != 0x0001 {
-                            warn!("ignoring a frame of unknown extension 0x{ext:04x}");
-                            continue;
-                        }
-                        match AnyMessage::try_from((header, frame.payload())) {
-                            Ok(m) => Ok(Incoming::Sv2(m.into_owned())),
-                            Err(ParserError::UnexpectedMessage(t)) => {
-                                warn!("ignoring an upstream message of unknown type 0x{t:02x}");
-                                continue;
-                            }
-                            Err(e) => Err(format!("malformed frame: {e:?}")),
-                        }
-                    }
-                }
-                Err(NetError::SocketClosed) => Err("closed by the pool".to_string()),
-                Err(e) => Err(format!("read failed: {e}")),
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    (rx, task)
-}
-
 pub(crate) async fn router_loop(
     router: Router,
     mut commands: mpsc::UnboundedReceiver<ToRouter>,
@@ -475,89 +403,22 @@ async fn upstream_session(
     shutdown: &CancellationToken,
 ) -> Result<(), (String, bool)> {
     let down = |e: String| (e, false);
-    let stream = tokio::select! {
+    let mut conn = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        r = tokio::time::timeout(
-            stratum_apps::network_helpers::TCP_CONNECT_TIMEOUT,
-            TcpStream::connect(&upstream.address),
-        ) => r.map_err(|_| down("connect timed out".into()))?
-            .map_err(|e| down(format!("connect failed: {e}")))?,
-    };
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
-    let noise = connect_with_noise(stream, Some(upstream.authority_public_key))
-        .await
-        .map_err(|e| {
-            down(format!(
-                "noise handshake failed (is the pool's authority_public_key right?): {e}"
-            ))
-        })?;
-    let (reader, mut writer) = noise.into_split();
-    let (mut in_rx, reader_task) = spawn_reader(reader);
-    let result = async {
-        let (host, port) = peer.map(|p| (p.ip().to_string(), p.port())).unwrap_or_default();
-        let setup = SetupConnectionOwned {
-            protocol: Protocol::MiningProtocol,
-            min_version: 2,
-            max_version: 2,
-            // REQUIRES_VERSION_ROLLING: SV1 miners may roll version bits.
-            flags: 0b100,
-            endpoint_host: str0255_truncated(&host),
-            endpoint_port: port,
-            vendor: str0255_truncated("hashpool"),
-            hardware_version: str0255_truncated(""),
-            firmware: str0255_truncated(concat!("translator ", env!("CARGO_PKG_VERSION"))),
-            device_id: str0255_truncated("translator"),
-        };
-        send(
-            &mut writer,
-            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(setup)),
-        )
-        .await
-        .map_err(down)?;
-        match tokio::time::timeout(Duration::from_secs(10), in_rx.recv()).await {
-            Ok(Some(Ok(Incoming::Sv2(AnyMessageOwned::Common(
-                CommonMessagesOwned::SetupConnectionSuccess(_),
-            ))))) => {}
-            Ok(Some(Ok(Incoming::Sv2(AnyMessageOwned::Common(
-                CommonMessagesOwned::SetupConnectionError(e),
-            ))))) => {
-                return Err(down(format!(
-                    "SetupConnection refused: {}",
-                    String::from_utf8_lossy(e.error_code.as_bytes())
-                )))
-            }
-            Ok(Some(Ok(_))) => return Err(down("expected SetupConnection.Success".into())),
-            Ok(Some(Err(e))) => return Err(down(e)),
-            Ok(None) => return Err(down("closed by the pool".into())),
-            Err(_) => return Err(down("no SetupConnection answer within 10 s".into())),
+        r = sv2::connect(&upstream.address, upstream.authority_public_key, "pool", 1024) => {
+            r.map_err(|e| down(e.explain("the pool's authority_public_key")))?
         }
-        send(
-            &mut writer,
-            AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
-                ExtensionsNegotiationOwned::RequestExtensions(request_ehash_extension(1).into_owned()),
-            )),
-        )
-        .await
-        .map_err(down)?;
-        let ehash = match tokio::time::timeout(Duration::from_secs(10), in_rx.recv()).await {
-            Ok(Some(Ok(Incoming::Sv2(AnyMessageOwned::Extensions(
-                ExtensionsOwned::ExtensionsNegotiation(
-                    ExtensionsNegotiationOwned::RequestExtensionsSuccess(s),
-                ),
-            ))))) => s.supported_extensions.iter().any(|e| *e == ehash_ext_sv2::EHASH_EXTENSION_TYPE),
-            Ok(Some(Ok(Incoming::Sv2(AnyMessageOwned::Extensions(
-                ExtensionsOwned::ExtensionsNegotiation(
-                    ExtensionsNegotiationOwned::RequestExtensionsError(_),
-                ),
-            ))))) => false,
-            Ok(Some(Ok(_))) | Err(_) => {
-                // A pool that does not know Extensions Negotiation: mine without ehash.
-                false
-            }
-            Ok(Some(Err(e))) => return Err(down(e)),
-            Ok(None) => return Err(down("closed by the pool".into())),
-        };
+    };
+    let result = async {
+        let setup = sv2::setup_connection(
+            Protocol::MiningProtocol,
+            sv2::REQUIRES_VERSION_ROLLING,
+            conn.peer,
+            concat!("translator ", env!("CARGO_PKG_VERSION")),
+            "translator",
+        );
+        conn.setup(setup).await.map_err(down)?;
+        let ehash = conn.negotiate_ehash().await.map_err(|e| down(e.to_string()))?;
         if ehash {
             info!(address = %upstream.address, "connected to the pool, ehash extension granted");
         } else {
@@ -570,6 +431,7 @@ async fn upstream_session(
         router.stats.link_status(link::POOL, true);
         state.broadcast(|| ToMiner::Ready);
         let up = |e: String| (e, true);
+        let (writer, in_rx) = (&mut conn.writer, &mut conn.reader);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -586,7 +448,7 @@ async fn upstream_session(
                             if let Some(a) = state.aggregate.as_mut() {
                                 let outs = a.on_leave(id);
                                 for m in deliver(state, outs) {
-                                    send_upstream(state, &mut writer, m).await.map_err(up)?;
+                                    send_upstream(state, writer, m).await.map_err(|e| up(e.to_string()))?;
                                 }
                             }
                             let closing: Vec<u32> = state.channels.iter()
@@ -595,10 +457,10 @@ async fn upstream_session(
                                 .collect();
                             for channel_id in closing {
                                 state.forget_channel(channel_id);
-                                send(&mut writer, AnyMessageOwned::Mining(MiningOwned::CloseChannel(CloseChannelOwned {
+                                send(writer, AnyMessageOwned::Mining(MiningOwned::CloseChannel(CloseChannelOwned {
                                     channel_id,
                                     reason_code: str0255_truncated("miner-disconnected"),
-                                }))).await.map_err(up)?;
+                                }))).await.map_err(|e| up(e.to_string()))?;
                             }
                         }
                         ToRouter::Send(id, msg) => {
@@ -620,22 +482,22 @@ async fn upstream_session(
                                     let identity = String::from_utf8_lossy(open.user_identity.as_bytes()).to_string();
                                     let key = parse_user_identity(&identity).ok().map(|m| m.locking_key);
                                     state.opening.insert(request_id, ChannelInfo { miner: id, key, aggregate: false });
-                                    send(&mut writer, AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannel(open))).await.map_err(up)?;
+                                    send(writer, AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannel(open))).await.map_err(|e| up(e.to_string()))?;
                                     vec![]
                                 }
                                 (_, msg) => vec![msg],
                             };
                             for m in upstream {
-                                send_upstream(state, &mut writer, m).await.map_err(up)?;
+                                send_upstream(state, writer, m).await.map_err(|e| up(e.to_string()))?;
                             }
                         }
                     }
                 }
                 incoming = in_rx.recv() => {
                     let msg = match incoming {
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => return Err(up(e)),
-                        None => return Err(up("closed by the pool".into())),
+                        Ok(m) => m,
+                        Err(ReadError::ClosedByPeer) => return Err(up("closed by the pool".into())),
+                        Err(e) => return Err(up(e.to_string())),
                     };
                     match msg {
                         Incoming::Ehash(m) => {
@@ -656,8 +518,8 @@ async fn upstream_session(
         }
     }
     .await;
-    reader_task.abort();
-    let _ = writer.shutdown().await;
+    drop(conn.reader);
+    let _ = conn.writer.shutdown().await;
     result
 }
 
@@ -679,7 +541,7 @@ async fn send_upstream(
     state: &mut RouterState,
     writer: &mut NoiseTcpWriteHalf,
     mut m: MiningOwned,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     match &mut m {
         MiningOwned::OpenExtendedMiningChannel(open) => {
             // Only the aggregate gets here with an open (per-miner opens are sent directly).

@@ -1,0 +1,349 @@
+//! SV2 over Noise, as every role and test client speaks it: framing and
+//! sending a message, one reader task per connection that yields either an
+//! SV2 message or an ehash-extension message, the client side of connecting
+//! (TCP, Noise with a pinned authority key, SetupConnection) and the ehash
+//! extension negotiation.
+//!
+//! Reading a Noise frame is not cancellation safe, so a task reads and the
+//! connection's loop selects on [`Sv2Reader::recv`], which is.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ehash::wire::str0255_truncated;
+use ehash_ext_sv2::{grants_ehash_extension, is_ehash_frame, EhashMessage, MessageSet};
+use stratum_apps::key_utils::Secp256k1PublicKey;
+use stratum_apps::network_helpers::{
+    connect_with_noise,
+    noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
+    Error as NetError, TCP_CONNECT_TIMEOUT,
+};
+use stratum_apps::stratum_core::common_messages_sv2::{
+    Protocol, SetupConnectionOwned, SetupConnectionSuccessOwned,
+};
+use stratum_apps::stratum_core::framing_sv2::framing::MessageFrame;
+use stratum_apps::stratum_core::parsers_sv2::{
+    message_type_to_name, AnyMessage, AnyMessageOwned, CommonMessagesOwned,
+    ExtensionsNegotiationOwned, ExtensionsOwned, IsSv2Message, ParserError,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+pub use stratum_apps::stratum_core::extensions_sv2::EXTENSION_TYPE_EXTENSIONS_NEGOTIATION as EXTENSIONS_NEGOTIATION;
+
+/// SetupConnection flag of the mining protocol: the client's devices may
+/// roll version bits.
+pub const REQUIRES_VERSION_ROLLING: u32 = 0b100;
+
+/// How long a client waits for the answer to SetupConnection or to
+/// RequestExtensions.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One message received on an SV2 connection.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    Sv2(AnyMessageOwned),
+    Ehash(EhashMessage),
+}
+
+/// Why a connection stopped yielding messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("closed by peer")]
+    ClosedByPeer,
+    #[error("malformed frame (message type 0x{msg_type:02x}): {reason}")]
+    Malformed { msg_type: u8, reason: String },
+    #[error("read failed: {0}")]
+    Io(String),
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("cannot frame {message}: {reason}")]
+    Frame {
+        message: &'static str,
+        reason: String,
+    },
+    #[error("write failed: {0}")]
+    Io(String),
+}
+
+/// The name of a message, for logs. Message types are a namespace per
+/// extension, so Extensions Negotiation is named here, not by type.
+pub fn message_name(msg: &AnyMessageOwned) -> &'static str {
+    match msg {
+        AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(m)) => match m {
+            ExtensionsNegotiationOwned::RequestExtensions(_) => "RequestExtensions",
+            ExtensionsNegotiationOwned::RequestExtensionsSuccess(_) => "RequestExtensions.Success",
+            ExtensionsNegotiationOwned::RequestExtensionsError(_) => "RequestExtensions.Error",
+        },
+        other => message_type_to_name(other.message_type()),
+    }
+}
+
+/// The frame of one SV2 message.
+pub fn frame(msg: AnyMessageOwned) -> Result<MessageFrame<AnyMessageOwned>, SendError> {
+    let name = message_name(&msg);
+    let (t, e, c) = (msg.message_type(), msg.extension_type(), msg.channel_bit());
+    MessageFrame::from_message(msg, t, e, c).map_err(|e| SendError::Frame {
+        message: name,
+        reason: format!("{e:?}"),
+    })
+}
+
+/// Frames and writes one SV2 message.
+pub async fn send(writer: &mut NoiseTcpWriteHalf, msg: AnyMessageOwned) -> Result<(), SendError> {
+    writer
+        .write_frame(frame(msg)?)
+        .await
+        .map_err(|e| SendError::Io(e.to_string()))
+}
+
+/// Frames and writes one ehash-extension message.
+pub async fn send_ehash(
+    writer: &mut NoiseTcpWriteHalf,
+    msg: EhashMessage,
+) -> Result<(), SendError> {
+    let frame = msg.into_frame().map_err(|e| SendError::Frame {
+        message: e.message,
+        reason: e.reason,
+    })?;
+    writer
+        .write_frame(frame)
+        .await
+        .map_err(|e| SendError::Io(e.to_string()))
+}
+
+/// The receiving half of a connection: a task reads and decodes frames and
+/// hands them over through a bounded queue. Dropping it stops the task.
+pub struct Sv2Reader {
+    rx: mpsc::Receiver<Result<Incoming, ReadError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sv2Reader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sv2Reader {
+    /// Starts reading. `who` names the peer in the log lines of ignored
+    /// frames; `queue` is how many decoded messages may wait.
+    ///
+    /// Frames of extensions other than 0 (core), Extensions Negotiation and
+    /// ehash, and messages parsers_sv2 does not know, are logged and
+    /// skipped (SV2 peers may send what this side does not speak). A frame
+    /// that does not decode ends the stream with [`ReadError::Malformed`].
+    pub fn spawn(mut reader: NoiseTcpReadHalf, who: &'static str, queue: usize) -> Self {
+        let (tx, rx) = mpsc::channel(queue);
+        let task = tokio::spawn(async move {
+            loop {
+                let item = match reader.read_frame().await {
+                    Ok(mut frame) => {
+                        let header = frame.header();
+                        match decode(header, frame.payload(), who) {
+                            Some(item) => item,
+                            None => continue,
+                        }
+                    }
+                    Err(NetError::SocketClosed) => Err(ReadError::ClosedByPeer),
+                    Err(e) => Err(ReadError::Io(e.to_string())),
+                };
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Self { rx, task }
+    }
+
+    /// The next message (cancellation safe). After an error the stream
+    /// has ended.
+    pub async fn recv(&mut self) -> Result<Incoming, ReadError> {
+        self.rx.recv().await.unwrap_or(Err(ReadError::ClosedByPeer))
+    }
+
+    /// The next message within `timeout`; `None` when none came in time.
+    pub async fn recv_within(&mut self, timeout: Duration) -> Option<Result<Incoming, ReadError>> {
+        tokio::time::timeout(timeout, self.recv()).await.ok()
+    }
+}
+
+/// Decodes one frame; `None` for a frame to skip.
+fn decode(
+    header: stratum_apps::stratum_core::framing_sv2::header::Header,
+    payload: &mut [u8],
+    who: &str,
+) -> Option<Result<Incoming, ReadError>> {
+    let msg_type = header.msg_type();
+    if is_ehash_frame(&header) {
+        return Some(
+            EhashMessage::decode(&header, payload)
+                .map(Incoming::Ehash)
+                .map_err(|e| ReadError::Malformed {
+                    msg_type,
+                    reason: e.to_string(),
+                }),
+        );
+    }
+    let ext = header.ext_type_without_channel_msg();
+    if ext != 0 && ext != EXTENSIONS_NEGOTIATION {
+        warn!("ignoring a {who} frame of extension 0x{ext:04x} type 0x{msg_type:02x}");
+        return None;
+    }
+    match AnyMessage::try_from((header, payload)) {
+        Ok(m) => Some(Ok(Incoming::Sv2(m.into_owned()))),
+        Err(ParserError::UnexpectedMessage(t)) => {
+            warn!("ignoring a {who} message of unknown type 0x{t:02x}");
+            None
+        }
+        Err(e) => Some(Err(ReadError::Malformed {
+            msg_type,
+            reason: format!("{e:?}"),
+        })),
+    }
+}
+
+/// A client connection: the writer, the reader task and the peer address.
+pub struct Sv2Connection {
+    pub writer: NoiseTcpWriteHalf,
+    pub reader: Sv2Reader,
+    pub peer: SocketAddr,
+}
+
+/// Why a client could not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connect failed: {0}")]
+    Tcp(std::io::Error),
+    #[error("noise handshake failed: {0}")]
+    Noise(String),
+}
+
+impl ConnectError {
+    /// The error as a log line; a failed handshake names the config field
+    /// holding the pinned key, the usual cause.
+    pub fn explain(&self, key_field: &str) -> String {
+        match self {
+            ConnectError::Noise(_) => format!("{self} (is {key_field} right?)"),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// Connects over TCP and Noise, pinning the responder's authority key.
+pub async fn connect(
+    address: &str,
+    authority: Secp256k1PublicKey,
+    who: &'static str,
+    queue: usize,
+) -> Result<Sv2Connection, ConnectError> {
+    let stream = tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Tcp)?;
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().map_err(ConnectError::Tcp)?;
+    let noise = connect_with_noise(stream, Some(authority))
+        .await
+        .map_err(|e| ConnectError::Noise(e.to_string()))?;
+    let (reader, writer) = noise.into_split();
+    Ok(Sv2Connection {
+        writer,
+        reader: Sv2Reader::spawn(reader, who, queue),
+        peer,
+    })
+}
+
+/// The SetupConnection a Hashpool client sends (vendor "hashpool").
+pub fn setup_connection(
+    protocol: Protocol,
+    flags: u32,
+    peer: SocketAddr,
+    firmware: &str,
+    device_id: &str,
+) -> SetupConnectionOwned {
+    SetupConnectionOwned {
+        protocol,
+        min_version: 2,
+        max_version: 2,
+        flags,
+        endpoint_host: str0255_truncated(&peer.ip().to_string()),
+        endpoint_port: peer.port(),
+        vendor: str0255_truncated("hashpool"),
+        hardware_version: str0255_truncated(""),
+        firmware: str0255_truncated(firmware),
+        device_id: str0255_truncated(device_id),
+    }
+}
+
+impl Sv2Connection {
+    /// Sends one SV2 message.
+    pub async fn send(&mut self, msg: AnyMessageOwned) -> Result<(), SendError> {
+        send(&mut self.writer, msg).await
+    }
+
+    /// Sends SetupConnection and waits for the answer; an error is a log line.
+    pub async fn setup(
+        &mut self,
+        setup: SetupConnectionOwned,
+    ) -> Result<SetupConnectionSuccessOwned, String> {
+        self.send(AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnection(setup),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        match self.reader.recv_within(HANDSHAKE_TIMEOUT).await {
+            Some(Ok(Incoming::Sv2(AnyMessageOwned::Common(
+                CommonMessagesOwned::SetupConnectionSuccess(s),
+            )))) => Ok(s),
+            Some(Ok(Incoming::Sv2(AnyMessageOwned::Common(
+                CommonMessagesOwned::SetupConnectionError(e),
+            )))) => Err(format!(
+                "SetupConnection refused: {}",
+                String::from_utf8_lossy(e.error_code.as_bytes())
+            )),
+            Some(Ok(Incoming::Sv2(other))) => Err(format!(
+                "expected SetupConnection.Success, got {}",
+                message_name(&other)
+            )),
+            Some(Ok(Incoming::Ehash(m))) => Err(format!(
+                "expected SetupConnection.Success, got {}",
+                m.name()
+            )),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(format!(
+                "no SetupConnection answer within {HANDSHAKE_TIMEOUT:?}"
+            )),
+        }
+    }
+
+    /// Asks for the ehash extension; whether the peer granted it. A peer
+    /// that does not know Extensions Negotiation (it answers something
+    /// else, or nothing in time) did not grant it.
+    pub async fn negotiate_ehash(&mut self) -> Result<bool, ReadError> {
+        let request = ehash_ext_sv2::request_ehash_extension(1).into_owned();
+        self.send(AnyMessageOwned::Extensions(
+            ExtensionsOwned::ExtensionsNegotiation(ExtensionsNegotiationOwned::RequestExtensions(
+                request,
+            )),
+        ))
+        .await
+        .map_err(|e| ReadError::Io(e.to_string()))?;
+        match self.reader.recv_within(HANDSHAKE_TIMEOUT).await {
+            Some(Ok(Incoming::Sv2(AnyMessageOwned::Extensions(
+                ExtensionsOwned::ExtensionsNegotiation(
+                    ExtensionsNegotiationOwned::RequestExtensionsSuccess(s),
+                ),
+            )))) => Ok(grants_ehash_extension(&s)),
+            Some(Ok(_)) | None => Ok(false),
+            Some(Err(e)) => Err(e),
+        }
+    }
+}
