@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use roles_common::sv2::{message_name, send, Incoming, ReadError, SendError, Sv2Reader};
+use ehash::wire::str0255_truncated;
+use roles_common::sv2::{message_name, send, Incoming, ReadError, Sv2Reader};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{accept_noise_connection, noise_stream::NoiseTcpWriteHalf};
 use stratum_core::bitcoin::BlockHash;
@@ -109,23 +110,28 @@ pub(crate) async fn accept_loop(
     .await;
 }
 
-async fn send_tip(writer: &mut NoiseTcpWriteHalf, tip: Tip) -> Result<(), SendError> {
+/// NewTemplate and its SetNewPrevHash, as sent to every client.
+fn tip_messages(tip: Tip) -> [AnyMessageOwned; 2] {
     debug!(
         template_id = tip.template.template_id,
         "sending NewTemplate and SetNewPrevHash"
     );
-    send(
-        writer,
+    [
         AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::NewTemplate(tip.template)),
-    )
-    .await?;
-    send(
-        writer,
         AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::SetNewPrevHash(
             tip.prev_hash,
         )),
-    )
-    .await
+    ]
+}
+
+async fn send_all(
+    writer: &mut NoiseTcpWriteHalf,
+    messages: impl IntoIterator<Item = AnyMessageOwned>,
+) -> Result<(), String> {
+    for m in messages {
+        send(writer, m).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -142,79 +148,37 @@ async fn serve(
     info!(client = id, %peer, "client connected");
     let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "client", 64);
-
     let mut tips = shared.tips.subscribe();
-    let mut setup_done = false;
-    let mut serving = false;
+    let mut client = Client {
+        id,
+        setup_done: false,
+        serving: false,
+    };
     let result = loop {
-        tokio::select! {
+        let reply = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            tip = tips.recv(), if serving => {
-                let tip = match tip {
-                    Ok(tip) => tip,
-                    Err(broadcast::error::RecvError::Lagged(_)) => shared.current_tip(),
-                    Err(broadcast::error::RecvError::Closed) => break Ok(()),
-                };
-                if let Err(e) = send_tip(&mut writer, tip).await {
-                    break Err(e.to_string());
+            tip = tips.recv(), if client.serving => match tip {
+                Ok(tip) => Reply::send(tip_messages(tip)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    Reply::send(tip_messages(shared.current_tip()))
                 }
-            }
-            msg = reader.recv() => {
-                let msg = match msg {
-                    Ok(Incoming::Sv2(msg)) => msg,
-                    Ok(Incoming::Ehash(_)) => {
-                        warn!(client = id, "ignoring an ehash extension message");
-                        continue;
-                    }
-                    Err(ReadError::ClosedByPeer) => break Ok(()),
-                    Err(e) => break Err(e.to_string()),
-                };
-                match (setup_done, msg) {
-                    (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
-                        if m.protocol != Protocol::TemplateDistributionProtocol
-                            || m.min_version > 2
-                            || m.max_version < 2
-                        {
-                            let err = SetupConnectionErrorOwned {
-                                flags: 0,
-                                error_code: "unsupported-protocol".to_string().try_into().expect("short"),
-                            };
-                            let _ = send(&mut writer, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(err))).await;
-                            break Err("SetupConnection for another protocol or version".into());
-                        }
-                        setup_done = true;
-                        let ok = SetupConnectionSuccessOwned { used_version: 2, flags: 0 };
-                        if let Err(e) = send(&mut writer, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(ok))).await {
-                            break Err(e.to_string());
-                        }
-                    }
-                    (false, other) => {
-                        break Err(format!("{} before SetupConnection", message_name(&other)));
-                    }
-                    (true, AnyMessageOwned::TemplateDistribution(tdp)) => {
-                        match handle_tdp(id, &shared, tdp) {
-                            Ok(Reply::None) => {}
-                            Ok(Reply::StartServing) => {
-                                if !serving {
-                                    serving = true;
-                                    if let Err(e) = send_tip(&mut writer, shared.current_tip()).await {
-                                        break Err(e.to_string());
-                                    }
-                                }
-                            }
-                            Ok(Reply::Message(m)) => {
-                                if let Err(e) = send(&mut writer, m).await {
-                                    break Err(e.to_string());
-                                }
-                            }
-                            Err(e) => break Err(e),
-                        }
-                    }
-                    (true, other) => {
-                        warn!(client = id, "ignoring unexpected {}", message_name(&other));
-                    }
+                Err(broadcast::error::RecvError::Closed) => break Ok(()),
+            },
+            msg = reader.recv() => match msg {
+                Ok(Incoming::Sv2(msg)) => client.on_message(&shared, msg),
+                Ok(Incoming::Ehash(_)) => {
+                    warn!(client = id, "ignoring an ehash extension message");
+                    continue;
                 }
-            }
+                Err(ReadError::ClosedByPeer) => break Ok(()),
+                Err(e) => break Err(e.to_string()),
+            },
+        };
+        if let Err(e) = send_all(&mut writer, reply.messages).await {
+            break Err(e);
+        }
+        if let Some(reason) = reply.close {
+            break Err(reason);
         }
     };
     drop(reader);
@@ -222,69 +186,143 @@ async fn serve(
     result
 }
 
-enum Reply {
-    None,
-    StartServing,
-    Message(AnyMessageOwned),
+/// What to send a client, and whether to close its connection after.
+#[derive(Default)]
+struct Reply {
+    messages: Vec<AnyMessageOwned>,
+    close: Option<String>,
 }
 
-fn handle_tdp(id: u64, shared: &Shared, msg: TemplateDistributionOwned) -> Result<Reply, String> {
-    match msg {
-        TemplateDistributionOwned::CoinbaseOutputConstraints(c) => {
-            debug!(
-                client = id,
-                max_additional_size = c.coinbase_output_max_additional_size,
-                "CoinbaseOutputConstraints"
-            );
-            Ok(Reply::StartServing)
+impl Reply {
+    fn send(messages: impl IntoIterator<Item = AnyMessageOwned>) -> Self {
+        Reply {
+            messages: messages.into_iter().collect(),
+            close: None,
         }
-        TemplateDistributionOwned::RequestTransactionData(r) => {
-            let chain = shared.chain.lock().expect("chain lock");
-            let reply = match chain.transaction_data(r.template_id) {
-                Ok(ok) => TemplateDistributionOwned::RequestTransactionDataSuccess(ok),
-                Err(err) => TemplateDistributionOwned::RequestTransactionDataError(err),
-            };
-            Ok(Reply::Message(AnyMessageOwned::TemplateDistribution(reply)))
+    }
+
+    fn close(reason: impl Into<String>) -> Self {
+        Reply {
+            messages: vec![],
+            close: Some(reason.into()),
         }
-        TemplateDistributionOwned::SubmitSolution(solution) => {
-            let mut chain = shared.chain.lock().expect("chain lock");
-            match chain.submit_solution(&solution) {
-                Ok(block) => {
-                    info!(
-                        client = id,
-                        height = block.height,
-                        hash = %block.hash,
-                        "block accepted, tip moved"
-                    );
-                    if let Err(e) = shared.persist(&chain) {
-                        warn!("cannot persist the chain: {e}");
-                    }
-                    let (template, prev_hash) = chain.current_template(now());
-                    drop(chain);
-                    let _ = shared.blocks.send(BlockEvent {
-                        height: block.height,
-                        hash: block.hash,
-                    });
-                    let _ = shared.tips.send(Tip {
-                        template,
-                        prev_hash,
-                    });
+    }
+}
+
+/// One client's connection state.
+struct Client {
+    id: u64,
+    setup_done: bool,
+    /// CoinbaseOutputConstraints came: templates flow.
+    serving: bool,
+}
+
+impl Client {
+    fn on_message(&mut self, shared: &Shared, msg: AnyMessageOwned) -> Reply {
+        match (self.setup_done, msg) {
+            (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
+                if m.protocol != Protocol::TemplateDistributionProtocol
+                    || m.min_version > 2
+                    || m.max_version < 2
+                {
+                    let err = SetupConnectionErrorOwned {
+                        flags: 0,
+                        error_code: str0255_truncated("unsupported-protocol"),
+                    };
+                    return Reply {
+                        messages: vec![AnyMessageOwned::Common(
+                            CommonMessagesOwned::SetupConnectionError(err),
+                        )],
+                        close: Some("SetupConnection for another protocol or version".into()),
+                    };
                 }
-                Err(e) => warn!(
-                    client = id,
-                    template_id = solution.template_id,
-                    "solution refused: {e}"
-                ),
+                self.setup_done = true;
+                let ok = SetupConnectionSuccessOwned {
+                    used_version: 2,
+                    flags: 0,
+                };
+                Reply::send([AnyMessageOwned::Common(
+                    CommonMessagesOwned::SetupConnectionSuccess(ok),
+                )])
             }
-            Ok(Reply::None)
+            (false, other) => {
+                Reply::close(format!("{} before SetupConnection", message_name(&other)))
+            }
+            (true, AnyMessageOwned::TemplateDistribution(tdp)) => self.on_tdp(shared, tdp),
+            (true, other) => {
+                warn!(
+                    client = self.id,
+                    "ignoring unexpected {}",
+                    message_name(&other)
+                );
+                Reply::default()
+            }
         }
-        other => {
-            warn!(
-                client = id,
-                "ignoring {} (a client does not send it)",
-                message_name(&AnyMessageOwned::TemplateDistribution(other))
-            );
-            Ok(Reply::None)
+    }
+
+    fn on_tdp(&mut self, shared: &Shared, msg: TemplateDistributionOwned) -> Reply {
+        let id = self.id;
+        match msg {
+            TemplateDistributionOwned::CoinbaseOutputConstraints(c) => {
+                debug!(
+                    client = id,
+                    max_additional_size = c.coinbase_output_max_additional_size,
+                    "CoinbaseOutputConstraints"
+                );
+                if self.serving {
+                    return Reply::default();
+                }
+                self.serving = true;
+                Reply::send(tip_messages(shared.current_tip()))
+            }
+            TemplateDistributionOwned::RequestTransactionData(r) => {
+                let chain = shared.chain.lock().expect("chain lock");
+                let reply = match chain.transaction_data(r.template_id) {
+                    Ok(ok) => TemplateDistributionOwned::RequestTransactionDataSuccess(ok),
+                    Err(err) => TemplateDistributionOwned::RequestTransactionDataError(err),
+                };
+                Reply::send([AnyMessageOwned::TemplateDistribution(reply)])
+            }
+            TemplateDistributionOwned::SubmitSolution(solution) => {
+                let mut chain = shared.chain.lock().expect("chain lock");
+                match chain.submit_solution(&solution) {
+                    Ok(block) => {
+                        info!(
+                            client = id,
+                            height = block.height,
+                            hash = %block.hash,
+                            "block accepted, tip moved"
+                        );
+                        if let Err(e) = shared.persist(&chain) {
+                            warn!("cannot persist the chain: {e}");
+                        }
+                        let (template, prev_hash) = chain.current_template(now());
+                        drop(chain);
+                        let _ = shared.blocks.send(BlockEvent {
+                            height: block.height,
+                            hash: block.hash,
+                        });
+                        let _ = shared.tips.send(Tip {
+                            template,
+                            prev_hash,
+                        });
+                    }
+                    Err(e) => warn!(
+                        client = id,
+                        template_id = solution.template_id,
+                        "solution refused: {e}"
+                    ),
+                }
+                Reply::default()
+            }
+            other => {
+                warn!(
+                    client = id,
+                    "ignoring {} (a client does not send it)",
+                    message_name(&AnyMessageOwned::TemplateDistribution(other))
+                );
+                Reply::default()
+            }
         }
     }
 }

@@ -99,62 +99,72 @@ async fn serve_connection(
             },
         };
         debug!("pool link: received {}", message.name());
-        match session.on_message(message) {
-            Step::Reply(messages) => {
-                if session.pool_key().is_some()
-                    && messages
-                        .iter()
-                        .any(|m| matches!(m, MintQuoteMessage::PoolAuthSuccess(_)))
-                {
-                    info!(
-                        "pool link: authenticated pool key {}",
-                        session.pool_key().expect("just set")
-                    );
-                }
-                for m in messages {
-                    if replies.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            Step::Close { reply, reason } => {
-                for m in reply {
-                    let _ = replies.send(m).await;
-                }
-                break Err(reason);
-            }
-            Step::Quote(request) => {
-                let permit = in_flight
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
-                let (service, replies) = (ctx.service.clone(), replies.clone());
-                tokio::spawn(async move {
-                    let answer = service.handle_quote(request).await;
-                    let _ = replies.send(answer).await;
-                    drop(permit);
-                });
-            }
-            Step::Stats(request_id) => {
-                let (service, replies) = (ctx.service.clone(), replies.clone());
-                tokio::spawn(async move {
-                    match service.stats(request_id).await {
-                        Ok(stats) => {
-                            let _ = replies
-                                .send(MintQuoteMessage::MintStatsResponse(stats))
-                                .await;
-                        }
-                        Err(e) => warn!("pool link: stats request {request_id} failed: {e}"),
-                    }
-                });
-            }
+        let authenticated = session.pool_key().is_some();
+        let step = session.on_message(message);
+        if let (false, Some(key)) = (authenticated, session.pool_key()) {
+            info!("pool link: authenticated pool key {key}");
+        }
+        if let Some(reason) = apply(step, ctx, &replies, &in_flight).await {
+            break Err(reason);
         }
     };
     // Let the writer flush what is queued (answers in flight included), then stop.
     drop(replies);
     let _ = writer_task.await;
     result
+}
+
+/// Carries out one step of the session: replies queued for the writer,
+/// quote and stats requests served on their own tasks. `Some(reason)` when
+/// the connection must close.
+async fn apply(
+    step: Step,
+    ctx: &Arc<LinkContext>,
+    replies: &mpsc::Sender<MintQuoteMessage>,
+    in_flight: &Arc<Semaphore>,
+) -> Option<String> {
+    match step {
+        Step::Reply(messages) => {
+            for m in messages {
+                if replies.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Step::Close { reply, reason } => {
+            for m in reply {
+                let _ = replies.send(m).await;
+            }
+            return Some(reason);
+        }
+        Step::Quote(request) => {
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let (service, replies) = (ctx.service.clone(), replies.clone());
+            tokio::spawn(async move {
+                let answer = service.handle_quote(request).await;
+                let _ = replies.send(answer).await;
+                drop(permit);
+            });
+        }
+        Step::Stats(request_id) => {
+            let (service, replies) = (ctx.service.clone(), replies.clone());
+            tokio::spawn(async move {
+                match service.stats(request_id).await {
+                    Ok(stats) => {
+                        let _ = replies
+                            .send(MintQuoteMessage::MintStatsResponse(stats))
+                            .await;
+                    }
+                    Err(e) => warn!("pool link: stats request {request_id} failed: {e}"),
+                }
+            });
+        }
+    }
+    None
 }
 
 /// Reads and decodes one message: `None` when the peer closed the

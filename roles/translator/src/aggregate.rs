@@ -25,7 +25,7 @@ use stratum_core::parsers_sv2::MiningOwned;
 const MAX_KEPT_JOBS: usize = 8;
 
 #[derive(Debug, Clone)]
-pub enum AggOut {
+pub enum Action {
     ToMiner(u32, MiningOwned),
     /// To the pool; an `OpenExtendedMiningChannel` gets its request id from the router.
     Upstream(MiningOwned),
@@ -73,10 +73,10 @@ impl Aggregate {
         self.members.iter().copied().collect()
     }
 
-    fn replay(&self, miner: u32) -> Vec<AggOut> {
+    fn replay(&self, miner: u32) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(c) = &self.channel {
-            out.push(AggOut::ToMiner(
+            out.push(Action::ToMiner(
                 miner,
                 MiningOwned::OpenExtendedMiningChannelSuccess(c.clone()),
             ));
@@ -84,17 +84,17 @@ impl Aggregate {
         if let Some((job, prev)) = &self.tip {
             let mut future = job.clone();
             future.min_ntime = stratum_core::binary_sv2::Sv2OptionOwned::new(None);
-            out.push(AggOut::ToMiner(
+            out.push(Action::ToMiner(
                 miner,
                 MiningOwned::NewExtendedMiningJob(future),
             ));
-            out.push(AggOut::ToMiner(
+            out.push(Action::ToMiner(
                 miner,
                 MiningOwned::SetNewPrevHash(prev.clone()),
             ));
         }
         for job in &self.jobs {
-            out.push(AggOut::ToMiner(
+            out.push(Action::ToMiner(
                 miner,
                 MiningOwned::NewExtendedMiningJob(job.clone()),
             ));
@@ -103,11 +103,11 @@ impl Aggregate {
     }
 
     /// A miner asks for "its" channel.
-    pub fn on_open(&mut self, miner: u32, open: OpenExtendedMiningChannelOwned) -> Vec<AggOut> {
+    pub fn on_open(&mut self, miner: u32, open: OpenExtendedMiningChannelOwned) -> Vec<Action> {
         let identity = String::from_utf8_lossy(open.user_identity.as_bytes()).to_string();
         let key = parse_user_identity(&identity).ok().map(|m| m.locking_key);
         if key != Some(self.wallet_key) {
-            return vec![AggOut::ToMiner(
+            return vec![Action::ToMiner(
                 miner,
                 MiningOwned::OpenMiningChannelError(OpenMiningChannelErrorOwned {
                     request_id: open.request_id,
@@ -124,7 +124,7 @@ impl Aggregate {
             return vec![];
         }
         self.opening = true;
-        vec![AggOut::Upstream(MiningOwned::OpenExtendedMiningChannel(
+        vec![Action::Upstream(MiningOwned::OpenExtendedMiningChannel(
             OpenExtendedMiningChannelOwned {
                 request_id: 0,
                 user_identity: str0255_truncated(&self.identity()),
@@ -133,7 +133,7 @@ impl Aggregate {
         ))]
     }
 
-    pub fn on_open_success(&mut self, s: OpenExtendedMiningChannelSuccessOwned) -> Vec<AggOut> {
+    pub fn on_open_success(&mut self, s: OpenExtendedMiningChannelSuccessOwned) -> Vec<Action> {
         self.opening = false;
         self.channel = Some(s);
         let waiting = std::mem::take(&mut self.waiting);
@@ -145,23 +145,23 @@ impl Aggregate {
         out
     }
 
-    pub fn on_open_error(&mut self, e: OpenMiningChannelErrorOwned) -> Vec<AggOut> {
+    pub fn on_open_error(&mut self, e: OpenMiningChannelErrorOwned) -> Vec<Action> {
         self.opening = false;
         std::mem::take(&mut self.waiting)
             .into_iter()
-            .map(|m| AggOut::ToMiner(m, MiningOwned::OpenMiningChannelError(e.clone())))
+            .map(|m| Action::ToMiner(m, MiningOwned::OpenMiningChannelError(e.clone())))
             .collect()
     }
 
-    fn broadcast(&self, msg: MiningOwned) -> Vec<AggOut> {
+    fn broadcast(&self, msg: MiningOwned) -> Vec<Action> {
         self.members()
             .into_iter()
-            .map(|m| AggOut::ToMiner(m, msg.clone()))
+            .map(|m| Action::ToMiner(m, msg.clone()))
             .collect()
     }
 
     /// A message of the pool about the shared channel.
-    pub fn on_upstream(&mut self, msg: MiningOwned) -> Vec<AggOut> {
+    pub fn on_upstream(&mut self, msg: MiningOwned) -> Vec<Action> {
         match msg {
             MiningOwned::NewExtendedMiningJob(job) => {
                 self.jobs.push(job.clone());
@@ -208,7 +208,7 @@ impl Aggregate {
                 per_miner
                     .into_iter()
                     .map(|(miner, (local, count))| {
-                        AggOut::ToMiner(
+                        Action::ToMiner(
                             miner,
                             MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
                                 channel_id: s.channel_id,
@@ -221,7 +221,7 @@ impl Aggregate {
                     .collect()
             }
             MiningOwned::SubmitSharesError(e) => match self.shares.remove(&e.sequence_number) {
-                Some((miner, local)) => vec![AggOut::ToMiner(
+                Some((miner, local)) => vec![Action::ToMiner(
                     miner,
                     MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
                         sequence_number: local,
@@ -240,23 +240,23 @@ impl Aggregate {
     }
 
     /// A miner's share: renumbered into the channel's sequence space.
-    pub fn on_submit(&mut self, miner: u32, mut share: SubmitSharesExtendedOwned) -> Vec<AggOut> {
+    pub fn on_submit(&mut self, miner: u32, mut share: SubmitSharesExtendedOwned) -> Vec<Action> {
         let global = self.next_sequence;
         self.next_sequence = self.next_sequence.wrapping_add(1).max(1);
         self.shares.insert(global, (miner, share.sequence_number));
         share.sequence_number = global;
-        vec![AggOut::Upstream(MiningOwned::SubmitSharesExtended(share))]
+        vec![Action::Upstream(MiningOwned::SubmitSharesExtended(share))]
     }
 
     /// A miner left; the channel closes with its last member.
-    pub fn on_leave(&mut self, miner: u32) -> Vec<AggOut> {
+    pub fn on_leave(&mut self, miner: u32) -> Vec<Action> {
         self.members.remove(&miner);
         self.waiting.retain(|m| *m != miner);
         self.shares.retain(|_, (m, _)| *m != miner);
         if self.members.is_empty() && self.waiting.is_empty() {
             if let Some(channel_id) = self.channel_id() {
                 self.reset();
-                return vec![AggOut::Upstream(MiningOwned::CloseChannel(
+                return vec![Action::Upstream(MiningOwned::CloseChannel(
                     CloseChannelOwned {
                         channel_id,
                         reason_code: str0255_truncated("no-miners-left"),
@@ -335,10 +335,10 @@ mod tests {
         }
     }
 
-    fn to_miner(out: &[AggOut], miner: u32) -> Vec<&MiningOwned> {
+    fn to_miner(out: &[Action], miner: u32) -> Vec<&MiningOwned> {
         out.iter()
             .filter_map(|o| match o {
-                AggOut::ToMiner(m, msg) if *m == miner => Some(msg),
+                Action::ToMiner(m, msg) if *m == miner => Some(msg),
                 _ => None,
             })
             .collect()
@@ -349,7 +349,7 @@ mod tests {
         let mut a = Aggregate::new(KEY.parse().unwrap());
         let out = a.on_open(1, open(&format!("{KEY}.a")));
         assert!(
-            matches!(&out[..], [AggOut::Upstream(MiningOwned::OpenExtendedMiningChannel(o))]
+            matches!(&out[..], [Action::Upstream(MiningOwned::OpenExtendedMiningChannel(o))]
             if o.user_identity.as_bytes() == a.identity().as_bytes())
         );
         assert!(
@@ -388,7 +388,7 @@ mod tests {
         let mut upstream = vec![];
         for (miner, local) in [(1, 1), (2, 1), (1, 2), (2, 2)] {
             match &a.on_submit(miner, share(local))[..] {
-                [AggOut::Upstream(MiningOwned::SubmitSharesExtended(s))] => {
+                [Action::Upstream(MiningOwned::SubmitSharesExtended(s))] => {
                     upstream.push(s.sequence_number)
                 }
                 other => panic!("{other:?}"),
@@ -431,7 +431,7 @@ mod tests {
         a.on_open_success(success());
         let out = a.on_leave(1);
         assert!(
-            matches!(&out[..], [AggOut::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 9)
+            matches!(&out[..], [Action::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 9)
         );
         assert_eq!(a.channel_id(), None);
     }

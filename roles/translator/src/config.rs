@@ -190,6 +190,24 @@ impl TranslatorConfig {
         self.data_dir.join("wallet.sqlite")
     }
 
+    /// What every miner session is started with.
+    pub fn session_config(&self, wallet_key: ehash::LockingKey) -> crate::miner::SessionConfig {
+        crate::miner::SessionConfig {
+            extranonce2_size: self.extranonce2_size as usize,
+            nominal_hashrate: self.nominal_hashrate,
+            shares_per_minute: self.shares_per_minute,
+            wallet_key,
+            keepalive_secs: self.keepalive_secs,
+            // One shared channel: its target is the pool's (no per-miner vardiff).
+            vardiff_secs: if self.aggregate_channels {
+                0
+            } else {
+                self.vardiff_interval_secs
+            },
+            wait_for_pool: self.wait_for_pool,
+        }
+    }
+
     pub fn quotes_db_path(&self) -> PathBuf {
         self.data_dir.join("quotes.sqlite")
     }

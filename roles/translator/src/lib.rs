@@ -13,23 +13,29 @@
 //!   wallet's key are minted in NUT-29 batches ([`wallet`]); quotes locked to
 //!   a miner's own key are listed for that miner's wallet.
 //!
-//! [`miner`], [`sv1`], [`vardiff`] and [`quotes`] are sans-IO; `io` holds
-//! the sockets and tasks.
+//! [`miner`] (one miner's session), [`router`] (whose channel is which),
+//! [`aggregate`] (the shared channel), [`sv1`], [`vardiff`] and [`quotes`]
+//! are sans-IO. The tasks: `miners` (the SV1 listener, one task per miner),
+//! `upstream` (the pool connection) and `quote_tasks` (recording and
+//! minting quotes).
 
 pub mod aggregate;
 pub mod cli;
 pub mod config;
-mod io;
 pub mod miner;
+mod miners;
+mod quote_tasks;
 pub mod quotes;
+pub mod router;
 pub mod sv1;
+mod upstream;
 pub mod vardiff;
 pub mod wallet;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::config::{TranslatorConfig, UpstreamConfig};
 
@@ -59,6 +65,13 @@ pub enum TranslatorError {
     Store(#[from] quotes::StoreError),
     #[error(transparent)]
     Wallet(#[from] wallet::WalletError),
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Something that happened, for tests and monitoring.
@@ -165,16 +178,14 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<TranslatorHandle, TranslatorError> {
     let (store, wallet) = open_wallet(&config).await?;
-    let listener = TcpListener::bind(config.listen_address)
-        .await
-        .map_err(|source| TranslatorError::Listen {
-            address: config.listen_address,
-            source,
-        })?;
-    let local_addr = io::local_addr(&listener).map_err(|source| TranslatorError::Listen {
+    let listen = |source| TranslatorError::Listen {
         address: config.listen_address,
         source,
-    })?;
+    };
+    let listener = TcpListener::bind(config.listen_address)
+        .await
+        .map_err(listen)?;
+    let local_addr = listener.local_addr().map_err(listen)?;
     let (events, _) = broadcast::channel(4096);
     let wallet_key = wallet.locking_key();
     info!(
@@ -189,21 +200,8 @@ pub async fn start(
     let (router_tx, router_rx) = mpsc::unbounded_channel();
     let (quote_tx, quote_rx) = mpsc::unbounded_channel();
     let mint_now = Arc::new(Notify::new());
-    let ctx = Arc::new(io::MinerContext {
-        session: miner::SessionConfig {
-            extranonce2_size: config.extranonce2_size as usize,
-            nominal_hashrate: config.nominal_hashrate,
-            shares_per_minute: config.shares_per_minute,
-            wallet_key,
-            keepalive_secs: config.keepalive_secs,
-            // one shared channel: its target is the pool's (no per-miner vardiff)
-            vardiff_secs: if config.aggregate_channels {
-                0
-            } else {
-                config.vardiff_interval_secs
-            },
-            wait_for_pool: config.wait_for_pool,
-        },
+    let ctx = Arc::new(miners::MinerContext {
+        session: config.session_config(wallet_key),
         max_line_bytes: config.max_line_bytes,
         router: router_tx,
         events: events.clone(),
@@ -211,9 +209,9 @@ pub async fn start(
         stats: stats.clone(),
     });
     let tasks = vec![
-        tokio::spawn(io::accept_loop(listener, ctx, shutdown.clone())),
-        tokio::spawn(io::router_loop(
-            io::Router {
+        tokio::spawn(miners::accept_loop(listener, ctx, shutdown.clone())),
+        tokio::spawn(upstream::run(
+            upstream::UpstreamLink {
                 upstreams: config.upstreams.clone(),
                 aggregate: config.aggregate_channels.then_some(wallet_key),
                 events: events.clone(),
@@ -223,16 +221,18 @@ pub async fn start(
             router_rx,
             shutdown.clone(),
         )),
-        tokio::spawn(io::quote_recorder(
+        tokio::spawn(quote_tasks::record_quotes(
+            quote_tasks::Recorder {
+                store: store.clone(),
+                wallet_key,
+                mint_now: mint_now.clone(),
+                events: events.clone(),
+                stats: stats.clone(),
+            },
             quote_rx,
-            store.clone(),
-            wallet_key,
-            mint_now.clone(),
-            events.clone(),
-            stats.clone(),
         )),
-        tokio::spawn(io::minter(
-            io::Minter {
+        tokio::spawn(quote_tasks::mint_quotes(
+            quote_tasks::Minter {
                 wallet: wallet.clone(),
                 store: store.clone(),
                 batch: config.mint_batch_size,

@@ -19,6 +19,17 @@ pub mod code {
     pub const INVALID_PARAMS: i64 = -32602;
 }
 
+/// The parameters of `mining.submit` (the worker name is not used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submit {
+    pub job_id: String,
+    pub extranonce2: Vec<u8>,
+    pub ntime: u32,
+    pub nonce: u32,
+    /// Only with version rolling.
+    pub version_bits: Option<u32>,
+}
+
 /// A request a miner sent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -31,11 +42,7 @@ pub enum Request {
     },
     Submit {
         id: Value,
-        job_id: String,
-        extranonce2: Vec<u8>,
-        ntime: u32,
-        nonce: u32,
-        version_bits: Option<u32>,
+        submit: Submit,
     },
     /// `mining.configure`; only `version-rolling` is offered.
     Configure {
@@ -135,49 +142,12 @@ pub fn parse_request(line: &str) -> Result<Request, ParseError> {
                 user: user.to_string(),
             }
         }
-        "mining.submit" => {
-            if params.len() < 5 {
-                return Err(ParseError::params(&id, "expected 5 or 6 params"));
-            }
-            let job_id = params[1]
-                .as_str()
-                .ok_or_else(|| ParseError::params(&id, "job_id: expected a string"))?
-                .to_string();
-            let en2 = params[2]
-                .as_str()
-                .ok_or_else(|| ParseError::params(&id, "extranonce2: expected a hex string"))?;
-            let extranonce2 =
-                hex::decode(en2).map_err(|_| ParseError::params(&id, "extranonce2: not hex"))?;
-            let ntime = hex_u32(&id, "ntime", params.get(3))?;
-            let nonce = hex_u32(&id, "nonce", params.get(4))?;
-            let version_bits = match params.get(5) {
-                None | Some(Value::Null) => None,
-                v => Some(hex_u32(&id, "version_bits", v)?),
-            };
-            Request::Submit {
-                id,
-                job_id,
-                extranonce2,
-                ntime,
-                nonce,
-                version_bits,
-            }
-        }
+        "mining.submit" => Request::Submit {
+            submit: parse_submit(&id, params)?,
+            id,
+        },
         "mining.configure" => {
-            let extensions = params
-                .first()
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default();
-            let version_mask = match params.get(1).and_then(|o| o.get("version-rolling.mask")) {
-                None => None,
-                v => Some(hex_u32(&id, "version-rolling.mask", v)?),
-            };
+            let (extensions, version_mask) = parse_configure(&id, params)?;
             Request::Configure {
                 id,
                 extensions,
@@ -191,6 +161,53 @@ pub fn parse_request(line: &str) -> Result<Request, ParseError> {
             method: other.to_string(),
         },
     })
+}
+
+fn parse_submit(id: &Value, params: &[Value]) -> Result<Submit, ParseError> {
+    if params.len() < 5 {
+        return Err(ParseError::params(id, "expected 5 or 6 params"));
+    }
+    let job_id = params[1]
+        .as_str()
+        .ok_or_else(|| ParseError::params(id, "job_id: expected a string"))?
+        .to_string();
+    let en2 = params[2]
+        .as_str()
+        .ok_or_else(|| ParseError::params(id, "extranonce2: expected a hex string"))?;
+    let extranonce2 =
+        hex::decode(en2).map_err(|_| ParseError::params(id, "extranonce2: not hex"))?;
+    let ntime = hex_u32(id, "ntime", params.get(3))?;
+    let nonce = hex_u32(id, "nonce", params.get(4))?;
+    let version_bits = match params.get(5) {
+        None | Some(Value::Null) => None,
+        v => Some(hex_u32(id, "version_bits", v)?),
+    };
+    Ok(Submit {
+        job_id,
+        extranonce2,
+        ntime,
+        nonce,
+        version_bits,
+    })
+}
+
+/// The extensions asked for, and the version-rolling mask if one was sent.
+fn parse_configure(id: &Value, params: &[Value]) -> Result<(Vec<String>, Option<u32>), ParseError> {
+    let extensions = params
+        .first()
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let version_mask = match params.get(1).and_then(|o| o.get("version-rolling.mask")) {
+        None => None,
+        v => Some(hex_u32(id, "version-rolling.mask", v)?),
+    };
+    Ok((extensions, version_mask))
 }
 
 fn line(v: Value) -> String {
@@ -311,11 +328,13 @@ mod tests {
             r,
             Request::Submit {
                 id: json!(4),
-                job_id: "1a".into(),
-                extranonce2: vec![0, 0, 0, 1],
-                ntime: 0x5f5e_1000,
-                nonce: 0xabcd,
-                version_bits: None,
+                submit: Submit {
+                    job_id: "1a".into(),
+                    extranonce2: vec![0, 0, 0, 1],
+                    ntime: 0x5f5e_1000,
+                    nonce: 0xabcd,
+                    version_bits: None,
+                },
             }
         );
         let r = parse_request(
@@ -325,7 +344,10 @@ mod tests {
         assert!(matches!(
             r,
             Request::Submit {
-                version_bits: Some(0x1fff_e000),
+                submit: Submit {
+                    version_bits: Some(0x1fff_e000),
+                    ..
+                },
                 ..
             }
         ));

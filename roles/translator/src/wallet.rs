@@ -173,11 +173,41 @@ impl EhashWallet {
         store: &QuoteStore,
         batch: usize,
     ) -> Result<MintRound, WalletError> {
-        let own_key = self.key.to_string();
-        let pending = store.pending(batch)?;
         let mut round = MintRound::default();
-        let mut ready: Vec<(String, u64)> = Vec::new();
-        for record in pending {
+        let ready = self.paid_quotes(store, batch, &mut round).await?;
+        if !round.already_issued.is_empty() {
+            info!(
+                count = round.already_issued.len(),
+                "quotes already issued: marked minted"
+            );
+            store.mark_minted(&ids(&round.already_issued))?;
+        }
+        if ready.is_empty() {
+            return Ok(round);
+        }
+        self.mint_ready(store, ready, &mut round).await?;
+        if !round.minted.is_empty() {
+            info!(
+                quotes = round.minted.len(),
+                amount = round.amount,
+                "minted ehash"
+            );
+        }
+        Ok(round)
+    }
+
+    /// The pending quotes the mint says are paid and not issued (quote id,
+    /// amount); those already issued go to `round.already_issued`, the rest
+    /// stay pending with the reason recorded.
+    async fn paid_quotes(
+        &self,
+        store: &QuoteStore,
+        batch: usize,
+        round: &mut MintRound,
+    ) -> Result<Vec<(String, u64)>, WalletError> {
+        let own_key = self.key.to_string();
+        let mut ready = Vec::new();
+        for record in store.pending(batch)? {
             if record.locking_key != own_key {
                 // Cannot happen for records written by the quote flow (they are
                 // "foreign"); kept pending, never minted with a wrong key.
@@ -207,59 +237,58 @@ impl EhashWallet {
                 }
             }
         }
-        if !round.already_issued.is_empty() {
-            info!(
-                count = round.already_issued.len(),
-                "quotes already issued: marked minted"
-            );
-            store.mark_minted(&ids(&round.already_issued))?;
-        }
-        if ready.is_empty() {
-            return Ok(round);
-        }
+        Ok(ready)
+    }
+
+    /// Mints paid quotes in one NUT-29 batch; if the batch fails, one by
+    /// one, so one bad quote does not block the others.
+    async fn mint_ready(
+        &self,
+        store: &QuoteStore,
+        ready: Vec<(String, u64)>,
+        round: &mut MintRound,
+    ) -> Result<(), WalletError> {
         let batch = self.batch_mint(&ready).await;
         round.saw_mint(!matches!(&batch, Err(e) if e.mint_unreachable()));
-        match batch {
+        let e = match batch {
             Ok(amount) => {
                 store.mark_minted(&ids(&ready))?;
                 round.amount += amount;
                 round.minted.extend(ready);
+                return Ok(());
             }
-            Err(e) if ready.len() > 1 => {
-                // One bad quote must not block the others: one at a time.
-                warn!(
-                    count = ready.len(),
-                    "batch mint failed ({e}); minting one by one"
-                );
-                for (id, amount) in &ready {
-                    match self.batch_mint(&[(id.clone(), *amount)]).await {
-                        Ok(a) => {
-                            store.mark_minted(std::slice::from_ref(id))?;
-                            round.amount += a;
-                            round.minted.push((id.clone(), a));
-                        }
-                        Err(e) => {
-                            warn!(quote = id, "mint failed: {e}");
-                            store.set_error(id, &e.to_string())?;
-                            round.left += 1;
-                        }
-                    }
+            Err(e) => e,
+        };
+        if let [(id, _)] = &ready[..] {
+            return Self::mint_failed(store, id, &e, round);
+        }
+        warn!(
+            count = ready.len(),
+            "batch mint failed ({e}); minting one by one"
+        );
+        for (id, amount) in &ready {
+            match self.batch_mint(&[(id.clone(), *amount)]).await {
+                Ok(a) => {
+                    store.mark_minted(std::slice::from_ref(id))?;
+                    round.amount += a;
+                    round.minted.push((id.clone(), a));
                 }
-            }
-            Err(e) => {
-                warn!(quote = ready[0].0, "mint failed: {e}");
-                store.set_error(&ready[0].0, &e.to_string())?;
-                round.left += 1;
+                Err(e) => Self::mint_failed(store, id, &e, round)?,
             }
         }
-        if !round.minted.is_empty() {
-            info!(
-                quotes = round.minted.len(),
-                amount = round.amount,
-                "minted ehash"
-            );
-        }
-        Ok(round)
+        Ok(())
+    }
+
+    fn mint_failed(
+        store: &QuoteStore,
+        quote_id: &str,
+        e: &WalletError,
+        round: &mut MintRound,
+    ) -> Result<(), WalletError> {
+        warn!(quote = quote_id, "mint failed: {e}");
+        store.set_error(quote_id, &e.to_string())?;
+        round.left += 1;
+        Ok(())
     }
 
     /// The quote as the mint knows it, with no reservation left by a mint

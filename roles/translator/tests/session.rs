@@ -21,7 +21,7 @@ use stratum_core::mining_sv2::{
 use stratum_core::parsers_sv2::MiningOwned;
 use support::sv1_client::{search, Sv1Job, Sv1Share};
 use translator::miner::{
-    MinerSession, MinerStat, Out, SessionConfig, EXTRANONCE1_SIZE, VERSION_ROLLING_MASK,
+    Action, MinerSession, MinerStat, SessionConfig, EXTRANONCE1_SIZE, VERSION_ROLLING_MASK,
 };
 
 const WALLET_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
@@ -99,10 +99,10 @@ impl Harness {
         }
     }
 
-    fn apply(&mut self, outs: Vec<Out>) {
+    fn apply(&mut self, outs: Vec<Action>) {
         for o in outs {
             match o {
-                Out::Sv1(l) => {
+                Action::Sv1(l) => {
                     assert!(l.ends_with('\n'));
                     let v: Value = serde_json::from_str(l.trim_end()).unwrap();
                     if v["method"] == "mining.set_difficulty" {
@@ -110,9 +110,9 @@ impl Harness {
                     }
                     self.sv1.push(v)
                 }
-                Out::Upstream(m) => self.upstream.push(m),
-                Out::Close(r) => self.closed = Some(r),
-                Out::Stats(s) => self.stats.push(s),
+                Action::Upstream(m) => self.upstream.push(m),
+                Action::Close(r) => self.closed = Some(r),
+                Action::Stats(s) => self.stats.push(s),
             }
         }
     }

@@ -1,0 +1,228 @@
+use super::*;
+use ehash_ext_sv2::{MintQuoteFailureOwned, MintQuoteNotificationOwned};
+use stratum_core::binary_sv2::{B032Owned, B064KOwned, Seq0255Owned, Sv2OptionOwned, U256Owned};
+use stratum_core::mining_sv2::{
+    NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
+    OpenExtendedMiningChannelSuccessOwned, OpenMiningChannelErrorOwned, SetTargetOwned,
+    SubmitSharesExtendedOwned,
+};
+
+const WALLET_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+const MINER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+fn key(s: &str) -> LockingKey {
+    s.parse().unwrap()
+}
+
+fn open(identity: &str) -> MiningOwned {
+    MiningOwned::OpenExtendedMiningChannel(OpenExtendedMiningChannelOwned {
+        request_id: 77,
+        user_identity: str0255_truncated(identity),
+        nominal_hash_rate: 10.0,
+        max_target: U256Owned::from([0xff; 32]),
+        min_extranonce_size: 8,
+    })
+}
+
+fn success(request_id: u32, channel_id: u32) -> MiningOwned {
+    MiningOwned::OpenExtendedMiningChannelSuccess(OpenExtendedMiningChannelSuccessOwned {
+        request_id,
+        channel_id,
+        target: U256Owned::from([0xff; 32]),
+        extranonce_size: 12,
+        extranonce_prefix: B032Owned::new(vec![1, 2, 3, 4]).unwrap(),
+        group_channel_id: 0,
+    })
+}
+
+fn job(channel_id: u32, job_id: u32) -> MiningOwned {
+    MiningOwned::NewExtendedMiningJob(NewExtendedMiningJobOwned {
+        channel_id,
+        job_id,
+        min_ntime: Sv2OptionOwned::new(None),
+        version: 0x2000_0000,
+        version_rolling_allowed: true,
+        merkle_path: Seq0255Owned::new(vec![]).unwrap(),
+        coinbase_tx_prefix: B064KOwned::new(vec![1]).unwrap(),
+        coinbase_tx_suffix: B064KOwned::new(vec![2]).unwrap(),
+    })
+}
+
+fn set_target(channel_id: u32) -> MiningOwned {
+    MiningOwned::SetTarget(SetTargetOwned {
+        channel_id,
+        maximum_target: U256Owned::from([0x0f; 32]),
+    })
+}
+
+fn notification(channel_id: u32) -> EhashMessage {
+    EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
+        channel_id,
+        sequence_number: 3,
+        share_hash: U256Owned::from([5; 32]),
+        quote_id: str0255_truncated("q-1"),
+        keyset_id: str0255_truncated("00aa"),
+        amount: 8,
+    })
+}
+
+/// The request id the router gave an open it forwarded.
+fn forwarded_open(actions: &[Action]) -> u32 {
+    match actions {
+        [Action::Upstream(MiningOwned::OpenExtendedMiningChannel(o))] => o.request_id,
+        other => panic!("expected one open for the pool, got {other:?}"),
+    }
+}
+
+/// The miners each message went to, in order.
+fn recipients(actions: &[Action]) -> Vec<u32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToMiner(miner, _) => Some(*miner),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A per-miner router with miners 1 (wallet key) and 2 (own key) on
+/// channels 10 and 20.
+fn two_channels() -> Router {
+    let mut r = Router::new(None);
+    let first = forwarded_open(&r.on_miner_message(1, open(&format!("{WALLET_KEY}.rig"))));
+    let second = forwarded_open(&r.on_miner_message(2, open(MINER_KEY)));
+    assert_ne!(first, second, "each open has its own request id");
+    assert_eq!(recipients(&r.on_upstream(success(second, 20))), vec![2]);
+    assert_eq!(recipients(&r.on_upstream(success(first, 10))), vec![1]);
+    r
+}
+
+#[test]
+fn each_miner_opens_its_own_channel_and_gets_its_own_success() {
+    let mut r = Router::new(None);
+    let actions = r.on_miner_message(1, open(WALLET_KEY));
+    let request_id = forwarded_open(&actions);
+    assert_ne!(request_id, 77, "the router numbers the opens");
+    match &r.on_upstream(success(request_id, 10))[..] {
+        [Action::ToMiner(1, MiningOwned::OpenExtendedMiningChannelSuccess(s))] => {
+            assert_eq!(s.channel_id, 10)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(r.key_of(10), Some(key(WALLET_KEY)));
+}
+
+#[test]
+fn jobs_and_targets_go_to_the_channels_owner_only() {
+    let mut r = two_channels();
+    assert_eq!(recipients(&r.on_upstream(set_target(20))), vec![2]);
+    assert_eq!(recipients(&r.on_upstream(job(10, 4))), vec![1]);
+    assert!(
+        r.on_upstream(job(99, 4)).is_empty(),
+        "an unknown channel reaches nobody"
+    );
+}
+
+#[test]
+fn an_open_error_goes_to_the_miner_that_asked() {
+    let mut r = Router::new(None);
+    let request_id = forwarded_open(&r.on_miner_message(3, open(WALLET_KEY)));
+    let error = MiningOwned::OpenMiningChannelError(OpenMiningChannelErrorOwned {
+        request_id,
+        error_code: str0255_truncated("max-channels"),
+    });
+    assert_eq!(recipients(&r.on_upstream(error)), vec![3]);
+}
+
+#[test]
+fn a_leaving_miner_closes_its_channels_and_late_answers_reach_nobody() {
+    let mut r = two_channels();
+    let pending = forwarded_open(&r.on_miner_message(1, open(WALLET_KEY)));
+    match &r.on_miner_left(1)[..] {
+        [Action::Upstream(MiningOwned::CloseChannel(c))] => assert_eq!(c.channel_id, 10),
+        other => panic!("{other:?}"),
+    }
+    assert!(r.on_upstream(success(pending, 11)).is_empty());
+    assert!(r.on_upstream(job(10, 5)).is_empty());
+    assert_eq!(recipients(&r.on_upstream(job(20, 5))), vec![2]);
+}
+
+#[test]
+fn an_upstream_loss_forgets_every_channel_but_keeps_their_keys() {
+    let mut r = two_channels();
+    let pending = forwarded_open(&r.on_miner_message(2, open(MINER_KEY)));
+    r.on_upstream_lost();
+    assert!(r.on_upstream(job(10, 1)).is_empty());
+    assert!(r.on_upstream(success(pending, 30)).is_empty());
+    assert!(r.on_miner_left(1).is_empty(), "nothing left to close");
+    assert_eq!(r.key_of(20), Some(key(MINER_KEY)));
+}
+
+#[test]
+fn a_notification_for_a_closed_channel_carries_that_channels_key() {
+    let mut r = two_channels();
+    r.on_miner_left(2);
+    match &r.on_ehash(notification(20))[..] {
+        [Action::Quote(n)] => {
+            assert_eq!(n.key, Some(key(MINER_KEY)));
+            assert_eq!(n.message, notification(20));
+        }
+        other => panic!("{other:?}"),
+    }
+    let closed_by_pool = MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id: 10,
+        reason_code: str0255_truncated("bye"),
+    });
+    assert_eq!(recipients(&r.on_upstream(closed_by_pool)), vec![1]);
+    let failure = EhashMessage::MintQuoteFailure(MintQuoteFailureOwned {
+        channel_id: 10,
+        sequence_number: 1,
+        share_hash: U256Owned::from([1; 32]),
+        error_code: str0255_truncated("mint-down"),
+        error_message: str0255_truncated(""),
+    });
+    assert!(matches!(&r.on_ehash(failure)[..],
+        [Action::Quote(n)] if n.key == Some(key(WALLET_KEY))));
+    assert!(matches!(&r.on_ehash(notification(555))[..],
+        [Action::Quote(n)] if n.key.is_none()));
+}
+
+#[test]
+fn aggregated_mode_opens_one_channel_and_fans_jobs_out_to_every_miner() {
+    let mut r = Router::new(Some(key(WALLET_KEY)));
+    let request_id = forwarded_open(&r.on_miner_message(1, open(WALLET_KEY)));
+    assert!(
+        r.on_miner_message(2, open(WALLET_KEY)).is_empty(),
+        "one open upstream for all"
+    );
+    let mut answered = recipients(&r.on_upstream(success(request_id, 7)));
+    answered.sort_unstable();
+    assert_eq!(answered, vec![1, 2]);
+    let mut got_job = recipients(&r.on_upstream(job(7, 1)));
+    got_job.sort_unstable();
+    assert_eq!(got_job, vec![1, 2]);
+    let update = MiningOwned::UpdateChannel(stratum_core::mining_sv2::UpdateChannelOwned {
+        channel_id: 7,
+        nominal_hash_rate: 1e9,
+        maximum_target: U256Owned::from([0xff; 32]),
+    });
+    assert!(
+        r.on_miner_message(1, update).is_empty(),
+        "the pool sets the shared target"
+    );
+    let share = MiningOwned::SubmitSharesExtended(SubmitSharesExtendedOwned {
+        channel_id: 7,
+        sequence_number: 40,
+        job_id: 1,
+        nonce: 0,
+        ntime: 0,
+        version: 0,
+        extranonce: B032Owned::new(vec![0; 8]).unwrap(),
+    });
+    assert!(matches!(&r.on_miner_message(2, share)[..],
+        [Action::Upstream(MiningOwned::SubmitSharesExtended(s))] if s.sequence_number == 1));
+    assert!(r.on_miner_left(1).is_empty());
+    assert!(matches!(&r.on_miner_left(2)[..],
+        [Action::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 7));
+    assert_eq!(r.key_of(7), Some(key(WALLET_KEY)));
+}

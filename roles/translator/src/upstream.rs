@@ -1,0 +1,302 @@
+//! The pool connection's task: connects to the first reachable pool of
+//! `upstreams` (failover in order, reconnect with backoff), sets up the
+//! connection and the ehash extension, then moves messages between the
+//! miners' tasks, the pool and the quote recorder as the [`Router`] decides.
+//! Miners stay connected while the pool is away.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use roles_common::stats_publisher::StatsPublisher;
+use roles_common::sv2::{self, Incoming, ReadError, Sv2Connection};
+use stats_sv2::link;
+use stratum_core::common_messages_sv2::Protocol;
+use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::UpstreamConfig;
+use crate::router::{Action, Notification, Router};
+use crate::TranslatorEvent;
+
+/// Router -> miner task.
+#[derive(Debug)]
+pub(crate) enum ToMiner {
+    Upstream(MiningOwned),
+    /// The pool is (again) reachable: open a channel.
+    Ready,
+    /// The pool connection is gone, and the miner's channel with it.
+    Lost,
+}
+
+/// Miner task -> router.
+pub(crate) enum ToRouter {
+    Register(u32, mpsc::Sender<ToMiner>),
+    Unregister(u32),
+    Send(u32, MiningOwned),
+}
+
+/// What the pool connection's task works with.
+pub(crate) struct UpstreamLink {
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Aggregated mode: one channel for every miner, with this wallet key.
+    pub aggregate: Option<ehash::LockingKey>,
+    pub events: broadcast::Sender<TranslatorEvent>,
+    pub quotes: mpsc::UnboundedSender<Notification>,
+    pub stats: StatsPublisher,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The miners' inboxes. A miner task that lets its inbox fill up is dropped
+/// (its task ends when its inbox closes).
+#[derive(Default)]
+struct Miners(HashMap<u32, mpsc::Sender<ToMiner>>);
+
+impl Miners {
+    fn send(&mut self, miner: u32, msg: ToMiner) {
+        if let Some(tx) = self.0.get(&miner) {
+            if tx.try_send(msg).is_err() {
+                warn!(miner, "miner task does not keep up: dropping it");
+                self.0.remove(&miner);
+            }
+        }
+    }
+
+    fn broadcast(&mut self, make: impl Fn() -> ToMiner) {
+        let ids: Vec<u32> = self.0.keys().copied().collect();
+        for id in ids {
+            self.send(id, make());
+        }
+    }
+}
+
+/// Why a session ended: the reason, and whether the pool had been up.
+struct SessionEnd {
+    reason: String,
+    was_up: bool,
+}
+
+/// Runs until `shutdown`: one session after another, failing over to the
+/// next pool when one cannot be reached.
+pub(crate) async fn run(
+    link: UpstreamLink,
+    mut commands: mpsc::UnboundedReceiver<ToRouter>,
+    shutdown: CancellationToken,
+) {
+    let mut router = Router::new(link.aggregate);
+    let mut miners = Miners::default();
+    let mut index = 0usize;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let upstream = &link.upstreams[index % link.upstreams.len()];
+        let mut session = Session {
+            link: &link,
+            router: &mut router,
+            miners: &mut miners,
+            commands: &mut commands,
+        };
+        let end = session.run(upstream, &shutdown).await;
+        router.on_upstream_lost();
+        miners.broadcast(|| ToMiner::Lost);
+        let Some(end) = end else { return };
+        warn!(address = %upstream.address, "pool connection down: {}", end.reason);
+        link.stats.link_status(link::POOL, false);
+        let _ = link.events.send(TranslatorEvent::UpstreamLost(end.reason));
+        if end.was_up {
+            backoff = FIRST_BACKOFF;
+        } else {
+            index += 1;
+        }
+        let waited = wait_offline(&mut router, &mut miners, &mut commands, backoff, &shutdown);
+        if !waited.await {
+            return;
+        }
+        if !end.was_up {
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Serves the miners' commands while no pool is connected, for `backoff`.
+/// `false` when the translator is stopping.
+async fn wait_offline(
+    router: &mut Router,
+    miners: &mut Miners,
+    commands: &mut mpsc::UnboundedReceiver<ToRouter>,
+    backoff: Duration,
+    shutdown: &CancellationToken,
+) -> bool {
+    let sleep = tokio::time::sleep(backoff);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = &mut sleep => return true,
+            cmd = commands.recv() => match cmd {
+                Some(ToRouter::Register(id, tx)) => {
+                    miners.0.insert(id, tx);
+                }
+                Some(ToRouter::Unregister(id)) => {
+                    miners.0.remove(&id);
+                    // Its channels died with the connection: nothing to send.
+                    router.on_miner_left(id);
+                }
+                Some(ToRouter::Send(id, _)) => {
+                    // No pool: the message is dropped; the miner answers what it was
+                    // waiting for and re-opens its channel on Ready.
+                    miners.send(id, ToMiner::Lost);
+                }
+                None => return false,
+            },
+        }
+    }
+}
+
+/// One connection to one pool.
+struct Session<'a> {
+    link: &'a UpstreamLink,
+    router: &'a mut Router,
+    miners: &'a mut Miners,
+    commands: &'a mut mpsc::UnboundedReceiver<ToRouter>,
+}
+
+impl Session<'_> {
+    /// Connects, sets up and serves; `None` when the translator is stopping.
+    async fn run(
+        &mut self,
+        upstream: &UpstreamConfig,
+        shutdown: &CancellationToken,
+    ) -> Option<SessionEnd> {
+        let down = |reason: String| SessionEnd {
+            reason,
+            was_up: false,
+        };
+        let connecting = sv2::connect(
+            &upstream.address,
+            upstream.authority_public_key,
+            "pool",
+            1024,
+        );
+        let mut conn = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = connecting => match r {
+                Ok(conn) => conn,
+                Err(e) => return Some(down(e.explain("the pool's authority_public_key"))),
+            },
+        };
+        let end = match handshake(&mut conn, upstream).await {
+            Ok(ehash) => {
+                let _ = self.link.events.send(TranslatorEvent::UpstreamConnected {
+                    address: upstream.address.clone(),
+                    ehash,
+                });
+                self.link.stats.link_status(link::POOL, true);
+                self.miners.broadcast(|| ToMiner::Ready);
+                self.serve(&mut conn, shutdown)
+                    .await
+                    .map(|reason| SessionEnd {
+                        reason,
+                        was_up: true,
+                    })
+            }
+            Err(reason) => Some(down(reason)),
+        };
+        drop(conn.reader);
+        let _ = conn.writer.shutdown().await;
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        end
+    }
+
+    /// Relays until the connection fails (the reason) or the translator
+    /// stops (`None`).
+    async fn serve(
+        &mut self,
+        conn: &mut Sv2Connection,
+        shutdown: &CancellationToken,
+    ) -> Option<String> {
+        loop {
+            let actions = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                cmd = self.commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => return None,
+                },
+                incoming = conn.reader.recv() => match incoming {
+                    Ok(Incoming::Sv2(AnyMessageOwned::Mining(m))) => self.router.on_upstream(m),
+                    Ok(Incoming::Sv2(other)) => {
+                        debug!("ignoring upstream {}", sv2::message_name(&other));
+                        vec![]
+                    }
+                    Ok(Incoming::Ehash(m)) => self.router.on_ehash(m),
+                    Err(ReadError::ClosedByPeer) => return Some("closed by the pool".into()),
+                    Err(e) => return Some(e.to_string()),
+                },
+            };
+            if let Err(e) = self.apply(conn, actions).await {
+                return Some(e);
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: ToRouter) -> Vec<Action> {
+        match cmd {
+            ToRouter::Register(id, tx) => {
+                let _ = tx.try_send(ToMiner::Ready);
+                self.miners.0.insert(id, tx);
+                vec![]
+            }
+            ToRouter::Unregister(id) => {
+                self.miners.0.remove(&id);
+                self.router.on_miner_left(id)
+            }
+            ToRouter::Send(id, msg) => self.router.on_miner_message(id, msg),
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        conn: &mut Sv2Connection,
+        actions: Vec<Action>,
+    ) -> Result<(), String> {
+        for action in actions {
+            match action {
+                Action::ToMiner(miner, m) => self.miners.send(miner, ToMiner::Upstream(m)),
+                Action::Upstream(m) => conn
+                    .send(AnyMessageOwned::Mining(m))
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Action::Quote(n) => {
+                    let _ = self.link.quotes.send(n);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// SetupConnection and the ehash extension; whether the pool granted it.
+async fn handshake(conn: &mut Sv2Connection, upstream: &UpstreamConfig) -> Result<bool, String> {
+    let setup = sv2::setup_connection(
+        Protocol::MiningProtocol,
+        sv2::REQUIRES_VERSION_ROLLING,
+        conn.peer,
+        concat!("translator ", env!("CARGO_PKG_VERSION")),
+        "translator",
+    );
+    conn.setup(setup).await?;
+    let ehash = conn.negotiate_ehash().await.map_err(|e| e.to_string())?;
+    if ehash {
+        info!(address = %upstream.address, "connected to the pool, ehash extension granted");
+    } else {
+        warn!(
+            address = %upstream.address,
+            "connected to the pool WITHOUT the ehash extension: shares earn no ehash"
+        );
+    }
+    Ok(ehash)
+}
