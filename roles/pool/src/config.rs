@@ -222,9 +222,9 @@ impl PoolConfig {
     }
 }
 
-impl Validate for PoolConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.refuse_devnet_keys()?;
+impl PoolConfig {
+    /// The addresses and the Noise keys.
+    fn validate_links(&self) -> Result<(), ConfigError> {
         if self.listen_address.parse::<SocketAddr>().is_err() {
             return Err(ConfigError::new(
                 "listen_address",
@@ -247,6 +247,11 @@ impl Validate for PoolConfig {
         if self.cert_validity_sec == 0 {
             return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));
         }
+        Ok(())
+    }
+
+    /// Coinbase, channels and share accounting.
+    fn validate_mining(&self) -> Result<(), ConfigError> {
         match hex::decode(&self.coinbase_reward_script) {
             Ok(s) if !s.is_empty() && s.len() <= 100 => {}
             Ok(_) => {
@@ -281,30 +286,46 @@ impl Validate for PoolConfig {
         if !(8..=32).contains(&self.extranonce_len) {
             return Err(ConfigError::new("extranonce_len", "must be 8 to 32"));
         }
+        Ok(())
+    }
+}
+
+impl MintSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.address.contains(':') {
+            return Err(ConfigError::new(
+                "mint.address",
+                format!("`{}` is not host:port", self.address),
+            ));
+        }
+        self.share_response_mode
+            .parse::<ShareResponseMode>()
+            .map_err(|e| ConfigError::new("mint.share_response_mode", e))?;
+        for (field, value) in [
+            ("mint.timeout_secs", self.timeout_secs as usize),
+            ("mint.pending_capacity", self.pending_capacity),
+            ("mint.undelivered_per_key", self.undelivered_per_key),
+            ("mint.undelivered_total", self.undelivered_total),
+            (
+                "mint.stats_interval_secs",
+                self.stats_interval_secs as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for PoolConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.refuse_devnet_keys()?;
+        self.validate_links()?;
+        self.validate_mining()?;
         if let Some(mint) = &self.mint {
-            if !mint.address.contains(':') {
-                return Err(ConfigError::new(
-                    "mint.address",
-                    format!("`{}` is not host:port", mint.address),
-                ));
-            }
-            mint.share_response_mode
-                .parse::<ShareResponseMode>()
-                .map_err(|e| ConfigError::new("mint.share_response_mode", e))?;
-            for (field, value) in [
-                ("mint.timeout_secs", mint.timeout_secs as usize),
-                ("mint.pending_capacity", mint.pending_capacity),
-                ("mint.undelivered_per_key", mint.undelivered_per_key),
-                ("mint.undelivered_total", mint.undelivered_total),
-                (
-                    "mint.stats_interval_secs",
-                    mint.stats_interval_secs as usize,
-                ),
-            ] {
-                if value == 0 {
-                    return Err(ConfigError::new(field, "must be at least 1"));
-                }
-            }
+            mint.validate()?;
         }
         if let Some(stats) = &self.stats {
             stats.validate()?;

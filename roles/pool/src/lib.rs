@@ -17,30 +17,31 @@
 //! With a `[mint]` config table the pool runs the ehash flow: every accepted
 //! share is journaled in an outbox, asked for at the mint, and answered by a
 //! MintQuoteNotification on the owning connection (`annotate`) or by a
-//! SubmitSharesSuccess once its quote exists (`defer`). See [`quote_flow`].
+//! SubmitSharesSuccess once its quote exists (`defer`). See [`ehash`].
 //!
-//! [`core`] and [`quote_flow`] are the sans-IO logic; `io`, `ehash_flow`,
-//! `mint_link` and `outbox` hold the sockets, tasks and files.
+//! Where things live: [`mining`] is the sans-IO mining protocol (connections,
+//! channels, shares, templates); [`ehash`] is the ehash flow (its sans-IO
+//! state machine [`ehash::flow`], its task, the outbox and the mint link);
+//! `io` holds the sockets and tasks of the mining side (downstreams, template
+//! provider, timers); this file starts it all and is the crate's API.
 
 pub mod config;
-pub mod core;
-mod ehash_flow;
+pub mod ehash;
 mod io;
-pub mod mint_link;
-pub mod outbox;
-pub mod quote_flow;
+pub mod mining;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::config::PoolConfig;
-pub use crate::core::{AcceptedShare, ConnId, Stats};
 pub use crate::io::{AcceptedShareSink, PoolEvent};
+pub use crate::mining::{AcceptedShare, ConnId, Stats};
 use ehash_ext_sv2::EhashMessage;
 use mint_quote_sv2::MintStatsResponse;
 use roles_common::stats_publisher::StatsPublisher;
 use stats_sv2::role;
+use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -161,7 +162,41 @@ pub async fn start(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> Result<PoolHandle, PoolError> {
-    let core = core::PoolCore::new(core::CoreConfig {
+    let core = mining::PoolCore::new(core_config(&config)).map_err(PoolError::Setup)?;
+    let ShareRoute { sink, flow } = share_route(&config, hooks)?;
+    let mint_stats = flow.as_ref().map(|f| f.mint_stats.clone());
+    let (solutions_tx, solutions_rx) = mpsc::unbounded_channel();
+    let stats = StatsPublisher::for_config(config.stats.as_ref(), role::POOL, shutdown.clone());
+    let shared = Arc::new(io::Shared::new(core, solutions_tx, sink, stats));
+    let listen_error = |source| PoolError::Listen {
+        address: config.listen_address.clone(),
+        source,
+    };
+    let listener = TcpListener::bind(&config.listen_address)
+        .await
+        .map_err(listen_error)?;
+    let local_addr = listener.local_addr().map_err(listen_error)?;
+    info!(
+        %local_addr,
+        tp = %config.tp_address,
+        unit_bits = config.unit_bits,
+        require_locking_key = config.require_locking_key,
+        "pool listening"
+    );
+    let mut tasks = spawn_mining_tasks(&config, listener, &shared, solutions_rx, &shutdown);
+    if let Some(flow) = flow {
+        tasks.push(tokio::spawn(flow.run(shared.clone(), shutdown.clone())));
+    }
+    Ok(PoolHandle {
+        local_addr,
+        shared,
+        tasks,
+        mint_stats,
+    })
+}
+
+fn core_config(config: &PoolConfig) -> mining::CoreConfig {
+    mining::CoreConfig {
         pool_signature: config.pool_signature.clone(),
         reward_script: config.reward_script(),
         shares_per_minute: config.shares_per_minute,
@@ -172,45 +207,44 @@ pub async fn start(
         extranonce_len: config.extranonce_len,
         // With the ehash flow, shares are acknowledged by the flow.
         acknowledge_shares: config.mint.is_none(),
-    })
-    .map_err(PoolError::Setup)?;
-    let (sink, flow) = match &config.mint {
-        Some(mint) => {
-            if hooks.accepted_shares.is_some() {
-                return Err(PoolError::Setup(
-                    "an accepted-share hook and the [mint] ehash flow cannot both be set".into(),
-                ));
-            }
-            let (sink, flow) =
-                ehash_flow::prepare(mint, &config.state_dir, config.unit_bits().get())?;
-            (
-                Some(Arc::new(sink) as Arc<dyn AcceptedShareSink>),
-                Some(flow),
-            )
-        }
-        None => (hooks.accepted_shares, None),
+    }
+}
+
+/// Where accepted shares go, and the ehash flow consuming them (prepared,
+/// to run once the pool is up).
+struct ShareRoute {
+    sink: Option<Arc<dyn AcceptedShareSink>>,
+    flow: Option<ehash::PreparedFlow>,
+}
+
+/// The ehash flow with a `[mint]` table, otherwise the hook, if any.
+fn share_route(config: &PoolConfig, hooks: Hooks) -> Result<ShareRoute, PoolError> {
+    let Some(mint) = &config.mint else {
+        return Ok(ShareRoute {
+            sink: hooks.accepted_shares,
+            flow: None,
+        });
     };
-    let mint_stats = flow.as_ref().map(|f| f.mint_stats.clone());
-    let (solutions_tx, solutions_rx) = mpsc::unbounded_channel();
-    let stats = StatsPublisher::for_config(config.stats.as_ref(), role::POOL, shutdown.clone());
-    let shared = Arc::new(io::Shared::new(core, solutions_tx, sink, stats));
-    let listener = TcpListener::bind(&config.listen_address)
-        .await
-        .map_err(|source| PoolError::Listen {
-            address: config.listen_address.clone(),
-            source,
-        })?;
-    let local_addr = listener.local_addr().map_err(|source| PoolError::Listen {
-        address: config.listen_address.clone(),
-        source,
-    })?;
-    info!(
-        %local_addr,
-        tp = %config.tp_address,
-        unit_bits = config.unit_bits,
-        require_locking_key = config.require_locking_key,
-        "pool listening"
-    );
+    if hooks.accepted_shares.is_some() {
+        return Err(PoolError::Setup(
+            "an accepted-share hook and the [mint] ehash flow cannot both be set".into(),
+        ));
+    }
+    let (sink, flow) = ehash::prepare(mint, &config.state_dir, config.unit_bits().get())?;
+    Ok(ShareRoute {
+        sink: Some(Arc::new(sink)),
+        flow: Some(flow),
+    })
+}
+
+/// The downstream listener, the template provider link and the timers.
+fn spawn_mining_tasks(
+    config: &PoolConfig,
+    listener: TcpListener,
+    shared: &Arc<io::Shared>,
+    solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
     let keys = Arc::new(io::Keys {
         public: config.authority_public_key,
         secret: config.authority_secret_key,
@@ -229,33 +263,24 @@ pub async fn start(
                 authority_public_key: config.tp_authority_public_key,
             },
             shared.clone(),
-            solutions_rx,
+            solutions,
             shutdown.clone(),
         )),
     ];
-    if let Some(flow) = flow {
-        tasks.push(tokio::spawn(flow.run(shared.clone(), shutdown.clone())));
-    }
-    if config.vardiff_interval_secs > 0 {
-        tasks.push(tokio::spawn(io::vardiff_loop(
+    let timers: [(u64, io::Tick); 2] = [
+        (config.vardiff_interval_secs, io::vardiff_tick),
+        (config.stats_log_interval_secs, io::log_stats),
+    ];
+    for (secs, tick) in timers.into_iter().filter(|(secs, _)| *secs > 0) {
+        let period = Duration::from_secs(secs);
+        tasks.push(tokio::spawn(io::every(
             shared.clone(),
-            Duration::from_secs(config.vardiff_interval_secs),
+            period,
             shutdown.clone(),
+            tick,
         )));
     }
-    if config.stats_log_interval_secs > 0 {
-        tasks.push(tokio::spawn(io::stats_log_loop(
-            shared.clone(),
-            Duration::from_secs(config.stats_log_interval_secs),
-            shutdown.clone(),
-        )));
-    }
-    Ok(PoolHandle {
-        local_addr,
-        shared,
-        tasks,
-        mint_stats,
-    })
+    tasks
 }
 
 /// Runs the pool until `shutdown` is cancelled.

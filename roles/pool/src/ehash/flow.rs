@@ -3,9 +3,9 @@
 //! connection that owns the share's channel (or, in `defer` mode, the share's
 //! success or error).
 //!
-//! The io layer journals each share in the outbox before handing it here,
-//! executes the returned [`Action`]s, and calls [`QuoteFlow::on_tick`] at
-//! [`QuoteFlow::next_deadline`].
+//! The flow's task (`task.rs`) journals each share in the outbox before
+//! handing it here, executes the returned [`Action`]s, and calls
+//! [`QuoteFlow::on_tick`] at [`QuoteFlow::next_deadline`].
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -16,9 +16,12 @@ use ehash::pending::{
 use ehash::share::hex_be as hex;
 use ehash::LockingKey;
 use ehash_ext_sv2::{EhashMessage, MintQuoteFailureOwned, MintQuoteNotificationOwned};
-use mint_quote_sv2::{error_code, MintQuoteMessage, MintQuoteRequestOwned};
+use mint_quote_sv2::{
+    error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
+    MintQuoteResponseOwned,
+};
 
-pub type ConnId = u64;
+use crate::mining::ConnId;
 
 /// `SubmitSharesError` codes of the defer mode.
 pub const MINT_QUOTE_FAILED: &str = "mint-quote-failed";
@@ -246,89 +249,94 @@ impl QuoteFlow {
         dir: &impl Directory,
     ) -> Vec<Action> {
         match answer {
-            MintQuoteMessage::MintQuoteResponse(response) => {
-                let hash = response.share_hash.to_array();
-                let mut actions = vec![Action::Done(hash)];
-                let given_up = self.given_up.remove(&hash);
-                let Some(share) = self.pending.resolve(&hash) else {
-                    tracing::debug!("mint answered for share {} that is not pending", hex(&hash));
-                    return actions;
-                };
-                actions.push(Action::QuoteCreated {
-                    conn: share.conn,
-                    channel_id: share.channel_id,
-                    amount: share.request.amount,
-                });
-                if self.config.mode == ShareResponseMode::Defer && !given_up {
-                    if let Some((conn, _)) = live_owner(&share, dir) {
-                        self.batcher.add(
-                            conn,
-                            share.channel_id,
-                            share.sequence_number,
-                            share.request.amount,
-                        );
-                    }
-                }
-                let notification =
-                    EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
-                        channel_id: share.channel_id,
-                        sequence_number: share.sequence_number,
-                        share_hash: response.share_hash,
-                        quote_id: response.quote_id,
-                        keyset_id: response.keyset_id,
-                        amount: share.request.amount,
-                    });
-                actions.extend(self.route(&share, notification, dir));
-                actions
-            }
-            MintQuoteMessage::MintQuoteError(error) => {
-                let hash = error.share_hash.to_array();
-                let code = error.error_code.as_utf8_or_hex();
-                if code == error_code::MINT_ERROR && self.config.mode == ShareResponseMode::Annotate
-                {
-                    // The mint failed on its side: the share stays owed and is
-                    // asked for again after the timeout.
-                    tracing::warn!(
-                        "mint could not quote share {} yet: {}",
-                        hex(&hash),
-                        error.error_message.as_utf8_or_hex()
-                    );
-                    return vec![];
-                }
-                let mut actions = vec![Action::Done(hash)];
-                let Some(share) = self.pending.resolve(&hash) else {
-                    return actions;
-                };
-                tracing::error!(
-                    "mint refused share {} for good: {code}: {}",
-                    hex(&hash),
-                    error.error_message.as_utf8_or_hex()
-                );
-                if self.config.mode == ShareResponseMode::Defer {
-                    if let Some((conn, _)) = live_owner(&share, dir) {
-                        actions.push(Action::ShareError {
-                            conn,
-                            channel_id: share.channel_id,
-                            sequence_number: share.sequence_number,
-                            code: MINT_QUOTE_FAILED,
-                        });
-                    }
-                }
-                let failure = EhashMessage::MintQuoteFailure(MintQuoteFailureOwned {
-                    channel_id: share.channel_id,
-                    sequence_number: share.sequence_number,
-                    share_hash: error.share_hash,
-                    error_code: error.error_code,
-                    error_message: error.error_message,
-                });
-                actions.extend(self.route(&share, failure, dir));
-                actions
-            }
+            MintQuoteMessage::MintQuoteResponse(response) => self.on_quote(response, dir),
+            MintQuoteMessage::MintQuoteError(error) => self.on_quote_error(error, dir),
             other => {
                 tracing::warn!("ignoring {:?} from the mint", other);
                 vec![]
             }
         }
+    }
+
+    /// The mint created the share's quote: notify (and, deferred, acknowledge) it.
+    fn on_quote(&mut self, response: MintQuoteResponseOwned, dir: &impl Directory) -> Vec<Action> {
+        let hash = response.share_hash.to_array();
+        let mut actions = vec![Action::Done(hash)];
+        let given_up = self.given_up.remove(&hash);
+        let Some(share) = self.pending.resolve(&hash) else {
+            tracing::debug!("mint answered for share {} that is not pending", hex(&hash));
+            return actions;
+        };
+        actions.push(Action::QuoteCreated {
+            conn: share.conn,
+            channel_id: share.channel_id,
+            amount: share.request.amount,
+        });
+        if self.config.mode == ShareResponseMode::Defer && !given_up {
+            if let Some((conn, _)) = live_owner(&share, dir) {
+                self.batcher.add(
+                    conn,
+                    share.channel_id,
+                    share.sequence_number,
+                    share.request.amount,
+                );
+            }
+        }
+        let notification = EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
+            channel_id: share.channel_id,
+            sequence_number: share.sequence_number,
+            share_hash: response.share_hash,
+            quote_id: response.quote_id,
+            keyset_id: response.keyset_id,
+            amount: share.request.amount,
+        });
+        actions.extend(self.route(&share, notification, dir));
+        actions
+    }
+
+    /// The mint refused the share's quote: for now (annotate: asked again
+    /// later) or for good (a failure notification, deferred: the share's error).
+    fn on_quote_error(&mut self, error: MintQuoteErrorOwned, dir: &impl Directory) -> Vec<Action> {
+        let hash = error.share_hash.to_array();
+        let code = error.error_code.as_utf8_or_hex();
+        if code == error_code::MINT_ERROR && self.config.mode == ShareResponseMode::Annotate {
+            // The mint failed on its side: the share stays owed and is
+            // asked for again after the timeout.
+            tracing::warn!(
+                "mint could not quote share {} yet: {}",
+                hex(&hash),
+                error.error_message.as_utf8_or_hex()
+            );
+            return vec![];
+        }
+        let mut actions = vec![Action::Done(hash)];
+        let Some(share) = self.pending.resolve(&hash) else {
+            return actions;
+        };
+        tracing::error!(
+            "mint refused share {} for good: {code}: {}",
+            hex(&hash),
+            error.error_message.as_utf8_or_hex()
+        );
+        if self.config.mode == ShareResponseMode::Defer {
+            if let Some((conn, _)) = live_owner(&share, dir) {
+                actions.push(Action::ShareError {
+                    conn,
+                    channel_id: share.channel_id,
+                    sequence_number: share.sequence_number,
+                    code: MINT_QUOTE_FAILED,
+                });
+            }
+        }
+        let failure = EhashMessage::MintQuoteFailure(MintQuoteFailureOwned {
+            channel_id: share.channel_id,
+            sequence_number: share.sequence_number,
+            share_hash: error.share_hash,
+            error_code: error.error_code,
+            error_message: error.error_message,
+        });
+        actions.extend(self.route(&share, failure, dir));
+        actions
     }
 
     /// Shares whose mint answer is overdue. Defer: the share's error now (a
@@ -450,7 +458,6 @@ fn readdress(message: EhashMessage, channel_id: u32) -> EhashMessage {
 mod tests {
     use super::*;
     use ehash::wire::str0255;
-    use mint_quote_sv2::{MintQuoteErrorOwned, MintQuoteResponseOwned};
     use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 
     const TIMEOUT: Duration = Duration::from_secs(30);
@@ -470,6 +477,15 @@ mod tests {
             undelivered_per_key: 10,
             undelivered_total: 100,
         })
+    }
+
+    /// A flow in `mode` that asked the mint for `shares` at `now`.
+    fn asking(mode: ShareResponseMode, shares: &[&QuoteShare], now: Instant) -> QuoteFlow {
+        let mut f = flow(mode);
+        for s in shares {
+            f.on_share((*s).clone(), now).unwrap();
+        }
+        f
     }
 
     /// A share: its header's bytes vary with `n` (the flow never checks proof of work).
@@ -545,11 +561,9 @@ mod tests {
 
     #[test]
     fn a_connection_without_the_extension_never_gets_ehash_messages() {
-        let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let dir: Dir = HashMap::from([(7, (1, false, None))]);
         let s = share(Some(1), 7, 1, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
         let actions = f.on_mint_answer(quoted(&s), &dir);
         assert!(!actions.iter().any(|a| matches!(a, Action::Notify { .. })));
         assert!(f.undelivered().is_empty());
@@ -557,10 +571,8 @@ mod tests {
 
     #[test]
     fn notifications_of_a_gone_connection_wait_for_the_keys_next_channel() {
-        let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let s = share(Some(1), 7, 5, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
         // Connection 1 is gone; channel 7 now belongs to connection 4 (another key).
         let dir: Dir = HashMap::from([(7, (4, true, Some(key(2))))]);
         let actions = f.on_mint_answer(quoted(&s), &dir);
@@ -578,10 +590,8 @@ mod tests {
 
     #[test]
     fn a_replayed_share_goes_to_an_open_channel_with_its_key() {
-        let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let s = share(None, 7, 5, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
         let dir: Dir = HashMap::from([(3, (9, false, Some(key(1)))), (4, (8, true, Some(key(1))))]);
         let actions = f.on_mint_answer(quoted(&s), &dir);
         assert_eq!(notified_channel(&actions, 8), Some(4));
@@ -591,9 +601,8 @@ mod tests {
     #[test]
     fn replayed_shares_have_no_connection_and_are_kept_by_key() {
         let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let s = share(None, 7, 5, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
         // A replay of the same share again (restart, then reconnect) asks once.
         assert_eq!(f.on_share(s.clone(), now), Ok(vec![]));
         f.on_mint_answer(quoted(&s), &Dir::new());
@@ -602,12 +611,9 @@ mod tests {
 
     #[test]
     fn the_mint_coming_back_gets_every_owed_request_again() {
-        let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let a = share(None, 1, 1, 1, key(1));
         let b = share(None, 1, 2, 2, key(1));
-        f.on_share(a.clone(), now).unwrap();
-        f.on_share(b.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&a, &b], Instant::now());
         f.on_mint_answer(quoted(&a), &Dir::new());
         assert_eq!(f.on_mint_up(), vec![Action::SendToMint(b.request)]);
     }
@@ -615,9 +621,8 @@ mod tests {
     #[test]
     fn annotate_retries_overdue_and_mint_error_requests_and_says_when_full() {
         let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let s = share(None, 1, 1, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
         assert_eq!(
             f.on_mint_answer(refused(&s, "mint-error"), &Dir::new()),
             vec![]
@@ -640,11 +645,9 @@ mod tests {
 
     #[test]
     fn a_refusal_for_good_sends_a_failure() {
-        let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Annotate);
         let dir: Dir = HashMap::from([(7, (1, true, None))]);
         let s = share(Some(1), 7, 3, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
         let actions = f.on_mint_answer(refused(&s, "amount-mismatch"), &dir);
         assert!(actions.contains(&Action::Done(s.request.share_hash())));
         assert!(actions.iter().any(|a| matches!(a, Action::Notify { conn: 1, message: EhashMessage::MintQuoteFailure(m) } if m.sequence_number == 3)));
@@ -653,13 +656,10 @@ mod tests {
 
     #[test]
     fn defer_batches_successes_per_channel_after_the_quotes() {
-        let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Defer);
         let dir: Dir = HashMap::from([(7, (1, true, None))]);
         let a = share(Some(1), 7, 10, 1, key(1));
         let b = share(Some(1), 7, 11, 2, key(1));
-        f.on_share(a.clone(), now).unwrap();
-        f.on_share(b.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Defer, &[&a, &b], Instant::now());
         assert!(
             f.flush_successes().is_empty(),
             "no success before the quotes"
@@ -683,10 +683,9 @@ mod tests {
     #[test]
     fn defer_times_out_fails_and_refuses_when_full() {
         let now = Instant::now();
-        let mut f = flow(ShareResponseMode::Defer);
         let dir: Dir = HashMap::from([(7, (1, false, None))]);
         let s = share(Some(1), 7, 10, 1, key(1));
-        f.on_share(s.clone(), now).unwrap();
+        let mut f = asking(ShareResponseMode::Defer, &[&s], now);
         let actions = f.on_tick(now + TIMEOUT, &dir);
         assert!(actions.contains(&Action::ShareError {
             conn: 1,

@@ -1,0 +1,495 @@
+//! Runs the ehash flow around the sans-IO [`QuoteFlow`]: accepted shares
+//! are journaled in the outbox, then asked for at the mint; the mint's
+//! answers become notifications (0xC0/0xC1) to the owning connection, or
+//! successes and errors in defer mode. Undelivered notifications are kept in
+//! `<state_dir>/undelivered.json` across restarts.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ehash::pending::{ShareResponseMode, TrackError};
+use ehash::wire::{str0255_truncated, MessageSet};
+use ehash::LockingKey;
+use mint_quote_sv2::{MintQuoteRequestOwned, MintStatsResponse};
+use roles_common::stats_publisher::now_ms;
+use stats_sv2::{link, MintStats, QuoteCreated};
+use stratum_core::mining_sv2::{SubmitSharesErrorOwned, SubmitSharesSuccessOwned};
+use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::flow::{Action, Directory, QuoteFlow, QuoteFlowConfig, QuoteShare, MINT_QUEUE_FULL};
+use super::mint_link::{MintEvent, MintLink, MintLinkConfig};
+use super::outbox::{Outbox, Owed};
+use super::persist::{decode_owed, encode_owed, load_undelivered, save_undelivered};
+use crate::config::MintSettings;
+use crate::io::{AcceptedShareSink, Outbound, Shared};
+use crate::mining::{downstream_id, AcceptedShare, ConnId};
+use crate::PoolError;
+
+/// SubmitSharesError code when the outbox cannot journal a share.
+const OUTBOX_ERROR: &str = "ehash-outbox-error";
+
+pub(crate) enum FlowInput {
+    Share(AcceptedShare),
+    ChannelOpened {
+        conn: ConnId,
+        channel_id: u32,
+        key: Option<LockingKey>,
+        ehash: bool,
+    },
+}
+
+/// What the pool core hands the flow (never blocks the core).
+pub(crate) struct FlowSink(mpsc::UnboundedSender<FlowInput>);
+
+impl AcceptedShareSink for FlowSink {
+    fn accepted(&self, share: AcceptedShare) {
+        let _ = self.0.send(FlowInput::Share(share));
+    }
+
+    fn channel_opened(&self, conn: ConnId, channel_id: u32, key: Option<LockingKey>, ehash: bool) {
+        let _ = self.0.send(FlowInput::ChannelOpened {
+            conn,
+            channel_id,
+            key,
+            ehash,
+        });
+    }
+}
+
+/// The flow, prepared before the pool starts (the outbox is opened and its
+/// owed requests read), started once the pool's shared state exists.
+pub(crate) struct PreparedFlow {
+    settings: MintSettings,
+    unit_bits: u8,
+    outbox: Outbox,
+    owed: Owed,
+    undelivered_path: PathBuf,
+    inputs: mpsc::UnboundedReceiver<FlowInput>,
+    pub(crate) mint_stats: Arc<Mutex<Option<MintStatsResponse>>>,
+}
+
+pub(crate) fn prepare(
+    settings: &MintSettings,
+    state_dir: &Path,
+    unit_bits: u8,
+) -> Result<(FlowSink, PreparedFlow), PoolError> {
+    let (outbox, owed) = Outbox::open(&state_dir.join("outbox.journal"))
+        .map_err(|e| PoolError::Setup(e.to_string()))?;
+    let (tx, inputs) = mpsc::unbounded_channel();
+    Ok((
+        FlowSink(tx),
+        PreparedFlow {
+            settings: settings.clone(),
+            unit_bits,
+            outbox,
+            owed,
+            undelivered_path: state_dir.join("undelivered.json"),
+            inputs,
+            mint_stats: Arc::new(Mutex::new(None)),
+        },
+    ))
+}
+
+/// Channel ownership as the pool core knows it now.
+struct CoreDirectory<'a>(&'a Shared);
+
+impl Directory for CoreDirectory<'_> {
+    fn owner(&self, channel_id: u32) -> Option<(ConnId, bool)> {
+        self.0
+            .core
+            .lock()
+            .expect("core lock")
+            .channel_owner(channel_id)
+    }
+
+    fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
+        self.0
+            .core
+            .lock()
+            .expect("core lock")
+            .ehash_channel_with_key(key)
+    }
+}
+
+/// The channel journaled shares come back on, with the journal's verdict.
+type Journaled = mpsc::UnboundedSender<(QuoteShare, Result<(), String>)>;
+
+impl PreparedFlow {
+    pub(crate) async fn run(self, shared: Arc<Shared>, shutdown: CancellationToken) {
+        let PreparedFlow {
+            settings,
+            unit_bits,
+            outbox,
+            owed,
+            undelivered_path,
+            mut inputs,
+            mint_stats,
+        } = self;
+        let mut task = Running::new(&settings, undelivered_path);
+        let owed_count = owed.len();
+        task.restore(owed, &outbox).await;
+        info!(
+            mode = ?task.mode,
+            owed = owed_count,
+            undelivered = task.flow.undelivered().len(),
+            "ehash flow started: every accepted share becomes a quote at the mint"
+        );
+        let (link, mut mint_events) = MintLink::spawn(
+            MintLinkConfig {
+                address: settings.address.clone(),
+                authority_public_key: settings.authority_public_key,
+                identity_secret_key: settings.identity_secret_key,
+                unit_bits,
+                stats_interval: Duration::from_secs(settings.stats_interval_secs),
+            },
+            shutdown.clone(),
+        );
+        // Journaled shares come back here; appends run concurrently so one
+        // disk sync covers many shares.
+        let (journaled_tx, mut journaled) = mpsc::unbounded_channel();
+        let exec = Executor {
+            shared: &shared,
+            link: &link,
+            outbox: &outbox,
+        };
+        loop {
+            let deadline = task.flow.next_deadline();
+            let actions = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(input) = inputs.recv() => task.on_input(input, &outbox, &journaled_tx),
+                Some((share, result)) = journaled.recv() => task.on_journaled(share, result),
+                Some(event) = mint_events.recv() => task.on_mint_event(event, &shared, &mint_stats),
+                _ = sleep_until(deadline) => task.flow.on_tick(Instant::now(), &CoreDirectory(&shared)),
+            };
+            task.apply(actions, &exec).await;
+        }
+        save_undelivered(&task.undelivered_path, &task.flow);
+        info!(
+            pending = task.flow.pending(),
+            "ehash flow stopped; pending quote requests stay in the outbox"
+        );
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The running flow: the sans-IO [`QuoteFlow`] and what only its task holds.
+struct Running {
+    flow: QuoteFlow,
+    mode: ShareResponseMode,
+    capacity: usize,
+    /// Annotate mode: journaled shares waiting for room in the pending set.
+    overflow: VecDeque<QuoteShare>,
+    undelivered_path: PathBuf,
+    /// The undelivered store's version as last saved.
+    saved_version: u64,
+}
+
+impl Running {
+    fn new(settings: &MintSettings, undelivered_path: PathBuf) -> Self {
+        let mode = settings.mode();
+        let capacity = settings.pending_capacity;
+        let flow = QuoteFlow::new(QuoteFlowConfig {
+            mode,
+            pending_capacity: capacity,
+            mint_timeout: Duration::from_secs(settings.timeout_secs),
+            undelivered_per_key: settings.undelivered_per_key,
+            undelivered_total: settings.undelivered_total,
+        });
+        Self {
+            flow,
+            mode,
+            capacity,
+            overflow: VecDeque::new(),
+            undelivered_path,
+            saved_version: 0,
+        }
+    }
+
+    /// After a restart: the requests the outbox still owes, the kept notifications.
+    async fn restore(&mut self, owed: Owed, outbox: &Outbox) {
+        let now = Instant::now();
+        for (hash, payload) in owed {
+            match decode_owed(&payload) {
+                // Sent to the mint as soon as the link is up.
+                Some(share) => {
+                    if self.flow.on_share(share.clone(), now).is_err() {
+                        self.overflow.push_back(share);
+                    }
+                }
+                None => {
+                    error!(
+                        "outbox entry {} is unreadable, dropping it",
+                        ehash::share::hex_be(&hash)
+                    );
+                    outbox.done(hash).await;
+                }
+            }
+        }
+        for (key, n) in load_undelivered(&self.undelivered_path) {
+            self.flow.keep_undelivered(key, n);
+        }
+        self.saved_version = self.flow.undelivered_version();
+    }
+
+    fn on_input(
+        &mut self,
+        input: FlowInput,
+        outbox: &Outbox,
+        journaled: &Journaled,
+    ) -> Vec<Action> {
+        match input {
+            FlowInput::Share(share) => self.on_accepted(share, outbox, journaled),
+            FlowInput::ChannelOpened {
+                conn,
+                channel_id,
+                key,
+                ehash,
+            } => self.flow.on_channel_opened(conn, channel_id, key, ehash),
+        }
+    }
+
+    fn on_mint_event(
+        &mut self,
+        event: MintEvent,
+        shared: &Shared,
+        mint_stats: &Mutex<Option<MintStatsResponse>>,
+    ) -> Vec<Action> {
+        match event {
+            MintEvent::Up => {
+                shared.stats.link_status(link::MINT, true);
+                self.flow.on_mint_up()
+            }
+            MintEvent::Down { reason } => {
+                debug!("mint link down: {reason}");
+                shared.stats.link_status(link::MINT, false);
+                vec![]
+            }
+            MintEvent::Answer(answer) => {
+                let mut actions = self.flow.on_mint_answer(answer, &CoreDirectory(shared));
+                actions.extend(self.admit_overflow());
+                actions
+            }
+            MintEvent::Stats(stats) => {
+                debug!(?stats, "mint stats");
+                shared.stats.publish(MintStats {
+                    quotes_unpaid: stats.quotes_unpaid,
+                    quotes_paid: stats.quotes_paid,
+                    quotes_issued: stats.quotes_issued,
+                    ehash_quoted: stats.ehash_quoted,
+                    ehash_issued: stats.ehash_issued,
+                    timestamp: now_ms(),
+                });
+                *mint_stats.lock().expect("stats lock") = Some(stats);
+                vec![]
+            }
+        }
+    }
+
+    /// Executes what the flow decided. A request is marked done in the
+    /// outbox only after what it led to is handed on: kept notifications
+    /// are on disk first.
+    async fn apply(&mut self, actions: Vec<Action>, exec: &Executor<'_>) {
+        let (done, actions): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Done(_)));
+        exec.run(actions).await;
+        exec.run(self.flow.flush_successes()).await;
+        if self.flow.undelivered_version() != self.saved_version {
+            save_undelivered(&self.undelivered_path, &self.flow);
+            self.saved_version = self.flow.undelivered_version();
+        }
+        exec.run(done).await;
+    }
+
+    /// A share the core accepted: journal it (concurrently), or acknowledge it
+    /// at once when there is no quote to ask for.
+    fn on_accepted(
+        &mut self,
+        share: AcceptedShare,
+        outbox: &Outbox,
+        journaled: &Journaled,
+    ) -> Vec<Action> {
+        let key = match share.locking_key {
+            Some(key) if share.amount > 0 => key,
+            _ => {
+                debug!(
+                    channel_id = share.channel_id,
+                    amount = share.amount,
+                    "share worth no quote (no locking key or 0 ehash): acknowledged without one"
+                );
+                self.flow.acknowledge(
+                    share.connection_id,
+                    share.channel_id,
+                    share.sequence_number,
+                    share.amount,
+                );
+                return vec![];
+            }
+        };
+        let quote_share = QuoteShare {
+            conn: Some(share.connection_id),
+            channel_id: share.channel_id,
+            sequence_number: share.sequence_number,
+            request: MintQuoteRequestOwned::new(&share.header, share.target, share.amount, key),
+        };
+        let (outbox, journaled) = (outbox.clone(), journaled.clone());
+        tokio::spawn(async move {
+            let result = outbox
+                .append(share.share_hash, encode_owed(&quote_share))
+                .await
+                .map_err(|e| e.to_string());
+            let _ = journaled.send((quote_share, result));
+        });
+        vec![]
+    }
+
+    /// A share is on disk: track it and ask the mint; annotate mode acknowledges it now.
+    fn on_journaled(&mut self, share: QuoteShare, result: Result<(), String>) -> Vec<Action> {
+        let conn = share.conn.expect("live shares have a connection");
+        let refuse = |code| Action::ShareError {
+            conn,
+            channel_id: share.channel_id,
+            sequence_number: share.sequence_number,
+            code,
+        };
+        if let Err(e) = result {
+            error!(
+                "cannot journal share {}: {e}",
+                ehash::share::hex_be(&share.request.share_hash())
+            );
+            return vec![refuse(OUTBOX_ERROR)];
+        }
+        let annotate = self.mode == ShareResponseMode::Annotate;
+        match self.flow.on_share(share.clone(), Instant::now()) {
+            Ok(actions) => {
+                if annotate {
+                    self.flow.acknowledge(
+                        conn,
+                        share.channel_id,
+                        share.sequence_number,
+                        share.request.amount,
+                    );
+                }
+                actions
+            }
+            Err(TrackError::Full) if annotate && self.overflow.len() < self.capacity => {
+                // Backpressure: its success waits until the mint catches up.
+                self.overflow.push_back(share);
+                vec![]
+            }
+            Err(_) => {
+                warn!(
+                    "too many shares waiting for the mint: refusing a share with {MINT_QUEUE_FULL}"
+                );
+                vec![
+                    refuse(MINT_QUEUE_FULL),
+                    Action::Done(share.request.share_hash()),
+                ]
+            }
+        }
+    }
+
+    /// Moves held-back shares into the pending set as it frees up.
+    fn admit_overflow(&mut self) -> Vec<Action> {
+        let mut actions = vec![];
+        while !self.flow.is_full() {
+            let Some(share) = self.overflow.pop_front() else {
+                break;
+            };
+            if let Some(conn) = share.conn {
+                self.flow.acknowledge(
+                    conn,
+                    share.channel_id,
+                    share.sequence_number,
+                    share.request.amount,
+                );
+            }
+            actions.extend(
+                self.flow
+                    .on_share(share, Instant::now())
+                    .unwrap_or_default(),
+            );
+        }
+        actions
+    }
+}
+
+struct Executor<'a> {
+    shared: &'a Shared,
+    link: &'a MintLink,
+    outbox: &'a Outbox,
+}
+
+impl Executor<'_> {
+    async fn run(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::SendToMint(request) => {
+                    self.link.send(request).await;
+                }
+                Action::Success { conn, batch } => {
+                    self.shared.push(
+                        conn,
+                        Outbound::Message(AnyMessageOwned::Mining(
+                            MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+                                channel_id: batch.channel_id,
+                                last_sequence_number: batch.last_sequence_number,
+                                new_submits_accepted_count: batch.new_submits_accepted_count,
+                                new_shares_sum: batch.new_shares_sum,
+                            }),
+                        )),
+                    );
+                }
+                Action::ShareError {
+                    conn,
+                    channel_id,
+                    sequence_number,
+                    code,
+                } => {
+                    self.shared.push(
+                        conn,
+                        Outbound::Message(AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(
+                            SubmitSharesErrorOwned {
+                                channel_id,
+                                sequence_number,
+                                error_code: str0255_truncated(code),
+                            },
+                        ))),
+                    );
+                }
+                Action::Notify { conn, message } => {
+                    self.shared.push(conn, Outbound::Ehash(message));
+                }
+                Action::Done(hash) => self.outbox.done(hash).await,
+                Action::Evicted(message) => {
+                    warn!(
+                        "undelivered notification evicted (limits reached): {}",
+                        message.name()
+                    );
+                }
+                Action::QuoteCreated {
+                    conn,
+                    channel_id,
+                    amount,
+                } => self.shared.stats.publish(QuoteCreated {
+                    // 0: the connection of a share replayed after a restart is unknown.
+                    downstream_id: conn.map_or(0, downstream_id),
+                    channel_id,
+                    amount,
+                    timestamp: now_ms(),
+                }),
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The downstream listener and one task per connection: Noise handshake,
+//! messages to the core, queued messages back to the peer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ehash_ext_sv2::MessageSet;
+use roles_common::sv2::{
+    message_name, send, send_ehash, Incoming, ReadError, SendError, Sv2Reader,
+};
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_apps::network_helpers::accept_noise_connection;
+use stratum_apps::network_helpers::noise_stream::NoiseTcpWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Outbound, PoolEvent, Shared};
+use crate::mining::ConnId;
+
+/// A downstream that has not completed SetupConnection by then is dropped.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Queue depth per downstream; a peer that lets it fill up is disconnected.
+const SEND_QUEUE: usize = 4096;
+
+pub(crate) struct Keys {
+    pub public: Secp256k1PublicKey,
+    pub secret: Secp256k1SecretKey,
+    pub cert_validity_sec: u64,
+}
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    keys: Arc<Keys>,
+    shutdown: CancellationToken,
+) {
+    let connections = shutdown.clone();
+    roles_common::accept_loop("pool", listener, shutdown, move |id, stream, peer| {
+        let _ = stream.set_nodelay(true);
+        let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());
+        async move {
+            let (conn, result) = serve_downstream(id, stream, peer, &shared, &keys, shutdown).await;
+            let reason = match result {
+                Ok(()) => {
+                    info!(conn = id, %peer, "downstream disconnected");
+                    ReadError::ClosedByPeer.to_string()
+                }
+                Err(reason) => {
+                    warn!(conn = id, %peer, "closing downstream connection: {reason}");
+                    reason
+                }
+            };
+            let _ = shared
+                .events
+                .send(PoolEvent::ConnectionClosed { conn, reason });
+        }
+    })
+    .await;
+}
+
+async fn serve_downstream(
+    id: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    keys: &Keys,
+    shutdown: CancellationToken,
+) -> (Option<ConnId>, Result<(), String>) {
+    let noise =
+        match accept_noise_connection(stream, keys.public, keys.secret, keys.cert_validity_sec)
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => return (None, Err(format!("noise handshake failed: {e}"))),
+        };
+    info!(conn = id, %peer, "downstream connected");
+    let (reader, mut writer) = noise.into_split();
+    let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
+    let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
+    shared
+        .writers
+        .lock()
+        .expect("writers lock")
+        .insert(id, out_tx);
+    shared.core.lock().expect("core lock").on_connect(id);
+    let _ = shared.events.send(PoolEvent::Connected(id));
+    let mut link = Link {
+        id,
+        reader: &mut reader,
+        writer: &mut writer,
+        outbound: &mut out_rx,
+    };
+    let result = link.relay(shared, &shutdown).await;
+    shared.writers.lock().expect("writers lock").remove(&id);
+    let result = forget(id, shared, result, &shutdown);
+    drop(reader);
+    let _ = writer.shutdown().await;
+    (Some(id), result)
+}
+
+/// One downstream connection's two directions.
+struct Link<'a> {
+    id: ConnId,
+    reader: &'a mut Sv2Reader,
+    writer: &'a mut NoiseTcpWriteHalf,
+    outbound: &'a mut mpsc::Receiver<Outbound>,
+}
+
+impl Link<'_> {
+    /// Hands incoming messages to the core and writes what is queued for the
+    /// peer, until either side ends; the reason, if not a clean close.
+    async fn relay(&mut self, shared: &Shared, shutdown: &CancellationToken) -> Result<(), String> {
+        let id = self.id;
+        let setup_deadline = tokio::time::sleep(SETUP_TIMEOUT);
+        tokio::pin!(setup_deadline);
+        let mut setup_checked = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = &mut setup_deadline, if !setup_checked => {
+                    if !shared.core.lock().expect("core lock").connection_setup_done(id) {
+                        return Err(format!("no SetupConnection within {SETUP_TIMEOUT:?}"));
+                    }
+                    setup_checked = true;
+                }
+                incoming = self.reader.recv() => match incoming {
+                    Ok(Incoming::Sv2(msg)) => {
+                        debug!(conn = id, "received {}", message_name(&msg));
+                        let actions = shared.core.lock().expect("core lock").on_message(id, msg);
+                        shared.dispatch(actions);
+                    }
+                    Ok(Incoming::Ehash(msg)) => {
+                        warn!(conn = id, "ignoring a downstream {}", msg.name());
+                    }
+                    Err(ReadError::ClosedByPeer) => return Ok(()),
+                    Err(e) => return Err(e.to_string()),
+                },
+                out = self.outbound.recv() => self.write(out).await?,
+            }
+        }
+    }
+
+    async fn write(&mut self, out: Option<Outbound>) -> Result<(), String> {
+        match out {
+            Some(Outbound::Message(msg)) => send(self.writer, msg).await.map_err(|e| e.to_string()),
+            Some(Outbound::Ehash(msg)) => match send_ehash(self.writer, msg).await {
+                Ok(()) => Ok(()),
+                Err(e @ SendError::Frame { .. }) => {
+                    warn!(conn = self.id, "{e}");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Some(Outbound::Close(reason)) => Err(reason),
+            None => Err("send queue overflow (peer does not read)".into()),
+        }
+    }
+}
+
+/// Drops the connection from the core; the reason it closed.
+fn forget(
+    id: ConnId,
+    shared: &Shared,
+    result: Result<(), String>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let (result, closed) = {
+        let mut core = shared.core.lock().expect("core lock");
+        let setup_done = core.connection_setup_done(id);
+        let closed = core.on_disconnect(id);
+        let result = match result {
+            Ok(()) if !setup_done && !shutdown.is_cancelled() => Err(
+                "closed by peer before SetupConnection (did it pin another authority key?)"
+                    .to_string(),
+            ),
+            other => other,
+        };
+        (result, closed)
+    };
+    shared.dispatch(closed);
+    result
+}

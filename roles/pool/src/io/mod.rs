@@ -1,0 +1,161 @@
+//! Sockets and tasks: the downstream listener and connections
+//! (`downstream`), the template provider link (`template_provider`), the
+//! timers (`timers`). All protocol decisions are made by [`PoolCore`]; this
+//! module applies its [`Action`]s.
+
+mod downstream;
+mod template_provider;
+mod timers;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ehash::LockingKey;
+use ehash_ext_sv2::EhashMessage;
+use roles_common::stats_publisher::{now_ms, StatsPublisher};
+use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
+use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::mining::{AcceptedShare, Action, ConnId, PoolCore};
+
+pub(crate) use downstream::{accept_loop, Keys};
+pub(crate) use template_provider::{tp_loop, TpLink};
+pub(crate) use timers::{every, log_stats, vardiff_tick, Tick};
+
+/// Receives every accepted share and every opened channel (the ehash flow).
+pub trait AcceptedShareSink: Send + Sync + 'static {
+    fn accepted(&self, share: AcceptedShare);
+
+    /// A channel opened on `conn` (whose ehash negotiation is `ehash`).
+    fn channel_opened(
+        &self,
+        _conn: ConnId,
+        _channel_id: u32,
+        _key: Option<LockingKey>,
+        _ehash: bool,
+    ) {
+    }
+}
+
+impl AcceptedShareSink for mpsc::UnboundedSender<AcceptedShare> {
+    fn accepted(&self, share: AcceptedShare) {
+        let _ = self.send(share);
+    }
+}
+
+/// Something that happened, for tests and monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolEvent {
+    TemplateProviderConnected,
+    TemplateProviderDisconnected(String),
+    /// A downstream finished its Noise handshake.
+    Connected(ConnId),
+    /// A downstream connection closed, with the reason logged.
+    ConnectionClosed {
+        conn: Option<ConnId>,
+        reason: String,
+    },
+    /// A block solution went to the template provider.
+    BlockSubmitted {
+        template_id: u64,
+    },
+}
+
+pub(crate) enum Outbound {
+    Message(AnyMessageOwned),
+    Ehash(EhashMessage),
+    Close(String),
+}
+
+pub(crate) struct Shared {
+    pub(crate) core: Mutex<PoolCore>,
+    pub(crate) writers: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
+    solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
+    pub(crate) events: broadcast::Sender<PoolEvent>,
+    sink: Option<Arc<dyn AcceptedShareSink>>,
+    pub(crate) stats: StatsPublisher,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        core: PoolCore,
+        solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
+        sink: Option<Arc<dyn AcceptedShareSink>>,
+        stats: StatsPublisher,
+    ) -> Self {
+        Self {
+            core: Mutex::new(core),
+            writers: Mutex::new(HashMap::new()),
+            solutions,
+            events: broadcast::channel(1024).0,
+            sink,
+            stats,
+        }
+    }
+
+    pub(crate) fn push(&self, conn: ConnId, out: Outbound) -> bool {
+        let mut writers = self.writers.lock().expect("writers lock");
+        let Some(tx) = writers.get(&conn) else {
+            return false;
+        };
+        match tx.try_send(out) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Dropping its sender ends the connection task ("send queue overflow").
+                writers.remove(&conn);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    pub(crate) fn dispatch(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Send(conn, msg) => {
+                    let opened = opened_channel(&msg);
+                    self.push(conn, Outbound::Message(msg));
+                    if let (Some(channel_id), Some(sink)) = (opened, &self.sink) {
+                        let info = {
+                            let core = self.core.lock().expect("core lock");
+                            core.channel_locking_key(channel_id)
+                                .map(|key| (key, core.connection_has_ehash(conn)))
+                        };
+                        if let Some((key, ehash)) = info {
+                            sink.channel_opened(conn, channel_id, key, ehash);
+                        }
+                    }
+                }
+                Action::Close(conn, reason) => {
+                    self.push(conn, Outbound::Close(reason));
+                }
+                Action::SubmitSolution(solution) => {
+                    let template_id = solution.template_id;
+                    if self.solutions.send(solution).is_ok() {
+                        let _ = self.events.send(PoolEvent::BlockSubmitted { template_id });
+                    }
+                }
+                Action::Accepted(share) => {
+                    if let Some(sink) = &self.sink {
+                        sink.accepted(share);
+                    }
+                }
+                Action::Stats(event) => self.stats.publish(event.into_message(now_ms())),
+            }
+        }
+    }
+}
+
+/// The channel a message announces as opened, if it is such a message.
+fn opened_channel(msg: &AnyMessageOwned) -> Option<u32> {
+    match msg {
+        AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(m)) => {
+            Some(m.channel_id)
+        }
+        AnyMessageOwned::Mining(MiningOwned::OpenStandardMiningChannelSuccess(m)) => {
+            Some(m.channel_id)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,146 @@
+//! The link to the template provider: reconnects with backoff, relays
+//! templates and chain tips to the core and block solutions back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ehash_ext_sv2::MessageSet;
+use roles_common::sv2::{self, message_name, Incoming, Sv2Connection};
+use stats_sv2::link;
+use stratum_apps::key_utils::Secp256k1PublicKey;
+use stratum_core::common_messages_sv2::Protocol;
+use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
+use stratum_core::template_distribution_sv2::{
+    CoinbaseOutputConstraintsOwned, SubmitSolutionOwned,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{PoolEvent, Shared};
+
+pub(crate) struct TpLink {
+    pub address: String,
+    pub authority_public_key: Secp256k1PublicKey,
+}
+
+pub(crate) async fn tp_loop(
+    link: TpLink,
+    shared: Arc<Shared>,
+    mut solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = tp_session(&link, &shared, &mut solutions, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let reason = match result {
+            Ok(()) => "closed".to_string(),
+            Err(e) => e,
+        };
+        warn!(
+            address = %link.address,
+            "template provider link down: {reason}; retrying in {backoff:?}"
+        );
+        shared.stats.link_status(link::TEMPLATE_PROVIDER, false);
+        let _ = shared
+            .events
+            .send(PoolEvent::TemplateProviderDisconnected(reason));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn tp_session(
+    link: &TpLink,
+    shared: &Arc<Shared>,
+    solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let mut conn = sv2::connect(
+        &link.address,
+        link.authority_public_key,
+        "template provider",
+        256,
+    )
+    .await
+    .map_err(|e| e.explain("tp_authority_public_key"))?;
+    let result = tp_serve(link, shared, &mut conn, solutions, shutdown).await;
+    drop(conn.reader);
+    let _ = conn.writer.shutdown().await;
+    result
+}
+
+/// Sets the connection up, then relays templates to the core and solutions
+/// to the template provider.
+async fn tp_serve(
+    link: &TpLink,
+    shared: &Arc<Shared>,
+    conn: &mut Sv2Connection,
+    solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let setup = sv2::setup_connection(
+        Protocol::TemplateDistributionProtocol,
+        0,
+        conn.peer,
+        env!("CARGO_PKG_VERSION"),
+        "pool",
+    );
+    conn.setup(setup).await?;
+    let (size, sigops) = shared
+        .core
+        .lock()
+        .expect("core lock")
+        .coinbase_output_constraints();
+    let constraints = CoinbaseOutputConstraintsOwned {
+        coinbase_output_max_additional_size: size,
+        coinbase_output_max_additional_sigops: sigops,
+    };
+    conn.send(AnyMessageOwned::TemplateDistribution(
+        TemplateDistributionOwned::CoinbaseOutputConstraints(constraints),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    info!(address = %link.address, "connected to the template provider");
+    shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
+    let _ = shared.events.send(PoolEvent::TemplateProviderConnected);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            solution = solutions.recv() => {
+                let Some(solution) = solution else { return Ok(()) };
+                info!(template_id = solution.template_id, "sending SubmitSolution");
+                conn.send(AnyMessageOwned::TemplateDistribution(
+                    TemplateDistributionOwned::SubmitSolution(solution),
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            incoming = conn.reader.recv() => {
+                let actions = match incoming.map_err(|e| e.to_string())? {
+                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                        TemplateDistributionOwned::NewTemplate(t),
+                    )) => shared.core.lock().expect("core lock").on_new_template(t),
+                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                        TemplateDistributionOwned::SetNewPrevHash(p),
+                    )) => shared.core.lock().expect("core lock").on_set_new_prev_hash(p),
+                    Incoming::Sv2(other) => {
+                        debug!("ignoring {} from the template provider", message_name(&other));
+                        vec![]
+                    }
+                    Incoming::Ehash(m) => {
+                        debug!("ignoring {} from the template provider", m.name());
+                        vec![]
+                    }
+                };
+                shared.dispatch(actions);
+            }
+        }
+    }
+}

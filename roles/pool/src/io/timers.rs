@@ -1,0 +1,47 @@
+//! Periodic work: the vardiff tick and the "pool stats" log line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::Shared;
+
+/// Periodic work on the pool's shared state.
+pub(crate) type Tick = fn(&Shared);
+
+/// Calls `tick` every `period` (first after one period) until shutdown.
+pub(crate) async fn every(
+    shared: Arc<Shared>,
+    period: Duration,
+    shutdown: CancellationToken,
+    tick: Tick,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => tick(&shared),
+        }
+    }
+}
+
+/// Runs vardiff on every channel.
+pub(crate) fn vardiff_tick(shared: &Shared) {
+    let actions = shared.core.lock().expect("core lock").on_vardiff_tick();
+    shared.dispatch(actions);
+}
+
+/// The "pool stats" log line.
+pub(crate) fn log_stats(shared: &Shared) {
+    let s = shared.core.lock().expect("core lock").stats();
+    info!(
+        shares_accepted = s.shares_accepted,
+        shares_rejected = s.shares_rejected,
+        blocks_found = s.blocks_found,
+        channels_open = s.channels_open,
+        "pool stats"
+    );
+}

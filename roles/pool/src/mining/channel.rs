@@ -1,0 +1,505 @@
+//! One mining channel, standard or extended, behind methods that do not care
+//! which: channels_sv2 has a type per kind, the pool treats them alike.
+//! The kind is matched here and nowhere else.
+
+use std::collections::HashMap;
+
+use ehash::LockingKey;
+use stratum_core::binary_sv2::B032Owned;
+use stratum_core::bitcoin::{
+    block::{Header, Version},
+    consensus::serialize,
+    hashes::Hash,
+    pow::CompactTarget,
+    BlockHash, Target, TxMerkleNode, TxOut,
+};
+use stratum_core::channels_sv2::{
+    chain_tip::ChainTip,
+    extranonce_manager::{ExtranonceAllocator, ExtranonceAllocatorError},
+    merkle_root::merkle_root_from_path,
+    server::{
+        error::{ExtendedChannelError, StandardChannelError},
+        extended::ExtendedChannel,
+        jobs::{extended::ExtendedJob, standard::StandardJob},
+        share_accounting::{ShareAccounting, ShareValidationError, ShareValidationResult},
+        standard::StandardChannel,
+    },
+    Vardiff, VardiffState,
+};
+use stratum_core::mining_sv2::{
+    OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
+    OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
+    SetNewPrevHashOwned as MiningSetNewPrevHash, SubmitSharesExtendedOwned,
+    SubmitSharesStandardOwned,
+};
+use stratum_core::parsers_sv2::MiningOwned;
+use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
+use tracing::{debug, warn};
+
+use super::{mining, u256, Action, ConnId, CoreConfig};
+
+/// The channels_sv2 channel behind a [`Channel`].
+enum Kind {
+    Standard(Box<StandardChannel>),
+    Extended(Box<ExtendedChannel>),
+}
+
+/// Evaluates `$body` with `$c` bound to the value of either variant of
+/// `$enum` (a channel, a request, a share): the channels_sv2 and mining_sv2
+/// types of both kinds have the same method and field names.
+macro_rules! each_kind {
+    ($enum:ident, $value:expr, $c:ident => $body:expr) => {
+        match $value {
+            $enum::Standard($c) => $body,
+            $enum::Extended($c) => $body,
+        }
+    };
+}
+
+/// A downstream's request to open a channel.
+pub(super) enum OpenRequest {
+    Standard(OpenStandardMiningChannelOwned),
+    Extended(OpenExtendedMiningChannelOwned),
+}
+
+/// A downstream's share.
+pub(super) enum Submission {
+    Standard(SubmitSharesStandardOwned),
+    Extended(SubmitSharesExtendedOwned),
+}
+
+impl OpenRequest {
+    pub(super) fn request_id(&self) -> u32 {
+        each_kind!(OpenRequest, self, m => m.request_id)
+    }
+
+    pub(super) fn user_identity(&self) -> String {
+        let identity = each_kind!(OpenRequest, self, m => m.user_identity.as_bytes());
+        String::from_utf8_lossy(identity).to_string()
+    }
+
+    pub(super) fn kind_name(&self) -> &'static str {
+        match self {
+            Self::Standard(_) => "standard",
+            Self::Extended(_) => "extended",
+        }
+    }
+}
+
+/// Which share: what every SubmitShares names.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ShareId {
+    pub channel_id: u32,
+    pub sequence_number: u32,
+    pub job_id: u32,
+}
+
+impl Submission {
+    pub(super) fn id(&self) -> ShareId {
+        each_kind!(Submission, self, s => ShareId {
+            channel_id: s.channel_id,
+            sequence_number: s.sequence_number,
+            job_id: s.job_id,
+        })
+    }
+}
+
+/// The channel's share accounting right after a share.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Batch {
+    /// A SubmitSharesSuccess is due (the batch is full).
+    pub due: bool,
+    pub last_sequence_number: u32,
+    pub accepted: u32,
+    pub work_sum: u64,
+}
+
+/// What validating a share gave.
+pub(super) struct Validation {
+    pub result: Result<ShareValidationResult, ShareValidationError>,
+    /// The share's block header, rebuilt the way channels_sv2 validated it.
+    pub header: Option<[u8; 80]>,
+    pub batch: Batch,
+}
+
+/// The error code channels_sv2 attaches to a refused open or update
+/// ("invalid-channel" for an error that carries none).
+trait ErrorCode {
+    fn code(&self) -> &'static str;
+}
+
+macro_rules! impl_error_code {
+    ($($error:ty: $($variant:ident)|+;)+) => {$(
+        impl ErrorCode for $error {
+            fn code(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(c))|+ => c,
+                    _ => "invalid-channel",
+                }
+            }
+        }
+    )+};
+}
+
+impl_error_code! {
+    ExtendedChannelError: OpenChannelInvalidNominalHashrate | OpenChannelInvalidMaxTarget
+        | RequestedMinExtranonceSizeTooLarge | UpdateChannelInvalidNominalHashrate
+        | UpdateChannelInvalidMaxTarget;
+    StandardChannelError: OpenChannelInvalidNominalHashrate | OpenChannelInvalidMaxTarget
+        | UpdateChannelInvalidNominalHashrate | UpdateChannelInvalidMaxTarget;
+}
+
+/// The job message of a job, whichever its kind.
+trait JobMessage {
+    fn message(&self) -> MiningOwned;
+}
+
+impl JobMessage for StandardJob {
+    fn message(&self) -> MiningOwned {
+        MiningOwned::NewMiningJob(self.get_job_message().clone())
+    }
+}
+
+impl JobMessage for ExtendedJob {
+    fn message(&self) -> MiningOwned {
+        MiningOwned::NewExtendedMiningJob(self.get_job_message().clone())
+    }
+}
+
+/// One open channel of a downstream connection.
+pub(super) struct Channel {
+    /// The connection that owns it.
+    pub conn: ConnId,
+    /// From the channel's user_identity (None only when keys are not required).
+    pub locking_key: Option<LockingKey>,
+    kind: Kind,
+    /// The target each job was created with (mirrors channels_sv2, whose map is private).
+    job_targets: HashMap<u32, Target>,
+    vardiff: VardiffState,
+}
+
+impl Channel {
+    /// Opens a channel for `request`: allocates its extranonce prefix, then
+    /// takes an id from `new_id` (not before: a refused allocation uses none).
+    /// The error code refusing it otherwise.
+    pub(super) fn open(
+        conn: ConnId,
+        request: &OpenRequest,
+        locking_key: Option<LockingKey>,
+        allocator: &mut ExtranonceAllocator,
+        new_id: impl FnOnce() -> u32,
+        config: &CoreConfig,
+    ) -> Result<Channel, &'static str> {
+        let kind_name = request.kind_name();
+        let refuse = |e: &dyn std::fmt::Debug, code| {
+            warn!(conn, "refusing {kind_name} channel: {e:?}");
+            code
+        };
+        let identity = request.user_identity();
+        let (batch, spm, signature) = (
+            config.share_batch_size,
+            config.shares_per_minute,
+            config.pool_signature.clone(),
+        );
+        let kind = match request {
+            OpenRequest::Extended(m) => {
+                let prefix = allocator
+                    .allocate_extended(m.min_extranonce_size as usize)
+                    .map_err(|e| refuse(&format_args!("extranonce: {e:?}"), extranonce_code(&e)))?;
+                let rollable = allocator.rollable_extranonce_size() as u16;
+                let max_target = Target::from_le_bytes(m.max_target.to_array());
+                // Compact: rustfmt would give each of the eleven arguments a line.
+                #[rustfmt::skip]
+                let channel = ExtendedChannel::new_for_pool(
+                    new_id(), identity, prefix, max_target, m.nominal_hash_rate, true, rollable,
+                    batch, spm, signature, None,
+                )
+                .map_err(|e| refuse(&e, e.code()))?;
+                Kind::Extended(Box::new(channel))
+            }
+            OpenRequest::Standard(m) => {
+                let prefix = allocator.allocate_standard().map_err(|e| {
+                    refuse(
+                        &format_args!("extranonce: {e:?}"),
+                        "channel-capacity-exhausted",
+                    )
+                })?;
+                let max_target = Target::from_le_bytes(m.max_target.to_array());
+                // As compact as the extended one above.
+                #[rustfmt::skip]
+                let channel = StandardChannel::new_for_pool(
+                    new_id(), identity, prefix, max_target, m.nominal_hash_rate,
+                    batch, spm, signature, None,
+                )
+                .map_err(|e| refuse(&e, e.code()))?;
+                Kind::Standard(Box::new(channel))
+            }
+        };
+        Ok(Channel {
+            conn,
+            locking_key,
+            kind,
+            job_targets: HashMap::new(),
+            vardiff: VardiffState::new().expect("system clock after 1970"),
+        })
+    }
+
+    /// The OpenStandardMiningChannelSuccess / OpenExtendedMiningChannelSuccess
+    /// answering `request_id`.
+    pub(super) fn open_success(&self, request_id: u32) -> MiningOwned {
+        let channel_id = self.id();
+        let target = u256(&self.target());
+        let extranonce_prefix =
+            each_kind!(Kind, &self.kind, c => c.get_extranonce_prefix().to_vec());
+        let extranonce_prefix = B032Owned::new(extranonce_prefix).expect("at most 32 bytes");
+        match &self.kind {
+            Kind::Standard(_) => MiningOwned::OpenStandardMiningChannelSuccess(
+                OpenStandardMiningChannelSuccessOwned {
+                    request_id,
+                    channel_id,
+                    target,
+                    extranonce_prefix,
+                    group_channel_id: 0,
+                },
+            ),
+            Kind::Extended(c) => MiningOwned::OpenExtendedMiningChannelSuccess(
+                OpenExtendedMiningChannelSuccessOwned {
+                    request_id,
+                    channel_id,
+                    target,
+                    extranonce_size: c.get_rollable_extranonce_size(),
+                    extranonce_prefix,
+                    group_channel_id: 0,
+                },
+            ),
+        }
+    }
+
+    pub(super) fn id(&self) -> u32 {
+        each_kind!(Kind, &self.kind, c => c.get_channel_id())
+    }
+
+    pub(super) fn target(&self) -> Target {
+        each_kind!(Kind, &self.kind, c => *c.get_target())
+    }
+
+    pub(super) fn nominal_hashrate(&self) -> f32 {
+        each_kind!(Kind, &self.kind, c => c.get_nominal_hashrate())
+    }
+
+    fn chain_tip(&self) -> Option<&ChainTip> {
+        each_kind!(Kind, &self.kind, c => c.get_chain_tip())
+    }
+
+    fn share_accounting(&self) -> &ShareAccounting {
+        each_kind!(Kind, &self.kind, c => c.get_share_accounting())
+    }
+
+    /// The target a job was created with, if the channel still knows the job.
+    pub(super) fn job_target(&self, job_id: u32) -> Option<Target> {
+        self.job_targets.get(&job_id).copied()
+    }
+
+    /// Sets a new nominal hashrate (and maximum target, from UpdateChannel);
+    /// the channel's new target, or the UpdateChannel.Error code.
+    pub(super) fn update(
+        &mut self,
+        nominal_hashrate: f32,
+        max_target: Option<Target>,
+    ) -> Result<Target, &'static str> {
+        each_kind!(Kind, &mut self.kind, c => c
+            .update_channel(nominal_hashrate, max_target)
+            .map(|_| *c.get_target())
+            .map_err(|e| e.code()))
+    }
+
+    /// Runs vardiff; the channel's new target when it changed.
+    pub(super) fn vardiff_tick(&mut self, shares_per_minute: f32) -> Option<Target> {
+        let channel_id = self.id();
+        let (hashrate, target) = (self.nominal_hashrate(), self.target());
+        match self
+            .vardiff
+            .try_vardiff(hashrate, &target, shares_per_minute)
+        {
+            Ok(Some(new_hashrate)) => {
+                let new_target = self.update(new_hashrate, None).ok()?;
+                if new_target == target {
+                    return None;
+                }
+                debug!(channel_id, new_hashrate, "vardiff: new target");
+                Some(new_target)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                debug!(channel_id, "vardiff: {e:?}");
+                None
+            }
+        }
+    }
+
+    /// A template: the job message built from it (a future job, or the
+    /// new active job of a non-future template).
+    pub(super) fn on_new_template(
+        &mut self,
+        template: NewTemplateOwned,
+        outputs: Vec<TxOut>,
+    ) -> Option<Action> {
+        let (channel_id, template_id) = (self.id(), template.template_id);
+        let future = template.future_template;
+        let built = each_kind!(Kind, &mut self.kind, c => {
+            match c.on_new_template(template, outputs) {
+                Err(e) => Err(format!("{e:?}")),
+                Ok(()) => Ok(if future {
+                    c.get_future_job_id_from_template_id(template_id)
+                        .and_then(|id| c.get_future_job(id))
+                } else {
+                    c.get_active_job()
+                }
+                .map(|job| (job.get_job_id(), job.message()))),
+            }
+        });
+        let (job_id, message) = match built {
+            Err(e) => {
+                warn!(channel_id, template_id, "cannot build a job: {e}");
+                return None;
+            }
+            Ok(job) => job?,
+        };
+        if !future {
+            self.job_targets.insert(job_id, self.target());
+        }
+        Some(Action::Send(self.conn, mining(message)))
+    }
+
+    /// The chain tip moved: the SetNewPrevHash naming the job now active.
+    pub(super) fn on_set_new_prev_hash(&mut self, prev: &SetNewPrevHashOwned) -> Option<Action> {
+        let channel_id = self.id();
+        let applied = each_kind!(Kind, &mut self.kind, c => c
+            .on_set_new_prev_hash(prev.clone())
+            .map(|()| c.get_active_job().map(|j| j.get_job_id()))
+            .map_err(|e| format!("{e:?}")));
+        let job_id = match applied {
+            Ok(job_id) => job_id,
+            Err(e) => {
+                warn!(channel_id, "cannot apply SetNewPrevHash: {e}");
+                return None;
+            }
+        };
+        self.job_targets.clear();
+        let job_id = job_id?;
+        self.job_targets.insert(job_id, self.target());
+        Some(Action::Send(
+            self.conn,
+            mining(MiningOwned::SetNewPrevHash(MiningSetNewPrevHash {
+                channel_id,
+                job_id,
+                prev_hash: prev.prev_hash.clone(),
+                min_ntime: prev.header_timestamp,
+                nbits: prev.n_bits,
+            })),
+        ))
+    }
+
+    /// Validates a share; None when the share is of the other kind than the channel.
+    pub(super) fn validate_share(&mut self, share: Submission) -> Option<Validation> {
+        // Before validation: an accepted share's job is the active or a past job.
+        let header = self.share_header(&share);
+        let result = match (&mut self.kind, share) {
+            (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
+            (Kind::Extended(c), Submission::Extended(s)) => c.validate_share(s),
+            _ => return None,
+        };
+        let acct = self.share_accounting();
+        let batch = Batch {
+            due: acct.should_acknowledge(),
+            last_sequence_number: acct.get_last_share_sequence_number(),
+            accepted: acct.get_last_batch_accepted(),
+            work_sum: acct.get_last_batch_work_sum(),
+        };
+        Some(Validation {
+            result,
+            header,
+            batch,
+        })
+    }
+
+    /// Counts an accepted share for vardiff.
+    pub(super) fn on_share_accepted(&mut self) {
+        self.vardiff.increment_shares_since_last_update();
+    }
+
+    /// The header a share commits to, rebuilt the way channels_sv2 validates it.
+    fn share_header(&self, share: &Submission) -> Option<[u8; 80]> {
+        let merkle_root = match (&self.kind, share) {
+            (Kind::Standard(c), Submission::Standard(s)) => c
+                .get_active_job()
+                .filter(|j| j.get_job_id() == s.job_id)
+                .or_else(|| c.get_past_job(s.job_id))?
+                .get_merkle_root()
+                .to_array(),
+            (Kind::Extended(c), Submission::Extended(s)) => {
+                let job = c
+                    .get_active_job()
+                    .filter(|j| j.get_job_message().job_id == s.job_id)
+                    .or_else(|| c.get_past_job(s.job_id))?;
+                let mut extranonce = job.get_extranonce_prefix().to_vec();
+                extranonce.extend_from_slice(s.extranonce.as_bytes());
+                merkle_root_from_path(
+                    &job.get_coinbase_tx_prefix_without_bip141(),
+                    &job.get_coinbase_tx_suffix_without_bip141(),
+                    &extranonce,
+                    job.get_merkle_path().as_slice(),
+                )?
+            }
+            _ => return None,
+        };
+        let (version, ntime, nonce) =
+            each_kind!(Submission, share, s => (s.version, s.ntime, s.nonce));
+        let tip = self.chain_tip()?;
+        let header = header_bytes(
+            version,
+            tip.prev_hash().to_array(),
+            merkle_root,
+            ntime,
+            tip.nbits(),
+            nonce,
+        );
+        Some(header)
+    }
+
+    /// The channels_sv2 extended channel, for tests that build shares.
+    #[cfg(test)]
+    pub(super) fn extended(&self) -> Option<&ExtendedChannel> {
+        match &self.kind {
+            Kind::Extended(c) => Some(c),
+            Kind::Standard(_) => None,
+        }
+    }
+}
+
+fn extranonce_code(e: &ExtranonceAllocatorError) -> &'static str {
+    match e {
+        ExtranonceAllocatorError::CapacityExhausted => "channel-capacity-exhausted",
+        _ => "min-extranonce-size-too-large",
+    }
+}
+
+/// The 80 serialized bytes of a block header.
+pub fn header_bytes(
+    version: u32,
+    prev_hash: [u8; 32],
+    merkle_root: [u8; 32],
+    ntime: u32,
+    nbits: u32,
+    nonce: u32,
+) -> [u8; 80] {
+    let header = Header {
+        version: Version::from_consensus(version as i32),
+        prev_blockhash: BlockHash::from_byte_array(prev_hash),
+        merkle_root: TxMerkleNode::from_byte_array(merkle_root),
+        time: ntime,
+        bits: CompactTarget::from_consensus(nbits),
+        nonce,
+    };
+    serialize(&header).try_into().expect("a header is 80 bytes")
+}

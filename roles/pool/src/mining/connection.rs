@@ -1,0 +1,171 @@
+//! A downstream connection: SetupConnection, extension negotiation (the
+//! ehash extension), and what its disconnect closes.
+
+use std::collections::HashSet;
+
+use ehash::wire::str0255_truncated;
+use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
+use stratum_core::binary_sv2::Seq064KOwned;
+use stratum_core::common_messages_sv2::{
+    Protocol, SetupConnectionErrorOwned, SetupConnectionOwned, SetupConnectionSuccessOwned,
+};
+use stratum_core::extensions_sv2::{
+    RequestExtensionsErrorOwned, RequestExtensionsOwned, RequestExtensionsSuccessOwned,
+};
+use stratum_core::parsers_sv2::{
+    AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned,
+};
+use tracing::info;
+
+use super::{
+    Action, ConnId, PoolCore, StatsEvent, ERROR_UNSUPPORTED_FLAGS, ERROR_UNSUPPORTED_PROTOCOL,
+};
+
+#[derive(Debug, Default)]
+pub(super) struct ConnState {
+    pub setup_done: bool,
+    pub ehash: bool,
+    pub channels: HashSet<u32>,
+}
+
+impl PoolCore {
+    pub fn on_connect(&mut self, conn: ConnId) {
+        self.connections.insert(conn, ConnState::default());
+    }
+
+    /// Drops a connection and its channels (freeing their extranonce
+    /// prefixes); returns the stats events saying so.
+    pub fn on_disconnect(&mut self, conn: ConnId) -> Vec<Action> {
+        let Some(state) = self.connections.remove(&conn) else {
+            return vec![];
+        };
+        let mut channels: Vec<u32> = state.channels.into_iter().collect();
+        channels.sort_unstable();
+        let mut actions = Vec::new();
+        for channel_id in channels {
+            self.channels.remove(&channel_id);
+            actions.push(Action::Stats(StatsEvent::ChannelClosed {
+                conn,
+                channel_id,
+            }));
+        }
+        if state.setup_done {
+            actions.push(Action::Stats(StatsEvent::DownstreamDisconnected { conn }));
+        }
+        actions
+    }
+
+    pub(super) fn on_setup_connection(
+        &mut self,
+        conn: ConnId,
+        m: SetupConnectionOwned,
+    ) -> Vec<Action> {
+        if let Err((code, reason)) = setup_refusal(&m) {
+            return vec![
+                Action::Send(
+                    conn,
+                    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(
+                        SetupConnectionErrorOwned {
+                            flags: 0,
+                            error_code: str0255_truncated(code),
+                        },
+                    )),
+                ),
+                Action::Close(conn, reason),
+            ];
+        }
+        if let Some(state) = self.connections.get_mut(&conn) {
+            state.setup_done = true;
+        }
+        info!(
+            conn,
+            vendor = %String::from_utf8_lossy(m.vendor.as_bytes()),
+            flags = m.flags,
+            "SetupConnection accepted"
+        );
+        vec![
+            Action::Send(
+                conn,
+                AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(
+                    SetupConnectionSuccessOwned {
+                        used_version: 2,
+                        flags: 0,
+                    },
+                )),
+            ),
+            Action::Stats(StatsEvent::DownstreamConnected {
+                conn,
+                flags: m.flags,
+            }),
+        ]
+    }
+
+    /// Grants the requested extensions the pool supports (the ehash one);
+    /// RequestExtensions.Error only when none of them is supported, as SRI
+    /// roles do. Unknown ones are refused by their absence from the Success.
+    pub(super) fn on_request_extensions(
+        &mut self,
+        conn: ConnId,
+        m: RequestExtensionsOwned,
+    ) -> Vec<Action> {
+        let requested = m.requested_extensions.into_inner();
+        let (supported, unsupported): (Vec<u16>, Vec<u16>) = requested
+            .iter()
+            .copied()
+            .partition(|e| *e == EHASH_EXTENSION_TYPE);
+        let reply = if !supported.is_empty() {
+            if let Some(state) = self.connections.get_mut(&conn) {
+                state.ehash = true;
+            }
+            info!(conn, ?unsupported, "ehash extension negotiated");
+            ExtensionsNegotiationOwned::RequestExtensionsSuccess(RequestExtensionsSuccessOwned {
+                request_id: m.request_id,
+                supported_extensions: Seq064KOwned::new(vec![EHASH_EXTENSION_TYPE])
+                    .expect("one element"),
+            })
+        } else {
+            info!(
+                conn,
+                ?unsupported,
+                "refusing RequestExtensions: none supported"
+            );
+            ExtensionsNegotiationOwned::RequestExtensionsError(RequestExtensionsErrorOwned {
+                request_id: m.request_id,
+                unsupported_extensions: Seq064KOwned::new(unsupported)
+                    .unwrap_or_else(|_| Seq064KOwned::new(Vec::new()).expect("empty")),
+                required_extensions: Seq064KOwned::new(Vec::new()).expect("empty"),
+            })
+        };
+        vec![Action::Send(
+            conn,
+            AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(reply)),
+        )]
+    }
+}
+
+/// Why a SetupConnection is refused: the error code and the logged reason.
+fn setup_refusal(m: &SetupConnectionOwned) -> Result<(), (&'static str, String)> {
+    if m.protocol != Protocol::MiningProtocol {
+        return Err((
+            ERROR_UNSUPPORTED_PROTOCOL,
+            format!("SetupConnection for protocol {:?}", m.protocol),
+        ));
+    }
+    if m.min_version > 2 || m.max_version < 2 {
+        return Err((
+            "protocol-version-mismatch",
+            format!(
+                "SetupConnection for versions {}..={}",
+                m.min_version, m.max_version
+            ),
+        ));
+    }
+    // Mining flags: bit 1 REQUIRES_WORK_SELECTION (custom jobs) is not offered.
+    if m.flags & 0b10 != 0 {
+        return Err((
+            ERROR_UNSUPPORTED_FLAGS,
+            "downstream requires work selection".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The pool's mining protocol and bookkeeping, without IO.
+//!
+//! [`PoolCore`] takes decoded messages (from downstream connections and from
+//! the template provider) and returns [`Action`]s: messages to send, a
+//! connection to close, a block to submit, an accepted share to publish, an
+//! event for the stats service. The io module owns the sockets and applies
+//! the actions.
+//!
+//! By concern: `connection` (SetupConnection, extension negotiation,
+//! connect and disconnect), `channel` (one channel, standard or extended,
+//! behind one type), `channels` (open, update, close, vardiff), `shares`
+//! (share submission, accepted shares, blocks), `templates` (templates and
+//! chain tip from the template provider), `stats` (counters and stats events).
+
+mod channel;
+mod channels;
+mod connection;
+mod shares;
+mod stats;
+mod templates;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use ehash::{LockingKey, UnitBits};
+use roles_common::sv2::message_name;
+use stratum_core::binary_sv2::U256Owned;
+use stratum_core::bitcoin::{ScriptBuf, Target};
+use stratum_core::channels_sv2::extranonce_manager::ExtranonceAllocator;
+use stratum_core::parsers_sv2::{
+    AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned, MiningOwned,
+};
+use stratum_core::template_distribution_sv2::{
+    NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
+};
+use tracing::warn;
+
+pub use channel::header_bytes;
+pub(crate) use stats::downstream_id;
+pub use stats::{Stats, StatsEvent};
+
+use channel::{Channel, OpenRequest, Submission};
+use connection::ConnState;
+
+/// Identifies one downstream connection.
+pub type ConnId = u64;
+
+/// Settings of the core (taken from the pool config).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub pool_signature: String,
+    pub reward_script: ScriptBuf,
+    pub shares_per_minute: f32,
+    pub share_batch_size: usize,
+    pub unit_bits: UnitBits,
+    pub require_locking_key: bool,
+    pub max_channels: u32,
+    pub extranonce_len: u8,
+    /// Whether the core answers accepted shares with SubmitSharesSuccess
+    /// itself. Off when the ehash flow answers them (after the share is
+    /// journaled, or after its quote in defer mode).
+    pub acknowledge_shares: bool,
+}
+
+/// Everything the ehash flow needs about one accepted share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedShare {
+    /// The downstream connection that submitted it.
+    pub connection_id: ConnId,
+    pub channel_id: u32,
+    pub sequence_number: u32,
+    /// sha256d of `header`, in SV2 (little-endian) byte order.
+    pub share_hash: [u8; 32],
+    /// The exact serialized block header of the share.
+    pub header: [u8; 80],
+    /// The channel target the share was validated against, little-endian.
+    pub target: [u8; 32],
+    /// `ehash::ehash_amount(target, unit_bits)`.
+    pub amount: u64,
+    /// The channel's locking key (None only when keys are not required).
+    pub locking_key: Option<LockingKey>,
+    /// Whether the share also solved a block.
+    pub block_found: bool,
+}
+
+/// What the io layer must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send a message to a downstream connection.
+    Send(ConnId, AnyMessageOwned),
+    /// Close a downstream connection (after the messages queued before) with a reason.
+    Close(ConnId, String),
+    /// Send a block solution to the template provider.
+    SubmitSolution(SubmitSolutionOwned),
+    /// Publish an accepted share.
+    Accepted(AcceptedShare),
+    /// Tell the stats service.
+    Stats(StatsEvent),
+}
+
+/// Error codes of our own (the SV2 spec leaves these to the pool).
+pub const ERROR_NO_LOCKING_KEY: &str = "invalid-user-identity";
+pub const ERROR_UNSUPPORTED_FLAGS: &str = "unsupported-feature-flags";
+pub const ERROR_UNSUPPORTED_PROTOCOL: &str = "unsupported-protocol";
+
+/// The pool's state: connections, channels, the current templates.
+pub struct PoolCore {
+    config: CoreConfig,
+    allocator: ExtranonceAllocator,
+    connections: HashMap<ConnId, ConnState>,
+    channels: HashMap<u32, Channel>,
+    next_channel_id: u32,
+    future_templates: VecDeque<NewTemplateOwned>,
+    /// The future template the last SetNewPrevHash activated.
+    active_template: Option<NewTemplateOwned>,
+    /// A non-future template that arrived after it (fee updates of sv2-tp).
+    latest_template: Option<NewTemplateOwned>,
+    prev_hash: Option<SetNewPrevHashOwned>,
+    stats: Stats,
+}
+
+fn mining(m: MiningOwned) -> AnyMessageOwned {
+    AnyMessageOwned::Mining(m)
+}
+
+fn u256(target: &Target) -> U256Owned {
+    U256Owned::from(target.to_le_bytes())
+}
+
+impl PoolCore {
+    pub fn new(config: CoreConfig) -> Result<Self, String> {
+        let allocator =
+            ExtranonceAllocator::new(Vec::new(), config.extranonce_len, config.max_channels)
+                .map_err(|e| format!("extranonce allocator: {e:?}"))?;
+        Ok(Self {
+            config,
+            allocator,
+            connections: HashMap::new(),
+            channels: HashMap::new(),
+            next_channel_id: 1,
+            future_templates: VecDeque::new(),
+            active_template: None,
+            latest_template: None,
+            prev_hash: None,
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            channels_open: self.channels.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The connection owning `channel_id`, and whether it negotiated the ehash extension.
+    pub fn channel_owner(&self, channel_id: u32) -> Option<(ConnId, bool)> {
+        let conn = self.channels.get(&channel_id)?.conn;
+        Some((conn, self.connection_has_ehash(conn)))
+    }
+
+    /// An open channel locked to `key` on a connection that negotiated the
+    /// ehash extension (the lowest channel id, for determinism).
+    pub fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
+        self.channels
+            .iter()
+            .filter(|(_, c)| {
+                c.locking_key.as_ref() == Some(key) && self.connection_has_ehash(c.conn)
+            })
+            .map(|(id, c)| (c.conn, *id))
+            .min_by_key(|(_, id)| *id)
+    }
+
+    /// The locking key of an open channel (`Some(None)`: open, without key).
+    pub fn channel_locking_key(&self, channel_id: u32) -> Option<Option<LockingKey>> {
+        self.channels.get(&channel_id).map(|c| c.locking_key)
+    }
+
+    /// Whether a connection negotiated the ehash extension.
+    pub fn connection_has_ehash(&self, conn: ConnId) -> bool {
+        self.connections
+            .get(&conn)
+            .map(|c| c.ehash)
+            .unwrap_or(false)
+    }
+
+    /// Whether the pool has a chain tip to build jobs on.
+    pub fn has_chain_tip(&self) -> bool {
+        self.prev_hash.is_some()
+    }
+
+    /// Whether a connection got past SetupConnection.
+    pub fn connection_setup_done(&self, conn: ConnId) -> bool {
+        self.connections
+            .get(&conn)
+            .map(|c| c.setup_done)
+            .unwrap_or(false)
+    }
+
+    /// Handles one message of a downstream connection.
+    pub fn on_message(&mut self, conn: ConnId, msg: AnyMessageOwned) -> Vec<Action> {
+        let Some(state) = self.connections.get(&conn) else {
+            return vec![];
+        };
+        let setup_done = state.setup_done;
+        match msg {
+            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m)) => {
+                if setup_done {
+                    return vec![Action::Close(conn, "second SetupConnection".into())];
+                }
+                self.on_setup_connection(conn, m)
+            }
+            other if !setup_done => vec![Action::Close(
+                conn,
+                format!("{} before SetupConnection", message_name(&other)),
+            )],
+            AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+                ExtensionsNegotiationOwned::RequestExtensions(m),
+            )) => self.on_request_extensions(conn, m),
+            AnyMessageOwned::Mining(m) => self.on_mining_message(conn, m),
+            other => {
+                warn!(conn, "ignoring unexpected {}", message_name(&other));
+                vec![]
+            }
+        }
+    }
+
+    fn on_mining_message(&mut self, conn: ConnId, m: MiningOwned) -> Vec<Action> {
+        match m {
+            MiningOwned::OpenExtendedMiningChannel(m) => {
+                self.open_channel(conn, OpenRequest::Extended(m))
+            }
+            MiningOwned::OpenStandardMiningChannel(m) => {
+                self.open_channel(conn, OpenRequest::Standard(m))
+            }
+            MiningOwned::SubmitSharesExtended(m) => {
+                self.submit_share(conn, Submission::Extended(m))
+            }
+            MiningOwned::SubmitSharesStandard(m) => {
+                self.submit_share(conn, Submission::Standard(m))
+            }
+            MiningOwned::UpdateChannel(m) => self.update_channel(conn, m),
+            MiningOwned::CloseChannel(m) => self.close_channel(conn, m.channel_id),
+            other => {
+                let name = message_name(&AnyMessageOwned::Mining(other));
+                warn!(
+                    conn,
+                    "ignoring {name}: not a message a downstream sends to a pool"
+                );
+                vec![]
+            }
+        }
+    }
+}

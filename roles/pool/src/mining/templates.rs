@@ -1,0 +1,134 @@
+//! Templates and the chain tip from the template provider: a job on every
+//! channel for each NewTemplate, a new prevhash for each SetNewPrevHash, and
+//! the jobs a new channel starts with.
+
+use stratum_core::bitcoin::{consensus::serialize, hashes::Hash, Amount, BlockHash, Script, TxOut};
+use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
+use tracing::{debug, info, warn};
+
+use super::channel::Channel;
+use super::{Action, PoolCore};
+
+/// Future templates kept for a SetNewPrevHash to activate.
+const KEPT_FUTURE_TEMPLATES: usize = 16;
+
+/// The block height a template's coinbase prefix starts with (BIP 34).
+fn bip34_height(coinbase_prefix: &[u8]) -> Option<u32> {
+    let first = Script::from_bytes(coinbase_prefix).instructions().next()?;
+    u32::try_from(first.ok()?.script_num()?).ok()
+}
+
+impl PoolCore {
+    fn reward_outputs(&self, template: &NewTemplateOwned) -> Vec<TxOut> {
+        vec![TxOut {
+            value: Amount::from_sat(template.coinbase_tx_value_remaining),
+            script_pubkey: self.config.reward_script.clone(),
+        }]
+    }
+
+    /// What CoinbaseOutputConstraints should tell the template provider.
+    pub fn coinbase_output_constraints(&self) -> (u32, u16) {
+        let out = TxOut {
+            value: Amount::ZERO,
+            script_pubkey: self.config.reward_script.clone(),
+        };
+        (serialize(&out).len() as u32, 4)
+    }
+
+    /// The job and prevhash a new channel starts with: the future template
+    /// the current prevhash activated, then that prevhash, then a later
+    /// non-future template if there is one.
+    /// Future templates not activated yet are added too, so the next
+    /// SetNewPrevHash finds them.
+    pub(super) fn initial_jobs(&self, channel: &mut Channel) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut activated = None;
+        if let (Some(template), Some(prev)) = (self.active_template.clone(), &self.prev_hash) {
+            activated = Some(prev.template_id);
+            let outputs = self.reward_outputs(&template);
+            actions.extend(channel.on_new_template(template, outputs));
+            actions.extend(channel.on_set_new_prev_hash(prev));
+            if let Some(latest) = self.latest_template.clone() {
+                let outputs = self.reward_outputs(&latest);
+                actions.extend(channel.on_new_template(latest, outputs));
+            }
+        }
+        for pending in self
+            .future_templates
+            .iter()
+            .filter(|t| activated.is_none_or(|id| t.template_id > id))
+        {
+            let outputs = self.reward_outputs(pending);
+            actions.extend(channel.on_new_template(pending.clone(), outputs));
+        }
+        actions
+    }
+
+    /// A NewTemplate from the template provider: a job on every channel.
+    pub fn on_new_template(&mut self, template: NewTemplateOwned) -> Vec<Action> {
+        debug!(
+            template_id = template.template_id,
+            future = template.future_template,
+            "NewTemplate"
+        );
+        if template.future_template {
+            self.future_templates.push_back(template.clone());
+            while self.future_templates.len() > KEPT_FUTURE_TEMPLATES {
+                self.future_templates.pop_front();
+            }
+        } else {
+            if self.prev_hash.is_none() {
+                warn!("non-future template before any SetNewPrevHash: ignored");
+                return vec![];
+            }
+            self.latest_template = Some(template.clone());
+        }
+        let outputs = self.reward_outputs(&template);
+        self.channels
+            .values_mut()
+            .filter_map(|channel| channel.on_new_template(template.clone(), outputs.clone()))
+            .collect()
+    }
+
+    /// A SetNewPrevHash from the template provider: the tip moved.
+    pub fn on_set_new_prev_hash(&mut self, prev: SetNewPrevHashOwned) -> Vec<Action> {
+        let Some(template) = self
+            .future_templates
+            .iter()
+            .find(|t| t.template_id == prev.template_id)
+            .cloned()
+        else {
+            warn!(
+                template_id = prev.template_id,
+                "SetNewPrevHash for an unknown template: ignored"
+            );
+            return vec![];
+        };
+        info!(
+            template_id = prev.template_id,
+            prev_hash = %BlockHash::from_byte_array(prev.prev_hash.to_array()),
+            "new chain tip"
+        );
+        self.future_templates
+            .retain(|t| t.template_id >= prev.template_id);
+        self.active_template = Some(template);
+        self.latest_template = None;
+        let actions = self
+            .channels
+            .values_mut()
+            .filter_map(|channel| channel.on_set_new_prev_hash(&prev))
+            .collect();
+        self.prev_hash = Some(prev);
+        actions
+    }
+
+    /// The height of a template the pool still knows.
+    pub(super) fn template_height(&self, template_id: u64) -> Option<u32> {
+        let template = [&self.active_template, &self.latest_template]
+            .into_iter()
+            .flatten()
+            .chain(self.future_templates.iter())
+            .find(|t| t.template_id == template_id)?;
+        bip34_height(template.coinbase_prefix.as_bytes())
+    }
+}

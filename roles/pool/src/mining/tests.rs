@@ -1,0 +1,530 @@
+//! Tests of the sans-IO pool core: connection setup, channels, shares, blocks, stats events.
+
+use super::*;
+use ehash::wire::str0255_truncated;
+use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
+use stratum_core::binary_sv2::{B032Owned, B064KOwned, Seq0255Owned, Seq064KOwned};
+use stratum_core::bitcoin::consensus::serialize as ser;
+use stratum_core::bitcoin::{
+    hashes::{sha256d, Hash},
+    pow::CompactTarget,
+    Amount, TxOut,
+};
+use stratum_core::channels_sv2::merkle_root::merkle_root_from_path;
+use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_core::extensions_sv2::RequestExtensionsOwned;
+use stratum_core::mining_sv2::{
+    CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
+    SubmitSharesExtendedOwned,
+};
+
+const NEVER: u32 = 0x0300_0001;
+const EASY: u32 = 0x207f_ffff;
+const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+fn core() -> PoolCore {
+    PoolCore::new(CoreConfig {
+        pool_signature: "test".into(),
+        reward_script: ScriptBuf::from_bytes(vec![0x51]),
+        shares_per_minute: 6.0,
+        share_batch_size: 1,
+        unit_bits: UnitBits::new(0).unwrap(),
+        require_locking_key: true,
+        max_channels: 1000,
+        extranonce_len: 16,
+        acknowledge_shares: true,
+    })
+    .unwrap()
+}
+
+fn template(id: u64) -> NewTemplateOwned {
+    let out = TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::from_bytes(vec![0x6a, 0x01, 0x00]),
+    };
+    NewTemplateOwned {
+        template_id: id,
+        future_template: true,
+        version: 0x2000_0000,
+        coinbase_tx_version: 2,
+        coinbase_prefix: vec![0x01, 0x01].try_into().unwrap(),
+        coinbase_tx_input_sequence: u32::MAX,
+        coinbase_tx_value_remaining: 5_000_000_000,
+        coinbase_tx_outputs_count: 1,
+        coinbase_tx_outputs: B064KOwned::new(ser(&out)).unwrap(),
+        coinbase_tx_locktime: 0,
+        merkle_path: Seq0255Owned::new(Vec::new()).unwrap(),
+    }
+}
+
+fn prev(id: u64, nbits: u32) -> SetNewPrevHashOwned {
+    SetNewPrevHashOwned {
+        template_id: id,
+        prev_hash: U256Owned::from([7u8; 32]),
+        header_timestamp: 1_800_000_000,
+        n_bits: nbits,
+        target: U256Owned::from(
+            Target::from_compact(CompactTarget::from_consensus(nbits)).to_le_bytes(),
+        ),
+    }
+}
+
+/// `on_message` without its stats events (tests of those look at them).
+fn on_message(core: &mut PoolCore, conn: ConnId, msg: AnyMessageOwned) -> Vec<Action> {
+    core.on_message(conn, msg)
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Stats(_)))
+        .collect()
+}
+
+fn stats_events(actions: &[Action]) -> Vec<StatsEvent> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Stats(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn setup_message(flags: u32) -> AnyMessageOwned {
+    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
+        protocol: Protocol::MiningProtocol,
+        min_version: 2,
+        max_version: 2,
+        flags,
+        endpoint_host: str0255_truncated(""),
+        endpoint_port: 0,
+        vendor: str0255_truncated("t"),
+        hardware_version: str0255_truncated(""),
+        firmware: str0255_truncated(""),
+        device_id: str0255_truncated(""),
+    }))
+}
+
+fn setup(core: &mut PoolCore, conn: ConnId) {
+    core.on_connect(conn);
+    let actions = on_message(core, conn, setup_message(0));
+    assert!(matches!(
+        &actions[..],
+        [Action::Send(
+            _,
+            AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(_))
+        )]
+    ));
+}
+
+fn open_extended(identity: &str) -> AnyMessageOwned {
+    AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannel(
+        OpenExtendedMiningChannelOwned {
+            request_id: 1,
+            user_identity: str0255_truncated(identity),
+            nominal_hash_rate: 10.0,
+            max_target: U256Owned::from([0xff; 32]),
+            min_extranonce_size: 4,
+        },
+    ))
+}
+
+fn request_extensions(exts: Vec<u16>) -> AnyMessageOwned {
+    AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+        ExtensionsNegotiationOwned::RequestExtensions(RequestExtensionsOwned {
+            request_id: 3,
+            requested_extensions: Seq064KOwned::new(exts).unwrap(),
+        }),
+    ))
+}
+
+#[test]
+fn anything_before_setup_connection_closes_the_connection() {
+    let mut core = core();
+    core.on_connect(1);
+    let actions = on_message(&mut core, 1, open_extended(KEY));
+    match &actions[..] {
+        [Action::Close(1, reason)] => {
+            assert_eq!(reason, "OpenExtendedMiningChannel before SetupConnection")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ehash_is_granted_and_unknown_extensions_refused() {
+    let mut core = core();
+    setup(&mut core, 1);
+    // Only unknown extensions: RequestExtensions.Error naming them.
+    let actions = on_message(&mut core, 1, request_extensions(vec![0x0002]));
+    match &actions[..] {
+        [Action::Send(
+            1,
+            AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+                ExtensionsNegotiationOwned::RequestExtensionsError(e),
+            )),
+        )] => assert_eq!(e.unsupported_extensions.clone().into_inner(), vec![0x0002]),
+        other => panic!("{other:?}"),
+    }
+    assert!(!core.connection_has_ehash(1));
+    // ehash among unknown ones: only ehash is granted.
+    let actions = on_message(
+        &mut core,
+        1,
+        request_extensions(vec![0x0002, EHASH_EXTENSION_TYPE]),
+    );
+    match &actions[..] {
+        [Action::Send(
+            1,
+            AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+                ExtensionsNegotiationOwned::RequestExtensionsSuccess(s),
+            )),
+        )] => assert_eq!(
+            s.supported_extensions.clone().into_inner(),
+            vec![EHASH_EXTENSION_TYPE]
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(core.connection_has_ehash(1));
+}
+
+#[test]
+fn a_channel_without_locking_key_is_refused() {
+    let mut core = core();
+    setup(&mut core, 1);
+    let actions = on_message(&mut core, 1, open_extended("alice.rig1"));
+    match &actions[..] {
+        [Action::Send(1, AnyMessageOwned::Mining(MiningOwned::OpenMiningChannelError(e)))] => {
+            assert_eq!(e.error_code.as_bytes(), ERROR_NO_LOCKING_KEY.as_bytes())
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(core.stats().channels_open, 0);
+}
+
+/// Opens a channel on a tip with `nbits`; returns the channel id, its job and target.
+fn open_on_tip(core: &mut PoolCore, nbits: u32) -> (u32, NewExtendedMiningJobOwned, Target) {
+    setup(core, 1);
+    assert!(core.on_new_template(template(1)).is_empty());
+    assert!(core.on_set_new_prev_hash(prev(1, nbits)).is_empty());
+    let actions = on_message(core, 1, open_extended(&format!("{KEY}.w")));
+    let mut channel = None;
+    let mut job = None;
+    let mut saw_prev = false;
+    for a in actions {
+        match a {
+            Action::Send(
+                1,
+                AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(s)),
+            ) => channel = Some((s.channel_id, Target::from_le_bytes(s.target.to_array()))),
+            Action::Send(1, AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(j))) => {
+                job = Some(j)
+            }
+            Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SetNewPrevHash(p))) => {
+                saw_prev = true;
+                assert_eq!(Some(p.job_id), job.as_ref().map(|j| j.job_id));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saw_prev);
+    let (id, target) = channel.unwrap();
+    (id, job.unwrap(), target)
+}
+
+fn share(
+    core: &PoolCore,
+    channel_id: u32,
+    job: &NewExtendedMiningJobOwned,
+    accept: impl Fn(Target) -> bool,
+) -> (SubmitSharesExtendedOwned, [u8; 80]) {
+    let c = core.channels[&channel_id]
+        .extended()
+        .expect("an extended channel");
+    let extranonce = vec![9u8; c.get_rollable_extranonce_size() as usize];
+    let mut full = c.get_extranonce_prefix().to_vec();
+    full.extend_from_slice(&extranonce);
+    let root = merkle_root_from_path(
+        job.coinbase_tx_prefix.as_bytes(),
+        job.coinbase_tx_suffix.as_bytes(),
+        &full,
+        job.merkle_path.as_slice(),
+    )
+    .unwrap();
+    for nonce in 0u32.. {
+        let header = header_bytes(
+            job.version,
+            [7u8; 32],
+            root,
+            1_800_000_000,
+            c.get_chain_tip().unwrap().nbits(),
+            nonce,
+        );
+        if accept(Target::from_le_bytes(
+            sha256d::Hash::hash(&header).to_byte_array(),
+        )) {
+            return (
+                SubmitSharesExtendedOwned {
+                    channel_id,
+                    sequence_number: nonce,
+                    job_id: job.job_id,
+                    nonce,
+                    ntime: 1_800_000_000,
+                    version: job.version,
+                    extranonce: B032Owned::new(extranonce).unwrap(),
+                },
+                header,
+            );
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn with_the_ehash_flow_the_core_publishes_shares_but_never_acknowledges_them() {
+    let mut core = core();
+    core.config.acknowledge_shares = false;
+    let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
+    let (submit, _) = share(&core, channel_id, &job, |h| h <= target);
+    let actions = on_message(
+        &mut core,
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit)),
+    );
+    assert!(matches!(&actions[..], [Action::Accepted(a)] if a.channel_id == channel_id));
+    // The channel's key is found for the flow's routing.
+    let key: LockingKey = KEY.parse().unwrap();
+    assert_eq!(core.channel_locking_key(channel_id), Some(Some(key)));
+    assert_eq!(
+        core.ehash_channel_with_key(&key),
+        None,
+        "connection 1 did not negotiate ehash"
+    );
+}
+
+#[test]
+fn an_accepted_share_carries_its_exact_header_and_amount() {
+    let mut core = core();
+    let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
+    let (submit, header) = share(&core, channel_id, &job, |h| h <= target);
+    let actions = on_message(
+        &mut core,
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit.clone())),
+    );
+    let mut accepted = None;
+    for a in &actions {
+        match a {
+            Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s))) => {
+                assert_eq!(s.last_sequence_number, submit.sequence_number)
+            }
+            Action::Accepted(a) => accepted = Some(a.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let a = accepted.expect("published");
+    assert_eq!(a.header, header);
+    assert_eq!(sha256d::Hash::hash(&a.header).to_byte_array(), a.share_hash);
+    assert_eq!(a.target, target.to_le_bytes());
+    assert_eq!(
+        a.amount,
+        ehash::ehash_amount(target, UnitBits::new(0).unwrap())
+    );
+    assert_eq!(a.locking_key.unwrap().to_string(), KEY);
+    assert_eq!(
+        (a.connection_id, a.channel_id, a.block_found),
+        (1, channel_id, false)
+    );
+
+    // The same share again is a duplicate; a weak one is too low.
+    let actions = on_message(
+        &mut core,
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit)),
+    );
+    assert!(
+        matches!(&actions[..], [Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))] if e.error_code.as_bytes() == b"duplicate-share")
+    );
+    let (weak, _) = share(&core, channel_id, &job, |h| h > target);
+    let actions = on_message(
+        &mut core,
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(weak)),
+    );
+    assert!(
+        matches!(&actions[..], [Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))] if e.error_code.as_bytes() == b"difficulty-too-low")
+    );
+
+    // After the tip moves, the old job is stale.
+    core.on_new_template(template(2));
+    let actions = core.on_set_new_prev_hash(SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    });
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SetNewPrevHash(_)))
+    )));
+    let (late, _) = share(&core, channel_id, &job, |_| true);
+    let actions = on_message(
+        &mut core,
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(late)),
+    );
+    assert!(
+        matches!(&actions[..], [Action::Send(1, AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))] if e.error_code.as_bytes() == b"stale-share")
+    );
+
+    // Disconnecting frees the channel.
+    core.on_disconnect(1);
+    assert_eq!(core.stats().channels_open, 0);
+}
+
+#[test]
+fn a_block_share_becomes_a_submit_solution() {
+    let mut core = core();
+    let (channel_id, job, target) = open_on_tip(&mut core, EASY);
+    let network = Target::from_compact(CompactTarget::from_consensus(EASY));
+    let (submit, header) = share(&core, channel_id, &job, |h| h <= target && h <= network);
+    let actions = core.on_message(
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit.clone())),
+    );
+    let solution = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SubmitSolution(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("solution");
+    assert_eq!(solution.template_id, 1);
+    assert_eq!(solution.header_nonce, submit.nonce);
+    // The solution's coinbase hashes to the header's merkle root.
+    let tx: stratum_core::bitcoin::Transaction =
+        stratum_core::bitcoin::consensus::deserialize(solution.coinbase_tx.as_bytes()).unwrap();
+    assert_eq!(
+        &header[36..68],
+        tx.compute_txid().to_byte_array().as_slice()
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Accepted(s) if s.block_found)));
+    assert_eq!(core.stats().blocks_found, 1);
+    // Height 1: the template's coinbase prefix pushes 1 (BIP 34).
+    assert!(stats_events(&actions).contains(&StatsEvent::BlockFound {
+        channel_id,
+        height: 1,
+        block_hash: sha256d::Hash::hash(&header).to_byte_array(),
+    }));
+}
+
+/// Opens an extended channel on connection 1, checking its one stats event;
+/// returns its id, target and first job.
+fn open_with_event(core: &mut PoolCore) -> (u32, Target, NewExtendedMiningJobOwned) {
+    let actions = core.on_message(1, open_extended(&format!("{KEY}.w")));
+    let (channel_id, target) = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(
+                _,
+                AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(s)),
+            ) => Some((s.channel_id, Target::from_le_bytes(s.target.to_array()))),
+            _ => None,
+        })
+        .expect("opened");
+    let job = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send(_, AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(j))) => {
+                Some(j.clone())
+            }
+            _ => None,
+        })
+        .expect("a job");
+    assert_eq!(
+        stats_events(&actions),
+        vec![StatsEvent::ChannelOpened {
+            conn: 1,
+            channel_id
+        }]
+    );
+    (channel_id, target, job)
+}
+
+#[test]
+fn stats_events_report_the_downstream_its_channels_and_every_share() {
+    let mut core = core();
+    core.on_connect(1);
+    let actions = core.on_message(1, setup_message(0b100));
+    assert_eq!(
+        stats_events(&actions),
+        vec![StatsEvent::DownstreamConnected {
+            conn: 1,
+            flags: 0b100
+        }]
+    );
+    core.on_new_template(template(1));
+    core.on_set_new_prev_hash(prev(1, NEVER));
+    let (first, target, job) = open_with_event(&mut core);
+    let submit = |core: &mut PoolCore, share: SubmitSharesExtendedOwned| {
+        stats_events(&core.on_message(
+            1,
+            AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(share)),
+        ))
+    };
+    let shared = |accepted, work| StatsEvent::ShareSubmitted {
+        conn: 1,
+        channel_id: first,
+        accepted,
+        work,
+    };
+
+    // Accepted: the work of the target it met. Refused: none.
+    let (good, _) = share(&core, first, &job, |h| h <= target);
+    let work = ehash::work_hashes(target);
+    assert!(work > 0);
+    assert_eq!(submit(&mut core, good.clone()), vec![shared(true, work)]);
+    assert_eq!(submit(&mut core, good.clone()), vec![shared(false, 0)]);
+    let (weak, _) = share(&core, first, &job, |h| h > target);
+    assert_eq!(submit(&mut core, weak), vec![shared(false, 0)]);
+    let unknown = SubmitSharesExtendedOwned {
+        channel_id: 99,
+        ..good
+    };
+    assert_eq!(
+        submit(&mut core, unknown),
+        vec![StatsEvent::ShareSubmitted {
+            conn: 1,
+            channel_id: 99,
+            accepted: false,
+            work: 0
+        }]
+    );
+
+    // Closed by the downstream, then by the disconnect.
+    let close = core.on_message(
+        1,
+        AnyMessageOwned::Mining(MiningOwned::CloseChannel(CloseChannelOwned {
+            channel_id: first,
+            reason_code: str0255_truncated("bye"),
+        })),
+    );
+    assert_eq!(
+        stats_events(&close),
+        vec![StatsEvent::ChannelClosed {
+            conn: 1,
+            channel_id: first
+        }]
+    );
+    let (second, _, _) = open_with_event(&mut core);
+    assert_eq!(
+        stats_events(&core.on_disconnect(1)),
+        vec![
+            StatsEvent::ChannelClosed {
+                conn: 1,
+                channel_id: second
+            },
+            StatsEvent::DownstreamDisconnected { conn: 1 }
+        ]
+    );
+    // A connection that never completed SetupConnection was never announced.
+    core.on_connect(2);
+    assert!(core.on_disconnect(2).is_empty());
+}
