@@ -1,24 +1,17 @@
-//! The JSON the API serves, computed from the aggregate and the store. The
-//! dashboard renders the same values.
+//! The JSON of pool-stats' own API, computed from the state and the store.
+//! The dashboard renders the same values.
 
 use serde::Serialize;
-use stats_common::series::{recent_window, timeline, Gap, Point, Range};
-use stats_common::{Core, Publisher, StoreError};
+use stats_common::api::{by_key, link_metrics, recent_hashrate, Link, Span, Summary};
+use stats_common::series::{Gap, Point};
+use stats_common::{Core, StoreError};
 
-use crate::aggregate::{series, LinkState, MintFigures, PoolAggregate, BLOCK};
-
-/// Minutes the "current" hashrate figures average over.
-pub const RECENT_MINUTES: i64 = 10;
+use crate::state::{series, MintFigures, PoolState, BLOCK};
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Stats {
-    pub now: i64,
-    pub publisher: Publisher,
-    /// Mean hashrate of the accepted shares over the last 10 complete
-    /// minutes (H/s), or null before a whole minute of history.
-    pub hashrate: Option<f64>,
-    pub shares_accepted: u64,
-    pub shares_rejected: u64,
+    #[serde(flatten)]
+    pub summary: Summary,
     pub quotes_created: u64,
     pub ehash_created: u64,
     /// Quotes the wallets redeemed, as the mint counts them (null until the
@@ -35,28 +28,6 @@ pub struct Stats {
 pub struct Links {
     pub template_provider: Link,
     pub mint: Link,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct Link {
-    /// "up", "down", or "unknown" (not reported since the pool started).
-    pub state: &'static str,
-    pub since: Option<i64>,
-}
-
-impl From<Option<LinkState>> for Link {
-    fn from(s: Option<LinkState>) -> Link {
-        match s {
-            Some(s) => Link {
-                state: if s.up { "up" } else { "down" },
-                since: Some(s.since),
-            },
-            None => Link {
-                state: "unknown",
-                since: None,
-            },
-        }
-    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -82,17 +53,6 @@ pub struct Block {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Hashrate {
-    pub hours: u32,
-    pub from: i64,
-    pub to: i64,
-    pub step_secs: i64,
-    pub points: Vec<Point>,
-    /// When the stats service itself was down.
-    pub gaps: Vec<Gap>,
-}
-
-#[derive(Serialize, Debug, Clone)]
 pub struct DownstreamSeries {
     pub downstream_id: String,
     pub points: Vec<Point>,
@@ -100,10 +60,8 @@ pub struct DownstreamSeries {
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Miners {
-    pub hours: u32,
-    pub from: i64,
-    pub to: i64,
-    pub step_secs: i64,
+    #[serde(flatten)]
+    pub span: Span,
     /// Hashrate per downstream id (ids restart from 1 when the pool does).
     pub downstreams: Vec<DownstreamSeries>,
     pub gaps: Vec<Gap>,
@@ -117,23 +75,11 @@ pub struct Blocks {
 /// Blocks shown on the dashboard and in `/api/stats`.
 pub const RECENT_BLOCKS: usize = 10;
 
-fn recent_hashrate(
-    core: &Core<PoolAggregate>,
-    key: Option<&str>,
-    now: i64,
-    since: i64,
-) -> Result<Option<f64>, StoreError> {
-    let Some((from, to)) = recent_window(now, RECENT_MINUTES, since) else {
-        return Ok(None);
-    };
-    let work = core.store.total(series::WORK, key, from, to)?;
-    Ok(stats_common::series::mean_hashrate(work, from, to))
-}
-
-pub fn stats(core: &Core<PoolAggregate>, now: i64) -> Result<Stats, StoreError> {
-    let agg = &core.aggregate;
+pub fn stats(core: &Core<PoolState>, now: i64) -> Result<Stats, StoreError> {
+    let state = &core.state;
+    let totals = &state.totals;
     let mut proxies = Vec::new();
-    for (id, d) in &agg.downstreams {
+    for (id, d) in &state.downstreams {
         proxies.push(Proxy {
             downstream_id: *id,
             flags: d.flags,
@@ -144,82 +90,52 @@ pub fn stats(core: &Core<PoolAggregate>, now: i64) -> Result<Stats, StoreError> 
             quotes: d.quotes,
             ehash: d.ehash,
             last_share: d.last_share,
-            hashrate: recent_hashrate(core, Some(&id.to_string()), now, d.connected_since)?,
+            hashrate: recent_hashrate(
+                &core.store,
+                series::WORK,
+                &id.to_string(),
+                now,
+                d.connected_since,
+            )?,
         });
     }
     Ok(Stats {
-        now,
-        publisher: core.publisher.clone(),
-        // Since the first share ever (or the service's start): a pool that
-        // began mining 3 minutes ago averages over those 3 minutes.
-        hashrate: recent_hashrate(
-            core,
-            Some(""),
-            now,
-            core.store
-                .first_bucket(series::WORK, Some(""))?
-                .unwrap_or(core.store.created_at()),
-        )?,
-        shares_accepted: agg.totals.shares_accepted,
-        shares_rejected: agg.totals.shares_rejected,
-        quotes_created: agg.totals.quotes_created,
-        ehash_created: agg.totals.ehash_created,
-        quotes_redeemed: agg.mint.as_ref().map(|m| m.quotes_issued),
-        mint: agg.mint.clone(),
-        blocks_found: agg.totals.blocks_found,
+        summary: Summary::new(core, now, totals.shares_accepted, totals.shares_rejected)?,
+        quotes_created: totals.quotes_created,
+        ehash_created: totals.ehash_created,
+        quotes_redeemed: state.mint.as_ref().map(|m| m.quotes_issued),
+        mint: state.mint.clone(),
+        blocks_found: totals.blocks_found,
         links: Links {
-            template_provider: agg.template_provider.into(),
-            mint: agg.mint_link.into(),
+            template_provider: state.template_provider.into(),
+            mint: state.mint_link.into(),
         },
         proxies,
         recent_blocks: blocks(core, RECENT_BLOCKS)?.blocks,
     })
 }
 
-pub fn hashrate(core: &Core<PoolAggregate>, hours: u32, now: i64) -> Result<Hashrate, StoreError> {
-    let range = Range::last_hours(hours, now);
-    let work = core
-        .store
-        .sums(series::WORK, Some(""), range.from, range.to, range.step)?;
-    // Gaps up to now: a restart within the current, incomplete step shows at once.
-    let gaps = core.store.gaps(range.from, now)?;
-    Ok(Hashrate {
-        hours,
-        from: range.from,
-        to: range.to,
-        step_secs: range.step_secs(),
-        points: timeline(range, &work, &gaps, core.store.created_at()),
-        gaps,
-    })
-}
-
-pub fn miners(core: &Core<PoolAggregate>, hours: u32, now: i64) -> Result<Miners, StoreError> {
-    let range = Range::last_hours(hours, now);
-    // Gaps up to now: a restart within the current, incomplete step shows at once.
-    let gaps = core.store.gaps(range.from, now)?;
-    let mut by_key = core
-        .store
-        .sums_by_key(series::WORK, range.from, range.to, range.step)?;
-    by_key.remove(""); // the whole pool, served by /api/hashrate
+pub fn miners(core: &Core<PoolState>, hours: u32, now: i64) -> Result<Miners, StoreError> {
+    let by_key = by_key(&core.store, series::WORK, hours, now)?;
     let mut downstreams: Vec<DownstreamSeries> = by_key
+        .series
         .into_iter()
-        .map(|(key, work)| DownstreamSeries {
-            points: timeline(range, &work, &gaps, core.store.created_at()),
-            downstream_id: key,
+        // Key "" is the whole pool, served by /api/hashrate.
+        .filter(|(key, _)| !key.is_empty())
+        .map(|(downstream_id, points)| DownstreamSeries {
+            downstream_id,
+            points,
         })
         .collect();
     downstreams.sort_by_key(|d| d.downstream_id.parse::<u64>().unwrap_or(u64::MAX));
     Ok(Miners {
-        hours,
-        from: range.from,
-        to: range.to,
-        step_secs: range.step_secs(),
+        span: by_key.span,
         downstreams,
-        gaps,
+        gaps: by_key.gaps,
     })
 }
 
-pub fn blocks(core: &Core<PoolAggregate>, limit: usize) -> Result<Blocks, StoreError> {
+pub fn blocks(core: &Core<PoolState>, limit: usize) -> Result<Blocks, StoreError> {
     let blocks = core
         .store
         .records(BLOCK, limit)?
@@ -242,19 +158,19 @@ pub fn metrics(s: &Stats) -> String {
         "hashpool_pool_hashrate",
         Kind::Gauge,
         "Hashrate of accepted shares over the last 10 complete minutes, in H/s.",
-        s.hashrate.unwrap_or(0.0),
+        s.summary.hashrate.unwrap_or(0.0),
     )
     .single(
         "hashpool_pool_shares_accepted_total",
         Kind::Counter,
         "Shares the pool accepted.",
-        s.shares_accepted as f64,
+        s.summary.shares_accepted as f64,
     )
     .single(
         "hashpool_pool_shares_rejected_total",
         Kind::Counter,
         "Shares the pool rejected.",
-        s.shares_rejected as f64,
+        s.summary.shares_rejected as f64,
     )
     .single(
         "hashpool_pool_quotes_created_total",
@@ -284,22 +200,17 @@ pub fn metrics(s: &Stats) -> String {
         "hashpool_pool_publisher_connected",
         Kind::Gauge,
         "1 while the pool is connected to this service.",
-        f64::from(u8::from(s.publisher.connected)),
+        f64::from(u8::from(s.summary.publisher.connected)),
     );
-    m.family(
+    link_metrics(
+        &mut m,
         "hashpool_pool_link_up",
-        Kind::Gauge,
         "1 if the pool's link is up, 0 if down (absent while unknown).",
+        &[
+            ("template_provider", &s.links.template_provider),
+            ("mint", &s.links.mint),
+        ],
     );
-    for (name, link) in [
-        ("template_provider", &s.links.template_provider),
-        ("mint", &s.links.mint),
-    ] {
-        if link.state != "unknown" {
-            let up = f64::from(u8::from(link.state == "up"));
-            m.sample("hashpool_pool_link_up", &[("link", name)], up);
-        }
-    }
     if let Some(mint) = &s.mint {
         m.family(
             "hashpool_mint_quotes",

@@ -3,127 +3,66 @@
 //! pool dashboard, a JSON API and Prometheus metrics. It can restart without
 //! touching mining, and the pool can restart without losing history.
 //!
-//! - `aggregate`: what the pool's messages add up to (no IO)
-//! - `api`: the JSON of the API, from the aggregate and the store
+//! The shell (config, tasks, the routes both stats services serve) is
+//! `stats_common`'s; this crate adds what is the pool's own:
+//!
+//! - `state`: what the pool's messages add up to (no IO)
+//! - `api`: the JSON of the API, from the state and the store
 //! - `dashboard`: the HTML page
 
-pub mod aggregate;
 pub mod api;
-pub mod config;
 mod dashboard;
+pub mod state;
 
-use axum::extract::{Query, State};
-use axum::response::{Html, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use roles_common::CancellationToken;
-use stats_common::service::{metrics_response, run_blocking};
-use stats_common::{now_ms, ApiError, HoursQuery, Settings, Shared};
+use axum::Router;
+use stats_common::http::{by_hours, by_limit};
+use stats_common::{Core, Defaults, Service, ServiceConfig, Shared, StoreError};
 
-pub use config::PoolStatsConfig;
-pub use stats_common::{Running as RunningPoolStats, ServiceError as PoolStatsError};
+pub use stats_common::{start, Running as RunningPoolStats, ServiceError as PoolStatsError};
 
-use crate::aggregate::PoolAggregate;
+use crate::state::PoolState;
 
-/// Opens the store in `data_dir`, binds both listeners and starts serving.
-pub async fn start(
-    config: PoolStatsConfig,
-    shutdown: CancellationToken,
-) -> Result<RunningPoolStats, PoolStatsError> {
-    let settings = Settings {
+/// pool-stats, as the shell in `stats_common` runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats;
+
+/// `pool-stats --config config/pool-stats.toml`: every setting of the service.
+pub type PoolStatsConfig = ServiceConfig<PoolStats>;
+
+impl Service for PoolStats {
+    const DEFAULTS: Defaults = Defaults {
         name: "pool-stats",
-        ingest_listen: config.ingest_listen,
-        http_listen: config.http_listen,
-        data_dir: config.data_dir,
+        env_prefix: "POOL_STATS",
+        ingest_port: 4000,
+        http_port: 8080,
+        data_dir: "state/pool-stats",
         db_file: "pool-stats.sqlite",
-        retention_days: config.retention_days,
     };
-    stats_common::start::<PoolAggregate>(settings, router, shutdown).await
-}
+    type State = PoolState;
+    type Stats = api::Stats;
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(
-    config: PoolStatsConfig,
-    shutdown: CancellationToken,
-) -> Result<(), PoolStatsError> {
-    start(config, shutdown).await?.wait().await;
-    Ok(())
-}
+    fn stats(core: &Core<PoolState>, now: i64) -> Result<api::Stats, StoreError> {
+        api::stats(core, now)
+    }
 
-type AppState = State<Shared<PoolAggregate>>;
+    fn metrics(stats: &api::Stats) -> String {
+        api::metrics(stats)
+    }
 
-fn router(shared: Shared<PoolAggregate>) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/api/stats", get(stats))
-        .route("/api/hashrate", get(hashrate))
-        .route("/api/miners", get(miners))
-        .route("/api/blocks", get(blocks))
-        .route("/metrics", get(metrics))
-        .with_state(shared)
-}
+    fn dashboard(
+        core: &Core<PoolState>,
+        stats: &api::Stats,
+        range: &str,
+        hours: u32,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let chart = stats_common::api::hashrate(&core.store, hours, now)?;
+        Ok(dashboard::render(stats, &chart, range))
+    }
 
-#[derive(serde::Deserialize)]
-struct RangeQuery {
-    range: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct LimitQuery {
-    limit: Option<usize>,
-}
-
-async fn dashboard(
-    State(shared): AppState,
-    Query(q): Query<RangeQuery>,
-) -> Result<Html<String>, ApiError> {
-    let (label, hours) = stats_common::html::range_hours(q.range.as_deref());
-    run_blocking(&shared, move |core| {
-        let now = now_ms();
-        let stats = api::stats(core, now)?;
-        let chart = api::hashrate(core, hours, now)?;
-        Ok(Html(dashboard::render(&stats, &chart, label)))
-    })
-    .await
-}
-
-async fn stats(State(shared): AppState) -> Result<Json<api::Stats>, ApiError> {
-    run_blocking(&shared, |core| Ok(Json(api::stats(core, now_ms())?))).await
-}
-
-async fn hashrate(
-    State(shared): AppState,
-    Query(q): Query<HoursQuery>,
-) -> Result<Json<api::Hashrate>, ApiError> {
-    let hours = q.hours()?;
-    run_blocking(&shared, move |core| {
-        Ok(Json(api::hashrate(core, hours, now_ms())?))
-    })
-    .await
-}
-
-async fn miners(
-    State(shared): AppState,
-    Query(q): Query<HoursQuery>,
-) -> Result<Json<api::Miners>, ApiError> {
-    let hours = q.hours()?;
-    run_blocking(&shared, move |core| {
-        Ok(Json(api::miners(core, hours, now_ms())?))
-    })
-    .await
-}
-
-async fn blocks(
-    State(shared): AppState,
-    Query(q): Query<LimitQuery>,
-) -> Result<Json<api::Blocks>, ApiError> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    run_blocking(&shared, move |core| Ok(Json(api::blocks(core, limit)?))).await
-}
-
-async fn metrics(State(shared): AppState) -> Result<Response, ApiError> {
-    run_blocking(&shared, |core| {
-        Ok(metrics_response(api::metrics(&api::stats(core, now_ms())?)))
-    })
-    .await
+    fn routes() -> Router<Shared<PoolState>> {
+        Router::new()
+            .route("/api/miners", by_hours(api::miners))
+            .route("/api/blocks", by_limit(api::blocks))
+    }
 }

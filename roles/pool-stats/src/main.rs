@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    roles_common::role_main("pool-stats", "POOL_STATS", pool_stats::run)
+    stats_common::main::<pool_stats::PoolStats>()
 }

@@ -1,26 +1,20 @@
-//! The JSON the API serves, computed from the aggregate and the store. The
-//! dashboard renders the same values.
+//! The JSON of proxy-stats' own API, computed from the state and the
+//! store. The dashboard renders the same values.
 
 use serde::Serialize;
-use stats_common::series::{mean_hashrate, recent_window, timeline, Gap, Point, Range};
-use stats_common::{Core, Publisher, StoreError};
+use stats_common::api::{by_key, link_metrics, recent_hashrate, Link, Span, Summary};
+use stats_common::series::{Gap, Point};
+use stats_common::{Core, StoreError};
 
-use crate::aggregate::{series, LinkState, ProxyAggregate, QUOTE};
+use crate::state::{series, ProxyState, QUOTE};
 
-/// Minutes the "current" hashrate figures average over.
-pub const RECENT_MINUTES: i64 = 10;
 /// Quotes shown on the dashboard and in `/api/stats`.
 pub const RECENT_QUOTES: usize = 10;
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Stats {
-    pub now: i64,
-    pub publisher: Publisher,
-    /// Mean hashrate of the accepted shares of all miners over the last 10
-    /// complete minutes (H/s), or null before a whole minute of history.
-    pub hashrate: Option<f64>,
-    pub shares_accepted: u64,
-    pub shares_rejected: u64,
+    #[serde(flatten)]
+    pub summary: Summary,
     /// The wallet's spendable ehash, null until the translator reports it.
     pub wallet_balance: Option<u64>,
     pub wallet_updated_at: Option<i64>,
@@ -37,28 +31,6 @@ pub struct Stats {
 pub struct Links {
     pub pool: Link,
     pub mint: Link,
-}
-
-#[derive(Serialize, Debug, Clone)]
-pub struct Link {
-    /// "up", "down", or "unknown" (not reported since the translator started).
-    pub state: &'static str,
-    pub since: Option<i64>,
-}
-
-impl From<Option<LinkState>> for Link {
-    fn from(s: Option<LinkState>) -> Link {
-        match s {
-            Some(s) => Link {
-                state: if s.up { "up" } else { "down" },
-                since: Some(s.since),
-            },
-            None => Link {
-                state: "unknown",
-                since: None,
-            },
-        }
-    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -88,17 +60,6 @@ pub struct Quote {
 }
 
 #[derive(Serialize, Debug, Clone)]
-pub struct Hashrate {
-    pub hours: u32,
-    pub from: i64,
-    pub to: i64,
-    pub step_secs: i64,
-    pub points: Vec<Point>,
-    /// When the stats service itself was down.
-    pub gaps: Vec<Gap>,
-}
-
-#[derive(Serialize, Debug, Clone)]
 pub struct MinerSeries {
     pub name: String,
     pub points: Vec<Point>,
@@ -106,10 +67,8 @@ pub struct MinerSeries {
 
 #[derive(Serialize, Debug, Clone)]
 pub struct Miners {
-    pub hours: u32,
-    pub from: i64,
-    pub to: i64,
-    pub step_secs: i64,
+    #[serde(flatten)]
+    pub span: Span,
     /// Hashrate per miner name, every miner with shares in the range.
     pub miners: Vec<MinerSeries>,
     pub gaps: Vec<Gap>,
@@ -120,29 +79,22 @@ pub struct Quotes {
     pub quotes: Vec<Quote>,
 }
 
-fn recent_hashrate(
-    core: &Core<ProxyAggregate>,
-    series: &str,
-    key: &str,
-    now: i64,
-    since: i64,
-) -> Result<Option<f64>, StoreError> {
-    let Some((from, to)) = recent_window(now, RECENT_MINUTES, since) else {
-        return Ok(None);
-    };
-    let work = core.store.total(series, Some(key), from, to)?;
-    Ok(mean_hashrate(work, from, to))
-}
-
-pub fn stats(core: &Core<ProxyAggregate>, now: i64) -> Result<Stats, StoreError> {
-    let agg = &core.aggregate;
+pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
+    let state = &core.state;
+    let totals = &state.totals;
     let mut miners = Vec::new();
-    for (id, m) in &agg.miners {
+    for (id, m) in &state.miners {
         miners.push(Miner {
             miner_id: *id,
             name: m.name.clone(),
             connected_since: m.connected_since,
-            hashrate: recent_hashrate(core, series::MINER_WORK, &m.name, now, m.connected_since)?,
+            hashrate: recent_hashrate(
+                &core.store,
+                series::MINER_WORK,
+                &m.name,
+                now,
+                m.connected_since,
+            )?,
             estimate: m.estimate,
             shares: m.shares_accepted + m.shares_rejected,
             shares_accepted: m.shares_accepted,
@@ -151,75 +103,39 @@ pub fn stats(core: &Core<ProxyAggregate>, now: i64) -> Result<Stats, StoreError>
         });
     }
     miners.sort_by(|a, b| a.name.cmp(&b.name).then(a.miner_id.cmp(&b.miner_id)));
-    // Since the first share ever (or the service's start): mining that
-    // began 3 minutes ago averages over those 3 minutes.
-    let since = core
-        .store
-        .first_bucket(series::WORK, Some(""))?
-        .unwrap_or(core.store.created_at());
     Ok(Stats {
-        now,
-        publisher: core.publisher.clone(),
-        hashrate: recent_hashrate(core, series::WORK, "", now, since)?,
-        shares_accepted: agg.totals.shares_accepted,
-        shares_rejected: agg.totals.shares_rejected,
-        wallet_balance: agg.wallet.map(|w| w.balance),
-        wallet_updated_at: agg.wallet.map(|w| w.updated_at),
-        quotes_received: agg.totals.quotes_received,
-        ehash_received: agg.totals.ehash_received,
-        quotes_minted: agg.totals.quotes_minted,
-        ehash_minted: agg.totals.ehash_minted,
+        summary: Summary::new(core, now, totals.shares_accepted, totals.shares_rejected)?,
+        wallet_balance: state.wallet.map(|w| w.balance),
+        wallet_updated_at: state.wallet.map(|w| w.updated_at),
+        quotes_received: totals.quotes_received,
+        ehash_received: totals.ehash_received,
+        quotes_minted: totals.quotes_minted,
+        ehash_minted: totals.ehash_minted,
         links: Links {
-            pool: agg.pool_link.into(),
-            mint: agg.mint_link.into(),
+            pool: state.pool_link.into(),
+            mint: state.mint_link.into(),
         },
         miners,
         recent_quotes: quotes(core, RECENT_QUOTES)?.quotes,
     })
 }
 
-pub fn hashrate(core: &Core<ProxyAggregate>, hours: u32, now: i64) -> Result<Hashrate, StoreError> {
-    let range = Range::last_hours(hours, now);
-    let work = core
-        .store
-        .sums(series::WORK, Some(""), range.from, range.to, range.step)?;
-    // Gaps up to now: a restart within the current, incomplete step shows at once.
-    let gaps = core.store.gaps(range.from, now)?;
-    Ok(Hashrate {
-        hours,
-        from: range.from,
-        to: range.to,
-        step_secs: range.step_secs(),
-        points: timeline(range, &work, &gaps, core.store.created_at()),
-        gaps,
-    })
-}
-
-pub fn miners(core: &Core<ProxyAggregate>, hours: u32, now: i64) -> Result<Miners, StoreError> {
-    let range = Range::last_hours(hours, now);
-    let gaps = core.store.gaps(range.from, now)?;
-    let by_name = core
-        .store
-        .sums_by_key(series::MINER_WORK, range.from, range.to, range.step)?;
-    let mut miners: Vec<MinerSeries> = by_name
+pub fn miners(core: &Core<ProxyState>, hours: u32, now: i64) -> Result<Miners, StoreError> {
+    let by_key = by_key(&core.store, series::MINER_WORK, hours, now)?;
+    let mut miners: Vec<MinerSeries> = by_key
+        .series
         .into_iter()
-        .map(|(name, work)| MinerSeries {
-            points: timeline(range, &work, &gaps, core.store.created_at()),
-            name,
-        })
+        .map(|(name, points)| MinerSeries { name, points })
         .collect();
     miners.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Miners {
-        hours,
-        from: range.from,
-        to: range.to,
-        step_secs: range.step_secs(),
+        span: by_key.span,
         miners,
-        gaps,
+        gaps: by_key.gaps,
     })
 }
 
-pub fn quotes(core: &Core<ProxyAggregate>, limit: usize) -> Result<Quotes, StoreError> {
+pub fn quotes(core: &Core<ProxyState>, limit: usize) -> Result<Quotes, StoreError> {
     let quotes = core
         .store
         .records(QUOTE, limit)?
@@ -250,19 +166,19 @@ pub fn metrics(s: &Stats) -> String {
         "hashpool_proxy_hashrate",
         Kind::Gauge,
         "Hashrate of all miners' accepted shares over the last 10 complete minutes, in H/s.",
-        s.hashrate.unwrap_or(0.0),
+        s.summary.hashrate.unwrap_or(0.0),
     )
     .single(
         "hashpool_proxy_shares_accepted_total",
         Kind::Counter,
         "Miner shares the pool accepted.",
-        s.shares_accepted as f64,
+        s.summary.shares_accepted as f64,
     )
     .single(
         "hashpool_proxy_shares_rejected_total",
         Kind::Counter,
         "Miner shares rejected.",
-        s.shares_rejected as f64,
+        s.summary.shares_rejected as f64,
     )
     .single(
         "hashpool_proxy_quotes_received_total",
@@ -286,7 +202,7 @@ pub fn metrics(s: &Stats) -> String {
         "hashpool_proxy_publisher_connected",
         Kind::Gauge,
         "1 while the translator is connected to this service.",
-        f64::from(u8::from(s.publisher.connected)),
+        f64::from(u8::from(s.summary.publisher.connected)),
     );
     if let Some(balance) = s.wallet_balance {
         m.single(
@@ -296,17 +212,12 @@ pub fn metrics(s: &Stats) -> String {
             balance as f64,
         );
     }
-    m.family(
+    link_metrics(
+        &mut m,
         "hashpool_proxy_link_up",
-        Kind::Gauge,
         "1 if the translator's link is up, 0 if down (absent while unknown).",
+        &[("pool", &s.links.pool), ("mint", &s.links.mint)],
     );
-    for (name, link) in [("pool", &s.links.pool), ("mint", &s.links.mint)] {
-        if link.state != "unknown" {
-            let up = f64::from(u8::from(link.state == "up"));
-            m.sample("hashpool_proxy_link_up", &[("link", name)], up);
-        }
-    }
     m.family(
         "hashpool_proxy_miner_hashrate",
         Kind::Gauge,

@@ -1,25 +1,33 @@
 //! The proxy dashboard: one server-rendered page from the same JSON as
 //! `/api/stats`, `/api/hashrate` and `/api/miners`.
 
+use stats_common::api::Hashrate;
 use stats_common::chart::{Chart, Line, PALETTE};
-use stats_common::html::{self, card, pill, publisher_pill, section, stat, table};
+use stats_common::html::{
+    self, card, cards, links_section, list_section, pill, publisher_pill, section, stat_card,
+    Column,
+};
+use stats_common::Service;
 
-use crate::api::{Hashrate, Miners, Stats};
+use crate::api::{Miners, Stats};
+use crate::ProxyStats;
 
 pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) -> String {
     let api = serde_json::to_value(stats).expect("stats serialize");
-    let mut body = String::new();
 
-    body.push_str(r#"<div class="cards">"#);
-    for c in [
-        card(
+    let mut body = cards(&[
+        stat_card(
+            &api,
             "Hashrate",
-            &stat(&api, "/hashrate", "hashrate"),
+            "/hashrate",
+            "hashrate",
             "accepted shares, last 10 min",
         ),
-        card(
+        stat_card(
+            &api,
             "Wallet balance",
-            &stat(&api, "/wallet_balance", "wallet"),
+            "/wallet_balance",
+            "wallet",
             "spendable ehash",
         ),
         card(
@@ -27,100 +35,51 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
             &format!("{}", stats.miners.len()),
             "connected now",
         ),
-        card(
-            "Shares accepted",
-            &stat(&api, "/shares_accepted", "count"),
-            "",
-        ),
-        card(
-            "Shares rejected",
-            &stat(&api, "/shares_rejected", "count"),
-            "",
-        ),
-        card(
-            "Quotes received",
-            &stat(&api, "/quotes_received", "count"),
-            "",
-        ),
-        card(
+        stat_card(&api, "Shares accepted", "/shares_accepted", "count", ""),
+        stat_card(&api, "Shares rejected", "/shares_rejected", "count", ""),
+        stat_card(&api, "Quotes received", "/quotes_received", "count", ""),
+        stat_card(
+            &api,
             "Quotes minted",
-            &stat(&api, "/quotes_minted", "count"),
+            "/quotes_minted",
+            "count",
             "tokens in the wallet",
         ),
-        card(
-            "ehash received",
-            &stat(&api, "/ehash_received", "count"),
-            "",
-        ),
-    ] {
-        body.push_str(&c);
-    }
-    body.push_str("</div>");
+        stat_card(&api, "ehash received", "/ehash_received", "count", ""),
+    ]);
 
-    let links = format!(
-        r#"<div class="links"><div><span class="name">Translator publisher</span>{}</div><div><span class="name">Upstream pool</span>{}</div><div><span class="name">Mint (wallet)</span>{}</div></div>"#,
-        publisher_pill(&api),
-        pill(&api, "/links/pool/state"),
-        pill(&api, "/links/mint/state"),
-    );
-    body.push_str(&section("Upstream", "", &links));
-
-    let chart_spec = Chart {
-        from: total.from,
-        to: total.to,
-        lines: &[Line {
-            label: "all miners".into(),
-            points: total.points.clone(),
-        }],
-        gaps: &total.gaps,
-        width: 1200,
-        height: 240,
-    };
-    let svg = chart_spec.render();
-    body.push_str(&section(
-        "Hashrate",
-        &html::range_nav(range),
-        &format!(
-            r#"{svg}<div class="legend-note">{} points of {} · {}</div>"#,
-            total.points.len(),
-            stats_common::format::duration(total.step_secs * 1000),
-            chart_spec.gap_note()
-        ),
+    body.push_str(&links_section(
+        "Upstream",
+        &[
+            ("Translator publisher", publisher_pill(&api)),
+            ("Upstream pool", pill(&api, "/links/pool/state")),
+            ("Mint (wallet)", pill(&api, "/links/mint/state")),
+        ],
     ));
 
-    let rows: Vec<String> = (0..stats.miners.len())
-        .map(|i| {
-            let m = |field: &str, kind: &str| stat(&api, &format!("/miners/{i}/{field}"), kind);
-            format!(
-                r#"<td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td><td>{}</td>"#,
-                m("name", "text"),
-                m("hashrate", "hashrate"),
-                m("estimate", "hashrate"),
-                m("shares", "count"),
-                m("shares_accepted", "count"),
-                m("shares_rejected", "count"),
-                m("connected_since", "datetime"),
-                m("last_share", "datetime"),
-            )
-        })
-        .collect();
-    body.push_str(&section(
+    body.push_str(&html::hashrate_section(
+        "Hashrate",
+        "all miners",
+        240,
+        total,
+        range,
+    ));
+
+    body.push_str(&list_section(
         "Miners",
-        "",
-        &table(
-            &[
-                "Name",
-                "Hashrate",
-                "Estimate",
-                "Shares",
-                "Accepted",
-                "Rejected",
-                "Connected since",
-                "Last share",
-            ],
-            &rows,
-            "no miner connected",
-        ),
+        &api,
+        "/miners",
+        &[
+            Column::plain("Name", "name", "text"),
+            Column::num("Hashrate", "hashrate", "hashrate"),
+            Column::num("Estimate", "estimate", "hashrate"),
+            Column::num("Shares", "shares", "count"),
+            Column::num("Accepted", "shares_accepted", "count"),
+            Column::num("Rejected", "shares_rejected", "count"),
+            Column::plain("Connected since", "connected_since", "datetime"),
+            Column::plain("Last share", "last_share", "datetime"),
+        ],
+        "no miner connected",
     ));
 
     // The busiest miners get a line each; the palette has 8 colours.
@@ -140,11 +99,11 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
         })
         .collect();
     let per_miner_chart = Chart {
-        from: per_miner.from,
-        to: per_miner.to,
+        from: per_miner.span.from,
+        to: per_miner.span.to,
         lines: &lines,
         gaps: &per_miner.gaps,
-        width: 1200,
+        width: html::CHART_WIDTH,
         height: 240,
     };
     let svg = per_miner_chart.render();
@@ -164,38 +123,31 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
         &format!(r#"{svg}<div class="legend-note">{note}</div>"#),
     ));
 
-    let rows: Vec<String> = (0..stats.recent_quotes.len())
-        .map(|i| {
-            let q = |field: &str, kind: &str| {
-                stat(&api, &format!("/recent_quotes/{i}/{field}"), kind)
-            };
-            format!(
-                r#"<td class="mono">{}</td><td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td>"#,
-                q("quote_id", "text"),
-                q("amount", "count"),
-                q("state", "text"),
-                q("received_at", "datetime"),
-                q("minted_at", "datetime"),
-            )
-        })
-        .collect();
-    body.push_str(&section(
+    body.push_str(&list_section(
         "Recent quotes and tokens",
-        "",
-        &table(
-            &["Quote", "ehash", "State", "Received", "Minted"],
-            &rows,
-            "no quote received yet",
-        ),
+        &api,
+        "/recent_quotes",
+        &[
+            Column::mono("Quote", "quote_id", "text"),
+            Column::num("ehash", "amount", "count"),
+            Column::plain("State", "state", "text"),
+            Column::plain("Received", "received_at", "datetime"),
+            Column::plain("Minted", "minted_at", "datetime"),
+        ],
+        "no quote received yet",
     ));
 
     html::page(
         "Hashpool · Proxy",
-        &format!(
-            "proxy-stats · {}",
-            stats_common::format::datetime(stats.now)
-        ),
+        ProxyStats::DEFAULTS.name,
+        stats.summary.now,
         &body,
-        r#"JSON: <a href="/api/stats">/api/stats</a> · <a href="/api/hashrate?hours=24">/api/hashrate</a> · <a href="/api/miners?hours=24">/api/miners</a> · <a href="/api/quotes">/api/quotes</a> · <a href="/metrics">/metrics</a>"#,
+        &[
+            "/api/stats",
+            "/api/hashrate?hours=24",
+            "/api/miners?hours=24",
+            "/api/quotes",
+            "/metrics",
+        ],
     )
 }

@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    roles_common::role_main("proxy-stats", "PROXY_STATS", proxy_stats::run)
+    stats_common::main::<proxy_stats::ProxyStats>()
 }

@@ -1,7 +1,7 @@
 //! The state of a stats service without any IO: the publisher's session and
-//! a service-specific aggregator, fed messages and a clock, writing to the
-//! store. The aggregator state is saved with every flush, so a restarted
-//! service picks up where it stopped.
+//! the service's own state, fed messages and a clock, writing to the store.
+//! Both are saved with every flush, so a restarted service picks up where it
+//! stopped.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -9,8 +9,9 @@ use stats_sv2::{PublisherHello, StatsMessage};
 
 use crate::store::{Store, StoreError, Write};
 
-/// What a stats service makes of its publisher's messages.
-pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + 'static {
+/// What a stats service keeps of its publisher's messages: totals, what is
+/// live now (connections, link states), and the writes for the store.
+pub trait ServiceState: Default + Serialize + DeserializeOwned + Send + 'static {
     /// The `stats_sv2::role` of the publisher this service accepts.
     const ROLE: u8;
 
@@ -36,21 +37,31 @@ pub struct Publisher {
     pub restarts: u64,
 }
 
+/// A publisher's link (to the template provider, the pool or the mint) as
+/// it last reported it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub up: bool,
+    pub since: i64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Saved<A> {
     publisher: Publisher,
-    aggregate: A,
+    /// The key database files already hold the state under.
+    #[serde(rename = "aggregate")]
+    state: A,
 }
 
 pub struct Core<A> {
-    pub aggregate: A,
+    pub state: A,
     pub publisher: Publisher,
     pub store: Store,
     open_connections: u32,
     pending: Vec<Write>,
 }
 
-impl<A: Aggregate> Core<A> {
+impl<A: ServiceState> Core<A> {
     /// Restores the state saved in `store`, if any. An unreadable saved
     /// state (from an incompatible version, say) is logged and started over;
     /// history in the store is kept.
@@ -60,14 +71,14 @@ impl<A: Aggregate> Core<A> {
                 .map_err(|e| tracing::warn!("saved stats state unreadable, starting over: {e}"))
                 .ok()
         });
-        let (mut publisher, aggregate) = match saved {
-            Some(s) => (s.publisher, s.aggregate),
+        let (mut publisher, state) = match saved {
+            Some(s) => (s.publisher, s.state),
             None => Default::default(),
         };
         // Connections do not survive the service.
         publisher.connected = false;
         Ok(Core {
-            aggregate,
+            state,
             publisher,
             store,
             open_connections: 0,
@@ -79,7 +90,7 @@ impl<A: Aggregate> Core<A> {
     pub fn hello(&mut self, hello: &PublisherHello, now: i64) {
         let started_at = hello.started_at as i64;
         if self.publisher.started_at.is_some_and(|s| s != started_at) {
-            self.aggregate.publisher_restarted();
+            self.state.publisher_restarted();
             self.publisher.restarts += 1;
         }
         self.publisher.started_at = Some(started_at);
@@ -93,7 +104,7 @@ impl<A: Aggregate> Core<A> {
 
     /// A message on a publisher connection (after its hello).
     pub fn message(&mut self, msg: &StatsMessage) {
-        self.aggregate.apply(msg, &mut self.pending);
+        self.state.apply(msg, &mut self.pending);
     }
 
     /// A publisher connection that had said hello closed.
@@ -109,9 +120,9 @@ impl<A: Aggregate> Core<A> {
     pub fn flush(&mut self, now: i64) -> Result<(), StoreError> {
         let saved = Saved {
             publisher: self.publisher.clone(),
-            aggregate: &self.aggregate,
+            state: &self.state,
         };
-        let state = serde_json::to_string(&saved).expect("aggregate state serializes");
+        let state = serde_json::to_string(&saved).expect("service state serializes");
         self.store.apply(&self.pending, Some(&state), now)?;
         self.pending.clear();
         Ok(())
@@ -130,7 +141,7 @@ mod tests {
         link_up: Option<bool>,
     }
 
-    impl Aggregate for Counter {
+    impl ServiceState for Counter {
         const ROLE: u8 = stats_sv2::role::POOL;
         fn publisher_restarted(&mut self) {
             self.link_up = None;
@@ -139,12 +150,7 @@ mod tests {
             match msg {
                 StatsMessage::ShareSubmitted(m) => {
                     self.shares += 1;
-                    out.push(Write::Add {
-                        series: "work",
-                        key: String::new(),
-                        t: m.timestamp as i64,
-                        value: m.work as f64,
-                    });
+                    out.push(Write::add("work", "", m.timestamp as i64, m.work as f64));
                 }
                 StatsMessage::LinkStatus(m) => self.link_up = Some(m.up),
                 _ => {}
@@ -192,14 +198,14 @@ mod tests {
         core.closed(2_000);
         assert!(!core.publisher.connected);
         core.hello(&hello(1_000), 3_000);
-        assert_eq!(core.aggregate.link_up, Some(true));
+        assert_eq!(core.state.link_up, Some(true));
         assert_eq!(core.publisher.restarts, 0);
 
         // A restarted process: live state goes, totals and history stay.
         core.closed(4_000);
         core.hello(&hello(5_000), 5_000);
-        assert_eq!(core.aggregate.link_up, None);
-        assert_eq!(core.aggregate.shares, 1);
+        assert_eq!(core.state.link_up, None);
+        assert_eq!(core.state.shares, 1);
         assert_eq!(core.publisher.restarts, 1);
         core.flush(6_000).unwrap();
         assert_eq!(core.store.total("work", None, 0, i64::MAX).unwrap(), 100.0);
@@ -218,14 +224,25 @@ mod tests {
 
         let mut core: Core<Counter> =
             Core::new(Store::open(dir.path(), "t.sqlite", 9_000).unwrap()).unwrap();
-        assert_eq!(core.aggregate.shares, 1);
-        assert_eq!(core.aggregate.link_up, Some(true));
+        assert_eq!(core.state.shares, 1);
+        assert_eq!(core.state.link_up, Some(true));
         assert!(!core.publisher.connected);
         assert_eq!(core.publisher.started_at, Some(1_000));
         // The same publisher process comes back: its live state still holds.
         core.hello(&hello(1_000), 9_500);
-        assert_eq!(core.aggregate.link_up, Some(true));
+        assert_eq!(core.state.link_up, Some(true));
         assert_eq!(core.store.gaps(0, i64::MAX).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_saved_state_format_stays_readable() {
+        let mut store = Store::open_in_memory(0).unwrap();
+        let saved = r#"{"publisher":{"connected":true,"started_at":5,"since":6,"dropped":1,"restarts":2},
+                        "aggregate":{"shares":7,"link_up":true}}"#;
+        store.apply(&[], Some(saved), 10).unwrap();
+        let core: Core<Counter> = Core::new(store).unwrap();
+        assert_eq!(core.state.shares, 7);
+        assert_eq!(core.publisher.restarts, 2);
     }
 
     #[test]

@@ -10,11 +10,16 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::api::Hashrate;
 pub use crate::chart::escape;
+use crate::chart::{Chart, Line};
 use crate::format;
 
 /// Seconds between automatic reloads of a dashboard.
 pub const REFRESH_SECS: u32 = 10;
+
+/// Width of the dashboards' charts (the SVG scales to the page).
+pub const CHART_WIDTH: u32 = 1200;
 
 /// Chart ranges a dashboard offers: (label, hours).
 pub const RANGES: [(&str, u32); 3] = [("1h", 1), ("24h", 24), ("7d", 24 * 7)];
@@ -90,6 +95,11 @@ pub fn publisher_pill(api: &Value) -> String {
     )
 }
 
+/// A row of summary cards (each from [`card`]).
+pub fn cards(cards: &[String]) -> String {
+    format!(r#"<div class="cards">{}</div>"#, cards.concat())
+}
+
 /// One summary card: a label and a figure (already HTML).
 pub fn card(label: &str, figure: &str, note: &str) -> String {
     let note = if note.is_empty() {
@@ -101,6 +111,93 @@ pub fn card(label: &str, figure: &str, note: &str) -> String {
         r#"<div class="card"><div class="label">{}</div><div class="value">{figure}</div>{note}</div>"#,
         escape(label)
     )
+}
+
+/// A card whose figure is the API value at `pointer` (see [`stat`]).
+pub fn stat_card(api: &Value, label: &str, pointer: &str, kind: &str, note: &str) -> String {
+    card(label, &stat(api, pointer, kind), note)
+}
+
+/// A section of the publisher's links in a row: each a name and its pill
+/// (already HTML).
+pub fn links_section(title: &str, links: &[(&str, String)]) -> String {
+    let mut out = String::from(r#"<div class="links">"#);
+    for (name, pill) in links {
+        let _ = write!(
+            out,
+            r#"<div><span class="name">{}</span>{pill}</div>"#,
+            escape(name)
+        );
+    }
+    out.push_str("</div>");
+    section(title, "", &out)
+}
+
+/// A column of [`list_section`]: its header, the field of each item, the
+/// field's format (as [`stat`] takes it) and the cell's class, if any.
+pub struct Column {
+    header: &'static str,
+    field: &'static str,
+    kind: &'static str,
+    class: &'static str,
+}
+
+impl Column {
+    pub const fn plain(header: &'static str, field: &'static str, kind: &'static str) -> Column {
+        Column {
+            header,
+            field,
+            kind,
+            class: "",
+        }
+    }
+
+    /// Right-aligned, for numbers.
+    pub const fn num(header: &'static str, field: &'static str, kind: &'static str) -> Column {
+        Column {
+            class: "num",
+            ..Column::plain(header, field, kind)
+        }
+    }
+
+    /// Monospaced, for hashes and ids.
+    pub const fn mono(header: &'static str, field: &'static str, kind: &'static str) -> Column {
+        Column {
+            class: "mono",
+            ..Column::plain(header, field, kind)
+        }
+    }
+}
+
+/// A section holding a table with a row per item of the array at `list` in
+/// `api`, each cell a [`stat`] of the item.
+pub fn list_section(
+    title: &str,
+    api: &Value,
+    list: &str,
+    columns: &[Column],
+    empty: &str,
+) -> String {
+    let items = api
+        .pointer(list)
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let rows: Vec<String> = (0..items)
+        .map(|i| {
+            let mut row = String::new();
+            for c in columns {
+                let figure = stat(api, &format!("{list}/{i}/{}", c.field), c.kind);
+                if c.class.is_empty() {
+                    let _ = write!(row, "<td>{figure}</td>");
+                } else {
+                    let _ = write!(row, r#"<td class="{}">{figure}</td>"#, c.class);
+                }
+            }
+            row
+        })
+        .collect();
+    let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    section(title, "", &table(&headers, &rows, empty))
 }
 
 /// A table with a header row; `rows` are already HTML `<td>` cells.
@@ -148,8 +245,50 @@ pub fn section(title: &str, extra_heading: &str, body: &str) -> String {
     )
 }
 
-/// The whole page.
-pub fn page(title: &str, subtitle: &str, body: &str, footer: &str) -> String {
+/// The section charting `chart` (from `/api/hashrate`) as one line.
+pub fn hashrate_section(
+    title: &str,
+    line: &str,
+    height: u32,
+    chart: &Hashrate,
+    range: &str,
+) -> String {
+    let spec = Chart {
+        from: chart.span.from,
+        to: chart.span.to,
+        lines: &[Line {
+            label: line.into(),
+            points: chart.points.clone(),
+        }],
+        gaps: &chart.gaps,
+        width: CHART_WIDTH,
+        height,
+    };
+    let svg = spec.render();
+    section(
+        title,
+        &range_nav(range),
+        &format!(
+            r#"{svg}<div class="legend-note">{} points of {} · {}</div>"#,
+            chart.points.len(),
+            format::duration(chart.span.step_secs * 1000),
+            spec.gap_note()
+        ),
+    )
+}
+
+/// The whole page of `service` as of `now`; the footer links the JSON
+/// endpoints `api` (each shown without its query).
+pub fn page(title: &str, service: &str, now: i64, body: &str, api: &[&str]) -> String {
+    let subtitle = format!("{service} · {}", format::datetime(now));
+    let footer: Vec<String> = api
+        .iter()
+        .map(|href| {
+            let path = href.split('?').next().unwrap_or(href);
+            format!(r#"<a href="{href}">{path}</a>"#)
+        })
+        .collect();
+    let footer = format!("JSON: {}", footer.join(" · "));
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -163,7 +302,6 @@ pub fn page(title: &str, subtitle: &str, body: &str, footer: &str) -> String {
 </body></html>
 "#,
         title = escape(title),
-        subtitle = subtitle,
     )
 }
 
@@ -236,10 +374,35 @@ mod tests {
     }
 
     #[test]
+    fn list_sections_have_a_row_per_item() {
+        let api = json!({"items": [{"n": 1, "h": "ab"}, {"n": 2, "h": "cd"}]});
+        let columns = [
+            Column::num("N", "n", "count"),
+            Column::mono("Hash", "h", "text"),
+        ];
+        let html = list_section("Items", &api, "/items", &columns, "none yet");
+        assert_eq!(html.matches("<tr>").count(), 3, "header and two rows");
+        assert!(html.contains(
+            r#"<td class="num"><span data-stat="/items/1/n" data-format="count">2</span></td><td class="mono">"#
+        ));
+        let empty = list_section("Items", &json!({}), "/items", &columns, "none yet");
+        assert!(empty.contains(">none yet<"));
+    }
+
+    #[test]
     fn pages_are_self_contained() {
-        let html = page("Pool", "sub", &table(&["a"], &[], "nothing yet"), "f");
+        let html = page(
+            "Pool",
+            "pool-stats",
+            0,
+            &table(&["a"], &[], "nothing yet"),
+            &["/api/stats", "/api/hashrate?hours=24"],
+        );
         assert!(html.contains("nothing yet"));
         assert!(html.contains("http-equiv=\"refresh\""));
+        assert!(html.contains(
+            r#"JSON: <a href="/api/stats">/api/stats</a> · <a href="/api/hashrate?hours=24">/api/hashrate</a> · refreshes"#
+        ));
         // No external resource of any kind: no scheme-qualified URL at all.
         assert!(!html.contains("http://") && !html.contains("https://"));
         assert!(!html.contains("<script"));

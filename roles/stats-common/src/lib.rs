@@ -1,17 +1,24 @@
-//! What the two stats services (pool-stats, proxy-stats) share:
+//! What the two stats services (pool-stats, proxy-stats) share: everything
+//! but their state, their own routes and their dashboard sections.
 //!
 //! - `ingest`: the publisher listener (stats-sv2 frames over TCP, hello first)
 //! - `store`: the SQLite file: 1-minute buckets, records, saved state, downtime
 //! - `series`: ranges, downsampling steps and hashrate timelines (no IO)
-//! - `core`: the publisher session and the `Aggregate` trait (no IO)
-//! - `service`: the tasks: ingest, apply-and-flush loop, pruning, HTTP
+//! - `core`: the publisher session and the `ServiceState` trait (no IO)
+//! - `config`: the config file, with each service's `Defaults`
+//! - `service`: the `Service` trait and the tasks: ingest, apply-and-flush
+//!   loop, pruning, HTTP
+//! - `http`, `api`: the routes both serve and the JSON they compute alike
 //! - `metrics`, `chart`, `html`, `format`: Prometheus text, SVG charts, the
 //!   dashboard page, and how figures are written
 
+pub mod api;
 pub mod chart;
+pub mod config;
 pub mod core;
 pub mod format;
 pub mod html;
+pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod series;
@@ -20,8 +27,10 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 
-pub use crate::core::{Aggregate, Core, Publisher};
-pub use service::{start, ApiError, HoursQuery, Running, ServiceError, Settings, Shared};
+pub use crate::core::{Core, LinkState, Publisher, ServiceState};
+pub use config::{Defaults, ServiceConfig};
+pub use http::ApiError;
+pub use service::{main, run, start, Running, Service, ServiceError, Shared};
 pub use store::{Store, StoreError, Write};
 
 /// Now as Unix milliseconds.

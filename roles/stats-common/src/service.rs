@@ -1,19 +1,20 @@
-//! The tasks of a stats service: ingest listener, the loop that applies what
-//! publishers send and flushes it to SQLite, pruning, and the HTTP server.
+//! What a stats service plugs in (the `Service` trait), and the tasks this
+//! crate runs for it: ingest listener, the loop that applies what publishers
+//! send and flushes it to SQLite, pruning, and the HTTP server.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use roles_common::CancellationToken;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::core::{Aggregate, Core};
+use crate::config::{Defaults, ServiceConfig};
+use crate::core::{Core, ServiceState};
 use crate::ingest::{self, Ingested};
 use crate::store::{Store, StoreError};
 
@@ -35,17 +36,35 @@ pub fn lock<A>(shared: &Shared<A>) -> MutexGuard<'_, Core<A>> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Where and how a stats service runs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// For logs: "pool-stats" or "proxy-stats".
-    pub name: &'static str,
-    pub ingest_listen: SocketAddr,
-    pub http_listen: SocketAddr,
-    pub data_dir: PathBuf,
-    /// File name of the SQLite database inside `data_dir`.
-    pub db_file: &'static str,
-    pub retention_days: u32,
+/// One stats service: what pool-stats and proxy-stats each put into the
+/// shell this crate runs (tasks, config, the routes both serve). A unit
+/// type, `Debug` and `Clone` so that its config is.
+pub trait Service: std::fmt::Debug + Clone + Send + Sync + 'static {
+    /// Names, default ports and files.
+    const DEFAULTS: Defaults;
+    /// What the publisher's messages build.
+    type State: ServiceState;
+    /// The JSON of `/api/stats`, which the dashboard and `/metrics` show.
+    type Stats: Serialize + Send + 'static;
+
+    fn stats(core: &Core<Self::State>, now: i64) -> Result<Self::Stats, StoreError>;
+
+    /// The Prometheus text of `/metrics`.
+    fn metrics(stats: &Self::Stats) -> String;
+
+    /// The dashboard page showing `stats`, its charts over the last `hours`
+    /// hours (`range` is their label in [`crate::html::RANGES`]).
+    fn dashboard(
+        core: &Core<Self::State>,
+        stats: &Self::Stats,
+        range: &str,
+        hours: u32,
+        now: i64,
+    ) -> Result<String, StoreError>;
+
+    /// The service's own routes, besides `/`, `/api/stats`, `/api/hashrate`
+    /// and `/metrics`.
+    fn routes() -> axum::Router<Shared<Self::State>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,41 +93,40 @@ impl Running {
     }
 }
 
-/// Opens the store, binds both listeners and starts serving. `router` builds
-/// the service's HTTP routes over the shared state.
-pub async fn start<A: Aggregate>(
-    settings: Settings,
-    router: impl FnOnce(Shared<A>) -> axum::Router,
+/// Opens the store in `data_dir`, binds both listeners and starts serving.
+pub async fn start<S: Service>(
+    config: ServiceConfig<S>,
     shutdown: CancellationToken,
 ) -> Result<Running, ServiceError> {
+    let defaults = S::DEFAULTS;
     let store_error = |source| ServiceError::Store {
-        dir: settings.data_dir.display().to_string(),
+        dir: config.data_dir.display().to_string(),
         source,
     };
     let store =
-        Store::open(&settings.data_dir, settings.db_file, crate::now_ms()).map_err(store_error)?;
-    let shared: Shared<A> = Arc::new(Mutex::new(Core::new(store).map_err(store_error)?));
+        Store::open(&config.data_dir, defaults.db_file, crate::now_ms()).map_err(store_error)?;
+    let shared: Shared<S::State> = Arc::new(Mutex::new(Core::new(store).map_err(store_error)?));
 
-    let ingest_listener = bind(settings.ingest_listen).await?;
-    let http_listener = bind(settings.http_listen).await?;
-    let ingest_addr = local_addr(&ingest_listener, settings.ingest_listen)?;
-    let http_addr = local_addr(&http_listener, settings.http_listen)?;
+    let ingest_listener = bind(config.ingest_listen).await?;
+    let http_listener = bind(config.http_listen).await?;
+    let ingest_addr = local_addr(&ingest_listener, config.ingest_listen)?;
+    let http_addr = local_addr(&http_listener, config.http_listen)?;
 
     let (tx, rx) = mpsc::channel(BATCH * 4);
     let mut tasks = JoinSet::new();
     tasks.spawn(ingest::serve(
         ingest_listener,
-        A::ROLE,
+        S::State::ROLE,
         tx,
         shutdown.clone(),
     ));
     tasks.spawn(apply_loop(
         shared.clone(),
         rx,
-        settings.retention_days,
+        config.retention_days,
         shutdown.clone(),
     ));
-    let app = router(shared);
+    let app = crate::http::router::<S>(shared);
     let http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let served = axum::serve(http_listener, app)
@@ -120,15 +138,29 @@ pub async fn start<A: Aggregate>(
     });
     tracing::info!(
         "{} serving: publishers on {ingest_addr}, dashboard on http://{http_addr}/, data in {} (kept {} days)",
-        settings.name,
-        settings.data_dir.display(),
-        settings.retention_days
+        defaults.name,
+        config.data_dir.display(),
+        config.retention_days
     );
     Ok(Running {
         ingest_addr,
         http_addr,
         tasks,
     })
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run<S: Service>(
+    config: ServiceConfig<S>,
+    shutdown: CancellationToken,
+) -> Result<(), ServiceError> {
+    start(config, shutdown).await?.wait().await;
+    Ok(())
+}
+
+/// The `main` of a stats service: `<name> --config <file>`.
+pub fn main<S: Service>() -> ExitCode {
+    roles_common::role_main(S::DEFAULTS.name, S::DEFAULTS.env_prefix, run::<S>)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServiceError> {
@@ -146,7 +178,7 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, Se
 /// Applies batches of ingested messages and flushes each batch in one
 /// transaction; stamps the heartbeat and prunes on timers; flushes a last
 /// time on shutdown, so a clean stop's downtime starts exactly then.
-async fn apply_loop<A: Aggregate>(
+async fn apply_loop<A: ServiceState>(
     shared: Shared<A>,
     mut rx: mpsc::Receiver<Ingested>,
     retention_days: u32,
@@ -197,7 +229,7 @@ async fn apply_loop<A: Aggregate>(
     .await;
 }
 
-fn apply<A: Aggregate>(core: &mut Core<A>, events: Vec<Ingested>, now: i64) {
+fn apply<A: ServiceState>(core: &mut Core<A>, events: Vec<Ingested>, now: i64) {
     for event in events {
         match event {
             Ingested::Hello(_, hello) => core.hello(&hello, now),
@@ -214,14 +246,14 @@ enum Wake {
     Prune,
 }
 
-fn flush<A: Aggregate>(core: &mut Core<A>) {
+fn flush<A: ServiceState>(core: &mut Core<A>) {
     if let Err(e) = core.flush(crate::now_ms()) {
         tracing::error!("writing stats failed: {e}");
     }
 }
 
 /// Runs `f` on the state on a blocking thread (SQLite does file IO).
-pub async fn run_blocking<A: Aggregate, T: Send + 'static>(
+pub async fn run_blocking<A: ServiceState, T: Send + 'static>(
     shared: &Shared<A>,
     f: impl FnOnce(&mut Core<A>) -> T + Send + 'static,
 ) -> T {
@@ -229,92 +261,4 @@ pub async fn run_blocking<A: Aggregate, T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&mut lock(&shared)))
         .await
         .expect("stats state task panicked")
-}
-
-/// An API error: a status and a one-line reason, as JSON.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub reason: String,
-}
-
-impl ApiError {
-    pub fn bad_request(reason: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            reason: reason.into(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        tracing::error!("stats query failed: {e}");
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            reason: "stats store unavailable".into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            axum::Json(serde_json::json!({ "error": self.reason })),
-        )
-            .into_response()
-    }
-}
-
-/// The `hours` query parameter of the chart endpoints.
-#[derive(Debug, serde::Deserialize)]
-pub struct HoursQuery {
-    pub hours: Option<u32>,
-}
-
-impl HoursQuery {
-    /// The asked number of hours (24 if absent), checked.
-    pub fn hours(&self) -> Result<u32, ApiError> {
-        match self.hours {
-            None => Ok(24),
-            Some(h @ 1..=crate::series::MAX_HOURS) => Ok(h),
-            Some(h) => Err(ApiError::bad_request(format!(
-                "hours={h}: must be 1 to {}",
-                crate::series::MAX_HOURS
-            ))),
-        }
-    }
-}
-
-/// A `text/plain` Prometheus exposition response.
-pub fn metrics_response(body: String) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-/// The longest retention accepted (ten years).
-pub const MAX_RETENTION_DAYS: u32 = 3650;
-
-/// Checks the config fields both services have.
-pub fn validate_common(
-    data_dir: &std::path::Path,
-    retention_days: u32,
-) -> Result<(), roles_common::ConfigError> {
-    if data_dir.as_os_str().is_empty() {
-        return Err(roles_common::ConfigError::new("data_dir", "is empty"));
-    }
-    if !(1..=MAX_RETENTION_DAYS).contains(&retention_days) {
-        return Err(roles_common::ConfigError::new(
-            "retention_days",
-            format!("must be 1 to {MAX_RETENTION_DAYS}"),
-        ));
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The SQLite file of a stats service: 1-minute buckets of counters, records
-//! (blocks, quotes), the aggregator's state, and the spans when the service
-//! itself was down.
+//! (blocks, quotes), the service's saved state, and the spans when the
+//! service itself was down.
 //!
 //! Downtime is found from a heartbeat: every write stamps `last_alive`; on
 //! open, the span from the last stamp to now is recorded as a gap.
@@ -23,7 +23,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// One change for the store, produced by an aggregator.
+/// One change for the store, produced by a service's state.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Adds `value` to the 1-minute bucket of `series` / `key` holding time `t`.
@@ -41,6 +41,18 @@ pub enum Write {
         t: i64,
         data: serde_json::Value,
     },
+}
+
+impl Write {
+    /// A [`Write::Add`].
+    pub fn add(series: &'static str, key: impl Into<String>, t: i64, value: f64) -> Write {
+        Write::Add {
+            series,
+            key: key.into(),
+            t,
+            value,
+        }
+    }
 }
 
 /// A stored record, as [`Write::Record`] made it.
@@ -130,7 +142,7 @@ impl Store {
         self.set_meta("last_alive", &now.to_string())
     }
 
-    /// Applies `writes`, saves the aggregator `state` when given and stamps
+    /// Applies `writes`, saves the service's `state` when given and stamps
     /// the heartbeat, in one transaction.
     pub fn apply(
         &mut self,
@@ -176,7 +188,7 @@ impl Store {
         Ok(())
     }
 
-    /// The aggregator state saved by the last [`Store::apply`].
+    /// The service state saved by the last [`Store::apply`].
     pub fn state(&self) -> Result<Option<String>, StoreError> {
         self.meta("state")
     }
@@ -342,15 +354,6 @@ mod tests {
 
     const T0: i64 = 1_795_000_020_000; // 20 s into a minute
 
-    fn add(series: &'static str, key: &str, t: i64, value: f64) -> Write {
-        Write::Add {
-            series,
-            key: key.to_string(),
-            t,
-            value,
-        }
-    }
-
     #[test]
     fn adds_land_in_one_minute_buckets_and_sum_per_step() {
         let mut store = Store::open_in_memory(T0).unwrap();
@@ -358,11 +361,11 @@ mod tests {
         store
             .apply(
                 &[
-                    add("work", "a", minute, 10.0),
-                    add("work", "a", minute + 59_999, 5.0),
-                    add("work", "b", minute + 60_000, 7.0),
-                    add("work", "a", minute + 5 * MINUTE_MS, 1.0),
-                    add("other", "a", minute, 100.0),
+                    Write::add("work", "a", minute, 10.0),
+                    Write::add("work", "a", minute + 59_999, 5.0),
+                    Write::add("work", "b", minute + 60_000, 7.0),
+                    Write::add("work", "a", minute + 5 * MINUTE_MS, 1.0),
+                    Write::add("other", "a", minute, 100.0),
                 ],
                 None,
                 T0,
@@ -449,7 +452,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path(), "s.sqlite", T0).unwrap();
         store
-            .apply(&[add("work", "", T0, 42.0)], Some("{\"x\":1}"), T0 + 1_000)
+            .apply(
+                &[Write::add("work", "", T0, 42.0)],
+                Some("{\"x\":1}"),
+                T0 + 1_000,
+            )
             .unwrap();
         assert!(store.gaps(0, i64::MAX).unwrap().is_empty());
         drop(store);
@@ -485,8 +492,8 @@ mod tests {
         store
             .apply(
                 &[
-                    add("work", "", old, 1.0),
-                    add("work", "", T0, 2.0),
+                    Write::add("work", "", old, 1.0),
+                    Write::add("work", "", T0, 2.0),
                     Write::Record {
                         kind: "block",
                         id: "old".into(),

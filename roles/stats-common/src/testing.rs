@@ -1,17 +1,24 @@
-//! Helpers for the services' tests: a publisher, a minimal HTTP client, and
-//! a WebDriver client that opens a dashboard in headless Chromium.
+//! Helpers for the services' tests: a service on ephemeral ports, a
+//! publisher, a minimal HTTP client, a WebDriver client that opens a
+//! dashboard in headless Chromium, and the test suite both services run.
 //! Not part of the services' API.
 
+pub mod suite;
+
 use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use roles_common::CancellationToken;
 use serde_json::{json, Value};
 use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::{Running, Service, ServiceConfig, ServiceState};
 
 /// How long [`eventually`] polls before failing the test.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
@@ -32,6 +39,64 @@ where
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Now as Unix milliseconds, as publishers stamp their messages.
+pub fn now() -> u64 {
+    crate::now_ms() as u64
+}
+
+/// The start of the minute `n` whole minutes before the current one.
+pub fn minute_ago(n: u64) -> u64 {
+    const MINUTE: u64 = 60_000;
+    (now() / MINUTE - n) * MINUTE
+}
+
+/// A stats service on 127.0.0.1 ephemeral ports, over a data dir that
+/// outlives it.
+pub struct TestService<S> {
+    pub running: Running,
+    shutdown: CancellationToken,
+    service: PhantomData<S>,
+}
+
+impl<S: Service> TestService<S> {
+    pub async fn start(data_dir: &Path) -> TestService<S> {
+        let mut config = ServiceConfig::<S>::with_data_dir(data_dir);
+        config.ingest_listen = "127.0.0.1:0".parse().unwrap();
+        config.http_listen = "127.0.0.1:0".parse().unwrap();
+        let shutdown = CancellationToken::new();
+        let running = crate::start(config, shutdown.clone()).await.unwrap();
+        TestService {
+            running,
+            shutdown,
+            service: PhantomData,
+        }
+    }
+
+    pub fn http(&self) -> SocketAddr {
+        self.running.http_addr
+    }
+
+    /// A publisher of the service's role, connected and greeted.
+    pub async fn publisher(&self, started_at: u64) -> Publisher {
+        Publisher::connect(self.running.ingest_addr, S::State::ROLE, started_at).await
+    }
+
+    /// `/api/stats` once `pred` holds for it.
+    pub async fn stats_when(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let addr = self.http();
+        eventually(what, || async {
+            let s = get_json(addr, "/api/stats").await;
+            pred(&s).then_some(s)
+        })
+        .await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.wait().await;
     }
 }
 
@@ -59,6 +124,12 @@ impl Publisher {
     pub async fn send(&mut self, msg: impl Into<StatsMessage>) {
         let bytes = msg.into().to_frame_bytes().expect("frame");
         self.send_raw(&bytes).await;
+    }
+
+    pub async fn send_all(&mut self, msgs: Vec<StatsMessage>) {
+        for msg in msgs {
+            self.send(msg).await;
+        }
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {

@@ -1,17 +1,17 @@
-//! What the translator's messages add up to (no IO): totals, the connected
-//! SV1 miners, link states and the wallet balance, plus the time-series
-//! writes for the store.
+//! What proxy-stats keeps of the translator's messages (no IO): totals, the
+//! connected SV1 miners, link states and the wallet balance, plus the
+//! time-series writes for the store.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use stats_common::{Aggregate, Write};
+use stats_common::{LinkState, ServiceState, Write};
 use stats_sv2::StatsMessage;
 
 /// Series in the store (1-minute buckets).
 pub mod series {
     /// Accepted work of all miners (key "").
-    pub const WORK: &str = "work";
+    pub const WORK: &str = stats_common::api::WORK;
     /// Accepted work per miner (key = the miner's name): names, unlike
     /// connection ids, stay the same across reconnects and restarts.
     pub const MINER_WORK: &str = "miner_work";
@@ -48,19 +48,13 @@ pub struct Miner {
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinkState {
-    pub up: bool,
-    pub since: i64,
-}
-
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Balance {
     pub balance: u64,
     pub updated_at: i64,
 }
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
-pub struct ProxyAggregate {
+pub struct ProxyState {
     pub totals: Totals,
     pub miners: BTreeMap<u32, Miner>,
     pub pool_link: Option<LinkState>,
@@ -69,16 +63,7 @@ pub struct ProxyAggregate {
     pub wallet: Option<Balance>,
 }
 
-fn add(out: &mut Vec<Write>, series: &'static str, key: &str, t: i64, value: f64) {
-    out.push(Write::Add {
-        series,
-        key: key.to_string(),
-        t,
-        value,
-    });
-}
-
-impl ProxyAggregate {
+impl ProxyState {
     fn miner(&mut self, id: u32, t: i64) -> &mut Miner {
         // A miner seen only through later events (its connect was dropped
         // from the publisher's queue) counts from its first event.
@@ -90,7 +75,7 @@ impl ProxyAggregate {
     }
 }
 
-impl Aggregate for ProxyAggregate {
+impl ServiceState for ProxyState {
     const ROLE: u8 = stats_sv2::role::TRANSLATOR;
 
     fn publisher_restarted(&mut self) {
@@ -123,13 +108,13 @@ impl Aggregate for ProxyAggregate {
                     let name = miner.name.clone();
                     self.totals.shares_accepted += 1;
                     self.totals.work_accepted += m.work as f64;
-                    add(out, series::WORK, "", t, m.work as f64);
-                    add(out, series::MINER_WORK, &name, t, m.work as f64);
-                    add(out, series::ACCEPTED, "", t, 1.0);
+                    out.push(Write::add(series::WORK, "", t, m.work as f64));
+                    out.push(Write::add(series::MINER_WORK, name, t, m.work as f64));
+                    out.push(Write::add(series::ACCEPTED, "", t, 1.0));
                 } else {
                     miner.shares_rejected += 1;
                     self.totals.shares_rejected += 1;
-                    add(out, series::REJECTED, "", t, 1.0);
+                    out.push(Write::add(series::REJECTED, "", t, 1.0));
                 }
             }
             StatsMessage::HashrateUpdate(m) => {
@@ -159,8 +144,8 @@ impl Aggregate for ProxyAggregate {
                     self.totals.quotes_received += 1;
                     self.totals.ehash_received =
                         self.totals.ehash_received.saturating_add(m.amount);
-                    add(out, series::QUOTES, "", t, 1.0);
-                    add(out, series::EHASH, "", t, m.amount as f64);
+                    out.push(Write::add(series::QUOTES, "", t, 1.0));
+                    out.push(Write::add(series::EHASH, "", t, m.amount as f64));
                     serde_json::json!({ "amount": m.amount, "received_at": t })
                 };
                 out.push(Write::Record {
@@ -183,15 +168,15 @@ mod tests {
 
     const T: u64 = 1_795_000_000_000;
 
-    fn apply(agg: &mut ProxyAggregate, msg: impl Into<StatsMessage>) -> Vec<Write> {
+    fn apply(state: &mut ProxyState, msg: impl Into<StatsMessage>) -> Vec<Write> {
         let mut out = Vec::new();
-        agg.apply(&msg.into(), &mut out);
+        state.apply(&msg.into(), &mut out);
         out
     }
 
-    fn connect(agg: &mut ProxyAggregate, id: u32, name: &str) {
+    fn connect(state: &mut ProxyState, id: u32, name: &str) {
         apply(
-            agg,
+            state,
             MinerConnectedOwned {
                 miner_id: id,
                 name: str0255("name", name).unwrap(),
@@ -211,9 +196,9 @@ mod tests {
 
     #[test]
     fn miners_count_their_shares_and_work_goes_to_their_name() {
-        let mut agg = ProxyAggregate::default();
-        connect(&mut agg, 3, "alice.rig1");
-        let writes = apply(&mut agg, share(3, true, 500));
+        let mut state = ProxyState::default();
+        connect(&mut state, 3, "alice.rig1");
+        let writes = apply(&mut state, share(3, true, 500));
         assert!(writes.contains(&Write::Add {
             series: series::MINER_WORK,
             key: "alice.rig1".into(),
@@ -226,57 +211,57 @@ mod tests {
             t: (T + 1) as i64,
             value: 500.0
         }));
-        apply(&mut agg, share(3, false, 500));
+        apply(&mut state, share(3, false, 500));
         apply(
-            &mut agg,
+            &mut state,
             HashrateUpdate {
                 miner_id: 3,
                 hashrate: 1234,
                 timestamp: T + 2,
             },
         );
-        let m = &agg.miners[&3];
+        let m = &state.miners[&3];
         assert_eq!((m.shares_accepted, m.shares_rejected), (1, 1));
         assert_eq!(m.estimate, Some(1234));
         assert_eq!(m.last_share, Some((T + 1) as i64));
         apply(
-            &mut agg,
+            &mut state,
             MinerDisconnected {
                 miner_id: 3,
                 timestamp: T + 3,
             },
         );
-        assert!(agg.miners.is_empty());
-        assert_eq!(agg.totals.shares_accepted, 1);
+        assert!(state.miners.is_empty());
+        assert_eq!(state.totals.shares_accepted, 1);
     }
 
     #[test]
     fn quotes_are_recorded_when_received_and_when_minted() {
-        let mut agg = ProxyAggregate::default();
+        let mut state = ProxyState::default();
         let quote = |minted| EhashQuoteOwned {
             quote_id: str0255("quote_id", "q-1").unwrap(),
             amount: 8,
             minted,
             timestamp: T,
         };
-        let writes = apply(&mut agg, quote(false));
+        let writes = apply(&mut state, quote(false));
         assert!(
             matches!(&writes[..], [.., Write::Record { kind: QUOTE, id, data, .. }]
             if id == "q-1" && data["received_at"] == T)
         );
-        let writes = apply(&mut agg, quote(true));
+        let writes = apply(&mut state, quote(true));
         assert!(matches!(&writes[..], [Write::Record { data, .. }] if data["minted_at"] == T));
-        assert_eq!(agg.totals.quotes_received, 1);
-        assert_eq!(agg.totals.quotes_minted, 1);
-        assert_eq!(agg.totals.ehash_minted, 8);
+        assert_eq!(state.totals.quotes_received, 1);
+        assert_eq!(state.totals.quotes_minted, 1);
+        assert_eq!(state.totals.ehash_minted, 8);
     }
 
     #[test]
     fn a_translator_restart_forgets_miners_and_links_but_not_the_wallet() {
-        let mut agg = ProxyAggregate::default();
-        connect(&mut agg, 1, "bob");
+        let mut state = ProxyState::default();
+        connect(&mut state, 1, "bob");
         apply(
-            &mut agg,
+            &mut state,
             LinkStatus {
                 link: link::POOL,
                 up: true,
@@ -284,17 +269,17 @@ mod tests {
             },
         );
         apply(
-            &mut agg,
+            &mut state,
             WalletBalance {
                 balance: 99,
                 timestamp: T,
             },
         );
-        apply(&mut agg, share(1, true, 10));
-        agg.publisher_restarted();
-        assert!(agg.miners.is_empty());
-        assert_eq!(agg.pool_link, None);
-        assert_eq!(agg.wallet.map(|w| w.balance), Some(99));
-        assert_eq!(agg.totals.shares_accepted, 1);
+        apply(&mut state, share(1, true, 10));
+        state.publisher_restarted();
+        assert!(state.miners.is_empty());
+        assert_eq!(state.pool_link, None);
+        assert_eq!(state.wallet.map(|w| w.balance), Some(99));
+        assert_eq!(state.totals.shares_accepted, 1);
     }
 }

@@ -1,17 +1,17 @@
-//! What the pool's messages add up to (no IO): totals, the connected
-//! downstreams (proxies), link states and the mint's counters, plus the
-//! time-series writes for the store.
+//! What pool-stats keeps of the pool's messages (no IO): totals, the
+//! connected downstreams (proxies), link states and the mint's counters,
+//! plus the time-series writes for the store.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use stats_common::{Aggregate, Write};
+use stats_common::{LinkState, ServiceState, Write};
 use stats_sv2::StatsMessage;
 
 /// Series in the store (1-minute buckets). `work` is kept for the whole
 /// pool (key "") and per downstream (key = downstream id).
 pub mod series {
-    pub const WORK: &str = "work";
+    pub const WORK: &str = stats_common::api::WORK;
     pub const ACCEPTED: &str = "accepted";
     pub const REJECTED: &str = "rejected";
     pub const QUOTES: &str = "quotes";
@@ -45,12 +45,6 @@ pub struct Downstream {
     pub last_share: Option<i64>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinkState {
-    pub up: bool,
-    pub since: i64,
-}
-
 /// The mint's own counters, from the pool's latest `MintStatsResponse`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct MintFigures {
@@ -63,7 +57,7 @@ pub struct MintFigures {
 }
 
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
-pub struct PoolAggregate {
+pub struct PoolState {
     pub totals: Totals,
     pub downstreams: BTreeMap<u32, Downstream>,
     pub template_provider: Option<LinkState>,
@@ -72,7 +66,7 @@ pub struct PoolAggregate {
     pub mint: Option<MintFigures>,
 }
 
-impl PoolAggregate {
+impl PoolState {
     fn downstream(&mut self, id: u32, t: i64) -> &mut Downstream {
         // A downstream seen only through later events (its connect was
         // dropped from the publisher's queue) counts from its first event.
@@ -83,16 +77,7 @@ impl PoolAggregate {
     }
 }
 
-fn add(out: &mut Vec<Write>, series: &'static str, key: String, t: i64, value: f64) {
-    out.push(Write::Add {
-        series,
-        key,
-        t,
-        value,
-    });
-}
-
-impl Aggregate for PoolAggregate {
+impl ServiceState for PoolState {
     const ROLE: u8 = stats_sv2::role::POOL;
 
     fn publisher_restarted(&mut self) {
@@ -135,13 +120,18 @@ impl Aggregate for PoolAggregate {
                     self.totals.shares_accepted += 1;
                     self.totals.work_accepted += m.work as f64;
                     let work = m.work as f64;
-                    add(out, series::WORK, String::new(), t, work);
-                    add(out, series::WORK, m.downstream_id.to_string(), t, work);
-                    add(out, series::ACCEPTED, String::new(), t, 1.0);
+                    out.push(Write::add(series::WORK, "", t, work));
+                    out.push(Write::add(
+                        series::WORK,
+                        m.downstream_id.to_string(),
+                        t,
+                        work,
+                    ));
+                    out.push(Write::add(series::ACCEPTED, "", t, 1.0));
                 } else {
                     d.shares_rejected += 1;
                     self.totals.shares_rejected += 1;
-                    add(out, series::REJECTED, String::new(), t, 1.0);
+                    out.push(Write::add(series::REJECTED, "", t, 1.0));
                 }
             }
             StatsMessage::QuoteCreated(m) => {
@@ -150,8 +140,8 @@ impl Aggregate for PoolAggregate {
                 d.ehash = d.ehash.saturating_add(m.amount);
                 self.totals.quotes_created += 1;
                 self.totals.ehash_created = self.totals.ehash_created.saturating_add(m.amount);
-                add(out, series::QUOTES, String::new(), t, 1.0);
-                add(out, series::EHASH, String::new(), t, m.amount as f64);
+                out.push(Write::add(series::QUOTES, "", t, 1.0));
+                out.push(Write::add(series::EHASH, "", t, m.amount as f64));
             }
             StatsMessage::BlockFound(m) => {
                 self.totals.blocks_found += 1;
@@ -199,9 +189,9 @@ mod tests {
 
     const T: u64 = 1_795_000_000_000;
 
-    fn apply(agg: &mut PoolAggregate, msg: impl Into<StatsMessage>) -> Vec<Write> {
+    fn apply(state: &mut PoolState, msg: impl Into<StatsMessage>) -> Vec<Write> {
         let mut out = Vec::new();
-        agg.apply(&msg.into(), &mut out);
+        state.apply(&msg.into(), &mut out);
         out
     }
 
@@ -217,9 +207,9 @@ mod tests {
 
     #[test]
     fn downstreams_count_their_shares_quotes_and_channels() {
-        let mut agg = PoolAggregate::default();
+        let mut state = PoolState::default();
         apply(
-            &mut agg,
+            &mut state,
             DownstreamConnected {
                 downstream_id: 7,
                 flags: 6,
@@ -227,14 +217,14 @@ mod tests {
             },
         );
         apply(
-            &mut agg,
+            &mut state,
             ChannelOpened {
                 downstream_id: 7,
                 channel_id: 1,
                 timestamp: T,
             },
         );
-        let writes = apply(&mut agg, share(7, true, 1000, T + 5));
+        let writes = apply(&mut state, share(7, true, 1000, T + 5));
         assert_eq!(
             writes,
             [
@@ -258,9 +248,9 @@ mod tests {
                 },
             ]
         );
-        apply(&mut agg, share(7, false, 0, T + 9));
+        apply(&mut state, share(7, false, 0, T + 9));
         apply(
-            &mut agg,
+            &mut state,
             QuoteCreated {
                 downstream_id: 7,
                 channel_id: 1,
@@ -268,30 +258,33 @@ mod tests {
                 timestamp: T + 10,
             },
         );
-        let d = &agg.downstreams[&7];
+        let d = &state.downstreams[&7];
         assert_eq!((d.shares_accepted, d.shares_rejected), (1, 1));
         assert_eq!((d.quotes, d.ehash), (1, 12));
         assert_eq!(d.last_share, Some((T + 9) as i64));
         assert_eq!(d.channels.len(), 1);
-        assert_eq!(agg.totals.work_accepted, 1000.0);
+        assert_eq!(state.totals.work_accepted, 1000.0);
 
         apply(
-            &mut agg,
+            &mut state,
             DownstreamDisconnected {
                 downstream_id: 7,
                 timestamp: T + 20,
             },
         );
-        assert!(agg.downstreams.is_empty());
-        assert_eq!(agg.totals.shares_accepted, 1, "totals outlive connections");
+        assert!(state.downstreams.is_empty());
+        assert_eq!(
+            state.totals.shares_accepted, 1,
+            "totals outlive connections"
+        );
     }
 
     #[test]
     fn a_pool_restart_forgets_connections_and_links_but_not_totals_or_mint_figures() {
-        let mut agg = PoolAggregate::default();
-        apply(&mut agg, share(1, true, 5, T));
+        let mut state = PoolState::default();
+        apply(&mut state, share(1, true, 5, T));
         apply(
-            &mut agg,
+            &mut state,
             LinkStatus {
                 link: link::MINT,
                 up: true,
@@ -299,7 +292,7 @@ mod tests {
             },
         );
         apply(
-            &mut agg,
+            &mut state,
             MintStats {
                 quotes_unpaid: 0,
                 quotes_paid: 3,
@@ -310,26 +303,26 @@ mod tests {
             },
         );
         assert_eq!(
-            agg.mint_link,
+            state.mint_link,
             Some(LinkState {
                 up: true,
                 since: T as i64
             })
         );
-        agg.publisher_restarted();
-        assert!(agg.downstreams.is_empty());
-        assert_eq!(agg.mint_link, None);
-        assert_eq!(agg.totals.shares_accepted, 1);
-        assert_eq!(agg.mint.as_ref().map(|m| m.quotes_issued), Some(2));
+        state.publisher_restarted();
+        assert!(state.downstreams.is_empty());
+        assert_eq!(state.mint_link, None);
+        assert_eq!(state.totals.shares_accepted, 1);
+        assert_eq!(state.mint.as_ref().map(|m| m.quotes_issued), Some(2));
     }
 
     #[test]
     fn blocks_are_recorded_with_their_display_hash() {
-        let mut agg = PoolAggregate::default();
+        let mut state = PoolState::default();
         let mut hash = [0u8; 32];
         hash[31] = 0xAB; // most significant byte last on the wire
         let writes = apply(
-            &mut agg,
+            &mut state,
             BlockFoundOwned {
                 height: 101,
                 block_hash: hash.into(),
@@ -343,6 +336,6 @@ mod tests {
         assert_eq!(*kind, BLOCK);
         assert!(id.starts_with("ab00"), "{id}");
         assert_eq!(data["height"], 101);
-        assert_eq!(agg.totals.blocks_found, 1);
+        assert_eq!(state.totals.blocks_found, 1);
     }
 }

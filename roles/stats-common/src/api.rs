@@ -1,0 +1,167 @@
+//! The JSON both services' APIs compute the same way: the head of
+//! `/api/stats`, hashrate charts, the current hashrate, and link states.
+
+use serde::Serialize;
+
+use crate::core::{Core, LinkState, Publisher};
+use crate::metrics::{Kind, Metrics};
+use crate::series::{mean_hashrate, recent_window, timeline, Gap, Point, Range};
+use crate::store::{Store, StoreError};
+
+/// The series of accepted work: key "" for all the publisher's miners
+/// together, which `/api/hashrate` charts.
+pub const WORK: &str = "work";
+
+/// Minutes the "current" hashrate figures average over.
+pub const RECENT_MINUTES: i64 = 10;
+
+/// What every `/api/stats` starts with: the publisher, and the hashrate and
+/// shares of all its miners.
+#[derive(Serialize, Debug, Clone)]
+pub struct Summary {
+    pub now: i64,
+    pub publisher: Publisher,
+    /// Mean hashrate of the accepted shares of all miners over the last 10
+    /// complete minutes (H/s), or null before a whole minute of history.
+    pub hashrate: Option<f64>,
+    pub shares_accepted: u64,
+    pub shares_rejected: u64,
+}
+
+impl Summary {
+    pub fn new<A>(
+        core: &Core<A>,
+        now: i64,
+        shares_accepted: u64,
+        shares_rejected: u64,
+    ) -> Result<Summary, StoreError> {
+        // Since the first share ever (or the service's start): mining that
+        // began 3 minutes ago averages over those 3 minutes.
+        let since = core
+            .store
+            .first_bucket(WORK, Some(""))?
+            .unwrap_or(core.store.created_at());
+        Ok(Summary {
+            now,
+            publisher: core.publisher.clone(),
+            hashrate: recent_hashrate(&core.store, WORK, "", now, since)?,
+            shares_accepted,
+            shares_rejected,
+        })
+    }
+}
+
+/// The span of a chart.
+#[derive(Serialize, Debug, Clone, Copy)]
+pub struct Span {
+    pub hours: u32,
+    pub from: i64,
+    pub to: i64,
+    pub step_secs: i64,
+}
+
+/// `/api/hashrate`: the hashrate of all the publisher's miners.
+#[derive(Serialize, Debug, Clone)]
+pub struct Hashrate {
+    #[serde(flatten)]
+    pub span: Span,
+    pub points: Vec<Point>,
+    /// When the stats service itself was down.
+    pub gaps: Vec<Gap>,
+}
+
+pub fn hashrate(store: &Store, hours: u32, now: i64) -> Result<Hashrate, StoreError> {
+    let range = Range::last_hours(hours, now);
+    let work = store.sums(WORK, Some(""), range.from, range.to, range.step)?;
+    // Gaps up to now: a restart within the current, incomplete step shows at once.
+    let gaps = store.gaps(range.from, now)?;
+    Ok(Hashrate {
+        span: span(hours, range),
+        points: timeline(range, &work, &gaps, store.created_at()),
+        gaps,
+    })
+}
+
+/// The hashrate of every key of `series` over the last `hours` hours: one
+/// timeline per key, in no particular order.
+pub struct ByKey {
+    pub span: Span,
+    pub series: Vec<(String, Vec<Point>)>,
+    pub gaps: Vec<Gap>,
+}
+
+pub fn by_key(store: &Store, series: &str, hours: u32, now: i64) -> Result<ByKey, StoreError> {
+    let range = Range::last_hours(hours, now);
+    // Gaps up to now: a restart within the current, incomplete step shows at once.
+    let gaps = store.gaps(range.from, now)?;
+    let series = store
+        .sums_by_key(series, range.from, range.to, range.step)?
+        .into_iter()
+        .map(|(key, work)| (key, timeline(range, &work, &gaps, store.created_at())))
+        .collect();
+    Ok(ByKey {
+        span: span(hours, range),
+        series,
+        gaps,
+    })
+}
+
+fn span(hours: u32, range: Range) -> Span {
+    Span {
+        hours,
+        from: range.from,
+        to: range.to,
+        step_secs: range.step_secs(),
+    }
+}
+
+/// Mean hashrate of `series` / `key` over the last [`RECENT_MINUTES`]
+/// complete minutes, but not before `since`; `None` before a whole minute.
+pub fn recent_hashrate(
+    store: &Store,
+    series: &str,
+    key: &str,
+    now: i64,
+    since: i64,
+) -> Result<Option<f64>, StoreError> {
+    let Some((from, to)) = recent_window(now, RECENT_MINUTES, since) else {
+        return Ok(None);
+    };
+    let work = store.total(series, Some(key), from, to)?;
+    Ok(mean_hashrate(work, from, to))
+}
+
+/// A link of the publisher, as the API shows it.
+#[derive(Serialize, Debug, Clone)]
+pub struct Link {
+    /// "up", "down", or "unknown" (not reported since the publisher started).
+    pub state: &'static str,
+    pub since: Option<i64>,
+}
+
+impl From<Option<LinkState>> for Link {
+    fn from(s: Option<LinkState>) -> Link {
+        match s {
+            Some(s) => Link {
+                state: if s.up { "up" } else { "down" },
+                since: Some(s.since),
+            },
+            None => Link {
+                state: "unknown",
+                since: None,
+            },
+        }
+    }
+}
+
+/// The `<name>{link="..."}` family: 1 for a link that is up, 0 for one that
+/// is down, no sample while unknown.
+pub fn link_metrics(m: &mut Metrics, name: &str, help: &str, links: &[(&str, &Link)]) {
+    m.family(name, Kind::Gauge, help);
+    for (link, state) in links {
+        if state.state != "unknown" {
+            let up = f64::from(u8::from(state.state == "up"));
+            m.sample(name, &[("link", link)], up);
+        }
+    }
+}

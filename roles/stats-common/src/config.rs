@@ -1,0 +1,92 @@
+//! `<service> --config config/<service>.toml`: the settings of a stats
+//! service. Both services have the same fields; each has its own defaults.
+
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use roles_common::{ConfigError, Validate};
+use serde::Deserialize;
+
+use crate::service::Service;
+
+/// The longest retention accepted (ten years).
+pub const MAX_RETENTION_DAYS: u32 = 3650;
+
+/// What tells one stats service from the other, besides its state and pages.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    /// "pool-stats" or "proxy-stats": for logs, the dashboard subtitle and
+    /// the shipped config file `config/<name>.toml`.
+    pub name: &'static str,
+    /// Environment overrides are `<env_prefix>__<FIELD>`.
+    pub env_prefix: &'static str,
+    /// Default port of `ingest_listen` (on every address).
+    pub ingest_port: u16,
+    /// Default port of `http_listen` (on every address).
+    pub http_port: u16,
+    pub data_dir: &'static str,
+    /// File name of the SQLite database inside `data_dir`.
+    pub db_file: &'static str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig<S: Service> {
+    /// Where the publisher (the pool or the translator) connects to publish
+    /// its stats (stats-sv2 over TCP).
+    #[serde(default = "default_ingest_listen::<S>")]
+    pub ingest_listen: SocketAddr,
+    /// The dashboard, the JSON API and /metrics.
+    #[serde(default = "default_http_listen::<S>")]
+    pub http_listen: SocketAddr,
+    /// Directory of the SQLite time-series file.
+    #[serde(default = "default_data_dir::<S>")]
+    pub data_dir: PathBuf,
+    /// Days of history kept; older data is deleted every hour.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    #[serde(skip)]
+    service: PhantomData<S>,
+}
+
+fn default_ingest_listen<S: Service>() -> SocketAddr {
+    (Ipv4Addr::UNSPECIFIED, S::DEFAULTS.ingest_port).into()
+}
+fn default_http_listen<S: Service>() -> SocketAddr {
+    (Ipv4Addr::UNSPECIFIED, S::DEFAULTS.http_port).into()
+}
+fn default_data_dir<S: Service>() -> PathBuf {
+    S::DEFAULTS.data_dir.into()
+}
+fn default_retention_days() -> u32 {
+    30
+}
+
+impl<S: Service> ServiceConfig<S> {
+    /// Defaults everywhere but the data directory (tests, embedding).
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> ServiceConfig<S> {
+        ServiceConfig {
+            ingest_listen: default_ingest_listen::<S>(),
+            http_listen: default_http_listen::<S>(),
+            data_dir: data_dir.into(),
+            retention_days: default_retention_days(),
+            service: PhantomData,
+        }
+    }
+}
+
+impl<S: Service> Validate for ServiceConfig<S> {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("data_dir", "is empty"));
+        }
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
+            return Err(ConfigError::new(
+                "retention_days",
+                format!("must be 1 to {MAX_RETENTION_DAYS}"),
+            ));
+        }
+        Ok(())
+    }
+}

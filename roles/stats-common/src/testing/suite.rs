@@ -1,0 +1,342 @@
+//! The tests both stats services run, each through [`service_suite!`](crate::service_suite)
+//! in its `tests/service.rs`: the config, ingest, restarts of either side,
+//! the routes both serve, and the dashboard against the API in Chromium.
+//! What is a service's own is tested next to that line.
+
+use std::path::Path;
+
+use serde_json::Value;
+use stats_sv2::{role, PublisherHello, StatsMessage};
+
+use super::{
+    assert_figures_match, get_json, http, minute_ago, now, Browser, Publisher, TestService,
+};
+use crate::{Service, ServiceConfig, ServiceState};
+
+/// What the suite needs of one service.
+pub trait Fixture {
+    type Service: Service;
+    /// The hashrate [`Fixture::mining`] makes in each of the last two whole
+    /// minutes (H/s).
+    const HASHRATE: f64;
+    /// The `/api/stats` array of what is connected to the publisher.
+    const CONNECTED: &'static str;
+    /// The `/api/stats` pointer of a link state [`Fixture::mining`] reports up.
+    const LINK_UP: &'static str;
+    /// `/api/stats` pointers the dashboard shows after [`Fixture::everything`],
+    /// besides the hashrate, the share counts and the link states.
+    const ON_DASHBOARD: &'static [&'static str];
+    /// File name of the dashboard's screenshot, without `.png`.
+    const SCREENSHOT: &'static str;
+
+    /// One publisher process mining since three minutes ago: six accepted
+    /// shares in the last two whole minutes, [`Fixture::HASHRATE`] in each,
+    /// one rejected share, and [`Fixture::LINK_UP`] reported up.
+    fn mining() -> Vec<StatsMessage>;
+    /// Whether `/api/stats` shows all of [`Fixture::mining`].
+    fn mined(stats: &Value) -> bool;
+    /// An accepted share of `work` at `t` by miner (or downstream) `id`;
+    /// [`Fixture::mining`] connects id 1.
+    fn share(id: u32, work: u64, t: u64) -> StatsMessage;
+    /// Three quarters of an hour of history, [`Fixture::mining`] and all
+    /// else the dashboard shows.
+    fn everything() -> Vec<StatsMessage>;
+    /// Whether `/api/stats` shows all of [`Fixture::everything`].
+    fn shows_everything(stats: &Value) -> bool;
+    /// The service restarted after [`Fixture::mining`], and the same
+    /// publisher process sent a share by id 1: checks the service's own
+    /// figures in `/api/stats` and `/api/miners?hours=1`.
+    fn assert_kept(stats: &Value, miners: &Value);
+    /// A new publisher process sent a share by id 9 after
+    /// [`Fixture::mining`]: checks as [`Fixture::assert_kept`] does.
+    fn assert_reset(stats: &Value, miners: &Value);
+}
+
+/// Runs the suite's tests for the [`Fixture`] `$fixture`.
+#[macro_export]
+macro_rules! service_suite {
+    ($fixture:ty) => {
+        $crate::service_suite!(@sync $fixture:
+            the_shipped_config_loads_with_the_documented_defaults,
+            bad_config_values_are_refused_naming_the_field);
+        $crate::service_suite!(@async $fixture:
+            published_events_show_in_the_api_and_dashboard,
+            a_restarted_service_keeps_history_and_shows_its_downtime,
+            a_restarted_publisher_resets_live_state_and_keeps_history,
+            a_malformed_frame_closes_only_its_connection,
+            dashboard_figures_match_the_api_in_chromium);
+    };
+    (@sync $fixture:ty: $($test:ident),*) => {
+        $(#[test]
+        fn $test() {
+            $crate::testing::suite::$test::<$fixture>();
+        })*
+    };
+    (@async $fixture:ty: $($test:ident),*) => {
+        $(#[tokio::test]
+        async fn $test() {
+            $crate::testing::suite::$test::<$fixture>().await;
+        })*
+    };
+}
+
+fn load<S: Service>(text: &str) -> Result<ServiceConfig<S>, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    roles_common::load_config(&path, &unset_env_prefix::<S>())
+}
+
+/// An environment prefix no variable has, so the environment changes nothing.
+fn unset_env_prefix<S: Service>() -> String {
+    format!("{}_TEST_UNSET", S::DEFAULTS.env_prefix)
+}
+
+pub fn the_shipped_config_loads_with_the_documented_defaults<F: Fixture>() {
+    let defaults = <F::Service as Service>::DEFAULTS;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(format!("{}.toml", defaults.name));
+    let shipped: ServiceConfig<F::Service> =
+        roles_common::load_config(&path, &unset_env_prefix::<F::Service>()).unwrap();
+    let loaded = load::<F::Service>("").unwrap();
+    assert_eq!(shipped.ingest_listen, loaded.ingest_listen);
+    assert_eq!(shipped.http_listen, loaded.http_listen);
+    assert_eq!(shipped.data_dir, loaded.data_dir);
+    assert_eq!(shipped.retention_days, loaded.retention_days);
+    assert_eq!(loaded.ingest_listen.port(), defaults.ingest_port);
+    assert_eq!(loaded.http_listen.port(), defaults.http_port);
+    assert_eq!(loaded.data_dir, Path::new(defaults.data_dir));
+}
+
+pub fn bad_config_values_are_refused_naming_the_field<F: Fixture>() {
+    for (text, field) in [
+        ("retention_days = 0\n", "retention_days"),
+        ("retention_days = 100000\n", "retention_days"),
+        ("ingest_listen = \"nowhere\"\n", "ingest_listen"),
+        ("data_dir = \"\"\n", "data_dir"),
+        ("http_port = 1\n", "http_port"),
+    ] {
+        let err = load::<F::Service>(text).unwrap_err();
+        assert!(err.contains(field), "{text:?} gave {err}");
+        assert!(!err.contains('\n'));
+    }
+}
+
+/// The hashrate of the point at `t` of a chart from `/api/hashrate`.
+fn hashrate_at(chart: &Value, t: u64) -> Option<f64> {
+    chart["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["t"] == t)
+        .unwrap_or_else(|| panic!("no point at {t}: {chart}"))["hashrate"]
+        .as_f64()
+}
+
+fn connected<F: Fixture>(stats: &Value) -> usize {
+    stats
+        .pointer(F::CONNECTED)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+pub async fn published_events_show_in_the_api_and_dashboard<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut p = service.publisher(now()).await;
+    p.send_all(F::mining()).await;
+
+    let s = service.stats_when("the mining", F::mined).await;
+    assert_eq!(s["publisher"]["connected"], true);
+    assert_eq!(s["shares_accepted"], 6);
+    assert_eq!(s["shares_rejected"], 1);
+    assert_eq!(s.pointer(F::LINK_UP).unwrap(), "up");
+    assert!(connected::<F>(&s) > 0, "{s}");
+
+    // Hashrate from shares: the accepted work of a minute over 60 s.
+    let h = get_json(service.http(), "/api/hashrate?hours=1").await;
+    assert_eq!(h["step_secs"], 60);
+    assert_eq!(hashrate_at(&h, minute_ago(1)), Some(F::HASHRATE));
+    assert_eq!(hashrate_at(&h, minute_ago(2)), Some(F::HASHRATE));
+    let day = get_json(service.http(), "/api/hashrate?hours=24").await;
+    assert_eq!(day["step_secs"], 300);
+    for path in ["/api/hashrate?hours=0", "/api/hashrate?hours=100000"] {
+        let (status, body) = http(service.http(), "GET", path, None).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body.contains("\"error\""), "{path}: {body}");
+    }
+
+    let (status, metrics) = http(service.http(), "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("_publisher_connected 1\n"), "{metrics}");
+
+    let (status, page) = http(service.http(), "GET", "/?range=24h", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<svg"));
+    assert!(!page.contains(">?<"));
+
+    drop(p);
+    service
+        .stats_when("the publisher to be gone", |s| {
+            s["publisher"]["connected"] == false
+        })
+        .await;
+    service.stop().await;
+}
+
+pub async fn a_restarted_service_keeps_history_and_shows_its_downtime<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let started_at = now();
+    let mut p = service.publisher(started_at).await;
+    p.send_all(F::mining()).await;
+    let before = service.stats_when("the mining", F::mined).await;
+    let stopped_at = now();
+    service.stop().await;
+    drop(p);
+
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let s = get_json(service.http(), "/api/stats").await;
+    assert_eq!(s["shares_accepted"], 6, "totals kept");
+    assert_eq!(s["publisher"]["connected"], false);
+    let h = get_json(service.http(), "/api/hashrate?hours=1").await;
+    let gaps = h["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{h}");
+    assert!(gaps[0]["from"].as_u64().unwrap() >= stopped_at.saturating_sub(1000));
+    assert!(gaps[0]["to"].as_u64().unwrap() <= now());
+    let known: Vec<f64> = h["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["hashrate"].as_f64())
+        .filter(|v| *v > 0.0)
+        .collect();
+    assert_eq!(known, [F::HASHRATE, F::HASHRATE], "history kept: {h}");
+
+    // The same publisher process reconnects: what it had connected is live.
+    let mut p = service.publisher(started_at).await;
+    p.send(F::share(1, 1, now())).await;
+    let s = service
+        .stats_when("the reconnect", |s| s["shares_accepted"] == 7)
+        .await;
+    assert_eq!(connected::<F>(&s), connected::<F>(&before), "{s}");
+    assert_eq!(s.pointer(F::LINK_UP).unwrap(), "up");
+    F::assert_kept(&s, &get_json(service.http(), "/api/miners?hours=1").await);
+    service.stop().await;
+}
+
+pub async fn a_restarted_publisher_resets_live_state_and_keeps_history<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut p = service.publisher(now() - 10_000).await;
+    p.send_all(F::mining()).await;
+    service.stats_when("the mining", F::mined).await;
+    drop(p);
+
+    // A new process: a new started_at.
+    let mut p = service.publisher(now()).await;
+    p.send(F::share(9, 1_000, now())).await;
+    let s = service
+        .stats_when("the new publisher", |s| s["shares_accepted"] == 7)
+        .await;
+    assert_eq!(connected::<F>(&s), 1, "the old connections forgotten: {s}");
+    assert_eq!(s.pointer(F::LINK_UP).unwrap(), "unknown");
+    assert!(s["publisher"]["restarts"].as_u64().unwrap() >= 1);
+    let h = get_json(service.http(), "/api/hashrate?hours=1").await;
+    assert!(
+        h["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["hashrate"] == F::HASHRATE),
+        "history kept: {h}"
+    );
+    F::assert_reset(&s, &get_json(service.http(), "/api/miners?hours=1").await);
+    service.stop().await;
+}
+
+pub async fn a_malformed_frame_closes_only_its_connection<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut good = service.publisher(now()).await;
+
+    let mut bad = service.publisher(now()).await;
+    bad.send_raw(&[0, 0, 0x7F, 2, 0, 0, 1, 2]).await; // unknown message type
+    bad.expect_closed().await;
+    let own_role = <F::Service as Service>::State::ROLE;
+    let other_role = if own_role == role::POOL {
+        role::TRANSLATOR
+    } else {
+        role::POOL
+    };
+    let mut wrong_role = Publisher::connect(service.running.ingest_addr, other_role, 1).await;
+    wrong_role.expect_closed().await;
+    let mut twice = service.publisher(now()).await;
+    twice
+        .send(PublisherHello {
+            role: own_role,
+            started_at: 1,
+            dropped: 0,
+            timestamp: 1,
+        })
+        .await;
+    twice.expect_closed().await; // a second hello breaks the protocol
+
+    good.send(F::share(1, 60, now())).await;
+    service
+        .stats_when("the good publisher's share", |s| s["shares_accepted"] == 1)
+        .await;
+    service.stop().await;
+}
+
+pub async fn dashboard_figures_match_the_api_in_chromium<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut p = service.publisher(now()).await;
+    p.send_all(F::everything()).await;
+    service
+        .stats_when("everything published", F::shows_everything)
+        .await;
+
+    let browser = Browser::start().await;
+    let url = format!("http://{}/", service.http());
+    let mut checked = 0;
+    // A minute boundary between page and API would move the windows: retry.
+    for attempt in 0.. {
+        let before = get_json(service.http(), "/api/stats").await;
+        browser.open(&url).await;
+        let figures = browser.stats().await;
+        let after = get_json(service.http(), "/api/stats").await;
+        let strip = |mut v: Value| {
+            v["now"] = Value::Null;
+            v
+        };
+        if strip(before.clone()) != strip(after) && attempt < 3 {
+            continue;
+        }
+        checked = assert_figures_match(&figures, &before);
+        let pointers: Vec<&str> = figures.iter().map(|f| f.0.as_str()).collect();
+        let common = [
+            "/hashrate",
+            "/shares_accepted",
+            "/shares_rejected",
+            "/publisher/connected",
+            F::LINK_UP,
+        ];
+        for must in common.iter().chain(F::ON_DASHBOARD) {
+            assert!(pointers.contains(must), "{must} not on the page");
+        }
+        break;
+    }
+    let path = browser.screenshot(F::SCREENSHOT).await;
+    println!(
+        "{} screenshot: {} ({checked} figures checked)",
+        F::SCREENSHOT,
+        path.display()
+    );
+    browser.quit().await;
+    service.stop().await;
+}
