@@ -64,6 +64,25 @@ fn total(shares: &[([u8; 32], u64)]) -> u64 {
     shares.iter().map(|(_, a)| a).sum()
 }
 
+/// `shares` (mined earlier, perhaps on another connection) each have one
+/// notification on `channel`, and `secret` mints exactly their amounts.
+async fn notified_and_minted(
+    stack: &EhashStack,
+    client: &mut MiningClient,
+    channel: u32,
+    shares: &[([u8; 32], u64)],
+    secret: &cdk::nuts::SecretKey,
+) {
+    let notifications = client.notifications(shares.len()).await;
+    assert_one_notification_per_share(shares, &notifications);
+    assert!(notifications.iter().all(|n| n.channel_id == channel));
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &quote_ids(&notifications), secret).await,
+        Ok(total(shares))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_share_gets_one_notification_and_mints_its_amount_with_the_channels_key() {
     let stack = EhashStack::start("annotate", |_| {}).await;
@@ -247,15 +266,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     child.restart();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
-    let notifications = client.notifications(4).await;
-    assert_one_notification_per_share(&shares, &notifications);
-    assert!(notifications.iter().all(|n| n.channel_id == channel));
-
-    let wallet = wallet(&stack.mint_url());
-    assert_eq!(
-        mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
-        Ok(total(&shares))
-    );
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     child.kill();
     stack.stop().await;
 }
@@ -369,14 +380,7 @@ async fn notifications_for_a_gone_miner_survive_a_pool_restart_and_reach_its_nex
 
     let mut client = stack.client(true).await;
     let channel = open_channel(&mut client, &key).await;
-    let notifications = client.notifications(3).await;
-    assert_one_notification_per_share(&shares, &notifications);
-    assert!(notifications.iter().all(|n| n.channel_id == channel));
-    let wallet = wallet(&stack.mint_url());
-    assert_eq!(
-        mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
-        Ok(total(&shares))
-    );
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     stack.stop().await;
 }
 

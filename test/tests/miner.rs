@@ -10,29 +10,6 @@ use hashpool_tests::*;
 use miner::{MinerConfig, Mode};
 use stats_sv2::StatsMessage;
 use tokio_util::sync::CancellationToken;
-use translator::{TranslatorConfig, TranslatorHandle};
-
-struct RunningTranslator {
-    handle: TranslatorHandle,
-    shutdown: CancellationToken,
-}
-
-impl RunningTranslator {
-    async fn start(config: TranslatorConfig) -> Self {
-        let shutdown = CancellationToken::new();
-        let handle = translator::start(config, shutdown.clone())
-            .await
-            .expect("translator starts");
-        Self { handle, shutdown }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.handle.wait())
-            .await
-            .expect("translator stops");
-    }
-}
 
 fn miner_config(addr: SocketAddr, mode: Mode) -> MinerConfig {
     let mut c = MinerConfig {
@@ -133,12 +110,7 @@ async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
 async fn the_load_generator_submits_real_shares_at_its_rate() {
     let stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        "http://127.0.0.1:9",
-        dir.path(),
-    ))
-    .await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
     let config = miner_config(tr.handle.local_addr(), Mode::Load);
     let (miners, rate) = (config.load.miners as u64, config.load.shares_per_second);
     let shutdown = CancellationToken::new();

@@ -3,6 +3,8 @@
 //! `mining.notify` on its own: a share the pool accepts proves the SV1 <->
 //! SV2 translation end to end.
 
+#[path = "../../roles/mint/tests/support/mod.rs"]
+mod mint_support;
 #[path = "../../roles/translator/tests/support/sv1_client.rs"]
 mod sv1_client;
 mod sv1_deps {
@@ -12,86 +14,21 @@ mod sv1_deps {
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::path::Path;
 use std::time::Duration;
 
 use cdk::amount::SplitTarget;
-use cdk::nuts::{CurrencyUnit, SecretKey};
-use cdk::wallet::{ReceiveOptions, Wallet, WalletBuilder};
-use ehash::wire::MessageSet;
+use cdk::nuts::SecretKey;
+use cdk::wallet::ReceiveOptions;
 use ehash::LockingKey;
 use hashpool_tests::*;
-use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
-use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use mint_support::{share, PoolClient, TestMint};
 use pool::AcceptedShare;
-use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_apps::network_helpers::connect_with_noise;
-use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
-use stratum_core::bitcoin::hashes::{sha256d, Hash};
-use stratum_core::bitcoin::secp256k1::{self as secp, XOnlyPublicKey};
 use sv1_client::{Sv1Client, Sv1Share};
 use sv1_deps::serde_json::json;
-use tokio::net::TcpStream;
-use tokio::sync::broadcast;
-use tokio_util::sync::CancellationToken;
 use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
 use translator::wallet::{ehash_method, locking_secret, EhashWallet};
-use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle};
-
-// ---------------------------------------------------------------- translator
-
-struct RunningTranslator {
-    handle: TranslatorHandle,
-    events: broadcast::Receiver<TranslatorEvent>,
-    shutdown: CancellationToken,
-}
-
-impl RunningTranslator {
-    async fn start(config: TranslatorConfig) -> Self {
-        let shutdown = CancellationToken::new();
-        let handle = translator::start(config, shutdown.clone())
-            .await
-            .expect("translator starts");
-        let events = handle.subscribe_events();
-        Self {
-            handle,
-            events,
-            shutdown,
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.handle.local_addr()
-    }
-
-    fn wallet_key(&self) -> LockingKey {
-        self.handle.wallet().locking_key()
-    }
-
-    async fn wait_event(
-        &mut self,
-        mut pred: impl FnMut(&TranslatorEvent) -> bool,
-    ) -> TranslatorEvent {
-        tokio::time::timeout(WAIT * 2, async {
-            loop {
-                match self.events.recv().await {
-                    Ok(e) if pred(&e) => return e,
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => panic!("translator events closed"),
-                }
-            }
-        })
-        .await
-        .expect("translator event in time")
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.handle.wait())
-            .await
-            .expect("translator stops");
-    }
-}
+use translator::{TranslatorConfig, TranslatorEvent};
 
 async fn accepted(stack: &mut Stack) -> AcceptedShare {
     tokio::time::timeout(WAIT, stack.accepted.recv())
@@ -130,12 +67,7 @@ async fn wait_clean_job(miner: &mut Sv1Client) {
 async fn sv1_shares_are_accepted_by_the_pool_with_the_exact_header() {
     let mut stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        "http://127.0.0.1:9",
-        dir.path(),
-    ))
-    .await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
     let mut miner = Sv1Client::start(tr.addr(), "rig1").await;
     assert_eq!(miner.extranonce2_size, 4);
     for _ in 0..5 {
@@ -167,12 +99,7 @@ async fn sv1_shares_are_accepted_by_the_pool_with_the_exact_header() {
 async fn a_username_that_is_a_key_opens_a_channel_locked_to_that_key() {
     let mut stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        "http://127.0.0.1:9",
-        dir.path(),
-    ))
-    .await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
     let user = format!("{LOCKING_KEY}.bob");
     let mut miner = Sv1Client::start(tr.addr(), &user).await;
     let (_, acc) = mine_and_check(&mut stack, &mut miner, &user).await;
@@ -189,12 +116,7 @@ async fn a_username_that_is_a_key_opens_a_channel_locked_to_that_key() {
 async fn hostile_sv1_input_disconnects_only_that_miner() {
     let mut stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        "http://127.0.0.1:9",
-        dir.path(),
-    ))
-    .await;
+    let mut tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
     let mut good = Sv1Client::start(tr.addr(), "good").await;
     mine_and_check(&mut stack, &mut good, "good").await;
 
@@ -257,7 +179,7 @@ async fn the_translator_fails_over_to_the_next_pool_and_keeps_its_miners() {
     let dead = free_address();
     let mut tr = RunningTranslator::start(translator_config(
         &[dead, first.pool_addr(), second.pool_addr()],
-        "http://127.0.0.1:9",
+        NO_MINT_URL,
         dir.path(),
     ))
     .await;
@@ -279,149 +201,23 @@ async fn the_translator_fails_over_to_the_next_pool_and_keeps_its_miners() {
 
 // ---------------------------------------------------------------- mint and wallet
 
-// DEVNET/TEST ONLY keys (as in roles/mint/tests/support).
-const MINT_PUBLIC: &str = "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd";
-const MINT_SECRET: &str = "kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba";
-const MINT_POOL_PUBLIC: &str = "9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm";
-const MINT_POOL_SECRET: &str = "26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp";
-const MINT_MNEMONIC: &str =
-    "order shock flip tribe strong rigid planet deputy question matter decide little";
-
-fn mint_config(database: &str) -> mint::MintConfig {
-    mint::MintConfig {
-        network: roles_common::Network::Devnet,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-        link_listen: "127.0.0.1:0".parse().unwrap(),
-        authority_public_key: MINT_PUBLIC.parse().unwrap(),
-        authority_secret_key: MINT_SECRET.parse().unwrap(),
-        cert_validity_secs: 3600,
-        allowed_pool_keys: vec![MINT_POOL_PUBLIC.parse().unwrap()],
-        database: database.to_string(),
-        mnemonic: MINT_MNEMONIC.to_string(),
-        unit_bits: 0,
-        min_amount: 1,
-        max_amount: i64::MAX as u64,
-        max_batch_size: 100,
-        name: "test mint".into(),
-        description: None,
-    }
+/// A mint with its database in memory (as the mint's own tests start it),
+/// the pool's link to it, and a quote store in a fresh directory.
+async fn mint_link_and_store() -> (TestMint, PoolClient, tempfile::TempDir, QuoteStore) {
+    init_logging();
+    let mint = TestMint::start(mint_support::config(":memory:")).await;
+    let link = mint.pool().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    (mint, link, dir, store)
 }
 
-struct TestMint {
-    running: mint::RunningMint,
-    shutdown: CancellationToken,
-}
-
-impl TestMint {
-    async fn start() -> TestMint {
-        init_logging();
-        let shutdown = CancellationToken::new();
-        let running = mint::start(mint_config(":memory:"), shutdown.clone())
-            .await
-            .expect("mint starts");
-        TestMint { running, shutdown }
-    }
-
-    fn url(&self) -> String {
-        self.running.http_url()
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.running.wait())
-            .await
-            .expect("mint stops");
-    }
-}
-
-/// What the pool does on the mint link: quotes for shares, by hand.
-struct QuoteClient {
-    reader: NoiseTcpReadHalf,
-    writer: NoiseTcpWriteHalf,
-}
-
-impl QuoteClient {
-    async fn connect(mint: &TestMint) -> QuoteClient {
-        let addr = mint.running.link_addr;
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let key: Secp256k1PublicKey = MINT_PUBLIC.parse().unwrap();
-        let (reader, writer) = connect_with_noise(stream, Some(key))
-            .await
-            .unwrap()
-            .into_split();
-        let mut c = QuoteClient { reader, writer };
-        let mint_key = XOnlyPublicKey::from_slice(&key.into_bytes()).unwrap();
-        let pool_secret = secp::SecretKey::from_slice(
-            &Secp256k1SecretKey::from_str(MINT_POOL_SECRET)
-                .unwrap()
-                .into_bytes(),
-        )
-        .unwrap();
-        let mut handshake = ClientHandshake::new(mint_key, pool_secret, 0);
-        c.send(handshake.setup_connection("127.0.0.1", addr.port()))
-            .await;
-        loop {
-            let m = c.recv().await;
-            match handshake.on_message(m).expect("handshake") {
-                HandshakeStep::Send(m) => c.send(m).await,
-                HandshakeStep::Wait => {}
-                HandshakeStep::Done => return c,
-            }
-        }
-    }
-
-    async fn send(&mut self, m: MintQuoteMessage) {
-        self.writer
-            .write_frame(m.into_frame().unwrap())
-            .await
-            .unwrap();
-    }
-
-    async fn recv(&mut self) -> MintQuoteMessage {
-        let mut frame = tokio::time::timeout(WAIT, self.reader.read_frame())
-            .await
-            .expect("mint answers")
-            .expect("frame");
-        let header = frame.header();
-        MintQuoteMessage::decode(&header, frame.payload()).unwrap()
-    }
-
-    /// A paid quote worth 2^zero_bits, locked to `key`.
-    async fn quote(&mut self, zero_bits: u32, key: LockingKey) -> (String, u64) {
-        let request = share_request(zero_bits, key);
-        self.send(MintQuoteMessage::MintQuoteRequest(request)).await;
-        match self.recv().await {
-            MintQuoteMessage::MintQuoteResponse(r) => {
-                (r.quote_id.as_utf8_or_hex(), 1u64 << zero_bits)
-            }
-            other => panic!("expected a quote, got {other:?}"),
-        }
-    }
-}
-
-/// A header meeting target 2^(256 - zero_bits) - 1 (worth 2^zero_bits at unit_bits 0).
-fn share_request(zero_bits: u32, key: LockingKey) -> MintQuoteRequestOwned {
-    let mut target_be = [0xffu8; 32];
-    for bit in 0..zero_bits as usize {
-        target_be[bit / 8] &= !(0x80 >> (bit % 8));
-    }
-    let mut target_le = target_be;
-    target_le.reverse();
-    let mut header = [0u8; 80];
-    header[0..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
-    header[4..36].copy_from_slice(&rand::random::<[u8; 32]>());
-    header[36..68].copy_from_slice(&rand::random::<[u8; 32]>());
-    header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
-    for nonce in 0u32.. {
-        header[76..80].copy_from_slice(&nonce.to_le_bytes());
-        let mut hash = sha256d::Hash::hash(&header).to_byte_array();
-        hash.reverse();
-        if hash <= target_be {
-            break;
-        }
-    }
-    MintQuoteRequestOwned::new(&header, target_le, 1u64 << zero_bits, key)
+/// A paid quote worth 2^zero_bits, locked to `key`.
+async fn quote(link: &mut PoolClient, zero_bits: u32, key: LockingKey) -> (String, u64) {
+    (
+        link.quote_id(share(zero_bits, key)).await,
+        1u64 << zero_bits,
+    )
 }
 
 fn record(quote_id: &str, amount: u64, key: LockingKey, state: QuoteState) -> QuoteRecord {
@@ -443,34 +239,45 @@ fn seed() -> [u8; 64] {
     translator::config::seed_from_mnemonic(TRANSLATOR_MNEMONIC).unwrap()
 }
 
-fn fresh_wallet(url: &str) -> Wallet {
-    let db = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(cdk_sqlite::wallet::memory::empty())
-    })
-    .unwrap();
-    WalletBuilder::new()
-        .mint_url(url.parse().unwrap())
-        .unit(CurrencyUnit::custom(ehash::constants::UNIT))
-        .localstore(std::sync::Arc::new(db))
-        .seed(rand::random::<[u8; 32]>().repeat(2).try_into().unwrap())
-        .without_rate_limiting()
-        .build()
+/// The translator's wallet (the test mnemonic) on `mint`, its database in `dir`.
+async fn open_wallet(mint: &TestMint, dir: &Path) -> EhashWallet {
+    EhashWallet::open(&mint.running.http_url(), &dir.join("wallet.sqlite"), seed())
+        .await
         .unwrap()
+}
+
+/// `wallet send amount` from `wallet`; a fresh wallet of the mint at
+/// `mint_url` receives exactly that. Returns the token.
+async fn send_to_fresh_wallet(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    mint_url: &str,
+    amount: u64,
+) -> String {
+    let out = translator::cli::run_wallet_command_on(
+        wallet,
+        store,
+        translator::cli::WalletCommand::Send { amount },
+    )
+    .await
+    .unwrap();
+    let token = out.trim();
+    let received = hashpool_tests::wallet(mint_url)
+        .receive(token, ReceiveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(u64::from(received), amount);
+    token.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wallet_mints_its_quotes_exactly_once_and_a_sent_token_is_received_elsewhere() {
-    let mint = TestMint::start().await;
-    let mut link = QuoteClient::connect(&mint).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
-    let wallet = EhashWallet::open(&mint.url(), &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
     let key = wallet.locking_key();
     let mut total = 0;
     for bits in [1, 2, 3, 4, 5] {
-        let (id, amount) = link.quote(bits, key).await;
+        let (id, amount) = quote(&mut link, bits, key).await;
         store
             .insert(&record(&id, amount, key, QuoteState::Pending))
             .unwrap();
@@ -493,40 +300,22 @@ async fn the_wallet_mints_its_quotes_exactly_once_and_a_sent_token_is_received_e
     assert_eq!(store.totals().unwrap().minted, (5, total));
 
     // wallet send -> a fresh wallet receives it
-    let token = translator::cli::run_wallet_command_on(
-        &wallet,
-        &store,
-        translator::cli::WalletCommand::Send { amount: 7 },
-    )
-    .await
-    .unwrap();
-    let token = token.trim();
+    let token = send_to_fresh_wallet(&wallet, &store, &mint.running.http_url(), 7).await;
     assert!(token.starts_with("cashuB"), "{token}");
-    let other = fresh_wallet(&mint.url());
-    let received = other
-        .receive(token, ReceiveOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(u64::from(received), 7);
     assert_eq!(wallet.balance().await.unwrap(), total - 7);
     mint.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_minting_before_recording_mints_nothing_twice() {
-    let mint = TestMint::start().await;
-    let mut link = QuoteClient::connect(&mint).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
     let mut quotes = vec![];
     let mut total = 0;
     {
-        let wallet = EhashWallet::open(&mint.url(), &dir.path().join("wallet.sqlite"), seed())
-            .await
-            .unwrap();
+        let wallet = open_wallet(&mint, dir.path()).await;
         let key = wallet.locking_key();
         for bits in [3, 4, 5, 6] {
-            let (id, amount) = link.quote(bits, key).await;
+            let (id, amount) = quote(&mut link, bits, key).await;
             store
                 .insert(&record(&id, amount, key, QuoteState::Pending))
                 .unwrap();
@@ -554,9 +343,7 @@ async fn a_crash_after_minting_before_recording_mints_nothing_twice() {
             .await
             .unwrap();
     }
-    let wallet = EhashWallet::open(&mint.url(), &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
+    let wallet = open_wallet(&mint, dir.path()).await;
     wallet.recover().await.unwrap();
     let round = wallet.mint_pending(&store, 50).await.unwrap();
     assert_eq!(round.already_issued.len(), 2);
@@ -568,16 +355,11 @@ async fn a_crash_after_minting_before_recording_mints_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_them() {
-    let mint = TestMint::start().await;
-    let mut link = QuoteClient::connect(&mint).await;
-    let dir = tempfile::tempdir().unwrap();
-    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
-    let wallet = EhashWallet::open(&mint.url(), &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
     let miner_secret = SecretKey::generate();
     let miner_key = LockingKey::from_bytes(&miner_secret.public_key().to_bytes()).unwrap();
-    let (id, amount) = link.quote(4, miner_key).await;
+    let (id, amount) = quote(&mut link, 4, miner_key).await;
     store
         .insert(&record(&id, amount, miner_key, QuoteState::Foreign))
         .unwrap();
@@ -615,7 +397,7 @@ async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_t
         .is_err());
     assert_eq!(wallet.balance().await.unwrap(), 0);
     // the miner's own wallet can
-    let own = fresh_wallet(&mint.url());
+    let own = hashpool_tests::wallet(&mint.running.http_url());
     own.fetch_mint_quote(&id, Some(ehash_method()))
         .await
         .unwrap();
@@ -671,12 +453,8 @@ async fn minted_quotes(tr: &mut RunningTranslator, n: usize) {
 async fn full_chain_the_wallet_balance_is_the_sum_of_the_accepted_shares() {
     let stack = EhashStack::start("annotate", |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        &stack.mint_url(),
-        dir.path(),
-    ))
-    .await;
+    let mut tr =
+        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
     let ehash = tr
         .wait_event(|e| matches!(e, TranslatorEvent::UpstreamConnected { .. }))
         .await;
@@ -717,19 +495,7 @@ async fn full_chain_the_wallet_balance_is_the_sum_of_the_accepted_shares() {
     assert_eq!(store.totals().unwrap().minted, (5, total));
 
     // `wallet send` -> a fresh wallet receives the token
-    let out = translator::cli::run_wallet_command_on(
-        &wallet,
-        &store,
-        translator::cli::WalletCommand::Send { amount: 1 },
-    )
-    .await
-    .unwrap();
-    let other = fresh_wallet(&stack.mint_url());
-    let received = other
-        .receive(out.trim(), ReceiveOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(u64::from(received), 1);
+    send_to_fresh_wallet(&wallet, &store, &stack.mint_url(), 1).await;
     assert_eq!(wallet.balance().await.unwrap(), total - 1);
     tr.stop().await;
     stack.stop().await;
@@ -776,12 +542,8 @@ async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
     child.kill(); // SIGKILL: no shutdown step runs
     drop(miner);
 
-    let mut tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        &stack.mint_url(),
-        dir.path(),
-    ))
-    .await;
+    let mut tr =
+        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
     let mut miner = Sv1Client::start(tr.addr(), "rig").await;
     for _ in 0..3 {
         miner.mine_one("rig").await.expect("accepted");
@@ -838,12 +600,8 @@ fn translator_toml(c: &TranslatorConfig) -> String {
 async fn full_chain_a_miners_own_key_gets_quotes_only_it_can_mint() {
     let stack = EhashStack::start("annotate", |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        &stack.mint_url(),
-        dir.path(),
-    ))
-    .await;
+    let mut tr =
+        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
     let miner_secret = SecretKey::generate();
     let miner_key = LockingKey::from_bytes(&miner_secret.public_key().to_bytes()).unwrap();
     let user = format!("{miner_key}.alice");
@@ -893,7 +651,7 @@ async fn full_chain_a_miners_own_key_gets_quotes_only_it_can_mint() {
         .is_err());
     assert_eq!(wallet.balance().await.unwrap(), 0);
     // the miner's own wallet can
-    let own = fresh_wallet(&stack.mint_url());
+    let own = hashpool_tests::wallet(&stack.mint_url());
     for id in &ids {
         own.fetch_mint_quote(id, Some(ehash_method()))
             .await
@@ -924,12 +682,8 @@ async fn full_chain_defer_mode_answers_the_miner_only_as_the_pool_does() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        &stack.mint_url(),
-        dir.path(),
-    ))
-    .await;
+    let mut tr =
+        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
     let mut miner = Sv1Client::start(tr.addr(), "rig").await;
     for _ in 0..3 {
         miner
@@ -985,12 +739,7 @@ async fn connect_miners(addr: SocketAddr, n: usize) -> Vec<Sv1Client> {
 async fn a_thousand_sv1_connections_are_held() {
     let mut stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::start(translator_config(
-        &[stack.pool_addr()],
-        "http://127.0.0.1:9",
-        dir.path(),
-    ))
-    .await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
     // warm up allocator and tasks with one miner
     let mut first = Sv1Client::start(tr.addr(), "first").await;
     let before = rss_kib();
@@ -1023,7 +772,7 @@ async fn bench_sv1_forwarding() {
         // a duplicate-detection budget (shares_per_minute x 1200) that 5 s of load does not exhaust
         let stack = Stack::start_with(NBITS_NEVER, |c| c.shares_per_minute = 1000.0).await;
         let dir = tempfile::tempdir().unwrap();
-        let mut config = translator_config(&[stack.pool_addr()], "http://127.0.0.1:9", dir.path());
+        let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
         // ~1 hash per share: the figures measure the proxy, not the CPU miner
         config.nominal_hashrate = 0.1;
         let tr = RunningTranslator::start(config).await;

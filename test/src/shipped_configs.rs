@@ -1,0 +1,119 @@
+//! The shipped config files (`config/*.toml`), rewritten for a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::role_child::free_address;
+
+/// The shipped config files of devnet-tp, mint, pool and translator,
+/// rewritten for a test: fixed free ports on 127.0.0.1 (a killed role comes
+/// back on the same address), state under one directory, ~20 k hashes per
+/// share (vardiff off) worth ~19 ehash (2^10 hashes each), the translator's
+/// stats to `translator_stats` if given, the pool's nowhere.
+pub struct ShippedConfigs {
+    pub tp: PathBuf,
+    pub mint: PathBuf,
+    pub pool: PathBuf,
+    pub translator: PathBuf,
+    pub tp_addr: SocketAddr,
+    pub mint_http: SocketAddr,
+    pub mint_link: SocketAddr,
+    pub pool_addr: SocketAddr,
+    pub translator_addr: SocketAddr,
+}
+
+impl ShippedConfigs {
+    pub fn write(dir: &Path, nbits: u32, translator_stats: Option<&str>) -> Self {
+        let [tp_addr, mint_http, mint_link, pool_addr, translator_addr] =
+            [(); 5].map(|_| free_address());
+        let state = |name: &str| dir.join(name).display().to_string();
+
+        let mut c = shipped_config("devnet-tp.toml");
+        set_config(&mut c, "listen_address", tp_addr.to_string());
+        set_config(&mut c, "state_dir", state("tp"));
+        set_config(&mut c, "nbits", nbits as i64);
+        let tp = write_config(dir, "devnet-tp.toml", &c);
+
+        let mut c = shipped_config("mint.toml");
+        set_config(&mut c, "http_listen", mint_http.to_string());
+        set_config(&mut c, "link_listen", mint_link.to_string());
+        set_config(&mut c, "database", state("mint/mint.sqlite"));
+        set_config(&mut c, "unit_bits", 10);
+        let mint = write_config(dir, "mint.toml", &c);
+
+        let mut c = shipped_config("pool.toml");
+        set_config(&mut c, "listen_address", pool_addr.to_string());
+        set_config(&mut c, "tp_address", tp_addr.to_string());
+        set_config(&mut c, "state_dir", state("pool"));
+        set_config(&mut c, "unit_bits", 10);
+        set_config(&mut c, "vardiff_interval_secs", 0);
+        set_config(&mut c, "mint.address", mint_link.to_string());
+        set_config(&mut c, "mint.timeout_secs", 2);
+        set_config(&mut c, "mint.stats_interval_secs", 1);
+        c.remove("stats");
+        let pool = write_config(dir, "pool.toml", &c);
+
+        let mut c = shipped_config("translator.toml");
+        set_config(&mut c, "listen_address", translator_addr.to_string());
+        set_config(&mut c, "mint_url", format!("http://{mint_http}"));
+        set_config(&mut c, "data_dir", state("translator"));
+        set_config(&mut c, "nominal_hashrate", 2000.0);
+        set_config(&mut c, "vardiff_interval_secs", 0);
+        set_config(&mut c, "mint_retry_secs", 1);
+        c["upstreams"].as_array_mut().expect("upstreams")[0]
+            .as_table_mut()
+            .expect("an upstream")
+            .insert("address".into(), pool_addr.to_string().into());
+        match translator_stats {
+            Some(addr) => set_config(&mut c, "stats.address", addr),
+            None => {
+                c.remove("stats");
+            }
+        }
+        let translator = write_config(dir, "translator.toml", &c);
+        Self {
+            tp,
+            mint,
+            pool,
+            translator,
+            tp_addr,
+            mint_http,
+            mint_link,
+            pool_addr,
+            translator_addr,
+        }
+    }
+}
+
+/// A shipped config file (`config/<name>`) as a TOML table to adjust.
+pub fn shipped_config(name: &str) -> toml::Table {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../config")
+        .join(name);
+    std::fs::read_to_string(path)
+        .expect("shipped config")
+        .parse()
+        .expect("valid TOML")
+}
+
+/// Sets `key` ("a" or "table.a") in a config table.
+pub fn set_config(table: &mut toml::Table, key: &str, value: impl Into<toml::Value>) {
+    match key.split_once('.') {
+        Some((outer, inner)) => {
+            let outer = table
+                .get_mut(outer)
+                .and_then(|v| v.as_table_mut())
+                .unwrap_or_else(|| panic!("no table {outer}"));
+            outer.insert(inner.to_string(), value.into());
+        }
+        None => {
+            table.insert(key.to_string(), value.into());
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, name: &str, table: &toml::Table) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(table).expect("TOML")).expect("config written");
+    path
+}

@@ -1,0 +1,302 @@
+//! The roles under test started in this process on 127.0.0.1 port 0:
+//! devnet-tp and the pool ([`Stack`]), plus the mint and the ehash flow
+//! ([`EhashStack`]).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use devnet_tp::{TpConfig, TpHandle};
+use pool::{AcceptedShare, Hooks, PoolConfig, PoolEvent, PoolHandle};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::*;
+use crate::mining_client::MiningClient;
+
+pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
+    TpConfig {
+        listen_address: "127.0.0.1:0".into(),
+        authority_public_key: public_key(TP_PUBLIC_KEY),
+        authority_secret_key: secret_key(TP_SECRET_KEY),
+        cert_validity_sec: 3600,
+        state_dir: state_dir.to_path_buf(),
+        nbits,
+        initial_subsidy_sats: 5_000_000_000,
+        halving_interval: 150,
+    }
+}
+
+pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
+    PoolConfig {
+        network: roles_common::Network::Devnet,
+        listen_address: "127.0.0.1:0".into(),
+        authority_public_key: public_key(POOL_PUBLIC_KEY),
+        authority_secret_key: secret_key(POOL_SECRET_KEY),
+        cert_validity_sec: 3600,
+        tp_address: tp_address.to_string(),
+        tp_authority_public_key: public_key(TP_PUBLIC_KEY),
+        pool_signature: "hashpool-test".into(),
+        coinbase_reward_script: "51".into(),
+        shares_per_minute: 6.0,
+        share_batch_size: 1,
+        vardiff_interval_secs: 0,
+        unit_bits: 0,
+        require_locking_key: true,
+        max_channels: 65_536,
+        extranonce_len: 16,
+        stats_log_interval_secs: 0,
+        state_dir: std::env::temp_dir().join("hashpool-tests-unused"),
+        mint: None,
+        stats: None,
+    }
+}
+
+/// A mint config on 127.0.0.1 port 0 with its database in `dir`.
+pub fn mint_config(dir: &Path) -> mint::MintConfig {
+    mint::MintConfig {
+        network: roles_common::Network::Devnet,
+        http_listen: "127.0.0.1:0".parse().expect("valid"),
+        public_url: None,
+        link_listen: "127.0.0.1:0".parse().expect("valid"),
+        authority_public_key: public_key(MINT_PUBLIC_KEY),
+        authority_secret_key: secret_key(MINT_SECRET_KEY),
+        cert_validity_secs: 3600,
+        allowed_pool_keys: vec![public_key(POOL_IDENTITY_PUBLIC_KEY)],
+        database: dir.join("mint.sqlite").to_string_lossy().into_owned(),
+        mnemonic: MINT_MNEMONIC.into(),
+        unit_bits: 0,
+        min_amount: 1,
+        max_amount: i64::MAX as u64,
+        max_batch_size: 100,
+        name: "test mint".into(),
+        description: None,
+    }
+}
+
+/// The `[mint]` table of a pool config for a mint link at `address`.
+pub fn mint_settings(address: SocketAddr, mode: &str) -> pool::config::MintSettings {
+    pool::config::MintSettings {
+        address: address.to_string(),
+        authority_public_key: public_key(MINT_PUBLIC_KEY),
+        identity_secret_key: secret_key(POOL_IDENTITY_SECRET_KEY),
+        share_response_mode: mode.into(),
+        timeout_secs: 30,
+        pending_capacity: 10_000,
+        undelivered_per_key: 1000,
+        undelivered_total: 10_000,
+        stats_interval_secs: 1,
+    }
+}
+
+/// Logs of the roles under test, when `RUST_LOG` is set (e.g. `RUST_LOG=info`).
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Waits up to `within` for an event of `events` matching `pred`; `what`
+/// names the events in failure messages. Lagging only skips events.
+pub async fn wait_broadcast<E: Clone>(
+    events: &mut broadcast::Receiver<E>,
+    within: Duration,
+    what: &str,
+    mut pred: impl FnMut(&E) -> bool,
+) -> E {
+    tokio::time::timeout(within, async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("{what} closed"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no matching {what} within {within:?}"))
+}
+
+/// A devnet-tp and a pool, on 127.0.0.1 port 0.
+pub struct Stack {
+    pub tp: TpHandle,
+    pub pool: PoolHandle,
+    pub events: broadcast::Receiver<PoolEvent>,
+    pub accepted: mpsc::UnboundedReceiver<AcceptedShare>,
+    pub tp_shutdown: CancellationToken,
+    pub pool_shutdown: CancellationToken,
+    pub state_dir: tempfile::TempDir,
+}
+
+impl Stack {
+    pub async fn start(nbits: u32) -> Stack {
+        Self::start_with(nbits, |_| {}).await
+    }
+
+    pub async fn start_with(nbits: u32, tweak: impl FnOnce(&mut PoolConfig)) -> Stack {
+        init_logging();
+        let state_dir = tempfile::tempdir().expect("temp dir");
+        let tp_shutdown = CancellationToken::new();
+        let tp = devnet_tp::start(tp_config(state_dir.path(), nbits), tp_shutdown.clone())
+            .await
+            .expect("devnet-tp starts");
+        let (tx, accepted) = mpsc::unbounded_channel();
+        let pool_shutdown = CancellationToken::new();
+        let mut config = pool_config(tp.local_addr());
+        tweak(&mut config);
+        let pool = pool::start(
+            config,
+            pool_shutdown.clone(),
+            Hooks {
+                accepted_shares: Some(std::sync::Arc::new(tx)),
+            },
+        )
+        .await
+        .expect("pool starts");
+        let events = pool.subscribe_events();
+        Stack {
+            tp,
+            pool,
+            events,
+            accepted,
+            tp_shutdown,
+            pool_shutdown,
+            state_dir,
+        }
+    }
+
+    pub fn pool_addr(&self) -> SocketAddr {
+        self.pool.local_addr()
+    }
+
+    /// A mining client that finished SetupConnection.
+    pub async fn client(&self) -> MiningClient {
+        MiningClient::set_up(self.pool_addr()).await
+    }
+
+    /// Waits for a pool event matching `pred`.
+    pub async fn wait_event(&mut self, pred: impl FnMut(&PoolEvent) -> bool) -> PoolEvent {
+        wait_broadcast(&mut self.events, WAIT, "pool events", pred).await
+    }
+
+    pub async fn stop(self) {
+        self.pool_shutdown.cancel();
+        self.tp_shutdown.cancel();
+        self.pool.wait().await;
+        self.tp.wait().await;
+    }
+}
+
+/// devnet-tp, the mint and the pool with its ehash flow, each restartable
+/// on the same state (and the same ports).
+pub struct EhashStack {
+    pub dir: tempfile::TempDir,
+    pub tp: TpHandle,
+    tp_shutdown: CancellationToken,
+    pub mint_config: mint::MintConfig,
+    pub mint: Option<(mint::RunningMint, CancellationToken)>,
+    pub pool_config: PoolConfig,
+    pub pool: Option<(PoolHandle, CancellationToken)>,
+}
+
+impl EhashStack {
+    /// Everything running, with `mode` "annotate" or "defer".
+    pub async fn start(mode: &str, tweak: impl FnOnce(&mut PoolConfig)) -> EhashStack {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tp_shutdown = CancellationToken::new();
+        let tp = devnet_tp::start(tp_config(dir.path(), NBITS_NEVER), tp_shutdown.clone())
+            .await
+            .expect("devnet-tp starts");
+        let mut stack = EhashStack {
+            mint_config: mint_config(dir.path()),
+            pool_config: pool_config(tp.local_addr()),
+            dir,
+            tp,
+            tp_shutdown,
+            mint: None,
+            pool: None,
+        };
+        stack.start_mint().await;
+        let link = stack.mint_link_addr();
+        stack.pool_config.mint = Some(mint_settings(link, mode));
+        stack.pool_config.state_dir = stack.dir.path().join("pool");
+        tweak(&mut stack.pool_config);
+        stack.start_pool().await;
+        stack
+    }
+
+    /// Starts the mint; after the first start it keeps its ports.
+    pub async fn start_mint(&mut self) {
+        let shutdown = CancellationToken::new();
+        let running = mint::start(self.mint_config.clone(), shutdown.clone())
+            .await
+            .expect("mint starts");
+        self.mint_config.http_listen = running.http_addr;
+        self.mint_config.link_listen = running.link_addr;
+        self.mint = Some((running, shutdown));
+    }
+
+    pub async fn stop_mint(&mut self) {
+        if let Some((running, shutdown)) = self.mint.take() {
+            shutdown.cancel();
+            running.wait().await;
+        }
+    }
+
+    /// Starts the pool; after the first start it keeps its port.
+    pub async fn start_pool(&mut self) {
+        let shutdown = CancellationToken::new();
+        let pool = pool::start(self.pool_config.clone(), shutdown.clone(), Hooks::default())
+            .await
+            .expect("pool starts");
+        self.pool_config.listen_address = pool.local_addr().to_string();
+        self.pool = Some((pool, shutdown));
+    }
+
+    pub async fn stop_pool(&mut self) {
+        if let Some((pool, shutdown)) = self.pool.take() {
+            shutdown.cancel();
+            pool.wait().await;
+        }
+    }
+
+    pub fn pool(&self) -> &PoolHandle {
+        &self.pool.as_ref().expect("pool running").0
+    }
+
+    pub fn mint_link_addr(&self) -> SocketAddr {
+        self.mint_config.link_listen
+    }
+
+    pub fn mint_url(&self) -> String {
+        format!("http://{}", self.mint_config.http_listen)
+    }
+
+    pub fn pool_addr(&self) -> SocketAddr {
+        self.pool_config
+            .listen_address
+            .parse()
+            .expect("bound address")
+    }
+
+    /// A client that finished SetupConnection and, if `ehash`, negotiated the extension.
+    pub async fn client(&self, ehash: bool) -> MiningClient {
+        let mut c = MiningClient::set_up(self.pool_addr()).await;
+        if ehash {
+            c.request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
+                .await;
+        }
+        c
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_pool().await;
+        self.stop_mint().await;
+        self.tp_shutdown.cancel();
+        self.tp.wait().await;
+    }
+}

@@ -1,0 +1,121 @@
+//! The translator under test: its config on 127.0.0.1, a running instance
+//! and an idle SV1 miner.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use ehash::LockingKey;
+use tokio::net::TcpStream;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle};
+
+use crate::keys::{public_key, POOL_PUBLIC_KEY, TRANSLATOR_MNEMONIC, WAIT};
+use crate::stack::wait_broadcast;
+
+/// ~100 hashes per share at 6 shares/minute: CPU shares in milliseconds.
+pub const TRANSLATOR_HASHRATE: f32 = 10.0;
+
+/// A mint URL where nothing answers, for a translator whose wallet is not
+/// under test.
+pub const NO_MINT_URL: &str = "http://127.0.0.1:9";
+
+/// A translator config on 127.0.0.1 port 0 with the test mnemonic.
+pub fn translator_config(
+    upstreams: &[SocketAddr],
+    mint_url: &str,
+    data_dir: &Path,
+) -> TranslatorConfig {
+    TranslatorConfig {
+        network: roles_common::Network::Devnet,
+        listen_address: "127.0.0.1:0".parse().unwrap(),
+        upstreams: upstreams
+            .iter()
+            .map(|a| translator::UpstreamConfig {
+                address: a.to_string(),
+                authority_public_key: public_key(POOL_PUBLIC_KEY),
+            })
+            .collect(),
+        mint_url: mint_url.to_string(),
+        data_dir: data_dir.to_path_buf(),
+        mnemonic: TRANSLATOR_MNEMONIC.into(),
+        aggregate_channels: false,
+        nominal_hashrate: TRANSLATOR_HASHRATE,
+        shares_per_minute: 6.0,
+        vardiff_interval_secs: 0,
+        extranonce2_size: 4,
+        max_line_bytes: 4096,
+        keepalive_secs: 600,
+        wait_for_pool: true,
+        mint_batch_size: 50,
+        mint_retry_secs: 1,
+        stats: None,
+    }
+}
+
+/// A translator started in this process, with its events.
+pub struct RunningTranslator {
+    pub handle: TranslatorHandle,
+    events: broadcast::Receiver<TranslatorEvent>,
+    shutdown: CancellationToken,
+}
+
+impl RunningTranslator {
+    pub async fn start(config: TranslatorConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        let handle = translator::start(config, shutdown.clone())
+            .await
+            .expect("translator starts");
+        let events = handle.subscribe_events();
+        Self {
+            handle,
+            events,
+            shutdown,
+        }
+    }
+
+    /// The test config with the pool at `pool`, the mint at `mint_url` and
+    /// its data in `data_dir`.
+    pub async fn with_pool(pool: SocketAddr, mint_url: &str, data_dir: &Path) -> Self {
+        Self::start(translator_config(&[pool], mint_url, data_dir)).await
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    /// The wallet's own locking key.
+    pub fn wallet_key(&self) -> LockingKey {
+        self.handle.wallet().locking_key()
+    }
+
+    /// Waits for a translator event matching `pred`.
+    pub async fn wait_event(
+        &mut self,
+        pred: impl FnMut(&TranslatorEvent) -> bool,
+    ) -> TranslatorEvent {
+        wait_broadcast(&mut self.events, WAIT * 2, "translator events", pred).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.handle.wait())
+            .await
+            .expect("translator stops");
+    }
+}
+
+/// An SV1 miner that authorizes with a plain username (the wallet's key)
+/// and never mines: the pool holds a quote notification for a miner that
+/// left until a channel with the same key opens, and this opens one.
+pub async fn idle_miner(translator: SocketAddr) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut idle = TcpStream::connect(translator).await.expect("translator");
+    idle.write_all(
+        b"{\"id\":1,\"method\":\"mining.subscribe\",\"params\":[\"idle\"]}\n\
+          {\"id\":2,\"method\":\"mining.authorize\",\"params\":[\"idle\",\"x\"]}\n",
+    )
+    .await
+    .expect("idle miner");
+    idle
+}
