@@ -65,102 +65,152 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
         source,
     })?;
     let started = Instant::now();
-
-    // The stats services first, so the pool and the translator publish from
-    // their first event.
-    let pool_stats = start_role(|stop| pool_stats::start(c.pool_stats.clone(), stop)).await?;
-    let proxy_stats = start_role(|stop| proxy_stats::start(c.proxy_stats.clone(), stop)).await?;
-    c.pool.stats = Some(publish_to(
-        c.pool.stats.take(),
-        pool_stats.handle.ingest_addr,
-    ));
-    c.translator.stats = Some(publish_to(
-        c.translator.stats.take(),
-        proxy_stats.handle.ingest_addr,
-    ));
-
-    let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
-    let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
-
-    c.pool.tp_address = reachable(tp.handle.local_addr()).to_string();
-    if let Some(link) = c.pool.mint.as_mut() {
-        link.address = reachable(mint.handle.link_addr).to_string();
-    }
-    let pool = start_role(|stop| pool::start(c.pool.clone(), stop, pool::Hooks::default())).await?;
-
-    // The devnet translator mines on this pool only.
-    let mut upstream = c.translator.upstreams[0].clone();
-    upstream.address = reachable(pool.handle.local_addr()).to_string();
-    c.translator.upstreams = vec![upstream];
-    c.translator.mint_url = format!("http://{}", reachable(mint.handle.http_addr));
-    let translator = start_role(|stop| translator::start(c.translator.clone(), stop)).await?;
-
-    c.miner.url = reachable(translator.handle.local_addr()).to_string();
-    let miner_stop = shutdown.child_token();
-    let miner = miner::start(c.miner.clone(), miner_stop.clone());
-
-    let endpoints = Endpoints {
-        template_provider: tp.handle.local_addr(),
-        mint_http: mint.handle.http_addr,
-        mint_link: mint.handle.link_addr,
-        pool: pool.handle.local_addr(),
-        translator: translator.handle.local_addr(),
-        pool_dashboard: pool_stats.handle.http_addr,
-        proxy_dashboard: proxy_stats.handle.http_addr,
-    };
-    print!("{}", describe(&c, &endpoints));
-
-    let start_height = tp.handle.height();
-    let stats = miner.stats();
-    let mut status = StatusLine::default();
-    let mut tick = tokio::time::interval(Duration::from_secs(c.status_interval_secs));
-    tick.tick().await; // the first tick is immediate
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let totals = translator.handle.quotes().totals().ok();
-        let snapshot = Snapshot {
-            uptime: started.elapsed(),
-            hashes: stats.hashes(),
-            accepted: stats.accepted(),
-            rejected: stats.rejected(),
-            ehash_quoted: totals
-                .as_ref()
-                .map_or(0, |t| t.pending.1 + t.minted.1 + t.foreign.1),
-            ehash_minted: totals.as_ref().map_or(0, |t| t.minted.1),
-            wallet_balance: translator.handle.wallet().balance().await.ok(),
-            blocks_found: tp.handle.height().saturating_sub(start_height),
-            height: tp.handle.height(),
-        };
-        println!("{}", status.render(snapshot));
-    }
-
+    let roles = Roles::start(&mut c, &shutdown).await?;
+    print!("{}", describe(&c, &roles.endpoints()));
+    roles.report_status(&c, started, &shutdown).await;
     println!(
         "hashpool devnet: stopping (miner, translator, pool, mint, template provider, stats services)"
     );
-    miner_stop.cancel();
-    if let Err(e) = miner.wait().await {
-        tracing::warn!("miner: {e}");
-    }
-    translator.stop.cancel();
-    translator.handle.wait().await;
-    pool.stop.cancel();
-    pool.handle.wait().await;
-    mint.stop.cancel();
-    mint.handle.wait().await;
-    tp.stop.cancel();
-    tp.handle.wait().await;
-    for stats in [pool_stats, proxy_stats] {
-        stats.stop.cancel();
-        stats.handle.wait().await;
-    }
+    roles.stop().await;
     println!(
         "hashpool devnet: stopped; state kept in {} (the next run continues from it)",
         c.state_dir.display()
     );
     Ok(())
+}
+
+/// Every role of the devnet, running.
+struct Roles {
+    pool_stats: Role<pool_stats::RunningPoolStats>,
+    proxy_stats: Role<proxy_stats::RunningProxyStats>,
+    tp: Role<devnet_tp::TpHandle>,
+    mint: Role<mint::RunningMint>,
+    pool: Role<pool::PoolHandle>,
+    translator: Role<translator::TranslatorHandle>,
+    miner: Role<miner::Miner>,
+}
+
+impl Roles {
+    /// Starts the roles in dependency order, each wired to the addresses
+    /// the ones before it bound.
+    async fn start(
+        c: &mut DevnetConfigs,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, DevnetError> {
+        // The stats services first, so the pool and the translator publish from
+        // their first event.
+        let pool_stats = start_role(|stop| pool_stats::start(c.pool_stats.clone(), stop)).await?;
+        let proxy_stats =
+            start_role(|stop| proxy_stats::start(c.proxy_stats.clone(), stop)).await?;
+        c.pool.stats = Some(publish_to(
+            c.pool.stats.take(),
+            pool_stats.handle.ingest_addr,
+        ));
+        c.translator.stats = Some(publish_to(
+            c.translator.stats.take(),
+            proxy_stats.handle.ingest_addr,
+        ));
+
+        let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
+        let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
+
+        c.pool.tp_address = reachable(tp.handle.local_addr()).to_string();
+        if let Some(link) = c.pool.mint.as_mut() {
+            link.address = reachable(mint.handle.link_addr).to_string();
+        }
+        let pool =
+            start_role(|stop| pool::start(c.pool.clone(), stop, pool::Hooks::default())).await?;
+
+        // The devnet translator mines on this pool only.
+        let mut upstream = c.translator.upstreams[0].clone();
+        upstream.address = reachable(pool.handle.local_addr()).to_string();
+        c.translator.upstreams = vec![upstream];
+        c.translator.mint_url = format!("http://{}", reachable(mint.handle.http_addr));
+        let translator = start_role(|stop| translator::start(c.translator.clone(), stop)).await?;
+
+        c.miner.url = reachable(translator.handle.local_addr()).to_string();
+        let stop = shutdown.child_token();
+        let miner = Role {
+            handle: miner::start(c.miner.clone(), stop.clone()),
+            stop,
+        };
+        Ok(Self {
+            pool_stats,
+            proxy_stats,
+            tp,
+            mint,
+            pool,
+            translator,
+            miner,
+        })
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            template_provider: self.tp.handle.local_addr(),
+            mint_http: self.mint.handle.http_addr,
+            mint_link: self.mint.handle.link_addr,
+            pool: self.pool.handle.local_addr(),
+            translator: self.translator.handle.local_addr(),
+            pool_dashboard: self.pool_stats.handle.http_addr,
+            proxy_dashboard: self.proxy_stats.handle.http_addr,
+        }
+    }
+
+    /// A status line every `status_interval_secs` until `shutdown`.
+    async fn report_status(
+        &self,
+        c: &DevnetConfigs,
+        started: Instant,
+        shutdown: &CancellationToken,
+    ) {
+        let start_height = self.tp.handle.height();
+        let stats = self.miner.handle.stats();
+        let mut status = StatusLine::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(c.status_interval_secs));
+        tick.tick().await; // the first tick is immediate
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let totals = self.translator.handle.quotes().totals().ok();
+            let snapshot = Snapshot {
+                uptime: started.elapsed(),
+                hashes: stats.hashes(),
+                accepted: stats.accepted(),
+                rejected: stats.rejected(),
+                ehash_quoted: totals
+                    .as_ref()
+                    .map_or(0, |t| t.pending.1 + t.minted.1 + t.foreign.1),
+                ehash_minted: totals.as_ref().map_or(0, |t| t.minted.1),
+                wallet_balance: self.translator.handle.wallet().balance().await.ok(),
+                blocks_found: self.tp.handle.height().saturating_sub(start_height),
+                height: self.tp.handle.height(),
+            };
+            println!("{}", status.render(snapshot));
+        }
+    }
+
+    /// Stops the roles one by one, miners first.
+    async fn stop(self) {
+        self.miner.stop.cancel();
+        if let Err(e) = self.miner.handle.wait().await {
+            tracing::warn!("miner: {e}");
+        }
+        self.translator.stop.cancel();
+        self.translator.handle.wait().await;
+        self.pool.stop.cancel();
+        self.pool.handle.wait().await;
+        self.mint.stop.cancel();
+        self.mint.handle.wait().await;
+        self.tp.stop.cancel();
+        self.tp.handle.wait().await;
+        for stats in [self.pool_stats, self.proxy_stats] {
+            stats.stop.cancel();
+            stats.handle.wait().await;
+        }
+    }
 }
 
 /// Publishing settings towards a stats service's bound ingest address,
