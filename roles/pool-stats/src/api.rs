@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use stats_common::api::{by_key, link_metrics, recent_hashrate, Link, Span, Summary};
+use stats_common::metrics::{Kind, Metrics};
 use stats_common::series::{Gap, Point};
 use stats_common::{Core, StoreError};
 
@@ -152,8 +153,26 @@ pub fn blocks(core: &Core<PoolState>, limit: usize) -> Result<Blocks, StoreError
 
 /// The Prometheus text of `/metrics`.
 pub fn metrics(s: &Stats) -> String {
-    use stats_common::metrics::{Kind, Metrics};
     let mut m = Metrics::new();
+    totals(&mut m, s);
+    connections(&mut m, s);
+    link_metrics(
+        &mut m,
+        "hashpool_pool_link_up",
+        "1 if the pool's link is up, 0 if down (absent while unknown).",
+        &[
+            ("template_provider", &s.links.template_provider),
+            ("mint", &s.links.mint),
+        ],
+    );
+    if let Some(mint) = &s.mint {
+        mint_figures(&mut m, mint);
+    }
+    m.finish()
+}
+
+/// The pool's hashrate and its counters since it started reporting.
+fn totals(m: &mut Metrics, s: &Stats) {
     m.single(
         "hashpool_pool_hashrate",
         Kind::Gauge,
@@ -189,8 +208,12 @@ pub fn metrics(s: &Stats) -> String {
         Kind::Counter,
         "Blocks found by the pool's miners.",
         s.blocks_found as f64,
-    )
-    .single(
+    );
+}
+
+/// What is connected now: downstreams, and the pool itself.
+fn connections(m: &mut Metrics, s: &Stats) {
+    m.single(
         "hashpool_pool_downstreams_connected",
         Kind::Gauge,
         "Downstream connections (proxies, SV2 devices).",
@@ -202,34 +225,26 @@ pub fn metrics(s: &Stats) -> String {
         "1 while the pool is connected to this service.",
         f64::from(u8::from(s.summary.publisher.connected)),
     );
-    link_metrics(
-        &mut m,
-        "hashpool_pool_link_up",
-        "1 if the pool's link is up, 0 if down (absent while unknown).",
-        &[
-            ("template_provider", &s.links.template_provider),
-            ("mint", &s.links.mint),
-        ],
+}
+
+/// The mint's own counters, as the pool last relayed them.
+fn mint_figures(m: &mut Metrics, mint: &MintFigures) {
+    m.family(
+        "hashpool_mint_quotes",
+        Kind::Gauge,
+        "The mint's quotes by state, as last reported.",
     );
-    if let Some(mint) = &s.mint {
-        m.family(
-            "hashpool_mint_quotes",
-            Kind::Gauge,
-            "The mint's quotes by state, as last reported.",
-        );
-        for (state, n) in [
-            ("unpaid", mint.quotes_unpaid),
-            ("paid", mint.quotes_paid),
-            ("issued", mint.quotes_issued),
-        ] {
-            m.sample("hashpool_mint_quotes", &[("state", state)], n as f64);
-        }
-        m.single(
-            "hashpool_mint_ehash_issued",
-            Kind::Gauge,
-            "ehash the mint issued as ecash, as last reported.",
-            mint.ehash_issued as f64,
-        );
+    for (state, n) in [
+        ("unpaid", mint.quotes_unpaid),
+        ("paid", mint.quotes_paid),
+        ("issued", mint.quotes_issued),
+    ] {
+        m.sample("hashpool_mint_quotes", &[("state", state)], n as f64);
     }
-    m.finish()
+    m.single(
+        "hashpool_mint_ehash_issued",
+        Kind::Gauge,
+        "ehash the mint issued as ecash, as last reported.",
+        mint.ehash_issued as f64,
+    );
 }

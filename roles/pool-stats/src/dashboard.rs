@@ -1,6 +1,7 @@
 //! The pool dashboard: one server-rendered page from the same JSON as
 //! `/api/stats` and `/api/hashrate`.
 
+use serde_json::Value;
 use stats_common::api::Hashrate;
 use stats_common::html::{
     self, card, cards, links_section, list_section, pill, publisher_pill, section, stat, stat_card,
@@ -13,62 +14,82 @@ use crate::PoolStats;
 
 pub fn render(stats: &Stats, chart: &Hashrate, range: &str) -> String {
     let api = serde_json::to_value(stats).expect("stats serialize");
+    let body = [
+        summary_cards(stats, &api),
+        links(&api),
+        html::hashrate_section("Pool hashrate", "pool", 260, chart, range),
+        proxies(&api),
+        mint(stats, &api),
+        blocks(&api),
+    ]
+    .concat();
+    html::page(
+        "Hashpool · Pool",
+        PoolStats::DEFAULTS.name,
+        stats.summary.now,
+        &body,
+        &[
+            "/api/stats",
+            "/api/hashrate?hours=24",
+            "/api/miners?hours=24",
+            "/api/blocks",
+            "/metrics",
+        ],
+    )
+}
 
+fn summary_cards(stats: &Stats, api: &Value) -> String {
     let redeemed_note = if stats.mint.is_some() {
         "from the mint"
     } else {
         "the pool relays the mint's counts"
     };
-    let mut body = cards(&[
+    cards(&[
         stat_card(
-            &api,
+            api,
             "Hashrate",
             "/hashrate",
             "hashrate",
             "accepted shares, last 10 min",
         ),
-        stat_card(&api, "Shares accepted", "/shares_accepted", "count", ""),
-        stat_card(&api, "Shares rejected", "/shares_rejected", "count", ""),
-        stat_card(&api, "Quotes created", "/quotes_created", "count", ""),
+        stat_card(api, "Shares accepted", "/shares_accepted", "count", ""),
+        stat_card(api, "Shares rejected", "/shares_rejected", "count", ""),
+        stat_card(api, "Quotes created", "/quotes_created", "count", ""),
         stat_card(
-            &api,
+            api,
             "Quotes redeemed",
             "/quotes_redeemed",
             "mint-count",
             redeemed_note,
         ),
-        stat_card(&api, "ehash created", "/ehash_created", "count", ""),
-        stat_card(&api, "Blocks found", "/blocks_found", "count", ""),
+        stat_card(api, "ehash created", "/ehash_created", "count", ""),
+        stat_card(api, "Blocks found", "/blocks_found", "count", ""),
         card(
             "Proxies",
             &format!("{}", stats.proxies.len()),
             "connected now",
         ),
-    ]);
+    ])
+}
 
-    body.push_str(&links_section(
+fn links(api: &Value) -> String {
+    links_section(
         "Links",
         &[
-            ("Pool publisher", publisher_pill(&api)),
+            ("Pool publisher", publisher_pill(api)),
             (
                 "Template provider",
-                pill(&api, "/links/template_provider/state"),
+                pill(api, "/links/template_provider/state"),
             ),
-            ("Mint", pill(&api, "/links/mint/state")),
+            ("Mint", pill(api, "/links/mint/state")),
         ],
-    ));
+    )
+}
 
-    body.push_str(&html::hashrate_section(
-        "Pool hashrate",
-        "pool",
-        260,
-        chart,
-        range,
-    ));
-
-    body.push_str(&list_section(
+fn proxies(api: &Value) -> String {
+    list_section(
         "Connected proxies",
-        &api,
+        api,
         "/proxies",
         &[
             Column::plain("Downstream", "downstream_id", "text"),
@@ -82,46 +103,54 @@ pub fn render(stats: &Stats, chart: &Hashrate, range: &str) -> String {
             Column::plain("Last share", "last_share", "datetime"),
         ],
         "no proxy connected",
-    ));
+    )
+}
 
+fn mint(stats: &Stats, api: &Value) -> String {
     let mint = if stats.mint.is_some() {
         format!(
             r#"{}<div class="legend-note">as last reported by the mint, {}</div>"#,
-            cards(&[
-                stat_card(
-                    &api,
-                    "Quotes created",
-                    "/quotes_created",
-                    "count",
-                    "by this pool"
-                ),
-                stat_card(
-                    &api,
-                    "Quotes paid",
-                    "/mint/quotes_paid",
-                    "count",
-                    "not yet minted"
-                ),
-                stat_card(
-                    &api,
-                    "Quotes issued",
-                    "/mint/quotes_issued",
-                    "count",
-                    "redeemed as ecash"
-                ),
-                stat_card(&api, "ehash quoted", "/mint/ehash_quoted", "count", ""),
-                stat_card(&api, "ehash issued", "/mint/ehash_issued", "count", ""),
-            ]),
-            stat(&api, "/mint/updated_at", "datetime"),
+            mint_cards(api),
+            stat(api, "/mint/updated_at", "datetime"),
         )
     } else {
         r#"<p class="legend-note">Waiting for the mint: the pool relays the mint's counters once its mint link answers a stats request.</p>"#.to_string()
     };
-    body.push_str(&section("Mint", "", &mint));
+    section("Mint", "", &mint)
+}
 
-    body.push_str(&list_section(
+fn mint_cards(api: &Value) -> String {
+    cards(&[
+        stat_card(
+            api,
+            "Quotes created",
+            "/quotes_created",
+            "count",
+            "by this pool",
+        ),
+        stat_card(
+            api,
+            "Quotes paid",
+            "/mint/quotes_paid",
+            "count",
+            "not yet minted",
+        ),
+        stat_card(
+            api,
+            "Quotes issued",
+            "/mint/quotes_issued",
+            "count",
+            "redeemed as ecash",
+        ),
+        stat_card(api, "ehash quoted", "/mint/ehash_quoted", "count", ""),
+        stat_card(api, "ehash issued", "/mint/ehash_issued", "count", ""),
+    ])
+}
+
+fn blocks(api: &Value) -> String {
+    list_section(
         "Blocks found",
-        &api,
+        api,
         "/recent_blocks",
         &[
             Column::num("Height", "height", "text"),
@@ -130,19 +159,5 @@ pub fn render(stats: &Stats, chart: &Hashrate, range: &str) -> String {
             Column::plain("Found", "timestamp", "datetime"),
         ],
         "no block found yet",
-    ));
-
-    html::page(
-        "Hashpool · Pool",
-        PoolStats::DEFAULTS.name,
-        stats.summary.now,
-        &body,
-        &[
-            "/api/stats",
-            "/api/hashrate?hours=24",
-            "/api/miners?hours=24",
-            "/api/blocks",
-            "/metrics",
-        ],
     )
 }

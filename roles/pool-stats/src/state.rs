@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stats_common::{LinkState, ServiceState, Write};
-use stats_sv2::StatsMessage;
+use stats_sv2::{
+    BlockFoundOwned, ChannelClosed, DownstreamConnected, LinkStatus, MintStats, QuoteCreated,
+    ShareSubmitted, StatsMessage,
+};
 
 /// Series in the store (1-minute buckets). `work` is kept for the whole
 /// pool (key "") and per downstream (key = downstream id).
@@ -75,6 +78,93 @@ impl PoolState {
             ..Default::default()
         })
     }
+
+    fn downstream_connected(&mut self, m: &DownstreamConnected, t: i64) {
+        self.downstreams.insert(
+            m.downstream_id,
+            Downstream {
+                flags: m.flags,
+                connected_since: t,
+                ..Default::default()
+            },
+        );
+    }
+
+    fn channel_closed(&mut self, m: &ChannelClosed) {
+        if let Some(d) = self.downstreams.get_mut(&m.downstream_id) {
+            d.channels.remove(&m.channel_id);
+        }
+    }
+
+    fn share(&mut self, m: &ShareSubmitted, t: i64, out: &mut Vec<Write>) {
+        let d = self.downstream(m.downstream_id, t);
+        d.last_share = Some(d.last_share.map_or(t, |l| l.max(t)));
+        if m.accepted {
+            d.shares_accepted += 1;
+            self.totals.shares_accepted += 1;
+            self.totals.work_accepted += m.work as f64;
+            let work = m.work as f64;
+            out.push(Write::add(series::WORK, "", t, work));
+            out.push(Write::add(
+                series::WORK,
+                m.downstream_id.to_string(),
+                t,
+                work,
+            ));
+            out.push(Write::add(series::ACCEPTED, "", t, 1.0));
+        } else {
+            d.shares_rejected += 1;
+            self.totals.shares_rejected += 1;
+            out.push(Write::add(series::REJECTED, "", t, 1.0));
+        }
+    }
+
+    fn quote(&mut self, m: &QuoteCreated, t: i64, out: &mut Vec<Write>) {
+        let d = self.downstream(m.downstream_id, t);
+        d.quotes += 1;
+        d.ehash = d.ehash.saturating_add(m.amount);
+        self.totals.quotes_created += 1;
+        self.totals.ehash_created = self.totals.ehash_created.saturating_add(m.amount);
+        out.push(Write::add(series::QUOTES, "", t, 1.0));
+        out.push(Write::add(series::EHASH, "", t, m.amount as f64));
+    }
+
+    fn block(&mut self, m: &BlockFoundOwned, t: i64, out: &mut Vec<Write>) {
+        self.totals.blocks_found += 1;
+        let mut hash = m.block_hash.as_bytes().to_vec();
+        hash.reverse(); // little-endian on the wire, displayed big-endian
+        let hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        out.push(Write::Record {
+            kind: BLOCK,
+            id: hash.clone(),
+            t,
+            data: serde_json::json!({
+                "height": m.height,
+                "hash": hash,
+                "channel_id": m.channel_id,
+            }),
+        });
+    }
+
+    fn link_status(&mut self, m: &LinkStatus, t: i64) {
+        let state = Some(LinkState { up: m.up, since: t });
+        match m.link {
+            stats_sv2::link::TEMPLATE_PROVIDER => self.template_provider = state,
+            stats_sv2::link::MINT => self.mint_link = state,
+            other => tracing::debug!("ignoring pool link status of link {other}"),
+        }
+    }
+
+    fn mint_stats(&mut self, m: &MintStats, t: i64) {
+        self.mint = Some(MintFigures {
+            quotes_unpaid: m.quotes_unpaid,
+            quotes_paid: m.quotes_paid,
+            quotes_issued: m.quotes_issued,
+            ehash_quoted: m.ehash_quoted,
+            ehash_issued: m.ehash_issued,
+            updated_at: t,
+        });
+    }
 }
 
 impl ServiceState for PoolState {
@@ -89,16 +179,7 @@ impl ServiceState for PoolState {
     fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
         let t = msg.timestamp() as i64;
         match msg {
-            StatsMessage::DownstreamConnected(m) => {
-                self.downstreams.insert(
-                    m.downstream_id,
-                    Downstream {
-                        flags: m.flags,
-                        connected_since: t,
-                        ..Default::default()
-                    },
-                );
-            }
+            StatsMessage::DownstreamConnected(m) => self.downstream_connected(m, t),
             StatsMessage::DownstreamDisconnected(m) => {
                 self.downstreams.remove(&m.downstream_id);
             }
@@ -107,76 +188,12 @@ impl ServiceState for PoolState {
                     .channels
                     .insert(m.channel_id);
             }
-            StatsMessage::ChannelClosed(m) => {
-                if let Some(d) = self.downstreams.get_mut(&m.downstream_id) {
-                    d.channels.remove(&m.channel_id);
-                }
-            }
-            StatsMessage::ShareSubmitted(m) => {
-                let d = self.downstream(m.downstream_id, t);
-                d.last_share = Some(d.last_share.map_or(t, |l| l.max(t)));
-                if m.accepted {
-                    d.shares_accepted += 1;
-                    self.totals.shares_accepted += 1;
-                    self.totals.work_accepted += m.work as f64;
-                    let work = m.work as f64;
-                    out.push(Write::add(series::WORK, "", t, work));
-                    out.push(Write::add(
-                        series::WORK,
-                        m.downstream_id.to_string(),
-                        t,
-                        work,
-                    ));
-                    out.push(Write::add(series::ACCEPTED, "", t, 1.0));
-                } else {
-                    d.shares_rejected += 1;
-                    self.totals.shares_rejected += 1;
-                    out.push(Write::add(series::REJECTED, "", t, 1.0));
-                }
-            }
-            StatsMessage::QuoteCreated(m) => {
-                let d = self.downstream(m.downstream_id, t);
-                d.quotes += 1;
-                d.ehash = d.ehash.saturating_add(m.amount);
-                self.totals.quotes_created += 1;
-                self.totals.ehash_created = self.totals.ehash_created.saturating_add(m.amount);
-                out.push(Write::add(series::QUOTES, "", t, 1.0));
-                out.push(Write::add(series::EHASH, "", t, m.amount as f64));
-            }
-            StatsMessage::BlockFound(m) => {
-                self.totals.blocks_found += 1;
-                let mut hash = m.block_hash.as_bytes().to_vec();
-                hash.reverse(); // little-endian on the wire, displayed big-endian
-                let hash: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-                out.push(Write::Record {
-                    kind: BLOCK,
-                    id: hash.clone(),
-                    t,
-                    data: serde_json::json!({
-                        "height": m.height,
-                        "hash": hash,
-                        "channel_id": m.channel_id,
-                    }),
-                });
-            }
-            StatsMessage::LinkStatus(m) => {
-                let state = Some(LinkState { up: m.up, since: t });
-                match m.link {
-                    stats_sv2::link::TEMPLATE_PROVIDER => self.template_provider = state,
-                    stats_sv2::link::MINT => self.mint_link = state,
-                    other => tracing::debug!("ignoring pool link status of link {other}"),
-                }
-            }
-            StatsMessage::MintStats(m) => {
-                self.mint = Some(MintFigures {
-                    quotes_unpaid: m.quotes_unpaid,
-                    quotes_paid: m.quotes_paid,
-                    quotes_issued: m.quotes_issued,
-                    ehash_quoted: m.ehash_quoted,
-                    ehash_issued: m.ehash_issued,
-                    updated_at: t,
-                });
-            }
+            StatsMessage::ChannelClosed(m) => self.channel_closed(m),
+            StatsMessage::ShareSubmitted(m) => self.share(m, t, out),
+            StatsMessage::QuoteCreated(m) => self.quote(m, t, out),
+            StatsMessage::BlockFound(m) => self.block(m, t, out),
+            StatsMessage::LinkStatus(m) => self.link_status(m, t),
+            StatsMessage::MintStats(m) => self.mint_stats(m, t),
             other => tracing::debug!("pool-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
     }

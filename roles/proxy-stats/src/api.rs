@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use stats_common::api::{by_key, link_metrics, recent_hashrate, Link, Span, Summary};
+use stats_common::metrics::{Kind, Metrics};
 use stats_common::series::{Gap, Point};
 use stats_common::{Core, StoreError};
 
@@ -160,8 +161,30 @@ pub fn quotes(core: &Core<ProxyState>, limit: usize) -> Result<Quotes, StoreErro
 
 /// The Prometheus text of `/metrics`.
 pub fn metrics(s: &Stats) -> String {
-    use stats_common::metrics::{Kind, Metrics};
     let mut m = Metrics::new();
+    totals(&mut m, s);
+    connections(&mut m, s);
+    if let Some(balance) = s.wallet_balance {
+        m.single(
+            "hashpool_proxy_wallet_balance",
+            Kind::Gauge,
+            "The wallet's spendable ehash, as last reported.",
+            balance as f64,
+        );
+    }
+    link_metrics(
+        &mut m,
+        "hashpool_proxy_link_up",
+        "1 if the translator's link is up, 0 if down (absent while unknown).",
+        &[("pool", &s.links.pool), ("mint", &s.links.mint)],
+    );
+    miner_hashrates(&mut m, &s.miners);
+    m.finish()
+}
+
+/// All miners' hashrate and the translator's counters since it started
+/// reporting.
+fn totals(m: &mut Metrics, s: &Stats) {
     m.single(
         "hashpool_proxy_hashrate",
         Kind::Gauge,
@@ -191,8 +214,12 @@ pub fn metrics(s: &Stats) -> String {
         Kind::Counter,
         "ehash quotes minted into the wallet.",
         s.quotes_minted as f64,
-    )
-    .single(
+    );
+}
+
+/// What is connected now: miners, and the translator itself.
+fn connections(m: &mut Metrics, s: &Stats) {
+    m.single(
         "hashpool_proxy_miners_connected",
         Kind::Gauge,
         "SV1 miners connected to the translator.",
@@ -204,31 +231,19 @@ pub fn metrics(s: &Stats) -> String {
         "1 while the translator is connected to this service.",
         f64::from(u8::from(s.summary.publisher.connected)),
     );
-    if let Some(balance) = s.wallet_balance {
-        m.single(
-            "hashpool_proxy_wallet_balance",
-            Kind::Gauge,
-            "The wallet's spendable ehash, as last reported.",
-            balance as f64,
-        );
-    }
-    link_metrics(
-        &mut m,
-        "hashpool_proxy_link_up",
-        "1 if the translator's link is up, 0 if down (absent while unknown).",
-        &[("pool", &s.links.pool), ("mint", &s.links.mint)],
-    );
+}
+
+fn miner_hashrates(m: &mut Metrics, miners: &[Miner]) {
     m.family(
         "hashpool_proxy_miner_hashrate",
         Kind::Gauge,
         "Per connected miner, from its accepted shares over the last 10 minutes, in H/s.",
     );
-    for miner in &s.miners {
+    for miner in miners {
         m.sample(
             "hashpool_proxy_miner_hashrate",
             &[("miner", &miner.name)],
             miner.hashrate.unwrap_or(0.0),
         );
     }
-    m.finish()
 }

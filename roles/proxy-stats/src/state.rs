@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use stats_common::{LinkState, ServiceState, Write};
-use stats_sv2::StatsMessage;
+use stats_sv2::{EhashQuoteOwned, LinkStatus, MinerConnectedOwned, MinerShare, StatsMessage};
 
 /// Series in the store (1-minute buckets).
 pub mod series {
@@ -73,6 +73,65 @@ impl ProxyState {
             ..Default::default()
         })
     }
+
+    fn miner_connected(&mut self, m: &MinerConnectedOwned, t: i64) {
+        self.miners.insert(
+            m.miner_id,
+            Miner {
+                name: String::from_utf8_lossy(m.name.as_bytes()).into_owned(),
+                connected_since: t,
+                ..Default::default()
+            },
+        );
+    }
+
+    fn share(&mut self, m: &MinerShare, t: i64, out: &mut Vec<Write>) {
+        let miner = self.miner(m.miner_id, t);
+        miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
+        if m.accepted {
+            miner.shares_accepted += 1;
+            let name = miner.name.clone();
+            self.totals.shares_accepted += 1;
+            self.totals.work_accepted += m.work as f64;
+            out.push(Write::add(series::WORK, "", t, m.work as f64));
+            out.push(Write::add(series::MINER_WORK, name, t, m.work as f64));
+            out.push(Write::add(series::ACCEPTED, "", t, 1.0));
+        } else {
+            miner.shares_rejected += 1;
+            self.totals.shares_rejected += 1;
+            out.push(Write::add(series::REJECTED, "", t, 1.0));
+        }
+    }
+
+    fn link_status(&mut self, m: &LinkStatus, t: i64) {
+        let state = Some(LinkState { up: m.up, since: t });
+        match m.link {
+            stats_sv2::link::POOL => self.pool_link = state,
+            stats_sv2::link::MINT => self.mint_link = state,
+            other => tracing::debug!("ignoring translator link status of link {other}"),
+        }
+    }
+
+    fn quote(&mut self, m: &EhashQuoteOwned, t: i64, out: &mut Vec<Write>) {
+        let quote_id = String::from_utf8_lossy(m.quote_id.as_bytes()).into_owned();
+        let data = if m.minted {
+            self.totals.quotes_minted += 1;
+            self.totals.ehash_minted = self.totals.ehash_minted.saturating_add(m.amount);
+            serde_json::json!({ "amount": m.amount, "minted_at": t })
+        } else {
+            self.totals.quotes_received += 1;
+            self.totals.ehash_received = self.totals.ehash_received.saturating_add(m.amount);
+            out.push(Write::add(series::QUOTES, "", t, 1.0));
+            out.push(Write::add(series::EHASH, "", t, m.amount as f64));
+            serde_json::json!({ "amount": m.amount, "received_at": t })
+        };
+        out.push(Write::Record {
+            kind: QUOTE,
+            id: quote_id,
+            t,
+            data,
+        });
+    }
 }
 
 impl ServiceState for ProxyState {
@@ -87,74 +146,22 @@ impl ServiceState for ProxyState {
     fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
         let t = msg.timestamp() as i64;
         match msg {
-            StatsMessage::MinerConnected(m) => {
-                self.miners.insert(
-                    m.miner_id,
-                    Miner {
-                        name: String::from_utf8_lossy(m.name.as_bytes()).into_owned(),
-                        connected_since: t,
-                        ..Default::default()
-                    },
-                );
-            }
+            StatsMessage::MinerConnected(m) => self.miner_connected(m, t),
             StatsMessage::MinerDisconnected(m) => {
                 self.miners.remove(&m.miner_id);
             }
-            StatsMessage::MinerShare(m) => {
-                let miner = self.miner(m.miner_id, t);
-                miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
-                if m.accepted {
-                    miner.shares_accepted += 1;
-                    let name = miner.name.clone();
-                    self.totals.shares_accepted += 1;
-                    self.totals.work_accepted += m.work as f64;
-                    out.push(Write::add(series::WORK, "", t, m.work as f64));
-                    out.push(Write::add(series::MINER_WORK, name, t, m.work as f64));
-                    out.push(Write::add(series::ACCEPTED, "", t, 1.0));
-                } else {
-                    miner.shares_rejected += 1;
-                    self.totals.shares_rejected += 1;
-                    out.push(Write::add(series::REJECTED, "", t, 1.0));
-                }
-            }
+            StatsMessage::MinerShare(m) => self.share(m, t, out),
             StatsMessage::HashrateUpdate(m) => {
                 self.miner(m.miner_id, t).estimate = Some(m.hashrate);
             }
-            StatsMessage::LinkStatus(m) => {
-                let state = Some(LinkState { up: m.up, since: t });
-                match m.link {
-                    stats_sv2::link::POOL => self.pool_link = state,
-                    stats_sv2::link::MINT => self.mint_link = state,
-                    other => tracing::debug!("ignoring translator link status of link {other}"),
-                }
-            }
+            StatsMessage::LinkStatus(m) => self.link_status(m, t),
             StatsMessage::WalletBalance(m) => {
                 self.wallet = Some(Balance {
                     balance: m.balance,
                     updated_at: t,
                 });
             }
-            StatsMessage::EhashQuote(m) => {
-                let quote_id = String::from_utf8_lossy(m.quote_id.as_bytes()).into_owned();
-                let data = if m.minted {
-                    self.totals.quotes_minted += 1;
-                    self.totals.ehash_minted = self.totals.ehash_minted.saturating_add(m.amount);
-                    serde_json::json!({ "amount": m.amount, "minted_at": t })
-                } else {
-                    self.totals.quotes_received += 1;
-                    self.totals.ehash_received =
-                        self.totals.ehash_received.saturating_add(m.amount);
-                    out.push(Write::add(series::QUOTES, "", t, 1.0));
-                    out.push(Write::add(series::EHASH, "", t, m.amount as f64));
-                    serde_json::json!({ "amount": m.amount, "received_at": t })
-                };
-                out.push(Write::Record {
-                    kind: QUOTE,
-                    id: quote_id,
-                    t,
-                    data,
-                });
-            }
+            StatsMessage::EhashQuote(m) => self.quote(m, t, out),
             other => tracing::debug!("proxy-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
     }
