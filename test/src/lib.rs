@@ -1,7 +1,7 @@
 //! Shared helpers of the cross-role integration tests: configs on
 //! 127.0.0.1 port 0, a running devnet-tp + pool stack (and one with the
 //! mint), an SV2 mining test client (Noise, channels, CPU share finder), a
-//! template distribution test client, roles as child processes, the shipped
+//! template distribution test client, an SV1 test miner, roles as child processes, the shipped
 //! configs rewritten for a test and a stand-in for the stats services.
 //!
 //! Everything is re-exported at the crate root, so a test says
@@ -14,6 +14,7 @@ mod role_child;
 mod shipped_configs;
 mod stack;
 mod stats_sink;
+mod sv1_client;
 mod sv2_client;
 mod tdp_client;
 mod translator_helpers;
@@ -25,6 +26,7 @@ pub use role_child::*;
 pub use shipped_configs::*;
 pub use stack::*;
 pub use stats_sink::*;
+pub use sv1_client::*;
 pub use sv2_client::*;
 pub use tdp_client::*;
 pub use translator_helpers::*;

@@ -497,6 +497,14 @@ impl MiningClient {
         found
     }
 
+    /// Acknowledges notifications received on `channel_id`, as a translator
+    /// does once it recorded them.
+    pub async fn ack(&mut self, channel_id: u32, share_hashes: &[[u8; 32]]) {
+        for ack in ehash_ext_sv2::acks(channel_id, share_hashes) {
+            self.conn.send_ehash(ack).await;
+        }
+    }
+
     /// Whether any ehash message (0xC0/0xC1) was received so far.
     pub fn saw_ehash(&self) -> bool {
         self.seen.iter().any(|m| matches!(m, Incoming::Ehash(_)))

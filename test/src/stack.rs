@@ -24,6 +24,8 @@ pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
         nbits,
         initial_subsidy_sats: 5_000_000_000,
         halving_interval: 150,
+        // Tests that count jobs see templates only when the tip moves.
+        template_refresh_secs: 0,
     }
 }
 

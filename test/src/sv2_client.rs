@@ -33,6 +33,13 @@ impl Sv2Conn {
         self.conn.send(msg).await.expect("send");
     }
 
+    /// Sends an ehash extension message.
+    pub async fn send_ehash(&mut self, msg: ehash_ext_sv2::EhashMessage) {
+        sv2::send_ehash(&mut self.conn.writer, msg)
+            .await
+            .expect("send");
+    }
+
     /// Sends a plaintext frame as given (header and payload), encrypted.
     pub async fn send_raw(&mut self, bytes: Vec<u8>) -> Result<(), String> {
         let frame = SerializedFrame::from_bytes(bytes).map_err(|e| format!("{e:?}"))?;

@@ -169,6 +169,40 @@ async fn each_client_gets_only_its_own_notifications_and_one_without_the_extensi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_translator_wallet_lists_exactly_its_own_quotes_at_the_mint() {
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let seed: [u8; 64] = rand::random::<[u8; 32]>().repeat(2).try_into().unwrap();
+    let wallet = translator::wallet::EhashWallet::in_memory(&stack.mint_url(), seed)
+        .await
+        .unwrap();
+    let (_, other_key) = miner_key();
+    let mut own = stack.client(true).await;
+    let mut other = stack.client(true).await;
+    let own_channel = open_channel(&mut own, &wallet.locking_key()).await;
+    let other_channel = open_channel(&mut other, &other_key).await;
+    mine(&mut own, own_channel, 3).await;
+    mine(&mut other, other_channel, 2).await;
+    let notified = own.notifications(3).await;
+    other.notifications(2).await;
+
+    // Exactly the wallet's quotes, with their amounts, paid and not yet minted.
+    let listed = wallet.quotes_at_mint().await.unwrap();
+    let mut expected: Vec<(String, u64)> = notified
+        .iter()
+        .map(|n| (n.quote_id.as_utf8_or_hex(), n.amount))
+        .collect();
+    let mut got: Vec<(String, u64)> = listed.iter().map(|q| (q.quote.clone(), q.amount)).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    let own_key = wallet.locking_key().to_string();
+    assert!(listed
+        .iter()
+        .all(|q| q.pubkey == own_key && q.state == ehash::lookup::QuoteState::Paid));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mint_restart_mid_run_loses_no_share() {
     let mut stack = EhashStack::start("annotate", |_| {}).await;
     let (secret, key) = miner_key();
@@ -271,6 +305,47 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     stack.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_unacknowledged_when_the_pool_is_killed_are_sent_again_until_acknowledged() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    stack.stop_pool().await;
+    stack.pool_config.listen_address = free_address().to_string();
+    let config_path = stack.dir.path().join("pool.toml");
+    std::fs::write(&config_path, pool_toml(&stack)).unwrap();
+    let mut child = RoleChild::spawn("pool", &config_path);
+    let (secret, key) = miner_key();
+
+    // Notified, never acknowledged, then the pool dies (SIGKILL).
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 3).await;
+    let first = client.notifications(shares.len()).await;
+    assert_one_notification_per_share(&shares, &first);
+    child.kill();
+    drop(client);
+
+    // Back on its state: the same quotes reach the key's next channel.
+    child.restart();
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let again = client.notifications(shares.len()).await;
+    assert_one_notification_per_share(&shares, &again);
+    let mut ids = quote_ids(&again);
+    ids.sort();
+    let mut first_ids = quote_ids(&first);
+    first_ids.sort();
+    assert_eq!(ids, first_ids, "the same quotes, not new ones");
+    let hashes: Vec<[u8; 32]> = again.iter().map(|n| n.share_hash.to_array()).collect();
+    client.ack(channel, &hashes).await;
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &ids, &secret).await,
+        Ok(total(&shares))
+    );
+    child.kill();
+    stack.stop().await;
+}
+
 /// The stack's pool config as a TOML file (the child loads it like `pool --config`).
 fn pool_toml(stack: &EhashStack) -> String {
     let c = &stack.pool_config;
@@ -363,15 +438,14 @@ async fn notifications_for_a_gone_miner_survive_a_pool_restart_and_reach_its_nex
     let shares = mine(&mut client, channel, 3).await;
     drop(client); // the miner leaves before its quotes exist
 
-    // The quotes are created with nobody to tell: kept for the key, on disk.
+    // The quotes are created with nobody to tell: their shares stay in the
+    // outbox until a translator acknowledges them.
     stack.start_mint().await;
-    let undelivered = stack.pool_config.state_dir.join("undelivered.json");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&undelivered).map_or(0, |s| s.matches("locking_key").count()) < 3
-    {
+    while stack.pool().mint_stats().map_or(0, |m| m.quotes_paid) < 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "notifications were never kept"
+            "the quotes were never created"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -534,4 +608,110 @@ fn the_shipped_devnet_keys_are_refused_on_any_other_network() {
         assert!(error.contains("signet"), "{file}: {error}");
         assert!(!error.contains('\n'), "{file}: {error}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_with_its_own_key_claims_exactly_its_shares_and_the_proxy_cannot() {
+    use translator::cli::{run_wallet_command_on, WalletCommand};
+    use translator::wallet::OwnWallet;
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(
+        &[stack.pool_addr()],
+        &stack.mint_url(),
+        &dir.path().join("tr"),
+    );
+    config.nominal_hashrate = 2000.0;
+    let proxy_secret = translator::wallet::locking_secret(&config.seed());
+    let tr = RunningTranslator::start(config).await;
+
+    // The miner's own wallet: a fresh mnemonic, and the username to mine with.
+    let own = OwnWallet::open(&dir.path().join("own"), &stack.mint_url())
+        .await
+        .unwrap();
+    let run = |command| run_wallet_command_on(&own.wallet, &own.store, command);
+    let key = run(WalletCommand::Key {
+        worker: Some("rig".into()),
+    })
+    .await
+    .unwrap();
+    let username = key
+        .lines()
+        .find_map(|l| l.strip_prefix("SV1 username: "))
+        .expect("a username")
+        .to_string();
+    assert_eq!(username, own.username(Some("rig")));
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let miner = miner::start(
+        miner::MinerConfig {
+            url: tr.addr().to_string(),
+            username,
+            threads: 1,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    );
+    let stats = miner.stats();
+    while stats.accepted() < 3 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    miner.wait().await.unwrap();
+
+    // Every accepted share's quote reaches the translator, locked to the miner's key.
+    let accepted = stack.pool().stats().shares_accepted;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let foreign = loop {
+        let records = tr.handle.quotes().all().unwrap();
+        let foreign: Vec<_> = records
+            .into_iter()
+            .filter(|r| r.state == translator::quotes::QuoteState::Foreign)
+            .collect();
+        if foreign.len() as u64 >= accepted {
+            break foreign;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {accepted} quotes",
+            foreign.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(foreign.len() as u64, accepted);
+    let ids: Vec<String> = foreign.iter().map(|r| r.quote_id.clone()).collect();
+    let sum: u64 = foreign.iter().map(|r| r.amount).sum();
+
+    // The proxy's key cannot mint them (NUT-20); the miner's claim mints them all, once.
+    assert!(mint_quotes(&wallet(&stack.mint_url()), &ids, &proxy_secret)
+        .await
+        .is_err());
+    let claimed = run(WalletCommand::Claim).await.unwrap();
+    assert!(
+        claimed.contains(&format!("minted now: {accepted} quotes, {sum} hash")),
+        "{claimed}"
+    );
+    assert_eq!(own.wallet.balance().await.unwrap(), sum);
+    let again = run(WalletCommand::Claim).await.unwrap();
+    assert!(again.contains("minted now: 0 quotes, 0 hash"), "{again}");
+
+    // A token sent from it is received by another wallet.
+    let token = run(WalletCommand::Send { amount: 1 }).await.unwrap();
+    let other = OwnWallet::open(&dir.path().join("other"), &stack.mint_url())
+        .await
+        .unwrap();
+    let received = run_wallet_command_on(
+        &other.wallet,
+        &other.store,
+        WalletCommand::Receive {
+            token: token.trim().to_string(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(received.contains("received: 1 hash"), "{received}");
+    assert_eq!(other.wallet.balance().await.unwrap(), 1);
+    assert_eq!(own.wallet.balance().await.unwrap(), sum - 1);
+    tr.stop().await;
+    stack.stop().await;
 }

@@ -352,8 +352,13 @@ async fn hashrate_from_shares_matches_the_load_generators_pace() {
             .find(|p| p["t"].as_i64() == Some(bucket))
             .and_then(|p| p["hashrate"].as_f64())
     };
+    // The generator's own count of accepted shares, sampled around the
+    // bucket's edges: the rate it really achieved on this (busy) machine.
+    let miner_stats = m.miner.stats();
+    let mut samples: Vec<(u64, u64)> = vec![];
     let (proxy, pool) = loop {
         assert!(began.elapsed() < deadline, "no complete minute in time");
+        samples.push((stats_common::now_ms() as u64, miner_stats.accepted()));
         if stats_common::now_ms() > bucket + minute + 3000 {
             let proxy = m.proxy_stats.get("/api/hashrate?hours=1").await;
             let pool = m.pool_stats.get("/api/hashrate?hours=1").await;
@@ -364,11 +369,22 @@ async fn hashrate_from_shares_matches_the_load_generators_pace() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
-    // Each simulated miner submits shares_per_second shares at the
-    // translator's fixed difficulty (vardiff off): nominal hashrate x 60 /
-    // shares per minute expected hashes each.
+    // Each share is mined at the translator's fixed difficulty (vardiff
+    // off): nominal hashrate x 60 / shares per minute expected hashes. The
+    // shares are those the generator had answered within the bucket (a
+    // share is answered within milliseconds of its submission).
     let work_per_share = f64::from(TRANSLATOR_HASHRATE) * 60.0 / 6.0;
-    let expected = m.miners as f64 * m.shares_per_second * work_per_share;
+    let accepted_at = |t: u64| {
+        samples
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t)
+            .map_or(0, |(_, n)| *n)
+    };
+    let in_bucket = accepted_at(bucket as u64 + minute as u64) - accepted_at(bucket as u64);
+    let expected = in_bucket as f64 * work_per_share / 60.0;
+    let paced = m.miners as f64 * m.shares_per_second * work_per_share;
+    println!("the generator achieved {expected:.0} of its paced {paced:.0} H/s in that minute");
     println!(
         "minute {bucket}: proxy-stats {proxy:.0} H/s, pool-stats {pool:.0} H/s, expected {expected:.0} H/s"
     );

@@ -5,12 +5,6 @@
 
 #[path = "../../roles/mint/tests/support/mod.rs"]
 mod mint_support;
-#[path = "../../roles/translator/tests/support/sv1_client.rs"]
-mod sv1_client;
-mod sv1_deps {
-    pub use hex;
-    pub use serde_json;
-}
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,8 +18,7 @@ use ehash::LockingKey;
 use hashpool_tests::*;
 use mint_support::{share, PoolClient, TestMint};
 use pool::AcceptedShare;
-use sv1_client::{Sv1Client, Sv1Share};
-use sv1_deps::serde_json::json;
+use serde_json::json;
 use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
 use translator::wallet::{ehash_method, locking_secret, EhashWallet};
 use translator::{TranslatorConfig, TranslatorEvent};
@@ -436,16 +429,18 @@ async fn recorded_quotes(tr: &mut RunningTranslator, n: usize) -> Vec<(String, u
     quotes
 }
 
-/// Waits until minting rounds covered `n` quotes.
-async fn minted_quotes(tr: &mut RunningTranslator, n: usize) {
-    let mut count = 0;
-    while count < n {
-        if let TranslatorEvent::Minted { quotes, .. } = tr
-            .wait_event(|e| matches!(e, TranslatorEvent::Minted { .. }))
-            .await
-        {
-            count += quotes;
-        }
+/// Waits until `n` quotes are minted (read from the store: the wallet's
+/// events may have gone by while the test waited for others).
+async fn minted_quotes(tr: &mut RunningTranslator, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while tr.handle.quotes().totals().unwrap().minted.0 < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            tr.handle.quotes().totals()
+        );
+        tr.handle.mint_now();
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! The ehash extension of the SV2 mining protocol (pool -> translator).
+//! The ehash extension of the SV2 mining protocol: quote notifications from
+//! the pool to the translator, and the translator's acknowledgements.
 //!
 //! Extension type [`EHASH_EXTENSION_TYPE`], in the experimental range
 //! 0x4000-0x7FFF. A client asks for it with Extensions Negotiation
@@ -9,7 +10,7 @@
 //! checks [`is_ehash_frame`] on the header first and decodes those frames
 //! with [`EhashMessage::decode`](ehash::wire::MessageSet::decode).
 
-use binary_sv2::{Deserialize, Seq064K, Serialize, Str0255, U256};
+use binary_sv2::{Deserialize, Seq064K, Seq064KOwned, Serialize, Str0255, U256Owned, U256};
 use ehash::constants::ext as t;
 use stratum_core::extensions_sv2::{RequestExtensions, RequestExtensionsSuccessOwned};
 use stratum_core::framing_sv2::header::Header;
@@ -45,6 +46,23 @@ pub struct MintQuoteFailure<'decoder> {
     pub error_message: Str0255<'decoder>,
 }
 
+/// Most share hashes one acknowledgement carries.
+pub const MAX_ACKED_PER_MESSAGE: usize = 1024;
+
+/// Translator -> pool: the notifications (0xC0) and failures (0xC1) of these
+/// shares are recorded durably at the translator. The pool keeps each
+/// notification until it is acknowledged, and sends it again (after a
+/// reconnect, or on the next channel with the same locking key) until then;
+/// recording is idempotent at the translator.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MintQuoteAck<'decoder> {
+    /// The channel the acknowledged notifications arrived on.
+    pub channel_id: u32,
+    /// The share hash of each acknowledged notification (at most
+    /// [`MAX_ACKED_PER_MESSAGE`]).
+    pub share_hashes: Seq064K<'decoder, U256<'decoder>>,
+}
+
 ehash::message_enum! {
     /// Every message of the ehash extension, owned.
     pub enum EhashMessage {
@@ -56,8 +74,55 @@ ehash::message_enum! {
                 decoded as MintQuoteNotification<'_> => into_owned;
             MintQuoteFailure(MintQuoteFailureOwned) = t::MINT_QUOTE_FAILURE,
                 decoded as MintQuoteFailure<'_> => into_owned;
+            MintQuoteAck(MintQuoteAckOwned) = t::MINT_QUOTE_ACK,
+                decoded as MintQuoteAck<'_> => into_owned;
         }
     }
+}
+
+impl EhashMessage {
+    /// The channel a message is about.
+    pub fn channel_id(&self) -> u32 {
+        match self {
+            EhashMessage::MintQuoteNotification(m) => m.channel_id,
+            EhashMessage::MintQuoteFailure(m) => m.channel_id,
+            EhashMessage::MintQuoteAck(m) => m.channel_id,
+        }
+    }
+
+    /// Addresses the message to another channel (a notification delivered
+    /// on the next channel with the same locking key).
+    pub fn set_channel_id(&mut self, channel_id: u32) {
+        match self {
+            EhashMessage::MintQuoteNotification(m) => m.channel_id = channel_id,
+            EhashMessage::MintQuoteFailure(m) => m.channel_id = channel_id,
+            EhashMessage::MintQuoteAck(m) => m.channel_id = channel_id,
+        }
+    }
+
+    /// The share a notification or failure is about (`None` for an ack).
+    pub fn share_hash(&self) -> Option<[u8; 32]> {
+        match self {
+            EhashMessage::MintQuoteNotification(m) => Some(m.share_hash.to_array()),
+            EhashMessage::MintQuoteFailure(m) => Some(m.share_hash.to_array()),
+            EhashMessage::MintQuoteAck(_) => None,
+        }
+    }
+}
+
+/// The acknowledgements of `share_hashes` received on `channel_id`, at
+/// most [`MAX_ACKED_PER_MESSAGE`] hashes each.
+pub fn acks(channel_id: u32, share_hashes: &[[u8; 32]]) -> Vec<EhashMessage> {
+    share_hashes
+        .chunks(MAX_ACKED_PER_MESSAGE)
+        .map(|chunk| {
+            let hashes = chunk.iter().map(|h| U256Owned::from(*h)).collect();
+            EhashMessage::MintQuoteAck(MintQuoteAckOwned {
+                channel_id,
+                share_hashes: Seq064KOwned::new(hashes).expect("at most MAX_ACKED_PER_MESSAGE"),
+            })
+        })
+        .collect()
 }
 
 /// Whether a frame belongs to the ehash extension (checked before handing

@@ -57,6 +57,44 @@ fn mint_quote_failure() {
     );
 }
 
+const ACK_FRAME: &str = concat!(
+    "a5cec2460000030000000200",
+    "6fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6190000000000",
+    "0101010101010101010101010101010101010101010101010101010101010101",
+);
+
+#[test]
+fn mint_quote_ack() {
+    let hashes = [share_hash().to_array(), [1u8; 32]];
+    let [ack] = &acks(3, &hashes)[..] else {
+        panic!("one ack message")
+    };
+    assert_golden(ack.clone(), ACK_FRAME);
+    assert_eq!(ack.channel_id(), 3);
+    assert_eq!(ack.share_hash(), None);
+}
+
+#[test]
+fn acks_are_split_at_the_message_limit() {
+    let hashes: Vec<[u8; 32]> = (0..MAX_ACKED_PER_MESSAGE as u32 * 2 + 1)
+        .map(|i| {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            h
+        })
+        .collect();
+    let messages = acks(9, &hashes);
+    let sizes: Vec<usize> = messages
+        .iter()
+        .map(|m| match m {
+            EhashMessage::MintQuoteAck(a) => a.share_hashes.clone().into_inner().len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, vec![MAX_ACKED_PER_MESSAGE, MAX_ACKED_PER_MESSAGE, 1]);
+    assert!(acks(9, &[]).is_empty());
+}
+
 #[test]
 fn frames_are_channel_messages_of_the_ehash_extension() {
     let mut frame = hex::decode(concat!(
@@ -113,8 +151,8 @@ fn negotiation_helpers() {
 #[test]
 fn unknown_types_are_refused() {
     assert!(matches!(
-        EhashMessage::decode_payload(0xC2, true, &mut [0u8; 48]),
-        Err(DecodeError::UnknownMessageType { msg_type: 0xC2, .. })
+        EhashMessage::decode_payload(0xC3, true, &mut [0u8; 48]),
+        Err(DecodeError::UnknownMessageType { msg_type: 0xC3, .. })
     ));
 }
 
@@ -130,6 +168,7 @@ const GOLDEN_FRAMES: &[&str] = &[
         "8365e15a089c68d61900000000000c6d696e742d74696d656f75742374686520",
         "6d696e7420646964206e6f7420616e737765722077697468696e2033302073",
     ),
+    ACK_FRAME,
 ];
 
 proptest! {

@@ -15,12 +15,15 @@ pub const PAYMENT_METHOD: &str = "ehash";
 /// (0x4000-0x7FFF) and is negotiated with Extensions Negotiation (0x0001).
 pub const EHASH_EXTENSION_TYPE: u16 = 0x4EA5;
 
-/// Messages of the ehash extension. Both are channel messages.
+/// Messages of the ehash extension. All are channel messages.
 pub mod ext {
     /// Pool -> translator: the mint created a quote for an accepted share.
     pub const MINT_QUOTE_NOTIFICATION: u8 = 0xC0;
     /// Pool -> translator: the mint could not create a quote for a share.
     pub const MINT_QUOTE_FAILURE: u8 = 0xC1;
+    /// Translator -> pool: these notifications (or failures) are recorded
+    /// durably; the pool may forget them.
+    pub const MINT_QUOTE_ACK: u8 = 0xC2;
 }
 
 /// The pool <-> mint link (`mint-quote` subprotocol, SV2 framing over Noise).

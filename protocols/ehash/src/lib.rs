@@ -1,12 +1,14 @@
 //! The ehash domain: how much a share is worth, what the unit and payment
-//! method are called, which locking key a miner's identity names, and the
-//! wire constants every ehash protocol crate shares.
+//! method are called, which locking key a miner's identity names, how a
+//! miner looks up their quotes at the mint, and the wire constants every
+//! ehash protocol crate shares.
 //!
 //! Pure logic, no IO: everything here is tested directly.
 
 pub mod amount;
 pub mod constants;
 pub mod locking_key;
+pub mod lookup;
 pub mod pending;
 pub mod share;
 pub mod wire;

@@ -4,15 +4,11 @@
 //! - [`PendingShares`]: accepted shares waiting for the mint's answer,
 //!   bounded, with a stale timeout;
 //! - [`SuccessBatcher`]: in `defer` mode, the shares of one channel that
-//!   became ready together, acknowledged by one `SubmitSharesSuccess`;
-//! - [`Undelivered`]: notifications whose connection is gone, kept per
-//!   locking key until a channel with that key opens again.
+//!   became ready together, acknowledged by one `SubmitSharesSuccess`.
 
-use std::collections::{hash_map::Entry, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
-
-use crate::LockingKey;
 
 /// When the pool answers a share (config `share_response_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -223,118 +219,12 @@ impl<C: Copy + Eq + Hash> SuccessBatcher<C> {
     }
 }
 
-/// Notifications for locking keys with no open channel, oldest first,
-/// bounded per key and in total; an overflow evicts the oldest and says so.
-#[derive(Debug)]
-pub struct Undelivered<N> {
-    per_key_limit: usize,
-    total_limit: usize,
-    total: usize,
-    by_key: HashMap<LockingKey, VecDeque<N>>,
-    /// Keys in the order their oldest kept notification arrived, for global eviction.
-    key_order: VecDeque<LockingKey>,
-}
-
-impl<N> Undelivered<N> {
-    pub fn new(per_key_limit: usize, total_limit: usize) -> Self {
-        Self {
-            per_key_limit: per_key_limit.max(1),
-            total_limit: total_limit.max(1),
-            total: 0,
-            by_key: HashMap::new(),
-            key_order: VecDeque::new(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.total
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.total == 0
-    }
-
-    /// Keeps `notification` for `key`; returns the notification evicted to
-    /// make room, if any.
-    pub fn push(&mut self, key: LockingKey, notification: N) -> Option<N> {
-        let mut evicted = None;
-        match self.by_key.entry(key) {
-            Entry::Occupied(mut e) => {
-                if e.get().len() >= self.per_key_limit {
-                    evicted = e.get_mut().pop_front();
-                    self.total -= 1;
-                }
-                e.get_mut().push_back(notification);
-            }
-            Entry::Vacant(e) => {
-                e.insert(VecDeque::from([notification]));
-                self.key_order.push_back(key);
-            }
-        }
-        self.total += 1;
-        if evicted.is_none() && self.total > self.total_limit {
-            evicted = self.evict_oldest_key_entry(&key);
-        }
-        evicted
-    }
-
-    /// Removes one notification of the key that has waited longest (other
-    /// than `keep` when possible).
-    fn evict_oldest_key_entry(&mut self, keep: &LockingKey) -> Option<N> {
-        let position = self
-            .key_order
-            .iter()
-            .position(|k| k != keep && self.by_key.contains_key(k))
-            .or_else(|| {
-                self.key_order
-                    .iter()
-                    .position(|k| self.by_key.contains_key(k))
-            })?;
-        let key = self.key_order[position];
-        let queue = self.by_key.get_mut(&key).expect("checked");
-        let evicted = queue.pop_front();
-        if queue.is_empty() {
-            self.by_key.remove(&key);
-            self.key_order.remove(position);
-        }
-        self.total -= 1;
-        evicted
-    }
-
-    /// Everything kept for `key`, oldest first.
-    pub fn take(&mut self, key: &LockingKey) -> Vec<N> {
-        let Some(queue) = self.by_key.remove(key) else {
-            return vec![];
-        };
-        self.key_order.retain(|k| k != key);
-        self.total -= queue.len();
-        queue.into()
-    }
-
-    /// All kept notifications, for persisting.
-    pub fn iter(&self) -> impl Iterator<Item = (&LockingKey, &N)> {
-        self.key_order
-            .iter()
-            .filter_map(|k| self.by_key.get(k).map(|q| (k, q)))
-            .flat_map(|(k, q)| q.iter().map(move |n| (k, n)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hash(n: u8) -> [u8; 32] {
         [n; 32]
-    }
-
-    fn key(n: u8) -> LockingKey {
-        // Compressed keys of the secret keys 1, 2, 3...
-        use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
-        let mut secret = [0u8; 32];
-        secret[31] = n;
-        PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&secret).unwrap())
-            .into()
     }
 
     #[test]
@@ -453,23 +343,5 @@ mod tests {
             ]
         );
         assert!(b.is_empty());
-    }
-
-    #[test]
-    fn undelivered_notifications_wait_per_key_and_evict_the_oldest() {
-        let mut u = Undelivered::new(2, 3);
-        assert_eq!(u.push(key(1), "a1"), None);
-        assert_eq!(u.push(key(1), "a2"), None);
-        assert_eq!(u.push(key(1), "a3"), Some("a1")); // per-key limit
-        assert_eq!(u.push(key(2), "b1"), None);
-        assert_eq!(u.push(key(3), "c1"), Some("a2")); // total limit: oldest key's oldest
-        assert_eq!(u.len(), 3);
-        assert_eq!(u.iter().count(), 3);
-        assert_eq!(u.take(&key(1)), vec!["a3"]);
-        assert_eq!(u.take(&key(1)), Vec::<&str>::new());
-        assert_eq!(u.take(&key(3)), vec!["c1"]);
-        assert_eq!(u.len(), 1);
-        assert_eq!(u.take(&key(2)), vec!["b1"]);
-        assert!(u.is_empty());
     }
 }

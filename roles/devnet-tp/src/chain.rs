@@ -234,6 +234,16 @@ impl Chain {
         built
     }
 
+    /// A fresh non-future template on the current tip (a new template id,
+    /// hence new jobs downstream), as a template provider sends while the
+    /// tip stays: miners get fresh work, and a new target can come with it.
+    pub fn refresh_template(&mut self, now: u32) -> NewTemplateOwned {
+        self.current_template(now);
+        let (mut template, _) = self.build_template(now);
+        template.future_template = false;
+        template
+    }
+
     fn build_template(&mut self, now: u32) -> (NewTemplateOwned, SetNewPrevHashOwned) {
         let height = self.height() + 1;
         let template_id = self.next_template_id;
@@ -509,6 +519,26 @@ mod tests {
         // Same template until the tip moves.
         let (t2, _) = chain.current_template(1_800_000_005);
         assert_eq!(t2.template_id, t.template_id);
+    }
+
+    #[test]
+    fn a_refreshed_template_is_new_work_on_the_same_tip_and_can_be_solved() {
+        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+        let (future, prev) = chain.current_template(1_800_000_000);
+        let refreshed = chain.refresh_template(1_800_000_030);
+        assert!(!refreshed.future_template);
+        assert!(refreshed.template_id > future.template_id);
+        assert_eq!(
+            refreshed.coinbase_prefix.as_bytes(),
+            future.coinbase_prefix.as_bytes()
+        );
+        let (again, _) = chain.current_template(1_800_000_031);
+        assert_eq!(
+            again.template_id, future.template_id,
+            "the tip's template stays"
+        );
+        let solution = solve(&mut chain, &refreshed, &prev);
+        assert_eq!(chain.submit_solution(&solution).unwrap().height, 1);
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub struct TpConfig {
     /// Blocks between subsidy halvings.
     #[serde(default = "default_halving_interval")]
     pub halving_interval: u32,
+    /// Seconds between fresh templates on an unchanged tip (0: only when
+    /// the tip moves). Each one is new work downstream, which also carries
+    /// a channel's new difficulty to its miners.
+    #[serde(default = "default_template_refresh_secs")]
+    pub template_refresh_secs: u64,
 }
 
 fn default_listen_address() -> String {
@@ -51,6 +56,9 @@ fn default_initial_subsidy() -> u64 {
 }
 fn default_halving_interval() -> u32 {
     150
+}
+fn default_template_refresh_secs() -> u64 {
+    30
 }
 
 impl Validate for TpConfig {

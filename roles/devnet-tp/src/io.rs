@@ -30,6 +30,15 @@ pub struct BlockEvent {
     pub hash: BlockHash,
 }
 
+/// What every serving client is sent as it happens.
+#[derive(Debug, Clone)]
+enum Update {
+    /// The tip moved.
+    Tip(Tip),
+    /// A fresh template on the same tip.
+    Refresh(NewTemplateOwned),
+}
+
 #[derive(Debug, Clone)]
 struct Tip {
     template: NewTemplateOwned,
@@ -39,7 +48,7 @@ struct Tip {
 pub(crate) struct Shared {
     pub(crate) chain: Mutex<Chain>,
     state_dir: PathBuf,
-    tips: broadcast::Sender<Tip>,
+    updates: broadcast::Sender<Update>,
     pub(crate) blocks: broadcast::Sender<BlockEvent>,
 }
 
@@ -61,7 +70,7 @@ impl Shared {
         Self {
             chain: Mutex::new(chain),
             state_dir,
-            tips: broadcast::channel(16).0,
+            updates: broadcast::channel(16).0,
             blocks: broadcast::channel(64).0,
         }
     }
@@ -83,6 +92,30 @@ impl Shared {
                 blocks: chain.blocks().to_vec(),
             },
         )
+    }
+}
+
+/// Sends every serving client a fresh template on the current tip every
+/// `every`, until `shutdown`.
+pub(crate) async fn refresh_templates(
+    shared: Arc<Shared>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let template = shared
+            .chain
+            .lock()
+            .expect("chain lock")
+            .refresh_template(now());
+        debug!(template_id = template.template_id, "refreshed template");
+        let _ = shared.updates.send(Update::Refresh(template));
     }
 }
 
@@ -148,7 +181,7 @@ async fn serve(
     info!(client = id, %peer, "client connected");
     let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "client", 64);
-    let mut tips = shared.tips.subscribe();
+    let mut updates = shared.updates.subscribe();
     let mut client = Client {
         id,
         setup_done: false,
@@ -157,8 +190,11 @@ async fn serve(
     let result = loop {
         let reply = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            tip = tips.recv(), if client.serving => match tip {
-                Ok(tip) => Reply::send(tip_messages(tip)),
+            update = updates.recv(), if client.serving => match update {
+                Ok(Update::Tip(tip)) => Reply::send(tip_messages(tip)),
+                Ok(Update::Refresh(template)) => Reply::send([AnyMessageOwned::TemplateDistribution(
+                    TemplateDistributionOwned::NewTemplate(template),
+                )]),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     Reply::send(tip_messages(shared.current_tip()))
                 }
@@ -302,10 +338,10 @@ impl Client {
                             height: block.height,
                             hash: block.hash,
                         });
-                        let _ = shared.tips.send(Tip {
+                        let _ = shared.updates.send(Update::Tip(Tip {
                             template,
                             prev_hash,
-                        });
+                        }));
                     }
                     Err(e) => warn!(
                         client = id,

@@ -5,7 +5,8 @@
 //! its SetNewPrevHash out; SubmitSolution in. A solution is rebuilt into a
 //! block (empty blocks: merkle root = coinbase txid), checked against the
 //! header's nBits target, appended, persisted in the state dir, and the next
-//! template goes to every client. RequestTransactionData is answered.
+//! template goes to every client; while the tip stays, a fresh template
+//! follows every `template_refresh_secs`. RequestTransactionData is answered.
 //!
 //! [`chain`] is the sans-IO chain and template logic; [`io`] the sockets.
 
@@ -111,6 +112,13 @@ pub async fn start(config: TpConfig, shutdown: CancellationToken) -> Result<TpHa
         secret: config.authority_secret_key,
         cert_validity_sec: config.cert_validity_sec,
     });
+    if config.template_refresh_secs > 0 {
+        tokio::spawn(io::refresh_templates(
+            shared.clone(),
+            std::time::Duration::from_secs(config.template_refresh_secs),
+            shutdown.clone(),
+        ));
+    }
     let task = tokio::spawn(io::accept_loop(listener, shared.clone(), keys, shutdown));
     Ok(TpHandle {
         local_addr,

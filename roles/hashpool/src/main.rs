@@ -25,10 +25,21 @@ enum Command {
         #[arg(long)]
         ephemeral_ports: bool,
     },
-    /// The devnet translator's wallet: balance, send <amount>, quotes.
+    /// An ehash wallet: a miner's own (`--dir`), or the devnet translator's.
+    ///
+    /// With `--dir DIR` the wallet lives in DIR (created with a fresh
+    /// mnemonic the first time) and talks to the mint at `--mint`: `key`
+    /// prints the SV1 username to mine with, `claim` mints every quote
+    /// locked to that key. Without `--dir`, the devnet translator's wallet.
     Wallet {
         #[command(flatten)]
         profile: ProfileArgs,
+        /// A miner's own wallet directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The mint's URL (with --dir).
+        #[arg(long, default_value = "http://127.0.0.1:3338", requires = "dir")]
+        mint: String,
         #[command(subcommand)]
         command: translator::cli::WalletCommand,
     },
@@ -56,15 +67,6 @@ impl ProfileArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (configs, command) = match &cli.command {
-        Command::Devnet { profile, .. } | Command::Wallet { profile, .. } => match profile.load() {
-            Ok(c) => (c, &cli.command),
-            Err(e) => {
-                eprintln!("hashpool: bad config: {e}");
-                return ExitCode::from(2);
-            }
-        },
-    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -72,46 +74,85 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match command {
+    match cli.command {
         Command::Devnet {
-            ephemeral_ports, ..
-        } => {
-            let mut configs = configs;
-            if *ephemeral_ports {
-                configs.use_ephemeral_ports();
-            }
-            if let Err(e) = devnet::init_logging(&configs.state_dir) {
-                eprintln!("hashpool: {e}");
-                return ExitCode::FAILURE;
-            }
-            let result = runtime.block_on(async move {
-                let shutdown = roles_common::shutdown_on_signal();
-                devnet::run(configs, shutdown).await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("devnet stopped: {e}");
-                    eprintln!("hashpool devnet: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            profile,
+            ephemeral_ports,
+        } => devnet(&runtime, &profile, ephemeral_ports),
+        Command::Wallet {
+            profile,
+            dir,
+            mint,
+            command,
+        } => wallet(&runtime, &profile, dir.as_deref(), &mint, command),
+    }
+}
+
+fn load(profile: &ProfileArgs) -> Result<profile::DevnetConfigs, ExitCode> {
+    profile.load().map_err(|e| {
+        eprintln!("hashpool: bad config: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn devnet(
+    runtime: &tokio::runtime::Runtime,
+    profile: &ProfileArgs,
+    ephemeral_ports: bool,
+) -> ExitCode {
+    let mut configs = match load(profile) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if ephemeral_ports {
+        configs.use_ephemeral_ports();
+    }
+    if let Err(e) = devnet::init_logging(&configs.state_dir) {
+        eprintln!("hashpool: {e}");
+        return ExitCode::FAILURE;
+    }
+    let result = runtime.block_on(async move {
+        let shutdown = roles_common::shutdown_on_signal();
+        devnet::run(configs, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("devnet stopped: {e}");
+            eprintln!("hashpool devnet: {e}");
+            ExitCode::FAILURE
         }
-        Command::Wallet { command, .. } => {
-            let result = runtime.block_on(translator::cli::run_wallet_command(
-                &configs.translator,
-                command.clone(),
-            ));
-            match result {
-                Ok(out) => {
-                    print!("{out}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("hashpool wallet: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    }
+}
+
+fn wallet(
+    runtime: &tokio::runtime::Runtime,
+    profile: &ProfileArgs,
+    dir: Option<&std::path::Path>,
+    mint: &str,
+    command: translator::cli::WalletCommand,
+) -> ExitCode {
+    let result = match dir {
+        // A miner's own wallet needs no devnet profile.
+        Some(dir) => runtime.block_on(async {
+            let own = translator::wallet::OwnWallet::open(dir, mint)
+                .await
+                .map_err(|e| e.to_string())?;
+            translator::cli::run_wallet_command_on(&own.wallet, &own.store, command).await
+        }),
+        None => match load(profile) {
+            Ok(c) => runtime.block_on(translator::cli::run_wallet_command(&c.translator, command)),
+            Err(code) => return code,
+        },
+    };
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashpool wallet: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct LoadConfig {
     /// Shares each simulated miner submits per second (at most).
     #[serde(default = "default_rate")]
     pub shares_per_second: f64,
+    /// Hashes per second each simulated miner does instead (every share
+    /// found is submitted, as by a real device); 0 = paced by shares.
+    #[serde(default)]
+    pub hashrate: f64,
 }
 
 impl Default for LoadConfig {
@@ -32,6 +36,7 @@ impl Default for LoadConfig {
         Self {
             miners: default_miners(),
             shares_per_second: default_rate(),
+            hashrate: 0.0,
         }
     }
 }
@@ -159,6 +164,13 @@ impl Validate for MinerConfig {
                 return Err(ConfigError::new(
                     "load.shares_per_second",
                     "must be a number above 0",
+                ));
+            }
+            let h = self.load.hashrate;
+            if !(h.is_finite() && h >= 0.0) {
+                return Err(ConfigError::new(
+                    "load.hashrate",
+                    "must be a number of hashes per second, 0 or above",
                 ));
             }
         }

@@ -2,15 +2,15 @@
 //!
 //! `cpu` mode: one SV1 connection to the translator, sha256d on `threads`
 //! std threads (each its own nonce range and extranonce2 values), every share
-//! meeting the difficulty submitted. `load` mode: `load.miners` connections,
-//! each finding real (low difficulty) shares on a small shared thread pool,
-//! paced to `load.shares_per_second` each.
+//! meeting the difficulty submitted. `load` mode ([`load`]): `load.miners`
+//! connections, each finding real shares on a small shared thread pool,
+//! paced to `load.shares_per_second` each, or hashing at `load.hashrate`.
 //!
 //! The protocol and the share search are sans-IO in [`sv1`]; sockets, tasks
 //! and threads live here.
 
 pub mod config;
-pub mod sv1;
+pub mod load;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,13 +18,14 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use ::sv1::client::{self as sv1, Event, Job, Session, Share};
 pub use config::{LoadConfig, MinerConfig, Mode};
-use sv1::{Event, Job, Session, Share};
+pub use load::LoadControl;
 
 const AGENT: &str = concat!("hashpool-miner/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,12 +68,18 @@ impl Stats {
 /// A running miner.
 pub struct Miner {
     stats: Arc<Stats>,
+    load: Arc<LoadControl>,
     task: JoinHandle<()>,
 }
 
 impl Miner {
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
+    }
+
+    /// The hash rate of load mode's hash-paced miners (see [`load`]).
+    pub fn load_control(&self) -> Arc<LoadControl> {
+        self.load.clone()
     }
 
     /// Waits until the miner stopped (after `shutdown` was cancelled).
@@ -84,7 +91,8 @@ impl Miner {
 /// Starts the miner on the current tokio runtime.
 pub fn start(config: MinerConfig, shutdown: CancellationToken) -> Miner {
     let stats = Arc::new(Stats::default());
-    let s = stats.clone();
+    let load = Arc::new(LoadControl::default());
+    let (s, control) = (stats.clone(), load.clone());
     let task = tokio::spawn(async move {
         let started = Instant::now();
         let logger = tokio::spawn(log_stats(
@@ -94,7 +102,7 @@ pub fn start(config: MinerConfig, shutdown: CancellationToken) -> Miner {
         ));
         match config.mode {
             Mode::Cpu => run_cpu(config, s.clone(), shutdown).await,
-            Mode::Load => run_load(config, s.clone(), shutdown).await,
+            Mode::Load => load::run_load(config, s.clone(), control, shutdown).await,
         }
         logger.abort();
         info!(
@@ -106,7 +114,7 @@ pub fn start(config: MinerConfig, shutdown: CancellationToken) -> Miner {
             s.rejected()
         );
     });
-    Miner { stats, task }
+    Miner { stats, load, task }
 }
 
 /// Runs the miner until `shutdown` is cancelled.
@@ -463,116 +471,6 @@ where
                 }
             }
             _ => return,
-        }
-    }
-}
-
-// ---------------------------------------------------------------- load mode
-
-async fn run_load(config: MinerConfig, stats: Arc<Stats>, shutdown: CancellationToken) {
-    let threads = config.thread_count().min(4);
-    let pool = Arc::new(Semaphore::new(threads));
-    let config = Arc::new(config);
-    info!(
-        "miner: load mode, {} miners at {} shares/s each, searching on {threads} thread(s)",
-        config.load.miners, config.load.shares_per_second
-    );
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..config.load.miners {
-        let user = if config.username.contains('.') {
-            format!("{}-{i}", config.username)
-        } else {
-            format!("{}.load{i}", config.username)
-        };
-        set.spawn(load_miner(
-            config.clone(),
-            user,
-            pool.clone(),
-            stats.clone(),
-            shutdown.clone(),
-        ));
-    }
-    while set.join_next().await.is_some() {}
-}
-
-async fn load_miner(
-    config: Arc<MinerConfig>,
-    user: String,
-    pool: Arc<Semaphore>,
-    stats: Arc<Stats>,
-    shutdown: CancellationToken,
-) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match load_session(&config, &user, &pool, &stats, &shutdown).await {
-            Ok(true) => delay = Duration::from_secs(1),
-            Ok(false) => {}
-            Err(e) => warn!("miner {user}: {e}"),
-        }
-        if shutdown.is_cancelled() || !backoff(&mut delay, &shutdown).await {
-            return;
-        }
-    }
-}
-
-/// Nonces a load-mode search tries before giving up on this tick.
-const LOAD_SEARCH_LIMIT: u32 = 1 << 22;
-
-async fn load_session(
-    config: &MinerConfig,
-    user: &str,
-    pool: &Arc<Semaphore>,
-    stats: &Stats,
-    shutdown: &CancellationToken,
-) -> Result<bool, String> {
-    let mut session = Session::new();
-    let (mut lines, mut writer) = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(false),
-        r = open(config, user, &mut session) => r.map_err(|e| e.to_string())?,
-    };
-    let mut conn = Conn::default();
-    let mut work: Option<Arc<Work>> = None;
-    let mut unit = 0u64;
-    let mut tick =
-        tokio::time::interval(Duration::from_secs_f64(1.0 / config.load.shares_per_second));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => {
-                drain(&mut session, &mut lines, stats).await;
-                return Ok(work.is_some());
-            }
-            line = lines.next_line() => {
-                let line = line.map_err(|e| e.to_string())?.ok_or("closed by the server")?;
-                let event = session.handle_line(&line).map_err(|e| e.to_string())?;
-                if let Event::Authorized(false) = event {
-                    return Err(format!("`{user}` not authorized"));
-                }
-                count(&event, stats);
-                if conn.apply(&event) {
-                    work = conn.work().map(Arc::new);
-                }
-            }
-            _ = tick.tick(), if work.is_some() => {
-                let Some(w) = work.clone() else { continue };
-                unit += 1;
-                let permit = pool.clone().acquire_owned().await.map_err(|e| e.to_string())?;
-                let found = tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let (header, en2, bits) = w.template(unit);
-                    let (found, hashes) = sv1::scan(&header, 0, LOAD_SEARCH_LIMIT, &w.target);
-                    (found.map(|(nonce, _)| w.share(en2, nonce, bits)), hashes)
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                stats.hashes.fetch_add(found.1, Ordering::Relaxed);
-                // the job may have changed during the search
-                if let Some(share) = found.0.filter(|s| conn.job.as_ref().map(|j| &j.job_id) == Some(&s.job_id)) {
-                    let line = session.submit(user, &share);
-                    writer.write_all(line.as_bytes()).await.map_err(|e| e.to_string())?;
-                    stats.submitted.fetch_add(1, Ordering::Relaxed);
-                }
-            }
         }
     }
 }

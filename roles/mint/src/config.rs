@@ -8,6 +8,8 @@ use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_core::bitcoin::bip32::Xpriv;
+use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1};
 
 /// The database value that keeps everything in memory (tests only: nothing survives a restart).
 pub const IN_MEMORY_DATABASE: &str = ":memory:";
@@ -90,6 +92,15 @@ impl MintConfig {
         bip39::Mnemonic::parse(&self.mnemonic)
             .expect("validated")
             .to_seed("")
+    }
+
+    /// The mint's NUT-06 `pubkey`, the key quote lookups are signed for:
+    /// the public key of the BIP-32 master key of the seed, the same key
+    /// cdk's signatory reports (and would advertise by itself).
+    pub fn info_pubkey(&self) -> PublicKey {
+        let xpriv = Xpriv::new_master(stratum_core::bitcoin::Network::Bitcoin, &self.seed())
+            .expect("a 64-byte seed makes a master key (p ~ 2^-127 otherwise)");
+        xpriv.private_key.public_key(&Secp256k1::signing_only())
     }
 
     /// The path of the SQLite file, or None for an in-memory database.

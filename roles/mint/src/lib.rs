@@ -5,12 +5,16 @@
 //! - `link`: the pool link session state machine (no IO)
 //! - `backend`: the cdk payment backend that refuses unrequested quotes
 //! - `service`: quote creation, idempotency and stats against cdk
+//! - `key_index`: the locking key -> quote ids index
+//! - `lookup`: the signed quote lookup by locking key (HTTP)
 //! - `io`: the Noise listener of the pool link and the HTTP API
 
 pub mod backend;
 pub mod config;
 mod io;
+mod key_index;
 pub mod link;
+pub mod lookup;
 pub mod quote;
 pub mod service;
 
@@ -31,6 +35,7 @@ pub use config::MintConfig;
 
 use crate::backend::EhashBackend;
 use crate::io::LinkContext;
+use crate::lookup::QuoteLookup;
 use crate::service::QuoteService;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,12 +109,23 @@ pub async fn start(
         source: e,
     })?;
 
+    let backfilled = key_index::backfill(&mint)
+        .await
+        .map_err(|source| MintError::Database {
+            path: config.database.clone(),
+            source,
+        })?;
+    if backfilled > 0 {
+        info!("indexed {backfilled} earlier quotes by locking key");
+    }
+    let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
     let router = cdk_axum::create_mint_router(
         mint.clone(),
         vec![ehash::constants::PAYMENT_METHOD.to_string()],
     )
     .await
-    .map_err(|e| MintError::Http(e.to_string()))?;
+    .map_err(|e| MintError::Http(e.to_string()))?
+    .merge(lookup::router(lookup));
     let ctx = Arc::new(LinkContext {
         service: Arc::new(QuoteService::new(mint.clone(), backend, config.unit_bits())),
         authority_public_key: config.authority_public_key,
@@ -203,7 +219,8 @@ async fn build_mint(
     let mut builder = builder
         .with_batch_minting(Some(config.max_batch_size), Some(vec![method.to_string()]))
         .with_name(config.name.clone())
-        .with_urls(vec![config.public_url()]);
+        .with_urls(vec![config.public_url()])
+        .with_pubkey(config.info_pubkey().into());
     if let Some(description) = &config.description {
         builder = builder.with_description(description.clone());
     }

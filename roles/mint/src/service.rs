@@ -9,7 +9,7 @@ use cdk_common::mint_quote::MintQuoteRequest;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
 use cdk_common::{Amount, MintQuoteState, QuoteId};
 use ehash::wire::{str0255, str0255_truncated};
-use ehash::UnitBits;
+use ehash::{LockingKey, UnitBits};
 use mint_quote_sv2::{
     error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
     MintQuoteResponseOwned, MintStatsResponse,
@@ -17,10 +17,12 @@ use mint_quote_sv2::{
 use tokio::sync::Mutex;
 
 use crate::backend::EhashBackend;
+use crate::key_index;
 use crate::quote::{check_request, CheckedShare, Rejection};
 
-/// KV namespace of the share hash -> quote id index, in the mint's database.
-const KV_NAMESPACE: &str = "ehash";
+/// KV namespace of the mint's own indexes (share hash -> quote id here,
+/// locking key -> quote ids in `key_index`), in the mint's database.
+pub(crate) const KV_NAMESPACE: &str = "ehash";
 const KV_SHARES: &str = "shares";
 
 /// Requests for one share hash are serialized through one of these locks
@@ -86,11 +88,12 @@ impl QuoteService {
     /// Creates (once) and pays the quote of a checked share; returns its quote
     /// id and the active keyset id.
     ///
-    /// Order: create the quote, index it by share hash, then pay it. A crash
-    /// between creating and indexing leaves an unpaid quote nobody can mint,
-    /// and the replayed request creates and pays a fresh one; a crash after
-    /// indexing finds the index and pays (payment id = share hash, which cdk
-    /// records once). So a share is never paid twice.
+    /// Order: create the quote, index it (by share hash and by locking key),
+    /// then pay it. A crash between creating and indexing leaves an unpaid
+    /// quote nobody can mint, and the replayed request creates and pays a
+    /// fresh one; a crash after indexing finds the index and pays (payment
+    /// id = share hash, which cdk records once). So a share is never paid
+    /// twice.
     async fn quote_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
         let share_hex = hex::encode(share.share_hash);
         let _serialized = self.stripes[share.share_hash[0] as usize].lock().await;
@@ -102,7 +105,8 @@ impl QuoteService {
             }
             None => {
                 let quote_id = self.create_quote(share).await?;
-                self.index_quote(&share_hex, &quote_id).await?;
+                self.index_quote(&share_hex, &share.locking_key, &quote_id)
+                    .await?;
                 quote_id
             }
         };
@@ -127,7 +131,14 @@ impl QuoteService {
             .transpose()
     }
 
-    async fn index_quote(&self, share_hex: &str, quote_id: &QuoteId) -> Result<(), Rejection> {
+    /// Indexes a new quote by share hash and by locking key, in one
+    /// transaction: a quote that can be paid is always listed for its key.
+    async fn index_quote(
+        &self,
+        share_hex: &str,
+        key: &LockingKey,
+        quote_id: &QuoteId,
+    ) -> Result<(), Rejection> {
         let db = self.mint.localstore();
         let mut tx = db.begin_transaction().await.map_err(mint_error)?;
         tx.kv_write(
@@ -138,6 +149,9 @@ impl QuoteService {
         )
         .await
         .map_err(mint_error)?;
+        key_index::append(&mut tx, key, quote_id)
+            .await
+            .map_err(mint_error)?;
         tx.commit().await.map_err(mint_error)
     }
 

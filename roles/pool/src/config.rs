@@ -46,7 +46,9 @@ pub struct PoolConfig {
     /// Accepted shares acknowledged by one SubmitShares.Success.
     #[serde(default = "default_share_batch_size")]
     pub share_batch_size: usize,
-    /// Seconds between vardiff runs; 0 turns vardiff off.
+    /// Seconds between vardiff checks of every channel; 0 turns vardiff
+    /// off. A channel whose estimate left the band gets a new target and a
+    /// job at it at once.
     #[serde(default = "default_vardiff_interval")]
     pub vardiff_interval_secs: u64,
     /// One ehash is worth 2^unit_bits expected hashes (shared with the mint).
@@ -169,7 +171,7 @@ fn default_share_batch_size() -> usize {
     1
 }
 fn default_vardiff_interval() -> u64 {
-    60
+    1
 }
 fn default_unit_bits() -> u32 {
     32

@@ -103,6 +103,20 @@ impl PoolHandle {
             .clone()
     }
 
+    /// How long each notification acknowledged since the last call waited
+    /// for its acknowledgement (the latest 100,000 at most).
+    pub fn take_ack_round_trips(&self) -> Vec<std::time::Duration> {
+        self.shared.take_ack_round_trips()
+    }
+
+    /// Ehash notifications refused since start: over the bounds of what is
+    /// kept until acknowledged.
+    pub fn notices_refused(&self) -> u64 {
+        self.shared
+            .notices_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn stats(&self) -> Stats {
         self.shared.core.lock().expect("core lock").stats()
     }

@@ -1,5 +1,7 @@
-//! `translator wallet balance|send <amount>|quotes`: the wallet commands,
-//! as functions returning what the command prints (tested without a process).
+//! `translator wallet key|claim|balance|send <amount>|receive <token>|quotes`:
+//! the wallet commands, as functions returning what the command prints
+//! (tested without a process). They serve the translator's wallet and a
+//! miner's own wallet directory alike ([`crate::wallet::OwnWallet`]).
 
 use crate::quotes::{QuoteState, QuoteStore};
 use crate::wallet::EhashWallet;
@@ -7,10 +9,22 @@ use crate::TranslatorConfig;
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum WalletCommand {
+    /// Prints the wallet's locking key and the SV1 username that locks a
+    /// miner's ehash to it.
+    Key {
+        /// A worker name to append to the username.
+        #[arg(long)]
+        worker: Option<String>,
+    },
+    /// Finds every quote locked to the wallet's key at the mint (signed
+    /// lookup) and mints it, in NUT-29 batches, exactly once.
+    Claim,
     /// Prints the balance (ehash) and the quote totals.
     Balance,
     /// Prints a cashuB token worth <amount> ehash.
     Send { amount: u64 },
+    /// Receives a cashuB token into the wallet.
+    Receive { token: String },
     /// Lists every quote record: minted, pending, and those locked to miners'
     /// own keys (for their wallets to mint), plus shares that got no quote.
     Quotes,
@@ -27,6 +41,42 @@ pub async fn run_wallet_command(
     run_wallet_command_on(&wallet, &store, command).await
 }
 
+/// Quotes minted in one NUT-29 batch by `claim`.
+const CLAIM_BATCH: usize = 100;
+
+/// Records the key's quotes the mint holds, then mints every pending one,
+/// with a progress line per batch on stderr. Finishing what an interrupted
+/// claim started comes first, so a quote is never minted twice. How many
+/// quotes were found, and (quotes, amount) minted.
+async fn claim(wallet: &EhashWallet, store: &QuoteStore) -> Result<(usize, (usize, u64)), String> {
+    wallet.recover().await.map_err(|e| e.to_string())?;
+    let found = wallet
+        .record_from_mint(store, u64::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    let total = store.totals().map_err(|e| e.to_string())?.pending.0;
+    let (mut quotes, mut amount) = (0usize, 0u64);
+    loop {
+        let round = wallet
+            .mint_pending(store, CLAIM_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = round.minted.len() + round.already_issued.len();
+        quotes += done;
+        amount += round.amount;
+        if total > 0 {
+            eprintln!(
+                "claiming: {quotes} of {total} quotes minted ({amount} {})",
+                ehash::constants::UNIT
+            );
+        }
+        if done == 0 {
+            break;
+        }
+    }
+    Ok((found, (quotes, amount)))
+}
+
 pub async fn run_wallet_command_on(
     wallet: &EhashWallet,
     store: &QuoteStore,
@@ -35,6 +85,26 @@ pub async fn run_wallet_command_on(
     let unit = ehash::constants::UNIT;
     let mut out = String::new();
     match command {
+        WalletCommand::Key { worker } => {
+            let key = wallet.locking_key();
+            out += &format!("locking key: {key}\n");
+            let username = match worker {
+                Some(w) => format!("{key}.{w}"),
+                None => key.to_string(),
+            };
+            out += &format!("SV1 username: {username}\n");
+        }
+        WalletCommand::Claim => {
+            let (found, minted) = claim(wallet, store).await?;
+            out += &format!("quotes found at the mint and not known here: {found}\n");
+            out += &format!("minted now: {} quotes, {} {unit}\n", minted.0, minted.1);
+            let balance = wallet.balance().await.map_err(|e| e.to_string())?;
+            out += &format!("balance: {balance} {unit}\n");
+        }
+        WalletCommand::Receive { token } => {
+            let amount = wallet.receive(&token).await.map_err(|e| e.to_string())?;
+            out += &format!("received: {amount} {unit}\n");
+        }
         WalletCommand::Balance => {
             let balance = wallet.balance().await.map_err(|e| e.to_string())?;
             let t = store.totals().map_err(|e| e.to_string())?;

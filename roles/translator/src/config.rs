@@ -52,6 +52,9 @@ pub struct TranslatorConfig {
     #[serde(default = "default_shares_per_minute")]
     pub shares_per_minute: f32,
     /// Seconds between vardiff checks (0 = off: the pool's target only).
+    /// The estimate follows every share; a check asks the pool for a new
+    /// rate (UpdateChannel) when it left the band around the miner's
+    /// difficulty, so a flood or a stall is acted on within seconds.
     #[serde(default = "default_vardiff_interval_secs")]
     pub vardiff_interval_secs: u64,
     /// Bytes of extranonce2 the SV1 miners roll (2..=8).
@@ -93,7 +96,7 @@ fn default_shares_per_minute() -> f32 {
     6.0
 }
 fn default_vardiff_interval_secs() -> u64 {
-    60
+    1
 }
 fn default_extranonce2_size() -> u8 {
     4

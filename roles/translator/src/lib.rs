@@ -3,7 +3,7 @@
 //!
 //! - SV1 server ([`sv1`], [`miner`]): subscribe, authorize, submit, notify,
 //!   set_difficulty, configure (version rolling), extranonce.subscribe;
-//!   per-miner vardiff ([`vardiff`]) and keepalive jobs.
+//!   per-miner vardiff (the `vardiff` crate's estimator) and keepalive jobs.
 //! - One SV2 extended channel per miner over one Noise connection to the
 //!   pool, with failover over `upstreams`; an upstream reconnect keeps the
 //!   miners connected (their extranonce1 is the translator's, the pool's
@@ -14,7 +14,7 @@
 //!   a miner's own key are listed for that miner's wallet.
 //!
 //! [`miner`] (one miner's session), [`router`] (whose channel is which),
-//! [`aggregate`] (the shared channel), [`sv1`], [`vardiff`] and [`quotes`]
+//! [`aggregate`] (the shared channel), [`sv1`] and [`quotes`]
 //! are sans-IO. The tasks: `miners` (the SV1 listener, one task per miner),
 //! `upstream` (the pool connection) and `quote_tasks` (recording and
 //! minting quotes).
@@ -27,9 +27,7 @@ mod miners;
 mod quote_tasks;
 pub mod quotes;
 pub mod router;
-pub mod sv1;
 mod upstream;
-pub mod vardiff;
 pub mod wallet;
 
 use std::net::SocketAddr;
@@ -75,7 +73,7 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 /// Something that happened, for tests and monitoring.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TranslatorEvent {
     UpstreamConnected {
         address: String,
@@ -83,6 +81,12 @@ pub enum TranslatorEvent {
     },
     UpstreamLost(String),
     MinerConnected(u32),
+    /// Vardiff asked the pool for a new difficulty for a miner, set for
+    /// `hashrate` hashes per second.
+    Retargeted {
+        miner: u32,
+        hashrate: f64,
+    },
     MinerDisconnected {
         miner: u32,
         reason: String,
@@ -203,7 +207,7 @@ pub async fn start(
     let ctx = Arc::new(miners::MinerContext {
         session: config.session_config(wallet_key),
         max_line_bytes: config.max_line_bytes,
-        router: router_tx,
+        router: router_tx.clone(),
         events: events.clone(),
         next_id: AtomicU32::new(1),
         stats: stats.clone(),
@@ -226,6 +230,7 @@ pub async fn start(
                 store: store.clone(),
                 wallet_key,
                 mint_now: mint_now.clone(),
+                router: router_tx.clone(),
                 events: events.clone(),
                 stats: stats.clone(),
             },

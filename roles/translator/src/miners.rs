@@ -16,6 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use stratum_core::parsers_sv2::MiningOwned;
+
 use crate::miner::{Action, MinerSession, MinerStat, SessionConfig};
 use crate::upstream::{ToMiner, ToRouter};
 use crate::{now_secs, TranslatorEvent};
@@ -189,6 +191,12 @@ async fn serve_miner(
                         .map_err(|e| format!("write failed: {e}"))?;
                 }
                 Action::Upstream(m) => {
+                    if let MiningOwned::UpdateChannel(u) = &m {
+                        let _ = ctx.events.send(TranslatorEvent::Retargeted {
+                            miner: id,
+                            hashrate: u.nominal_hash_rate as f64,
+                        });
+                    }
                     if ctx.router.send(ToRouter::Send(id, m)).is_err() {
                         return Err("translator is stopping".into());
                     }

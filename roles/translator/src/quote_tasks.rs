@@ -1,8 +1,10 @@
 //! The quote tasks: the recorder writes every ehash notification from the
-//! pool to the quote store (durably, off the async workers), and the minter
+//! pool to the quote store (durably, off the async workers) and then
+//! acknowledges it to the pool, and the minter
 //! mints the quotes locked to the wallet's key in NUT-29 batches whenever
 //! the recorder wakes it, and on a retry timer.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,27 +19,59 @@ use tracing::{debug, info, warn};
 
 use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
 use crate::router::Notification;
+use crate::upstream::ToRouter;
 use crate::wallet::EhashWallet;
 use crate::{now_secs, TranslatorEvent};
+
+/// How often the wallet key's quotes at the mint are compared with the store.
+const LOOKUP_INTERVAL: Duration = Duration::from_secs(600);
+/// Quotes younger than this are left to their notifications.
+const LOOKUP_GRACE_SECS: u64 = 120;
+
+/// Notifications recorded in one transaction at most.
+const MAX_RECORD_BATCH: usize = 1024;
 
 /// What the quote recorder works with.
 pub(crate) struct Recorder {
     pub store: Arc<QuoteStore>,
     pub wallet_key: LockingKey,
     pub mint_now: Arc<Notify>,
+    /// Acknowledgements go to the pool through the router task.
+    pub router: mpsc::UnboundedSender<ToRouter>,
     pub events: broadcast::Sender<TranslatorEvent>,
     pub stats: StatsPublisher,
 }
 
-/// Records every ehash notification from the pool, then wakes the minter.
+/// Records every ehash notification from the pool (those waiting are
+/// written in one durable transaction), acknowledges them to the pool, then
+/// wakes the minter.
 pub(crate) async fn record_quotes(
     recorder: Recorder,
     mut rx: mpsc::UnboundedReceiver<Notification>,
 ) {
-    while let Some(Notification { message, key }) = rx.recv().await {
-        match message {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(n) => batch.push(n),
+                Err(_) => break,
+            }
+        }
+        recorder.record(batch).await;
+    }
+}
+
+/// A notification as the store records it.
+enum Entry {
+    Quote { record: QuoteRecord, own: bool },
+    Failure(FailureRecord),
+}
+
+impl Recorder {
+    fn entry(&self, Notification { message, key }: Notification) -> Option<Entry> {
+        Some(match message {
             EhashMessage::MintQuoteNotification(n) => {
-                let own = key == Some(recorder.wallet_key);
+                let own = key == Some(self.wallet_key);
                 let record = QuoteRecord {
                     quote_id: n.quote_id.as_utf8_or_hex(),
                     share_hash: hex::encode(n.share_hash.to_array()),
@@ -56,63 +90,99 @@ pub(crate) async fn record_quotes(
                     created_at: now_secs(),
                     last_error: None,
                 };
-                recorder.record_quote(record, own).await;
+                Entry::Quote { record, own }
             }
-            EhashMessage::MintQuoteFailure(f) => {
-                let record = FailureRecord {
-                    share_hash: hex::encode(f.share_hash.to_array()),
-                    channel_id: f.channel_id,
-                    sequence_number: f.sequence_number,
-                    error_code: f.error_code.as_utf8_or_hex(),
-                    error_message: f.error_message.as_utf8_or_hex(),
-                    created_at: now_secs(),
-                };
-                recorder.record_failure(record).await;
+            EhashMessage::MintQuoteFailure(f) => Entry::Failure(FailureRecord {
+                share_hash: hex::encode(f.share_hash.to_array()),
+                channel_id: f.channel_id,
+                sequence_number: f.sequence_number,
+                error_code: f.error_code.as_utf8_or_hex(),
+                error_message: f.error_message.as_utf8_or_hex(),
+                created_at: now_secs(),
+            }),
+            EhashMessage::MintQuoteAck(_) => {
+                warn!("ignoring an ehash acknowledgement from the pool");
+                return None;
+            }
+        })
+    }
+
+    /// Records a batch durably, then acknowledges it (per channel) and
+    /// reports what was new. Nothing is acknowledged when the write failed:
+    /// the pool sends those notifications again.
+    async fn record(&self, batch: Vec<Notification>) {
+        let mut acks: BTreeMap<u32, Vec<[u8; 32]>> = BTreeMap::new();
+        for n in &batch {
+            if let Some(hash) = n.message.share_hash() {
+                acks.entry(n.message.channel_id()).or_default().push(hash);
             }
         }
-    }
-}
-
-impl Recorder {
-    async fn record_quote(&self, record: QuoteRecord, own: bool) {
+        let (mut quotes, mut failures) = (vec![], vec![]);
+        for n in batch {
+            match self.entry(n) {
+                Some(Entry::Quote { record, own }) => quotes.push((record, own)),
+                Some(Entry::Failure(f)) => failures.push(f),
+                None => {}
+            }
+        }
         // SQLite with synchronous=FULL waits for the disk: off the async workers.
-        let inserted = {
-            let (store, record) = (self.store.clone(), record.clone());
-            tokio::task::spawn_blocking(move || store.insert(&record)).await
+        let written = {
+            let store = self.store.clone();
+            let records: Vec<QuoteRecord> = quotes.iter().map(|(r, _)| r.clone()).collect();
+            let failures = failures.clone();
+            tokio::task::spawn_blocking(move || store.record(&records, &failures)).await
         };
-        let quote_id = record.quote_id;
-        match inserted {
-            Ok(Ok(true)) => {
-                info!(
-                    quote = quote_id,
-                    amount = record.amount,
-                    channel_id = record.channel_id,
-                    key = record.locking_key,
-                    own,
-                    "ehash quote recorded"
-                );
-                self.stats.publish(stats_sv2::EhashQuoteOwned {
-                    quote_id: str0255_truncated(&quote_id),
-                    amount: record.amount,
-                    minted: false,
-                    timestamp: now_ms(),
-                });
-                let _ = self.events.send(TranslatorEvent::QuoteRecorded {
-                    quote_id,
-                    amount: record.amount,
-                    own,
-                });
-                if own {
-                    self.mint_now.notify_one();
-                }
+        let new = match written {
+            Ok(Ok(new)) => new,
+            Ok(Err(e)) => return warn!("cannot record {} quotes: {e}", quotes.len()),
+            Err(e) => return warn!("quote recording task failed: {e}"),
+        };
+        for (channel_id, share_hashes) in acks {
+            let _ = self.router.send(ToRouter::Ack {
+                channel_id,
+                share_hashes,
+            });
+        }
+        let mut mint = false;
+        for ((record, own), new) in quotes.into_iter().zip(new) {
+            if new {
+                mint |= own;
+                self.recorded(record, own);
+            } else {
+                debug!(quote = record.quote_id, "quote already recorded");
             }
-            Ok(Ok(false)) => debug!(quote = quote_id, "quote already recorded"),
-            Ok(Err(e)) => warn!(quote = quote_id, "cannot record quote: {e}"),
-            Err(e) => warn!(quote = quote_id, "quote recording task failed: {e}"),
+        }
+        for failure in failures {
+            self.failed(failure);
+        }
+        if mint {
+            self.mint_now.notify_one();
         }
     }
 
-    async fn record_failure(&self, record: FailureRecord) {
+    fn recorded(&self, record: QuoteRecord, own: bool) {
+        info!(
+            quote = record.quote_id,
+            amount = record.amount,
+            channel_id = record.channel_id,
+            key = record.locking_key,
+            own,
+            "ehash quote recorded"
+        );
+        self.stats.publish(stats_sv2::EhashQuoteOwned {
+            quote_id: str0255_truncated(&record.quote_id),
+            amount: record.amount,
+            minted: false,
+            timestamp: now_ms(),
+        });
+        let _ = self.events.send(TranslatorEvent::QuoteRecorded {
+            quote_id: record.quote_id,
+            amount: record.amount,
+            own,
+        });
+    }
+
+    fn failed(&self, record: FailureRecord) {
         warn!(
             channel_id = record.channel_id,
             sequence_number = record.sequence_number,
@@ -120,13 +190,6 @@ impl Recorder {
             message = record.error_message,
             "the pool could not get a quote for a share"
         );
-        let failure = {
-            let (store, record) = (self.store.clone(), record.clone());
-            tokio::task::spawn_blocking(move || store.insert_failure(&record)).await
-        };
-        if let Ok(Err(e)) = failure {
-            warn!("cannot record quote failure: {e}");
-        }
         let _ = self.events.send(TranslatorEvent::QuoteFailed {
             share_hash: record.share_hash,
             error_code: record.error_code,
@@ -149,10 +212,19 @@ pub(crate) struct Minter {
 /// Mints pending quotes whenever told to, and retries on a timer.
 pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
     publish_balance(&minter.wallet, &minter.stats).await;
-    let mut recovered = false;
+    let mut events = minter.events.subscribe();
+    // At start-up, after every pool reconnect (a gap in which notifications
+    // may have gone missing) and every LOOKUP_INTERVAL, the mint's own list
+    // of the wallet key's quotes is compared with the store.
+    let (mut recovered, mut looked_up) = (false, false);
+    let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
+    lookup.tick().await;
     loop {
         if !recovered {
             recovered = minter.recover().await;
+        }
+        if recovered && !looked_up {
+            looked_up = minter.look_up_missing().await;
         }
         if recovered {
             minter.mint_pending().await;
@@ -160,6 +232,12 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = minter.mint_now.notified() => {}
+            event = events.recv() => {
+                if let Ok(TranslatorEvent::UpstreamConnected { .. }) = event {
+                    looked_up = false;
+                }
+            }
+            _ = lookup.tick() => looked_up = false,
             _ = tokio::time::sleep(minter.retry) => {}
         }
     }
@@ -176,6 +254,24 @@ impl Minter {
                     self.stats.link_status(link::MINT, false);
                 }
                 warn!("wallet recovery failed (mint unreachable?), retrying: {e}");
+                false
+            }
+        }
+    }
+
+    /// Records the quotes of the wallet's key the mint holds and the store
+    /// does not know; whether the mint answered. Quotes younger than
+    /// [`LOOKUP_GRACE_SECS`] are left to their notifications, on their way.
+    async fn look_up_missing(&self) -> bool {
+        let created_before = now_secs().saturating_sub(LOOKUP_GRACE_SECS);
+        match self
+            .wallet
+            .record_from_mint(&self.store, created_before)
+            .await
+        {
+            Ok(_) => true,
+            Err(e) => {
+                warn!("cannot compare the wallet key's quotes with the mint's, retrying: {e}");
                 false
             }
         }

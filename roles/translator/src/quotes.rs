@@ -152,39 +152,62 @@ impl QuoteStore {
     /// Records a quote; `false` if it was already recorded (a replayed
     /// notification), which leaves the stored record as it was.
     pub fn insert(&self, r: &QuoteRecord) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            &format!(
-                "INSERT OR IGNORE INTO quotes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
-            ),
-            params![
-                r.quote_id,
-                r.share_hash,
-                r.amount as i64,
-                r.locking_key,
-                r.keyset_id,
-                r.channel_id as i64,
-                r.sequence_number as i64,
-                r.state.as_str(),
-                r.created_at as i64,
-                r.last_error,
-            ],
-        )?;
-        Ok(n == 1)
+        Ok(self.record(std::slice::from_ref(r), &[])?[0])
     }
 
-    pub fn insert_failure(&self, f: &FailureRecord) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO quote_failures VALUES (?1,?2,?3,?4,?5,?6)",
-            params![
-                f.share_hash,
-                f.channel_id as i64,
-                f.sequence_number as i64,
-                f.error_code,
-                f.error_message,
-                f.created_at as i64,
-            ],
-        )?;
-        Ok(n == 1)
+    /// Records quotes and failures in one transaction (one disk sync);
+    /// whether each quote was new (a replayed notification leaves its
+    /// stored record as it was; a notification completes a record found at
+    /// the mint first, and counts as new).
+    pub fn record(
+        &self,
+        quotes: &[QuoteRecord],
+        failures: &[FailureRecord],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut new = Vec::with_capacity(quotes.len());
+        {
+            // A quote first found at the mint (its notification late) is
+            // completed by the notification; anything else is kept as it was.
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO quotes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+                 ON CONFLICT(quote_id) DO UPDATE SET share_hash = excluded.share_hash, \
+                 keyset_id = excluded.keyset_id, channel_id = excluded.channel_id, \
+                 sequence_number = excluded.sequence_number \
+                 WHERE quotes.share_hash = '' AND excluded.share_hash != ''"
+            ))?;
+            for r in quotes {
+                let n = insert.execute(params![
+                    r.quote_id,
+                    r.share_hash,
+                    r.amount as i64,
+                    r.locking_key,
+                    r.keyset_id,
+                    r.channel_id as i64,
+                    r.sequence_number as i64,
+                    r.state.as_str(),
+                    r.created_at as i64,
+                    r.last_error,
+                ])?;
+                new.push(n == 1);
+            }
+            let mut insert_failure = tx.prepare_cached(
+                "INSERT OR IGNORE INTO quote_failures VALUES (?1,?2,?3,?4,?5,?6)",
+            )?;
+            for f in failures {
+                insert_failure.execute(params![
+                    f.share_hash,
+                    f.channel_id as i64,
+                    f.sequence_number as i64,
+                    f.error_code,
+                    f.error_message,
+                    f.created_at as i64,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(new)
     }
 
     pub fn get(&self, quote_id: &str) -> Result<Option<QuoteRecord>, StoreError> {
@@ -317,6 +340,28 @@ mod tests {
     }
 
     #[test]
+    fn a_notification_completes_a_record_found_at_the_mint_first() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        let found = QuoteRecord {
+            share_hash: String::new(),
+            keyset_id: String::new(),
+            ..record("q1", 5, QuoteState::Pending)
+        };
+        assert!(s.insert(&found).unwrap());
+        s.mark_minted(&["q1".into()]).unwrap();
+        assert!(s.insert(&record("q1", 5, QuoteState::Pending)).unwrap());
+        let r = s.get("q1").unwrap().unwrap();
+        assert_eq!(
+            (r.state, r.share_hash),
+            (QuoteState::Minted, "q1-hash".to_string())
+        );
+        assert!(
+            !s.insert(&record("q1", 5, QuoteState::Pending)).unwrap(),
+            "once"
+        );
+    }
+
+    #[test]
     fn records_survive_reopening_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("q.sqlite");
@@ -326,15 +371,29 @@ mod tests {
             s.insert(&record("b", 4, QuoteState::Foreign)).unwrap();
             s.insert(&record("c", 5, QuoteState::Pending)).unwrap();
             s.mark_minted(&["c".into()]).unwrap();
-            s.insert_failure(&FailureRecord {
+            let failure = FailureRecord {
                 share_hash: "h".into(),
                 channel_id: 1,
                 sequence_number: 2,
                 error_code: "mint-timeout".into(),
                 error_message: "".into(),
                 created_at: 0,
-            })
-            .unwrap();
+            };
+            let new = s
+                .record(
+                    &[
+                        record("d", 6, QuoteState::Pending),
+                        record("a", 9, QuoteState::Pending),
+                    ],
+                    &[failure],
+                )
+                .unwrap();
+            assert_eq!(
+                new,
+                vec![true, false],
+                "a replay leaves the record as it was"
+            );
+            s.mark_minted(&["d".into()]).unwrap();
         }
         let s = QuoteStore::open(&path).unwrap();
         let pending: Vec<String> = s
@@ -348,7 +407,7 @@ mod tests {
             s.totals().unwrap(),
             Totals {
                 pending: (1, 3),
-                minted: (1, 5),
+                minted: (2, 11),
                 foreign: (1, 4),
                 failures: 1
             }

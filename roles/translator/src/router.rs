@@ -10,7 +10,7 @@
 //! the channel's locking key to every ehash notification, also for channels
 //! that have closed since.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
@@ -21,8 +21,8 @@ use tracing::debug;
 
 use crate::aggregate::{self, Aggregate};
 
-/// Keys of closed channels kept for late notifications; the table starts
-/// over when full.
+/// Keys of closed channels kept for late notifications; beyond this the
+/// channel closed longest ago is forgotten first.
 const MAX_CLOSED_CHANNELS: usize = 100_000;
 
 /// What the IO layer does next.
@@ -34,6 +34,8 @@ pub enum Action {
     Upstream(MiningOwned),
     /// An ehash notification for the quote recorder.
     Quote(Notification),
+    /// An acknowledgement of recorded notifications, for the pool.
+    Ack(EhashMessage),
 }
 
 /// An ehash message from the pool with the locking key of its channel
@@ -64,6 +66,8 @@ pub struct Router {
     channels: HashMap<u32, ChannelInfo>,
     /// Keys of channels that closed, for notifications that arrive after.
     closed_channels: HashMap<u32, Option<LockingKey>>,
+    /// Closed channel ids, the earliest closed first.
+    closed_order: VecDeque<u32>,
     next_request_id: u32,
     aggregate: Option<Aggregate>,
 }
@@ -76,6 +80,7 @@ impl Router {
             opening: HashMap::new(),
             channels: HashMap::new(),
             closed_channels: HashMap::new(),
+            closed_order: VecDeque::new(),
             next_request_id: 1,
             aggregate: aggregate.map(Aggregate::new),
         }
@@ -171,12 +176,21 @@ impl Router {
 
     /// An ehash message from the pool: to the recorder, with its channel's key.
     pub fn on_ehash(&self, message: EhashMessage) -> Vec<Action> {
-        let channel_id = match &message {
-            EhashMessage::MintQuoteNotification(n) => n.channel_id,
-            EhashMessage::MintQuoteFailure(f) => f.channel_id,
-        };
-        let key = self.key_of(channel_id);
+        if let EhashMessage::MintQuoteAck(_) = message {
+            debug!("ignoring an ehash acknowledgement from the pool");
+            return vec![];
+        }
+        let key = self.key_of(message.channel_id());
         vec![Action::Quote(Notification { message, key })]
+    }
+
+    /// The notifications of these shares, received on `channel_id`, are
+    /// recorded: their acknowledgements for the pool.
+    pub fn acknowledge(channel_id: u32, share_hashes: &[[u8; 32]]) -> Vec<Action> {
+        ehash_ext_sv2::acks(channel_id, share_hashes)
+            .into_iter()
+            .map(Action::Ack)
+            .collect()
     }
 
     /// The pool connection is gone, and every channel with it.
@@ -237,11 +251,18 @@ impl Router {
     }
 
     fn forget_channel(&mut self, channel_id: u32) {
-        if let Some(info) = self.channels.remove(&channel_id) {
-            if self.closed_channels.len() >= MAX_CLOSED_CHANNELS {
-                self.closed_channels.clear();
+        let Some(info) = self.channels.remove(&channel_id) else {
+            return;
+        };
+        // A reused channel id moves to the back: its old entry is stale.
+        if self.closed_channels.insert(channel_id, info.key).is_some() {
+            self.closed_order.retain(|id| *id != channel_id);
+        }
+        self.closed_order.push_back(channel_id);
+        while self.closed_order.len() > MAX_CLOSED_CHANNELS {
+            if let Some(oldest) = self.closed_order.pop_front() {
+                self.closed_channels.remove(&oldest);
             }
-            self.closed_channels.insert(channel_id, info.key);
         }
     }
 }

@@ -30,11 +30,17 @@ pub(crate) enum ToMiner {
     Lost,
 }
 
-/// Miner task -> router.
+/// Miner task (or the quote recorder) -> router.
 pub(crate) enum ToRouter {
     Register(u32, mpsc::Sender<ToMiner>),
     Unregister(u32),
     Send(u32, MiningOwned),
+    /// The notifications of these shares, received on `channel_id`, are
+    /// recorded durably: acknowledge them to the pool.
+    Ack {
+        channel_id: u32,
+        share_hashes: Vec<[u8; 32]>,
+    },
 }
 
 /// What the pool connection's task works with.
@@ -149,6 +155,8 @@ async fn wait_offline(
                     // waiting for and re-opens its channel on Ready.
                     miners.send(id, ToMiner::Lost);
                 }
+                // The pool sends unacknowledged notifications again.
+                Some(ToRouter::Ack { .. }) => {}
                 None => return false,
             },
         }
@@ -255,6 +263,10 @@ impl Session<'_> {
                 self.router.on_miner_left(id)
             }
             ToRouter::Send(id, msg) => self.router.on_miner_message(id, msg),
+            ToRouter::Ack {
+                channel_id,
+                share_hashes,
+            } => Router::acknowledge(channel_id, &share_hashes),
         }
     }
 
@@ -273,6 +285,9 @@ impl Session<'_> {
                 Action::Quote(n) => {
                     let _ = self.link.quotes.send(n);
                 }
+                Action::Ack(ack) => sv2::send_ehash(&mut conn.writer, ack)
+                    .await
+                    .map_err(|e| e.to_string())?,
             }
         }
         Ok(())

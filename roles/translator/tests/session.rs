@@ -1,12 +1,9 @@
 //! The miner session (sans-IO): SV1 in, SV2 out, against hand-made SV2 jobs.
-//! Headers are rebuilt from the SV1 messages by the test miner's own code,
-//! so a translation mistake makes the channel refuse the share.
+//! Headers are rebuilt from the SV1 messages with `sv1::client` (the miner's
+//! code, independent of the translator's `sv1::server`), so a translation
+//! mistake makes the channel refuse the share.
 
-mod support;
-mod sv1_deps {
-    pub use hex;
-    pub use serde_json;
-}
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ehash::LockingKey;
 use serde_json::{json, Value};
@@ -15,11 +12,11 @@ use stratum_core::binary_sv2::{
 };
 use stratum_core::mining_sv2::{
     NewExtendedMiningJobOwned, OpenExtendedMiningChannelSuccessOwned, OpenMiningChannelErrorOwned,
-    SetNewPrevHashOwned, SubmitSharesErrorOwned, SubmitSharesExtendedOwned,
+    SetNewPrevHashOwned, SetTargetOwned, SubmitSharesErrorOwned, SubmitSharesExtendedOwned,
     SubmitSharesSuccessOwned,
 };
 use stratum_core::parsers_sv2::MiningOwned;
-use support::sv1_client::{search, Sv1Job, Sv1Share};
+use sv1::client::{search, submit_params, Found, Job};
 use translator::miner::{
     Action, MinerSession, MinerStat, SessionConfig, EXTRANONCE1_SIZE, VERSION_ROLLING_MASK,
 };
@@ -38,7 +35,7 @@ fn config() -> SessionConfig {
         shares_per_minute: 6.0,
         wallet_key: WALLET_KEY.parse::<LockingKey>().unwrap(),
         keepalive_secs: 60,
-        vardiff_secs: 30,
+        vardiff_secs: 1,
         wait_for_pool: true,
     }
 }
@@ -68,6 +65,12 @@ fn coinbase_parts(extranonce_len: usize) -> (Vec<u8>, Vec<u8>) {
     suffix.extend([0x01, 0x51]);
     suffix.extend([0, 0, 0, 0]);
     (prefix, suffix)
+}
+
+/// Numbers share searches, so that no two find the same share.
+fn next_run() -> u64 {
+    static RUN: AtomicU64 = AtomicU64::new(1);
+    RUN.fetch_add(1, Ordering::Relaxed)
 }
 
 struct Harness {
@@ -136,14 +139,14 @@ impl Harness {
         self.sv1.remove(pos)
     }
 
-    fn last_notify(&self) -> Sv1Job {
+    fn last_notify(&self) -> Job {
         let v = self
             .sv1
             .iter()
             .rev()
             .find(|v| v["method"] == "mining.notify")
             .expect("a notify");
-        Sv1Job::from_params(&v["params"])
+        Job::from_params(&v["params"]).expect("a valid mining.notify")
     }
 
     fn difficulty(&self) -> f64 {
@@ -220,24 +223,21 @@ impl Harness {
         (h, en1)
     }
 
-    fn share(&self, en1: &[u8], meets: bool) -> Sv1Share {
+    fn share(&self, en1: &[u8], meets: bool) -> Found {
         let job = self.last_notify();
-        search(&job, en1, 4, self.difficulty(), None, |hash, target| {
-            (hash <= target) == meets
-        })
+        search(
+            &job,
+            en1,
+            4,
+            self.difficulty(),
+            None,
+            next_run(),
+            |hash, target| (hash <= target) == meets,
+        )
     }
 
-    fn submit(&mut self, id: u64, share: &Sv1Share) {
-        let mut params = vec![
-            json!(self.user),
-            json!(share.job_id),
-            json!(hex::encode(&share.extranonce2)),
-            json!(format!("{:08x}", share.ntime)),
-            json!(format!("{:08x}", share.nonce)),
-        ];
-        if let Some(b) = share.version_bits {
-            params.push(json!(format!("{b:08x}")));
-        }
+    fn submit(&mut self, id: u64, share: &Found) {
+        let params = submit_params(&self.user, share);
         self.line(json!({"id": id, "method": "mining.submit", "params": params}));
     }
 
@@ -442,6 +442,7 @@ fn version_rolling_bits_are_applied_within_the_negotiated_mask() {
             4,
             h.difficulty(),
             Some(VERSION_ROLLING_MASK),
+            next_run(),
             |a, b| a <= b,
         );
         if s.version_bits.is_some() {
@@ -507,29 +508,86 @@ fn keepalive_resends_the_job_with_a_fresh_ntime() {
 }
 
 #[test]
-fn vardiff_asks_the_pool_for_a_new_rate_when_shares_come_too_fast() {
+fn vardiff_asks_the_pool_for_a_lower_rate_in_bounded_steps_when_shares_come_too_slowly() {
     let (mut h, en1) = Harness::ready("rig");
-    for i in 0..40u64 {
-        let share = h.share(&en1, true);
-        h.submit(200 + i, &share);
-        h.forwarded();
-    }
-    h.now += 60;
-    let outs = h.session.on_tick(h.now);
-    h.apply(outs);
-    match h.upstream.pop() {
-        Some(MiningOwned::UpdateChannel(u)) => {
-            assert_eq!(u.channel_id, CHANNEL);
-            // 40 shares of 16 expected hashes in 60 s, far under the nominal 1000 h/s
-            let measured = 40.0 * 16.0 / 60.0;
-            assert!(
-                (u.nominal_hash_rate - measured).abs() < 0.1,
-                "{}",
-                u.nominal_hash_rate
-            );
+    let mut rates = Vec::new();
+    let mut first_at = None;
+    // 40 shares of 16 expected hashes a minute, two every three seconds:
+    // ~11 h/s, far under the nominal 1000 h/s.
+    for minute in 0..10u64 {
+        for second in 0..60 {
+            h.now += 1;
+            if second % 3 != 2 {
+                let share = h.share(&en1, true);
+                h.submit(1000 * minute + second, &share);
+                h.forwarded();
+            }
+            let outs = h.session.on_tick(h.now);
+            h.apply(outs);
+            while let Some(m) = h.upstream.pop() {
+                match m {
+                    MiningOwned::UpdateChannel(u) => {
+                        assert_eq!(u.channel_id, CHANNEL);
+                        first_at.get_or_insert(minute * 60 + second);
+                        rates.push(u.nominal_hash_rate);
+                    }
+                    other => panic!("expected UpdateChannel, got {other:?}"),
+                }
+            }
         }
-        other => panic!("expected UpdateChannel, got {other:?}"),
     }
+    assert!(
+        first_at.is_some_and(|t| t <= 180),
+        "first UpdateChannel at {first_at:?} s"
+    );
+    // Shares credit the work of the job they were mined on (16 hashes each):
+    // the estimate goes down towards ~11 h/s, by at most x4 a step, never under it.
+    let measured = 40.0 * 16.0 / 60.0;
+    let mut previous = 1000.0f32;
+    for &rate in &rates {
+        assert!(
+            rate < previous && rate >= previous / 4.0 * 0.999 && rate >= measured / 2.0,
+            "{rates:?}"
+        );
+        previous = rate;
+    }
+    assert!(previous < 250.0, "{rates:?}");
+}
+
+#[test]
+fn a_new_target_reaches_the_miner_with_the_next_job_as_clean_work() {
+    let (mut h, _) = Harness::ready("rig");
+    let before = h.difficulty();
+    let first = h.last_notify();
+    // What the pool answers to UpdateChannel: SetTarget, then a job at it.
+    let mut harder = easy_target_le();
+    harder[31] = 0x00;
+    h.pool_sends(MiningOwned::SetTarget(SetTargetOwned {
+        channel_id: CHANNEL,
+        maximum_target: U256Owned::from(harder),
+    }));
+    let (p, s) = coinbase_parts(POOL_PREFIX.len() + ROLLABLE as usize);
+    h.pool_sends(MiningOwned::NewExtendedMiningJob(
+        NewExtendedMiningJobOwned {
+            channel_id: CHANNEL,
+            job_id: 2,
+            min_ntime: Sv2OptionOwned::new(Some(NTIME)),
+            version: 0x2000_0000,
+            version_rolling_allowed: true,
+            merkle_path: Seq0255Owned::new(vec![]).unwrap(),
+            coinbase_tx_prefix: B064KOwned::new(p).unwrap(),
+            coinbase_tx_suffix: B064KOwned::new(s).unwrap(),
+        },
+    ));
+    assert!(
+        h.difficulty() > before * 10.0,
+        "{} -> {}",
+        before,
+        h.difficulty()
+    );
+    let job = h.last_notify();
+    assert_ne!(job.job_id, first.job_id);
+    assert!(job.clean, "a new difficulty comes with clean work");
 }
 
 #[test]
@@ -657,11 +715,24 @@ fn the_stats_service_hears_the_authorized_miner_its_answered_shares_and_its_hash
         "{:?}",
         h.stats
     );
+    // (A minute without shares at the channel's easy target is a drought:
+    // vardiff steps down for a few seconds, each step a decision.)
+    let mut quiet = 0;
+    for _ in 0..10 {
+        h.stats.clear();
+        h.upstream.clear();
+        h.now += 1;
+        let outs = h.session.on_tick(h.now);
+        h.apply(outs);
+        let decided = h
+            .upstream
+            .iter()
+            .any(|m| matches!(m, MiningOwned::UpdateChannel(_)));
+        assert!(h.stats.is_empty() || decided, "{:?}", h.stats);
+        quiet += usize::from(h.stats.is_empty());
+    }
+    assert!(quiet > 0);
     h.stats.clear();
-    h.now += 1;
-    let outs = h.session.on_tick(h.now);
-    h.apply(outs);
-    assert!(h.stats.is_empty(), "{:?}", h.stats);
 
     // A re-opened channel is the same miner: announced once.
     h.pool_sends(MiningOwned::CloseChannel(

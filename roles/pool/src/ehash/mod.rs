@@ -3,15 +3,17 @@
 //!
 //! - `flow`: the sans-IO state machine ([`flow::QuoteFlow`]): pending
 //!   shares, routing of notifications, defer-mode answers.
+//! - `notices`: notifications owed to translators until acknowledged.
 //! - `task`: the task that runs it, between the pool core, the outbox and
 //!   the mint link.
-//! - `outbox`: the durable journal of quote requests the mint still owes.
-//! - `persist`: the flow's on-disk formats (an outbox payload, the kept
-//!   notifications).
+//! - `outbox`: the durable journal of accepted shares whose ehash has not
+//!   reached a translator's records yet.
+//! - `persist`: the outbox payload of a share.
 //! - `mint_link`: the authenticated Noise link to the mint.
 
 pub mod flow;
 pub mod mint_link;
+pub mod notices;
 pub mod outbox;
 mod persist;
 mod task;

@@ -132,6 +132,10 @@ enum Command {
     Done {
         key: [u8; 32],
     },
+    /// Write and sync everything queued before it.
+    Flush {
+        synced: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Handle to the journal writer task.
@@ -189,9 +193,11 @@ impl Outbox {
         }
         let (commands, queue) = mpsc::channel(MAX_BATCH);
         let live: HashMap<[u8; 32], Vec<u8>> = pending.iter().cloned().collect();
+        let good_len = file.metadata().map_err(io_err)?.len();
         let writer = Writer {
             path: path.to_path_buf(),
             file,
+            good_len,
             live,
             done_since_compaction: 0,
         };
@@ -228,6 +234,22 @@ impl Outbox {
     pub async fn done(&self, key: [u8; 32]) {
         let _ = self.commands.send(Command::Done { key }).await;
     }
+
+    /// Returns once everything queued so far is on disk (at shutdown, so a
+    /// restart on the same journal reads it all).
+    pub async fn flush(&self) -> Result<(), OutboxError> {
+        let (synced, done) = oneshot::channel();
+        self.commands
+            .send(Command::Flush { synced })
+            .await
+            .map_err(|_| OutboxError::Stopped)?;
+        done.await
+            .map_err(|_| OutboxError::Stopped)?
+            .map_err(|e| OutboxError::Io {
+                path: PathBuf::from("outbox"),
+                source: io::Error::other(e),
+            })
+    }
 }
 
 /// Writes `records` to a fresh journal next to `path` and renames it over `path`.
@@ -259,6 +281,9 @@ fn rewrite<'a>(
 struct Writer {
     path: PathBuf,
     file: File,
+    /// Length of the journal up to its last record written whole: a failed
+    /// write is cut back to it, so a torn record never hides the ones after.
+    good_len: u64,
     live: HashMap<[u8; 32], Vec<u8>>,
     done_since_compaction: usize,
 }
@@ -286,6 +311,7 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Command>) {
         let mut bytes = vec![];
         let mut waiting = vec![];
+        let mut appended = vec![];
         for command in batch {
             match command {
                 Command::Append {
@@ -298,7 +324,7 @@ impl Writer {
                         payload: payload.clone(),
                     }
                     .encode_into(&mut bytes);
-                    self.live.insert(key, payload);
+                    appended.push((key, payload));
                     waiting.push(synced);
                 }
                 Command::Done { key } => {
@@ -307,6 +333,7 @@ impl Writer {
                         self.done_since_compaction += 1;
                     }
                 }
+                Command::Flush { synced } => waiting.push(synced),
             }
         }
         let result = self
@@ -321,16 +348,35 @@ impl Writer {
             })
             .map_err(|e| {
                 warn!("outbox {}: write failed: {e}", self.path.display());
+                self.cut_back();
                 e.to_string()
             });
+        if result.is_ok() {
+            self.good_len += bytes.len() as u64;
+            // Only what is on disk is owed: a failed append is refused to its
+            // caller and never replayed.
+            self.live.extend(appended);
+        }
         for synced in waiting {
             let _ = synced.send(result.clone());
+        }
+    }
+
+    /// After a failed write: the journal back to its last whole record (the
+    /// file is in append mode, so the next record follows it).
+    fn cut_back(&mut self) {
+        if let Err(e) = self.file.set_len(self.good_len) {
+            warn!(
+                "outbox {}: cannot cut a failed write back: {e}",
+                self.path.display()
+            );
         }
     }
 
     fn compact(&mut self) {
         match rewrite(&self.path, self.live.iter().map(|(k, p)| (k, p.as_slice()))) {
             Ok(file) => {
+                self.good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = file;
                 self.done_since_compaction = 0;
             }
@@ -437,6 +483,40 @@ mod tests {
         assert!(pending
             .iter()
             .all(|(k, p)| k[0] == 250 || *p == vec![k[0]; 10]));
+    }
+
+    #[test]
+    fn a_torn_write_is_cut_back_so_later_records_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let file = rewrite(&path, [(&key(1), b"one".as_slice())].into_iter()).unwrap();
+        let good_len = file.metadata().unwrap().len();
+        // A write that failed half way left part of a record behind.
+        let mut torn = vec![];
+        Record::Append {
+            key: key(2),
+            payload: vec![2; 50],
+        }
+        .encode_into(&mut torn);
+        let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
+        raw.write_all(&torn[..20]).unwrap();
+        let mut writer = Writer {
+            path: path.clone(),
+            file,
+            good_len,
+            live: HashMap::new(),
+            done_since_compaction: 0,
+        };
+        writer.cut_back();
+        let (synced, _answer) = oneshot::channel();
+        writer.commit(vec![Command::Append {
+            key: key(3),
+            payload: b"three".to_vec(),
+            synced,
+        }]);
+        let (_outbox, pending) = Outbox::open(&path).unwrap();
+        let keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(keys, vec![1, 3], "the record after the torn one is read");
     }
 
     #[test]

@@ -1,17 +1,13 @@
 //! What the ehash flow keeps on disk besides the outbox's framing: a share's
-//! outbox payload, and the notifications kept for a locking key whose
-//! channel is gone (`<state_dir>/undelivered.json`).
+//! outbox payload.
 
 use std::path::Path;
 
 use ehash::wire::MessageSet;
-use ehash::LockingKey;
-use ehash_ext_sv2::EhashMessage;
 use mint_quote_sv2::MintQuoteMessage;
-use serde::{Deserialize, Serialize};
-use tracing::error;
+use tracing::warn;
 
-use super::flow::{QuoteFlow, QuoteShare, UndeliveredNotification};
+use super::flow::QuoteShare;
 
 /// The outbox payload of a share: channel id, sequence number, request frame.
 pub(super) fn encode_owed(share: &QuoteShare) -> Vec<u8> {
@@ -39,75 +35,28 @@ pub(super) fn decode_owed(payload: &[u8]) -> Option<QuoteShare> {
     }
 }
 
-/// One kept notification as stored in `undelivered.json`.
-#[derive(Serialize, Deserialize)]
-struct StoredNotification {
-    locking_key: String,
-    sequence_number: u32,
-    /// The ehash extension frame, hex.
-    frame: String,
-}
-
-pub(super) fn load_undelivered(path: &Path) -> Vec<(LockingKey, UndeliveredNotification)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return vec![];
+/// Removes the `undelivered.json` earlier versions kept notifications in:
+/// those quotes exist at the mint, where their keys' owners list them.
+pub(super) fn retire_undelivered_json(state_dir: &Path) {
+    let path = state_dir.join("undelivered.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
     };
-    let stored: Vec<StoredNotification> = match serde_json::from_str(&text) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("{}: unreadable, keeping it aside: {e}", path.display());
-            let _ = std::fs::rename(path, path.with_extension("json.unreadable"));
-            return vec![];
-        }
-    };
-    stored
-        .into_iter()
-        .filter_map(|s| {
-            let key: LockingKey = s.locking_key.parse().ok()?;
-            let mut frame = hex::decode(&s.frame).ok()?;
-            let message = EhashMessage::decode_frame(&mut frame).ok()?;
-            Some((
-                key,
-                UndeliveredNotification {
-                    sequence_number: s.sequence_number,
-                    message,
-                },
-            ))
-        })
-        .collect()
-}
-
-pub(super) fn save_undelivered(path: &Path, flow: &QuoteFlow) {
-    let stored: Vec<StoredNotification> = flow
-        .undelivered()
-        .iter()
-        .map(|(key, n)| StoredNotification {
-            locking_key: key.to_string(),
-            sequence_number: n.sequence_number,
-            frame: hex::encode(n.message.clone().to_frame_bytes().expect("fits a frame")),
-        })
-        .collect();
-    let tmp = path.with_extension("json.tmp");
-    let result = serde_json::to_vec(&stored)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        error!(
-            "cannot save undelivered notifications to {}: {e}",
-            path.display()
-        );
+    let kept = serde_json::from_str::<Vec<serde_json::Value>>(&text).map_or(0, |v| v.len());
+    warn!(
+        "{}: {kept} notifications of an earlier version are dropped; their quotes \
+         stay at the mint, listed by locking key for their owners",
+        path.display()
+    );
+    if let Err(e) = std::fs::remove_file(&path) {
+        warn!("cannot remove {}: {e}", path.display());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ehash::LockingKey;
     use mint_quote_sv2::MintQuoteRequestOwned;
 
     #[test]

@@ -1,11 +1,13 @@
 //! Runs the ehash flow around the sans-IO [`QuoteFlow`]: accepted shares
 //! are journaled in the outbox, then asked for at the mint; the mint's
 //! answers become notifications (0xC0/0xC1) to the owning connection, or
-//! successes and errors in defer mode. Undelivered notifications are kept in
-//! `<state_dir>/undelivered.json` across restarts.
+//! successes and errors in defer mode. A share stays in the outbox until a
+//! translator acknowledges its notification: after a restart the mint is
+//! asked again (it answers with the same quote) and the notification is
+//! owed again.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +26,7 @@ use tracing::{debug, error, info, warn};
 use super::flow::{Action, Directory, QuoteFlow, QuoteFlowConfig, QuoteShare, MINT_QUEUE_FULL};
 use super::mint_link::{MintEvent, MintLink, MintLinkConfig};
 use super::outbox::{Outbox, Owed};
-use super::persist::{decode_owed, encode_owed, load_undelivered, save_undelivered};
+use super::persist::{decode_owed, encode_owed, retire_undelivered_json};
 use crate::config::MintSettings;
 use crate::io::{AcceptedShareSink, Outbound, Shared};
 use crate::mining::{downstream_id, AcceptedShare, ConnId};
@@ -33,8 +35,17 @@ use crate::PoolError;
 /// SubmitSharesError code when the outbox cannot journal a share.
 const OUTBOX_ERROR: &str = "ehash-outbox-error";
 
+/// How often unacknowledged notifications are looked at for a resend.
+const RESEND_CHECK: Duration = Duration::from_secs(5);
+
 pub(crate) enum FlowInput {
     Share(AcceptedShare),
+    /// A translator acknowledged notifications on `conn`.
+    Acked {
+        conn: ConnId,
+        share_hashes: Vec<[u8; 32]>,
+    },
+    ConnectionClosed(ConnId),
     ChannelOpened {
         conn: ConnId,
         channel_id: u32,
@@ -59,6 +70,14 @@ impl AcceptedShareSink for FlowSink {
             ehash,
         });
     }
+
+    fn acked(&self, conn: ConnId, share_hashes: Vec<[u8; 32]>) {
+        let _ = self.0.send(FlowInput::Acked { conn, share_hashes });
+    }
+
+    fn connection_closed(&self, conn: ConnId) {
+        let _ = self.0.send(FlowInput::ConnectionClosed(conn));
+    }
 }
 
 /// The flow, prepared before the pool starts (the outbox is opened and its
@@ -68,7 +87,6 @@ pub(crate) struct PreparedFlow {
     unit_bits: u8,
     outbox: Outbox,
     owed: Owed,
-    undelivered_path: PathBuf,
     inputs: mpsc::UnboundedReceiver<FlowInput>,
     pub(crate) mint_stats: Arc<Mutex<Option<MintStatsResponse>>>,
 }
@@ -80,6 +98,7 @@ pub(crate) fn prepare(
 ) -> Result<(FlowSink, PreparedFlow), PoolError> {
     let (outbox, owed) = Outbox::open(&state_dir.join("outbox.journal"))
         .map_err(|e| PoolError::Setup(e.to_string()))?;
+    retire_undelivered_json(state_dir);
     let (tx, inputs) = mpsc::unbounded_channel();
     Ok((
         FlowSink(tx),
@@ -88,7 +107,6 @@ pub(crate) fn prepare(
             unit_bits,
             outbox,
             owed,
-            undelivered_path: state_dir.join("undelivered.json"),
             inputs,
             mint_stats: Arc::new(Mutex::new(None)),
         },
@@ -126,17 +144,15 @@ impl PreparedFlow {
             unit_bits,
             outbox,
             owed,
-            undelivered_path,
             mut inputs,
             mint_stats,
         } = self;
-        let mut task = Running::new(&settings, undelivered_path);
+        let mut task = Running::new(&settings);
         let owed_count = owed.len();
         task.restore(owed, &outbox).await;
         info!(
             mode = ?task.mode,
             owed = owed_count,
-            undelivered = task.flow.undelivered().len(),
             "ehash flow started: every accepted share becomes a quote at the mint"
         );
         let (link, mut mint_events) = MintLink::spawn(
@@ -157,21 +173,26 @@ impl PreparedFlow {
             link: &link,
             outbox: &outbox,
         };
+        let mut resend = tokio::time::interval(RESEND_CHECK);
         loop {
             let deadline = task.flow.next_deadline();
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(input) = inputs.recv() => task.on_input(input, &outbox, &journaled_tx),
+                _ = resend.tick() => task.flow.on_resend_tick(Instant::now()),
+                Some(input) = inputs.recv() => task.on_input(input, &shared, &outbox, &journaled_tx),
                 Some((share, result)) = journaled.recv() => task.on_journaled(share, result),
                 Some(event) = mint_events.recv() => task.on_mint_event(event, &shared, &mint_stats),
                 _ = sleep_until(deadline) => task.flow.on_tick(Instant::now(), &CoreDirectory(&shared)),
             };
             task.apply(actions, &exec).await;
         }
-        save_undelivered(&task.undelivered_path, &task.flow);
+        if let Err(e) = outbox.flush().await {
+            warn!("outbox not flushed at shutdown: {e}");
+        }
         info!(
             pending = task.flow.pending(),
-            "ehash flow stopped; pending quote requests stay in the outbox"
+            unacknowledged = task.flow.notices().len(),
+            "ehash flow stopped; shares not yet acknowledged stay in the outbox"
         );
     }
 }
@@ -190,13 +211,10 @@ struct Running {
     capacity: usize,
     /// Annotate mode: journaled shares waiting for room in the pending set.
     overflow: VecDeque<QuoteShare>,
-    undelivered_path: PathBuf,
-    /// The undelivered store's version as last saved.
-    saved_version: u64,
 }
 
 impl Running {
-    fn new(settings: &MintSettings, undelivered_path: PathBuf) -> Self {
+    fn new(settings: &MintSettings) -> Self {
         let mode = settings.mode();
         let capacity = settings.pending_capacity;
         let flow = QuoteFlow::new(QuoteFlowConfig {
@@ -211,12 +229,10 @@ impl Running {
             mode,
             capacity,
             overflow: VecDeque::new(),
-            undelivered_path,
-            saved_version: 0,
         }
     }
 
-    /// After a restart: the requests the outbox still owes, the kept notifications.
+    /// After a restart: the shares the outbox still holds are asked for again.
     async fn restore(&mut self, owed: Owed, outbox: &Outbox) {
         let now = Instant::now();
         for (hash, payload) in owed {
@@ -236,15 +252,12 @@ impl Running {
                 }
             }
         }
-        for (key, n) in load_undelivered(&self.undelivered_path) {
-            self.flow.keep_undelivered(key, n);
-        }
-        self.saved_version = self.flow.undelivered_version();
     }
 
     fn on_input(
         &mut self,
         input: FlowInput,
+        shared: &Shared,
         outbox: &Outbox,
         journaled: &Journaled,
     ) -> Vec<Action> {
@@ -255,7 +268,16 @@ impl Running {
                 channel_id,
                 key,
                 ehash,
-            } => self.flow.on_channel_opened(conn, channel_id, key, ehash),
+            } => self
+                .flow
+                .on_channel_opened(conn, channel_id, key, ehash, Instant::now()),
+            FlowInput::Acked { conn, share_hashes } => {
+                self.flow.on_ack(conn, &share_hashes, Instant::now())
+            }
+            FlowInput::ConnectionClosed(conn) => {
+                self.flow
+                    .on_connection_closed(conn, &CoreDirectory(shared), Instant::now())
+            }
         }
     }
 
@@ -296,20 +318,10 @@ impl Running {
         }
     }
 
-    /// Executes what the flow decided. A request is marked done in the
-    /// outbox only after what it led to is handed on: kept notifications
-    /// are on disk first.
+    /// Executes what the flow decided.
     async fn apply(&mut self, actions: Vec<Action>, exec: &Executor<'_>) {
-        let (done, actions): (Vec<Action>, Vec<Action>) = actions
-            .into_iter()
-            .partition(|a| matches!(a, Action::Done(_)));
         exec.run(actions).await;
         exec.run(self.flow.flush_successes()).await;
-        if self.flow.undelivered_version() != self.saved_version {
-            save_undelivered(&self.undelivered_path, &self.flow);
-            self.saved_version = self.flow.undelivered_version();
-        }
-        exec.run(done).await;
     }
 
     /// A share the core accepted: journal it (concurrently), or acknowledge it
@@ -472,19 +484,27 @@ impl Executor<'_> {
                     self.shared.push(conn, Outbound::Ehash(message));
                 }
                 Action::Done(hash) => self.outbox.done(hash).await,
-                Action::Evicted(message) => {
+                Action::Refused { overflow, message } => {
+                    // Logged and counted, never another key's notice evicted.
                     warn!(
-                        "undelivered notification evicted (limits reached): {}",
+                        ?overflow,
+                        "too many unacknowledged ehash notifications: not keeping a {}; \
+                         its quote stays at the mint for its key's owner",
                         message.name()
                     );
+                    self.shared
+                        .notices_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Action::Acknowledged(round_trips) => {
+                    self.shared.record_ack_round_trips(round_trips);
                 }
                 Action::QuoteCreated {
                     conn,
                     channel_id,
                     amount,
                 } => self.shared.stats.publish(QuoteCreated {
-                    // 0: the connection of a share replayed after a restart is unknown.
-                    downstream_id: conn.map_or(0, downstream_id),
+                    downstream_id: downstream_id(conn),
                     channel_id,
                     amount,
                     timestamp: now_ms(),

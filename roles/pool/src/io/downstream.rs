@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ehash_ext_sv2::MessageSet;
+use ehash_ext_sv2::{EhashMessage, MessageSet};
 use roles_common::sv2::{
     message_name, send, send_ehash, Incoming, ReadError, SendError, Sv2Reader,
 };
@@ -133,6 +133,12 @@ impl Link<'_> {
                         let actions = shared.core.lock().expect("core lock").on_message(id, msg);
                         shared.dispatch(actions);
                     }
+                    Ok(Incoming::Ehash(EhashMessage::MintQuoteAck(ack))) => {
+                        let hashes = ack.share_hashes.iter().map(|h| h.to_array()).collect();
+                        if !shared.ehash_acked(id, hashes) {
+                            warn!(conn = id, "ignoring an ehash acknowledgement: extension not negotiated");
+                        }
+                    }
                     Ok(Incoming::Ehash(msg)) => {
                         warn!(conn = id, "ignoring a downstream {}", msg.name());
                     }
@@ -182,5 +188,6 @@ fn forget(
         (result, closed)
     };
     shared.dispatch(closed);
+    shared.connection_closed(id);
     result
 }

@@ -7,8 +7,10 @@ mod downstream;
 mod template_provider;
 mod timers;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ehash::LockingKey;
 use ehash_ext_sv2::EhashMessage;
@@ -36,6 +38,13 @@ pub trait AcceptedShareSink: Send + Sync + 'static {
         _ehash: bool,
     ) {
     }
+
+    /// `conn` (which negotiated the ehash extension) acknowledged the
+    /// notifications of these shares.
+    fn acked(&self, _conn: ConnId, _share_hashes: Vec<[u8; 32]>) {}
+
+    /// `conn` closed.
+    fn connection_closed(&self, _conn: ConnId) {}
 }
 
 impl AcceptedShareSink for mpsc::UnboundedSender<AcceptedShare> {
@@ -68,6 +77,9 @@ pub(crate) enum Outbound {
     Close(String),
 }
 
+/// Acknowledgement round trips kept for monitoring at most.
+const MAX_ACK_ROUND_TRIPS: usize = 100_000;
+
 pub(crate) struct Shared {
     pub(crate) core: Mutex<PoolCore>,
     pub(crate) writers: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
@@ -75,6 +87,10 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<PoolEvent>,
     sink: Option<Arc<dyn AcceptedShareSink>>,
     pub(crate) stats: StatsPublisher,
+    /// Ehash notifications the flow could not keep until acknowledged.
+    pub(crate) notices_refused: AtomicU64,
+    /// How long acknowledged notifications took, latest last (bounded).
+    ack_round_trips: Mutex<VecDeque<Duration>>,
 }
 
 impl Shared {
@@ -91,6 +107,46 @@ impl Shared {
             events: broadcast::channel(1024).0,
             sink,
             stats,
+            notices_refused: AtomicU64::new(0),
+            ack_round_trips: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Keeps the latest acknowledgement round trips for monitoring.
+    pub(crate) fn record_ack_round_trips(&self, round_trips: Vec<Duration>) {
+        let mut kept = self.ack_round_trips.lock().expect("round trips lock");
+        kept.extend(round_trips);
+        while kept.len() > MAX_ACK_ROUND_TRIPS {
+            kept.pop_front();
+        }
+    }
+
+    /// The acknowledgement round trips recorded since the last call.
+    pub(crate) fn take_ack_round_trips(&self) -> Vec<Duration> {
+        self.ack_round_trips
+            .lock()
+            .expect("round trips lock")
+            .drain(..)
+            .collect()
+    }
+
+    /// `conn` acknowledged ehash notifications (its ehash negotiation checked here).
+    pub(crate) fn ehash_acked(&self, conn: ConnId, share_hashes: Vec<[u8; 32]>) -> bool {
+        let negotiated = self
+            .core
+            .lock()
+            .expect("core lock")
+            .connection_has_ehash(conn);
+        if let (true, Some(sink)) = (negotiated, &self.sink) {
+            sink.acked(conn, share_hashes);
+        }
+        negotiated
+    }
+
+    /// `conn` closed: the ehash flow keeps what it did not acknowledge.
+    pub(crate) fn connection_closed(&self, conn: ConnId) {
+        if let Some(sink) = &self.sink {
+            sink.connection_closed(conn);
         }
     }
 

@@ -1,5 +1,7 @@
 //! Periodic work: the vardiff tick and the "pool stats" log line.
 
+use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +32,12 @@ pub(crate) async fn every(
 
 /// Runs vardiff on every channel.
 pub(crate) fn vardiff_tick(shared: &Shared) {
-    let actions = shared.core.lock().expect("core lock").on_vardiff_tick();
+    let now_ms = roles_common::stats_publisher::now_ms();
+    let actions = shared
+        .core
+        .lock()
+        .expect("core lock")
+        .on_vardiff_tick(now_ms);
     shared.dispatch(actions);
 }
 
@@ -42,6 +49,7 @@ pub(crate) fn log_stats(shared: &Shared) {
         shares_rejected = s.shares_rejected,
         blocks_found = s.blocks_found,
         channels_open = s.channels_open,
+        ehash_notices_refused = shared.notices_refused.load(Ordering::Relaxed),
         "pool stats"
     );
 }

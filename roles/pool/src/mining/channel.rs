@@ -17,6 +17,7 @@ use stratum_core::channels_sv2::{
     chain_tip::ChainTip,
     extranonce_manager::{ExtranonceAllocator, ExtranonceAllocatorError},
     merkle_root::merkle_root_from_path,
+    seen_shares_budget,
     server::{
         error::{ExtendedChannelError, StandardChannelError},
         extended::ExtendedChannel,
@@ -24,7 +25,6 @@ use stratum_core::channels_sv2::{
         share_accounting::{ShareAccounting, ShareValidationError, ShareValidationResult},
         standard::StandardChannel,
     },
-    Vardiff, VardiffState,
 };
 use stratum_core::mining_sv2::{
     OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
@@ -35,6 +35,7 @@ use stratum_core::mining_sv2::{
 use stratum_core::parsers_sv2::MiningOwned;
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 use tracing::{debug, warn};
+use vardiff::{Vardiff, VardiffConfig};
 
 use super::{mining, u256, Action, ConnId, CoreConfig};
 
@@ -173,9 +174,14 @@ pub(super) struct Channel {
     /// From the channel's user_identity (None only when keys are not required).
     pub locking_key: Option<LockingKey>,
     kind: Kind,
-    /// The target each job was created with (mirrors channels_sv2, whose map is private).
+    /// The target each job was created with, for the jobs channels_sv2
+    /// still accepts shares on (it keeps its own map private).
     job_targets: HashMap<u32, Target>,
-    vardiff: VardiffState,
+    vardiff: Vardiff,
+    /// Shares accepted on the current chain tip, against channels_sv2's
+    /// duplicate-detection budget (it stops validating once that is full).
+    accepted_on_tip: usize,
+    seen_shares_budget: usize,
 }
 
 impl Channel {
@@ -189,6 +195,7 @@ impl Channel {
         allocator: &mut ExtranonceAllocator,
         new_id: impl FnOnce() -> u32,
         config: &CoreConfig,
+        now_ms: u64,
     ) -> Result<Channel, &'static str> {
         let kind_name = request.kind_name();
         let refuse = |e: &dyn std::fmt::Debug, code| {
@@ -235,13 +242,20 @@ impl Channel {
                 Kind::Standard(Box::new(channel))
             }
         };
-        Ok(Channel {
+        let nominal = each_kind!(Kind, &kind, c => c.get_nominal_hashrate());
+        let vardiff = Vardiff::new(vardiff_config(config), now_ms, nominal as f64)
+            .map_err(|e| refuse(&e, "invalid-nominal-hashrate"))?;
+        let mut channel = Channel {
             conn,
             locking_key,
             kind,
             job_targets: HashMap::new(),
-            vardiff: VardiffState::new().expect("system clock after 1970"),
-        })
+            vardiff,
+            accepted_on_tip: 0,
+            seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
+        };
+        channel.report_target(now_ms);
+        Ok(channel)
     }
 
     /// The OpenStandardMiningChannelSuccess / OpenExtendedMiningChannelSuccess
@@ -313,28 +327,43 @@ impl Channel {
             .map_err(|e| e.code()))
     }
 
+    /// The downstream declared its hash rate (UpdateChannel): vardiff
+    /// starts over from it, so the pool does not fight a downstream that
+    /// runs its own.
+    pub(super) fn on_declared_hashrate(&mut self, now_ms: u64, hashrate: f32) {
+        self.vardiff.reset(now_ms, hashrate as f64);
+        self.report_target(now_ms);
+    }
+
+    /// Tells vardiff the miner mines at the channel's target from now on:
+    /// the target may not be the one vardiff asked for (a declared hash
+    /// rate, the miner's maximum target), and every change of it is sent
+    /// with a job at once (`retargeted`).
+    fn report_target(&mut self, now_ms: u64) {
+        let work = ehash::work_hashes(self.target()) as f64;
+        self.vardiff.on_difficulty(now_ms, work);
+    }
+
     /// Runs vardiff; the channel's new target when it changed.
-    pub(super) fn vardiff_tick(&mut self, shares_per_minute: f32) -> Option<Target> {
-        let channel_id = self.id();
-        let (hashrate, target) = (self.nominal_hashrate(), self.target());
-        match self
-            .vardiff
-            .try_vardiff(hashrate, &target, shares_per_minute)
-        {
-            Ok(Some(new_hashrate)) => {
-                let new_target = self.update(new_hashrate, None).ok()?;
-                if new_target == target {
-                    return None;
-                }
-                debug!(channel_id, new_hashrate, "vardiff: new target");
-                Some(new_target)
+    pub(super) fn vardiff_tick(&mut self, now_ms: u64) -> Option<Target> {
+        let new_hashrate = self.vardiff.tick(now_ms)? as f32;
+        let target = self.target();
+        let new_target = match self.update(new_hashrate, None) {
+            Ok(t) => t,
+            Err(code) => {
+                debug!(
+                    channel_id = self.id(),
+                    new_hashrate, code, "vardiff: refused"
+                );
+                return None;
             }
-            Ok(None) => None,
-            Err(e) => {
-                debug!(channel_id, "vardiff: {e:?}");
-                None
-            }
+        };
+        self.report_target(now_ms);
+        if new_target == target {
+            return None;
         }
+        debug!(channel_id = self.id(), new_hashrate, "vardiff: new target");
+        Some(new_target)
     }
 
     /// A template: the job message built from it (a future job, or the
@@ -367,6 +396,7 @@ impl Channel {
         };
         if !future {
             self.job_targets.insert(job_id, self.target());
+            self.forget_retired_jobs();
         }
         Some(Action::Send(self.conn, mining(message)))
     }
@@ -386,6 +416,7 @@ impl Channel {
             }
         };
         self.job_targets.clear();
+        self.accepted_on_tip = 0;
         let job_id = job_id?;
         self.job_targets.insert(job_id, self.target());
         Some(Action::Send(
@@ -423,9 +454,41 @@ impl Channel {
         })
     }
 
-    /// Counts an accepted share for vardiff.
-    pub(super) fn on_share_accepted(&mut self) {
-        self.vardiff.increment_shares_since_last_update();
+    /// Counts an accepted share for vardiff, at the work of the target it
+    /// was mined at. Returns the new target when the channel must be
+    /// throttled: once less than half of this chain tip's duplicate-detection
+    /// budget is left, and each time what is left halves again, the
+    /// difficulty goes up fourfold, so a flood slows down long before the
+    /// budget runs out.
+    pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64) -> Option<Target> {
+        self.vardiff.on_share(now_ms, work as f64);
+        self.accepted_on_tip += 1;
+        let left = self.seen_shares_budget.saturating_sub(self.accepted_on_tip);
+        let crossed_half =
+            left > 0 && left.is_power_of_two() && left * 2 <= self.seen_shares_budget;
+        if !crossed_half {
+            return None;
+        }
+        let faster = self.vardiff.hashrate() * 4.0;
+        warn!(
+            channel_id = self.id(),
+            accepted_on_tip = self.accepted_on_tip,
+            budget = self.seen_shares_budget,
+            "share flood: raising the difficulty fourfold"
+        );
+        self.vardiff.reset(now_ms, faster);
+        let new_target = self.update(faster as f32, None).ok()?;
+        self.report_target(now_ms);
+        Some(new_target)
+    }
+
+    /// Drops the targets of jobs channels_sv2 no longer accepts shares on.
+    fn forget_retired_jobs(&mut self) {
+        let kind = &self.kind;
+        self.job_targets.retain(|job_id, _| {
+            each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
+                || c.get_past_job(*job_id).is_some())
+        });
     }
 
     /// The header a share commits to, rebuilt the way channels_sv2 validates it.
@@ -474,6 +537,18 @@ impl Channel {
             Kind::Extended(c) => Some(c),
             Kind::Standard(_) => None,
         }
+    }
+}
+
+/// The vardiff settings of every channel.
+fn vardiff_config(config: &CoreConfig) -> VardiffConfig {
+    VardiffConfig {
+        shares_per_minute: config.shares_per_minute as f64,
+        // The channel reports its target (`report_target`), sent with a job
+        // at once: shares at the previous one come only for the miner's
+        // latency (a translator's hop included).
+        difficulty_delay_ms: 10_000,
+        ..VardiffConfig::default()
     }
 }
 

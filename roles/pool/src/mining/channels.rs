@@ -30,6 +30,7 @@ impl PoolCore {
             &mut self.allocator,
             || new_channel_id(next_id, |id| channels.contains_key(&id)),
             &self.config,
+            self.clock_ms,
         );
         let mut channel = match opened {
             Ok(channel) => channel,
@@ -97,19 +98,26 @@ impl PoolCore {
 
     pub(super) fn update_channel(&mut self, conn: ConnId, m: UpdateChannelOwned) -> Vec<Action> {
         let channel_id = m.channel_id;
+        let now_ms = self.clock_ms;
         let result = match self
             .channels
             .get_mut(&channel_id)
             .filter(|c| c.conn == conn)
         {
             None => Err("invalid-channel-id"),
-            Some(channel) => channel.update(
-                m.nominal_hash_rate,
-                Some(Target::from_le_bytes(m.maximum_target.to_array())),
-            ),
+            Some(channel) => {
+                let target = channel.update(
+                    m.nominal_hash_rate,
+                    Some(Target::from_le_bytes(m.maximum_target.to_array())),
+                );
+                if target.is_ok() {
+                    channel.on_declared_hashrate(now_ms, m.nominal_hash_rate);
+                }
+                target
+            }
         };
         match result {
-            Ok(target) => vec![set_target(conn, channel_id, &target)],
+            Ok(_) => self.retargeted(channel_id),
             Err(code) => vec![Action::Send(
                 conn,
                 mining(MiningOwned::UpdateChannelError(UpdateChannelErrorOwned {
@@ -120,14 +128,37 @@ impl PoolCore {
         }
     }
 
-    /// Runs vardiff on every channel; sends SetTarget where the target changed.
-    pub fn on_vardiff_tick(&mut self) -> Vec<Action> {
-        let spm = self.config.shares_per_minute;
-        let mut actions = Vec::new();
-        for (channel_id, channel) in self.channels.iter_mut() {
-            if let Some(target) = channel.vardiff_tick(spm) {
-                actions.push(set_target(channel.conn, *channel_id, &target));
-            }
+    /// Runs vardiff on every channel at `now_ms` (the core's clock for the
+    /// shares until the next tick); a channel whose target changed gets it
+    /// at once.
+    pub fn on_vardiff_tick(&mut self, now_ms: u64) -> Vec<Action> {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let now_ms = self.clock_ms;
+        let retargeted: Vec<u32> = self
+            .channels
+            .iter_mut()
+            .filter_map(|(id, channel)| channel.vardiff_tick(now_ms).map(|_| *id))
+            .collect();
+        retargeted
+            .into_iter()
+            .flat_map(|channel_id| self.retargeted(channel_id))
+            .collect()
+    }
+
+    /// A channel's target changed: SetTarget, then a job at the new target
+    /// on the current template. Jobs keep the target they were made with,
+    /// so without a new job the miner would go on at the old difficulty
+    /// until the template provider sends the next template.
+    pub(super) fn retargeted(&mut self, channel_id: u32) -> Vec<Action> {
+        let template = self
+            .current_template()
+            .map(|t| (self.reward_outputs(&t), t));
+        let Some(channel) = self.channels.get_mut(&channel_id) else {
+            return vec![];
+        };
+        let mut actions = vec![set_target(channel.conn, channel_id, &channel.target())];
+        if let Some((outputs, template)) = template {
+            actions.extend(channel.on_new_template(template, outputs));
         }
         actions
     }

@@ -118,6 +118,8 @@ pub struct PoolCore {
     latest_template: Option<NewTemplateOwned>,
     prev_hash: Option<SetNewPrevHashOwned>,
     stats: Stats,
+    /// Unix milliseconds of the last vardiff tick: the time of shares.
+    clock_ms: u64,
 }
 
 fn mining(m: MiningOwned) -> AnyMessageOwned {
@@ -144,6 +146,7 @@ impl PoolCore {
             latest_template: None,
             prev_hash: None,
             stats: Stats::default(),
+            clock_ms: 0,
         })
     }
 

@@ -141,19 +141,20 @@ impl PoolCore {
         self.stats.shares_accepted += 1;
         debug!(conn, channel_id, seq, "share accepted");
         let channel = self.channels.get_mut(&channel_id).expect("validated above");
-        channel.on_share_accepted();
+        // The target the share was accepted at: its job's.
+        let job_target = channel.job_target(id.job_id);
+        let work = ehash::work_hashes(job_target.unwrap_or(channel.target()));
+        let throttled = channel.on_share_accepted(self.clock_ms, work).is_some();
         let mut actions = Vec::new();
         let block_found = accepted.solution.is_some();
         if (batch.due || block_found) && self.config.acknowledge_shares {
             actions.push(share_success(conn, channel_id, batch));
         }
-        // The target the share was accepted at: its job's.
-        let job_target = channel.job_target(id.job_id);
         actions.push(Action::Stats(StatsEvent::ShareSubmitted {
             conn,
             channel_id,
             accepted: true,
-            work: ehash::work_hashes(job_target.unwrap_or(channel.target())),
+            work,
         }));
         let share_hash = accepted.share_hash;
         match (accepted.header, job_target) {
@@ -181,6 +182,9 @@ impl PoolCore {
         if let Some(solution) = accepted.solution {
             let header = accepted.header.expect("a block has a header");
             actions.extend(self.block_found(conn, channel_id, share_hash, header, solution));
+        }
+        if throttled {
+            actions.extend(self.retargeted(channel_id));
         }
         actions
     }

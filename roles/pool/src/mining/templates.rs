@@ -19,7 +19,19 @@ fn bip34_height(coinbase_prefix: &[u8]) -> Option<u32> {
 }
 
 impl PoolCore {
-    fn reward_outputs(&self, template: &NewTemplateOwned) -> Vec<TxOut> {
+    /// The template a job on the current tip is made from now: the latest
+    /// non-future one, else the one the tip activated (as non-future).
+    pub(super) fn current_template(&self) -> Option<NewTemplateOwned> {
+        self.prev_hash.as_ref()?;
+        self.latest_template.clone().or_else(|| {
+            self.active_template.clone().map(|mut t| {
+                t.future_template = false;
+                t
+            })
+        })
+    }
+
+    pub(super) fn reward_outputs(&self, template: &NewTemplateOwned) -> Vec<TxOut> {
         vec![TxOut {
             value: Amount::from_sat(template.coinbase_tx_value_remaining),
             script_pubkey: self.config.reward_script.clone(),

@@ -18,6 +18,8 @@ use stratum_core::mining_sv2::{
     SubmitSharesExtendedOwned,
 };
 
+mod vardiff;
+
 const NEVER: u32 = 0x0300_0001;
 const EASY: u32 = 0x207f_ffff;
 const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";

@@ -14,7 +14,7 @@ use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, info, warn};
 
 use super::{Action, MinerSession, MinerStat, Sv1Job, EXTRANONCE1_SIZE};
-use crate::sv1::{self, code};
+use ::sv1::server::{self as sv1, code};
 
 /// SV1 job ids remembered per miner (the most recent ones).
 const MAX_SV1_JOBS: usize = 64;
@@ -121,7 +121,8 @@ impl MinerSession {
         );
         self.channel = Some(channel);
         self.channel_id = Some(s.channel_id);
-        self.vardiff.reset(now, self.config.nominal_hashrate);
+        self.vardiff
+            .reset(now * 1000, self.config.nominal_hashrate as f64);
         let mut out: Vec<Action> = self
             .pending_authorize
             .drain(..)
@@ -137,7 +138,7 @@ impl MinerSession {
         if let Some(mask) = self.version_mask {
             out.push(Action::Sv1(sv1::set_version_mask(mask)));
         }
-        out.extend(self.difficulty_update(&target));
+        out.extend(self.difficulty_update(&target, now));
         out
     }
 
@@ -194,8 +195,13 @@ impl MinerSession {
         }
     }
 
-    /// `mining.set_difficulty` for `target`, unless the miner has it already.
-    fn difficulty_update(&mut self, target: &Target) -> Vec<Action> {
+    /// `mining.set_difficulty` for `target`, unless the miner has it
+    /// already. Either way the miner mines at `target` from `now` on: vardiff
+    /// is told (the pool sets the target from the hash rate vardiff asked
+    /// for, at its own share rate, so it need not be vardiff's).
+    fn difficulty_update(&mut self, target: &Target, now: u64) -> Vec<Action> {
+        let work = ehash::work_hashes(*target) as f64;
+        self.vardiff.on_difficulty(now * 1000, work);
         let diff = sv1::difficulty_of_target(&target.to_le_bytes());
         if self.difficulty_sent == Some(diff) {
             return vec![];
@@ -213,7 +219,6 @@ impl MinerSession {
             return vec![];
         };
         let prev_hash: [u8; 32] = tip.prev_hash().to_array();
-        let clean = clean || self.last_prev_hash != Some(prev_hash);
         let min_ntime = job
             .job_message
             .min_ntime
@@ -223,7 +228,10 @@ impl MinerSession {
         let job = job.clone();
         let nbits = tip.nbits();
         // The job's own target (SV2: a job keeps the target it came with).
-        let mut out = self.difficulty_update(&job.target);
+        let mut out = self.difficulty_update(&job.target, now);
+        // Work at the old difficulty is worth less (or is refused): the miner
+        // drops it at once when its difficulty changes.
+        let clean = clean || !out.is_empty() || self.last_prev_hash != Some(prev_hash);
         let notify = self.build_notify(
             &job,
             prev_hash,

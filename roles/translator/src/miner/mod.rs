@@ -26,11 +26,11 @@ use stratum_core::mining_sv2::{OpenExtendedMiningChannelOwned, UpdateChannelOwne
 use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, info};
 
-use crate::sv1::{self, code, Request};
+use ::sv1::server::{self as sv1, code, Request};
 
 mod jobs;
 mod shares;
-use crate::vardiff::Vardiff;
+use vardiff::{Vardiff, VardiffConfig};
 
 /// Bytes of extranonce1 the translator hands out (a per-miner counter).
 pub const EXTRANONCE1_SIZE: usize = 4;
@@ -50,7 +50,8 @@ pub struct SessionConfig {
     /// Key of quotes for miners whose username is not a key.
     pub wallet_key: LockingKey,
     pub keepalive_secs: u64,
-    /// Seconds between vardiff decisions (UpdateChannel); 0 = off.
+    /// Seconds between vardiff checks (an UpdateChannel when the estimate
+    /// moved); 0 = off.
     pub vardiff_secs: u64,
     /// Answer a share only once the pool did (true), or as soon as the
     /// channel target accepts it (false: for pools that batch their
@@ -112,6 +113,10 @@ pub struct MinerSession {
     pending_submits: HashMap<u32, (Value, u64)>,
     next_sequence: u32,
     vardiff: Vardiff,
+    vardiff_checked_at: u64,
+    /// Shares refused in the current episode of "too many shares awaiting
+    /// the pool" (0: none going on).
+    backlog_refusals: u64,
     accepted: u64,
     rejected: u64,
     /// When the pool closed this miner's channel (recent ones).
@@ -133,7 +138,19 @@ fn worker_name(user: &str) -> String {
 
 impl MinerSession {
     pub fn new(config: SessionConfig, miner_id: u32) -> Self {
-        let vardiff = Vardiff::new(config.shares_per_minute, config.vardiff_secs);
+        let vardiff = Vardiff::new(
+            VardiffConfig {
+                shares_per_minute: config.shares_per_minute as f64,
+                // Each difficulty is reported as it is sent to the miner with
+                // a clean job (`difficulty_update`): shares at the previous
+                // one come only for the miner's latency.
+                difficulty_delay_ms: 5_000,
+                ..VardiffConfig::default()
+            },
+            0,
+            config.nominal_hashrate as f64,
+        )
+        .expect("shares_per_minute is validated > 0");
         Self {
             config,
             extranonce1: miner_id.to_be_bytes(),
@@ -154,6 +171,8 @@ impl MinerSession {
             pending_submits: HashMap::new(),
             next_sequence: 1,
             vardiff,
+            vardiff_checked_at: 0,
+            backlog_refusals: 0,
             accepted: 0,
             rejected: 0,
             reopens: Vec::new(),
@@ -351,11 +370,14 @@ impl MinerSession {
     /// Timer: vardiff (UpdateChannel to the pool) and keepalive jobs.
     pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
         let mut out = Vec::new();
-        let (Some(channel), Some(channel_id)) = (self.channel.as_ref(), self.channel_id) else {
+        let (Some(_), Some(channel_id)) = (self.channel.as_ref(), self.channel_id) else {
             return out;
         };
-        let retarget = if self.config.vardiff_secs > 0 {
-            self.vardiff.tick(now, channel.get_target())
+        let due = self.config.vardiff_secs > 0
+            && now.saturating_sub(self.vardiff_checked_at) >= self.config.vardiff_secs;
+        let retarget = if due {
+            self.vardiff_checked_at = now;
+            self.vardiff.tick(now * 1000).map(|h| h as f32)
         } else {
             None
         };

@@ -12,7 +12,7 @@ use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, warn};
 
 use super::{Action, MinerSession, MinerStat, EXTRANONCE1_SIZE};
-use crate::sv1::{self, code, Submit};
+use ::sv1::server::{self as sv1, code, Submit};
 
 /// SV1 shares waiting for the pool's answer; beyond this the miner is told no.
 const MAX_PENDING_SUBMITS: usize = 4096;
@@ -143,10 +143,18 @@ impl MinerSession {
         now: u64,
     ) -> Vec<Action> {
         if self.pending_submits.len() >= MAX_PENDING_SUBMITS {
+            // A last resort while the pool is slow: logged once per episode.
+            if self.backlog_refusals == 0 {
+                warn!(
+                    pending = self.pending_submits.len(),
+                    "the pool is not answering shares fast enough: refusing new ones"
+                );
+            }
+            self.backlog_refusals += 1;
             return self.refuse(&id, code::OTHER, "too many shares awaiting the pool");
         }
         self.next_sequence = self.next_sequence.wrapping_add(1);
-        self.vardiff.on_share(now);
+        self.vardiff.on_share(now * 1000, work as f64);
         let forward = Action::Upstream(MiningOwned::SubmitSharesExtended(share.clone()));
         if self.config.wait_for_pool {
             self.pending_submits
@@ -156,6 +164,17 @@ impl MinerSession {
         let mut out = vec![forward];
         out.extend(self.accept(&id, work));
         out
+    }
+
+    /// Ends a backlog episode once the pool caught up.
+    fn backlog_drained(&mut self) {
+        if self.backlog_refusals > 0 && self.pending_submits.len() < MAX_PENDING_SUBMITS / 2 {
+            warn!(
+                refused = self.backlog_refusals,
+                "the pool caught up: shares are forwarded again"
+            );
+            self.backlog_refusals = 0;
+        }
     }
 
     /// The pool accepted every share up to `last_sequence_number`.
@@ -177,6 +196,7 @@ impl MinerSession {
                 out.extend(self.accept(&id, work));
             }
         }
+        self.backlog_drained();
         out
     }
 
@@ -186,7 +206,9 @@ impl MinerSession {
         if let Some(c) = self.channel.as_mut() {
             c.on_share_rejection(&reason);
         }
-        match self.pending_submits.remove(&e.sequence_number) {
+        let pending = self.pending_submits.remove(&e.sequence_number);
+        self.backlog_drained();
+        match pending {
             Some((id, _)) => self.refuse(
                 &id,
                 pool_error_code(&reason),

@@ -226,3 +226,41 @@ fn aggregated_mode_opens_one_channel_and_fans_jobs_out_to_every_miner() {
         [Action::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 7));
     assert_eq!(r.key_of(7), Some(key(WALLET_KEY)));
 }
+
+#[test]
+fn recorded_notifications_are_acknowledged_on_the_channel_they_came_on() {
+    match &Router::acknowledge(20, &[[1; 32], [2; 32]])[..] {
+        [Action::Ack(EhashMessage::MintQuoteAck(ack))] => {
+            assert_eq!(ack.channel_id, 20);
+            let hashes: Vec<[u8; 32]> = ack.share_hashes.iter().map(|h| h.to_array()).collect();
+            assert_eq!(hashes, vec![[1; 32], [2; 32]]);
+        }
+        other => panic!("{other:?}"),
+    }
+    let ack = Router::acknowledge(20, &[[1; 32]]).pop().unwrap();
+    let Action::Ack(ack) = ack else { panic!() };
+    assert!(
+        Router::new(None).on_ehash(ack).is_empty(),
+        "the pool sends no acks"
+    );
+}
+
+#[test]
+fn the_channels_closed_longest_ago_are_forgotten_first() {
+    let mut r = Router::new(None);
+    for channel_id in 1..=(MAX_CLOSED_CHANNELS as u32 + 1) {
+        let request_id = forwarded_open(&r.on_miner_message(1, open(MINER_KEY)));
+        r.on_upstream(success(request_id, channel_id));
+        let closed = MiningOwned::CloseChannel(CloseChannelOwned {
+            channel_id,
+            reason_code: str0255_truncated("bye"),
+        });
+        r.on_upstream(closed);
+    }
+    assert_eq!(r.key_of(1), None, "the first closed is forgotten");
+    assert_eq!(r.key_of(2), Some(key(MINER_KEY)));
+    assert_eq!(
+        r.key_of(MAX_CLOSED_CHANNELS as u32 + 1),
+        Some(key(MINER_KEY))
+    );
+}

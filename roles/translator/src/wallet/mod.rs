@@ -20,6 +20,11 @@ use tracing::{debug, info, warn};
 
 use crate::quotes::{QuoteStore, StoreError};
 
+mod dir;
+mod lookup;
+
+pub use dir::{OwnWallet, MNEMONIC_FILE};
+
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
     #[error("wallet: {0}")]
@@ -155,6 +160,16 @@ impl EhashWallet {
 
     pub async fn balance(&self) -> Result<u64, WalletError> {
         Ok(u64::from(self.wallet.total_balance().await?))
+    }
+
+    /// Receives a cashuB token of this wallet's mint and unit; the amount
+    /// received.
+    pub async fn receive(&self, token: &str) -> Result<u64, WalletError> {
+        let amount = self
+            .wallet
+            .receive(token, cdk::wallet::ReceiveOptions::default())
+            .await?;
+        Ok(u64::from(amount))
     }
 
     /// A cashuB token of `amount` ehash.

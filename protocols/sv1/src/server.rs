@@ -1,11 +1,15 @@
-//! Stratum V1 wire format (JSON-RPC over newline-delimited TCP): parsing of
-//! what miners send and building of what they receive. Pure, no IO.
+//! The server side of Stratum V1: parsing what miners send and building what
+//! they receive.
 //!
 //! Byte orders follow what SV1 firmware expects: `prevhash` is the header's
 //! previous-block hash with every 4-byte word byte-swapped; `version`,
 //! `nbits`, `ntime` and `nonce` are big-endian hex of the u32.
 
 use serde_json::{json, Value};
+
+pub use crate::difficulty::difficulty_of_target;
+use crate::jsonrpc::{line, request};
+pub use crate::Submit;
 
 /// SV1 error codes, as used by common pools and understood by firmware.
 pub mod code {
@@ -17,17 +21,6 @@ pub mod code {
     pub const NOT_SUBSCRIBED: i64 = 25;
     pub const METHOD_NOT_FOUND: i64 = -32601;
     pub const INVALID_PARAMS: i64 = -32602;
-}
-
-/// The parameters of `mining.submit` (the worker name is not used).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Submit {
-    pub job_id: String,
-    pub extranonce2: Vec<u8>,
-    pub ntime: u32,
-    pub nonce: u32,
-    /// Only with version rolling.
-    pub version_bits: Option<u32>,
 }
 
 /// A request a miner sent.
@@ -210,12 +203,6 @@ fn parse_configure(id: &Value, params: &[Value]) -> Result<(Vec<String>, Option<
     Ok((extensions, version_mask))
 }
 
-fn line(v: Value) -> String {
-    let mut s = v.to_string();
-    s.push('\n');
-    s
-}
-
 pub fn ok(id: &Value, result: Value) -> String {
     line(json!({"id": id, "result": result, "error": null}))
 }
@@ -226,13 +213,15 @@ pub fn error(id: &Value, code: i64, message: &str) -> String {
 
 /// `mining.set_difficulty`.
 pub fn set_difficulty(difficulty: f64) -> String {
-    line(json!({"id": null, "method": "mining.set_difficulty", "params": [difficulty]}))
+    request(Value::Null, "mining.set_difficulty", json!([difficulty]))
 }
 
 /// `mining.set_version_mask`.
 pub fn set_version_mask(mask: u32) -> String {
-    line(
-        json!({"id": null, "method": "mining.set_version_mask", "params": [format!("{mask:08x}")]}),
+    request(
+        Value::Null,
+        "mining.set_version_mask",
+        json!([format!("{mask:08x}")]),
     )
 }
 
@@ -264,10 +253,10 @@ pub fn prevhash_hex(prev_hash: &[u8; 32]) -> String {
 impl Notify {
     pub fn to_line(&self) -> String {
         let branch: Vec<String> = self.merkle_branch.iter().map(hex::encode).collect();
-        line(json!({
-            "id": null,
-            "method": "mining.notify",
-            "params": [
+        request(
+            Value::Null,
+            "mining.notify",
+            json!([
                 self.job_id,
                 prevhash_hex(&self.prev_hash),
                 hex::encode(&self.coinb1),
@@ -277,21 +266,8 @@ impl Notify {
                 format!("{:08x}", self.nbits),
                 format!("{:08x}", self.ntime),
                 self.clean_jobs,
-            ]
-        }))
-    }
-}
-
-/// Pool difficulty (difficulty 1 = target 0xffff * 2^208) of a target given
-/// in SV2 order (little-endian), rounded up a little so that a miner's
-/// `diff1 / difficulty` target never exceeds the channel target.
-pub fn difficulty_of_target(target_le: &[u8; 32]) -> f64 {
-    let target = stratum_core::bitcoin::Target::from_le_bytes(*target_le);
-    let d = target.difficulty_float();
-    if d.is_finite() && d > 0.0 {
-        d * (1.0 + 1e-12)
-    } else {
-        1.0
+            ]),
+        )
     }
 }
 
@@ -421,15 +397,5 @@ mod tests {
         assert_eq!(p[6], "1d00ffff");
         assert_eq!(p[7], "60000000");
         assert_eq!(p[8], true);
-    }
-
-    #[test]
-    fn difficulty_target_never_exceeds_the_channel_target() {
-        // difficulty 1 target, little-endian
-        let mut t = [0u8; 32];
-        t[26] = 0xff;
-        t[27] = 0xff;
-        let d = difficulty_of_target(&t);
-        assert!((1.0..1.000_001).contains(&d), "{d}");
     }
 }

@@ -1,0 +1,355 @@
+use super::*;
+use ehash::wire::str0255;
+use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn key(n: u8) -> LockingKey {
+    let mut secret = [0u8; 32];
+    secret[31] = n;
+    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&secret).unwrap()).into()
+}
+
+fn flow(mode: ShareResponseMode) -> QuoteFlow {
+    QuoteFlow::new(QuoteFlowConfig {
+        mode,
+        pending_capacity: 4,
+        mint_timeout: TIMEOUT,
+        undelivered_per_key: 10,
+        undelivered_total: 100,
+    })
+}
+
+/// A flow in `mode` that asked the mint for `shares` at `now`.
+fn asking(mode: ShareResponseMode, shares: &[&QuoteShare], now: Instant) -> QuoteFlow {
+    let mut f = flow(mode);
+    for s in shares {
+        f.on_share((*s).clone(), now).unwrap();
+    }
+    f
+}
+
+/// A share: its header's bytes vary with `n` (the flow never checks proof of work).
+fn share(conn: Option<ConnId>, channel: u32, seq: u32, n: u8, k: LockingKey) -> QuoteShare {
+    let mut header = [0u8; 80];
+    header[0] = n;
+    QuoteShare {
+        conn,
+        channel_id: channel,
+        sequence_number: seq,
+        request: MintQuoteRequestOwned::new(&header, [0xff; 32], 4, k),
+    }
+}
+
+fn quoted(s: &QuoteShare) -> MintQuoteMessage {
+    MintQuoteMessage::MintQuoteResponse(MintQuoteResponseOwned {
+        share_hash: s.request.share_hash.clone(),
+        quote_id: str0255("q", "quote-1").unwrap(),
+        keyset_id: str0255("k", "00aa").unwrap(),
+    })
+}
+
+fn refused(s: &QuoteShare, code: &str) -> MintQuoteMessage {
+    MintQuoteMessage::MintQuoteError(MintQuoteErrorOwned {
+        share_hash: s.request.share_hash.clone(),
+        error_code: str0255("c", code).unwrap(),
+        error_message: str0255("m", "no").unwrap(),
+    })
+}
+
+fn notified_channel(actions: &[Action], conn: ConnId) -> Option<u32> {
+    actions.iter().find_map(|a| match a {
+        Action::Notify {
+            conn: c,
+            message: EhashMessage::MintQuoteNotification(n),
+        } if *c == conn => Some(n.channel_id),
+        _ => None,
+    })
+}
+
+type Dir = HashMap<u32, (ConnId, bool, Option<LockingKey>)>;
+
+/// What an acknowledgement made the flow do, round-trip times left out.
+fn acked(f: &mut QuoteFlow, conn: ConnId, hashes: &[[u8; 32]]) -> Vec<Action> {
+    f.on_ack(conn, hashes, Instant::now())
+        .into_iter()
+        .filter(|a| !matches!(a, Action::Acknowledged(_)))
+        .collect()
+}
+
+#[test]
+fn annotate_sends_the_request_then_notifies_the_owner_only() {
+    let now = Instant::now();
+    let mut f = flow(ShareResponseMode::Annotate);
+    let dir: Dir = HashMap::from([(7, (1, true, None)), (8, (2, true, None))]);
+
+    let s = share(Some(1), 7, 42, 1, key(1));
+    assert_eq!(
+        f.on_share(s.clone(), now),
+        Ok(vec![Action::SendToMint(s.request.clone())])
+    );
+    let actions = f.on_mint_answer(quoted(&s), &dir);
+    assert!(
+        !actions.contains(&Action::Done(s.request.share_hash())),
+        "the share stays in the outbox until its notification is acknowledged"
+    );
+    assert!(actions.contains(&Action::QuoteCreated {
+        conn: 1,
+        channel_id: 7,
+        amount: s.request.amount
+    }));
+    assert_eq!(notified_channel(&actions, 1), Some(7));
+    assert_eq!(notified_channel(&actions, 2), None);
+    assert!(
+        f.flush_successes().is_empty(),
+        "annotate mode never batches successes"
+    );
+    // Exactly one notification per share: a second answer is not routed.
+    assert_eq!(f.on_mint_answer(quoted(&s), &dir), vec![]);
+    // Another connection cannot acknowledge it; its own can, once.
+    assert_eq!(acked(&mut f, 2, &[s.request.share_hash()]), vec![]);
+    assert_eq!(
+        acked(&mut f, 1, &[s.request.share_hash()]),
+        vec![Action::Done(s.request.share_hash())]
+    );
+    assert_eq!(acked(&mut f, 1, &[s.request.share_hash()]), vec![]);
+    assert!(f.notices().is_empty());
+}
+
+#[test]
+fn an_unacknowledged_notification_follows_its_key_to_the_next_connection_and_is_resent() {
+    let now = Instant::now();
+    let dir: Dir = HashMap::from([(7, (1, true, Some(key(1))))]);
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    f.on_mint_answer(quoted(&s), &dir);
+    // Unacknowledged for RESEND_AFTER: sent again on the same connection.
+    assert!(f.on_resend_tick(now).is_empty());
+    let again = f.on_resend_tick(now + RESEND_AFTER * 2);
+    assert_eq!(notified_channel(&again, 1), Some(7));
+    // The connection closes before acknowledging: the next channel with the
+    // key, on a new connection, gets it; only that connection can acknowledge.
+    assert!(f.on_connection_closed(1, &Dir::new(), now).is_empty());
+    assert_eq!(acked(&mut f, 1, &[s.request.share_hash()]), vec![]);
+    let delivered = f.on_channel_opened(5, 3, Some(key(1)), true, now);
+    assert_eq!(notified_channel(&delivered, 5), Some(3));
+    assert_eq!(
+        acked(&mut f, 5, &[s.request.share_hash()]),
+        vec![Action::Done(s.request.share_hash())]
+    );
+}
+
+#[test]
+fn a_closed_connections_notification_goes_to_the_keys_channel_opened_before_the_close_was_seen() {
+    let now = Instant::now();
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    f.on_mint_answer(quoted(&s), &HashMap::from([(7, (1, true, Some(key(1))))]));
+    // The miner's new connection opened its channel before the pool saw the
+    // old one close: nothing waited then.
+    assert!(f
+        .on_channel_opened(2, 9, Some(key(1)), true, now)
+        .is_empty());
+    let dir: Dir = HashMap::from([(9, (2, true, Some(key(1))))]);
+    let delivered = f.on_connection_closed(1, &dir, now);
+    assert_eq!(notified_channel(&delivered, 2), Some(9));
+    assert_eq!(
+        acked(&mut f, 2, &[s.request.share_hash()]),
+        vec![Action::Done(s.request.share_hash())]
+    );
+}
+
+#[test]
+fn a_full_notice_store_refuses_and_drops_the_share_from_the_outbox() {
+    let dir: Dir = HashMap::from([(7, (1, true, Some(key(1))))]);
+    let mut f = QuoteFlow::new(QuoteFlowConfig {
+        mode: ShareResponseMode::Annotate,
+        pending_capacity: 4,
+        mint_timeout: TIMEOUT,
+        undelivered_per_key: 1,
+        undelivered_total: 100,
+    });
+    let (a, b) = (
+        share(Some(1), 7, 1, 1, key(1)),
+        share(Some(1), 7, 2, 2, key(1)),
+    );
+    f.on_share(a.clone(), Instant::now()).unwrap();
+    f.on_share(b.clone(), Instant::now()).unwrap();
+    f.on_mint_answer(quoted(&a), &dir);
+    let actions = f.on_mint_answer(quoted(&b), &dir);
+    assert!(actions.iter().any(|a| matches!(a, Action::Refused { .. })));
+    assert!(actions.contains(&Action::Done(b.request.share_hash())));
+    assert_eq!(f.notices().len(), 1, "the first notice stays");
+}
+
+#[test]
+fn a_connection_without_the_extension_never_gets_ehash_messages() {
+    let dir: Dir = HashMap::from([(7, (1, false, None))]);
+    let s = share(Some(1), 7, 1, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    let actions = f.on_mint_answer(quoted(&s), &dir);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Notify { .. })));
+    assert!(
+        actions.contains(&Action::Done(s.request.share_hash())),
+        "nobody to notify: done at once"
+    );
+    assert!(f.notices().is_empty());
+}
+
+#[test]
+fn notifications_of_a_gone_connection_wait_for_the_keys_next_channel() {
+    let s = share(Some(1), 7, 5, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    // Connection 1 is gone; channel 7 now belongs to connection 4 (another key).
+    let dir: Dir = HashMap::from([(7, (4, true, Some(key(2))))]);
+    let actions = f.on_mint_answer(quoted(&s), &dir);
+    assert!(!actions.iter().any(|a| matches!(a, Action::Notify { .. })));
+    assert_eq!(f.notices().waiting(), 1);
+
+    // Another key's channel gets nothing, nor a channel without the
+    // extension; the same key's new channel gets it.
+    let now = Instant::now();
+    assert!(f
+        .on_channel_opened(3, 1, Some(key(2)), true, now)
+        .is_empty());
+    assert!(f
+        .on_channel_opened(3, 9, Some(key(1)), false, now)
+        .is_empty());
+    let delivered = f.on_channel_opened(3, 2, Some(key(1)), true, now);
+    assert_eq!(notified_channel(&delivered, 3), Some(2));
+    assert_eq!((f.notices().len(), f.notices().waiting()), (1, 0));
+}
+
+#[test]
+fn a_replayed_share_goes_to_an_open_channel_with_its_key() {
+    let s = share(None, 7, 5, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    let dir: Dir = HashMap::from([(3, (9, false, Some(key(1)))), (4, (8, true, Some(key(1))))]);
+    let actions = f.on_mint_answer(quoted(&s), &dir);
+    assert_eq!(notified_channel(&actions, 8), Some(4));
+    assert_eq!(f.notices().waiting(), 0);
+}
+
+#[test]
+fn replayed_shares_have_no_connection_and_are_kept_by_key() {
+    let now = Instant::now();
+    let s = share(None, 7, 5, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    // A replay of the same share again (restart, then reconnect) asks once.
+    assert_eq!(f.on_share(s.clone(), now), Ok(vec![]));
+    f.on_mint_answer(quoted(&s), &Dir::new());
+    assert_eq!(f.notices().waiting(), 1);
+}
+
+#[test]
+fn the_mint_coming_back_gets_every_owed_request_again() {
+    let a = share(None, 1, 1, 1, key(1));
+    let b = share(None, 1, 2, 2, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&a, &b], Instant::now());
+    f.on_mint_answer(quoted(&a), &Dir::new());
+    assert_eq!(f.on_mint_up(), vec![Action::SendToMint(b.request)]);
+}
+
+#[test]
+fn annotate_retries_overdue_and_mint_error_requests_and_says_when_full() {
+    let now = Instant::now();
+    let s = share(None, 1, 1, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    assert_eq!(
+        f.on_mint_answer(refused(&s, "mint-error"), &Dir::new()),
+        vec![]
+    );
+    assert_eq!(f.pending(), 1);
+    assert_eq!(
+        f.on_tick(now + TIMEOUT, &Dir::new()),
+        vec![Action::SendToMint(s.request.clone())]
+    );
+    assert_eq!(f.pending(), 1);
+    for n in 2..=4 {
+        f.on_share(share(None, 1, n as u32, n, key(1)), now)
+            .unwrap();
+    }
+    assert_eq!(
+        f.on_share(share(None, 1, 9, 9, key(1)), now),
+        Err(TrackError::Full)
+    );
+}
+
+#[test]
+fn a_refusal_for_good_sends_a_failure() {
+    let dir: Dir = HashMap::from([(7, (1, true, None))]);
+    let s = share(Some(1), 7, 3, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    let actions = f.on_mint_answer(refused(&s, "amount-mismatch"), &dir);
+    assert!(!actions.contains(&Action::Done(s.request.share_hash())));
+    assert!(actions.iter().any(|a| matches!(a, Action::Notify { conn: 1, message: EhashMessage::MintQuoteFailure(m) } if m.sequence_number == 3)));
+    assert_eq!(f.pending(), 0);
+}
+
+#[test]
+fn defer_batches_successes_per_channel_after_the_quotes() {
+    let dir: Dir = HashMap::from([(7, (1, true, None))]);
+    let a = share(Some(1), 7, 10, 1, key(1));
+    let b = share(Some(1), 7, 11, 2, key(1));
+    let mut f = asking(ShareResponseMode::Defer, &[&a, &b], Instant::now());
+    assert!(
+        f.flush_successes().is_empty(),
+        "no success before the quotes"
+    );
+    f.on_mint_answer(quoted(&a), &dir);
+    f.on_mint_answer(quoted(&b), &dir);
+    assert_eq!(
+        f.flush_successes(),
+        vec![Action::Success {
+            conn: 1,
+            batch: SuccessBatch {
+                channel_id: 7,
+                last_sequence_number: 11,
+                new_submits_accepted_count: 2,
+                new_shares_sum: 8
+            }
+        }]
+    );
+}
+
+#[test]
+fn defer_times_out_fails_and_refuses_when_full() {
+    let now = Instant::now();
+    let dir: Dir = HashMap::from([(7, (1, false, None))]);
+    let s = share(Some(1), 7, 10, 1, key(1));
+    let mut f = asking(ShareResponseMode::Defer, &[&s], now);
+    let actions = f.on_tick(now + TIMEOUT, &dir);
+    assert!(actions.contains(&Action::ShareError {
+        conn: 1,
+        channel_id: 7,
+        sequence_number: 10,
+        code: MINT_TIMEOUT
+    }));
+    // Still asked for; a late quote gives no success (the error was sent).
+    assert!(actions.contains(&Action::SendToMint(s.request.clone())));
+    assert!(!f
+        .on_tick(now + 2 * TIMEOUT, &dir)
+        .iter()
+        .any(|a| matches!(a, Action::ShareError { .. })));
+    f.on_mint_answer(quoted(&s), &dir);
+    assert!(f.flush_successes().is_empty());
+
+    let t = share(Some(1), 7, 11, 2, key(1));
+    f.on_share(t.clone(), now).unwrap();
+    let actions = f.on_mint_answer(refused(&t, "mint-error"), &dir);
+    assert!(actions.contains(&Action::ShareError {
+        conn: 1,
+        channel_id: 7,
+        sequence_number: 11,
+        code: MINT_QUOTE_FAILED
+    }));
+
+    for n in 3..=6 {
+        f.on_share(share(Some(1), 7, n as u32, n, key(1)), now)
+            .unwrap();
+    }
+    assert_eq!(
+        f.on_share(share(Some(1), 7, 9, 9, key(1)), now),
+        Err(TrackError::Full)
+    );
+}

@@ -1,0 +1,119 @@
+use super::*;
+use ehash::wire::str0255_truncated;
+use ehash_ext_sv2::MintQuoteNotificationOwned;
+use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+
+fn key(n: u8) -> LockingKey {
+    let mut secret = [0u8; 32];
+    secret[31] = n;
+    PublicKey::from_secret_key(&Secp256k1::new(), &SecretKey::from_slice(&secret).unwrap()).into()
+}
+
+fn hash(n: u32) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    h[..4].copy_from_slice(&n.to_le_bytes());
+    h
+}
+
+fn notice(k: LockingKey, n: u32) -> Notice {
+    Notice {
+        key: k,
+        message: EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
+            channel_id: 1,
+            sequence_number: n,
+            share_hash: hash(n).into(),
+            quote_id: str0255_truncated("q"),
+            keyset_id: str0255_truncated("k"),
+            amount: 1,
+        }),
+    }
+}
+
+/// The hashes `conn`'s acknowledgement made done.
+fn acked(n: &mut Notices, conn: ConnId, hashes: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    n.ack(conn, hashes, Instant::now())
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect()
+}
+
+#[test]
+fn only_the_connection_a_notice_is_in_flight_on_can_acknowledge_it() {
+    let now = Instant::now();
+    let mut n = Notices::new(10, 100);
+    n.sent(hash(1), notice(key(1), 1), 7, now).unwrap();
+    n.sent(hash(2), notice(key(1), 2), 7, now).unwrap();
+    assert_eq!(acked(&mut n, 8, &[hash(1)]), Vec::<[u8; 32]>::new());
+    assert_eq!(acked(&mut n, 7, &[hash(1), hash(9)]), vec![hash(1)]);
+    assert_eq!(acked(&mut n, 7, &[hash(1)]), Vec::<[u8; 32]>::new(), "once");
+    assert_eq!(n.len(), 1);
+}
+
+#[test]
+fn a_closed_connections_notices_wait_for_the_keys_next_channel() {
+    let now = Instant::now();
+    let mut n = Notices::new(10, 100);
+    n.sent(hash(1), notice(key(1), 1), 7, now).unwrap();
+    n.sent(hash(2), notice(key(2), 2), 7, now).unwrap();
+    n.wait(hash(3), notice(key(1), 3)).unwrap();
+    let mut keys = n.connection_closed(7);
+    keys.sort_by_key(|k| k.to_string());
+    assert_eq!(keys.len(), 2);
+    assert_eq!(n.waiting(), 3);
+    assert_eq!(
+        acked(&mut n, 7, &[hash(1)]),
+        Vec::<[u8; 32]>::new(),
+        "the connection is gone"
+    );
+    let mut sent: Vec<[u8; 32]> = n
+        .deliver_waiting(&key(1), 9, 4, now)
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, vec![hash(1), hash(3)]);
+    assert!(
+        n.deliver_waiting(&key(1), 9, 4, now).is_empty(),
+        "delivered once"
+    );
+    assert_eq!(
+        acked(&mut n, 9, &[hash(1), hash(3)]),
+        vec![hash(1), hash(3)]
+    );
+    assert_eq!((n.len(), n.waiting()), (1, 1));
+}
+
+#[test]
+fn a_full_key_or_store_refuses_the_new_notice_and_evicts_nothing() {
+    let now = Instant::now();
+    let mut n = Notices::new(2, 3);
+    n.wait(hash(1), notice(key(1), 1)).unwrap();
+    n.sent(hash(2), notice(key(1), 2), 7, now).unwrap();
+    assert_eq!(n.wait(hash(3), notice(key(1), 3)), Err(Overflow::Key));
+    n.wait(hash(4), notice(key(2), 4)).unwrap();
+    assert_eq!(n.wait(hash(5), notice(key(3), 5)), Err(Overflow::Total));
+    assert_eq!(n.len(), 3, "nothing of another key was evicted");
+    // A resend of a kept notice takes no more room.
+    n.sent(hash(1), notice(key(1), 1), 8, now).unwrap();
+    assert_eq!(n.len(), 3);
+    // Room again once one is acknowledged.
+    assert_eq!(acked(&mut n, 8, &[hash(1)]), vec![hash(1)]);
+    n.wait(hash(5), notice(key(3), 5)).unwrap();
+}
+
+#[test]
+fn overdue_notices_are_sent_again_on_their_connection() {
+    let start = Instant::now();
+    let mut n = Notices::new(10, 100);
+    n.sent(hash(1), notice(key(1), 1), 7, start).unwrap();
+    n.wait(hash(2), notice(key(1), 2)).unwrap();
+    let after = Duration::from_secs(60);
+    assert!(n.overdue(start + Duration::from_secs(59), after).is_empty());
+    let again = n.overdue(start + after, after);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].0, 7);
+    assert!(
+        n.overdue(start + after, after).is_empty(),
+        "the clock restarts"
+    );
+}

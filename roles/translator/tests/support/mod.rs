@@ -1,1 +1,0 @@
-pub mod sv1_client;
