@@ -3,20 +3,7 @@
 //! channel bits, and whole frames. Decoding must return, never panic, and
 //! whatever decodes must encode back to the bytes it came from.
 
-use ehash::wire::MessageSet;
+use ehash::wire::testing::decode_every_type;
 use libfuzzer_sys::fuzz_target;
-use mint_quote_sv2::MintQuoteMessage as M;
 
-fuzz_target!(|data: &[u8]| {
-    let Some((&selector, payload)) = data.split_first() else {
-        return;
-    };
-    let channel_msg = selector & 1 == 1;
-    for msg_type in 0..=u8::MAX {
-        if let Ok(m) = M::decode_payload(msg_type, channel_msg, &mut payload.to_vec()) {
-            let frame = m.to_frame_bytes().expect("a decoded message encodes");
-            assert_eq!(frame[6..].len(), payload.len());
-        }
-    }
-    let _ = M::decode_frame(&mut data.to_vec());
-});
+fuzz_target!(|data: &[u8]| decode_every_type::<mint_quote_sv2::MintQuoteMessage>(data));

@@ -23,8 +23,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let stack = EhashStack::start("annotate", |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url()).await;
     let shutdown = CancellationToken::new();
     let mut config = miner::MinerConfig {
         url: tr.addr().to_string(),

@@ -98,10 +98,7 @@ fn run_pool_child() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let shutdown = CancellationToken::new();
-        let tp = devnet_tp::start(tp_config(dir.path(), NBITS_NEVER), shutdown.clone())
-            .await
-            .expect("devnet-tp");
+        let (tp, shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
         let mut config = pool_config(tp.local_addr());
         config.shares_per_minute = SHARES_PER_MINUTE;
         let pool = pool::start(config, shutdown.clone(), Default::default())

@@ -12,68 +12,23 @@
 #
 # Usage: test/interop/sri-translator.sh [seconds]   (default 60)
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DURATION=${1:-60}
 TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo /work/sri-bin/bin/translator_sv2)}
-TP_PORT=${TP_PORT:-18442}
-POOL_PORT=${POOL_PORT:-44254}
-TPROXY_PORT=${TPROXY_PORT:-44255}
+ports 18442 44254 44255
 MINT_LINK_PORT=${MINT_LINK_PORT:-44260}
 MINT_HTTP_PORT=${MINT_HTTP_PORT:-43338}
 LOCKING_KEY=0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798
-WORK=$(mktemp -d /tmp/hashpool-interop.XXXXXX)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+WORK=$(work_dir interop)
 
 [ -x "$TRANSLATOR" ] || { echo "translator_sv2 not found (set TRANSLATOR=...)"; exit 2; }
 
-echo "== building devnet-tp, pool and mint"
-(cd "$ROOT" && cargo build -q -p devnet-tp -p pool -p mint)
-BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
-
-wait_for() { # file pattern seconds
-  for _ in $(seq 1 $(( $3 * 10 ))); do
-    grep -q "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "timed out waiting for '$2' in $1"; tail -20 "$1"; exit 1
-}
-
-# Keys: the devnet keys of config/ (DEVNET ONLY).
-POOL_PUB=9cGDAZn9tTT7kjuAuu8KGgeG4N4TB1tDK1vgq9rte85NgN3Q1GS
-POOL_SEC=68P61KGyRfXaGyFMTJM5VDWzL2oAJonTveBmYhNESX6BarASm
-TP_PUB=9bdyeVkC5fwmkbE4kjccrPTFc5A3KkbEefiVna1Y1QqtG1BThwg
-TP_SEC=Yjp4a7Gdp4rn14jbVLzcJQp3wtpBqLDLdoodFYn8xQSiWQCBz
-MINT_PUB=9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd
-MINT_SEC=kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba
-POOL_ID_PUB=9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm
-POOL_ID_SEC=26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp
-
-cat > "$WORK/devnet-tp.toml" <<TOML
-listen_address = "127.0.0.1:$TP_PORT"
-authority_public_key = "$TP_PUB"
-authority_secret_key = "$TP_SEC"
-state_dir = "$WORK/tp-state"
+build devnet-tp pool mint
 # ~2^23 hashes per block: a block every few shares of the Python miner
-nbits = 0x1e020000
-TOML
-
-cat > "$WORK/pool.toml" <<TOML
-network = "devnet"
-listen_address = "127.0.0.1:$POOL_PORT"
-authority_public_key = "$POOL_PUB"
-authority_secret_key = "$POOL_SEC"
-tp_address = "127.0.0.1:$TP_PORT"
-tp_authority_public_key = "$TP_PUB"
-coinbase_reward_script = "51"
-unit_bits = 10
-stats_log_interval_secs = 5
+write_devnet_tp_config 0x1e020000
+write_pool_config 10
+cat >> "$WORK/pool.toml" <<TOML
 state_dir = "$WORK/pool-state"
 
 # The ehash flow is on: the translator does not negotiate the extension, so
@@ -120,26 +75,23 @@ user_identity = "$LOCKING_KEY.sri-translator"
 TOML
 
 echo "== starting the mint, devnet-tp, pool, translator (logs in $WORK)"
-"$BIN/mint" --config "$WORK/mint.toml" > "$WORK/mint.log" 2>&1 & PIDS+=($!)
+start mint "$BIN/mint" --config "$WORK/mint.toml"
 wait_for "$WORK/mint.log" "mint serving" 30
-"$BIN/devnet-tp" --config "$WORK/devnet-tp.toml" > "$WORK/devnet-tp.log" 2>&1 & PIDS+=($!)
-wait_for "$WORK/devnet-tp.log" "listening" 20
-"$BIN/pool" --config "$WORK/pool.toml" > "$WORK/pool.log" 2>&1 & PIDS+=($!)
+start_devnet_tp
+start pool "$BIN/pool" --config "$WORK/pool.toml"
 wait_for "$WORK/pool.log" "connected to the template provider" 20
 wait_for "$WORK/pool.log" "mint link up" 20
-"$TRANSLATOR" -c "$WORK/tproxy.toml" > "$WORK/translator.log" 2>&1 & TPROXY_PID=$!; PIDS+=($TPROXY_PID)
+start translator "$TRANSLATOR" -c "$WORK/tproxy.toml"; TPROXY_PID=${PIDS[-1]}
 wait_for "$WORK/pool.log" "SetupConnection accepted" 30
 
 echo "== mining through the translator for ${DURATION}s"
 # The translator opens its upstream channel when the first SV1 miner connects.
-python3 "$ROOT/test/interop/sv1_miner.py" 127.0.0.1 "$TPROXY_PORT" "$LOCKING_KEY.cpu0" "$DURATION" \
-  > "$WORK/miner.log" 2>&1 & MINER_PID=$!
+sv1_miner "$LOCKING_KEY.cpu0" & MINER_PID=$!
 wait_for "$WORK/pool.log" "extended channel opened" 30
 MINER_RC=0
 wait "$MINER_PID" || MINER_RC=$?
 sleep 6 # one more "pool stats" line
 
-strip() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 echo
 echo "== pool: channel opened by the translator"
 strip "$WORK/pool.log" | grep -E "SetupConnection accepted|channel opened|RequestExtensions|closing downstream" | head -5

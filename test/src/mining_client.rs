@@ -443,6 +443,16 @@ impl MiningClient {
 
     /// Waits for the answer to share `seq`: Ok(()) for SubmitShares.Success,
     /// Err(error_code) for SubmitShares.Error.
+    /// Submits `share` and waits for the pool's answer (see [`Self::share_result`]).
+    pub async fn submit_and_wait(
+        &mut self,
+        channel_id: u32,
+        share: &FoundShare,
+    ) -> Result<(), String> {
+        let seq = self.submit(channel_id, share).await;
+        self.share_result(channel_id, seq).await
+    }
+
     pub async fn share_result(&mut self, channel_id: u32, seq: u32) -> Result<(), String> {
         self.wait_for(|m| match m {
             Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s)))

@@ -35,30 +35,35 @@ pub fn run_role_child_if_asked() {
     ) else {
         return;
     };
-    fn load<C: serde::de::DeserializeOwned + roles_common::Validate>(path: &std::ffi::OsStr) -> C {
-        roles_common::load_config(Path::new(path), "HASHPOOL_TEST_ROLE_CHILD").expect("config")
-    }
+    let path = Path::new(&path);
     stratum_apps::config_helpers::logging::init_logging(None);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let result = runtime.block_on(async {
         let shutdown = roles_common::shutdown_on_signal();
         match role.as_str() {
-            "devnet-tp" => devnet_tp::run(load(&path), shutdown)
-                .await
-                .map_err(|e| e.to_string()),
-            "mint" => mint::run(load(&path), shutdown)
-                .await
-                .map_err(|e| e.to_string()),
-            "pool" => pool::run(load(&path), shutdown)
-                .await
-                .map_err(|e| e.to_string()),
-            "translator" => translator::run(load(&path), shutdown)
-                .await
-                .map_err(|e| e.to_string()),
+            "devnet-tp" => run_role(path, shutdown, devnet_tp::run).await,
+            "mint" => run_role(path, shutdown, mint::run).await,
+            "pool" => run_role(path, shutdown, pool::run).await,
+            "translator" => run_role(path, shutdown, translator::run).await,
             other => Err(format!("no role {other}")),
         }
     });
     result.expect("the role ran");
+}
+
+/// Runs a role's `run` on its config file `path` (loaded like `<role> --config`).
+async fn run_role<C, F, E>(
+    path: &Path,
+    shutdown: roles_common::CancellationToken,
+    run: impl FnOnce(C, roles_common::CancellationToken) -> F,
+) -> Result<(), String>
+where
+    C: serde::de::DeserializeOwned + roles_common::Validate,
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let config = roles_common::load_config(path, "HASHPOOL_TEST_ROLE_CHILD").expect("config");
+    run(config, shutdown).await.map_err(|e| e.to_string())
 }
 
 /// A role running as a child process of the test.

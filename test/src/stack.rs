@@ -2,6 +2,7 @@
 //! devnet-tp and the pool ([`Stack`]), plus the mint and the ehash flow
 //! ([`EhashStack`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -91,6 +92,30 @@ pub fn mint_settings(address: SocketAddr, mode: &str) -> pool::config::MintSetti
     }
 }
 
+/// devnet-tp on 127.0.0.1 port 0 with its chain in `state_dir`, and the
+/// token that stops it.
+pub async fn start_tp(state_dir: &Path, nbits: u32) -> (TpHandle, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let tp = devnet_tp::start(tp_config(state_dir, nbits), shutdown.clone())
+        .await
+        .expect("devnet-tp starts");
+    (tp, shutdown)
+}
+
+/// Stops a role running in this process: cancels its `shutdown` token and
+/// waits at most `within` for `stopped` (its handle's `wait()`).
+pub async fn stop_role(
+    what: &str,
+    within: Duration,
+    shutdown: &CancellationToken,
+    stopped: impl Future<Output = ()>,
+) {
+    shutdown.cancel();
+    tokio::time::timeout(within, stopped)
+        .await
+        .unwrap_or_else(|_| panic!("{what} stops"));
+}
+
 /// Logs of the roles under test, when `RUST_LOG` is set (e.g. `RUST_LOG=info`).
 pub fn init_logging() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -141,10 +166,7 @@ impl Stack {
     pub async fn start_with(nbits: u32, tweak: impl FnOnce(&mut PoolConfig)) -> Stack {
         init_logging();
         let state_dir = tempfile::tempdir().expect("temp dir");
-        let tp_shutdown = CancellationToken::new();
-        let tp = devnet_tp::start(tp_config(state_dir.path(), nbits), tp_shutdown.clone())
-            .await
-            .expect("devnet-tp starts");
+        let (tp, tp_shutdown) = start_tp(state_dir.path(), nbits).await;
         let (tx, accepted) = mpsc::unbounded_channel();
         let pool_shutdown = CancellationToken::new();
         let mut config = pool_config(tp.local_addr());
@@ -209,10 +231,7 @@ impl EhashStack {
     pub async fn start(mode: &str, tweak: impl FnOnce(&mut PoolConfig)) -> EhashStack {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
-        let tp_shutdown = CancellationToken::new();
-        let tp = devnet_tp::start(tp_config(dir.path(), NBITS_NEVER), tp_shutdown.clone())
-            .await
-            .expect("devnet-tp starts");
+        let (tp, tp_shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
         let mut stack = EhashStack {
             mint_config: mint_config(dir.path()),
             pool_config: pool_config(tp.local_addr()),

@@ -3,15 +3,17 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ehash::LockingKey;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use translator::quotes::Totals;
 use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle};
 
 use crate::keys::{public_key, POOL_PUBLIC_KEY, TRANSLATOR_MNEMONIC, WAIT};
-use crate::stack::wait_broadcast;
+use crate::stack::{stop_role, wait_broadcast, Stack};
 
 /// ~100 hashes per share at 6 shares/minute: CPU shares in milliseconds.
 pub const TRANSLATOR_HASHRATE: f32 = 10.0;
@@ -58,6 +60,8 @@ pub struct RunningTranslator {
     pub handle: TranslatorHandle,
     events: broadcast::Receiver<TranslatorEvent>,
     shutdown: CancellationToken,
+    /// The data dir it made for itself, removed when it is dropped.
+    _data_dir: Option<tempfile::TempDir>,
 }
 
 impl RunningTranslator {
@@ -71,13 +75,17 @@ impl RunningTranslator {
             handle,
             events,
             shutdown,
+            _data_dir: None,
         }
     }
 
     /// The test config with the pool at `pool`, the mint at `mint_url` and
-    /// its data in `data_dir`.
-    pub async fn with_pool(pool: SocketAddr, mint_url: &str, data_dir: &Path) -> Self {
-        Self::start(translator_config(&[pool], mint_url, data_dir)).await
+    /// its data in a fresh directory of its own.
+    pub async fn with_pool(pool: SocketAddr, mint_url: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut tr = Self::start(translator_config(&[pool], mint_url, dir.path())).await;
+        tr._data_dir = Some(dir);
+        tr
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -97,12 +105,42 @@ impl RunningTranslator {
         wait_broadcast(&mut self.events, WAIT * 2, "translator events", pred).await
     }
 
-    pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.handle.wait())
-            .await
-            .expect("translator stops");
+    /// The quote store's totals once `count` quotes are minted, asking the
+    /// translator to mint every `poll`; or as they are after `within`.
+    pub async fn minted_totals(&self, count: u64, within: Duration, poll: Duration) -> Totals {
+        let store = self.handle.quotes().clone();
+        let deadline = Instant::now() + within;
+        loop {
+            let t = store.totals().expect("quote totals");
+            if t.minted.0 >= count || Instant::now() > deadline {
+                return t;
+            }
+            self.handle.mint_now();
+            tokio::time::sleep(poll).await;
+        }
     }
+
+    pub async fn stop(self) {
+        stop_role("translator", WAIT, &self.shutdown, self.handle.wait()).await;
+    }
+}
+
+/// devnet-tp and the pool, and a translator on them whose wallet is not
+/// under test.
+pub async fn stack_and_translator(nbits: u32) -> (Stack, RunningTranslator) {
+    let stack = Stack::start(nbits).await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL).await;
+    (stack, tr)
+}
+
+/// Stops a miner started with `shutdown`, waiting at most `within`; it must
+/// have run without error.
+pub async fn stop_miner(within: Duration, shutdown: &CancellationToken, miner: miner::Miner) {
+    shutdown.cancel();
+    tokio::time::timeout(within, miner.wait())
+        .await
+        .expect("miner stops")
+        .expect("miner ran");
 }
 
 /// An SV1 miner that authorizes with a plain username (the wallet's key)

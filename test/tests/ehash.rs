@@ -6,6 +6,7 @@ use std::time::Duration;
 use ehash::LockingKey;
 use ehash_ext_sv2::{MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
 use hashpool_tests::*;
+use roles_common::testing::load_shipped;
 use stats_sv2::StatsMessage;
 
 /// Opens an extended channel locked to `key` and waits for its first job.
@@ -245,9 +246,8 @@ async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint
 
     stack.stop_mint().await;
     let share = client.valid_share(channel, false);
-    let seq = client.submit(channel, &share).await;
     assert_eq!(
-        client.share_result(channel, seq).await,
+        client.submit_and_wait(channel, &share).await,
         Err("mint-timeout".to_string())
     );
 
@@ -255,8 +255,7 @@ async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let share = client.valid_share(channel, false);
-        let seq = client.submit(channel, &share).await;
-        match client.share_result(channel, seq).await {
+        match client.submit_and_wait(channel, &share).await {
             Ok(()) => break,
             Err(code) => assert_eq!(code, "mint-timeout"),
         }
@@ -270,6 +269,16 @@ async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint
 
 role_child_entry!();
 
+/// Stops the pool in this process and starts it again as a child process
+/// (from its config written as TOML), on a fresh port and the same state.
+async fn pool_in_a_child(stack: &mut EhashStack) -> RoleChild {
+    stack.stop_pool().await;
+    stack.pool_config.listen_address = free_address().to_string();
+    let config_path = stack.dir.path().join("pool.toml");
+    std::fs::write(&config_path, pool_toml(stack)).unwrap();
+    RoleChild::spawn("pool", &config_path)
+}
+
 async fn connect_when_up(stack: &EhashStack) -> MiningClient {
     until_listening(stack.pool_addr(), "the pool child").await;
     stack.client(true).await
@@ -280,13 +289,8 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     // The pool runs as a child process; the mint is down, so its shares are
     // only in the pool's outbox when it is killed with SIGKILL.
     let mut stack = EhashStack::start("annotate", |_| {}).await;
-    stack.stop_pool().await;
     stack.stop_mint().await;
-    stack.pool_config.listen_address = free_address().to_string();
-    let config_path = stack.dir.path().join("pool.toml");
-    std::fs::write(&config_path, pool_toml(&stack)).unwrap();
-
-    let mut child = RoleChild::spawn("pool", &config_path);
+    let mut child = pool_in_a_child(&mut stack).await;
     let (secret, key) = miner_key();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
@@ -308,11 +312,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_unacknowledged_when_the_pool_is_killed_are_sent_again_until_acknowledged() {
     let mut stack = EhashStack::start("annotate", |_| {}).await;
-    stack.stop_pool().await;
-    stack.pool_config.listen_address = free_address().to_string();
-    let config_path = stack.dir.path().join("pool.toml");
-    std::fs::write(&config_path, pool_toml(&stack)).unwrap();
-    let mut child = RoleChild::spawn("pool", &config_path);
+    let mut child = pool_in_a_child(&mut stack).await;
     let (secret, key) = miner_key();
 
     // Notified, never acknowledged, then the pool dies (SIGKILL).
@@ -399,11 +399,8 @@ async fn the_ehash_extension_is_granted_alone_or_among_unknown_ones() {
 
 #[test]
 fn the_shipped_pool_and_mint_configs_agree() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
-    let pool: pool::PoolConfig =
-        roles_common::load_config(&dir.join("pool.toml"), "HASHPOOL_TEST_SHIPPED_POOL").unwrap();
-    let mint: mint::MintConfig =
-        roles_common::load_config(&dir.join("mint.toml"), "HASHPOOL_TEST_SHIPPED_MINT").unwrap();
+    let pool: pool::PoolConfig = load_shipped("pool.toml");
+    let mint: mint::MintConfig = load_shipped("mint.toml");
     assert_eq!(
         pool.stats
             .as_ref()
@@ -478,10 +475,8 @@ async fn the_pool_publishes_every_share_quote_channel_link_and_the_mint_stats() 
     let shares = mine(&mut client, channel, 3).await;
     // The same share again is refused (duplicate).
     let again = client.valid_share(channel, false);
-    let seq = client.submit(channel, &again).await;
-    client.share_result(channel, seq).await.unwrap();
-    let seq = client.submit(channel, &again).await;
-    assert!(client.share_result(channel, seq).await.is_err());
+    client.submit_and_wait(channel, &again).await.unwrap();
+    assert!(client.submit_and_wait(channel, &again).await.is_err());
     client.notifications(4).await;
     let pool_stats = stack.pool().stats();
     assert_eq!(

@@ -55,11 +55,7 @@ async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
     );
     let stats = running.stats();
     until_accepted(&stats, 5).await;
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, running.wait())
-        .await
-        .expect("miner stops")
-        .expect("miner ran");
+    stop_miner(WAIT, &shutdown, running).await;
     let elapsed = started.elapsed().as_secs_f64();
     let accepted = stats.accepted();
     assert_eq!(stats.rejected(), 0);
@@ -73,16 +69,9 @@ async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
     // through another channel with its key.
     let again = idle_miner(tr.handle.local_addr()).await;
     // one quote per accepted share, all minted into the translator's wallet
-    let store = tr.handle.quotes().clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let totals = loop {
-        let t = store.totals().unwrap();
-        if t.minted.0 >= accepted || Instant::now() > deadline {
-            break t;
-        }
-        tr.handle.mint_now();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let totals = tr
+        .minted_totals(accepted, Duration::from_secs(30), Duration::from_millis(50))
+        .await;
     assert_eq!(
         (
             totals.minted.0,
@@ -108,9 +97,7 @@ async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_submits_real_shares_at_its_rate() {
-    let stack = Stack::start(NBITS_NEVER).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
+    let (stack, tr) = stack_and_translator(NBITS_NEVER).await;
     let config = miner_config(tr.handle.local_addr(), Mode::Load);
     let (miners, rate) = (config.load.miners as u64, config.load.shares_per_second);
     let shutdown = CancellationToken::new();
@@ -123,11 +110,7 @@ async fn the_load_generator_submits_real_shares_at_its_rate() {
         miners as usize,
         "one channel per simulated miner"
     );
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, running.wait())
-        .await
-        .expect("load generator stops")
-        .expect("load generator ran");
+    stop_miner(WAIT, &shutdown, running).await;
     let elapsed = started.elapsed().as_secs_f64();
     let accepted = stats.accepted();
     assert_eq!(stats.rejected(), 0);
@@ -250,16 +233,13 @@ async fn a_miner_whose_rate_alternates_every_minute_is_followed_and_every_share_
     assert_eq!(stack.pool().stats().shares_accepted, accepted);
     // Every accepted share minted into the translator's wallet.
     let again = idle_miner(tr.addr()).await;
-    let store = tr.handle.quotes().clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let totals = loop {
-        let t = store.totals().unwrap();
-        if t.minted.0 >= accepted || Instant::now() > deadline {
-            break t;
-        }
-        tr.handle.mint_now();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let totals = tr
+        .minted_totals(
+            accepted,
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        )
+        .await;
     assert_eq!(
         (totals.minted.0, totals.pending.0, totals.failures),
         (accepted, 0, 0),
@@ -562,11 +542,7 @@ async fn the_translator_publishes_its_miners_shares_quotes_and_wallet_balance() 
     let running = miner::start(miner_config, shutdown.clone());
     let stats = running.stats();
     until_accepted(&stats, 3).await;
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, running.wait())
-        .await
-        .expect("miner stops")
-        .expect("miner ran");
+    stop_miner(WAIT, &shutdown, running).await;
     let accepted = stats.accepted();
 
     // The miner announced itself under its username, and left.
@@ -603,13 +579,10 @@ async fn the_translator_publishes_its_miners_shares_quotes_and_wallet_balance() 
     // Quotes held for the miner's key reach the next channel with that key
     // (see the_cpu_miner_is_paid_exactly_its_accepted_shares).
     let again = idle_miner(tr.handle.local_addr()).await;
-    let store = tr.handle.quotes().clone();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.totals().unwrap().minted.0 < accepted {
-        assert!(Instant::now() < deadline, "quotes never all minted");
-        tr.handle.mint_now();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let totals = tr
+        .minted_totals(accepted, Duration::from_secs(30), Duration::from_millis(50))
+        .await;
+    assert!(totals.minted.0 >= accepted, "quotes never all minted");
     let balance = tr.handle.wallet().balance().await.unwrap();
     assert!(balance > 0);
     let minted = |r: &[StatsMessage]| -> u64 {

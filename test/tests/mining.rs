@@ -6,6 +6,7 @@ use ehash::UnitBits;
 use ehash_ext_sv2::{EhashMessage, MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
 use hashpool_tests::*;
 use pool::{PoolEvent, SendExtensionError};
+use roles_common::testing::{load_shipped, shipped_config_with};
 use stratum_core::binary_sv2::U256Owned;
 use stratum_core::bitcoin::{hashes::Hash, BlockHash, Target};
 use stratum_core::common_messages_sv2::Protocol;
@@ -67,17 +68,15 @@ async fn channels_open_over_noise_and_shares_get_the_right_answer() {
     assert!(!accepted.block_found);
 
     // The same share again: duplicate.
-    let seq = client.submit(channel, &share).await;
     assert_eq!(
-        client.share_result(channel, seq).await,
+        client.submit_and_wait(channel, &share).await,
         Err("duplicate-share".into())
     );
 
     // A hash above the channel target: difficulty too low.
     let weak = client.find_share(channel, |h| h > target);
-    let seq = client.submit(channel, &weak).await;
     assert_eq!(
-        client.share_result(channel, seq).await,
+        client.submit_and_wait(channel, &weak).await,
         Err("difficulty-too-low".into())
     );
 
@@ -97,9 +96,8 @@ async fn channels_open_over_noise_and_shares_get_the_right_answer() {
     // A job the channel never had.
     let mut bogus = client.valid_share(channel, false);
     bogus.job_id = 424_242;
-    let seq = client.submit(channel, &bogus).await;
     assert_eq!(
-        client.share_result(channel, seq).await,
+        client.submit_and_wait(channel, &bogus).await,
         Err("invalid-job-id".into())
     );
 
@@ -261,8 +259,7 @@ async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
     let late_share = miner.find_share(chan, |h| {
         h <= miner.channels[&chan].target() && h.to_le_bytes() != block_share.hash
     });
-    let seq = miner.submit(chan, &block_share).await;
-    assert_eq!(miner.share_result(chan, seq).await, Ok(()));
+    assert_eq!(miner.submit_and_wait(chan, &block_share).await, Ok(()));
     let accepted = stack.accepted.recv().await.unwrap();
     assert!(accepted.block_found);
     assert_eq!(sha256d(&accepted.header), accepted.share_hash);
@@ -298,16 +295,14 @@ async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
     }
 
     // A share on the job of the old tip is stale.
-    let seq = miner.submit(chan, &late_share).await;
     assert_eq!(
-        miner.share_result(chan, seq).await,
+        miner.submit_and_wait(chan, &late_share).await,
         Err("stale-share".into())
     );
 
     // Mining continues on the new tip: the next block is height 2.
     let next = miner.valid_share(chan, true);
-    let seq = miner.submit(chan, &next).await;
-    assert_eq!(miner.share_result(chan, seq).await, Ok(()));
+    assert_eq!(miner.submit_and_wait(chan, &next).await, Ok(()));
     let block = tokio::time::timeout(WAIT, blocks.recv())
         .await
         .unwrap()
@@ -320,10 +315,7 @@ async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
 #[tokio::test]
 async fn devnet_tp_restart_continues_the_chain_from_its_state_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let shutdown = CancellationToken::new();
-    let tp = devnet_tp::start(tp_config(dir.path(), NBITS_EASY), shutdown.clone())
-        .await
-        .unwrap();
+    let (tp, shutdown) = start_tp(dir.path(), NBITS_EASY).await;
     let mut blocks = tp.subscribe_blocks();
     let mut client = TdpClient::connect(tp.local_addr()).await;
     for height in 1..=2 {
@@ -344,10 +336,7 @@ async fn devnet_tp_restart_continues_the_chain_from_its_state_dir() {
     drop(client);
 
     // Restarted on the same state dir: same tip, the next block is height 3.
-    let shutdown = CancellationToken::new();
-    let tp = devnet_tp::start(tp_config(dir.path(), NBITS_EASY), shutdown.clone())
-        .await
-        .unwrap();
+    let (tp, shutdown) = start_tp(dir.path(), NBITS_EASY).await;
     assert_eq!(tp.height(), 2);
     assert_eq!(tp.tip_hash(), tip);
     let mut blocks = tp.subscribe_blocks();
@@ -495,10 +484,7 @@ async fn bad_connections_are_closed_with_a_reason_and_others_keep_mining() {
 #[tokio::test]
 async fn a_template_provider_with_another_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let tp_shutdown = CancellationToken::new();
-    let tp = devnet_tp::start(tp_config(dir.path(), NBITS_NEVER), tp_shutdown.clone())
-        .await
-        .unwrap();
+    let (tp, tp_shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
     let mut config = pool_config(tp.local_addr());
     config.tp_authority_public_key = public_key(WRONG_PUBLIC_KEY);
     let shutdown = CancellationToken::new();
@@ -524,12 +510,9 @@ async fn a_template_provider_with_another_key_is_refused() {
 
 #[test]
 fn the_shipped_configs_load_and_bad_fields_are_named() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let pool: pool::PoolConfig =
-        roles_common::load_config(&root.join("config/pool.toml"), "HASHPOOL_TEST_POOL").unwrap();
+    let pool: pool::PoolConfig = load_shipped("pool.toml");
     assert_eq!(pool.tp_address, "127.0.0.1:8442");
-    let tp: devnet_tp::TpConfig =
-        roles_common::load_config(&root.join("config/devnet-tp.toml"), "HASHPOOL_TEST_TP").unwrap();
+    let tp: devnet_tp::TpConfig = load_shipped("devnet-tp.toml");
     assert_eq!(tp.nbits, devnet_tp::config::DEFAULT_NBITS);
     assert_eq!(
         pool.tp_authority_public_key.to_string(),
@@ -537,7 +520,6 @@ fn the_shipped_configs_load_and_bad_fields_are_named() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(root.join("config/pool.toml")).unwrap();
     for (from, to, field) in [
         ("unit_bits = 20", "unit_bits = 99", "unit_bits"),
         (
@@ -551,8 +533,7 @@ fn the_shipped_configs_load_and_bad_fields_are_named() {
             "max_channelz",
         ),
     ] {
-        let path = dir.path().join("pool.toml");
-        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let path = shipped_config_with(dir.path(), "pool.toml", &[(from, to)]);
         let err = roles_common::load_config::<pool::PoolConfig>(&path, "HASHPOOL_TEST_POOL_BAD")
             .unwrap_err();
         assert!(err.contains(field) && !err.contains('\n'), "{err}");

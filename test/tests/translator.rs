@@ -16,9 +16,10 @@ use cdk::nuts::SecretKey;
 use cdk::wallet::ReceiveOptions;
 use ehash::LockingKey;
 use hashpool_tests::*;
-use mint_support::{share, PoolClient, TestMint};
+use mint_support::{mint_with, share, PoolClient, TestMint};
 use pool::AcceptedShare;
 use serde_json::json;
+use translator::cli::WalletCommand;
 use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
 use translator::wallet::{ehash_method, locking_secret, EhashWallet};
 use translator::{TranslatorConfig, TranslatorEvent};
@@ -58,9 +59,7 @@ async fn wait_clean_job(miner: &mut Sv1Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sv1_shares_are_accepted_by_the_pool_with_the_exact_header() {
-    let mut stack = Stack::start(NBITS_NEVER).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
+    let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;
     let mut miner = Sv1Client::start(tr.addr(), "rig1").await;
     assert_eq!(miner.extranonce2_size, 4);
     for _ in 0..5 {
@@ -90,9 +89,7 @@ async fn sv1_shares_are_accepted_by_the_pool_with_the_exact_header() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_username_that_is_a_key_opens_a_channel_locked_to_that_key() {
-    let mut stack = Stack::start(NBITS_NEVER).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
+    let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;
     let user = format!("{LOCKING_KEY}.bob");
     let mut miner = Sv1Client::start(tr.addr(), &user).await;
     let (_, acc) = mine_and_check(&mut stack, &mut miner, &user).await;
@@ -107,9 +104,7 @@ async fn a_username_that_is_a_key_opens_a_channel_locked_to_that_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sv1_input_disconnects_only_that_miner() {
-    let mut stack = Stack::start(NBITS_NEVER).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
+    let (mut stack, mut tr) = stack_and_translator(NBITS_NEVER).await;
     let mut good = Sv1Client::start(tr.addr(), "good").await;
     mine_and_check(&mut stack, &mut good, "good").await;
 
@@ -239,6 +234,17 @@ async fn open_wallet(mint: &TestMint, dir: &Path) -> EhashWallet {
         .unwrap()
 }
 
+/// The output of `command` on the wallet and quote store, as the CLI prints it.
+async fn wallet_command(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    command: WalletCommand,
+) -> String {
+    translator::cli::run_wallet_command_on(wallet, store, command)
+        .await
+        .unwrap()
+}
+
 /// `wallet send amount` from `wallet`; a fresh wallet of the mint at
 /// `mint_url` receives exactly that. Returns the token.
 async fn send_to_fresh_wallet(
@@ -247,13 +253,7 @@ async fn send_to_fresh_wallet(
     mint_url: &str,
     amount: u64,
 ) -> String {
-    let out = translator::cli::run_wallet_command_on(
-        wallet,
-        store,
-        translator::cli::WalletCommand::Send { amount },
-    )
-    .await
-    .unwrap();
+    let out = wallet_command(wallet, store, WalletCommand::Send { amount }).await;
     let token = out.trim();
     let received = hashpool_tests::wallet(mint_url)
         .receive(token, ReceiveOptions::default())
@@ -357,13 +357,7 @@ async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_t
         .insert(&record(&id, amount, miner_key, QuoteState::Foreign))
         .unwrap();
 
-    let listing = translator::cli::run_wallet_command_on(
-        &wallet,
-        &store,
-        translator::cli::WalletCommand::Quotes,
-    )
-    .await
-    .unwrap();
+    let listing = wallet_command(&wallet, &store, WalletCommand::Quotes).await;
     let line = listing
         .lines()
         .find(|l| l.starts_with(&id))
@@ -391,17 +385,9 @@ async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_t
     assert_eq!(wallet.balance().await.unwrap(), 0);
     // the miner's own wallet can
     let own = hashpool_tests::wallet(&mint.running.http_url());
-    own.fetch_mint_quote(&id, Some(ehash_method()))
-        .await
-        .unwrap();
-    let keys: HashMap<String, SecretKey> = [(id.clone(), miner_secret)].into();
-    let proofs = own
-        .batch_mint(&[id.as_str()], SplitTarget::default(), None, Some(keys))
-        .await
-        .unwrap();
     assert_eq!(
-        proofs.iter().map(|p| u64::from(p.amount)).sum::<u64>(),
-        amount
+        mint_with(&own, &[id.as_str()], &miner_secret).await,
+        Ok(amount)
     );
     mint.stop().await;
 }
@@ -447,9 +433,7 @@ async fn minted_quotes(tr: &mut RunningTranslator, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_chain_the_wallet_balance_is_the_sum_of_the_accepted_shares() {
     let stack = EhashStack::start("annotate", |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut tr =
-        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
+    let mut tr = RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url()).await;
     let ehash = tr
         .wait_event(|e| matches!(e, TranslatorEvent::UpstreamConnected { .. }))
         .await;
@@ -537,8 +521,12 @@ async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
     child.kill(); // SIGKILL: no shutdown step runs
     drop(miner);
 
-    let mut tr =
-        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
+    let mut tr = RunningTranslator::start(translator_config(
+        &[stack.pool_addr()],
+        &stack.mint_url(),
+        dir.path(),
+    ))
+    .await;
     let mut miner = Sv1Client::start(tr.addr(), "rig").await;
     for _ in 0..3 {
         miner.mine_one("rig").await.expect("accepted");
@@ -594,9 +582,7 @@ fn translator_toml(c: &TranslatorConfig) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_chain_a_miners_own_key_gets_quotes_only_it_can_mint() {
     let stack = EhashStack::start("annotate", |_| {}).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut tr =
-        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
+    let mut tr = RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url()).await;
     let miner_secret = SecretKey::generate();
     let miner_key = LockingKey::from_bytes(&miner_secret.public_key().to_bytes()).unwrap();
     let user = format!("{miner_key}.alice");
@@ -609,13 +595,7 @@ async fn full_chain_a_miners_own_key_gets_quotes_only_it_can_mint() {
     let total: u64 = quotes.iter().map(|(_, a, _)| a).sum();
     let store = tr.handle.quotes().clone();
     let wallet = tr.handle.wallet().clone();
-    let listing = translator::cli::run_wallet_command_on(
-        &wallet,
-        &store,
-        translator::cli::WalletCommand::Quotes,
-    )
-    .await
-    .unwrap();
+    let listing = wallet_command(&wallet, &store, WalletCommand::Quotes).await;
     for (id, _, _) in &quotes {
         let line = listing
             .lines()
@@ -647,23 +627,7 @@ async fn full_chain_a_miners_own_key_gets_quotes_only_it_can_mint() {
     assert_eq!(wallet.balance().await.unwrap(), 0);
     // the miner's own wallet can
     let own = hashpool_tests::wallet(&stack.mint_url());
-    for id in &ids {
-        own.fetch_mint_quote(id, Some(ehash_method()))
-            .await
-            .unwrap();
-    }
-    let keys: HashMap<String, SecretKey> = ids
-        .iter()
-        .map(|id| (id.to_string(), miner_secret.clone()))
-        .collect();
-    let proofs = own
-        .batch_mint(&ids, SplitTarget::default(), None, Some(keys))
-        .await
-        .unwrap();
-    assert_eq!(
-        proofs.iter().map(|p| u64::from(p.amount)).sum::<u64>(),
-        total
-    );
+    assert_eq!(mint_with(&own, &ids, &miner_secret).await, Ok(total));
     tr.stop().await;
     stack.stop().await;
 }
@@ -676,9 +640,7 @@ async fn full_chain_defer_mode_answers_the_miner_only_as_the_pool_does() {
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut tr =
-        RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url(), dir.path()).await;
+    let mut tr = RunningTranslator::with_pool(stack.pool_addr(), &stack.mint_url()).await;
     let mut miner = Sv1Client::start(tr.addr(), "rig").await;
     for _ in 0..3 {
         miner
@@ -732,9 +694,7 @@ async fn connect_miners(addr: SocketAddr, n: usize) -> Vec<Sv1Client> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sv1_connections_are_held() {
-    let mut stack = Stack::start(NBITS_NEVER).await;
-    let dir = tempfile::tempdir().unwrap();
-    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL, dir.path()).await;
+    let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;
     // warm up allocator and tasks with one miner
     let mut first = Sv1Client::start(tr.addr(), "first").await;
     let before = rss_kib();

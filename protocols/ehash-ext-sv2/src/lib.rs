@@ -69,6 +69,10 @@ ehash::message_enum! {
         protocol: "ehash extension",
         extension_type: EHASH_EXTENSION_TYPE,
         channel_msg: true,
+        common_fields: {
+            /// The channel a message is about.
+            channel_id: u32,
+        },
         messages: {
             MintQuoteNotification(MintQuoteNotificationOwned) = t::MINT_QUOTE_NOTIFICATION,
                 decoded as MintQuoteNotification<'_> => into_owned;
@@ -81,15 +85,6 @@ ehash::message_enum! {
 }
 
 impl EhashMessage {
-    /// The channel a message is about.
-    pub fn channel_id(&self) -> u32 {
-        match self {
-            EhashMessage::MintQuoteNotification(m) => m.channel_id,
-            EhashMessage::MintQuoteFailure(m) => m.channel_id,
-            EhashMessage::MintQuoteAck(m) => m.channel_id,
-        }
-    }
-
     /// Addresses the message to another channel (a notification delivered
     /// on the next channel with the same locking key).
     pub fn set_channel_id(&mut self, channel_id: u32) {

@@ -2,22 +2,22 @@
 
 use super::*;
 use ehash::wire::str0255;
-use ehash::wire::testing::{assert_golden, decode_every_type};
-use proptest::prelude::*;
+use ehash::wire::testing::{assert_golden, genesis_hash};
 
 fn s(text: &str) -> binary_sv2::Str0255Owned {
     str0255("test", text).unwrap()
 }
 
 fn share_hash() -> binary_sv2::U256Owned {
-    let mut h: [u8; 32] =
-        hex::decode("000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f")
-            .unwrap()
-            .try_into()
-            .unwrap();
-    h.reverse();
-    h.into()
+    genesis_hash().into()
 }
+
+const NOTIFICATION_FRAME: &str = concat!(
+    "a5cec0660000030000002a0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
+    "8365e15a089c68d61900000000002439663063326135652d316237642d346531",
+    "612d386633652d32643663356234613366323110303062316332643365346635",
+    "613639370100000000000000",
+);
 
 #[test]
 fn mint_quote_notification() {
@@ -30,14 +30,15 @@ fn mint_quote_notification() {
             keyset_id: s("00b1c2d3e4f5a697"),
             amount: 1,
         }),
-        concat!(
-            "a5cec0660000030000002a0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
-            "8365e15a089c68d61900000000002439663063326135652d316237642d346531",
-            "612d386633652d32643663356234613366323110303062316332643365346635",
-            "613639370100000000000000",
-        ),
+        NOTIFICATION_FRAME,
     );
 }
+
+const FAILURE_FRAME: &str = concat!(
+    "a5cec1590000030000002b0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
+    "8365e15a089c68d61900000000000c6d696e742d74696d656f75742374686520",
+    "6d696e7420646964206e6f7420616e737765722077697468696e2033302073",
+);
 
 #[test]
 fn mint_quote_failure() {
@@ -49,11 +50,7 @@ fn mint_quote_failure() {
             error_code: s("mint-timeout"),
             error_message: s("the mint did not answer within 30 s"),
         }),
-        concat!(
-            "a5cec1590000030000002b0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
-            "8365e15a089c68d61900000000000c6d696e742d74696d656f75742374686520",
-            "6d696e7420646964206e6f7420616e737765722077697468696e2033302073",
-        ),
+        FAILURE_FRAME,
     );
 }
 
@@ -97,12 +94,7 @@ fn acks_are_split_at_the_message_limit() {
 
 #[test]
 fn frames_are_channel_messages_of_the_ehash_extension() {
-    let mut frame = hex::decode(concat!(
-        "a5cec1590000030000002b0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
-        "8365e15a089c68d61900000000000c6d696e742d74696d656f75742374686520",
-        "6d696e7420646964206e6f7420616e737765722077697468696e2033302073",
-    ))
-    .unwrap();
+    let mut frame = hex::decode(FAILURE_FRAME).unwrap();
     let header = stratum_core::framing_sv2::header::Header::from_bytes(&frame).unwrap();
     assert!(is_ehash_frame(&header));
     assert!(header.channel_msg());
@@ -116,13 +108,7 @@ fn frames_are_channel_messages_of_the_ehash_extension() {
 #[test]
 fn parsers_sv2_does_not_know_the_extension() {
     // Why roles must dispatch on the extension type before parsers_sv2.
-    let mut frame = hex::decode(concat!(
-        "a5cec0660000030000002a0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
-        "8365e15a089c68d61900000000002439663063326135652d316237642d346531",
-        "612d386633652d32643663356234613366323110303062316332643365346635",
-        "613639370100000000000000",
-    ))
-    .unwrap();
+    let mut frame = hex::decode(NOTIFICATION_FRAME).unwrap();
     let header = stratum_core::framing_sv2::header::Header::from_bytes(&frame).unwrap();
     let parsed = stratum_core::parsers_sv2::AnyMessage::try_from((header, &mut frame[6..]));
     assert!(parsed.is_err());
@@ -156,37 +142,6 @@ fn unknown_types_are_refused() {
     ));
 }
 
-const GOLDEN_FRAMES: &[&str] = &[
-    concat!(
-        "a5cec0660000030000002a0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
-        "8365e15a089c68d61900000000002439663063326135652d316237642d346531",
-        "612d386633652d32643663356234613366323110303062316332643365346635",
-        "613639370100000000000000",
-    ),
-    concat!(
-        "a5cec1590000030000002b0000006fe28c0ab6f1b372c1a6a246ae63f74f931e",
-        "8365e15a089c68d61900000000000c6d696e742d74696d656f75742374686520",
-        "6d696e7420646964206e6f7420616e737765722077697468696e2033302073",
-    ),
-    ACK_FRAME,
-];
+const GOLDEN_FRAMES: &[&str] = &[NOTIFICATION_FRAME, FAILURE_FRAME, ACK_FRAME];
 
-proptest! {
-    #[test]
-    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        decode_every_type::<EhashMessage>(&bytes);
-    }
-
-    #[test]
-    fn mutated_frames_never_panic(
-        which in 0..GOLDEN_FRAMES.len(),
-        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
-    ) {
-        let mut frame = hex::decode(GOLDEN_FRAMES[which]).unwrap();
-        for (pos, byte) in flips {
-            let len = frame.len();
-            frame[pos % len] = byte;
-        }
-        decode_every_type::<EhashMessage>(&frame);
-    }
-}
+ehash::hostile_input_proptests!(EhashMessage, GOLDEN_FRAMES);

@@ -100,17 +100,26 @@ pub fn verify_proof(
     Ok(pool_key)
 }
 
-#[cfg(test)]
-mod tests {
+/// Keys for the handshake tests, of this crate and of the mint.
+#[doc(hidden)]
+pub mod testing {
     use super::*;
 
-    fn key(byte: u8) -> SecretKey {
-        SecretKey::from_slice(&[byte; 32]).unwrap()
+    /// The secret key of 32 bytes `byte`.
+    pub fn key(byte: u8) -> SecretKey {
+        SecretKey::from_slice(&[byte; 32]).expect("a valid secret key")
     }
 
-    fn xonly(secret: &SecretKey) -> XOnlyPublicKey {
+    /// The x-only public key of `secret`.
+    pub fn xonly(secret: &SecretKey) -> XOnlyPublicKey {
         secret.x_only_public_key(&Secp256k1::signing_only()).0
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{key, xonly};
+    use super::*;
 
     #[test]
     fn a_proof_verifies_for_its_session_only() {

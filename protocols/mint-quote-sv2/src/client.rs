@@ -115,18 +115,10 @@ impl ClientHandshake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::testing::{key, xonly};
     use crate::{PoolAuthErrorOwned, PoolAuthSuccess};
     use ehash::wire::str0255;
-    use stratum_core::bitcoin::secp256k1::Secp256k1;
     use stratum_core::common_messages_sv2::SetupConnectionSuccess;
-
-    fn key(byte: u8) -> SecretKey {
-        SecretKey::from_slice(&[byte; 32]).unwrap()
-    }
-
-    fn xonly(secret: &SecretKey) -> XOnlyPublicKey {
-        secret.x_only_public_key(&Secp256k1::signing_only()).0
-    }
 
     fn success() -> MintQuoteMessage {
         MintQuoteMessage::SetupConnectionSuccess(SetupConnectionSuccess {

@@ -2,23 +2,11 @@
 //! input for every mint-quote message.
 
 use super::*;
-use ehash::wire::testing::{assert_golden, decode_every_type};
+use ehash::wire::testing::{assert_golden, genesis_hash};
 use ehash::wire::{str0255, MessageSet};
-use proptest::prelude::*;
 
 fn s(text: &str) -> binary_sv2::Str0255Owned {
     str0255("test", text).unwrap()
-}
-
-/// sha256d of the Bitcoin genesis header, little-endian.
-fn genesis_hash() -> [u8; 32] {
-    let mut h: [u8; 32] =
-        hex::decode("000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f")
-            .unwrap()
-            .try_into()
-            .unwrap();
-    h.reverse();
-    h
 }
 
 fn genesis_header() -> ShareHeaderOwned {
@@ -36,6 +24,11 @@ fn genesis_header() -> ShareHeaderOwned {
     }
 }
 
+const SETUP_CONNECTION_FRAME: &str = concat!(
+    "0000002c0000800100010000000000093132372e302e302e31d4850868617368",
+    "706f6f6c0005302e312e3006706f6f6c2d31",
+);
+
 #[test]
 fn setup_connection() {
     assert_golden(
@@ -51,10 +44,7 @@ fn setup_connection() {
             firmware: s("0.1.0"),
             device_id: s("pool-1"),
         }),
-        concat!(
-            "0000002c0000800100010000000000093132372e302e302e31d4850868617368",
-            "706f6f6c0005302e312e3006706f6f6c2d31",
-        ),
+        SETUP_CONNECTION_FRAME,
     );
 }
 
@@ -91,6 +81,13 @@ fn pool_auth_challenge() {
     );
 }
 
+const POOL_AUTH_PROOF_FRAME: &str = concat!(
+    "0000866000002222222222222222222222222222222222222222222222222222",
+    "2222222222223333333333333333333333333333333333333333333333333333",
+    "3333333333333333333333333333333333333333333333333333333333333333",
+    "333333333333",
+);
+
 #[test]
 fn pool_auth_proof() {
     assert_golden(
@@ -98,12 +95,7 @@ fn pool_auth_proof() {
             pool_key: [0x22; 32].into(),
             signature: [0x33; 64].into(),
         }),
-        concat!(
-            "0000866000002222222222222222222222222222222222222222222222222222",
-            "2222222222223333333333333333333333333333333333333333333333333333",
-            "3333333333333333333333333333333333333333333333333333333333333333",
-            "333333333333",
-        ),
+        POOL_AUTH_PROOF_FRAME,
     );
 }
 
@@ -124,6 +116,16 @@ fn pool_auth_error() {
         "00008811000010756e6b6e6f776e2d706f6f6c2d6b6579",
     );
 }
+
+const MINT_QUOTE_REQUEST_FRAME: &str = concat!(
+    "000080be00006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
+    "1900000000000100000000000000000000000000000000000000000000000000",
+    "000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a",
+    "51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c00000000000000000000",
+    "00000000000000000000000000000000ffff0000000001000000000000000468",
+    "6173680279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b",
+    "16f81798",
+);
 
 #[test]
 fn mint_quote_request() {
@@ -151,17 +153,15 @@ fn mint_quote_request() {
     assert_eq!(request.locking_key().unwrap().to_string(), hex::encode(&g));
     assert_golden(
         MintQuoteMessage::MintQuoteRequest(request),
-        concat!(
-            "000080be00006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
-            "1900000000000100000000000000000000000000000000000000000000000000",
-            "000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a",
-            "51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c00000000000000000000",
-            "00000000000000000000000000000000ffff0000000001000000000000000468",
-            "6173680279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b",
-            "16f81798",
-        ),
+        MINT_QUOTE_REQUEST_FRAME,
     );
 }
+
+const MINT_QUOTE_RESPONSE_FRAME: &str = concat!(
+    "0000815600006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
+    "1900000000002439663063326135652d316237642d346531612d386633652d32",
+    "64366335623461336632311030306231633264336534663561363937",
+);
 
 #[test]
 fn mint_quote_response() {
@@ -171,13 +171,15 @@ fn mint_quote_response() {
             quote_id: s("9f0c2a5e-1b7d-4e1a-8f3e-2d6c5b4a3f21"),
             keyset_id: s("00b1c2d3e4f5a697"),
         }),
-        concat!(
-            "0000815600006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
-            "1900000000002439663063326135652d316237642d346531612d386633652d32",
-            "64366335623461336632311030306231633264336534663561363937",
-        ),
+        MINT_QUOTE_RESPONSE_FRAME,
     );
 }
+
+const MINT_QUOTE_ERROR_FRAME: &str = concat!(
+    "0000825200006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
+    "1900000000000f616d6f756e742d6d69736d6174636821616d6f756e74203520",
+    "6973206e6f74203120666f72207468697320746172676574",
+);
 
 #[test]
 fn mint_quote_error() {
@@ -187,11 +189,7 @@ fn mint_quote_error() {
             error_code: s(error_code::AMOUNT_MISMATCH),
             error_message: s("amount 5 is not 1 for this target"),
         }),
-        concat!(
-            "0000825200006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
-            "1900000000000f616d6f756e742d6d69736d6174636821616d6f756e74203520",
-            "6973206e6f74203120666f72207468697320746172676574",
-        ),
+        MINT_QUOTE_ERROR_FRAME,
     );
 }
 
@@ -202,6 +200,11 @@ fn mint_stats_request() {
         "00008304000007000000",
     );
 }
+
+const MINT_STATS_RESPONSE_FRAME: &str = concat!(
+    "0000842c00000700000000000000000000000300000000000000050000000000",
+    "000008000000000000000500000000000000",
+);
 
 #[test]
 fn mint_stats_response() {
@@ -214,10 +217,7 @@ fn mint_stats_response() {
             ehash_quoted: 8,
             ehash_issued: 5,
         }),
-        concat!(
-            "0000842c00000700000000000000000000000300000000000000050000000000",
-            "000008000000000000000500000000000000",
-        ),
+        MINT_STATS_RESPONSE_FRAME,
     );
 }
 
@@ -243,58 +243,12 @@ fn unknown_types_and_protocols_are_refused() {
 
 /// Every golden frame above, to mutate.
 const GOLDEN_FRAMES: &[&str] = &[
-    concat!(
-        "0000002c0000800100010000000000093132372e302e302e31d4850868617368",
-        "706f6f6c0005302e312e3006706f6f6c2d31",
-    ),
-    concat!(
-        "0000866000002222222222222222222222222222222222222222222222222222",
-        "2222222222223333333333333333333333333333333333333333333333333333",
-        "3333333333333333333333333333333333333333333333333333333333333333",
-        "333333333333",
-    ),
-    concat!(
-        "000080be00006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
-        "1900000000000100000000000000000000000000000000000000000000000000",
-        "000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a",
-        "51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c00000000000000000000",
-        "00000000000000000000000000000000ffff0000000001000000000000000468",
-        "6173680279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b",
-        "16f81798",
-    ),
-    concat!(
-        "0000815600006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
-        "1900000000002439663063326135652d316237642d346531612d386633652d32",
-        "64366335623461336632311030306231633264336534663561363937",
-    ),
-    concat!(
-        "0000825200006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
-        "1900000000000f616d6f756e742d6d69736d6174636821616d6f756e74203520",
-        "6973206e6f74203120666f72207468697320746172676574",
-    ),
-    concat!(
-        "0000842c00000700000000000000000000000300000000000000050000000000",
-        "000008000000000000000500000000000000",
-    ),
+    SETUP_CONNECTION_FRAME,
+    POOL_AUTH_PROOF_FRAME,
+    MINT_QUOTE_REQUEST_FRAME,
+    MINT_QUOTE_RESPONSE_FRAME,
+    MINT_QUOTE_ERROR_FRAME,
+    MINT_STATS_RESPONSE_FRAME,
 ];
 
-proptest! {
-    #[test]
-    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        decode_every_type::<MintQuoteMessage>(&bytes);
-    }
-
-    #[test]
-    fn mutated_frames_never_panic(
-        which in 0..GOLDEN_FRAMES.len(),
-        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
-    ) {
-        let mut frame = hex::decode(GOLDEN_FRAMES[which]).unwrap();
-        for (pos, byte) in flips {
-            let len = frame.len();
-            frame[pos % len] = byte;
-        }
-        decode_every_type::<MintQuoteMessage>(&frame);
-        let _ = MintQuoteMessage::decode_frame(&mut frame);
-    }
-}
+ehash::hostile_input_proptests!(MintQuoteMessage, GOLDEN_FRAMES);

@@ -186,6 +186,10 @@ ehash::message_enum! {
         protocol: "stats",
         extension_type: 0,
         channel_msg: false,
+        common_fields: {
+            /// When the event happened (Unix milliseconds).
+            timestamp: u64,
+        },
         messages: {
             ShareSubmitted(ShareSubmitted) = t::SHARE_SUBMITTED,
                 decoded as ShareSubmitted;
@@ -219,30 +223,6 @@ ehash::message_enum! {
                 decoded as WalletBalance;
             EhashQuote(EhashQuoteOwned) = t::EHASH_QUOTE,
                 decoded as EhashQuote<'_> => into_owned;
-        }
-    }
-}
-
-impl StatsMessage {
-    /// When the event happened (Unix milliseconds).
-    pub fn timestamp(&self) -> u64 {
-        match self {
-            StatsMessage::ShareSubmitted(m) => m.timestamp,
-            StatsMessage::QuoteCreated(m) => m.timestamp,
-            StatsMessage::ChannelOpened(m) => m.timestamp,
-            StatsMessage::ChannelClosed(m) => m.timestamp,
-            StatsMessage::DownstreamConnected(m) => m.timestamp,
-            StatsMessage::DownstreamDisconnected(m) => m.timestamp,
-            StatsMessage::MinerConnected(m) => m.timestamp,
-            StatsMessage::MinerDisconnected(m) => m.timestamp,
-            StatsMessage::MinerShare(m) => m.timestamp,
-            StatsMessage::HashrateUpdate(m) => m.timestamp,
-            StatsMessage::BlockFound(m) => m.timestamp,
-            StatsMessage::PublisherHello(m) => m.timestamp,
-            StatsMessage::LinkStatus(m) => m.timestamp,
-            StatsMessage::MintStats(m) => m.timestamp,
-            StatsMessage::WalletBalance(m) => m.timestamp,
-            StatsMessage::EhashQuote(m) => m.timestamp,
         }
     }
 }

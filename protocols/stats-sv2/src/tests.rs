@@ -2,20 +2,12 @@
 
 use super::*;
 use ehash::wire::str0255;
-use ehash::wire::testing::{assert_golden, decode_every_type};
-use proptest::prelude::*;
+use ehash::wire::testing::{assert_golden, genesis_hash};
 
 const TS: u64 = 1_795_000_000_123;
 
-fn block_hash() -> binary_sv2::U256Owned {
-    let mut h: [u8; 32] =
-        hex::decode("000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f")
-            .unwrap()
-            .try_into()
-            .unwrap();
-    h.reverse();
-    h.into()
-}
+const SHARE_SUBMITTED_FRAME: &str =
+    "00000119000001000000020000000101000100010000007b5e56eea1010000";
 
 #[test]
 fn share_submitted() {
@@ -27,7 +19,7 @@ fn share_submitted() {
             work: 4_295_032_833,
             timestamp: TS,
         }),
-        "00000119000001000000020000000101000100010000007b5e56eea1010000",
+        SHARE_SUBMITTED_FRAME,
     );
 }
 
@@ -91,6 +83,8 @@ fn downstream_disconnected() {
     );
 }
 
+const MINER_CONNECTED_FRAME: &str = "000007170000090000000a616c6963652e726967317b5e56eea1010000";
+
 #[test]
 fn miner_connected() {
     assert_golden(
@@ -99,7 +93,7 @@ fn miner_connected() {
             name: str0255("name", "alice.rig1").unwrap(),
             timestamp: TS,
         }),
-        "000007170000090000000a616c6963652e726967317b5e56eea1010000",
+        MINER_CONNECTED_FRAME,
     );
 }
 
@@ -114,6 +108,8 @@ fn miner_disconnected() {
     );
 }
 
+const MINER_SHARE_FRAME: &str = "000009150000090000000002000000000000007b5e56eea1010000";
+
 #[test]
 fn miner_share() {
     assert_golden(
@@ -123,7 +119,7 @@ fn miner_share() {
             work: 2,
             timestamp: TS,
         }),
-        "000009150000090000000002000000000000007b5e56eea1010000",
+        MINER_SHARE_FRAME,
     );
 }
 
@@ -139,22 +135,21 @@ fn hashrate_update() {
     );
 }
 
+const BLOCK_FOUND_FRAME: &str = concat!(
+    "00000b300000650000006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a",
+    "089c68d6190000000000020000007b5e56eea1010000",
+);
+
 #[test]
 fn block_found() {
     let msg = StatsMessage::BlockFound(BlockFoundOwned {
         height: 101,
-        block_hash: block_hash(),
+        block_hash: genesis_hash().into(),
         channel_id: 2,
         timestamp: TS,
     });
     assert_eq!(msg.timestamp(), TS);
-    assert_golden(
-        msg,
-        concat!(
-            "00000b300000650000006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a",
-            "089c68d6190000000000020000007b5e56eea1010000",
-        ),
-    );
+    assert_golden(msg, BLOCK_FOUND_FRAME);
 }
 
 #[test]
@@ -258,31 +253,10 @@ fn unknown_types_are_refused() {
 }
 
 const GOLDEN_FRAMES: &[&str] = &[
-    "00000119000001000000020000000101000100010000007b5e56eea1010000",
-    "000007170000090000000a616c6963652e726967317b5e56eea1010000",
-    "000009150000090000000002000000000000007b5e56eea1010000",
-    concat!(
-        "00000b300000650000006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a",
-        "089c68d6190000000000020000007b5e56eea1010000",
-    ),
+    SHARE_SUBMITTED_FRAME,
+    MINER_CONNECTED_FRAME,
+    MINER_SHARE_FRAME,
+    BLOCK_FOUND_FRAME,
 ];
 
-proptest! {
-    #[test]
-    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-        decode_every_type::<StatsMessage>(&bytes);
-    }
-
-    #[test]
-    fn mutated_frames_never_panic(
-        which in 0..GOLDEN_FRAMES.len(),
-        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
-    ) {
-        let mut frame = hex::decode(GOLDEN_FRAMES[which]).unwrap();
-        for (pos, byte) in flips {
-            let len = frame.len();
-            frame[pos % len] = byte;
-        }
-        decode_every_type::<StatsMessage>(&frame);
-    }
-}
+ehash::hostile_input_proptests!(StatsMessage, GOLDEN_FRAMES);

@@ -374,13 +374,35 @@ impl Exposure {
 mod tests {
     use super::*;
 
-    fn share(at_ms: u64, work: f64, belief: f64, exposure: &mut Exposure) -> Share {
-        exposure.advance(at_ms);
-        Share {
-            at_ms,
-            work,
-            exposure: exposure.total(),
-            belief,
+    /// A detector that believes 1000 H/s, and the exposure of a miner
+    /// assumed to mine at `work_per_share` (a retarget takes 30 s).
+    struct Miner {
+        exposure: Exposure,
+        detector: Detector,
+    }
+
+    impl Miner {
+        fn new(work_per_share: f64) -> Self {
+            Self {
+                exposure: Exposure::new(0, 30_000, work_per_share),
+                detector: Detector::new(0, 0.0, 1000.0),
+            }
+        }
+
+        /// A share worth `work` at `at_ms`.
+        fn share(&mut self, at_ms: u64, work: f64) {
+            self.exposure.advance(at_ms);
+            self.detector.on_share(Share {
+                at_ms,
+                work,
+                exposure: self.exposure.total(),
+                belief: 1000.0,
+            });
+        }
+
+        /// What the detector sees at `now_ms`, with the exposure as it stands.
+        fn detect(&self, now_ms: u64) -> Option<Change> {
+            self.detector.detect(now_ms, self.exposure.total())
         }
     }
 
@@ -404,58 +426,54 @@ mod tests {
     #[test]
     fn shares_at_the_average_rate_are_no_change() {
         // 1000 H/s, one 10_000-hash share every 10 s.
-        let mut exposure = Exposure::new(0, 30_000, 10_000.0);
-        let mut detector = Detector::new(0, 0.0, 1000.0);
+        let mut miner = Miner::new(10_000.0);
         for i in 1..=40 {
-            detector.on_share(share(i * 10_000, 10_000.0, 1000.0, &mut exposure));
+            miner.share(i * 10_000, 10_000.0);
         }
-        exposure.advance(405_000);
-        assert_eq!(detector.detect(405_000, exposure.total()), None);
+        miner.exposure.advance(405_000);
+        assert_eq!(miner.detect(405_000), None);
     }
 
     #[test]
     fn a_burst_of_shares_is_a_flood_measured_by_its_work() {
-        let mut exposure = Exposure::new(0, 30_000, 10_000.0);
-        let mut detector = Detector::new(0, 0.0, 1000.0);
-        detector.on_share(share(10_000, 10_000.0, 1000.0, &mut exposure));
+        let mut miner = Miner::new(10_000.0);
+        miner.share(10_000, 10_000.0);
         // Then 20 shares in 2 s: 100_000 H/s instead of 1000.
         for i in 1..=20 {
-            detector.on_share(share(10_000 + i * 100, 10_000.0, 1000.0, &mut exposure));
+            miner.share(10_000 + i * 100, 10_000.0);
         }
-        let change = detector.detect(12_000, exposure.total()).expect("flood");
+        let change = miner.detect(12_000).expect("flood");
         // The longest window: all 16 kept shares, 1.6 s. Its rate is taken
         // at the lower end of its confidence interval, about 0.64 of 100_000.
         assert_eq!(change.shares, RECENT_SHARES);
         assert!((55_000.0..75_000.0).contains(&change.rate), "{change:?}");
         // Restarted at that rate, the same shares are no longer a change.
-        detector.restart(change.shares, change.rate);
-        assert_eq!(detector.detect(12_000, exposure.total()), None);
+        miner.detector.restart(change.shares, change.rate);
+        assert_eq!(miner.detect(12_000), None);
     }
 
     #[test]
     fn one_heavy_share_after_many_light_ones_is_not_a_flood() {
-        let mut exposure = Exposure::new(0, 30_000, 100.0);
-        let mut detector = Detector::new(0, 0.0, 1000.0);
+        let mut miner = Miner::new(100.0);
         // 1000 H/s at 100 hashes per share, then one share of a raised difficulty.
         for i in 1..=15 {
-            detector.on_share(share(i * 100, 100.0, 1000.0, &mut exposure));
+            miner.share(i * 100, 100.0);
         }
-        detector.on_share(share(1_550, 100_000.0, 1000.0, &mut exposure));
-        assert_eq!(detector.detect(1_600, exposure.total()), None);
+        miner.share(1_550, 100_000.0);
+        assert_eq!(miner.detect(1_600), None);
     }
 
     #[test]
     fn a_long_silence_is_a_drought_and_the_estimate_shrinks_with_it() {
         // 1000 H/s expected, one share per 10 s, and none comes.
-        let mut exposure = Exposure::new(0, 30_000, 10_000.0);
-        let detector = Detector::new(0, 0.0, 1000.0);
+        let mut miner = Miner::new(10_000.0);
         // A minute of silence is unusual, not a change.
-        exposure.advance(60_000);
-        assert_eq!(detector.detect(60_000, exposure.total()), None);
-        exposure.advance(100_000);
-        let early = detector.detect(100_000, exposure.total()).expect("drought");
-        exposure.advance(200_000);
-        let late = detector.detect(200_000, exposure.total()).expect("drought");
+        miner.exposure.advance(60_000);
+        assert_eq!(miner.detect(60_000), None);
+        miner.exposure.advance(100_000);
+        let early = miner.detect(100_000).expect("drought");
+        miner.exposure.advance(200_000);
+        let late = miner.detect(200_000).expect("drought");
         // ln 2 shares' worth over the silence: 6931 hashes / 100 s, then / 200 s.
         let ln2_share = 10_000.0 * std::f64::consts::LN_2;
         assert!((early.rate - ln2_share / 100.0).abs() < 1e-9, "{early:?}");
@@ -464,19 +482,18 @@ mod tests {
 
     #[test]
     fn the_longest_improbable_window_is_the_change() {
-        let mut exposure = Exposure::new(0, 30_000, 10_000.0);
-        let mut detector = Detector::new(0, 0.0, 1000.0);
-        detector.on_share(share(10_000, 10_000.0, 1000.0, &mut exposure));
+        let mut miner = Miner::new(10_000.0);
+        miner.share(10_000, 10_000.0);
         // At 110 s only the silence since the share is improbable enough...
-        exposure.advance(110_000);
-        let early = detector.detect(110_000, exposure.total()).expect("drought");
+        miner.exposure.advance(110_000);
+        let early = miner.detect(110_000).expect("drought");
         assert_eq!(early.shares, 0);
         let ln2_share = 10_000.0 * std::f64::consts::LN_2;
         assert!((early.rate - ln2_share / 100.0).abs() < 1e-9, "{early:?}");
         // ...at 210 s the window from the start, the share included, is too:
         // more evidence, 1.68 shares' work (the median mean of 1) over 210 s.
-        exposure.advance(210_000);
-        let late = detector.detect(210_000, exposure.total()).expect("drought");
+        miner.exposure.advance(210_000);
+        let late = miner.detect(210_000).expect("drought");
         assert_eq!(late.shares, 1);
         let one = poisson_median_mean(1);
         assert!((1.67..1.69).contains(&one), "{one}");

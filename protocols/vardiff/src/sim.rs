@@ -140,6 +140,27 @@ impl Sample {
     pub fn ratio(&self) -> f64 {
         self.hashrate / self.true_hashrate
     }
+
+    /// Whether the estimate is within ×2 of the true rate.
+    pub fn within_2x(&self) -> bool {
+        (0.5..=2.0).contains(&self.ratio())
+    }
+
+    /// Whether the estimate is within ×2 of the true rate and the share
+    /// rate within ×2 of `aim` shares a minute.
+    pub fn in_band(&self, aim: f64) -> bool {
+        self.within_2x() && (aim / 2.0..=aim * 2.0).contains(&self.shares_per_minute())
+    }
+}
+
+/// Seconds from `from_ms` until the estimate is first within ×2 of the true
+/// rate, looking no further than `until_ms`.
+pub fn seconds_to_2x(samples: &[Sample], from_ms: u64, until_ms: u64) -> Option<u64> {
+    samples
+        .iter()
+        .filter(|s| s.end_ms > from_ms && s.end_ms <= until_ms)
+        .find(|s| s.within_2x())
+        .map(|s| (s.end_ms - from_ms) / 1000)
 }
 
 /// Runs `controller` against a miner hashing at `true_hashrate(now_ms)`

@@ -10,7 +10,7 @@
 //! `VARDIFF_SIM_REPORT=1 cargo test -p vardiff --test simulation -- --nocapture`
 //! prints the measured figures.
 
-use vardiff::sim::{minutes, simulate, Sample, SimConfig};
+use vardiff::sim::{minutes, seconds_to_2x, simulate, Sample, SimConfig};
 use vardiff::{Vardiff, VardiffConfig};
 
 const SECOND_MS: u64 = 1_000;
@@ -41,26 +41,6 @@ fn report(line: String) {
     }
 }
 
-fn within_2x(sample: &Sample) -> bool {
-    (0.5..=2.0).contains(&sample.ratio())
-}
-
-/// Estimate within ×2 of the true rate and share rate within [aim / 2, aim * 2].
-fn in_band(sample: &Sample) -> bool {
-    let aim = config().shares_per_minute;
-    within_2x(sample) && (aim / 2.0..=aim * 2.0).contains(&sample.shares_per_minute())
-}
-
-/// Seconds from `from_ms` until the estimate is first within ×2 of the true
-/// rate, looking no further than `until_ms`.
-fn seconds_to_2x(samples: &[Sample], from_ms: u64, until_ms: u64) -> Option<u64> {
-    samples
-        .iter()
-        .filter(|s| s.end_ms > from_ms && s.end_ms <= until_ms)
-        .find(|s| within_2x(s))
-        .map(|s| (s.end_ms - from_ms) / SECOND_MS)
-}
-
 fn fraction<T>(items: &[T], good: impl Fn(&T) -> bool) -> f64 {
     items.iter().filter(|item| good(item)).count() as f64 / items.len() as f64
 }
@@ -84,7 +64,8 @@ fn miners_from_1_khs_to_100_ths_converge_from_a_wrong_start_and_stay_in_band() {
         let settled: Vec<&Sample> = minutes(&samples)
             .filter(|s| s.end_ms > 30 * MINUTE_MS)
             .collect();
-        let in_band = fraction(&settled, |s| in_band(s));
+        let aim = config().shares_per_minute;
+        let in_band = fraction(&settled, |s| s.in_band(aim));
         let worst = settled
             .iter()
             .map(|s| s.ratio().max(1.0 / s.ratio()))
@@ -278,13 +259,13 @@ fn a_reported_difficulty_ten_times_the_assumed_one_raises_no_false_drought() {
         // reason to move: only the rare false drought of any steady miner.
         let steady = run_behind_a_pool(seed, HOUR_MS, rate, |_| rate, true);
         steady_dips += usize::from(lowest(&steady) < 0.5);
-        steady_within += fraction(&steady, within_2x) / seeds.len() as f64;
+        steady_within += fraction(&steady, Sample::within_2x) / seeds.len() as f64;
         // From 8 times too high, told: followed down without undershooting.
         let high = run_behind_a_pool(seed, HOUR_MS, 8.0 * rate, |_| rate, true);
         let took = seconds_to_2x(&high, 0, HOUR_MS).expect("converges");
         let after = &high[took as usize..];
         high_dips += usize::from(lowest(after) < 0.5);
-        high_within += fraction(after, within_2x) / seeds.len() as f64;
+        high_within += fraction(after, Sample::within_2x) / seeds.len() as f64;
         converged.push(took);
         // Not told, it expects ten times the shares that come: false
         // droughts step it far below the true rate (the real run's bug).

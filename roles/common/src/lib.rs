@@ -8,12 +8,17 @@
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
+pub mod default;
 pub mod stats_publisher;
 pub mod sv2;
+#[doc(hidden)]
+pub mod testing;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 
 pub mod network;
 
@@ -34,6 +39,33 @@ impl ConfigError {
             field: field.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Checks that `authority_public_key` is the public half of
+/// `authority_secret_key`, the Noise key pair of a role that listens.
+pub fn check_authority_key_pair(
+    public: &Secp256k1PublicKey,
+    secret: &Secp256k1SecretKey,
+) -> Result<(), ConfigError> {
+    let derived: Secp256k1PublicKey = (*secret).into();
+    if derived.into_bytes() != public.into_bytes() {
+        return Err(ConfigError::new(
+            "authority_public_key",
+            "does not belong to authority_secret_key",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a listener address kept as text (`field`) is an ip:port address.
+pub fn check_listen_address(field: &str, address: &str) -> Result<(), ConfigError> {
+    match address.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ConfigError::new(
+            field,
+            format!("`{address}` is not an ip:port address"),
+        )),
     }
 }
 
@@ -167,30 +199,62 @@ where
     E: std::fmt::Display,
 {
     let args = <RoleArgs as clap::Parser>::parse();
-    let config: C = match load_config(&args.config, env_prefix) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{role}: bad config: {e}");
-            return ExitCode::from(2);
-        }
+    let (config, runtime) = match config_and_runtime::<C>(role, &args.config, env_prefix) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     stratum_apps::config_helpers::logging::init_logging(None);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{role}: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        let shutdown = shutdown_on_signal();
-        run(config, shutdown).await
-    });
+    run_until_signal(&runtime, role, role, |shutdown| run(config, shutdown))
+}
+
+/// What a role's `main` needs before anything runs: its config, loaded as
+/// [`load_config`] does, and the async runtime. The exit code if either
+/// fails (see [`bad_config`] and [`new_runtime`]).
+pub fn config_and_runtime<C>(
+    role: &str,
+    path: &Path,
+    env_prefix: &str,
+) -> Result<(C, tokio::runtime::Runtime), ExitCode>
+where
+    C: serde::de::DeserializeOwned + Validate,
+{
+    let config = load_config(path, env_prefix).map_err(|e| bad_config(role, &e))?;
+    Ok((config, new_runtime(role)?))
+}
+
+/// Says on stderr that `role`'s config is bad: exit code 2.
+pub fn bad_config(role: &str, error: &str) -> ExitCode {
+    eprintln!("{role}: bad config: {error}");
+    ExitCode::from(2)
+}
+
+/// The async runtime, or, if it cannot start, the reason on stderr and exit code 1.
+pub fn new_runtime(role: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|e| {
+        eprintln!("{role}: cannot start the async runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// Runs `run` on `runtime` until it returns or a signal cancels its token.
+/// A failure is logged as "`what` stopped: ..." and printed after `prefix`
+/// on stderr: exit code 1.
+pub fn run_until_signal<F, E>(
+    runtime: &tokio::runtime::Runtime,
+    what: &str,
+    prefix: &str,
+    run: impl FnOnce(CancellationToken) -> F,
+) -> ExitCode
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let result = runtime.block_on(async move { run(shutdown_on_signal()).await });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{role} stopped: {e}");
-            eprintln!("{role}: {e}");
+            tracing::error!("{what} stopped: {e}");
+            eprintln!("{prefix}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -249,6 +313,34 @@ mod tests {
             assert!(err.contains(field), "{text:?} gave {err}");
             assert!(err.starts_with("FILE: "), "{err}");
         }
+    }
+
+    /// A required field next to one with a literal default, as in the role configs.
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct WithDefault {
+        state_dir: String,
+        #[serde(default = "default::u64::<3600>")]
+        cert_validity_secs: u64,
+    }
+
+    impl Validate for WithDefault {
+        fn validate(&self) -> Result<(), ConfigError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn literal_defaults_fill_in_and_required_fields_stay_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("with_default.toml");
+        std::fs::write(&path, "state_dir = \"x\"\n").unwrap();
+        let c: WithDefault = load_config(&path, "HASHPOOL_TEST_WITH_DEFAULT").unwrap();
+        assert_eq!((c.state_dir.as_str(), c.cert_validity_secs), ("x", 3600));
+        std::fs::write(&path, "cert_validity_secs = 1\n").unwrap();
+        let err = load_config::<WithDefault>(&path, "HASHPOOL_TEST_WITH_DEFAULT").unwrap_err();
+        assert!(err.contains("missing field `state_dir`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

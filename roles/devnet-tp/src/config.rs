@@ -1,9 +1,10 @@
 //! The devnet-tp config file (`config/devnet-tp.toml`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use roles_common::{ConfigError, Validate};
+use roles_common::{
+    check_authority_key_pair, check_listen_address, default, ConfigError, Validate,
+};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_core::bitcoin::{pow::CompactTarget, Target};
@@ -16,69 +17,39 @@ pub const DEFAULT_NBITS: u32 = 0x1d20_0000;
 #[serde(deny_unknown_fields)]
 pub struct TpConfig {
     /// Where the SV2 template distribution server listens.
-    #[serde(default = "default_listen_address")]
+    #[serde(default = "default::this_machine::<String, 8442>")]
     pub listen_address: String,
     /// Noise authority key pair (base58, as in SRI configs).
     pub authority_public_key: Secp256k1PublicKey,
     pub authority_secret_key: Secp256k1SecretKey,
     /// Validity of the Noise certificate handed to each client, seconds.
-    #[serde(default = "default_cert_validity")]
+    #[serde(default = "default::u64::<3600>")]
     pub cert_validity_sec: u64,
     /// Directory holding the chain (`chain.json`); created if missing.
     pub state_dir: PathBuf,
     /// Compact block target (nBits) of every block.
-    #[serde(default = "default_nbits")]
+    #[serde(default = "default::u32::<DEFAULT_NBITS>")]
     pub nbits: u32,
     /// Coinbase value of the first block, satoshis.
-    #[serde(default = "default_initial_subsidy")]
+    #[serde(default = "default::u64::<{ 50 * 100_000_000 }>")]
     pub initial_subsidy_sats: u64,
     /// Blocks between subsidy halvings.
-    #[serde(default = "default_halving_interval")]
+    #[serde(default = "default::u32::<150>")]
     pub halving_interval: u32,
     /// Seconds between fresh templates on an unchanged tip (0: only when
     /// the tip moves). Each one is new work downstream, which also carries
     /// a channel's new difficulty to its miners.
-    #[serde(default = "default_template_refresh_secs")]
+    #[serde(default = "default::u64::<30>")]
     pub template_refresh_secs: u64,
-}
-
-fn default_listen_address() -> String {
-    "127.0.0.1:8442".to_string()
-}
-fn default_cert_validity() -> u64 {
-    3600
-}
-fn default_nbits() -> u32 {
-    DEFAULT_NBITS
-}
-fn default_initial_subsidy() -> u64 {
-    50 * 100_000_000
-}
-fn default_halving_interval() -> u32 {
-    150
-}
-fn default_template_refresh_secs() -> u64 {
-    30
 }
 
 impl Validate for TpConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.listen_address.parse::<SocketAddr>().is_err() {
-            return Err(ConfigError::new(
-                "listen_address",
-                format!("`{}` is not an ip:port address", self.listen_address),
-            ));
-        }
+        check_listen_address("listen_address", &self.listen_address)?;
         if self.cert_validity_sec == 0 {
             return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));
         }
-        let derived: Secp256k1PublicKey = self.authority_secret_key.into();
-        if derived.into_bytes() != self.authority_public_key.into_bytes() {
-            return Err(ConfigError::new(
-                "authority_public_key",
-                "does not belong to authority_secret_key",
-            ));
-        }
+        check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         nbits_target(self.nbits).map_err(|e| ConfigError::new("nbits", e))?;
         if self.halving_interval == 0 {
             return Err(ConfigError::new("halving_interval", "must be at least 1"));

@@ -67,12 +67,9 @@ impl ProfileArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match roles_common::new_runtime("hashpool") {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("hashpool: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match cli.command {
         Command::Devnet {
@@ -89,10 +86,9 @@ fn main() -> ExitCode {
 }
 
 fn load(profile: &ProfileArgs) -> Result<profile::DevnetConfigs, ExitCode> {
-    profile.load().map_err(|e| {
-        eprintln!("hashpool: bad config: {e}");
-        ExitCode::from(2)
-    })
+    profile
+        .load()
+        .map_err(|e| roles_common::bad_config("hashpool", &e))
 }
 
 fn devnet(
@@ -111,18 +107,9 @@ fn devnet(
         eprintln!("hashpool: {e}");
         return ExitCode::FAILURE;
     }
-    let result = runtime.block_on(async move {
-        let shutdown = roles_common::shutdown_on_signal();
-        devnet::run(configs, shutdown).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("devnet stopped: {e}");
-            eprintln!("hashpool devnet: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    roles_common::run_until_signal(runtime, "devnet", "hashpool devnet", |shutdown| {
+        devnet::run(configs, shutdown)
+    })
 }
 
 fn wallet(

@@ -9,79 +9,51 @@ use roles_common::{load_config, ConfigError, Network, Validate};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DevnetProfile {
     /// Every role's state lives under this directory (one sub-directory per
     /// role); a second run continues from it. Relative to the working directory.
-    #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// Seconds between status lines.
-    #[serde(default = "default_status_interval")]
     pub status_interval_secs: u64,
     /// The role files, relative to the profile's own directory.
-    #[serde(default)]
     pub roles: RoleFiles,
 }
 
+impl Default for DevnetProfile {
+    fn default() -> Self {
+        Self {
+            state_dir: "state/devnet".into(),
+            status_interval_secs: 5,
+            roles: RoleFiles::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RoleFiles {
-    #[serde(default = "default_devnet_tp")]
     pub devnet_tp: PathBuf,
-    #[serde(default = "default_mint")]
     pub mint: PathBuf,
-    #[serde(default = "default_pool")]
     pub pool: PathBuf,
-    #[serde(default = "default_translator")]
     pub translator: PathBuf,
-    #[serde(default = "default_miner")]
     pub miner: PathBuf,
-    #[serde(default = "default_pool_stats")]
     pub pool_stats: PathBuf,
-    #[serde(default = "default_proxy_stats")]
     pub proxy_stats: PathBuf,
 }
 
 impl Default for RoleFiles {
     fn default() -> Self {
         Self {
-            devnet_tp: default_devnet_tp(),
-            mint: default_mint(),
-            pool: default_pool(),
-            translator: default_translator(),
-            miner: default_miner(),
-            pool_stats: default_pool_stats(),
-            proxy_stats: default_proxy_stats(),
+            devnet_tp: "devnet-tp.toml".into(),
+            mint: "mint.toml".into(),
+            pool: "pool.toml".into(),
+            translator: "translator.toml".into(),
+            miner: "miner.toml".into(),
+            pool_stats: "pool-stats.toml".into(),
+            proxy_stats: "proxy-stats.toml".into(),
         }
     }
-}
-
-fn default_state_dir() -> PathBuf {
-    "state/devnet".into()
-}
-fn default_status_interval() -> u64 {
-    5
-}
-fn default_devnet_tp() -> PathBuf {
-    "devnet-tp.toml".into()
-}
-fn default_mint() -> PathBuf {
-    "mint.toml".into()
-}
-fn default_pool() -> PathBuf {
-    "pool.toml".into()
-}
-fn default_translator() -> PathBuf {
-    "translator.toml".into()
-}
-fn default_miner() -> PathBuf {
-    "miner.toml".into()
-}
-fn default_pool_stats() -> PathBuf {
-    "pool-stats.toml".into()
-}
-fn default_proxy_stats() -> PathBuf {
-    "proxy-stats.toml".into()
 }
 
 impl Validate for DevnetProfile {

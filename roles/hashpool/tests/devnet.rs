@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hashpool::status::parse_wallet_balance;
+use roles_common::testing::{refused_config, stdout_of};
 
 fn profile() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devnet.toml")
@@ -162,15 +163,7 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
     );
 
     // The wallet outlives the process, with at least what the status showed.
-    let out = hashpool(state.path(), &ports, &["wallet", "balance"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = stdout_of(&mut hashpool(state.path(), &ports, &["wallet", "balance"]));
     let saved: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("balance: "))
@@ -192,14 +185,9 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
 #[test]
 fn devnet_keys_on_another_network_stop_it_with_one_line() {
     let state = tempfile::tempdir().unwrap();
-    let out = hashpool(state.path(), &[], &["devnet", "--ephemeral-ports"])
-        .env("POOL__NETWORK", "mainnet")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("pool.toml"), "{stderr}");
-    assert!(stderr.contains("authority_secret_key"), "{stderr}");
-    assert!(stderr.contains("mainnet"), "{stderr}");
+    refused_config(
+        hashpool(state.path(), &[], &["devnet", "--ephemeral-ports"])
+            .env("POOL__NETWORK", "mainnet"),
+        &["pool.toml", "authority_secret_key", "mainnet"],
+    );
 }

@@ -17,89 +17,56 @@ pub enum Mode {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LoadConfig {
     /// Simulated miners (one SV1 connection each).
-    #[serde(default = "default_miners")]
     pub miners: usize,
     /// Shares each simulated miner submits per second (at most).
-    #[serde(default = "default_rate")]
     pub shares_per_second: f64,
     /// Hashes per second each simulated miner does instead (every share
     /// found is submitted, as by a real device); 0 = paced by shares.
-    #[serde(default)]
     pub hashrate: f64,
 }
 
 impl Default for LoadConfig {
     fn default() -> Self {
         Self {
-            miners: default_miners(),
-            shares_per_second: default_rate(),
+            miners: 10,
+            shares_per_second: 1.0,
             hashrate: 0.0,
         }
     }
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MinerConfig {
     /// The translator's SV1 address, `host:port` (a `stratum+tcp://` prefix is allowed).
-    #[serde(default = "default_url")]
     pub url: String,
     /// A locking key `<66 hex>[.worker]` (ehash locked to that key) or any name.
-    #[serde(default = "default_username")]
     pub username: String,
-    #[serde(default = "default_password")]
     pub password: String,
     /// Hashing threads; 0 = all cores.
-    #[serde(default)]
     pub threads: usize,
-    #[serde(default)]
     pub mode: Mode,
     /// Ask for version rolling (`mining.configure`).
-    #[serde(default = "default_true")]
     pub version_rolling: bool,
-    #[serde(default)]
     pub load: LoadConfig,
     /// Seconds between hashrate / share count log lines; 0 = never.
-    #[serde(default = "default_stats_interval")]
     pub stats_interval_secs: u64,
-}
-
-fn default_url() -> String {
-    "127.0.0.1:34255".into()
-}
-fn default_username() -> String {
-    "hashpool-miner".into()
-}
-fn default_password() -> String {
-    "x".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_miners() -> usize {
-    10
-}
-fn default_rate() -> f64 {
-    1.0
-}
-fn default_stats_interval() -> u64 {
-    10
 }
 
 impl Default for MinerConfig {
     fn default() -> Self {
         Self {
-            url: default_url(),
-            username: default_username(),
-            password: default_password(),
+            url: "127.0.0.1:34255".into(),
+            username: "hashpool-miner".into(),
+            password: "x".into(),
             threads: 0,
             mode: Mode::Cpu,
             version_rolling: true,
             load: LoadConfig::default(),
-            stats_interval_secs: default_stats_interval(),
+            stats_interval_secs: 10,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use ehash::UnitBits;
 use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
-use roles_common::{ConfigError, Validate};
+use roles_common::{check_authority_key_pair, default, ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_core::bitcoin::bip32::Xpriv;
@@ -22,21 +22,21 @@ pub struct MintConfig {
     #[serde(default)]
     pub network: Network,
     /// Cashu HTTP API (cdk-axum).
-    #[serde(default = "default_http_listen")]
+    #[serde(default = "default::this_machine::<SocketAddr, 3338>")]
     pub http_listen: SocketAddr,
     /// The URL wallets use to reach the HTTP API, as advertised in the mint
     /// info. Defaults to `http://<http_listen>`.
     #[serde(default)]
     pub public_url: Option<String>,
     /// The pool link (SV2 mint-quote subprotocol over Noise).
-    #[serde(default = "default_link_listen")]
+    #[serde(default = "default::this_machine::<SocketAddr, 34260>")]
     pub link_listen: SocketAddr,
     /// Noise authority key pair of the pool link (base58, as in SRI configs).
     /// The pool pins `authority_public_key`.
     pub authority_public_key: Secp256k1PublicKey,
     pub authority_secret_key: Secp256k1SecretKey,
     /// Validity of the Noise certificate the mint presents, in seconds.
-    #[serde(default = "default_cert_validity_secs")]
+    #[serde(default = "default::u64::<3600>")]
     pub cert_validity_secs: u64,
     /// Pool keys (base58 x-only public keys) allowed to create quotes.
     pub allowed_pool_keys: Vec<Secp256k1PublicKey>,
@@ -47,12 +47,13 @@ pub struct MintConfig {
     /// One ehash is 2^unit_bits expected hashes; must equal the pool's.
     pub unit_bits: u32,
     /// Smallest and largest amount of one quote (NUT-04 limits).
-    #[serde(default = "default_min_amount")]
+    #[serde(default = "default::u64::<1>")]
     pub min_amount: u64,
-    #[serde(default = "default_max_amount")]
+    // i64::MAX: the largest integer TOML can write.
+    #[serde(default = "default::u64::<{ i64::MAX as u64 }>")]
     pub max_amount: u64,
     /// Most quotes one NUT-29 batch mint may carry.
-    #[serde(default = "default_max_batch_size")]
+    #[serde(default = "default::u64::<100>")]
     pub max_batch_size: u64,
     /// Name and description in the mint info (NUT-06).
     #[serde(default = "default_name")]
@@ -61,24 +62,6 @@ pub struct MintConfig {
     pub description: Option<String>,
 }
 
-fn default_http_listen() -> SocketAddr {
-    "127.0.0.1:3338".parse().expect("valid")
-}
-fn default_link_listen() -> SocketAddr {
-    "127.0.0.1:34260".parse().expect("valid")
-}
-fn default_cert_validity_secs() -> u64 {
-    3600
-}
-fn default_min_amount() -> u64 {
-    1
-}
-fn default_max_amount() -> u64 {
-    i64::MAX as u64 // the largest integer TOML can write
-}
-fn default_max_batch_size() -> u64 {
-    100
-}
 fn default_name() -> String {
     "Hashpool mint".to_string()
 }
@@ -135,13 +118,7 @@ impl Validate for MintConfig {
                 "is empty: no pool could ever create a quote",
             ));
         }
-        let derived: Secp256k1PublicKey = self.authority_secret_key.into();
-        if derived.0 != self.authority_public_key.0 {
-            return Err(ConfigError::new(
-                "authority_public_key",
-                "does not belong to authority_secret_key",
-            ));
-        }
+        check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         if self.min_amount == 0 || self.min_amount > self.max_amount {
             return Err(ConfigError::new(
                 "min_amount",

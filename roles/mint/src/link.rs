@@ -162,16 +162,8 @@ fn close_with_auth_error(code: &str, reason: String) -> Step {
 mod tests {
     use super::*;
     use ehash::wire::str0255;
+    use mint_quote_sv2::auth::testing::{key, xonly};
     use mint_quote_sv2::MintStatsRequest;
-    use stratum_core::bitcoin::secp256k1::{Secp256k1, SecretKey};
-
-    fn key(byte: u8) -> SecretKey {
-        SecretKey::from_slice(&[byte; 32]).unwrap()
-    }
-
-    fn xonly(secret: &SecretKey) -> XOnlyPublicKey {
-        secret.x_only_public_key(&Secp256k1::signing_only()).0
-    }
 
     fn setup(protocol: u8, min_version: u16, max_version: u16) -> MintQuoteMessage {
         let s = |t: &str| str0255("test", t).unwrap();

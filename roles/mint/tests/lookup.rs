@@ -159,8 +159,7 @@ async fn a_signed_lookup_lists_exactly_the_keys_quotes_with_amounts_and_states()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_never_exceed_the_limit_and_list_each_quote_once() {
-    let mint = TestMint::start(config(":memory:")).await;
-    let mut pool = mint.pool().await;
+    let (mint, mut pool) = TestMint::with_pool().await;
     let (secret_a, key_a) = miner_key();
     let (secret_b, key_b) = miner_key();
     let ids_a = quotes_for(&mut pool, key_a, &[1, 2, 3, 4, 5, 6, 7]).await;
@@ -196,8 +195,7 @@ async fn refused(mint: &TestMint, method: &str, body: &impl serde::Serialize) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_a_clear_4xx() {
-    let mint = TestMint::start(config(":memory:")).await;
-    let mut pool = mint.pool().await;
+    let (mint, mut pool) = TestMint::with_pool().await;
     let (secret_a, key_a) = miner_key();
     let (secret_b, _) = miner_key();
     quotes_for(&mut pool, key_a, &[3]).await;
@@ -285,9 +283,7 @@ async fn bad_requests_are_refused_with_a_clear_4xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_made_before_the_index_existed_are_indexed_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("mint.sqlite");
-    let config = config(database.to_str().unwrap());
+    let (_dir, database, config) = config_on_disk();
     let (secret, key) = miner_key();
 
     let mint = TestMint::start(config.clone()).await;

@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::path::Path;
-
 use cdk::nuts::CurrencyUnit;
 use ehash::wire::MessageSet;
-use mint::MintConfig;
 use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
 use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use roles_common::testing::{refused_config, shipped_config_with};
 use stratum_core::bitcoin::hashes::{sha256d, Hash};
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -17,8 +15,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_authenticated_pool_gets_a_quote_that_only_the_locking_key_mints() {
-    let mint = TestMint::start(config(":memory:")).await;
-    let mut pool = mint.pool().await;
+    let (mint, mut pool) = TestMint::with_pool().await;
     let (miner_secret, miner) = miner_key();
 
     let request = share(6, miner);
@@ -65,8 +62,7 @@ async fn an_authenticated_pool_gets_a_quote_that_only_the_locking_key_mints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nut29_batch_mints_many_quotes_at_once() {
-    let mint = TestMint::start(config(":memory:")).await;
-    let mut pool = mint.pool().await;
+    let (mint, mut pool) = TestMint::with_pool().await;
     let (miner_secret, miner) = miner_key();
     let mut ids = vec![];
     let mut expected = 0;
@@ -164,11 +160,7 @@ async fn unauthenticated_wrong_key_and_replayed_proofs_are_refused() {
 
     // None of them created a quote.
     let stats = mint.pool().await.stats().await;
-    assert_eq!(
-        stats.quotes_unpaid + stats.quotes_paid + stats.quotes_issued,
-        0
-    );
-    assert!(mint.running.mint.mint_quotes().await.unwrap().is_empty());
+    mint.assert_no_quote(&stats).await;
     mint.stop().await;
 }
 
@@ -206,8 +198,7 @@ async fn ehash_quotes_cannot_be_created_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missed_target_or_a_wrong_amount_creates_no_quote() {
-    let mint = TestMint::start(config(":memory:")).await;
-    let mut pool = mint.pool().await;
+    let (mint, mut pool) = TestMint::with_pool().await;
     let (_, miner) = miner_key();
 
     let mut wrong_amount = share(8, miner);
@@ -242,18 +233,13 @@ async fn a_missed_target_or_a_wrong_amount_creates_no_quote() {
 
     // The connection stays usable, and no quote exists.
     let stats = pool.stats().await;
-    assert_eq!(
-        stats.quotes_unpaid + stats.quotes_paid + stats.quotes_issued,
-        0
-    );
-    assert!(mint.running.mint.mint_quotes().await.unwrap().is_empty());
+    mint.assert_no_quote(&stats).await;
     mint.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_share_twice_gets_the_same_quote_and_mints_once() {
-    let mint = TestMint::start(config(":memory:")).await;
-    let mut pool = mint.pool().await;
+    let (mint, mut pool) = TestMint::with_pool().await;
     let mut other_pool = mint.pool().await;
     let (miner_secret, miner) = miner_key();
 
@@ -298,9 +284,7 @@ async fn the_same_share_twice_gets_the_same_quote_and_mints_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_every_quote_is_still_there_and_mintable() {
-    let dir = tempfile::tempdir().unwrap();
-    let database = dir.path().join("mint.sqlite");
-    let config = config(database.to_str().unwrap());
+    let (_dir, _, config) = config_on_disk();
     let (miner_secret, miner) = miner_key();
 
     let mint = TestMint::start(config.clone()).await;
@@ -406,9 +390,7 @@ async fn malformed_frames_close_only_their_own_connection() {
 
 #[test]
 fn the_shipped_config_is_valid() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mint.toml");
-    let config: MintConfig =
-        roles_common::load_config(&path, "HASHPOOL_TEST_SHIPPED_MINT").unwrap();
+    let config = shipped_config();
     assert_eq!(config.link_listen.port(), 34260);
     assert_eq!(config.http_listen.port(), 3338);
 }
@@ -416,26 +398,18 @@ fn the_shipped_config_is_valid() {
 #[test]
 fn a_bad_config_stops_the_mint_with_one_line_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mint.toml");
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mint.toml"),
-    )
-    .unwrap();
-    std::fs::write(
-        &path,
-        shipped.replace(
+    let path = shipped_config_with(
+        dir.path(),
+        "mint.toml",
+        &[(
             "link_listen = \"127.0.0.1:34260\"",
             "link_listen = \"port 34260\"",
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mint"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("`link_listen`"), "{stderr}");
+        )],
+    );
+    refused_config(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mint"))
+            .arg("--config")
+            .arg(&path),
+        &["`link_listen`"],
+    );
 }

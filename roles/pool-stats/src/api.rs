@@ -173,25 +173,16 @@ pub fn metrics(s: &Stats) -> String {
 
 /// The pool's hashrate and its counters since it started reporting.
 fn totals(m: &mut Metrics, s: &Stats) {
+    s.summary.metrics(
+        m,
+        "hashpool_pool",
+        [
+            "Hashrate of accepted shares over the last 10 complete minutes, in H/s.",
+            "Shares the pool accepted.",
+            "Shares the pool rejected.",
+        ],
+    );
     m.single(
-        "hashpool_pool_hashrate",
-        Kind::Gauge,
-        "Hashrate of accepted shares over the last 10 complete minutes, in H/s.",
-        s.summary.hashrate.unwrap_or(0.0),
-    )
-    .single(
-        "hashpool_pool_shares_accepted_total",
-        Kind::Counter,
-        "Shares the pool accepted.",
-        s.summary.shares_accepted as f64,
-    )
-    .single(
-        "hashpool_pool_shares_rejected_total",
-        Kind::Counter,
-        "Shares the pool rejected.",
-        s.summary.shares_rejected as f64,
-    )
-    .single(
         "hashpool_pool_quotes_created_total",
         Kind::Counter,
         "Mint quotes created for accepted shares.",

@@ -4,8 +4,8 @@
 use serde_json::Value;
 use stats_common::api::Hashrate;
 use stats_common::html::{
-    self, card, cards, links_section, list_section, pill, publisher_pill, section, stat, stat_card,
-    Column,
+    self, card, cards, hashrate_card, links_section, list_section, pill, publisher_pill, section,
+    share_cards, stat, stat_card, Column,
 };
 use stats_common::Service;
 
@@ -44,16 +44,11 @@ fn summary_cards(stats: &Stats, api: &Value) -> String {
     } else {
         "the pool relays the mint's counts"
     };
+    let [accepted, rejected] = share_cards(api);
     cards(&[
-        stat_card(
-            api,
-            "Hashrate",
-            "/hashrate",
-            "hashrate",
-            "accepted shares, last 10 min",
-        ),
-        stat_card(api, "Shares accepted", "/shares_accepted", "count", ""),
-        stat_card(api, "Shares rejected", "/shares_rejected", "count", ""),
+        hashrate_card(api),
+        accepted,
+        rejected,
         stat_card(api, "Quotes created", "/quotes_created", "count", ""),
         stat_card(
             api,
@@ -93,14 +88,14 @@ fn proxies(api: &Value) -> String {
         "/proxies",
         &[
             Column::plain("Downstream", "downstream_id", "text"),
-            Column::plain("Connected since", "connected_since", "datetime"),
+            Column::CONNECTED_SINCE,
             Column::num("Channels", "channels", "count"),
-            Column::num("Hashrate", "hashrate", "hashrate"),
-            Column::num("Accepted", "shares_accepted", "count"),
-            Column::num("Rejected", "shares_rejected", "count"),
+            Column::HASHRATE,
+            Column::ACCEPTED,
+            Column::REJECTED,
             Column::num("Quotes", "quotes", "count"),
             Column::num("ehash", "ehash", "count"),
-            Column::plain("Last share", "last_share", "datetime"),
+            Column::LAST_SHARE,
         ],
         "no proxy connected",
     )

@@ -1,6 +1,5 @@
 //! The pool config file (`config/pool.toml`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ehash::pending::ShareResponseMode;
@@ -8,7 +7,9 @@ use ehash::pending::ShareResponseMode;
 use ehash::UnitBits;
 use roles_common::network::{refuse_devnet_key, Network};
 use roles_common::stats_publisher::StatsSettings;
-use roles_common::{ConfigError, Validate};
+use roles_common::{
+    check_authority_key_pair, check_listen_address, default, ConfigError, Validate,
+};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_core::bitcoin::ScriptBuf;
@@ -21,16 +22,16 @@ pub struct PoolConfig {
     #[serde(default)]
     pub network: Network,
     /// Where miners and translators connect (SV2 mining protocol over Noise).
-    #[serde(default = "default_listen_address")]
+    #[serde(default = "default::every_interface::<String, 34254>")]
     pub listen_address: String,
     /// The pool's Noise authority key pair (base58, as in SRI configs).
     pub authority_public_key: Secp256k1PublicKey,
     pub authority_secret_key: Secp256k1SecretKey,
     /// Validity of the Noise certificate handed to each downstream, seconds.
-    #[serde(default = "default_cert_validity")]
+    #[serde(default = "default::u64::<3600>")]
     pub cert_validity_sec: u64,
     /// The template provider (devnet-tp or sv2-tp), `host:port`.
-    #[serde(default = "default_tp_address")]
+    #[serde(default = "default::this_machine::<String, 8442>")]
     pub tp_address: String,
     /// The template provider's Noise authority public key: the pool refuses
     /// any other (pinned).
@@ -44,27 +45,27 @@ pub struct PoolConfig {
     #[serde(default = "default_shares_per_minute")]
     pub shares_per_minute: f32,
     /// Accepted shares acknowledged by one SubmitShares.Success.
-    #[serde(default = "default_share_batch_size")]
+    #[serde(default = "default::usize::<1>")]
     pub share_batch_size: usize,
     /// Seconds between vardiff checks of every channel; 0 turns vardiff
     /// off. A channel whose estimate left the band gets a new target and a
     /// job at it at once.
-    #[serde(default = "default_vardiff_interval")]
+    #[serde(default = "default::u64::<1>")]
     pub vardiff_interval_secs: u64,
     /// One ehash is worth 2^unit_bits expected hashes (shared with the mint).
-    #[serde(default = "default_unit_bits")]
+    #[serde(default = "default::u32::<32>")]
     pub unit_bits: u32,
     /// Refuse channels whose `user_identity` does not start with a locking key.
-    #[serde(default = "default_true")]
+    #[serde(default = "default::bool::<true>")]
     pub require_locking_key: bool,
     /// Most channels open at once (sizes the extranonce allocator).
-    #[serde(default = "default_max_channels")]
+    #[serde(default = "default::u32::<65_536>")]
     pub max_channels: u32,
     /// Full extranonce length in bytes (prefix given by the pool + rollable part).
-    #[serde(default = "default_extranonce_len")]
+    #[serde(default = "default::u8::<16>")]
     pub extranonce_len: u8,
     /// Seconds between "pool stats" log lines (shares, blocks, channels); 0 = never.
-    #[serde(default = "default_stats_log_interval")]
+    #[serde(default = "default::u64::<60>")]
     pub stats_log_interval_secs: u64,
     /// Where the pool keeps its outbox of quote requests and undelivered
     /// notifications across restarts.
@@ -84,7 +85,7 @@ pub struct PoolConfig {
 #[serde(deny_unknown_fields)]
 pub struct MintSettings {
     /// host:port of the mint's pool link.
-    #[serde(default = "default_mint_address")]
+    #[serde(default = "default::this_machine::<String, 34260>")]
     pub address: String,
     /// The mint's Noise authority public key, pinned.
     pub authority_public_key: Secp256k1PublicKey,
@@ -99,21 +100,21 @@ pub struct MintSettings {
     pub share_response_mode: String,
     /// Seconds without the mint's answer before a request is sent again
     /// (annotate) or the share fails with `mint-timeout` (defer).
-    #[serde(default = "default_mint_timeout")]
+    #[serde(default = "default::u64::<30>")]
     pub timeout_secs: u64,
     /// Shares waiting for the mint at most. When full: defer mode answers
     /// new shares `mint-queue-full`; annotate mode withholds their success
     /// until there is room (backpressure), and refuses past twice as many.
-    #[serde(default = "default_pending_capacity")]
+    #[serde(default = "default::usize::<100_000>")]
     pub pending_capacity: usize,
     /// Notifications kept per locking key / in total while no channel with
     /// that key is open.
-    #[serde(default = "default_undelivered_per_key")]
+    #[serde(default = "default::usize::<10_000>")]
     pub undelivered_per_key: usize,
-    #[serde(default = "default_undelivered_total")]
+    #[serde(default = "default::usize::<1_000_000>")]
     pub undelivered_total: usize,
     /// Seconds between MintStatsRequests.
-    #[serde(default = "default_mint_stats_interval")]
+    #[serde(default = "default::u64::<10>")]
     pub stats_interval_secs: u64,
 }
 
@@ -126,64 +127,14 @@ impl MintSettings {
 fn default_state_dir() -> PathBuf {
     "state/pool".into()
 }
-fn default_mint_address() -> String {
-    "127.0.0.1:34260".into()
-}
 fn default_share_response_mode() -> String {
     "annotate".into()
-}
-fn default_mint_timeout() -> u64 {
-    30
-}
-fn default_pending_capacity() -> usize {
-    100_000
-}
-fn default_undelivered_per_key() -> usize {
-    10_000
-}
-fn default_undelivered_total() -> usize {
-    1_000_000
-}
-fn default_mint_stats_interval() -> u64 {
-    10
-}
-
-fn default_stats_log_interval() -> u64 {
-    60
-}
-
-fn default_listen_address() -> String {
-    "0.0.0.0:34254".into()
-}
-fn default_cert_validity() -> u64 {
-    3600
-}
-fn default_tp_address() -> String {
-    "127.0.0.1:8442".into()
 }
 fn default_pool_signature() -> String {
     "hashpool".into()
 }
 fn default_shares_per_minute() -> f32 {
     6.0
-}
-fn default_share_batch_size() -> usize {
-    1
-}
-fn default_vardiff_interval() -> u64 {
-    1
-}
-fn default_unit_bits() -> u32 {
-    32
-}
-fn default_true() -> bool {
-    true
-}
-fn default_max_channels() -> u32 {
-    65_536
-}
-fn default_extranonce_len() -> u8 {
-    16
 }
 
 impl PoolConfig {
@@ -227,25 +178,14 @@ impl PoolConfig {
 impl PoolConfig {
     /// The addresses and the Noise keys.
     fn validate_links(&self) -> Result<(), ConfigError> {
-        if self.listen_address.parse::<SocketAddr>().is_err() {
-            return Err(ConfigError::new(
-                "listen_address",
-                format!("`{}` is not an ip:port address", self.listen_address),
-            ));
-        }
+        check_listen_address("listen_address", &self.listen_address)?;
         if !self.tp_address.contains(':') {
             return Err(ConfigError::new(
                 "tp_address",
                 format!("`{}` is not host:port", self.tp_address),
             ));
         }
-        let derived: Secp256k1PublicKey = self.authority_secret_key.into();
-        if derived.into_bytes() != self.authority_public_key.into_bytes() {
-            return Err(ConfigError::new(
-                "authority_public_key",
-                "does not belong to authority_secret_key",
-            ));
-        }
+        check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         if self.cert_validity_sec == 0 {
             return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));
         }

@@ -185,25 +185,16 @@ pub fn metrics(s: &Stats) -> String {
 /// All miners' hashrate and the translator's counters since it started
 /// reporting.
 fn totals(m: &mut Metrics, s: &Stats) {
+    s.summary.metrics(
+        m,
+        "hashpool_proxy",
+        [
+            "Hashrate of all miners' accepted shares over the last 10 complete minutes, in H/s.",
+            "Miner shares the pool accepted.",
+            "Miner shares rejected.",
+        ],
+    );
     m.single(
-        "hashpool_proxy_hashrate",
-        Kind::Gauge,
-        "Hashrate of all miners' accepted shares over the last 10 complete minutes, in H/s.",
-        s.summary.hashrate.unwrap_or(0.0),
-    )
-    .single(
-        "hashpool_proxy_shares_accepted_total",
-        Kind::Counter,
-        "Miner shares the pool accepted.",
-        s.summary.shares_accepted as f64,
-    )
-    .single(
-        "hashpool_proxy_shares_rejected_total",
-        Kind::Counter,
-        "Miner shares rejected.",
-        s.summary.shares_rejected as f64,
-    )
-    .single(
         "hashpool_proxy_quotes_received_total",
         Kind::Counter,
         "ehash quotes received from the pool.",

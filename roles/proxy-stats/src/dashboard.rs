@@ -5,8 +5,8 @@ use serde_json::Value;
 use stats_common::api::Hashrate;
 use stats_common::chart::{Chart, Line, PALETTE};
 use stats_common::html::{
-    self, card, cards, links_section, list_section, pill, publisher_pill, section, stat_card,
-    Column,
+    self, card, cards, hashrate_card, links_section, list_section, pill, publisher_pill, section,
+    share_cards, stat_card, Column,
 };
 use stats_common::Service;
 
@@ -40,14 +40,9 @@ pub fn render(stats: &Stats, total: &Hashrate, per_miner: &Miners, range: &str) 
 }
 
 fn summary_cards(stats: &Stats, api: &Value) -> String {
+    let [accepted, rejected] = share_cards(api);
     cards(&[
-        stat_card(
-            api,
-            "Hashrate",
-            "/hashrate",
-            "hashrate",
-            "accepted shares, last 10 min",
-        ),
+        hashrate_card(api),
         stat_card(
             api,
             "Wallet balance",
@@ -60,8 +55,8 @@ fn summary_cards(stats: &Stats, api: &Value) -> String {
             &format!("{}", stats.miners.len()),
             "connected now",
         ),
-        stat_card(api, "Shares accepted", "/shares_accepted", "count", ""),
-        stat_card(api, "Shares rejected", "/shares_rejected", "count", ""),
+        accepted,
+        rejected,
         stat_card(api, "Quotes received", "/quotes_received", "count", ""),
         stat_card(
             api,
@@ -92,13 +87,13 @@ fn miners(api: &Value) -> String {
         "/miners",
         &[
             Column::plain("Name", "name", "text"),
-            Column::num("Hashrate", "hashrate", "hashrate"),
+            Column::HASHRATE,
             Column::num("Estimate", "estimate", "hashrate"),
             Column::num("Shares", "shares", "count"),
-            Column::num("Accepted", "shares_accepted", "count"),
-            Column::num("Rejected", "shares_rejected", "count"),
-            Column::plain("Connected since", "connected_since", "datetime"),
-            Column::plain("Last share", "last_share", "datetime"),
+            Column::ACCEPTED,
+            Column::REJECTED,
+            Column::CONNECTED_SINCE,
+            Column::LAST_SHARE,
         ],
         "no miner connected",
     )

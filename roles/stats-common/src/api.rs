@@ -51,6 +51,32 @@ impl Summary {
     }
 }
 
+impl Summary {
+    /// `<prefix>_hashrate`, `<prefix>_shares_accepted_total` and
+    /// `<prefix>_shares_rejected_total`, each with the service's own `help`.
+    pub fn metrics(&self, m: &mut Metrics, prefix: &str, help: [&str; 3]) {
+        let [hashrate, accepted, rejected] = help;
+        m.single(
+            &format!("{prefix}_hashrate"),
+            Kind::Gauge,
+            hashrate,
+            self.hashrate.unwrap_or(0.0),
+        )
+        .single(
+            &format!("{prefix}_shares_accepted_total"),
+            Kind::Counter,
+            accepted,
+            self.shares_accepted as f64,
+        )
+        .single(
+            &format!("{prefix}_shares_rejected_total"),
+            Kind::Counter,
+            rejected,
+            self.shares_rejected as f64,
+        );
+    }
+}
+
 /// The span of a chart.
 #[derive(Serialize, Debug, Clone, Copy)]
 pub struct Span {

@@ -31,47 +31,40 @@ pub struct Defaults {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig<S: Service> {
     /// Where the publisher (the pool or the translator) connects to publish
     /// its stats (stats-sv2 over TCP).
-    #[serde(default = "default_ingest_listen::<S>")]
     pub ingest_listen: SocketAddr,
     /// The dashboard, the JSON API and /metrics.
-    #[serde(default = "default_http_listen::<S>")]
     pub http_listen: SocketAddr,
     /// Directory of the SQLite time-series file.
-    #[serde(default = "default_data_dir::<S>")]
     pub data_dir: PathBuf,
     /// Days of history kept; older data is deleted every hour.
-    #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     #[serde(skip)]
     service: PhantomData<S>,
 }
 
-fn default_ingest_listen<S: Service>() -> SocketAddr {
-    (Ipv4Addr::UNSPECIFIED, S::DEFAULTS.ingest_port).into()
-}
-fn default_http_listen<S: Service>() -> SocketAddr {
-    (Ipv4Addr::UNSPECIFIED, S::DEFAULTS.http_port).into()
-}
-fn default_data_dir<S: Service>() -> PathBuf {
-    S::DEFAULTS.data_dir.into()
-}
-fn default_retention_days() -> u32 {
-    30
+impl<S: Service> Default for ServiceConfig<S> {
+    fn default() -> Self {
+        let defaults = S::DEFAULTS;
+        ServiceConfig {
+            ingest_listen: (Ipv4Addr::UNSPECIFIED, defaults.ingest_port).into(),
+            http_listen: (Ipv4Addr::UNSPECIFIED, defaults.http_port).into(),
+            data_dir: defaults.data_dir.into(),
+            retention_days: 30,
+            service: PhantomData,
+        }
+    }
 }
 
 impl<S: Service> ServiceConfig<S> {
     /// Defaults everywhere but the data directory (tests, embedding).
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> ServiceConfig<S> {
         ServiceConfig {
-            ingest_listen: default_ingest_listen::<S>(),
-            http_listen: default_http_listen::<S>(),
             data_dir: data_dir.into(),
-            retention_days: default_retention_days(),
-            service: PhantomData,
+            ..ServiceConfig::default()
         }
     }
 }

@@ -118,6 +118,26 @@ pub fn stat_card(api: &Value, label: &str, pointer: &str, kind: &str, note: &str
     card(label, &stat(api, pointer, kind), note)
 }
 
+/// The card of the hashrate every `/api/stats` starts with ([`Summary`](crate::api::Summary)).
+pub fn hashrate_card(api: &Value) -> String {
+    stat_card(
+        api,
+        "Hashrate",
+        "/hashrate",
+        "hashrate",
+        "accepted shares, last 10 min",
+    )
+}
+
+/// The cards of the shares accepted and rejected every `/api/stats` starts
+/// with ([`Summary`](crate::api::Summary)).
+pub fn share_cards(api: &Value) -> [String; 2] {
+    [
+        stat_card(api, "Shares accepted", "/shares_accepted", "count", ""),
+        stat_card(api, "Shares rejected", "/shares_rejected", "count", ""),
+    ]
+}
+
 /// A section of the publisher's links in a row: each a name and its pill
 /// (already HTML).
 pub fn links_section(title: &str, links: &[(&str, String)]) -> String {
@@ -167,6 +187,15 @@ impl Column {
             ..Column::plain(header, field, kind)
         }
     }
+
+    // The figures of a connection (a proxy at the pool, a miner at the
+    // translator) that both services list under the same names.
+    pub const CONNECTED_SINCE: Column =
+        Column::plain("Connected since", "connected_since", "datetime");
+    pub const HASHRATE: Column = Column::num("Hashrate", "hashrate", "hashrate");
+    pub const ACCEPTED: Column = Column::num("Accepted", "shares_accepted", "count");
+    pub const REJECTED: Column = Column::num("Rejected", "shares_rejected", "count");
+    pub const LAST_SHARE: Column = Column::plain("Last share", "last_share", "datetime");
 }
 
 /// A section holding a table with a row per item of the array at `list` in

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
 use roles_common::stats_publisher::StatsSettings;
-use roles_common::{ConfigError, Validate};
+use roles_common::{default, ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::Secp256k1PublicKey;
 
@@ -27,7 +27,7 @@ pub struct TranslatorConfig {
     #[serde(default)]
     pub network: Network,
     /// Where SV1 miners connect.
-    #[serde(default = "default_listen_address")]
+    #[serde(default = "default::every_interface::<SocketAddr, 34255>")]
     pub listen_address: SocketAddr,
     /// Pools, tried in order; on loss the next one is tried (failover).
     pub upstreams: Vec<UpstreamConfig>,
@@ -55,37 +55,34 @@ pub struct TranslatorConfig {
     /// The estimate follows every share; a check asks the pool for a new
     /// rate (UpdateChannel) when it left the band around the miner's
     /// difficulty, so a flood or a stall is acted on within seconds.
-    #[serde(default = "default_vardiff_interval_secs")]
+    #[serde(default = "default::u64::<1>")]
     pub vardiff_interval_secs: u64,
     /// Bytes of extranonce2 the SV1 miners roll (2..=8).
-    #[serde(default = "default_extranonce2_size")]
+    #[serde(default = "default::u8::<4>")]
     pub extranonce2_size: u8,
     /// Longest SV1 line accepted; a longer one disconnects that miner.
-    #[serde(default = "default_max_line_bytes")]
+    #[serde(default = "default::usize::<{ 16 * 1024 }>")]
     pub max_line_bytes: usize,
     /// Seconds without a new job after which the miner gets a fresh ntime (keepalive).
-    #[serde(default = "default_keepalive_secs")]
+    #[serde(default = "default::u64::<60>")]
     pub keepalive_secs: u64,
     /// Answer a miner's share only once the pool answered it (true, the
     /// default: the truth, and what the pool's `defer` mode needs), or as
     /// soon as the channel target accepts it (false: for pools that batch
     /// their SubmitShares.Success; their refusals are then only logged).
-    #[serde(default = "default_wait_for_pool")]
+    #[serde(default = "default::bool::<true>")]
     pub wait_for_pool: bool,
     /// Most quotes minted in one NUT-29 batch.
-    #[serde(default = "default_mint_batch_size")]
+    #[serde(default = "default::usize::<50>")]
     pub mint_batch_size: usize,
     /// Seconds between retries of quotes the mint did not answer.
-    #[serde(default = "default_mint_retry_secs")]
+    #[serde(default = "default::u64::<10>")]
     pub mint_retry_secs: u64,
     /// The proxy-stats service: without it the translator publishes no stats.
     #[serde(default)]
     pub stats: Option<StatsSettings>,
 }
 
-fn default_listen_address() -> SocketAddr {
-    "0.0.0.0:34255".parse().expect("valid")
-}
 fn default_mint_url() -> String {
     "http://127.0.0.1:3338".into()
 }
@@ -94,27 +91,6 @@ fn default_nominal_hashrate() -> f32 {
 }
 fn default_shares_per_minute() -> f32 {
     6.0
-}
-fn default_vardiff_interval_secs() -> u64 {
-    1
-}
-fn default_extranonce2_size() -> u8 {
-    4
-}
-fn default_max_line_bytes() -> usize {
-    16 * 1024
-}
-fn default_keepalive_secs() -> u64 {
-    60
-}
-fn default_wait_for_pool() -> bool {
-    true
-}
-fn default_mint_batch_size() -> usize {
-    50
-}
-fn default_mint_retry_secs() -> u64 {
-    10
 }
 
 impl Validate for TranslatorConfig {

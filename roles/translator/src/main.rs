@@ -34,35 +34,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config: TranslatorConfig = match roles_common::load_config(&cli.config, ENV_PREFIX) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("translator: bad config: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("translator: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (config, runtime) = match roles_common::config_and_runtime::<TranslatorConfig>(
+        "translator",
+        &cli.config,
+        ENV_PREFIX,
+    ) {
+        Ok(both) => both,
+        Err(code) => return code,
     };
     match cli.command {
         None => {
             stratum_apps::config_helpers::logging::init_logging(None);
-            let result = runtime.block_on(async move {
-                let shutdown = roles_common::shutdown_on_signal();
-                translator::run(config, shutdown).await
-            });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("translator stopped: {e}");
-                    eprintln!("translator: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            roles_common::run_until_signal(&runtime, "translator", "translator", |shutdown| {
+                translator::run(config, shutdown)
+            })
         }
         Some(Command::Wallet { command }) => {
             match runtime.block_on(wallet_command(config, command)) {

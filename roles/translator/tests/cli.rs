@@ -1,52 +1,48 @@
 //! The `translator` binary: bad config exits 2 with one line naming the
 //! field; `wallet quotes` / `wallet balance` read the data_dir offline.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use roles_common::testing::{refused_config, shipped_config_with, stdout_of};
 use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
 
 const BIN: &str = env!("CARGO_BIN_EXE_translator");
 
-fn config_text(data_dir: &Path) -> String {
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/translator.toml"),
-    )
-    .unwrap();
-    shipped.replace(
-        "data_dir = \"state/translator\"",
-        &format!("data_dir = {:?}", data_dir.display().to_string()),
-    )
+/// The shipped config with its data in `dir`, and `replace` done.
+fn config(dir: &Path, replace: &[(&str, &str)]) -> PathBuf {
+    let data_dir = format!("data_dir = {:?}", dir.display().to_string());
+    let replace = [
+        &[("data_dir = \"state/translator\"", data_dir.as_str())],
+        replace,
+    ]
+    .concat();
+    shipped_config_with(dir, "translator.toml", &replace)
+}
+
+/// `translator --config <path> <args>`.
+fn translator(path: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.arg("--config").arg(path).args(args);
+    command
 }
 
 #[test]
 fn a_bad_config_exits_2_with_one_line_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.toml");
-    std::fs::write(
-        &path,
-        config_text(dir.path()).replace("extranonce2_size = 4", "extranonce2_size = 1"),
-    )
-    .unwrap();
-    for args in [vec![], vec!["wallet", "balance"]] {
-        let out = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains("extranonce2_size"), "{err}");
+    let path = config(
+        dir.path(),
+        &[("extranonce2_size = 4", "extranonce2_size = 1")],
+    );
+    for args in [&[][..], &["wallet", "balance"]] {
+        refused_config(&mut translator(&path, args), &["extranonce2_size"]);
     }
 }
 
 #[test]
 fn wallet_quotes_and_balance_read_the_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, config_text(dir.path())).unwrap();
+    let path = config(dir.path(), &[]);
     {
         let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
         store
@@ -65,36 +61,14 @@ fn wallet_quotes_and_balance_read_the_data_dir() {
             })
             .unwrap();
     }
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["wallet", "quotes"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(&mut translator(&path, &["wallet", "quotes"]));
     let line = text
         .lines()
         .find(|l| l.starts_with("quote-abc"))
         .expect("listed");
     assert!(line.contains("\t42\tminer-key\t02c6047f"), "{line}");
 
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .args(["wallet", "balance"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(&mut translator(&path, &["wallet", "balance"]));
     assert!(text.contains("balance: 0 hash"), "{text}");
     assert!(
         text.contains("quotes locked to miners' own keys: 1 (42 hash)"),

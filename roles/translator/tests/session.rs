@@ -139,6 +139,13 @@ impl Harness {
         self.sv1.remove(pos)
     }
 
+    /// The response to `id`: an error whose message names `reason`.
+    fn refused(&mut self, id: u64, reason: &str) -> Value {
+        let r = self.response(id);
+        assert!(r["error"][1].as_str().unwrap().contains(reason), "{r}");
+        r
+    }
+
     fn last_notify(&self) -> Job {
         let v = self
             .sv1
@@ -290,11 +297,7 @@ fn a_refused_channel_refuses_the_authorize() {
             error_code: str0255("no-locking-key"),
         },
     ));
-    let r = h.response(2);
-    assert!(
-        r["error"][1].as_str().unwrap().contains("no-locking-key"),
-        "{r}"
-    );
+    h.refused(2, "no-locking-key");
 }
 
 #[test]
@@ -371,11 +374,7 @@ fn the_pools_refusal_reaches_the_miner_with_its_reason() {
         sequence_number: seq,
         error_code: str0255("stale-share"),
     }));
-    let r = h.response(5);
-    assert!(
-        r["error"][1].as_str().unwrap().contains("stale-share"),
-        "{r}"
-    );
+    h.refused(5, "stale-share");
 }
 
 #[test]
@@ -469,10 +468,7 @@ fn an_upstream_reconnect_keeps_the_miner_and_its_extranonce1() {
     h.forwarded();
     let outs = h.session.on_upstream_lost();
     h.apply(outs);
-    assert!(h.response(30)["error"][1]
-        .as_str()
-        .unwrap()
-        .contains("lost"));
+    h.refused(30, "lost");
     // a share on the old job is refused while there is no channel
     h.submit(31, &share);
     assert_eq!(h.response(31)["error"][0], 24);
@@ -620,9 +616,7 @@ fn a_share_on_a_job_of_the_previous_chain_tip_is_answered_stale() {
     h.job(2, POOL_PREFIX.len()); // new prevhash
     assert!(h.last_notify().clean);
     h.submit(40, &old);
-    let r = h.response(40);
-    assert_eq!(r["error"][0], 21);
-    assert!(r["error"][1].as_str().unwrap().contains("stale"), "{r}");
+    assert_eq!(h.refused(40, "stale")["error"][0], 21);
     assert!(h.upstream.is_empty());
 }
 

@@ -25,6 +25,17 @@ fn fields() -> LookupFields<'static> {
     }
 }
 
+/// [`fields`] asking to resume at `key_index:position`.
+fn fields_at(key_index: u32, position: u64) -> LookupFields<'static> {
+    LookupFields {
+        cursor: Some(Cursor {
+            key_index,
+            position,
+        }),
+        ..fields()
+    }
+}
+
 fn signed(secrets: &[SecretKey]) -> LookupRequest {
     sign_request(secrets, &mint(), &fields())
 }
@@ -72,11 +83,7 @@ fn the_limit_defaults_to_and_is_capped_at_the_maximum() {
 
 #[test]
 fn a_cursor_is_signed_and_served() {
-    let mut f = fields();
-    f.cursor = Some(Cursor {
-        key_index: 1,
-        position: 42,
-    });
+    let f = fields_at(1, 42);
     let request = sign_request(&[secret(1), secret(2)], &mint(), &f);
     assert_eq!(request.cursor.as_deref(), Some("1:42"));
     assert_eq!(verify(&request).unwrap().cursor, f.cursor.unwrap());
@@ -248,11 +255,7 @@ fn bad_cursors_are_refused() {
 
 #[test]
 fn the_wire_format_is_as_documented() {
-    let mut f = fields();
-    f.cursor = Some(Cursor {
-        key_index: 0,
-        position: 100,
-    });
+    let f = fields_at(0, 100);
     let request = sign_request(&[secret(1)], &mint(), &f);
     let json = serde_json::to_value(&request).unwrap();
     let fields: Vec<&str> = json

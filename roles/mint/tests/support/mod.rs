@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,42 +21,44 @@ use mint_quote_sv2::{
     MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
 };
 use roles_common::CancellationToken;
-use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
+use stratum_apps::key_utils::Secp256k1SecretKey;
 use stratum_apps::network_helpers::connect_with_noise;
 use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
 use stratum_core::bitcoin::hashes::{sha256d, Hash};
 use stratum_core::bitcoin::secp256k1::{self as secp, XOnlyPublicKey};
 use tokio::net::TcpStream;
 
-// Devnet-only keys (public, never use them for real).
-pub const MINT_PUBLIC: &str = "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd";
-pub const MINT_SECRET: &str = "kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba";
-pub const POOL_PUBLIC: &str = "9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm";
+// Devnet-only keys (public, never use them for real): the pool's identity
+// on the mint link (as in config/pool.toml), and one the mint does not allow.
 pub const POOL_SECRET: &str = "26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp";
 pub const STRANGER_SECRET: &str = "EazFUaDycieLShyfesSP4VoypLVAcebNvBFQgM6jBx4pPBfMG";
-pub const MNEMONIC: &str =
-    "order shock flip tribe strong rigid planet deputy question matter decide little";
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// config/mint.toml as shipped: the devnet keys, allowed pool and mnemonic.
+pub fn shipped_config() -> MintConfig {
+    roles_common::testing::load_shipped("mint.toml")
+}
+
+/// The shipped config on 127.0.0.1 port 0, one ehash per hash (unit_bits
+/// 0), with `database`.
 pub fn config(database: &str) -> MintConfig {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     MintConfig {
-        network: roles_common::Network::Devnet,
-        http_listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-        link_listen: "127.0.0.1:0".parse().unwrap(),
-        authority_public_key: MINT_PUBLIC.parse().unwrap(),
-        authority_secret_key: MINT_SECRET.parse().unwrap(),
-        cert_validity_secs: 3600,
-        allowed_pool_keys: vec![POOL_PUBLIC.parse().unwrap()],
+        http_listen: any,
+        link_listen: any,
         database: database.to_string(),
-        mnemonic: MNEMONIC.to_string(),
         unit_bits: 0,
-        min_amount: 1,
-        max_amount: i64::MAX as u64,
-        max_batch_size: 100,
-        name: "test mint".into(),
-        description: None,
+        ..shipped_config()
     }
+}
+
+/// A config whose SQLite file is in a fresh directory (removed with the
+/// `TempDir`), and that file.
+pub fn config_on_disk() -> (tempfile::TempDir, PathBuf, MintConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let database = dir.path().join("mint.sqlite");
+    let config = config(database.to_str().unwrap());
+    (dir, database, config)
 }
 
 pub struct TestMint {
@@ -69,6 +73,22 @@ impl TestMint {
             .await
             .expect("mint starts");
         Self { running, shutdown }
+    }
+
+    /// A mint with an in-memory database, and an authenticated pool on it.
+    pub async fn with_pool() -> (Self, PoolClient) {
+        let mint = Self::start(config(":memory:")).await;
+        let pool = mint.pool().await;
+        (mint, pool)
+    }
+
+    /// Neither the mint's figures (`stats`) nor its database know any quote.
+    pub async fn assert_no_quote(&self, stats: &MintStatsResponse) {
+        assert_eq!(
+            stats.quotes_unpaid + stats.quotes_paid + stats.quotes_issued,
+            0
+        );
+        assert!(self.running.mint.mint_quotes().await.unwrap().is_empty());
     }
 
     pub async fn stop(self) {
@@ -116,7 +136,7 @@ pub struct PoolClient {
 impl PoolClient {
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
-        let key: Secp256k1PublicKey = MINT_PUBLIC.parse().unwrap();
+        let key = shipped_config().authority_public_key;
         let (reader, writer) = connect_with_noise(stream, Some(key))
             .await
             .unwrap()
@@ -206,7 +226,7 @@ impl PoolClient {
 }
 
 pub fn mint_key() -> XOnlyPublicKey {
-    let key: Secp256k1PublicKey = MINT_PUBLIC.parse().unwrap();
+    let key = shipped_config().authority_public_key;
     XOnlyPublicKey::from_slice(&key.into_bytes()).unwrap()
 }
 

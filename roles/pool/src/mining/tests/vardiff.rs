@@ -5,7 +5,7 @@
 
 use super::*;
 use ::vardiff::hashrate_for_work;
-use ::vardiff::sim::{minutes, simulate, Controller, Sample, SimConfig};
+use ::vardiff::sim::{minutes, seconds_to_2x, simulate, Controller, Sample, SimConfig};
 use stratum_core::mining_sv2::OpenStandardMiningChannelOwned;
 
 const MINUTE_MS: u64 = 60_000;
@@ -137,22 +137,6 @@ fn run(kind: Kind, seed: u64, hours: u64, rate: impl Fn(u64) -> f64) -> (Vec<Sam
     (samples, channel.retargets)
 }
 
-fn within_2x(s: &Sample) -> bool {
-    (0.5..=2.0).contains(&s.ratio())
-}
-
-fn in_band(s: &Sample) -> bool {
-    within_2x(s) && (SPM / 2.0..=SPM * 2.0).contains(&s.shares_per_minute())
-}
-
-fn seconds_to_2x(samples: &[Sample], from_ms: u64, until_ms: u64) -> Option<u64> {
-    samples
-        .iter()
-        .filter(|s| s.end_ms > from_ms && s.end_ms <= until_ms)
-        .find(|s| within_2x(s))
-        .map(|s| (s.end_ms - from_ms) / 1000)
-}
-
 #[test]
 fn both_kinds_of_channel_converge_from_1_khs_to_100_ths_and_stay_in_band() {
     for kind in [Kind::Standard, Kind::Extended] {
@@ -164,7 +148,7 @@ fn both_kinds_of_channel_converge_from_1_khs_to_100_ths_and_stay_in_band() {
             let settled: Vec<&Sample> = minutes(&samples)
                 .filter(|s| s.end_ms > 30 * MINUTE_MS)
                 .collect();
-            let good = settled.iter().filter(|s| in_band(s)).count() as f64;
+            let good = settled.iter().filter(|s| s.in_band(SPM)).count() as f64;
             assert!(
                 good / settled.len() as f64 >= 0.9,
                 "{kind:?} {rate:e}: {good} of {} minutes in band ({retargets} retargets)",
