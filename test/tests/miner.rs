@@ -200,15 +200,23 @@ async fn a_miner_whose_rate_alternates_every_minute_is_followed_and_every_share_
     config.shares_per_minute = 30.0;
     config.nominal_hashrate = SLOW as f32;
     config.vardiff_interval_secs = 1;
-    let mut tr = RunningTranslator::start(config).await;
+    let tr = RunningTranslator::start(config).await;
     let shutdown = CancellationToken::new();
     let running = miner::start(hashing_miner(tr.addr(), 1, SLOW), shutdown.clone());
     let (stats, control) = (running.stats(), running.load_control());
     let mut retargets = 0;
+    // Quiet stretches are expected (few shares right after a rate drop).
+    let mut events = tr.handle.subscribe_events();
     for minute in 0..4 {
         control.set_hashrate(if minute % 2 == 0 { SLOW } else { FAST });
         let until = Instant::now() + Duration::from_secs(60);
-        while let Ok(event) = tokio::time::timeout_at(until.into(), tr.wait_event(|_| true)).await {
+        loop {
+            let event = match tokio::time::timeout_at(until.into(), events.recv()).await {
+                Err(_) => break,
+                Ok(Ok(event)) => event,
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(e)) => panic!("translator events: {e}"),
+            };
             if let translator::TranslatorEvent::Retargeted { .. } = event {
                 retargets += 1;
             }
@@ -301,7 +309,12 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
         translator.restart();
         until_listening(c.translator_addr, "translator").await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Both miners mining on the last translator: a key's unacknowledged
+    // notifications wait for that key's next channel.
+    for m in &miners {
+        let stats = m.stats();
+        until_accepted(&stats, stats.accepted() + 1).await;
+    }
     shutdown.cancel();
     for m in miners {
         m.wait().await.unwrap();
@@ -324,7 +337,10 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
         }
         assert!(
             Instant::now() < deadline,
-            "never settled: {accepted} accepted, {created} quotes created, translator {t:?}"
+            "never settled: {accepted} accepted, {created} quotes created, {} notices refused, \
+             translator {t:?}; the translator's log ends:\n{}",
+            pool.notices_refused(),
+            translator.log_tail(40)
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };

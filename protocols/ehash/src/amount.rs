@@ -53,6 +53,23 @@ pub fn ehash_amount(target: Target, unit_bits: UnitBits) -> u64 {
     shift_right_saturating(limbs, unit_bits.get() as u32)
 }
 
+/// The easiest target whose shares are still worth one ehash:
+/// 2^(256 - unit_bits) - 1, so that work(target) = 2^unit_bits exactly.
+/// A pool that pays every accepted share gives no channel an easier one.
+pub fn easiest_target(unit_bits: UnitBits) -> Target {
+    let bits = 256 - unit_bits.get() as usize;
+    let mut le = [0u8; 32];
+    for (i, byte) in le.iter_mut().enumerate() {
+        let low_bit = i * 8;
+        if low_bit + 8 <= bits {
+            *byte = 0xff;
+        } else if low_bit < bits {
+            *byte = (1u8 << (bits - low_bit)) - 1;
+        }
+    }
+    Target::from_le_bytes(le)
+}
+
 /// [`work`] as a count of expected hashes, saturating at `u64::MAX` (the
 /// unit of the stats messages).
 pub fn work_hashes(target: Target) -> u64 {
@@ -158,6 +175,29 @@ mod tests {
         assert_eq!(ehash_amount(t64, bits(0)), u64::MAX);
         assert_eq!(ehash_amount(t64, bits(1)), 1 << 63);
         assert_eq!(ehash_amount(t64, bits(64)), 1);
+    }
+
+    #[test]
+    fn the_easiest_target_is_worth_exactly_one_ehash() {
+        assert_eq!(easiest_target(bits(0)), Target::from_be_bytes([0xff; 32]));
+        assert_eq!(
+            easiest_target(bits(40)),
+            target_from_be_hex("0000000000ffffffffffffffffffffffffffffffffffffffffffffffffffffff")
+        );
+        for n in 0..=64 {
+            let t = easiest_target(bits(n));
+            assert_eq!(ehash_amount(t, bits(n)), 1, "unit_bits {n}");
+            if n > 0 {
+                // Twice as easy: worth nothing.
+                let mut le = t.to_le_bytes();
+                le[(256 - n as usize) / 8] |= 1 << ((256 - n) % 8);
+                assert_eq!(
+                    ehash_amount(Target::from_le_bytes(le), bits(n)),
+                    0,
+                    "unit_bits {n}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -13,6 +13,6 @@ pub mod pending;
 pub mod share;
 pub mod wire;
 
-pub use amount::{ehash_amount, work, work_hashes, UnitBits, UnitBitsError};
+pub use amount::{easiest_target, ehash_amount, work, work_hashes, UnitBits, UnitBitsError};
 pub use locking_key::{parse_user_identity, LockingKey, LockingKeyError, MinerIdentity};
 pub use share::{verify_share, ShareError};

@@ -216,6 +216,10 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         shares_per_minute: config.shares_per_minute,
         share_batch_size: config.share_batch_size,
         unit_bits: config.unit_bits(),
+        easiest_target: config
+            .mint
+            .as_ref()
+            .map(|_| ::ehash::easiest_target(config.unit_bits())),
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,
         extranonce_len: config.extranonce_len,

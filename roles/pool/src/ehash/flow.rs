@@ -110,6 +110,9 @@ pub trait Directory {
     /// ehash extension.
     fn owner(&self, channel_id: u32) -> Option<(ConnId, bool)>;
 
+    /// `Some(negotiated the ehash extension)` while `conn` is connected.
+    fn connection(&self, conn: ConnId) -> Option<bool>;
+
     /// An open channel locked to `key` on a connection that negotiated the
     /// ehash extension: (connection, channel id).
     fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)>;
@@ -120,6 +123,13 @@ impl Directory for HashMap<u32, (ConnId, bool, Option<LockingKey>)> {
     fn owner(&self, channel_id: u32) -> Option<(ConnId, bool)> {
         self.get(&channel_id)
             .map(|(conn, ehash, _)| (*conn, *ehash))
+    }
+
+    /// A connection is connected while it owns a channel here.
+    fn connection(&self, conn: ConnId) -> Option<bool> {
+        self.values()
+            .find(|(c, _, _)| *c == conn)
+            .map(|(_, ehash, _)| *ehash)
     }
 
     fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
@@ -423,9 +433,11 @@ impl QuoteFlow {
             .collect()
     }
 
-    /// To the owning connection if it negotiated the extension; when that
-    /// connection is gone, to an open channel with the same locking key;
-    /// otherwise kept for the key's next channel. Kept until acknowledged;
+    /// To the share's connection while it is connected, if it negotiated
+    /// the extension (on the share's channel even if that closed since: the
+    /// peer still knows its key); when that connection is gone, to an open
+    /// channel with the same locking key; otherwise kept for the key's next
+    /// channel. Kept until acknowledged;
     /// a share nobody is to be notified of is done at once.
     fn route(
         &mut self,
@@ -438,7 +450,10 @@ impl QuoteFlow {
         let Some(key) = share.locking_key() else {
             return vec![Action::Done(hash)];
         };
-        let target = match live_owner(share, dir) {
+        let connected = share
+            .conn
+            .and_then(|conn| Some((conn, dir.connection(conn)?)));
+        let target = match connected {
             // A client without the extension never sees ehash messages.
             Some((_, false)) => return vec![Action::Done(hash)],
             Some((conn, true)) => Some((conn, share.channel_id)),

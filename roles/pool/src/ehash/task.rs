@@ -125,6 +125,14 @@ impl Directory for CoreDirectory<'_> {
             .channel_owner(channel_id)
     }
 
+    fn connection(&self, conn: ConnId) -> Option<bool> {
+        self.0
+            .core
+            .lock()
+            .expect("core lock")
+            .connection_ehash(conn)
+    }
+
     fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
         self.0
             .core

@@ -172,15 +172,15 @@ impl Shared {
                 Action::Send(conn, msg) => {
                     let opened = opened_channel(&msg);
                     self.push(conn, Outbound::Message(msg));
-                    if let (Some(channel_id), Some(sink)) = (opened, &self.sink) {
-                        let info = {
-                            let core = self.core.lock().expect("core lock");
-                            core.channel_locking_key(channel_id)
-                                .map(|key| (key, core.connection_has_ehash(conn)))
-                        };
-                        if let Some((key, ehash)) = info {
-                            sink.channel_opened(conn, channel_id, key, ehash);
-                        }
+                    // Announced only once its success is queued, so that no
+                    // notification for the channel can overtake it.
+                    let announced = opened.and_then(|channel_id| {
+                        let mut core = self.core.lock().expect("core lock");
+                        Some((channel_id, core.announce_channel(channel_id)?))
+                    });
+                    if let (Some((channel_id, (key, ehash))), Some(sink)) = (announced, &self.sink)
+                    {
+                        sink.channel_opened(conn, channel_id, key, ehash);
                     }
                 }
                 Action::Close(conn, reason) => {

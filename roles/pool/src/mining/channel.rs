@@ -173,6 +173,9 @@ pub(super) struct Channel {
     pub conn: ConnId,
     /// From the channel's user_identity (None only when keys are not required).
     pub locking_key: Option<LockingKey>,
+    /// Its Open…Success is queued for the peer: ehash notifications for it
+    /// may follow (never before, or the peer could not place them).
+    pub announced: bool,
     kind: Kind,
     /// The target each job was created with, for the jobs channels_sv2
     /// still accepts shares on (it keeps its own map private).
@@ -214,7 +217,7 @@ impl Channel {
                     .allocate_extended(m.min_extranonce_size as usize)
                     .map_err(|e| refuse(&format_args!("extranonce: {e:?}"), extranonce_code(&e)))?;
                 let rollable = allocator.rollable_extranonce_size() as u16;
-                let max_target = Target::from_le_bytes(m.max_target.to_array());
+                let max_target = config.clamp(Target::from_le_bytes(m.max_target.to_array()));
                 // Compact: rustfmt would give each of the eleven arguments a line.
                 #[rustfmt::skip]
                 let channel = ExtendedChannel::new_for_pool(
@@ -231,7 +234,7 @@ impl Channel {
                         "channel-capacity-exhausted",
                     )
                 })?;
-                let max_target = Target::from_le_bytes(m.max_target.to_array());
+                let max_target = config.clamp(Target::from_le_bytes(m.max_target.to_array()));
                 // As compact as the extended one above.
                 #[rustfmt::skip]
                 let channel = StandardChannel::new_for_pool(
@@ -248,6 +251,7 @@ impl Channel {
         let mut channel = Channel {
             conn,
             locking_key,
+            announced: false,
             kind,
             job_targets: HashMap::new(),
             vardiff,

@@ -108,7 +108,10 @@ impl PoolCore {
             Some(channel) => {
                 let target = channel.update(
                     m.nominal_hash_rate,
-                    Some(Target::from_le_bytes(m.maximum_target.to_array())),
+                    Some(
+                        self.config
+                            .clamp(Target::from_le_bytes(m.maximum_target.to_array())),
+                    ),
                 );
                 if target.is_ok() {
                     channel.on_declared_hashrate(now_ms, m.nominal_hash_rate);

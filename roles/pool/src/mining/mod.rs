@@ -54,6 +54,10 @@ pub struct CoreConfig {
     pub shares_per_minute: f32,
     pub share_batch_size: usize,
     pub unit_bits: UnitBits,
+    /// The easiest target any channel gets (open, UpdateChannel, vardiff):
+    /// with a mint, the target worth one ehash, so every accepted share is
+    /// paid; `None` without one.
+    pub easiest_target: Option<Target>,
     pub require_locking_key: bool,
     pub max_channels: u32,
     pub extranonce_len: u8,
@@ -61,6 +65,14 @@ pub struct CoreConfig {
     /// itself. Off when the ehash flow answers them (after the share is
     /// journaled, or after its quote in defer mode).
     pub acknowledge_shares: bool,
+}
+
+impl CoreConfig {
+    /// A downstream's maximum target, made no easier than [`Self::easiest_target`].
+    pub(crate) fn clamp(&self, max_target: Target) -> Target {
+        self.easiest_target
+            .map_or(max_target, |easiest| max_target.min(easiest))
+    }
 }
 
 /// Everything the ehash flow needs about one accepted share.
@@ -163,29 +175,39 @@ impl PoolCore {
         Some((conn, self.connection_has_ehash(conn)))
     }
 
-    /// An open channel locked to `key` on a connection that negotiated the
-    /// ehash extension (the lowest channel id, for determinism).
+    /// An announced channel locked to `key` on a connection that negotiated
+    /// the ehash extension (the lowest channel id, for determinism).
     pub fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
         self.channels
             .iter()
             .filter(|(_, c)| {
-                c.locking_key.as_ref() == Some(key) && self.connection_has_ehash(c.conn)
+                c.announced
+                    && c.locking_key.as_ref() == Some(key)
+                    && self.connection_has_ehash(c.conn)
             })
             .map(|(id, c)| (c.conn, *id))
             .min_by_key(|(_, id)| *id)
     }
 
-    /// The locking key of an open channel (`Some(None)`: open, without key).
-    pub fn channel_locking_key(&self, channel_id: u32) -> Option<Option<LockingKey>> {
-        self.channels.get(&channel_id).map(|c| c.locking_key)
+    /// The channel's Open…Success is queued for its peer: from now on it
+    /// takes ehash notifications. Its locking key (`None`: open without one)
+    /// and whether its connection negotiated the extension; `None` if the
+    /// channel is gone.
+    pub fn announce_channel(&mut self, channel_id: u32) -> Option<(Option<LockingKey>, bool)> {
+        let channel = self.channels.get_mut(&channel_id)?;
+        channel.announced = true;
+        let (conn, key) = (channel.conn, channel.locking_key);
+        Some((key, self.connection_has_ehash(conn)))
     }
 
     /// Whether a connection negotiated the ehash extension.
     pub fn connection_has_ehash(&self, conn: ConnId) -> bool {
-        self.connections
-            .get(&conn)
-            .map(|c| c.ehash)
-            .unwrap_or(false)
+        self.connection_ehash(conn).unwrap_or(false)
+    }
+
+    /// `Some(negotiated the ehash extension)` while `conn` is connected.
+    pub fn connection_ehash(&self, conn: ConnId) -> Option<bool> {
+        self.connections.get(&conn).map(|c| c.ehash)
     }
 
     /// Whether the pool has a chain tip to build jobs on.

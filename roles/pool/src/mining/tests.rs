@@ -15,7 +15,7 @@ use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
 use stratum_core::extensions_sv2::RequestExtensionsOwned;
 use stratum_core::mining_sv2::{
     CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
-    SubmitSharesExtendedOwned,
+    SubmitSharesExtendedOwned, UpdateChannelOwned,
 };
 
 mod vardiff;
@@ -31,6 +31,7 @@ fn core() -> PoolCore {
         shares_per_minute: 6.0,
         share_batch_size: 1,
         unit_bits: UnitBits::new(0).unwrap(),
+        easiest_target: None,
         require_locking_key: true,
         max_channels: 1000,
         extranonce_len: 16,
@@ -293,7 +294,7 @@ fn with_the_ehash_flow_the_core_publishes_shares_but_never_acknowledges_them() {
     assert!(matches!(&actions[..], [Action::Accepted(a)] if a.channel_id == channel_id));
     // The channel's key is found for the flow's routing.
     let key: LockingKey = KEY.parse().unwrap();
-    assert_eq!(core.channel_locking_key(channel_id), Some(Some(key)));
+    assert_eq!(core.announce_channel(channel_id), Some((Some(key), false)));
     assert_eq!(
         core.ehash_channel_with_key(&key),
         None,
@@ -529,4 +530,33 @@ fn stats_events_report_the_downstream_its_channels_and_every_share() {
     // A connection that never completed SetupConnection was never announced.
     core.on_connect(2);
     assert!(core.on_disconnect(2).is_empty());
+}
+
+#[test]
+fn with_a_mint_no_channel_gets_a_target_worth_less_than_one_ehash() {
+    let bits = UnitBits::new(16).unwrap();
+    let easiest = ehash::easiest_target(bits);
+    let mut core = core();
+    core.config.unit_bits = bits;
+    core.config.easiest_target = Some(easiest);
+    // 10 H/s at 6 shares a minute would be 100 hashes a share.
+    let (channel_id, _, target) = open_on_tip(&mut core, NEVER);
+    assert_eq!(target, easiest);
+    assert_eq!(ehash::ehash_amount(target, bits), 1);
+    // A downstream declaring almost nothing, with no maximum of its own.
+    on_message(
+        &mut core,
+        1,
+        AnyMessageOwned::Mining(MiningOwned::UpdateChannel(UpdateChannelOwned {
+            channel_id,
+            nominal_hash_rate: 0.001,
+            maximum_target: U256Owned::from([0xff; 32]),
+        })),
+    );
+    assert_eq!(core.channels[&channel_id].target(), easiest);
+    // An hour without shares: vardiff lowers the rate, not below the floor.
+    for minute in 1..=60 {
+        core.on_vardiff_tick(minute * 60_000);
+    }
+    assert_eq!(core.channels[&channel_id].target(), easiest);
 }

@@ -221,6 +221,19 @@ fn notifications_of_a_gone_connection_wait_for_the_keys_next_channel() {
 }
 
 #[test]
+fn a_quote_after_its_channel_closed_still_reaches_the_connected_translator() {
+    // The miner left (channel 7 closed) before the mint answered; the
+    // translator's connection 1 is still up (its channel 8 has another key)
+    // and remembers channel 7's key.
+    let s = share(Some(1), 7, 5, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    let dir: Dir = HashMap::from([(8, (1, true, Some(key(2))))]);
+    let actions = f.on_mint_answer(quoted(&s), &dir);
+    assert_eq!(notified_channel(&actions, 1), Some(7));
+    assert_eq!((f.notices().len(), f.notices().waiting()), (1, 0));
+}
+
+#[test]
 fn a_replayed_share_goes_to_an_open_channel_with_its_key() {
     let s = share(None, 7, 5, 1, key(1));
     let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
