@@ -428,6 +428,20 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
     for (name, _, addr) in &roles {
         until_listening(*addr, name).await;
     }
+    // Money and keys on disk are their owner's only.
+    for (path, mode) in [
+        ("pool", 0o700),
+        ("pool/outbox.journal", 0o600),
+        ("mint", 0o700),
+        ("mint/mint.sqlite", 0o600),
+        ("translator", 0o700),
+        ("translator/wallet.sqlite", 0o600),
+        ("translator/quotes.sqlite", 0o600),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(d.join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{path}");
+    }
 
     // The miner keeps mining through every kill: nothing is paused.
     let shutdown = CancellationToken::new();

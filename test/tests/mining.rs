@@ -539,3 +539,56 @@ fn the_shipped_configs_load_and_bad_fields_are_named() {
         assert!(err.contains(field) && !err.contains('\n'), "{err}");
     }
 }
+
+#[tokio::test]
+async fn connections_channels_and_silence_are_bounded_per_downstream() {
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.max_connections_per_ip = 3;
+        c.max_channels_per_connection = 2;
+        c.idle_timeout_secs = 1;
+    })
+    .await;
+    let closed = |needle: &'static str| move |e: &PoolEvent| matches!(e, PoolEvent::ConnectionClosed { reason, .. } if reason.contains(needle));
+
+    // Two channels on one connection; the third is refused, the connection kept.
+    let mut good = stack.client().await;
+    let channel = good.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    good.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    assert_eq!(
+        good.open_extended(IDENTITY, HASHRATE, 8).await,
+        Err("too-many-channels".to_string())
+    );
+    good.wait_for_work(channel).await;
+    good.mine_one(channel).await.unwrap();
+
+    // Set up, no channel, silent: closed after idle_timeout_secs.
+    let mut idle = stack.client().await;
+    idle.conn.expect_closed().await;
+    stack.wait_event(closed("idle")).await;
+
+    // Three connections from 127.0.0.1 at most: the fourth is closed at once.
+    let mut held = vec![];
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(stack.pool_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    let mut over = tokio::net::TcpStream::connect(stack.pool_addr())
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut over, &mut byte))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // One leaves: room again.
+    drop(held.pop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let again = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY).await;
+    assert!(again.is_ok(), "a connection fits again once one closed");
+
+    good.mine_one(channel).await.unwrap();
+    stack.stop().await;
+}

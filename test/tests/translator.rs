@@ -159,6 +159,44 @@ async fn hostile_sv1_input_disconnects_only_that_miner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
+    let stack = Stack::start(NBITS_NEVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
+    config.max_miners = 1;
+    config.miner_idle_timeout_secs = 2;
+    let mut tr = RunningTranslator::start(config).await;
+    let mut first = Sv1Client::start(tr.addr(), "first").await;
+    assert_eq!(stack.pool.stats().channels_open, 1);
+
+    // A second miner while one is connected: closed at once.
+    let mut second = tokio::net::TcpStream::connect(tr.addr()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut second, &mut byte))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // The first says nothing: closed, and its pool channel with it.
+    first.expect_closed().await;
+    tr.wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { reason, .. } if reason.contains("idle")))
+        .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while stack.pool.stats().channels_open > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool channel stayed open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Room again for a miner.
+    let mut next = Sv1Client::start(tr.addr(), "next").await;
+    next.wait_job().await;
+    tr.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_translator_fails_over_to_the_next_pool_and_keeps_its_miners() {
     let mut first = Stack::start(NBITS_NEVER).await;
     let mut second = Stack::start(NBITS_NEVER).await;

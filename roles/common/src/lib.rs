@@ -5,10 +5,14 @@
 //! A bad config stops the process with one line naming the field.
 //!
 //! [`sv2`]: SV2 over Noise (framing, the reader task, connecting).
+//! [`limits`]: bounds on a listener's connections.
+//! [`private`]: state directories and files for their owner only.
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
 pub mod default;
+pub mod limits;
+pub mod private;
 pub mod stats_publisher;
 pub mod sv2;
 #[doc(hidden)]
@@ -122,11 +126,13 @@ fn one_line(s: &str) -> String {
 const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Accepts TCP connections until `shutdown` and hands each, numbered from 1,
-/// to `serve` on its own task. An accept error (out of file descriptors, say)
-/// is logged and retried after a pause rather than spun on.
+/// to `serve` on its own task, while `limits` allow; a connection over them
+/// is closed at once. An accept error (out of file descriptors, say) is
+/// logged and retried after a pause rather than spun on.
 pub async fn accept_loop<F, Fut>(
     what: &str,
     listener: tokio::net::TcpListener,
+    limits: limits::ConnectionLimits,
     shutdown: CancellationToken,
     mut serve: F,
 ) where
@@ -146,8 +152,25 @@ pub async fn accept_loop<F, Fut>(
                 }
             },
         };
+        let permit = match limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                drop(stream);
+                tracing::debug!(%peer, "{what}: refusing a connection: {refusal}");
+                if let Some(n) = limits.refusals_to_report(std::time::Instant::now()) {
+                    tracing::warn!(
+                        "{what}: refused {n} connections, the latest from {peer}: {refusal}"
+                    );
+                }
+                continue;
+            }
+        };
         next_id += 1;
-        tokio::spawn(serve(next_id, stream, peer));
+        let served = serve(next_id, stream, peer);
+        tokio::spawn(async move {
+            served.await;
+            drop(permit);
+        });
     }
     tracing::info!("{what}: stopped accepting");
 }
@@ -204,6 +227,9 @@ where
         Err(code) => return code,
     };
     stratum_apps::config_helpers::logging::init_logging(None);
+    if let Some(warning) = private::exposed_secret_warning(&args.config) {
+        tracing::warn!("{warning}");
+    }
     run_until_signal(&runtime, role, role, |shutdown| run(config, shutdown))
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ehash::wire::str0255_truncated;
+use roles_common::limits::ConnectionLimits;
 use roles_common::sv2::{message_name, send, Incoming, ReadError, Sv2Reader};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::{accept_noise_connection, noise_stream::NoiseTcpWriteHalf};
@@ -22,6 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::chain::Chain;
 use crate::store::{self, StoredChain};
+
+/// Clients (pools, mints) connected at once at most.
+const MAX_CLIENTS: usize = 64;
 
 /// A block the template provider appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +133,7 @@ pub(crate) async fn accept_loop(
     roles_common::accept_loop(
         "template provider",
         listener,
+        ConnectionLimits::new(MAX_CLIENTS, MAX_CLIENTS),
         shutdown,
         move |id, stream, peer| {
             let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());

@@ -60,7 +60,7 @@ struct Role<H> {
 /// Runs the devnet until `shutdown` is cancelled, printing the endpoints
 /// and then a status line every `status_interval_secs` to stdout.
 pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<(), DevnetError> {
-    std::fs::create_dir_all(&c.state_dir).map_err(|source| DevnetError::StateDir {
+    roles_common::private::create_dir(&c.state_dir).map_err(|source| DevnetError::StateDir {
         path: c.state_dir.display().to_string(),
         source,
     })?;
@@ -284,7 +284,7 @@ pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-    std::fs::create_dir_all(state_dir)
+    roles_common::private::create_dir(state_dir)
         .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
     let path = state_dir.join("devnet.log");
     let file = std::fs::OpenOptions::new()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ehash::wire::MessageSet;
 use mint_quote_sv2::MintQuoteMessage;
+use roles_common::limits::ConnectionLimits;
 use roles_common::CancellationToken;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::accept_noise_connection;
@@ -20,6 +21,8 @@ use crate::service::QuoteService;
 
 /// A pool must prove its identity this soon after connecting.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pool links open at once at most (each must also authenticate in time).
+const MAX_POOL_LINKS: usize = 64;
 /// Requests of one connection served at once; more wait (backpressure).
 const MAX_IN_FLIGHT: usize = 64;
 /// Replies queued for the writer of one connection.
@@ -43,15 +46,22 @@ impl LinkContext {
 /// Accepts pool connections until `shutdown`.
 pub async fn serve_link(listener: TcpListener, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
     let connections = shutdown.clone();
-    roles_common::accept_loop("pool link", listener, shutdown, move |id, stream, peer| {
-        let (ctx, shutdown) = (ctx.clone(), connections.child_token());
-        async move {
-            match serve_connection(stream, &ctx, shutdown).await {
-                Ok(()) => info!("pool link {id} ({peer}): closed"),
-                Err(reason) => warn!("pool link {id} ({peer}): closed: {reason}"),
+    let limits = ConnectionLimits::new(MAX_POOL_LINKS, MAX_POOL_LINKS);
+    roles_common::accept_loop(
+        "pool link",
+        listener,
+        limits,
+        shutdown,
+        move |id, stream, peer| {
+            let (ctx, shutdown) = (ctx.clone(), connections.child_token());
+            async move {
+                match serve_connection(stream, &ctx, shutdown).await {
+                    Ok(()) => info!("pool link {id} ({peer}): closed"),
+                    Err(reason) => warn!("pool link {id} ({peer}): closed: {reason}"),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 

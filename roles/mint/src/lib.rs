@@ -25,7 +25,7 @@ use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_sqlite::MintSqliteDatabase;
-use roles_common::CancellationToken;
+use roles_common::{private, CancellationToken};
 use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -177,10 +177,11 @@ async fn open_database(config: &MintConfig) -> Result<Arc<MintSqliteDatabase>, M
     let db = match config.database_path() {
         None => cdk_sqlite::mint::memory::empty().await.map_err(db_error)?,
         Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| db_error(cdk_common::database::Error::Database(Box::new(e))))?;
+            let io_error = |e| db_error(cdk_common::database::Error::Database(Box::new(e)));
+            if let Some(dir) = path.parent() {
+                private::create_dir(dir).map_err(io_error)?;
             }
+            private::create_file(&path).map_err(io_error)?;
             MintSqliteDatabase::new(path).await.map_err(db_error)?
         }
     };

@@ -61,6 +61,21 @@ pub struct PoolConfig {
     /// Most channels open at once (sizes the extranonce allocator).
     #[serde(default = "default::u32::<65_536>")]
     pub max_channels: u32,
+    /// Most channels one connection may have open (a translator in
+    /// aggregate mode needs one; otherwise one per miner behind it).
+    #[serde(default = "default::u32::<4_096>")]
+    pub max_channels_per_connection: u32,
+    /// Most downstream connections at once, and from one IP address.
+    #[serde(default = "default::usize::<10_000>")]
+    pub max_connections: usize,
+    #[serde(default = "default::usize::<1_000>")]
+    pub max_connections_per_ip: usize,
+    /// Seconds a connection with no channel open may stay silent.
+    #[serde(default = "default::u64::<600>")]
+    pub idle_timeout_secs: u64,
+    /// Seconds a downstream may take to take one message before it is closed.
+    #[serde(default = "default::u64::<30>")]
+    pub write_timeout_secs: u64,
     /// Full extranonce length in bytes (prefix given by the pool + rollable part).
     #[serde(default = "default::u8::<16>")]
     pub extranonce_len: u8,
@@ -116,6 +131,28 @@ pub struct MintSettings {
     /// Seconds between MintStatsRequests.
     #[serde(default = "default::u64::<10>")]
     pub stats_interval_secs: u64,
+}
+
+/// Off the devnet, the block reward goes to a standard payment script only:
+/// one like `51` (OP_TRUE) lets anyone take it, `6a…` (OP_RETURN) burns it.
+fn refuse_unowned_script(network: Network, script: &ScriptBuf) -> Result<(), ConfigError> {
+    let standard = script.is_p2pkh()
+        || script.is_p2sh()
+        || script.is_p2wpkh()
+        || script.is_p2wsh()
+        || script.is_p2tr();
+    if standard || network == Network::Devnet {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "coinbase_reward_script",
+        format!(
+            "`{}` is not a P2PKH, P2SH, P2WPKH, P2WSH or P2TR script, so the block reward \
+             would not be yours; refused on network \"{network}\" (use your own address's \
+             script, or set network = \"devnet\")",
+            hex::encode(script.as_bytes())
+        ),
+    ))
 }
 
 impl MintSettings {
@@ -195,7 +232,9 @@ impl PoolConfig {
     /// Coinbase, channels and share accounting.
     fn validate_mining(&self) -> Result<(), ConfigError> {
         match hex::decode(&self.coinbase_reward_script) {
-            Ok(s) if !s.is_empty() && s.len() <= 100 => {}
+            Ok(s) if !s.is_empty() && s.len() <= 100 => {
+                refuse_unowned_script(self.network, &ScriptBuf::from_bytes(s))?
+            }
             Ok(_) => {
                 return Err(ConfigError::new(
                     "coinbase_reward_script",
@@ -222,8 +261,20 @@ impl PoolConfig {
             return Err(ConfigError::new("share_batch_size", "must be at least 1"));
         }
         UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
-        if self.max_channels == 0 {
-            return Err(ConfigError::new("max_channels", "must be at least 1"));
+        for (field, value) in [
+            ("max_channels", self.max_channels as u64),
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection as u64,
+            ),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
         }
         if !(8..=32).contains(&self.extranonce_len) {
             return Err(ConfigError::new("extranonce_len", "must be 8 to 32"));
@@ -273,5 +324,31 @@ impl Validate for PoolConfig {
             stats.validate()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reward_script_anyone_can_spend_is_refused_off_the_devnet() {
+        let script = |hex: &str| ScriptBuf::from_bytes(hex::decode(hex).unwrap());
+        // OP_TRUE, OP_RETURN, a bare push: not the operator's.
+        for bad in ["51", "6a00", "0101"] {
+            assert!(refuse_unowned_script(Network::Devnet, &script(bad)).is_ok());
+            let err = refuse_unowned_script(Network::Mainnet, &script(bad)).unwrap_err();
+            assert_eq!(err.field, "coinbase_reward_script");
+            assert!(
+                err.reason.contains(bad) && err.reason.contains("mainnet"),
+                "{err}"
+            );
+        }
+        // P2WPKH and P2TR pay their owner anywhere.
+        let p2wpkh = format!("0014{}", "ab".repeat(20));
+        let p2tr = format!("5120{}", "cd".repeat(32));
+        for good in [p2wpkh, p2tr] {
+            assert!(refuse_unowned_script(Network::Mainnet, &script(&good)).is_ok());
+        }
     }
 }

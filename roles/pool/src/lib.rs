@@ -222,6 +222,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
             .map(|_| ::ehash::easiest_target(config.unit_bits())),
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,
+        max_channels_per_connection: config.max_channels_per_connection,
         extranonce_len: config.extranonce_len,
         // With the ehash flow, shares are acknowledged by the flow.
         acknowledge_shares: config.mint.is_none(),
@@ -263,10 +264,16 @@ fn spawn_mining_tasks(
     solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let keys = Arc::new(io::Keys {
+    let keys = Arc::new(io::Listening {
         public: config.authority_public_key,
         secret: config.authority_secret_key,
         cert_validity_sec: config.cert_validity_sec,
+        limits: roles_common::limits::ConnectionLimits::new(
+            config.max_connections,
+            config.max_connections_per_ip,
+        ),
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        write_timeout: Duration::from_secs(config.write_timeout_secs),
     });
     let mut tasks = vec![
         tokio::spawn(io::accept_loop(

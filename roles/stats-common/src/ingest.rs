@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use roles_common::limits::ConnectionLimits;
 use roles_common::CancellationToken;
 use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -12,6 +13,8 @@ use tokio::sync::mpsc;
 
 /// SV2 frame header: extension type u16, message type u8, length u24.
 const HEADER_LEN: usize = 6;
+/// Publishers connected at once at most (a pool or a translator each).
+const MAX_PUBLISHERS: usize = 64;
 /// Stats messages are a few hundred bytes at most; anything far larger is
 /// not a stats publisher, and must not make the service allocate 16 MiB.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -113,6 +116,7 @@ pub async fn serve(
     roles_common::accept_loop(
         "stats ingest",
         listener,
+        ConnectionLimits::new(MAX_PUBLISHERS, MAX_PUBLISHERS),
         shutdown.clone(),
         move |id, stream, peer| {
             let out = out.clone();

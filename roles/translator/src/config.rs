@@ -63,6 +63,16 @@ pub struct TranslatorConfig {
     /// Longest SV1 line accepted; a longer one disconnects that miner.
     #[serde(default = "default::usize::<{ 16 * 1024 }>")]
     pub max_line_bytes: usize,
+    /// Miners connected at once at most.
+    #[serde(default = "default::usize::<10_000>")]
+    pub max_miners: usize,
+    /// Seconds a miner may send nothing (no share, no request) before it is
+    /// closed, with its pool channel.
+    #[serde(default = "default::u64::<900>")]
+    pub miner_idle_timeout_secs: u64,
+    /// Seconds a miner may take to take one line before it is closed.
+    #[serde(default = "default::u64::<30>")]
+    pub miner_write_timeout_secs: u64,
     /// Seconds without a new job after which the miner gets a fresh ntime (keepalive).
     #[serde(default = "default::u64::<60>")]
     pub keepalive_secs: u64,
@@ -135,6 +145,15 @@ impl Validate for TranslatorConfig {
         }
         if self.max_line_bytes < 512 {
             return Err(ConfigError::new("max_line_bytes", "must be at least 512"));
+        }
+        for (field, value) in [
+            ("max_miners", self.max_miners as u64),
+            ("miner_idle_timeout_secs", self.miner_idle_timeout_secs),
+            ("miner_write_timeout_secs", self.miner_write_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
         }
         if self.keepalive_secs == 0 {
             return Err(ConfigError::new("keepalive_secs", "must be > 0"));

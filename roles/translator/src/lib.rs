@@ -39,6 +39,7 @@ pub use crate::config::{TranslatorConfig, UpstreamConfig};
 
 use crate::quotes::QuoteStore;
 use crate::wallet::EhashWallet;
+use roles_common::private;
 use roles_common::stats_publisher::StatsPublisher;
 use stats_sv2::role;
 use tokio::net::TcpListener;
@@ -165,7 +166,7 @@ impl TranslatorHandle {
 pub async fn open_wallet(
     config: &TranslatorConfig,
 ) -> Result<(Arc<QuoteStore>, Arc<EhashWallet>), TranslatorError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| TranslatorError::DataDir {
+    private::create_dir(&config.data_dir).map_err(|source| TranslatorError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
     })?;
@@ -207,6 +208,9 @@ pub async fn start(
     let ctx = Arc::new(miners::MinerContext {
         session: config.session_config(wallet_key),
         max_line_bytes: config.max_line_bytes,
+        max_miners: config.max_miners,
+        idle_timeout: Duration::from_secs(config.miner_idle_timeout_secs),
+        write_timeout: Duration::from_secs(config.miner_write_timeout_secs),
         router: router_tx.clone(),
         events: events.clone(),
         next_id: AtomicU32::new(1),

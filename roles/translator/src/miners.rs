@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ehash::wire::str0255_truncated;
+use roles_common::limits::ConnectionLimits;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
 use stats_sv2::StatsMessage;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -30,6 +31,11 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) struct MinerContext {
     pub session: SessionConfig,
     pub max_line_bytes: usize,
+    pub max_miners: usize,
+    /// A miner that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// A miner that takes this long to take one line is closed.
+    pub write_timeout: Duration,
     pub router: mpsc::UnboundedSender<ToRouter>,
     pub events: broadcast::Sender<TranslatorEvent>,
     pub next_id: AtomicU32,
@@ -67,35 +73,42 @@ pub(crate) async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let connections = shutdown.clone();
-    roles_common::accept_loop("translator", listener, shutdown, move |_, stream, peer| {
-        let _ = stream.set_nodelay(true);
-        let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-        let (ctx, shutdown) = (ctx.clone(), connections.clone());
-        async move {
-            let _ = ctx.events.send(TranslatorEvent::MinerConnected(id));
-            let mut session = MinerSession::new(ctx.session.clone(), id);
-            let reason = match serve_miner(id, stream, &ctx, &mut session, shutdown).await {
-                Ok(()) => {
-                    info!(miner = id, %peer, "miner disconnected");
-                    "closed by miner".to_string()
+    let limits = ConnectionLimits::new(ctx.max_miners, ctx.max_miners);
+    roles_common::accept_loop(
+        "translator",
+        listener,
+        limits,
+        shutdown,
+        move |_, stream, peer| {
+            let _ = stream.set_nodelay(true);
+            let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+            let (ctx, shutdown) = (ctx.clone(), connections.clone());
+            async move {
+                let _ = ctx.events.send(TranslatorEvent::MinerConnected(id));
+                let mut session = MinerSession::new(ctx.session.clone(), id);
+                let reason = match serve_miner(id, stream, &ctx, &mut session, shutdown).await {
+                    Ok(()) => {
+                        info!(miner = id, %peer, "miner disconnected");
+                        "closed by miner".to_string()
+                    }
+                    Err(reason) => {
+                        warn!(miner = id, %peer, "disconnecting miner: {reason}");
+                        reason
+                    }
+                };
+                let _ = ctx.router.send(ToRouter::Unregister(id));
+                if session.announced() {
+                    ctx.stats.publish(stats_sv2::MinerDisconnected {
+                        miner_id: id,
+                        timestamp: now_ms(),
+                    });
                 }
-                Err(reason) => {
-                    warn!(miner = id, %peer, "disconnecting miner: {reason}");
-                    reason
-                }
-            };
-            let _ = ctx.router.send(ToRouter::Unregister(id));
-            if session.announced() {
-                ctx.stats.publish(stats_sv2::MinerDisconnected {
-                    miner_id: id,
-                    timestamp: now_ms(),
-                });
+                let _ = ctx
+                    .events
+                    .send(TranslatorEvent::MinerDisconnected { miner: id, reason });
             }
-            let _ = ctx
-                .events
-                .send(TranslatorEvent::MinerDisconnected { miner: id, reason });
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -154,6 +167,7 @@ async fn serve_miner(
     let subscribe_deadline = tokio::time::sleep(SUBSCRIBE_TIMEOUT);
     tokio::pin!(subscribe_deadline);
     let mut subscribed_checked = false;
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         let outs = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -167,6 +181,7 @@ async fn serve_miner(
             read = read_line_bounded(&mut reader, &mut buf, ctx.max_line_bytes) => match read? {
                 LineRead::Eof => return Ok(()),
                 LineRead::Line => {
+                    last_heard = tokio::time::Instant::now();
                     let line = String::from_utf8_lossy(&buf).to_string();
                     buf.clear();
                     debug!(miner = id, line, "sv1 in");
@@ -179,15 +194,20 @@ async fn serve_miner(
                 Some(ToMiner::Lost) => session.on_upstream_lost(),
                 None => return Err("dropped by the router (miner too slow, or translator stopping)".into()),
             },
-            _ = tick.tick() => session.on_tick(now_secs()),
+            _ = tick.tick() => {
+                if last_heard.elapsed() >= ctx.idle_timeout {
+                    return Err(format!("idle: nothing from the miner for {:?}", ctx.idle_timeout));
+                }
+                session.on_tick(now_secs())
+            }
         };
         for out in outs {
             match out {
                 Action::Sv1(line) => {
                     debug!(miner = id, line = line.trim_end(), "sv1 out");
-                    write
-                        .write_all(line.as_bytes())
+                    tokio::time::timeout(ctx.write_timeout, write.write_all(line.as_bytes()))
                         .await
+                        .map_err(|_| format!("miner took no line for {:?}", ctx.write_timeout))?
                         .map_err(|e| format!("write failed: {e}"))?;
                 }
                 Action::Upstream(m) => {

@@ -67,8 +67,12 @@ pub struct FailureRecord {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("quote records: {0}")]
-pub struct StoreError(#[from] rusqlite::Error);
+pub enum StoreError {
+    #[error("quote records: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("quote records file: {0}")]
+    File(#[from] std::io::Error),
+}
 
 /// Sum of amounts and count of records by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -127,6 +131,7 @@ const COLUMNS: &str = "quote_id, share_hash, amount, locking_key, keyset_id, cha
 
 impl QuoteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        roles_common::private::create_file(path)?;
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;

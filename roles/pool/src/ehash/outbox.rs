@@ -13,10 +13,11 @@
 //! without finished records when they dominate it.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use roles_common::private;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -152,8 +153,8 @@ impl Outbox {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io_err)?;
+        if let Some(dir) = path.parent() {
+            private::create_dir(dir).map_err(io_err)?;
         }
         let mut bytes = vec![];
         match File::open(path) {
@@ -257,7 +258,6 @@ fn rewrite<'a>(
     path: &Path,
     records: impl Iterator<Item = (&'a [u8; 32], &'a [u8])>,
 ) -> io::Result<File> {
-    let tmp = path.with_extension("tmp");
     let mut bytes = MAGIC.to_vec();
     for (key, payload) in records {
         Record::Append {
@@ -266,15 +266,7 @@ fn rewrite<'a>(
         }
         .encode_into(&mut bytes);
     }
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)?.sync_all()?;
-    }
+    private::replace_file(path, &bytes)?;
     OpenOptions::new().append(true).open(path)
 }
 

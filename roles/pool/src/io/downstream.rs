@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ehash_ext_sv2::{EhashMessage, MessageSet};
+use roles_common::limits::ConnectionLimits;
 use roles_common::sv2::{
     message_name, send, send_ehash, Incoming, ReadError, SendError, Sv2Reader,
 };
@@ -26,39 +27,53 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Queue depth per downstream; a peer that lets it fill up is disconnected.
 const SEND_QUEUE: usize = 4096;
 
-pub(crate) struct Keys {
+/// How downstreams are let in and kept.
+pub(crate) struct Listening {
     pub public: Secp256k1PublicKey,
     pub secret: Secp256k1SecretKey,
     pub cert_validity_sec: u64,
+    pub limits: ConnectionLimits,
+    /// A connection with no channel open that sends nothing this long is closed.
+    pub idle_timeout: Duration,
+    /// A peer that takes this long to take one message is closed.
+    pub write_timeout: Duration,
 }
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    keys: Arc<Keys>,
+    keys: Arc<Listening>,
     shutdown: CancellationToken,
 ) {
     let connections = shutdown.clone();
-    roles_common::accept_loop("pool", listener, shutdown, move |id, stream, peer| {
-        let _ = stream.set_nodelay(true);
-        let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());
-        async move {
-            let (conn, result) = serve_downstream(id, stream, peer, &shared, &keys, shutdown).await;
-            let reason = match result {
-                Ok(()) => {
-                    info!(conn = id, %peer, "downstream disconnected");
-                    ReadError::ClosedByPeer.to_string()
-                }
-                Err(reason) => {
-                    warn!(conn = id, %peer, "closing downstream connection: {reason}");
-                    reason
-                }
-            };
-            let _ = shared
-                .events
-                .send(PoolEvent::ConnectionClosed { conn, reason });
-        }
-    })
+    let limits = keys.limits.clone();
+    roles_common::accept_loop(
+        "pool",
+        listener,
+        limits,
+        shutdown,
+        move |id, stream, peer| {
+            let _ = stream.set_nodelay(true);
+            let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());
+            async move {
+                let (conn, result) =
+                    serve_downstream(id, stream, peer, &shared, &keys, shutdown).await;
+                let reason = match result {
+                    Ok(()) => {
+                        info!(conn = id, %peer, "downstream disconnected");
+                        ReadError::ClosedByPeer.to_string()
+                    }
+                    Err(reason) => {
+                        warn!(conn = id, %peer, "closing downstream connection: {reason}");
+                        reason
+                    }
+                };
+                let _ = shared
+                    .events
+                    .send(PoolEvent::ConnectionClosed { conn, reason });
+            }
+        },
+    )
     .await;
 }
 
@@ -67,7 +82,7 @@ async fn serve_downstream(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
-    keys: &Keys,
+    keys: &Listening,
     shutdown: CancellationToken,
 ) -> (Option<ConnId>, Result<(), String>) {
     let noise =
@@ -93,6 +108,8 @@ async fn serve_downstream(
         reader: &mut reader,
         writer: &mut writer,
         outbound: &mut out_rx,
+        idle_timeout: keys.idle_timeout,
+        write_timeout: keys.write_timeout,
     };
     let result = link.relay(shared, &shutdown).await;
     shared.writers.lock().expect("writers lock").remove(&id);
@@ -108,6 +125,8 @@ struct Link<'a> {
     reader: &'a mut Sv2Reader,
     writer: &'a mut NoiseTcpWriteHalf,
     outbound: &'a mut mpsc::Receiver<Outbound>,
+    idle_timeout: Duration,
+    write_timeout: Duration,
 }
 
 impl Link<'_> {
@@ -118,6 +137,8 @@ impl Link<'_> {
         let setup_deadline = tokio::time::sleep(SETUP_TIMEOUT);
         tokio::pin!(setup_deadline);
         let mut setup_checked = false;
+        let mut last_heard = tokio::time::Instant::now();
+        let mut idle_check = tokio::time::interval(self.idle_timeout / 4);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -127,26 +148,50 @@ impl Link<'_> {
                     }
                     setup_checked = true;
                 }
-                incoming = self.reader.recv() => match incoming {
-                    Ok(Incoming::Sv2(msg)) => {
-                        debug!(conn = id, "received {}", message_name(&msg));
-                        let actions = shared.core.lock().expect("core lock").on_message(id, msg);
-                        shared.dispatch(actions);
+                _ = idle_check.tick() => {
+                    let channels = shared.core.lock().expect("core lock").connection_channels(id);
+                    if channels == 0 && last_heard.elapsed() >= self.idle_timeout {
+                        return Err(format!(
+                            "idle: no channel open and nothing received for {:?}",
+                            self.idle_timeout
+                        ));
                     }
-                    Ok(Incoming::Ehash(EhashMessage::MintQuoteAck(ack))) => {
-                        let hashes = ack.share_hashes.iter().map(|h| h.to_array()).collect();
-                        if !shared.ehash_acked(id, hashes) {
-                            warn!(conn = id, "ignoring an ehash acknowledgement: extension not negotiated");
-                        }
-                    }
-                    Ok(Incoming::Ehash(msg)) => {
-                        warn!(conn = id, "ignoring a downstream {}", msg.name());
-                    }
-                    Err(ReadError::ClosedByPeer) => return Ok(()),
-                    Err(e) => return Err(e.to_string()),
-                },
-                out = self.outbound.recv() => self.write(out).await?,
+                }
+                incoming = self.reader.recv() => {
+                    last_heard = tokio::time::Instant::now();
+                    let Some(incoming) = incoming_or_closed(incoming)? else {
+                        return Ok(());
+                    };
+                    self.on_incoming(incoming, shared);
+                }
+                out = self.outbound.recv() => {
+                    tokio::time::timeout(self.write_timeout, self.write(out))
+                        .await
+                        .map_err(|_| format!("peer took no message for {:?}", self.write_timeout))??
+                }
             }
+        }
+    }
+
+    /// One message from the peer: to the core, or an acknowledgement to the ehash flow.
+    fn on_incoming(&self, incoming: Incoming, shared: &Shared) {
+        let id = self.id;
+        match incoming {
+            Incoming::Sv2(msg) => {
+                debug!(conn = id, "received {}", message_name(&msg));
+                let actions = shared.core.lock().expect("core lock").on_message(id, msg);
+                shared.dispatch(actions);
+            }
+            Incoming::Ehash(EhashMessage::MintQuoteAck(ack)) => {
+                let hashes = ack.share_hashes.iter().map(|h| h.to_array()).collect();
+                if !shared.ehash_acked(id, hashes) {
+                    warn!(
+                        conn = id,
+                        "ignoring an ehash acknowledgement: extension not negotiated"
+                    );
+                }
+            }
+            Incoming::Ehash(msg) => warn!(conn = id, "ignoring a downstream {}", msg.name()),
         }
     }
 
@@ -164,6 +209,16 @@ impl Link<'_> {
             Some(Outbound::Close(reason)) => Err(reason),
             None => Err("send queue overflow (peer does not read)".into()),
         }
+    }
+}
+
+/// What was read: a message, `None` when the peer closed cleanly, or why
+/// the connection must close.
+fn incoming_or_closed(read: Result<Incoming, ReadError>) -> Result<Option<Incoming>, String> {
+    match read {
+        Ok(incoming) => Ok(Some(incoming)),
+        Err(ReadError::ClosedByPeer) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 

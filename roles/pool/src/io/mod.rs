@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::mining::{AcceptedShare, Action, ConnId, PoolCore};
 
-pub(crate) use downstream::{accept_loop, Keys};
+pub(crate) use downstream::{accept_loop, Listening};
 pub(crate) use template_provider::{tp_loop, TpLink};
 pub(crate) use timers::{every, log_stats, vardiff_tick, Tick};
 

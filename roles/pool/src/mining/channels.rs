@@ -13,6 +13,10 @@ use tracing::{debug, info, warn};
 use super::channel::{Channel, OpenRequest};
 use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING_KEY};
 
+/// OpenMiningChannel.Error code: the connection has as many channels open
+/// as one may.
+pub const ERROR_TOO_MANY_CHANNELS: &str = "too-many-channels";
+
 impl PoolCore {
     /// OpenStandardMiningChannel / OpenExtendedMiningChannel: the success,
     /// the channel's first jobs and prevhash; or OpenMiningChannel.Error.
@@ -22,6 +26,14 @@ impl PoolCore {
         let Ok(locking_key) = self.locking_key(conn, &identity) else {
             return open_error(conn, request_id, ERROR_NO_LOCKING_KEY);
         };
+        let limit = self.config.max_channels_per_connection as usize;
+        if self.connection_channels(conn) >= limit {
+            warn!(
+                conn,
+                "refusing a channel: {limit} open on this connection, the most allowed"
+            );
+            return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
+        }
         let (channels, next_id) = (&self.channels, &mut self.next_channel_id);
         let opened = Channel::open(
             conn,

@@ -60,6 +60,7 @@ pub struct CoreConfig {
     pub easiest_target: Option<Target>,
     pub require_locking_key: bool,
     pub max_channels: u32,
+    pub max_channels_per_connection: u32,
     pub extranonce_len: u8,
     /// Whether the core answers accepted shares with SubmitSharesSuccess
     /// itself. Off when the ehash flow answers them (after the share is
@@ -138,15 +139,30 @@ fn mining(m: MiningOwned) -> AnyMessageOwned {
     AnyMessageOwned::Mining(m)
 }
 
+/// Bytes every downstream may roll at least, after the pool's prefix.
+const MIN_ROLLABLE: usize = 8;
+
+/// Channel extranonce prefixes begin with up to 4 random bytes of this
+/// process: a channel opened after a restart never gets the prefix of one
+/// before it, so a miner handed the same job again does new work (the mint
+/// would refuse to pay twice for the same header).
+fn extranonce_allocator(config: &CoreConfig) -> Result<ExtranonceAllocator, String> {
+    let new = |session: Vec<u8>| {
+        ExtranonceAllocator::new(session, config.extranonce_len, config.max_channels)
+            .map_err(|e| format!("extranonce allocator: {e:?}"))
+    };
+    let rollable = new(Vec::new())?.rollable_extranonce_size() as usize;
+    let session_len = rollable.saturating_sub(MIN_ROLLABLE).min(4);
+    new(rand::random::<[u8; 4]>()[..session_len].to_vec())
+}
+
 fn u256(target: &Target) -> U256Owned {
     U256Owned::from(target.to_le_bytes())
 }
 
 impl PoolCore {
     pub fn new(config: CoreConfig) -> Result<Self, String> {
-        let allocator =
-            ExtranonceAllocator::new(Vec::new(), config.extranonce_len, config.max_channels)
-                .map_err(|e| format!("extranonce allocator: {e:?}"))?;
+        let allocator = extranonce_allocator(&config)?;
         Ok(Self {
             config,
             allocator,
@@ -221,6 +237,11 @@ impl PoolCore {
             .get(&conn)
             .map(|c| c.setup_done)
             .unwrap_or(false)
+    }
+
+    /// Channels `conn` has open.
+    pub fn connection_channels(&self, conn: ConnId) -> usize {
+        self.connections.get(&conn).map_or(0, |c| c.channels.len())
     }
 
     /// Handles one message of a downstream connection.

@@ -34,6 +34,7 @@ fn core() -> PoolCore {
         easiest_target: None,
         require_locking_key: true,
         max_channels: 1000,
+        max_channels_per_connection: 100,
         extranonce_len: 16,
         acknowledge_shares: true,
     })
@@ -559,4 +560,21 @@ fn with_a_mint_no_channel_gets_a_target_worth_less_than_one_ehash() {
         core.on_vardiff_tick(minute * 60_000);
     }
     assert_eq!(core.channels[&channel_id].target(), easiest);
+}
+
+#[test]
+fn a_restarted_pool_gives_its_first_channel_a_new_extranonce_prefix() {
+    let first_prefix = || {
+        let mut core = core();
+        let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
+        let c = core.channels[&channel_id].extended().unwrap();
+        (
+            c.get_extranonce_prefix().to_vec(),
+            c.get_rollable_extranonce_size(),
+        )
+    };
+    let (a, rollable) = first_prefix();
+    let (b, _) = first_prefix();
+    assert_ne!(a, b, "two pool processes, the same first prefix");
+    assert!(rollable as usize >= MIN_ROLLABLE);
 }

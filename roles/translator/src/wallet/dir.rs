@@ -4,8 +4,9 @@
 //! mint directly, trusting no proxy.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use roles_common::private;
 
 use cdk::nuts::SecretKey;
 
@@ -29,14 +30,14 @@ impl OwnWallet {
         let io = |what: &str, path: &Path, e: std::io::Error| {
             WalletError::Other(format!("{what} {}: {e}", path.display()))
         };
-        fs::create_dir_all(dir).map_err(|e| io("wallet directory", dir, e))?;
-        restrict(dir, 0o700).map_err(|e| io("wallet directory", dir, e))?;
+        private::create_dir(dir).map_err(|e| io("wallet directory", dir, e))?;
         let path = dir.join(MNEMONIC_FILE);
         let mnemonic = match fs::read_to_string(&path) {
             Ok(words) => words.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let words = new_mnemonic();
-                write_secret(&path, &words).map_err(|e| io("mnemonic", &path, e))?;
+                private::replace_file(&path, format!("{words}\n").as_bytes())
+                    .map_err(|e| io("mnemonic", &path, e))?;
                 words
             }
             Err(e) => return Err(io("mnemonic", &path, e)),
@@ -69,34 +70,6 @@ fn new_mnemonic() -> String {
         .to_string()
 }
 
-/// Writes a secret readable by its owner only.
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        restrict(&tmp, 0o600)?;
-        f.write_all(text.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-#[cfg(unix)]
-fn restrict(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn restrict(_path: &Path, _mode: u32) -> std::io::Result<()> {
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,13 +88,12 @@ mod tests {
             ehash::parse_user_identity(&username).unwrap().locking_key,
             first.wallet.locking_key()
         );
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode(&path.join(MNEMONIC_FILE)), 0o600);
-            assert_eq!(mode(&path), 0o700);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for file in [MNEMONIC_FILE, "wallet.sqlite", "quotes.sqlite"] {
+            assert_eq!(mode(&path.join(file)), 0o600, "{file}");
         }
+        assert_eq!(mode(&path), 0o700);
         let other = OwnWallet::open(&dir.path().join("v"), "http://127.0.0.1:9")
             .await
             .unwrap();

@@ -102,6 +102,8 @@ pub struct EhashWallet {
 impl EhashWallet {
     /// Opens (or creates) the wallet database at `db_path`.
     pub async fn open(mint_url: &str, db_path: &Path, seed: [u8; 64]) -> Result<Self, WalletError> {
+        roles_common::private::create_file(db_path)
+            .map_err(|e| WalletError::Database(format!("{}: {e}", db_path.display())))?;
         let db = WalletSqliteDatabase::new(db_path.to_path_buf())
             .await
             .map_err(|e| WalletError::Database(e.to_string()))?;

@@ -1,0 +1,163 @@
+//! What strangers may hold open on a listener: connections in total and per
+//! source IP. A connection over either bound is closed at once; refusals are
+//! logged at most once per [`WARN_EVERY`], with how many there were.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// At most one log line about refused connections this often.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Bounds on a listener's open connections.
+#[derive(Clone)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    refused_unreported: u64,
+    last_warned: Option<Instant>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `max_total` connections are open.
+    Total(usize),
+    /// The source IP has `max_per_ip` connections open.
+    PerIp(usize),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Total(n) => write!(f, "{n} connections open, the most allowed"),
+            Refusal::PerIp(n) => write!(
+                f,
+                "{n} connections open from this address, the most allowed"
+            ),
+        }
+    }
+}
+
+/// One admitted connection; it counts until dropped.
+pub struct ConnectionPermit {
+    ip: IpAddr,
+    state: Arc<Mutex<State>>,
+}
+
+impl ConnectionLimits {
+    /// Bounds of at least one connection each.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self {
+            max_total: max_total.max(1),
+            max_per_ip: max_per_ip.max(1),
+            state: Arc::default(),
+        }
+    }
+
+    /// Counts a new connection from `ip` in, unless a bound is reached.
+    pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let mut state = self.lock();
+        let of_ip = state.per_ip.get(&ip).copied().unwrap_or(0);
+        let refusal = if state.total >= self.max_total {
+            Some(Refusal::Total(self.max_total))
+        } else if of_ip >= self.max_per_ip {
+            Some(Refusal::PerIp(self.max_per_ip))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            state.refused_unreported += 1;
+            return Err(refusal);
+        }
+        state.total += 1;
+        *state.per_ip.entry(ip).or_default() += 1;
+        Ok(ConnectionPermit {
+            ip,
+            state: self.state.clone(),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.lock().total
+    }
+
+    /// Refusals since the last report, if one is due at `now` (then reset).
+    pub fn refusals_to_report(&self, now: Instant) -> Option<u64> {
+        let mut state = self.lock();
+        let due = state
+            .last_warned
+            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY);
+        if !due || state.refused_unreported == 0 {
+            return None;
+        }
+        state.last_warned = Some(now);
+        Some(std::mem::take(&mut state.refused_unreported))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Counters only: a panic elsewhere cannot leave them half-updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.total -= 1;
+        if let Some(n) = state.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                state.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    #[test]
+    fn bounds_per_address_and_in_total_free_up_as_connections_close() {
+        let limits = ConnectionLimits::new(3, 2);
+        let a1 = limits.admit(ip(1)).unwrap();
+        let _a2 = limits.admit(ip(1)).unwrap();
+        assert_eq!(limits.admit(ip(1)).err(), Some(Refusal::PerIp(2)));
+        let _b1 = limits.admit(ip(2)).unwrap();
+        assert_eq!(limits.admit(ip(3)).err(), Some(Refusal::Total(3)));
+        assert_eq!(limits.open(), 3);
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        assert!(limits.admit(ip(1)).is_ok());
+    }
+
+    #[test]
+    fn refusals_are_reported_at_most_once_per_period() {
+        let limits = ConnectionLimits::new(1, 1);
+        let now = Instant::now();
+        assert_eq!(limits.refusals_to_report(now), None);
+        let _held = limits.admit(ip(1)).unwrap();
+        for _ in 0..5 {
+            assert!(limits.admit(ip(1)).is_err());
+        }
+        assert_eq!(limits.refusals_to_report(now), Some(5));
+        assert!(limits.admit(ip(1)).is_err());
+        assert_eq!(limits.refusals_to_report(now + WARN_EVERY / 2), None);
+        assert_eq!(limits.refusals_to_report(now + WARN_EVERY), Some(1));
+    }
+}
