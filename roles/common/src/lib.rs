@@ -5,12 +5,14 @@
 //! A bad config stops the process with one line naming the field.
 //!
 //! [`sv2`]: SV2 over Noise (framing, the reader task, connecting).
+//! [`http`]: an axum router served with bounds on slow and idle clients.
 //! [`limits`]: bounds on a listener's connections.
 //! [`private`]: state directories and files for their owner only.
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
 pub mod default;
+pub mod http;
 pub mod limits;
 pub mod private;
 pub mod stats_publisher;

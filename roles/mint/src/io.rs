@@ -1,11 +1,11 @@
 //! Sockets: the Noise listener of the pool link and the Cashu HTTP API.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ehash::wire::MessageSet;
 use mint_quote_sv2::MintQuoteMessage;
+use roles_common::http::HttpLimits;
 use roles_common::limits::ConnectionLimits;
 use roles_common::CancellationToken;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -23,6 +23,9 @@ use crate::service::QuoteService;
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pool links open at once at most (each must also authenticate in time).
 const MAX_POOL_LINKS: usize = 64;
+/// Wallet connections to the Cashu API at once, in all and from one address.
+const MAX_HTTP_CONNECTIONS: usize = 4_096;
+const MAX_HTTP_CONNECTIONS_PER_IP: usize = 64;
 /// Requests of one connection served at once; more wait (backpressure).
 const MAX_IN_FLIGHT: usize = 64;
 /// Replies queued for the writer of one connection.
@@ -214,13 +217,15 @@ async fn write_replies(
     let _ = writer.shutdown().await;
 }
 
-/// Serves the Cashu HTTP API until `shutdown`.
+/// Serves the Cashu HTTP API until `shutdown`: wallets from one address
+/// hold a few connections at most.
 pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        warn!("HTTP API on {addr:?} stopped: {e}");
-    }
+    roles_common::http::serve(
+        "mint http",
+        listener,
+        router,
+        HttpLimits::new(MAX_HTTP_CONNECTIONS, MAX_HTTP_CONNECTIONS_PER_IP),
+        shutdown,
+    )
+    .await
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use roles_common::http::HttpLimits;
 use roles_common::CancellationToken;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -14,6 +15,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{Defaults, ServiceConfig};
+
+/// Dashboard connections at once, in all and from one address.
+const MAX_HTTP_CONNECTIONS: usize = 256;
+const MAX_HTTP_CONNECTIONS_PER_IP: usize = 32;
 use crate::core::{Core, ServiceState};
 use crate::ingest::{self, Ingested};
 use crate::store::{Store, StoreError};
@@ -127,15 +132,13 @@ pub async fn start<S: Service>(
         shutdown.clone(),
     ));
     let app = crate::http::router::<S>(shared);
-    let http_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        let served = axum::serve(http_listener, app)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!("HTTP server stopped: {e}");
-        }
-    });
+    tasks.spawn(roles_common::http::serve(
+        "dashboard",
+        http_listener,
+        app,
+        HttpLimits::new(MAX_HTTP_CONNECTIONS, MAX_HTTP_CONNECTIONS_PER_IP),
+        shutdown.clone(),
+    ));
     tracing::info!(
         "{} serving: publishers on {ingest_addr}, dashboard on http://{http_addr}/, data in {} (kept {} days)",
         defaults.name,
