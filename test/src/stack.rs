@@ -44,6 +44,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         shares_per_minute: 6.0,
         share_batch_size: 1,
         vardiff_interval_secs: 0,
+        min_share_difficulty: 0.0,
         unit_bits: 0,
         require_locking_key: true,
         max_channels: 65_536,

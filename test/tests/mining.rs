@@ -592,3 +592,18 @@ async fn connections_channels_and_silence_are_bounded_per_downstream() {
     good.mine_one(channel).await.unwrap();
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn no_channel_gets_a_target_easier_than_the_minimum_difficulty() {
+    let stack = Stack::start_with(NBITS_NEVER, |c| c.min_share_difficulty = 0.001).await;
+    let mut config = pool_config(stack.pool_addr());
+    config.min_share_difficulty = 0.001;
+    let floor = config.easiest_target().unwrap();
+    let mut client = stack.client().await;
+    // 10 H/s would be ~100 hashes a share; the floor is ~4.3 M.
+    let channel = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    assert_eq!(client.channels[&channel].target(), floor);
+    let standard = client.open_standard(IDENTITY, 0.0).await.unwrap();
+    assert_eq!(client.channels[&standard].target(), floor);
+    stack.stop().await;
+}

@@ -12,7 +12,8 @@ use roles_common::{
 };
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_core::bitcoin::ScriptBuf;
+use stratum_core::bitcoin::{ScriptBuf, Target};
+use stratum_core::channels_sv2::target::hash_rate_to_target;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +53,11 @@ pub struct PoolConfig {
     /// job at it at once.
     #[serde(default = "default::u64::<1>")]
     pub vardiff_interval_secs: u64,
+    /// No channel's target is easier than this difficulty (1 = 2^32
+    /// expected hashes); 0 for no floor but the one a mint sets (a share
+    /// worth one ehash).
+    #[serde(default)]
+    pub min_share_difficulty: f64,
     /// One ehash is worth 2^unit_bits expected hashes (shared with the mint).
     #[serde(default = "default::u32::<32>")]
     pub unit_bits: u32,
@@ -207,6 +213,21 @@ impl PoolConfig {
         UnitBits::new(self.unit_bits).expect("validated")
     }
 
+    /// The easiest target any channel may get: the harder of
+    /// `min_share_difficulty` and, with a mint, one ehash's worth.
+    pub fn easiest_target(&self) -> Option<Target> {
+        let by_difficulty = (self.min_share_difficulty > 0.0).then(|| {
+            // At 60 shares a minute a share takes `hashrate` hashes.
+            hash_rate_to_target(self.min_share_difficulty * 2f64.powi(32), 60.0)
+                .expect("validated: finite and positive")
+        });
+        let by_mint = self
+            .mint
+            .as_ref()
+            .map(|_| ehash::easiest_target(self.unit_bits()));
+        by_difficulty.into_iter().chain(by_mint).min()
+    }
+
     pub fn reward_script(&self) -> ScriptBuf {
         ScriptBuf::from_bytes(hex::decode(&self.coinbase_reward_script).expect("validated"))
     }
@@ -255,6 +276,12 @@ impl PoolConfig {
             return Err(ConfigError::new(
                 "shares_per_minute",
                 "must be a positive number",
+            ));
+        }
+        if !(self.min_share_difficulty.is_finite() && self.min_share_difficulty >= 0.0) {
+            return Err(ConfigError::new(
+                "min_share_difficulty",
+                "must be a number of 0 or more",
             ));
         }
         if self.share_batch_size == 0 {
@@ -330,6 +357,30 @@ impl Validate for PoolConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_easiest_target_is_the_harder_of_the_difficulty_floor_and_one_ehash() {
+        let mut c: PoolConfig = roles_common::testing::load_shipped("pool.toml");
+        c.unit_bits = 20;
+        let one_ehash = ehash::easiest_target(c.unit_bits());
+        assert_eq!(c.easiest_target(), Some(one_ehash));
+        // Difficulty 1: 2^32 hashes, harder than one ehash of 2^20.
+        c.min_share_difficulty = 1.0;
+        let floor = c.easiest_target().unwrap();
+        assert!(floor < one_ehash);
+        let work = ehash::work_hashes(floor);
+        assert!(((1 << 32)..=(1 << 32) + 1).contains(&work), "{work}");
+        // Without a mint only the difficulty floor; without either, none.
+        c.mint = None;
+        assert_eq!(c.easiest_target(), Some(floor));
+        c.min_share_difficulty = 0.0;
+        assert_eq!(c.easiest_target(), None);
+        c.min_share_difficulty = f64::NAN;
+        assert_eq!(
+            c.validate_mining().unwrap_err().field,
+            "min_share_difficulty"
+        );
+    }
 
     #[test]
     fn a_reward_script_anyone_can_spend_is_refused_off_the_devnet() {

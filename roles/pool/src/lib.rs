@@ -216,10 +216,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         shares_per_minute: config.shares_per_minute,
         share_batch_size: config.share_batch_size,
         unit_bits: config.unit_bits(),
-        easiest_target: config
-            .mint
-            .as_ref()
-            .map(|_| ::ehash::easiest_target(config.unit_bits())),
+        easiest_target: config.easiest_target(),
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,
         max_channels_per_connection: config.max_channels_per_connection,
