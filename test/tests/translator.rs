@@ -197,6 +197,38 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miners_suggested_difficulty_is_the_difficulty_it_mines_at() {
+    let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;
+    let near = |a: f64, b: f64| (a / b - 1.0).abs() < 1e-3;
+    let mut miner = Sv1Client::connect(tr.addr()).await;
+    miner.subscribe().await;
+    let r = miner
+        .request("mining.suggest_difficulty", json!([1e-6]))
+        .await;
+    assert_eq!(r["result"], true);
+    assert_eq!(miner.authorize("rig").await, Ok(true));
+    miner.wait_job().await;
+    assert!(near(miner.difficulty, 1e-6), "{}", miner.difficulty);
+    mine_and_check(&mut stack, &mut miner, "rig").await;
+
+    // A new suggestion on an open channel: the pool's next job comes at it.
+    miner
+        .request("mining.suggest_difficulty", json!([2e-6]))
+        .await;
+    tokio::time::timeout(WAIT, async {
+        while !near(miner.difficulty, 2e-6) {
+            let v = miner.recv().await.expect("connection open");
+            miner.seen.push_back(v);
+        }
+    })
+    .await
+    .expect("the suggested difficulty arrives");
+    mine_and_check(&mut stack, &mut miner, "rig").await;
+    tr.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_translator_fails_over_to_the_next_pool_and_keeps_its_miners() {
     let mut first = Stack::start(NBITS_NEVER).await;
     let mut second = Stack::start(NBITS_NEVER).await;

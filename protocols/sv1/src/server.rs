@@ -47,8 +47,10 @@ pub enum Request {
     ExtranonceSubscribe {
         id: Value,
     },
+    /// `mining.suggest_difficulty`: the share difficulty the miner asks for.
     SuggestDifficulty {
         id: Value,
+        difficulty: f64,
     },
     /// A method this proxy does not serve.
     Unknown {
@@ -148,7 +150,15 @@ pub fn parse_request(line: &str) -> Result<Request, ParseError> {
             }
         }
         "mining.extranonce.subscribe" => Request::ExtranonceSubscribe { id },
-        "mining.suggest_difficulty" => Request::SuggestDifficulty { id },
+        "mining.suggest_difficulty" => {
+            // A number, or a number in a string (some firmware sends that).
+            let difficulty = params
+                .first()
+                .and_then(|d| d.as_f64().or_else(|| d.as_str()?.parse().ok()))
+                .filter(|d| d.is_finite() && *d > 0.0)
+                .ok_or_else(|| ParseError::params(&id, "difficulty: expected a positive number"))?;
+            Request::SuggestDifficulty { id, difficulty }
+        }
         other => Request::Unknown {
             id,
             method: other.to_string(),
@@ -292,6 +302,26 @@ mod tests {
                 user: "bob.rig1".into()
             })
         );
+    }
+
+    #[test]
+    fn a_suggested_difficulty_is_a_positive_number() {
+        for line in [
+            r#"{"id":3,"method":"mining.suggest_difficulty","params":[512]}"#,
+            r#"{"id":3,"method":"mining.suggest_difficulty","params":["512"]}"#,
+        ] {
+            assert_eq!(
+                parse_request(line),
+                Ok(Request::SuggestDifficulty {
+                    id: json!(3),
+                    difficulty: 512.0
+                })
+            );
+        }
+        for bad in ["[]", "[0]", "[-1]", r#"["x"]"#] {
+            let line = format!(r#"{{"id":3,"method":"mining.suggest_difficulty","params":{bad}}}"#);
+            assert_eq!(parse_request(&line).unwrap_err().code, -32602, "{bad}");
+        }
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub struct Defaults {
     pub name: &'static str,
     /// Environment overrides are `<env_prefix>__<FIELD>`.
     pub env_prefix: &'static str,
-    /// Default port of `ingest_listen` (on every address).
+    /// Default port of `ingest_listen` (on 127.0.0.1: publishers are not
+    /// authenticated).
     pub ingest_port: u16,
     /// Default port of `http_listen` (on every address).
     pub http_port: u16,
@@ -50,7 +51,7 @@ impl<S: Service> Default for ServiceConfig<S> {
     fn default() -> Self {
         let defaults = S::DEFAULTS;
         ServiceConfig {
-            ingest_listen: (Ipv4Addr::UNSPECIFIED, defaults.ingest_port).into(),
+            ingest_listen: (Ipv4Addr::LOCALHOST, defaults.ingest_port).into(),
             http_listen: (Ipv4Addr::UNSPECIFIED, defaults.http_port).into(),
             data_dir: defaults.data_dir.into(),
             retention_days: 30,

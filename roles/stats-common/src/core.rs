@@ -5,7 +5,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stats_sv2::{PublisherHello, StatsMessage};
+use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
 
 use crate::store::{Store, StoreError, Write};
 
@@ -53,12 +53,17 @@ struct Saved<A> {
     state: A,
 }
 
+/// How far ahead of the service's clock a message may be dated.
+pub const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
+
 pub struct Core<A> {
     pub state: A,
     pub publisher: Publisher,
     pub store: Store,
     open_connections: u32,
     pending: Vec<Write>,
+    /// Messages refused for a timestamp far ahead.
+    refused_future: u64,
 }
 
 impl<A: ServiceState> Core<A> {
@@ -83,6 +88,7 @@ impl<A: ServiceState> Core<A> {
             store,
             open_connections: 0,
             pending: Vec::new(),
+            refused_future: 0,
         })
     }
 
@@ -102,9 +108,27 @@ impl<A: ServiceState> Core<A> {
         self.publisher.connected = true;
     }
 
-    /// A message on a publisher connection (after its hello).
-    pub fn message(&mut self, msg: &StatsMessage) {
+    /// A message on a publisher connection (after its hello), unless it is
+    /// dated more than [`MAX_AHEAD_MS`] after `now`: a forged or broken clock
+    /// must not write the charts' future. Whether it was applied.
+    pub fn message(&mut self, msg: &StatsMessage, now: i64) -> bool {
+        let ahead = i64::try_from(msg.timestamp())
+            .unwrap_or(i64::MAX)
+            .saturating_sub(now);
+        if ahead > MAX_AHEAD_MS {
+            self.refused_future += 1;
+            // Logged at the 1st, 2nd, 4th, 8th... so a flood cannot flood the log.
+            if self.refused_future.is_power_of_two() {
+                tracing::warn!(
+                    refused = self.refused_future,
+                    "refusing a {} dated {ahead} ms ahead of this service's clock",
+                    msg.name()
+                );
+            }
+            return false;
+        }
         self.state.apply(msg, &mut self.pending);
+        true
     }
 
     /// A publisher connection that had said hello closed.
@@ -189,8 +213,8 @@ mod tests {
     fn a_new_started_at_resets_live_state_and_keeps_history() {
         let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
         core.hello(&hello(1_000), 1_000);
-        core.message(&share(60_000));
-        core.message(&link(true));
+        core.message(&share(60_000), 60_000);
+        core.message(&link(true), 60_000);
         assert!(core.publisher.connected);
         assert_eq!(core.publisher.dropped, 3);
 
@@ -217,8 +241,8 @@ mod tests {
         let mut core: Core<Counter> =
             Core::new(Store::open(dir.path(), "t.sqlite", 0).unwrap()).unwrap();
         core.hello(&hello(1_000), 1_000);
-        core.message(&share(60_000));
-        core.message(&link(true));
+        core.message(&share(60_000), 60_000);
+        core.message(&link(true), 60_000);
         core.flush(2_000).unwrap();
         drop(core);
 
@@ -243,6 +267,17 @@ mod tests {
         let core: Core<Counter> = Core::new(store).unwrap();
         assert_eq!(core.state.shares, 7);
         assert_eq!(core.publisher.restarts, 2);
+    }
+
+    #[test]
+    fn a_message_dated_far_ahead_of_the_clock_is_refused() {
+        let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
+        core.hello(&hello(1_000), 1_000);
+        let now = 1_000_000;
+        assert!(core.message(&share(now as u64 + MAX_AHEAD_MS as u64), now));
+        assert!(!core.message(&share(now as u64 + MAX_AHEAD_MS as u64 + 1), now));
+        assert!(!core.message(&share(u64::MAX), now));
+        assert_eq!(core.state.shares, 1);
     }
 
     #[test]

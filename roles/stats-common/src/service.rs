@@ -236,7 +236,9 @@ fn apply<A: ServiceState>(core: &mut Core<A>, events: Vec<Ingested>, now: i64) {
     for event in events {
         match event {
             Ingested::Hello(_, hello) => core.hello(&hello, now),
-            Ingested::Message(_, msg) => core.message(&msg),
+            Ingested::Message(_, msg) => {
+                core.message(&msg, now);
+            }
             Ingested::Closed(_) => core.closed(now),
         }
     }

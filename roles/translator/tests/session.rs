@@ -742,3 +742,44 @@ fn the_stats_service_hears_the_authorized_miner_its_answered_shares_and_its_hash
         .iter()
         .any(|s| matches!(s, MinerStat::Connected { .. })));
 }
+
+#[test]
+fn a_suggested_difficulty_opens_the_channel_at_it_and_later_updates_it() {
+    // At 6 shares a minute, difficulty d means d * 2^32 hashes every 10 s.
+    let hashrate_of = |d: f64| d * 65536.0 / 65535.0 * 2f64.powi(32) / 10.0;
+    let close = |a: f32, b: f64| (a as f64 / b - 1.0).abs() < 1e-3;
+    let mut h = Harness::new();
+    h.subscribe();
+    h.line(json!({"id": 5, "method": "mining.suggest_difficulty", "params": [16]}));
+    assert_eq!(h.response(5)["result"], true);
+    h.line(json!({"id": 2, "method": "mining.authorize", "params": ["rig", "x"]}));
+    match h.upstream.pop() {
+        Some(MiningOwned::OpenExtendedMiningChannel(o)) => {
+            assert!(
+                close(o.nominal_hash_rate, hashrate_of(16.0)),
+                "{}",
+                o.nominal_hash_rate
+            )
+        }
+        other => panic!("expected an open, got {other:?}"),
+    }
+    h.open_success(&POOL_PREFIX);
+    // Once open, a new suggestion asks the pool to update the channel.
+    h.line(json!({"id": 6, "method": "mining.suggest_difficulty", "params": ["2.5"]}));
+    assert_eq!(h.response(6)["result"], true);
+    match h.upstream.pop() {
+        Some(MiningOwned::UpdateChannel(u)) => {
+            assert_eq!(u.channel_id, CHANNEL);
+            assert!(
+                close(u.nominal_hash_rate, hashrate_of(2.5)),
+                "{}",
+                u.nominal_hash_rate
+            );
+        }
+        other => panic!("expected an UpdateChannel, got {other:?}"),
+    }
+    // Nonsense is an error, and changes nothing.
+    h.line(json!({"id": 7, "method": "mining.suggest_difficulty", "params": [-1]}));
+    h.refused(7, "positive number");
+    assert!(h.upstream.is_empty());
+}

@@ -105,6 +105,10 @@ pub fn the_shipped_config_loads_with_the_documented_defaults<F: Fixture>() {
     assert_eq!(shipped.data_dir, loaded.data_dir);
     assert_eq!(shipped.retention_days, loaded.retention_days);
     assert_eq!(loaded.ingest_listen.port(), defaults.ingest_port);
+    assert!(
+        loaded.ingest_listen.ip().is_loopback(),
+        "unauthenticated publishers: this machine only by default"
+    );
     assert_eq!(loaded.http_listen.port(), defaults.http_port);
     assert_eq!(loaded.data_dir, Path::new(defaults.data_dir));
 }

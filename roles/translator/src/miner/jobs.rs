@@ -106,7 +106,7 @@ impl MinerSession {
             self.identity.clone().unwrap_or_default(),
             prefix,
             target,
-            self.config.nominal_hashrate,
+            self.nominal_hashrate,
             true,
             s.extranonce_size,
             None,
@@ -121,8 +121,7 @@ impl MinerSession {
         );
         self.channel = Some(channel);
         self.channel_id = Some(s.channel_id);
-        self.vardiff
-            .reset(now * 1000, self.config.nominal_hashrate as f64);
+        self.vardiff.reset(now * 1000, self.nominal_hashrate as f64);
         let mut out: Vec<Action> = self
             .pending_authorize
             .drain(..)

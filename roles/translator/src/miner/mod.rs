@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use ehash::{parse_user_identity, LockingKey};
 use serde_json::{json, Value};
 use stratum_core::binary_sv2::{Str0255Owned, U256Owned};
+use stratum_core::bitcoin::Target;
 use stratum_core::channels_sv2::client::extended::ExtendedChannel;
 use stratum_core::mining_sv2::{OpenExtendedMiningChannelOwned, UpdateChannelOwned};
 use stratum_core::parsers_sv2::MiningOwned;
@@ -30,7 +31,7 @@ use ::sv1::server::{self as sv1, code, Request};
 
 mod jobs;
 mod shares;
-use vardiff::{Vardiff, VardiffConfig};
+use vardiff::{hashrate_for_work, Vardiff, VardiffConfig};
 
 /// Bytes of extranonce1 the translator hands out (a per-miner counter).
 pub const EXTRANONCE1_SIZE: usize = 4;
@@ -100,6 +101,9 @@ pub struct MinerSession {
     /// `user_identity` of the channel (`<key hex>[.worker]`), once authorized.
     identity: Option<String>,
     locking_key: Option<LockingKey>,
+    /// The hash rate the channel opens with: the configured one, or what
+    /// the miner's suggested difficulty means.
+    nominal_hashrate: f32,
     pending_authorize: Vec<Value>,
     channel: Option<ExtendedChannel>,
     channel_id: Option<u32>,
@@ -138,6 +142,7 @@ fn worker_name(user: &str) -> String {
 
 impl MinerSession {
     pub fn new(config: SessionConfig, miner_id: u32) -> Self {
+        let nominal_hashrate = config.nominal_hashrate;
         let vardiff = Vardiff::new(
             VardiffConfig {
                 shares_per_minute: config.shares_per_minute as f64,
@@ -159,6 +164,7 @@ impl MinerSession {
             version_mask: None,
             identity: None,
             locking_key: None,
+            nominal_hashrate,
             pending_authorize: Vec::new(),
             channel: None,
             channel_id: None,
@@ -218,7 +224,7 @@ impl MinerSession {
             OpenExtendedMiningChannelOwned {
                 request_id: 0,
                 user_identity,
-                nominal_hash_rate: self.config.nominal_hashrate,
+                nominal_hash_rate: self.nominal_hashrate,
                 max_target: U256Owned::from([0xffu8; 32]),
                 min_extranonce_size: self.min_extranonce_size(),
             },
@@ -265,9 +271,10 @@ impl MinerSession {
                 self.extranonce_subscribed = true;
                 vec![Action::Sv1(sv1::ok(&id, json!(true)))]
             }
-            Request::SuggestDifficulty { id } => {
-                // The pool sets the target (vardiff); the suggestion is acknowledged only.
-                vec![Action::Sv1(sv1::ok(&id, json!(true)))]
+            Request::SuggestDifficulty { id, difficulty } => {
+                let mut out = vec![Action::Sv1(sv1::ok(&id, json!(true)))];
+                out.extend(self.on_suggested_difficulty(difficulty, now));
+                out
             }
             Request::Unknown { id, method } => {
                 debug!(method, "unknown SV1 method");
@@ -279,6 +286,29 @@ impl MinerSession {
             }
             Request::Authorize { id, user } => self.on_authorize(id, &user),
             Request::Submit { id, submit } => self.on_submit(id, submit, now),
+        }
+    }
+
+    /// The miner asks for a share difficulty: the hash rate it means at our
+    /// share rate is what the channel opens with, or is updated to (the
+    /// pool keeps the target within its bounds and answers with a job at
+    /// it), and where vardiff goes on from.
+    fn on_suggested_difficulty(&mut self, difficulty: f64, now: u64) -> Vec<Action> {
+        let target = Target::from_be_bytes(::sv1::target_from_difficulty(difficulty));
+        let work = ehash::work_hashes(target) as f64;
+        let hashrate = hashrate_for_work(work, self.config.shares_per_minute as f64);
+        debug!(difficulty, hashrate, "the miner suggests a difficulty");
+        self.nominal_hashrate = hashrate as f32;
+        self.vardiff.reset(now * 1000, hashrate);
+        match (self.channel.as_ref(), self.channel_id) {
+            (Some(_), Some(channel_id)) => vec![Action::Upstream(MiningOwned::UpdateChannel(
+                UpdateChannelOwned {
+                    channel_id,
+                    nominal_hash_rate: self.nominal_hashrate,
+                    maximum_target: U256Owned::from([0xffu8; 32]),
+                },
+            ))],
+            _ => vec![],
         }
     }
 
