@@ -31,6 +31,14 @@ pub mod network;
 pub use network::Network;
 pub use tokio_util::sync::CancellationToken;
 
+/// Locks `mutex`, going on after a panic of another holder: one task that
+/// panics must not take every other task down with it.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A config value that parsed but makes no sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{field}`: {reason}")]
@@ -291,6 +299,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mutex_whose_holder_panicked_is_still_usable() {
+        let m = std::sync::Arc::new(std::sync::Mutex::new(1));
+        let held = m.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = held.lock().unwrap();
+            panic!("the holder panics");
+        })
+        .join();
+        assert!(m.is_poisoned());
+        *lock(&m) += 1;
+        assert_eq!(*lock(&m), 2);
+    }
 
     #[derive(serde::Deserialize, Debug)]
     #[serde(deny_unknown_fields)]

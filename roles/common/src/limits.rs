@@ -106,14 +106,13 @@ impl ConnectionLimits {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // Counters only: a panic elsewhere cannot leave them half-updated.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.state)
     }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = crate::lock(&self.state);
         state.total -= 1;
         if let Some(n) = state.per_ip.get_mut(&self.ip) {
             *n -= 1;

@@ -291,12 +291,12 @@ struct Shared {
 
 impl Shared {
     fn set_work(&self, work: Option<Work>) {
-        *self.work.lock().unwrap_or_else(|e| e.into_inner()) = work.map(Arc::new);
+        *roles_common::lock(&self.work) = work.map(Arc::new);
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     fn current(&self) -> (u64, Option<Arc<Work>>) {
-        let w = self.work.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let w = roles_common::lock(&self.work).clone();
         (self.generation.load(Ordering::SeqCst), w)
     }
 }

@@ -79,7 +79,7 @@ impl EhashBackend {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Expected>> {
-        self.authorized.lock().unwrap_or_else(|e| e.into_inner())
+        roles_common::lock(&self.authorized)
     }
 
     /// Permits exactly one quote for `share`, locked to its key.

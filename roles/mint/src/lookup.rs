@@ -76,10 +76,11 @@ impl QuoteLookup {
             LookupError::Malformed(format!("not a lookup request: {why}"))
         })?;
         let verified = verify_request(&request, &self.mint_key, method, now)?;
-        self.replay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check_and_insert(&verified.digests, verified.timestamp, now)?;
+        roles_common::lock(&self.replay).check_and_insert(
+            &verified.digests,
+            verified.timestamp,
+            now,
+        )?;
         self.page(&verified).await.map_err(Refusal::Mint)
     }
 

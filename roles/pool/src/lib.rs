@@ -118,7 +118,7 @@ impl PoolHandle {
     }
 
     pub fn stats(&self) -> Stats {
-        self.shared.core.lock().expect("core lock").stats()
+        self.shared.core().stats()
     }
 
     /// The publisher of the pool's stats events (disabled without `[stats]`).
@@ -129,9 +129,7 @@ impl PoolHandle {
     /// Whether the connection owning `channel_id` negotiated the ehash extension.
     pub fn channel_has_ehash(&self, channel_id: u32) -> Option<bool> {
         self.shared
-            .core
-            .lock()
-            .expect("core lock")
+            .core()
             .channel_owner(channel_id)
             .map(|(_, ehash)| ehash)
     }
@@ -143,12 +141,7 @@ impl PoolHandle {
         channel_id: u32,
         message: EhashMessage,
     ) -> Result<(), SendExtensionError> {
-        let owner = self
-            .shared
-            .core
-            .lock()
-            .expect("core lock")
-            .channel_owner(channel_id);
+        let owner = self.shared.core().channel_owner(channel_id);
         match owner {
             None => Err(SendExtensionError::UnknownChannel(channel_id)),
             Some((_, false)) => Err(SendExtensionError::NotNegotiated(channel_id)),

@@ -38,7 +38,7 @@ pub type Shared<A> = Arc<Mutex<Core<A>>>;
 /// Locks the state; a handler that panicked while holding the lock left it
 /// usable (every update is a whole message), so poisoning is ignored.
 pub fn lock<A>(shared: &Shared<A>) -> MutexGuard<'_, Core<A>> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
+    roles_common::lock(shared)
 }
 
 /// One stats service: what pool-stats and proxy-stats each put into the

@@ -151,7 +151,7 @@ impl QuoteStore {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent.
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        roles_common::lock(&self.conn)
     }
 
     /// Records a quote; `false` if it was already recorded (a replayed

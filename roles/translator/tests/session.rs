@@ -18,7 +18,8 @@ use stratum_core::mining_sv2::{
 use stratum_core::parsers_sv2::MiningOwned;
 use sv1::client::{search, submit_params, Found, Job};
 use translator::miner::{
-    Action, MinerSession, MinerStat, SessionConfig, EXTRANONCE1_SIZE, VERSION_ROLLING_MASK,
+    Action, MinerSession, MinerStat, SessionConfig, EXTRANONCE1_SIZE, MAX_PENDING_AUTHORIZE,
+    VERSION_ROLLING_MASK,
 };
 
 const WALLET_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
@@ -782,4 +783,22 @@ fn a_suggested_difficulty_opens_the_channel_at_it_and_later_updates_it() {
     h.line(json!({"id": 7, "method": "mining.suggest_difficulty", "params": [-1]}));
     h.refused(7, "positive number");
     assert!(h.upstream.is_empty());
+}
+
+#[test]
+fn authorizations_waiting_for_the_pool_are_bounded() {
+    let mut h = Harness::new();
+    h.subscribe();
+    for id in 0..MAX_PENDING_AUTHORIZE as u64 {
+        h.line(json!({"id": 100 + id, "method": "mining.authorize", "params": ["rig", "x"]}));
+    }
+    assert!(h.sv1.is_empty(), "all waiting for the channel: {:?}", h.sv1);
+    h.line(json!({"id": 999, "method": "mining.authorize", "params": ["rig", "x"]}));
+    h.refused(999, "too many authorizations");
+    // The channel opens: every waiting one is answered.
+    h.take_open();
+    h.open_success(&POOL_PREFIX);
+    for id in 0..MAX_PENDING_AUTHORIZE as u64 {
+        assert_eq!(h.response(100 + id)["result"], true);
+    }
 }

@@ -118,27 +118,15 @@ struct CoreDirectory<'a>(&'a Shared);
 
 impl Directory for CoreDirectory<'_> {
     fn owner(&self, channel_id: u32) -> Option<(ConnId, bool)> {
-        self.0
-            .core
-            .lock()
-            .expect("core lock")
-            .channel_owner(channel_id)
+        self.0.core().channel_owner(channel_id)
     }
 
     fn connection(&self, conn: ConnId) -> Option<bool> {
-        self.0
-            .core
-            .lock()
-            .expect("core lock")
-            .connection_ehash(conn)
+        self.0.core().connection_ehash(conn)
     }
 
     fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
-        self.0
-            .core
-            .lock()
-            .expect("core lock")
-            .ehash_channel_with_key(key)
+        self.0.core().ehash_channel_with_key(key)
     }
 }
 

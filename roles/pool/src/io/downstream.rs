@@ -101,7 +101,7 @@ async fn serve_downstream(
         .lock()
         .expect("writers lock")
         .insert(id, out_tx);
-    shared.core.lock().expect("core lock").on_connect(id);
+    shared.core().on_connect(id);
     let _ = shared.events.send(PoolEvent::Connected(id));
     let mut link = Link {
         id,
@@ -143,13 +143,13 @@ impl Link<'_> {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = &mut setup_deadline, if !setup_checked => {
-                    if !shared.core.lock().expect("core lock").connection_setup_done(id) {
+                    if !shared.core().connection_setup_done(id) {
                         return Err(format!("no SetupConnection within {SETUP_TIMEOUT:?}"));
                     }
                     setup_checked = true;
                 }
                 _ = idle_check.tick() => {
-                    let channels = shared.core.lock().expect("core lock").connection_channels(id);
+                    let channels = shared.core().connection_channels(id);
                     if channels == 0 && last_heard.elapsed() >= self.idle_timeout {
                         return Err(format!(
                             "idle: no channel open and nothing received for {:?}",
@@ -179,7 +179,7 @@ impl Link<'_> {
         match incoming {
             Incoming::Sv2(msg) => {
                 debug!(conn = id, "received {}", message_name(&msg));
-                let actions = shared.core.lock().expect("core lock").on_message(id, msg);
+                let actions = shared.core().on_message(id, msg);
                 shared.dispatch(actions);
             }
             Incoming::Ehash(EhashMessage::MintQuoteAck(ack)) => {
@@ -230,7 +230,7 @@ fn forget(
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let (result, closed) = {
-        let mut core = shared.core.lock().expect("core lock");
+        let mut core = shared.core();
         let setup_done = core.connection_setup_done(id);
         let closed = core.on_disconnect(id);
         let result = match result {

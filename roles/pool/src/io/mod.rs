@@ -9,7 +9,7 @@ mod timers;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ehash::LockingKey;
@@ -94,6 +94,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The pool core, locked. A task that panicked holding it does not
+    /// take the others down with it.
+    pub(crate) fn core(&self) -> MutexGuard<'_, PoolCore> {
+        roles_common::lock(&self.core)
+    }
+
     pub(crate) fn new(
         core: PoolCore,
         solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
@@ -132,11 +138,7 @@ impl Shared {
 
     /// `conn` acknowledged ehash notifications (its ehash negotiation checked here).
     pub(crate) fn ehash_acked(&self, conn: ConnId, share_hashes: Vec<[u8; 32]>) -> bool {
-        let negotiated = self
-            .core
-            .lock()
-            .expect("core lock")
-            .connection_has_ehash(conn);
+        let negotiated = self.core().connection_has_ehash(conn);
         if let (true, Some(sink)) = (negotiated, &self.sink) {
             sink.acked(conn, share_hashes);
         }
@@ -175,7 +177,7 @@ impl Shared {
                     // Announced only once its success is queued, so that no
                     // notification for the channel can overtake it.
                     let announced = opened.and_then(|channel_id| {
-                        let mut core = self.core.lock().expect("core lock");
+                        let mut core = self.core();
                         Some((channel_id, core.announce_channel(channel_id)?))
                     });
                     if let (Some((channel_id, (key, ehash))), Some(sink)) = (announced, &self.sink)

@@ -93,11 +93,7 @@ async fn tp_serve(
         "pool",
     );
     conn.setup(setup).await?;
-    let (size, sigops) = shared
-        .core
-        .lock()
-        .expect("core lock")
-        .coinbase_output_constraints();
+    let (size, sigops) = shared.core().coinbase_output_constraints();
     let constraints = CoinbaseOutputConstraintsOwned {
         coinbase_output_max_additional_size: size,
         coinbase_output_max_additional_sigops: sigops,
@@ -126,10 +122,10 @@ async fn tp_serve(
                 let actions = match incoming.map_err(|e| e.to_string())? {
                     Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                         TemplateDistributionOwned::NewTemplate(t),
-                    )) => shared.core.lock().expect("core lock").on_new_template(t),
+                    )) => shared.core().on_new_template(t),
                     Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                         TemplateDistributionOwned::SetNewPrevHash(p),
-                    )) => shared.core.lock().expect("core lock").on_set_new_prev_hash(p),
+                    )) => shared.core().on_set_new_prev_hash(p),
                     Incoming::Sv2(other) => {
                         debug!("ignoring {} from the template provider", message_name(&other));
                         vec![]

@@ -33,17 +33,13 @@ pub(crate) async fn every(
 /// Runs vardiff on every channel.
 pub(crate) fn vardiff_tick(shared: &Shared) {
     let now_ms = roles_common::stats_publisher::now_ms();
-    let actions = shared
-        .core
-        .lock()
-        .expect("core lock")
-        .on_vardiff_tick(now_ms);
+    let actions = shared.core().on_vardiff_tick(now_ms);
     shared.dispatch(actions);
 }
 
 /// The "pool stats" log line.
 pub(crate) fn log_stats(shared: &Shared) {
-    let s = shared.core.lock().expect("core lock").stats();
+    let s = shared.core().stats();
     info!(
         shares_accepted = s.shares_accepted,
         shares_rejected = s.shares_rejected,

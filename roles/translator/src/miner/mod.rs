@@ -42,6 +42,10 @@ pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
 /// A miner's hash rate is reported at least this often (seconds).
 pub const HASHRATE_REPORT_SECS: u64 = 60;
 
+/// `mining.authorize` requests one miner may have waiting for its channel
+/// (while the pool is away, say); more are refused.
+pub const MAX_PENDING_AUTHORIZE: usize = 16;
+
 /// Settings every miner session shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -369,6 +373,13 @@ impl MinerSession {
             self.identity = Some(identity);
             self.locking_key = Some(key);
             self.username = Some(user.to_string());
+        }
+        if self.pending_authorize.len() >= MAX_PENDING_AUTHORIZE {
+            return vec![Action::Sv1(sv1::error(
+                &id,
+                code::OTHER,
+                "too many authorizations waiting for the pool",
+            ))];
         }
         self.pending_authorize.push(id);
         if self.opening {
