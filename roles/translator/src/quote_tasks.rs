@@ -227,7 +227,7 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
             looked_up = minter.look_up_missing().await;
         }
         if recovered {
-            minter.mint_pending().await;
+            minter.mint_pending(&shutdown).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -277,9 +277,11 @@ impl Minter {
         }
     }
 
-    /// Mints batch after batch while every quote of the last one went through.
-    async fn mint_pending(&self) {
-        loop {
+    /// Mints batch after batch while every quote of the last one went
+    /// through, until `shutdown` (a backlog must not hold the process; what
+    /// is left is minted after the restart).
+    async fn mint_pending(&self, shutdown: &CancellationToken) {
+        while !shutdown.is_cancelled() {
             let round = match self.wallet.mint_pending(&self.store, self.batch).await {
                 Ok(round) => round,
                 Err(e) => {
