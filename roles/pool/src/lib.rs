@@ -254,7 +254,7 @@ fn spawn_mining_tasks(
     solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let keys = Arc::new(io::Listening {
+    let listening = Arc::new(io::Listening {
         public: config.authority_public_key,
         secret: config.authority_secret_key,
         cert_validity_sec: config.cert_validity_sec,
@@ -269,7 +269,7 @@ fn spawn_mining_tasks(
         tokio::spawn(io::accept_loop(
             listener,
             shared.clone(),
-            keys,
+            listening,
             shutdown.clone(),
         )),
         tokio::spawn(io::tp_loop(

@@ -42,11 +42,11 @@ pub(crate) struct Listening {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    keys: Arc<Listening>,
+    listening: Arc<Listening>,
     shutdown: CancellationToken,
 ) {
     let connections = shutdown.clone();
-    let limits = keys.limits.clone();
+    let limits = listening.limits.clone();
     roles_common::accept_loop(
         "pool",
         listener,
@@ -54,10 +54,11 @@ pub(crate) async fn accept_loop(
         shutdown,
         move |id, stream, peer| {
             let _ = stream.set_nodelay(true);
-            let (shared, keys, shutdown) = (shared.clone(), keys.clone(), connections.clone());
+            let (shared, listening, shutdown) =
+                (shared.clone(), listening.clone(), connections.clone());
             async move {
                 let (conn, result) =
-                    serve_downstream(id, stream, peer, &shared, &keys, shutdown).await;
+                    serve_downstream(id, stream, peer, &shared, &listening, shutdown).await;
                 let reason = match result {
                     Ok(()) => {
                         info!(conn = id, %peer, "downstream disconnected");
@@ -82,16 +83,20 @@ async fn serve_downstream(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Arc<Shared>,
-    keys: &Listening,
+    listening: &Listening,
     shutdown: CancellationToken,
 ) -> (Option<ConnId>, Result<(), String>) {
-    let noise =
-        match accept_noise_connection(stream, keys.public, keys.secret, keys.cert_validity_sec)
-            .await
-        {
-            Ok(n) => n,
-            Err(e) => return (None, Err(format!("noise handshake failed: {e}"))),
-        };
+    let noise = match accept_noise_connection(
+        stream,
+        listening.public,
+        listening.secret,
+        listening.cert_validity_sec,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => return (None, Err(format!("noise handshake failed: {e}"))),
+    };
     info!(conn = id, %peer, "downstream connected");
     let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
@@ -108,8 +113,8 @@ async fn serve_downstream(
         reader: &mut reader,
         writer: &mut writer,
         outbound: &mut out_rx,
-        idle_timeout: keys.idle_timeout,
-        write_timeout: keys.write_timeout,
+        idle_timeout: listening.idle_timeout,
+        write_timeout: listening.write_timeout,
     };
     let result = link.relay(shared, &shutdown).await;
     shared.writers.lock().expect("writers lock").remove(&id);
