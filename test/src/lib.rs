@@ -1,7 +1,8 @@
 //! Shared helpers of the cross-role integration tests: configs on
 //! 127.0.0.1 port 0, a running devnet-tp + pool stack (and one with the
 //! mint), an SV2 mining test client (Noise, channels, CPU share finder), a
-//! template distribution test client, an SV1 test miner, roles as child processes, the shipped
+//! template distribution test client, an SV1 test miner, the real miner in
+//! load mode, roles as child processes, the shipped
 //! configs rewritten for a test and a stand-in for the stats services.
 //!
 //! Everything is re-exported at the crate root, so a test says
@@ -9,6 +10,7 @@
 
 mod cashu;
 mod keys;
+mod load_miner;
 mod mining_client;
 mod role_child;
 mod shipped_configs;
@@ -21,6 +23,7 @@ mod translator_helpers;
 
 pub use cashu::*;
 pub use keys::*;
+pub use load_miner::*;
 pub use mining_client::*;
 pub use role_child::*;
 pub use shipped_configs::*;

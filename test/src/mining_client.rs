@@ -106,13 +106,20 @@ impl MiningClient {
         addr: SocketAddr,
         authority_key: &str,
     ) -> Result<MiningClient, ConnectError> {
-        Ok(MiningClient {
-            conn: Sv2Conn::connect(addr, authority_key).await?,
+        Ok(MiningClient::over(
+            Sv2Conn::connect(addr, authority_key).await?,
+        ))
+    }
+
+    /// A client on a connection already made (before SetupConnection).
+    pub fn over(conn: Sv2Conn) -> MiningClient {
+        MiningClient {
+            conn,
             channels: HashMap::new(),
             seen: Vec::new(),
             next_request_id: 1,
             next_sequence: 1,
-        })
+        }
     }
 
     /// A client of the pool at `addr` that finished SetupConnection.
@@ -224,9 +231,20 @@ impl MiningClient {
         self.open_channel(identity, nominal_hash_rate, None).await
     }
 
-    /// Opens an extended channel if `min_extranonce_size` is given, else a
-    /// standard one, and registers the channel the pool opens.
-    async fn open_channel(
+    /// Sends OpenExtendedMiningChannel without waiting for the answer
+    /// (which `open_extended` would register).
+    pub async fn try_open_extended(
+        &mut self,
+        identity: &str,
+        nominal_hash_rate: f32,
+        min_extranonce_size: u16,
+    ) -> Result<u32, String> {
+        self.send_open(identity, nominal_hash_rate, Some(min_extranonce_size))
+            .await
+    }
+
+    /// Sends an open request; its request id, or Err once the connection is gone.
+    async fn send_open(
         &mut self,
         identity: &str,
         nominal_hash_rate: f32,
@@ -252,7 +270,22 @@ impl MiningClient {
                 max_target,
             }),
         };
-        self.conn.send(AnyMessageOwned::Mining(request)).await;
+        self.conn.try_send(AnyMessageOwned::Mining(request)).await?;
+        Ok(request_id)
+    }
+
+    /// Opens an extended channel if `min_extranonce_size` is given, else a
+    /// standard one, and registers the channel the pool opens.
+    async fn open_channel(
+        &mut self,
+        identity: &str,
+        nominal_hash_rate: f32,
+        min_extranonce_size: Option<u16>,
+    ) -> Result<u32, String> {
+        let request_id = self
+            .send_open(identity, nominal_hash_rate, min_extranonce_size)
+            .await
+            .expect("connection open");
         let channel = self
             .wait_for(|m| match m {
                 Incoming::Sv2(AnyMessageOwned::Mining(
@@ -439,6 +472,28 @@ impl MiningClient {
             })
         };
         self.conn.send(AnyMessageOwned::Mining(msg)).await;
+    }
+
+    /// Sends `n` shares on `channel_id`'s active job with random nonces
+    /// (nearly all below any target), without waiting for the answers;
+    /// the last one's sequence number, or Err once the connection is gone.
+    pub async fn send_junk_shares(&mut self, channel_id: u32, n: u32) -> Result<u32, String> {
+        let template = self.find_share(channel_id, |_| true);
+        for _ in 0..n {
+            let seq = self.next_sequence;
+            self.next_sequence += 1;
+            let msg = MiningOwned::SubmitSharesExtended(SubmitSharesExtendedOwned {
+                channel_id,
+                sequence_number: seq,
+                job_id: template.job_id,
+                nonce: rand::random(),
+                ntime: template.ntime,
+                version: template.version,
+                extranonce: B032Owned::new(template.extranonce.clone()).expect("fits"),
+            });
+            self.conn.try_send(AnyMessageOwned::Mining(msg)).await?;
+        }
+        Ok(self.next_sequence - 1)
     }
 
     /// Waits for the answer to share `seq`: Ok(()) for SubmitShares.Success,

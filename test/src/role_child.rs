@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-/// The role the re-executed test binary runs ("devnet-tp", "mint", "pool", "translator").
+/// The role the re-executed test binary runs ("devnet-tp", "mint", "pool",
+/// "translator", "pool-stats").
 pub const ROLE_CHILD_ROLE: &str = "HASHPOOL_TEST_ROLE";
 /// Its config file (TOML, loaded like `<role> --config`).
 pub const ROLE_CHILD_CONFIG: &str = "HASHPOOL_TEST_ROLE_CONFIG";
@@ -45,6 +46,9 @@ pub fn run_role_child_if_asked() {
             "mint" => run_role(path, shutdown, mint::run).await,
             "pool" => run_role(path, shutdown, pool::run).await,
             "translator" => run_role(path, shutdown, translator::run).await,
+            "pool-stats" => {
+                run_role(path, shutdown, stats_common::run::<pool_stats::PoolStats>).await
+            }
             other => Err(format!("no role {other}")),
         }
     });
@@ -133,6 +137,15 @@ impl RoleChild {
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
     /// The child's output so far (for failure messages).

@@ -2,13 +2,14 @@
 //! implementation ([`roles_common::sv2`]): it panics where a test would
 //! only unwrap, and bounds every wait by [`WAIT`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use roles_common::sv2::{self, ConnectError, Sv2Connection};
 use stratum_core::binary_sv2::Str0255Owned;
 use stratum_core::common_messages_sv2::{Protocol, SetupConnectionSuccessOwned};
 use stratum_core::framing_sv2::framing::SerializedFrame;
 use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned};
+use tokio::net::{TcpSocket, TcpStream};
 
 pub use roles_common::sv2::{Incoming, ReadError};
 
@@ -29,8 +30,30 @@ impl Sv2Conn {
         Ok(Sv2Conn { conn })
     }
 
+    /// Connects from `local` (any 127.0.0.0/8 address is this machine): a
+    /// test can play peers at different IP addresses.
+    pub async fn connect_from(
+        local: IpAddr,
+        addr: SocketAddr,
+        authority_key: &str,
+    ) -> Result<Sv2Conn, ConnectError> {
+        let stream = tcp_from(local, addr).await.map_err(ConnectError::Tcp)?;
+        Sv2Conn::over(stream, authority_key).await
+    }
+
+    /// The Noise handshake over a TCP connection the test made.
+    pub async fn over(stream: TcpStream, authority_key: &str) -> Result<Sv2Conn, ConnectError> {
+        let conn = sv2::handshake(stream, public_key(authority_key), "peer", QUEUE).await?;
+        Ok(Sv2Conn { conn })
+    }
+
     pub async fn send(&mut self, msg: AnyMessageOwned) {
-        self.conn.send(msg).await.expect("send");
+        self.try_send(msg).await.expect("send");
+    }
+
+    /// Sends; Err once the connection is gone.
+    pub async fn try_send(&mut self, msg: AnyMessageOwned) -> Result<(), String> {
+        self.conn.send(msg).await.map_err(|e| e.to_string())
     }
 
     /// Sends an ehash extension message.
@@ -78,6 +101,13 @@ impl Sv2Conn {
             Ok(m) => panic!("expected the connection to close, got {m:?}"),
         }
     }
+}
+
+/// A TCP connection to `addr` from the address `local` (port chosen by the system).
+pub async fn tcp_from(local: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(addr).await
 }
 
 pub fn str0255(s: &str) -> Str0255Owned {

@@ -12,30 +12,10 @@ use stats_sv2::StatsMessage;
 use tokio_util::sync::CancellationToken;
 
 fn miner_config(addr: SocketAddr, mode: Mode) -> MinerConfig {
-    let mut c = MinerConfig {
-        url: addr.to_string(),
-        username: "rig".into(),
+    MinerConfig {
         threads: 2,
         mode,
-        stats_interval_secs: 1,
-        ..Default::default()
-    };
-    c.load.miners = 3;
-    c.load.shares_per_second = 4.0;
-    c
-}
-
-/// Waits until the miner counted `n` accepted shares.
-async fn until_accepted(stats: &miner::Stats, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stats.accepted() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} shares accepted, {} rejected",
-            stats.accepted(),
-            stats.rejected()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        ..load_miner_config(addr, "rig", 3, 4.0)
     }
 }
 

@@ -2,6 +2,8 @@
 //! over Noise, share acceptance and rejection codes, blocks, a template
 //! provider restart, and hostile connections.
 
+use std::time::Duration;
+
 use ehash::UnitBits;
 use ehash_ext_sv2::{EhashMessage, MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
 use hashpool_tests::*;
@@ -590,6 +592,53 @@ async fn connections_channels_and_silence_are_bounded_per_downstream() {
     assert!(again.is_ok(), "a connection fits again once one closed");
 
     good.mine_one(channel).await.unwrap();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_that_stops_reading_is_closed_after_the_write_timeout() {
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.write_timeout_secs = 1;
+        c.max_channels_per_connection = 60_000;
+    })
+    .await;
+    // A small receive buffer, so the pool's writes block soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(stack.pool_addr()).await.unwrap();
+    let mut client = MiningClient::over(Sv2Conn::over(stream, POOL_PUBLIC_KEY).await.unwrap());
+    client.setup_connection(0).await;
+    // Channels opened, never reading an answer (each brings a job: the
+    // largest answer a downstream can ask for).
+    let started = std::time::Instant::now();
+    let flood = tokio::spawn(async move {
+        let mut sent = 0;
+        while client
+            .try_open_extended(IDENTITY, HASHRATE, 8)
+            .await
+            .is_ok()
+        {
+            sent += 1;
+        }
+        sent
+    });
+    // Loopback socket buffers hold a few MB: filling them takes a while.
+    let closed = wait_broadcast(
+        &mut stack.events,
+        Duration::from_secs(120),
+        "the pool closing a peer that does not read",
+        |e| matches!(e, PoolEvent::ConnectionClosed { .. }),
+    )
+    .await;
+    let PoolEvent::ConnectionClosed { reason, .. } = closed else {
+        unreachable!()
+    };
+    assert!(reason.contains("took no message"), "{reason}");
+    let sent = flood.await.unwrap();
+    println!(
+        "closed after {sent} open requests in {:?}",
+        started.elapsed()
+    );
     stack.stop().await;
 }
 

@@ -3,15 +3,17 @@
 //! mines. Restarting a publisher keeps the history and publishing resumes;
 //! restarting a stats service does not disturb mining and its downtime shows;
 //! the hashrate computed from shares matches the load generator's pace.
+//! Both services ask for a publisher secret; figures sent without it never
+//! reach the API or the dashboards.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use hashpool_tests::*;
-use miner::{MinerConfig, Mode};
-use roles_common::stats_publisher::StatsSettings;
+use roles_common::stats_publisher::{PublisherSecret, StatsSettings};
 use serde_json::Value;
-use stats_common::testing::{eventually, get_json, Browser};
+use stats_common::testing::{eventually, get_json, http, Browser, Publisher};
+use stats_sv2::StatsMessage;
 use tokio_util::sync::CancellationToken;
 use translator::{TranslatorConfig, TranslatorHandle};
 
@@ -33,6 +35,7 @@ struct StatsService {
     dir: tempfile::TempDir,
     ingest: SocketAddr,
     http: SocketAddr,
+    secret: PublisherSecret,
     running: Option<(stats_common::Running, CancellationToken)>,
 }
 
@@ -43,6 +46,7 @@ impl StatsService {
             dir: tempfile::tempdir().unwrap(),
             ingest: "127.0.0.1:0".parse().unwrap(),
             http: "127.0.0.1:0".parse().unwrap(),
+            secret: PublisherSecret::random(),
             running: None,
         };
         s.restart().await;
@@ -57,11 +61,13 @@ impl StatsService {
             Service::Pool => {
                 let mut c = pool_stats::PoolStatsConfig::with_data_dir(self.dir.path());
                 (c.ingest_listen, c.http_listen) = (self.ingest, self.http);
+                c.publisher_secret = Some(self.secret.clone());
                 pool_stats::start(c, shutdown.clone()).await
             }
             Service::Proxy => {
                 let mut c = proxy_stats::ProxyStatsConfig::with_data_dir(self.dir.path());
                 (c.ingest_listen, c.http_listen) = (self.ingest, self.http);
+                c.publisher_secret = Some(self.secret.clone());
                 proxy_stats::start(c, shutdown.clone()).await
             }
         }
@@ -77,7 +83,7 @@ impl StatsService {
     }
 
     fn settings(&self) -> StatsSettings {
-        StatsSettings::new(self.ingest.to_string())
+        StatsSettings::new(self.ingest.to_string()).with_secret(self.secret.clone())
     }
 
     async fn get(&self, path: &str) -> Value {
@@ -170,16 +176,12 @@ impl Mining {
             running: None,
         };
         translator.start().await;
-        let mut miner_config = MinerConfig {
-            url: translator.config.listen_address.to_string(),
-            username: "rig".into(),
-            threads: 1,
-            mode: Mode::Load,
-            stats_interval_secs: 1,
-            ..Default::default()
-        };
-        miner_config.load.miners = miners;
-        miner_config.load.shares_per_second = shares_per_second;
+        let miner_config = load_miner_config(
+            translator.config.listen_address,
+            "rig",
+            miners,
+            shares_per_second,
+        );
         let miner_shutdown = CancellationToken::new();
         let miner = miner::start(miner_config, miner_shutdown.clone());
         Mining {
@@ -409,5 +411,239 @@ async fn hashrate_from_shares_matches_the_load_generators_pace() {
         println!("{name} screenshot: {}", path.display());
     }
     browser.quit().await;
+    m.stop().await;
+}
+
+/// What forgers publish: figures no real role sends, each marked so that it
+/// can be looked for anywhere in the API and on the dashboards.
+mod forged {
+    use ehash::wire::str0255;
+    use stats_sv2::*;
+
+    pub const ID: u32 = 0x0F0F_0F0F;
+    pub const NAME: &str = "forged-miner";
+    pub const QUOTE: &str = "forged-quote";
+    pub const AMOUNT: u64 = 987_654_321;
+    /// Work that would show as an absurd hashrate.
+    pub const WORK: u64 = 1 << 60;
+    /// Block hash on the wire (little-endian); displayed as "ab…ab".
+    pub const HASH: [u8; 32] = [0xAB; 32];
+
+    pub fn pool(t: u64) -> Vec<StatsMessage> {
+        vec![
+            DownstreamConnected {
+                downstream_id: ID,
+                flags: 0,
+                timestamp: t,
+            }
+            .into(),
+            ShareSubmitted {
+                downstream_id: ID,
+                channel_id: ID,
+                accepted: true,
+                work: WORK,
+                timestamp: t,
+            }
+            .into(),
+            BlockFoundOwned {
+                height: ID,
+                block_hash: HASH.into(),
+                channel_id: ID,
+                timestamp: t,
+            }
+            .into(),
+            MintStats {
+                quotes_unpaid: AMOUNT,
+                quotes_paid: AMOUNT,
+                quotes_issued: AMOUNT,
+                ehash_quoted: AMOUNT,
+                ehash_issued: AMOUNT,
+                timestamp: t,
+            }
+            .into(),
+            LinkStatus {
+                link: link::TEMPLATE_PROVIDER,
+                up: false,
+                timestamp: t,
+            }
+            .into(),
+        ]
+    }
+
+    pub fn proxy(t: u64) -> Vec<StatsMessage> {
+        vec![
+            MinerConnectedOwned {
+                miner_id: ID,
+                name: str0255("name", NAME).unwrap(),
+                timestamp: t,
+            }
+            .into(),
+            MinerShare {
+                miner_id: ID,
+                accepted: true,
+                work: WORK,
+                timestamp: t,
+            }
+            .into(),
+            WalletBalance {
+                balance: AMOUNT,
+                timestamp: t,
+            }
+            .into(),
+            EhashQuoteOwned {
+                quote_id: str0255("quote_id", QUOTE).unwrap(),
+                amount: AMOUNT,
+                minted: true,
+                timestamp: t,
+            }
+            .into(),
+            LinkStatus {
+                link: link::POOL,
+                up: false,
+                timestamp: t,
+            }
+            .into(),
+        ]
+    }
+
+    /// Text that shows a forged figure if it appears in `text` (JSON or HTML).
+    pub fn markers() -> Vec<String> {
+        vec![
+            NAME.into(),
+            QUOTE.into(),
+            ID.to_string(),
+            AMOUNT.to_string(),
+            "abababab".into(),
+        ]
+    }
+}
+
+/// Connects to `service` the ways a stranger without its secret can, and
+/// sends `figures` on each connection: no secret, a wrong secret, the
+/// version 1 hello (no secret at all), no hello. Returns the connections.
+async fn forge(
+    service: &StatsService,
+    role: u8,
+    started_at: u64,
+    figures: &[StatsMessage],
+) -> Vec<Publisher> {
+    let addr = service.ingest;
+    let mut forgers = vec![
+        Publisher::connect(addr, role, started_at).await,
+        Publisher::connect_with(addr, role, started_at, b"not the secret, a good guess").await,
+        Publisher::connect_silently(addr).await,
+    ];
+    let mut v1 = Publisher::connect_silently(addr).await;
+    let mut hello = vec![0, 0, stats_sv2::PUBLISHER_HELLO_V1, 25, 0, 0, role];
+    for field in [started_at, 0, started_at] {
+        hello.extend(field.to_le_bytes());
+    }
+    v1.send_raw(&hello).await;
+    forgers.push(v1);
+    for forger in &mut forgers {
+        for msg in figures {
+            if !forger.try_send(msg.clone()).await {
+                break;
+            }
+        }
+    }
+    forgers
+}
+
+/// Every place a figure can show: the JSON API and the dashboard page.
+async fn everything_shown(service: &StatsService) -> String {
+    let mut shown = String::new();
+    for path in [
+        "/api/stats",
+        "/api/hashrate?hours=1",
+        "/api/miners?hours=1",
+        "/api/blocks?limit=1000",
+        "/api/quotes?limit=1000",
+        "/metrics",
+        "/?range=1h",
+    ] {
+        let (status, body) = http(service.http, "GET", path, None).await;
+        // /api/blocks is pool-stats', /api/quotes proxy-stats'.
+        if status == 404 {
+            continue;
+        }
+        assert_eq!(status, 200, "GET {path}: {body}");
+        shown += &body;
+    }
+    shown
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stats_never_reach_the_dashboards() {
+    let _serial = SERIAL.lock().await;
+    let m = Mining::start(2, 4.0).await;
+    m.mine(5).await;
+    let pool_before = m
+        .pool_stats
+        .stats_when("the pool's figures", |s| {
+            s["shares_accepted"].as_u64() >= Some(5) && s["proxies"][0].is_object()
+        })
+        .await;
+    let proxy_before = m
+        .proxy_stats
+        .stats_when("the translator's figures", |s| {
+            s["shares_accepted"].as_u64() >= Some(5) && s["miners"][0].is_object()
+        })
+        .await;
+
+    // A new started_at too: a forger must not reset the live state either.
+    let t = stats_common::now_ms() as u64;
+    let mut forgers = forge(&m.pool_stats, stats_sv2::role::POOL, t, &forged::pool(t)).await;
+    let proxy_forgers = forge(
+        &m.proxy_stats,
+        stats_sv2::role::TRANSLATOR,
+        t,
+        &forged::proxy(t),
+    )
+    .await;
+    forgers.extend(proxy_forgers);
+
+    // The real roles' later figures arrive: anything forged would have by now.
+    m.mine(10).await;
+    let later = |before: &Value| {
+        let shares = u64_at(before, "/shares_accepted") + 10;
+        move |s: &Value| s["shares_accepted"].as_u64() >= Some(shares)
+    };
+    for (service, before) in [
+        (&m.pool_stats, &pool_before),
+        (&m.proxy_stats, &proxy_before),
+    ] {
+        let s = service
+            .stats_when("the real publisher's later figures", later(before))
+            .await;
+        assert_eq!(
+            s["publisher"]["started_at"],
+            before["publisher"]["started_at"]
+        );
+        assert_eq!(s["publisher"]["restarts"], before["publisher"]["restarts"]);
+        assert_eq!(s["publisher"]["connected"], true);
+        let shown = everything_shown(service).await;
+        for marker in forged::markers() {
+            assert!(!shown.contains(&marker), "forged {marker} shown:\n{shown}");
+        }
+        let h = service.get("/api/hashrate?hours=1").await;
+        let absurd = forged::WORK as f64 / 60.0 / 2.0;
+        assert!(
+            h["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["hashrate"].as_f64().unwrap_or(0.0) < absurd),
+            "forged work in the hashrate: {h}"
+        );
+    }
+    let s = m.pool_stats.get("/api/stats").await;
+    assert_eq!(s["links"]["template_provider"]["state"], "up", "{s}");
+    let s = m.proxy_stats.get("/api/stats").await;
+    assert_eq!(s["links"]["pool"]["state"], "up", "{s}");
+    // The services hung up on every forger.
+    for forger in &mut forgers {
+        forger.expect_closed().await;
+    }
     m.stop().await;
 }

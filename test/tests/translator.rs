@@ -197,6 +197,35 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_that_stops_reading_is_closed_after_the_write_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let stack = Stack::start(NBITS_NEVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
+    config.miner_write_timeout_secs = 1;
+    let mut tr = RunningTranslator::start(config).await;
+    // A small receive buffer, so the translator's writes block soon.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut miner = socket.connect(tr.addr()).await.unwrap();
+    // Requests the translator must answer, never reading an answer.
+    let flood = tokio::spawn(async move {
+        let line = b"{\"id\":1,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n";
+        while miner.write_all(line).await.is_ok() {}
+    });
+    let reason = tr
+        .wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { .. }))
+        .await;
+    let TranslatorEvent::MinerDisconnected { reason, .. } = reason else {
+        unreachable!()
+    };
+    assert!(reason.contains("took no line"), "{reason}");
+    flood.await.unwrap();
+    tr.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miners_suggested_difficulty_is_the_difficulty_it_mines_at() {
     let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;
     let near = |a: f64, b: f64| (a / b - 1.0).abs() < 1e-3;
@@ -252,6 +281,52 @@ async fn the_translator_fails_over_to_the_next_pool_and_keeps_its_miners() {
     let en1 = miner.extranonce1.clone();
     mine_and_check(&mut second, &mut miner, "rig").await;
     assert_eq!(miner.extranonce1, en1);
+    tr.stop().await;
+    first.tp_shutdown.cancel();
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_to_a_pool_with_less_extranonce_room_keeps_miners_that_subscribed_to_changes() {
+    let mut first = Stack::start(NBITS_NEVER).await;
+    // 8 bytes of extranonce: 2 of channel index, 6 to roll (the translator
+    // hands out 4 of extranonce1 and asks 4 of extranonce2 by default)
+    let mut second = Stack::start_with(NBITS_NEVER, |c| c.extranonce_len = 8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tr = RunningTranslator::start(translator_config(
+        &[first.pool_addr(), second.pool_addr()],
+        NO_MINT_URL,
+        dir.path(),
+    ))
+    .await;
+    let mut subscribed = Sv1Client::connect(tr.addr()).await;
+    subscribed.subscribe().await;
+    let r = subscribed
+        .request("mining.extranonce.subscribe", json!([]))
+        .await;
+    assert_eq!(r["result"], true);
+    assert_eq!(subscribed.authorize("rig").await, Ok(true));
+    subscribed.wait_job().await;
+    let mut plain = Sv1Client::start(tr.addr(), "old-rig").await;
+    assert_eq!(subscribed.extranonce2_size, 4);
+    mine_and_check(&mut first, &mut subscribed, "rig").await;
+    mine_and_check(&mut first, &mut plain, "old-rig").await;
+
+    first.pool_shutdown.cancel();
+    tr.wait_event(|e| matches!(e, TranslatorEvent::UpstreamLost(_)))
+        .await;
+    // the subscribed miner is told its smaller extranonce2, then gets work
+    let en1 = subscribed.extranonce1.clone();
+    wait_clean_job(&mut subscribed).await;
+    assert!(
+        (2..4).contains(&subscribed.extranonce2_size),
+        "extranonce2 moved down to what fits: {}",
+        subscribed.extranonce2_size
+    );
+    assert_eq!(subscribed.extranonce1, en1);
+    mine_and_check(&mut second, &mut subscribed, "rig").await;
+    // the one that cannot be told is closed, so its firmware fails over
+    plain.expect_closed().await;
     tr.stop().await;
     first.tp_shutdown.cancel();
     second.stop().await;

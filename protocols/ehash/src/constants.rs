@@ -63,6 +63,10 @@ pub mod mint_quote {
 
 /// The pool/translator -> stats service link (SV2 framing over plain TCP).
 pub mod stats {
+    /// The version `PublisherHello` carries. Version 1 had no version field
+    /// and no secret, and its hello was [`PUBLISHER_HELLO_V1`].
+    pub const PROTOCOL_VERSION: u16 = 2;
+
     pub const SHARE_SUBMITTED: u8 = 0x01;
     pub const QUOTE_CREATED: u8 = 0x02;
     pub const CHANNEL_OPENED: u8 = 0x03;
@@ -74,9 +78,13 @@ pub mod stats {
     pub const MINER_SHARE: u8 = 0x09;
     pub const HASHRATE_UPDATE: u8 = 0x0A;
     pub const BLOCK_FOUND: u8 = 0x0B;
-    pub const PUBLISHER_HELLO: u8 = 0x0C;
+    /// The version 1 hello (no secret): no longer decoded, only recognised
+    /// so that an outdated publisher is told what is wrong.
+    pub const PUBLISHER_HELLO_V1: u8 = 0x0C;
     pub const LINK_STATUS: u8 = 0x0D;
     pub const MINT_STATS: u8 = 0x0E;
     pub const WALLET_BALANCE: u8 = 0x0F;
     pub const EHASH_QUOTE: u8 = 0x10;
+    pub const PUBLISHER_HELLO: u8 = 0x11;
+    pub const KEEPALIVE: u8 = 0x12;
 }

@@ -6,8 +6,13 @@
 //! milliseconds when the event happened at the sender, so a service that
 //! receives a backlog late still files each event at the right time. Work
 //! is in expected hashes (see `ehash::work`), saturating at `u64::MAX`.
+//!
+//! Every connection starts with [`PublisherHello`], which carries the
+//! [`PROTOCOL_VERSION`] and the service's publisher secret; a publisher with
+//! nothing to send sends [`Keepalive`] every [`KEEPALIVE_INTERVAL`].
 
-use binary_sv2::{Deserialize, Serialize, Str0255, U256};
+use binary_sv2::encodable::EncodableField;
+use binary_sv2::{Deserialize, GetSize, Serialize, Str0255, Str0255Owned, U256};
 use ehash::constants::stats as t;
 
 pub use ehash::wire::{DecodeError, EncodeError, MessageSet};
@@ -126,11 +131,27 @@ pub mod link {
     pub const POOL: u8 = 2;
 }
 
+/// The version of this protocol, which [`PublisherHello`] carries.
+pub use ehash::constants::stats::PROTOCOL_VERSION;
+/// The message type of the version 1 hello. It is not decoded; a service
+/// recognises it to tell an outdated publisher what is wrong.
+pub use ehash::constants::stats::PUBLISHER_HELLO_V1;
+
+/// How long a secret [`PublisherHello`] can carry, in bytes.
+pub const MAX_SECRET_LEN: usize = 255;
+
 /// Pool or translator: first message on every stats connection. A new
 /// `started_at` tells the service the publisher restarted, so its live state
 /// (connected downstreams, miners, links) starts over; history is kept.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+///
+/// `secret` is the service's publisher secret, which proves the publisher
+/// may publish there (empty when the publisher has none). It travels in
+/// clear over the plain TCP link: the link must be one that strangers cannot
+/// watch (loopback, a private network, a tunnel). `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PublisherHello {
+    /// [`PROTOCOL_VERSION`]; a service refuses any other.
+    pub version: u16,
     /// [`role`]`::POOL` or [`role`]`::TRANSLATOR`.
     pub role: u8,
     /// When the publishing process started (Unix milliseconds).
@@ -138,8 +159,118 @@ pub struct PublisherHello {
     /// Events dropped since the process started because the queue was full
     /// while the service was away.
     pub dropped: u64,
+    /// At most [`MAX_SECRET_LEN`] bytes.
+    pub secret: Str0255Owned,
     pub timestamp: u64,
 }
+
+impl std::fmt::Debug for PublisherHello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = if self.secret.as_bytes().is_empty() {
+            "none"
+        } else {
+            "(hidden)"
+        };
+        f.debug_struct("PublisherHello")
+            .field("version", &self.version)
+            .field("role", &self.role)
+            .field("started_at", &self.started_at)
+            .field("dropped", &self.dropped)
+            .field("secret", &secret)
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
+}
+
+/// [`PublisherHello`] as binary_sv2 encodes it. Kept apart because the
+/// owned struct binary_sv2 derives has a `Debug` that would show the secret.
+#[derive(Serialize, Deserialize, Clone)]
+pub(crate) struct PublisherHelloWire<'decoder> {
+    version: u16,
+    role: u8,
+    started_at: u64,
+    dropped: u64,
+    secret: Str0255<'decoder>,
+    timestamp: u64,
+}
+
+impl PublisherHelloWire<'_> {
+    fn into_hello(self) -> PublisherHello {
+        let w = self.into_owned();
+        PublisherHello {
+            version: w.version,
+            role: w.role,
+            started_at: w.started_at,
+            dropped: w.dropped,
+            secret: w.secret,
+            timestamp: w.timestamp,
+        }
+    }
+}
+
+impl PublisherHello {
+    /// A hello of this [`PROTOCOL_VERSION`]; an error when `secret` is
+    /// longer than [`MAX_SECRET_LEN`].
+    pub fn new(
+        role: u8,
+        started_at: u64,
+        dropped: u64,
+        secret: &[u8],
+        timestamp: u64,
+    ) -> Result<PublisherHello, EncodeError> {
+        let secret = Str0255Owned::new(secret.to_vec()).map_err(|_| EncodeError {
+            message: "PublisherHello",
+            reason: format!(
+                "a secret of {} bytes, at most {MAX_SECRET_LEN} fit",
+                secret.len()
+            ),
+        })?;
+        Ok(PublisherHello {
+            version: PROTOCOL_VERSION,
+            role,
+            started_at,
+            dropped,
+            secret,
+            timestamp,
+        })
+    }
+
+    fn wire(&self) -> PublisherHelloWireOwned {
+        PublisherHelloWireOwned {
+            version: self.version,
+            role: self.role,
+            started_at: self.started_at,
+            dropped: self.dropped,
+            secret: self.secret.clone(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+impl GetSize for PublisherHello {
+    fn get_size(&self) -> usize {
+        self.wire().get_size()
+    }
+}
+
+impl<'a> From<PublisherHello> for EncodableField<'a> {
+    fn from(hello: PublisherHello) -> Self {
+        hello.wire().into()
+    }
+}
+
+/// Pool or translator: sent when nothing else was for
+/// [`KEEPALIVE_INTERVAL`], so the service can tell a quiet publisher from a
+/// dead connection. Services do not store it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Keepalive {
+    pub timestamp: u64,
+}
+
+/// A publisher sends something at least this often ([`Keepalive`] when it
+/// has nothing else); a service may close a connection silent for several
+/// times as long.
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Pool or translator: an upstream link went up or down.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -214,7 +345,7 @@ ehash::message_enum! {
             BlockFound(BlockFoundOwned) = t::BLOCK_FOUND,
                 decoded as BlockFound<'_> => into_owned;
             PublisherHello(PublisherHello) = t::PUBLISHER_HELLO,
-                decoded as PublisherHello;
+                decoded as PublisherHelloWire<'_> => into_hello;
             LinkStatus(LinkStatus) = t::LINK_STATUS,
                 decoded as LinkStatus;
             MintStats(MintStats) = t::MINT_STATS,
@@ -223,6 +354,8 @@ ehash::message_enum! {
                 decoded as WalletBalance;
             EhashQuote(EhashQuoteOwned) = t::EHASH_QUOTE,
                 decoded as EhashQuote<'_> => into_owned;
+            Keepalive(Keepalive) = t::KEEPALIVE,
+                decoded as Keepalive;
         }
     }
 }

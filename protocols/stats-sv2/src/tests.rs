@@ -152,16 +152,72 @@ fn block_found() {
     assert_golden(msg, BLOCK_FOUND_FRAME);
 }
 
+const PUBLISHER_HELLO_FRAME: &str = concat!(
+    "0000112c0000",
+    "0200",
+    "00",
+    "005e56eea1010000",
+    "0700000000000000",
+    "1030313233343536373839616263646566",
+    "7b5e56eea1010000",
+);
+
 #[test]
 fn publisher_hello() {
+    let hello =
+        PublisherHello::new(role::POOL, 1_795_000_000_000, 7, b"0123456789abcdef", TS).unwrap();
+    assert_eq!(hello.version, PROTOCOL_VERSION);
+    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_golden(StatsMessage::PublisherHello(hello), PUBLISHER_HELLO_FRAME);
+}
+
+#[test]
+fn a_publisher_hello_without_a_secret_is_valid() {
+    let hello = PublisherHello::new(role::TRANSLATOR, 1, 0, b"", 2).unwrap();
+    let mut frame = StatsMessage::PublisherHello(hello.clone())
+        .to_frame_bytes()
+        .unwrap();
+    assert_eq!(
+        StatsMessage::decode_frame(&mut frame).unwrap(),
+        StatsMessage::PublisherHello(hello)
+    );
+}
+
+#[test]
+fn a_secret_longer_than_a_hello_carries_is_an_error() {
+    assert!(PublisherHello::new(role::POOL, 1, 0, &[b'x'; MAX_SECRET_LEN], 2).is_ok());
+    let err = PublisherHello::new(role::POOL, 1, 0, &[b'x'; MAX_SECRET_LEN + 1], 2).unwrap_err();
+    assert!(!err.to_string().contains("xxx"), "{err}");
+}
+
+#[test]
+fn debug_output_hides_the_secret() {
+    let hello = PublisherHello::new(role::POOL, 1, 0, b"0123456789abcdef", 2).unwrap();
+    let shown = format!("{:?}", StatsMessage::PublisherHello(hello));
+    assert!(shown.contains("(hidden)"), "{shown}");
+    assert!(!shown.contains("0123456789abcdef"), "{shown}");
+    assert!(!shown.contains("30313233"), "{shown}");
+    let none = PublisherHello::new(role::POOL, 1, 0, b"", 2).unwrap();
+    assert!(format!("{none:?}").contains("secret: \"none\""));
+}
+
+#[test]
+fn the_version_1_hello_is_no_longer_decoded() {
+    // Its number is kept apart so services can recognise it.
+    let mut v1 =
+        hex::decode("00000c19000000005e56eea101000007000000000000007b5e56eea1010000").unwrap();
+    assert_eq!(v1[2], PUBLISHER_HELLO_V1);
+    assert!(matches!(
+        StatsMessage::decode_frame(&mut v1),
+        Err(DecodeError::UnknownMessageType { msg_type, .. }) if msg_type == PUBLISHER_HELLO_V1
+    ));
+}
+
+#[test]
+fn keepalive() {
     assert_golden(
-        StatsMessage::PublisherHello(PublisherHello {
-            role: role::POOL,
-            started_at: 1_795_000_000_000,
-            dropped: 7,
-            timestamp: TS,
-        }),
-        "00000c19000000005e56eea101000007000000000000007b5e56eea1010000",
+        StatsMessage::Keepalive(Keepalive { timestamp: TS }),
+        "0000120800007b5e56eea1010000",
     );
 }
 
@@ -244,7 +300,7 @@ fn a_bool_is_read_from_its_low_bit_only() {
 
 #[test]
 fn unknown_types_are_refused() {
-    for msg_type in [0x00, 0x11, 0xFF] {
+    for msg_type in [0x00, PUBLISHER_HELLO_V1, 0x13, 0xFF] {
         assert!(matches!(
             StatsMessage::decode_payload(msg_type, false, &mut [0u8; 64]),
             Err(DecodeError::UnknownMessageType { .. })
@@ -257,6 +313,7 @@ const GOLDEN_FRAMES: &[&str] = &[
     MINER_CONNECTED_FRAME,
     MINER_SHARE_FRAME,
     BLOCK_FOUND_FRAME,
+    PUBLISHER_HELLO_FRAME,
 ];
 
 ehash::hostile_input_proptests!(StatsMessage, GOLDEN_FRAMES);

@@ -235,6 +235,16 @@ pub fn set_version_mask(mask: u32) -> String {
     )
 }
 
+/// `mining.set_extranonce`: the miner's new extranonce1 and extranonce2
+/// size, in force from the next `mining.notify`.
+pub fn set_extranonce(extranonce1: &[u8], extranonce2_size: usize) -> String {
+    request(
+        Value::Null,
+        "mining.set_extranonce",
+        json!([hex::encode(extranonce1), extranonce2_size]),
+    )
+}
+
 /// What a `mining.notify` carries, in header byte order (converted on output).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notify {

@@ -7,6 +7,7 @@
 //! [`sv2`]: SV2 over Noise (framing, the reader task, connecting).
 //! [`http`]: an axum router served with bounds on slow and idle clients.
 //! [`limits`]: bounds on a listener's connections.
+//! [`log_limit`]: warnings a peer can repeat, logged at most once per interval.
 //! [`private`]: state directories and files for their owner only.
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
@@ -14,6 +15,7 @@
 pub mod default;
 pub mod http;
 pub mod limits;
+pub mod log_limit;
 pub mod private;
 pub mod stats_publisher;
 pub mod sv2;

@@ -55,11 +55,12 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Field names whose values are secrets.
-const SECRET_FIELDS: [&str; 2] = ["secret_key", "mnemonic"];
+/// Endings of field names whose values are secrets.
+const SECRET_FIELDS: [&str; 3] = ["secret_key", "mnemonic", "secret"];
 
 /// The warning to log when the config file at `path` sets a secret (a
-/// `…secret_key` or `mnemonic` field) and group or others may read it.
+/// `…secret_key`, `…secret` or `mnemonic` field) and group or others may
+/// read it. Commented-out lines set nothing.
 pub fn exposed_secret_warning(path: &Path) -> Option<String> {
     let mode = fs::metadata(path).ok()?.mode() & 0o777;
     if mode & 0o077 == 0 {
@@ -67,6 +68,9 @@ pub fn exposed_secret_warning(path: &Path) -> Option<String> {
     }
     let text = fs::read_to_string(path).ok()?;
     let field = text.lines().find_map(|line| {
+        if line.trim_start().starts_with('#') {
+            return None;
+        }
         let (name, _) = line.split_once('=')?;
         let name = name.trim();
         SECRET_FIELDS
@@ -146,7 +150,19 @@ mod tests {
         );
         fs::set_permissions(&config, fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(exposed_secret_warning(&config), None);
-        // No secret in it: nothing to say.
+        // A stats publisher secret counts too, wherever the table.
+        for text in [
+            "publisher_secret = \"0123456789abcdef\"\n",
+            "[stats]\nsecret = \"0123456789abcdef\"\n",
+        ] {
+            fs::write(&config, text).unwrap();
+            fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(exposed_secret_warning(&config).is_some(), "{text}");
+        }
+        // No secret in it, or only in a comment: nothing to say.
+        fs::write(&config, "# secret = \"0123456789abcdef\"\n").unwrap();
+        fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(exposed_secret_warning(&config), None);
         fs::write(&config, "listen_address = \"x\"\n").unwrap();
         fs::set_permissions(&config, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(exposed_secret_warning(&config), None);

@@ -6,7 +6,12 @@
 //! background task connects to the service, sends a `PublisherHello` first on
 //! every connection, then the queued events in order; on any error it
 //! reconnects with exponential backoff. Events queued while the service is
-//! away are sent once it is back, up to the queue's capacity.
+//! away are sent once it is back, up to the queue's capacity. With nothing
+//! to send it sends a `Keepalive` every [`KEEPALIVE_INTERVAL`], so the
+//! service can close connections that went silent.
+//!
+//! The hello carries the service's publisher secret ([`PublisherSecret`],
+//! `secret` in the `[stats]` table) when one is configured.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -15,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use stats_sv2::{LinkStatus, MessageSet, PublisherHello, StatsMessage};
+use stats_sv2::{
+    Keepalive, LinkStatus, MessageSet, PublisherHello, StatsMessage, KEEPALIVE_INTERVAL,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -39,6 +46,56 @@ pub fn now_ms() -> u64 {
 
 // ------------------------------------------------------------------ config
 
+/// The shared secret a stats service asks of its publishers (its
+/// `publisher_secret`, the publisher's `[stats] secret`). Text of
+/// [`PublisherSecret::MIN_LEN`] to [`PublisherSecret::MAX_LEN`] bytes;
+/// `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PublisherSecret(String);
+
+impl PublisherSecret {
+    /// Shorter secrets are guessable.
+    pub const MIN_LEN: usize = 16;
+    /// What `PublisherHello` can carry.
+    pub const MAX_LEN: usize = stats_sv2::MAX_SECRET_LEN;
+
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    /// 32 random bytes, as 64 hex digits.
+    pub fn random() -> Self {
+        Self(hex::encode(rand::random::<[u8; 32]>()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// Checks the length; errors name `field`.
+    pub fn check(&self, field: &str) -> Result<(), ConfigError> {
+        let len = self.0.len();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "is {len} bytes long; use {} to {} (e.g. `openssl rand -hex 32`)",
+                    Self::MIN_LEN,
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for PublisherSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PublisherSecret(hidden)")
+    }
+}
+
 /// The `[stats]` table of the pool and the translator: where their stats
 /// service listens. Without it nothing is published.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -50,6 +107,9 @@ pub struct StatsSettings {
     /// dropped (and counted).
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
+    /// The service's `publisher_secret`, when it has one.
+    #[serde(default)]
+    pub secret: Option<PublisherSecret>,
 }
 
 fn default_queue_capacity() -> usize {
@@ -61,6 +121,15 @@ impl StatsSettings {
         Self {
             address: address.into(),
             queue_capacity: default_queue_capacity(),
+            secret: None,
+        }
+    }
+
+    /// The same settings, sending `secret` in the hello.
+    pub fn with_secret(self, secret: PublisherSecret) -> Self {
+        Self {
+            secret: Some(secret),
+            ..self
         }
     }
 }
@@ -83,6 +152,9 @@ impl Validate for StatsSettings {
                 "stats.queue_capacity",
                 "must be at least 1",
             ));
+        }
+        if let Some(secret) = &self.secret {
+            secret.check("stats.secret")?;
         }
         Ok(())
     }
@@ -198,6 +270,18 @@ impl StatsPublisher {
 
     /// Starts the connection task. Needs a tokio runtime.
     pub fn start(settings: &StatsSettings, role: u8, shutdown: CancellationToken) -> Self {
+        Self::start_with_keepalive(settings, role, KEEPALIVE_INTERVAL, shutdown)
+    }
+
+    /// [`start`](Self::start), with a `Keepalive` after `keepalive` of
+    /// nothing sent (tests).
+    #[doc(hidden)]
+    pub fn start_with_keepalive(
+        settings: &StatsSettings,
+        role: u8,
+        keepalive: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(StatsQueue::new(settings.queue_capacity)),
             links: Mutex::new(LinkStates::default()),
@@ -206,6 +290,8 @@ impl StatsPublisher {
         });
         let task = Task {
             address: settings.address.clone(),
+            secret: settings.secret.clone(),
+            keepalive,
             role,
             // The role starts with its publisher: a new value tells the
             // service the role restarted.
@@ -260,6 +346,8 @@ impl StatsPublisher {
 
 struct Task {
     address: String,
+    secret: Option<PublisherSecret>,
+    keepalive: Duration,
     role: u8,
     started_at: u64,
     shared: Arc<Shared>,
@@ -321,17 +409,16 @@ impl Task {
             .dropped()
     }
 
-    /// Sends the hello, then queued events; returns only on an error.
+    /// Sends the hello, then queued events, and a keepalive whenever there
+    /// was nothing to send for a while; returns only on an error.
     async fn serve(&self, stream: TcpStream) -> Result<Infallible, String> {
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
         let mut writer = BufWriter::new(writer);
-        let hello = PublisherHello {
-            role: self.role,
-            started_at: self.started_at,
-            dropped: self.dropped(),
-            timestamp: now_ms(),
-        };
+        let secret = self.secret.as_ref().map_or(&[][..], |s| s.as_bytes());
+        let hello =
+            PublisherHello::new(self.role, self.started_at, self.dropped(), secret, now_ms())
+                .map_err(|e| e.to_string())?;
         write(&mut writer, hello.into()).await?;
         flush(&mut writer).await?;
         self.shared.connected.store(true, Ordering::Relaxed);
@@ -346,6 +433,10 @@ impl Task {
                         // empty pop and this wait is not missed.
                         _ = self.shared.wake.notified() => {}
                         closed = closed_by_peer(&mut reader) => return Err(closed),
+                        _ = tokio::time::sleep(self.keepalive) => {
+                            let keepalive = Keepalive { timestamp: now_ms() };
+                            write(&mut writer, keepalive.into()).await?;
+                        }
                     }
                 }
             }

@@ -248,6 +248,16 @@ pub async fn connect(
         .await
         .map_err(|_| ConnectError::Timeout)?
         .map_err(ConnectError::Tcp)?;
+    handshake(stream, authority, who, queue).await
+}
+
+/// The Noise handshake (as initiator) over a connected `stream`.
+pub async fn handshake(
+    stream: TcpStream,
+    authority: Secp256k1PublicKey,
+    who: &'static str,
+    queue: usize,
+) -> Result<Sv2Connection, ConnectError> {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map_err(ConnectError::Tcp)?;
     let noise = connect_with_noise(stream, Some(authority))

@@ -192,6 +192,7 @@ async fn serve(
         setup_done: false,
         serving: false,
     };
+    let mut ignored = roles_common::log_limit::LogLimit::default();
     let result = loop {
         let reply = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
@@ -208,7 +209,9 @@ async fn serve(
             msg = reader.recv() => match msg {
                 Ok(Incoming::Sv2(msg)) => client.on_message(&shared, msg),
                 Ok(Incoming::Ehash(_)) => {
-                    warn!(client = id, "ignoring an ehash extension message");
+                    if let Some(left_out) = ignored.check(std::time::Instant::now()) {
+                        warn!(client = id, left_out, "ignoring an ehash extension message");
+                    }
                     continue;
                 }
                 Err(ReadError::ClosedByPeer) => break Ok(()),

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use roles_common::stats_publisher::StatsSettings;
+use roles_common::stats_publisher::{PublisherSecret, StatsSettings};
 use roles_common::CancellationToken;
 use tracing::info;
 
@@ -98,17 +98,23 @@ impl Roles {
         shutdown: &CancellationToken,
     ) -> Result<Self, DevnetError> {
         // The stats services first, so the pool and the translator publish from
-        // their first event.
+        // their first event. A fresh secret per service and run: only this
+        // devnet's pool and translator can publish to them.
+        let (pool_secret, proxy_secret) = (PublisherSecret::random(), PublisherSecret::random());
+        c.pool_stats.publisher_secret = Some(pool_secret.clone());
+        c.proxy_stats.publisher_secret = Some(proxy_secret.clone());
         let pool_stats = start_role(|stop| pool_stats::start(c.pool_stats.clone(), stop)).await?;
         let proxy_stats =
             start_role(|stop| proxy_stats::start(c.proxy_stats.clone(), stop)).await?;
         c.pool.stats = Some(publish_to(
             c.pool.stats.take(),
             pool_stats.handle.ingest_addr,
+            pool_secret,
         ));
         c.translator.stats = Some(publish_to(
             c.translator.stats.take(),
             proxy_stats.handle.ingest_addr,
+            proxy_secret,
         ));
 
         let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
@@ -214,11 +220,15 @@ impl Roles {
 }
 
 /// Publishing settings towards a stats service's bound ingest address,
-/// keeping the role file's queue capacity.
-fn publish_to(settings: Option<StatsSettings>, ingest: SocketAddr) -> StatsSettings {
+/// with its secret, keeping the role file's queue capacity.
+fn publish_to(
+    settings: Option<StatsSettings>,
+    ingest: SocketAddr,
+    secret: PublisherSecret,
+) -> StatsSettings {
     let mut settings = settings.unwrap_or_else(|| StatsSettings::new(""));
     settings.address = reachable(ingest).to_string();
-    settings
+    settings.with_secret(secret)
 }
 
 async fn start_role<H, E, F>(
@@ -314,6 +324,18 @@ pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publishers_get_the_service_address_and_secret() {
+        let secret = PublisherSecret::new("0123456789abcdef");
+        let mut kept = StatsSettings::new("elsewhere:1");
+        kept.queue_capacity = 7;
+        let s = publish_to(Some(kept), "0.0.0.0:4000".parse().unwrap(), secret.clone());
+        assert_eq!(
+            (s.address.as_str(), s.queue_capacity, s.secret),
+            ("127.0.0.1:4000", 7, Some(secret))
+        );
+    }
 
     #[test]
     fn unspecified_listeners_are_reached_on_loopback() {

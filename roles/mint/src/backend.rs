@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use cdk::nuts::{CurrencyUnit, PublicKey};
@@ -19,6 +20,7 @@ use cdk_common::payment::{
     WaitPaymentResponse,
 };
 use futures::Stream;
+use roles_common::log_limit::LogLimit;
 use serde::{Deserialize, Serialize};
 
 use crate::quote::CheckedShare;
@@ -47,6 +49,9 @@ pub struct StoredExtra {
 #[derive(Debug, Default)]
 pub struct EhashBackend {
     authorized: Mutex<HashMap<String, Expected>>,
+    /// Refusals come from anyone who can reach the HTTP API: logged at
+    /// most once per interval.
+    refusals: Mutex<LogLimit>,
 }
 
 /// A live permission to create one quote. Dropping it withdraws the
@@ -99,8 +104,10 @@ impl EhashBackend {
         }
     }
 
-    fn refuse(reason: &str) -> Error {
-        tracing::warn!("refused an ehash quote request: {reason}");
+    fn refuse(&self, reason: &str) -> Error {
+        if let Some(left_out) = roles_common::lock(&self.refusals).check(Instant::now()) {
+            tracing::warn!(left_out, "refused an ehash quote request: {reason}");
+        }
         Error::Custom(format!(
             "ehash quotes are created only by the authenticated pool link ({reason})"
         ))
@@ -138,21 +145,21 @@ impl MintPayment for EhashBackend {
             .extra_json
             .as_deref()
             .and_then(|json| serde_json::from_str(json).ok())
-            .ok_or_else(|| Self::refuse("no authorization"))?;
+            .ok_or_else(|| self.refuse("no authorization"))?;
         let expected = self
             .lock()
             .remove(&extra.authorization)
-            .ok_or_else(|| Self::refuse("unknown authorization"))?;
+            .ok_or_else(|| self.refuse("unknown authorization"))?;
         // NUT-20 on every ehash quote, and exactly the share the link checked.
         let pubkey = options
             .pubkey
-            .ok_or_else(|| Self::refuse("no NUT-20 pubkey"))?;
+            .ok_or_else(|| self.refuse("no NUT-20 pubkey"))?;
         let amount = options.amount.as_ref().map(|a| a.value());
         if pubkey != expected.pubkey
             || amount != Some(expected.amount)
             || extra.share_hash != expected.share_hash
         {
-            return Err(Self::refuse("request differs from the checked share"));
+            return Err(self.refuse("request differs from the checked share"));
         }
         Ok(CreateIncomingPaymentResponse {
             // cdk's own quote id, never a value a client chose.

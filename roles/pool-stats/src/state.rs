@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use stats_common::{LinkState, ServiceState, Write};
+use stats_common::{LinkState, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{
-    BlockFoundOwned, ChannelClosed, DownstreamConnected, LinkStatus, MintStats, QuoteCreated,
-    ShareSubmitted, StatsMessage,
+    BlockFoundOwned, ChannelClosed, ChannelOpened, DownstreamConnected, LinkStatus, MintStats,
+    QuoteCreated, ShareSubmitted, StatsMessage,
 };
 
 /// Series in the store (1-minute buckets). `work` is kept for the whole
@@ -59,6 +59,8 @@ pub struct MintFigures {
     pub updated_at: i64,
 }
 
+/// Live downstreams and, over all of them, channels are each kept up to
+/// [`MAX_LIVE_ENTRIES`]; events of one beyond that count in the totals only.
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 pub struct PoolState {
     pub totals: Totals,
@@ -67,62 +69,114 @@ pub struct PoolState {
     pub mint_link: Option<LinkState>,
     /// Kept across pool restarts: these are the mint's figures, not the pool's.
     pub mint: Option<MintFigures>,
+    /// Channels in `downstreams`; counted when first needed after a load.
+    #[serde(skip)]
+    channel_count: Option<usize>,
+    #[serde(skip)]
+    refused: LiveRefusals,
 }
 
 impl PoolState {
-    fn downstream(&mut self, id: u32, t: i64) -> &mut Downstream {
-        // A downstream seen only through later events (its connect was
-        // dropped from the publisher's queue) counts from its first event.
-        self.downstreams.entry(id).or_insert_with(|| Downstream {
-            connected_since: t,
-            ..Default::default()
-        })
+    /// The live downstream `id`, added if there is room.
+    fn downstream(&mut self, id: u32, t: i64) -> Option<&mut Downstream> {
+        if !self.downstreams.contains_key(&id) {
+            if self.downstreams.len() >= MAX_LIVE_ENTRIES {
+                self.refused.refused("downstream");
+                return None;
+            }
+            // A downstream seen only through later events (its connect was
+            // dropped from the publisher's queue) counts from its first event.
+            let d = Downstream {
+                connected_since: t,
+                ..Default::default()
+            };
+            self.downstreams.insert(id, d);
+        }
+        self.downstreams.get_mut(&id)
+    }
+
+    fn channel_count(&mut self) -> usize {
+        let downstreams = &self.downstreams;
+        *self
+            .channel_count
+            .get_or_insert_with(|| downstreams.values().map(|d| d.channels.len()).sum())
+    }
+
+    fn remove_downstream(&mut self, id: u32) {
+        if let Some(d) = self.downstreams.remove(&id) {
+            if let Some(count) = &mut self.channel_count {
+                *count -= d.channels.len();
+            }
+        }
     }
 
     fn downstream_connected(&mut self, m: &DownstreamConnected, t: i64) {
-        self.downstreams.insert(
-            m.downstream_id,
-            Downstream {
-                flags: m.flags,
-                connected_since: t,
-                ..Default::default()
-            },
-        );
+        // A connect for a live id starts it over.
+        self.remove_downstream(m.downstream_id);
+        if let Some(d) = self.downstream(m.downstream_id, t) {
+            d.flags = m.flags;
+        }
+    }
+
+    fn channel_opened(&mut self, m: &ChannelOpened, t: i64) {
+        let full = self.channel_count() >= MAX_LIVE_ENTRIES;
+        let Some(d) = self.downstream(m.downstream_id, t) else {
+            return;
+        };
+        if d.channels.contains(&m.channel_id) {
+            return;
+        }
+        if full {
+            self.refused.refused("channel");
+            return;
+        }
+        d.channels.insert(m.channel_id);
+        self.channel_count = self.channel_count.map(|c| c + 1);
     }
 
     fn channel_closed(&mut self, m: &ChannelClosed) {
         if let Some(d) = self.downstreams.get_mut(&m.downstream_id) {
-            d.channels.remove(&m.channel_id);
+            if d.channels.remove(&m.channel_id) {
+                self.channel_count = self.channel_count.map(|c| c - 1);
+            }
         }
     }
 
     fn share(&mut self, m: &ShareSubmitted, t: i64, out: &mut Vec<Write>) {
-        let d = self.downstream(m.downstream_id, t);
-        d.last_share = Some(d.last_share.map_or(t, |l| l.max(t)));
+        let live = match self.downstream(m.downstream_id, t) {
+            Some(d) => {
+                d.last_share = Some(d.last_share.map_or(t, |l| l.max(t)));
+                if m.accepted {
+                    d.shares_accepted += 1;
+                } else {
+                    d.shares_rejected += 1;
+                }
+                true
+            }
+            None => false,
+        };
         if m.accepted {
-            d.shares_accepted += 1;
             self.totals.shares_accepted += 1;
             self.totals.work_accepted += m.work as f64;
             let work = m.work as f64;
             out.push(Write::add(series::WORK, "", t, work));
-            out.push(Write::add(
-                series::WORK,
-                m.downstream_id.to_string(),
-                t,
-                work,
-            ));
+            // Per-downstream history only for the downstreams kept live.
+            if live {
+                let key = m.downstream_id.to_string();
+                out.push(Write::add(series::WORK, key, t, work));
+            }
             out.push(Write::add(series::ACCEPTED, "", t, 1.0));
         } else {
-            d.shares_rejected += 1;
             self.totals.shares_rejected += 1;
             out.push(Write::add(series::REJECTED, "", t, 1.0));
         }
     }
 
     fn quote(&mut self, m: &QuoteCreated, t: i64, out: &mut Vec<Write>) {
-        let d = self.downstream(m.downstream_id, t);
-        d.quotes += 1;
-        d.ehash = d.ehash.saturating_add(m.amount);
+        if let Some(d) = self.downstream(m.downstream_id, t) {
+            d.quotes += 1;
+            d.ehash = d.ehash.saturating_add(m.amount);
+        }
         self.totals.quotes_created += 1;
         self.totals.ehash_created = self.totals.ehash_created.saturating_add(m.amount);
         out.push(Write::add(series::QUOTES, "", t, 1.0));
@@ -172,6 +226,7 @@ impl ServiceState for PoolState {
 
     fn publisher_restarted(&mut self) {
         self.downstreams.clear();
+        self.channel_count = Some(0);
         self.template_provider = None;
         self.mint_link = None;
     }
@@ -180,14 +235,8 @@ impl ServiceState for PoolState {
         let t = msg.timestamp() as i64;
         match msg {
             StatsMessage::DownstreamConnected(m) => self.downstream_connected(m, t),
-            StatsMessage::DownstreamDisconnected(m) => {
-                self.downstreams.remove(&m.downstream_id);
-            }
-            StatsMessage::ChannelOpened(m) => {
-                self.downstream(m.downstream_id, t)
-                    .channels
-                    .insert(m.channel_id);
-            }
+            StatsMessage::DownstreamDisconnected(m) => self.remove_downstream(m.downstream_id),
+            StatsMessage::ChannelOpened(m) => self.channel_opened(m, t),
             StatsMessage::ChannelClosed(m) => self.channel_closed(m),
             StatsMessage::ShareSubmitted(m) => self.share(m, t, out),
             StatsMessage::QuoteCreated(m) => self.quote(m, t, out),
@@ -331,6 +380,99 @@ mod tests {
         assert_eq!(state.mint_link, None);
         assert_eq!(state.totals.shares_accepted, 1);
         assert_eq!(state.mint.as_ref().map(|m| m.quotes_issued), Some(2));
+    }
+
+    #[test]
+    fn live_downstreams_are_capped_and_the_rest_counts_in_the_totals_only() {
+        let mut state = PoolState::default();
+        for id in 0..MAX_LIVE_ENTRIES as u32 {
+            apply(
+                &mut state,
+                DownstreamConnected {
+                    downstream_id: id,
+                    flags: 0,
+                    timestamp: T,
+                },
+            );
+        }
+        let beyond = MAX_LIVE_ENTRIES as u32;
+        apply(
+            &mut state,
+            DownstreamConnected {
+                downstream_id: beyond,
+                flags: 0,
+                timestamp: T,
+            },
+        );
+        let writes = apply(&mut state, share(beyond + 1, true, 10, T));
+        assert_eq!(state.downstreams.len(), MAX_LIVE_ENTRIES);
+        assert!(!state.downstreams.contains_key(&beyond));
+        assert_eq!(state.totals.shares_accepted, 1);
+        assert!(
+            writes
+                .iter()
+                .all(|w| matches!(w, Write::Add { key, .. } if key.is_empty())),
+            "no per-downstream history for one not kept: {writes:?}"
+        );
+        assert_eq!(state.refused.count(), 2);
+        // Room again once one leaves.
+        apply(
+            &mut state,
+            DownstreamDisconnected {
+                downstream_id: 0,
+                timestamp: T,
+            },
+        );
+        apply(&mut state, share(beyond, true, 10, T));
+        assert!(state.downstreams.contains_key(&beyond));
+    }
+
+    #[test]
+    fn live_channels_are_capped_over_all_downstreams() {
+        let mut state = PoolState::default();
+        let open = |state: &mut PoolState, downstream_id, channel_id| {
+            apply(
+                state,
+                ChannelOpened {
+                    downstream_id,
+                    channel_id,
+                    timestamp: T,
+                },
+            );
+        };
+        for c in 0..MAX_LIVE_ENTRIES as u32 {
+            open(&mut state, c % 2, c);
+        }
+        open(&mut state, 2, 0);
+        open(&mut state, 0, u32::MAX);
+        let channels: usize = state.downstreams.values().map(|d| d.channels.len()).sum();
+        assert_eq!(channels, MAX_LIVE_ENTRIES);
+        assert_eq!(state.refused.count(), 2);
+
+        // The count holds across a save and load, and frees up on close.
+        let mut state: PoolState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        open(&mut state, 3, 0);
+        assert!(state.downstreams[&3].channels.is_empty());
+        apply(
+            &mut state,
+            ChannelClosed {
+                downstream_id: 0,
+                channel_id: 0,
+                timestamp: T,
+            },
+        );
+        open(&mut state, 3, 0);
+        assert_eq!(state.downstreams[&3].channels.len(), 1);
+        apply(
+            &mut state,
+            DownstreamDisconnected {
+                downstream_id: 1,
+                timestamp: T,
+            },
+        );
+        open(&mut state, 3, 1);
+        assert_eq!(state.downstreams[&3].channels.len(), 2);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use stats_common::{LinkState, ServiceState, Write};
+use stats_common::{LinkState, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{EhashQuoteOwned, LinkStatus, MinerConnectedOwned, MinerShare, StatsMessage};
 
 /// Series in the store (1-minute buckets).
@@ -53,6 +53,8 @@ pub struct Balance {
     pub updated_at: i64,
 }
 
+/// Live miners are kept up to [`MAX_LIVE_ENTRIES`]; events of one beyond
+/// that count in the totals only.
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 pub struct ProxyState {
     pub totals: Totals,
@@ -61,13 +63,27 @@ pub struct ProxyState {
     pub mint_link: Option<LinkState>,
     /// Kept across translator restarts: the wallet outlives the process.
     pub wallet: Option<Balance>,
+    #[serde(skip)]
+    refused: LiveRefusals,
 }
 
 impl ProxyState {
-    fn miner(&mut self, id: u32, t: i64) -> &mut Miner {
+    /// The live miner `id`, added by `make` if there is room.
+    fn miner_or(&mut self, id: u32, make: impl FnOnce() -> Miner) -> Option<&mut Miner> {
+        if !self.miners.contains_key(&id) {
+            if self.miners.len() >= MAX_LIVE_ENTRIES {
+                self.refused.refused("miner");
+                return None;
+            }
+            self.miners.insert(id, make());
+        }
+        self.miners.get_mut(&id)
+    }
+
+    fn miner(&mut self, id: u32, t: i64) -> Option<&mut Miner> {
         // A miner seen only through later events (its connect was dropped
         // from the publisher's queue) counts from its first event.
-        self.miners.entry(id).or_insert_with(|| Miner {
+        self.miner_or(id, || Miner {
             name: format!("miner {id}"),
             connected_since: t,
             ..Default::default()
@@ -75,29 +91,35 @@ impl ProxyState {
     }
 
     fn miner_connected(&mut self, m: &MinerConnectedOwned, t: i64) {
-        self.miners.insert(
-            m.miner_id,
-            Miner {
-                name: String::from_utf8_lossy(m.name.as_bytes()).into_owned(),
-                connected_since: t,
-                ..Default::default()
-            },
-        );
+        // A connect for a live id starts it over.
+        self.miners.remove(&m.miner_id);
+        self.miner_or(m.miner_id, || Miner {
+            name: String::from_utf8_lossy(m.name.as_bytes()).into_owned(),
+            connected_since: t,
+            ..Default::default()
+        });
     }
 
     fn share(&mut self, m: &MinerShare, t: i64, out: &mut Vec<Write>) {
-        let miner = self.miner(m.miner_id, t);
-        miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
+        let name = self.miner(m.miner_id, t).map(|miner| {
+            miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
+            if m.accepted {
+                miner.shares_accepted += 1;
+            } else {
+                miner.shares_rejected += 1;
+            }
+            miner.name.clone()
+        });
         if m.accepted {
-            miner.shares_accepted += 1;
-            let name = miner.name.clone();
             self.totals.shares_accepted += 1;
             self.totals.work_accepted += m.work as f64;
             out.push(Write::add(series::WORK, "", t, m.work as f64));
-            out.push(Write::add(series::MINER_WORK, name, t, m.work as f64));
+            // Per-miner history only for the miners kept live.
+            if let Some(name) = name {
+                out.push(Write::add(series::MINER_WORK, name, t, m.work as f64));
+            }
             out.push(Write::add(series::ACCEPTED, "", t, 1.0));
         } else {
-            miner.shares_rejected += 1;
             self.totals.shares_rejected += 1;
             out.push(Write::add(series::REJECTED, "", t, 1.0));
         }
@@ -152,7 +174,9 @@ impl ServiceState for ProxyState {
             }
             StatsMessage::MinerShare(m) => self.share(m, t, out),
             StatsMessage::HashrateUpdate(m) => {
-                self.miner(m.miner_id, t).estimate = Some(m.hashrate);
+                if let Some(miner) = self.miner(m.miner_id, t) {
+                    miner.estimate = Some(m.hashrate);
+                }
             }
             StatsMessage::LinkStatus(m) => self.link_status(m, t),
             StatsMessage::WalletBalance(m) => {
@@ -240,6 +264,51 @@ mod tests {
         );
         assert!(state.miners.is_empty());
         assert_eq!(state.totals.shares_accepted, 1);
+    }
+
+    #[test]
+    fn live_miners_are_capped_and_the_rest_counts_in_the_totals_only() {
+        let mut state = ProxyState::default();
+        for id in 0..MAX_LIVE_ENTRIES as u32 {
+            connect(&mut state, id, "rig");
+        }
+        let beyond = MAX_LIVE_ENTRIES as u32;
+        connect(&mut state, beyond, "one too many");
+        let writes = apply(&mut state, share(beyond + 1, true, 10));
+        apply(
+            &mut state,
+            HashrateUpdate {
+                miner_id: beyond + 2,
+                hashrate: 1,
+                timestamp: T,
+            },
+        );
+        assert_eq!(state.miners.len(), MAX_LIVE_ENTRIES);
+        assert!(!state.miners.contains_key(&beyond));
+        assert_eq!(state.totals.shares_accepted, 1);
+        assert!(
+            !writes.iter().any(|w| matches!(
+                w,
+                Write::Add {
+                    series: series::MINER_WORK,
+                    ..
+                }
+            )),
+            "no per-miner history for a miner not kept: {writes:?}"
+        );
+        assert_eq!(state.refused.count(), 3);
+        // A miner already live is still updated, and leaving makes room.
+        connect(&mut state, 7, "renamed");
+        assert_eq!(state.miners[&7].name, "renamed");
+        apply(
+            &mut state,
+            MinerDisconnected {
+                miner_id: 0,
+                timestamp: T,
+            },
+        );
+        connect(&mut state, beyond, "next");
+        assert_eq!(state.miners[&beyond].name, "next");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use roles_common::stats_publisher::PublisherSecret;
 use roles_common::{ConfigError, Validate};
 use serde::Deserialize;
 
@@ -12,6 +13,11 @@ use crate::service::Service;
 
 /// The longest retention accepted (ten years).
 pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// Default `max_per_miner_rows`: 30 days of ~45 miners mining every minute,
+/// a few hundred MB of SQLite.
+pub const DEFAULT_MAX_PER_MINER_ROWS: u64 = 2_000_000;
+/// Default `max_records`.
+pub const DEFAULT_MAX_RECORDS: u64 = 100_000;
 
 /// What tells one stats service from the other, besides its state and pages.
 #[derive(Debug, Clone, Copy)]
@@ -21,8 +27,8 @@ pub struct Defaults {
     pub name: &'static str,
     /// Environment overrides are `<env_prefix>__<FIELD>`.
     pub env_prefix: &'static str,
-    /// Default port of `ingest_listen` (on 127.0.0.1: publishers are not
-    /// authenticated).
+    /// Default port of `ingest_listen` (on 127.0.0.1, where no
+    /// `publisher_secret` is needed).
     pub ingest_port: u16,
     /// Default port of `http_listen` (on every address).
     pub http_port: u16,
@@ -37,12 +43,24 @@ pub struct ServiceConfig<S: Service> {
     /// Where the publisher (the pool or the translator) connects to publish
     /// its stats (stats-sv2 over TCP).
     pub ingest_listen: SocketAddr,
+    /// The secret every publisher's hello must carry (its `[stats] secret`);
+    /// a connection without it is closed before anything it sends is read.
+    /// Required unless `ingest_listen` is a loopback address.
+    pub publisher_secret: Option<PublisherSecret>,
     /// The dashboard, the JSON API and /metrics.
     pub http_listen: SocketAddr,
     /// Directory of the SQLite time-series file.
     pub data_dir: PathBuf,
-    /// Days of history kept; older data is deleted every hour.
+    /// Days of history kept; older data is deleted every hour, and events
+    /// dated before that are not recorded.
     pub retention_days: u32,
+    /// Rows of per-miner history (one per miner, or per downstream, and
+    /// minute) kept at most; beyond it the oldest minutes go first. Totals
+    /// and the whole pool's history are not affected.
+    pub max_per_miner_rows: u64,
+    /// Records of each kind (quotes, blocks) kept at most; beyond it the
+    /// oldest go first.
+    pub max_records: u64,
     #[serde(skip)]
     service: PhantomData<S>,
 }
@@ -52,9 +70,12 @@ impl<S: Service> Default for ServiceConfig<S> {
         let defaults = S::DEFAULTS;
         ServiceConfig {
             ingest_listen: (Ipv4Addr::LOCALHOST, defaults.ingest_port).into(),
+            publisher_secret: None,
             http_listen: (Ipv4Addr::UNSPECIFIED, defaults.http_port).into(),
             data_dir: defaults.data_dir.into(),
             retention_days: 30,
+            max_per_miner_rows: DEFAULT_MAX_PER_MINER_ROWS,
+            max_records: DEFAULT_MAX_RECORDS,
             service: PhantomData,
         }
     }
@@ -80,6 +101,28 @@ impl<S: Service> Validate for ServiceConfig<S> {
                 "retention_days",
                 format!("must be 1 to {MAX_RETENTION_DAYS}"),
             ));
+        }
+        match &self.publisher_secret {
+            Some(secret) => secret.check("publisher_secret")?,
+            None if !self.ingest_listen.ip().is_loopback() => {
+                return Err(ConfigError::new(
+                    "publisher_secret",
+                    format!(
+                        "must be set when ingest_listen ({}) is not a loopback address, \
+                         or anyone who reaches it could publish figures",
+                        self.ingest_listen
+                    ),
+                ))
+            }
+            None => {}
+        }
+        for (field, value) in [
+            ("max_per_miner_rows", self.max_per_miner_rows),
+            ("max_records", self.max_records),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be at least 1"));
+            }
         }
         Ok(())
     }

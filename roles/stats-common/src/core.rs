@@ -56,6 +56,39 @@ struct Saved<A> {
 /// How far ahead of the service's clock a message may be dated.
 pub const MAX_AHEAD_MS: i64 = 10 * 60 * 1000;
 
+/// Live entries of one kind (connected downstreams, their channels,
+/// miners) a service keeps at most: above what the pool and the translator
+/// allow by default (10000 connections or miners, 65536 channels). What the
+/// publisher reports about connections (their names, ids) comes from
+/// strangers, and a lost disconnect leaves an entry behind until the
+/// publisher restarts.
+pub const MAX_LIVE_ENTRIES: usize = 100_000;
+
+/// Counts the new live entries a state refused at [`MAX_LIVE_ENTRIES`]; a
+/// field of the state, not saved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LiveRefusals(u64);
+
+impl LiveRefusals {
+    /// One more refused entry, a `what` (e.g. "miner"). Logged at the 1st,
+    /// 2nd, 4th, 8th... so a flood cannot flood the log.
+    pub fn refused(&mut self, what: &str) {
+        self.0 += 1;
+        if self.0.is_power_of_two() {
+            tracing::warn!(
+                refused = self.0,
+                "not keeping a new {what}: {MAX_LIVE_ENTRIES} are live, the most kept \
+                 (its events still count in the totals)"
+            );
+        }
+    }
+
+    /// Entries refused since the service started.
+    pub fn count(&self) -> u64 {
+        self.0
+    }
+}
+
 pub struct Core<A> {
     pub state: A,
     pub publisher: Publisher,
@@ -64,6 +97,11 @@ pub struct Core<A> {
     pending: Vec<Write>,
     /// Messages refused for a timestamp far ahead.
     refused_future: u64,
+    /// How far behind the service's clock a message may be dated: the
+    /// retention, as anything older is deleted anyway.
+    max_age_ms: i64,
+    /// Messages refused for a timestamp beyond the retention.
+    refused_past: u64,
 }
 
 impl<A: ServiceState> Core<A> {
@@ -89,7 +127,16 @@ impl<A: ServiceState> Core<A> {
             open_connections: 0,
             pending: Vec::new(),
             refused_future: 0,
+            max_age_ms: i64::MAX,
+            refused_past: 0,
         })
+    }
+
+    /// From now on, refuses messages dated more than `days` before the
+    /// service's clock: the store deletes such data within the hour, and a
+    /// publisher must not fill it with history older than that.
+    pub fn set_retention_days(&mut self, days: u32) {
+        self.max_age_ms = i64::from(days) * 86_400_000;
     }
 
     /// A publisher connection opened with `hello`.
@@ -109,19 +156,31 @@ impl<A: ServiceState> Core<A> {
     }
 
     /// A message on a publisher connection (after its hello), unless it is
-    /// dated more than [`MAX_AHEAD_MS`] after `now`: a forged or broken clock
-    /// must not write the charts' future. Whether it was applied.
+    /// dated more than [`MAX_AHEAD_MS`] after `now` (a forged or broken
+    /// clock must not write the charts' future) or before the retention
+    /// (see [`Core::set_retention_days`]). Whether it was applied.
     pub fn message(&mut self, msg: &StatsMessage, now: i64) -> bool {
-        let ahead = i64::try_from(msg.timestamp())
-            .unwrap_or(i64::MAX)
-            .saturating_sub(now);
-        if ahead > MAX_AHEAD_MS {
+        let t = i64::try_from(msg.timestamp()).unwrap_or(i64::MAX);
+        let ahead = t.saturating_sub(now);
+        let behind = now.saturating_sub(t);
+        let refused = if ahead > MAX_AHEAD_MS {
             self.refused_future += 1;
+            Some((self.refused_future, format!("{ahead} ms ahead of")))
+        } else if behind > self.max_age_ms {
+            self.refused_past += 1;
+            Some((
+                self.refused_past,
+                format!("{behind} ms, beyond the retention, before"),
+            ))
+        } else {
+            None
+        };
+        if let Some((count, when)) = refused {
             // Logged at the 1st, 2nd, 4th, 8th... so a flood cannot flood the log.
-            if self.refused_future.is_power_of_two() {
+            if count.is_power_of_two() {
                 tracing::warn!(
-                    refused = self.refused_future,
-                    "refusing a {} dated {ahead} ms ahead of this service's clock",
+                    refused = count,
+                    "refusing a {} dated {when} this service's clock",
                     msg.name()
                 );
             }
@@ -183,12 +242,7 @@ mod tests {
     }
 
     fn hello(started_at: u64) -> PublisherHello {
-        PublisherHello {
-            role: stats_sv2::role::POOL,
-            started_at,
-            dropped: 3,
-            timestamp: started_at,
-        }
+        PublisherHello::new(stats_sv2::role::POOL, started_at, 3, b"", started_at).unwrap()
     }
 
     fn share(t: u64) -> StatsMessage {
@@ -278,6 +332,29 @@ mod tests {
         assert!(!core.message(&share(now as u64 + MAX_AHEAD_MS as u64 + 1), now));
         assert!(!core.message(&share(u64::MAX), now));
         assert_eq!(core.state.shares, 1);
+    }
+
+    #[test]
+    fn a_message_dated_before_the_retention_is_refused() {
+        let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
+        core.hello(&hello(1_000), 1_000);
+        let now = 40 * 86_400_000;
+        // Without a retention set, any past is accepted.
+        assert!(core.message(&share(0), now));
+        core.set_retention_days(30);
+        let oldest = (now - 30 * 86_400_000) as u64;
+        assert!(core.message(&share(oldest), now));
+        assert!(!core.message(&share(oldest - 1), now));
+        assert_eq!(core.state.shares, 2);
+    }
+
+    #[test]
+    fn live_refusals_are_counted() {
+        let mut refusals = LiveRefusals::default();
+        for _ in 0..5 {
+            refusals.refused("miner");
+        }
+        assert_eq!(refusals.count(), 5);
     }
 
     #[test]

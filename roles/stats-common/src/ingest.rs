@@ -1,20 +1,40 @@
 //! The publisher listener: plain TCP, one stats-sv2 frame after another,
 //! `PublisherHello` first. A connection that breaks the protocol is closed
 //! with a logged reason; other connections are not affected.
+//!
+//! What a stranger who can reach the listener can do is bounded: nothing
+//! it sends is read past a hello without the service's publisher secret
+//! (when one is configured), the hello must come within [`HELLO_TIMEOUT`],
+//! a publisher silent for [`IDLE_TIMEOUT`] is dropped, and connections are
+//! capped in total and per address. Refusals of connections that never
+//! authenticated are logged at most once per interval.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use roles_common::limits::ConnectionLimits;
+use roles_common::log_limit::LogLimit;
+use roles_common::stats_publisher::PublisherSecret;
 use roles_common::CancellationToken;
-use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
+use stats_sv2::{DecodeError, MessageSet, PublisherHello, StatsMessage, PROTOCOL_VERSION};
+use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// SV2 frame header: extension type u16, message type u8, length u24.
 const HEADER_LEN: usize = 6;
-/// Publishers connected at once at most (a pool or a translator each).
-const MAX_PUBLISHERS: usize = 64;
+/// Publishers connected at once at most (a pool or a translator each, and
+/// a reconnect or two).
+pub const MAX_PUBLISHERS: usize = 64;
+/// Publisher connections from one address at most, so that one host cannot
+/// take every slot.
+pub const MAX_PUBLISHERS_PER_IP: usize = 8;
+/// How long after connecting the hello may take.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a publisher may stay silent: three keepalive intervals.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3 * stats_sv2::KEEPALIVE_INTERVAL.as_secs());
 /// Stats messages are a few hundred bytes at most; anything far larger is
 /// not a stats publisher, and must not make the service allocate 16 MiB.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -33,6 +53,20 @@ pub enum Ingested {
 pub enum ProtocolError {
     #[error("first message must be PublisherHello, got {0}")]
     NoHello(&'static str),
+    #[error(
+        "a PublisherHello of stats protocol version 1 (no version, no secret); \
+         this service speaks version {PROTOCOL_VERSION}: upgrade the publisher"
+    )]
+    OutdatedHello,
+    #[error("stats protocol version {0}; this service speaks version {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error(
+        "no publisher secret in the hello; this service requires one \
+         (`secret` in the publisher's [stats] table)"
+    )]
+    MissingSecret,
+    #[error("wrong publisher secret")]
+    WrongSecret,
     #[error("publisher role {got} is not served here (expected {expected})")]
     WrongRole { expected: u8, got: u8 },
     #[error("a second PublisherHello on the same connection")]
@@ -40,40 +74,52 @@ pub enum ProtocolError {
     #[error("frame payload of {0} bytes exceeds {MAX_PAYLOAD}")]
     TooLarge(usize),
     #[error("undecodable frame: {0}")]
-    Decode(#[from] stats_sv2::DecodeError),
+    Decode(#[from] DecodeError),
+    #[error("no PublisherHello within {} s of connecting", .0.as_secs())]
+    HelloTimeout(Duration),
+    #[error("silent for {} s (publishers send a keepalive every {} s)",
+        .0.as_secs(), stats_sv2::KEEPALIVE_INTERVAL.as_secs())]
+    Silent(Duration),
 }
 
 /// The protocol of one publisher connection, without IO.
 #[derive(Debug)]
 pub struct Session {
     expected_role: u8,
+    secret: Option<PublisherSecret>,
     greeted: bool,
 }
 
 impl Session {
-    pub fn new(expected_role: u8) -> Session {
+    /// A connection of a publisher of `expected_role`, whose hello must
+    /// carry `secret` when there is one.
+    pub fn new(expected_role: u8, secret: Option<PublisherSecret>) -> Session {
         Session {
             expected_role,
+            secret,
             greeted: false,
         }
     }
 
-    /// Whether the publisher has said hello (so its closing matters).
+    /// Whether the publisher has said a valid hello (so its closing matters).
     pub fn greeted(&self) -> bool {
         self.greeted
     }
 
     /// Takes one whole frame (header and payload) and says what it means.
     pub fn on_frame(&mut self, frame: &mut [u8]) -> Result<StatsMessage, ProtocolError> {
-        let msg = StatsMessage::decode_frame(frame)?;
+        let msg = match StatsMessage::decode_frame(frame) {
+            Ok(msg) => msg,
+            Err(DecodeError::UnknownMessageType { msg_type, .. })
+                if msg_type == stats_sv2::PUBLISHER_HELLO_V1 && !self.greeted =>
+            {
+                return Err(ProtocolError::OutdatedHello)
+            }
+            Err(e) => return Err(e.into()),
+        };
         match (&msg, self.greeted) {
             (StatsMessage::PublisherHello(hello), false) => {
-                if hello.role != self.expected_role {
-                    return Err(ProtocolError::WrongRole {
-                        expected: self.expected_role,
-                        got: hello.role,
-                    });
-                }
+                self.check_hello(hello)?;
                 self.greeted = true;
             }
             (StatsMessage::PublisherHello(_), true) => return Err(ProtocolError::RepeatedHello),
@@ -81,6 +127,30 @@ impl Session {
             (_, true) => {}
         }
         Ok(msg)
+    }
+
+    fn check_hello(&self, hello: &PublisherHello) -> Result<(), ProtocolError> {
+        if hello.version != PROTOCOL_VERSION {
+            return Err(ProtocolError::Version(hello.version));
+        }
+        if let Some(secret) = &self.secret {
+            let given = hello.secret.as_bytes();
+            if given.is_empty() {
+                return Err(ProtocolError::MissingSecret);
+            }
+            // Constant time, so the comparison does not tell how much of a
+            // guess was right (only whether its length was).
+            if !bool::from(given.ct_eq(secret.as_bytes())) {
+                return Err(ProtocolError::WrongSecret);
+            }
+        }
+        if hello.role != self.expected_role {
+            return Err(ProtocolError::WrongRole {
+                expected: self.expected_role,
+                got: hello.role,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -105,27 +175,59 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(Ok(frame)))
 }
 
+/// Who may publish, and the bounds on their connections.
+#[derive(Debug, Clone)]
+pub struct IngestPolicy {
+    /// The `stats_sv2::role` of the publishers served.
+    pub role: u8,
+    /// The secret each hello must carry, if any.
+    pub secret: Option<PublisherSecret>,
+    pub hello_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_publishers: usize,
+    pub max_per_ip: usize,
+}
+
+impl IngestPolicy {
+    /// The policy for publishers of `role`, with the default bounds.
+    pub fn new(role: u8, secret: Option<PublisherSecret>) -> IngestPolicy {
+        IngestPolicy {
+            role,
+            secret,
+            hello_timeout: HELLO_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+            max_publishers: MAX_PUBLISHERS,
+            max_per_ip: MAX_PUBLISHERS_PER_IP,
+        }
+    }
+}
+
 /// Accepts publishers until `shutdown` and forwards what they send; a
 /// connection's `Closed` follows its `Hello`.
 pub async fn serve(
     listener: TcpListener,
-    expected_role: u8,
+    policy: IngestPolicy,
     out: mpsc::Sender<Ingested>,
     shutdown: CancellationToken,
 ) {
+    let limits = ConnectionLimits::new(policy.max_publishers, policy.max_per_ip);
+    let policy = Arc::new(policy);
+    let refusals = Arc::new(Mutex::new(LogLimit::default()));
     roles_common::accept_loop(
         "stats ingest",
         listener,
-        ConnectionLimits::new(MAX_PUBLISHERS, MAX_PUBLISHERS),
+        limits,
         shutdown.clone(),
         move |id, stream, peer| {
             let out = out.clone();
             let shutdown = shutdown.clone();
+            let policy = policy.clone();
+            let refusals = refusals.clone();
             async move {
                 let greeted = tokio::select! {
                     // The service is stopping: nobody to tell.
                     _ = shutdown.cancelled() => false,
-                    greeted = connection(id, stream, peer, expected_role, &out) => greeted,
+                    greeted = connection(id, stream, peer, &policy, &refusals, &out) => greeted,
                 };
                 if greeted {
                     let _ = out.send(Ingested::Closed(id)).await;
@@ -140,25 +242,60 @@ async fn connection(
     id: u64,
     mut stream: TcpStream,
     peer: SocketAddr,
-    expected_role: u8,
+    policy: &IngestPolicy,
+    refusals: &Mutex<LogLimit>,
     out: &mpsc::Sender<Ingested>,
 ) -> bool {
     let _ = stream.set_nodelay(true);
-    let mut session = Session::new(expected_role);
+    let mut session = Session::new(policy.role, policy.secret.clone());
+    // Logs why the connection closes: every time for a publisher that
+    // authenticated, rate-limited for anyone else.
+    let closing = |session: &Session, reason: &dyn std::fmt::Display| {
+        if session.greeted() {
+            tracing::warn!("stats publisher {peer}: closing: {reason}");
+        } else if let Some(left_out) = roles_common::lock(refusals).check(Instant::now()) {
+            let more = match left_out {
+                0 => String::new(),
+                n => format!(" ({n} other refusals since the last line)"),
+            };
+            tracing::warn!("stats ingest: refusing {peer}: {reason}{more}");
+        }
+    };
     loop {
-        let mut frame = match read_frame(&mut stream).await {
+        let limit = if session.greeted() {
+            policy.idle_timeout
+        } else {
+            policy.hello_timeout
+        };
+        let read = match tokio::time::timeout(limit, read_frame(&mut stream)).await {
+            Ok(read) => read,
+            Err(_) if session.greeted() => {
+                closing(&session, &ProtocolError::Silent(limit));
+                return true;
+            }
+            Err(_) => {
+                closing(&session, &ProtocolError::HelloTimeout(limit));
+                return false;
+            }
+        };
+        let mut frame = match read {
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(e))) => {
-                tracing::warn!("stats publisher {peer}: closing: {e}");
+                closing(&session, &e);
                 return session.greeted();
             }
-            Ok(None) => {
+            Ok(None) if session.greeted() => {
                 tracing::info!("stats publisher {peer} disconnected");
-                return session.greeted();
+                return true;
+            }
+            Ok(None) => return false,
+            Err(e) if session.greeted() => {
+                tracing::info!("stats publisher {peer}: connection lost: {e}");
+                return true;
             }
             Err(e) => {
-                tracing::info!("stats publisher {peer}: connection lost: {e}");
-                return session.greeted();
+                closing(&session, &format!("connection lost: {e}"));
+                return false;
             }
         };
         let event = match session.on_frame(&mut frame) {
@@ -170,9 +307,11 @@ async fn connection(
                 );
                 Ingested::Hello(id, hello)
             }
+            // Only resets the read timeout.
+            Ok(StatsMessage::Keepalive(_)) => continue,
             Ok(msg) => Ingested::Message(id, msg),
             Err(e) => {
-                tracing::warn!("stats publisher {peer}: closing: {e}");
+                closing(&session, &e);
                 return session.greeted();
             }
         };
@@ -183,99 +322,4 @@ async fn connection(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use stats_sv2::{role, WalletBalance};
-
-    fn frame(msg: impl Into<StatsMessage>) -> Vec<u8> {
-        msg.into().to_frame_bytes().unwrap()
-    }
-
-    fn hello(role: u8) -> Vec<u8> {
-        frame(PublisherHello {
-            role,
-            started_at: 1,
-            dropped: 0,
-            timestamp: 2,
-        })
-    }
-
-    fn balance() -> Vec<u8> {
-        frame(WalletBalance {
-            balance: 5,
-            timestamp: 3,
-        })
-    }
-
-    #[test]
-    fn hello_first_then_messages() {
-        let mut s = Session::new(role::TRANSLATOR);
-        assert!(matches!(
-            s.on_frame(&mut hello(role::TRANSLATOR)),
-            Ok(StatsMessage::PublisherHello(_))
-        ));
-        assert!(s.greeted());
-        assert!(matches!(
-            s.on_frame(&mut balance()),
-            Ok(StatsMessage::WalletBalance(_))
-        ));
-        assert_eq!(
-            s.on_frame(&mut hello(role::TRANSLATOR)),
-            Err(ProtocolError::RepeatedHello)
-        );
-    }
-
-    #[test]
-    fn no_hello_or_the_wrong_role_is_refused() {
-        let mut s = Session::new(role::TRANSLATOR);
-        assert_eq!(
-            s.on_frame(&mut balance()),
-            Err(ProtocolError::NoHello("WalletBalance"))
-        );
-        let mut s = Session::new(role::TRANSLATOR);
-        assert_eq!(
-            s.on_frame(&mut hello(role::POOL)),
-            Err(ProtocolError::WrongRole {
-                expected: role::TRANSLATOR,
-                got: role::POOL
-            })
-        );
-        assert!(!s.greeted());
-    }
-
-    #[test]
-    fn malformed_frames_are_errors() {
-        let mut s = Session::new(role::POOL);
-        let mut bad = hello(role::POOL);
-        bad[2] = 0xEE; // unknown message type
-        assert!(matches!(
-            s.on_frame(&mut bad),
-            Err(ProtocolError::Decode(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn frames_are_read_whole_and_oversized_ones_refused() {
-        let mut bytes = hello(role::POOL);
-        bytes.extend(balance());
-        let mut reader = &bytes[..];
-        assert_eq!(
-            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
-            hello(role::POOL)
-        );
-        assert_eq!(
-            read_frame(&mut reader).await.unwrap().unwrap().unwrap(),
-            balance()
-        );
-        assert!(read_frame(&mut reader).await.unwrap().is_none());
-
-        let huge = [0u8, 0, 1, 0xFF, 0xFF, 0xFF];
-        assert_eq!(
-            read_frame(&mut &huge[..]).await.unwrap().unwrap(),
-            Err(ProtocolError::TooLarge(0xFF_FFFF))
-        );
-        // Cut inside a frame: an IO error, not a panic or a silent end.
-        let cut = &hello(role::POOL)[..8];
-        assert!(read_frame(&mut &cut[..]).await.is_err());
-    }
-}
+mod tests;

@@ -1,8 +1,10 @@
 //! What the two stats services (pool-stats, proxy-stats) share: everything
 //! but their state, their own routes and their dashboard sections.
 //!
-//! - `ingest`: the publisher listener (stats-sv2 frames over TCP, hello first)
-//! - `store`: the SQLite file: 1-minute buckets, records, saved state, downtime
+//! - `ingest`: the publisher listener (stats-sv2 frames over TCP, hello with
+//!   the publisher secret first; timeouts and connection caps)
+//! - `store`: the SQLite file: 1-minute buckets, records, saved state,
+//!   downtime, and the limits on what it keeps
 //! - `series`: ranges, downsampling steps and hashrate timelines (no IO)
 //! - `core`: the publisher session and the `ServiceState` trait (no IO)
 //! - `config`: the config file, with each service's `Defaults`
@@ -27,11 +29,11 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 
-pub use crate::core::{Core, LinkState, Publisher, ServiceState};
+pub use crate::core::{Core, LinkState, LiveRefusals, Publisher, ServiceState, MAX_LIVE_ENTRIES};
 pub use config::{Defaults, ServiceConfig};
 pub use http::ApiError;
 pub use service::{main, run, start, Running, Service, ServiceError, Shared};
-pub use store::{Store, StoreError, Write};
+pub use store::{Store, StoreError, StoreLimits, Write};
 
 /// Now as Unix milliseconds.
 pub fn now_ms() -> i64 {

@@ -20,8 +20,8 @@ use crate::config::{Defaults, ServiceConfig};
 const MAX_HTTP_CONNECTIONS: usize = 256;
 const MAX_HTTP_CONNECTIONS_PER_IP: usize = 32;
 use crate::core::{Core, ServiceState};
-use crate::ingest::{self, Ingested};
-use crate::store::{Store, StoreError};
+use crate::ingest::{self, IngestPolicy, Ingested};
+use crate::store::{Store, StoreError, StoreLimits};
 
 /// How often the heartbeat is stamped when nothing arrives: a crashed
 /// service's downtime is known to within this.
@@ -108,9 +108,15 @@ pub async fn start<S: Service>(
         dir: config.data_dir.display().to_string(),
         source,
     };
-    let store =
+    let mut store =
         Store::open(&config.data_dir, defaults.db_file, crate::now_ms()).map_err(store_error)?;
-    let shared: Shared<S::State> = Arc::new(Mutex::new(Core::new(store).map_err(store_error)?));
+    store.set_limits(StoreLimits {
+        max_per_miner_rows: config.max_per_miner_rows,
+        max_records: config.max_records,
+    });
+    let mut core = Core::new(store).map_err(store_error)?;
+    core.set_retention_days(config.retention_days);
+    let shared: Shared<S::State> = Arc::new(Mutex::new(core));
 
     let ingest_listener = bind(config.ingest_listen).await?;
     let http_listener = bind(config.http_listen).await?;
@@ -121,7 +127,7 @@ pub async fn start<S: Service>(
     let mut tasks = JoinSet::new();
     tasks.spawn(ingest::serve(
         ingest_listener,
-        S::State::ROLE,
+        IngestPolicy::new(S::State::ROLE, config.publisher_secret.clone()),
         tx,
         shutdown.clone(),
     ));
@@ -140,8 +146,13 @@ pub async fn start<S: Service>(
         shutdown.clone(),
     ));
     tracing::info!(
-        "{} serving: publishers on {ingest_addr}, dashboard on http://{http_addr}/, data in {} (kept {} days)",
+        "{} serving: publishers on {ingest_addr} ({}), dashboard on http://{http_addr}/, data in {} (kept {} days)",
         defaults.name,
+        if config.publisher_secret.is_some() {
+            "with the publisher secret"
+        } else {
+            "no secret: anyone on this machine may publish"
+        },
         config.data_dir.display(),
         config.retention_days
     );

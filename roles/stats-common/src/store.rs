@@ -4,6 +4,12 @@
 //!
 //! Downtime is found from a heartbeat: every write stamps `last_alive`; on
 //! open, the span from the last stamp to now is recorded as a gap.
+//!
+//! Besides the retention (data older than it is pruned), [`StoreLimits`]
+//! bound what the publisher's figures can make the file hold: per-miner
+//! rows (key other than "") and records of each kind, the oldest going
+//! first. Whole-pool rows (key "") are bounded by the retention alone, as
+//! there are a few per minute.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,9 +69,34 @@ pub struct Record {
     pub data: serde_json::Value,
 }
 
+/// What the store keeps at most besides the retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Rows of series keyed by a miner (or downstream): key other than "".
+    pub max_per_miner_rows: u64,
+    /// Records of each kind.
+    pub max_records: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            max_per_miner_rows: crate::config::DEFAULT_MAX_PER_MINER_ROWS,
+            max_records: crate::config::DEFAULT_MAX_RECORDS,
+        }
+    }
+}
+
 pub struct Store {
     conn: Connection,
     created_at: i64,
+    limits: StoreLimits,
+    /// Rows of keyed series in the file.
+    per_miner_rows: u64,
+    /// Records in the file, per kind.
+    records: HashMap<String, u64>,
+    /// Times rows or records were deleted for the limits (for the log).
+    evictions: u64,
 }
 
 const SCHEMA: &str = "
@@ -115,7 +146,12 @@ impl Store {
         let mut store = Store {
             conn,
             created_at: now,
+            limits: StoreLimits::default(),
+            per_miner_rows: 0,
+            records: HashMap::new(),
+            evictions: 0,
         };
+        store.count()?;
         match store.meta_i64("created_at")? {
             Some(created) => store.created_at = created,
             None => store.set_meta("created_at", &now.to_string())?,
@@ -137,6 +173,34 @@ impl Store {
         self.created_at
     }
 
+    /// Bounds what later writes may leave in the file; a file holding more
+    /// already is cut down at the next [`Store::apply`].
+    pub fn set_limits(&mut self, limits: StoreLimits) {
+        self.limits = limits;
+    }
+
+    /// Rows of keyed (per-miner) series in the file.
+    pub fn per_miner_rows(&self) -> u64 {
+        self.per_miner_rows
+    }
+
+    /// Counts what the limits bound, from the file.
+    fn count(&mut self) -> Result<(), StoreError> {
+        self.per_miner_rows =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM buckets WHERE key != ''", [], |row| {
+                    row.get::<_, i64>(0)
+                })? as u64;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, COUNT(*) FROM records GROUP BY kind")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+        })?;
+        self.records = rows.collect::<Result<_, _>>()?;
+        Ok(())
+    }
+
     /// Stamps the heartbeat: the service is running at `now`.
     pub fn alive(&self, now: i64) -> Result<(), StoreError> {
         self.set_meta("last_alive", &now.to_string())
@@ -150,15 +214,30 @@ impl Store {
         state: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
+        // Counted apart and kept only if the transaction commits.
+        let mut per_miner_rows = self.per_miner_rows;
+        let mut records = self.records.clone();
+        let mut evicted = 0;
         let tx = self.conn.transaction()?;
         {
             let mut add = tx.prepare_cached(
                 "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (series, key, minute) DO UPDATE SET value = value + excluded.value",
             )?;
-            let mut record = tx.prepare_cached(
-                "INSERT INTO records (kind, id, t, data) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (kind, id) DO UPDATE SET data = json_patch(data, excluded.data)",
+            // Keyed rows and records are updated, or else inserted and
+            // counted: how many there are is what the limits bound.
+            let mut update_keyed = tx.prepare_cached(
+                "UPDATE buckets SET value = value + ?4
+                 WHERE series = ?1 AND key = ?2 AND minute = ?3",
+            )?;
+            let mut insert_keyed = tx.prepare_cached(
+                "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut update_record = tx.prepare_cached(
+                "UPDATE records SET data = json_patch(data, ?3) WHERE kind = ?1 AND id = ?2",
+            )?;
+            let mut insert_record = tx.prepare_cached(
+                "INSERT INTO records (kind, id, t, data) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for write in writes {
                 match write {
@@ -169,11 +248,44 @@ impl Store {
                         value,
                     } => {
                         let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
-                        add.execute(params![series, key, minute, value])?;
+                        let row = params![series, key, minute, value];
+                        if key.is_empty() {
+                            add.execute(row)?;
+                        } else if update_keyed.execute(row)? == 0 {
+                            insert_keyed.execute(row)?;
+                            per_miner_rows += 1;
+                        }
                     }
                     Write::Record { kind, id, t, data } => {
-                        record.execute(params![kind, id, t, data.to_string()])?;
+                        let data = data.to_string();
+                        if update_record.execute(params![kind, id, data])? == 0 {
+                            insert_record.execute(params![kind, id, t, data])?;
+                            *records.entry(kind.to_string()).or_default() += 1;
+                        }
                     }
+                }
+            }
+            let excess = per_miner_rows.saturating_sub(self.limits.max_per_miner_rows);
+            if excess > 0 {
+                let n = tx.execute(
+                    "DELETE FROM buckets WHERE (series, key, minute) IN
+                     (SELECT series, key, minute FROM buckets WHERE key != ''
+                      ORDER BY minute LIMIT ?1)",
+                    params![excess as i64],
+                )? as u64;
+                per_miner_rows -= n;
+                evicted += n;
+            }
+            for (kind, count) in records.iter_mut() {
+                let excess = count.saturating_sub(self.limits.max_records);
+                if excess > 0 {
+                    let n = tx.execute(
+                        "DELETE FROM records WHERE rowid IN
+                         (SELECT rowid FROM records WHERE kind = ?1 ORDER BY t, id LIMIT ?2)",
+                        params![kind, excess as i64],
+                    )? as u64;
+                    *count -= n;
+                    evicted += n;
                 }
             }
         }
@@ -185,6 +297,21 @@ impl Store {
         upsert_meta.execute(params!["last_alive", now.to_string()])?;
         drop(upsert_meta);
         tx.commit()?;
+        self.per_miner_rows = per_miner_rows;
+        self.records = records;
+        if evicted > 0 {
+            self.evictions += 1;
+            // Logged at the 1st, 2nd, 4th, 8th... time.
+            if self.evictions.is_power_of_two() {
+                tracing::warn!(
+                    times = self.evictions,
+                    "stats history at its limits ({} per-miner rows, {} records of a kind): \
+                     deleted the oldest {evicted}",
+                    self.limits.max_per_miner_rows,
+                    self.limits.max_records
+                );
+            }
+        }
         Ok(())
     }
 
@@ -320,6 +447,9 @@ impl Store {
         deleted += tx.execute("DELETE FROM records WHERE t < ?1", params![before])?;
         deleted += tx.execute("DELETE FROM downtime WHERE to_ms < ?1", params![before])?;
         tx.commit()?;
+        if deleted > 0 {
+            self.count()?;
+        }
         Ok(deleted)
     }
 
@@ -486,6 +616,93 @@ mod tests {
     }
 
     #[test]
+    fn per_miner_rows_beyond_the_limit_go_oldest_first_and_whole_pool_rows_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), "s.sqlite", T0).unwrap();
+        store.set_limits(StoreLimits {
+            max_per_miner_rows: 3,
+            max_records: 100,
+        });
+        let minute = |n: i64| T0 / MINUTE_MS * MINUTE_MS + n * MINUTE_MS;
+        let mut writes = vec![];
+        for n in 0..5 {
+            writes.push(Write::add("work", format!("miner {n}"), minute(n), 1.0));
+            writes.push(Write::add("work", "", minute(n), 1.0));
+        }
+        // Adding to a row that exists makes no new row.
+        writes.push(Write::add("work", "miner 4", minute(4), 1.0));
+        store.apply(&writes, None, T0).unwrap();
+        assert_eq!(store.per_miner_rows(), 3);
+        let kept = store.sums_by_key("work", 0, i64::MAX, MINUTE_MS).unwrap();
+        let mut names: Vec<&String> = kept.keys().filter(|k| !k.is_empty()).collect();
+        names.sort();
+        assert_eq!(names, ["miner 2", "miner 3", "miner 4"], "the newest kept");
+        assert_eq!(
+            store.total("work", Some(""), 0, i64::MAX).unwrap(),
+            5.0,
+            "whole-pool history is not cut"
+        );
+        drop(store);
+
+        // The count survives a restart, and the limit holds on.
+        let mut store = Store::open(dir.path(), "s.sqlite", T0).unwrap();
+        store.set_limits(StoreLimits {
+            max_per_miner_rows: 3,
+            max_records: 100,
+        });
+        assert_eq!(store.per_miner_rows(), 3);
+        store
+            .apply(&[Write::add("work", "miner 9", minute(9), 1.0)], None, T0)
+            .unwrap();
+        assert_eq!(store.per_miner_rows(), 3);
+        assert_eq!(
+            store.total("work", Some("miner 2"), 0, i64::MAX).unwrap(),
+            0.0
+        );
+        assert_eq!(
+            store.total("work", Some("miner 9"), 0, i64::MAX).unwrap(),
+            1.0
+        );
+    }
+
+    #[test]
+    fn records_beyond_the_limit_go_oldest_first() {
+        let mut store = Store::open_in_memory(T0).unwrap();
+        store.set_limits(StoreLimits {
+            max_per_miner_rows: 100,
+            max_records: 2,
+        });
+        let record = |kind, id: &str, t| Write::Record {
+            kind,
+            id: id.into(),
+            t,
+            data: json!({"t": t}),
+        };
+        store
+            .apply(
+                &[
+                    record("quote", "q1", T0),
+                    record("quote", "q2", T0 + 1),
+                    record("block", "b1", T0 - 5),
+                    // A merge into a kept record is no new record.
+                    record("quote", "q2", T0 + 9),
+                    record("quote", "q3", T0 + 2),
+                ],
+                None,
+                T0,
+            )
+            .unwrap();
+        let ids: Vec<String> = store
+            .records("quote", 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["q3", "q2"]);
+        assert_eq!(store.record_count("block").unwrap(), 1, "kinds apart");
+    }
+
+    #[test]
     fn pruning_drops_only_what_is_older_than_the_cutoff() {
         let mut store = Store::open_in_memory(T0).unwrap();
         let old = T0 - 40 * 86_400_000;
@@ -512,7 +729,12 @@ mod tests {
             )
             .unwrap();
         let cutoff = T0 - 30 * 86_400_000;
-        assert_eq!(store.prune(cutoff).unwrap(), 2);
+        store
+            .apply(&[Write::add("work", "a", old, 1.0)], None, T0)
+            .unwrap();
+        assert_eq!(store.per_miner_rows(), 1);
+        assert_eq!(store.prune(cutoff).unwrap(), 3);
+        assert_eq!(store.per_miner_rows(), 0, "counted again after pruning");
         assert_eq!(store.total("work", None, 0, i64::MAX).unwrap(), 2.0);
         let blocks = store.records("block", 10).unwrap();
         assert_eq!(blocks.len(), 1);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use roles_common::stats_publisher::PublisherSecret;
 use roles_common::CancellationToken;
 use serde_json::{json, Value};
 use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
@@ -57,19 +58,32 @@ pub fn minute_ago(n: u64) -> u64 {
 /// outlives it.
 pub struct TestService<S> {
     pub running: Running,
+    /// The publisher secret the service asks for, if any.
+    pub secret: Option<PublisherSecret>,
     shutdown: CancellationToken,
     service: PhantomData<S>,
 }
 
 impl<S: Service> TestService<S> {
     pub async fn start(data_dir: &Path) -> TestService<S> {
+        Self::start_with(data_dir, |_| {}).await
+    }
+
+    /// Starts the service with its config changed by `adjust` first.
+    pub async fn start_with(
+        data_dir: &Path,
+        adjust: impl FnOnce(&mut ServiceConfig<S>),
+    ) -> TestService<S> {
         let mut config = ServiceConfig::<S>::with_data_dir(data_dir);
         config.ingest_listen = "127.0.0.1:0".parse().unwrap();
         config.http_listen = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
+        let secret = config.publisher_secret.clone();
         let shutdown = CancellationToken::new();
         let running = crate::start(config, shutdown.clone()).await.unwrap();
         TestService {
             running,
+            secret,
             shutdown,
             service: PhantomData,
         }
@@ -79,9 +93,11 @@ impl<S: Service> TestService<S> {
         self.running.http_addr
     }
 
-    /// A publisher of the service's role, connected and greeted.
+    /// A publisher of the service's role, connected and greeted (with the
+    /// service's secret).
     pub async fn publisher(&self, started_at: u64) -> Publisher {
-        Publisher::connect(self.running.ingest_addr, S::State::ROLE, started_at).await
+        let secret = self.secret.as_ref().map_or(&[][..], |s| s.as_bytes());
+        Publisher::connect_with(self.running.ingest_addr, S::State::ROLE, started_at, secret).await
     }
 
     /// `/api/stats` once `pred` holds for it.
@@ -106,19 +122,28 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects and sends `PublisherHello`.
+    /// Connects and sends `PublisherHello` without a secret.
     pub async fn connect(addr: SocketAddr, role: u8, started_at: u64) -> Publisher {
+        Self::connect_with(addr, role, started_at, b"").await
+    }
+
+    /// Connects and sends `PublisherHello` with `secret`.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        role: u8,
+        started_at: u64,
+        secret: &[u8],
+    ) -> Publisher {
+        let mut publisher = Self::connect_silently(addr).await;
+        let hello = PublisherHello::new(role, started_at, 0, secret, started_at).expect("a hello");
+        publisher.send(hello).await;
+        publisher
+    }
+
+    /// Connects and sends nothing.
+    pub async fn connect_silently(addr: SocketAddr) -> Publisher {
         let stream = TcpStream::connect(addr).await.expect("connect to ingest");
-        let mut publisher = Publisher { stream };
-        publisher
-            .send(PublisherHello {
-                role,
-                started_at,
-                dropped: 0,
-                timestamp: started_at,
-            })
-            .await;
-        publisher
+        Publisher { stream }
     }
 
     pub async fn send(&mut self, msg: impl Into<StatsMessage>) {
@@ -134,6 +159,13 @@ impl Publisher {
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send to ingest");
+    }
+
+    /// Like [`Publisher::send`], for a connection the service may have
+    /// closed already: whether the bytes were written.
+    pub async fn try_send(&mut self, msg: impl Into<StatsMessage>) -> bool {
+        let bytes = msg.into().to_frame_bytes().expect("frame");
+        self.stream.write_all(&bytes).await.is_ok()
     }
 
     /// Waits until the service closes the connection.

@@ -45,6 +45,9 @@ fn main() -> ExitCode {
     match cli.command {
         None => {
             stratum_apps::config_helpers::logging::init_logging(None);
+            if let Some(warning) = roles_common::private::exposed_secret_warning(&cli.config) {
+                tracing::warn!("{warning}");
+            }
             roles_common::run_until_signal(&runtime, "translator", "translator", |shutdown| {
                 translator::run(config, shutdown)
             })

@@ -62,6 +62,30 @@ fn settings_default_the_capacity_and_errors_name_the_field() {
 }
 
 #[test]
+fn the_secret_is_checked_and_never_shown() {
+    let s: StatsSettings =
+        toml::from_str("address = \"127.0.0.1:4000\"\nsecret = \"0123456789abcdef\"").unwrap();
+    assert_eq!(s.secret, Some(PublisherSecret::new("0123456789abcdef")));
+    assert!(s.validate().is_ok());
+    assert!(!format!("{s:?}").contains("0123456789abcdef"));
+    for bad in ["short", &"x".repeat(PublisherSecret::MAX_LEN + 1)] {
+        let s = StatsSettings::new("127.0.0.1:4000").with_secret(PublisherSecret::new(bad));
+        let err = s.validate().unwrap_err();
+        assert_eq!(err.field, "stats.secret");
+        assert!(!err.to_string().contains(bad), "{err}");
+    }
+}
+
+#[test]
+fn random_secrets_are_long_and_differ() {
+    let a = PublisherSecret::random();
+    let b = PublisherSecret::random();
+    assert_eq!(a.as_bytes().len(), 64);
+    assert!(a.check("x").is_ok());
+    assert_ne!(a, b);
+}
+
+#[test]
 fn a_disabled_publisher_publishes_nothing() {
     let p = StatsPublisher::disabled();
     p.publish(event(1));
@@ -131,6 +155,8 @@ async fn hello_first_then_events_in_order_and_after_a_reconnect_the_events_queue
     let mut conn = accept(&listener).await;
     let first = hello(read_message(&mut conn).await);
     assert_eq!((first.role, first.dropped), (role::TRANSLATOR, 0));
+    assert_eq!(first.version, stats_sv2::PROTOCOL_VERSION);
+    assert!(first.secret.as_bytes().is_empty(), "no secret configured");
     assert!(first.started_at >= before && first.timestamp >= first.started_at);
     for id in 2..=4 {
         p.publish(event(id));
@@ -190,6 +216,40 @@ async fn without_a_service_the_overflow_is_dropped_oldest_first_and_counted_exac
     match read_message(&mut conn).await {
         StatsMessage::LinkStatus(l) => assert_eq!((l.link, l.up), (stats_sv2::link::POOL, false)),
         other => panic!("{other:?}"),
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_hello_carries_the_secret_and_an_idle_publisher_sends_keepalives() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let settings = StatsSettings::new(address.to_string())
+        .with_secret(PublisherSecret::new("0123456789abcdef-secret"));
+    let keepalive = Duration::from_millis(100);
+    let p =
+        StatsPublisher::start_with_keepalive(&settings, role::POOL, keepalive, shutdown.clone());
+    let mut conn = accept(&listener).await;
+    let h = hello(read_message(&mut conn).await);
+    assert_eq!(h.secret.as_bytes(), b"0123456789abcdef-secret");
+    // Nothing to send: keepalives, again and again.
+    for _ in 0..3 {
+        assert!(matches!(
+            read_message(&mut conn).await,
+            StatsMessage::Keepalive(_)
+        ));
+    }
+    // Events still go through, in order.
+    p.publish(event(1));
+    loop {
+        match read_message(&mut conn).await {
+            StatsMessage::Keepalive(_) => continue,
+            other => {
+                assert_eq!(other, event(1));
+                break;
+            }
+        }
     }
     shutdown.cancel();
 }

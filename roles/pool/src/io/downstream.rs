@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ehash_ext_sv2::{EhashMessage, MessageSet};
 use roles_common::limits::ConnectionLimits;
+use roles_common::log_limit::LogLimit;
 use roles_common::sv2::{
     message_name, send, send_ehash, Incoming, ReadError, SendError, Sv2Reader,
 };
@@ -115,6 +116,7 @@ async fn serve_downstream(
         outbound: &mut out_rx,
         idle_timeout: listening.idle_timeout,
         write_timeout: listening.write_timeout,
+        warnings: LogLimit::default(),
     };
     let result = link.relay(shared, &shutdown).await;
     shared.writers.lock().expect("writers lock").remove(&id);
@@ -132,6 +134,8 @@ struct Link<'a> {
     outbound: &'a mut mpsc::Receiver<Outbound>,
     idle_timeout: Duration,
     write_timeout: Duration,
+    /// Warnings about what the peer sends, rate-limited.
+    warnings: LogLimit,
 }
 
 impl Link<'_> {
@@ -179,7 +183,7 @@ impl Link<'_> {
     }
 
     /// One message from the peer: to the core, or an acknowledgement to the ehash flow.
-    fn on_incoming(&self, incoming: Incoming, shared: &Shared) {
+    fn on_incoming(&mut self, incoming: Incoming, shared: &Shared) {
         let id = self.id;
         match incoming {
             Incoming::Sv2(msg) => {
@@ -190,13 +194,18 @@ impl Link<'_> {
             Incoming::Ehash(EhashMessage::MintQuoteAck(ack)) => {
                 let hashes = ack.share_hashes.iter().map(|h| h.to_array()).collect();
                 if !shared.ehash_acked(id, hashes) {
-                    warn!(
-                        conn = id,
-                        "ignoring an ehash acknowledgement: extension not negotiated"
-                    );
+                    self.warn_peer("ignoring an ehash acknowledgement: extension not negotiated");
                 }
             }
-            Incoming::Ehash(msg) => warn!(conn = id, "ignoring a downstream {}", msg.name()),
+            Incoming::Ehash(msg) => {
+                self.warn_peer(&format!("ignoring a downstream {}", msg.name()))
+            }
+        }
+    }
+
+    fn warn_peer(&mut self, what: &str) {
+        if let Some(left_out) = self.warnings.check(std::time::Instant::now()) {
+            warn!(conn = self.id, left_out, "{what}");
         }
     }
 

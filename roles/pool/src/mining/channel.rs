@@ -202,7 +202,7 @@ impl Channel {
     ) -> Result<Channel, &'static str> {
         let kind_name = request.kind_name();
         let refuse = |e: &dyn std::fmt::Debug, code| {
-            warn!(conn, "refusing {kind_name} channel: {e:?}");
+            debug!(conn, "refusing {kind_name} channel: {e:?}");
             code
         };
         let identity = request.user_identity();

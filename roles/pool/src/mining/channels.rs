@@ -8,7 +8,7 @@ use stratum_core::mining_sv2::{
     OpenMiningChannelErrorOwned, SetTargetOwned, UpdateChannelErrorOwned, UpdateChannelOwned,
 };
 use stratum_core::parsers_sv2::MiningOwned;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::channel::{Channel, OpenRequest};
 use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING_KEY};
@@ -23,14 +23,25 @@ impl PoolCore {
     pub(super) fn open_channel(&mut self, conn: ConnId, request: OpenRequest) -> Vec<Action> {
         let request_id = request.request_id();
         let identity = request.user_identity();
-        let Ok(locking_key) = self.locking_key(conn, &identity) else {
-            return open_error(conn, request_id, ERROR_NO_LOCKING_KEY);
+        let locking_key = match self.locking_key(conn, &identity) {
+            Ok(key) => key,
+            Err(e) => {
+                self.warn_peer(
+                    conn,
+                    format_args!(
+                        "refusing channel {identity:?}: user_identity has no locking key: {e}"
+                    ),
+                );
+                return open_error(conn, request_id, ERROR_NO_LOCKING_KEY);
+            }
         };
         let limit = self.config.max_channels_per_connection as usize;
         if self.connection_channels(conn) >= limit {
-            warn!(
+            self.warn_peer(
                 conn,
-                "refusing a channel: {limit} open on this connection, the most allowed"
+                format_args!(
+                    "refusing a channel: {limit} open on this connection, the most allowed"
+                ),
             );
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
         }
@@ -46,7 +57,10 @@ impl PoolCore {
         );
         let mut channel = match opened {
             Ok(channel) => channel,
-            Err(code) => return open_error(conn, request_id, code),
+            Err(code) => {
+                self.warn_peer(conn, format_args!("refusing a channel: {code}"));
+                return open_error(conn, request_id, code);
+            }
         };
         let channel_id = channel.id();
         let mut actions = vec![Action::Send(conn, mining(channel.open_success(request_id)))];
@@ -71,16 +85,10 @@ impl PoolCore {
     }
 
     /// The locking key of a new channel; `Err` refuses the channel.
-    fn locking_key(&self, conn: ConnId, identity: &str) -> Result<Option<LockingKey>, ()> {
+    fn locking_key(&self, conn: ConnId, identity: &str) -> Result<Option<LockingKey>, String> {
         match parse_user_identity(identity) {
             Ok(id) => Ok(Some(id.locking_key)),
-            Err(e) if self.config.require_locking_key => {
-                warn!(
-                    conn,
-                    identity, "refusing channel: user_identity has no locking key: {e}"
-                );
-                Err(())
-            }
+            Err(e) if self.config.require_locking_key => Err(e.to_string()),
             Err(e) => {
                 debug!(conn, identity, "channel without locking key: {e}");
                 Ok(None)

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use ehash::wire::str0255_truncated;
 use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
+use roles_common::log_limit::LogLimit;
 use stratum_core::binary_sv2::Seq064KOwned;
 use stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionErrorOwned, SetupConnectionOwned, SetupConnectionSuccessOwned,
@@ -15,7 +16,7 @@ use stratum_core::extensions_sv2::{
 use stratum_core::parsers_sv2::{
     AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{
     Action, ConnId, PoolCore, StatsEvent, ERROR_UNSUPPORTED_FLAGS, ERROR_UNSUPPORTED_PROTOCOL,
@@ -26,11 +27,25 @@ pub(super) struct ConnState {
     pub setup_done: bool,
     pub ehash: bool,
     pub channels: HashSet<u32>,
+    /// Warnings about what this peer sends, rate-limited.
+    pub warnings: LogLimit,
 }
 
 impl PoolCore {
     pub fn on_connect(&mut self, conn: ConnId) {
         self.connections.insert(conn, ConnState::default());
+    }
+
+    /// Warns about something `conn` sent, at most once per interval for
+    /// each connection: a peer cannot flood the log by repeating it.
+    pub(super) fn warn_peer(&mut self, conn: ConnId, what: std::fmt::Arguments) {
+        let left_out = match self.connections.get_mut(&conn) {
+            Some(state) => state.warnings.check(std::time::Instant::now()),
+            None => Some(0),
+        };
+        if let Some(left_out) = left_out {
+            warn!(conn, left_out, "{what}");
+        }
     }
 
     /// Drops a connection and its channels (freeing their extranonce

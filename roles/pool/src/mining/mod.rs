@@ -34,7 +34,6 @@ use stratum_core::parsers_sv2::{
 use stratum_core::template_distribution_sv2::{
     NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
 };
-use tracing::warn;
 
 pub use channel::header_bytes;
 pub(crate) use stats::downstream_id;
@@ -266,7 +265,10 @@ impl PoolCore {
             )) => self.on_request_extensions(conn, m),
             AnyMessageOwned::Mining(m) => self.on_mining_message(conn, m),
             other => {
-                warn!(conn, "ignoring unexpected {}", message_name(&other));
+                self.warn_peer(
+                    conn,
+                    format_args!("ignoring unexpected {}", message_name(&other)),
+                );
                 vec![]
             }
         }
@@ -290,9 +292,9 @@ impl PoolCore {
             MiningOwned::CloseChannel(m) => self.close_channel(conn, m.channel_id),
             other => {
                 let name = message_name(&AnyMessageOwned::Mining(other));
-                warn!(
+                self.warn_peer(
                     conn,
-                    "ignoring {name}: not a message a downstream sends to a pool"
+                    format_args!("ignoring {name}: not a message a downstream sends to a pool"),
                 );
                 vec![]
             }

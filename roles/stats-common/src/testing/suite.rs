@@ -12,6 +12,7 @@ use super::{
     assert_figures_match, get_json, http, minute_ago, now, Browser, Publisher, TestService,
 };
 use crate::{Service, ServiceConfig, ServiceState};
+use roles_common::stats_publisher::PublisherSecret;
 
 /// What the suite needs of one service.
 pub trait Fixture {
@@ -64,6 +65,7 @@ macro_rules! service_suite {
             a_restarted_service_keeps_history_and_shows_its_downtime,
             a_restarted_publisher_resets_live_state_and_keeps_history,
             a_malformed_frame_closes_only_its_connection,
+            only_a_publisher_with_the_secret_is_heard,
             dashboard_figures_match_the_api_in_chromium);
     };
     (@sync $fixture:ty: $($test:ident),*) => {
@@ -104,11 +106,15 @@ pub fn the_shipped_config_loads_with_the_documented_defaults<F: Fixture>() {
     assert_eq!(shipped.http_listen, loaded.http_listen);
     assert_eq!(shipped.data_dir, loaded.data_dir);
     assert_eq!(shipped.retention_days, loaded.retention_days);
+    assert_eq!(shipped.max_per_miner_rows, loaded.max_per_miner_rows);
+    assert_eq!(shipped.max_records, loaded.max_records);
     assert_eq!(loaded.ingest_listen.port(), defaults.ingest_port);
     assert!(
-        loaded.ingest_listen.ip().is_loopback(),
-        "unauthenticated publishers: this machine only by default"
+        loaded.ingest_listen.ip().is_loopback() && shipped.ingest_listen.ip().is_loopback(),
+        "no secret by default: this machine only"
     );
+    assert_eq!(shipped.publisher_secret, None);
+    assert_eq!(loaded.publisher_secret, None);
     assert_eq!(loaded.http_listen.port(), defaults.http_port);
     assert_eq!(loaded.data_dir, Path::new(defaults.data_dir));
 }
@@ -120,11 +126,26 @@ pub fn bad_config_values_are_refused_naming_the_field<F: Fixture>() {
         ("ingest_listen = \"nowhere\"\n", "ingest_listen"),
         ("data_dir = \"\"\n", "data_dir"),
         ("http_port = 1\n", "http_port"),
+        // Reachable from elsewhere without a secret: anyone could publish.
+        ("ingest_listen = \"0.0.0.0:4000\"\n", "publisher_secret"),
+        ("ingest_listen = \"[::]:4000\"\n", "publisher_secret"),
+        ("publisher_secret = \"too short\"\n", "publisher_secret"),
+        ("max_per_miner_rows = 0\n", "max_per_miner_rows"),
+        ("max_records = 0\n", "max_records"),
     ] {
         let err = load::<F::Service>(text).unwrap_err();
         assert!(err.contains(field), "{text:?} gave {err}");
         assert!(!err.contains('\n'));
+        assert!(
+            !err.contains("too short"),
+            "the secret is not echoed: {err}"
+        );
     }
+    let open = load::<F::Service>(
+        "ingest_listen = \"0.0.0.0:4000\"\npublisher_secret = \"0123456789abcdef\"\n",
+    )
+    .unwrap();
+    assert!(open.publisher_secret.is_some());
 }
 
 /// The hashrate of the point at `t` of a chart from `/api/hashrate`.
@@ -280,12 +301,7 @@ pub async fn a_malformed_frame_closes_only_its_connection<F: Fixture>() {
     wrong_role.expect_closed().await;
     let mut twice = service.publisher(now()).await;
     twice
-        .send(PublisherHello {
-            role: own_role,
-            started_at: 1,
-            dropped: 0,
-            timestamp: 1,
-        })
+        .send(PublisherHello::new(own_role, 1, 0, b"", 1).unwrap())
         .await;
     twice.expect_closed().await; // a second hello breaks the protocol
 
@@ -293,6 +309,79 @@ pub async fn a_malformed_frame_closes_only_its_connection<F: Fixture>() {
     service
         .stats_when("the good publisher's share", |s| s["shares_accepted"] == 1)
         .await;
+    service.stop().await;
+}
+
+/// A service with a publisher secret: publishers without it (no secret, a
+/// wrong one, the version 1 hello that had none, no hello at all) are
+/// closed, and none of what they send counts, not even a new `started_at`.
+pub async fn only_a_publisher_with_the_secret_is_heard<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = PublisherSecret::new("a secret only the publisher knows");
+    let service = TestService::<F::Service>::start_with(dir.path(), |c| {
+        c.publisher_secret = Some(secret.clone());
+    })
+    .await;
+    let started_at = now() - 5_000;
+    let mut good = service.publisher(started_at).await;
+    good.send(F::share(1, 60, now())).await;
+    service
+        .stats_when("the good publisher's share", |s| s["shares_accepted"] == 1)
+        .await;
+
+    let addr = service.running.ingest_addr;
+    let role = <F::Service as Service>::State::ROLE;
+    let forged_at = now();
+    let mut forgers = vec![
+        Publisher::connect(addr, role, forged_at).await,
+        Publisher::connect_with(
+            addr,
+            role,
+            forged_at,
+            b"a secret only the publisher guessed",
+        )
+        .await,
+        // The same secret as a prefix: lengths differ, so it is wrong too.
+        Publisher::connect_with(addr, role, forged_at, b"a secret only the publisher knows!").await,
+        Publisher::connect_silently(addr).await,
+    ];
+    let mut v1 = Publisher::connect_silently(addr).await;
+    // A version 1 hello: role, started_at, dropped, timestamp, no secret.
+    let mut v1_hello = vec![0, 0, stats_sv2::PUBLISHER_HELLO_V1, 25, 0, 0, role];
+    for field in [forged_at, 0, forged_at] {
+        v1_hello.extend(field.to_le_bytes());
+    }
+    v1.send_raw(&v1_hello).await;
+    forgers.push(v1);
+    for forger in &mut forgers {
+        for msg in F::mining() {
+            if !forger.try_send(msg).await {
+                break;
+            }
+        }
+    }
+
+    // The good publisher's next share, sent after the forgers' figures.
+    good.send(F::share(1, 60, now())).await;
+    let s = service
+        .stats_when("the good publisher's second share", |s| {
+            s["shares_accepted"].as_u64() >= Some(2)
+        })
+        .await;
+    assert_eq!(s["shares_accepted"], 2, "{s}");
+    assert_eq!(s["shares_rejected"], 0, "{s}");
+    assert_eq!(s["publisher"]["started_at"], started_at, "{s}");
+    assert_eq!(s["publisher"]["restarts"], 0, "{s}");
+    assert!(!F::mined(&s), "{s}");
+    assert_eq!(s.pointer(F::LINK_UP).unwrap(), "unknown", "{s}");
+    // Closed, so nothing they sent can be read later either.
+    for forger in &mut forgers {
+        forger.expect_closed().await;
+    }
+    assert_eq!(
+        get_json(service.http(), "/api/stats").await["shares_accepted"],
+        2
+    );
     service.stop().await;
 }
 

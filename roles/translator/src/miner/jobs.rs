@@ -13,7 +13,7 @@ use stratum_core::mining_sv2::{
 use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, info, warn};
 
-use super::{Action, MinerSession, MinerStat, Sv1Job, EXTRANONCE1_SIZE};
+use super::{Action, MinerSession, MinerStat, Sv1Job, EXTRANONCE1_SIZE, MIN_EXTRANONCE2_SIZE};
 use ::sv1::server::{self as sv1, code};
 
 /// SV1 job ids remembered per miner (the most recent ones).
@@ -93,12 +93,11 @@ impl MinerSession {
             Ok(p) => p,
             Err(e) => return vec![Action::Close(format!("bad extranonce prefix: {e:?}"))],
         };
-        if (s.extranonce_size as usize) < EXTRANONCE1_SIZE + self.config.extranonce2_size {
-            return vec![Action::Close(format!(
-                "pool gave {} extranonce bytes, {} needed",
-                s.extranonce_size,
-                EXTRANONCE1_SIZE + self.config.extranonce2_size
-            ))];
+        let mut out = Vec::new();
+        match self.fit_extranonce2(s.extranonce_size as usize) {
+            Ok(None) => {}
+            Ok(Some(line)) => out.push(line),
+            Err(reason) => return vec![Action::Close(reason)],
         }
         let target = Target::from_le_bytes(s.target.to_array());
         let channel = match ExtendedChannel::new(
@@ -122,11 +121,11 @@ impl MinerSession {
         self.channel = Some(channel);
         self.channel_id = Some(s.channel_id);
         self.vardiff.reset(now * 1000, self.nominal_hashrate as f64);
-        let mut out: Vec<Action> = self
-            .pending_authorize
-            .drain(..)
-            .map(|id| Action::Sv1(sv1::ok(&id, json!(true))))
-            .collect();
+        out.extend(
+            self.pending_authorize
+                .drain(..)
+                .map(|id| Action::Sv1(sv1::ok(&id, json!(true)))),
+        );
         if !self.announced {
             self.announced = true;
             out.push(Action::Stats(MinerStat::Connected {
@@ -141,10 +140,51 @@ impl MinerSession {
         out
     }
 
+    /// The miner's extranonce2 within the `rollable` bytes the pool gave:
+    /// unchanged if it fits, else (for a miner that subscribed to extranonce
+    /// changes) the `mining.set_extranonce` that moves it down to what fits.
+    /// Err: the miner cannot mine on this channel.
+    fn fit_extranonce2(&mut self, rollable: usize) -> Result<Option<Action>, String> {
+        let room = rollable.saturating_sub(EXTRANONCE1_SIZE);
+        if room >= self.extranonce2_size {
+            return Ok(None);
+        }
+        if !self.extranonce_subscribed || room < MIN_EXTRANONCE2_SIZE {
+            return Err(format!(
+                "pool gave {rollable} extranonce bytes, {} needed",
+                EXTRANONCE1_SIZE + self.extranonce2_size
+            ));
+        }
+        info!(
+            from = self.extranonce2_size,
+            to = room,
+            "the pool has less extranonce room: moving the miner's extranonce2 down"
+        );
+        self.extranonce2_size = room;
+        Ok(Some(Action::Sv1(sv1::set_extranonce(
+            &self.extranonce1,
+            room,
+        ))))
+    }
+
     fn on_channel_refused(&mut self, e: OpenMiningChannelErrorOwned) -> Vec<Action> {
         self.opening = false;
         let reason = String::from_utf8_lossy(e.error_code.as_bytes()).to_string();
+        if reason == "min-extranonce-size-too-large"
+            && self.extranonce_subscribed
+            && !self.shrink_extranonce
+            && self.extranonce2_size > MIN_EXTRANONCE2_SIZE
+        {
+            info!("the pool has no room for the miner's extranonce2: asking for less");
+            self.shrink_extranonce = true;
+            return self.open_channel().into_iter().collect();
+        }
         warn!(reason, "pool refused the channel");
+        if self.pending_authorize.is_empty() && self.identity.is_some() {
+            // A re-open after a reconnect: without a channel the miner would
+            // wait for work forever; closing lets its firmware fail over.
+            return vec![Action::Close(format!("pool refused the channel: {reason}"))];
+        }
         self.identity = None;
         self.locking_key = None;
         self.pending_authorize
@@ -276,7 +316,7 @@ impl MinerSession {
             .as_ref()
             .map(|c| c.get_rollable_extranonce_size() as usize)
             .unwrap_or(0);
-        let pad = rollable.saturating_sub(EXTRANONCE1_SIZE + self.config.extranonce2_size);
+        let pad = rollable.saturating_sub(EXTRANONCE1_SIZE + self.extranonce2_size);
         let mut coinb1 = job.job_message.coinbase_tx_prefix.to_owned_bytes();
         coinb1.extend_from_slice(&job.extranonce_prefix);
         coinb1.extend(std::iter::repeat_n(0u8, pad));

@@ -36,6 +36,11 @@ use vardiff::{hashrate_for_work, Vardiff, VardiffConfig};
 /// Bytes of extranonce1 the translator hands out (a per-miner counter).
 pub const EXTRANONCE1_SIZE: usize = 4;
 
+/// The least extranonce2 a miner is given: when a pool has no room for the
+/// configured size, a miner that subscribed to extranonce changes is moved
+/// down to what fits, at least this.
+pub const MIN_EXTRANONCE2_SIZE: usize = 2;
+
 /// Version bits a miner may roll (BIP-320 general-purpose bits).
 pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
 
@@ -101,6 +106,11 @@ pub struct MinerSession {
     extranonce1: [u8; EXTRANONCE1_SIZE],
     subscribed: bool,
     extranonce_subscribed: bool,
+    /// The extranonce2 size this miner was told (subscribe or set_extranonce).
+    extranonce2_size: usize,
+    /// The pool refused the configured extranonce size: ask for the least
+    /// this miner can roll instead.
+    shrink_extranonce: bool,
     version_mask: Option<u32>,
     /// `user_identity` of the channel (`<key hex>[.worker]`), once authorized.
     identity: Option<String>,
@@ -147,6 +157,7 @@ fn worker_name(user: &str) -> String {
 impl MinerSession {
     pub fn new(config: SessionConfig, miner_id: u32) -> Self {
         let nominal_hashrate = config.nominal_hashrate;
+        let extranonce2_size = config.extranonce2_size;
         let vardiff = Vardiff::new(
             VardiffConfig {
                 shares_per_minute: config.shares_per_minute as f64,
@@ -165,6 +176,8 @@ impl MinerSession {
             extranonce1: miner_id.to_be_bytes(),
             subscribed: false,
             extranonce_subscribed: false,
+            extranonce2_size,
+            shrink_extranonce: false,
             version_mask: None,
             identity: None,
             locking_key: None,
@@ -216,7 +229,12 @@ impl MinerSession {
     }
 
     fn min_extranonce_size(&self) -> u16 {
-        (EXTRANONCE1_SIZE + self.config.extranonce2_size) as u16
+        let extranonce2 = if self.shrink_extranonce {
+            MIN_EXTRANONCE2_SIZE.min(self.extranonce2_size)
+        } else {
+            self.extranonce2_size
+        };
+        (EXTRANONCE1_SIZE + extranonce2) as u16
     }
 
     /// The message that opens (or re-opens) this miner's channel.
@@ -262,7 +280,7 @@ impl MinerSession {
                             ["mining.notify", hex::encode(self.extranonce1)]
                         ],
                         hex::encode(self.extranonce1),
-                        self.config.extranonce2_size
+                        self.extranonce2_size
                     ]),
                 ))]
             }

@@ -93,7 +93,7 @@ impl MinerSession {
             .and_then(|j| self.jobs.get(&j))
             .map(|j| j.sv2_job_id)
             .ok_or((code::JOB_NOT_FOUND, "job not found"))?;
-        if submit.extranonce2.len() != self.config.extranonce2_size {
+        if submit.extranonce2.len() != self.extranonce2_size {
             return Err((code::OTHER, "bad extranonce2 size"));
         }
         let (job_version, work) = channel
