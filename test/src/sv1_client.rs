@@ -40,7 +40,11 @@ pub struct Sv1Client {
 
 impl Sv1Client {
     pub async fn connect(addr: SocketAddr) -> Sv1Client {
-        let stream = TcpStream::connect(addr).await.expect("connects");
+        Sv1Client::over(TcpStream::connect(addr).await.expect("connects"))
+    }
+
+    /// A miner on a connection the test made.
+    pub fn over(stream: TcpStream) -> Sv1Client {
         let (r, w) = stream.into_split();
         Sv1Client {
             reader: BufReader::new(r),

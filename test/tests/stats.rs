@@ -481,6 +481,7 @@ mod forged {
             MinerShare {
                 miner_id: ID,
                 accepted: true,
+                backlogged: false,
                 work: WORK,
                 timestamp: t,
             }

@@ -197,8 +197,7 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_miner_that_stops_reading_is_closed_after_the_write_timeout() {
-    use tokio::io::AsyncWriteExt;
+async fn a_miner_that_stops_reading_is_closed_with_its_channel_after_the_write_timeout() {
     let stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
@@ -207,11 +206,14 @@ async fn a_miner_that_stops_reading_is_closed_after_the_write_timeout() {
     // A small receive buffer, so the translator's writes block soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    let mut miner = socket.connect(tr.addr()).await.unwrap();
+    let mut miner = Sv1Client::over(socket.connect(tr.addr()).await.unwrap());
+    miner.subscribe().await;
+    assert_eq!(miner.authorize("rig").await, Ok(true));
+    assert_eq!(stack.pool.stats().channels_open, 1);
     // Requests the translator must answer, never reading an answer.
     let flood = tokio::spawn(async move {
         let line = b"{\"id\":1,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n";
-        while miner.write_all(line).await.is_ok() {}
+        while miner.send_raw(line).await.is_ok() {}
     });
     let reason = tr
         .wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { .. }))
@@ -221,6 +223,14 @@ async fn a_miner_that_stops_reading_is_closed_after_the_write_timeout() {
     };
     assert!(reason.contains("took no line"), "{reason}");
     flood.await.unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while stack.pool.stats().channels_open > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool channel stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tr.stop().await;
     stack.stop().await;
 }

@@ -91,6 +91,9 @@ pub struct MinerDisconnected {
 pub struct MinerShare {
     pub miner_id: u32,
     pub accepted: bool,
+    /// Refused by the translator itself because the pool was not answering
+    /// its shares fast enough (a last resort; `accepted` is false).
+    pub backlogged: bool,
     /// Expected hashes the miner's target proves.
     pub work: u64,
     pub timestamp: u64,

@@ -108,7 +108,7 @@ fn miner_disconnected() {
     );
 }
 
-const MINER_SHARE_FRAME: &str = "000009150000090000000002000000000000007b5e56eea1010000";
+const MINER_SHARE_FRAME: &str = "00000916000009000000000102000000000000007b5e56eea1010000";
 
 #[test]
 fn miner_share() {
@@ -116,6 +116,7 @@ fn miner_share() {
         StatsMessage::MinerShare(MinerShare {
             miner_id: 9,
             accepted: false,
+            backlogged: true,
             work: 2,
             timestamp: TS,
         }),
@@ -283,6 +284,7 @@ fn a_bool_is_read_from_its_low_bit_only() {
     let golden = StatsMessage::MinerShare(MinerShare {
         miner_id: 9,
         accepted: false,
+        backlogged: false,
         work: 2,
         timestamp: TS,
     })

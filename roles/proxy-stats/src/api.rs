@@ -19,6 +19,9 @@ pub struct Stats {
     /// The wallet's spendable ehash, null until the translator reports it.
     pub wallet_balance: Option<u64>,
     pub wallet_updated_at: Option<i64>,
+    /// Shares the translator refused while too many awaited the pool's
+    /// answer (included in `shares_rejected`).
+    pub shares_backlogged: u64,
     pub quotes_received: u64,
     pub ehash_received: u64,
     pub quotes_minted: u64,
@@ -108,6 +111,7 @@ pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
         summary: Summary::new(core, now, totals.shares_accepted, totals.shares_rejected)?,
         wallet_balance: state.wallet.map(|w| w.balance),
         wallet_updated_at: state.wallet.map(|w| w.updated_at),
+        shares_backlogged: totals.shares_backlogged,
         quotes_received: totals.quotes_received,
         ehash_received: totals.ehash_received,
         quotes_minted: totals.quotes_minted,
@@ -195,6 +199,12 @@ fn totals(m: &mut Metrics, s: &Stats) {
         ],
     );
     m.single(
+        "hashpool_proxy_shares_backlogged_total",
+        Kind::Counter,
+        "Miner shares the translator refused while too many awaited the pool's answer.",
+        s.shares_backlogged as f64,
+    )
+    .single(
         "hashpool_proxy_quotes_received_total",
         Kind::Counter,
         "ehash quotes received from the pool.",

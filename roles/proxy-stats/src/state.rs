@@ -28,6 +28,10 @@ pub const QUOTE: &str = "quote";
 pub struct Totals {
     pub shares_accepted: u64,
     pub shares_rejected: u64,
+    /// Of those rejected, refused by the translator itself while the pool
+    /// was slow to answer.
+    #[serde(default)]
+    pub shares_backlogged: u64,
     pub work_accepted: f64,
     pub quotes_received: u64,
     pub ehash_received: u64,
@@ -121,6 +125,7 @@ impl ProxyState {
             out.push(Write::add(series::ACCEPTED, "", t, 1.0));
         } else {
             self.totals.shares_rejected += 1;
+            self.totals.shares_backlogged += u64::from(m.backlogged);
             out.push(Write::add(series::REJECTED, "", t, 1.0));
         }
     }
@@ -220,6 +225,7 @@ mod tests {
         MinerShare {
             miner_id,
             accepted,
+            backlogged: false,
             work,
             timestamp: T + 1,
         }
@@ -245,6 +251,18 @@ mod tests {
         apply(&mut state, share(3, false, 500));
         apply(
             &mut state,
+            MinerShare {
+                backlogged: true,
+                ..share(3, false, 0)
+            },
+        );
+        assert_eq!(
+            (state.totals.shares_rejected, state.totals.shares_backlogged),
+            (2, 1),
+            "a backlogged share is a rejected one, counted apart too"
+        );
+        apply(
+            &mut state,
             HashrateUpdate {
                 miner_id: 3,
                 hashrate: 1234,
@@ -252,7 +270,7 @@ mod tests {
             },
         );
         let m = &state.miners[&3];
-        assert_eq!((m.shares_accepted, m.shares_rejected), (1, 1));
+        assert_eq!((m.shares_accepted, m.shares_rejected), (1, 2));
         assert_eq!(m.estimate, Some(1234));
         assert_eq!(m.last_share, Some((T + 1) as i64));
         apply(

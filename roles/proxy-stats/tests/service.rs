@@ -91,6 +91,7 @@ fn share(miner_id: u32, accepted: bool, work: u64, timestamp: u64) -> MinerShare
     MinerShare {
         miner_id,
         accepted,
+        backlogged: false,
         work,
         timestamp,
     }

@@ -51,9 +51,14 @@ fn miner_stat_message(miner_id: u32, stat: MinerStat) -> StatsMessage {
             timestamp,
         }
         .into(),
-        MinerStat::Share { accepted, work } => stats_sv2::MinerShare {
+        MinerStat::Share {
+            accepted,
+            work,
+            backlogged,
+        } => stats_sv2::MinerShare {
             miner_id,
             accepted,
+            backlogged,
             work,
             timestamp,
         }

@@ -19,7 +19,7 @@ use stratum_core::parsers_sv2::MiningOwned;
 use sv1::client::{search, submit_params, Found, Job};
 use translator::miner::{
     Action, MinerSession, MinerStat, SessionConfig, EXTRANONCE1_SIZE, MAX_PENDING_AUTHORIZE,
-    VERSION_ROLLING_MASK,
+    MAX_PENDING_SUBMITS, VERSION_ROLLING_MASK,
 };
 
 const WALLET_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
@@ -765,12 +765,14 @@ fn the_stats_service_hears_the_authorized_miner_its_answered_shares_and_its_hash
     let refused = MinerStat::Share {
         accepted: false,
         work: 0,
+        backlogged: false,
     };
     assert_eq!(
         std::mem::take(&mut h.stats),
         vec![MinerStat::Share {
             accepted: true,
-            work: 16
+            work: 16,
+            backlogged: false,
         }]
     );
     let share = h.share(&en1, true);
@@ -867,6 +869,29 @@ fn a_suggested_difficulty_opens_the_channel_at_it_and_later_updates_it() {
     h.line(json!({"id": 7, "method": "mining.suggest_difficulty", "params": [-1]}));
     h.refused(7, "positive number");
     assert!(h.upstream.is_empty());
+}
+
+#[test]
+fn shares_beyond_the_backlog_are_refused_and_counted_apart_in_stats() {
+    let (mut h, en1) = Harness::ready("rig");
+    for id in 0..MAX_PENDING_SUBMITS as u64 {
+        let share = h.share(&en1, true);
+        h.submit(100 + id, &share);
+    }
+    assert_eq!(h.upstream.len(), MAX_PENDING_SUBMITS, "all forwarded");
+    h.stats.clear();
+    let share = h.share(&en1, true);
+    h.submit(1, &share);
+    h.refused(1, "too many shares awaiting the pool");
+    assert_eq!(
+        h.stats,
+        vec![MinerStat::Share {
+            accepted: false,
+            work: 0,
+            backlogged: true
+        }]
+    );
+    assert_eq!(h.closed, None);
 }
 
 #[test]

@@ -31,6 +31,7 @@ use ::sv1::server::{self as sv1, code, Request};
 
 mod jobs;
 mod shares;
+pub use shares::MAX_PENDING_SUBMITS;
 use vardiff::{hashrate_for_work, Vardiff, VardiffConfig};
 
 /// Bytes of extranonce1 the translator hands out (a per-miner counter).
@@ -89,8 +90,13 @@ pub enum MinerStat {
     /// Authorized (its channel is open), under its SV1 username.
     Connected { name: String },
     /// A share was answered; `work` is the expected hashes of the target it
-    /// met (0 when refused).
-    Share { accepted: bool, work: u64 },
+    /// met (0 when refused); `backlogged`: refused because too many shares
+    /// were waiting for the pool's answer.
+    Share {
+        accepted: bool,
+        work: u64,
+        backlogged: bool,
+    },
     /// The vardiff estimate of the miner's hash rate, hashes per second.
     Hashrate(u64),
 }

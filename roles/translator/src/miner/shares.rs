@@ -15,7 +15,7 @@ use super::{Action, MinerSession, MinerStat, EXTRANONCE1_SIZE};
 use ::sv1::server::{self as sv1, code, Submit};
 
 /// SV1 shares waiting for the pool's answer; beyond this the miner is told no.
-const MAX_PENDING_SUBMITS: usize = 4096;
+pub const MAX_PENDING_SUBMITS: usize = 4096;
 
 /// An SV1 error code and message.
 type Refusal = (i64, &'static str);
@@ -67,6 +67,7 @@ impl MinerSession {
             Action::Stats(MinerStat::Share {
                 accepted: false,
                 work: 0,
+                backlogged: false,
             }),
         ]
     }
@@ -78,6 +79,7 @@ impl MinerSession {
             Action::Stats(MinerStat::Share {
                 accepted: true,
                 work,
+                backlogged: false,
             }),
         ]
     }
@@ -151,7 +153,19 @@ impl MinerSession {
                 );
             }
             self.backlog_refusals += 1;
-            return self.refuse(&id, code::OTHER, "too many shares awaiting the pool");
+            self.rejected += 1;
+            return vec![
+                Action::Sv1(sv1::error(
+                    &id,
+                    code::OTHER,
+                    "too many shares awaiting the pool",
+                )),
+                Action::Stats(MinerStat::Share {
+                    accepted: false,
+                    work: 0,
+                    backlogged: true,
+                }),
+            ];
         }
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.vardiff.on_share(now * 1000, work as f64);
