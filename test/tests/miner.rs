@@ -301,11 +301,13 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
     }
 
     // Settled: every share the pool accepted has its quote, and the
-    // translator holds every quote, its own minted.
-    let accepted = pool.stats().shares_accepted;
+    // translator holds every quote, its own minted. Shares the translator
+    // forwarded before the miners stopped may still reach the pool: its
+    // count is read again each time.
     let tr_data = d.join("translator");
     let deadline = Instant::now() + Duration::from_secs(90);
-    let totals = loop {
+    let (accepted, totals) = loop {
+        let accepted = pool.stats().shares_accepted;
         let created = pool
             .mint_stats()
             .map_or(0, |m| m.quotes_unpaid + m.quotes_paid + m.quotes_issued);
@@ -313,7 +315,7 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
             .and_then(|s| s.totals())
             .unwrap();
         if created == accepted && t.pending.0 == 0 && t.minted.0 + t.foreign.0 == accepted {
-            break t;
+            break (accepted, t);
         }
         assert!(
             Instant::now() < deadline,
