@@ -158,6 +158,18 @@ async fn hostile_sv1_input_disconnects_only_that_miner() {
     stack.stop().await;
 }
 
+/// Waits until the pool has no channel open (a closed miner's went with it).
+async fn until_pool_channels_closed(stack: &Stack) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while stack.pool.stats().channels_open > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool channel stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     let stack = Stack::start(NBITS_NEVER).await;
@@ -181,14 +193,7 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     first.expect_closed().await;
     tr.wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { reason, .. } if reason.contains("idle")))
         .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while stack.pool.stats().channels_open > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pool channel stayed open"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_pool_channels_closed(&stack).await;
     // Room again for a miner.
     let mut next = Sv1Client::start(tr.addr(), "next").await;
     next.wait_job().await;
@@ -223,14 +228,7 @@ async fn a_miner_that_stops_reading_is_closed_with_its_channel_after_the_write_t
     };
     assert!(reason.contains("took no line"), "{reason}");
     flood.await.unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while stack.pool.stats().channels_open > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the pool channel stayed open"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_pool_channels_closed(&stack).await;
     tr.stop().await;
     stack.stop().await;
 }

@@ -61,13 +61,18 @@ impl MinerSession {
 
     /// The SV1 answer to a share refused here or by the pool.
     pub(super) fn refuse(&mut self, id: &Value, code: i64, msg: &str) -> Vec<Action> {
+        self.refuse_share(id, code, msg, false)
+    }
+
+    /// `backlogged`: refused because too many shares await the pool's answer.
+    fn refuse_share(&mut self, id: &Value, code: i64, msg: &str, backlogged: bool) -> Vec<Action> {
         self.rejected += 1;
         vec![
             Action::Sv1(sv1::error(id, code, msg)),
             Action::Stats(MinerStat::Share {
                 accepted: false,
                 work: 0,
-                backlogged: false,
+                backlogged,
             }),
         ]
     }
@@ -153,19 +158,7 @@ impl MinerSession {
                 );
             }
             self.backlog_refusals += 1;
-            self.rejected += 1;
-            return vec![
-                Action::Sv1(sv1::error(
-                    &id,
-                    code::OTHER,
-                    "too many shares awaiting the pool",
-                )),
-                Action::Stats(MinerStat::Share {
-                    accepted: false,
-                    work: 0,
-                    backlogged: true,
-                }),
-            ];
+            return self.refuse_share(&id, code::OTHER, "too many shares awaiting the pool", true);
         }
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.vardiff.on_share(now * 1000, work as f64);
