@@ -71,7 +71,10 @@ pub fn mint_config(dir: &Path) -> mint::MintConfig {
         authority_public_key: public_key(MINT_PUBLIC_KEY),
         authority_secret_key: secret_key(MINT_SECRET_KEY),
         cert_validity_secs: 3600,
-        allowed_pool_keys: vec![public_key(POOL_IDENTITY_PUBLIC_KEY)],
+        pools: vec![mint::AllowedPool {
+            key: public_key(POOL_IDENTITY_PUBLIC_KEY),
+            reward_script: "51".into(),
+        }],
         database: dir.join("mint.sqlite").to_string_lossy().into_owned(),
         mnemonic: MINT_MNEMONIC.into(),
         unit_bits: 0,

@@ -419,10 +419,15 @@ fn the_shipped_pool_and_mint_configs_agree() {
         mint.authority_public_key.into_bytes()
     );
     let identity: stratum_apps::key_utils::Secp256k1PublicKey = link.identity_secret_key.into();
-    assert!(mint
-        .allowed_pool_keys
+    let allowed = mint
+        .pools
         .iter()
-        .any(|k| k.into_bytes() == identity.into_bytes()));
+        .find(|p| p.key.into_bytes() == identity.into_bytes())
+        .expect("the mint allows the shipped pool");
+    assert_eq!(
+        allowed.reward_script, pool.coinbase_reward_script,
+        "the mint refuses shares whose coinbase pays another script"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,8 +33,10 @@ pub mod mint_quote {
     /// SV2 allocates 0 (mining), 1 (job declaration) and 2 (template
     /// distribution); 0x80 stays clear of future allocations.
     pub const PROTOCOL: u8 = 0x80;
-    /// The only version of the mint-quote subprotocol.
-    pub const PROTOCOL_VERSION: u16 = 1;
+    /// The version of the mint-quote subprotocol this build speaks. Version
+    /// 1 quote requests carried no coinbase proof; they are refused at
+    /// SetupConnection.
+    pub const PROTOCOL_VERSION: u16 = 2;
 
     /// Common messages (same numbers as in every SV2 subprotocol).
     pub const SETUP_CONNECTION: u8 = 0x00;

@@ -6,6 +6,7 @@
 //! Pure logic, no IO: everything here is tested directly.
 
 pub mod amount;
+pub mod coinbase;
 pub mod constants;
 pub mod locking_key;
 pub mod lookup;
@@ -14,5 +15,6 @@ pub mod share;
 pub mod wire;
 
 pub use amount::{easiest_target, ehash_amount, work, work_hashes, UnitBits, UnitBitsError};
+pub use coinbase::{check_coinbase, key_commitment_output, CoinbaseError};
 pub use locking_key::{parse_user_identity, LockingKey, LockingKeyError, MinerIdentity};
 pub use share::{verify_share, ShareError};

@@ -39,7 +39,7 @@ pub struct ClientHandshake {
 #[derive(Debug, PartialEq)]
 pub enum HandshakeStep {
     /// Send this and keep reading.
-    Send(MintQuoteMessage),
+    Send(Box<MintQuoteMessage>),
     /// Nothing to send; keep reading.
     Wait,
     /// Authenticated: quote and stats requests may flow.
@@ -92,7 +92,9 @@ impl ClientHandshake {
                 self.state = State::AwaitResult;
                 let proof =
                     auth::sign_proof(&c.challenge.to_array(), &self.mint_key, &self.pool_secret);
-                Ok(HandshakeStep::Send(MintQuoteMessage::PoolAuthProof(proof)))
+                Ok(HandshakeStep::Send(Box::new(
+                    MintQuoteMessage::PoolAuthProof(proof),
+                )))
             }
             (State::AwaitResult, MintQuoteMessage::PoolAuthSuccess(s)) => {
                 if s.unit_bits != self.unit_bits {
@@ -139,8 +141,11 @@ mod tests {
                 [5; 32],
             )))
             .unwrap();
-        let HandshakeStep::Send(MintQuoteMessage::PoolAuthProof(proof)) = step else {
+        let HandshakeStep::Send(message) = step else {
             panic!("{step:?}")
+        };
+        let MintQuoteMessage::PoolAuthProof(proof) = *message else {
+            panic!("{message:?}")
         };
         assert_eq!(
             auth::verify_proof(&[5; 32], &xonly(&key(2)), &proof, &[xonly(&key(1))]),

@@ -10,7 +10,9 @@
 //!    authority key ([`auth`]); mint -> pool [`PoolAuthSuccess`] or
 //!    [`PoolAuthError`] and close. Nothing else is served before success.
 //! 3. pool -> mint [`MintQuoteRequest`]; mint -> pool [`MintQuoteResponse`]
-//!    or [`MintQuoteError`], correlated by share hash.
+//!    or [`MintQuoteError`], correlated by share hash. Since version 2 a
+//!    request carries the share's coinbase and merkle path
+//!    ([`CoinbaseProof`], checked by [`ehash::coinbase`]).
 //! 4. pool -> mint [`MintStatsRequest`]; mint -> pool [`MintStatsResponse`].
 //!
 //! All frames use extension type 0 and are not channel messages.

@@ -1,6 +1,6 @@
 //! The messages of the mint-quote subprotocol. Field order is wire order.
 
-use binary_sv2::{Deserialize, PubKey, Serialize, Signature, Str0255, U256};
+use binary_sv2::{Deserialize, PubKey, Seq0255, Serialize, Signature, Str0255, B064K, U256};
 
 /// `SetupConnection` with the same wire layout as the common SV2 message.
 ///
@@ -89,6 +89,12 @@ pub struct MintQuoteRequest<'decoder> {
     pub unit: Str0255<'decoder>,
     /// NUT-20 key the quote is locked to.
     pub locking_key: CompressedPubKey<'decoder>,
+    /// The share's coinbase transaction, serialized without witness: it
+    /// pays the pool and commits to `locking_key` ([`ehash::coinbase`]).
+    pub coinbase_tx: B064K<'decoder>,
+    /// Sibling hashes from the coinbase's txid up to the header's merkle
+    /// root (as in `NewExtendedMiningJob.merkle_path`).
+    pub merkle_path: Seq0255<'decoder, U256<'decoder>>,
 }
 
 /// Mint -> pool: the quote for `share_hash` exists and is paid.
@@ -146,6 +152,14 @@ pub mod error_code {
     pub const UNSUPPORTED_UNIT: &str = "unsupported-unit";
     /// `locking_key` is not a valid compressed secp256k1 key.
     pub const INVALID_LOCKING_KEY: &str = "invalid-locking-key";
+    /// The coinbase is not a coinbase transaction, or the merkle path is too long.
+    pub const INVALID_COINBASE: &str = "invalid-coinbase";
+    /// The merkle root of the coinbase and path is not the header's.
+    pub const MERKLE_ROOT_MISMATCH: &str = "merkle-root-mismatch";
+    /// The coinbase pays nothing to the asking pool's reward script.
+    pub const COINBASE_NOT_PAYING_POOL: &str = "coinbase-not-paying-pool";
+    /// The coinbase does not commit (exactly once) to `locking_key`.
+    pub const KEY_COMMITMENT_MISMATCH: &str = "key-commitment-mismatch";
     /// The mint failed to create or pay the quote (retryable).
     pub const MINT_ERROR: &str = "mint-error";
     /// A request arrived before the pool proved its identity.
@@ -200,20 +214,45 @@ impl From<ehash::LockingKey> for CompressedPubKeyOwned {
 
 impl MintQuoteRequestOwned {
     /// The request for a share with this header, found against `target`
-    /// (little-endian), worth `amount` ehash, locked to `locking_key`.
+    /// (little-endian), worth `amount` ehash, locked to `locking_key`, with
+    /// the proof of where the work was done (`proof`).
+    ///
+    /// Fails only for a coinbase longer than the message can carry (64 KiB).
     pub fn new(
         header: &[u8; 80],
         target: [u8; 32],
         amount: u64,
         locking_key: ehash::LockingKey,
-    ) -> Self {
-        Self {
+        proof: &CoinbaseProof,
+    ) -> Result<Self, ehash::wire::EncodeError> {
+        let too_long = |message| ehash::wire::EncodeError {
+            message,
+            reason: "longer than the field can carry".to_string(),
+        };
+        let merkle_path = proof
+            .merkle_path
+            .iter()
+            .map(|h| binary_sv2::U256Owned::from(*h))
+            .collect();
+        Ok(Self {
             share_hash: ehash::share::header_hash(header).into(),
             header: ShareHeaderOwned::from_consensus_bytes(header),
             target: target.into(),
             amount,
             unit: ehash::wire::str0255("unit", ehash::constants::UNIT).expect("short"),
             locking_key: locking_key.into(),
+            coinbase_tx: binary_sv2::B064KOwned::new(proof.coinbase.clone())
+                .map_err(|_| too_long("coinbase_tx"))?,
+            merkle_path: binary_sv2::Seq0255Owned::new(merkle_path)
+                .map_err(|_| too_long("merkle_path"))?,
+        })
+    }
+
+    /// The coinbase and merkle path the request carries.
+    pub fn proof(&self) -> CoinbaseProof {
+        CoinbaseProof {
+            coinbase: self.coinbase_tx.to_owned_bytes(),
+            merkle_path: self.merkle_path.iter().map(|h| h.to_array()).collect(),
         }
     }
 
@@ -233,4 +272,12 @@ impl MintQuoteRequestOwned {
     pub fn share_hash(&self) -> [u8; 32] {
         self.share_hash.to_array()
     }
+}
+
+/// Where a share's work was done: its coinbase (without witness) and the
+/// merkle path from the coinbase's txid to the header's merkle root.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CoinbaseProof {
+    pub coinbase: Vec<u8>,
+    pub merkle_path: Vec<[u8; 32]>,
 }

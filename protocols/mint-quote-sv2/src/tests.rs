@@ -4,6 +4,9 @@
 use super::*;
 use ehash::wire::testing::{assert_golden, genesis_hash};
 use ehash::wire::{str0255, MessageSet};
+use stratum_core::bitcoin::blockdata::constants::genesis_block;
+use stratum_core::bitcoin::consensus::serialize;
+use stratum_core::bitcoin::Network;
 
 fn s(text: &str) -> binary_sv2::Str0255Owned {
     str0255("test", text).unwrap()
@@ -117,14 +120,31 @@ fn pool_auth_error() {
     );
 }
 
+/// The coinbase of the genesis block.
+const GENESIS_COINBASE: &str = concat!(
+    "0100000001000000000000000000000000000000000000000000000000000000",
+    "0000000000ffffffff4d04ffff001d0104455468652054696d65732030332f4a",
+    "616e2f32303039204368616e63656c6c6f72206f6e206272696e6b206f662073",
+    "65636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a",
+    "01000000434104678afdb0fe5548271967f1a67130b7105cd6a828e03909a679",
+    "62e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a",
+    "4c702b6bf11d5fac00000000",
+);
+
 const MINT_QUOTE_REQUEST_FRAME: &str = concat!(
-    "000080be00006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
+    "0000808d01006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
     "1900000000000100000000000000000000000000000000000000000000000000",
     "000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a",
     "51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c00000000000000000000",
     "00000000000000000000000000000000ffff0000000001000000000000000468",
     "6173680279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b",
-    "16f81798",
+    "16f81798cc000100000001000000000000000000000000000000000000000000",
+    "0000000000000000000000ffffffff4d04ffff001d0104455468652054696d65",
+    "732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e",
+    "6b206f66207365636f6e64206261696c6f757420666f722062616e6b73ffffff",
+    "ff0100f2052a01000000434104678afdb0fe5548271967f1a67130b7105cd6a8",
+    "28e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384d",
+    "f7ba0b8d578a4c702b6bf11d5fac0000000000",
 );
 
 #[test]
@@ -144,7 +164,23 @@ fn mint_quote_request() {
             prefix: g[0],
             x: <[u8; 32]>::try_from(&g[1..]).unwrap().into(),
         },
+        coinbase_tx: hex::decode(GENESIS_COINBASE).unwrap().try_into().unwrap(),
+        merkle_path: Vec::new().try_into().unwrap(),
     };
+    assert_eq!(
+        hex::encode(serialize(&genesis_block(Network::Bitcoin).txdata[0])),
+        GENESIS_COINBASE
+    );
+    // The genesis block has one transaction: its txid is the merkle root.
+    let proof = request.proof();
+    ehash::coinbase::check_coinbase(
+        &request.header_bytes(),
+        &proof.coinbase,
+        &proof.merkle_path,
+        &genesis_block(Network::Bitcoin).txdata[0].output[0].script_pubkey,
+        &request.locking_key().unwrap(),
+    )
+    .expect_err("the genesis coinbase commits to no key");
     // The header's wire form is its consensus serialization: it hashes to share_hash.
     assert_eq!(
         ehash::share::header_hash(&request.header_bytes()),
@@ -239,6 +275,22 @@ fn unknown_types_and_protocols_are_refused() {
         binary_sv2::from_bytes::<stratum_core::common_messages_sv2::SetupConnection>(&mut payload)
             .is_err()
     );
+}
+
+#[test]
+fn a_version_1_quote_request_is_refused_with_an_error() {
+    // The genesis request as version 1 framed it: no coinbase, no path.
+    let mut v1 = hex::decode(concat!(
+        "000080be00006fe28c0ab6f1b372c1a6a246ae63f74f931e8365e15a089c68d6",
+        "1900000000000100000000000000000000000000000000000000000000000000",
+        "000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a",
+        "51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c00000000000000000000",
+        "00000000000000000000000000000000ffff0000000001000000000000000468",
+        "6173680279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b",
+        "16f81798",
+    ))
+    .unwrap();
+    assert!(MintQuoteMessage::decode_frame(&mut v1).is_err());
 }
 
 /// Every golden frame above, to mutate.

@@ -9,7 +9,8 @@ use roles_common::{check_authority_key_pair, default, ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_core::bitcoin::bip32::Xpriv;
-use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1};
+use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, XOnlyPublicKey};
+use stratum_core::bitcoin::ScriptBuf;
 
 /// The database value that keeps everything in memory (tests only: nothing survives a restart).
 pub const IN_MEMORY_DATABASE: &str = ":memory:";
@@ -38,8 +39,8 @@ pub struct MintConfig {
     /// Validity of the Noise certificate the mint presents, in seconds.
     #[serde(default = "default::u64::<3600>")]
     pub cert_validity_secs: u64,
-    /// Pool keys (base58 x-only public keys) allowed to create quotes.
-    pub allowed_pool_keys: Vec<Secp256k1PublicKey>,
+    /// The pools allowed to create quotes (`[[pools]]` tables).
+    pub pools: Vec<AllowedPool>,
     /// SQLite file of the mint (quotes, keysets, proofs), or ":memory:".
     pub database: String,
     /// BIP-39 mnemonic the mint's keysets derive from. Keep it secret.
@@ -60,6 +61,28 @@ pub struct MintConfig {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// A pool allowed to create quotes, and what its shares' coinbases must pay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowedPool {
+    /// The pool's identity key (base58 x-only public key): the public half
+    /// of its `mint_identity_secret_key`.
+    pub key: Secp256k1PublicKey,
+    /// The pool's `coinbase_reward_script` (hex). A share is quoted only if
+    /// its coinbase pays this script.
+    pub reward_script: String,
+}
+
+impl AllowedPool {
+    pub fn x_only_key(&self) -> XOnlyPublicKey {
+        XOnlyPublicKey::from_slice(&self.key.into_bytes()).expect("a key_utils key is x-only")
+    }
+
+    pub fn reward_script(&self) -> ScriptBuf {
+        ScriptBuf::from_bytes(hex::decode(&self.reward_script).expect("validated"))
+    }
 }
 
 fn default_name() -> String {
@@ -107,14 +130,23 @@ impl Validate for MintConfig {
             &self.authority_secret_key.into(),
         )?;
         refuse_devnet_mnemonic(self.network, "mnemonic", &self.mnemonic)?;
-        for (i, key) in self.allowed_pool_keys.iter().enumerate() {
-            refuse_devnet_key(self.network, &format!("allowed_pool_keys[{i}]"), key)?;
+        for (i, pool) in self.pools.iter().enumerate() {
+            refuse_devnet_key(self.network, &format!("pools[{i}].key"), &pool.key)?;
+            match hex::decode(&pool.reward_script) {
+                Ok(script) if !script.is_empty() => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("pools[{i}].reward_script"),
+                        "must be the pool's coinbase_reward_script in hex",
+                    ))
+                }
+            }
         }
         bip39::Mnemonic::parse(&self.mnemonic)
             .map_err(|e| ConfigError::new("mnemonic", format!("not a BIP-39 mnemonic: {e}")))?;
-        if self.allowed_pool_keys.is_empty() {
+        if self.pools.is_empty() {
             return Err(ConfigError::new(
-                "allowed_pool_keys",
+                "pools",
                 "is empty: no pool could ever create a quote",
             ));
         }

@@ -12,6 +12,7 @@ use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::accept_noise_connection;
 use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
 use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
+use stratum_core::bitcoin::ScriptBuf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
@@ -36,10 +37,19 @@ pub struct LinkContext {
     pub authority_public_key: Secp256k1PublicKey,
     pub authority_secret_key: Secp256k1SecretKey,
     pub cert_validity_secs: u64,
-    pub allowed_pool_keys: Vec<XOnlyPublicKey>,
+    /// The pools allowed to create quotes: key and reward script.
+    pub pools: Vec<(XOnlyPublicKey, ScriptBuf)>,
 }
 
 impl LinkContext {
+    /// The reward script of an allowed pool.
+    fn reward_script(&self, pool_key: &XOnlyPublicKey) -> Option<ScriptBuf> {
+        self.pools
+            .iter()
+            .find(|(key, _)| key == pool_key)
+            .map(|(_, script)| script.clone())
+    }
+
     fn mint_key(&self) -> XOnlyPublicKey {
         XOnlyPublicKey::from_slice(&self.authority_public_key.into_bytes())
             .expect("a key_utils public key is a valid x-only key")
@@ -86,7 +96,7 @@ async fn serve_connection(
     let mut session = LinkSession::new(
         rand::random(),
         ctx.mint_key(),
-        ctx.allowed_pool_keys.clone(),
+        ctx.pools.iter().map(|(key, _)| *key).collect(),
         ctx.service.unit_bits().get(),
     );
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -117,7 +127,8 @@ async fn serve_connection(
         if let (false, Some(key)) = (authenticated, session.pool_key()) {
             info!("pool link: authenticated pool key {key}");
         }
-        if let Some(reason) = apply(step, ctx, &replies, &in_flight).await {
+        let pool_script = session.pool_key().and_then(|k| ctx.reward_script(&k));
+        if let Some(reason) = apply(step, ctx, pool_script, &replies, &in_flight).await {
             break Err(reason);
         }
     };
@@ -133,6 +144,7 @@ async fn serve_connection(
 async fn apply(
     step: Step,
     ctx: &Arc<LinkContext>,
+    pool_script: Option<ScriptBuf>,
     replies: &mpsc::Sender<MintQuoteMessage>,
     in_flight: &Arc<Semaphore>,
 ) -> Option<String> {
@@ -151,6 +163,7 @@ async fn apply(
             return Some(reason);
         }
         Step::Quote(request) => {
+            let pool_script = pool_script.expect("quotes come from an authenticated, allowed pool");
             let permit = in_flight
                 .clone()
                 .acquire_owned()
@@ -158,7 +171,7 @@ async fn apply(
                 .expect("never closed");
             let (service, replies) = (ctx.service.clone(), replies.clone());
             tokio::spawn(async move {
-                let answer = service.handle_quote(request).await;
+                let answer = service.handle_quote(request, &pool_script).await;
                 let _ = replies.send(answer).await;
                 drop(permit);
             });

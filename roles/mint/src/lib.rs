@@ -26,12 +26,11 @@ use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_sqlite::MintSqliteDatabase;
 use roles_common::{private, CancellationToken};
-use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::info;
 
-pub use config::MintConfig;
+pub use config::{AllowedPool, MintConfig};
 
 use crate::backend::EhashBackend;
 use crate::io::LinkContext;
@@ -131,10 +130,10 @@ pub async fn start(
         authority_public_key: config.authority_public_key,
         authority_secret_key: config.authority_secret_key,
         cert_validity_secs: config.cert_validity_secs,
-        allowed_pool_keys: config
-            .allowed_pool_keys
+        pools: config
+            .pools
             .iter()
-            .map(|k| XOnlyPublicKey::from_slice(&k.into_bytes()).expect("valid x-only key"))
+            .map(|p| (p.x_only_key(), p.reward_script()))
             .collect(),
     });
 

@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn setup_then_proof_authenticates() {
         let mut s = session();
-        match s.on_message(setup(PROTOCOL, 1, 1)) {
+        match s.on_message(setup(PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION)) {
             Step::Reply(reply) => {
                 assert_eq!(reply.len(), 2);
                 assert_eq!(
@@ -222,7 +222,7 @@ mod tests {
         assert!(matches!(s.on_message(stats()), Step::Close { ref reply, .. } if reply.is_empty()));
 
         let mut s = session();
-        s.on_message(setup(PROTOCOL, 1, 1));
+        s.on_message(setup(PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION));
         match s.on_message(stats()) {
             Step::Close { reply, reason } => {
                 assert!(
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn wrong_key_and_replayed_proof_are_refused() {
         let mut s = session();
-        s.on_message(setup(PROTOCOL, 1, 1));
+        s.on_message(setup(PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION));
         assert!(matches!(
             s.on_message(proof(3, [9; 32])),
             Step::Close { .. }
@@ -248,7 +248,7 @@ mod tests {
 
         // A proof made for another session's challenge.
         let mut s = session();
-        s.on_message(setup(PROTOCOL, 1, 1));
+        s.on_message(setup(PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION));
         assert!(matches!(
             s.on_message(proof(1, [8; 32])),
             Step::Close { .. }
@@ -260,9 +260,21 @@ mod tests {
     fn other_protocols_and_versions_are_refused() {
         let mut s = session();
         assert!(matches!(s.on_message(setup(0, 2, 2)), Step::Close { .. }));
+        // Version 1 requests carried no coinbase proof.
+        let mut s = session();
+        match s.on_message(setup(PROTOCOL, 1, 1)) {
+            Step::Close { reply, reason } => {
+                assert!(reason.contains("versions 1..=1, mint speaks 2"), "{reason}");
+                assert!(
+                    matches!(&reply[0], MintQuoteMessage::SetupConnectionError(e)
+                    if e.error_code.as_bytes() == b"protocol-version-mismatch")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         let mut s = session();
         assert!(matches!(
-            s.on_message(setup(PROTOCOL, 2, 3)),
+            s.on_message(setup(PROTOCOL, 3, 4)),
             Step::Close { .. }
         ));
     }
@@ -270,7 +282,7 @@ mod tests {
     #[test]
     fn a_second_proof_is_unexpected() {
         let mut s = session();
-        s.on_message(setup(PROTOCOL, 1, 1));
+        s.on_message(setup(PROTOCOL, PROTOCOL_VERSION, PROTOCOL_VERSION));
         s.on_message(proof(1, [9; 32]));
         let again = proof(1, [9; 32]);
         assert!(matches!(s.on_message(again), Step::Close { .. }));

@@ -1,10 +1,13 @@
 //! What the mint checks before it creates a quote for a share (no IO): the
-//! proof of work is real and the amount is exactly what that work is worth,
-//! so a compromised pool host cannot print ehash without hashes.
+//! proof of work is real, it was done on a coinbase that pays the asking
+//! pool and commits to the quote's locking key, and the amount is exactly
+//! what that work is worth. So a compromised pool host can neither print
+//! ehash from headers mined elsewhere nor hand one miner's work to another.
 
-use ehash::{LockingKey, UnitBits};
+use ehash::{CoinbaseError, LockingKey, UnitBits};
 use mint_quote_sv2::{error_code, MintQuoteRequestOwned};
 use stratum_core::bitcoin::pow::Target;
+use stratum_core::bitcoin::Script;
 
 /// A share that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,10 +39,12 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// Checks unit, locking key, proof of work and amount of a quote request.
+/// Checks unit, locking key, proof of work, its coinbase (paying
+/// `pool_script`, committing to the locking key) and amount of a quote request.
 pub fn check_request(
     request: &MintQuoteRequestOwned,
     unit_bits: UnitBits,
+    pool_script: &Script,
 ) -> Result<CheckedShare, Rejection> {
     let unit = request.unit.as_bytes();
     if unit != ehash::constants::UNIT.as_bytes() {
@@ -65,6 +70,16 @@ pub fn check_request(
             "share_hash is not sha256d of the header",
         ));
     }
+
+    let proof = request.proof();
+    ehash::check_coinbase(
+        &request.header_bytes(),
+        &proof.coinbase,
+        &proof.merkle_path,
+        pool_script,
+        &locking_key,
+    )
+    .map_err(|e| Rejection::new(coinbase_error_code(&e), e.to_string()))?;
 
     let expected = ehash::ehash_amount(target, unit_bits);
     if request.amount != expected {
@@ -93,115 +108,202 @@ pub fn check_request(
     })
 }
 
+fn coinbase_error_code(e: &CoinbaseError) -> &'static str {
+    match e {
+        CoinbaseError::NotATransaction(_)
+        | CoinbaseError::NotACoinbase
+        | CoinbaseError::PathTooLong(_) => error_code::INVALID_COINBASE,
+        CoinbaseError::MerkleRootMismatch { .. } => error_code::MERKLE_ROOT_MISMATCH,
+        CoinbaseError::NotPayingPool(_) => error_code::COINBASE_NOT_PAYING_POOL,
+        CoinbaseError::NoKeyCommitment
+        | CoinbaseError::SeveralKeyCommitments(_)
+        | CoinbaseError::KeyCommitmentMismatch => error_code::KEY_COMMITMENT_MISMATCH,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mint_quote_sv2::MintQuoteRequestOwned;
+    use ehash::coinbase::testing::{coinbase, mine_header};
+    use mint_quote_sv2::{CoinbaseProof, MintQuoteRequestOwned};
+    use stratum_core::bitcoin::blockdata::constants::genesis_block;
+    use stratum_core::bitcoin::consensus::serialize;
+    use stratum_core::bitcoin::{Network, ScriptBuf};
 
     const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
-
-    /// The genesis header meets the difficulty-1 target.
-    fn genesis() -> [u8; 80] {
-        let hex = concat!(
-            "0100000000000000000000000000000000000000000000000000000000000000",
-            "000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa",
-            "4b1e5e4a29ab5f49ffff001d1dac2b7c"
-        );
-        let bytes: Vec<u8> = (0..80)
-            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        bytes.try_into().unwrap()
-    }
+    const OTHER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+    /// Shares at 2^8 expected hashes: mined in a blink.
+    const ZERO_BITS: u32 = 8;
 
     fn bits(n: u32) -> UnitBits {
         UnitBits::new(n).unwrap()
     }
 
-    fn request(amount: u64) -> MintQuoteRequestOwned {
-        MintQuoteRequestOwned::new(
-            &genesis(),
-            Target::MAX.to_le_bytes(),
-            amount,
-            KEY.parse().unwrap(),
-        )
+    fn pool_script() -> ScriptBuf {
+        ScriptBuf::from_bytes(vec![0x51])
+    }
+
+    fn key(hex: &str) -> LockingKey {
+        hex.parse().unwrap()
+    }
+
+    /// A share mined on a coinbase paying `script` and committing to
+    /// `committed`, asked for `claimed`, worth `amount`.
+    fn share_for(
+        script: &Script,
+        committed: &str,
+        claimed: &str,
+        amount: u64,
+    ) -> MintQuoteRequestOwned {
+        let proof = CoinbaseProof {
+            coinbase: coinbase(script, &key(committed), b"unique"),
+            merkle_path: vec![[3; 32], [4; 32]],
+        };
+        let (header, target) = mine_header(&proof.coinbase, &proof.merkle_path, ZERO_BITS);
+        MintQuoteRequestOwned::new(&header, target, amount, key(claimed), &proof).unwrap()
+    }
+
+    fn honest(amount: u64) -> MintQuoteRequestOwned {
+        share_for(&pool_script(), KEY, KEY, amount)
+    }
+
+    fn code(request: &MintQuoteRequestOwned, unit_bits: u32) -> &'static str {
+        check_request(request, bits(unit_bits), &pool_script())
+            .unwrap_err()
+            .code
     }
 
     #[test]
     fn a_real_share_with_the_right_amount_passes() {
-        let share = check_request(&request(65_537), bits(16)).unwrap();
-        assert_eq!(share.amount, 65_537);
+        let request = honest(1 << ZERO_BITS);
+        let share = check_request(&request, bits(0), &pool_script()).unwrap();
+        assert_eq!(share.amount, 1 << ZERO_BITS);
         assert_eq!(share.locking_key.to_string(), KEY);
-        assert_eq!(share.share_hash, request(1).share_hash());
+        assert_eq!(share.share_hash, request.share_hash());
     }
 
     #[test]
     fn a_wrong_amount_is_refused() {
-        let err = check_request(&request(65_538), bits(16)).unwrap_err();
+        let err = check_request(&honest(257), bits(0), &pool_script()).unwrap_err();
         assert_eq!(err.code, "amount-mismatch");
-        assert!(
-            err.message.contains("65538 is not 65537"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("257 is not 256"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_genesis_block_is_refused() {
+        // Real work, with its real coinbase: it pays no pool of ours.
+        let block = genesis_block(Network::Bitcoin);
+        let mut header = [0u8; 80];
+        header.copy_from_slice(&serialize(&block.header));
+        let proof = CoinbaseProof {
+            coinbase: serialize(&block.txdata[0]),
+            merkle_path: vec![],
+        };
+        let request =
+            MintQuoteRequestOwned::new(&header, Target::MAX.to_le_bytes(), 1, key(KEY), &proof)
+                .unwrap();
+        assert_eq!(code(&request, 32), "coinbase-not-paying-pool");
+        // Claimed with no coinbase at all.
+        let bare = MintQuoteRequestOwned::new(
+            &header,
+            Target::MAX.to_le_bytes(),
+            1,
+            key(KEY),
+            &CoinbaseProof::default(),
+        )
+        .unwrap();
+        assert_eq!(code(&bare, 32), "invalid-coinbase");
+    }
+
+    #[test]
+    fn work_for_one_key_claimed_for_another_is_refused() {
+        let request = share_for(&pool_script(), KEY, OTHER_KEY, 1 << ZERO_BITS);
+        assert_eq!(code(&request, 0), "key-commitment-mismatch");
+    }
+
+    #[test]
+    fn a_coinbase_paying_another_script_is_refused() {
+        let other = ScriptBuf::from_bytes(vec![0x52]);
+        let request = share_for(&other, KEY, KEY, 1 << ZERO_BITS);
+        assert_eq!(code(&request, 0), "coinbase-not-paying-pool");
+    }
+
+    #[test]
+    fn a_merkle_path_that_misses_the_header_is_refused() {
+        let mut request = honest(1 << ZERO_BITS);
+        let mut path = request.proof().merkle_path;
+        path[1] = [5; 32];
+        let proof = CoinbaseProof {
+            merkle_path: path,
+            ..request.proof()
+        };
+        let target = request.target.to_array();
+        request = MintQuoteRequestOwned::new(
+            &request.header_bytes(),
+            target,
+            1 << ZERO_BITS,
+            key(KEY),
+            &proof,
+        )
+        .unwrap();
+        assert_eq!(code(&request, 0), "merkle-root-mismatch");
     }
 
     #[test]
     fn a_header_that_misses_the_target_is_refused() {
-        let mut header = genesis();
-        header[76] ^= 1; // another nonce
-        let req =
-            MintQuoteRequestOwned::new(&header, Target::MAX.to_le_bytes(), 1, KEY.parse().unwrap());
-        assert_eq!(
-            check_request(&req, bits(32)).unwrap_err().code,
-            "invalid-proof-of-work"
-        );
+        let request = honest(1 << ZERO_BITS);
+        let mut header = request.header_bytes();
+        // Other nonces until one misses the 2^-8 target.
+        let target = Target::from_le_bytes(request.target.to_array());
+        while ehash::verify_share(&header, target).is_ok() {
+            header[76] = header[76].wrapping_add(1);
+        }
+        let missed = MintQuoteRequestOwned::new(
+            &header,
+            target.to_le_bytes(),
+            256,
+            key(KEY),
+            &request.proof(),
+        )
+        .unwrap();
+        assert_eq!(code(&missed, 0), "invalid-proof-of-work");
     }
 
     #[test]
     fn a_share_hash_that_is_not_the_headers_is_refused() {
-        let mut req = request(1);
+        let mut req = honest(1 << ZERO_BITS);
         req.share_hash = [7u8; 32].into();
-        let err = check_request(&req, bits(32)).unwrap_err();
-        assert_eq!(err.code, "invalid-proof-of-work");
+        assert_eq!(code(&req, 0), "invalid-proof-of-work");
     }
 
     #[test]
     fn an_easier_claimed_target_cannot_inflate_the_amount() {
         // Claiming a harder target than the hash meets fails the proof of work.
+        let honest = honest(1 << ZERO_BITS);
         let mut be = [0u8; 32];
-        be[7] = 1; // 2^192: far below the genesis hash
+        be[7] = 1; // 2^192
         let req = MintQuoteRequestOwned::new(
-            &genesis(),
+            &honest.header_bytes(),
             Target::from_be_bytes(be).to_le_bytes(),
-            1 << 32,
-            KEY.parse().unwrap(),
-        );
-        assert_eq!(
-            check_request(&req, bits(32)).unwrap_err().code,
-            "invalid-proof-of-work"
-        );
+            1 << 56,
+            key(KEY),
+            &honest.proof(),
+        )
+        .unwrap();
+        assert_eq!(code(&req, 0), "invalid-proof-of-work");
     }
 
     #[test]
     fn bad_key_unit_and_zero_amount_are_refused() {
-        let mut req = request(1);
+        let mut req = honest(1 << ZERO_BITS);
         req.locking_key.prefix = 0x04;
-        assert_eq!(
-            check_request(&req, bits(32)).unwrap_err().code,
-            "invalid-locking-key"
-        );
+        assert_eq!(code(&req, 0), "invalid-locking-key");
 
-        let mut req = request(1);
+        let mut req = honest(1 << ZERO_BITS);
         req.unit = ehash::wire::str0255("unit", "sat").unwrap();
-        assert_eq!(
-            check_request(&req, bits(32)).unwrap_err().code,
-            "unsupported-unit"
-        );
+        assert_eq!(code(&req, 0), "unsupported-unit");
 
-        // Difficulty 1 is worth 0 at unit_bits 33.
-        assert_eq!(
-            check_request(&request(0), bits(33)).unwrap_err().code,
-            "zero-amount"
-        );
+        // 2^8 expected hashes are worth 0 at unit_bits 9.
+        assert_eq!(code(&honest(0), 9), "zero-amount");
     }
 }

@@ -14,6 +14,7 @@ use mint_quote_sv2::{
     error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
     MintQuoteResponseOwned, MintStatsResponse,
 };
+use stratum_core::bitcoin::Script;
 use tokio::sync::Mutex;
 
 use crate::backend::EhashBackend;
@@ -57,9 +58,14 @@ impl QuoteService {
 
     /// Answers a `MintQuoteRequest`: a `MintQuoteResponse` (for a new or an
     /// already quoted share) or a `MintQuoteError`.
-    pub async fn handle_quote(&self, request: MintQuoteRequestOwned) -> MintQuoteMessage {
+    /// `pool_script` is the reward script of the pool that asks.
+    pub async fn handle_quote(
+        &self,
+        request: MintQuoteRequestOwned,
+        pool_script: &Script,
+    ) -> MintQuoteMessage {
         let share_hash = request.share_hash.clone();
-        let result = match check_request(&request, self.unit_bits) {
+        let result = match check_request(&request, self.unit_bits, pool_script) {
             Ok(share) => self.quote_share(&share).await,
             Err(rejection) => Err(rejection),
         };

@@ -123,7 +123,7 @@ async fn unauthenticated_wrong_key_and_replayed_proofs_are_refused() {
     let mut refusal = None;
     while refusal.is_none() {
         match handshake.on_message(stranger.recv().await.unwrap()) {
-            Ok(HandshakeStep::Send(m)) => stranger.send(m).await,
+            Ok(HandshakeStep::Send(m)) => stranger.send(*m).await,
             Ok(HandshakeStep::Wait) => {}
             Ok(HandshakeStep::Done) => panic!("a stranger authenticated"),
             Err(e) => refusal = Some(e.to_string()),
@@ -149,7 +149,7 @@ async fn unauthenticated_wrong_key_and_replayed_proofs_are_refused() {
         .await;
     replay.recv().await.unwrap();
     replay.recv().await.unwrap();
-    replay.send(proof).await;
+    replay.send(*proof).await;
     match replay.recv().await {
         Ok(MintQuoteMessage::PoolAuthError(e)) => {
             assert_eq!(e.error_code.as_utf8_or_hex(), "invalid-signature")
@@ -197,7 +197,7 @@ async fn ehash_quotes_cannot_be_created_over_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missed_target_or_a_wrong_amount_creates_no_quote() {
+async fn a_missed_target_a_wrong_amount_or_another_keys_work_creates_no_quote() {
     let (mint, mut pool) = TestMint::with_pool().await;
     let (_, miner) = miner_key();
 
@@ -223,10 +223,35 @@ async fn a_missed_target_or_a_wrong_amount_creates_no_quote() {
             break;
         }
     }
-    missed = MintQuoteRequestOwned::new(&header, missed.target.to_array(), missed.amount, miner);
+    missed = MintQuoteRequestOwned::new(
+        &header,
+        missed.target.to_array(),
+        missed.amount,
+        miner,
+        &missed.proof(),
+    )
+    .unwrap();
     match pool.quote(missed).await {
         MintQuoteMessage::MintQuoteError(e) => {
             assert_eq!(e.error_code.as_utf8_or_hex(), "invalid-proof-of-work")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Real work, claimed for another key than its coinbase commits to.
+    let (_, thief) = miner_key();
+    let honest = share(8, miner);
+    let stolen = MintQuoteRequestOwned::new(
+        &honest.header_bytes(),
+        honest.target.to_array(),
+        honest.amount,
+        thief,
+        &honest.proof(),
+    )
+    .unwrap();
+    match pool.quote(stolen).await {
+        MintQuoteMessage::MintQuoteError(e) => {
+            assert_eq!(e.error_code.as_utf8_or_hex(), "key-commitment-mismatch")
         }
         other => panic!("{other:?}"),
     }

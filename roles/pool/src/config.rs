@@ -40,7 +40,8 @@ pub struct PoolConfig {
     /// Tag written into every coinbase scriptSig (`Sv2/<tag>//`).
     #[serde(default = "default_pool_signature")]
     pub pool_signature: String,
-    /// scriptPubKey (hex) that receives the block reward.
+    /// scriptPubKey (hex) that receives the block reward; the mint's
+    /// `[[pools]] reward_script` for this pool must equal it.
     pub coinbase_reward_script: String,
     /// Shares per minute each channel's target aims for.
     #[serde(default = "default_shares_per_minute")]

@@ -13,19 +13,20 @@ use std::time::Duration;
 use cdk::amount::SplitTarget;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::{Wallet, WalletBuilder};
+use ehash::coinbase::testing::{coinbase, mine_header};
 use ehash::wire::MessageSet;
 use ehash::LockingKey;
 use mint::{MintConfig, RunningMint};
 use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
 use mint_quote_sv2::{
-    MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
+    CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
 };
 use roles_common::CancellationToken;
 use stratum_apps::key_utils::Secp256k1SecretKey;
 use stratum_apps::network_helpers::connect_with_noise;
 use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
-use stratum_core::bitcoin::hashes::{sha256d, Hash};
 use stratum_core::bitcoin::secp256k1::{self as secp, XOnlyPublicKey};
+use stratum_core::bitcoin::ScriptBuf;
 use tokio::net::TcpStream;
 
 // Devnet-only keys (public, never use them for real): the pool's identity
@@ -153,7 +154,7 @@ impl PoolClient {
         loop {
             let message = client.recv().await.expect("handshake reply");
             match handshake.on_message(message).expect("handshake succeeds") {
-                HandshakeStep::Send(m) => client.send(m).await,
+                HandshakeStep::Send(m) => client.send(*m).await,
                 HandshakeStep::Wait => {}
                 HandshakeStep::Done => return client,
             }
@@ -242,29 +243,21 @@ pub fn miner_key() -> (SecretKey, LockingKey) {
     (secret, locking)
 }
 
-/// A header whose hash meets target 2^(256 - zero_bits) - 1, i.e. a share
-/// worth exactly 2^zero_bits expected hashes (and ehash at unit_bits 0).
+/// The reward script of the shipped devnet pool (`coinbase_reward_script`),
+/// which the shipped mint config allows.
+pub fn pool_script() -> ScriptBuf {
+    ScriptBuf::from_bytes(vec![0x51])
+}
+
+/// A share worth exactly 2^zero_bits expected hashes (and ehash at unit_bits
+/// 0), mined on a coinbase that pays the pool and commits to `key`.
 pub fn share(zero_bits: u32, key: LockingKey) -> MintQuoteRequestOwned {
-    let mut target_be = [0xffu8; 32];
-    for bit in 0..zero_bits as usize {
-        target_be[bit / 8] &= !(0x80 >> (bit % 8));
-    }
-    let mut target_le = target_be;
-    target_le.reverse();
-    let mut header = [0u8; 80];
-    header[0..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
-    header[4..36].copy_from_slice(&rand::random::<[u8; 32]>());
-    header[36..68].copy_from_slice(&rand::random::<[u8; 32]>());
-    header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
-    for nonce in 0u32.. {
-        header[76..80].copy_from_slice(&nonce.to_le_bytes());
-        let mut hash = sha256d::Hash::hash(&header).to_byte_array();
-        hash.reverse();
-        if hash <= target_be {
-            break;
-        }
-    }
-    MintQuoteRequestOwned::new(&header, target_le, 1u64 << zero_bits, key)
+    let proof = CoinbaseProof {
+        coinbase: coinbase(&pool_script(), &key, &rand::random::<[u8; 16]>()),
+        merkle_path: vec![rand::random(), rand::random()],
+    };
+    let (header, target) = mine_header(&proof.coinbase, &proof.merkle_path, zero_bits);
+    MintQuoteRequestOwned::new(&header, target, 1u64 << zero_bits, key, &proof).unwrap()
 }
 
 pub async fn mint_with(

@@ -163,7 +163,7 @@ async fn connect(config: &MintLinkConfig) -> Result<(NoiseTcpReadHalf, NoiseTcpW
         loop {
             let message = read(&mut reader).await?;
             match handshake.on_message(message).map_err(|e| e.to_string())? {
-                HandshakeStep::Send(m) => write(&mut writer, m).await?,
+                HandshakeStep::Send(m) => write(&mut writer, *m).await?,
                 HandshakeStep::Wait => {}
                 HandshakeStep::Done => return Ok::<(), String>(()),
             }

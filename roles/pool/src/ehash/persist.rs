@@ -57,7 +57,7 @@ pub(super) fn retire_undelivered_json(state_dir: &Path) {
 mod tests {
     use super::*;
     use ehash::LockingKey;
-    use mint_quote_sv2::MintQuoteRequestOwned;
+    use mint_quote_sv2::{CoinbaseProof, MintQuoteRequestOwned};
 
     #[test]
     fn owed_payload_round_trips() {
@@ -68,7 +68,17 @@ mod tests {
             conn: Some(3),
             channel_id: 7,
             sequence_number: 9,
-            request: MintQuoteRequestOwned::new(&[5u8; 80], [0xff; 32], 12, key),
+            request: MintQuoteRequestOwned::new(
+                &[5u8; 80],
+                [0xff; 32],
+                12,
+                key,
+                &CoinbaseProof {
+                    coinbase: vec![1, 2, 3],
+                    merkle_path: vec![[4; 32], [5; 32]],
+                },
+            )
+            .unwrap(),
         };
         let decoded = decode_owed(&encode_owed(&share)).unwrap();
         assert_eq!(

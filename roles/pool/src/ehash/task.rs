@@ -34,12 +34,14 @@ use crate::PoolError;
 
 /// SubmitSharesError code when the outbox cannot journal a share.
 const OUTBOX_ERROR: &str = "ehash-outbox-error";
+/// A share whose coinbase proof could not be built (the mint would refuse it).
+const NO_COINBASE_PROOF: &str = "ehash-no-coinbase-proof";
 
 /// How often unacknowledged notifications are looked at for a resend.
 const RESEND_CHECK: Duration = Duration::from_secs(5);
 
 pub(crate) enum FlowInput {
-    Share(AcceptedShare),
+    Share(Box<AcceptedShare>),
     /// A translator acknowledged notifications on `conn`.
     Acked {
         conn: ConnId,
@@ -59,7 +61,7 @@ pub(crate) struct FlowSink(mpsc::UnboundedSender<FlowInput>);
 
 impl AcceptedShareSink for FlowSink {
     fn accepted(&self, share: AcceptedShare) {
-        let _ = self.0.send(FlowInput::Share(share));
+        let _ = self.0.send(FlowInput::Share(Box::new(share)));
     }
 
     fn channel_opened(&self, conn: ConnId, channel_id: u32, key: Option<LockingKey>, ehash: bool) {
@@ -241,7 +243,8 @@ impl Running {
                 }
                 None => {
                     error!(
-                        "outbox entry {} is unreadable, dropping it",
+                        "outbox entry {} is unreadable (a request of an earlier version, \
+                         without a coinbase proof?), dropping it",
                         ehash::share::hex_be(&hash)
                     );
                     outbox.done(hash).await;
@@ -258,7 +261,7 @@ impl Running {
         journaled: &Journaled,
     ) -> Vec<Action> {
         match input {
-            FlowInput::Share(share) => self.on_accepted(share, outbox, journaled),
+            FlowInput::Share(share) => self.on_accepted(*share, outbox, journaled),
             FlowInput::ChannelOpened {
                 conn,
                 channel_id,
@@ -345,11 +348,36 @@ impl Running {
                 return vec![];
             }
         };
+        let request = share
+            .proof
+            .as_ref()
+            .ok_or_else(|| "no coinbase proof".to_string())
+            .and_then(|proof| {
+                MintQuoteRequestOwned::new(&share.header, share.target, share.amount, key, proof)
+                    .map_err(|e| e.to_string())
+            });
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                // Unprovable work would be refused by the mint: refused here,
+                // so the miner is not told it earned ehash it never gets.
+                error!(
+                    "share {} cannot be quoted: {e}",
+                    ehash::share::hex_be(&share.share_hash)
+                );
+                return vec![Action::ShareError {
+                    conn: share.connection_id,
+                    channel_id: share.channel_id,
+                    sequence_number: share.sequence_number,
+                    code: NO_COINBASE_PROOF,
+                }];
+            }
+        };
         let quote_share = QuoteShare {
             conn: Some(share.connection_id),
             channel_id: share.channel_id,
             sequence_number: share.sequence_number,
-            request: MintQuoteRequestOwned::new(&share.header, share.target, share.amount, key),
+            request,
         };
         let (outbox, journaled) = (outbox.clone(), journaled.clone());
         tokio::spawn(async move {

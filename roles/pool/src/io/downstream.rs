@@ -149,7 +149,11 @@ impl Link<'_> {
         let mut last_heard = tokio::time::Instant::now();
         let mut idle_check = tokio::time::interval(self.idle_timeout / 4);
         loop {
+            // Biased: what is queued for the peer goes out before more is
+            // read from it, so a peer that sends fast cannot grow its own
+            // send queue, and one that stops reading stops being read.
             tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = &mut setup_deadline, if !setup_checked => {
                     if !shared.core().connection_setup_done(id) {
@@ -166,17 +170,17 @@ impl Link<'_> {
                         ));
                     }
                 }
+                out = self.outbound.recv() => {
+                    tokio::time::timeout(self.write_timeout, self.write(out))
+                        .await
+                        .map_err(|_| format!("peer took no message for {:?}", self.write_timeout))??
+                }
                 incoming = self.reader.recv() => {
                     last_heard = tokio::time::Instant::now();
                     let Some(incoming) = incoming_or_closed(incoming)? else {
                         return Ok(());
                     };
                     self.on_incoming(incoming, shared);
-                }
-                out = self.outbound.recv() => {
-                    tokio::time::timeout(self.write_timeout, self.write(out))
-                        .await
-                        .map_err(|_| format!("peer took no message for {:?}", self.write_timeout))??
                 }
             }
         }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use ehash::LockingKey;
+use mint_quote_sv2::CoinbaseProof;
 use stratum_core::binary_sv2::B032Owned;
 use stratum_core::bitcoin::{
     block::{Header, Version},
@@ -37,7 +38,7 @@ use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOw
 use tracing::{debug, warn};
 use vardiff::{Vardiff, VardiffConfig};
 
-use super::{mining, u256, Action, ConnId, CoreConfig};
+use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 
 /// The channels_sv2 channel behind a [`Channel`].
 enum Kind {
@@ -120,6 +121,9 @@ pub(super) struct Validation {
     pub result: Result<ShareValidationResult, ShareValidationError>,
     /// The share's block header, rebuilt the way channels_sv2 validated it.
     pub header: Option<[u8; 80]>,
+    /// Where an accepted share's work was done, for the mint (only on a
+    /// channel with a locking key).
+    pub proof: Option<CoinbaseProof>,
     pub batch: Batch,
 }
 
@@ -379,6 +383,9 @@ impl Channel {
     ) -> Option<Action> {
         let (channel_id, template_id) = (self.id(), template.template_id);
         let future = template.future_template;
+        // Every job of a channel with a key commits its coinbase to that key.
+        let mut outputs = outputs;
+        outputs.extend(self.locking_key.as_ref().map(ehash::key_commitment_output));
         let built = each_kind!(Kind, &mut self.kind, c => {
             match c.on_new_template(template, outputs) {
                 Err(e) => Err(format!("{e:?}")),
@@ -435,14 +442,27 @@ impl Channel {
         ))
     }
 
-    /// Validates a share; None when the share is of the other kind than the channel.
-    pub(super) fn validate_share(&mut self, share: Submission) -> Option<Validation> {
+    /// Validates a share; None when the share is of the other kind than the
+    /// channel. `pool_tag` is the coinbase tag the channel's jobs carry.
+    pub(super) fn validate_share(
+        &mut self,
+        share: Submission,
+        pool_tag: &str,
+    ) -> Option<Validation> {
         // Before validation: an accepted share's job is the active or a past job.
         let header = self.share_header(&share);
+        let (job_id, extranonce) = match &share {
+            Submission::Standard(s) => (s.job_id, Vec::new()),
+            Submission::Extended(s) => (s.job_id, s.extranonce.to_owned_bytes()),
+        };
         let result = match (&mut self.kind, share) {
             (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
             (Kind::Extended(c), Submission::Extended(s)) => c.validate_share(s),
             _ => return None,
+        };
+        let proof = match (&result, self.locking_key) {
+            (Ok(_), Some(_)) => self.coinbase_proof(job_id, &extranonce, pool_tag),
+            _ => None,
         };
         let acct = self.share_accounting();
         let batch = Batch {
@@ -454,6 +474,7 @@ impl Channel {
         Some(Validation {
             result,
             header,
+            proof,
             batch,
         })
     }
@@ -532,6 +553,33 @@ impl Channel {
             nonce,
         );
         Some(header)
+    }
+
+    /// The coinbase proof of a share on job `job_id` (`extranonce` the
+    /// miner's part, for an extended channel).
+    fn coinbase_proof(
+        &self,
+        job_id: u32,
+        extranonce: &[u8],
+        pool_tag: &str,
+    ) -> Option<CoinbaseProof> {
+        match &self.kind {
+            Kind::Standard(c) => {
+                let job = c
+                    .get_active_job()
+                    .filter(|j| j.get_job_id() == job_id)
+                    .or_else(|| c.get_past_job(job_id))?;
+                proof::standard(job, pool_tag)
+            }
+            Kind::Extended(c) => {
+                let job = c
+                    .get_active_job()
+                    .filter(|j| j.get_job_id() == job_id)
+                    .or_else(|| c.get_past_job(job_id))?;
+                let full = [job.get_extranonce_prefix(), extranonce].concat();
+                proof::extended(job, &full)
+            }
+        }
     }
 
     /// The channels_sv2 extended channel, for tests that build shares.

@@ -15,6 +15,7 @@
 mod channel;
 mod channels;
 mod connection;
+mod proof;
 mod shares;
 mod stats;
 mod templates;
@@ -24,6 +25,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 
 use ehash::{LockingKey, UnitBits};
+use mint_quote_sv2::CoinbaseProof;
 use roles_common::sv2::message_name;
 use stratum_core::binary_sv2::U256Owned;
 use stratum_core::bitcoin::{ScriptBuf, Target};
@@ -94,6 +96,8 @@ pub struct AcceptedShare {
     pub locking_key: Option<LockingKey>,
     /// Whether the share also solved a block.
     pub block_found: bool,
+    /// Its coinbase and merkle path (with a locking key only).
+    pub proof: Option<CoinbaseProof>,
 }
 
 /// What the io layer must do.

@@ -17,6 +17,8 @@ use stratum_core::parsers_sv2::MiningOwned;
 use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
 use tracing::{debug, info, warn};
 
+use mint_quote_sv2::CoinbaseProof;
+
 use super::channel::{Batch, ShareId, Submission, Validation};
 use super::stats::share_refused_event;
 use super::{mining, AcceptedShare, Action, ConnId, PoolCore, StatsEvent};
@@ -25,6 +27,7 @@ use super::{mining, AcceptedShare, Action, ConnId, PoolCore, StatsEvent};
 struct Accepted {
     share_hash: [u8; 32],
     header: Option<[u8; 80]>,
+    proof: Option<CoinbaseProof>,
     /// The template and coinbase of the block the share solves, if it does.
     solution: Option<(Option<u64>, Vec<u8>)>,
 }
@@ -50,8 +53,9 @@ impl PoolCore {
         let Some(Validation {
             result,
             header,
+            proof,
             batch,
-        }) = channel.validate_share(share)
+        }) = channel.validate_share(share, &self.config.pool_signature)
         else {
             return self.refuse_share(conn, id);
         };
@@ -65,6 +69,7 @@ impl PoolCore {
         let accepted = Accepted {
             share_hash: share_hash.to_byte_array(),
             header,
+            proof,
             solution,
         };
         self.share_accepted(conn, id, accepted, batch)
@@ -170,6 +175,7 @@ impl PoolCore {
                     amount: ehash::ehash_amount(target, self.config.unit_bits),
                     locking_key: channel.locking_key,
                     block_found,
+                    proof: accepted.proof,
                 }));
             }
             _ => warn!(

@@ -44,7 +44,9 @@ impl PoolCore {
             value: Amount::ZERO,
             script_pubkey: self.config.reward_script.clone(),
         };
-        (serialize(&out).len() as u32, 4)
+        // Each channel's jobs also carry its key commitment output.
+        let size = serialize(&out).len() + ehash::coinbase::key_commitment_output_len();
+        (size as u32, 4)
     }
 
     /// The job and prevhash a new channel starts with: the future template

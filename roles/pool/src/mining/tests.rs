@@ -15,7 +15,8 @@ use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
 use stratum_core::extensions_sv2::RequestExtensionsOwned;
 use stratum_core::mining_sv2::{
     CloseChannelOwned, NewExtendedMiningJobOwned, OpenExtendedMiningChannelOwned,
-    SubmitSharesExtendedOwned, UpdateChannelOwned,
+    OpenStandardMiningChannelOwned, SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
+    UpdateChannelOwned,
 };
 
 mod vardiff;
@@ -379,6 +380,114 @@ fn an_accepted_share_carries_its_exact_header_and_amount() {
     // Disconnecting frees the channel.
     core.on_disconnect(1);
     assert_eq!(core.stats().channels_open, 0);
+}
+
+/// Submits `share` and returns what the core published about it.
+fn accepted(core: &mut PoolCore, share: MiningOwned) -> AcceptedShare {
+    on_message(core, 1, AnyMessageOwned::Mining(share))
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Accepted(a) => Some(a),
+            _ => None,
+        })
+        .expect("the share is accepted")
+}
+
+/// Checks an accepted share's coinbase proof the way the mint does.
+fn check_proof(share: &AcceptedShare, key: &str) -> Result<(), ehash::CoinbaseError> {
+    let proof = share
+        .proof
+        .as_ref()
+        .expect("a share with a key has a proof");
+    ehash::check_coinbase(
+        &share.header,
+        &proof.coinbase,
+        &proof.merkle_path,
+        &ScriptBuf::from_bytes(vec![0x51]),
+        &key.parse().unwrap(),
+    )
+}
+
+#[test]
+fn shares_of_both_kinds_prove_their_coinbase_and_key() {
+    let other_key = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+    let mut core = core();
+    setup(&mut core, 1);
+    // A template with other transactions: the proof needs a merkle path.
+    let with_txs = NewTemplateOwned {
+        merkle_path: Seq0255Owned::new(vec![U256Owned::from([1; 32]), U256Owned::from([2; 32])])
+            .unwrap(),
+        ..template(1)
+    };
+    core.on_new_template(with_txs);
+    core.on_set_new_prev_hash(prev(1, NEVER));
+
+    // Extended: the miner's extranonce is part of the coinbase.
+    on_message(&mut core, 1, open_extended(&format!("{KEY}.e")));
+    let extended = *core.channels.keys().max().unwrap();
+    let job = core.channels[&extended]
+        .extended()
+        .unwrap()
+        .get_active_job()
+        .unwrap()
+        .get_job_message()
+        .clone();
+    let target = core.channels[&extended].target();
+    let (submit, header) = share(&core, extended, &job, |h| h <= target);
+    let a = accepted(&mut core, MiningOwned::SubmitSharesExtended(submit));
+    assert_eq!(a.header, header);
+    assert_eq!(a.proof.as_ref().unwrap().merkle_path.len(), 2);
+    check_proof(&a, KEY).unwrap();
+    assert_eq!(
+        check_proof(&a, other_key),
+        Err(ehash::CoinbaseError::KeyCommitmentMismatch)
+    );
+
+    // Standard: the coinbase is rebuilt from the job's template.
+    let open = OpenStandardMiningChannelOwned {
+        request_id: 2,
+        user_identity: str0255_truncated(&format!("{KEY}.s")),
+        nominal_hash_rate: 10.0,
+        max_target: U256Owned::from([0xff; 32]),
+    };
+    let mut job = None;
+    for action in on_message(&mut core, 1, AnyMessageOwned::Mining(open.into())) {
+        if let Action::Send(1, AnyMessageOwned::Mining(MiningOwned::NewMiningJob(j))) = action {
+            job = Some(j);
+        }
+    }
+    let job = job.expect("a standard job");
+    let standard = job.channel_id;
+    let target = core.channels[&standard].target();
+    let mined = |nonce| {
+        header_bytes(
+            job.version,
+            [7u8; 32],
+            job.merkle_root.to_array(),
+            1_800_000_000,
+            NEVER,
+            nonce,
+        )
+    };
+    let meets =
+        |h: &[u8; 80]| Target::from_le_bytes(sha256d::Hash::hash(h).to_byte_array()) <= target;
+    let nonce = (0u32..).find(|n| meets(&mined(*n))).unwrap();
+    let header = mined(nonce);
+    let submit = SubmitSharesStandardOwned {
+        channel_id: standard,
+        sequence_number: 1,
+        job_id: job.job_id,
+        nonce,
+        ntime: 1_800_000_000,
+        version: job.version,
+    };
+    let a = accepted(&mut core, MiningOwned::SubmitSharesStandard(submit));
+    assert_eq!(a.header, header);
+    check_proof(&a, KEY).unwrap();
+    assert_eq!(
+        check_proof(&a, other_key),
+        Err(ehash::CoinbaseError::KeyCommitmentMismatch)
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 use super::*;
 use ehash::wire::str0255;
+use mint_quote_sv2::CoinbaseProof;
 use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,7 +38,8 @@ fn share(conn: Option<ConnId>, channel: u32, seq: u32, n: u8, k: LockingKey) -> 
         conn,
         channel_id: channel,
         sequence_number: seq,
-        request: MintQuoteRequestOwned::new(&header, [0xff; 32], 4, k),
+        request: MintQuoteRequestOwned::new(&header, [0xff; 32], 4, k, &CoinbaseProof::default())
+            .unwrap(),
     }
 }
 
