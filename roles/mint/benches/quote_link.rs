@@ -10,8 +10,9 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ehash::coinbase::testing::{coinbase, mine_header};
 use ehash::wire::MessageSet;
-use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use mint_quote_sv2::{CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned};
 use support::*;
 use tokio::sync::mpsc;
 
@@ -81,6 +82,43 @@ async fn run(database: &str, window: usize) {
     mint.stop().await;
 }
 
+/// What the mint's checks of one request cost on one core: all of them
+/// (proof of work, coinbase, merkle path of a ~4,000-transaction block, key
+/// commitment) next to the proof of work alone, what protocol version 1
+/// checked. The link figures above include the full checks.
+fn check_cost() {
+    const CHECKS: u32 = 20_000;
+    let (_, miner) = miner_key();
+    let proof = CoinbaseProof {
+        coinbase: coinbase(&pool_script(), &miner, &[7; 16]),
+        merkle_path: vec![[9; 32]; 12],
+    };
+    let (header, target) = mine_header(&proof.coinbase, &proof.merkle_path, 1);
+    let request = MintQuoteRequestOwned::new(&header, target, 2, miner, &proof).unwrap();
+    let unit_bits = ehash::UnitBits::new(0).unwrap();
+    let per_check = |check: &dyn Fn()| {
+        let started = Instant::now();
+        for _ in 0..CHECKS {
+            check();
+        }
+        started.elapsed() / CHECKS
+    };
+    let full = per_check(&|| {
+        mint::quote::check_request(&request, unit_bits, &pool_script()).unwrap();
+    });
+    let pow = per_check(&|| {
+        let target = stratum_core::bitcoin::Target::from_le_bytes(target);
+        ehash::verify_share(&request.header_bytes(), target).unwrap();
+    });
+    println!(
+        "checks of one request on one core: {:.1} µs with the coinbase proof ({:.0}/s), {:.1} µs proof of work alone ({:.0}/s)",
+        full.as_secs_f64() * 1e6,
+        1.0 / full.as_secs_f64(),
+        pow.as_secs_f64() * 1e6,
+        1.0 / pow.as_secs_f64(),
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     println!("mint quote link benchmark: {REQUESTS} MintQuoteRequests per run, one authenticated pool connection");
@@ -89,4 +127,5 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         run(dir.path().join("mint.sqlite").to_str().unwrap(), window).await;
     }
+    check_cost();
 }
