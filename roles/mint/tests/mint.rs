@@ -6,7 +6,7 @@ mod support;
 use cdk::nuts::CurrencyUnit;
 use ehash::wire::MessageSet;
 use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
-use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use mint_quote_sv2::MintQuoteMessage;
 use roles_common::testing::{refused_config, shipped_config_with};
 use stratum_core::bitcoin::hashes::{sha256d, Hash};
 use support::*;
@@ -223,14 +223,7 @@ async fn a_missed_target_a_wrong_amount_or_another_keys_work_creates_no_quote() 
             break;
         }
     }
-    missed = MintQuoteRequestOwned::new(
-        &header,
-        missed.target.to_array(),
-        missed.amount,
-        miner,
-        &missed.proof(),
-    )
-    .unwrap();
+    missed = claimed_as(&missed, &header, miner);
     match pool.quote(missed).await {
         MintQuoteMessage::MintQuoteError(e) => {
             assert_eq!(e.error_code.as_utf8_or_hex(), "invalid-proof-of-work")
@@ -241,14 +234,7 @@ async fn a_missed_target_a_wrong_amount_or_another_keys_work_creates_no_quote() 
     // Real work, claimed for another key than its coinbase commits to.
     let (_, thief) = miner_key();
     let honest = share(8, miner);
-    let stolen = MintQuoteRequestOwned::new(
-        &honest.header_bytes(),
-        honest.target.to_array(),
-        honest.amount,
-        thief,
-        &honest.proof(),
-    )
-    .unwrap();
+    let stolen = claimed_as(&honest, &honest.header_bytes(), thief);
     match pool.quote(stolen).await {
         MintQuoteMessage::MintQuoteError(e) => {
             assert_eq!(e.error_code.as_utf8_or_hex(), "key-commitment-mismatch")

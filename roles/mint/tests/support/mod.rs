@@ -260,6 +260,17 @@ pub fn share(zero_bits: u32, key: LockingKey) -> MintQuoteRequestOwned {
     MintQuoteRequestOwned::new(&header, target, 1u64 << zero_bits, key, &proof).unwrap()
 }
 
+/// `request` with another header or locking key: its target, amount and
+/// coinbase proof unchanged.
+pub fn claimed_as(
+    request: &MintQuoteRequestOwned,
+    header: &[u8; 80],
+    key: LockingKey,
+) -> MintQuoteRequestOwned {
+    let target = request.target.to_array();
+    MintQuoteRequestOwned::new(header, target, request.amount, key, &request.proof()).unwrap()
+}
+
 pub async fn mint_with(
     wallet: &Wallet,
     quote_ids: &[&str],
