@@ -129,6 +129,12 @@ pub fn merkle_root(txid: [u8; 32], path: &[[u8; 32]]) -> [u8; 32] {
     })
 }
 
+/// The merkle root of a block whose coinbase, serialized without witness,
+/// is `coinbase` (its txid is the sha256d of those bytes).
+pub fn merkle_root_of(coinbase: &[u8], path: &[[u8; 32]]) -> [u8; 32] {
+    merkle_root(sha256d::Hash::hash(coinbase).to_byte_array(), path)
+}
+
 /// Checks that `header` commits to `coinbase` through `merkle_path`, that
 /// the coinbase pays `pool_script`, and that it commits to `key`.
 pub fn check_coinbase(
@@ -179,10 +185,15 @@ pub mod testing {
     /// A coinbase paying `pool_script` and committing to `key`, serialized
     /// without witness; `unique` goes in its scriptSig.
     pub fn coinbase(pool_script: &Script, key: &LockingKey, unique: &[u8]) -> Vec<u8> {
+        serialize(&coinbase_tx(pool_script, key, unique))
+    }
+
+    /// The transaction [`coinbase`] serializes.
+    pub fn coinbase_tx(pool_script: &Script, key: &LockingKey, unique: &[u8]) -> Transaction {
         let mut script_sig = vec![0x01, 0x07];
         script_sig.push(unique.len() as u8);
         script_sig.extend_from_slice(unique);
-        let tx = Transaction {
+        Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
             input: vec![TxIn {
@@ -198,8 +209,7 @@ pub mod testing {
                 },
                 key_commitment_output(key),
             ],
-        };
-        serialize(&tx)
+        }
     }
 
     /// A header committing to `coinbase` through `merkle_path` whose hash
@@ -214,12 +224,10 @@ pub mod testing {
         for bit in 0..zero_bits as usize {
             target_be[bit / 8] &= !(0x80 >> (bit % 8));
         }
-        let tx: Transaction = deserialize(coinbase).expect("a transaction");
         let mut header = [0u8; 80];
         header[0..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
         header[4..36].copy_from_slice(&sha256::Hash::hash(coinbase).to_byte_array());
-        header[36..68]
-            .copy_from_slice(&merkle_root(tx.compute_txid().to_byte_array(), merkle_path));
+        header[36..68].copy_from_slice(&merkle_root_of(coinbase, merkle_path));
         header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
         for nonce in 0u32.. {
             header[76..80].copy_from_slice(&nonce.to_le_bytes());
@@ -238,8 +246,7 @@ pub mod testing {
 mod tests {
     use super::*;
     use stratum_core::bitcoin::blockdata::constants::genesis_block;
-    use stratum_core::bitcoin::transaction::{OutPoint, Sequence, TxIn, Version};
-    use stratum_core::bitcoin::{absolute::LockTime, Network, Witness};
+    use stratum_core::bitcoin::{Network, Witness};
 
     const KEY_A: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
     const KEY_B: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
@@ -252,28 +259,8 @@ mod tests {
         ScriptBuf::from_bytes(vec![0x51])
     }
 
-    fn coinbase(outputs: Vec<TxOut>) -> Transaction {
-        Transaction {
-            version: Version::TWO,
-            lock_time: LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint::null(),
-                script_sig: ScriptBuf::from_bytes(vec![0x01, 0x07, 0x04, 1, 2, 3, 4]),
-                sequence: Sequence::MAX,
-                witness: Witness::from(vec![vec![0u8; 32]]),
-            }],
-            output: outputs,
-        }
-    }
-
     fn paying(script: ScriptBuf, key: &LockingKey) -> Transaction {
-        coinbase(vec![
-            TxOut {
-                value: Amount::from_sat(5_000_000_000),
-                script_pubkey: script,
-            },
-            key_commitment_output(key),
-        ])
+        testing::coinbase_tx(&script, key, &[1, 2, 3, 4])
     }
 
     /// A header whose merkle root commits to `tx` through `path`.
@@ -387,11 +374,17 @@ mod tests {
 
     #[test]
     fn the_witness_is_dropped_and_the_txid_kept() {
-        let tx = paying(pool_script(), &key(KEY_A));
+        let mut tx = paying(pool_script(), &key(KEY_A));
+        tx.input[0].witness = Witness::from(vec![vec![0u8; 32]]);
         let stripped = coinbase_without_witness(&serialize(&tx)).unwrap();
         assert!(stripped.len() < serialize(&tx).len());
         let back: Transaction = deserialize(&stripped).unwrap();
         assert_eq!(back.compute_txid(), tx.compute_txid());
+        let path = [[1; 32], [2; 32]];
+        assert_eq!(
+            merkle_root_of(&stripped, &path),
+            merkle_root(tx.compute_txid().to_byte_array(), &path)
+        );
         assert_eq!(
             serialize(&key_commitment_output(&key(KEY_A))).len(),
             key_commitment_output_len()

@@ -101,6 +101,8 @@ async fn serve_connection(
     );
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let auth_deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    // The authenticated pool's reward script, which its shares' coinbases must pay.
+    let mut pool_script: Option<Arc<ScriptBuf>> = None;
 
     let result = loop {
         let read = async {
@@ -126,9 +128,9 @@ async fn serve_connection(
         let step = session.on_message(message);
         if let (false, Some(key)) = (authenticated, session.pool_key()) {
             info!("pool link: authenticated pool key {key}");
+            pool_script = ctx.reward_script(&key).map(Arc::new);
         }
-        let pool_script = session.pool_key().and_then(|k| ctx.reward_script(&k));
-        if let Some(reason) = apply(step, ctx, pool_script, &replies, &in_flight).await {
+        if let Some(reason) = apply(step, ctx, pool_script.clone(), &replies, &in_flight).await {
             break Err(reason);
         }
     };
@@ -144,7 +146,7 @@ async fn serve_connection(
 async fn apply(
     step: Step,
     ctx: &Arc<LinkContext>,
-    pool_script: Option<ScriptBuf>,
+    pool_script: Option<Arc<ScriptBuf>>,
     replies: &mpsc::Sender<MintQuoteMessage>,
     in_flight: &Arc<Semaphore>,
 ) -> Option<String> {
@@ -171,7 +173,7 @@ async fn apply(
                 .expect("never closed");
             let (service, replies) = (ctx.service.clone(), replies.clone());
             tokio::spawn(async move {
-                let answer = service.handle_quote(request, &pool_script).await;
+                let answer = service.handle_quote(request, pool_script.as_script()).await;
                 let _ = replies.send(answer).await;
                 drop(permit);
             });

@@ -62,7 +62,8 @@ pub fn check_request(
         .map_err(|e| Rejection::new(error_code::INVALID_LOCKING_KEY, e.to_string()))?;
 
     let target = Target::from_le_bytes(request.target.to_array());
-    let hash = ehash::verify_share(&request.header_bytes(), target)
+    let header = request.header_bytes();
+    let hash = ehash::verify_share(&header, target)
         .map_err(|e| Rejection::new(error_code::INVALID_PROOF_OF_WORK, e.to_string()))?;
     if hash != request.share_hash() {
         return Err(Rejection::new(
@@ -73,7 +74,7 @@ pub fn check_request(
 
     let proof = request.proof();
     ehash::check_coinbase(
-        &request.header_bytes(),
+        &header,
         &proof.coinbase,
         &proof.merkle_path,
         pool_script,

@@ -17,7 +17,6 @@ use stratum_core::bitcoin::{
 use stratum_core::channels_sv2::{
     chain_tip::ChainTip,
     extranonce_manager::{ExtranonceAllocator, ExtranonceAllocatorError},
-    merkle_root::merkle_root_from_path,
     seen_shares_budget,
     server::{
         error::{ExtendedChannelError, StandardChannelError},
@@ -450,18 +449,18 @@ impl Channel {
         pool_tag: &str,
     ) -> Option<Validation> {
         // Before validation: an accepted share's job is the active or a past job.
-        let header = self.share_header(&share);
-        let (job_id, extranonce) = match &share {
-            Submission::Standard(s) => (s.job_id, Vec::new()),
-            Submission::Extended(s) => (s.job_id, s.extranonce.to_owned_bytes()),
-        };
+        let (header, proof) = self
+            .share_header(&share)
+            .map_or((None, None), |(header, proof)| (Some(header), proof));
+        let job_id = share.id().job_id;
         let result = match (&mut self.kind, share) {
             (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
             (Kind::Extended(c), Submission::Extended(s)) => c.validate_share(s),
             _ => return None,
         };
         let proof = match (&result, self.locking_key) {
-            (Ok(_), Some(_)) => self.coinbase_proof(job_id, &extranonce, pool_tag),
+            // A standard job's coinbase is rebuilt only for a share worth a quote.
+            (Ok(_), Some(_)) => proof.or_else(|| self.standard_proof(job_id, pool_tag)),
             _ => None,
         };
         let acct = self.share_accounting();
@@ -516,28 +515,19 @@ impl Channel {
         });
     }
 
-    /// The header a share commits to, rebuilt the way channels_sv2 validates it.
-    fn share_header(&self, share: &Submission) -> Option<[u8; 80]> {
-        let merkle_root = match (&self.kind, share) {
-            (Kind::Standard(c), Submission::Standard(s)) => c
-                .get_active_job()
-                .filter(|j| j.get_job_id() == s.job_id)
-                .or_else(|| c.get_past_job(s.job_id))?
-                .get_merkle_root()
-                .to_array(),
+    /// The header a share commits to, rebuilt the way channels_sv2 validates
+    /// it; for an extended share also its coinbase proof, which the header's
+    /// merkle root is computed from.
+    fn share_header(&self, share: &Submission) -> Option<([u8; 80], Option<CoinbaseProof>)> {
+        let (merkle_root, proof) = match (&self.kind, share) {
+            (Kind::Standard(c), Submission::Standard(s)) => (
+                standard_job(c, s.job_id)?.get_merkle_root().to_array(),
+                None,
+            ),
             (Kind::Extended(c), Submission::Extended(s)) => {
-                let job = c
-                    .get_active_job()
-                    .filter(|j| j.get_job_message().job_id == s.job_id)
-                    .or_else(|| c.get_past_job(s.job_id))?;
-                let mut extranonce = job.get_extranonce_prefix().to_vec();
-                extranonce.extend_from_slice(s.extranonce.as_bytes());
-                merkle_root_from_path(
-                    &job.get_coinbase_tx_prefix_without_bip141(),
-                    &job.get_coinbase_tx_suffix_without_bip141(),
-                    &extranonce,
-                    job.get_merkle_path().as_slice(),
-                )?
+                let proof = proof::extended(extended_job(c, s.job_id)?, s.extranonce.as_bytes());
+                let root = ehash::coinbase::merkle_root_of(&proof.coinbase, &proof.merkle_path);
+                (root, Some(proof))
             }
             _ => return None,
         };
@@ -552,33 +542,14 @@ impl Channel {
             tip.nbits(),
             nonce,
         );
-        Some(header)
+        Some((header, proof))
     }
 
-    /// The coinbase proof of a share on job `job_id` (`extranonce` the
-    /// miner's part, for an extended channel).
-    fn coinbase_proof(
-        &self,
-        job_id: u32,
-        extranonce: &[u8],
-        pool_tag: &str,
-    ) -> Option<CoinbaseProof> {
+    /// The coinbase proof of a share on standard job `job_id`, rebuilt.
+    fn standard_proof(&self, job_id: u32, pool_tag: &str) -> Option<CoinbaseProof> {
         match &self.kind {
-            Kind::Standard(c) => {
-                let job = c
-                    .get_active_job()
-                    .filter(|j| j.get_job_id() == job_id)
-                    .or_else(|| c.get_past_job(job_id))?;
-                proof::standard(job, pool_tag)
-            }
-            Kind::Extended(c) => {
-                let job = c
-                    .get_active_job()
-                    .filter(|j| j.get_job_id() == job_id)
-                    .or_else(|| c.get_past_job(job_id))?;
-                let full = [job.get_extranonce_prefix(), extranonce].concat();
-                proof::extended(job, &full)
-            }
+            Kind::Standard(c) => proof::standard(standard_job(c, job_id)?, pool_tag),
+            Kind::Extended(_) => None,
         }
     }
 
@@ -590,6 +561,20 @@ impl Channel {
             Kind::Standard(_) => None,
         }
     }
+}
+
+/// The job a share on a standard channel names: the active one or a past one.
+fn standard_job(c: &StandardChannel, job_id: u32) -> Option<&StandardJob> {
+    c.get_active_job()
+        .filter(|j| j.get_job_id() == job_id)
+        .or_else(|| c.get_past_job(job_id))
+}
+
+/// The job a share on an extended channel names: the active one or a past one.
+fn extended_job(c: &ExtendedChannel, job_id: u32) -> Option<&ExtendedJob> {
+    c.get_active_job()
+        .filter(|j| j.get_job_id() == job_id)
+        .or_else(|| c.get_past_job(job_id))
 }
 
 /// The vardiff settings of every channel.

@@ -10,16 +10,17 @@ use stratum_core::channels_sv2::server::jobs::{
 };
 use tracing::warn;
 
-/// The proof of a share on an extended job, `extranonce` the full one
-/// (the job's prefix, then the miner's part).
-pub(super) fn extended(job: &ExtendedJob, extranonce: &[u8]) -> Option<CoinbaseProof> {
+/// The proof of a share on an extended job, `extranonce` the miner's part
+/// (after the job's prefix).
+pub(super) fn extended(job: &ExtendedJob, extranonce: &[u8]) -> CoinbaseProof {
     let mut coinbase = job.get_coinbase_tx_prefix_without_bip141();
+    coinbase.extend_from_slice(job.get_extranonce_prefix());
     coinbase.extend_from_slice(extranonce);
     coinbase.extend_from_slice(&job.get_coinbase_tx_suffix_without_bip141());
-    Some(CoinbaseProof {
+    CoinbaseProof {
         coinbase,
         merkle_path: job.get_merkle_path().iter().map(|h| h.to_array()).collect(),
-    })
+    }
 }
 
 /// The proof of a share on a standard job. A standard job carries only its
