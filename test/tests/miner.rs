@@ -385,6 +385,23 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
     tp.wait().await;
 }
 
+/// Every warning and error the roles logged, by role: what a test that
+/// failed to settle prints, so a failure on a busy machine can be explained.
+fn warnings_of(roles: &[(&str, RoleChild, SocketAddr)]) -> String {
+    roles
+        .iter()
+        .flat_map(|(name, child, _)| {
+            child
+                .log()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .map(|l| format!("{name}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
     // The shipped config files, on free ports and a temp state dir; every
@@ -505,9 +522,10 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
         }
         assert!(
             Instant::now() < deadline,
-            "never settled: accepted {accepted}, mint {:?}, translator {quotes:?}, pending {:?}",
+            "never settled: accepted {accepted}, mint {:?}, translator {quotes:?}, pending {:?}\n{}",
             pool.mint_stats(),
-            tr.quotes().pending(5).unwrap()
+            tr.quotes().pending(5).unwrap(),
+            warnings_of(&roles)
         );
     };
     let created = mint_stats.quotes_issued;
