@@ -870,6 +870,48 @@ async fn a_thousand_sv1_connections_are_held() {
     stack.stop().await;
 }
 
+/// A share flood on one chain tip fills the pool's duplicate detection: the
+/// pool renews the miner's channel on a new extranonce prefix, which reaches
+/// the miner in its next job, and mining goes on. Nothing is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_on_one_chain_tip_renews_the_channel_and_the_miner_mines_on() {
+    // One share a minute: channels_sv2's smallest budget, no vardiff.
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.shares_per_minute = 1.0;
+        c.vardiff_interval_secs = 0;
+    })
+    .await;
+    let budget = stratum_core::channels_sv2::seen_shares_budget(1.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
+    config.nominal_hashrate = 0.1;
+    config.vardiff_interval_secs = 0;
+    let tr = RunningTranslator::start(config).await;
+    let mut miner = Sv1Client::start(tr.addr(), "flood").await;
+    let first_coinb1 = miner.job.as_ref().unwrap().coinb1.clone();
+    let (mut accepted, mut refused) = (0, 0);
+    let mut channels = std::collections::BTreeSet::new();
+    while accepted <= budget + 100 {
+        if miner.mine_one("flood").await.is_err() {
+            refused += 1;
+        }
+        while let Ok(share) = stack.accepted.try_recv() {
+            channels.insert(share.channel_id);
+            accepted += 1;
+        }
+    }
+    println!("{accepted} shares accepted on one tip, {refused} refused");
+    // One channel throughout (a closed one would have been reopened with
+    // another id), and only shares in flight at the renewal refused.
+    assert_eq!(channels.len(), 1, "channels {channels:?}");
+    assert!(refused <= 5, "{refused} refused");
+    let coinb1 = &miner.job.as_ref().unwrap().coinb1;
+    assert_ne!(coinb1, &first_coinb1, "the new prefix is in the coinbase");
+    mine_and_check(&mut stack, &mut miner, "flood").await;
+    tr.stop().await;
+    stack.stop().await;
+}
+
 /// Benchmark (not a test): SV1 shares/s forwarded and p99 submit latency at
 /// 1, 100 and 1000 miners. Run with
 /// `cargo test --release -p hashpool-tests --test translator -- --ignored --nocapture bench_`.

@@ -230,6 +230,13 @@ impl Aggregate {
                 )],
                 None => vec![],
             },
+            MiningOwned::SetExtranoncePrefix(p) => {
+                // Miners that join later get the prefix of the jobs to come.
+                if let Some(c) = self.channel.as_mut() {
+                    c.extranonce_prefix = p.extranonce_prefix.clone();
+                }
+                self.broadcast(MiningOwned::SetExtranoncePrefix(p))
+            }
             MiningOwned::CloseChannel(c) => {
                 let out = self.broadcast(MiningOwned::CloseChannel(c));
                 self.reset();

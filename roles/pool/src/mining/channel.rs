@@ -29,8 +29,8 @@ use stratum_core::channels_sv2::{
 use stratum_core::mining_sv2::{
     OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
     OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
-    SetNewPrevHashOwned as MiningSetNewPrevHash, SubmitSharesExtendedOwned,
-    SubmitSharesStandardOwned,
+    SetExtranoncePrefixOwned, SetNewPrevHashOwned as MiningSetNewPrevHash,
+    SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
 };
 use stratum_core::parsers_sv2::MiningOwned;
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
@@ -43,6 +43,67 @@ use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 enum Kind {
     Standard(Box<StandardChannel>),
     Extended(Box<ExtendedChannel>),
+}
+
+/// What a channels_sv2 channel is built from: a downstream's open request,
+/// or a channel being renewed.
+struct KindSpec {
+    identity: String,
+    /// Some for an extended channel: the rollable extranonce it needs.
+    min_extranonce_size: Option<usize>,
+    /// Already clamped to the pool's minimum difficulty.
+    max_target: Target,
+    hashrate: f32,
+}
+
+impl KindSpec {
+    /// Allocates an extranonce prefix, then takes an id from `new_id` (not
+    /// before: a refused allocation uses none). Err: what went wrong and the
+    /// error code refusing the channel.
+    fn build(
+        &self,
+        allocator: &mut ExtranonceAllocator,
+        new_id: impl FnOnce() -> u32,
+        config: &CoreConfig,
+    ) -> Result<Kind, (String, &'static str)> {
+        let (batch, spm, signature) = (
+            config.share_batch_size,
+            config.shares_per_minute,
+            config.pool_signature.clone(),
+        );
+        let (identity, max_target, hashrate) =
+            (self.identity.clone(), self.max_target, self.hashrate);
+        let refused = |e: &dyn std::fmt::Debug, code| (format!("{e:?}"), code);
+        Ok(match self.min_extranonce_size {
+            Some(min_size) => {
+                let prefix = allocator
+                    .allocate_extended(min_size)
+                    .map_err(|e| refused(&("extranonce", &e), extranonce_code(&e)))?;
+                let rollable = allocator.rollable_extranonce_size() as u16;
+                // Compact: rustfmt would give each of the eleven arguments a line.
+                #[rustfmt::skip]
+                let channel = ExtendedChannel::new_for_pool(
+                    new_id(), identity, prefix, max_target, hashrate, true, rollable,
+                    batch, spm, signature, None,
+                )
+                .map_err(|e| refused(&e, e.code()))?;
+                Kind::Extended(Box::new(channel))
+            }
+            None => {
+                let prefix = allocator
+                    .allocate_standard()
+                    .map_err(|e| refused(&("extranonce", &e), "channel-capacity-exhausted"))?;
+                // As compact as the extended one above.
+                #[rustfmt::skip]
+                let channel = StandardChannel::new_for_pool(
+                    new_id(), identity, prefix, max_target, hashrate,
+                    batch, spm, signature, None,
+                )
+                .map_err(|e| refused(&e, e.code()))?;
+                Kind::Standard(Box::new(channel))
+            }
+        })
+    }
 }
 
 /// Evaluates `$body` with `$c` bound to the value of either variant of
@@ -77,6 +138,24 @@ impl OpenRequest {
     pub(super) fn user_identity(&self) -> String {
         let identity = each_kind!(OpenRequest, self, m => m.user_identity.as_bytes());
         String::from_utf8_lossy(identity).to_string()
+    }
+
+    /// The channel it asks for, within the pool's minimum difficulty.
+    fn kind_spec(&self, config: &CoreConfig) -> KindSpec {
+        let (min_extranonce_size, max_target, hashrate) = match self {
+            Self::Extended(m) => (
+                Some(m.min_extranonce_size as usize),
+                &m.max_target,
+                m.nominal_hash_rate,
+            ),
+            Self::Standard(m) => (None, &m.max_target, m.nominal_hash_rate),
+        };
+        KindSpec {
+            identity: self.user_identity(),
+            min_extranonce_size,
+            max_target: config.clamp(Target::from_le_bytes(max_target.to_array())),
+            hashrate,
+        }
     }
 
     pub(super) fn kind_name(&self) -> &'static str {
@@ -184,9 +263,10 @@ pub(super) struct Channel {
     /// still accepts shares on (it keeps its own map private).
     job_targets: HashMap<u32, Target>,
     vardiff: Vardiff,
-    /// Shares accepted on the current chain tip, against channels_sv2's
-    /// duplicate-detection budget (it stops validating once that is full).
-    accepted_on_tip: usize,
+    /// Share hashes channels_sv2 holds for duplicate detection (all those
+    /// accepted since the chain tip changed or the channel was renewed),
+    /// against its budget: it refuses every share once that is full.
+    seen_shares: usize,
     seen_shares_budget: usize,
 }
 
@@ -203,51 +283,14 @@ impl Channel {
         config: &CoreConfig,
         now_ms: u64,
     ) -> Result<Channel, &'static str> {
-        let kind_name = request.kind_name();
-        let refuse = |e: &dyn std::fmt::Debug, code| {
-            debug!(conn, "refusing {kind_name} channel: {e:?}");
+        let refuse = |e: &dyn std::fmt::Display, code| {
+            debug!(conn, "refusing {} channel: {e}", request.kind_name());
             code
         };
-        let identity = request.user_identity();
-        let (batch, spm, signature) = (
-            config.share_batch_size,
-            config.shares_per_minute,
-            config.pool_signature.clone(),
-        );
-        let kind = match request {
-            OpenRequest::Extended(m) => {
-                let prefix = allocator
-                    .allocate_extended(m.min_extranonce_size as usize)
-                    .map_err(|e| refuse(&format_args!("extranonce: {e:?}"), extranonce_code(&e)))?;
-                let rollable = allocator.rollable_extranonce_size() as u16;
-                let max_target = config.clamp(Target::from_le_bytes(m.max_target.to_array()));
-                // Compact: rustfmt would give each of the eleven arguments a line.
-                #[rustfmt::skip]
-                let channel = ExtendedChannel::new_for_pool(
-                    new_id(), identity, prefix, max_target, m.nominal_hash_rate, true, rollable,
-                    batch, spm, signature, None,
-                )
-                .map_err(|e| refuse(&e, e.code()))?;
-                Kind::Extended(Box::new(channel))
-            }
-            OpenRequest::Standard(m) => {
-                let prefix = allocator.allocate_standard().map_err(|e| {
-                    refuse(
-                        &format_args!("extranonce: {e:?}"),
-                        "channel-capacity-exhausted",
-                    )
-                })?;
-                let max_target = config.clamp(Target::from_le_bytes(m.max_target.to_array()));
-                // As compact as the extended one above.
-                #[rustfmt::skip]
-                let channel = StandardChannel::new_for_pool(
-                    new_id(), identity, prefix, max_target, m.nominal_hash_rate,
-                    batch, spm, signature, None,
-                )
-                .map_err(|e| refuse(&e, e.code()))?;
-                Kind::Standard(Box::new(channel))
-            }
-        };
+        let kind = request
+            .kind_spec(config)
+            .build(allocator, new_id, config)
+            .map_err(|(e, code)| refuse(&e, code))?;
         let nominal = each_kind!(Kind, &kind, c => c.get_nominal_hashrate());
         let vardiff = Vardiff::new(vardiff_config(config), now_ms, nominal as f64)
             .map_err(|e| refuse(&e, "invalid-nominal-hashrate"))?;
@@ -258,7 +301,7 @@ impl Channel {
             kind,
             job_targets: HashMap::new(),
             vardiff,
-            accepted_on_tip: 0,
+            seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
         };
         channel.report_target(now_ms);
@@ -414,6 +457,10 @@ impl Channel {
     /// The chain tip moved: the SetNewPrevHash naming the job now active.
     pub(super) fn on_set_new_prev_hash(&mut self, prev: &SetNewPrevHashOwned) -> Option<Action> {
         let channel_id = self.id();
+        // channels_sv2 forgets the shares it has seen only on a new tip.
+        let new_tip = self
+            .chain_tip()
+            .is_none_or(|tip| tip.prev_hash() != prev.prev_hash);
         let applied = each_kind!(Kind, &mut self.kind, c => c
             .on_set_new_prev_hash(prev.clone())
             .map(|()| c.get_active_job().map(|j| j.get_job_id()))
@@ -426,7 +473,9 @@ impl Channel {
             }
         };
         self.job_targets.clear();
-        self.accepted_on_tip = 0;
+        if new_tip {
+            self.seen_shares = 0;
+        }
         let job_id = job_id?;
         self.job_targets.insert(job_id, self.target());
         Some(Action::Send(
@@ -479,31 +528,70 @@ impl Channel {
     }
 
     /// Counts an accepted share for vardiff, at the work of the target it
-    /// was mined at. Returns the new target when the channel must be
-    /// throttled: once less than half of this chain tip's duplicate-detection
-    /// budget is left, and each time what is left halves again, the
-    /// difficulty goes up fourfold, so a flood slows down long before the
-    /// budget runs out.
-    pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64) -> Option<Target> {
+    /// was mined at. True when the channel is due for [`renew`](Self::renew):
+    /// three quarters of its duplicate-detection budget are used.
+    pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64) -> bool {
         self.vardiff.on_share(now_ms, work as f64);
-        self.accepted_on_tip += 1;
-        let left = self.seen_shares_budget.saturating_sub(self.accepted_on_tip);
-        let crossed_half =
-            left > 0 && left.is_power_of_two() && left * 2 <= self.seen_shares_budget;
-        if !crossed_half {
+        self.seen_shares += 1;
+        self.seen_shares >= self.seen_shares_budget - self.seen_shares_budget / 4
+    }
+
+    /// Starts the channel over on a new extranonce prefix, keeping its id,
+    /// key, target and vardiff. channels_sv2 keeps the hash of every share
+    /// accepted on a chain tip, to refuse duplicates, and refuses every share
+    /// once it holds its budget of them; a renewed channel retires every job
+    /// sent so far, and with them the hashes of the shares mined on them. No
+    /// retired share can come back: the new prefix is in every new coinbase,
+    /// so every new header differs from the old ones.
+    ///
+    /// The caller sends what [`renewal_message`](Self::renewal_message)
+    /// gives, then the channel's jobs as to a new channel. Returns the
+    /// old accounting's batch of accepted shares not yet acknowledged, if
+    /// any; Err: the new prefix could not be allocated (the channel carries
+    /// on as it was).
+    pub(super) fn renew(
+        &mut self,
+        allocator: &mut ExtranonceAllocator,
+        config: &CoreConfig,
+    ) -> Result<Option<Batch>, String> {
+        let (id, target) = (self.id(), self.target());
+        let min_extranonce_size = match &self.kind {
+            Kind::Extended(c) => Some(c.get_rollable_extranonce_size() as usize),
+            Kind::Standard(_) => None,
+        };
+        let spec = each_kind!(Kind, &self.kind, c => KindSpec {
+            identity: c.get_user_identity().to_string(),
+            min_extranonce_size,
+            max_target: *c.get_requested_max_target(),
+            hashrate: c.get_nominal_hashrate(),
+        });
+        let mut kind = spec.build(allocator, || id, config).map_err(|(e, _)| e)?;
+        each_kind!(Kind, &mut kind, c => c.set_target(target).map_err(|e| format!("{e:?}")))?;
+        let acct = self.share_accounting();
+        let pending = (acct.get_last_batch_accepted() > 0).then(|| Batch {
+            due: true,
+            last_sequence_number: acct.get_last_share_sequence_number(),
+            accepted: acct.get_last_batch_accepted(),
+            work_sum: acct.get_last_batch_work_sum(),
+        });
+        self.kind = kind;
+        self.job_targets.clear();
+        self.seen_shares = 0;
+        Ok(pending)
+    }
+
+    /// What a downstream is told of a renewal before its new jobs: the new
+    /// extranonce prefix, on an extended channel (a standard channel's jobs
+    /// carry their merkle root, the prefix in it).
+    pub(super) fn renewal_message(&self) -> Option<MiningOwned> {
+        let Kind::Extended(c) = &self.kind else {
             return None;
-        }
-        let faster = self.vardiff.hashrate() * 4.0;
-        warn!(
-            channel_id = self.id(),
-            accepted_on_tip = self.accepted_on_tip,
-            budget = self.seen_shares_budget,
-            "share flood: raising the difficulty fourfold"
-        );
-        self.vardiff.reset(now_ms, faster);
-        let new_target = self.update(faster as f32, None).ok()?;
-        self.report_target(now_ms);
-        Some(new_target)
+        };
+        let prefix = c.get_extranonce_prefix().to_vec();
+        Some(MiningOwned::SetExtranoncePrefix(SetExtranoncePrefixOwned {
+            channel_id: c.get_channel_id(),
+            extranonce_prefix: B032Owned::new(prefix).expect("at most 32 bytes"),
+        }))
     }
 
     /// Drops the targets of jobs channels_sv2 no longer accepts shares on.

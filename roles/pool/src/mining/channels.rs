@@ -8,9 +8,10 @@ use stratum_core::mining_sv2::{
     OpenMiningChannelErrorOwned, SetTargetOwned, UpdateChannelErrorOwned, UpdateChannelOwned,
 };
 use stratum_core::parsers_sv2::MiningOwned;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::channel::{Channel, OpenRequest};
+use super::shares::share_success;
 use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING_KEY};
 
 /// OpenMiningChannel.Error code: the connection has as many channels open
@@ -183,6 +184,35 @@ impl PoolCore {
         if let Some((outputs, template)) = template {
             actions.extend(channel.on_new_template(template, outputs));
         }
+        actions
+    }
+
+    /// A channel whose duplicate detection is nearly full starts over on a
+    /// new extranonce prefix ([`Channel::renew`]): the batch of shares not yet
+    /// acknowledged, the new prefix, then jobs and prevhash as for a new
+    /// channel. The miner loses only shares in flight on the retired jobs.
+    pub(super) fn renew_channel(&mut self, channel_id: u32) -> Vec<Action> {
+        let Some(mut channel) = self.channels.remove(&channel_id) else {
+            return vec![];
+        };
+        let conn = channel.conn;
+        let mut actions = Vec::new();
+        match channel.renew(&mut self.allocator, &self.config) {
+            Ok(pending) => {
+                info!(
+                    conn,
+                    channel_id, "duplicate detection nearly full: channel renewed"
+                );
+                if let Some(batch) = pending.filter(|_| self.config.acknowledge_shares) {
+                    actions.push(share_success(conn, channel_id, batch));
+                }
+                let prefix = channel.renewal_message();
+                actions.extend(prefix.map(|m| Action::Send(conn, mining(m))));
+                actions.extend(self.initial_jobs(&mut channel));
+            }
+            Err(e) => warn!(conn, channel_id, "cannot renew the channel: {e}"),
+        }
+        self.channels.insert(channel_id, channel);
         actions
     }
 }

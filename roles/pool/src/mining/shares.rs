@@ -103,7 +103,8 @@ impl PoolCore {
             ShareValidationError::InvalidCoinbase => "invalid-share",
             ShareValidationError::NoChainTip => "stale-share",
             ShareValidationError::SeenSharesBudgetExhausted => {
-                // channels_sv2 stops validating: the channel must go.
+                // channels_sv2 stops validating and the channel could not be
+                // renewed in time (no extranonce prefix was free): it must go.
                 warn!(
                     conn,
                     channel_id, "seen-shares budget exhausted: closing the channel"
@@ -149,7 +150,7 @@ impl PoolCore {
         // The target the share was accepted at: its job's.
         let job_target = channel.job_target(id.job_id);
         let work = ehash::work_hashes(job_target.unwrap_or(channel.target()));
-        let throttled = channel.on_share_accepted(self.clock_ms, work).is_some();
+        let renew = channel.on_share_accepted(self.clock_ms, work);
         let mut actions = Vec::new();
         let block_found = accepted.solution.is_some();
         if (batch.due || block_found) && self.config.acknowledge_shares {
@@ -189,8 +190,8 @@ impl PoolCore {
             let header = accepted.header.expect("a block has a header");
             actions.extend(self.block_found(conn, channel_id, share_hash, header, solution));
         }
-        if throttled {
-            actions.extend(self.retargeted(channel_id));
+        if renew {
+            actions.extend(self.renew_channel(channel_id));
         }
         actions
     }
@@ -255,7 +256,7 @@ fn share_error(conn: ConnId, id: ShareId, code: &str) -> Action {
     )
 }
 
-fn share_success(conn: ConnId, channel_id: u32, batch: Batch) -> Action {
+pub(super) fn share_success(conn: ConnId, channel_id: u32, batch: Batch) -> Action {
     Action::Send(
         conn,
         mining(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {

@@ -19,6 +19,7 @@ use stratum_core::mining_sv2::{
     UpdateChannelOwned,
 };
 
+mod renewal;
 mod vardiff;
 
 const NEVER: u32 = 0x0300_0001;
@@ -240,6 +241,17 @@ fn share(
     job: &NewExtendedMiningJobOwned,
     accept: impl Fn(Target) -> bool,
 ) -> (SubmitSharesExtendedOwned, [u8; 80]) {
+    share_from(core, channel_id, job, 0, accept)
+}
+
+/// The first share from nonce `first_nonce` on that `accept`s its hash.
+fn share_from(
+    core: &PoolCore,
+    channel_id: u32,
+    job: &NewExtendedMiningJobOwned,
+    first_nonce: u32,
+    accept: impl Fn(Target) -> bool,
+) -> (SubmitSharesExtendedOwned, [u8; 80]) {
     let c = core.channels[&channel_id]
         .extended()
         .expect("an extended channel");
@@ -253,7 +265,7 @@ fn share(
         job.merkle_path.as_slice(),
     )
     .unwrap();
-    for nonce in 0u32.. {
+    for nonce in first_nonce.. {
         let header = header_bytes(
             job.version,
             [7u8; 32],

@@ -104,11 +104,10 @@ impl PoolChannel {
 
 impl Controller for PoolChannel {
     fn on_share(&mut self, now_ms: u64, work: f64) {
+        // Credited as an accepted share is (no share is validated here, so
+        // a renewal of the channel is of no concern).
         let channel = self.core.channels.get_mut(&self.channel_id).unwrap();
-        if channel.on_share_accepted(now_ms, work as u64).is_some() {
-            let actions = self.core.retargeted(self.channel_id);
-            assert!(self.check_retarget(actions));
-        }
+        channel.on_share_accepted(now_ms, work as u64);
     }
 
     fn tick(&mut self, now_ms: u64) -> Option<f64> {

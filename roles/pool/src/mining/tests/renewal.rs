@@ -1,0 +1,96 @@
+//! A channel whose duplicate detection fills up on one chain tip is renewed
+//! on a new extranonce prefix, never closed, and no retired share comes back.
+
+use super::*;
+use stratum_core::channels_sv2::seen_shares_budget;
+
+/// What the pool sent channel 1's connection.
+fn sent(actions: &[Action]) -> Vec<&MiningOwned> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(1, AnyMessageOwned::Mining(m)) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prefix(core: &PoolCore, channel_id: u32) -> Vec<u8> {
+    let c = core.channels[&channel_id].extended().unwrap();
+    c.get_extranonce_prefix().to_vec()
+}
+
+fn submit(core: &mut PoolCore, share: &SubmitSharesExtendedOwned) -> Vec<Action> {
+    let msg = MiningOwned::SubmitSharesExtended(share.clone());
+    on_message(core, 1, AnyMessageOwned::Mining(msg))
+}
+
+#[test]
+fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
+    let mut core = core();
+    // At 3 shares a minute channels_sv2 keeps its smallest budget.
+    core.config.shares_per_minute = 3.0;
+    let budget = seen_shares_budget(3.0);
+    let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
+    // The easiest target: every hash is a share, so a flood costs nothing.
+    let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
+        channel_id,
+        nominal_hash_rate: 0.0,
+        maximum_target: U256Owned::from([0xff; 32]),
+    });
+    let actions = on_message(&mut core, 1, AnyMessageOwned::Mining(update));
+    let mut job = match &sent(&actions)[..] {
+        [MiningOwned::SetTarget(_), MiningOwned::NewExtendedMiningJob(j)] => j.clone(),
+        other => panic!("{other:?}"),
+    };
+    let mut prefixes = vec![prefix(&core, channel_id)];
+    let mut retired = Vec::new();
+    let (mut accepted, mut nonce) = (0, 0);
+    while accepted < budget + 100 {
+        let (share, _) = share_from(&core, channel_id, &job, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+            "share {accepted} refused: {actions:?}"
+        );
+        accepted += 1;
+        let sent = sent(&actions);
+        let Some(at) = sent
+            .iter()
+            .position(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_)))
+        else {
+            continue;
+        };
+        // Renewed: the new prefix, then a job and the prevhash activating it.
+        let MiningOwned::SetExtranoncePrefix(p) = sent[at] else {
+            unreachable!()
+        };
+        assert_eq!(p.channel_id, channel_id);
+        assert_eq!(p.extranonce_prefix.as_bytes(), prefix(&core, channel_id));
+        assert!(!prefixes.contains(&prefix(&core, channel_id)));
+        prefixes.push(prefix(&core, channel_id));
+        job = match &sent[at + 1..] {
+            [MiningOwned::NewExtendedMiningJob(j), MiningOwned::SetNewPrevHash(p)] => {
+                assert_eq!(p.job_id, j.job_id);
+                assert_eq!(p.prev_hash.to_array(), [7u8; 32], "the same chain tip");
+                j.clone()
+            }
+            other => panic!("{other:?}"),
+        };
+        retired.push(share);
+    }
+    // More shares than the budget on one tip: renewed once, never closed.
+    assert_eq!(prefixes.len(), 2, "renewals");
+    assert!(core.channels.contains_key(&channel_id));
+    assert_eq!(core.stats().channels_open, 1);
+    // A share of a retired job, sent again, is refused, not paid twice.
+    for share in retired {
+        let actions = submit(&mut core, &share);
+        assert!(
+            matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)] if e.sequence_number == share.sequence_number),
+            "{actions:?}"
+        );
+        assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+    }
+}
