@@ -85,6 +85,33 @@ impl ShippedConfigs {
     }
 }
 
+/// The shipped mint config alone (for a mint child process): free ports,
+/// its database in `dir`, one ehash per hash (unit_bits 0, as the mint's
+/// test shares are quoted).
+pub struct MintFiles {
+    pub config: PathBuf,
+    pub http: SocketAddr,
+    pub link: SocketAddr,
+}
+
+impl MintFiles {
+    pub fn write(dir: &Path) -> Self {
+        let (http, link) = (free_address(), free_address());
+        let mut c = shipped_config("mint.toml");
+        set_config(&mut c, "http_listen", http.to_string());
+        set_config(&mut c, "link_listen", link.to_string());
+        let database = dir.join("mint.sqlite");
+        set_config(&mut c, "database", database.display().to_string());
+        set_config(&mut c, "unit_bits", 0);
+        let config = write_config(dir, "mint.toml", &c);
+        Self { config, http, link }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+}
+
 /// A shipped config file (`config/<name>`) as a TOML table to adjust.
 pub fn shipped_config(name: &str) -> toml::Table {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -500,6 +500,127 @@ async fn a_crash_after_minting_before_recording_mints_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let key = wallet.locking_key();
+    let (elsewhere, amount) = quote(&mut link, 3, key).await;
+    let (fresh, fresh_amount) = quote(&mut link, 4, key).await;
+    // Another wallet with the same seed (its own database) mints one first.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open_wallet(&mint, other_dir.path()).await;
+    other.recover().await.unwrap();
+    let other_store = QuoteStore::open_in_memory().unwrap();
+    other_store
+        .insert(&record(&elsewhere, amount, key, QuoteState::Pending))
+        .unwrap();
+    let minted = other.mint_pending(&other_store, 10).await.unwrap();
+    assert_eq!(minted.amount, amount);
+    // Our wallet records both as paid (the pool was told they were); the
+    // mint refuses the batch, and asking it about each quote sorts them out.
+    for (id, amount) in [(&elsewhere, amount), (&fresh, fresh_amount)] {
+        store
+            .insert(&record(id, amount, key, QuoteState::Pending))
+            .unwrap();
+    }
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 10).await.unwrap();
+    assert_eq!(round.already_issued, vec![(elsewhere, amount)]);
+    assert_eq!(round.minted, vec![(fresh, fresh_amount)]);
+    assert_eq!(wallet.balance().await.unwrap(), fresh_amount);
+    assert_eq!(store.totals().unwrap().minted, (2, amount + fresh_amount));
+    mint.stop().await;
+}
+
+/// Thousands of quotes minted in NUT-29 batches, the mint (its own process)
+/// killed with SIGKILL while a batch is on its way: every quote is issued
+/// once and minted once, and the wallet holds exactly their sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_quotes_minted_in_batches_across_a_mint_kill_each_exactly_once() {
+    const QUOTES: u64 = 2000;
+    const BATCH: usize = 100;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let files = MintFiles::write(dir.path());
+    let (http, link_addr) = (files.http, files.link);
+    let mut mint = RoleChild::spawn("mint", &files.config);
+    until_listening(link_addr, "mint link").await;
+    until_listening(http, "mint http").await;
+    let mut link = PoolClient::authenticated(link_addr, mint_support::POOL_SECRET).await;
+
+    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    let wallet = EhashWallet::open(&files.url(), &dir.path().join("wallet.sqlite"), seed())
+        .await
+        .unwrap();
+    let key = wallet.locking_key();
+    let mut records = Vec::new();
+    for i in 0..QUOTES {
+        let (id, amount) = quote(&mut link, (i % 4) as u32, key).await;
+        records.push(record(&id, amount, key, QuoteState::Pending));
+    }
+    let total: u64 = records.iter().map(|r| r.amount).sum();
+    store.record(&records, &[]).unwrap();
+    wallet.recover().await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let (mut rounds, mut failed, mut killed) = (0, 0, false);
+    let (mut last_round, mut left_by_kill) = (Duration::ZERO, 0);
+    loop {
+        let minted = store.totals().unwrap().minted.0;
+        if minted == QUOTES {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{minted} of {QUOTES} minted after {rounds} rounds"
+        );
+        rounds += 1;
+        let started = std::time::Instant::now();
+        let result = if !killed && minted >= QUOTES / 2 {
+            // Killed well into a round, as the last one went: with its
+            // batches on their way.
+            killed = true;
+            let kill = async {
+                tokio::time::sleep(last_round * 3 / 5).await;
+                mint.kill();
+            };
+            let (result, ()) = tokio::join!(wallet.mint_pending(&store, BATCH), kill);
+            mint.restart();
+            until_listening(http, "mint http").await;
+            left_by_kill = result.as_ref().map_or(0, |round| round.left);
+            result
+        } else {
+            wallet.mint_pending(&store, BATCH).await
+        };
+        last_round = started.elapsed();
+        if let Err(e) = result {
+            failed += 1;
+            println!("minting round failed: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    println!(
+        "{QUOTES} quotes minted in {rounds} rounds ({failed} failed, \
+         {left_by_kill} left pending by the kill)"
+    );
+    assert!(killed);
+    assert_eq!(store.totals().unwrap().minted, (QUOTES, total));
+    assert_eq!(
+        wallet.balance().await.unwrap(),
+        total,
+        "nothing lost, nothing twice"
+    );
+    let mut link = PoolClient::authenticated(link_addr, mint_support::POOL_SECRET).await;
+    let stats = link.stats().await;
+    assert_eq!(
+        (stats.quotes_unpaid, stats.quotes_paid, stats.quotes_issued),
+        (0, 0, QUOTES),
+        "every quote issued once"
+    );
+    mint.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_them() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
     let wallet = open_wallet(&mint, dir.path()).await;

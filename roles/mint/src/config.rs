@@ -54,7 +54,7 @@ pub struct MintConfig {
     #[serde(default = "default::u64::<{ i64::MAX as u64 }>")]
     pub max_amount: u64,
     /// Most quotes one NUT-29 batch mint may carry.
-    #[serde(default = "default::u64::<100>")]
+    #[serde(default = "default::u64::<1000>")]
     pub max_batch_size: u64,
     /// Name and description in the mint info (NUT-06).
     #[serde(default = "default_name")]

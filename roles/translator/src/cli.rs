@@ -42,7 +42,7 @@ pub async fn run_wallet_command(
 }
 
 /// Quotes minted in one NUT-29 batch by `claim`.
-const CLAIM_BATCH: usize = 100;
+const CLAIM_BATCH: usize = 1000;
 
 /// Records the key's quotes the mint holds, then mints every pending one,
 /// with a progress line per batch on stderr. Finishing what an interrupted

@@ -82,8 +82,9 @@ pub struct TranslatorConfig {
     /// their SubmitShares.Success; their refusals are then only logged).
     #[serde(default = "default::bool::<true>")]
     pub wait_for_pool: bool,
-    /// Most quotes minted in one NUT-29 batch.
-    #[serde(default = "default::usize::<50>")]
+    /// Most quotes minted in one NUT-29 batch (the mint's own limit, if
+    /// lower, wins).
+    #[serde(default = "default::usize::<1000>")]
     pub mint_batch_size: usize,
     /// Seconds between retries of quotes the mint did not answer.
     #[serde(default = "default::u64::<10>")]

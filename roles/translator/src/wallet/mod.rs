@@ -72,6 +72,38 @@ impl MintRound {
     }
 }
 
+/// Where a quote of a given amount stands, as a wallet's copy of it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    Issued,
+    Paid,
+    Unpaid,
+}
+
+impl Readiness {
+    fn of(quote: &MintQuote, amount: u64) -> Readiness {
+        let issued = u64::from(quote.amount_issued);
+        if quote.state == MintQuoteState::Issued || (issued > 0 && issued >= amount) {
+            Readiness::Issued
+        } else if u64::from(quote.amount_paid) >= amount || quote.state == MintQuoteState::Paid {
+            Readiness::Paid
+        } else {
+            Readiness::Unpaid
+        }
+    }
+}
+
+/// Each quote's amount in the fewest proofs (its binary decomposition).
+/// Not cdk's default split, which reads every unspent proof of the wallet
+/// for each quote of a batch, so minting slowed as the wallet grew.
+fn fewest_proofs() -> SplitTarget {
+    SplitTarget::Value(Amount::from(u64::MAX))
+}
+
+fn database(e: cdk::cdk_database::Error) -> WalletError {
+    WalletError::Database(e.to_string())
+}
+
 fn ids(quotes: &[(String, u64)]) -> Vec<String> {
     quotes.iter().map(|(id, _)| id.clone()).collect()
 }
@@ -184,12 +216,17 @@ impl EhashWallet {
         Ok(token.to_string())
     }
 
-    /// Mints up to `batch` pending quotes of `store` locked to this wallet's key.
+    /// Mints up to `batch` pending quotes of `store` locked to this wallet's
+    /// key, in one NUT-29 batch (of at most the mint's own limit). One at a
+    /// time: cdk 0.18.3 records a batch's secret counter range for recovery
+    /// as "the counter now, minus its outputs", which a batch minted
+    /// alongside would make wrong.
     pub async fn mint_pending(
         &self,
         store: &QuoteStore,
         batch: usize,
     ) -> Result<MintRound, WalletError> {
+        let batch = self.batch_size(batch).await;
         let mut round = MintRound::default();
         let ready = self.paid_quotes(store, batch, &mut round).await?;
         if !round.already_issued.is_empty() {
@@ -213,9 +250,29 @@ impl EhashWallet {
         Ok(round)
     }
 
-    /// The pending quotes the mint says are paid and not issued (quote id,
-    /// amount); those already issued go to `round.already_issued`, the rest
-    /// stay pending with the reason recorded.
+    /// `wanted`, within the most quotes the mint takes in one batch (NUT-29
+    /// `max_batch_size`, from the mint info cdk keeps; unknown: `wanted`).
+    async fn batch_size(&self, wanted: usize) -> usize {
+        let limit = match self.wallet.load_mint_info().await {
+            Ok(info) => info.nuts.nut29.max_batch_size,
+            Err(e) => {
+                debug!("no mint info for its batch limit: {e}");
+                None
+            }
+        };
+        let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+        wanted.min(limit).max(1)
+    }
+
+    /// The pending quotes ready to mint (quote id, amount); those already
+    /// issued go to `round.already_issued`, the rest stay pending with the
+    /// reason recorded.
+    ///
+    /// The mint answers the pool with a quote only once it is paid, so a
+    /// notified quote the wallet has not seen is recorded as paid without
+    /// asking the mint. The mint is asked only about quotes an interrupted
+    /// mint left reserved, and about every quote of a batch it refused
+    /// ([`mint_ready`](Self::mint_ready)).
     async fn paid_quotes(
         &self,
         store: &QuoteStore,
@@ -231,30 +288,66 @@ impl EhashWallet {
                 round.left += 1;
                 continue;
             }
-            match self.fetch_quote(&record.quote_id).await {
-                Ok(q) => {
-                    round.saw_mint(true);
-                    let issued = u64::from(q.amount_issued);
-                    let paid = u64::from(q.amount_paid);
-                    if q.state == MintQuoteState::Issued || (issued > 0 && issued >= record.amount)
-                    {
-                        round.already_issued.push((record.quote_id, record.amount));
-                    } else if paid >= record.amount || q.state == MintQuoteState::Paid {
-                        ready.push((record.quote_id, record.amount));
-                    } else {
-                        store.set_error(&record.quote_id, "not paid yet")?;
-                        round.left += 1;
-                    }
+            let localstore = &self.wallet.localstore;
+            let known = localstore
+                .get_mint_quote(&record.quote_id)
+                .await
+                .map_err(database)?;
+            let quote = match known {
+                None => {
+                    localstore
+                        .add_mint_quote(self.paid_quote(&record.quote_id, record.amount))
+                        .await
+                        .map_err(database)?;
+                    ready.push((record.quote_id, record.amount));
+                    continue;
                 }
-                Err(e) => {
-                    round.saw_mint(!e.mint_unreachable());
-                    warn!(quote = record.quote_id, "cannot fetch quote: {e}");
-                    store.set_error(&record.quote_id, &e.to_string())?;
+                Some(q) if q.used_by_operation.is_none() => q,
+                Some(_) => match self.fetch_quote(&record.quote_id).await {
+                    Ok(q) => {
+                        round.saw_mint(true);
+                        q
+                    }
+                    Err(e) => {
+                        round.saw_mint(!e.mint_unreachable());
+                        warn!(quote = record.quote_id, "cannot fetch quote: {e}");
+                        store.set_error(&record.quote_id, &e.to_string())?;
+                        round.left += 1;
+                        continue;
+                    }
+                },
+            };
+            match Readiness::of(&quote, record.amount) {
+                Readiness::Issued => round.already_issued.push((record.quote_id, record.amount)),
+                Readiness::Paid => ready.push((record.quote_id, record.amount)),
+                Readiness::Unpaid => {
+                    store.set_error(&record.quote_id, "not paid yet")?;
                     round.left += 1;
                 }
             }
         }
         Ok(ready)
+    }
+
+    /// A quote of `amount` the mint has paid, as the wallet records it.
+    fn paid_quote(&self, quote_id: &str, amount: u64) -> MintQuote {
+        MintQuote {
+            id: quote_id.to_string(),
+            mint_url: self.wallet.mint_url.clone(),
+            payment_method: ehash_method(),
+            amount: Some(Amount::from(amount)),
+            unit: ehash_unit(),
+            request: String::new(),
+            state: MintQuoteState::Paid,
+            expiry: 0,
+            secret_key: Some(self.secret.clone()),
+            amount_issued: Amount::ZERO,
+            amount_paid: Amount::from(amount),
+            updated_at: 0,
+            estimated_blocks: None,
+            used_by_operation: None,
+            version: 0,
+        }
     }
 
     /// Mints paid quotes in one NUT-29 batch; if the batch fails, one by
@@ -276,21 +369,35 @@ impl EhashWallet {
             }
             Err(e) => e,
         };
-        if let [(id, _)] = &ready[..] {
-            return Self::mint_failed(store, id, &e, round);
-        }
         warn!(
             count = ready.len(),
-            "batch mint failed ({e}); minting one by one"
+            "batch mint failed ({e}); asking the mint about each quote and minting one by one"
         );
-        for (id, amount) in &ready {
-            match self.batch_mint(&[(id.clone(), *amount)]).await {
-                Ok(a) => {
-                    store.mark_minted(std::slice::from_ref(id))?;
-                    round.amount += a;
-                    round.minted.push((id.clone(), a));
+        for (id, amount) in ready {
+            let quote = match self.fetch_quote(&id).await {
+                Ok(quote) => quote,
+                Err(e) => {
+                    Self::mint_failed(store, &id, &e, round)?;
+                    continue;
                 }
-                Err(e) => Self::mint_failed(store, id, &e, round)?,
+            };
+            match Readiness::of(&quote, amount) {
+                Readiness::Issued => {
+                    store.mark_minted(std::slice::from_ref(&id))?;
+                    round.already_issued.push((id, amount));
+                }
+                Readiness::Unpaid => {
+                    store.set_error(&id, "not paid yet")?;
+                    round.left += 1;
+                }
+                Readiness::Paid => match self.batch_mint(&[(id.clone(), amount)]).await {
+                    Ok(a) => {
+                        store.mark_minted(std::slice::from_ref(&id))?;
+                        round.amount += a;
+                        round.minted.push((id, a));
+                    }
+                    Err(e) => Self::mint_failed(store, &id, &e, round)?,
+                },
             }
         }
         Ok(())
@@ -336,14 +443,13 @@ impl EhashWallet {
             quote = quote_id,
             operation, "releasing a quote an interrupted mint left reserved (never signed)"
         );
-        let db = |e: cdk::cdk_database::Error| WalletError::Database(e.to_string());
         let store = &self.wallet.localstore;
-        store.delete_saga(&id).await.map_err(db)?;
-        store.release_mint_quote(&id).await.map_err(db)?;
+        store.delete_saga(&id).await.map_err(database)?;
+        store.release_mint_quote(&id).await.map_err(database)?;
         Ok(store
             .get_mint_quote(quote_id)
             .await
-            .map_err(db)?
+            .map_err(database)?
             .unwrap_or(quote))
     }
 
@@ -355,7 +461,7 @@ impl EhashWallet {
             .collect();
         let proofs = self
             .wallet
-            .batch_mint(&ids, SplitTarget::default(), None, Some(keys))
+            .batch_mint(&ids, fewest_proofs(), None, Some(keys))
             .await?;
         Ok(proofs.iter().map(|p| u64::from(p.amount)).sum())
     }
