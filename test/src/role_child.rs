@@ -38,7 +38,8 @@ pub fn run_role_child_if_asked() {
     };
     let path = Path::new(&path);
     stratum_apps::config_helpers::logging::init_logging(None);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    // The runtime the role's own binary runs on.
+    let runtime = roles_common::new_runtime(&role).expect("runtime");
     let result = runtime.block_on(async {
         let shutdown = roles_common::shutdown_on_signal();
         match role.as_str() {

@@ -260,6 +260,9 @@ where
     Ok((config, new_runtime(role)?))
 }
 
+/// See [`new_runtime`].
+pub const MIN_WORKER_THREADS: usize = 8;
+
 /// Says on stderr that `role`'s config is bad: exit code 2.
 pub fn bad_config(role: &str, error: &str) -> ExitCode {
     eprintln!("{role}: bad config: {error}");
@@ -267,11 +270,21 @@ pub fn bad_config(role: &str, error: &str) -> ExitCode {
 }
 
 /// The async runtime, or, if it cannot start, the reason on stderr and exit code 1.
+///
+/// One worker thread per core, and at least [`MIN_WORKER_THREADS`]:
+/// cdk-sqlite (the mint's and the wallet's database) blocks the worker it
+/// runs on while it waits for SQLite's write lock, so on a small machine a
+/// few waiting writers could leave none to run the transaction they wait for.
 pub fn new_runtime(role: &str) -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("{role}: cannot start the async runtime: {e}");
-        ExitCode::FAILURE
-    })
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.max(MIN_WORKER_THREADS))
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("{role}: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
 
 /// Runs `run` on `runtime` until it returns or a signal cancels its token.

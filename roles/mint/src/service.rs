@@ -26,18 +26,19 @@ use crate::quote::{check_request, CheckedShare, Rejection};
 pub(crate) const KV_NAMESPACE: &str = "ehash";
 const KV_SHARES: &str = "shares";
 
-/// Requests for one share hash are serialized through one of these locks
-/// (striped by the hash's first byte), so a share is quoted once even when
-/// it arrives twice at the same time.
-const LOCK_STRIPES: usize = 256;
-
 pub struct QuoteService {
     mint: Arc<Mint>,
     backend: Arc<EhashBackend>,
     unit: CurrencyUnit,
     method: PaymentMethod,
     unit_bits: UnitBits,
-    stripes: Vec<Mutex<()>>,
+    /// Quotes are written one at a time. SQLite has one writer anyway, and
+    /// cdk-sqlite waits for the write lock (up to 10 s) blocking the thread
+    /// it runs on: several quotes waiting at once could block every worker
+    /// thread, so the holder of the lock could not finish and the mint would
+    /// stall until the waits fail. Waiting here is async. It also quotes a
+    /// share that arrives twice at the same time once.
+    writes: Mutex<()>,
 }
 
 impl QuoteService {
@@ -48,7 +49,7 @@ impl QuoteService {
             unit: CurrencyUnit::custom(ehash::constants::UNIT),
             method: PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string()),
             unit_bits,
-            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            writes: Mutex::new(()),
         }
     }
 
@@ -102,7 +103,7 @@ impl QuoteService {
     /// twice.
     async fn quote_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
         let share_hex = hex::encode(share.share_hash);
-        let _serialized = self.stripes[share.share_hash[0] as usize].lock().await;
+        let _one_writer = self.writes.lock().await;
 
         let quote_id = match self.indexed_quote(&share_hex).await? {
             Some(quote_id) => {

@@ -93,6 +93,24 @@ impl Readiness {
     }
 }
 
+/// The most blinded outputs one mint request may carry: cdk's default
+/// `max_outputs` (the mint does not publish its own).
+const MAX_OUTPUTS: usize = 1000;
+
+/// How many of `quotes`, from the first, fit in one mint request: each
+/// needs one output per set bit of its amount ([`fewest_proofs`]).
+fn within_output_limit(quotes: &[(String, u64)]) -> usize {
+    let mut outputs = 0;
+    let fit = quotes
+        .iter()
+        .take_while(|(_, amount)| {
+            outputs += amount.count_ones() as usize;
+            outputs <= MAX_OUTPUTS
+        })
+        .count();
+    fit.max(1)
+}
+
 /// Each quote's amount in the fewest proofs (its binary decomposition).
 /// Not cdk's default split, which reads every unspent proof of the wallet
 /// for each quote of a batch, so minting slowed as the wallet grew.
@@ -228,7 +246,9 @@ impl EhashWallet {
     ) -> Result<MintRound, WalletError> {
         let batch = self.batch_size(batch).await;
         let mut round = MintRound::default();
-        let ready = self.paid_quotes(store, batch, &mut round).await?;
+        let mut ready = self.paid_quotes(store, batch, &mut round).await?;
+        // The rest stay pending, known paid, for the next round.
+        ready.truncate(within_output_limit(&ready));
         if !round.already_issued.is_empty() {
             info!(
                 count = round.already_issued.len(),
@@ -464,5 +484,24 @@ impl EhashWallet {
             .batch_mint(&ids, fewest_proofs(), None, Some(keys))
             .await?;
         Ok(proofs.iter().map(|p| u64::from(p.amount)).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quotes(amounts: impl IntoIterator<Item = u64>) -> Vec<(String, u64)> {
+        amounts.into_iter().map(|a| (String::new(), a)).collect()
+    }
+
+    #[test]
+    fn a_batch_holds_as_many_quotes_as_their_outputs_allow() {
+        // One output per set bit of each amount.
+        assert_eq!(within_output_limit(&quotes([1; 1001])), 1000);
+        assert_eq!(within_output_limit(&quotes([19; 400])), 333);
+        assert_eq!(within_output_limit(&quotes([u64::MAX; 20])), 15);
+        assert_eq!(within_output_limit(&quotes([8, 3, 7])), 3);
+        assert_eq!(within_output_limit(&[]), 1, "nothing to cut");
     }
 }
