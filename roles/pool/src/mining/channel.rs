@@ -39,6 +39,10 @@ use vardiff::{Vardiff, VardiffConfig};
 
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 
+/// How many shares a channel due for renewal takes between two attempts
+/// (an attempt fails only when no extranonce prefix is free).
+const RENEW_RETRY_SHARES: usize = 64;
+
 /// The channels_sv2 channel behind a [`Channel`].
 enum Kind {
     Standard(Box<StandardChannel>),
@@ -529,11 +533,13 @@ impl Channel {
 
     /// Counts an accepted share for vardiff, at the work of the target it
     /// was mined at. True when the channel is due for [`renew`](Self::renew):
-    /// three quarters of its duplicate-detection budget are used.
+    /// three quarters of its duplicate-detection budget are used (and every
+    /// [`RENEW_RETRY_SHARES`] shares after, while renewing fails).
     pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64) -> bool {
         self.vardiff.on_share(now_ms, work as f64);
         self.seen_shares += 1;
-        self.seen_shares >= self.seen_shares_budget - self.seen_shares_budget / 4
+        let due = self.seen_shares_budget - self.seen_shares_budget / 4;
+        self.seen_shares >= due && (self.seen_shares - due).is_multiple_of(RENEW_RETRY_SHARES)
     }
 
     /// Starts the channel over on a new extranonce prefix, keeping its id,

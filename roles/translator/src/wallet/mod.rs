@@ -370,7 +370,8 @@ impl EhashWallet {
         }
     }
 
-    /// Mints paid quotes in one NUT-29 batch; if the batch fails, one by
+    /// Mints paid quotes in one NUT-29 batch. If the batch fails, the mint
+    /// is asked about each quote, and those still to mint are minted one by
     /// one, so one bad quote does not block the others.
     async fn mint_ready(
         &self,
