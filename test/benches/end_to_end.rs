@@ -18,31 +18,6 @@ use hashpool_tests::*;
 use stats_sv2::StatsMessage;
 use tokio_util::sync::CancellationToken;
 
-/// CPU ticks (user + system) and resident set of a process, from /proc.
-fn usage(pid: u32) -> (u64, u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // after the command name: state is field 0, utime 11, stime 12
-    let cpu = ticks(11) + ticks(12);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (cpu, kib("VmRSS:"), kib("VmHWM:"))
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -84,7 +59,7 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
     }
     let before: Vec<_> = roles
         .iter()
-        .map(|(_, child, _)| usage(child.pid().unwrap()))
+        .map(|(_, child, _)| process_usage(child.pid().unwrap()))
         .collect();
 
     let mut config = miner::MinerConfig {
@@ -111,7 +86,7 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
     let (accepted, rejected) = (stats.accepted(), stats.rejected());
     let after: Vec<_> = roles
         .iter()
-        .map(|(_, child, _)| usage(child.pid().unwrap()))
+        .map(|(_, child, _)| process_usage(child.pid().unwrap()))
         .collect();
 
     // Every accepted share's quote minted (a channel of the wallet's key
@@ -179,11 +154,10 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
             latency.len()
         );
     }
-    let hz = 100.0; // USER_HZ on Linux
     for (((name, _, _), b), a) in roles.iter().zip(&before).zip(&after) {
         println!(
             "{name:>10}: CPU {:5.1}% of one core, RSS {:6.1} MiB (peak {:.1} MiB)",
-            (a.0 - b.0) as f64 / hz / elapsed * 100.0,
+            (a.0 - b.0) as f64 / TICKS_PER_SEC / elapsed * 100.0,
             a.1 as f64 / 1024.0,
             a.2 as f64 / 1024.0
         );

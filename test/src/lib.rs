@@ -2,7 +2,7 @@
 //! 127.0.0.1 port 0, a running devnet-tp + pool stack (and one with the
 //! mint), an SV2 mining test client (Noise, channels, CPU share finder), a
 //! template distribution test client, an SV1 test miner, the real miner in
-//! load mode, roles as child processes, the shipped
+//! load mode, the SV2 load generator of the pool benchmarks, roles as child processes, the shipped
 //! configs rewritten for a test and a stand-in for the stats services.
 //!
 //! Everything is re-exported at the crate root, so a test says
@@ -12,6 +12,7 @@ mod cashu;
 mod keys;
 mod load_miner;
 mod mining_client;
+mod pool_load;
 mod role_child;
 mod shipped_configs;
 mod stack;
@@ -25,6 +26,7 @@ pub use cashu::*;
 pub use keys::*;
 pub use load_miner::*;
 pub use mining_client::*;
+pub use pool_load::*;
 pub use role_child::*;
 pub use shipped_configs::*;
 pub use stack::*;

@@ -656,3 +656,30 @@ async fn no_channel_gets_a_target_easier_than_the_minimum_difficulty() {
     assert_eq!(client.channels[&standard].target(), floor);
     stack.stop().await;
 }
+
+/// The pool benchmarks' load generator, pointed at a pool by address and
+/// authority key (as bench/side-by-side.sh points it at SRI's pool_sv2):
+/// every connection opens its channel and gets shares accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_loads_a_pool_named_by_address_and_authority_key() {
+    let stack = Stack::start_with(NBITS_NEVER, |c| c.shares_per_minute = 100_000.0).await;
+    let target = LoadTarget {
+        address: stack.pool_addr(),
+        authority_key: POOL_PUBLIC_KEY.to_string(),
+        user_identity: format!("{LOCKING_KEY}.load"),
+        // ~16 hashes a share at 100,000 shares a minute.
+        nominal_hashrate: 16.0 * 100_000.0 / 60.0,
+    };
+    let figures = run_load(&target, 3, 2, Duration::from_secs(1), tokio::time::sleep).await;
+    println!("{figures:?}");
+    assert!(figures.accepted_per_sec > 0.0, "{figures:?}");
+    assert_eq!(figures.rejected, 0);
+    assert!(figures.p50_ms <= figures.p99_ms);
+    // The pool counted them (the warm-up second's too).
+    let counted = stack.pool.stats().shares_accepted as f64;
+    assert!(counted >= figures.accepted_per_sec, "{counted}");
+    // A wrong authority key is refused at the Noise handshake.
+    let wrong = MiningClient::connect(stack.pool_addr(), WRONG_PUBLIC_KEY).await;
+    assert!(wrong.is_err());
+    stack.stop().await;
+}
