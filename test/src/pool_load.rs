@@ -102,10 +102,21 @@ pub async fn run_load<F: std::future::Future<Output = ()>>(
     }
 }
 
+/// Connects (a busy pool may let a handshake time out: tried up to ten
+/// times) and opens a channel.
 async fn open_channel(target: &LoadTarget) -> MiningClient {
-    let mut client = MiningClient::connect(target.address, &target.authority_key)
-        .await
-        .expect("connect");
+    let mut attempt = 0;
+    let mut client = loop {
+        attempt += 1;
+        match MiningClient::connect(target.address, &target.authority_key).await {
+            Ok(client) => break client,
+            Err(e) if attempt < 10 => {
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                eprintln!("connect attempt {attempt} failed ({e:?}); trying again");
+            }
+            Err(e) => panic!("connect: {e:?}"),
+        }
+    };
     client.setup_connection(0).await;
     let channel = client
         .open_extended(&target.user_identity, target.nominal_hashrate, 8)
