@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use hashpool_tests::*;
 use mint_support::{share, PoolClient, POOL_SECRET};
-use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
+use translator::quotes::{QuoteState, QuoteStore};
 use translator::wallet::EhashWallet;
 
 const BATCH_SIZES: [usize; 2] = [100, 1000];
@@ -56,7 +56,12 @@ async fn bench(quotes: usize) {
         for i in 0..quotes {
             let zero_bits = (i % 4) as u32;
             let quote_id = link.quote_id(share(zero_bits, key)).await;
-            records.push(record(quote_id, 1 << zero_bits, &key.to_string()));
+            records.push(quote_record(
+                &quote_id,
+                1 << zero_bits,
+                key,
+                QuoteState::Pending,
+            ));
         }
         let created = started.elapsed();
         total += records.iter().map(|r| r.amount).sum::<u64>();
@@ -92,19 +97,4 @@ async fn bench(quotes: usize) {
     let rss = mint.peak_rss_kib().unwrap_or(0);
     println!("mint peak RSS {:.1} MiB", rss as f64 / 1024.0);
     drop(mint);
-}
-
-fn record(quote_id: String, amount: u64, key: &str) -> QuoteRecord {
-    QuoteRecord {
-        share_hash: format!("{quote_id:0>64}"),
-        quote_id,
-        amount,
-        locking_key: key.to_string(),
-        keyset_id: String::new(),
-        channel_id: 1,
-        sequence_number: 1,
-        state: QuoteState::Pending,
-        created_at: 0,
-        last_error: None,
-    }
 }

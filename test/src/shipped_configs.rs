@@ -34,12 +34,8 @@ impl ShippedConfigs {
         set_config(&mut c, "nbits", nbits as i64);
         let tp = write_config(dir, "devnet-tp.toml", &c);
 
-        let mut c = shipped_config("mint.toml");
-        set_config(&mut c, "http_listen", mint_http.to_string());
-        set_config(&mut c, "link_listen", mint_link.to_string());
-        set_config(&mut c, "database", state("mint/mint.sqlite"));
-        set_config(&mut c, "unit_bits", 10);
-        let mint = write_config(dir, "mint.toml", &c);
+        let database = dir.join("mint/mint.sqlite");
+        let mint = write_mint_config(dir, mint_http, mint_link, &database, 10);
 
         let mut c = shipped_config("pool.toml");
         set_config(&mut c, "listen_address", pool_addr.to_string());
@@ -97,19 +93,30 @@ pub struct MintFiles {
 impl MintFiles {
     pub fn write(dir: &Path) -> Self {
         let (http, link) = (free_address(), free_address());
-        let mut c = shipped_config("mint.toml");
-        set_config(&mut c, "http_listen", http.to_string());
-        set_config(&mut c, "link_listen", link.to_string());
-        let database = dir.join("mint.sqlite");
-        set_config(&mut c, "database", database.display().to_string());
-        set_config(&mut c, "unit_bits", 0);
-        let config = write_config(dir, "mint.toml", &c);
+        let config = write_mint_config(dir, http, link, &dir.join("mint.sqlite"), 0);
         Self { config, http, link }
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.http)
     }
+}
+
+/// The shipped mint config on these addresses, database and unit, written
+/// to `dir/mint.toml`.
+fn write_mint_config(
+    dir: &Path,
+    http: SocketAddr,
+    link: SocketAddr,
+    database: &Path,
+    unit_bits: i64,
+) -> PathBuf {
+    let mut c = shipped_config("mint.toml");
+    set_config(&mut c, "http_listen", http.to_string());
+    set_config(&mut c, "link_listen", link.to_string());
+    set_config(&mut c, "database", database.display().to_string());
+    set_config(&mut c, "unit_bits", unit_bits);
+    write_config(dir, "mint.toml", &c)
 }
 
 /// A shipped config file (`config/<name>`) as a TOML table to adjust.

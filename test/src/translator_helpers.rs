@@ -9,7 +9,7 @@ use ehash::LockingKey;
 use tokio::net::TcpStream;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use translator::quotes::Totals;
+use translator::quotes::{QuoteRecord, QuoteState, Totals};
 use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle};
 
 use crate::keys::{public_key, POOL_PUBLIC_KEY, TRANSLATOR_MNEMONIC, WAIT};
@@ -159,4 +159,26 @@ pub async fn idle_miner(translator: SocketAddr) -> TcpStream {
     .await
     .expect("idle miner");
     idle
+}
+
+/// A quote record as the translator's recorder writes one, for a store a
+/// test fills itself (a random share hash).
+pub fn quote_record(
+    quote_id: &str,
+    amount: u64,
+    key: LockingKey,
+    state: QuoteState,
+) -> QuoteRecord {
+    QuoteRecord {
+        quote_id: quote_id.into(),
+        share_hash: hex::encode(rand::random::<[u8; 32]>()),
+        amount,
+        locking_key: key.to_string(),
+        keyset_id: String::new(),
+        channel_id: 1,
+        sequence_number: 1,
+        state,
+        created_at: 0,
+        last_error: None,
+    }
 }

@@ -20,7 +20,7 @@ use mint_support::{mint_with, share, PoolClient, TestMint};
 use pool::AcceptedShare;
 use serde_json::json;
 use translator::cli::WalletCommand;
-use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
+use translator::quotes::{QuoteState, QuoteStore};
 use translator::wallet::{ehash_method, locking_secret, EhashWallet};
 use translator::{TranslatorConfig, TranslatorEvent};
 
@@ -361,21 +361,6 @@ async fn quote(link: &mut PoolClient, zero_bits: u32, key: LockingKey) -> (Strin
     )
 }
 
-fn record(quote_id: &str, amount: u64, key: LockingKey, state: QuoteState) -> QuoteRecord {
-    QuoteRecord {
-        quote_id: quote_id.into(),
-        share_hash: format!("{:064x}", rand::random::<u64>()),
-        amount,
-        locking_key: key.to_string(),
-        keyset_id: String::new(),
-        channel_id: 1,
-        sequence_number: 1,
-        state,
-        created_at: 0,
-        last_error: None,
-    }
-}
-
 fn seed() -> [u8; 64] {
     translator::config::seed_from_mnemonic(TRANSLATOR_MNEMONIC).unwrap()
 }
@@ -425,7 +410,7 @@ async fn the_wallet_mints_its_quotes_exactly_once_and_a_sent_token_is_received_e
     for bits in [1, 2, 3, 4, 5] {
         let (id, amount) = quote(&mut link, bits, key).await;
         store
-            .insert(&record(&id, amount, key, QuoteState::Pending))
+            .insert(&quote_record(&id, amount, key, QuoteState::Pending))
             .unwrap();
         total += amount;
     }
@@ -463,7 +448,7 @@ async fn a_crash_after_minting_before_recording_mints_nothing_twice() {
         for bits in [3, 4, 5, 6] {
             let (id, amount) = quote(&mut link, bits, key).await;
             store
-                .insert(&record(&id, amount, key, QuoteState::Pending))
+                .insert(&quote_record(&id, amount, key, QuoteState::Pending))
                 .unwrap();
             quotes.push(id);
             total += amount;
@@ -512,7 +497,7 @@ async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() 
     other.recover().await.unwrap();
     let other_store = QuoteStore::open_in_memory().unwrap();
     other_store
-        .insert(&record(&elsewhere, amount, key, QuoteState::Pending))
+        .insert(&quote_record(&elsewhere, amount, key, QuoteState::Pending))
         .unwrap();
     let minted = other.mint_pending(&other_store, 10).await.unwrap();
     assert_eq!(minted.amount, amount);
@@ -520,7 +505,7 @@ async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() 
     // mint refuses the batch, and asking it about each quote sorts them out.
     for (id, amount) in [(&elsewhere, amount), (&fresh, fresh_amount)] {
         store
-            .insert(&record(id, amount, key, QuoteState::Pending))
+            .insert(&quote_record(id, amount, key, QuoteState::Pending))
             .unwrap();
     }
     wallet.recover().await.unwrap();
@@ -556,7 +541,7 @@ async fn thousands_of_quotes_minted_in_batches_across_a_mint_kill_each_exactly_o
     let mut records = Vec::new();
     for i in 0..QUOTES {
         let (id, amount) = quote(&mut link, (i % 4) as u32, key).await;
-        records.push(record(&id, amount, key, QuoteState::Pending));
+        records.push(quote_record(&id, amount, key, QuoteState::Pending));
     }
     let total: u64 = records.iter().map(|r| r.amount).sum();
     store.record(&records, &[]).unwrap();
@@ -628,7 +613,7 @@ async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_t
     let miner_key = LockingKey::from_bytes(&miner_secret.public_key().to_bytes()).unwrap();
     let (id, amount) = quote(&mut link, 4, miner_key).await;
     store
-        .insert(&record(&id, amount, miner_key, QuoteState::Foreign))
+        .insert(&quote_record(&id, amount, miner_key, QuoteState::Foreign))
         .unwrap();
 
     let listing = wallet_command(&wallet, &store, WalletCommand::Quotes).await;
@@ -940,18 +925,6 @@ async fn full_chain_defer_mode_answers_the_miner_only_as_the_pool_does() {
 
 // ---------------------------------------------------------------- load
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// `n` miners, each subscribed, authorized and holding a job.
 async fn connect_miners(addr: SocketAddr, n: usize) -> Vec<Sv1Client> {
     let mut set = tokio::task::JoinSet::new();
@@ -971,9 +944,9 @@ async fn a_thousand_sv1_connections_are_held() {
     let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;
     // warm up allocator and tasks with one miner
     let mut first = Sv1Client::start(tr.addr(), "first").await;
-    let before = rss_kib();
+    let before = process_usage(std::process::id()).1;
     let mut miners = connect_miners(tr.addr(), 1000).await;
-    let after = rss_kib();
+    let after = process_usage(std::process::id()).1;
     println!(
         "1000 SV1 connections held: RSS +{} KiB, {:.1} KiB per connection \
          (translator session + its pool channel + the test client, one process, debug build)",
