@@ -48,7 +48,7 @@ pub async fn mint_quotes(
         .map(|id| (id.clone(), key.clone()))
         .collect();
     let proofs = wallet
-        .batch_mint(&ids, cdk::amount::SplitTarget::default(), None, Some(keys))
+        .batch_mint(&ids, translator::wallet::fewest_proofs(), None, Some(keys))
         .await
         .map_err(|e| e.to_string())?;
     Ok(proofs.iter().map(|p| u64::from(p.amount)).sum())

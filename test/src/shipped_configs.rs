@@ -35,7 +35,7 @@ impl ShippedConfigs {
         let tp = write_config(dir, "devnet-tp.toml", &c);
 
         let database = dir.join("mint/mint.sqlite");
-        let mint = write_mint_config(dir, mint_http, mint_link, &database, 10);
+        let mint = write_mint_config(dir, mint_http, mint_link, &database, 10, Some(tp_addr));
 
         let mut c = shipped_config("pool.toml");
         set_config(&mut c, "listen_address", pool_addr.to_string());
@@ -83,7 +83,8 @@ impl ShippedConfigs {
 
 /// The shipped mint config alone (for a mint child process): free ports,
 /// its database in `dir`, one ehash per hash (unit_bits 0, as the mint's
-/// test shares are quoted).
+/// test shares are quoted), and no chain view (those shares are mined on
+/// made-up tips).
 pub struct MintFiles {
     pub config: PathBuf,
     pub http: SocketAddr,
@@ -93,7 +94,7 @@ pub struct MintFiles {
 impl MintFiles {
     pub fn write(dir: &Path) -> Self {
         let (http, link) = (free_address(), free_address());
-        let config = write_mint_config(dir, http, link, &dir.join("mint.sqlite"), 0);
+        let config = write_mint_config(dir, http, link, &dir.join("mint.sqlite"), 0, None);
         Self { config, http, link }
     }
 
@@ -102,16 +103,24 @@ impl MintFiles {
     }
 }
 
-/// The shipped mint config on these addresses, database and unit, written
-/// to `dir/mint.toml`.
+/// The shipped mint config on these addresses, database and unit, following
+/// the chain of the devnet-tp at `tp` (none without), written to
+/// `dir/mint.toml`.
 fn write_mint_config(
     dir: &Path,
     http: SocketAddr,
     link: SocketAddr,
     database: &Path,
     unit_bits: i64,
+    tp: Option<SocketAddr>,
 ) -> PathBuf {
     let mut c = shipped_config("mint.toml");
+    match tp {
+        Some(tp) => set_config(&mut c, "chain.tp_address", tp.to_string()),
+        None => {
+            c.remove("chain");
+        }
+    }
     set_config(&mut c, "http_listen", http.to_string());
     set_config(&mut c, "link_listen", link.to_string());
     set_config(&mut c, "database", database.display().to_string());

@@ -61,8 +61,9 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
     }
 }
 
-/// A mint config on 127.0.0.1 port 0 with its database in `dir`.
-pub fn mint_config(dir: &Path) -> mint::MintConfig {
+/// A mint config on 127.0.0.1 port 0 with its database in `dir`, following
+/// the chain of the devnet-tp at `tp`.
+pub fn mint_config(dir: &Path, tp: SocketAddr) -> mint::MintConfig {
     mint::MintConfig {
         network: roles_common::Network::Devnet,
         http_listen: "127.0.0.1:0".parse().expect("valid"),
@@ -81,6 +82,12 @@ pub fn mint_config(dir: &Path) -> mint::MintConfig {
         min_amount: 1,
         max_amount: i64::MAX as u64,
         max_batch_size: 100,
+        chain: Some(mint::ChainSettings {
+            tp_address: tp.to_string(),
+            tp_authority_public_key: public_key(TP_PUBLIC_KEY),
+            max_tip_age: 6,
+            unseen_tip_wait_secs: 10,
+        }),
         name: "test mint".into(),
         description: None,
     }
@@ -227,7 +234,7 @@ impl Stack {
 /// on the same state (and the same ports).
 pub struct EhashStack {
     pub dir: tempfile::TempDir,
-    pub tp: TpHandle,
+    tp: Option<TpHandle>,
     tp_shutdown: CancellationToken,
     pub mint_config: mint::MintConfig,
     pub mint: Option<(mint::RunningMint, CancellationToken)>,
@@ -242,10 +249,10 @@ impl EhashStack {
         let dir = tempfile::tempdir().expect("temp dir");
         let (tp, tp_shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
         let mut stack = EhashStack {
-            mint_config: mint_config(dir.path()),
+            mint_config: mint_config(dir.path(), tp.local_addr()),
             pool_config: pool_config(tp.local_addr()),
             dir,
-            tp,
+            tp: Some(tp),
             tp_shutdown,
             mint: None,
             pool: None,
@@ -298,6 +305,25 @@ impl EhashStack {
         &self.pool.as_ref().expect("pool running").0
     }
 
+    /// Stops devnet-tp, waits `down`, and starts it again on the same
+    /// address and chain.
+    pub async fn restart_tp_after(&mut self, down: Duration) {
+        let running = self.tp.take().expect("devnet-tp running");
+        let address = running.local_addr();
+        self.tp_shutdown.cancel();
+        running.wait().await;
+        tokio::time::sleep(down).await;
+        let config = TpConfig {
+            listen_address: address.to_string(),
+            ..tp_config(self.dir.path(), NBITS_NEVER)
+        };
+        self.tp_shutdown = CancellationToken::new();
+        let tp = devnet_tp::start(config, self.tp_shutdown.clone())
+            .await
+            .expect("devnet-tp starts again");
+        self.tp = Some(tp);
+    }
+
     pub fn mint_link_addr(&self) -> SocketAddr {
         self.mint_config.link_listen
     }
@@ -327,6 +353,8 @@ impl EhashStack {
         self.stop_pool().await;
         self.stop_mint().await;
         self.tp_shutdown.cancel();
-        self.tp.wait().await;
+        if let Some(tp) = self.tp.take() {
+            tp.wait().await;
+        }
     }
 }

@@ -63,39 +63,54 @@ impl TdpClient {
         template: &NewTemplateOwned,
         prev: &SetNewPrevHashOwned,
     ) -> BlockHash {
-        let coinbase = devnet_tp::chain::build_coinbase(
-            template,
-            b"tdp-test",
-            TxOut {
-                value: Amount::from_sat(template.coinbase_tx_value_remaining),
-                script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
-            },
-        );
-        let txid = coinbase.compute_txid();
-        let mut header = Header {
-            version: Version::from_consensus(template.version as i32),
-            prev_blockhash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
-            merkle_root: TxMerkleNode::from_byte_array(txid.to_byte_array()),
-            time: prev.header_timestamp,
-            bits: CompactTarget::from_consensus(prev.n_bits),
-            nonce: 0,
-        };
-        while !header.target().is_met_by(header.block_hash()) {
-            header.nonce += 1;
-        }
+        let (solution, hash) = solve(template, prev);
+        self.submit(solution).await;
+        hash
+    }
+
+    pub async fn submit(&mut self, solution: SubmitSolutionOwned) {
         self.conn
             .send(AnyMessageOwned::TemplateDistribution(T::SubmitSolution(
-                SubmitSolutionOwned {
-                    template_id: template.template_id,
-                    version: template.version,
-                    header_timestamp: header.time,
-                    header_nonce: header.nonce,
-                    coinbase_tx: stratum_core::bitcoin::consensus::serialize(&coinbase)
-                        .try_into()
-                        .expect("fits"),
-                },
+                solution,
             )))
             .await;
-        header.block_hash()
     }
+}
+
+/// Solves `template` on the CPU (the target must be easy): the solution
+/// and the hash of the block it makes.
+pub fn solve(
+    template: &NewTemplateOwned,
+    prev: &SetNewPrevHashOwned,
+) -> (SubmitSolutionOwned, BlockHash) {
+    let coinbase = devnet_tp::chain::build_coinbase(
+        template,
+        b"tdp-test",
+        TxOut {
+            value: Amount::from_sat(template.coinbase_tx_value_remaining),
+            script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+        },
+    );
+    let txid = coinbase.compute_txid();
+    let mut header = Header {
+        version: Version::from_consensus(template.version as i32),
+        prev_blockhash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
+        merkle_root: TxMerkleNode::from_byte_array(txid.to_byte_array()),
+        time: prev.header_timestamp,
+        bits: CompactTarget::from_consensus(prev.n_bits),
+        nonce: 0,
+    };
+    while !header.target().is_met_by(header.block_hash()) {
+        header.nonce += 1;
+    }
+    let solution = SubmitSolutionOwned {
+        template_id: template.template_id,
+        version: template.version,
+        header_timestamp: header.time,
+        header_nonce: header.nonce,
+        coinbase_tx: stratum_core::bitcoin::consensus::serialize(&coinbase)
+            .try_into()
+            .expect("fits"),
+    };
+    (solution, header.block_hash())
 }

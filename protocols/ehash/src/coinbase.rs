@@ -215,7 +215,28 @@ pub mod testing {
     /// A header committing to `coinbase` through `merkle_path` whose hash
     /// has `zero_bits` leading zero bits, and that target (little-endian):
     /// a share worth 2^zero_bits expected hashes.
+    /// The tip is made up (the coinbase's sha256), as are nbits and ntime.
     pub fn mine_header(
+        coinbase: &[u8],
+        merkle_path: &[[u8; 32]],
+        zero_bits: u32,
+    ) -> ([u8; 80], [u8; 32]) {
+        let made_up_tip = sha256::Hash::hash(coinbase).to_byte_array();
+        mine_header_on(
+            made_up_tip,
+            0x207f_ffff,
+            0,
+            coinbase,
+            merkle_path,
+            zero_bits,
+        )
+    }
+
+    /// [`mine_header`] on the chain tip `prev_hash`, with `nbits` and `ntime`.
+    pub fn mine_header_on(
+        prev_hash: [u8; 32],
+        nbits: u32,
+        ntime: u32,
         coinbase: &[u8],
         merkle_path: &[[u8; 32]],
         zero_bits: u32,
@@ -226,9 +247,10 @@ pub mod testing {
         }
         let mut header = [0u8; 80];
         header[0..4].copy_from_slice(&0x2000_0000u32.to_le_bytes());
-        header[4..36].copy_from_slice(&sha256::Hash::hash(coinbase).to_byte_array());
+        header[4..36].copy_from_slice(&prev_hash);
         header[36..68].copy_from_slice(&merkle_root_of(coinbase, merkle_path));
-        header[72..76].copy_from_slice(&0x207f_ffffu32.to_le_bytes());
+        header[68..72].copy_from_slice(&ntime.to_le_bytes());
+        header[72..76].copy_from_slice(&nbits.to_le_bytes());
         for nonce in 0u32.. {
             header[76..80].copy_from_slice(&nonce.to_le_bytes());
             let mut hash = crate::share::header_hash(&header);

@@ -6,6 +6,7 @@
 //! Pure logic, no IO: everything here is tested directly.
 
 pub mod amount;
+pub mod audit;
 pub mod coinbase;
 pub mod constants;
 pub mod locking_key;

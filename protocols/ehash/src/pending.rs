@@ -97,6 +97,10 @@ impl<T> PendingShares<T> {
         self.shares.contains_key(share_hash)
     }
 
+    pub fn get(&self, share_hash: &[u8; 32]) -> Option<&T> {
+        self.shares.get(share_hash).map(|(item, _)| item)
+    }
+
     /// The pending items, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.shares.values().map(|(item, _)| item)

@@ -160,6 +160,19 @@ pub mod error_code {
     pub const COINBASE_NOT_PAYING_POOL: &str = "coinbase-not-paying-pool";
     /// The coinbase does not commit (exactly once) to `locking_key`.
     pub const KEY_COMMITMENT_MISMATCH: &str = "key-commitment-mismatch";
+    /// The header's prev hash is a chain tip older than the mint's
+    /// `max_tip_age`: the work is not fresh.
+    pub const STALE_PREV_HASH: &str = "stale-prev-hash";
+    /// The header's prev hash is no tip the mint's chain view ever had.
+    pub const UNKNOWN_PREV_HASH: &str = "unknown-prev-hash";
+    /// The header's nbits are not those of its chain tip.
+    pub const NBITS_MISMATCH: &str = "nbits-mismatch";
+    /// The header's ntime is more than two hours before its tip's time or
+    /// after the mint's clock.
+    pub const NTIME_OUT_OF_RANGE: &str = "ntime-out-of-range";
+    /// The mint's template provider is down and the share's tip is not in
+    /// its chain view yet (retryable).
+    pub const CHAIN_UNAVAILABLE: &str = "chain-unavailable";
     /// The mint failed to create or pay the quote (retryable).
     pub const MINT_ERROR: &str = "mint-error";
     /// A request arrived before the pool proved its identity.
@@ -168,6 +181,12 @@ pub mod error_code {
     pub const UNKNOWN_POOL_KEY: &str = "unknown-pool-key";
     /// The signature does not verify for this session's challenge.
     pub const INVALID_SIGNATURE: &str = "invalid-signature";
+
+    /// Whether a `MintQuoteError` with `code` is worth asking again later:
+    /// the mint could not decide yet, the share may well be good.
+    pub fn is_transient(code: &str) -> bool {
+        matches!(code, MINT_ERROR | CHAIN_UNAVAILABLE)
+    }
 }
 
 impl ShareHeaderOwned {

@@ -25,7 +25,9 @@ use stratum_apps::stratum_core::framing_sv2::framing::MessageFrame;
 use stratum_apps::stratum_core::parsers_sv2::{
     message_type_to_name, AnyMessage, AnyMessageOwned, CommonMessagesOwned,
     ExtensionsNegotiationOwned, ExtensionsOwned, IsSv2Message, ParserError,
+    TemplateDistributionOwned,
 };
+use stratum_apps::stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -269,6 +271,36 @@ pub async fn handshake(
         reader: Sv2Reader::spawn(reader, who, queue),
         peer,
     })
+}
+
+/// Connects to a template provider as a template-distribution client:
+/// Noise (pinning `authority`, whose config field is `key_field`),
+/// SetupConnection, then the coinbase output constraints, after which the
+/// provider sends templates and chain tips. An error is a log line.
+pub async fn connect_template_provider(
+    address: &str,
+    authority: Secp256k1PublicKey,
+    key_field: &str,
+    device_id: &str,
+    constraints: CoinbaseOutputConstraintsOwned,
+) -> Result<Sv2Connection, String> {
+    let mut conn = connect(address, authority, "template provider", 256)
+        .await
+        .map_err(|e| e.explain(key_field))?;
+    let setup = setup_connection(
+        Protocol::TemplateDistributionProtocol,
+        0,
+        conn.peer,
+        env!("CARGO_PKG_VERSION"),
+        device_id,
+    );
+    conn.setup(setup).await?;
+    conn.send(AnyMessageOwned::TemplateDistribution(
+        TemplateDistributionOwned::CoinbaseOutputConstraints(constraints),
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(conn)
 }
 
 /// The SetupConnection a Hashpool client sends (vendor "hashpool").

@@ -118,9 +118,15 @@ impl Roles {
         ));
 
         let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
+        let tp_address = reachable(tp.handle.local_addr()).to_string();
+        // The mint follows the devnet's chain, as the pool does.
+        if let Some(chain) = c.mint.chain.as_mut() {
+            chain.tp_address = tp_address.clone();
+            chain.tp_authority_public_key = c.devnet_tp.authority_public_key;
+        }
         let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
 
-        c.pool.tp_address = reachable(tp.handle.local_addr()).to_string();
+        c.pool.tp_address = tp_address;
         if let Some(link) = c.pool.mint.as_mut() {
             link.address = reachable(mint.handle.link_addr).to_string();
         }

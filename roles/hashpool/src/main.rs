@@ -1,8 +1,9 @@
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hashpool::{devnet, profile};
+use hashpool::{audit, devnet, profile};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +44,16 @@ enum Command {
         #[command(subcommand)]
         command: translator::cli::WalletCommand,
     },
+    /// Verifies a mint's whole issuance: downloads the proof of every ehash
+    /// quote it issued and re-checks each offline (proof of work, merkle
+    /// root, pool payment, key commitment, amount), that no share was paid
+    /// twice, and that the totals equal the mint's own. Exits non-zero
+    /// naming the first bad entry.
+    Audit {
+        /// The mint's Cashu API URL.
+        #[arg(long, default_value = "http://127.0.0.1:3338")]
+        mint: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -82,6 +93,32 @@ fn main() -> ExitCode {
             mint,
             command,
         } => wallet(&runtime, &profile, dir.as_deref(), &mint, command),
+        Command::Audit { mint } => audit(&runtime, &mint),
+    }
+}
+
+fn audit(runtime: &tokio::runtime::Runtime, mint: &str) -> ExitCode {
+    eprintln!("hashpool audit: reading the issuance audit of {mint}");
+    let source = audit::MintAudit::new(mint);
+    // One bar redrawn in place on a terminal, a line per page otherwise.
+    let redraw = std::io::stderr().is_terminal();
+    let progress = |done, of| {
+        let line = audit::progress_line(done, of);
+        match (redraw, done == of) {
+            (true, false) => eprint!("\r{line}"),
+            (true, true) => eprintln!("\r{line}"),
+            (false, _) => eprintln!("{line}"),
+        }
+    };
+    match runtime.block_on(audit::audit(&source, progress)) {
+        Ok(report) => {
+            print!("{}", audit::describe(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashpool audit: FAILED: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

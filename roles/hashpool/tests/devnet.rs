@@ -178,6 +178,17 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
     let line = devnet.line(120, "a status line", |l| parse_wallet_balance(l).is_some());
     assert!(parse_wallet_balance(&line).unwrap() >= saved, "{line}");
     devnet.balance_above(saved);
+
+    // While it runs, anyone can verify the mint's whole issuance.
+    let mint_url = ports
+        .iter()
+        .find(|(k, _)| *k == "TRANSLATOR__MINT_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let report = stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_hashpool")).args(["audit", "--mint", &mint_url]),
+    );
+    assert!(report.starts_with("audit passed: "), "{report}");
     let (status, _) = devnet.interrupt();
     assert!(status.success(), "exit status {status}");
 }

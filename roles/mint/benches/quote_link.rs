@@ -1,6 +1,8 @@
 //! Quote requests served over the Noise pool link: requests/s and p50/p99
 //! latency, with an in-memory and a file SQLite database, one request at a
-//! time and pipelined. Prints figures; asserts only that every answer is a quote.
+//! time and pipelined (every quote also appends its audit entry), then what
+//! each check of one request costs. Prints figures; asserts only that every
+//! answer is a quote.
 //!
 //!     cargo bench -p mint --bench quote_link
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ehash::coinbase::testing::{coinbase, mine_header};
 use ehash::wire::MessageSet;
+use mint::chain::{HeaderOnTip, Tip, TipHistory};
 use mint_quote_sv2::{CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned};
 use support::*;
 use tokio::sync::mpsc;
@@ -118,11 +121,31 @@ fn check_cost() {
         )
         .unwrap();
     });
+    // The chain view of a mint that has seen many blocks, the share on the
+    // oldest fresh tip of the default six; and the audit entry it stores.
+    let tips = (0..70u8).map(|i| Tip {
+        prev_hash: [i; 32],
+        nbits: 0x1703_4219,
+        time: 1_800_000_000,
+    });
+    let history = TipHistory::new(6, tips);
+    let on_tip = HeaderOnTip {
+        prev_hash: [5; 32],
+        nbits: 0x1703_4219,
+        ntime: 1_800_000_000,
+    };
+    let chain = per_check(&|| history.check(&on_tip, 1_800_000_000).unwrap());
+    let checked = mint::quote::check_request(&request, unit_bits, &pool_script()).unwrap();
+    let audit_entry = per_check(&|| {
+        serde_json::to_vec(&checked.audit_entry(1_800_000_000)).unwrap();
+    });
     println!(
-        "checks of one request on one core: {:.1} µs in all ({:.0}/s), of which the coinbase proof {:.1} µs",
+        "checks of one request on one core: {:.1} µs in all ({:.0}/s), of which the coinbase proof {:.1} µs; then the chain view {:.2} µs and the audit entry {:.1} µs",
         all.as_secs_f64() * 1e6,
         1.0 / all.as_secs_f64(),
         coinbase_proof.as_secs_f64() * 1e6,
+        chain.as_secs_f64() * 1e6,
+        audit_entry.as_secs_f64() * 1e6,
     );
 }
 

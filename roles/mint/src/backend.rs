@@ -232,6 +232,9 @@ mod tests {
             share_hash: [7; 32],
             amount,
             locking_key: ehash::LockingKey::from_bytes(&pubkey.to_bytes()).unwrap(),
+            header: [0; 80],
+            target: stratum_core::bitcoin::pow::Target::MAX,
+            proof: Default::default(),
         };
         (share, pubkey)
     }

@@ -56,6 +56,11 @@ pub struct MintConfig {
     /// Most quotes one NUT-29 batch mint may carry.
     #[serde(default = "default::u64::<1000>")]
     pub max_batch_size: u64,
+    /// The template provider the mint follows the chain with (`[chain]`).
+    /// Without it the mint cannot tell fresh work from old: allowed on the
+    /// devnet only.
+    #[serde(default)]
+    pub chain: Option<ChainSettings>,
     /// Name and description in the mint info (NUT-06).
     #[serde(default = "default_name")]
     pub name: String,
@@ -83,6 +88,30 @@ impl AllowedPool {
     pub fn reward_script(&self) -> ScriptBuf {
         ScriptBuf::from_bytes(hex::decode(&self.reward_script).expect("validated"))
     }
+}
+
+/// Largest `chain.max_tip_age`: a week of mainnet blocks.
+pub const MAX_TIP_AGE: u64 = 1008;
+
+/// The mint's own chain view: a share is quoted only if it builds on one
+/// of the newest `max_tip_age` tips this template provider announced.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainSettings {
+    /// A template provider of the pool's network (devnet-tp, sv2-tp or
+    /// Bitcoin Core with SV2), as host:port.
+    pub tp_address: String,
+    /// Its Noise authority key (base58).
+    pub tp_authority_public_key: Secp256k1PublicKey,
+    /// How many of the newest tips shares may build on: 1 is the current
+    /// tip only. A share on an older tip gets `stale-prev-hash`; the pool
+    /// must deliver its requests within that many blocks.
+    #[serde(default = "default::u64::<6>")]
+    pub max_tip_age: u64,
+    /// How long a share on a tip the mint has not seen yet waits for the
+    /// mint's template provider to announce it.
+    #[serde(default = "default::u64::<10>")]
+    pub unseen_tip_wait_secs: u64,
 }
 
 fn default_name() -> String {
@@ -165,6 +194,29 @@ impl Validate for MintConfig {
         }
         if self.database.trim().is_empty() {
             return Err(ConfigError::new("database", "is empty"));
+        }
+        match &self.chain {
+            None if self.network != Network::Devnet => {
+                return Err(ConfigError::new(
+                    "chain",
+                    "is required off the devnet: without a template provider the mint would quote work on any old block",
+                ))
+            }
+            None => {}
+            Some(chain) => {
+                if !chain.tp_address.contains(':') {
+                    return Err(ConfigError::new(
+                        "chain.tp_address",
+                        format!("`{}` is not host:port", chain.tp_address),
+                    ));
+                }
+                if !(1..=MAX_TIP_AGE).contains(&chain.max_tip_age) {
+                    return Err(ConfigError::new(
+                        "chain.max_tip_age",
+                        format!("must be 1 (the current tip only) to {MAX_TIP_AGE}"),
+                    ));
+                }
+            }
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -2,24 +2,33 @@
 //! method `ehash`, whose quotes only the authenticated pool can create.
 //!
 //! - `quote`: what a share must prove before it is quoted (no IO)
+//! - `chain`: the mint's chain view, which shares must be fresh in (no IO)
 //! - `link`: the pool link session state machine (no IO)
 //! - `backend`: the cdk payment backend that refuses unrequested quotes
 //! - `service`: quote creation, idempotency and stats against cdk
+//! - `kv_log`: append-only lists in the mint's KV store
 //! - `key_index`: the locking key -> quote ids index
+//! - `audit`: the public issuance audit (HTTP)
 //! - `lookup`: the signed quote lookup by locking key (HTTP)
+//! - `template_provider`: follows the chain tips into the chain view
 //! - `io`: the Noise listener of the pool link and the HTTP API
 
+pub mod audit;
 pub mod backend;
+pub mod chain;
 pub mod config;
 mod io;
 mod key_index;
+mod kv_log;
 pub mod link;
 pub mod lookup;
 pub mod quote;
 pub mod service;
+mod template_provider;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
@@ -28,11 +37,13 @@ use cdk_sqlite::MintSqliteDatabase;
 use roles_common::{private, CancellationToken};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
-pub use config::{AllowedPool, MintConfig};
+pub use config::{AllowedPool, ChainSettings, MintConfig};
 
+use crate::audit::Audit;
 use crate::backend::EhashBackend;
+use crate::chain::{Chain, TipHistory};
 use crate::io::LinkContext;
 use crate::lookup::QuoteLookup;
 use crate::service::QuoteService;
@@ -117,16 +128,41 @@ pub async fn start(
     if backfilled > 0 {
         info!("indexed {backfilled} earlier quotes by locking key");
     }
+    let chain = match &config.chain {
+        Some(settings) => Some(Arc::new(chain_view(&config, settings, &mint).await?)),
+        None => {
+            warn!(
+                "no [chain]: the mint follows no chain and quotes work on any block (devnet only)"
+            );
+            None
+        }
+    };
+    let service = Arc::new(QuoteService::new(
+        mint.clone(),
+        backend,
+        config.unit_bits(),
+        chain.clone(),
+    ));
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
+    let audit = Arc::new(Audit::new(
+        mint.clone(),
+        service.clone(),
+        config
+            .pools
+            .iter()
+            .map(|p| p.reward_script.clone())
+            .collect(),
+    ));
     let router = cdk_axum::create_mint_router(
         mint.clone(),
         vec![ehash::constants::PAYMENT_METHOD.to_string()],
     )
     .await
     .map_err(|e| MintError::Http(e.to_string()))?
-    .merge(lookup::router(lookup));
+    .merge(lookup::router(lookup))
+    .merge(audit::router(audit));
     let ctx = Arc::new(LinkContext {
-        service: Arc::new(QuoteService::new(mint.clone(), backend, config.unit_bits())),
+        service,
         authority_public_key: config.authority_public_key,
         authority_secret_key: config.authority_secret_key,
         cert_validity_secs: config.cert_validity_secs,
@@ -140,6 +176,14 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
     tasks.spawn(io::serve_link(link_listener, ctx, shutdown.clone()));
+    if let (Some(settings), Some(chain)) = (&config.chain, chain) {
+        tasks.spawn(template_provider::follow(
+            settings.clone(),
+            chain,
+            mint.localstore(),
+            shutdown.clone(),
+        ));
+    }
     info!(
         "mint serving: Cashu HTTP API on http://{http_addr} (advertised as {}), pool link on {link_addr}, unit {} ({} ehash = 2^{} expected hashes each), keyset {keyset}, database {}",
         config.public_url(),
@@ -154,6 +198,25 @@ pub async fn start(
         mint,
         tasks,
     })
+}
+
+/// The chain view, with the tips a previous run stored.
+async fn chain_view(
+    config: &MintConfig,
+    settings: &ChainSettings,
+    mint: &Mint,
+) -> Result<Chain, MintError> {
+    let tips = template_provider::load_tips(&mint.localstore())
+        .await
+        .map_err(|source| MintError::Database {
+            path: config.database.clone(),
+            source,
+        })?;
+    let max_tip_age = usize::try_from(settings.max_tip_age).unwrap_or(usize::MAX);
+    Ok(Chain::new(
+        TipHistory::new(max_tip_age, tips),
+        Duration::from_secs(settings.unseen_tip_wait_secs),
+    ))
 }
 
 /// Runs the mint until `shutdown` is cancelled.

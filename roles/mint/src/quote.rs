@@ -4,17 +4,36 @@
 //! what that work is worth. So a compromised pool host can neither print
 //! ehash from headers mined elsewhere nor hand one miner's work to another.
 
+use ehash::audit::AuditEntry;
 use ehash::{CoinbaseError, LockingKey, UnitBits};
-use mint_quote_sv2::{error_code, MintQuoteRequestOwned};
+use mint_quote_sv2::{error_code, CoinbaseProof, MintQuoteRequestOwned};
 use stratum_core::bitcoin::pow::Target;
 use stratum_core::bitcoin::Script;
 
-/// A share that passed every check.
+/// A share that passed every check, with the proof it was checked on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedShare {
     pub share_hash: [u8; 32],
     pub amount: u64,
     pub locking_key: LockingKey,
+    pub header: [u8; 80],
+    pub target: Target,
+    pub proof: CoinbaseProof,
+}
+
+impl CheckedShare {
+    /// The share's entry in the public issuance audit.
+    pub fn audit_entry(&self, issued_at: u64) -> AuditEntry {
+        AuditEntry::new(
+            &self.header,
+            &self.proof.coinbase,
+            &self.proof.merkle_path,
+            self.target,
+            self.amount,
+            &self.locking_key,
+            issued_at,
+        )
+    }
 }
 
 /// Why no quote: the `MintQuoteError` code and message.
@@ -106,6 +125,9 @@ pub fn check_request(
         share_hash: hash,
         amount: expected,
         locking_key,
+        header,
+        target,
+        proof,
     })
 }
 
@@ -214,6 +236,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(code(&bare, 32), "invalid-coinbase");
+    }
+
+    /// Mainnet block 840,000 (the fourth halving), field by field.
+    fn block_840000() -> [u8; 80] {
+        let mut header = Vec::with_capacity(80);
+        header.extend_from_slice(&0x2a5f_e000u32.to_le_bytes());
+        let mut prev =
+            hex::decode("0000000000000000000172014ba58d66455762add0512355ad651207918494ab")
+                .unwrap();
+        prev.reverse();
+        header.extend_from_slice(&prev);
+        let mut root =
+            hex::decode("031b417c3a1828ddf3d6527fc210daafcc9218e81f98257f88d4d43bd7a5894f")
+                .unwrap();
+        root.reverse();
+        header.extend_from_slice(&root);
+        header.extend_from_slice(&1_713_571_767u32.to_le_bytes());
+        header.extend_from_slice(&0x1703_4219u32.to_le_bytes());
+        header.extend_from_slice(&0xea63_987du32.to_le_bytes());
+        header.try_into().unwrap()
+    }
+
+    #[test]
+    fn mainnet_block_840000_is_real_work_and_buys_nothing() {
+        let header = block_840000();
+        assert_eq!(
+            ehash::share::hex_be(&ehash::share::header_hash(&header)),
+            "0000000000000000000320283a032748cef8227873ff4872689bf23f1cda83a5"
+        );
+        let target = Target::from_compact(stratum_core::bitcoin::CompactTarget::from_consensus(
+            0x1703_4219,
+        ));
+        let amount = ehash::ehash_amount(target, bits(20));
+        assert!(amount > 1 << 50, "worth {amount} ehash at unit_bits 20");
+        let claim = |proof: &CoinbaseProof| {
+            MintQuoteRequestOwned::new(&header, target.to_le_bytes(), amount, key(KEY), proof)
+                .unwrap()
+        };
+        // Without its coinbase; with one of ours that this header never hashed.
+        assert_eq!(
+            code(&claim(&CoinbaseProof::default()), 20),
+            "invalid-coinbase"
+        );
+        let ours = CoinbaseProof {
+            coinbase: coinbase(&pool_script(), &key(KEY), b"840000"),
+            merkle_path: vec![[1; 32]; 12],
+        };
+        assert_eq!(code(&claim(&ours), 20), "merkle-root-mismatch");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use cdk_common::mint_quote::MintQuoteRequest;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
 use cdk_common::{Amount, MintQuoteState, QuoteId};
 use ehash::wire::{str0255, str0255_truncated};
-use ehash::{LockingKey, UnitBits};
+use ehash::UnitBits;
 use mint_quote_sv2::{
     error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
     MintQuoteResponseOwned, MintStatsResponse,
@@ -18,8 +18,9 @@ use stratum_core::bitcoin::Script;
 use tokio::sync::Mutex;
 
 use crate::backend::EhashBackend;
-use crate::key_index;
+use crate::chain::{Chain, HeaderOnTip};
 use crate::quote::{check_request, CheckedShare, Rejection};
+use crate::{audit, key_index};
 
 /// KV namespace of the mint's own indexes (share hash -> quote id here,
 /// locking key -> quote ids in `key_index`), in the mint's database.
@@ -32,6 +33,8 @@ pub struct QuoteService {
     unit: CurrencyUnit,
     method: PaymentMethod,
     unit_bits: UnitBits,
+    /// The mint's chain view; `None` on a devnet mint without `[chain]`.
+    chain: Option<Arc<Chain>>,
     /// Quotes are written one at a time. SQLite has one writer anyway, and
     /// cdk-sqlite waits for the write lock (up to 10 s) blocking the thread
     /// it runs on: several quotes waiting at once could block every worker
@@ -42,13 +45,19 @@ pub struct QuoteService {
 }
 
 impl QuoteService {
-    pub fn new(mint: Arc<Mint>, backend: Arc<EhashBackend>, unit_bits: UnitBits) -> Self {
+    pub fn new(
+        mint: Arc<Mint>,
+        backend: Arc<EhashBackend>,
+        unit_bits: UnitBits,
+        chain: Option<Arc<Chain>>,
+    ) -> Self {
         Self {
             mint,
             backend,
             unit: CurrencyUnit::custom(ehash::constants::UNIT),
             method: PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string()),
             unit_bits,
+            chain,
             writes: Mutex::new(()),
         }
     }
@@ -67,7 +76,7 @@ impl QuoteService {
     ) -> MintQuoteMessage {
         let share_hash = request.share_hash.clone();
         let result = match check_request(&request, self.unit_bits, pool_script) {
-            Ok(share) => self.quote_share(&share).await,
+            Ok(share) => self.quote_fresh_share(&share).await,
             Err(rejection) => Err(rejection),
         };
         match result {
@@ -92,6 +101,30 @@ impl QuoteService {
         }
     }
 
+    /// Quotes a checked share if it builds on a fresh chain tip. A share
+    /// quoted before (a replay) gets its quote whatever the chain did since.
+    async fn quote_fresh_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
+        if let Some(chain) = &self.chain {
+            let on_tip = HeaderOnTip::from_header(&share.header);
+            if let Err(rejection) = chain.check(&on_tip, unix_now()).await {
+                let share_hex = hex::encode(share.share_hash);
+                if self.indexed_quote(&share_hex).await?.is_none() {
+                    return Err(rejection);
+                }
+            }
+        }
+        self.quote_share(share).await
+    }
+
+    /// Runs `work` while no quote is being written.
+    pub async fn while_no_quote_is_written<T>(
+        &self,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let _one_writer = self.writes.lock().await;
+        work.await
+    }
+
     /// Creates (once) and pays the quote of a checked share; returns its quote
     /// id and the active keyset id.
     ///
@@ -112,8 +145,7 @@ impl QuoteService {
             }
             None => {
                 let quote_id = self.create_quote(share).await?;
-                self.index_quote(&share_hex, &share.locking_key, &quote_id)
-                    .await?;
+                self.index_quote(&share_hex, share, &quote_id).await?;
                 quote_id
             }
         };
@@ -138,12 +170,13 @@ impl QuoteService {
             .transpose()
     }
 
-    /// Indexes a new quote by share hash and by locking key, in one
-    /// transaction: a quote that can be paid is always listed for its key.
+    /// Indexes a new quote by share hash and by locking key and appends
+    /// its audit entry, in one transaction: a quote that can be paid is
+    /// always listed for its key and in the audit.
     async fn index_quote(
         &self,
         share_hex: &str,
-        key: &LockingKey,
+        share: &CheckedShare,
         quote_id: &QuoteId,
     ) -> Result<(), Rejection> {
         let db = self.mint.localstore();
@@ -156,7 +189,10 @@ impl QuoteService {
         )
         .await
         .map_err(mint_error)?;
-        key_index::append(&mut tx, key, quote_id)
+        key_index::append(&mut tx, &share.locking_key, quote_id)
+            .await
+            .map_err(mint_error)?;
+        audit::append(&mut tx, &share.audit_entry(unix_now().into()))
             .await
             .map_err(mint_error)?;
         tx.commit().await.map_err(mint_error)
@@ -244,6 +280,14 @@ impl QuoteService {
         }
         Ok(stats)
     }
+}
+
+fn unix_now() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 fn mint_error(e: impl std::fmt::Display) -> Rejection {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use cdk::amount::SplitTarget;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::{Wallet, WalletBuilder};
-use ehash::coinbase::testing::{coinbase, mine_header};
+use ehash::coinbase::testing::{coinbase, mine_header, mine_header_on};
 use ehash::wire::MessageSet;
 use ehash::LockingKey;
 use mint::{MintConfig, RunningMint};
@@ -49,6 +49,8 @@ pub fn config(database: &str) -> MintConfig {
         link_listen: any,
         database: database.to_string(),
         unit_bits: 0,
+        // The test shares are mined on made-up tips.
+        chain: None,
         ..shipped_config()
     }
 }
@@ -252,12 +254,37 @@ pub fn pool_script() -> ScriptBuf {
 /// A share worth exactly 2^zero_bits expected hashes (and ehash at unit_bits
 /// 0), mined on a coinbase that pays the pool and commits to `key`.
 pub fn share(zero_bits: u32, key: LockingKey) -> MintQuoteRequestOwned {
-    let proof = CoinbaseProof {
-        coinbase: coinbase(&pool_script(), &key, &rand::random::<[u8; 16]>()),
-        merkle_path: vec![rand::random(), rand::random()],
-    };
+    let proof = proof_for(key);
     let (header, target) = mine_header(&proof.coinbase, &proof.merkle_path, zero_bits);
     MintQuoteRequestOwned::new(&header, target, 1u64 << zero_bits, key, &proof).unwrap()
+}
+
+/// [`share`] on a chain tip: its prev hash, nbits and an ntime.
+pub fn share_on(
+    prev_hash: [u8; 32],
+    nbits: u32,
+    ntime: u32,
+    zero_bits: u32,
+    key: LockingKey,
+) -> MintQuoteRequestOwned {
+    let proof = proof_for(key);
+    let (header, target) = mine_header_on(
+        prev_hash,
+        nbits,
+        ntime,
+        &proof.coinbase,
+        &proof.merkle_path,
+        zero_bits,
+    );
+    MintQuoteRequestOwned::new(&header, target, 1u64 << zero_bits, key, &proof).unwrap()
+}
+
+/// A fresh coinbase paying the pool and committing to `key`, with a path.
+fn proof_for(key: LockingKey) -> CoinbaseProof {
+    CoinbaseProof {
+        coinbase: coinbase(&pool_script(), &key, &rand::random::<[u8; 16]>()),
+        merkle_path: vec![rand::random(), rand::random()],
+    }
 }
 
 /// `request` with another header or locking key: its target, amount and

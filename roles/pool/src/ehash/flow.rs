@@ -334,20 +334,14 @@ impl QuoteFlow {
         actions
     }
 
-    /// The mint refused the share's quote: for now (annotate: asked again
-    /// later) or for good (a failure notification, deferred: the share's error).
+    /// The mint refused the share's quote: for now (asked again after the
+    /// timeout; deferred, the share's error now) or for good (a failure
+    /// notification; deferred, the share's error).
     fn on_quote_error(&mut self, error: MintQuoteErrorOwned, dir: &impl Directory) -> Vec<Action> {
         let hash = error.share_hash.to_array();
         let code = error.error_code.as_utf8_or_hex();
-        if code == error_code::MINT_ERROR && self.config.mode == ShareResponseMode::Annotate {
-            // The mint failed on its side: the share stays owed and is
-            // asked for again after the timeout.
-            tracing::warn!(
-                "mint could not quote share {} yet: {}",
-                hex(&hash),
-                error.error_message.as_utf8_or_hex()
-            );
-            return vec![];
+        if error_code::is_transient(&code) {
+            return self.on_transient_error(hash, &code, &error, dir);
         }
         let Some(share) = self.pending.resolve(&hash) else {
             return vec![];
@@ -377,6 +371,37 @@ impl QuoteFlow {
         });
         actions.extend(self.route(&share, failure, dir, Instant::now()));
         actions
+    }
+
+    /// The mint could not decide yet: the share stays owed and is asked for
+    /// again after the timeout, as if the mint had not answered.
+    fn on_transient_error(
+        &mut self,
+        hash: [u8; 32],
+        code: &str,
+        error: &MintQuoteErrorOwned,
+        dir: &impl Directory,
+    ) -> Vec<Action> {
+        tracing::warn!(
+            "mint could not quote share {} yet: {code}: {}",
+            hex(&hash),
+            error.error_message.as_utf8_or_hex()
+        );
+        let Some(share) = self.pending.get(&hash) else {
+            return vec![];
+        };
+        if self.config.mode == ShareResponseMode::Annotate || !self.given_up.insert(hash) {
+            return vec![];
+        }
+        live_owner(share, dir)
+            .map(|(conn, _)| Action::ShareError {
+                conn,
+                channel_id: share.channel_id,
+                sequence_number: share.sequence_number,
+                code: MINT_QUOTE_FAILED,
+            })
+            .into_iter()
+            .collect()
     }
 
     /// Shares whose mint answer is overdue. Defer: the share's error now (a

@@ -8,7 +8,6 @@ use ehash_ext_sv2::MessageSet;
 use roles_common::sv2::{self, message_name, Incoming, Sv2Connection};
 use stats_sv2::link;
 use stratum_apps::key_utils::Secp256k1PublicKey;
-use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::{
     CoinbaseOutputConstraintsOwned, SubmitSolutionOwned,
@@ -62,22 +61,26 @@ async fn tp_session(
     solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let mut conn = sv2::connect(
+    let (size, sigops) = shared.core().coinbase_output_constraints();
+    let constraints = CoinbaseOutputConstraintsOwned {
+        coinbase_output_max_additional_size: size,
+        coinbase_output_max_additional_sigops: sigops,
+    };
+    let mut conn = sv2::connect_template_provider(
         &link.address,
         link.authority_public_key,
-        "template provider",
-        256,
+        "tp_authority_public_key",
+        "pool",
+        constraints,
     )
-    .await
-    .map_err(|e| e.explain("tp_authority_public_key"))?;
+    .await?;
     let result = tp_serve(link, shared, &mut conn, solutions, shutdown).await;
     drop(conn.reader);
     let _ = conn.writer.shutdown().await;
     result
 }
 
-/// Sets the connection up, then relays templates to the core and solutions
-/// to the template provider.
+/// Relays templates to the core and solutions to the template provider.
 async fn tp_serve(
     link: &TpLink,
     shared: &Arc<Shared>,
@@ -85,24 +88,6 @@ async fn tp_serve(
     solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let setup = sv2::setup_connection(
-        Protocol::TemplateDistributionProtocol,
-        0,
-        conn.peer,
-        env!("CARGO_PKG_VERSION"),
-        "pool",
-    );
-    conn.setup(setup).await?;
-    let (size, sigops) = shared.core().coinbase_output_constraints();
-    let constraints = CoinbaseOutputConstraintsOwned {
-        coinbase_output_max_additional_size: size,
-        coinbase_output_max_additional_sigops: sigops,
-    };
-    conn.send(AnyMessageOwned::TemplateDistribution(
-        TemplateDistributionOwned::CoinbaseOutputConstraints(constraints),
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
     info!(address = %link.address, "connected to the template provider");
     shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
     let _ = shared.events.send(PoolEvent::TemplateProviderConnected);

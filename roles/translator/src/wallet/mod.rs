@@ -114,7 +114,7 @@ fn within_output_limit(quotes: &[(String, u64)]) -> usize {
 /// Each quote's amount in the fewest proofs (its binary decomposition).
 /// Not cdk's default split, which reads every unspent proof of the wallet
 /// for each quote of a batch, so minting slowed as the wallet grew.
-fn fewest_proofs() -> SplitTarget {
+pub fn fewest_proofs() -> SplitTarget {
     SplitTarget::Value(Amount::from(u64::MAX))
 }
 

@@ -266,14 +266,13 @@ fn the_mint_coming_back_gets_every_owed_request_again() {
 }
 
 #[test]
-fn annotate_retries_overdue_and_mint_error_requests_and_says_when_full() {
+fn annotate_retries_overdue_and_transient_errors_and_says_when_full() {
     let now = Instant::now();
     let s = share(None, 1, 1, 1, key(1));
     let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
-    assert_eq!(
-        f.on_mint_answer(refused(&s, "mint-error"), &Dir::new()),
-        vec![]
-    );
+    for code in ["mint-error", "chain-unavailable"] {
+        assert_eq!(f.on_mint_answer(refused(&s, code), &Dir::new()), vec![]);
+    }
     assert_eq!(f.pending(), 1);
     assert_eq!(
         f.on_tick(now + TIMEOUT, &Dir::new()),
@@ -288,6 +287,32 @@ fn annotate_retries_overdue_and_mint_error_requests_and_says_when_full() {
         f.on_share(share(None, 1, 9, 9, key(1)), now),
         Err(TrackError::Full)
     );
+}
+
+#[test]
+fn defer_fails_a_share_the_mint_cannot_quote_yet_and_keeps_asking_for_it() {
+    let now = Instant::now();
+    let dir: Dir = HashMap::from([(7, (1, false, None))]);
+    let s = share(Some(1), 7, 10, 1, key(1));
+    let mut f = asking(ShareResponseMode::Defer, &[&s], now);
+    for code in ["chain-unavailable", "mint-error"] {
+        let actions = f.on_mint_answer(refused(&s, code), &dir);
+        let errors = actions
+            .iter()
+            .filter(|a| matches!(a, Action::ShareError { .. }))
+            .count();
+        // The miner hears once; the share stays owed.
+        assert_eq!(errors, usize::from(code == "chain-unavailable"), "{code}");
+        assert_eq!(f.pending(), 1);
+    }
+    assert_eq!(
+        f.on_tick(now + TIMEOUT, &dir),
+        vec![Action::SendToMint(s.request.clone())]
+    );
+    // Its quote still reaches the miner as a notification, not a success.
+    f.on_mint_answer(quoted(&s), &dir);
+    assert_eq!(f.pending(), 0);
+    assert!(f.flush_successes().is_empty());
 }
 
 #[test]
@@ -351,7 +376,7 @@ fn defer_times_out_fails_and_refuses_when_full() {
 
     let t = share(Some(1), 7, 11, 2, key(1));
     f.on_share(t.clone(), now).unwrap();
-    let actions = f.on_mint_answer(refused(&t, "mint-error"), &dir);
+    let actions = f.on_mint_answer(refused(&t, "amount-mismatch"), &dir);
     assert!(actions.contains(&Action::ShareError {
         conn: 1,
         channel_id: 7,

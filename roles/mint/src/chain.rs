@@ -1,0 +1,293 @@
+//! The mint's own view of the chain: a share is quoted only if its header
+//! builds on one of the last `max_tip_age` chain tips the mint's template
+//! provider announced, with that tip's nbits and an ntime in range. So work
+//! done long ago (any public block header) buys nothing.
+//!
+//! ```text
+//!   prev hash of the header
+//!        |
+//!        +-- one of the newest max_tip_age tips --> nbits and ntime checked
+//!        +-- an older tip still remembered ------> stale-prev-hash
+//!        +-- never seen -------------------------> wait for the chain view
+//!                                                  (a share can beat the
+//!                                                  mint's own template
+//!                                                  provider to a new block)
+//!              seen in time ----> checked as above
+//!              not seen, provider up ------------> unknown-prev-hash
+//!              not seen, provider down ----------> chain-unavailable
+//!                                                  (the pool asks again)
+//! ```
+//!
+//! [`TipHistory`] decides without IO; [`Chain`] shares it between the
+//! template provider link, which records tips, and the quote requests,
+//! which wait on it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use mint_quote_sv2::error_code;
+use tokio::sync::watch;
+
+use crate::quote::Rejection;
+
+/// How far an ntime may be from its tip's time (and after the mint's
+/// clock): the two hours of Bitcoin's future-block rule, either side.
+pub const NTIME_SLACK_SECS: u32 = 2 * 60 * 60;
+/// Tips remembered beyond `max_tip_age`, to tell stale work from unknown.
+const REMEMBERED_BEYOND: usize = 64;
+/// Serialized size of one tip: prev hash, nbits, time.
+const TIP_LEN: usize = 40;
+
+/// A chain tip as the template provider announced it (`SetNewPrevHash`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    /// The hash new blocks build on, in header byte order.
+    pub prev_hash: [u8; 32],
+    pub nbits: u32,
+    /// The provider's `header_timestamp` for blocks on this tip.
+    pub time: u32,
+}
+
+/// The fields of a share's header the chain check reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderOnTip {
+    pub prev_hash: [u8; 32],
+    pub nbits: u32,
+    pub ntime: u32,
+}
+
+impl HeaderOnTip {
+    pub fn from_header(header: &[u8; 80]) -> Self {
+        let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4"));
+        Self {
+            prev_hash: header[4..36].try_into().expect("32 bytes"),
+            ntime: u32_at(68),
+            nbits: u32_at(72),
+        }
+    }
+}
+
+/// Why a header is not on a fresh tip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TipProblem {
+    /// No tip the history holds: maybe one not announced yet.
+    Unseen,
+    Refused(Rejection),
+}
+
+impl TipProblem {
+    /// What a share on a tip still unseen after the wait gets is decided by
+    /// [`Chain::check`]; this is only reached once the tip was seen.
+    fn into_rejection(self) -> Rejection {
+        match self {
+            TipProblem::Refused(r) => r,
+            TipProblem::Unseen => Rejection::new(
+                error_code::UNKNOWN_PREV_HASH,
+                "the share's prev hash is no known chain tip",
+            ),
+        }
+    }
+}
+
+/// The newest tips, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TipHistory {
+    tips: VecDeque<Tip>,
+    max_tip_age: usize,
+}
+
+impl TipHistory {
+    /// `max_tip_age` >= 1: how many of the newest tips shares may build on.
+    pub fn new(max_tip_age: usize, tips: impl IntoIterator<Item = Tip>) -> Self {
+        let mut history = Self {
+            tips: tips.into_iter().collect(),
+            max_tip_age: max_tip_age.max(1),
+        };
+        history.tips.truncate(history.remembered());
+        history
+    }
+
+    fn remembered(&self) -> usize {
+        self.max_tip_age.saturating_add(REMEMBERED_BEYOND)
+    }
+
+    /// Records a tip; false if it is the newest already (a reconnect).
+    pub fn record(&mut self, tip: Tip) -> bool {
+        if self.tips.front() == Some(&tip) {
+            return false;
+        }
+        // The same prev hash again (a provider restart): it moves to the front.
+        self.tips.retain(|t| t.prev_hash != tip.prev_hash);
+        self.tips.push_front(tip);
+        self.tips.truncate(self.remembered());
+        true
+    }
+
+    pub fn newest(&self) -> Option<&Tip> {
+        self.tips.front()
+    }
+
+    pub fn tips(&self) -> impl Iterator<Item = &Tip> {
+        self.tips.iter()
+    }
+
+    /// Whether `header` builds on a fresh tip, with its nbits, at an ntime
+    /// within [`NTIME_SLACK_SECS`] of the tip's time and not past `now`
+    /// (unix seconds) by more.
+    pub fn check(&self, header: &HeaderOnTip, now: u32) -> Result<(), TipProblem> {
+        let refuse = |code, message| Err(TipProblem::Refused(Rejection::new(code, message)));
+        let Some(age) = self
+            .tips
+            .iter()
+            .position(|t| t.prev_hash == header.prev_hash)
+        else {
+            return Err(TipProblem::Unseen);
+        };
+        if age >= self.max_tip_age {
+            return refuse(
+                error_code::STALE_PREV_HASH,
+                format!(
+                    "the share builds on the tip {age} blocks back; shares on the newest {} tips are quoted",
+                    self.max_tip_age
+                ),
+            );
+        }
+        let tip = &self.tips[age];
+        if header.nbits != tip.nbits {
+            return refuse(
+                error_code::NBITS_MISMATCH,
+                format!(
+                    "nbits {:#010x}, the tip's are {:#010x}",
+                    header.nbits, tip.nbits
+                ),
+            );
+        }
+        let earliest = tip.time.saturating_sub(NTIME_SLACK_SECS);
+        let latest = now.saturating_add(NTIME_SLACK_SECS);
+        if header.ntime < earliest || header.ntime > latest {
+            return refuse(
+                error_code::NTIME_OUT_OF_RANGE,
+                format!(
+                    "ntime {} is outside {earliest}..={latest} (the tip's time {} and the mint's clock {now}, two hours either way)",
+                    header.ntime, tip.time
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The tips as stored: newest first, 40 bytes each.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.tips.len() * TIP_LEN);
+        for tip in &self.tips {
+            out.extend_from_slice(&tip.prev_hash);
+            out.extend_from_slice(&tip.nbits.to_le_bytes());
+            out.extend_from_slice(&tip.time.to_le_bytes());
+        }
+        out
+    }
+
+    /// The tips of [`Self::to_bytes`]; `None` if `bytes` are not such a list.
+    pub fn tips_from_bytes(bytes: &[u8]) -> Option<Vec<Tip>> {
+        if !bytes.len().is_multiple_of(TIP_LEN) {
+            return None;
+        }
+        let u32_at = |c: &[u8], at: usize| u32::from_le_bytes(c[at..at + 4].try_into().expect("4"));
+        Some(
+            bytes
+                .chunks_exact(TIP_LEN)
+                .map(|c| Tip {
+                    prev_hash: c[..32].try_into().expect("32 bytes"),
+                    nbits: u32_at(c, 32),
+                    time: u32_at(c, 36),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// The chain view as the template provider link keeps it.
+#[derive(Debug, Clone)]
+pub struct ChainState {
+    pub history: TipHistory,
+    /// The template provider link is up and has announced its tip.
+    pub live: bool,
+}
+
+/// The chain view shared by the template provider link and the quotes.
+pub struct Chain {
+    state: watch::Sender<ChainState>,
+    unseen_tip_wait: Duration,
+}
+
+impl Chain {
+    pub fn new(history: TipHistory, unseen_tip_wait: Duration) -> Self {
+        let state = ChainState {
+            history,
+            live: false,
+        };
+        Self {
+            state: watch::Sender::new(state),
+            unseen_tip_wait,
+        }
+    }
+
+    /// A tip from the template provider (which is live then); the history
+    /// if it changed, to store.
+    pub fn record(&self, tip: Tip) -> Option<TipHistory> {
+        let mut changed = None;
+        self.state.send_modify(|s| {
+            s.live = true;
+            if s.history.record(tip) {
+                changed = Some(s.history.clone());
+            }
+        });
+        changed
+    }
+
+    /// The template provider link went down.
+    pub fn lost(&self) {
+        self.state.send_modify(|s| s.live = false);
+    }
+
+    pub fn state(&self) -> ChainState {
+        self.state.borrow().clone()
+    }
+
+    /// Checks `header` against the chain view; a tip the view has not seen
+    /// is waited for, at most `unseen_tip_wait`.
+    pub async fn check(&self, header: &HeaderOnTip, now: u32) -> Result<(), Rejection> {
+        let unseen = |s: &ChainState| s.history.check(header, now) == Err(TipProblem::Unseen);
+        let first = self.state.borrow().history.check(header, now);
+        if first != Err(TipProblem::Unseen) {
+            return first.map_err(TipProblem::into_rejection);
+        }
+        let mut view = self.state.subscribe();
+        let waited =
+            tokio::time::timeout(self.unseen_tip_wait, view.wait_for(|s| !unseen(s))).await;
+        if let Ok(Ok(state)) = waited {
+            return state
+                .history
+                .check(header, now)
+                .map_err(TipProblem::into_rejection);
+        }
+        let prev_hash = ehash::share::hex_be(&header.prev_hash);
+        Err(if self.state.borrow().live {
+            Rejection::new(
+                error_code::UNKNOWN_PREV_HASH,
+                format!(
+                    "prev hash {prev_hash} is no tip the mint's template provider announced (waited {:?})",
+                    self.unseen_tip_wait
+                ),
+            )
+        } else {
+            Rejection::new(
+                error_code::CHAIN_UNAVAILABLE,
+                format!("the mint's template provider is down and prev hash {prev_hash} is not in its chain view yet"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

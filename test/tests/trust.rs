@@ -1,0 +1,333 @@
+//! The mint trusts work, not the pool, with the real roles on 127.0.0.1:
+//! it follows devnet-tp's chain and quotes only shares on its fresh tips,
+//! and it publishes an issuance audit that `hashpool audit` verifies.
+
+#[path = "../../roles/mint/tests/support/mod.rs"]
+mod mint_support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ehash::audit::{AuditPage, AuditSummary};
+use ehash::LockingKey;
+use ehash_ext_sv2::EhashMessage;
+use hashpool::audit::{audit, AuditSource, MintAudit};
+use hashpool_tests::*;
+use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
+use mint_support::{share_on, PoolClient, TestMint};
+use stratum_core::bitcoin::hashes::Hash;
+use stratum_core::template_distribution_sv2::SetNewPrevHashOwned;
+
+/// A mint with its database in `dir` following the devnet-tp at `tp`:
+/// shares on its 2 newest tips are quoted, an unseen tip is awaited 3 s.
+async fn mint_following(tp: SocketAddr, dir: &Path) -> TestMint {
+    let database = dir.join("mint.sqlite");
+    let config = mint::MintConfig {
+        chain: Some(mint::ChainSettings {
+            tp_address: tp.to_string(),
+            tp_authority_public_key: public_key(TP_PUBLIC_KEY),
+            max_tip_age: 2,
+            unseen_tip_wait_secs: 3,
+        }),
+        ..mint_support::config(database.to_str().unwrap())
+    };
+    TestMint::start(config).await
+}
+
+/// A share on the tip `prev` announces, worth 2^8 ehash.
+fn on_tip(prev: &SetNewPrevHashOwned, key: LockingKey) -> MintQuoteRequestOwned {
+    share_on(
+        prev.prev_hash.to_array(),
+        prev.n_bits,
+        prev.header_timestamp,
+        8,
+        key,
+    )
+}
+
+/// The mint's answer: Ok(quote id) or Err(error code).
+async fn ask(link: &mut PoolClient, request: MintQuoteRequestOwned) -> Result<String, String> {
+    answer(link.quote(request).await)
+}
+
+fn answer(message: MintQuoteMessage) -> Result<String, String> {
+    match message {
+        MintQuoteMessage::MintQuoteResponse(r) => Ok(r.quote_id.as_utf8_or_hex()),
+        MintQuoteMessage::MintQuoteError(e) => Err(e.error_code.as_utf8_or_hex()),
+        other => panic!("expected a quote answer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, tp_stop) = start_tp(&dir.path().join("tp"), NBITS_EASY).await;
+    let tp_addr = tp.local_addr();
+    let mint = mint_following(tp_addr, dir.path()).await;
+    let mut link = mint.pool().await;
+    let mut tdp = TdpClient::connect(tp_addr).await;
+    let (_, key) = miner_key();
+
+    let (template_a, a) = tdp.template().await;
+    let first = on_tip(&a, key);
+    let first_id = ask(&mut link, first.clone())
+        .await
+        .expect("quoted on tip A");
+
+    // A share on block B reaches the mint before devnet-tp announces B.
+    let (solution, b_hash) = solve(&template_a, &a);
+    let b = SetNewPrevHashOwned {
+        prev_hash: b_hash.to_byte_array().into(),
+        ..a.clone()
+    };
+    link.send(MintQuoteMessage::MintQuoteRequest(on_tip(&b, key)))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tdp.submit(solution).await;
+    let raced = answer(link.recv().await.expect("an answer"));
+    assert!(raced.is_ok(), "a share on a tip announced late: {raced:?}");
+
+    // Tip C: now A is two tips back.
+    let (template_b, announced_b) = tdp.template().await;
+    assert_eq!(announced_b.prev_hash.to_array(), b_hash.to_byte_array());
+    tdp.solve_and_submit(&template_b, &announced_b).await;
+    let (_, c) = tdp.template().await;
+    assert!(ask(&mut link, on_tip(&c, key)).await.is_ok());
+    assert!(ask(&mut link, on_tip(&announced_b, key)).await.is_ok());
+    assert_eq!(
+        ask(&mut link, on_tip(&a, key)).await,
+        Err("stale-prev-hash".into())
+    );
+    // Quoted before it went stale: a replay still gets its quote.
+    assert_eq!(ask(&mut link, first).await, Ok(first_id));
+
+    let made_up = SetNewPrevHashOwned {
+        prev_hash: [7u8; 32].into(),
+        ..c.clone()
+    };
+    assert_eq!(
+        ask(&mut link, on_tip(&made_up, key)).await,
+        Err("unknown-prev-hash".into())
+    );
+    let other_bits = SetNewPrevHashOwned {
+        n_bits: c.n_bits - 1,
+        ..c.clone()
+    };
+    assert_eq!(
+        ask(&mut link, on_tip(&other_bits, key)).await,
+        Err("nbits-mismatch".into())
+    );
+    let tomorrow = SetNewPrevHashOwned {
+        header_timestamp: c.header_timestamp + 24 * 3600,
+        ..c.clone()
+    };
+    assert_eq!(
+        ask(&mut link, on_tip(&tomorrow, key)).await,
+        Err("ntime-out-of-range".into())
+    );
+
+    // Without its template provider, a restarted mint still knows its
+    // tips, and asks for patience on tips it has not seen.
+    drop(tdp);
+    tp_stop.cancel();
+    tp.wait().await;
+    mint.stop().await;
+    let mint = mint_following(tp_addr, dir.path()).await;
+    let mut link = mint.pool().await;
+    assert!(ask(&mut link, on_tip(&c, key)).await.is_ok());
+    let unseen = SetNewPrevHashOwned {
+        prev_hash: [9u8; 32].into(),
+        ..c.clone()
+    };
+    assert_eq!(
+        ask(&mut link, on_tip(&unseen, key)).await,
+        Err("chain-unavailable".into())
+    );
+    mint.stop().await;
+}
+
+/// Mines until `n` shares are accepted (a share on a job the template
+/// provider's return retired may be refused); their hashes.
+async fn mine_accepted(client: &mut MiningClient, channel: u32, n: usize) -> Vec<[u8; 32]> {
+    let mut accepted = vec![];
+    while accepted.len() < n {
+        if let Ok(share) = client.mine_one(channel).await {
+            accepted.push(share.hash);
+        }
+    }
+    accepted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_template_provider_killed_and_restarted_under_load_loses_no_share() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    client.wait_for_work(channel).await;
+
+    let mut shares = mine_accepted(&mut client, channel, 10).await;
+    // Mining goes on while devnet-tp is down for 3 s and after it is back.
+    let (_, during) = tokio::join!(
+        stack.restart_tp_after(Duration::from_secs(3)),
+        mine_accepted(&mut client, channel, 60)
+    );
+    shares.extend(during);
+    shares.extend(mine_accepted(&mut client, channel, 10).await);
+
+    let notifications = client.notifications(shares.len()).await;
+    let mut notified: Vec<[u8; 32]> = notifications
+        .iter()
+        .map(|n| n.share_hash.to_array())
+        .collect();
+    notified.sort();
+    let mut expected = shares.clone();
+    expected.sort();
+    assert_eq!(notified, expected, "one notification per accepted share");
+    assert!(
+        !client
+            .seen
+            .iter()
+            .any(|m| matches!(m, Incoming::Ehash(EhashMessage::MintQuoteFailure(_)))),
+        "no share was refused"
+    );
+    let ids: Vec<String> = notifications
+        .iter()
+        .map(|n| n.quote_id.as_utf8_or_hex())
+        .collect();
+    let amount: u64 = notifications.iter().map(|n| n.amount).sum();
+    assert_eq!(
+        mint_quotes(&wallet(&stack.mint_url()), &ids, &secret).await,
+        Ok(amount)
+    );
+    stack.stop().await;
+}
+
+/// The first `n` notifications of distinct shares on `channel`, each
+/// acknowledged (one not acknowledged in time is sent again).
+async fn notified_once(
+    client: &mut MiningClient,
+    channel: u32,
+    n: usize,
+) -> Vec<ehash_ext_sv2::MintQuoteNotificationOwned> {
+    let mut unique = std::collections::HashMap::new();
+    while unique.len() < n {
+        let batch = client.notifications(1).await;
+        let hashes: Vec<[u8; 32]> = batch.iter().map(|q| q.share_hash.to_array()).collect();
+        client.ack(channel, &hashes).await;
+        for q in batch {
+            unique.entry(q.share_hash.to_array()).or_insert(q);
+        }
+    }
+    unique.into_values().collect()
+}
+
+/// The mint's audit with one byte of one entry's coinbase changed, as a
+/// mint that rewrote its history would serve it.
+struct Tampered {
+    real: MintAudit,
+    entry: u64,
+}
+
+impl AuditSource for Tampered {
+    async fn summary(&self) -> Result<AuditSummary, String> {
+        self.real.summary().await
+    }
+
+    async fn page(&self, start: u64, limit: u32) -> Result<AuditPage, String> {
+        let mut page = self.real.page(start, limit).await?;
+        if let Some(i) = self.entry.checked_sub(start) {
+            if let Some(entry) = page.entries.get_mut(i as usize) {
+                let at = entry.coinbase.len() - 2;
+                let byte = u8::from_str_radix(&entry.coinbase[at..], 16).unwrap() ^ 1;
+                entry.coinbase.replace_range(at.., &format!("{byte:02x}"));
+            }
+        }
+        Ok(page)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_verifies_every_issued_quote_and_names_a_tampered_one() {
+    const PER_KEY: usize = 1000;
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let mut minted = 0;
+    let mut notified = 0;
+    let mut clients = vec![];
+    // One miner on a standard channel, one on an extended channel.
+    for standard in [true, false] {
+        let (secret, key) = miner_key();
+        let mut client = stack.client(true).await;
+        let identity = format!("{key}.rig");
+        let channel = if standard {
+            client.open_standard(&identity, 1.0).await
+        } else {
+            client.open_extended(&identity, 1.0, 4).await
+        }
+        .expect("channel opens");
+        client.wait_for_work(channel).await;
+        clients.push((secret, key, client, channel));
+    }
+    for (secret, _, client, channel) in &mut clients {
+        mine_accepted(client, *channel, PER_KEY).await;
+        let notifications = notified_once(client, *channel, PER_KEY).await;
+        let ids: Vec<String> = notifications
+            .iter()
+            .map(|n| n.quote_id.as_utf8_or_hex())
+            .collect();
+        let amount: u64 = notifications.iter().map(|n| n.amount).sum();
+        notified += amount;
+        let wallet = wallet(&stack.mint_url());
+        // The stack's mint takes 100 quotes a batch.
+        for batch in ids.chunks(100) {
+            minted += mint_quotes(&wallet, batch, secret).await.unwrap();
+        }
+    }
+    assert_eq!(minted, notified);
+
+    let mut pages = 0;
+    let report = audit(&MintAudit::new(&stack.mint_url()), |_, _| pages += 1)
+        .await
+        .expect("the audit passes");
+    assert_eq!(pages, 2, "1000 entries a page");
+    assert_eq!(report.summary.entries, 2 * PER_KEY as u64);
+    assert_eq!(report.totals.quotes, 2 * PER_KEY as u64);
+    assert_eq!(
+        report.totals.ehash, minted,
+        "the audit's total is what the wallets minted"
+    );
+    for (_, key, _, _) in &clients {
+        assert_eq!(report.totals.per_key[&key.to_string()].0, PER_KEY as u64);
+    }
+    // The mint's own stats, as the pool hears them every second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = stack.pool().mint_stats();
+        if stats
+            .as_ref()
+            .is_some_and(|s| (s.quotes_issued, s.ehash_issued) == (2 * PER_KEY as u64, minted))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mint's stats {stats:?} never showed {} quotes and {minted} ehash issued",
+            2 * PER_KEY
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let tampered = Tampered {
+        real: MintAudit::new(&stack.mint_url()),
+        entry: 1234,
+    };
+    let failure = audit(&tampered, |_, _| {}).await.unwrap_err();
+    assert_eq!(failure.entry, Some(1234), "{failure}");
+    assert!(failure.to_string().starts_with("entry 1234: "), "{failure}");
+    stack.stop().await;
+}
