@@ -4,6 +4,7 @@
 //! so a quote that can be paid always has its entry.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -32,10 +33,15 @@ pub async fn append(tx: &mut DynMintTransaction, entry: &AuditEntry) -> Result<u
     LOG.append(tx, &json).await
 }
 
+/// A summary is computed at most this often: it counts every quote while
+/// holding the quote writer, and anyone may ask for it.
+const SUMMARY_FRESH: Duration = Duration::from_secs(5);
+
 pub struct Audit {
     mint: Arc<Mint>,
     service: Arc<QuoteService>,
     reward_scripts: Vec<String>,
+    summary: tokio::sync::Mutex<Option<(Instant, AuditSummary)>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,12 +58,26 @@ impl Audit {
             mint,
             service,
             reward_scripts,
+            summary: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// [`Self::fresh_summary`], at most [`SUMMARY_FRESH`] old.
+    pub async fn summary(&self) -> Result<AuditSummary, String> {
+        let mut cached = self.summary.lock().await;
+        if let Some((at, summary)) = cached.as_ref() {
+            if at.elapsed() < SUMMARY_FRESH {
+                return Ok(summary.clone());
+            }
+        }
+        let summary = self.fresh_summary().await?;
+        *cached = Some((Instant::now(), summary.clone()));
+        Ok(summary)
     }
 
     /// The number of entries and the mint's totals, taken while no quote
     /// is being written, so they describe the same quotes.
-    pub async fn summary(&self) -> Result<AuditSummary, String> {
+    async fn fresh_summary(&self) -> Result<AuditSummary, String> {
         let (entries, stats) = self
             .service
             .while_no_quote_is_written(async {

@@ -152,6 +152,29 @@ impl MintConfig {
 
 impl Validate for MintConfig {
     fn validate(&self) -> Result<(), ConfigError> {
+        match &self.chain {
+            None if self.network != Network::Devnet => {
+                return Err(ConfigError::new(
+                    "chain",
+                    "is required off the devnet: without a template provider the mint would quote work on any old block",
+                ))
+            }
+            None => {}
+            Some(chain) => {
+                if !chain.tp_address.contains(':') {
+                    return Err(ConfigError::new(
+                        "chain.tp_address",
+                        format!("`{}` is not host:port", chain.tp_address),
+                    ));
+                }
+                if !(1..=MAX_TIP_AGE).contains(&chain.max_tip_age) {
+                    return Err(ConfigError::new(
+                        "chain.max_tip_age",
+                        format!("must be 1 (the current tip only) to {MAX_TIP_AGE}"),
+                    ));
+                }
+            }
+        }
         UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
         refuse_devnet_key(
             self.network,
@@ -194,29 +217,6 @@ impl Validate for MintConfig {
         }
         if self.database.trim().is_empty() {
             return Err(ConfigError::new("database", "is empty"));
-        }
-        match &self.chain {
-            None if self.network != Network::Devnet => {
-                return Err(ConfigError::new(
-                    "chain",
-                    "is required off the devnet: without a template provider the mint would quote work on any old block",
-                ))
-            }
-            None => {}
-            Some(chain) => {
-                if !chain.tp_address.contains(':') {
-                    return Err(ConfigError::new(
-                        "chain.tp_address",
-                        format!("`{}` is not host:port", chain.tp_address),
-                    ));
-                }
-                if !(1..=MAX_TIP_AGE).contains(&chain.max_tip_age) {
-                    return Err(ConfigError::new(
-                        "chain.max_tip_age",
-                        format!("must be 1 (the current tip only) to {MAX_TIP_AGE}"),
-                    ));
-                }
-            }
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

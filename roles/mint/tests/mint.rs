@@ -424,3 +424,32 @@ fn a_bad_config_stops_the_mint_with_one_line_naming_the_field() {
         &["`link_listen`"],
     );
 }
+
+#[test]
+fn a_mint_off_the_devnet_needs_a_chain_view_with_a_sane_tip_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let mint = |replacements: &[(&str, &str)]| {
+        let path = shipped_config_with(dir.path(), "mint.toml", replacements);
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mint"));
+        command.arg("--config").arg(path);
+        command
+    };
+    refused_config(
+        &mut mint(&[("max_tip_age = 6", "max_tip_age = 0")]),
+        &["chain.max_tip_age"],
+    );
+    refused_config(
+        &mut mint(&[
+            ("network = \"devnet\"", "network = \"signet\""),
+            ("[chain]", ""),
+            ("tp_address = \"127.0.0.1:8442\"", ""),
+            (
+                "tp_authority_public_key = \"9bdyeVkC5fwmkbE4kjccrPTFc5A3KkbEefiVna1Y1QqtG1BThwg\"",
+                "",
+            ),
+            ("max_tip_age = 6", ""),
+            ("unseen_tip_wait_secs = 10", ""),
+        ]),
+        &["`chain`", "devnet"],
+    );
+}
