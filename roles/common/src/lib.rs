@@ -33,6 +33,14 @@ pub mod network;
 pub use network::Network;
 pub use tokio_util::sync::CancellationToken;
 
+/// Now as Unix seconds (0 on a clock before 1970).
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// Locks `mutex`, going on after a panic of another holder: one task that
 /// panics must not take every other task down with it.
 pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

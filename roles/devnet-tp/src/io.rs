@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ehash::wire::str0255_truncated;
 use roles_common::limits::ConnectionLimits;
@@ -63,10 +62,7 @@ pub(crate) struct Keys {
 }
 
 pub(crate) fn now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0)
+    roles_common::unix_secs() as u32
 }
 
 impl Shared {

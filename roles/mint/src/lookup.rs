@@ -8,7 +8,6 @@
 //! (`GET /v1/info`), which wallets learn from there.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -178,7 +177,10 @@ async fn handle(
             return (rejection.status(), Json(error.body())).into_response();
         }
     };
-    match lookup.lookup(&method, &body, unix_now()).await {
+    match lookup
+        .lookup(&method, &body, roles_common::unix_secs())
+        .await
+    {
         Ok(page) => {
             debug!(quotes = page.quotes.len(), "quote lookup served");
             Json(page).into_response()
@@ -214,11 +216,4 @@ pub fn status(e: &LookupError) -> StatusCode {
         LookupError::Replayed => StatusCode::CONFLICT,
         LookupError::Busy => StatusCode::TOO_MANY_REQUESTS,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -106,7 +106,8 @@ impl QuoteService {
     async fn quote_fresh_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
         if let Some(chain) = &self.chain {
             let on_tip = HeaderOnTip::from_header(&share.header);
-            if let Err(rejection) = chain.check(&on_tip, unix_now()).await {
+            let now = u32::try_from(roles_common::unix_secs()).unwrap_or(u32::MAX);
+            if let Err(rejection) = chain.check(&on_tip, now).await {
                 let share_hex = hex::encode(share.share_hash);
                 if self.indexed_quote(&share_hex).await?.is_none() {
                     return Err(rejection);
@@ -192,7 +193,7 @@ impl QuoteService {
         key_index::append(&mut tx, &share.locking_key, quote_id)
             .await
             .map_err(mint_error)?;
-        audit::append(&mut tx, &share.audit_entry(unix_now().into()))
+        audit::append(&mut tx, &share.audit_entry(roles_common::unix_secs()))
             .await
             .map_err(mint_error)?;
         tx.commit().await.map_err(mint_error)
@@ -280,14 +281,6 @@ impl QuoteService {
         }
         Ok(stats)
     }
-}
-
-fn unix_now() -> u32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
 fn mint_error(e: impl std::fmt::Display) -> Rejection {

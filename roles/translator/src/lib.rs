@@ -33,7 +33,7 @@ pub mod wallet;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 pub use crate::config::{TranslatorConfig, UpstreamConfig};
 
@@ -64,13 +64,6 @@ pub enum TranslatorError {
     Store(#[from] quotes::StoreError),
     #[error(transparent)]
     Wallet(#[from] wallet::WalletError),
-}
-
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Something that happened, for tests and monitoring.

@@ -21,7 +21,7 @@ use stratum_core::parsers_sv2::MiningOwned;
 
 use crate::miner::{Action, MinerSession, MinerStat, SessionConfig};
 use crate::upstream::{ToMiner, ToRouter};
-use crate::{now_secs, TranslatorEvent};
+use crate::TranslatorEvent;
 
 /// Depth of a miner's inbox; a miner task that cannot keep up is dropped.
 const MINER_QUEUE: usize = 1024;
@@ -190,11 +190,11 @@ async fn serve_miner(
                     let line = String::from_utf8_lossy(&buf).to_string();
                     buf.clear();
                     debug!(miner = id, line, "sv1 in");
-                    session.on_line(&line, now_secs())
+                    session.on_line(&line, roles_common::unix_secs())
                 }
             },
             msg = rx.recv() => match msg {
-                Some(ToMiner::Upstream(m)) => session.on_upstream(m, now_secs()),
+                Some(ToMiner::Upstream(m)) => session.on_upstream(m, roles_common::unix_secs()),
                 Some(ToMiner::Ready) => session.on_upstream_ready(),
                 Some(ToMiner::Lost) => session.on_upstream_lost(),
                 None => return Err("dropped by the router (miner too slow, or translator stopping)".into()),
@@ -203,7 +203,7 @@ async fn serve_miner(
                 if last_heard.elapsed() >= ctx.idle_timeout {
                     return Err(format!("idle: nothing from the miner for {:?}", ctx.idle_timeout));
                 }
-                session.on_tick(now_secs())
+                session.on_tick(roles_common::unix_secs())
             }
         };
         for out in outs {

@@ -21,7 +21,7 @@ use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
 use crate::router::Notification;
 use crate::upstream::ToRouter;
 use crate::wallet::EhashWallet;
-use crate::{now_secs, TranslatorEvent};
+use crate::TranslatorEvent;
 
 /// How often the wallet key's quotes at the mint are compared with the store.
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(600);
@@ -87,7 +87,7 @@ impl Recorder {
                     } else {
                         QuoteState::Foreign
                     },
-                    created_at: now_secs(),
+                    created_at: roles_common::unix_secs(),
                     last_error: None,
                 };
                 Entry::Quote { record, own }
@@ -98,7 +98,7 @@ impl Recorder {
                 sequence_number: f.sequence_number,
                 error_code: f.error_code.as_utf8_or_hex(),
                 error_message: f.error_message.as_utf8_or_hex(),
-                created_at: now_secs(),
+                created_at: roles_common::unix_secs(),
             }),
             EhashMessage::MintQuoteAck(_) => {
                 warn!("ignoring an ehash acknowledgement from the pool");
@@ -263,7 +263,7 @@ impl Minter {
     /// does not know; whether the mint answered. Quotes younger than
     /// [`LOOKUP_GRACE_SECS`] are left to their notifications, on their way.
     async fn look_up_missing(&self) -> bool {
-        let created_before = now_secs().saturating_sub(LOOKUP_GRACE_SECS);
+        let created_before = roles_common::unix_secs().saturating_sub(LOOKUP_GRACE_SECS);
         match self
             .wallet
             .record_from_mint(&self.store, created_before)

@@ -135,10 +135,7 @@ impl EhashWallet {
         nonce.copy_from_slice(&random[..NONCE_LEN]);
         let fields = LookupFields {
             method: ehash::constants::PAYMENT_METHOD,
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            timestamp: roles_common::unix_secs(),
             nonce,
             limit: Some(MAX_LIMIT),
             cursor,
