@@ -1,0 +1,203 @@
+//! Side by side: SRI's translator_sv2 and our translator, each its own
+//! process in front of the same upstream (our pool without its ehash flow,
+//! on devnet-tp, each its own process: the shipped configs on free ports),
+//! loaded in turn by the same SV1 load generator (`roles/miner` load mode:
+//! simulated miners submitting real shares at the translators' fixed
+//! difficulty: each miner's nominal hash rate at 6 shares a minute, so 10 H/s
+//! means 100 hashes a share). Prints accepted shares/s, CPU and RSS
+//! of each translator, and ours/SRI: the translation alone (the ehash path
+//! end to end is `bench/end-to-end.sh`).
+//!
+//!     bench/translator-side-by-side.sh [miners] [shares/s per miner] [seconds] [H/s per miner]
+//!
+//! `TRANSLATOR_SV2` names SRI's binary (the script installs it).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hashpool_tests::*;
+use tokio_util::sync::CancellationToken;
+
+struct Figures {
+    accepted: u64,
+    rejected: u64,
+    elapsed: f64,
+    cpu: f64,
+    rss_kib: u64,
+}
+
+impl Figures {
+    fn shares_per_second(&self) -> f64 {
+        self.accepted as f64 / self.elapsed
+    }
+}
+
+fn main() {
+    run_role_child_if_asked();
+    if std::env::var_os(ROLE_CHILD_ROLE).is_some() {
+        return;
+    }
+    let args: Vec<f64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let miners = args.first().copied().unwrap_or(20.0) as usize;
+    let rate = args.get(1).copied().unwrap_or(10.0);
+    let secs = args.get(2).copied().unwrap_or(20.0);
+    let hashrate = args.get(3).copied().unwrap_or(10.0);
+    let sri = std::env::var("TRANSLATOR_SV2").expect("TRANSLATOR_SV2: SRI's translator_sv2 binary");
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(bench(&sri, miners, rate, secs, hashrate));
+}
+
+/// SRI's translator config: per-miner channels, vardiff off at `hashrate`
+/// and 6 shares a minute, upstream our pool.
+fn sri_config(
+    dir: &Path,
+    listen: std::net::SocketAddr,
+    pool: std::net::SocketAddr,
+    hashrate: f64,
+) -> String {
+    let (_, key) = miner_key();
+    let toml = format!(
+        "downstream_address = \"{}\"\n\
+         downstream_port = {}\n\
+         max_supported_version = 2\n\
+         min_supported_version = 2\n\
+         downstream_extranonce2_size = 4\n\
+         aggregate_channels = false\n\
+         [downstream_difficulty_config]\n\
+         min_individual_miner_hashrate = {hashrate:?}\n\
+         shares_per_minute = 6.0\n\
+         enable_vardiff = false\n\
+         job_keepalive_interval_secs = 60\n\
+         [[upstreams]]\n\
+         address = \"{}\"\n\
+         port = {}\n\
+         authority_pubkey = \"{POOL_PUBLIC_KEY}\"\n\
+         user_identity = \"{key}\"\n",
+        listen.ip(),
+        listen.port(),
+        pool.ip(),
+        pool.port(),
+    );
+    let path = dir.join("translator_sv2.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+async fn load(
+    address: std::net::SocketAddr,
+    pid: u32,
+    miners: usize,
+    rate: f64,
+    secs: f64,
+) -> Figures {
+    let mut config = miner::MinerConfig {
+        url: address.to_string(),
+        username: "load".into(),
+        mode: miner::Mode::Load,
+        stats_interval_secs: 0,
+        ..Default::default()
+    };
+    config.load.miners = miners;
+    config.load.shares_per_second = rate;
+    let before = process_usage(pid);
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = miner::start(config, shutdown.clone());
+    let stats = running.stats();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    shutdown.cancel();
+    running.wait().await.unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = process_usage(pid);
+    Figures {
+        accepted: stats.accepted(),
+        rejected: stats.rejected(),
+        elapsed,
+        cpu: (after.0 - before.0) as f64 / TICKS_PER_SEC / elapsed * 100.0,
+        rss_kib: after.1,
+    }
+}
+
+async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ShippedConfigs::write(dir.path(), NBITS_NEVER, None);
+    // The pool: one ehash per hash, so its channel target is the
+    // translators' share target and every share a miner submits goes
+    // upstream; and no ehash flow, which SRI's translator would leave
+    // quoted but unminted, to be paid for by the next run.
+    let table = |path: &Path| -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut pool = table(&c.pool);
+    set_config(&mut pool, "unit_bits", 0);
+    pool.remove("mint");
+    write_config(dir.path(), "pool.toml", &pool);
+    let mut translator = table(&c.translator);
+    set_config(&mut translator, "nominal_hashrate", hashrate);
+    write_config(dir.path(), "translator.toml", &translator);
+    let upstream = [
+        ("devnet-tp", RoleChild::spawn("devnet-tp", &c.tp), c.tp_addr),
+        ("mint", RoleChild::spawn("mint", &c.mint), c.mint_http),
+        ("pool", RoleChild::spawn("pool", &c.pool), c.pool_addr),
+    ];
+    for (name, _, addr) in &upstream {
+        until_listening(*addr, name).await;
+    }
+    let sri_addr = free_address();
+    let mut sri_child: Child = Command::new(sri)
+        .args([
+            "-c",
+            &sri_config(dir.path(), sri_addr, c.pool_addr, hashrate),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("SRI's translator_sv2 starts");
+    until_listening(sri_addr, "SRI translator_sv2").await;
+    let ours = RoleChild::spawn("translator", &c.translator);
+    until_listening(c.translator_addr, "translator").await;
+
+    println!(
+        "translators side by side: {miners} simulated SV1 miners at {hashrate} H/s nominal, \
+         each up to {rate} shares/s, for {secs} s per translator; same pool, mint and devnet-tp \
+         (release processes)"
+    );
+    let theirs = load(sri_addr, sri_child.id(), miners, rate, secs).await;
+    let ours_figures = load(c.translator_addr, ours.pid().unwrap(), miners, rate, secs).await;
+    let _ = sri_child.kill();
+    let _ = sri_child.wait();
+    if ours_figures.accepted == 0 {
+        let log = std::fs::read_to_string(dir.path().join("translator.log")).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect();
+        println!("our translator accepted nothing; its log ends:");
+        for line in tail.iter().rev() {
+            println!("  {line}");
+        }
+    }
+
+    println!("| translator | accepted shares/s | rejected | CPU % of one core | RSS MiB |");
+    println!("|---|---|---|---|---|");
+    for (name, f) in [("SRI translator_sv2", &theirs), ("ours", &ours_figures)] {
+        println!(
+            "| {name} | {:.0} | {} | {:.0} | {:.1} |",
+            f.shares_per_second(),
+            f.rejected,
+            f.cpu,
+            f.rss_kib as f64 / 1024.0
+        );
+    }
+    println!(
+        "ours / SRI: {:.2} shares/s",
+        ours_figures.shares_per_second() / theirs.shares_per_second().max(f64::MIN_POSITIVE)
+    );
+}
