@@ -7,7 +7,9 @@
 # SRI's translator is installed once into $SRI_ROOT (default
 # ~/.cache/hashpool/sri). Not part of .ci/run.
 #
-#   bench/translator-side-by-side.sh [miners=20] [shares/s per miner=10] [seconds=20] [H/s per miner=10]
+# Then each translator's RSS per idle SV1 miner, at [idle] miners.
+#
+#   bench/translator-side-by-side.sh [miners=20] [shares/s per miner=10] [seconds=20] [H/s per miner=10] [idle=2000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRI_ROOT="${SRI_ROOT:-$HOME/.cache/hashpool/sri}"
@@ -16,4 +18,6 @@ if [ ! -x "$SRI_ROOT/bin/translator_sv2" ]; then
   cargo install --locked --root "$SRI_ROOT" translator_sv2 --version 0.6.0
 fi
 export TRANSLATOR_SV2="$SRI_ROOT/bin/translator_sv2"
-exec cargo bench --locked -p hashpool-tests --bench translator_side_by_side -- "${1:-20}" "${2:-10}" "${3:-20}" "${4:-10}"
+# Two sockets per idle miner in this process, and as many in each translator.
+ulimit -n 65536 2> /dev/null || ulimit -n "$(ulimit -Hn)"
+exec cargo bench --locked -p hashpool-tests --bench translator_side_by_side -- "${1:-20}" "${2:-10}" "${3:-20}" "${4:-10}" "${5:-2000}"

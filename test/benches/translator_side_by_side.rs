@@ -8,7 +8,10 @@
 //! of each translator, and ours/SRI: the translation alone (the ehash path
 //! end to end is `bench/end-to-end.sh`).
 //!
-//!     bench/translator-side-by-side.sh [miners] [shares/s per miner] [seconds] [H/s per miner]
+//! Then each translator's memory per idle SV1 connection: RSS before and
+//! after `idle` miners subscribed, authorized and got their first job.
+//!
+//!     bench/translator-side-by-side.sh [miners] [shares/s per miner] [seconds] [H/s per miner] [idle]
 //!
 //! `TRANSLATOR_SV2` names SRI's binary (the script installs it).
 
@@ -46,10 +49,11 @@ fn main() {
     let rate = args.get(1).copied().unwrap_or(10.0);
     let secs = args.get(2).copied().unwrap_or(20.0);
     let hashrate = args.get(3).copied().unwrap_or(10.0);
+    let idle = args.get(4).copied().unwrap_or(2000.0) as usize;
     let sri = std::env::var("TRANSLATOR_SV2").expect("TRANSLATOR_SV2: SRI's translator_sv2 binary");
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(bench(&sri, miners, rate, secs, hashrate));
+        .block_on(bench(&sri, miners, rate, secs, hashrate, idle));
 }
 
 /// SRI's translator config: per-miner channels, vardiff off at `hashrate`
@@ -123,7 +127,25 @@ async fn load(
     }
 }
 
-async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64) {
+/// RSS added per idle SV1 miner (KiB): `n` miners subscribed, authorized
+/// and holding their first job, opened 100 at a time.
+async fn idle_rss(address: std::net::SocketAddr, pid: u32, n: usize) -> f64 {
+    let before = process_usage(pid).1;
+    let mut miners = Vec::with_capacity(n);
+    for batch in 0..n.div_ceil(100) {
+        let mut starts = tokio::task::JoinSet::new();
+        for i in batch * 100..n.min(batch * 100 + 100) {
+            starts.spawn(async move { Sv1Client::start(address, &format!("idle.{i}")).await });
+        }
+        miners.extend(starts.join_all().await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = process_usage(pid).1;
+    drop(miners);
+    after.saturating_sub(before) as f64 / n as f64
+}
+
+async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, idle: usize) {
     let dir = tempfile::tempdir().unwrap();
     let c = ShippedConfigs::write(dir.path(), NBITS_NEVER, None);
     // The pool: one ehash per hash, so its channel target is the
@@ -135,6 +157,7 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64) {
     };
     let mut pool = table(&c.pool);
     set_config(&mut pool, "unit_bits", 0);
+    set_config(&mut pool, "max_channels_per_connection", 65_536);
     pool.remove("mint");
     write_config(dir.path(), "pool.toml", &pool);
     let mut translator = table(&c.translator);
@@ -169,6 +192,8 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64) {
     );
     let theirs = load(sri_addr, sri_child.id(), miners, rate, secs).await;
     let ours_figures = load(c.translator_addr, ours.pid().unwrap(), miners, rate, secs).await;
+    let sri_idle = idle_rss(sri_addr, sri_child.id(), idle).await;
+    let ours_idle = idle_rss(c.translator_addr, ours.pid().unwrap(), idle).await;
     let _ = sri_child.kill();
     let _ = sri_child.wait();
     if ours_figures.accepted == 0 {
@@ -196,6 +221,9 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64) {
             f.rss_kib as f64 / 1024.0
         );
     }
+    println!(
+        "RSS per idle SV1 miner at {idle} miners: SRI {sri_idle:.1} KiB, ours {ours_idle:.1} KiB"
+    );
     println!(
         "ours / SRI: {:.2} shares/s",
         ours_figures.shares_per_second() / theirs.shares_per_second().max(f64::MIN_POSITIVE)

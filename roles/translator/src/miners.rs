@@ -161,7 +161,9 @@ async fn serve_miner(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::with_capacity(4096, read);
+    // A miner's lines are a few hundred bytes (longer ones still fit: the
+    // line buffer grows); every idle miner holds this buffer.
+    let mut reader = BufReader::with_capacity(1024, read);
     let (tx, mut rx) = mpsc::channel(MINER_QUEUE);
     ctx.router
         .send(ToRouter::Register(id, tx))
@@ -194,7 +196,7 @@ async fn serve_miner(
                 }
             },
             msg = rx.recv() => match msg {
-                Some(ToMiner::Upstream(m)) => session.on_upstream(m, roles_common::unix_secs()),
+                Some(ToMiner::Upstream(m)) => session.on_upstream(*m, roles_common::unix_secs()),
                 Some(ToMiner::Ready) => session.on_upstream_ready(),
                 Some(ToMiner::Lost) => session.on_upstream_lost(),
                 None => return Err("dropped by the router (miner too slow, or translator stopping)".into()),

@@ -23,7 +23,9 @@ use crate::TranslatorEvent;
 /// Router -> miner task.
 #[derive(Debug)]
 pub(crate) enum ToMiner {
-    Upstream(MiningOwned),
+    /// Boxed: a miner's queue allocates its slots in blocks, so an idle
+    /// miner's memory is a block of these.
+    Upstream(Box<MiningOwned>),
     /// The pool is (again) reachable: open a channel.
     Ready,
     /// The pool connection is gone, and the miner's channel with it.
@@ -277,7 +279,9 @@ impl Session<'_> {
     ) -> Result<(), String> {
         for action in actions {
             match action {
-                Action::ToMiner(miner, m) => self.miners.send(miner, ToMiner::Upstream(m)),
+                Action::ToMiner(miner, m) => {
+                    self.miners.send(miner, ToMiner::Upstream(Box::new(m)))
+                }
                 Action::Upstream(m) => conn
                     .send(AnyMessageOwned::Mining(m))
                     .await
