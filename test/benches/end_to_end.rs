@@ -23,20 +23,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    run_role_child_if_asked();
-    if std::env::var_os(ROLE_CHILD_ROLE).is_some() {
+    let Some([miners, rate, secs]) = bench_args([20.0, 5.0, 30.0]) else {
         return;
-    }
-    let args: Vec<f64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let miners = args.first().copied().unwrap_or(20.0) as usize;
-    let rate = args.get(1).copied().unwrap_or(5.0);
-    let secs = args.get(2).copied().unwrap_or(30.0);
+    };
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(bench(miners, rate, secs));
+        .block_on(bench(miners as usize, rate, secs));
 }
 
 async fn bench(miners: usize, rate: f64, secs: f64) {

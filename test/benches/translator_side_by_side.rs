@@ -37,23 +37,19 @@ impl Figures {
 }
 
 fn main() {
-    run_role_child_if_asked();
-    if std::env::var_os(ROLE_CHILD_ROLE).is_some() {
+    let Some([miners, rate, secs, hashrate, idle]) = bench_args([20.0, 10.0, 20.0, 10.0, 2000.0])
+    else {
         return;
-    }
-    let args: Vec<f64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let miners = args.first().copied().unwrap_or(20.0) as usize;
-    let rate = args.get(1).copied().unwrap_or(10.0);
-    let secs = args.get(2).copied().unwrap_or(20.0);
-    let hashrate = args.get(3).copied().unwrap_or(10.0);
-    let idle = args.get(4).copied().unwrap_or(2000.0) as usize;
+    };
     let sri = std::env::var("TRANSLATOR_SV2").expect("TRANSLATOR_SV2: SRI's translator_sv2 binary");
-    tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(bench(&sri, miners, rate, secs, hashrate, idle));
+    tokio::runtime::Runtime::new().unwrap().block_on(bench(
+        &sri,
+        miners as usize,
+        rate,
+        secs,
+        hashrate,
+        idle as usize,
+    ));
 }
 
 /// SRI's translator config: per-miner channels, vardiff off at `hashrate`

@@ -27,6 +27,25 @@ macro_rules! role_child_entry {
     };
 }
 
+/// A benchmark binary's start: `None` when it was re-executed as a role
+/// child (the role ran); otherwise its positional numeric arguments, each
+/// missing one from `defaults`.
+pub fn bench_args<const N: usize>(defaults: [f64; N]) -> Option<[f64; N]> {
+    run_role_child_if_asked();
+    if std::env::var_os(ROLE_CHILD_ROLE).is_some() {
+        return None;
+    }
+    let given: Vec<f64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let mut args = defaults;
+    for (arg, value) in args.iter_mut().zip(given) {
+        *arg = value;
+    }
+    Some(args)
+}
+
 /// In a re-executed test binary: runs the role named by the environment
 /// until SIGINT/SIGTERM (or SIGKILL). Otherwise returns at once.
 pub fn run_role_child_if_asked() {
