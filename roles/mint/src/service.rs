@@ -131,10 +131,10 @@ impl QuoteService {
     ///
     /// Order: create the quote, index it (by share hash and by locking key),
     /// then pay it. A crash between creating and indexing leaves an unpaid
-    /// quote nobody can mint, and the replayed request creates and pays a
-    /// fresh one; a crash after indexing finds the index and pays (payment
-    /// id = share hash, which cdk records once). So a share is never paid
-    /// twice.
+    /// quote nobody can mint; cdk allows one quote per request
+    /// (`ehash:<share hash>`), so the replayed request finds it, indexes and
+    /// pays it. A crash after indexing finds the index and pays (payment id
+    /// = share hash, which cdk records once). So a share is never paid twice.
     async fn quote_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
         let share_hex = hex::encode(share.share_hash);
         let _one_writer = self.writes.lock().await;
@@ -145,13 +145,27 @@ impl QuoteService {
                 quote_id
             }
             None => {
-                let quote_id = self.create_quote(share).await?;
+                let quote_id = match self.unindexed_quote(&share_hex).await? {
+                    Some(quote_id) => quote_id,
+                    None => self.create_quote(share).await?,
+                };
                 self.index_quote(&share_hex, share, &quote_id).await?;
                 quote_id
             }
         };
         self.pay(&quote_id, share.amount, &share_hex).await?;
         Ok((quote_id.to_string(), self.active_keyset()?))
+    }
+
+    /// The quote a run that crashed before indexing created for the share.
+    async fn unindexed_quote(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
+        let quote = self
+            .mint
+            .localstore()
+            .get_mint_quote_by_request(&format!("ehash:{share_hex}"))
+            .await
+            .map_err(mint_error)?;
+        Ok(quote.map(|q| q.id))
     }
 
     async fn indexed_quote(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
