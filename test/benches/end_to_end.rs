@@ -1,8 +1,10 @@
 //! End to end as deployed: devnet-tp, mint, pool and translator each in its
 //! own process (the shipped config files on free ports, file SQLite), and
 //! the load generator submitting real shares through the translator. Prints
-//! accepted shares/s, share-to-minted-ehash latency (p50/p99), and CPU and
-//! RSS per role. Asserts only that every accepted share was minted.
+//! every 10 s the shares accepted, quotes notified and minted and the
+//! backlog between them; then accepted shares/s, share-to-notification and
+//! share-to-minted-ehash latency (p50/p99), and CPU and RSS per role.
+//! Asserts only that every accepted share was minted.
 //!
 //!     bench/end-to-end.sh [miners] [shares/s per miner] [seconds]
 //!
@@ -17,6 +19,23 @@ use std::time::{Duration, Instant};
 use hashpool_tests::*;
 use stats_sv2::StatsMessage;
 use tokio_util::sync::CancellationToken;
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Quotes the translator was notified of, and those it minted, so far.
+fn quotes_seen(events: &[StatsMessage]) -> (usize, usize) {
+    let (mut notified, mut minted) = (0, 0);
+    for event in events {
+        if let StatsMessage::EhashQuote(q) = event {
+            if q.minted {
+                minted += 1;
+            } else {
+                notified += 1;
+            }
+        }
+    }
+    (notified, minted)
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -71,7 +90,17 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
     let started = Instant::now();
     let running = miner::start(config, shutdown.clone());
     let stats = running.stats();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let end = started + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        tokio::time::sleep_until(end.min(Instant::now() + PROGRESS_EVERY).into()).await;
+        let (notified, minted) = quotes_seen(&sink.received());
+        println!(
+            "{:>5.0} s: accepted {}, notified {notified}, minted {minted}, backlog (notified, not minted) {}",
+            started.elapsed().as_secs_f64(),
+            stats.accepted(),
+            notified.saturating_sub(minted)
+        );
+    }
     shutdown.cancel();
     running.wait().await.unwrap();
     let elapsed = started.elapsed().as_secs_f64();
@@ -87,12 +116,8 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
     {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let minted = sink
-                .received()
-                .iter()
-                .filter(|m| matches!(m, StatsMessage::EhashQuote(q) if q.minted))
-                .count() as u64;
-            if minted >= accepted {
+            let (_, minted) = quotes_seen(&sink.received());
+            if minted as u64 >= accepted {
                 break;
             }
             assert!(
@@ -111,10 +136,12 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
             _ => None,
         })
         .collect();
-    let recorded: Vec<String> = events
+    let recorded: Vec<(String, u64)> = events
         .iter()
         .filter_map(|m| match m {
-            StatsMessage::EhashQuote(q) if !q.minted => Some(q.quote_id.as_utf8_or_hex()),
+            StatsMessage::EhashQuote(q) if !q.minted => {
+                Some((q.quote_id.as_utf8_or_hex(), q.timestamp))
+            }
             _ => None,
         })
         .collect();
@@ -127,17 +154,31 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
             _ => None,
         })
         .collect();
+    // Shares and quotes are paired in order: one miner key, one pipeline.
     let mut latency: Vec<f64> = shares
         .iter()
         .zip(&recorded)
-        .filter_map(|(share, id)| Some(minted_at.get(id)?.saturating_sub(*share) as f64))
+        .filter_map(|(share, (id, _))| Some(minted_at.get(id)?.saturating_sub(*share) as f64))
         .collect();
     latency.sort_by(f64::total_cmp);
+    let mut notified: Vec<f64> = shares
+        .iter()
+        .zip(&recorded)
+        .map(|(share, (_, at))| at.saturating_sub(*share) as f64)
+        .collect();
+    notified.sort_by(f64::total_cmp);
 
     println!(
         "accepted {accepted} shares ({rejected} rejected) in {elapsed:.1} s: {:.0} shares/s",
         accepted as f64 / elapsed
     );
+    if !notified.is_empty() {
+        println!(
+            "share accepted -> quote notification at the translator: p50 {:.0} ms, p99 {:.0} ms",
+            percentile(&notified, 0.5),
+            percentile(&notified, 0.99),
+        );
+    }
     if !latency.is_empty() {
         println!(
             "share accepted -> ehash minted: p50 {:.0} ms, p99 {:.0} ms ({} shares)",

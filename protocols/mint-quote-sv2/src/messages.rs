@@ -148,6 +148,8 @@ pub mod error_code {
     pub const AMOUNT_MISMATCH: &str = "amount-mismatch";
     /// The share is worth 0 ehash: no quote.
     pub const ZERO_AMOUNT: &str = "zero-amount";
+    /// `amount` is outside the mint's limits on one quote.
+    pub const AMOUNT_OUT_OF_RANGE: &str = "amount-out-of-range";
     /// `unit` is not `hash`.
     pub const UNSUPPORTED_UNIT: &str = "unsupported-unit";
     /// `locking_key` is not a valid compressed secp256k1 key.

@@ -19,7 +19,7 @@ use mint_quote_sv2::{CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned};
 use support::*;
 use tokio::sync::mpsc;
 
-const REQUESTS: usize = 2000;
+const REQUESTS: usize = 10_000;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -152,7 +152,7 @@ fn check_cost() {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     println!("mint quote link benchmark: {REQUESTS} MintQuoteRequests per run, one authenticated pool connection");
-    for window in [1, 64] {
+    for window in [1, 64, 512] {
         run(":memory:", window).await;
         let dir = tempfile::tempdir().unwrap();
         run(dir.path().join("mint.sqlite").to_str().unwrap(), window).await;

@@ -19,7 +19,8 @@ use serde::Deserialize;
 use tracing::error;
 
 use crate::kv_log::KvLog;
-use crate::service::QuoteService;
+use crate::quote::Rejection;
+use crate::service::{mint_error, QuoteService};
 
 const LOG: KvLog<'static> = KvLog {
     list: "audit",
@@ -27,10 +28,15 @@ const LOG: KvLog<'static> = KvLog {
     hint_key: "next",
 };
 
-/// Appends a quote's audit entry inside the transaction that indexes it.
-pub async fn append(tx: &mut DynMintTransaction, entry: &AuditEntry) -> Result<u64, Error> {
-    let json = serde_json::to_vec(entry).map_err(|e| Error::Internal(e.to_string()))?;
-    LOG.append(tx, &json).await
+/// An audit entry as it is stored.
+pub fn encode(entry: &AuditEntry) -> Result<Vec<u8>, Rejection> {
+    serde_json::to_vec(entry).map_err(mint_error)
+}
+
+/// Appends a quote's [`encode`]d audit entry inside the transaction that
+/// indexes it.
+pub async fn append(tx: &mut DynMintTransaction, entry: &[u8]) -> Result<u64, Error> {
+    LOG.append(tx, entry).await
 }
 
 /// A summary is computed at most this often: it counts every quote while

@@ -28,7 +28,7 @@ const MAX_POOL_LINKS: usize = 64;
 const MAX_HTTP_CONNECTIONS: usize = 4_096;
 const MAX_HTTP_CONNECTIONS_PER_IP: usize = 64;
 /// Requests of one connection served at once; more wait (backpressure).
-const MAX_IN_FLIGHT: usize = 64;
+const MAX_IN_FLIGHT: usize = crate::quote_writer::MAX_GROUP;
 /// Replies queued for the writer of one connection.
 const REPLY_QUEUE: usize = 256;
 

@@ -4,8 +4,9 @@
 //! - `quote`: what a share must prove before it is quoted (no IO)
 //! - `chain`: the mint's chain view, which shares must be fresh in (no IO)
 //! - `link`: the pool link session state machine (no IO)
-//! - `backend`: the cdk payment backend that refuses unrequested quotes
-//! - `service`: quote creation, idempotency and stats against cdk
+//! - `backend`: the cdk payment backend, which refuses quotes over HTTP
+//! - `service`: what the link asks of the mint: quotes and stats
+//! - `quote_writer`: the one writer of quotes, a group per transaction
 //! - `kv_log`: append-only lists in the mint's KV store
 //! - `key_index`: the locking key -> quote ids index
 //! - `audit`: the public issuance audit (HTTP)
@@ -23,6 +24,7 @@ mod kv_log;
 pub mod link;
 pub mod lookup;
 pub mod quote;
+mod quote_writer;
 pub mod service;
 mod template_provider;
 
@@ -97,8 +99,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningMint, MintError> {
     let db = open_database(&config).await?;
-    let backend = EhashBackend::new();
-    let mint = Arc::new(build_mint(&config, db, backend.clone()).await?);
+    let mint = Arc::new(build_mint(&config, db).await?);
     mint.start().await?;
 
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
@@ -139,8 +140,8 @@ pub async fn start(
     };
     let service = Arc::new(QuoteService::new(
         mint.clone(),
-        backend,
         config.unit_bits(),
+        config.min_amount..=config.max_amount,
         chain.clone(),
     ));
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
@@ -250,11 +251,7 @@ async fn open_database(config: &MintConfig) -> Result<Arc<MintSqliteDatabase>, M
     Ok(Arc::new(db))
 }
 
-async fn build_mint(
-    config: &MintConfig,
-    db: Arc<MintSqliteDatabase>,
-    backend: Arc<EhashBackend>,
-) -> Result<Mint, MintError> {
+async fn build_mint(config: &MintConfig, db: Arc<MintSqliteDatabase>) -> Result<Mint, MintError> {
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
     let method = PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string());
     let mut builder = MintBuilder::new(db.clone());
@@ -276,7 +273,7 @@ async fn build_mint(
                 melt_min: config.min_amount.into(),
                 melt_max: config.max_amount.into(),
             },
-            backend,
+            Arc::new(EhashBackend::default()),
         )
         .await?;
     let mut builder = builder
