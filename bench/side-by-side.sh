@@ -3,8 +3,11 @@
 # process on the same devnet-tp, loaded in turn by the same SV2 load
 # generator (test/benches/pool_load.rs: N extended channels, 4 shares in
 # flight each, 8 s per step, at 100,000 shares a minute so shares are
-# cheap). Our pool runs without [mint] (SRI's has no ehash flow). Prints
-# each pool's table, then shares/s and p99 side by side with ours/SRI.
+# cheap). Our pool runs twice: without [mint], as SRI's has no ehash flow,
+# then with its ehash flow on (a mint process following the same devnet-tp
+# quotes every share; unit_bits 0, so each share is worth its ~16 hashes).
+# Prints each pool's table, then shares/s and p99 side by side with
+# ours/SRI.
 #
 # SRI's pool is installed once into $SRI_ROOT (default
 # ~/.cache/hashpool/sri); building it needs Debian's capnproto and
@@ -30,8 +33,8 @@ if [ ! -x "$SRI_ROOT/bin/pool_sv2" ]; then
   echo "building SRI pool_sv2 0.7.0 into $SRI_ROOT (once; several minutes)"
   cargo install --locked --root "$SRI_ROOT" pool_sv2 --version 0.7.0
 fi
-echo "building our devnet-tp and pool (release)"
-cargo build --locked --release -p devnet-tp -p pool
+echo "building our devnet-tp, pool and mint (release)"
+cargo build --locked --release -p devnet-tp -p pool -p mint
 cargo bench --locked -p hashpool-tests --bench pool_load --no-run
 
 work=$(mktemp -d)
@@ -109,14 +112,14 @@ wait_log "$work/sri-pool.log" "ready to accept connections"
 run_load sri "127.0.0.1:$sri_port" "$sri_pid"
 kill "$sri_pid"
 
-our_port=$(free_port)
-python3 - "$work/pool.toml" "$our_port" "$tp_port" "$work/pool" "$SPM" << 'EOF'
+our_config() { # out port state mint-address-or-dash: config/pool.toml on this bench's ports
+  python3 - "$@" "$tp_port" "$SPM" << 'EOF'
 import sys
-out, port, tp, state, spm = sys.argv[1:]
+out, port, state, mint, tp, spm = sys.argv[1:]
 lines, skip = [], False
 for line in open("config/pool.toml"):
     if line.startswith("["):
-        skip = line.strip() in ("[mint]", "[stats]")
+        skip = line.strip() == "[stats]" or (line.strip() == "[mint]" and mint == "-")
     if skip:
         continue
     key = line.split("=")[0].strip()
@@ -126,20 +129,57 @@ for line in open("config/pool.toml"):
         "state_dir": f'state_dir = "{state}"\n',
         "shares_per_minute": f"shares_per_minute = {spm}\n",
         "vardiff_interval_secs": "vardiff_interval_secs = 0\n",
+        "unit_bits": "unit_bits = 0\n",
+        "address": f'address = "{mint}"\n',
     }.get(key, line)
     lines.append(line)
 open(out, "w").write("".join(lines))
 EOF
+}
+
+our_port=$(free_port)
+our_config "$work/pool.toml" "$our_port" "$work/pool" -
 target/release/pool --config "$work/pool.toml" > "$work/pool.log" 2>&1 &
 our_pid=$!
 pids+=("$our_pid")
 wait_port "$our_port"
 sleep 2 # its first template
 run_load hashpool "127.0.0.1:$our_port" "$our_pid"
+kill "$our_pid"
 
-echo
-echo "== side by side ($(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%F))"
-printf "%11s %14s %14s %8s %12s %12s\n" connections "SRI shares/s" "ours shares/s" "ours/SRI" "SRI p99 ms" "ours p99 ms"
-join <(awk '$1 ~ /^[0-9]+$/ {print $1, $2, $4}' "$work/sri.txt" | sort) \
-     <(awk '$1 ~ /^[0-9]+$/ {print $1, $2, $4}' "$work/hashpool.txt" | sort) |
-  sort -n | awk '{printf "%11d %14.0f %14.0f %8.2f %12.2f %12.2f\n", $1, $2, $4, ($2 > 0 ? $4 / $2 : 0), $3, $5}'
+mint_port=$(free_port)
+mint_http=$(free_port)
+sed -e "s|^http_listen = .*|http_listen = \"127.0.0.1:$mint_http\"|" \
+    -e "s|^link_listen = .*|link_listen = \"127.0.0.1:$mint_port\"|" \
+    -e "s|^database = .*|database = \"$work/mint/mint.sqlite\"|" \
+    -e "s|^unit_bits = .*|unit_bits = 0|" \
+    -e "s|^tp_address = .*|tp_address = \"127.0.0.1:$tp_port\"|" \
+    config/mint.toml > "$work/mint.toml"
+target/release/mint --config "$work/mint.toml" > "$work/mint.log" 2>&1 &
+pids+=($!)
+wait_port "$mint_port"
+ehash_port=$(free_port)
+our_config "$work/pool-ehash.toml" "$ehash_port" "$work/pool-ehash" "127.0.0.1:$mint_port"
+target/release/pool --config "$work/pool-ehash.toml" > "$work/pool-ehash.log" 2>&1 &
+ehash_pid=$!
+pids+=("$ehash_pid")
+wait_port "$ehash_port"
+sleep 2 # its first template
+run_load hashpool-ehash "127.0.0.1:$ehash_port" "$ehash_pid"
+kill "$ehash_pid"
+python3 - "$mint_http" << 'EOF'
+import json, sys, urllib.request
+summary = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v1/ehash/audit"))
+print(f"the mint quoted {summary['quotes']} shares ({summary['ehash_quoted']} ehash) during the run")
+EOF
+
+side_by_side() { # ours-name label
+  echo
+  echo "== side by side, $2 ($(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%F))"
+  printf "%11s %14s %14s %8s %12s %12s\n" connections "SRI shares/s" "ours shares/s" "ours/SRI" "SRI p99 ms" "ours p99 ms"
+  join <(awk '$1 ~ /^[0-9]+$/ {print $1, $2, $4}' "$work/sri.txt" | sort) \
+       <(awk '$1 ~ /^[0-9]+$/ {print $1, $2, $4}' "$work/$1.txt" | sort) |
+    sort -n | awk '{printf "%11d %14.0f %14.0f %8.2f %12.2f %12.2f\n", $1, $2, $4, ($2 > 0 ? $4 / $2 : 0), $3, $5}'
+}
+side_by_side hashpool "ours without its ehash flow"
+side_by_side hashpool-ehash "ours with its ehash flow on (every share quoted by the mint)"

@@ -5,6 +5,7 @@ mod support;
 
 use cdk::nuts::CurrencyUnit;
 use ehash::wire::MessageSet;
+use mint::MintConfig;
 use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
 use mint_quote_sv2::MintQuoteMessage;
 use roles_common::testing::{refused_config, shipped_config_with};
@@ -245,6 +246,34 @@ async fn a_missed_target_a_wrong_amount_or_another_keys_work_creates_no_quote() 
     // The connection stays usable, and no quote exists.
     let stats = pool.stats().await;
     mint.assert_no_quote(&stats).await;
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_worth_more_or_less_than_the_mints_limits_gets_no_quote() {
+    let mint = TestMint::start(MintConfig {
+        min_amount: 4,
+        max_amount: 16,
+        ..config(":memory:")
+    })
+    .await;
+    let mut pool = mint.pool().await;
+    let (_, miner) = miner_key();
+    for zero_bits in [1, 5] {
+        match pool.quote(share(zero_bits, miner)).await {
+            MintQuoteMessage::MintQuoteError(e) => {
+                assert_eq!(e.error_code.as_utf8_or_hex(), "amount-out-of-range");
+                assert!(e.error_message.as_utf8_or_hex().contains("4..=16"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let stats = pool.stats().await;
+    mint.assert_no_quote(&stats).await;
+    assert!(matches!(
+        pool.quote(share(4, miner)).await,
+        MintQuoteMessage::MintQuoteResponse(_)
+    ));
     mint.stop().await;
 }
 
