@@ -161,14 +161,14 @@ async fn serve_miner(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
-    // A miner's lines are a few hundred bytes (longer ones still fit: the
-    // line buffer grows); every idle miner holds this buffer.
-    let mut reader = BufReader::with_capacity(1024, read);
+    // A miner's lines are a few hundred bytes (longer ones take more reads
+    // into the line buffer, which grows); every idle miner holds both.
+    let mut reader = BufReader::with_capacity(512, read);
     let (tx, mut rx) = mpsc::channel(MINER_QUEUE);
     ctx.router
         .send(ToRouter::Register(id, tx))
         .map_err(|_| "translator is stopping".to_string())?;
-    let mut buf = Vec::with_capacity(256);
+    let mut buf = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let subscribe_deadline = tokio::time::sleep(SUBSCRIBE_TIMEOUT);
