@@ -41,10 +41,6 @@ const KV_SHARES: &str = "shares";
 /// waits), while still sharing one sync among thousands of quotes a second.
 pub const MAX_GROUP: usize = 512;
 
-/// The `last_checked` time of every ehash quote: never due for a check
-/// with the payment backend (the largest the database column holds).
-const NEVER_RECHECK: u64 = i64::MAX as u64;
-
 /// Shares waiting for the writer; callers wait beyond this.
 const QUEUE: usize = 4 * MAX_GROUP;
 
@@ -310,7 +306,7 @@ impl Writer {
         let quote_id = QuoteId::new();
         let now = roles_common::unix_secs();
         let zero = Amount::new(0, self.unit.clone());
-        let mut quote = MintQuote::new(
+        let quote = MintQuote::new(
             Some(quote_id.clone()),
             request(share),
             self.unit.clone(),
@@ -327,11 +323,6 @@ impl Writer {
             vec![],
             Some(serde_json::json!({ "share_hash": share.share_hex })),
         );
-        // cdk asks the payment backend about a quote before minting it, at
-        // most every 10 s, and records each asking with a write and a disk
-        // sync of its own: one per quote of every batch a wallet mints. An
-        // ehash quote is paid when written; the backend has nothing to add.
-        quote.set_last_checked(NEVER_RECHECK);
         let quote = tx.add_mint_quote(quote).await.map_err(mint_error)?;
         self.index(tx, share, &quote_id).await?;
         Ok(quote)

@@ -91,13 +91,6 @@ async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_o
         assert_eq!(quote.amount_paid().value(), share.amount);
         assert_eq!(quote.pubkey, Some(share.pubkey));
         assert_eq!(quote.request, format!("ehash:{}", share.share_hex));
-        // Minting it asks the backend nothing, so writes nothing.
-        let due_for_a_check = mint
-            .localstore()
-            .try_update_mint_quote_last_checked(&quote_id, roles_common::unix_secs(), 10)
-            .await
-            .unwrap();
-        assert!(!due_for_a_check);
         assert_eq!(
             writer.indexed_quote(&share.share_hex).await.unwrap(),
             Some(quote_id)
