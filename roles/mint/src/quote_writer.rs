@@ -149,14 +149,9 @@ impl Writer {
         let writer = Arc::new(self);
         let runtime = tokio::runtime::Handle::current();
         let mut shares = 0u64;
-        while let Some(first) = queue.recv().await {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match queue.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
-            }
+        let mut group = Vec::new();
+        while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+            let group = std::mem::take(&mut group);
             let _writing = writer.writing.lock().await;
             shares += group.len() as u64;
             // cdk-sqlite runs each statement, and the disk sync of each

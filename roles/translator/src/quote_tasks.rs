@@ -49,15 +49,9 @@ pub(crate) async fn record_quotes(
     recorder: Recorder,
     mut rx: mpsc::UnboundedReceiver<Notification>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_RECORD_BATCH {
-            match rx.try_recv() {
-                Ok(n) => batch.push(n),
-                Err(_) => break,
-            }
-        }
-        recorder.record(batch).await;
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_RECORD_BATCH).await > 0 {
+        recorder.record(std::mem::take(&mut batch)).await;
     }
 }
 

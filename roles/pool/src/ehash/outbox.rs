@@ -283,15 +283,9 @@ struct Writer {
 impl Writer {
     /// Runs on its own thread: blocking file IO, one sync per batch.
     fn run(mut self, mut queue: mpsc::Receiver<Command>) {
-        while let Some(first) = queue.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
-            self.commit(batch);
+        let mut batch = Vec::new();
+        while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            self.commit(std::mem::take(&mut batch));
             if self.done_since_compaction > 10_000
                 && self.done_since_compaction > 2 * self.live.len()
             {
