@@ -20,17 +20,12 @@ use translator::wallet::EhashWallet;
 const BATCH_SIZES: [usize; 2] = [100, 1000];
 
 fn main() {
-    run_role_child_if_asked();
-    if std::env::var_os(ROLE_CHILD_ROLE).is_some() {
+    let Some([quotes]) = bench_args([5000.0]) else {
         return;
-    }
-    let quotes = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5000);
+    };
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(bench(quotes));
+        .block_on(bench(quotes as usize));
 }
 
 async fn bench(quotes: usize) {

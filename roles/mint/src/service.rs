@@ -1,5 +1,6 @@
-//! Quote creation and stats against the cdk mint: what the link does with
-//! an authenticated pool's requests.
+//! What the link does with an authenticated pool's requests: a quote
+//! request is checked here and written by the `quote_writer`; stats are
+//! counted from the cdk mint's quotes.
 
 use std::ops::RangeInclusive;
 use std::sync::Arc;
