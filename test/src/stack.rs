@@ -27,6 +27,8 @@ pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
         halving_interval: 150,
         // Tests that count jobs see templates only when the tip moves.
         template_refresh_secs: 0,
+        coinbase_maturity: devnet_tp::utxo::BITCOIN_COINBASE_MATURITY,
+        mempool_tx_per_minute: 0,
     }
 }
 
@@ -111,8 +113,13 @@ pub fn mint_settings(address: SocketAddr, mode: &str) -> pool::config::MintSetti
 /// devnet-tp on 127.0.0.1 port 0 with its chain in `state_dir`, and the
 /// token that stops it.
 pub async fn start_tp(state_dir: &Path, nbits: u32) -> (TpHandle, CancellationToken) {
+    start_tp_with(tp_config(state_dir, nbits)).await
+}
+
+/// devnet-tp with `config`, and the token that stops it.
+pub async fn start_tp_with(config: TpConfig) -> (TpHandle, CancellationToken) {
     let shutdown = CancellationToken::new();
-    let tp = devnet_tp::start(tp_config(state_dir, nbits), shutdown.clone())
+    let tp = devnet_tp::start(config, shutdown.clone())
         .await
         .expect("devnet-tp starts");
     (tp, shutdown)
@@ -234,6 +241,7 @@ impl Stack {
 /// on the same state (and the same ports).
 pub struct EhashStack {
     pub dir: tempfile::TempDir,
+    tp_config: TpConfig,
     tp: Option<TpHandle>,
     tp_shutdown: CancellationToken,
     pub mint_config: mint::MintConfig,
@@ -245,13 +253,57 @@ pub struct EhashStack {
 impl EhashStack {
     /// Everything running, with `mode` "annotate" or "defer".
     pub async fn start(mode: &str, tweak: impl FnOnce(&mut PoolConfig)) -> EhashStack {
+        Self::start_on(mode, |_| {}, tweak).await
+    }
+
+    /// Everything running on a chain whose templates carry transactions
+    /// (devnet-tp's mempool on, two blocks premined): a job has a merkle
+    /// path from its first template on. The chain's directory lives as
+    /// long as the returned guard.
+    pub async fn start_with_transactions(mode: &str) -> (EhashStack, tempfile::TempDir) {
+        let chain = tempfile::tempdir().expect("temp dir");
+        crate::tdp_client::premine_blocks_with_transactions(chain.path()).await;
+        let chain_dir = chain.path().to_path_buf();
+        let stack = Self::start_on(
+            mode,
+            |tp| {
+                crate::tdp_client::with_mempool(tp);
+                tp.state_dir = chain_dir;
+            },
+            |_| {},
+        )
+        .await;
+        // The mempool fills, and the next template carries it to the pool.
+        let deadline = tokio::time::Instant::now() + crate::WAIT;
+        while stack.tp().mempool_len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the mempool stays empty"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        (stack, chain)
+    }
+
+    /// Everything running, devnet-tp's config changed by `tp_tweak` first
+    /// (it mines no block unless the tweak sets its `nbits`).
+    pub async fn start_on(
+        mode: &str,
+        tp_tweak: impl FnOnce(&mut TpConfig),
+        tweak: impl FnOnce(&mut PoolConfig),
+    ) -> EhashStack {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (tp, tp_shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
+        let mut tp_config = tp_config(dir.path(), NBITS_NEVER);
+        tp_tweak(&mut tp_config);
+        let (tp, tp_shutdown) = start_tp_with(tp_config.clone()).await;
+        tp_config.listen_address = tp.local_addr().to_string();
         let mut stack = EhashStack {
             mint_config: mint_config(dir.path(), tp.local_addr()),
             pool_config: pool_config(tp.local_addr()),
             dir,
+            tp_config,
             tp: Some(tp),
             tp_shutdown,
             mint: None,
@@ -309,19 +361,18 @@ impl EhashStack {
     /// address and chain.
     pub async fn restart_tp_after(&mut self, down: Duration) {
         let running = self.tp.take().expect("devnet-tp running");
-        let address = running.local_addr();
         self.tp_shutdown.cancel();
         running.wait().await;
         tokio::time::sleep(down).await;
-        let config = TpConfig {
-            listen_address: address.to_string(),
-            ..tp_config(self.dir.path(), NBITS_NEVER)
-        };
         self.tp_shutdown = CancellationToken::new();
-        let tp = devnet_tp::start(config, self.tp_shutdown.clone())
+        let tp = devnet_tp::start(self.tp_config.clone(), self.tp_shutdown.clone())
             .await
             .expect("devnet-tp starts again");
         self.tp = Some(tp);
+    }
+
+    pub fn tp(&self) -> &TpHandle {
+        self.tp.as_ref().expect("devnet-tp running")
     }
 
     pub fn mint_link_addr(&self) -> SocketAddr {

@@ -1,20 +1,25 @@
 //! A template distribution client of devnet-tp (what a pool does, by hand).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use stratum_core::bitcoin::{
     block::{Header, Version},
+    consensus::deserialize,
     hashes::Hash,
     pow::CompactTarget,
-    Amount, BlockHash, ScriptBuf, TxMerkleNode, TxOut,
+    Amount, BlockHash, ScriptBuf, Transaction, TxMerkleNode, TxOut,
 };
 use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned as T};
 use stratum_core::template_distribution_sv2::{
-    CoinbaseOutputConstraintsOwned, NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
+    CoinbaseOutputConstraintsOwned, NewTemplateOwned, RequestTransactionDataOwned,
+    SetNewPrevHashOwned, SubmitSolutionOwned,
 };
 
-use crate::keys::TP_PUBLIC_KEY;
+use crate::keys::{NBITS_EASY, TP_PUBLIC_KEY, WAIT};
+use crate::stack::{start_tp_with, stop_role, tp_config};
 use crate::sv2_client::{Incoming, Sv2Conn};
 
 /// Connected, set up and subscribed (CoinbaseOutputConstraints sent).
@@ -57,6 +62,17 @@ impl TdpClient {
         (template, prev)
     }
 
+    /// The next NewTemplate (a refresh on the same tip, or a tip's future one).
+    pub async fn next_new_template(&mut self) -> NewTemplateOwned {
+        loop {
+            if let Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(T::NewTemplate(t)))) =
+                self.conn.recv().await
+            {
+                return t;
+            }
+        }
+    }
+
     /// Solves `template` on the CPU (the target must be easy) and submits it.
     pub async fn solve_and_submit(
         &mut self,
@@ -66,6 +82,33 @@ impl TdpClient {
         let (solution, hash) = solve(template, prev);
         self.submit(solution).await;
         hash
+    }
+
+    /// RequestTransactionData for `template_id`: its transactions, or the error code.
+    pub async fn transaction_data(&mut self, template_id: u64) -> Result<Vec<Transaction>, String> {
+        self.conn
+            .send(AnyMessageOwned::TemplateDistribution(
+                T::RequestTransactionData(RequestTransactionDataOwned { template_id }),
+            ))
+            .await;
+        loop {
+            match self.conn.recv().await {
+                Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                    T::RequestTransactionDataSuccess(ok),
+                ))) if ok.template_id == template_id => {
+                    return Ok(ok
+                        .transaction_list
+                        .iter()
+                        .map(|tx| deserialize(tx.as_ref()).expect("a transaction"))
+                        .collect())
+                }
+                Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                    T::RequestTransactionDataError(e),
+                ))) if e.template_id == template_id => return Err(e.error_code.as_utf8_or_hex()),
+                Ok(_) => continue,
+                Err(e) => panic!("template provider connection: {e}"),
+            }
+        }
     }
 
     pub async fn submit(&mut self, solution: SubmitSolutionOwned) {
@@ -91,11 +134,12 @@ pub fn solve(
             script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
         },
     );
-    let txid = coinbase.compute_txid();
+    let path: Vec<[u8; 32]> = template.merkle_path.iter().map(|h| h.to_array()).collect();
+    let merkle_root = ehash::coinbase::merkle_root(coinbase.compute_txid().to_byte_array(), &path);
     let mut header = Header {
         version: Version::from_consensus(template.version as i32),
         prev_blockhash: BlockHash::from_byte_array(prev.prev_hash.to_array()),
-        merkle_root: TxMerkleNode::from_byte_array(txid.to_byte_array()),
+        merkle_root: TxMerkleNode::from_byte_array(merkle_root),
         time: prev.header_timestamp,
         bits: CompactTarget::from_consensus(prev.n_bits),
         nonce: 0,
@@ -113,4 +157,55 @@ pub fn solve(
             .expect("fits"),
     };
     (solution, header.block_hash())
+}
+
+/// devnet-tp's wallet funds its mempool from the faucet output of each
+/// block after one confirmation; a fresh template every second.
+pub fn with_mempool(config: &mut devnet_tp::TpConfig) {
+    config.coinbase_maturity = 1;
+    config.mempool_tx_per_minute = 6_000;
+    config.template_refresh_secs = 1;
+}
+
+/// Mines two blocks over template distribution in `dir`: the first funds
+/// devnet-tp's wallet, the second carries the wallet's transactions, which
+/// land in the chain as RequestTransactionData listed them.
+pub async fn premine_blocks_with_transactions(dir: &Path) {
+    let mut config = tp_config(dir, NBITS_EASY);
+    with_mempool(&mut config);
+    let (tp, shutdown) = start_tp_with(config).await;
+    let mut tdp = TdpClient::connect(tp.local_addr()).await;
+    let (first, prev) = tdp.template().await;
+    assert_eq!(
+        first.merkle_path.len(),
+        0,
+        "nothing to spend before block 1"
+    );
+    tdp.solve_and_submit(&first, &prev).await;
+    let (_, prev) = tdp.template().await;
+    let template = loop {
+        let template = tdp.next_new_template().await;
+        if template.merkle_path.len() >= 2 {
+            break template;
+        }
+    };
+    let listed = tdp.transaction_data(template.template_id).await.unwrap();
+    assert!(listed.len() >= 2);
+    tdp.solve_and_submit(&template, &prev).await;
+    let block = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(block) = tp.block(2) {
+                break block;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("block 2 lands");
+    let in_block: Vec<String> = listed
+        .iter()
+        .map(|tx| hex::encode(stratum_core::bitcoin::consensus::serialize(tx)))
+        .collect();
+    assert_eq!(block.transactions, in_block);
+    stop_role("devnet-tp", WAIT, &shutdown, tp.wait()).await;
 }

@@ -8,6 +8,7 @@ use ehash_ext_sv2::{MintQuoteNotificationOwned, EHASH_EXTENSION_TYPE};
 use hashpool_tests::*;
 use roles_common::testing::load_shipped;
 use stats_sv2::StatsMessage;
+use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 
 /// Opens an extended channel locked to `key` and waits for its first job.
 async fn open_channel(client: &mut MiningClient, key: &LockingKey) -> u32 {
@@ -127,6 +128,41 @@ async fn every_accepted_share_gets_one_notification_and_mints_its_amount_with_th
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_templates_carrying_transactions_are_quoted_and_minted() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate").await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    // Jobs on a template with transactions carry a merkle path.
+    let job_id = client
+        .wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(job)))
+                if job.channel_id == channel && job.merkle_path.len() >= 2 =>
+            {
+                Some(job.job_id)
+            }
+            _ => None,
+        })
+        .await;
+    client.wait_for_work(channel).await;
+    let shares = mine(&mut client, channel, 5).await;
+    let active = client.channels[&channel].active_job.unwrap();
+    assert!(active >= job_id);
+    assert!(
+        client.channels[&channel].extended_jobs[&active]
+            .merkle_path
+            .len()
+            >= 2
+    );
+    assert!(stack.tp().mempool_len() > 0);
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     stack.stop().await;
 }
 

@@ -22,6 +22,18 @@ fn miner_config(addr: SocketAddr, mode: Mode) -> MinerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
     let stack = EhashStack::start("annotate", |_| {}).await;
+    cpu_miner_is_paid_exactly_its_accepted_shares(stack).await;
+}
+
+/// The SV1 jobs carry merkle branches: the miner, the translator, the pool
+/// and the mint each rebuild the same merkle root from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_miner_is_paid_exactly_on_blocks_carrying_transactions() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate").await;
+    cpu_miner_is_paid_exactly_its_accepted_shares(stack).await;
+}
+
+async fn cpu_miner_is_paid_exactly_its_accepted_shares(stack: EhashStack) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = translator_config(&[stack.pool_addr()], &stack.mint_url(), dir.path());
     // ~20k hashes per share: a handful of shares per second from a debug build

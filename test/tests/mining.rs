@@ -516,6 +516,7 @@ fn the_shipped_configs_load_and_bad_fields_are_named() {
     assert_eq!(pool.tp_address, "127.0.0.1:8442");
     let tp: devnet_tp::TpConfig = load_shipped("devnet-tp.toml");
     assert_eq!(tp.nbits, devnet_tp::config::DEFAULT_NBITS);
+    assert_eq!((tp.coinbase_maturity, tp.mempool_tx_per_minute), (2, 30));
     assert_eq!(
         pool.tp_authority_public_key.to_string(),
         tp.authority_public_key.to_string()

@@ -1,27 +1,41 @@
 //! The devnet chain and its templates, without IO.
 //!
-//! Every block is empty: the coinbase is the only transaction, so the merkle
-//! root is the coinbase txid. A template is "future" (NewTemplate with
-//! `future_template = true`) and is activated by the SetNewPrevHash that
-//! follows it, exactly as sv2-tp does.
+//! A template carries the mempool's transactions (see [`crate::mempool`]);
+//! with a wallet, its coinbase also pays the wallet a tenth of the subsidy
+//! (the faucet output) that funds them. Every block's transactions are
+//! checked against the chain's coins before it is appended. A template is
+//! "future" (NewTemplate with `future_template = true`) and is activated by
+//! the SetNewPrevHash that follows it, exactly as sv2-tp does.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use stratum_core::binary_sv2::{B064KOwned, Seq0255Owned, Seq064KOwned, U256Owned};
+use stratum_core::binary_sv2::{B016MOwned, B064KOwned, Seq0255Owned, Seq064KOwned, U256Owned};
 use stratum_core::bitcoin::{
     absolute::LockTime,
     block::{Header, Version},
     consensus::{deserialize, serialize},
     hashes::{sha256d, Hash},
+    merkle_tree,
     pow::CompactTarget,
     script::Builder,
-    transaction, Amount, BlockHash, ScriptBuf, Target, Transaction, TxMerkleNode, TxOut,
+    secp256k1::{Secp256k1, VerifyOnly},
+    transaction, Amount, Block, BlockHash, ScriptBuf, Target, Transaction, TxMerkleNode, TxOut,
+    Txid, WitnessMerkleNode,
 };
 use stratum_core::template_distribution_sv2::{
     NewTemplateOwned, RequestTransactionDataErrorOwned, RequestTransactionDataSuccessOwned,
     SetNewPrevHashOwned, SubmitSolutionOwned,
 };
+
+use crate::mempool::{AddError, Mempool};
+use crate::utxo::{TxError, UtxoSet};
+use crate::wallet::Wallet;
+
+/// Transactions a template carries at most (well inside a block's weight).
+pub const MAX_TEMPLATE_TXS: usize = 1_000;
+/// With a wallet, each coinbase pays it `subsidy / FAUCET_DIVISOR`.
+const FAUCET_DIVISOR: u64 = 10;
 
 /// Consensus parameters of the devnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +43,8 @@ pub struct ChainParams {
     pub nbits: u32,
     pub initial_subsidy_sats: u64,
     pub halving_interval: u32,
+    /// Blocks before a coinbase output can be spent.
+    pub coinbase_maturity: u32,
 }
 
 impl ChainParams {
@@ -47,7 +63,7 @@ impl ChainParams {
     }
 }
 
-/// One block as persisted: header and coinbase, hex.
+/// One block as persisted: header, coinbase and transactions, hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBlock {
     pub height: u32,
@@ -57,16 +73,46 @@ pub struct StoredBlock {
     pub header: String,
     /// The serialized coinbase transaction (with witness), hex; empty for genesis.
     pub coinbase: String,
+    /// The block's other transactions (with witness), hex, in block order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transactions: Vec<String>,
 }
 
 impl StoredBlock {
-    fn from_parts(height: u32, header: &Header, coinbase: &[u8]) -> Self {
+    fn from_parts(
+        height: u32,
+        header: &Header,
+        coinbase: &[u8],
+        transactions: &[Transaction],
+    ) -> Self {
         Self {
             height,
             hash: header.block_hash().to_string(),
             header: hex::encode(serialize(header)),
             coinbase: hex::encode(coinbase),
+            transactions: transactions
+                .iter()
+                .map(|tx| hex::encode(serialize(tx)))
+                .collect(),
         }
+    }
+
+    /// The coinbase and the other transactions (genesis has none).
+    fn decode_transactions(&self) -> Result<(Transaction, Vec<Transaction>), ChainError> {
+        let corrupt = |what: &str, e: String| {
+            ChainError::Corrupt(format!("block {}: {what}: {e}", self.height))
+        };
+        let decode = |what: &str, text: &str| -> Result<Transaction, ChainError> {
+            let bytes = hex::decode(text).map_err(|e| corrupt(what, e.to_string()))?;
+            deserialize(&bytes).map_err(|e| corrupt(what, e.to_string()))
+        };
+        let coinbase = decode("coinbase", &self.coinbase)?;
+        let transactions = self
+            .transactions
+            .iter()
+            .map(|tx| decode("transaction", tx))
+            .collect::<Result<_, _>>()?;
+        Ok((coinbase, transactions))
     }
 
     pub fn decode_header(&self) -> Result<Header, ChainError> {
@@ -104,6 +150,8 @@ pub enum SolutionError {
     TimeTooOld { got: u32, tip: u32 },
     #[error("block hash {hash} does not meet the target")]
     InsufficientWork { hash: String },
+    #[error("transaction {txid}: {error}")]
+    InvalidTransaction { txid: Txid, error: TxError },
 }
 
 /// A block the chain accepted.
@@ -122,6 +170,7 @@ struct TemplateInfo {
     coinbase_prefix: Vec<u8>,
     outputs: Vec<TxOut>,
     value_remaining: u64,
+    transactions: Vec<Transaction>,
 }
 
 /// How many templates stay answerable (RequestTransactionData, late solutions).
@@ -137,6 +186,11 @@ pub struct Chain {
     template_order: Vec<u64>,
     next_template_id: u64,
     current: Option<(NewTemplateOwned, SetNewPrevHashOwned)>,
+    /// The chain's unspent outputs.
+    coins: UtxoSet,
+    mempool: Mempool,
+    wallet: Option<Wallet>,
+    secp: Secp256k1<VerifyOnly>,
 }
 
 /// The fixed genesis header of the devnet (not mined; it is never validated).
@@ -164,11 +218,12 @@ impl Chain {
     ) -> Result<Self, ChainError> {
         let blocks = if stored.is_empty() {
             let genesis = genesis_header(params.nbits);
-            vec![StoredBlock::from_parts(0, &genesis, &[])]
+            vec![StoredBlock::from_parts(0, &genesis, &[], &[])]
         } else {
             stored
         };
         let mut prev: Option<Header> = None;
+        let mut coins = UtxoSet::default();
         for (i, block) in blocks.iter().enumerate() {
             if block.height as usize != i {
                 return Err(ChainError::Corrupt(format!(
@@ -187,6 +242,16 @@ impl Chain {
                 if !header.target().is_met_by(header.block_hash()) {
                     return Err(ChainError::Corrupt(format!("block {i}: no proof of work")));
                 }
+                let (coinbase, transactions) = block.decode_transactions()?;
+                if merkle_root(&coinbase, &transactions) != header.merkle_root {
+                    return Err(ChainError::Corrupt(format!(
+                        "block {i}: transactions do not match the merkle root"
+                    )));
+                }
+                coins.apply(&coinbase, block.height);
+                for tx in &transactions {
+                    coins.apply(tx, block.height);
+                }
             }
             prev = Some(header);
         }
@@ -199,7 +264,52 @@ impl Chain {
             template_order: Vec::new(),
             next_template_id: first_template_id.max(1),
             current: None,
+            mempool: Mempool::new(&coins),
+            coins,
+            wallet: None,
+            secp: Secp256k1::verification_only(),
         })
+    }
+
+    /// Gives the chain a wallet: templates pay it the faucet output, and
+    /// [`Chain::add_wallet_transaction`] spends what it has.
+    pub fn with_wallet(mut self, wallet: Wallet) -> Self {
+        self.wallet = Some(wallet);
+        self.current = None;
+        self
+    }
+
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    pub fn coins(&self) -> &UtxoSet {
+        &self.coins
+    }
+
+    /// Puts `tx` in the mempool if it can be mined in the next block.
+    /// Returns its fee.
+    pub fn add_transaction(&mut self, tx: Transaction) -> Result<u64, AddError> {
+        let height = self.height() + 1;
+        self.mempool
+            .add(tx, height, self.params.coinbase_maturity, &self.secp)
+    }
+
+    /// The wallet spends one of its coins (confirmed and mature, or in the
+    /// mempool) into the mempool. None without a wallet or a spendable coin.
+    pub fn add_wallet_transaction(&mut self) -> Option<Result<Txid, AddError>> {
+        let wallet = self.wallet.as_ref()?;
+        let height = self.height() + 1;
+        let maturity = self.params.coinbase_maturity;
+        let tx = self
+            .mempool
+            .view()
+            .iter()
+            .filter(|(_, coin)| coin.output.script_pubkey == *wallet.script_pubkey())
+            .filter(|(_, coin)| !coin.coinbase || height >= coin.height.saturating_add(maturity))
+            .find_map(|(outpoint, coin)| wallet.spend(*outpoint, coin.output.value))?;
+        let txid = tx.compute_txid();
+        Some(self.add_transaction(tx).map(|_| txid))
     }
 
     pub fn params(&self) -> &ChainParams {
@@ -252,8 +362,35 @@ impl Chain {
             .push_int(height as i64)
             .into_script()
             .into_bytes();
-        let outputs = vec![witness_commitment_output()];
-        let value_remaining = self.params.subsidy(height);
+        let transactions: Vec<Transaction> = self
+            .mempool
+            .txs()
+            .iter()
+            .take(MAX_TEMPLATE_TXS)
+            .map(|entry| entry.tx.clone())
+            .collect();
+        let fees: u64 = self
+            .mempool
+            .txs()
+            .iter()
+            .take(MAX_TEMPLATE_TXS)
+            .map(|entry| entry.fee)
+            .sum();
+        let subsidy = self.params.subsidy(height);
+        let mut outputs = Vec::new();
+        let mut faucet = 0;
+        if let Some(wallet) = &self.wallet {
+            faucet = subsidy / FAUCET_DIVISOR;
+            if faucet > 0 {
+                outputs.push(TxOut {
+                    value: Amount::from_sat(faucet),
+                    script_pubkey: wallet.script_pubkey().clone(),
+                });
+            }
+        }
+        outputs.push(witness_commitment_output(&transactions));
+        let value_remaining = subsidy + fees - faucet;
+        let merkle_path = coinbase_merkle_path(&transactions);
         let min_time = now.max(self.tip_header.time.saturating_add(1));
         let prev_hash = self.tip_hash();
 
@@ -270,9 +407,10 @@ impl Chain {
             coinbase_tx_value_remaining: value_remaining,
             coinbase_tx_outputs_count: outputs.len() as u32,
             coinbase_tx_outputs: B064KOwned::new(serialize_outputs(&outputs))
-                .expect("one output fits B064K"),
+                .expect("two outputs fit B064K"),
             coinbase_tx_locktime: 0,
-            merkle_path: Seq0255Owned::new(Vec::new()).expect("empty path"),
+            merkle_path: Seq0255Owned::new(merkle_path)
+                .expect("a path of at most log2(MAX_TEMPLATE_TXS + 1) hashes"),
         };
         let prev = SetNewPrevHashOwned {
             template_id,
@@ -290,6 +428,7 @@ impl Chain {
                 coinbase_prefix,
                 outputs,
                 value_remaining,
+                transactions,
             },
         );
         self.template_order.push(template_id);
@@ -347,12 +486,10 @@ impl Chain {
                 tip: self.tip_header.time,
             });
         }
-        // Empty block: the merkle root is the coinbase txid.
-        let merkle_root = TxMerkleNode::from_byte_array(coinbase.compute_txid().to_byte_array());
         let header = Header {
             version: Version::from_consensus(solution.version as i32),
             prev_blockhash: info.prev_hash,
-            merkle_root,
+            merkle_root: merkle_root(&coinbase, &info.transactions),
             time: solution.header_timestamp,
             bits: CompactTarget::from_consensus(info.nbits),
             nonce: solution.header_nonce,
@@ -363,10 +500,31 @@ impl Chain {
                 hash: hash.to_string(),
             });
         }
-        let stored = StoredBlock::from_parts(info.height, &header, &coinbase_bytes);
+        // The template's transactions were valid when it was built on this
+        // tip; checked again, as a node checks every block it appends.
+        let mut coins = self.coins.clone();
+        coins.apply(&coinbase, info.height);
+        for tx in &info.transactions {
+            coins
+                .check(tx, info.height, self.params.coinbase_maturity, &self.secp)
+                .map_err(|error| SolutionError::InvalidTransaction {
+                    txid: tx.compute_txid(),
+                    error,
+                })?;
+            coins.apply(tx, info.height);
+        }
+        let stored =
+            StoredBlock::from_parts(info.height, &header, &coinbase_bytes, &info.transactions);
         self.blocks.push(stored.clone());
         self.tip_header = header;
         self.current = None;
+        self.coins = coins;
+        self.mempool.on_new_tip(
+            &self.coins,
+            info.height + 1,
+            self.params.coinbase_maturity,
+            &self.secp,
+        );
         // Templates on the old tip can no longer win.
         self.templates.retain(|_, t| t.prev_hash == hash);
         self.template_order
@@ -378,18 +536,25 @@ impl Chain {
         })
     }
 
-    /// RequestTransactionData: the block is empty, so the list is empty.
+    /// RequestTransactionData: the template's transactions, serialized with
+    /// their witnesses, in block order.
     pub fn transaction_data(
         &self,
         template_id: u64,
     ) -> Result<RequestTransactionDataSuccessOwned, RequestTransactionDataErrorOwned> {
         match self.templates.get(&template_id) {
             Some(info) if info.prev_hash == self.tip_hash() => {
+                let transactions = info
+                    .transactions
+                    .iter()
+                    .map(|tx| B016MOwned::new(serialize(tx)).expect("a transaction fits B016M"))
+                    .collect();
                 Ok(RequestTransactionDataSuccessOwned {
                     template_id,
                     // The witness reserved value of the coinbase (32 zero bytes).
                     excess_data: B064KOwned::new(vec![0u8; 32]).expect("32 bytes fit"),
-                    transaction_list: Seq064KOwned::new(Vec::new()).expect("empty list"),
+                    transaction_list: Seq064KOwned::new(transactions)
+                        .expect("at most MAX_TEMPLATE_TXS transactions"),
                 })
             }
             Some(_) => Err(RequestTransactionDataErrorOwned {
@@ -412,16 +577,60 @@ impl Chain {
     }
 }
 
-/// The BIP141 witness commitment of a block whose only transaction is the
-/// coinbase: OP_RETURN 0xaa21a9ed || sha256d(wtxid root (zero) || reserved (zero)).
-pub fn witness_commitment_output() -> TxOut {
-    let commitment = sha256d::Hash::hash(&[0u8; 64]).to_byte_array();
+/// The BIP141 witness commitment of a block with `transactions` after its
+/// coinbase: OP_RETURN 0xaa21a9ed || sha256d(wtxid root || reserved value),
+/// the coinbase's wtxid and the reserved value being zero.
+pub fn witness_commitment_output(transactions: &[Transaction]) -> TxOut {
+    let leaves = std::iter::once(WitnessMerkleNode::all_zeros()).chain(
+        transactions
+            .iter()
+            .map(|tx| WitnessMerkleNode::from_byte_array(tx.compute_wtxid().to_byte_array())),
+    );
+    let root = merkle_tree::calculate_root(leaves).expect("at least the coinbase");
+    let commitment = Block::compute_witness_commitment(&root, &[0u8; 32]);
     let mut script = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
-    script.extend_from_slice(&commitment);
+    script.extend_from_slice(commitment.as_byte_array());
     TxOut {
         value: Amount::ZERO,
         script_pubkey: ScriptBuf::from_bytes(script),
     }
+}
+
+/// The merkle root of a block: its coinbase's txid, then its transactions'.
+fn merkle_root(coinbase: &Transaction, transactions: &[Transaction]) -> TxMerkleNode {
+    let leaves = std::iter::once(coinbase)
+        .chain(transactions)
+        .map(|tx| TxMerkleNode::from_byte_array(tx.compute_txid().to_byte_array()));
+    merkle_tree::calculate_root(leaves).expect("at least the coinbase")
+}
+
+/// The coinbase's merkle path (NewTemplate.merkle_path): the sibling hash at
+/// each level of the tree, from the leaves up, in internal byte order.
+fn coinbase_merkle_path(transactions: &[Transaction]) -> Vec<U256Owned> {
+    let mut level: Vec<[u8; 32]> = std::iter::once([0u8; 32])
+        .chain(
+            transactions
+                .iter()
+                .map(|tx| tx.compute_txid().to_byte_array()),
+        )
+        .collect();
+    let mut path = Vec::new();
+    while level.len() > 1 {
+        path.push(U256Owned::from(level[1]));
+        if level.len() % 2 == 1 {
+            level.push(*level.last().expect("not empty"));
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let mut both = [0u8; 64];
+                both[..32].copy_from_slice(&pair[0]);
+                both[32..].copy_from_slice(&pair[1]);
+                sha256d::Hash::hash(&both).to_byte_array()
+            })
+            .collect();
+    }
+    path
 }
 
 fn serialize_outputs(outputs: &[TxOut]) -> Vec<u8> {
@@ -460,225 +669,4 @@ pub fn build_coinbase(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const EASY: u32 = 0x207f_ffff; // half of all hashes meet it
-    const NEVER: u32 = 0x0300_0001; // target 1
-
-    fn params(nbits: u32) -> ChainParams {
-        ChainParams {
-            nbits,
-            initial_subsidy_sats: 5_000_000_000,
-            halving_interval: 2,
-        }
-    }
-
-    fn solve(
-        chain: &mut Chain,
-        template: &NewTemplateOwned,
-        prev: &SetNewPrevHashOwned,
-    ) -> SubmitSolutionOwned {
-        let payout = TxOut {
-            value: Amount::from_sat(template.coinbase_tx_value_remaining),
-            script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
-        };
-        let coinbase = build_coinbase(template, b"test", payout);
-        let txid = coinbase.compute_txid();
-        for nonce in 0.. {
-            let header = Header {
-                version: Version::from_consensus(template.version as i32),
-                prev_blockhash: chain.tip_hash(),
-                merkle_root: TxMerkleNode::from_byte_array(txid.to_byte_array()),
-                time: prev.header_timestamp,
-                bits: CompactTarget::from_consensus(prev.n_bits),
-                nonce,
-            };
-            if header.target().is_met_by(header.block_hash()) {
-                return SubmitSolutionOwned {
-                    template_id: template.template_id,
-                    version: template.version,
-                    header_timestamp: prev.header_timestamp,
-                    header_nonce: nonce,
-                    coinbase_tx: serialize(&coinbase).try_into().unwrap(),
-                };
-            }
-        }
-        unreachable!()
-    }
-
-    #[test]
-    fn fresh_chain_has_genesis_and_a_future_template() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        assert_eq!(chain.height(), 0);
-        let (t, p) = chain.current_template(1_800_000_000);
-        assert!(t.future_template);
-        assert_eq!(t.template_id, p.template_id);
-        assert_eq!(p.prev_hash.to_array(), chain.tip_hash().to_byte_array());
-        assert_eq!(t.coinbase_tx_value_remaining, 5_000_000_000);
-        // Same template until the tip moves.
-        let (t2, _) = chain.current_template(1_800_000_005);
-        assert_eq!(t2.template_id, t.template_id);
-    }
-
-    #[test]
-    fn a_refreshed_template_is_new_work_on_the_same_tip_and_can_be_solved() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        let (future, prev) = chain.current_template(1_800_000_000);
-        let refreshed = chain.refresh_template(1_800_000_030);
-        assert!(!refreshed.future_template);
-        assert!(refreshed.template_id > future.template_id);
-        assert_eq!(
-            refreshed.coinbase_prefix.as_bytes(),
-            future.coinbase_prefix.as_bytes()
-        );
-        let (again, _) = chain.current_template(1_800_000_031);
-        assert_eq!(
-            again.template_id, future.template_id,
-            "the tip's template stays"
-        );
-        let solution = solve(&mut chain, &refreshed, &prev);
-        assert_eq!(chain.submit_solution(&solution).unwrap().height, 1);
-    }
-
-    #[test]
-    fn a_solved_block_moves_the_tip_and_halves_the_subsidy() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        for expected_height in 1..=3u32 {
-            let (t, p) = chain.current_template(1_800_000_000);
-            let sol = solve(&mut chain, &t, &p);
-            let accepted = chain.submit_solution(&sol).unwrap();
-            assert_eq!(accepted.height, expected_height);
-            assert_eq!(chain.height(), expected_height);
-            assert_eq!(chain.tip_hash(), accepted.hash);
-        }
-        let (t, _) = chain.current_template(1_800_000_000);
-        // height 4 with halving every 2 blocks: two halvings
-        assert_eq!(t.coinbase_tx_value_remaining, 5_000_000_000 / 4);
-        // The stored chain reloads.
-        let blocks = chain.blocks().to_vec();
-        let reloaded = Chain::load(params(EASY), blocks, 100).unwrap();
-        assert_eq!(reloaded.height(), 3);
-        assert_eq!(reloaded.tip_hash(), chain.tip_hash());
-    }
-
-    #[test]
-    fn bad_solutions_are_refused() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        let (t, p) = chain.current_template(1_800_000_000);
-        let good = solve(&mut chain, &t, &p);
-
-        let mut unknown = good.clone();
-        unknown.template_id = 999;
-        assert_eq!(
-            chain.submit_solution(&unknown),
-            Err(SolutionError::UnknownTemplate(999))
-        );
-
-        let mut garbage = good.clone();
-        garbage.coinbase_tx = vec![1, 2, 3].try_into().unwrap();
-        assert!(matches!(
-            chain.submit_solution(&garbage),
-            Err(SolutionError::MalformedCoinbase(_))
-        ));
-
-        // A nonce whose header misses the (easy) target.
-        let coinbase: Transaction = deserialize(good.coinbase_tx.as_bytes()).unwrap();
-        let txid = coinbase.compute_txid();
-        let mut weak = good.clone();
-        weak.header_nonce = (0u32..)
-            .find(|&nonce| {
-                let header = Header {
-                    version: Version::from_consensus(good.version as i32),
-                    prev_blockhash: chain.tip_hash(),
-                    merkle_root: TxMerkleNode::from_byte_array(txid.to_byte_array()),
-                    time: good.header_timestamp,
-                    bits: CompactTarget::from_consensus(EASY),
-                    nonce,
-                };
-                !header.target().is_met_by(header.block_hash())
-            })
-            .unwrap();
-        assert!(matches!(
-            chain.submit_solution(&weak),
-            Err(SolutionError::InsufficientWork { .. })
-        ));
-        assert_eq!(chain.height(), 0);
-
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        let (t, p) = chain.current_template(1_800_000_000);
-        let good = solve(&mut chain, &t, &p);
-        chain.submit_solution(&good).unwrap();
-        // The same solution again builds on an old tip.
-        assert_eq!(
-            chain.submit_solution(&good),
-            Err(SolutionError::UnknownTemplate(good.template_id))
-        );
-    }
-
-    /// A solution for template `t` whose coinbase pays `sats` to an empty script.
-    fn solution_paying(
-        t: &NewTemplateOwned,
-        p: &SetNewPrevHashOwned,
-        sats: u64,
-        nonce: u32,
-    ) -> SubmitSolutionOwned {
-        let payout = TxOut {
-            value: Amount::from_sat(sats),
-            script_pubkey: ScriptBuf::new(),
-        };
-        let coinbase = build_coinbase(t, b"x", payout);
-        SubmitSolutionOwned {
-            template_id: t.template_id,
-            version: t.version,
-            header_timestamp: p.header_timestamp,
-            header_nonce: nonce,
-            coinbase_tx: serialize(&coinbase).try_into().unwrap(),
-        }
-    }
-
-    #[test]
-    fn an_impossible_target_is_never_met() {
-        let mut chain = Chain::load(params(NEVER), vec![], 1).unwrap();
-        let (t, p) = chain.current_template(1_800_000_000);
-        let sol = solution_paying(&t, &p, 1, 7);
-        assert!(matches!(
-            chain.submit_solution(&sol),
-            Err(SolutionError::InsufficientWork { .. })
-        ));
-    }
-
-    #[test]
-    fn overpaying_and_foreign_coinbases_are_refused() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        let (t, p) = chain.current_template(1_800_000_000);
-        let sol = solution_paying(&t, &p, t.coinbase_tx_value_remaining + 1, 0);
-        assert!(matches!(
-            chain.submit_solution(&sol),
-            Err(SolutionError::Overpays { .. })
-        ));
-    }
-
-    #[test]
-    fn transaction_data_is_answered() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        let (t, _) = chain.current_template(1_800_000_000);
-        let ok = chain.transaction_data(t.template_id).unwrap();
-        assert!(ok.transaction_list.is_empty());
-        assert!(chain.transaction_data(12345).is_err());
-    }
-
-    #[test]
-    fn corrupt_stored_chains_are_refused() {
-        let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
-        let (t, p) = chain.current_template(1_800_000_000);
-        let sol = solve(&mut chain, &t, &p);
-        chain.submit_solution(&sol).unwrap();
-        let mut blocks = chain.blocks().to_vec();
-        blocks[1].height = 5;
-        assert!(Chain::load(params(EASY), blocks, 1).is_err());
-        let mut blocks = chain.blocks().to_vec();
-        blocks.swap(0, 1);
-        assert!(Chain::load(params(EASY), blocks, 1).is_err());
-    }
-}
+mod tests;

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_core::bitcoin::{pow::CompactTarget, Target};
 
+use crate::utxo::BITCOIN_COINBASE_MATURITY;
+
 /// Default block target: about 2^27 expected hashes per block, so one CPU
 /// core doing a few million sha256d per second finds a block every ~30 s.
 pub const DEFAULT_NBITS: u32 = 0x1d20_0000;
@@ -41,6 +43,14 @@ pub struct TpConfig {
     /// a channel's new difficulty to its miners.
     #[serde(default = "default::u64::<30>")]
     pub template_refresh_secs: u64,
+    /// Blocks before a coinbase output can be spent (Bitcoin: 100).
+    #[serde(default = "default::u32::<BITCOIN_COINBASE_MATURITY>")]
+    pub coinbase_maturity: u32,
+    /// Transactions the provider's own wallet makes per minute for the
+    /// mempool (0: none, and blocks stay empty). With a rate, every
+    /// coinbase pays the wallet a tenth of the subsidy to fund them.
+    #[serde(default)]
+    pub mempool_tx_per_minute: u32,
 }
 
 impl Validate for TpConfig {
@@ -51,6 +61,15 @@ impl Validate for TpConfig {
         }
         check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         nbits_target(self.nbits).map_err(|e| ConfigError::new("nbits", e))?;
+        if self.coinbase_maturity == 0 {
+            return Err(ConfigError::new("coinbase_maturity", "must be at least 1"));
+        }
+        if self.mempool_tx_per_minute > 60_000 {
+            return Err(ConfigError::new(
+                "mempool_tx_per_minute",
+                "must be at most 60000 (1000 per second)",
+            ));
+        }
         if self.halving_interval == 0 {
             return Err(ConfigError::new("halving_interval", "must be at least 1"));
         }

@@ -119,6 +119,40 @@ pub(crate) async fn refresh_templates(
     }
 }
 
+/// The wallet puts one transaction in the mempool every `every`, until
+/// `shutdown`. They reach miners with the next template.
+pub(crate) async fn make_transactions(
+    shared: Arc<Shared>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut waiting_logged = false;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let mut chain = shared.chain.lock().expect("chain lock");
+        match chain.add_wallet_transaction() {
+            Some(Ok(txid)) => {
+                waiting_logged = false;
+                debug!(%txid, mempool = chain.mempool().len(), "wallet transaction in the mempool");
+            }
+            Some(Err(e)) => debug!("wallet transaction not made: {e}"),
+            None if !waiting_logged => {
+                waiting_logged = true;
+                info!(
+                    height = chain.height(),
+                    "the wallet has no mature coin yet; transactions start once a faucet output matures"
+                );
+            }
+            None => {}
+        }
+    }
+}
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,

@@ -3,17 +3,25 @@
 //! It speaks template distribution over Noise the way sv2-tp does:
 //! SetupConnection and CoinbaseOutputConstraints in; a future NewTemplate and
 //! its SetNewPrevHash out; SubmitSolution in. A solution is rebuilt into a
-//! block (empty blocks: merkle root = coinbase txid), checked against the
-//! header's nBits target, appended, persisted in the state dir, and the next
-//! template goes to every client; while the tip stays, a fresh template
-//! follows every `template_refresh_secs`. RequestTransactionData is answered.
+//! block (the template's coinbase slot and transactions), checked against
+//! the header's nBits target and the chain's coins, appended, persisted in
+//! the state dir, and the next template goes to every client; while the tip
+//! stays, a fresh template follows every `template_refresh_secs`.
+//! RequestTransactionData is answered with the template's transactions.
 //!
-//! [`chain`] is the sans-IO chain and template logic; [`io`] the sockets.
+//! With `mempool_tx_per_minute`, the provider's own [`wallet`] spends the
+//! faucet outputs of its coinbases into the [`mempool`] at that rate: real,
+//! signed transactions that templates carry, so blocks are not empty.
+//!
+//! [`chain`], [`mempool`], [`utxo`] and [`wallet`] are sans-IO; [`io`] the sockets.
 
 pub mod chain;
 pub mod config;
 mod io;
+pub mod mempool;
 pub mod store;
+pub mod utxo;
+pub mod wallet;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::chain::{Chain, ChainParams};
+use crate::wallet::Wallet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TpError {
@@ -64,6 +73,22 @@ impl TpHandle {
         self.shared.chain.lock().expect("chain lock").tip_hash()
     }
 
+    /// The block at `height`, as stored.
+    pub fn block(&self, height: u32) -> Option<chain::StoredBlock> {
+        let chain = self.shared.chain.lock().expect("chain lock");
+        chain.blocks().get(height as usize).cloned()
+    }
+
+    /// Transactions waiting in the mempool.
+    pub fn mempool_len(&self) -> usize {
+        self.shared
+            .chain
+            .lock()
+            .expect("chain lock")
+            .mempool()
+            .len()
+    }
+
     /// Every block appended from now on.
     pub fn subscribe_blocks(&self) -> broadcast::Receiver<BlockEvent> {
         self.shared.blocks.subscribe()
@@ -81,13 +106,21 @@ pub async fn start(config: TpConfig, shutdown: CancellationToken) -> Result<TpHa
         nbits: config.nbits,
         initial_subsidy_sats: config.initial_subsidy_sats,
         halving_interval: config.halving_interval,
+        coinbase_maturity: config.coinbase_maturity,
     };
     let stored = store::load(&config.state_dir)?;
-    let chain = Chain::load(params, stored.blocks, stored.next_template_id)?;
+    let mut chain = Chain::load(params, stored.blocks, stored.next_template_id)?;
+    if config.mempool_tx_per_minute > 0 {
+        chain = chain.with_wallet(Wallet::from_seed(
+            &config.authority_secret_key.0.secret_bytes(),
+        ));
+    }
     info!(
         height = chain.height(),
         tip = %chain.tip_hash(),
         nbits = format!("0x{:08x}", config.nbits),
+        coins = chain.coins().len(),
+        mempool_tx_per_minute = config.mempool_tx_per_minute,
         state_dir = %config.state_dir.display(),
         "chain loaded"
     );
@@ -112,6 +145,13 @@ pub async fn start(config: TpConfig, shutdown: CancellationToken) -> Result<TpHa
         secret: config.authority_secret_key,
         cert_validity_sec: config.cert_validity_sec,
     });
+    if config.mempool_tx_per_minute > 0 {
+        tokio::spawn(io::make_transactions(
+            shared.clone(),
+            std::time::Duration::from_secs_f64(60.0 / f64::from(config.mempool_tx_per_minute)),
+            shutdown.clone(),
+        ));
+    }
     if config.template_refresh_secs > 0 {
         tokio::spawn(io::refresh_templates(
             shared.clone(),

@@ -86,6 +86,7 @@ mod tests {
                 hash: "00".into(),
                 header: "11".into(),
                 coinbase: String::new(),
+                transactions: vec![],
             }],
         };
         save(dir.path(), &chain).unwrap();
