@@ -9,6 +9,7 @@
 //! `use hashpool_tests::*;`.
 
 mod cashu;
+mod jd_test_client;
 mod keys;
 mod load_miner;
 mod mining_client;
@@ -23,6 +24,7 @@ mod tdp_client;
 mod translator_helpers;
 
 pub use cashu::*;
+pub use jd_test_client::*;
 pub use keys::*;
 pub use load_miner::*;
 pub use mining_client::*;

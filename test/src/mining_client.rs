@@ -15,12 +15,13 @@ use stratum_core::bitcoin::{
     BlockHash, Target, TxMerkleNode,
 };
 use stratum_core::channels_sv2::merkle_root::merkle_root_from_path;
+use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
 use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::extensions_sv2::RequestExtensionsOwned;
 use stratum_core::mining_sv2::{
     NewExtendedMiningJobOwned, NewMiningJobOwned, OpenExtendedMiningChannelOwned,
-    OpenStandardMiningChannelOwned, SetNewPrevHashOwned, SubmitSharesExtendedOwned,
-    SubmitSharesStandardOwned,
+    OpenStandardMiningChannelOwned, SetCustomMiningJobOwned, SetNewPrevHashOwned,
+    SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
 };
 use stratum_core::parsers_sv2::{
     AnyMessageOwned, ExtensionsNegotiationOwned, ExtensionsOwned, MiningOwned,
@@ -326,6 +327,54 @@ impl MiningClient {
                 self.observe(m);
             }
         }
+    }
+
+    /// Sends SetCustomMiningJob: the job id the pool gave it, or the error code.
+    pub async fn set_custom_job(&mut self, m: &SetCustomMiningJobOwned) -> Result<u32, String> {
+        self.conn
+            .send(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(
+                m.clone(),
+            )))
+            .await;
+        let (channel_id, request_id) = (m.channel_id, m.request_id);
+        self.wait_for(|msg| match msg {
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJobSuccess(ok)))
+                if ok.channel_id == channel_id && ok.request_id == request_id =>
+            {
+                Some(Ok(ok.job_id))
+            }
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJobError(e)))
+                if e.channel_id == channel_id && e.request_id == request_id =>
+            {
+                Some(Err(e.error_code.as_utf8_or_hex()))
+            }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Mines custom job `m` (accepted as `job_id`) from now on: the job the
+    /// pool built from it, the way channels_sv2 builds it.
+    pub fn mine_custom_job(&mut self, m: &SetCustomMiningJobOwned, job_id: u32) {
+        let c = &self.channels[&m.channel_id];
+        let full_extranonce = c.extranonce_prefix.len() + c.extranonce_size as usize;
+        let job = JobFactory::new(true, None, None)
+            .new_extended_job_from_custom_job(
+                m.clone(),
+                c.extranonce_prefix.clone(),
+                full_extranonce,
+            )
+            .expect("the pool built the same job");
+        let mut message = job.get_job_message().clone();
+        message.job_id = job_id;
+        self.observe(&MiningOwned::NewExtendedMiningJob(message));
+        self.observe(&MiningOwned::SetNewPrevHash(SetNewPrevHashOwned {
+            channel_id: m.channel_id,
+            job_id,
+            prev_hash: m.prev_hash.clone(),
+            min_ntime: m.min_ntime,
+            nbits: m.nbits,
+        }));
     }
 
     /// Waits until `channel_id` has a job and a prevhash to mine on.

@@ -60,6 +60,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         state_dir: std::env::temp_dir().join("hashpool-tests-unused"),
         mint: None,
         stats: None,
+        jds: None,
     }
 }
 
@@ -260,7 +261,10 @@ impl EhashStack {
     /// (devnet-tp's mempool on, two blocks premined): a job has a merkle
     /// path from its first template on. The chain's directory lives as
     /// long as the returned guard.
-    pub async fn start_with_transactions(mode: &str) -> (EhashStack, tempfile::TempDir) {
+    pub async fn start_with_transactions(
+        mode: &str,
+        tweak: impl FnOnce(&mut PoolConfig),
+    ) -> (EhashStack, tempfile::TempDir) {
         let chain = tempfile::tempdir().expect("temp dir");
         crate::tdp_client::premine_blocks_with_transactions(chain.path()).await;
         let chain_dir = chain.path().to_path_buf();
@@ -270,7 +274,7 @@ impl EhashStack {
                 crate::tdp_client::with_mempool(tp);
                 tp.state_dir = chain_dir;
             },
-            |_| {},
+            tweak,
         )
         .await;
         // The mempool fills, and the next template carries it to the pool.

@@ -133,7 +133,7 @@ async fn every_accepted_share_gets_one_notification_and_mints_its_amount_with_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_on_templates_carrying_transactions_are_quoted_and_minted() {
-    let (stack, _chain) = EhashStack::start_with_transactions("annotate").await;
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", |_| {}).await;
     let (secret, key) = miner_key();
     let mut client = stack.client(true).await;
     let channel = client
@@ -162,6 +162,79 @@ async fn shares_on_templates_carrying_transactions_are_quoted_and_minted() {
             >= 2
     );
     assert!(stack.tp().mempool_len() > 0);
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    stack.stop().await;
+}
+
+/// A job declaration client declares the template of its own template
+/// provider (the same devnet-tp, with transactions) and mines it as a
+/// custom job: every share is quoted and minted. What does not pay the
+/// pool, or does not commit to the channel's key, is refused by name and
+/// the connections stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_a_declared_job_are_quoted_and_minted() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", |pool| {
+        pool.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+        })
+    })
+    .await;
+    let mut tdp = TdpClient::connect(stack.tp().local_addr()).await;
+    let (_, prev) = tdp.template().await;
+    let template = loop {
+        let template = tdp.next_new_template().await;
+        if template.merkle_path.len() >= 2 {
+            break template;
+        }
+    };
+    let txs = tdp.transaction_data(template.template_id).await.unwrap();
+
+    let mut jdc = JdTestClient::connect(stack.pool().jds_addr().unwrap()).await;
+    let (token, pool_script) = jdc.allocate().await;
+    let mut theirs = pool_output(&template, &pool_script);
+    theirs.script_pubkey = stratum_core::bitcoin::ScriptBuf::from_bytes(vec![0x52]);
+    let refused = jdc
+        .declare(declaration(1, token, &template, vec![theirs], &txs), &txs)
+        .await;
+    assert_eq!(refused, Err("invalid-coinbase-tx".to_string()));
+    let (token, _) = jdc.allocate().await;
+    let to_pool = pool_output(&template, &pool_script);
+    let declared = jdc
+        .declare(
+            declaration(2, token, &template, vec![to_pool.clone()], &txs),
+            &txs,
+        )
+        .await
+        .expect("declared");
+
+    let (secret, key) = miner_key();
+    let mut client = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
+    client.setup_connection(0b10).await;
+    client
+        .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
+        .await;
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    let keyless = custom_job(
+        channel,
+        declared.clone(),
+        &template,
+        &prev,
+        vec![to_pool.clone()],
+    );
+    assert_eq!(
+        client.set_custom_job(&keyless).await,
+        Err("invalid-coinbase-tx-outputs".to_string())
+    );
+    let outputs = vec![to_pool, ehash::coinbase::key_commitment_output(&key)];
+    let job = custom_job(channel, declared, &template, &prev, outputs);
+    let job_id = client.set_custom_job(&job).await.expect("custom job set");
+    client.mine_custom_job(&job, job_id);
+    let shares = mine(&mut client, channel, 5).await;
     notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     stack.stop().await;
 }

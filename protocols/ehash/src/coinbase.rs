@@ -84,6 +84,11 @@ pub fn key_commitment_output_len() -> usize {
     8 + 1 + 2 + KEY_COMMITMENT_MAGIC.len() + 32
 }
 
+/// Whether `script` is a key commitment output's (to any key).
+pub fn is_key_commitment(script: &Script) -> bool {
+    commitment_of(script).is_some()
+}
+
 /// The commitment an output carries, if it is a key commitment output.
 fn commitment_of(script: &Script) -> Option<&[u8]> {
     let bytes = script.as_bytes();
@@ -127,6 +132,32 @@ pub fn merkle_root(txid: [u8; 32], path: &[[u8; 32]]) -> [u8; 32] {
         engine.input(sibling);
         sha256d::Hash::from_engine(engine).to_byte_array()
     })
+}
+
+/// The coinbase's merkle path (SV2 `merkle_path`) in a block whose other
+/// transactions have `txids`, in block order: the sibling at each level of
+/// the tree, from the leaves up.
+pub fn coinbase_merkle_path(txids: &[[u8; 32]]) -> Vec<[u8; 32]> {
+    let mut level: Vec<[u8; 32]> = std::iter::once([0u8; 32])
+        .chain(txids.iter().copied())
+        .collect();
+    let mut path = Vec::new();
+    while level.len() > 1 {
+        path.push(level[1]);
+        if level.len() % 2 == 1 {
+            level.push(*level.last().expect("not empty"));
+        }
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let mut engine = sha256d::Hash::engine();
+                engine.input(&pair[0]);
+                engine.input(&pair[1]);
+                sha256d::Hash::from_engine(engine).to_byte_array()
+            })
+            .collect();
+    }
+    path
 }
 
 /// The merkle root of a block whose coinbase, serialized without witness,

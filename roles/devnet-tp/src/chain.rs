@@ -390,7 +390,14 @@ impl Chain {
         }
         outputs.push(witness_commitment_output(&transactions));
         let value_remaining = subsidy + fees - faucet;
-        let merkle_path = coinbase_merkle_path(&transactions);
+        let txids: Vec<[u8; 32]> = transactions
+            .iter()
+            .map(|tx| tx.compute_txid().to_byte_array())
+            .collect();
+        let merkle_path = ehash::coinbase::coinbase_merkle_path(&txids)
+            .into_iter()
+            .map(U256Owned::from)
+            .collect();
         let min_time = now.max(self.tip_header.time.saturating_add(1));
         let prev_hash = self.tip_hash();
 
@@ -602,35 +609,6 @@ fn merkle_root(coinbase: &Transaction, transactions: &[Transaction]) -> TxMerkle
         .chain(transactions)
         .map(|tx| TxMerkleNode::from_byte_array(tx.compute_txid().to_byte_array()));
     merkle_tree::calculate_root(leaves).expect("at least the coinbase")
-}
-
-/// The coinbase's merkle path (NewTemplate.merkle_path): the sibling hash at
-/// each level of the tree, from the leaves up, in internal byte order.
-fn coinbase_merkle_path(transactions: &[Transaction]) -> Vec<U256Owned> {
-    let mut level: Vec<[u8; 32]> = std::iter::once([0u8; 32])
-        .chain(
-            transactions
-                .iter()
-                .map(|tx| tx.compute_txid().to_byte_array()),
-        )
-        .collect();
-    let mut path = Vec::new();
-    while level.len() > 1 {
-        path.push(U256Owned::from(level[1]));
-        if level.len() % 2 == 1 {
-            level.push(*level.last().expect("not empty"));
-        }
-        level = level
-            .chunks(2)
-            .map(|pair| {
-                let mut both = [0u8; 64];
-                both[..32].copy_from_slice(&pair[0]);
-                both[32..].copy_from_slice(&pair[1]);
-                sha256d::Hash::hash(&both).to_byte_array()
-            })
-            .collect();
-    }
-    path
 }
 
 fn serialize_outputs(outputs: &[TxOut]) -> Vec<u8> {

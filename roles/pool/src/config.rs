@@ -100,6 +100,21 @@ pub struct PoolConfig {
     /// The pool-stats service: without it the pool publishes no stats.
     #[serde(default)]
     pub stats: Option<StatsSettings>,
+    /// The job declarator: with it, job declaration clients declare their
+    /// own templates here and set them as custom jobs on their channels
+    /// (REQUIRES_WORK_SELECTION). Without it such clients are refused.
+    #[serde(default)]
+    pub jds: Option<JdsSettings>,
+}
+
+/// The `[jds]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JdsSettings {
+    /// Where job declaration clients connect (SV2 job declaration over
+    /// Noise, the pool's authority key).
+    #[serde(default = "default::every_interface::<String, 34264>")]
+    pub listen_address: String,
 }
 
 /// The `[mint]` table: the link to the mint and how shares are answered.
@@ -245,6 +260,9 @@ impl PoolConfig {
             ));
         }
         check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
+        if let Some(jds) = &self.jds {
+            check_listen_address("jds.listen_address", &jds.listen_address)?;
+        }
         if self.cert_validity_sec == 0 {
             return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));
         }

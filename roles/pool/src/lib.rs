@@ -28,6 +28,7 @@
 pub mod config;
 pub mod ehash;
 mod io;
+pub mod jds;
 pub mod mining;
 
 use std::net::SocketAddr;
@@ -79,6 +80,7 @@ pub struct Hooks {
 /// A running pool.
 pub struct PoolHandle {
     local_addr: SocketAddr,
+    jds_addr: Option<SocketAddr>,
     shared: Arc<io::Shared>,
     tasks: Vec<JoinHandle<()>>,
     mint_stats: Option<Arc<std::sync::Mutex<Option<MintStatsResponse>>>>,
@@ -88,6 +90,11 @@ impl PoolHandle {
     /// The address downstreams connect to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address job declaration clients connect to, with `[jds]`.
+    pub fn jds_addr(&self) -> Option<SocketAddr> {
+        self.jds_addr
     }
 
     pub fn subscribe_events(&self) -> broadcast::Receiver<PoolEvent> {
@@ -175,31 +182,51 @@ pub async fn start(
     let (solutions_tx, solutions_rx) = mpsc::unbounded_channel();
     let stats = StatsPublisher::for_config(config.stats.as_ref(), role::POOL, shutdown.clone());
     let shared = Arc::new(io::Shared::new(core, solutions_tx, sink, stats));
-    let listen_error = |source| PoolError::Listen {
-        address: config.listen_address.clone(),
-        source,
+    let (listener, local_addr) = bind(&config.listen_address).await?;
+    let jds_listener = match &config.jds {
+        Some(jds) => Some(bind(&jds.listen_address).await?),
+        None => None,
     };
-    let listener = TcpListener::bind(&config.listen_address)
-        .await
-        .map_err(listen_error)?;
-    let local_addr = listener.local_addr().map_err(listen_error)?;
+    let jds_addr = jds_listener.as_ref().map(|(_, addr)| *addr);
     info!(
         %local_addr,
         tp = %config.tp_address,
         unit_bits = config.unit_bits,
         require_locking_key = config.require_locking_key,
+        jds = ?jds_addr,
         "pool listening"
     );
-    let mut tasks = spawn_mining_tasks(&config, listener, &shared, solutions_rx, &shutdown);
+    let listeners = Listeners {
+        mining: listener,
+        jds: jds_listener.map(|(listener, _)| listener),
+    };
+    let mut tasks = spawn_mining_tasks(&config, listeners, &shared, solutions_rx, &shutdown);
     if let Some(flow) = flow {
         tasks.push(tokio::spawn(flow.run(shared.clone(), shutdown.clone())));
     }
     Ok(PoolHandle {
         local_addr,
+        jds_addr,
         shared,
         tasks,
         mint_stats,
     })
+}
+
+async fn bind(address: &str) -> Result<(TcpListener, SocketAddr), PoolError> {
+    let listen_error = |source| PoolError::Listen {
+        address: address.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(address).await.map_err(listen_error)?;
+    let local_addr = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, local_addr))
+}
+
+/// The pool's listeners: miners, and job declaration clients with `[jds]`.
+struct Listeners {
+    mining: TcpListener,
+    jds: Option<TcpListener>,
 }
 
 fn core_config(config: &PoolConfig) -> mining::CoreConfig {
@@ -216,6 +243,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         extranonce_len: config.extranonce_len,
         // With the ehash flow, shares are acknowledged by the flow.
         acknowledge_shares: config.mint.is_none(),
+        job_declaration: config.jds.is_some(),
     }
 }
 
@@ -246,10 +274,10 @@ fn share_route(config: &PoolConfig, hooks: Hooks) -> Result<ShareRoute, PoolErro
     })
 }
 
-/// The downstream listener, the template provider link and the timers.
+/// The listeners, the template provider link and the timers.
 fn spawn_mining_tasks(
     config: &PoolConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shared: &Arc<io::Shared>,
     solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
@@ -267,9 +295,9 @@ fn spawn_mining_tasks(
     });
     let mut tasks = vec![
         tokio::spawn(io::accept_loop(
-            listener,
+            listeners.mining,
             shared.clone(),
-            listening,
+            listening.clone(),
             shutdown.clone(),
         )),
         tokio::spawn(io::tp_loop(
@@ -282,6 +310,14 @@ fn spawn_mining_tasks(
             shutdown.clone(),
         )),
     ];
+    if let Some(listener) = listeners.jds {
+        tasks.push(tokio::spawn(io::jds_accept_loop(
+            listener,
+            shared.clone(),
+            listening,
+            shutdown.clone(),
+        )));
+    }
     let timers: [(u64, io::Tick); 2] = [
         (config.vardiff_interval_secs, io::vardiff_tick),
         (config.stats_log_interval_secs, io::log_stats),

@@ -4,6 +4,7 @@
 //! module applies its [`Action`]s.
 
 mod downstream;
+mod jds;
 mod template_provider;
 mod timers;
 
@@ -22,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::mining::{AcceptedShare, Action, ConnId, PoolCore};
 
 pub(crate) use downstream::{accept_loop, Listening};
+pub(crate) use jds::jds_accept_loop;
 pub(crate) use template_provider::{tp_loop, TpLink};
 pub(crate) use timers::{every, log_stats, vardiff_tick, Tick};
 

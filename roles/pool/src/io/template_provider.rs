@@ -8,9 +8,11 @@ use ehash_ext_sv2::MessageSet;
 use roles_common::sv2::{self, message_name, Incoming, Sv2Connection};
 use stats_sv2::link;
 use stratum_apps::key_utils::Secp256k1PublicKey;
+use stratum_core::bitcoin::consensus::deserialize;
 use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::{
-    CoinbaseOutputConstraintsOwned, SubmitSolutionOwned,
+    CoinbaseOutputConstraintsOwned, RequestTransactionDataOwned,
+    RequestTransactionDataSuccessOwned, SubmitSolutionOwned,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -107,7 +109,30 @@ async fn tp_serve(
                 let actions = match incoming.map_err(|e| e.to_string())? {
                     Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                         TemplateDistributionOwned::NewTemplate(t),
-                    )) => shared.core().on_new_template(t),
+                    )) => {
+                        let template_id = t.template_id;
+                        let (actions, jds) = {
+                            let mut core = shared.core();
+                            (core.on_new_template(t), core.jds().is_some())
+                        };
+                        // The job declarator learns each template's transactions.
+                        if jds {
+                            conn.send(AnyMessageOwned::TemplateDistribution(
+                                TemplateDistributionOwned::RequestTransactionData(
+                                    RequestTransactionDataOwned { template_id },
+                                ),
+                            ))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        }
+                        actions
+                    }
+                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                        TemplateDistributionOwned::RequestTransactionDataSuccess(data),
+                    )) => {
+                        template_transactions(shared, data);
+                        vec![]
+                    }
                     Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                         TemplateDistributionOwned::SetNewPrevHash(p),
                     )) => shared.core().on_set_new_prev_hash(p),
@@ -123,5 +148,30 @@ async fn tp_serve(
                 shared.dispatch(actions);
             }
         }
+    }
+}
+
+/// A template's transactions, for the job declarator.
+fn template_transactions(shared: &Shared, data: RequestTransactionDataSuccessOwned) {
+    let mut transactions = Vec::with_capacity(data.transaction_list.len());
+    for bytes in data.transaction_list.iter() {
+        match deserialize(bytes.as_ref()) {
+            Ok(tx) => transactions.push(tx),
+            Err(e) => {
+                warn!(
+                    template_id = data.template_id,
+                    "the template provider listed a transaction that does not decode: {e}"
+                );
+                return;
+            }
+        }
+    }
+    debug!(
+        template_id = data.template_id,
+        transactions = transactions.len(),
+        "template transactions"
+    );
+    if let Some(jds) = shared.core().jds() {
+        jds.on_transactions(transactions);
     }
 }

@@ -28,7 +28,7 @@ use stratum_core::channels_sv2::{
 };
 use stratum_core::mining_sv2::{
     OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
-    OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned,
+    OpenStandardMiningChannelOwned, OpenStandardMiningChannelSuccessOwned, SetCustomMiningJobOwned,
     SetExtranoncePrefixOwned, SetNewPrevHashOwned as MiningSetNewPrevHash,
     SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
 };
@@ -262,6 +262,8 @@ pub(super) struct Channel {
     /// Its Open…Success is queued for the peer: ehash notifications for it
     /// may follow (never before, or the peer could not place them).
     pub announced: bool,
+    /// Its jobs are the custom jobs its downstream sets, never the pool's.
+    pub custom_work: bool,
     kind: Kind,
     /// The target each job was created with, for the jobs channels_sv2
     /// still accepts shares on (it keeps its own map private).
@@ -302,6 +304,7 @@ impl Channel {
             conn,
             locking_key,
             announced: false,
+            custom_work: false,
             kind,
             job_targets: HashMap::new(),
             vardiff,
@@ -427,6 +430,9 @@ impl Channel {
         template: NewTemplateOwned,
         outputs: Vec<TxOut>,
     ) -> Option<Action> {
+        if self.custom_work {
+            return None;
+        }
         let (channel_id, template_id) = (self.id(), template.template_id);
         let future = template.future_template;
         // Every job of a channel with a key commits its coinbase to that key.
@@ -460,6 +466,9 @@ impl Channel {
 
     /// The chain tip moved: the SetNewPrevHash naming the job now active.
     pub(super) fn on_set_new_prev_hash(&mut self, prev: &SetNewPrevHashOwned) -> Option<Action> {
+        if self.custom_work {
+            return None;
+        }
         let channel_id = self.id();
         // channels_sv2 forgets the shares it has seen only on a new tip.
         let new_tip = self
@@ -492,6 +501,30 @@ impl Channel {
                 nbits: prev.n_bits,
             })),
         ))
+    }
+
+    /// A custom job (checked by the job declarator) becomes the active job;
+    /// its id.
+    pub(super) fn on_set_custom_mining_job(
+        &mut self,
+        m: SetCustomMiningJobOwned,
+    ) -> Result<u32, String> {
+        let Kind::Extended(c) = &mut self.kind else {
+            return Err("custom jobs go on extended channels".into());
+        };
+        let new_tip = c
+            .get_chain_tip()
+            .is_none_or(|tip| tip.prev_hash() != m.prev_hash);
+        let job_id = c
+            .on_set_custom_mining_job(m)
+            .map_err(|e| format!("{e:?}"))?;
+        if new_tip {
+            self.job_targets.clear();
+            self.seen_shares = 0;
+        }
+        self.job_targets.insert(job_id, self.target());
+        self.forget_retired_jobs();
+        Ok(job_id)
     }
 
     /// Validates a share; None when the share is of the other kind than the

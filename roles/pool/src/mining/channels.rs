@@ -17,6 +17,7 @@ use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING
 /// OpenMiningChannel.Error code: the connection has as many channels open
 /// as one may.
 pub const ERROR_TOO_MANY_CHANNELS: &str = "too-many-channels";
+use stratum_core::mining_sv2::ERROR_CODE_OPEN_MINING_CHANNEL_STANDARD_CHANNELS_NOT_SUPPORTED_FOR_CUSTOM_WORK as ERROR_STANDARD_FOR_CUSTOM_WORK;
 
 impl PoolCore {
     /// OpenStandardMiningChannel / OpenExtendedMiningChannel: the success,
@@ -36,6 +37,17 @@ impl PoolCore {
                 return open_error(conn, request_id, ERROR_NO_LOCKING_KEY);
             }
         };
+        let work_selection = self
+            .connections
+            .get(&conn)
+            .is_some_and(|c| c.work_selection);
+        if work_selection && matches!(request, OpenRequest::Standard(_)) {
+            self.warn_peer(
+                conn,
+                format_args!("refusing a standard channel: this connection selects its own work"),
+            );
+            return open_error(conn, request_id, ERROR_STANDARD_FOR_CUSTOM_WORK);
+        }
         let limit = self.config.max_channels_per_connection as usize;
         if self.connection_channels(conn) >= limit {
             self.warn_peer(
@@ -63,6 +75,7 @@ impl PoolCore {
                 return open_error(conn, request_id, code);
             }
         };
+        channel.custom_work = work_selection;
         let channel_id = channel.id();
         let mut actions = vec![Action::Send(conn, mining(channel.open_success(request_id)))];
         actions.extend(self.initial_jobs(&mut channel));

@@ -26,6 +26,9 @@ use super::{
 pub(super) struct ConnState {
     pub setup_done: bool,
     pub ehash: bool,
+    /// REQUIRES_WORK_SELECTION: its channels mine only the custom jobs it
+    /// sets (declared at the job declarator), never the pool's templates.
+    pub work_selection: bool,
     pub channels: HashSet<u32>,
     /// Warnings about what this peer sends, rate-limited.
     pub warnings: LogLimit,
@@ -75,7 +78,7 @@ impl PoolCore {
         conn: ConnId,
         m: SetupConnectionOwned,
     ) -> Vec<Action> {
-        if let Err((code, reason)) = setup_refusal(&m) {
+        if let Err((code, reason)) = setup_refusal(&m, self.jds.is_some()) {
             return vec![
                 Action::Send(
                     conn,
@@ -89,8 +92,10 @@ impl PoolCore {
                 Action::Close(conn, reason),
             ];
         }
+        let work_selection = m.flags & REQUIRES_WORK_SELECTION != 0;
         if let Some(state) = self.connections.get_mut(&conn) {
             state.setup_done = true;
+            state.work_selection = work_selection;
         }
         info!(
             conn,
@@ -104,7 +109,12 @@ impl PoolCore {
                 AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionSuccess(
                     SetupConnectionSuccessOwned {
                         used_version: 2,
-                        flags: 0,
+                        // Custom jobs go on extended channels only.
+                        flags: if work_selection {
+                            REQUIRES_EXTENDED_CHANNELS
+                        } else {
+                            0
+                        },
                     },
                 )),
             ),
@@ -158,8 +168,14 @@ impl PoolCore {
     }
 }
 
+/// Mining SetupConnection flag: the downstream selects its own work.
+const REQUIRES_WORK_SELECTION: u32 = 0b10;
+/// Mining SetupConnection.Success flag: standard channels are refused.
+const REQUIRES_EXTENDED_CHANNELS: u32 = 0b10;
+
 /// Why a SetupConnection is refused: the error code and the logged reason.
-fn setup_refusal(m: &SetupConnectionOwned) -> Result<(), (&'static str, String)> {
+/// Work selection is offered only with a job declarator (`jds`).
+fn setup_refusal(m: &SetupConnectionOwned, jds: bool) -> Result<(), (&'static str, String)> {
     if m.protocol != Protocol::MiningProtocol {
         return Err((
             ERROR_UNSUPPORTED_PROTOCOL,
@@ -175,11 +191,10 @@ fn setup_refusal(m: &SetupConnectionOwned) -> Result<(), (&'static str, String)>
             ),
         ));
     }
-    // Mining flags: bit 1 REQUIRES_WORK_SELECTION (custom jobs) is not offered.
-    if m.flags & 0b10 != 0 {
+    if m.flags & REQUIRES_WORK_SELECTION != 0 && !jds {
         return Err((
             ERROR_UNSUPPORTED_FLAGS,
-            "downstream requires work selection".into(),
+            "downstream requires work selection, and this pool runs no job declarator".into(),
         ));
     }
     Ok(())

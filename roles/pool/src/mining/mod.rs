@@ -15,6 +15,7 @@
 mod channel;
 mod channels;
 mod connection;
+mod custom_jobs;
 mod proof;
 mod shares;
 mod stats;
@@ -41,6 +42,7 @@ pub use channel::header_bytes;
 pub(crate) use stats::downstream_id;
 pub use stats::{Stats, StatsEvent};
 
+use crate::jds::JobDeclarator;
 use channel::{Channel, OpenRequest, Submission};
 use connection::ConnState;
 
@@ -67,6 +69,9 @@ pub struct CoreConfig {
     /// itself. Off when the ehash flow answers them (after the share is
     /// journaled, or after its quote in defer mode).
     pub acknowledge_shares: bool,
+    /// Whether the pool runs a job declarator: clients may then require
+    /// work selection and set custom jobs.
+    pub job_declaration: bool,
 }
 
 impl CoreConfig {
@@ -136,6 +141,7 @@ pub struct PoolCore {
     stats: Stats,
     /// Unix milliseconds of the last vardiff tick: the time of shares.
     clock_ms: u64,
+    jds: Option<JobDeclarator>,
 }
 
 fn mining(m: MiningOwned) -> AnyMessageOwned {
@@ -167,7 +173,6 @@ impl PoolCore {
     pub fn new(config: CoreConfig) -> Result<Self, String> {
         let allocator = extranonce_allocator(&config)?;
         Ok(Self {
-            config,
             allocator,
             connections: HashMap::new(),
             channels: HashMap::new(),
@@ -178,7 +183,16 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock_ms: 0,
+            jds: config
+                .job_declaration
+                .then(|| JobDeclarator::new(config.reward_script.clone())),
+            config,
         })
+    }
+
+    /// The job declarator, when the pool runs one.
+    pub fn jds(&mut self) -> Option<&mut JobDeclarator> {
+        self.jds.as_mut()
     }
 
     pub fn stats(&self) -> Stats {
@@ -294,6 +308,9 @@ impl PoolCore {
             }
             MiningOwned::UpdateChannel(m) => self.update_channel(conn, m),
             MiningOwned::CloseChannel(m) => self.close_channel(conn, m.channel_id),
+            MiningOwned::SetCustomMiningJob(m) => {
+                self.set_custom_job(conn, m, roles_common::stats_publisher::now_ms())
+            }
             other => {
                 let name = message_name(&AnyMessageOwned::Mining(other));
                 self.warn_peer(

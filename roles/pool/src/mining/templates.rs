@@ -95,6 +95,9 @@ impl PoolCore {
                 warn!("non-future template before any SetNewPrevHash: ignored");
                 return vec![];
             }
+            if let Some(jds) = &mut self.jds {
+                jds.on_template(&template);
+            }
             self.latest_template = Some(template.clone());
         }
         let outputs = self.reward_outputs(&template);
@@ -125,6 +128,9 @@ impl PoolCore {
         );
         self.future_templates
             .retain(|t| t.template_id >= prev.template_id);
+        if let Some(jds) = &mut self.jds {
+            jds.on_tip(&prev, &template);
+        }
         self.active_template = Some(template);
         self.latest_template = None;
         let actions = self

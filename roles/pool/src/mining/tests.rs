@@ -39,6 +39,7 @@ fn core() -> PoolCore {
         max_channels_per_connection: 100,
         extranonce_len: 16,
         acknowledge_shares: true,
+        job_declaration: false,
     })
     .unwrap()
 }

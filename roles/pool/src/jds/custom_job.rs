@@ -1,0 +1,178 @@
+//! SetCustomMiningJob against the job it names: the token of a declared
+//! job, the pool's current tip, and the declared coinbase and transactions,
+//! field by field (SRI's error codes, so SRI's JDC understands them).
+//!
+//! One declared job may be set on several channels (a client opens one per
+//! miner key): their coinbases differ only in the key commitment output,
+//! which must commit to each channel's own locking key.
+
+use ehash::LockingKey;
+use stratum_core::bitcoin::consensus::deserialize;
+use stratum_core::bitcoin::hashes::Hash;
+use stratum_core::bitcoin::{Transaction, TxOut};
+use stratum_core::mining_sv2::SetCustomMiningJobOwned;
+
+use super::{parse_token, DeclaredJob, JobDeclarator, Tip};
+
+/// Why SetCustomMiningJob is refused: its error code and the logged reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomJobRefusal {
+    pub code: &'static str,
+    pub reason: String,
+}
+
+fn refuse(code: &'static str, reason: impl Into<String>) -> CustomJobRefusal {
+    CustomJobRefusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+impl JobDeclarator {
+    /// Checks `m` (on a channel locked to `key`) against the job its token
+    /// declared; on success the token is spent for that channel.
+    pub fn check_custom_job(
+        &mut self,
+        m: &SetCustomMiningJobOwned,
+        key: Option<&LockingKey>,
+        now_ms: u64,
+    ) -> Result<(), CustomJobRefusal> {
+        self.expire(now_ms);
+        let token = parse_token(m.token.as_bytes());
+        let job = token.and_then(|t| self.declared.get(&t)).ok_or_else(|| {
+            refuse(
+                "invalid-mining-job-token",
+                "no declared job has this token (unknown, or expired)",
+            )
+        })?;
+        if job.set_on.contains(&m.channel_id) {
+            return Err(refuse(
+                "invalid-mining-job-token",
+                "this job was set on this channel already",
+            ));
+        }
+        let tip = self
+            .tip
+            .as_ref()
+            .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
+        check_against(m, job, tip, key)?;
+        let token = token.expect("found above");
+        self.declared
+            .get_mut(&token)
+            .expect("found above")
+            .set_on
+            .insert(m.channel_id);
+        Ok(())
+    }
+}
+
+fn check_against(
+    m: &SetCustomMiningJobOwned,
+    job: &DeclaredJob,
+    tip: &Tip,
+    key: Option<&LockingKey>,
+) -> Result<(), CustomJobRefusal> {
+    if job.tip_seq != tip.seq || m.prev_hash.to_array() != tip.prev_hash {
+        return Err(refuse(
+            "stale-chain-tip",
+            "the job builds on a tip that is not the pool's",
+        ));
+    }
+    if m.nbits != tip.nbits {
+        return Err(refuse(
+            "invalid-nbits",
+            format!("nbits {:08x}, the tip's {:08x}", m.nbits, tip.nbits),
+        ));
+    }
+    if m.min_ntime < tip.min_ntime {
+        return Err(refuse(
+            "invalid-min-ntime",
+            format!(
+                "min_ntime {} before the tip's {}",
+                m.min_ntime, tip.min_ntime
+            ),
+        ));
+    }
+    if m.version != job.version {
+        return Err(refuse("invalid-version", "not the declared version"));
+    }
+    let declared: &Transaction = &job.coinbase;
+    if m.coinbase_tx_version != declared.version.0 as u32 {
+        return Err(refuse(
+            "invalid-coinbase-tx-version",
+            "not the declared coinbase version",
+        ));
+    }
+    let input = &declared.input[0];
+    if !input
+        .script_sig
+        .as_bytes()
+        .starts_with(m.coinbase_prefix.as_bytes())
+    {
+        return Err(refuse(
+            "invalid-coinbase-prefix",
+            "not the start of the declared coinbase scriptSig",
+        ));
+    }
+    if m.coinbase_tx_input_n_sequence != input.sequence.0 {
+        return Err(refuse(
+            "invalid-coinbase-tx-input-n-sequence",
+            "not the declared coinbase input sequence",
+        ));
+    }
+    check_outputs(m, declared, key)?;
+    if m.coinbase_tx_locktime != declared.lock_time.to_consensus_u32() {
+        return Err(refuse(
+            "invalid-coinbase-tx-locktime",
+            "not the declared coinbase locktime",
+        ));
+    }
+    let path: Vec<[u8; 32]> = m.merkle_path.iter().map(|h| h.to_array()).collect();
+    let txids: Vec<[u8; 32]> = job.txids.iter().map(|t| t.to_byte_array()).collect();
+    if path != ehash::coinbase::coinbase_merkle_path(&txids) {
+        return Err(refuse(
+            "invalid-merkle-path",
+            "not the merkle path of the declared transactions",
+        ));
+    }
+    Ok(())
+}
+
+/// The job's outputs are the declared ones, but for key commitments: the
+/// job has exactly the channel's (a channel without a key, none).
+fn check_outputs(
+    m: &SetCustomMiningJobOwned,
+    declared: &Transaction,
+    key: Option<&LockingKey>,
+) -> Result<(), CustomJobRefusal> {
+    let outputs: Vec<TxOut> = deserialize(m.coinbase_tx_outputs.as_bytes()).map_err(|e| {
+        refuse(
+            "invalid-coinbase-tx-outputs",
+            format!("the outputs do not decode: {e}"),
+        )
+    })?;
+    let is_commitment = |o: &&TxOut| ehash::coinbase::is_key_commitment(&o.script_pubkey);
+    let (commitments, rest): (Vec<&TxOut>, Vec<&TxOut>) = outputs.iter().partition(is_commitment);
+    let declared_rest: Vec<&TxOut> = declared
+        .output
+        .iter()
+        .filter(|o| !is_commitment(o))
+        .collect();
+    if rest != declared_rest {
+        return Err(refuse(
+            "invalid-coinbase-tx-outputs",
+            "not the declared coinbase outputs",
+        ));
+    }
+    let expected: Vec<TxOut> = key
+        .map(ehash::coinbase::key_commitment_output)
+        .into_iter()
+        .collect();
+    if commitments.into_iter().cloned().collect::<Vec<_>>() != expected {
+        return Err(refuse(
+            "invalid-coinbase-tx-outputs",
+            "the outputs must commit to the channel's locking key, once",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,623 @@
+//! The job declarator (JDS) embedded in the pool, without IO.
+//!
+//! A job declaration client (JDC) picks its own block template and
+//! declares it here before mining it on the pool's channels:
+//!
+//! ```text
+//!   JDC                                   JDS (this module)
+//!    | AllocateMiningJobToken   ------->   token T (allocated, one use)
+//!    | <------- .Success(T, coinbase_outputs = the pool's reward script)
+//!    | DeclareMiningJob(T, coinbase, wtxids) -->  coinbase pays the pool?
+//!    |                                            tip current? txs known?
+//!    | <------- ProvideMissingTransactions(positions)   (some unknown)
+//!    | ProvideMissingTransactions.Success(txs) -->      (each its wtxid?)
+//!    | <------- DeclareMiningJob.Success(T')  or  .Error(code, details)
+//!   then on the mining connection:
+//!    | SetCustomMiningJob(T', ...) --> pool --> [`JobDeclarator::check_custom_job`]
+//! ```
+//!
+//! Transactions are known from the pool's template provider (the pool asks
+//! it for every template's transactions); the client provides the others,
+//! and each must hash to the wtxid it declared. The chain tip is the pool's.
+//! Tokens are 8-byte little-endian numbers, the declared job's token is a
+//! new one, as SRI's JDS does, so SRI's JDC works against this one.
+//!
+//! The template provider's interface (SV2 template distribution) cannot
+//! check a transaction against the chain's coins: a declared transaction
+//! unknown to the pool's template provider is checked for form (it decodes,
+//! it is what was declared, it is not a coinbase), not for validity. A
+//! block on an invalid one is refused by the network and pays no one.
+
+mod coinbase;
+mod custom_job;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+
+use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned};
+use stratum_core::bitcoin::consensus::{deserialize, serialize};
+use stratum_core::bitcoin::hashes::Hash;
+use stratum_core::bitcoin::script::Instruction;
+use stratum_core::bitcoin::{Amount, Script, ScriptBuf, Transaction, TxOut, Txid, Wtxid};
+use stratum_core::common_messages_sv2::{
+    has_declare_tx_data, Protocol, SetupConnectionErrorOwned, SetupConnectionOwned,
+    SetupConnectionSuccessOwned,
+};
+use stratum_core::job_declaration_sv2::{
+    AllocateMiningJobTokenOwned, AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned,
+    DeclareMiningJobOwned, DeclareMiningJobSuccessOwned, ProvideMissingTransactionsOwned,
+    ProvideMissingTransactionsSuccessOwned, PushSolutionOwned,
+};
+use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclarationOwned};
+use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
+use tracing::{debug, info};
+
+pub use custom_job::CustomJobRefusal;
+
+/// Identifies one JDS connection (its own numbering, apart from mining connections).
+pub type JdConnId = u64;
+
+/// How long a declared job's token stays good for SetCustomMiningJob.
+pub const DECLARED_JOB_TTL_MS: u64 = 60_000;
+/// Transactions of a declared job, at most (a block's worth, and then some).
+const MAX_DECLARED_TXS: usize = 20_000;
+/// A block's weight limit.
+const MAX_BLOCK_WEIGHT: u64 = 4_000_000;
+
+/// The tip declared jobs build on, from the pool's template provider.
+#[derive(Debug, Clone)]
+struct Tip {
+    prev_hash: [u8; 32],
+    nbits: u32,
+    min_ntime: u32,
+    /// The BIP34 height push every coinbase on this tip starts with.
+    height_push: Vec<u8>,
+    /// The template's outputs (the template provider's, not the pool's).
+    required_outputs: Vec<TxOut>,
+    /// Counts tips, so a job declared on an older one is known stale.
+    seq: u64,
+}
+
+/// A declared job, good for SetCustomMiningJob until it expires.
+#[derive(Debug, Clone)]
+struct DeclaredJob {
+    /// Its coinbase with a zero extranonce.
+    coinbase: Transaction,
+    txids: Vec<Txid>,
+    version: u32,
+    tip_seq: u64,
+    expires_ms: u64,
+    /// Channels it was set on already (once each).
+    set_on: HashSet<u32>,
+}
+
+/// A declaration waiting for ProvideMissingTransactions.Success.
+#[derive(Debug, Clone)]
+struct Pending {
+    declaration: DeclareMiningJobOwned,
+    coinbase: Transaction,
+    missing: Vec<u16>,
+    tip_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct JdConnection {
+    setup_done: bool,
+    /// Tokens allocated to this connection and not declared yet.
+    allocated: HashSet<u64>,
+    pending: HashMap<u32, Pending>,
+}
+
+/// What to send a JDS connection, and whether to close it after.
+#[derive(Debug, Default)]
+pub struct JdReply {
+    pub messages: Vec<AnyMessageOwned>,
+    pub close: Option<String>,
+}
+
+impl JdReply {
+    fn send(message: JobDeclarationOwned) -> Self {
+        JdReply {
+            messages: vec![AnyMessageOwned::JobDeclaration(message)],
+            close: None,
+        }
+    }
+
+    fn close(reason: impl Into<String>) -> Self {
+        JdReply {
+            messages: vec![],
+            close: Some(reason.into()),
+        }
+    }
+}
+
+/// The job declarator's state.
+#[derive(Debug)]
+pub struct JobDeclarator {
+    reward_script: ScriptBuf,
+    next_token: u64,
+    connections: HashMap<JdConnId, JdConnection>,
+    declared: HashMap<u64, DeclaredJob>,
+    /// Transactions the template provider listed, and the tip they were last seen on.
+    known: HashMap<Wtxid, (Transaction, u64)>,
+    tip: Option<Tip>,
+    tip_seq: u64,
+}
+
+/// A DeclareMiningJob.Error.
+fn declare_error(request_id: u32, code: &str, details: &str) -> JdReply {
+    info!(request_id, code, details, "declared job refused");
+    JdReply::send(JobDeclarationOwned::DeclareMiningJobError(
+        DeclareMiningJobErrorOwned {
+            request_id,
+            error_code: ehash::wire::str0255_truncated(code),
+            error_details: B064KOwned::new(truncated(details.as_bytes(), 65_535).to_vec())
+                .expect("at most 65535 bytes"),
+        },
+    ))
+}
+
+fn truncated(bytes: &[u8], max: usize) -> &[u8] {
+    &bytes[..bytes.len().min(max)]
+}
+
+/// A token on the wire: 8 bytes, little-endian.
+fn token_bytes(token: u64) -> B0255Owned {
+    B0255Owned::new(token.to_le_bytes().to_vec()).expect("8 bytes")
+}
+
+pub(crate) fn parse_token(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+impl JobDeclarator {
+    pub fn new(reward_script: ScriptBuf) -> Self {
+        Self {
+            reward_script,
+            // Tokens of an earlier run are never mistaken for this one's.
+            next_token: rand::random::<u64>() >> 1,
+            connections: HashMap::new(),
+            declared: HashMap::new(),
+            known: HashMap::new(),
+            tip: None,
+            tip_seq: 0,
+        }
+    }
+
+    pub fn on_connect(&mut self, conn: JdConnId) {
+        self.connections.insert(conn, JdConnection::default());
+    }
+
+    /// `conn` closed: its allocated tokens and pending declarations go;
+    /// jobs it declared stay good until they expire (the mining connection
+    /// may still set them).
+    pub fn on_disconnect(&mut self, conn: JdConnId) {
+        self.connections.remove(&conn);
+    }
+
+    /// The pool's tip moved to `prev`, activating `template`.
+    pub fn on_tip(&mut self, prev: &SetNewPrevHashOwned, template: &NewTemplateOwned) {
+        self.tip_seq += 1;
+        let seq = self.tip_seq;
+        // Transactions not listed on the previous tip or this one are forgotten.
+        self.known.retain(|_, (_, seen)| *seen + 1 >= seq);
+        self.declared.retain(|_, job| job.tip_seq == seq - 1);
+        self.tip = Some(Tip {
+            prev_hash: prev.prev_hash.to_array(),
+            nbits: prev.n_bits,
+            min_ntime: prev.header_timestamp,
+            height_push: height_push(template),
+            required_outputs: template_outputs(template),
+            seq,
+        });
+    }
+
+    /// A later template on the same tip (its outputs may change).
+    pub fn on_template(&mut self, template: &NewTemplateOwned) {
+        if let Some(tip) = &mut self.tip {
+            if !template.future_template && height_push(template) == tip.height_push {
+                tip.required_outputs = template_outputs(template);
+            }
+        }
+    }
+
+    /// Transactions the template provider listed for a template.
+    pub fn on_transactions(&mut self, transactions: Vec<Transaction>) {
+        let seq = self.tip_seq;
+        for tx in transactions {
+            self.known.insert(tx.compute_wtxid(), (tx, seq));
+        }
+    }
+
+    /// Transactions known from the template provider.
+    pub fn known_transactions(&self) -> usize {
+        self.known.len()
+    }
+
+    /// One message of JDS connection `conn`.
+    pub fn on_message(&mut self, conn: JdConnId, msg: AnyMessageOwned, now_ms: u64) -> JdReply {
+        self.expire(now_ms);
+        let Some(state) = self.connections.get_mut(&conn) else {
+            return JdReply::default();
+        };
+        match (state.setup_done, msg) {
+            (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
+                let reply = setup(&m);
+                state.setup_done = reply.close.is_none();
+                reply
+            }
+            (false, other) => JdReply::close(format!(
+                "{} before SetupConnection",
+                roles_common::sv2::message_name(&other)
+            )),
+            (true, AnyMessageOwned::JobDeclaration(m)) => self.on_jd_message(conn, m, now_ms),
+            (true, other) => JdReply::close(format!(
+                "{} is not a job declaration client's message",
+                roles_common::sv2::message_name(&other)
+            )),
+        }
+    }
+
+    fn on_jd_message(&mut self, conn: JdConnId, m: JobDeclarationOwned, now_ms: u64) -> JdReply {
+        match m {
+            JobDeclarationOwned::AllocateMiningJobToken(m) => self.allocate(conn, m),
+            JobDeclarationOwned::DeclareMiningJob(m) => self.declare(conn, m, now_ms),
+            JobDeclarationOwned::ProvideMissingTransactionsSuccess(m) => {
+                self.provided(conn, m, now_ms)
+            }
+            JobDeclarationOwned::PushSolution(m) => {
+                push_solution(conn, &m);
+                JdReply::default()
+            }
+            other => JdReply::close(format!(
+                "{} is not a job declaration client's message",
+                roles_common::sv2::message_name(&AnyMessageOwned::JobDeclaration(other))
+            )),
+        }
+    }
+
+    fn allocate(&mut self, conn: JdConnId, m: AllocateMiningJobTokenOwned) -> JdReply {
+        let token = self.new_token();
+        let state = self
+            .connections
+            .get_mut(&conn)
+            .expect("checked by on_message");
+        // A client that allocates without declaring is bounded.
+        if state.allocated.len() >= 64 {
+            return JdReply::close("more than 64 job tokens allocated and not used");
+        }
+        state.allocated.insert(token);
+        debug!(conn, token, user = %m.user_identifier.as_utf8_or_hex(), "job token allocated");
+        let outputs = vec![TxOut {
+            value: Amount::ZERO,
+            script_pubkey: self.reward_script.clone(),
+        }];
+        JdReply::send(JobDeclarationOwned::AllocateMiningJobTokenSuccess(
+            AllocateMiningJobTokenSuccessOwned {
+                request_id: m.request_id,
+                mining_job_token: token_bytes(token),
+                coinbase_outputs: B064KOwned::new(serialize(&outputs)).expect("one output"),
+            },
+        ))
+    }
+
+    fn new_token(&mut self) -> u64 {
+        self.next_token = self.next_token.wrapping_add(1);
+        self.next_token
+    }
+
+    fn declare(&mut self, conn: JdConnId, m: DeclareMiningJobOwned, now_ms: u64) -> JdReply {
+        let request_id = m.request_id;
+        let token = parse_token(m.mining_job_token.as_bytes());
+        let state = self
+            .connections
+            .get_mut(&conn)
+            .expect("checked by on_message");
+        // A token declares one job, on the connection it was allocated to.
+        if !token.is_some_and(|t| state.allocated.remove(&t)) {
+            return declare_error(
+                request_id,
+                "invalid-mining-job-token",
+                "the token is unknown, another connection's, or used already",
+            );
+        }
+        let Some(tip) = &self.tip else {
+            return declare_error(
+                request_id,
+                "stale-chain-tip",
+                "the pool has no chain tip yet",
+            );
+        };
+        let coinbase = match coinbase::rebuild(
+            m.coinbase_tx_prefix.as_bytes(),
+            m.coinbase_tx_suffix.as_bytes(),
+        ) {
+            Ok(tx) => tx,
+            Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
+        };
+        if !coinbase.input[0]
+            .script_sig
+            .as_bytes()
+            .starts_with(&tip.height_push)
+        {
+            return declare_error(
+                request_id,
+                "stale-chain-tip",
+                "the coinbase is not for the height after the pool's tip",
+            );
+        }
+        if let Err(refusal) =
+            coinbase::check_pays_pool(&coinbase, &self.reward_script, &tip.required_outputs)
+        {
+            return declare_error(request_id, refusal.code, &refusal.details);
+        }
+        let wtxids: Vec<[u8; 32]> = m.wtxid_list.iter().map(|w| w.to_array()).collect();
+        if wtxids.len() > MAX_DECLARED_TXS {
+            return declare_error(
+                request_id,
+                "invalid-job",
+                &format!("{} transactions, at most {MAX_DECLARED_TXS}", wtxids.len()),
+            );
+        }
+        if wtxids.iter().collect::<HashSet<_>>().len() != wtxids.len() {
+            return declare_error(request_id, "invalid-job", "a transaction is declared twice");
+        }
+        let missing: Vec<u16> = wtxids
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !self.known.contains_key(&Wtxid::from_byte_array(**w)))
+            .map(|(i, _)| i as u16)
+            .collect();
+        let tip_seq = tip.seq;
+        if !missing.is_empty() {
+            debug!(
+                conn,
+                request_id,
+                missing = missing.len(),
+                "asking for missing transactions"
+            );
+            let ask = ProvideMissingTransactionsOwned {
+                request_id,
+                unknown_tx_position_list: Seq064KOwned::new(missing.clone())
+                    .expect("at most MAX_DECLARED_TXS"),
+            };
+            let state = self
+                .connections
+                .get_mut(&conn)
+                .expect("checked by on_message");
+            state.pending.insert(
+                request_id,
+                Pending {
+                    declaration: m,
+                    coinbase,
+                    missing,
+                    tip_seq,
+                },
+            );
+            return JdReply::send(JobDeclarationOwned::ProvideMissingTransactions(ask));
+        }
+        self.accept(
+            request_id,
+            m.version,
+            coinbase,
+            &wtxids,
+            &[],
+            tip_seq,
+            now_ms,
+        )
+    }
+
+    fn provided(
+        &mut self,
+        conn: JdConnId,
+        m: ProvideMissingTransactionsSuccessOwned,
+        now_ms: u64,
+    ) -> JdReply {
+        let request_id = m.request_id;
+        let state = self
+            .connections
+            .get_mut(&conn)
+            .expect("checked by on_message");
+        let Some(pending) = state.pending.remove(&request_id) else {
+            return JdReply::close(format!(
+                "ProvideMissingTransactions.Success for request {request_id}, which asked for none"
+            ));
+        };
+        if self
+            .tip
+            .as_ref()
+            .is_none_or(|tip| tip.seq != pending.tip_seq)
+        {
+            return declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile");
+        }
+        let given: Vec<&[u8]> = m.transaction_list.iter().map(|t| t.as_ref()).collect();
+        if given.len() != pending.missing.len() {
+            return declare_error(
+                request_id,
+                "missing-txs",
+                &format!(
+                    "{} transactions asked for, {} provided",
+                    pending.missing.len(),
+                    given.len()
+                ),
+            );
+        }
+        let wtxids: Vec<[u8; 32]> = pending
+            .declaration
+            .wtxid_list
+            .iter()
+            .map(|w| w.to_array())
+            .collect();
+        let mut provided = Vec::with_capacity(given.len());
+        for (position, bytes) in pending.missing.iter().zip(given) {
+            let tx: Transaction = match deserialize(bytes) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    return declare_error(
+                        request_id,
+                        "invalid-job",
+                        &format!("transaction {position} does not decode: {e}"),
+                    )
+                }
+            };
+            if tx.compute_wtxid().to_byte_array() != wtxids[*position as usize] || tx.is_coinbase()
+            {
+                return declare_error(
+                    request_id,
+                    "invalid-job",
+                    &format!("transaction {position} is not the one declared"),
+                );
+            }
+            provided.push(tx);
+        }
+        let version = pending.declaration.version;
+        self.accept(
+            request_id,
+            version,
+            pending.coinbase,
+            &wtxids,
+            &provided,
+            pending.tip_seq,
+            now_ms,
+        )
+    }
+
+    /// Every transaction is known or `provided`: the job is declared.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        request_id: u32,
+        version: u32,
+        coinbase: Transaction,
+        wtxids: &[[u8; 32]],
+        provided: &[Transaction],
+        tip_seq: u64,
+        now_ms: u64,
+    ) -> JdReply {
+        for tx in provided {
+            self.known.insert(tx.compute_wtxid(), (tx.clone(), tip_seq));
+        }
+        let mut weight = coinbase.weight().to_wu();
+        let mut txids = Vec::with_capacity(wtxids.len());
+        for wtxid in wtxids {
+            let Some((tx, _)) = self.known.get(&Wtxid::from_byte_array(*wtxid)) else {
+                return declare_error(request_id, "missing-txs", "a transaction went missing");
+            };
+            weight += tx.weight().to_wu();
+            txids.push(tx.compute_txid());
+        }
+        if weight > MAX_BLOCK_WEIGHT {
+            return declare_error(
+                request_id,
+                "invalid-job",
+                &format!("the block weighs {weight}, more than {MAX_BLOCK_WEIGHT}"),
+            );
+        }
+        let token = self.new_token();
+        info!(
+            request_id,
+            token,
+            transactions = txids.len(),
+            "job declared"
+        );
+        self.declared.insert(
+            token,
+            DeclaredJob {
+                coinbase,
+                txids,
+                version,
+                tip_seq,
+                expires_ms: now_ms + DECLARED_JOB_TTL_MS,
+                set_on: HashSet::new(),
+            },
+        );
+        JdReply::send(JobDeclarationOwned::DeclareMiningJobSuccess(
+            DeclareMiningJobSuccessOwned {
+                request_id,
+                new_mining_job_token: token_bytes(token),
+            },
+        ))
+    }
+
+    fn expire(&mut self, now_ms: u64) {
+        self.declared.retain(|_, job| job.expires_ms > now_ms);
+    }
+}
+
+/// SetupConnection of a job declaration client: protocol, version, and the
+/// DECLARE_TX_DATA flag (full-template mode; coinbase-only is not offered).
+fn setup(m: &SetupConnectionOwned) -> JdReply {
+    let refuse = |code: &str, reason: String| JdReply {
+        messages: vec![AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnectionError(SetupConnectionErrorOwned {
+                flags: 0,
+                error_code: ehash::wire::str0255_truncated(code),
+            }),
+        )],
+        close: Some(reason),
+    };
+    if m.protocol != Protocol::JobDeclarationProtocol {
+        return refuse(
+            "unsupported-protocol",
+            format!("SetupConnection for protocol {:?}", m.protocol),
+        );
+    }
+    if m.min_version > 2 || m.max_version < 2 {
+        return refuse(
+            "protocol-version-mismatch",
+            format!(
+                "SetupConnection for versions {}..={}",
+                m.min_version, m.max_version
+            ),
+        );
+    }
+    if !has_declare_tx_data(m.flags) {
+        return refuse(
+            "missing-declare-tx-data-flag",
+            "coinbase-only job declaration is not offered".into(),
+        );
+    }
+    JdReply {
+        messages: vec![AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnectionSuccess(SetupConnectionSuccessOwned {
+                used_version: 2,
+                flags: 0,
+            }),
+        )],
+        close: None,
+    }
+}
+
+fn push_solution(conn: JdConnId, m: &PushSolutionOwned) {
+    // The client publishes its block through its own template provider;
+    // the pool's (template distribution) cannot take a whole block.
+    info!(
+        conn,
+        nonce = m.nonce,
+        ntime = m.ntime,
+        "a declared job found a block (PushSolution); its client publishes it"
+    );
+}
+
+/// The BIP34 height push `template`'s coinbases start with: the first
+/// instruction of its coinbase prefix, as the template provider wrote it.
+fn height_push(template: &NewTemplateOwned) -> Vec<u8> {
+    let prefix = template.coinbase_prefix.as_bytes();
+    let len = match Script::from_bytes(prefix).instructions().next() {
+        Some(Ok(Instruction::PushBytes(data))) if data.len() <= 75 => 1 + data.len(),
+        Some(Ok(Instruction::Op(_))) => 1,
+        _ => prefix.len(),
+    };
+    prefix[..len.min(prefix.len())].to_vec()
+}
+
+/// The outputs a template carries (concatenated TxOuts, no count).
+fn template_outputs(template: &NewTemplateOwned) -> Vec<TxOut> {
+    let mut bytes = template.coinbase_tx_outputs.as_bytes();
+    (0..template.coinbase_tx_outputs_count)
+        .map_while(|_| {
+            stratum_core::bitcoin::consensus::Decodable::consensus_decode(&mut bytes).ok()
+        })
+        .collect()
+}

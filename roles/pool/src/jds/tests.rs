@@ -1,0 +1,459 @@
+//! The job declarator as a specification: what a client declares, what it
+//! is asked for, what it is refused and why, and which custom jobs match.
+
+use ehash::wire::str0255_truncated;
+use ehash::LockingKey;
+use stratum_core::binary_sv2::{B064KOwned, Seq0255Owned, Seq064KOwned, U256Owned};
+use stratum_core::bitcoin::consensus::serialize;
+use stratum_core::bitcoin::{
+    absolute::LockTime, hashes::Hash, transaction, Amount, OutPoint, ScriptBuf, Sequence,
+    Transaction, TxIn, TxOut, Txid, Witness,
+};
+use stratum_core::channels_sv2::chain_tip::ChainTip;
+use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
+use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_core::job_declaration_sv2::{
+    AllocateMiningJobTokenOwned, DeclareMiningJobOwned, ProvideMissingTransactionsSuccessOwned,
+};
+use stratum_core::mining_sv2::SetCustomMiningJobOwned;
+use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclarationOwned};
+use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
+
+use super::*;
+
+const NOW: u64 = 1_000_000;
+const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+const OTHER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+const EXTRANONCE: usize = 16;
+
+fn pool_script() -> ScriptBuf {
+    ScriptBuf::from_bytes(vec![0x51])
+}
+
+fn key(hex: &str) -> LockingKey {
+    hex.parse().unwrap()
+}
+
+fn faucet() -> TxOut {
+    TxOut {
+        value: Amount::from_sat(500),
+        script_pubkey: ScriptBuf::from_bytes(vec![0x00, 0x14, 7, 7]),
+    }
+}
+
+/// A mempool transaction (the declarator checks form, not coins).
+fn tx(n: u8) -> Transaction {
+    Transaction {
+        version: transaction::Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(Txid::from_byte_array([n; 32]), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::from(vec![vec![n; 72], vec![2; 33]]),
+        }],
+        output: vec![TxOut {
+            value: Amount::from_sat(1000),
+            script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+        }],
+    }
+}
+
+/// The template at height 7 carrying `txs`, as a template provider sends it.
+fn template(txs: &[Transaction]) -> (NewTemplateOwned, SetNewPrevHashOwned) {
+    let outputs = [faucet(), devnet_commitment()];
+    let txids: Vec<[u8; 32]> = txs
+        .iter()
+        .map(|t| t.compute_txid().to_byte_array())
+        .collect();
+    let template = NewTemplateOwned {
+        template_id: 1,
+        future_template: true,
+        version: 0x2000_0000,
+        coinbase_tx_version: 2,
+        coinbase_prefix: vec![0x01, 0x07].try_into().unwrap(),
+        coinbase_tx_input_sequence: u32::MAX,
+        coinbase_tx_value_remaining: 5_000_000_000,
+        coinbase_tx_outputs_count: 2,
+        coinbase_tx_outputs: B064KOwned::new(outputs.iter().flat_map(serialize).collect()).unwrap(),
+        coinbase_tx_locktime: 0,
+        merkle_path: Seq0255Owned::new(
+            ehash::coinbase::coinbase_merkle_path(&txids)
+                .into_iter()
+                .map(U256Owned::from)
+                .collect(),
+        )
+        .unwrap(),
+    };
+    let prev = SetNewPrevHashOwned {
+        template_id: 1,
+        prev_hash: U256Owned::from([9u8; 32]),
+        header_timestamp: 1_800_000_000,
+        n_bits: 0x207f_ffff,
+        target: U256Owned::from([0xffu8; 32]),
+    };
+    (template, prev)
+}
+
+fn devnet_commitment() -> TxOut {
+    TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::from_bytes(vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed, 1, 2]),
+    }
+}
+
+fn pool_output(t: &NewTemplateOwned) -> TxOut {
+    TxOut {
+        value: Amount::from_sat(t.coinbase_tx_value_remaining),
+        script_pubkey: pool_script(),
+    }
+}
+
+/// A declarator on the template's tip, knowing `known` of its transactions.
+fn declarator(txs: &[Transaction], known: &[Transaction]) -> (JobDeclarator, NewTemplateOwned) {
+    let (t, p) = template(txs);
+    let mut jds = JobDeclarator::new(pool_script());
+    jds.on_tip(&p, &t);
+    jds.on_transactions(known.to_vec());
+    jds.on_connect(1);
+    let reply = jds.on_message(1, setup(0b1), NOW);
+    assert!(reply.close.is_none());
+    (jds, t)
+}
+
+fn setup(flags: u32) -> AnyMessageOwned {
+    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
+        protocol: Protocol::JobDeclarationProtocol,
+        min_version: 2,
+        max_version: 2,
+        flags,
+        endpoint_host: str0255_truncated(""),
+        endpoint_port: 0,
+        vendor: str0255_truncated("t"),
+        hardware_version: str0255_truncated(""),
+        firmware: str0255_truncated(""),
+        device_id: str0255_truncated(""),
+    }))
+}
+
+fn jd(m: JobDeclarationOwned) -> AnyMessageOwned {
+    AnyMessageOwned::JobDeclaration(m)
+}
+
+fn only(reply: JdReply) -> JobDeclarationOwned {
+    assert!(reply.close.is_none(), "closed: {:?}", reply.close);
+    match <[AnyMessageOwned; 1]>::try_from(reply.messages) {
+        Ok([AnyMessageOwned::JobDeclaration(m)]) => m,
+        other => panic!("expected one job declaration message, got {other:?}"),
+    }
+}
+
+fn allocate(jds: &mut JobDeclarator, conn: JdConnId) -> B0255Owned {
+    let m = AllocateMiningJobTokenOwned {
+        user_identifier: str0255_truncated("jdc"),
+        request_id: 1,
+    };
+    match only(jds.on_message(
+        conn,
+        jd(JobDeclarationOwned::AllocateMiningJobToken(m)),
+        NOW,
+    )) {
+        JobDeclarationOwned::AllocateMiningJobTokenSuccess(ok) => {
+            let outputs: Vec<TxOut> =
+                stratum_core::bitcoin::consensus::deserialize(ok.coinbase_outputs.as_bytes())
+                    .unwrap();
+            assert_eq!(outputs[0].script_pubkey, pool_script());
+            ok.mining_job_token
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// DeclareMiningJob for `t` with `outputs` before the template's, and `txs`.
+fn declaration(
+    token: B0255Owned,
+    t: &NewTemplateOwned,
+    outputs: Vec<TxOut>,
+    txs: &[Transaction],
+) -> DeclareMiningJobOwned {
+    let factory = JobFactory::new(true, Some("jdc".into()), None);
+    let (prefix, suffix) = factory
+        .new_coinbase_tx_prefix_and_suffix(t.clone(), outputs, EXTRANONCE)
+        .unwrap();
+    DeclareMiningJobOwned {
+        request_id: 7,
+        mining_job_token: token,
+        version: t.version,
+        coinbase_tx_prefix: prefix.try_into().unwrap(),
+        coinbase_tx_suffix: suffix.try_into().unwrap(),
+        wtxid_list: Seq064KOwned::new(
+            txs.iter()
+                .map(|tx| U256Owned::from(tx.compute_wtxid().to_byte_array()))
+                .collect(),
+        )
+        .unwrap(),
+        excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
+    }
+}
+
+fn declare(jds: &mut JobDeclarator, m: DeclareMiningJobOwned) -> JobDeclarationOwned {
+    only(jds.on_message(1, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW))
+}
+
+fn error_code(m: &JobDeclarationOwned) -> String {
+    match m {
+        JobDeclarationOwned::DeclareMiningJobError(e) => e.error_code.as_utf8_or_hex(),
+        other => panic!("expected DeclareMiningJob.Error, got {other:?}"),
+    }
+}
+
+/// A declared job's token (the whole template declared, all known).
+fn declared(jds: &mut JobDeclarator, t: &NewTemplateOwned, txs: &[Transaction]) -> B0255Owned {
+    let token = allocate(jds, 1);
+    match declare(
+        jds,
+        declaration(token.clone(), t, vec![pool_output(t)], txs),
+    ) {
+        JobDeclarationOwned::DeclareMiningJobSuccess(ok) => {
+            assert_ne!(
+                ok.new_mining_job_token, token,
+                "the declared job has a new token"
+            );
+            ok.new_mining_job_token
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// SetCustomMiningJob of the declared job on `channel`, committing to `key`.
+fn custom_job(
+    token: B0255Owned,
+    t: &NewTemplateOwned,
+    channel: u32,
+    key: Option<&LockingKey>,
+) -> SetCustomMiningJobOwned {
+    let mut outputs = vec![pool_output(t)];
+    outputs.extend(key.map(ehash::coinbase::key_commitment_output));
+    let (_, p) = template(&[]);
+    JobFactory::new(true, Some("jdc".into()), None)
+        .new_custom_job(
+            channel,
+            1,
+            token,
+            ChainTip::new(p.prev_hash, p.n_bits, p.header_timestamp),
+            t.clone(),
+            outputs,
+            EXTRANONCE,
+        )
+        .unwrap()
+}
+
+fn refusal(jds: &mut JobDeclarator, m: &SetCustomMiningJobOwned, key: &LockingKey) -> &'static str {
+    jds.check_custom_job(m, Some(key), NOW).unwrap_err().code
+}
+
+#[test]
+fn a_job_of_known_transactions_is_declared_and_set_once_on_each_channel() {
+    let txs = [tx(1), tx(2), tx(3)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let token = declared(&mut jds, &t, &txs);
+
+    let (k1, k2) = (key(KEY), key(OTHER_KEY));
+    let on_1 = custom_job(token.clone(), &t, 1, Some(&k1));
+    assert_eq!(jds.check_custom_job(&on_1, Some(&k1), NOW), Ok(()));
+    assert_eq!(refusal(&mut jds, &on_1, &k1), "invalid-mining-job-token");
+    // Another channel (another miner key) mines the same declared job.
+    let on_2 = custom_job(token, &t, 2, Some(&k2));
+    assert_eq!(jds.check_custom_job(&on_2, Some(&k2), NOW), Ok(()));
+}
+
+#[test]
+fn unknown_transactions_are_asked_for_and_must_be_the_ones_declared() {
+    let txs = [tx(1), tx(2), tx(3)];
+    let (mut jds, t) = declarator(&txs, &txs[..1]);
+    let token = allocate(&mut jds, 1);
+    let asked = declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &txs),
+    );
+    let JobDeclarationOwned::ProvideMissingTransactions(asked) = asked else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(asked.unknown_tx_position_list.into_inner(), vec![1, 2]);
+
+    let provide = |list: Vec<Transaction>| {
+        jd(JobDeclarationOwned::ProvideMissingTransactionsSuccess(
+            ProvideMissingTransactionsSuccessOwned {
+                request_id: 7,
+                transaction_list: Seq064KOwned::new(
+                    list.iter()
+                        .map(|t| serialize(t).try_into().unwrap())
+                        .collect(),
+                )
+                .unwrap(),
+            },
+        ))
+    };
+    // A transaction that is not the declared one.
+    let wrong = only(jds.on_message(1, provide(vec![tx(2), tx(4)]), NOW));
+    assert_eq!(error_code(&wrong), "invalid-job");
+
+    let token = allocate(&mut jds, 1);
+    declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &txs),
+    );
+    let ok = only(jds.on_message(1, provide(vec![tx(2), tx(3)]), NOW));
+    assert!(
+        matches!(ok, JobDeclarationOwned::DeclareMiningJobSuccess(_)),
+        "{ok:?}"
+    );
+    // Now known: the next declaration asks for nothing.
+    let token = allocate(&mut jds, 1);
+    let again = declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &txs),
+    );
+    assert!(matches!(
+        again,
+        JobDeclarationOwned::DeclareMiningJobSuccess(_)
+    ));
+}
+
+#[test]
+fn declarations_are_refused_with_the_reason_and_the_connection_survives() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+
+    // An unknown token, and a token declared twice.
+    let unknown = B0255Owned::new(42u64.to_le_bytes().to_vec()).unwrap();
+    let refused = declare(
+        &mut jds,
+        declaration(unknown, &t, vec![pool_output(&t)], &txs),
+    );
+    assert_eq!(error_code(&refused), "invalid-mining-job-token");
+    let token = allocate(&mut jds, 1);
+    declare(
+        &mut jds,
+        declaration(token.clone(), &t, vec![pool_output(&t)], &txs),
+    );
+    let reused = declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &txs),
+    );
+    assert_eq!(error_code(&reused), "invalid-mining-job-token");
+
+    // Another connection's token.
+    jds.on_connect(2);
+    jds.on_message(2, setup(0b1), NOW);
+    let theirs = allocate(&mut jds, 2);
+    let refused = declare(
+        &mut jds,
+        declaration(theirs, &t, vec![pool_output(&t)], &txs),
+    );
+    assert_eq!(error_code(&refused), "invalid-mining-job-token");
+
+    // A coinbase paying someone else.
+    let thief = TxOut {
+        value: Amount::from_sat(t.coinbase_tx_value_remaining),
+        script_pubkey: ScriptBuf::from_bytes(vec![0x52]),
+    };
+    let token = allocate(&mut jds, 1);
+    let refused = declare(&mut jds, declaration(token, &t, vec![thief], &txs));
+    assert_eq!(error_code(&refused), "invalid-coinbase-tx");
+
+    // A coinbase for another height: the client's tip is not the pool's.
+    let mut elsewhere = t.clone();
+    elsewhere.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    let token = allocate(&mut jds, 1);
+    let refused = declare(
+        &mut jds,
+        declaration(token, &elsewhere, vec![pool_output(&t)], &txs),
+    );
+    assert_eq!(error_code(&refused), "stale-chain-tip");
+
+    // The same transaction twice.
+    let token = allocate(&mut jds, 1);
+    let refused = declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &[tx(1), tx(1)]),
+    );
+    assert_eq!(error_code(&refused), "invalid-job");
+
+    // After all that, the connection still declares.
+    declared(&mut jds, &t, &txs);
+}
+
+#[test]
+fn a_client_without_full_template_mode_or_setup_is_refused() {
+    let mut jds = JobDeclarator::new(pool_script());
+    jds.on_connect(1);
+    let reply = jds.on_message(1, setup(0), NOW);
+    assert!(reply.close.is_some());
+    assert!(matches!(
+        &reply.messages[..],
+        [AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(e))]
+            if e.error_code.as_utf8_or_hex() == "missing-declare-tx-data-flag"
+    ));
+    jds.on_connect(2);
+    let m = AllocateMiningJobTokenOwned {
+        user_identifier: str0255_truncated("jdc"),
+        request_id: 1,
+    };
+    let reply = jds.on_message(2, jd(JobDeclarationOwned::AllocateMiningJobToken(m)), NOW);
+    assert!(reply.close.unwrap().contains("before SetupConnection"));
+}
+
+#[test]
+fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
+    let txs = [tx(1), tx(2)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let token = declared(&mut jds, &t, &txs);
+    let k = key(KEY);
+    let good = custom_job(token.clone(), &t, 1, Some(&k));
+
+    let mut m = good.clone();
+    m.prev_hash = U256Owned::from([8u8; 32]);
+    assert_eq!(refusal(&mut jds, &m, &k), "stale-chain-tip");
+    let mut m = good.clone();
+    m.nbits = 0x1d00_ffff;
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-nbits");
+    let mut m = good.clone();
+    m.min_ntime -= 1;
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-min-ntime");
+    let mut m = good.clone();
+    m.version ^= 1;
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-version");
+    let mut m = good.clone();
+    m.coinbase_prefix = vec![0x01, 0x07, 0x00].try_into().unwrap();
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-coinbase-prefix");
+    let mut m = good.clone();
+    m.merkle_path = Seq0255Owned::new(vec![U256Owned::from([1u8; 32])]).unwrap();
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-merkle-path");
+    // No commitment to the channel's key, or a commitment to another key.
+    let none = custom_job(token.clone(), &t, 1, None);
+    assert_eq!(refusal(&mut jds, &none, &k), "invalid-coinbase-tx-outputs");
+    let other = custom_job(token.clone(), &t, 1, Some(&key(OTHER_KEY)));
+    assert_eq!(refusal(&mut jds, &other, &k), "invalid-coinbase-tx-outputs");
+    // Paying the pool less than declared.
+    let mut m = good.clone();
+    let mut outputs: Vec<TxOut> =
+        stratum_core::bitcoin::consensus::deserialize(m.coinbase_tx_outputs.as_bytes()).unwrap();
+    outputs[0].value = Amount::from_sat(1);
+    m.coinbase_tx_outputs = serialize(&outputs).try_into().unwrap();
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-coinbase-tx-outputs");
+
+    // Expired, then (declared again) stale once the tip moves.
+    assert_eq!(
+        jds.check_custom_job(&good, Some(&k), NOW + DECLARED_JOB_TTL_MS)
+            .unwrap_err()
+            .code,
+        "invalid-mining-job-token"
+    );
+    let token = declared(&mut jds, &t, &txs);
+    let good = custom_job(token, &t, 1, Some(&k));
+    let (next, mut prev) = template(&txs);
+    prev.prev_hash = U256Owned::from([10u8; 32]);
+    jds.on_tip(&prev, &next);
+    assert_eq!(refusal(&mut jds, &good, &k), "stale-chain-tip");
+}
