@@ -32,6 +32,30 @@ pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
     }
 }
 
+/// A jd-client on 127.0.0.1 port 0 with its own template provider at `tp`
+/// and the pool's listeners. It serves downstreams with the pool's keys, so
+/// a translator configured for the pool connects to it unchanged.
+pub fn jd_client_config(
+    tp: SocketAddr,
+    pool: SocketAddr,
+    jds: SocketAddr,
+) -> jd_client::JdClientConfig {
+    jd_client::JdClientConfig {
+        network: roles_common::Network::Devnet,
+        listen_address: "127.0.0.1:0".into(),
+        authority_public_key: public_key(POOL_PUBLIC_KEY),
+        authority_secret_key: secret_key(POOL_SECRET_KEY),
+        cert_validity_sec: 3600,
+        tp_address: tp.to_string(),
+        tp_authority_public_key: public_key(TP_PUBLIC_KEY),
+        pool_address: pool.to_string(),
+        jds_address: jds.to_string(),
+        pool_authority_public_key: public_key(POOL_PUBLIC_KEY),
+        user_identifier: "test-jdc".into(),
+        jds_retry_secs: 1,
+    }
+}
+
 pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
     PoolConfig {
         network: roles_common::Network::Devnet,
@@ -347,6 +371,9 @@ impl EhashStack {
             .await
             .expect("pool starts");
         self.pool_config.listen_address = pool.local_addr().to_string();
+        if let (Some(jds), Some(addr)) = (&mut self.pool_config.jds, pool.jds_addr()) {
+            jds.listen_address = addr.to_string();
+        }
         self.pool = Some((pool, shutdown));
     }
 

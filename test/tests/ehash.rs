@@ -712,6 +712,10 @@ fn the_shipped_devnet_keys_are_refused_on_any_other_network() {
             "translator.toml",
             refused::<translator::TranslatorConfig>("translator.toml"),
         ),
+        (
+            "jd-client.toml",
+            refused::<jd_client::JdClientConfig>("jd-client.toml"),
+        ),
     ] {
         assert!(error.contains("published devnet"), "{file}: {error}");
         assert!(error.contains("signet"), "{file}: {error}");

@@ -22,7 +22,46 @@ fn miner_config(addr: SocketAddr, mode: Mode) -> MinerConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
     let stack = EhashStack::start("annotate", |_| {}).await;
-    cpu_miner_is_paid_exactly_its_accepted_shares(stack).await;
+    let pool = stack.pool_addr();
+    cpu_miner_is_paid_exactly_its_accepted_shares(&stack, pool).await;
+    stack.stop().await;
+}
+
+/// miner -> translator -> jd-client -> pool (+ its job declarator) -> mint:
+/// the miner mines templates of jd-client's own template provider, with
+/// their transactions, declared at the pool, and every share is paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", |pool| {
+        pool.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+        })
+    })
+    .await;
+    let config = jd_client_config(
+        stack.tp().local_addr(),
+        stack.pool_addr(),
+        stack.pool().jds_addr().unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    let started = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        started,
+        jd_client::JdcEvent::SessionStarted(jd_client::Mode::Declared)
+    );
+    cpu_miner_is_paid_exactly_its_accepted_shares(&stack, jdc.local_addr()).await;
+    assert!(
+        events.try_recv().is_err(),
+        "jd-client mined declared jobs throughout (no session ended)"
+    );
+    assert!(stack.pool().stats().shares_accepted > 0);
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
 }
 
 /// The SV1 jobs carry merkle branches: the miner, the translator, the pool
@@ -30,12 +69,104 @@ async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_miner_is_paid_exactly_on_blocks_carrying_transactions() {
     let (stack, _chain) = EhashStack::start_with_transactions("annotate", |_| {}).await;
-    cpu_miner_is_paid_exactly_its_accepted_shares(stack).await;
+    let pool = stack.pool_addr();
+    cpu_miner_is_paid_exactly_its_accepted_shares(&stack, pool).await;
+    stack.stop().await;
 }
 
-async fn cpu_miner_is_paid_exactly_its_accepted_shares(stack: EhashStack) {
+/// The pool (and its job declarator) stops and comes back while miners mine
+/// through jd-client: they stay connected, mine the pool's jobs in between,
+/// then declared jobs again; every accepted share is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_nothing() {
+    let (mut stack, _chain) = EhashStack::start_with_transactions("annotate", |pool| {
+        pool.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+        })
+    })
+    .await;
+    let config = jd_client_config(
+        stack.tp().local_addr(),
+        stack.pool_addr(),
+        stack.pool().jds_addr().unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    let started = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        started,
+        jd_client::JdcEvent::SessionStarted(jd_client::Mode::Declared)
+    );
     let dir = tempfile::tempdir().unwrap();
-    let mut config = translator_config(&[stack.pool_addr()], &stack.mint_url(), dir.path());
+    let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
+    config.nominal_hashrate = 2000.0;
+    let tr = RunningTranslator::start(config).await;
+    let stop_mining = CancellationToken::new();
+    let running = miner::start(
+        miner_config(tr.handle.local_addr(), Mode::Cpu),
+        stop_mining.clone(),
+    );
+    let stats = running.stats();
+    until_accepted(&stats, 3).await;
+
+    stack.stop_pool().await;
+    let mut modes = vec![];
+    let restarted = async {
+        // The job declarator is gone with the pool: the pool's jobs next.
+        loop {
+            if let jd_client::JdcEvent::SessionStarted(mode) = events.recv().await.unwrap() {
+                modes.push(mode);
+                break;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.start_pool().await;
+    tokio::time::timeout(Duration::from_secs(30), restarted)
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("declared jobs again")
+            .unwrap();
+        if let jd_client::JdcEvent::SessionStarted(mode) = event {
+            modes.push(mode);
+            if mode == jd_client::Mode::Declared {
+                break;
+            }
+        }
+    }
+    assert_eq!(modes.first(), Some(&jd_client::Mode::PoolJobs), "{modes:?}");
+    let before = stats.accepted();
+    until_accepted(&stats, before + 3).await;
+    stop_miner(WAIT, &stop_mining, running).await;
+    // Shares found while no pool was there are refused, and not owed.
+    let accepted = stats.accepted();
+    let again = idle_miner(tr.handle.local_addr()).await;
+    let totals = tr
+        .minted_totals(accepted, Duration::from_secs(60), Duration::from_millis(50))
+        .await;
+    assert_eq!(
+        (totals.minted.0, totals.pending.0, totals.failures),
+        (accepted, 0, 0),
+        "{accepted} shares accepted: {totals:?}"
+    );
+    drop(again);
+    tr.stop().await;
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
+}
+
+/// A CPU miner behind a translator whose upstream is `upstream` is paid
+/// exactly its accepted shares.
+async fn cpu_miner_is_paid_exactly_its_accepted_shares(stack: &EhashStack, upstream: SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[upstream], &stack.mint_url(), dir.path());
     // ~20k hashes per share: a handful of shares per second from a debug build
     config.nominal_hashrate = 2000.0;
     let tr = RunningTranslator::start(config).await;
@@ -84,7 +215,6 @@ async fn cpu_miner_is_paid_exactly_its_accepted_shares(stack: EhashStack) {
         miner::format_hashrate(stats.hashes() as f64 / elapsed)
     );
     tr.stop().await;
-    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -517,6 +517,19 @@ fn the_shipped_configs_load_and_bad_fields_are_named() {
     let tp: devnet_tp::TpConfig = load_shipped("devnet-tp.toml");
     assert_eq!(tp.nbits, devnet_tp::config::DEFAULT_NBITS);
     assert_eq!((tp.coinbase_maturity, tp.mempool_tx_per_minute), (2, 30));
+    // jd-client pins the shipped pool and template provider.
+    let jdc: jd_client::JdClientConfig = load_shipped("jd-client.toml");
+    assert_eq!(
+        (
+            jdc.pool_authority_public_key.to_string(),
+            jdc.tp_authority_public_key.to_string()
+        ),
+        (
+            pool.authority_public_key.to_string(),
+            tp.authority_public_key.to_string()
+        )
+    );
+    assert_eq!(jdc.pool_address, "127.0.0.1:34254");
     assert_eq!(
         pool.tp_authority_public_key.to_string(),
         tp.authority_public_key.to_string()

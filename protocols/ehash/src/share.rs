@@ -1,8 +1,11 @@
 //! Proof of work of a share: sha256d of its 80-byte block header, read as a
 //! little-endian 256-bit number, must not exceed the channel target.
 
+use stratum_core::bitcoin::block::{Header, Version};
+use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::hashes::{sha256d, Hash};
-use stratum_core::bitcoin::pow::Target;
+use stratum_core::bitcoin::pow::{CompactTarget, Target};
+use stratum_core::bitcoin::{BlockHash, TxMerkleNode};
 
 /// Why a share does not prove the work it claims.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +20,26 @@ pub fn hex_be(le: &[u8; 32]) -> String {
     let mut be = *le;
     be.reverse();
     hex::encode(be)
+}
+
+/// The 80 serialized bytes of a block header (hashes in SV2 byte order).
+pub fn header_bytes(
+    version: u32,
+    prev_hash: [u8; 32],
+    merkle_root: [u8; 32],
+    ntime: u32,
+    nbits: u32,
+    nonce: u32,
+) -> [u8; 80] {
+    let header = Header {
+        version: Version::from_consensus(version as i32),
+        prev_blockhash: BlockHash::from_byte_array(prev_hash),
+        merkle_root: TxMerkleNode::from_byte_array(merkle_root),
+        time: ntime,
+        bits: CompactTarget::from_consensus(nbits),
+        nonce,
+    };
+    serialize(&header).try_into().expect("a header is 80 bytes")
 }
 
 /// sha256d of a serialized block header, in the byte order SV2 carries hashes

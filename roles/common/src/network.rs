@@ -43,7 +43,7 @@ impl fmt::Display for Network {
 
 /// Public halves of every key pair shipped in `config/` (a secret key is
 /// checked through its public key).
-pub const DEVNET_PUBLIC_KEYS: [&str; 4] = [
+pub const DEVNET_PUBLIC_KEYS: [&str; 5] = [
     // devnet-tp authority
     "9bdyeVkC5fwmkbE4kjccrPTFc5A3KkbEefiVna1Y1QqtG1BThwg",
     // pool authority
@@ -52,6 +52,8 @@ pub const DEVNET_PUBLIC_KEYS: [&str; 4] = [
     "9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm",
     // mint authority
     "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd",
+    // jd-client authority
+    "9bsfVpaogAt8aYSqBXuvtX11jxsLiScPJy6iRTgE7vHpUumYcBJ",
 ];
 
 /// Mnemonics shipped in `config/`: the mint's, and the translator wallet's

@@ -26,6 +26,8 @@ pub enum DevnetError {
     Pool(#[from] pool::PoolError),
     #[error("translator: {0}")]
     Translator(#[from] translator::TranslatorError),
+    #[error("jd-client: {0}")]
+    JdClient(#[from] jd_client::JdcError),
     #[error("stats service: {0}")]
     Stats(#[from] pool_stats::PoolStatsError),
 }
@@ -37,6 +39,8 @@ pub struct Endpoints {
     pub mint_http: SocketAddr,
     pub mint_link: SocketAddr,
     pub pool: SocketAddr,
+    /// The pool's job declarator and jd-client, with declared jobs.
+    pub declared_jobs: Option<(SocketAddr, SocketAddr)>,
     pub translator: SocketAddr,
     pub pool_dashboard: SocketAddr,
     pub proxy_dashboard: SocketAddr,
@@ -86,6 +90,7 @@ struct Roles {
     tp: Role<devnet_tp::TpHandle>,
     mint: Role<mint::RunningMint>,
     pool: Role<pool::PoolHandle>,
+    jd_client: Option<Role<jd_client::JdcHandle>>,
     translator: Role<translator::TranslatorHandle>,
     miner: Role<miner::Miner>,
 }
@@ -133,9 +138,21 @@ impl Roles {
         let pool =
             start_role(|stop| pool::start(c.pool.clone(), stop, pool::Hooks::default())).await?;
 
-        // The devnet translator mines on this pool only.
+        // The devnet translator mines on this pool only, or through jd-client.
         let mut upstream = c.translator.upstreams[0].clone();
         upstream.address = reachable(pool.handle.local_addr()).to_string();
+        let mut jd_client = None;
+        if let (true, Some(jds)) = (c.declared_jobs, pool.handle.jds_addr()) {
+            c.jd_client.tp_address = reachable(tp.handle.local_addr()).to_string();
+            c.jd_client.tp_authority_public_key = c.devnet_tp.authority_public_key;
+            c.jd_client.pool_address = upstream.address.clone();
+            c.jd_client.jds_address = reachable(jds).to_string();
+            c.jd_client.pool_authority_public_key = c.pool.authority_public_key;
+            let jdc = start_role(|stop| jd_client::start(c.jd_client.clone(), stop)).await?;
+            upstream.address = reachable(jdc.handle.local_addr()).to_string();
+            upstream.authority_public_key = c.jd_client.authority_public_key;
+            jd_client = Some(jdc);
+        }
         c.translator.upstreams = vec![upstream];
         c.translator.mint_url = format!("http://{}", reachable(mint.handle.http_addr));
         let translator = start_role(|stop| translator::start(c.translator.clone(), stop)).await?;
@@ -152,6 +169,7 @@ impl Roles {
             tp,
             mint,
             pool,
+            jd_client,
             translator,
             miner,
         })
@@ -163,6 +181,11 @@ impl Roles {
             mint_http: self.mint.handle.http_addr,
             mint_link: self.mint.handle.link_addr,
             pool: self.pool.handle.local_addr(),
+            declared_jobs: self
+                .jd_client
+                .as_ref()
+                .zip(self.pool.handle.jds_addr())
+                .map(|(jdc, jds)| (jds, jdc.handle.local_addr())),
             translator: self.translator.handle.local_addr(),
             pool_dashboard: self.pool_stats.handle.http_addr,
             proxy_dashboard: self.proxy_stats.handle.http_addr,
@@ -212,6 +235,10 @@ impl Roles {
         }
         self.translator.stop.cancel();
         self.translator.handle.wait().await;
+        if let Some(jdc) = self.jd_client {
+            jdc.stop.cancel();
+            jdc.handle.wait().await;
+        }
         self.pool.stop.cancel();
         self.pool.handle.wait().await;
         self.mint.stop.cancel();
@@ -271,6 +298,12 @@ fn describe(c: &DevnetConfigs, e: &Endpoints) -> String {
         "  pool               {}  SV2 mining (Noise, key {})\n",
         e.pool, c.pool.authority_public_key
     );
+    if let Some((jds, jdc)) = e.declared_jobs {
+        s += &format!("  job declarator     {jds}  the pool's JDS (SV2 job declaration)\n");
+        s += &format!(
+            "  jd-client          {jdc}  declares the template provider's templates; the translator mines through it\n"
+        );
+    }
     s += &format!(
         "  translator         stratum+tcp://{}  point SV1 miners here\n",
         e.translator

@@ -25,6 +25,11 @@ enum Command {
         /// Listen on 127.0.0.1 with ports the system picks (next to another devnet, in tests).
         #[arg(long)]
         ephemeral_ports: bool,
+        /// Mine declared jobs: the translator mines through jd-client, which
+        /// declares the template provider's templates at the pool's job
+        /// declarator.
+        #[arg(long)]
+        jd: bool,
     },
     /// An ehash wallet: a miner's own (`--dir`), or the devnet translator's.
     ///
@@ -86,7 +91,8 @@ fn main() -> ExitCode {
         Command::Devnet {
             profile,
             ephemeral_ports,
-        } => devnet(&runtime, &profile, ephemeral_ports),
+            jd,
+        } => devnet(&runtime, &profile, ephemeral_ports, jd),
         Command::Wallet {
             profile,
             dir,
@@ -132,11 +138,15 @@ fn devnet(
     runtime: &tokio::runtime::Runtime,
     profile: &ProfileArgs,
     ephemeral_ports: bool,
+    declared_jobs: bool,
 ) -> ExitCode {
     let mut configs = match load(profile) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if declared_jobs {
+        configs.use_declared_jobs();
+    }
     if ephemeral_ports {
         configs.use_ephemeral_ports();
     }

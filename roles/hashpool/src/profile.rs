@@ -37,6 +37,7 @@ pub struct RoleFiles {
     pub mint: PathBuf,
     pub pool: PathBuf,
     pub translator: PathBuf,
+    pub jd_client: PathBuf,
     pub miner: PathBuf,
     pub pool_stats: PathBuf,
     pub proxy_stats: PathBuf,
@@ -49,6 +50,7 @@ impl Default for RoleFiles {
             mint: "mint.toml".into(),
             pool: "pool.toml".into(),
             translator: "translator.toml".into(),
+            jd_client: "jd-client.toml".into(),
             miner: "miner.toml".into(),
             pool_stats: "pool-stats.toml".into(),
             proxy_stats: "proxy-stats.toml".into(),
@@ -80,6 +82,9 @@ pub struct DevnetConfigs {
     pub mint: mint::MintConfig,
     pub pool: pool::PoolConfig,
     pub translator: translator::TranslatorConfig,
+    /// With `declared_jobs`, the translator mines through this jd-client.
+    pub jd_client: jd_client::JdClientConfig,
+    pub declared_jobs: bool,
     pub miner: miner::MinerConfig,
     pub pool_stats: pool_stats::PoolStatsConfig,
     pub proxy_stats: proxy_stats::ProxyStatsConfig,
@@ -99,6 +104,8 @@ pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
     let pool: pool::PoolConfig = load_config(&file(&profile.roles.pool), "POOL")?;
     let translator: translator::TranslatorConfig =
         load_config(&file(&profile.roles.translator), "TRANSLATOR")?;
+    let jd_client: jd_client::JdClientConfig =
+        load_config(&file(&profile.roles.jd_client), "JD_CLIENT")?;
     let miner: miner::MinerConfig = load_config(&file(&profile.roles.miner), "MINER")?;
     let pool_stats: pool_stats::PoolStatsConfig =
         load_config(&file(&profile.roles.pool_stats), "POOL_STATS")?;
@@ -109,6 +116,7 @@ pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
         (&profile.roles.mint, mint.network),
         (&profile.roles.pool, pool.network),
         (&profile.roles.translator, translator.network),
+        (&profile.roles.jd_client, jd_client.network),
     ] {
         if network != Network::Devnet {
             return Err(format!(
@@ -125,6 +133,8 @@ pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
         mint,
         pool,
         translator,
+        jd_client,
+        declared_jobs: false,
         miner,
         pool_stats,
         proxy_stats,
@@ -151,6 +161,16 @@ impl DevnetConfigs {
         self.proxy_stats.data_dir = state_dir.join("proxy-stats");
     }
 
+    /// The declared-jobs devnet: the pool runs its job declarator (where
+    /// jd-client's file says it listens) and the translator mines through
+    /// jd-client.
+    pub fn use_declared_jobs(&mut self) {
+        self.declared_jobs = true;
+        self.pool.jds = Some(pool::config::JdsSettings {
+            listen_address: self.jd_client.jds_address.clone(),
+        });
+    }
+
     /// Every listener on 127.0.0.1 with a port the system picks: for tests,
     /// and for a devnet next to another one.
     pub fn use_ephemeral_ports(&mut self) {
@@ -159,6 +179,10 @@ impl DevnetConfigs {
         self.mint.http_listen = any;
         self.mint.link_listen = any;
         self.pool.listen_address = any.to_string();
+        if let Some(jds) = self.pool.jds.as_mut() {
+            jds.listen_address = any.to_string();
+        }
+        self.jd_client.listen_address = any.to_string();
         self.translator.listen_address = any;
         for stats in [
             (
@@ -205,6 +229,7 @@ mod tests {
             "devnet-tp.toml",
             "mint.toml",
             "translator.toml",
+            "jd-client.toml",
             "miner.toml",
         ] {
             std::fs::copy(config.join(f), dir.path().join(f)).unwrap();

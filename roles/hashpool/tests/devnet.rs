@@ -65,7 +65,11 @@ struct Devnet {
 
 impl Devnet {
     fn start(state: &Path, ports: &[(&str, String)]) -> Self {
-        let mut child = hashpool(state, ports, &["devnet"])
+        Self::start_with(state, ports, &["devnet"])
+    }
+
+    fn start_with(state: &Path, ports: &[(&str, String)], args: &[&str]) -> Self {
+        let mut child = hashpool(state, ports, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -189,6 +193,37 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
         Command::new(env!("CARGO_BIN_EXE_hashpool")).args(["audit", "--mint", &mint_url]),
     );
     assert!(report.starts_with("audit passed: "), "{report}");
+    let (status, _) = devnet.interrupt();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// `hashpool devnet --jd`: the translator mines through jd-client, which
+/// declares the template provider's templates at the pool's job declarator;
+/// the wallet grows as before.
+#[test]
+fn hashpool_devnet_jd_mines_declared_jobs_and_pays() {
+    let state = tempfile::tempdir().unwrap();
+    let mut ports = ports().to_vec();
+    for key in ["JD_CLIENT__LISTEN_ADDRESS", "JD_CLIENT__JDS_ADDRESS"] {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ports.push((key, format!("127.0.0.1:{}", l.local_addr().unwrap().port())));
+    }
+    let devnet = Devnet::start_with(state.path(), &ports, &["devnet", "--jd"]);
+    devnet.line(120, "the jd-client line", |l| l.contains("jd-client"));
+    devnet.balance_above(0);
+    let log = std::fs::read_to_string(state.path().join("devnet.log")).unwrap();
+    assert!(
+        log.contains("job declared"),
+        "the pool's job declarator declared jobs"
+    );
+    assert!(
+        log.contains("custom job set"),
+        "the pool set them on the channel"
+    );
+    assert!(
+        !log.contains("mining the pool's jobs"),
+        "jd-client never fell back"
+    );
     let (status, _) = devnet.interrupt();
     assert!(status.success(), "exit status {status}");
 }

@@ -7,13 +7,7 @@ use std::collections::HashMap;
 use ehash::LockingKey;
 use mint_quote_sv2::CoinbaseProof;
 use stratum_core::binary_sv2::B032Owned;
-use stratum_core::bitcoin::{
-    block::{Header, Version},
-    consensus::serialize,
-    hashes::Hash,
-    pow::CompactTarget,
-    BlockHash, Target, TxMerkleNode, TxOut,
-};
+use stratum_core::bitcoin::{Target, TxOut};
 use stratum_core::channels_sv2::{
     chain_tip::ChainTip,
     extranonce_manager::{ExtranonceAllocator, ExtranonceAllocatorError},
@@ -661,7 +655,7 @@ impl Channel {
         let (version, ntime, nonce) =
             each_kind!(Submission, share, s => (s.version, s.ntime, s.nonce));
         let tip = self.chain_tip()?;
-        let header = header_bytes(
+        let header = ehash::share::header_bytes(
             version,
             tip.prev_hash().to_array(),
             merkle_root,
@@ -721,24 +715,4 @@ fn extranonce_code(e: &ExtranonceAllocatorError) -> &'static str {
         ExtranonceAllocatorError::CapacityExhausted => "channel-capacity-exhausted",
         _ => "min-extranonce-size-too-large",
     }
-}
-
-/// The 80 serialized bytes of a block header.
-pub fn header_bytes(
-    version: u32,
-    prev_hash: [u8; 32],
-    merkle_root: [u8; 32],
-    ntime: u32,
-    nbits: u32,
-    nonce: u32,
-) -> [u8; 80] {
-    let header = Header {
-        version: Version::from_consensus(version as i32),
-        prev_blockhash: BlockHash::from_byte_array(prev_hash),
-        merkle_root: TxMerkleNode::from_byte_array(merkle_root),
-        time: ntime,
-        bits: CompactTarget::from_consensus(nbits),
-        nonce,
-    };
-    serialize(&header).try_into().expect("a header is 80 bytes")
 }

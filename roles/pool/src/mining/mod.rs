@@ -38,7 +38,7 @@ use stratum_core::template_distribution_sv2::{
     NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
 };
 
-pub use channel::header_bytes;
+pub use ehash::share::header_bytes;
 pub(crate) use stats::downstream_id;
 pub use stats::{Stats, StatsEvent};
 

@@ -1,0 +1,364 @@
+//! The client as a specification: channels pass through with their ids,
+//! templates become declarations, declared jobs become custom jobs on every
+//! channel, and what the declarator or the pool refuses means the pool's
+//! own jobs.
+
+use ehash::wire::str0255_truncated;
+use ehash_ext_sv2::EhashMessage;
+use stratum_core::binary_sv2::{B032Owned, B064KOwned, Seq0255Owned, Seq064KOwned, U256Owned};
+use stratum_core::bitcoin::consensus::serialize;
+use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
+use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_core::job_declaration_sv2::{
+    AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned, DeclareMiningJobSuccessOwned,
+};
+use stratum_core::mining_sv2::{
+    OpenExtendedMiningChannelSuccessOwned, SetCustomMiningJobErrorOwned, SetCustomMiningJobSuccess,
+    SubmitSharesExtendedOwned,
+};
+use stratum_core::parsers_sv2::{JobDeclarationOwned as Jd, TemplateDistributionOwned as Tdp};
+use stratum_core::template_distribution_sv2::{
+    NewTemplateOwned, RequestTransactionDataSuccessOwned, SetNewPrevHashOwned,
+};
+
+use super::*;
+
+const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
+fn setup(core: &mut JdcCore, down: DownId) {
+    core.on_downstream_connect(down);
+    let m = SetupConnectionOwned {
+        protocol: Protocol::MiningProtocol,
+        min_version: 2,
+        max_version: 2,
+        flags: 0,
+        endpoint_host: str0255_truncated(""),
+        endpoint_port: 0,
+        vendor: str0255_truncated("t"),
+        hardware_version: str0255_truncated(""),
+        firmware: str0255_truncated(""),
+        device_id: str0255_truncated(""),
+    };
+    let out = core.on_downstream(
+        down,
+        AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m)),
+    );
+    assert!(matches!(&out[..], [Action::Downstream(_, _)]));
+}
+
+/// Opens channel `channel_id` for `down` (request 1 downstream); the
+/// actions after the pool's success.
+fn open(core: &mut JdcCore, down: DownId, channel_id: u32) -> Vec<Action> {
+    let open = OpenExtendedMiningChannelOwned {
+        request_id: 1,
+        user_identity: str0255_truncated(&format!("{KEY}.rig")),
+        nominal_hash_rate: 1.0,
+        max_target: U256Owned::from([0xff; 32]),
+        min_extranonce_size: 4,
+    };
+    let out = core.on_downstream(down, mining(MiningOwned::OpenExtendedMiningChannel(open)));
+    let [Action::Upstream(AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannel(up)))] =
+        &out[..]
+    else {
+        panic!("{out:?}")
+    };
+    let ok = OpenExtendedMiningChannelSuccessOwned {
+        request_id: up.request_id,
+        channel_id,
+        target: U256Owned::from([0xff; 32]),
+        extranonce_size: 8,
+        extranonce_prefix: B032Owned::new(vec![channel_id as u8; 8]).unwrap(),
+        group_channel_id: 0,
+    };
+    let out = core.on_upstream(mining(MiningOwned::OpenExtendedMiningChannelSuccess(ok)));
+    match &out[0] {
+        Action::Downstream(
+            to,
+            AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannelSuccess(ok)),
+        ) => {
+            assert_eq!((*to, ok.request_id, ok.channel_id), (down, 1, channel_id));
+        }
+        other => panic!("{other:?}"),
+    }
+    out[1..].to_vec()
+}
+
+fn template(id: u64, future: bool) -> NewTemplateOwned {
+    let outputs = [TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::from_bytes(vec![0x6a, 0x01, 0x00]),
+    }];
+    NewTemplateOwned {
+        template_id: id,
+        future_template: future,
+        version: 0x2000_0000,
+        coinbase_tx_version: 2,
+        coinbase_prefix: vec![0x51].try_into().unwrap(),
+        coinbase_tx_input_sequence: u32::MAX,
+        coinbase_tx_value_remaining: 5_000_000_000,
+        coinbase_tx_outputs_count: 1,
+        coinbase_tx_outputs: B064KOwned::new(serialize(&outputs[0])).unwrap(),
+        coinbase_tx_locktime: 0,
+        merkle_path: Seq0255Owned::new(vec![]).unwrap(),
+    }
+}
+
+fn tdp(m: Tdp) -> AnyMessageOwned {
+    AnyMessageOwned::TemplateDistribution(m)
+}
+
+fn jd(m: Jd) -> AnyMessageOwned {
+    AnyMessageOwned::JobDeclaration(m)
+}
+
+/// A tip (template 1, easy nBits) with its (empty) transaction list.
+fn tip(core: &mut JdcCore) -> Vec<Action> {
+    let mut out = core.on_tp(tdp(Tdp::NewTemplate(template(1, true))));
+    out.extend(core.on_tp(tdp(Tdp::SetNewPrevHash(SetNewPrevHashOwned {
+        template_id: 1,
+        prev_hash: U256Owned::from([7; 32]),
+        header_timestamp: 1_800_000_000,
+        n_bits: 0x207f_ffff,
+        target: U256Owned::from([0xff; 32]),
+    }))));
+    out.extend(core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
+        RequestTransactionDataSuccessOwned {
+            template_id: 1,
+            excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
+            transaction_list: Seq064KOwned::new(vec![]).unwrap(),
+        },
+    ))));
+    out
+}
+
+fn token(core: &mut JdcCore, n: u64) -> Vec<Action> {
+    let outputs = vec![TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+    }];
+    core.on_jds(jd(Jd::AllocateMiningJobTokenSuccess(
+        AllocateMiningJobTokenSuccessOwned {
+            request_id: 1,
+            mining_job_token: n.to_le_bytes().to_vec().try_into().unwrap(),
+            coinbase_outputs: serialize(&outputs).try_into().unwrap(),
+        },
+    )))
+}
+
+fn declared_request(out: &[Action]) -> u32 {
+    out.iter()
+        .find_map(|a| match a {
+            Action::Jds(AnyMessageOwned::JobDeclaration(Jd::DeclareMiningJob(m))) => {
+                Some(m.request_id)
+            }
+            _ => None,
+        })
+        .expect("a DeclareMiningJob")
+}
+
+/// A client in declared mode with channel 5 open and a declared job set on it:
+/// the SetCustomMiningJob sent.
+fn with_custom_job(core: &mut JdcCore) -> stratum_core::mining_sv2::SetCustomMiningJobOwned {
+    assert_eq!(
+        core.on_jds_connected().len(),
+        2,
+        "two tokens asked for ahead"
+    );
+    setup(core, 1);
+    assert!(open(core, 1, 5).is_empty(), "nothing declared yet");
+    assert!(
+        tip(core).iter().all(|a| matches!(a, Action::Tp(_))),
+        "no token yet"
+    );
+    let request_id = declared_request(&token(core, 11));
+    let out = core.on_jds(jd(Jd::DeclareMiningJobSuccess(
+        DeclareMiningJobSuccessOwned {
+            request_id,
+            new_mining_job_token: 12u64.to_le_bytes().to_vec().try_into().unwrap(),
+        },
+    )));
+    match &out[..] {
+        [Action::Upstream(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m)))] => {
+            assert_eq!(m.channel_id, 5);
+            assert_eq!(m.token.as_bytes(), &12u64.to_le_bytes());
+            m.clone()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_declared_job_goes_on_every_channel_committed_to_its_key_and_then_down() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let m = with_custom_job(&mut core);
+    let outputs: Vec<TxOut> =
+        stratum_core::bitcoin::consensus::deserialize(m.coinbase_tx_outputs.as_bytes()).unwrap();
+    assert_eq!(outputs[0].script_pubkey, ScriptBuf::from_bytes(vec![0x51]));
+    assert_eq!(
+        outputs[1],
+        ehash::coinbase::key_commitment_output(&KEY.parse().unwrap())
+    );
+
+    let out = core.on_upstream(mining(MiningOwned::SetCustomMiningJobSuccess(
+        SetCustomMiningJobSuccess {
+            channel_id: 5,
+            request_id: m.request_id,
+            job_id: 9,
+        },
+    )));
+    match &out[..] {
+        [Action::Downstream(1, AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(job))), Action::Downstream(1, AnyMessageOwned::Mining(MiningOwned::SetNewPrevHash(p)))] =>
+        {
+            assert_eq!((job.channel_id, job.job_id, p.job_id), (5, 9, 9));
+            assert!(
+                job.min_ntime.clone().into_inner().is_none(),
+                "a future job, activated by the prevhash"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A share meeting the (easy) block target is a block: to the template
+    // provider and the declarator, and on to the pool as a share.
+    let mut found = None;
+    for nonce in 0..64 {
+        let share = SubmitSharesExtendedOwned {
+            channel_id: 5,
+            sequence_number: nonce,
+            job_id: 9,
+            nonce,
+            ntime: 1_800_000_000,
+            version: 0x2000_0000,
+            extranonce: B032Owned::new(vec![0; 8]).unwrap(),
+        };
+        let out = core.on_downstream(1, mining(MiningOwned::SubmitSharesExtended(share)));
+        if out.len() == 3 {
+            found = Some(out);
+            break;
+        }
+    }
+    let out = found.expect("half of all hashes meet 0x207fffff");
+    assert!(
+        matches!(&out[0], Action::Tp(AnyMessageOwned::TemplateDistribution(Tdp::SubmitSolution(s))) if s.template_id == 1)
+    );
+    assert!(matches!(
+        &out[1],
+        Action::Jds(AnyMessageOwned::JobDeclaration(Jd::PushSolution(_)))
+    ));
+    assert!(matches!(&out[2], Action::Upstream(_)));
+}
+
+#[test]
+fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let m = with_custom_job(&mut core);
+    let refused = |code: &str| {
+        mining(MiningOwned::SetCustomMiningJobError(
+            SetCustomMiningJobErrorOwned {
+                channel_id: 5,
+                request_id: m.request_id,
+                error_code: str0255_truncated(code),
+            },
+        ))
+    };
+    assert!(core.on_upstream(refused("stale-chain-tip")).is_empty());
+    assert!(matches!(
+        &core.on_upstream(refused("invalid-coinbase-tx-outputs"))[..],
+        [Action::FallBack(reason)] if reason.contains("invalid-coinbase-tx-outputs")
+    ));
+
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    core.on_jds_connected();
+    setup(&mut core, 1);
+    open(&mut core, 1, 5);
+    tip(&mut core);
+    let request_id = declared_request(&token(&mut core, 11));
+    let error = |code: &str| {
+        jd(Jd::DeclareMiningJobError(DeclareMiningJobErrorOwned {
+            request_id,
+            error_code: str0255_truncated(code),
+            error_details: B064KOwned::new(b"why".to_vec()).unwrap(),
+        }))
+    };
+    assert!(core.on_jds(error("stale-chain-tip")).is_empty());
+    assert!(matches!(
+        &core.on_jds(error("invalid-coinbase-tx"))[..],
+        [Action::FallBack(reason)] if reason.contains("invalid-coinbase-tx (why)")
+    ));
+}
+
+#[test]
+fn pool_jobs_shares_and_notifications_pass_through_to_the_channel_s_owner_only() {
+    let mut core = JdcCore::new(Mode::PoolJobs, "t");
+    setup(&mut core, 1);
+    setup(&mut core, 2);
+    assert!(
+        open(&mut core, 1, 5).is_empty(),
+        "no custom jobs in this mode"
+    );
+    // Downstream 2 asks for ehash, downstream 1 did not.
+    open(&mut core, 2, 6);
+    let ask = stratum_core::extensions_sv2::RequestExtensionsOwned {
+        request_id: 3,
+        requested_extensions: Seq064KOwned::new(vec![EHASH_EXTENSION_TYPE, 0x9999]).unwrap(),
+    };
+    let out = core.on_downstream(
+        2,
+        AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+            ExtensionsNegotiationOwned::RequestExtensions(ask),
+        )),
+    );
+    assert!(
+        matches!(&out[..], [Action::Downstream(2, AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(ExtensionsNegotiationOwned::RequestExtensionsSuccess(s))))] if s.supported_extensions.clone().into_inner() == vec![EHASH_EXTENSION_TYPE])
+    );
+
+    let job = stratum_core::mining_sv2::SetTargetOwned {
+        channel_id: 6,
+        maximum_target: U256Owned::from([1; 32]),
+    };
+    assert!(matches!(
+        &core.on_upstream(mining(MiningOwned::SetTarget(job)))[..],
+        [Action::Downstream(2, _)]
+    ));
+    let notification = |channel_id| {
+        EhashMessage::MintQuoteNotification(ehash_ext_sv2::MintQuoteNotificationOwned {
+            channel_id,
+            sequence_number: 1,
+            share_hash: U256Owned::from([3; 32]),
+            quote_id: str0255_truncated("q"),
+            keyset_id: str0255_truncated("k"),
+            amount: 1,
+        })
+    };
+    assert!(matches!(
+        &core.on_upstream_ehash(notification(6))[..],
+        [Action::DownstreamEhash(2, _)]
+    ));
+    assert!(
+        core.on_upstream_ehash(notification(5)).is_empty(),
+        "1 did not negotiate ehash"
+    );
+
+    // A share for a channel of another downstream goes nowhere.
+    let share = SubmitSharesExtendedOwned {
+        channel_id: 6,
+        sequence_number: 1,
+        job_id: 1,
+        nonce: 0,
+        ntime: 0,
+        version: 0,
+        extranonce: B032Owned::new(vec![]).unwrap(),
+    };
+    assert!(core
+        .on_downstream(1, mining(MiningOwned::SubmitSharesExtended(share.clone())))
+        .is_empty());
+    assert!(matches!(
+        &core.on_downstream(2, mining(MiningOwned::SubmitSharesExtended(share)))[..],
+        [Action::Upstream(_)]
+    ));
+    // A downstream leaving closes its channels upstream.
+    assert!(matches!(
+        &core.on_downstream_disconnect(2)[..],
+        [Action::Upstream(AnyMessageOwned::Mining(MiningOwned::CloseChannel(c)))] if c.channel_id == 6
+    ));
+}

@@ -1,0 +1,463 @@
+//! Sockets and tasks. One task owns the [`JdcCore`] and the three upstream
+//! links (template provider, job declarator, pool) for one session; each
+//! downstream connection has its own task, talking to it through queues.
+//!
+//! A session runs in one [`Mode`] until a link fails: the template
+//! provider or the pool (the same mode again, after a backoff), or the job
+//! declarator (refused or unreachable: the pool's own jobs, and another
+//! try at the declarator every `jds_retry_secs`). Between sessions no
+//! downstream is served; each session ends by closing them, and
+//! translators reconnect at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ehash_ext_sv2::EhashMessage;
+use roles_common::limits::ConnectionLimits;
+use roles_common::sv2::{self, send, send_ehash, Incoming, ReadError, Sv2Connection, Sv2Reader};
+use stratum_apps::network_helpers::accept_noise_connection;
+use stratum_core::bitcoin::consensus::serialize;
+use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
+use stratum_core::common_messages_sv2::Protocol;
+use stratum_core::parsers_sv2::AnyMessageOwned;
+use stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::JdClientConfig;
+use crate::core::{Action, DownId, JdcCore, Mode};
+use crate::JdcEvent;
+
+/// Downstream connections at once.
+const MAX_DOWNSTREAMS: usize = 4096;
+/// Messages queued for one downstream at most; a peer that lets it fill is dropped.
+const SEND_QUEUE: usize = 4096;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(crate) enum Outbound {
+    Message(AnyMessageOwned),
+    Ehash(EhashMessage),
+    Close(String),
+}
+
+/// Downstream task -> session task.
+pub(crate) enum FromDownstream {
+    Connected(DownId, mpsc::Sender<Outbound>),
+    Message(DownId, Incoming),
+    Gone(DownId),
+}
+
+/// Accepts downstream connections; each gets a task feeding `to_session`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<JdClientConfig>,
+    to_session: mpsc::UnboundedSender<FromDownstream>,
+    shutdown: CancellationToken,
+) {
+    let connections = shutdown.clone();
+    roles_common::accept_loop(
+        "jd-client",
+        listener,
+        ConnectionLimits::new(MAX_DOWNSTREAMS, MAX_DOWNSTREAMS),
+        shutdown,
+        move |id, stream, peer| {
+            let (config, to_session, shutdown) =
+                (config.clone(), to_session.clone(), connections.clone());
+            async move {
+                match serve_downstream(id, stream, peer, &config, &to_session, shutdown).await {
+                    Ok(()) => info!(down = id, %peer, "downstream disconnected"),
+                    Err(reason) => warn!(down = id, %peer, "closing downstream: {reason}"),
+                }
+                let _ = to_session.send(FromDownstream::Gone(id));
+            }
+        },
+    )
+    .await;
+}
+
+async fn serve_downstream(
+    id: DownId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    c: &JdClientConfig,
+    to_session: &mpsc::UnboundedSender<FromDownstream>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let noise = accept_noise_connection(
+        stream,
+        c.authority_public_key,
+        c.authority_secret_key,
+        c.cert_validity_sec,
+    )
+    .await
+    .map_err(|e| format!("noise handshake failed: {e}"))?;
+    info!(down = id, %peer, "downstream connected");
+    let (reader, mut writer) = noise.into_split();
+    let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
+    let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
+    let _ = to_session.send(FromDownstream::Connected(id, out_tx));
+    let result = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            out = out_rx.recv() => {
+                let sent = match out {
+                    Some(Outbound::Message(m)) => send(&mut writer, m).await.map_err(|e| e.to_string()),
+                    Some(Outbound::Ehash(m)) => send_ehash(&mut writer, m).await.map_err(|e| e.to_string()),
+                    Some(Outbound::Close(reason)) => Err(reason),
+                    None => Err("send queue overflow (peer does not read)".into()),
+                };
+                if let Err(e) = sent {
+                    break Err(e);
+                }
+            }
+            incoming = reader.recv() => match incoming {
+                Ok(m) => {
+                    let _ = to_session.send(FromDownstream::Message(id, m));
+                }
+                Err(ReadError::ClosedByPeer) => break Ok(()),
+                Err(e) => break Err(e.to_string()),
+            },
+        }
+    };
+    drop(reader);
+    let _ = writer.shutdown().await;
+    result
+}
+
+/// The upstream links of one session.
+struct Links {
+    tp: Sv2Connection,
+    jds: Option<Sv2Connection>,
+    pool: Sv2Connection,
+}
+
+/// Why a session ended, and the mode of the next one.
+struct SessionEnd {
+    reason: String,
+    next: Mode,
+    was_up: bool,
+}
+
+/// Runs sessions until `shutdown`.
+pub(crate) async fn run_sessions(
+    config: JdClientConfig,
+    mut from_downstream: mpsc::UnboundedReceiver<FromDownstream>,
+    events: broadcast::Sender<JdcEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut mode = Mode::Declared;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let end = match connect(&config, mode).await {
+            Ok(links) => {
+                info!(?mode, "session started");
+                let _ = events.send(JdcEvent::SessionStarted(mode));
+                let mut session = Session {
+                    config: &config,
+                    core: JdcCore::new(mode, &config.user_identifier),
+                    downstreams: HashMap::new(),
+                    links,
+                    events: &events,
+                };
+                session.run(&mut from_downstream, &shutdown).await
+            }
+            Err(end) => end,
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        warn!(?mode, next = ?end.next, "session ended: {}", end.reason);
+        let _ = events.send(JdcEvent::SessionEnded(end.reason.clone()));
+        if end.next != mode || end.was_up {
+            backoff = FIRST_BACKOFF;
+        }
+        mode = end.next;
+        // Downstreams that come while no session runs are turned away.
+        let sleep = tokio::time::sleep(backoff);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut sleep => break,
+                msg = from_downstream.recv() => {
+                    if let Some(FromDownstream::Connected(_, out)) = msg {
+                        let _ = out.try_send(Outbound::Close("no upstream session yet".into()));
+                    }
+                }
+            }
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Connects the links of a session in `mode`; a declarator that cannot be
+/// reached means the pool's jobs.
+async fn connect(config: &JdClientConfig, mode: Mode) -> Result<Links, SessionEnd> {
+    let same = |reason: String| SessionEnd {
+        reason,
+        next: mode,
+        was_up: false,
+    };
+    let tp = sv2::connect_template_provider(
+        &config.tp_address,
+        config.tp_authority_public_key,
+        "tp_authority_public_key",
+        "jd-client",
+        coinbase_constraints(),
+    )
+    .await
+    .map_err(|e| same(format!("template provider: {e}")))?;
+    let jds = match mode {
+        Mode::Declared => Some(connect_jds(config).await.map_err(|e| SessionEnd {
+            reason: format!("job declarator unreachable ({e}): mining the pool's jobs"),
+            next: Mode::PoolJobs,
+            was_up: false,
+        })?),
+        Mode::PoolJobs => None,
+    };
+    let flags = match mode {
+        // REQUIRES_WORK_SELECTION
+        Mode::Declared => 0b10,
+        Mode::PoolJobs => 0,
+    };
+    let mut pool = sv2::connect(
+        &config.pool_address,
+        config.pool_authority_public_key,
+        "pool",
+        1024,
+    )
+    .await
+    .map_err(|e| same(format!("pool: {}", e.explain("pool_authority_public_key"))))?;
+    let setup = sv2::setup_connection(
+        Protocol::MiningProtocol,
+        flags,
+        pool.peer,
+        env!("CARGO_PKG_VERSION"),
+        "jd-client",
+    );
+    pool.setup(setup)
+        .await
+        .map_err(|e| same(format!("pool: {e}")))?;
+    let ehash = pool
+        .negotiate_ehash()
+        .await
+        .map_err(|e| same(format!("pool: {e}")))?;
+    if !ehash {
+        warn!("the pool did not grant the ehash extension: no ehash notifications pass through");
+    }
+    Ok(Links { tp, jds, pool })
+}
+
+/// The job declarator connection, set up in full-template mode.
+pub(crate) async fn connect_jds(config: &JdClientConfig) -> Result<Sv2Connection, String> {
+    let mut jds = sv2::connect(
+        &config.jds_address,
+        config.pool_authority_public_key,
+        "job declarator",
+        256,
+    )
+    .await
+    .map_err(|e| e.explain("pool_authority_public_key"))?;
+    // DECLARE_TX_DATA: full-template mode.
+    let setup = sv2::setup_connection(
+        Protocol::JobDeclarationProtocol,
+        0b1,
+        jds.peer,
+        env!("CARGO_PKG_VERSION"),
+        "jd-client",
+    );
+    jds.setup(setup).await?;
+    Ok(jds)
+}
+
+/// Room in the coinbase for the pool's output and a key commitment.
+fn coinbase_constraints() -> CoinbaseOutputConstraintsOwned {
+    let pool_output = TxOut {
+        value: Amount::ZERO,
+        // The largest standard script: P2WSH / P2TR (34 bytes).
+        script_pubkey: ScriptBuf::from_bytes(vec![0; 34]),
+    };
+    let size = serialize(&pool_output).len() + ehash::coinbase::key_commitment_output_len();
+    CoinbaseOutputConstraintsOwned {
+        coinbase_output_max_additional_size: size as u32,
+        coinbase_output_max_additional_sigops: 4,
+    }
+}
+
+struct Session<'a> {
+    config: &'a JdClientConfig,
+    core: JdcCore,
+    downstreams: HashMap<DownId, mpsc::Sender<Outbound>>,
+    links: Links,
+    events: &'a broadcast::Sender<JdcEvent>,
+}
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        from_downstream: &mut mpsc::UnboundedReceiver<FromDownstream>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let actions = match self.links.jds {
+            Some(_) => self.core.on_jds_connected(),
+            None => vec![],
+        };
+        let end = match self.apply(actions).await {
+            Err(end) => end,
+            Ok(()) => self.serve(from_downstream, shutdown).await,
+        };
+        for (id, out) in self.downstreams.drain() {
+            let _ = out.try_send(Outbound::Close(format!("session ended: {}", end.reason)));
+            debug!(down = id, "closed at the end of the session");
+        }
+        end
+    }
+
+    async fn serve(
+        &mut self,
+        from_downstream: &mut mpsc::UnboundedReceiver<FromDownstream>,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let mode = self.core.mode();
+        let end = |reason: String, next: Mode| SessionEnd {
+            reason,
+            next,
+            was_up: true,
+        };
+        let mut retry = tokio::time::interval(Duration::from_secs(self.config.jds_retry_secs));
+        retry.tick().await;
+        loop {
+            let actions = tokio::select! {
+                _ = shutdown.cancelled() => return end("stopping".into(), mode),
+                msg = from_downstream.recv() => match msg {
+                    Some(msg) => self.on_downstream(msg),
+                    None => return end("downstream listener gone".into(), mode),
+                },
+                read = self.links.pool.reader.recv() => match read {
+                    Ok(Incoming::Sv2(m)) => self.core.on_upstream(m),
+                    Ok(Incoming::Ehash(m)) => self.core.on_upstream_ehash(m),
+                    Err(e) => return end(format!("pool link: {e}"), mode),
+                },
+                read = self.links.tp.reader.recv() => match read {
+                    Ok(Incoming::Sv2(m)) => self.core.on_tp(m),
+                    Ok(Incoming::Ehash(_)) => vec![],
+                    Err(e) => return end(format!("template provider link: {e}"), mode),
+                },
+                read = recv_jds(&mut self.links.jds) => match read {
+                    Ok(Incoming::Sv2(m)) => self.core.on_jds(m),
+                    Ok(Incoming::Ehash(_)) => vec![],
+                    Err(e) => return end(format!("job declarator link: {e}: mining the pool's jobs"), Mode::PoolJobs),
+                },
+                _ = retry.tick(), if mode == Mode::PoolJobs => {
+                    match connect_jds(self.config).await {
+                        Ok(_) => return end("the job declarator is back: declaring jobs again".into(), Mode::Declared),
+                        Err(e) => {
+                            debug!("job declarator still unreachable: {e}");
+                            vec![]
+                        }
+                    }
+                }
+            };
+            if let Err(e) = self.apply(actions).await {
+                return e;
+            }
+        }
+    }
+
+    fn on_downstream(&mut self, msg: FromDownstream) -> Vec<Action> {
+        match msg {
+            FromDownstream::Connected(id, out) => {
+                self.downstreams.insert(id, out);
+                self.core.on_downstream_connect(id);
+                vec![]
+            }
+            FromDownstream::Message(id, Incoming::Sv2(m)) => self.core.on_downstream(id, m),
+            FromDownstream::Message(id, Incoming::Ehash(m)) => self.core.on_downstream_ehash(id, m),
+            FromDownstream::Gone(id) => {
+                self.downstreams.remove(&id);
+                self.core.on_downstream_disconnect(id)
+            }
+        }
+    }
+
+    async fn apply(&mut self, actions: Vec<Action>) -> Result<(), SessionEnd> {
+        let mode = self.core.mode();
+        let link_down = |what: &str, e: String| SessionEnd {
+            reason: format!("{what} link: {e}"),
+            next: mode,
+            was_up: true,
+        };
+        for action in actions {
+            match action {
+                Action::Upstream(m) => self
+                    .links
+                    .pool
+                    .send(m)
+                    .await
+                    .map_err(|e| link_down("pool", e.to_string()))?,
+                Action::UpstreamEhash(m) => send_ehash(&mut self.links.pool.writer, m)
+                    .await
+                    .map_err(|e| link_down("pool", e.to_string()))?,
+                Action::Downstream(id, m) => self.queue_down(id, Outbound::Message(m)),
+                Action::DownstreamEhash(id, m) => self.queue_down(id, Outbound::Ehash(m)),
+                Action::CloseDownstream(id, reason) => self.queue_down(id, Outbound::Close(reason)),
+                Action::Tp(m) => {
+                    let block =
+                        matches!(&m, AnyMessageOwned::TemplateDistribution(
+                        stratum_core::parsers_sv2::TemplateDistributionOwned::SubmitSolution(_)
+                    ));
+                    self.links
+                        .tp
+                        .send(m)
+                        .await
+                        .map_err(|e| link_down("template provider", e.to_string()))?;
+                    if block {
+                        let _ = self.events.send(JdcEvent::BlockSubmitted);
+                    }
+                }
+                Action::Jds(m) => {
+                    if let Some(jds) = &mut self.links.jds {
+                        jds.send(m).await.map_err(|e| SessionEnd {
+                            reason: format!("job declarator link: {e}: mining the pool's jobs"),
+                            next: Mode::PoolJobs,
+                            was_up: true,
+                        })?;
+                    }
+                }
+                Action::FallBack(reason) => {
+                    return Err(SessionEnd {
+                        reason: format!("{reason}: mining the pool's jobs"),
+                        next: Mode::PoolJobs,
+                        was_up: true,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_down(&mut self, id: DownId, out: Outbound) {
+        let Some(tx) = self.downstreams.get(&id) else {
+            return;
+        };
+        if tx.try_send(out).is_err() {
+            warn!(down = id, "downstream does not keep up: dropping it");
+            self.downstreams.remove(&id);
+        }
+    }
+}
+
+/// The next message of the job declarator, or never without one.
+async fn recv_jds(jds: &mut Option<Sv2Connection>) -> Result<Incoming, ReadError> {
+    match jds {
+        Some(jds) => jds.reader.recv().await,
+        None => std::future::pending().await,
+    }
+}
