@@ -5,6 +5,15 @@ use std::time::{Duration, Instant};
 
 use miner::{MinerConfig, Mode};
 
+/// The CPU miner (2 threads) or the load generator at `addr`.
+pub fn miner_config(addr: SocketAddr, mode: Mode) -> MinerConfig {
+    MinerConfig {
+        threads: 2,
+        mode,
+        ..load_miner_config(addr, "rig", 3, 4.0)
+    }
+}
+
 /// `miners` simulated SV1 miners at `url`, each submitting real shares at
 /// `shares_per_second`.
 pub fn load_miner_config(

@@ -13,7 +13,7 @@ use translator::quotes::{QuoteRecord, QuoteState, Totals};
 use translator::{TranslatorConfig, TranslatorEvent, TranslatorHandle};
 
 use crate::keys::{public_key, POOL_PUBLIC_KEY, TRANSLATOR_MNEMONIC, WAIT};
-use crate::stack::{stop_role, wait_broadcast, Stack};
+use crate::stack::{stop_role, wait_broadcast, EhashStack, Stack};
 
 /// ~100 hashes per share at 6 shares/minute: CPU shares in milliseconds.
 pub const TRANSLATOR_HASHRATE: f32 = 10.0;
@@ -181,4 +181,62 @@ pub fn quote_record(
         created_at: 0,
         last_error: None,
     }
+}
+
+/// A CPU miner behind a translator whose upstream is `upstream` is paid
+/// exactly its accepted shares.
+pub async fn cpu_miner_is_paid_exactly_its_accepted_shares(
+    stack: &EhashStack,
+    upstream: SocketAddr,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[upstream], &stack.mint_url(), dir.path());
+    // ~20k hashes per share: a handful of shares per second from a debug build
+    config.nominal_hashrate = 2000.0;
+    let tr = RunningTranslator::start(config).await;
+    let shutdown = CancellationToken::new();
+    let started = Instant::now();
+    let running = miner::start(
+        crate::load_miner::miner_config(tr.handle.local_addr(), miner::Mode::Cpu),
+        shutdown.clone(),
+    );
+    let stats = running.stats();
+    crate::load_miner::until_accepted(&stats, 5).await;
+    stop_miner(WAIT, &shutdown, running).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let accepted = stats.accepted();
+    assert_eq!(stats.rejected(), 0);
+    assert!(stats.hashes() >= accepted);
+    assert_eq!(
+        stack.pool().stats().shares_accepted,
+        accepted,
+        "the miner counted every share the pool accepted"
+    );
+    // Quotes of shares accepted just before the miner left reach the wallet
+    // through another channel with its key.
+    let again = idle_miner(tr.handle.local_addr()).await;
+    // one quote per accepted share, all minted into the translator's wallet
+    let totals = tr
+        .minted_totals(accepted, Duration::from_secs(30), Duration::from_millis(50))
+        .await;
+    assert_eq!(
+        (
+            totals.minted.0,
+            totals.pending.0,
+            totals.foreign.0,
+            totals.failures
+        ),
+        (accepted, 0, 0, 0),
+        "{accepted} shares accepted: {totals:?}"
+    );
+    let total = totals.minted.1;
+    assert!(total >= accepted, "every share is worth something");
+    assert_eq!(tr.handle.wallet().balance().await.unwrap(), total);
+    drop(again);
+    println!(
+        "miner: {accepted} shares accepted, {} hashes in {elapsed:.1} s ({}), wallet balance {total}",
+        stats.hashes(),
+        miner::format_hashrate(stats.hashes() as f64 / elapsed)
+    );
+    tr.stop().await;
 }

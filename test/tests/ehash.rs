@@ -197,8 +197,26 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         .declare(declaration(1, token, &template, vec![theirs], &txs), &txs)
         .await;
     assert_eq!(refused, Err("invalid-coinbase-tx".to_string()));
-    let (token, _) = jdc.allocate().await;
+    // An unknown token, and a transaction that is not the one declared.
+    let unknown = stratum_core::binary_sv2::B0255Owned::new(vec![7; 8]).unwrap();
     let to_pool = pool_output(&template, &pool_script);
+    let refused = jdc
+        .declare(
+            declaration(3, unknown, &template, vec![to_pool.clone()], &txs),
+            &txs,
+        )
+        .await;
+    assert_eq!(refused, Err("invalid-mining-job-token".to_string()));
+    let (token, _) = jdc.allocate().await;
+    let mut forged = declaration(4, token, &template, vec![to_pool.clone()], &txs);
+    let mut wtxids = forged.wtxid_list.clone().into_inner();
+    wtxids[0] = stratum_core::binary_sv2::U256Owned::from([9u8; 32]);
+    forged.wtxid_list = stratum_core::binary_sv2::Seq064KOwned::new(wtxids).unwrap();
+    assert_eq!(
+        jdc.declare(forged, &txs).await,
+        Err("invalid-job".to_string())
+    );
+    let (token, _) = jdc.allocate().await;
     let declared = jdc
         .declare(
             declaration(2, token, &template, vec![to_pool.clone()], &txs),

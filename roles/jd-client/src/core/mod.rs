@@ -25,7 +25,7 @@ mod jobs;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ehash::LockingKey;
 use ehash_ext_sv2::{EhashMessage, EHASH_EXTENSION_TYPE};
@@ -103,8 +103,14 @@ pub struct JdcCore {
     opening: HashMap<u32, (DownId, u32, Option<LockingKey>)>,
     next_request_id: u32,
     channels: HashMap<u32, Channel>,
+    /// Owners of closed channels: the pool's notifications for shares
+    /// accepted just before a close still reach them (latest last, bounded).
+    closed: VecDeque<(u32, DownId)>,
     jobs: jobs::Jobs,
 }
+
+/// Closed channels remembered for late notifications.
+const KEPT_CLOSED: usize = 65_536;
 
 fn mining(m: MiningOwned) -> AnyMessageOwned {
     AnyMessageOwned::Mining(m)
@@ -118,6 +124,7 @@ impl JdcCore {
             opening: HashMap::new(),
             next_request_id: 1,
             channels: HashMap::new(),
+            closed: VecDeque::new(),
             jobs: jobs::Jobs::new(user_identifier),
         }
     }
@@ -141,6 +148,7 @@ impl JdcCore {
             return vec![];
         };
         self.opening.retain(|_, (owner, _, _)| *owner != id);
+        self.closed.retain(|(_, owner)| *owner != id);
         let mut ids: Vec<u32> = down.channels.into_iter().collect();
         ids.sort_unstable();
         ids.into_iter()
@@ -273,10 +281,7 @@ impl JdcCore {
                 vec![Action::Upstream(mining(MiningOwned::UpdateChannel(u)))]
             }
             MiningOwned::CloseChannel(c) if self.owns(id, c.channel_id) => {
-                self.channels.remove(&c.channel_id);
-                if let Some(down) = self.downstreams.get_mut(&id) {
-                    down.channels.remove(&c.channel_id);
-                }
+                self.forget_channel(c.channel_id);
                 vec![Action::Upstream(mining(MiningOwned::CloseChannel(c)))]
             }
             other => {
@@ -397,16 +402,27 @@ impl JdcCore {
                     debug!("ignoring {} from the pool", message_name(&mining(other)));
                     return vec![];
                 };
-                if matches!(other, MiningOwned::CloseChannel(_)) {
-                    if let Some(c) = self.channels.remove(&channel_id) {
-                        if let Some(down) = self.downstreams.get_mut(&c.owner) {
-                            down.channels.remove(&channel_id);
-                        }
-                        return vec![Action::Downstream(c.owner, mining(other))];
-                    }
+                let is_close = matches!(other, MiningOwned::CloseChannel(_));
+                let actions = self.to_owner(channel_id, other);
+                if is_close {
+                    self.forget_channel(channel_id);
                 }
-                self.to_owner(channel_id, other)
+                actions
             }
+        }
+    }
+
+    /// A channel closed: its owner is remembered for late notifications.
+    fn forget_channel(&mut self, channel_id: u32) {
+        let Some(c) = self.channels.remove(&channel_id) else {
+            return;
+        };
+        if let Some(down) = self.downstreams.get_mut(&c.owner) {
+            down.channels.remove(&channel_id);
+        }
+        self.closed.push_back((channel_id, c.owner));
+        while self.closed.len() > KEPT_CLOSED {
+            self.closed.pop_front();
         }
     }
 
@@ -425,13 +441,21 @@ impl JdcCore {
             EhashMessage::MintQuoteFailure(f) => f.channel_id,
             EhashMessage::MintQuoteAck(_) => return vec![],
         };
-        let Some(c) = self.channels.get(&channel_id) else {
+        // A share accepted just before its channel closed is notified late.
+        let owner = self.channels.get(&channel_id).map(|c| c.owner).or_else(|| {
+            self.closed
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == channel_id)
+                .map(|(_, owner)| *owner)
+        });
+        let Some(owner) = owner else {
             return vec![];
         };
-        if !self.downstreams.get(&c.owner).is_some_and(|d| d.ehash) {
+        if !self.downstreams.get(&owner).is_some_and(|d| d.ehash) {
             return vec![];
         }
-        vec![Action::DownstreamEhash(c.owner, msg)]
+        vec![Action::DownstreamEhash(owner, msg)]
     }
 
     fn channel_view(&self, channel_id: u32) -> Option<jobs::ChannelView> {

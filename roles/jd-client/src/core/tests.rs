@@ -357,8 +357,46 @@ fn pool_jobs_shares_and_notifications_pass_through_to_the_channel_s_owner_only()
         [Action::Upstream(_)]
     ));
     // A downstream leaving closes its channels upstream.
+    open(&mut core, 2, 7);
     assert!(matches!(
         &core.on_downstream_disconnect(2)[..],
-        [Action::Upstream(AnyMessageOwned::Mining(MiningOwned::CloseChannel(c)))] if c.channel_id == 6
+        [Action::Upstream(AnyMessageOwned::Mining(MiningOwned::CloseChannel(a))), Action::Upstream(AnyMessageOwned::Mining(MiningOwned::CloseChannel(b)))]
+            if (a.channel_id, b.channel_id) == (6, 7)
+    ));
+}
+
+#[test]
+fn a_share_notified_after_its_channel_closed_still_reaches_its_owner() {
+    let mut core = JdcCore::new(Mode::PoolJobs, "t");
+    setup(&mut core, 1);
+    open(&mut core, 1, 6);
+    let ask = stratum_core::extensions_sv2::RequestExtensionsOwned {
+        request_id: 3,
+        requested_extensions: Seq064KOwned::new(vec![EHASH_EXTENSION_TYPE]).unwrap(),
+    };
+    core.on_downstream(
+        1,
+        AnyMessageOwned::Extensions(ExtensionsOwned::ExtensionsNegotiation(
+            ExtensionsNegotiationOwned::RequestExtensions(ask),
+        )),
+    );
+    let close = stratum_core::mining_sv2::CloseChannelOwned {
+        channel_id: 6,
+        reason_code: str0255_truncated("miner left"),
+    };
+    let out = core.on_downstream(1, mining(MiningOwned::CloseChannel(close)));
+    assert!(matches!(&out[..], [Action::Upstream(_)]));
+    assert_eq!(core.channels(), 0);
+    let late = EhashMessage::MintQuoteNotification(ehash_ext_sv2::MintQuoteNotificationOwned {
+        channel_id: 6,
+        sequence_number: 1,
+        share_hash: U256Owned::from([3; 32]),
+        quote_id: str0255_truncated("q"),
+        keyset_id: str0255_truncated("k"),
+        amount: 1,
+    });
+    assert!(matches!(
+        &core.on_upstream_ehash(late)[..],
+        [Action::DownstreamEhash(1, _)]
     ));
 }

@@ -1,0 +1,257 @@
+//! Job declaration across the real roles on 127.0.0.1: miners mine
+//! through jd-client on templates of its own template provider, declared
+//! at the pool's job declarator; every accepted share is paid exactly once,
+//! through fallbacks to the pool's jobs; blocks found on declared jobs land
+//! in the chain with their transactions.
+
+use std::time::Duration;
+
+use hashpool_tests::*;
+use miner::Mode;
+use tokio_util::sync::CancellationToken;
+
+/// The pool with its job declarator on a port of its own.
+fn with_jds(pool: &mut pool::PoolConfig) {
+    pool.jds = Some(pool::config::JdsSettings {
+        listen_address: "127.0.0.1:0".into(),
+    });
+}
+
+/// miner -> translator -> jd-client -> pool (+ its job declarator) -> mint:
+/// the miner mines templates of jd-client's own template provider, with
+/// their transactions, declared at the pool, and every share is paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
+    let config = jd_client_config(
+        stack.tp().local_addr(),
+        stack.pool_addr(),
+        stack.pool().jds_addr().unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    let started = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        started,
+        jd_client::JdcEvent::SessionStarted(jd_client::Mode::Declared)
+    );
+    cpu_miner_is_paid_exactly_its_accepted_shares(&stack, jdc.local_addr()).await;
+    assert!(
+        events.try_recv().is_err(),
+        "jd-client mined declared jobs throughout (no session ended)"
+    );
+    assert!(stack.pool().stats().shares_accepted > 0);
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
+}
+
+/// The SV1 jobs carry merkle branches: the miner, the translator, the pool
+/// and the mint each rebuild the same merkle root from them.
+/// The pool (and its job declarator) stops and comes back while miners mine
+/// through jd-client: they stay connected, mine the pool's jobs in between,
+/// then declared jobs again; every accepted share is paid exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_nothing() {
+    let (mut stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
+    let config = jd_client_config(
+        stack.tp().local_addr(),
+        stack.pool_addr(),
+        stack.pool().jds_addr().unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    let started = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        started,
+        jd_client::JdcEvent::SessionStarted(jd_client::Mode::Declared)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
+    config.nominal_hashrate = 2000.0;
+    let tr = RunningTranslator::start(config).await;
+    let stop_mining = CancellationToken::new();
+    let running = miner::start(
+        miner_config(tr.handle.local_addr(), Mode::Cpu),
+        stop_mining.clone(),
+    );
+    let stats = running.stats();
+    until_accepted(&stats, 3).await;
+
+    stack.stop_pool().await;
+    let mut modes = vec![];
+    let restarted = async {
+        // The job declarator is gone with the pool: the pool's jobs next.
+        loop {
+            if let jd_client::JdcEvent::SessionStarted(mode) = events.recv().await.unwrap() {
+                modes.push(mode);
+                break;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stack.start_pool().await;
+    tokio::time::timeout(Duration::from_secs(30), restarted)
+        .await
+        .unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("declared jobs again")
+            .unwrap();
+        if let jd_client::JdcEvent::SessionStarted(mode) = event {
+            modes.push(mode);
+            if mode == jd_client::Mode::Declared {
+                break;
+            }
+        }
+    }
+    assert_eq!(modes.first(), Some(&jd_client::Mode::PoolJobs), "{modes:?}");
+    let before = stats.accepted();
+    until_accepted(&stats, before + 3).await;
+    stop_miner(WAIT, &stop_mining, running).await;
+    // Shares found while no pool was there are refused, and not owed.
+    let accepted = stats.accepted();
+    let again = idle_miner(tr.handle.local_addr()).await;
+    let totals = tr
+        .minted_totals(accepted, Duration::from_secs(60), Duration::from_millis(50))
+        .await;
+    assert_eq!(
+        (totals.minted.0, totals.pending.0, totals.failures),
+        (accepted, 0, 0),
+        "{accepted} shares accepted: {totals:?}"
+    );
+    drop(again);
+    tr.stop().await;
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
+}
+
+/// A block found on a declared job goes to jd-client's template provider:
+/// it lands in the chain with the declared transactions, paying the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_found_on_a_declared_job_lands_in_the_chain_with_its_transactions() {
+    // About one block per 190 k hashes: several a minute from a debug build.
+    const NBITS: u32 = 0x1e5a_8278;
+    let chain = tempfile::tempdir().unwrap();
+    premine_blocks_with_transactions(chain.path()).await;
+    let chain_dir = chain.path().to_path_buf();
+    let stack = EhashStack::start_on(
+        "annotate",
+        |tp| {
+            with_mempool(tp);
+            tp.state_dir = chain_dir;
+            tp.nbits = NBITS;
+        },
+        with_jds,
+    )
+    .await;
+    let config = jd_client_config(
+        stack.tp().local_addr(),
+        stack.pool_addr(),
+        stack.pool().jds_addr().unwrap(),
+    );
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    let mut blocks = stack.tp().subscribe_blocks();
+    let height = stack.tp().height();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
+    config.nominal_hashrate = 2000.0;
+    let tr = RunningTranslator::start(config).await;
+    let stop_mining = CancellationToken::new();
+    let running = miner::start(
+        miner_config(tr.handle.local_addr(), Mode::Cpu),
+        stop_mining.clone(),
+    );
+    let submitted =
+        async { while events.recv().await.unwrap() != jd_client::JdcEvent::BlockSubmitted {} };
+    tokio::time::timeout(Duration::from_secs(180), submitted)
+        .await
+        .expect("a block found on a declared job");
+    let block = tokio::time::timeout(WAIT, blocks.recv())
+        .await
+        .expect("the block lands")
+        .unwrap();
+    stop_miner(WAIT, &stop_mining, running).await;
+    assert!(block.height > height);
+    let stored = stack.tp().block(block.height).unwrap();
+    assert!(
+        !stored.transactions.is_empty(),
+        "the declared job's transactions are in the block"
+    );
+    let coinbase: stratum_core::bitcoin::Transaction =
+        stratum_core::bitcoin::consensus::deserialize(&hex::decode(&stored.coinbase).unwrap())
+            .unwrap();
+    let tag = jd_client::core::DECLARED_TAG.as_bytes();
+    assert!(coinbase.input[0]
+        .script_sig
+        .as_bytes()
+        .windows(tag.len())
+        .any(|w| w == tag));
+    assert!(coinbase
+        .output
+        .iter()
+        .any(|o| o.script_pubkey.as_bytes() == [0x51] && o.value.to_sat() > 0));
+    tr.stop().await;
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
+}
+
+/// jd-client's own template provider requires an output the pool's does
+/// not (devnet-tp's faucet): the job declarator refuses every declaration
+/// ("invalid-coinbase-tx"), so jd-client mines the pool's own jobs, and the
+/// miner is paid exactly as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_declaration_means_the_pool_s_jobs_and_the_miner_is_still_paid() {
+    let stack = EhashStack::start("annotate", with_jds).await;
+    let own_chain = tempfile::tempdir().unwrap();
+    let mut own = tp_config(own_chain.path(), NBITS_NEVER);
+    with_mempool(&mut own);
+    let (own_tp, own_tp_stop) = start_tp_with(own).await;
+    let mut config = jd_client_config(
+        own_tp.local_addr(),
+        stack.pool_addr(),
+        stack.pool().jds_addr().unwrap(),
+    );
+    config.jds_retry_secs = 3600;
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    let mut seen = vec![];
+    let fell_back = async {
+        loop {
+            let event = events.recv().await.unwrap();
+            seen.push(event.clone());
+            if event == jd_client::JdcEvent::SessionStarted(jd_client::Mode::PoolJobs) {
+                break;
+            }
+        }
+    };
+    // The first declaration needs a channel: a translator with a miner.
+    let pool = jdc.local_addr();
+    let paid = cpu_miner_is_paid_exactly_its_accepted_shares(&stack, pool);
+    let (_, ()) = tokio::join!(
+        async {
+            tokio::time::timeout(Duration::from_secs(60), fell_back)
+                .await
+                .unwrap()
+        },
+        paid
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, jd_client::JdcEvent::SessionEnded(reason) if reason.contains("invalid-coinbase-tx"))),
+        "{seen:?}"
+    );
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stop_role("own devnet-tp", WAIT, &own_tp_stop, own_tp.wait()).await;
+    stack.stop().await;
+}
