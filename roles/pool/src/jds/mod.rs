@@ -397,15 +397,13 @@ impl JobDeclarator {
             );
             return JdReply::send(JobDeclarationOwned::ProvideMissingTransactions(ask));
         }
-        self.accept(
-            request_id,
-            m.version,
+        let declared = Pending {
+            declaration: m,
             coinbase,
-            &wtxids,
-            &[],
+            missing: vec![],
             tip_seq,
-            now_ms,
-        )
+        };
+        self.accept(declared, &[], now_ms)
     }
 
     fn provided(
@@ -471,37 +469,25 @@ impl JobDeclarator {
             }
             provided.push(tx);
         }
-        let version = pending.declaration.version;
-        self.accept(
-            request_id,
-            version,
-            pending.coinbase,
-            &wtxids,
-            &provided,
-            pending.tip_seq,
-            now_ms,
-        )
+        self.accept(pending, &provided, now_ms)
     }
 
-    /// Every transaction is known or `provided`: the job is declared.
-    #[allow(clippy::too_many_arguments)]
-    fn accept(
-        &mut self,
-        request_id: u32,
-        version: u32,
-        coinbase: Transaction,
-        wtxids: &[[u8; 32]],
-        provided: &[Transaction],
-        tip_seq: u64,
-        now_ms: u64,
-    ) -> JdReply {
+    /// Every transaction of `declared` is known or `provided`: the job is declared.
+    fn accept(&mut self, declared: Pending, provided: &[Transaction], now_ms: u64) -> JdReply {
+        let Pending {
+            declaration,
+            coinbase,
+            tip_seq,
+            ..
+        } = declared;
+        let request_id = declaration.request_id;
         for tx in provided {
             self.known.insert(tx.compute_wtxid(), (tx.clone(), tip_seq));
         }
         let mut weight = coinbase.weight().to_wu();
-        let mut txids = Vec::with_capacity(wtxids.len());
-        for wtxid in wtxids {
-            let Some((tx, _)) = self.known.get(&Wtxid::from_byte_array(*wtxid)) else {
+        let mut txids = Vec::with_capacity(declaration.wtxid_list.len());
+        for wtxid in declaration.wtxid_list.iter() {
+            let Some((tx, _)) = self.known.get(&Wtxid::from_byte_array(wtxid.to_array())) else {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
             };
             weight += tx.weight().to_wu();
@@ -526,7 +512,7 @@ impl JobDeclarator {
             DeclaredJob {
                 coinbase,
                 txids,
-                version,
+                version: declaration.version,
                 tip_seq,
                 expires_ms: now_ms + DECLARED_JOB_TTL_MS,
                 set_on: HashSet::new(),
