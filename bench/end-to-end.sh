@@ -5,6 +5,7 @@
 # per role.
 #
 #   bench/end-to-end.sh [miners=20] [shares/s per miner=5] [seconds=30]
+#   JD=1 bench/end-to-end.sh ...   through jd-client (declared jobs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

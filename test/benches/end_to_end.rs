@@ -7,6 +7,7 @@
 //! Asserts only that every accepted share was minted.
 //!
 //!     bench/end-to-end.sh [miners] [shares/s per miner] [seconds]
+//!     JD=1 bench/end-to-end.sh ...   (through jd-client: declared jobs)
 //!
 //! Latency: the translator's stats events (to an in-process sink) give each
 //! share's acceptance time and each quote's record and mint times; shares
@@ -55,16 +56,23 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
     let sink = StatsSink::start().await;
     let stats_address = sink.settings().address;
     let c = ShippedConfigs::write(dir.path(), NBITS_NEVER, Some(&stats_address));
-    let roles = [
+    let declared = std::env::var_os("JD").is_some_and(|v| v == "1");
+    let mut roles = vec![
         ("devnet-tp", RoleChild::spawn("devnet-tp", &c.tp), c.tp_addr),
         ("mint", RoleChild::spawn("mint", &c.mint), c.mint_http),
-        ("pool", RoleChild::spawn("pool", &c.pool), c.pool_addr),
-        (
-            "translator",
-            RoleChild::spawn("translator", &c.translator),
-            c.translator_addr,
-        ),
     ];
+    let jd = declared.then(|| c.with_declared_jobs(dir.path()));
+    roles.push(("pool", RoleChild::spawn("pool", &c.pool), c.pool_addr));
+    if let Some(jd) = &jd {
+        until_listening(c.pool_addr, "pool").await;
+        let child = RoleChild::spawn("jd-client", &jd.jd_client);
+        roles.push(("jd-client", child, jd.jd_client_addr));
+    }
+    roles.push((
+        "translator",
+        RoleChild::spawn("translator", &c.translator),
+        c.translator_addr,
+    ));
     for (name, _, addr) in &roles {
         until_listening(*addr, name).await;
     }
@@ -82,9 +90,14 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
     };
     config.load.miners = miners;
     config.load.shares_per_second = rate;
+    let path = if declared {
+        "translator -> jd-client (declared jobs) -> pool -> mint"
+    } else {
+        "translator -> pool -> mint"
+    };
     println!(
         "end to end: {miners} simulated miners x {rate} shares/s for {secs} s \
-         (translator -> pool -> mint, each its own process)"
+         ({path}, each its own process)"
     );
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -66,6 +66,7 @@ pub fn run_role_child_if_asked() {
             "mint" => run_role(path, shutdown, mint::run).await,
             "pool" => run_role(path, shutdown, pool::run).await,
             "translator" => run_role(path, shutdown, translator::run).await,
+            "jd-client" => run_role(path, shutdown, jd_client::run).await,
             "pool-stats" => {
                 run_role(path, shutdown, stats_common::run::<pool_stats::PoolStats>).await
             }

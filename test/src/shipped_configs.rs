@@ -81,6 +81,54 @@ impl ShippedConfigs {
     }
 }
 
+/// jd-client between the translator and the pool of `ShippedConfigs`:
+/// the pool runs its job declarator, jd-client declares templates of the
+/// same devnet-tp, and the translator mines through it.
+pub struct DeclaredJobs {
+    pub jd_client: PathBuf,
+    pub jd_client_addr: SocketAddr,
+}
+
+impl ShippedConfigs {
+    /// Rewrites the pool's and the translator's files for declared jobs and
+    /// writes jd-client's.
+    pub fn with_declared_jobs(&self, dir: &Path) -> DeclaredJobs {
+        let (jds_addr, jd_client_addr) = (free_address(), free_address());
+        let mut pool = read_config(&self.pool);
+        let mut jds = toml::Table::new();
+        jds.insert("listen_address".into(), jds_addr.to_string().into());
+        pool.insert("jds".into(), jds.into());
+        write_config(dir, "pool.toml", &pool);
+
+        let mut c = shipped_config("jd-client.toml");
+        set_config(&mut c, "listen_address", jd_client_addr.to_string());
+        set_config(&mut c, "tp_address", self.tp_addr.to_string());
+        set_config(&mut c, "pool_address", self.pool_addr.to_string());
+        set_config(&mut c, "jds_address", jds_addr.to_string());
+        let key = c["authority_public_key"].clone();
+        let jd_client = write_config(dir, "jd-client.toml", &c);
+
+        let mut translator = read_config(&self.translator);
+        let upstream = translator["upstreams"].as_array_mut().expect("upstreams")[0]
+            .as_table_mut()
+            .expect("an upstream");
+        upstream.insert("address".into(), jd_client_addr.to_string().into());
+        upstream.insert("authority_public_key".into(), key);
+        write_config(dir, "translator.toml", &translator);
+        DeclaredJobs {
+            jd_client,
+            jd_client_addr,
+        }
+    }
+}
+
+fn read_config(path: &Path) -> toml::Table {
+    std::fs::read_to_string(path)
+        .expect("config")
+        .parse()
+        .expect("valid TOML")
+}
+
 /// The shipped mint config alone (for a mint child process): free ports,
 /// its database in `dir`, one ehash per hash (unit_bits 0, as the mint's
 /// test shares are quoted), and no chain view (those shares are mined on

@@ -398,6 +398,22 @@ impl Jobs {
         }
     }
 
+    /// A channel opened: the declared job goes on it, or, with none yet (the
+    /// first channel: a declaration needs its extranonce size), the current
+    /// template is declared now.
+    pub fn on_channel_opened(
+        &mut self,
+        mode: Mode,
+        channel: Option<&ChannelView>,
+        channels: &[ChannelView],
+    ) -> Vec<Action> {
+        if self.declared.is_some() {
+            self.set_on_channel(channel)
+        } else {
+            self.declare(mode, channels)
+        }
+    }
+
     /// SetCustomMiningJob of the declared job on `channel`.
     pub fn set_on_channel(&mut self, channel: Option<&ChannelView>) -> Vec<Action> {
         let (Some(declared), Some(channel)) = (self.declared.clone(), channel) else {

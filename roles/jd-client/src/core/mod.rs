@@ -359,8 +359,11 @@ impl JdcCore {
                     mining(MiningOwned::OpenExtendedMiningChannelSuccess(ok)),
                 )];
                 if self.mode == Mode::Declared {
-                    let view = self.channel_view(channel_id);
-                    actions.extend(self.jobs.set_on_channel(view.as_ref()));
+                    let (view, views) = (self.channel_view(channel_id), self.channel_views());
+                    actions.extend(
+                        self.jobs
+                            .on_channel_opened(self.mode, view.as_ref(), &views),
+                    );
                 }
                 actions
             }

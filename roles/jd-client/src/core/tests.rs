@@ -171,6 +171,14 @@ fn with_custom_job(core: &mut JdcCore) -> stratum_core::mining_sv2::SetCustomMin
         "no token yet"
     );
     let request_id = declared_request(&token(core, 11));
+    declared(core, request_id)
+}
+
+/// The declarator accepted `request_id`: the custom job set on channel 5.
+fn declared(
+    core: &mut JdcCore,
+    request_id: u32,
+) -> stratum_core::mining_sv2::SetCustomMiningJobOwned {
     let out = core.on_jds(jd(Jd::DeclareMiningJobSuccess(
         DeclareMiningJobSuccessOwned {
             request_id,
@@ -246,6 +254,20 @@ fn a_declared_job_goes_on_every_channel_committed_to_its_key_and_then_down() {
         Action::Jds(AnyMessageOwned::JobDeclaration(Jd::PushSolution(_)))
     ));
     assert!(matches!(&out[2], Action::Upstream(_)));
+}
+
+#[test]
+fn the_first_channel_declares_the_template_that_came_before_it() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    core.on_jds_connected();
+    token(&mut core, 11);
+    assert!(
+        tip(&mut core).iter().all(|a| matches!(a, Action::Tp(_))),
+        "no channel yet"
+    );
+    setup(&mut core, 1);
+    let request_id = declared_request(&open(&mut core, 1, 5));
+    declared(&mut core, request_id);
 }
 
 #[test]
