@@ -11,7 +11,9 @@ use roles_common::stats_publisher::now_ms;
 use roles_common::sv2::{message_name, send, Incoming, ReadError, Sv2Reader};
 use stratum_apps::network_helpers::accept_noise_connection;
 use stratum_apps::network_helpers::noise_stream::NoiseTcpWriteHalf;
+use stratum_core::parsers_sv2::AnyMessageOwned;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -66,9 +68,26 @@ async fn serve(
     info!(jd_conn = id, %peer, "job declaration client connected");
     let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "job declaration client", 64);
+    let (late_tx, mut late) = mpsc::unbounded_channel();
+    shared
+        .jd_writers
+        .lock()
+        .expect("jd writers lock")
+        .insert(id, late_tx);
     with_jds(shared, |jds| jds.on_connect(id));
-    let result = relay(id, &mut reader, &mut writer, shared, listening, &shutdown).await;
+    let link = Link {
+        id,
+        reader: &mut reader,
+        writer: &mut writer,
+        late: &mut late,
+    };
+    let result = link.relay(shared, listening, &shutdown).await;
     with_jds(shared, |jds| jds.on_disconnect(id));
+    shared
+        .jd_writers
+        .lock()
+        .expect("jd writers lock")
+        .remove(&id);
     drop(reader);
     let _ = writer.shutdown().await;
     result
@@ -78,38 +97,62 @@ fn with_jds<T: Default>(shared: &Shared, f: impl FnOnce(&mut crate::jds::JobDecl
     shared.core().jds().map(f).unwrap_or_default()
 }
 
-async fn relay(
+/// One client's connection: its messages in, their answers (and the late
+/// answers the core queues) out.
+struct Link<'a> {
     id: JdConnId,
-    reader: &mut Sv2Reader,
-    writer: &mut NoiseTcpWriteHalf,
-    shared: &Shared,
-    listening: &Listening,
-    shutdown: &CancellationToken,
-) -> Result<(), String> {
-    loop {
-        let incoming = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            read = tokio::time::timeout(listening.idle_timeout, reader.recv()) => read
-                .map_err(|_| format!("idle: nothing received for {:?}", listening.idle_timeout))?,
-        };
-        let msg = match incoming {
-            Ok(Incoming::Sv2(msg)) => msg,
-            Ok(Incoming::Ehash(m)) => {
-                return Err(format!("{} on a job declaration link", m.name()))
+    reader: &'a mut Sv2Reader,
+    writer: &'a mut NoiseTcpWriteHalf,
+    late: &'a mut mpsc::UnboundedReceiver<AnyMessageOwned>,
+}
+
+impl Link<'_> {
+    async fn relay(
+        self,
+        shared: &Shared,
+        listening: &Listening,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let id = self.id;
+        loop {
+            let incoming = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                late = self.late.recv() => {
+                    let Some(m) = late else { return Ok(()) };
+                    send_within(self.writer, m, listening).await?;
+                    continue;
+                }
+                read = tokio::time::timeout(listening.idle_timeout, self.reader.recv()) => read
+                    .map_err(|_| format!("idle: nothing received for {:?}", listening.idle_timeout))?,
+            };
+            let msg = match incoming {
+                Ok(Incoming::Sv2(msg)) => msg,
+                Ok(Incoming::Ehash(m)) => {
+                    return Err(format!("{} on a job declaration link", m.name()))
+                }
+                Err(ReadError::ClosedByPeer) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            debug!(jd_conn = id, "received {}", message_name(&msg));
+            let JdReply { messages, close } =
+                with_jds(shared, |jds| jds.on_message(id, msg, now_ms()));
+            for m in messages {
+                send_within(self.writer, m, listening).await?;
             }
-            Err(ReadError::ClosedByPeer) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
-        };
-        debug!(jd_conn = id, "received {}", message_name(&msg));
-        let JdReply { messages, close } = with_jds(shared, |jds| jds.on_message(id, msg, now_ms()));
-        for m in messages {
-            tokio::time::timeout(listening.write_timeout, send(writer, m))
-                .await
-                .map_err(|_| format!("peer took no message for {:?}", listening.write_timeout))?
-                .map_err(|e| e.to_string())?;
-        }
-        if let Some(reason) = close {
-            return Err(reason);
+            if let Some(reason) = close {
+                return Err(reason);
+            }
         }
     }
+}
+
+async fn send_within(
+    writer: &mut NoiseTcpWriteHalf,
+    m: AnyMessageOwned,
+    listening: &Listening,
+) -> Result<(), String> {
+    tokio::time::timeout(listening.write_timeout, send(writer, m))
+        .await
+        .map_err(|_| format!("peer took no message for {:?}", listening.write_timeout))?
+        .map_err(|e| e.to_string())
 }

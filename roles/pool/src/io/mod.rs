@@ -85,6 +85,10 @@ const MAX_ACK_ROUND_TRIPS: usize = 100_000;
 pub(crate) struct Shared {
     pub(crate) core: Mutex<PoolCore>,
     pub(crate) writers: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
+    /// Job declaration clients, for answers that come later than their
+    /// request (numbered apart from `writers`).
+    pub(crate) jd_writers:
+        Mutex<HashMap<crate::jds::JdConnId, mpsc::UnboundedSender<AnyMessageOwned>>>,
     solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
     pub(crate) events: broadcast::Sender<PoolEvent>,
     sink: Option<Arc<dyn AcceptedShareSink>>,
@@ -111,6 +115,7 @@ impl Shared {
         Self {
             core: Mutex::new(core),
             writers: Mutex::new(HashMap::new()),
+            jd_writers: Mutex::new(HashMap::new()),
             solutions,
             events: broadcast::channel(1024).0,
             sink,
@@ -202,6 +207,11 @@ impl Shared {
                     }
                 }
                 Action::Stats(event) => self.stats.publish(event.into_message(now_ms())),
+                Action::JobDeclaration(conn, msg) => {
+                    if let Some(tx) = self.jd_writers.lock().expect("jd writers lock").get(&conn) {
+                        let _ = tx.send(msg);
+                    }
+                }
             }
         }
     }

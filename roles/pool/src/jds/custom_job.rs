@@ -8,7 +8,6 @@
 
 use ehash::LockingKey;
 use stratum_core::bitcoin::consensus::deserialize;
-use stratum_core::bitcoin::hashes::Hash;
 use stratum_core::bitcoin::{Transaction, TxOut};
 use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 
@@ -128,8 +127,7 @@ fn check_against(
         ));
     }
     let path: Vec<[u8; 32]> = m.merkle_path.iter().map(|h| h.to_array()).collect();
-    let txids: Vec<[u8; 32]> = job.txids.iter().map(|t| t.to_byte_array()).collect();
-    if path != ehash::coinbase::coinbase_merkle_path(&txids) {
+    if path != job.merkle_path {
         return Err(refuse(
             "invalid-merkle-path",
             "not the merkle path of the declared transactions",

@@ -39,7 +39,7 @@ use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned};
 use stratum_core::bitcoin::consensus::{deserialize, serialize};
 use stratum_core::bitcoin::hashes::Hash;
 use stratum_core::bitcoin::script::Instruction;
-use stratum_core::bitcoin::{Amount, Script, ScriptBuf, Transaction, TxOut, Txid, Wtxid};
+use stratum_core::bitcoin::{Amount, Script, ScriptBuf, Transaction, TxOut, Wtxid};
 use stratum_core::common_messages_sv2::{
     has_declare_tx_data, Protocol, SetupConnectionErrorOwned, SetupConnectionOwned,
     SetupConnectionSuccessOwned,
@@ -64,6 +64,10 @@ pub const DECLARED_JOB_TTL_MS: u64 = 60_000;
 const MAX_DECLARED_TXS: usize = 20_000;
 /// A block's weight limit.
 const MAX_BLOCK_WEIGHT: u64 = 4_000_000;
+/// Declared jobs one connection holds at once (its oldest go first), and
+/// declarations it may leave waiting for transactions.
+const MAX_DECLARED_PER_CONNECTION: usize = 256;
+const MAX_PENDING_PER_CONNECTION: usize = 16;
 
 /// The tip declared jobs build on, from the pool's template provider.
 #[derive(Debug, Clone)]
@@ -73,6 +77,8 @@ struct Tip {
     min_ntime: u32,
     /// The BIP34 height push every coinbase on this tip starts with.
     height_push: Vec<u8>,
+    /// That height.
+    height: Option<i64>,
     /// The template's outputs (the template provider's, not the pool's).
     required_outputs: Vec<TxOut>,
     /// Counts tips, so a job declared on an older one is known stale.
@@ -82,9 +88,12 @@ struct Tip {
 /// A declared job, good for SetCustomMiningJob until it expires.
 #[derive(Debug, Clone)]
 struct DeclaredJob {
+    /// The connection that declared it.
+    owner: JdConnId,
     /// Its coinbase with a zero extranonce.
     coinbase: Transaction,
-    txids: Vec<Txid>,
+    /// The coinbase's merkle path among the declared transactions.
+    merkle_path: Vec<[u8; 32]>,
     version: u32,
     tip_seq: u64,
     expires_ms: u64,
@@ -143,7 +152,23 @@ pub struct JobDeclarator {
     known: HashMap<Wtxid, (Transaction, u64)>,
     tip: Option<Tip>,
     tip_seq: u64,
+    /// Declarations for the block after the pool's next one: the client's
+    /// template provider heard of a block before the pool's did. Answered
+    /// when the pool's tip moves.
+    parked: Vec<Parked>,
 }
+
+#[derive(Debug)]
+struct Parked {
+    conn: JdConnId,
+    declaration: DeclareMiningJobOwned,
+    since_ms: u64,
+}
+
+/// Declarations parked at once, at most; a parked one is refused as stale
+/// after `PARKED_MS` without the tip moving.
+const MAX_PARKED: usize = 64;
+const PARKED_MS: u64 = 5_000;
 
 /// A DeclareMiningJob.Error.
 fn declare_error(request_id: u32, code: &str, details: &str) -> JdReply {
@@ -182,6 +207,7 @@ impl JobDeclarator {
             known: HashMap::new(),
             tip: None,
             tip_seq: 0,
+            parked: Vec::new(),
         }
     }
 
@@ -194,10 +220,30 @@ impl JobDeclarator {
     /// may still set them).
     pub fn on_disconnect(&mut self, conn: JdConnId) {
         self.connections.remove(&conn);
+        self.parked.retain(|p| p.conn != conn);
     }
 
-    /// The pool's tip moved to `prev`, activating `template`.
-    pub fn on_tip(&mut self, prev: &SetNewPrevHashOwned, template: &NewTemplateOwned) {
+    /// The pool's tip moved to `prev`, activating `template`; the answers
+    /// to the declarations parked for it, each for its connection.
+    pub fn on_tip(
+        &mut self,
+        prev: &SetNewPrevHashOwned,
+        template: &NewTemplateOwned,
+        now_ms: u64,
+    ) -> Vec<(JdConnId, AnyMessageOwned)> {
+        self.set_tip(prev, template);
+        let parked = std::mem::take(&mut self.parked);
+        let mut answers = Vec::new();
+        for p in parked {
+            if self.connections.contains_key(&p.conn) {
+                let reply = self.declare(p.conn, p.declaration, now_ms, false);
+                answers.extend(reply.messages.into_iter().map(|m| (p.conn, m)));
+            }
+        }
+        answers
+    }
+
+    fn set_tip(&mut self, prev: &SetNewPrevHashOwned, template: &NewTemplateOwned) {
         self.tip_seq += 1;
         let seq = self.tip_seq;
         // Transactions not listed on the previous tip or this one are forgotten.
@@ -208,6 +254,7 @@ impl JobDeclarator {
             nbits: prev.n_bits,
             min_ntime: prev.header_timestamp,
             height_push: height_push(template),
+            height: push_height(&height_push(template)),
             required_outputs: template_outputs(template),
             seq,
         });
@@ -238,6 +285,31 @@ impl JobDeclarator {
     /// One message of JDS connection `conn`.
     pub fn on_message(&mut self, conn: JdConnId, msg: AnyMessageOwned, now_ms: u64) -> JdReply {
         self.expire(now_ms);
+        let stale = self.expire_parked(conn, now_ms);
+        let mut reply = self.on_message_now(conn, msg, now_ms);
+        reply.messages.splice(0..0, stale);
+        reply
+    }
+
+    /// This connection's declarations parked too long: refused as stale.
+    fn expire_parked(&mut self, conn: JdConnId, now_ms: u64) -> Vec<AnyMessageOwned> {
+        let (old, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|p| p.conn == conn && p.since_ms + PARKED_MS <= now_ms);
+        self.parked = kept;
+        old.into_iter()
+            .flat_map(|p| {
+                declare_error(
+                    p.declaration.request_id,
+                    "stale-chain-tip",
+                    "the coinbase is for a block after the pool's next one",
+                )
+                .messages
+            })
+            .collect()
+    }
+
+    fn on_message_now(&mut self, conn: JdConnId, msg: AnyMessageOwned, now_ms: u64) -> JdReply {
         let Some(state) = self.connections.get_mut(&conn) else {
             return JdReply::default();
         };
@@ -262,7 +334,7 @@ impl JobDeclarator {
     fn on_jd_message(&mut self, conn: JdConnId, m: JobDeclarationOwned, now_ms: u64) -> JdReply {
         match m {
             JobDeclarationOwned::AllocateMiningJobToken(m) => self.allocate(conn, m),
-            JobDeclarationOwned::DeclareMiningJob(m) => self.declare(conn, m, now_ms),
+            JobDeclarationOwned::DeclareMiningJob(m) => self.declare(conn, m, now_ms, true),
             JobDeclarationOwned::ProvideMissingTransactionsSuccess(m) => {
                 self.provided(conn, m, now_ms)
             }
@@ -307,7 +379,28 @@ impl JobDeclarator {
         self.next_token
     }
 
-    fn declare(&mut self, conn: JdConnId, m: DeclareMiningJobOwned, now_ms: u64) -> JdReply {
+    /// DeclareMiningJob; with `may_park`, one for the block after the
+    /// pool's next is parked until the pool's tip moves.
+    fn declare(
+        &mut self,
+        conn: JdConnId,
+        m: DeclareMiningJobOwned,
+        now_ms: u64,
+        may_park: bool,
+    ) -> JdReply {
+        if may_park && self.one_block_ahead(&m) && self.parked.len() < MAX_PARKED {
+            debug!(
+                conn,
+                request_id = m.request_id,
+                "declaration one block ahead of the pool: parked"
+            );
+            self.parked.push(Parked {
+                conn,
+                declaration: m,
+                since_ms: now_ms,
+            });
+            return JdReply::default();
+        }
         let request_id = m.request_id;
         let token = parse_token(m.mining_job_token.as_bytes());
         let state = self
@@ -386,6 +479,13 @@ impl JobDeclarator {
                 .connections
                 .get_mut(&conn)
                 .expect("checked by on_message");
+            if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
+                return declare_error(
+                    request_id,
+                    "invalid-job",
+                    "too many declarations waiting for their transactions",
+                );
+            }
             state.pending.insert(
                 request_id,
                 Pending {
@@ -403,7 +503,21 @@ impl JobDeclarator {
             missing: vec![],
             tip_seq,
         };
-        self.accept(declared, &[], now_ms)
+        self.accept(conn, declared, &[], now_ms)
+    }
+
+    /// Whether `m`'s coinbase is for the block after the pool's next one.
+    fn one_block_ahead(&self, m: &DeclareMiningJobOwned) -> bool {
+        let Some(next) = self.tip.as_ref().and_then(|t| t.height) else {
+            return false;
+        };
+        coinbase::rebuild(
+            m.coinbase_tx_prefix.as_bytes(),
+            m.coinbase_tx_suffix.as_bytes(),
+        )
+        .ok()
+        .and_then(|tx| push_height(tx.input[0].script_sig.as_bytes()))
+            == Some(next + 1)
     }
 
     fn provided(
@@ -469,11 +583,17 @@ impl JobDeclarator {
             }
             provided.push(tx);
         }
-        self.accept(pending, &provided, now_ms)
+        self.accept(conn, pending, &provided, now_ms)
     }
 
     /// Every transaction of `declared` is known or `provided`: the job is declared.
-    fn accept(&mut self, declared: Pending, provided: &[Transaction], now_ms: u64) -> JdReply {
+    fn accept(
+        &mut self,
+        conn: JdConnId,
+        declared: Pending,
+        provided: &[Transaction],
+        now_ms: u64,
+    ) -> JdReply {
         let Pending {
             declaration,
             coinbase,
@@ -491,7 +611,7 @@ impl JobDeclarator {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
             };
             weight += tx.weight().to_wu();
-            txids.push(tx.compute_txid());
+            txids.push(tx.compute_txid().to_byte_array());
         }
         if weight > MAX_BLOCK_WEIGHT {
             return declare_error(
@@ -507,11 +627,13 @@ impl JobDeclarator {
             transactions = txids.len(),
             "job declared"
         );
+        self.evict_oldest_beyond(conn, MAX_DECLARED_PER_CONNECTION - 1);
         self.declared.insert(
             token,
             DeclaredJob {
+                owner: conn,
                 coinbase,
-                txids,
+                merkle_path: ehash::coinbase::coinbase_merkle_path(&txids),
                 version: declaration.version,
                 tip_seq,
                 expires_ms: now_ms + DECLARED_JOB_TTL_MS,
@@ -528,6 +650,23 @@ impl JobDeclarator {
 
     fn expire(&mut self, now_ms: u64) {
         self.declared.retain(|_, job| job.expires_ms > now_ms);
+    }
+
+    /// Keeps at most `keep` of `conn`'s declared jobs, the latest.
+    fn evict_oldest_beyond(&mut self, conn: JdConnId, keep: usize) {
+        let mut own: Vec<(u64, u64)> = self
+            .declared
+            .iter()
+            .filter(|(_, job)| job.owner == conn)
+            .map(|(token, job)| (job.expires_ms, *token))
+            .collect();
+        if own.len() <= keep {
+            return;
+        }
+        own.sort_unstable();
+        for (_, token) in &own[..own.len() - keep] {
+            self.declared.remove(token);
+        }
     }
 }
 
@@ -596,6 +735,12 @@ fn height_push(template: &NewTemplateOwned) -> Vec<u8> {
         _ => prefix.len(),
     };
     prefix[..len.min(prefix.len())].to_vec()
+}
+
+/// The number a script's first push (a BIP34 height) encodes.
+fn push_height(script: &[u8]) -> Option<i64> {
+    let first = Script::from_bytes(script).instructions().next()?.ok()?;
+    first.script_num()
 }
 
 /// The outputs a template carries (concatenated TxOuts, no count).

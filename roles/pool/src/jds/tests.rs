@@ -113,7 +113,7 @@ fn pool_output(t: &NewTemplateOwned) -> TxOut {
 fn declarator(txs: &[Transaction], known: &[Transaction]) -> (JobDeclarator, NewTemplateOwned) {
     let (t, p) = template(txs);
     let mut jds = JobDeclarator::new(pool_script());
-    jds.on_tip(&p, &t);
+    jds.on_tip(&p, &t, NOW);
     jds.on_transactions(known.to_vec());
     jds.on_connect(1);
     let reply = jds.on_message(1, setup(0b1), NOW);
@@ -362,9 +362,9 @@ fn declarations_are_refused_with_the_reason_and_the_connection_survives() {
     let refused = declare(&mut jds, declaration(token, &t, vec![thief], &txs));
     assert_eq!(error_code(&refused), "invalid-coinbase-tx");
 
-    // A coinbase for another height: the client's tip is not the pool's.
+    // A coinbase for an older height: the client's tip is behind the pool's.
     let mut elsewhere = t.clone();
-    elsewhere.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    elsewhere.coinbase_prefix = vec![0x01, 0x05].try_into().unwrap();
     let token = allocate(&mut jds, 1);
     let refused = declare(
         &mut jds,
@@ -454,6 +454,73 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let good = custom_job(token, &t, 1, Some(&k));
     let (next, mut prev) = template(&txs);
     prev.prev_hash = U256Owned::from([10u8; 32]);
-    jds.on_tip(&prev, &next);
+    jds.on_tip(&prev, &next, NOW);
     assert_eq!(refusal(&mut jds, &good, &k), "stale-chain-tip");
+}
+
+#[test]
+fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    // The client's template provider already moved to height 8.
+    let (mut ahead, mut prev) = template(&txs);
+    ahead.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    ahead.template_id = 2;
+    prev.template_id = 2;
+    prev.prev_hash = U256Owned::from([10u8; 32]);
+    let token = allocate(&mut jds, 1);
+    let m = declaration(token, &ahead, vec![pool_output(&ahead)], &txs);
+    let reply = jds.on_message(1, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW);
+    assert!(reply.messages.is_empty() && reply.close.is_none(), "parked");
+    // The pool's tip moves there too: the declaration is answered.
+    let answers = jds.on_tip(&prev, &ahead, NOW + 10);
+    assert!(
+        matches!(
+            &answers[..],
+            [(
+                1,
+                AnyMessageOwned::JobDeclaration(JobDeclarationOwned::DeclareMiningJobSuccess(_))
+            )]
+        ),
+        "{answers:?}"
+    );
+
+    // One that waits too long is refused as stale with the next message.
+    let mut further = ahead.clone();
+    further.coinbase_prefix = vec![0x01, 0x09].try_into().unwrap();
+    let token = allocate(&mut jds, 1);
+    let m = declaration(token, &further, vec![pool_output(&t)], &txs);
+    assert!(jds
+        .on_message(1, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW)
+        .messages
+        .is_empty());
+    let later = AllocateMiningJobTokenOwned {
+        user_identifier: str0255_truncated("jdc"),
+        request_id: 2,
+    };
+    let reply = jds.on_message(
+        1,
+        jd(JobDeclarationOwned::AllocateMiningJobToken(later)),
+        NOW + PARKED_MS,
+    );
+    assert_eq!(reply.messages.len(), 2);
+    assert!(matches!(
+        &reply.messages[0],
+        AnyMessageOwned::JobDeclaration(JobDeclarationOwned::DeclareMiningJobError(e))
+            if e.error_code.as_utf8_or_hex() == "stale-chain-tip"
+    ));
+}
+
+#[test]
+fn a_connection_holds_a_bounded_number_of_declared_jobs_the_oldest_go_first() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let first = declared(&mut jds, &t, &txs);
+    for _ in 0..MAX_DECLARED_PER_CONNECTION {
+        declared(&mut jds, &t, &txs);
+    }
+    let k = key(KEY);
+    let m = custom_job(first, &t, 1, Some(&k));
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-mining-job-token");
+    assert_eq!(jds.declared.len(), MAX_DECLARED_PER_CONNECTION);
 }

@@ -118,6 +118,8 @@ pub enum Action {
     Accepted(AcceptedShare),
     /// Tell the stats service.
     Stats(StatsEvent),
+    /// Send a message to a job declaration client (a late answer).
+    JobDeclaration(crate::jds::JdConnId, AnyMessageOwned),
 }
 
 /// Error codes of our own (the SV2 spec leaves these to the pool).

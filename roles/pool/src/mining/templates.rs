@@ -128,16 +128,23 @@ impl PoolCore {
         );
         self.future_templates
             .retain(|t| t.template_id >= prev.template_id);
+        let mut answers = Vec::new();
         if let Some(jds) = &mut self.jds {
-            jds.on_tip(&prev, &template);
+            let now_ms = roles_common::stats_publisher::now_ms();
+            answers = jds.on_tip(&prev, &template, now_ms);
         }
         self.active_template = Some(template);
         self.latest_template = None;
-        let actions = self
+        let mut actions: Vec<Action> = self
             .channels
             .values_mut()
             .filter_map(|channel| channel.on_set_new_prev_hash(&prev))
             .collect();
+        actions.extend(
+            answers
+                .into_iter()
+                .map(|(conn, m)| Action::JobDeclaration(conn, m)),
+        );
         self.prev_hash = Some(prev);
         actions
     }
