@@ -14,7 +14,7 @@
 # error but stale-chain-tip, or a refused custom job, sends it to its
 # fallback (solo mining): there must be none. Nor any stale-chain-tip
 # refusal, which it ignores without declaring that tip's job again (see
-# README.md, "Known failure").
+# README.md).
 #
 # Needs: jd_client_sv2 0.6.0 and translator_sv2 0.6.0 in $SRI_BIN (default
 # $HOME/.cache/hashpool/sri/bin), or JD_CLIENT=..., TRANSLATOR=...
