@@ -73,6 +73,16 @@ impl TdpClient {
         }
     }
 
+    /// The next NewTemplate with at least two transactions after the coinbase.
+    pub async fn template_with_transactions(&mut self) -> NewTemplateOwned {
+        loop {
+            let template = self.next_new_template().await;
+            if template.merkle_path.len() >= 2 {
+                return template;
+            }
+        }
+    }
+
     /// Solves `template` on the CPU (the target must be easy) and submits it.
     pub async fn solve_and_submit(
         &mut self,
@@ -183,12 +193,7 @@ pub async fn premine_blocks_with_transactions(dir: &Path) {
     );
     tdp.solve_and_submit(&first, &prev).await;
     let (_, prev) = tdp.template().await;
-    let template = loop {
-        let template = tdp.next_new_template().await;
-        if template.merkle_path.len() >= 2 {
-            break template;
-        }
-    };
+    let template = tdp.template_with_transactions().await;
     let listed = tdp.transaction_data(template.template_id).await.unwrap();
     assert!(listed.len() >= 2);
     tdp.solve_and_submit(&template, &prev).await;

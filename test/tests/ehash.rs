@@ -181,12 +181,7 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
     .await;
     let mut tdp = TdpClient::connect(stack.tp().local_addr()).await;
     let (_, prev) = tdp.template().await;
-    let template = loop {
-        let template = tdp.next_new_template().await;
-        if template.merkle_path.len() >= 2 {
-            break template;
-        }
-    };
+    let template = tdp.template_with_transactions().await;
     let txs = tdp.transaction_data(template.template_id).await.unwrap();
 
     let mut jdc = JdTestClient::connect(stack.pool().jds_addr().unwrap()).await;

@@ -17,12 +17,15 @@ fn with_jds(pool: &mut pool::PoolConfig) {
     });
 }
 
-/// miner -> translator -> jd-client -> pool (+ its job declarator) -> mint:
-/// the miner mines templates of jd-client's own template provider, with
-/// their transactions, declared at the pool, and every share is paid once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly() {
-    let (stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
+/// jd-client on the stack's template provider and pool, once it mines
+/// declared jobs; its stop token and its later events.
+async fn start_jd_client(
+    stack: &EhashStack,
+) -> (
+    jd_client::JdcHandle,
+    CancellationToken,
+    tokio::sync::broadcast::Receiver<jd_client::JdcEvent>,
+) {
     let config = jd_client_config(
         stack.tp().local_addr(),
         stack.pool_addr(),
@@ -39,6 +42,16 @@ async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly
         started,
         jd_client::JdcEvent::SessionStarted(jd_client::Mode::Declared)
     );
+    (jdc, shutdown, events)
+}
+
+/// miner -> translator -> jd-client -> pool (+ its job declarator) -> mint:
+/// the miner mines templates of jd-client's own template provider, with
+/// their transactions, declared at the pool, and every share is paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
+    let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
     cpu_miner_is_paid_exactly_its_accepted_shares(&stack, jdc.local_addr()).await;
     assert!(
         events.try_recv().is_err(),
@@ -49,30 +62,13 @@ async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly
     stack.stop().await;
 }
 
-/// The SV1 jobs carry merkle branches: the miner, the translator, the pool
-/// and the mint each rebuild the same merkle root from them.
 /// The pool (and its job declarator) stops and comes back while miners mine
 /// through jd-client: they stay connected, mine the pool's jobs in between,
 /// then declared jobs again; every accepted share is paid exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_nothing() {
     let (mut stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
-    let config = jd_client_config(
-        stack.tp().local_addr(),
-        stack.pool_addr(),
-        stack.pool().jds_addr().unwrap(),
-    );
-    let shutdown = CancellationToken::new();
-    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
-    let mut events = jdc.subscribe_events();
-    let started = tokio::time::timeout(WAIT, events.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        started,
-        jd_client::JdcEvent::SessionStarted(jd_client::Mode::Declared)
-    );
+    let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
     config.nominal_hashrate = 2000.0;
@@ -153,14 +149,7 @@ async fn a_block_found_on_a_declared_job_lands_in_the_chain_with_its_transaction
         with_jds,
     )
     .await;
-    let config = jd_client_config(
-        stack.tp().local_addr(),
-        stack.pool_addr(),
-        stack.pool().jds_addr().unwrap(),
-    );
-    let shutdown = CancellationToken::new();
-    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
-    let mut events = jdc.subscribe_events();
+    let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
     let mut blocks = stack.tp().subscribe_blocks();
     let height = stack.tp().height();
     let dir = tempfile::tempdir().unwrap();

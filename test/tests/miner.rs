@@ -19,6 +19,8 @@ async fn the_cpu_miner_is_paid_exactly_its_accepted_shares() {
     stack.stop().await;
 }
 
+/// The SV1 jobs carry merkle branches: the miner, the translator, the pool
+/// and the mint each rebuild the same merkle root from them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_miner_is_paid_exactly_on_blocks_carrying_transactions() {
     let (stack, _chain) = EhashStack::start_with_transactions("annotate", |_| {}).await;

@@ -8,7 +8,7 @@ use ehash_ext_sv2::EhashMessage;
 use stratum_core::binary_sv2::{B032Owned, B064KOwned, Seq0255Owned, Seq064KOwned, U256Owned};
 use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
-use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::job_declaration_sv2::{
     AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned, DeclareMiningJobSuccessOwned,
 };
@@ -27,23 +27,25 @@ const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f
 
 fn setup(core: &mut JdcCore, down: DownId) {
     core.on_downstream_connect(down);
-    let m = SetupConnectionOwned {
-        protocol: Protocol::MiningProtocol,
-        min_version: 2,
-        max_version: 2,
-        flags: 0,
-        endpoint_host: str0255_truncated(""),
-        endpoint_port: 0,
-        vendor: str0255_truncated("t"),
-        hardware_version: str0255_truncated(""),
-        firmware: str0255_truncated(""),
-        device_id: str0255_truncated(""),
-    };
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let m = roles_common::sv2::setup_connection(Protocol::MiningProtocol, 0, peer, "", "t");
     let out = core.on_downstream(
         down,
         AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m)),
     );
     assert!(matches!(&out[..], [Action::Downstream(_, _)]));
+}
+
+/// The pool's notification of a share on `channel_id`.
+fn notification(channel_id: u32) -> EhashMessage {
+    EhashMessage::MintQuoteNotification(ehash_ext_sv2::MintQuoteNotificationOwned {
+        channel_id,
+        sequence_number: 1,
+        share_hash: U256Owned::from([3; 32]),
+        quote_id: str0255_truncated("q"),
+        keyset_id: str0255_truncated("k"),
+        amount: 1,
+    })
 }
 
 /// Opens channel `channel_id` for `down` (request 1 downstream); the
@@ -342,16 +344,6 @@ fn pool_jobs_shares_and_notifications_pass_through_to_the_channel_s_owner_only()
         &core.on_upstream(mining(MiningOwned::SetTarget(job)))[..],
         [Action::Downstream(2, _)]
     ));
-    let notification = |channel_id| {
-        EhashMessage::MintQuoteNotification(ehash_ext_sv2::MintQuoteNotificationOwned {
-            channel_id,
-            sequence_number: 1,
-            share_hash: U256Owned::from([3; 32]),
-            quote_id: str0255_truncated("q"),
-            keyset_id: str0255_truncated("k"),
-            amount: 1,
-        })
-    };
     assert!(matches!(
         &core.on_upstream_ehash(notification(6))[..],
         [Action::DownstreamEhash(2, _)]
@@ -409,14 +401,7 @@ fn a_share_notified_after_its_channel_closed_still_reaches_its_owner() {
     let out = core.on_downstream(1, mining(MiningOwned::CloseChannel(close)));
     assert!(matches!(&out[..], [Action::Upstream(_)]));
     assert_eq!(core.channels(), 0);
-    let late = EhashMessage::MintQuoteNotification(ehash_ext_sv2::MintQuoteNotificationOwned {
-        channel_id: 6,
-        sequence_number: 1,
-        share_hash: U256Owned::from([3; 32]),
-        quote_id: str0255_truncated("q"),
-        keyset_id: str0255_truncated("k"),
-        amount: 1,
-    });
+    let late = notification(6);
     assert!(matches!(
         &core.on_upstream_ehash(late)[..],
         [Action::DownstreamEhash(1, _)]

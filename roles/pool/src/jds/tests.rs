@@ -11,7 +11,7 @@ use stratum_core::bitcoin::{
 };
 use stratum_core::channels_sv2::chain_tip::ChainTip;
 use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
-use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
+use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::job_declaration_sv2::{
     AllocateMiningJobTokenOwned, DeclareMiningJobOwned, ProvideMissingTransactionsSuccessOwned,
 };
@@ -122,18 +122,10 @@ fn declarator(txs: &[Transaction], known: &[Transaction]) -> (JobDeclarator, New
 }
 
 fn setup(flags: u32) -> AnyMessageOwned {
-    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(SetupConnectionOwned {
-        protocol: Protocol::JobDeclarationProtocol,
-        min_version: 2,
-        max_version: 2,
-        flags,
-        endpoint_host: str0255_truncated(""),
-        endpoint_port: 0,
-        vendor: str0255_truncated("t"),
-        hardware_version: str0255_truncated(""),
-        firmware: str0255_truncated(""),
-        device_id: str0255_truncated(""),
-    }))
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let m =
+        roles_common::sv2::setup_connection(Protocol::JobDeclarationProtocol, flags, peer, "", "t");
+    AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))
 }
 
 fn jd(m: JobDeclarationOwned) -> AnyMessageOwned {
