@@ -406,6 +406,59 @@ impl EhashStack {
         self.tp.as_ref().expect("devnet-tp running")
     }
 
+    /// Stops the pool and runs it again as a child process (which a test
+    /// can kill with SIGKILL), on fresh fixed ports (its job declarator's
+    /// too, with one), with the same state dir.
+    pub async fn pool_in_a_child(&mut self) -> crate::role_child::RoleChild {
+        self.stop_pool().await;
+        self.pool_config.listen_address = crate::role_child::free_address().to_string();
+        if let Some(jds) = self.pool_config.jds.as_mut() {
+            jds.listen_address = crate::role_child::free_address().to_string();
+        }
+        let config_path = self.dir.path().join("pool.toml");
+        std::fs::write(&config_path, self.pool_toml()).unwrap();
+        crate::role_child::RoleChild::spawn("pool", &config_path)
+    }
+
+    /// The pool's config as a file: what `pool_in_a_child` runs.
+    fn pool_toml(&self) -> String {
+        let c = &self.pool_config;
+        let m = c.mint.as_ref().expect("the ehash stack's pool has a mint");
+        let jds = c.jds.as_ref().map_or(String::new(), |jds| {
+            format!("\n[jds]\nlisten_address = \"{}\"\n", jds.listen_address)
+        });
+        format!(
+            r#"network = "devnet"
+listen_address = "{listen}"
+authority_public_key = "{pool_pub}"
+authority_secret_key = "{pool_sec}"
+tp_address = "{tp}"
+tp_authority_public_key = "{tp_pub}"
+coinbase_reward_script = "51"
+vardiff_interval_secs = 0
+unit_bits = 0
+stats_log_interval_secs = 0
+state_dir = "{state}"
+
+[mint]
+address = "{mint}"
+authority_public_key = "{mint_pub}"
+identity_secret_key = "{pool_id}"
+share_response_mode = "annotate"
+stats_interval_secs = 1
+{jds}"#,
+            listen = c.listen_address,
+            pool_pub = POOL_PUBLIC_KEY,
+            pool_sec = POOL_SECRET_KEY,
+            tp = c.tp_address,
+            tp_pub = TP_PUBLIC_KEY,
+            state = c.state_dir.display(),
+            mint = m.address,
+            mint_pub = MINT_PUBLIC_KEY,
+            pool_id = POOL_IDENTITY_SECRET_KEY,
+        )
+    }
+
     pub fn mint_link_addr(&self) -> SocketAddr {
         self.mint_config.link_listen
     }

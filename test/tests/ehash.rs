@@ -393,14 +393,6 @@ role_child_entry!();
 
 /// Stops the pool in this process and starts it again as a child process
 /// (from its config written as TOML), on a fresh port and the same state.
-async fn pool_in_a_child(stack: &mut EhashStack) -> RoleChild {
-    stack.stop_pool().await;
-    stack.pool_config.listen_address = free_address().to_string();
-    let config_path = stack.dir.path().join("pool.toml");
-    std::fs::write(&config_path, pool_toml(stack)).unwrap();
-    RoleChild::spawn("pool", &config_path)
-}
-
 async fn connect_when_up(stack: &EhashStack) -> MiningClient {
     until_listening(stack.pool_addr(), "the pool child").await;
     stack.client(true).await
@@ -412,7 +404,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     // only in the pool's outbox when it is killed with SIGKILL.
     let mut stack = EhashStack::start("annotate", |_| {}).await;
     stack.stop_mint().await;
-    let mut child = pool_in_a_child(&mut stack).await;
+    let mut child = stack.pool_in_a_child().await;
     let (secret, key) = miner_key();
     let mut client = connect_when_up(&stack).await;
     let channel = open_channel(&mut client, &key).await;
@@ -434,7 +426,7 @@ async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_unacknowledged_when_the_pool_is_killed_are_sent_again_until_acknowledged() {
     let mut stack = EhashStack::start("annotate", |_| {}).await;
-    let mut child = pool_in_a_child(&mut stack).await;
+    let mut child = stack.pool_in_a_child().await;
     let (secret, key) = miner_key();
 
     // Notified, never acknowledged, then the pool dies (SIGKILL).
@@ -469,41 +461,6 @@ async fn notifications_unacknowledged_when_the_pool_is_killed_are_sent_again_unt
 }
 
 /// The stack's pool config as a TOML file (the child loads it like `pool --config`).
-fn pool_toml(stack: &EhashStack) -> String {
-    let c = &stack.pool_config;
-    let m = c.mint.as_ref().unwrap();
-    format!(
-        r#"network = "devnet"
-listen_address = "{listen}"
-authority_public_key = "{pool_pub}"
-authority_secret_key = "{pool_sec}"
-tp_address = "{tp}"
-tp_authority_public_key = "{tp_pub}"
-coinbase_reward_script = "51"
-vardiff_interval_secs = 0
-unit_bits = 0
-stats_log_interval_secs = 0
-state_dir = "{state}"
-
-[mint]
-address = "{mint}"
-authority_public_key = "{mint_pub}"
-identity_secret_key = "{pool_id}"
-share_response_mode = "annotate"
-stats_interval_secs = 1
-"#,
-        listen = c.listen_address,
-        pool_pub = POOL_PUBLIC_KEY,
-        pool_sec = POOL_SECRET_KEY,
-        tp = c.tp_address,
-        tp_pub = TP_PUBLIC_KEY,
-        state = c.state_dir.display(),
-        mint = m.address,
-        mint_pub = MINT_PUBLIC_KEY,
-        pool_id = POOL_IDENTITY_SECRET_KEY,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ehash_extension_is_granted_alone_or_among_unknown_ones() {
     let stack = EhashStack::start("annotate", |_| {}).await;

@@ -10,6 +10,8 @@ use hashpool_tests::*;
 use miner::Mode;
 use tokio_util::sync::CancellationToken;
 
+role_child_entry!();
+
 /// The pool with its job declarator on a port of its own.
 fn with_jds(pool: &mut pool::PoolConfig) {
     pool.jds = Some(pool::config::JdsSettings {
@@ -26,10 +28,11 @@ async fn start_jd_client(
     CancellationToken,
     tokio::sync::broadcast::Receiver<jd_client::JdcEvent>,
 ) {
+    let jds = stack.pool_config.jds.as_ref().expect("a job declarator");
     let config = jd_client_config(
         stack.tp().local_addr(),
         stack.pool_addr(),
-        stack.pool().jds_addr().unwrap(),
+        jds.listen_address.parse().unwrap(),
     );
     let shutdown = CancellationToken::new();
     let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
@@ -62,12 +65,15 @@ async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly
     stack.stop().await;
 }
 
-/// The pool (and its job declarator) stops and comes back while miners mine
-/// through jd-client: they stay connected, mine the pool's jobs in between,
-/// then declared jobs again; every accepted share is paid exactly once.
+/// The pool (and its job declarator with it) is killed (SIGKILL) and comes
+/// back while miners mine through jd-client: they stay connected, mine the
+/// pool's jobs in between, then declared jobs again; every accepted share
+/// is paid exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_nothing() {
+async fn jd_client_falls_back_while_the_pool_is_killed_and_declares_again_losing_nothing() {
     let (mut stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
+    let mut pool = stack.pool_in_a_child().await;
+    until_listening(stack.pool_addr(), "the pool child").await;
     let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
@@ -81,7 +87,7 @@ async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_n
     let stats = running.stats();
     until_accepted(&stats, 3).await;
 
-    stack.stop_pool().await;
+    pool.kill();
     let mut modes = vec![];
     let restarted = async {
         // The job declarator is gone with the pool: the pool's jobs next.
@@ -92,8 +98,8 @@ async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_n
             }
         }
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stack.start_pool().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pool.restart();
     tokio::time::timeout(Duration::from_secs(30), restarted)
         .await
         .unwrap();
@@ -127,6 +133,7 @@ async fn jd_client_falls_back_while_the_pool_is_away_and_declares_again_losing_n
     drop(again);
     tr.stop().await;
     stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    pool.kill();
     stack.stop().await;
 }
 
