@@ -2,6 +2,10 @@
 //! job, the pool's current tip, and the declared coinbase and transactions,
 //! field by field (SRI's error codes, so SRI's JDC understands them).
 //!
+//! A coinbase-only client (no DECLARE_TX_DATA) declares nothing: it sets
+//! its allocated tokens directly, and the pool checks the tip and the
+//! coinbase, not the transactions it never sees.
+//!
 //! One declared job may be set on several channels (a client opens one per
 //! miner key): their coinbases differ only in the key commitment output,
 //! which must commit to each channel's own locking key.
@@ -38,6 +42,24 @@ impl JobDeclarator {
     ) -> Result<(), CustomJobRefusal> {
         self.expire(now_ms);
         let token = parse_token(m.token.as_bytes());
+        if let Some((_, set_on)) = token.and_then(|t| self.coinbase_only.get(&t)) {
+            if set_on.contains(&m.channel_id) {
+                return Err(refuse(
+                    "invalid-mining-job-token",
+                    "this token was set on this channel already",
+                ));
+            }
+            let tip = self
+                .tip
+                .as_ref()
+                .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
+            check_coinbase_only(m, tip, &self.reward_script, key)?;
+            let token = token.expect("found above");
+            if let Some((_, set_on)) = self.coinbase_only.get_mut(&token) {
+                set_on.insert(m.channel_id);
+            }
+            return Ok(());
+        }
         let job = token.and_then(|t| self.declared.get(&t)).ok_or_else(|| {
             refuse(
                 "invalid-mining-job-token",
@@ -136,6 +158,51 @@ fn check_against(
     Ok(())
 }
 
+/// A coinbase-only job: the pool never sees its transactions (the merkle
+/// path is the client's), so what it checks is the tip and the coinbase:
+/// for the height after the pool's tip, paying the pool all the reward its
+/// template provider does not claim, committed to the channel's key.
+fn check_coinbase_only(
+    m: &SetCustomMiningJobOwned,
+    tip: &Tip,
+    reward_script: &stratum_core::bitcoin::Script,
+    key: Option<&LockingKey>,
+) -> Result<(), CustomJobRefusal> {
+    if m.prev_hash.to_array() != tip.prev_hash {
+        return Err(refuse(
+            "stale-chain-tip",
+            "the job builds on a tip that is not the pool's",
+        ));
+    }
+    if m.nbits != tip.nbits {
+        return Err(refuse("invalid-nbits", "not the tip's nbits"));
+    }
+    if m.min_ntime < tip.min_ntime {
+        return Err(refuse("invalid-min-ntime", "before the tip's min_ntime"));
+    }
+    if !m.coinbase_prefix.as_bytes().starts_with(&tip.height_push) {
+        return Err(refuse(
+            "invalid-coinbase-prefix",
+            "the coinbase is not for the height after the pool's tip",
+        ));
+    }
+    let outputs: Vec<TxOut> = deserialize(m.coinbase_tx_outputs.as_bytes()).map_err(|e| {
+        refuse(
+            "invalid-coinbase-tx-outputs",
+            format!("the outputs do not decode: {e}"),
+        )
+    })?;
+    let coinbase = Transaction {
+        version: stratum_core::bitcoin::transaction::Version::TWO,
+        lock_time: stratum_core::bitcoin::absolute::LockTime::ZERO,
+        input: vec![],
+        output: outputs,
+    };
+    super::coinbase::check_pays_pool(&coinbase, reward_script, &tip.required_outputs)
+        .map_err(|r| refuse("invalid-coinbase-tx-outputs", r.details))?;
+    check_commitments(&coinbase.output, key)
+}
+
 /// The job's outputs are the declared ones, but for key commitments: the
 /// job has exactly the channel's (a channel without a key, none).
 fn check_outputs(
@@ -150,7 +217,7 @@ fn check_outputs(
         )
     })?;
     let is_commitment = |o: &&TxOut| ehash::coinbase::is_key_commitment(&o.script_pubkey);
-    let (commitments, rest): (Vec<&TxOut>, Vec<&TxOut>) = outputs.iter().partition(is_commitment);
+    let rest: Vec<&TxOut> = outputs.iter().filter(|o| !is_commitment(o)).collect();
     let declared_rest: Vec<&TxOut> = declared
         .output
         .iter()
@@ -162,6 +229,15 @@ fn check_outputs(
             "not the declared coinbase outputs",
         ));
     }
+    check_commitments(&outputs, key)
+}
+
+/// The outputs commit to the channel's key exactly once (none without a key).
+fn check_commitments(outputs: &[TxOut], key: Option<&LockingKey>) -> Result<(), CustomJobRefusal> {
+    let commitments: Vec<&TxOut> = outputs
+        .iter()
+        .filter(|o| ehash::coinbase::is_key_commitment(&o.script_pubkey))
+        .collect();
     let expected: Vec<TxOut> = key
         .map(ehash::coinbase::key_commitment_output)
         .into_iter()

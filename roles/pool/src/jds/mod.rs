@@ -16,6 +16,10 @@
 //!    | SetCustomMiningJob(T', ...) --> pool --> [`JobDeclarator::check_custom_job`]
 //! ```
 //!
+//! A client set up without DECLARE_TX_DATA (coinbase-only mode) skips the
+//! declaration: it sets its allocated token on its channels directly, and
+//! only the tip and the coinbase are checked (`custom_job`).
+//!
 //! Transactions are known from the pool's template provider (the pool asks
 //! it for every template's transactions); the client provides the others,
 //! and each must hash to the wtxid it declared. The chain tip is the pool's.
@@ -113,6 +117,9 @@ struct Pending {
 #[derive(Debug, Default)]
 struct JdConnection {
     setup_done: bool,
+    /// DECLARE_TX_DATA: the client declares its jobs (full-template mode);
+    /// without it, it sets its tokens on channels directly (coinbase-only).
+    full_template: bool,
     /// Tokens allocated to this connection and not declared yet.
     allocated: HashSet<u64>,
     pending: HashMap<u32, Pending>,
@@ -152,6 +159,9 @@ pub struct JobDeclarator {
     known: HashMap<Wtxid, (Transaction, u64)>,
     tip: Option<Tip>,
     tip_seq: u64,
+    /// Tokens of coinbase-only clients: each sets jobs directly, once per
+    /// channel; their owner.
+    coinbase_only: HashMap<u64, (JdConnId, HashSet<u32>)>,
     /// Declarations for the block after the pool's next one: the client's
     /// template provider heard of a block before the pool's did. Answered
     /// when the pool's tip moves.
@@ -207,6 +217,7 @@ impl JobDeclarator {
             known: HashMap::new(),
             tip: None,
             tip_seq: 0,
+            coinbase_only: HashMap::new(),
             parked: Vec::new(),
         }
     }
@@ -221,6 +232,7 @@ impl JobDeclarator {
     pub fn on_disconnect(&mut self, conn: JdConnId) {
         self.connections.remove(&conn);
         self.parked.retain(|p| p.conn != conn);
+        self.coinbase_only.retain(|_, (owner, _)| *owner != conn);
     }
 
     /// The pool's tip moved to `prev`, activating `template`; the answers
@@ -317,6 +329,7 @@ impl JobDeclarator {
             (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
                 let reply = setup(&m);
                 state.setup_done = reply.close.is_none();
+                state.full_template = has_declare_tx_data(m.flags);
                 reply
             }
             (false, other) => JdReply::close(format!(
@@ -360,6 +373,9 @@ impl JobDeclarator {
             return JdReply::close("more than 64 job tokens allocated and not used");
         }
         state.allocated.insert(token);
+        if !state.full_template {
+            self.coinbase_only.insert(token, (conn, HashSet::new()));
+        }
         debug!(conn, token, user = %m.user_identifier.as_utf8_or_hex(), "job token allocated");
         let outputs = vec![TxOut {
             value: Amount::ZERO,
@@ -407,6 +423,13 @@ impl JobDeclarator {
             .connections
             .get_mut(&conn)
             .expect("checked by on_message");
+        if !state.full_template {
+            return declare_error(
+                request_id,
+                "invalid-job",
+                "a coinbase-only client (no DECLARE_TX_DATA) sets its tokens on channels directly",
+            );
+        }
         // A token declares one job, on the connection it was allocated to.
         if !token.is_some_and(|t| state.allocated.remove(&t)) {
             return declare_error(
@@ -670,8 +693,8 @@ impl JobDeclarator {
     }
 }
 
-/// SetupConnection of a job declaration client: protocol, version, and the
-/// DECLARE_TX_DATA flag (full-template mode; coinbase-only is not offered).
+/// SetupConnection of a job declaration client: protocol and version; the
+/// DECLARE_TX_DATA flag picks full-template mode, its absence coinbase-only.
 fn setup(m: &SetupConnectionOwned) -> JdReply {
     let refuse = |code: &str, reason: String| JdReply {
         messages: vec![AnyMessageOwned::Common(
@@ -695,12 +718,6 @@ fn setup(m: &SetupConnectionOwned) -> JdReply {
                 "SetupConnection for versions {}..={}",
                 m.min_version, m.max_version
             ),
-        );
-    }
-    if !has_declare_tx_data(m.flags) {
-        return refuse(
-            "missing-declare-tx-data-flag",
-            "coinbase-only job declaration is not offered".into(),
         );
     }
     JdReply {

@@ -377,16 +377,8 @@ fn declarations_are_refused_with_the_reason_and_the_connection_survives() {
 }
 
 #[test]
-fn a_client_without_full_template_mode_or_setup_is_refused() {
+fn a_client_that_skips_setup_is_closed() {
     let mut jds = JobDeclarator::new(pool_script());
-    jds.on_connect(1);
-    let reply = jds.on_message(1, setup(0), NOW);
-    assert!(reply.close.is_some());
-    assert!(matches!(
-        &reply.messages[..],
-        [AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(e))]
-            if e.error_code.as_utf8_or_hex() == "missing-declare-tx-data-flag"
-    ));
     jds.on_connect(2);
     let m = AllocateMiningJobTokenOwned {
         user_identifier: str0255_truncated("jdc"),
@@ -394,6 +386,51 @@ fn a_client_without_full_template_mode_or_setup_is_refused() {
     };
     let reply = jds.on_message(2, jd(JobDeclarationOwned::AllocateMiningJobToken(m)), NOW);
     assert!(reply.close.unwrap().contains("before SetupConnection"));
+}
+
+#[test]
+fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() {
+    let txs = [tx(1)];
+    let (t, p) = template(&txs);
+    let mut jds = JobDeclarator::new(pool_script());
+    jds.on_tip(&p, &t, NOW);
+    jds.on_connect(1);
+    assert!(jds.on_message(1, setup(0), NOW).close.is_none());
+    let token = allocate(&mut jds, 1);
+    // It declares nothing.
+    let refused = declare(
+        &mut jds,
+        declaration(token.clone(), &t, vec![pool_output(&t)], &txs),
+    );
+    assert_eq!(error_code(&refused), "invalid-job");
+
+    let k = key(KEY);
+    let good = custom_job(token.clone(), &t, 1, Some(&k));
+    let mut m = good.clone();
+    m.prev_hash = U256Owned::from([8u8; 32]);
+    assert_eq!(refusal(&mut jds, &m, &k), "stale-chain-tip");
+    let other = custom_job(token.clone(), &t, 1, Some(&key(OTHER_KEY)));
+    assert_eq!(refusal(&mut jds, &other, &k), "invalid-coinbase-tx-outputs");
+    let mut thief = good.clone();
+    let mut outputs: Vec<TxOut> =
+        stratum_core::bitcoin::consensus::deserialize(thief.coinbase_tx_outputs.as_bytes())
+            .unwrap();
+    outputs[0].script_pubkey = ScriptBuf::from_bytes(vec![0x52]);
+    thief.coinbase_tx_outputs = serialize(&outputs).try_into().unwrap();
+    assert_eq!(refusal(&mut jds, &thief, &k), "invalid-coinbase-tx-outputs");
+    let mut next_height = good.clone();
+    next_height.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    assert_eq!(
+        refusal(&mut jds, &next_height, &k),
+        "invalid-coinbase-prefix"
+    );
+
+    assert_eq!(jds.check_custom_job(&good, Some(&k), NOW), Ok(()));
+    assert_eq!(refusal(&mut jds, &good, &k), "invalid-mining-job-token");
+    // Its tokens go with its connection.
+    jds.on_disconnect(1);
+    let again = custom_job(token, &t, 2, Some(&k));
+    assert_eq!(refusal(&mut jds, &again, &k), "invalid-mining-job-token");
 }
 
 #[test]
