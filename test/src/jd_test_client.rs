@@ -34,10 +34,19 @@ pub struct JdTestClient {
 impl JdTestClient {
     /// Connected and set up in full-template mode.
     pub async fn connect(addr: SocketAddr) -> JdTestClient {
+        Self::connect_with(addr, 0b1).await
+    }
+
+    /// Connected and set up in coinbase-only mode (no DECLARE_TX_DATA).
+    pub async fn connect_coinbase_only(addr: SocketAddr) -> JdTestClient {
+        Self::connect_with(addr, 0).await
+    }
+
+    async fn connect_with(addr: SocketAddr, flags: u32) -> JdTestClient {
         let mut conn = Sv2Conn::connect(addr, POOL_PUBLIC_KEY)
             .await
             .expect("connects");
-        conn.setup(Protocol::JobDeclarationProtocol, 0b1).await;
+        conn.setup(Protocol::JobDeclarationProtocol, flags).await;
         JdTestClient {
             conn,
             next_request_id: 1,

@@ -252,6 +252,46 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
     stack.stop().await;
 }
 
+/// A coinbase-only client declares nothing: it sets its allocated token on
+/// its channel with its own template, and its shares are minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coinbase_only_client_sets_its_token_directly_and_is_paid() {
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", |pool| {
+        pool.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+        })
+    })
+    .await;
+    let mut tdp = TdpClient::connect(stack.tp().local_addr()).await;
+    let (_, prev) = tdp.template().await;
+    let template = tdp.template_with_transactions().await;
+    let mut jdc = JdTestClient::connect_coinbase_only(stack.pool().jds_addr().unwrap()).await;
+    let (token, pool_script) = jdc.allocate().await;
+
+    let (secret, key) = miner_key();
+    let mut client = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
+    client.setup_connection(0b10).await;
+    client
+        .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
+        .await;
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    let outputs = vec![
+        pool_output(&template, &pool_script),
+        ehash::coinbase::key_commitment_output(&key),
+    ];
+    let job = custom_job(channel, token, &template, &prev, outputs);
+    let job_id = client.set_custom_job(&job).await.expect("custom job set");
+    client.mine_custom_job(&job, job_id);
+    let shares = mine(&mut client, channel, 3).await;
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_gets_only_its_own_notifications_and_one_without_the_extension_none() {
     let stack = EhashStack::start("annotate", |_| {}).await;
