@@ -414,6 +414,15 @@ impl Jobs {
         }
     }
 
+    /// A channel's target changed: a job keeps the target it was set at,
+    /// so the current template is declared again and set on every channel.
+    pub fn on_target_changed(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+        if self.declared.take().is_none() {
+            return vec![];
+        }
+        self.declare(mode, channels)
+    }
+
     /// SetCustomMiningJob of the declared job on `channel`.
     pub fn set_on_channel(&mut self, channel: Option<&ChannelView>) -> Vec<Action> {
         let (Some(declared), Some(channel)) = (self.declared.clone(), channel) else {

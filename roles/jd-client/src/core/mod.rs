@@ -406,9 +406,15 @@ impl JdcCore {
                     return vec![];
                 };
                 let is_close = matches!(other, MiningOwned::CloseChannel(_));
-                let actions = self.to_owner(channel_id, other);
+                let retarget =
+                    matches!(other, MiningOwned::SetTarget(_)) && self.mode == Mode::Declared;
+                let mut actions = self.to_owner(channel_id, other);
                 if is_close {
                     self.forget_channel(channel_id);
+                }
+                if retarget {
+                    let views = self.channel_views();
+                    actions.extend(self.jobs.on_target_changed(self.mode, &views));
                 }
                 actions
             }

@@ -259,6 +259,21 @@ fn a_declared_job_goes_on_every_channel_committed_to_its_key_and_then_down() {
 }
 
 #[test]
+fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    with_custom_job(&mut core);
+    token(&mut core, 13);
+    let retarget = stratum_core::mining_sv2::SetTargetOwned {
+        channel_id: 5,
+        maximum_target: U256Owned::from([1; 32]),
+    };
+    let out = core.on_upstream(mining(MiningOwned::SetTarget(retarget)));
+    assert!(matches!(&out[0], Action::Downstream(1, _)), "{out:?}");
+    let request_id = declared_request(&out);
+    declared(&mut core, request_id);
+}
+
+#[test]
 fn the_first_channel_declares_the_template_that_came_before_it() {
     let mut core = JdcCore::new(Mode::Declared, "t");
     core.on_jds_connected();
