@@ -166,14 +166,17 @@ async fn shares_on_templates_carrying_transactions_are_quoted_and_minted() {
     stack.stop().await;
 }
 
-/// A job declaration client declares the template of its own template
-/// provider (the same devnet-tp, with transactions) and mines it as a
-/// custom job: every share is quoted and minted. What does not pay the
-/// pool, or does not commit to the channel's key, is refused by name and
-/// the connections stay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shares_on_a_declared_job_are_quoted_and_minted() {
-    let (stack, _chain) = EhashStack::start_with_transactions("annotate", |pool| {
+/// A stack whose pool runs its job declarator on a chain with transactions,
+/// and a template (with transactions) a client's own template provider
+/// (the same devnet-tp) gives, with its prevhash and its transactions.
+async fn declarable_template() -> (
+    EhashStack,
+    tempfile::TempDir,
+    stratum_core::template_distribution_sv2::SetNewPrevHashOwned,
+    stratum_core::template_distribution_sv2::NewTemplateOwned,
+    Vec<stratum_core::bitcoin::Transaction>,
+) {
+    let (stack, chain) = EhashStack::start_with_transactions("annotate", |pool| {
         pool.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
         })
@@ -183,6 +186,34 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
     let (_, prev) = tdp.template().await;
     let template = tdp.template_with_transactions().await;
     let txs = tdp.transaction_data(template.template_id).await.unwrap();
+    (stack, chain, prev, template, txs)
+}
+
+/// A work-selecting connection with the ehash extension and an extended
+/// channel locked to `key`.
+async fn work_selecting_channel(stack: &EhashStack, key: &LockingKey) -> (MiningClient, u32) {
+    let mut client = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
+    client.setup_connection(0b10).await;
+    client
+        .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
+        .await;
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    (client, channel)
+}
+
+/// A job declaration client declares the template of its own template
+/// provider (the same devnet-tp, with transactions) and mines it as a
+/// custom job: every share is quoted and minted. What does not pay the
+/// pool, or does not commit to the channel's key, is refused by name and
+/// the connections stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_a_declared_job_are_quoted_and_minted() {
+    let (stack, _chain, prev, template, txs) = declarable_template().await;
 
     let mut jdc = JdTestClient::connect(stack.pool().jds_addr().unwrap()).await;
     let (token, pool_script) = jdc.allocate().await;
@@ -221,17 +252,7 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         .expect("declared");
 
     let (secret, key) = miner_key();
-    let mut client = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
-        .await
-        .unwrap();
-    client.setup_connection(0b10).await;
-    client
-        .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
-        .await;
-    let channel = client
-        .open_extended(&format!("{key}.rig"), 1.0, 4)
-        .await
-        .expect("channel opens");
+    let (mut client, channel) = work_selecting_channel(&stack, &key).await;
     let keyless = custom_job(
         channel,
         declared.clone(),
@@ -256,30 +277,12 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
 /// its channel with its own template, and its shares are minted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coinbase_only_client_sets_its_token_directly_and_is_paid() {
-    let (stack, _chain) = EhashStack::start_with_transactions("annotate", |pool| {
-        pool.jds = Some(pool::config::JdsSettings {
-            listen_address: "127.0.0.1:0".into(),
-        })
-    })
-    .await;
-    let mut tdp = TdpClient::connect(stack.tp().local_addr()).await;
-    let (_, prev) = tdp.template().await;
-    let template = tdp.template_with_transactions().await;
+    let (stack, _chain, prev, template, _) = declarable_template().await;
     let mut jdc = JdTestClient::connect_coinbase_only(stack.pool().jds_addr().unwrap()).await;
     let (token, pool_script) = jdc.allocate().await;
 
     let (secret, key) = miner_key();
-    let mut client = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
-        .await
-        .unwrap();
-    client.setup_connection(0b10).await;
-    client
-        .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
-        .await;
-    let channel = client
-        .open_extended(&format!("{key}.rig"), 1.0, 4)
-        .await
-        .expect("channel opens");
+    let (mut client, channel) = work_selecting_channel(&stack, &key).await;
     let outputs = vec![
         pool_output(&template, &pool_script),
         ehash::coinbase::key_commitment_output(&key),

@@ -48,6 +48,23 @@ async fn start_jd_client(
     (jdc, shutdown, events)
 }
 
+/// A translator on jd-client with a CPU miner hashing through it.
+async fn mine_through(
+    stack: &EhashStack,
+    jdc: &jd_client::JdcHandle,
+    dir: &std::path::Path,
+) -> (RunningTranslator, CancellationToken, miner::Miner) {
+    let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir);
+    config.nominal_hashrate = 2000.0;
+    let tr = RunningTranslator::start(config).await;
+    let stop_mining = CancellationToken::new();
+    let running = miner::start(
+        miner_config(tr.handle.local_addr(), Mode::Cpu),
+        stop_mining.clone(),
+    );
+    (tr, stop_mining, running)
+}
+
 /// miner -> translator -> jd-client -> pool (+ its job declarator) -> mint:
 /// the miner mines templates of jd-client's own template provider, with
 /// their transactions, declared at the pool, and every share is paid once.
@@ -76,14 +93,7 @@ async fn jd_client_falls_back_while_the_pool_is_killed_and_declares_again_losing
     until_listening(stack.pool_addr(), "the pool child").await;
     let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
-    config.nominal_hashrate = 2000.0;
-    let tr = RunningTranslator::start(config).await;
-    let stop_mining = CancellationToken::new();
-    let running = miner::start(
-        miner_config(tr.handle.local_addr(), Mode::Cpu),
-        stop_mining.clone(),
-    );
+    let (tr, stop_mining, running) = mine_through(&stack, &jdc, dir.path()).await;
     let stats = running.stats();
     until_accepted(&stats, 3).await;
 
@@ -160,14 +170,7 @@ async fn a_block_found_on_a_declared_job_lands_in_the_chain_with_its_transaction
     let mut blocks = stack.tp().subscribe_blocks();
     let height = stack.tp().height();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = translator_config(&[jdc.local_addr()], &stack.mint_url(), dir.path());
-    config.nominal_hashrate = 2000.0;
-    let tr = RunningTranslator::start(config).await;
-    let stop_mining = CancellationToken::new();
-    let running = miner::start(
-        miner_config(tr.handle.local_addr(), Mode::Cpu),
-        stop_mining.clone(),
-    );
+    let (tr, stop_mining, running) = mine_through(&stack, &jdc, dir.path()).await;
     let submitted =
         async { while events.recv().await.unwrap() != jd_client::JdcEvent::BlockSubmitted {} };
     tokio::time::timeout(Duration::from_secs(180), submitted)
