@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use stratum_core::bitcoin::{
     block::{Header, Version},
-    consensus::deserialize,
     hashes::Hash,
     pow::CompactTarget,
     Amount, BlockHash, ScriptBuf, Transaction, TxMerkleNode, TxOut,
@@ -106,11 +105,8 @@ impl TdpClient {
                 Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                     T::RequestTransactionDataSuccess(ok),
                 ))) if ok.template_id == template_id => {
-                    return Ok(ok
-                        .transaction_list
-                        .iter()
-                        .map(|tx| deserialize(tx.as_ref()).expect("a transaction"))
-                        .collect())
+                    return Ok(roles_common::sv2::template_transactions(&ok)
+                        .expect("transactions that decode"))
                 }
                 Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                     T::RequestTransactionDataError(e),

@@ -18,6 +18,7 @@ use stratum_apps::network_helpers::{
     noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
     Error as NetError, TCP_CONNECT_TIMEOUT,
 };
+use stratum_apps::stratum_core::bitcoin::{consensus::deserialize, Transaction};
 use stratum_apps::stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionOwned, SetupConnectionSuccessOwned,
 };
@@ -27,7 +28,9 @@ use stratum_apps::stratum_core::parsers_sv2::{
     ExtensionsNegotiationOwned, ExtensionsOwned, IsSv2Message, ParserError,
     TemplateDistributionOwned,
 };
-use stratum_apps::stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
+use stratum_apps::stratum_core::template_distribution_sv2::{
+    CoinbaseOutputConstraintsOwned, RequestTransactionDataSuccessOwned,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -301,6 +304,25 @@ pub async fn connect_template_provider(
     .await
     .map_err(|e| e.to_string())?;
     Ok(conn)
+}
+
+/// The transactions of a RequestTransactionData.Success, decoded; an error
+/// names the first one that does not decode.
+pub fn template_transactions(
+    data: &RequestTransactionDataSuccessOwned,
+) -> Result<Vec<Transaction>, String> {
+    data.transaction_list
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            deserialize(bytes.as_ref()).map_err(|e| {
+                format!(
+                    "template {}: transaction {i} does not decode: {e}",
+                    data.template_id
+                )
+            })
+        })
+        .collect()
 }
 
 /// The SetupConnection a Hashpool client sends (vendor "hashpool").

@@ -362,20 +362,9 @@ impl Chain {
             .push_int(height as i64)
             .into_script()
             .into_bytes();
-        let transactions: Vec<Transaction> = self
-            .mempool
-            .txs()
-            .iter()
-            .take(MAX_TEMPLATE_TXS)
-            .map(|entry| entry.tx.clone())
-            .collect();
-        let fees: u64 = self
-            .mempool
-            .txs()
-            .iter()
-            .take(MAX_TEMPLATE_TXS)
-            .map(|entry| entry.fee)
-            .sum();
+        let chosen = &self.mempool.txs()[..self.mempool.len().min(MAX_TEMPLATE_TXS)];
+        let transactions: Vec<Transaction> = chosen.iter().map(|entry| entry.tx.clone()).collect();
+        let fees: u64 = chosen.iter().map(|entry| entry.fee).sum();
         let subsidy = self.params.subsidy(height);
         let mut outputs = Vec::new();
         let mut faucet = 0;

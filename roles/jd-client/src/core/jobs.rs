@@ -180,16 +180,13 @@ impl Jobs {
                 self.declare(mode, channels)
             }
             Tdp::RequestTransactionDataSuccess(data) => {
-                let mut txs = Vec::with_capacity(data.transaction_list.len());
-                for bytes in data.transaction_list.iter() {
-                    match deserialize(bytes.as_ref()) {
-                        Ok(tx) => txs.push(tx),
-                        Err(e) => {
-                            warn!("the template provider listed a transaction that does not decode: {e}");
-                            return vec![];
-                        }
+                let txs = match roles_common::sv2::template_transactions(&data) {
+                    Ok(txs) => txs,
+                    Err(e) => {
+                        warn!("the template provider sent a bad transaction list: {e}");
+                        return vec![];
                     }
-                }
+                };
                 self.transactions.insert(data.template_id, txs);
                 let is_current = self
                     .current

@@ -8,7 +8,6 @@ use ehash_ext_sv2::MessageSet;
 use roles_common::sv2::{self, message_name, Incoming, Sv2Connection};
 use stats_sv2::link;
 use stratum_apps::key_utils::Secp256k1PublicKey;
-use stratum_core::bitcoin::consensus::deserialize;
 use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::{
     CoinbaseOutputConstraintsOwned, RequestTransactionDataOwned,
@@ -153,19 +152,13 @@ async fn tp_serve(
 
 /// A template's transactions, for the job declarator.
 fn template_transactions(shared: &Shared, data: RequestTransactionDataSuccessOwned) {
-    let mut transactions = Vec::with_capacity(data.transaction_list.len());
-    for bytes in data.transaction_list.iter() {
-        match deserialize(bytes.as_ref()) {
-            Ok(tx) => transactions.push(tx),
-            Err(e) => {
-                warn!(
-                    template_id = data.template_id,
-                    "the template provider listed a transaction that does not decode: {e}"
-                );
-                return;
-            }
+    let transactions = match sv2::template_transactions(&data) {
+        Ok(transactions) => transactions,
+        Err(e) => {
+            warn!("the template provider sent a bad transaction list: {e}");
+            return;
         }
-    }
+    };
     debug!(
         template_id = data.template_id,
         transactions = transactions.len(),

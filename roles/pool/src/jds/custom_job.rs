@@ -93,27 +93,13 @@ fn check_against(
     tip: &Tip,
     key: Option<&LockingKey>,
 ) -> Result<(), CustomJobRefusal> {
-    if job.tip_seq != tip.seq || m.prev_hash.to_array() != tip.prev_hash {
+    if job.tip_seq != tip.seq {
         return Err(refuse(
             "stale-chain-tip",
-            "the job builds on a tip that is not the pool's",
+            "the job was declared on an earlier tip",
         ));
     }
-    if m.nbits != tip.nbits {
-        return Err(refuse(
-            "invalid-nbits",
-            format!("nbits {:08x}, the tip's {:08x}", m.nbits, tip.nbits),
-        ));
-    }
-    if m.min_ntime < tip.min_ntime {
-        return Err(refuse(
-            "invalid-min-ntime",
-            format!(
-                "min_ntime {} before the tip's {}",
-                m.min_ntime, tip.min_ntime
-            ),
-        ));
-    }
+    check_tip(m, tip)?;
     if m.version != job.version {
         return Err(refuse("invalid-version", "not the declared version"));
     }
@@ -158,6 +144,33 @@ fn check_against(
     Ok(())
 }
 
+/// The job builds on the pool's tip: its prev hash and nBits, and no
+/// earlier time.
+fn check_tip(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobRefusal> {
+    if m.prev_hash.to_array() != tip.prev_hash {
+        return Err(refuse(
+            "stale-chain-tip",
+            "the job builds on a tip that is not the pool's",
+        ));
+    }
+    if m.nbits != tip.nbits {
+        return Err(refuse(
+            "invalid-nbits",
+            format!("nbits {:08x}, the tip's {:08x}", m.nbits, tip.nbits),
+        ));
+    }
+    if m.min_ntime < tip.min_ntime {
+        return Err(refuse(
+            "invalid-min-ntime",
+            format!(
+                "min_ntime {} before the tip's {}",
+                m.min_ntime, tip.min_ntime
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A coinbase-only job: the pool never sees its transactions (the merkle
 /// path is the client's), so what it checks is the tip and the coinbase:
 /// for the height after the pool's tip, paying the pool all the reward its
@@ -168,18 +181,7 @@ fn check_coinbase_only(
     reward_script: &stratum_core::bitcoin::Script,
     key: Option<&LockingKey>,
 ) -> Result<(), CustomJobRefusal> {
-    if m.prev_hash.to_array() != tip.prev_hash {
-        return Err(refuse(
-            "stale-chain-tip",
-            "the job builds on a tip that is not the pool's",
-        ));
-    }
-    if m.nbits != tip.nbits {
-        return Err(refuse("invalid-nbits", "not the tip's nbits"));
-    }
-    if m.min_ntime < tip.min_ntime {
-        return Err(refuse("invalid-min-ntime", "before the tip's min_ntime"));
-    }
+    check_tip(m, tip)?;
     if !m.coinbase_prefix.as_bytes().starts_with(&tip.height_push) {
         return Err(refuse(
             "invalid-coinbase-prefix",

@@ -261,12 +261,13 @@ impl JobDeclarator {
         // Transactions not listed on the previous tip or this one are forgotten.
         self.known.retain(|_, (_, seen)| *seen + 1 >= seq);
         self.declared.retain(|_, job| job.tip_seq == seq - 1);
+        let height_push = height_push(template);
         self.tip = Some(Tip {
             prev_hash: prev.prev_hash.to_array(),
             nbits: prev.n_bits,
             min_ntime: prev.header_timestamp,
-            height_push: height_push(template),
-            height: push_height(&height_push(template)),
+            height: push_height(&height_push),
+            height_push,
             required_outputs: template_outputs(template),
             seq,
         });
@@ -404,7 +405,12 @@ impl JobDeclarator {
         now_ms: u64,
         may_park: bool,
     ) -> JdReply {
-        if may_park && self.one_block_ahead(&m) && self.parked.len() < MAX_PARKED {
+        let rebuilt = coinbase::rebuild(
+            m.coinbase_tx_prefix.as_bytes(),
+            m.coinbase_tx_suffix.as_bytes(),
+        );
+        if may_park && self.one_block_ahead(rebuilt.as_ref().ok()) && self.parked.len() < MAX_PARKED
+        {
             debug!(
                 conn,
                 request_id = m.request_id,
@@ -445,10 +451,7 @@ impl JobDeclarator {
                 "the pool has no chain tip yet",
             );
         };
-        let coinbase = match coinbase::rebuild(
-            m.coinbase_tx_prefix.as_bytes(),
-            m.coinbase_tx_suffix.as_bytes(),
-        ) {
+        let coinbase = match rebuilt {
             Ok(tx) => tx,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
         };
@@ -529,18 +532,12 @@ impl JobDeclarator {
         self.accept(conn, declared, &[], now_ms)
     }
 
-    /// Whether `m`'s coinbase is for the block after the pool's next one.
-    fn one_block_ahead(&self, m: &DeclareMiningJobOwned) -> bool {
+    /// Whether `coinbase` is for the block after the pool's next one.
+    fn one_block_ahead(&self, coinbase: Option<&Transaction>) -> bool {
         let Some(next) = self.tip.as_ref().and_then(|t| t.height) else {
             return false;
         };
-        coinbase::rebuild(
-            m.coinbase_tx_prefix.as_bytes(),
-            m.coinbase_tx_suffix.as_bytes(),
-        )
-        .ok()
-        .and_then(|tx| push_height(tx.input[0].script_sig.as_bytes()))
-            == Some(next + 1)
+        coinbase.and_then(|tx| push_height(tx.input[0].script_sig.as_bytes())) == Some(next + 1)
     }
 
     fn provided(
