@@ -15,6 +15,7 @@ mod load_miner;
 mod mining_client;
 mod pool_load;
 mod role_child;
+pub mod scale_out;
 mod shipped_configs;
 mod stack;
 mod stats_sink;

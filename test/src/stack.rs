@@ -115,6 +115,7 @@ pub fn mint_config(dir: &Path, tp: SocketAddr) -> mint::MintConfig {
             max_tip_age: 6,
             unseen_tip_wait_secs: 10,
         }),
+        redis: None,
         name: "test mint".into(),
         description: None,
     }
@@ -123,6 +124,9 @@ pub fn mint_config(dir: &Path, tp: SocketAddr) -> mint::MintConfig {
 /// The `[mint]` table of a pool config for a mint link at `address`.
 pub fn mint_settings(address: SocketAddr, mode: &str) -> pool::config::MintSettings {
     pool::config::MintSettings {
+        transport: pool::config::MintTransport::Noise,
+        redis_url: None,
+        redis_prefix: "hashpool".into(),
         address: address.to_string(),
         authority_public_key: public_key(MINT_PUBLIC_KEY),
         identity_secret_key: secret_key(POOL_IDENTITY_SECRET_KEY),

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod client;
 mod messages;
+pub mod stream;
 
 pub use ehash::constants::mint_quote::{PROTOCOL, PROTOCOL_VERSION};
 pub use ehash::wire::{DecodeError, EncodeError};

@@ -17,6 +17,8 @@ pub mod http;
 pub mod limits;
 pub mod log_limit;
 pub mod private;
+pub mod redis_stream;
+pub mod services;
 pub mod stats_publisher;
 pub mod sv2;
 #[doc(hidden)]
@@ -319,9 +321,39 @@ where
     }
 }
 
+/// `url` without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            redact_url("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://user:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://:secret@host:6379"),
+            "redis://:***@host:6379"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
 
     #[test]
     fn a_mutex_whose_holder_panicked_is_still_usable() {

@@ -9,6 +9,7 @@ use roles_common::CancellationToken;
 use tracing::info;
 
 use crate::profile::DevnetConfigs;
+use crate::scale_out;
 use crate::status::{Snapshot, StatusLine};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +31,12 @@ pub enum DevnetError {
     JdClient(#[from] jd_client::JdcError),
     #[error("stats service: {0}")]
     Stats(#[from] pool_stats::PoolStatsError),
+    #[error("{0}")]
+    Services(String),
 }
 
 /// Where each role listens, as bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     pub template_provider: SocketAddr,
     pub mint_http: SocketAddr,
@@ -44,6 +47,16 @@ pub struct Endpoints {
     pub translator: SocketAddr,
     pub pool_dashboard: SocketAddr,
     pub proxy_dashboard: SocketAddr,
+    pub scale_out: Option<ScaleOutEndpoints>,
+}
+
+/// The second mint and pool, and the servers they share, with `--scale-out`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaleOutEndpoints {
+    pub postgres: SocketAddr,
+    pub redis: String,
+    pub second_mint_http: SocketAddr,
+    pub second_pool: SocketAddr,
 }
 
 /// A listener bound to "every address" is reached on loopback.
@@ -93,6 +106,15 @@ struct Roles {
     jd_client: Option<Role<jd_client::JdcHandle>>,
     translator: Role<translator::TranslatorHandle>,
     miner: Role<miner::Miner>,
+    scale_out: Option<ScaleOut>,
+}
+
+/// With `--scale-out`: a second mint instance and a second pool, and the
+/// PostgreSQL and Redis the mints share.
+struct ScaleOut {
+    services: scale_out::Services,
+    mint: Role<mint::RunningMint>,
+    pool: Role<pool::PoolHandle>,
 }
 
 impl Roles {
@@ -129,6 +151,10 @@ impl Roles {
             chain.tp_address = tp_address.clone();
             chain.tp_authority_public_key = c.devnet_tp.authority_public_key;
         }
+        let services = match c.scale_out {
+            true => Some(scale_out::start_services(c).map_err(DevnetError::Services)?),
+            false => None,
+        };
         let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
 
         c.pool.tp_address = tp_address;
@@ -137,6 +163,10 @@ impl Roles {
         }
         let pool =
             start_role(|stop| pool::start(c.pool.clone(), stop, pool::Hooks::default())).await?;
+        let scale_out = match services {
+            Some(services) => Some(ScaleOut::start(c, services).await?),
+            None => None,
+        };
 
         // The devnet translator mines on this pool only, or through jd-client.
         let mut upstream = c.translator.upstreams[0].clone();
@@ -154,6 +184,13 @@ impl Roles {
             jd_client = Some(jdc);
         }
         c.translator.upstreams = vec![upstream];
+        // The second pool is the translator's fallback.
+        if let Some(second) = &scale_out {
+            let mut fallback = c.translator.upstreams[0].clone();
+            fallback.address = reachable(second.pool.handle.local_addr()).to_string();
+            fallback.authority_public_key = c.pool.authority_public_key;
+            c.translator.upstreams.push(fallback);
+        }
         c.translator.mint_url = format!("http://{}", reachable(mint.handle.http_addr));
         let translator = start_role(|stop| translator::start(c.translator.clone(), stop)).await?;
 
@@ -172,6 +209,7 @@ impl Roles {
             jd_client,
             translator,
             miner,
+            scale_out,
         })
     }
 
@@ -189,6 +227,12 @@ impl Roles {
             translator: self.translator.handle.local_addr(),
             pool_dashboard: self.pool_stats.handle.http_addr,
             proxy_dashboard: self.proxy_stats.handle.http_addr,
+            scale_out: self.scale_out.as_ref().map(|s| ScaleOutEndpoints {
+                postgres: s.services.postgres.addr(),
+                redis: s.services.redis.url(),
+                second_mint_http: s.mint.handle.http_addr,
+                second_pool: s.pool.handle.local_addr(),
+            }),
         }
     }
 
@@ -239,16 +283,46 @@ impl Roles {
             jdc.stop.cancel();
             jdc.handle.wait().await;
         }
-        self.pool.stop.cancel();
-        self.pool.handle.wait().await;
-        self.mint.stop.cancel();
-        self.mint.handle.wait().await;
+        let mut pools = vec![self.pool];
+        let mut mints = vec![self.mint];
+        let mut services = None;
+        if let Some(second) = self.scale_out {
+            pools.push(second.pool);
+            mints.push(second.mint);
+            services = Some(second.services);
+        }
+        for pool in pools {
+            pool.stop.cancel();
+            pool.handle.wait().await;
+        }
+        for mint in mints {
+            mint.stop.cancel();
+            mint.handle.wait().await;
+        }
+        // PostgreSQL and Redis stop last, when dropped.
+        drop(services);
         self.tp.stop.cancel();
         self.tp.handle.wait().await;
         for stats in [self.pool_stats, self.proxy_stats] {
             stats.stop.cancel();
             stats.handle.wait().await;
         }
+    }
+}
+
+impl ScaleOut {
+    /// The second mint and pool, once the first ones run.
+    async fn start(c: &DevnetConfigs, services: scale_out::Services) -> Result<Self, DevnetError> {
+        let mint_config = scale_out::second_mint(&c.mint);
+        let mint = start_role(|stop| mint::start(mint_config, stop)).await?;
+        let pool_config = scale_out::second_pool(&c.pool, &c.state_dir);
+        let pool =
+            start_role(|stop| pool::start(pool_config, stop, pool::Hooks::default())).await?;
+        Ok(Self {
+            services,
+            mint,
+            pool,
+        })
     }
 }
 
@@ -304,6 +378,24 @@ fn describe(c: &DevnetConfigs, e: &Endpoints) -> String {
             "  jd-client          {jdc}  declares the template provider's templates; the translator mines through it\n"
         );
     }
+    if let Some(scale_out) = &e.scale_out {
+        s += &format!(
+            "  second mint        http://{}  the same database and quote stream\n",
+            scale_out.second_mint_http
+        );
+        s += &format!(
+            "  second pool        {}  its own identity and outbox; the translator's fallback\n",
+            scale_out.second_pool
+        );
+        s += &format!(
+            "  PostgreSQL         {}  the mints' database (temporary: fresh each run)\n",
+            scale_out.postgres
+        );
+        s += &format!(
+            "  Redis              {}  quote requests and answers (temporary)\n",
+            scale_out.redis
+        );
+    }
     s += &format!(
         "  translator         stratum+tcp://{}  point SV1 miners here\n",
         e.translator
@@ -352,7 +444,9 @@ pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
         .with(
             fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+                // cdk's SQL layer warns of every statement over 20 ms: on a
+                // synced PostgreSQL that is most commits, noise on a terminal.
+                .with_filter(EnvFilter::new("warn,cdk_sql_common=error")),
         )
         .try_init()
         .map_err(|e| e.to_string())?;

@@ -6,4 +6,5 @@
 pub mod audit;
 pub mod devnet;
 pub mod profile;
+pub mod scale_out;
 pub mod status;

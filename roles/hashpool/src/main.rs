@@ -30,6 +30,11 @@ enum Command {
         /// declarator.
         #[arg(long)]
         jd: bool,
+        /// Run as a small cluster: two mint instances on one PostgreSQL,
+        /// fed by Redis Streams, and two pools (PostgreSQL and Redis are
+        /// started here, their data under the state dir).
+        #[arg(long)]
+        scale_out: bool,
     },
     /// An ehash wallet: a miner's own (`--dir`), or the devnet translator's.
     ///
@@ -92,7 +97,8 @@ fn main() -> ExitCode {
             profile,
             ephemeral_ports,
             jd,
-        } => devnet(&runtime, &profile, ephemeral_ports, jd),
+            scale_out,
+        } => devnet(&runtime, &profile, ephemeral_ports, jd, scale_out),
         Command::Wallet {
             profile,
             dir,
@@ -139,6 +145,7 @@ fn devnet(
     profile: &ProfileArgs,
     ephemeral_ports: bool,
     declared_jobs: bool,
+    scale_out: bool,
 ) -> ExitCode {
     let mut configs = match load(profile) {
         Ok(c) => c,
@@ -147,6 +154,7 @@ fn devnet(
     if declared_jobs {
         configs.use_declared_jobs();
     }
+    configs.scale_out = scale_out;
     if ephemeral_ports {
         configs.use_ephemeral_ports();
     }

@@ -85,6 +85,8 @@ pub struct DevnetConfigs {
     /// With `declared_jobs`, the translator mines through this jd-client.
     pub jd_client: jd_client::JdClientConfig,
     pub declared_jobs: bool,
+    /// Mints on PostgreSQL fed by Redis Streams, two of each mint and pool.
+    pub scale_out: bool,
     pub miner: miner::MinerConfig,
     pub pool_stats: pool_stats::PoolStatsConfig,
     pub proxy_stats: proxy_stats::ProxyStatsConfig,
@@ -135,6 +137,7 @@ pub fn load(profile_path: &Path) -> Result<DevnetConfigs, String> {
         translator,
         jd_client,
         declared_jobs: false,
+        scale_out: false,
         miner,
         pool_stats,
         proxy_stats,
@@ -148,7 +151,10 @@ impl DevnetConfigs {
     pub fn move_state_to(&mut self, state_dir: &Path) {
         self.state_dir = state_dir.to_path_buf();
         self.devnet_tp.state_dir = state_dir.join("devnet-tp");
-        if self.mint.database != mint::config::IN_MEMORY_DATABASE {
+        if matches!(
+            self.mint.database_location(),
+            mint::config::DatabaseLocation::Sqlite(_)
+        ) {
             self.mint.database = state_dir
                 .join("mint")
                 .join("mint.sqlite")

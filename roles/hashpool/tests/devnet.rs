@@ -237,3 +237,34 @@ fn devnet_keys_on_another_network_stop_it_with_one_line() {
         &["pool.toml", "authority_secret_key", "mainnet"],
     );
 }
+
+/// `hashpool devnet --scale-out`: two mint instances on one PostgreSQL read
+/// the quote requests of two pools from Redis Streams; the miner's shares
+/// go through the first pool and the wallet grows as before.
+#[test]
+fn hashpool_devnet_scale_out_quotes_over_redis_and_pays() {
+    let state = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start_with(state.path(), &ports(), &["devnet", "--scale-out"]);
+    devnet.line(120, "the Redis line", |l| l.contains("Redis"));
+    devnet.balance_above(0);
+    let log = std::fs::read_to_string(state.path().join("devnet.log")).unwrap();
+    for consumer in ["devnet-mint-a", "devnet-mint-b"] {
+        assert!(
+            log.contains(&format!(
+                "reading hashpool:mint-quote:requests as `{consumer}`"
+            )),
+            "mint instance {consumer} reads the request stream"
+        );
+    }
+    assert_eq!(
+        log.matches("mint link up: redis").count(),
+        2,
+        "both pools reach the mints over Redis"
+    );
+    assert!(
+        log.contains("database postgres://"),
+        "the mints are on PostgreSQL"
+    );
+    let (status, _) = devnet.interrupt();
+    assert!(status.success(), "exit status {status}");
+}

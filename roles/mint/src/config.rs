@@ -41,7 +41,9 @@ pub struct MintConfig {
     pub cert_validity_secs: u64,
     /// The pools allowed to create quotes (`[[pools]]` tables).
     pub pools: Vec<AllowedPool>,
-    /// SQLite file of the mint (quotes, keysets, proofs), or ":memory:".
+    /// Where the mint keeps quotes, keysets and proofs: a SQLite file, or
+    /// ":memory:", or a PostgreSQL URL (`postgres://user:password@host:port/db`,
+    /// `?sslmode=require` for TLS), which several mint processes can share.
     pub database: String,
     /// BIP-39 mnemonic the mint's keysets derive from. Keep it secret.
     pub mnemonic: String,
@@ -61,6 +63,10 @@ pub struct MintConfig {
     /// devnet only.
     #[serde(default)]
     pub chain: Option<ChainSettings>,
+    /// The Redis Streams transport (`[redis]`): quote requests from pools
+    /// that set `transport = "redis"`, served next to the Noise link.
+    #[serde(default)]
+    pub redis: Option<RedisSettings>,
     /// Name and description in the mint info (NUT-06).
     #[serde(default = "default_name")]
     pub name: String,
@@ -114,6 +120,85 @@ pub struct ChainSettings {
     pub unseen_tip_wait_secs: u64,
 }
 
+/// Where this mint process reads quote requests in Redis. All mint
+/// processes of one deployment use the same `url` and `prefix` and share
+/// one database; each takes a share of the requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]` (no TLS: keep Redis on a
+    /// private network).
+    pub url: String,
+    /// Prefix of the deployment's keys; the pools' `redis_prefix`.
+    #[serde(default = "default_redis_prefix")]
+    pub prefix: String,
+    /// This process's name in the consumer group; unique per process.
+    /// Defaults to `<hostname>-<pid>`.
+    #[serde(default)]
+    pub consumer: Option<String>,
+    /// A request delivered to a mint process that has not acknowledged it
+    /// for this long is taken over by another (the first one died).
+    #[serde(default = "default::u64::<10_000>")]
+    pub claim_idle_ms: u64,
+}
+
+pub fn default_redis_prefix() -> String {
+    "hashpool".to_string()
+}
+
+impl RedisSettings {
+    pub fn consumer(&self) -> String {
+        self.consumer.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "mint".to_string());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+/// The database a [`MintConfig`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation<'a> {
+    Memory,
+    Sqlite(PathBuf),
+    /// The URL, password included: log [`MintConfig::database_for_logs`].
+    Postgres(&'a str),
+}
+
+fn is_postgres_url(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
+}
+
+/// A PostgreSQL URL with its password (`user:password@`, or a `password=`
+/// parameter) replaced by `***`.
+fn redact_password(database: &str) -> String {
+    let Some((scheme, rest)) = database.split_once("://") else {
+        return database.to_string();
+    };
+    // As tokio-postgres reads a URL: the credentials end at the first '@'.
+    let (mut redacted, mut tail) = match rest.split_once('@') {
+        Some((credentials, after)) => match credentials.split_once(':') {
+            Some((user, _password)) => (format!("{scheme}://{user}:***@"), after),
+            None => (format!("{scheme}://{credentials}@"), after),
+        },
+        None => (format!("{scheme}://"), rest),
+    };
+    while let Some(at) = tail.to_ascii_lowercase().find("password=") {
+        let value = at + "password=".len();
+        redacted.push_str(&tail[..value]);
+        redacted.push_str("***");
+        let value_end = tail[value..]
+            .find(['&', ' '])
+            .map_or(tail.len(), |i| value + i);
+        tail = &tail[value_end..];
+    }
+    redacted.push_str(tail);
+    redacted
+}
+
 fn default_name() -> String {
     "Hashpool mint".to_string()
 }
@@ -138,9 +223,23 @@ impl MintConfig {
         xpriv.private_key.public_key(&Secp256k1::signing_only())
     }
 
-    /// The path of the SQLite file, or None for an in-memory database.
-    pub fn database_path(&self) -> Option<PathBuf> {
-        (self.database != IN_MEMORY_DATABASE).then(|| PathBuf::from(&self.database))
+    /// What `database` names.
+    pub fn database_location(&self) -> DatabaseLocation<'_> {
+        if is_postgres_url(&self.database) {
+            DatabaseLocation::Postgres(&self.database)
+        } else if self.database == IN_MEMORY_DATABASE {
+            DatabaseLocation::Memory
+        } else {
+            DatabaseLocation::Sqlite(PathBuf::from(&self.database))
+        }
+    }
+
+    /// `database` as it may be logged: without a password.
+    pub fn database_for_logs(&self) -> String {
+        match self.database_location() {
+            DatabaseLocation::Postgres(url) => redact_password(url),
+            _ => self.database.clone(),
+        }
     }
 
     pub fn public_url(&self) -> String {
@@ -215,8 +314,36 @@ impl Validate for MintConfig {
         if self.max_batch_size == 0 {
             return Err(ConfigError::new("max_batch_size", "must be at least 1"));
         }
+        if let Some(redis) = &self.redis {
+            if !redis.url.starts_with("redis://") {
+                return Err(ConfigError::new("redis.url", "must start with redis://"));
+            }
+            if redis.prefix.is_empty() || redis.prefix.contains(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    "redis.prefix",
+                    "must be non-empty, without spaces",
+                ));
+            }
+            if redis.claim_idle_ms < 100 {
+                return Err(ConfigError::new(
+                    "redis.claim_idle_ms",
+                    "must be at least 100",
+                ));
+            }
+        }
         if self.database.trim().is_empty() {
             return Err(ConfigError::new("database", "is empty"));
+        }
+        if let DatabaseLocation::Postgres(url) = self.database_location() {
+            cdk_postgres::PgConfig::from(url).validate().map_err(|e| {
+                ConfigError::new(
+                    "database",
+                    format!(
+                        "`{}` is not a usable PostgreSQL URL: {e}",
+                        redact_password(url)
+                    ),
+                )
+            })?;
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -227,5 +354,76 @@ impl Validate for MintConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_database(database: &str) -> MintConfig {
+        MintConfig {
+            database: database.into(),
+            ..roles_common::testing::load_shipped("mint.toml")
+        }
+    }
+
+    #[test]
+    fn a_postgres_url_opens_postgres_anything_else_sqlite() {
+        let url = "postgres://mint:secret@db.internal:5432/mint";
+        assert_eq!(
+            with_database(url).database_location(),
+            DatabaseLocation::Postgres(url)
+        );
+        assert!(matches!(
+            with_database("postgresql://db/mint").database_location(),
+            DatabaseLocation::Postgres(_)
+        ));
+        assert_eq!(
+            with_database(":memory:").database_location(),
+            DatabaseLocation::Memory
+        );
+        assert_eq!(
+            with_database("state/mint/mint.sqlite").database_location(),
+            DatabaseLocation::Sqlite(PathBuf::from("state/mint/mint.sqlite"))
+        );
+    }
+
+    #[test]
+    fn the_password_never_reaches_the_logs() {
+        for (database, logged) in [
+            (
+                "postgres://mint:s3cr%40t@db:5432/mint",
+                "postgres://mint:***@db:5432/mint",
+            ),
+            (
+                "postgresql://mint:p/a?ss@db/mint?sslmode=require",
+                "postgresql://mint:***@db/mint?sslmode=require",
+            ),
+            (
+                "postgres://db/mint?user=mint&password=secret&sslmode=require",
+                "postgres://db/mint?user=mint&password=***&sslmode=require",
+            ),
+            (
+                "postgres://mint@127.0.0.1:5433/mint",
+                "postgres://mint@127.0.0.1:5433/mint",
+            ),
+            ("state/mint/mint.sqlite", "state/mint/mint.sqlite"),
+        ] {
+            assert_eq!(with_database(database).database_for_logs(), logged);
+        }
+    }
+
+    #[test]
+    fn a_malformed_postgres_url_is_refused_naming_database_without_the_password() {
+        let error = with_database("postgres://mint:secret@db:notaport/mint")
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.field, "database");
+        assert!(!error.to_string().contains("secret"), "{error}");
+        assert!(!error.to_string().contains('\n'), "{error}");
+        with_database("postgres://mint:secret@db:5432/mint")
+            .validate()
+            .unwrap();
     }
 }

@@ -43,14 +43,14 @@ pub struct LinkContext {
 
 impl LinkContext {
     /// The reward script of an allowed pool.
-    fn reward_script(&self, pool_key: &XOnlyPublicKey) -> Option<ScriptBuf> {
+    pub(crate) fn reward_script(&self, pool_key: &XOnlyPublicKey) -> Option<ScriptBuf> {
         self.pools
             .iter()
             .find(|(key, _)| key == pool_key)
             .map(|(_, script)| script.clone())
     }
 
-    fn mint_key(&self) -> XOnlyPublicKey {
+    pub(crate) fn mint_key(&self) -> XOnlyPublicKey {
         XOnlyPublicKey::from_slice(&self.authority_public_key.into_bytes())
             .expect("a key_utils public key is a valid x-only key")
     }

@@ -13,6 +13,7 @@
 //! - `lookup`: the signed quote lookup by locking key (HTTP)
 //! - `template_provider`: follows the chain tips into the chain view
 //! - `io`: the Noise listener of the pool link and the HTTP API
+//! - `redis_link`: quote requests from pools over Redis Streams
 
 pub mod audit;
 pub mod backend;
@@ -25,6 +26,7 @@ pub mod link;
 pub mod lookup;
 pub mod quote;
 mod quote_writer;
+mod redis_link;
 pub mod service;
 mod template_provider;
 
@@ -35,13 +37,14 @@ use std::time::Duration;
 use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
+use cdk_common::database::{DynMintDatabase, MintDatabase, MintKeysDatabase};
 use cdk_sqlite::MintSqliteDatabase;
 use roles_common::{private, CancellationToken};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-pub use config::{AllowedPool, ChainSettings, MintConfig};
+pub use config::{AllowedPool, ChainSettings, DatabaseLocation, MintConfig, RedisSettings};
 
 use crate::audit::Audit;
 use crate::backend::EhashBackend;
@@ -54,6 +57,7 @@ use crate::service::QuoteService;
 pub enum MintError {
     #[error("database {path}: {source}")]
     Database {
+        /// The configured database, without its password.
         path: String,
         source: cdk_common::database::Error,
     },
@@ -123,7 +127,7 @@ pub async fn start(
     let backfilled = key_index::backfill(&mint)
         .await
         .map_err(|source| MintError::Database {
-            path: config.database.clone(),
+            path: config.database_for_logs(),
             source,
         })?;
     if backfilled > 0 {
@@ -176,6 +180,14 @@ pub async fn start(
 
     let mut tasks = JoinSet::new();
     tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
+    if let Some(redis) = &config.redis {
+        tasks.spawn(redis_link::serve(
+            redis.clone(),
+            keyset.clone(),
+            ctx.clone(),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(io::serve_link(link_listener, ctx, shutdown.clone()));
     if let (Some(settings), Some(chain)) = (&config.chain, chain) {
         tasks.spawn(template_provider::follow(
@@ -191,7 +203,7 @@ pub async fn start(
         ehash::constants::UNIT,
         ehash::constants::PAYMENT_METHOD,
         config.unit_bits,
-        config.database,
+        config.database_for_logs(),
     );
     Ok(RunningMint {
         http_addr,
@@ -210,7 +222,7 @@ async fn chain_view(
     let tips = template_provider::load_tips(&mint.localstore())
         .await
         .map_err(|source| MintError::Database {
-            path: config.database.clone(),
+            path: config.database_for_logs(),
             source,
         })?;
     let max_tip_age = usize::try_from(settings.max_tip_age).unwrap_or(usize::MAX);
@@ -232,29 +244,61 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, MintError> {
         .map_err(|source| MintError::Listen { addr, source })
 }
 
-async fn open_database(config: &MintConfig) -> Result<Arc<MintSqliteDatabase>, MintError> {
+/// The mint's database, as cdk uses it: one store serves as the mint's
+/// database and as its signatory's keyset store.
+struct Database {
+    store: DynMintDatabase,
+    keys: Arc<dyn MintKeysDatabase<Err = cdk_common::database::Error> + Send + Sync>,
+}
+
+impl Database {
+    fn new<D>(db: D) -> Self
+    where
+        D: MintDatabase<cdk_common::database::Error>
+            + MintKeysDatabase<Err = cdk_common::database::Error>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let db = Arc::new(db);
+        Self {
+            store: db.clone(),
+            keys: db,
+        }
+    }
+}
+
+/// Opens (and migrates) the database `config` names: SQLite, or PostgreSQL,
+/// which several mint processes can share.
+async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
     let db_error = |source| MintError::Database {
-        path: config.database.clone(),
+        path: config.database_for_logs(),
         source,
     };
-    let db = match config.database_path() {
-        None => cdk_sqlite::mint::memory::empty().await.map_err(db_error)?,
-        Some(path) => {
+    Ok(match config.database_location() {
+        DatabaseLocation::Memory => {
+            Database::new(cdk_sqlite::mint::memory::empty().await.map_err(db_error)?)
+        }
+        DatabaseLocation::Sqlite(path) => {
             let io_error = |e| db_error(cdk_common::database::Error::Database(Box::new(e)));
             if let Some(dir) = path.parent() {
                 private::create_dir(dir).map_err(io_error)?;
             }
             private::create_file(&path).map_err(io_error)?;
-            MintSqliteDatabase::new(path).await.map_err(db_error)?
+            Database::new(MintSqliteDatabase::new(path).await.map_err(db_error)?)
         }
-    };
-    Ok(Arc::new(db))
+        DatabaseLocation::Postgres(url) => Database::new(
+            cdk_postgres::MintPgDatabase::new(url)
+                .await
+                .map_err(db_error)?,
+        ),
+    })
 }
 
-async fn build_mint(config: &MintConfig, db: Arc<MintSqliteDatabase>) -> Result<Mint, MintError> {
+async fn build_mint(config: &MintConfig, db: Database) -> Result<Mint, MintError> {
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
     let method = PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string());
-    let mut builder = MintBuilder::new(db.clone());
+    let mut builder = MintBuilder::new(db.store);
     // Denominations 2^0..2^63, no input fee: any u64 amount, free to spend.
     builder.configure_unit(
         unit.clone(),
@@ -286,7 +330,7 @@ async fn build_mint(config: &MintConfig, db: Arc<MintSqliteDatabase>) -> Result<
     }
     // cdk keeps the MintInfo it stored on first start; the config must win.
     let info = builder.current_mint_info();
-    let mint = builder.build_with_seed(db, &config.seed()).await?;
+    let mint = builder.build_with_seed(db.keys, &config.seed()).await?;
     mint.set_mint_info(info).await?;
     Ok(mint)
 }

@@ -1,4 +1,4 @@
-//! The one writer of quotes, with group commit.
+//! The writer of quotes, with group commit.
 //!
 //! Every checked share goes to one task. It takes all the shares waiting
 //! when it is free (at most [`MAX_GROUP`]) and writes them in one database
@@ -10,13 +10,26 @@
 //! index, or by its request `ehash:<share hash>` for a quote an older mint
 //! created and stopped before indexing) or created; a new quote is indexed
 //! by share hash and by locking key and gets its audit entry; the quote is
-//! paid with the share hash as payment id, which cdk records once. Quote,
-//! indexes, audit entry and payment commit together or not at all, so a
-//! share is quoted and paid exactly once whatever crashes when. An answer
-//! is sent only after the commit: a quote id the pool hears is durable.
+//! paid with the share hash as payment id. Quote, indexes, audit entry and
+//! payment commit together or not at all. An answer is sent only after the
+//! commit: a quote id the pool hears is durable.
+//!
+//! Exactly once comes from the database, since several mint processes may
+//! share it: a request has one quote, a share hash one index entry (written
+//! only if absent), a payment id one payment (unique constraints). Two
+//! writers that both miss a share both create its quote; the second insert
+//! waits for the first transaction and fails once it commits. The loser
+//! rolls back and writes the share again, finds the winner's quote, and
+//! answers its id, already paid.
+//!
+//! Each transaction first takes the writers' turn (one row every writer
+//! updates), so writers lock in one order and never deadlock one another:
+//! every new quote appends to the one audit log, so they would queue there
+//! anyway.
 //!
 //! A group whose transaction fails is written again one share at a time,
-//! so a share that cannot be written fails only itself.
+//! so a share that cannot be written fails only itself; a share that loses
+//! a race (or a deadlock) is written again, at most [`MAX_ATTEMPTS`] times.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +37,7 @@ use std::sync::Arc;
 use cdk::mint::Mint;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, PublicKey};
 use cdk_common::database::mint::{Acquired, DynMintTransaction};
+use cdk_common::database::Error as DatabaseError;
 use cdk_common::mint::MintQuote;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
 use cdk_common::{Amount, QuoteId};
@@ -35,6 +49,13 @@ use crate::service::{mint_error, KV_NAMESPACE};
 use crate::{audit, key_index};
 
 const KV_SHARES: &str = "shares";
+/// The row each transaction of quotes updates first: the writers' turn.
+const KV_WRITERS: &str = "writers";
+const KV_TURN: &str = "turn";
+
+/// Attempts at one share while it loses races; a race is settled by the
+/// winner's commit, so the second attempt normally finds its quote.
+pub const MAX_ATTEMPTS: u32 = 4;
 
 /// Most shares written in one transaction. Bounds how long the writer holds
 /// the database (and so how long the audit summary or a wallet's mint
@@ -67,6 +88,8 @@ pub struct QuoteWriter {
     writing: Arc<Mutex<()>>,
     #[cfg(test)]
     groups: Arc<AtomicU64>,
+    #[cfg(test)]
+    races_lost: Arc<AtomicU64>,
     mint: Arc<Mint>,
 }
 
@@ -76,12 +99,14 @@ impl QuoteWriter {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writing = Arc::new(Mutex::new(()));
         let groups = Arc::new(AtomicU64::new(0));
+        let races_lost = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             mint: mint.clone(),
             unit: CurrencyUnit::custom(ehash::constants::UNIT),
             method: PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string()),
             writing: writing.clone(),
             groups: groups.clone(),
+            races_lost: races_lost.clone(),
         };
         tokio::spawn(writer.run(queue));
         Self {
@@ -89,6 +114,8 @@ impl QuoteWriter {
             writing,
             #[cfg(test)]
             groups,
+            #[cfg(test)]
+            races_lost,
             mint,
         }
     }
@@ -122,6 +149,12 @@ impl QuoteWriter {
         self.groups.load(Ordering::Relaxed)
     }
 
+    /// How many transactions lost a race to another writer since it started.
+    #[cfg(test)]
+    pub fn races_lost(&self) -> u64 {
+        self.races_lost.load(Ordering::Relaxed)
+    }
+
     /// Runs `work` between two groups, while no quote is being written.
     pub async fn while_idle<T>(&self, work: impl std::future::Future<Output = T>) -> T {
         let _idle = self.writing.lock().await;
@@ -142,6 +175,40 @@ struct Writer {
     method: PaymentMethod,
     writing: Arc<Mutex<()>>,
     groups: Arc<AtomicU64>,
+    races_lost: Arc<AtomicU64>,
+}
+
+/// Why a transaction of quotes did not commit.
+enum Failure {
+    /// Another transaction wrote one of its shares first, or the database
+    /// broke a deadlock with it: another attempt finds what the winner wrote.
+    LostRace(String),
+    Rejected(Rejection),
+}
+
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Self {
+        Self::Rejected(rejection)
+    }
+}
+
+/// A database error; a unique constraint that refused a write, or a
+/// deadlock, is a lost race.
+fn db_failure(e: DatabaseError) -> Failure {
+    match e {
+        DatabaseError::Duplicate | DatabaseError::Locked | DatabaseError::ConcurrentUpdate => {
+            Failure::LostRace(e.to_string())
+        }
+        e => Failure::Rejected(mint_error(e)),
+    }
+}
+
+fn cdk_failure(e: cdk::Error) -> Failure {
+    match e {
+        cdk::Error::Database(e) => db_failure(e),
+        cdk::Error::ConcurrentUpdate => Failure::LostRace(e.to_string()),
+        e => Failure::Rejected(mint_error(e)),
+    }
 }
 
 impl Writer {
@@ -167,33 +234,60 @@ impl Writer {
             writer.groups.fetch_add(1, Ordering::Relaxed);
         }
         let groups = writer.groups.load(Ordering::Relaxed);
-        tracing::info!("quote writer stopped: {shares} quotes written in {groups} transactions");
+        let races = writer.races_lost.load(Ordering::Relaxed);
+        tracing::info!(
+            "quote writer stopped: {shares} quotes written in {groups} transactions \
+             ({races} lost a race to another writer)"
+        );
     }
 
     async fn write_group(&self, group: Vec<Job>) {
-        let shares: Vec<&ShareToQuote> = group.iter().map(|job| &job.share).collect();
-        match self.commit(&shares).await {
-            Ok(quote_ids) => {
-                for (job, quote_id) in group.into_iter().zip(quote_ids) {
-                    let _ = job.answer.send(Ok(quote_id));
+        if group.len() > 1 {
+            let shares: Vec<&ShareToQuote> = group.iter().map(|job| &job.share).collect();
+            match self.commit(&shares).await {
+                Ok(quote_ids) => {
+                    for (job, quote_id) in group.into_iter().zip(quote_ids) {
+                        let _ = job.answer.send(Ok(quote_id));
+                    }
+                    return;
                 }
-            }
-            Err(rejection) if group.len() > 1 => {
-                tracing::warn!(
+                Err(Failure::LostRace(why)) => tracing::info!(
+                    shares = group.len(),
+                    "a group of quotes lost a race to another writer ({why}); \
+                     writing its shares one at a time"
+                ),
+                Err(Failure::Rejected(rejection)) => tracing::warn!(
                     shares = group.len(),
                     "a group of quotes failed ({rejection}); writing its shares one at a time"
-                );
-                for job in group {
-                    let answer = self
-                        .commit(&[&job.share])
-                        .await
-                        .map(|mut ids| ids.remove(0));
-                    let _ = job.answer.send(answer);
-                }
+                ),
             }
-            Err(rejection) => {
-                for job in group {
-                    let _ = job.answer.send(Err(rejection.clone()));
+        }
+        for job in group {
+            let answer = self.commit_one(&job.share).await;
+            let _ = job.answer.send(answer);
+        }
+    }
+
+    /// One share's quote, written again while it loses races.
+    async fn commit_one(&self, share: &ShareToQuote) -> Result<QuoteId, Rejection> {
+        let mut attempt = 1;
+        loop {
+            match self.commit(&[share]).await {
+                Ok(mut quote_ids) => return Ok(quote_ids.remove(0)),
+                Err(Failure::Rejected(rejection)) => return Err(rejection),
+                Err(Failure::LostRace(why)) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(
+                        share = share.share_hex,
+                        attempt,
+                        "lost a race to another writer ({why}); writing the share again"
+                    );
+                    attempt += 1;
+                }
+                Err(Failure::LostRace(why)) => {
+                    return Err(mint_error(format!(
+                        "share {} lost {MAX_ATTEMPTS} races to other writers, the last: {why}",
+                        share.share_hex
+                    )))
                 }
             }
         }
@@ -201,7 +295,7 @@ impl Writer {
 
     /// Quotes and pays every share in one transaction; the quote ids in
     /// the order of `shares`.
-    async fn commit(&self, shares: &[&ShareToQuote]) -> Result<Vec<QuoteId>, Rejection> {
+    async fn commit(&self, shares: &[&ShareToQuote]) -> Result<Vec<QuoteId>, Failure> {
         let mut tx = self
             .mint
             .localstore()
@@ -210,23 +304,36 @@ impl Writer {
             .map_err(mint_error)?;
         let mut quote_ids = Vec::with_capacity(shares.len());
         let mut newly_paid = Vec::new();
-        for share in shares {
-            match self.quote_and_pay(&mut tx, share).await {
-                Ok((quote, paid_now)) => {
-                    quote_ids.push(quote.id.clone());
-                    if paid_now {
-                        newly_paid.push(quote.inner());
+        let mut written = take_turn(&mut tx).await;
+        if written.is_ok() {
+            for share in shares {
+                match self.quote_and_pay(&mut tx, share).await {
+                    Ok((quote, paid_now)) => {
+                        quote_ids.push(quote.id.clone());
+                        if paid_now {
+                            newly_paid.push(quote.inner());
+                        }
                     }
-                }
-                Err(rejection) => {
-                    if let Err(e) = tx.rollback().await {
-                        tracing::warn!("rolling back a group of quotes: {e}");
+                    Err(failure) => {
+                        written = Err(failure);
+                        break;
                     }
-                    return Err(rejection);
                 }
             }
         }
-        tx.commit().await.map_err(mint_error)?;
+        let committed = match written {
+            Ok(()) => tx.commit().await.map_err(db_failure),
+            Err(failure) => {
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!("rolling back a group of quotes: {e}");
+                }
+                Err(failure)
+            }
+        };
+        if let Err(Failure::LostRace(_)) = &committed {
+            self.races_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        committed?;
         // Wallets subscribed over websockets hear of payments once durable.
         let pubsub = self.mint.pubsub_manager();
         for quote in &newly_paid {
@@ -241,7 +348,7 @@ impl Writer {
         &self,
         tx: &mut DynMintTransaction,
         share: &ShareToQuote,
-    ) -> Result<(Acquired<MintQuote>, bool), Rejection> {
+    ) -> Result<(Acquired<MintQuote>, bool), Failure> {
         let mut quote = match self.find(tx, share).await? {
             Some(quote) => quote,
             None => self.create(tx, share).await?,
@@ -255,14 +362,14 @@ impl Writer {
             .mint
             .pay_mint_quote(tx, &mut quote, payment)
             .await
-            .map_err(mint_error)?;
+            .map_err(cdk_failure)?;
         if quote.amount_paid().value() != share.amount {
-            return Err(mint_error(format!(
+            return Err(Failure::Rejected(mint_error(format!(
                 "quote {} shows {} paid, expected {}",
                 quote.id,
                 quote.amount_paid().value(),
                 share.amount
-            )));
+            ))));
         }
         Ok((quote, paid_now))
     }
@@ -271,22 +378,22 @@ impl Writer {
         &self,
         tx: &mut DynMintTransaction,
         share: &ShareToQuote,
-    ) -> Result<Option<Acquired<MintQuote>>, Rejection> {
+    ) -> Result<Option<Acquired<MintQuote>>, Failure> {
         let indexed = tx
             .kv_read(KV_NAMESPACE, KV_SHARES, &share.share_hex)
             .await
-            .map_err(mint_error)?;
+            .map_err(db_failure)?;
         if let Some(bytes) = indexed {
             let quote_id = parse_quote_id(&bytes)?;
-            let quote = tx.get_mint_quote(&quote_id).await.map_err(mint_error)?;
-            return quote
-                .map(Some)
-                .ok_or_else(|| mint_error(format!("indexed quote {quote_id} vanished")));
+            let quote = tx.get_mint_quote(&quote_id).await.map_err(db_failure)?;
+            return quote.map(Some).ok_or_else(|| {
+                Failure::Rejected(mint_error(format!("indexed quote {quote_id} vanished")))
+            });
         }
         let unindexed = tx
             .get_mint_quote_by_request(&request(share))
             .await
-            .map_err(mint_error)?;
+            .map_err(db_failure)?;
         if let Some(quote) = &unindexed {
             self.index(tx, share, &quote.id).await?;
         }
@@ -297,7 +404,7 @@ impl Writer {
         &self,
         tx: &mut DynMintTransaction,
         share: &ShareToQuote,
-    ) -> Result<Acquired<MintQuote>, Rejection> {
+    ) -> Result<Acquired<MintQuote>, Failure> {
         let quote_id = QuoteId::new();
         let now = roles_common::unix_secs();
         let zero = Amount::new(0, self.unit.clone());
@@ -318,7 +425,7 @@ impl Writer {
             vec![],
             Some(serde_json::json!({ "share_hash": share.share_hex })),
         );
-        let quote = tx.add_mint_quote(quote).await.map_err(mint_error)?;
+        let quote = tx.add_mint_quote(quote).await.map_err(db_failure)?;
         self.index(tx, share, &quote_id).await?;
         Ok(quote)
     }
@@ -331,23 +438,38 @@ impl Writer {
         tx: &mut DynMintTransaction,
         share: &ShareToQuote,
         quote_id: &QuoteId,
-    ) -> Result<(), Rejection> {
-        tx.kv_write(
-            KV_NAMESPACE,
-            KV_SHARES,
-            &share.share_hex,
-            quote_id.to_string().as_bytes(),
-        )
-        .await
-        .map_err(mint_error)?;
+    ) -> Result<(), Failure> {
+        let first = tx
+            .kv_write_if_absent(
+                KV_NAMESPACE,
+                KV_SHARES,
+                &share.share_hex,
+                quote_id.to_string().as_bytes(),
+            )
+            .await
+            .map_err(db_failure)?;
+        if !first {
+            return Err(Failure::LostRace(format!(
+                "another writer indexed share {}",
+                share.share_hex
+            )));
+        }
         key_index::append(tx, &share.locking_key, quote_id)
             .await
-            .map_err(mint_error)?;
+            .map_err(db_failure)?;
         audit::append(tx, &share.audit_entry)
             .await
-            .map_err(mint_error)?;
+            .map_err(db_failure)?;
         Ok(())
     }
+}
+
+/// Takes the writers' turn: the row stays locked, and other writers'
+/// transactions wait, until this one ends.
+async fn take_turn(tx: &mut DynMintTransaction) -> Result<(), Failure> {
+    tx.kv_write(KV_NAMESPACE, KV_WRITERS, KV_TURN, &[])
+        .await
+        .map_err(db_failure)
 }
 
 /// The request cdk stores for an ehash quote; unique per quote.

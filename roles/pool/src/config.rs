@@ -121,6 +121,18 @@ pub struct JdsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MintSettings {
+    /// How quote requests reach the mint: `noise`, the mint's pool link at
+    /// `address` (default); or `redis`, Redis Streams at `redis_url`, read
+    /// by every process of a mint cluster.
+    #[serde(default)]
+    pub transport: MintTransport,
+    /// With `transport = "redis"`: `redis://[user:password@]host:port[/db]`.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// With `transport = "redis"`: the prefix of the deployment's keys, the
+    /// mints' `redis.prefix`.
+    #[serde(default = "default_redis_prefix")]
+    pub redis_prefix: String,
     /// host:port of the mint's pool link.
     #[serde(default = "default::this_machine::<String, 34260>")]
     pub address: String,
@@ -177,7 +189,33 @@ fn refuse_unowned_script(network: Network, script: &ScriptBuf) -> Result<(), Con
     ))
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MintTransport {
+    #[default]
+    Noise,
+    Redis,
+}
+
+fn default_redis_prefix() -> String {
+    "hashpool".into()
+}
+
 impl MintSettings {
+    /// How the link reaches the mint.
+    pub fn link_transport(&self) -> crate::ehash::mint_link::Transport {
+        use crate::ehash::mint_link::Transport;
+        match self.transport {
+            MintTransport::Noise => Transport::Noise {
+                address: self.address.clone(),
+            },
+            MintTransport::Redis => Transport::Redis {
+                url: self.redis_url.clone().expect("validated"),
+                prefix: self.redis_prefix.clone(),
+            },
+        }
+    }
+
     pub fn mode(&self) -> ShareResponseMode {
         self.share_response_mode.parse().expect("validated")
     }
@@ -336,6 +374,29 @@ impl MintSettings {
                 "mint.address",
                 format!("`{}` is not host:port", self.address),
             ));
+        }
+        if self.transport == MintTransport::Redis {
+            match &self.redis_url {
+                Some(url) if url.starts_with("redis://") => {}
+                Some(_) => {
+                    return Err(ConfigError::new(
+                        "mint.redis_url",
+                        "must start with redis://",
+                    ))
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        "mint.redis_url",
+                        "is required with transport = \"redis\"",
+                    ))
+                }
+            }
+            if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    "mint.redis_prefix",
+                    "must be non-empty, without spaces",
+                ));
+            }
         }
         self.share_response_mode
             .parse::<ShareResponseMode>()

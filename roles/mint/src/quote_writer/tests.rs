@@ -1,17 +1,116 @@
+//! The writer's tests, each run against SQLite and against PostgreSQL (a
+//! throwaway server per test, as `roles_common::services` starts it).
+
 use cdk::nuts::SecretKey;
 
 use super::*;
 use crate::config::MintConfig;
 
-async fn mint() -> Arc<Mint> {
+/// A mint on one of the backends, and the server it runs on.
+struct Backend {
+    mint: Arc<Mint>,
+    postgres: Option<roles_common::services::Postgres>,
+}
+
+impl Backend {
+    async fn sqlite() -> Self {
+        Self {
+            mint: mint_on(":memory:").await,
+            postgres: None,
+        }
+    }
+
+    async fn postgres() -> Self {
+        let postgres = tokio::task::spawn_blocking(roles_common::services::Postgres::start)
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+        Self {
+            mint: mint_on(&postgres.url()).await,
+            postgres: Some(postgres),
+        }
+    }
+
+    /// Another mint on the same PostgreSQL database, as another mint
+    /// process opens it.
+    async fn another_mint(&self) -> Arc<Mint> {
+        mint_on(&self.postgres.as_ref().expect("PostgreSQL").url()).await
+    }
+
+    /// Waits until some transaction waits for a lock another one holds. On
+    /// SQLite a writer waits for the database before its transaction
+    /// begins, unseen: returns at once.
+    async fn until_a_transaction_waits(&self) {
+        let Some(postgres) = &self.postgres else {
+            return;
+        };
+        let (client, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no transaction ever waited for a lock"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn mint_on(database: &str) -> Arc<Mint> {
     let config = MintConfig {
-        database: ":memory:".into(),
+        database: database.into(),
         chain: None,
         ..roles_common::testing::load_shipped("mint.toml")
     };
     let db = crate::open_database(&config).await.unwrap();
     Arc::new(crate::build_mint(&config, db).await.unwrap())
 }
+
+/// Declares each test fn (taking a [`Backend`]) as a test on SQLite and a
+/// test on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::sqlite().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::postgres().await).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_once,
+    the_same_share_twice_in_one_group_gets_one_quote,
+    a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted,
+    a_quote_created_but_never_indexed_is_found_indexed_and_paid,
+    a_quote_another_writer_creates_first_is_the_answer_paid_once,
+    a_share_another_writer_indexes_first_is_answered_with_its_quote,
+);
 
 fn share(amount: u64) -> ShareToQuote {
     let pubkey = SecretKey::generate().public_key();
@@ -30,6 +129,54 @@ async fn stored(mint: &Mint, quote_id: &QuoteId) -> MintQuote {
         .await
         .unwrap()
         .expect("the quote is stored")
+}
+
+/// Its quote shows `share` paid, once.
+async fn paid_once(mint: &Mint, quote_id: &QuoteId, share: &ShareToQuote) {
+    let quote = stored(mint, quote_id).await;
+    assert_eq!(quote.amount_paid().value(), share.amount);
+    assert_eq!(quote.payment_ids(), vec![&share.share_hex]);
+}
+
+/// An unpaid quote for `share` as another writer (or an older mint) adds
+/// it, in `tx`.
+async fn add_quote(tx: &mut DynMintTransaction, share: &ShareToQuote) -> QuoteId {
+    let quote_id = QuoteId::new();
+    let unit = CurrencyUnit::custom(ehash::constants::UNIT);
+    tx.add_mint_quote(MintQuote::new(
+        Some(quote_id.clone()),
+        format!("ehash:{}", share.share_hex),
+        unit.clone(),
+        Some(Amount::new(share.amount, unit.clone())),
+        0,
+        PaymentIdentifier::QuoteId(quote_id.clone()),
+        Some(share.pubkey),
+        Amount::new(0, unit.clone()),
+        Amount::new(0, unit),
+        PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into()),
+        0,
+        0,
+        vec![],
+        vec![],
+        None,
+    ))
+    .await
+    .unwrap();
+    quote_id
+}
+
+/// `share` indexed to `quote_id`, in `tx`.
+async fn add_index(tx: &mut DynMintTransaction, share: &ShareToQuote, quote_id: &QuoteId) {
+    let written = tx
+        .kv_write_if_absent(
+            KV_NAMESPACE,
+            KV_SHARES,
+            &share.share_hex,
+            quote_id.to_string().as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(written);
 }
 
 async fn quote_all(
@@ -69,9 +216,10 @@ async fn quote_together(
     queued.expect("spawned").await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_once() {
-    let mint = mint().await;
+async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_once(
+    backend: Backend,
+) {
+    let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     let shares: Vec<_> = (1..=300).map(share).collect();
 
@@ -101,14 +249,12 @@ async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_o
     let again = quote_all(&writer, &shares).await;
     assert_eq!(again, answers);
     for (share, answer) in shares.iter().zip(&answers) {
-        let quote = stored(&mint, answer.as_ref().unwrap()).await;
-        assert_eq!(quote.amount_paid().value(), share.amount);
+        paid_once(&mint, answer.as_ref().unwrap(), share).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_share_twice_in_one_group_gets_one_quote() {
-    let mint = mint().await;
+async fn the_same_share_twice_in_one_group_gets_one_quote(backend: Backend) {
+    let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     let one = share(5);
     let answers = quote_together(&writer, &vec![one.clone(); 4]).await;
@@ -117,12 +263,11 @@ async fn the_same_share_twice_in_one_group_gets_one_quote() {
         answers.iter().all(|a| a.as_ref() == Ok(&first)),
         "{answers:?}"
     );
-    assert_eq!(stored(&mint, &first).await.amount_paid().value(), 5);
+    paid_once(&mint, &first, &one).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted() {
-    let mint = mint().await;
+async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted(backend: Backend) {
+    let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     // A share quoted at 7, then claimed at 8: its quote shows 7 paid.
     let quoted = share(7);
@@ -152,40 +297,112 @@ async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quote_created_but_never_indexed_is_found_indexed_and_paid() {
-    let mint = mint().await;
+async fn a_quote_created_but_never_indexed_is_found_indexed_and_paid(backend: Backend) {
+    let mint = backend.mint.clone();
     let writer = QuoteWriter::start(mint.clone());
     let orphan = share(3);
     // As an older mint left it: created by its request, never indexed.
-    let quote_id = QuoteId::new();
-    let unit = CurrencyUnit::custom(ehash::constants::UNIT);
     let mut tx = mint.localstore().begin_transaction().await.unwrap();
-    tx.add_mint_quote(MintQuote::new(
-        Some(quote_id.clone()),
-        format!("ehash:{}", orphan.share_hex),
-        unit.clone(),
-        Some(Amount::new(3, unit.clone())),
-        0,
-        PaymentIdentifier::QuoteId(quote_id.clone()),
-        Some(orphan.pubkey),
-        Amount::new(0, unit.clone()),
-        Amount::new(0, unit),
-        PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into()),
-        0,
-        0,
-        vec![],
-        vec![],
-        None,
-    ))
-    .await
-    .unwrap();
+    let quote_id = add_quote(&mut tx, &orphan).await;
     tx.commit().await.unwrap();
 
     assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
-    assert_eq!(stored(&mint, &quote_id).await.amount_paid().value(), 3);
+    paid_once(&mint, &quote_id, &orphan).await;
     assert_eq!(
         writer.indexed_quote(&orphan.share_hex).await.unwrap(),
         Some(quote_id)
+    );
+}
+
+/// Another writer (a mint process on the same database) creates and
+/// indexes the share's quote first, and commits while this writer's insert
+/// of its own quote waits: that insert fails, and the share written again
+/// finds the other's quote.
+async fn a_quote_another_writer_creates_first_is_the_answer_paid_once(backend: Backend) {
+    let mint = backend.mint.clone();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let contested = share(9);
+    let mut other = mint.localstore().begin_transaction().await.unwrap();
+    let winner = add_quote(&mut other, &contested).await;
+    add_index(&mut other, &contested, &winner).await;
+
+    let answer = tokio::spawn({
+        let (writer, contested) = (writer.clone(), contested.clone());
+        async move { writer.quote(contested).await }
+    });
+    backend.until_a_transaction_waits().await;
+    other.commit().await.unwrap();
+
+    assert_eq!(answer.await.unwrap(), Ok(winner.clone()));
+    paid_once(&mint, &winner, &contested).await;
+    if backend.postgres.is_some() {
+        assert_eq!(writer.races_lost(), 1);
+    }
+}
+
+/// A quote an older mint created but never indexed, which another writer
+/// indexes first while this writer's index entry waits: the entry is not
+/// written, and the share written again finds the other's.
+async fn a_share_another_writer_indexes_first_is_answered_with_its_quote(backend: Backend) {
+    let mint = backend.mint.clone();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let orphan = share(6);
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    let quote_id = add_quote(&mut tx, &orphan).await;
+    tx.commit().await.unwrap();
+    let mut other = mint.localstore().begin_transaction().await.unwrap();
+    add_index(&mut other, &orphan, &quote_id).await;
+
+    let answer = tokio::spawn({
+        let (writer, orphan) = (writer.clone(), orphan.clone());
+        async move { writer.quote(orphan).await }
+    });
+    backend.until_a_transaction_waits().await;
+    other.commit().await.unwrap();
+
+    assert_eq!(answer.await.unwrap(), Ok(quote_id.clone()));
+    paid_once(&mint, &quote_id, &orphan).await;
+    if backend.postgres.is_some() {
+        assert_eq!(writer.races_lost(), 1);
+    }
+}
+
+/// Two mint processes on one PostgreSQL database, each with its writer,
+/// quote the same shares at once (in opposite orders): each share has one
+/// quote, paid once, indexed and audited once, and both answer its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
+    let backend = Backend::postgres().await;
+    // Opened after the first has set the database up, as a second process.
+    let other = backend.another_mint().await;
+    let writers = [
+        Arc::new(QuoteWriter::start(backend.mint.clone())),
+        Arc::new(QuoteWriter::start(other)),
+    ];
+    let shares: Vec<_> = (1..=300).map(share).collect();
+    let reversed: Vec<_> = shares.iter().rev().cloned().collect();
+
+    let (answers, reversed_answers) = tokio::join!(
+        quote_all(&writers[0], &shares),
+        quote_all(&writers[1], &reversed)
+    );
+
+    let mint = &backend.mint;
+    let db = mint.localstore();
+    for (i, share) in shares.iter().enumerate() {
+        let quote_id = answers[i].clone().expect("quoted");
+        assert_eq!(reversed_answers[shares.len() - 1 - i], Ok(quote_id.clone()));
+        paid_once(mint, &quote_id, share).await;
+        assert_eq!(
+            crate::key_index::read(&db, &share.locking_key, 0, 10)
+                .await
+                .unwrap(),
+            vec![quote_id]
+        );
+    }
+    assert_eq!(mint.mint_quotes().await.unwrap().len(), shares.len());
+    assert_eq!(
+        db.kv_list(KV_NAMESPACE, "audit").await.unwrap().len(),
+        shares.len()
     );
 }

@@ -1,6 +1,8 @@
-//! The pool's link to the mint: dials it over Noise (pinning its authority
-//! key), proves the pool's identity, forwards quote requests and asks for
-//! stats periodically; reconnects with backoff and says so in the logs.
+//! The pool's link to the mint: forwards quote requests, asks for stats
+//! periodically, reports answers; reconnects with backoff and says so in
+//! the logs. Two transports: a Noise connection to one mint (this module:
+//! it pins the mint's authority key and proves the pool's identity), or
+//! Redis Streams read by a mint cluster (`redis_link`).
 //!
 //! The link keeps no request of its own: on every `Up` the pool resends
 //! everything the mint still owes (the mint answers a replayed share with
@@ -24,19 +26,26 @@ use tracing::{info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct MintLinkConfig {
-    /// host:port of the mint's pool link.
-    pub address: String,
-    /// The mint's Noise authority key, pinned.
+    pub transport: Transport,
+    /// The mint's authority key, pinned.
     pub authority_public_key: Secp256k1PublicKey,
     /// The pool's identity key; its public half is on the mint's allow-list.
     pub identity_secret_key: Secp256k1SecretKey,
     pub unit_bits: u8,
     pub stats_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// host:port of the mint's pool link.
+    Noise { address: String },
+    /// A Redis shared with a mint cluster, and the deployment's key prefix.
+    Redis { url: String, prefix: String },
 }
 
 /// What the link reports to the pool.
@@ -76,12 +85,22 @@ impl MintLink {
         // sending requests into the bounded queue above, and answers are
         // bounded by the requests in flight.
         let (events, events_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(config, queue, events, shutdown));
+        match config.transport.clone() {
+            Transport::Noise { address } => {
+                tokio::spawn(run(address, config, queue, events, shutdown));
+            }
+            Transport::Redis { url, prefix } => {
+                tokio::spawn(super::redis_link::run(
+                    url, prefix, config, queue, events, shutdown,
+                ));
+            }
+        }
         (MintLink { requests }, events_rx)
     }
 }
 
 async fn run(
+    address: String,
     config: MintLinkConfig,
     mut queue: mpsc::Receiver<MintQuoteRequestOwned>,
     events: mpsc::UnboundedSender<MintEvent>,
@@ -93,13 +112,13 @@ async fn run(
         attempt += 1;
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            c = connect(&config) => c,
+            c = connect(&address, &config) => c,
         };
         let reason = match connected {
             Ok((reader, writer)) => {
                 info!(
-                    "mint link up: {} (authenticated, unit_bits {})",
-                    config.address, config.unit_bits
+                    "mint link up: {address} (authenticated, unit_bits {})",
+                    config.unit_bits
                 );
                 backoff = BACKOFF_MIN;
                 attempt = 0;
@@ -116,8 +135,7 @@ async fn run(
         };
         if attempt <= 1 || attempt.is_power_of_two() {
             warn!(
-                "mint link down ({}): {reason}; retrying in {backoff:?} (attempt {attempt})",
-                config.address
+                "mint link down ({address}): {reason}; retrying in {backoff:?} (attempt {attempt})"
             );
         }
         if events.send(MintEvent::Down { reason }).is_err() {
@@ -133,8 +151,11 @@ async fn run(
     }
 }
 
-async fn connect(config: &MintLinkConfig) -> Result<(NoiseTcpReadHalf, NoiseTcpWriteHalf), String> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&config.address))
+async fn connect(
+    address: &str,
+    config: &MintLinkConfig,
+) -> Result<(NoiseTcpReadHalf, NoiseTcpWriteHalf), String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect failed: {e}"))?;
@@ -150,10 +171,7 @@ async fn connect(config: &MintLinkConfig) -> Result<(NoiseTcpReadHalf, NoiseTcpW
     let pool_secret = SecretKey::from_slice(&config.identity_secret_key.into_bytes())
         .map_err(|e| format!("pool identity key: {e}"))?;
     let mut handshake = ClientHandshake::new(mint_key, pool_secret, config.unit_bits);
-    let (host, port) = config
-        .address
-        .rsplit_once(':')
-        .unwrap_or((&config.address, "0"));
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "0"));
     write(
         &mut writer,
         handshake.setup_connection(host, port.parse().unwrap_or(0)),

@@ -9,13 +9,15 @@
 //! - `outbox`: the durable journal of accepted shares whose ehash has not
 //!   reached a translator's records yet.
 //! - `persist`: the outbox payload of a share.
-//! - `mint_link`: the authenticated Noise link to the mint.
+//! - `mint_link`: the link to the mint, over Noise;
+//! - `redis_link`: or over Redis Streams, to a mint cluster.
 
 pub mod flow;
 pub mod mint_link;
 pub mod notices;
 pub mod outbox;
 mod persist;
+mod redis_link;
 mod task;
 
 pub(crate) use task::{prepare, PreparedFlow};

@@ -155,7 +155,7 @@ impl PreparedFlow {
         );
         let (link, mut mint_events) = MintLink::spawn(
             MintLinkConfig {
-                address: settings.address.clone(),
+                transport: settings.link_transport(),
                 authority_public_key: settings.authority_public_key,
                 identity_secret_key: settings.identity_secret_key,
                 unit_bits,

@@ -1,0 +1,301 @@
+//! The pool's side of the Redis Streams transport
+//! (`mint_quote_sv2::stream`): requests, signed with the pool's identity
+//! key for the mint's authority key, go to the deployment's request stream,
+//! which every process of the mint cluster reads; answers come back on this
+//! pool's own stream and count only if the mint's authority key signed them
+//! for this pool.
+//!
+//! Before `Up` the link checks that a mint has published its keyset with
+//! this pool's `unit_bits`. Answers are read from the end of the stream as
+//! it was then (the pool resends everything still owed on `Up`), and what
+//! has been read is trimmed away.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use ehash::wire::MessageSet;
+use mint_quote_sv2::stream::{keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS};
+use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest};
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamRangeReply, StreamReadReply};
+use roles_common::log_limit::LogLimit;
+use roles_common::redis_stream::{self, BLOCK};
+use stratum_core::bitcoin::secp256k1::{Keypair, SecretKey, XOnlyPublicKey};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::mint_link::{MintEvent, MintLinkConfig, BACKOFF_MAX, BACKOFF_MIN};
+
+/// Requests appended in one round trip at most.
+const BATCH: usize = 512;
+/// Entries the request stream keeps at most: a backstop for mints that are
+/// all down (the pool resends what they never read).
+const REQUESTS_MAX_LEN: usize = 1_000_000;
+
+struct Link {
+    url: String,
+    shown_url: String,
+    keys: StreamKeys,
+    config: MintLinkConfig,
+    signer: Keypair,
+    pool_key: XOnlyPublicKey,
+    mint_key: XOnlyPublicKey,
+}
+
+pub(super) async fn run(
+    url: String,
+    prefix: String,
+    config: MintLinkConfig,
+    mut queue: mpsc::Receiver<MintQuoteRequestOwned>,
+    events: mpsc::UnboundedSender<MintEvent>,
+    shutdown: CancellationToken,
+) {
+    let secret = SecretKey::from_slice(&config.identity_secret_key.into_bytes())
+        .expect("a key_utils secret key is a valid secret key");
+    let signer = keypair(&secret);
+    let link = Link {
+        shown_url: roles_common::redact_url(&url),
+        url,
+        keys: StreamKeys::new(&prefix),
+        pool_key: signer.x_only_public_key().0,
+        mint_key: XOnlyPublicKey::from_slice(&config.authority_public_key.into_bytes())
+            .expect("a key_utils public key is a valid x-only key"),
+        signer,
+        config,
+    };
+    let mut backoff = BACKOFF_MIN;
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let reason = link
+            .session(&mut queue, &events, &shutdown, &mut attempt)
+            .await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if attempt <= 1 || attempt.is_power_of_two() {
+            warn!(
+                "mint link down (redis {}): {reason}; retrying in {backoff:?} (attempt {attempt})",
+                link.shown_url
+            );
+        }
+        if attempt == 0 {
+            backoff = BACKOFF_MIN;
+        }
+        if events.send(MintEvent::Down { reason }).is_err() {
+            return;
+        }
+        // Requests queued while down are resent by the pool on the next Up.
+        while queue.try_recv().is_ok() {}
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl Link {
+    /// One connection's life; returns why it ended. `attempt` is reset
+    /// once the link is up.
+    async fn session(
+        &self,
+        queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
+        events: &mpsc::UnboundedSender<MintEvent>,
+        shutdown: &CancellationToken,
+        attempt: &mut u64,
+    ) -> String {
+        let mut c = match redis_stream::connect(&self.url).await {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let cursor = match self.check_mint(&mut c.commands).await {
+            Ok(cursor) => cursor,
+            Err(e) => return e,
+        };
+        *attempt = 0;
+        if events.send(MintEvent::Up).is_err() {
+            return "the pool stopped".into();
+        }
+        let reader = AnswerReader {
+            keys: self.keys.clone(),
+            pool_key: self.pool_key,
+            mint_key: self.mint_key,
+            refusals: LogLimit::default(),
+        };
+        let mut reader =
+            tokio::spawn(reader.run(c.blocking, c.commands.clone(), cursor, events.clone()));
+        let mut stats_timer = tokio::time::interval(self.config.stats_interval);
+        let mut request_id = 0u32;
+        let mut batch = Vec::with_capacity(BATCH);
+        let reason = loop {
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => break "shutting down".to_string(),
+                r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
+                n = queue.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        break "the pool stopped".into();
+                    }
+                    let requests = batch.drain(..).map(MintQuoteMessage::MintQuoteRequest);
+                    self.send(&mut c.commands, requests).await
+                }
+                _ = stats_timer.tick() => {
+                    request_id = request_id.wrapping_add(1);
+                    let stats = MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id });
+                    self.send(&mut c.commands, std::iter::once(stats)).await
+                }
+            };
+            if let Err(reason) = sent {
+                break reason;
+            }
+        };
+        reader.abort();
+        reason
+    }
+
+    /// Checks the mint's published `unit_bits` and returns where new
+    /// answers start.
+    async fn check_mint(&self, conn: &mut MultiplexedConnection) -> Result<String, String> {
+        let info: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.mint_info())
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("reading the mint's keyset: {e}"))?;
+        let ours = self.config.unit_bits.to_string();
+        match info.get(FIELD_UNIT_BITS) {
+            None => {
+                return Err(format!(
+                    "no mint has published its keyset at {} yet (is a mint with [redis] prefix \"{}\" running?)",
+                    self.keys.mint_info(),
+                    self.keys.prefix()
+                ))
+            }
+            Some(theirs) if *theirs != ours => {
+                return Err(format!(
+                    "the mint's unit_bits {theirs} is not this pool's {ours}"
+                ))
+            }
+            Some(_) => {}
+        }
+        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.keys.answers(&self.pool_key))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("reading the answer stream: {e}"))?;
+        info!(
+            "mint link up: redis {} (keyset {}, unit_bits {ours}); requests to {}, answers on {}",
+            self.shown_url,
+            info.get(FIELD_KEYSET).map_or("?", String::as_str),
+            self.keys.requests(),
+            self.keys.answers(&self.pool_key),
+        );
+        Ok(last
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_string(), |e| e.id.clone()))
+    }
+
+    /// Signs `messages` and appends them to the request stream in one round trip.
+    async fn send(
+        &self,
+        conn: &mut MultiplexedConnection,
+        messages: impl Iterator<Item = MintQuoteMessage>,
+    ) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for message in messages {
+            let name = message.name();
+            let signed = SignedEntry::sign(message, &self.signer, &self.mint_key)
+                .map_err(|e| format!("encoding {name}: {e}"))?;
+            redis_stream::add(&mut pipe, &self.keys.requests(), REQUESTS_MAX_LEN, &signed);
+        }
+        pipe.query_async::<()>(conn)
+            .await
+            .map_err(|e| format!("sending requests: {e}"))
+    }
+}
+
+struct AnswerReader {
+    keys: StreamKeys,
+    pool_key: XOnlyPublicKey,
+    mint_key: XOnlyPublicKey,
+    refusals: LogLimit,
+}
+
+impl AnswerReader {
+    /// Reads this pool's answers from `cursor` on until the connection
+    /// fails; returns why.
+    async fn run(
+        mut self,
+        mut blocking: MultiplexedConnection,
+        mut commands: MultiplexedConnection,
+        mut cursor: String,
+        events: mpsc::UnboundedSender<MintEvent>,
+    ) -> String {
+        let stream = self.keys.answers(&self.pool_key);
+        loop {
+            let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(&cursor)
+                .query_async(&mut blocking)
+                .await;
+            let entries = match reply {
+                Ok(reply) => reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids),
+                Err(e) => return format!("reading answers: {e}"),
+            };
+            let mut read = false;
+            for entry in entries {
+                read = true;
+                cursor = entry.id.clone();
+                let opened = redis_stream::signed_entry(&entry)
+                    .and_then(|signed| signed.open(&self.pool_key, &[self.mint_key]));
+                let event = match opened {
+                    Ok((
+                        _,
+                        m @ (MintQuoteMessage::MintQuoteResponse(_)
+                        | MintQuoteMessage::MintQuoteError(_)),
+                    )) => MintEvent::Answer(m),
+                    Ok((_, MintQuoteMessage::MintStatsResponse(stats))) => MintEvent::Stats(stats),
+                    Ok((_, other)) => {
+                        self.refuse(&entry.id, &format!("{} is not an answer", other.name()));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.refuse(&entry.id, &e.to_string());
+                        continue;
+                    }
+                };
+                if events.send(event).is_err() {
+                    return "the pool stopped".into();
+                }
+            }
+            // What was read is done with: nobody else reads this stream.
+            if read {
+                let trimmed: Result<(), _> = redis::cmd("XTRIM")
+                    .arg(&stream)
+                    .arg("MINID")
+                    .arg(&cursor)
+                    .query_async(&mut commands)
+                    .await;
+                if let Err(e) = trimmed {
+                    return format!("trimming answers: {e}");
+                }
+            }
+        }
+    }
+
+    fn refuse(&mut self, id: &str, why: &str) {
+        if let Some(left_out) = self.refusals.check(Instant::now()) {
+            warn!(left_out, "dropped answer entry {id}: {why}");
+        }
+    }
+}
