@@ -20,7 +20,6 @@ use hashpool_tests::*;
 use mint_quote_sv2::stream::{keypair, SignedEntry, StreamKeys};
 use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
 use mint_support::{share, PoolClient, POOL_SECRET};
-use redis::streams::StreamReadReply;
 use stratum_core::bitcoin::secp256k1::{SecretKey, XOnlyPublicKey};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -133,9 +132,10 @@ async fn over_redis(cluster: &Cluster, n: usize, window: usize) -> Vec<Duration>
             (hash, signed)
         })
         .collect();
-    let client = redis::Client::open(cluster.redis.url()).unwrap();
-    let mut writer = client.get_multiplexed_async_connection().await.unwrap();
-    let mut reader = client.get_multiplexed_async_connection().await.unwrap();
+    let connections = roles_common::redis_stream::connect(&cluster.redis.url())
+        .await
+        .unwrap();
+    let (mut writer, mut reader) = (connections.commands, connections.blocking);
     let credits = Arc::new(Semaphore::new(window));
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<([u8; 32], Instant)>();
 
@@ -167,7 +167,7 @@ async fn over_redis(cluster: &Cluster, n: usize, window: usize) -> Vec<Duration>
     let answers = keys.answers(&pool.x_only_public_key().0);
     let (mut cursor, mut sent, mut latencies) = ("0-0".to_string(), HashMap::new(), vec![]);
     while latencies.len() < n {
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+        let reply: redis::Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1024)
             .arg("BLOCK")
@@ -178,9 +178,10 @@ async fn over_redis(cluster: &Cluster, n: usize, window: usize) -> Vec<Duration>
             .query_async(&mut reader)
             .await
             .unwrap();
-        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+        for entry in roles_common::redis_stream::read_reply(&reply) {
             cursor = entry.id.clone();
-            let (_, answer) = roles_common::redis_stream::signed_entry(&entry)
+            let (_, answer) = entry
+                .signed
                 .unwrap()
                 .open(&pool.x_only_public_key().0, &[mint_key])
                 .unwrap();

@@ -18,7 +18,6 @@ use mint_quote_sv2::stream::{keypair, SignedEntry, StreamKeys};
 use mint_quote_sv2::MintQuoteMessage;
 use mint_support::{share, PoolClient, POOL_SECRET};
 use redis::aio::MultiplexedConnection;
-use redis::streams::StreamRangeReply;
 use stratum_core::bitcoin::secp256k1::{SecretKey, XOnlyPublicKey};
 
 hashpool_tests::role_child_entry!();
@@ -74,6 +73,35 @@ async fn ehash_minted_at_one_mint_process_is_spent_at_another() {
         .await
         .unwrap();
     assert_eq!(u64::from(back), 15);
+
+    // A signed quote lookup served by one process is a replay at the other.
+    let info = at_first.fetch_mint_info().await.unwrap().unwrap();
+    let fields = ehash::lookup::LookupFields {
+        method: "ehash",
+        timestamp: roles_common::unix_secs(),
+        nonce: rand::random(),
+        limit: None,
+        cursor: None,
+    };
+    let lookup = ehash::lookup::sign_request(&[*secret], &info.pubkey.unwrap(), &fields);
+    let status = |url: String| {
+        let lookup = &lookup;
+        async move {
+            cdk::http_client::HttpClient::new()
+                .post(&format!("{url}/v1/mint/quote/ehash/pubkey"))
+                .json(lookup)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(first.url()).await, 200);
+    assert_eq!(
+        status(second.url()).await,
+        409,
+        "replayed at another process"
+    );
 }
 
 // ---- Redis Streams transport: pools and a mint cluster -------------------
@@ -207,7 +235,7 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
 
     // Redis restarts (append-only file on): requests, pending entries and
     // answers it held are all still there.
-    cluster.redis.restart().expect("redis restarts");
+    tokio::task::block_in_place(|| cluster.redis.restart()).expect("redis restarts");
     for m in &mut miners {
         m.mine(5).await;
     }
@@ -378,6 +406,15 @@ async fn a_request_in_the_stream_without_an_allowed_pools_signature_creates_noth
         add_entry(&mut conn, &keys.requests(), &fields).await;
     }
     add_entry(&mut conn, &keys.requests(), &[("frame", &swapped.frame)]).await;
+    // A field name that is not UTF-8, and no fields a stream reader expects.
+    redis::cmd("XADD")
+        .arg(keys.requests())
+        .arg("*")
+        .arg(&b"\xff\xfe"[..])
+        .arg("x")
+        .query_async::<String>(&mut conn)
+        .await
+        .expect("XADD");
     wait_requests_served(&mut conn, &keys).await;
 
     let answers: u64 = redis::cmd("XLEN")
@@ -395,15 +432,18 @@ async fn a_request_in_the_stream_without_an_allowed_pools_signature_creates_noth
     use hashpool::audit::AuditSource;
     let audit = hashpool::audit::MintAudit::new(&cluster.mint_url(0));
     assert_eq!(audit.summary().await.expect("summary").quotes, 1);
-    let reply: StreamRangeReply = redis::cmd("XRANGE")
+    let reply: redis::Value = redis::cmd("XRANGE")
         .arg(keys.answers(&pool.x_only_public_key().0))
         .arg("-")
         .arg("+")
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(reply.ids.len(), 1);
-    let (_, answer) = roles_common::redis_stream::signed_entry(&reply.ids[0])
+    let answers = roles_common::redis_stream::entries(&reply);
+    assert_eq!(answers.len(), 1);
+    let (_, answer) = answers[0]
+        .signed
+        .clone()
         .unwrap()
         .open(&pool.x_only_public_key().0, &[mint_key])
         .expect("the mint signed the answer for the pool");

@@ -12,6 +12,7 @@
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
+pub mod backoff;
 pub mod default;
 pub mod http;
 pub mod limits;
@@ -321,18 +322,31 @@ where
     }
 }
 
-/// `url` without its password, for logs.
+/// A URL (PostgreSQL, Redis) for logs: its password (`user:password@`, or
+/// a `password=` parameter) replaced by `***`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    // As tokio-postgres reads a URL: the credentials end at the first '@'.
+    let (mut redacted, mut tail) = match rest.split_once('@') {
+        Some((credentials, after)) => match credentials.split_once(':') {
+            Some((user, _password)) => (format!("{scheme}://{user}:***@"), after),
+            None => (format!("{scheme}://{credentials}@"), after),
+        },
+        None => (format!("{scheme}://"), rest),
+    };
+    while let Some(at) = tail.to_ascii_lowercase().find("password=") {
+        let value = at + "password=".len();
+        redacted.push_str(&tail[..value]);
+        redacted.push_str("***");
+        let value_end = tail[value..]
+            .find(['&', ' '])
+            .map_or(tail.len(), |i| value + i);
+        tail = &tail[value_end..];
     }
+    redacted.push_str(tail);
+    redacted
 }
 
 #[cfg(test)]

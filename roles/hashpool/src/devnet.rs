@@ -124,26 +124,7 @@ impl Roles {
         c: &mut DevnetConfigs,
         shutdown: &CancellationToken,
     ) -> Result<Self, DevnetError> {
-        // The stats services first, so the pool and the translator publish from
-        // their first event. A fresh secret per service and run: only this
-        // devnet's pool and translator can publish to them.
-        let (pool_secret, proxy_secret) = (PublisherSecret::random(), PublisherSecret::random());
-        c.pool_stats.publisher_secret = Some(pool_secret.clone());
-        c.proxy_stats.publisher_secret = Some(proxy_secret.clone());
-        let pool_stats = start_role(|stop| pool_stats::start(c.pool_stats.clone(), stop)).await?;
-        let proxy_stats =
-            start_role(|stop| proxy_stats::start(c.proxy_stats.clone(), stop)).await?;
-        c.pool.stats = Some(publish_to(
-            c.pool.stats.take(),
-            pool_stats.handle.ingest_addr,
-            pool_secret,
-        ));
-        c.translator.stats = Some(publish_to(
-            c.translator.stats.take(),
-            proxy_stats.handle.ingest_addr,
-            proxy_secret,
-        ));
-
+        let (pool_stats, proxy_stats) = start_stats_services(c).await?;
         let tp = start_role(|stop| devnet_tp::start(c.devnet_tp.clone(), stop)).await?;
         let tp_address = reachable(tp.handle.local_addr()).to_string();
         // The mint follows the devnet's chain, as the pool does.
@@ -152,7 +133,11 @@ impl Roles {
             chain.tp_authority_public_key = c.devnet_tp.authority_public_key;
         }
         let services = match c.scale_out {
-            true => Some(scale_out::start_services(c).map_err(DevnetError::Services)?),
+            true => Some(
+                scale_out::start_services(c)
+                    .await
+                    .map_err(DevnetError::Services)?,
+            ),
             false => None,
         };
         let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
@@ -299,8 +284,10 @@ impl Roles {
             mint.stop.cancel();
             mint.handle.wait().await;
         }
-        // PostgreSQL and Redis stop last, when dropped.
-        drop(services);
+        // PostgreSQL and Redis stop last.
+        if let Some(services) = services {
+            services.stop().await;
+        }
         self.tp.stop.cancel();
         self.tp.handle.wait().await;
         for stats in [self.pool_stats, self.proxy_stats] {
@@ -324,6 +311,36 @@ impl ScaleOut {
             pool,
         })
     }
+}
+
+/// The stats services, started first so the pool and the translator publish
+/// from their first event. A fresh secret per service and run: only this
+/// devnet's pool and translator can publish to them.
+async fn start_stats_services(
+    c: &mut DevnetConfigs,
+) -> Result<
+    (
+        Role<pool_stats::RunningPoolStats>,
+        Role<proxy_stats::RunningProxyStats>,
+    ),
+    DevnetError,
+> {
+    let (pool_secret, proxy_secret) = (PublisherSecret::random(), PublisherSecret::random());
+    c.pool_stats.publisher_secret = Some(pool_secret.clone());
+    c.proxy_stats.publisher_secret = Some(proxy_secret.clone());
+    let pool_stats = start_role(|stop| pool_stats::start(c.pool_stats.clone(), stop)).await?;
+    let proxy_stats = start_role(|stop| proxy_stats::start(c.proxy_stats.clone(), stop)).await?;
+    c.pool.stats = Some(publish_to(
+        c.pool.stats.take(),
+        pool_stats.handle.ingest_addr,
+        pool_secret,
+    ));
+    c.translator.stats = Some(publish_to(
+        c.translator.stats.take(),
+        proxy_stats.handle.ingest_addr,
+        proxy_secret,
+    ));
+    Ok((pool_stats, proxy_stats))
 }
 
 /// Publishing settings towards a stats service's bound ingest address,

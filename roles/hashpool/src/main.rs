@@ -31,8 +31,9 @@ enum Command {
         #[arg(long)]
         jd: bool,
         /// Run as a small cluster: two mint instances on one PostgreSQL,
-        /// fed by Redis Streams, and two pools (PostgreSQL and Redis are
-        /// started here, their data under the state dir).
+        /// fed by Redis Streams, and two pools. PostgreSQL and Redis are
+        /// started here in temporary directories, so every run starts
+        /// fresh, with its state in `<state dir>-scale-out`.
         #[arg(long)]
         scale_out: bool,
     },
@@ -154,7 +155,12 @@ fn devnet(
     if declared_jobs {
         configs.use_declared_jobs();
     }
-    configs.scale_out = scale_out;
+    if scale_out {
+        if let Err(e) = configs.use_scale_out() {
+            eprintln!("hashpool: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if ephemeral_ports {
         configs.use_ephemeral_ports();
     }

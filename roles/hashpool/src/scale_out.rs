@@ -28,14 +28,24 @@ pub struct Services {
     pub redis: Redis,
 }
 
+impl Services {
+    /// Stops both servers (off the runtime: it waits for them to exit).
+    pub async fn stop(self) {
+        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
+    }
+}
+
 /// Starts PostgreSQL and Redis and points the mint and the pool at them.
-pub fn start_services(c: &mut DevnetConfigs) -> Result<Services, String> {
-    let postgres = Postgres::start()?;
-    let redis = Redis::start()?;
+pub async fn start_services(c: &mut DevnetConfigs) -> Result<Services, String> {
+    // Off the runtime: initdb and the waits for the servers block.
+    let (postgres, redis) = tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (postgres, redis) = (postgres?, redis?);
     c.mint.database = postgres.url();
     c.mint.redis = Some(mint::RedisSettings {
         url: redis.url(),
-        prefix: mint::config::default_redis_prefix(),
+        prefix: roles_common::redis_stream::default_prefix(),
         consumer: Some("devnet-mint-a".into()),
         claim_idle_ms: CLAIM_IDLE_MS,
     });
@@ -52,7 +62,7 @@ pub fn start_services(c: &mut DevnetConfigs) -> Result<Services, String> {
     if let Some(link) = c.pool.mint.as_mut() {
         link.transport = MintTransport::Redis;
         link.redis_url = Some(redis.url());
-        link.redis_prefix = mint::config::default_redis_prefix();
+        link.redis_prefix = roles_common::redis_stream::default_prefix();
     }
     Ok(Services { postgres, redis })
 }

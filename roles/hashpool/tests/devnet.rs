@@ -247,7 +247,11 @@ fn hashpool_devnet_scale_out_quotes_over_redis_and_pays() {
     let devnet = Devnet::start_with(state.path(), &ports(), &["devnet", "--scale-out"]);
     devnet.line(120, "the Redis line", |l| l.contains("Redis"));
     devnet.balance_above(0);
-    let log = std::fs::read_to_string(state.path().join("devnet.log")).unwrap();
+    // Its own state, next to the given state dir.
+    let mut scale_out = state.path().as_os_str().to_owned();
+    scale_out.push("-scale-out");
+    let scale_out = std::path::PathBuf::from(scale_out);
+    let log = std::fs::read_to_string(scale_out.join("devnet.log")).unwrap();
     for consumer in ["devnet-mint-a", "devnet-mint-b"] {
         assert!(
             log.contains(&format!(
@@ -267,4 +271,5 @@ fn hashpool_devnet_scale_out_quotes_over_redis_and_pays() {
     );
     let (status, _) = devnet.interrupt();
     assert!(status.success(), "exit status {status}");
+    std::fs::remove_dir_all(&scale_out).unwrap();
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use ehash::UnitBits;
 use roles_common::network::{refuse_devnet_key, refuse_devnet_mnemonic, Network};
+use roles_common::redis_stream;
 use roles_common::{check_authority_key_pair, default, ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -130,20 +131,19 @@ pub struct RedisSettings {
     /// private network).
     pub url: String,
     /// Prefix of the deployment's keys; the pools' `redis_prefix`.
-    #[serde(default = "default_redis_prefix")]
+    #[serde(default = "redis_stream::default_prefix")]
     pub prefix: String,
-    /// This process's name in the consumer group; unique per process.
-    /// Defaults to `<hostname>-<pid>`.
+    /// This process's name in the consumer group; unique per process. Set
+    /// it (e.g. "mint-a") to have a restarted process serve what it held at
+    /// once; the default, `<hostname>-<pid>`, leaves that to a claim after
+    /// `claim_idle_ms`.
     #[serde(default)]
     pub consumer: Option<String>,
     /// A request delivered to a mint process that has not acknowledged it
-    /// for this long is taken over by another (the first one died).
+    /// for this long is taken over by another (the first one died; a live
+    /// one keeps what it serves claimed).
     #[serde(default = "default::u64::<10_000>")]
     pub claim_idle_ms: u64,
-}
-
-pub fn default_redis_prefix() -> String {
-    "hashpool".to_string()
 }
 
 impl RedisSettings {
@@ -170,33 +170,6 @@ pub enum DatabaseLocation<'a> {
 
 fn is_postgres_url(database: &str) -> bool {
     database.starts_with("postgres://") || database.starts_with("postgresql://")
-}
-
-/// A PostgreSQL URL with its password (`user:password@`, or a `password=`
-/// parameter) replaced by `***`.
-fn redact_password(database: &str) -> String {
-    let Some((scheme, rest)) = database.split_once("://") else {
-        return database.to_string();
-    };
-    // As tokio-postgres reads a URL: the credentials end at the first '@'.
-    let (mut redacted, mut tail) = match rest.split_once('@') {
-        Some((credentials, after)) => match credentials.split_once(':') {
-            Some((user, _password)) => (format!("{scheme}://{user}:***@"), after),
-            None => (format!("{scheme}://{credentials}@"), after),
-        },
-        None => (format!("{scheme}://"), rest),
-    };
-    while let Some(at) = tail.to_ascii_lowercase().find("password=") {
-        let value = at + "password=".len();
-        redacted.push_str(&tail[..value]);
-        redacted.push_str("***");
-        let value_end = tail[value..]
-            .find(['&', ' '])
-            .map_or(tail.len(), |i| value + i);
-        tail = &tail[value_end..];
-    }
-    redacted.push_str(tail);
-    redacted
 }
 
 fn default_name() -> String {
@@ -237,7 +210,7 @@ impl MintConfig {
     /// `database` as it may be logged: without a password.
     pub fn database_for_logs(&self) -> String {
         match self.database_location() {
-            DatabaseLocation::Postgres(url) => redact_password(url),
+            DatabaseLocation::Postgres(url) => roles_common::redact_url(url),
             _ => self.database.clone(),
         }
     }
@@ -315,15 +288,9 @@ impl Validate for MintConfig {
             return Err(ConfigError::new("max_batch_size", "must be at least 1"));
         }
         if let Some(redis) = &self.redis {
-            if !redis.url.starts_with("redis://") {
-                return Err(ConfigError::new("redis.url", "must start with redis://"));
-            }
-            if redis.prefix.is_empty() || redis.prefix.contains(char::is_whitespace) {
-                return Err(ConfigError::new(
-                    "redis.prefix",
-                    "must be non-empty, without spaces",
-                ));
-            }
+            redis_stream::check_url(&redis.url).map_err(|e| ConfigError::new("redis.url", e))?;
+            redis_stream::check_prefix(&redis.prefix)
+                .map_err(|e| ConfigError::new("redis.prefix", e))?;
             if redis.claim_idle_ms < 100 {
                 return Err(ConfigError::new(
                     "redis.claim_idle_ms",
@@ -340,7 +307,7 @@ impl Validate for MintConfig {
                     "database",
                     format!(
                         "`{}` is not a usable PostgreSQL URL: {e}",
-                        redact_password(url)
+                        roles_common::redact_url(url)
                     ),
                 )
             })?;

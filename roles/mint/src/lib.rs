@@ -149,6 +149,7 @@ pub async fn start(
         chain.clone(),
     ));
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
+    let forgetting = lookup::forget_expired_periodically(lookup.clone(), shutdown.clone());
     let audit = Arc::new(Audit::new(
         mint.clone(),
         service.clone(),
@@ -180,6 +181,7 @@ pub async fn start(
 
     let mut tasks = JoinSet::new();
     tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
+    tasks.spawn(forgetting);
     if let Some(redis) = &config.redis {
         tasks.spawn(redis_link::serve(
             redis.clone(),

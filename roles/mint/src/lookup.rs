@@ -1,7 +1,8 @@
 //! Quote lookup by locking key over HTTP: `POST /v1/mint/quote/ehash/pubkey`,
 //! served next to cdk-axum's routes. The request, its signatures and the
 //! freshness rules are in `ehash::lookup`; this module checks a request
-//! against the mint's key, its clock and its replay cache, and reads the
+//! against the mint's key, its clock and its replay cache (in memory, and
+//! in the database for the other mint processes sharing it), and reads the
 //! page from the locking-key index.
 //!
 //! The mint key the signatures commit to is the mint's NUT-06 `pubkey`
@@ -22,12 +23,18 @@ use cdk_common::{MintQuoteState, QuoteId};
 use ehash::lookup::{
     check_method, verify_request, Cursor, LookupError, LookupErrorBody, LookupRequest,
     LookupResponse, QuoteEntry, QuoteState, ReplayCache, VerifiedLookup, REPLAY_CACHE_CAPACITY,
+    TIMESTAMP_WINDOW_SECS,
 };
 use ehash::LockingKey;
+use roles_common::CancellationToken;
 use stratum_core::bitcoin::secp256k1::PublicKey;
 use tracing::{debug, error, warn};
 
 use crate::key_index;
+use crate::service::KV_NAMESPACE;
+
+/// KV list of the digests of served lookups (namespace `ehash`).
+const KV_SERVED_LOOKUPS: &str = "served-lookups";
 
 /// Longest detail echoed from a parser error (it may quote the input).
 const MAX_DETAIL: usize = 200;
@@ -80,7 +87,64 @@ impl QuoteLookup {
             verified.timestamp,
             now,
         )?;
+        self.remember(&verified).await?;
         self.page(&verified).await.map_err(Refusal::Mint)
+    }
+
+    /// Records the request's digests in the database, where every mint
+    /// process sharing it finds them: a request served by one is refused
+    /// by all. The key starts with the last second the request is
+    /// accepted, so expired digests are found by their keys alone.
+    async fn remember(&self, v: &VerifiedLookup) -> Result<(), Refusal> {
+        let failed = |e: cdk_common::database::Error| Refusal::Mint(e.to_string());
+        let mut tx = self
+            .mint
+            .localstore()
+            .begin_transaction()
+            .await
+            .map_err(failed)?;
+        let expiry = v.timestamp.saturating_add(TIMESTAMP_WINDOW_SECS);
+        for digest in &v.digests {
+            let key = format!("{expiry:016x}-{}", hex::encode(digest));
+            let fresh = tx
+                .kv_write_if_absent(KV_NAMESPACE, KV_SERVED_LOOKUPS, &key, &[1])
+                .await
+                .map_err(failed)?;
+            if !fresh {
+                tx.rollback().await.map_err(failed)?;
+                return Err(Refusal::Request(LookupError::Replayed));
+            }
+        }
+        tx.commit().await.map_err(failed)
+    }
+
+    /// Forgets the digests of requests too old to be accepted at `now`
+    /// anyway; how many.
+    pub async fn forget_expired(&self, now: u64) -> Result<usize, String> {
+        let db = self.mint.localstore();
+        let keys = db
+            .kv_list(KV_NAMESPACE, KV_SERVED_LOOKUPS)
+            .await
+            .map_err(|e| e.to_string())?;
+        let expired: Vec<String> = keys
+            .into_iter()
+            .filter(|key| {
+                key.get(..16)
+                    .and_then(|expiry| u64::from_str_radix(expiry, 16).ok())
+                    .is_some_and(|expiry| expiry < now)
+            })
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = db.begin_transaction().await.map_err(|e| e.to_string())?;
+        for key in &expired {
+            tx.kv_remove(KV_NAMESPACE, KV_SERVED_LOOKUPS, key)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok(expired.len())
     }
 
     /// Up to `limit` quotes from the cursor on: each key's quotes in creation
@@ -153,6 +217,20 @@ async fn entry(
         state,
         created_time: quote.created_time,
     }))
+}
+
+/// Forgets expired lookup digests every window until `shutdown`.
+pub async fn forget_expired_periodically(lookup: Arc<QuoteLookup>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(TIMESTAMP_WINDOW_SECS));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = lookup.forget_expired(roles_common::unix_secs()).await {
+            warn!("forgetting expired lookup digests: {e}");
+        }
+    }
 }
 
 /// The lookup route, to merge with cdk-axum's router.

@@ -16,16 +16,14 @@
 //!
 //! Exactly once comes from the database, since several mint processes may
 //! share it: a request has one quote, a share hash one index entry (written
-//! only if absent), a payment id one payment (unique constraints). Two
-//! writers that both miss a share both create its quote; the second insert
-//! waits for the first transaction and fails once it commits. The loser
-//! rolls back and writes the share again, finds the winner's quote, and
-//! answers its id, already paid.
-//!
-//! Each transaction first takes the writers' turn (one row every writer
-//! updates), so writers lock in one order and never deadlock one another:
-//! every new quote appends to the one audit log, so they would queue there
-//! anyway.
+//! only if absent), a payment id one payment (unique constraints). Each
+//! transaction first takes the writers' turn (one row every writer
+//! updates), so writers of all processes commit one after the other and
+//! never deadlock one another (every new quote appends to the one audit
+//! log: they would queue there anyway); the constraints are the backstop.
+//! A writer that still loses a race (its insert waits for the winner's
+//! transaction and fails once it commits) rolls back, writes the share
+//! again, finds the winner's quote and answers its id, already paid.
 //!
 //! A group whose transaction fails is written again one share at a time,
 //! so a share that cannot be written fails only itself; a share that loses

@@ -9,13 +9,14 @@
 //!                                                         --> XACK + XDEL request
 //! ```
 //!
-//! A request is acknowledged only after its answer is in Redis, and its
-//! answer is sent only once its quote is durable. A process that dies
-//! holding requests leaves them pending in the group; after `claim_idle_ms`
-//! another process claims and serves them (the quote writer answers a share
-//! quoted before with the same quote). Entries that are not signed by an
-//! allowed pool for this mint are acknowledged and dropped: they create
-//! nothing.
+//! A request is acknowledged only once its answer is in Redis, and its
+//! answer is sent only once its quote is durable. While a batch is being
+//! served its entries are touched, so no other process takes them from a
+//! live one; a process that dies holding requests leaves them pending in
+//! the group, and after `claim_idle_ms` another process claims and serves
+//! them (the quote writer answers a share quoted before with the same
+//! quote). Entries that are not signed by an allowed pool for this mint are
+//! acknowledged and dropped: they create nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,9 +28,10 @@ use mint_quote_sv2::stream::{
 };
 use mint_quote_sv2::MintQuoteMessage;
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::Value;
+use roles_common::backoff::Backoff;
 use roles_common::log_limit::LogLimit;
-use roles_common::redis_stream::{self, BLOCK};
+use roles_common::redis_stream::{self, StreamEntry, BLOCK};
 use roles_common::CancellationToken;
 use stratum_core::bitcoin::secp256k1::{Keypair, SecretKey, XOnlyPublicKey};
 use tracing::{info, warn};
@@ -41,8 +43,9 @@ use crate::io::LinkContext;
 const BATCH: usize = crate::quote_writer::MAX_GROUP;
 /// Answers kept per pool stream at most (the pool trims what it has read).
 const ANSWERS_MAX_LEN: usize = 100_000;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A consumer holding nothing and idle this long is gone: its name is
+/// removed from the group.
+const CONSUMER_GONE_AFTER: Duration = Duration::from_secs(3600);
 
 struct Session {
     keys: StreamKeys,
@@ -75,30 +78,35 @@ pub async fn serve(
         signer: keypair(&secret),
         refusals: Mutex::new(LogLimit::default()),
     };
-    let url = roles_common::redact_url(&settings.url);
-    let mut backoff = BACKOFF_MIN;
+    let shown_url = roles_common::redact_url(&settings.url);
+    let mut backoff = Backoff::new();
     loop {
+        let mut up = None;
         let reason = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = session.run(&settings.url, &keyset, &url, &mut backoff) => r,
+            _ = shutdown.cancelled() => break,
+            r = session.run(&settings.url, &keyset, &shown_url, &mut up) => r,
         };
-        warn!("redis transport down ({url}): {reason}; retrying in {backoff:?}");
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        let (delay, attempt) = backoff.after(up);
+        if attempt == 1 || attempt.is_power_of_two() {
+            warn!("redis transport down ({shown_url}): {reason}; retrying in {delay:?} (attempt {attempt})");
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
     }
+    session.leave(&settings.url).await;
 }
 
 impl Session {
-    /// One connection's life; returns why it ended.
+    /// One connection's life; returns why it ended. `up` is set once the
+    /// group and the keyset are in place.
     async fn run(
         &self,
         url: &str,
         keyset: &str,
         shown_url: &str,
-        backoff: &mut Duration,
+        up: &mut Option<Instant>,
     ) -> String {
         let mut c = match redis_stream::connect(url).await {
             Ok(c) => c,
@@ -107,19 +115,21 @@ impl Session {
         if let Err(e) = self.set_up(&mut c.commands, keyset).await {
             return e;
         }
-        *backoff = BACKOFF_MIN;
+        *up = Some(Instant::now());
         info!(
             "redis transport up: {shown_url}, reading {} as `{}` in group `{MINTS_GROUP}`",
             self.keys.requests(),
             self.consumer
         );
-        // Requests delivered to this consumer name before a restart first.
+        // What this consumer already holds first (after a reconnect, or a
+        // restart under the same `consumer` name), then new requests.
         let mut cursor = "0".to_string();
+        let mut claim_from = "0-0".to_string();
         let mut next_claim = Instant::now();
         loop {
             let result = if Instant::now() >= next_claim {
                 next_claim = Instant::now() + self.claim_idle / 2;
-                self.claim(&mut c.commands).await
+                self.claim(&mut c.commands, &mut claim_from).await
             } else {
                 self.read(&mut c.blocking, &mut cursor).await
             };
@@ -133,7 +143,8 @@ impl Session {
         }
     }
 
-    /// Creates the consumer group (if new) and publishes the active keyset.
+    /// Creates the consumer group (if new), publishes the active keyset and
+    /// removes consumers long gone.
     async fn set_up(&self, conn: &mut MultiplexedConnection, keyset: &str) -> Result<(), String> {
         let created: Result<(), _> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -156,7 +167,8 @@ impl Session {
             .arg(self.ctx.service.unit_bits().get())
             .query_async::<()>(conn)
             .await
-            .map_err(|e| format!("publishing the keyset: {e}"))
+            .map_err(|e| format!("publishing the keyset: {e}"))?;
+        self.remove_gone_consumers(conn).await
     }
 
     /// New requests for this consumer; first those it already holds
@@ -165,8 +177,8 @@ impl Session {
         &self,
         conn: &mut MultiplexedConnection,
         cursor: &mut String,
-    ) -> Result<Vec<StreamId>, String> {
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+    ) -> Result<Vec<StreamEntry>, String> {
+        let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(MINTS_GROUP)
             .arg(&self.consumer)
@@ -180,86 +192,124 @@ impl Session {
             .query_async(conn)
             .await
             .map_err(|e| format!("reading requests: {e}"))?;
-        let entries: Vec<StreamId> = reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .collect();
-        if *cursor != ">" && entries.is_empty() {
-            *cursor = ">".to_string();
-        } else if *cursor != ">" {
-            info!(
-                "serving {} requests this consumer held before",
-                entries.len()
-            );
+        let entries = redis_stream::read_reply(&reply);
+        if *cursor != ">" {
+            match entries.is_empty() {
+                true => *cursor = ">".to_string(),
+                false => info!("serving {} requests this consumer held", entries.len()),
+            }
         }
         Ok(entries)
     }
 
-    /// Requests another consumer has held unacknowledged for `claim_idle`.
-    async fn claim(&self, conn: &mut MultiplexedConnection) -> Result<Vec<StreamId>, String> {
-        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+    /// Requests another consumer has held unacknowledged for `claim_idle`;
+    /// the scan goes on from `from` and wraps around.
+    async fn claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        from: &mut String,
+    ) -> Result<Vec<StreamEntry>, String> {
+        let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(self.keys.requests())
             .arg(MINTS_GROUP)
             .arg(&self.consumer)
             .arg(self.claim_idle.as_millis() as u64)
-            .arg("0-0")
+            .arg(from.as_str())
             .arg("COUNT")
             .arg(BATCH)
             .query_async(conn)
             .await
             .map_err(|e| format!("claiming idle requests: {e}"))?;
-        if !reply.claimed.is_empty() {
+        let (next, claimed) = redis_stream::autoclaim_reply(&reply);
+        *from = next;
+        if !claimed.is_empty() {
             info!(
                 "claimed {} requests idle for over {:?} (a mint process stopped holding them)",
-                reply.claimed.len(),
+                claimed.len(),
                 self.claim_idle
             );
         }
-        Ok(reply.claimed)
+        Ok(claimed)
     }
 
-    /// Serves entries concurrently (the quote writer groups their quotes),
-    /// then sends the answers and acknowledges the entries, in one round trip.
+    /// Serves entries concurrently (the quote writer groups their quotes)
+    /// while keeping them claimed, then sends the answers, and only once
+    /// they are in Redis acknowledges the entries.
     async fn serve_entries(
         &self,
         conn: &mut MultiplexedConnection,
-        entries: Vec<StreamId>,
+        entries: Vec<StreamEntry>,
     ) -> Result<(), String> {
         if entries.is_empty() {
             return Ok(());
         }
-        let answers = join_all(entries.iter().map(|entry| self.serve_entry(entry))).await;
+        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+        let answers = {
+            let serving = join_all(entries.iter().map(|entry| self.serve_entry(entry)));
+            tokio::pin!(serving);
+            let mut touch = tokio::time::interval(self.claim_idle / 3);
+            touch.tick().await;
+            loop {
+                tokio::select! {
+                    answers = &mut serving => break answers,
+                    _ = touch.tick() => self.touch(&mut conn.clone(), &ids).await?,
+                }
+            }
+        };
         let mut pipe = redis::pipe();
         for (pool, answer) in answers.into_iter().flatten() {
-            let signed = SignedEntry::sign(answer, &self.signer, &pool)
-                .map_err(|e| format!("encoding an answer: {e}"))?;
-            redis_stream::add(
-                &mut pipe,
-                &self.keys.answers(&pool),
-                ANSWERS_MAX_LEN,
-                &signed,
-            );
+            match SignedEntry::sign(answer, &self.signer, &pool) {
+                Ok(signed) => redis_stream::add(
+                    &mut pipe,
+                    &self.keys.answers(&pool),
+                    ANSWERS_MAX_LEN,
+                    &signed,
+                ),
+                Err(e) => warn!("an answer to pool {pool} does not encode: {e}"),
+            }
         }
-        let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-        pipe.cmd("XACK")
+        if !pipe.is_empty() {
+            pipe.query_async::<()>(conn)
+                .await
+                .map_err(|e| format!("answering (requests stay pending): {e}"))?;
+        }
+        redis::pipe()
+            .cmd("XACK")
             .arg(self.keys.requests())
             .arg(MINTS_GROUP)
             .arg(&ids)
-            .ignore();
-        pipe.cmd("XDEL")
+            .ignore()
+            .cmd("XDEL")
             .arg(self.keys.requests())
             .arg(&ids)
-            .ignore();
-        pipe.query_async::<()>(conn)
+            .ignore()
+            .query_async::<()>(conn)
             .await
-            .map_err(|e| format!("answering: {e}"))
+            .map_err(|e| format!("acknowledging requests: {e}"))
+    }
+
+    /// Resets the idle time of entries this consumer is serving, keeping
+    /// them its own.
+    async fn touch(&self, conn: &mut MultiplexedConnection, ids: &[&str]) -> Result<(), String> {
+        redis::cmd("XCLAIM")
+            .arg(self.keys.requests())
+            .arg(MINTS_GROUP)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(ids)
+            .arg("JUSTID")
+            .query_async::<Value>(conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("keeping requests claimed: {e}"))
     }
 
     /// The answer to one entry and the pool it goes to; `None` for an entry
     /// that is not a signed request of an allowed pool.
-    async fn serve_entry(&self, entry: &StreamId) -> Option<(XOnlyPublicKey, MintQuoteMessage)> {
-        let opened = redis_stream::signed_entry(entry)
+    async fn serve_entry(&self, entry: &StreamEntry) -> Option<(XOnlyPublicKey, MintQuoteMessage)> {
+        let opened = entry
+            .signed
+            .clone()
             .and_then(|signed| signed.open(&self.mint_key, &self.allowed));
         let (pool, message) = match opened {
             Ok(opened) => opened,
@@ -295,4 +345,101 @@ impl Session {
             warn!(left_out, "dropped request entry {id}: {why}");
         }
     }
+
+    /// Removes consumers of the group that hold nothing and have been idle
+    /// for [`CONSUMER_GONE_AFTER`] (processes that stopped long ago).
+    async fn remove_gone_consumers(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let reply: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.keys.requests())
+            .arg(MINTS_GROUP)
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("listing consumers: {e}"))?;
+        for (name, pending, idle_ms) in consumers(&reply) {
+            if pending == 0
+                && idle_ms >= CONSUMER_GONE_AFTER.as_millis() as i64
+                && name != self.consumer
+            {
+                self.delete_consumer(conn, &name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_consumer(
+        &self,
+        conn: &mut MultiplexedConnection,
+        name: &str,
+    ) -> Result<(), String> {
+        redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(self.keys.requests())
+            .arg(MINTS_GROUP)
+            .arg(name)
+            .query_async::<Value>(conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("removing consumer {name}: {e}"))
+    }
+
+    /// At shutdown: leaves the group if this consumer holds nothing (what
+    /// it holds stays for the next process to claim).
+    async fn leave(&self, url: &str) {
+        let Ok(mut c) = redis_stream::connect(url).await else {
+            return;
+        };
+        let Ok(reply) = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(self.keys.requests())
+            .arg(MINTS_GROUP)
+            .query_async::<Value>(&mut c.commands)
+            .await
+        else {
+            return;
+        };
+        let holds = consumers(&reply)
+            .into_iter()
+            .any(|(name, pending, _)| name == self.consumer && pending > 0);
+        if !holds {
+            let _ = self.delete_consumer(&mut c.commands, &self.consumer).await;
+        }
+    }
+}
+
+/// (name, pending, idle ms) of each consumer in an `XINFO CONSUMERS` reply.
+fn consumers(reply: &Value) -> Vec<(String, i64, i64)> {
+    let Value::Array(consumers) = reply else {
+        return vec![];
+    };
+    consumers
+        .iter()
+        .filter_map(|consumer| {
+            let fields: Vec<(&Value, &Value)> = match consumer {
+                Value::Array(flat) => flat
+                    .chunks(2)
+                    .filter_map(|p| Some((p.first()?, p.get(1)?)))
+                    .collect(),
+                Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
+                _ => return None,
+            };
+            let field = |wanted: &str| {
+                fields.iter().find_map(|(k, v)| match k {
+                    Value::BulkString(k) if k.as_slice() == wanted.as_bytes() => Some(*v),
+                    Value::SimpleString(k) if k == wanted => Some(*v),
+                    _ => None,
+                })
+            };
+            let name = match field("name")? {
+                Value::BulkString(name) => String::from_utf8_lossy(name).into_owned(),
+                Value::SimpleString(name) => name.clone(),
+                _ => return None,
+            };
+            let int = |wanted| match field(wanted) {
+                Some(Value::Int(n)) => *n,
+                _ => 0,
+            };
+            Some((name, int("pending"), int("idle")))
+        })
+        .collect()
 }

@@ -218,6 +218,21 @@ async fn bad_requests_are_refused_with_a_clear_4xx() {
         (409, "replayed-request".into())
     );
 
+    // Another mint process on the same database (here a second lookup
+    // service on this mint's) refuses it too; its digest is forgotten only
+    // once the request could not be accepted anyway.
+    let other = mint::lookup::QuoteLookup::new(mint.running.mint.clone(), mint_key);
+    let body = serde_json::to_vec(&request).unwrap();
+    assert!(matches!(
+        other.lookup("ehash", &body, now()).await,
+        Err(mint::lookup::Refusal::Request(
+            ehash::lookup::LookupError::Replayed
+        ))
+    ));
+    let expiry = request.timestamp + ehash::lookup::TIMESTAMP_WINDOW_SECS;
+    assert_eq!(other.forget_expired(expiry).await, Ok(0));
+    assert_eq!(other.forget_expired(expiry + 1).await, Ok(1));
+
     // Two minutes old, and two minutes ahead.
     for skew in [-120i64, 120] {
         let mut f = fields(None, None);

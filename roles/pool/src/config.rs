@@ -6,6 +6,7 @@ use ehash::pending::ShareResponseMode;
 
 use ehash::UnitBits;
 use roles_common::network::{refuse_devnet_key, Network};
+use roles_common::redis_stream;
 use roles_common::stats_publisher::StatsSettings;
 use roles_common::{
     check_authority_key_pair, check_listen_address, default, ConfigError, Validate,
@@ -131,7 +132,7 @@ pub struct MintSettings {
     pub redis_url: Option<String>,
     /// With `transport = "redis"`: the prefix of the deployment's keys, the
     /// mints' `redis.prefix`.
-    #[serde(default = "default_redis_prefix")]
+    #[serde(default = "redis_stream::default_prefix")]
     pub redis_prefix: String,
     /// host:port of the mint's pool link.
     #[serde(default = "default::this_machine::<String, 34260>")]
@@ -195,10 +196,6 @@ pub enum MintTransport {
     #[default]
     Noise,
     Redis,
-}
-
-fn default_redis_prefix() -> String {
-    "hashpool".into()
 }
 
 impl MintSettings {

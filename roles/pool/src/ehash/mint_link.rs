@@ -15,6 +15,7 @@ use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
 use mint_quote_sv2::{
     MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
 };
+use roles_common::backoff::Backoff;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_apps::network_helpers::connect_with_noise;
 use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
@@ -26,8 +27,6 @@ use tracing::{info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(100);
-pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct MintLinkConfig {
@@ -106,10 +105,9 @@ async fn run(
     events: mpsc::UnboundedSender<MintEvent>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut attempt = 0u64;
+    let mut backoff = Backoff::new();
     loop {
-        attempt += 1;
+        let mut up = None;
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
             c = connect(&address, &config) => c,
@@ -120,8 +118,7 @@ async fn run(
                     "mint link up: {address} (authenticated, unit_bits {})",
                     config.unit_bits
                 );
-                backoff = BACKOFF_MIN;
-                attempt = 0;
+                up = Some(std::time::Instant::now());
                 if events.send(MintEvent::Up).is_err() {
                     return;
                 }
@@ -133,9 +130,10 @@ async fn run(
             }
             Err(reason) => reason,
         };
-        if attempt <= 1 || attempt.is_power_of_two() {
+        let (delay, attempt) = backoff.after(up);
+        if attempt == 1 || attempt.is_power_of_two() {
             warn!(
-                "mint link down ({address}): {reason}; retrying in {backoff:?} (attempt {attempt})"
+                "mint link down ({address}): {reason}; retrying in {delay:?} (attempt {attempt})"
             );
         }
         if events.send(MintEvent::Down { reason }).is_err() {
@@ -145,9 +143,8 @@ async fn run(
         while queue.try_recv().is_ok() {}
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

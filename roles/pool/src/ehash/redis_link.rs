@@ -17,7 +17,8 @@ use ehash::wire::MessageSet;
 use mint_quote_sv2::stream::{keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS};
 use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest};
 use redis::aio::MultiplexedConnection;
-use redis::streams::{StreamRangeReply, StreamReadReply};
+use redis::Value;
+use roles_common::backoff::Backoff;
 use roles_common::log_limit::LogLimit;
 use roles_common::redis_stream::{self, BLOCK};
 use stratum_core::bitcoin::secp256k1::{Keypair, SecretKey, XOnlyPublicKey};
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::mint_link::{MintEvent, MintLinkConfig, BACKOFF_MAX, BACKOFF_MIN};
+use super::mint_link::{MintEvent, MintLinkConfig};
 
 /// Requests appended in one round trip at most.
 const BATCH: usize = 512;
@@ -64,24 +65,19 @@ pub(super) async fn run(
         signer,
         config,
     };
-    let mut backoff = BACKOFF_MIN;
-    let mut attempt = 0u64;
+    let mut backoff = Backoff::new();
     loop {
-        attempt += 1;
-        let reason = link
-            .session(&mut queue, &events, &shutdown, &mut attempt)
-            .await;
-        if shutdown.is_cancelled() {
-            return;
-        }
-        if attempt <= 1 || attempt.is_power_of_two() {
+        let mut up = None;
+        let reason = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = link.session(&mut queue, &events, &mut up) => r,
+        };
+        let (delay, attempt) = backoff.after(up);
+        if attempt == 1 || attempt.is_power_of_two() {
             warn!(
-                "mint link down (redis {}): {reason}; retrying in {backoff:?} (attempt {attempt})",
+                "mint link down (redis {}): {reason}; retrying in {delay:?} (attempt {attempt})",
                 link.shown_url
             );
-        }
-        if attempt == 0 {
-            backoff = BACKOFF_MIN;
         }
         if events.send(MintEvent::Down { reason }).is_err() {
             return;
@@ -90,21 +86,19 @@ pub(super) async fn run(
         while queue.try_recv().is_ok() {}
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
 impl Link {
-    /// One connection's life; returns why it ended. `attempt` is reset
-    /// once the link is up.
+    /// One connection's life; returns why it ended. `up` is set when the
+    /// link comes up.
     async fn session(
         &self,
         queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
         events: &mpsc::UnboundedSender<MintEvent>,
-        shutdown: &CancellationToken,
-        attempt: &mut u64,
+        up: &mut Option<Instant>,
     ) -> String {
         let mut c = match redis_stream::connect(&self.url).await {
             Ok(c) => c,
@@ -114,7 +108,7 @@ impl Link {
             Ok(cursor) => cursor,
             Err(e) => return e,
         };
-        *attempt = 0;
+        *up = Some(Instant::now());
         if events.send(MintEvent::Up).is_err() {
             return "the pool stopped".into();
         }
@@ -131,7 +125,6 @@ impl Link {
         let mut batch = Vec::with_capacity(BATCH);
         let reason = loop {
             let sent = tokio::select! {
-                _ = shutdown.cancelled() => break "shutting down".to_string(),
                 r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
                 n = queue.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
@@ -178,7 +171,7 @@ impl Link {
             }
             Some(_) => {}
         }
-        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+        let last: Value = redis::cmd("XREVRANGE")
             .arg(self.keys.answers(&self.pool_key))
             .arg("+")
             .arg("-")
@@ -194,8 +187,7 @@ impl Link {
             self.keys.requests(),
             self.keys.answers(&self.pool_key),
         );
-        Ok(last
-            .ids
+        Ok(redis_stream::entries(&last)
             .first()
             .map_or_else(|| "0-0".to_string(), |e| e.id.clone()))
     }
@@ -238,7 +230,7 @@ impl AnswerReader {
     ) -> String {
         let stream = self.keys.answers(&self.pool_key);
         loop {
-            let reply: Result<Option<StreamReadReply>, _> = redis::cmd("XREAD")
+            let reply: Result<Value, _> = redis::cmd("XREAD")
                 .arg("COUNT")
                 .arg(BATCH)
                 .arg("BLOCK")
@@ -249,14 +241,15 @@ impl AnswerReader {
                 .query_async(&mut blocking)
                 .await;
             let entries = match reply {
-                Ok(reply) => reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids),
+                Ok(reply) => redis_stream::read_reply(&reply),
                 Err(e) => return format!("reading answers: {e}"),
             };
             let mut read = false;
             for entry in entries {
                 read = true;
                 cursor = entry.id.clone();
-                let opened = redis_stream::signed_entry(&entry)
+                let opened = entry
+                    .signed
                     .and_then(|signed| signed.open(&self.pool_key, &[self.mint_key]));
                 let event = match opened {
                     Ok((
