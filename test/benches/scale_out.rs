@@ -2,8 +2,9 @@
 //! latency (request appended -> answer read), and the mint processes' CPU
 //! and peak RSS, with 1, 2 and 3 mint processes reading one Redis stream;
 //! then one process's Noise pool link at the same load, on the same kind of
-//! database. The requests (real shares, signed by an allowed pool) are made
-//! before the clock starts. Each run has a fresh PostgreSQL and Redis.
+//! database; then both transports to one process on a SQLite file. The
+//! requests (real shares, signed by an allowed pool) are made before the
+//! clock starts. Each run has a fresh database and Redis.
 //!
 //!     cargo bench -p hashpool-tests --bench scale_out [requests] [in flight]
 
@@ -49,6 +50,22 @@ fn main() {
         let latencies = over_noise(&cluster, requests, window).await;
         run.report("noise link, 1 mint process", latencies);
         cluster.stop().await;
+
+        // The transports alone: one mint process on a SQLite file, which
+        // writes quotes far faster than PostgreSQL through cdk.
+        println!("one mint process on a SQLite file (synchronous, WAL):");
+        for transport in ["redis", "noise link"] {
+            let sqlite = tempfile::tempdir().unwrap();
+            let database = sqlite.path().join("mint.sqlite").display().to_string();
+            let cluster = Cluster::start_on(0, 1, false, Some(database)).await;
+            let run = Run::start(&cluster);
+            let latencies = match transport {
+                "redis" => over_redis(&cluster, requests, window).await,
+                _ => over_noise(&cluster, requests, window).await,
+            };
+            run.report(&format!("{transport}, SQLite"), latencies);
+            cluster.stop().await;
+        }
     });
 }
 

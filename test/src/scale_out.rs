@@ -122,6 +122,17 @@ impl Cluster {
     /// `pools` pools and `mints` mint processes, all up. With
     /// `follow_chain`, the mints follow devnet-tp's chain.
     pub async fn start(pools: usize, mints: usize, follow_chain: bool) -> Cluster {
+        Self::start_on(pools, mints, follow_chain, None).await
+    }
+
+    /// [`Self::start`] with the mints' database at `database` instead of the
+    /// cluster's PostgreSQL (a SQLite file serves one mint process only).
+    pub async fn start_on(
+        pools: usize,
+        mints: usize,
+        follow_chain: bool,
+        database: Option<String>,
+    ) -> Cluster {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let (tp, tp_shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
@@ -139,8 +150,11 @@ impl Cluster {
         };
         // One after the other: the first sets the database up (tables,
         // keysets), which is not meant to run twice at once.
+        let database = database.unwrap_or_else(|| cluster.postgres.url());
         for i in 0..mints {
-            cluster.start_mint(i, pools.max(1), follow_chain).await;
+            cluster
+                .start_mint(i, pools.max(1), follow_chain, &database)
+                .await;
         }
         for i in 0..pools {
             cluster.start_pool(i).await;
@@ -152,14 +166,14 @@ impl Cluster {
         self.tp.as_ref().expect("devnet-tp running").local_addr()
     }
 
-    /// The shipped mint config on fresh ports, the cluster's database and
+    /// The shipped mint config on fresh ports, `database` and the cluster's
     /// Redis, allowing the cluster's first `pools` pools.
-    async fn start_mint(&mut self, i: usize, pools: usize, follow_chain: bool) {
+    async fn start_mint(&mut self, i: usize, pools: usize, follow_chain: bool, database: &str) {
         let (http, link) = (free_address(), free_address());
         let mut c = shipped_config("mint.toml");
         set_config(&mut c, "http_listen", http.to_string());
         set_config(&mut c, "link_listen", link.to_string());
-        set_config(&mut c, "database", self.postgres.url());
+        set_config(&mut c, "database", database);
         set_config(&mut c, "unit_bits", 0i64);
         if follow_chain {
             set_config(&mut c, "chain.tp_address", self.tp_addr().to_string());

@@ -218,12 +218,7 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
         m.mine(5).await;
     }
     let keys = StreamKeys::new("hashpool");
-    let mut conn = redis::Client::open(cluster.redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let taken = take_as(&mut conn, &keys, "mint-dead", 4).await;
+    let taken = take_as(&mut connect(&cluster).await, &keys, "mint-dead", 4).await;
     assert!(taken > 0, "the dead consumer took requests");
     cluster.mints[0].process.child.kill();
     for mint in &cluster.mints[1..] {
@@ -233,11 +228,50 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
         m.mine(10).await;
     }
 
-    // Redis restarts (append-only file on): requests, pending entries and
-    // answers it held are all still there.
-    tokio::task::block_in_place(|| cluster.redis.restart()).expect("redis restarts");
+    // What the dead consumer held is claimed by a live process.
+    let mut conn = connect(&cluster).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while pending_of(&mut conn, &keys, "mint-dead").await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "what the dead consumer held is never claimed\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        cluster.mints[1..]
+            .iter()
+            .any(|m| m.process.child.log().contains("claimed")),
+        "a live mint process claimed requests"
+    );
+
+    // Redis is killed with SIGKILL and started again: its append-only file
+    // (synced on every write) still holds the requests, pending entries and
+    // answers it acknowledged.
+    tokio::task::block_in_place(|| {
+        cluster.redis.kill();
+        cluster.redis.start_again()
+    })
+    .expect("redis starts again");
     for m in &mut miners {
         m.mine(5).await;
+    }
+
+    // Redis loses everything (FLUSHALL) with requests unserved: the pools
+    // ask again for what stays unanswered past their timeout.
+    for mint in &cluster.mints[1..] {
+        mint.process.pause();
+    }
+    for m in &mut miners {
+        m.mine(3).await;
+    }
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut connect(&cluster).await)
+        .await
+        .expect("FLUSHALL");
+    for mint in &cluster.mints[1..] {
+        mint.process.resume();
     }
 
     // Pool 1 dies with shares unanswered; restarted, it asks for them again.
@@ -258,28 +292,6 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
     for m in &mut miners {
         m.collect_quotes(&cluster).await;
     }
-    // A connection of its own: Redis restarted since the first.
-    let mut conn = redis::Client::open(cluster.redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    // (The pool's resends may have been quoted first: the claim can come later.)
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while pending_of(&mut conn, &keys, "mint-dead").await > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "what the dead consumer held is never claimed\n{}",
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        cluster.mints[1..]
-            .iter()
-            .any(|m| m.process.child.log().contains("claimed")),
-        "a live mint process claimed requests"
-    );
     // Each pool's miner mints exactly its shares' ehash, through a
     // different surviving mint process.
     for (i, m) in miners.iter().enumerate() {
@@ -314,6 +326,14 @@ async fn add_entry(conn: &mut MultiplexedConnection, stream: &str, fields: &[(&s
         cmd.arg(*name).arg(*value);
     }
     cmd.query_async::<String>(conn).await.expect("XADD");
+}
+
+async fn connect(cluster: &Cluster) -> MultiplexedConnection {
+    redis::Client::open(cluster.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 /// Takes up to `n` new requests as consumer `name` of the mints' group,
