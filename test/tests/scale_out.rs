@@ -195,7 +195,7 @@ impl ClusterMiner {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crashes_and_a_redis_restart(
+async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crashes_and_redis_losses(
 ) {
     let mut cluster = Cluster::start(2, 3, true).await;
     let mut miners = vec![];

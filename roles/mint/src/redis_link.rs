@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use ehash::wire::MessageSet;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use mint_quote_sv2::stream::{
     keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS, MINTS_GROUP,
 };
@@ -34,6 +35,7 @@ use roles_common::log_limit::LogLimit;
 use roles_common::redis_stream::{self, StreamEntry, BLOCK};
 use roles_common::CancellationToken;
 use stratum_core::bitcoin::secp256k1::{Keypair, SecretKey, XOnlyPublicKey};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::config::RedisSettings;
@@ -41,6 +43,9 @@ use crate::io::LinkContext;
 
 /// Entries read at once; one group commit of the quote writer.
 const BATCH: usize = crate::quote_writer::MAX_GROUP;
+/// Batches served at once: the next is read, and its quotes queued for the
+/// writer, while the last is written and answered.
+const BATCHES_IN_FLIGHT: usize = 4;
 /// Answers kept per pool stream at most (the pool trims what it has read).
 const ANSWERS_MAX_LEN: usize = 100_000;
 /// A consumer holding nothing and idle this long is gone: its name is
@@ -121,24 +126,52 @@ impl Session {
             self.keys.requests(),
             self.consumer
         );
-        // What this consumer already holds first (after a reconnect, or a
-        // restart under the same `consumer` name), then new requests.
+        // Batches are read while earlier ones are served: the reader is
+        // never cancelled mid-read (a reply lost that way would leave its
+        // entries pending until claimed).
+        let (batches, mut to_serve) = mpsc::channel(BATCHES_IN_FLIGHT);
+        let reading = self.read_batches(&mut c.blocking, c.commands.clone(), batches);
+        let serving = async {
+            let mut in_flight = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    Some(entries) = to_serve.recv(), if in_flight.len() < BATCHES_IN_FLIGHT => {
+                        in_flight.push(self.serve_entries(c.commands.clone(), entries));
+                    }
+                    Some(served) = in_flight.next(), if !in_flight.is_empty() => served?,
+                    else => return Ok::<(), String>(()),
+                }
+            }
+        };
+        let ended = tokio::select! {
+            r = reading => r,
+            r = serving => r,
+        };
+        ended.err().unwrap_or_else(|| "stopped".into())
+    }
+
+    /// Reads batches of requests until the connection fails: those another
+    /// consumer held too long every `claim_idle / 2`, otherwise those this
+    /// consumer already holds (after a reconnect, or a restart under the
+    /// same `consumer` name), then new ones.
+    async fn read_batches(
+        &self,
+        blocking: &mut MultiplexedConnection,
+        mut commands: MultiplexedConnection,
+        batches: mpsc::Sender<Vec<StreamEntry>>,
+    ) -> Result<(), String> {
         let mut cursor = "0".to_string();
         let mut claim_from = "0-0".to_string();
         let mut next_claim = Instant::now();
         loop {
-            let result = if Instant::now() >= next_claim {
+            let entries = if Instant::now() >= next_claim {
                 next_claim = Instant::now() + self.claim_idle / 2;
-                self.claim(&mut c.commands, &mut claim_from).await
+                self.claim(&mut commands, &mut claim_from).await?
             } else {
-                self.read(&mut c.blocking, &mut cursor).await
+                self.read(blocking, &mut cursor).await?
             };
-            let entries = match result {
-                Ok(entries) => entries,
-                Err(e) => return e,
-            };
-            if let Err(e) = self.serve_entries(&mut c.commands, entries).await {
-                return e;
+            if !entries.is_empty() && batches.send(entries).await.is_err() {
+                return Ok(());
             }
         }
     }
@@ -171,8 +204,8 @@ impl Session {
         self.remove_gone_consumers(conn).await
     }
 
-    /// New requests for this consumer; first those it already holds
-    /// (`cursor` "0"), then new ones (">").
+    /// Requests for this consumer: those it already holds after `cursor`
+    /// (from "0" on), then, once there are none, new ones (">").
     async fn read(
         &self,
         conn: &mut MultiplexedConnection,
@@ -194,9 +227,12 @@ impl Session {
             .map_err(|e| format!("reading requests: {e}"))?;
         let entries = redis_stream::read_reply(&reply);
         if *cursor != ">" {
-            match entries.is_empty() {
-                true => *cursor = ">".to_string(),
-                false => info!("serving {} requests this consumer held", entries.len()),
+            match entries.last() {
+                None => *cursor = ">".to_string(),
+                Some(last) => {
+                    info!("serving {} requests this consumer held", entries.len());
+                    *cursor = last.id.clone();
+                }
             }
         }
         Ok(entries)
@@ -237,7 +273,7 @@ impl Session {
     /// they are in Redis acknowledges the entries.
     async fn serve_entries(
         &self,
-        conn: &mut MultiplexedConnection,
+        mut conn: MultiplexedConnection,
         entries: Vec<StreamEntry>,
     ) -> Result<(), String> {
         if entries.is_empty() {
@@ -252,7 +288,7 @@ impl Session {
             loop {
                 tokio::select! {
                     answers = &mut serving => break answers,
-                    _ = touch.tick() => self.touch(&mut conn.clone(), &ids).await?,
+                    _ = touch.tick() => self.touch(&mut conn, &ids).await?,
                 }
             }
         };
@@ -269,7 +305,7 @@ impl Session {
             }
         }
         if !pipe.is_empty() {
-            pipe.query_async::<()>(conn)
+            pipe.query_async::<()>(&mut conn)
                 .await
                 .map_err(|e| format!("answering (requests stay pending): {e}"))?;
         }
@@ -283,7 +319,7 @@ impl Session {
             .arg(self.keys.requests())
             .arg(&ids)
             .ignore()
-            .query_async::<()>(conn)
+            .query_async::<()>(&mut conn)
             .await
             .map_err(|e| format!("acknowledging requests: {e}"))
     }

@@ -130,20 +130,59 @@ async fn run(
             }
             Err(reason) => reason,
         };
-        let (delay, attempt) = backoff.after(up);
-        if attempt == 1 || attempt.is_power_of_two() {
-            warn!(
-                "mint link down ({address}): {reason}; retrying in {delay:?} (attempt {attempt})"
-            );
-        }
-        if events.send(MintEvent::Down { reason }).is_err() {
+        let down = Down {
+            link: &address,
+            reason,
+            up,
+        };
+        if !down
+            .wait(&mut backoff, &mut queue, &events, &shutdown)
+            .await
+        {
             return;
         }
-        // Requests queued while down are resent by the pool on the next Up.
+    }
+}
+
+/// A connection of either transport that ended.
+pub(super) struct Down<'a> {
+    /// The link, as the logs name it.
+    pub link: &'a str,
+    pub reason: String,
+    /// When it came up, if it did.
+    pub up: Option<std::time::Instant>,
+}
+
+impl Down<'_> {
+    /// Says so (in the log, at growing intervals, and to the pool), drops
+    /// the requests queued meanwhile (the pool resends what is owed on the
+    /// next `Up`) and waits out the backoff. False once the link must stop.
+    pub async fn wait(
+        self,
+        backoff: &mut Backoff,
+        queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
+        events: &mpsc::UnboundedSender<MintEvent>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let (delay, attempt) = backoff.after(self.up);
+        if attempt == 1 || attempt.is_power_of_two() {
+            warn!(
+                "mint link down ({}): {}; retrying in {delay:?} (attempt {attempt})",
+                self.link, self.reason
+            );
+        }
+        if events
+            .send(MintEvent::Down {
+                reason: self.reason,
+            })
+            .is_err()
+        {
+            return false;
+        }
         while queue.try_recv().is_ok() {}
         tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
         }
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::mint_link::{MintEvent, MintLinkConfig};
+use super::mint_link::{Down, MintEvent, MintLinkConfig};
 
 /// Requests appended in one round trip at most.
 const BATCH: usize = 512;
@@ -72,21 +72,17 @@ pub(super) async fn run(
             _ = shutdown.cancelled() => return,
             r = link.session(&mut queue, &events, &mut up) => r,
         };
-        let (delay, attempt) = backoff.after(up);
-        if attempt == 1 || attempt.is_power_of_two() {
-            warn!(
-                "mint link down (redis {}): {reason}; retrying in {delay:?} (attempt {attempt})",
-                link.shown_url
-            );
-        }
-        if events.send(MintEvent::Down { reason }).is_err() {
+        let shown = format!("redis {}", link.shown_url);
+        let down = Down {
+            link: &shown,
+            reason,
+            up,
+        };
+        if !down
+            .wait(&mut backoff, &mut queue, &events, &shutdown)
+            .await
+        {
             return;
-        }
-        // Requests queued while down are resent by the pool on the next Up.
-        while queue.try_recv().is_ok() {}
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
         }
     }
 }
