@@ -35,7 +35,7 @@ use roles_common::log_limit::LogLimit;
 use roles_common::redis_stream::{self, StreamEntry, BLOCK};
 use roles_common::CancellationToken;
 use stratum_core::bitcoin::secp256k1::{Keypair, SecretKey, XOnlyPublicKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::config::RedisSettings;
@@ -129,14 +129,22 @@ impl Session {
         // Batches are read while earlier ones are served: the reader is
         // never cancelled mid-read (a reply lost that way would leave its
         // entries pending until claimed).
+        // A batch is read only when there is room to serve it at once, so
+        // none waits unserved (and untouched) long enough to be claimed.
         let (batches, mut to_serve) = mpsc::channel(BATCHES_IN_FLIGHT);
-        let reading = self.read_batches(&mut c.blocking, c.commands.clone(), batches);
+        let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        let reading = self.read_batches(&mut c.blocking, c.commands.clone(), slots, batches);
         let serving = async {
             let mut in_flight = FuturesUnordered::new();
             loop {
                 tokio::select! {
-                    Some(entries) = to_serve.recv(), if in_flight.len() < BATCHES_IN_FLIGHT => {
-                        in_flight.push(self.serve_entries(c.commands.clone(), entries));
+                    Some((entries, slot)) = to_serve.recv() => {
+                        let served = self.serve_entries(c.commands.clone(), entries);
+                        in_flight.push(async move {
+                            let served = served.await;
+                            drop(slot);
+                            served
+                        });
                     }
                     Some(served) = in_flight.next(), if !in_flight.is_empty() => served?,
                     else => return Ok::<(), String>(()),
@@ -158,19 +166,21 @@ impl Session {
         &self,
         blocking: &mut MultiplexedConnection,
         mut commands: MultiplexedConnection,
-        batches: mpsc::Sender<Vec<StreamEntry>>,
+        slots: Arc<Semaphore>,
+        batches: mpsc::Sender<(Vec<StreamEntry>, OwnedSemaphorePermit)>,
     ) -> Result<(), String> {
         let mut cursor = "0".to_string();
         let mut claim_from = "0-0".to_string();
         let mut next_claim = Instant::now();
         loop {
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
             let entries = if Instant::now() >= next_claim {
                 next_claim = Instant::now() + self.claim_idle / 2;
                 self.claim(&mut commands, &mut claim_from).await?
             } else {
                 self.read(blocking, &mut cursor).await?
             };
-            if !entries.is_empty() && batches.send(entries).await.is_err() {
+            if !entries.is_empty() && batches.send((entries, slot)).await.is_err() {
                 return Ok(());
             }
         }
