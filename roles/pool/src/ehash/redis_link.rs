@@ -114,14 +114,15 @@ impl Link {
             mint_key: self.mint_key,
             refusals: LogLimit::default(),
         };
-        let mut reader =
-            tokio::spawn(reader.run(c.blocking, c.commands.clone(), cursor, events.clone()));
+        // Polled with the loop below, so it ends with this session.
+        let reader = reader.run(c.blocking, c.commands.clone(), cursor, events.clone());
+        tokio::pin!(reader);
         let mut stats_timer = tokio::time::interval(self.config.stats_interval);
         let mut request_id = 0u32;
         let mut batch = Vec::with_capacity(BATCH);
         let reason = loop {
             let sent = tokio::select! {
-                r = &mut reader => break r.unwrap_or_else(|e| e.to_string()),
+                reason = &mut reader => break reason,
                 n = queue.recv_many(&mut batch, BATCH) => {
                     if n == 0 {
                         break "the pool stopped".into();
@@ -139,7 +140,6 @@ impl Link {
                 break reason;
             }
         };
-        reader.abort();
         reason
     }
 
