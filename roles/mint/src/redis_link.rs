@@ -126,11 +126,10 @@ impl Session {
             self.keys.requests(),
             self.consumer
         );
-        // Batches are read while earlier ones are served: the reader is
-        // never cancelled mid-read (a reply lost that way would leave its
-        // entries pending until claimed).
-        // A batch is read only when there is room to serve it at once, so
-        // none waits unserved (and untouched) long enough to be claimed.
+        // Batches are read while earlier ones are served, by a reader never
+        // cancelled mid-read (a reply lost that way would leave its entries
+        // pending until claimed), and only when there is room to serve one
+        // at once, so none waits untouched long enough to be claimed.
         let (batches, mut to_serve) = mpsc::channel(BATCHES_IN_FLIGHT);
         let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
         let reading = self.read_batches(&mut c.blocking, c.commands.clone(), slots, batches);
