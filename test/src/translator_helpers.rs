@@ -108,14 +108,17 @@ impl RunningTranslator {
         wait_broadcast(&mut self.events, WAIT * 2, "translator events", pred).await
     }
 
-    /// The quote store's totals once `count` quotes are minted, asking the
-    /// translator to mint every `poll`; or as they are after `within`.
+    /// The quote store's totals once `count` quotes are minted and none is
+    /// pending, asking the translator to mint every `poll`; or as they are
+    /// after `within`.
     pub async fn minted_totals(&self, count: u64, within: Duration, poll: Duration) -> Totals {
         let store = self.handle.quotes().clone();
         let deadline = Instant::now() + within;
         loop {
             let t = store.totals().expect("quote totals");
-            if t.minted.0 >= count || Instant::now() > deadline {
+            // Quotes may outnumber the shares the miner saw accepted (a
+            // success lost with a killed pool).
+            if (t.minted.0 >= count && t.pending.0 == 0) || Instant::now() > deadline {
                 return t;
             }
             self.handle.mint_now();
