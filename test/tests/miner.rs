@@ -166,7 +166,12 @@ async fn a_miner_whose_rate_alternates_every_minute_is_followed_and_every_share_
     // Nothing refused: no "too many shares awaiting the pool", no channel
     // closed under the miner (its shares would be answered "pool connection
     // lost"), no share at a stale difficulty.
-    assert_eq!(stats.rejected(), 0, "{accepted} accepted");
+    assert_eq!(
+        stats.rejected(),
+        0,
+        "{accepted} accepted, last refusal: {:?}",
+        stats.last_rejection()
+    );
     assert!(
         retargets >= 2,
         "vardiff followed the rate: {retargets} retargets"

@@ -48,6 +48,8 @@ pub struct Stats {
     pub submitted: AtomicU64,
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
+    /// The reason given for the last share rejected.
+    last_rejection: std::sync::Mutex<Option<String>>,
 }
 
 impl Stats {
@@ -62,6 +64,9 @@ impl Stats {
     }
     pub fn submitted(&self) -> u64 {
         self.submitted.load(Ordering::Relaxed)
+    }
+    pub fn last_rejection(&self) -> Option<String> {
+        roles_common::lock(&self.last_rejection).clone()
     }
 }
 
@@ -450,6 +455,7 @@ fn count(event: &Event, stats: &Stats) {
         }
         Event::Rejected(reason) => {
             stats.rejected.fetch_add(1, Ordering::Relaxed);
+            *roles_common::lock(&stats.last_rejection) = Some(reason.to_string());
             warn!("miner: share rejected: {reason}");
         }
         _ => {}
