@@ -240,6 +240,11 @@ async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_o
         assert_eq!(quote.pubkey, Some(share.pubkey));
         assert_eq!(quote.request, format!("ehash:{}", share.share_hex));
         assert_eq!(
+            quote.last_checked(),
+            PAYMENT_CHECK_NEVER_DUE,
+            "paid at creation: no payment check is ever due"
+        );
+        assert_eq!(
             writer.indexed_quote(&share.share_hex).await.unwrap(),
             Some(quote_id)
         );
