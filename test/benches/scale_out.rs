@@ -119,19 +119,9 @@ impl<'a> Run<'a> {
     }
 }
 
-/// A process's user + system CPU time from /proc (clock ticks of 10 ms).
+/// A process's user + system CPU time (clock ticks of 10 ms).
 fn cpu_time(process: &hashpool_tests::scale_out::Process) -> Duration {
-    let Some(pid) = process.child.pid() else {
-        return Duration::ZERO;
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i)?.parse::<u64>().ok())
-        .sum();
+    let ticks = process.child.pid().map_or(0, |pid| process_usage(pid).0);
     Duration::from_millis(ticks * 10)
 }
 

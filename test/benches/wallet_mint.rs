@@ -1,21 +1,29 @@
 //! The translator's wallet against a mint in its own process (the shipped
 //! config, file SQLite): how fast the mint creates quotes over the pool
 //! link (one request at a time, as the benchmark's only pool), then how fast
-//! the wallet mints them in NUT-29 batches of each size. Prints quotes/s,
-//! round times and the mint's RSS; asserts only that every quote was minted
-//! once, for exactly its amount.
+//! the wallet mints them in NUT-29 batches of each size, side by side with
+//! cdk's own `Wallet::batch_mint` minting as many quotes of the same amounts
+//! one batch at a time (as the translator did before). Prints quotes/s,
+//! round times, the ratio and the mint's RSS; asserts only that every quote
+//! was minted once, for exactly its amount.
 //!
 //!     cargo bench -p hashpool-tests --bench wallet_mint [quotes per size]
 
 #[path = "../../roles/mint/tests/support/mod.rs"]
 mod mint_support;
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
+use cdk::amount::Amount;
+use cdk::nuts::MintQuoteState;
+use cdk::wallet::MintQuote;
 use hashpool_tests::*;
 use mint_support::{share, PoolClient, POOL_SECRET};
 use translator::quotes::{QuoteState, QuoteStore};
-use translator::wallet::EhashWallet;
+use translator::wallet::{
+    ehash_method, ehash_unit, fewest_proofs, locking_secret, EhashWallet, BATCHES_IN_FLIGHT,
+};
 
 const BATCH_SIZES: [usize; 2] = [100, 1000];
 
@@ -40,29 +48,33 @@ async fn bench(quotes: usize) {
         .await
         .unwrap();
     wallet.recover().await.unwrap();
+    // cdk's path, in a wallet of its own (other secrets), minting quotes
+    // locked to the same key.
+    let reference = EhashWallet::open(&files.url(), &dir.path().join("cdk.sqlite"), [9; 64])
+        .await
+        .unwrap();
+    reference.recover().await.unwrap();
     let key = wallet.locking_key();
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
-    println!("wallet minting: {quotes} quotes per batch size, mint in its own process");
+    println!(
+        "wallet minting: {quotes} quotes of 1, 2, 4 and 8 per batch size, mint in its own \
+         process; ours: up to {BATCHES_IN_FLIGHT} batches at once; cdk: Wallet::batch_mint, \
+         one at a time"
+    );
 
-    let mut total = 0;
+    let (mut total, mut reference_total) = (0, 0);
     for size in BATCH_SIZES {
         let started = Instant::now();
-        let mut records = Vec::with_capacity(quotes);
-        for i in 0..quotes {
-            let zero_bits = (i % 4) as u32;
-            let quote_id = link.quote_id(share(zero_bits, key)).await;
-            records.push(quote_record(
-                &quote_id,
-                1 << zero_bits,
-                key,
-                QuoteState::Pending,
-            ));
-        }
-        let created = started.elapsed();
-        total += records.iter().map(|r| r.amount).sum::<u64>();
+        let created = create_quotes(&mut link, key, quotes).await;
+        let creating = started.elapsed();
+        total += created.iter().map(|(_, a)| a).sum::<u64>();
+        let records: Vec<_> = created
+            .iter()
+            .map(|(id, amount)| quote_record(id, *amount, key, QuoteState::Pending))
+            .collect();
         store.record(&records, &[]).unwrap();
 
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), Cpu::now(&mint));
         let mut rounds = Vec::new();
         loop {
             let round_started = Instant::now();
@@ -73,23 +85,116 @@ async fn bench(quotes: usize) {
             assert_eq!(round.left, 0, "a quote was refused");
             rounds.push(round_started.elapsed());
         }
-        let minted = started.elapsed();
-        rounds.sort();
-        let percentile = |p: f64| rounds[((rounds.len() as f64 - 1.0) * p).round() as usize];
+        let ours = quotes as f64 / started.elapsed().as_secs_f64();
+        let ours_cpu = cpu.share_since(&mint, started);
+
+        let created = create_quotes(&mut link, key, quotes).await;
+        reference_total += created.iter().map(|(_, a)| a).sum::<u64>();
+        let (started, cpu) = (Instant::now(), Cpu::now(&mint));
+        let mut cdk_rounds = Vec::new();
+        for batch in created.chunks(size) {
+            let round_started = Instant::now();
+            cdk_batch_mint(&reference, &seed, batch).await;
+            cdk_rounds.push(round_started.elapsed());
+        }
+        let cdk = quotes as f64 / started.elapsed().as_secs_f64();
+        let cdk_cpu = cpu.share_since(&mint, started);
         println!(
-            "batches of {size:>4}: created {quotes} quotes at {:>5.0} quotes/s, minted at {:>5.0} \
-             quotes/s ({} rounds, p50 {:?}, p99 {:?})",
-            quotes as f64 / created.as_secs_f64(),
-            quotes as f64 / minted.as_secs_f64(),
-            rounds.len(),
-            percentile(0.5),
-            percentile(0.99),
+            "batches of {size:>4}: created at {:>5.0} quotes/s\n  \
+             ours {ours:>5.0} quotes/s, rounds p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
+             cdk  {cdk:>5.0} quotes/s, batches p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
+             ours / cdk {:.1}",
+            quotes as f64 / creating.as_secs_f64(),
+            percentile(&mut rounds, 0.5),
+            percentile(&mut rounds, 0.99),
+            ours_cpu.0,
+            ours_cpu.1,
+            percentile(&mut cdk_rounds, 0.5),
+            percentile(&mut cdk_rounds, 0.99),
+            cdk_cpu.0,
+            cdk_cpu.1,
+            ours / cdk,
         );
     }
     let totals = store.totals().unwrap();
     assert_eq!(totals.minted, ((quotes * BATCH_SIZES.len()) as u64, total));
     assert_eq!(wallet.balance().await.unwrap(), total, "each quote once");
+    assert_eq!(reference.balance().await.unwrap(), reference_total);
     let rss = mint.peak_rss_kib().unwrap_or(0);
     println!("mint peak RSS {:.1} MiB", rss as f64 / 1024.0);
     drop(mint);
+}
+
+/// `n` paid quotes locked to `key`, of 1, 2, 4 and 8 in turn.
+async fn create_quotes(
+    link: &mut PoolClient,
+    key: ehash::LockingKey,
+    n: usize,
+) -> Vec<(String, u64)> {
+    let mut quotes = Vec::with_capacity(n);
+    for i in 0..n {
+        let zero_bits = (i % 4) as u32;
+        quotes.push((link.quote_id(share(zero_bits, key)).await, 1 << zero_bits));
+    }
+    quotes
+}
+
+/// Mints `quotes` with cdk's own batch mint, recording each as paid first.
+async fn cdk_batch_mint(wallet: &EhashWallet, seed: &[u8; 64], quotes: &[(String, u64)]) {
+    let cdk = wallet.cdk();
+    let secret = locking_secret(seed);
+    for (id, amount) in quotes {
+        let quote = MintQuote {
+            id: id.clone(),
+            mint_url: cdk.mint_url.clone(),
+            payment_method: ehash_method(),
+            amount: Some(Amount::from(*amount)),
+            unit: ehash_unit(),
+            request: String::new(),
+            state: MintQuoteState::Paid,
+            expiry: 0,
+            secret_key: None,
+            amount_issued: Amount::ZERO,
+            amount_paid: Amount::from(*amount),
+            updated_at: 0,
+            estimated_blocks: None,
+            used_by_operation: None,
+            version: 0,
+        };
+        cdk.localstore.add_mint_quote(quote).await.unwrap();
+    }
+    let ids: Vec<&str> = quotes.iter().map(|(id, _)| id.as_str()).collect();
+    let keys: HashMap<String, _> = quotes
+        .iter()
+        .map(|(id, _)| (id.clone(), secret.clone()))
+        .collect();
+    cdk.batch_mint(&ids, fewest_proofs(), None, Some(keys))
+        .await
+        .unwrap();
+}
+
+/// CPU time so far (clock ticks) of this process and of the mint.
+struct Cpu(u64, u64);
+
+impl Cpu {
+    fn now(mint: &RoleChild) -> Cpu {
+        let ticks = |pid| hashpool_tests::process_usage(pid).0;
+        Cpu(ticks(std::process::id()), mint.pid().map_or(0, ticks))
+    }
+
+    /// The percent of one core the wallet (this process) and the mint used
+    /// since `self`, taken at `started`.
+    fn share_since(&self, mint: &RoleChild, started: Instant) -> (f64, f64) {
+        let now = Cpu::now(mint);
+        let ticks = started.elapsed().as_secs_f64() * 100.0;
+        (
+            (now.0 - self.0) as f64 * 100.0 / ticks,
+            (now.1 - self.1) as f64 * 100.0 / ticks,
+        )
+    }
+}
+
+fn percentile(times: &mut [Duration], p: f64) -> Duration {
+    times.sort();
+    times[((times.len() as f64 - 1.0) * p).round() as usize]
 }

@@ -9,6 +9,8 @@ mod mint_support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cdk::amount::SplitTarget;
@@ -415,10 +417,10 @@ async fn the_wallet_mints_its_quotes_exactly_once_and_a_sent_token_is_received_e
         total += amount;
     }
     wallet.recover().await.unwrap();
+    // Batches of at most 3, side by side: all five in one round.
     let round = wallet.mint_pending(&store, 3).await.unwrap();
-    assert_eq!(round.minted.len(), 3, "batches are bounded");
-    let round2 = wallet.mint_pending(&store, 3).await.unwrap();
-    assert_eq!(round.amount + round2.amount, total);
+    assert_eq!((round.minted.len(), round.left), (5, 0));
+    assert_eq!(round.amount, total);
     assert_eq!(
         wallet.balance().await.unwrap(),
         total,
@@ -491,10 +493,18 @@ async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() 
     let key = wallet.locking_key();
     let (elsewhere, amount) = quote(&mut link, 3, key).await;
     let (fresh, fresh_amount) = quote(&mut link, 4, key).await;
-    // Another wallet with the same seed (its own database) mints one first.
+    // Another wallet with the same seed (its own database, its secret
+    // counter elsewhere: not our outputs) mints one first.
     let other_dir = tempfile::tempdir().unwrap();
     let other = open_wallet(&mint, other_dir.path()).await;
     other.recover().await.unwrap();
+    let keyset = other.cdk().active_keyset().await.unwrap().id;
+    other
+        .cdk()
+        .localstore
+        .increment_keyset_counter(&keyset, 1000)
+        .await
+        .unwrap();
     let other_store = QuoteStore::open_in_memory().unwrap();
     other_store
         .insert(&quote_record(&elsewhere, amount, key, QuoteState::Pending))
@@ -514,6 +524,154 @@ async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() 
     assert_eq!(round.minted, vec![(fresh, fresh_amount)]);
     assert_eq!(wallet.balance().await.unwrap(), fresh_amount);
     assert_eq!(store.totals().unwrap().minted, (2, amount + fresh_amount));
+    mint.stop().await;
+}
+
+/// A proxy to `target` that lets through the first request whose bytes
+/// contain each of `paths` and drops its answer: the connection closes
+/// instead. The paths whose answer it has dropped.
+async fn answer_dropping_proxy(
+    target: SocketAddr,
+    paths: &[&'static str],
+) -> (SocketAddr, Arc<Mutex<Vec<&'static str>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(Mutex::new(paths.to_vec()));
+    let dropped = Arc::new(Mutex::new(vec![]));
+    let dropped_by_proxy = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_target, mut to_target) = upstream.into_split();
+            let (armed, dropped) = (armed.clone(), dropped_by_proxy.clone());
+            let dropping = Arc::new(AtomicBool::new(false));
+            let dropping_up = dropping.clone();
+            tokio::spawn(async move {
+                let up = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        let request = &buf[..n];
+                        let hit = {
+                            let mut armed = armed.lock().unwrap();
+                            let at = armed
+                                .iter()
+                                .position(|p| request.windows(p.len()).any(|w| w == p.as_bytes()));
+                            at.map(|i| armed.remove(i))
+                        };
+                        if let Some(path) = hit {
+                            dropped.lock().unwrap().push(path);
+                            dropping_up.store(true, Ordering::SeqCst);
+                        }
+                        if to_target.write_all(request).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_target.read(&mut buf).await {
+                        if dropping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! { _ = up => {}, _ = down => {} }
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+/// Paid quotes of 2^bits for each of `bits`, recorded pending; their sum.
+async fn pending_quotes(
+    link: &mut PoolClient,
+    store: &QuoteStore,
+    key: LockingKey,
+    bits: impl IntoIterator<Item = u32>,
+) -> u64 {
+    let mut total = 0;
+    for bits in bits {
+        let (id, amount) = quote(link, bits, key).await;
+        store
+            .insert(&quote_record(&id, amount, key, QuoteState::Pending))
+            .unwrap();
+        total += amount;
+    }
+    total
+}
+
+/// The mint signs a batch and its answer never reaches the wallet: the
+/// wallet asks the mint what it signed (NUT-09) and keeps those proofs,
+/// minting nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_again() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let (proxy, dropped) = answer_dropping_proxy(target, &["/v1/mint/ehash/batch"]).await;
+    let url = format!("http://{proxy}");
+    let wallet = EhashWallet::open(&url, &dir.path().join("wallet.sqlite"), seed())
+        .await
+        .unwrap();
+    let key = wallet.locking_key();
+    let total = pending_quotes(&mut link, &store, key, 1..=6).await;
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!(*dropped.lock().unwrap(), ["/v1/mint/ehash/batch"]);
+    assert_eq!(
+        (round.minted.len(), round.amount, round.left),
+        (6, total, 0)
+    );
+    assert!(store.batches().unwrap().is_empty(), "the batch is closed");
+    assert_eq!(wallet.balance().await.unwrap(), total, "each proof once");
+    let stats = link.stats().await;
+    assert_eq!((stats.quotes_paid, stats.quotes_issued), (0, 6));
+    // The restored proofs are good: sent, and received elsewhere.
+    send_to_fresh_wallet(&wallet, &store, &url, total).await;
+    mint.stop().await;
+}
+
+/// A process that dies with a batch open (the mint signed it, the answer
+/// and the wallet's question about it lost) leaves it to the next start:
+/// the next round settles it first, then mints the newer quotes, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let lost = ["/v1/mint/ehash/batch", "/v1/restore"];
+    let (proxy, dropped) = answer_dropping_proxy(target, &lost).await;
+    let db = dir.path().join("wallet.sqlite");
+    let key = {
+        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
+            .await
+            .unwrap();
+        wallet.recover().await.unwrap();
+        wallet.locking_key()
+    };
+    let first = pending_quotes(&mut link, &store, key, 1..=3).await;
+    {
+        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
+            .await
+            .unwrap();
+        assert!(wallet.mint_pending(&store, 50).await.is_err());
+        assert_eq!(*dropped.lock().unwrap(), lost);
+        assert_eq!(store.batches().unwrap().len(), 1, "left open");
+        assert_eq!(wallet.balance().await.unwrap(), 0);
+    }
+    let second = pending_quotes(&mut link, &store, key, 4..=5).await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!((round.minted.len(), round.left), (5, 0));
+    assert!(store.batches().unwrap().is_empty());
+    assert_eq!(store.totals().unwrap().minted, (5, first + second));
+    assert_eq!(wallet.balance().await.unwrap(), first + second);
+    let stats = link.stats().await;
+    assert_eq!((stats.quotes_paid, stats.quotes_issued), (0, 5));
     mint.stop().await;
 }
 

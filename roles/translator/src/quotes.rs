@@ -7,6 +7,12 @@
 //! States: `pending` (locked to the wallet's key, not minted yet),
 //! `minted`, `foreign` (locked to a miner's own key: listed for that miner's
 //! wallet to mint, never minted here).
+//!
+//! A mint batch is recorded here before its request leaves (its keyset, the
+//! first secret counter of its outputs and its quotes in output order), and
+//! closed with its quotes marked minted once their proofs are in the
+//! wallet: a batch found open was interrupted, and its outputs can be
+//! derived again to ask the mint what it signed.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -74,6 +80,19 @@ pub enum StoreError {
     File(#[from] std::io::Error),
 }
 
+/// A NUT-29 mint request as recorded before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MintBatch {
+    /// Assigned when the batch is recorded.
+    pub id: i64,
+    pub keyset_id: String,
+    /// The secret counter of the first output; the outputs of each quote
+    /// follow on, in the order of `quotes`.
+    pub counter_start: u32,
+    /// (quote id, amount), in output order.
+    pub quotes: Vec<(String, u64)>,
+}
+
 /// Sum of amounts and count of records by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -108,6 +127,17 @@ CREATE TABLE IF NOT EXISTS quote_failures (
     error_code      TEXT NOT NULL,
     error_message   TEXT NOT NULL,
     created_at      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mint_batches (
+    batch_id        INTEGER PRIMARY KEY,
+    keyset_id       TEXT NOT NULL,
+    counter_start   INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mint_batch_quotes (
+    quote_id        TEXT PRIMARY KEY,
+    batch_id        INTEGER NOT NULL,
+    position        INTEGER NOT NULL
 );
 ";
 
@@ -226,11 +256,14 @@ impl QuoteStore {
             .optional()?)
     }
 
-    /// Up to `limit` quotes waiting to be minted, oldest first.
+    /// Up to `limit` quotes waiting to be minted and in no open batch,
+    /// oldest first.
     pub fn pending(&self, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' ORDER BY created_at, rowid LIMIT ?1"
+            "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' \
+             AND quote_id NOT IN (SELECT quote_id FROM mint_batch_quotes) \
+             ORDER BY created_at, rowid LIMIT ?1"
         ))?;
         let rows = stmt.query_map([limit as i64], row_to_record)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -267,13 +300,79 @@ impl QuoteStore {
 
     /// Marks quotes minted (in one transaction).
     pub fn mark_minted(&self, quote_ids: &[String]) -> Result<(), StoreError> {
+        self.close_batches(&[], quote_ids)
+    }
+
+    /// Records batches about to be requested (one transaction); `batches`
+    /// get their ids.
+    pub fn open_batches(&self, batches: &mut [MintBatch]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for id in quote_ids {
+        for batch in batches.iter_mut() {
+            tx.execute(
+                "INSERT INTO mint_batches (keyset_id, counter_start, created_at) VALUES (?1,?2,?3)",
+                params![
+                    batch.keyset_id,
+                    batch.counter_start,
+                    roles_common::unix_secs() as i64
+                ],
+            )?;
+            batch.id = tx.last_insert_rowid();
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO mint_batch_quotes (quote_id, batch_id, position) VALUES (?1,?2,?3)",
+            )?;
+            for (position, (quote_id, _)) in batch.quotes.iter().enumerate() {
+                insert.execute(params![quote_id, batch.id, position as i64])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The batches recorded and not closed, oldest first.
+    pub fn batches(&self) -> Result<Vec<MintBatch>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT batch_id, keyset_id, counter_start FROM mint_batches ORDER BY batch_id",
+        )?;
+        let mut batches = stmt
+            .query_map([], |row| {
+                Ok(MintBatch {
+                    id: row.get(0)?,
+                    keyset_id: row.get(1)?,
+                    counter_start: row.get(2)?,
+                    quotes: vec![],
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut quotes = conn.prepare(
+            "SELECT q.quote_id, q.amount FROM mint_batch_quotes b \
+             JOIN quotes q ON q.quote_id = b.quote_id WHERE b.batch_id = ?1 ORDER BY b.position",
+        )?;
+        for batch in &mut batches {
+            batch.quotes = quotes
+                .query_map([batch.id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(batches)
+    }
+
+    /// Closes batches (one transaction): `minted` quotes are marked minted,
+    /// the batches' other quotes are pending again.
+    pub fn close_batches(&self, batch_ids: &[i64], minted: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in minted {
             tx.execute(
                 "UPDATE quotes SET state = 'minted', last_error = NULL WHERE quote_id = ?1",
                 [id],
             )?;
+        }
+        for id in batch_ids {
+            tx.execute("DELETE FROM mint_batch_quotes WHERE batch_id = ?1", [id])?;
+            tx.execute("DELETE FROM mint_batches WHERE batch_id = ?1", [id])?;
         }
         tx.commit()?;
         Ok(())
@@ -364,6 +463,55 @@ mod tests {
             !s.insert(&record("q1", 5, QuoteState::Pending)).unwrap(),
             "once"
         );
+    }
+
+    #[test]
+    fn a_batch_holds_its_quotes_until_closed_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite");
+        {
+            let s = QuoteStore::open(&path).unwrap();
+            for (id, amount) in [("a", 3), ("b", 4), ("c", 5)] {
+                s.insert(&record(id, amount, QuoteState::Pending)).unwrap();
+            }
+            let mut batches = [MintBatch {
+                id: 0,
+                keyset_id: "00ab".into(),
+                counter_start: 17,
+                quotes: vec![("c".into(), 5), ("a".into(), 3)],
+            }];
+            s.open_batches(&mut batches).unwrap();
+            assert!(batches[0].id > 0);
+            let pending: Vec<String> = s
+                .pending(10)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.quote_id)
+                .collect();
+            assert_eq!(
+                pending,
+                vec!["b".to_string()],
+                "a batch's quotes are not pending"
+            );
+        }
+        let s = QuoteStore::open(&path).unwrap();
+        let open = s.batches().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].counter_start, open[0].quotes.clone()),
+            (17, vec![("c".to_string(), 5), ("a".to_string(), 3)]),
+            "in output order"
+        );
+        s.close_batches(&[open[0].id], &["c".into()]).unwrap();
+        assert!(s.batches().unwrap().is_empty());
+        assert_eq!(s.get("c").unwrap().unwrap().state, QuoteState::Minted);
+        let pending: Vec<String> = s
+            .pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.quote_id)
+            .collect();
+        assert_eq!(pending, vec!["a".to_string(), "b".to_string()], "released");
     }
 
     #[test]
