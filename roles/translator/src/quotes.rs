@@ -433,6 +433,14 @@ mod tests {
         }
     }
 
+    fn pending_ids(s: &QuoteStore) -> Vec<String> {
+        s.pending(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.quote_id)
+            .collect()
+    }
+
     #[test]
     fn a_replayed_notification_does_not_duplicate_or_reset_a_record() {
         let s = QuoteStore::open_in_memory().unwrap();
@@ -482,17 +490,7 @@ mod tests {
             }];
             s.open_batches(&mut batches).unwrap();
             assert!(batches[0].id > 0);
-            let pending: Vec<String> = s
-                .pending(10)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.quote_id)
-                .collect();
-            assert_eq!(
-                pending,
-                vec!["b".to_string()],
-                "a batch's quotes are not pending"
-            );
+            assert_eq!(pending_ids(&s), ["b"], "a batch's quotes are not pending");
         }
         let s = QuoteStore::open(&path).unwrap();
         let open = s.batches().unwrap();
@@ -505,13 +503,7 @@ mod tests {
         s.close_batches(&[open[0].id], &["c".into()]).unwrap();
         assert!(s.batches().unwrap().is_empty());
         assert_eq!(s.get("c").unwrap().unwrap().state, QuoteState::Minted);
-        let pending: Vec<String> = s
-            .pending(10)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.quote_id)
-            .collect();
-        assert_eq!(pending, vec!["a".to_string(), "b".to_string()], "released");
+        assert_eq!(pending_ids(&s), ["a", "b"], "released");
     }
 
     #[test]
@@ -549,13 +541,7 @@ mod tests {
             s.mark_minted(&["d".into()]).unwrap();
         }
         let s = QuoteStore::open(&path).unwrap();
-        let pending: Vec<String> = s
-            .pending(10)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.quote_id)
-            .collect();
-        assert_eq!(pending, vec!["a".to_string()]);
+        assert_eq!(pending_ids(&s), ["a"]);
         assert_eq!(
             s.totals().unwrap(),
             Totals {
