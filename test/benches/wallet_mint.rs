@@ -37,6 +37,7 @@ fn main() {
 }
 
 async fn bench(quotes: usize) {
+    init_logging();
     let dir = tempfile::tempdir().unwrap();
     let files = MintFiles::write(dir.path());
     let mint = RoleChild::spawn("mint", &files.config);
@@ -58,8 +59,8 @@ async fn bench(quotes: usize) {
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
     println!(
         "wallet minting: {quotes} quotes of 1, 2, 4 and 8 per batch size, mint in its own \
-         process; ours: up to {BATCHES_IN_FLIGHT} batches at once; cdk: Wallet::batch_mint, \
-         one at a time"
+         process; ours: rounds of up to {BATCHES_IN_FLIGHT} batches; cdk: Wallet::batch_mint, \
+         one batch at a time"
     );
 
     let (mut total, mut reference_total) = (0, 0);

@@ -26,7 +26,7 @@ use cdk::amount::{Amount, FeeAndAmounts};
 use cdk::dhke::construct_proofs;
 use cdk::nuts::{
     nut12, BatchMintRequest, BlindSignature, BlindedMessage, Id, Keys, PreMintSecrets, PublicKey,
-    RestoreRequest, State,
+    RestoreRequest, SecretKey, State,
 };
 use cdk::wallet::types::ProofInfo;
 use tracing::{info, warn};
@@ -36,8 +36,11 @@ use cdk::wallet::MintConnector;
 use super::{database, fewest_proofs, EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
 
-/// NUT-29 requests on their way at once: the mint signs one while the
-/// wallet derives and checks another.
+/// NUT-29 batches in one round. Their outputs are derived side by side and
+/// their requests sent one after the other, each answer checked while the
+/// mint signs the next: cdk's mint on SQLite, given batch mints at the same
+/// time, now and then fails one with "database is locked" after its 10 s
+/// busy timeout.
 pub const BATCHES_IN_FLIGHT: usize = 4;
 
 /// The most blinded outputs one mint request may carry: cdk's default
@@ -126,10 +129,7 @@ impl EhashWallet {
         }
         store.open_batches(&mut batches)?;
 
-        let requests = batches
-            .iter()
-            .map(|b| self.request_batch(b, &keyset.keys, &fees));
-        let answers = futures::future::join_all(requests).await;
+        let answers = self.request_batches(&batches, &keyset.keys, &fees).await;
         let (mut signed, mut unsettled, mut refused) = (vec![], vec![], vec![]);
         for (batch, answer) in batches.into_iter().zip(answers) {
             match answer {
@@ -188,7 +188,10 @@ impl EhashWallet {
             })?;
             let keys = self.wallet.keyset(keyset_id).await?.keys;
             let fees = self.fees_and_amounts(keyset_id).await?;
-            let outputs = self.outputs(&batch, keyset_id, &fees)?;
+            let outputs = {
+                let (seed, batch) = (self.seed, batch.clone());
+                off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
+            };
             let restored = self
                 .client
                 .post_restore(RestoreRequest {
@@ -217,7 +220,7 @@ impl EhashWallet {
                 quotes = signed.quotes.len(),
                 "restored a signed batch"
             );
-            let proofs = self.proofs(&signed.premint, signed.signatures, &keys)?;
+            let proofs = self.proofs(signed.premint, signed.signatures, keys).await?;
             settled.push((
                 MintBatch {
                     quotes: signed.quotes,
@@ -280,97 +283,89 @@ impl EhashWallet {
         Ok(())
     }
 
-    /// Sends one batch; its proofs once the mint signed every output.
-    async fn request_batch(
+    /// Sends `batches` one after the other (see [`BATCHES_IN_FLIGHT`]); the
+    /// proofs of each, once the mint signed every output.
+    async fn request_batches(
         &self,
-        batch: &MintBatch,
+        batches: &[MintBatch],
         keys: &Keys,
         fees: &FeeAndAmounts,
-    ) -> Result<Vec<ProofInfo>, WalletError> {
-        let keyset_id = Id::from_str(&batch.keyset_id)
-            .map_err(|e| WalletError::Other(format!("batch keyset: {e}")))?;
-        let outputs = self.outputs(batch, keyset_id, fees)?;
-        let mut request = BatchMintRequest {
-            quotes: batch.quotes.iter().map(|(id, _)| id.clone()).collect(),
-            quote_amounts: Some(batch.quotes.iter().map(|(_, a)| Amount::from(*a)).collect()),
-            outputs: outputs.premint.blinded_messages(),
-            signatures: None,
-        };
-        // NUT-20: every quote is locked to the wallet's key.
-        let mut signatures = Vec::with_capacity(batch.quotes.len());
-        for quote in &request.quotes {
-            let signature = request
-                .sign_quote(quote, &self.secret)
-                .map_err(|e| WalletError::Other(format!("signing quote {quote}: {e}")))?;
-            signatures.push(Some(signature));
+    ) -> Vec<Result<Vec<ProofInfo>, WalletError>> {
+        let prepared = batches.iter().map(|batch| {
+            let (seed, secret, batch, fees) =
+                (self.seed, self.secret.clone(), batch.clone(), fees.clone());
+            off_runtime(move || {
+                let outputs = derive_outputs(&seed, &batch, &fees)?;
+                let request = signed_request(&batch, &outputs, &secret)?;
+                Ok((outputs, request))
+            })
+        });
+        let mut checking = Vec::with_capacity(batches.len());
+        for prepared in futures::future::join_all(prepared).await {
+            let answer = match prepared {
+                Ok((outputs, request)) => self
+                    .client
+                    .post_batch_mint(&super::ehash_method(), request)
+                    .await
+                    .map(|answer| (outputs, answer))
+                    .map_err(WalletError::from),
+                Err(e) => Err(e),
+            };
+            // Checked and unblinded on a blocking thread from now on.
+            checking.push(answer.map(|(outputs, answer)| {
+                tokio::spawn(self.proofs(outputs.premint, answer.signatures, keys.clone()))
+            }));
         }
-        request.signatures = Some(signatures);
-        let answer = self
-            .client
-            .post_batch_mint(&super::ehash_method(), request)
-            .await?;
-        self.proofs(&outputs.premint, answer.signatures, keys)
+        let mut proofs = Vec::with_capacity(batches.len());
+        for checked in checking {
+            proofs.push(match checked {
+                Ok(task) => task
+                    .await
+                    .unwrap_or_else(|e| Err(WalletError::Other(format!("wallet task: {e}")))),
+                Err(e) => Err(e),
+            });
+        }
+        proofs
     }
 
     /// The proofs of `premint` from the mint's signatures, each checked
     /// against its output (amount, keyset, DLEQ proof).
     fn proofs(
         &self,
-        premint: &PreMintSecrets,
+        premint: PreMintSecrets,
         signatures: Vec<BlindSignature>,
-        keys: &Keys,
-    ) -> Result<Vec<ProofInfo>, WalletError> {
-        check_signatures(
-            &signatures,
-            premint.secrets.iter().map(|p| &p.blinded_message),
-            keys,
-        )?;
-        let proofs = construct_proofs(signatures, premint.rs(), premint.secrets(), keys)
-            .map_err(|e| WalletError::Other(format!("unblinding the mint's signatures: {e}")))?;
-        proofs
-            .into_iter()
-            .zip(&premint.secrets)
-            .map(|(proof, pre)| {
-                let info = ProofInfo::new(
-                    proof,
-                    self.wallet.mint_url.clone(),
-                    State::Unspent,
-                    super::ehash_unit(),
-                )?;
-                Ok(match pre.derivation_index {
-                    Some(index) => info.with_derivation_index(index),
-                    None => info,
+        keys: Keys,
+    ) -> impl std::future::Future<Output = Result<Vec<ProofInfo>, WalletError>> + Send + 'static
+    {
+        let mint_url = self.wallet.mint_url.clone();
+        off_runtime(move || {
+            check_signatures(
+                &signatures,
+                premint.secrets.iter().map(|p| &p.blinded_message),
+                &keys,
+            )?;
+            let proofs = construct_proofs(signatures, premint.rs(), premint.secrets(), &keys)
+                .map_err(|e| {
+                    WalletError::Other(format!("unblinding the mint's signatures: {e}"))
+                })?;
+            proofs
+                .into_iter()
+                .zip(&premint.secrets)
+                .map(|(proof, pre)| {
+                    let info = ProofInfo::new(
+                        proof,
+                        mint_url.clone(),
+                        State::Unspent,
+                        super::ehash_unit(),
+                    )?;
+                    Ok(match pre.derivation_index {
+                        Some(index) => info.with_derivation_index(index),
+                        None => info,
+                    })
                 })
-            })
-            .collect::<Result<_, cdk::Error>>()
-            .map_err(WalletError::from)
-    }
-
-    /// The outputs of `batch`, derived from the seed at its counters.
-    fn outputs(
-        &self,
-        batch: &MintBatch,
-        keyset_id: Id,
-        fees: &FeeAndAmounts,
-    ) -> Result<Outputs, WalletError> {
-        let mut premint = PreMintSecrets::new(keyset_id);
-        let mut per_quote = Vec::with_capacity(batch.quotes.len());
-        let mut counter = batch.counter_start;
-        for (_, amount) in &batch.quotes {
-            let quote = PreMintSecrets::from_seed(
-                keyset_id,
-                counter,
-                &self.seed,
-                Amount::from(*amount),
-                &fewest_proofs(),
-                fees,
-            )
-            .map_err(|e| WalletError::Other(format!("deriving outputs: {e}")))?;
-            counter += quote.secrets.len() as u32;
-            per_quote.push(quote.secrets.len());
-            premint.secrets.extend(quote.secrets);
-        }
-        Ok(Outputs { premint, per_quote })
+                .collect::<Result<_, cdk::Error>>()
+                .map_err(WalletError::from)
+        })
     }
 
     async fn fees_and_amounts(&self, keyset_id: Id) -> Result<FeeAndAmounts, WalletError> {
@@ -379,6 +374,68 @@ impl EhashWallet {
             .get_keyset_fees_and_amounts_by_id(keyset_id)
             .await?)
     }
+}
+
+/// Runs CPU-bound work (elliptic-curve operations by the thousand) off the
+/// async workers, so the batches in flight use every core.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, WalletError> + Send + 'static,
+) -> Result<T, WalletError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| WalletError::Other(format!("wallet task: {e}")))?
+}
+
+/// The outputs of `batch`, derived from `seed` at its counters.
+fn derive_outputs(
+    seed: &[u8; 64],
+    batch: &MintBatch,
+    fees: &FeeAndAmounts,
+) -> Result<Outputs, WalletError> {
+    let keyset_id = Id::from_str(&batch.keyset_id)
+        .map_err(|e| WalletError::Other(format!("batch keyset {}: {e}", batch.keyset_id)))?;
+    let mut premint = PreMintSecrets::new(keyset_id);
+    let mut per_quote = Vec::with_capacity(batch.quotes.len());
+    let mut counter = batch.counter_start;
+    for (_, amount) in &batch.quotes {
+        let quote = PreMintSecrets::from_seed(
+            keyset_id,
+            counter,
+            seed,
+            Amount::from(*amount),
+            &fewest_proofs(),
+            fees,
+        )
+        .map_err(|e| WalletError::Other(format!("deriving outputs: {e}")))?;
+        counter += quote.secrets.len() as u32;
+        per_quote.push(quote.secrets.len());
+        premint.secrets.extend(quote.secrets);
+    }
+    Ok(Outputs { premint, per_quote })
+}
+
+/// The NUT-29 request of `batch`, each quote signed with the wallet's
+/// locking key (NUT-20).
+fn signed_request(
+    batch: &MintBatch,
+    outputs: &Outputs,
+    secret: &SecretKey,
+) -> Result<BatchMintRequest<String>, WalletError> {
+    let mut request = BatchMintRequest {
+        quotes: batch.quotes.iter().map(|(id, _)| id.clone()).collect(),
+        quote_amounts: Some(batch.quotes.iter().map(|(_, a)| Amount::from(*a)).collect()),
+        outputs: outputs.premint.blinded_messages(),
+        signatures: None,
+    };
+    let mut signatures = Vec::with_capacity(batch.quotes.len());
+    for quote in &request.quotes {
+        let signature = request
+            .sign_quote(quote, secret)
+            .map_err(|e| WalletError::Other(format!("signing quote {quote}: {e}")))?;
+        signatures.push(Some(signature));
+    }
+    request.signatures = Some(signatures);
+    Ok(request)
 }
 
 /// How many outputs a quote of `amount` takes.
@@ -480,30 +537,15 @@ mod tests {
 
     /// The outputs of quotes of `amounts` from counter 0 of a test seed.
     fn outputs_of(amounts: &[u64]) -> (MintBatch, Outputs) {
-        let keyset_id = Id::from_str("009a1f293253e41e").unwrap();
         let fees: FeeAndAmounts = (0, (0..64).map(|i| 1u64 << i).collect::<Vec<_>>()).into();
         let batch = MintBatch {
             id: 1,
-            keyset_id: keyset_id.to_string(),
+            keyset_id: "009a1f293253e41e".into(),
             counter_start: 0,
             quotes: quotes(amounts),
         };
-        let (mut premint, mut per_quote, mut counter) = (PreMintSecrets::new(keyset_id), vec![], 0);
-        for (_, amount) in &batch.quotes {
-            let quote = PreMintSecrets::from_seed(
-                keyset_id,
-                counter,
-                &[7; 64],
-                Amount::from(*amount),
-                &fewest_proofs(),
-                &fees,
-            )
-            .unwrap();
-            counter += quote.secrets.len() as u32;
-            per_quote.push(quote.secrets.len());
-            premint.secrets.extend(quote.secrets);
-        }
-        (batch, Outputs { premint, per_quote })
+        let outputs = derive_outputs(&[7; 64], &batch, &fees).unwrap();
+        (batch, outputs)
     }
 
     fn signature_for(output: &BlindedMessage) -> BlindSignature {
