@@ -22,7 +22,7 @@ use hashpool_tests::*;
 use mint_support::{share, PoolClient, POOL_SECRET};
 use translator::quotes::{QuoteState, QuoteStore};
 use translator::wallet::{
-    ehash_method, ehash_unit, fewest_proofs, locking_secret, EhashWallet, BATCHES_IN_FLIGHT,
+    ehash_method, ehash_unit, fewest_proofs, locking_secret, EhashWallet, BATCHES_PER_ROUND,
 };
 
 const BATCH_SIZES: [usize; 2] = [100, 1000];
@@ -59,7 +59,7 @@ async fn bench(quotes: usize) {
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
     println!(
         "wallet minting: {quotes} quotes of 1, 2, 4 and 8 per batch size, mint in its own \
-         process; ours: rounds of up to {BATCHES_IN_FLIGHT} batches; cdk: Wallet::batch_mint, \
+         process; ours: rounds of up to {BATCHES_PER_ROUND} batches; cdk: Wallet::batch_mint, \
          one batch at a time"
     );
 

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!   reserve outputs ──> record batches ──> POST /v1/mint/ehash/batch
-//!   (keyset counter,    (quote store)      (every batch at once)
+//!   (keyset counter,    (quote store)      (one after the other)
 //!    wallet database)                              │ signed
 //!                                                  v
 //!                     close batches   <──   store the proofs
@@ -29,9 +29,8 @@ use cdk::nuts::{
     RestoreRequest, SecretKey, State,
 };
 use cdk::wallet::types::ProofInfo;
-use tracing::{info, warn};
-
 use cdk::wallet::MintConnector;
+use tracing::{info, warn};
 
 use super::{database, fewest_proofs, EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
@@ -41,7 +40,7 @@ use crate::quotes::{MintBatch, QuoteStore};
 /// mint signs the next: cdk's mint on SQLite, given batch mints at the same
 /// time, now and then fails one with "database is locked" after its 10 s
 /// busy timeout.
-pub const BATCHES_IN_FLIGHT: usize = 4;
+pub const BATCHES_PER_ROUND: usize = 4;
 
 /// The most blinded outputs one mint request may carry: cdk's default
 /// `max_outputs` (the mint does not publish its own).
@@ -283,7 +282,7 @@ impl EhashWallet {
         Ok(())
     }
 
-    /// Sends `batches` one after the other (see [`BATCHES_IN_FLIGHT`]); the
+    /// Sends `batches` one after the other (see [`BATCHES_PER_ROUND`]); the
     /// proofs of each, once the mint signed every output.
     async fn request_batches(
         &self,

@@ -26,7 +26,7 @@ mod issue;
 mod lookup;
 
 pub use dir::{OwnWallet, MNEMONIC_FILE};
-pub use issue::BATCHES_IN_FLIGHT;
+pub use issue::BATCHES_PER_ROUND;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -204,8 +204,8 @@ impl EhashWallet {
 
     /// Mints the pending quotes of `store` locked to this wallet's key:
     /// first settles the batches an interrupted round left open, then
-    /// mints up to [`BATCHES_IN_FLIGHT`] NUT-29 batches of at most `batch`
-    /// quotes (and the mint's own limit) at once.
+    /// mints one round of up to [`BATCHES_PER_ROUND`] NUT-29 batches of at
+    /// most `batch` quotes (and the mint's own limit).
     pub async fn mint_pending(
         &self,
         store: &QuoteStore,
@@ -216,7 +216,7 @@ impl EhashWallet {
         let batch = self.batch_size(batch).await;
         let own_key = self.key.to_string();
         let mut ready = vec![];
-        for record in store.pending(batch * BATCHES_IN_FLIGHT)? {
+        for record in store.pending(batch * BATCHES_PER_ROUND)? {
             if record.locking_key == own_key {
                 ready.push((record.quote_id, record.amount));
             } else {
