@@ -304,13 +304,27 @@ fn wallet_transactions_fill_the_template_and_the_block_confirms_them() {
     let accepted = chain.submit_solution(&sol).unwrap();
     assert_eq!(accepted.stored.transactions.len(), 3);
     assert!(chain.mempool().is_empty(), "the block confirmed them all");
-    // Their outputs are coins now (unless a later one of them spent it),
+    // Their outputs are coins now, except those a later one of them spent,
     // and what they spent is not.
-    for txid in &txids {
-        assert!((0..2).any(|vout| chain.coins().get(&OutPoint::new(*txid, vout)).is_some()));
-    }
-    for entry in &accepted.stored.transactions {
-        let tx: Transaction = deserialize(&hex::decode(entry).unwrap()).unwrap();
+    let block: Vec<Transaction> = accepted
+        .stored
+        .transactions
+        .iter()
+        .map(|entry| deserialize(&hex::decode(entry).unwrap()).unwrap())
+        .collect();
+    let spent: std::collections::HashSet<OutPoint> = block
+        .iter()
+        .flat_map(|tx| tx.input.iter().map(|input| input.previous_output))
+        .collect();
+    for tx in &block {
+        for vout in 0..tx.output.len() as u32 {
+            let outpoint = OutPoint::new(tx.compute_txid(), vout);
+            assert_eq!(
+                chain.coins().get(&outpoint).is_some(),
+                !spent.contains(&outpoint),
+                "{outpoint}"
+            );
+        }
         assert!(chain.coins().get(&tx.input[0].previous_output).is_none());
     }
 
