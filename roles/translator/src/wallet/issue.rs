@@ -102,10 +102,11 @@ impl EhashWallet {
             }
             u32::try_from(n).map_err(|_| WalletError::Other("too many outputs".into()))
         };
-        let mut total = 0;
-        for group in &groups {
-            total += count(group)?;
-        }
+        let counts = groups
+            .iter()
+            .map(|group| count(group))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let total: u32 = counts.iter().sum();
         // One reservation for the round: no other operation of the wallet
         // derives these counters again.
         let end = self
@@ -116,8 +117,7 @@ impl EhashWallet {
             .map_err(database)?;
         let mut counter = end - total;
         let mut batches = Vec::with_capacity(groups.len());
-        for quotes in groups {
-            let outputs = count(&quotes)?;
+        for (quotes, outputs) in groups.into_iter().zip(counts) {
             batches.push(MintBatch {
                 id: 0,
                 keyset_id: keyset.id.to_string(),
@@ -196,8 +196,9 @@ impl EhashWallet {
                 .post_restore(RestoreRequest {
                     outputs: outputs.premint.blinded_messages(),
                 })
-                .await;
-            round.saw_mint(!matches!(&restored, Err(e) if !super::reached_mint(e)));
+                .await
+                .map_err(WalletError::from);
+            round.saw_mint(!matches!(&restored, Err(e) if e.mint_unreachable()));
             let restored = restored?;
             let by_blinded: HashMap<PublicKey, BlindSignature> = restored
                 .outputs
