@@ -59,7 +59,8 @@ async fn bench(quotes: usize) {
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
     println!(
         "wallet minting: {quotes} quotes of 1, 2, 4 and 8 per batch size, mint in its own \
-         process; ours: rounds of up to {BATCHES_PER_ROUND} batches; cdk: Wallet::batch_mint, \
+         process; ours: rounds of up to {BATCHES_PER_ROUND} batches side by side, \
+         each carrying its total in the fewest outputs; cdk: Wallet::batch_mint, \
          one batch at a time"
     );
 

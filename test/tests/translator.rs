@@ -763,6 +763,66 @@ async fn thousands_of_quotes_minted_in_batches_across_a_mint_kill_each_exactly_o
     mint.kill();
 }
 
+/// The wallets of four miners minting at once, each round's batches side
+/// by side, against one mint on file SQLite (its own process, the shipped
+/// config): the mint serves every batch, none fails waiting for the
+/// database, and each quote is issued once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallets_minting_at_once_have_every_batch_served() {
+    const WALLETS: u8 = 4;
+    const QUOTES: u64 = 200;
+    const BATCH: usize = 10;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let files = MintFiles::write(dir.path());
+    let mint = RoleChild::spawn("mint", &files.config);
+    until_listening(files.link, "mint link").await;
+    until_listening(files.http, "mint http").await;
+    let mut link = PoolClient::authenticated(files.link, mint_support::POOL_SECRET).await;
+
+    let mut miners = vec![];
+    for n in 1..=WALLETS {
+        let path = |name: &str| dir.path().join(format!("{name}-{n}.sqlite"));
+        let wallet = EhashWallet::open(&files.url(), &path("wallet"), [n; 64])
+            .await
+            .unwrap();
+        let store = QuoteStore::open(&path("quotes")).unwrap();
+        let key = wallet.locking_key();
+        let mut records = vec![];
+        for i in 0..QUOTES {
+            let (id, amount) = quote(&mut link, (i % 4) as u32, key).await;
+            records.push(quote_record(&id, amount, key, QuoteState::Pending));
+        }
+        store.record(&records, &[]).unwrap();
+        let total: u64 = records.iter().map(|r| r.amount).sum();
+        miners.push((wallet, store, total));
+    }
+    let minting = miners.iter().map(|(wallet, store, _)| async move {
+        let mut rounds = 0;
+        loop {
+            let round = wallet.mint_pending(store, BATCH).await.unwrap();
+            assert_eq!(round.left, 0, "quotes left pending: a batch was not served");
+            if round.minted.is_empty() {
+                return rounds;
+            }
+            rounds += 1;
+        }
+    });
+    let rounds = futures::future::join_all(minting).await;
+    println!("rounds per wallet: {rounds:?}");
+    for (wallet, store, total) in &miners {
+        assert_eq!(store.totals().unwrap().minted, (QUOTES, *total));
+        assert_eq!(wallet.balance().await.unwrap(), *total);
+    }
+    let stats = link.stats().await;
+    assert_eq!(
+        (stats.quotes_paid, stats.quotes_issued),
+        (0, QUOTES * u64::from(WALLETS)),
+        "every quote issued once"
+    );
+    drop(mint);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_them() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
 use ehash::wire::MessageSet;
 use mint_quote_sv2::MintQuoteMessage;
 use roles_common::http::HttpLimits;
@@ -238,9 +241,19 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: C
     roles_common::http::serve(
         "mint http",
         listener,
-        router,
+        router.layer(axum::middleware::from_fn(without_forced_yields)),
         HttpLimits::new(MAX_HTTP_CONNECTIONS, MAX_HTTP_CONNECTIONS_PER_IP),
         shutdown,
     )
     .await
+}
+
+/// Runs a request to the end without tokio's forced yields. cdk's SQLite
+/// store waits for the write lock on the worker thread itself (busy
+/// timeout): a request forced to yield inside its transaction could be
+/// queued on a worker that is now waiting for that very lock, and both
+/// would stall for the whole 10 s timeout. The request still gives up its
+/// thread whenever it waits for something else.
+pub async fn without_forced_yields(request: Request, next: Next) -> Response {
+    tokio::task::unconstrained(next.run(request)).await
 }

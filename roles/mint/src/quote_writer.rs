@@ -296,8 +296,16 @@ impl Writer {
     }
 
     /// Quotes and pays every share in one transaction; the quote ids in
-    /// the order of `shares`.
+    /// the order of `shares`. Run to the end without tokio's forced yields,
+    /// like the HTTP API's requests (see `io::without_forced_yields`).
     async fn commit(&self, shares: &[&ShareToQuote]) -> Result<Vec<QuoteId>, Failure> {
+        tokio::task::unconstrained(self.commit_in_transaction(shares)).await
+    }
+
+    async fn commit_in_transaction(
+        &self,
+        shares: &[&ShareToQuote],
+    ) -> Result<Vec<QuoteId>, Failure> {
         let mut tx = self
             .mint
             .localstore()

@@ -31,11 +31,16 @@ pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<Tip>, Error> {
     }))
 }
 
+/// Without forced yields inside the transaction (see
+/// `io::without_forced_yields`).
 async fn store_tips(db: &DynMintDatabase, history: &TipHistory) -> Result<(), Error> {
-    let mut tx = db.begin_transaction().await?;
-    tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &history.to_bytes())
-        .await?;
-    tx.commit().await
+    tokio::task::unconstrained(async {
+        let mut tx = db.begin_transaction().await?;
+        tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &history.to_bytes())
+            .await?;
+        tx.commit().await
+    })
+    .await
 }
 
 /// Follows the template provider's tips until `shutdown`.

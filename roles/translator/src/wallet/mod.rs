@@ -75,7 +75,7 @@ impl MintRound {
     }
 }
 
-/// Each quote's amount in the fewest proofs (its binary decomposition).
+/// An amount in the fewest proofs (its binary decomposition).
 /// Not cdk's default split, which reads every unspent proof of the wallet
 /// for each quote of a batch, so minting slowed as the wallet grew.
 pub fn fewest_proofs() -> SplitTarget {
