@@ -1,6 +1,6 @@
 //! The translator's wallet against a mint in its own process (the shipped
 //! config, file SQLite): how fast the mint creates quotes over the pool
-//! link (one request at a time, as the benchmark's only pool), then how fast
+//! link ([`IN_FLIGHT`] requests at a time, as a busy pool sends them), then how fast
 //! the wallet mints them in NUT-29 batches of each size, side by side with
 //! cdk's own `Wallet::batch_mint` minting as many quotes of the same amounts
 //! one batch at a time (as the translator did before). Prints quotes/s,
@@ -19,6 +19,7 @@ use cdk::amount::Amount;
 use cdk::nuts::MintQuoteState;
 use cdk::wallet::MintQuote;
 use hashpool_tests::*;
+use mint_quote_sv2::MintQuoteMessage;
 use mint_support::{share, PoolClient, POOL_SECRET};
 use translator::quotes::{QuoteState, QuoteStore};
 use translator::wallet::{
@@ -26,6 +27,8 @@ use translator::wallet::{
 };
 
 const BATCH_SIZES: [usize; 2] = [100, 1000];
+/// Quote requests on the pool link at once while quotes are created.
+const IN_FLIGHT: usize = 64;
 
 fn main() {
     let Some([quotes]) = bench_args([5000.0]) else {
@@ -66,9 +69,7 @@ async fn bench(quotes: usize) {
 
     let (mut total, mut reference_total) = (0, 0);
     for size in BATCH_SIZES {
-        let started = Instant::now();
-        let created = create_quotes(&mut link, key, quotes).await;
-        let creating = started.elapsed();
+        let (created, quoting) = create_quotes(&mut link, key, quotes).await;
         total += created.iter().map(|(_, a)| a).sum::<u64>();
         let records: Vec<_> = created
             .iter()
@@ -90,7 +91,7 @@ async fn bench(quotes: usize) {
         let ours = quotes as f64 / started.elapsed().as_secs_f64();
         let ours_cpu = cpu.share_since(&mint, started);
 
-        let created = create_quotes(&mut link, key, quotes).await;
+        let (created, _) = create_quotes(&mut link, key, quotes).await;
         reference_total += created.iter().map(|(_, a)| a).sum::<u64>();
         let (started, cpu) = (Instant::now(), Cpu::now(&mint));
         let mut cdk_rounds = Vec::new();
@@ -102,11 +103,11 @@ async fn bench(quotes: usize) {
         let cdk = quotes as f64 / started.elapsed().as_secs_f64();
         let cdk_cpu = cpu.share_since(&mint, started);
         println!(
-            "batches of {size:>4}: created at {:>5.0} quotes/s\n  \
+            "batches of {size:>4}: the mint quoted at {quoting:>5.0} quotes/s \
+             ({IN_FLIGHT} requests in flight)\n  \
              ours {ours:>5.0} quotes/s, rounds p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
              cdk  {cdk:>5.0} quotes/s, batches p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
-             ours / cdk {:.1}",
-            quotes as f64 / creating.as_secs_f64(),
+             ours / cdk {:.1}, ours / the mint's quote rate {:.2}",
             percentile(&mut rounds, 0.5),
             percentile(&mut rounds, 0.99),
             ours_cpu.0,
@@ -116,6 +117,7 @@ async fn bench(quotes: usize) {
             cdk_cpu.0,
             cdk_cpu.1,
             ours / cdk,
+            ours / quoting,
         );
     }
     let totals = store.totals().unwrap();
@@ -127,18 +129,43 @@ async fn bench(quotes: usize) {
     drop(mint);
 }
 
-/// `n` paid quotes locked to `key`, of 1, 2, 4 and 8 in turn.
+/// `n` paid quotes locked to `key`, of 1, 2, 4 and 8 in turn, and the
+/// rate the mint quoted them at with [`IN_FLIGHT`] requests on the link
+/// (the shares are made before the clock starts).
 async fn create_quotes(
     link: &mut PoolClient,
     key: ehash::LockingKey,
     n: usize,
-) -> Vec<(String, u64)> {
-    let mut quotes = Vec::with_capacity(n);
-    for i in 0..n {
-        let zero_bits = (i % 4) as u32;
-        quotes.push((link.quote_id(share(zero_bits, key)).await, 1 << zero_bits));
+) -> (Vec<(String, u64)>, f64) {
+    let mut requests = (0..n)
+        .map(|i| share((i % 4) as u32, key))
+        .collect::<Vec<_>>();
+    let amounts: HashMap<[u8; 32], u64> = requests
+        .iter()
+        .map(|r| (r.share_hash.to_array(), r.amount))
+        .collect();
+    let started = Instant::now();
+    let (mut quotes, mut in_flight) = (Vec::with_capacity(n), 0);
+    loop {
+        while in_flight < IN_FLIGHT {
+            let Some(request) = requests.pop() else { break };
+            link.send(MintQuoteMessage::MintQuoteRequest(request)).await;
+            in_flight += 1;
+        }
+        if in_flight == 0 {
+            break;
+        }
+        match link.recv().await.unwrap() {
+            MintQuoteMessage::MintQuoteResponse(r) => {
+                let amount = amounts[&r.share_hash.to_array()];
+                quotes.push((r.quote_id.as_utf8_or_hex(), amount));
+                in_flight -= 1;
+            }
+            other => panic!("expected a quote, got {other:?}"),
+        }
     }
-    quotes
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    (quotes, rate)
 }
 
 /// Mints `quotes` with cdk's own batch mint, recording each as paid first.
