@@ -6,8 +6,13 @@
 //! share-to-minted-ehash latency (p50/p99), and CPU and RSS per role.
 //! Asserts only that every accepted share was minted.
 //!
-//!     bench/end-to-end.sh [miners] [shares/s per miner] [seconds]
+//!     bench/end-to-end.sh [miners] [shares/s per miner] [seconds] [hashes per share]
 //!     JD=1 bench/end-to-end.sh ...   (through jd-client: declared jobs)
+//!
+//! Hashes per share (default 20,000, the tests' shipped configs) sets the
+//! translator's difficulty: the generator finds every share by real proof
+//! of work on the same cores, so cheaper shares reach higher rates (at
+//! least 1,024, one ehash at the pool's unit_bits 10).
 //!
 //! Latency: the translator's stats events (to an in-process sink) give each
 //! share's acceptance time and each quote's record and mint times; shares
@@ -43,19 +48,20 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let Some([miners, rate, secs]) = bench_args([20.0, 5.0, 30.0]) else {
+    let Some([miners, rate, secs, hashes]) = bench_args([20.0, 5.0, 30.0, 20_000.0]) else {
         return;
     };
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(bench(miners as usize, rate, secs));
+        .block_on(bench(miners as usize, rate, secs, hashes));
 }
 
-async fn bench(miners: usize, rate: f64, secs: f64) {
+async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
     let dir = tempfile::tempdir().unwrap();
     let sink = StatsSink::start().await;
     let stats_address = sink.settings().address;
     let c = ShippedConfigs::write(dir.path(), NBITS_NEVER, Some(&stats_address));
+    c.with_hashes_per_share(hashes);
     let declared = std::env::var_os("JD").is_some_and(|v| v == "1");
     let mut roles = vec![
         ("devnet-tp", RoleChild::spawn("devnet-tp", &c.tp), c.tp_addr),
@@ -96,8 +102,8 @@ async fn bench(miners: usize, rate: f64, secs: f64) {
         "translator -> pool -> mint"
     };
     println!(
-        "end to end: {miners} simulated miners x {rate} shares/s for {secs} s \
-         ({path}, each its own process)"
+        "end to end: {miners} simulated miners x {rate} shares/s for {secs} s, \
+         ~{hashes} hashes a share ({path}, each its own process)"
     );
     let shutdown = CancellationToken::new();
     let started = Instant::now();

@@ -90,6 +90,24 @@ pub struct DeclaredJobs {
 }
 
 impl ShippedConfigs {
+    /// Rewrites the translator's file so that a new miner's share takes
+    /// about `hashes` (its nominal hash rate at the shipped 6 shares a
+    /// minute, vardiff off): cheaper shares let a load generator on the
+    /// same cores send more of them.
+    pub fn with_hashes_per_share(&self, hashes: f64) {
+        let mut translator = read_config(&self.translator);
+        let per_minute = translator["shares_per_minute"]
+            .as_float()
+            .expect("shares_per_minute");
+        set_config(
+            &mut translator,
+            "nominal_hashrate",
+            hashes * per_minute / 60.0,
+        );
+        let dir = self.translator.parent().expect("a config directory");
+        write_config(dir, "translator.toml", &translator);
+    }
+
     /// Rewrites the pool's and the translator's files for declared jobs and
     /// writes jd-client's.
     pub fn with_declared_jobs(&self, dir: &Path) -> DeclaredJobs {
