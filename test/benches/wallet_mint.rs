@@ -43,9 +43,7 @@ async fn bench(quotes: usize) {
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let files = MintFiles::write(dir.path());
-    let mint = RoleChild::spawn("mint", &files.config);
-    until_listening(files.link, "mint link").await;
-    until_listening(files.http, "mint http").await;
+    let mint = files.spawn().await;
     let mut link = PoolClient::authenticated(files.link, POOL_SECRET).await;
     let seed = translator::config::seed_from_mnemonic(TRANSLATOR_MNEMONIC).unwrap();
     let wallet = EhashWallet::open(&files.url(), &dir.path().join("wallet.sqlite"), seed)

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::role_child::free_address;
+use crate::role_child::{free_address, until_listening, RoleChild};
 
 /// The shipped config files of devnet-tp, mint, pool and translator,
 /// rewritten for a test: fixed free ports on 127.0.0.1 (a killed role comes
@@ -166,6 +166,14 @@ impl MintFiles {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.http)
+    }
+
+    /// A mint process on these files, once both its listeners are up.
+    pub async fn spawn(&self) -> RoleChild {
+        let mint = RoleChild::spawn("mint", &self.config);
+        until_listening(self.link, "mint link").await;
+        until_listening(self.http, "mint http").await;
+        mint
     }
 }
 

@@ -686,9 +686,7 @@ async fn thousands_of_quotes_minted_in_batches_across_a_mint_kill_each_exactly_o
     let dir = tempfile::tempdir().unwrap();
     let files = MintFiles::write(dir.path());
     let (http, link_addr) = (files.http, files.link);
-    let mut mint = RoleChild::spawn("mint", &files.config);
-    until_listening(link_addr, "mint link").await;
-    until_listening(http, "mint http").await;
+    let mut mint = files.spawn().await;
     let mut link = PoolClient::authenticated(link_addr, mint_support::POOL_SECRET).await;
 
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
@@ -775,9 +773,7 @@ async fn wallets_minting_at_once_have_every_batch_served() {
     init_logging();
     let dir = tempfile::tempdir().unwrap();
     let files = MintFiles::write(dir.path());
-    let mint = RoleChild::spawn("mint", &files.config);
-    until_listening(files.link, "mint link").await;
-    until_listening(files.http, "mint http").await;
+    let mint = files.spawn().await;
     let mut link = PoolClient::authenticated(files.link, mint_support::POOL_SECRET).await;
 
     let mut miners = vec![];

@@ -9,7 +9,7 @@
 //! wallet to mint, never minted here).
 //!
 //! A mint batch is recorded here before its request leaves (its keyset, the
-//! first secret counter of its outputs and its quotes in output order), and
+//! first secret counter of its outputs and its quotes in request order), and
 //! closed with its quotes marked minted once their proofs are in the
 //! wallet: a batch found open was interrupted, and its outputs can be
 //! derived again to ask the mint what it signed.
@@ -86,10 +86,10 @@ pub struct MintBatch {
     /// Assigned when the batch is recorded.
     pub id: i64,
     pub keyset_id: String,
-    /// The secret counter of the first output; the outputs of each quote
-    /// follow on, in the order of `quotes`.
+    /// The secret counter of the batch's first output; the others follow
+    /// on (the outputs carry the quotes' total).
     pub counter_start: u32,
-    /// (quote id, amount), in output order.
+    /// (quote id, amount), in the order of the request.
     pub quotes: Vec<(String, u64)>,
 }
 
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(
             (open[0].counter_start, open[0].quotes.clone()),
             (17, vec![("c".to_string(), 5), ("a".to_string(), 3)]),
-            "in output order"
+            "in request order"
         );
         s.close_batches(&[open[0].id], &["c".into()]).unwrap();
         assert!(s.batches().unwrap().is_empty());
