@@ -50,6 +50,8 @@ pub async fn serve(
     let connections = shutdown.clone();
     let admit = limits.connections.clone();
     crate::accept_loop(what, listener, admit, shutdown, move |_, stream, peer| {
+        // An answer is not held for the client's delayed ACK (Nagle).
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let (limits, shutdown) = (limits.clone(), connections.clone());
         async move {

@@ -86,6 +86,9 @@ async fn serve_connection(
     ctx: &Arc<LinkContext>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
+    // One small frame per answer: without this, Nagle's algorithm holds an
+    // answer until the pool's delayed ACK (~40 ms) whenever one is in flight.
+    let _ = stream.set_nodelay(true);
     let noise = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         r = accept_noise_connection(stream, ctx.authority_public_key, ctx.authority_secret_key, ctx.cert_validity_secs) =>

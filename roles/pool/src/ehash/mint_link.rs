@@ -195,6 +195,8 @@ async fn connect(
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect failed: {e}"))?;
+    // Small frames, each awaited: not held for the mint's delayed ACK.
+    let _ = stream.set_nodelay(true);
     let noise = connect_with_noise(stream, Some(config.authority_public_key))
         .await
         .map_err(|e| {
