@@ -257,6 +257,6 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: C
 /// queued on a worker that is now waiting for that very lock, and both
 /// would stall for the whole 10 s timeout. The request still gives up its
 /// thread whenever it waits for something else.
-pub async fn without_forced_yields(request: Request, next: Next) -> Response {
+async fn without_forced_yields(request: Request, next: Next) -> Response {
     tokio::task::unconstrained(next.run(request)).await
 }
