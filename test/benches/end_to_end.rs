@@ -11,8 +11,9 @@
 //!
 //! Hashes per share (default 20,000, the tests' shipped configs) sets the
 //! translator's difficulty: the generator finds every share by real proof
-//! of work on the same cores, so cheaper shares reach higher rates (at
-//! least 1,024, one ehash at the pool's unit_bits 10).
+//! of work on the same cores, so cheaper shares reach higher rates (the
+//! pool's and mint's unit_bits follow, so a share stays worth 16 to 31
+//! ehash).
 //!
 //! Latency: the translator's stats events (to an in-process sink) give each
 //! share's acceptance time and each quote's record and mint times; shares

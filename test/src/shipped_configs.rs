@@ -90,11 +90,13 @@ pub struct DeclaredJobs {
 }
 
 impl ShippedConfigs {
-    /// Rewrites the translator's file so that a new miner's share takes
-    /// about `hashes` (its nominal hash rate at the shipped 6 shares a
-    /// minute, vardiff off): cheaper shares let a load generator on the
-    /// same cores send more of them.
+    /// Rewrites the files so that a new miner's share takes about `hashes`
+    /// (the translator's nominal hash rate at the shipped 6 shares a
+    /// minute, vardiff off) and is still worth 16 to 31 ehash (the pool's
+    /// and the mint's unit_bits): cheaper shares let a load generator on
+    /// the same cores send more of them.
     pub fn with_hashes_per_share(&self, hashes: f64) {
+        let dir = self.translator.parent().expect("a config directory");
         let mut translator = read_config(&self.translator);
         let per_minute = translator["shares_per_minute"]
             .as_float()
@@ -104,8 +106,14 @@ impl ShippedConfigs {
             "nominal_hashrate",
             hashes * per_minute / 60.0,
         );
-        let dir = self.translator.parent().expect("a config directory");
         write_config(dir, "translator.toml", &translator);
+
+        let unit_bits = (hashes.max(1.0).log2().floor() as i64 - 4).max(0);
+        for (path, name) in [(&self.pool, "pool.toml"), (&self.mint, "mint.toml")] {
+            let mut c = read_config(path);
+            set_config(&mut c, "unit_bits", unit_bits);
+            write_config(dir, name, &c);
+        }
     }
 
     /// Rewrites the pool's and the translator's files for declared jobs and

@@ -23,6 +23,9 @@ use mint_quote_sv2::{
 
 use super::notices::{Notice, Notices, Overflow};
 use crate::mining::ConnId;
+use window::Window;
+
+mod window;
 
 /// `SubmitSharesError` codes of the defer mode.
 pub const MINT_QUOTE_FAILED: &str = "mint-quote-failed";
@@ -37,6 +40,9 @@ pub struct QuoteFlowConfig {
     pub mode: ShareResponseMode,
     /// Shares waiting for the mint at most.
     pub pending_capacity: usize,
+    /// Requests sent to the mint and not answered at most; the other
+    /// pending shares wait in the pool until answers free room.
+    pub at_mint_limit: usize,
     /// Defer mode: the share's error after this long without an answer.
     /// Annotate mode: the request is sent again after this long.
     pub mint_timeout: Duration,
@@ -142,6 +148,7 @@ impl Directory for HashMap<u32, (ConnId, bool, Option<LockingKey>)> {
 pub struct QuoteFlow {
     config: QuoteFlowConfig,
     pending: PendingShares<QuoteShare>,
+    window: Window,
     batcher: SuccessBatcher<ConnId>,
     notices: Notices,
     /// Shares the defer mode already answered with an error.
@@ -152,6 +159,7 @@ impl QuoteFlow {
     pub fn new(config: QuoteFlowConfig) -> Self {
         Self {
             pending: PendingShares::new(config.pending_capacity, config.mint_timeout),
+            window: Window::new(config.at_mint_limit),
             batcher: SuccessBatcher::default(),
             notices: Notices::new(config.undelivered_per_key, config.undelivered_total),
             given_up: HashSet::new(),
@@ -249,29 +257,53 @@ impl QuoteFlow {
 
     // --- shares and the mint -----------------------------------------------------
 
-    /// An accepted (and journaled) share: ask the mint. `Err` when the pending
+    /// An accepted (and journaled) share: ask the mint, now or once it
+    /// holds fewer than `at_mint_limit` requests. `Err` when the pending
     /// set is full (defer: answer the share with [`MINT_QUEUE_FULL`];
     /// annotate: hold the connection until there is room).
     pub fn on_share(&mut self, share: QuoteShare, now: Instant) -> Result<Vec<Action>, TrackError> {
+        let hash = share.share_hash();
         let request = share.request.clone();
-        match self.pending.track(share.share_hash(), share, now) {
-            Ok(()) => Ok(vec![Action::SendToMint(request)]),
+        match self.pending.track(hash, share, now) {
+            Ok(()) if self.window.admit(hash) => Ok(vec![Action::SendToMint(request)]),
+            Ok(()) => Ok(self.send_waiting(now)),
             // A replay of a share already waiting: it is asked for already.
             Err(TrackError::AlreadyPending) => Ok(vec![]),
             Err(TrackError::Full) => Err(TrackError::Full),
         }
     }
 
-    /// The mint link came (back) up: ask again for everything still owed.
+    /// The mint link came (back) up: ask again for everything the mint
+    /// held (the rest waits its turn).
     pub fn on_mint_up(&self) -> Vec<Action> {
-        self.pending_requests()
-            .into_iter()
-            .map(Action::SendToMint)
+        self.window
+            .sent()
+            .filter_map(|hash| self.pending.get(hash))
+            .map(|share| Action::SendToMint(share.request.clone()))
             .collect()
     }
 
-    fn pending_requests(&self) -> Vec<MintQuoteRequestOwned> {
-        self.pending.iter().map(|s| s.request.clone()).collect()
+    /// Shares waiting in the pool, not yet sent to the mint.
+    pub fn waiting_to_send(&self) -> usize {
+        self.window.waiting()
+    }
+
+    /// Sends waiting shares while the mint has room; each one's timeout
+    /// starts when it is sent.
+    fn send_waiting(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = vec![];
+        loop {
+            let pending = &self.pending;
+            let Some(hash) = self.window.next(|hash| pending.contains(hash)) else {
+                break;
+            };
+            let share = self.pending.resolve(&hash).expect("owed");
+            actions.push(Action::SendToMint(share.request.clone()));
+            self.pending
+                .track(hash, share, now)
+                .expect("just removed, so there is room");
+        }
+        actions
     }
 
     /// A `MintQuoteResponse` or `MintQuoteError` from the mint.
@@ -300,18 +332,17 @@ impl QuoteFlow {
             tracing::debug!("mint answered for share {} that is not pending", hex(&hash));
             return vec![];
         };
+        self.window.answered(&hash);
+        let now = Instant::now();
+        let mut actions = self.send_waiting(now);
         // A share replayed after a restart was most likely quoted before it
         // (it replays until its notification is acknowledged): not counted
         // again, and its downstream is unknown.
-        let mut actions: Vec<Action> = share
-            .conn
-            .map(|conn| Action::QuoteCreated {
-                conn,
-                channel_id: share.channel_id,
-                amount: share.request.amount,
-            })
-            .into_iter()
-            .collect();
+        actions.extend(share.conn.map(|conn| Action::QuoteCreated {
+            conn,
+            channel_id: share.channel_id,
+            amount: share.request.amount,
+        }));
         if self.config.mode == ShareResponseMode::Defer && !given_up {
             if let Some((conn, _)) = live_owner(&share, dir) {
                 self.batcher.add(
@@ -330,7 +361,7 @@ impl QuoteFlow {
             keyset_id: response.keyset_id,
             amount: share.request.amount,
         });
-        actions.extend(self.route(&share, notification, dir, Instant::now()));
+        actions.extend(self.route(&share, notification, dir, now));
         actions
     }
 
@@ -346,7 +377,9 @@ impl QuoteFlow {
         let Some(share) = self.pending.resolve(&hash) else {
             return vec![];
         };
-        let mut actions = vec![];
+        self.window.answered(&hash);
+        let now = Instant::now();
+        let mut actions = self.send_waiting(now);
         tracing::error!(
             "mint refused share {} for good: {code}: {}",
             hex(&hash),
@@ -369,7 +402,7 @@ impl QuoteFlow {
             error_code: error.error_code,
             error_message: error.error_message,
         });
-        actions.extend(self.route(&share, failure, dir, Instant::now()));
+        actions.extend(self.route(&share, failure, dir, now));
         actions
     }
 
@@ -405,8 +438,8 @@ impl QuoteFlow {
     }
 
     /// Shares whose mint answer is overdue. Defer: the share's error now (a
-    /// late quote still reaches the miner as a notification). Annotate: ask
-    /// again.
+    /// late quote still reaches the miner as a notification). Both: asked
+    /// again if the mint held it (a waiting share keeps its turn).
     pub fn on_tick(&mut self, now: Instant, dir: &impl Directory) -> Vec<Action> {
         let mut actions = vec![];
         for (hash, share) in self.pending.expire(now) {
@@ -428,7 +461,9 @@ impl QuoteFlow {
             }
             // Keep asking: the share was accepted, so its quote is owed
             // (in defer mode it may still arrive as a plain notification).
-            actions.push(Action::SendToMint(share.request.clone()));
+            if self.window.is_sent(&hash) {
+                actions.push(Action::SendToMint(share.request.clone()));
+            }
             self.pending
                 .track(hash, share, now)
                 .expect("just removed, so there is room");

@@ -231,56 +231,59 @@ async fn connect(
 }
 
 /// Runs one authenticated connection until it fails; returns why.
+///
+/// Reading and writing are two loops polled side by side, so answers are
+/// read while a write waits: the mint stops reading requests while its
+/// answers are not read, and a link that wrote before reading again would
+/// wait on the mint as the mint waits on it, both socket buffers full.
 async fn serve(
     config: &MintLinkConfig,
     mut reader: NoiseTcpReadHalf,
-    writer: NoiseTcpWriteHalf,
+    mut writer: NoiseTcpWriteHalf,
     queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
     events: &mpsc::UnboundedSender<MintEvent>,
     shutdown: &CancellationToken,
 ) -> String {
-    // Reads and writes run apart so a slow write never delays reading answers.
-    let (outgoing, outgoing_rx) = mpsc::channel::<MintQuoteMessage>(1024);
-    let mut writer_task = tokio::spawn(write_all(writer, outgoing_rx));
-    let mut stats_timer = tokio::time::interval(config.stats_interval);
-    let mut request_id = 0u32;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return "shutting down".into(),
-            r = &mut writer_task => return r.unwrap_or_else(|e| e.to_string()),
-            request = queue.recv() => match request {
-                Some(r) => { let _ = outgoing.send(MintQuoteMessage::MintQuoteRequest(r)).await; }
-                None => return "the pool stopped".into(),
-            },
-            _ = stats_timer.tick() => {
-                request_id = request_id.wrapping_add(1);
-                let _ = outgoing.send(MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id })).await;
+    let reading = async {
+        loop {
+            let event = match read(&mut reader).await {
+                Ok(MintQuoteMessage::MintStatsResponse(stats)) => MintEvent::Stats(stats),
+                Ok(
+                    m @ (MintQuoteMessage::MintQuoteResponse(_)
+                    | MintQuoteMessage::MintQuoteError(_)),
+                ) => MintEvent::Answer(m),
+                Ok(other) => return format!("unexpected {} from the mint", other.name()),
+                Err(reason) => return reason,
+            };
+            if events.send(event).is_err() {
+                return "the pool stopped".to_string();
             }
-            message = read(&mut reader) => {
-                let event = match message {
-                    Ok(MintQuoteMessage::MintStatsResponse(stats)) => MintEvent::Stats(stats),
-                    Ok(m @ (MintQuoteMessage::MintQuoteResponse(_) | MintQuoteMessage::MintQuoteError(_))) => MintEvent::Answer(m),
-                    Ok(other) => return format!("unexpected {} from the mint", other.name()),
-                    Err(reason) => return reason,
-                };
-                if events.send(event).is_err() {
-                    return "the pool stopped".into();
+        }
+    };
+    let writing = async {
+        let mut stats_timer = tokio::time::interval(config.stats_interval);
+        let mut request_id = 0u32;
+        loop {
+            let message = tokio::select! {
+                request = queue.recv() => match request {
+                    Some(r) => MintQuoteMessage::MintQuoteRequest(r),
+                    None => return "the pool stopped".to_string(),
+                },
+                _ = stats_timer.tick() => {
+                    request_id = request_id.wrapping_add(1);
+                    MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id })
                 }
+            };
+            if let Err(reason) = write(&mut writer, message).await {
+                return reason;
             }
         }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => "shutting down".into(),
+        reason = reading => reason,
+        reason = writing => reason,
     }
-}
-
-async fn write_all(
-    mut writer: NoiseTcpWriteHalf,
-    mut outgoing: mpsc::Receiver<MintQuoteMessage>,
-) -> String {
-    while let Some(message) = outgoing.recv().await {
-        if let Err(e) = write(&mut writer, message).await {
-            return e;
-        }
-    }
-    "writer closed".into()
 }
 
 async fn write(writer: &mut NoiseTcpWriteHalf, message: MintQuoteMessage) -> Result<(), String> {
@@ -300,4 +303,163 @@ async fn read(reader: &mut NoiseTcpReadHalf) -> Result<MintQuoteMessage, String>
     let header = frame.header();
     MintQuoteMessage::decode(&header, frame.payload())
         .map_err(|e| format!("bad frame from the mint: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ehash::wire::str0255;
+    use mint_quote_sv2::{auth, CoinbaseProof, MintQuoteErrorOwned, PoolAuthSuccess};
+    use stratum_apps::network_helpers::accept_noise_connection;
+    use stratum_core::bitcoin::secp256k1::Secp256k1;
+    use stratum_core::common_messages_sv2::SetupConnectionSuccess;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    const UNIT_BITS: u8 = 4;
+
+    /// The shipped mint's authority key pair and the shipped pool's identity.
+    fn keys() -> (Secp256k1PublicKey, Secp256k1SecretKey, Secp256k1SecretKey) {
+        (
+            "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd"
+                .parse()
+                .unwrap(),
+            "kaEBavE3GDF58RVUYTmAv3cG8miPAZ2cucwLnYAZf6XHTp3Ba"
+                .parse()
+                .unwrap(),
+            "26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp"
+                .parse()
+                .unwrap(),
+        )
+    }
+
+    fn requests(count: u32) -> Vec<MintQuoteRequestOwned> {
+        let key = SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let key: ehash::LockingKey = key.public_key(&Secp256k1::new()).into();
+        (0..count)
+            .map(|n| {
+                let mut header = [0u8; 80];
+                header[..4].copy_from_slice(&n.to_le_bytes());
+                // Large, so that few requests fill the socket buffers.
+                let proof = CoinbaseProof {
+                    coinbase: vec![0; 4096],
+                    merkle_path: vec![],
+                };
+                MintQuoteRequestOwned::new(&header, [0xff; 32], 4, key, &proof).unwrap()
+            })
+            .collect()
+    }
+
+    fn refusal(n: u32) -> MintQuoteMessage {
+        let mut hash = [0u8; 32];
+        hash[..4].copy_from_slice(&n.to_le_bytes());
+        MintQuoteMessage::MintQuoteError(MintQuoteErrorOwned {
+            share_hash: hash.into(),
+            error_code: str0255("c", mint_quote_sv2::error_code::INVALID_PROOF_OF_WORK).unwrap(),
+            error_message: str0255("m", "a made-up answer, long enough to fill buffers fast")
+                .unwrap(),
+        })
+    }
+
+    /// A mint that authenticates any pool, then is busy for a second and
+    /// writes `answers` answers before it reads a single request (as a mint
+    /// busy answering does), then reads whatever comes.
+    async fn mint_answering_first(
+        listener: TcpListener,
+        (public, secret): (Secp256k1PublicKey, Secp256k1SecretKey),
+        answers: u32,
+    ) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let noise = accept_noise_connection(stream, public, secret, 3600)
+            .await
+            .unwrap();
+        let (mut reader, mut writer) = noise.into_split();
+        read(&mut reader).await.unwrap();
+        let setup = SetupConnectionSuccess {
+            used_version: 1,
+            flags: 0,
+        };
+        write(&mut writer, MintQuoteMessage::SetupConnectionSuccess(setup))
+            .await
+            .unwrap();
+        let challenge = auth::challenge([9; 32]);
+        write(&mut writer, MintQuoteMessage::PoolAuthChallenge(challenge))
+            .await
+            .unwrap();
+        read(&mut reader).await.unwrap();
+        let success = PoolAuthSuccess {
+            unit_bits: UNIT_BITS,
+        };
+        write(&mut writer, MintQuoteMessage::PoolAuthSuccess(success))
+            .await
+            .unwrap();
+        // Busy for a while: the pool's requests pile up unread meanwhile.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for n in 0..answers {
+            write(&mut writer, refusal(n)).await.unwrap();
+        }
+        while read(&mut reader).await.is_ok() {}
+    }
+
+    /// Neither side's socket buffers may fill for good: while the mint
+    /// writes answers and reads nothing, the link's requests pile up
+    /// unwritten, and the link must still read every answer.
+    #[tokio::test]
+    async fn answers_are_read_while_requests_wait_to_be_written() {
+        const ANSWERS: u32 = 4_000;
+        const REQUESTS: u32 = 4_000;
+        // Small buffers on the mint's side fill with fewer frames.
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(16 * 1024).unwrap();
+        socket.set_recv_buffer_size(16 * 1024).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (mint_public, mint_secret, pool_secret) = keys();
+        let mint = tokio::spawn(mint_answering_first(
+            listener,
+            (mint_public, mint_secret),
+            ANSWERS,
+        ));
+        let shutdown = CancellationToken::new();
+        let (link, mut events) = MintLink::spawn(
+            MintLinkConfig {
+                transport: Transport::Noise { address },
+                authority_public_key: mint_public,
+                identity_secret_key: pool_secret,
+                unit_bits: UNIT_BITS,
+                stats_interval: Duration::from_secs(3600),
+            },
+            shutdown.clone(),
+        );
+        assert_eq!(events.recv().await, Some(MintEvent::Up));
+        let requests = requests(REQUESTS);
+        let sending = link.clone();
+        let sender = tokio::spawn(async move {
+            for r in requests {
+                assert!(sending.send(r).await);
+            }
+        });
+
+        let mut answered = 0;
+        let read_all = async {
+            while answered < ANSWERS {
+                match events.recv().await {
+                    Some(MintEvent::Answer(_)) => answered += 1,
+                    Some(MintEvent::Stats(_)) => {}
+                    other => panic!("link failed: {other:?}"),
+                }
+            }
+        };
+        let done = tokio::time::timeout(Duration::from_secs(60), read_all).await;
+        assert!(
+            done.is_ok(),
+            "{answered} of {ANSWERS} answers read: the link stopped reading"
+        );
+        tokio::time::timeout(Duration::from_secs(60), sender)
+            .await
+            .expect("every request written once the mint reads")
+            .unwrap();
+        shutdown.cancel();
+        mint.abort();
+    }
 }

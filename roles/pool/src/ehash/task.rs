@@ -34,6 +34,10 @@ use crate::PoolError;
 
 /// SubmitSharesError code when the outbox cannot journal a share.
 const OUTBOX_ERROR: &str = "ehash-outbox-error";
+/// Quote requests the mint holds at once: within the link's queue, and
+/// twice the mint's largest group of quotes written together, so it reads
+/// the next group while it writes one.
+const AT_MINT_LIMIT: usize = 1024;
 /// A share whose coinbase proof could not be built (the mint would refuse it).
 const NO_COINBASE_PROOF: &str = "ehash-no-coinbase-proof";
 
@@ -218,6 +222,7 @@ impl Running {
         let flow = QuoteFlow::new(QuoteFlowConfig {
             mode,
             pending_capacity: capacity,
+            at_mint_limit: AT_MINT_LIMIT,
             mint_timeout: Duration::from_secs(settings.timeout_secs),
             undelivered_per_key: settings.undelivered_per_key,
             undelivered_total: settings.undelivered_total,

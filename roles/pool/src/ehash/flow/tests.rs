@@ -15,6 +15,7 @@ fn flow(mode: ShareResponseMode) -> QuoteFlow {
     QuoteFlow::new(QuoteFlowConfig {
         mode,
         pending_capacity: 4,
+        at_mint_limit: 4,
         mint_timeout: TIMEOUT,
         undelivered_per_key: 10,
         undelivered_total: 100,
@@ -167,6 +168,7 @@ fn a_full_notice_store_refuses_and_drops_the_share_from_the_outbox() {
     let mut f = QuoteFlow::new(QuoteFlowConfig {
         mode: ShareResponseMode::Annotate,
         pending_capacity: 4,
+        at_mint_limit: 4,
         mint_timeout: TIMEOUT,
         undelivered_per_key: 1,
         undelivered_total: 100,
@@ -392,4 +394,52 @@ fn defer_times_out_fails_and_refuses_when_full() {
         f.on_share(share(Some(1), 7, 9, 9, key(1)), now),
         Err(TrackError::Full)
     );
+}
+
+fn sent(actions: &[Action]) -> Vec<[u8; 32]> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SendToMint(r) => Some(r.share_hash()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_slow_mint_holds_at_most_the_limit_and_only_its_requests_are_asked_again() {
+    let now = Instant::now();
+    let shares: Vec<_> = (1..=4)
+        .map(|n| share(None, 1, n as u32, n, key(1)))
+        .collect();
+    let hashes: Vec<_> = shares.iter().map(|s| s.share_hash()).collect();
+    let mut f = QuoteFlow::new(QuoteFlowConfig {
+        mode: ShareResponseMode::Annotate,
+        pending_capacity: 10,
+        at_mint_limit: 2,
+        mint_timeout: TIMEOUT,
+        undelivered_per_key: 10,
+        undelivered_total: 100,
+    });
+    let mut asked = vec![];
+    for s in &shares {
+        asked.extend(sent(&f.on_share(s.clone(), now).unwrap()));
+    }
+    assert_eq!(asked, hashes[..2], "the mint holds two");
+    assert_eq!(f.waiting_to_send(), 2);
+
+    // Overdue: only what the mint holds is asked again; the rest keep
+    // their turn.
+    let later = now + TIMEOUT;
+    assert_eq!(sent(&f.on_tick(later, &Dir::new())), hashes[..2]);
+    assert_eq!(sent(&f.on_mint_up()).len(), 2);
+
+    // An answer frees room for the oldest waiting share, whose timeout
+    // starts then.
+    let actions = f.on_mint_answer(quoted(&shares[0]), &Dir::new());
+    assert_eq!(sent(&actions), hashes[2..3]);
+    let refusal = f.on_mint_answer(refused(&shares[1], "amount-mismatch"), &Dir::new());
+    assert_eq!(sent(&refusal), hashes[3..4]);
+    assert_eq!(f.waiting_to_send(), 0);
+    assert_eq!(f.pending(), 2);
 }
