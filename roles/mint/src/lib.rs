@@ -25,6 +25,7 @@ mod kv_log;
 pub mod link;
 pub mod lookup;
 pub mod quote;
+mod quote_totals;
 mod quote_writer;
 mod redis_link;
 pub mod service;
@@ -132,6 +133,15 @@ pub async fn start(
         })?;
     if backfilled > 0 {
         info!("indexed {backfilled} earlier quotes by locking key");
+    }
+    let listed = quote_totals::backfill(&mint)
+        .await
+        .map_err(|source| MintError::Database {
+            path: config.database_for_logs(),
+            source,
+        })?;
+    if listed > 0 {
+        info!("listed {listed} earlier quotes for the quote totals");
     }
     let chain = match &config.chain {
         Some(settings) => Some(Arc::new(chain_view(&config, settings, &mint).await?)),

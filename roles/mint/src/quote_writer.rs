@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::quote::Rejection;
 use crate::service::{mint_error, KV_NAMESPACE};
-use crate::{audit, key_index};
+use crate::{audit, key_index, quote_totals};
 
 const KV_SHARES: &str = "shares";
 /// The row each transaction of quotes updates first: the writers' turn.
@@ -472,6 +472,9 @@ impl Writer {
             .await
             .map_err(db_failure)?;
         audit::append(tx, &share.audit_entry)
+            .await
+            .map_err(db_failure)?;
+        quote_totals::append(tx, quote_id)
             .await
             .map_err(db_failure)?;
         Ok(())

@@ -6,8 +6,7 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use cdk::mint::Mint;
-use cdk::nuts::{CurrencyUnit, PaymentMethod, PublicKey};
-use cdk_common::MintQuoteState;
+use cdk::nuts::{CurrencyUnit, PublicKey};
 use ehash::wire::{str0255, str0255_truncated};
 use ehash::UnitBits;
 use mint_quote_sv2::{
@@ -19,6 +18,7 @@ use stratum_core::bitcoin::Script;
 use crate::audit;
 use crate::chain::{Chain, HeaderOnTip};
 use crate::quote::{check_request, CheckedShare, Rejection};
+use crate::quote_totals::QuoteTotals;
 use crate::quote_writer::{QuoteWriter, ShareToQuote};
 
 /// KV namespace of the mint's own indexes (share hash -> quote id in
@@ -30,12 +30,12 @@ pub struct QuoteService {
     mint: Arc<Mint>,
     writer: QuoteWriter,
     unit: CurrencyUnit,
-    method: PaymentMethod,
     unit_bits: UnitBits,
     /// The mint's NUT-04 limits on one quote's amount.
     amounts: RangeInclusive<u64>,
     /// The mint's chain view; `None` on a devnet mint without `[chain]`.
     chain: Option<Arc<Chain>>,
+    totals: tokio::sync::Mutex<QuoteTotals>,
 }
 
 impl QuoteService {
@@ -50,10 +50,10 @@ impl QuoteService {
             writer: QuoteWriter::start(mint.clone()),
             mint,
             unit: CurrencyUnit::custom(ehash::constants::UNIT),
-            method: PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string()),
             unit_bits,
             amounts,
             chain,
+            totals: Default::default(),
         }
     }
 
@@ -153,31 +153,24 @@ impl QuoteService {
             .ok_or_else(|| mint_error("no active keyset for unit hash"))
     }
 
-    /// Totals of the ehash quotes in the mint's database.
+    /// Totals of the ehash quotes in the mint's database (callers at the
+    /// same moment take turns, each reading only what changed since).
     pub async fn stats(&self, request_id: u32) -> Result<MintStatsResponse, String> {
-        let quotes = self.mint.mint_quotes().await.map_err(|e| e.to_string())?;
-        let mut stats = MintStatsResponse {
+        let totals = self
+            .totals
+            .lock()
+            .await
+            .refresh(&self.mint.localstore())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(MintStatsResponse {
             request_id,
-            quotes_unpaid: 0,
-            quotes_paid: 0,
-            quotes_issued: 0,
-            ehash_quoted: 0,
-            ehash_issued: 0,
-        };
-        for quote in quotes.iter().filter(|q| q.payment_method == self.method) {
-            match quote.state() {
-                MintQuoteState::Unpaid => stats.quotes_unpaid += 1,
-                MintQuoteState::Paid => stats.quotes_paid += 1,
-                MintQuoteState::Issued => stats.quotes_issued += 1,
-            }
-            stats.ehash_quoted = stats
-                .ehash_quoted
-                .saturating_add(quote.amount_paid().value());
-            stats.ehash_issued = stats
-                .ehash_issued
-                .saturating_add(quote.amount_issued().value());
-        }
-        Ok(stats)
+            quotes_unpaid: totals.quotes_unpaid,
+            quotes_paid: totals.quotes_paid,
+            quotes_issued: totals.quotes_issued,
+            ehash_quoted: totals.ehash_quoted,
+            ehash_issued: totals.ehash_issued,
+        })
     }
 }
 

@@ -5,6 +5,8 @@ use cdk::nuts::SecretKey;
 
 use super::*;
 use crate::config::MintConfig;
+use crate::quote_totals::{QuoteTotals, Totals};
+use cdk_common::MintQuoteState;
 
 /// A mint on one of the backends, and the server it runs on.
 struct Backend {
@@ -110,6 +112,8 @@ on_both_backends!(
     a_quote_created_but_never_indexed_is_found_indexed_and_paid,
     a_quote_another_writer_creates_first_is_the_answer_paid_once,
     a_share_another_writer_indexes_first_is_answered_with_its_quote,
+    the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones,
+    quotes_made_before_the_list_are_listed_once,
 );
 
 fn share(amount: u64) -> ShareToQuote {
@@ -375,6 +379,84 @@ async fn a_share_another_writer_indexes_first_is_answered_with_its_quote(backend
 /// Two mint processes on one PostgreSQL database, each with its writer,
 /// quote the same shares at once (in opposite orders): each share has one
 /// quote, paid once, indexed and audited once, and both answer its id.
+/// The totals as the mint counted them before they were kept: every
+/// ehash quote read.
+async fn totals_of_every_quote(mint: &Mint) -> Totals {
+    let mut totals = Totals::default();
+    for quote in mint.mint_quotes().await.unwrap() {
+        match quote.state() {
+            MintQuoteState::Unpaid => totals.quotes_unpaid += 1,
+            MintQuoteState::Paid => totals.quotes_paid += 1,
+            MintQuoteState::Issued => totals.quotes_issued += 1,
+        }
+        totals.ehash_quoted += quote.amount_paid().value();
+        totals.ehash_issued += quote.amount_issued().value();
+    }
+    totals
+}
+
+/// Records `quote_id` issued whole, as cdk does when a wallet mints it.
+async fn issue(mint: &Mint, quote_id: &QuoteId) {
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    let mut quote = tx.get_mint_quote(quote_id).await.unwrap().expect("stored");
+    let paid = quote.amount_paid();
+    quote.add_issuance(paid).unwrap();
+    tx.update_mint_quote(&mut quote).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(backend: Backend) {
+    let mint = backend.mint.clone();
+    let db = mint.localstore();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let mut totals = QuoteTotals::default();
+    let ids: Vec<_> = quote_all(&writer, &(1..=5).map(share).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("quoted"))
+        .collect();
+    let fresh = totals.refresh(&db).await.unwrap();
+    assert_eq!((fresh.quotes_paid, fresh.ehash_quoted), (5, 15));
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
+
+    for id in &ids[..2] {
+        issue(&mint, id).await;
+    }
+    quote_all(&writer, &(6..=7).map(share).collect::<Vec<_>>()).await;
+    let fresh = totals.refresh(&db).await.unwrap();
+    assert_eq!(
+        (fresh.quotes_paid, fresh.quotes_issued, fresh.ehash_issued),
+        (5, 2, 3)
+    );
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
+    assert_eq!(totals.open(), 5, "issued quotes are not read again");
+
+    // Another process sharing the database counts the same.
+    assert_eq!(QuoteTotals::default().refresh(&db).await.unwrap(), fresh);
+}
+
+async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
+    let mint = backend.mint.clone();
+    let db = mint.localstore();
+    // Created by a mint that kept no list: the unpaid quotes of an older
+    // writer, indexed.
+    let mut tx = db.begin_transaction().await.unwrap();
+    for amount in 1..=3 {
+        let share = share(amount);
+        let quote_id = add_quote(&mut tx, &share).await;
+        add_index(&mut tx, &share, &quote_id).await;
+    }
+    tx.commit().await.unwrap();
+
+    assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 3);
+    assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 0);
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    quote_all(&writer, &[share(4)]).await;
+    let totals = QuoteTotals::default().refresh(&db).await.unwrap();
+    assert_eq!((totals.quotes_unpaid, totals.quotes_paid), (3, 1));
+    assert_eq!(totals, totals_of_every_quote(&mint).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
     let backend = Backend::postgres().await;
@@ -409,5 +491,11 @@ async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
     assert_eq!(
         db.kv_list(KV_NAMESPACE, "audit").await.unwrap().len(),
         shares.len()
+    );
+    let totals = QuoteTotals::default().refresh(&db).await.unwrap();
+    assert_eq!(
+        totals.quotes_paid,
+        shares.len() as u64,
+        "each quote listed once"
     );
 }

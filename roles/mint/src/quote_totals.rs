@@ -1,0 +1,165 @@
+//! The totals of the ehash quotes (`MintStatsResponse`) without reading
+//! every quote each time: cdk's database only lists all quotes, which grows
+//! with every share the mint ever quoted.
+//!
+//! Every ehash quote's id is appended to a [`KvLog`] (`quote_ids`) in the
+//! transaction that creates it, so the list is the same for every mint
+//! process sharing the database. [`QuoteTotals`] follows that list from
+//! where it stopped, and reads again only the quotes not issued yet: a
+//! refresh costs the new quotes and the unminted ones, whatever the
+//! database's size. `quote_ids` / `backfilled` is present once quotes
+//! created before this list existed have been added.
+
+use std::collections::HashMap;
+
+use cdk::mint::Mint;
+use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
+use cdk_common::database::Error;
+use cdk_common::mint::MintQuote;
+use cdk_common::{MintQuoteState, QuoteId};
+
+use crate::kv_log::KvLog;
+use crate::service::KV_NAMESPACE;
+
+const IDS: KvLog<'static> = KvLog {
+    list: "quote_ids",
+    hints: "quote_ids_next",
+    hint_key: "next",
+};
+const META: &str = "quote_ids";
+const BACKFILLED: &str = "backfilled";
+
+/// Quotes read from the database at once.
+const PAGE: usize = 1000;
+
+/// Adds `quote_id` to the list of ehash quotes, inside the transaction
+/// that creates the quote.
+pub async fn append(tx: &mut DynMintTransaction, quote_id: &QuoteId) -> Result<u64, Error> {
+    IDS.append(tx, quote_id.to_string().as_bytes()).await
+}
+
+/// Lists, once, the ehash quotes created before the list existed, in
+/// creation order. Runs before the mint serves, so nothing else appends.
+pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
+    let db = mint.localstore();
+    if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
+        return Ok(0);
+    }
+    let method = cdk::nuts::PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into());
+    let mut quotes: Vec<_> = mint
+        .mint_quotes()
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .into_iter()
+        .filter(|q| q.payment_method == method)
+        .map(|q| (q.created_time, q.id.to_string()))
+        .collect();
+    quotes.sort();
+    let mut tx = db.begin_transaction().await?;
+    for (_, id) in &quotes {
+        IDS.append(&mut tx, id.as_bytes()).await?;
+    }
+    tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
+    tx.commit().await?;
+    Ok(quotes.len())
+}
+
+/// What the totals count, as of the last refresh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub quotes_unpaid: u64,
+    pub quotes_paid: u64,
+    pub quotes_issued: u64,
+    pub ehash_quoted: u64,
+    pub ehash_issued: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Open {
+    state: MintQuoteState,
+    quoted: u64,
+    issued: u64,
+}
+
+/// The totals, kept up to date by [`QuoteTotals::refresh`].
+#[derive(Debug, Default)]
+pub struct QuoteTotals {
+    /// The list's next position to read.
+    next: u64,
+    /// Quotes not issued yet, as last read (a new one is `None` until read).
+    open: HashMap<QuoteId, Option<Open>>,
+    /// Issued quotes: done with, counted once.
+    issued: Totals,
+}
+
+impl QuoteTotals {
+    /// Reads the quotes added since the last refresh and those still open.
+    pub async fn refresh(&mut self, db: &DynMintDatabase) -> Result<Totals, Error> {
+        loop {
+            let page = IDS.read(db, self.next, PAGE).await?;
+            if page.is_empty() {
+                break;
+            }
+            self.next += page.len() as u64;
+            for entry in page {
+                let id = String::from_utf8(entry)
+                    .ok()
+                    .and_then(|s| s.parse::<QuoteId>().ok())
+                    .ok_or_else(|| Error::Internal("quote_ids: an entry is no quote id".into()))?;
+                self.open.insert(id, None);
+            }
+        }
+        let ids: Vec<QuoteId> = self.open.keys().cloned().collect();
+        for chunk in ids.chunks(PAGE) {
+            let quotes = db.get_mint_quotes_by_ids(chunk).await?;
+            for (id, quote) in chunk.iter().zip(quotes) {
+                match quote {
+                    Some(quote) => self.update(id, &quote),
+                    // Listed in the transaction that created it: not there
+                    // only if it was deleted, which the mint never does.
+                    None => tracing::warn!("quote {id} is listed but not in the database"),
+                }
+            }
+        }
+        Ok(self.totals())
+    }
+
+    /// Quotes read again at each refresh: those not issued yet.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    fn update(&mut self, id: &QuoteId, quote: &MintQuote) {
+        let quoted = quote.amount_paid().value();
+        if quote.state() == MintQuoteState::Issued {
+            self.open.remove(id);
+            self.issued.quotes_issued += 1;
+            self.issued.ehash_quoted = self.issued.ehash_quoted.saturating_add(quoted);
+            self.issued.ehash_issued = self
+                .issued
+                .ehash_issued
+                .saturating_add(quote.amount_issued().value());
+        } else {
+            let open = Open {
+                state: quote.state(),
+                quoted,
+                issued: quote.amount_issued().value(),
+            };
+            self.open.insert(id.clone(), Some(open));
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        let mut totals = self.issued;
+        for open in self.open.values().flatten() {
+            totals.ehash_quoted = totals.ehash_quoted.saturating_add(open.quoted);
+            totals.ehash_issued = totals.ehash_issued.saturating_add(open.issued);
+            match open.state {
+                MintQuoteState::Unpaid => totals.quotes_unpaid += 1,
+                _ => totals.quotes_paid += 1,
+            }
+        }
+        totals
+    }
+}
