@@ -121,6 +121,75 @@ pub async fn send_ehash(
         .map_err(|e| SendError::Io(e.to_string()))
 }
 
+/// One message to send on an SV2 connection.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Sv2(AnyMessageOwned),
+    Ehash(EhashMessage),
+}
+
+/// The sending half of a connection, written by its own task from a
+/// bounded queue. The connection's loop only queues, so it goes on reading
+/// while the peer is slow to read: two peers that each stop reading until
+/// their own write goes through wait on each other for good once both
+/// sockets' buffers are full.
+pub struct Sv2Writer {
+    tx: mpsc::Sender<Outgoing>,
+    task: tokio::task::JoinHandle<String>,
+}
+
+impl Sv2Writer {
+    /// Starts writing; `queue` messages may wait unwritten.
+    pub fn spawn(mut writer: NoiseTcpWriteHalf, queue: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel(queue);
+        let task = tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let sent = match message {
+                    Outgoing::Sv2(m) => send(&mut writer, m).await,
+                    Outgoing::Ehash(m) => send_ehash(&mut writer, m).await,
+                };
+                if let Err(e) = sent {
+                    return e.to_string();
+                }
+            }
+            let _ = writer.shutdown().await;
+            "closed".to_string()
+        });
+        Self { tx, task }
+    }
+
+    /// Queues `message` without waiting; an error when the peer has left
+    /// the whole queue unread, or writing failed.
+    pub fn send(&self, message: Outgoing) -> Result<(), String> {
+        self.tx.try_send(message).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => format!(
+                "the peer read none of the last {} messages",
+                self.tx.max_capacity()
+            ),
+            mpsc::error::TrySendError::Closed(_) => "writing failed".to_string(),
+        })
+    }
+
+    /// Resolves when writing failed, with why; poll it until it resolves,
+    /// not after.
+    pub async fn failed(&mut self) -> String {
+        match (&mut self.task).await {
+            Ok(reason) => reason,
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Writes what is queued (for at most `within`), then closes the
+    /// sending side of the socket.
+    pub async fn close(self, within: Duration) {
+        let Self { tx, mut task } = self;
+        drop(tx);
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
 /// The receiving half of a connection: a task reads and decodes frames and
 /// hands them over through a bounded queue. Dropping it stops the task.
 pub struct Sv2Reader {
@@ -408,6 +477,75 @@ impl Sv2Connection {
             )))) => Ok(grants_ehash_extension(&s)),
             Some(Ok(_)) | None => Ok(false),
             Some(Err(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stratum_apps::key_utils::Secp256k1SecretKey;
+    use stratum_apps::network_helpers::accept_noise_connection;
+    use tokio::net::TcpListener;
+
+    /// A Noise connection on 127.0.0.1: the client's sending half and the
+    /// server's receiving half.
+    async fn noise_pair() -> (NoiseTcpWriteHalf, NoiseTcpReadHalf) {
+        let public: Secp256k1PublicKey = "9cGDAZn9tTT7kjuAuu8KGgeG4N4TB1tDK1vgq9rte85NgN3Q1GS"
+            .parse()
+            .unwrap();
+        let secret: Secp256k1SecretKey = "68P61KGyRfXaGyFMTJM5VDWzL2oAJonTveBmYhNESX6BarASm"
+            .parse()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            accept_noise_connection(stream, public, secret, 3600)
+                .await
+                .unwrap()
+        });
+        let stream = TcpStream::connect(address).await.unwrap();
+        let client = connect_with_noise(stream, Some(public)).await.unwrap();
+        let (server_read, _server_write) = server.await.unwrap().into_split();
+        (client.into_split().1, server_read)
+    }
+
+    fn numbered(n: u16) -> Outgoing {
+        let peer = SocketAddr::from(([127, 0, 0, 1], n));
+        let setup = setup_connection(Protocol::MiningProtocol, 0, peer, &"f".repeat(200), "d");
+        Outgoing::Sv2(AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnection(setup),
+        ))
+    }
+
+    #[tokio::test]
+    async fn queuing_never_waits_on_a_peer_that_reads_nothing_and_keeps_the_order() {
+        let (writer, server) = noise_pair().await;
+        let writer = Sv2Writer::spawn(writer, 16);
+        let mut queued: u16 = 0;
+        let refused = loop {
+            match writer.send(numbered(queued)) {
+                Ok(()) => queued += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                queued < u16::MAX,
+                "the peer's unread messages were never refused"
+            );
+            // The writer task fills the socket's buffers meanwhile.
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(refused, "the peer read none of the last 16 messages");
+
+        let mut reader = Sv2Reader::spawn(server, "test", 16);
+        for n in 0..queued {
+            match reader.recv().await {
+                Ok(Incoming::Sv2(AnyMessageOwned::Common(
+                    CommonMessagesOwned::SetupConnection(s),
+                ))) => assert_eq!(s.endpoint_port, n),
+                other => panic!("message {n}: {other:?}"),
+            }
         }
     }
 }

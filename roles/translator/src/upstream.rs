@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use roles_common::stats_publisher::StatsPublisher;
-use roles_common::sv2::{self, Incoming, ReadError, Sv2Connection};
+use roles_common::sv2::{self, Incoming, Outgoing, ReadError, Sv2Connection, Sv2Reader, Sv2Writer};
 use stats_sv2::link;
 use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
@@ -57,6 +57,11 @@ pub(crate) struct UpstreamLink {
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Messages to the pool that may wait unwritten (about 8 s of shares at
+/// 1,000 shares/s); past that the pool is not reading and the session ends.
+const UPSTREAM_QUEUE: usize = 8192;
+/// How long a closing session may take to write what it queued.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// The miners' inboxes. A miner task that lets its inbox fill up is dropped
 /// (its task ends when its inbox closes).
@@ -205,17 +210,24 @@ impl Session<'_> {
                 });
                 self.link.stats.link_status(link::POOL, true);
                 self.miners.broadcast(|| ToMiner::Ready);
-                self.serve(&mut conn, shutdown)
-                    .await
-                    .map(|reason| SessionEnd {
-                        reason,
-                        was_up: true,
-                    })
+                let Sv2Connection {
+                    writer, mut reader, ..
+                } = conn;
+                let mut writer = Sv2Writer::spawn(writer, UPSTREAM_QUEUE);
+                let end = self.serve(&mut reader, &mut writer, shutdown).await;
+                drop(reader);
+                writer.close(CLOSE_WITHIN).await;
+                end.map(|reason| SessionEnd {
+                    reason,
+                    was_up: true,
+                })
             }
-            Err(reason) => Some(down(reason)),
+            Err(reason) => {
+                drop(conn.reader);
+                let _ = conn.writer.shutdown().await;
+                Some(down(reason))
+            }
         };
-        drop(conn.reader);
-        let _ = conn.writer.shutdown().await;
         if shutdown.is_cancelled() {
             return None;
         }
@@ -226,17 +238,19 @@ impl Session<'_> {
     /// stops (`None`).
     async fn serve(
         &mut self,
-        conn: &mut Sv2Connection,
+        reader: &mut Sv2Reader,
+        writer: &mut Sv2Writer,
         shutdown: &CancellationToken,
     ) -> Option<String> {
         loop {
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => return None,
+                reason = writer.failed() => return Some(reason),
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
                     None => return None,
                 },
-                incoming = conn.reader.recv() => match incoming {
+                incoming = reader.recv() => match incoming {
                     Ok(Incoming::Sv2(AnyMessageOwned::Mining(m))) => self.router.on_upstream(m),
                     Ok(Incoming::Sv2(other)) => {
                         debug!("ignoring upstream {}", sv2::message_name(&other));
@@ -247,7 +261,7 @@ impl Session<'_> {
                     Err(e) => return Some(e.to_string()),
                 },
             };
-            if let Err(e) = self.apply(conn, actions).await {
+            if let Err(e) = self.apply(writer, actions) {
                 return Some(e);
             }
         }
@@ -272,26 +286,19 @@ impl Session<'_> {
         }
     }
 
-    async fn apply(
-        &mut self,
-        conn: &mut Sv2Connection,
-        actions: Vec<Action>,
-    ) -> Result<(), String> {
+    /// Queues what goes to the pool: never waits on the pool, so its
+    /// messages are read while it is slow to read ours.
+    fn apply(&mut self, writer: &Sv2Writer, actions: Vec<Action>) -> Result<(), String> {
         for action in actions {
             match action {
                 Action::ToMiner(miner, m) => {
                     self.miners.send(miner, ToMiner::Upstream(Box::new(m)))
                 }
-                Action::Upstream(m) => conn
-                    .send(AnyMessageOwned::Mining(m))
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Action::Upstream(m) => writer.send(Outgoing::Sv2(AnyMessageOwned::Mining(m)))?,
                 Action::Quote(n) => {
                     let _ = self.link.quotes.send(n);
                 }
-                Action::Ack(ack) => sv2::send_ehash(&mut conn.writer, ack)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Action::Ack(ack) => writer.send(Outgoing::Ehash(ack))?,
             }
         }
         Ok(())
