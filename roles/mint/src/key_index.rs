@@ -13,7 +13,7 @@ use cdk_common::QuoteId;
 use ehash::LockingKey;
 
 use crate::kv_log::KvLog;
-use crate::service::KV_NAMESPACE;
+use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
 
 const NEXT: &str = "key_next";
 const META: &str = "key_index";
@@ -73,21 +73,16 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
         return Ok(0);
     }
-    let method = cdk::nuts::PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into());
-    let mut quotes: Vec<_> = mint
-        .mint_quotes()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+    let quotes: Vec<_> = ehash_quotes_oldest_first(mint)
+        .await?
         .into_iter()
-        .filter(|q| q.payment_method == method)
         .filter_map(|q| {
             let key = LockingKey::from_bytes(&q.pubkey?.to_bytes()).ok()?;
-            Some((q.created_time, q.id, key))
+            Some((q.id, key))
         })
         .collect();
-    quotes.sort_by_key(|(created, id, _)| (*created, id.to_string()));
     let mut tx = db.begin_transaction().await?;
-    for (_, id, key) in &quotes {
+    for (id, key) in &quotes {
         append(&mut tx, key, id).await?;
     }
     tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;

@@ -19,7 +19,7 @@ use cdk_common::mint::MintQuote;
 use cdk_common::{MintQuoteState, QuoteId};
 
 use crate::kv_log::KvLog;
-use crate::service::KV_NAMESPACE;
+use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
 
 const IDS: KvLog<'static> = KvLog {
     list: "quote_ids",
@@ -45,19 +45,10 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
         return Ok(0);
     }
-    let method = cdk::nuts::PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into());
-    let mut quotes: Vec<_> = mint
-        .mint_quotes()
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .into_iter()
-        .filter(|q| q.payment_method == method)
-        .map(|q| (q.created_time, q.id.to_string()))
-        .collect();
-    quotes.sort();
+    let quotes = ehash_quotes_oldest_first(mint).await?;
     let mut tx = db.begin_transaction().await?;
-    for (_, id) in &quotes {
-        IDS.append(&mut tx, id.as_bytes()).await?;
+    for quote in &quotes {
+        append(&mut tx, &quote.id).await?;
     }
     tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
     tx.commit().await?;

@@ -26,6 +26,23 @@ use crate::quote_writer::{QuoteWriter, ShareToQuote};
 /// database.
 pub(crate) const KV_NAMESPACE: &str = "ehash";
 
+/// Every ehash quote in the database, oldest first: for indexes filled
+/// once, before the mint serves, with the quotes made before they existed.
+pub(crate) async fn ehash_quotes_oldest_first(
+    mint: &Mint,
+) -> Result<Vec<cdk_common::mint::MintQuote>, cdk_common::database::Error> {
+    let method = cdk::nuts::PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into());
+    let mut quotes: Vec<_> = mint
+        .mint_quotes()
+        .await
+        .map_err(|e| cdk_common::database::Error::Internal(e.to_string()))?
+        .into_iter()
+        .filter(|q| q.payment_method == method)
+        .collect();
+    quotes.sort_by_key(|q| (q.created_time, q.id.to_string()));
+    Ok(quotes)
+}
+
 pub struct QuoteService {
     mint: Arc<Mint>,
     writer: QuoteWriter,
