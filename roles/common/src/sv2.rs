@@ -180,10 +180,15 @@ impl Sv2Writer {
     }
 
     /// Writes what is queued (for at most `within`), then closes the
-    /// sending side of the socket.
+    /// sending side of the socket. A writer that failed is closed already.
     pub async fn close(self, within: Duration) {
         let Self { tx, mut task } = self;
         drop(tx);
+        // A finished task may have given its output to `failed`: polled
+        // again, it would panic.
+        if task.is_finished() {
+            return;
+        }
         if tokio::time::timeout(within, &mut task).await.is_err() {
             task.abort();
         }
@@ -547,5 +552,27 @@ mod tests {
                 other => panic!("message {n}: {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_failed_says_why_and_closes() {
+        let (writer, server) = noise_pair().await;
+        let mut writer = Sv2Writer::spawn(writer, 16);
+        drop(server);
+        let failed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    reason = writer.failed() => break reason,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {
+                        let _ = writer.send(numbered(1));
+                    }
+                }
+            }
+        })
+        .await
+        .expect("writing to a closed peer fails");
+        assert!(failed.contains("write failed"), "{failed}");
+        assert!(writer.send(numbered(2)).is_err());
+        writer.close(Duration::from_secs(1)).await;
     }
 }

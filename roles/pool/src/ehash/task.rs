@@ -193,6 +193,7 @@ impl PreparedFlow {
         }
         info!(
             pending = task.flow.pending(),
+            not_yet_sent = task.flow.waiting_to_send(),
             unacknowledged = task.flow.notices().len(),
             "ehash flow stopped; shares not yet acknowledged stay in the outbox"
         );
