@@ -77,42 +77,51 @@ struct Open {
 pub struct QuoteTotals {
     /// The list's next position to read.
     next: u64,
-    /// Quotes not issued yet, as last read (a new one is `None` until read).
-    open: HashMap<QuoteId, Option<Open>>,
+    /// Quotes not issued yet, as last read.
+    open: HashMap<QuoteId, Open>,
     /// Issued quotes: done with, counted once.
     issued: Totals,
 }
 
 impl QuoteTotals {
-    /// Reads the quotes added since the last refresh and those still open.
+    /// Reads the quotes still open, then those added since the last
+    /// refresh, a page at a time: memory holds the open quotes and one page.
     pub async fn refresh(&mut self, db: &DynMintDatabase) -> Result<Totals, Error> {
+        let open: Vec<QuoteId> = self.open.keys().cloned().collect();
+        for page in open.chunks(PAGE) {
+            self.read_quotes(db, page).await?;
+        }
         loop {
             let page = IDS.read(db, self.next, PAGE).await?;
             if page.is_empty() {
                 break;
             }
-            self.next += page.len() as u64;
-            for entry in page {
-                let id = String::from_utf8(entry)
-                    .ok()
-                    .and_then(|s| s.parse::<QuoteId>().ok())
-                    .ok_or_else(|| Error::Internal("quote_ids: an entry is no quote id".into()))?;
-                self.open.insert(id, None);
-            }
-        }
-        let ids: Vec<QuoteId> = self.open.keys().cloned().collect();
-        for chunk in ids.chunks(PAGE) {
-            let quotes = db.get_mint_quotes_by_ids(chunk).await?;
-            for (id, quote) in chunk.iter().zip(quotes) {
-                match quote {
-                    Some(quote) => self.update(id, &quote),
-                    // Listed in the transaction that created it: not there
-                    // only if it was deleted, which the mint never does.
-                    None => tracing::warn!("quote {id} is listed but not in the database"),
-                }
-            }
+            let ids = page
+                .into_iter()
+                .map(|entry| {
+                    String::from_utf8(entry)
+                        .ok()
+                        .and_then(|s| s.parse::<QuoteId>().ok())
+                        .ok_or_else(|| Error::Internal("quote_ids: an entry is no quote id".into()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.read_quotes(db, &ids).await?;
+            self.next += ids.len() as u64;
         }
         Ok(self.totals())
+    }
+
+    async fn read_quotes(&mut self, db: &DynMintDatabase, ids: &[QuoteId]) -> Result<(), Error> {
+        let quotes = db.get_mint_quotes_by_ids(ids).await?;
+        for (id, quote) in ids.iter().zip(quotes) {
+            match quote {
+                Some(quote) => self.update(id, &quote),
+                // Listed in the transaction that created it: not there only
+                // if it was deleted, which the mint never does.
+                None => tracing::warn!("quote {id} is listed but not in the database"),
+            }
+        }
+        Ok(())
     }
 
     /// Quotes read again at each refresh: those not issued yet.
@@ -137,13 +146,13 @@ impl QuoteTotals {
                 quoted,
                 issued: quote.amount_issued().value(),
             };
-            self.open.insert(id.clone(), Some(open));
+            self.open.insert(id.clone(), open);
         }
     }
 
     fn totals(&self) -> Totals {
         let mut totals = self.issued;
-        for open in self.open.values().flatten() {
+        for open in self.open.values() {
             totals.ehash_quoted = totals.ehash_quoted.saturating_add(open.quoted);
             totals.ehash_issued = totals.ehash_issued.saturating_add(open.issued);
             match open.state {
