@@ -125,21 +125,17 @@ pub async fn start(
         source: e,
     })?;
 
-    let backfilled = key_index::backfill(&mint)
-        .await
-        .map_err(|source| MintError::Database {
-            path: config.database_for_logs(),
-            source,
-        })?;
+    let database_error = |source| MintError::Database {
+        path: config.database_for_logs(),
+        source,
+    };
+    let backfilled = key_index::backfill(&mint).await.map_err(database_error)?;
     if backfilled > 0 {
         info!("indexed {backfilled} earlier quotes by locking key");
     }
     let listed = quote_totals::backfill(&mint)
         .await
-        .map_err(|source| MintError::Database {
-            path: config.database_for_logs(),
-            source,
-        })?;
+        .map_err(database_error)?;
     if listed > 0 {
         info!("listed {listed} earlier quotes for the quote totals");
     }
