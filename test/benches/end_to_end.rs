@@ -63,6 +63,7 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
     let stats_address = sink.settings().address;
     let c = ShippedConfigs::write(dir.path(), NBITS_NEVER, Some(&stats_address));
     c.with_hashes_per_share(hashes);
+    c.with_shipped_mint_timings();
     let declared = std::env::var_os("JD").is_some_and(|v| v == "1");
     let mut roles = vec![
         ("devnet-tp", RoleChild::spawn("devnet-tp", &c.tp), c.tp_addr),

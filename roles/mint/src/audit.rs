@@ -33,10 +33,10 @@ pub fn encode(entry: &AuditEntry) -> Result<Vec<u8>, Rejection> {
     serde_json::to_vec(entry).map_err(mint_error)
 }
 
-/// Appends a quote's [`encode`]d audit entry inside the transaction that
-/// indexes it.
-pub async fn append(tx: &mut DynMintTransaction, entry: &[u8]) -> Result<u64, Error> {
-    LOG.append(tx, entry).await
+/// Appends quotes' [`encode`]d audit entries, in order, inside the
+/// transaction that indexes them.
+pub async fn append(tx: &mut DynMintTransaction, entries: &[&[u8]]) -> Result<(), Error> {
+    LOG.append(tx, entries).await
 }
 
 /// A summary is computed at most this often: it counts every quote while

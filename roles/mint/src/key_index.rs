@@ -6,6 +6,8 @@
 //! run of point reads from a position. `key_index` / `backfilled` is present
 //! once quotes created before this index existed have been added.
 
+use std::collections::BTreeMap;
+
 use cdk::mint::Mint;
 use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
 use cdk_common::database::Error;
@@ -28,16 +30,16 @@ fn quotes_of<'a>(list: &'a str, key_hex: &'a str) -> KvLog<'a> {
     }
 }
 
-/// Adds `quote_id` at the end of `key`'s quotes, inside `tx`; returns its position.
-pub async fn append(
+/// Adds quote ids, in creation order, at the end of `key`'s quotes,
+/// inside the transaction that creates the quotes.
+async fn append(
     tx: &mut DynMintTransaction,
     key: &LockingKey,
-    quote_id: &QuoteId,
-) -> Result<u64, Error> {
+    quote_ids: &[QuoteId],
+) -> Result<(), Error> {
     let (list, key_hex) = (format!("kq{key}"), key.to_string());
-    quotes_of(&list, &key_hex)
-        .append(tx, quote_id.to_string().as_bytes())
-        .await
+    let entries: Vec<String> = quote_ids.iter().map(QuoteId::to_string).collect();
+    quotes_of(&list, &key_hex).append(tx, &entries).await
 }
 
 /// Up to `n` quote ids of `key` from `position` on, in creation order.
@@ -73,19 +75,35 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
         return Ok(0);
     }
-    let quotes: Vec<_> = ehash_quotes_oldest_first(mint)
-        .await?
-        .into_iter()
-        .filter_map(|q| {
-            let key = LockingKey::from_bytes(&q.pubkey?.to_bytes()).ok()?;
-            Some((q.id, key))
-        })
-        .collect();
-    let mut tx = db.begin_transaction().await?;
-    for (id, key) in &quotes {
-        append(&mut tx, key, id).await?;
+    let mut by_key = QuotesByKey::default();
+    for quote in ehash_quotes_oldest_first(mint).await? {
+        let key = quote.pubkey.map(|k| LockingKey::from_bytes(&k.to_bytes()));
+        if let Some(Ok(key)) = key {
+            by_key.add(key, quote.id);
+        }
     }
+    let mut tx = db.begin_transaction().await?;
+    let indexed = by_key.append(&mut tx).await?;
     tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
     tx.commit().await?;
-    Ok(quotes.len())
+    Ok(indexed)
+}
+
+/// New quotes by locking key, in creation order within each key, to append
+/// to each key's list at once.
+#[derive(Debug, Default)]
+pub struct QuotesByKey(BTreeMap<LockingKey, Vec<QuoteId>>);
+
+impl QuotesByKey {
+    pub fn add(&mut self, key: LockingKey, quote_id: QuoteId) {
+        self.0.entry(key).or_default().push(quote_id);
+    }
+
+    /// Appends every key's quotes inside `tx`; how many quotes.
+    pub async fn append(&self, tx: &mut DynMintTransaction) -> Result<usize, Error> {
+        for (key, quote_ids) in &self.0 {
+            append(tx, key, quote_ids).await?;
+        }
+        Ok(self.0.values().map(Vec::len).sum())
+    }
 }

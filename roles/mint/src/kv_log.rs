@@ -33,27 +33,45 @@ fn corrupt(what: String) -> Error {
 }
 
 impl KvLog<'_> {
-    /// Adds `entry` at the end of the list, inside `tx`; returns its position.
-    pub async fn append(&self, tx: &mut DynMintTransaction, entry: &[u8]) -> Result<u64, Error> {
-        let hint = match tx.kv_read(KV_NAMESPACE, self.hints, self.hint_key).await? {
+    /// Adds `entries` at the end of the list, in order, inside `tx`: one
+    /// read and one write of the hint for all of them, so a transaction
+    /// that adds many entries pays for the hint once.
+    pub async fn append<E: AsRef<[u8]>>(
+        &self,
+        tx: &mut DynMintTransaction,
+        entries: &[E],
+    ) -> Result<(), Error> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut position = match tx.kv_read(KV_NAMESPACE, self.hints, self.hint_key).await? {
             None => 0,
             Some(bytes) => decode_position(&bytes)?,
         };
-        for position in hint..hint.saturating_add(MAX_PROBES) {
-            if tx
-                .kv_write_if_absent(KV_NAMESPACE, self.list, &slot(position), entry)
+        let mut probes = 0;
+        for entry in entries {
+            while !tx
+                .kv_write_if_absent(KV_NAMESPACE, self.list, &slot(position), entry.as_ref())
                 .await?
             {
-                let next = (position + 1).to_be_bytes();
-                tx.kv_write(KV_NAMESPACE, self.hints, self.hint_key, &next)
-                    .await?;
-                return Ok(position);
+                probes += 1;
+                if probes >= MAX_PROBES {
+                    return Err(corrupt(format!(
+                        "no free position in {} up to {position}",
+                        self.list
+                    )));
+                }
+                position += 1;
             }
+            position += 1;
         }
-        Err(corrupt(format!(
-            "no free position in {} after {hint}",
-            self.list
-        )))
+        tx.kv_write(
+            KV_NAMESPACE,
+            self.hints,
+            self.hint_key,
+            &position.to_be_bytes(),
+        )
+        .await
     }
 
     /// Up to `n` entries from `position` on, in the order they were added.
@@ -97,4 +115,45 @@ fn decode_position(bytes: &[u8]) -> Result<u64, Error> {
         .try_into()
         .map_err(|_| corrupt(format!("{}-byte position", bytes.len())))?;
     Ok(u64::from_be_bytes(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    const LIST: KvLog<'static> = KvLog {
+        list: "test_list",
+        hints: "test_next",
+        hint_key: "next",
+    };
+
+    fn entries(all: &[&str]) -> Vec<Vec<u8>> {
+        all.iter().map(|e| e.as_bytes().to_vec()).collect()
+    }
+
+    #[tokio::test]
+    async fn entries_added_together_or_past_a_stale_hint_keep_their_order() {
+        let db: DynMintDatabase = Arc::new(cdk_sqlite::mint::memory::empty().await.unwrap());
+        let mut tx = db.begin_transaction().await.unwrap();
+        LIST.append(&mut tx, &["a", "b", "c"]).await.unwrap();
+        tx.commit().await.unwrap();
+
+        // A hint behind the end, as another writer's append leaves it.
+        let mut tx = db.begin_transaction().await.unwrap();
+        tx.kv_write(KV_NAMESPACE, LIST.hints, LIST.hint_key, &1u64.to_be_bytes())
+            .await
+            .unwrap();
+        LIST.append(&mut tx, &["d", "e"]).await.unwrap();
+        LIST.append::<&str>(&mut tx, &[]).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let all = LIST.read(&db, 0, 10).await.unwrap();
+        assert_eq!(all, entries(&["a", "b", "c", "d", "e"]));
+        assert_eq!(LIST.read(&db, 3, 1).await.unwrap(), entries(&["d"]));
+        assert_eq!(LIST.len(&db).await.unwrap(), 5);
+        let hint = db.kv_read(KV_NAMESPACE, LIST.hints, LIST.hint_key).await;
+        assert_eq!(hint.unwrap(), Some(5u64.to_be_bytes().to_vec()));
+    }
 }

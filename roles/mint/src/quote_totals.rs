@@ -32,10 +32,11 @@ const BACKFILLED: &str = "backfilled";
 /// Quotes read from the database at once.
 const PAGE: usize = 1000;
 
-/// Adds `quote_id` to the list of ehash quotes, inside the transaction
-/// that creates the quote.
-pub async fn append(tx: &mut DynMintTransaction, quote_id: &QuoteId) -> Result<u64, Error> {
-    IDS.append(tx, quote_id.to_string().as_bytes()).await
+/// Adds quote ids, in creation order, to the list of ehash quotes, inside
+/// the transaction that creates the quotes.
+pub async fn append(tx: &mut DynMintTransaction, quote_ids: &[QuoteId]) -> Result<(), Error> {
+    let entries: Vec<String> = quote_ids.iter().map(QuoteId::to_string).collect();
+    IDS.append(tx, &entries).await
 }
 
 /// Lists, once, the ehash quotes created before the list existed, in
@@ -46,13 +47,12 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
         return Ok(0);
     }
     let quotes = ehash_quotes_oldest_first(mint).await?;
+    let ids: Vec<QuoteId> = quotes.into_iter().map(|quote| quote.id).collect();
     let mut tx = db.begin_transaction().await?;
-    for quote in &quotes {
-        append(&mut tx, &quote.id).await?;
-    }
+    append(&mut tx, &ids).await?;
     tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
     tx.commit().await?;
-    Ok(quotes.len())
+    Ok(ids.len())
 }
 
 /// What the totals count, as of the last refresh.

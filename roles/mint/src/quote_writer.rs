@@ -42,9 +42,10 @@ use cdk_common::{Amount, QuoteId};
 use ehash::LockingKey;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::key_index::QuotesByKey;
 use crate::quote::Rejection;
 use crate::service::{mint_error, KV_NAMESPACE};
-use crate::{audit, key_index, quote_totals};
+use crate::{audit, quote_totals};
 
 const KV_SHARES: &str = "shares";
 /// The row each transaction of quotes updates first: the writers' turn.
@@ -314,10 +315,11 @@ impl Writer {
             .map_err(mint_error)?;
         let mut quote_ids = Vec::with_capacity(shares.len());
         let mut newly_paid = Vec::new();
+        let mut listed = NewQuotes::default();
         let mut written = take_turn(&mut tx).await;
         if written.is_ok() {
             for share in shares {
-                match self.quote_and_pay(&mut tx, share).await {
+                match self.quote_and_pay(&mut tx, share, &mut listed).await {
                     Ok((quote, paid_now)) => {
                         quote_ids.push(quote.id.clone());
                         if paid_now {
@@ -330,6 +332,9 @@ impl Writer {
                     }
                 }
             }
+        }
+        if written.is_ok() {
+            written = listed.append(&mut tx).await.map_err(db_failure);
         }
         let committed = match written {
             Ok(()) => tx.commit().await.map_err(db_failure),
@@ -354,14 +359,15 @@ impl Writer {
 
     /// The share's quote, found or created, then paid. `true` when this
     /// call recorded the payment.
-    async fn quote_and_pay(
+    async fn quote_and_pay<'a>(
         &self,
         tx: &mut DynMintTransaction,
-        share: &ShareToQuote,
+        share: &'a ShareToQuote,
+        listed: &mut NewQuotes<'a>,
     ) -> Result<(Acquired<MintQuote>, bool), Failure> {
-        let mut quote = match self.find(tx, share).await? {
+        let mut quote = match self.find(tx, share, listed).await? {
             Some(quote) => quote,
-            None => self.create(tx, share).await?,
+            None => self.create(tx, share, listed).await?,
         };
         let payment = WaitPaymentResponse {
             payment_identifier: PaymentIdentifier::QuoteId(quote.id.clone()),
@@ -384,10 +390,11 @@ impl Writer {
         Ok((quote, paid_now))
     }
 
-    async fn find(
+    async fn find<'a>(
         &self,
         tx: &mut DynMintTransaction,
-        share: &ShareToQuote,
+        share: &'a ShareToQuote,
+        listed: &mut NewQuotes<'a>,
     ) -> Result<Option<Acquired<MintQuote>>, Failure> {
         let indexed = tx
             .kv_read(KV_NAMESPACE, KV_SHARES, &share.share_hex)
@@ -405,15 +412,16 @@ impl Writer {
             .await
             .map_err(db_failure)?;
         if let Some(quote) = &unindexed {
-            self.index(tx, share, &quote.id).await?;
+            index(tx, share, &quote.id, listed).await?;
         }
         Ok(unindexed)
     }
 
-    async fn create(
+    async fn create<'a>(
         &self,
         tx: &mut DynMintTransaction,
-        share: &ShareToQuote,
+        share: &'a ShareToQuote,
+        listed: &mut NewQuotes<'a>,
     ) -> Result<Acquired<MintQuote>, Failure> {
         let quote_id = QuoteId::new();
         let now = roles_common::unix_secs();
@@ -440,44 +448,60 @@ impl Writer {
         // request and status query.
         quote.set_last_checked(PAYMENT_CHECK_NEVER_DUE);
         let quote = tx.add_mint_quote(quote).await.map_err(db_failure)?;
-        self.index(tx, share, &quote_id).await?;
+        index(tx, share, &quote_id, listed).await?;
         Ok(quote)
     }
+}
 
-    /// Indexes a quote by share hash and by locking key and appends its
-    /// audit entry: a quote that can be paid is always listed for its key
-    /// and in the audit.
-    async fn index(
-        &self,
-        tx: &mut DynMintTransaction,
-        share: &ShareToQuote,
-        quote_id: &QuoteId,
-    ) -> Result<(), Failure> {
-        let first = tx
-            .kv_write_if_absent(
-                KV_NAMESPACE,
-                KV_SHARES,
-                &share.share_hex,
-                quote_id.to_string().as_bytes(),
-            )
-            .await
-            .map_err(db_failure)?;
-        if !first {
-            return Err(Failure::LostRace(format!(
-                "another writer indexed share {}",
-                share.share_hex
-            )));
-        }
-        key_index::append(tx, &share.locking_key, quote_id)
-            .await
-            .map_err(db_failure)?;
-        audit::append(tx, &share.audit_entry)
-            .await
-            .map_err(db_failure)?;
-        quote_totals::append(tx, quote_id)
-            .await
-            .map_err(db_failure)?;
-        Ok(())
+/// Indexes a quote by share hash and lists it for its locking key, in the
+/// audit and in the quote totals: a quote that can be paid is always
+/// listed, since the lists are appended before the transaction commits.
+async fn index<'a>(
+    tx: &mut DynMintTransaction,
+    share: &'a ShareToQuote,
+    quote_id: &QuoteId,
+    listed: &mut NewQuotes<'a>,
+) -> Result<(), Failure> {
+    let first = tx
+        .kv_write_if_absent(
+            KV_NAMESPACE,
+            KV_SHARES,
+            &share.share_hex,
+            quote_id.to_string().as_bytes(),
+        )
+        .await
+        .map_err(db_failure)?;
+    if !first {
+        return Err(Failure::LostRace(format!(
+            "another writer indexed share {}",
+            share.share_hex
+        )));
+    }
+    listed.add(share, quote_id);
+    Ok(())
+}
+
+/// The quotes a transaction indexed, for the lists they join: each list
+/// is appended once, when every share is written, so its position hint is
+/// read and written once per transaction, not once per quote.
+#[derive(Default)]
+struct NewQuotes<'a> {
+    ids: Vec<QuoteId>,
+    audit_entries: Vec<&'a [u8]>,
+    by_key: QuotesByKey,
+}
+
+impl<'a> NewQuotes<'a> {
+    fn add(&mut self, share: &'a ShareToQuote, quote_id: &QuoteId) {
+        self.ids.push(quote_id.clone());
+        self.audit_entries.push(&share.audit_entry);
+        self.by_key.add(share.locking_key, quote_id.clone());
+    }
+
+    async fn append(&self, tx: &mut DynMintTransaction) -> Result<(), DatabaseError> {
+        self.by_key.append(tx).await?;
+        audit::append(tx, &self.audit_entries).await?;
+        quote_totals::append(tx, &self.ids).await
     }
 }
 
