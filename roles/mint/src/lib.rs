@@ -7,6 +7,7 @@
 //! - `backend`: the cdk payment backend, which refuses quotes over HTTP
 //! - `service`: what the link asks of the mint: quotes and stats
 //! - `quote_writer`: the one writer of quotes, a group per transaction
+//! - `sqlite`: the SQLite database, its writers taking turns in the process
 //! - `kv_log`: append-only lists in the mint's KV store
 //! - `key_index`: the locking key -> quote ids index
 //! - `audit`: the public issuance audit (HTTP)
@@ -29,6 +30,7 @@ mod quote_totals;
 mod quote_writer;
 mod redis_link;
 pub mod service;
+mod sqlite;
 mod template_provider;
 
 use std::net::SocketAddr;
@@ -39,7 +41,6 @@ use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_common::database::{DynMintDatabase, MintDatabase, MintKeysDatabase};
-use cdk_sqlite::MintSqliteDatabase;
 use roles_common::{private, CancellationToken};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -285,7 +286,7 @@ async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
     };
     Ok(match config.database_location() {
         DatabaseLocation::Memory => {
-            Database::new(cdk_sqlite::mint::memory::empty().await.map_err(db_error)?)
+            Database::new(sqlite::open(":memory:").await.map_err(db_error)?)
         }
         DatabaseLocation::Sqlite(path) => {
             let io_error = |e| db_error(cdk_common::database::Error::Database(Box::new(e)));
@@ -293,7 +294,12 @@ async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
                 private::create_dir(dir).map_err(io_error)?;
             }
             private::create_file(&path).map_err(io_error)?;
-            Database::new(MintSqliteDatabase::new(path).await.map_err(db_error)?)
+            let path = path.to_str().ok_or_else(|| {
+                db_error(cdk_common::database::Error::Internal(
+                    "the database path is not UTF-8".into(),
+                ))
+            })?;
+            Database::new(sqlite::open(path).await.map_err(db_error)?)
         }
         DatabaseLocation::Postgres(url) => Database::new(
             cdk_postgres::MintPgDatabase::new(url)

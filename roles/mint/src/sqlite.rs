@@ -1,0 +1,278 @@
+//! The mint's SQLite database: cdk's own (`cdk-sqlite` under cdk's SQL
+//! layer), except that its write transactions take turns in the process.
+//!
+//! SQLite lets one transaction write at a time, and cdk begins every
+//! transaction `IMMEDIATE`. A transaction that finds another writing waits
+//! in SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms
+//! between tries whatever the other does. Under load (the quote writer's
+//! groups and the wallets' batch mints) that left writers asleep while the
+//! database was free, and a quote waited for a sleeper, not for a writer.
+//!
+//! Here a transaction first takes the process's writers' turn, a fair
+//! queue that wakes the next writer when one commits or rolls back, and
+//! only then begins in SQLite: writers of this process never meet in the
+//! busy handler. A write outside a transaction (cdk marks each quote of
+//! a batch mint checked that way) takes the turn for its one statement;
+//! reads never do, and other processes still meet in the busy handler.
+//! The turn is given up with the transaction, or with the connection if
+//! cdk discards it.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cdk_common::database::Error;
+use cdk_sql_common::database::{DatabaseConnector, DatabaseExecutor, DatabaseTransaction};
+use cdk_sql_common::pool::{self, DatabaseConfig, DatabasePool};
+use cdk_sql_common::stmt::{Column, Statement};
+use cdk_sql_common::SQLMintDatabase;
+use cdk_sqlite::SqliteConnectionManager;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// The mint's SQLite database.
+pub type MintSqlite = SQLMintDatabase<WriterTurns>;
+
+type Sqlite = <SqliteConnectionManager as DatabasePool>::Connection;
+type SqliteConfig = <SqliteConnectionManager as DatabasePool>::Config;
+type SqliteTransaction = <Sqlite as DatabaseConnector>::Transaction;
+
+/// How long a transaction waits for its turn before failing, as long as
+/// cdk lets SQLite's busy handler wait.
+const TURN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens (and migrates) the database at `path` (`:memory:` for one that
+/// lives in the process).
+pub async fn open(path: &str) -> Result<MintSqlite, Error> {
+    MintSqlite::new(TurnsConfig {
+        sqlite: path.into(),
+        turn: Arc::new(Mutex::new(())),
+    })
+    .await
+}
+
+/// cdk-sqlite's connections, each knowing the one turn of the pool.
+#[derive(Debug)]
+pub struct WriterTurns;
+
+#[derive(Debug, Clone)]
+pub struct TurnsConfig {
+    sqlite: SqliteConfig,
+    turn: Arc<Mutex<()>>,
+}
+
+impl DatabaseConfig for TurnsConfig {
+    fn max_size(&self) -> usize {
+        self.sqlite.max_size()
+    }
+
+    fn default_timeout(&self) -> Duration {
+        self.sqlite.default_timeout()
+    }
+}
+
+impl DatabasePool for WriterTurns {
+    type Connection = Connection;
+    type Config = TurnsConfig;
+    type Error = <SqliteConnectionManager as DatabasePool>::Error;
+
+    fn new_resource(
+        config: &TurnsConfig,
+        stale: Arc<AtomicBool>,
+        timeout: Duration,
+    ) -> Result<Connection, pool::Error<Self::Error>> {
+        Ok(Connection {
+            sqlite: SqliteConnectionManager::new_resource(&config.sqlite, stale, timeout)?,
+            turn: config.turn.clone(),
+            held: None,
+        })
+    }
+}
+
+/// A cdk-sqlite connection; `held` while its transaction is open.
+#[derive(Debug)]
+pub struct Connection {
+    sqlite: Sqlite,
+    turn: Arc<Mutex<()>>,
+    held: Option<OwnedMutexGuard<()>>,
+}
+
+impl Connection {
+    /// The turn for one statement that may write: outside a transaction,
+    /// SQLite makes it a transaction of its own. Inside one, the
+    /// transaction holds the turn already.
+    async fn turn_for_statement(&self) -> Result<Option<OwnedMutexGuard<()>>, Error> {
+        match self.held {
+            Some(_) => Ok(None),
+            None => take_turn(&self.turn).await.map(Some),
+        }
+    }
+}
+
+impl DatabaseConnector for Connection {
+    type Transaction = TakeTurn;
+}
+
+/// Waits for the writers' turn, at most [`TURN_TIMEOUT`].
+async fn take_turn(turn: &Arc<Mutex<()>>) -> Result<OwnedMutexGuard<()>, Error> {
+    tokio::time::timeout(TURN_TIMEOUT, turn.clone().lock_owned())
+        .await
+        .map_err(|_| {
+            Error::Internal(format!(
+                "no turn to write to the database within {TURN_TIMEOUT:?}"
+            ))
+        })
+}
+
+/// Begins after taking the turn; gives it up once the transaction is over.
+pub struct TakeTurn;
+
+#[async_trait::async_trait]
+impl DatabaseTransaction<Connection> for TakeTurn {
+    async fn begin(conn: &mut Connection) -> Result<(), Error> {
+        let turn = take_turn(&conn.turn).await?;
+        SqliteTransaction::begin(&mut conn.sqlite).await?;
+        conn.held = Some(turn);
+        Ok(())
+    }
+
+    async fn commit(conn: &mut Connection) -> Result<(), Error> {
+        // A failed commit leaves the transaction open: cdk rolls it back
+        // (or discards the connection), and the turn goes with that.
+        SqliteTransaction::commit(&mut conn.sqlite).await?;
+        conn.held = None;
+        Ok(())
+    }
+
+    async fn rollback(conn: &mut Connection) -> Result<(), Error> {
+        let rolled_back = SqliteTransaction::rollback(&mut conn.sqlite).await;
+        if rolled_back.is_ok() {
+            conn.held = None;
+        }
+        rolled_back
+    }
+}
+
+#[async_trait::async_trait]
+impl DatabaseExecutor for Connection {
+    fn name() -> &'static str {
+        Sqlite::name()
+    }
+
+    async fn execute(&self, statement: Statement) -> Result<usize, Error> {
+        let _turn = self.turn_for_statement().await?;
+        self.sqlite.execute(statement).await
+    }
+
+    async fn fetch_one(&self, statement: Statement) -> Result<Option<Vec<Column>>, Error> {
+        self.sqlite.fetch_one(statement).await
+    }
+
+    async fn fetch_all(&self, statement: Statement) -> Result<Vec<Vec<Column>>, Error> {
+        self.sqlite.fetch_all(statement).await
+    }
+
+    async fn pluck(&self, statement: Statement) -> Result<Option<Column>, Error> {
+        self.sqlite.pluck(statement).await
+    }
+
+    async fn batch(&self, statement: Statement) -> Result<(), Error> {
+        let _turn = self.turn_for_statement().await?;
+        self.sqlite.batch(statement).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cdk_common::database::mint::QuotesDatabase;
+    use cdk_common::database::MintDatabase;
+
+    use super::*;
+    use crate::service::KV_NAMESPACE;
+
+    /// A database on a file, and the turn its writers take.
+    async fn database(dir: &tempfile::TempDir) -> (MintSqlite, Arc<Mutex<()>>) {
+        let turn = Arc::new(Mutex::new(()));
+        let path = dir.path().join("mint.sqlite");
+        let config = TurnsConfig {
+            sqlite: path.to_str().unwrap().into(),
+            turn: turn.clone(),
+        };
+        (MintSqlite::new(config).await.unwrap(), turn)
+    }
+
+    #[tokio::test]
+    async fn a_transaction_holds_the_turn_from_begin_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, turn) = database(&dir).await;
+        assert!(turn.try_lock().is_ok(), "free while no transaction is open");
+
+        let mut tx = db.begin_transaction().await.unwrap();
+        assert!(turn.try_lock().is_err(), "held by an open transaction");
+        tx.kv_write(KV_NAMESPACE, "t", "a", b"1").await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(turn.try_lock().is_ok(), "given up at commit");
+
+        let tx = db.begin_transaction().await.unwrap();
+        tx.rollback().await.unwrap();
+        assert!(turn.try_lock().is_ok(), "given up at rollback");
+
+        // Dropped unfinished: cdk rolls it back on a task of its own.
+        drop(db.begin_transaction().await.unwrap());
+        let _free = tokio::time::timeout(Duration::from_secs(5), turn.lock())
+            .await
+            .expect("given up once the dropped transaction is rolled back");
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_waits_for_the_turn_then_sees_the_first_ones_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = database(&dir).await;
+        let db = Arc::new(db);
+        let mut first = db.begin_transaction().await.unwrap();
+        first.kv_write(KV_NAMESPACE, "t", "a", b"1").await.unwrap();
+
+        let (begun, mut second_begun) = tokio::sync::oneshot::channel();
+        let second = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin_transaction().await.unwrap();
+                let _ = begun.send(());
+                let seen = tx.kv_read(KV_NAMESPACE, "t", "a").await.unwrap();
+                tx.commit().await.unwrap();
+                seen
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            second_begun.try_recv().is_err(),
+            "began while the first writer's transaction was open"
+        );
+        first.commit().await.unwrap();
+        assert_eq!(second.await.unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_write_outside_a_transaction_waits_for_the_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = database(&dir).await;
+        let db = Arc::new(db);
+        let open = db.begin_transaction().await.unwrap();
+
+        // cdk marks a quote checked this way before each batch mint.
+        let checked = tokio::spawn({
+            let db = db.clone();
+            async move {
+                let quote = cdk_common::QuoteId::new();
+                db.try_update_mint_quote_last_checked(&quote, 1, 0).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !checked.is_finished(),
+            "wrote while another transaction was open"
+        );
+        open.commit().await.unwrap();
+        let updated = checked.await.unwrap().unwrap();
+        assert!(!updated, "no such quote");
+    }
+}
