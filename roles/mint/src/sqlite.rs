@@ -1,5 +1,5 @@
 //! The mint's SQLite database: cdk's own (`cdk-sqlite` under cdk's SQL
-//! layer), except that its write transactions take turns in the process.
+//! layer), except that its writers take turns in the process.
 //!
 //! SQLite lets one transaction write at a time, and cdk begins every
 //! transaction `IMMEDIATE`. A transaction that finds another writing waits

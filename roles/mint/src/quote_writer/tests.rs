@@ -169,18 +169,11 @@ async fn add_quote(tx: &mut DynMintTransaction, share: &ShareToQuote) -> QuoteId
     quote_id
 }
 
-/// `share` indexed to `quote_id`, in `tx`.
+/// `share` indexed to `quote_id`, in `tx`, by the writer's own share index
+/// write; the lists it would join are left alone.
 async fn add_index(tx: &mut DynMintTransaction, share: &ShareToQuote, quote_id: &QuoteId) {
-    let written = tx
-        .kv_write_if_absent(
-            KV_NAMESPACE,
-            KV_SHARES,
-            &share.share_hex,
-            quote_id.to_string().as_bytes(),
-        )
-        .await
-        .unwrap();
-    assert!(written);
+    let indexed = index(tx, share, quote_id, &mut NewQuotes::default()).await;
+    assert!(indexed.is_ok(), "the share was indexed already");
 }
 
 async fn quote_all(
