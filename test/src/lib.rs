@@ -31,6 +31,7 @@ pub use load_miner::*;
 pub use mining_client::*;
 pub use pool_load::*;
 pub use role_child::*;
+pub use roles_common::free_port::free_address;
 pub use shipped_configs::*;
 pub use stack::*;
 pub use stats_sink::*;

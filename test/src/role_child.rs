@@ -193,14 +193,6 @@ pub fn load_config<C: serde::de::DeserializeOwned + roles_common::Validate>(path
     roles_common::load_config(path, "HASHPOOL_TEST_CONFIG").expect("config loads")
 }
 
-/// An address on 127.0.0.1 nobody listens on right now (for a role that
-/// must come back on the same address after a restart, or a dead one).
-pub fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
-
 /// Waits until something accepts connections on `addr`.
 pub async fn until_listening(addr: SocketAddr, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

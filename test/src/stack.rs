@@ -415,9 +415,9 @@ impl EhashStack {
     /// too, with one), with the same state dir.
     pub async fn pool_in_a_child(&mut self) -> crate::role_child::RoleChild {
         self.stop_pool().await;
-        self.pool_config.listen_address = crate::role_child::free_address().to_string();
+        self.pool_config.listen_address = crate::free_address().to_string();
         if let Some(jds) = self.pool_config.jds.as_mut() {
-            jds.listen_address = crate::role_child::free_address().to_string();
+            jds.listen_address = crate::free_address().to_string();
         }
         let config_path = self.dir.path().join("pool.toml");
         std::fs::write(&config_path, self.pool_toml()).unwrap();

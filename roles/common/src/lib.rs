@@ -14,6 +14,7 @@
 
 pub mod backoff;
 pub mod default;
+pub mod free_port;
 pub mod http;
 pub mod limits;
 pub mod log_limit;

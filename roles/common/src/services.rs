@@ -7,11 +7,13 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::free_port::free_port;
 
 /// How long a server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -378,14 +380,6 @@ fn postgres_bindir() -> Result<PathBuf, String> {
          postgresql (bash scripts/setup.sh)"
             .to_string(),
     )
-}
-
-/// A port on 127.0.0.1 nobody listens on right now.
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
 /// A fresh directory in the system's temporary directory, removed on drop.

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hashpool::status::parse_wallet_balance;
+use roles_common::free_port::free_address;
 use roles_common::testing::{refused_config, stdout_of};
 
 fn profile() -> PathBuf {
@@ -18,10 +19,7 @@ fn profile() -> PathBuf {
 /// Free ports for every listener, kept across both runs: the wallet's
 /// ecash belongs to the mint's URL, so a devnet that continues keeps it.
 fn ports() -> [(&'static str, String); 10] {
-    let free = || {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-    };
+    let free = || free_address().to_string();
     let http = free();
     [
         ("DEVNET_TP__LISTEN_ADDRESS", free()),
@@ -205,8 +203,7 @@ fn hashpool_devnet_jd_mines_declared_jobs_and_pays() {
     let state = tempfile::tempdir().unwrap();
     let mut ports = ports().to_vec();
     for key in ["JD_CLIENT__LISTEN_ADDRESS", "JD_CLIENT__JDS_ADDRESS"] {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        ports.push((key, format!("127.0.0.1:{}", l.local_addr().unwrap().port())));
+        ports.push((key, free_address().to_string()));
     }
     let devnet = Devnet::start_with(state.path(), &ports, &["devnet", "--jd"]);
     devnet.line(120, "the jd-client line", |l| l.contains("jd-client"));

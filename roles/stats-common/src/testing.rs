@@ -287,10 +287,7 @@ impl Browser {
     /// Chromium session; fails the test with what to install when missing.
     pub async fn start() -> Browser {
         let program = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().expect("addr").port()
-        };
+        let port = roles_common::free_port::free_port().expect("a free port");
         let driver = Command::new(&program)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
