@@ -16,6 +16,12 @@
 //! reads never do, and other processes still meet in the busy handler.
 //! The turn is given up with the transaction, or with the connection if
 //! cdk discards it.
+//!
+//! That mark ([`CLAIM_CHECK`]) only changes a quote whose payment check is
+//! due, which this mint's quotes never are: it is first read, without the
+//! turn, and made only where it would change a row. A batch mint of a
+//! thousand quotes otherwise waited a thousand turns, each behind a group
+//! of quotes, and minting starved while the mint quoted.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -24,7 +30,8 @@ use std::time::Duration;
 use cdk_common::database::Error;
 use cdk_sql_common::database::{DatabaseConnector, DatabaseExecutor, DatabaseTransaction};
 use cdk_sql_common::pool::{self, DatabaseConfig, DatabasePool};
-use cdk_sql_common::stmt::{Column, Statement};
+use cdk_sql_common::stmt::{query, Column, PlaceholderValue, SqlPart, Statement};
+use cdk_sql_common::value::Value;
 use cdk_sql_common::SQLMintDatabase;
 use cdk_sqlite::SqliteConnectionManager;
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -39,6 +46,14 @@ type SqliteTransaction = <Sqlite as DatabaseConnector>::Transaction;
 /// How long a transaction waits for its turn before failing, as long as
 /// cdk lets SQLite's busy handler wait.
 const TURN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// cdk's claim of a quote's payment check (whitespace aside), made for
+/// every quote of a batch mint outside its transaction.
+const CLAIM_CHECK: &str = "UPDATE mint_quote SET last_checked = :last_checked \
+    WHERE id = :quote_id AND last_checked < :threshold";
+/// Whether [`CLAIM_CHECK`] would change a row.
+const CLAIM_DUE: &str =
+    "SELECT COUNT(*) FROM mint_quote WHERE id = :quote_id AND last_checked < :threshold";
 
 /// Opens (and migrates) the database at `path` (`:memory:` for one that
 /// lives in the process).
@@ -108,6 +123,31 @@ impl Connection {
     }
 }
 
+/// The read that tells whether `statement` would change a row, where it is
+/// cdk's [`CLAIM_CHECK`].
+fn claim_due(statement: &Statement) -> Option<Statement> {
+    let mut shape = String::new();
+    for part in &statement.parts {
+        match part {
+            SqlPart::Raw(sql) => shape.push_str(sql),
+            SqlPart::Placeholder(name, _) => {
+                shape.push(':');
+                shape.push_str(name);
+            }
+        }
+    }
+    if !shape.split_whitespace().eq(CLAIM_CHECK.split_whitespace()) {
+        return None;
+    }
+    let mut due = query(CLAIM_DUE).ok()?;
+    for part in &statement.parts {
+        if let SqlPart::Placeholder(name, Some(PlaceholderValue::Value(value))) = part {
+            due = due.bind(name, value.clone());
+        }
+    }
+    Some(due)
+}
+
 impl DatabaseConnector for Connection {
     type Transaction = TakeTurn;
 }
@@ -159,6 +199,13 @@ impl DatabaseExecutor for Connection {
     }
 
     async fn execute(&self, statement: Statement) -> Result<usize, Error> {
+        if let (None, Some(due)) = (&self.held, claim_due(&statement)) {
+            // Read now, the claim would change nothing now: it is answered
+            // as if made at this moment.
+            if let Some(Value::Integer(0)) = self.sqlite.pluck(due).await? {
+                return Ok(0);
+            }
+        }
         let _turn = self.turn_for_statement().await?;
         self.sqlite.execute(statement).await
     }
@@ -251,28 +298,73 @@ mod tests {
         assert_eq!(second.await.unwrap(), Some(b"1".to_vec()));
     }
 
+    /// A quote whose payment check was last claimed at `last_checked`.
+    async fn quote_checked_at(db: &MintSqlite, last_checked: u64) -> cdk_common::QuoteId {
+        let id = cdk_common::QuoteId::new();
+        let unit = cdk::nuts::CurrencyUnit::custom(ehash::constants::UNIT);
+        let zero = cdk_common::Amount::new(0, unit.clone());
+        let mut quote = cdk_common::mint::MintQuote::new(
+            Some(id.clone()),
+            "ehash:test".into(),
+            unit,
+            None,
+            0,
+            cdk_common::payment::PaymentIdentifier::QuoteId(id.clone()),
+            None,
+            zero.clone(),
+            zero,
+            cdk::nuts::PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.into()),
+            0,
+            0,
+            vec![],
+            vec![],
+            None,
+        );
+        quote.set_last_checked(last_checked);
+        let mut tx = db.begin_transaction().await.unwrap();
+        tx.add_mint_quote(quote).await.unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+
     #[tokio::test]
     async fn a_write_outside_a_transaction_waits_for_the_turn() {
         let dir = tempfile::tempdir().unwrap();
         let (db, _) = database(&dir).await;
         let db = Arc::new(db);
+        let due = quote_checked_at(&db, 0).await;
         let open = db.begin_transaction().await.unwrap();
 
-        // cdk marks a quote checked this way before each batch mint.
-        let checked = tokio::spawn({
+        // cdk claims a quote's payment check this way before a batch mint.
+        let claimed = tokio::spawn({
             let db = db.clone();
-            async move {
-                let quote = cdk_common::QuoteId::new();
-                db.try_update_mint_quote_last_checked(&quote, 1, 0).await
-            }
+            async move { db.try_update_mint_quote_last_checked(&due, 100, 10).await }
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
-            !checked.is_finished(),
+            !claimed.is_finished(),
             "wrote while another transaction was open"
         );
         open.commit().await.unwrap();
-        let updated = checked.await.unwrap().unwrap();
-        assert!(!updated, "no such quote");
+        assert!(claimed.await.unwrap().unwrap(), "the due check is claimed");
+    }
+
+    #[tokio::test]
+    async fn a_claim_that_would_change_nothing_is_answered_without_the_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = database(&dir).await;
+        let recent = quote_checked_at(&db, 95).await;
+        let unknown = cdk_common::QuoteId::new();
+        let _open = db.begin_transaction().await.unwrap();
+
+        for quote in [&recent, &unknown] {
+            let claimed = tokio::time::timeout(
+                Duration::from_secs(2),
+                db.try_update_mint_quote_last_checked(quote, 100, 10),
+            )
+            .await
+            .expect("answered while another transaction holds the turn");
+            assert!(!claimed.unwrap(), "nothing to claim");
+        }
     }
 }
