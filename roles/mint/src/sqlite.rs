@@ -200,8 +200,8 @@ impl DatabaseExecutor for Connection {
 
     async fn execute(&self, statement: Statement) -> Result<usize, Error> {
         if let (None, Some(due)) = (&self.held, claim_due(&statement)) {
-            // Read now, the claim would change nothing now: it is answered
-            // as if made at this moment.
+            // A claim that would change no row now is answered as if it
+            // had been made at the moment of this read.
             if let Some(Value::Integer(0)) = self.sqlite.pluck(due).await? {
                 return Ok(0);
             }
