@@ -199,7 +199,8 @@ impl DatabaseExecutor for Connection {
     }
 
     async fn execute(&self, statement: Statement) -> Result<usize, Error> {
-        if let (None, Some(due)) = (&self.held, claim_due(&statement)) {
+        // Inside a transaction the turn is held already: nothing to spare.
+        if let Some(due) = self.held.is_none().then(|| claim_due(&statement)).flatten() {
             // A claim that would change no row now is answered as if it
             // had been made at the moment of this read.
             if let Some(Value::Integer(0)) = self.sqlite.pluck(due).await? {
