@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use crate::role_child::RoleChild;
 use crate::shipped_configs::{set_config, shipped_config, write_config};
 use crate::*;
-use roles_common::free_port::free_address;
 
 /// How long a request held by a dead mint process waits to be claimed.
 pub const CLAIM_IDLE_MS: u64 = 1_000;

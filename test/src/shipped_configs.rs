@@ -3,8 +3,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::free_address;
 use crate::role_child::{until_listening, RoleChild};
-use roles_common::free_port::free_address;
 
 /// The shipped config files of devnet-tp, mint, pool and translator,
 /// rewritten for a test: fixed free ports on 127.0.0.1 (a killed role comes
