@@ -233,6 +233,12 @@ pub async fn start(
             },
             quote_rx,
         )),
+        tokio::spawn(quote_tasks::publish_balances(
+            wallet.clone(),
+            stats.clone(),
+            events.subscribe(),
+            shutdown.clone(),
+        )),
         tokio::spawn(quote_tasks::mint_quotes(
             quote_tasks::Minter {
                 wallet: wallet.clone(),

@@ -2,7 +2,8 @@
 //! pool to the quote store (durably, off the async workers) and then
 //! acknowledges it to the pool, and the minter
 //! mints the quotes locked to the wallet's key in NUT-29 batches whenever
-//! the recorder wakes it, and on a retry timer.
+//! the recorder wakes it, and on a retry timer; the wallet's balance goes
+//! to the stats service after minting, at most once per [`BALANCE_EVERY`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use ehash::LockingKey;
 use ehash_ext_sv2::EhashMessage;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
 use stats_sv2::link;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -27,6 +29,9 @@ use crate::TranslatorEvent;
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(600);
 /// Quotes younger than this are left to their notifications.
 const LOOKUP_GRACE_SECS: u64 = 120;
+/// The balance is read at most this often: the read sums every proof the
+/// wallet holds, which grows for as long as the translator runs.
+const BALANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Notifications recorded in one transaction at most.
 const MAX_RECORD_BATCH: usize = 1024;
@@ -205,7 +210,6 @@ pub(crate) struct Minter {
 
 /// Mints pending quotes whenever told to, and retries on a timer.
 pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
-    publish_balance(&minter.wallet, &minter.stats).await;
     let mut events = minter.events.subscribe();
     // At start-up, after every pool reconnect (a gap in which notifications
     // may have gone missing) and every LOOKUP_INTERVAL, the mint's own list
@@ -296,7 +300,6 @@ impl Minter {
                         timestamp: now_ms(),
                     });
                 }
-                publish_balance(&self.wallet, &self.stats).await;
                 let _ = self.events.send(TranslatorEvent::Minted {
                     quotes: done,
                     amount: round.amount,
@@ -309,6 +312,50 @@ impl Minter {
     }
 }
 
+/// Publishes the wallet's balance at start and after minting (see [`after_minting`]).
+pub(crate) async fn publish_balances(
+    wallet: Arc<EhashWallet>,
+    stats: StatsPublisher,
+    events: broadcast::Receiver<TranslatorEvent>,
+    shutdown: CancellationToken,
+) {
+    after_minting(events, shutdown, || publish_balance(&wallet, &stats)).await
+}
+
+/// Runs `work` at start, then once minting rounds happened, [`BALANCE_EVERY`]
+/// after the first of them: the rounds of that while are all in its one run.
+async fn after_minting<Work: std::future::Future<Output = ()>>(
+    mut events: broadcast::Receiver<TranslatorEvent>,
+    shutdown: CancellationToken,
+    mut work: impl FnMut() -> Work,
+) {
+    loop {
+        work().await;
+        let minted = async {
+            loop {
+                match events.recv().await {
+                    Ok(TranslatorEvent::Minted { .. }) | Err(RecvError::Lagged(_)) => return true,
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => return false,
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            minted = minted => if !minted { return },
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(BALANCE_EVERY) => {}
+        }
+        // Rounds until now are in the run that follows.
+        while !matches!(
+            events.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
+    }
+}
+
 /// The wallet's balance to the stats service (it reads the local database only).
 async fn publish_balance(wallet: &EhashWallet, stats: &StatsPublisher) {
     match wallet.balance().await {
@@ -317,5 +364,59 @@ async fn publish_balance(wallet: &EhashWallet, stats: &StatsPublisher) {
             timestamp: now_ms(),
         }),
         Err(e) => warn!("cannot read the wallet balance: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn minted() -> TranslatorEvent {
+        TranslatorEvent::Minted {
+            quotes: 1,
+            amount: 16,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_balance_is_read_at_start_and_once_for_the_rounds_of_a_second() {
+        let (events, rx) = broadcast::channel(1024);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(after_minting(rx, shutdown.clone(), {
+            let reads = reads.clone();
+            move || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(())
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "read at start");
+
+        // Fifty rounds within half a second: one read, after the last of them.
+        for _ in 0..50 {
+            events.send(minted()).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "no read before BALANCE_EVERY"
+        );
+        tokio::time::sleep(BALANCE_EVERY).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+
+        // Other events read nothing; a later round is read again.
+        let _ = events.send(TranslatorEvent::UpstreamLost("gone".into()));
+        tokio::time::sleep(BALANCE_EVERY * 3).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
+        events.send(minted()).unwrap();
+        tokio::time::sleep(BALANCE_EVERY * 2).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 3);
+
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }
