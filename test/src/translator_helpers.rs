@@ -53,6 +53,7 @@ pub fn translator_config(
         keepalive_secs: 600,
         wait_for_pool: true,
         mint_batch_size: 50,
+        mint_wait_ms: 0,
         mint_retry_secs: 1,
         stats: None,
     }

@@ -369,6 +369,55 @@ async fn the_translator_wallet_lists_exactly_its_own_quotes_at_the_mint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_translator_wallet_looks_up_what_it_missed_from_where_it_left_off() {
+    use ehash::lookup::{Cursor, MAX_LIMIT};
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let seed: [u8; 64] = rand::random::<[u8; 32]>().repeat(2).try_into().unwrap();
+    let wallet = translator::wallet::EhashWallet::in_memory(&stack.mint_url(), seed)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = translator::quotes::QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &wallet.locking_key()).await;
+    // Three quotes, then (a second later) more than a page of younger ones;
+    // none recorded, as if their notifications never came.
+    mine(&mut client, channel, 3).await;
+    client.notifications(3).await;
+    let old = roles_common::unix_secs();
+    while roles_common::unix_secs() == old {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let young_from = roles_common::unix_secs();
+    let young = MAX_LIMIT as usize + 1;
+    mine(&mut client, channel, young).await;
+    client.notifications(young).await;
+
+    // The older quotes only; the listing stops on the first page, at the
+    // first younger quote, and the next look-up starts there.
+    let (found, resume) = wallet
+        .record_from_mint(&store, None, young_from)
+        .await
+        .unwrap();
+    assert_eq!((found, resume), (3, None));
+    // Then the younger ones; the next look-up starts at the last page.
+    let (found, resume) = wallet
+        .record_from_mint(&store, resume, u64::MAX)
+        .await
+        .unwrap();
+    let last_page = Cursor {
+        key_index: 0,
+        position: MAX_LIMIT as u64,
+    };
+    assert_eq!((found, resume), (young, Some(last_page)));
+    assert_eq!(store.all().unwrap().len(), 3 + young);
+    // Nothing new: nothing found, and the look-up stays where it was.
+    let again = wallet.record_from_mint(&store, resume, u64::MAX).await;
+    assert_eq!(again.unwrap(), (0, Some(last_page)));
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mint_restart_mid_run_loses_no_share() {
     let mut stack = EhashStack::start("annotate", |_| {}).await;
     let (secret, key) = miner_key();

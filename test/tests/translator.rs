@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cdk::amount::SplitTarget;
 use cdk::nuts::SecretKey;
@@ -956,6 +956,43 @@ async fn full_chain_the_wallet_balance_is_the_sum_of_the_accepted_shares() {
 role_child_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_chain_quotes_recorded_while_the_minter_waits_are_minted_in_one_batch() {
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let wait = Duration::from_secs(4);
+    let mut config = translator_config(&[stack.pool_addr()], &stack.mint_url(), dir.path());
+    config.mint_wait_ms = wait.as_millis() as u64;
+    // No retry round within the test: only the wait decides when to mint.
+    config.mint_retry_secs = 600;
+    let mut tr = RunningTranslator::start(config).await;
+    let mut miner = Sv1Client::start(tr.addr(), "rig").await;
+    // A first share, minted by the round at start-up or after the wait.
+    miner.mine_one("rig").await.expect("accepted");
+    tr.wait_event(|e| matches!(e, TranslatorEvent::Minted { .. }))
+        .await;
+    // Every share accepted within half the wait of the next: the minter,
+    // told of its quote after it was accepted, waits for them all.
+    miner.mine_one("rig").await.expect("accepted");
+    let first = Instant::now();
+    let mut accepted = 1;
+    // Fewer than one batch (the test config's 50).
+    while accepted < 20 && first.elapsed() < wait / 2 {
+        miner.mine_one("rig").await.expect("accepted");
+        accepted += 1;
+    }
+    assert!(accepted >= 2, "one share only in {:?}", wait / 2);
+    let minted = tr
+        .wait_event(|e| matches!(e, TranslatorEvent::Minted { .. }))
+        .await;
+    assert!(
+        matches!(minted, TranslatorEvent::Minted { quotes, .. } if quotes == accepted),
+        "{accepted} shares, the first round: {minted:?}"
+    );
+    tr.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_chain_a_killed_translator_mints_every_quote_once_after_restart() {
     let stack = EhashStack::start("annotate", |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
@@ -1035,7 +1072,7 @@ fn translator_toml(c: &TranslatorConfig) -> String {
         "network = \"devnet\"\nlisten_address = \"{}\"\nmint_url = \"{}\"\ndata_dir = \"{}\"\nmnemonic = \"{}\"\n\
          aggregate_channels = false\nnominal_hashrate = {:?}\nshares_per_minute = {:?}\n\
          vardiff_interval_secs = {}\nextranonce2_size = {}\nmax_line_bytes = {}\nkeepalive_secs = {}\n\
-         wait_for_pool = {}\nmint_batch_size = {}\nmint_retry_secs = {}\n{upstreams}",
+         wait_for_pool = {}\nmint_batch_size = {}\nmint_wait_ms = {}\nmint_retry_secs = {}\n{upstreams}",
         c.listen_address,
         c.mint_url,
         c.data_dir.display(),
@@ -1048,6 +1085,7 @@ fn translator_toml(c: &TranslatorConfig) -> String {
         c.keepalive_secs,
         c.wait_for_pool,
         c.mint_batch_size,
+        c.mint_wait_ms,
         c.mint_retry_secs,
     )
 }

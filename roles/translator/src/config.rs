@@ -86,6 +86,11 @@ pub struct TranslatorConfig {
     /// lower, wins).
     #[serde(default = "default::usize::<1000>")]
     pub mint_batch_size: usize,
+    /// Milliseconds the minter waits, once told of a new quote, for more to
+    /// mint in the same batch (0: it mints at once). Fewer, fuller batches
+    /// cost the mint less for the same quotes.
+    #[serde(default = "default::u64::<200>")]
+    pub mint_wait_ms: u64,
     /// Seconds between retries of quotes the mint did not answer.
     #[serde(default = "default::u64::<10>")]
     pub mint_retry_secs: u64,

@@ -244,6 +244,7 @@ pub async fn start(
                 wallet: wallet.clone(),
                 store: store.clone(),
                 batch: config.mint_batch_size,
+                wait: Duration::from_millis(config.mint_wait_ms),
                 retry: Duration::from_secs(config.mint_retry_secs),
                 mint_now: mint_now.clone(),
                 events: events.clone(),

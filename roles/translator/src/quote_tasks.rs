@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ehash::lookup::Cursor;
 use ehash::wire::str0255_truncated;
 use ehash::LockingKey;
 use ehash_ext_sv2::EhashMessage;
@@ -202,6 +203,8 @@ pub(crate) struct Minter {
     pub store: Arc<QuoteStore>,
     /// Most quotes per NUT-29 batch.
     pub batch: usize,
+    /// How long to wait, once told of a quote, for more to join its batch.
+    pub wait: Duration,
     pub retry: Duration,
     pub mint_now: Arc<Notify>,
     pub events: broadcast::Sender<TranslatorEvent>,
@@ -215,6 +218,7 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
     // may have gone missing) and every LOOKUP_INTERVAL, the mint's own list
     // of the wallet key's quotes is compared with the store.
     let (mut recovered, mut looked_up) = (false, false);
+    let mut lookup_from = None;
     let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
     lookup.tick().await;
     loop {
@@ -222,21 +226,43 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
             recovered = minter.recover().await;
         }
         if recovered && !looked_up {
-            looked_up = minter.look_up_missing().await;
+            looked_up = minter.look_up_missing(&mut lookup_from).await;
         }
         if recovered {
             minter.mint_pending(&shutdown).await;
         }
-        tokio::select! {
+        let told = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = minter.mint_now.notified() => {}
-            event = events.recv() => {
-                if let Ok(TranslatorEvent::UpstreamConnected { .. }) = event {
-                    looked_up = false;
-                }
+            _ = minter.mint_now.notified() => true,
+            _ = reconnected(&mut events) => {
+                looked_up = false;
+                false
             }
-            _ = lookup.tick() => looked_up = false,
-            _ = tokio::time::sleep(minter.retry) => {}
+            _ = lookup.tick() => {
+                looked_up = false;
+                false
+            }
+            _ = tokio::time::sleep(minter.retry) => false,
+        };
+        if told {
+            // The quotes recorded meanwhile go in the same batch.
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(minter.wait) => {}
+            }
+        }
+    }
+}
+
+/// Resolves when the translator connected to a pool again.
+async fn reconnected(events: &mut broadcast::Receiver<TranslatorEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(TranslatorEvent::UpstreamConnected { .. }) => return,
+            // Events missed while minting: the periodic look-up covers a
+            // reconnect among them; one per lag would stall minting.
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => std::future::pending().await,
         }
     }
 }
@@ -258,16 +284,20 @@ impl Minter {
     }
 
     /// Records the quotes of the wallet's key the mint holds and the store
-    /// does not know; whether the mint answered. Quotes younger than
+    /// does not know, listed from where the last look-up left off (`from`,
+    /// moved on); whether the mint answered. Quotes younger than
     /// [`LOOKUP_GRACE_SECS`] are left to their notifications, on their way.
-    async fn look_up_missing(&self) -> bool {
+    async fn look_up_missing(&self, from: &mut Option<Cursor>) -> bool {
         let created_before = roles_common::unix_secs().saturating_sub(LOOKUP_GRACE_SECS);
         match self
             .wallet
-            .record_from_mint(&self.store, created_before)
+            .record_from_mint(&self.store, *from, created_before)
             .await
         {
-            Ok(_) => true,
+            Ok((_, resume)) => {
+                *from = resume;
+                true
+            }
             Err(e) => {
                 warn!("cannot compare the wallet key's quotes with the mint's, retrying: {e}");
                 false
@@ -275,9 +305,10 @@ impl Minter {
         }
     }
 
-    /// Mints batch after batch while every quote of the last one went
-    /// through, until `shutdown` (a backlog must not hold the process; what
-    /// is left is minted after the restart).
+    /// Mints round after round while the last was full and every quote of
+    /// it went through, until `shutdown` (a backlog must not hold the
+    /// process; what is left is minted after the restart). Quotes recorded
+    /// during a round that was not full wait for the next wake and its wait.
     async fn mint_pending(&self, shutdown: &CancellationToken) {
         while !shutdown.is_cancelled() {
             let round = match self.wallet.mint_pending(&self.store, self.batch).await {
@@ -305,7 +336,7 @@ impl Minter {
                     amount: round.amount,
                 });
             }
-            if done == 0 || round.left > 0 {
+            if !round.full || round.left > 0 {
                 return;
             }
         }

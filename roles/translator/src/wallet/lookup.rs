@@ -21,15 +21,19 @@ const MAX_REFUSAL_TEXT: usize = 300;
 impl EhashWallet {
     /// Records the quotes the mint holds for this wallet's key, paid and
     /// not issued, created before `created_before` (unix seconds), that
-    /// `store` does not know (their notification never arrived); how many.
+    /// `store` does not know (their notification never arrived), listed
+    /// from `from` on (the start when `None`). How many, and where the next
+    /// look-up may start: it sees every quote this one left out.
     pub async fn record_from_mint(
         &self,
         store: &QuoteStore,
+        from: Option<Cursor>,
         created_before: u64,
-    ) -> Result<usize, WalletError> {
+    ) -> Result<(usize, Option<Cursor>), WalletError> {
         let key = self.key.to_string();
         let mut missing = vec![];
-        for q in self.quotes_at_mint().await? {
+        let (listed, resume) = self.list_at_mint(from, created_before).await?;
+        for q in listed {
             if q.state == LookupState::Paid
                 && q.created_time < created_before
                 && store.get(&q.quote)?.is_none()
@@ -55,7 +59,7 @@ impl EhashWallet {
             );
             store.record(&missing, &[])?;
         }
-        Ok(missing.len())
+        Ok((missing.len(), resume))
     }
 
     /// Every quote the mint holds locked to this wallet's key, in creation
@@ -64,6 +68,19 @@ impl EhashWallet {
     /// signed for the mint's NUT-06 `pubkey`; a mint that advertises none
     /// cannot serve them.
     pub async fn quotes_at_mint(&self) -> Result<Vec<QuoteEntry>, WalletError> {
+        Ok(self.list_at_mint(None, u64::MAX).await?.0)
+    }
+
+    /// The key's quotes from `from` on, up to the first created at or after
+    /// `created_before`: the list is in creation order, so the rest are
+    /// younger (and a list that grows faster than it is read still ends).
+    /// Also where to resume: the start of the page that held that first
+    /// younger quote, or of the last page.
+    async fn list_at_mint(
+        &self,
+        from: Option<Cursor>,
+        created_before: u64,
+    ) -> Result<(Vec<QuoteEntry>, Option<Cursor>), WalletError> {
         let mint_key = self.mint_info_pubkey().await?;
         let url = self
             .wallet
@@ -79,7 +96,7 @@ impl EhashWallet {
         let http = cdk::http_client::HttpClient::new();
         let own_key = self.key.to_string();
         let mut quotes = Vec::new();
-        let mut cursor: Option<Cursor> = None;
+        let mut cursor = from;
         loop {
             let page = self
                 .lookup_page(&http, url.as_str(), &mint_key, cursor)
@@ -91,10 +108,18 @@ impl EhashWallet {
                     "the mint's quote lookup answered with quotes not asked for".into(),
                 ));
             }
+            if let Some(young) = page
+                .quotes
+                .iter()
+                .position(|q| q.created_time >= created_before)
+            {
+                quotes.extend(page.quotes.into_iter().take(young));
+                return Ok((quotes, cursor));
+            }
             let empty = page.quotes.is_empty();
             quotes.extend(page.quotes);
             let Some(next) = page.next_cursor else {
-                return Ok(quotes);
+                return Ok((quotes, cursor));
             };
             let next: Cursor = next
                 .parse()

@@ -64,6 +64,8 @@ pub struct MintRound {
     pub already_issued: Vec<(String, u64)>,
     /// Quotes left pending (mint unreachable, not paid yet, refused).
     pub left: usize,
+    /// The round took as many quotes as a round holds: more may be waiting.
+    pub full: bool,
     /// Whether the mint answered this round's requests: `None` when none
     /// was made, `Some(true)` when at least one got an answer.
     pub mint_reachable: Option<bool>,
@@ -216,7 +218,9 @@ impl EhashWallet {
         let batch = self.batch_size(batch).await;
         let own_key = self.key.to_string();
         let mut ready = vec![];
-        for record in store.pending(batch * BATCHES_PER_ROUND)? {
+        let pending = store.pending(batch * BATCHES_PER_ROUND)?;
+        round.full = pending.len() == batch * BATCHES_PER_ROUND;
+        for record in pending {
             if record.locking_key == own_key {
                 ready.push((record.quote_id, record.amount));
             } else {
