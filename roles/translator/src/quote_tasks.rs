@@ -216,7 +216,9 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
     let mut events = minter.events.subscribe();
     // At start-up, after every pool reconnect (a gap in which notifications
     // may have gone missing) and every LOOKUP_INTERVAL, the mint's own list
-    // of the wallet key's quotes is compared with the store.
+    // of the wallet key's quotes is compared with the store, from where the
+    // last comparison left off (quotes are paid as they are created, so an
+    // entry once listed never changes into one to record).
     let (mut recovered, mut looked_up) = (false, false);
     let mut lookup_from = None;
     let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
