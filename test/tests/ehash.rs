@@ -334,13 +334,18 @@ async fn each_client_gets_only_its_own_notifications_and_one_without_the_extensi
     stack.stop().await;
 }
 
+/// A translator's wallet of a fresh seed at the stack's mint, in memory.
+async fn translator_wallet(stack: &EhashStack) -> translator::wallet::EhashWallet {
+    let seed: [u8; 64] = rand::random::<[u8; 32]>().repeat(2).try_into().unwrap();
+    translator::wallet::EhashWallet::in_memory(&stack.mint_url(), seed)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_translator_wallet_lists_exactly_its_own_quotes_at_the_mint() {
     let stack = EhashStack::start("annotate", |_| {}).await;
-    let seed: [u8; 64] = rand::random::<[u8; 32]>().repeat(2).try_into().unwrap();
-    let wallet = translator::wallet::EhashWallet::in_memory(&stack.mint_url(), seed)
-        .await
-        .unwrap();
+    let wallet = translator_wallet(&stack).await;
     let (_, other_key) = miner_key();
     let mut own = stack.client(true).await;
     let mut other = stack.client(true).await;
@@ -372,10 +377,7 @@ async fn the_translator_wallet_lists_exactly_its_own_quotes_at_the_mint() {
 async fn the_translator_wallet_looks_up_what_it_missed_from_where_it_left_off() {
     use ehash::lookup::{Cursor, MAX_LIMIT};
     let stack = EhashStack::start("annotate", |_| {}).await;
-    let seed: [u8; 64] = rand::random::<[u8; 32]>().repeat(2).try_into().unwrap();
-    let wallet = translator::wallet::EhashWallet::in_memory(&stack.mint_url(), seed)
-        .await
-        .unwrap();
+    let wallet = translator_wallet(&stack).await;
     let dir = tempfile::tempdir().unwrap();
     let store = translator::quotes::QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
     let mut client = stack.client(true).await;
