@@ -22,9 +22,20 @@
 //! turn, and made only where it would change a row. A batch mint of a
 //! thousand quotes otherwise waited a thousand turns, each behind a group
 //! of quotes, and minting starved while the mint quoted.
+//!
+//! A file database's WAL is checkpointed (its pages copied into the
+//! database file, which is then synced) by a thread of its own, every
+//! [`CHECKPOINT_EVERY`], never by a writer: SQLite's automatic checkpoint
+//! runs inside the commit that crosses a thousand pages, so that writer,
+//! and every quote queued behind its turn, waited for thousands of pages
+//! to be copied and a second sync. The thread copies the bulk while the
+//! writers go on, then takes the turn to copy the few pages they wrote
+//! meanwhile: the WAL is then all copied, and the next writer starts it
+//! over instead of growing it for ever. Commits stay durable as before
+//! (`synchronous = FULL`, the WAL synced at every commit).
 
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cdk_common::database::Error;
@@ -34,7 +45,9 @@ use cdk_sql_common::stmt::{query, Column, PlaceholderValue, SqlPart, Statement};
 use cdk_sql_common::value::Value;
 use cdk_sql_common::SQLMintDatabase;
 use cdk_sqlite::SqliteConnectionManager;
+use futures::FutureExt;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use tracing::{debug, warn};
 
 /// The mint's SQLite database.
 pub type MintSqlite = SQLMintDatabase<WriterTurns>;
@@ -55,14 +68,28 @@ const CLAIM_CHECK: &str = "UPDATE mint_quote SET last_checked = :last_checked \
 const CLAIM_DUE: &str =
     "SELECT COUNT(*) FROM mint_quote WHERE id = :quote_id AND last_checked < :threshold";
 
+/// How often the checkpointer copies the WAL into a file database. At a
+/// thousand quotes a second the WAL grows by a few megabytes meanwhile.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
 /// Opens (and migrates) the database at `path` (`:memory:` for one that
 /// lives in the process).
 pub async fn open(path: &str) -> Result<MintSqlite, Error> {
-    MintSqlite::new(TurnsConfig {
+    open_checkpointing_every(path, CHECKPOINT_EVERY).await
+}
+
+async fn open_checkpointing_every(path: &str, every: Duration) -> Result<MintSqlite, Error> {
+    let config = TurnsConfig {
         sqlite: path.into(),
         turn: Arc::new(Mutex::new(())),
-    })
-    .await
+        on_file: !path.contains(":memory:"),
+        open: Arc::new(()),
+    };
+    let db = MintSqlite::new(config.clone()).await?;
+    if config.on_file {
+        checkpoint_in_background(&config, every)?;
+    }
+    Ok(db)
 }
 
 /// cdk-sqlite's connections, each knowing the one turn of the pool.
@@ -73,6 +100,11 @@ pub struct WriterTurns;
 pub struct TurnsConfig {
     sqlite: SqliteConfig,
     turn: Arc<Mutex<()>>,
+    /// A file database (cdk-sqlite's rule: `:memory:` anywhere is not).
+    on_file: bool,
+    /// Alive while the pool (which holds its config) is: the checkpointer
+    /// stops once it is gone.
+    open: Arc<()>,
 }
 
 impl DatabaseConfig for TurnsConfig {
@@ -88,19 +120,98 @@ impl DatabaseConfig for TurnsConfig {
 impl DatabasePool for WriterTurns {
     type Connection = Connection;
     type Config = TurnsConfig;
-    type Error = <SqliteConnectionManager as DatabasePool>::Error;
+    type Error = Error;
 
     fn new_resource(
         config: &TurnsConfig,
         stale: Arc<AtomicBool>,
         timeout: Duration,
-    ) -> Result<Connection, pool::Error<Self::Error>> {
+    ) -> Result<Connection, pool::Error<Error>> {
+        let sqlite = sqlite_connection(&config.sqlite, stale, timeout)?;
+        if config.on_file {
+            // The checkpointer's work, never a writer's.
+            run_now(sqlite.batch(query("PRAGMA wal_autocheckpoint = 0")?))?;
+        }
         Ok(Connection {
-            sqlite: SqliteConnectionManager::new_resource(&config.sqlite, stale, timeout)?,
+            sqlite,
             turn: config.turn.clone(),
             held: None,
         })
     }
+}
+
+/// A connection of cdk-sqlite's, with cdk's settings.
+fn sqlite_connection(
+    config: &SqliteConfig,
+    stale: Arc<AtomicBool>,
+    timeout: Duration,
+) -> Result<Sqlite, pool::Error<Error>> {
+    SqliteConnectionManager::new_resource(config, stale, timeout).map_err(|e| match e {
+        pool::Error::Poison => pool::Error::Poison,
+        pool::Error::Timeout => pool::Error::Timeout,
+        pool::Error::Resource(e) => pool::Error::Resource(Error::Database(Box::new(e))),
+    })
+}
+
+/// Runs a statement on a connection no one else holds yet. cdk-sqlite runs
+/// SQLite synchronously under the connection's lock, so the future is ready
+/// at its first poll.
+fn run_now<T>(statement: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    statement
+        .now_or_never()
+        .unwrap_or_else(|| Err(Error::Internal("a new connection was busy".into())))
+}
+
+/// Starts the thread that checkpoints the WAL of `config`'s database every
+/// `every`, on a connection of its own, until the pool is gone.
+fn checkpoint_in_background(config: &TurnsConfig, every: Duration) -> Result<(), Error> {
+    let sqlite = sqlite_connection(
+        &config.sqlite,
+        Arc::new(AtomicBool::new(false)),
+        config.sqlite.default_timeout(),
+    )
+    .map_err(|e| Error::Internal(format!("checkpointer's connection: {e}")))?;
+    let open = Arc::downgrade(&config.open);
+    let turn = config.turn.clone();
+    std::thread::Builder::new()
+        .name("mint-checkpoint".into())
+        .spawn(move || checkpoint_every(&sqlite, &turn, every, &open))
+        .map_err(|e| Error::Internal(format!("checkpointer's thread: {e}")))?;
+    Ok(())
+}
+
+fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, every: Duration, open: &Weak<()>) {
+    let mut failing = false;
+    loop {
+        std::thread::sleep(every);
+        if open.strong_count() == 0 {
+            return;
+        }
+        let bulk = checkpoint(sqlite);
+        let rest = {
+            let _turn = turn.blocking_lock();
+            checkpoint(sqlite)
+        };
+        match bulk.and(rest) {
+            Ok(row) => {
+                if failing {
+                    warn!("the mint database's checkpoints work again");
+                }
+                failing = false;
+                debug!(?row, "mint database checkpoint: (busy, WAL pages, copied)");
+            }
+            Err(e) if !failing => {
+                failing = true;
+                warn!("cannot checkpoint the mint database, its WAL grows until it can: {e}");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Copies the WAL's pages that no reader still needs, waiting for no one.
+fn checkpoint(sqlite: &Sqlite) -> Result<Option<Vec<Column>>, Error> {
+    run_now(sqlite.fetch_one(query("PRAGMA wal_checkpoint(PASSIVE)")?))
 }
 
 /// A cdk-sqlite connection; `held` while its transaction is open.
@@ -232,7 +343,7 @@ impl DatabaseExecutor for Connection {
 #[cfg(test)]
 mod tests {
     use cdk_common::database::mint::QuotesDatabase;
-    use cdk_common::database::MintDatabase;
+    use cdk_common::database::{KVStoreDatabase, MintDatabase};
 
     use super::*;
     use crate::service::KV_NAMESPACE;
@@ -244,8 +355,92 @@ mod tests {
         let config = TurnsConfig {
             sqlite: path.to_str().unwrap().into(),
             turn: turn.clone(),
+            on_file: true,
+            open: Arc::new(()),
         };
         (MintSqlite::new(config).await.unwrap(), turn)
+    }
+
+    static VALUE: [u8; 64 * 1024] = [7; 64 * 1024];
+
+    /// Writes `count` values of 64 KiB, `v0`, `v1`, ..., eight a transaction.
+    async fn write_values(db: &MintSqlite, count: usize) {
+        for first in (0..count).step_by(8) {
+            let mut tx = db.begin_transaction().await.unwrap();
+            for i in first..(first + 8).min(count) {
+                tx.kv_write(KV_NAMESPACE, "t", &format!("v{i}"), &VALUE)
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+    }
+
+    /// Whether the database file alone, without its WAL, holds value `key`:
+    /// read from a copy of the file.
+    async fn in_database_file(path: &std::path::Path, key: &str) -> Result<bool, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy.sqlite");
+        std::fs::copy(path, &copy).unwrap();
+        let db = open(copy.to_str().unwrap()).await?;
+        Ok(db.kv_read(KV_NAMESPACE, "t", key).await?.is_some())
+    }
+
+    #[tokio::test]
+    async fn writers_leave_the_wal_to_the_checkpointer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mint.sqlite");
+        let db = open_checkpointing_every(path.to_str().unwrap(), Duration::from_secs(3600))
+            .await
+            .unwrap();
+        // 8 MiB: twice the WAL at which SQLite's own checkpoint would run.
+        write_values(&db, 128).await;
+        assert!(
+            !in_database_file(&path, "v0").await.unwrap(),
+            "a writer copied the WAL into the database file"
+        );
+        assert!(db
+            .kv_read(KV_NAMESPACE, "t", "v127")
+            .await
+            .unwrap()
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn under_writes_that_never_pause_the_wal_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mint.sqlite");
+        let db = open_checkpointing_every(path.to_str().unwrap(), Duration::from_millis(20))
+            .await
+            .unwrap();
+        // 64 MiB in commits one after the other, the checkpointer working
+        // meanwhile: a checkpoint of its own never finds the WAL all copied.
+        write_values(&db, 1024).await;
+        let wal = std::fs::metadata(dir.path().join("mint.sqlite-wal")).unwrap();
+        assert!(
+            wal.len() < 32 << 20,
+            "the WAL grew to {} MiB for 64 MiB written",
+            wal.len() >> 20
+        );
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mint.sqlite");
+        let db = open_checkpointing_every(path.to_str().unwrap(), Duration::from_millis(50))
+            .await
+            .unwrap();
+        write_values(&db, 16).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        // A copy taken while a checkpoint writes may be torn: try again.
+        while !in_database_file(&path, "v15").await.unwrap_or(false) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the last write never reached the database file"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     #[tokio::test]
