@@ -56,7 +56,7 @@ pub fn run_role_child_if_asked() {
         return;
     };
     let path = Path::new(&path);
-    stratum_apps::config_helpers::logging::init_logging(None);
+    roles_common::init_logging();
     // The runtime the role's own binary runs on.
     let runtime = roles_common::new_runtime(&role).expect("runtime");
     let result = runtime.block_on(async {

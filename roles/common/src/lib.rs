@@ -250,11 +250,31 @@ where
         Ok(both) => both,
         Err(code) => return code,
     };
-    stratum_apps::config_helpers::logging::init_logging(None);
+    init_logging();
     if let Some(warning) = private::exposed_secret_warning(&args.config) {
         tracing::warn!("{warning}");
     }
     run_until_signal(&runtime, role, role, |shutdown| run(config, shutdown))
+}
+
+/// What the roles log when `RUST_LOG` does not say: info, except cdk's line
+/// for every quote it issues (a thousand lines a second under a busy pool).
+const DEFAULT_LOG: &str = "info,cdk::mint::issue=warn";
+
+/// The log filter: `RUST_LOG`'s directives (e.g. `debug` or
+/// `info,translator=debug`), or [`DEFAULT_LOG`].
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG))
+}
+
+/// A role's log on stdout, as [`log_filter`] says.
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_ansi(std::io::stdout().is_terminal())
+        .try_init();
 }
 
 /// What a role's `main` needs before anything runs: its config, loaded as

@@ -435,7 +435,7 @@ fn describe(c: &DevnetConfigs, e: &Endpoints) -> String {
     s
 }
 
-/// Logs every role at info to `<state_dir>/devnet.log` (or as RUST_LOG says)
+/// Logs every role to `<state_dir>/devnet.log` (as [`roles_common::log_filter`] says)
 /// and warnings to stderr, so the terminal keeps the status lines readable.
 pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
     use tracing_subscriber::layer::SubscriberExt;
@@ -450,13 +450,12 @@ pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
         .append(true)
         .open(&path)
         .map_err(|e| format!("log file {}: {e}", path.display()))?;
-    let file_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(
             fmt::layer()
                 .with_writer(std::sync::Mutex::new(file))
                 .with_ansi(false)
-                .with_filter(file_filter),
+                .with_filter(roles_common::log_filter()),
         )
         .with(
             fmt::layer()

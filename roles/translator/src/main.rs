@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => {
-            stratum_apps::config_helpers::logging::init_logging(None);
+            roles_common::init_logging();
             if let Some(warning) = roles_common::private::exposed_secret_warning(&cli.config) {
                 tracing::warn!("{warning}");
             }

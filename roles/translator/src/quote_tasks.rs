@@ -18,7 +18,7 @@ use stats_sv2::link;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
 use crate::router::Notification;
@@ -161,7 +161,8 @@ impl Recorder {
     }
 
     fn recorded(&self, record: QuoteRecord, own: bool) {
-        info!(
+        // One a share: the minting rounds say at info what became ehash.
+        debug!(
             quote = record.quote_id,
             amount = record.amount,
             channel_id = record.channel_id,
