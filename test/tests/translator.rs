@@ -970,6 +970,10 @@ async fn full_chain_quotes_recorded_while_the_minter_waits_are_minted_in_one_bat
     miner.mine_one("rig").await.expect("accepted");
     tr.wait_event(|e| matches!(e, TranslatorEvent::Minted { .. }))
         .await;
+    // The minter's other wakes of start-up (the pool connection, the first
+    // share's notification if the start-up round minted it) pass, with
+    // nothing to mint, before the next share is found.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let mut events = tr.handle.subscribe_events();
     // Told of the next quote, the minter waits: every quote seen recorded
     // within half the wait (the pipeline's latency aside) is in its round.

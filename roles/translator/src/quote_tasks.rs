@@ -234,24 +234,34 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
         if recovered {
             minter.mint_pending(&shutdown).await;
         }
-        let told = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = minter.mint_now.notified() => true,
-            _ = reconnected(&mut events) => {
-                looked_up = false;
-                false
-            }
-            _ = lookup.tick() => {
-                looked_up = false;
-                false
-            }
-            _ = tokio::time::sleep(minter.retry) => false,
-        };
-        if told {
-            // The quotes recorded meanwhile go in the same batch.
-            tokio::select! {
+        loop {
+            let told = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(minter.wait) => {}
+                _ = minter.mint_now.notified() => true,
+                _ = reconnected(&mut events) => {
+                    looked_up = false;
+                    false
+                }
+                _ = lookup.tick() => {
+                    looked_up = false;
+                    false
+                }
+                _ = tokio::time::sleep(minter.retry) => false,
+            };
+            if !told {
+                break;
+            }
+            // Quotes recorded while a round ran tell the minter once more,
+            // though that round may have minted them. A wait with nothing to
+            // mint would start before the next quote: its batch would come
+            // early, and small.
+            if minter.anything_to_mint() {
+                // The quotes recorded meanwhile go in the same batch.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(minter.wait) => {}
+                }
+                break;
             }
         }
     }
@@ -271,6 +281,14 @@ async fn reconnected(events: &mut broadcast::Receiver<TranslatorEvent>) {
 }
 
 impl Minter {
+    /// Whether a quote waits to be minted or a batch to be settled (if the
+    /// store cannot tell: yes).
+    fn anything_to_mint(&self) -> bool {
+        let pending = self.store.pending(1).map(|quotes| !quotes.is_empty());
+        let open = self.store.batches().map(|batches| !batches.is_empty());
+        pending.unwrap_or(true) || open.unwrap_or(true)
+    }
+
     /// Restores what an interrupted run left (see [`EhashWallet::recover`]);
     /// whether it succeeded.
     async fn recover(&self) -> bool {
