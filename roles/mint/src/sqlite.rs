@@ -153,13 +153,13 @@ fn sqlite_connection(
     })
 }
 
-/// Runs a statement on a connection no one else holds yet. cdk-sqlite runs
-/// SQLite synchronously under the connection's lock, so the future is ready
-/// at its first poll.
+/// Runs a statement on a connection only its caller uses (a new one, or
+/// the checkpointer's). cdk-sqlite runs SQLite synchronously under the
+/// connection's lock, so the future is ready at its first poll.
 fn run_now<T>(statement: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
     statement
         .now_or_never()
-        .unwrap_or_else(|| Err(Error::Internal("a new connection was busy".into())))
+        .unwrap_or_else(|| Err(Error::Internal("a connection of one user was busy".into())))
 }
 
 /// Starts the thread that checkpoints the WAL of `config`'s database every
@@ -361,6 +361,19 @@ mod tests {
         (MintSqlite::new(config).await.unwrap(), turn)
     }
 
+    /// A database on a file in `dir` whose WAL is checkpointed `every`, and
+    /// its path.
+    async fn checkpointing_every(
+        dir: &tempfile::TempDir,
+        every: Duration,
+    ) -> (MintSqlite, std::path::PathBuf) {
+        let path = dir.path().join("mint.sqlite");
+        let db = open_checkpointing_every(path.to_str().unwrap(), every)
+            .await
+            .unwrap();
+        (db, path)
+    }
+
     static VALUE: [u8; 64 * 1024] = [7; 64 * 1024];
 
     /// Writes `count` values of 64 KiB, `v0`, `v1`, ..., eight a transaction.
@@ -389,10 +402,7 @@ mod tests {
     #[tokio::test]
     async fn writers_leave_the_wal_to_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mint.sqlite");
-        let db = open_checkpointing_every(path.to_str().unwrap(), Duration::from_secs(3600))
-            .await
-            .unwrap();
+        let (db, path) = checkpointing_every(&dir, Duration::from_secs(3600)).await;
         // 8 MiB: twice the WAL at which SQLite's own checkpoint would run.
         write_values(&db, 128).await;
         assert!(
@@ -409,14 +419,11 @@ mod tests {
     #[tokio::test]
     async fn under_writes_that_never_pause_the_wal_starts_over() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mint.sqlite");
-        let db = open_checkpointing_every(path.to_str().unwrap(), Duration::from_millis(20))
-            .await
-            .unwrap();
+        let (db, path) = checkpointing_every(&dir, Duration::from_millis(20)).await;
         // 64 MiB in commits one after the other, the checkpointer working
         // meanwhile: a checkpoint of its own never finds the WAL all copied.
         write_values(&db, 1024).await;
-        let wal = std::fs::metadata(dir.path().join("mint.sqlite-wal")).unwrap();
+        let wal = std::fs::metadata(path.with_extension("sqlite-wal")).unwrap();
         assert!(
             wal.len() < 32 << 20,
             "the WAL grew to {} MiB for 64 MiB written",
@@ -427,10 +434,7 @@ mod tests {
     #[tokio::test]
     async fn the_checkpointer_copies_the_wal_into_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mint.sqlite");
-        let db = open_checkpointing_every(path.to_str().unwrap(), Duration::from_millis(50))
-            .await
-            .unwrap();
+        let (db, path) = checkpointing_every(&dir, Duration::from_millis(50)).await;
         write_values(&db, 16).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // A copy taken while a checkpoint writes may be torn: try again.
