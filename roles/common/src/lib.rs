@@ -268,13 +268,20 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG))
 }
 
-/// A role's log on stdout, as [`log_filter`] says.
+/// A role's log on stdout, as [`log_filter`] says; a panic is logged there
+/// too, with its backtrace, before the default report on stderr.
 pub fn init_logging() {
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_ansi(std::io::stdout().is_terminal())
         .try_init();
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |panic| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!("panic: {panic}\nbacktrace:\n{backtrace}");
+        report(panic);
+    }));
 }
 
 /// What a role's `main` needs before anything runs: its config, loaded as
