@@ -199,7 +199,7 @@ pub async fn start(
     let (quote_tx, quote_rx) = mpsc::unbounded_channel();
     let mint_now = Arc::new(Notify::new());
     let ctx = Arc::new(miners::MinerContext {
-        session: config.session_config(wallet_key),
+        session: Arc::new(config.session_config(wallet_key)),
         max_line_bytes: config.max_line_bytes,
         max_miners: config.max_miners,
         idle_timeout: Duration::from_secs(config.miner_idle_timeout_secs),

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ehash::wire::str0255_truncated;
+use futures::StreamExt;
 use roles_common::limits::ConnectionLimits;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
 use stats_sv2::StatsMessage;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
@@ -20,16 +21,14 @@ use tracing::{debug, info, warn};
 use stratum_core::parsers_sv2::MiningOwned;
 
 use crate::miner::{Action, MinerSession, MinerStat, SessionConfig};
-use crate::upstream::{ToMiner, ToRouter};
+use crate::upstream::{miner_inbox, ToMiner, ToRouter};
 use crate::TranslatorEvent;
 
-/// Depth of a miner's inbox; a miner task that cannot keep up is dropped.
-const MINER_QUEUE: usize = 1024;
 /// A miner must subscribe within this time.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) struct MinerContext {
-    pub session: SessionConfig,
+    pub session: Arc<SessionConfig>,
     pub max_line_bytes: usize,
     pub max_miners: usize,
     /// A miner that sends nothing this long is closed.
@@ -117,39 +116,54 @@ pub(crate) async fn accept_loop(
     .await;
 }
 
-enum LineRead {
-    Line,
-    Eof,
-}
+/// Bytes taken from a miner's socket per read.
+const READ_CHUNK: usize = 1024;
 
-/// Reads one line into `buf` (cancel-safe: partial data stays in `buf`).
-async fn read_line_bounded(
-    reader: &mut BufReader<OwnedReadHalf>,
-    buf: &mut Vec<u8>,
+/// The next line from the miner, without its newline; `None` at end of stream.
+///
+/// Cancel-safe: what was read stays in `pending`. Reads go through a buffer
+/// on the stack and `pending` is freed once it holds no partial line, so an
+/// idle miner holds no read buffer.
+async fn next_line(
+    read: &OwnedReadHalf,
+    pending: &mut Vec<u8>,
     max: usize,
-) -> Result<LineRead, String> {
+) -> Result<Option<String>, String> {
     loop {
-        let available = reader
-            .fill_buf()
-            .await
-            .map_err(|e| format!("read failed: {e}"))?;
-        if available.is_empty() {
-            return Ok(LineRead::Eof);
-        }
-        if let Some(pos) = available.iter().position(|b| *b == b'\n') {
-            buf.extend_from_slice(&available[..pos]);
-            reader.consume(pos + 1);
-            if buf.len() > max {
+        if let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            if end > max {
                 return Err(format!("line longer than {max} bytes"));
             }
-            return Ok(LineRead::Line);
+            let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..=end);
+            if pending.is_empty() {
+                *pending = Vec::new();
+            }
+            return Ok(Some(line));
         }
-        let n = available.len();
-        buf.extend_from_slice(available);
-        reader.consume(n);
-        if buf.len() > max {
+        if pending.len() > max {
             return Err(format!("line longer than {max} bytes"));
         }
+        read.readable()
+            .await
+            .map_err(|e| format!("read failed: {e}"))?;
+        if !read_available(read, pending).map_err(|e| format!("read failed: {e}"))? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Appends what the socket holds to `pending`; `false` at end of stream.
+fn read_available(read: &OwnedReadHalf, pending: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; READ_CHUNK];
+    match read.try_read(&mut chunk) {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            pending.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(true),
+        Err(e) => Err(e),
     }
 }
 
@@ -161,47 +175,38 @@ async fn serve_miner(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
-    // A miner's lines are a few hundred bytes (longer ones take more reads
-    // into the line buffer, which grows); every idle miner holds both.
-    let mut reader = BufReader::with_capacity(512, read);
-    let (tx, mut rx) = mpsc::channel(MINER_QUEUE);
+    let (tx, mut rx) = miner_inbox();
     ctx.router
         .send(ToRouter::Register(id, tx))
         .map_err(|_| "translator is stopping".to_string())?;
-    let mut buf = Vec::new();
+    let mut pending = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let subscribe_deadline = tokio::time::sleep(SUBSCRIBE_TIMEOUT);
-    tokio::pin!(subscribe_deadline);
-    let mut subscribed_checked = false;
-    let mut last_heard = tokio::time::Instant::now();
+    let connected = tokio::time::Instant::now();
+    let mut last_heard = connected;
     loop {
         let outs = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = &mut subscribe_deadline, if !subscribed_checked => {
-                if session.identity().is_none() {
-                    return Err(format!("not authorized within {SUBSCRIBE_TIMEOUT:?}"));
-                }
-                subscribed_checked = true;
-                vec![]
-            }
-            read = read_line_bounded(&mut reader, &mut buf, ctx.max_line_bytes) => match read? {
-                LineRead::Eof => return Ok(()),
-                LineRead::Line => {
+            line = next_line(&read, &mut pending, ctx.max_line_bytes) => match line? {
+                None => return Ok(()),
+                Some(line) => {
                     last_heard = tokio::time::Instant::now();
-                    let line = String::from_utf8_lossy(&buf).to_string();
-                    buf.clear();
                     debug!(miner = id, line, "sv1 in");
                     session.on_line(&line, roles_common::unix_secs())
                 }
             },
-            msg = rx.recv() => match msg {
+            msg = rx.next() => match msg {
                 Some(ToMiner::Upstream(m)) => session.on_upstream(*m, roles_common::unix_secs()),
                 Some(ToMiner::Ready) => session.on_upstream_ready(),
                 Some(ToMiner::Lost) => session.on_upstream_lost(),
                 None => return Err("dropped by the router (miner too slow, or translator stopping)".into()),
             },
             _ = tick.tick() => {
+                // Checked on the tick rather than with timers of their own:
+                // every idle miner would hold them.
+                if session.identity().is_none() && connected.elapsed() >= SUBSCRIBE_TIMEOUT {
+                    return Err(format!("not authorized within {SUBSCRIBE_TIMEOUT:?}"));
+                }
                 if last_heard.elapsed() >= ctx.idle_timeout {
                     return Err(format!("idle: nothing from the miner for {:?}", ctx.idle_timeout));
                 }
@@ -232,5 +237,71 @@ async fn serve_miner(
                 Action::Stats(stat) => ctx.stats.publish(miner_stat_message(id, stat)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both ends of a loopback connection: the miner's writer, our reader.
+    async fn connection() -> (TcpStream, OwnedReadHalf) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let miner = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (miner, ours.into_split().0)
+    }
+
+    #[tokio::test]
+    async fn lines_split_or_joined_by_the_network_come_out_whole() {
+        let (mut miner, read) = connection().await;
+        let mut pending = Vec::new();
+        miner.write_all(b"{\"id\":1}\n{\"id\"").await.unwrap();
+        let first = next_line(&read, &mut pending, 100).await.unwrap();
+        assert_eq!(first.as_deref(), Some("{\"id\":1}"));
+        miner.write_all(b":2}\n\n{\"id\":3}\n").await.unwrap();
+        for expected in ["{\"id\":2}", "", "{\"id\":3}"] {
+            let line = next_line(&read, &mut pending, 100).await.unwrap();
+            assert_eq!(line.as_deref(), Some(expected));
+        }
+        // An idle miner holds no read buffer.
+        assert_eq!(pending.capacity(), 0);
+        drop(miner);
+        assert_eq!(next_line(&read, &mut pending, 100).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_line_past_the_limit_ends_the_connection_with_or_without_its_newline() {
+        let (mut miner, read) = connection().await;
+        let mut pending = Vec::new();
+        miner.write_all(&[b'x'; 101]).await.unwrap();
+        miner.write_all(b"\n").await.unwrap();
+        let err = next_line(&read, &mut pending, 100).await.unwrap_err();
+        assert_eq!(err, "line longer than 100 bytes");
+
+        let (mut miner, read) = connection().await;
+        let mut pending = Vec::new();
+        miner.write_all(&[b'x'; 5 * READ_CHUNK]).await.unwrap();
+        let err = next_line(&read, &mut pending, 100).await.unwrap_err();
+        assert_eq!(err, "line longer than 100 bytes");
+        assert!(pending.len() <= 100 + READ_CHUNK, "read on past the limit");
+    }
+
+    #[tokio::test]
+    async fn a_partial_line_survives_a_cancelled_read() {
+        let (mut miner, read) = connection().await;
+        let mut pending = Vec::new();
+        miner.write_all(b"{\"id\":").await.unwrap();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(100),
+            next_line(&read, &mut pending, 100),
+        )
+        .await;
+        assert!(waited.is_err(), "no whole line yet");
+        miner.write_all(b"4}\n").await.unwrap();
+        let line = next_line(&read, &mut pending, 100).await.unwrap();
+        assert_eq!(line.as_deref(), Some("{\"id\":4}"));
     }
 }

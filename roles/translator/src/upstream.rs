@@ -23,8 +23,7 @@ use crate::TranslatorEvent;
 /// Router -> miner task.
 #[derive(Debug)]
 pub(crate) enum ToMiner {
-    /// Boxed: a miner's queue allocates its slots in blocks, so an idle
-    /// miner's memory is a block of these.
+    /// Boxed: an idle miner's inbox holds one empty node of this size.
     Upstream(Box<MiningOwned>),
     /// The pool is (again) reachable: open a channel.
     Ready,
@@ -32,9 +31,22 @@ pub(crate) enum ToMiner {
     Lost,
 }
 
+/// Depth of a miner's inbox; a miner task that cannot keep up is dropped.
+const MINER_QUEUE: usize = 1024;
+
+/// Where the router puts a miner's messages. futures' channel rather than
+/// tokio's: tokio's allocates cache-padded state and a block of 32 slots up
+/// front (about 1 KB an idle miner holds), this one a node per message
+/// waiting.
+pub(crate) type MinerInbox = futures::channel::mpsc::Sender<ToMiner>;
+
+pub(crate) fn miner_inbox() -> (MinerInbox, futures::channel::mpsc::Receiver<ToMiner>) {
+    futures::channel::mpsc::channel(MINER_QUEUE)
+}
+
 /// Miner task (or the quote recorder) -> router.
 pub(crate) enum ToRouter {
-    Register(u32, mpsc::Sender<ToMiner>),
+    Register(u32, MinerInbox),
     Unregister(u32),
     Send(u32, MiningOwned),
     /// The notifications of these shares, received on `channel_id`, are
@@ -66,11 +78,11 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// The miners' inboxes. A miner task that lets its inbox fill up is dropped
 /// (its task ends when its inbox closes).
 #[derive(Default)]
-struct Miners(HashMap<u32, mpsc::Sender<ToMiner>>);
+struct Miners(HashMap<u32, MinerInbox>);
 
 impl Miners {
     fn send(&mut self, miner: u32, msg: ToMiner) {
-        if let Some(tx) = self.0.get(&miner) {
+        if let Some(tx) = self.0.get_mut(&miner) {
             if tx.try_send(msg).is_err() {
                 warn!(miner, "miner task does not keep up: dropping it");
                 self.0.remove(&miner);
@@ -269,7 +281,7 @@ impl Session<'_> {
 
     fn on_command(&mut self, cmd: ToRouter) -> Vec<Action> {
         match cmd {
-            ToRouter::Register(id, tx) => {
+            ToRouter::Register(id, mut tx) => {
                 let _ = tx.try_send(ToMiner::Ready);
                 self.miners.0.insert(id, tx);
                 vec![]
@@ -325,4 +337,33 @@ async fn handshake(conn: &mut Sv2Connection, upstream: &UpstreamConfig) -> Resul
         );
     }
     Ok(ehash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_miner_whose_inbox_fills_up_is_dropped_and_reads_what_was_queued() {
+        let mut miners = Miners::default();
+        let (tx, mut rx) = miner_inbox();
+        miners.0.insert(7, tx);
+        // The queue, plus the one slot the router's sender is guaranteed.
+        for _ in 0..=MINER_QUEUE {
+            miners.send(7, ToMiner::Ready);
+        }
+        assert!(miners.0.contains_key(&7), "a full queue's worth waits");
+        miners.send(7, ToMiner::Lost);
+        assert!(!miners.0.contains_key(&7), "one more: dropped");
+        let mut queued = 0;
+        let end = loop {
+            match rx.try_recv() {
+                Ok(ToMiner::Ready) => queued += 1,
+                Ok(other) => panic!("not queued: {other:?}"),
+                Err(end) => break end,
+            }
+        };
+        assert_eq!(queued, MINER_QUEUE + 1);
+        assert_eq!(end, futures::channel::mpsc::TryRecvError::Closed);
+    }
 }

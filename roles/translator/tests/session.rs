@@ -92,7 +92,7 @@ impl Harness {
 
     fn with(config: SessionConfig) -> Self {
         Harness {
-            session: MinerSession::new(config, 7),
+            session: MinerSession::new(std::sync::Arc::new(config), 7),
             now: NTIME as u64,
             sv1: vec![],
             upstream: vec![],
@@ -586,6 +586,39 @@ fn keepalive_resends_the_job_with_a_fresh_ntime() {
     assert_ne!(again.job_id, first.job_id);
     assert_eq!(again.ntime, NTIME + 61);
     assert!(!again.clean);
+}
+
+/// The SV1 jobs a miner may still submit on: the latest 64 sent.
+#[test]
+fn shares_on_the_latest_sv1_jobs_are_taken_and_older_ones_are_unknown() {
+    let (mut h, en1) = Harness::ready("rig");
+    let find = |h: &Harness, job: &Job| {
+        search(
+            job,
+            &en1,
+            4,
+            h.difficulty(),
+            None,
+            next_run(),
+            |hash, target| hash <= target,
+        )
+    };
+    let first = h.last_notify();
+    let mut second = None;
+    // 64 keepalive jobs after the first.
+    for _ in 0..64 {
+        h.now += 61;
+        let outs = h.session.on_tick(h.now);
+        h.apply(outs);
+        second.get_or_insert_with(|| h.last_notify());
+    }
+    let second = second.unwrap();
+    let forgotten = find(&h, &first);
+    h.submit(50, &forgotten);
+    assert_eq!(h.refused(50, "job not found")["error"][0], 21);
+    let kept = find(&h, &second);
+    h.submit(51, &kept);
+    assert_eq!(h.forwarded().ntime, second.ntime);
 }
 
 #[test]

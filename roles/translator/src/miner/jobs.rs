@@ -121,9 +121,10 @@ impl MinerSession {
         self.channel = Some(channel);
         self.channel_id = Some(s.channel_id);
         self.vardiff.reset(now * 1000, self.nominal_hashrate as f64);
+        // Taken, not drained: an idle miner keeps no spare capacity.
         out.extend(
-            self.pending_authorize
-                .drain(..)
+            std::mem::take(&mut self.pending_authorize)
+                .into_iter()
                 .map(|id| Action::Sv1(sv1::ok(&id, json!(true)))),
         );
         if !self.announced {
@@ -187,8 +188,8 @@ impl MinerSession {
         }
         self.identity = None;
         self.locking_key = None;
-        self.pending_authorize
-            .drain(..)
+        std::mem::take(&mut self.pending_authorize)
+            .into_iter()
             .map(|id| {
                 Action::Sv1(sv1::error(
                     &id,
@@ -301,16 +302,14 @@ impl MinerSession {
         self.next_sv1_job += 1;
         // Older SV1 ids stay mapped (bounded): a share on a job the new chain
         // tip made stale is then answered "stale share", not "job not found".
-        self.jobs.insert(
-            sv1_id,
-            Sv1Job {
-                sv2_job_id: job.job_message.job_id,
-                ntime,
-            },
-        );
-        while self.jobs.len() > MAX_SV1_JOBS {
-            self.jobs.pop_first();
+        if self.jobs.len() == MAX_SV1_JOBS {
+            self.jobs.pop_front();
         }
+        self.jobs.push_back(Sv1Job {
+            sv1_id,
+            sv2_job_id: job.job_message.job_id,
+            ntime,
+        });
         let rollable = self
             .channel
             .as_ref()

@@ -16,7 +16,8 @@
 //! the channel exists) and survives an upstream reconnect: the miner stays
 //! connected when the channel is re-opened with another prefix.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use ehash::{parse_user_identity, LockingKey};
 use serde_json::{json, Value};
@@ -102,13 +103,21 @@ pub enum MinerStat {
 }
 
 struct Sv1Job {
+    sv1_id: u64,
     sv2_job_id: u32,
     ntime: u32,
 }
 
+/// The job sent with this SV1 id, if still remembered.
+fn sv1_job(jobs: &VecDeque<Sv1Job>, sv1_id: u64) -> Option<&Sv1Job> {
+    let at = jobs.binary_search_by_key(&sv1_id, |j| j.sv1_id).ok()?;
+    jobs.get(at)
+}
+
 /// One miner: SV1 state, its channel and pending shares.
 pub struct MinerSession {
-    config: SessionConfig,
+    /// Shared by every session (an idle miner's memory counts).
+    config: Arc<SessionConfig>,
     extranonce1: [u8; EXTRANONCE1_SIZE],
     subscribed: bool,
     extranonce_subscribed: bool,
@@ -128,7 +137,8 @@ pub struct MinerSession {
     channel: Option<ExtendedChannel>,
     channel_id: Option<u32>,
     opening: bool,
-    jobs: BTreeMap<u64, Sv1Job>,
+    /// The SV1 jobs sent, oldest first (ids rise).
+    jobs: VecDeque<Sv1Job>,
     next_sv1_job: u64,
     last_prev_hash: Option<[u8; 32]>,
     last_notify_at: u64,
@@ -161,7 +171,7 @@ fn worker_name(user: &str) -> String {
 }
 
 impl MinerSession {
-    pub fn new(config: SessionConfig, miner_id: u32) -> Self {
+    pub fn new(config: Arc<SessionConfig>, miner_id: u32) -> Self {
         let nominal_hashrate = config.nominal_hashrate;
         let extranonce2_size = config.extranonce2_size;
         let vardiff = Vardiff::new(
@@ -192,7 +202,7 @@ impl MinerSession {
             channel: None,
             channel_id: None,
             opening: false,
-            jobs: BTreeMap::new(),
+            jobs: VecDeque::new(),
             next_sv1_job: 1,
             last_prev_hash: None,
             last_notify_at: 0,
@@ -481,6 +491,6 @@ impl MinerSession {
     /// The ntime a SV1 job was sent with (tests).
     pub fn job_ntime(&self, sv1_job_id: &str) -> Option<u32> {
         let id = u64::from_str_radix(sv1_job_id, 16).ok()?;
-        self.jobs.get(&id).map(|j| j.ntime)
+        sv1_job(&self.jobs, id).map(|j| j.ntime)
     }
 }

@@ -97,7 +97,7 @@ impl MinerSession {
         };
         let sv2_job_id = u64::from_str_radix(&submit.job_id, 16)
             .ok()
-            .and_then(|j| self.jobs.get(&j))
+            .and_then(|j| super::sv1_job(&self.jobs, j))
             .map(|j| j.sv2_job_id)
             .ok_or((code::JOB_NOT_FOUND, "job not found"))?;
         if submit.extranonce2.len() != self.extranonce2_size {
