@@ -234,34 +234,63 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
         if recovered {
             minter.mint_pending(&shutdown).await;
         }
-        loop {
-            let told = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = minter.mint_now.notified() => true,
-                _ = reconnected(&mut events) => {
-                    looked_up = false;
-                    false
-                }
-                _ = lookup.tick() => {
-                    looked_up = false;
-                    false
-                }
-                _ = tokio::time::sleep(minter.retry) => false,
-            };
-            if !told {
-                break;
-            }
-            // Quotes recorded while a round ran tell the minter once more,
-            // though that round may have minted them. A wait with nothing to
-            // mint would start before the next quote: its batch would come
-            // early, and small.
-            if minter.anything_to_mint() {
-                // The quotes recorded meanwhile go in the same batch.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(minter.wait) => {}
-                }
-                break;
+        let wake = next_round(
+            &minter.mint_now,
+            &mut events,
+            &mut lookup,
+            minter.retry,
+            minter.wait,
+            || minter.anything_to_mint(),
+            &shutdown,
+        );
+        match wake.await {
+            Round::Mint => {}
+            Round::LookUpAndMint => looked_up = false,
+            Round::Stop => return,
+        }
+    }
+}
+
+/// What the minter does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    Mint,
+    /// Compare the wallet key's quotes at the mint with the store, then mint.
+    LookUpAndMint,
+    /// Shutdown.
+    Stop,
+}
+
+/// Waits for the minter's next round.
+///
+/// A round starts when the recorder tells of quotes (then `wait` later,
+/// so the quotes recorded meanwhile join the batch), after a pool
+/// reconnect or the look-up interval, or `retry` after the last round.
+/// Quotes recorded while a round ran tell the minter once more, though
+/// that round may have minted them: a wait begun with nothing to mint
+/// would end before the next quote came, and its batch would be early
+/// and small, so such a wake starts nothing.
+async fn next_round(
+    mint_now: &Notify,
+    events: &mut broadcast::Receiver<TranslatorEvent>,
+    lookup: &mut tokio::time::Interval,
+    retry: Duration,
+    wait: Duration,
+    anything_to_mint: impl Fn() -> bool,
+    shutdown: &CancellationToken,
+) -> Round {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Round::Stop,
+            _ = mint_now.notified() => {}
+            _ = reconnected(events) => return Round::LookUpAndMint,
+            _ = lookup.tick() => return Round::LookUpAndMint,
+            _ = tokio::time::sleep(retry) => return Round::Mint,
+        };
+        if anything_to_mint() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Round::Stop,
+                _ = tokio::time::sleep(wait) => return Round::Mint,
             }
         }
     }
@@ -430,6 +459,103 @@ mod tests {
             quotes: 1,
             amount: 16,
         }
+    }
+
+    /// A minter between rounds, its clock paused: what `next_round` sees.
+    struct Between {
+        mint_now: Arc<Notify>,
+        events: broadcast::Sender<TranslatorEvent>,
+        heard: broadcast::Receiver<TranslatorEvent>,
+        lookup: tokio::time::Interval,
+        anything: Arc<std::sync::atomic::AtomicBool>,
+        shutdown: CancellationToken,
+    }
+
+    /// Not a divisor of LOOKUP_INTERVAL: no retry at a look-up's moment.
+    const RETRY: Duration = Duration::from_secs(35);
+    const WAIT: Duration = Duration::from_millis(200);
+
+    impl Between {
+        async fn new() -> Self {
+            let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
+            lookup.tick().await;
+            let (events, heard) = broadcast::channel(16);
+            Self {
+                mint_now: Arc::new(Notify::new()),
+                events,
+                heard,
+                lookup,
+                anything: Default::default(),
+                shutdown: CancellationToken::new(),
+            }
+        }
+
+        /// When the next round starts (from now), and what it does.
+        async fn next_round(&mut self) -> (Duration, Round) {
+            let start = tokio::time::Instant::now();
+            let anything = &self.anything;
+            let wake = next_round(
+                &self.mint_now,
+                &mut self.heard,
+                &mut self.lookup,
+                RETRY,
+                WAIT,
+                || anything.load(Ordering::SeqCst),
+                &self.shutdown,
+            )
+            .await;
+            (start.elapsed(), wake)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn told_of_quotes_the_minter_waits_for_company_then_mints() {
+        let mut m = Between::new().await;
+        m.anything.store(true, Ordering::SeqCst);
+        m.mint_now.notify_one();
+        assert_eq!(m.next_round().await, (WAIT, Round::Mint));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_for_quotes_a_round_already_minted_starts_no_wait() {
+        let mut m = Between::new().await;
+        // Left by quotes the last round minted: nothing is pending now.
+        m.mint_now.notify_one();
+        let later = Duration::from_secs(5);
+        let (anything, told) = (m.anything.clone(), m.mint_now.clone());
+        let mint_now = async move {
+            tokio::time::sleep(later).await;
+            anything.store(true, Ordering::SeqCst);
+            told.notify_one();
+        };
+        let (_, (after, wake)) = tokio::join!(mint_now, m.next_round());
+        assert_eq!(
+            (after, wake),
+            (later + WAIT, Round::Mint),
+            "the wait starts at the quote recorded later"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn untold_the_minter_retries_and_looks_up_on_its_timers_and_reconnects() {
+        let mut m = Between::new().await;
+        let start = tokio::time::Instant::now();
+        assert_eq!(m.next_round().await, (RETRY, Round::Mint));
+        while m.next_round().await.1 == Round::Mint {}
+        assert_eq!(
+            start.elapsed(),
+            LOOKUP_INTERVAL,
+            "looked up on the interval"
+        );
+
+        let connected = TranslatorEvent::UpstreamConnected {
+            address: "pool".into(),
+            ehash: true,
+        };
+        m.events.send(connected).unwrap();
+        assert_eq!(m.next_round().await, (Duration::ZERO, Round::LookUpAndMint));
+        m.shutdown.cancel();
+        assert_eq!(m.next_round().await.1, Round::Stop);
     }
 
     #[tokio::test(start_paused = true)]
