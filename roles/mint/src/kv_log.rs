@@ -8,8 +8,12 @@
 //!
 //! Entries are only ever added; positions are dense.
 
+use std::collections::HashMap;
+
 use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
 use cdk_common::database::Error;
+use cdk_sql_common::database::DatabaseExecutor;
+use cdk_sql_common::stmt::{query, Column};
 
 use crate::service::KV_NAMESPACE;
 
@@ -93,6 +97,43 @@ impl KvLog<'_> {
         Ok(entries)
     }
 
+    /// The same entries as [`KvLog::read`], in one statement on `conn`, a
+    /// connection to the database of cdk's KV store (its `kv_store` table).
+    pub async fn read_on<E: DatabaseExecutor>(
+        &self,
+        conn: &E,
+        position: u64,
+        n: usize,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let slots: Vec<String> = (0..n as u64)
+            .map_while(|i| position.checked_add(i))
+            .map(slot)
+            .collect();
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = query(
+            "SELECT key, value FROM kv_store WHERE primary_namespace = :namespace \
+             AND secondary_namespace = :list AND key IN (:slots)",
+        )?
+        .bind("namespace", KV_NAMESPACE)
+        .bind("list", self.list)
+        .bind_vec("slots", slots.clone())?
+        .fetch_all(conn)
+        .await?;
+        let mut found: HashMap<String, Vec<u8>> = HashMap::with_capacity(rows.len());
+        for row in rows {
+            match <[Column; 2]>::try_from(row) {
+                Ok([Column::Text(key), Column::Blob(value)]) => {
+                    found.insert(key, value);
+                }
+                _ => return Err(corrupt(format!("{}: a row is no key and value", self.list))),
+            }
+        }
+        // Entries up to the first free position, as `read` stops there.
+        Ok(slots.iter().map_while(|s| found.remove(s)).collect())
+    }
+
     /// The number of entries (the first free position), probing from the hint.
     pub async fn len(&self, db: &DynMintDatabase) -> Result<u64, Error> {
         let mut position = match db.kv_read(KV_NAMESPACE, self.hints, self.hint_key).await? {
@@ -155,5 +196,44 @@ mod tests {
         assert_eq!(LIST.len(&db).await.unwrap(), 5);
         let hint = db.kv_read(KV_NAMESPACE, LIST.hints, LIST.hint_key).await;
         assert_eq!(hint.unwrap(), Some(5u64.to_be_bytes().to_vec()));
+    }
+
+    /// The same entries read in one statement, on another connection to a
+    /// file database, as the quote totals read them.
+    #[tokio::test]
+    async fn one_statement_reads_what_point_reads_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kv.sqlite");
+        let path = path.to_str().unwrap();
+        let db: DynMintDatabase =
+            Arc::new(cdk_sqlite::MintSqliteDatabase::new(path).await.unwrap());
+        let mut tx = db.begin_transaction().await.unwrap();
+        LIST.append(&mut tx, &["a", "b", "c", "d", "e"])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let pool =
+            cdk_sql_common::pool::Pool::<cdk_sqlite::SqliteConnectionManager>::new(path.into());
+        let conn = pool.get().await.unwrap();
+
+        for (position, n) in [
+            (0, 10),
+            (0, 5),
+            (1, 3),
+            (4, 1),
+            (5, 4),
+            (2, 0),
+            (u64::MAX - 1, 3),
+        ] {
+            assert_eq!(
+                LIST.read_on(&*conn, position, n).await.unwrap(),
+                LIST.read(&db, position, n).await.unwrap(),
+                "{n} from {position}"
+            );
+        }
+        assert_eq!(
+            LIST.read_on(&*conn, 1, 3).await.unwrap(),
+            entries(&["b", "c", "d"])
+        );
     }
 }

@@ -41,6 +41,7 @@ use cdk::mint::{MintBuilder, MintMeltLimits, UnitConfig};
 use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_common::database::{DynMintDatabase, MintDatabase, MintKeysDatabase};
+use cdk_sql_common::pool::Pool;
 use roles_common::{private, CancellationToken};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -53,6 +54,7 @@ use crate::backend::EhashBackend;
 use crate::chain::{Chain, TipHistory};
 use crate::io::LinkContext;
 use crate::lookup::QuoteLookup;
+use crate::quote_totals::TotalsReader;
 use crate::service::QuoteService;
 
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +107,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningMint, MintError> {
     let db = open_database(&config).await?;
-    let mint = Arc::new(build_mint(&config, db).await?);
+    let mint = Arc::new(build_mint(&config, &db).await?);
     mint.start().await?;
 
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
@@ -154,6 +156,7 @@ pub async fn start(
         config.unit_bits(),
         config.min_amount..=config.max_amount,
         chain.clone(),
+        db.totals,
     ));
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
     let forgetting = lookup::forget_expired_periodically(lookup.clone(), shutdown.clone());
@@ -254,14 +257,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, MintError> {
 }
 
 /// The mint's database, as cdk uses it: one store serves as the mint's
-/// database and as its signatory's keyset store.
+/// database and as its signatory's keyset store; the quote totals read it
+/// on their own.
 struct Database {
     store: DynMintDatabase,
     keys: Arc<dyn MintKeysDatabase<Err = cdk_common::database::Error> + Send + Sync>,
+    totals: TotalsReader,
 }
 
 impl Database {
-    fn new<D>(db: D) -> Self
+    /// `totals` reads `db` through cdk unless given a reader of its own.
+    fn new<D>(db: D, totals: Option<TotalsReader>) -> Self
     where
         D: MintDatabase<cdk_common::database::Error>
             + MintKeysDatabase<Err = cdk_common::database::Error>
@@ -271,6 +277,7 @@ impl Database {
     {
         let db = Arc::new(db);
         Self {
+            totals: totals.unwrap_or_else(|| TotalsReader::Cdk(db.clone())),
             store: db.clone(),
             keys: db,
         }
@@ -286,7 +293,7 @@ async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
     };
     Ok(match config.database_location() {
         DatabaseLocation::Memory => {
-            Database::new(sqlite::open(":memory:").await.map_err(db_error)?)
+            Database::new(sqlite::open(":memory:").await.map_err(db_error)?, None)
         }
         DatabaseLocation::Sqlite(path) => {
             let io_error = |e| db_error(cdk_common::database::Error::Database(Box::new(e)));
@@ -299,20 +306,24 @@ async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
                     "the database path is not UTF-8".into(),
                 ))
             })?;
-            Database::new(sqlite::open(path).await.map_err(db_error)?)
+            Database::new(
+                sqlite::open(path).await.map_err(db_error)?,
+                Some(TotalsReader::Sqlite(Pool::new(path.into()))),
+            )
         }
         DatabaseLocation::Postgres(url) => Database::new(
             cdk_postgres::MintPgDatabase::new(url)
                 .await
                 .map_err(db_error)?,
+            Some(TotalsReader::Postgres(Pool::new(url.into()))),
         ),
     })
 }
 
-async fn build_mint(config: &MintConfig, db: Database) -> Result<Mint, MintError> {
+async fn build_mint(config: &MintConfig, db: &Database) -> Result<Mint, MintError> {
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
     let method = PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string());
-    let mut builder = MintBuilder::new(db.store);
+    let mut builder = MintBuilder::new(db.store.clone());
     // Denominations 2^0..2^63, no input fee: any u64 amount, free to spend.
     builder.configure_unit(
         unit.clone(),
@@ -344,7 +355,9 @@ async fn build_mint(config: &MintConfig, db: Database) -> Result<Mint, MintError
     }
     // cdk keeps the MintInfo it stored on first start; the config must win.
     let info = builder.current_mint_info();
-    let mint = builder.build_with_seed(db.keys, &config.seed()).await?;
+    let mint = builder
+        .build_with_seed(db.keys.clone(), &config.seed())
+        .await?;
     mint.set_mint_info(info).await?;
     Ok(mint)
 }

@@ -18,7 +18,7 @@ use stratum_core::bitcoin::Script;
 use crate::audit;
 use crate::chain::{Chain, HeaderOnTip};
 use crate::quote::{check_request, CheckedShare, Rejection};
-use crate::quote_totals::QuoteTotals;
+use crate::quote_totals::{QuoteTotals, TotalsReader};
 use crate::quote_writer::{QuoteWriter, ShareToQuote};
 
 /// KV namespace of the mint's own indexes (share hash -> quote id in
@@ -53,6 +53,7 @@ pub struct QuoteService {
     /// The mint's chain view; `None` on a devnet mint without `[chain]`.
     chain: Option<Arc<Chain>>,
     totals: tokio::sync::Mutex<QuoteTotals>,
+    totals_reader: TotalsReader,
 }
 
 impl QuoteService {
@@ -62,6 +63,7 @@ impl QuoteService {
         unit_bits: UnitBits,
         amounts: RangeInclusive<u64>,
         chain: Option<Arc<Chain>>,
+        totals_reader: TotalsReader,
     ) -> Self {
         Self {
             writer: QuoteWriter::start(mint.clone()),
@@ -71,6 +73,7 @@ impl QuoteService {
             amounts,
             chain,
             totals: Default::default(),
+            totals_reader,
         }
     }
 
@@ -177,7 +180,7 @@ impl QuoteService {
             .totals
             .lock()
             .await
-            .refresh(&self.mint.localstore())
+            .refresh(&self.totals_reader)
             .await
             .map_err(|e| e.to_string())?;
         Ok(MintStatsResponse {

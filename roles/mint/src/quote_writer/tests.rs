@@ -1,24 +1,43 @@
-//! The writer's tests, each run against SQLite and against PostgreSQL (a
-//! throwaway server per test, as `roles_common::services` starts it).
+//! The writer's tests, each run against SQLite (in memory and on file) and
+//! against PostgreSQL (a throwaway server per test, as
+//! `roles_common::services` starts it).
 
 use cdk::nuts::SecretKey;
 
 use super::*;
 use crate::config::MintConfig;
-use crate::quote_totals::{QuoteTotals, Totals};
+use crate::quote_totals::{QuoteTotals, Totals, TotalsReader};
 use cdk_common::MintQuoteState;
 
 /// A mint on one of the backends, and the server it runs on.
 struct Backend {
     mint: Arc<Mint>,
+    /// How the mint process reads its quote totals on this backend.
+    totals: TotalsReader,
     postgres: Option<roles_common::services::Postgres>,
+    /// Where a file database lives.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Backend {
     async fn sqlite() -> Self {
+        let (mint, totals) = open(":memory:").await;
         Self {
-            mint: mint_on(":memory:").await,
+            mint,
+            totals,
             postgres: None,
+            _dir: None,
+        }
+    }
+
+    async fn sqlite_file() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (mint, totals) = open(dir.path().join("mint.sqlite").to_str().unwrap()).await;
+        Self {
+            mint,
+            totals,
+            postgres: None,
+            _dir: Some(dir),
         }
     }
 
@@ -27,16 +46,21 @@ impl Backend {
             .await
             .unwrap()
             .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+        let (mint, totals) = open(&postgres.url()).await;
         Self {
-            mint: mint_on(&postgres.url()).await,
+            mint,
+            totals,
             postgres: Some(postgres),
+            _dir: None,
         }
     }
 
     /// Another mint on the same PostgreSQL database, as another mint
     /// process opens it.
     async fn another_mint(&self) -> Arc<Mint> {
-        mint_on(&self.postgres.as_ref().expect("PostgreSQL").url()).await
+        open(&self.postgres.as_ref().expect("PostgreSQL").url())
+            .await
+            .0
     }
 
     /// Waits until some transaction waits for a lock another one holds. On
@@ -72,25 +96,36 @@ impl Backend {
     }
 }
 
-async fn mint_on(database: &str) -> Arc<Mint> {
+/// The mint on `database` and its totals' reader, as the mint process
+/// opens them.
+async fn open(database: &str) -> (Arc<Mint>, TotalsReader) {
     let config = MintConfig {
         database: database.into(),
         chain: None,
         ..roles_common::testing::load_shipped("mint.toml")
     };
     let db = crate::open_database(&config).await.unwrap();
-    Arc::new(crate::build_mint(&config, db).await.unwrap())
+    let mint = Arc::new(crate::build_mint(&config, &db).await.unwrap());
+    (mint, db.totals)
 }
 
-/// Declares each test fn (taking a [`Backend`]) as a test on SQLite and a
-/// test on PostgreSQL.
-macro_rules! on_both_backends {
+/// Declares each test fn (taking a [`Backend`]) as a test on SQLite in
+/// memory, on SQLite on file and on PostgreSQL.
+macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(super::Backend::sqlite().await).await
+                }
+            )*
+        }
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Backend::sqlite_file().await).await
                 }
             )*
         }
@@ -105,7 +140,7 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_once,
     the_same_share_twice_in_one_group_gets_one_quote,
     a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted,
@@ -400,7 +435,6 @@ async fn issue(mint: &Mint, quote_id: &QuoteId) {
 
 async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(backend: Backend) {
     let mint = backend.mint.clone();
-    let db = mint.localstore();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     let mut totals = QuoteTotals::default();
     let ids: Vec<_> = quote_all(&writer, &(1..=5).map(share).collect::<Vec<_>>())
@@ -408,7 +442,7 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
         .into_iter()
         .map(|answer| answer.expect("quoted"))
         .collect();
-    let fresh = totals.refresh(&db).await.unwrap();
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
     assert_eq!((fresh.quotes_paid, fresh.ehash_quoted), (5, 15));
     assert_eq!(fresh, totals_of_every_quote(&mint).await);
 
@@ -416,7 +450,7 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
         issue(&mint, id).await;
     }
     quote_all(&writer, &(6..=7).map(share).collect::<Vec<_>>()).await;
-    let fresh = totals.refresh(&db).await.unwrap();
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
     assert_eq!(
         (fresh.quotes_paid, fresh.quotes_issued, fresh.ehash_issued),
         (5, 2, 3)
@@ -425,7 +459,13 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
     assert_eq!(totals.open(), 5, "issued quotes are not read again");
 
     // Another process sharing the database counts the same.
-    assert_eq!(QuoteTotals::default().refresh(&db).await.unwrap(), fresh);
+    assert_eq!(
+        QuoteTotals::default()
+            .refresh(&backend.totals)
+            .await
+            .unwrap(),
+        fresh
+    );
 }
 
 async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
@@ -445,7 +485,10 @@ async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
     assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 0);
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     quote_all(&writer, &[share(4)]).await;
-    let totals = QuoteTotals::default().refresh(&db).await.unwrap();
+    let totals = QuoteTotals::default()
+        .refresh(&backend.totals)
+        .await
+        .unwrap();
     assert_eq!((totals.quotes_unpaid, totals.quotes_paid), (3, 1));
     assert_eq!(totals, totals_of_every_quote(&mint).await);
 }
@@ -485,7 +528,10 @@ async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
         db.kv_list(KV_NAMESPACE, "audit").await.unwrap().len(),
         shares.len()
     );
-    let totals = QuoteTotals::default().refresh(&db).await.unwrap();
+    let totals = QuoteTotals::default()
+        .refresh(&backend.totals)
+        .await
+        .unwrap();
     assert_eq!(
         totals.quotes_paid,
         shares.len() as u64,
