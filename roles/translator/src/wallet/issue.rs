@@ -55,6 +55,23 @@ pub const BATCHES_PER_ROUND: usize = 4;
 /// `max_outputs` (the mint does not publish its own).
 const MAX_OUTPUTS: usize = 1000;
 
+/// The fewest quotes a batch is given when a round's quotes are spread.
+const MIN_SPREAD: usize = 25;
+
+/// The quotes per batch for a round of `quotes`, at most `limit`: spread
+/// over [`BATCHES_PER_ROUND`] batches, none below [`MIN_SPREAD`]. A batch
+/// mint holds the mint's database for its whole transaction, and quotes
+/// the mint writes meanwhile wait for it: several small batches side by
+/// side keep that wait short, and a busy round still takes
+/// `BATCHES_PER_ROUND * limit` quotes.
+pub(super) fn spread(quotes: usize, limit: usize) -> usize {
+    quotes
+        .div_ceil(BATCHES_PER_ROUND)
+        .max(MIN_SPREAD)
+        .min(limit)
+        .max(1)
+}
+
 /// Splits `quotes` into batches of at most `size` quotes whose total takes
 /// at most [`MAX_OUTPUTS`] outputs (`outputs` counts a total's), in order.
 pub(super) fn split_into_batches(
@@ -597,6 +614,18 @@ mod tests {
         assert!(request
             .verify_quote_signature(&request.quotes[1], first, &secret.public_key())
             .is_err());
+    }
+
+    #[test]
+    fn a_rounds_quotes_are_spread_over_its_batches_within_the_limit() {
+        assert_eq!(spread(200, 250), 50, "a calm round: four batches");
+        assert_eq!(spread(1000, 250), 250, "a full round: four at the limit");
+        assert_eq!(spread(5000, 250), 250);
+        assert_eq!(spread(201, 250), 51, "never a fifth batch");
+        assert_eq!(spread(30, 250), MIN_SPREAD, "few quotes: few batches");
+        assert_eq!(spread(1, 250), MIN_SPREAD);
+        assert_eq!(spread(100, 10), 10, "the limit wins");
+        assert_eq!(spread(0, 0), 1);
     }
 
     #[test]

@@ -207,7 +207,8 @@ impl EhashWallet {
     /// Mints the pending quotes of `store` locked to this wallet's key:
     /// first settles the batches an interrupted round left open, then
     /// mints one round of up to [`BATCHES_PER_ROUND`] NUT-29 batches of at
-    /// most `batch` quotes (and the mint's own limit).
+    /// most `batch` quotes (and the mint's own limit), the round's quotes
+    /// spread over them.
     pub async fn mint_pending(
         &self,
         store: &QuoteStore,
@@ -231,9 +232,8 @@ impl EhashWallet {
         }
         let taken = restored + ready.len();
         if !ready.is_empty() {
-            let refused = self
-                .mint_in_batches(store, ready, batch, &mut round)
-                .await?;
+            let size = issue::spread(ready.len(), batch);
+            let refused = self.mint_in_batches(store, ready, size, &mut round).await?;
             if !refused.is_empty() {
                 self.ask_about(store, refused, batch, &mut round).await?;
             }
