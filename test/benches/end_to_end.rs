@@ -2,7 +2,8 @@
 //! own process (the shipped config files on free ports, file SQLite), and
 //! the load generator submitting real shares through the translator. Prints
 //! every 10 s the shares accepted, quotes notified and minted and the
-//! backlog between them; then accepted shares/s, share-to-notification and
+//! backlog between them; then accepted shares/s, share-to-notification
+//! latency (p50/p99, and the p99 of each 10 s of shares) and
 //! share-to-minted-ehash latency (p50/p99), and CPU and RSS per role.
 //! Asserts only that every accepted share was minted.
 //!
@@ -46,6 +47,34 @@ fn quotes_seen(events: &[StatsMessage]) -> (usize, usize) {
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// The p99 (ms) of the latencies of the shares accepted in each window of
+/// [`PROGRESS_EVERY`]: whether the tail grows with the run or comes in bursts.
+fn p99_by_window(latencies: &[(u64, f64)]) -> Vec<String> {
+    let Some(first) = latencies.iter().map(|(at, _)| *at).min() else {
+        return Vec::new();
+    };
+    let window_ms = PROGRESS_EVERY.as_millis() as u64;
+    let mut windows: Vec<Vec<f64>> = Vec::new();
+    for (at, ms) in latencies {
+        let i = ((at - first) / window_ms) as usize;
+        if windows.len() <= i {
+            windows.resize(i + 1, Vec::new());
+        }
+        windows[i].push(*ms);
+    }
+    windows
+        .iter_mut()
+        .map(|w| {
+            w.sort_by(f64::total_cmp);
+            if w.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.0}", percentile(w, 0.99))
+            }
+        })
+        .collect()
 }
 
 fn main() {
@@ -182,11 +211,12 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
         .filter_map(|(share, (id, _))| Some(minted_at.get(id)?.saturating_sub(*share) as f64))
         .collect();
     latency.sort_by(f64::total_cmp);
-    let mut notified: Vec<f64> = shares
+    let notified_at: Vec<(u64, f64)> = shares
         .iter()
         .zip(&recorded)
-        .map(|(share, (_, at))| at.saturating_sub(*share) as f64)
+        .map(|(share, (_, at))| (*share, at.saturating_sub(*share) as f64))
         .collect();
+    let mut notified: Vec<f64> = notified_at.iter().map(|(_, ms)| *ms).collect();
     notified.sort_by(f64::total_cmp);
 
     println!(
@@ -198,6 +228,10 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
             "share accepted -> quote notification at the translator: p50 {:.0} ms, p99 {:.0} ms",
             percentile(&notified, 0.5),
             percentile(&notified, 0.99),
+        );
+        println!(
+            "  p99 of each 10 s of shares: {}",
+            p99_by_window(&notified_at).join(", ")
         );
     }
     if !latency.is_empty() {

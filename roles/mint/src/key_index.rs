@@ -1,5 +1,5 @@
-//! The locking key -> quote ids index, in the mint's KV store next to the
-//! share index: cdk's database has no query by NUT-20 pubkey.
+//! The locking key -> quote ids index, in the mint's KV store: cdk's
+//! database has no query by NUT-20 pubkey.
 //!
 //! Each key's quotes are a [`KvLog`] (`kq<key hex>`, its hint under
 //! `key_next` / `<key hex>`) in creation order, so a page of the lookup is a

@@ -6,17 +6,25 @@
 //! group is a single share and nothing waits for company; under heavy load
 //! the sync, the dearest part of a quote on a file database, is shared.
 //!
-//! For each share, inside the transaction: its quote is found (by the share
-//! index, or by its request `ehash:<share hash>` for a quote an older mint
-//! created and stopped before indexing) or created; a new quote is indexed
-//! by share hash and by locking key and gets its audit entry; the quote is
-//! paid with the share hash as payment id. Quote, indexes, audit entry and
-//! payment commit together or not at all. An answer is sent only after the
-//! commit: a quote id the pool hears is durable.
+//! For each share, inside the transaction: its quote is found by its
+//! request `ehash:<share hash>`, or created; a new quote is listed for its
+//! locking key, in the audit and in the totals, and paid, its payment named
+//! by the quote's id. Quote, lists, audit entry and payment commit together
+//! or not at all, so a quote found is already paid and listed. An answer is
+//! sent only after the commit: a quote id the pool hears is durable.
+//!
+//! The one key that comes in random order is the request: quote ids are
+//! time-ordered (UUID v7), so every other index a quote joins grows at its
+//! end, where a group of quotes shares a few pages.
+//!
+//! An older mint created a quote, then indexed it by share hash (a KV entry)
+//! and listed it, then paid it, each in its own transaction. A quote found
+//! unpaid is such a leftover: listed unless its index entry says it was,
+//! then paid.
 //!
 //! Exactly once comes from the database, since several mint processes may
-//! share it: a request has one quote, a share hash one index entry (written
-//! only if absent), a payment id one payment (unique constraints). Each
+//! share it: a request has one quote, a payment id one payment, a share
+//! hash at most one index entry (unique constraints). Each
 //! transaction first takes the writers' turn (one row every writer
 //! updates), so writers of all processes commit one after the other and
 //! never deadlock one another (every new quote appends to the one audit
@@ -47,6 +55,7 @@ use crate::quote::Rejection;
 use crate::service::{mint_error, KV_NAMESPACE};
 use crate::{audit, quote_totals};
 
+/// An older mint's index of quotes by share hash.
 const KV_SHARES: &str = "shares";
 /// The row each transaction of quotes updates first: the writers' turn.
 const KV_WRITERS: &str = "writers";
@@ -136,14 +145,14 @@ impl QuoteWriter {
     }
 
     /// The quote already written for a share, if any.
-    pub async fn indexed_quote(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
-        let value = self
+    pub async fn quote_of(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
+        let quote = self
             .mint
             .localstore()
-            .kv_read(KV_NAMESPACE, KV_SHARES, share_hex)
+            .get_mint_quote_by_request(&request_of(share_hex))
             .await
             .map_err(mint_error)?;
-        value.map(|bytes| parse_quote_id(&bytes)).transpose()
+        Ok(quote.map(|quote| quote.id))
     }
 
     /// How many groups the writer has written since it started.
@@ -163,13 +172,6 @@ impl QuoteWriter {
         let _idle = self.writing.lock().await;
         work.await
     }
-}
-
-fn parse_quote_id(bytes: &[u8]) -> Result<QuoteId, Rejection> {
-    std::str::from_utf8(bytes)
-        .ok()
-        .and_then(|s| s.parse::<QuoteId>().ok())
-        .ok_or_else(|| mint_error("corrupt share index entry"))
 }
 
 struct Writer {
@@ -357,7 +359,7 @@ impl Writer {
         Ok(quote_ids)
     }
 
-    /// The share's quote, found or created, then paid. `true` when this
+    /// The share's quote, found or created, and paid. `true` when this
     /// call recorded the payment.
     async fn quote_and_pay<'a>(
         &self,
@@ -369,16 +371,19 @@ impl Writer {
             Some(quote) => quote,
             None => self.create(tx, share, listed).await?,
         };
-        let payment = WaitPaymentResponse {
-            payment_identifier: PaymentIdentifier::QuoteId(quote.id.clone()),
-            payment_amount: Amount::new(share.amount, self.unit.clone()),
-            payment_id: share.share_hex.clone(),
-        };
-        let paid_now = self
-            .mint
-            .pay_mint_quote(tx, &mut quote, payment)
-            .await
-            .map_err(cdk_failure)?;
+        let mut paid_now = false;
+        if quote.amount_paid().value() == 0 {
+            let payment = WaitPaymentResponse {
+                payment_identifier: PaymentIdentifier::QuoteId(quote.id.clone()),
+                payment_amount: Amount::new(share.amount, self.unit.clone()),
+                payment_id: quote.id.to_string(),
+            };
+            paid_now = self
+                .mint
+                .pay_mint_quote(tx, &mut quote, payment)
+                .await
+                .map_err(cdk_failure)?;
+        }
         if quote.amount_paid().value() != share.amount {
             return Err(Failure::Rejected(mint_error(format!(
                 "quote {} shows {} paid, expected {}",
@@ -390,31 +395,30 @@ impl Writer {
         Ok((quote, paid_now))
     }
 
+    /// The share's quote, if one was written; an older mint's leftover
+    /// (unpaid) is listed here unless its index entry says it was.
     async fn find<'a>(
         &self,
         tx: &mut DynMintTransaction,
         share: &'a ShareToQuote,
         listed: &mut NewQuotes<'a>,
     ) -> Result<Option<Acquired<MintQuote>>, Failure> {
-        let indexed = tx
-            .kv_read(KV_NAMESPACE, KV_SHARES, &share.share_hex)
+        let found = tx
+            .get_mint_quote_by_request(&request_of(&share.share_hex))
             .await
             .map_err(db_failure)?;
-        if let Some(bytes) = indexed {
-            let quote_id = parse_quote_id(&bytes)?;
-            let quote = tx.get_mint_quote(&quote_id).await.map_err(db_failure)?;
-            return quote.map(Some).ok_or_else(|| {
-                Failure::Rejected(mint_error(format!("indexed quote {quote_id} vanished")))
-            });
+        if let Some(quote) = &found {
+            if quote.amount_paid().value() == 0 {
+                let indexed = tx
+                    .kv_read(KV_NAMESPACE, KV_SHARES, &share.share_hex)
+                    .await
+                    .map_err(db_failure)?;
+                if indexed.is_none() {
+                    index(tx, share, &quote.id, listed).await?;
+                }
+            }
         }
-        let unindexed = tx
-            .get_mint_quote_by_request(&request(share))
-            .await
-            .map_err(db_failure)?;
-        if let Some(quote) = &unindexed {
-            index(tx, share, &quote.id, listed).await?;
-        }
-        Ok(unindexed)
+        Ok(found)
     }
 
     async fn create<'a>(
@@ -428,7 +432,7 @@ impl Writer {
         let zero = Amount::new(0, self.unit.clone());
         let mut quote = MintQuote::new(
             Some(quote_id.clone()),
-            request(share),
+            request_of(&share.share_hex),
             self.unit.clone(),
             Some(Amount::new(share.amount, self.unit.clone())),
             0,
@@ -448,14 +452,15 @@ impl Writer {
         // request and status query.
         quote.set_last_checked(PAYMENT_CHECK_NEVER_DUE);
         let quote = tx.add_mint_quote(quote).await.map_err(db_failure)?;
-        index(tx, share, &quote_id, listed).await?;
+        listed.add(share, &quote_id);
         Ok(quote)
     }
 }
 
-/// Indexes a quote by share hash and lists it for its locking key, in the
-/// audit and in the quote totals: a quote that can be paid is always
-/// listed, since the lists are appended before the transaction commits.
+/// Indexes an older mint's leftover quote by share hash, as that mint did,
+/// and lists it for its locking key, in the audit and in the quote totals:
+/// a quote that can be paid is always listed, since the lists are appended
+/// before the transaction commits.
 async fn index<'a>(
     tx: &mut DynMintTransaction,
     share: &'a ShareToQuote,
@@ -514,8 +519,8 @@ async fn take_turn(tx: &mut DynMintTransaction) -> Result<(), Failure> {
 }
 
 /// The request cdk stores for an ehash quote; unique per quote.
-fn request(share: &ShareToQuote) -> String {
-    format!("ehash:{}", share.share_hex)
+fn request_of(share_hex: &str) -> String {
+    format!("ehash:{share_hex}")
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl QuoteService {
             let now = u32::try_from(roles_common::unix_secs()).unwrap_or(u32::MAX);
             if let Err(rejection) = chain.check(&on_tip, now).await {
                 let share_hex = hex::encode(share.share_hash);
-                if self.writer.indexed_quote(&share_hex).await?.is_none() {
+                if self.writer.quote_of(&share_hex).await?.is_none() {
                     return Err(rejection);
                 }
             }

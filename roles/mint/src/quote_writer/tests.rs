@@ -144,7 +144,8 @@ on_every_backend!(
     shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_once,
     the_same_share_twice_in_one_group_gets_one_quote,
     a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted,
-    a_quote_created_but_never_indexed_is_found_indexed_and_paid,
+    a_quote_created_but_never_indexed_is_found_listed_and_paid,
+    a_quote_indexed_but_never_paid_is_paid_and_not_listed_again,
     a_quote_another_writer_creates_first_is_the_answer_paid_once,
     a_share_another_writer_indexes_first_is_answered_with_its_quote,
     the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones,
@@ -174,7 +175,14 @@ async fn stored(mint: &Mint, quote_id: &QuoteId) -> MintQuote {
 async fn paid_once(mint: &Mint, quote_id: &QuoteId, share: &ShareToQuote) {
     let quote = stored(mint, quote_id).await;
     assert_eq!(quote.amount_paid().value(), share.amount);
-    assert_eq!(quote.payment_ids(), vec![&share.share_hex]);
+    assert_eq!(quote.payment_ids(), vec![&quote_id.to_string()]);
+}
+
+/// The quotes listed for `share`'s locking key.
+async fn listed_for(mint: &Mint, share: &ShareToQuote) -> Vec<QuoteId> {
+    crate::key_index::read(&mint.localstore(), &share.locking_key, 0, 10)
+        .await
+        .unwrap()
 }
 
 /// An unpaid quote for `share` as another writer (or an older mint) adds
@@ -204,8 +212,8 @@ async fn add_quote(tx: &mut DynMintTransaction, share: &ShareToQuote) -> QuoteId
     quote_id
 }
 
-/// `share` indexed to `quote_id`, in `tx`, by the writer's own share index
-/// write; the lists it would join are left alone.
+/// `share` indexed to `quote_id`, in `tx`, as an older mint indexed it (by
+/// the writer's own index write); the lists it would join are left alone.
 async fn add_index(tx: &mut DynMintTransaction, share: &ShareToQuote, quote_id: &QuoteId) {
     let indexed = index(tx, share, quote_id, &mut NewQuotes::default()).await;
     assert!(indexed.is_ok(), "the share was indexed already");
@@ -277,9 +285,10 @@ async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_o
             "paid at creation: no payment check is ever due"
         );
         assert_eq!(
-            writer.indexed_quote(&share.share_hex).await.unwrap(),
-            Some(quote_id)
+            writer.quote_of(&share.share_hex).await.unwrap(),
+            Some(quote_id.clone())
         );
+        assert_eq!(listed_for(&mint, share).await, vec![quote_id]);
     }
 
     // The same shares again, in other groups: the same quotes, paid once.
@@ -334,7 +343,7 @@ async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted(back
     }
 }
 
-async fn a_quote_created_but_never_indexed_is_found_indexed_and_paid(backend: Backend) {
+async fn a_quote_created_but_never_indexed_is_found_listed_and_paid(backend: Backend) {
     let mint = backend.mint.clone();
     let writer = QuoteWriter::start(mint.clone());
     let orphan = share(3);
@@ -345,16 +354,35 @@ async fn a_quote_created_but_never_indexed_is_found_indexed_and_paid(backend: Ba
 
     assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
     paid_once(&mint, &quote_id, &orphan).await;
-    assert_eq!(
-        writer.indexed_quote(&orphan.share_hex).await.unwrap(),
-        Some(quote_id)
-    );
+    assert_eq!(listed_for(&mint, &orphan).await, vec![quote_id.clone()]);
+
+    // Written again: the same quote, neither paid nor listed twice.
+    assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
+    paid_once(&mint, &quote_id, &orphan).await;
+    assert_eq!(listed_for(&mint, &orphan).await, vec![quote_id]);
 }
 
-/// Another writer (a mint process on the same database) creates and
-/// indexes the share's quote first, and commits while this writer's insert
-/// of its own quote waits: that insert fails, and the share written again
-/// finds the other's quote.
+async fn a_quote_indexed_but_never_paid_is_paid_and_not_listed_again(backend: Backend) {
+    let mint = backend.mint.clone();
+    let writer = QuoteWriter::start(mint.clone());
+    let leftover = share(4);
+    // As an older mint left it: created and indexed (its lists were
+    // written with the index), never paid.
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    let quote_id = add_quote(&mut tx, &leftover).await;
+    add_index(&mut tx, &leftover, &quote_id).await;
+    tx.commit().await.unwrap();
+
+    assert_eq!(writer.quote(leftover.clone()).await.unwrap(), quote_id);
+    paid_once(&mint, &quote_id, &leftover).await;
+    assert_eq!(listed_for(&mint, &leftover).await, vec![]);
+}
+
+/// Another writer (a mint process on the same database, here an older one
+/// that indexed its quotes and paid them later) creates the share's quote
+/// first, and commits while this writer's insert of its own quote waits:
+/// that insert fails, and the share written again finds the other's quote
+/// and pays it.
 async fn a_quote_another_writer_creates_first_is_the_answer_paid_once(backend: Backend) {
     let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
@@ -516,12 +544,7 @@ async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
         let quote_id = answers[i].clone().expect("quoted");
         assert_eq!(reversed_answers[shares.len() - 1 - i], Ok(quote_id.clone()));
         paid_once(mint, &quote_id, share).await;
-        assert_eq!(
-            crate::key_index::read(&db, &share.locking_key, 0, 10)
-                .await
-                .unwrap(),
-            vec![quote_id]
-        );
+        assert_eq!(listed_for(mint, share).await, vec![quote_id]);
     }
     assert_eq!(mint.mint_quotes().await.unwrap().len(), shares.len());
     assert_eq!(
