@@ -4,9 +4,13 @@
 //! loaded in turn by the same SV1 load generator (`roles/miner` load mode:
 //! simulated miners submitting real shares at the translators' fixed
 //! difficulty: each miner's nominal hash rate at 6 shares a minute, so 10 H/s
-//! means 100 hashes a share). Prints accepted shares/s, CPU and RSS
-//! of each translator, and ours/SRI: the translation alone (the ehash path
-//! end to end is `bench/end-to-end.sh`).
+//! means 100 hashes a share). Prints, for each translator, the shares/s
+//! the pool accepted from it (counted from the pool's log, until the last
+//! share of the run reached it: SRI's translator answers its miners at
+//! once and passes their shares on later, so what it answered is not what
+//! it carried), what it answered its miners, its CPU and RSS, and ours/SRI
+//! of the first: the translation alone (the ehash path end to end is
+//! `bench/end-to-end.sh`).
 //!
 //! Then each translator's memory per idle SV1 connection: RSS before and
 //! after `idle` miners subscribed, authorized and got their first job.
@@ -23,17 +27,69 @@ use hashpool_tests::*;
 use tokio_util::sync::CancellationToken;
 
 struct Figures {
+    /// Answered as accepted to the miners.
     accepted: u64,
     rejected: u64,
+    /// Submitted by the miners, answered or not.
+    submitted: u64,
+    /// Hashed by the miners: over `submitted`, what a share cost them.
+    hashes: u64,
+    /// Seconds the miners ran.
     elapsed: f64,
+    /// Accepted by the pool, and the seconds from the start until the
+    /// last of them (a translator may answer its miners before it has
+    /// passed their shares on).
+    pool_accepted: u64,
+    until_pool: f64,
+    /// The translator's, from the start until the pool's last share.
     cpu: f64,
     rss_kib: u64,
 }
 
 impl Figures {
-    fn shares_per_second(&self) -> f64 {
+    fn answered_per_second(&self) -> f64 {
         self.accepted as f64 / self.elapsed
     }
+
+    fn pool_per_second(&self) -> f64 {
+        self.pool_accepted as f64 / self.until_pool.max(f64::MIN_POSITIVE)
+    }
+
+    /// The translator's CPU time per share the pool accepted, in µs: what
+    /// a share costs it, whatever limits the rate.
+    fn cpu_per_share_us(&self) -> f64 {
+        self.cpu / 100.0 * self.until_pool / self.pool_accepted.max(1) as f64 * 1e6
+    }
+}
+
+/// The pool's accepted shares so far, from the last "pool stats" line of
+/// its log (written every second here).
+fn pool_accepted(pool_log: &Path) -> u64 {
+    let log = std::fs::read_to_string(pool_log).unwrap_or_default();
+    log.lines()
+        .rev()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("shares_accepted=")?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the pool's count stops growing (three seconds without a
+/// new share); the count, and when it last grew.
+async fn pool_settled(pool_log: &Path) -> (u64, Instant) {
+    let (mut count, mut grew) = (pool_accepted(pool_log), Instant::now());
+    while grew.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = pool_accepted(pool_log);
+        if now != count {
+            (count, grew) = (now, Instant::now());
+        }
+    }
+    (count, grew)
 }
 
 fn main() {
@@ -94,6 +150,7 @@ async fn load(
     miners: usize,
     rate: f64,
     secs: f64,
+    pool_log: &Path,
 ) -> Figures {
     let mut config = miner::MinerConfig {
         url: address.to_string(),
@@ -104,6 +161,7 @@ async fn load(
     };
     config.load.miners = miners;
     config.load.shares_per_second = rate;
+    let (pool_before, _) = pool_settled(pool_log).await;
     let before = process_usage(pid);
     let shutdown = CancellationToken::new();
     let started = Instant::now();
@@ -113,12 +171,18 @@ async fn load(
     shutdown.cancel();
     running.wait().await.unwrap();
     let elapsed = started.elapsed().as_secs_f64();
+    let (pool_after, last) = pool_settled(pool_log).await;
+    let until_pool = last.duration_since(started).as_secs_f64().max(elapsed);
     let after = process_usage(pid);
     Figures {
         accepted: stats.accepted(),
         rejected: stats.rejected(),
+        submitted: stats.submitted.load(std::sync::atomic::Ordering::Relaxed),
+        hashes: stats.hashes(),
         elapsed,
-        cpu: (after.0 - before.0) as f64 / TICKS_PER_SEC / elapsed * 100.0,
+        pool_accepted: pool_after - pool_before,
+        until_pool,
+        cpu: (after.0 - before.0) as f64 / TICKS_PER_SEC / until_pool * 100.0,
         rss_kib: after.1,
     }
 }
@@ -154,6 +218,7 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
     let mut pool = table(&c.pool);
     set_config(&mut pool, "unit_bits", 0);
     set_config(&mut pool, "max_channels_per_connection", 65_536);
+    set_config(&mut pool, "stats_log_interval_secs", 1);
     pool.remove("mint");
     write_config(dir.path(), "pool.toml", &pool);
     let mut translator = table(&c.translator);
@@ -186,8 +251,17 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
          each up to {rate} shares/s, for {secs} s per translator; same pool, mint and devnet-tp \
          (release processes)"
     );
-    let theirs = load(sri_addr, sri_child.id(), miners, rate, secs).await;
-    let ours_figures = load(c.translator_addr, ours.pid().unwrap(), miners, rate, secs).await;
+    let pool_log = c.pool.with_extension("log");
+    let theirs = load(sri_addr, sri_child.id(), miners, rate, secs, &pool_log).await;
+    let ours_figures = load(
+        c.translator_addr,
+        ours.pid().unwrap(),
+        miners,
+        rate,
+        secs,
+        &pool_log,
+    )
+    .await;
     let sri_idle = idle_rss(sri_addr, sri_child.id(), idle).await;
     let ours_idle = idle_rss(c.translator_addr, ours.pid().unwrap(), idle).await;
     let _ = sri_child.kill();
@@ -206,14 +280,23 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
         }
     }
 
-    println!("| translator | accepted shares/s | rejected | CPU % of one core | RSS MiB |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| translator | shares/s accepted by the pool | shares/s answered to the miners | \
+         submitted | rejected | hashes a share | CPU % of one core | CPU µs a share | RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, f) in [("SRI translator_sv2", &theirs), ("ours", &ours_figures)] {
         println!(
-            "| {name} | {:.0} | {} | {:.0} | {:.1} |",
-            f.shares_per_second(),
+            "| {name} | {:.0} ({} in {:.1} s) | {:.0} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
+            f.pool_per_second(),
+            f.pool_accepted,
+            f.until_pool,
+            f.answered_per_second(),
+            f.submitted,
             f.rejected,
+            f.hashes as f64 / f.submitted.max(1) as f64,
             f.cpu,
+            f.cpu_per_share_us(),
             f.rss_kib as f64 / 1024.0
         );
     }
@@ -221,7 +304,8 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
         "RSS per idle SV1 miner at {idle} miners: SRI {sri_idle:.1} KiB, ours {ours_idle:.1} KiB"
     );
     println!(
-        "ours / SRI: {:.2} shares/s",
-        ours_figures.shares_per_second() / theirs.shares_per_second().max(f64::MIN_POSITIVE)
+        "ours / SRI: {:.2} (shares/s accepted by the pool), {:.2} (shares per CPU second)",
+        ours_figures.pool_per_second() / theirs.pool_per_second().max(f64::MIN_POSITIVE),
+        theirs.cpu_per_share_us() / ours_figures.cpu_per_share_us().max(f64::MIN_POSITIVE)
     );
 }

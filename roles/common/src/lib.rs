@@ -4,6 +4,7 @@
 //!
 //! A bad config stops the process with one line naming the field.
 //!
+//! [`noise`]: SV2 frames over Noise on TCP, as many per system call as are waiting.
 //! [`sv2`]: SV2 over Noise (framing, the reader task, connecting).
 //! [`http`]: an axum router served with bounds on slow and idle clients.
 //! [`limits`]: bounds on a listener's connections.
@@ -18,6 +19,7 @@ pub mod free_port;
 pub mod http;
 pub mod limits;
 pub mod log_limit;
+pub mod noise;
 pub mod private;
 pub mod redis_stream;
 pub mod services;

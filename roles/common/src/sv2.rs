@@ -13,11 +13,7 @@ use std::time::Duration;
 use ehash::wire::str0255_truncated;
 use ehash_ext_sv2::{grants_ehash_extension, is_ehash_frame, EhashMessage, MessageSet};
 use stratum_apps::key_utils::Secp256k1PublicKey;
-use stratum_apps::network_helpers::{
-    connect_with_noise,
-    noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf},
-    Error as NetError, TCP_CONNECT_TIMEOUT,
-};
+use stratum_apps::network_helpers::{Error as NetError, TCP_CONNECT_TIMEOUT};
 use stratum_apps::stratum_core::bitcoin::{consensus::deserialize, Transaction};
 use stratum_apps::stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionOwned, SetupConnectionSuccessOwned,
@@ -34,6 +30,8 @@ use stratum_apps::stratum_core::template_distribution_sv2::{
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use crate::noise::{self, NoiseReader, NoiseWriter};
 
 pub use stratum_apps::stratum_core::extensions_sv2::EXTENSION_TYPE_EXTENSIONS_NEGOTIATION as EXTENSIONS_NEGOTIATION;
 
@@ -98,27 +96,40 @@ pub fn frame(msg: AnyMessageOwned) -> Result<MessageFrame<AnyMessageOwned>, Send
     })
 }
 
-/// Frames and writes one SV2 message.
-pub async fn send(writer: &mut NoiseTcpWriteHalf, msg: AnyMessageOwned) -> Result<(), SendError> {
+/// Most messages written together: one write of a few kilobytes.
+pub const WRITE_BATCH: usize = 64;
+
+/// Frames and encrypts one message after those queued on `writer`;
+/// [`flush`] sends them.
+pub fn queue(writer: &mut NoiseWriter, message: Outgoing) -> Result<(), SendError> {
+    let queued = match message {
+        Outgoing::Sv2(m) => writer.queue(frame(m)?),
+        Outgoing::Ehash(m) => writer.queue(m.into_frame().map_err(|e| SendError::Frame {
+            message: e.message,
+            reason: e.reason,
+        })?),
+    };
+    queued.map_err(|e| SendError::Io(e.to_string()))
+}
+
+/// Writes what is queued on `writer`.
+pub async fn flush(writer: &mut NoiseWriter) -> Result<(), SendError> {
     writer
-        .write_frame(frame(msg)?)
+        .flush()
         .await
         .map_err(|e| SendError::Io(e.to_string()))
 }
 
+/// Frames and writes one SV2 message.
+pub async fn send(writer: &mut NoiseWriter, msg: AnyMessageOwned) -> Result<(), SendError> {
+    queue(writer, Outgoing::Sv2(msg))?;
+    flush(writer).await
+}
+
 /// Frames and writes one ehash-extension message.
-pub async fn send_ehash(
-    writer: &mut NoiseTcpWriteHalf,
-    msg: EhashMessage,
-) -> Result<(), SendError> {
-    let frame = msg.into_frame().map_err(|e| SendError::Frame {
-        message: e.message,
-        reason: e.reason,
-    })?;
-    writer
-        .write_frame(frame)
-        .await
-        .map_err(|e| SendError::Io(e.to_string()))
+pub async fn send_ehash(writer: &mut NoiseWriter, msg: EhashMessage) -> Result<(), SendError> {
+    queue(writer, Outgoing::Ehash(msg))?;
+    flush(writer).await
 }
 
 /// One message to send on an SV2 connection.
@@ -139,16 +150,20 @@ pub struct Sv2Writer {
 }
 
 impl Sv2Writer {
-    /// Starts writing; `queue` messages may wait unwritten.
-    pub fn spawn(mut writer: NoiseTcpWriteHalf, queue: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel(queue);
+    /// Starts writing; `capacity` messages may wait unwritten. What waits
+    /// when the socket takes more is written together.
+    pub fn spawn(mut writer: NoiseWriter, capacity: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel(capacity);
         let task = tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                let sent = match message {
-                    Outgoing::Sv2(m) => send(&mut writer, m).await,
-                    Outgoing::Ehash(m) => send_ehash(&mut writer, m).await,
-                };
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                let sent = batch
+                    .drain(..)
+                    .try_for_each(|message| queue(&mut writer, message));
                 if let Err(e) = sent {
+                    return e.to_string();
+                }
+                if let Err(e) = flush(&mut writer).await {
                     return e.to_string();
                 }
             }
@@ -216,7 +231,7 @@ impl Sv2Reader {
     /// ehash, and messages parsers_sv2 does not know, are logged and
     /// skipped (SV2 peers may send what this side does not speak). A frame
     /// that does not decode ends the stream with [`ReadError::Malformed`].
-    pub fn spawn(mut reader: NoiseTcpReadHalf, who: &'static str, queue: usize) -> Self {
+    pub fn spawn(mut reader: NoiseReader, who: &'static str, queue: usize) -> Self {
         let (tx, rx) = mpsc::channel(queue);
         let task = tokio::spawn(async move {
             loop {
@@ -289,7 +304,7 @@ fn decode(
 
 /// A client connection: the writer, the reader task and the peer address.
 pub struct Sv2Connection {
-    pub writer: NoiseTcpWriteHalf,
+    pub writer: NoiseWriter,
     pub reader: Sv2Reader,
     pub peer: SocketAddr,
 }
@@ -339,10 +354,9 @@ pub async fn handshake(
 ) -> Result<Sv2Connection, ConnectError> {
     let _ = stream.set_nodelay(true);
     let peer = stream.peer_addr().map_err(ConnectError::Tcp)?;
-    let noise = connect_with_noise(stream, Some(authority))
+    let (reader, writer) = noise::connect(stream, Some(authority))
         .await
         .map_err(|e| ConnectError::Noise(e.to_string()))?;
-    let (reader, writer) = noise.into_split();
     Ok(Sv2Connection {
         writer,
         reader: Sv2Reader::spawn(reader, who, queue),
@@ -490,12 +504,11 @@ impl Sv2Connection {
 mod tests {
     use super::*;
     use stratum_apps::key_utils::Secp256k1SecretKey;
-    use stratum_apps::network_helpers::accept_noise_connection;
     use tokio::net::TcpListener;
 
     /// A Noise connection on 127.0.0.1: the client's sending half and the
     /// server's receiving half.
-    async fn noise_pair() -> (NoiseTcpWriteHalf, NoiseTcpReadHalf) {
+    async fn noise_pair() -> (NoiseWriter, NoiseReader) {
         let public: Secp256k1PublicKey = "9cGDAZn9tTT7kjuAuu8KGgeG4N4TB1tDK1vgq9rte85NgN3Q1GS"
             .parse()
             .unwrap();
@@ -506,14 +519,12 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
-            accept_noise_connection(stream, public, secret, 3600)
-                .await
-                .unwrap()
+            noise::accept(stream, public, secret, 3600).await.unwrap()
         });
         let stream = TcpStream::connect(address).await.unwrap();
-        let client = connect_with_noise(stream, Some(public)).await.unwrap();
-        let (server_read, _server_write) = server.await.unwrap().into_split();
-        (client.into_split().1, server_read)
+        let (_, client_write) = noise::connect(stream, Some(public)).await.unwrap();
+        let (server_read, _server_write) = server.await.unwrap();
+        (client_write, server_read)
     }
 
     fn numbered(n: u16) -> Outgoing {

@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use ehash::wire::str0255_truncated;
 use roles_common::limits::ConnectionLimits;
-use roles_common::sv2::{message_name, send, Incoming, ReadError, Sv2Reader};
+use roles_common::noise::{self, NoiseWriter};
+use roles_common::sv2::{flush, message_name, queue, Incoming, Outgoing, ReadError, Sv2Reader};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_apps::network_helpers::{accept_noise_connection, noise_stream::NoiseTcpWriteHalf};
 use stratum_core::bitcoin::BlockHash;
 use stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionErrorOwned, SetupConnectionSuccessOwned,
@@ -193,13 +193,13 @@ fn tip_messages(tip: Tip) -> [AnyMessageOwned; 2] {
 }
 
 async fn send_all(
-    writer: &mut NoiseTcpWriteHalf,
+    writer: &mut NoiseWriter,
     messages: impl IntoIterator<Item = AnyMessageOwned>,
 ) -> Result<(), String> {
     for m in messages {
-        send(writer, m).await.map_err(|e| e.to_string())?;
+        queue(writer, Outgoing::Sv2(m)).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    flush(writer).await.map_err(|e| e.to_string())
 }
 
 async fn serve(
@@ -210,11 +210,11 @@ async fn serve(
     keys: Arc<Keys>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let noise = accept_noise_connection(stream, keys.public, keys.secret, keys.cert_validity_sec)
-        .await
-        .map_err(|e| format!("noise handshake failed: {e}"))?;
+    let (reader, mut writer) =
+        noise::accept(stream, keys.public, keys.secret, keys.cert_validity_sec)
+            .await
+            .map_err(|e| format!("noise handshake failed: {e}"))?;
     info!(client = id, %peer, "client connected");
-    let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "client", 64);
     let mut updates = shared.updates.subscribe();
     let mut client = Client {

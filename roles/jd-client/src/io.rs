@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use ehash_ext_sv2::EhashMessage;
 use roles_common::limits::ConnectionLimits;
+use roles_common::noise;
 use roles_common::sv2::{self, send, send_ehash, Incoming, ReadError, Sv2Connection, Sv2Reader};
-use stratum_apps::network_helpers::accept_noise_connection;
 use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
 use stratum_core::common_messages_sv2::Protocol;
@@ -89,7 +89,7 @@ async fn serve_downstream(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let noise = accept_noise_connection(
+    let (reader, mut writer) = noise::accept(
         stream,
         c.authority_public_key,
         c.authority_secret_key,
@@ -98,7 +98,6 @@ async fn serve_downstream(
     .await
     .map_err(|e| format!("noise handshake failed: {e}"))?;
     info!(down = id, %peer, "downstream connected");
-    let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
     let _ = to_session.send(FromDownstream::Connected(id, out_tx));

@@ -10,10 +10,10 @@ use ehash::wire::MessageSet;
 use mint_quote_sv2::MintQuoteMessage;
 use roles_common::http::HttpLimits;
 use roles_common::limits::ConnectionLimits;
+use roles_common::noise::{self, NoiseReader, NoiseWriter};
+use roles_common::sv2::WRITE_BATCH;
 use roles_common::CancellationToken;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_apps::network_helpers::accept_noise_connection;
-use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
 use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
 use stratum_core::bitcoin::ScriptBuf;
 use tokio::net::{TcpListener, TcpStream};
@@ -89,12 +89,11 @@ async fn serve_connection(
     // One small frame per answer: without this, Nagle's algorithm holds an
     // answer until the pool's delayed ACK (~40 ms) whenever one is in flight.
     let _ = stream.set_nodelay(true);
-    let noise = tokio::select! {
+    let (mut reader, writer) = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
-        r = accept_noise_connection(stream, ctx.authority_public_key, ctx.authority_secret_key, ctx.cert_validity_secs) =>
+        r = noise::accept(stream, ctx.authority_public_key, ctx.authority_secret_key, ctx.cert_validity_secs) =>
             r.map_err(|e| format!("Noise handshake failed: {e:?}"))?,
     };
-    let (mut reader, writer) = noise.into_split();
     let (replies, queue) = mpsc::channel(REPLY_QUEUE);
     let writer_done = shutdown.child_token();
     let writer_task = tokio::spawn(write_replies(writer, queue, writer_done.clone()));
@@ -203,7 +202,7 @@ async fn apply(
 
 /// Reads and decodes one message: `None` when the peer closed the
 /// connection; an error (a reason to close) for anything malformed.
-async fn read_message(reader: &mut NoiseTcpReadHalf) -> Result<Option<MintQuoteMessage>, String> {
+async fn read_message(reader: &mut NoiseReader) -> Result<Option<MintQuoteMessage>, String> {
     let mut frame = match reader.read_frame().await {
         Ok(frame) => frame,
         Err(stratum_apps::network_helpers::Error::SocketClosed) => return Ok(None),
@@ -216,21 +215,29 @@ async fn read_message(reader: &mut NoiseTcpReadHalf) -> Result<Option<MintQuoteM
 }
 
 async fn write_replies(
-    mut writer: NoiseTcpWriteHalf,
+    mut writer: NoiseWriter,
     mut queue: mpsc::Receiver<MintQuoteMessage>,
     failed: CancellationToken,
 ) {
-    while let Some(message) = queue.recv().await {
-        let name = message.name();
-        let frame = match message.into_frame() {
-            Ok(frame) => frame,
-            Err(e) => {
-                warn!("pool link: cannot encode {name}: {e}");
-                continue;
+    let mut batch = Vec::new();
+    while queue.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        for message in batch.drain(..) {
+            let name = message.name();
+            let frame = match message.into_frame() {
+                Ok(frame) => frame,
+                Err(e) => {
+                    warn!("pool link: cannot encode {name}: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = writer.queue(frame) {
+                debug!("pool link: cannot encrypt {name}: {e:?}");
+                failed.cancel();
+                return;
             }
-        };
-        if let Err(e) = writer.write_frame(frame).await {
-            debug!("pool link: write of {name} failed: {e:?}");
+        }
+        if let Err(e) = writer.flush().await {
+            debug!("pool link: write failed: {e:?}");
             failed.cancel();
             return;
         }

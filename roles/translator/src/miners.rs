@@ -12,7 +12,7 @@ use roles_common::limits::ConnectionLimits;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
 use stats_sv2::StatsMessage;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,9 @@ use stratum_core::parsers_sv2::MiningOwned;
 use crate::miner::{Action, MinerSession, MinerStat, SessionConfig};
 use crate::upstream::{miner_inbox, ToMiner, ToRouter};
 use crate::TranslatorEvent;
+
+/// Most messages from the router handled before the miner's lines are written.
+const INBOX_BATCH: usize = 64;
 
 /// A miner must subscribe within this time.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -195,12 +198,15 @@ async fn serve_miner(
                     session.on_line(&line, roles_common::unix_secs())
                 }
             },
-            msg = rx.next() => match msg {
-                Some(ToMiner::Upstream(m)) => session.on_upstream(*m, roles_common::unix_secs()),
-                Some(ToMiner::Ready) => session.on_upstream_ready(),
-                Some(ToMiner::Lost) => session.on_upstream_lost(),
-                None => return Err("dropped by the router (miner too slow, or translator stopping)".into()),
-            },
+            msg = rx.next() => {
+                let mut outs = on_inbox(session, msg)?;
+                // Answers that arrived together leave in one write.
+                for _ in 1..INBOX_BATCH {
+                    let Ok(more) = rx.try_recv() else { break };
+                    outs.extend(on_inbox(session, Some(more))?);
+                }
+                outs
+            }
             _ = tick.tick() => {
                 // Checked on the tick rather than with timers of their own:
                 // every idle miner would hold them.
@@ -213,14 +219,12 @@ async fn serve_miner(
                 session.on_tick(roles_common::unix_secs())
             }
         };
+        let mut lines = String::new();
         for out in outs {
             match out {
                 Action::Sv1(line) => {
                     debug!(miner = id, line = line.trim_end(), "sv1 out");
-                    tokio::time::timeout(ctx.write_timeout, write.write_all(line.as_bytes()))
-                        .await
-                        .map_err(|_| format!("miner took no line for {:?}", ctx.write_timeout))?
-                        .map_err(|e| format!("write failed: {e}"))?;
+                    lines.push_str(&line);
                 }
                 Action::Upstream(m) => {
                     if let MiningOwned::UpdateChannel(u) = &m {
@@ -233,11 +237,42 @@ async fn serve_miner(
                         return Err("translator is stopping".into());
                     }
                 }
-                Action::Close(reason) => return Err(reason),
+                Action::Close(reason) => {
+                    write_lines(&mut write, &lines, ctx.write_timeout).await?;
+                    return Err(reason);
+                }
                 Action::Stats(stat) => ctx.stats.publish(miner_stat_message(id, stat)),
             }
         }
+        write_lines(&mut write, &lines, ctx.write_timeout).await?;
     }
+}
+
+/// What the router sent: the session's actions, or why the miner is dropped.
+fn on_inbox(session: &mut MinerSession, msg: Option<ToMiner>) -> Result<Vec<Action>, String> {
+    Ok(match msg {
+        Some(ToMiner::Upstream(m)) => session.on_upstream(*m, roles_common::unix_secs()),
+        Some(ToMiner::Ready) => session.on_upstream_ready(),
+        Some(ToMiner::Lost) => session.on_upstream_lost(),
+        None => {
+            return Err("dropped by the router (miner too slow, or translator stopping)".into())
+        }
+    })
+}
+
+/// Writes `lines` (none: nothing) within `timeout`.
+async fn write_lines(
+    write: &mut OwnedWriteHalf,
+    lines: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    tokio::time::timeout(timeout, write.write_all(lines.as_bytes()))
+        .await
+        .map_err(|_| format!("miner took no line for {timeout:?}"))?
+        .map_err(|e| format!("write failed: {e}"))
 }
 
 #[cfg(test)]

@@ -21,10 +21,9 @@ use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
 use mint_quote_sv2::{
     CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
 };
+use roles_common::noise::{self, NoiseReader, NoiseWriter};
 use roles_common::CancellationToken;
 use stratum_apps::key_utils::Secp256k1SecretKey;
-use stratum_apps::network_helpers::connect_with_noise;
-use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
 use stratum_core::bitcoin::secp256k1::{self as secp, XOnlyPublicKey};
 use stratum_core::bitcoin::ScriptBuf;
 use tokio::net::TcpStream;
@@ -132,18 +131,15 @@ pub fn ehash_method() -> PaymentMethod {
 
 /// A pool-link client: Noise initiator pinning the mint's key.
 pub struct PoolClient {
-    pub reader: NoiseTcpReadHalf,
-    pub writer: NoiseTcpWriteHalf,
+    pub reader: NoiseReader,
+    pub writer: NoiseWriter,
 }
 
 impl PoolClient {
     pub async fn connect(addr: std::net::SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
         let key = shipped_config().authority_public_key;
-        let (reader, writer) = connect_with_noise(stream, Some(key))
-            .await
-            .unwrap()
-            .into_split();
+        let (reader, writer) = noise::connect(stream, Some(key)).await.unwrap();
         Self { reader, writer }
     }
 

@@ -16,9 +16,9 @@ use mint_quote_sv2::{
     MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
 };
 use roles_common::backoff::Backoff;
+use roles_common::noise::{self, NoiseReader, NoiseWriter};
+use roles_common::sv2::WRITE_BATCH;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_apps::network_helpers::connect_with_noise;
-use stratum_apps::network_helpers::noise_stream::{NoiseTcpReadHalf, NoiseTcpWriteHalf};
 use stratum_core::bitcoin::secp256k1::{SecretKey, XOnlyPublicKey};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -190,19 +190,18 @@ impl Down<'_> {
 async fn connect(
     address: &str,
     config: &MintLinkConfig,
-) -> Result<(NoiseTcpReadHalf, NoiseTcpWriteHalf), String> {
+) -> Result<(NoiseReader, NoiseWriter), String> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
         .await
         .map_err(|_| "connect timed out".to_string())?
         .map_err(|e| format!("connect failed: {e}"))?;
     // Small frames, each awaited: not held for the mint's delayed ACK.
     let _ = stream.set_nodelay(true);
-    let noise = connect_with_noise(stream, Some(config.authority_public_key))
+    let (mut reader, mut writer) = noise::connect(stream, Some(config.authority_public_key))
         .await
         .map_err(|e| {
             format!("Noise handshake failed (is authority_public_key the mint's?): {e}")
         })?;
-    let (mut reader, mut writer) = noise.into_split();
 
     let mint_key = XOnlyPublicKey::from_slice(&config.authority_public_key.into_bytes())
         .map_err(|e| format!("mint key: {e}"))?;
@@ -238,8 +237,8 @@ async fn connect(
 /// wait on the mint as the mint waits on it, both socket buffers full.
 async fn serve(
     config: &MintLinkConfig,
-    mut reader: NoiseTcpReadHalf,
-    mut writer: NoiseTcpWriteHalf,
+    mut reader: NoiseReader,
+    mut writer: NoiseWriter,
     queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
     events: &mpsc::UnboundedSender<MintEvent>,
     shutdown: &CancellationToken,
@@ -264,17 +263,20 @@ async fn serve(
         let mut stats_timer = tokio::time::interval(config.stats_interval);
         let mut request_id = 0u32;
         loop {
-            let message = tokio::select! {
-                request = queue.recv() => match request {
-                    Some(r) => MintQuoteMessage::MintQuoteRequest(r),
-                    None => return "the pool stopped".to_string(),
-                },
+            let mut requests = Vec::new();
+            let messages = tokio::select! {
+                _ = queue.recv_many(&mut requests, WRITE_BATCH) => {
+                    if requests.is_empty() {
+                        return "the pool stopped".to_string();
+                    }
+                    requests.into_iter().map(MintQuoteMessage::MintQuoteRequest).collect()
+                }
                 _ = stats_timer.tick() => {
                     request_id = request_id.wrapping_add(1);
-                    MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id })
+                    vec![MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id })]
                 }
             };
-            if let Err(reason) = write(&mut writer, message).await {
+            if let Err(reason) = write_all(&mut writer, messages).await {
                 return reason;
             }
         }
@@ -286,16 +288,29 @@ async fn serve(
     }
 }
 
-async fn write(writer: &mut NoiseTcpWriteHalf, message: MintQuoteMessage) -> Result<(), String> {
-    let name = message.name();
-    let frame = message.into_frame().map_err(|e| e.to_string())?;
-    writer
-        .write_frame(frame)
-        .await
-        .map_err(|e| format!("writing {name} failed: {e}"))
+async fn write(writer: &mut NoiseWriter, message: MintQuoteMessage) -> Result<(), String> {
+    write_all(writer, vec![message]).await
 }
 
-async fn read(reader: &mut NoiseTcpReadHalf) -> Result<MintQuoteMessage, String> {
+/// Writes `messages` together.
+async fn write_all(
+    writer: &mut NoiseWriter,
+    messages: Vec<MintQuoteMessage>,
+) -> Result<(), String> {
+    for message in messages {
+        let name = message.name();
+        let frame = message.into_frame().map_err(|e| e.to_string())?;
+        writer
+            .queue(frame)
+            .map_err(|e| format!("writing {name} failed: {e}"))?;
+    }
+    writer
+        .flush()
+        .await
+        .map_err(|e| format!("writing failed: {e}"))
+}
+
+async fn read(reader: &mut NoiseReader) -> Result<MintQuoteMessage, String> {
     let mut frame = reader
         .read_frame()
         .await
@@ -310,7 +325,6 @@ mod tests {
     use super::*;
     use ehash::wire::str0255;
     use mint_quote_sv2::{auth, CoinbaseProof, MintQuoteErrorOwned, PoolAuthSuccess};
-    use stratum_apps::network_helpers::accept_noise_connection;
     use stratum_core::bitcoin::secp256k1::Secp256k1;
     use stratum_core::common_messages_sv2::SetupConnectionSuccess;
     use tokio::net::{TcpListener, TcpSocket};
@@ -369,10 +383,7 @@ mod tests {
         answers: u32,
     ) {
         let (stream, _) = listener.accept().await.unwrap();
-        let noise = accept_noise_connection(stream, public, secret, 3600)
-            .await
-            .unwrap();
-        let (mut reader, mut writer) = noise.into_split();
+        let (mut reader, mut writer) = noise::accept(stream, public, secret, 3600).await.unwrap();
         read(&mut reader).await.unwrap();
         let setup = SetupConnectionSuccess {
             used_version: 1,

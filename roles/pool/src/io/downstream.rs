@@ -8,12 +8,11 @@ use std::time::Duration;
 use ehash_ext_sv2::{EhashMessage, MessageSet};
 use roles_common::limits::ConnectionLimits;
 use roles_common::log_limit::LogLimit;
+use roles_common::noise::{self, NoiseWriter};
 use roles_common::sv2::{
-    message_name, send, send_ehash, Incoming, ReadError, SendError, Sv2Reader,
+    flush, message_name, queue, Incoming, Outgoing, ReadError, SendError, Sv2Reader, WRITE_BATCH,
 };
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
-use stratum_apps::network_helpers::accept_noise_connection;
-use stratum_apps::network_helpers::noise_stream::NoiseTcpWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +86,7 @@ async fn serve_downstream(
     listening: &Listening,
     shutdown: CancellationToken,
 ) -> (Option<ConnId>, Result<(), String>) {
-    let noise = match accept_noise_connection(
+    let (reader, mut writer) = match noise::accept(
         stream,
         listening.public,
         listening.secret,
@@ -95,11 +94,10 @@ async fn serve_downstream(
     )
     .await
     {
-        Ok(n) => n,
+        Ok(halves) => halves,
         Err(e) => return (None, Err(format!("noise handshake failed: {e}"))),
     };
     info!(conn = id, %peer, "downstream connected");
-    let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
     shared
@@ -130,7 +128,7 @@ async fn serve_downstream(
 struct Link<'a> {
     id: ConnId,
     reader: &'a mut Sv2Reader,
-    writer: &'a mut NoiseTcpWriteHalf,
+    writer: &'a mut NoiseWriter,
     outbound: &'a mut mpsc::Receiver<Outbound>,
     idle_timeout: Duration,
     write_timeout: Duration,
@@ -149,6 +147,7 @@ impl Link<'_> {
         let mut last_heard = tokio::time::Instant::now();
         let mut idle_check = tokio::time::interval(self.idle_timeout / 4);
         loop {
+            let mut out = Vec::new();
             // Biased: what is queued for the peer goes out before more is
             // read from it, so a peer that sends fast cannot grow its own
             // send queue, and one that stops reading stops being read.
@@ -170,7 +169,7 @@ impl Link<'_> {
                         ));
                     }
                 }
-                out = self.outbound.recv() => {
+                _ = self.outbound.recv_many(&mut out, WRITE_BATCH) => {
                     tokio::time::timeout(self.write_timeout, self.write(out))
                         .await
                         .map_err(|_| format!("peer took no message for {:?}", self.write_timeout))??
@@ -213,20 +212,33 @@ impl Link<'_> {
         }
     }
 
-    async fn write(&mut self, out: Option<Outbound>) -> Result<(), String> {
-        match out {
-            Some(Outbound::Message(msg)) => send(self.writer, msg).await.map_err(|e| e.to_string()),
-            Some(Outbound::Ehash(msg)) => match send_ehash(self.writer, msg).await {
-                Ok(()) => Ok(()),
-                Err(e @ SendError::Frame { .. }) => {
-                    warn!(conn = self.id, "{e}");
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            },
-            Some(Outbound::Close(reason)) => Err(reason),
-            None => Err("send queue overflow (peer does not read)".into()),
+    /// Writes what was queued for the peer, in one write; an empty batch
+    /// means the queue was dropped because the peer let it fill up.
+    async fn write(&mut self, batch: Vec<Outbound>) -> Result<(), String> {
+        if batch.is_empty() {
+            return Err("send queue overflow (peer does not read)".into());
         }
+        let mut close = None;
+        for out in batch {
+            let message = match out {
+                Outbound::Message(msg) => Outgoing::Sv2(msg),
+                Outbound::Ehash(msg) => Outgoing::Ehash(msg),
+                Outbound::Close(reason) => {
+                    close = Some(reason);
+                    break;
+                }
+            };
+            // An ehash message that cannot be framed is skipped; the
+            // connection goes on without it.
+            let ehash = matches!(message, Outgoing::Ehash(_));
+            match queue(self.writer, message) {
+                Ok(()) => {}
+                Err(e @ SendError::Frame { .. }) if ehash => warn!(conn = self.id, "{e}"),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        flush(self.writer).await.map_err(|e| e.to_string())?;
+        close.map_or(Ok(()), Err)
     }
 }
 

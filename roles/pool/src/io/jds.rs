@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ehash_ext_sv2::MessageSet;
+use roles_common::noise::{self, NoiseWriter};
 use roles_common::stats_publisher::now_ms;
 use roles_common::sv2::{message_name, send, Incoming, ReadError, Sv2Reader};
-use stratum_apps::network_helpers::accept_noise_connection;
-use stratum_apps::network_helpers::noise_stream::NoiseTcpWriteHalf;
 use stratum_core::parsers_sv2::AnyMessageOwned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -57,7 +56,7 @@ async fn serve(
     listening: &Listening,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let noise = accept_noise_connection(
+    let (reader, mut writer) = noise::accept(
         stream,
         listening.public,
         listening.secret,
@@ -66,7 +65,6 @@ async fn serve(
     .await
     .map_err(|e| format!("noise handshake failed: {e}"))?;
     info!(jd_conn = id, %peer, "job declaration client connected");
-    let (reader, mut writer) = noise.into_split();
     let mut reader = Sv2Reader::spawn(reader, "job declaration client", 64);
     let (late_tx, mut late) = mpsc::unbounded_channel();
     shared
@@ -102,7 +100,7 @@ fn with_jds<T: Default>(shared: &Shared, f: impl FnOnce(&mut crate::jds::JobDecl
 struct Link<'a> {
     id: JdConnId,
     reader: &'a mut Sv2Reader,
-    writer: &'a mut NoiseTcpWriteHalf,
+    writer: &'a mut NoiseWriter,
     late: &'a mut mpsc::UnboundedReceiver<AnyMessageOwned>,
 }
 
@@ -147,7 +145,7 @@ impl Link<'_> {
 }
 
 async fn send_within(
-    writer: &mut NoiseTcpWriteHalf,
+    writer: &mut NoiseWriter,
     m: AnyMessageOwned,
     listening: &Listening,
 ) -> Result<(), String> {
