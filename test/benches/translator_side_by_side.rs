@@ -262,6 +262,7 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
         &pool_log,
     )
     .await;
+    println!("then {idle} idle miners on each");
     let sri_idle = idle_rss(sri_addr, sri_child.id(), idle).await;
     let ours_idle = idle_rss(c.translator_addr, ours.pid().unwrap(), idle).await;
     let _ = sri_child.kill();

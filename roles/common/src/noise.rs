@@ -34,6 +34,8 @@ const HANDSHAKE_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const QUIET_READ: usize = 1024;
 /// Room for one read after a read that filled its room: more was waiting.
 const BUSY_READ: usize = 64 * 1024;
+/// The writer keeps a buffer this large between writes, no larger.
+const KEPT_WRITE_BUFFER: usize = 4 * 1024;
 
 /// Connects as the Noise initiator over `stream`; with `authority`, the
 /// responder must hold a certificate signed by that key.
@@ -235,7 +237,8 @@ impl NoiseWriter {
     pub async fn flush(&mut self) -> Result<(), Error> {
         let written = write_all(&mut self.socket, &self.queued).await;
         self.queued.clear();
-        if self.queued.capacity() > BUSY_READ {
+        if self.queued.capacity() > KEPT_WRITE_BUFFER {
+            // A burst's buffer is not kept by a connection going quiet.
             self.queued = Vec::new();
         }
         written
