@@ -41,8 +41,8 @@ struct Figures {
     /// passed their shares on).
     pool_accepted: u64,
     until_pool: f64,
-    /// The translator's, from the start until the pool's last share.
-    cpu: f64,
+    /// The translator's CPU seconds, from the start until the pool's last share.
+    cpu_secs: f64,
     rss_kib: u64,
 }
 
@@ -58,7 +58,12 @@ impl Figures {
     /// The translator's CPU time per share the pool accepted, in µs: what
     /// a share costs it, whatever limits the rate.
     fn cpu_per_share_us(&self) -> f64 {
-        self.cpu / 100.0 * self.until_pool / self.pool_accepted.max(1) as f64 * 1e6
+        self.cpu_secs / self.pool_accepted.max(1) as f64 * 1e6
+    }
+
+    /// % of one core, from the start until the pool's last share.
+    fn cpu_percent(&self) -> f64 {
+        self.cpu_secs / self.until_pool * 100.0
     }
 }
 
@@ -182,7 +187,7 @@ async fn load(
         elapsed,
         pool_accepted: pool_after - pool_before,
         until_pool,
-        cpu: (after.0 - before.0) as f64 / TICKS_PER_SEC / until_pool * 100.0,
+        cpu_secs: (after.0 - before.0) as f64 / TICKS_PER_SEC,
         rss_kib: after.1,
     }
 }
@@ -296,7 +301,7 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
             f.submitted,
             f.rejected,
             f.hashes as f64 / f.submitted.max(1) as f64,
-            f.cpu,
+            f.cpu_percent(),
             f.cpu_per_share_us(),
             f.rss_kib as f64 / 1024.0
         );
