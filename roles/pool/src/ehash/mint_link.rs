@@ -262,21 +262,23 @@ async fn serve(
     let writing = async {
         let mut stats_timer = tokio::time::interval(config.stats_interval);
         let mut request_id = 0u32;
+        let mut requests = Vec::new();
         loop {
-            let mut requests = Vec::new();
-            let messages = tokio::select! {
+            let written = tokio::select! {
                 _ = queue.recv_many(&mut requests, WRITE_BATCH) => {
                     if requests.is_empty() {
                         return "the pool stopped".to_string();
                     }
-                    requests.into_iter().map(MintQuoteMessage::MintQuoteRequest).collect()
+                    let batch = requests.drain(..).map(MintQuoteMessage::MintQuoteRequest);
+                    write_all(&mut writer, batch).await
                 }
                 _ = stats_timer.tick() => {
                     request_id = request_id.wrapping_add(1);
-                    vec![MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id })]
+                    let stats = MintStatsRequest { request_id };
+                    write(&mut writer, MintQuoteMessage::MintStatsRequest(stats)).await
                 }
             };
-            if let Err(reason) = write_all(&mut writer, messages).await {
+            if let Err(reason) = written {
                 return reason;
             }
         }
@@ -289,13 +291,13 @@ async fn serve(
 }
 
 async fn write(writer: &mut NoiseWriter, message: MintQuoteMessage) -> Result<(), String> {
-    write_all(writer, vec![message]).await
+    write_all(writer, [message]).await
 }
 
 /// Writes `messages` together.
 async fn write_all(
     writer: &mut NoiseWriter,
-    messages: Vec<MintQuoteMessage>,
+    messages: impl IntoIterator<Item = MintQuoteMessage>,
 ) -> Result<(), String> {
     for message in messages {
         let name = message.name();

@@ -146,8 +146,8 @@ impl Link<'_> {
         let mut setup_checked = false;
         let mut last_heard = tokio::time::Instant::now();
         let mut idle_check = tokio::time::interval(self.idle_timeout / 4);
+        let mut out = Vec::new();
         loop {
-            let mut out = Vec::new();
             // Biased: what is queued for the peer goes out before more is
             // read from it, so a peer that sends fast cannot grow its own
             // send queue, and one that stops reading stops being read.
@@ -170,7 +170,7 @@ impl Link<'_> {
                     }
                 }
                 _ = self.outbound.recv_many(&mut out, WRITE_BATCH) => {
-                    tokio::time::timeout(self.write_timeout, self.write(out))
+                    tokio::time::timeout(self.write_timeout, self.write(&mut out))
                         .await
                         .map_err(|_| format!("peer took no message for {:?}", self.write_timeout))??
                 }
@@ -214,12 +214,12 @@ impl Link<'_> {
 
     /// Writes what was queued for the peer, in one write; an empty batch
     /// means the queue was dropped because the peer let it fill up.
-    async fn write(&mut self, batch: Vec<Outbound>) -> Result<(), String> {
+    async fn write(&mut self, batch: &mut Vec<Outbound>) -> Result<(), String> {
         if batch.is_empty() {
             return Err("send queue overflow (peer does not read)".into());
         }
         let mut close = None;
-        for out in batch {
+        for out in batch.drain(..) {
             let message = match out {
                 Outbound::Message(msg) => Outgoing::Sv2(msg),
                 Outbound::Ehash(msg) => Outgoing::Ehash(msg),
