@@ -146,12 +146,12 @@ impl QuoteService {
                 ),
             ));
         }
-        let pubkey = PublicKey::from_slice(&share.locking_key.to_bytes())
-            .map_err(|e| Rejection::new(error_code::INVALID_LOCKING_KEY, e.to_string()))?;
         Ok(ShareToQuote {
             share_hex: hex::encode(share.share_hash),
             amount: share.amount,
-            pubkey,
+            // The key was parsed (a point on the curve) when the request was
+            // checked; parsing it again would cost a square root per quote.
+            pubkey: PublicKey::from(share.locking_key.public_key()),
             locking_key: share.locking_key,
             audit_entry: audit::encode(&share.audit_entry(roles_common::unix_secs()))?,
         })
