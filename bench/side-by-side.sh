@@ -22,6 +22,8 @@ set -euo pipefail
 export POOL_LOAD_STEPS="${POOL_LOAD_STEPS:-1,100}"
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# Where cargo puts the release binaries (CARGO_TARGET_DIR, when set).
+BIN="${CARGO_TARGET_DIR:-target}/release"
 SRI_ROOT="${SRI_ROOT:-$HOME/.cache/hashpool/sri}"
 
 if [ ! -x "$SRI_ROOT/bin/pool_sv2" ]; then
@@ -68,7 +70,7 @@ sed -e "s|^listen_address = .*|listen_address = \"127.0.0.1:$tp_port\"|" \
     -e "s|^state_dir = .*|state_dir = \"$work/tp\"|" \
     -e "s|^nbits = .*|nbits = 0x03000001|" \
     config/devnet-tp.toml > "$work/devnet-tp.toml"
-target/release/devnet-tp --config "$work/devnet-tp.toml" > "$work/devnet-tp.log" 2>&1 &
+"$BIN"/devnet-tp --config "$work/devnet-tp.toml" > "$work/devnet-tp.log" 2>&1 &
 pids+=($!)
 wait_port "$tp_port"
 
@@ -139,7 +141,7 @@ EOF
 
 our_port=$(free_port)
 our_config "$work/pool.toml" "$our_port" "$work/pool" -
-target/release/pool --config "$work/pool.toml" > "$work/pool.log" 2>&1 &
+"$BIN"/pool --config "$work/pool.toml" > "$work/pool.log" 2>&1 &
 our_pid=$!
 pids+=("$our_pid")
 wait_port "$our_port"
@@ -155,12 +157,12 @@ sed -e "s|^http_listen = .*|http_listen = \"127.0.0.1:$mint_http\"|" \
     -e "s|^unit_bits = .*|unit_bits = 0|" \
     -e "s|^tp_address = .*|tp_address = \"127.0.0.1:$tp_port\"|" \
     config/mint.toml > "$work/mint.toml"
-target/release/mint --config "$work/mint.toml" > "$work/mint.log" 2>&1 &
+"$BIN"/mint --config "$work/mint.toml" > "$work/mint.log" 2>&1 &
 pids+=($!)
 wait_port "$mint_port"
 ehash_port=$(free_port)
 our_config "$work/pool-ehash.toml" "$ehash_port" "$work/pool-ehash" "127.0.0.1:$mint_port"
-target/release/pool --config "$work/pool-ehash.toml" > "$work/pool-ehash.log" 2>&1 &
+"$BIN"/pool --config "$work/pool-ehash.toml" > "$work/pool-ehash.log" 2>&1 &
 ehash_pid=$!
 pids+=("$ehash_pid")
 wait_port "$ehash_port"
