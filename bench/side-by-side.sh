@@ -21,7 +21,6 @@
 set -euo pipefail
 export POOL_LOAD_STEPS="${POOL_LOAD_STEPS:-1,100}"
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 # Where cargo puts the release binaries (CARGO_TARGET_DIR, when set).
 BIN="${CARGO_TARGET_DIR:-target}/release"
 SRI_ROOT="${SRI_ROOT:-$HOME/.cache/hashpool/sri}"
