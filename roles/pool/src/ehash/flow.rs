@@ -60,14 +60,13 @@ pub struct QuoteShare {
     pub channel_id: u32,
     pub sequence_number: u32,
     pub request: MintQuoteRequestOwned,
+    /// The request's locking key, parsed once: every notification needs it.
+    pub locking_key: LockingKey,
 }
 
 impl QuoteShare {
     fn share_hash(&self) -> [u8; 32] {
         self.request.share_hash()
-    }
-    fn locking_key(&self) -> Option<LockingKey> {
-        self.request.locking_key().ok()
     }
 }
 
@@ -507,9 +506,7 @@ impl QuoteFlow {
         now: Instant,
     ) -> Vec<Action> {
         let hash = share.share_hash();
-        let Some(key) = share.locking_key() else {
-            return vec![Action::Done(hash)];
-        };
+        let key = share.locking_key;
         let connected = share
             .conn
             .and_then(|conn| Some((conn, dir.connection(conn)?)));

@@ -11,16 +11,18 @@ use super::flow::QuoteShare;
 
 /// The outbox payload of a share: channel id, sequence number, request frame.
 pub(super) fn encode_owed(share: &QuoteShare) -> Vec<u8> {
-    let mut out = share.channel_id.to_le_bytes().to_vec();
+    let frame = MintQuoteMessage::MintQuoteRequest(share.request.clone())
+        .to_frame_bytes()
+        .expect("a quote request fits a frame");
+    let mut out = Vec::with_capacity(8 + frame.len());
+    out.extend_from_slice(&share.channel_id.to_le_bytes());
     out.extend_from_slice(&share.sequence_number.to_le_bytes());
-    out.extend(
-        MintQuoteMessage::MintQuoteRequest(share.request.clone())
-            .to_frame_bytes()
-            .expect("a quote request fits a frame"),
-    );
+    out.extend_from_slice(&frame);
     out
 }
 
+/// `None` for a payload that is not a share's, or whose locking key is not
+/// a key (the mint would refuse its quote).
 pub(super) fn decode_owed(payload: &[u8]) -> Option<QuoteShare> {
     let channel_id = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let sequence_number = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
@@ -29,6 +31,7 @@ pub(super) fn decode_owed(payload: &[u8]) -> Option<QuoteShare> {
             conn: None,
             channel_id,
             sequence_number,
+            locking_key: request.locking_key().ok()?,
             request,
         }),
         _ => None,
@@ -59,12 +62,8 @@ mod tests {
     use ehash::LockingKey;
     use mint_quote_sv2::{CoinbaseProof, MintQuoteRequestOwned};
 
-    #[test]
-    fn owed_payload_round_trips() {
-        let key: LockingKey = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
-            .parse()
-            .unwrap();
-        let share = QuoteShare {
+    fn owed_share(key: LockingKey) -> QuoteShare {
+        QuoteShare {
             conn: Some(3),
             channel_id: 7,
             sequence_number: 9,
@@ -79,7 +78,19 @@ mod tests {
                 },
             )
             .unwrap(),
-        };
+            locking_key: key,
+        }
+    }
+
+    fn key() -> LockingKey {
+        "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn owed_payload_round_trips() {
+        let share = owed_share(key());
         let decoded = decode_owed(&encode_owed(&share)).unwrap();
         assert_eq!(
             decoded,
@@ -89,5 +100,18 @@ mod tests {
             }
         );
         assert_eq!(decode_owed(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn an_owed_payload_whose_locking_key_is_no_key_is_refused() {
+        let mut payload = encode_owed(&owed_share(key()));
+        let key_bytes = key().to_bytes();
+        let at = payload
+            .windows(key_bytes.len())
+            .position(|window| window == key_bytes.as_slice())
+            .expect("the payload holds the key");
+        // 0x05 prefixes no compressed point.
+        payload[at] = 0x05;
+        assert_eq!(decode_owed(&payload), None);
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ehash::pending::{ShareResponseMode, TrackError};
+use ehash::pending::ShareResponseMode;
 use ehash::wire::{str0255_truncated, MessageSet};
 use ehash::LockingKey;
 use mint_quote_sv2::{MintQuoteRequestOwned, MintStatsResponse};
@@ -249,8 +249,9 @@ impl Running {
                 }
                 None => {
                     error!(
-                        "outbox entry {} is unreadable (a request of an earlier version, \
-                         without a coinbase proof?), dropping it",
+                        "outbox entry {} is unreadable or its locking key is no key \
+                         (a request of an earlier version, without a coinbase proof?), \
+                         dropping it",
                         ehash::share::hex_be(&hash)
                     );
                     outbox.done(hash).await;
@@ -384,6 +385,7 @@ impl Running {
             channel_id: share.channel_id,
             sequence_number: share.sequence_number,
             request,
+            locking_key: key,
         };
         let (outbox, journaled) = (outbox.clone(), journaled.clone());
         tokio::spawn(async move {
@@ -399,45 +401,38 @@ impl Running {
     /// A share is on disk: track it and ask the mint; annotate mode acknowledges it now.
     fn on_journaled(&mut self, share: QuoteShare, result: Result<(), String>) -> Vec<Action> {
         let conn = share.conn.expect("live shares have a connection");
+        let (channel_id, sequence_number) = (share.channel_id, share.sequence_number);
+        let hash = share.request.share_hash();
         let refuse = |code| Action::ShareError {
             conn,
-            channel_id: share.channel_id,
-            sequence_number: share.sequence_number,
+            channel_id,
+            sequence_number,
             code,
         };
         if let Err(e) = result {
-            error!(
-                "cannot journal share {}: {e}",
-                ehash::share::hex_be(&share.request.share_hash())
-            );
+            error!("cannot journal share {}: {e}", ehash::share::hex_be(&hash));
             return vec![refuse(OUTBOX_ERROR)];
         }
         let annotate = self.mode == ShareResponseMode::Annotate;
-        match self.flow.on_share(share.clone(), Instant::now()) {
+        if self.flow.is_full() && annotate && self.overflow.len() < self.capacity {
+            // Backpressure: its success waits until the mint catches up.
+            self.overflow.push_back(share);
+            return vec![];
+        }
+        let amount = share.request.amount;
+        match self.flow.on_share(share, Instant::now()) {
             Ok(actions) => {
                 if annotate {
-                    self.flow.acknowledge(
-                        conn,
-                        share.channel_id,
-                        share.sequence_number,
-                        share.request.amount,
-                    );
+                    self.flow
+                        .acknowledge(conn, channel_id, sequence_number, amount);
                 }
                 actions
-            }
-            Err(TrackError::Full) if annotate && self.overflow.len() < self.capacity => {
-                // Backpressure: its success waits until the mint catches up.
-                self.overflow.push_back(share);
-                vec![]
             }
             Err(_) => {
                 warn!(
                     "too many shares waiting for the mint: refusing a share with {MINT_QUEUE_FULL}"
                 );
-                vec![
-                    refuse(MINT_QUEUE_FULL),
-                    Action::Done(share.request.share_hash()),
-                ]
+                vec![refuse(MINT_QUEUE_FULL), Action::Done(hash)]
             }
         }
     }

@@ -41,6 +41,7 @@ fn share(conn: Option<ConnId>, channel: u32, seq: u32, n: u8, k: LockingKey) -> 
         sequence_number: seq,
         request: MintQuoteRequestOwned::new(&header, [0xff; 32], 4, k, &CoinbaseProof::default())
             .unwrap(),
+        locking_key: k,
     }
 }
 
