@@ -31,7 +31,11 @@ const MAX_POOL_LINKS: usize = 64;
 const MAX_HTTP_CONNECTIONS: usize = 4_096;
 const MAX_HTTP_CONNECTIONS_PER_IP: usize = 64;
 /// Requests of one connection served at once; more wait (backpressure).
-const MAX_IN_FLIGHT: usize = crate::quote_writer::MAX_GROUP;
+/// Two of the writer's groups: a request holds its place until answered,
+/// so with one group's worth the next group could only be read and
+/// checked once the writer had committed the last, and writer and checks
+/// took turns instead of working side by side.
+const MAX_IN_FLIGHT: usize = 2 * crate::quote_writer::MAX_GROUP;
 /// Replies queued for the writer of one connection.
 const REPLY_QUEUE: usize = 256;
 
