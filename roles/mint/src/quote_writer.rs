@@ -1,10 +1,11 @@
 //! The writer of quotes, with group commit.
 //!
-//! Every checked share goes to one task. It takes all the shares waiting
-//! when it is free (at most [`MAX_GROUP`]) and writes them in one database
-//! transaction, so one disk sync covers the whole group: under light load a
-//! group is a single share and nothing waits for company; under heavy load
-//! the sync, the dearest part of a quote on a file database, is shared.
+//! Every checked share goes to one writer, on a thread of its own. It takes
+//! all the shares waiting when it is free (at most [`MAX_GROUP`]) and
+//! writes them in one database transaction, so one disk sync covers the
+//! whole group: under light load a group is a single share and nothing
+//! waits for company; under heavy load the sync, the dearest part of a
+//! quote on a file database, is shared.
 //!
 //! For each share, inside the transaction: its quote is found by its
 //! request `ehash:<share hash>`, or created; a new quote is listed for its
@@ -37,6 +38,7 @@
 //! so a share that cannot be written fails only itself; a share that loses
 //! a race (or a deadlock) is written again, at most [`MAX_ATTEMPTS`] times.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -48,6 +50,7 @@ use cdk_common::mint::MintQuote;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
 use cdk_common::{Amount, QuoteId};
 use ehash::LockingKey;
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::key_index::QuotesByKey;
@@ -106,7 +109,7 @@ pub struct QuoteWriter {
 }
 
 impl QuoteWriter {
-    /// Starts the writer task; it ends when the handle is dropped.
+    /// Starts the writer's thread; it ends when the handle is dropped.
     pub fn start(mint: Arc<Mint>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writing = Arc::new(Mutex::new(()));
@@ -120,7 +123,16 @@ impl QuoteWriter {
             groups: groups.clone(),
             races_lost: races_lost.clone(),
         };
-        tokio::spawn(writer.run(queue));
+        // cdk-sqlite runs each statement, and the disk sync of each commit,
+        // on the thread that awaits it: on a runtime worker that would stall
+        // the tasks queued there. The writer has a thread of its own, where
+        // the next group's arrival wakes it directly, not through a worker
+        // busy with the checks of that group.
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("mint-quote-writer".into())
+            .spawn(move || runtime.block_on(writer.run(queue)))
+            .expect("the quote writer's thread starts");
         Self {
             jobs,
             writing,
@@ -218,28 +230,22 @@ fn cdk_failure(e: cdk::Error) -> Failure {
 
 impl Writer {
     async fn run(self, mut queue: mpsc::Receiver<Job>) {
-        let writer = Arc::new(self);
-        let runtime = tokio::runtime::Handle::current();
         let mut shares = 0u64;
         let mut group = Vec::new();
         while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
             let group = std::mem::take(&mut group);
-            let _writing = writer.writing.lock().await;
+            let _writing = self.writing.lock().await;
             shares += group.len() as u64;
-            // cdk-sqlite runs each statement, and the disk sync of each
-            // commit, on the thread that awaits it. On a runtime worker that
-            // would stall the tasks queued there, the callers of the last
-            // group among them, so the next group would find no company.
-            let (this, runtime) = (writer.clone(), runtime.clone());
-            let written =
-                tokio::task::spawn_blocking(move || runtime.block_on(this.write_group(group)));
-            if let Err(e) = written.await {
-                tracing::error!("the quote writer failed on a group: {e}");
+            // A group that panics fails its shares (their answers are
+            // dropped), not the writer.
+            let written = AssertUnwindSafe(self.write_group(group)).catch_unwind();
+            if written.await.is_err() {
+                tracing::error!("the quote writer panicked on a group; its shares failed");
             }
-            writer.groups.fetch_add(1, Ordering::Relaxed);
+            self.groups.fetch_add(1, Ordering::Relaxed);
         }
-        let groups = writer.groups.load(Ordering::Relaxed);
-        let races = writer.races_lost.load(Ordering::Relaxed);
+        let groups = self.groups.load(Ordering::Relaxed);
+        let races = self.races_lost.load(Ordering::Relaxed);
         tracing::info!(
             "quote writer stopped: {shares} quotes written in {groups} transactions \
              ({races} lost a race to another writer)"
