@@ -29,10 +29,12 @@
 //! runs inside the commit that crosses a thousand pages, so that writer,
 //! and every quote queued behind its turn, waited for thousands of pages
 //! to be copied and a second sync. The thread copies the bulk while the
-//! writers go on, then takes the turn to copy the few pages they wrote
-//! meanwhile: the WAL is then all copied, and the next writer starts it
-//! over instead of growing it for ever. Commits stay durable as before
-//! (`synchronous = FULL`, the WAL synced at every commit).
+//! writers go on. Every [`TURN_EVERY`] checkpoints it then takes the turn
+//! to copy the few pages they wrote meanwhile: the WAL is then all copied,
+//! and the next writer starts it over instead of growing it for ever. Not
+//! at every checkpoint, since the writers wait out that copy and the
+//! database file's sync (tens of ms on a busy disk). Commits stay durable
+//! as before (`synchronous = FULL`, the WAL synced at every commit).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
@@ -71,6 +73,9 @@ const CLAIM_DUE: &str =
 /// How often the checkpointer copies the WAL into a file database. At a
 /// thousand quotes a second the WAL grows by a few megabytes meanwhile.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// How many checkpoints the checkpointer makes per one under the writers'
+/// turn, which lets the WAL start over: once a second at the default pace.
+const TURN_EVERY: u64 = 5;
 
 /// Opens (and migrates) the database at `path` (`:memory:` for one that
 /// lives in the process).
@@ -182,17 +187,21 @@ fn checkpoint_in_background(config: &TurnsConfig, every: Duration) -> Result<(),
 
 fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, every: Duration, open: &Weak<()>) {
     let mut failing = false;
-    loop {
+    for round in 1u64.. {
         std::thread::sleep(every);
         if open.strong_count() == 0 {
             return;
         }
         let bulk = checkpoint(sqlite);
-        let rest = {
+        let rest = (round % TURN_EVERY == 0).then(|| {
             let _turn = turn.blocking_lock();
             checkpoint(sqlite)
+        });
+        let checkpointed = match rest {
+            Some(rest) => bulk.and(rest),
+            None => bulk,
         };
-        match bulk.and(rest) {
+        match checkpointed {
             Ok(row) => {
                 if failing {
                     warn!("the mint database's checkpoints work again");
