@@ -29,12 +29,14 @@
 //! runs inside the commit that crosses a thousand pages, so that writer,
 //! and every quote queued behind its turn, waited for thousands of pages
 //! to be copied and a second sync. The thread copies the bulk while the
-//! writers go on. Every [`TURN_EVERY`] checkpoints it then takes the turn
-//! to copy the few pages they wrote meanwhile: the WAL is then all copied,
-//! and the next writer starts it over instead of growing it for ever. Not
-//! at every checkpoint, since the writers wait out that copy and the
-//! database file's sync (tens of ms on a busy disk). Commits stay durable
-//! as before (`synchronous = FULL`, the WAL synced at every commit).
+//! writers go on. Every few checkpoints (once a second), or sooner once
+//! the WAL holds more than 64 MiB ([`Checkpoints::PACE`]), it then takes the turn to copy the few
+//! pages they wrote meanwhile: the WAL is then all copied, and the next
+//! writer starts it over instead of growing it for ever (its file keeps
+//! the largest size it reached). Not at every checkpoint, since the
+//! writers wait out that copy and the database file's sync (tens of ms on
+//! a busy disk). Commits stay durable as before (`synchronous = FULL`, the
+//! WAL synced at every commit).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
@@ -70,20 +72,38 @@ const CLAIM_CHECK: &str = "UPDATE mint_quote SET last_checked = :last_checked \
 const CLAIM_DUE: &str =
     "SELECT COUNT(*) FROM mint_quote WHERE id = :quote_id AND last_checked < :threshold";
 
-/// How often the checkpointer copies the WAL into a file database. At a
-/// thousand quotes a second the WAL grows by a few megabytes meanwhile.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// How many checkpoints the checkpointer makes per one under the writers'
-/// turn, which lets the WAL start over: once a second at the default pace.
-const TURN_EVERY: u64 = 5;
+/// When the checkpointer runs, and when it takes the writers' turn.
+#[derive(Debug, Clone, Copy)]
+struct Checkpoints {
+    /// How often it copies the WAL into a file database. At a thousand
+    /// quotes a second the WAL grows by a few megabytes meanwhile.
+    every: Duration,
+    /// How many checkpoints it makes per one under the writers' turn,
+    /// which lets the WAL start over.
+    turn_every: u64,
+    /// How much the WAL may hold (bytes) before it takes the turn at its
+    /// next checkpoint, whatever the round.
+    wal_limit: u64,
+}
+
+impl Checkpoints {
+    const PACE: Checkpoints = Checkpoints {
+        every: Duration::from_millis(200),
+        turn_every: 5,
+        wal_limit: 64 << 20,
+    };
+}
+
+/// What a WAL frame holds besides its page.
+const WAL_FRAME_HEADER: u64 = 24;
 
 /// Opens (and migrates) the database at `path` (`:memory:` for one that
 /// lives in the process).
 pub async fn open(path: &str) -> Result<MintSqlite, Error> {
-    open_checkpointing_every(path, CHECKPOINT_EVERY).await
+    open_checkpointing(path, Checkpoints::PACE).await
 }
 
-async fn open_checkpointing_every(path: &str, every: Duration) -> Result<MintSqlite, Error> {
+async fn open_checkpointing(path: &str, pace: Checkpoints) -> Result<MintSqlite, Error> {
     let config = TurnsConfig {
         sqlite: path.into(),
         turn: Arc::new(Mutex::new(())),
@@ -92,7 +112,7 @@ async fn open_checkpointing_every(path: &str, every: Duration) -> Result<MintSql
     };
     let db = MintSqlite::new(config.clone()).await?;
     if config.on_file {
-        checkpoint_in_background(&config, every)?;
+        checkpoint_in_background(&config, pace)?;
     }
     Ok(db)
 }
@@ -167,9 +187,9 @@ fn run_now<T>(statement: impl std::future::Future<Output = Result<T, Error>>) ->
         .unwrap_or_else(|| Err(Error::Internal("a connection of one user was busy".into())))
 }
 
-/// Starts the thread that checkpoints the WAL of `config`'s database every
-/// `every`, on a connection of its own, until the pool is gone.
-fn checkpoint_in_background(config: &TurnsConfig, every: Duration) -> Result<(), Error> {
+/// Starts the thread that checkpoints the WAL of `config`'s database at
+/// `pace`, on a connection of its own, until the pool is gone.
+fn checkpoint_in_background(config: &TurnsConfig, pace: Checkpoints) -> Result<(), Error> {
     let sqlite = sqlite_connection(
         &config.sqlite,
         Arc::new(AtomicBool::new(false)),
@@ -180,20 +200,22 @@ fn checkpoint_in_background(config: &TurnsConfig, every: Duration) -> Result<(),
     let turn = config.turn.clone();
     std::thread::Builder::new()
         .name("mint-checkpoint".into())
-        .spawn(move || checkpoint_every(&sqlite, &turn, every, &open))
+        .spawn(move || checkpoint_every(&sqlite, &turn, pace, &open))
         .map_err(|e| Error::Internal(format!("checkpointer's thread: {e}")))?;
     Ok(())
 }
 
-fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, every: Duration, open: &Weak<()>) {
+fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, pace: Checkpoints, open: &Weak<()>) {
+    let frame = wal_frame_size(sqlite);
     let mut failing = false;
     for round in 1u64.. {
-        std::thread::sleep(every);
+        std::thread::sleep(pace.every);
         if open.strong_count() == 0 {
             return;
         }
         let bulk = checkpoint(sqlite);
-        let rest = (round % TURN_EVERY == 0).then(|| {
+        let wal_full = matches!(&bulk, Ok(row) if wal_frames(row) * frame > pace.wal_limit);
+        let rest = (round % pace.turn_every == 0 || wal_full).then(|| {
             let _turn = turn.blocking_lock();
             checkpoint(sqlite)
         });
@@ -221,6 +243,25 @@ fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, every: Duration, open: &W
 /// Copies the WAL's pages that no reader still needs, waiting for no one.
 fn checkpoint(sqlite: &Sqlite) -> Result<Option<Vec<Column>>, Error> {
     run_now(sqlite.fetch_one(query("PRAGMA wal_checkpoint(PASSIVE)")?))
+}
+
+/// The bytes a WAL frame takes: its header and one page.
+fn wal_frame_size(sqlite: &Sqlite) -> u64 {
+    let page = query("PRAGMA page_size").and_then(|page| run_now(sqlite.pluck(page)));
+    let page = match page {
+        Ok(Some(Value::Integer(page))) => page.unsigned_abs(),
+        _ => 4096, // SQLite's default
+    };
+    page + WAL_FRAME_HEADER
+}
+
+/// How many frames the WAL holds, from a checkpoint's (busy, WAL frames,
+/// copied) row.
+fn wal_frames(row: &Option<Vec<Column>>) -> u64 {
+    match row.as_deref() {
+        Some([_, Value::Integer(frames), ..]) => frames.unsigned_abs(),
+        _ => 0,
+    }
 }
 
 /// A cdk-sqlite connection; `held` while its transaction is open.
@@ -370,14 +411,14 @@ mod tests {
         (MintSqlite::new(config).await.unwrap(), turn)
     }
 
-    /// A database on a file in `dir` whose WAL is checkpointed `every`, and
-    /// its path.
-    async fn checkpointing_every(
+    /// A database on a file in `dir` whose WAL is checkpointed at `pace`,
+    /// and its path.
+    async fn checkpointing(
         dir: &tempfile::TempDir,
-        every: Duration,
+        pace: Checkpoints,
     ) -> (MintSqlite, std::path::PathBuf) {
         let path = dir.path().join("mint.sqlite");
-        let db = open_checkpointing_every(path.to_str().unwrap(), every)
+        let db = open_checkpointing(path.to_str().unwrap(), pace)
             .await
             .unwrap();
         (db, path)
@@ -411,7 +452,14 @@ mod tests {
     #[tokio::test]
     async fn writers_leave_the_wal_to_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, path) = checkpointing_every(&dir, Duration::from_secs(3600)).await;
+        let (db, path) = checkpointing(
+            &dir,
+            Checkpoints {
+                every: Duration::from_secs(3600),
+                ..Checkpoints::PACE
+            },
+        )
+        .await;
         // 8 MiB: twice the WAL at which SQLite's own checkpoint would run.
         write_values(&db, 128).await;
         assert!(
@@ -428,7 +476,13 @@ mod tests {
     #[tokio::test]
     async fn under_writes_that_never_pause_the_wal_starts_over() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, path) = checkpointing_every(&dir, Duration::from_millis(20)).await;
+        // Never the turn by the round: only the WAL's size brings it.
+        let pace = Checkpoints {
+            every: Duration::from_millis(20),
+            turn_every: u64::MAX,
+            wal_limit: 4 << 20,
+        };
+        let (db, path) = checkpointing(&dir, pace).await;
         // 64 MiB in commits one after the other, the checkpointer working
         // meanwhile: a checkpoint of its own never finds the WAL all copied.
         write_values(&db, 1024).await;
@@ -443,7 +497,14 @@ mod tests {
     #[tokio::test]
     async fn the_checkpointer_copies_the_wal_into_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, path) = checkpointing_every(&dir, Duration::from_millis(50)).await;
+        let (db, path) = checkpointing(
+            &dir,
+            Checkpoints {
+                every: Duration::from_millis(50),
+                ..Checkpoints::PACE
+            },
+        )
+        .await;
         write_values(&db, 16).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // A copy taken while a checkpoint writes may be torn: try again.
