@@ -312,12 +312,30 @@ async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
             )
         }
         DatabaseLocation::Postgres(url) => Database::new(
-            cdk_postgres::MintPgDatabase::new(url)
-                .await
-                .map_err(db_error)?,
+            open_postgres(url).await.map_err(db_error)?,
             Some(TotalsReader::Postgres(Pool::new(url.into()))),
         ),
     })
+}
+
+/// Opens (and migrates) a PostgreSQL database, trying again where
+/// cdk-postgres 0.18.3 reports a timeout: it can miss the wake-up of a
+/// connection made just as it starts waiting for it (a `Notify` that keeps
+/// no permit), and then waits out its 10 s though the server answered.
+async fn open_postgres(
+    url: &str,
+) -> Result<cdk_postgres::MintPgDatabase, cdk_common::database::Error> {
+    const TRIES: u32 = 3;
+    let mut attempt = 1;
+    loop {
+        match cdk_postgres::MintPgDatabase::new(url).await {
+            Err(cdk_common::database::Error::Internal(e)) if e == "Timeout" && attempt < TRIES => {
+                warn!("no connection to the database within cdk's timeout ({attempt}/{TRIES})");
+                attempt += 1;
+            }
+            opened => return opened,
+        }
+    }
 }
 
 async fn build_mint(config: &MintConfig, db: &Database) -> Result<Mint, MintError> {
