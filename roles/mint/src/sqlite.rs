@@ -30,12 +30,12 @@
 //! and every quote queued behind its turn, waited for thousands of pages
 //! to be copied and a second sync. The thread copies the bulk while the
 //! writers go on. Every few checkpoints (once a second), or sooner once
-//! the WAL holds more than 64 MiB ([`Checkpoints::PACE`]), it then takes the turn to copy the few
-//! pages they wrote meanwhile: the WAL is then all copied, and the next
-//! writer starts it over instead of growing it for ever (its file keeps
-//! the largest size it reached). Not at every checkpoint, since the
-//! writers wait out that copy and the database file's sync (tens of ms on
-//! a busy disk). Commits stay durable as before (`synchronous = FULL`, the
+//! the WAL holds more than 64 MiB ([`Checkpoints::PACE`]), it then takes
+//! the turn to copy the few pages they wrote meanwhile: the WAL is then all
+//! copied, and the next writer starts it over instead of growing it for
+//! ever (its file keeps the largest size it reached). Not at every
+//! checkpoint, since the writers wait out that copy and the database
+//! file's sync (tens of ms on a busy disk). Commits stay durable as before (`synchronous = FULL`, the
 //! WAL synced at every commit).
 
 use std::sync::atomic::AtomicBool;
@@ -215,13 +215,11 @@ fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, pace: Checkpoints, open: 
         }
         let bulk = checkpoint(sqlite);
         let wal_full = matches!(&bulk, Ok(row) if wal_frames(row) * frame > pace.wal_limit);
-        let rest = (round % pace.turn_every == 0 || wal_full).then(|| {
+        let checkpointed = if round % pace.turn_every == 0 || wal_full {
             let _turn = turn.blocking_lock();
-            checkpoint(sqlite)
-        });
-        let checkpointed = match rest {
-            Some(rest) => bulk.and(rest),
-            None => bulk,
+            bulk.and(checkpoint(sqlite))
+        } else {
+            bulk
         };
         match checkpointed {
             Ok(row) => {
@@ -424,6 +422,14 @@ mod tests {
         (db, path)
     }
 
+    /// The shipped pace, checkpointing `every`.
+    fn checkpoints_every(every: Duration) -> Checkpoints {
+        Checkpoints {
+            every,
+            ..Checkpoints::PACE
+        }
+    }
+
     static VALUE: [u8; 64 * 1024] = [7; 64 * 1024];
 
     /// Writes `count` values of 64 KiB, `v0`, `v1`, ..., eight a transaction.
@@ -452,14 +458,7 @@ mod tests {
     #[tokio::test]
     async fn writers_leave_the_wal_to_the_checkpointer() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, path) = checkpointing(
-            &dir,
-            Checkpoints {
-                every: Duration::from_secs(3600),
-                ..Checkpoints::PACE
-            },
-        )
-        .await;
+        let (db, path) = checkpointing(&dir, checkpoints_every(Duration::from_secs(3600))).await;
         // 8 MiB: twice the WAL at which SQLite's own checkpoint would run.
         write_values(&db, 128).await;
         assert!(
@@ -497,14 +496,7 @@ mod tests {
     #[tokio::test]
     async fn the_checkpointer_copies_the_wal_into_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (db, path) = checkpointing(
-            &dir,
-            Checkpoints {
-                every: Duration::from_millis(50),
-                ..Checkpoints::PACE
-            },
-        )
-        .await;
+        let (db, path) = checkpointing(&dir, checkpoints_every(Duration::from_millis(50))).await;
         write_values(&db, 16).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         // A copy taken while a checkpoint writes may be torn: try again.
