@@ -284,10 +284,15 @@ impl MintQuoteRequestOwned {
 
     /// The NUT-20 key, if it is a valid compressed key.
     pub fn locking_key(&self) -> Result<ehash::LockingKey, ehash::LockingKeyError> {
+        ehash::LockingKey::from_bytes(&self.locking_key_bytes())
+    }
+
+    /// The NUT-20 key's 33 bytes as sent, not checked to be a key.
+    pub fn locking_key_bytes(&self) -> [u8; 33] {
         let mut bytes = [0u8; 33];
         bytes[0] = self.locking_key.prefix;
         bytes[1..].copy_from_slice(self.locking_key.x.as_bytes());
-        ehash::LockingKey::from_bytes(&bytes)
+        bytes
     }
 
     pub fn share_hash(&self) -> [u8; 32] {

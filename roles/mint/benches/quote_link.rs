@@ -106,8 +106,9 @@ fn check_cost() {
         }
         started.elapsed() / CHECKS
     };
+    let keys = mint::quote::KnownKeys::default();
     let all = per_check(&|| {
-        mint::quote::check_request(&request, unit_bits, &pool_script()).unwrap();
+        mint::quote::check_request(&request, unit_bits, &pool_script(), &keys).unwrap();
     });
     let coinbase_proof = per_check(&|| {
         let proof = request.proof();
@@ -135,7 +136,7 @@ fn check_cost() {
         ntime: 1_800_000_000,
     };
     let chain = per_check(&|| history.check(&on_tip, 1_800_000_000).unwrap());
-    let checked = mint::quote::check_request(&request, unit_bits, &pool_script()).unwrap();
+    let checked = mint::quote::check_request(&request, unit_bits, &pool_script(), &keys).unwrap();
     let audit_entry = per_check(&|| {
         serde_json::to_vec(&checked.audit_entry(1_800_000_000)).unwrap();
     });

@@ -4,8 +4,11 @@
 //! what that work is worth. So a compromised pool host can neither print
 //! ehash from headers mined elsewhere nor hand one miner's work to another.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use ehash::audit::AuditEntry;
-use ehash::{CoinbaseError, LockingKey, UnitBits};
+use ehash::{CoinbaseError, LockingKey, LockingKeyError, UnitBits};
 use mint_quote_sv2::{error_code, CoinbaseProof, MintQuoteRequestOwned};
 use stratum_core::bitcoin::pow::Target;
 use stratum_core::bitcoin::Script;
@@ -58,12 +61,39 @@ impl std::fmt::Display for Rejection {
     }
 }
 
+/// Most keys [`KnownKeys`] holds; past it, it starts afresh.
+const KNOWN_KEYS: usize = 16_384;
+
+/// Locking keys already parsed, by their bytes: a miner's key comes with
+/// every one of its shares, and parsing it (a point decompression, so a
+/// square root) was 5% of the mint's CPU. Only valid keys are kept.
+#[derive(Debug, Default)]
+pub struct KnownKeys(Mutex<HashMap<[u8; 33], LockingKey>>);
+
+impl KnownKeys {
+    /// The request's locking key, parsed once for all its shares.
+    pub fn of(&self, request: &MintQuoteRequestOwned) -> Result<LockingKey, LockingKeyError> {
+        let bytes = request.locking_key_bytes();
+        if let Some(key) = roles_common::lock(&self.0).get(&bytes) {
+            return Ok(*key);
+        }
+        let key = LockingKey::from_bytes(&bytes)?;
+        let mut known = roles_common::lock(&self.0);
+        if known.len() >= KNOWN_KEYS {
+            known.clear();
+        }
+        known.insert(bytes, key);
+        Ok(key)
+    }
+}
+
 /// Checks unit, locking key, proof of work, its coinbase (paying
 /// `pool_script`, committing to the locking key) and amount of a quote request.
 pub fn check_request(
     request: &MintQuoteRequestOwned,
     unit_bits: UnitBits,
     pool_script: &Script,
+    keys: &KnownKeys,
 ) -> Result<CheckedShare, Rejection> {
     let unit = request.unit.as_bytes();
     if unit != ehash::constants::UNIT.as_bytes() {
@@ -76,8 +106,8 @@ pub fn check_request(
             ),
         ));
     }
-    let locking_key = request
-        .locking_key()
+    let locking_key = keys
+        .of(request)
         .map_err(|e| Rejection::new(error_code::INVALID_LOCKING_KEY, e.to_string()))?;
 
     let target = Target::from_le_bytes(request.target.to_array());
@@ -191,15 +221,21 @@ mod tests {
     }
 
     fn code(request: &MintQuoteRequestOwned, unit_bits: u32) -> &'static str {
-        check_request(request, bits(unit_bits), &pool_script())
-            .unwrap_err()
-            .code
+        check_request(
+            request,
+            bits(unit_bits),
+            &pool_script(),
+            &KnownKeys::default(),
+        )
+        .unwrap_err()
+        .code
     }
 
     #[test]
     fn a_real_share_with_the_right_amount_passes() {
         let request = honest(1 << ZERO_BITS);
-        let share = check_request(&request, bits(0), &pool_script()).unwrap();
+        let share = check_request(&request, bits(0), &pool_script(), &KnownKeys::default());
+        let share = share.unwrap();
         assert_eq!(share.amount, 1 << ZERO_BITS);
         assert_eq!(share.locking_key.to_string(), KEY);
         assert_eq!(share.share_hash, request.share_hash());
@@ -207,7 +243,8 @@ mod tests {
 
     #[test]
     fn a_wrong_amount_is_refused() {
-        let err = check_request(&honest(257), bits(0), &pool_script()).unwrap_err();
+        let keys = KnownKeys::default();
+        let err = check_request(&honest(257), bits(0), &pool_script(), &keys).unwrap_err();
         assert_eq!(err.code, "amount-mismatch");
         assert!(err.message.contains("257 is not 256"), "{}", err.message);
     }
@@ -376,5 +413,41 @@ mod tests {
 
         // 2^8 expected hashes are worth 0 at unit_bits 9.
         assert_eq!(code(&honest(0), 9), "zero-amount");
+    }
+
+    #[test]
+    fn a_known_key_is_the_key_and_a_bad_one_is_refused_every_time() {
+        let keys = KnownKeys::default();
+        let request = honest(1 << ZERO_BITS);
+        for _ in 0..2 {
+            assert_eq!(keys.of(&request), Ok(key(KEY)));
+        }
+        let mut off_curve = honest(1 << ZERO_BITS);
+        off_curve.locking_key.x = [0xff; 32].into();
+        for _ in 0..2 {
+            assert_eq!(keys.of(&off_curve), Err(LockingKeyError::NotOnCurve));
+        }
+        assert_eq!(roles_common::lock(&keys.0).len(), 1);
+        let share = check_request(&request, bits(0), &pool_script(), &keys).unwrap();
+        assert_eq!(share.locking_key, key(KEY));
+    }
+
+    #[test]
+    fn known_keys_start_afresh_when_full() {
+        let keys = KnownKeys::default();
+        let mut request = honest(1 << ZERO_BITS);
+        let mut added = 0;
+        let mut x = [0u8; 32];
+        while added < KNOWN_KEYS {
+            x[..8].copy_from_slice(&(added as u64 * 7919 + 1).to_be_bytes());
+            request.locking_key.x = x.into();
+            if keys.of(&request).is_ok() {
+                added += 1;
+            }
+            x[31] = x[31].wrapping_add(1);
+        }
+        assert_eq!(roles_common::lock(&keys.0).len(), KNOWN_KEYS);
+        assert_eq!(keys.of(&honest(1 << ZERO_BITS)), Ok(key(KEY)));
+        assert_eq!(roles_common::lock(&keys.0).len(), 1);
     }
 }

@@ -17,7 +17,7 @@ use stratum_core::bitcoin::Script;
 
 use crate::audit;
 use crate::chain::{Chain, HeaderOnTip};
-use crate::quote::{check_request, CheckedShare, Rejection};
+use crate::quote::{check_request, CheckedShare, KnownKeys, Rejection};
 use crate::quote_totals::{QuoteTotals, TotalsReader};
 use crate::quote_writer::{QuoteWriter, ShareToQuote};
 
@@ -52,6 +52,7 @@ pub struct QuoteService {
     amounts: RangeInclusive<u64>,
     /// The mint's chain view; `None` on a devnet mint without `[chain]`.
     chain: Option<Arc<Chain>>,
+    keys: KnownKeys,
     totals: tokio::sync::Mutex<QuoteTotals>,
     totals_reader: TotalsReader,
 }
@@ -72,6 +73,7 @@ impl QuoteService {
             unit_bits,
             amounts,
             chain,
+            keys: KnownKeys::default(),
             totals: Default::default(),
             totals_reader,
         }
@@ -90,7 +92,7 @@ impl QuoteService {
         pool_script: &Script,
     ) -> MintQuoteMessage {
         let share_hash = request.share_hash.clone();
-        let result = match check_request(&request, self.unit_bits, pool_script) {
+        let result = match check_request(&request, self.unit_bits, pool_script, &self.keys) {
             Ok(share) => self.quote_fresh_share(&share).await,
             Err(rejection) => Err(rejection),
         };
