@@ -4,7 +4,10 @@
 //!
 //! Every ehash quote's id is appended to a [`KvLog`] (`quote_ids`) in the
 //! transaction that creates it, so the list is the same for every mint
-//! process sharing the database. [`QuoteTotals`] follows that list from
+//! process sharing the database. An entry holds the ids of up to
+//! [`IDS_PER_ENTRY`] quotes created together, one per line, so a group of
+//! quotes costs a few statements, not one each; an entry of one id (all
+//! that older mints wrote) reads the same. [`QuoteTotals`] follows that list from
 //! where it stopped, and reads again only the quotes not issued yet: a
 //! refresh costs the new quotes and the unminted ones, whatever the
 //! database's size. `quote_ids` / `backfilled` is present once quotes
@@ -42,13 +45,23 @@ const IDS: KvLog<'static> = KvLog {
 const META: &str = "quote_ids";
 const BACKFILLED: &str = "backfilled";
 
-/// Quotes read from the database at once.
+/// Quotes, or entries of the list, read from the database at once.
 const PAGE: usize = 1000;
+
+/// Most quote ids in one entry of the list: 64 ids of 36 characters stay
+/// within a database page.
+const IDS_PER_ENTRY: usize = 64;
 
 /// Adds quote ids, in creation order, to the list of ehash quotes, inside
 /// the transaction that creates the quotes.
 pub async fn append(tx: &mut DynMintTransaction, quote_ids: &[QuoteId]) -> Result<(), Error> {
-    let entries: Vec<String> = quote_ids.iter().map(QuoteId::to_string).collect();
+    let entries: Vec<String> = quote_ids
+        .chunks(IDS_PER_ENTRY)
+        .map(|ids| {
+            let ids: Vec<String> = ids.iter().map(QuoteId::to_string).collect();
+            ids.join("\n")
+        })
+        .collect();
     IDS.append(tx, &entries).await
 }
 
@@ -117,22 +130,28 @@ pub enum TotalsReader {
 }
 
 impl TotalsReader {
-    /// Up to `n` quote ids listed from `position` on.
-    async fn listed(&self, position: u64, n: usize) -> Result<Vec<QuoteId>, Error> {
+    /// The quote ids in up to `n` entries of the list from `position` on,
+    /// and how many entries they were in.
+    async fn listed(&self, position: u64, n: usize) -> Result<(u64, Vec<QuoteId>), Error> {
         let entries = match self {
             Self::Cdk(db) => IDS.read(db, position, n).await?,
             Self::Sqlite(pool) => IDS.read_on(&*connection(pool).await?, position, n).await?,
             Self::Postgres(pool) => IDS.read_on(&*connection(pool).await?, position, n).await?,
         };
-        entries
-            .into_iter()
-            .map(|entry| {
-                String::from_utf8(entry)
-                    .ok()
-                    .and_then(|s| s.parse::<QuoteId>().ok())
-                    .ok_or_else(|| Error::Internal("quote_ids: an entry is no quote id".into()))
-            })
-            .collect()
+        let mut ids = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let corrupt = || {
+                let at = position + i as u64;
+                Error::Internal(format!(
+                    "quote_ids: entry {at} holds something not a quote id"
+                ))
+            };
+            let text = std::str::from_utf8(entry).map_err(|_| corrupt())?;
+            for id in text.split('\n') {
+                ids.push(id.parse::<QuoteId>().map_err(|_| corrupt())?);
+            }
+        }
+        Ok((entries.len() as u64, ids))
     }
 
     /// The amounts of those of `ids` that exist, in no particular order.
@@ -201,19 +220,22 @@ pub struct QuoteTotals {
 
 impl QuoteTotals {
     /// Reads the quotes still open, then those added since the last
-    /// refresh, a page at a time: memory holds the open quotes and one page.
+    /// refresh, a page at a time: memory holds the open quotes and one page
+    /// of entries.
     pub async fn refresh(&mut self, reader: &TotalsReader) -> Result<Totals, Error> {
         let open: Vec<QuoteId> = self.open.keys().cloned().collect();
         for page in open.chunks(PAGE) {
             self.read_quotes(reader, page).await?;
         }
         loop {
-            let ids = reader.listed(self.next, PAGE).await?;
-            if ids.is_empty() {
+            let (entries, ids) = reader.listed(self.next, PAGE).await?;
+            if entries == 0 {
                 break;
             }
-            self.read_quotes(reader, &ids).await?;
-            self.next += ids.len() as u64;
+            for page in ids.chunks(PAGE) {
+                self.read_quotes(reader, page).await?;
+            }
+            self.next += entries;
         }
         Ok(self.totals())
     }

@@ -149,6 +149,7 @@ on_every_backend!(
     a_quote_another_writer_creates_first_is_the_answer_paid_once,
     a_share_another_writer_indexes_first_is_answered_with_its_quote,
     the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones,
+    quotes_written_together_share_list_entries_and_entries_of_one_still_count,
     quotes_made_before_the_list_are_listed_once,
 );
 
@@ -494,6 +495,39 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
             .unwrap(),
         fresh
     );
+}
+
+async fn quotes_written_together_share_list_entries_and_entries_of_one_still_count(
+    backend: Backend,
+) {
+    let mint = backend.mint.clone();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    // One at a time: an entry each, as older mints listed every quote.
+    for amount in 1..=3 {
+        writer.quote(share(amount)).await.expect("quoted");
+    }
+    let shares: Vec<_> = (4..=303).map(share).collect();
+    quote_together(&writer, &shares).await;
+    assert!(
+        writer.groups_written() <= 6,
+        "{} groups",
+        writer.groups_written()
+    );
+
+    let entries = mint
+        .localstore()
+        .kv_list(KV_NAMESPACE, "quote_ids")
+        .await
+        .unwrap()
+        .len();
+    // 3 entries of one, then at most 64 ids an entry in at most 3 groups.
+    assert!(entries <= 3 + 7, "303 quotes listed in {entries} entries");
+    let totals = QuoteTotals::default()
+        .refresh(&backend.totals)
+        .await
+        .unwrap();
+    assert_eq!(totals.quotes_paid, 303);
+    assert_eq!(totals, totals_of_every_quote(&mint).await);
 }
 
 async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
