@@ -1,10 +1,12 @@
 //! The locking key -> quote ids index, in the mint's KV store: cdk's
 //! database has no query by NUT-20 pubkey.
 //!
-//! Each key's quotes are a [`KvLog`] (`kq<key hex>`, its hint under
-//! `key_next` / `<key hex>`) in creation order, so a page of the lookup is a
-//! run of point reads from a position. `key_index` / `backfilled` is present
-//! once quotes created before this index existed have been added.
+//! Each key's quotes are a [`KvLog`] of quote ids (`kq<key hex>`, its hint
+//! under `key_next` / `<key hex>`) in creation order, so a page of the
+//! lookup is a run of point reads from a position. A quote's position is
+//! its entry's, shifted left by [`ID_BITS`], plus its place in the entry.
+//! `key_index` / `backfilled` is present once quotes created before this
+//! index existed have been added.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +16,7 @@ use cdk_common::database::Error;
 use cdk_common::QuoteId;
 use ehash::LockingKey;
 
-use crate::kv_log::KvLog;
+use crate::kv_log::{entry_ids, id_entries, KvLog, IDS_PER_ENTRY, ID_BITS};
 use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
 
 const NEXT: &str = "key_next";
@@ -38,34 +40,41 @@ async fn append(
     quote_ids: &[QuoteId],
 ) -> Result<(), Error> {
     let (list, key_hex) = (format!("kq{key}"), key.to_string());
-    let entries: Vec<String> = quote_ids.iter().map(QuoteId::to_string).collect();
-    quotes_of(&list, &key_hex).append(tx, &entries).await
+    quotes_of(&list, &key_hex)
+        .append(tx, &id_entries(quote_ids))
+        .await
 }
 
-/// Up to `n` quote ids of `key` from `position` on, in creation order.
+/// Up to `n` quote ids of `key` from `position` on, in creation order, each
+/// with its position.
 pub async fn read(
     db: &DynMintDatabase,
     key: &LockingKey,
     position: u64,
     n: usize,
-) -> Result<Vec<QuoteId>, Error> {
+) -> Result<Vec<(u64, QuoteId)>, Error> {
     let (list, key_hex) = (format!("kq{key}"), key.to_string());
-    let entries = quotes_of(&list, &key_hex).read(db, position, n).await?;
-    entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, bytes)| {
-            String::from_utf8(bytes)
-                .ok()
-                .and_then(|s| s.parse::<QuoteId>().ok())
-                .ok_or_else(|| {
-                    Error::Internal(format!(
-                        "locking-key index: entry {} of {key} is not a quote id",
-                        position + i as u64
-                    ))
-                })
-        })
-        .collect()
+    let quotes = quotes_of(&list, &key_hex);
+    let mut entry = position >> ID_BITS;
+    let mut skip = (position & (IDS_PER_ENTRY as u64 - 1)) as usize;
+    let mut found = Vec::with_capacity(n.min(IDS_PER_ENTRY));
+    while found.len() < n {
+        let Some(bytes) = quotes.read(db, entry, 1).await?.pop() else {
+            break;
+        };
+        let ids = entry_ids(&bytes).ok_or_else(|| {
+            Error::Internal(format!(
+                "locking-key index: entry {entry} of {key} is not a list of quote ids"
+            ))
+        })?;
+        let want = n - found.len();
+        for (i, id) in ids.into_iter().enumerate().skip(skip).take(want) {
+            found.push(((entry << ID_BITS) | i as u64, id));
+        }
+        skip = 0;
+        entry += 1;
+    }
+    Ok(found)
 }
 
 /// Indexes, once, the ehash quotes created before the index existed, in

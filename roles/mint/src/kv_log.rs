@@ -7,11 +7,17 @@
 //!   big-endian); a hint, since positions are found by probing from it
 //!
 //! Entries are only ever added; positions are dense.
+//!
+//! A list of quote ids keeps up to [`IDS_PER_ENTRY`] ids an entry, one per
+//! line ([`id_entries`], [`entry_ids`]): the quotes of one transaction cost
+//! a statement per 64, not one each, and an entry stays within a database
+//! page. An entry of one id, all that older mints wrote, reads the same.
 
 use std::collections::HashMap;
 
 use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
 use cdk_common::database::Error;
+use cdk_common::QuoteId;
 use cdk_sql_common::database::DatabaseExecutor;
 use cdk_sql_common::stmt::{query, Column};
 
@@ -26,6 +32,32 @@ pub struct KvLog<'a> {
     pub list: &'a str,
     pub hints: &'a str,
     pub hint_key: &'a str,
+}
+
+/// Bits of a quote's place within its entry of a list of quote ids.
+pub const ID_BITS: u32 = 6;
+/// Most quote ids in one entry of a list of quote ids.
+pub const IDS_PER_ENTRY: usize = 1 << ID_BITS;
+
+/// `ids`, in order, as the entries of a list of quote ids.
+pub fn id_entries(ids: &[QuoteId]) -> Vec<String> {
+    ids.chunks(IDS_PER_ENTRY)
+        .map(|ids| {
+            let ids: Vec<String> = ids.iter().map(QuoteId::to_string).collect();
+            ids.join("\n")
+        })
+        .collect()
+}
+
+/// The quote ids of one entry of a list of quote ids; `None` if it holds
+/// anything else, or too many.
+pub fn entry_ids(entry: &[u8]) -> Option<Vec<QuoteId>> {
+    let ids: Vec<QuoteId> = std::str::from_utf8(entry)
+        .ok()?
+        .split('\n')
+        .map(|id| id.parse().ok())
+        .collect::<Option<_>>()?;
+    (ids.len() <= IDS_PER_ENTRY).then_some(ids)
 }
 
 fn slot(position: u64) -> String {

@@ -159,12 +159,11 @@ impl QuoteLookup {
             let ids = key_index::read(&db, key, cursor.position, want + 1)
                 .await
                 .map_err(|e| e.to_string())?;
-            let more = ids.len() > want;
-            for id in ids.iter().take(want) {
+            for (_, id) in ids.iter().take(want) {
                 quotes.extend(entry(&db, key, id).await?);
             }
-            if more {
-                cursor.position = cursor.position.saturating_add(want as u64);
+            if let Some((next, _)) = ids.get(want) {
+                cursor.position = *next;
                 return Ok(LookupResponse {
                     quotes,
                     next_cursor: Some(cursor.to_string()),

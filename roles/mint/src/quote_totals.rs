@@ -4,10 +4,8 @@
 //!
 //! Every ehash quote's id is appended to a [`KvLog`] (`quote_ids`) in the
 //! transaction that creates it, so the list is the same for every mint
-//! process sharing the database. An entry holds the ids of up to
-//! [`IDS_PER_ENTRY`] quotes created together, one per line, so a group of
-//! quotes costs a few statements, not one each; an entry of one id (all
-//! that older mints wrote) reads the same. [`QuoteTotals`] follows that list from
+//! process sharing the database (entries of up to 64 ids, as every list of
+//! quote ids). [`QuoteTotals`] follows that list from
 //! where it stopped, and reads again only the quotes not issued yet: a
 //! refresh costs the new quotes and the unminted ones, whatever the
 //! database's size. `quote_ids` / `backfilled` is present once quotes
@@ -34,7 +32,7 @@ use cdk_sql_common::pool::{DatabasePool, Pool};
 use cdk_sql_common::stmt::{query, Column};
 use cdk_sqlite::SqliteConnectionManager;
 
-use crate::kv_log::KvLog;
+use crate::kv_log::{entry_ids, id_entries, KvLog};
 use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
 
 const IDS: KvLog<'static> = KvLog {
@@ -48,21 +46,10 @@ const BACKFILLED: &str = "backfilled";
 /// Quotes, or entries of the list, read from the database at once.
 const PAGE: usize = 1000;
 
-/// Most quote ids in one entry of the list: 64 ids of 36 characters stay
-/// within a database page.
-const IDS_PER_ENTRY: usize = 64;
-
 /// Adds quote ids, in creation order, to the list of ehash quotes, inside
 /// the transaction that creates the quotes.
 pub async fn append(tx: &mut DynMintTransaction, quote_ids: &[QuoteId]) -> Result<(), Error> {
-    let entries: Vec<String> = quote_ids
-        .chunks(IDS_PER_ENTRY)
-        .map(|ids| {
-            let ids: Vec<String> = ids.iter().map(QuoteId::to_string).collect();
-            ids.join("\n")
-        })
-        .collect();
-    IDS.append(tx, &entries).await
+    IDS.append(tx, &id_entries(quote_ids)).await
 }
 
 /// Lists, once, the ehash quotes created before the list existed, in
@@ -140,16 +127,10 @@ impl TotalsReader {
         };
         let mut ids = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
-            let corrupt = || {
+            ids.extend(entry_ids(entry).ok_or_else(|| {
                 let at = position + i as u64;
-                Error::Internal(format!(
-                    "quote_ids: entry {at} holds something not a quote id"
-                ))
-            };
-            let text = std::str::from_utf8(entry).map_err(|_| corrupt())?;
-            for id in text.split('\n') {
-                ids.push(id.parse::<QuoteId>().map_err(|_| corrupt())?);
-            }
+                Error::Internal(format!("quote_ids: entry {at} is not a list of quote ids"))
+            })?);
         }
         Ok((entries.len() as u64, ids))
     }

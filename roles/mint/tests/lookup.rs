@@ -14,6 +14,7 @@ use ehash::lookup::{
     sign_request, Cursor, LookupFields, LookupRequest, LookupResponse, QuoteEntry, QuoteState,
 };
 use ehash::LockingKey;
+use mint_quote_sv2::MintQuoteMessage;
 use serde_json::{json, Value};
 use stratum_core::bitcoin::secp256k1::PublicKey;
 use support::*;
@@ -181,6 +182,40 @@ async fn pages_never_exceed_the_limit_and_list_each_quote_once() {
     // A limit above the maximum is served as the maximum.
     let request = signed(&[&secret_a], &mint_key, &fields(Some(1_000_000), None));
     assert_eq!(page(&mint, &request).await.quotes.len(), ids_a.len());
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_written_together_are_paged_each_once_in_one_order() {
+    let (mint, mut pool) = TestMint::with_pool().await;
+    let (secret, key) = miner_key();
+    // All sent before an answer is read: the writer takes them in a few
+    // groups, and the key's list keeps many ids in one entry.
+    let shares: Vec<_> = (0..150).map(|i| share(1 + i % 7, key)).collect();
+    for share in &shares {
+        pool.send(MintQuoteMessage::MintQuoteRequest(share.clone()))
+            .await;
+    }
+    let mut quoted = HashSet::new();
+    for _ in &shares {
+        match pool.recv().await.unwrap() {
+            MintQuoteMessage::MintQuoteResponse(answer) => {
+                quoted.insert(answer.quote_id.as_utf8_or_hex());
+            }
+            other => panic!("not a quote: {other:?}"),
+        }
+    }
+    assert_eq!(quoted.len(), shares.len());
+    let mint_key = info_pubkey(&mint).await;
+
+    let listed = |pages: Vec<Vec<QuoteEntry>>| -> Vec<String> {
+        pages.concat().into_iter().map(|q| q.quote).collect()
+    };
+    let by_100 = listed(all_pages(&mint, &[&secret], &mint_key, 100).await);
+    let by_7 = listed(all_pages(&mint, &[&secret], &mint_key, 7).await);
+    assert_eq!(by_100.iter().cloned().collect::<HashSet<_>>(), quoted);
+    assert_eq!(by_100.len(), shares.len(), "each quote once");
+    assert_eq!(by_7, by_100);
     mint.stop().await;
 }
 

@@ -154,7 +154,8 @@ pub struct LookupErrorBody {
 }
 
 /// A position in the listing: the index of a key in the request's
-/// `pubkeys`, and a position in that key's quotes. On the wire `"<k>:<p>"`.
+/// `pubkeys`, and a position in that key's quotes, as the mint numbers them
+/// (not a count: positions may skip). On the wire `"<k>:<p>"`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     pub key_index: u32,

@@ -150,6 +150,7 @@ on_every_backend!(
     a_share_another_writer_indexes_first_is_answered_with_its_quote,
     the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones,
     quotes_written_together_share_list_entries_and_entries_of_one_still_count,
+    a_keys_quotes_written_together_are_read_from_any_of_their_positions,
     quotes_made_before_the_list_are_listed_once,
 );
 
@@ -181,9 +182,8 @@ async fn paid_once(mint: &Mint, quote_id: &QuoteId, share: &ShareToQuote) {
 
 /// The quotes listed for `share`'s locking key.
 async fn listed_for(mint: &Mint, share: &ShareToQuote) -> Vec<QuoteId> {
-    crate::key_index::read(&mint.localstore(), &share.locking_key, 0, 10)
-        .await
-        .unwrap()
+    let listed = crate::key_index::read(&mint.localstore(), &share.locking_key, 0, 10).await;
+    listed.unwrap().into_iter().map(|(_, id)| id).collect()
 }
 
 /// An unpaid quote for `share` as another writer (or an older mint) adds
@@ -528,6 +528,49 @@ async fn quotes_written_together_share_list_entries_and_entries_of_one_still_cou
         .unwrap();
     assert_eq!(totals.quotes_paid, 303);
     assert_eq!(totals, totals_of_every_quote(&mint).await);
+}
+
+async fn a_keys_quotes_written_together_are_read_from_any_of_their_positions(backend: Backend) {
+    let mint = backend.mint.clone();
+    let db = mint.localstore();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let one_key = share(1);
+    // One quote on its own, then 150 together, all for one key.
+    let shares: Vec<_> = (1..=151)
+        .map(|amount| ShareToQuote {
+            pubkey: one_key.pubkey,
+            locking_key: one_key.locking_key,
+            ..share(amount)
+        })
+        .collect();
+    writer.quote(shares[0].clone()).await.expect("quoted");
+    let answers = quote_together(&writer, &shares[1..]).await;
+    let quoted: std::collections::HashSet<QuoteId> =
+        answers.into_iter().map(|a| a.expect("quoted")).collect();
+
+    let key = &one_key.locking_key;
+    let all = crate::key_index::read(&db, key, 0, 1000).await.unwrap();
+    assert_eq!(all.len(), 151);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "positions ascend");
+    let later: std::collections::HashSet<QuoteId> =
+        all[1..].iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(later, quoted);
+    let entries = db.kv_list(KV_NAMESPACE, &format!("kq{key}")).await.unwrap();
+    assert!(
+        entries.len() <= 1 + 3 + 2,
+        "151 quotes in {} entries",
+        entries.len()
+    );
+    for (i, (position, _)) in all.iter().enumerate() {
+        let rest = crate::key_index::read(&db, key, *position, 1000).await;
+        assert_eq!(rest.unwrap(), all[i..], "from position {position}");
+        let two = crate::key_index::read(&db, key, *position, 2).await;
+        assert_eq!(two.unwrap(), all[i..(i + 2).min(all.len())]);
+    }
+    // Past the last id of an entry: the next entry's first.
+    let past_first_entry = (1 << crate::kv_log::ID_BITS) - 1;
+    let rest = crate::key_index::read(&db, key, past_first_entry, 1000).await;
+    assert_eq!(rest.unwrap(), all[1..]);
 }
 
 async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
