@@ -42,21 +42,15 @@ pub enum Record {
 impl Record {
     /// kind (1) | key (32) | payload length (u32 LE, appends only) | payload | crc32 (u32 LE)
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let start = out.len();
         match self {
-            Record::Append { key, payload } => {
-                out.push(KIND_APPEND);
-                out.extend_from_slice(key);
-                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                out.extend_from_slice(payload);
-            }
+            Record::Append { key, payload } => encode_append(key, payload, out),
             Record::Done { key } => {
+                let start = out.len();
                 out.push(KIND_DONE);
                 out.extend_from_slice(key);
+                seal(out, start);
             }
         }
-        let crc = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&crc.to_le_bytes());
     }
 
     /// Decodes the records of a journal body; stops at the first torn or
@@ -89,6 +83,22 @@ impl Record {
         let crc = u32::from_le_bytes(bytes.get(end..end + 4)?.try_into().ok()?);
         (crc32fast::hash(&bytes[..end]) == crc).then_some((record, end + 4))
     }
+}
+
+/// An append record, encoded from a payload the caller keeps.
+fn encode_append(key: &[u8; 32], payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.push(KIND_APPEND);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    seal(out, start);
+}
+
+/// Ends the record that starts at `start` with its crc32.
+fn seal(out: &mut Vec<u8>, start: usize) {
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// What is still owed after applying `records` in order: appended, not done,
@@ -260,11 +270,7 @@ fn rewrite<'a>(
 ) -> io::Result<File> {
     let mut bytes = MAGIC.to_vec();
     for (key, payload) in records {
-        Record::Append {
-            key: *key,
-            payload: payload.to_vec(),
-        }
-        .encode_into(&mut bytes);
+        encode_append(key, payload, &mut bytes);
     }
     private::replace_file(path, &bytes)?;
     OpenOptions::new().append(true).open(path)
@@ -305,11 +311,7 @@ impl Writer {
                     payload,
                     synced,
                 } => {
-                    Record::Append {
-                        key,
-                        payload: payload.clone(),
-                    }
-                    .encode_into(&mut bytes);
+                    encode_append(&key, &payload, &mut bytes);
                     appended.push((key, payload));
                     waiting.push(synced);
                 }
