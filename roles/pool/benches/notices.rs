@@ -105,13 +105,14 @@ fn restart(runtime: &tokio::runtime::Runtime) {
     let (outbox, _) = pool::ehash::outbox::Outbox::open(&path).unwrap();
     let start = Instant::now();
     runtime.block_on(async {
-        let mut appends = tokio::task::JoinSet::new();
+        let (synced, mut on_disk) = tokio::sync::mpsc::unbounded_channel();
         for n in 0..SHARES {
-            let outbox = outbox.clone();
-            appends.spawn(async move { outbox.append(hash(n), vec![0xab; 300]).await });
+            let synced = synced.clone();
+            let callback = move |result| drop(synced.send(result));
+            outbox.append(hash(n), vec![0xab; 300], Box::new(callback));
         }
-        while let Some(done) = appends.join_next().await {
-            done.unwrap().unwrap();
+        for _ in 0..SHARES {
+            on_disk.recv().await.unwrap().unwrap();
         }
     });
     let appended = start.elapsed();

@@ -6,9 +6,10 @@
 //! appended and never done is replayed on restart (and resent on every mint
 //! reconnect); the mint's idempotency per share hash makes replays safe.
 //!
-//! Appends are group-committed: one writer task writes every record queued
-//! meanwhile and syncs the file once for all of them; each `append` returns
-//! once its record is on disk. `Done` records ride along with the next sync
+//! Appends are group-committed: one writer thread writes every record
+//! queued meanwhile and syncs the file once for all of them, then calls
+//! each append's `synced` there, so a share needs no task of its own to
+//! wait for its record. `Done` records ride along with the next sync
 //! (losing one only causes a harmless replay). The journal is rewritten
 //! without finished records when they dominate it.
 
@@ -134,18 +135,22 @@ pub enum OutboxError {
     Stopped,
 }
 
+/// Called on the writer's thread once a record is on disk, or with why it
+/// is not.
+pub type Synced = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 enum Command {
     Append {
         key: [u8; 32],
         payload: Vec<u8>,
-        synced: oneshot::Sender<Result<(), String>>,
+        synced: Synced,
     },
     Done {
         key: [u8; 32],
     },
     /// Write and sync everything queued before it.
     Flush {
-        synced: oneshot::Sender<Result<(), String>>,
+        synced: Synced,
     },
 }
 
@@ -219,26 +224,42 @@ impl Outbox {
         Ok((Outbox { commands }, pending))
     }
 
-    /// Appends a request and returns once it is synced to disk.
-    pub async fn append(&self, key: [u8; 32], payload: Vec<u8>) -> Result<(), OutboxError> {
+    /// Appends a request; `synced` is called once it is on disk (or with
+    /// why not). Waits for no one: only when the writer is a whole batch
+    /// behind does a task queue the record.
+    pub fn append(&self, key: [u8; 32], payload: Vec<u8>, synced: Synced) {
         if payload.len() > MAX_PAYLOAD {
-            return Err(OutboxError::TooLarge(payload.len()));
+            return synced(Err(OutboxError::TooLarge(payload.len()).to_string()));
         }
+        let command = Command::Append {
+            key,
+            payload,
+            synced,
+        };
+        match self.commands.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                let commands = self.commands.clone();
+                tokio::spawn(async move {
+                    if let Err(mpsc::error::SendError(command)) = commands.send(command).await {
+                        command.refuse();
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(command)) => command.refuse(),
+        }
+    }
+
+    /// [`Outbox::append`], returning once the request is on disk.
+    #[cfg(test)]
+    pub async fn append_synced(&self, key: [u8; 32], payload: Vec<u8>) -> Result<(), String> {
         let (synced, done) = oneshot::channel();
-        self.commands
-            .send(Command::Append {
-                key,
-                payload,
-                synced,
-            })
-            .await
-            .map_err(|_| OutboxError::Stopped)?;
-        done.await
-            .map_err(|_| OutboxError::Stopped)?
-            .map_err(|e| OutboxError::Io {
-                path: PathBuf::from("outbox"),
-                source: io::Error::other(e),
-            })
+        self.append(
+            key,
+            payload,
+            Box::new(move |result| drop(synced.send(result))),
+        );
+        done.await.map_err(|_| OutboxError::Stopped.to_string())?
     }
 
     /// Marks a request answered (written with the next sync).
@@ -250,6 +271,7 @@ impl Outbox {
     /// restart on the same journal reads it all).
     pub async fn flush(&self) -> Result<(), OutboxError> {
         let (synced, done) = oneshot::channel();
+        let synced: Synced = Box::new(move |result| drop(synced.send(result)));
         self.commands
             .send(Command::Flush { synced })
             .await
@@ -260,6 +282,15 @@ impl Outbox {
                 path: PathBuf::from("outbox"),
                 source: io::Error::other(e),
             })
+    }
+}
+
+impl Command {
+    /// Tells an append's caller the writer has stopped.
+    fn refuse(self) {
+        if let Command::Append { synced, .. } | Command::Flush { synced } = self {
+            synced(Err(OutboxError::Stopped.to_string()));
+        }
     }
 }
 
@@ -346,7 +377,7 @@ impl Writer {
             self.live.extend(appended);
         }
         for synced in waiting {
-            let _ = synced.send(result.clone());
+            synced(result.clone());
         }
     }
 
@@ -449,7 +480,7 @@ mod tests {
         let appends: Vec<_> = (0..200u8)
             .map(|n| {
                 let outbox = outbox.clone();
-                tokio::spawn(async move { outbox.append(key(n), vec![n; 10]).await })
+                tokio::spawn(async move { outbox.append_synced(key(n), vec![n; 10]).await })
             })
             .collect();
         for a in appends {
@@ -459,7 +490,7 @@ mod tests {
             outbox.done(key(n)).await;
         }
         // A sync after the done records: append one more.
-        outbox.append(key(250), vec![1]).await.unwrap();
+        outbox.append_synced(key(250), vec![1]).await.unwrap();
         drop(outbox); // like a crash: no shutdown step
 
         let (_outbox, pending) = Outbox::open(&path).unwrap();
@@ -496,11 +527,10 @@ mod tests {
             done_since_compaction: 0,
         };
         writer.cut_back();
-        let (synced, _answer) = oneshot::channel();
         writer.commit(vec![Command::Append {
             key: key(3),
             payload: b"three".to_vec(),
-            synced,
+            synced: Box::new(|result| assert_eq!(result, Ok(()))),
         }]);
         let (_outbox, pending) = Outbox::open(&path).unwrap();
         let keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();

@@ -387,14 +387,10 @@ impl Running {
             request,
             locking_key: key,
         };
-        let (outbox, journaled) = (outbox.clone(), journaled.clone());
-        tokio::spawn(async move {
-            let result = outbox
-                .append(share.share_hash, encode_owed(&quote_share))
-                .await
-                .map_err(|e| e.to_string());
-            let _ = journaled.send((quote_share, result));
-        });
+        let payload = encode_owed(&quote_share);
+        let journaled = journaled.clone();
+        let synced = move |result| drop(journaled.send((quote_share, result)));
+        outbox.append(share.share_hash, payload, Box::new(synced));
         vec![]
     }
 
