@@ -109,7 +109,8 @@ fn restart(runtime: &tokio::runtime::Runtime) {
         for n in 0..SHARES {
             let synced = synced.clone();
             let callback = move |result| drop(synced.send(result));
-            outbox.append(hash(n), vec![0xab; 300], Box::new(callback));
+            let callback = pool::ehash::outbox::Synced::new(callback);
+            outbox.append(hash(n), vec![0xab; 300], callback);
         }
         for _ in 0..SHARES {
             on_disk.recv().await.unwrap().unwrap();

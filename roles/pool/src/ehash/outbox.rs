@@ -135,9 +135,32 @@ pub enum OutboxError {
     Stopped,
 }
 
-/// Called on the writer's thread once a record is on disk, or with why it
-/// is not.
-pub type Synced = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// What to do once a record is on disk, or with why it is not: called on
+/// the writer's thread. Dropped uncalled (the writer stopped with it
+/// queued), it is called with that.
+pub struct Synced(Option<Then>);
+
+type Then = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+impl Synced {
+    pub fn new(then: impl FnOnce(Result<(), String>) + Send + 'static) -> Self {
+        Self(Some(Box::new(then)))
+    }
+
+    fn call(mut self, result: Result<(), String>) {
+        if let Some(then) = self.0.take() {
+            then(result);
+        }
+    }
+}
+
+impl Drop for Synced {
+    fn drop(&mut self) {
+        if let Some(then) = self.0.take() {
+            then(Err(OutboxError::Stopped.to_string()));
+        }
+    }
+}
 
 enum Command {
     Append {
@@ -226,27 +249,20 @@ impl Outbox {
 
     /// Appends a request; `synced` is called once it is on disk (or with
     /// why not). Waits for no one: only when the writer is a whole batch
-    /// behind does a task queue the record.
+    /// behind does a task queue the record. A command the writer never
+    /// takes is dropped, which tells its `synced` the writer stopped.
     pub fn append(&self, key: [u8; 32], payload: Vec<u8>, synced: Synced) {
         if payload.len() > MAX_PAYLOAD {
-            return synced(Err(OutboxError::TooLarge(payload.len()).to_string()));
+            return synced.call(Err(OutboxError::TooLarge(payload.len()).to_string()));
         }
         let command = Command::Append {
             key,
             payload,
             synced,
         };
-        match self.commands.try_send(command) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(command)) => {
-                let commands = self.commands.clone();
-                tokio::spawn(async move {
-                    if let Err(mpsc::error::SendError(command)) = commands.send(command).await {
-                        command.refuse();
-                    }
-                });
-            }
-            Err(mpsc::error::TrySendError::Closed(command)) => command.refuse(),
+        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move { commands.send(command).await });
         }
     }
 
@@ -257,7 +273,7 @@ impl Outbox {
         self.append(
             key,
             payload,
-            Box::new(move |result| drop(synced.send(result))),
+            Synced::new(move |result| drop(synced.send(result))),
         );
         done.await.map_err(|_| OutboxError::Stopped.to_string())?
     }
@@ -271,7 +287,7 @@ impl Outbox {
     /// restart on the same journal reads it all).
     pub async fn flush(&self) -> Result<(), OutboxError> {
         let (synced, done) = oneshot::channel();
-        let synced: Synced = Box::new(move |result| drop(synced.send(result)));
+        let synced = Synced::new(move |result| drop(synced.send(result)));
         self.commands
             .send(Command::Flush { synced })
             .await
@@ -282,15 +298,6 @@ impl Outbox {
                 path: PathBuf::from("outbox"),
                 source: io::Error::other(e),
             })
-    }
-}
-
-impl Command {
-    /// Tells an append's caller the writer has stopped.
-    fn refuse(self) {
-        if let Command::Append { synced, .. } | Command::Flush { synced } = self {
-            synced(Err(OutboxError::Stopped.to_string()));
-        }
     }
 }
 
@@ -377,7 +384,7 @@ impl Writer {
             self.live.extend(appended);
         }
         for synced in waiting {
-            synced(result.clone());
+            synced.call(result.clone());
         }
     }
 
@@ -530,11 +537,30 @@ mod tests {
         writer.commit(vec![Command::Append {
             key: key(3),
             payload: b"three".to_vec(),
-            synced: Box::new(|result| assert_eq!(result, Ok(()))),
+            synced: Synced::new(|result| assert_eq!(result, Ok(()))),
         }]);
         let (_outbox, pending) = Outbox::open(&path).unwrap();
         let keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();
         assert_eq!(keys, vec![1, 3], "the record after the torn one is read");
+    }
+
+    #[test]
+    fn a_synced_is_called_once_and_dropped_uncalled_it_reports_the_writer_stopped() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx2 = tx.clone();
+        Synced::new(move |result| tx.send(result).unwrap()).call(Ok(()));
+        drop(Synced::new(move |result| tx2.send(result).unwrap()));
+        let results: Vec<_> = rx.iter().collect();
+        assert_eq!(results, vec![Ok(()), Err(OutboxError::Stopped.to_string())]);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_payload_is_refused_through_its_callback() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, _) = Outbox::open(&dir.path().join("outbox.journal")).unwrap();
+        let refused = outbox.append_synced(key(1), vec![0; MAX_PAYLOAD + 1]).await;
+        assert!(refused.unwrap_err().contains("larger than"));
+        assert_eq!(outbox.append_synced(key(2), vec![2; 10]).await, Ok(()));
     }
 
     #[test]

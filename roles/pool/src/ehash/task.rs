@@ -25,7 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use super::flow::{Action, Directory, QuoteFlow, QuoteFlowConfig, QuoteShare, MINT_QUEUE_FULL};
 use super::mint_link::{MintEvent, MintLink, MintLinkConfig};
-use super::outbox::{Outbox, Owed};
+use super::outbox::{Outbox, Owed, Synced};
 use super::persist::{decode_owed, encode_owed, retire_undelivered_json};
 use crate::config::MintSettings;
 use crate::io::{AcceptedShareSink, Outbound, Shared};
@@ -390,7 +390,7 @@ impl Running {
         let payload = encode_owed(&quote_share);
         let journaled = journaled.clone();
         let synced = move |result| drop(journaled.send((quote_share, result)));
-        outbox.append(share.share_hash, payload, Box::new(synced));
+        outbox.append(share.share_hash, payload, Synced::new(synced));
         vec![]
     }
 
