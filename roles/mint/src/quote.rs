@@ -234,8 +234,8 @@ mod tests {
     #[test]
     fn a_real_share_with_the_right_amount_passes() {
         let request = honest(1 << ZERO_BITS);
-        let share = check_request(&request, bits(0), &pool_script(), &KnownKeys::default());
-        let share = share.unwrap();
+        let keys = KnownKeys::default();
+        let share = check_request(&request, bits(0), &pool_script(), &keys).unwrap();
         assert_eq!(share.amount, 1 << ZERO_BITS);
         assert_eq!(share.locking_key.to_string(), KEY);
         assert_eq!(share.share_hash, request.share_hash());

@@ -24,19 +24,19 @@
 //! of quotes, and minting starved while the mint quoted.
 //!
 //! A file database's WAL is checkpointed (its pages copied into the
-//! database file, which is then synced) by a thread of its own, every
-//! [`CHECKPOINT_EVERY`], never by a writer: SQLite's automatic checkpoint
-//! runs inside the commit that crosses a thousand pages, so that writer,
-//! and every quote queued behind its turn, waited for thousands of pages
-//! to be copied and a second sync. The thread copies the bulk while the
-//! writers go on. Every few checkpoints (once a second), or sooner once
-//! the WAL holds more than 64 MiB ([`Checkpoints::PACE`]), it then takes
-//! the turn to copy the few pages they wrote meanwhile: the WAL is then all
-//! copied, and the next writer starts it over instead of growing it for
-//! ever (its file keeps the largest size it reached). Not at every
+//! database file, which is then synced) by a thread of its own, at the
+//! pace of [`Checkpoints::PACE`] (every 200 ms), never by a writer:
+//! SQLite's automatic checkpoint runs inside the commit that crosses a
+//! thousand pages, so that writer, and every quote queued behind its turn,
+//! waited for thousands of pages to be copied and a second sync. The
+//! thread copies the bulk while the writers go on. Every few checkpoints
+//! (once a second), or sooner once the WAL holds more than 64 MiB, it then
+//! takes the turn to copy the few pages they wrote meanwhile: the WAL is
+//! then all copied, and the next writer starts it over instead of growing
+//! it for ever (its file keeps the largest size it reached). Not at every
 //! checkpoint, since the writers wait out that copy and the database
-//! file's sync (tens of ms on a busy disk). Commits stay durable as before (`synchronous = FULL`, the
-//! WAL synced at every commit).
+//! file's sync (tens of ms on a busy disk). Commits stay durable as before
+//! (`synchronous = FULL`, the WAL synced at every commit).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};

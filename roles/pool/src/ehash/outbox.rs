@@ -147,6 +147,12 @@ impl Synced {
         Self(Some(Box::new(then)))
     }
 
+    /// A `Synced` that answers the receiver, for a caller that awaits it.
+    fn to_await() -> (Self, oneshot::Receiver<Result<(), String>>) {
+        let (answer, answered) = oneshot::channel();
+        (Self::new(move |result| drop(answer.send(result))), answered)
+    }
+
     fn call(mut self, result: Result<(), String>) {
         if let Some(then) = self.0.take() {
             then(result);
@@ -269,12 +275,8 @@ impl Outbox {
     /// [`Outbox::append`], returning once the request is on disk.
     #[cfg(test)]
     pub async fn append_synced(&self, key: [u8; 32], payload: Vec<u8>) -> Result<(), String> {
-        let (synced, done) = oneshot::channel();
-        self.append(
-            key,
-            payload,
-            Synced::new(move |result| drop(synced.send(result))),
-        );
+        let (synced, done) = Synced::to_await();
+        self.append(key, payload, synced);
         done.await.map_err(|_| OutboxError::Stopped.to_string())?
     }
 
@@ -286,8 +288,7 @@ impl Outbox {
     /// Returns once everything queued so far is on disk (at shutdown, so a
     /// restart on the same journal reads it all).
     pub async fn flush(&self) -> Result<(), OutboxError> {
-        let (synced, done) = oneshot::channel();
-        let synced = Synced::new(move |result| drop(synced.send(result)));
+        let (synced, done) = Synced::to_await();
         self.commands
             .send(Command::Flush { synced })
             .await
