@@ -11,6 +11,7 @@
 //! - `kv_log`: append-only lists in the mint's KV store
 //! - `key_index`: the locking key -> quote ids index
 //! - `audit`: the public issuance audit (HTTP)
+//! - `batch_mint`: the ehash batch mint (HTTP), without a second read of each quote
 //! - `lookup`: the signed quote lookup by locking key (HTTP)
 //! - `template_provider`: follows the chain tips into the chain view
 //! - `io`: the Noise listener of the pool link and the HTTP API
@@ -18,6 +19,7 @@
 
 pub mod audit;
 pub mod backend;
+pub mod batch_mint;
 pub mod chain;
 pub mod config;
 mod io;
@@ -169,12 +171,16 @@ pub async fn start(
             .map(|p| p.reward_script.clone())
             .collect(),
     ));
+    let batch_mint = batch_mint::router(mint.clone())
+        .await
+        .map_err(MintError::Http)?;
     let router = cdk_axum::create_mint_router(
         mint.clone(),
         vec![ehash::constants::PAYMENT_METHOD.to_string()],
     )
     .await
     .map_err(|e| MintError::Http(e.to_string()))?
+    .merge(batch_mint)
     .merge(lookup::router(lookup))
     .merge(audit::router(audit));
     let ctx = Arc::new(LinkContext {

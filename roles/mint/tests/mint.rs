@@ -3,12 +3,17 @@
 
 mod support;
 
-use cdk::nuts::CurrencyUnit;
+use cdk::amount::{Amount, SplitTarget};
+use cdk::error::ErrorCode;
+use cdk::http_client::HttpClient;
+use cdk::nuts::nut29::BatchMintRequest;
+use cdk::nuts::{CurrencyUnit, PreMintSecrets, SecretKey};
 use ehash::wire::MessageSet;
 use mint::MintConfig;
 use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
 use mint_quote_sv2::MintQuoteMessage;
 use roles_common::testing::{refused_config, shipped_config_with};
+use serde_json::Value;
 use stratum_core::bitcoin::hashes::{sha256d, Hash};
 use support::*;
 use tokio::io::AsyncWriteExt;
@@ -76,6 +81,88 @@ async fn nut29_batch_mints_many_quotes_at_once() {
     assert_eq!(mint_with(&wallet, &ids, &miner_secret).await, Ok(expected));
     assert_eq!(u64::from(wallet.total_balance().await.unwrap()), expected);
     mint.stop().await;
+}
+
+/// The batch route as a wallet meets it: a batch asked for again (its
+/// answer lost) gets the same signatures, the same quotes with new outputs
+/// are refused as issued, and an unknown quote is refused; refusals are 400
+/// with a Cashu error body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_asked_again_gets_the_same_signatures_and_a_bad_one_a_cashu_error() {
+    let (mint, mut pool) = TestMint::with_pool().await;
+    let (miner_secret, miner) = miner_key();
+    let ids = vec![
+        pool.quote_id(share(3, miner)).await,
+        pool.quote_id(share(5, miner)).await,
+    ];
+
+    let request = batch_request(&mint, &ids, 8 + 32, &miner_secret);
+    let (status, first) = post_batch(&mint, &request).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["signatures"].as_array().unwrap().len(), 2);
+    assert_eq!(post_batch(&mint, &request).await, (200, first));
+
+    let issued = ErrorCode::TokensAlreadyIssued.to_code();
+    let again = batch_request(&mint, &ids, 8 + 32, &miner_secret);
+    let (status, refusal) = post_batch(&mint, &again).await;
+    assert_eq!(
+        (status, refusal["code"].as_u64()),
+        (400, Some(issued.into()))
+    );
+
+    let unknown = vec!["f0f6b1b9-5ac4-4b47-9e3b-6e4f6f1b0d2a".to_string()];
+    let (status, refusal) =
+        post_batch(&mint, &batch_request(&mint, &unknown, 8, &miner_secret)).await;
+    assert_eq!(status, 400, "{refusal}");
+    assert!(refusal["detail"].is_string(), "{refusal}");
+    mint.stop().await;
+}
+
+/// A NUT-29 request for `quotes` worth `total` together, fresh outputs,
+/// each quote signed with `key` (NUT-20).
+fn batch_request(
+    mint: &TestMint,
+    quotes: &[String],
+    total: u64,
+    key: &SecretKey,
+) -> BatchMintRequest<String> {
+    let keyset = mint.running.mint.get_active_keysets()[&CurrencyUnit::custom("hash")];
+    let amounts = (0..64).map(|i| 1u64 << i).collect();
+    let outputs = PreMintSecrets::random(
+        keyset,
+        Amount::from(total),
+        &SplitTarget::default(),
+        &(0, amounts).into(),
+    )
+    .unwrap();
+    let mut request = BatchMintRequest {
+        quotes: quotes.to_vec(),
+        quote_amounts: None,
+        outputs: outputs.blinded_messages(),
+        signatures: None,
+    };
+    let signatures = quotes
+        .iter()
+        .map(|quote| Some(request.sign_quote(quote, key).unwrap()))
+        .collect();
+    request.signatures = Some(signatures);
+    request
+}
+
+/// POSTs `request` to the ehash batch route: (status, JSON answer).
+async fn post_batch(mint: &TestMint, request: &BatchMintRequest<String>) -> (u16, Value) {
+    let url = format!("{}/v1/mint/ehash/batch", mint.running.http_url());
+    let response = HttpClient::new()
+        .post(&url)
+        .json(request)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (
+        status,
+        response.json::<Value>().await.expect("a JSON answer"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
