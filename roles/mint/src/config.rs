@@ -222,38 +222,14 @@ impl MintConfig {
     }
 }
 
-impl Validate for MintConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        match &self.chain {
-            None if self.network != Network::Devnet => {
-                return Err(ConfigError::new(
-                    "chain",
-                    "is required off the devnet: without a template provider the mint would quote work on any old block",
-                ))
-            }
-            None => {}
-            Some(chain) => {
-                if !chain.tp_address.contains(':') {
-                    return Err(ConfigError::new(
-                        "chain.tp_address",
-                        format!("`{}` is not host:port", chain.tp_address),
-                    ));
-                }
-                if !(1..=MAX_TIP_AGE).contains(&chain.max_tip_age) {
-                    return Err(ConfigError::new(
-                        "chain.max_tip_age",
-                        format!("must be 1 (the current tip only) to {MAX_TIP_AGE}"),
-                    ));
-                }
-            }
+impl MintConfig {
+    fn validate_pools(&self) -> Result<(), ConfigError> {
+        if self.pools.is_empty() {
+            return Err(ConfigError::new(
+                "pools",
+                "is empty: no pool could ever create a quote",
+            ));
         }
-        UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
-        refuse_devnet_key(
-            self.network,
-            "authority_secret_key",
-            &self.authority_secret_key.into(),
-        )?;
-        refuse_devnet_mnemonic(self.network, "mnemonic", &self.mnemonic)?;
         for (i, pool) in self.pools.iter().enumerate() {
             refuse_devnet_key(self.network, &format!("pools[{i}].key"), &pool.key)?;
             match hex::decode(&pool.reward_script) {
@@ -266,14 +242,65 @@ impl Validate for MintConfig {
                 }
             }
         }
-        bip39::Mnemonic::parse(&self.mnemonic)
-            .map_err(|e| ConfigError::new("mnemonic", format!("not a BIP-39 mnemonic: {e}")))?;
-        if self.pools.is_empty() {
+        Ok(())
+    }
+}
+
+impl ChainSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.tp_address.contains(':') {
             return Err(ConfigError::new(
-                "pools",
-                "is empty: no pool could ever create a quote",
+                "chain.tp_address",
+                format!("`{}` is not host:port", self.tp_address),
             ));
         }
+        if !(1..=MAX_TIP_AGE).contains(&self.max_tip_age) {
+            return Err(ConfigError::new(
+                "chain.max_tip_age",
+                format!("must be 1 (the current tip only) to {MAX_TIP_AGE}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RedisSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        redis_stream::check_url(&self.url).map_err(|e| ConfigError::new("redis.url", e))?;
+        redis_stream::check_prefix(&self.prefix)
+            .map_err(|e| ConfigError::new("redis.prefix", e))?;
+        if self.claim_idle_ms < 100 {
+            return Err(ConfigError::new(
+                "redis.claim_idle_ms",
+                "must be at least 100",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validate for MintConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match &self.chain {
+            None if self.network != Network::Devnet => {
+                return Err(ConfigError::new(
+                    "chain",
+                    "is required off the devnet: without a template provider the mint would quote work on any old block",
+                ))
+            }
+            None => {}
+            Some(chain) => chain.validate()?,
+        }
+        UnitBits::new(self.unit_bits).map_err(|e| ConfigError::new("unit_bits", e.to_string()))?;
+        refuse_devnet_key(
+            self.network,
+            "authority_secret_key",
+            &self.authority_secret_key.into(),
+        )?;
+        refuse_devnet_mnemonic(self.network, "mnemonic", &self.mnemonic)?;
+        self.validate_pools()?;
+        bip39::Mnemonic::parse(&self.mnemonic)
+            .map_err(|e| ConfigError::new("mnemonic", format!("not a BIP-39 mnemonic: {e}")))?;
         check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         if self.min_amount == 0 || self.min_amount > self.max_amount {
             return Err(ConfigError::new(
@@ -288,15 +315,7 @@ impl Validate for MintConfig {
             return Err(ConfigError::new("max_batch_size", "must be at least 1"));
         }
         if let Some(redis) = &self.redis {
-            redis_stream::check_url(&redis.url).map_err(|e| ConfigError::new("redis.url", e))?;
-            redis_stream::check_prefix(&redis.prefix)
-                .map_err(|e| ConfigError::new("redis.prefix", e))?;
-            if redis.claim_idle_ms < 100 {
-                return Err(ConfigError::new(
-                    "redis.claim_idle_ms",
-                    "must be at least 100",
-                ));
-            }
+            redis.validate()?;
         }
         if self.database.trim().is_empty() {
             return Err(ConfigError::new("database", "is empty"));

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::link::{LinkSession, Step};
 use crate::service::QuoteService;
+use crate::MintConfig;
 
 /// A pool must prove its identity this soon after connecting.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -49,6 +50,20 @@ pub struct LinkContext {
 }
 
 impl LinkContext {
+    pub(crate) fn new(config: &MintConfig, service: Arc<QuoteService>) -> Self {
+        Self {
+            service,
+            authority_public_key: config.authority_public_key,
+            authority_secret_key: config.authority_secret_key,
+            cert_validity_secs: config.cert_validity_secs,
+            pools: config
+                .pools
+                .iter()
+                .map(|p| (p.x_only_key(), p.reward_script()))
+                .collect(),
+        }
+    }
+
     /// The reward script of an allowed pool.
     pub(crate) fn reward_script(&self, pool_key: &XOnlyPublicKey) -> Option<ScriptBuf> {
         self.pools

@@ -119,40 +119,10 @@ pub async fn start(
         .map(|id| id.to_string())
         .unwrap_or_default();
 
-    let http_listener = bind(config.http_listen).await?;
-    let link_listener = bind(config.link_listen).await?;
-    let http_addr = http_listener.local_addr().map_err(|e| MintError::Listen {
-        addr: config.http_listen,
-        source: e,
-    })?;
-    let link_addr = link_listener.local_addr().map_err(|e| MintError::Listen {
-        addr: config.link_listen,
-        source: e,
-    })?;
-
-    let database_error = |source| MintError::Database {
-        path: config.database_for_logs(),
-        source,
-    };
-    let backfilled = key_index::backfill(&mint).await.map_err(database_error)?;
-    if backfilled > 0 {
-        info!("indexed {backfilled} earlier quotes by locking key");
-    }
-    let listed = quote_totals::backfill(&mint)
-        .await
-        .map_err(database_error)?;
-    if listed > 0 {
-        info!("listed {listed} earlier quotes for the quote totals");
-    }
-    let chain = match &config.chain {
-        Some(settings) => Some(Arc::new(chain_view(&config, settings, &mint).await?)),
-        None => {
-            warn!(
-                "no [chain]: the mint follows no chain and quotes work on any block (devnet only)"
-            );
-            None
-        }
-    };
+    let (http_listener, http_addr) = bind(config.http_listen).await?;
+    let (link_listener, link_addr) = bind(config.link_listen).await?;
+    index_earlier_quotes(&config, &mint).await?;
+    let chain = chain_view(&config, &mint).await?.map(Arc::new);
     let service = Arc::new(QuoteService::new(
         mint.clone(),
         config.unit_bits(),
@@ -162,38 +132,8 @@ pub async fn start(
     ));
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
     let forgetting = lookup::forget_expired_periodically(lookup.clone(), shutdown.clone());
-    let audit = Arc::new(Audit::new(
-        mint.clone(),
-        service.clone(),
-        config
-            .pools
-            .iter()
-            .map(|p| p.reward_script.clone())
-            .collect(),
-    ));
-    let batch_mint = batch_mint::router(mint.clone())
-        .await
-        .map_err(MintError::Http)?;
-    let router = cdk_axum::create_mint_router(
-        mint.clone(),
-        vec![ehash::constants::PAYMENT_METHOD.to_string()],
-    )
-    .await
-    .map_err(|e| MintError::Http(e.to_string()))?
-    .merge(batch_mint)
-    .merge(lookup::router(lookup))
-    .merge(audit::router(audit));
-    let ctx = Arc::new(LinkContext {
-        service,
-        authority_public_key: config.authority_public_key,
-        authority_secret_key: config.authority_secret_key,
-        cert_validity_secs: config.cert_validity_secs,
-        pools: config
-            .pools
-            .iter()
-            .map(|p| (p.x_only_key(), p.reward_script()))
-            .collect(),
-    });
+    let router = http_api(&config, &mint, &service, lookup).await?;
+    let ctx = Arc::new(LinkContext::new(&config, service));
 
     let mut tasks = JoinSet::new();
     tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
@@ -231,12 +171,12 @@ pub async fn start(
     })
 }
 
-/// The chain view, with the tips a previous run stored.
-async fn chain_view(
-    config: &MintConfig,
-    settings: &ChainSettings,
-    mint: &Mint,
-) -> Result<Chain, MintError> {
+/// The chain view, with the tips a previous run stored; none without `[chain]`.
+async fn chain_view(config: &MintConfig, mint: &Mint) -> Result<Option<Chain>, MintError> {
+    let Some(settings) = &config.chain else {
+        warn!("no [chain]: the mint follows no chain and quotes work on any block (devnet only)");
+        return Ok(None);
+    };
     let tips = template_provider::load_tips(&mint.localstore())
         .await
         .map_err(|source| MintError::Database {
@@ -244,10 +184,10 @@ async fn chain_view(
             source,
         })?;
     let max_tip_age = usize::try_from(settings.max_tip_age).unwrap_or(usize::MAX);
-    Ok(Chain::new(
+    Ok(Some(Chain::new(
         TipHistory::new(max_tip_age, tips),
         Duration::from_secs(settings.unseen_tip_wait_secs),
-    ))
+    )))
 }
 
 /// Runs the mint until `shutdown` is cancelled.
@@ -256,10 +196,61 @@ pub async fn run(config: MintConfig, shutdown: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, MintError> {
-    TcpListener::bind(addr)
+/// A listener on `addr`, and the address it is bound to (`addr` may say port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), MintError> {
+    let listen_error = |source| MintError::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, bound))
+}
+
+/// Lists the quotes created before the key index and the totals' list
+/// existed (nothing once they do).
+async fn index_earlier_quotes(config: &MintConfig, mint: &Mint) -> Result<(), MintError> {
+    let database_error = |source| MintError::Database {
+        path: config.database_for_logs(),
+        source,
+    };
+    let backfilled = key_index::backfill(mint).await.map_err(database_error)?;
+    if backfilled > 0 {
+        info!("indexed {backfilled} earlier quotes by locking key");
+    }
+    let listed = quote_totals::backfill(mint).await.map_err(database_error)?;
+    if listed > 0 {
+        info!("listed {listed} earlier quotes for the quote totals");
+    }
+    Ok(())
+}
+
+/// The HTTP API: cdk-axum's routes, with the mint's own batch mint, quote
+/// lookup and audit.
+async fn http_api(
+    config: &MintConfig,
+    mint: &Arc<Mint>,
+    service: &Arc<QuoteService>,
+    lookup: Arc<QuoteLookup>,
+) -> Result<axum::Router, MintError> {
+    let audit = Arc::new(Audit::new(
+        mint.clone(),
+        service.clone(),
+        config
+            .pools
+            .iter()
+            .map(|p| p.reward_script.clone())
+            .collect(),
+    ));
+    let batch_mint = batch_mint::router(mint.clone())
         .await
-        .map_err(|source| MintError::Listen { addr, source })
+        .map_err(MintError::Http)?;
+    Ok(cdk_axum::create_mint_router(
+        mint.clone(),
+        vec![ehash::constants::PAYMENT_METHOD.to_string()],
+    )
+    .await
+    .map_err(|e| MintError::Http(e.to_string()))?
+    .merge(batch_mint)
+    .merge(lookup::router(lookup))
+    .merge(audit::router(audit)))
 }
 
 /// The mint's database, as cdk uses it: one store serves as the mint's
