@@ -8,22 +8,22 @@
 use stratum_core::bitcoin::consensus::encode::{deserialize, deserialize_partial, VarInt};
 use stratum_core::bitcoin::{Script, Transaction, TxOut};
 
-/// Why a declared coinbase is refused: the DeclareMiningJob.Error code and details.
+/// Why a declared job is refused: the DeclareMiningJob.Error code and details.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CoinbaseRefusal {
+pub struct Refusal {
     pub code: &'static str,
     pub details: String,
 }
 
-fn invalid(details: impl Into<String>) -> CoinbaseRefusal {
-    CoinbaseRefusal {
+fn invalid(details: impl Into<String>) -> Refusal {
+    Refusal {
         code: "invalid-coinbase-tx",
         details: details.into(),
     }
 }
 
 /// The coinbase of `prefix || extranonce || suffix` with a zero extranonce.
-pub fn rebuild(prefix: &[u8], suffix: &[u8]) -> Result<Transaction, CoinbaseRefusal> {
+pub fn rebuild(prefix: &[u8], suffix: &[u8]) -> Result<Transaction, Refusal> {
     // version (4), optional segwit marker and flag, input count, the
     // null outpoint (36), the scriptSig length, then its first bytes.
     let mut at = 4;
@@ -33,7 +33,7 @@ pub fn rebuild(prefix: &[u8], suffix: &[u8]) -> Result<Transaction, CoinbaseRefu
     let (inputs, used) = varint(prefix.get(at..).unwrap_or_default())
         .ok_or_else(|| invalid("the prefix ends before the input count"))?;
     if inputs != 1 {
-        return Err(CoinbaseRefusal {
+        return Err(Refusal {
             code: "invalid-coinbase-tx-input",
             details: format!("a coinbase has exactly one input, not {inputs}"),
         });
@@ -54,7 +54,7 @@ pub fn rebuild(prefix: &[u8], suffix: &[u8]) -> Result<Transaction, CoinbaseRefu
     let tx: Transaction =
         deserialize(&bytes).map_err(|e| invalid(format!("not a transaction: {e}")))?;
     if !tx.is_coinbase() {
-        return Err(CoinbaseRefusal {
+        return Err(Refusal {
             code: "invalid-coinbase-tx-input",
             details: "the input spends an output: not a coinbase".into(),
         });
@@ -76,7 +76,7 @@ pub fn check_pays_pool(
     coinbase: &Transaction,
     reward_script: &Script,
     required: &[TxOut],
-) -> Result<(), CoinbaseRefusal> {
+) -> Result<(), Refusal> {
     let mut required: Vec<&TxOut> = required.iter().filter(|o| o.value.to_sat() > 0).collect();
     let mut to_pool = 0u64;
     for out in &coinbase.output {

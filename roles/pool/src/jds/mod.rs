@@ -57,6 +57,8 @@ use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclara
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 use tracing::{debug, info};
 
+use coinbase::Refusal;
+
 pub use custom_job::CustomJobRefusal;
 
 /// Identifies one JDS connection (its own numbering, apart from mining connections).
@@ -181,6 +183,25 @@ const MAX_PARKED: usize = 64;
 const PARKED_MS: u64 = 5_000;
 
 /// A DeclareMiningJob.Error.
+/// The declaration's transaction list: at most [`MAX_DECLARED_TXS`], none twice.
+fn declared_wtxids(m: &DeclareMiningJobOwned) -> Result<Vec<[u8; 32]>, Refusal> {
+    let wtxids: Vec<[u8; 32]> = m.wtxid_list.iter().map(|w| w.to_array()).collect();
+    let refusal = |details: String| Refusal {
+        code: "invalid-job",
+        details,
+    };
+    if wtxids.len() > MAX_DECLARED_TXS {
+        return Err(refusal(format!(
+            "{} transactions, at most {MAX_DECLARED_TXS}",
+            wtxids.len()
+        )));
+    }
+    if wtxids.iter().collect::<HashSet<_>>().len() != wtxids.len() {
+        return Err(refusal("a transaction is declared twice".into()));
+    }
+    Ok(wtxids)
+}
+
 fn declare_error(request_id: u32, code: &str, details: &str) -> JdReply {
     info!(request_id, code, details, "declared job refused");
     JdReply::send(JobDeclarationOwned::DeclareMiningJobError(
@@ -451,85 +472,77 @@ impl JobDeclarator {
                 "the pool has no chain tip yet",
             );
         };
-        let coinbase = match rebuilt {
+        let coinbase = match rebuilt.and_then(|tx| self.for_next_block(tip, tx)) {
             Ok(tx) => tx,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
         };
-        if !coinbase.input[0]
-            .script_sig
-            .as_bytes()
-            .starts_with(&tip.height_push)
-        {
-            return declare_error(
-                request_id,
-                "stale-chain-tip",
-                "the coinbase is not for the height after the pool's tip",
-            );
-        }
-        if let Err(refusal) =
-            coinbase::check_pays_pool(&coinbase, &self.reward_script, &tip.required_outputs)
-        {
-            return declare_error(request_id, refusal.code, &refusal.details);
-        }
-        let wtxids: Vec<[u8; 32]> = m.wtxid_list.iter().map(|w| w.to_array()).collect();
-        if wtxids.len() > MAX_DECLARED_TXS {
-            return declare_error(
-                request_id,
-                "invalid-job",
-                &format!("{} transactions, at most {MAX_DECLARED_TXS}", wtxids.len()),
-            );
-        }
-        if wtxids.iter().collect::<HashSet<_>>().len() != wtxids.len() {
-            return declare_error(request_id, "invalid-job", "a transaction is declared twice");
-        }
+        let wtxids = match declared_wtxids(&m) {
+            Ok(wtxids) => wtxids,
+            Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
+        };
         let missing: Vec<u16> = wtxids
             .iter()
             .enumerate()
             .filter(|(_, w)| !self.known.contains_key(&Wtxid::from_byte_array(**w)))
             .map(|(i, _)| i as u16)
             .collect();
-        let tip_seq = tip.seq;
-        if !missing.is_empty() {
-            debug!(
-                conn,
-                request_id,
-                missing = missing.len(),
-                "asking for missing transactions"
-            );
-            let ask = ProvideMissingTransactionsOwned {
-                request_id,
-                unknown_tx_position_list: Seq064KOwned::new(missing.clone())
-                    .expect("at most MAX_DECLARED_TXS"),
-            };
-            let state = self
-                .connections
-                .get_mut(&conn)
-                .expect("checked by on_message");
-            if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
-                return declare_error(
-                    request_id,
-                    "invalid-job",
-                    "too many declarations waiting for their transactions",
-                );
-            }
-            state.pending.insert(
-                request_id,
-                Pending {
-                    declaration: m,
-                    coinbase,
-                    missing,
-                    tip_seq,
-                },
-            );
-            return JdReply::send(JobDeclarationOwned::ProvideMissingTransactions(ask));
-        }
         let declared = Pending {
             declaration: m,
             coinbase,
-            missing: vec![],
-            tip_seq,
+            missing,
+            tip_seq: tip.seq,
         };
-        self.accept(conn, declared, &[], now_ms)
+        if declared.missing.is_empty() {
+            self.accept(conn, declared, &[], now_ms)
+        } else {
+            self.ask_for_missing(conn, declared)
+        }
+    }
+
+    /// Keeps a declaration until its connection provides the transactions
+    /// the pool does not know, and asks for them.
+    fn ask_for_missing(&mut self, conn: JdConnId, declared: Pending) -> JdReply {
+        let request_id = declared.declaration.request_id;
+        debug!(
+            conn,
+            request_id,
+            missing = declared.missing.len(),
+            "asking for missing transactions"
+        );
+        let ask = ProvideMissingTransactionsOwned {
+            request_id,
+            unknown_tx_position_list: Seq064KOwned::new(declared.missing.clone())
+                .expect("at most MAX_DECLARED_TXS"),
+        };
+        let state = self
+            .connections
+            .get_mut(&conn)
+            .expect("checked by on_message");
+        if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
+            return declare_error(
+                request_id,
+                "invalid-job",
+                "too many declarations waiting for their transactions",
+            );
+        }
+        state.pending.insert(request_id, declared);
+        JdReply::send(JobDeclarationOwned::ProvideMissingTransactions(ask))
+    }
+
+    /// `coinbase` if it is for the block after the pool's tip and pays the pool.
+    fn for_next_block(&self, tip: &Tip, coinbase: Transaction) -> Result<Transaction, Refusal> {
+        if !coinbase.input[0]
+            .script_sig
+            .as_bytes()
+            .starts_with(&tip.height_push)
+        {
+            return Err(Refusal {
+                code: "stale-chain-tip",
+                details: "the coinbase is not for the height after the pool's tip".into(),
+            });
+        }
+        coinbase::check_pays_pool(&coinbase, &self.reward_script, &tip.required_outputs)?;
+        Ok(coinbase)
     }
 
     /// Whether `coinbase` is for the block after the pool's next one.
