@@ -217,78 +217,9 @@ impl Store {
         // Counted apart and kept only if the transaction commits.
         let mut per_miner_rows = self.per_miner_rows;
         let mut records = self.records.clone();
-        let mut evicted = 0;
         let tx = self.conn.transaction()?;
-        {
-            let mut add = tx.prepare_cached(
-                "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (series, key, minute) DO UPDATE SET value = value + excluded.value",
-            )?;
-            // Keyed rows and records are updated, or else inserted and
-            // counted: how many there are is what the limits bound.
-            let mut update_keyed = tx.prepare_cached(
-                "UPDATE buckets SET value = value + ?4
-                 WHERE series = ?1 AND key = ?2 AND minute = ?3",
-            )?;
-            let mut insert_keyed = tx.prepare_cached(
-                "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut update_record = tx.prepare_cached(
-                "UPDATE records SET data = json_patch(data, ?3) WHERE kind = ?1 AND id = ?2",
-            )?;
-            let mut insert_record = tx.prepare_cached(
-                "INSERT INTO records (kind, id, t, data) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for write in writes {
-                match write {
-                    Write::Add {
-                        series,
-                        key,
-                        t,
-                        value,
-                    } => {
-                        let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
-                        let row = params![series, key, minute, value];
-                        if key.is_empty() {
-                            add.execute(row)?;
-                        } else if update_keyed.execute(row)? == 0 {
-                            insert_keyed.execute(row)?;
-                            per_miner_rows += 1;
-                        }
-                    }
-                    Write::Record { kind, id, t, data } => {
-                        let data = data.to_string();
-                        if update_record.execute(params![kind, id, data])? == 0 {
-                            insert_record.execute(params![kind, id, t, data])?;
-                            *records.entry(kind.to_string()).or_default() += 1;
-                        }
-                    }
-                }
-            }
-            let excess = per_miner_rows.saturating_sub(self.limits.max_per_miner_rows);
-            if excess > 0 {
-                let n = tx.execute(
-                    "DELETE FROM buckets WHERE (series, key, minute) IN
-                     (SELECT series, key, minute FROM buckets WHERE key != ''
-                      ORDER BY minute LIMIT ?1)",
-                    params![excess as i64],
-                )? as u64;
-                per_miner_rows -= n;
-                evicted += n;
-            }
-            for (kind, count) in records.iter_mut() {
-                let excess = count.saturating_sub(self.limits.max_records);
-                if excess > 0 {
-                    let n = tx.execute(
-                        "DELETE FROM records WHERE rowid IN
-                         (SELECT rowid FROM records WHERE kind = ?1 ORDER BY t, id LIMIT ?2)",
-                        params![kind, excess as i64],
-                    )? as u64;
-                    *count -= n;
-                    evicted += n;
-                }
-            }
-        }
+        write_all(&tx, writes, &mut per_miner_rows, &mut records)?;
+        let evicted = evict(&tx, &self.limits, &mut per_miner_rows, &mut records)?;
         let mut upsert_meta =
             tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
         if let Some(state) = state {
@@ -475,6 +406,95 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// Adds `writes` in `tx`, counting the keyed rows and records it inserts.
+fn write_all(
+    tx: &rusqlite::Transaction,
+    writes: &[Write],
+    per_miner_rows: &mut u64,
+    records: &mut HashMap<String, u64>,
+) -> Result<(), StoreError> {
+    let mut add = tx.prepare_cached(
+        "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (series, key, minute) DO UPDATE SET value = value + excluded.value",
+    )?;
+    // Keyed rows and records are updated, or else inserted and
+    // counted: how many there are is what the limits bound.
+    let mut update_keyed = tx.prepare_cached(
+        "UPDATE buckets SET value = value + ?4
+         WHERE series = ?1 AND key = ?2 AND minute = ?3",
+    )?;
+    let mut insert_keyed = tx.prepare_cached(
+        "INSERT INTO buckets (series, key, minute, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut update_record = tx.prepare_cached(
+        "UPDATE records SET data = json_patch(data, ?3) WHERE kind = ?1 AND id = ?2",
+    )?;
+    let mut insert_record =
+        tx.prepare_cached("INSERT INTO records (kind, id, t, data) VALUES (?1, ?2, ?3, ?4)")?;
+    for write in writes {
+        match write {
+            Write::Add {
+                series,
+                key,
+                t,
+                value,
+            } => {
+                let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
+                let row = params![series, key, minute, value];
+                if key.is_empty() {
+                    add.execute(row)?;
+                } else if update_keyed.execute(row)? == 0 {
+                    insert_keyed.execute(row)?;
+                    *per_miner_rows += 1;
+                }
+            }
+            Write::Record { kind, id, t, data } => {
+                let data = data.to_string();
+                if update_record.execute(params![kind, id, data])? == 0 {
+                    insert_record.execute(params![kind, id, t, data])?;
+                    *records.entry(kind.to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the oldest keyed rows and records past `limits` in `tx`;
+/// returns how many.
+fn evict(
+    tx: &rusqlite::Transaction,
+    limits: &StoreLimits,
+    per_miner_rows: &mut u64,
+    records: &mut HashMap<String, u64>,
+) -> Result<u64, StoreError> {
+    let mut evicted = 0;
+    let excess = per_miner_rows.saturating_sub(limits.max_per_miner_rows);
+    if excess > 0 {
+        let n = tx.execute(
+            "DELETE FROM buckets WHERE (series, key, minute) IN
+             (SELECT series, key, minute FROM buckets WHERE key != ''
+              ORDER BY minute LIMIT ?1)",
+            params![excess as i64],
+        )? as u64;
+        *per_miner_rows -= n;
+        evicted += n;
+    }
+    for (kind, count) in records.iter_mut() {
+        let excess = count.saturating_sub(limits.max_records);
+        if excess > 0 {
+            let n = tx.execute(
+                "DELETE FROM records WHERE rowid IN
+                 (SELECT rowid FROM records WHERE kind = ?1 ORDER BY t, id LIMIT ?2)",
+                params![kind, excess as i64],
+            )? as u64;
+            *count -= n;
+            evicted += n;
+        }
+    }
+    Ok(evicted)
 }
 
 #[cfg(test)]
