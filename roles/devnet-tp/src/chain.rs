@@ -176,6 +176,39 @@ struct TemplateInfo {
 /// How many templates stay answerable (RequestTransactionData, late solutions).
 const KEPT_TEMPLATES: usize = 64;
 
+impl TemplateInfo {
+    /// A solution's coinbase: one input starting with the template's
+    /// prefix, every template output, and no more than the template pays.
+    fn check_coinbase(&self, coinbase: &Transaction) -> Result<(), SolutionError> {
+        if !coinbase.is_coinbase() || coinbase.input.len() != 1 {
+            return Err(SolutionError::NotCoinbase);
+        }
+        if !coinbase.input[0]
+            .script_sig
+            .as_bytes()
+            .starts_with(&self.coinbase_prefix)
+        {
+            return Err(SolutionError::WrongCoinbasePrefix);
+        }
+        for (i, out) in self.outputs.iter().enumerate() {
+            if !coinbase.output.contains(out) {
+                return Err(SolutionError::MissingTemplateOutput(i));
+            }
+        }
+        let paid: u64 = coinbase
+            .output
+            .iter()
+            .map(|o| o.value.to_sat())
+            .fold(0u64, u64::saturating_add);
+        let allowed =
+            self.value_remaining + self.outputs.iter().map(|o| o.value.to_sat()).sum::<u64>();
+        if paid > allowed {
+            return Err(SolutionError::Overpays { paid, allowed });
+        }
+        Ok(())
+    }
+}
+
 /// The chain: blocks from genesis to tip, and the templates built on it.
 #[derive(Debug)]
 pub struct Chain {
@@ -451,31 +484,7 @@ impl Chain {
         let coinbase_bytes = solution.coinbase_tx.to_owned_bytes();
         let coinbase: Transaction = deserialize(&coinbase_bytes)
             .map_err(|e| SolutionError::MalformedCoinbase(e.to_string()))?;
-        if !coinbase.is_coinbase() || coinbase.input.len() != 1 {
-            return Err(SolutionError::NotCoinbase);
-        }
-        if !coinbase.input[0]
-            .script_sig
-            .as_bytes()
-            .starts_with(&info.coinbase_prefix)
-        {
-            return Err(SolutionError::WrongCoinbasePrefix);
-        }
-        for (i, out) in info.outputs.iter().enumerate() {
-            if !coinbase.output.contains(out) {
-                return Err(SolutionError::MissingTemplateOutput(i));
-            }
-        }
-        let paid: u64 = coinbase
-            .output
-            .iter()
-            .map(|o| o.value.to_sat())
-            .fold(0u64, u64::saturating_add);
-        let allowed =
-            info.value_remaining + info.outputs.iter().map(|o| o.value.to_sat()).sum::<u64>();
-        if paid > allowed {
-            return Err(SolutionError::Overpays { paid, allowed });
-        }
+        info.check_coinbase(&coinbase)?;
         if solution.header_timestamp <= self.tip_header.time {
             return Err(SolutionError::TimeTooOld {
                 got: solution.header_timestamp,

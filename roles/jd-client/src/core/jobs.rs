@@ -15,8 +15,8 @@ use stratum_core::channels_sv2::chain_tip::ChainTip;
 use stratum_core::channels_sv2::server::jobs::extended::ExtendedJob;
 use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
 use stratum_core::job_declaration_sv2::{
-    AllocateMiningJobTokenOwned, DeclareMiningJobOwned, ProvideMissingTransactionsSuccessOwned,
-    PushSolutionOwned,
+    AllocateMiningJobTokenOwned, DeclareMiningJobOwned, DeclareMiningJobSuccessOwned,
+    ProvideMissingTransactionsOwned, ProvideMissingTransactionsSuccessOwned, PushSolutionOwned,
 };
 use stratum_core::mining_sv2::{
     SetCustomMiningJobErrorOwned, SetCustomMiningJobOwned, SetCustomMiningJobSuccess,
@@ -320,29 +320,7 @@ impl Jobs {
                 self.tokens.push_back(ok.mining_job_token);
                 self.declare(Mode::Declared, channels)
             }
-            Jd::DeclareMiningJobSuccess(ok) => {
-                let Some(mut declared) = self.declaring.remove(&ok.request_id) else {
-                    return vec![];
-                };
-                if self.prev.as_ref().map(|p| &p.prev_hash) != Some(&declared.prev.prev_hash) {
-                    debug!(
-                        request_id = ok.request_id,
-                        "declared on a tip that moved since"
-                    );
-                    return vec![];
-                }
-                info!(
-                    template_id = declared.template.template_id,
-                    channels = channels.len(),
-                    "job declared; setting it on every channel"
-                );
-                declared.token = ok.new_mining_job_token;
-                self.declared = Some(declared);
-                channels
-                    .iter()
-                    .flat_map(|c| self.set_on_channel(Some(c)))
-                    .collect()
-            }
+            Jd::DeclareMiningJobSuccess(ok) => self.on_declared(ok, channels),
             Jd::DeclareMiningJobError(e) => {
                 self.declaring.remove(&e.request_id);
                 let code = e.error_code.as_utf8_or_hex();
@@ -355,36 +333,7 @@ impl Jobs {
                     "the job declarator refused a job: {code} ({details})"
                 ))]
             }
-            Jd::ProvideMissingTransactions(ask) => {
-                let Some(declared) = self.declaring.get(&ask.request_id) else {
-                    return vec![];
-                };
-                let txs = self
-                    .transactions
-                    .get(&declared.template.template_id)
-                    .cloned()
-                    .unwrap_or_default();
-                let list: Option<Vec<_>> = ask
-                    .unknown_tx_position_list
-                    .into_inner()
-                    .into_iter()
-                    .map(|i| {
-                        txs.get(i as usize)
-                            .map(|tx| serialize(tx).try_into().expect("fits"))
-                    })
-                    .collect();
-                let Some(list) = list else {
-                    return vec![Action::FallBack(
-                        "the job declarator asked for a transaction the job does not have".into(),
-                    )];
-                };
-                vec![Action::Jds(AnyMessageOwned::JobDeclaration(
-                    Jd::ProvideMissingTransactionsSuccess(ProvideMissingTransactionsSuccessOwned {
-                        request_id: ask.request_id,
-                        transaction_list: Seq064KOwned::new(list).expect("fits"),
-                    }),
-                ))]
-            }
+            Jd::ProvideMissingTransactions(ask) => self.provide_missing(ask),
             other => {
                 debug!(
                     "ignoring {} from the job declarator",
@@ -393,6 +342,69 @@ impl Jobs {
                 vec![]
             }
         }
+    }
+
+    /// The job declarator accepted a declaration: unless the tip moved
+    /// since, the job goes on every channel.
+    fn on_declared(
+        &mut self,
+        ok: DeclareMiningJobSuccessOwned,
+        channels: &[ChannelView],
+    ) -> Vec<Action> {
+        let Some(mut declared) = self.declaring.remove(&ok.request_id) else {
+            return vec![];
+        };
+        if self.prev.as_ref().map(|p| &p.prev_hash) != Some(&declared.prev.prev_hash) {
+            debug!(
+                request_id = ok.request_id,
+                "declared on a tip that moved since"
+            );
+            return vec![];
+        }
+        info!(
+            template_id = declared.template.template_id,
+            channels = channels.len(),
+            "job declared; setting it on every channel"
+        );
+        declared.token = ok.new_mining_job_token;
+        self.declared = Some(declared);
+        channels
+            .iter()
+            .flat_map(|c| self.set_on_channel(Some(c)))
+            .collect()
+    }
+
+    /// The job declarator asks for transactions of a declaration it does
+    /// not know.
+    fn provide_missing(&self, ask: ProvideMissingTransactionsOwned) -> Vec<Action> {
+        let Some(declared) = self.declaring.get(&ask.request_id) else {
+            return vec![];
+        };
+        let txs = self
+            .transactions
+            .get(&declared.template.template_id)
+            .cloned()
+            .unwrap_or_default();
+        let list: Option<Vec<_>> = ask
+            .unknown_tx_position_list
+            .into_inner()
+            .into_iter()
+            .map(|i| {
+                txs.get(i as usize)
+                    .map(|tx| serialize(tx).try_into().expect("fits"))
+            })
+            .collect();
+        let Some(list) = list else {
+            return vec![Action::FallBack(
+                "the job declarator asked for a transaction the job does not have".into(),
+            )];
+        };
+        vec![Action::Jds(AnyMessageOwned::JobDeclaration(
+            Jd::ProvideMissingTransactionsSuccess(ProvideMissingTransactionsSuccessOwned {
+                request_id: ask.request_id,
+                transaction_list: Seq064KOwned::new(list).expect("fits"),
+            }),
+        ))]
     }
 
     /// A channel opened: the declared job goes on it, or, with none yet (the

@@ -1,0 +1,525 @@
+//! The translator's wallet against a real mint: minting its quotes exactly
+//! once through crashes, lost answers and a killed mint.
+
+use super::*;
+
+/// A mint with its database in memory (as the mint's own tests start it),
+/// the pool's link to it, and a quote store in a fresh directory.
+async fn mint_link_and_store() -> (TestMint, PoolClient, tempfile::TempDir, QuoteStore) {
+    init_logging();
+    let mint = TestMint::start(mint_support::config(":memory:")).await;
+    let link = mint.pool().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    (mint, link, dir, store)
+}
+
+/// A paid quote worth 2^zero_bits, locked to `key`.
+async fn quote(link: &mut PoolClient, zero_bits: u32, key: LockingKey) -> (String, u64) {
+    (
+        link.quote_id(share(zero_bits, key)).await,
+        1u64 << zero_bits,
+    )
+}
+
+fn seed() -> [u8; 64] {
+    translator::config::seed_from_mnemonic(TRANSLATOR_MNEMONIC).unwrap()
+}
+
+/// The translator's wallet (the test mnemonic) on `mint`, its database in `dir`.
+async fn open_wallet(mint: &TestMint, dir: &Path) -> EhashWallet {
+    EhashWallet::open(&mint.running.http_url(), &dir.join("wallet.sqlite"), seed())
+        .await
+        .unwrap()
+}
+
+/// The output of `command` on the wallet and quote store, as the CLI prints it.
+async fn wallet_command(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    command: WalletCommand,
+) -> String {
+    translator::cli::run_wallet_command_on(wallet, store, command)
+        .await
+        .unwrap()
+}
+
+/// `wallet send amount` from `wallet`; a fresh wallet of the mint at
+/// `mint_url` receives exactly that. Returns the token.
+async fn send_to_fresh_wallet(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    mint_url: &str,
+    amount: u64,
+) -> String {
+    let out = wallet_command(wallet, store, WalletCommand::Send { amount }).await;
+    let token = out.trim();
+    let received = hashpool_tests::wallet(mint_url)
+        .receive(token, ReceiveOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(u64::from(received), amount);
+    token.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_mints_its_quotes_exactly_once_and_a_sent_token_is_received_elsewhere() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let key = wallet.locking_key();
+    let mut total = 0;
+    for bits in [1, 2, 3, 4, 5] {
+        let (id, amount) = quote(&mut link, bits, key).await;
+        store
+            .insert(&quote_record(&id, amount, key, QuoteState::Pending))
+            .unwrap();
+        total += amount;
+    }
+    wallet.recover().await.unwrap();
+    // Batches of at most 3, side by side: all five in one round.
+    let round = wallet.mint_pending(&store, 3).await.unwrap();
+    assert_eq!((round.minted.len(), round.left), (5, 0));
+    assert_eq!(round.amount, total);
+    assert_eq!(
+        wallet.balance().await.unwrap(),
+        total,
+        "balance = sum of the quotes, exactly"
+    );
+    // nothing left, nothing twice
+    let again = wallet.mint_pending(&store, 50).await.unwrap();
+    assert!(again.minted.is_empty() && again.already_issued.is_empty());
+    assert_eq!(wallet.balance().await.unwrap(), total);
+    assert_eq!(store.totals().unwrap().minted, (5, total));
+
+    // wallet send -> a fresh wallet receives it
+    let token = send_to_fresh_wallet(&wallet, &store, &mint.running.http_url(), 7).await;
+    assert!(token.starts_with("cashuB"), "{token}");
+    assert_eq!(wallet.balance().await.unwrap(), total - 7);
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_minting_before_recording_mints_nothing_twice() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let mut quotes = vec![];
+    let mut total = 0;
+    {
+        let wallet = open_wallet(&mint, dir.path()).await;
+        let key = wallet.locking_key();
+        for bits in [3, 4, 5, 6] {
+            let (id, amount) = quote(&mut link, bits, key).await;
+            store
+                .insert(&quote_record(&id, amount, key, QuoteState::Pending))
+                .unwrap();
+            quotes.push(id);
+            total += amount;
+        }
+        // The wallet minted two quotes, then the process died before the
+        // records said so.
+        let secret = locking_secret(&seed());
+        for id in &quotes[..2] {
+            wallet
+                .cdk()
+                .fetch_mint_quote(id, Some(ehash_method()))
+                .await
+                .unwrap();
+        }
+        let ids: Vec<&str> = quotes[..2].iter().map(String::as_str).collect();
+        let keys: HashMap<String, SecretKey> = quotes[..2]
+            .iter()
+            .map(|q| (q.clone(), secret.clone()))
+            .collect();
+        wallet
+            .cdk()
+            .batch_mint(&ids, SplitTarget::default(), None, Some(keys))
+            .await
+            .unwrap();
+    }
+    let wallet = open_wallet(&mint, dir.path()).await;
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!(round.already_issued.len(), 2);
+    assert_eq!(round.minted.len(), 2);
+    assert_eq!(wallet.balance().await.unwrap(), total);
+    assert_eq!(store.totals().unwrap().minted, (4, total));
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let key = wallet.locking_key();
+    let (elsewhere, amount) = quote(&mut link, 3, key).await;
+    let (fresh, fresh_amount) = quote(&mut link, 4, key).await;
+    // Another wallet with the same seed (its own database, its secret
+    // counter elsewhere: not our outputs) mints one first.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open_wallet(&mint, other_dir.path()).await;
+    other.recover().await.unwrap();
+    let keyset = other.cdk().active_keyset().await.unwrap().id;
+    other
+        .cdk()
+        .localstore
+        .increment_keyset_counter(&keyset, 1000)
+        .await
+        .unwrap();
+    let other_store = QuoteStore::open_in_memory().unwrap();
+    other_store
+        .insert(&quote_record(&elsewhere, amount, key, QuoteState::Pending))
+        .unwrap();
+    let minted = other.mint_pending(&other_store, 10).await.unwrap();
+    assert_eq!(minted.amount, amount);
+    // Our wallet records both as paid (the pool was told they were); the
+    // mint refuses the batch, and asking it about each quote sorts them out.
+    for (id, amount) in [(&elsewhere, amount), (&fresh, fresh_amount)] {
+        store
+            .insert(&quote_record(id, amount, key, QuoteState::Pending))
+            .unwrap();
+    }
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 10).await.unwrap();
+    assert_eq!(round.already_issued, vec![(elsewhere, amount)]);
+    assert_eq!(round.minted, vec![(fresh, fresh_amount)]);
+    assert_eq!(wallet.balance().await.unwrap(), fresh_amount);
+    assert_eq!(store.totals().unwrap().minted, (2, amount + fresh_amount));
+    mint.stop().await;
+}
+
+/// A proxy to `target` that lets through the first request whose bytes
+/// contain each of `paths` and drops its answer: the connection closes
+/// instead. The paths whose answer it has dropped.
+async fn answer_dropping_proxy(
+    target: SocketAddr,
+    paths: &[&'static str],
+) -> (SocketAddr, Arc<Mutex<Vec<&'static str>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(Mutex::new(paths.to_vec()));
+    let dropped = Arc::new(Mutex::new(vec![]));
+    let dropped_by_proxy = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_target, mut to_target) = upstream.into_split();
+            let (armed, dropped) = (armed.clone(), dropped_by_proxy.clone());
+            let dropping = Arc::new(AtomicBool::new(false));
+            let dropping_up = dropping.clone();
+            tokio::spawn(async move {
+                let up = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        let request = &buf[..n];
+                        let hit = {
+                            let mut armed = armed.lock().unwrap();
+                            let at = armed
+                                .iter()
+                                .position(|p| request.windows(p.len()).any(|w| w == p.as_bytes()));
+                            at.map(|i| armed.remove(i))
+                        };
+                        if let Some(path) = hit {
+                            dropped.lock().unwrap().push(path);
+                            dropping_up.store(true, Ordering::SeqCst);
+                        }
+                        if to_target.write_all(request).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_target.read(&mut buf).await {
+                        if dropping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! { _ = up => {}, _ = down => {} }
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+/// Paid quotes of 2^bits for each of `bits`, recorded pending; their sum.
+async fn pending_quotes(
+    link: &mut PoolClient,
+    store: &QuoteStore,
+    key: LockingKey,
+    bits: impl IntoIterator<Item = u32>,
+) -> u64 {
+    let mut total = 0;
+    for bits in bits {
+        let (id, amount) = quote(link, bits, key).await;
+        store
+            .insert(&quote_record(&id, amount, key, QuoteState::Pending))
+            .unwrap();
+        total += amount;
+    }
+    total
+}
+
+/// The mint signs a batch and its answer never reaches the wallet: the
+/// wallet asks the mint what it signed (NUT-09) and keeps those proofs,
+/// minting nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_again() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let (proxy, dropped) = answer_dropping_proxy(target, &["/v1/mint/ehash/batch"]).await;
+    let url = format!("http://{proxy}");
+    let wallet = EhashWallet::open(&url, &dir.path().join("wallet.sqlite"), seed())
+        .await
+        .unwrap();
+    let key = wallet.locking_key();
+    let total = pending_quotes(&mut link, &store, key, 1..=6).await;
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!(*dropped.lock().unwrap(), ["/v1/mint/ehash/batch"]);
+    assert_eq!(
+        (round.minted.len(), round.amount, round.left),
+        (6, total, 0)
+    );
+    assert!(store.batches().unwrap().is_empty(), "the batch is closed");
+    assert_eq!(wallet.balance().await.unwrap(), total, "each proof once");
+    let stats = link.stats().await;
+    assert_eq!((stats.quotes_paid, stats.quotes_issued), (0, 6));
+    // The restored proofs are good: sent, and received elsewhere.
+    send_to_fresh_wallet(&wallet, &store, &url, total).await;
+    mint.stop().await;
+}
+
+/// A process that dies with a batch open (the mint signed it, the answer
+/// and the wallet's question about it lost) leaves it to the next start:
+/// the next round settles it first, then mints the newer quotes, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let lost = ["/v1/mint/ehash/batch", "/v1/restore"];
+    let (proxy, dropped) = answer_dropping_proxy(target, &lost).await;
+    let db = dir.path().join("wallet.sqlite");
+    let key = {
+        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
+            .await
+            .unwrap();
+        wallet.recover().await.unwrap();
+        wallet.locking_key()
+    };
+    let first = pending_quotes(&mut link, &store, key, 1..=3).await;
+    {
+        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
+            .await
+            .unwrap();
+        assert!(wallet.mint_pending(&store, 50).await.is_err());
+        assert_eq!(*dropped.lock().unwrap(), lost);
+        assert_eq!(store.batches().unwrap().len(), 1, "left open");
+        assert_eq!(wallet.balance().await.unwrap(), 0);
+    }
+    let second = pending_quotes(&mut link, &store, key, 4..=5).await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!((round.minted.len(), round.left), (5, 0));
+    assert!(store.batches().unwrap().is_empty());
+    assert_eq!(store.totals().unwrap().minted, (5, first + second));
+    assert_eq!(wallet.balance().await.unwrap(), first + second);
+    let stats = link.stats().await;
+    assert_eq!((stats.quotes_paid, stats.quotes_issued), (0, 5));
+    mint.stop().await;
+}
+
+/// Thousands of quotes minted in NUT-29 batches, the mint (its own process)
+/// killed with SIGKILL while a batch is on its way: every quote is issued
+/// once and minted once, and the wallet holds exactly their sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_quotes_minted_in_batches_across_a_mint_kill_each_exactly_once() {
+    const QUOTES: u64 = 2000;
+    const BATCH: usize = 100;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let files = MintFiles::write(dir.path());
+    let (http, link_addr) = (files.http, files.link);
+    let mut mint = files.spawn().await;
+    let mut link = PoolClient::authenticated(link_addr, mint_support::POOL_SECRET).await;
+
+    let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    let wallet = EhashWallet::open(&files.url(), &dir.path().join("wallet.sqlite"), seed())
+        .await
+        .unwrap();
+    let key = wallet.locking_key();
+    let mut records = Vec::new();
+    for i in 0..QUOTES {
+        let (id, amount) = quote(&mut link, (i % 4) as u32, key).await;
+        records.push(quote_record(&id, amount, key, QuoteState::Pending));
+    }
+    let total: u64 = records.iter().map(|r| r.amount).sum();
+    store.record(&records, &[]).unwrap();
+    wallet.recover().await.unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let (mut rounds, mut failed, mut killed) = (0, 0, false);
+    let (mut last_round, mut left_by_kill) = (Duration::ZERO, 0);
+    loop {
+        let minted = store.totals().unwrap().minted.0;
+        if minted == QUOTES {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{minted} of {QUOTES} minted after {rounds} rounds"
+        );
+        rounds += 1;
+        let started = std::time::Instant::now();
+        let result = if !killed && minted >= QUOTES / 2 {
+            // Killed well into a round, as the last one went: with its
+            // batches on their way.
+            killed = true;
+            let kill = async {
+                tokio::time::sleep(last_round * 3 / 5).await;
+                mint.kill();
+            };
+            let (result, ()) = tokio::join!(wallet.mint_pending(&store, BATCH), kill);
+            mint.restart();
+            until_listening(http, "mint http").await;
+            left_by_kill = result.as_ref().map_or(0, |round| round.left);
+            result
+        } else {
+            wallet.mint_pending(&store, BATCH).await
+        };
+        last_round = started.elapsed();
+        if let Err(e) = result {
+            failed += 1;
+            println!("minting round failed: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    println!(
+        "{QUOTES} quotes minted in {rounds} rounds ({failed} failed, \
+         {left_by_kill} left pending by the kill)"
+    );
+    assert!(killed);
+    assert_eq!(store.totals().unwrap().minted, (QUOTES, total));
+    assert_eq!(
+        wallet.balance().await.unwrap(),
+        total,
+        "nothing lost, nothing twice"
+    );
+    let mut link = PoolClient::authenticated(link_addr, mint_support::POOL_SECRET).await;
+    let stats = link.stats().await;
+    assert_eq!(
+        (stats.quotes_unpaid, stats.quotes_paid, stats.quotes_issued),
+        (0, 0, QUOTES),
+        "every quote issued once"
+    );
+    mint.kill();
+}
+
+/// The wallets of four miners minting at once, each round's batches side
+/// by side, against one mint on file SQLite (its own process, the shipped
+/// config): the mint serves every batch, none fails waiting for the
+/// database, and each quote is issued once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallets_minting_at_once_have_every_batch_served() {
+    const WALLETS: u8 = 4;
+    const QUOTES: u64 = 200;
+    const BATCH: usize = 10;
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let files = MintFiles::write(dir.path());
+    let mint = files.spawn().await;
+    let mut link = PoolClient::authenticated(files.link, mint_support::POOL_SECRET).await;
+
+    let mut miners = vec![];
+    for n in 1..=WALLETS {
+        let path = |name: &str| dir.path().join(format!("{name}-{n}.sqlite"));
+        let wallet = EhashWallet::open(&files.url(), &path("wallet"), [n; 64])
+            .await
+            .unwrap();
+        let store = QuoteStore::open(&path("quotes")).unwrap();
+        let key = wallet.locking_key();
+        let mut records = vec![];
+        for i in 0..QUOTES {
+            let (id, amount) = quote(&mut link, (i % 4) as u32, key).await;
+            records.push(quote_record(&id, amount, key, QuoteState::Pending));
+        }
+        store.record(&records, &[]).unwrap();
+        let total: u64 = records.iter().map(|r| r.amount).sum();
+        miners.push((wallet, store, total));
+    }
+    let minting = miners.iter().map(|(wallet, store, _)| async move {
+        let mut rounds = 0;
+        loop {
+            let round = wallet.mint_pending(store, BATCH).await.unwrap();
+            assert_eq!(round.left, 0, "quotes left pending: a batch was not served");
+            if round.minted.is_empty() {
+                return rounds;
+            }
+            rounds += 1;
+        }
+    });
+    let rounds = futures::future::join_all(minting).await;
+    println!("rounds per wallet: {rounds:?}");
+    for (wallet, store, total) in &miners {
+        assert_eq!(store.totals().unwrap().minted, (QUOTES, *total));
+        assert_eq!(wallet.balance().await.unwrap(), *total);
+    }
+    let stats = link.stats().await;
+    assert_eq!(
+        (stats.quotes_paid, stats.quotes_issued),
+        (0, QUOTES * u64::from(WALLETS)),
+        "every quote issued once"
+    );
+    drop(mint);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_them() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let miner_secret = SecretKey::generate();
+    let miner_key = LockingKey::from_bytes(&miner_secret.public_key().to_bytes()).unwrap();
+    let (id, amount) = quote(&mut link, 4, miner_key).await;
+    store
+        .insert(&quote_record(&id, amount, miner_key, QuoteState::Foreign))
+        .unwrap();
+
+    let listing = wallet_command(&wallet, &store, WalletCommand::Quotes).await;
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("the quote is listed");
+    assert!(
+        line.contains("miner-key") && line.contains(&miner_key.to_string()),
+        "{line}"
+    );
+
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert!(round.minted.is_empty());
+    // the proxy's key cannot mint it
+    wallet
+        .cdk()
+        .fetch_mint_quote(&id, Some(ehash_method()))
+        .await
+        .unwrap();
+    let keys: HashMap<String, SecretKey> = [(id.clone(), locking_secret(&seed()))].into();
+    assert!(wallet
+        .cdk()
+        .batch_mint(&[id.as_str()], SplitTarget::default(), None, Some(keys))
+        .await
+        .is_err());
+    assert_eq!(wallet.balance().await.unwrap(), 0);
+    // the miner's own wallet can
+    let own = hashpool_tests::wallet(&mint.running.http_url());
+    assert_eq!(
+        mint_with(&own, &[id.as_str()], &miner_secret).await,
+        Ok(amount)
+    );
+    mint.stop().await;
+}
