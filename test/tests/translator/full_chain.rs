@@ -2,9 +2,13 @@
 //! -> mint, and the translator's wallet minting what the pool announced.
 
 use super::*;
+use crate::wallet::{seed, send_to_fresh_wallet, wallet_command};
 
 /// Waits until the translator recorded `n` quotes; returns (quote id, amount, own).
-async fn recorded_quotes(tr: &mut RunningTranslator, n: usize) -> Vec<(String, u64, bool)> {
+pub(crate) async fn recorded_quotes(
+    tr: &mut RunningTranslator,
+    n: usize,
+) -> Vec<(String, u64, bool)> {
     let mut quotes = vec![];
     while quotes.len() < n {
         if let TranslatorEvent::QuoteRecorded {
@@ -23,7 +27,7 @@ async fn recorded_quotes(tr: &mut RunningTranslator, n: usize) -> Vec<(String, u
 
 /// Waits until `n` quotes are minted (read from the store: the wallet's
 /// events may have gone by while the test waited for others).
-async fn minted_quotes(tr: &mut RunningTranslator, n: u64) {
+pub(crate) async fn minted_quotes(tr: &mut RunningTranslator, n: u64) {
     let deadline = tokio::time::Instant::now() + WAIT * 2;
     while tr.handle.quotes().totals().unwrap().minted.0 < n {
         assert!(
@@ -85,8 +89,6 @@ async fn full_chain_the_wallet_balance_is_the_sum_of_the_accepted_shares() {
     tr.stop().await;
     stack.stop().await;
 }
-
-role_child_entry!();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_chain_quotes_recorded_while_the_minter_waits_are_minted_in_one_batch() {

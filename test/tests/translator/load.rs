@@ -2,6 +2,7 @@
 //! and the forwarding benchmark.
 
 use super::*;
+use crate::full_chain::{minted_quotes, recorded_quotes};
 
 /// `n` miners, each subscribed, authorized and holding a job.
 async fn connect_miners(addr: SocketAddr, n: usize) -> Vec<Sv1Client> {

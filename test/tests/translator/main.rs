@@ -10,6 +10,9 @@ mod full_chain;
 mod load;
 mod wallet;
 
+// Roles started as child processes of this binary run here (by its name).
+role_child_entry!();
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -22,7 +22,7 @@ async fn quote(link: &mut PoolClient, zero_bits: u32, key: LockingKey) -> (Strin
     )
 }
 
-fn seed() -> [u8; 64] {
+pub(crate) fn seed() -> [u8; 64] {
     translator::config::seed_from_mnemonic(TRANSLATOR_MNEMONIC).unwrap()
 }
 
@@ -34,7 +34,7 @@ async fn open_wallet(mint: &TestMint, dir: &Path) -> EhashWallet {
 }
 
 /// The output of `command` on the wallet and quote store, as the CLI prints it.
-async fn wallet_command(
+pub(crate) async fn wallet_command(
     wallet: &EhashWallet,
     store: &QuoteStore,
     command: WalletCommand,
@@ -46,7 +46,7 @@ async fn wallet_command(
 
 /// `wallet send amount` from `wallet`; a fresh wallet of the mint at
 /// `mint_url` receives exactly that. Returns the token.
-async fn send_to_fresh_wallet(
+pub(crate) async fn send_to_fresh_wallet(
     wallet: &EhashWallet,
     store: &QuoteStore,
     mint_url: &str,
