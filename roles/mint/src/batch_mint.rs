@@ -10,10 +10,12 @@
 //! alone (`lib.rs` configures them; [`router`] checks it). With wallets
 //! minting thousands of quotes a second that read was 8% of the mint's CPU.
 //!
-//! Everything else is as cdk-axum does it: the same NUT-19 cache of
+//! Everything else is as cdk-axum does it: a batch's bounds (no quote, too
+//! many, one twice) refused before any work, the same NUT-19 cache of
 //! responses (a wallet that lost an answer gets the same signatures when
 //! it asks again), the same errors (400 with a Cashu error body).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -30,11 +32,33 @@ use cdk_common::QuoteId;
 use ehash::constants::PAYMENT_METHOD;
 
 /// The one batch-mint path this mint serves (`/v1/mint/{method}/batch`).
-pub const PATH: &str = "/v1/mint/ehash/batch";
+const PATH: &str = "/v1/mint/ehash/batch";
 
 struct BatchMint {
     mint: Arc<Mint>,
     cache: Arc<HttpCache>,
+    /// NUT-29 `max_batch_size`, fixed at start.
+    max_batch_size: Option<usize>,
+}
+
+impl BatchMint {
+    /// A batch's bounds, checked before its cache key is computed (a
+    /// hash of the whole request) and before any quote is read.
+    fn check_bounds(&self, quotes: &[QuoteId]) -> Result<(), cdk::Error> {
+        if quotes.is_empty() {
+            return Err(cdk::Error::UnknownQuote);
+        }
+        if let Some(max) = self.max_batch_size.filter(|max| quotes.len() > *max) {
+            return Err(cdk::Error::BatchSizeExceeded {
+                actual: quotes.len(),
+                max,
+            });
+        }
+        if quotes.iter().collect::<HashSet<_>>().len() != quotes.len() {
+            return Err(cdk::Error::DuplicateQuoteIds);
+        }
+        Ok(())
+    }
 }
 
 /// The route, to merge next to cdk-axum's (a path without parameters wins
@@ -56,6 +80,9 @@ pub async fn router(mint: Arc<Mint>) -> Result<Router, String> {
     let state = Arc::new(BatchMint {
         mint,
         cache: Arc::new(HttpCache::default()),
+        max_batch_size: nut29
+            .max_batch_size
+            .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
     });
     Ok(Router::new()
         .route(PATH, post(batch_mint))
@@ -66,6 +93,9 @@ async fn batch_mint(
     State(state): State<Arc<BatchMint>>,
     Json(request): Json<BatchMintRequest<QuoteId>>,
 ) -> Response {
+    if let Err(e) = state.check_bounds(&request.quotes) {
+        return refused(e);
+    }
     let key = state
         .cache
         .calculate_key(&("mint_batch", PAYMENT_METHOD, &request));

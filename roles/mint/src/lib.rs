@@ -19,7 +19,7 @@
 
 pub mod audit;
 pub mod backend;
-pub mod batch_mint;
+mod batch_mint;
 pub mod chain;
 pub mod config;
 mod io;

@@ -85,8 +85,9 @@ async fn nut29_batch_mints_many_quotes_at_once() {
 
 /// The batch route as a wallet meets it: a batch asked for again (its
 /// answer lost) gets the same signatures, the same quotes with new outputs
-/// are refused as issued, and an unknown quote is refused; refusals are 400
-/// with a Cashu error body.
+/// are refused as issued, and a batch naming a quote twice, too many
+/// quotes or an unknown one is refused; refusals are 400 with a Cashu
+/// error body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_asked_again_gets_the_same_signatures_and_a_bad_one_a_cashu_error() {
     let (mint, mut pool) = TestMint::with_pool().await;
@@ -102,6 +103,7 @@ async fn a_batch_asked_again_gets_the_same_signatures_and_a_bad_one_a_cashu_erro
     assert_eq!(first["signatures"].as_array().unwrap().len(), 2);
     assert_eq!(post_batch(&mint, &request).await, (200, first));
 
+    let code = |refusal: &Value| refusal["code"].as_u64();
     let issued = ErrorCode::TokensAlreadyIssued.to_code();
     let again = batch_request(&mint, &ids, 8 + 32, &miner_secret);
     let (status, refusal) = post_batch(&mint, &again).await;
@@ -109,6 +111,28 @@ async fn a_batch_asked_again_gets_the_same_signatures_and_a_bad_one_a_cashu_erro
         (status, refusal["code"].as_u64()),
         (400, Some(issued.into()))
     );
+
+    let twice = vec![ids[0].clone(), ids[0].clone()];
+    let (status, refusal) =
+        post_batch(&mint, &batch_request(&mint, &twice, 16, &miner_secret)).await;
+    let duplicate = ErrorCode::DuplicateQuoteIds.to_code();
+    assert_eq!((status, code(&refusal)), (400, Some(duplicate.into())));
+    let max = mint
+        .running
+        .mint
+        .mint_info()
+        .await
+        .unwrap()
+        .nuts
+        .nut29
+        .max_batch_size;
+    let too_many: Vec<String> = (0..=max.unwrap())
+        .map(|i| format!("00000000-0000-4000-8000-{i:012}"))
+        .collect();
+    let (status, refusal) =
+        post_batch(&mint, &batch_request(&mint, &too_many, 1, &miner_secret)).await;
+    let exceeded = ErrorCode::BatchSizeExceeded.to_code();
+    assert_eq!((status, code(&refusal)), (400, Some(exceeded.into())));
 
     let unknown = vec!["f0f6b1b9-5ac4-4b47-9e3b-6e4f6f1b0d2a".to_string()];
     let (status, refusal) =
