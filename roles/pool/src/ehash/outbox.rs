@@ -11,11 +11,14 @@
 //! each append's `synced` there, so a share needs no task of its own to
 //! wait for its record. `Done` records ride along with the next sync
 //! (losing one only causes a harmless replay). The journal is rewritten
-//! without finished records when they dominate it.
+//! without finished records when they dominate it. The writer keeps where
+//! each owed record is in the journal, not its payload: the flow holds
+//! the share already, and a rewrite reads the records back.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use roles_common::private;
@@ -32,6 +35,13 @@ const MAX_BATCH: usize = 4096;
 
 /// Requests still owed by the mint, oldest first: (share hash, payload).
 pub type Owed = Vec<([u8; 32], Vec<u8>)>;
+
+/// Where a whole record is in the journal: its first byte and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    at: u64,
+    len: usize,
+}
 
 /// One journal record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,7 +238,8 @@ impl Outbox {
         }
         let pending = pending_after(records);
         // Start from a compact journal holding only what is owed.
-        let file = rewrite(path, pending.iter().map(|(k, p)| (k, p.as_slice()))).map_err(io_err)?;
+        let (file, live) =
+            rewrite(path, pending.iter().map(|(k, p)| (k, p.as_slice()))).map_err(io_err)?;
         if !pending.is_empty() {
             info!(
                 "outbox {}: {} quote requests still owed by the mint, replaying",
@@ -237,7 +248,6 @@ impl Outbox {
             );
         }
         let (commands, queue) = mpsc::channel(MAX_BATCH);
-        let live: HashMap<[u8; 32], Vec<u8>> = pending.iter().cloned().collect();
         let good_len = file.metadata().map_err(io_err)?.len();
         let writer = Writer {
             path: path.to_path_buf(),
@@ -302,17 +312,26 @@ impl Outbox {
     }
 }
 
-/// Writes `records` to a fresh journal next to `path` and renames it over `path`.
+/// Writes `records` to a fresh journal next to `path` and renames it over
+/// `path`; returns the journal, open to append, and where each record is.
 fn rewrite<'a>(
     path: &Path,
     records: impl Iterator<Item = (&'a [u8; 32], &'a [u8])>,
-) -> io::Result<File> {
+) -> io::Result<(File, HashMap<[u8; 32], Span>)> {
     let mut bytes = MAGIC.to_vec();
+    let mut live = HashMap::new();
     for (key, payload) in records {
+        let at = bytes.len();
         encode_append(key, payload, &mut bytes);
+        let span = Span {
+            at: at as u64,
+            len: bytes.len() - at,
+        };
+        live.insert(*key, span);
     }
     private::replace_file(path, &bytes)?;
-    OpenOptions::new().append(true).open(path)
+    let file = OpenOptions::new().read(true).append(true).open(path)?;
+    Ok((file, live))
 }
 
 struct Writer {
@@ -321,7 +340,8 @@ struct Writer {
     /// Length of the journal up to its last record written whole: a failed
     /// write is cut back to it, so a torn record never hides the ones after.
     good_len: u64,
-    live: HashMap<[u8; 32], Vec<u8>>,
+    /// The records owed, by share hash.
+    live: HashMap<[u8; 32], Span>,
     done_since_compaction: usize,
 }
 
@@ -350,8 +370,13 @@ impl Writer {
                     payload,
                     synced,
                 } => {
+                    let at = bytes.len();
                     encode_append(&key, &payload, &mut bytes);
-                    appended.push((key, payload));
+                    let span = Span {
+                        at: self.good_len + at as u64,
+                        len: bytes.len() - at,
+                    };
+                    appended.push((key, span));
                     waiting.push(synced);
                 }
                 Command::Done { key } => {
@@ -401,10 +426,14 @@ impl Writer {
     }
 
     fn compact(&mut self) {
-        match rewrite(&self.path, self.live.iter().map(|(k, p)| (k, p.as_slice()))) {
-            Ok(file) => {
+        let rewritten = self
+            .read_live()
+            .and_then(|owed| rewrite(&self.path, owed.iter().map(|(k, p)| (k, p.as_slice()))));
+        match rewritten {
+            Ok((file, live)) => {
                 self.good_len = file.metadata().map(|m| m.len()).unwrap_or(0);
                 self.file = file;
+                self.live = live;
                 self.done_since_compaction = 0;
             }
             Err(e) => warn!(
@@ -412,6 +441,32 @@ impl Writer {
                 self.path.display()
             ),
         }
+    }
+
+    /// The owed records, read back from the journal; an error if one is not
+    /// where it was written whole, so a rewrite never loses or alters one.
+    fn read_live(&self) -> io::Result<Owed> {
+        self.live
+            .iter()
+            .map(|(key, span)| {
+                let mut bytes = vec![0; span.len];
+                self.file.read_exact_at(&mut bytes, span.at)?;
+                match Record::decode_one(&bytes) {
+                    Some((Record::Append { key: read, payload }, len))
+                        if read == *key && len == span.len =>
+                    {
+                        Ok((*key, payload))
+                    }
+                    _ => Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the record of {} is not where it was written",
+                            ehash::share::hex_be(key)
+                        ),
+                    )),
+                }
+            })
+            .collect()
     }
 }
 
@@ -516,7 +571,7 @@ mod tests {
     fn a_torn_write_is_cut_back_so_later_records_survive() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.journal");
-        let file = rewrite(&path, [(&key(1), b"one".as_slice())].into_iter()).unwrap();
+        let (file, live) = rewrite(&path, [(&key(1), b"one".as_slice())].into_iter()).unwrap();
         let good_len = file.metadata().unwrap().len();
         // A write that failed half way left part of a record behind.
         let mut torn = vec![];
@@ -531,7 +586,7 @@ mod tests {
             path: path.clone(),
             file,
             good_len,
-            live: HashMap::new(),
+            live,
             done_since_compaction: 0,
         };
         writer.cut_back();
@@ -543,6 +598,76 @@ mod tests {
         let (_outbox, pending) = Outbox::open(&path).unwrap();
         let keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();
         assert_eq!(keys, vec![1, 3], "the record after the torn one is read");
+    }
+
+    /// The writer of a fresh journal at `path`.
+    fn writer(path: &Path) -> Writer {
+        let (file, live) = rewrite(path, std::iter::empty()).unwrap();
+        Writer {
+            path: path.to_path_buf(),
+            good_len: file.metadata().unwrap().len(),
+            file,
+            live,
+            done_since_compaction: 0,
+        }
+    }
+
+    fn append(key: [u8; 32], payload: Vec<u8>) -> Command {
+        Command::Append {
+            key,
+            payload,
+            synced: Synced::new(|result| assert_eq!(result, Ok(()))),
+        }
+    }
+
+    #[test]
+    fn a_compaction_keeps_exactly_the_owed_records_read_back_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let mut writer = writer(&path);
+        // Two batches, so that records sit at offsets of both.
+        let payload = |n: u8| vec![n; 10 + n as usize];
+        writer.commit((0..100).map(|n| append(key(n), payload(n))).collect());
+        writer.commit((100..200).map(|n| append(key(n), payload(n))).collect());
+        writer.commit(
+            (0..200)
+                .filter(|n| n % 3 != 0)
+                .map(|n| Command::Done { key: key(n) })
+                .collect(),
+        );
+        let before = std::fs::metadata(&path).unwrap().len();
+        writer.compact();
+        assert!(std::fs::metadata(&path).unwrap().len() < before / 2);
+        // What the writer goes on with is where the rewrite put it.
+        writer.commit(vec![append(key(200), payload(200))]);
+        writer.commit(vec![Command::Done { key: key(3) }]);
+        writer.compact();
+        drop(writer);
+
+        let (_outbox, owed) = Outbox::open(&path).unwrap();
+        let mut owed: Vec<(u8, Vec<u8>)> = owed.into_iter().map(|(k, p)| (k[0], p)).collect();
+        owed.sort();
+        let expected: Vec<(u8, Vec<u8>)> = (0..=200)
+            .filter(|n| n % 3 == 0 && *n != 3 || *n == 200)
+            .map(|n| (n as u8, payload(n as u8)))
+            .collect();
+        assert_eq!(owed, expected);
+    }
+
+    #[test]
+    fn a_record_not_where_it_was_written_stops_the_compaction_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let mut writer = writer(&path);
+        writer.commit((0..3).map(|n| append(key(n), vec![n; 20])).collect());
+        writer.commit(vec![Command::Done { key: key(0) }]);
+        // The journal no longer says what the writer thinks it does.
+        writer.live.get_mut(&key(2)).unwrap().at -= 1;
+        writer.compact();
+        drop(writer);
+        let (_outbox, owed) = Outbox::open(&path).unwrap();
+        let keys: Vec<u8> = owed.iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(keys, vec![1, 2], "the journal was kept as it was");
     }
 
     #[test]
