@@ -4,6 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
+use axum::http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use ehash::wire::MessageSet;
@@ -270,11 +274,32 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: C
     roles_common::http::serve(
         "mint http",
         listener,
-        router.layer(axum::middleware::from_fn(without_forced_yields)),
+        router
+            .layer(axum::middleware::from_fn(without_forced_yields))
+            .layer(axum::middleware::from_fn(cors)),
         HttpLimits::new(MAX_HTTP_CONNECTIONS, MAX_HTTP_CONNECTIONS_PER_IP),
         shutdown,
     )
     .await
+}
+
+/// Lets browser wallets call every route, the mint's own (batch mint,
+/// lookup, audit) as cdk-axum's: any origin, preflight requests answered
+/// here.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        Response::default()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+    response
 }
 
 /// Runs a request to the end without tokio's forced yields. cdk's SQLite

@@ -16,7 +16,7 @@ use roles_common::testing::{refused_config, shipped_config_with};
 use serde_json::Value;
 use stratum_core::bitcoin::hashes::{sha256d, Hash};
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,6 +140,43 @@ async fn a_batch_asked_again_gets_the_same_signatures_and_a_bad_one_a_cashu_erro
     assert_eq!(status, 400, "{refusal}");
     assert!(refusal["detail"].is_string(), "{refusal}");
     mint.stop().await;
+}
+
+/// Browser wallets may call the mint's own routes as they call cdk's: a
+/// preflight is answered, and answers allow any origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_wallets_may_call_every_route() {
+    let mint = TestMint::start(config(":memory:")).await;
+    let preflight = http(&mint, "OPTIONS /v1/mint/ehash/batch").await;
+    assert!(preflight.starts_with("HTTP/1.1 200"), "{preflight}");
+    for request in [
+        "OPTIONS /v1/mint/ehash/batch",
+        "OPTIONS /v1/mint/quote/ehash/pubkey",
+        "GET /v1/ehash/audit",
+        "GET /v1/info",
+    ] {
+        let answer = http(&mint, request).await.to_ascii_lowercase();
+        assert!(
+            answer.contains("access-control-allow-origin: *"),
+            "{request}: {answer}"
+        );
+    }
+    mint.stop().await;
+}
+
+/// The head of the mint's answer to `request` ("METHOD /path") from a page
+/// of another origin.
+async fn http(mint: &TestMint, request: &str) -> String {
+    let mut stream = TcpStream::connect(mint.running.http_addr).await.unwrap();
+    let head = format!(
+        "{request} HTTP/1.1\r\nHost: mint\r\nOrigin: http://wallet.example\r\n\
+         Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![];
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer.split("\r\n\r\n").next().unwrap().to_string()
 }
 
 /// A NUT-29 request for `quotes` worth `total` together, fresh outputs,
