@@ -33,9 +33,12 @@
 //! (once a second), or sooner once the WAL holds more than 64 MiB, it then
 //! takes the turn to copy the few pages they wrote meanwhile: the WAL is
 //! then all copied, and the next writer starts it over instead of growing
-//! it for ever (its file keeps the largest size it reached). Not at every
-//! checkpoint, since the writers wait out that copy and the database
-//! file's sync (tens of ms on a busy disk). Commits stay durable as before
+//! it for ever. Not at every checkpoint, since the writers wait out that
+//! copy and the database file's sync (tens of ms on a busy disk). While
+//! writes go on, the WAL's file keeps the largest size it reached (a
+//! hundred MB after a burst of thousands of quotes a second): writing over
+//! it is cheaper than growing it. Once a whole second passes without a
+//! write, the file is emptied. Commits stay durable as before
 //! (`synchronous = FULL`, the WAL synced at every commit).
 
 use std::sync::atomic::AtomicBool;
@@ -208,6 +211,8 @@ fn checkpoint_in_background(config: &TurnsConfig, pace: Checkpoints) -> Result<(
 fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, pace: Checkpoints, open: &Weak<()>) {
     let frame = wal_frame_size(sqlite);
     let mut failing = false;
+    // The WAL as the last checkpoint under the turn left it.
+    let mut last_full = None;
     for round in 1u64.. {
         std::thread::sleep(pace.every);
         if open.strong_count() == 0 {
@@ -217,7 +222,20 @@ fn checkpoint_every(sqlite: &Sqlite, turn: &Mutex<()>, pace: Checkpoints, open: 
         let wal_full = matches!(&bulk, Ok(row) if wal_frames(row) * frame > pace.wal_limit);
         let checkpointed = if round % pace.turn_every == 0 || wal_full {
             let _turn = turn.blocking_lock();
-            bulk.and(checkpoint(sqlite))
+            let full = bulk.and(checkpoint(sqlite));
+            match full {
+                // Nothing written since the last one, all copied: the file
+                // is given back, until the next write starts it over.
+                Ok(row) if all_copied(&row) && last_full.as_ref() == Some(&row) => {
+                    last_full = None;
+                    truncate(sqlite)
+                }
+                Ok(row) => {
+                    last_full = Some(row.clone());
+                    Ok(row)
+                }
+                Err(e) => Err(e),
+            }
         } else {
             bulk
         };
@@ -243,6 +261,14 @@ fn checkpoint(sqlite: &Sqlite) -> Result<Option<Vec<Column>>, Error> {
     run_now(sqlite.fetch_one(query("PRAGMA wal_checkpoint(PASSIVE)")?))
 }
 
+/// Empties the WAL's file once it is all copied. Without waiting for
+/// readers (busy_timeout 0): SQLite holds the write lock while it waits,
+/// and a reader still on the WAL only means another try later.
+fn truncate(sqlite: &Sqlite) -> Result<Option<Vec<Column>>, Error> {
+    run_now(sqlite.batch(query("PRAGMA busy_timeout = 0")?))?;
+    run_now(sqlite.fetch_one(query("PRAGMA wal_checkpoint(TRUNCATE)")?))
+}
+
 /// The bytes a WAL frame takes: its header and one page.
 fn wal_frame_size(sqlite: &Sqlite) -> u64 {
     let page = query("PRAGMA page_size").and_then(|page| run_now(sqlite.pluck(page)));
@@ -259,6 +285,17 @@ fn wal_frames(row: &Option<Vec<Column>>) -> u64 {
     match row.as_deref() {
         Some([_, Value::Integer(frames), ..]) => frames.unsigned_abs(),
         _ => 0,
+    }
+}
+
+/// Whether a checkpoint's (busy, WAL frames, copied) row copied a WAL that
+/// holds frames, all of them.
+fn all_copied(row: &Option<Vec<Column>>) -> bool {
+    match row.as_deref() {
+        Some([Value::Integer(0), Value::Integer(frames), Value::Integer(copied)]) => {
+            *frames > 0 && copied == frames
+        }
+        _ => false,
     }
 }
 
@@ -507,6 +544,28 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn once_writes_pause_the_wal_file_is_emptied_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, path) = checkpointing(&dir, checkpoints_every(Duration::from_millis(50))).await;
+        write_values(&db, 16).await;
+        let wal = path.with_extension("sqlite-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 1 << 20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&wal).unwrap().len() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the WAL still holds {} bytes with no write for seconds",
+                std::fs::metadata(&wal).unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(in_database_file(&path, "v15").await.unwrap());
+        // The next write starts the WAL over.
+        write_values(&db, 1).await;
+        assert!(db.kv_read(KV_NAMESPACE, "t", "v0").await.unwrap().is_some());
     }
 
     #[tokio::test]
