@@ -1,0 +1,167 @@
+//! The ehash flow across restarts: the mint and the pool killed and
+//! restarted, notifications owed until acknowledged.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_restart_mid_run_loses_no_share() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+
+    let mut shares = mine(&mut client, channel, 2).await;
+    let mut notifications = client.notifications(2).await;
+    stack.stop_mint().await;
+    // Accepted while the mint is down: answered at once, quoted later.
+    shares.extend(mine(&mut client, channel, 3).await);
+    stack.start_mint().await;
+    notifications.extend(client.notifications(3).await);
+    assert_one_notification_per_share(&shares, &notifications);
+
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
+        Ok(total(&shares))
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defer_mode_answers_after_the_quote_and_with_mint_timeout_while_the_mint_is_down() {
+    let mut stack = EhashStack::start("defer", |c| c.mint.as_mut().unwrap().timeout_secs = 1).await;
+    let (_, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+
+    // The success arrives only once the quote exists: its notification came first.
+    let shares = mine(&mut client, channel, 2).await;
+    let notified = client.notifications(0).await;
+    assert_eq!(
+        notified.len(),
+        2,
+        "both notifications were received before the successes"
+    );
+    assert_one_notification_per_share(&shares, &notified);
+
+    stack.stop_mint().await;
+    let share = client.valid_share(channel, false);
+    assert_eq!(
+        client.submit_and_wait(channel, &share).await,
+        Err("mint-timeout".to_string())
+    );
+
+    stack.start_mint().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let share = client.valid_share(channel, false);
+        match client.submit_and_wait(channel, &share).await {
+            Ok(()) => break,
+            Err(code) => assert_eq!(code, "mint-timeout"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "shares never succeeded again"
+        );
+    }
+    stack.stop().await;
+}
+
+/// A client with the ehash extension on the stack's pool, once the pool
+/// (restarted as a child process) listens again.
+async fn connect_when_up(stack: &EhashStack) -> MiningClient {
+    until_listening(stack.pool_addr(), "the pool child").await;
+    stack.client(true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
+    // The pool runs as a child process; the mint is down, so its shares are
+    // only in the pool's outbox when it is killed with SIGKILL.
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    stack.stop_mint().await;
+    let mut child = stack.pool_in_a_child().await;
+    let (secret, key) = miner_key();
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 4).await;
+    child.kill(); // SIGKILL: no shutdown step runs
+    drop(client);
+
+    // Mint back, pool back on its state dir: the owed requests are replayed
+    // and their notifications wait for the key's next channel.
+    stack.start_mint().await;
+    child.restart();
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    child.kill();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_unacknowledged_when_the_pool_is_killed_are_sent_again_until_acknowledged() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let mut child = stack.pool_in_a_child().await;
+    let (secret, key) = miner_key();
+
+    // Notified, never acknowledged, then the pool dies (SIGKILL).
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 3).await;
+    let first = client.notifications(shares.len()).await;
+    assert_one_notification_per_share(&shares, &first);
+    child.kill();
+    drop(client);
+
+    // Back on its state: the same quotes reach the key's next channel.
+    child.restart();
+    let mut client = connect_when_up(&stack).await;
+    let channel = open_channel(&mut client, &key).await;
+    let again = client.notifications(shares.len()).await;
+    assert_one_notification_per_share(&shares, &again);
+    let mut ids = quote_ids(&again);
+    ids.sort();
+    let mut first_ids = quote_ids(&first);
+    first_ids.sort();
+    assert_eq!(ids, first_ids, "the same quotes, not new ones");
+    let hashes: Vec<[u8; 32]> = again.iter().map(|n| n.share_hash.to_array()).collect();
+    client.ack(channel, &hashes).await;
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(
+        mint_quotes(&wallet, &ids, &secret).await,
+        Ok(total(&shares))
+    );
+    child.kill();
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_for_a_gone_miner_survive_a_pool_restart_and_reach_its_next_channel() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let (secret, key) = miner_key();
+    stack.stop_mint().await;
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 3).await;
+    drop(client); // the miner leaves before its quotes exist
+
+    // The quotes are created with nobody to tell: their shares stay in the
+    // outbox until a translator acknowledges them.
+    stack.start_mint().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stack.pool().mint_stats().map_or(0, |m| m.quotes_paid) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the quotes were never created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stack.stop_pool().await;
+    stack.start_pool().await;
+
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    stack.stop().await;
+}
