@@ -78,6 +78,18 @@ pub enum MintError {
     Http(String),
 }
 
+impl MintError {
+    /// A database error of the database `config` names.
+    fn database(
+        config: &MintConfig,
+    ) -> impl Fn(cdk_common::database::Error) -> MintError + Copy + '_ {
+        |source| MintError::Database {
+            path: config.database_for_logs(),
+            source,
+        }
+    }
+}
+
 /// A mint that is serving; dropping it does not stop it, cancel the token.
 pub struct RunningMint {
     pub http_addr: SocketAddr,
@@ -179,10 +191,7 @@ async fn chain_view(config: &MintConfig, mint: &Mint) -> Result<Option<Chain>, M
     };
     let tips = template_provider::load_tips(&mint.localstore())
         .await
-        .map_err(|source| MintError::Database {
-            path: config.database_for_logs(),
-            source,
-        })?;
+        .map_err(MintError::database(config))?;
     let max_tip_age = usize::try_from(settings.max_tip_age).unwrap_or(usize::MAX);
     Ok(Some(Chain::new(
         TipHistory::new(max_tip_age, tips),
@@ -207,10 +216,7 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), MintError> 
 /// Lists the quotes created before the key index and the totals' list
 /// existed (nothing once they do).
 async fn index_earlier_quotes(config: &MintConfig, mint: &Mint) -> Result<(), MintError> {
-    let database_error = |source| MintError::Database {
-        path: config.database_for_logs(),
-        source,
-    };
+    let database_error = MintError::database(config);
     let backfilled = key_index::backfill(mint).await.map_err(database_error)?;
     if backfilled > 0 {
         info!("indexed {backfilled} earlier quotes by locking key");
@@ -284,10 +290,7 @@ impl Database {
 /// Opens (and migrates) the database `config` names: SQLite, or PostgreSQL,
 /// which several mint processes can share.
 async fn open_database(config: &MintConfig) -> Result<Database, MintError> {
-    let db_error = |source| MintError::Database {
-        path: config.database_for_logs(),
-        source,
-    };
+    let db_error = MintError::database(config);
     Ok(match config.database_location() {
         DatabaseLocation::Memory => {
             Database::new(sqlite::open(":memory:").await.map_err(db_error)?, None)
