@@ -7,7 +7,6 @@ mod support;
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cdk::http_client::HttpClient;
 use cdk::nuts::SecretKey;
 use cdk_common::database::{Error as DbError, MintDatabase};
 use ehash::lookup::{
@@ -49,16 +48,8 @@ async fn info_pubkey(mint: &TestMint) -> PublicKey {
 
 /// POSTs `body` to the lookup of `method`: (status, JSON answer).
 async fn post(mint: &TestMint, method: &str, body: &impl serde::Serialize) -> (u16, Value) {
-    let url = format!("{}/v1/mint/quote/{method}/pubkey", mint.running.http_url());
-    let response = HttpClient::new()
-        .post(&url)
-        .json(body)
-        .send()
+    mint.post_json(&format!("/v1/mint/quote/{method}/pubkey"), body)
         .await
-        .unwrap();
-    let status = response.status();
-    let json = response.json::<Value>().await.expect("a JSON answer");
-    (status, json)
 }
 
 async fn page(mint: &TestMint, request: &LookupRequest) -> LookupResponse {

@@ -5,7 +5,6 @@ mod support;
 
 use cdk::amount::{Amount, SplitTarget};
 use cdk::error::ErrorCode;
-use cdk::http_client::HttpClient;
 use cdk::nuts::nut29::BatchMintRequest;
 use cdk::nuts::{CurrencyUnit, PreMintSecrets, SecretKey};
 use ehash::wire::MessageSet;
@@ -212,18 +211,7 @@ fn batch_request(
 
 /// POSTs `request` to the ehash batch route: (status, JSON answer).
 async fn post_batch(mint: &TestMint, request: &BatchMintRequest<String>) -> (u16, Value) {
-    let url = format!("{}/v1/mint/ehash/batch", mint.running.http_url());
-    let response = HttpClient::new()
-        .post(&url)
-        .json(request)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (
-        status,
-        response.json::<Value>().await.expect("a JSON answer"),
-    )
+    mint.post_json("/v1/mint/ehash/batch", request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cdk::amount::SplitTarget;
+use cdk::http_client::HttpClient;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::{Wallet, WalletBuilder};
 use ehash::coinbase::testing::{coinbase, mine_header, mine_header_on};
@@ -106,6 +107,24 @@ impl TestMint {
 
     pub fn wallet(&self) -> Wallet {
         wallet_for(&self.running.http_url())
+    }
+
+    /// POSTs `body` as JSON to `path` of the HTTP API: (status, JSON answer).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.running.http_url());
+        let response = HttpClient::new()
+            .post(&url)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let json = response.json().await.expect("a JSON answer");
+        (status, json)
     }
 }
 
