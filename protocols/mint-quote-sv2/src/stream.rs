@@ -117,16 +117,25 @@ impl SignedEntry {
         signer: &Keypair,
         recipient: &XOnlyPublicKey,
     ) -> Result<Self, crate::EncodeError> {
-        let frame = message.to_frame_bytes()?;
+        Ok(Self::sign_frame(
+            message.to_frame_bytes()?,
+            signer,
+            recipient,
+        ))
+    }
+
+    /// A message framed already (header and payload), signed by `signer`
+    /// for `recipient`.
+    pub fn sign_frame(frame: Vec<u8>, signer: &Keypair, recipient: &XOnlyPublicKey) -> Self {
         let (signer_key, _) = signer.x_only_public_key();
         let digest = digest(recipient, &signer_key, &frame);
         let signature = Secp256k1::signing_only()
             .sign_schnorr_no_aux_rand(&Message::from_digest(digest), signer);
-        Ok(Self {
+        Self {
             signer: signer_key.serialize(),
             frame,
             signature: signature.serialize(),
-        })
+        }
     }
 
     /// The entry's fields, to add to a stream.

@@ -16,12 +16,10 @@ use ehash::pending::{PendingShares, ShareResponseMode, SuccessBatch, SuccessBatc
 use ehash::share::hex_be as hex;
 use ehash::LockingKey;
 use ehash_ext_sv2::{EhashMessage, MintQuoteFailureOwned, MintQuoteNotificationOwned};
-use mint_quote_sv2::{
-    error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
-    MintQuoteResponseOwned,
-};
+use mint_quote_sv2::{error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteResponseOwned};
 
 use super::notices::{Notice, Notices, Overflow};
+use super::request::RequestFrame;
 use crate::mining::ConnId;
 use window::Window;
 
@@ -59,7 +57,7 @@ pub struct QuoteShare {
     pub conn: Option<ConnId>,
     pub channel_id: u32,
     pub sequence_number: u32,
-    pub request: MintQuoteRequestOwned,
+    pub request: RequestFrame,
     /// The request's locking key, parsed once: every notification needs it.
     pub locking_key: LockingKey,
 }
@@ -72,7 +70,7 @@ impl QuoteShare {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    SendToMint(MintQuoteRequestOwned),
+    SendToMint(RequestFrame),
     /// Defer mode: acknowledge ready shares of a channel.
     Success {
         conn: ConnId,
@@ -340,7 +338,7 @@ impl QuoteFlow {
         actions.extend(share.conn.map(|conn| Action::QuoteCreated {
             conn,
             channel_id: share.channel_id,
-            amount: share.request.amount,
+            amount: share.request.amount(),
         }));
         if self.config.mode == ShareResponseMode::Defer && !given_up {
             if let Some((conn, _)) = live_owner(&share, dir) {
@@ -348,7 +346,7 @@ impl QuoteFlow {
                     conn,
                     share.channel_id,
                     share.sequence_number,
-                    share.request.amount,
+                    share.request.amount(),
                 );
             }
         }
@@ -358,7 +356,7 @@ impl QuoteFlow {
             share_hash: response.share_hash,
             quote_id: response.quote_id,
             keyset_id: response.keyset_id,
-            amount: share.request.amount,
+            amount: share.request.amount(),
         });
         actions.extend(self.route(&share, notification, dir, now));
         actions

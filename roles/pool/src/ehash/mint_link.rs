@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use ehash::wire::MessageSet;
 use mint_quote_sv2::client::{ClientHandshake, HandshakeStep};
-use mint_quote_sv2::{
-    MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest, MintStatsResponse,
-};
+use mint_quote_sv2::{MintQuoteMessage, MintStatsRequest, MintStatsResponse};
 use roles_common::backoff::Backoff;
 use roles_common::noise::{self, NoiseReader, NoiseWriter};
 use roles_common::sv2::WRITE_BATCH;
@@ -24,6 +22,8 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use super::request::RequestFrame;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,13 +64,13 @@ pub enum MintEvent {
 /// Sends quote requests to the mint while the link is up.
 #[derive(Clone)]
 pub struct MintLink {
-    requests: mpsc::Sender<MintQuoteRequestOwned>,
+    requests: mpsc::Sender<RequestFrame>,
 }
 
 impl MintLink {
     /// Queues a request; requests queued while the link is down are dropped
     /// (the pool resends what is owed on `Up`). False if the link task stopped.
-    pub async fn send(&self, request: MintQuoteRequestOwned) -> bool {
+    pub async fn send(&self, request: RequestFrame) -> bool {
         self.requests.send(request).await.is_ok()
     }
 
@@ -101,7 +101,7 @@ impl MintLink {
 async fn run(
     address: String,
     config: MintLinkConfig,
-    mut queue: mpsc::Receiver<MintQuoteRequestOwned>,
+    mut queue: mpsc::Receiver<RequestFrame>,
     events: mpsc::UnboundedSender<MintEvent>,
     shutdown: CancellationToken,
 ) {
@@ -160,7 +160,7 @@ impl Down<'_> {
     pub async fn wait(
         self,
         backoff: &mut Backoff,
-        queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
+        queue: &mut mpsc::Receiver<RequestFrame>,
         events: &mpsc::UnboundedSender<MintEvent>,
         shutdown: &CancellationToken,
     ) -> bool {
@@ -239,7 +239,7 @@ async fn serve(
     config: &MintLinkConfig,
     mut reader: NoiseReader,
     mut writer: NoiseWriter,
-    queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
+    queue: &mut mpsc::Receiver<RequestFrame>,
     events: &mpsc::UnboundedSender<MintEvent>,
     shutdown: &CancellationToken,
 ) -> String {
@@ -269,8 +269,7 @@ async fn serve(
                     if requests.is_empty() {
                         return "the pool stopped".to_string();
                     }
-                    let batch = requests.drain(..).map(MintQuoteMessage::MintQuoteRequest);
-                    write_all(&mut writer, batch).await
+                    write_requests(&mut writer, requests.drain(..)).await
                 }
                 _ = stats_timer.tick() => {
                     request_id = request_id.wrapping_add(1);
@@ -291,20 +290,23 @@ async fn serve(
 }
 
 async fn write(writer: &mut NoiseWriter, message: MintQuoteMessage) -> Result<(), String> {
-    write_all(writer, [message]).await
+    let name = message.name();
+    let frame = message.into_frame().map_err(|e| e.to_string())?;
+    writer
+        .write_frame(frame)
+        .await
+        .map_err(|e| format!("writing {name} failed: {e}"))
 }
 
-/// Writes `messages` together.
-async fn write_all(
+/// Writes `requests` together, as they were framed.
+async fn write_requests(
     writer: &mut NoiseWriter,
-    messages: impl IntoIterator<Item = MintQuoteMessage>,
+    requests: impl Iterator<Item = RequestFrame>,
 ) -> Result<(), String> {
-    for message in messages {
-        let name = message.name();
-        let frame = message.into_frame().map_err(|e| e.to_string())?;
+    for request in requests {
         writer
-            .queue(frame)
-            .map_err(|e| format!("writing {name} failed: {e}"))?;
+            .queue(request)
+            .map_err(|e| format!("writing a quote request failed: {e}"))?;
     }
     writer
         .flush()
@@ -326,7 +328,9 @@ async fn read(reader: &mut NoiseReader) -> Result<MintQuoteMessage, String> {
 mod tests {
     use super::*;
     use ehash::wire::str0255;
-    use mint_quote_sv2::{auth, CoinbaseProof, MintQuoteErrorOwned, PoolAuthSuccess};
+    use mint_quote_sv2::{
+        auth, CoinbaseProof, MintQuoteErrorOwned, MintQuoteRequestOwned, PoolAuthSuccess,
+    };
     use stratum_core::bitcoin::secp256k1::Secp256k1;
     use stratum_core::common_messages_sv2::SetupConnectionSuccess;
     use tokio::net::{TcpListener, TcpSocket};
@@ -348,7 +352,7 @@ mod tests {
         )
     }
 
-    fn requests(count: u32) -> Vec<MintQuoteRequestOwned> {
+    fn requests(count: u32) -> Vec<RequestFrame> {
         let key = SecretKey::from_slice(&[7u8; 32]).unwrap();
         let key: ehash::LockingKey = key.public_key(&Secp256k1::new()).into();
         (0..count)
@@ -360,7 +364,8 @@ mod tests {
                     coinbase: vec![0; 4096],
                     merkle_path: vec![],
                 };
-                MintQuoteRequestOwned::new(&header, [0xff; 32], 4, key, &proof).unwrap()
+                let request = MintQuoteRequestOwned::new(&header, [0xff; 32], 4, key, &proof);
+                RequestFrame::new(request.unwrap()).unwrap()
             })
             .collect()
     }

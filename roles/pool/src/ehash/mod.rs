@@ -8,6 +8,8 @@
 //!   the mint link.
 //! - `outbox`: the durable journal of accepted shares whose ehash has not
 //!   reached a translator's records yet.
+//! - `request`: a share's quote request, framed once for the outbox and
+//!   both links.
 //! - `persist`: the outbox payload of a share.
 //! - `mint_link`: the link to the mint, over Noise;
 //! - `redis_link`: or over Redis Streams, to a mint cluster.
@@ -18,6 +20,7 @@ pub mod notices;
 pub mod outbox;
 mod persist;
 mod redis_link;
+pub mod request;
 mod task;
 
 pub(crate) use task::{prepare, PreparedFlow};

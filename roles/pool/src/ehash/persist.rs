@@ -3,21 +3,18 @@
 
 use std::path::Path;
 
-use ehash::wire::MessageSet;
-use mint_quote_sv2::MintQuoteMessage;
 use tracing::warn;
 
 use super::flow::QuoteShare;
+use super::request::RequestFrame;
 
 /// The outbox payload of a share: channel id, sequence number, request frame.
 pub(super) fn encode_owed(share: &QuoteShare) -> Vec<u8> {
-    let frame = MintQuoteMessage::MintQuoteRequest(share.request.clone())
-        .to_frame_bytes()
-        .expect("a quote request fits a frame");
+    let frame = share.request.as_bytes();
     let mut out = Vec::with_capacity(8 + frame.len());
     out.extend_from_slice(&share.channel_id.to_le_bytes());
     out.extend_from_slice(&share.sequence_number.to_le_bytes());
-    out.extend_from_slice(&frame);
+    out.extend_from_slice(frame);
     out
 }
 
@@ -26,16 +23,14 @@ pub(super) fn encode_owed(share: &QuoteShare) -> Vec<u8> {
 pub(super) fn decode_owed(payload: &[u8]) -> Option<QuoteShare> {
     let channel_id = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let sequence_number = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
-    match MintQuoteMessage::decode_frame(&mut payload.get(8..)?.to_vec()).ok()? {
-        MintQuoteMessage::MintQuoteRequest(request) => Some(QuoteShare {
-            conn: None,
-            channel_id,
-            sequence_number,
-            locking_key: request.locking_key().ok()?,
-            request,
-        }),
-        _ => None,
-    }
+    let (request, locking_key) = RequestFrame::decode(payload.get(8..)?)?;
+    Some(QuoteShare {
+        conn: None,
+        channel_id,
+        sequence_number,
+        request,
+        locking_key,
+    })
 }
 
 /// Removes the `undelivered.json` earlier versions kept notifications in:
@@ -67,15 +62,18 @@ mod tests {
             conn: Some(3),
             channel_id: 7,
             sequence_number: 9,
-            request: MintQuoteRequestOwned::new(
-                &[5u8; 80],
-                [0xff; 32],
-                12,
-                key,
-                &CoinbaseProof {
-                    coinbase: vec![1, 2, 3],
-                    merkle_path: vec![[4; 32], [5; 32]],
-                },
+            request: RequestFrame::new(
+                MintQuoteRequestOwned::new(
+                    &[5u8; 80],
+                    [0xff; 32],
+                    12,
+                    key,
+                    &CoinbaseProof {
+                        coinbase: vec![1, 2, 3],
+                        merkle_path: vec![[4; 32], [5; 32]],
+                    },
+                )
+                .unwrap(),
             )
             .unwrap(),
             locking_key: key,

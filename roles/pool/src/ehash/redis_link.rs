@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use ehash::wire::MessageSet;
 use mint_quote_sv2::stream::{keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS};
-use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned, MintStatsRequest};
+use mint_quote_sv2::{MintQuoteMessage, MintStatsRequest};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use roles_common::backoff::Backoff;
@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::mint_link::{Down, MintEvent, MintLinkConfig};
+use super::request::RequestFrame;
 
 /// Requests appended in one round trip at most.
 const BATCH: usize = 512;
@@ -48,7 +49,7 @@ pub(super) async fn run(
     url: String,
     prefix: String,
     config: MintLinkConfig,
-    mut queue: mpsc::Receiver<MintQuoteRequestOwned>,
+    mut queue: mpsc::Receiver<RequestFrame>,
     events: mpsc::UnboundedSender<MintEvent>,
     shutdown: CancellationToken,
 ) {
@@ -92,7 +93,7 @@ impl Link {
     /// link comes up.
     async fn session(
         &self,
-        queue: &mut mpsc::Receiver<MintQuoteRequestOwned>,
+        queue: &mut mpsc::Receiver<RequestFrame>,
         events: &mpsc::UnboundedSender<MintEvent>,
         up: &mut Option<Instant>,
     ) -> String {
@@ -127,13 +128,16 @@ impl Link {
                     if n == 0 {
                         break "the pool stopped".into();
                     }
-                    let requests = batch.drain(..).map(MintQuoteMessage::MintQuoteRequest);
-                    self.send(&mut c.commands, requests).await
+                    let frames = batch.drain(..).map(|request| request.as_bytes().to_vec());
+                    self.send(&mut c.commands, frames).await
                 }
                 _ = stats_timer.tick() => {
                     request_id = request_id.wrapping_add(1);
                     let stats = MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id });
-                    self.send(&mut c.commands, std::iter::once(stats)).await
+                    match stats.to_frame_bytes() {
+                        Ok(frame) => self.send(&mut c.commands, std::iter::once(frame)).await,
+                        Err(e) => Err(format!("encoding a stats request: {e}")),
+                    }
                 }
             };
             if let Err(reason) = sent {
@@ -188,17 +192,15 @@ impl Link {
             .map_or_else(|| "0-0".to_string(), |e| e.id.clone()))
     }
 
-    /// Signs `messages` and appends them to the request stream in one round trip.
+    /// Signs `frames` and appends them to the request stream in one round trip.
     async fn send(
         &self,
         conn: &mut MultiplexedConnection,
-        messages: impl Iterator<Item = MintQuoteMessage>,
+        frames: impl Iterator<Item = Vec<u8>>,
     ) -> Result<(), String> {
         let mut pipe = redis::pipe();
-        for message in messages {
-            let name = message.name();
-            let signed = SignedEntry::sign(message, &self.signer, &self.mint_key)
-                .map_err(|e| format!("encoding {name}: {e}"))?;
+        for frame in frames {
+            let signed = SignedEntry::sign_frame(frame, &self.signer, &self.mint_key);
             redis_stream::add(&mut pipe, &self.keys.requests(), REQUESTS_MAX_LEN, &signed);
         }
         pipe.query_async::<()>(conn)

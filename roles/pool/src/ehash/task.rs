@@ -27,6 +27,7 @@ use super::flow::{Action, Directory, QuoteFlow, QuoteFlowConfig, QuoteShare, MIN
 use super::mint_link::{MintEvent, MintLink, MintLinkConfig};
 use super::outbox::{Outbox, Owed, Synced};
 use super::persist::{decode_owed, encode_owed, retire_undelivered_json};
+use super::request::RequestFrame;
 use crate::config::MintSettings;
 use crate::io::{AcceptedShareSink, Outbound, Shared};
 use crate::mining::{downstream_id, AcceptedShare, ConnId};
@@ -361,6 +362,7 @@ impl Running {
             .ok_or_else(|| "no coinbase proof".to_string())
             .and_then(|proof| {
                 MintQuoteRequestOwned::new(&share.header, share.target, share.amount, key, proof)
+                    .and_then(RequestFrame::new)
                     .map_err(|e| e.to_string())
             });
         let request = match request {
@@ -415,7 +417,7 @@ impl Running {
             self.overflow.push_back(share);
             return vec![];
         }
-        let amount = share.request.amount;
+        let amount = share.request.amount();
         match self.flow.on_share(share, Instant::now()) {
             Ok(actions) => {
                 if annotate {
@@ -445,7 +447,7 @@ impl Running {
                     conn,
                     share.channel_id,
                     share.sequence_number,
-                    share.request.amount,
+                    share.request.amount(),
                 );
             }
             actions.extend(

@@ -1,6 +1,6 @@
 use super::*;
 use ehash::wire::str0255;
-use mint_quote_sv2::CoinbaseProof;
+use mint_quote_sv2::{CoinbaseProof, MintQuoteRequestOwned};
 use stratum_core::bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,15 +39,18 @@ fn share(conn: Option<ConnId>, channel: u32, seq: u32, n: u8, k: LockingKey) -> 
         conn,
         channel_id: channel,
         sequence_number: seq,
-        request: MintQuoteRequestOwned::new(&header, [0xff; 32], 4, k, &CoinbaseProof::default())
-            .unwrap(),
+        request: RequestFrame::new(
+            MintQuoteRequestOwned::new(&header, [0xff; 32], 4, k, &CoinbaseProof::default())
+                .unwrap(),
+        )
+        .unwrap(),
         locking_key: k,
     }
 }
 
 fn quoted(s: &QuoteShare) -> MintQuoteMessage {
     MintQuoteMessage::MintQuoteResponse(MintQuoteResponseOwned {
-        share_hash: s.request.share_hash.clone(),
+        share_hash: s.request.share_hash().into(),
         quote_id: str0255("q", "quote-1").unwrap(),
         keyset_id: str0255("k", "00aa").unwrap(),
     })
@@ -55,7 +58,7 @@ fn quoted(s: &QuoteShare) -> MintQuoteMessage {
 
 fn refused(s: &QuoteShare, code: &str) -> MintQuoteMessage {
     MintQuoteMessage::MintQuoteError(MintQuoteErrorOwned {
-        share_hash: s.request.share_hash.clone(),
+        share_hash: s.request.share_hash().into(),
         error_code: str0255("c", code).unwrap(),
         error_message: str0255("m", "no").unwrap(),
     })
@@ -100,7 +103,7 @@ fn annotate_sends_the_request_then_notifies_the_owner_only() {
     assert!(actions.contains(&Action::QuoteCreated {
         conn: 1,
         channel_id: 7,
-        amount: s.request.amount
+        amount: s.request.amount()
     }));
     assert_eq!(notified_channel(&actions, 1), Some(7));
     assert_eq!(notified_channel(&actions, 2), None);
