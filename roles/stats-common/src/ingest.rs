@@ -238,6 +238,28 @@ pub async fn serve(
     .await;
 }
 
+/// Why a connection's reading stopped.
+enum Ended {
+    /// Nothing arrived within the time allowed.
+    TimedOut(Duration),
+    Refused(ProtocolError),
+    /// The peer closed it.
+    Closed,
+    Lost(std::io::Error),
+}
+
+/// The next frame, within `limit`.
+async fn next_frame(stream: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, Ended> {
+    match tokio::time::timeout(limit, read_frame(stream)).await {
+        Err(_) => Err(Ended::TimedOut(limit)),
+        Ok(Ok(Some(Ok(frame)))) => Ok(frame),
+        Ok(Ok(Some(Err(e)))) => Err(Ended::Refused(e)),
+        Ok(Ok(None)) => Err(Ended::Closed),
+        Ok(Err(e)) => Err(Ended::Lost(e)),
+    }
+}
+
+/// Serves one publisher; whether it authenticated.
 async fn connection(
     id: u64,
     mut stream: TcpStream,
@@ -262,40 +284,33 @@ async fn connection(
         }
     };
     loop {
-        let limit = if session.greeted() {
+        let greeted = session.greeted();
+        let limit = if greeted {
             policy.idle_timeout
         } else {
             policy.hello_timeout
         };
-        let read = match tokio::time::timeout(limit, read_frame(&mut stream)).await {
-            Ok(read) => read,
-            Err(_) if session.greeted() => {
-                closing(&session, &ProtocolError::Silent(limit));
-                return true;
-            }
-            Err(_) => {
-                closing(&session, &ProtocolError::HelloTimeout(limit));
-                return false;
-            }
-        };
-        let mut frame = match read {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => {
-                closing(&session, &e);
-                return session.greeted();
-            }
-            Ok(None) if session.greeted() => {
-                tracing::info!("stats publisher {peer} disconnected");
-                return true;
-            }
-            Ok(None) => return false,
-            Err(e) if session.greeted() => {
-                tracing::info!("stats publisher {peer}: connection lost: {e}");
-                return true;
-            }
-            Err(e) => {
-                closing(&session, &format!("connection lost: {e}"));
-                return false;
+        let mut frame = match next_frame(&mut stream, limit).await {
+            Ok(frame) => frame,
+            Err(ended) => {
+                match ended {
+                    Ended::TimedOut(limit) if greeted => {
+                        closing(&session, &ProtocolError::Silent(limit))
+                    }
+                    Ended::TimedOut(limit) => {
+                        closing(&session, &ProtocolError::HelloTimeout(limit))
+                    }
+                    Ended::Refused(e) => closing(&session, &e),
+                    Ended::Closed if greeted => {
+                        tracing::info!("stats publisher {peer} disconnected")
+                    }
+                    Ended::Closed => {}
+                    Ended::Lost(e) if greeted => {
+                        tracing::info!("stats publisher {peer}: connection lost: {e}")
+                    }
+                    Ended::Lost(e) => closing(&session, &format!("connection lost: {e}")),
+                }
+                return greeted;
             }
         };
         let event = match session.on_frame(&mut frame) {

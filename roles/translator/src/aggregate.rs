@@ -170,56 +170,14 @@ impl Aggregate {
                 }
                 self.broadcast(MiningOwned::NewExtendedMiningJob(job))
             }
-            MiningOwned::SetNewPrevHash(prev) => {
-                let job = self
-                    .jobs
-                    .iter()
-                    .find(|j| j.job_id == prev.job_id)
-                    .cloned()
-                    .or_else(|| {
-                        self.tip
-                            .as_ref()
-                            .filter(|(j, _)| j.job_id == prev.job_id)
-                            .map(|(j, _)| j.clone())
-                    });
-                self.jobs.clear();
-                if let Some(job) = job {
-                    self.tip = Some((job, prev.clone()));
-                }
-                self.broadcast(MiningOwned::SetNewPrevHash(prev))
-            }
+            MiningOwned::SetNewPrevHash(prev) => self.on_new_prev_hash(prev),
             MiningOwned::SetTarget(t) => {
                 if let Some(c) = self.channel.as_mut() {
                     c.target = t.maximum_target.clone();
                 }
                 self.broadcast(MiningOwned::SetTarget(t))
             }
-            MiningOwned::SubmitSharesSuccess(s) => {
-                let last = s.last_sequence_number;
-                let done: Vec<u32> = self.shares.range(..=last).map(|(k, _)| *k).collect();
-                let mut per_miner: HashMap<u32, (u32, u32)> = HashMap::new();
-                for seq in done {
-                    if let Some((miner, local)) = self.shares.remove(&seq) {
-                        let e = per_miner.entry(miner).or_insert((local, 0));
-                        e.0 = local;
-                        e.1 += 1;
-                    }
-                }
-                per_miner
-                    .into_iter()
-                    .map(|(miner, (local, count))| {
-                        Action::ToMiner(
-                            miner,
-                            MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
-                                channel_id: s.channel_id,
-                                last_sequence_number: local,
-                                new_submits_accepted_count: count,
-                                new_shares_sum: 0,
-                            }),
-                        )
-                    })
-                    .collect()
-            }
+            MiningOwned::SubmitSharesSuccess(s) => self.on_success(s),
             MiningOwned::SubmitSharesError(e) => match self.shares.remove(&e.sequence_number) {
                 Some((miner, local)) => vec![Action::ToMiner(
                     miner,
@@ -244,6 +202,55 @@ impl Aggregate {
             }
             other => self.broadcast(other),
         }
+    }
+
+    /// A new tip: the job it names is kept as the tip's, the others dropped.
+    fn on_new_prev_hash(&mut self, prev: SetNewPrevHashOwned) -> Vec<Action> {
+        let job = self
+            .jobs
+            .iter()
+            .find(|j| j.job_id == prev.job_id)
+            .cloned()
+            .or_else(|| {
+                self.tip
+                    .as_ref()
+                    .filter(|(j, _)| j.job_id == prev.job_id)
+                    .map(|(j, _)| j.clone())
+            });
+        self.jobs.clear();
+        if let Some(job) = job {
+            self.tip = Some((job, prev.clone()));
+        }
+        self.broadcast(MiningOwned::SetNewPrevHash(prev))
+    }
+
+    /// The pool acknowledged the channel's shares up to a sequence number:
+    /// each miner is told of its own, in its own numbering.
+    fn on_success(&mut self, s: SubmitSharesSuccessOwned) -> Vec<Action> {
+        let last = s.last_sequence_number;
+        let done: Vec<u32> = self.shares.range(..=last).map(|(k, _)| *k).collect();
+        let mut per_miner: HashMap<u32, (u32, u32)> = HashMap::new();
+        for seq in done {
+            if let Some((miner, local)) = self.shares.remove(&seq) {
+                let e = per_miner.entry(miner).or_insert((local, 0));
+                e.0 = local;
+                e.1 += 1;
+            }
+        }
+        per_miner
+            .into_iter()
+            .map(|(miner, (local, count))| {
+                Action::ToMiner(
+                    miner,
+                    MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+                        channel_id: s.channel_id,
+                        last_sequence_number: local,
+                        new_submits_accepted_count: count,
+                        new_shares_sum: 0,
+                    }),
+                )
+            })
+            .collect()
     }
 
     /// A miner's share: renumbered into the channel's sequence space.

@@ -31,7 +31,6 @@ mod upstream;
 pub mod wallet;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,12 +169,10 @@ pub async fn open_wallet(
     Ok((store, wallet))
 }
 
-/// Binds the SV1 listener, connects upstream and starts the wallet.
-pub async fn start(
-    config: TranslatorConfig,
-    shutdown: CancellationToken,
-) -> Result<TranslatorHandle, TranslatorError> {
-    let (store, wallet) = open_wallet(&config).await?;
+/// The SV1 listener and the address it got.
+async fn bind_miners(
+    config: &TranslatorConfig,
+) -> Result<(TcpListener, SocketAddr), TranslatorError> {
     let listen = |source| TranslatorError::Listen {
         address: config.listen_address,
         source,
@@ -184,6 +181,16 @@ pub async fn start(
         .await
         .map_err(listen)?;
     let local_addr = listener.local_addr().map_err(listen)?;
+    Ok((listener, local_addr))
+}
+
+/// Binds the SV1 listener, connects upstream and starts the wallet.
+pub async fn start(
+    config: TranslatorConfig,
+    shutdown: CancellationToken,
+) -> Result<TranslatorHandle, TranslatorError> {
+    let (store, wallet) = open_wallet(&config).await?;
+    let (listener, local_addr) = bind_miners(&config).await?;
     let (events, _) = broadcast::channel(4096);
     let wallet_key = wallet.locking_key();
     info!(
@@ -198,17 +205,13 @@ pub async fn start(
     let (router_tx, router_rx) = mpsc::unbounded_channel();
     let (quote_tx, quote_rx) = mpsc::unbounded_channel();
     let mint_now = Arc::new(Notify::new());
-    let ctx = Arc::new(miners::MinerContext {
-        session: Arc::new(config.session_config(wallet_key)),
-        max_line_bytes: config.max_line_bytes,
-        max_miners: config.max_miners,
-        idle_timeout: Duration::from_secs(config.miner_idle_timeout_secs),
-        write_timeout: Duration::from_secs(config.miner_write_timeout_secs),
-        router: router_tx.clone(),
-        events: events.clone(),
-        next_id: AtomicU32::new(1),
-        stats: stats.clone(),
-    });
+    let ctx = Arc::new(miners::MinerContext::new(
+        &config,
+        wallet_key,
+        router_tx.clone(),
+        events.clone(),
+        stats.clone(),
+    ));
     let tasks = vec![
         tokio::spawn(miners::accept_loop(listener, ctx, shutdown.clone())),
         tokio::spawn(upstream::run(

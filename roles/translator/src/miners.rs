@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ehash::wire::str0255_truncated;
+use ehash::LockingKey;
 use futures::StreamExt;
 use roles_common::limits::ConnectionLimits;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use stratum_core::parsers_sv2::MiningOwned;
 
+use crate::config::TranslatorConfig;
 use crate::miner::{Action, MinerSession, MinerStat, SessionConfig};
 use crate::upstream::{miner_inbox, ToMiner, ToRouter};
 use crate::TranslatorEvent;
@@ -42,6 +44,28 @@ pub(crate) struct MinerContext {
     pub events: broadcast::Sender<TranslatorEvent>,
     pub next_id: AtomicU32,
     pub stats: StatsPublisher,
+}
+
+impl MinerContext {
+    pub fn new(
+        config: &TranslatorConfig,
+        wallet_key: LockingKey,
+        router: mpsc::UnboundedSender<ToRouter>,
+        events: broadcast::Sender<TranslatorEvent>,
+        stats: StatsPublisher,
+    ) -> Self {
+        Self {
+            session: Arc::new(config.session_config(wallet_key)),
+            max_line_bytes: config.max_line_bytes,
+            max_miners: config.max_miners,
+            idle_timeout: Duration::from_secs(config.miner_idle_timeout_secs),
+            write_timeout: Duration::from_secs(config.miner_write_timeout_secs),
+            router,
+            events,
+            next_id: AtomicU32::new(1),
+            stats,
+        }
+    }
 }
 
 fn miner_stat_message(miner_id: u32, stat: MinerStat) -> StatsMessage {

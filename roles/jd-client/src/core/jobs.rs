@@ -136,49 +136,8 @@ impl Jobs {
             return vec![];
         };
         match msg {
-            Tdp::NewTemplate(t) => {
-                let template_id = t.template_id;
-                if t.future_template {
-                    self.future.push_back(t);
-                    while self.future.len() > KEPT_FUTURE {
-                        self.future.pop_front();
-                    }
-                } else if self.prev.is_some() {
-                    self.current = Some(t);
-                }
-                let ask = Action::Tp(AnyMessageOwned::TemplateDistribution(
-                    Tdp::RequestTransactionData(RequestTransactionDataOwned { template_id }),
-                ));
-                vec![ask]
-            }
-            Tdp::SetNewPrevHash(p) => {
-                let Some(mut template) = self
-                    .future
-                    .iter()
-                    .find(|t| t.template_id == p.template_id)
-                    .cloned()
-                else {
-                    warn!(
-                        template_id = p.template_id,
-                        "SetNewPrevHash for an unknown template"
-                    );
-                    return vec![];
-                };
-                template.future_template = false;
-                self.future.retain(|t| t.template_id > p.template_id);
-                let keep: Vec<u64> = self
-                    .future
-                    .iter()
-                    .map(|t| t.template_id)
-                    .chain([template.template_id])
-                    .collect();
-                self.transactions.retain(|id, _| keep.contains(id));
-                self.current = Some(template);
-                self.prev = Some(p);
-                self.declared = None;
-                self.set.clear();
-                self.declare(mode, channels)
-            }
+            Tdp::NewTemplate(t) => self.on_new_template(t),
+            Tdp::SetNewPrevHash(p) => self.on_new_prev_hash(p, mode, channels),
             Tdp::RequestTransactionDataSuccess(data) => {
                 let txs = match roles_common::sv2::template_transactions(&data) {
                     Ok(txs) => txs,
@@ -214,6 +173,60 @@ impl Jobs {
                 vec![]
             }
         }
+    }
+
+    /// A template: kept (a future one until its prev hash comes, the
+    /// current one once a tip is known), and its transactions asked for.
+    fn on_new_template(&mut self, t: NewTemplateOwned) -> Vec<Action> {
+        let template_id = t.template_id;
+        if t.future_template {
+            self.future.push_back(t);
+            while self.future.len() > KEPT_FUTURE {
+                self.future.pop_front();
+            }
+        } else if self.prev.is_some() {
+            self.current = Some(t);
+        }
+        let ask = Action::Tp(AnyMessageOwned::TemplateDistribution(
+            Tdp::RequestTransactionData(RequestTransactionDataOwned { template_id }),
+        ));
+        vec![ask]
+    }
+
+    /// A new tip: its template becomes the current one, what belonged to
+    /// the old tip is dropped, and the template is declared once it can be.
+    fn on_new_prev_hash(
+        &mut self,
+        p: SetNewPrevHashOwned,
+        mode: Mode,
+        channels: &[ChannelView],
+    ) -> Vec<Action> {
+        let Some(mut template) = self
+            .future
+            .iter()
+            .find(|t| t.template_id == p.template_id)
+            .cloned()
+        else {
+            warn!(
+                template_id = p.template_id,
+                "SetNewPrevHash for an unknown template"
+            );
+            return vec![];
+        };
+        template.future_template = false;
+        self.future.retain(|t| t.template_id > p.template_id);
+        let keep: Vec<u64> = self
+            .future
+            .iter()
+            .map(|t| t.template_id)
+            .chain([template.template_id])
+            .collect();
+        self.transactions.retain(|id, _| keep.contains(id));
+        self.current = Some(template);
+        self.prev = Some(p);
+        self.declared = None;
+        self.set.clear();
+        self.declare(mode, channels)
     }
 
     /// Declares the current template if everything it needs is there: the

@@ -35,7 +35,10 @@ use stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionErrorOwned, SetupConnectionOwned, SetupConnectionSuccessOwned,
 };
 use stratum_core::extensions_sv2::{RequestExtensionsOwned, RequestExtensionsSuccessOwned};
-use stratum_core::mining_sv2::{OpenExtendedMiningChannelOwned, OpenMiningChannelErrorOwned};
+use stratum_core::mining_sv2::{
+    OpenExtendedMiningChannelOwned, OpenExtendedMiningChannelSuccessOwned,
+    OpenMiningChannelErrorOwned,
+};
 use stratum_core::parsers_sv2::{
     AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, ExtensionsOwned, MiningOwned,
 };
@@ -336,37 +339,7 @@ impl JdcCore {
             return vec![];
         };
         match m {
-            MiningOwned::OpenExtendedMiningChannelSuccess(mut ok) => {
-                let Some((owner, down_request, key)) = self.opening.remove(&ok.request_id) else {
-                    return vec![];
-                };
-                let channel = Channel {
-                    owner,
-                    key,
-                    extranonce_prefix: ok.extranonce_prefix.as_bytes().to_vec(),
-                    extranonce_size: ok.extranonce_size,
-                    prev_hash: None,
-                };
-                let channel_id = ok.channel_id;
-                info!(down = owner, channel_id, "channel opened through the pool");
-                self.channels.insert(channel_id, channel);
-                if let Some(down) = self.downstreams.get_mut(&owner) {
-                    down.channels.insert(channel_id);
-                }
-                ok.request_id = down_request;
-                let mut actions = vec![Action::Downstream(
-                    owner,
-                    mining(MiningOwned::OpenExtendedMiningChannelSuccess(ok)),
-                )];
-                if self.mode == Mode::Declared {
-                    let (view, views) = (self.channel_view(channel_id), self.channel_views());
-                    actions.extend(
-                        self.jobs
-                            .on_channel_opened(self.mode, view.as_ref(), &views),
-                    );
-                }
-                actions
-            }
+            MiningOwned::OpenExtendedMiningChannelSuccess(ok) => self.on_channel_opened(ok),
             MiningOwned::OpenMiningChannelError(mut e) => {
                 let Some((owner, down_request, _)) = self.opening.remove(&e.request_id) else {
                     return vec![];
@@ -400,25 +373,62 @@ impl JdcCore {
                 }
                 actions
             }
-            other => {
-                let Some(channel_id) = channel_of(&other) else {
-                    debug!("ignoring {} from the pool", message_name(&mining(other)));
-                    return vec![];
-                };
-                let is_close = matches!(other, MiningOwned::CloseChannel(_));
-                let retarget =
-                    matches!(other, MiningOwned::SetTarget(_)) && self.mode == Mode::Declared;
-                let mut actions = self.to_owner(channel_id, other);
-                if is_close {
-                    self.forget_channel(channel_id);
-                }
-                if retarget {
-                    let views = self.channel_views();
-                    actions.extend(self.jobs.on_target_changed(self.mode, &views));
-                }
-                actions
-            }
+            other => self.relay_to_owner(other),
         }
+    }
+
+    /// The pool opened a channel a downstream asked for: the downstream is
+    /// answered, and in declared mode the channel gets its job.
+    fn on_channel_opened(&mut self, mut ok: OpenExtendedMiningChannelSuccessOwned) -> Vec<Action> {
+        let Some((owner, down_request, key)) = self.opening.remove(&ok.request_id) else {
+            return vec![];
+        };
+        let channel = Channel {
+            owner,
+            key,
+            extranonce_prefix: ok.extranonce_prefix.as_bytes().to_vec(),
+            extranonce_size: ok.extranonce_size,
+            prev_hash: None,
+        };
+        let channel_id = ok.channel_id;
+        info!(down = owner, channel_id, "channel opened through the pool");
+        self.channels.insert(channel_id, channel);
+        if let Some(down) = self.downstreams.get_mut(&owner) {
+            down.channels.insert(channel_id);
+        }
+        ok.request_id = down_request;
+        let mut actions = vec![Action::Downstream(
+            owner,
+            mining(MiningOwned::OpenExtendedMiningChannelSuccess(ok)),
+        )];
+        if self.mode == Mode::Declared {
+            let (view, views) = (self.channel_view(channel_id), self.channel_views());
+            actions.extend(
+                self.jobs
+                    .on_channel_opened(self.mode, view.as_ref(), &views),
+            );
+        }
+        actions
+    }
+
+    /// A message for one channel: to the channel's owner, and the channel
+    /// forgotten on a close, its jobs retargeted on a new target.
+    fn relay_to_owner(&mut self, other: MiningOwned) -> Vec<Action> {
+        let Some(channel_id) = channel_of(&other) else {
+            debug!("ignoring {} from the pool", message_name(&mining(other)));
+            return vec![];
+        };
+        let is_close = matches!(other, MiningOwned::CloseChannel(_));
+        let retarget = matches!(other, MiningOwned::SetTarget(_)) && self.mode == Mode::Declared;
+        let mut actions = self.to_owner(channel_id, other);
+        if is_close {
+            self.forget_channel(channel_id);
+        }
+        if retarget {
+            let views = self.channel_views();
+            actions.extend(self.jobs.on_target_changed(self.mode, &views));
+        }
+        actions
     }
 
     /// A channel closed: its owner is remembered for late notifications.
