@@ -75,7 +75,7 @@ impl AuditEntry {
         merkle_path: &[[u8; 32]],
         target: Target,
         amount: u64,
-        locking_key: &LockingKey,
+        locking_key: &[u8; 33],
         issued_at: u64,
     ) -> Self {
         Self {
@@ -84,7 +84,7 @@ impl AuditEntry {
             merkle_path: merkle_path.iter().map(hex::encode).collect(),
             target: hex::encode(target.to_be_bytes()),
             amount,
-            locking_key: locking_key.to_string(),
+            locking_key: hex::encode(locking_key),
             issued_at,
         }
     }
@@ -203,7 +203,7 @@ mod tests {
         let path = [[3; 32]];
         let (header, target) = mine_header(&cb, &path, BITS);
         let target = Target::from_le_bytes(target);
-        AuditEntry::new(&header, &cb, &path, target, 1 << BITS, &key, 7)
+        AuditEntry::new(&header, &cb, &path, target, 1 << BITS, &key.to_bytes(), 7)
     }
 
     fn zero() -> UnitBits {

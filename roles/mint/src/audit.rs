@@ -16,11 +16,12 @@ use cdk_common::database::mint::DynMintTransaction;
 use cdk_common::database::Error;
 use ehash::audit::{AuditEntry, AuditPage, AuditSummary, MAX_PAGE};
 use serde::Deserialize;
+use stratum_core::bitcoin::pow::Target;
 use tracing::error;
 
 use crate::kv_log::KvLog;
-use crate::quote::Rejection;
-use crate::service::{mint_error, QuoteService};
+use crate::quote::CheckedShare;
+use crate::service::QuoteService;
 
 const LOG: KvLog<'static> = KvLog {
     list: "audit",
@@ -28,9 +29,73 @@ const LOG: KvLog<'static> = KvLog {
     hint_key: "next",
 };
 
-/// An audit entry as it is stored.
-pub fn encode(entry: &AuditEntry) -> Result<Vec<u8>, Rejection> {
-    serde_json::to_vec(entry).map_err(mint_error)
+/// The first byte of an entry stored in binary; entries stored as JSON
+/// (`{`, as earlier versions did) still read.
+const BINARY_V1: u8 = 1;
+/// Version, header, target, amount, locking key, issued at, path length.
+const FIXED_LEN: usize = 1 + 80 + 32 + 8 + 33 + 8 + 1;
+
+/// A share's audit entry as it is stored: its proof in binary, half the
+/// size of the JSON the API serves and without the hex and JSON encoding
+/// on the quoting path; [`decode`] renders it for the API.
+///
+/// version 1 | header (80) | target, big-endian (32) | amount (u64 LE) |
+/// locking key (33) | issued at (u64 LE) | merkle path length (u8) |
+/// merkle path (32 each) | coinbase (the rest)
+pub fn encode(share: &CheckedShare, issued_at: u64) -> Vec<u8> {
+    let path = &share.proof.merkle_path;
+    let mut out = Vec::with_capacity(FIXED_LEN + 32 * path.len() + share.proof.coinbase.len());
+    out.push(BINARY_V1);
+    out.extend_from_slice(&share.header);
+    out.extend_from_slice(&share.target.to_be_bytes());
+    out.extend_from_slice(&share.amount.to_le_bytes());
+    out.extend_from_slice(&share.locking_key.to_bytes());
+    out.extend_from_slice(&issued_at.to_le_bytes());
+    // A request carries at most 255 hashes (SV2's Seq0255).
+    out.push(u8::try_from(path.len()).expect("a merkle path of at most 255 hashes"));
+    for hash in path {
+        out.extend_from_slice(hash);
+    }
+    out.extend_from_slice(&share.proof.coinbase);
+    out
+}
+
+/// A stored entry as the API serves it.
+fn decode(stored: &[u8]) -> Result<AuditEntry, String> {
+    match stored.first() {
+        Some(&BINARY_V1) => decode_binary(stored).ok_or_else(|| "truncated".to_string()),
+        Some(b'{') => serde_json::from_slice(stored).map_err(|e| e.to_string()),
+        Some(other) => Err(format!("unknown format {other:#04x}")),
+        None => Err("empty".to_string()),
+    }
+}
+
+fn decode_binary(stored: &[u8]) -> Option<AuditEntry> {
+    let mut rest = stored.get(1..)?;
+    let mut take = |n: usize| {
+        let (field, after) = rest.split_at_checked(n)?;
+        rest = after;
+        Some(field)
+    };
+    let header: [u8; 80] = take(80)?.try_into().ok()?;
+    let target = Target::from_be_bytes(take(32)?.try_into().ok()?);
+    let amount = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let locking_key: [u8; 33] = take(33)?.try_into().ok()?;
+    let issued_at = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let hashes = usize::from(take(1)?[0]);
+    let path: Vec<[u8; 32]> = take(32 * hashes)?
+        .chunks_exact(32)
+        .map(|hash| hash.try_into().expect("32 bytes"))
+        .collect();
+    Some(AuditEntry::new(
+        &header,
+        rest,
+        &path,
+        target,
+        amount,
+        &locking_key,
+        issued_at,
+    ))
 }
 
 /// Appends quotes' [`encode`]d audit entries, in order, inside the
@@ -111,7 +176,7 @@ impl Audit {
             .iter()
             .enumerate()
             .map(|(i, bytes)| {
-                serde_json::from_slice(bytes)
+                decode(bytes)
                     .map_err(|e| format!("audit entry {} is corrupt: {e}", start + i as u64))
             })
             .collect::<Result<_, _>>()?;
@@ -142,5 +207,61 @@ fn answer<T: serde::Serialize>(result: Result<T, String>) -> Response {
             error!("audit: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, e).into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mint_quote_sv2::CoinbaseProof;
+
+    fn share() -> CheckedShare {
+        let key = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+        CheckedShare {
+            share_hash: [9; 32],
+            amount: 16,
+            locking_key: key.parse().unwrap(),
+            header: [5; 80],
+            target: Target::from_be_bytes([0x0f; 32]),
+            proof: CoinbaseProof {
+                coinbase: vec![1, 2, 3, 4, 5],
+                merkle_path: vec![[6; 32], [7; 32]],
+            },
+        }
+    }
+
+    #[test]
+    fn a_stored_entry_reads_as_the_entry_earlier_versions_stored_as_json() {
+        let share = share();
+        let entry = AuditEntry::new(
+            &share.header,
+            &share.proof.coinbase,
+            &share.proof.merkle_path,
+            share.target,
+            share.amount,
+            &share.locking_key.to_bytes(),
+            1_800_000_000,
+        );
+        let stored = encode(&share, 1_800_000_000);
+        assert_eq!(decode(&stored), Ok(entry.clone()));
+        let json = serde_json::to_vec(&entry).unwrap();
+        assert_eq!(decode(&json), Ok(entry));
+        assert!(
+            stored.len() * 2 < json.len(),
+            "{} vs {}",
+            stored.len(),
+            json.len()
+        );
+    }
+
+    #[test]
+    fn a_damaged_entry_is_refused_not_misread() {
+        let stored = encode(&share(), 1_800_000_000);
+        // Cut inside the merkle path: the coinbase would be read from it.
+        assert_eq!(decode(&stored[..FIXED_LEN + 40]), Err("truncated".into()));
+        assert_eq!(decode(&stored[..10]), Err("truncated".into()));
+        assert_eq!(decode(&[7, 1, 2]), Err("unknown format 0x07".into()));
+        assert_eq!(decode(&[]), Err("empty".into()));
+        assert!(decode(b"{\"header\":").is_err());
     }
 }

@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use ehash::audit::AuditEntry;
 use ehash::{CoinbaseError, LockingKey, LockingKeyError, UnitBits};
 use mint_quote_sv2::{error_code, CoinbaseProof, MintQuoteRequestOwned};
 use stratum_core::bitcoin::pow::Target;
@@ -22,21 +21,6 @@ pub struct CheckedShare {
     pub header: [u8; 80],
     pub target: Target,
     pub proof: CoinbaseProof,
-}
-
-impl CheckedShare {
-    /// The share's entry in the public issuance audit.
-    pub fn audit_entry(&self, issued_at: u64) -> AuditEntry {
-        AuditEntry::new(
-            &self.header,
-            &self.proof.coinbase,
-            &self.proof.merkle_path,
-            self.target,
-            self.amount,
-            &self.locking_key,
-            issued_at,
-        )
-    }
 }
 
 /// Why no quote: the `MintQuoteError` code and message.

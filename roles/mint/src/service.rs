@@ -155,7 +155,7 @@ impl QuoteService {
             // checked; parsing it again would cost a square root per quote.
             pubkey: PublicKey::from(share.locking_key.public_key()),
             locking_key: share.locking_key,
-            audit_entry: audit::encode(&share.audit_entry(roles_common::unix_secs()))?,
+            audit_entry: audit::encode(share, roles_common::unix_secs()),
         })
     }
 
