@@ -261,9 +261,12 @@ where
 
 /// What the roles log when `RUST_LOG` does not say: info, except cdk's line
 /// for every quote it issues (a thousand lines a second under a busy pool),
-/// and the spans cdk opens for every payment and issue it records on a quote
-/// (they log nothing, yet cost the mint's one writer ~5% of its time).
-const DEFAULT_LOG: &str = "info,cdk::mint::issue=warn,cdk_common::mint=warn";
+/// the spans cdk opens for every payment and issue it records on a quote
+/// (they log nothing, yet cost the mint's one writer ~5% of its time), and
+/// cdk's `[SLOW QUERY]` warning for any statement over 20 ms, which under
+/// load is every WAL checkpoint, a few a second (failed queries still log).
+const DEFAULT_LOG: &str =
+    "info,cdk::mint::issue=warn,cdk_common::mint=warn,cdk_sql_common::common=error";
 
 /// The log filter: `RUST_LOG`'s directives (e.g. `debug` or
 /// `info,translator=debug`), or [`DEFAULT_LOG`].

@@ -15,6 +15,7 @@ use ehash::pending::ShareResponseMode;
 use ehash::wire::{str0255_truncated, MessageSet};
 use ehash::LockingKey;
 use mint_quote_sv2::{MintQuoteRequestOwned, MintStatsResponse};
+use roles_common::log_limit::LogLimit;
 use roles_common::stats_publisher::now_ms;
 use stats_sv2::{link, MintStats, QuoteCreated};
 use stratum_core::mining_sv2::{SubmitSharesErrorOwned, SubmitSharesSuccessOwned};
@@ -171,10 +172,11 @@ impl PreparedFlow {
         // Journaled shares come back here; appends run concurrently so one
         // disk sync covers many shares.
         let (journaled_tx, mut journaled) = mpsc::unbounded_channel();
-        let exec = Executor {
+        let mut exec = Executor {
             shared: &shared,
             link: &link,
             outbox: &outbox,
+            refusals: LogLimit::default(),
         };
         let mut resend = tokio::time::interval(RESEND_CHECK);
         loop {
@@ -187,7 +189,7 @@ impl PreparedFlow {
                 Some(event) = mint_events.recv() => task.on_mint_event(event, &shared, &mint_stats),
                 _ = sleep_until(deadline) => task.flow.on_tick(Instant::now(), &CoreDirectory(&shared)),
             };
-            task.apply(actions, &exec).await;
+            task.apply(actions, &mut exec).await;
         }
         if let Err(e) = outbox.flush().await {
             warn!("outbox not flushed at shutdown: {e}");
@@ -326,7 +328,7 @@ impl Running {
     }
 
     /// Executes what the flow decided.
-    async fn apply(&mut self, actions: Vec<Action>, exec: &Executor<'_>) {
+    async fn apply(&mut self, actions: Vec<Action>, exec: &mut Executor<'_>) {
         exec.run(actions).await;
         exec.run(self.flow.flush_successes()).await;
     }
@@ -464,10 +466,13 @@ struct Executor<'a> {
     shared: &'a Shared,
     link: &'a MintLink,
     outbox: &'a Outbox,
+    /// A translator that never acknowledges makes every notification a
+    /// refusal: one line per interval, with a count.
+    refusals: LogLimit,
 }
 
 impl Executor<'_> {
-    async fn run(&self, actions: Vec<Action>) {
+    async fn run(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
                 Action::SendToMint(request) => {
@@ -509,12 +514,15 @@ impl Executor<'_> {
                 Action::Done(hash) => self.outbox.done(hash).await,
                 Action::Refused { overflow, message } => {
                     // Logged and counted, never another key's notice evicted.
-                    warn!(
-                        ?overflow,
-                        "too many unacknowledged ehash notifications: not keeping a {}; \
-                         its quote stays at the mint for its key's owner",
-                        message.name()
-                    );
+                    if let Some(left_out) = self.refusals.check(Instant::now()) {
+                        warn!(
+                            ?overflow,
+                            "too many unacknowledged ehash notifications: not keeping a {}; \
+                             its quote stays at the mint for its key's owner \
+                             ({left_out} more not kept since the last line)",
+                            message.name()
+                        );
+                    }
                     self.shared
                         .notices_refused
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
