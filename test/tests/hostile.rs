@@ -178,6 +178,7 @@ async fn notifications_nobody_takes_cost_the_pool_a_log_line_an_interval() {
     let figures = run_load(&target, 2, 4, Duration::from_secs(2), tokio::time::sleep).await;
     assert_eq!(figures.rejected, 0, "{figures:?}");
     let mut mint = RoleChild::spawn("mint", &c.mint);
+    let quoting = Instant::now();
 
     let refused = |log: &str| -> u64 {
         log.lines()
@@ -201,10 +202,13 @@ async fn notifications_nobody_takes_cost_the_pool_a_log_line_an_interval() {
         .lines()
         .filter(|l| l.contains("too many unacknowledged ehash notifications"))
         .count();
+    // One line an interval (10 s) at most, however slow the mint's drain.
+    let at_most = 1 + quoting.elapsed().as_secs() / 10;
     assert!(
-        (1..=2).contains(&lines),
-        "{lines} lines for {} refused notifications",
-        refused(&log)
+        (1..=at_most).contains(&(lines as u64)),
+        "{lines} lines for {} refused notifications in {:?}",
+        refused(&log),
+        quoting.elapsed()
     );
     for (name, child) in [("pool", &mut pool), ("mint", &mut mint)] {
         assert!(child.interrupt(), "{name}:\n{}", child.log_tail(40));

@@ -32,16 +32,17 @@ const LOG: KvLog<'static> = KvLog {
 /// The first byte of an entry stored in binary; entries stored as JSON
 /// (`{`, as earlier versions did) still read.
 const BINARY_V1: u8 = 1;
-/// Version, header, target, amount, locking key, issued at, path length.
-const FIXED_LEN: usize = 1 + 80 + 32 + 8 + 33 + 8 + 1;
+/// Version, header, target, amount, locking key, issued at, coinbase
+/// length, path length.
+const FIXED_LEN: usize = 1 + 80 + 32 + 8 + 33 + 8 + 4 + 1;
 
 /// A share's audit entry as it is stored: its proof in binary, half the
 /// size of the JSON the API serves and without the hex and JSON encoding
 /// on the quoting path; [`decode`] renders it for the API.
 ///
 /// version 1 | header (80) | target, big-endian (32) | amount (u64 LE) |
-/// locking key (33) | issued at (u64 LE) | merkle path length (u8) |
-/// merkle path (32 each) | coinbase (the rest)
+/// locking key (33) | issued at (u64 LE) | coinbase length (u32 LE) |
+/// merkle path length (u8) | coinbase | merkle path (32 each)
 pub fn encode(share: &CheckedShare, issued_at: u64) -> Vec<u8> {
     let path = &share.proof.merkle_path;
     let mut out = Vec::with_capacity(FIXED_LEN + 32 * path.len() + share.proof.coinbase.len());
@@ -51,19 +52,24 @@ pub fn encode(share: &CheckedShare, issued_at: u64) -> Vec<u8> {
     out.extend_from_slice(&share.amount.to_le_bytes());
     out.extend_from_slice(&share.locking_key.to_bytes());
     out.extend_from_slice(&issued_at.to_le_bytes());
-    // A request carries at most 255 hashes (SV2's Seq0255).
-    out.push(u8::try_from(path.len()).expect("a merkle path of at most 255 hashes"));
+    // A checked share comes from a decoded request, whose coinbase is at
+    // most 64 KiB (B064K) and whose path at most 255 hashes (Seq0255).
+    let coinbase_len = u32::try_from(share.proof.coinbase.len()).expect("a B064K coinbase");
+    out.extend_from_slice(&coinbase_len.to_le_bytes());
+    out.push(u8::try_from(path.len()).expect("a Seq0255 merkle path"));
+    out.extend_from_slice(&share.proof.coinbase);
     for hash in path {
         out.extend_from_slice(hash);
     }
-    out.extend_from_slice(&share.proof.coinbase);
     out
 }
 
 /// A stored entry as the API serves it.
 fn decode(stored: &[u8]) -> Result<AuditEntry, String> {
     match stored.first() {
-        Some(&BINARY_V1) => decode_binary(stored).ok_or_else(|| "truncated".to_string()),
+        Some(&BINARY_V1) => {
+            decode_binary(stored).ok_or_else(|| "truncated or overlong".to_string())
+        }
         Some(b'{') => serde_json::from_slice(stored).map_err(|e| e.to_string()),
         Some(other) => Err(format!("unknown format {other:#04x}")),
         None => Err("empty".to_string()),
@@ -82,14 +88,19 @@ fn decode_binary(stored: &[u8]) -> Option<AuditEntry> {
     let amount = u64::from_le_bytes(take(8)?.try_into().ok()?);
     let locking_key: [u8; 33] = take(33)?.try_into().ok()?;
     let issued_at = u64::from_le_bytes(take(8)?.try_into().ok()?);
+    let coinbase_len = u32::from_le_bytes(take(4)?.try_into().ok()?);
     let hashes = usize::from(take(1)?[0]);
+    let coinbase = take(usize::try_from(coinbase_len).ok()?)?;
     let path: Vec<[u8; 32]> = take(32 * hashes)?
         .chunks_exact(32)
         .map(|hash| hash.try_into().expect("32 bytes"))
         .collect();
+    if !rest.is_empty() {
+        return None;
+    }
     Some(AuditEntry::new(
         &header,
-        rest,
+        coinbase,
         &path,
         target,
         amount,
@@ -215,12 +226,13 @@ mod tests {
     use super::*;
     use mint_quote_sv2::CoinbaseProof;
 
+    const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+
     fn share() -> CheckedShare {
-        let key = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
         CheckedShare {
             share_hash: [9; 32],
             amount: 16,
-            locking_key: key.parse().unwrap(),
+            locking_key: KEY.parse().unwrap(),
             header: [5; 80],
             target: Target::from_be_bytes([0x0f; 32]),
             proof: CoinbaseProof {
@@ -232,34 +244,34 @@ mod tests {
 
     #[test]
     fn a_stored_entry_reads_as_the_entry_earlier_versions_stored_as_json() {
-        let share = share();
-        let entry = AuditEntry::new(
-            &share.header,
-            &share.proof.coinbase,
-            &share.proof.merkle_path,
-            share.target,
-            share.amount,
-            &share.locking_key.to_bytes(),
-            1_800_000_000,
+        // What a mint storing JSON wrote for `share()` at 1,800,000,000.
+        let earlier = format!(
+            r#"{{"header":"{}","coinbase":"0102030405","merkle_path":["{}","{}"],"target":"{}","amount":16,"locking_key":"{KEY}","issued_at":1800000000}}"#,
+            "05".repeat(80),
+            "06".repeat(32),
+            "07".repeat(32),
+            "0f".repeat(32),
         );
-        let stored = encode(&share, 1_800_000_000);
-        assert_eq!(decode(&stored), Ok(entry.clone()));
-        let json = serde_json::to_vec(&entry).unwrap();
-        assert_eq!(decode(&json), Ok(entry));
+        let entry = decode(earlier.as_bytes()).unwrap();
+        let stored = encode(&share(), 1_800_000_000);
+        assert_eq!(decode(&stored), Ok(entry));
         assert!(
-            stored.len() * 2 < json.len(),
+            stored.len() * 2 < earlier.len(),
             "{} vs {}",
             stored.len(),
-            json.len()
+            earlier.len()
         );
     }
 
     #[test]
     fn a_damaged_entry_is_refused_not_misread() {
         let stored = encode(&share(), 1_800_000_000);
-        // Cut inside the merkle path: the coinbase would be read from it.
-        assert_eq!(decode(&stored[..FIXED_LEN + 40]), Err("truncated".into()));
-        assert_eq!(decode(&stored[..10]), Err("truncated".into()));
+        let refused = Err("truncated or overlong".to_string());
+        // Cut inside the merkle path, inside the coinbase, or with a byte more.
+        assert_eq!(decode(&stored[..stored.len() - 1]), refused);
+        assert_eq!(decode(&stored[..FIXED_LEN + 3]), refused);
+        assert_eq!(decode(&[stored.as_slice(), &[0]].concat()), refused);
+        assert_eq!(decode(&stored[..10]), refused);
         assert_eq!(decode(&[7, 1, 2]), Err("unknown format 0x07".into()));
         assert_eq!(decode(&[]), Err("empty".into()));
         assert!(decode(b"{\"header\":").is_err());

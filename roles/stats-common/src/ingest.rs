@@ -242,9 +242,11 @@ pub async fn serve(
 enum Ended {
     /// Nothing arrived within the time allowed.
     TimedOut(Duration),
+    /// The peer sent what the protocol does not allow.
     Refused(ProtocolError),
     /// The peer closed it.
     Closed,
+    /// The socket failed.
     Lost(std::io::Error),
 }
 

@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use super::flow::{Action, Directory, QuoteFlow, QuoteFlowConfig, QuoteShare, MINT_QUEUE_FULL};
 use super::mint_link::{MintEvent, MintLink, MintLinkConfig};
+use super::notices::Overflow;
 use super::outbox::{Outbox, Owed, Synced};
 use super::persist::{decode_owed, encode_owed, retire_undelivered_json};
 use super::request::RequestFrame;
@@ -176,7 +177,8 @@ impl PreparedFlow {
             shared: &shared,
             link: &link,
             outbox: &outbox,
-            refusals: LogLimit::default(),
+            refused_per_key: LogLimit::default(),
+            refused_in_total: LogLimit::default(),
         };
         let mut resend = tokio::time::interval(RESEND_CHECK);
         loop {
@@ -466,9 +468,11 @@ struct Executor<'a> {
     shared: &'a Shared,
     link: &'a MintLink,
     outbox: &'a Outbox,
-    /// A translator that never acknowledges makes every notification a
-    /// refusal: one line per interval, with a count.
-    refusals: LogLimit,
+    /// Notifications refused past a bound, logged at most once an interval
+    /// for each bound, with a count: with nobody taking a key's
+    /// notifications, every one of them is refused.
+    refused_per_key: LogLimit,
+    refused_in_total: LogLimit,
 }
 
 impl Executor<'_> {
@@ -514,12 +518,19 @@ impl Executor<'_> {
                 Action::Done(hash) => self.outbox.done(hash).await,
                 Action::Refused { overflow, message } => {
                     // Logged and counted, never another key's notice evicted.
-                    if let Some(left_out) = self.refusals.check(Instant::now()) {
+                    let limit = match overflow {
+                        Overflow::Key => &mut self.refused_per_key,
+                        Overflow::Total => &mut self.refused_in_total,
+                    };
+                    if let Some(left_out) = limit.check(Instant::now()) {
+                        let more = match left_out {
+                            0 => String::new(),
+                            n => format!(" ({n} more not kept since the last line)"),
+                        };
                         warn!(
                             ?overflow,
                             "too many unacknowledged ehash notifications: not keeping a {}; \
-                             its quote stays at the mint for its key's owner \
-                             ({left_out} more not kept since the last line)",
+                             its quote stays at the mint for its key's owner{more}",
                             message.name()
                         );
                     }
