@@ -54,7 +54,9 @@ impl Record {
     /// kind (1) | key (32) | payload length (u32 LE, appends only) | payload | crc32 (u32 LE)
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Append { key, payload } => encode_append(key, payload, out),
+            Record::Append { key, payload } => {
+                encode_append(key, payload, out);
+            }
             Record::Done { key } => {
                 let start = out.len();
                 out.push(KIND_DONE);
@@ -96,14 +98,19 @@ impl Record {
     }
 }
 
-/// An append record, encoded from a payload the caller keeps.
-fn encode_append(key: &[u8; 32], payload: &[u8], out: &mut Vec<u8>) {
+/// An append record, encoded from a payload the caller keeps, at the end
+/// of `out`; returns where it is in `out`.
+fn encode_append(key: &[u8; 32], payload: &[u8], out: &mut Vec<u8>) -> Span {
     let start = out.len();
     out.push(KIND_APPEND);
     out.extend_from_slice(key);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
     seal(out, start);
+    Span {
+        at: start as u64,
+        len: out.len() - start,
+    }
 }
 
 /// Ends the record that starts at `start` with its crc32.
@@ -321,13 +328,7 @@ fn rewrite<'a>(
     let mut bytes = MAGIC.to_vec();
     let mut live = HashMap::new();
     for (key, payload) in records {
-        let at = bytes.len();
-        encode_append(key, payload, &mut bytes);
-        let span = Span {
-            at: at as u64,
-            len: bytes.len() - at,
-        };
-        live.insert(*key, span);
+        live.insert(*key, encode_append(key, payload, &mut bytes));
     }
     private::replace_file(path, &bytes)?;
     let file = OpenOptions::new().read(true).append(true).open(path)?;
@@ -370,13 +371,10 @@ impl Writer {
                     payload,
                     synced,
                 } => {
-                    let at = bytes.len();
-                    encode_append(&key, &payload, &mut bytes);
-                    let span = Span {
-                        at: self.good_len + at as u64,
-                        len: bytes.len() - at,
-                    };
-                    appended.push((key, span));
+                    // `bytes` go on the journal after its `good_len` bytes.
+                    let span = encode_append(&key, &payload, &mut bytes);
+                    let at = self.good_len + span.at;
+                    appended.push((key, Span { at, ..span }));
                     waiting.push(synced);
                 }
                 Command::Done { key } => {
