@@ -1,8 +1,9 @@
 //! Quote requests served over the Noise pool link: requests/s and p50/p99
 //! latency, with an in-memory and a file SQLite database, one request at a
 //! time and pipelined (every quote also appends its audit entry), then what
-//! each check of one request costs. Prints figures; asserts only that every
-//! answer is a quote.
+//! each check of one request costs, and how long stats take with every
+//! quote unminted. Prints figures; asserts only that every answer is a
+//! quote.
 //!
 //!     cargo bench -p mint --bench quote_link
 
@@ -82,7 +83,29 @@ async fn run(database: &str, window: usize) {
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     );
+    stats_refresh(&mint).await;
     mint.stop().await;
+}
+
+/// How long the mint takes to answer stats with every quote still unminted:
+/// the first refresh reads them all, the next only what changed (on file;
+/// in memory every open quote is read again).
+async fn stats_refresh(mint: &TestMint) {
+    let mut pool = mint.pool().await;
+    let started = Instant::now();
+    let first = pool.stats().await;
+    let first_took = started.elapsed();
+    let started = Instant::now();
+    let next = pool.stats().await;
+    let next_took = started.elapsed();
+    assert_eq!(next.quotes_paid, first.quotes_paid);
+    println!(
+        "{:<10} stats with {} quotes unminted: first answer {:>6.1} ms, the next {:>6.1} ms",
+        "",
+        first.quotes_paid,
+        first_took.as_secs_f64() * 1e3,
+        next_took.as_secs_f64() * 1e3,
+    );
 }
 
 /// What the mint's checks of one request cost on one core: all of them

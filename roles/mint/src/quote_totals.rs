@@ -5,10 +5,10 @@
 //! Every ehash quote's id is appended to a [`KvLog`] (`quote_ids`) in the
 //! transaction that creates it, so the list is the same for every mint
 //! process sharing the database (entries of up to 64 ids, as every list of
-//! quote ids). [`QuoteTotals`] follows that list from
-//! where it stopped, and reads again only the quotes not issued yet: a
-//! refresh costs the new quotes and the unminted ones, whatever the
-//! database's size. `quote_ids` / `backfilled` is present once quotes
+//! quote ids). [`QuoteTotals`] follows that list from where it stopped, and
+//! cdk's log of issuances ([`issuances`]) for the quotes it holds open: a
+//! refresh costs the quotes created and minted since the last one, however
+//! many wait unminted. `quote_ids` / `backfilled` is present once quotes
 //! created before this list existed have been added.
 //!
 //! A quote's state follows from two of its columns, paid and issued, and
@@ -16,11 +16,13 @@
 //! connection of its own. cdk's reads of whole quotes (two more statements
 //! each, the locking key parsed) took 5% of the mint's CPU at a thousand
 //! quotes a second, refreshed every 10 s; they remain for an in-memory
-//! database, whose one connection is cdk's.
+//! database, whose one connection is cdk's: there every open quote is read
+//! again at each refresh.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cdk::mint::Mint;
 use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
@@ -34,6 +36,10 @@ use cdk_sqlite::SqliteConnectionManager;
 
 use crate::kv_log::{entry_ids, id_entries, KvLog};
 use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
+
+mod issuances;
+
+use issuances::{IssuanceCursor, GAP_LIFETIME};
 
 const IDS: KvLog<'static> = KvLog {
     list: "quote_ids",
@@ -156,6 +162,77 @@ impl TotalsReader {
     }
 }
 
+impl TotalsReader {
+    /// Whether cdk's log of issuances can be read (not through cdk).
+    pub(crate) fn follows_issuances(&self) -> bool {
+        !matches!(self, Self::Cdk(_))
+    }
+
+    /// The number of the log's last row, if any.
+    async fn last_issuance(&self) -> Result<Option<i64>, Error> {
+        let rows = self
+            .issuances(query("SELECT MAX(id) FROM mint_quote_issued")?)
+            .await?;
+        match rows.as_slice() {
+            [row] => match row.as_slice() {
+                [Column::Integer(last)] => Ok(Some(*last)),
+                [Column::Null] => Ok(None),
+                _ => Err(Error::Internal(
+                    "mint_quote_issued: MAX(id) is no number".into(),
+                )),
+            },
+            _ => Err(Error::Internal(
+                "mint_quote_issued: MAX(id) is no row".into(),
+            )),
+        }
+    }
+
+    /// Up to `n` rows of the log numbered after `after`, ascending: each
+    /// row's number and the quote minted.
+    async fn issuances_after(&self, after: i64, n: usize) -> Result<Vec<(i64, QuoteId)>, Error> {
+        let sql = format!(
+            "SELECT id, quote_id FROM mint_quote_issued WHERE id > :after ORDER BY id LIMIT {n}"
+        );
+        let rows = self.issuances(query(&sql)?.bind("after", after)).await?;
+        rows.into_iter().map(issuance).collect()
+    }
+
+    /// The rows of the log numbered `numbers` that exist.
+    async fn issuances_among(&self, numbers: &[i64]) -> Result<Vec<(i64, QuoteId)>, Error> {
+        let statement = query("SELECT id, quote_id FROM mint_quote_issued WHERE id IN (:ids)")?
+            .bind_vec("ids", numbers.to_vec())?;
+        let rows = self.issuances(statement).await?;
+        rows.into_iter().map(issuance).collect()
+    }
+
+    async fn issuances(
+        &self,
+        statement: cdk_sql_common::stmt::Statement,
+    ) -> Result<Vec<Vec<Column>>, Error> {
+        Ok(match self {
+            Self::Cdk(_) => {
+                return Err(Error::Internal(
+                    "the issuance log of an in-memory database is read through cdk only".into(),
+                ))
+            }
+            Self::Sqlite(pool) => statement.fetch_all(&*connection(pool).await?).await?,
+            Self::Postgres(pool) => statement.fetch_all(&*connection(pool).await?).await?,
+        })
+    }
+}
+
+/// One row of cdk's log of issuances: its number and the quote minted.
+fn issuance(row: Vec<Column>) -> Result<(i64, QuoteId), Error> {
+    match <[Column; 2]>::try_from(row) {
+        Ok([Column::Integer(number), Column::Text(id)]) => QuoteId::from_str(&id)
+            .map(|id| (number, id))
+            .map_err(|_| Error::Internal(format!("mint_quote_issued: bad quote id {id}"))),
+        _ => Err(Error::Internal(
+            "mint_quote_issued: a row is no number and quote id".into(),
+        )),
+    }
+}
+
 async fn connection<RM: DatabasePool>(
     pool: &Arc<Pool<RM>>,
 ) -> Result<cdk_sql_common::pool::PooledResource<RM>, Error> {
@@ -197,15 +274,36 @@ pub struct QuoteTotals {
     open: HashMap<QuoteId, Open>,
     /// Issued quotes: done with, counted once.
     issued: Totals,
+    /// Where cdk's log of issuances is followed from; `None` until the
+    /// first refresh, and for ever where the log is read through cdk.
+    issuances: Option<IssuanceCursor>,
+    /// Quotes whose amounts the last refresh read.
+    quotes_read: usize,
 }
 
 impl QuoteTotals {
-    /// Reads the quotes still open, then those added since the last
-    /// refresh, a page at a time: memory holds the open quotes and one page
-    /// of entries.
+    /// Reads the quotes added since the last refresh and those of the open
+    /// ones minted since, a page at a time: memory holds the open quotes
+    /// and one page of entries.
     pub async fn refresh(&mut self, reader: &TotalsReader) -> Result<Totals, Error> {
-        let open: Vec<QuoteId> = self.open.keys().cloned().collect();
-        for page in open.chunks(PAGE) {
+        self.quotes_read = 0;
+        if self.issuances.is_none() && reader.follows_issuances() {
+            // Before the first listing: a quote minted after it is read
+            // is minted past here in the log.
+            let last = reader.last_issuance().await?;
+            self.issuances = Some(IssuanceCursor::starting_at(last));
+        }
+        // What the log does not tell: a payment (only of an older mint's
+        // unpaid quote, paid when its share comes again), or any change
+        // where the log is not read.
+        let following = self.issuances.is_some();
+        let stale: Vec<QuoteId> = self
+            .open
+            .iter()
+            .filter(|(_, open)| !following || open.state == MintQuoteState::Unpaid)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for page in stale.chunks(PAGE) {
             self.read_quotes(reader, page).await?;
         }
         loop {
@@ -218,10 +316,73 @@ impl QuoteTotals {
             }
             self.next += entries;
         }
+        if let Some(mut cursor) = self.issuances.take() {
+            let followed = self.follow(&mut cursor, reader, Instant::now()).await;
+            self.issuances = Some(cursor);
+            followed?;
+        }
+        tracing::debug!(
+            "quote totals: {} quotes read, {} open",
+            self.quotes_read,
+            self.open.len()
+        );
         Ok(self.totals())
     }
 
+    /// Reads again the open quotes minted in the log past `cursor`, and in
+    /// the rows it skipped that have appeared since.
+    async fn follow(
+        &mut self,
+        cursor: &mut IssuanceCursor,
+        reader: &TotalsReader,
+        now: Instant,
+    ) -> Result<(), Error> {
+        loop {
+            let rows = reader.issuances_after(cursor.after(), PAGE).await?;
+            self.read_minted(reader, &rows).await?;
+            let numbers: Vec<i64> = rows.iter().map(|(number, _)| *number).collect();
+            cursor.read(&numbers, now);
+            if rows.len() < PAGE {
+                break;
+            }
+        }
+        for gaps in cursor.gaps().chunks(PAGE) {
+            let rows = reader.issuances_among(gaps).await?;
+            self.read_minted(reader, &rows).await?;
+            let numbers: Vec<i64> = rows.iter().map(|(number, _)| *number).collect();
+            cursor.found(&numbers);
+        }
+        let expired = cursor.expire(now);
+        if expired > 0 {
+            tracing::debug!(
+                "{expired} numbers skipped in cdk's issuance log did not appear in {GAP_LIFETIME:?}: \
+                 taken as rolled back"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the quotes of `rows` of the log that are open. One not open is
+    /// counted issued already, or not listed yet (and read when it is).
+    async fn read_minted(
+        &mut self,
+        reader: &TotalsReader,
+        rows: &[(i64, QuoteId)],
+    ) -> Result<(), Error> {
+        let minted: HashSet<&QuoteId> = rows
+            .iter()
+            .map(|(_, id)| id)
+            .filter(|id| self.open.contains_key(*id))
+            .collect();
+        if minted.is_empty() {
+            return Ok(());
+        }
+        let minted: Vec<QuoteId> = minted.into_iter().cloned().collect();
+        self.read_quotes(reader, &minted).await
+    }
+
     async fn read_quotes(&mut self, reader: &TotalsReader, ids: &[QuoteId]) -> Result<(), Error> {
+        self.quotes_read += ids.len();
         let amounts = reader.amounts(ids).await?;
         if amounts.len() < ids.len() {
             // Listed in the transaction that created them: missing only if
@@ -237,10 +398,16 @@ impl QuoteTotals {
         Ok(())
     }
 
-    /// Quotes read again at each refresh: those not issued yet.
+    /// Quotes not issued yet.
     #[cfg(test)]
     pub fn open(&self) -> usize {
         self.open.len()
+    }
+
+    /// Quotes whose amounts the last refresh read.
+    #[cfg(test)]
+    pub fn quotes_read(&self) -> usize {
+        self.quotes_read
     }
 
     fn update(&mut self, quote: &Amounts) {

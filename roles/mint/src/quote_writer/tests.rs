@@ -452,13 +452,20 @@ async fn totals_of_every_quote(mint: &Mint) -> Totals {
     totals
 }
 
+/// Records `amount` of `quote_id` issued (`None`: what is left), as cdk
+/// does when a wallet mints it, inside `tx`.
+async fn issue_in(tx: &mut DynMintTransaction, quote_id: &QuoteId, amount: Option<u64>) {
+    let mut quote = tx.get_mint_quote(quote_id).await.unwrap().expect("stored");
+    let left = quote.amount_paid().value() - quote.amount_issued().value();
+    let amount = Amount::new(amount.unwrap_or(left), quote.unit.clone());
+    quote.add_issuance(amount).unwrap();
+    tx.update_mint_quote(&mut quote).await.unwrap();
+}
+
 /// Records `quote_id` issued whole, as cdk does when a wallet mints it.
 async fn issue(mint: &Mint, quote_id: &QuoteId) {
     let mut tx = mint.localstore().begin_transaction().await.unwrap();
-    let mut quote = tx.get_mint_quote(quote_id).await.unwrap().expect("stored");
-    let paid = quote.amount_paid();
-    quote.add_issuance(paid).unwrap();
-    tx.update_mint_quote(&mut quote).await.unwrap();
+    issue_in(&mut tx, quote_id, None).await;
     tx.commit().await.unwrap();
 }
 
@@ -486,6 +493,26 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
     );
     assert_eq!(fresh, totals_of_every_quote(&mint).await);
     assert_eq!(totals.open(), 5, "issued quotes are not read again");
+    // Where cdk's log of issuances is read, an open quote is read again
+    // only once minted: the two new ones and the two minted.
+    let follows = backend.totals.follows_issuances();
+    assert_eq!(totals.quotes_read(), if follows { 4 } else { 7 });
+
+    totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!(totals.quotes_read(), if follows { 0 } else { 5 });
+
+    // Minted in part, then the rest.
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    issue_in(&mut tx, &ids[2], Some(1)).await;
+    tx.commit().await.unwrap();
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((fresh.quotes_paid, fresh.ehash_issued), (5, 4));
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
+    issue(&mint, &ids[2]).await;
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((fresh.quotes_issued, fresh.ehash_issued), (3, 6));
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
+    assert_eq!(totals.quotes_read(), if follows { 1 } else { 5 });
 
     // Another process sharing the database counts the same.
     assert_eq!(
@@ -596,6 +623,42 @@ async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
         .unwrap();
     assert_eq!((totals.quotes_unpaid, totals.quotes_paid), (3, 1));
     assert_eq!(totals, totals_of_every_quote(&mint).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_quote_minted_in_a_transaction_that_commits_late_is_counted() {
+    let backend = Backend::postgres().await;
+    let mint = backend.mint.clone();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let ids: Vec<QuoteId> = quote_all(&writer, &(1..=3).map(share).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("quoted"))
+        .collect();
+    let mut totals = QuoteTotals::default();
+    totals.refresh(&backend.totals).await.unwrap();
+
+    // The first takes its number in the log, the second commits past it.
+    let db = mint.localstore();
+    let mut late = db.begin_transaction().await.unwrap();
+    issue_in(&mut late, &ids[0], None).await;
+    issue(&mint, &ids[1]).await;
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((fresh.quotes_paid, fresh.quotes_issued), (2, 1));
+
+    late.commit().await.unwrap();
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((fresh.quotes_paid, fresh.quotes_issued), (1, 2));
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
+
+    // One rolled back leaves its number unused, and counts nothing.
+    let mut rolled_back = db.begin_transaction().await.unwrap();
+    issue_in(&mut rolled_back, &ids[2], None).await;
+    rolled_back.rollback().await.unwrap();
+    issue(&mint, &ids[2]).await;
+    let fresh = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((fresh.quotes_paid, fresh.quotes_issued), (0, 3));
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
