@@ -279,6 +279,8 @@ pub struct QuoteTotals {
     issuances: Option<IssuanceCursor>,
     /// Quotes whose amounts the last refresh read.
     quotes_read: usize,
+    /// Rows of the log of issuances the last refresh read.
+    issuances_read: usize,
 }
 
 impl QuoteTotals {
@@ -286,7 +288,9 @@ impl QuoteTotals {
     /// ones minted since, a page at a time: memory holds the open quotes
     /// and one page of entries.
     pub async fn refresh(&mut self, reader: &TotalsReader) -> Result<Totals, Error> {
+        let started = Instant::now();
         self.quotes_read = 0;
+        self.issuances_read = 0;
         if self.issuances.is_none() && reader.follows_issuances() {
             // Before the first listing: a quote minted after it is read
             // is minted past here in the log.
@@ -322,8 +326,10 @@ impl QuoteTotals {
             followed?;
         }
         tracing::debug!(
-            "quote totals: {} quotes read, {} open",
+            "quote totals: {} quotes and {} issuances read in {:?}, {} open",
             self.quotes_read,
+            self.issuances_read,
+            started.elapsed(),
             self.open.len()
         );
         Ok(self.totals())
@@ -339,6 +345,7 @@ impl QuoteTotals {
     ) -> Result<(), Error> {
         loop {
             let rows = reader.issuances_after(cursor.after(), PAGE).await?;
+            self.issuances_read += rows.len();
             self.read_minted(reader, &rows).await?;
             let numbers: Vec<i64> = rows.iter().map(|(number, _)| *number).collect();
             cursor.read(&numbers, now);
