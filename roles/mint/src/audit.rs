@@ -160,6 +160,9 @@ impl Audit {
     /// The number of entries and the mint's totals, taken while no quote
     /// is being written, so they describe the same quotes.
     async fn fresh_summary(&self) -> Result<AuditSummary, String> {
+        // Brought up to date first, the totals read only the last moment's
+        // quotes while quoting waits.
+        self.service.stats(0).await?;
         let (entries, stats) = self
             .service
             .while_no_quote_is_written(async {
