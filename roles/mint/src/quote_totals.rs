@@ -315,8 +315,14 @@ impl QuoteTotals {
             if entries == 0 {
                 break;
             }
+            // All read before any is counted: entries that fail to read
+            // are read again whole, and no quote is counted twice.
+            let mut amounts = Vec::with_capacity(ids.len());
             for page in ids.chunks(PAGE) {
-                self.read_quotes(reader, page).await?;
+                amounts.extend(self.fetch(reader, page).await?);
+            }
+            for quote in &amounts {
+                self.update(quote);
             }
             self.next += entries;
         }
@@ -388,7 +394,19 @@ impl QuoteTotals {
         self.read_quotes(reader, &minted).await
     }
 
+    /// Reads open quotes again: counting one twice changes nothing.
     async fn read_quotes(&mut self, reader: &TotalsReader, ids: &[QuoteId]) -> Result<(), Error> {
+        for quote in &self.fetch(reader, ids).await? {
+            self.update(quote);
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &mut self,
+        reader: &TotalsReader,
+        ids: &[QuoteId],
+    ) -> Result<Vec<Amounts>, Error> {
         self.quotes_read += ids.len();
         let amounts = reader.amounts(ids).await?;
         if amounts.len() < ids.len() {
@@ -399,10 +417,7 @@ impl QuoteTotals {
                 ids.len() - amounts.len()
             );
         }
-        for quote in &amounts {
-            self.update(quote);
-        }
-        Ok(())
+        Ok(amounts)
     }
 
     /// Quotes not issued yet.
