@@ -3,7 +3,8 @@
 //! acknowledges it to the pool, and the minter
 //! mints the quotes locked to the wallet's key in NUT-29 batches whenever
 //! the recorder wakes it, and on a retry timer; the wallet's balance goes
-//! to the stats service after minting, at most once per [`BALANCE_EVERY`].
+//! to the stats service after minting, at most once per [`BALANCE_EVERY`]
+//! (less often once the wallet is so large that reading it takes long).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,10 @@ const LOOKUP_GRACE_SECS: u64 = 120;
 /// The balance is read at most this often: the read sums every proof the
 /// wallet holds, which grows for as long as the translator runs.
 const BALANCE_EVERY: Duration = Duration::from_secs(1);
+/// And a read waits this many times as long as the last one took: a wallet
+/// of a million proofs (a home miner's after days, a busy translator's
+/// after minutes) takes ~0.2 s of CPU to sum, a core if read every second.
+const BALANCE_PAUSE_PER_READ: u32 = 20;
 
 /// Notifications recorded in one transaction at most.
 const MAX_RECORD_BATCH: usize = 1024;
@@ -404,14 +409,24 @@ pub(crate) async fn publish_balances(
 }
 
 /// Runs `work` at start, then once minting rounds happened, [`BALANCE_EVERY`]
-/// after the first of them: the rounds of that while are all in its one run.
+/// after the first of them, or [`BALANCE_PAUSE_PER_READ`] times as long as
+/// `work` last took if that is longer: the rounds of that while are all in
+/// its one run.
 async fn after_minting<Work: std::future::Future<Output = ()>>(
     mut events: broadcast::Receiver<TranslatorEvent>,
     shutdown: CancellationToken,
     mut work: impl FnMut() -> Work,
 ) {
     loop {
+        let started = tokio::time::Instant::now();
         work().await;
+        let took = started.elapsed();
+        let pause = BALANCE_EVERY.max(took * BALANCE_PAUSE_PER_READ);
+        if pause > BALANCE_EVERY {
+            debug!(
+                "the wallet balance took {took:?} to read: read again in {pause:?} at the soonest"
+            );
+        }
         let minted = async {
             loop {
                 match events.recv().await {
@@ -427,7 +442,7 @@ async fn after_minting<Work: std::future::Future<Output = ()>>(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(BALANCE_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         // Rounds until now are in the run that follows.
         while !matches!(
@@ -593,6 +608,37 @@ mod tests {
         events.send(minted()).unwrap();
         tokio::time::sleep(BALANCE_EVERY * 2).await;
         assert_eq!(reads.load(Ordering::SeqCst), 3);
+
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_balance_slow_to_read_is_read_less_often() {
+        let (events, rx) = broadcast::channel(1024);
+        let reads = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let read_takes = BALANCE_EVERY / 4;
+        let task = tokio::spawn(after_minting(rx, shutdown.clone(), {
+            let reads = reads.clone();
+            move || {
+                reads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(read_takes)
+            }
+        }));
+        tokio::time::sleep(read_takes * 2).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 1, "read at start");
+
+        events.send(minted()).unwrap();
+        let pause = read_takes * BALANCE_PAUSE_PER_READ;
+        tokio::time::sleep(pause - read_takes * 2).await;
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            1,
+            "not read again within {pause:?}, though minted"
+        );
+        tokio::time::sleep(read_takes * 4).await;
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
 
         shutdown.cancel();
         task.await.unwrap();
