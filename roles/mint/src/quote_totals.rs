@@ -160,9 +160,7 @@ impl TotalsReader {
             Self::Postgres(pool) => amounts_on(&*connection(pool).await?, ids).await,
         }
     }
-}
 
-impl TotalsReader {
     /// Whether cdk's log of issuances can be read (not through cdk).
     pub(crate) fn follows_issuances(&self) -> bool {
         !matches!(self, Self::Cdk(_))
