@@ -4,7 +4,7 @@
 //! miner's own wallet directory alike ([`crate::wallet::OwnWallet`]).
 
 use crate::quotes::{QuoteState, QuoteStore};
-use crate::wallet::EhashWallet;
+use crate::wallet::{EhashWallet, CONSOLIDATE_ABOVE};
 use crate::TranslatorConfig;
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,8 @@ pub enum WalletCommand {
         worker: Option<String>,
     },
     /// Finds every quote locked to the wallet's key at the mint (signed
-    /// lookup) and mints it, in NUT-29 batches, exactly once.
+    /// lookup) and mints it, in NUT-29 batches, exactly once; then swaps
+    /// the wallet's proofs into the fewest if it holds many.
     Claim,
     /// Prints the balance (ehash) and the quote totals.
     Balance,
@@ -98,8 +99,14 @@ pub async fn run_wallet_command_on(
             let (found, minted) = claim(wallet, store).await?;
             out += &format!("quotes found at the mint and not known here: {found}\n");
             out += &format!("minted now: {} quotes, {} {unit}\n", minted.0, minted.1);
-            let balance = wallet.balance().await.map_err(|e| e.to_string())?;
-            out += &format!("balance: {balance} {unit}\n");
+            let held = wallet
+                .consolidate(CONSOLIDATE_ABOVE)
+                .await
+                .map_err(|e| e.to_string())?;
+            out += &format!(
+                "balance: {} {unit} in {} proofs\n",
+                held.balance, held.proofs
+            );
         }
         WalletCommand::Receive { token } => {
             let amount = wallet.receive(&token).await.map_err(|e| e.to_string())?;

@@ -236,7 +236,7 @@ pub async fn start(
             },
             quote_rx,
         )),
-        tokio::spawn(quote_tasks::publish_balances(
+        tokio::spawn(quote_tasks::keep_wallet(
             wallet.clone(),
             stats.clone(),
             events.subscribe(),

@@ -2,9 +2,10 @@
 //! pool to the quote store (durably, off the async workers) and then
 //! acknowledges it to the pool, and the minter
 //! mints the quotes locked to the wallet's key in NUT-29 batches whenever
-//! the recorder wakes it, and on a retry timer; the wallet's balance goes
-//! to the stats service after minting, at most once per [`BALANCE_EVERY`]
-//! (less often once the wallet is so large that reading it takes long).
+//! the recorder wakes it, and on a retry timer; after minting, at most
+//! once per [`UPKEEP_EVERY`] (less often once the wallet is so large that
+//! reading it takes long), the wallet's proofs are consolidated once more
+//! than [`CONSOLIDATE_ABOVE`] and its balance goes to the stats service.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,20 +25,20 @@ use tracing::{debug, warn};
 use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
 use crate::router::Notification;
 use crate::upstream::ToRouter;
-use crate::wallet::EhashWallet;
+use crate::wallet::{EhashWallet, CONSOLIDATE_ABOVE};
 use crate::TranslatorEvent;
 
 /// How often the wallet key's quotes at the mint are compared with the store.
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(600);
 /// Quotes younger than this are left to their notifications.
 const LOOKUP_GRACE_SECS: u64 = 120;
-/// The balance is read at most this often: the read sums every proof the
-/// wallet holds, which grows for as long as the translator runs.
-const BALANCE_EVERY: Duration = Duration::from_secs(1);
-/// And a read waits this many times as long as the last one took: a wallet
-/// of a million proofs (a home miner's after days, a busy translator's
-/// after minutes) takes ~0.2 s of CPU to sum, a core if read every second.
-const BALANCE_PAUSE_PER_READ: u32 = 20;
+/// The wallet's upkeep (its proofs read, consolidated when too many, its
+/// balance published) runs at most this often while minting.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+/// And waits this many times as long as the last run took: a wallet of a
+/// million proofs (one kept from before consolidation) takes a fair part of
+/// a second to read, a core if read every second.
+const UPKEEP_PAUSE_PER_RUN: u32 = 20;
 
 /// Notifications recorded in one transaction at most.
 const MAX_RECORD_BATCH: usize = 1024;
@@ -398,18 +399,19 @@ impl Minter {
     }
 }
 
-/// Publishes the wallet's balance at start and after minting (see [`after_minting`]).
-pub(crate) async fn publish_balances(
+/// At start and after minting (see [`after_minting`]), consolidates the
+/// wallet's proofs and publishes its balance.
+pub(crate) async fn keep_wallet(
     wallet: Arc<EhashWallet>,
     stats: StatsPublisher,
     events: broadcast::Receiver<TranslatorEvent>,
     shutdown: CancellationToken,
 ) {
-    after_minting(events, shutdown, || publish_balance(&wallet, &stats)).await
+    after_minting(events, shutdown, || upkeep(&wallet, &stats)).await
 }
 
-/// Runs `work` at start, then once minting rounds happened, [`BALANCE_EVERY`]
-/// after the first of them, or [`BALANCE_PAUSE_PER_READ`] times as long as
+/// Runs `work` at start, then once minting rounds happened, [`UPKEEP_EVERY`]
+/// after the first of them, or [`UPKEEP_PAUSE_PER_RUN`] times as long as
 /// `work` last took if that is longer: the rounds of that while are all in
 /// its one run.
 async fn after_minting<Work: std::future::Future<Output = ()>>(
@@ -421,11 +423,9 @@ async fn after_minting<Work: std::future::Future<Output = ()>>(
         let started = tokio::time::Instant::now();
         work().await;
         let took = started.elapsed();
-        let pause = BALANCE_EVERY.max(took * BALANCE_PAUSE_PER_READ);
-        if pause > BALANCE_EVERY {
-            debug!(
-                "the wallet balance took {took:?} to read: read again in {pause:?} at the soonest"
-            );
+        let pause = UPKEEP_EVERY.max(took * UPKEEP_PAUSE_PER_RUN);
+        if pause > UPKEEP_EVERY {
+            debug!("the wallet's upkeep took {took:?}: next in {pause:?} at the soonest");
         }
         let minted = async {
             loop {
@@ -452,14 +452,15 @@ async fn after_minting<Work: std::future::Future<Output = ()>>(
     }
 }
 
-/// The wallet's balance to the stats service (it reads the local database only).
-async fn publish_balance(wallet: &EhashWallet, stats: &StatsPublisher) {
-    match wallet.balance().await {
-        Ok(balance) => stats.publish(stats_sv2::WalletBalance {
-            balance,
+/// Consolidates the wallet's proofs once more than [`CONSOLIDATE_ABOVE`],
+/// and publishes its balance to the stats service.
+async fn upkeep(wallet: &EhashWallet, stats: &StatsPublisher) {
+    match wallet.consolidate(CONSOLIDATE_ABOVE).await {
+        Ok(holdings) => stats.publish(stats_sv2::WalletBalance {
+            balance: holdings.balance,
             timestamp: now_ms(),
         }),
-        Err(e) => warn!("cannot read the wallet balance: {e}"),
+        Err(e) => warn!("cannot read the wallet's proofs: {e}"),
     }
 }
 
@@ -574,7 +575,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_balance_is_read_at_start_and_once_for_the_rounds_of_a_second() {
+    async fn the_upkeep_runs_at_start_and_once_for_the_rounds_of_a_second() {
         let (events, rx) = broadcast::channel(1024);
         let reads = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
@@ -596,17 +597,17 @@ mod tests {
         assert_eq!(
             reads.load(Ordering::SeqCst),
             1,
-            "no read before BALANCE_EVERY"
+            "no read before UPKEEP_EVERY"
         );
-        tokio::time::sleep(BALANCE_EVERY).await;
+        tokio::time::sleep(UPKEEP_EVERY).await;
         assert_eq!(reads.load(Ordering::SeqCst), 2);
 
         // Other events read nothing; a later round is read again.
         let _ = events.send(TranslatorEvent::UpstreamLost("gone".into()));
-        tokio::time::sleep(BALANCE_EVERY * 3).await;
+        tokio::time::sleep(UPKEEP_EVERY * 3).await;
         assert_eq!(reads.load(Ordering::SeqCst), 2);
         events.send(minted()).unwrap();
-        tokio::time::sleep(BALANCE_EVERY * 2).await;
+        tokio::time::sleep(UPKEEP_EVERY * 2).await;
         assert_eq!(reads.load(Ordering::SeqCst), 3);
 
         shutdown.cancel();
@@ -614,11 +615,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_balance_slow_to_read_is_read_less_often() {
+    async fn an_upkeep_that_takes_long_runs_less_often() {
         let (events, rx) = broadcast::channel(1024);
         let reads = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
-        let read_takes = BALANCE_EVERY / 4;
+        let read_takes = UPKEEP_EVERY / 4;
         let task = tokio::spawn(after_minting(rx, shutdown.clone(), {
             let reads = reads.clone();
             move || {
@@ -630,7 +631,7 @@ mod tests {
         assert_eq!(reads.load(Ordering::SeqCst), 1, "read at start");
 
         events.send(minted()).unwrap();
-        let pause = read_takes * BALANCE_PAUSE_PER_READ;
+        let pause = read_takes * UPKEEP_PAUSE_PER_RUN;
         tokio::time::sleep(pause - read_takes * 2).await;
         assert_eq!(
             reads.load(Ordering::SeqCst),

@@ -8,6 +8,7 @@
 //! without minting.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use cdk::amount::{Amount, SplitTarget};
@@ -21,10 +22,12 @@ use tracing::{debug, info, warn};
 
 use crate::quotes::{QuoteStore, StoreError};
 
+mod consolidate;
 mod dir;
 mod issue;
 mod lookup;
 
+pub use consolidate::{Holdings, CONSOLIDATE_ABOVE};
 pub use dir::{OwnWallet, MNEMONIC_FILE};
 pub use issue::BATCHES_PER_ROUND;
 
@@ -32,6 +35,8 @@ pub use issue::BATCHES_PER_ROUND;
 pub enum WalletError {
     #[error("wallet: {0}")]
     Cdk(#[from] cdk::Error),
+    #[error("wallet proofs: {0}")]
+    Proofs(#[from] cdk::nuts::nut00::Error),
     #[error("wallet database: {0}")]
     Database(String),
     #[error(transparent)]
@@ -112,6 +117,8 @@ pub struct EhashWallet {
     seed: [u8; 64],
     secret: SecretKey,
     key: LockingKey,
+    /// A consolidating swap got no answer (see [`consolidate`]).
+    swap_unsettled: AtomicBool,
 }
 
 impl EhashWallet {
@@ -159,6 +166,7 @@ impl EhashWallet {
             seed,
             secret,
             key,
+            swap_unsettled: AtomicBool::new(false),
         })
     }
 
