@@ -145,9 +145,14 @@ pub async fn start(
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
     let forgetting = lookup::forget_expired_periodically(lookup.clone(), shutdown.clone());
     let router = http_api(&config, &mint, &service, lookup).await?;
-    let ctx = Arc::new(LinkContext::new(&config, service));
+    let ctx = Arc::new(LinkContext::new(&config, service.clone()));
 
     let mut tasks = JoinSet::new();
+    let stopping = shutdown.clone();
+    tasks.spawn(async move {
+        stopping.cancelled().await;
+        service.checkpoint_totals().await;
+    });
     tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
     tasks.spawn(forgetting);
     if let Some(redis) = &config.redis {

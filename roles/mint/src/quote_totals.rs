@@ -11,6 +11,11 @@
 //! many wait unminted. `quote_ids` / `backfilled` is present once quotes
 //! created before this list existed have been added.
 //!
+//! A restarted mint would read every quote once more. So the totals of a
+//! refresh are kept in the KV store ([`checkpoint`]), at most once a
+//! minute, and a new [`QuoteTotals`] starts from there: its first refresh
+//! costs what changed since, not every quote ever made.
+//!
 //! A quote's state follows from two of its columns, paid and issued, and
 //! the [`TotalsReader`] reads just those, one statement a page, on a
 //! connection of its own. cdk's reads of whole quotes (two more statements
@@ -22,7 +27,7 @@
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cdk::mint::Mint;
 use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
@@ -37,6 +42,7 @@ use cdk_sqlite::SqliteConnectionManager;
 use crate::kv_log::{entry_ids, id_entries, KvLog};
 use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
 
+mod checkpoint;
 mod issuances;
 
 use issuances::{IssuanceCursor, GAP_LIFETIME};
@@ -51,6 +57,14 @@ const BACKFILLED: &str = "backfilled";
 
 /// Quotes, or entries of the list, read from the database at once.
 const PAGE: usize = 1000;
+
+/// Where the checkpoint is kept in the KV store (namespace `ehash`).
+const CHECKPOINT: (&str, &str) = ("quote_totals", "checkpoint");
+/// A checkpoint is written at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+/// Past this many open quotes (~55 bytes each in a checkpoint) none is
+/// written: a write that large would hold up quoting.
+const MAX_CHECKPOINT_OPEN: usize = 250_000;
 
 /// Adds quote ids, in creation order, to the list of ehash quotes, inside
 /// the transaction that creates the quotes.
@@ -84,7 +98,7 @@ pub struct Totals {
     pub ehash_issued: u64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Open {
     state: MintQuoteState,
     quoted: u64,
@@ -158,6 +172,30 @@ impl TotalsReader {
             }
             Self::Sqlite(pool) => amounts_on(&*connection(pool).await?, ids).await,
             Self::Postgres(pool) => amounts_on(&*connection(pool).await?, ids).await,
+        }
+    }
+
+    /// The checkpoint's bytes, if one was written. None is kept for an
+    /// in-memory database, which a restart empties.
+    async fn checkpoint(&self) -> Result<Option<Vec<u8>>, Error> {
+        let statement = query(
+            "SELECT value FROM kv_store WHERE primary_namespace = :namespace \
+             AND secondary_namespace = :section AND key = :key",
+        )?
+        .bind("namespace", KV_NAMESPACE)
+        .bind("section", CHECKPOINT.0)
+        .bind("key", CHECKPOINT.1);
+        let row = match self {
+            Self::Cdk(_) => return Ok(None),
+            Self::Sqlite(pool) => statement.fetch_one(&*connection(pool).await?).await?,
+            Self::Postgres(pool) => statement.fetch_one(&*connection(pool).await?).await?,
+        };
+        match row.as_deref() {
+            None => Ok(None),
+            Some([Column::Blob(bytes)]) => Ok(Some(bytes.clone())),
+            Some(_) => Err(Error::Internal(
+                "kv_store: the checkpoint of quote totals is no value".into(),
+            )),
         }
     }
 
@@ -279,6 +317,10 @@ pub struct QuoteTotals {
     quotes_read: usize,
     /// Rows of the log of issuances the last refresh read.
     issuances_read: usize,
+    /// Whether the checkpoint was looked for (at the first refresh).
+    resumed: bool,
+    /// When this process last wrote a checkpoint.
+    checkpointed: Option<Instant>,
 }
 
 impl QuoteTotals {
@@ -289,6 +331,9 @@ impl QuoteTotals {
         let started = Instant::now();
         self.quotes_read = 0;
         self.issuances_read = 0;
+        if !self.resumed {
+            self.resume(reader).await?;
+        }
         if self.issuances.is_none() && reader.follows_issuances() {
             // Before the first listing: a quote minted after it is read
             // is minted past here in the log.
@@ -337,6 +382,73 @@ impl QuoteTotals {
             self.open.len()
         );
         Ok(self.totals())
+    }
+
+    /// Starts from the checkpoint, if one can be read.
+    async fn resume(&mut self, reader: &TotalsReader) -> Result<(), Error> {
+        let bytes = reader.checkpoint().await?;
+        self.resumed = true;
+        let Some(bytes) = bytes else {
+            return Ok(());
+        };
+        match checkpoint::decode(&bytes) {
+            Ok(checkpoint) => {
+                tracing::info!(
+                    "quote totals resumed from their checkpoint: {} quotes issued, {} open",
+                    checkpoint.issued.quotes_issued,
+                    checkpoint.open.len()
+                );
+                self.next = checkpoint.next;
+                self.issued = checkpoint.issued;
+                self.open = checkpoint.open.into_iter().collect();
+                let now = Instant::now();
+                let cursor = IssuanceCursor::resume(checkpoint.after, &checkpoint.gaps, now);
+                self.issuances = Some(cursor);
+            }
+            Err(e) => tracing::warn!(
+                "the checkpoint of quote totals is unreadable ({e}): every quote is read again"
+            ),
+        }
+        Ok(())
+    }
+
+    /// Keeps the totals of the last refresh as the checkpoint, unless one
+    /// was written less than [`CHECKPOINT_EVERY`] ago; whether it wrote.
+    /// Only where the log of issuances is followed (a file or PostgreSQL
+    /// database), and for at most [`MAX_CHECKPOINT_OPEN`] open quotes.
+    pub async fn checkpoint(&mut self, db: &DynMintDatabase) -> Result<bool, Error> {
+        if self
+            .checkpointed
+            .is_some_and(|at| at.elapsed() < CHECKPOINT_EVERY)
+        {
+            return Ok(false);
+        }
+        self.write_checkpoint(db).await
+    }
+
+    /// Keeps the totals of the last refresh as the checkpoint now (see
+    /// [`Self::checkpoint`]); whether it wrote.
+    pub async fn write_checkpoint(&mut self, db: &DynMintDatabase) -> Result<bool, Error> {
+        let Some(cursor) = &self.issuances else {
+            return Ok(false);
+        };
+        self.checkpointed = Some(Instant::now());
+        if self.open.len() > MAX_CHECKPOINT_OPEN {
+            tracing::warn!(
+                "{} quotes are open (never minted): too many to checkpoint the quote totals, \
+                 so a restarted mint reads every quote once",
+                self.open.len()
+            );
+            return Ok(false);
+        }
+        let Some(bytes) = checkpoint::encode(self, cursor) else {
+            return Ok(false);
+        };
+        let mut tx = db.begin_transaction().await?;
+        tx.kv_write(KV_NAMESPACE, CHECKPOINT.0, CHECKPOINT.1, &bytes)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Reads again the open quotes minted in the log past `cursor`, and in
@@ -416,6 +528,11 @@ impl QuoteTotals {
             );
         }
         Ok(amounts)
+    }
+
+    /// Whether the totals were read in this process (or resumed).
+    pub fn started(&self) -> bool {
+        self.resumed
     }
 
     /// Quotes not issued yet.

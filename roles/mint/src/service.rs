@@ -178,13 +178,15 @@ impl QuoteService {
     /// Totals of the ehash quotes in the mint's database (callers at the
     /// same moment take turns, each reading only what changed since).
     pub async fn stats(&self, request_id: u32) -> Result<MintStatsResponse, String> {
-        let totals = self
-            .totals
-            .lock()
-            .await
+        let mut kept = self.totals.lock().await;
+        let totals = kept
             .refresh(&self.totals_reader)
             .await
             .map_err(|e| e.to_string())?;
+        if let Err(e) = kept.checkpoint(&self.mint.localstore()).await {
+            tracing::warn!("cannot write the checkpoint of quote totals: {e}");
+        }
+        drop(kept);
         Ok(MintStatsResponse {
             request_id,
             quotes_unpaid: totals.quotes_unpaid,
@@ -193,6 +195,25 @@ impl QuoteService {
             ehash_quoted: totals.ehash_quoted,
             ehash_issued: totals.ehash_issued,
         })
+    }
+
+    /// At a stop: brings the totals up to date and keeps them as the
+    /// checkpoint, so the next start reads only what comes after. Not if
+    /// no one asked for them in this run: a first read could take long.
+    pub async fn checkpoint_totals(&self) {
+        let mut totals = self.totals.lock().await;
+        if !totals.started() {
+            return;
+        }
+        let written = match totals.refresh(&self.totals_reader).await {
+            Ok(_) => totals.write_checkpoint(&self.mint.localstore()).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(true) => tracing::info!("quote totals checkpointed"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot checkpoint the quote totals at the stop: {e}"),
+        }
     }
 }
 

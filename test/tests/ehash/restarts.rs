@@ -12,6 +12,9 @@ async fn a_mint_restart_mid_run_loses_no_share() {
 
     let mut shares = mine(&mut client, channel, 2).await;
     let mut notifications = client.notifications(2).await;
+    // The pool has asked the mint for its totals: they are checkpointed at
+    // the stop, and the restarted mint resumes from there.
+    until_mint_stats(&stack, |m| m.quotes_paid == 2).await;
     stack.stop_mint().await;
     // Accepted while the mint is down: answered at once, quoted later.
     shares.extend(mine(&mut client, channel, 3).await);
@@ -24,7 +27,33 @@ async fn a_mint_restart_mid_run_loses_no_share() {
         mint_quotes(&wallet, &quote_ids(&notifications), &secret).await,
         Ok(total(&shares))
     );
+    // The restarted mint's totals, from its checkpoint and what came after.
+    until_mint_stats(&stack, |m| {
+        (m.quotes_unpaid, m.quotes_paid, m.quotes_issued) == (0, 0, 5)
+            && m.ehash_issued == total(&shares)
+    })
+    .await;
     stack.stop().await;
+}
+
+/// Waits (20 s at most) until the mint's totals, as the pool last asked
+/// for them, are as `wanted`.
+async fn until_mint_stats(
+    stack: &EhashStack,
+    wanted: impl Fn(&mint_quote_sv2::MintStatsResponse) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats = stack.pool().mint_stats();
+        if stats.as_ref().is_some_and(&wanted) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mint's totals: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

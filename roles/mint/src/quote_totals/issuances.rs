@@ -40,6 +40,15 @@ impl IssuanceCursor {
         }
     }
 
+    /// A cursor as a checkpoint left it: its gaps are asked for from `now`.
+    pub fn resume(after: i64, gaps: &[i64], now: Instant) -> Self {
+        let mut gaps: BTreeMap<i64, Instant> = gaps.iter().map(|&gap| (gap, now)).collect();
+        while gaps.len() > MAX_GAPS {
+            gaps.pop_first();
+        }
+        Self { after, gaps }
+    }
+
     /// Where the next read of the log starts (after this number).
     pub fn after(&self) -> i64 {
         self.after

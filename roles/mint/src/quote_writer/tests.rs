@@ -152,6 +152,7 @@ on_every_backend!(
     quotes_written_together_share_list_entries_and_entries_of_one_still_count,
     a_keys_quotes_written_together_are_read_from_any_of_their_positions,
     quotes_made_before_the_list_are_listed_once,
+    a_restarted_mint_resumes_its_totals_from_the_checkpoint,
 );
 
 fn share(amount: u64) -> ShareToQuote {
@@ -522,6 +523,45 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
             .unwrap(),
         fresh
     );
+}
+
+async fn a_restarted_mint_resumes_its_totals_from_the_checkpoint(backend: Backend) {
+    let mint = backend.mint.clone();
+    let db = mint.localstore();
+    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let ids: Vec<_> = quote_all(&writer, &(1..=6).map(share).collect::<Vec<_>>())
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("quoted"))
+        .collect();
+    issue(&mint, &ids[0]).await;
+    let mut before = QuoteTotals::default();
+    before.refresh(&backend.totals).await.unwrap();
+    // Kept only where a restart finds the database again.
+    let follows = backend.totals.follows_issuances();
+    assert_eq!(before.checkpoint(&db).await.unwrap(), follows);
+    assert!(!before.checkpoint(&db).await.unwrap(), "not due again yet");
+
+    // After the checkpoint: two new quotes, an open one minted.
+    quote_all(&writer, &(7..=8).map(share).collect::<Vec<_>>()).await;
+    issue(&mint, &ids[1]).await;
+    let mut restarted = QuoteTotals::default();
+    let fresh = restarted.refresh(&backend.totals).await.unwrap();
+    assert_eq!(fresh, totals_of_every_quote(&mint).await);
+    assert_eq!((fresh.quotes_paid, fresh.quotes_issued), (6, 2));
+    // The two new ones and the one minted since, not all eight.
+    assert_eq!(restarted.quotes_read(), if follows { 3 } else { 8 });
+
+    // An unreadable checkpoint: every quote read again, the same totals.
+    let mut tx = db.begin_transaction().await.unwrap();
+    let garbage = b"QTC1 cut short";
+    tx.kv_write(KV_NAMESPACE, "quote_totals", "checkpoint", garbage)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut unreadable = QuoteTotals::default();
+    assert_eq!(unreadable.refresh(&backend.totals).await.unwrap(), fresh);
+    assert_eq!(unreadable.quotes_read(), 8);
 }
 
 async fn quotes_written_together_share_list_entries_and_entries_of_one_still_count(
