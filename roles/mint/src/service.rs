@@ -199,9 +199,13 @@ impl QuoteService {
 
     /// At a stop: brings the totals up to date and keeps them as the
     /// checkpoint, so the next start reads only what comes after. Not if
-    /// no one asked for them in this run: a first read could take long.
+    /// no one asked for them in this run, nor while a refresh runs: either
+    /// could be a first read, which would hold up the stop for long.
     pub async fn checkpoint_totals(&self) {
-        let mut totals = self.totals.lock().await;
+        let Ok(mut totals) = self.totals.try_lock() else {
+            tracing::info!("quote totals being read at the stop: not checkpointed");
+            return;
+        };
         if !totals.started() {
             return;
         }
