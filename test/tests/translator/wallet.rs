@@ -334,6 +334,48 @@ async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
     mint.stop().await;
 }
 
+/// A process stored a batch's proofs and died before closing the batch;
+/// the next start consolidates those proofs (spent, their rows deleted)
+/// before it settles the batch: settling adds none of them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_settled_after_its_proofs_were_consolidated_adds_none_back() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let lost = ["/v1/mint/ehash/batch", "/v1/restore"];
+    let lost_twice = [lost, lost].concat();
+    let (proxy, _) = answer_dropping_proxy(target, &lost_twice).await;
+    let db = dir.path().join("wallet.sqlite");
+    {
+        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
+            .await
+            .unwrap();
+        wallet.recover().await.unwrap();
+        let key = wallet.locking_key();
+        // Two batches of three quotes of 2: two proofs each (4 + 2).
+        pending_quotes(&mut link, &store, key, [1; 6]).await;
+        assert!(wallet.mint_pending(&store, 3).await.is_err());
+        assert_eq!(store.batches().unwrap().len(), 2, "left open");
+    }
+    let wallet = open_wallet(&mint, dir.path()).await;
+    // As if the dead process had stored the batches' proofs: the wallet's
+    // own seed restores them (NUT-13).
+    wallet.cdk().restore().await.unwrap();
+    assert_eq!(
+        (wallet.balance().await.unwrap(), proof_rows(&wallet).await),
+        (12, 4)
+    );
+    let kept = wallet.consolidate(0).await.unwrap();
+    assert_eq!((kept.swapped, kept.proofs), (4, fewest(12)));
+
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!(round.minted.len(), 6, "the batches are settled");
+    assert!(store.batches().unwrap().is_empty());
+    assert_eq!(wallet.balance().await.unwrap(), 12, "no proof added back");
+    assert_eq!(proof_rows(&wallet).await, fewest(12));
+    send_to_fresh_wallet(&wallet, &store, &mint.running.http_url(), 12).await;
+    mint.stop().await;
+}
+
 /// Thousands of quotes minted in NUT-29 batches, the mint (its own process)
 /// killed with SIGKILL while a batch is on its way: every quote is issued
 /// once and minted once, and the wallet holds exactly their sum.

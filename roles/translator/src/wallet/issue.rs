@@ -33,8 +33,8 @@ use std::str::FromStr;
 use cdk::amount::{Amount, FeeAndAmounts};
 use cdk::dhke::construct_proofs;
 use cdk::nuts::{
-    nut12, BatchMintRequest, BlindSignature, BlindedMessage, Id, Keys, PreMintSecrets, PublicKey,
-    RestoreRequest, SecretKey, State,
+    nut12, BatchMintRequest, BlindSignature, BlindedMessage, CheckStateRequest, Id, Keys,
+    PreMintSecrets, PublicKey, RestoreRequest, SecretKey, State,
 };
 use cdk::secp256k1::{Keypair, Message};
 use cdk::wallet::types::ProofInfo;
@@ -267,8 +267,45 @@ impl EhashWallet {
             .iter()
             .flat_map(|(batch, _)| batch.quotes.iter().map(|(id, _)| id.clone()))
             .collect();
+        let settled = self.without_spent(settled).await?;
         self.store_and_close(store, settled, round).await?;
         Ok(restored)
+    }
+
+    /// The batches' proofs less those the mint reports spent (NUT-07): a
+    /// crash may have stored a batch's proofs before closing it, and they
+    /// may have been spent since and their rows deleted (a consolidation).
+    async fn without_spent(
+        &self,
+        batches: Vec<(MintBatch, Vec<ProofInfo>)>,
+    ) -> Result<Vec<(MintBatch, Vec<ProofInfo>)>, WalletError> {
+        let ys: Vec<PublicKey> = batches
+            .iter()
+            .flat_map(|(_, proofs)| proofs.iter().map(|p| p.y))
+            .collect();
+        let mut spent = HashSet::new();
+        for ys in ys.chunks(MAX_OUTPUTS) {
+            let request = CheckStateRequest { ys: ys.to_vec() };
+            let states = self.client.post_check_state(request).await?.states;
+            let ys = states.into_iter().filter(|s| s.state == State::Spent);
+            spent.extend(ys.map(|s| s.y));
+        }
+        if !spent.is_empty() {
+            warn!(
+                proofs = spent.len(),
+                "proofs of a settled batch were spent already: not added again"
+            );
+        }
+        let unspent = |proofs: Vec<ProofInfo>| -> Vec<ProofInfo> {
+            proofs
+                .into_iter()
+                .filter(|p| !spent.contains(&p.y))
+                .collect()
+        };
+        Ok(batches
+            .into_iter()
+            .map(|(batch, proofs)| (batch, unspent(proofs)))
+            .collect())
     }
 
     /// Stores the proofs the wallet does not hold yet (one write), then
@@ -288,15 +325,16 @@ impl EhashWallet {
             .collect();
         // Settling a batch whose proofs a crash stored before it was closed
         // must not add them again (they may have been spent since).
-        let held: HashSet<PublicKey> = self
-            .wallet
-            .localstore
-            .get_proofs_by_ys(ys)
-            .await
-            .map_err(database)?
-            .into_iter()
-            .map(|p| p.y)
-            .collect();
+        let held: HashSet<PublicKey> = if ys.is_empty() {
+            HashSet::new()
+        } else {
+            let held = self.wallet.localstore.get_proofs_by_ys(ys);
+            held.await
+                .map_err(database)?
+                .into_iter()
+                .map(|p| p.y)
+                .collect()
+        };
         let mut new = vec![];
         let (mut ids, mut minted) = (vec![], vec![]);
         for (batch, proofs) in batches {
