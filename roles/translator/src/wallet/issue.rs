@@ -23,9 +23,11 @@
 //! The outputs are derived from the seed at the reserved counters (NUT-13),
 //! so a batch found open (a crash, an answer that never came, a refusal) is
 //! settled by deriving them again and asking the mint which it signed
-//! (NUT-09 restore). The mint signs a batch whole or not at all: all its
-//! quotes are minted, or all are pending again. A quote is never in a
-//! second batch while its first is open.
+//! (NUT-09 restore) and which of those are spent already (NUT-07: a crash
+//! may have stored them, and the wallet spent them since). The mint signs
+//! a batch whole or not at all: all its quotes are minted, or all are
+//! pending again. A quote is never in a second batch while its first is
+//! open.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
