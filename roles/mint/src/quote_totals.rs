@@ -317,8 +317,6 @@ pub struct QuoteTotals {
     quotes_read: usize,
     /// Rows of the log of issuances the last refresh read.
     issuances_read: usize,
-    /// Whether the checkpoint was looked for (at the first refresh).
-    resumed: bool,
     /// When this process last wrote a checkpoint.
     checkpointed: Option<Instant>,
 }
@@ -331,14 +329,14 @@ impl QuoteTotals {
         let started = Instant::now();
         self.quotes_read = 0;
         self.issuances_read = 0;
-        if !self.resumed {
-            self.resume(reader).await?;
-        }
         if self.issuances.is_none() && reader.follows_issuances() {
-            // Before the first listing: a quote minted after it is read
-            // is minted past here in the log.
-            let last = reader.last_issuance().await?;
-            self.issuances = Some(IssuanceCursor::starting_at(last));
+            let cursor = match self.resume(reader).await? {
+                Some(cursor) => cursor,
+                // Before the first listing: a quote minted after it is
+                // read is minted past here in the log.
+                None => IssuanceCursor::starting_at(reader.last_issuance().await?),
+            };
+            self.issuances = Some(cursor);
         }
         // What the log does not tell: a payment (only of an older mint's
         // unpaid quote, paid when its share comes again), or any change
@@ -384,12 +382,11 @@ impl QuoteTotals {
         Ok(self.totals())
     }
 
-    /// Starts from the checkpoint, if one can be read.
-    async fn resume(&mut self, reader: &TotalsReader) -> Result<(), Error> {
-        let bytes = reader.checkpoint().await?;
-        self.resumed = true;
-        let Some(bytes) = bytes else {
-            return Ok(());
+    /// Starts from the checkpoint, if one can be read: where it left the
+    /// log of issuances.
+    async fn resume(&mut self, reader: &TotalsReader) -> Result<Option<IssuanceCursor>, Error> {
+        let Some(bytes) = reader.checkpoint().await? else {
+            return Ok(None);
         };
         match checkpoint::decode(&bytes) {
             Ok(checkpoint) => {
@@ -403,13 +400,15 @@ impl QuoteTotals {
                 self.open = checkpoint.open.into_iter().collect();
                 let now = Instant::now();
                 let cursor = IssuanceCursor::resume(checkpoint.after, &checkpoint.gaps, now);
-                self.issuances = Some(cursor);
+                Ok(Some(cursor))
             }
-            Err(e) => tracing::warn!(
-                "the checkpoint of quote totals is unreadable ({e}): every quote is read again"
-            ),
+            Err(e) => {
+                tracing::warn!(
+                    "the checkpoint of quote totals is unreadable ({e}): every quote is read again"
+                );
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     /// Keeps the totals of the last refresh as the checkpoint, unless one
@@ -530,9 +529,10 @@ impl QuoteTotals {
         Ok(amounts)
     }
 
-    /// Whether the totals were read in this process (or resumed).
-    pub fn started(&self) -> bool {
-        self.resumed
+    /// Whether a checkpoint can be written: the totals were read in this
+    /// process, where the log of issuances is followed.
+    pub fn checkpointable(&self) -> bool {
+        self.issuances.is_some()
     }
 
     /// Quotes not issued yet.

@@ -200,13 +200,14 @@ impl QuoteService {
     /// At a stop: brings the totals up to date and keeps them as the
     /// checkpoint, so the next start reads only what comes after. Not if
     /// no one asked for them in this run, nor while a refresh runs: either
-    /// could be a first read, which would hold up the stop for long.
+    /// could be a first read, which would hold up the stop for long. Nor
+    /// for an in-memory database, which keeps none.
     pub async fn checkpoint_totals(&self) {
         let Ok(mut totals) = self.totals.try_lock() else {
             tracing::info!("quote totals being read at the stop: not checkpointed");
             return;
         };
-        if !totals.started() {
+        if !totals.checkpointable() {
             return;
         }
         let written = match totals.refresh(&self.totals_reader).await {
