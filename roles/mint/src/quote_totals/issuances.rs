@@ -42,11 +42,10 @@ impl IssuanceCursor {
 
     /// A cursor as a checkpoint left it: its gaps are asked for from `now`.
     pub fn resume(after: i64, gaps: &[i64], now: Instant) -> Self {
-        let mut gaps: BTreeMap<i64, Instant> = gaps.iter().map(|&gap| (gap, now)).collect();
-        while gaps.len() > MAX_GAPS {
-            gaps.pop_first();
-        }
-        Self { after, gaps }
+        let gaps = gaps.iter().map(|&gap| (gap, now)).collect();
+        let mut cursor = Self { after, gaps };
+        cursor.keep_newest_gaps();
+        cursor
     }
 
     /// Where the next read of the log starts (after this number).
@@ -72,6 +71,11 @@ impl IssuanceCursor {
             }
             self.after = number;
         }
+        self.keep_newest_gaps();
+    }
+
+    /// Drops the oldest gaps past [`MAX_GAPS`].
+    fn keep_newest_gaps(&mut self) {
         while self.gaps.len() > MAX_GAPS {
             self.gaps.pop_first();
         }
