@@ -241,6 +241,17 @@ async fn quote_all(
 
 /// Quotes `shares` at once, all queued while the writer is held, so they
 /// reach it together.
+/// Quotes of the shares worth each of `amounts`, all answered: their ids,
+/// in that order.
+async fn quoted(writer: &Arc<QuoteWriter>, amounts: std::ops::RangeInclusive<u64>) -> Vec<QuoteId> {
+    let shares: Vec<_> = amounts.map(share).collect();
+    let answers = quote_all(writer, &shares).await;
+    answers
+        .into_iter()
+        .map(|answer| answer.expect("quoted"))
+        .collect()
+}
+
 async fn quote_together(
     writer: &Arc<QuoteWriter>,
     shares: &[ShareToQuote],
@@ -474,11 +485,7 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_open_ones(bac
     let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     let mut totals = QuoteTotals::default();
-    let ids: Vec<_> = quote_all(&writer, &(1..=5).map(share).collect::<Vec<_>>())
-        .await
-        .into_iter()
-        .map(|answer| answer.expect("quoted"))
-        .collect();
+    let ids = quoted(&writer, 1..=5).await;
     let fresh = totals.refresh(&backend.totals).await.unwrap();
     assert_eq!((fresh.quotes_paid, fresh.ehash_quoted), (5, 15));
     assert_eq!(fresh, totals_of_every_quote(&mint).await);
@@ -529,11 +536,7 @@ async fn a_restarted_mint_resumes_its_totals_from_the_checkpoint(backend: Backen
     let mint = backend.mint.clone();
     let db = mint.localstore();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
-    let ids: Vec<_> = quote_all(&writer, &(1..=6).map(share).collect::<Vec<_>>())
-        .await
-        .into_iter()
-        .map(|answer| answer.expect("quoted"))
-        .collect();
+    let ids = quoted(&writer, 1..=6).await;
     issue(&mint, &ids[0]).await;
     let mut before = QuoteTotals::default();
     before.refresh(&backend.totals).await.unwrap();
@@ -670,11 +673,7 @@ async fn on_postgres_a_quote_minted_in_a_transaction_that_commits_late_is_counte
     let backend = Backend::postgres().await;
     let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
-    let ids: Vec<QuoteId> = quote_all(&writer, &(1..=3).map(share).collect::<Vec<_>>())
-        .await
-        .into_iter()
-        .map(|answer| answer.expect("quoted"))
-        .collect();
+    let ids = quoted(&writer, 1..=3).await;
     let mut totals = QuoteTotals::default();
     totals.refresh(&backend.totals).await.unwrap();
 
