@@ -627,9 +627,9 @@ async fn many_proofs_are_swapped_into_the_fewest_of_their_total_and_spent_rows_d
     mint.stop().await;
 }
 
-/// The seed restored in another wallet spends some of the proofs: the mint
-/// refuses the swap that holds them, and the wallet drops exactly those and
-/// consolidates the rest.
+/// The seed restored in another wallet spends some of the proofs: the
+/// wallet, asking the mint their states before it swaps, drops exactly
+/// those and consolidates the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proofs_spent_by_another_wallet_of_the_seed_are_dropped_and_the_rest_consolidated() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;

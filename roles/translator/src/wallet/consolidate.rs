@@ -171,7 +171,8 @@ impl EhashWallet {
             .swap(None, fewest_proofs(), inputs.clone(), None, false, false)
             .await;
         if let Err(e) = swapped {
-            // Unanswered, cdk keeps the inputs reserved until its recovery.
+            // Without an answer cdk keeps the inputs reserved until its
+            // recovery; after a refusal that recovery finds nothing to do.
             self.swap_unsettled.store(true, Ordering::Relaxed);
             return Err(e.into());
         }
