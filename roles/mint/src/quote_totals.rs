@@ -5,11 +5,13 @@
 //! Every ehash quote's id is appended to a [`KvLog`] (`quote_ids`) in the
 //! transaction that creates it, so the list is the same for every mint
 //! process sharing the database (entries of up to 64 ids, as every list of
-//! quote ids). [`QuoteTotals`] follows that list from where it stopped, and
-//! cdk's log of issuances ([`issuances`]) for the quotes it holds open: a
-//! refresh costs the quotes created and minted since the last one, however
-//! many wait unminted. `quote_ids` / `backfilled` is present once quotes
-//! created before this list existed have been added.
+//! quote ids). [`QuoteTotals`] follows that list from where it stopped for
+//! what was quoted, and cdk's log of issuances ([`issuances`]) row by row
+//! for what was minted: a refresh costs the quotes created and the mints
+//! made since the last one, and memory holds no quote however many wait
+//! unminted (a miner may collect its own quotes once a month). `quote_ids`
+//! / `backfilled` is present once quotes created before this list existed
+//! have been added.
 //!
 //! A restarted mint would read every quote once more. So the totals of a
 //! refresh are kept in the KV store ([`checkpoint`]), at most once a
@@ -21,10 +23,10 @@
 //! connection of its own. cdk's reads of whole quotes (two more statements
 //! each, the locking key parsed) took 5% of the mint's CPU at a thousand
 //! quotes a second, refreshed every 10 s; they remain for an in-memory
-//! database, whose one connection is cdk's: there every open quote is read
-//! again at each refresh.
+//! database, whose one connection is cdk's and whose log cannot be read:
+//! there every quote is read again at each refresh.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use cdk::mint::Mint;
 use cdk_common::database::mint::{DynMintDatabase, DynMintTransaction};
 use cdk_common::database::Error;
-use cdk_common::{MintQuoteState, QuoteId};
+use cdk_common::QuoteId;
 use cdk_postgres::PgConnectionPool;
 use cdk_sql_common::database::DatabaseExecutor;
 use cdk_sql_common::pool::{DatabasePool, Pool};
@@ -62,9 +64,9 @@ const PAGE: usize = 1000;
 const CHECKPOINT: (&str, &str) = ("quote_totals", "checkpoint");
 /// A checkpoint is written at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
-/// Past this many open quotes (~55 bytes each in a checkpoint) none is
+/// Past this many unpaid quotes (~37 bytes each in a checkpoint) none is
 /// written: a write that large would hold up quoting.
-const MAX_CHECKPOINT_OPEN: usize = 250_000;
+const MAX_CHECKPOINT_UNPAID: usize = 250_000;
 
 /// Adds quote ids, in creation order, to the list of ehash quotes, inside
 /// the transaction that creates the quotes.
@@ -98,11 +100,11 @@ pub struct Totals {
     pub ehash_issued: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Open {
-    state: MintQuoteState,
-    quoted: u64,
-    issued: u64,
+/// A number of quotes and an amount of ehash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    quotes: u64,
+    ehash: u64,
 }
 
 /// A quote's amounts paid and issued.
@@ -113,16 +115,25 @@ struct Amounts {
     issued: u64,
 }
 
-impl Amounts {
-    /// The quote's state, as cdk derives it from the same two amounts.
-    fn state(&self) -> MintQuoteState {
-        if self.paid == 0 && self.issued == 0 {
-            MintQuoteState::Unpaid
-        } else if self.paid > self.issued {
-            MintQuoteState::Paid
-        } else {
-            MintQuoteState::Issued
-        }
+/// One row of cdk's log of issuances, as the totals count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Issuance {
+    number: i64,
+    /// Of an ehash quote: the log holds every payment method's.
+    ehash: bool,
+    amount: u64,
+    /// What the quote's rows numbered before this one issued.
+    before: u64,
+    /// The quote's amount paid.
+    paid: u64,
+}
+
+impl Issuance {
+    /// Whether this row issues the last of its quote. cdk locks a quote to
+    /// mint it, so a quote's rows are numbered in the order they commit and
+    /// exactly one of them does.
+    fn completes(&self) -> bool {
+        self.before < self.paid && self.before.saturating_add(self.amount) >= self.paid
     }
 }
 
@@ -223,20 +234,34 @@ impl TotalsReader {
         }
     }
 
-    /// Up to `n` rows of the log numbered after `after`, ascending: each
-    /// row's number and the quote minted.
-    async fn issuances_after(&self, after: i64, n: usize) -> Result<Vec<(i64, QuoteId)>, Error> {
-        let sql = format!(
-            "SELECT id, quote_id FROM mint_quote_issued WHERE id > :after ORDER BY id LIMIT {n}"
-        );
-        let rows = self.issuances(query(&sql)?.bind("after", after)).await?;
+    /// Up to `n` rows of the log numbered after `after` (and up to
+    /// `through`, if given), ascending.
+    async fn issuances_after(
+        &self,
+        after: i64,
+        through: Option<i64>,
+        n: usize,
+    ) -> Result<Vec<Issuance>, Error> {
+        // Bound only when given: PostgreSQL binds a number as the column's
+        // type, and its SERIAL is 32 bits.
+        let upper = if through.is_some() {
+            " AND i.id <= :through"
+        } else {
+            ""
+        };
+        let sql = format!("{ISSUANCES} WHERE i.id > :after{upper} ORDER BY i.id LIMIT {n}");
+        let mut statement = query(&sql)?.bind("after", after);
+        if let Some(through) = through {
+            statement = statement.bind("through", through);
+        }
+        let rows = self.issuances(statement).await?;
         rows.into_iter().map(issuance).collect()
     }
 
     /// The rows of the log numbered `numbers` that exist.
-    async fn issuances_among(&self, numbers: &[i64]) -> Result<Vec<(i64, QuoteId)>, Error> {
-        let statement = query("SELECT id, quote_id FROM mint_quote_issued WHERE id IN (:ids)")?
-            .bind_vec("ids", numbers.to_vec())?;
+    async fn issuances_among(&self, numbers: &[i64]) -> Result<Vec<Issuance>, Error> {
+        let sql = format!("{ISSUANCES} WHERE i.id IN (:ids)");
+        let statement = query(&sql)?.bind_vec("ids", numbers.to_vec())?;
         let rows = self.issuances(statement).await?;
         rows.into_iter().map(issuance).collect()
     }
@@ -257,16 +282,33 @@ impl TotalsReader {
     }
 }
 
-/// One row of cdk's log of issuances: its number and the quote minted.
-fn issuance(row: Vec<Column>) -> Result<(i64, QuoteId), Error> {
-    match <[Column; 2]>::try_from(row) {
-        Ok([Column::Integer(number), Column::Text(id)]) => QuoteId::from_str(&id)
-            .map(|id| (number, id))
-            .map_err(|_| Error::Internal(format!("mint_quote_issued: bad quote id {id}"))),
-        _ => Err(Error::Internal(
-            "mint_quote_issued: a row is no number and quote id".into(),
-        )),
-    }
+/// Rows of cdk's log of issuances with what counting them takes (see
+/// [`Issuance`]); a quote's earlier rows are found by its index.
+const ISSUANCES: &str = "SELECT i.id, i.amount, \
+     CAST(COALESCE((SELECT SUM(e.amount) FROM mint_quote_issued e \
+     WHERE e.quote_id = i.quote_id AND e.id < i.id), 0) AS BIGINT), \
+     q.amount_paid, q.payment_method \
+     FROM mint_quote_issued i JOIN mint_quote q ON q.id = i.quote_id";
+
+/// One row of [`ISSUANCES`].
+fn issuance(row: Vec<Column>) -> Result<Issuance, Error> {
+    let bad = || Error::Internal("mint_quote_issued: a row is not as read".into());
+    let [Column::Integer(number), Column::Integer(amount), Column::Integer(before), Column::Integer(paid), Column::Text(method)] =
+        <[Column; 5]>::try_from(row).map_err(|_| bad())?
+    else {
+        return Err(bad());
+    };
+    let unsigned = |value: i64| {
+        u64::try_from(value)
+            .map_err(|_| Error::Internal(format!("mint_quote_issued {number}: amount {value}")))
+    };
+    Ok(Issuance {
+        number,
+        ehash: method == ehash::constants::PAYMENT_METHOD,
+        amount: unsigned(amount)?,
+        before: unsigned(before)?,
+        paid: unsigned(paid)?,
+    })
 }
 
 async fn connection<RM: DatabasePool>(
@@ -301,15 +343,20 @@ async fn amounts_on<E: DatabaseExecutor>(conn: &E, ids: &[QuoteId]) -> Result<Ve
         .collect()
 }
 
-/// The totals, kept up to date by [`QuoteTotals::refresh`].
+/// The totals, kept up to date by [`QuoteTotals::refresh`]. They hold no
+/// quote but the unpaid ones: what was minted is counted from cdk's log of
+/// issuances, row by row, so a quote left unminted for ever costs nothing.
 #[derive(Debug, Default)]
 pub struct QuoteTotals {
     /// The list's next position to read.
     next: u64,
-    /// Quotes not issued yet, as last read.
-    open: HashMap<QuoteId, Open>,
-    /// Issued quotes: done with, counted once.
-    issued: Totals,
+    /// Listed quotes that were paid, and the ehash they were quoted.
+    paid: Tally,
+    /// Quotes issued whole, and all the ehash issued.
+    issued: Tally,
+    /// Listed quotes not paid yet: an older mint's, paid when their share
+    /// comes again.
+    unpaid: HashSet<QuoteId>,
     /// Where cdk's log of issuances is followed from; `None` until the
     /// first refresh, and for ever where the log is read through cdk.
     issuances: Option<IssuanceCursor>,
@@ -322,34 +369,38 @@ pub struct QuoteTotals {
 }
 
 impl QuoteTotals {
-    /// Reads the quotes added since the last refresh and those of the open
-    /// ones minted since, a page at a time: memory holds the open quotes
-    /// and one page of entries.
+    /// Reads the rows of the log of issuances and the quotes added since the
+    /// last refresh, a page at a time. Where the log cannot be read, every
+    /// quote is read again.
     pub async fn refresh(&mut self, reader: &TotalsReader) -> Result<Totals, Error> {
         let started = Instant::now();
         self.quotes_read = 0;
         self.issuances_read = 0;
-        if self.issuances.is_none() && reader.follows_issuances() {
+        if !reader.follows_issuances() {
+            let checkpointed = self.checkpointed;
+            *self = Self {
+                checkpointed,
+                ..Self::default()
+            };
+        } else if self.issuances.is_none() {
             let cursor = match self.resume(reader).await? {
                 Some(cursor) => cursor,
-                // Before the first listing: a quote minted after it is
-                // read is minted past here in the log.
-                None => IssuanceCursor::starting_at(reader.last_issuance().await?),
+                None => self.count_issued_before(reader).await?,
             };
             self.issuances = Some(cursor);
         }
-        // What the log does not tell: a payment (only of an older mint's
-        // unpaid quote, paid when its share comes again), or any change
-        // where the log is not read.
-        let following = self.issuances.is_some();
-        let stale: Vec<QuoteId> = self
-            .open
-            .iter()
-            .filter(|(_, open)| !following || open.state == MintQuoteState::Unpaid)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for page in stale.chunks(PAGE) {
-            self.read_quotes(reader, page).await?;
+        // The log before the list: a quote is listed in the transaction
+        // that creates it, so every quote counted issued is counted paid.
+        if let Some(mut cursor) = self.issuances.take() {
+            let followed = self.follow(&mut cursor, reader, Instant::now()).await;
+            self.issuances = Some(cursor);
+            followed?;
+        }
+        let unpaid: Vec<QuoteId> = self.unpaid.iter().cloned().collect();
+        for page in unpaid.chunks(PAGE) {
+            for quote in &self.fetch(reader, page).await? {
+                self.count(quote);
+            }
         }
         loop {
             let (entries, ids) = reader.listed(self.next, PAGE).await?;
@@ -363,21 +414,16 @@ impl QuoteTotals {
                 amounts.extend(self.fetch(reader, page).await?);
             }
             for quote in &amounts {
-                self.update(quote);
+                self.count(quote);
             }
             self.next += entries;
         }
-        if let Some(mut cursor) = self.issuances.take() {
-            let followed = self.follow(&mut cursor, reader, Instant::now()).await;
-            self.issuances = Some(cursor);
-            followed?;
-        }
         tracing::debug!(
-            "quote totals: {} quotes and {} issuances read in {:?}, {} open",
+            "quote totals: {} quotes and {} issuances read in {:?}, {} unpaid",
             self.quotes_read,
             self.issuances_read,
             started.elapsed(),
-            self.open.len()
+            self.unpaid.len()
         );
         Ok(self.totals())
     }
@@ -391,13 +437,15 @@ impl QuoteTotals {
         match checkpoint::decode(&bytes) {
             Ok(checkpoint) => {
                 tracing::info!(
-                    "quote totals resumed from their checkpoint: {} quotes issued, {} open",
-                    checkpoint.issued.quotes_issued,
-                    checkpoint.open.len()
+                    "quote totals resumed from their checkpoint: {} quotes issued, {} paid, {} unpaid",
+                    checkpoint.issued.quotes,
+                    checkpoint.paid.quotes.saturating_sub(checkpoint.issued.quotes),
+                    checkpoint.unpaid.len()
                 );
                 self.next = checkpoint.next;
+                self.paid = checkpoint.paid;
                 self.issued = checkpoint.issued;
-                self.open = checkpoint.open.into_iter().collect();
+                self.unpaid = checkpoint.unpaid.into_iter().collect();
                 let now = Instant::now();
                 let cursor = IssuanceCursor::resume(checkpoint.after, &checkpoint.gaps, now);
                 Ok(Some(cursor))
@@ -411,10 +459,39 @@ impl QuoteTotals {
         }
     }
 
+    /// Counts the rows of the log up to where it will be followed from (a
+    /// margin before its last row, see [`IssuanceCursor::starting_at`]),
+    /// and returns the cursor there. Counted only once all are read: a
+    /// refresh that fails starts over.
+    async fn count_issued_before(
+        &mut self,
+        reader: &TotalsReader,
+    ) -> Result<IssuanceCursor, Error> {
+        let cursor = IssuanceCursor::starting_at(reader.last_issuance().await?);
+        let mut issued = Tally::default();
+        let mut after = 0;
+        loop {
+            let rows = reader
+                .issuances_after(after, Some(cursor.after()), PAGE)
+                .await?;
+            self.issuances_read += rows.len();
+            for row in &rows {
+                count_issuance(&mut issued, row);
+            }
+            match rows.last() {
+                Some(last) if rows.len() == PAGE => after = last.number,
+                _ => break,
+            }
+        }
+        self.issued.quotes += issued.quotes;
+        self.issued.ehash = self.issued.ehash.saturating_add(issued.ehash);
+        Ok(cursor)
+    }
+
     /// Keeps the totals of the last refresh as the checkpoint, unless one
     /// was written less than [`CHECKPOINT_EVERY`] ago; whether it wrote.
     /// Only where the log of issuances is followed (a file or PostgreSQL
-    /// database), and for at most [`MAX_CHECKPOINT_OPEN`] open quotes.
+    /// database), and for at most [`MAX_CHECKPOINT_UNPAID`] unpaid quotes.
     pub async fn checkpoint(&mut self, db: &DynMintDatabase) -> Result<bool, Error> {
         if self
             .checkpointed
@@ -432,11 +509,11 @@ impl QuoteTotals {
             return Ok(false);
         };
         self.checkpointed = Some(Instant::now());
-        if self.open.len() > MAX_CHECKPOINT_OPEN {
+        if self.unpaid.len() > MAX_CHECKPOINT_UNPAID {
             tracing::warn!(
-                "{} quotes are open (never minted): too many to checkpoint the quote totals, \
+                "{} quotes are unpaid: too many to checkpoint the quote totals, \
                  so a restarted mint reads every quote once",
-                self.open.len()
+                self.unpaid.len()
             );
             return Ok(false);
         }
@@ -450,8 +527,8 @@ impl QuoteTotals {
         Ok(true)
     }
 
-    /// Reads again the open quotes minted in the log past `cursor`, and in
-    /// the rows it skipped that have appeared since.
+    /// Counts the rows of the log past `cursor`, and those of the numbers
+    /// it skipped that have appeared since: each row once.
     async fn follow(
         &mut self,
         cursor: &mut IssuanceCursor,
@@ -459,20 +536,17 @@ impl QuoteTotals {
         now: Instant,
     ) -> Result<(), Error> {
         loop {
-            let rows = reader.issuances_after(cursor.after(), PAGE).await?;
-            self.issuances_read += rows.len();
-            self.read_minted(reader, &rows).await?;
-            let numbers: Vec<i64> = rows.iter().map(|(number, _)| *number).collect();
-            cursor.read(&numbers, now);
+            let rows = reader.issuances_after(cursor.after(), None, PAGE).await?;
+            self.count_issuances(&rows);
+            cursor.read(&numbers(&rows), now);
             if rows.len() < PAGE {
                 break;
             }
         }
         for gaps in cursor.gaps().chunks(PAGE) {
             let rows = reader.issuances_among(gaps).await?;
-            self.read_minted(reader, &rows).await?;
-            let numbers: Vec<i64> = rows.iter().map(|(number, _)| *number).collect();
-            cursor.found(&numbers);
+            self.count_issuances(&rows);
+            cursor.found(&numbers(&rows));
         }
         let expired = cursor.expire(now);
         if expired > 0 {
@@ -484,31 +558,11 @@ impl QuoteTotals {
         Ok(())
     }
 
-    /// Reads the quotes of `rows` of the log that are open. One not open is
-    /// counted issued already, or not listed yet (and read when it is).
-    async fn read_minted(
-        &mut self,
-        reader: &TotalsReader,
-        rows: &[(i64, QuoteId)],
-    ) -> Result<(), Error> {
-        let minted: HashSet<&QuoteId> = rows
-            .iter()
-            .map(|(_, id)| id)
-            .filter(|id| self.open.contains_key(*id))
-            .collect();
-        if minted.is_empty() {
-            return Ok(());
+    fn count_issuances(&mut self, rows: &[Issuance]) {
+        self.issuances_read += rows.len();
+        for row in rows {
+            count_issuance(&mut self.issued, row);
         }
-        let minted: Vec<QuoteId> = minted.into_iter().cloned().collect();
-        self.read_quotes(reader, &minted).await
-    }
-
-    /// Reads open quotes again: counting one twice changes nothing.
-    async fn read_quotes(&mut self, reader: &TotalsReader, ids: &[QuoteId]) -> Result<(), Error> {
-        for quote in &self.fetch(reader, ids).await? {
-            self.update(quote);
-        }
-        Ok(())
     }
 
     async fn fetch(
@@ -535,10 +589,10 @@ impl QuoteTotals {
         self.issuances.is_some()
     }
 
-    /// Quotes not issued yet.
+    /// Quotes held in memory: the unpaid ones.
     #[cfg(test)]
-    pub fn open(&self) -> usize {
-        self.open.len()
+    pub fn held(&self) -> usize {
+        self.unpaid.len()
     }
 
     /// Quotes whose amounts the last refresh read.
@@ -547,33 +601,90 @@ impl QuoteTotals {
         self.quotes_read
     }
 
-    fn update(&mut self, quote: &Amounts) {
-        let state = quote.state();
-        if state == MintQuoteState::Issued {
-            self.open.remove(&quote.id);
-            self.issued.quotes_issued += 1;
-            self.issued.ehash_quoted = self.issued.ehash_quoted.saturating_add(quote.paid);
-            self.issued.ehash_issued = self.issued.ehash_issued.saturating_add(quote.issued);
-        } else {
-            let open = Open {
-                state,
-                quoted: quote.paid,
-                issued: quote.issued,
-            };
-            self.open.insert(quote.id.clone(), open);
+    /// Counts a quote read from the list, or read again while unpaid. What
+    /// it issued is counted here only where the log is not followed.
+    fn count(&mut self, quote: &Amounts) {
+        if quote.paid == 0 && quote.issued == 0 {
+            self.unpaid.insert(quote.id.clone());
+            return;
+        }
+        self.unpaid.remove(&quote.id);
+        self.paid.quotes += 1;
+        self.paid.ehash = self.paid.ehash.saturating_add(quote.paid);
+        if self.issuances.is_none() {
+            self.issued.ehash = self.issued.ehash.saturating_add(quote.issued);
+            if quote.issued >= quote.paid {
+                self.issued.quotes += 1;
+            }
         }
     }
 
     fn totals(&self) -> Totals {
-        let mut totals = self.issued;
-        for open in self.open.values() {
-            totals.ehash_quoted = totals.ehash_quoted.saturating_add(open.quoted);
-            totals.ehash_issued = totals.ehash_issued.saturating_add(open.issued);
-            match open.state {
-                MintQuoteState::Unpaid => totals.quotes_unpaid += 1,
-                _ => totals.quotes_paid += 1,
-            }
+        Totals {
+            quotes_unpaid: self.unpaid.len() as u64,
+            quotes_paid: self.paid.quotes.saturating_sub(self.issued.quotes),
+            quotes_issued: self.issued.quotes,
+            ehash_quoted: self.paid.ehash,
+            ehash_issued: self.issued.ehash,
         }
-        totals
+    }
+}
+
+/// Adds a row of the log to `issued`, if of an ehash quote.
+fn count_issuance(issued: &mut Tally, row: &Issuance) {
+    if !row.ehash {
+        return;
+    }
+    issued.ehash = issued.ehash.saturating_add(row.amount);
+    if row.completes() {
+        issued.quotes += 1;
+    }
+}
+
+fn numbers(rows: &[Issuance]) -> Vec<i64> {
+    rows.iter().map(|row| row.number).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(before: u64, amount: u64, paid: u64) -> Issuance {
+        Issuance {
+            number: 1,
+            ehash: true,
+            amount,
+            before,
+            paid,
+        }
+    }
+
+    #[test]
+    fn of_a_quotes_rows_only_the_one_that_issues_its_last_completes_it() {
+        assert!(row(0, 5, 5).completes(), "minted whole");
+        assert!(!row(0, 2, 5).completes(), "a first part");
+        assert!(row(2, 3, 5).completes(), "the rest");
+        assert!(!row(5, 1, 5).completes(), "past the end");
+    }
+
+    #[test]
+    fn rows_of_other_payment_methods_count_nothing() {
+        let mut issued = Tally::default();
+        count_issuance(&mut issued, &row(0, 5, 5));
+        count_issuance(
+            &mut issued,
+            &Issuance {
+                ehash: false,
+                ..row(0, 7, 7)
+            },
+        );
+        count_issuance(&mut issued, &row(0, 2, 4));
+        assert_eq!(
+            issued,
+            Tally {
+                quotes: 1,
+                ehash: 7
+            }
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! Where the totals stand in cdk's log of issuances (`mint_quote_issued`,
 //! a row each time a wallet mints a quote, numbered by the database), so a
-//! refresh re-reads only the quotes minted since the last one, however many
-//! quotes wait unminted.
+//! refresh counts only the rows added since the last one, each once.
 //!
 //! SQLite numbers rows in commit order. PostgreSQL hands a number out when
 //! the row is inserted, so a row numbered below one already read may still
@@ -19,8 +18,9 @@ pub const GAP_LIFETIME: Duration = Duration::from_secs(600);
 /// Most skipped numbers asked for; past it, the oldest are dropped.
 pub const MAX_GAPS: usize = 10_000;
 
-/// Numbers below the log's last when the totals start that are read again,
-/// for issuances that were uncommitted then.
+/// Numbers below the log's last when the totals start that are followed
+/// one by one (those before are counted at once), for issuances that were
+/// uncommitted then.
 pub const START_MARGIN: i64 = 1_000;
 
 #[derive(Debug)]
