@@ -465,6 +465,11 @@ async fn totals_of_every_quote(mint: &Mint) -> Totals {
     totals
 }
 
+/// The totals as a process that has just started counts them.
+async fn counted_afresh(reader: &TotalsReader) -> Totals {
+    QuoteTotals::default().refresh(reader).await.unwrap()
+}
+
 /// Records `amount` of `quote_id` issued (`None`: what is left), as cdk
 /// does when a wallet mints it, inside `tx`.
 async fn issue_in(tx: &mut DynMintTransaction, quote_id: &QuoteId, amount: Option<u64>) {
@@ -524,13 +529,7 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_new_ones(back
     assert_eq!(totals.quotes_read(), if follows { 0 } else { 7 });
 
     // Another process sharing the database counts the same.
-    assert_eq!(
-        QuoteTotals::default()
-            .refresh(&backend.totals)
-            .await
-            .unwrap(),
-        fresh
-    );
+    assert_eq!(counted_afresh(&backend.totals).await, fresh);
 }
 
 /// More rows in cdk's log of issuances than a first refresh follows one by
@@ -564,13 +563,7 @@ async fn the_totals_count_a_long_log_of_issuances_once(backend: Backend) {
     );
     assert_eq!(fresh, totals_of_every_quote(&mint).await);
     assert_eq!(totals.refresh(&backend.totals).await.unwrap(), fresh);
-    assert_eq!(
-        QuoteTotals::default()
-            .refresh(&backend.totals)
-            .await
-            .unwrap(),
-        fresh
-    );
+    assert_eq!(counted_afresh(&backend.totals).await, fresh);
 }
 
 async fn a_restarted_mint_resumes_its_totals_from_the_checkpoint(backend: Backend) {
@@ -633,10 +626,7 @@ async fn quotes_written_together_share_list_entries_and_entries_of_one_still_cou
         .len();
     // 3 entries of one, then at most 64 ids an entry in at most 3 groups.
     assert!(entries <= 3 + 7, "303 quotes listed in {entries} entries");
-    let totals = QuoteTotals::default()
-        .refresh(&backend.totals)
-        .await
-        .unwrap();
+    let totals = counted_afresh(&backend.totals).await;
     assert_eq!(totals.quotes_paid, 303);
     assert_eq!(totals, totals_of_every_quote(&mint).await);
 }
@@ -701,10 +691,7 @@ async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
     assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 0);
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
     quote_all(&writer, &[share(4)]).await;
-    let totals = QuoteTotals::default()
-        .refresh(&backend.totals)
-        .await
-        .unwrap();
+    let totals = counted_afresh(&backend.totals).await;
     assert_eq!((totals.quotes_unpaid, totals.quotes_paid), (3, 1));
     assert_eq!(totals, totals_of_every_quote(&mint).await);
 }
@@ -771,10 +758,7 @@ async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
         db.kv_list(KV_NAMESPACE, "audit").await.unwrap().len(),
         shares.len()
     );
-    let totals = QuoteTotals::default()
-        .refresh(&backend.totals)
-        .await
-        .unwrap();
+    let totals = counted_afresh(&backend.totals).await;
     assert_eq!(
         totals.quotes_paid,
         shares.len() as u64,
