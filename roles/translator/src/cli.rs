@@ -51,8 +51,8 @@ const CLAIM_BATCH: usize = 1000;
 /// quotes were found, and (quotes, amount) minted.
 async fn claim(wallet: &EhashWallet, store: &QuoteStore) -> Result<(usize, (usize, u64)), String> {
     wallet.recover().await.map_err(|e| e.to_string())?;
-    let (found, _) = wallet
-        .record_from_mint(store, None, u64::MAX)
+    let found = wallet
+        .record_from_mint(store, u64::MAX)
         .await
         .map_err(|e| e.to_string())?;
     let total = store.totals().map_err(|e| e.to_string())?.pending.0;

@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ehash::lookup::Cursor;
 use ehash::wire::str0255_truncated;
 use ehash::LockingKey;
 use ehash_ext_sv2::EhashMessage;
@@ -224,10 +223,10 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
     // At start-up, after every pool reconnect (a gap in which notifications
     // may have gone missing) and every LOOKUP_INTERVAL, the mint's own list
     // of the wallet key's quotes is compared with the store, from where the
-    // last comparison left off (quotes are paid as they are created, so an
-    // entry once listed never changes into one to record).
+    // last comparison left off, kept in the store (quotes are paid as they
+    // are created, so an entry once listed never changes into one to
+    // record).
     let (mut recovered, mut looked_up) = (false, false);
-    let mut lookup_from = None;
     let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
     lookup.tick().await;
     loop {
@@ -235,7 +234,7 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
             recovered = minter.recover().await;
         }
         if recovered && !looked_up {
-            looked_up = minter.look_up_missing(&mut lookup_from).await;
+            looked_up = minter.look_up_missing().await;
         }
         if recovered {
             minter.mint_pending(&shutdown).await;
@@ -340,20 +339,17 @@ impl Minter {
     }
 
     /// Records the quotes of the wallet's key the mint holds and the store
-    /// does not know, listed from where the last look-up left off (`from`,
-    /// moved on); whether the mint answered. Quotes younger than
-    /// [`LOOKUP_GRACE_SECS`] are left to their notifications, on their way.
-    async fn look_up_missing(&self, from: &mut Option<Cursor>) -> bool {
+    /// does not know, listed from where the last look-up left off; whether
+    /// the mint answered. Quotes younger than [`LOOKUP_GRACE_SECS`] are left
+    /// to their notifications, on their way.
+    async fn look_up_missing(&self) -> bool {
         let created_before = roles_common::unix_secs().saturating_sub(LOOKUP_GRACE_SECS);
         match self
             .wallet
-            .record_from_mint(&self.store, *from, created_before)
+            .record_from_mint(&self.store, created_before)
             .await
         {
-            Ok((_, resume)) => {
-                *from = resume;
-                true
-            }
+            Ok(_) => true,
             Err(e) => {
                 warn!("cannot compare the wallet key's quotes with the mint's, retrying: {e}");
                 false

@@ -13,11 +13,17 @@
 //! closed with its quotes marked minted once their proofs are in the
 //! wallet: a batch found open was interrupted, and its outputs can be
 //! derived again to ask the mint what it signed.
+//!
+//! It also keeps where the wallet's look-up of its key's quotes at a mint
+//! goes on from, so a restarted proxy does not list every quote it ever had
+//! (a busy one's run into the millions) again.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use ehash::lookup::Cursor;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuoteState {
@@ -139,6 +145,13 @@ CREATE TABLE IF NOT EXISTS mint_batch_quotes (
     batch_id        INTEGER NOT NULL,
     position        INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lookups (
+    mint_url        TEXT NOT NULL,
+    locking_key     TEXT NOT NULL,
+    key_index       INTEGER NOT NULL,
+    position        INTEGER NOT NULL,
+    PRIMARY KEY (mint_url, locking_key)
+);
 ";
 
 fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<QuoteRecord> {
@@ -158,6 +171,52 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<QuoteRecord> {
 
 const COLUMNS: &str = "quote_id, share_hash, amount, locking_key, keyset_id, channel_id, \
                        sequence_number, state, created_at, last_error";
+
+/// Inserts quotes and failures in `tx`, as [`QuoteStore::record`] does.
+fn insert(
+    tx: &Transaction<'_>,
+    quotes: &[QuoteRecord],
+    failures: &[FailureRecord],
+) -> Result<Vec<bool>, StoreError> {
+    let mut new = Vec::with_capacity(quotes.len());
+    // A quote first found at the mint (its notification late) is
+    // completed by the notification; anything else is kept as it was.
+    let mut insert = tx.prepare_cached(&format!(
+        "INSERT INTO quotes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
+         ON CONFLICT(quote_id) DO UPDATE SET share_hash = excluded.share_hash, \
+         keyset_id = excluded.keyset_id, channel_id = excluded.channel_id, \
+         sequence_number = excluded.sequence_number \
+         WHERE quotes.share_hash = '' AND excluded.share_hash != ''"
+    ))?;
+    for r in quotes {
+        let n = insert.execute(params![
+            r.quote_id,
+            r.share_hash,
+            r.amount as i64,
+            r.locking_key,
+            r.keyset_id,
+            r.channel_id as i64,
+            r.sequence_number as i64,
+            r.state.as_str(),
+            r.created_at as i64,
+            r.last_error,
+        ])?;
+        new.push(n == 1);
+    }
+    let mut insert_failure =
+        tx.prepare_cached("INSERT OR IGNORE INTO quote_failures VALUES (?1,?2,?3,?4,?5,?6)")?;
+    for f in failures {
+        insert_failure.execute(params![
+            f.share_hash,
+            f.channel_id as i64,
+            f.sequence_number as i64,
+            f.error_code,
+            f.error_message,
+            f.created_at as i64,
+        ])?;
+    }
+    Ok(new)
+}
 
 impl QuoteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -201,48 +260,71 @@ impl QuoteStore {
     ) -> Result<Vec<bool>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let mut new = Vec::with_capacity(quotes.len());
-        {
-            // A quote first found at the mint (its notification late) is
-            // completed by the notification; anything else is kept as it was.
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO quotes ({COLUMNS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10) \
-                 ON CONFLICT(quote_id) DO UPDATE SET share_hash = excluded.share_hash, \
-                 keyset_id = excluded.keyset_id, channel_id = excluded.channel_id, \
-                 sequence_number = excluded.sequence_number \
-                 WHERE quotes.share_hash = '' AND excluded.share_hash != ''"
-            ))?;
-            for r in quotes {
-                let n = insert.execute(params![
-                    r.quote_id,
-                    r.share_hash,
-                    r.amount as i64,
-                    r.locking_key,
-                    r.keyset_id,
-                    r.channel_id as i64,
-                    r.sequence_number as i64,
-                    r.state.as_str(),
-                    r.created_at as i64,
-                    r.last_error,
-                ])?;
-                new.push(n == 1);
-            }
-            let mut insert_failure = tx.prepare_cached(
-                "INSERT OR IGNORE INTO quote_failures VALUES (?1,?2,?3,?4,?5,?6)",
-            )?;
-            for f in failures {
-                insert_failure.execute(params![
-                    f.share_hash,
-                    f.channel_id as i64,
-                    f.sequence_number as i64,
-                    f.error_code,
-                    f.error_message,
-                    f.created_at as i64,
-                ])?;
-            }
-        }
+        let new = insert(&tx, quotes, failures)?;
         tx.commit()?;
         Ok(new)
+    }
+
+    /// Where the look-up of `key`'s quotes at `mint` goes on from (`None`:
+    /// the start).
+    pub fn lookup_cursor(&self, mint: &str, key: &str) -> Result<Option<Cursor>, StoreError> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT key_index, position FROM lookups WHERE mint_url = ?1 AND locking_key = ?2",
+                [mint, key],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(key_index, position)| Cursor {
+            key_index: key_index as u32,
+            position: position as u64,
+        }))
+    }
+
+    /// Records the quotes a page of the look-up of `key`'s quotes at `mint`
+    /// found missing, and where the next look-up goes on from, in one
+    /// transaction.
+    pub fn record_looked_up(
+        &self,
+        mint: &str,
+        key: &str,
+        quotes: &[QuoteRecord],
+        next: Option<Cursor>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert(&tx, quotes, &[])?;
+        match next {
+            Some(cursor) => tx.execute(
+                "INSERT INTO lookups VALUES (?1, ?2, ?3, ?4) ON CONFLICT(mint_url, locking_key) \
+                 DO UPDATE SET key_index = excluded.key_index, position = excluded.position",
+                params![mint, key, cursor.key_index as i64, cursor.position as i64],
+            )?,
+            None => tx.execute(
+                "DELETE FROM lookups WHERE mint_url = ?1 AND locking_key = ?2",
+                [mint, key],
+            )?,
+        };
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Which of `quote_ids` are recorded.
+    pub fn known(&self, quote_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
+        let conn = self.conn();
+        let mut known = HashSet::new();
+        for chunk in quote_ids.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT quote_id FROM quotes WHERE quote_id IN ({marks})"
+            ))?;
+            let rows = stmt.query_map(params_from_iter(chunk), |row| row.get::<_, String>(0))?;
+            for id in rows {
+                known.insert(id?);
+            }
+        }
+        Ok(known)
     }
 
     pub fn get(&self, quote_id: &str) -> Result<Option<QuoteRecord>, StoreError> {
@@ -471,6 +553,49 @@ mod tests {
             !s.insert(&record("q1", 5, QuoteState::Pending)).unwrap(),
             "once"
         );
+    }
+
+    #[test]
+    fn a_look_up_keeps_where_it_stands_per_mint_and_key_with_what_it_found() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        let (mint, key) = ("http://mint", "02aa");
+        assert_eq!(s.lookup_cursor(mint, key).unwrap(), None);
+        let at = Cursor {
+            key_index: 0,
+            position: 4_096,
+        };
+        s.record_looked_up(mint, key, &[record("q1", 5, QuoteState::Pending)], Some(at))
+            .unwrap();
+        assert_eq!(s.lookup_cursor(mint, key).unwrap(), Some(at));
+        assert_eq!(pending_ids(&s), ["q1"]);
+        assert_eq!(s.lookup_cursor("http://other-mint", key).unwrap(), None);
+        assert_eq!(s.lookup_cursor(mint, "03bb").unwrap(), None);
+
+        let further = Cursor {
+            position: 8_192,
+            ..at
+        };
+        s.record_looked_up(mint, key, &[], Some(further)).unwrap();
+        assert_eq!(s.lookup_cursor(mint, key).unwrap(), Some(further));
+        s.record_looked_up(mint, key, &[], None).unwrap();
+        assert_eq!(s.lookup_cursor(mint, key).unwrap(), None);
+    }
+
+    #[test]
+    fn known_tells_which_quotes_are_recorded_in_any_number() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        let ids: Vec<String> = (0..1_200).map(|i| format!("q{i}")).collect();
+        let recorded: Vec<QuoteRecord> = ids
+            .iter()
+            .step_by(3)
+            .map(|id| record(id, 1, QuoteState::Pending))
+            .collect();
+        s.record(&recorded, &[]).unwrap();
+        let asked: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let known = s.known(&asked).unwrap();
+        assert_eq!(known.len(), 400);
+        assert!(known.contains("q0") && known.contains("q1197") && !known.contains("q1"));
+        assert!(s.known(&[]).unwrap().is_empty());
     }
 
     #[test]

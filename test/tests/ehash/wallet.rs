@@ -66,32 +66,38 @@ async fn the_translator_wallet_looks_up_what_it_missed_from_where_it_left_off() 
 
     // The older quotes only; the listing stops on the first page, at the
     // first younger quote, and the next look-up starts there.
-    let (found, resume) = wallet
-        .record_from_mint(&store, None, young_from)
-        .await
-        .unwrap();
-    assert_eq!((found, resume), (3, None));
+    let mint = wallet.cdk().mint_url.to_string();
+    let key = wallet.locking_key().to_string();
+    let found = wallet.record_from_mint(&store, young_from).await.unwrap();
+    assert_eq!(found, 3);
+    assert_eq!(store.lookup_cursor(&mint, &key).unwrap(), None);
     // Then the younger ones; the next look-up starts at the last page.
-    let (found, resume) = wallet
-        .record_from_mint(&store, resume, u64::MAX)
-        .await
-        .unwrap();
+    let found = wallet.record_from_mint(&store, u64::MAX).await.unwrap();
     assert_eq!(found, young);
     assert_eq!(store.all().unwrap().len(), 3 + young);
+    let last_page = store.lookup_cursor(&mint, &key).unwrap();
+    assert_eq!(
+        last_page.expect("a cursor past the first page").key_index,
+        0
+    );
     // The last page holds what the first page of 100 left: a store that
-    // knows nothing finds those 4 from there.
-    let last_page = resume.expect("a cursor past the first page");
-    assert_eq!(last_page.key_index, 0);
+    // knows nothing but where the look-up stood finds those 4 from there.
     let other_dir = tempfile::tempdir().unwrap();
     let empty = translator::quotes::QuoteStore::open(&other_dir.path().join("q.sqlite")).unwrap();
-    let from_last_page = wallet.record_from_mint(&empty, resume, u64::MAX).await;
+    empty.record_looked_up(&mint, &key, &[], last_page).unwrap();
+    let from_last_page = wallet.record_from_mint(&empty, u64::MAX).await.unwrap();
+    assert_eq!(from_last_page, 3 + young - MAX_LIMIT as usize);
+    // Nothing new: nothing found, and the look-up stays where it was, for
+    // the store opened again too (a restarted proxy).
+    assert_eq!(wallet.record_from_mint(&store, u64::MAX).await.unwrap(), 0);
+    drop(store);
+    let reopened = translator::quotes::QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+    assert_eq!(reopened.lookup_cursor(&mint, &key).unwrap(), last_page);
+    // Another mint's look-up of the same key starts from the start.
     assert_eq!(
-        from_last_page.unwrap(),
-        (3 + young - MAX_LIMIT as usize, resume)
+        reopened.lookup_cursor("http://127.0.0.1:1", &key).unwrap(),
+        None
     );
-    // Nothing new: nothing found, and the look-up stays where it was.
-    let again = wallet.record_from_mint(&store, resume, u64::MAX).await;
-    assert_eq!(again.unwrap(), (0, Some(last_page)));
     stack.stop().await;
 }
 

@@ -21,25 +21,32 @@ const MAX_REFUSAL_TEXT: usize = 300;
 impl EhashWallet {
     /// Records the quotes the mint holds for this wallet's key, paid and
     /// not issued, created before `created_before` (unix seconds), that
-    /// `store` does not know (their notification never arrived), listed
-    /// from `from` on (the start when `None`). How many, and where the next
-    /// look-up may start: it sees every quote this one left out.
+    /// `store` does not know (their notification never arrived); how many.
+    /// Listed from where the store's last look-up at this mint left off,
+    /// a page at a time: each page's missing quotes are recorded together
+    /// with where the next look-up starts, so it sees every quote this one
+    /// left out, after a restart too.
     pub async fn record_from_mint(
         &self,
         store: &QuoteStore,
-        from: Option<Cursor>,
         created_before: u64,
-    ) -> Result<(usize, Option<Cursor>), WalletError> {
+    ) -> Result<usize, WalletError> {
+        let mint = self.wallet.mint_url.to_string();
         let key = self.key.to_string();
-        let mut missing = vec![];
-        let (listed, resume) = self.list_at_mint(from, created_before).await?;
-        for q in listed {
-            if q.state == LookupState::Paid
-                && q.created_time < created_before
-                && store.get(&q.quote)?.is_none()
-            {
-                missing.push(QuoteRecord {
-                    quote_id: q.quote,
+        let from = store.lookup_cursor(&mint, &key)?;
+        let mut found = 0;
+        self.list_at_mint(from, created_before, |page, next| {
+            let paid: Vec<&QuoteEntry> = page
+                .iter()
+                .filter(|q| q.state == LookupState::Paid)
+                .collect();
+            let ids: Vec<&str> = paid.iter().map(|q| q.quote.as_str()).collect();
+            let known = store.known(&ids)?;
+            let missing: Vec<QuoteRecord> = paid
+                .into_iter()
+                .filter(|q| !known.contains(&q.quote))
+                .map(|q| QuoteRecord {
+                    quote_id: q.quote.clone(),
                     share_hash: String::new(),
                     amount: q.amount,
                     locking_key: key.clone(),
@@ -49,17 +56,20 @@ impl EhashWallet {
                     state: QuoteState::Pending,
                     created_at: q.created_time,
                     last_error: Some("found at the mint, not notified".into()),
-                });
-            }
-        }
-        if !missing.is_empty() {
+                })
+                .collect();
+            store.record_looked_up(&mint, &key, &missing, next)?;
+            found += missing.len();
+            Ok(())
+        })
+        .await?;
+        if found > 0 {
             warn!(
-                quotes = missing.len(),
-                key, "the mint holds quotes of this key that were never recorded: recording them"
+                quotes = found,
+                key, "the mint holds quotes of this key that were never recorded: recorded them"
             );
-            store.record(&missing, &[])?;
         }
-        Ok((missing.len(), resume))
+        Ok(found)
     }
 
     /// Every quote the mint holds locked to this wallet's key, in creation
@@ -68,19 +78,28 @@ impl EhashWallet {
     /// signed for the mint's NUT-06 `pubkey`; a mint that advertises none
     /// cannot serve them.
     pub async fn quotes_at_mint(&self) -> Result<Vec<QuoteEntry>, WalletError> {
-        Ok(self.list_at_mint(None, u64::MAX).await?.0)
+        let mut quotes = Vec::new();
+        self.list_at_mint(None, u64::MAX, |page, _| {
+            quotes.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(quotes)
     }
 
-    /// The key's quotes from `from` on, up to the first created at or after
-    /// `created_before`: the list is in creation order, so the rest are
-    /// younger (and a list that grows faster than it is read still ends).
-    /// Also where to resume: the start of the page that held that first
-    /// younger quote, or of the last page.
+    /// Hands `page_done` the key's quotes from `from` on, a page at a time,
+    /// up to the first created at or after `created_before`: the list is in
+    /// creation order, so the rest are younger (and a list that grows
+    /// faster than it is read still ends). With each page comes where a
+    /// look-up would resume after it: the next page, or at the end the
+    /// start of the page that held that first younger quote, or of the
+    /// last page.
     async fn list_at_mint(
         &self,
         from: Option<Cursor>,
         created_before: u64,
-    ) -> Result<(Vec<QuoteEntry>, Option<Cursor>), WalletError> {
+        mut page_done: impl FnMut(Vec<QuoteEntry>, Option<Cursor>) -> Result<(), WalletError>,
+    ) -> Result<(), WalletError> {
         let mint_key = self.mint_info_pubkey().await?;
         let url = self
             .wallet
@@ -95,10 +114,9 @@ impl EhashWallet {
             .map_err(|e| WalletError::Other(format!("mint_url: {e}")))?;
         let http = cdk::http_client::HttpClient::new();
         let own_key = self.key.to_string();
-        let mut quotes = Vec::new();
         let mut cursor = from;
         loop {
-            let page = self
+            let mut page = self
                 .lookup_page(&http, url.as_str(), &mint_key, cursor)
                 .await?;
             if page.quotes.len() > MAX_LIMIT as usize
@@ -113,23 +131,22 @@ impl EhashWallet {
                 .iter()
                 .position(|q| q.created_time >= created_before)
             {
-                quotes.extend(page.quotes.into_iter().take(young));
-                return Ok((quotes, cursor));
+                page.quotes.truncate(young);
+                return page_done(page.quotes, cursor);
             }
-            let empty = page.quotes.is_empty();
-            quotes.extend(page.quotes);
             let Some(next) = page.next_cursor else {
-                return Ok((quotes, cursor));
+                return page_done(page.quotes, cursor);
             };
             let next: Cursor = next
                 .parse()
                 .map_err(|e| WalletError::Other(format!("the mint's next cursor: {e}")))?;
             // Each page must move forward, so a faulty mint cannot loop us.
-            if empty || cursor.is_some_and(|c| next <= c) {
+            if page.quotes.is_empty() || cursor.is_some_and(|c| next <= c) {
                 return Err(WalletError::Other(
                     "the mint's quote lookup does not advance".into(),
                 ));
             }
+            page_done(page.quotes, Some(next))?;
             cursor = Some(next);
         }
     }
