@@ -94,6 +94,10 @@ pub struct TranslatorConfig {
     /// Seconds between retries of quotes the mint did not answer.
     #[serde(default = "default::u64::<10>")]
     pub mint_retry_secs: u64,
+    /// Hours the record of a quote done with (minted, or a miner's own) is
+    /// kept in quotes.sqlite; then it is deleted (a pending quote never is).
+    #[serde(default = "default::u64::<24>")]
+    pub keep_quotes_hours: u64,
     /// The proxy-stats service: without it the translator publishes no stats.
     #[serde(default)]
     pub stats: Option<StatsSettings>,
@@ -169,6 +173,9 @@ impl Validate for TranslatorConfig {
         }
         if self.mint_retry_secs == 0 {
             return Err(ConfigError::new("mint_retry_secs", "must be > 0"));
+        }
+        if self.keep_quotes_hours == 0 {
+            return Err(ConfigError::new("keep_quotes_hours", "must be at least 1"));
         }
         if let Some(stats) = &self.stats {
             stats.validate()?;

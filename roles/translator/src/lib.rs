@@ -236,6 +236,11 @@ pub async fn start(
             },
             quote_rx,
         )),
+        tokio::spawn(quote_tasks::prune_quotes(
+            store.clone(),
+            Duration::from_secs(config.keep_quotes_hours.saturating_mul(3600)),
+            shutdown.clone(),
+        )),
         tokio::spawn(quote_tasks::keep_wallet(
             wallet.clone(),
             stats.clone(),

@@ -6,6 +6,7 @@
 //! once per [`UPKEEP_EVERY`] (less often once the wallet is so large that
 //! reading it takes long), the wallet's proofs are consolidated once more
 //! than [`CONSOLIDATE_ABOVE`] and its balance goes to the stats service.
+//! The records of quotes done with are deleted once old ([`prune_quotes`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use stats_sv2::link;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
 use crate::router::Notification;
@@ -41,6 +42,11 @@ const UPKEEP_PAUSE_PER_RUN: u32 = 20;
 
 /// Notifications recorded in one transaction at most.
 const MAX_RECORD_BATCH: usize = 1024;
+
+/// How often old records of quotes done with are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Records deleted in one transaction at most: the recorder waits for it.
+const PRUNE_CHUNK: usize = 2_000;
 
 /// What the quote recorder works with.
 pub(crate) struct Recorder {
@@ -200,6 +206,57 @@ impl Recorder {
             share_hash: record.share_hash,
             error_code: record.error_code,
         });
+    }
+}
+
+/// Deletes the records of quotes done with (minted, or a miner's own) and
+/// of failures once older than `keep`, at start and every [`PRUNE_EVERY`],
+/// [`PRUNE_CHUNK`] at a time: at a thousand shares a second they would
+/// fill ~25 GB a day.
+pub(crate) async fn prune_quotes(
+    store: Arc<QuoteStore>,
+    keep: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let before = roles_common::unix_secs().saturating_sub(keep.as_secs());
+        let (mut quotes, mut failures) = (0, 0);
+        while !shutdown.is_cancelled() {
+            let store = store.clone();
+            let pruned =
+                tokio::task::spawn_blocking(move || store.prune(before, PRUNE_CHUNK)).await;
+            match pruned {
+                Ok(Ok((q, f))) => {
+                    (quotes, failures) = (quotes + q, failures + f);
+                    if q < PRUNE_CHUNK && f < PRUNE_CHUNK {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    warn!("cannot delete old quote records: {e}");
+                    break;
+                }
+                Err(e) => {
+                    warn!("deleting old quote records failed: {e}");
+                    break;
+                }
+            }
+        }
+        if quotes + failures > 0 {
+            info!(
+                quotes,
+                failures,
+                "deleted the records of quotes minted or of miners' own keys, and of failures, \
+                 older than {} h",
+                keep.as_secs() / 3600
+            );
+        }
     }
 }
 

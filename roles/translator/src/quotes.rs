@@ -14,6 +14,10 @@
 //! wallet: a batch found open was interrupted, and its outputs can be
 //! derived again to ask the mint what it signed.
 //!
+//! Records of quotes done with (minted, or foreign) and of failures are
+//! deleted once older than the translator's `keep_quotes_hours`
+//! ([`QuoteStore::prune`]); pending ones stay until minted.
+//!
 //! It also keeps where the wallet's look-up of its key's quotes at a mint
 //! goes on from, so a restarted proxy does not list every quote it ever had
 //! (a busy one's run into the millions) again.
@@ -125,7 +129,8 @@ CREATE TABLE IF NOT EXISTS quotes (
     created_at      INTEGER NOT NULL,
     last_error      TEXT
 );
-CREATE INDEX IF NOT EXISTS quotes_state ON quotes(state);
+DROP INDEX IF EXISTS quotes_state;
+CREATE INDEX IF NOT EXISTS quotes_state_created ON quotes(state, created_at);
 CREATE TABLE IF NOT EXISTS quote_failures (
     share_hash      TEXT PRIMARY KEY,
     channel_id      INTEGER NOT NULL,
@@ -308,6 +313,25 @@ impl QuoteStore {
         };
         tx.commit()?;
         Ok(())
+    }
+
+    /// Deletes up to `limit` records of quotes done with (minted here, or
+    /// foreign) created before `before` (unix seconds), and up to `limit`
+    /// failures of then; how many of each.
+    pub fn prune(&self, before: u64, limit: usize) -> Result<(usize, usize), StoreError> {
+        let conn = self.conn();
+        let (before, limit) = (before as i64, limit as i64);
+        let quotes = conn.execute(
+            "DELETE FROM quotes WHERE rowid IN (SELECT rowid FROM quotes \
+             WHERE state IN ('minted', 'foreign') AND created_at < ?1 LIMIT ?2)",
+            params![before, limit],
+        )?;
+        let failures = conn.execute(
+            "DELETE FROM quote_failures WHERE rowid IN \
+             (SELECT rowid FROM quote_failures WHERE created_at < ?1 LIMIT ?2)",
+            params![before, limit],
+        )?;
+        Ok((quotes, failures))
     }
 
     /// Which of `quote_ids` are recorded.
@@ -596,6 +620,40 @@ mod tests {
         assert_eq!(known.len(), 400);
         assert!(known.contains("q0") && known.contains("q1197") && !known.contains("q1"));
         assert!(s.known(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pruning_deletes_old_records_of_quotes_done_with_and_never_a_pending_one() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        let at = |id: &str, state, created_at| QuoteRecord {
+            created_at,
+            ..record(id, 1, state)
+        };
+        let failure = |hash: &str, created_at| FailureRecord {
+            share_hash: hash.into(),
+            channel_id: 1,
+            sequence_number: 1,
+            error_code: "stale-share".into(),
+            error_message: String::new(),
+            created_at,
+        };
+        let mut quotes = vec![
+            at("old-pending", QuoteState::Pending, 10),
+            at("old-foreign", QuoteState::Foreign, 10),
+            at("new-minted", QuoteState::Minted, 100),
+        ];
+        quotes.extend((0..5).map(|i| at(&format!("old-minted-{i}"), QuoteState::Minted, 10)));
+        s.record(&quotes, &[failure("old", 10), failure("new", 100)])
+            .unwrap();
+
+        assert_eq!(s.prune(50, 4).unwrap(), (4, 1), "at most the limit");
+        assert_eq!(s.prune(50, 4).unwrap(), (2, 0));
+        assert_eq!(s.prune(50, 4).unwrap(), (0, 0));
+        let left: Vec<String> = s.all().unwrap().into_iter().map(|r| r.quote_id).collect();
+        assert_eq!(left, ["old-pending", "new-minted"]);
+        let failures = s.failures().unwrap();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].share_hash, "new");
     }
 
     #[test]

@@ -64,6 +64,11 @@ fn bad_fields_are_named_in_one_line() {
             "keepalive_secs",
         ),
         (
+            "keep_quotes_hours = 24",
+            "keep_quotes_hours = 0",
+            "keep_quotes_hours",
+        ),
+        (
             "address = \"127.0.0.1:4001\"",
             "address = \"nowhere\"",
             "stats.address",

@@ -336,3 +336,62 @@ async fn full_chain_defer_mode_answers_the_miner_only_as_the_pool_does() {
     tr.stop().await;
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_chain_records_of_quotes_done_with_are_deleted_once_old_and_pending_ones_kept() {
+    use translator::quotes::{QuoteRecord, QuoteState, QuoteStore};
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = translator_config(&[stack.pool_addr()], &stack.mint_url(), dir.path());
+    // Records a translator of two days ago left: done with, and one still
+    // pending (a quote the mint does not know: it stays pending).
+    let two_days_ago = roles_common::unix_secs() - 2 * 86_400;
+    let old = |id: &str, state| QuoteRecord {
+        quote_id: id.into(),
+        share_hash: format!("{id}-hash"),
+        amount: 1,
+        locking_key: "02aa".into(),
+        keyset_id: "00ab".into(),
+        channel_id: 1,
+        sequence_number: 1,
+        state,
+        created_at: two_days_ago,
+        last_error: None,
+    };
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let store = QuoteStore::open(&config.quotes_db_path()).unwrap();
+    let mut records: Vec<_> = (0..3)
+        .map(|i| old(&format!("old-minted-{i}"), QuoteState::Minted))
+        .collect();
+    records.push(old("old-foreign", QuoteState::Foreign));
+    records.push(old("old-pending", QuoteState::Pending));
+    store.record(&records, &[]).unwrap();
+    drop(store);
+
+    let mut tr = RunningTranslator::start(config).await;
+    let mut miner = Sv1Client::start(tr.addr(), "rig").await;
+    miner.mine_one("rig").await.expect("accepted");
+    let quote = recorded_quotes(&mut tr, 1).await.remove(0).0;
+    let store = tr.handle.quotes().clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let left = loop {
+        let left: Vec<String> = store
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.quote_id)
+            .collect();
+        if !left
+            .iter()
+            .any(|id| id.starts_with("old-minted") || id == "old-foreign")
+        {
+            break left;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(left.contains(&"old-pending".to_string()), "{left:?}");
+    assert!(left.contains(&quote), "today's quote is kept: {left:?}");
+    tr.stop().await;
+    stack.stop().await;
+}
