@@ -98,6 +98,17 @@ async fn run(database: &str, window: usize) {
             resumed.quotes_paid,
         );
         mint.stop().await;
+        let size = |suffix: &str| {
+            std::fs::metadata(format!("{database}{suffix}")).map_or(0, |file| file.len()) as f64
+        };
+        let (main, wal) = (size(""), size("-wal"));
+        println!(
+            "{:<10} database on file: {:.1} MB, {:.0} bytes a quote (and a WAL of {:.1} MB)",
+            "",
+            main / 1e6,
+            main / REQUESTS as f64,
+            wal / 1e6,
+        );
     }
 }
 
