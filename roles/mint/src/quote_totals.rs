@@ -56,6 +56,9 @@ const IDS: KvLog<'static> = KvLog {
 };
 const META: &str = "quote_ids";
 const BACKFILLED: &str = "backfilled";
+/// Quotes [`backfill`] listed unpaid: each is listed again nowhere when its
+/// share comes again and the writer indexes it (see [`listed_unpaid`]).
+const LISTED_UNPAID: &str = "quote_ids_unpaid";
 
 /// Quotes, or entries of the list, read from the database at once.
 const PAGE: usize = 1000;
@@ -82,12 +85,36 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
         return Ok(0);
     }
     let quotes = ehash_quotes_oldest_first(mint).await?;
-    let ids: Vec<QuoteId> = quotes.into_iter().map(|quote| quote.id).collect();
     let mut tx = db.begin_transaction().await?;
+    for quote in quotes
+        .iter()
+        .filter(|quote| quote.amount_paid().value() == 0)
+    {
+        tx.kv_write(KV_NAMESPACE, LISTED_UNPAID, &quote.id.to_string(), &[])
+            .await?;
+    }
+    let ids: Vec<QuoteId> = quotes.into_iter().map(|quote| quote.id).collect();
     append(&mut tx, &ids).await?;
     tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
     tx.commit().await?;
     Ok(ids.len())
+}
+
+/// Whether `quote_id` is a quote [`backfill`] listed unpaid, forgotten as
+/// it is asked: an older mint's leftover, whose share has come again to be
+/// indexed and paid. The totals count quotes as listed, so it must not be
+/// listed twice.
+pub async fn listed_unpaid(tx: &mut DynMintTransaction, quote_id: &QuoteId) -> Result<bool, Error> {
+    let key = quote_id.to_string();
+    if tx
+        .kv_read(KV_NAMESPACE, LISTED_UNPAID, &key)
+        .await?
+        .is_none()
+    {
+        return Ok(false);
+    }
+    tx.kv_remove(KV_NAMESPACE, LISTED_UNPAID, &key).await?;
+    Ok(true)
 }
 
 /// What the totals count, as of the last refresh.
@@ -129,9 +156,10 @@ struct Issuance {
 }
 
 impl Issuance {
-    /// Whether this row issues the last of its quote. cdk locks a quote to
-    /// mint it, so a quote's rows are numbered in the order they commit and
-    /// exactly one of them does.
+    /// Whether this row issues the last of its quote. An ehash quote is
+    /// paid once, before any mint, and cdk locks a quote to mint it, so a
+    /// quote's rows are numbered in the order they commit and exactly one
+    /// of them does.
     fn completes(&self) -> bool {
         self.before < self.paid && self.before.saturating_add(self.amount) >= self.paid
     }
@@ -215,46 +243,10 @@ impl TotalsReader {
         !matches!(self, Self::Cdk(_))
     }
 
-    /// The number of the log's last row, if any.
-    async fn last_issuance(&self) -> Result<Option<i64>, Error> {
-        let rows = self
-            .issuances(query("SELECT MAX(id) FROM mint_quote_issued")?)
-            .await?;
-        match rows.as_slice() {
-            [row] => match row.as_slice() {
-                [Column::Integer(last)] => Ok(Some(*last)),
-                [Column::Null] => Ok(None),
-                _ => Err(Error::Internal(
-                    "mint_quote_issued: MAX(id) is no number".into(),
-                )),
-            },
-            _ => Err(Error::Internal(
-                "mint_quote_issued: MAX(id) is no row".into(),
-            )),
-        }
-    }
-
-    /// Up to `n` rows of the log numbered after `after` (and up to
-    /// `through`, if given), ascending.
-    async fn issuances_after(
-        &self,
-        after: i64,
-        through: Option<i64>,
-        n: usize,
-    ) -> Result<Vec<Issuance>, Error> {
-        // Bound only when given: PostgreSQL binds a number as the column's
-        // type, and its SERIAL is 32 bits.
-        let upper = if through.is_some() {
-            " AND i.id <= :through"
-        } else {
-            ""
-        };
-        let sql = format!("{ISSUANCES} WHERE i.id > :after{upper} ORDER BY i.id LIMIT {n}");
-        let mut statement = query(&sql)?.bind("after", after);
-        if let Some(through) = through {
-            statement = statement.bind("through", through);
-        }
-        let rows = self.issuances(statement).await?;
+    /// Up to `n` rows of the log numbered after `after`, ascending.
+    async fn issuances_after(&self, after: i64, n: usize) -> Result<Vec<Issuance>, Error> {
+        let sql = format!("{ISSUANCES} WHERE i.id > :after ORDER BY i.id LIMIT {n}");
+        let rows = self.issuances(query(&sql)?.bind("after", after)).await?;
         rows.into_iter().map(issuance).collect()
     }
 
@@ -383,14 +375,15 @@ impl QuoteTotals {
                 ..Self::default()
             };
         } else if self.issuances.is_none() {
-            let cursor = match self.resume(reader).await? {
-                Some(cursor) => cursor,
-                None => self.count_issued_before(reader).await?,
-            };
+            // Without a checkpoint, from the log's start: every row is
+            // counted once, and a number skipped by a transaction not yet
+            // committed is asked for again, as later.
+            let cursor = self.resume(reader).await?.unwrap_or_default();
             self.issuances = Some(cursor);
         }
         // The log before the list: a quote is listed in the transaction
-        // that creates it, so every quote counted issued is counted paid.
+        // that creates it (an older mint's, once, before this mint serves),
+        // so every quote counted issued is counted paid.
         if let Some(mut cursor) = self.issuances.take() {
             let followed = self.follow(&mut cursor, reader, Instant::now()).await;
             self.issuances = Some(cursor);
@@ -459,35 +452,6 @@ impl QuoteTotals {
         }
     }
 
-    /// Counts the rows of the log up to where it will be followed from (a
-    /// margin before its last row, see [`IssuanceCursor::starting_at`]),
-    /// and returns the cursor there. Counted only once all are read: a
-    /// refresh that fails starts over.
-    async fn count_issued_before(
-        &mut self,
-        reader: &TotalsReader,
-    ) -> Result<IssuanceCursor, Error> {
-        let cursor = IssuanceCursor::starting_at(reader.last_issuance().await?);
-        let mut issued = Tally::default();
-        let mut after = 0;
-        loop {
-            let rows = reader
-                .issuances_after(after, Some(cursor.after()), PAGE)
-                .await?;
-            self.issuances_read += rows.len();
-            for row in &rows {
-                count_issuance(&mut issued, row);
-            }
-            match rows.last() {
-                Some(last) if rows.len() == PAGE => after = last.number,
-                _ => break,
-            }
-        }
-        self.issued.quotes += issued.quotes;
-        self.issued.ehash = self.issued.ehash.saturating_add(issued.ehash);
-        Ok(cursor)
-    }
-
     /// Keeps the totals of the last refresh as the checkpoint, unless one
     /// was written less than [`CHECKPOINT_EVERY`] ago; whether it wrote.
     /// Only where the log of issuances is followed (a file or PostgreSQL
@@ -536,7 +500,7 @@ impl QuoteTotals {
         now: Instant,
     ) -> Result<(), Error> {
         loop {
-            let rows = reader.issuances_after(cursor.after(), None, PAGE).await?;
+            let rows = reader.issuances_after(cursor.after(), PAGE).await?;
             self.count_issuances(&rows);
             cursor.read(&numbers(&rows), now);
             if rows.len() < PAGE {

@@ -488,7 +488,14 @@ async fn index<'a>(
             share.share_hex
         )));
     }
-    listed.add(share, quote_id);
+    if quote_totals::listed_unpaid(tx, quote_id)
+        .await
+        .map_err(db_failure)?
+    {
+        listed.add_but_to_totals(share, quote_id);
+    } else {
+        listed.add(share, quote_id);
+    }
     Ok(())
 }
 
@@ -505,6 +512,11 @@ struct NewQuotes<'a> {
 impl<'a> NewQuotes<'a> {
     fn add(&mut self, share: &'a ShareToQuote, quote_id: &QuoteId) {
         self.ids.push(quote_id.clone());
+        self.add_but_to_totals(share, quote_id);
+    }
+
+    /// Adds a quote the totals' list holds already.
+    fn add_but_to_totals(&mut self, share: &'a ShareToQuote, quote_id: &QuoteId) {
         self.audit_entries.push(&share.audit_entry);
         self.by_key.add(share.locking_key, quote_id.clone());
     }

@@ -139,6 +139,7 @@ CREATE TABLE IF NOT EXISTS quote_failures (
     error_message   TEXT NOT NULL,
     created_at      INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS quote_failures_created ON quote_failures(created_at);
 CREATE TABLE IF NOT EXISTS mint_batches (
     batch_id        INTEGER PRIMARY KEY,
     keyset_id       TEXT NOT NULL,

@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Big-endian. Read as untrusted: any length that does not fit what is
-//! left or a bad id fails the whole checkpoint, and the totals are read
-//! from the start instead. "QTC1" (which held every open quote) is an
+//! left, a position or gaps that cannot be, or a bad id fails the whole
+//! checkpoint, and the totals are read from the start instead. "QTC1" (which held every open quote) is an
 //! older mint's: read from the start once, then replaced.
 
 use std::str::FromStr;
@@ -71,10 +71,18 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     let next = input.u64()?;
     let paid = input.tally()?;
     let issued = input.tally()?;
-    let after = input.u64()? as i64;
-    let gaps = (0..input.count(8)?)
+    let after = i64::try_from(input.u64()?).map_err(|_| "the log's position is negative")?;
+    let gaps: Vec<i64> = (0..input.count(8)?)
         .map(|_| input.u64().map(|gap| gap as i64))
         .collect::<Result<_, _>>()?;
+    // Skipped numbers are distinct, ascending, and before the position.
+    let mut previous = 0;
+    for &gap in &gaps {
+        if gap <= previous || gap > after {
+            return Err(format!("gap {gap} out of order or past {after}"));
+        }
+        previous = gap;
+    }
     let unpaid = (0..input.count(1)?)
         .map(|_| input.quote_id())
         .collect::<Result<_, _>>()?;
@@ -160,8 +168,8 @@ mod tests {
         };
         totals.unpaid.insert(QuoteId::new());
         totals.unpaid.insert(QuoteId::new());
-        let mut cursor = IssuanceCursor::starting_at(Some(5_000));
-        cursor.read(&[4_001, 4_004], Instant::now());
+        let mut cursor = IssuanceCursor::default();
+        cursor.read(&[1, 2, 5], Instant::now());
         (totals, cursor)
     }
 
@@ -171,10 +179,7 @@ mod tests {
         let decoded = decode(&encode(&totals, &cursor).unwrap()).unwrap();
         assert_eq!(decoded.next, 42);
         assert_eq!((decoded.paid, decoded.issued), (totals.paid, totals.issued));
-        assert_eq!(
-            (decoded.after, decoded.gaps.clone()),
-            (4_004, vec![4_002, 4_003])
-        );
+        assert_eq!((decoded.after, decoded.gaps.clone()), (5, vec![3, 4]));
         let unpaid: std::collections::HashSet<QuoteId> = decoded.unpaid.into_iter().collect();
         assert_eq!(unpaid, totals.unpaid);
     }
@@ -192,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_larger_than_the_bytes_left_bad_ids_and_other_versions_are_refused() {
+    fn counts_larger_than_the_bytes_left_bad_positions_or_ids_and_other_versions_are_refused() {
         let (totals, cursor) = totals();
         let bytes = encode(&totals, &cursor).unwrap();
         // The count of gaps follows the magic, next, two tallies and after.
@@ -200,6 +205,18 @@ mod tests {
         let mut huge = bytes.clone();
         huge[gaps_at..gaps_at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode(&huge).unwrap_err().contains("cannot fit"));
+
+        let after_at = gaps_at - 8;
+        let mut negative = bytes.clone();
+        negative[after_at] = 0x80;
+        assert!(decode(&negative).unwrap_err().contains("negative"));
+        let mut behind = bytes.clone();
+        behind[after_at..gaps_at].copy_from_slice(&3u64.to_be_bytes());
+        assert!(decode(&behind).unwrap_err().contains("past 3"));
+        let mut unordered = bytes.clone();
+        let first_gap = gaps_at + 4;
+        unordered[first_gap..first_gap + 8].copy_from_slice(&4u64.to_be_bytes());
+        assert!(decode(&unordered).unwrap_err().contains("out of order"));
 
         let first_id = gaps_at + 4 + 2 * 8 + 4 + 1;
         let mut bad_id = bytes.clone();

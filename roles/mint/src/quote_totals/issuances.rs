@@ -18,12 +18,9 @@ pub const GAP_LIFETIME: Duration = Duration::from_secs(600);
 /// Most skipped numbers asked for; past it, the oldest are dropped.
 pub const MAX_GAPS: usize = 10_000;
 
-/// Numbers below the log's last when the totals start that are followed
-/// one by one (those before are counted at once), for issuances that were
-/// uncommitted then.
-pub const START_MARGIN: i64 = 1_000;
-
-#[derive(Debug)]
+/// A cursor at the start of the log: every row is read, every number
+/// skipped is a gap (the newest [`MAX_GAPS`] of them).
+#[derive(Debug, Default)]
 pub struct IssuanceCursor {
     /// Every row numbered up to here was read, or is one of `gaps`.
     after: i64,
@@ -32,14 +29,6 @@ pub struct IssuanceCursor {
 }
 
 impl IssuanceCursor {
-    /// A cursor for a log whose last row is numbered `last` (`None`: empty).
-    pub fn starting_at(last: Option<i64>) -> Self {
-        Self {
-            after: last.map_or(0, |last| last.saturating_sub(START_MARGIN).max(0)),
-            gaps: BTreeMap::new(),
-        }
-    }
-
     /// A cursor as a checkpoint left it: its gaps are asked for from `now`.
     pub fn resume(after: i64, gaps: &[i64], now: Instant) -> Self {
         let gaps = gaps.iter().map(|&gap| (gap, now)).collect();
@@ -102,16 +91,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cursor_starts_a_margin_before_the_last_row_and_at_zero_on_an_empty_log() {
-        assert_eq!(IssuanceCursor::starting_at(None).after(), 0);
-        assert_eq!(IssuanceCursor::starting_at(Some(10)).after(), 0);
-        let last = START_MARGIN + 500;
-        assert_eq!(IssuanceCursor::starting_at(Some(last)).after(), 500);
-    }
-
-    #[test]
     fn rows_read_in_a_row_move_the_cursor_and_leave_no_gap() {
-        let mut cursor = IssuanceCursor::starting_at(None);
+        let mut cursor = IssuanceCursor::default();
         cursor.read(&[1, 2, 3], Instant::now());
         assert_eq!(cursor.after(), 3);
         assert!(cursor.gaps().is_empty());
@@ -119,7 +100,7 @@ mod tests {
 
     #[test]
     fn a_skipped_number_is_asked_for_until_its_row_appears() {
-        let mut cursor = IssuanceCursor::starting_at(None);
+        let mut cursor = IssuanceCursor::default();
         let now = Instant::now();
         cursor.read(&[1, 4, 6], now);
         assert_eq!(cursor.after(), 6);
@@ -134,7 +115,7 @@ mod tests {
 
     #[test]
     fn a_gap_never_filled_is_dropped_after_its_lifetime() {
-        let mut cursor = IssuanceCursor::starting_at(None);
+        let mut cursor = IssuanceCursor::default();
         let start = Instant::now();
         cursor.read(&[2], start);
         cursor.read(&[4], start + GAP_LIFETIME / 2);
@@ -147,7 +128,7 @@ mod tests {
 
     #[test]
     fn a_jump_keeps_at_most_the_bound_of_gaps_the_newest_ones() {
-        let mut cursor = IssuanceCursor::starting_at(None);
+        let mut cursor = IssuanceCursor::default();
         let now = Instant::now();
         cursor.read(&[1_000_000], now);
         let gaps = cursor.gaps();

@@ -153,6 +153,7 @@ on_every_backend!(
     quotes_written_together_share_list_entries_and_entries_of_one_still_count,
     a_keys_quotes_written_together_are_read_from_any_of_their_positions,
     quotes_made_before_the_list_are_listed_once,
+    a_leftover_listed_unpaid_then_paid_when_its_share_comes_again_counts_once,
     a_restarted_mint_resumes_its_totals_from_the_checkpoint,
 );
 
@@ -532,9 +533,9 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_new_ones(back
     assert_eq!(counted_afresh(&backend.totals).await, fresh);
 }
 
-/// More rows in cdk's log of issuances than a first refresh follows one by
-/// one (it counts those before a margin first): every mint counted once,
-/// the next refresh and another process alike.
+/// More rows in cdk's log of issuances than a page, some quotes minted in
+/// two parts: every mint counted once, by the next refresh and another
+/// process alike.
 async fn the_totals_count_a_long_log_of_issuances_once(backend: Backend) {
     let mint = backend.mint.clone();
     let writer = Arc::new(QuoteWriter::start(mint.clone()));
@@ -694,6 +695,30 @@ async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
     let totals = counted_afresh(&backend.totals).await;
     assert_eq!((totals.quotes_unpaid, totals.quotes_paid), (3, 1));
     assert_eq!(totals, totals_of_every_quote(&mint).await);
+}
+
+/// An older mint's leftover, created but never indexed, listed by the
+/// backfill while unpaid: when its share comes again the writer indexes
+/// and pays it, and the totals count it once.
+async fn a_leftover_listed_unpaid_then_paid_when_its_share_comes_again_counts_once(
+    backend: Backend,
+) {
+    let mint = backend.mint.clone();
+    let orphan = share(5);
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    let quote_id = add_quote(&mut tx, &orphan).await;
+    tx.commit().await.unwrap();
+    assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 1);
+    let mut totals = QuoteTotals::default();
+    let before = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((before.quotes_unpaid, before.quotes_paid), (1, 0));
+
+    let writer = QuoteWriter::start(mint.clone());
+    assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
+    let after = totals.refresh(&backend.totals).await.unwrap();
+    assert_eq!((after.quotes_unpaid, after.quotes_paid), (0, 1));
+    assert_eq!(after, totals_of_every_quote(&mint).await);
+    assert_eq!(counted_afresh(&backend.totals).await, after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

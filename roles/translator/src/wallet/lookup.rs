@@ -17,15 +17,17 @@ use crate::quotes::{QuoteRecord, QuoteState, QuoteStore};
 const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most characters of a refusal body quoted in an error.
 const MAX_REFUSAL_TEXT: usize = 300;
+/// Pages of a look-up with nothing missing between saves of where it stands.
+const SAVE_EVERY_PAGES: usize = 50;
 
 impl EhashWallet {
     /// Records the quotes the mint holds for this wallet's key, paid and
     /// not issued, created before `created_before` (unix seconds), that
     /// `store` does not know (their notification never arrived); how many.
     /// Listed from where the store's last look-up at this mint left off,
-    /// a page at a time: each page's missing quotes are recorded together
-    /// with where the next look-up starts, so it sees every quote this one
-    /// left out, after a restart too.
+    /// a page at a time: missing quotes are recorded together with where
+    /// the next look-up starts, so it sees every quote this one left out,
+    /// after a restart too.
     pub async fn record_from_mint(
         &self,
         store: &QuoteStore,
@@ -34,7 +36,8 @@ impl EhashWallet {
         let mint = self.wallet.mint_url.to_string();
         let key = self.key.to_string();
         let from = store.lookup_cursor(&mint, &key)?;
-        let mut found = 0;
+        let (mut found, mut unsaved) = (0, 0);
+        let mut resume = from;
         self.list_at_mint(from, created_before, |page, next| {
             let paid: Vec<&QuoteEntry> = page
                 .iter()
@@ -58,11 +61,22 @@ impl EhashWallet {
                     last_error: Some("found at the mint, not notified".into()),
                 })
                 .collect();
-            store.record_looked_up(&mint, &key, &missing, next)?;
-            found += missing.len();
+            resume = next;
+            unsaved += 1;
+            // A disk sync per page would cost a busy proxy thousands per
+            // look-up: where it stands is saved with what it finds, and
+            // every few pages (a page read again finds nothing new).
+            if !missing.is_empty() || unsaved == SAVE_EVERY_PAGES {
+                store.record_looked_up(&mint, &key, &missing, next)?;
+                found += missing.len();
+                unsaved = 0;
+            }
             Ok(())
         })
         .await?;
+        if unsaved > 0 {
+            store.record_looked_up(&mint, &key, &[], resume)?;
+        }
         if found > 0 {
             warn!(
                 quotes = found,
