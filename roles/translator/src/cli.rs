@@ -44,6 +44,9 @@ pub async fn run_wallet_command(
 
 /// Quotes minted in one NUT-29 batch by `claim`.
 const CLAIM_BATCH: usize = 1000;
+/// `quotes` lists the newest this many quotes and failures: a busy proxy
+/// keeps millions.
+const LISTED_AT_MOST: usize = 1000;
 
 /// Records the key's quotes the mint holds, then mints every pending one,
 /// with a progress line per batch on stderr. Finishing what an interrupted
@@ -133,7 +136,15 @@ pub async fn run_wallet_command_on(
         WalletCommand::Quotes => {
             let own = wallet.locking_key().to_string();
             out += "quote_id\tamount\tstate\tlocking_key\tshare_hash\tlast_error\n";
-            for r in store.all().map_err(|e| e.to_string())? {
+            let quotes = store.newest(LISTED_AT_MOST).map_err(|e| e.to_string())?;
+            let failures = store
+                .newest_failures(LISTED_AT_MOST)
+                .map_err(|e| e.to_string())?;
+            let t = store.totals().map_err(|e| e.to_string())?;
+            let older =
+                (t.pending.0 + t.minted.0 + t.foreign.0).saturating_sub(quotes.len() as u64);
+            let older_failures = t.failures.saturating_sub(failures.len() as u64);
+            for r in quotes {
                 let state = match r.state {
                     QuoteState::Foreign => "miner-key",
                     s => s.as_str(),
@@ -153,10 +164,16 @@ pub async fn run_wallet_command_on(
                     r.last_error.as_deref().unwrap_or("")
                 );
             }
-            for f in store.failures().map_err(|e| e.to_string())? {
+            for f in failures {
                 out += &format!(
                     "-\t0\tfailed:{}\t-\t{}\t{}\n",
                     f.error_code, f.share_hash, f.error_message
+                );
+            }
+            if older + older_failures > 0 {
+                out += &format!(
+                    "# not listed: {older} older quotes and {older_failures} older failures \
+                     (the newest {LISTED_AT_MOST} of each are)\n"
                 );
             }
         }

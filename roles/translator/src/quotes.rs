@@ -386,13 +386,26 @@ impl QuoteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
+    /// The newest `limit` quotes, the oldest of them first.
+    pub fn newest(&self, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM (SELECT {COLUMNS}, rowid AS r FROM quotes \
+             ORDER BY created_at DESC, rowid DESC LIMIT ?1) ORDER BY created_at, r"
+        ))?;
+        let rows = stmt.query_map([limit as i64], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest `limit` failures, the oldest of them first.
+    pub fn newest_failures(&self, limit: usize) -> Result<Vec<FailureRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT share_hash, channel_id, sequence_number, error_code, error_message, created_at \
-             FROM quote_failures ORDER BY created_at, rowid",
+             FROM (SELECT *, rowid AS r FROM quote_failures \
+             ORDER BY created_at DESC, rowid DESC LIMIT ?1) ORDER BY created_at, r",
         )?;
-        let rows = stmt.query_map([], |row| {
+        let rows = stmt.query_map([limit as i64], |row| {
             Ok(FailureRecord {
                 share_hash: row.get(0)?,
                 channel_id: row.get::<_, i64>(1)? as u32,
@@ -652,9 +665,27 @@ mod tests {
         assert_eq!(s.prune(50, 4).unwrap(), (0, 0));
         let left: Vec<String> = s.all().unwrap().into_iter().map(|r| r.quote_id).collect();
         assert_eq!(left, ["old-pending", "new-minted"]);
-        let failures = s.failures().unwrap();
+        let failures = s.newest_failures(10).unwrap();
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].share_hash, "new");
+    }
+
+    #[test]
+    fn the_newest_records_come_oldest_first() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        let quotes: Vec<QuoteRecord> = [3, 1, 2, 5, 4]
+            .into_iter()
+            .map(|t| QuoteRecord {
+                created_at: t,
+                ..record(&format!("q{t}"), 1, QuoteState::Minted)
+            })
+            .collect();
+        s.record(&quotes, &[]).unwrap();
+        let ids = |records: Vec<QuoteRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.quote_id).collect()
+        };
+        assert_eq!(ids(s.newest(3).unwrap()), ["q3", "q4", "q5"]);
+        assert_eq!(s.newest(10).unwrap().len(), 5);
     }
 
     #[test]

@@ -75,3 +75,39 @@ fn wallet_quotes_and_balance_read_the_data_dir() {
         "{text}"
     );
 }
+
+#[test]
+fn wallet_quotes_lists_the_newest_thousand_and_says_how_many_are_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), &[]);
+    {
+        let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
+        let records: Vec<QuoteRecord> = (0..1_003)
+            .map(|i| QuoteRecord {
+                quote_id: format!("quote-{i}"),
+                share_hash: format!("{i:064x}"),
+                amount: 1,
+                locking_key: "02aa".into(),
+                keyset_id: "00aa".into(),
+                channel_id: 3,
+                sequence_number: i,
+                state: QuoteState::Minted,
+                created_at: u64::from(i),
+                last_error: None,
+            })
+            .collect();
+        store.record(&records, &[]).unwrap();
+    }
+    let text = stdout_of(&mut translator(&path, &["wallet", "quotes"]));
+    let listed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|id| id.starts_with("quote-"))
+        .collect();
+    assert_eq!(listed.len(), 1_000);
+    assert_eq!((listed[0], listed[999]), ("quote-3", "quote-1002"));
+    assert!(
+        text.contains("# not listed: 3 older quotes and 0 older failures"),
+        "{text}"
+    );
+}
