@@ -369,11 +369,7 @@ impl QuoteTotals {
         self.quotes_read = 0;
         self.issuances_read = 0;
         if !reader.follows_issuances() {
-            let checkpointed = self.checkpointed;
-            *self = Self {
-                checkpointed,
-                ..Self::default()
-            };
+            *self = Self::default();
         } else if self.issuances.is_none() {
             // Without a checkpoint, from the log's start: every row is
             // counted once, and a number skipped by a transaction not yet

@@ -352,6 +352,8 @@ impl QuoteStore {
         Ok(known)
     }
 
+    /// One quote's record (the tests' view: the translator asks in bulk).
+    #[cfg(test)]
     pub fn get(&self, quote_id: &str) -> Result<Option<QuoteRecord>, StoreError> {
         Ok(self
             .conn()
