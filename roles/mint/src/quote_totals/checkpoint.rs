@@ -11,8 +11,9 @@
 //!
 //! Big-endian. Read as untrusted: any length that does not fit what is
 //! left, a position or gaps that cannot be, or a bad id fails the whole
-//! checkpoint, and the totals are read from the start instead. "QTC1" (which held every open quote) is an
-//! older mint's: read from the start once, then replaced.
+//! checkpoint, and the totals are read from the start instead. "QTC1"
+//! (which held every open quote) is an older mint's: read from the start
+//! once, then replaced.
 
 use std::str::FromStr;
 
