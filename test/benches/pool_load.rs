@@ -109,6 +109,9 @@ fn main() {
             usage().1 as f64 / 1024.0,
             figures.rejected
         );
+        if !figures.refusals.is_empty() {
+            println!("{:>11} refused: {:?}", "", figures.refusals);
+        }
     }
     if let Some(mut child) = child {
         drop(child.stdin.take());

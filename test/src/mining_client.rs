@@ -171,6 +171,11 @@ impl MiningClient {
                     c.target = t.maximum_target.to_array();
                 }
             }
+            MiningOwned::SetExtranoncePrefix(p) => {
+                if let Some(c) = self.channels.get_mut(&p.channel_id) {
+                    c.extranonce_prefix = p.extranonce_prefix.as_bytes().to_vec();
+                }
+            }
             _ => {}
         }
     }

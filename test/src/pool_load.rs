@@ -3,7 +3,7 @@
 //! address and authority key, with a window of shares in flight per
 //! channel; and the CPU and memory of a process, from /proc.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,10 @@ pub struct LoadFigures {
     pub accepted_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Shares refused over the whole run (warm-up included).
     pub rejected: u64,
+    /// How many were refused with each error code.
+    pub refusals: BTreeMap<String, u64>,
 }
 
 /// Runs `connections` channels against `target` with `window` shares in
@@ -47,17 +50,18 @@ pub async fn run_load<F: std::future::Future<Output = ()>>(
     during: impl FnOnce(Duration) -> F,
 ) -> LoadFigures {
     let accepted = Arc::new(AtomicU64::new(0));
-    let rejected = Arc::new(AtomicU64::new(0));
     let measuring = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let refusals = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let stop = CancellationToken::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(connections.max(1));
     let gate = Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let counters = (accepted.clone(), rejected.clone(), measuring.clone());
-        let (latencies, stop, ready_tx, gate) = (
+        let counters = (accepted.clone(), measuring.clone());
+        let (latencies, refusals, stop, ready_tx, gate) = (
             latencies.clone(),
+            refusals.clone(),
             stop.clone(),
             ready_tx.clone(),
             gate.clone(),
@@ -71,7 +75,11 @@ pub async fn run_load<F: std::future::Future<Output = ()>>(
             let _ = ready_tx.send(()).await;
             drop(ready_tx);
             let local = submit_until_stopped(&mut client, window, counters, &stop).await;
-            latencies.lock().expect("latencies").extend(local);
+            latencies.lock().expect("latencies").extend(local.latencies);
+            let mut refusals = refusals.lock().expect("refusals");
+            for (code, n) in local.refusals {
+                *refusals.entry(code).or_default() += n;
+            }
         }));
     }
     drop(ready_tx);
@@ -94,11 +102,13 @@ pub async fn run_load<F: std::future::Future<Output = ()>>(
         0 => f64::NAN,
         n => latencies[((n as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0,
     };
+    let refusals = std::mem::take(&mut *refusals.lock().expect("refusals"));
     LoadFigures {
         accepted_per_sec: accepted.load(Ordering::Relaxed) as f64 / elapsed,
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
-        rejected: rejected.load(Ordering::Relaxed),
+        rejected: refusals.values().sum(),
+        refusals,
     }
 }
 
@@ -126,17 +136,25 @@ async fn open_channel(target: &LoadTarget) -> MiningClient {
     client
 }
 
-/// Keeps `window` shares in flight until `stop`; the success latencies
-/// seen while `measuring`.
+/// What one connection saw.
+#[derive(Default)]
+struct Local {
+    /// Success latencies seen while measuring.
+    latencies: Vec<Duration>,
+    /// Refusals by error code, over the whole run.
+    refusals: BTreeMap<String, u64>,
+}
+
+/// Keeps `window` shares in flight until `stop`.
 async fn submit_until_stopped(
     client: &mut MiningClient,
     window: usize,
-    (accepted, rejected, measuring): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicBool>),
+    (accepted, measuring): (Arc<AtomicU64>, Arc<AtomicBool>),
     stop: &CancellationToken,
-) -> Vec<Duration> {
+) -> Local {
     let channel = *client.channels.keys().next().expect("one channel");
     let mut in_flight: HashMap<u32, Instant> = HashMap::new();
-    let mut latencies = Vec::new();
+    let mut local = Local::default();
     loop {
         while in_flight.len() < window {
             let share = client.valid_share(channel, false);
@@ -144,21 +162,31 @@ async fn submit_until_stopped(
             in_flight.insert(seq, Instant::now());
         }
         let msg = tokio::select! {
-            _ = stop.cancelled() => return latencies,
-            msg = client.conn.recv() => msg,
+            _ = stop.cancelled() => return local,
+            msg = client.recv() => msg,
         };
         match msg {
             Ok(Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s)))) => {
-                if let Some(sent) = in_flight.remove(&s.last_sequence_number) {
+                // One success may acknowledge several shares: every one in
+                // flight up to its last sequence number (a refused share
+                // was answered on its own, before).
+                let acked: Vec<u32> = in_flight
+                    .keys()
+                    .copied()
+                    .filter(|seq| *seq <= s.last_sequence_number)
+                    .collect();
+                for seq in acked {
+                    let sent = in_flight.remove(&seq).expect("in flight");
                     if measuring.load(Ordering::Relaxed) {
                         accepted.fetch_add(1, Ordering::Relaxed);
-                        latencies.push(sent.elapsed());
+                        local.latencies.push(sent.elapsed());
                     }
                 }
             }
             Ok(Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))) => {
                 in_flight.remove(&e.sequence_number);
-                rejected.fetch_add(1, Ordering::Relaxed);
+                let code = e.error_code.as_utf8_or_hex();
+                *local.refusals.entry(code).or_default() += 1;
             }
             Ok(_) => {}
             Err(e) => panic!("connection lost: {e}"),

@@ -673,10 +673,16 @@ async fn no_channel_gets_a_target_easier_than_the_minimum_difficulty() {
 
 /// The pool benchmarks' load generator, pointed at a pool by address and
 /// authority key (as bench/side-by-side.sh points it at SRI's pool_sv2):
-/// every connection opens its channel and gets shares accepted.
+/// every connection opens its channel and gets shares accepted, each
+/// acknowledged in a batch with the one before it (as a pool's
+/// `share_batch_size` does), which counts both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_loads_a_pool_named_by_address_and_authority_key() {
-    let stack = Stack::start_with(NBITS_NEVER, |c| c.shares_per_minute = 100_000.0).await;
+    let stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.shares_per_minute = 100_000.0;
+        c.share_batch_size = 2;
+    })
+    .await;
     let target = LoadTarget {
         address: stack.pool_addr(),
         authority_key: POOL_PUBLIC_KEY.to_string(),
@@ -695,5 +701,38 @@ async fn the_load_generator_loads_a_pool_named_by_address_and_authority_key() {
     // A wrong authority key is refused at the Noise handshake.
     let wrong = MiningClient::connect(stack.pool_addr(), WRONG_PUBLIC_KEY).await;
     assert!(wrong.is_err());
+    stack.stop().await;
+}
+
+/// A channel renewed on a new extranonce prefix (once three quarters of
+/// its duplicate-detection budget are used: 5,400 shares at the pool's 6
+/// shares a minute) is followed by the load generator: only the shares in
+/// flight when the prefix changed can be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_generator_follows_a_channel_renewed_on_a_new_extranonce_prefix() {
+    let stack = Stack::start(NBITS_NEVER).await;
+    let target = LoadTarget {
+        address: stack.pool_addr(),
+        authority_key: POOL_PUBLIC_KEY.to_string(),
+        user_identity: format!("{LOCKING_KEY}.load"),
+        // ~16 hashes a share at 6 shares a minute.
+        nominal_hashrate: 1.6,
+    };
+    let window = 4;
+    let pool = &stack.pool;
+    let past_renewal = |_| async {
+        while pool.stats().shares_accepted < 6_000 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let figures = tokio::time::timeout(
+        Duration::from_secs(120),
+        run_load(&target, 1, window, Duration::ZERO, past_renewal),
+    )
+    .await
+    .expect("6,000 shares accepted within two minutes");
+    println!("{figures:?}");
+    assert!(figures.rejected <= window as u64, "{figures:?}");
+    assert_eq!(figures.rejected, pool.stats().shares_rejected);
     stack.stop().await;
 }
