@@ -139,6 +139,49 @@ pub enum Outgoing {
     Ehash(EhashMessage),
 }
 
+/// What a connection's task is handed for its peer: a message, or the
+/// order to close the connection (with the reason logged).
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Message(AnyMessageOwned),
+    Ehash(EhashMessage),
+    Close(String),
+}
+
+/// Writes `batch` (drained) to `peer` in one write. An ehash message that
+/// cannot be framed is skipped with a warning and the connection goes on.
+/// Err(why the connection must close): writing failed, or the batch held a
+/// `Close` (what came before it is written first); an empty batch means
+/// the queue was dropped because the peer let it fill up.
+pub async fn write_outbound(
+    writer: &mut NoiseWriter,
+    batch: &mut Vec<Outbound>,
+    peer: u64,
+) -> Result<(), String> {
+    if batch.is_empty() {
+        return Err("send queue overflow (peer does not read)".into());
+    }
+    let mut close = None;
+    for out in batch.drain(..) {
+        let message = match out {
+            Outbound::Message(msg) => Outgoing::Sv2(msg),
+            Outbound::Ehash(msg) => Outgoing::Ehash(msg),
+            Outbound::Close(reason) => {
+                close = Some(reason);
+                break;
+            }
+        };
+        let ehash = matches!(message, Outgoing::Ehash(_));
+        match queue(writer, message) {
+            Ok(()) => {}
+            Err(e @ SendError::Frame { .. }) if ehash => warn!(peer, "{e}"),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    flush(writer).await.map_err(|e| e.to_string())?;
+    close.map_or(Ok(()), Err)
+}
+
 /// The sending half of a connection, written by its own task from a
 /// bounded queue. The connection's loop only queues, so it goes on reading
 /// while the peer is slow to read: two peers that each stop reading until
@@ -527,12 +570,15 @@ mod tests {
         (client_write, server_read)
     }
 
-    fn numbered(n: u16) -> Outgoing {
+    /// A message that says `n` (in its endpoint port).
+    fn numbered_message(n: u16) -> AnyMessageOwned {
         let peer = SocketAddr::from(([127, 0, 0, 1], n));
         let setup = setup_connection(Protocol::MiningProtocol, 0, peer, &"f".repeat(200), "d");
-        Outgoing::Sv2(AnyMessageOwned::Common(
-            CommonMessagesOwned::SetupConnection(setup),
-        ))
+        AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(setup))
+    }
+
+    fn numbered(n: u16) -> Outgoing {
+        Outgoing::Sv2(numbered_message(n))
     }
 
     #[tokio::test]
@@ -563,6 +609,35 @@ mod tests {
                 other => panic!("message {n}: {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_up_to_its_close_and_the_close_gives_the_reason() {
+        let (mut writer, server) = noise_pair().await;
+        let message = |n| Outbound::Message(numbered_message(n));
+        let mut batch = vec![message(1), message(2)];
+        write_outbound(&mut writer, &mut batch, 7).await.unwrap();
+        assert!(batch.is_empty());
+        let mut batch = vec![message(3), Outbound::Close("bye".into()), message(4)];
+        let closed = write_outbound(&mut writer, &mut batch, 7).await;
+        assert_eq!(closed, Err("bye".to_string()));
+        let overflow = write_outbound(&mut writer, &mut vec![], 7).await;
+        assert_eq!(
+            overflow,
+            Err("send queue overflow (peer does not read)".into())
+        );
+        drop(writer);
+
+        let mut reader = Sv2Reader::spawn(server, "test", 16);
+        for n in 1..=3 {
+            match reader.recv().await {
+                Ok(Incoming::Sv2(AnyMessageOwned::Common(
+                    CommonMessagesOwned::SetupConnection(s),
+                ))) => assert_eq!(s.endpoint_port, n),
+                other => panic!("message {n}: {other:?}"),
+            }
+        }
+        assert!(reader.recv().await.is_err(), "nothing after the close");
     }
 
     #[tokio::test]

@@ -14,10 +14,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ehash_ext_sv2::EhashMessage;
 use roles_common::limits::ConnectionLimits;
 use roles_common::noise;
-use roles_common::sv2::{self, send, send_ehash, Incoming, ReadError, Sv2Connection, Sv2Reader};
+use roles_common::sv2::{
+    self, send_ehash, write_outbound, Incoming, Outbound, ReadError, Sv2Connection, Sv2Reader,
+    WRITE_BATCH,
+};
 use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
 use stratum_core::common_messages_sv2::Protocol;
@@ -36,14 +38,10 @@ use crate::JdcEvent;
 const MAX_DOWNSTREAMS: usize = 4096;
 /// Messages queued for one downstream at most; a peer that lets it fill is dropped.
 const SEND_QUEUE: usize = 4096;
+/// A downstream that takes none of what is written to it for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-pub(crate) enum Outbound {
-    Message(AnyMessageOwned),
-    Ehash(EhashMessage),
-    Close(String),
-}
 
 /// Downstream task -> session task.
 pub(crate) enum FromDownstream {
@@ -101,18 +99,17 @@ async fn serve_downstream(
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
     let _ = to_session.send(FromDownstream::Connected(id, out_tx));
+    let mut out = Vec::new();
     let result = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
-            out = out_rx.recv() => {
-                let sent = match out {
-                    Some(Outbound::Message(m)) => send(&mut writer, m).await.map_err(|e| e.to_string()),
-                    Some(Outbound::Ehash(m)) => send_ehash(&mut writer, m).await.map_err(|e| e.to_string()),
-                    Some(Outbound::Close(reason)) => Err(reason),
-                    None => Err("send queue overflow (peer does not read)".into()),
-                };
-                if let Err(e) = sent {
+            // What waits is written together, in one write.
+            _ = out_rx.recv_many(&mut out, WRITE_BATCH) => {
+                let written = tokio::time::timeout(WRITE_TIMEOUT, write_outbound(&mut writer, &mut out, id))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("peer took no message for {WRITE_TIMEOUT:?}")));
+                if let Err(e) = written {
                     break Err(e);
                 }
             }

@@ -10,7 +10,7 @@ use roles_common::limits::ConnectionLimits;
 use roles_common::log_limit::LogLimit;
 use roles_common::noise::{self, NoiseWriter};
 use roles_common::sv2::{
-    flush, message_name, queue, Incoming, Outgoing, ReadError, SendError, Sv2Reader, WRITE_BATCH,
+    message_name, write_outbound, Incoming, ReadError, Sv2Reader, WRITE_BATCH,
 };
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use tokio::net::{TcpListener, TcpStream};
@@ -170,7 +170,7 @@ impl Link<'_> {
                     }
                 }
                 _ = self.outbound.recv_many(&mut out, WRITE_BATCH) => {
-                    tokio::time::timeout(self.write_timeout, self.write(&mut out))
+                    tokio::time::timeout(self.write_timeout, write_outbound(self.writer, &mut out, id))
                         .await
                         .map_err(|_| format!("peer took no message for {:?}", self.write_timeout))??
                 }
@@ -210,35 +210,6 @@ impl Link<'_> {
         if let Some(left_out) = self.warnings.check(std::time::Instant::now()) {
             warn!(conn = self.id, left_out, "{what}");
         }
-    }
-
-    /// Writes what was queued for the peer, in one write; an empty batch
-    /// means the queue was dropped because the peer let it fill up.
-    async fn write(&mut self, batch: &mut Vec<Outbound>) -> Result<(), String> {
-        if batch.is_empty() {
-            return Err("send queue overflow (peer does not read)".into());
-        }
-        let mut close = None;
-        for out in batch.drain(..) {
-            let message = match out {
-                Outbound::Message(msg) => Outgoing::Sv2(msg),
-                Outbound::Ehash(msg) => Outgoing::Ehash(msg),
-                Outbound::Close(reason) => {
-                    close = Some(reason);
-                    break;
-                }
-            };
-            // An ehash message that cannot be framed is skipped; the
-            // connection goes on without it.
-            let ehash = matches!(message, Outgoing::Ehash(_));
-            match queue(self.writer, message) {
-                Ok(()) => {}
-                Err(e @ SendError::Frame { .. }) if ehash => warn!(conn = self.id, "{e}"),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        flush(self.writer).await.map_err(|e| e.to_string())?;
-        close.map_or(Ok(()), Err)
     }
 }
 

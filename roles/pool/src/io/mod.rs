@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ehash::LockingKey;
-use ehash_ext_sv2::EhashMessage;
 use roles_common::stats_publisher::{now_ms, StatsPublisher};
+pub(crate) use roles_common::sv2::Outbound;
 use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
 use tokio::sync::{broadcast, mpsc};
@@ -71,12 +71,6 @@ pub enum PoolEvent {
     BlockSubmitted {
         template_id: u64,
     },
-}
-
-pub(crate) enum Outbound {
-    Message(AnyMessageOwned),
-    Ehash(EhashMessage),
-    Close(String),
 }
 
 /// Acknowledgement round trips kept for monitoring at most.
