@@ -38,15 +38,7 @@ async fn client_run(mut client: MiningClient, channel: u32) -> (Vec<Duration>, V
         }
         match client.recv().await.expect("connection open") {
             Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s))) => {
-                // A batch acknowledges every outstanding share up to last_sequence_number.
-                let acked: Vec<u32> = sent_at
-                    .keys()
-                    .copied()
-                    .filter(|q| *q <= s.last_sequence_number)
-                    .collect();
-                for q in acked {
-                    successes.push(sent_at.remove(&q).expect("present").elapsed());
-                }
+                successes.extend(take_acknowledged(&mut sent_at, s.last_sequence_number));
             }
             Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e))) => {
                 panic!("share refused: {:?}", e.error_code)

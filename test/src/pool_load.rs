@@ -167,20 +167,10 @@ async fn submit_until_stopped(
         };
         match msg {
             Ok(Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesSuccess(s)))) => {
-                // One success may acknowledge several shares: every one in
-                // flight up to its last sequence number (a refused share
-                // was answered on its own, before).
-                let acked: Vec<u32> = in_flight
-                    .keys()
-                    .copied()
-                    .filter(|seq| *seq <= s.last_sequence_number)
-                    .collect();
-                for seq in acked {
-                    let sent = in_flight.remove(&seq).expect("in flight");
-                    if measuring.load(Ordering::Relaxed) {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                        local.latencies.push(sent.elapsed());
-                    }
+                let acked = take_acknowledged(&mut in_flight, s.last_sequence_number);
+                if measuring.load(Ordering::Relaxed) {
+                    accepted.fetch_add(acked.len() as u64, Ordering::Relaxed);
+                    local.latencies.extend(acked);
                 }
             }
             Ok(Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SubmitSharesError(e)))) => {
@@ -192,6 +182,26 @@ async fn submit_until_stopped(
             Err(e) => panic!("connection lost: {e}"),
         }
     }
+}
+
+/// The shares a `SubmitSharesSuccess` up to `last_sequence_number`
+/// acknowledges, taken from those in flight (sequence number -> when sent):
+/// one success may acknowledge several, every one up to its last sequence
+/// number (a refused share is answered on its own, before). How long each
+/// waited.
+pub fn take_acknowledged(
+    in_flight: &mut HashMap<u32, Instant>,
+    last_sequence_number: u32,
+) -> Vec<Duration> {
+    let mut waited = Vec::new();
+    in_flight.retain(|seq, sent| {
+        let acked = *seq <= last_sequence_number;
+        if acked {
+            waited.push(sent.elapsed());
+        }
+        !acked
+    });
+    waited
 }
 
 /// A process's CPU time (user + system, clock ticks of 1/100 s) and its
