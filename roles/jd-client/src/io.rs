@@ -1,5 +1,6 @@
 //! Sockets and tasks. One task owns the [`JdcCore`] and the three upstream
-//! links (template provider, job declarator, pool) for one session; each
+//! links (template provider, job declarator, pool) for one session; what
+//! goes to the pool, every share, is written by a task of its own. Each
 //! downstream connection has its own task, talking to it through queues.
 //!
 //! A session runs in one [`Mode`] until a link fails: the template
@@ -17,8 +18,8 @@ use std::time::Duration;
 use roles_common::limits::ConnectionLimits;
 use roles_common::noise;
 use roles_common::sv2::{
-    self, send_ehash, write_outbound, Incoming, Outbound, ReadError, Sv2Connection, Sv2Reader,
-    WRITE_BATCH,
+    self, write_outbound, Incoming, Outbound, Outgoing, ReadError, Sv2Connection, Sv2Reader,
+    Sv2Writer, WRITE_BATCH,
 };
 use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
@@ -40,6 +41,11 @@ const MAX_DOWNSTREAMS: usize = 4096;
 const SEND_QUEUE: usize = 4096;
 /// A downstream that takes none of what is written to it for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Messages to the pool that may wait unwritten (about 8 s of shares at
+/// 1,000 shares/s); past that the pool is not reading and the session ends.
+const POOL_QUEUE: usize = 8192;
+/// How long a closing session may take to write what it queued for the pool.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -131,7 +137,14 @@ async fn serve_downstream(
 struct Links {
     tp: Sv2Connection,
     jds: Option<Sv2Connection>,
-    pool: Sv2Connection,
+    pool: PoolLink,
+}
+
+/// The link to the pool, which carries every share: written by a task of
+/// its own, so the session goes on reading while the pool is slow to read.
+struct PoolLink {
+    reader: Sv2Reader,
+    writer: Sv2Writer,
 }
 
 /// Why a session ended, and the mode of the next one.
@@ -162,7 +175,9 @@ pub(crate) async fn run_sessions(
                     links,
                     events: &events,
                 };
-                session.run(&mut from_downstream, &shutdown).await
+                let end = session.run(&mut from_downstream, &shutdown).await;
+                session.links.pool.writer.close(CLOSE_WITHIN).await;
+                end
             }
             Err(end) => end,
         };
@@ -248,6 +263,11 @@ async fn connect(config: &JdClientConfig, mode: Mode) -> Result<Links, SessionEn
     if !ehash {
         warn!("the pool did not grant the ehash extension: no ehash notifications pass through");
     }
+    let Sv2Connection { writer, reader, .. } = pool;
+    let pool = PoolLink {
+        reader,
+        writer: Sv2Writer::spawn(writer, POOL_QUEUE),
+    };
     Ok(Links { tp, jds, pool })
 }
 
@@ -336,6 +356,7 @@ impl Session<'_> {
                     Some(msg) => self.on_downstream(msg),
                     None => return end("downstream listener gone".into(), mode),
                 },
+                reason = self.links.pool.writer.failed() => return end(format!("pool link: {reason}"), mode),
                 read = self.links.pool.reader.recv() => match read {
                     Ok(Incoming::Sv2(m)) => self.core.on_upstream(m),
                     Ok(Incoming::Ehash(m)) => self.core.on_upstream_ehash(m),
@@ -395,12 +416,15 @@ impl Session<'_> {
                 Action::Upstream(m) => self
                     .links
                     .pool
-                    .send(m)
-                    .await
-                    .map_err(|e| link_down("pool", e.to_string()))?,
-                Action::UpstreamEhash(m) => send_ehash(&mut self.links.pool.writer, m)
-                    .await
-                    .map_err(|e| link_down("pool", e.to_string()))?,
+                    .writer
+                    .send(Outgoing::Sv2(m))
+                    .map_err(|e| link_down("pool", e))?,
+                Action::UpstreamEhash(m) => self
+                    .links
+                    .pool
+                    .writer
+                    .send(Outgoing::Ehash(m))
+                    .map_err(|e| link_down("pool", e))?,
                 Action::Downstream(id, m) => self.queue_down(id, Outbound::Message(m)),
                 Action::DownstreamEhash(id, m) => self.queue_down(id, Outbound::Ehash(m)),
                 Action::CloseDownstream(id, reason) => self.queue_down(id, Outbound::Close(reason)),
