@@ -707,7 +707,8 @@ async fn the_load_generator_loads_a_pool_named_by_address_and_authority_key() {
 /// A channel renewed on a new extranonce prefix (once three quarters of
 /// its duplicate-detection budget are used: 5,400 shares at the pool's 6
 /// shares a minute) is followed by the load generator: only the shares in
-/// flight when the prefix changed can be refused.
+/// flight when the prefix changed can be refused, as stale (their jobs are
+/// retired; the new jobs' ids follow the old ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_follows_a_channel_renewed_on_a_new_extranonce_prefix() {
     let stack = Stack::start(NBITS_NEVER).await;
@@ -733,6 +734,10 @@ async fn the_load_generator_follows_a_channel_renewed_on_a_new_extranonce_prefix
     .expect("6,000 shares accepted within two minutes");
     println!("{figures:?}");
     assert!(figures.rejected <= window as u64, "{figures:?}");
+    assert!(
+        figures.refusals.keys().all(|code| code == "stale-share"),
+        "{figures:?}"
+    );
     assert_eq!(figures.rejected, pool.stats().shares_rejected);
     stack.stop().await;
 }

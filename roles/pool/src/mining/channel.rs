@@ -230,20 +230,24 @@ impl_error_code! {
         | UpdateChannelInvalidNominalHashrate | UpdateChannelInvalidMaxTarget;
 }
 
-/// The job message of a job, whichever its kind.
+/// The job message of a job, whichever its kind, naming it `job_id`.
 trait JobMessage {
-    fn message(&self) -> MiningOwned;
+    fn message(&self, job_id: u32) -> MiningOwned;
 }
 
 impl JobMessage for StandardJob {
-    fn message(&self) -> MiningOwned {
-        MiningOwned::NewMiningJob(self.get_job_message().clone())
+    fn message(&self, job_id: u32) -> MiningOwned {
+        let mut message = self.get_job_message().clone();
+        message.job_id = job_id;
+        MiningOwned::NewMiningJob(message)
     }
 }
 
 impl JobMessage for ExtendedJob {
-    fn message(&self) -> MiningOwned {
-        MiningOwned::NewExtendedMiningJob(self.get_job_message().clone())
+    fn message(&self, job_id: u32) -> MiningOwned {
+        let mut message = self.get_job_message().clone();
+        message.job_id = job_id;
+        MiningOwned::NewExtendedMiningJob(message)
     }
 }
 
@@ -268,6 +272,13 @@ pub(super) struct Channel {
     /// against its budget: it refuses every share once that is full.
     seen_shares: usize,
     seen_shares_budget: usize,
+    /// What the downstream's job ids add to channels_sv2's. A renewed
+    /// channel numbers its jobs from 1 again: sent past every id sent
+    /// before, no id ever names two jobs, and a share of a retired job is
+    /// told apart (stale), not checked against the new job of its number.
+    job_id_offset: u32,
+    /// The highest job id channels_sv2 gave since the last renewal.
+    last_job_id: u32,
 }
 
 impl Channel {
@@ -304,6 +315,8 @@ impl Channel {
             vardiff,
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
+            job_id_offset: 0,
+            last_job_id: 0,
         };
         channel.report_target(now_ms);
         Ok(channel)
@@ -432,6 +445,7 @@ impl Channel {
         // Every job of a channel with a key commits its coinbase to that key.
         let mut outputs = outputs;
         outputs.extend(self.locking_key.as_ref().map(ehash::key_commitment_output));
+        let offset = self.job_id_offset;
         let built = each_kind!(Kind, &mut self.kind, c => {
             match c.on_new_template(template, outputs) {
                 Err(e) => Err(format!("{e:?}")),
@@ -441,7 +455,7 @@ impl Channel {
                 } else {
                     c.get_active_job()
                 }
-                .map(|job| (job.get_job_id(), job.message()))),
+                .map(|job| (job.get_job_id(), job.message(job.get_job_id().wrapping_add(offset))))),
             }
         });
         let (job_id, message) = match built {
@@ -451,6 +465,7 @@ impl Channel {
             }
             Ok(job) => job?,
         };
+        self.last_job_id = self.last_job_id.max(job_id);
         if !future {
             self.job_targets.insert(job_id, self.target());
             self.forget_retired_jobs();
@@ -489,7 +504,7 @@ impl Channel {
             self.conn,
             mining(MiningOwned::SetNewPrevHash(MiningSetNewPrevHash {
                 channel_id,
-                job_id,
+                job_id: self.outward(job_id),
                 prev_hash: prev.prev_hash.clone(),
                 min_ntime: prev.header_timestamp,
                 nbits: prev.n_bits,
@@ -518,7 +533,25 @@ impl Channel {
         }
         self.job_targets.insert(job_id, self.target());
         self.forget_retired_jobs();
-        Ok(job_id)
+        self.last_job_id = self.last_job_id.max(job_id);
+        Ok(self.outward(job_id))
+    }
+
+    /// The id the downstream knows a job by.
+    fn outward(&self, job_id: u32) -> u32 {
+        job_id.wrapping_add(self.job_id_offset)
+    }
+
+    /// `share` with the job id channels_sv2 knows its job by; None for a
+    /// job retired by a renewal.
+    pub(super) fn inward(&self, mut share: Submission) -> Option<Submission> {
+        let job_id = share
+            .id()
+            .job_id
+            .checked_sub(self.job_id_offset)
+            .filter(|id| *id > 0)?;
+        each_kind!(Submission, &mut share, s => s.job_id = job_id);
+        Some(share)
     }
 
     /// Validates a share; None when the share is of the other kind than the
@@ -610,6 +643,8 @@ impl Channel {
         self.kind = kind;
         self.job_targets.clear();
         self.seen_shares = 0;
+        self.job_id_offset = self.job_id_offset.wrapping_add(self.last_job_id);
+        self.last_job_id = 0;
         Ok(pending)
     }
 

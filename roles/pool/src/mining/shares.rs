@@ -12,6 +12,7 @@ use stratum_core::channels_sv2::server::share_accounting::{
 };
 use stratum_core::mining_sv2::{
     CloseChannelOwned, SubmitSharesErrorOwned, SubmitSharesSuccessOwned,
+    ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
 };
 use stratum_core::parsers_sv2::MiningOwned;
 use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
@@ -48,6 +49,11 @@ impl PoolCore {
             );
             return self.refuse_share(conn, id);
         };
+        let Some(share) = channel.inward(share) else {
+            let retired = ShareValidationError::Stale(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE);
+            return self.share_rejected(conn, id, retired);
+        };
+        let id = share.id();
         // None: a share of the other kind than its channel names no channel
         // it can be for.
         let Some(Validation {
@@ -101,7 +107,7 @@ impl PoolCore {
             | ShareValidationError::DuplicateShare(c)
             | ShareValidationError::BadExtranonceSize(c) => c,
             ShareValidationError::InvalidCoinbase => "invalid-share",
-            ShareValidationError::NoChainTip => "stale-share",
+            ShareValidationError::NoChainTip => ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
             ShareValidationError::SeenSharesBudgetExhausted => {
                 // channels_sv2 stops validating and the channel could not be
                 // renewed in time (no extranonce prefix was free): it must go.

@@ -74,6 +74,7 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
             [MiningOwned::NewExtendedMiningJob(j), MiningOwned::SetNewPrevHash(p)] => {
                 assert_eq!(p.job_id, j.job_id);
                 assert_eq!(p.prev_hash.to_array(), [7u8; 32], "the same chain tip");
+                assert!(j.job_id > job.job_id, "no id names two jobs: {j:?}");
                 j.clone()
             }
             other => panic!("{other:?}"),
@@ -84,13 +85,22 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
     assert_eq!(prefixes.len(), 2, "renewals");
     assert!(core.channels.contains_key(&channel_id));
     assert_eq!(core.stats().channels_open, 1);
-    // A share of a retired job, sent again, is refused, not paid twice.
+    // A share of a retired job, sent again, is refused as stale, not paid twice.
     for share in retired {
         let actions = submit(&mut core, &share);
         assert!(
-            matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)] if e.sequence_number == share.sequence_number),
+            matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
+                if e.sequence_number == share.sequence_number
+                    && e.error_code.as_bytes() == b"stale-share"),
             "{actions:?}"
         );
         assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
     }
+    // Shares of the new jobs, named by the ids sent, are accepted.
+    let (share, _) = share_from(&core, channel_id, &job, nonce, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+        "{actions:?}"
+    );
 }
