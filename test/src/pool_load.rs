@@ -187,8 +187,7 @@ async fn submit_until_stopped(
 /// The shares a `SubmitSharesSuccess` up to `last_sequence_number`
 /// acknowledges, taken from those in flight (sequence number -> when sent):
 /// one success may acknowledge several, every one up to its last sequence
-/// number (a refused share is answered on its own, before). How long each
-/// waited.
+/// number, as SV2 acknowledges shares in order. How long each waited.
 pub fn take_acknowledged(
     in_flight: &mut HashMap<u32, Instant>,
     last_sequence_number: u32,
@@ -231,3 +230,20 @@ pub fn process_usage(pid: u32) -> (u64, u64, u64) {
 
 /// Clock ticks per second of [`process_usage`] (USER_HZ on Linux).
 pub const TICKS_PER_SEC: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_success_takes_every_share_in_flight_up_to_its_sequence_number() {
+        let sent = Instant::now();
+        let mut in_flight: HashMap<u32, Instant> =
+            [1, 2, 3, 5].into_iter().map(|seq| (seq, sent)).collect();
+        assert_eq!(take_acknowledged(&mut in_flight, 3).len(), 3);
+        assert_eq!(in_flight.keys().copied().collect::<Vec<_>>(), vec![5]);
+        assert!(take_acknowledged(&mut in_flight, 4).is_empty());
+        assert_eq!(take_acknowledged(&mut in_flight, 5).len(), 1);
+        assert!(in_flight.is_empty());
+    }
+}

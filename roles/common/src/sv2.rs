@@ -148,7 +148,7 @@ pub enum Outbound {
     Close(String),
 }
 
-/// Writes `batch` (drained) to `peer` in one write. An ehash message that
+/// Writes `batch` (drained) to connection `conn` in one write. An ehash message that
 /// cannot be framed is skipped with a warning and the connection goes on.
 /// Err(why the connection must close): writing failed, or the batch held a
 /// `Close` (what came before it is written first); an empty batch means
@@ -156,7 +156,7 @@ pub enum Outbound {
 pub async fn write_outbound(
     writer: &mut NoiseWriter,
     batch: &mut Vec<Outbound>,
-    peer: u64,
+    conn: u64,
 ) -> Result<(), String> {
     if batch.is_empty() {
         return Err("send queue overflow (peer does not read)".into());
@@ -174,7 +174,7 @@ pub async fn write_outbound(
         let ehash = matches!(message, Outgoing::Ehash(_));
         match queue(writer, message) {
             Ok(()) => {}
-            Err(e @ SendError::Frame { .. }) if ehash => warn!(peer, "{e}"),
+            Err(e @ SendError::Frame { .. }) if ehash => warn!(conn, "{e}"),
             Err(e) => return Err(e.to_string()),
         }
     }

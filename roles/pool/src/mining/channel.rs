@@ -543,13 +543,14 @@ impl Channel {
     }
 
     /// `share` with the job id channels_sv2 knows its job by; None for a
-    /// job retired by a renewal.
+    /// job retired by a renewal. Any other id goes to channels_sv2 as it
+    /// is, which refuses an id it never gave as `invalid-job-id`.
     pub(super) fn inward(&self, mut share: Submission) -> Option<Submission> {
-        let job_id = share
-            .id()
-            .job_id
-            .checked_sub(self.job_id_offset)
-            .filter(|id| *id > 0)?;
+        let sent = share.id().job_id;
+        if (1..=self.job_id_offset).contains(&sent) {
+            return None;
+        }
+        let job_id = sent.wrapping_sub(self.job_id_offset);
         each_kind!(Submission, &mut share, s => s.job_id = job_id);
         Some(share)
     }
@@ -613,12 +614,14 @@ impl Channel {
     /// The caller sends what [`renewal_message`](Self::renewal_message)
     /// gives, then the channel's jobs as to a new channel. Returns the
     /// old accounting's batch of accepted shares not yet acknowledged, if
-    /// any; Err: the new prefix could not be allocated (the channel carries
-    /// on as it was).
+    /// any (none if `acknowledged`: the share that brought the renewal was
+    /// just answered with its batch); Err: the new prefix could not be
+    /// allocated (the channel carries on as it was).
     pub(super) fn renew(
         &mut self,
         allocator: &mut ExtranonceAllocator,
         config: &CoreConfig,
+        acknowledged: bool,
     ) -> Result<Option<Batch>, String> {
         let (id, target) = (self.id(), self.target());
         let min_extranonce_size = match &self.kind {
@@ -634,7 +637,7 @@ impl Channel {
         let mut kind = spec.build(allocator, || id, config).map_err(|(e, _)| e)?;
         each_kind!(Kind, &mut kind, c => c.set_target(target).map_err(|e| format!("{e:?}")))?;
         let acct = self.share_accounting();
-        let pending = (acct.get_last_batch_accepted() > 0).then(|| Batch {
+        let pending = (!acknowledged && acct.get_last_batch_accepted() > 0).then(|| Batch {
             due: true,
             last_sequence_number: acct.get_last_share_sequence_number(),
             accepted: acct.get_last_batch_accepted(),

@@ -204,13 +204,15 @@ impl PoolCore {
     /// new extranonce prefix ([`Channel::renew`]): the batch of shares not yet
     /// acknowledged, the new prefix, then jobs and prevhash as for a new
     /// channel. The miner loses only shares in flight on the retired jobs.
-    pub(super) fn renew_channel(&mut self, channel_id: u32) -> Vec<Action> {
+    /// `acknowledged`: the share that brought the renewal was just answered
+    /// with its batch (so the batch is not answered twice).
+    pub(super) fn renew_channel(&mut self, channel_id: u32, acknowledged: bool) -> Vec<Action> {
         let Some(mut channel) = self.channels.remove(&channel_id) else {
             return vec![];
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
-        match channel.renew(&mut self.allocator, &self.config) {
+        match channel.renew(&mut self.allocator, &self.config, acknowledged) {
             Ok(pending) => {
                 info!(
                     conn,

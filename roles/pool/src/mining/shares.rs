@@ -159,7 +159,8 @@ impl PoolCore {
         let renew = channel.on_share_accepted(self.clock_ms, work);
         let mut actions = Vec::new();
         let block_found = accepted.solution.is_some();
-        if (batch.due || block_found) && self.config.acknowledge_shares {
+        let acknowledged = (batch.due || block_found) && self.config.acknowledge_shares;
+        if acknowledged {
             actions.push(share_success(conn, channel_id, batch));
         }
         actions.push(Action::Stats(StatsEvent::ShareSubmitted {
@@ -197,7 +198,7 @@ impl PoolCore {
             actions.extend(self.block_found(conn, channel_id, share_hash, header, solution));
         }
         if renew {
-            actions.extend(self.renew_channel(channel_id));
+            actions.extend(self.renew_channel(channel_id, acknowledged));
         }
         actions
     }

@@ -27,7 +27,19 @@ fn submit(core: &mut PoolCore, share: &SubmitSharesExtendedOwned) -> Vec<Action>
 
 #[test]
 fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
+    renewed_twice(1);
+}
+
+/// Renewed mid-batch: the batch's shares are acknowledged before the new
+/// prefix, once.
+#[test]
+fn a_channel_renewed_mid_batch_acknowledges_the_batch_once() {
+    renewed_twice(7);
+}
+
+fn renewed_twice(share_batch_size: usize) {
     let mut core = core();
+    core.config.share_batch_size = share_batch_size;
     // At 3 shares a minute channels_sv2 keeps its smallest budget.
     core.config.shares_per_minute = 3.0;
     let budget = seen_shares_budget(3.0);
@@ -45,8 +57,9 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
     };
     let mut prefixes = vec![prefix(&core, channel_id)];
     let mut retired = Vec::new();
-    let (mut accepted, mut nonce) = (0, 0);
-    while accepted < budget + 100 {
+    let (mut accepted, mut acknowledged, mut nonce) = (0, 0, 0);
+    // Two renewals: three quarters of the budget each.
+    while accepted < 2 * budget - budget / 2 + 100 {
         let (share, _) = share_from(&core, channel_id, &job, nonce, |_| true);
         nonce = share.nonce + 1;
         let actions = submit(&mut core, &share);
@@ -56,6 +69,12 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
         );
         accepted += 1;
         let sent = sent(&actions);
+        for m in &sent {
+            if let MiningOwned::SubmitSharesSuccess(s) = m {
+                assert_eq!(s.last_sequence_number, share.sequence_number);
+                acknowledged += s.new_submits_accepted_count;
+            }
+        }
         let Some(at) = sent
             .iter()
             .position(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_)))
@@ -81,8 +100,15 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
         };
         retired.push(share);
     }
-    // More shares than the budget on one tip: renewed once, never closed.
-    assert_eq!(prefixes.len(), 2, "renewals");
+    // More shares than the budget on one tip, twice: renewed twice, never
+    // closed, and every share acknowledged once (but those of the batch
+    // still filling).
+    assert_eq!(prefixes.len(), 3, "renewals");
+    let unacknowledged = accepted - acknowledged as usize;
+    assert!(
+        unacknowledged < share_batch_size,
+        "{accepted} accepted, {acknowledged} acknowledged"
+    );
     assert!(core.channels.contains_key(&channel_id));
     assert_eq!(core.stats().channels_open, 1);
     // A share of a retired job, sent again, is refused as stale, not paid twice.
@@ -96,6 +122,15 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
         );
         assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
     }
+    // A job id never sent is no retired job.
+    let (mut unknown, _) = share_from(&core, channel_id, &job, nonce, |_| true);
+    unknown.job_id = job.job_id + 1;
+    let actions = submit(&mut core, &unknown);
+    assert!(
+        matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
+            if e.error_code.as_bytes() == b"invalid-job-id"),
+        "{actions:?}"
+    );
     // Shares of the new jobs, named by the ids sent, are accepted.
     let (share, _) = share_from(&core, channel_id, &job, nonce, |_| true);
     let actions = submit(&mut core, &share);
