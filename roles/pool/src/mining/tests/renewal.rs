@@ -20,6 +20,11 @@ fn prefix(core: &PoolCore, channel_id: u32) -> Vec<u8> {
     c.get_extranonce_prefix().to_vec()
 }
 
+fn submit_standard(core: &mut PoolCore, share: SubmitSharesStandardOwned) -> Vec<Action> {
+    let msg = MiningOwned::SubmitSharesStandard(share);
+    on_message(core, 1, AnyMessageOwned::Mining(msg))
+}
+
 fn submit(core: &mut PoolCore, share: &SubmitSharesExtendedOwned) -> Vec<Action> {
     let msg = MiningOwned::SubmitSharesExtended(share.clone());
     on_message(core, 1, AnyMessageOwned::Mining(msg))
@@ -134,6 +139,89 @@ fn renewed_twice(share_batch_size: usize) {
     // Shares of the new jobs, named by the ids sent, are accepted.
     let (share, _) = share_from(&core, channel_id, &job, nonce, |_| true);
     let actions = submit(&mut core, &share);
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+        "{actions:?}"
+    );
+}
+
+/// A standard channel is renewed too (its jobs carry their merkle root, so
+/// no prefix message): its new job's id follows the old ones, and a share
+/// of the retired job is refused as stale.
+#[test]
+fn a_renewed_standard_channel_numbers_its_jobs_on() {
+    let mut core = core();
+    core.config.shares_per_minute = 3.0;
+    let due = seen_shares_budget(3.0) - seen_shares_budget(3.0) / 4;
+    setup(&mut core, 1);
+    core.on_new_template(template(1));
+    core.on_set_new_prev_hash(prev(1, NEVER));
+    let open = OpenStandardMiningChannelOwned {
+        request_id: 1,
+        user_identity: str0255_truncated(&format!("{KEY}.s")),
+        nominal_hash_rate: 10.0,
+        max_target: U256Owned::from([0xff; 32]),
+    };
+    let actions = on_message(&mut core, 1, AnyMessageOwned::Mining(open.into()));
+    let channel_id = *core.channels.keys().max().unwrap();
+    let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
+        channel_id,
+        nominal_hash_rate: 0.0,
+        maximum_target: U256Owned::from([0xff; 32]),
+    });
+    let mut actions = [
+        actions,
+        on_message(&mut core, 1, AnyMessageOwned::Mining(update)),
+    ]
+    .concat();
+    let mut jobs = vec![];
+    for nonce in 0..due as u32 {
+        jobs.extend(sent(&actions).into_iter().filter_map(|m| match m {
+            MiningOwned::NewMiningJob(j) => Some(j.clone()),
+            _ => None,
+        }));
+        let job = jobs.last().expect("a job");
+        let share = SubmitSharesStandardOwned {
+            channel_id,
+            sequence_number: nonce,
+            job_id: job.job_id,
+            nonce,
+            ntime: 1_800_000_000,
+            version: job.version,
+        };
+        actions = submit_standard(&mut core, share);
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+            "share {nonce} refused: {actions:?}"
+        );
+    }
+    let renewed = sent(&actions)
+        .into_iter()
+        .find_map(|m| match m {
+            MiningOwned::NewMiningJob(j) => Some(j.clone()),
+            _ => None,
+        })
+        .expect("renewed: a new job");
+    assert!(
+        jobs.iter().all(|j| renewed.job_id > j.job_id),
+        "{jobs:?} then {renewed:?}"
+    );
+    let retired = jobs.last().unwrap();
+    let on = |job: &stratum_core::mining_sv2::NewMiningJobOwned, nonce| SubmitSharesStandardOwned {
+        channel_id,
+        sequence_number: nonce,
+        job_id: job.job_id,
+        nonce,
+        ntime: 1_800_000_000,
+        version: job.version,
+    };
+    let actions = submit_standard(&mut core, on(retired, u32::MAX));
+    assert!(
+        matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
+            if e.error_code.as_bytes() == b"stale-share"),
+        "{actions:?}"
+    );
+    let actions = submit_standard(&mut core, on(&renewed, u32::MAX - 1));
     assert!(
         actions.iter().any(|a| matches!(a, Action::Accepted(_))),
         "{actions:?}"
