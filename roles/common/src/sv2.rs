@@ -8,6 +8,7 @@
 //! connection's loop selects on [`Sv2Reader::recv`], which is.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ehash::wire::str0255_truncated;
@@ -190,6 +191,8 @@ pub async fn write_outbound(
 pub struct Sv2Writer {
     tx: mpsc::Sender<Outgoing>,
     task: tokio::task::JoinHandle<String>,
+    /// Why writing failed, for a `send` after it did.
+    failure: Arc<OnceLock<String>>,
 }
 
 impl Sv2Writer {
@@ -197,23 +200,28 @@ impl Sv2Writer {
     /// when the socket takes more is written together.
     pub fn spawn(mut writer: NoiseWriter, capacity: usize) -> Self {
         let (tx, mut rx) = mpsc::channel(capacity);
+        let failure = Arc::new(OnceLock::new());
+        let failed = failure.clone();
         let task = tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
                 let sent = batch
                     .drain(..)
                     .try_for_each(|message| queue(&mut writer, message));
-                if let Err(e) = sent {
-                    return e.to_string();
-                }
-                if let Err(e) = flush(&mut writer).await {
-                    return e.to_string();
+                let written = match sent {
+                    Ok(()) => flush(&mut writer).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
+                    let reason = e.to_string();
+                    let _ = failed.set(reason.clone());
+                    return reason;
                 }
             }
             let _ = writer.shutdown().await;
             "closed".to_string()
         });
-        Self { tx, task }
+        Self { tx, task, failure }
     }
 
     /// Queues `message` without waiting; an error when the peer has left
@@ -224,7 +232,10 @@ impl Sv2Writer {
                 "the peer read none of the last {} messages",
                 self.tx.max_capacity()
             ),
-            mpsc::error::TrySendError::Closed(_) => "writing failed".to_string(),
+            mpsc::error::TrySendError::Closed(_) => match self.failure.get() {
+                Some(reason) => format!("writing failed: {reason}"),
+                None => "writing failed".to_string(),
+            },
         })
     }
 
@@ -240,7 +251,7 @@ impl Sv2Writer {
     /// Writes what is queued (for at most `within`), then closes the
     /// sending side of the socket. A writer that failed is closed already.
     pub async fn close(self, within: Duration) {
-        let Self { tx, mut task } = self;
+        let Self { tx, mut task, .. } = self;
         drop(tx);
         // A finished task may have given its output to `failed`: polled
         // again, it would panic.
@@ -658,7 +669,8 @@ mod tests {
         .await
         .expect("writing to a closed peer fails");
         assert!(failed.contains("write failed"), "{failed}");
-        assert!(writer.send(numbered(2)).is_err());
+        let refused = writer.send(numbered(2)).unwrap_err();
+        assert!(refused.contains(&failed), "{refused}");
         writer.close(Duration::from_secs(1)).await;
     }
 }
