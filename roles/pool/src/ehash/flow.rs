@@ -21,8 +21,10 @@ use mint_quote_sv2::{error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuot
 use super::notices::{Notice, Notices, Overflow};
 use super::request::RequestFrame;
 use crate::mining::ConnId;
+use in_order::InOrder;
 use window::Window;
 
+mod in_order;
 mod window;
 
 /// `SubmitSharesError` codes of the defer mode.
@@ -150,6 +152,9 @@ pub struct QuoteFlow {
     notices: Notices,
     /// Shares the defer mode already answered with an error.
     given_up: HashSet<[u8; 32]>,
+    /// Defer mode: successes held until the earlier shares of their
+    /// channel are answered.
+    in_order: InOrder,
 }
 
 impl QuoteFlow {
@@ -160,6 +165,7 @@ impl QuoteFlow {
             batcher: SuccessBatcher::default(),
             notices: Notices::new(config.undelivered_per_key, config.undelivered_total),
             given_up: HashSet::new(),
+            in_order: InOrder::default(),
             config,
         }
     }
@@ -231,6 +237,7 @@ impl QuoteFlow {
         dir: &impl Directory,
         now: Instant,
     ) -> Vec<Action> {
+        self.in_order.connection_closed(conn);
         let mut actions = vec![];
         for key in self.notices.connection_closed(conn) {
             if let Some((owner, channel_id)) = dir.ehash_channel_with_key(&key) {
@@ -261,7 +268,15 @@ impl QuoteFlow {
     pub fn on_share(&mut self, share: QuoteShare, now: Instant) -> Result<Vec<Action>, TrackError> {
         let hash = share.share_hash();
         let request = share.request.clone();
-        match self.pending.track(hash, share, now) {
+        let answer_waits = (self.config.mode == ShareResponseMode::Defer)
+            .then_some(share.conn)
+            .flatten()
+            .map(|conn| (conn, share.channel_id, share.sequence_number));
+        let tracked = self.pending.track(hash, share, now);
+        if let (Ok(()), Some((conn, channel_id, seq))) = (&tracked, answer_waits) {
+            self.in_order.expect(conn, channel_id, seq);
+        }
+        match tracked {
             Ok(()) if self.window.admit(hash) => Ok(vec![Action::SendToMint(request)]),
             Ok(()) => Ok(self.send_waiting(now)),
             // A replay of a share already waiting: it is asked for already.
@@ -341,14 +356,7 @@ impl QuoteFlow {
             amount: share.request.amount(),
         }));
         if self.config.mode == ShareResponseMode::Defer && !given_up {
-            if let Some((conn, _)) = live_owner(&share, dir) {
-                self.batcher.add(
-                    conn,
-                    share.channel_id,
-                    share.sequence_number,
-                    share.request.amount(),
-                );
-            }
+            self.settle(&share, Some(share.request.amount()), dir);
         }
         let notification = EhashMessage::MintQuoteNotification(MintQuoteNotificationOwned {
             channel_id: share.channel_id,
@@ -374,6 +382,8 @@ impl QuoteFlow {
         let Some(share) = self.pending.resolve(&hash) else {
             return vec![];
         };
+        // Defer: a share given up (timed out) was answered already.
+        let given_up = self.given_up.remove(&hash);
         self.window.answered(&hash);
         let now = Instant::now();
         let mut actions = self.send_waiting(now);
@@ -382,7 +392,7 @@ impl QuoteFlow {
             hex(&hash),
             error.error_message.as_utf8_or_hex()
         );
-        if self.config.mode == ShareResponseMode::Defer {
+        if self.config.mode == ShareResponseMode::Defer && !given_up {
             if let Some((conn, _)) = live_owner(&share, dir) {
                 actions.push(Action::ShareError {
                     conn,
@@ -391,6 +401,7 @@ impl QuoteFlow {
                     code: MINT_QUOTE_FAILED,
                 });
             }
+            self.settle(&share, None, dir);
         }
         let failure = EhashMessage::MintQuoteFailure(MintQuoteFailureOwned {
             channel_id: share.channel_id,
@@ -423,15 +434,15 @@ impl QuoteFlow {
         if self.config.mode == ShareResponseMode::Annotate || !self.given_up.insert(hash) {
             return vec![];
         }
-        live_owner(share, dir)
-            .map(|(conn, _)| Action::ShareError {
-                conn,
-                channel_id: share.channel_id,
-                sequence_number: share.sequence_number,
-                code: MINT_QUOTE_FAILED,
-            })
-            .into_iter()
-            .collect()
+        let share = share.clone();
+        let error = live_owner(&share, dir).map(|(conn, _)| Action::ShareError {
+            conn,
+            channel_id: share.channel_id,
+            sequence_number: share.sequence_number,
+            code: MINT_QUOTE_FAILED,
+        });
+        self.settle(&share, None, dir);
+        error.into_iter().collect()
     }
 
     /// Shares whose mint answer is overdue. Defer: the share's error now (a
@@ -442,8 +453,8 @@ impl QuoteFlow {
         for (hash, share) in self.pending.expire(now) {
             match self.config.mode {
                 ShareResponseMode::Defer => {
-                    if let Some((conn, _)) = live_owner(&share, dir) {
-                        if !self.given_up.contains(&hash) {
+                    if self.given_up.insert(hash) {
+                        if let Some((conn, _)) = live_owner(&share, dir) {
                             actions.push(Action::ShareError {
                                 conn,
                                 channel_id: share.channel_id,
@@ -451,8 +462,8 @@ impl QuoteFlow {
                                 code: MINT_TIMEOUT,
                             });
                         }
+                        self.settle(&share, None, dir);
                     }
-                    self.given_up.insert(hash);
                 }
                 ShareResponseMode::Annotate => {}
             }
@@ -477,7 +488,37 @@ impl QuoteFlow {
         sequence_number: u32,
         weight: u64,
     ) {
-        self.batcher.add(conn, channel_id, sequence_number, weight);
+        let ready = match self.config.mode {
+            // After the earlier shares of its channel, like any success.
+            ShareResponseMode::Defer => {
+                self.in_order.expect(conn, channel_id, sequence_number);
+                self.in_order
+                    .succeeded(conn, channel_id, sequence_number, weight)
+            }
+            ShareResponseMode::Annotate => vec![(sequence_number, weight)],
+        };
+        for (seq, weight) in ready {
+            self.batcher.add(conn, channel_id, seq, weight);
+        }
+    }
+
+    /// Defer mode: the share is answered (`Some(work)`: it succeeded). The
+    /// successes it held back, its own too, go to the batcher while the
+    /// share's channel is still its connection's.
+    fn settle(&mut self, share: &QuoteShare, work: Option<u64>, dir: &impl Directory) {
+        let Some(conn) = share.conn else {
+            return;
+        };
+        let (channel_id, seq) = (share.channel_id, share.sequence_number);
+        let ready = match work {
+            Some(work) => self.in_order.succeeded(conn, channel_id, seq, work),
+            None => self.in_order.failed(conn, channel_id, seq),
+        };
+        if live_owner(share, dir).is_some() {
+            for (seq, work) in ready {
+                self.batcher.add(conn, channel_id, seq, work);
+            }
+        }
     }
 
     /// One `SubmitSharesSuccess` per channel for the shares that became

@@ -358,6 +358,56 @@ fn defer_batches_successes_per_channel_after_the_quotes() {
     );
 }
 
+/// A success acknowledges every share of its channel up to its sequence
+/// number: one quoted before an earlier share is answered waits for it.
+#[test]
+fn defer_acknowledges_a_channel_s_shares_in_order() {
+    let now = Instant::now();
+    let dir: Dir = HashMap::from([(7, (1, true, None))]);
+    let (a, b, c) = (
+        share(Some(1), 7, 10, 1, key(1)),
+        share(Some(1), 7, 11, 2, key(1)),
+        share(Some(1), 7, 13, 3, key(1)),
+    );
+    let mut f = asking(ShareResponseMode::Defer, &[&a, &b], now);
+    f.on_mint_answer(quoted(&b), &dir);
+    assert!(f.flush_successes().is_empty(), "10 is not answered yet");
+    // A share worth no quote waits its turn too.
+    f.acknowledge(1, 7, 12, 0);
+    assert!(f.flush_successes().is_empty());
+    // 10 times out: its error, then the successes behind it.
+    let actions = f.on_tick(now + TIMEOUT, &dir);
+    assert!(actions.contains(&Action::ShareError {
+        conn: 1,
+        channel_id: 7,
+        sequence_number: 10,
+        code: MINT_TIMEOUT
+    }));
+    assert_eq!(
+        f.flush_successes(),
+        vec![Action::Success {
+            conn: 1,
+            batch: SuccessBatch {
+                channel_id: 7,
+                last_sequence_number: 12,
+                new_submits_accepted_count: 2,
+                new_shares_sum: 4
+            }
+        }]
+    );
+    // Refused for good after its timeout: not answered twice.
+    let actions = f.on_mint_answer(refused(&a, "amount-mismatch"), &dir);
+    assert!(!actions
+        .iter()
+        .any(|x| matches!(x, Action::ShareError { .. })));
+    // In order again, the next share is acknowledged as soon as it is quoted.
+    f.on_share(c.clone(), now).unwrap();
+    f.on_mint_answer(quoted(&c), &dir);
+    assert!(
+        matches!(&f.flush_successes()[..], [Action::Success { batch, .. }] if batch.last_sequence_number == 13 && batch.new_submits_accepted_count == 1)
+    );
+}
+
 #[test]
 fn defer_times_out_fails_and_refuses_when_full() {
     let now = Instant::now();
