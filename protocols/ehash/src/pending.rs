@@ -205,7 +205,10 @@ impl<C: Copy + Eq + Hash> SuccessBatcher<C> {
                 new_submits_accepted_count: 0,
                 new_shares_sum: 0,
             });
-        batch.last_sequence_number = batch.last_sequence_number.max(sequence_number);
+        // The later of the two, across a wrap of the sequence numbers.
+        if (sequence_number.wrapping_sub(batch.last_sequence_number) as i32) > 0 {
+            batch.last_sequence_number = sequence_number;
+        }
         batch.new_submits_accepted_count += 1;
         batch.new_shares_sum = batch.new_shares_sum.saturating_add(weight);
     }
@@ -312,6 +315,17 @@ mod tests {
             .parse::<ShareResponseMode>()
             .unwrap_err()
             .contains("\"annotate\" or \"defer\""));
+    }
+
+    #[test]
+    fn a_batch_across_the_wrap_of_sequence_numbers_names_the_latest() {
+        let mut b = SuccessBatcher::default();
+        b.add(1u64, 7, u32::MAX, 1);
+        b.add(1u64, 7, 0, 1);
+        b.add(1u64, 7, 1, 1);
+        let batches = b.drain();
+        assert_eq!(batches[0].1.last_sequence_number, 1);
+        assert_eq!(batches[0].1.new_submits_accepted_count, 3);
     }
 
     #[test]

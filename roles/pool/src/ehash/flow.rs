@@ -31,6 +31,8 @@ mod window;
 pub const MINT_QUOTE_FAILED: &str = "mint-quote-failed";
 pub const MINT_TIMEOUT: &str = "mint-timeout";
 pub const MINT_QUEUE_FULL: &str = "mint-queue-full";
+/// A share the same as one still owed from before a restart.
+pub const DUPLICATE_SHARE: &str = "duplicate-share";
 
 /// A notification not acknowledged this long after it was sent is sent again.
 pub const RESEND_AFTER: Duration = Duration::from_secs(30);
@@ -268,20 +270,48 @@ impl QuoteFlow {
     pub fn on_share(&mut self, share: QuoteShare, now: Instant) -> Result<Vec<Action>, TrackError> {
         let hash = share.share_hash();
         let request = share.request.clone();
-        let answer_waits = (self.config.mode == ShareResponseMode::Defer)
-            .then_some(share.conn)
-            .flatten()
+        let id = share
+            .conn
             .map(|conn| (conn, share.channel_id, share.sequence_number));
-        let tracked = self.pending.track(hash, share, now);
-        if let (Ok(()), Some((conn, channel_id, seq))) = (&tracked, answer_waits) {
-            self.in_order.expect(conn, channel_id, seq);
-        }
-        match tracked {
+        match self.pending.track(hash, share, now) {
             Ok(()) if self.window.admit(hash) => Ok(vec![Action::SendToMint(request)]),
             Ok(()) => Ok(self.send_waiting(now)),
             // A replay of a share already waiting: it is asked for already.
-            Err(TrackError::AlreadyPending) => Ok(vec![]),
+            // A live share the same as one replayed after a restart (sent
+            // again by its miner) is a duplicate, deferred or not.
+            Err(TrackError::AlreadyPending) => Ok(id
+                .filter(|_| self.config.mode == ShareResponseMode::Defer)
+                .map(|(conn, channel_id, sequence_number)| {
+                    self.refused(conn, channel_id, sequence_number);
+                    Action::ShareError {
+                        conn,
+                        channel_id,
+                        sequence_number,
+                        code: DUPLICATE_SHARE,
+                    }
+                })
+                .into_iter()
+                .collect()),
             Err(TrackError::Full) => Err(TrackError::Full),
+        }
+    }
+
+    /// Defer mode: a share the core accepted, whose answer waits (for its
+    /// journal record, then its quote). Expected before it is journaled, so
+    /// no success of a later share of its channel goes out before its own
+    /// answer: every path from here answers it ([`QuoteFlow::refused`] for
+    /// those the task refuses).
+    pub fn expect(&mut self, conn: ConnId, channel_id: u32, sequence_number: u32) {
+        if self.config.mode == ShareResponseMode::Defer {
+            self.in_order.expect(conn, channel_id, sequence_number);
+        }
+    }
+
+    /// Defer mode: an expected share was answered with an error; the
+    /// successes it held back go out after it.
+    pub fn refused(&mut self, conn: ConnId, channel_id: u32, sequence_number: u32) {
+        for (seq, work) in self.in_order.failed(conn, channel_id, sequence_number) {
+            self.batcher.add(conn, channel_id, seq, work);
         }
     }
 

@@ -394,6 +394,8 @@ impl Running {
             locking_key: key,
         };
         let payload = encode_owed(&quote_share);
+        self.flow
+            .expect(share.connection_id, share.channel_id, share.sequence_number);
         let journaled = journaled.clone();
         let synced = move |result| drop(journaled.send((quote_share, result)));
         outbox.append(share.share_hash, payload, Synced::new(synced));
@@ -413,6 +415,7 @@ impl Running {
         };
         if let Err(e) = result {
             error!("cannot journal share {}: {e}", ehash::share::hex_be(&hash));
+            self.flow.refused(conn, channel_id, sequence_number);
             return vec![refuse(OUTBOX_ERROR)];
         }
         let annotate = self.mode == ShareResponseMode::Annotate;
@@ -434,6 +437,7 @@ impl Running {
                 warn!(
                     "too many shares waiting for the mint: refusing a share with {MINT_QUEUE_FULL}"
                 );
+                self.flow.refused(conn, channel_id, sequence_number);
                 vec![refuse(MINT_QUEUE_FULL), Action::Done(hash)]
             }
         }

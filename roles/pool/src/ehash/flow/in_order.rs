@@ -5,6 +5,7 @@
 //! its channel is answered. An error names its share alone and goes out at
 //! once.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 use crate::mining::ConnId;
@@ -33,11 +34,9 @@ impl InOrder {
     /// A share whose answer waits (for its quote).
     pub fn expect(&mut self, conn: ConnId, channel_id: u32, sequence_number: u32) {
         let channel = self.channels.entry((conn, channel_id)).or_default();
-        if channel
-            .slots
-            .insert(sequence_number, Slot::Waiting)
-            .is_none()
-        {
+        // A number used again while its first share waits keeps that slot.
+        if let Entry::Vacant(slot) = channel.slots.entry(sequence_number) {
+            slot.insert(Slot::Waiting);
             channel.order.push_back(sequence_number);
         }
     }
@@ -140,6 +139,16 @@ mod tests {
         assert!(o.failed(7, 1, 1).is_empty());
         assert_eq!(o.succeeded(7, 1, 3, 30), vec![(3, 30)]);
         assert_eq!(o.len(), 0);
+    }
+
+    #[test]
+    fn a_sequence_number_used_again_keeps_the_held_success() {
+        let mut o = InOrder::default();
+        o.expect(7, 1, 1);
+        o.expect(7, 1, 5);
+        assert!(o.succeeded(7, 1, 5, 50).is_empty());
+        o.expect(7, 1, 5);
+        assert_eq!(o.succeeded(7, 1, 1, 10), vec![(1, 10), (5, 50)]);
     }
 
     #[test]

@@ -22,10 +22,14 @@ fn flow(mode: ShareResponseMode) -> QuoteFlow {
     })
 }
 
-/// A flow in `mode` that asked the mint for `shares` at `now`.
+/// A flow in `mode` that asked the mint for `shares` at `now` (each
+/// expected as the task does when the core accepts it).
 fn asking(mode: ShareResponseMode, shares: &[&QuoteShare], now: Instant) -> QuoteFlow {
     let mut f = flow(mode);
     for s in shares {
+        if let Some(conn) = s.conn {
+            f.expect(conn, s.channel_id, s.sequence_number);
+        }
         f.on_share((*s).clone(), now).unwrap();
     }
     f
@@ -401,10 +405,51 @@ fn defer_acknowledges_a_channel_s_shares_in_order() {
         .iter()
         .any(|x| matches!(x, Action::ShareError { .. })));
     // In order again, the next share is acknowledged as soon as it is quoted.
+    f.expect(1, 7, 13);
     f.on_share(c.clone(), now).unwrap();
     f.on_mint_answer(quoted(&c), &dir);
     assert!(
         matches!(&f.flush_successes()[..], [Action::Success { batch, .. }] if batch.last_sequence_number == 13 && batch.new_submits_accepted_count == 1)
+    );
+}
+
+/// The shares the task refuses (journal failed, pending set full) and a
+/// live share the same as one replayed after a restart are answered with
+/// their error, and hold no later success back.
+#[test]
+fn defer_refusals_let_later_successes_go() {
+    let now = Instant::now();
+    let dir: Dir = HashMap::from([(7, (1, true, None))]);
+    let replayed = share(None, 7, 1, 1, key(1));
+    let mut f = asking(ShareResponseMode::Defer, &[&replayed], now);
+    f.expect(1, 7, 10);
+    f.expect(1, 7, 11);
+    let b = share(Some(1), 7, 12, 2, key(1));
+    f.expect(1, 7, 12);
+    f.on_share(b.clone(), now).unwrap();
+    f.on_mint_answer(quoted(&b), &dir);
+    assert!(f.flush_successes().is_empty(), "10 and 11 come first");
+    // 10: its journal record could not be written.
+    f.refused(1, 7, 10);
+    assert!(f.flush_successes().is_empty(), "11 comes first");
+    // 11: the same share as the one replayed.
+    let again = QuoteShare {
+        conn: Some(1),
+        sequence_number: 11,
+        ..replayed.clone()
+    };
+    assert_eq!(
+        f.on_share(again, now).unwrap(),
+        vec![Action::ShareError {
+            conn: 1,
+            channel_id: 7,
+            sequence_number: 11,
+            code: DUPLICATE_SHARE
+        }]
+    );
+    assert!(
+        matches!(&f.flush_successes()[..], [Action::Success { batch, .. }]
+        if batch.last_sequence_number == 12 && batch.new_submits_accepted_count == 1)
     );
 }
 
