@@ -154,8 +154,7 @@ pub struct QuoteFlow {
     notices: Notices,
     /// Shares the defer mode already answered with an error.
     given_up: HashSet<[u8; 32]>,
-    /// Defer mode: successes held until the earlier shares of their
-    /// channel are answered.
+    /// Successes held until the earlier shares of their channel are answered.
     in_order: InOrder,
 }
 
@@ -296,19 +295,17 @@ impl QuoteFlow {
         }
     }
 
-    /// Defer mode: a share the core accepted, whose answer waits (for its
-    /// journal record, then its quote). Expected before it is journaled, so
-    /// no success of a later share of its channel goes out before its own
-    /// answer: every path from here answers it ([`QuoteFlow::refused`] for
-    /// those the task refuses).
+    /// A share the core accepted, whose answer waits (for its journal
+    /// record; deferred, for its quote too). Expected before it is
+    /// journaled, so no success of a later share of its channel goes out
+    /// before its own answer: every path from here answers it
+    /// ([`QuoteFlow::refused`] for those the task refuses).
     pub fn expect(&mut self, conn: ConnId, channel_id: u32, sequence_number: u32) {
-        if self.config.mode == ShareResponseMode::Defer {
-            self.in_order.expect(conn, channel_id, sequence_number);
-        }
+        self.in_order.expect(conn, channel_id, sequence_number);
     }
 
-    /// Defer mode: an expected share was answered with an error; the
-    /// successes it held back go out after it.
+    /// An expected share was answered with an error; the successes it
+    /// held back go out after it.
     pub fn refused(&mut self, conn: ConnId, channel_id: u32, sequence_number: u32) {
         for (seq, work) in self.in_order.failed(conn, channel_id, sequence_number) {
             self.batcher.add(conn, channel_id, seq, work);
@@ -509,8 +506,9 @@ impl QuoteFlow {
         actions
     }
 
-    /// Acknowledges a share now (annotate mode once it is journaled; any
-    /// mode for a share with no quote to wait for).
+    /// Acknowledges a share (annotate mode once it is journaled; any mode
+    /// for a share with no quote to wait for), once the earlier shares of
+    /// its channel are answered.
     pub fn acknowledge(
         &mut self,
         conn: ConnId,
@@ -518,15 +516,11 @@ impl QuoteFlow {
         sequence_number: u32,
         weight: u64,
     ) {
-        let ready = match self.config.mode {
-            // After the earlier shares of its channel, like any success.
-            ShareResponseMode::Defer => {
-                self.in_order.expect(conn, channel_id, sequence_number);
-                self.in_order
-                    .succeeded(conn, channel_id, sequence_number, weight)
-            }
-            ShareResponseMode::Annotate => vec![(sequence_number, weight)],
-        };
+        // After the earlier shares of its channel, like any success.
+        self.in_order.expect(conn, channel_id, sequence_number);
+        let ready = self
+            .in_order
+            .succeeded(conn, channel_id, sequence_number, weight);
         for (seq, weight) in ready {
             self.batcher.add(conn, channel_id, seq, weight);
         }

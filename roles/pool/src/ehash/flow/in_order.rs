@@ -1,9 +1,10 @@
-//! Defer mode answers a share once its quote exists, and the mint's answers
-//! (and timeouts) may come in another order than the shares came. A
-//! `SubmitSharesSuccess` acknowledges every share of its channel up to its
-//! sequence number, so a success waits here until every earlier share of
-//! its channel is answered. An error names its share alone and goes out at
-//! once.
+//! A share is answered once its journal record is written (defer mode: once
+//! its quote exists), and those may come in another order than the shares
+//! came: journal writes queued past the writer's channel, the mint's
+//! answers and timeouts. A `SubmitSharesSuccess` acknowledges every share
+//! of its channel up to its sequence number, so a success waits here until
+//! every earlier share of its channel is answered. An error names its share
+//! alone and goes out at once.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};

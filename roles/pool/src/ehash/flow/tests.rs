@@ -453,6 +453,31 @@ fn defer_refusals_let_later_successes_go() {
     );
 }
 
+/// Annotate mode: a share journaled before an earlier one (writes queued
+/// past the writer's channel finish in any order) is acknowledged after it.
+#[test]
+fn annotate_acknowledges_a_channel_s_shares_in_order() {
+    let mut f = flow(ShareResponseMode::Annotate);
+    for seq in [10, 11, 12] {
+        f.expect(1, 7, seq);
+    }
+    f.acknowledge(1, 7, 11, 4);
+    assert!(f.flush_successes().is_empty(), "10 is not journaled yet");
+    f.acknowledge(1, 7, 10, 4);
+    assert!(
+        matches!(&f.flush_successes()[..], [Action::Success { batch, .. }]
+        if batch.last_sequence_number == 11 && batch.new_submits_accepted_count == 2)
+    );
+    // 12 could not be journaled: refused, and nothing holds back 13.
+    f.refused(1, 7, 12);
+    f.expect(1, 7, 13);
+    f.acknowledge(1, 7, 13, 4);
+    assert!(
+        matches!(&f.flush_successes()[..], [Action::Success { batch, .. }]
+        if batch.last_sequence_number == 13 && batch.new_submits_accepted_count == 1)
+    );
+}
+
 #[test]
 fn defer_times_out_fails_and_refuses_when_full() {
     let now = Instant::now();
