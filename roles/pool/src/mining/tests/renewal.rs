@@ -174,6 +174,15 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
         on_message(&mut core, 1, AnyMessageOwned::Mining(update)),
     ]
     .concat();
+    // A share of `job` (every hash is one at this target).
+    let on = |job: &stratum_core::mining_sv2::NewMiningJobOwned, nonce| SubmitSharesStandardOwned {
+        channel_id,
+        sequence_number: nonce,
+        job_id: job.job_id,
+        nonce,
+        ntime: 1_800_000_000,
+        version: job.version,
+    };
     let mut jobs = vec![];
     for nonce in 0..due as u32 {
         jobs.extend(sent(&actions).into_iter().filter_map(|m| match m {
@@ -181,15 +190,7 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
             _ => None,
         }));
         let job = jobs.last().expect("a job");
-        let share = SubmitSharesStandardOwned {
-            channel_id,
-            sequence_number: nonce,
-            job_id: job.job_id,
-            nonce,
-            ntime: 1_800_000_000,
-            version: job.version,
-        };
-        actions = submit_standard(&mut core, share);
+        actions = submit_standard(&mut core, on(job, nonce));
         assert!(
             actions.iter().any(|a| matches!(a, Action::Accepted(_))),
             "share {nonce} refused: {actions:?}"
@@ -207,14 +208,6 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
         "{jobs:?} then {renewed:?}"
     );
     let retired = jobs.last().unwrap();
-    let on = |job: &stratum_core::mining_sv2::NewMiningJobOwned, nonce| SubmitSharesStandardOwned {
-        channel_id,
-        sequence_number: nonce,
-        job_id: job.job_id,
-        nonce,
-        ntime: 1_800_000_000,
-        version: job.version,
-    };
     let actions = submit_standard(&mut core, on(retired, u32::MAX));
     assert!(
         matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
