@@ -307,9 +307,7 @@ impl QuoteFlow {
     /// An expected share was answered with an error; the successes it
     /// held back go out after it.
     pub fn refused(&mut self, conn: ConnId, channel_id: u32, sequence_number: u32) {
-        for (seq, work) in self.in_order.failed(conn, channel_id, sequence_number) {
-            self.batcher.add(conn, channel_id, seq, work);
-        }
+        self.answered(conn, channel_id, sequence_number, None, true);
     }
 
     /// The mint link came (back) up: ask again for everything the mint
@@ -420,15 +418,7 @@ impl QuoteFlow {
             error.error_message.as_utf8_or_hex()
         );
         if self.config.mode == ShareResponseMode::Defer && !given_up {
-            if let Some((conn, _)) = live_owner(&share, dir) {
-                actions.push(Action::ShareError {
-                    conn,
-                    channel_id: share.channel_id,
-                    sequence_number: share.sequence_number,
-                    code: MINT_QUOTE_FAILED,
-                });
-            }
-            self.settle(&share, None, dir);
+            actions.extend(self.fail(&share, MINT_QUOTE_FAILED, dir));
         }
         let failure = EhashMessage::MintQuoteFailure(MintQuoteFailureOwned {
             channel_id: share.channel_id,
@@ -462,14 +452,9 @@ impl QuoteFlow {
             return vec![];
         }
         let share = share.clone();
-        let error = live_owner(&share, dir).map(|(conn, _)| Action::ShareError {
-            conn,
-            channel_id: share.channel_id,
-            sequence_number: share.sequence_number,
-            code: MINT_QUOTE_FAILED,
-        });
-        self.settle(&share, None, dir);
-        error.into_iter().collect()
+        self.fail(&share, MINT_QUOTE_FAILED, dir)
+            .into_iter()
+            .collect()
     }
 
     /// Shares whose mint answer is overdue. Defer: the share's error now (a
@@ -481,15 +466,7 @@ impl QuoteFlow {
             match self.config.mode {
                 ShareResponseMode::Defer => {
                     if self.given_up.insert(hash) {
-                        if let Some((conn, _)) = live_owner(&share, dir) {
-                            actions.push(Action::ShareError {
-                                conn,
-                                channel_id: share.channel_id,
-                                sequence_number: share.sequence_number,
-                                code: MINT_TIMEOUT,
-                            });
-                        }
-                        self.settle(&share, None, dir);
+                        actions.extend(self.fail(&share, MINT_TIMEOUT, dir));
                     }
                 }
                 ShareResponseMode::Annotate => {}
@@ -518,27 +495,53 @@ impl QuoteFlow {
     ) {
         // After the earlier shares of its channel, like any success.
         self.in_order.expect(conn, channel_id, sequence_number);
-        let ready = self
-            .in_order
-            .succeeded(conn, channel_id, sequence_number, weight);
-        for (seq, weight) in ready {
-            self.batcher.add(conn, channel_id, seq, weight);
+        self.answered(conn, channel_id, sequence_number, Some(weight), true);
+    }
+
+    /// Defer mode: the share is answered (`Some(work)`: it succeeded), while
+    /// its channel is still its connection's or not.
+    fn settle(&mut self, share: &QuoteShare, work: Option<u64>, dir: &impl Directory) {
+        if let Some(conn) = share.conn {
+            let live = live_owner(share, dir).is_some();
+            self.answered(conn, share.channel_id, share.sequence_number, work, live);
         }
     }
 
-    /// Defer mode: the share is answered (`Some(work)`: it succeeded). The
-    /// successes it held back, its own too, go to the batcher while the
-    /// share's channel is still its connection's.
-    fn settle(&mut self, share: &QuoteShare, work: Option<u64>, dir: &impl Directory) {
-        let Some(conn) = share.conn else {
-            return;
-        };
-        let (channel_id, seq) = (share.channel_id, share.sequence_number);
+    /// Defer mode: the share's error, to its connection while it owns the
+    /// share's channel; the share is answered.
+    fn fail(
+        &mut self,
+        share: &QuoteShare,
+        code: &'static str,
+        dir: &impl Directory,
+    ) -> Option<Action> {
+        let error = live_owner(share, dir).map(|(conn, _)| Action::ShareError {
+            conn,
+            channel_id: share.channel_id,
+            sequence_number: share.sequence_number,
+            code,
+        });
+        self.settle(share, None, dir);
+        error
+    }
+
+    /// A share is answered (`Some(work)`: it succeeded): the successes it
+    /// held back, its own too, go to the batcher if its channel is `live`.
+    fn answered(
+        &mut self,
+        conn: ConnId,
+        channel_id: u32,
+        sequence_number: u32,
+        work: Option<u64>,
+        live: bool,
+    ) {
         let ready = match work {
-            Some(work) => self.in_order.succeeded(conn, channel_id, seq, work),
-            None => self.in_order.failed(conn, channel_id, seq),
+            Some(work) => self
+                .in_order
+                .succeeded(conn, channel_id, sequence_number, work),
+            None => self.in_order.failed(conn, channel_id, sequence_number),
         };
-        if live_owner(share, dir).is_some() {
+        if live {
             for (seq, work) in ready {
                 self.batcher.add(conn, channel_id, seq, work);
             }

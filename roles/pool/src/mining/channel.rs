@@ -613,15 +613,13 @@ impl Channel {
     ///
     /// The caller sends what [`renewal_message`](Self::renewal_message)
     /// gives, then the channel's jobs as to a new channel. Returns the
-    /// old accounting's batch of accepted shares not yet acknowledged, if
-    /// any (none if `acknowledged`: the share that brought the renewal was
-    /// just answered with its batch); Err: the new prefix could not be
-    /// allocated (the channel carries on as it was).
+    /// old accounting's last batch of accepted shares, if any (the caller
+    /// knows whether it was just acknowledged); Err: the new prefix could
+    /// not be allocated (the channel carries on as it was).
     pub(super) fn renew(
         &mut self,
         allocator: &mut ExtranonceAllocator,
         config: &CoreConfig,
-        acknowledged: bool,
     ) -> Result<Option<Batch>, String> {
         let (id, target) = (self.id(), self.target());
         let min_extranonce_size = match &self.kind {
@@ -637,7 +635,7 @@ impl Channel {
         let mut kind = spec.build(allocator, || id, config).map_err(|(e, _)| e)?;
         each_kind!(Kind, &mut kind, c => c.set_target(target).map_err(|e| format!("{e:?}")))?;
         let acct = self.share_accounting();
-        let pending = (!acknowledged && acct.get_last_batch_accepted() > 0).then(|| Batch {
+        let pending = (acct.get_last_batch_accepted() > 0).then(|| Batch {
             due: true,
             last_sequence_number: acct.get_last_share_sequence_number(),
             accepted: acct.get_last_batch_accepted(),

@@ -212,13 +212,15 @@ impl PoolCore {
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
-        match channel.renew(&mut self.allocator, &self.config, acknowledged) {
+        match channel.renew(&mut self.allocator, &self.config) {
             Ok(pending) => {
                 info!(
                     conn,
                     channel_id, "duplicate detection nearly full: channel renewed"
                 );
-                if let Some(batch) = pending.filter(|_| self.config.acknowledge_shares) {
+                if let Some(batch) =
+                    pending.filter(|_| self.config.acknowledge_shares && !acknowledged)
+                {
                     actions.push(share_success(conn, channel_id, batch));
                 }
                 let prefix = channel.renewal_message();
