@@ -107,7 +107,7 @@ fn main() {
             figures.p99_ms,
             cpu_percent,
             usage().1 as f64 / 1024.0,
-            figures.rejected
+            figures.rejected()
         );
         if !figures.refusals.is_empty() {
             println!("{:>11} refused: {:?}", "", figures.refusals);

@@ -32,10 +32,16 @@ pub struct LoadFigures {
     pub accepted_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Shares refused over the whole run (warm-up included).
-    pub rejected: u64,
-    /// How many were refused with each error code.
+    /// How many shares were refused with each error code, over the whole
+    /// run (warm-up included).
     pub refusals: BTreeMap<String, u64>,
+}
+
+impl LoadFigures {
+    /// Shares refused over the whole run (warm-up included).
+    pub fn rejected(&self) -> u64 {
+        self.refusals.values().sum()
+    }
 }
 
 /// Runs `connections` channels against `target` with `window` shares in
@@ -107,7 +113,6 @@ pub async fn run_load<F: std::future::Future<Output = ()>>(
         accepted_per_sec: accepted.load(Ordering::Relaxed) as f64 / elapsed,
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
-        rejected: refusals.values().sum(),
         refusals,
     }
 }

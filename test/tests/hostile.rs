@@ -176,7 +176,7 @@ async fn notifications_nobody_takes_cost_the_pool_a_log_line_an_interval() {
         nominal_hashrate: 1.6,
     };
     let figures = run_load(&target, 2, 4, Duration::from_secs(2), tokio::time::sleep).await;
-    assert_eq!(figures.rejected, 0, "{figures:?}");
+    assert_eq!(figures.rejected(), 0, "{figures:?}");
     let mut mint = RoleChild::spawn("mint", &c.mint);
     let quoting = Instant::now();
 
