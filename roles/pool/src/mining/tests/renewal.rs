@@ -2,7 +2,13 @@
 //! on a new extranonce prefix, never closed, and no retired share comes back.
 
 use super::*;
-use stratum_core::channels_sv2::seen_shares_budget;
+use roles_common::stats_publisher::now_ms;
+use roles_common::sv2::setup_connection;
+use stratum_core::channels_sv2::{
+    chain_tip::ChainTip, seen_shares_budget, server::jobs::factory::JobFactory,
+};
+use stratum_core::job_declaration_sv2::{AllocateMiningJobTokenOwned, DeclareMiningJobOwned};
+use stratum_core::parsers_sv2::JobDeclarationOwned;
 
 /// What the pool sent channel 1's connection.
 fn sent(actions: &[Action]) -> Vec<&MiningOwned> {
@@ -217,6 +223,186 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
     let actions = submit_standard(&mut core, on(&renewed, u32::MAX - 1));
     assert!(
         actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+        "{actions:?}"
+    );
+}
+
+/// A work-selecting connection (1) with a job declaration connection (1)
+/// and an extended channel at the easiest target, on the tip of
+/// `template(1)`; the channel's id.
+fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
+    const REQUIRES_WORK_SELECTION: u32 = 0b10;
+    const DECLARE_TX_DATA: u32 = 0b1;
+    core.on_connect(1);
+    on_message(core, 1, setup_message(REQUIRES_WORK_SELECTION));
+    core.on_new_template(template(1));
+    core.on_set_new_prev_hash(prev(1, NEVER));
+    let jds = core.jds().expect("a job declarator");
+    jds.on_connect(1);
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let setup = setup_connection(
+        Protocol::JobDeclarationProtocol,
+        DECLARE_TX_DATA,
+        peer,
+        "",
+        "",
+    );
+    let msg = AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(setup));
+    assert!(jds.on_message(1, msg, now_ms()).close.is_none());
+    let actions = on_message(core, 1, open_extended(&format!("{KEY}.w")));
+    let channel_id = match &sent(&actions)[..] {
+        // Custom work: no job of the pool's.
+        [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
+        other => panic!("{other:?}"),
+    };
+    let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
+        channel_id,
+        nominal_hash_rate: 0.0,
+        maximum_target: U256Owned::from([0xff; 32]),
+    });
+    let actions = on_message(core, 1, AnyMessageOwned::Mining(update));
+    assert!(matches!(&sent(&actions)[..], [MiningOwned::SetTarget(_)]));
+    channel_id
+}
+
+/// What jd-client does for a new custom job: declares `template(1)` at the
+/// pool's job declarator, then sets it on the channel. The job as the
+/// channel mines it, named by the id SetCustomMiningJob.Success gave.
+fn set_custom_job(core: &mut PoolCore, channel_id: u32) -> NewExtendedMiningJobOwned {
+    let (t, p, now) = (template(1), prev(1, NEVER), now_ms());
+    let reward = TxOut {
+        value: Amount::from_sat(t.coinbase_tx_value_remaining),
+        script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+    };
+    let jd = |core: &mut PoolCore, m| {
+        let reply = core
+            .jds()
+            .unwrap()
+            .on_message(1, AnyMessageOwned::JobDeclaration(m), now);
+        match <[AnyMessageOwned; 1]>::try_from(reply.messages) {
+            Ok([AnyMessageOwned::JobDeclaration(m)]) => m,
+            other => panic!("{other:?}"),
+        }
+    };
+    let allocate = JobDeclarationOwned::AllocateMiningJobToken(AllocateMiningJobTokenOwned {
+        user_identifier: str0255_truncated("jdc"),
+        request_id: 1,
+    });
+    let JobDeclarationOwned::AllocateMiningJobTokenSuccess(allocated) = jd(core, allocate) else {
+        panic!("no token")
+    };
+    // The full extranonce (prefix and rollable part) is what a coinbase
+    // leaves room for, so a renewal's new prefix changes nothing here.
+    let factory = JobFactory::new(true, Some("jdc".into()), None);
+    let (prefix, suffix) = factory
+        .new_coinbase_tx_prefix_and_suffix(t.clone(), vec![reward.clone()], 16)
+        .unwrap();
+    let declare = JobDeclarationOwned::DeclareMiningJob(DeclareMiningJobOwned {
+        request_id: 2,
+        mining_job_token: allocated.mining_job_token,
+        version: t.version,
+        coinbase_tx_prefix: prefix.try_into().unwrap(),
+        coinbase_tx_suffix: suffix.try_into().unwrap(),
+        wtxid_list: Seq064KOwned::new(Vec::new()).unwrap(),
+        excess_data: B064KOwned::new(Vec::new()).unwrap(),
+    });
+    let JobDeclarationOwned::DeclareMiningJobSuccess(declared) = jd(core, declare) else {
+        panic!("not declared")
+    };
+    let outputs = vec![reward, ehash::key_commitment_output(&KEY.parse().unwrap())];
+    let tip = ChainTip::new(p.prev_hash, p.n_bits, p.header_timestamp);
+    let token = declared.new_mining_job_token;
+    let m = factory
+        .new_custom_job(channel_id, 3, token, tip, t, outputs, 16)
+        .unwrap();
+    let msg = AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m));
+    let actions = on_message(core, 1, msg);
+    let job_id = match &sent(&actions)[..] {
+        [MiningOwned::SetCustomMiningJobSuccess(s)] => s.job_id,
+        other => panic!("{other:?}"),
+    };
+    let c = core.channels[&channel_id].extended().unwrap();
+    let job = c.get_active_job().unwrap().get_job_message().clone();
+    NewExtendedMiningJobOwned { job_id, ..job }
+}
+
+/// A custom-work channel is renewed too: the pool sends only the new
+/// prefix (its jobs are the downstream's to set), and the custom job set
+/// after it gets an id past every id given before.
+#[test]
+fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
+    let mut core = PoolCore::new(CoreConfig {
+        job_declaration: true,
+        // At 3 shares a minute channels_sv2 keeps its smallest budget.
+        shares_per_minute: 3.0,
+        ..core().config
+    })
+    .unwrap();
+    let channel_id = open_custom_work_channel(&mut core);
+    let first = set_custom_job(&mut core, channel_id);
+    let old_prefix = prefix(&core, channel_id);
+    let mut nonce = 0;
+    let (retired, renewal) = loop {
+        assert!(nonce as usize <= seen_shares_budget(3.0), "never renewed");
+        let (share, _) = share_from(&core, channel_id, &first, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+            "share {nonce} refused: {actions:?}"
+        );
+        let sent: Vec<MiningOwned> = sent(&actions).into_iter().cloned().collect();
+        if sent
+            .iter()
+            .any(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_)))
+        {
+            break (share, sent);
+        }
+    };
+    // The share's acknowledgement, the new prefix, and no job or prevhash.
+    match &renewal[..] {
+        [MiningOwned::SubmitSharesSuccess(_), MiningOwned::SetExtranoncePrefix(p)] => {
+            assert_eq!(p.channel_id, channel_id);
+            assert_eq!(p.extranonce_prefix.as_bytes(), prefix(&core, channel_id));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_ne!(prefix(&core, channel_id), old_prefix);
+    assert_eq!(core.stats().channels_open, 1);
+
+    let second = set_custom_job(&mut core, channel_id);
+    assert!(
+        second.job_id > first.job_id,
+        "no id names two jobs: {} then {}",
+        first.job_id,
+        second.job_id
+    );
+    // A share of the retired job is stale, not paid again.
+    let actions = submit(&mut core, &retired);
+    assert!(
+        matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
+            if e.error_code.as_bytes() == b"stale-share"),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+    // A share of the new job, mined on the new prefix, is paid for its header.
+    let (share, header) = share_from(&core, channel_id, &second, 0, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Accepted(a) if a.header == header)),
+        "{actions:?}"
+    );
+    // An id never sent names no job.
+    let unknown = SubmitSharesExtendedOwned {
+        job_id: second.job_id + 1,
+        ..share
+    };
+    let actions = submit(&mut core, &unknown);
+    assert!(
+        matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
+            if e.error_code.as_bytes() == b"invalid-job-id"),
         "{actions:?}"
     );
 }
