@@ -310,7 +310,9 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
     let claimed = translator::cli::run_wallet_command_on(
         &own.wallet,
         &own.store,
-        translator::cli::WalletCommand::Claim,
+        translator::cli::WalletCommand::Claim {
+            keep_quotes_hours: None,
+        },
     )
     .await
     .unwrap();

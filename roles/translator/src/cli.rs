@@ -18,8 +18,14 @@ pub enum WalletCommand {
     },
     /// Finds every quote locked to the wallet's key at the mint (signed
     /// lookup) and mints it, in NUT-29 batches, exactly once; then swaps
-    /// the wallet's proofs into the fewest if it holds many.
-    Claim,
+    /// the wallet's proofs into the fewest if it holds many, and deletes
+    /// the records of quotes minted long ago.
+    Claim {
+        /// Hours the record of a minted quote is kept (default: the
+        /// translator's `keep_quotes_hours`; 24 for a miner's own wallet).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        keep_quotes_hours: Option<u64>,
+    },
     /// Prints the balance (ehash) and the quote totals.
     Balance,
     /// Prints a cashuB token worth <amount> ehash.
@@ -39,6 +45,14 @@ pub async fn run_wallet_command(
     let (store, wallet) = crate::open_wallet(config)
         .await
         .map_err(|e| e.to_string())?;
+    let command = match command {
+        WalletCommand::Claim {
+            keep_quotes_hours: None,
+        } => WalletCommand::Claim {
+            keep_quotes_hours: Some(config.keep_quotes_hours),
+        },
+        command => command,
+    };
     run_wallet_command_on(&wallet, &store, command).await
 }
 
@@ -98,10 +112,19 @@ pub async fn run_wallet_command_on(
             };
             out += &format!("SV1 username: {username}\n");
         }
-        WalletCommand::Claim => {
+        WalletCommand::Claim { keep_quotes_hours } => {
             let (found, minted) = claim(wallet, store).await?;
             out += &format!("quotes found at the mint and not known here: {found}\n");
             out += &format!("minted now: {} quotes, {} {unit}\n", minted.0, minted.1);
+            let hours = keep_quotes_hours.unwrap_or(crate::config::DEFAULT_KEEP_QUOTES_HOURS);
+            let before = roles_common::unix_secs().saturating_sub(hours.saturating_mul(3600));
+            let (deleted, _) = store
+                .prune_all(before, || false)
+                .map_err(|e| e.to_string())?;
+            if deleted > 0 {
+                out +=
+                    &format!("deleted the records of {deleted} quotes minted over {hours} h ago\n");
+            }
             let held = wallet
                 .consolidate(CONSOLIDATE_ABOVE)
                 .await

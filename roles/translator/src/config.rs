@@ -9,6 +9,9 @@ use roles_common::{default, ConfigError, Validate};
 use serde::Deserialize;
 use stratum_apps::key_utils::Secp256k1PublicKey;
 
+/// Hours a quote done with stays on record unless configured otherwise.
+pub const DEFAULT_KEEP_QUOTES_HOURS: u64 = 24;
+
 /// One pool the translator can connect to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,7 +99,7 @@ pub struct TranslatorConfig {
     pub mint_retry_secs: u64,
     /// Hours the record of a quote done with (minted, or a miner's own) is
     /// kept in quotes.sqlite; then it is deleted (a pending quote never is).
-    #[serde(default = "default::u64::<24>")]
+    #[serde(default = "default::u64::<DEFAULT_KEEP_QUOTES_HOURS>")]
     pub keep_quotes_hours: u64,
     /// The proxy-stats service: without it the translator publishes no stats.
     #[serde(default)]

@@ -45,8 +45,6 @@ const MAX_RECORD_BATCH: usize = 1024;
 
 /// How often old records of quotes done with are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Records deleted in one transaction at most: the recorder waits for it.
-const PRUNE_CHUNK: usize = 2_000;
 
 /// What the quote recorder works with.
 pub(crate) struct Recorder {
@@ -210,9 +208,8 @@ impl Recorder {
 }
 
 /// Deletes the records of quotes done with (minted, or a miner's own) and
-/// of failures once older than `keep`, at start and every [`PRUNE_EVERY`],
-/// [`PRUNE_CHUNK`] at a time: at a thousand shares a second they would
-/// fill ~25 GB a day.
+/// of failures once older than `keep`, at start and every [`PRUNE_EVERY`]:
+/// at a thousand shares a second they would fill ~25 GB a day.
 pub(crate) async fn prune_quotes(
     store: Arc<QuoteStore>,
     keep: Duration,
@@ -226,36 +223,21 @@ pub(crate) async fn prune_quotes(
             _ = every.tick() => {}
         }
         let before = roles_common::unix_secs().saturating_sub(keep.as_secs());
-        let (mut quotes, mut failures) = (0, 0);
-        while !shutdown.is_cancelled() {
-            let store = store.clone();
-            let pruned =
-                tokio::task::spawn_blocking(move || store.prune(before, PRUNE_CHUNK)).await;
-            match pruned {
-                Ok(Ok((q, f))) => {
-                    (quotes, failures) = (quotes + q, failures + f);
-                    if q < PRUNE_CHUNK && f < PRUNE_CHUNK {
-                        break;
-                    }
-                }
-                Ok(Err(e)) => {
-                    warn!("cannot delete old quote records: {e}");
-                    break;
-                }
-                Err(e) => {
-                    warn!("deleting old quote records failed: {e}");
-                    break;
-                }
-            }
-        }
-        if quotes + failures > 0 {
-            info!(
+        let (store, stop) = (store.clone(), shutdown.clone());
+        let pruned =
+            tokio::task::spawn_blocking(move || store.prune_all(before, || stop.is_cancelled()))
+                .await;
+        match pruned {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((quotes, failures))) => info!(
                 quotes,
                 failures,
                 "deleted the records of quotes minted or of miners' own keys, and of failures, \
                  older than {} h",
                 keep.as_secs() / 3600
-            );
+            ),
+            Ok(Err(e)) => warn!("cannot delete old quote records: {e}"),
+            Err(e) => warn!("deleting old quote records failed: {e}"),
         }
     }
 }

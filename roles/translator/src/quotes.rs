@@ -16,7 +16,7 @@
 //!
 //! Records of quotes done with (minted, or foreign) and of failures are
 //! deleted once older than the translator's `keep_quotes_hours`
-//! ([`QuoteStore::prune`]); pending ones stay until minted.
+//! ([`QuoteStore::prune_all`]); pending ones stay until minted.
 //!
 //! It also keeps where the wallet's look-up of its key's quotes at a mint
 //! goes on from, so a restarted proxy does not list every quote it ever had
@@ -115,6 +115,9 @@ pub struct Totals {
 pub struct QuoteStore {
     conn: Mutex<Connection>,
 }
+
+/// Records [`QuoteStore::prune_all`] deletes in one transaction at most.
+const PRUNE_CHUNK: usize = 2_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS quotes (
@@ -316,10 +319,29 @@ impl QuoteStore {
         Ok(())
     }
 
-    /// Deletes up to `limit` records of quotes done with (minted here, or
-    /// foreign) created before `before` (unix seconds), and up to `limit`
-    /// failures of then; how many of each.
-    pub fn prune(&self, before: u64, limit: usize) -> Result<(usize, usize), StoreError> {
+    /// Deletes the records of quotes done with (minted here, or foreign)
+    /// and of failures created before `before` (unix seconds), a chunk per
+    /// transaction (whoever records quotes waits for one at most), until
+    /// none is left or `stop()`; how many of each.
+    pub fn prune_all(
+        &self,
+        before: u64,
+        stop: impl Fn() -> bool,
+    ) -> Result<(usize, usize), StoreError> {
+        let (mut quotes, mut failures) = (0, 0);
+        while !stop() {
+            let (q, f) = self.prune(before, PRUNE_CHUNK)?;
+            (quotes, failures) = (quotes + q, failures + f);
+            if q < PRUNE_CHUNK && f < PRUNE_CHUNK {
+                break;
+            }
+        }
+        Ok((quotes, failures))
+    }
+
+    /// Deletes up to `limit` records of quotes done with created before
+    /// `before`, and up to `limit` failures of then; how many of each.
+    fn prune(&self, before: u64, limit: usize) -> Result<(usize, usize), StoreError> {
         let conn = self.conn();
         let (before, limit) = (before as i64, limit as i64);
         let quotes = conn.execute(
@@ -670,6 +692,28 @@ mod tests {
         let failures = s.newest_failures(10).unwrap();
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].share_hash, "new");
+    }
+
+    #[test]
+    fn pruning_all_goes_on_a_chunk_at_a_time_until_told_to_stop() {
+        let s = QuoteStore::open_in_memory().unwrap();
+        let old = 2 * PRUNE_CHUNK + 5;
+        let quotes: Vec<QuoteRecord> = (0..old)
+            .map(|i| QuoteRecord {
+                created_at: 10,
+                ..record(&format!("m{i}"), 1, QuoteState::Minted)
+            })
+            .chain([record("pending", 1, QuoteState::Pending)])
+            .collect();
+        s.record(&quotes, &[]).unwrap();
+
+        assert_eq!(s.prune_all(50, || true).unwrap(), (0, 0), "stopped at once");
+        let chunks = std::cell::Cell::new(0);
+        let stop_after_one = || chunks.replace(chunks.get() + 1) == 1;
+        assert_eq!(s.prune_all(50, stop_after_one).unwrap(), (PRUNE_CHUNK, 0));
+        assert_eq!(s.prune_all(50, || false).unwrap(), (old - PRUNE_CHUNK, 0));
+        let t = s.totals().unwrap();
+        assert_eq!((t.minted.0, t.pending.0), (0, 1));
     }
 
     #[test]

@@ -177,14 +177,38 @@ async fn a_miner_with_its_own_key_claims_exactly_its_shares_and_the_proxy_cannot
     assert!(mint_quotes(&wallet(&stack.mint_url()), &ids, &proxy_secret)
         .await
         .is_err());
-    let claimed = run(WalletCommand::Claim).await.unwrap();
+    // A record of a quote minted days ago is deleted by the claim; those
+    // of today's are kept.
+    let minted_long_ago = translator::quotes::QuoteRecord {
+        quote_id: "minted-long-ago".into(),
+        share_hash: "00".repeat(32),
+        amount: 1,
+        locking_key: own.wallet.locking_key().to_string(),
+        keyset_id: String::new(),
+        channel_id: 1,
+        sequence_number: 1,
+        state: translator::quotes::QuoteState::Minted,
+        created_at: 1,
+        last_error: None,
+    };
+    own.store.record(&[minted_long_ago], &[]).unwrap();
+    let claim = || WalletCommand::Claim {
+        keep_quotes_hours: None,
+    };
+    let claimed = run(claim()).await.unwrap();
     assert!(
         claimed.contains(&format!("minted now: {accepted} quotes, {sum} hash")),
         "{claimed}"
     );
+    assert!(
+        claimed.contains("deleted the records of 1 quotes minted over 24 h ago"),
+        "{claimed}"
+    );
+    assert_eq!(own.store.totals().unwrap().minted, (accepted, sum));
     assert_eq!(own.wallet.balance().await.unwrap(), sum);
-    let again = run(WalletCommand::Claim).await.unwrap();
+    let again = run(claim()).await.unwrap();
     assert!(again.contains("minted now: 0 quotes, 0 hash"), "{again}");
+    assert!(!again.contains("deleted"), "{again}");
 
     // A token sent from it is received by another wallet.
     let token = run(WalletCommand::Send { amount: 1 }).await.unwrap();
