@@ -27,7 +27,7 @@ pub struct MintConfig {
     #[serde(default = "default::this_machine::<SocketAddr, 3338>")]
     pub http_listen: SocketAddr,
     /// The URL wallets use to reach the HTTP API, as advertised in the mint
-    /// info. Defaults to `http://<http_listen>`.
+    /// info. Defaults to `http://<the address http_listen bound>`.
     #[serde(default)]
     pub public_url: Option<String>,
     /// The pool link (SV2 mint-quote subprotocol over Noise).
@@ -215,10 +215,12 @@ impl MintConfig {
         }
     }
 
-    pub fn public_url(&self) -> String {
+    /// The URL advertised in the mint info: `public_url`, else the HTTP API
+    /// as bound (`http_listen` may ask for any port).
+    pub fn public_url(&self, bound: SocketAddr) -> String {
         self.public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.http_listen))
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 }
 

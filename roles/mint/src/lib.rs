@@ -121,7 +121,16 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningMint, MintError> {
     let db = open_database(&config).await?;
-    let mint = Arc::new(build_mint(&config, &db).await?);
+    let (http_listener, http_addr) = bind(config.http_listen).await?;
+    let (link_listener, link_addr) = bind(config.link_listen).await?;
+    let public_url = config.public_url(http_addr);
+    if config.public_url.is_none() && http_addr.ip().is_unspecified() {
+        warn!(
+            "public_url is not set: the mint info advertises {public_url}, which no wallet \
+             can reach; set public_url to the URL wallets use"
+        );
+    }
+    let mint = Arc::new(build_mint(&config, &db, &public_url).await?);
     mint.start().await?;
 
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
@@ -131,8 +140,6 @@ pub async fn start(
         .map(|id| id.to_string())
         .unwrap_or_default();
 
-    let (http_listener, http_addr) = bind(config.http_listen).await?;
-    let (link_listener, link_addr) = bind(config.link_listen).await?;
     index_earlier_quotes(&config, &mint).await?;
     let chain = chain_view(&config, &mint).await?.map(Arc::new);
     let service = Arc::new(QuoteService::new(
@@ -173,8 +180,7 @@ pub async fn start(
         ));
     }
     info!(
-        "mint serving: Cashu HTTP API on http://{http_addr} (advertised as {}), pool link on {link_addr}, unit {} ({} ehash = 2^{} expected hashes each), keyset {keyset}, database {}",
-        config.public_url(),
+        "mint serving: Cashu HTTP API on http://{http_addr} (advertised as {public_url}), pool link on {link_addr}, unit {} ({} ehash = 2^{} expected hashes each), keyset {keyset}, database {}",
         ehash::constants::UNIT,
         ehash::constants::PAYMENT_METHOD,
         config.unit_bits,
@@ -343,7 +349,11 @@ async fn open_postgres(
     }
 }
 
-async fn build_mint(config: &MintConfig, db: &Database) -> Result<Mint, MintError> {
+async fn build_mint(
+    config: &MintConfig,
+    db: &Database,
+    public_url: &str,
+) -> Result<Mint, MintError> {
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
     let method = PaymentMethod::Custom(ehash::constants::PAYMENT_METHOD.to_string());
     let mut builder = MintBuilder::new(db.store.clone());
@@ -371,7 +381,7 @@ async fn build_mint(config: &MintConfig, db: &Database) -> Result<Mint, MintErro
     let mut builder = builder
         .with_batch_minting(Some(config.max_batch_size), Some(vec![method.to_string()]))
         .with_name(config.name.clone())
-        .with_urls(vec![config.public_url()])
+        .with_urls(vec![public_url.to_string()])
         .with_pubkey(config.info_pubkey().into());
     if let Some(description) = &config.description {
         builder = builder.with_description(description.clone());

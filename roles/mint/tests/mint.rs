@@ -307,6 +307,8 @@ async fn ehash_quotes_cannot_be_created_over_http() {
     let wallet = mint.wallet();
     // The method is advertised (NUT-04) ...
     let info = wallet.fetch_mint_info().await.unwrap().unwrap();
+    // (and the URL is the one bound, not the configured port 0)
+    assert_eq!(info.urls, Some(vec![mint.running.http_url()]));
     assert!(info
         .nuts
         .nut04

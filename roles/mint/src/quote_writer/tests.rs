@@ -105,7 +105,7 @@ async fn open(database: &str) -> (Arc<Mint>, TotalsReader) {
         ..roles_common::testing::load_shipped("mint.toml")
     };
     let db = crate::open_database(&config).await.unwrap();
-    let mint = Arc::new(crate::build_mint(&config, &db).await.unwrap());
+    let mint = Arc::new(crate::build_mint(&config, &db, "http://127.0.0.1:3338").await.unwrap());
     (mint, db.totals)
 }
 
