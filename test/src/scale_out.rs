@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use devnet_tp::TpHandle;
-use roles_common::services::{Postgres, Redis};
+use roles_common::services::{Postgres, ProcessGroup, Redis};
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -136,9 +136,14 @@ impl Cluster {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let (tp, tp_shutdown) = start_tp(dir.path(), NBITS_NEVER).await;
-        let (redis, postgres) = tokio::task::spawn_blocking(|| (Redis::start(), Postgres::start()))
-            .await
-            .expect("servers start");
+        let (redis, postgres) = tokio::task::spawn_blocking(|| {
+            (
+                Redis::start(ProcessGroup::Parent),
+                Postgres::start(ProcessGroup::Parent),
+            )
+        })
+        .await
+        .expect("servers start");
         let mut cluster = Cluster {
             pools: vec![],
             mints: vec![],

@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +29,26 @@ const POSTGRES_SYSTEM_USER: &str = "postgres";
 const POSTGRES_USER: &str = "hashpool";
 const POSTGRES_DATABASE: &str = "hashpool";
 
+/// Who a server's process group is, and so who a terminal's Ctrl-C
+/// reaches (it signals the whole foreground group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessGroup {
+    /// Its parent's: it stops with an interrupted test run.
+    Parent,
+    /// Its own: only its owner stops it, after what uses it (the devnet's
+    /// mints write to PostgreSQL as they stop).
+    Own,
+}
+
+impl ProcessGroup {
+    fn apply(self, command: &mut Command) -> &mut Command {
+        if self == ProcessGroup::Own {
+            command.process_group(0);
+        }
+        command
+    }
+}
+
 /// A throwaway PostgreSQL server: `initdb` in a temporary directory,
 /// `postgres` as a child process listening on 127.0.0.1 only (trust
 /// authentication), one database. Dropping it stops the server and removes
@@ -40,7 +61,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// Initialises, starts and waits for a fresh server with one database.
-    pub fn start() -> Result<Postgres, String> {
+    pub fn start(group: ProcessGroup) -> Result<Postgres, String> {
         let bin = postgres_bindir()?;
         let as_root = running_as_root()?;
         let dir = TempDir::new("postgres")?;
@@ -82,7 +103,9 @@ impl Postgres {
 
         let log_path = dir.path().join("postgres.log");
         let log = File::create(&log_path).map_err(|e| format!("postgres.log: {e}"))?;
-        let child = as_postgres(as_root, &bin.join("postgres"), dir.path())
+        let mut postgres = as_postgres(as_root, &bin.join("postgres"), dir.path());
+        let child = group
+            .apply(&mut postgres)
             .arg("-D")
             .arg(&data)
             .stdin(Stdio::null())
@@ -140,15 +163,17 @@ impl Drop for Postgres {
 /// kills the server and removes its directory.
 pub struct Redis {
     port: u16,
+    group: ProcessGroup,
     child: Option<Child>,
     dir: TempDir,
 }
 
 impl Redis {
     /// Starts a fresh server and waits until it answers PING.
-    pub fn start() -> Result<Redis, String> {
+    pub fn start(group: ProcessGroup) -> Result<Redis, String> {
         let mut redis = Redis {
             port: free_port()?,
+            group,
             child: None,
             dir: TempDir::new("redis")?,
         };
@@ -199,7 +224,9 @@ impl Redis {
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("redis.log: {e}"))?;
-        let mut child = Command::new("redis-server")
+        let mut child = self
+            .group
+            .apply(&mut Command::new("redis-server"))
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path())
@@ -451,7 +478,7 @@ mod tests {
 
     #[test]
     fn postgres_starts_accepts_connections_and_is_gone_when_dropped() {
-        let postgres = Postgres::start().unwrap();
+        let postgres = Postgres::start(ProcessGroup::Parent).unwrap();
         let url = postgres.url();
         assert!(url.starts_with("postgres://hashpool@127.0.0.1:"), "{url}");
         let port = postgres.addr().port().to_string();
@@ -470,7 +497,7 @@ mod tests {
 
     #[test]
     fn redis_keeps_what_it_acknowledged_across_a_restart_and_a_kill() {
-        let mut redis = Redis::start().unwrap();
+        let mut redis = Redis::start(ProcessGroup::Parent).unwrap();
         assert!(redis.url().starts_with("redis://127.0.0.1:"));
         let addr = redis.addr();
         assert_eq!(redis_command(addr, &["SET", "share", "quoted"]), "+OK\r\n");

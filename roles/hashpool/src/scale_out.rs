@@ -14,7 +14,7 @@ use pool::config::MintTransport;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 
 use crate::profile::DevnetConfigs;
-use roles_common::services::{Postgres, Redis};
+use roles_common::services::{Postgres, ProcessGroup, Redis};
 
 /// The second pool's identity key towards the mint (devnet only: public).
 const SECOND_POOL_IDENTITY: &str = "VJCtphiyTgEZe7rb98GUeAE6yxVLocVWmvt68y3BuQqqshcK8";
@@ -37,10 +37,14 @@ impl Services {
 
 /// Starts PostgreSQL and Redis and points the mint and the pool at them.
 pub async fn start_services(c: &mut DevnetConfigs) -> Result<Services, String> {
-    // Off the runtime: initdb and the waits for the servers block.
-    let (postgres, redis) = tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
-        .await
-        .map_err(|e| e.to_string())?;
+    // Off the runtime: initdb and the waits for the servers block. Their
+    // own process groups: Ctrl-C reaches the devnet alone, which stops them
+    // after the mints and pools.
+    let own = ProcessGroup::Own;
+    let (postgres, redis) =
+        tokio::task::spawn_blocking(move || (Postgres::start(own), Redis::start(own)))
+            .await
+            .map_err(|e| e.to_string())?;
     let (postgres, redis) = (postgres?, redis?);
     c.mint.database = postgres.url();
     c.mint.redis = Some(mint::RedisSettings {

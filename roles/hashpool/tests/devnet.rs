@@ -3,6 +3,7 @@
 //! from the state dir. Bad config stops it with one line naming the field.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -66,8 +67,10 @@ impl Devnet {
         Self::start_with(state, ports, &["devnet"])
     }
 
+    /// In a process group of its own, as a shell runs a command.
     fn start_with(state: &Path, ports: &[(&str, String)], args: &[&str]) -> Self {
         let mut child = hashpool(state, ports, args)
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -105,10 +108,11 @@ impl Devnet {
         parse_wallet_balance(&line).unwrap()
     }
 
+    /// SIGINT to its whole process group, as Ctrl-C in a terminal.
     fn interrupt(mut self) -> (ExitStatus, Vec<String>) {
-        let pid = self.child.id().to_string();
+        let group = format!("-{}", self.child.id());
         assert!(Command::new("kill")
-            .args(["-INT", &pid])
+            .args(["-INT", "--", &group])
             .status()
             .unwrap()
             .success());
@@ -268,5 +272,14 @@ fn hashpool_devnet_scale_out_quotes_over_redis_and_pays() {
     );
     let (status, _) = devnet.interrupt();
     assert!(status.success(), "exit status {status}");
+    // Ctrl-C stops the devnet, which stops PostgreSQL and Redis last: no
+    // role lost its database or stream while stopping.
+    let log = std::fs::read_to_string(scale_out.join("devnet.log")).unwrap();
+    let stopping = log.find("shutdown requested").expect("a shutdown");
+    let warnings: Vec<&str> = log[stopping..]
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
     std::fs::remove_dir_all(&scale_out).unwrap();
 }

@@ -42,10 +42,12 @@ impl Backend {
     }
 
     async fn postgres() -> Self {
-        let postgres = tokio::task::spawn_blocking(roles_common::services::Postgres::start)
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+        let postgres = tokio::task::spawn_blocking(|| {
+            roles_common::services::Postgres::start(roles_common::services::ProcessGroup::Parent)
+        })
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
         let (mint, totals) = open(&postgres.url()).await;
         Self {
             mint,
@@ -105,7 +107,11 @@ async fn open(database: &str) -> (Arc<Mint>, TotalsReader) {
         ..roles_common::testing::load_shipped("mint.toml")
     };
     let db = crate::open_database(&config).await.unwrap();
-    let mint = Arc::new(crate::build_mint(&config, &db, "http://127.0.0.1:3338").await.unwrap());
+    let mint = Arc::new(
+        crate::build_mint(&config, &db, "http://127.0.0.1:3338")
+            .await
+            .unwrap(),
+    );
     (mint, db.totals)
 }
 
