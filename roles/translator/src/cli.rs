@@ -157,49 +157,55 @@ pub async fn run_wallet_command_on(
             out.push('\n');
         }
         WalletCommand::Quotes => {
-            let own = wallet.locking_key().to_string();
-            out += "quote_id\tamount\tstate\tlocking_key\tshare_hash\tlast_error\n";
-            let quotes = store.newest(LISTED_AT_MOST).map_err(|e| e.to_string())?;
-            let failures = store
-                .newest_failures(LISTED_AT_MOST)
-                .map_err(|e| e.to_string())?;
-            let t = store.totals().map_err(|e| e.to_string())?;
-            let older =
-                (t.pending.0 + t.minted.0 + t.foreign.0).saturating_sub(quotes.len() as u64);
-            let older_failures = t.failures.saturating_sub(failures.len() as u64);
-            for r in quotes {
-                let state = match r.state {
-                    QuoteState::Foreign => "miner-key",
-                    s => s.as_str(),
-                };
-                let key = if r.locking_key == own {
-                    "wallet"
-                } else {
-                    r.locking_key.as_str()
-                };
-                out += &format!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\n",
-                    r.quote_id,
-                    r.amount,
-                    state,
-                    key,
-                    r.share_hash,
-                    r.last_error.as_deref().unwrap_or("")
-                );
-            }
-            for f in failures {
-                out += &format!(
-                    "-\t0\tfailed:{}\t-\t{}\t{}\n",
-                    f.error_code, f.share_hash, f.error_message
-                );
-            }
-            if older + older_failures > 0 {
-                out += &format!(
-                    "# not listed: {older} older quotes and {older_failures} older failures \
-                     (the newest {LISTED_AT_MOST} of each are)\n"
-                );
-            }
+            out += &quote_listing(&wallet.locking_key().to_string(), store)?;
         }
+    }
+    Ok(out)
+}
+
+/// The newest records of quotes and failures, tab-separated, `own` naming
+/// the wallet's key.
+fn quote_listing(own: &str, store: &QuoteStore) -> Result<String, String> {
+    let mut out = String::new();
+    out += "quote_id\tamount\tstate\tlocking_key\tshare_hash\tlast_error\n";
+    let quotes = store.newest(LISTED_AT_MOST).map_err(|e| e.to_string())?;
+    let failures = store
+        .newest_failures(LISTED_AT_MOST)
+        .map_err(|e| e.to_string())?;
+    let t = store.totals().map_err(|e| e.to_string())?;
+    let older = (t.pending.0 + t.minted.0 + t.foreign.0).saturating_sub(quotes.len() as u64);
+    let older_failures = t.failures.saturating_sub(failures.len() as u64);
+    for r in quotes {
+        let state = match r.state {
+            QuoteState::Foreign => "miner-key",
+            s => s.as_str(),
+        };
+        let key = if r.locking_key == own {
+            "wallet"
+        } else {
+            r.locking_key.as_str()
+        };
+        out += &format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\n",
+            r.quote_id,
+            r.amount,
+            state,
+            key,
+            r.share_hash,
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    for f in failures {
+        out += &format!(
+            "-\t0\tfailed:{}\t-\t{}\t{}\n",
+            f.error_code, f.share_hash, f.error_message
+        );
+    }
+    if older + older_failures > 0 {
+        out += &format!(
+            "# not listed: {older} older quotes and {older_failures} older failures \
+             (the newest {LISTED_AT_MOST} of each are)\n"
+        );
     }
     Ok(out)
 }
