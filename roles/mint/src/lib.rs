@@ -57,6 +57,7 @@ use crate::chain::{Chain, TipHistory};
 use crate::io::LinkContext;
 use crate::lookup::QuoteLookup;
 use crate::quote_totals::TotalsReader;
+use crate::quote_writer::WriterStopped;
 use crate::service::QuoteService;
 
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +97,12 @@ pub struct RunningMint {
     pub link_addr: SocketAddr,
     pub mint: Arc<Mint>,
     tasks: JoinSet<()>,
+    writer_stopped: WriterStopped,
 }
+
+/// How long a stopping mint waits for its quote writer to finish the
+/// quotes in flight: past the HTTP connections' grace, which hold it too.
+const WRITER_DRAIN: Duration = Duration::from_secs(10);
 
 impl RunningMint {
     /// The base URL of the Cashu HTTP API as bound (useful with port 0).
@@ -107,6 +113,16 @@ impl RunningMint {
     /// Waits until the mint has stopped (after its shutdown token is cancelled).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        // Quotes being written are committed before the database may go.
+        if tokio::time::timeout(WRITER_DRAIN, self.writer_stopped.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the quote writer is still busy {WRITER_DRAIN:?} after the stop; what it has \
+                 not committed rolls back, and its pools ask again"
+            );
+        }
         if let Err(e) = self.mint.stop().await {
             tracing::warn!("mint stop: {e}");
         }
@@ -126,8 +142,8 @@ pub async fn start(
     let public_url = config.public_url(http_addr);
     if config.public_url.is_none() && http_addr.ip().is_unspecified() {
         warn!(
-            "public_url is not set: the mint info advertises {public_url}, which no wallet \
-             can reach; set public_url to the URL wallets use"
+            "public_url is not set: the mint info advertises {public_url}, which wallets on \
+             other machines cannot reach; set public_url to the URL wallets use"
         );
     }
     let mint = Arc::new(build_mint(&config, &db, &public_url).await?);
@@ -142,13 +158,14 @@ pub async fn start(
 
     index_earlier_quotes(&config, &mint).await?;
     let chain = chain_view(&config, &mint).await?.map(Arc::new);
-    let service = Arc::new(QuoteService::new(
+    let (service, writer_stopped) = QuoteService::new(
         mint.clone(),
         config.unit_bits(),
         config.min_amount..=config.max_amount,
         chain.clone(),
         db.totals,
-    ));
+    );
+    let service = Arc::new(service);
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
     let forgetting = lookup::forget_expired_periodically(lookup.clone(), shutdown.clone());
     let router = http_api(&config, &mint, &service, lookup).await?;
@@ -191,6 +208,7 @@ pub async fn start(
         link_addr,
         mint,
         tasks,
+        writer_stopped,
     })
 }
 

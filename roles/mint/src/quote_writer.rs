@@ -108,9 +108,19 @@ pub struct QuoteWriter {
     mint: Arc<Mint>,
 }
 
+/// Resolves once the writer's thread has ended: every handle dropped, and
+/// what was queued written (but the shares nobody waits for any more).
+pub struct WriterStopped(oneshot::Receiver<()>);
+
+impl WriterStopped {
+    pub async fn wait(self) {
+        let _ = self.0.await;
+    }
+}
+
 impl QuoteWriter {
-    /// Starts the writer's thread; it ends when the handle is dropped.
-    pub fn start(mint: Arc<Mint>) -> Self {
+    /// Starts the writer's thread; it ends when every handle is dropped.
+    pub fn start(mint: Arc<Mint>) -> (Self, WriterStopped) {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writing = Arc::new(Mutex::new(()));
         let groups = Arc::new(AtomicU64::new(0));
@@ -129,11 +139,15 @@ impl QuoteWriter {
         // the next group's arrival wakes it directly, not through a worker
         // busy with the checks of that group.
         let runtime = tokio::runtime::Handle::current();
+        let (stopped, writer_stopped) = oneshot::channel();
         std::thread::Builder::new()
             .name("mint-quote-writer".into())
-            .spawn(move || runtime.block_on(writer.run(queue)))
+            .spawn(move || {
+                runtime.block_on(writer.run(queue));
+                let _ = stopped.send(());
+            })
             .expect("the quote writer's thread starts");
-        Self {
+        let handle = Self {
             jobs,
             writing,
             #[cfg(test)]
@@ -141,7 +155,8 @@ impl QuoteWriter {
             #[cfg(test)]
             races_lost,
             mint,
-        }
+        };
+        (handle, WriterStopped(writer_stopped))
     }
 
     /// The share's quote, created and paid once; answered when durable.
@@ -230,9 +245,17 @@ fn cdk_failure(e: cdk::Error) -> Failure {
 
 impl Writer {
     async fn run(self, mut queue: mpsc::Receiver<Job>) {
-        let mut shares = 0u64;
+        let (mut shares, mut left) = (0u64, 0u64);
         let mut group = Vec::new();
         while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+            // A share whose asker went away (its link closed, or the mint is
+            // stopping) is left unwritten: its pool asks again.
+            let asked = group.len();
+            group.retain(|job| !job.answer.is_closed());
+            left += (asked - group.len()) as u64;
+            if group.is_empty() {
+                continue;
+            }
             let group = std::mem::take(&mut group);
             let _writing = self.writing.lock().await;
             shares += group.len() as u64;
@@ -248,7 +271,7 @@ impl Writer {
         let races = self.races_lost.load(Ordering::Relaxed);
         tracing::info!(
             "quote writer stopped: {shares} quotes written in {groups} transactions \
-             ({races} lost a race to another writer)"
+             ({races} lost a race to another writer), {left} left as their askers went away"
         );
     }
 

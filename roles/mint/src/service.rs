@@ -19,7 +19,7 @@ use crate::audit;
 use crate::chain::{Chain, HeaderOnTip};
 use crate::quote::{check_request, CheckedShare, KnownKeys, Rejection};
 use crate::quote_totals::{QuoteTotals, TotalsReader};
-use crate::quote_writer::{QuoteWriter, ShareToQuote};
+use crate::quote_writer::{QuoteWriter, ShareToQuote, WriterStopped};
 
 /// KV namespace of the mint's own indexes (share hash -> quote id in
 /// `quote_writer`, locking key -> quote ids in `key_index`), in the mint's
@@ -58,16 +58,18 @@ pub struct QuoteService {
 }
 
 impl QuoteService {
-    /// Starts the quote writer: call within the runtime.
-    pub fn new(
+    /// Starts the quote writer (call within the runtime); it stops once the
+    /// service is dropped.
+    pub(crate) fn new(
         mint: Arc<Mint>,
         unit_bits: UnitBits,
         amounts: RangeInclusive<u64>,
         chain: Option<Arc<Chain>>,
         totals_reader: TotalsReader,
-    ) -> Self {
-        Self {
-            writer: QuoteWriter::start(mint.clone()),
+    ) -> (Self, WriterStopped) {
+        let (writer, writer_stopped) = QuoteWriter::start(mint.clone());
+        let service = Self {
+            writer,
             mint,
             unit: CurrencyUnit::custom(ehash::constants::UNIT),
             unit_bits,
@@ -76,7 +78,8 @@ impl QuoteService {
             keys: KnownKeys::default(),
             totals: Default::default(),
             totals_reader,
-        }
+        };
+        (service, writer_stopped)
     }
 
     pub fn unit_bits(&self) -> UnitBits {

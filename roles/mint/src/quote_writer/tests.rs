@@ -281,7 +281,7 @@ async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_o
     backend: Backend,
 ) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let shares: Vec<_> = (1..=300).map(share).collect();
 
     // Everything queues while the writer is held, then goes in few groups.
@@ -322,7 +322,7 @@ async fn shares_waiting_together_are_written_in_one_group_each_quoted_and_paid_o
 
 async fn the_same_share_twice_in_one_group_gets_one_quote(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let one = share(5);
     let answers = quote_together(&writer, &vec![one.clone(); 4]).await;
     let first = answers[0].clone().unwrap();
@@ -333,9 +333,48 @@ async fn the_same_share_twice_in_one_group_gets_one_quote(backend: Backend) {
     paid_once(&mint, &first, &one).await;
 }
 
+/// A share whose asker gave up before the writer took it is left (its pool
+/// asks again); the writer stops once its handles are gone, after writing
+/// what was awaited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_nobody_waits_for_is_left_and_the_writer_stops_after_the_rest() {
+    let mint = Backend::sqlite().await.mint;
+    let (writer, stopped) = QuoteWriter::start(mint.clone());
+    let writer = Arc::new(writer);
+    let ask = |share: &ShareToQuote| {
+        let (writer, share) = (writer.clone(), share.clone());
+        tokio::spawn(async move { writer.quote(share).await })
+    };
+    let (first, given_up, last) = (share(1), share(2), share(3));
+    let wait = || tokio::time::sleep(std::time::Duration::from_millis(200));
+    let (first_answer, last_answer) = writer
+        .while_idle(async {
+            // The writer takes `first` and waits; the others queue behind it.
+            let first_answer = ask(&first);
+            wait().await;
+            let gave_up = ask(&given_up);
+            wait().await;
+            gave_up.abort();
+            let last_answer = ask(&last);
+            wait().await;
+            (first_answer, last_answer)
+        })
+        .await;
+    for (share, answer) in [(&first, first_answer), (&last, last_answer)] {
+        let quote_id = answer.await.unwrap().expect("quoted");
+        paid_once(&mint, &quote_id, share).await;
+    }
+    assert_eq!(writer.quote_of(&given_up.share_hex).await.unwrap(), None);
+
+    drop(writer);
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopped.wait())
+        .await
+        .expect("the writer stops once its handles are gone");
+}
+
 async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     // A share quoted at 7, then claimed at 8: its quote shows 7 paid.
     let quoted = share(7);
     writer.quote(quoted.clone()).await.unwrap();
@@ -366,7 +405,7 @@ async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted(back
 
 async fn a_quote_created_but_never_indexed_is_found_listed_and_paid(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = QuoteWriter::start(mint.clone());
+    let writer = QuoteWriter::start(mint.clone()).0;
     let orphan = share(3);
     // As an older mint left it: created by its request, never indexed.
     let mut tx = mint.localstore().begin_transaction().await.unwrap();
@@ -385,7 +424,7 @@ async fn a_quote_created_but_never_indexed_is_found_listed_and_paid(backend: Bac
 
 async fn a_quote_indexed_but_never_paid_is_paid_and_not_listed_again(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = QuoteWriter::start(mint.clone());
+    let writer = QuoteWriter::start(mint.clone()).0;
     let leftover = share(4);
     // As an older mint left it: created and indexed (its lists were
     // written with the index), never paid.
@@ -406,7 +445,7 @@ async fn a_quote_indexed_but_never_paid_is_paid_and_not_listed_again(backend: Ba
 /// and pays it.
 async fn a_quote_another_writer_creates_first_is_the_answer_paid_once(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let contested = share(9);
     let mut other = mint.localstore().begin_transaction().await.unwrap();
     let winner = add_quote(&mut other, &contested).await;
@@ -431,7 +470,7 @@ async fn a_quote_another_writer_creates_first_is_the_answer_paid_once(backend: B
 /// written, and the share written again finds the other's.
 async fn a_share_another_writer_indexes_first_is_answered_with_its_quote(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let orphan = share(6);
     let mut tx = mint.localstore().begin_transaction().await.unwrap();
     let quote_id = add_quote(&mut tx, &orphan).await;
@@ -496,7 +535,7 @@ async fn issue(mint: &Mint, quote_id: &QuoteId) {
 
 async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_new_ones(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let mut totals = QuoteTotals::default();
     let ids = quoted(&writer, 1..=5).await;
     let fresh = totals.refresh(&backend.totals).await.unwrap();
@@ -544,7 +583,7 @@ async fn the_totals_follow_new_and_issued_quotes_and_read_only_the_new_ones(back
 /// process alike.
 async fn the_totals_count_a_long_log_of_issuances_once(backend: Backend) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let shares: Vec<_> = (0..2_600).map(|i| share(1 + i % 7)).collect();
     let ids: Vec<QuoteId> = quote_together(&writer, &shares)
         .await
@@ -576,7 +615,7 @@ async fn the_totals_count_a_long_log_of_issuances_once(backend: Backend) {
 async fn a_restarted_mint_resumes_its_totals_from_the_checkpoint(backend: Backend) {
     let mint = backend.mint.clone();
     let db = mint.localstore();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let ids = quoted(&writer, 1..=6).await;
     issue(&mint, &ids[0]).await;
     let mut before = QuoteTotals::default();
@@ -612,7 +651,7 @@ async fn quotes_written_together_share_list_entries_and_entries_of_one_still_cou
     backend: Backend,
 ) {
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     // One at a time: an entry each, as older mints listed every quote.
     for amount in 1..=3 {
         writer.quote(share(amount)).await.expect("quoted");
@@ -641,7 +680,7 @@ async fn quotes_written_together_share_list_entries_and_entries_of_one_still_cou
 async fn a_keys_quotes_written_together_are_read_from_any_of_their_positions(backend: Backend) {
     let mint = backend.mint.clone();
     let db = mint.localstore();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let one_key = share(1);
     // One quote on its own, then 150 together, all for one key.
     let shares: Vec<_> = (1..=151)
@@ -696,7 +735,7 @@ async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
 
     assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 3);
     assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 0);
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     quote_all(&writer, &[share(4)]).await;
     let totals = counted_afresh(&backend.totals).await;
     assert_eq!((totals.quotes_unpaid, totals.quotes_paid), (3, 1));
@@ -719,7 +758,7 @@ async fn a_leftover_listed_unpaid_then_paid_when_its_share_comes_again_counts_on
     let before = totals.refresh(&backend.totals).await.unwrap();
     assert_eq!((before.quotes_unpaid, before.quotes_paid), (1, 0));
 
-    let writer = QuoteWriter::start(mint.clone());
+    let writer = QuoteWriter::start(mint.clone()).0;
     assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
     let after = totals.refresh(&backend.totals).await.unwrap();
     assert_eq!((after.quotes_unpaid, after.quotes_paid), (0, 1));
@@ -731,7 +770,7 @@ async fn a_leftover_listed_unpaid_then_paid_when_its_share_comes_again_counts_on
 async fn on_postgres_a_quote_minted_in_a_transaction_that_commits_late_is_counted() {
     let backend = Backend::postgres().await;
     let mint = backend.mint.clone();
-    let writer = Arc::new(QuoteWriter::start(mint.clone()));
+    let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     let ids = quoted(&writer, 1..=3).await;
     let mut totals = QuoteTotals::default();
     totals.refresh(&backend.totals).await.unwrap();
@@ -765,8 +804,8 @@ async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
     // Opened after the first has set the database up, as a second process.
     let other = backend.another_mint().await;
     let writers = [
-        Arc::new(QuoteWriter::start(backend.mint.clone())),
-        Arc::new(QuoteWriter::start(other)),
+        Arc::new(QuoteWriter::start(backend.mint.clone()).0),
+        Arc::new(QuoteWriter::start(other).0),
     ];
     let shares: Vec<_> = (1..=300).map(share).collect();
     let reversed: Vec<_> = shares.iter().rev().cloned().collect();
