@@ -164,6 +164,10 @@ impl Down<'_> {
         events: &mpsc::UnboundedSender<MintEvent>,
         shutdown: &CancellationToken,
     ) -> bool {
+        // Ended because the pool is stopping: nothing to say or retry.
+        if shutdown.is_cancelled() || events.is_closed() {
+            return false;
+        }
         let (delay, attempt) = backoff.after(self.up);
         if attempt == 1 || attempt.is_power_of_two() {
             warn!(
