@@ -47,7 +47,7 @@ pub fn bench_args<const N: usize>(defaults: [f64; N]) -> Option<[f64; N]> {
 }
 
 /// In a re-executed test binary: runs the role named by the environment
-/// until SIGINT/SIGTERM (or SIGKILL). Otherwise returns at once.
+/// until SIGINT/SIGTERM/SIGHUP (or SIGKILL). Otherwise returns at once.
 pub fn run_role_child_if_asked() {
     let (Ok(role), Some(path)) = (
         std::env::var(ROLE_CHILD_ROLE),

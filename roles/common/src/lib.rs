@@ -1,6 +1,6 @@
 //! What every Hashpool role's `main` does the same way: read `--config`,
 //! load and validate the TOML file (environment overrides as in SRI roles:
-//! `<PREFIX>__FIELD=value`), set up logging, run until SIGINT/SIGTERM.
+//! `<PREFIX>__FIELD=value`), set up logging, run until SIGINT/SIGTERM/SIGHUP.
 //!
 //! A bad config stops the process with one line naming the field.
 //!
@@ -201,34 +201,48 @@ pub async fn accept_loop<F, Fut>(
     tracing::info!("{what}: stopped accepting");
 }
 
-/// A token cancelled on the first SIGINT or SIGTERM.
+/// A token cancelled on the first SIGINT, SIGTERM or SIGHUP (a closed
+/// terminal stops a role as cleanly as Ctrl-C). The signals are caught
+/// from the moment this returns.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
+    let signalled = stop_signal();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("shutdown requested");
         cancel.cancel();
     });
     token
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+/// Catches the stop signals now; resolves on the first of them.
+#[cfg(unix)]
+fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    async fn recv(signal: &mut Option<Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
             }
+            None => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    {
+    async move {
+        tokio::select! {
+            _ = recv(&mut interrupt) => {}
+            _ = recv(&mut terminate) => {}
+            _ = recv(&mut hangup) => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> impl Future<Output = ()> {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -387,6 +401,21 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A closed terminal sends SIGHUP: the role stops as on Ctrl-C.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_hangup_requests_the_shutdown() {
+        let shutdown = shutdown_on_signal();
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(std::time::Duration::from_secs(10), shutdown.cancelled())
+            .await
+            .expect("cancelled on SIGHUP");
+    }
 
     #[test]
     fn url_passwords_are_redacted_and_the_rest_kept() {
