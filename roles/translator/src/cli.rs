@@ -16,13 +16,15 @@ pub enum WalletCommand {
         #[arg(long)]
         worker: Option<String>,
     },
-    /// Finds every quote locked to the wallet's key at the mint (signed
+    /// Deletes the records of quotes done with that were created long ago;
+    /// finds every quote locked to the wallet's key at the mint (signed
     /// lookup) and mints it, in NUT-29 batches, exactly once; then swaps
-    /// the wallet's proofs into the fewest if it holds many, and deletes
-    /// the records of quotes minted long ago.
+    /// the wallet's proofs into the fewest if it holds many.
     Claim {
-        /// Hours the record of a minted quote is kept (default: the
-        /// translator's `keep_quotes_hours`; 24 for a miner's own wallet).
+        /// Hours the record of a quote done with (minted, or a miner's own)
+        /// and of a refused share is kept after the quote's creation
+        /// (default: the translator's `keep_quotes_hours`; 24 for a miner's
+        /// own wallet).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         keep_quotes_hours: Option<u64>,
     },
@@ -113,18 +115,22 @@ pub async fn run_wallet_command_on(
             out += &format!("SV1 username: {username}\n");
         }
         WalletCommand::Claim { keep_quotes_hours } => {
+            // Before minting: what this claim mints keeps its record until the next.
+            let hours = keep_quotes_hours.unwrap_or(crate::config::DEFAULT_KEEP_QUOTES_HOURS);
+            let before = roles_common::unix_secs().saturating_sub(hours.saturating_mul(3600));
+            match store.prune_all(before, || false) {
+                Ok((0, 0)) => {}
+                Ok((quotes, failures)) => {
+                    out += &format!(
+                        "deleted the records of {quotes} quotes done with and {failures} \
+                         refused shares, created over {hours} h ago\n"
+                    )
+                }
+                Err(e) => out += &format!("old records not deleted: {e}\n"),
+            }
             let (found, minted) = claim(wallet, store).await?;
             out += &format!("quotes found at the mint and not known here: {found}\n");
             out += &format!("minted now: {} quotes, {} {unit}\n", minted.0, minted.1);
-            let hours = keep_quotes_hours.unwrap_or(crate::config::DEFAULT_KEEP_QUOTES_HOURS);
-            let before = roles_common::unix_secs().saturating_sub(hours.saturating_mul(3600));
-            let (deleted, _) = store
-                .prune_all(before, || false)
-                .map_err(|e| e.to_string())?;
-            if deleted > 0 {
-                out +=
-                    &format!("deleted the records of {deleted} quotes minted over {hours} h ago\n");
-            }
             let held = wallet
                 .consolidate(CONSOLIDATE_ABOVE)
                 .await

@@ -177,10 +177,10 @@ async fn a_miner_with_its_own_key_claims_exactly_its_shares_and_the_proxy_cannot
     assert!(mint_quotes(&wallet(&stack.mint_url()), &ids, &proxy_secret)
         .await
         .is_err());
-    // A record of a quote minted days ago is deleted by the claim; those
-    // of today's are kept.
-    let minted_long_ago = translator::quotes::QuoteRecord {
-        quote_id: "minted-long-ago".into(),
+    // The claim deletes the record of a quote created days ago and minted
+    // since, and keeps the one created two hours ago and those it mints.
+    let minted = |quote_id: &str, created_at| translator::quotes::QuoteRecord {
+        quote_id: quote_id.into(),
         share_hash: "00".repeat(32),
         amount: 1,
         locking_key: own.wallet.locking_key().to_string(),
@@ -188,10 +188,16 @@ async fn a_miner_with_its_own_key_claims_exactly_its_shares_and_the_proxy_cannot
         channel_id: 1,
         sequence_number: 1,
         state: translator::quotes::QuoteState::Minted,
-        created_at: 1,
+        created_at,
         last_error: None,
     };
-    own.store.record(&[minted_long_ago], &[]).unwrap();
+    let two_hours_ago = roles_common::unix_secs() - 2 * 3600;
+    own.store
+        .record(
+            &[minted("days-ago", 1), minted("hours-ago", two_hours_ago)],
+            &[],
+        )
+        .unwrap();
     let claim = || WalletCommand::Claim {
         keep_quotes_hours: None,
     };
@@ -201,10 +207,12 @@ async fn a_miner_with_its_own_key_claims_exactly_its_shares_and_the_proxy_cannot
         "{claimed}"
     );
     assert!(
-        claimed.contains("deleted the records of 1 quotes minted over 24 h ago"),
+        claimed.contains(
+            "deleted the records of 1 quotes done with and 0 refused shares, created over 24 h ago"
+        ),
         "{claimed}"
     );
-    assert_eq!(own.store.totals().unwrap().minted, (accepted, sum));
+    assert_eq!(own.store.totals().unwrap().minted, (accepted + 1, sum + 1));
     assert_eq!(own.wallet.balance().await.unwrap(), sum);
     let again = run(claim()).await.unwrap();
     assert!(again.contains("minted now: 0 quotes, 0 hash"), "{again}");
