@@ -349,7 +349,8 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
         let actions = submit(&mut core, &share);
         assert!(
             actions.iter().any(|a| matches!(a, Action::Accepted(_))),
-            "share {nonce} refused: {actions:?}"
+            "share of nonce {} refused: {actions:?}",
+            share.nonce
         );
         let sent: Vec<MiningOwned> = sent(&actions).into_iter().cloned().collect();
         if sent
