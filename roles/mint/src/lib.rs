@@ -119,8 +119,8 @@ impl RunningMint {
             .is_err()
         {
             tracing::warn!(
-                "the quote writer is still busy {WRITER_DRAIN:?} after the stop; what it has \
-                 not committed rolls back, and its pools ask again"
+                "the quote writer has not stopped {WRITER_DRAIN:?} after the mint (a connection \
+                 still holds it); what it has not committed rolls back, and its pools ask again"
             );
         }
         if let Err(e) = self.mint.stop().await {
