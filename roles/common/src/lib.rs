@@ -202,8 +202,8 @@ pub async fn accept_loop<F, Fut>(
 }
 
 /// A token cancelled on the first SIGINT, SIGTERM or SIGHUP (a closed
-/// terminal stops a role as cleanly as Ctrl-C). The signals are caught
-/// from the moment this returns.
+/// terminal stops a role as cleanly as Ctrl-C, unless it runs under
+/// `nohup`). The signals are caught from the moment this returns.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
@@ -222,7 +222,12 @@ fn stop_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).ok();
     let mut terminate = signal(SignalKind::terminate()).ok();
-    let mut hangup = signal(SignalKind::hangup()).ok();
+    // Under nohup a hangup is ignored, and stays so.
+    let mut hangup = if hangup_ignored() {
+        None
+    } else {
+        signal(SignalKind::hangup()).ok()
+    };
     async fn recv(signal: &mut Option<Signal>) {
         match signal {
             Some(signal) => {
@@ -238,6 +243,24 @@ fn stop_signal() -> impl Future<Output = ()> {
             _ = recv(&mut hangup) => {}
         }
     }
+}
+
+/// Whether this process ignores SIGHUP (as `nohup` starts it), from the
+/// ignored-signals mask in /proc (bit 0 is signal 1); false where there is
+/// no /proc.
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    ignores_hangup(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// Whether a /proc status names SIGHUP among the ignored signals.
+#[cfg(unix)]
+fn ignores_hangup(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 != 0)
 }
 
 #[cfg(not(unix))]
@@ -401,6 +424,17 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_hangup_is_ignored_as_nohup_leaves_it() {
+        let status =
+            |ignored: &str| format!("Name:\tpool\nSigBlk:\t0000000000000000\nSigIgn:\t{ignored}\n");
+        assert!(ignores_hangup(&status("0000000000000001")));
+        assert!(ignores_hangup(&status("0000000000001001")));
+        assert!(!ignores_hangup(&status("0000000000001000")), "SIGPIPE only");
+        assert!(!ignores_hangup(""));
+    }
 
     /// A closed terminal sends SIGHUP: the role stops as on Ctrl-C.
     #[cfg(unix)]

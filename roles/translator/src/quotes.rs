@@ -321,8 +321,7 @@ impl QuoteStore {
 
     /// Deletes the records of quotes done with (minted here, or foreign)
     /// and of failures created before `before` (unix seconds), a chunk per
-    /// transaction with the store let go in between (whoever records
-    /// quotes waits for a chunk, not for all), until none is left or
+    /// transaction with the store let go in between, until none is left or
     /// `stop()`; how many of each.
     pub fn prune_all(
         &self,
@@ -336,7 +335,7 @@ impl QuoteStore {
             if q < PRUNE_CHUNK && f < PRUNE_CHUNK {
                 break;
             }
-            // The store's lock is not fair: a recorder waiting on it gets its turn.
+            // The store's lock is not fair: a waiting recorder gets a chance.
             std::thread::yield_now();
         }
         Ok((quotes, failures))
