@@ -483,9 +483,11 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
         }
         assert!(
             Instant::now() < deadline,
-            "never settled: accepted {accepted}, mint {:?}, translator {quotes:?}, pending {:?}\n{}",
+            "never settled: accepted {accepted}, mint {:?}, translator {quotes:?}, pending {:?}, \
+             failures {:?}\n{}",
             pool.mint_stats(),
             tr.quotes().pending(5).unwrap(),
+            tr.quotes().newest_failures(5).unwrap(),
             warnings_of(&roles)
         );
     };

@@ -45,7 +45,7 @@ use cdk::Mint;
 use cdk_common::database::{DynMintDatabase, MintDatabase, MintKeysDatabase};
 use cdk_sql_common::pool::Pool;
 use roles_common::{private, CancellationToken};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -137,8 +137,11 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningMint, MintError> {
     let db = open_database(&config).await?;
-    let (http_listener, http_addr) = bind(config.http_listen).await?;
-    let (link_listener, link_addr) = bind(config.link_listen).await?;
+    let (http, link) = (
+        Bound::to(config.http_listen)?,
+        Bound::to(config.link_listen)?,
+    );
+    let (http_addr, link_addr) = (http.addr, link.addr);
     let public_url = config.public_url(http_addr);
     if config.public_url.is_none() && http_addr.ip().is_unspecified() {
         warn!(
@@ -148,6 +151,7 @@ pub async fn start(
     }
     let mint = Arc::new(build_mint(&config, &db, &public_url).await?);
     mint.start().await?;
+    let (http_listener, link_listener) = (http.listen()?, link.listen()?);
 
     let unit = CurrencyUnit::custom(ehash::constants::UNIT);
     let keyset = mint
@@ -234,12 +238,46 @@ pub async fn run(config: MintConfig, shutdown: CancellationToken) -> Result<(), 
     Ok(())
 }
 
-/// A listener on `addr`, and the address it is bound to (`addr` may say port 0).
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), MintError> {
-    let listen_error = |source| MintError::Listen { addr, source };
-    let listener = TcpListener::bind(addr).await.map_err(listen_error)?;
-    let bound = listener.local_addr().map_err(listen_error)?;
-    Ok((listener, bound))
+/// A socket bound to `addr`, not listening yet, and the address it got
+/// (`addr` may say port 0): the mint info names the port before the mint
+/// is built, and no pool connects before it is.
+struct Bound {
+    socket: TcpSocket,
+    addr: SocketAddr,
+    asked: SocketAddr,
+}
+
+impl Bound {
+    fn to(asked: SocketAddr) -> Result<Self, MintError> {
+        let error = |source| MintError::Listen {
+            addr: asked,
+            source,
+        };
+        let socket = match asked {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(error)?;
+        // As TcpListener::bind: a restarted mint gets its port back at once.
+        socket.set_reuseaddr(true).map_err(error)?;
+        socket.bind(asked).map_err(error)?;
+        let addr = socket.local_addr().map_err(error)?;
+        Ok(Self {
+            socket,
+            addr,
+            asked,
+        })
+    }
+
+    fn listen(self) -> Result<TcpListener, MintError> {
+        let asked = self.asked;
+        self.socket
+            .listen(1024)
+            .map_err(|source| MintError::Listen {
+                addr: asked,
+                source,
+            })
+    }
 }
 
 /// Lists the quotes created before the key index and the totals' list
