@@ -17,7 +17,7 @@ use hashpool_tests::*;
 use mint_quote_sv2::{MintQuoteMessage, MintQuoteRequestOwned};
 use mint_support::{share_on, PoolClient, TestMint};
 use stratum_core::bitcoin::hashes::Hash;
-use stratum_core::template_distribution_sv2::SetNewPrevHashOwned;
+use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 
 /// A mint with its database in `dir` following the devnet-tp at `tp`:
 /// shares on its 2 newest tips are quoted, an unseen tip is awaited 3 s.
@@ -35,15 +35,30 @@ async fn mint_following(tp: SocketAddr, dir: &Path) -> TestMint {
     TestMint::start(config).await
 }
 
-/// A share on the tip `prev` announces, worth 2^8 ehash.
-fn on_tip(prev: &SetNewPrevHashOwned, key: LockingKey) -> MintQuoteRequestOwned {
+/// A share on the tip `prev` announces, for a block at `height`, worth
+/// 2^8 ehash.
+fn on_tip(prev: &SetNewPrevHashOwned, height: u32, key: LockingKey) -> MintQuoteRequestOwned {
     share_on(
         prev.prev_hash.to_array(),
         prev.n_bits,
         prev.header_timestamp,
+        height,
         8,
         key,
     )
+}
+
+/// The height of blocks on `template` (its coinbase prefix, BIP 34).
+fn height_of(template: &NewTemplateOwned) -> u32 {
+    ehash::coinbase::bip34_height(template.coinbase_prefix.as_bytes()).expect("a BIP 34 height")
+}
+
+/// `prev` with another prev hash.
+fn made_up(prev: &SetNewPrevHashOwned, byte: u8) -> SetNewPrevHashOwned {
+    SetNewPrevHashOwned {
+        prev_hash: [byte; 32].into(),
+        ..prev.clone()
+    }
 }
 
 /// The mint's answer: Ok(quote id) or Err(error code).
@@ -59,19 +74,53 @@ fn answer(message: MintQuoteMessage) -> Result<String, String> {
     }
 }
 
+/// devnet-tp (every share a block) and a mint following it, with the
+/// pool's link to the mint and a template-distribution client to make
+/// blocks with.
+struct Scene {
+    dir: tempfile::TempDir,
+    tp: devnet_tp::TpHandle,
+    tp_stop: roles_common::CancellationToken,
+    mint: TestMint,
+    link: PoolClient,
+    tdp: TdpClient,
+}
+
+impl Scene {
+    async fn start() -> Scene {
+        init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let (tp, tp_stop) = start_tp(&dir.path().join("tp"), NBITS_EASY).await;
+        let mint = mint_following(tp.local_addr(), dir.path()).await;
+        let link = mint.pool().await;
+        let tdp = TdpClient::connect(tp.local_addr()).await;
+        Scene {
+            dir,
+            tp,
+            tp_stop,
+            mint,
+            link,
+            tdp,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
-    init_logging();
-    let dir = tempfile::tempdir().unwrap();
-    let (tp, tp_stop) = start_tp(&dir.path().join("tp"), NBITS_EASY).await;
+    let Scene {
+        dir,
+        tp,
+        tp_stop,
+        mint,
+        mut link,
+        mut tdp,
+    } = Scene::start().await;
     let tp_addr = tp.local_addr();
-    let mint = mint_following(tp_addr, dir.path()).await;
-    let mut link = mint.pool().await;
-    let mut tdp = TdpClient::connect(tp_addr).await;
     let (_, key) = miner_key();
 
     let (template_a, a) = tdp.template().await;
-    let first = on_tip(&a, key);
+    let h = height_of(&template_a);
+    let first = on_tip(&a, h, key);
     let first_id = ask(&mut link, first.clone())
         .await
         .expect("quoted on tip A");
@@ -82,7 +131,7 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
         prev_hash: b_hash.to_byte_array().into(),
         ..a.clone()
     };
-    link.send(MintQuoteMessage::MintQuoteRequest(on_tip(&b, key)))
+    link.send(MintQuoteMessage::MintQuoteRequest(on_tip(&b, h + 1, key)))
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     tdp.submit(solution).await;
@@ -94,29 +143,30 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
     assert_eq!(announced_b.prev_hash.to_array(), b_hash.to_byte_array());
     tdp.solve_and_submit(&template_b, &announced_b).await;
     let (_, c) = tdp.template().await;
-    assert!(ask(&mut link, on_tip(&c, key)).await.is_ok());
-    assert!(ask(&mut link, on_tip(&announced_b, key)).await.is_ok());
+    assert!(ask(&mut link, on_tip(&c, h + 2, key)).await.is_ok());
+    assert!(ask(&mut link, on_tip(&announced_b, h + 1, key))
+        .await
+        .is_ok());
     assert_eq!(
-        ask(&mut link, on_tip(&a, key)).await,
+        ask(&mut link, on_tip(&a, h, key)).await,
         Err("stale-prev-hash".into())
     );
     // Quoted before it went stale: a replay still gets its quote.
     assert_eq!(ask(&mut link, first).await, Ok(first_id));
 
-    let made_up = SetNewPrevHashOwned {
-        prev_hash: [7u8; 32].into(),
-        ..c.clone()
-    };
-    assert_eq!(
-        ask(&mut link, on_tip(&made_up, key)).await,
-        Err("unknown-prev-hash".into())
-    );
+    // The mint saw every block: at any height, a tip it did not see is unknown.
+    for height in [h + 1, h + 2] {
+        assert_eq!(
+            ask(&mut link, on_tip(&made_up(&c, 7), height, key)).await,
+            Err("unknown-prev-hash".into())
+        );
+    }
     let other_bits = SetNewPrevHashOwned {
         n_bits: c.n_bits - 1,
         ..c.clone()
     };
     assert_eq!(
-        ask(&mut link, on_tip(&other_bits, key)).await,
+        ask(&mut link, on_tip(&other_bits, h + 2, key)).await,
         Err("nbits-mismatch".into())
     );
     let tomorrow = SetNewPrevHashOwned {
@@ -124,7 +174,7 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
         ..c.clone()
     };
     assert_eq!(
-        ask(&mut link, on_tip(&tomorrow, key)).await,
+        ask(&mut link, on_tip(&tomorrow, h + 2, key)).await,
         Err("ntime-out-of-range".into())
     );
 
@@ -136,16 +186,64 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
     mint.stop().await;
     let mint = mint_following(tp_addr, dir.path()).await;
     let mut link = mint.pool().await;
-    assert!(ask(&mut link, on_tip(&c, key)).await.is_ok());
-    let unseen = SetNewPrevHashOwned {
-        prev_hash: [9u8; 32].into(),
-        ..c.clone()
-    };
+    assert!(ask(&mut link, on_tip(&c, h + 2, key)).await.is_ok());
+    for height in [h + 2, h + 3] {
+        assert_eq!(
+            ask(&mut link, on_tip(&made_up(&c, 9), height, key)).await,
+            Err("chain-unavailable".into())
+        );
+    }
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_mint_quotes_shares_on_blocks_that_came_and_went_while_it_was_down() {
+    let mut scene = Scene::start().await;
+    let (_, key) = miner_key();
+    let tdp = &mut scene.tdp;
+    let (template_a, a) = tdp.template().await;
+    let h = height_of(&template_a);
+    assert!(ask(&mut scene.link, on_tip(&a, h, key)).await.is_ok());
+
+    // Blocks on A, B and C while the mint is down: it never sees B and C,
+    // on which a pool kept accepting shares.
+    scene.mint.stop().await;
+    tdp.solve_and_submit(&template_a, &a).await;
+    let (template_b, b) = tdp.template().await;
+    tdp.solve_and_submit(&template_b, &b).await;
+    let (template_c, c) = tdp.template().await;
+    tdp.solve_and_submit(&template_c, &c).await;
+    let (_, d) = tdp.template().await;
+    assert_eq!(height_of(&template_c), h + 2);
+
+    // Back, it learns D from devnet-tp: C is one block back, B two.
+    let mint = mint_following(scene.tp.local_addr(), scene.dir.path()).await;
+    let mut link = mint.pool().await;
+    let on_c = on_tip(&c, h + 2, key);
+    let quote = ask(&mut link, on_c.clone())
+        .await
+        .expect("a share on a tip the mint missed is quoted");
+    assert_eq!(ask(&mut link, on_c).await, Ok(quote), "and only once");
+    assert!(ask(&mut link, on_tip(&d, h + 3, key)).await.is_ok());
+    for (tip, height) in [(&b, h + 1), (&a, h)] {
+        assert_eq!(
+            ask(&mut link, on_tip(tip, height, key)).await,
+            Err("stale-prev-hash".into()),
+            "two tips back at most"
+        );
+    }
+    // The mint cannot tell C from another block at that height: there it
+    // takes the pool's word. Where it saw the tip, it can.
+    assert!(ask(&mut link, on_tip(&made_up(&c, 7), h + 2, key))
+        .await
+        .is_ok());
     assert_eq!(
-        ask(&mut link, on_tip(&unseen, key)).await,
-        Err("chain-unavailable".into())
+        ask(&mut link, on_tip(&made_up(&d, 7), h + 3, key)).await,
+        Err("unknown-prev-hash".into())
     );
     mint.stop().await;
+    scene.tp_stop.cancel();
+    scene.tp.wait().await;
 }
 
 /// Mines until `n` shares are accepted (a share on a job the template

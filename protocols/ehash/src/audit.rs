@@ -141,7 +141,7 @@ fn check_paying_any(
     for script in reward_scripts {
         match check_coinbase(header, coinbase, path, script, key) {
             Err(e @ CoinbaseError::NotPayingPool(_)) => last = e,
-            decided => return decided,
+            decided => return decided.map(|_| ()),
         }
     }
     Err(last)

@@ -166,15 +166,23 @@ pub fn merkle_root_of(coinbase: &[u8], path: &[[u8; 32]]) -> [u8; 32] {
     merkle_root(sha256d::Hash::hash(coinbase).to_byte_array(), path)
 }
 
+/// The block height a coinbase scriptSig (or a template's coinbase prefix)
+/// starts with, as BIP 34 puts it there; `None` if it starts with no number.
+pub fn bip34_height(script_sig: &[u8]) -> Option<u32> {
+    let first = Script::from_bytes(script_sig).instructions().next()?.ok()?;
+    u32::try_from(first.script_num()?).ok()
+}
+
 /// Checks that `header` commits to `coinbase` through `merkle_path`, that
-/// the coinbase pays `pool_script`, and that it commits to `key`.
+/// the coinbase pays `pool_script`, and that it commits to `key`. Returns
+/// the block height the coinbase is for ([`bip34_height`]), if it says.
 pub fn check_coinbase(
     header: &[u8; 80],
     coinbase: &[u8],
     merkle_path: &[[u8; 32]],
     pool_script: &Script,
     key: &LockingKey,
-) -> Result<(), CoinbaseError> {
+) -> Result<Option<u32>, CoinbaseError> {
     if merkle_path.len() > MAX_MERKLE_PATH {
         return Err(CoinbaseError::PathTooLong(merkle_path.len()));
     }
@@ -199,7 +207,7 @@ pub fn check_coinbase(
         .collect();
     match commitments.as_slice() {
         [] => Err(CoinbaseError::NoKeyCommitment),
-        [one] if *one == key_commitment(key) => Ok(()),
+        [one] if *one == key_commitment(key) => Ok(bip34_height(tx.input[0].script_sig.as_bytes())),
         [_] => Err(CoinbaseError::KeyCommitmentMismatch),
         several => Err(CoinbaseError::SeveralKeyCommitments(several.len())),
     }
@@ -213,15 +221,32 @@ pub mod testing {
 
     use super::*;
 
+    /// The block height of [`coinbase`] and [`coinbase_tx`].
+    pub const HEIGHT: u32 = 7;
+
     /// A coinbase paying `pool_script` and committing to `key`, serialized
-    /// without witness; `unique` goes in its scriptSig.
+    /// without witness, for a block at [`HEIGHT`]; `unique` goes in its
+    /// scriptSig.
     pub fn coinbase(pool_script: &Script, key: &LockingKey, unique: &[u8]) -> Vec<u8> {
         serialize(&coinbase_tx(pool_script, key, unique))
     }
 
     /// The transaction [`coinbase`] serializes.
     pub fn coinbase_tx(pool_script: &Script, key: &LockingKey, unique: &[u8]) -> Transaction {
-        let mut script_sig = vec![0x01, 0x07];
+        coinbase_tx_at(HEIGHT, pool_script, key, unique)
+    }
+
+    /// [`coinbase_tx`] for a block at `height`.
+    pub fn coinbase_tx_at(
+        height: u32,
+        pool_script: &Script,
+        key: &LockingKey,
+        unique: &[u8],
+    ) -> Transaction {
+        let mut script_sig = stratum_core::bitcoin::script::Builder::new()
+            .push_int(i64::from(height))
+            .into_script()
+            .into_bytes();
         script_sig.push(unique.len() as u8);
         script_sig.extend_from_slice(unique);
         Transaction {
@@ -325,16 +350,40 @@ mod tests {
         header
     }
 
-    fn check(tx: &Transaction, path: &[[u8; 32]], key_hex: &str) -> Result<(), CoinbaseError> {
+    fn check(
+        tx: &Transaction,
+        path: &[[u8; 32]],
+        key_hex: &str,
+    ) -> Result<Option<u32>, CoinbaseError> {
         let header = header_for(tx, path);
         check_coinbase(&header, &serialize(tx), path, &pool_script(), &key(key_hex))
     }
 
     #[test]
-    fn a_coinbase_paying_the_pool_and_committing_to_the_key_passes() {
+    fn a_coinbase_paying_the_pool_and_committing_to_the_key_passes_with_its_height() {
         let tx = paying(pool_script(), &key(KEY_A));
-        check(&tx, &[], KEY_A).unwrap();
-        check(&tx, &[[1; 32], [2; 32], [3; 32]], KEY_A).unwrap();
+        assert_eq!(check(&tx, &[], KEY_A), Ok(Some(testing::HEIGHT)));
+        let tx = testing::coinbase_tx_at(840_000, &pool_script(), &key(KEY_A), b"x");
+        assert_eq!(
+            check(&tx, &[[1; 32], [2; 32], [3; 32]], KEY_A),
+            Ok(Some(840_000))
+        );
+    }
+
+    #[test]
+    fn the_bip34_height_is_the_first_push_of_the_script_sig() {
+        // As Bitcoin Core writes them: OP_0, OP_1..OP_16, then minimal pushes.
+        assert_eq!(bip34_height(&[0x00, 0x00]), Some(0));
+        assert_eq!(bip34_height(&[0x51, 0x00]), Some(1));
+        assert_eq!(bip34_height(&[0x60]), Some(16));
+        assert_eq!(bip34_height(&[0x01, 0x11, 0xaa]), Some(17));
+        assert_eq!(bip34_height(&[0x03, 0x40, 0xd1, 0x0c]), Some(840_000));
+        // No number first, a truncated push, a negative number, nothing.
+        assert_eq!(bip34_height(&[0x6a]), None);
+        assert_eq!(bip34_height(&[0x03, 0x40]), None);
+        assert_eq!(bip34_height(&[0x4f]), None);
+        assert_eq!(bip34_height(&[0x01, 0x81]), None);
+        assert_eq!(bip34_height(&[]), None);
     }
 
     #[test]

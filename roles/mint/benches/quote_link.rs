@@ -176,14 +176,18 @@ fn check_cost() {
         prev_hash: [i; 32],
         nbits: 0x1703_4219,
         time: 1_800_000_000,
+        height: Some(900_000 - u32::from(i)),
     });
     let history = TipHistory::new(6, tips);
     let on_tip = HeaderOnTip {
         prev_hash: [5; 32],
         nbits: 0x1703_4219,
         ntime: 1_800_000_000,
+        height: Some(899_995),
     };
-    let chain = per_check(&|| history.check(&on_tip, 1_800_000_000).unwrap());
+    let chain = per_check(&|| {
+        history.check(&on_tip, 1_800_000_000).unwrap();
+    });
     let checked = mint::quote::check_request(&request, unit_bits, &pool_script(), &keys).unwrap();
     let audit_entry = per_check(&|| {
         std::hint::black_box(mint::audit::encode(&checked, 1_800_000_000));

@@ -242,6 +242,7 @@ mod tests {
                 coinbase: vec![1, 2, 3, 4, 5],
                 merkle_path: vec![[6; 32], [7; 32]],
             },
+            height: None,
         }
     }
 

@@ -1,14 +1,18 @@
 //! The mint's own view of the chain: a share is quoted only if its header
-//! builds on one of the last `max_tip_age` chain tips the mint's template
-//! provider announced, with that tip's nbits and an ntime in range. So work
-//! done long ago (any public block header) buys nothing.
+//! builds on one of the last `max_tip_age` chain tips, with that tip's
+//! nbits and an ntime in range. So work done long ago (any public block
+//! header) buys nothing.
 //!
 //! ```text
 //!   prev hash of the header
 //!        |
 //!        +-- one of the newest max_tip_age tips --> nbits and ntime checked
 //!        +-- an older tip still remembered ------> stale-prev-hash
-//!        +-- never seen -------------------------> wait for the chain view
+//!        +-- never seen, at a height the mint passed without seeing its tip
+//!        |   (it was down, or so was its template provider link)
+//!        |                                  ---> checked as above, against
+//!        |                                       the tips either side
+//!        +-- never seen otherwise ---------------> wait for the chain view
 //!                                                  (a share can beat the
 //!                                                  mint's own template
 //!                                                  provider to a new block)
@@ -18,11 +22,19 @@
 //!                                                  (the pool asks again)
 //! ```
 //!
+//! Heights come from the template provider's templates and from the
+//! share's coinbase (BIP 34). A pool keeps accepting shares while its mint
+//! is down; when a block came and went meanwhile, the shares on it build on
+//! a tip the mint never saw. Taking their height from the coinbase trusts
+//! the pool for the prev hash at a height the mint missed, and for nothing
+//! else: the work is still fresh work for this pool and this key.
+//!
 //! [`TipHistory`] decides without IO; [`Chain`] shares it between the
 //! template provider link, which records tips, and the quote requests,
 //! which wait on it.
 
 use std::collections::VecDeque;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use mint_quote_sv2::error_code;
@@ -35,8 +47,14 @@ use crate::quote::Rejection;
 pub const NTIME_SLACK_SECS: u32 = 2 * 60 * 60;
 /// Tips remembered beyond `max_tip_age`, to tell stale work from unknown.
 const REMEMBERED_BEYOND: usize = 64;
-/// Serialized size of one tip: prev hash, nbits, time.
-const TIP_LEN: usize = 40;
+/// Serialized size of one tip: prev hash, nbits, time, height.
+const TIP_LEN: usize = 44;
+/// The same before tips had heights.
+const TIP_LEN_WITHOUT_HEIGHT: usize = 40;
+/// A stored height that is unknown.
+const NO_HEIGHT: u32 = u32::MAX;
+/// Missed tips whose first share is logged, remembered to log each once.
+const MISSED_LOGGED: usize = 16;
 
 /// A chain tip as the template provider announced it (`SetNewPrevHash`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,25 +64,39 @@ pub struct Tip {
     pub nbits: u32,
     /// The provider's `header_timestamp` for blocks on this tip.
     pub time: u32,
+    /// The height of blocks on this tip, as the template it activated says.
+    pub height: Option<u32>,
 }
 
-/// The fields of a share's header the chain check reads.
+/// The fields of a share the chain check reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderOnTip {
     pub prev_hash: [u8; 32],
     pub nbits: u32,
     pub ntime: u32,
+    /// The block height the share's coinbase is for, if it says.
+    pub height: Option<u32>,
 }
 
 impl HeaderOnTip {
-    pub fn from_header(header: &[u8; 80]) -> Self {
+    pub fn from_header(header: &[u8; 80], height: Option<u32>) -> Self {
         let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4"));
         Self {
             prev_hash: header[4..36].try_into().expect("32 bytes"),
             ntime: u32_at(68),
             nbits: u32_at(72),
+            height,
         }
     }
+}
+
+/// The tip a header that may be quoted builds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreshTip {
+    /// One the template provider announced.
+    Announced,
+    /// One the mint never saw, at a height it passed without seeing it.
+    Missed { height: u32 },
 }
 
 /// Why a header is not on a fresh tip.
@@ -134,15 +166,64 @@ impl TipHistory {
     /// Whether `header` builds on a fresh tip, with its nbits, at an ntime
     /// within [`NTIME_SLACK_SECS`] of the tip's time and not past `now`
     /// (unix seconds) by more.
-    pub fn check(&self, header: &HeaderOnTip, now: u32) -> Result<(), TipProblem> {
-        let refuse = |code, message| Err(TipProblem::Refused(Rejection::new(code, message)));
-        let Some(age) = self
+    pub fn check(&self, header: &HeaderOnTip, now: u32) -> Result<FreshTip, TipProblem> {
+        if let Some(position) = self
             .tips
             .iter()
             .position(|t| t.prev_hash == header.prev_hash)
-        else {
-            return Err(TipProblem::Unseen);
-        };
+        {
+            let tip = &self.tips[position];
+            // Blocks the mint missed count too.
+            let age = position.max(self.blocks_since(tip.height).unwrap_or(0));
+            self.check_fresh(header, now, age, &[tip.nbits], tip.time)?;
+            return Ok(FreshTip::Announced);
+        }
+        let (height, below, above) = self.around_missed(header).ok_or(TipProblem::Unseen)?;
+        let age = self.blocks_since(Some(height)).unwrap_or(0);
+        // Either side of a difficulty change, the missed tip has one or the other.
+        let nbits: Vec<u32> = below.iter().chain([&above]).map(|t| t.nbits).collect();
+        let time = below.unwrap_or(above).time;
+        self.check_fresh(header, now, age, &nbits, time)?;
+        Ok(FreshTip::Missed { height })
+    }
+
+    /// Blocks between a tip at `height` and the newest tip.
+    fn blocks_since(&self, height: Option<u32>) -> Option<usize> {
+        let newest = self.newest()?.height?;
+        usize::try_from(newest.saturating_sub(height?)).ok()
+    }
+
+    /// The share's height and the tips either side of it, if the mint has
+    /// passed that height without seeing any tip there.
+    fn around_missed(&self, header: &HeaderOnTip) -> Option<(u32, Option<&Tip>, &Tip)> {
+        let height = header.height?;
+        if height >= self.newest()?.height? || self.tips.iter().any(|t| t.height == Some(height)) {
+            return None;
+        }
+        let below = self
+            .tips
+            .iter()
+            .filter(|t| t.height.is_some_and(|h| h < height))
+            .max_by_key(|t| t.height);
+        let above = self
+            .tips
+            .iter()
+            .filter(|t| t.height.is_some_and(|h| h > height))
+            .min_by_key(|t| t.height)?;
+        Some((height, below, above))
+    }
+
+    /// The checks of a header on a tip `age` blocks back, whose nbits is one
+    /// of `nbits`, and whose time is `tip_time`.
+    fn check_fresh(
+        &self,
+        header: &HeaderOnTip,
+        now: u32,
+        age: usize,
+        nbits: &[u32],
+        tip_time: u32,
+    ) -> Result<(), TipProblem> {
+        let refuse = |code, message| Err(TipProblem::Refused(Rejection::new(code, message)));
         if age >= self.max_tip_age {
             return refuse(
                 error_code::STALE_PREV_HASH,
@@ -152,54 +233,68 @@ impl TipHistory {
                 ),
             );
         }
-        let tip = &self.tips[age];
-        if header.nbits != tip.nbits {
+        if !nbits.contains(&header.nbits) {
+            let expected: Vec<String> = nbits.iter().map(|n| format!("{n:#010x}")).collect();
             return refuse(
                 error_code::NBITS_MISMATCH,
                 format!(
-                    "nbits {:#010x}, the tip's are {:#010x}",
-                    header.nbits, tip.nbits
+                    "nbits {:#010x}, the tip's are {}",
+                    header.nbits,
+                    expected.join(" or ")
                 ),
             );
         }
-        let earliest = tip.time.saturating_sub(NTIME_SLACK_SECS);
+        let earliest = tip_time.saturating_sub(NTIME_SLACK_SECS);
         let latest = now.saturating_add(NTIME_SLACK_SECS);
         if header.ntime < earliest || header.ntime > latest {
             return refuse(
                 error_code::NTIME_OUT_OF_RANGE,
                 format!(
-                    "ntime {} is outside {earliest}..={latest} (the tip's time {} and the mint's clock {now}, two hours either way)",
-                    header.ntime, tip.time
+                    "ntime {} is outside {earliest}..={latest} (the tip's time {tip_time} and the mint's clock {now}, two hours either way)",
+                    header.ntime
                 ),
             );
         }
         Ok(())
     }
 
-    /// The tips as stored: newest first, 40 bytes each.
+    /// The tips as stored: newest first, 44 bytes each.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.tips.len() * TIP_LEN);
         for tip in &self.tips {
             out.extend_from_slice(&tip.prev_hash);
             out.extend_from_slice(&tip.nbits.to_le_bytes());
             out.extend_from_slice(&tip.time.to_le_bytes());
+            out.extend_from_slice(&tip.height.unwrap_or(NO_HEIGHT).to_le_bytes());
         }
         out
     }
 
     /// The tips of [`Self::to_bytes`]; `None` if `bytes` are not such a list.
     pub fn tips_from_bytes(bytes: &[u8]) -> Option<Vec<Tip>> {
-        if !bytes.len().is_multiple_of(TIP_LEN) {
+        Self::decode(bytes, TIP_LEN)
+    }
+
+    /// The tips as mints stored them before tips had heights (40 bytes each).
+    pub fn tips_without_heights_from_bytes(bytes: &[u8]) -> Option<Vec<Tip>> {
+        Self::decode(bytes, TIP_LEN_WITHOUT_HEIGHT)
+    }
+
+    fn decode(bytes: &[u8], tip_len: usize) -> Option<Vec<Tip>> {
+        if !bytes.len().is_multiple_of(tip_len) {
             return None;
         }
         let u32_at = |c: &[u8], at: usize| u32::from_le_bytes(c[at..at + 4].try_into().expect("4"));
         Some(
             bytes
-                .chunks_exact(TIP_LEN)
+                .chunks_exact(tip_len)
                 .map(|c| Tip {
                     prev_hash: c[..32].try_into().expect("32 bytes"),
                     nbits: u32_at(c, 32),
                     time: u32_at(c, 36),
+                    height: (tip_len == TIP_LEN)
+                        .then(|| u32_at(c, 40))
+                        .filter(|h| *h != NO_HEIGHT),
                 })
                 .collect(),
         )
@@ -218,6 +313,8 @@ pub struct ChainState {
 pub struct Chain {
     state: watch::Sender<ChainState>,
     unseen_tip_wait: Duration,
+    /// Missed tips a share was quoted on, newest last: each is logged once.
+    missed_logged: Mutex<VecDeque<[u8; 32]>>,
 }
 
 impl Chain {
@@ -229,6 +326,7 @@ impl Chain {
         Self {
             state: watch::Sender::new(state),
             unseen_tip_wait,
+            missed_logged: Mutex::default(),
         }
     }
 
@@ -256,7 +354,15 @@ impl Chain {
 
     /// Checks `header` against the chain view; a tip the view has not seen
     /// is waited for, at most `unseen_tip_wait`.
-    pub async fn check(&self, header: &HeaderOnTip, now: u32) -> Result<(), Rejection> {
+    pub async fn check(&self, header: &HeaderOnTip, now: u32) -> Result<FreshTip, Rejection> {
+        let fresh = self.check_waiting(header, now).await?;
+        if let FreshTip::Missed { height } = fresh {
+            self.log_missed(header.prev_hash, height);
+        }
+        Ok(fresh)
+    }
+
+    async fn check_waiting(&self, header: &HeaderOnTip, now: u32) -> Result<FreshTip, Rejection> {
         let unseen = |s: &ChainState| s.history.check(header, now) == Err(TipProblem::Unseen);
         let first = self.state.borrow().history.check(header, now);
         if first != Err(TipProblem::Unseen) {
@@ -286,6 +392,24 @@ impl Chain {
                 format!("the mint's template provider is down and prev hash {prev_hash} is not in its chain view yet"),
             )
         })
+    }
+
+    /// Logs the first share quoted on a missed tip: an operator sees which
+    /// prev hashes were taken on the pool's word.
+    fn log_missed(&self, prev_hash: [u8; 32], height: u32) {
+        let mut logged = self.missed_logged.lock().expect("not poisoned");
+        if logged.contains(&prev_hash) {
+            return;
+        }
+        if logged.len() == MISSED_LOGGED {
+            logged.pop_front();
+        }
+        logged.push_back(prev_hash);
+        tracing::info!(
+            prev_hash = %ehash::share::hex_be(&prev_hash),
+            height,
+            "chain view: quoting shares on a tip the mint missed (it passed that height while not following its template provider)"
+        );
     }
 }
 

@@ -21,6 +21,8 @@ pub struct CheckedShare {
     pub header: [u8; 80],
     pub target: Target,
     pub proof: CoinbaseProof,
+    /// The block height its coinbase is for (BIP 34), if it says.
+    pub height: Option<u32>,
 }
 
 /// Why no quote: the `MintQuoteError` code and message.
@@ -106,7 +108,7 @@ pub fn check_request(
     }
 
     let proof = request.proof();
-    ehash::check_coinbase(
+    let height = ehash::check_coinbase(
         &header,
         &proof.coinbase,
         &proof.merkle_path,
@@ -142,6 +144,7 @@ pub fn check_request(
         header,
         target,
         proof,
+        height,
     })
 }
 

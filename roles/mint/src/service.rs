@@ -125,7 +125,7 @@ impl QuoteService {
     /// quoted before (a replay) gets its quote whatever the chain did since.
     async fn quote_fresh_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
         if let Some(chain) = &self.chain {
-            let on_tip = HeaderOnTip::from_header(&share.header);
+            let on_tip = HeaderOnTip::from_header(&share.header, share.height);
             let now = u32::try_from(roles_common::unix_secs()).unwrap_or(u32::MAX);
             if let Err(rejection) = chain.check(&on_tip, now).await {
                 let share_hex = hex::encode(share.share_hash);

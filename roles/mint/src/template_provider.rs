@@ -1,7 +1,9 @@
 //! The mint's link to its template provider: it follows the chain tips
-//! (`SetNewPrevHash`) into the [`Chain`], stores them so a restarted mint
-//! still knows the recent ones, and reconnects with backoff.
+//! (`SetNewPrevHash`, with the height of the template each activates) into
+//! the [`Chain`], stores them so a restarted mint still knows the recent
+//! ones, and reconnects with backoff.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,22 +12,35 @@ use cdk_common::database::Error;
 use roles_common::sv2::{self, Incoming};
 use roles_common::CancellationToken;
 use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
-use stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
+use stratum_core::template_distribution_sv2::{
+    CoinbaseOutputConstraintsOwned, NewTemplateOwned, SetNewPrevHashOwned,
+};
 use tracing::{info, warn};
 
 use crate::chain::{Chain, Tip, TipHistory};
 use crate::config::ChainSettings;
 use crate::service::KV_NAMESPACE;
 
-const TIPS: (&str, &str) = ("chain", "tips");
+const TIPS: (&str, &str) = ("chain", "tips_with_heights");
+/// Where mints stored their tips before tips had heights.
+const TIPS_WITHOUT_HEIGHTS: (&str, &str) = ("chain", "tips");
+/// Templates whose height a SetNewPrevHash may ask for.
+const KEPT_TEMPLATES: usize = 16;
 
 /// The tips a previous run stored (newest first); none if there are none
 /// or they are unreadable (logged: the mint then learns the chain afresh).
 pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<Tip>, Error> {
-    let Some(bytes) = db.kv_read(KV_NAMESPACE, TIPS.0, TIPS.1).await? else {
-        return Ok(vec![]);
+    let tips = match db.kv_read(KV_NAMESPACE, TIPS.0, TIPS.1).await? {
+        Some(bytes) => TipHistory::tips_from_bytes(&bytes),
+        None => match db
+            .kv_read(KV_NAMESPACE, TIPS_WITHOUT_HEIGHTS.0, TIPS_WITHOUT_HEIGHTS.1)
+            .await?
+        {
+            Some(bytes) => TipHistory::tips_without_heights_from_bytes(&bytes),
+            None => return Ok(vec![]),
+        },
     };
-    Ok(TipHistory::tips_from_bytes(&bytes).unwrap_or_else(|| {
+    Ok(tips.unwrap_or_else(|| {
         warn!("the stored chain tips are unreadable: starting from the template provider's");
         vec![]
     }))
@@ -89,29 +104,125 @@ async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) 
         Err(e) => return e,
     };
     info!(address = %settings.tp_address, "chain view: following the template provider");
+    let mut heights = TemplateHeights::default();
     loop {
         let prev = match conn.reader.recv().await {
             Err(e) => return e.to_string(),
+            Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                TemplateDistributionOwned::NewTemplate(t),
+            ))) => {
+                heights.record(&t);
+                continue;
+            }
             Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                 TemplateDistributionOwned::SetNewPrevHash(p),
             ))) => p,
             Ok(_) => continue,
         };
-        let tip = Tip {
-            prev_hash: prev.prev_hash.to_array(),
-            nbits: prev.n_bits,
-            time: prev.header_timestamp,
-        };
+        let tip = heights.tip(&prev);
         let Some(history) = chain.record(tip) else {
             continue;
         };
         info!(
             prev_hash = %ehash::share::hex_be(&tip.prev_hash),
             nbits = format_args!("{:#010x}", tip.nbits),
+            height = ?tip.height,
             "chain view: new tip"
         );
         if let Err(e) = store_tips(db, &history).await {
             warn!("chain view: cannot store the tips: {e}");
         }
+    }
+}
+
+/// The heights of the provider's latest templates, for the tip a
+/// SetNewPrevHash makes of the (future) template it activates.
+#[derive(Debug, Default)]
+struct TemplateHeights {
+    /// (template id, its coinbase's BIP 34 height), oldest first.
+    latest: VecDeque<(u64, Option<u32>)>,
+}
+
+impl TemplateHeights {
+    fn record(&mut self, template: &NewTemplateOwned) {
+        if self.latest.len() == KEPT_TEMPLATES {
+            self.latest.pop_front();
+        }
+        let height = ehash::coinbase::bip34_height(template.coinbase_prefix.as_bytes());
+        self.latest.push_back((template.template_id, height));
+    }
+
+    fn tip(&self, prev: &SetNewPrevHashOwned) -> Tip {
+        let height = self
+            .latest
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == prev.template_id)
+            .and_then(|(_, height)| *height);
+        Tip {
+            prev_hash: prev.prev_hash.to_array(),
+            nbits: prev.n_bits,
+            time: prev.header_timestamp,
+            height,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stratum_core::binary_sv2::{B064KOwned, Seq0255Owned};
+
+    use super::*;
+
+    fn template(template_id: u64, coinbase_prefix: Vec<u8>) -> NewTemplateOwned {
+        NewTemplateOwned {
+            template_id,
+            future_template: true,
+            version: 0x2000_0000,
+            coinbase_tx_version: 2,
+            coinbase_prefix: coinbase_prefix.try_into().unwrap(),
+            coinbase_tx_input_sequence: u32::MAX,
+            coinbase_tx_value_remaining: 5_000_000_000,
+            coinbase_tx_outputs_count: 0,
+            coinbase_tx_outputs: B064KOwned::new(Vec::new()).unwrap(),
+            coinbase_tx_locktime: 0,
+            merkle_path: Seq0255Owned::new(Vec::new()).unwrap(),
+        }
+    }
+
+    fn prev(template_id: u64) -> SetNewPrevHashOwned {
+        SetNewPrevHashOwned {
+            template_id,
+            prev_hash: [7; 32].into(),
+            header_timestamp: 1_800_000_000,
+            n_bits: 0x1d00_ffff,
+            target: [0; 32].into(),
+        }
+    }
+
+    #[test]
+    fn a_tip_has_the_height_of_the_template_it_activates() {
+        let mut heights = TemplateHeights::default();
+        heights.record(&template(1, vec![0x03, 0x40, 0xd1, 0x0c]));
+        heights.record(&template(2, vec![0x03, 0x41, 0xd1, 0x0c]));
+        assert_eq!(heights.tip(&prev(1)).height, Some(840_000));
+        let tip = heights.tip(&prev(2));
+        assert_eq!(
+            tip,
+            Tip {
+                prev_hash: [7; 32],
+                nbits: 0x1d00_ffff,
+                time: 1_800_000_000,
+                height: Some(840_001),
+            }
+        );
+        // A template never seen, one forgotten, and one with no height.
+        assert_eq!(heights.tip(&prev(99)).height, None);
+        for id in 3..3 + KEPT_TEMPLATES as u64 {
+            heights.record(&template(id, vec![0x51]));
+        }
+        assert_eq!(heights.tip(&prev(2)).height, None);
+        heights.record(&template(100, vec![0x6a]));
+        assert_eq!(heights.tip(&prev(100)).height, None);
     }
 }

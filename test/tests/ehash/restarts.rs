@@ -36,6 +36,65 @@ async fn a_mint_restart_mid_run_loses_no_share() {
     stack.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_on_a_block_that_came_and_went_while_the_mint_was_down_are_quoted() {
+    // Block target 2^248: one share in about 25 of the test channel's is a
+    // block, and the test picks which.
+    let mut stack = EhashStack::start_on("annotate", |tp| tp.nbits = 0x2001_0000, |_| {}).await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let mut shares = mine(&mut client, channel, 1).await;
+
+    // While the mint is down, two blocks: the shares between them build
+    // on a tip the mint never sees.
+    stack.stop_mint().await;
+    let mut on_missed_tip = vec![];
+    for round in 0..2 {
+        let target = client.channels[&channel].target();
+        let block = client.valid_share(channel, true);
+        let prev_hashes = client.channels[&channel].prev_hash_count;
+        assert_eq!(client.submit_and_wait(channel, &block).await, Ok(()));
+        shares.push((
+            block.hash,
+            ehash::ehash_amount(target, ehash::UnitBits::new(0).unwrap()),
+        ));
+        client
+            .wait_for_prev_hash_count(channel, prev_hashes + 1)
+            .await;
+        let mined = mine(&mut client, channel, 2).await;
+        if round == 0 {
+            on_missed_tip = mined.clone();
+        }
+        shares.extend(mined);
+    }
+    stack.start_mint().await;
+
+    let notifications = client.notifications(shares.len()).await;
+    assert!(
+        !client.seen.iter().any(|m| matches!(
+            m,
+            Incoming::Ehash(ehash_ext_sv2::EhashMessage::MintQuoteFailure(_))
+        )),
+        "no share was refused: {:?}",
+        client.seen
+    );
+    assert_one_notification_per_share(&shares, &notifications);
+    assert!(on_missed_tip.iter().all(|(hash, _)| notifications
+        .iter()
+        .any(|n| n.share_hash.to_array() == *hash)));
+    assert_eq!(
+        mint_quotes(
+            &wallet(&stack.mint_url()),
+            &quote_ids(&notifications),
+            &secret
+        )
+        .await,
+        Ok(total(&shares))
+    );
+    stack.stop().await;
+}
+
 /// Waits (20 s at most) until the mint's totals, as the pool last asked
 /// for them, are as `wanted`.
 async fn until_mint_stats(

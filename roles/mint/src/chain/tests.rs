@@ -5,19 +5,35 @@ use super::*;
 const NOW: u32 = 1_800_000_000;
 const BITS: u32 = 0x1d20_0000;
 
+/// Tip n: blocks on it are at height 100 + n.
 fn tip(n: u8) -> Tip {
     Tip {
         prev_hash: [n; 32],
         nbits: BITS,
         time: NOW,
+        height: Some(height(n)),
     }
 }
 
+fn height(n: u8) -> u32 {
+    100 + u32::from(n)
+}
+
+/// A share on tip n.
 fn on(n: u8) -> HeaderOnTip {
     HeaderOnTip {
         prev_hash: [n; 32],
         nbits: BITS,
         ntime: NOW,
+        height: Some(height(n)),
+    }
+}
+
+/// A share on a tip never announced, at the height of tip n.
+fn unseen_at(n: u8) -> HeaderOnTip {
+    HeaderOnTip {
+        prev_hash: [200; 32],
+        ..on(n)
     }
 }
 
@@ -30,7 +46,7 @@ fn history(max_tip_age: usize, n: u8) -> TipHistory {
     h
 }
 
-fn refused(r: Result<(), TipProblem>) -> &'static str {
+fn refused(r: Result<FreshTip, TipProblem>) -> &'static str {
     match r {
         Err(TipProblem::Refused(r)) => r.code,
         other => panic!("expected a refusal, got {other:?}"),
@@ -41,7 +57,11 @@ fn refused(r: Result<(), TipProblem>) -> &'static str {
 fn shares_on_the_newest_tips_pass_and_older_ones_are_stale() {
     let h = history(3, 10);
     for fresh in [10, 9, 8] {
-        assert_eq!(h.check(&on(fresh), NOW), Ok(()), "tip {fresh}");
+        assert_eq!(
+            h.check(&on(fresh), NOW),
+            Ok(FreshTip::Announced),
+            "tip {fresh}"
+        );
     }
     assert_eq!(refused(h.check(&on(7), NOW)), "stale-prev-hash");
     assert_eq!(h.check(&on(42), NOW), Err(TipProblem::Unseen));
@@ -56,8 +76,14 @@ fn the_header_must_carry_its_tips_nbits_and_a_sane_ntime() {
     };
     assert_eq!(refused(h.check(&other_bits, NOW)), "nbits-mismatch");
     let at = |ntime| HeaderOnTip { ntime, ..on(1) };
-    assert_eq!(h.check(&at(NOW - NTIME_SLACK_SECS), NOW), Ok(()));
-    assert_eq!(h.check(&at(NOW + NTIME_SLACK_SECS), NOW), Ok(()));
+    assert_eq!(
+        h.check(&at(NOW - NTIME_SLACK_SECS), NOW),
+        Ok(FreshTip::Announced)
+    );
+    assert_eq!(
+        h.check(&at(NOW + NTIME_SLACK_SECS), NOW),
+        Ok(FreshTip::Announced)
+    );
     for ntime in [NOW - NTIME_SLACK_SECS - 1, NOW + NTIME_SLACK_SECS + 1, 0] {
         assert_eq!(
             refused(h.check(&at(ntime), NOW)),
@@ -75,17 +101,118 @@ fn a_tip_announced_again_is_not_new_and_a_returning_one_moves_to_the_front() {
     assert!(h.record(tip(1)));
     assert_eq!(h.newest(), Some(&tip(1)));
     assert_eq!(h.tips().count(), 3);
-    assert_eq!(h.check(&on(3), NOW), Ok(()));
+    assert_eq!(h.check(&on(3), NOW), Ok(FreshTip::Announced));
     assert_eq!(refused(h.check(&on(2), NOW)), "stale-prev-hash");
 }
 
 #[test]
 fn the_history_is_bounded_and_survives_its_bytes() {
-    let h = history(2, 200);
+    let mut h = history(2, 150);
+    h.record(Tip {
+        height: None,
+        ..tip(151)
+    });
     assert_eq!(h.tips().count(), 2 + REMEMBERED_BEYOND);
     let tips = TipHistory::tips_from_bytes(&h.to_bytes()).unwrap();
     assert_eq!(TipHistory::new(2, tips), h);
-    assert_eq!(TipHistory::tips_from_bytes(&[0; 41]), None);
+    assert_eq!(TipHistory::tips_from_bytes(&[0; 45]), None);
+}
+
+#[test]
+fn tips_stored_before_they_had_heights_are_read_without() {
+    // Prev hash, nbits, time: 40 bytes a tip, newest first.
+    let mut stored = Vec::new();
+    for n in [2u8, 1] {
+        stored.extend_from_slice(&[n; 32]);
+        stored.extend_from_slice(&BITS.to_le_bytes());
+        stored.extend_from_slice(&NOW.to_le_bytes());
+    }
+    let without = |n| Tip {
+        height: None,
+        ..tip(n)
+    };
+    assert_eq!(
+        TipHistory::tips_without_heights_from_bytes(&stored),
+        Some(vec![without(2), without(1)])
+    );
+    assert_eq!(TipHistory::tips_without_heights_from_bytes(&[0; 44]), None);
+}
+
+/// Tips 1 and 4 announced: the mint missed the blocks at heights 102 and 103.
+fn with_missed_blocks(max_tip_age: usize) -> TipHistory {
+    TipHistory::new(max_tip_age, [tip(4), tip(1)])
+}
+
+#[test]
+fn a_share_at_a_height_the_mint_passed_without_seeing_its_tip_is_quoted() {
+    let h = with_missed_blocks(6);
+    for n in [2, 3] {
+        assert_eq!(
+            h.check(&unseen_at(n), NOW),
+            Ok(FreshTip::Missed { height: height(n) })
+        );
+    }
+    // The tips it saw are as before; at their heights, another is unseen.
+    assert_eq!(h.check(&on(4), NOW), Ok(FreshTip::Announced));
+    assert_eq!(h.check(&on(1), NOW), Ok(FreshTip::Announced));
+    for n in [1, 4] {
+        assert_eq!(h.check(&unseen_at(n), NOW), Err(TipProblem::Unseen));
+    }
+    // Past the newest tip (a block announced late), or with no height.
+    assert_eq!(h.check(&unseen_at(5), NOW), Err(TipProblem::Unseen));
+    let no_height = HeaderOnTip {
+        height: None,
+        ..unseen_at(2)
+    };
+    assert_eq!(h.check(&no_height, NOW), Err(TipProblem::Unseen));
+}
+
+#[test]
+fn a_missed_tip_is_as_fresh_as_its_height_and_checked_against_the_tips_beside_it() {
+    let h = with_missed_blocks(2);
+    assert!(h.check(&unseen_at(3), NOW).is_ok());
+    assert_eq!(refused(h.check(&unseen_at(2), NOW)), "stale-prev-hash");
+    // Tip 1 is one tip back but three blocks: stale too.
+    assert_eq!(refused(h.check(&on(1), NOW)), "stale-prev-hash");
+
+    // Before and after a difficulty change, either nbits.
+    let h = TipHistory::new(
+        6,
+        [
+            Tip {
+                nbits: BITS - 1,
+                ..tip(4)
+            },
+            tip(1),
+        ],
+    );
+    for nbits in [BITS, BITS - 1] {
+        let share = HeaderOnTip {
+            nbits,
+            ..unseen_at(2)
+        };
+        assert!(h.check(&share, NOW).is_ok(), "{nbits:#x}");
+    }
+    let other_bits = HeaderOnTip {
+        nbits: BITS + 1,
+        ..unseen_at(2)
+    };
+    assert_eq!(refused(h.check(&other_bits, NOW)), "nbits-mismatch");
+    // Two hours before the tip below it is too early.
+    let early = HeaderOnTip {
+        ntime: NOW - NTIME_SLACK_SECS - 1,
+        ..unseen_at(2)
+    };
+    assert_eq!(refused(h.check(&early, NOW)), "ntime-out-of-range");
+}
+
+#[test]
+fn without_heights_an_unseen_tip_stays_unseen() {
+    let no_heights = TipHistory::new(6, [tip(4), tip(1)].map(|t| Tip { height: None, ..t }));
+    assert_eq!(
+        no_heights.check(&unseen_at(2), NOW),
+        Err(TipProblem::Unseen)
+    );
 }
 
 fn chain(wait_ms: u64) -> Arc<Chain> {
@@ -101,7 +228,22 @@ async fn a_share_on_a_tip_announced_while_it_waits_passes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         announcer.record(tip(2));
     });
-    assert_eq!(chain.check(&on(2), NOW).await, Ok(()));
+    assert_eq!(chain.check(&on(2), NOW).await, Ok(FreshTip::Announced));
+}
+
+#[tokio::test]
+async fn a_share_waiting_for_its_tip_passes_once_a_later_one_shows_the_mint_missed_it() {
+    // A restarted mint knows tip 1; the provider is at tip 3 by now.
+    let chain = Arc::new(Chain::new(history(6, 1), Duration::from_millis(5_000)));
+    let announcer = chain.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        announcer.record(tip(3));
+    });
+    assert_eq!(
+        chain.check(&unseen_at(2), NOW).await,
+        Ok(FreshTip::Missed { height: height(2) })
+    );
 }
 
 #[tokio::test]
@@ -118,7 +260,7 @@ async fn without_its_provider_the_mint_quotes_known_tips_and_asks_for_patience_o
     let chain = chain(50);
     chain.record(tip(2));
     chain.lost();
-    assert_eq!(chain.check(&on(2), NOW).await, Ok(()));
+    assert_eq!(chain.check(&on(2), NOW).await, Ok(FreshTip::Announced));
     let r = chain.check(&on(9), NOW).await.unwrap_err();
     assert_eq!(r.code, "chain-unavailable");
     assert!(mint_quote_sv2::error_code::is_transient(r.code));

@@ -14,7 +14,7 @@ use cdk::amount::SplitTarget;
 use cdk::http_client::HttpClient;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, SecretKey};
 use cdk::wallet::{Wallet, WalletBuilder};
-use ehash::coinbase::testing::{coinbase, mine_header, mine_header_on};
+use ehash::coinbase::testing::{coinbase_tx_at, mine_header, mine_header_on};
 use ehash::wire::MessageSet;
 use ehash::LockingKey;
 use mint::{MintConfig, RunningMint};
@@ -25,6 +25,7 @@ use mint_quote_sv2::{
 use roles_common::noise::{self, NoiseReader, NoiseWriter};
 use roles_common::CancellationToken;
 use stratum_apps::key_utils::Secp256k1SecretKey;
+use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::secp256k1::{self as secp, XOnlyPublicKey};
 use stratum_core::bitcoin::ScriptBuf;
 use tokio::net::TcpStream;
@@ -269,20 +270,22 @@ pub fn pool_script() -> ScriptBuf {
 /// A share worth exactly 2^zero_bits expected hashes (and ehash at unit_bits
 /// 0), mined on a coinbase that pays the pool and commits to `key`.
 pub fn share(zero_bits: u32, key: LockingKey) -> MintQuoteRequestOwned {
-    let proof = proof_for(key);
+    let proof = proof_for(key, ehash::coinbase::testing::HEIGHT);
     let (header, target) = mine_header(&proof.coinbase, &proof.merkle_path, zero_bits);
     MintQuoteRequestOwned::new(&header, target, 1u64 << zero_bits, key, &proof).unwrap()
 }
 
-/// [`share`] on a chain tip: its prev hash, nbits and an ntime.
+/// [`share`] on a chain tip: its prev hash, nbits, an ntime, and the
+/// height of blocks on it.
 pub fn share_on(
     prev_hash: [u8; 32],
     nbits: u32,
     ntime: u32,
+    height: u32,
     zero_bits: u32,
     key: LockingKey,
 ) -> MintQuoteRequestOwned {
-    let proof = proof_for(key);
+    let proof = proof_for(key, height);
     let (header, target) = mine_header_on(
         prev_hash,
         nbits,
@@ -294,10 +297,12 @@ pub fn share_on(
     MintQuoteRequestOwned::new(&header, target, 1u64 << zero_bits, key, &proof).unwrap()
 }
 
-/// A fresh coinbase paying the pool and committing to `key`, with a path.
-fn proof_for(key: LockingKey) -> CoinbaseProof {
+/// A fresh coinbase for a block at `height` paying the pool and committing
+/// to `key`, with a path.
+fn proof_for(key: LockingKey, height: u32) -> CoinbaseProof {
+    let unique = rand::random::<[u8; 16]>();
     CoinbaseProof {
-        coinbase: coinbase(&pool_script(), &key, &rand::random::<[u8; 16]>()),
+        coinbase: serialize(&coinbase_tx_at(height, &pool_script(), &key, &unique)),
         merkle_path: vec![rand::random(), rand::random()],
     }
 }

@@ -39,6 +39,7 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 
+use ehash::coinbase::bip34_height;
 use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned};
 use stratum_core::bitcoin::consensus::{deserialize, serialize};
 use stratum_core::bitcoin::hashes::Hash;
@@ -84,7 +85,7 @@ struct Tip {
     /// The BIP34 height push every coinbase on this tip starts with.
     height_push: Vec<u8>,
     /// That height.
-    height: Option<i64>,
+    height: Option<u32>,
     /// The template's outputs (the template provider's, not the pool's).
     required_outputs: Vec<TxOut>,
     /// Counts tips, so a job declared on an older one is known stale.
@@ -287,7 +288,7 @@ impl JobDeclarator {
             prev_hash: prev.prev_hash.to_array(),
             nbits: prev.n_bits,
             min_ntime: prev.header_timestamp,
-            height: push_height(&height_push),
+            height: bip34_height(&height_push),
             height_push,
             required_outputs: template_outputs(template),
             seq,
@@ -550,7 +551,7 @@ impl JobDeclarator {
         let Some(next) = self.tip.as_ref().and_then(|t| t.height) else {
             return false;
         };
-        coinbase.and_then(|tx| push_height(tx.input[0].script_sig.as_bytes())) == Some(next + 1)
+        coinbase.and_then(|tx| bip34_height(tx.input[0].script_sig.as_bytes())) == Some(next + 1)
     }
 
     fn provided(
@@ -762,12 +763,6 @@ fn height_push(template: &NewTemplateOwned) -> Vec<u8> {
         _ => prefix.len(),
     };
     prefix[..len.min(prefix.len())].to_vec()
-}
-
-/// The number a script's first push (a BIP34 height) encodes.
-fn push_height(script: &[u8]) -> Option<i64> {
-    let first = Script::from_bytes(script).instructions().next()?.ok()?;
-    first.script_num()
 }
 
 /// The outputs a template carries (concatenated TxOuts, no count).

@@ -2,7 +2,7 @@
 //! channel for each NewTemplate, a new prevhash for each SetNewPrevHash, and
 //! the jobs a new channel starts with.
 
-use stratum_core::bitcoin::{consensus::serialize, hashes::Hash, Amount, BlockHash, Script, TxOut};
+use stratum_core::bitcoin::{consensus::serialize, hashes::Hash, Amount, BlockHash, TxOut};
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 use tracing::{debug, info, warn};
 
@@ -11,12 +11,6 @@ use super::{Action, PoolCore};
 
 /// Future templates kept for a SetNewPrevHash to activate.
 const KEPT_FUTURE_TEMPLATES: usize = 16;
-
-/// The block height a template's coinbase prefix starts with (BIP 34).
-fn bip34_height(coinbase_prefix: &[u8]) -> Option<u32> {
-    let first = Script::from_bytes(coinbase_prefix).instructions().next()?;
-    u32::try_from(first.ok()?.script_num()?).ok()
-}
 
 impl PoolCore {
     /// The template a job on the current tip is made from now: the latest
@@ -156,6 +150,6 @@ impl PoolCore {
             .flatten()
             .chain(self.future_templates.iter())
             .find(|t| t.template_id == template_id)?;
-        bip34_height(template.coinbase_prefix.as_bytes())
+        ehash::coinbase::bip34_height(template.coinbase_prefix.as_bytes())
     }
 }

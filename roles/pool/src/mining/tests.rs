@@ -406,8 +406,9 @@ fn accepted(core: &mut PoolCore, share: MiningOwned) -> AcceptedShare {
         .expect("the share is accepted")
 }
 
-/// Checks an accepted share's coinbase proof the way the mint does.
-fn check_proof(share: &AcceptedShare, key: &str) -> Result<(), ehash::CoinbaseError> {
+/// Checks an accepted share's coinbase proof the way the mint does: the
+/// block height it is for, if the coinbase says.
+fn check_proof(share: &AcceptedShare, key: &str) -> Result<Option<u32>, ehash::CoinbaseError> {
     let proof = share
         .proof
         .as_ref()
@@ -450,7 +451,8 @@ fn shares_of_both_kinds_prove_their_coinbase_and_key() {
     let a = accepted(&mut core, MiningOwned::SubmitSharesExtended(submit));
     assert_eq!(a.header, header);
     assert_eq!(a.proof.as_ref().unwrap().merkle_path.len(), 2);
-    check_proof(&a, KEY).unwrap();
+    // The template's height (its coinbase prefix), which the mint reads.
+    assert_eq!(check_proof(&a, KEY), Ok(Some(1)));
     assert_eq!(
         check_proof(&a, other_key),
         Err(ehash::CoinbaseError::KeyCommitmentMismatch)
@@ -496,7 +498,8 @@ fn shares_of_both_kinds_prove_their_coinbase_and_key() {
     };
     let a = accepted(&mut core, MiningOwned::SubmitSharesStandard(submit));
     assert_eq!(a.header, header);
-    check_proof(&a, KEY).unwrap();
+    // The template's height (its coinbase prefix), which the mint reads.
+    assert_eq!(check_proof(&a, KEY), Ok(Some(1)));
     assert_eq!(
         check_proof(&a, other_key),
         Err(ehash::CoinbaseError::KeyCommitmentMismatch)
