@@ -126,7 +126,7 @@ async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) 
         info!(
             prev_hash = %ehash::share::hex_be(&tip.prev_hash),
             nbits = format_args!("{:#010x}", tip.nbits),
-            height = ?tip.height,
+            height = tip.height,
             "chain view: new tip"
         );
         if let Err(e) = store_tips(db, &history).await {

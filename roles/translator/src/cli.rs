@@ -47,15 +47,23 @@ pub async fn run_wallet_command(
     let (store, wallet) = crate::open_wallet(config)
         .await
         .map_err(|e| e.to_string())?;
-    let command = match command {
-        WalletCommand::Claim {
-            keep_quotes_hours: None,
-        } => WalletCommand::Claim {
-            keep_quotes_hours: Some(config.keep_quotes_hours),
-        },
-        command => command,
-    };
+    let command = command.with_translator_defaults(config.keep_quotes_hours);
     run_wallet_command_on(&wallet, &store, command).await
+}
+
+impl WalletCommand {
+    /// The command on the translator's own wallet: what it leaves unsaid
+    /// comes from the translator's config (its `keep_quotes_hours`).
+    fn with_translator_defaults(self, keep_quotes_hours: u64) -> WalletCommand {
+        match self {
+            WalletCommand::Claim {
+                keep_quotes_hours: None,
+            } => WalletCommand::Claim {
+                keep_quotes_hours: Some(keep_quotes_hours),
+            },
+            command => command,
+        }
+    }
 }
 
 /// Quotes minted in one NUT-29 batch by `claim`.
@@ -214,4 +222,37 @@ fn quote_listing(own: &str, store: &QuoteStore) -> Result<String, String> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: WalletCommand,
+    }
+
+    fn parsed(args: &[&str]) -> Result<WalletCommand, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wallet").chain(args.iter().copied()))
+            .map(|c| c.command)
+    }
+
+    #[test]
+    fn claim_keeps_quote_records_as_long_as_said_else_as_the_translator_does() {
+        let claim = |hours| WalletCommand::Claim {
+            keep_quotes_hours: Some(hours),
+        };
+        let on_translator = |args: &[&str]| parsed(args).unwrap().with_translator_defaults(48);
+        assert_eq!(on_translator(&["claim"]), claim(48));
+        assert_eq!(
+            on_translator(&["claim", "--keep-quotes-hours", "5"]),
+            claim(5)
+        );
+        assert_eq!(on_translator(&["balance"]), WalletCommand::Balance);
+        assert!(parsed(&["claim", "--keep-quotes-hours", "0"]).is_err());
+    }
 }
