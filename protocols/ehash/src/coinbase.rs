@@ -167,7 +167,8 @@ pub fn merkle_root_of(coinbase: &[u8], path: &[[u8; 32]]) -> [u8; 32] {
 }
 
 /// The block height a coinbase scriptSig (or a template's coinbase prefix)
-/// starts with, as BIP 34 puts it there; `None` if it starts with no number.
+/// starts with (BIP 34; a non-minimal push reads too); `None` if it starts
+/// with no number.
 pub fn bip34_height(script_sig: &[u8]) -> Option<u32> {
     let first = Script::from_bytes(script_sig).instructions().next()?.ok()?;
     u32::try_from(first.script_num()?).ok()

@@ -8,8 +8,9 @@
 //!        |
 //!        +-- one of the newest max_tip_age tips --> nbits and ntime checked
 //!        +-- an older tip still remembered ------> stale-prev-hash
-//!        +-- never seen, at a height the mint passed without seeing its tip
-//!        |   (it was down, or so was its template provider link)
+//!        +-- never seen, at a height between two tips announced one
+//!        |   right after the other (the mint was down, its template
+//!        |   provider link was, or two blocks came at once)
 //!        |                                  ---> checked as above, against
 //!        |                                       the tips either side
 //!        +-- never seen otherwise ---------------> wait for the chain view
@@ -27,7 +28,8 @@
 //! is down; when a block came and went meanwhile, the shares on it build on
 //! a tip the mint never saw. Taking their height from the coinbase trusts
 //! the pool for the prev hash at a height the mint missed, and for nothing
-//! else: the work is still fresh work for this pool and this key.
+//! else: the work is still fresh work for this pool and this key, done
+//! after the tip before the gap (its ntime).
 //!
 //! [`TipHistory`] decides without IO; [`Chain`] shares it between the
 //! template provider link, which records tips, and the quote requests,
@@ -95,7 +97,8 @@ impl HeaderOnTip {
 pub enum FreshTip {
     /// One the template provider announced.
     Announced,
-    /// One the mint never saw, at a height it passed without seeing it.
+    /// One the mint never saw, at a height between two tips it saw one
+    /// right after the other.
     Missed { height: u32 },
 }
 
@@ -174,43 +177,37 @@ impl TipHistory {
         {
             let tip = &self.tips[position];
             // Blocks the mint missed count too.
-            let age = position.max(self.blocks_since(tip.height).unwrap_or(0));
+            let age = tip.height.and_then(|h| self.blocks_since(h));
+            let age = position.max(age.unwrap_or(0));
             self.check_fresh(header, now, age, &[tip.nbits], tip.time)?;
             return Ok(FreshTip::Announced);
         }
-        let (height, below, above) = self.around_missed(header).ok_or(TipProblem::Unseen)?;
-        let age = self.blocks_since(Some(height)).unwrap_or(0);
+        let height = header.height.ok_or(TipProblem::Unseen)?;
+        let (below, above) = self.gap_around(height).ok_or(TipProblem::Unseen)?;
+        let age = self.blocks_since(height).ok_or(TipProblem::Unseen)?;
         // Either side of a difficulty change, the missed tip has one or the other.
-        let nbits: Vec<u32> = below.iter().chain([&above]).map(|t| t.nbits).collect();
-        let time = below.unwrap_or(above).time;
-        self.check_fresh(header, now, age, &nbits, time)?;
+        self.check_fresh(header, now, age, &[below.nbits, above.nbits], below.time)?;
         Ok(FreshTip::Missed { height })
     }
 
-    /// Blocks between a tip at `height` and the newest tip.
-    fn blocks_since(&self, height: Option<u32>) -> Option<usize> {
+    /// Blocks between a tip at `height` and the newest tip, if it has one.
+    fn blocks_since(&self, height: u32) -> Option<usize> {
         let newest = self.newest()?.height?;
-        usize::try_from(newest.saturating_sub(height?)).ok()
+        usize::try_from(newest.saturating_sub(height)).ok()
     }
 
-    /// The share's height and the tips either side of it, if the mint has
-    /// passed that height without seeing any tip there.
-    fn around_missed(&self, header: &HeaderOnTip) -> Option<(u32, Option<&Tip>, &Tip)> {
-        let height = header.height?;
-        if height >= self.newest()?.height? || self.tips.iter().any(|t| t.height == Some(height)) {
+    /// The two tips, announced one right after the other, whose heights
+    /// `height` falls strictly between, if no tip is at that height: so the
+    /// mint saw the chain before and after a block it never saw. Tips with
+    /// no height (stored before tips had them) make no such pair.
+    fn gap_around(&self, height: u32) -> Option<(&Tip, &Tip)> {
+        if self.tips.iter().any(|t| t.height == Some(height)) {
             return None;
         }
-        let below = self
-            .tips
-            .iter()
-            .filter(|t| t.height.is_some_and(|h| h < height))
-            .max_by_key(|t| t.height);
-        let above = self
-            .tips
-            .iter()
-            .filter(|t| t.height.is_some_and(|h| h > height))
-            .min_by_key(|t| t.height)?;
-        Some((height, below, above))
+        let mut newer_then_older = self.tips.iter().zip(self.tips.iter().skip(1));
+        newer_then_older.find_map(|(newer, older)| {
+            (older.height? < height && height < newer.height?).then_some((older, newer))
+        })
     }
 
     /// The checks of a header on a tip `age` blocks back, whose nbits is one
@@ -408,7 +405,7 @@ impl Chain {
         tracing::info!(
             prev_hash = %ehash::share::hex_be(&prev_hash),
             height,
-            "chain view: quoting shares on a tip the mint missed (it passed that height while not following its template provider)"
+            "chain view: quoting shares on a tip the mint's template provider never announced to it, at a height between two it did (the mint or its link was down, or two blocks came at once)"
         );
     }
 }

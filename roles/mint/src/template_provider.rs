@@ -24,7 +24,7 @@ use crate::service::KV_NAMESPACE;
 const TIPS: (&str, &str) = ("chain", "tips_with_heights");
 /// Where mints stored their tips before tips had heights.
 const TIPS_WITHOUT_HEIGHTS: (&str, &str) = ("chain", "tips");
-/// Templates whose height a SetNewPrevHash may ask for.
+/// Future templates whose height a SetNewPrevHash may ask for.
 const KEPT_TEMPLATES: usize = 16;
 
 /// The tips a previous run stored (newest first); none if there are none
@@ -139,12 +139,16 @@ async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) 
 /// SetNewPrevHash makes of the (future) template it activates.
 #[derive(Debug, Default)]
 struct TemplateHeights {
-    /// (template id, its coinbase's BIP 34 height), oldest first.
+    /// (future template id, its coinbase's BIP 34 height), oldest first.
     latest: VecDeque<(u64, Option<u32>)>,
 }
 
 impl TemplateHeights {
+    /// Keeps a future template's height: only those can be activated.
     fn record(&mut self, template: &NewTemplateOwned) {
+        if !template.future_template {
+            return;
+        }
         if self.latest.len() == KEPT_TEMPLATES {
             self.latest.pop_front();
         }
@@ -200,6 +204,37 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn tips_an_older_mint_stored_load_until_tips_with_heights_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mint.sqlite");
+        let db: DynMintDatabase = Arc::new(
+            cdk_sqlite::MintSqliteDatabase::new(path.to_str().unwrap())
+                .await
+                .unwrap(),
+        );
+        assert_eq!(load_tips(&db).await.unwrap(), vec![]);
+        let tip = TemplateHeights::default().tip(&prev(1));
+        // Prev hash, nbits, time: as mints stored a tip before heights.
+        let mut stored = tip.prev_hash.to_vec();
+        stored.extend_from_slice(&tip.nbits.to_le_bytes());
+        stored.extend_from_slice(&tip.time.to_le_bytes());
+        let mut tx = db.begin_transaction().await.unwrap();
+        let (ns, key) = TIPS_WITHOUT_HEIGHTS;
+        tx.kv_write(KV_NAMESPACE, ns, key, &stored).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(load_tips(&db).await.unwrap(), vec![tip]);
+
+        let with_height = Tip {
+            height: Some(840_000),
+            ..tip
+        };
+        store_tips(&db, &TipHistory::new(6, [with_height]))
+            .await
+            .unwrap();
+        assert_eq!(load_tips(&db).await.unwrap(), vec![with_height]);
+    }
+
     #[test]
     fn a_tip_has_the_height_of_the_template_it_activates() {
         let mut heights = TemplateHeights::default();
@@ -224,5 +259,13 @@ mod tests {
         assert_eq!(heights.tip(&prev(2)).height, None);
         heights.record(&template(100, vec![0x6a]));
         assert_eq!(heights.tip(&prev(100)).height, None);
+        // A template for the current tip is never activated: not kept.
+        heights.record(&template(101, vec![0x51]));
+        heights.record(&NewTemplateOwned {
+            future_template: false,
+            ..template(102, vec![0x52])
+        });
+        assert_eq!(heights.tip(&prev(102)).height, None);
+        assert_eq!(heights.tip(&prev(101)).height, Some(1));
     }
 }

@@ -198,21 +198,49 @@ fn a_missed_tip_is_as_fresh_as_its_height_and_checked_against_the_tips_beside_it
         ..unseen_at(2)
     };
     assert_eq!(refused(h.check(&other_bits, NOW)), "nbits-mismatch");
-    // Two hours before the tip below it is too early.
-    let early = HeaderOnTip {
-        ntime: NOW - NTIME_SLACK_SECS - 1,
+    // Work done after the tip before the gap, two hours either way.
+    const HOURS: u32 = 3600;
+    let h = TipHistory::new(
+        6,
+        [
+            tip(4),
+            Tip {
+                time: NOW - 3 * HOURS,
+                ..tip(1)
+            },
+        ],
+    );
+    let at = |ntime| HeaderOnTip {
+        ntime,
         ..unseen_at(2)
     };
-    assert_eq!(refused(h.check(&early, NOW)), "ntime-out-of-range");
+    assert!(h.check(&at(NOW - 5 * HOURS), NOW).is_ok());
+    assert_eq!(
+        refused(h.check(&at(NOW - 5 * HOURS - 1), NOW)),
+        "ntime-out-of-range"
+    );
 }
 
 #[test]
-fn without_heights_an_unseen_tip_stays_unseen() {
-    let no_heights = TipHistory::new(6, [tip(4), tip(1)].map(|t| Tip { height: None, ..t }));
-    assert_eq!(
-        no_heights.check(&unseen_at(2), NOW),
-        Err(TipProblem::Unseen)
-    );
+fn only_two_tips_with_heights_announced_one_after_the_other_make_a_gap() {
+    let unseen = |h: &TipHistory, n| h.check(&unseen_at(n), NOW);
+    let no_height = |t: Tip| Tip { height: None, ..t };
+    // Tips stored before they had heights, then the provider's tip with
+    // one: the mint saw heights 101 to 103, it just cannot tell.
+    let upgraded = TipHistory::new(6, [tip(4), no_height(tip(3)), no_height(tip(2)), tip(1)]);
+    for n in [2, 3] {
+        assert_eq!(unseen(&upgraded, n), Err(TipProblem::Unseen), "{n}");
+    }
+    // A first start: nothing below the first tip.
+    let first = TipHistory::new(6, [tip(4)]);
+    assert_eq!(unseen(&first, 2), Err(TipProblem::Unseen));
+    // The newest tip with no height: no age by height to check.
+    let mut h = with_missed_blocks(6);
+    h.record(no_height(tip(5)));
+    assert_eq!(unseen(&h, 2), Err(TipProblem::Unseen));
+    // Without heights at all.
+    let no_heights = TipHistory::new(6, [tip(4), tip(1)].map(no_height));
+    assert_eq!(unseen(&no_heights, 2), Err(TipProblem::Unseen));
 }
 
 fn chain(wait_ms: u64) -> Arc<Chain> {

@@ -548,10 +548,10 @@ impl JobDeclarator {
 
     /// Whether `coinbase` is for the block after the pool's next one.
     fn one_block_ahead(&self, coinbase: Option<&Transaction>) -> bool {
-        let Some(next) = self.tip.as_ref().and_then(|t| t.height) else {
+        let Some(after_next) = self.tip.as_ref().and_then(|t| t.height?.checked_add(1)) else {
             return false;
         };
-        coinbase.and_then(|tx| bip34_height(tx.input[0].script_sig.as_bytes())) == Some(next + 1)
+        coinbase.and_then(|tx| bip34_height(tx.input[0].script_sig.as_bytes())) == Some(after_next)
     }
 
     fn provided(
