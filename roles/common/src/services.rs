@@ -36,7 +36,9 @@ pub enum ProcessGroup {
     /// Its parent's: it stops with an interrupted test run.
     Parent,
     /// Its own: only its owner stops it, after what uses it (the devnet's
-    /// mints write to PostgreSQL as they stop).
+    /// mints write to PostgreSQL as they stop). It also gets a stop signal
+    /// when the thread that started it ends, however its process ends
+    /// (SIGKILL too): start it on a thread that lives as long as it is used.
     Own,
 }
 
@@ -46,6 +48,14 @@ impl ProcessGroup {
             command.process_group(0);
         }
         command
+    }
+
+    /// The signal a server started in this group gets when the thread that
+    /// started it ends: `stop` in a group of its own, none in its parent's
+    /// (where a test's Ctrl-C reaches it, and tests start servers on
+    /// threads that come and go).
+    fn death_signal(self, stop: &'static str) -> Option<&'static str> {
+        (self == ProcessGroup::Own).then_some(stop)
     }
 }
 
@@ -75,7 +85,9 @@ impl Postgres {
             })?;
         }
         let data = dir.path().join("data");
-        run(as_postgres(as_root, &bin.join("initdb"), dir.path())
+        let user = as_root.then_some(POSTGRES_SYSTEM_USER);
+        run(command(&bin.join("initdb"), user, None)
+            .current_dir(dir.path())
             .arg("--pgdata")
             .arg(&data)
             .args(["--username", POSTGRES_USER])
@@ -103,9 +115,11 @@ impl Postgres {
 
         let log_path = dir.path().join("postgres.log");
         let log = File::create(&log_path).map_err(|e| format!("postgres.log: {e}"))?;
-        let mut postgres = as_postgres(as_root, &bin.join("postgres"), dir.path());
+        // SIGINT: a fast shutdown, the server's children end with it.
+        let mut postgres = command(&bin.join("postgres"), user, group.death_signal("INT"));
         let child = group
             .apply(&mut postgres)
+            .current_dir(dir.path())
             .arg("-D")
             .arg(&data)
             .stdin(Stdio::null())
@@ -224,9 +238,14 @@ impl Redis {
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("redis.log: {e}"))?;
+        let mut redis = command(
+            Path::new("redis-server"),
+            None,
+            self.group.death_signal("TERM"),
+        );
         let mut child = self
             .group
-            .apply(&mut Command::new("redis-server"))
+            .apply(&mut redis)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path())
@@ -352,21 +371,24 @@ fn run(command: &mut Command) -> Result<(), String> {
 /// `program` as the user PostgreSQL runs as: this one, or when root the
 /// `postgres` system user (setpriv execs the program, so a child process
 /// is the server itself); in `dir`, which that user can enter.
-fn as_postgres(as_root: bool, program: &Path, dir: &Path) -> Command {
-    let mut command = if as_root {
-        let mut setpriv = Command::new("setpriv");
+/// `program`, through `setpriv` when it must run as `user` or get
+/// `death_signal` when the thread that starts it ends.
+fn command(program: &Path, user: Option<&str>, death_signal: Option<&str>) -> Command {
+    if user.is_none() && death_signal.is_none() {
+        return Command::new(program);
+    }
+    let mut setpriv = Command::new("setpriv");
+    if let Some(user) = user {
         setpriv
-            .arg(format!("--reuid={POSTGRES_SYSTEM_USER}"))
-            .arg(format!("--regid={POSTGRES_SYSTEM_USER}"))
-            .arg("--init-groups")
-            .arg("--")
-            .arg(program);
-        setpriv
-    } else {
-        Command::new(program)
-    };
-    command.current_dir(dir);
-    command
+            .arg(format!("--reuid={user}"))
+            .arg(format!("--regid={user}"))
+            .arg("--init-groups");
+    }
+    if let Some(signal) = death_signal {
+        setpriv.arg(format!("--pdeathsig={signal}"));
+    }
+    setpriv.arg("--").arg(program);
+    setpriv
 }
 
 fn running_as_root() -> Result<bool, String> {
@@ -413,7 +435,11 @@ fn postgres_bindir() -> Result<PathBuf, String> {
 struct TempDir(PathBuf);
 
 impl TempDir {
+    /// Also removes the directories of this kind that processes no longer
+    /// running left behind (a killed devnet's servers stop, their
+    /// directories stay).
     fn new(what: &str) -> Result<Self, String> {
+        remove_left_behind(&std::env::temp_dir(), what);
         static CREATED: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -436,6 +462,28 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes `hashpool-<what>-<pid>-...` directories in `parent` whose
+/// process is gone.
+fn remove_left_behind(parent: &Path, what: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!("hashpool-{what}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(dir = %entry.path().display(), "removing what a {what} server of a process gone left behind");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -515,5 +563,48 @@ mod tests {
         let dir = redis.dir.path().to_path_buf();
         drop(redis);
         assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    #[test]
+    fn servers_of_their_own_group_stop_when_the_thread_that_started_them_ends() {
+        // The thread ends without dropping them, as a killed process would.
+        let started = std::thread::spawn(|| {
+            let postgres = Postgres::start(ProcessGroup::Own).unwrap();
+            let redis = Redis::start(ProcessGroup::Own).unwrap();
+            let addrs = (postgres.addr(), redis.addr());
+            let dirs = [postgres.dir.path(), redis.dir.path()].map(Path::to_path_buf);
+            std::mem::forget((postgres, redis));
+            (addrs, dirs)
+        });
+        let ((postgres, redis), dirs) = started.join().unwrap();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while TcpStream::connect(postgres).is_ok() || ping(redis) {
+            assert!(
+                Instant::now() < deadline,
+                "still serving after their thread ended"
+            );
+            std::thread::sleep(POLL);
+        }
+        for dir in dirs {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn directories_that_processes_gone_left_behind_are_removed() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut gone = Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let dir = |what: &str, pid: u32| {
+            let dir = parent.path().join(format!("hashpool-{what}-{pid}-12-0"));
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        };
+        let left = dir("redis", gone.id());
+        let ours = dir("redis", std::process::id());
+        let other_kind = dir("postgres", gone.id());
+        remove_left_behind(parent.path(), "redis");
+        assert!(!left.exists());
+        assert!(ours.exists() && other_kind.exists());
     }
 }

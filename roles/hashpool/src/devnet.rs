@@ -213,8 +213,8 @@ impl Roles {
             pool_dashboard: self.pool_stats.handle.http_addr,
             proxy_dashboard: self.proxy_stats.handle.http_addr,
             scale_out: self.scale_out.as_ref().map(|s| ScaleOutEndpoints {
-                postgres: s.services.postgres.addr(),
-                redis: s.services.redis.url(),
+                postgres: s.services.postgres_addr,
+                redis: s.services.redis_url.clone(),
                 second_mint_http: s.mint.handle.http_addr,
                 second_pool: s.pool.handle.local_addr(),
             }),

@@ -22,33 +22,60 @@ const SECOND_POOL_IDENTITY: &str = "VJCtphiyTgEZe7rb98GUeAE6yxVLocVWmvt68y3BuQqq
 /// How long a request held by a stopped mint instance waits to be claimed.
 const CLAIM_IDLE_MS: u64 = 5_000;
 
-/// The cluster's database and stream servers.
+/// The cluster's database and stream servers, owned by a thread of their
+/// own that started them: they stop when it ends, so they go with the
+/// devnet even if it is killed.
 pub struct Services {
-    pub postgres: Postgres,
-    pub redis: Redis,
+    pub postgres_addr: SocketAddr,
+    pub redis_url: String,
+    /// Dropping it ends the thread, which stops the servers.
+    stop: std::sync::mpsc::Sender<()>,
+    owner: std::thread::JoinHandle<()>,
 }
 
 impl Services {
     /// Stops both servers (off the runtime: it waits for them to exit).
     pub async fn stop(self) {
-        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
+        drop(self.stop);
+        let owner = self.owner;
+        let _ = tokio::task::spawn_blocking(move || owner.join()).await;
     }
 }
 
 /// Starts PostgreSQL and Redis and points the mint and the pool at them.
 pub async fn start_services(c: &mut DevnetConfigs) -> Result<Services, String> {
+    let (started, urls) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     // Off the runtime: initdb and the waits for the servers block. Their
     // own process groups: Ctrl-C reaches the devnet alone, which stops them
     // after the mints and pools.
-    let own = ProcessGroup::Own;
-    let (postgres, redis) =
-        tokio::task::spawn_blocking(move || (Postgres::start(own), Redis::start(own)))
-            .await
-            .map_err(|e| e.to_string())?;
-    let (postgres, redis) = (postgres?, redis?);
-    c.mint.database = postgres.url();
+    let owner = std::thread::Builder::new()
+        .name("scale-out-servers".into())
+        .spawn(move || {
+            let own = ProcessGroup::Own;
+            let servers = Postgres::start(own).and_then(|p| Ok((p, Redis::start(own)?)));
+            let urls = match &servers {
+                Ok((p, r)) => Ok((p.url(), p.addr(), r.url())),
+                Err(e) => Err(e.clone()),
+            };
+            let _ = started.send(urls);
+            // Until told to stop, or the devnet is gone.
+            let _ = stopped.recv();
+            drop(servers);
+        })
+        .map_err(|e| format!("starting the servers' thread: {e}"))?;
+    let (postgres_url, postgres_addr, redis_url) = urls
+        .await
+        .map_err(|_| "the servers' thread ended".to_string())??;
+    let services = Services {
+        postgres_addr,
+        redis_url,
+        stop,
+        owner,
+    };
+    c.mint.database = postgres_url;
     c.mint.redis = Some(mint::RedisSettings {
-        url: redis.url(),
+        url: services.redis_url.clone(),
         prefix: roles_common::redis_stream::default_prefix(),
         consumer: Some("devnet-mint-a".into()),
         claim_idle_ms: CLAIM_IDLE_MS,
@@ -65,10 +92,10 @@ pub async fn start_services(c: &mut DevnetConfigs) -> Result<Services, String> {
     });
     if let Some(link) = c.pool.mint.as_mut() {
         link.transport = MintTransport::Redis;
-        link.redis_url = Some(redis.url());
+        link.redis_url = Some(services.redis_url.clone());
         link.redis_prefix = roles_common::redis_stream::default_prefix();
     }
-    Ok(Services { postgres, redis })
+    Ok(services)
 }
 
 fn second_identity() -> (Secp256k1SecretKey, Secp256k1PublicKey) {

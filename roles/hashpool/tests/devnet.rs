@@ -3,6 +3,7 @@
 //! from the state dir. Bad config stops it with one line naming the field.
 
 use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -132,7 +133,7 @@ impl Devnet {
 /// A test that fails before `interrupt` leaves nothing running: the
 /// devnet is stopped as Ctrl-C stops it (and so stops the servers of
 /// `--scale-out`, which have process groups of their own), or killed if it
-/// does not stop (and then they are left).
+/// does not stop (and they stop with it).
 impl Drop for Devnet {
     fn drop(&mut self) {
         let group = format!("-{}", self.child.id());
@@ -312,4 +313,38 @@ fn hashpool_devnet_scale_out_quotes_over_redis_and_pays() {
         .collect();
     assert!(complaints.is_empty(), "{complaints:#?}");
     std::fs::remove_dir_all(&scale_out).unwrap();
+}
+
+/// A devnet killed outright (SIGKILL) cannot stop the servers of
+/// `--scale-out`: they stop by themselves, with the thread that started them.
+#[test]
+fn a_killed_scale_out_devnet_leaves_no_server_running() {
+    let state = tempfile::tempdir().unwrap();
+    let mut devnet = Devnet::start_with(state.path(), &ports(), &["devnet", "--scale-out"]);
+    let address = |line: String| -> SocketAddr {
+        let field = line.split_whitespace().nth(1).unwrap();
+        field.trim_start_matches("redis://").parse().unwrap()
+    };
+    let postgres = address(devnet.line(120, "the PostgreSQL line", |l| {
+        l.trim_start().starts_with("PostgreSQL ")
+    }));
+    let redis = address(devnet.line(10, "the Redis line", |l| {
+        l.trim_start().starts_with("Redis ")
+    }));
+    for server in [postgres, redis] {
+        assert!(TcpStream::connect(server).is_ok(), "{server} serves");
+    }
+    devnet.child.kill().unwrap();
+    devnet.child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while [postgres, redis]
+        .iter()
+        .any(|server| TcpStream::connect(server).is_ok())
+    {
+        assert!(Instant::now() < deadline, "a server outlived the devnet");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut scale_out = state.path().as_os_str().to_owned();
+    scale_out.push("-scale-out");
+    std::fs::remove_dir_all(scale_out).unwrap();
 }
