@@ -203,44 +203,68 @@ pub async fn accept_loop<F, Fut>(
 
 /// A token cancelled on the first SIGINT, SIGTERM or SIGHUP (a closed
 /// terminal stops a role as cleanly as Ctrl-C, unless it runs under
-/// `nohup`). The signals are caught from the moment this returns.
+/// `nohup`). A second one exits the process at once, without a clean stop:
+/// what a second Ctrl-C means to someone waiting on a stop that hangs
+/// (every role is safe to kill). The signals are caught from the moment
+/// this returns.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
-    let signalled = stop_signal();
+    let mut signals = StopSignals::catch();
     tokio::spawn(async move {
-        signalled.await;
-        tracing::info!("shutdown requested");
+        signals.next().await;
+        tracing::info!("shutdown requested (a second stop signal exits at once)");
         cancel.cancel();
+        signals.next().await;
+        tracing::warn!("a second stop signal: exiting at once, without a clean stop");
+        eprintln!("a second stop signal: exiting at once, without a clean stop");
+        std::process::exit(EXIT_ON_SECOND_SIGNAL);
     });
     token
 }
 
-/// Catches the stop signals now; resolves on the first of them.
+/// The exit code after a second stop signal (as a shell reports a process
+/// ended by SIGINT).
+pub const EXIT_ON_SECOND_SIGNAL: i32 = 130;
+
+/// The stop signals, caught from the moment they are made.
 #[cfg(unix)]
-fn stop_signal() -> impl Future<Output = ()> {
-    use tokio::signal::unix::{signal, Signal, SignalKind};
-    let mut interrupt = signal(SignalKind::interrupt()).ok();
-    let mut terminate = signal(SignalKind::terminate()).ok();
-    // Under nohup a hangup is ignored, and stays so.
-    let mut hangup = if hangup_ignored() {
-        None
-    } else {
-        signal(SignalKind::hangup()).ok()
-    };
-    async fn recv(signal: &mut Option<Signal>) {
-        match signal {
-            Some(signal) => {
-                signal.recv().await;
-            }
-            None => std::future::pending().await,
+struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl StopSignals {
+    fn catch() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+            // Under nohup a hangup is ignored, and stays so.
+            hangup: if hangup_ignored() {
+                None
+            } else {
+                signal(SignalKind::hangup()).ok()
+            },
         }
     }
-    async move {
+
+    /// Resolves on the next of them.
+    async fn next(&mut self) {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
         tokio::select! {
-            _ = recv(&mut interrupt) => {}
-            _ = recv(&mut terminate) => {}
-            _ = recv(&mut hangup) => {}
+            _ = recv(&mut self.interrupt) => {}
+            _ = recv(&mut self.terminate) => {}
+            _ = recv(&mut self.hangup) => {}
         }
     }
 }
@@ -264,8 +288,15 @@ fn ignores_hangup(status: &str) -> bool {
 }
 
 #[cfg(not(unix))]
-fn stop_signal() -> impl Future<Output = ()> {
-    async {
+struct StopSignals;
+
+#[cfg(not(unix))]
+impl StopSignals {
+    fn catch() -> Self {
+        StopSignals
+    }
+
+    async fn next(&mut self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
@@ -453,6 +484,88 @@ mod tests {
             .await
             .is_ok();
         assert_eq!(cancelled, !ignored, "SIGHUP ignored: {ignored}");
+    }
+
+    /// Set for the child process of `a_second_stop_signal_exits_at_once`.
+    #[cfg(unix)]
+    const HANGING_CHILD: &str = "HASHPOOL_TEST_HANGING_CHILD";
+
+    /// A role whose stop never ends, run in a process of its own by the
+    /// next test (it does nothing in a test run).
+    #[cfg(unix)]
+    #[tokio::test]
+    #[ignore = "the child process of a_second_stop_signal_exits_at_once"]
+    async fn a_role_whose_stop_hangs() {
+        if std::env::var_os(HANGING_CHILD).is_none() {
+            return;
+        }
+        let shutdown = shutdown_on_signal();
+        println!("running");
+        shutdown.cancelled().await;
+        println!("stopping");
+        std::future::pending::<()>().await;
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_second_stop_signal_exits_at_once() {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+
+        /// Killed if the test fails: it would hang for ever.
+        struct Child(std::process::Child);
+        impl Drop for Child {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let Child(child) = &mut Child(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "tests::a_role_whose_stop_hangs"])
+                .args(["--ignored", "--nocapture", "--test-threads=1"])
+                .env(HANGING_CHILD, "1")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let pid = child.id().to_string();
+        let interrupt = || {
+            let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+            assert!(sent.success());
+        };
+        // The test harness prints the test's name before its first line.
+        let wait_for = |wanted: &str| loop {
+            match lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.ends_with(wanted) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no line {wanted:?} from the child: {e}"),
+            }
+        };
+        wait_for("running");
+        interrupt();
+        wait_for("stopping");
+        interrupt();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running 10 s after a second SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(EXIT_ON_SECOND_SIGNAL));
     }
 
     #[test]
