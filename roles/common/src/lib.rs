@@ -213,19 +213,32 @@ pub fn shutdown_on_signal() -> CancellationToken {
     let mut signals = StopSignals::catch();
     tokio::spawn(async move {
         signals.next().await;
+        let first = std::time::Instant::now();
         tracing::info!("shutdown requested (a second stop signal exits at once)");
         cancel.cancel();
-        signals.next().await;
-        tracing::warn!("a second stop signal: exiting at once, without a clean stop");
-        eprintln!("a second stop signal: exiting at once, without a clean stop");
-        std::process::exit(EXIT_ON_SECOND_SIGNAL);
+        loop {
+            let signal = signals.next().await;
+            // One stop sent twice at once (`timeout` signals the process,
+            // then its group) is not a second one.
+            if first.elapsed() >= SAME_STOP {
+                tracing::warn!("a second stop signal: exiting at once, without a clean stop");
+                eprintln!("a second stop signal: exiting at once, without a clean stop");
+                // As a shell reports a process the signal ended.
+                std::process::exit(128 + signal);
+            }
+        }
     });
     token
 }
 
-/// The exit code after a second stop signal (as a shell reports a process
-/// ended by SIGINT).
-pub const EXIT_ON_SECOND_SIGNAL: i32 = 130;
+/// Stop signals this close to the first are the same stop.
+const SAME_STOP: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[cfg(unix)]
+const SIGHUP: i32 = 1;
+const SIGINT: i32 = 2;
+#[cfg(unix)]
+const SIGTERM: i32 = 15;
 
 /// The stop signals, caught from the moment they are made.
 #[cfg(unix)]
@@ -251,8 +264,8 @@ impl StopSignals {
         }
     }
 
-    /// Resolves on the next of them.
-    async fn next(&mut self) {
+    /// Resolves on the next of them, with its number.
+    async fn next(&mut self) -> i32 {
         async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
             match signal {
                 Some(signal) => {
@@ -262,9 +275,9 @@ impl StopSignals {
             }
         }
         tokio::select! {
-            _ = recv(&mut self.interrupt) => {}
-            _ = recv(&mut self.terminate) => {}
-            _ = recv(&mut self.hangup) => {}
+            _ = recv(&mut self.interrupt) => SIGINT,
+            _ = recv(&mut self.terminate) => SIGTERM,
+            _ = recv(&mut self.hangup) => SIGHUP,
         }
     }
 }
@@ -296,8 +309,9 @@ impl StopSignals {
         StopSignals
     }
 
-    async fn next(&mut self) {
+    async fn next(&mut self) -> i32 {
         let _ = tokio::signal::ctrl_c().await;
+        SIGINT
     }
 }
 
@@ -553,6 +567,8 @@ mod tests {
         wait_for("running");
         interrupt();
         wait_for("stopping");
+        // A second Ctrl-C, not the first sent twice.
+        std::thread::sleep(SAME_STOP);
         interrupt();
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
@@ -565,7 +581,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert_eq!(status.code(), Some(EXIT_ON_SECOND_SIGNAL));
+        assert_eq!(status.code(), Some(128 + SIGINT));
     }
 
     #[test]

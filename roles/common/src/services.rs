@@ -243,6 +243,13 @@ impl Redis {
             None,
             self.group.death_signal("TERM"),
         );
+        if !on_path("redis-server") {
+            return Err(
+                "redis-server not found: install the Debian package redis-server \
+                 (bash scripts/setup.sh)"
+                    .to_string(),
+            );
+        }
         let mut child = self
             .group
             .apply(&mut redis)
@@ -256,12 +263,7 @@ impl Redis {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => "redis-server not found: install the Debian \
-                     package redis-server (bash scripts/setup.sh)"
-                    .to_string(),
-                _ => format!("starting redis-server: {e}"),
-            })?;
+            .map_err(|e| format!("starting redis-server: {e}"))?;
         let addr = self.addr();
         if let Err(e) = wait_until("Redis", &mut child, &log_path, || ping(addr)) {
             let _ = child.kill();
@@ -351,6 +353,13 @@ fn log_tail(log: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Whether `program` is a file in a directory of `PATH` (it may be run
+/// through `setpriv`, whose failure to find it would say less).
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
 /// Runs `command` to completion; its output in the error if it fails.
 fn run(command: &mut Command) -> Result<(), String> {
     let output = command.output().map_err(|e| match e.kind() {
@@ -432,12 +441,19 @@ fn postgres_bindir() -> Result<PathBuf, String> {
 }
 
 /// A fresh directory in the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
+/// Its process holds a lock on a file in it while it lives, so that a
+/// directory whose owner is gone (a killed devnet's) is told from one in
+/// use, by any process on the machine.
+struct TempDir {
+    path: PathBuf,
+    _owner: File,
+}
+
+/// The file in a [`TempDir`] its owner keeps locked.
+const OWNER_LOCK: &str = "owner.lock";
 
 impl TempDir {
-    /// Also removes the directories of this kind that processes no longer
-    /// running left behind (a killed devnet's servers stop, their
-    /// directories stay).
+    /// Also removes the directories of this kind whose owner is gone.
     fn new(what: &str) -> Result<Self, String> {
         remove_left_behind(&std::env::temp_dir(), what);
         static CREATED: AtomicU64 = AtomicU64::new(0);
@@ -445,43 +461,59 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
+        let name = format!(
             "hashpool-{what}-{}-{nanos}-{}",
             std::process::id(),
             CREATED.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self(path))
+        );
+        // Made under another name and renamed once locked: a directory is
+        // never seen unlocked while its owner lives.
+        let making = std::env::temp_dir().join(format!(".{name}"));
+        let path = std::env::temp_dir().join(name);
+        let failed = |e: std::io::Error| format!("{}: {e}", making.display());
+        std::fs::create_dir(&making).map_err(failed)?;
+        let owner = File::create(making.join(OWNER_LOCK))
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(failed)?;
+        std::fs::rename(&making, &path).map_err(failed)?;
+        Ok(Self {
+            path,
+            _owner: owner,
+        })
     }
 
     fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
-/// Removes `hashpool-<what>-<pid>-...` directories in `parent` whose
-/// process is gone.
+/// Removes the `hashpool-<what>-...` directories in `parent` whose owner
+/// lock nobody holds: their process is gone (and with it, if it ran them in
+/// a process group of their own, their servers).
 fn remove_left_behind(parent: &Path, what: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     let prefix = format!("hashpool-{what}-");
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        // No lock file: not one of ours.
+        let Ok(lock) = File::options()
+            .write(true)
+            .open(entry.path().join(OWNER_LOCK))
+        else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            tracing::info!(dir = %entry.path().display(), "removing what a {what} server of a process gone left behind");
+        if lock.try_lock().is_ok() {
+            tracing::info!(dir = %entry.path().display(), "removing what a {what} server whose owner is gone left behind");
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -591,20 +623,25 @@ mod tests {
     }
 
     #[test]
-    fn directories_that_processes_gone_left_behind_are_removed() {
+    fn directories_whose_owner_is_gone_are_removed_and_others_kept() {
         let parent = tempfile::tempdir().unwrap();
-        let mut gone = Command::new("true").spawn().unwrap();
-        gone.wait().unwrap();
-        let dir = |what: &str, pid: u32| {
-            let dir = parent.path().join(format!("hashpool-{what}-{pid}-12-0"));
+        let dir = |name: &str| {
+            let dir = parent.path().join(name);
             std::fs::create_dir(&dir).unwrap();
             dir
         };
-        let left = dir("redis", gone.id());
-        let ours = dir("redis", std::process::id());
-        let other_kind = dir("postgres", gone.id());
+        let with_lock = |name: &str| {
+            let dir = dir(name);
+            let lock = File::create(dir.join(OWNER_LOCK)).unwrap();
+            (dir, lock)
+        };
+        let (left, _unlocked) = with_lock("hashpool-redis-1-2-0");
+        let (in_use, owner) = with_lock("hashpool-redis-1-2-1");
+        owner.lock().unwrap();
+        let not_ours = dir("hashpool-redis-1-2-2");
+        let (other_kind, _) = with_lock("hashpool-postgres-1-2-3");
         remove_left_behind(parent.path(), "redis");
         assert!(!left.exists());
-        assert!(ours.exists() && other_kind.exists());
+        assert!(in_use.exists() && not_ours.exists() && other_kind.exists());
     }
 }
