@@ -43,19 +43,17 @@ pub enum ProcessGroup {
 }
 
 impl ProcessGroup {
-    fn apply(self, command: &mut Command) -> &mut Command {
-        if self == ProcessGroup::Own {
+    /// A server `program` (run as `user`, if given) in this group. In a
+    /// group of its own it gets `stop` when the thread that started it
+    /// ends; in its parent's none (a test's Ctrl-C reaches it there, and
+    /// tests start servers on threads that come and go).
+    fn server(self, program: &Path, user: Option<&str>, stop: &str) -> Command {
+        let own = self == ProcessGroup::Own;
+        let mut command = command(program, user, own.then_some(stop));
+        if own {
             command.process_group(0);
         }
         command
-    }
-
-    /// The signal a server started in this group gets when the thread that
-    /// started it ends: `stop` in a group of its own, none in its parent's
-    /// (where a test's Ctrl-C reaches it, and tests start servers on
-    /// threads that come and go).
-    fn death_signal(self, stop: &'static str) -> Option<&'static str> {
-        (self == ProcessGroup::Own).then_some(stop)
     }
 }
 
@@ -116,9 +114,8 @@ impl Postgres {
         let log_path = dir.path().join("postgres.log");
         let log = File::create(&log_path).map_err(|e| format!("postgres.log: {e}"))?;
         // SIGINT: a fast shutdown, the server's children end with it.
-        let mut postgres = command(&bin.join("postgres"), user, group.death_signal("INT"));
         let child = group
-            .apply(&mut postgres)
+            .server(&bin.join("postgres"), user, "INT")
             .current_dir(dir.path())
             .arg("-D")
             .arg(&data)
@@ -238,11 +235,6 @@ impl Redis {
             .append(true)
             .open(&log_path)
             .map_err(|e| format!("redis.log: {e}"))?;
-        let mut redis = command(
-            Path::new("redis-server"),
-            None,
-            self.group.death_signal("TERM"),
-        );
         if !on_path("redis-server") {
             return Err(
                 "redis-server not found: install the Debian package redis-server \
@@ -252,7 +244,7 @@ impl Redis {
         }
         let mut child = self
             .group
-            .apply(&mut redis)
+            .server(Path::new("redis-server"), None, "TERM")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .arg("--dir")
             .arg(self.dir.path())
@@ -377,11 +369,10 @@ fn run(command: &mut Command) -> Result<(), String> {
     Err(format!("{}: {}", output.status, said.join("; ")))
 }
 
-/// `program` as the user PostgreSQL runs as: this one, or when root the
-/// `postgres` system user (setpriv execs the program, so a child process
-/// is the server itself); in `dir`, which that user can enter.
-/// `program`, through `setpriv` when it must run as `user` or get
-/// `death_signal` when the thread that starts it ends.
+/// `program`, through `setpriv` when it must run as `user` (PostgreSQL
+/// refuses root) or get `death_signal` when the thread that starts it
+/// ends; setpriv execs the program, so a child process is the program
+/// itself.
 fn command(program: &Path, user: Option<&str>, death_signal: Option<&str>) -> Command {
     if user.is_none() && death_signal.is_none() {
         return Command::new(program);

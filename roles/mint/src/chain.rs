@@ -394,7 +394,7 @@ impl Chain {
     /// Logs the first share quoted on a missed tip: an operator sees which
     /// prev hashes were taken on the pool's word.
     fn log_missed(&self, prev_hash: [u8; 32], height: u32) {
-        let mut logged = self.missed_logged.lock().expect("not poisoned");
+        let mut logged = roles_common::lock(&self.missed_logged);
         if logged.contains(&prev_hash) {
             return;
         }

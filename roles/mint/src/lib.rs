@@ -89,6 +89,11 @@ impl MintError {
             source,
         }
     }
+
+    /// An error listening on `addr`.
+    fn listen(addr: SocketAddr) -> impl Fn(std::io::Error) -> MintError + Copy {
+        move |source| MintError::Listen { addr, source }
+    }
 }
 
 /// A mint that is serving; dropping it does not stop it, cancel the token.
@@ -249,10 +254,7 @@ struct Bound {
 
 impl Bound {
     fn to(asked: SocketAddr) -> Result<Self, MintError> {
-        let error = |source| MintError::Listen {
-            addr: asked,
-            source,
-        };
+        let error = MintError::listen(asked);
         let socket = match asked {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -270,13 +272,9 @@ impl Bound {
     }
 
     fn listen(self) -> Result<TcpListener, MintError> {
-        let asked = self.asked;
         self.socket
             .listen(1024)
-            .map_err(|source| MintError::Listen {
-                addr: asked,
-                source,
-            })
+            .map_err(MintError::listen(self.asked))
     }
 }
 
