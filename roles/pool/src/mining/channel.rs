@@ -1,22 +1,20 @@
 //! One mining channel, standard or extended, behind methods that do not care
 //! which: channels_sv2 has a type per kind, the pool treats them alike.
-//! The kind is matched here and nowhere else.
-
-use std::collections::HashMap;
+//! The kind is matched here and in `generation` (a channel's jobs on one
+//! extranonce prefix), nowhere else.
 
 use ehash::LockingKey;
 use mint_quote_sv2::CoinbaseProof;
-use stratum_core::binary_sv2::B032Owned;
+use stratum_core::binary_sv2::{B032Owned, U256Owned};
 use stratum_core::bitcoin::{Target, TxOut};
 use stratum_core::channels_sv2::{
-    chain_tip::ChainTip,
     extranonce_manager::{ExtranonceAllocator, ExtranonceAllocatorError},
     seen_shares_budget,
     server::{
         error::{ExtendedChannelError, StandardChannelError},
         extended::ExtendedChannel,
         jobs::{extended::ExtendedJob, standard::StandardJob},
-        share_accounting::{ShareAccounting, ShareValidationError, ShareValidationResult},
+        share_accounting::{ShareValidationError, ShareValidationResult},
         standard::StandardChannel,
     },
 };
@@ -32,6 +30,7 @@ use tracing::{debug, warn};
 use vardiff::{Vardiff, VardiffConfig};
 
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
+use generation::Generation;
 
 /// How many shares a channel due for renewal takes between two attempts
 /// (an attempt fails only when no extranonce prefix is free).
@@ -116,6 +115,8 @@ macro_rules! each_kind {
     };
 }
 
+mod generation;
+
 /// A downstream's request to open a channel.
 pub(super) enum OpenRequest {
     Standard(OpenStandardMiningChannelOwned),
@@ -192,6 +193,14 @@ pub(super) struct Batch {
     pub work_sum: u64,
 }
 
+/// A share whose job id is the one channels_sv2 knows its job by, in the
+/// generation of the job.
+pub(super) struct Inward {
+    share: Submission,
+    /// Of the generation the last renewal replaced.
+    retired: bool,
+}
+
 /// What validating a share gave.
 pub(super) struct Validation {
     pub result: Result<ShareValidationResult, ShareValidationError>,
@@ -200,7 +209,11 @@ pub(super) struct Validation {
     /// Where an accepted share's work was done, for the mint (only on a
     /// channel with a locking key).
     pub proof: Option<CoinbaseProof>,
+    /// The target the share's job was created with, if the channel knows it.
+    pub job_target: Option<Target>,
     pub batch: Batch,
+    /// The share is of a job sent before the channel was last renewed.
+    pub retired: bool,
 }
 
 /// The error code channels_sv2 attaches to a refused open or update
@@ -262,23 +275,15 @@ pub(super) struct Channel {
     pub announced: bool,
     /// Its jobs are the custom jobs its downstream sets, never the pool's.
     pub custom_work: bool,
-    kind: Kind,
-    /// The target each job was created with, for the jobs channels_sv2
-    /// still accepts shares on (it keeps its own map private).
-    job_targets: HashMap<u32, Target>,
+    jobs: Generation,
+    /// The generation the last renewal replaced, until the chain tip moves.
+    retired: Option<Box<Generation>>,
     vardiff: Vardiff,
     /// Share hashes channels_sv2 holds for duplicate detection (all those
     /// accepted since the chain tip changed or the channel was renewed),
     /// against its budget: it refuses every share once that is full.
     seen_shares: usize,
     seen_shares_budget: usize,
-    /// What the downstream's job ids add to channels_sv2's. A renewed
-    /// channel numbers its jobs from 1 again: sent past every id sent
-    /// before, no id ever names two jobs, and a share of a retired job is
-    /// told apart (stale), not checked against the new job of its number.
-    job_id_offset: u32,
-    /// The highest job id channels_sv2 gave since the last renewal.
-    last_job_id: u32,
 }
 
 impl Channel {
@@ -310,13 +315,11 @@ impl Channel {
             locking_key,
             announced: false,
             custom_work: false,
-            kind,
-            job_targets: HashMap::new(),
+            jobs: Generation::new(kind, 0),
+            retired: None,
             vardiff,
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
-            job_id_offset: 0,
-            last_job_id: 0,
         };
         channel.report_target(now_ms);
         Ok(channel)
@@ -328,9 +331,9 @@ impl Channel {
         let channel_id = self.id();
         let target = u256(&self.target());
         let extranonce_prefix =
-            each_kind!(Kind, &self.kind, c => c.get_extranonce_prefix().to_vec());
+            each_kind!(Kind, &self.jobs.kind, c => c.get_extranonce_prefix().to_vec());
         let extranonce_prefix = B032Owned::new(extranonce_prefix).expect("at most 32 bytes");
-        match &self.kind {
+        match &self.jobs.kind {
             Kind::Standard(_) => MiningOwned::OpenStandardMiningChannelSuccess(
                 OpenStandardMiningChannelSuccessOwned {
                     request_id,
@@ -354,28 +357,22 @@ impl Channel {
     }
 
     pub(super) fn id(&self) -> u32 {
-        each_kind!(Kind, &self.kind, c => c.get_channel_id())
+        each_kind!(Kind, &self.jobs.kind, c => c.get_channel_id())
     }
 
     pub(super) fn target(&self) -> Target {
-        each_kind!(Kind, &self.kind, c => *c.get_target())
+        each_kind!(Kind, &self.jobs.kind, c => *c.get_target())
     }
 
     pub(super) fn nominal_hashrate(&self) -> f32 {
-        each_kind!(Kind, &self.kind, c => c.get_nominal_hashrate())
+        each_kind!(Kind, &self.jobs.kind, c => c.get_nominal_hashrate())
     }
 
-    fn chain_tip(&self) -> Option<&ChainTip> {
-        each_kind!(Kind, &self.kind, c => c.get_chain_tip())
-    }
-
-    fn share_accounting(&self) -> &ShareAccounting {
-        each_kind!(Kind, &self.kind, c => c.get_share_accounting())
-    }
-
-    /// The target a job was created with, if the channel still knows the job.
+    /// The target a job of the current generation was created with, if
+    /// the channel still knows the job.
+    #[cfg(test)]
     pub(super) fn job_target(&self, job_id: u32) -> Option<Target> {
-        self.job_targets.get(&job_id).copied()
+        self.jobs.job_targets.get(&job_id).copied()
     }
 
     /// Sets a new nominal hashrate (and maximum target, from UpdateChannel);
@@ -385,7 +382,7 @@ impl Channel {
         nominal_hashrate: f32,
         max_target: Option<Target>,
     ) -> Result<Target, &'static str> {
-        each_kind!(Kind, &mut self.kind, c => c
+        each_kind!(Kind, &mut self.jobs.kind, c => c
             .update_channel(nominal_hashrate, max_target)
             .map(|_| *c.get_target())
             .map_err(|e| e.code()))
@@ -445,8 +442,8 @@ impl Channel {
         // Every job of a channel with a key commits its coinbase to that key.
         let mut outputs = outputs;
         outputs.extend(self.locking_key.as_ref().map(ehash::key_commitment_output));
-        let offset = self.job_id_offset;
-        let built = each_kind!(Kind, &mut self.kind, c => {
+        let offset = self.jobs.job_id_offset;
+        let built = each_kind!(Kind, &mut self.jobs.kind, c => {
             match c.on_new_template(template, outputs) {
                 Err(e) => Err(format!("{e:?}")),
                 Ok(()) => Ok(if future {
@@ -465,10 +462,10 @@ impl Channel {
             }
             Ok(job) => job?,
         };
-        self.last_job_id = self.last_job_id.max(job_id);
+        self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         if !future {
-            self.job_targets.insert(job_id, self.target());
-            self.forget_retired_jobs();
+            self.jobs.job_targets.insert(job_id, self.target());
+            self.jobs.forget_dropped_jobs();
         }
         Some(Action::Send(self.conn, mining(message)))
     }
@@ -480,10 +477,8 @@ impl Channel {
         }
         let channel_id = self.id();
         // channels_sv2 forgets the shares it has seen only on a new tip.
-        let new_tip = self
-            .chain_tip()
-            .is_none_or(|tip| tip.prev_hash() != prev.prev_hash);
-        let applied = each_kind!(Kind, &mut self.kind, c => c
+        let new_tip = self.is_new_tip(&prev.prev_hash);
+        let applied = each_kind!(Kind, &mut self.jobs.kind, c => c
             .on_set_new_prev_hash(prev.clone())
             .map(|()| c.get_active_job().map(|j| j.get_job_id()))
             .map_err(|e| format!("{e:?}")));
@@ -494,22 +489,32 @@ impl Channel {
                 return None;
             }
         };
-        self.job_targets.clear();
+        self.jobs.job_targets.clear();
         if new_tip {
-            self.seen_shares = 0;
+            self.on_new_tip();
         }
         let job_id = job_id?;
-        self.job_targets.insert(job_id, self.target());
+        self.jobs.job_targets.insert(job_id, self.target());
         Some(Action::Send(
             self.conn,
             mining(MiningOwned::SetNewPrevHash(MiningSetNewPrevHash {
                 channel_id,
-                job_id: self.outward(job_id),
+                job_id: self.jobs.outward(job_id),
                 prev_hash: prev.prev_hash.clone(),
                 min_ntime: prev.header_timestamp,
                 nbits: prev.n_bits,
             })),
         ))
+    }
+
+    /// The active job's message (min_ntime set: mined at once), for a
+    /// renewed channel.
+    pub(super) fn active_job(&self) -> Option<Action> {
+        let message = each_kind!(Kind, &self.jobs.kind, c => {
+            let job = c.get_active_job()?;
+            job.message(self.jobs.outward(job.get_job_id()))
+        });
+        Some(Action::Send(self.conn, mining(message)))
     }
 
     /// A custom job (checked by the job declarator) becomes the active job;
@@ -518,86 +523,76 @@ impl Channel {
         &mut self,
         m: SetCustomMiningJobOwned,
     ) -> Result<u32, String> {
-        let Kind::Extended(c) = &mut self.kind else {
+        let new_tip = self.is_new_tip(&m.prev_hash);
+        let Kind::Extended(c) = &mut self.jobs.kind else {
             return Err("custom jobs go on extended channels".into());
         };
-        let new_tip = c
-            .get_chain_tip()
-            .is_none_or(|tip| tip.prev_hash() != m.prev_hash);
         let job_id = c
             .on_set_custom_mining_job(m)
             .map_err(|e| format!("{e:?}"))?;
         if new_tip {
-            self.job_targets.clear();
-            self.seen_shares = 0;
+            self.jobs.job_targets.clear();
+            self.on_new_tip();
         }
-        self.job_targets.insert(job_id, self.target());
-        self.forget_retired_jobs();
-        self.last_job_id = self.last_job_id.max(job_id);
-        Ok(self.outward(job_id))
+        self.jobs.job_targets.insert(job_id, self.target());
+        self.jobs.forget_dropped_jobs();
+        self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
+        Ok(self.jobs.outward(job_id))
     }
 
-    /// The id the downstream knows a job by.
-    fn outward(&self, job_id: u32) -> u32 {
-        job_id.wrapping_add(self.job_id_offset)
+    /// Whether `prev_hash` is another chain tip than the channel's. A new
+    /// generation has no tip before its first job: the replaced one's is
+    /// the channel's.
+    fn is_new_tip(&self, prev_hash: &U256Owned) -> bool {
+        let tip = (self.jobs.chain_tip()).or_else(|| self.retired.as_deref()?.chain_tip());
+        tip.is_none_or(|tip| tip.prev_hash() != *prev_hash)
     }
 
-    /// `share` with the job id channels_sv2 knows its job by; None for a
-    /// job retired by a renewal. Any other id goes to channels_sv2 as it
-    /// is, which refuses an id it never gave as `invalid-job-id`.
-    pub(super) fn inward(&self, mut share: Submission) -> Option<Submission> {
+    /// The chain tip moved: channels_sv2 forgot the shares it had seen, and
+    /// every job sent before the last renewal is stale.
+    fn on_new_tip(&mut self) {
+        self.seen_shares = 0;
+        self.retired = None;
+    }
+
+    /// `share` with the job id channels_sv2 knows its job by, in the
+    /// generation of its job; None for a job of a generation no longer
+    /// kept (stale). Any other id goes to the current generation as it is,
+    /// where channels_sv2 refuses an id it never gave as `invalid-job-id`.
+    pub(super) fn inward(&self, mut share: Submission) -> Option<Inward> {
         let sent = share.id().job_id;
-        if (1..=self.job_id_offset).contains(&sent) {
-            return None;
-        }
-        let job_id = sent.wrapping_sub(self.job_id_offset);
+        let retired = !self.jobs.numbered(sent);
+        let generation = match retired {
+            false => &self.jobs,
+            true => self.retired.as_deref().filter(|r| r.numbered(sent))?,
+        };
+        let job_id = generation.inward(sent);
         each_kind!(Submission, &mut share, s => s.job_id = job_id);
-        Some(share)
+        Some(Inward { share, retired })
     }
 
     /// Validates a share; None when the share is of the other kind than the
     /// channel. `pool_tag` is the coinbase tag the channel's jobs carry.
-    pub(super) fn validate_share(
-        &mut self,
-        share: Submission,
-        pool_tag: &str,
-    ) -> Option<Validation> {
-        // Before validation: an accepted share's job is the active or a past job.
-        let (header, proof) = self
-            .share_header(&share)
-            .map_or((None, None), |(header, proof)| (Some(header), proof));
-        let job_id = share.id().job_id;
-        let result = match (&mut self.kind, share) {
-            (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
-            (Kind::Extended(c), Submission::Extended(s)) => c.validate_share(s),
-            _ => return None,
+    pub(super) fn validate_share(&mut self, share: Inward, pool_tag: &str) -> Option<Validation> {
+        let locked = self.locking_key.is_some();
+        let generation = match share.retired {
+            false => &mut self.jobs,
+            true => self.retired.as_deref_mut().expect("routed by inward"),
         };
-        let proof = match (&result, self.locking_key) {
-            // A standard job's coinbase is rebuilt only for a share worth a quote.
-            (Ok(_), Some(_)) => proof.or_else(|| self.standard_proof(job_id, pool_tag)),
-            _ => None,
-        };
-        let acct = self.share_accounting();
-        let batch = Batch {
-            due: acct.should_acknowledge(),
-            last_sequence_number: acct.get_last_share_sequence_number(),
-            accepted: acct.get_last_batch_accepted(),
-            work_sum: acct.get_last_batch_work_sum(),
-        };
-        Some(Validation {
-            result,
-            header,
-            proof,
-            batch,
-        })
+        generation.validate(share.share, pool_tag, locked, share.retired)
     }
 
     /// Counts an accepted share for vardiff, at the work of the target it
     /// was mined at. True when the channel is due for [`renew`](Self::renew):
     /// three quarters of its duplicate-detection budget are used (and every
-    /// [`RENEW_RETRY_SHARES`] shares after, while renewing fails).
-    pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64) -> bool {
+    /// [`RENEW_RETRY_SHARES`] shares after, while renewing fails). A
+    /// share of the `retired` generation takes none of the current one's
+    /// budget.
+    pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64, retired: bool) -> bool {
         self.vardiff.on_share(now_ms, work as f64);
+        if retired {
+            return false;
+        }
         self.seen_shares += 1;
         let due = self.seen_shares_budget - self.seen_shares_budget / 4;
         self.seen_shares >= due && (self.seen_shares - due).is_multiple_of(RENEW_RETRY_SHARES)
@@ -606,10 +601,12 @@ impl Channel {
     /// Starts the channel over on a new extranonce prefix, keeping its id,
     /// key, target and vardiff. channels_sv2 keeps the hash of every share
     /// accepted on a chain tip, to refuse duplicates, and refuses every share
-    /// once it holds its budget of them; a renewed channel retires every job
-    /// sent so far, and with them the hashes of the shares mined on them. No
-    /// retired share can come back: the new prefix is in every new coinbase,
-    /// so every new header differs from the old ones.
+    /// once it holds its budget of them; a renewed channel starts a new
+    /// generation with an empty set. The new prefix is in every new
+    /// coinbase, so no new header is one of the old ones. The replaced
+    /// generation, with its hashes, takes the shares still coming on its
+    /// jobs until the chain tip moves (one generation back; older ones are
+    /// stale).
     ///
     /// The caller sends what [`renewal_message`](Self::renewal_message)
     /// gives, then the channel's jobs as to a new channel. Returns the
@@ -622,11 +619,11 @@ impl Channel {
         config: &CoreConfig,
     ) -> Result<Option<Batch>, String> {
         let (id, target) = (self.id(), self.target());
-        let min_extranonce_size = match &self.kind {
+        let min_extranonce_size = match &self.jobs.kind {
             Kind::Extended(c) => Some(c.get_rollable_extranonce_size() as usize),
             Kind::Standard(_) => None,
         };
-        let spec = each_kind!(Kind, &self.kind, c => KindSpec {
+        let spec = each_kind!(Kind, &self.jobs.kind, c => KindSpec {
             identity: c.get_user_identity().to_string(),
             min_extranonce_size,
             max_target: *c.get_requested_max_target(),
@@ -634,18 +631,16 @@ impl Channel {
         });
         let mut kind = spec.build(allocator, || id, config).map_err(|(e, _)| e)?;
         each_kind!(Kind, &mut kind, c => c.set_target(target).map_err(|e| format!("{e:?}")))?;
-        let acct = self.share_accounting();
+        let acct = self.jobs.share_accounting();
         let pending = (acct.get_last_batch_accepted() > 0).then(|| Batch {
             due: true,
             last_sequence_number: acct.get_last_share_sequence_number(),
             accepted: acct.get_last_batch_accepted(),
             work_sum: acct.get_last_batch_work_sum(),
         });
-        self.kind = kind;
-        self.job_targets.clear();
+        let next = Generation::new(kind, self.jobs.next_offset());
+        self.retired = Some(Box::new(std::mem::replace(&mut self.jobs, next)));
         self.seen_shares = 0;
-        self.job_id_offset = self.job_id_offset.wrapping_add(self.last_job_id);
-        self.last_job_id = 0;
         Ok(pending)
     }
 
@@ -653,7 +648,7 @@ impl Channel {
     /// extranonce prefix, on an extended channel (a standard channel's jobs
     /// carry their merkle root, the prefix in it).
     pub(super) fn renewal_message(&self) -> Option<MiningOwned> {
-        let Kind::Extended(c) = &self.kind else {
+        let Kind::Extended(c) = &self.jobs.kind else {
             return None;
         };
         let prefix = c.get_extranonce_prefix().to_vec();
@@ -663,75 +658,14 @@ impl Channel {
         }))
     }
 
-    /// Drops the targets of jobs channels_sv2 no longer accepts shares on.
-    fn forget_retired_jobs(&mut self) {
-        let kind = &self.kind;
-        self.job_targets.retain(|job_id, _| {
-            each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
-                || c.get_past_job(*job_id).is_some())
-        });
-    }
-
-    /// The header a share commits to, rebuilt the way channels_sv2 validates
-    /// it; for an extended share also its coinbase proof, which the header's
-    /// merkle root is computed from.
-    fn share_header(&self, share: &Submission) -> Option<([u8; 80], Option<CoinbaseProof>)> {
-        let (merkle_root, proof) = match (&self.kind, share) {
-            (Kind::Standard(c), Submission::Standard(s)) => (
-                standard_job(c, s.job_id)?.get_merkle_root().to_array(),
-                None,
-            ),
-            (Kind::Extended(c), Submission::Extended(s)) => {
-                let proof = proof::extended(extended_job(c, s.job_id)?, s.extranonce.as_bytes());
-                let root = ehash::coinbase::merkle_root_of(&proof.coinbase, &proof.merkle_path);
-                (root, Some(proof))
-            }
-            _ => return None,
-        };
-        let (version, ntime, nonce) =
-            each_kind!(Submission, share, s => (s.version, s.ntime, s.nonce));
-        let tip = self.chain_tip()?;
-        let header = ehash::share::header_bytes(
-            version,
-            tip.prev_hash().to_array(),
-            merkle_root,
-            ntime,
-            tip.nbits(),
-            nonce,
-        );
-        Some((header, proof))
-    }
-
-    /// The coinbase proof of a share on standard job `job_id`, rebuilt.
-    fn standard_proof(&self, job_id: u32, pool_tag: &str) -> Option<CoinbaseProof> {
-        match &self.kind {
-            Kind::Standard(c) => proof::standard(standard_job(c, job_id)?, pool_tag),
-            Kind::Extended(_) => None,
-        }
-    }
-
     /// The channels_sv2 extended channel, for tests that build shares.
     #[cfg(test)]
     pub(super) fn extended(&self) -> Option<&ExtendedChannel> {
-        match &self.kind {
+        match &self.jobs.kind {
             Kind::Extended(c) => Some(c),
             Kind::Standard(_) => None,
         }
     }
-}
-
-/// The job a share on a standard channel names: the active one or a past one.
-fn standard_job(c: &StandardChannel, job_id: u32) -> Option<&StandardJob> {
-    c.get_active_job()
-        .filter(|j| j.get_job_id() == job_id)
-        .or_else(|| c.get_past_job(job_id))
-}
-
-/// The job a share on an extended channel names: the active one or a past one.
-fn extended_job(c: &ExtendedChannel, job_id: u32) -> Option<&ExtendedJob> {
-    c.get_active_job()
-        .filter(|j| j.get_job_id() == job_id)
-        .or_else(|| c.get_past_job(job_id))
 }
 
 /// The vardiff settings of every channel.

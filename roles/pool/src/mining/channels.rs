@@ -78,7 +78,7 @@ impl PoolCore {
         channel.custom_work = work_selection;
         let channel_id = channel.id();
         let mut actions = vec![Action::Send(conn, mining(channel.open_success(request_id)))];
-        actions.extend(self.initial_jobs(&mut channel));
+        actions.extend(self.initial_jobs(&mut channel, false));
         actions.push(Action::Stats(StatsEvent::ChannelOpened {
             conn,
             channel_id,
@@ -225,7 +225,7 @@ impl PoolCore {
                 }
                 let prefix = channel.renewal_message();
                 actions.extend(prefix.map(|m| Action::Send(conn, mining(m))));
-                actions.extend(self.initial_jobs(&mut channel));
+                actions.extend(self.initial_jobs(&mut channel, true));
             }
             Err(e) => warn!(conn, channel_id, "cannot renew the channel: {e}"),
         }

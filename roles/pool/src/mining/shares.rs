@@ -5,7 +5,7 @@
 use ehash::wire::str0255_truncated;
 use stratum_core::bitcoin::{
     hashes::{sha256d, Hash},
-    BlockHash,
+    BlockHash, Target,
 };
 use stratum_core::channels_sv2::server::share_accounting::{
     ShareValidationError, ShareValidationResult,
@@ -29,6 +29,9 @@ struct Accepted {
     share_hash: [u8; 32],
     header: Option<[u8; 80]>,
     proof: Option<CoinbaseProof>,
+    job_target: Option<Target>,
+    /// Of a job sent before the channel was last renewed.
+    retired: bool,
     /// The template and coinbase of the block the share solves, if it does.
     solution: Option<(Option<u64>, Vec<u8>)>,
 }
@@ -50,17 +53,18 @@ impl PoolCore {
             return self.refuse_share(conn, id);
         };
         let Some(share) = channel.inward(share) else {
-            let retired = ShareValidationError::Stale(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE);
-            return self.share_rejected(conn, id, retired);
+            let stale = ShareValidationError::Stale(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE);
+            return self.share_rejected(conn, id, stale);
         };
-        let id = share.id();
         // None: a share of the other kind than its channel names no channel
         // it can be for.
         let Some(Validation {
             result,
             header,
             proof,
+            job_target,
             batch,
+            retired,
         }) = channel.validate_share(share, &self.config.pool_signature)
         else {
             return self.refuse_share(conn, id);
@@ -76,6 +80,8 @@ impl PoolCore {
             share_hash: share_hash.to_byte_array(),
             header,
             proof,
+            job_target,
+            retired,
             solution,
         };
         self.share_accepted(conn, id, accepted, batch)
@@ -154,9 +160,9 @@ impl PoolCore {
         debug!(conn, channel_id, seq, "share accepted");
         let channel = self.channels.get_mut(&channel_id).expect("validated above");
         // The target the share was accepted at: its job's.
-        let job_target = channel.job_target(id.job_id);
+        let job_target = accepted.job_target;
         let work = ehash::work_hashes(job_target.unwrap_or(channel.target()));
-        let renew = channel.on_share_accepted(self.clock_ms, work);
+        let renew = channel.on_share_accepted(self.clock_ms, work, accepted.retired);
         let mut actions = Vec::new();
         let block_found = accepted.solution.is_some();
         let acknowledged = (batch.due || block_found) && self.config.acknowledge_shares;

@@ -48,14 +48,23 @@ impl PoolCore {
     /// non-future template if there is one.
     /// Future templates not activated yet are added too, so the next
     /// SetNewPrevHash finds them.
-    pub(super) fn initial_jobs(&self, channel: &mut Channel) -> Vec<Action> {
+    ///
+    /// A `renewed` channel gets the activated job as a job active at once
+    /// (min_ntime set) instead: a SetNewPrevHash would tell its downstream
+    /// to drop the jobs it has, whose shares still count until the chain
+    /// tip moves.
+    pub(super) fn initial_jobs(&self, channel: &mut Channel, renewed: bool) -> Vec<Action> {
         let mut actions = Vec::new();
         let mut activated = None;
         if let (Some(template), Some(prev)) = (self.active_template.clone(), &self.prev_hash) {
             activated = Some(prev.template_id);
             let outputs = self.reward_outputs(&template);
-            actions.extend(channel.on_new_template(template, outputs));
-            actions.extend(channel.on_set_new_prev_hash(prev));
+            let job = channel.on_new_template(template, outputs);
+            let prev = channel.on_set_new_prev_hash(prev);
+            match renewed {
+                false => actions.extend(job.into_iter().chain(prev)),
+                true => actions.extend(prev.and(channel.active_job())),
+            }
             if let Some(latest) = self.latest_template.clone() {
                 let outputs = self.reward_outputs(&latest);
                 actions.extend(channel.on_new_template(latest, outputs));

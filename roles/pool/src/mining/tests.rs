@@ -11,6 +11,7 @@ use stratum_core::bitcoin::{
     Amount, TxOut,
 };
 use stratum_core::channels_sv2::merkle_root::merkle_root_from_path;
+use stratum_core::channels_sv2::server::extended::ExtendedChannel;
 use stratum_core::common_messages_sv2::{Protocol, SetupConnectionOwned};
 use stratum_core::extensions_sv2::RequestExtensionsOwned;
 use stratum_core::mining_sv2::{
@@ -256,8 +257,20 @@ fn share_from(
     let c = core.channels[&channel_id]
         .extended()
         .expect("an extended channel");
+    share_on_prefix(c, c.get_extranonce_prefix(), job, first_nonce, accept)
+}
+
+/// [`share_from`] on a job sent with extranonce prefix `prefix`.
+fn share_on_prefix(
+    c: &ExtendedChannel,
+    prefix: &[u8],
+    job: &NewExtendedMiningJobOwned,
+    first_nonce: u32,
+    accept: impl Fn(Target) -> bool,
+) -> (SubmitSharesExtendedOwned, [u8; 80]) {
+    let channel_id = c.get_channel_id();
     let extranonce = vec![9u8; c.get_rollable_extranonce_size() as usize];
-    let mut full = c.get_extranonce_prefix().to_vec();
+    let mut full = prefix.to_vec();
     full.extend_from_slice(&extranonce);
     let root = merkle_root_from_path(
         job.coinbase_tx_prefix.as_bytes(),

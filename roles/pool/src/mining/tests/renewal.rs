@@ -1,5 +1,6 @@
 //! A channel whose duplicate detection fills up on one chain tip is renewed
-//! on a new extranonce prefix, never closed, and no retired share comes back.
+//! on a new extranonce prefix, never closed, and no share is paid twice.
+//! Shares of the jobs sent before a renewal count until the chain tip moves.
 
 use super::*;
 use roles_common::stats_publisher::now_ms;
@@ -36,6 +37,80 @@ fn submit(core: &mut PoolCore, share: &SubmitSharesExtendedOwned) -> Vec<Action>
     on_message(core, 1, AnyMessageOwned::Mining(msg))
 }
 
+/// The error code of the one message sent, if it is a SubmitShares.Error.
+fn share_error(actions: &[Action]) -> Option<String> {
+    match &sent(actions)[..] {
+        [MiningOwned::SubmitSharesError(e)] => {
+            Some(String::from_utf8_lossy(e.error_code.as_bytes()).into_owned())
+        }
+        _ => None,
+    }
+}
+
+/// The channel's target made the easiest, so a flood costs nothing: the
+/// job sent with it.
+fn easiest_target(core: &mut PoolCore, channel_id: u32) -> NewExtendedMiningJobOwned {
+    let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
+        channel_id,
+        nominal_hash_rate: 0.0,
+        maximum_target: U256Owned::from([0xff; 32]),
+    });
+    let actions = on_message(core, 1, AnyMessageOwned::Mining(update));
+    match &sent(&actions)[..] {
+        [MiningOwned::SetTarget(_), MiningOwned::NewExtendedMiningJob(j)] => j.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Whether `actions` accept a share of exactly `header`.
+fn paid_for(actions: &[Action], header: &[u8; 80]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::Accepted(a) if &a.header == header))
+}
+
+/// The extended job among `sent`.
+fn job_in(sent: &[MiningOwned]) -> NewExtendedMiningJobOwned {
+    sent.iter()
+        .find_map(|m| match m {
+            MiningOwned::NewExtendedMiningJob(j) => Some(j.clone()),
+            _ => None,
+        })
+        .expect("a job")
+}
+
+/// Shares of `job` from nonce `nonce` on, each accepted, until one brings
+/// a renewal: that share, what was sent with it, and the next nonce.
+fn flood_until_renewed(
+    core: &mut PoolCore,
+    channel_id: u32,
+    job: &NewExtendedMiningJobOwned,
+    mut nonce: u32,
+) -> (SubmitSharesExtendedOwned, Vec<MiningOwned>, u32) {
+    let start = nonce;
+    loop {
+        assert!(
+            (nonce - start) as usize <= seen_shares_budget(core.config.shares_per_minute as f64),
+            "never renewed"
+        );
+        let (share, _) = share_from(core, channel_id, job, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(core, &share);
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+            "share of nonce {} refused: {actions:?}",
+            share.nonce
+        );
+        let sent: Vec<MiningOwned> = sent(&actions).into_iter().cloned().collect();
+        if sent
+            .iter()
+            .any(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_)))
+        {
+            return (share, sent, nonce);
+        }
+    }
+}
+
 #[test]
 fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
     renewed_twice(1);
@@ -55,17 +130,7 @@ fn renewed_twice(share_batch_size: usize) {
     core.config.shares_per_minute = 3.0;
     let budget = seen_shares_budget(3.0);
     let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
-    // The easiest target: every hash is a share, so a flood costs nothing.
-    let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
-        channel_id,
-        nominal_hash_rate: 0.0,
-        maximum_target: U256Owned::from([0xff; 32]),
-    });
-    let actions = on_message(&mut core, 1, AnyMessageOwned::Mining(update));
-    let mut job = match &sent(&actions)[..] {
-        [MiningOwned::SetTarget(_), MiningOwned::NewExtendedMiningJob(j)] => j.clone(),
-        other => panic!("{other:?}"),
-    };
+    let mut job = easiest_target(&mut core, channel_id);
     let mut prefixes = vec![prefix(&core, channel_id)];
     let mut retired = Vec::new();
     let (mut accepted, mut acknowledged, mut nonce) = (0, 0, 0);
@@ -92,7 +157,8 @@ fn renewed_twice(share_batch_size: usize) {
         else {
             continue;
         };
-        // Renewed: the new prefix, then a job and the prevhash activating it.
+        // Renewed: the new prefix, then a job mined at once. No prevhash:
+        // the jobs sent before stay valid on the same chain tip.
         let MiningOwned::SetExtranoncePrefix(p) = sent[at] else {
             unreachable!()
         };
@@ -101,9 +167,8 @@ fn renewed_twice(share_batch_size: usize) {
         assert!(!prefixes.contains(&prefix(&core, channel_id)));
         prefixes.push(prefix(&core, channel_id));
         job = match &sent[at + 1..] {
-            [MiningOwned::NewExtendedMiningJob(j), MiningOwned::SetNewPrevHash(p)] => {
-                assert_eq!(p.job_id, j.job_id);
-                assert_eq!(p.prev_hash.to_array(), [7u8; 32], "the same chain tip");
+            [MiningOwned::NewExtendedMiningJob(j)] => {
+                assert!(j.min_ntime.clone().into_inner().is_some(), "active: {j:?}");
                 assert!(j.job_id > job.job_id, "no id names two jobs: {j:?}");
                 j.clone()
             }
@@ -122,15 +187,11 @@ fn renewed_twice(share_batch_size: usize) {
     );
     assert!(core.channels.contains_key(&channel_id));
     assert_eq!(core.stats().channels_open, 1);
-    // A share of a retired job, sent again, is refused as stale, not paid twice.
-    for share in retired {
-        let actions = submit(&mut core, &share);
-        assert!(
-            matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
-                if e.sequence_number == share.sequence_number
-                    && e.error_code.as_bytes() == b"stale-share"),
-            "{actions:?}"
-        );
+    // The share that brought each renewal, sent again, is not paid twice:
+    // stale two prefixes back, a duplicate on the prefix before this one.
+    for (share, code) in retired.iter().zip(["stale-share", "duplicate-share"]) {
+        let actions = submit(&mut core, share);
+        assert_eq!(share_error(&actions).as_deref(), Some(code), "{actions:?}");
         assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
     }
     // A job id never sent is no retired job.
@@ -151,9 +212,113 @@ fn renewed_twice(share_batch_size: usize) {
     );
 }
 
+/// SetExtranoncePrefix applies to the jobs sent after it: a share of a job
+/// sent before it (on its way at the renewal) is checked on the old prefix
+/// and paid, a block among them is submitted, and each is acknowledged on
+/// its own (the batch being counted is the new prefix's). Once the chain tip
+/// moves those jobs are stale, and their prefix is free again.
+#[test]
+fn shares_of_jobs_sent_before_a_renewal_count_until_the_chain_tip_moves() {
+    let mut core = core();
+    core.config.share_batch_size = 7;
+    core.config.shares_per_minute = 3.0;
+    let (channel_id, _, _) = open_on_tip(&mut core, EASY);
+    let old_job = easiest_target(&mut core, channel_id);
+    let old_prefix = prefix(&core, channel_id);
+    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
+    let new_job = job_in(&renewal);
+    assert_eq!(core.allocator.allocated_count(), 2, "both prefixes held");
+
+    let network = Target::from_compact(CompactTarget::from_consensus(EASY));
+    for block in [false, true] {
+        let c = core.channels[&channel_id].extended().unwrap();
+        let (share, header) =
+            share_on_prefix(c, &old_prefix, &old_job, nonce, |h| (h <= network) == block);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        let accepted = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Accepted(a) => Some(a),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("block {block}: {actions:?}"));
+        assert_eq!(accepted.header, header, "on the old prefix");
+        assert_eq!(accepted.block_found, block);
+        assert_eq!(check_proof(accepted, KEY), Ok(Some(1)));
+        assert!(
+            matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesSuccess(s)]
+                if s.last_sequence_number == share.sequence_number
+                    && s.new_submits_accepted_count == 1),
+            "{actions:?}"
+        );
+        let solution = actions
+            .iter()
+            .any(|a| matches!(a, Action::SubmitSolution(_)));
+        assert_eq!(solution, block, "{actions:?}");
+        // Sent again, it is a duplicate.
+        let actions = submit(&mut core, &share);
+        assert_eq!(share_error(&actions).as_deref(), Some("duplicate-share"));
+    }
+    // A share of the new job counts in the new batch: not acknowledged yet.
+    let (share, header) = share_from(&core, channel_id, &new_job, nonce, |h| h > network);
+    nonce = share.nonce + 1;
+    let actions = submit(&mut core, &share);
+    assert!(paid_for(&actions, &header), "{actions:?}");
+    assert!(sent(&actions).is_empty(), "{actions:?}");
+
+    // The chain tip moves.
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    });
+    assert_eq!(core.allocator.allocated_count(), 1, "the old prefix freed");
+    let c = core.channels[&channel_id].extended().unwrap();
+    let (share, _) = share_on_prefix(c, &old_prefix, &old_job, nonce, |_| true);
+    let actions = submit(&mut core, &share);
+    assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
+}
+
+/// Shares of the jobs sent before a renewal may fill the rest of the old
+/// prefix's duplicate detection: then they are stale, and the channel,
+/// mining on the new prefix, stays open.
+#[test]
+fn old_jobs_whose_duplicate_detection_fills_are_stale_and_the_channel_stays_open() {
+    let mut core = core();
+    core.config.shares_per_minute = 3.0;
+    let budget = seen_shares_budget(3.0);
+    let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
+    let old_job = easiest_target(&mut core, channel_id);
+    let old_prefix = prefix(&core, channel_id);
+    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
+    let mut old_accepted = 0;
+    let refused = loop {
+        assert!(old_accepted <= budget, "never full");
+        let c = core.channels[&channel_id].extended().unwrap();
+        let (share, _) = share_on_prefix(c, &old_prefix, &old_job, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        match share_error(&actions) {
+            Some(code) => break code,
+            None => old_accepted += 1,
+        }
+    };
+    // Renewed at three quarters of the budget: the last quarter was left.
+    assert_eq!(old_accepted, budget / 4);
+    assert_eq!(refused, "stale-share");
+    assert_eq!(core.stats().channels_open, 1);
+    let (share, _) = share_from(&core, channel_id, &job_in(&renewal), nonce, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(
+        actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+        "{actions:?}"
+    );
+}
+
 /// A standard channel is renewed too (its jobs carry their merkle root, so
 /// no prefix message): its new job's id follows the old ones, and a share
-/// of the retired job is refused as stale.
+/// of the job before it counts until the chain tip moves, then is stale.
 #[test]
 fn a_renewed_standard_channel_numbers_its_jobs_on() {
     let mut core = core();
@@ -213,18 +378,19 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
         jobs.iter().all(|j| renewed.job_id > j.job_id),
         "{jobs:?} then {renewed:?}"
     );
-    let retired = jobs.last().unwrap();
-    let actions = submit_standard(&mut core, on(retired, u32::MAX));
-    assert!(
-        matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
-            if e.error_code.as_bytes() == b"stale-share"),
-        "{actions:?}"
-    );
+    let before = jobs.last().unwrap();
+    let paid = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Accepted(_)));
+    let actions = submit_standard(&mut core, on(before, u32::MAX));
+    assert!(paid(&actions), "{actions:?}");
     let actions = submit_standard(&mut core, on(&renewed, u32::MAX - 1));
-    assert!(
-        actions.iter().any(|a| matches!(a, Action::Accepted(_))),
-        "{actions:?}"
-    );
+    assert!(paid(&actions), "{actions:?}");
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    });
+    let actions = submit_standard(&mut core, on(before, u32::MAX - 2));
+    assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
 
 /// A work-selecting connection (1) with a job declaration connection (1)
@@ -341,25 +507,7 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     let channel_id = open_custom_work_channel(&mut core);
     let first = set_custom_job(&mut core, channel_id);
     let old_prefix = prefix(&core, channel_id);
-    let mut nonce = 0;
-    let (retired, renewal) = loop {
-        assert!(nonce as usize <= seen_shares_budget(3.0), "never renewed");
-        let (share, _) = share_from(&core, channel_id, &first, nonce, |_| true);
-        nonce = share.nonce + 1;
-        let actions = submit(&mut core, &share);
-        assert!(
-            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
-            "share of nonce {} refused: {actions:?}",
-            share.nonce
-        );
-        let sent: Vec<MiningOwned> = sent(&actions).into_iter().cloned().collect();
-        if sent
-            .iter()
-            .any(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_)))
-        {
-            break (share, sent);
-        }
-    };
+    let (last, renewal, _) = flood_until_renewed(&mut core, channel_id, &first, 0);
     // The share's acknowledgement, the new prefix, and no job or prevhash.
     match &renewal[..] {
         [MiningOwned::SubmitSharesSuccess(_), MiningOwned::SetExtranoncePrefix(p)] => {
@@ -378,23 +526,14 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
         first.job_id,
         second.job_id
     );
-    // A share of the retired job is stale, not paid again.
-    let actions = submit(&mut core, &retired);
-    assert!(
-        matches!(&sent(&actions)[..], [MiningOwned::SubmitSharesError(e)]
-            if e.error_code.as_bytes() == b"stale-share"),
-        "{actions:?}"
-    );
+    // The share that brought the renewal, sent again, is not paid again.
+    let actions = submit(&mut core, &last);
+    assert_eq!(share_error(&actions).as_deref(), Some("duplicate-share"));
     assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
     // A share of the new job, mined on the new prefix, is paid for its header.
     let (share, header) = share_from(&core, channel_id, &second, 0, |_| true);
     let actions = submit(&mut core, &share);
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::Accepted(a) if a.header == header)),
-        "{actions:?}"
-    );
+    assert!(paid_for(&actions, &header), "{actions:?}");
     // An id never sent names no job.
     let unknown = SubmitSharesExtendedOwned {
         job_id: second.job_id + 1,

@@ -107,7 +107,7 @@ impl Controller for PoolChannel {
         // Credited as an accepted share is (no share is validated here, so
         // a renewal of the channel is of no concern).
         let channel = self.core.channels.get_mut(&self.channel_id).unwrap();
-        channel.on_share_accepted(now_ms, work as u64);
+        channel.on_share_accepted(now_ms, work as u64, false);
     }
 
     fn tick(&mut self, now_ms: u64) -> Option<f64> {

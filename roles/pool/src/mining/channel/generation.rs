@@ -1,0 +1,204 @@
+//! One extranonce prefix of a channel: the channels_sv2 channel built on it
+//! and the jobs it numbered. A renewal starts a new generation; the one it
+//! replaces still validates the shares of its jobs until the chain tip
+//! moves, since SetExtranoncePrefix applies only to jobs sent after it.
+
+use std::collections::HashMap;
+
+use mint_quote_sv2::CoinbaseProof;
+use stratum_core::bitcoin::Target;
+use stratum_core::channels_sv2::{
+    chain_tip::ChainTip,
+    server::{
+        extended::ExtendedChannel,
+        jobs::{extended::ExtendedJob, standard::StandardJob},
+        share_accounting::{ShareAccounting, ShareValidationError},
+        standard::StandardChannel,
+    },
+};
+use stratum_core::mining_sv2::ERROR_CODE_SUBMIT_SHARES_STALE_SHARE;
+
+use super::{proof, Batch, Kind, ShareId, Submission, Validation};
+
+pub(super) struct Generation {
+    pub kind: Kind,
+    /// The target each job was created with, for the jobs channels_sv2
+    /// still accepts shares on (it keeps its own map private).
+    pub job_targets: HashMap<u32, Target>,
+    /// What the downstream's job ids add to channels_sv2's. channels_sv2
+    /// numbers a new generation's jobs from 1 again: sent past every id
+    /// sent before, no id ever names two jobs, and a share names the
+    /// generation of its job.
+    pub job_id_offset: u32,
+    /// The highest job id channels_sv2 gave in this generation.
+    pub last_job_id: u32,
+}
+
+impl Generation {
+    pub fn new(kind: Kind, job_id_offset: u32) -> Generation {
+        Generation {
+            kind,
+            job_targets: HashMap::new(),
+            job_id_offset,
+            last_job_id: 0,
+        }
+    }
+
+    /// The offset of the generation that follows this one.
+    pub fn next_offset(&self) -> u32 {
+        self.job_id_offset.wrapping_add(self.last_job_id)
+    }
+
+    /// The id the downstream knows a job by.
+    pub fn outward(&self, job_id: u32) -> u32 {
+        job_id.wrapping_add(self.job_id_offset)
+    }
+
+    /// The channels_sv2 id of the job the downstream sent as `sent`.
+    pub fn inward(&self, sent: u32) -> u32 {
+        sent.wrapping_sub(self.job_id_offset)
+    }
+
+    /// Whether the downstream knows one of this generation's jobs as
+    /// `sent` (an id it was sent before this generation began is not).
+    pub fn numbered(&self, sent: u32) -> bool {
+        !(1..=self.job_id_offset).contains(&sent)
+    }
+
+    pub fn chain_tip(&self) -> Option<&ChainTip> {
+        each_kind!(Kind, &self.kind, c => c.get_chain_tip())
+    }
+
+    pub fn share_accounting(&self) -> &ShareAccounting {
+        each_kind!(Kind, &self.kind, c => c.get_share_accounting())
+    }
+
+    /// Validates a share naming its job by its channels_sv2 id; None when
+    /// the share is of the other kind than the channel. `pool_tag` is the
+    /// coinbase tag the jobs carry; `locked`: the channel has a locking key,
+    /// so an accepted share needs its coinbase proof. A share of a
+    /// `retired` generation is acknowledged on its own: the batch being
+    /// counted is the new generation's.
+    pub fn validate(
+        &mut self,
+        share: Submission,
+        pool_tag: &str,
+        locked: bool,
+        retired: bool,
+    ) -> Option<Validation> {
+        // Before validation: an accepted share's job is the active or a past job.
+        let (header, proof) = self
+            .share_header(&share)
+            .map_or((None, None), |(header, proof)| (Some(header), proof));
+        let ShareId {
+            job_id,
+            sequence_number,
+            ..
+        } = share.id();
+        let work_before = self.share_accounting().get_share_work_sum();
+        let job_target = self.job_targets.get(&job_id).copied();
+        let result = match (&mut self.kind, share) {
+            (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
+            (Kind::Extended(c), Submission::Extended(s)) => c.validate_share(s),
+            _ => return None,
+        };
+        // Its duplicate detection full, a replaced generation's jobs are
+        // done with; the channel goes on on the new one.
+        let result = match result {
+            Err(ShareValidationError::SeenSharesBudgetExhausted) if retired => Err(
+                ShareValidationError::Stale(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE),
+            ),
+            result => result,
+        };
+        let proof = match (&result, locked) {
+            // A standard job's coinbase is rebuilt only for a share worth a quote.
+            (Ok(_), true) => proof.or_else(|| self.standard_proof(job_id, pool_tag)),
+            _ => None,
+        };
+        let acct = self.share_accounting();
+        let batch = if retired {
+            Batch {
+                due: true,
+                last_sequence_number: sequence_number,
+                accepted: 1,
+                work_sum: (acct.get_share_work_sum() - work_before) as u64,
+            }
+        } else {
+            Batch {
+                due: acct.should_acknowledge(),
+                last_sequence_number: acct.get_last_share_sequence_number(),
+                accepted: acct.get_last_batch_accepted(),
+                work_sum: acct.get_last_batch_work_sum(),
+            }
+        };
+        Some(Validation {
+            result,
+            header,
+            proof,
+            job_target,
+            batch,
+            retired,
+        })
+    }
+
+    /// Drops the targets of jobs channels_sv2 no longer accepts shares on.
+    pub fn forget_dropped_jobs(&mut self) {
+        let kind = &self.kind;
+        self.job_targets.retain(|job_id, _| {
+            each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
+                || c.get_past_job(*job_id).is_some())
+        });
+    }
+
+    /// The header a share commits to, rebuilt the way channels_sv2 validates
+    /// it; for an extended share also its coinbase proof, which the header's
+    /// merkle root is computed from.
+    fn share_header(&self, share: &Submission) -> Option<([u8; 80], Option<CoinbaseProof>)> {
+        let (merkle_root, proof) = match (&self.kind, share) {
+            (Kind::Standard(c), Submission::Standard(s)) => (
+                standard_job(c, s.job_id)?.get_merkle_root().to_array(),
+                None,
+            ),
+            (Kind::Extended(c), Submission::Extended(s)) => {
+                let proof = proof::extended(extended_job(c, s.job_id)?, s.extranonce.as_bytes());
+                let root = ehash::coinbase::merkle_root_of(&proof.coinbase, &proof.merkle_path);
+                (root, Some(proof))
+            }
+            _ => return None,
+        };
+        let (version, ntime, nonce) =
+            each_kind!(Submission, share, s => (s.version, s.ntime, s.nonce));
+        let tip = self.chain_tip()?;
+        let header = ehash::share::header_bytes(
+            version,
+            tip.prev_hash().to_array(),
+            merkle_root,
+            ntime,
+            tip.nbits(),
+            nonce,
+        );
+        Some((header, proof))
+    }
+
+    /// The coinbase proof of a share on standard job `job_id`, rebuilt.
+    fn standard_proof(&self, job_id: u32, pool_tag: &str) -> Option<CoinbaseProof> {
+        match &self.kind {
+            Kind::Standard(c) => proof::standard(standard_job(c, job_id)?, pool_tag),
+            Kind::Extended(_) => None,
+        }
+    }
+}
+
+/// The job a share on a standard channel names: the active one or a past one.
+fn standard_job(c: &StandardChannel, job_id: u32) -> Option<&StandardJob> {
+    c.get_active_job()
+        .filter(|j| j.get_job_id() == job_id)
+        .or_else(|| c.get_past_job(job_id))
+}
+
+/// The job a share on an extended channel names: the active one or a past one.
+fn extended_job(c: &ExtendedChannel, job_id: u32) -> Option<&ExtendedJob> {
+    c.get_active_job()
+        .filter(|j| j.get_job_id() == job_id)
+        .or_else(|| c.get_past_job(job_id))
+}
