@@ -37,8 +37,12 @@ pub struct Aggregate {
     opening: bool,
     waiting: Vec<u32>,
     members: BTreeSet<u32>,
-    /// The job the last SetNewPrevHash activated, and that SetNewPrevHash.
-    tip: Option<(NewExtendedMiningJobOwned, SetNewPrevHashOwned)>,
+    /// The last SetNewPrevHash.
+    prev: Option<SetNewPrevHashOwned>,
+    /// The job a joining miner starts from on that tip: the one the
+    /// SetNewPrevHash activated or, since a new extranonce prefix, the
+    /// first job sent active on it (a renewal sends no SetNewPrevHash).
+    tip_job: Option<NewExtendedMiningJobOwned>,
     /// Jobs since (active ones) and future ones, in arrival order.
     jobs: Vec<NewExtendedMiningJobOwned>,
     /// Upstream sequence number -> (miner, its own sequence number).
@@ -54,7 +58,8 @@ impl Aggregate {
             opening: false,
             waiting: Vec::new(),
             members: BTreeSet::new(),
-            tip: None,
+            prev: None,
+            tip_job: None,
             jobs: Vec::new(),
             shares: BTreeMap::new(),
             next_sequence: 1,
@@ -81,16 +86,20 @@ impl Aggregate {
                 MiningOwned::OpenExtendedMiningChannelSuccess(c.clone()),
             ));
         }
-        if let Some((job, prev)) = &self.tip {
+        if let (Some(job), Some(prev)) = (&self.tip_job, &self.prev) {
             let mut future = job.clone();
             future.min_ntime = stratum_core::binary_sv2::Sv2OptionOwned::new(None);
             out.push(Action::ToMiner(
                 miner,
                 MiningOwned::NewExtendedMiningJob(future),
             ));
+            let activate = SetNewPrevHashOwned {
+                job_id: job.job_id,
+                ..prev.clone()
+            };
             out.push(Action::ToMiner(
                 miner,
-                MiningOwned::SetNewPrevHash(prev.clone()),
+                MiningOwned::SetNewPrevHash(activate),
             ));
         }
         for job in &self.jobs {
@@ -164,9 +173,14 @@ impl Aggregate {
     pub fn on_upstream(&mut self, msg: MiningOwned) -> Vec<Action> {
         match msg {
             MiningOwned::NewExtendedMiningJob(job) => {
-                self.jobs.push(job.clone());
-                if self.jobs.len() > MAX_KEPT_JOBS {
-                    self.jobs.remove(0);
+                let active = job.min_ntime.clone().into_inner().is_some();
+                if active && self.tip_job.is_none() && self.prev.is_some() {
+                    self.tip_job = Some(job.clone());
+                } else {
+                    self.jobs.push(job.clone());
+                    if self.jobs.len() > MAX_KEPT_JOBS {
+                        self.jobs.remove(0);
+                    }
                 }
                 self.broadcast(MiningOwned::NewExtendedMiningJob(job))
             }
@@ -189,10 +203,14 @@ impl Aggregate {
                 None => vec![],
             },
             MiningOwned::SetExtranoncePrefix(p) => {
-                // Miners that join later get the prefix of the jobs to come.
+                // Miners that join later get the prefix of the jobs to come,
+                // and only those jobs: one joining would take an older job
+                // for one on the new prefix.
                 if let Some(c) = self.channel.as_mut() {
                     c.extranonce_prefix = p.extranonce_prefix.clone();
                 }
+                self.tip_job = None;
+                self.jobs.clear();
                 self.broadcast(MiningOwned::SetExtranoncePrefix(p))
             }
             MiningOwned::CloseChannel(c) => {
@@ -206,21 +224,13 @@ impl Aggregate {
 
     /// A new tip: the job it names is kept as the tip's, the others dropped.
     fn on_new_prev_hash(&mut self, prev: SetNewPrevHashOwned) -> Vec<Action> {
-        let job = self
-            .jobs
-            .iter()
-            .find(|j| j.job_id == prev.job_id)
-            .cloned()
-            .or_else(|| {
-                self.tip
-                    .as_ref()
-                    .filter(|(j, _)| j.job_id == prev.job_id)
-                    .map(|(j, _)| j.clone())
-            });
+        let named = |j: &&NewExtendedMiningJobOwned| j.job_id == prev.job_id;
+        let job = (self.jobs.iter().find(named))
+            .or(self.tip_job.as_ref().filter(named))
+            .cloned();
         self.jobs.clear();
-        if let Some(job) = job {
-            self.tip = Some((job, prev.clone()));
-        }
+        self.tip_job = job;
+        self.prev = Some(prev.clone());
         self.broadcast(MiningOwned::SetNewPrevHash(prev))
     }
 
@@ -287,7 +297,8 @@ impl Aggregate {
         self.opening = false;
         self.waiting.clear();
         self.members.clear();
-        self.tip = None;
+        self.prev = None;
+        self.tip_job = None;
         self.jobs.clear();
         self.shares.clear();
     }

@@ -49,6 +49,17 @@ async fn a_thousand_sv1_connections_are_held() {
 /// is refused, and a share of a job sent before the renewal still counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_on_one_chain_tip_renews_the_channel_and_the_miner_mines_on() {
+    flood_renews_and_mining_goes_on(false).await;
+}
+
+/// The same through the translator's one shared channel; a miner joining
+/// after the renewal starts on the new prefix's job and is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_renews_the_aggregated_channel_and_a_miner_joining_after_mines() {
+    flood_renews_and_mining_goes_on(true).await;
+}
+
+async fn flood_renews_and_mining_goes_on(aggregate: bool) {
     // One share a minute: channels_sv2's smallest budget, no vardiff.
     let mut stack = Stack::start_with(NBITS_NEVER, |c| {
         c.shares_per_minute = 1.0;
@@ -60,6 +71,7 @@ async fn a_flood_on_one_chain_tip_renews_the_channel_and_the_miner_mines_on() {
     let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
     config.nominal_hashrate = 0.1;
     config.vardiff_interval_secs = 0;
+    config.aggregate_channels = aggregate;
     let tr = RunningTranslator::start(config).await;
     let mut miner = Sv1Client::start(tr.addr(), "flood").await;
     let first_coinb1 = miner.job.as_ref().unwrap().coinb1.clone();
@@ -106,6 +118,14 @@ async fn a_flood_on_one_chain_tip_renews_the_channel_and_the_miner_mines_on() {
     assert!(channels.contains(&share.channel_id));
     miner.job = renewed;
     mine_and_check(&mut stack, &mut miner, "flood").await;
+    if aggregate {
+        let mut late = Sv1Client::start(tr.addr(), "late").await;
+        assert_eq!(
+            late.job.as_ref().unwrap().coinb1,
+            miner.job.as_ref().unwrap().coinb1
+        );
+        mine_and_check(&mut stack, &mut late, "late").await;
+    }
     tr.stop().await;
     stack.stop().await;
 }

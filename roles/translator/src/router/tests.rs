@@ -265,36 +265,39 @@ fn the_channels_closed_longest_ago_are_forgotten_first() {
     );
 }
 
+/// The pool renews a channel with a new prefix and a job active at once
+/// (no SetNewPrevHash: the older jobs stay good for the miners mining them).
+/// A miner joining afterwards gets the new prefix and only jobs sent on it,
+/// the first started as its tip.
 #[test]
 fn a_miner_joining_a_renewed_aggregated_channel_gets_its_new_prefix_and_jobs() {
     let mut r = Router::new(Some(key(WALLET_KEY)));
     let request_id = forwarded_open(&r.on_miner_message(1, open(WALLET_KEY)));
     r.on_upstream(success(request_id, 7));
-    let prev_hash = |job_id| {
-        MiningOwned::SetNewPrevHash(stratum_core::mining_sv2::SetNewPrevHashOwned {
+    r.on_upstream(job(7, 1));
+    r.on_upstream(MiningOwned::SetNewPrevHash(
+        stratum_core::mining_sv2::SetNewPrevHashOwned {
             channel_id: 7,
-            job_id,
+            job_id: 1,
             prev_hash: U256Owned::from([3; 32]),
             min_ntime: 1,
             nbits: 0x207f_ffff,
-        })
-    };
-    r.on_upstream(job(7, 1));
-    r.on_upstream(prev_hash(1));
-    // The pool renews the channel: a new prefix, and its jobs numbered
-    // from 1 again, with another coinbase.
+        },
+    ));
+    r.on_upstream(job(7, 2));
     let renewed =
         MiningOwned::SetExtranoncePrefix(stratum_core::mining_sv2::SetExtranoncePrefixOwned {
             channel_id: 7,
             extranonce_prefix: B032Owned::new(vec![9, 9, 9, 9]).unwrap(),
         });
     assert_eq!(recipients(&r.on_upstream(renewed)), vec![1]);
-    let MiningOwned::NewExtendedMiningJob(mut new_job) = job(7, 1) else {
+    let MiningOwned::NewExtendedMiningJob(mut new_job) = job(7, 3) else {
         unreachable!()
     };
+    new_job.min_ntime = Sv2OptionOwned::new(Some(1));
     new_job.coinbase_tx_prefix = B064KOwned::new(vec![0x99]).unwrap();
-    r.on_upstream(MiningOwned::NewExtendedMiningJob(new_job));
-    r.on_upstream(prev_hash(1));
+    let sent = r.on_upstream(MiningOwned::NewExtendedMiningJob(new_job));
+    assert_eq!(recipients(&sent), vec![1], "the member mines it at once");
 
     let joined = r.on_miner_message(2, open(WALLET_KEY));
     let to_miner: Vec<&MiningOwned> = joined
@@ -308,8 +311,10 @@ fn a_miner_joining_a_renewed_aggregated_channel_gets_its_new_prefix_and_jobs() {
         [MiningOwned::OpenExtendedMiningChannelSuccess(s), MiningOwned::NewExtendedMiningJob(j), MiningOwned::SetNewPrevHash(p)] =>
         {
             assert_eq!(s.extranonce_prefix.as_bytes(), [9, 9, 9, 9]);
-            assert_eq!(j.coinbase_tx_prefix.as_bytes(), [0x99], "the new job 1");
-            assert_eq!(p.job_id, 1);
+            assert_eq!(j.job_id, 3);
+            assert_eq!(j.coinbase_tx_prefix.as_bytes(), [0x99], "the new job");
+            assert_eq!(j.min_ntime.clone().into_inner(), None, "started by");
+            assert_eq!((p.job_id, p.prev_hash.to_array()), (3, [3; 32]));
         }
         other => panic!("{other:?}"),
     }

@@ -432,10 +432,15 @@ fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
 }
 
 /// What jd-client does for a new custom job: declares `template(1)` at the
-/// pool's job declarator, then sets it on the channel. The job as the
-/// channel mines it, named by the id SetCustomMiningJob.Success gave.
-fn set_custom_job(core: &mut PoolCore, channel_id: u32) -> NewExtendedMiningJobOwned {
-    let (t, p, now) = (template(1), prev(1, NEVER), now_ms());
+/// pool's job declarator, then sets it on the channel on the tip of `p`. The
+/// job as the channel mines it, named by the id SetCustomMiningJob.Success
+/// gave.
+fn set_custom_job(
+    core: &mut PoolCore,
+    channel_id: u32,
+    p: SetNewPrevHashOwned,
+) -> NewExtendedMiningJobOwned {
+    let (t, now) = (template(1), now_ms());
     let reward = TxOut {
         value: Amount::from_sat(t.coinbase_tx_value_remaining),
         script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
@@ -505,9 +510,9 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     })
     .unwrap();
     let channel_id = open_custom_work_channel(&mut core);
-    let first = set_custom_job(&mut core, channel_id);
+    let first = set_custom_job(&mut core, channel_id, prev(1, NEVER));
     let old_prefix = prefix(&core, channel_id);
-    let (last, renewal, _) = flood_until_renewed(&mut core, channel_id, &first, 0);
+    let (last, renewal, nonce) = flood_until_renewed(&mut core, channel_id, &first, 0);
     // The share's acknowledgement, the new prefix, and no job or prevhash.
     match &renewal[..] {
         [MiningOwned::SubmitSharesSuccess(_), MiningOwned::SetExtranoncePrefix(p)] => {
@@ -519,7 +524,7 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     assert_ne!(prefix(&core, channel_id), old_prefix);
     assert_eq!(core.stats().channels_open, 1);
 
-    let second = set_custom_job(&mut core, channel_id);
+    let second = set_custom_job(&mut core, channel_id, prev(1, NEVER));
     assert!(
         second.job_id > first.job_id,
         "no id names two jobs: {} then {}",
@@ -545,4 +550,21 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
             if e.error_code.as_bytes() == b"invalid-job-id"),
         "{actions:?}"
     );
+    // The job set before the renewal counts on its prefix until the
+    // downstream sets a job on another tip; then it is stale.
+    let c = core.channels[&channel_id].extended().unwrap();
+    let (share, header) = share_on_prefix(c, &old_prefix, &first, nonce, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(paid_for(&actions, &header), "{actions:?}");
+    let moved = SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    };
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(moved.clone());
+    set_custom_job(&mut core, channel_id, moved);
+    let c = core.channels[&channel_id].extended().unwrap();
+    let (share, _) = share_on_prefix(c, &old_prefix, &first, share.nonce + 1, |_| true);
+    let actions = submit(&mut core, &share);
+    assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
