@@ -362,9 +362,11 @@ impl JdcCore {
             MiningOwned::SetCustomMiningJobError(e) => self.jobs.on_custom_job_refused(e),
             MiningOwned::SetExtranoncePrefix(p) => {
                 let channel_id = p.channel_id;
+                // The tip stays: the job set again on the new prefix goes down
+                // active at once, and the downstream keeps the jobs it has
+                // (the pool takes their shares until the tip moves).
                 if let Some(c) = self.channels.get_mut(&channel_id) {
                     c.extranonce_prefix = p.extranonce_prefix.as_bytes().to_vec();
-                    c.prev_hash = None;
                 }
                 let mut actions = self.to_owner(channel_id, MiningOwned::SetExtranoncePrefix(p));
                 if self.mode == Mode::Declared {

@@ -14,7 +14,7 @@ use stratum_core::job_declaration_sv2::{
 };
 use stratum_core::mining_sv2::{
     OpenExtendedMiningChannelSuccessOwned, SetCustomMiningJobErrorOwned, SetCustomMiningJobSuccess,
-    SubmitSharesExtendedOwned,
+    SetExtranoncePrefixOwned, SubmitSharesExtendedOwned,
 };
 use stratum_core::parsers_sv2::{JobDeclarationOwned as Jd, TemplateDistributionOwned as Tdp};
 use stratum_core::template_distribution_sv2::{
@@ -256,6 +256,46 @@ fn a_declared_job_goes_on_every_channel_committed_to_its_key_and_then_down() {
         Action::Jds(AnyMessageOwned::JobDeclaration(Jd::PushSolution(_)))
     ));
     assert!(matches!(&out[2], Action::Upstream(_)));
+}
+
+/// The pool renews channel 5 on a new extranonce prefix: the declared job
+/// is set on it again and goes down active at once on the same tip, with no
+/// SetNewPrevHash, so the downstream keeps the jobs it has.
+#[test]
+fn a_renewed_channel_gets_its_job_again_mined_at_once_on_the_same_tip() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let m = with_custom_job(&mut core);
+    let set = |core: &mut JdcCore, request_id, job_id| {
+        core.on_upstream(mining(MiningOwned::SetCustomMiningJobSuccess(
+            SetCustomMiningJobSuccess {
+                channel_id: 5,
+                request_id,
+                job_id,
+            },
+        )))
+    };
+    assert_eq!(set(&mut core, m.request_id, 9).len(), 2, "job and prevhash");
+    let renewal = MiningOwned::SetExtranoncePrefix(SetExtranoncePrefixOwned {
+        channel_id: 5,
+        extranonce_prefix: B032Owned::new(vec![6; 8]).unwrap(),
+    });
+    let out = core.on_upstream(mining(renewal));
+    let again = match &out[..] {
+        [Action::Downstream(1, AnyMessageOwned::Mining(MiningOwned::SetExtranoncePrefix(p))), Action::Upstream(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m)))] =>
+        {
+            assert_eq!(p.extranonce_prefix.as_bytes(), [6; 8]);
+            m.clone()
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(again.prev_hash, m.prev_hash, "the same tip");
+    match &set(&mut core, again.request_id, 10)[..] {
+        [Action::Downstream(1, AnyMessageOwned::Mining(MiningOwned::NewExtendedMiningJob(job)))] => {
+            assert_eq!(job.job_id, 10);
+            assert_eq!(job.min_ntime.clone().into_inner(), Some(m.min_ntime));
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
