@@ -45,6 +45,9 @@ pub struct Aggregate {
     tip_job: Option<NewExtendedMiningJobOwned>,
     /// Jobs since (active ones) and future ones, in arrival order.
     jobs: Vec<NewExtendedMiningJobOwned>,
+    /// Members that joined on a tip with no job to start from (between a
+    /// new prefix and its first job): that job starts them.
+    untipped: BTreeSet<u32>,
     /// Upstream sequence number -> (miner, its own sequence number).
     shares: BTreeMap<u32, (u32, u32)>,
     next_sequence: u32,
@@ -61,6 +64,7 @@ impl Aggregate {
             prev: None,
             tip_job: None,
             jobs: Vec::new(),
+            untipped: BTreeSet::new(),
             shares: BTreeMap::new(),
             next_sequence: 1,
         }
@@ -78,7 +82,24 @@ impl Aggregate {
         self.members.iter().copied().collect()
     }
 
-    fn replay(&self, miner: u32) -> Vec<Action> {
+    /// How a joining miner starts on the current tip: its job as a future
+    /// job, then a SetNewPrevHash activating it.
+    fn start_on_tip(&self) -> Option<[MiningOwned; 2]> {
+        let (job, prev) = (self.tip_job.as_ref()?, self.prev.as_ref()?);
+        let activate = SetNewPrevHashOwned {
+            job_id: job.job_id,
+            min_ntime: job.min_ntime.clone().into_inner().unwrap_or(prev.min_ntime),
+            ..prev.clone()
+        };
+        let mut future = job.clone();
+        future.min_ntime = stratum_core::binary_sv2::Sv2OptionOwned::new(None);
+        Some([
+            MiningOwned::NewExtendedMiningJob(future),
+            MiningOwned::SetNewPrevHash(activate),
+        ])
+    }
+
+    fn replay(&mut self, miner: u32) -> Vec<Action> {
         let mut out = Vec::new();
         if let Some(c) = &self.channel {
             out.push(Action::ToMiner(
@@ -86,21 +107,12 @@ impl Aggregate {
                 MiningOwned::OpenExtendedMiningChannelSuccess(c.clone()),
             ));
         }
-        if let (Some(job), Some(prev)) = (&self.tip_job, &self.prev) {
-            let mut future = job.clone();
-            future.min_ntime = stratum_core::binary_sv2::Sv2OptionOwned::new(None);
-            out.push(Action::ToMiner(
-                miner,
-                MiningOwned::NewExtendedMiningJob(future),
-            ));
-            let activate = SetNewPrevHashOwned {
-                job_id: job.job_id,
-                ..prev.clone()
-            };
-            out.push(Action::ToMiner(
-                miner,
-                MiningOwned::SetNewPrevHash(activate),
-            ));
+        match self.start_on_tip() {
+            Some(start) => out.extend(start.map(|m| Action::ToMiner(miner, m))),
+            None if self.prev.is_some() => {
+                self.untipped.insert(miner);
+            }
+            None => {}
         }
         for job in &self.jobs {
             out.push(Action::ToMiner(
@@ -176,11 +188,11 @@ impl Aggregate {
                 let active = job.min_ntime.clone().into_inner().is_some();
                 if active && self.tip_job.is_none() && self.prev.is_some() {
                     self.tip_job = Some(job.clone());
-                } else {
-                    self.jobs.push(job.clone());
-                    if self.jobs.len() > MAX_KEPT_JOBS {
-                        self.jobs.remove(0);
-                    }
+                    return self.start_untipped(job);
+                }
+                self.jobs.push(job.clone());
+                if self.jobs.len() > MAX_KEPT_JOBS {
+                    self.jobs.remove(0);
                 }
                 self.broadcast(MiningOwned::NewExtendedMiningJob(job))
             }
@@ -222,6 +234,25 @@ impl Aggregate {
         }
     }
 
+    /// The first job active on the tip since a new prefix: the members
+    /// that joined without a job start on it, the others mine it at once
+    /// (a SetNewPrevHash would make them drop the jobs they have).
+    fn start_untipped(&mut self, job: NewExtendedMiningJobOwned) -> Vec<Action> {
+        let untipped = std::mem::take(&mut self.untipped);
+        let start = self.start_on_tip().expect("the tip's job was just set");
+        let mut out = Vec::new();
+        for miner in self.members() {
+            match untipped.contains(&miner) {
+                true => out.extend(start.clone().map(|m| Action::ToMiner(miner, m))),
+                false => out.push(Action::ToMiner(
+                    miner,
+                    MiningOwned::NewExtendedMiningJob(job.clone()),
+                )),
+            }
+        }
+        out
+    }
+
     /// A new tip: the job it names is kept as the tip's, the others dropped.
     fn on_new_prev_hash(&mut self, prev: SetNewPrevHashOwned) -> Vec<Action> {
         let named = |j: &&NewExtendedMiningJobOwned| j.job_id == prev.job_id;
@@ -229,6 +260,10 @@ impl Aggregate {
             .or(self.tip_job.as_ref().filter(named))
             .cloned();
         self.jobs.clear();
+        // Every member got the job it names (replayed or sent since).
+        if job.is_some() {
+            self.untipped.clear();
+        }
         self.tip_job = job;
         self.prev = Some(prev.clone());
         self.broadcast(MiningOwned::SetNewPrevHash(prev))
@@ -275,6 +310,7 @@ impl Aggregate {
     /// A miner left; the channel closes with its last member.
     pub fn on_leave(&mut self, miner: u32) -> Vec<Action> {
         self.members.remove(&miner);
+        self.untipped.remove(&miner);
         self.waiting.retain(|m| *m != miner);
         self.shares.retain(|_, (m, _)| *m != miner);
         if self.members.is_empty() && self.waiting.is_empty() {
@@ -300,6 +336,7 @@ impl Aggregate {
         self.prev = None;
         self.tip_job = None;
         self.jobs.clear();
+        self.untipped.clear();
         self.shares.clear();
     }
 }
@@ -402,6 +439,55 @@ mod tests {
         ));
         assert!(matches!(msgs[1], MiningOwned::NewExtendedMiningJob(j) if j.job_id == 1));
         assert!(matches!(msgs[2], MiningOwned::SetNewPrevHash(p) if p.job_id == 1));
+    }
+
+    /// A miner joining between a new prefix and its first job (behind a
+    /// job declaration client that job comes a round trip later) gets no
+    /// job on the old prefix, then starts on that job, activated for it
+    /// alone: the member already mining keeps its jobs.
+    #[test]
+    fn a_miner_joining_between_a_new_prefix_and_its_job_starts_on_that_job() {
+        let mut a = Aggregate::new(KEY.parse().unwrap());
+        a.on_open(1, open(KEY));
+        a.on_open_success(success());
+        a.on_upstream(MiningOwned::NewExtendedMiningJob(job(1)));
+        a.on_upstream(MiningOwned::SetNewPrevHash(SetNewPrevHashOwned {
+            channel_id: 9,
+            job_id: 1,
+            prev_hash: U256Owned::from([7; 32]),
+            min_ntime: 100,
+            nbits: 0x1d00_ffff,
+        }));
+        let prefix = stratum_core::mining_sv2::SetExtranoncePrefixOwned {
+            channel_id: 9,
+            extranonce_prefix: B032Owned::new(vec![9; 4]).unwrap(),
+        };
+        a.on_upstream(MiningOwned::SetExtranoncePrefix(prefix));
+        let joined = a.on_open(2, open(KEY));
+        assert!(
+            matches!(&to_miner(&joined, 2)[..], [MiningOwned::OpenExtendedMiningChannelSuccess(s)]
+                if s.extranonce_prefix.as_bytes() == [9; 4]),
+            "{joined:?}"
+        );
+        let mut renewed = job(2);
+        renewed.min_ntime = Sv2OptionOwned::new(Some(100));
+        let out = a.on_upstream(MiningOwned::NewExtendedMiningJob(renewed));
+        assert!(
+            matches!(&to_miner(&out, 1)[..], [MiningOwned::NewExtendedMiningJob(j)]
+                if j.job_id == 2 && j.min_ntime.clone().into_inner() == Some(100)),
+            "{out:?}"
+        );
+        let started = |msgs: &[&MiningOwned]| {
+            matches!(msgs, [MiningOwned::NewExtendedMiningJob(j), MiningOwned::SetNewPrevHash(p)]
+                if j.job_id == 2 && j.min_ntime.clone().into_inner().is_none()
+                    && (p.job_id, p.prev_hash.to_array(), p.min_ntime) == (2, [7; 32], 100))
+        };
+        assert!(started(&to_miner(&out, 2)), "{out:?}");
+        // Started once: a miner joining now starts the same way.
+        let later = a.on_open(3, open(KEY));
+        assert!(started(&to_miner(&later, 3)[1..]), "{later:?}");
+        let next = a.on_upstream(MiningOwned::NewExtendedMiningJob(job(3)));
+        assert_eq!(to_miner(&next, 2).len(), 1, "{next:?}");
     }
 
     #[test]
