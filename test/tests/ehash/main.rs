@@ -138,6 +138,52 @@ async fn every_accepted_share_gets_one_notification_and_mints_its_amount_with_th
     stack.stop().await;
 }
 
+/// A channel whose duplicate detection nearly fills on one tip is renewed
+/// on a new extranonce prefix; a share of a job sent before the renewal,
+/// mined on the old prefix, is still quoted and mints its amount, like
+/// every share before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_of_a_job_sent_before_a_renewal_is_quoted_and_minted() {
+    // One share a minute: channels_sv2's smallest budget, renewed at 3,072.
+    let stack = EhashStack::start("annotate", |pool| {
+        pool.shares_per_minute = 1.0;
+        pool.vardiff_interval_secs = 0;
+    })
+    .await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let first_prefix = client.channels[&channel].extranonce_prefix.clone();
+    let mut before_renewal = client.channels[&channel].clone();
+    let mut shares = 0;
+    while client.channels[&channel].extranonce_prefix == first_prefix {
+        assert!(shares < 5_000, "never renewed");
+        before_renewal = client.channels[&channel].clone();
+        mine(&mut client, channel, 1).await;
+        shares += 1;
+    }
+    // Mined as the miner had it: the last job sent before the renewal, on
+    // the prefix it was sent with.
+    let renewed = std::mem::replace(client.channels.get_mut(&channel).unwrap(), before_renewal);
+    let old = mine(&mut client, channel, 1).await;
+    *client.channels.get_mut(&channel).unwrap() = renewed;
+    let notifications = client.notifications(shares + 1).await;
+    let notified: Vec<_> = notifications
+        .iter()
+        .filter(|n| n.share_hash.to_array() == old[0].0)
+        .collect();
+    assert_eq!(
+        notified.len(),
+        1,
+        "one notification for the old prefix's share"
+    );
+    assert_eq!(notified[0].amount, old[0].1);
+    let ids = quote_ids(&[notified[0].clone()]);
+    let wallet = wallet(&stack.mint_url());
+    assert_eq!(mint_quotes(&wallet, &ids, &secret).await, Ok(old[0].1));
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shares_on_templates_carrying_transactions_are_quoted_and_minted() {
     let (stack, _chain) = EhashStack::start_with_transactions("annotate", |_| {}).await;
