@@ -59,8 +59,9 @@ impl Generation {
         sent.wrapping_sub(self.job_id_offset)
     }
 
-    /// Whether the downstream knows one of this generation's jobs as
-    /// `sent` (an id it was sent before this generation began is not).
+    /// Whether `sent` may name one of this generation's jobs: an id sent
+    /// before it began names an older one's (the ids of later generations
+    /// are the channel's to tell apart, newest generation first).
     pub fn numbered(&self, sent: u32) -> bool {
         !(1..=self.job_id_offset).contains(&sent)
     }
