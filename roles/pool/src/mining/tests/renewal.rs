@@ -280,6 +280,44 @@ fn shares_of_jobs_sent_before_a_renewal_count_until_the_chain_tip_moves() {
     assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
 
+/// Renewed after a template that is not a future one (a new block template
+/// on the same tip): the job of the tip's template and the later one both go
+/// out active at once, the later last, and shares of both are paid.
+#[test]
+fn a_renewal_after_a_template_on_the_same_tip_sends_both_jobs_active() {
+    let mut core = core();
+    core.config.shares_per_minute = 3.0;
+    let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
+    easiest_target(&mut core, channel_id);
+    let later = NewTemplateOwned {
+        future_template: false,
+        ..template(2)
+    };
+    let actions = core.on_new_template(later);
+    let before = job_in(&sent(&actions).into_iter().cloned().collect::<Vec<_>>());
+    let (_, renewal, nonce) = flood_until_renewed(&mut core, channel_id, &before, 0);
+    let jobs: Vec<&NewExtendedMiningJobOwned> = renewal
+        .iter()
+        .filter_map(|m| match m {
+            MiningOwned::NewExtendedMiningJob(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs.len(), 2, "{renewal:?}");
+    assert!(jobs
+        .iter()
+        .all(|j| j.min_ntime.clone().into_inner().is_some()));
+    assert!(jobs[0].job_id < jobs[1].job_id && before.job_id < jobs[0].job_id);
+    assert!(!renewal
+        .iter()
+        .any(|m| matches!(m, MiningOwned::SetNewPrevHash(_))));
+    for (i, job) in jobs.into_iter().enumerate() {
+        let (share, header) = share_from(&core, channel_id, job, nonce + i as u32, |_| true);
+        let actions = submit(&mut core, &share);
+        assert!(paid_for(&actions, &header), "{actions:?}");
+    }
+}
+
 /// Shares of the jobs sent before a renewal may fill the rest of the old
 /// prefix's duplicate detection: then they are stale, and the channel,
 /// mining on the new prefix, stays open.
