@@ -318,6 +318,49 @@ fn a_renewal_after_a_template_on_the_same_tip_sends_both_jobs_active() {
     }
 }
 
+/// Acknowledged by the core (no ehash flow), shares of the old prefix and
+/// the new, interleaved, are each counted once across the successes: an
+/// old one alone, the new ones in their batches.
+#[test]
+fn old_and_new_prefix_shares_interleaved_are_each_acknowledged_once() {
+    let mut core = core();
+    core.config.share_batch_size = 4;
+    core.config.shares_per_minute = 3.0;
+    let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
+    let old_job = easiest_target(&mut core, channel_id);
+    let old_prefix = prefix(&core, channel_id);
+    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
+    let new_job = job_in(&renewal);
+    let (mut accepted, mut acknowledged) = (0, 0);
+    for i in 0..12 {
+        let c = core.channels[&channel_id].extended().unwrap();
+        let (share, _) = match i % 3 {
+            1 => share_on_prefix(c, &old_prefix, &old_job, nonce, |_| true),
+            _ => share_on_prefix(c, c.get_extranonce_prefix(), &new_job, nonce, |_| true),
+        };
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        assert!(actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+        accepted += 1;
+        let counts: Vec<u32> = sent(&actions)
+            .into_iter()
+            .filter_map(|m| match m {
+                MiningOwned::SubmitSharesSuccess(s) => {
+                    assert_eq!(s.last_sequence_number, share.sequence_number);
+                    Some(s.new_submits_accepted_count)
+                }
+                _ => None,
+            })
+            .collect();
+        if i % 3 == 1 {
+            assert_eq!(counts, [1], "an old one alone");
+        }
+        acknowledged += counts.iter().sum::<u32>();
+    }
+    // Four old ones alone, eight new ones in two full batches.
+    assert_eq!((acknowledged, accepted), (12, 12));
+}
+
 /// Shares of the jobs sent before a renewal may fill the rest of the old
 /// prefix's duplicate detection: then they are stale, and the channel,
 /// mining on the new prefix, stays open.
