@@ -111,6 +111,68 @@ fn flood_until_renewed(
     }
 }
 
+/// An extended channel at the easiest target on a tip of `nbits`, flooded
+/// at 3 shares a minute (channels_sv2's smallest budget) until renewed.
+struct Renewed {
+    core: PoolCore,
+    channel_id: u32,
+    /// The job the flood was mined on, and the prefix it was sent with.
+    old_job: NewExtendedMiningJobOwned,
+    old_prefix: Vec<u8>,
+    /// The job the renewal sent, on the new prefix.
+    new_job: NewExtendedMiningJobOwned,
+    /// The first nonce not mined from yet.
+    nonce: u32,
+}
+
+impl Renewed {
+    fn new(nbits: u32, share_batch_size: usize) -> Renewed {
+        let mut core = core();
+        core.config.share_batch_size = share_batch_size;
+        core.config.shares_per_minute = 3.0;
+        let (channel_id, _, _) = open_on_tip(&mut core, nbits);
+        let old_job = easiest_target(&mut core, channel_id);
+        let old_prefix = prefix(&core, channel_id);
+        let (_, renewal, nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
+        Renewed {
+            core,
+            channel_id,
+            old_job,
+            old_prefix,
+            new_job: job_in(&renewal),
+            nonce,
+        }
+    }
+
+    /// The next share of the old job, mined on the old prefix, whose hash
+    /// `accept`s; its header.
+    fn old_share(
+        &mut self,
+        accept: impl Fn(Target) -> bool,
+    ) -> (SubmitSharesExtendedOwned, [u8; 80]) {
+        let c = self.core.channels[&self.channel_id].extended().unwrap();
+        let mined = share_on_prefix(c, &self.old_prefix, &self.old_job, self.nonce, accept);
+        self.nonce = mined.0.nonce + 1;
+        mined
+    }
+
+    /// The next share of the renewal's job whose hash `accept`s; its header.
+    fn new_share(
+        &mut self,
+        accept: impl Fn(Target) -> bool,
+    ) -> (SubmitSharesExtendedOwned, [u8; 80]) {
+        let mined = share_from(
+            &self.core,
+            self.channel_id,
+            &self.new_job,
+            self.nonce,
+            accept,
+        );
+        self.nonce = mined.0.nonce + 1;
+        mined
+    }
+}
+
 #[test]
 fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
     renewed_twice(1);
@@ -219,23 +281,13 @@ fn renewed_twice(share_batch_size: usize) {
 /// moves those jobs are stale, and their prefix is free again.
 #[test]
 fn shares_of_jobs_sent_before_a_renewal_count_until_the_chain_tip_moves() {
-    let mut core = core();
-    core.config.share_batch_size = 7;
-    core.config.shares_per_minute = 3.0;
-    let (channel_id, _, _) = open_on_tip(&mut core, EASY);
-    let old_job = easiest_target(&mut core, channel_id);
-    let old_prefix = prefix(&core, channel_id);
-    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
-    let new_job = job_in(&renewal);
-    assert_eq!(core.allocator.allocated_count(), 2, "both prefixes held");
+    let mut r = Renewed::new(EASY, 7);
+    assert_eq!(r.core.allocator.allocated_count(), 2, "both prefixes held");
 
     let network = Target::from_compact(CompactTarget::from_consensus(EASY));
     for block in [false, true] {
-        let c = core.channels[&channel_id].extended().unwrap();
-        let (share, header) =
-            share_on_prefix(c, &old_prefix, &old_job, nonce, |h| (h <= network) == block);
-        nonce = share.nonce + 1;
-        let actions = submit(&mut core, &share);
+        let (share, header) = r.old_share(|h| (h <= network) == block);
+        let actions = submit(&mut r.core, &share);
         let accepted = actions
             .iter()
             .find_map(|a| match a {
@@ -257,26 +309,28 @@ fn shares_of_jobs_sent_before_a_renewal_count_until_the_chain_tip_moves() {
             .any(|a| matches!(a, Action::SubmitSolution(_)));
         assert_eq!(solution, block, "{actions:?}");
         // Sent again, it is a duplicate.
-        let actions = submit(&mut core, &share);
+        let actions = submit(&mut r.core, &share);
         assert_eq!(share_error(&actions).as_deref(), Some("duplicate-share"));
     }
     // A share of the new job counts in the new batch: not acknowledged yet.
-    let (share, header) = share_from(&core, channel_id, &new_job, nonce, |h| h > network);
-    nonce = share.nonce + 1;
-    let actions = submit(&mut core, &share);
+    let (share, header) = r.new_share(|h| h > network);
+    let actions = submit(&mut r.core, &share);
     assert!(paid_for(&actions, &header), "{actions:?}");
     assert!(sent(&actions).is_empty(), "{actions:?}");
 
     // The chain tip moves.
-    core.on_new_template(template(2));
-    core.on_set_new_prev_hash(SetNewPrevHashOwned {
+    r.core.on_new_template(template(2));
+    r.core.on_set_new_prev_hash(SetNewPrevHashOwned {
         prev_hash: U256Owned::from([8u8; 32]),
         ..prev(2, NEVER)
     });
-    assert_eq!(core.allocator.allocated_count(), 1, "the old prefix freed");
-    let c = core.channels[&channel_id].extended().unwrap();
-    let (share, _) = share_on_prefix(c, &old_prefix, &old_job, nonce, |_| true);
-    let actions = submit(&mut core, &share);
+    assert_eq!(
+        r.core.allocator.allocated_count(),
+        1,
+        "the old prefix freed"
+    );
+    let (share, _) = r.old_share(|_| true);
+    let actions = submit(&mut r.core, &share);
     assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
 
@@ -323,23 +377,14 @@ fn a_renewal_after_a_template_on_the_same_tip_sends_both_jobs_active() {
 /// old one alone, the new ones in their batches.
 #[test]
 fn old_and_new_prefix_shares_interleaved_are_each_acknowledged_once() {
-    let mut core = core();
-    core.config.share_batch_size = 4;
-    core.config.shares_per_minute = 3.0;
-    let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
-    let old_job = easiest_target(&mut core, channel_id);
-    let old_prefix = prefix(&core, channel_id);
-    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
-    let new_job = job_in(&renewal);
+    let mut r = Renewed::new(NEVER, 4);
     let (mut accepted, mut acknowledged) = (0, 0);
     for i in 0..12 {
-        let c = core.channels[&channel_id].extended().unwrap();
         let (share, _) = match i % 3 {
-            1 => share_on_prefix(c, &old_prefix, &old_job, nonce, |_| true),
-            _ => share_on_prefix(c, c.get_extranonce_prefix(), &new_job, nonce, |_| true),
+            1 => r.old_share(|_| true),
+            _ => r.new_share(|_| true),
         };
-        nonce = share.nonce + 1;
-        let actions = submit(&mut core, &share);
+        let actions = submit(&mut r.core, &share);
         assert!(actions.iter().any(|a| matches!(a, Action::Accepted(_))));
         accepted += 1;
         let counts: Vec<u32> = sent(&actions)
@@ -366,20 +411,13 @@ fn old_and_new_prefix_shares_interleaved_are_each_acknowledged_once() {
 /// mining on the new prefix, stays open.
 #[test]
 fn old_jobs_whose_duplicate_detection_fills_are_stale_and_the_channel_stays_open() {
-    let mut core = core();
-    core.config.shares_per_minute = 3.0;
+    let mut r = Renewed::new(NEVER, 1);
     let budget = seen_shares_budget(3.0);
-    let (channel_id, _, _) = open_on_tip(&mut core, NEVER);
-    let old_job = easiest_target(&mut core, channel_id);
-    let old_prefix = prefix(&core, channel_id);
-    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, channel_id, &old_job, 0);
     let mut old_accepted = 0;
     let refused = loop {
         assert!(old_accepted <= budget, "never full");
-        let c = core.channels[&channel_id].extended().unwrap();
-        let (share, _) = share_on_prefix(c, &old_prefix, &old_job, nonce, |_| true);
-        nonce = share.nonce + 1;
-        let actions = submit(&mut core, &share);
+        let (share, _) = r.old_share(|_| true);
+        let actions = submit(&mut r.core, &share);
         match share_error(&actions) {
             Some(code) => break code,
             None => old_accepted += 1,
@@ -388,9 +426,9 @@ fn old_jobs_whose_duplicate_detection_fills_are_stale_and_the_channel_stays_open
     // Renewed at three quarters of the budget: the last quarter was left.
     assert_eq!(old_accepted, budget / 4);
     assert_eq!(refused, "stale-share");
-    assert_eq!(core.stats().channels_open, 1);
-    let (share, _) = share_from(&core, channel_id, &job_in(&renewal), nonce, |_| true);
-    let actions = submit(&mut core, &share);
+    assert_eq!(r.core.stats().channels_open, 1);
+    let (share, _) = r.new_share(|_| true);
+    let actions = submit(&mut r.core, &share);
     assert!(
         actions.iter().any(|a| matches!(a, Action::Accepted(_))),
         "{actions:?}"
