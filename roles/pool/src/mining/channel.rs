@@ -30,6 +30,7 @@ use tracing::{debug, warn};
 use vardiff::{Vardiff, VardiffConfig};
 
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
+use batch::Batching;
 use generation::Generation;
 
 /// How many shares a channel due for renewal takes between two attempts
@@ -115,7 +116,10 @@ macro_rules! each_kind {
     };
 }
 
+mod batch;
 mod generation;
+
+pub(super) use batch::Batch;
 
 /// A downstream's request to open a channel.
 pub(super) enum OpenRequest {
@@ -183,16 +187,6 @@ impl Submission {
     }
 }
 
-/// The channel's share accounting right after a share.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Batch {
-    /// A SubmitSharesSuccess is due (the batch is full).
-    pub due: bool,
-    pub last_sequence_number: u32,
-    pub accepted: u32,
-    pub work_sum: u64,
-}
-
 /// A share whose job id is the one channels_sv2 knows its job by, in the
 /// generation of the job.
 pub(super) struct Inward {
@@ -211,7 +205,6 @@ pub(super) struct Validation {
     pub proof: Option<CoinbaseProof>,
     /// The target the share's job was created with, if the channel knows it.
     pub job_target: Option<Target>,
-    pub batch: Batch,
     /// The share is of a job sent before the channel was last renewed.
     pub retired: bool,
 }
@@ -278,6 +271,7 @@ pub(super) struct Channel {
     jobs: Generation,
     /// The generation the last renewal replaced, until the chain tip moves.
     retired: Option<Box<Generation>>,
+    batching: Batching,
     vardiff: Vardiff,
     /// Share hashes channels_sv2 holds for duplicate detection (all those
     /// accepted since the chain tip changed or the channel was renewed),
@@ -317,6 +311,7 @@ impl Channel {
             custom_work: false,
             jobs: Generation::new(kind, 0),
             retired: None,
+            batching: Batching::new(config.share_batch_size),
             vardiff,
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
@@ -598,6 +593,20 @@ impl Channel {
         self.seen_shares >= due && (self.seen_shares - due).is_multiple_of(RENEW_RETRY_SHARES)
     }
 
+    /// Counts an accepted share in the batch being acknowledged, at the
+    /// difficulty of the target it was mined at; the SubmitSharesSuccess
+    /// due, if any (at once for a share that solves a block).
+    pub(super) fn batch_share(
+        &mut self,
+        sequence_number: u32,
+        target: Target,
+        block_found: bool,
+    ) -> Option<Batch> {
+        let difficulty = target.difficulty_float();
+        self.batching
+            .on_accepted(sequence_number, difficulty, block_found)
+    }
+
     /// Starts the channel over on a new extranonce prefix, keeping its id,
     /// key, target and vardiff. channels_sv2 keeps the hash of every share
     /// accepted on a chain tip, to refuse duplicates, and refuses every share
@@ -609,15 +618,13 @@ impl Channel {
     /// stale).
     ///
     /// The caller sends what [`renewal_message`](Self::renewal_message)
-    /// gives, then the channel's jobs as to a new channel. Returns the
-    /// old accounting's last batch of accepted shares, if any (the caller
-    /// knows whether it was just acknowledged); Err: the new prefix could
-    /// not be allocated (the channel carries on as it was).
+    /// gives, then the channel's jobs as to a new channel. Err: the new
+    /// prefix could not be allocated (the channel carries on as it was).
     pub(super) fn renew(
         &mut self,
         allocator: &mut ExtranonceAllocator,
         config: &CoreConfig,
-    ) -> Result<Option<Batch>, String> {
+    ) -> Result<(), String> {
         let (id, target) = (self.id(), self.target());
         let min_extranonce_size = match &self.jobs.kind {
             Kind::Extended(c) => Some(c.get_rollable_extranonce_size() as usize),
@@ -631,17 +638,10 @@ impl Channel {
         });
         let mut kind = spec.build(allocator, || id, config).map_err(|(e, _)| e)?;
         each_kind!(Kind, &mut kind, c => c.set_target(target).map_err(|e| format!("{e:?}")))?;
-        let acct = self.jobs.share_accounting();
-        let pending = (acct.get_last_batch_accepted() > 0).then(|| Batch {
-            due: true,
-            last_sequence_number: acct.get_last_share_sequence_number(),
-            accepted: acct.get_last_batch_accepted(),
-            work_sum: acct.get_last_batch_work_sum(),
-        });
         let next = Generation::new(kind, self.jobs.next_offset());
         self.retired = Some(Box::new(std::mem::replace(&mut self.jobs, next)));
         self.seen_shares = 0;
-        Ok(pending)
+        Ok(())
     }
 
     /// What a downstream is told of a renewal before its new jobs: the new

@@ -11,7 +11,6 @@ use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, info, warn};
 
 use super::channel::{Channel, OpenRequest};
-use super::shares::share_success;
 use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING_KEY};
 
 /// OpenMiningChannel.Error code: the connection has as many channels open
@@ -201,28 +200,21 @@ impl PoolCore {
     }
 
     /// A channel whose duplicate detection is nearly full starts over on a
-    /// new extranonce prefix ([`Channel::renew`]): the batch of shares not yet
-    /// acknowledged, the new prefix, then jobs and prevhash as for a new
-    /// channel. The miner loses only shares in flight on the retired jobs.
-    /// `acknowledged`: the share that brought the renewal was just answered
-    /// with its batch (so the batch is not answered twice).
-    pub(super) fn renew_channel(&mut self, channel_id: u32, acknowledged: bool) -> Vec<Action> {
+    /// new extranonce prefix ([`Channel::renew`]): the new prefix, then its
+    /// jobs, active at once. The jobs sent before stay valid until the
+    /// chain tip moves.
+    pub(super) fn renew_channel(&mut self, channel_id: u32) -> Vec<Action> {
         let Some(mut channel) = self.channels.remove(&channel_id) else {
             return vec![];
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
         match channel.renew(&mut self.allocator, &self.config) {
-            Ok(pending) => {
+            Ok(()) => {
                 info!(
                     conn,
                     channel_id, "duplicate detection nearly full: channel renewed"
                 );
-                if let Some(batch) =
-                    pending.filter(|_| self.config.acknowledge_shares && !acknowledged)
-                {
-                    actions.push(share_success(conn, channel_id, batch));
-                }
                 let prefix = channel.renewal_message();
                 actions.extend(prefix.map(|m| Action::Send(conn, mining(m))));
                 actions.extend(self.initial_jobs(&mut channel, true));

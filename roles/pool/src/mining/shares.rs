@@ -63,7 +63,6 @@ impl PoolCore {
             header,
             proof,
             job_target,
-            batch,
             retired,
         }) = channel.validate_share(share, &self.config.pool_signature)
         else {
@@ -84,7 +83,7 @@ impl PoolCore {
             retired,
             solution,
         };
-        self.share_accepted(conn, id, accepted, batch)
+        self.share_accepted(conn, id, accepted)
     }
 
     /// Counts a share refused for naming a channel it cannot be for.
@@ -148,25 +147,20 @@ impl PoolCore {
         ]
     }
 
-    fn share_accepted(
-        &mut self,
-        conn: ConnId,
-        id: ShareId,
-        accepted: Accepted,
-        batch: Batch,
-    ) -> Vec<Action> {
+    fn share_accepted(&mut self, conn: ConnId, id: ShareId, accepted: Accepted) -> Vec<Action> {
         let (channel_id, seq) = (id.channel_id, id.sequence_number);
         self.stats.shares_accepted += 1;
         debug!(conn, channel_id, seq, "share accepted");
         let channel = self.channels.get_mut(&channel_id).expect("validated above");
         // The target the share was accepted at: its job's.
         let job_target = accepted.job_target;
-        let work = ehash::work_hashes(job_target.unwrap_or(channel.target()));
+        let mined_at = job_target.unwrap_or(channel.target());
+        let work = ehash::work_hashes(mined_at);
         let renew = channel.on_share_accepted(self.clock_ms, work, accepted.retired);
         let mut actions = Vec::new();
         let block_found = accepted.solution.is_some();
-        let acknowledged = (batch.due || block_found) && self.config.acknowledge_shares;
-        if acknowledged {
+        let due = channel.batch_share(seq, mined_at, block_found);
+        if let Some(batch) = due.filter(|_| self.config.acknowledge_shares) {
             actions.push(share_success(conn, channel_id, batch));
         }
         actions.push(Action::Stats(StatsEvent::ShareSubmitted {
@@ -204,7 +198,7 @@ impl PoolCore {
             actions.extend(self.block_found(conn, channel_id, share_hash, header, solution));
         }
         if renew {
-            actions.extend(self.renew_channel(channel_id, acknowledged));
+            actions.extend(self.renew_channel(channel_id));
         }
         actions
     }
@@ -269,14 +263,15 @@ fn share_error(conn: ConnId, id: ShareId, code: &str) -> Action {
     )
 }
 
-pub(super) fn share_success(conn: ConnId, channel_id: u32, batch: Batch) -> Action {
+fn share_success(conn: ConnId, channel_id: u32, batch: Batch) -> Action {
     Action::Send(
         conn,
         mining(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
             channel_id,
             last_sequence_number: batch.last_sequence_number,
-            new_submits_accepted_count: batch.accepted.max(1),
-            new_shares_sum: batch.work_sum,
+            new_submits_accepted_count: batch.accepted,
+            // Whole difficulties, as the field is an integer.
+            new_shares_sum: batch.work_sum as u64,
         })),
     )
 }

@@ -12,13 +12,13 @@ use stratum_core::channels_sv2::{
     server::{
         extended::ExtendedChannel,
         jobs::{extended::ExtendedJob, standard::StandardJob},
-        share_accounting::{ShareAccounting, ShareValidationError},
+        share_accounting::ShareValidationError,
         standard::StandardChannel,
     },
 };
 use stratum_core::mining_sv2::ERROR_CODE_SUBMIT_SHARES_STALE_SHARE;
 
-use super::{proof, Batch, Kind, ShareId, Submission, Validation};
+use super::{proof, Kind, Submission, Validation};
 
 pub(super) struct Generation {
     pub kind: Kind,
@@ -70,16 +70,11 @@ impl Generation {
         each_kind!(Kind, &self.kind, c => c.get_chain_tip())
     }
 
-    pub fn share_accounting(&self) -> &ShareAccounting {
-        each_kind!(Kind, &self.kind, c => c.get_share_accounting())
-    }
-
     /// Validates a share naming its job by its channels_sv2 id; None when
     /// the share is of the other kind than the channel. `pool_tag` is the
     /// coinbase tag the jobs carry; `locked`: the channel has a locking key,
-    /// so an accepted share needs its coinbase proof. A share of a
-    /// `retired` generation is acknowledged on its own: the batch being
-    /// counted is the new generation's.
+    /// so an accepted share needs its coinbase proof; `retired`: the last
+    /// renewal replaced this generation.
     pub fn validate(
         &mut self,
         share: Submission,
@@ -91,12 +86,7 @@ impl Generation {
         let (header, proof) = self
             .share_header(&share)
             .map_or((None, None), |(header, proof)| (Some(header), proof));
-        let ShareId {
-            job_id,
-            sequence_number,
-            ..
-        } = share.id();
-        let work_before = self.share_accounting().get_share_work_sum();
+        let job_id = share.id().job_id;
         let job_target = self.job_targets.get(&job_id).copied();
         let result = match (&mut self.kind, share) {
             (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
@@ -116,28 +106,11 @@ impl Generation {
             (Ok(_), true) => proof.or_else(|| self.standard_proof(job_id, pool_tag)),
             _ => None,
         };
-        let acct = self.share_accounting();
-        let batch = if retired {
-            Batch {
-                due: true,
-                last_sequence_number: sequence_number,
-                accepted: 1,
-                work_sum: (acct.get_share_work_sum() - work_before) as u64,
-            }
-        } else {
-            Batch {
-                due: acct.should_acknowledge(),
-                last_sequence_number: acct.get_last_share_sequence_number(),
-                accepted: acct.get_last_batch_accepted(),
-                work_sum: acct.get_last_batch_work_sum(),
-            }
-        };
         Some(Validation {
             result,
             header,
             proof,
             job_target,
-            batch,
             retired,
         })
     }
