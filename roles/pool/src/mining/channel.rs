@@ -33,6 +33,9 @@ use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 use batch::Batching;
 use generation::Generation;
 
+/// OpenMiningChannel.Error code: no extranonce prefix is free.
+pub(super) const CAPACITY_EXHAUSTED: &str = "channel-capacity-exhausted";
+
 /// How many shares a channel due for renewal takes between two attempts
 /// (an attempt fails only when no extranonce prefix is free).
 const RENEW_RETRY_SHARES: usize = 64;
@@ -90,7 +93,7 @@ impl KindSpec {
             None => {
                 let prefix = allocator
                     .allocate_standard()
-                    .map_err(|e| refused(&("extranonce", &e), "channel-capacity-exhausted"))?;
+                    .map_err(|e| refused(&("extranonce", &e), extranonce_code(&e)))?;
                 // As compact as the extended one above.
                 #[rustfmt::skip]
                 let channel = StandardChannel::new_for_pool(
@@ -550,6 +553,20 @@ impl Channel {
         self.retired = None;
     }
 
+    /// Drops the generation the last renewal replaced, if any, freeing its
+    /// extranonce prefix: shares of the jobs sent before the renewal are
+    /// stale from now on.
+    pub(super) fn drop_retired(&mut self) -> bool {
+        let dropped = self.retired.take().is_some();
+        if dropped {
+            debug!(
+                channel_id = self.id(),
+                "jobs sent before the last renewal dropped to free their extranonce prefix"
+            );
+        }
+        dropped
+    }
+
     /// `share` with the job id channels_sv2 knows its job by, in the
     /// generation of its job; None for a job of a generation no longer
     /// kept (stale). Any other id goes to the current generation as it is,
@@ -682,7 +699,7 @@ fn vardiff_config(config: &CoreConfig) -> VardiffConfig {
 
 fn extranonce_code(e: &ExtranonceAllocatorError) -> &'static str {
     match e {
-        ExtranonceAllocatorError::CapacityExhausted => "channel-capacity-exhausted",
+        ExtranonceAllocatorError::CapacityExhausted => CAPACITY_EXHAUSTED,
         _ => "min-extranonce-size-too-large",
     }
 }

@@ -10,7 +10,7 @@ use stratum_core::mining_sv2::{
 use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, info, warn};
 
-use super::channel::{Channel, OpenRequest};
+use super::channel::{Channel, OpenRequest, CAPACITY_EXHAUSTED};
 use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING_KEY};
 
 /// OpenMiningChannel.Error code: the connection has as many channels open
@@ -57,16 +57,10 @@ impl PoolCore {
             );
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
         }
-        let (channels, next_id) = (&self.channels, &mut self.next_channel_id);
-        let opened = Channel::open(
-            conn,
-            &request,
-            locking_key,
-            &mut self.allocator,
-            || new_channel_id(next_id, |id| channels.contains_key(&id)),
-            &self.config,
-            self.clock_ms,
-        );
+        let mut opened = self.new_channel(conn, &request, locking_key);
+        if matches!(opened, Err(CAPACITY_EXHAUSTED)) && self.free_retired_prefix() {
+            opened = self.new_channel(conn, &request, locking_key);
+        }
         let mut channel = match opened {
             Ok(channel) => channel,
             Err(code) => {
@@ -95,6 +89,33 @@ impl PoolCore {
             state.channels.insert(channel_id);
         }
         actions
+    }
+
+    /// A channel for `request`, or the error code refusing it.
+    fn new_channel(
+        &mut self,
+        conn: ConnId,
+        request: &OpenRequest,
+        locking_key: Option<LockingKey>,
+    ) -> Result<Channel, &'static str> {
+        let (channels, next_id) = (&self.channels, &mut self.next_channel_id);
+        Channel::open(
+            conn,
+            request,
+            locking_key,
+            &mut self.allocator,
+            || new_channel_id(next_id, |id| channels.contains_key(&id)),
+            &self.config,
+            self.clock_ms,
+        )
+    }
+
+    /// Frees an extranonce prefix held by the jobs sent before some
+    /// channel's last renewal: `max_channels` counts open channels, and a
+    /// channel opening comes before shares still due on a renewed one's
+    /// old jobs. False when no channel holds one.
+    fn free_retired_prefix(&mut self) -> bool {
+        self.channels.values_mut().any(Channel::drop_retired)
     }
 
     /// The locking key of a new channel; `Err` refuses the channel.
@@ -202,14 +223,19 @@ impl PoolCore {
     /// A channel whose duplicate detection is nearly full starts over on a
     /// new extranonce prefix ([`Channel::renew`]): the new prefix, then its
     /// jobs, active at once. The jobs sent before stay valid until the
-    /// chain tip moves.
+    /// chain tip moves. With no prefix free, the jobs sent before an
+    /// earlier renewal (its own, or another channel's) give theirs up.
     pub(super) fn renew_channel(&mut self, channel_id: u32) -> Vec<Action> {
         let Some(mut channel) = self.channels.remove(&channel_id) else {
             return vec![];
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
-        match channel.renew(&mut self.allocator, &self.config) {
+        let mut renewed = channel.renew(&mut self.allocator, &self.config);
+        if renewed.is_err() && (channel.drop_retired() || self.free_retired_prefix()) {
+            renewed = channel.renew(&mut self.allocator, &self.config);
+        }
+        match renewed {
             Ok(()) => {
                 info!(
                     conn,

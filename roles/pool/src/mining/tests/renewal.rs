@@ -417,6 +417,62 @@ fn old_and_new_prefix_shares_interleaved_are_acknowledged_in_the_channels_batche
     assert_eq!((successes, since_success), (3, 0));
 }
 
+/// `max_channels` counts open channels. With every extranonce prefix held,
+/// a channel renewing or opening takes the one held by the jobs sent before
+/// an earlier renewal (its own first), and those jobs are stale from then on.
+#[test]
+fn with_no_prefix_free_the_jobs_sent_before_a_renewal_give_theirs_up() {
+    let mut core = core();
+    core.config.max_channels = 3;
+    core.allocator = extranonce_allocator(&core.config).unwrap();
+    core.config.shares_per_minute = 3.0;
+    let (a, _, _) = open_on_tip(&mut core, NEVER);
+    let opened = |actions: &[Action]| {
+        sent(actions).into_iter().find_map(|m| match m {
+            MiningOwned::OpenExtendedMiningChannelSuccess(s) => Some(s.channel_id),
+            _ => None,
+        })
+    };
+    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.b")));
+    assert!(opened(&actions).is_some(), "{actions:?}");
+    let first_job = easiest_target(&mut core, a);
+    let (_, renewal, nonce) = flood_until_renewed(&mut core, a, &first_job, 0);
+    assert_eq!(core.allocator.allocated_count(), 3, "every prefix held");
+
+    // Renewed again: its own first jobs give their prefix up.
+    let (second_job, second_prefix) = (job_in(&renewal), prefix(&core, a));
+    let (_, _, nonce) = flood_until_renewed(&mut core, a, &second_job, nonce);
+    let (share, _) = share_from(&core, a, &first_job, nonce, |_| true);
+    assert_eq!(
+        share_error(&submit(&mut core, &share)).as_deref(),
+        Some("stale-share")
+    );
+    let c = core.channels[&a].extended().unwrap();
+    let (share, _) = share_on_prefix(c, &second_prefix, &second_job, nonce, |_| true);
+    assert!(
+        share_error(&submit(&mut core, &share)).is_none(),
+        "one renewal back, still valid"
+    );
+
+    // A channel opening takes the prefix of the jobs before the last renewal.
+    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.c")));
+    assert!(opened(&actions).is_some(), "{actions:?}");
+    assert_eq!(core.allocator.allocated_count(), 3);
+    let (share, _) = share_from(&core, a, &second_job, share.nonce + 1, |_| true);
+    assert_eq!(
+        share_error(&submit(&mut core, &share)).as_deref(),
+        Some("stale-share")
+    );
+
+    // With no renewed channel left to give one up, a fourth is refused.
+    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.d")));
+    assert!(
+        matches!(&sent(&actions)[..], [MiningOwned::OpenMiningChannelError(e)]
+            if e.error_code.as_bytes() == b"channel-capacity-exhausted"),
+        "{actions:?}"
+    );
+}
+
 /// Shares of the jobs sent before a renewal may fill the rest of the old
 /// prefix's duplicate detection: then they are stale, and the channel,
 /// mining on the new prefix, stays open.
