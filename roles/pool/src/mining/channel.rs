@@ -272,7 +272,8 @@ pub(super) struct Channel {
     /// Its jobs are the custom jobs its downstream sets, never the pool's.
     pub custom_work: bool,
     jobs: Generation,
-    /// The generation the last renewal replaced, until the chain tip moves.
+    /// The generation the last renewal replaced, until the chain tip moves
+    /// (or a channel with no other prefix free takes its prefix).
     retired: Option<Box<Generation>>,
     batching: Batching,
     vardiff: Vardiff,
@@ -635,13 +636,14 @@ impl Channel {
     /// stale).
     ///
     /// The caller sends what [`renewal_message`](Self::renewal_message)
-    /// gives, then the channel's jobs as to a new channel. Err: the new
-    /// prefix could not be allocated (the channel carries on as it was).
+    /// gives, then the channel's jobs as to a new channel. Err: why the new
+    /// generation could not be made, and its error code (the channel
+    /// carries on as it was).
     pub(super) fn renew(
         &mut self,
         allocator: &mut ExtranonceAllocator,
         config: &CoreConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), (String, &'static str)> {
         let (id, target) = (self.id(), self.target());
         let min_extranonce_size = match &self.jobs.kind {
             Kind::Extended(c) => Some(c.get_rollable_extranonce_size() as usize),
@@ -653,8 +655,10 @@ impl Channel {
             max_target: *c.get_requested_max_target(),
             hashrate: c.get_nominal_hashrate(),
         });
-        let mut kind = spec.build(allocator, || id, config).map_err(|(e, _)| e)?;
-        each_kind!(Kind, &mut kind, c => c.set_target(target).map_err(|e| format!("{e:?}")))?;
+        let mut kind = spec.build(allocator, || id, config)?;
+        each_kind!(Kind, &mut kind, c => c
+            .set_target(target)
+            .map_err(|e| (format!("{e:?}"), "invalid-channel")))?;
         let next = Generation::new(kind, self.jobs.next_offset());
         self.retired = Some(Box::new(std::mem::replace(&mut self.jobs, next)));
         self.seen_shares = 0;

@@ -58,7 +58,7 @@ impl PoolCore {
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
         }
         let mut opened = self.new_channel(conn, &request, locking_key);
-        if matches!(opened, Err(CAPACITY_EXHAUSTED)) && self.free_retired_prefix() {
+        if matches!(opened, Err(CAPACITY_EXHAUSTED)) && self.free_retired_prefix(locking_key) {
             opened = self.new_channel(conn, &request, locking_key);
         }
         let mut channel = match opened {
@@ -110,12 +110,21 @@ impl PoolCore {
         )
     }
 
-    /// Frees an extranonce prefix held by the jobs sent before some
-    /// channel's last renewal: `max_channels` counts open channels, and a
-    /// channel opening comes before shares still due on a renewed one's
-    /// old jobs. False when no channel holds one.
-    fn free_retired_prefix(&mut self) -> bool {
-        self.channels.values_mut().any(Channel::drop_retired)
+    /// Frees an extranonce prefix for a channel of `key`: the one held by
+    /// the jobs sent before the last renewal of a channel of another key.
+    /// `max_channels` counts open channels, and a channel opening or
+    /// renewing comes before shares still due on old jobs. Only a channel
+    /// of another key gives its prefix up: every coinbase commits to its
+    /// channel's key, so no header accepted on the prefix can be accepted
+    /// again on the same tip. False when no channel can.
+    fn free_retired_prefix(&mut self, key: Option<LockingKey>) -> bool {
+        let Some(key) = key else {
+            return false;
+        };
+        self.channels
+            .values_mut()
+            .filter(|c| c.locking_key.is_some_and(|k| k != key))
+            .any(Channel::drop_retired)
     }
 
     /// The locking key of a new channel; `Err` refuses the channel.
@@ -223,8 +232,9 @@ impl PoolCore {
     /// A channel whose duplicate detection is nearly full starts over on a
     /// new extranonce prefix ([`Channel::renew`]): the new prefix, then its
     /// jobs, active at once. The jobs sent before stay valid until the
-    /// chain tip moves. With no prefix free, the jobs sent before an
-    /// earlier renewal (its own, or another channel's) give theirs up.
+    /// chain tip moves. With no prefix free, it takes the one held by the
+    /// jobs sent before another channel's last renewal, if one can give it
+    /// up ([`free_retired_prefix`](Self::free_retired_prefix)).
     pub(super) fn renew_channel(&mut self, channel_id: u32) -> Vec<Action> {
         let Some(mut channel) = self.channels.remove(&channel_id) else {
             return vec![];
@@ -232,7 +242,9 @@ impl PoolCore {
         let conn = channel.conn;
         let mut actions = Vec::new();
         let mut renewed = channel.renew(&mut self.allocator, &self.config);
-        if renewed.is_err() && (channel.drop_retired() || self.free_retired_prefix()) {
+        if matches!(renewed, Err((_, CAPACITY_EXHAUSTED)))
+            && self.free_retired_prefix(channel.locking_key)
+        {
             renewed = channel.renew(&mut self.allocator, &self.config);
         }
         match renewed {
@@ -245,7 +257,7 @@ impl PoolCore {
                 actions.extend(prefix.map(|m| Action::Send(conn, mining(m))));
                 actions.extend(self.initial_jobs(&mut channel, true));
             }
-            Err(e) => warn!(conn, channel_id, "cannot renew the channel: {e}"),
+            Err((e, _)) => warn!(conn, channel_id, "cannot renew the channel: {e}"),
         }
         self.channels.insert(channel_id, channel);
         actions

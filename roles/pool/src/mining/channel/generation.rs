@@ -1,7 +1,8 @@
 //! One extranonce prefix of a channel: the channels_sv2 channel built on it
 //! and the jobs it numbered. A renewal starts a new generation; the one it
 //! replaces still validates the shares of its jobs until the chain tip
-//! moves, since SetExtranoncePrefix applies only to jobs sent after it.
+//! moves (or another channel needs its prefix), since SetExtranoncePrefix
+//! applies only to jobs sent after it.
 
 use std::collections::HashMap;
 

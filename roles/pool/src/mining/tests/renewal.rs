@@ -178,8 +178,8 @@ fn a_channel_whose_duplicate_detection_fills_is_renewed_and_never_closed() {
     renewed_twice(1);
 }
 
-/// Renewed mid-batch: the batch's shares are acknowledged before the new
-/// prefix, once.
+/// Renewed mid-batch: the batch goes on across the renewal, each share
+/// acknowledged once.
 #[test]
 fn a_channel_renewed_mid_batch_acknowledges_the_batch_once() {
     renewed_twice(7);
@@ -374,12 +374,13 @@ fn a_renewal_after_a_template_on_the_same_tip_sends_both_jobs_active() {
 
 /// Acknowledged by the core (no ehash flow), shares of the old prefix and
 /// the new, interleaved, are counted in one batch: each success covers
-/// the shares since the one before, up to its sequence number.
+/// the shares since the one before, up to its sequence number. The batch
+/// the flood began goes on across the renewal.
 #[test]
 fn old_and_new_prefix_shares_interleaved_are_acknowledged_in_the_channels_batches() {
-    let mut r = Renewed::new(NEVER, 4);
-    // Shares of the new job until the batch the flood began is answered.
-    let counts = |actions: &[Action]| -> Vec<(u32, u32)> {
+    const BATCH: u32 = 7;
+    let mut r = Renewed::new(NEVER, BATCH as usize);
+    let successes_in = |actions: &[Action]| -> Vec<(u32, u32)> {
         sent(actions)
             .into_iter()
             .filter_map(|m| match m {
@@ -390,15 +391,22 @@ fn old_and_new_prefix_shares_interleaved_are_acknowledged_in_the_channels_batche
             })
             .collect()
     };
-    loop {
+    // One share a nonce: the flood's shares not acknowledged yet are in
+    // the first success after the renewal.
+    let flooded = r.nonce;
+    let left = flooded % BATCH;
+    assert_ne!(left, 0, "a batch left open by the flood");
+    for new in 1..=BATCH - left {
         let (share, _) = r.new_share(|_| true);
-        if !counts(&submit(&mut r.core, &share)).is_empty() {
-            break;
+        let successes = successes_in(&submit(&mut r.core, &share));
+        match new == BATCH - left {
+            true => assert_eq!(successes, [(share.sequence_number, BATCH)]),
+            false => assert_eq!(successes, []),
         }
     }
     let mut since_success = 0;
     let mut successes = 0;
-    for i in 0..12 {
+    for i in 0..2 * BATCH {
         let (share, _) = match i % 3 {
             1 => r.old_share(|_| true),
             _ => r.new_share(|_| true),
@@ -406,71 +414,116 @@ fn old_and_new_prefix_shares_interleaved_are_acknowledged_in_the_channels_batche
         let actions = submit(&mut r.core, &share);
         assert!(actions.iter().any(|a| matches!(a, Action::Accepted(_))));
         since_success += 1;
-        for (last, count) in counts(&actions) {
+        for (last, count) in successes_in(&actions) {
             assert_eq!(last, share.sequence_number);
             assert_eq!(count, since_success, "share {i}");
             since_success = 0;
             successes += 1;
         }
     }
-    // Four old ones and eight new ones, in three full batches.
-    assert_eq!((successes, since_success), (3, 0));
+    // Old ones and new ones, in two full batches.
+    assert_eq!((successes, since_success), (2, 0));
+}
+
+/// A locking key other than `KEY` (twice the generator).
+const OTHER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+/// A core whose extranonce allocator holds `max_channels` prefixes, at 3
+/// shares a minute (channels_sv2's smallest duplicate-detection budget).
+fn core_of_capacity(max_channels: u32) -> PoolCore {
+    let mut core = core();
+    core.config.max_channels = max_channels;
+    core.allocator = extranonce_allocator(&core.config).unwrap();
+    core.config.shares_per_minute = 3.0;
+    core
+}
+
+/// Opens an extended channel of `key` on connection 1: its id, or the
+/// error code refusing it.
+fn open_channel(core: &mut PoolCore, key: &str, worker: &str) -> Result<u32, String> {
+    let actions = on_message(core, 1, open_extended(&format!("{key}.{worker}")));
+    sent(&actions)
+        .into_iter()
+        .find_map(|m| match m {
+            MiningOwned::OpenExtendedMiningChannelSuccess(s) => Some(Ok(s.channel_id)),
+            MiningOwned::OpenMiningChannelError(e) => Some(Err(String::from_utf8_lossy(
+                e.error_code.as_bytes(),
+            )
+            .into_owned())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{actions:?}"))
 }
 
 /// `max_channels` counts open channels. With every extranonce prefix held,
 /// a channel renewing or opening takes the one held by the jobs sent before
-/// an earlier renewal (its own first), and those jobs are stale from then on.
+/// the last renewal of a channel of another key, and those jobs are stale
+/// from then on. Never one of its own key: every coinbase commits to its
+/// channel's key, so a header accepted on the prefix could repeat.
 #[test]
-fn with_no_prefix_free_the_jobs_sent_before_a_renewal_give_theirs_up() {
-    let mut core = core();
-    core.config.max_channels = 3;
-    core.allocator = extranonce_allocator(&core.config).unwrap();
-    core.config.shares_per_minute = 3.0;
+fn with_no_prefix_free_a_channel_takes_the_old_jobs_prefix_of_another_key() {
+    let mut core = core_of_capacity(3);
     let (a, _, _) = open_on_tip(&mut core, NEVER);
-    let opened = |actions: &[Action]| {
-        sent(actions).into_iter().find_map(|m| match m {
-            MiningOwned::OpenExtendedMiningChannelSuccess(s) => Some(s.channel_id),
-            _ => None,
-        })
-    };
-    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.b")));
-    assert!(opened(&actions).is_some(), "{actions:?}");
-    let first_job = easiest_target(&mut core, a);
-    let (_, renewal, nonce) = flood_until_renewed(&mut core, a, &first_job, 0);
+    let b = open_channel(&mut core, OTHER_KEY, "b").unwrap();
+    let a_first = easiest_target(&mut core, a);
+    let (_, renewal, a_nonce) = flood_until_renewed(&mut core, a, &a_first, 0);
+    let a_second = job_in(&renewal);
     assert_eq!(core.allocator.allocated_count(), 3, "every prefix held");
 
-    // Renewed again: its own first jobs give their prefix up.
-    let (second_job, second_prefix) = (job_in(&renewal), prefix(&core, a));
-    let (_, _, nonce) = flood_until_renewed(&mut core, a, &second_job, nonce);
-    let (share, _) = share_from(&core, a, &first_job, nonce, |_| true);
-    assert_eq!(
-        share_error(&submit(&mut core, &share)).as_deref(),
-        Some("stale-share")
-    );
-    let c = core.channels[&a].extended().unwrap();
-    let (share, _) = share_on_prefix(c, &second_prefix, &second_job, nonce, |_| true);
-    assert!(
-        share_error(&submit(&mut core, &share)).is_none(),
-        "one renewal back, still valid"
-    );
+    // Not for a channel of a's key.
+    let refused = open_channel(&mut core, KEY, "c");
+    assert_eq!(refused, Err("channel-capacity-exhausted".to_string()));
 
-    // A channel opening takes the prefix of the jobs before the last renewal.
-    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.c")));
-    assert!(opened(&actions).is_some(), "{actions:?}");
+    // b, renewing, takes a's old prefix: a's first job is stale, its
+    // second goes on.
+    let b_first = easiest_target(&mut core, b);
+    let (_, _, b_nonce) = flood_until_renewed(&mut core, b, &b_first, 0);
     assert_eq!(core.allocator.allocated_count(), 3);
-    let (share, _) = share_from(&core, a, &second_job, share.nonce + 1, |_| true);
-    assert_eq!(
-        share_error(&submit(&mut core, &share)).as_deref(),
-        Some("stale-share")
-    );
+    let (share, _) = share_from(&core, a, &a_first, a_nonce, |_| true);
+    let stale = submit(&mut core, &share);
+    assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
+    let (share, _) = share_from(&core, a, &a_second, a_nonce, |_| true);
+    assert!(share_error(&submit(&mut core, &share)).is_none());
 
-    // With no renewed channel left to give one up, a fourth is refused.
-    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.d")));
-    assert!(
-        matches!(&sent(&actions)[..], [MiningOwned::OpenMiningChannelError(e)]
-            if e.error_code.as_bytes() == b"channel-capacity-exhausted"),
-        "{actions:?}"
-    );
+    // A channel of a's key, opening, takes b's old prefix.
+    open_channel(&mut core, KEY, "c").unwrap();
+    let (share, _) = share_from(&core, b, &b_first, b_nonce, |_| true);
+    let stale = submit(&mut core, &share);
+    assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
+}
+
+/// A channel never takes back the prefix of its own old jobs on the same
+/// tip (a header accepted on it could be accepted again): with no other
+/// prefix free it cannot renew, and is closed once its duplicate detection
+/// is full, as without renewals.
+#[test]
+fn a_channel_never_renews_onto_the_prefix_of_its_own_old_jobs() {
+    let mut core = core_of_capacity(2);
+    let (a, _, _) = open_on_tip(&mut core, NEVER);
+    let first = easiest_target(&mut core, a);
+    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, a, &first, 0);
+    let job = job_in(&renewal);
+    let budget = seen_shares_budget(3.0);
+    for accepted in 0.. {
+        assert!(accepted <= budget, "never closed");
+        let (share, _) = share_from(&core, a, &job, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        let sent = sent(&actions);
+        assert!(
+            !sent
+                .iter()
+                .any(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_))),
+            "renewed onto a prefix it held: {actions:?}"
+        );
+        if sent
+            .iter()
+            .any(|m| matches!(m, MiningOwned::CloseChannel(_)))
+        {
+            break;
+        }
+    }
+    assert!(!core.channels.contains_key(&a));
 }
 
 /// Shares of the jobs sent before a renewal may fill the rest of the old
