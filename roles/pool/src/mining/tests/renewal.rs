@@ -513,35 +513,6 @@ fn with_no_prefix_free_a_channel_takes_the_old_jobs_prefix_of_another_key() {
     assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
 }
 
-/// Floods `job` from `nonce` until the channel is closed for its full
-/// duplicate detection, asserting it is never renewed on the way.
-fn flood_until_closed_never_renewed(
-    core: &mut PoolCore,
-    channel_id: u32,
-    job: &NewExtendedMiningJobOwned,
-    mut nonce: u32,
-) {
-    for accepted in 0.. {
-        assert!(accepted <= seen_shares_budget(3.0), "never closed");
-        let (share, _) = share_from(core, channel_id, job, nonce, |_| true);
-        nonce = share.nonce + 1;
-        let actions = submit(core, &share);
-        let sent = sent(&actions);
-        let renewed = |m: &&MiningOwned| matches!(m, MiningOwned::SetExtranoncePrefix(_));
-        assert!(
-            !sent.iter().any(renewed),
-            "renewed onto a prefix it held: {actions:?}"
-        );
-        if sent
-            .iter()
-            .any(|m| matches!(m, MiningOwned::CloseChannel(_)))
-        {
-            break;
-        }
-    }
-    assert!(!core.channels.contains_key(&channel_id));
-}
-
 /// Prefixes handed on at capacity never come back to a key that held them
 /// on the tip: two channels renewing in turn pass their old prefixes to
 /// each other until the only one to give up was held by the channel asking.
@@ -570,7 +541,25 @@ fn a_prefix_handed_on_never_comes_back_to_a_key_that_held_it_on_the_tip() {
     // a's turn again: b's old prefix is the one a began on. a cannot renew,
     // and is closed once its duplicate detection is full.
     let (channel, job) = &jobs[0];
-    flood_until_closed_never_renewed(&mut core, *channel, job, nonce);
+    for accepted in 0.. {
+        assert!(accepted <= seen_shares_budget(3.0), "never closed");
+        let (share, _) = share_from(&core, *channel, job, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        let sent = sent(&actions);
+        assert!(
+            !sent
+                .iter()
+                .any(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_))),
+            "renewed onto a prefix it held: {actions:?}"
+        );
+        if sent
+            .iter()
+            .any(|m| matches!(m, MiningOwned::CloseChannel(_)))
+        {
+            break;
+        }
+    }
 }
 
 /// A channel never takes back the prefix of its own old jobs on the same
@@ -582,8 +571,29 @@ fn a_channel_never_renews_onto_the_prefix_of_its_own_old_jobs() {
     let mut core = core_of_capacity(2);
     let (a, _, _) = open_on_tip(&mut core, NEVER);
     let first = easiest_target(&mut core, a);
-    let (_, renewal, nonce) = flood_until_renewed(&mut core, a, &first, 0);
-    flood_until_closed_never_renewed(&mut core, a, &job_in(&renewal), nonce);
+    let (_, renewal, mut nonce) = flood_until_renewed(&mut core, a, &first, 0);
+    let job = job_in(&renewal);
+    let budget = seen_shares_budget(3.0);
+    for accepted in 0.. {
+        assert!(accepted <= budget, "never closed");
+        let (share, _) = share_from(&core, a, &job, nonce, |_| true);
+        nonce = share.nonce + 1;
+        let actions = submit(&mut core, &share);
+        let sent = sent(&actions);
+        assert!(
+            !sent
+                .iter()
+                .any(|m| matches!(m, MiningOwned::SetExtranoncePrefix(_))),
+            "renewed onto a prefix it held: {actions:?}"
+        );
+        if sent
+            .iter()
+            .any(|m| matches!(m, MiningOwned::CloseChannel(_)))
+        {
+            break;
+        }
+    }
+    assert!(!core.channels.contains_key(&a));
 }
 
 /// Shares of the jobs sent before a renewal may fill the rest of the old
