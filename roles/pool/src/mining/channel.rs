@@ -8,7 +8,7 @@ use mint_quote_sv2::CoinbaseProof;
 use stratum_core::binary_sv2::{B032Owned, U256Owned};
 use stratum_core::bitcoin::{Target, TxOut};
 use stratum_core::channels_sv2::{
-    extranonce_manager::ExtranonceAllocatorError,
+    extranonce_manager::{ExtranonceAllocator, ExtranonceAllocatorError},
     seen_shares_budget,
     server::{
         error::{ExtendedChannelError, StandardChannelError},
@@ -29,7 +29,6 @@ use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOw
 use tracing::{debug, warn};
 use vardiff::{Vardiff, VardiffConfig};
 
-use super::prefixes::Prefixes;
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 use batch::Batching;
 use generation::Generation;
@@ -59,13 +58,12 @@ struct KindSpec {
 }
 
 impl KindSpec {
-    /// Allocates an extranonce prefix for a channel of `key`, then takes
-    /// an id from `new_id` (not before: a refused allocation uses none).
-    /// Err: what went wrong and the error code refusing the channel.
+    /// Allocates an extranonce prefix, then takes an id from `new_id` (not
+    /// before: a refused allocation uses none). Err: what went wrong and the
+    /// error code refusing the channel.
     fn build(
         &self,
-        prefixes: &mut Prefixes,
-        key: Option<LockingKey>,
+        allocator: &mut ExtranonceAllocator,
         new_id: impl FnOnce() -> u32,
         config: &CoreConfig,
     ) -> Result<Kind, (String, &'static str)> {
@@ -79,10 +77,10 @@ impl KindSpec {
         let refused = |e: &dyn std::fmt::Debug, code| (format!("{e:?}"), code);
         Ok(match self.min_extranonce_size {
             Some(min_size) => {
-                let prefix = prefixes
-                    .allocate(key, Some(min_size))
+                let prefix = allocator
+                    .allocate_extended(min_size)
                     .map_err(|e| refused(&("extranonce", &e), extranonce_code(&e)))?;
-                let rollable = prefixes.allocator().rollable_extranonce_size() as u16;
+                let rollable = allocator.rollable_extranonce_size() as u16;
                 // Compact: rustfmt would give each of the eleven arguments a line.
                 #[rustfmt::skip]
                 let channel = ExtendedChannel::new_for_pool(
@@ -93,8 +91,8 @@ impl KindSpec {
                 Kind::Extended(Box::new(channel))
             }
             None => {
-                let prefix = prefixes
-                    .allocate(key, None)
+                let prefix = allocator
+                    .allocate_standard()
                     .map_err(|e| refused(&("extranonce", &e), extranonce_code(&e)))?;
                 // As compact as the extended one above.
                 #[rustfmt::skip]
@@ -275,8 +273,7 @@ pub(super) struct Channel {
     pub custom_work: bool,
     jobs: Generation,
     /// The generation the last renewal replaced, until the chain tip moves
-    /// (or a channel whose key never held its prefix, with none free,
-    /// takes it).
+    /// (or a channel with no other prefix free takes its prefix).
     retired: Option<Box<Generation>>,
     batching: Batching,
     vardiff: Vardiff,
@@ -295,7 +292,7 @@ impl Channel {
         conn: ConnId,
         request: &OpenRequest,
         locking_key: Option<LockingKey>,
-        prefixes: &mut Prefixes,
+        allocator: &mut ExtranonceAllocator,
         new_id: impl FnOnce() -> u32,
         config: &CoreConfig,
         now_ms: u64,
@@ -306,7 +303,7 @@ impl Channel {
         };
         let kind = request
             .kind_spec(config)
-            .build(prefixes, locking_key, new_id, config)
+            .build(allocator, new_id, config)
             .map_err(|(e, code)| refuse(&e, code))?;
         let nominal = each_kind!(Kind, &kind, c => c.get_nominal_hashrate());
         let vardiff = Vardiff::new(vardiff_config(config), now_ms, nominal as f64)
@@ -557,12 +554,6 @@ impl Channel {
         self.retired = None;
     }
 
-    /// The extranonce prefix of the generation the last renewal replaced.
-    pub(super) fn retired_prefix(&self) -> Option<&[u8]> {
-        let retired = self.retired.as_deref()?;
-        Some(each_kind!(Kind, &retired.kind, c => c.get_extranonce_prefix()))
-    }
-
     /// Drops the generation the last renewal replaced, if any, freeing its
     /// extranonce prefix: shares of the jobs sent before the renewal are
     /// stale from now on.
@@ -650,7 +641,7 @@ impl Channel {
     /// carries on as it was).
     pub(super) fn renew(
         &mut self,
-        prefixes: &mut Prefixes,
+        allocator: &mut ExtranonceAllocator,
         config: &CoreConfig,
     ) -> Result<(), (String, &'static str)> {
         let (id, target) = (self.id(), self.target());
@@ -664,7 +655,7 @@ impl Channel {
             max_target: *c.get_requested_max_target(),
             hashrate: c.get_nominal_hashrate(),
         });
-        let mut kind = spec.build(prefixes, self.locking_key, || id, config)?;
+        let mut kind = spec.build(allocator, || id, config)?;
         each_kind!(Kind, &mut kind, c => c
             .set_target(target)
             .map_err(|e| (format!("{e:?}"), "invalid-channel")))?;

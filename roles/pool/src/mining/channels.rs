@@ -103,7 +103,7 @@ impl PoolCore {
             conn,
             request,
             locking_key,
-            &mut self.prefixes,
+            &mut self.allocator,
             || new_channel_id(next_id, |id| channels.contains_key(&id)),
             &self.config,
             self.clock_ms,
@@ -111,20 +111,19 @@ impl PoolCore {
     }
 
     /// Frees an extranonce prefix for a channel of `key`: the one held by
-    /// the jobs sent before some channel's last renewal. `max_channels`
-    /// counts open channels, and a channel opening or renewing comes before
-    /// shares still due on old jobs. Never a prefix `key` held since the tip
-    /// moved (its own channel's, or one of the same key): a header accepted
-    /// on it could be accepted again (see `prefixes`). False when no
-    /// channel can give one up.
+    /// the jobs sent before the last renewal of a channel of another key.
+    /// `max_channels` counts open channels, and a channel opening or
+    /// renewing comes before shares still due on old jobs. Only a channel
+    /// of another key gives its prefix up: every coinbase commits to its
+    /// channel's key, so no header accepted on the prefix can be accepted
+    /// again on the same tip. False when no channel can.
     fn free_retired_prefix(&mut self, key: Option<LockingKey>) -> bool {
-        let prefixes = &self.prefixes;
+        let Some(key) = key else {
+            return false;
+        };
         self.channels
             .values_mut()
-            .filter(|c| {
-                c.retired_prefix()
-                    .is_some_and(|prefix| !prefixes.was_held_by(prefix, key))
-            })
+            .filter(|c| c.locking_key.is_some_and(|k| k != key))
             .any(Channel::drop_retired)
     }
 
@@ -234,19 +233,19 @@ impl PoolCore {
     /// new extranonce prefix ([`Channel::renew`]): the new prefix, then its
     /// jobs, active at once. The jobs sent before stay valid until the
     /// chain tip moves. With no prefix free, it takes the one held by the
-    /// jobs sent before a channel's last renewal, if one can give it up
-    /// ([`free_retired_prefix`](Self::free_retired_prefix)).
+    /// jobs sent before another channel's last renewal, if one can give it
+    /// up ([`free_retired_prefix`](Self::free_retired_prefix)).
     pub(super) fn renew_channel(&mut self, channel_id: u32) -> Vec<Action> {
         let Some(mut channel) = self.channels.remove(&channel_id) else {
             return vec![];
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
-        let mut renewed = channel.renew(&mut self.prefixes, &self.config);
+        let mut renewed = channel.renew(&mut self.allocator, &self.config);
         if matches!(renewed, Err((_, CAPACITY_EXHAUSTED)))
             && self.free_retired_prefix(channel.locking_key)
         {
-            renewed = channel.renew(&mut self.prefixes, &self.config);
+            renewed = channel.renew(&mut self.allocator, &self.config);
         }
         match renewed {
             Ok(()) => {

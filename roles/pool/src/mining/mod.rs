@@ -16,7 +16,6 @@ mod channel;
 mod channels;
 mod connection;
 mod custom_jobs;
-mod prefixes;
 mod proof;
 mod shares;
 mod stats;
@@ -46,7 +45,6 @@ pub use stats::{Stats, StatsEvent};
 use crate::jds::JobDeclarator;
 use channel::{Channel, OpenRequest, Submission};
 use connection::ConnState;
-use prefixes::Prefixes;
 
 /// Identifies one downstream connection.
 pub type ConnId = u64;
@@ -132,7 +130,7 @@ pub const ERROR_UNSUPPORTED_PROTOCOL: &str = "unsupported-protocol";
 /// The pool's state: connections, channels, the current templates.
 pub struct PoolCore {
     config: CoreConfig,
-    prefixes: Prefixes,
+    allocator: ExtranonceAllocator,
     connections: HashMap<ConnId, ConnState>,
     channels: HashMap<u32, Channel>,
     next_channel_id: u32,
@@ -175,9 +173,9 @@ fn u256(target: &Target) -> U256Owned {
 
 impl PoolCore {
     pub fn new(config: CoreConfig) -> Result<Self, String> {
-        let prefixes = Prefixes::new(extranonce_allocator(&config)?);
+        let allocator = extranonce_allocator(&config)?;
         Ok(Self {
-            prefixes,
+            allocator,
             connections: HashMap::new(),
             channels: HashMap::new(),
             next_channel_id: 1,

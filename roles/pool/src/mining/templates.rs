@@ -136,10 +136,6 @@ impl PoolCore {
             let now_ms = roles_common::stats_publisher::now_ms();
             answers = jds.on_tip(&prev, &template, now_ms);
         }
-        let new_tip = self.prev_hash.as_ref().map(|p| &p.prev_hash) != Some(&prev.prev_hash);
-        if new_tip {
-            self.prefixes.on_new_tip();
-        }
         self.active_template = Some(template);
         self.latest_template = None;
         let mut actions: Vec<Action> = self
