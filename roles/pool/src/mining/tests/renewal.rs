@@ -458,21 +458,31 @@ fn open_channel(core: &mut PoolCore, key: &str, worker: &str) -> Result<u32, Str
 /// `max_channels` counts open channels. With every extranonce prefix held,
 /// a channel renewing or opening takes the one held by the jobs sent before
 /// the last renewal of a channel of another key, and those jobs are stale
-/// from then on. Never one of its own key: every coinbase commits to its
-/// channel's key, so a header accepted on the prefix could repeat.
+/// from then on. Never from a channel of its own key: every coinbase
+/// commits to its channel's key, so a header accepted on the prefix could
+/// repeat.
 #[test]
 fn with_no_prefix_free_a_channel_takes_the_old_jobs_prefix_of_another_key() {
     let mut core = core_of_capacity(3);
     let (a, _, _) = open_on_tip(&mut core, NEVER);
     let b = open_channel(&mut core, OTHER_KEY, "b").unwrap();
     let a_first = easiest_target(&mut core, a);
-    let (_, renewal, a_nonce) = flood_until_renewed(&mut core, a, &a_first, 0);
+    let a_first_prefix = prefix(&core, a);
+    let (_, renewal, mut a_nonce) = flood_until_renewed(&mut core, a, &a_first, 0);
     let a_second = job_in(&renewal);
     assert_eq!(core.allocator.allocated_count(), 3, "every prefix held");
 
-    // Not for a channel of a's key.
+    // Not for a channel of a's key, and a's first job is still paid.
     let refused = open_channel(&mut core, KEY, "c");
     assert_eq!(refused, Err("channel-capacity-exhausted".to_string()));
+    let c = core.channels[&a].extended().unwrap();
+    let (share, _) = share_on_prefix(c, &a_first_prefix, &a_first, a_nonce, |_| true);
+    a_nonce = share.nonce + 1;
+    let paid = submit(&mut core, &share);
+    assert!(
+        paid.iter().any(|a| matches!(a, Action::Accepted(_))),
+        "{paid:?}"
+    );
 
     // b, renewing, takes a's old prefix: a's first job is stale, its
     // second goes on.
@@ -483,7 +493,11 @@ fn with_no_prefix_free_a_channel_takes_the_old_jobs_prefix_of_another_key() {
     let stale = submit(&mut core, &share);
     assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
     let (share, _) = share_from(&core, a, &a_second, a_nonce, |_| true);
-    assert!(share_error(&submit(&mut core, &share)).is_none());
+    let paid = submit(&mut core, &share);
+    assert!(
+        paid.iter().any(|a| matches!(a, Action::Accepted(_))),
+        "{paid:?}"
+    );
 
     // A channel of a's key, opening, takes b's old prefix.
     open_channel(&mut core, KEY, "c").unwrap();
