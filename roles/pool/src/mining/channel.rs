@@ -273,7 +273,7 @@ pub(super) struct Channel {
     pub custom_work: bool,
     jobs: Generation,
     /// The generation the last renewal replaced, until the chain tip moves
-    /// (or a channel with no other prefix free takes its prefix).
+    /// (or a channel of another key, with no prefix free, takes its prefix).
     retired: Option<Box<Generation>>,
     batching: Batching,
     vardiff: Vardiff,

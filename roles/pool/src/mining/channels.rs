@@ -115,8 +115,10 @@ impl PoolCore {
     /// `max_channels` counts open channels, and a channel opening or
     /// renewing comes before shares still due on old jobs. Only a channel
     /// of another key gives its prefix up: every coinbase commits to its
-    /// channel's key, so no header accepted on the prefix can be accepted
-    /// again on the same tip. False when no channel can.
+    /// channel's key, so headers accepted on the prefix cannot repeat under
+    /// the new one (after several hand-overs on one tip a prefix can still
+    /// come back to a key that held it; the mint quotes a share hash once).
+    /// False when no channel can.
     fn free_retired_prefix(&mut self, key: Option<LockingKey>) -> bool {
         let Some(key) = key else {
             return false;
