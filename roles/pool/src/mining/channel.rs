@@ -275,6 +275,8 @@ pub(super) struct Channel {
     /// The generation the last renewal replaced, until the chain tip moves
     /// (or a channel of another key, with no prefix free, takes its prefix).
     retired: Option<Box<Generation>>,
+    /// The pool's clock at the last renewal.
+    renewed_ms: u64,
     batching: Batching,
     vardiff: Vardiff,
     /// Share hashes channels_sv2 holds for duplicate detection (all those
@@ -315,6 +317,7 @@ impl Channel {
             custom_work: false,
             jobs: Generation::new(kind, 0),
             retired: None,
+            renewed_ms: 0,
             batching: Batching::new(config.share_batch_size),
             vardiff,
             seen_shares: 0,
@@ -322,6 +325,24 @@ impl Channel {
         };
         channel.report_target(now_ms);
         Ok(channel)
+    }
+
+    /// The error code refusing `request` for anything but a full allocator:
+    /// channels_sv2 checks the hash rate and the target only once it holds
+    /// a prefix. Opened on a fresh allocator of `allocator`'s layout, so no
+    /// channel gives its prefix up for a request refused anyway.
+    pub(super) fn check_open(
+        request: &OpenRequest,
+        allocator: &ExtranonceAllocator,
+        config: &CoreConfig,
+    ) -> Result<(), &'static str> {
+        let mut fresh = ExtranonceAllocator::new(
+            allocator.local_prefix().to_vec(),
+            allocator.total_extranonce_len(),
+            allocator.max_channels(),
+        )
+        .map_err(|e| extranonce_code(&e))?;
+        Channel::open(0, request, None, &mut fresh, || 0, config, 0).map(drop)
     }
 
     /// The OpenStandardMiningChannelSuccess / OpenExtendedMiningChannelSuccess
@@ -554,6 +575,12 @@ impl Channel {
         self.retired = None;
     }
 
+    /// When the generation the last renewal replaced was retired, by the
+    /// pool's clock; None when there is none.
+    pub(super) fn retired_since_ms(&self) -> Option<u64> {
+        self.retired.as_ref().map(|_| self.renewed_ms)
+    }
+
     /// Drops the generation the last renewal replaced, if any, freeing its
     /// extranonce prefix: shares of the jobs sent before the renewal are
     /// stale from now on.
@@ -638,11 +665,12 @@ impl Channel {
     /// The caller sends what [`renewal_message`](Self::renewal_message)
     /// gives, then the channel's jobs as to a new channel. Err: why the new
     /// generation could not be made, and its error code (the channel
-    /// carries on as it was).
+    /// carries on as it was). `now_ms`: the pool's clock.
     pub(super) fn renew(
         &mut self,
         allocator: &mut ExtranonceAllocator,
         config: &CoreConfig,
+        now_ms: u64,
     ) -> Result<(), (String, &'static str)> {
         let (id, target) = (self.id(), self.target());
         let min_extranonce_size = match &self.jobs.kind {
@@ -661,6 +689,7 @@ impl Channel {
             .map_err(|e| (format!("{e:?}"), "invalid-channel")))?;
         let next = Generation::new(kind, self.jobs.next_offset());
         self.retired = Some(Box::new(std::mem::replace(&mut self.jobs, next)));
+        self.renewed_ms = now_ms;
         self.seen_shares = 0;
         Ok(())
     }

@@ -58,8 +58,12 @@ impl PoolCore {
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
         }
         let mut opened = self.new_channel(conn, &request, locking_key);
-        if matches!(opened, Err(CAPACITY_EXHAUSTED)) && self.free_retired_prefix(locking_key) {
-            opened = self.new_channel(conn, &request, locking_key);
+        if matches!(opened, Err(CAPACITY_EXHAUSTED)) {
+            if let Err(code) = Channel::check_open(&request, &self.allocator, &self.config) {
+                opened = Err(code);
+            } else if self.free_retired_prefix(locking_key) {
+                opened = self.new_channel(conn, &request, locking_key);
+            }
         }
         let mut channel = match opened {
             Ok(channel) => channel,
@@ -118,15 +122,20 @@ impl PoolCore {
     /// channel's key, so headers accepted on the prefix cannot repeat under
     /// the new one (after several hand-overs on one tip a prefix can still
     /// come back to a key that held it; the mint quotes a share hash once).
+    /// Of those, the jobs retired longest ago: their miners have had the
+    /// longest to move on, so the fewest shares still due on them go stale.
     /// False when no channel can.
     fn free_retired_prefix(&mut self, key: Option<LockingKey>) -> bool {
         let Some(key) = key else {
             return false;
         };
-        self.channels
+        let oldest = self
+            .channels
             .values_mut()
             .filter(|c| c.locking_key.is_some_and(|k| k != key))
-            .any(Channel::drop_retired)
+            .filter_map(|c| Some((c.retired_since_ms()?, c)))
+            .min_by_key(|(since, _)| *since);
+        oldest.is_some_and(|(_, c)| c.drop_retired())
     }
 
     /// The locking key of a new channel; `Err` refuses the channel.
@@ -243,11 +252,12 @@ impl PoolCore {
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
-        let mut renewed = channel.renew(&mut self.allocator, &self.config);
+        let now_ms = self.clock_ms;
+        let mut renewed = channel.renew(&mut self.allocator, &self.config, now_ms);
         if matches!(renewed, Err((_, CAPACITY_EXHAUSTED)))
             && self.free_retired_prefix(channel.locking_key)
         {
-            renewed = channel.renew(&mut self.allocator, &self.config);
+            renewed = channel.renew(&mut self.allocator, &self.config, now_ms);
         }
         match renewed {
             Ok(()) => {

@@ -62,6 +62,26 @@ fn easiest_target(core: &mut PoolCore, channel_id: u32) -> NewExtendedMiningJobO
     }
 }
 
+/// Whether `actions` accept a share.
+fn any_accepted(actions: &[Action]) -> bool {
+    actions.iter().any(|a| matches!(a, Action::Accepted(_)))
+}
+
+/// Submits the share of `job` from `nonce` on, mined on `prefix` (one
+/// `channel_id` held before its renewal): what the pool did, and the next
+/// nonce.
+fn submit_on_prefix(
+    core: &mut PoolCore,
+    channel_id: u32,
+    prefix: &[u8],
+    job: &NewExtendedMiningJobOwned,
+    nonce: u32,
+) -> (Vec<Action>, u32) {
+    let c = core.channels[&channel_id].extended().unwrap();
+    let (share, _) = share_on_prefix(c, prefix, job, nonce, |_| true);
+    (submit(core, &share), share.nonce + 1)
+}
+
 /// Whether `actions` accept a share of exactly `header`.
 fn paid_for(actions: &[Action], header: &[u8; 80]) -> bool {
     actions
@@ -97,7 +117,7 @@ fn flood_until_renewed(
         nonce = share.nonce + 1;
         let actions = submit(core, &share);
         assert!(
-            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+            any_accepted(&actions),
             "share of nonce {} refused: {actions:?}",
             share.nonce
         );
@@ -202,7 +222,7 @@ fn renewed_twice(share_batch_size: usize) {
         nonce = share.nonce + 1;
         let actions = submit(&mut core, &share);
         assert!(
-            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
+            any_accepted(&actions),
             "share {accepted} refused: {actions:?}"
         );
         accepted += 1;
@@ -254,7 +274,7 @@ fn renewed_twice(share_batch_size: usize) {
     for (share, code) in retired.iter().zip(["stale-share", "duplicate-share"]) {
         let actions = submit(&mut core, share);
         assert_eq!(share_error(&actions).as_deref(), Some(code), "{actions:?}");
-        assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+        assert!(!any_accepted(&actions));
     }
     // A job id never sent is no retired job.
     let (mut unknown, _) = share_from(&core, channel_id, &job, nonce, |_| true);
@@ -268,10 +288,7 @@ fn renewed_twice(share_batch_size: usize) {
     // Shares of the new jobs, named by the ids sent, are accepted.
     let (share, _) = share_from(&core, channel_id, &job, nonce, |_| true);
     let actions = submit(&mut core, &share);
-    assert!(
-        actions.iter().any(|a| matches!(a, Action::Accepted(_))),
-        "{actions:?}"
-    );
+    assert!(any_accepted(&actions), "{actions:?}");
 }
 
 /// SetExtranoncePrefix applies to the jobs sent after it: a share of a job
@@ -412,7 +429,7 @@ fn old_and_new_prefix_shares_interleaved_are_acknowledged_in_the_channels_batche
             _ => r.new_share(|_| true),
         };
         let actions = submit(&mut r.core, &share);
-        assert!(actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+        assert!(any_accepted(&actions));
         since_success += 1;
         for (last, count) in successes_in(&actions) {
             assert_eq!(last, share.sequence_number);
@@ -438,10 +455,19 @@ fn core_of_capacity(max_channels: u32) -> PoolCore {
     core
 }
 
+/// A locking key other than `KEY` and `OTHER_KEY` (three times the generator).
+const THIRD_KEY: &str = "02f9308a019258c31049344f85f89d5229b531c845836f99b08601f113bce036f9";
+
 /// Opens an extended channel of `key` on connection 1: its id, or the
 /// error code refusing it.
 fn open_channel(core: &mut PoolCore, key: &str, worker: &str) -> Result<u32, String> {
-    let actions = on_message(core, 1, open_extended(&format!("{key}.{worker}")));
+    open_request(core, open_extended(&format!("{key}.{worker}")))
+}
+
+/// Sends an open `request` on connection 1: the channel's id, or the
+/// error code refusing it.
+fn open_request(core: &mut PoolCore, request: AnyMessageOwned) -> Result<u32, String> {
+    let actions = on_message(core, 1, request);
     sent(&actions)
         .into_iter()
         .find_map(|m| match m {
@@ -475,14 +501,9 @@ fn with_no_prefix_free_a_channel_takes_the_old_jobs_prefix_of_another_key() {
     // Not for a channel of a's key, and a's first job is still paid.
     let refused = open_channel(&mut core, KEY, "c");
     assert_eq!(refused, Err("channel-capacity-exhausted".to_string()));
-    let c = core.channels[&a].extended().unwrap();
-    let (share, _) = share_on_prefix(c, &a_first_prefix, &a_first, a_nonce, |_| true);
-    a_nonce = share.nonce + 1;
-    let paid = submit(&mut core, &share);
-    assert!(
-        paid.iter().any(|a| matches!(a, Action::Accepted(_))),
-        "{paid:?}"
-    );
+    let paid;
+    (paid, a_nonce) = submit_on_prefix(&mut core, a, &a_first_prefix, &a_first, a_nonce);
+    assert!(any_accepted(&paid), "{paid:?}");
 
     // b, renewing, takes a's old prefix: a's first job is stale, its
     // second goes on.
@@ -494,16 +515,62 @@ fn with_no_prefix_free_a_channel_takes_the_old_jobs_prefix_of_another_key() {
     assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
     let (share, _) = share_from(&core, a, &a_second, a_nonce, |_| true);
     let paid = submit(&mut core, &share);
-    assert!(
-        paid.iter().any(|a| matches!(a, Action::Accepted(_))),
-        "{paid:?}"
-    );
+    assert!(any_accepted(&paid), "{paid:?}");
 
     // A channel of a's key, opening, takes b's old prefix.
     open_channel(&mut core, KEY, "c").unwrap();
     let (share, _) = share_from(&core, b, &b_first, b_nonce, |_| true);
     let stale = submit(&mut core, &share);
     assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
+}
+
+/// At capacity, of the channels of other keys, the one whose old jobs were
+/// retired longest ago gives their prefix up: its miners have had the
+/// longest to move on to the new one.
+#[test]
+fn at_capacity_the_old_jobs_retired_longest_ago_give_their_prefix_up() {
+    let mut core = core_of_capacity(5);
+    let (a, _, _) = open_on_tip(&mut core, NEVER);
+    let b = open_channel(&mut core, OTHER_KEY, "b").unwrap();
+    let b_first = easiest_target(&mut core, b);
+    let (_, _, b_nonce) = flood_until_renewed(&mut core, b, &b_first, 0);
+    core.clock_ms += 1_000;
+    let a_first = easiest_target(&mut core, a);
+    let a_first_prefix = prefix(&core, a);
+    let (_, _, a_nonce) = flood_until_renewed(&mut core, a, &a_first, 0);
+    open_channel(&mut core, THIRD_KEY, "c").unwrap();
+    assert_eq!(core.allocator.allocated_count(), 5, "every prefix held");
+
+    open_channel(&mut core, THIRD_KEY, "d").unwrap();
+    let (share, _) = share_from(&core, b, &b_first, b_nonce, |_| true);
+    let stale = submit(&mut core, &share);
+    assert_eq!(share_error(&stale).as_deref(), Some("stale-share"));
+    let (paid, _) = submit_on_prefix(&mut core, a, &a_first_prefix, &a_first, a_nonce);
+    assert!(any_accepted(&paid), "{paid:?}");
+}
+
+/// An open request refused for its hash rate takes no prefix, even at
+/// capacity: the old jobs that could have given theirs up are still paid.
+#[test]
+fn an_open_refused_at_capacity_for_its_hash_rate_leaves_the_old_jobs_paid() {
+    let mut core = core_of_capacity(2);
+    let (a, _, _) = open_on_tip(&mut core, NEVER);
+    let a_first = easiest_target(&mut core, a);
+    let a_first_prefix = prefix(&core, a);
+    let (_, _, a_nonce) = flood_until_renewed(&mut core, a, &a_first, 0);
+    assert_eq!(core.allocator.allocated_count(), 2, "every prefix held");
+
+    let mut request = open_extended(&format!("{OTHER_KEY}.b"));
+    if let AnyMessageOwned::Mining(MiningOwned::OpenExtendedMiningChannel(m)) = &mut request {
+        m.nominal_hash_rate = -1.0;
+    }
+    let refused = open_request(&mut core, request);
+    assert_eq!(refused, Err("invalid-nominal-hashrate".to_string()));
+    let (paid, _) = submit_on_prefix(&mut core, a, &a_first_prefix, &a_first, a_nonce);
+    assert!(any_accepted(&paid), "{paid:?}");
+
+    // A valid one still takes the old jobs' prefix.
+    open_channel(&mut core, OTHER_KEY, "b").unwrap();
 }
 
 /// A channel never takes back the prefix of its own old jobs on the same
@@ -563,10 +630,7 @@ fn old_jobs_whose_duplicate_detection_fills_are_stale_and_the_channel_stays_open
     assert_eq!(r.core.stats().channels_open, 1);
     let (share, _) = r.new_share(|_| true);
     let actions = submit(&mut r.core, &share);
-    assert!(
-        actions.iter().any(|a| matches!(a, Action::Accepted(_))),
-        "{actions:?}"
-    );
+    assert!(any_accepted(&actions), "{actions:?}");
 }
 
 /// A standard channel is renewed too (its jobs carry their merkle root, so
@@ -615,10 +679,7 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
         }));
         let job = jobs.last().expect("a job");
         actions = submit_standard(&mut core, on(job, nonce));
-        assert!(
-            actions.iter().any(|a| matches!(a, Action::Accepted(_))),
-            "share {nonce} refused: {actions:?}"
-        );
+        assert!(any_accepted(&actions), "share {nonce} refused: {actions:?}");
     }
     let renewed = sent(&actions)
         .into_iter()
@@ -632,11 +693,10 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
         "{jobs:?} then {renewed:?}"
     );
     let before = jobs.last().unwrap();
-    let paid = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Accepted(_)));
     let actions = submit_standard(&mut core, on(before, u32::MAX));
-    assert!(paid(&actions), "{actions:?}");
+    assert!(any_accepted(&actions), "{actions:?}");
     let actions = submit_standard(&mut core, on(&renewed, u32::MAX - 1));
-    assert!(paid(&actions), "{actions:?}");
+    assert!(any_accepted(&actions), "{actions:?}");
     core.on_new_template(template(2));
     core.on_set_new_prev_hash(SetNewPrevHashOwned {
         prev_hash: U256Owned::from([8u8; 32]),
@@ -787,7 +847,7 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     // The share that brought the renewal, sent again, is not paid again.
     let actions = submit(&mut core, &last);
     assert_eq!(share_error(&actions).as_deref(), Some("duplicate-share"));
-    assert!(!actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+    assert!(!any_accepted(&actions));
     // A share of the new job, mined on the new prefix, is paid for its header.
     let (share, header) = share_from(&core, channel_id, &second, 0, |_| true);
     let actions = submit(&mut core, &share);
@@ -816,8 +876,7 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     core.on_new_template(template(2));
     core.on_set_new_prev_hash(moved.clone());
     set_custom_job(&mut core, channel_id, moved);
-    let c = core.channels[&channel_id].extended().unwrap();
-    let (share, _) = share_on_prefix(c, &old_prefix, &first, share.nonce + 1, |_| true);
-    let actions = submit(&mut core, &share);
+    let (actions, _) =
+        submit_on_prefix(&mut core, channel_id, &old_prefix, &first, share.nonce + 1);
     assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
