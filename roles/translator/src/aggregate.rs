@@ -156,6 +156,10 @@ impl Aggregate {
 
     pub fn on_open_success(&mut self, s: OpenExtendedMiningChannelSuccessOwned) -> Vec<Action> {
         self.opening = false;
+        if self.waiting.is_empty() {
+            // Every miner that asked for it left meanwhile.
+            return vec![close(s.channel_id)];
+        }
         self.channel = Some(s);
         let waiting = std::mem::take(&mut self.waiting);
         let mut out = Vec::new();
@@ -316,12 +320,7 @@ impl Aggregate {
         if self.members.is_empty() && self.waiting.is_empty() {
             if let Some(channel_id) = self.channel_id() {
                 self.reset();
-                return vec![Action::Upstream(MiningOwned::CloseChannel(
-                    CloseChannelOwned {
-                        channel_id,
-                        reason_code: str0255_truncated("no-miners-left"),
-                    },
-                ))];
+                return vec![close(channel_id)];
             }
         }
         vec![]
@@ -339,6 +338,14 @@ impl Aggregate {
         self.untipped.clear();
         self.shares.clear();
     }
+}
+
+/// CloseChannel of the shared channel, which no miner uses any more.
+fn close(channel_id: u32) -> Action {
+    Action::Upstream(MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id,
+        reason_code: str0255_truncated("no-miners-left"),
+    }))
 }
 
 #[cfg(test)]
@@ -545,5 +552,26 @@ mod tests {
             matches!(&out[..], [Action::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 9)
         );
         assert_eq!(a.channel_id(), None);
+    }
+
+    #[test]
+    fn a_channel_opened_after_every_miner_asking_left_is_closed() {
+        let mut a = Aggregate::new(KEY.parse().unwrap());
+        a.on_open(1, open(KEY));
+        assert!(a.on_leave(1).is_empty(), "nothing open to close yet");
+        let out = a.on_open_success(success());
+        assert!(
+            matches!(&out[..], [Action::Upstream(MiningOwned::CloseChannel(c))] if c.channel_id == 9),
+            "{out:?}"
+        );
+        assert_eq!(a.channel_id(), None);
+        let out = a.on_open(2, open(KEY));
+        assert!(
+            matches!(
+                &out[..],
+                [Action::Upstream(MiningOwned::OpenExtendedMiningChannel(_))]
+            ),
+            "the next miner opens it again: {out:?}"
+        );
     }
 }

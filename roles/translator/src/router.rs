@@ -127,11 +127,8 @@ impl Router {
             .collect();
         closing.sort_unstable();
         for channel_id in closing {
-            let close = MiningOwned::CloseChannel(CloseChannelOwned {
-                channel_id,
-                reason_code: str0255_truncated("miner-disconnected"),
-            });
-            actions.push(self.upstream(Owner::Miner(miner), close));
+            self.forget_channel(channel_id);
+            actions.push(close_channel(channel_id, "miner-disconnected"));
         }
         actions
     }
@@ -141,11 +138,13 @@ impl Router {
         match msg {
             MiningOwned::OpenExtendedMiningChannelSuccess(s) => {
                 let Some(info) = self.opening.remove(&s.request_id) else {
+                    // Request ids are never reused: no one will mine on it.
                     debug!(
                         request_id = s.request_id,
-                        "channel opened for a miner that left"
+                        channel_id = s.channel_id,
+                        "channel opened for a miner that left: closing it"
                     );
-                    return vec![];
+                    return vec![close_channel(s.channel_id, "miner-disconnected")];
                 };
                 self.channels.insert(s.channel_id, info);
                 let msg = MiningOwned::OpenExtendedMiningChannelSuccess(s);
@@ -265,6 +264,14 @@ impl Router {
             }
         }
     }
+}
+
+/// CloseChannel of `channel_id`, for the pool.
+fn close_channel(channel_id: u32, reason: &str) -> Action {
+    Action::Upstream(MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id,
+        reason_code: str0255_truncated(reason),
+    }))
 }
 
 /// The channel a pool message is routed by.

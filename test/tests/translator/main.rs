@@ -210,6 +210,44 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     stack.stop().await;
 }
 
+/// Miners that authorize and leave at once, before the pool has answered
+/// their channel's open, leave nothing open at the pool: each channel
+/// opened after its miner left is closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_that_leave_while_their_channel_opens_leave_no_channel_at_the_pool() {
+    use tokio::io::AsyncWriteExt;
+    let (mut stack, mut tr) = stack_and_translator(NBITS_NEVER).await;
+    const LEAVING: usize = 20;
+    for n in 0..LEAVING {
+        let mut miner = tokio::net::TcpStream::connect(tr.addr()).await.unwrap();
+        let lines = format!(
+            "{}\n{}\n",
+            json!({"id": 1, "method": "mining.subscribe", "params": []}),
+            json!({"id": 2, "method": "mining.authorize", "params": [format!("rig{n}"), "x"]}),
+        );
+        miner.write_all(lines.as_bytes()).await.unwrap();
+    }
+    for _ in 0..LEAVING {
+        tr.wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { .. }))
+            .await;
+    }
+    // The pool answers in order: once this miner's channel is open, every
+    // open before it was answered.
+    let mut good = Sv1Client::start(tr.addr(), "good").await;
+    mine_and_check(&mut stack, &mut good, "good").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while stack.pool.stats().channels_open > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} channels open at the pool for one miner",
+            stack.pool.stats().channels_open
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tr.stop().await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miner_that_stops_reading_is_closed_with_its_channel_after_the_write_timeout() {
     let stack = Stack::start(NBITS_NEVER).await;
