@@ -49,6 +49,10 @@ pub const VERSION_ROLLING_MASK: u32 = 0x1fff_e000;
 /// A miner's hash rate is reported at least this often (seconds).
 pub const HASHRATE_REPORT_SECS: u64 = 60;
 
+/// A miner's suggested difficulty reaches the pool at most this often
+/// (seconds): each costs the pool a new job, and the last one is sent.
+pub const SUGGESTION_INTERVAL_SECS: u64 = 5;
+
 /// `mining.authorize` requests one miner may have waiting for its channel
 /// (while the pool is away, say); more are refused.
 pub const MAX_PENDING_AUTHORIZE: usize = 16;
@@ -148,6 +152,10 @@ pub struct MinerSession {
     next_sequence: u32,
     vardiff: Vardiff,
     vardiff_checked_at: u64,
+    /// The last difficulty the miner suggested is not yet the channel's.
+    suggestion_unsent: bool,
+    /// When a suggested difficulty last went to the pool.
+    suggestion_sent_at: Option<u64>,
     /// Shares refused in the current episode of "too many shares awaiting
     /// the pool" (0: none going on).
     backlog_refusals: u64,
@@ -160,6 +168,15 @@ pub struct MinerSession {
     /// Whether `MinerStat::Connected` was emitted.
     announced: bool,
     hashrate_reported_at: u64,
+}
+
+/// UpdateChannel of `channel_id` to `hashrate`, any target the pool sets.
+fn update_channel(channel_id: u32, hashrate: f32) -> Action {
+    Action::Upstream(MiningOwned::UpdateChannel(UpdateChannelOwned {
+        channel_id,
+        nominal_hash_rate: hashrate,
+        maximum_target: U256Owned::from([0xffu8; 32]),
+    }))
 }
 
 /// An SV1 username that is not a key becomes a worker name under the wallet's key.
@@ -211,6 +228,8 @@ impl MinerSession {
             next_sequence: 1,
             vardiff,
             vardiff_checked_at: 0,
+            suggestion_unsent: false,
+            suggestion_sent_at: None,
             backlog_refusals: 0,
             accepted: 0,
             rejected: 0,
@@ -257,6 +276,8 @@ impl MinerSession {
     fn open_channel(&mut self) -> Option<Action> {
         let identity = self.identity.clone()?;
         self.opening = true;
+        // The open carries the hash rate the last suggestion meant.
+        self.suggestion_unsent = false;
         let user_identity: Str0255Owned = identity.try_into().ok()?;
         Some(Action::Upstream(MiningOwned::OpenExtendedMiningChannel(
             OpenExtendedMiningChannelOwned {
@@ -331,23 +352,29 @@ impl MinerSession {
     /// share rate is what the channel opens with, or is updated to (the
     /// pool keeps the target within its bounds and answers with a job at
     /// it), and where vardiff goes on from.
-    fn on_suggested_difficulty(&mut self, difficulty: f64, now: u64) -> Vec<Action> {
+    fn on_suggested_difficulty(&mut self, difficulty: f64, now: u64) -> Option<Action> {
         let target = Target::from_be_bytes(::sv1::target_from_difficulty(difficulty));
         let work = ehash::work_hashes(target) as f64;
         let hashrate = hashrate_for_work(work, self.config.shares_per_minute as f64);
         debug!(difficulty, hashrate, "the miner suggests a difficulty");
         self.nominal_hashrate = hashrate as f32;
         self.vardiff.reset(now * 1000, hashrate);
-        match (self.channel.as_ref(), self.channel_id) {
-            (Some(_), Some(channel_id)) => vec![Action::Upstream(MiningOwned::UpdateChannel(
-                UpdateChannelOwned {
-                    channel_id,
-                    nominal_hash_rate: self.nominal_hashrate,
-                    maximum_target: U256Owned::from([0xffu8; 32]),
-                },
-            ))],
-            _ => vec![],
+        self.suggestion_unsent = true;
+        self.send_suggestion(now)
+    }
+
+    /// The UpdateChannel of the last suggested difficulty, if it is not the
+    /// channel's yet and none went within [`SUGGESTION_INTERVAL_SECS`].
+    fn send_suggestion(&mut self, now: u64) -> Option<Action> {
+        let channel_id = self.channel.as_ref().and(self.channel_id)?;
+        let recent = (self.suggestion_sent_at)
+            .is_some_and(|at| now.saturating_sub(at) < SUGGESTION_INTERVAL_SECS);
+        if !self.suggestion_unsent || recent {
+            return None;
         }
+        self.suggestion_unsent = false;
+        self.suggestion_sent_at = Some(now);
+        Some(update_channel(channel_id, self.nominal_hashrate))
     }
 
     /// `mining.configure`: only version rolling is offered.
@@ -448,6 +475,7 @@ impl MinerSession {
         let (Some(_), Some(channel_id)) = (self.channel.as_ref(), self.channel_id) else {
             return out;
         };
+        out.extend(self.send_suggestion(now));
         let due = self.config.vardiff_secs > 0
             && now.saturating_sub(self.vardiff_checked_at) >= self.config.vardiff_secs;
         let retarget = if due {
@@ -461,13 +489,7 @@ impl MinerSession {
                 channel_id,
                 hashrate, "vardiff: updating the channel's hash rate"
             );
-            out.push(Action::Upstream(MiningOwned::UpdateChannel(
-                UpdateChannelOwned {
-                    channel_id,
-                    nominal_hash_rate: hashrate,
-                    maximum_target: U256Owned::from([0xffu8; 32]),
-                },
-            )));
+            out.push(update_channel(channel_id, hashrate));
         }
         if retarget.is_some()
             || now.saturating_sub(self.hashrate_reported_at) >= HASHRATE_REPORT_SECS

@@ -173,11 +173,29 @@ fn a_new_target_reaches_the_miner_with_the_next_job_as_clean_work() {
     assert!(job.clean, "a new difficulty comes with clean work");
 }
 
+/// The hash rate a difficulty means at 6 shares a minute: d * 2^32 hashes
+/// every 10 s.
+fn hashrate_of(difficulty: f64) -> f64 {
+    difficulty * 65536.0 / 65535.0 * 2f64.powi(32) / 10.0
+}
+
+fn close(a: f32, b: f64) -> bool {
+    (a as f64 / b - 1.0).abs() < 1e-3
+}
+
+/// The hash rates of the UpdateChannels sent to the pool since last asked.
+fn updates(h: &mut Harness) -> Vec<f32> {
+    std::mem::take(&mut h.upstream)
+        .into_iter()
+        .map(|m| match m {
+            MiningOwned::UpdateChannel(u) => u.nominal_hash_rate,
+            other => panic!("expected an UpdateChannel, got {other:?}"),
+        })
+        .collect()
+}
+
 #[test]
 fn a_suggested_difficulty_opens_the_channel_at_it_and_later_updates_it() {
-    // At 6 shares a minute, difficulty d means d * 2^32 hashes every 10 s.
-    let hashrate_of = |d: f64| d * 65536.0 / 65535.0 * 2f64.powi(32) / 10.0;
-    let close = |a: f32, b: f64| (a as f64 / b - 1.0).abs() < 1e-3;
     let mut h = Harness::new();
     h.subscribe();
     h.line(json!({"id": 5, "method": "mining.suggest_difficulty", "params": [16]}));
@@ -212,4 +230,46 @@ fn a_suggested_difficulty_opens_the_channel_at_it_and_later_updates_it() {
     h.line(json!({"id": 7, "method": "mining.suggest_difficulty", "params": [-1]}));
     h.refused(7, "positive number");
     assert!(h.upstream.is_empty());
+}
+
+/// Each UpdateChannel costs the pool a new job: a miner repeating
+/// mining.suggest_difficulty sends one per SUGGESTION_INTERVAL_SECS at
+/// most, and the channel ends at the difficulty it suggested last.
+#[test]
+fn suggested_difficulties_reach_the_pool_once_per_interval_and_the_last_one_stays() {
+    let mut h = Harness::with(SessionConfig {
+        vardiff_secs: 0,
+        ..config()
+    });
+    h.subscribe();
+    h.line(json!({"id": 2, "method": "mining.authorize", "params": ["rig", "x"]}));
+    h.take_open();
+    h.open_success(&POOL_PREFIX);
+    h.upstream.clear();
+    for (id, difficulty) in [(10, 4), (11, 8), (12, 16), (13, 32)] {
+        h.line(json!({"id": id, "method": "mining.suggest_difficulty", "params": [difficulty]}));
+        assert_eq!(h.response(id)["result"], true);
+    }
+    let sent = updates(&mut h);
+    assert!(
+        matches!(sent[..], [u] if close(u, hashrate_of(4.0))),
+        "{sent:?}"
+    );
+
+    h.now += SUGGESTION_INTERVAL_SECS - 1;
+    let outs = h.session.on_tick(h.now);
+    h.apply(outs);
+    assert!(updates(&mut h).is_empty(), "within the interval");
+    h.now += 1;
+    let outs = h.session.on_tick(h.now);
+    h.apply(outs);
+    let sent = updates(&mut h);
+    assert!(
+        matches!(sent[..], [u] if close(u, hashrate_of(32.0))),
+        "{sent:?}"
+    );
+    h.now += SUGGESTION_INTERVAL_SECS;
+    let outs = h.session.on_tick(h.now);
+    h.apply(outs);
+    assert!(updates(&mut h).is_empty(), "nothing left to send");
 }

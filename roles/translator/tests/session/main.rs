@@ -19,7 +19,7 @@ use stratum_core::parsers_sv2::MiningOwned;
 use sv1::client::{search, submit_params, Found, Job};
 use translator::miner::{
     Action, MinerSession, MinerStat, SessionConfig, EXTRANONCE1_SIZE, MAX_PENDING_AUTHORIZE,
-    MAX_PENDING_SUBMITS, VERSION_ROLLING_MASK,
+    MAX_PENDING_SUBMITS, SUGGESTION_INTERVAL_SECS, VERSION_ROLLING_MASK,
 };
 
 const WALLET_KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
