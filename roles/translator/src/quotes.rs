@@ -116,6 +116,11 @@ pub struct QuoteStore {
     conn: Mutex<Connection>,
 }
 
+/// A quote the mint refused to mint waits this long (seconds) before it is
+/// tried again, behind every quote not refused: one that can never be
+/// minted (another mint's, say) must not hold up the others.
+pub const RETRY_REFUSED_SECS: u64 = 60;
+
 /// Records [`QuoteStore::prune_all`] deletes in one transaction at most.
 const PRUNE_CHUNK: usize = 2_000;
 
@@ -130,7 +135,8 @@ CREATE TABLE IF NOT EXISTS quotes (
     sequence_number INTEGER NOT NULL,
     state           TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
-    last_error      TEXT
+    last_error      TEXT,
+    failed_at       INTEGER
 );
 DROP INDEX IF EXISTS quotes_state;
 CREATE INDEX IF NOT EXISTS quotes_state_created ON quotes(state, created_at);
@@ -242,6 +248,13 @@ impl QuoteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA)?;
+        // Files of versions before refused quotes were held back.
+        if conn
+            .prepare("SELECT failed_at FROM quotes LIMIT 0")
+            .is_err()
+        {
+            conn.execute("ALTER TABLE quotes ADD COLUMN failed_at INTEGER", [])?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -390,16 +403,28 @@ impl QuoteStore {
     }
 
     /// Up to `limit` quotes waiting to be minted and in no open batch,
-    /// oldest first.
+    /// oldest first: those the mint never refused, then those it refused
+    /// at least [`RETRY_REFUSED_SECS`] ago.
     pub fn pending(&self, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' \
-             AND quote_id NOT IN (SELECT quote_id FROM mint_batch_quotes) \
-             ORDER BY created_at, rowid LIMIT ?1"
-        ))?;
+        let query = |refused: &str| {
+            format!(
+                "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' AND {refused} \
+                 AND quote_id NOT IN (SELECT quote_id FROM mint_batch_quotes) \
+                 ORDER BY created_at, rowid LIMIT ?1"
+            )
+        };
+        let mut stmt = conn.prepare_cached(&query("failed_at IS NULL"))?;
         let rows = stmt.query_map([limit as i64], row_to_record)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut quotes = rows.collect::<Result<Vec<_>, _>>()?;
+        if quotes.len() < limit {
+            let due = roles_common::unix_secs().saturating_sub(RETRY_REFUSED_SECS);
+            let left = limit - quotes.len();
+            let mut stmt = conn.prepare_cached(&query("failed_at <= ?2"))?;
+            let rows = stmt.query_map([left as i64, due as i64], row_to_record)?;
+            quotes.extend(rows.collect::<Result<Vec<_>, _>>()?);
+        }
+        Ok(quotes)
     }
 
     /// Every quote, oldest first.
@@ -524,10 +549,22 @@ impl QuoteStore {
         Ok(())
     }
 
+    /// Why the last attempt to mint a quote failed (it is tried again in
+    /// the next round).
     pub fn set_error(&self, quote_id: &str, error: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE quotes SET last_error = ?2 WHERE quote_id = ?1",
             params![quote_id, error],
+        )?;
+        Ok(())
+    }
+
+    /// The mint refused to mint a quote, for `error`: it waits
+    /// [`RETRY_REFUSED_SECS`] behind the others.
+    pub fn set_refused(&self, quote_id: &str, error: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE quotes SET last_error = ?2, failed_at = ?3 WHERE quote_id = ?1",
+            params![quote_id, error, roles_common::unix_secs() as i64],
         )?;
         Ok(())
     }

@@ -30,7 +30,7 @@ use pool::AcceptedShare;
 use serde_json::json;
 use translator::cli::WalletCommand;
 use translator::quotes::{QuoteState, QuoteStore};
-use translator::wallet::{ehash_method, locking_secret, EhashWallet, Holdings};
+use translator::wallet::{ehash_method, locking_secret, EhashWallet, Holdings, BATCHES_PER_ROUND};
 use translator::{TranslatorConfig, TranslatorEvent};
 
 async fn accepted(stack: &mut Stack) -> AcceptedShare {

@@ -264,6 +264,39 @@ async fn pending_quotes(
     total
 }
 
+/// Quotes the mint cannot mint (another mint's, say) are held back once it
+/// refuses them: the wallet's other quotes are minted, however many of
+/// the refused ones come first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotes_the_mint_refuses_never_hold_up_the_others() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let key = wallet.locking_key();
+    let batch = 2;
+    let unknown: Vec<String> = (0..batch * BATCHES_PER_ROUND)
+        .map(|n| format!("00000000-0000-4000-8000-{n:012x}"))
+        .collect();
+    for id in &unknown {
+        store
+            .insert(&quote_record(id, 2, key, QuoteState::Pending))
+            .unwrap();
+    }
+    wallet.recover().await.unwrap();
+    let round = wallet.mint_pending(&store, batch).await.unwrap();
+    assert_eq!((round.minted.len(), round.left), (0, unknown.len()));
+
+    let total = pending_quotes(&mut link, &store, key, [1, 2, 3]).await;
+    let round = wallet.mint_pending(&store, batch).await.unwrap();
+    assert_eq!(round.minted.len(), 3, "{round:?}");
+    assert_eq!(round.left, 0, "the refused ones wait: {round:?}");
+    assert_eq!(wallet.balance().await.unwrap(), total);
+    let held = store.all().unwrap();
+    let held = held.iter().find(|r| r.quote_id == unknown[0]).unwrap();
+    assert_eq!(held.state, QuoteState::Pending);
+    assert!(held.last_error.is_some());
+    mint.stop().await;
+}
+
 /// The mint signs a batch and its answer never reaches the wallet: the
 /// wallet asks the mint what it signed (NUT-09) and keeps those proofs,
 /// minting nothing twice.

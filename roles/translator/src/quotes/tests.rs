@@ -256,3 +256,51 @@ fn records_survive_reopening_the_file() {
         Some("mint unreachable")
     );
 }
+
+/// A quote the mint refused waits RETRY_REFUSED_SECS, then comes after
+/// every quote never refused, older ones included.
+#[test]
+fn a_refused_quote_waits_then_comes_after_the_others() {
+    let s = QuoteStore::open_in_memory().unwrap();
+    for (id, created_at) in [("old", 1), ("refused", 2), ("new", 3)] {
+        s.insert(&QuoteRecord {
+            created_at,
+            ..record(id, 1, QuoteState::Pending)
+        })
+        .unwrap();
+    }
+    s.set_error("old", "mint unreachable").unwrap();
+    s.set_refused("refused", "not paid").unwrap();
+    assert_eq!(pending_ids(&s), ["old", "new"]);
+    assert_eq!(s.pending(1).unwrap()[0].quote_id, "old");
+
+    let due = roles_common::unix_secs() - RETRY_REFUSED_SECS;
+    s.conn()
+        .execute(
+            "UPDATE quotes SET failed_at = ?1 WHERE quote_id = 'refused'",
+            [due as i64],
+        )
+        .unwrap();
+    assert_eq!(pending_ids(&s), ["old", "new", "refused"]);
+    assert_eq!(s.pending(2).unwrap().len(), 2);
+}
+
+/// A file written before refused quotes were held back opens, and its
+/// quotes can be refused and held back.
+#[test]
+fn a_file_of_an_earlier_version_gains_the_refusal_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotes.sqlite");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(&SCHEMA.replace(",\n    failed_at       INTEGER", ""))
+            .unwrap();
+        assert!(conn.prepare("SELECT failed_at FROM quotes").is_err());
+    }
+    let s = QuoteStore::open(&path).unwrap();
+    s.insert(&record("a", 1, QuoteState::Pending)).unwrap();
+    s.set_refused("a", "not paid").unwrap();
+    assert!(pending_ids(&s).is_empty());
+    drop(s);
+    assert!(pending_ids(&QuoteStore::open(&path).unwrap()).is_empty());
+}

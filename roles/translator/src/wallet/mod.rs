@@ -259,7 +259,8 @@ impl EhashWallet {
 
     /// Asks the mint about each quote of a refused batch: those it issued
     /// otherwise are marked minted, those still paid are minted in one more
-    /// round, the rest stay pending with the reason.
+    /// round, the rest stay pending with the reason (behind the others for
+    /// a while, when the mint itself refused them).
     async fn ask_about(
         &self,
         store: &QuoteStore,
@@ -283,10 +284,14 @@ impl EhashWallet {
                     round.already_issued.push((id, amount));
                 }
                 Ok(Some(MintQuoteState::Paid)) => paid.push((id, amount)),
-                Ok(_) => store.set_error(&id, "not paid yet")?,
-                Err(e) => {
+                Ok(_) => store.set_refused(&id, "not paid")?,
+                Err(e) if e.mint_unreachable() => {
                     warn!(quote = id, "cannot ask the mint about a quote: {e}");
                     store.set_error(&id, &e.to_string())?;
+                }
+                Err(e) => {
+                    warn!(quote = id, "the mint refuses to tell of a quote: {e}");
+                    store.set_refused(&id, &e.to_string())?;
                 }
             }
         }
@@ -294,7 +299,7 @@ impl EhashWallet {
             return Ok(());
         }
         for (id, _) in self.mint_in_batches(store, paid, batch, round).await? {
-            store.set_error(&id, "refused by the mint")?;
+            store.set_refused(&id, "refused by the mint")?;
         }
         Ok(())
     }
