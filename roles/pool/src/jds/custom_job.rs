@@ -4,7 +4,8 @@
 //!
 //! A coinbase-only client (no DECLARE_TX_DATA) declares nothing: it sets
 //! its allocated tokens directly, and the pool checks the tip and the
-//! coinbase, not the transactions it never sees.
+//! coinbase, not the transactions it never sees. A token set on one channel
+//! is used: it may go on the client's other channels until it expires.
 //!
 //! One declared job may be set on several channels (a client opens one per
 //! miner key): their coinbases differ only in the key commitment output,
@@ -15,7 +16,7 @@ use stratum_core::bitcoin::consensus::deserialize;
 use stratum_core::bitcoin::{Transaction, TxOut};
 use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 
-use super::{parse_token, DeclaredJob, JobDeclarator, Tip};
+use super::{parse_token, DeclaredJob, JobDeclarator, Tip, DECLARED_JOB_TTL_MS};
 
 /// Why SetCustomMiningJob is refused: its error code and the logged reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +43,8 @@ impl JobDeclarator {
     ) -> Result<(), CustomJobRefusal> {
         self.expire(now_ms);
         let token = parse_token(m.token.as_bytes());
-        if let Some((_, set_on)) = token.and_then(|t| self.coinbase_only.get(&t)) {
-            if set_on.contains(&m.channel_id) {
+        if let Some(state) = token.and_then(|t| self.coinbase_only.get(&t)) {
+            if state.set_on.contains(&m.channel_id) {
                 return Err(refuse(
                     "invalid-mining-job-token",
                     "this token was set on this channel already",
@@ -55,8 +56,13 @@ impl JobDeclarator {
                 .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
             check_coinbase_only(m, tip, &self.reward_script, key)?;
             let token = token.expect("found above");
-            if let Some((_, set_on)) = self.coinbase_only.get_mut(&token) {
-                set_on.insert(m.channel_id);
+            let state = self.coinbase_only.get_mut(&token).expect("found above");
+            state.set_on.insert(m.channel_id);
+            if state.expires_ms.is_none() {
+                state.expires_ms = Some(now_ms + DECLARED_JOB_TTL_MS);
+                if let Some(owner) = self.connections.get_mut(&state.owner) {
+                    owner.allocated.remove(&token);
+                }
             }
             return Ok(());
         }

@@ -22,7 +22,8 @@
 //!
 //! Transactions are known from the pool's template provider (the pool asks
 //! it for every template's transactions); the client provides the others,
-//! and each must hash to the wtxid it declared. The chain tip is the pool's.
+//! and each must hash to the wtxid it declared. Those are kept only for the
+//! declaration they complete: what a client sends holds no memory after. The chain tip is the pool's.
 //! Tokens are 8-byte little-endian numbers, the declared job's token is a
 //! new one, as SRI's JDS does, so SRI's JDC works against this one.
 //!
@@ -65,7 +66,8 @@ pub use custom_job::CustomJobRefusal;
 /// Identifies one JDS connection (its own numbering, apart from mining connections).
 pub type JdConnId = u64;
 
-/// How long a declared job's token stays good for SetCustomMiningJob.
+/// How long a declared job's token stays good for SetCustomMiningJob (a
+/// coinbase-only client's, from the first channel it is set on).
 pub const DECLARED_JOB_TTL_MS: u64 = 60_000;
 /// Transactions of a declared job, at most (a block's worth, and then some).
 const MAX_DECLARED_TXS: usize = 20_000;
@@ -106,6 +108,17 @@ struct DeclaredJob {
     expires_ms: u64,
     /// Channels it was set on already (once each).
     set_on: HashSet<u32>,
+}
+
+/// A token of a coinbase-only client.
+#[derive(Debug, Default)]
+struct CoinbaseOnlyToken {
+    owner: JdConnId,
+    /// Channels it was set on already (once each).
+    set_on: HashSet<u32>,
+    /// Set once it is first set on a channel: from then on it no longer
+    /// counts as allocated and unused, and goes like a declared job's.
+    expires_ms: Option<u64>,
 }
 
 /// A declaration waiting for ProvideMissingTransactions.Success.
@@ -163,8 +176,8 @@ pub struct JobDeclarator {
     tip: Option<Tip>,
     tip_seq: u64,
     /// Tokens of coinbase-only clients: each sets jobs directly, once per
-    /// channel; their owner.
-    coinbase_only: HashMap<u64, (JdConnId, HashSet<u32>)>,
+    /// channel.
+    coinbase_only: HashMap<u64, CoinbaseOnlyToken>,
     /// Declarations for the block after the pool's next one: the client's
     /// template provider heard of a block before the pool's did. Answered
     /// when the pool's tip moves.
@@ -178,9 +191,10 @@ struct Parked {
     since_ms: u64,
 }
 
-/// Declarations parked at once, at most; a parked one is refused as stale
-/// after `PARKED_MS` without the tip moving.
+/// Declarations parked at once, at most, and of one connection; a parked
+/// one is refused as stale after `PARKED_MS` without the tip moving.
 const MAX_PARKED: usize = 64;
+const MAX_PARKED_PER_CONNECTION: usize = 4;
 const PARKED_MS: u64 = 5_000;
 
 /// A DeclareMiningJob.Error.
@@ -254,7 +268,7 @@ impl JobDeclarator {
     pub fn on_disconnect(&mut self, conn: JdConnId) {
         self.connections.remove(&conn);
         self.parked.retain(|p| p.conn != conn);
-        self.coinbase_only.retain(|_, (owner, _)| *owner != conn);
+        self.coinbase_only.retain(|_, token| token.owner != conn);
     }
 
     /// The pool's tip moved to `prev`, activating `template`; the answers
@@ -397,7 +411,11 @@ impl JobDeclarator {
         }
         state.allocated.insert(token);
         if !state.full_template {
-            self.coinbase_only.insert(token, (conn, HashSet::new()));
+            let token_state = CoinbaseOnlyToken {
+                owner: conn,
+                ..Default::default()
+            };
+            self.coinbase_only.insert(token, token_state);
         }
         debug!(conn, token, user = %m.user_identifier.as_utf8_or_hex(), "job token allocated");
         let outputs = vec![TxOut {
@@ -431,8 +449,7 @@ impl JobDeclarator {
             m.coinbase_tx_prefix.as_bytes(),
             m.coinbase_tx_suffix.as_bytes(),
         );
-        if may_park && self.one_block_ahead(rebuilt.as_ref().ok()) && self.parked.len() < MAX_PARKED
-        {
+        if may_park && self.one_block_ahead(rebuilt.as_ref().ok()) && self.may_park(conn) {
             debug!(
                 conn,
                 request_id = m.request_id,
@@ -546,6 +563,13 @@ impl JobDeclarator {
         Ok(coinbase)
     }
 
+    /// Whether a declaration of `conn` finds a parking slot: one connection
+    /// cannot take them all.
+    fn may_park(&self, conn: JdConnId) -> bool {
+        let own = self.parked.iter().filter(|p| p.conn == conn).count();
+        self.parked.len() < MAX_PARKED && own < MAX_PARKED_PER_CONNECTION
+    }
+
     /// Whether `coinbase` is for the block after the pool's next one.
     fn one_block_ahead(&self, coinbase: Option<&Transaction>) -> bool {
         let Some(after_next) = self.tip.as_ref().and_then(|t| t.height?.checked_add(1)) else {
@@ -635,13 +659,14 @@ impl JobDeclarator {
             ..
         } = declared;
         let request_id = declaration.request_id;
-        for tx in provided {
-            self.known.insert(tx.compute_wtxid(), (tx.clone(), tip_seq));
-        }
+        let provided: HashMap<Wtxid, &Transaction> =
+            provided.iter().map(|tx| (tx.compute_wtxid(), tx)).collect();
         let mut weight = coinbase.weight().to_wu();
         let mut txids = Vec::with_capacity(declaration.wtxid_list.len());
         for wtxid in declaration.wtxid_list.iter() {
-            let Some((tx, _)) = self.known.get(&Wtxid::from_byte_array(wtxid.to_array())) else {
+            let wtxid = Wtxid::from_byte_array(wtxid.to_array());
+            let known = self.known.get(&wtxid).map(|(tx, _)| tx);
+            let Some(tx) = known.or_else(|| provided.get(&wtxid).copied()) else {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
             };
             weight += tx.weight().to_wu();
@@ -684,6 +709,7 @@ impl JobDeclarator {
 
     fn expire(&mut self, now_ms: u64) {
         self.declared.retain(|_, job| job.expires_ms > now_ms);
+        (self.coinbase_only).retain(|_, token| token.expires_ms.is_none_or(|at| at > now_ms));
     }
 
     /// Keeps at most `keep` of `conn`'s declared jobs, the latest.

@@ -300,16 +300,18 @@ fn unknown_transactions_are_asked_for_and_must_be_the_ones_declared() {
         matches!(ok, JobDeclarationOwned::DeclareMiningJobSuccess(_)),
         "{ok:?}"
     );
-    // Now known: the next declaration asks for nothing.
+    // Kept only for that declaration: the next one asks for them again,
+    // so what clients send holds no memory.
+    assert_eq!(jds.known_transactions(), 1);
     let token = allocate(&mut jds, 1);
     let again = declare(
         &mut jds,
         declaration(token, &t, vec![pool_output(&t)], &txs),
     );
-    assert!(matches!(
-        again,
-        JobDeclarationOwned::DeclareMiningJobSuccess(_)
-    ));
+    let JobDeclarationOwned::ProvideMissingTransactions(asked) = again else {
+        panic!("{again:?}")
+    };
+    assert_eq!(asked.unknown_tx_position_list.into_inner(), vec![1, 2]);
 }
 
 #[test]
@@ -433,6 +435,48 @@ fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() 
     assert_eq!(refusal(&mut jds, &again, &k), "invalid-mining-job-token");
 }
 
+/// A coinbase-only client takes a token per job: a token set on a channel
+/// is used (it no longer counts against the 64 allocated and unused), good
+/// on the client's other channels until it expires.
+#[test]
+fn a_coinbase_only_client_uses_a_token_per_job_for_as_long_as_it_mines() {
+    let (t, p) = template(&[]);
+    let mut jds = JobDeclarator::new(pool_script());
+    jds.on_tip(&p, &t, NOW);
+    jds.on_connect(1);
+    assert!(jds.on_message(1, setup(0), NOW).close.is_none());
+    let k = key(KEY);
+    let mut first = None;
+    for _ in 0..200 {
+        let token = allocate(&mut jds, 1);
+        let m = custom_job(token.clone(), &t, 1, Some(&k));
+        assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+        first.get_or_insert(token);
+    }
+    let first = first.unwrap();
+    let on_another = custom_job(first.clone(), &t, 2, Some(&k));
+    let expired = NOW + DECLARED_JOB_TTL_MS;
+    assert_eq!(
+        jds.check_custom_job(&on_another, Some(&k), expired - 1),
+        Ok(())
+    );
+    let on_a_third = custom_job(first, &t, 3, Some(&k));
+    let late = jds.check_custom_job(&on_a_third, Some(&k), expired);
+    assert_eq!(late.unwrap_err().code, "invalid-mining-job-token");
+    assert!(jds.coinbase_only.is_empty(), "every used token expired");
+
+    // Tokens allocated and never set are still bounded.
+    for _ in 0..64 {
+        allocate(&mut jds, 1);
+    }
+    let m = AllocateMiningJobTokenOwned {
+        user_identifier: str0255_truncated("jdc"),
+        request_id: 1,
+    };
+    let reply = jds.on_message(1, jd(JobDeclarationOwned::AllocateMiningJobToken(m)), NOW);
+    assert!(reply.close.unwrap().contains("64 job tokens"));
+}
+
 #[test]
 fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let txs = [tx(1), tx(2)];
@@ -538,6 +582,28 @@ fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
         AnyMessageOwned::JobDeclaration(JobDeclarationOwned::DeclareMiningJobError(e))
             if e.error_code.as_utf8_or_hex() == "stale-chain-tip"
     ));
+}
+
+/// One connection cannot take every parking slot: its declarations past
+/// its share are answered at once, and another's still wait.
+#[test]
+fn a_connection_parks_a_few_declarations_at_most() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    jds.on_connect(2);
+    assert!(jds.on_message(2, setup(0b1), NOW).close.is_none());
+    let mut ahead = t.clone();
+    ahead.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    let park = |jds: &mut JobDeclarator, conn| {
+        let token = allocate(jds, conn);
+        let m = declaration(token, &ahead, vec![pool_output(&ahead)], &txs);
+        jds.on_message(conn, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW)
+    };
+    for _ in 0..MAX_PARKED_PER_CONNECTION {
+        assert!(park(&mut jds, 1).messages.is_empty(), "parked");
+    }
+    assert_eq!(error_code(&only(park(&mut jds, 1))), "stale-chain-tip");
+    assert!(park(&mut jds, 2).messages.is_empty(), "another's parked");
 }
 
 #[test]
