@@ -81,6 +81,10 @@ pub(super) struct Jobs {
     /// DeclareMiningJob request id -> what it declares.
     declaring: HashMap<u32, Declared>,
     declared: Option<Declared>,
+    /// The template the declarator last refused as on a stale tip: not
+    /// declared again (the next template is), or the refusal would repeat
+    /// at once, round trip after round trip.
+    stale_template: Option<u64>,
     /// (channel, request id) -> the custom job sent and its template.
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
     set: HashMap<(u32, u32), SetJob>,
@@ -100,6 +104,7 @@ impl Jobs {
             next_request_id: 1,
             declaring: HashMap::new(),
             declared: None,
+            stale_template: None,
             pending: HashMap::new(),
             set: HashMap::new(),
         }
@@ -252,7 +257,7 @@ impl Jobs {
             .iter()
             .chain(self.declaring.values())
             .any(|d| d.template.template_id == template.template_id);
-        if already {
+        if already || self.stale_template == Some(template.template_id) {
             return vec![];
         }
         let Some(token) = self.tokens.pop_front() else {
@@ -335,10 +340,11 @@ impl Jobs {
             }
             Jd::DeclareMiningJobSuccess(ok) => self.on_declared(ok, channels),
             Jd::DeclareMiningJobError(e) => {
-                self.declaring.remove(&e.request_id);
+                let refused = self.declaring.remove(&e.request_id);
                 let code = e.error_code.as_utf8_or_hex();
                 if code == "stale-chain-tip" {
                     debug!("declaration on a stale tip; the next template follows");
+                    self.stale_template = refused.map(|d| d.template.template_id);
                     return vec![];
                 }
                 let details = String::from_utf8_lossy(e.error_details.as_bytes()).into_owned();

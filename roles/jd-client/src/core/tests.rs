@@ -115,17 +115,23 @@ fn jd(m: Jd) -> AnyMessageOwned {
 
 /// A tip (template 1, easy nBits) with its (empty) transaction list.
 fn tip(core: &mut JdcCore) -> Vec<Action> {
-    let mut out = core.on_tp(tdp(Tdp::NewTemplate(template(1, true))));
+    tip_of(core, 1)
+}
+
+/// The tip template `id` activates (easy nBits), with its (empty)
+/// transaction list.
+fn tip_of(core: &mut JdcCore, id: u64) -> Vec<Action> {
+    let mut out = core.on_tp(tdp(Tdp::NewTemplate(template(id, true))));
     out.extend(core.on_tp(tdp(Tdp::SetNewPrevHash(SetNewPrevHashOwned {
-        template_id: 1,
-        prev_hash: U256Owned::from([7; 32]),
+        template_id: id,
+        prev_hash: U256Owned::from([6 + id as u8; 32]),
         header_timestamp: 1_800_000_000,
         n_bits: 0x207f_ffff,
         target: U256Owned::from([0xff; 32]),
     }))));
     out.extend(core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
         RequestTransactionDataSuccessOwned {
-            template_id: 1,
+            template_id: id,
             excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
             transaction_list: Seq064KOwned::new(vec![]).unwrap(),
         },
@@ -364,6 +370,31 @@ fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
         &core.on_jds(error("invalid-coinbase-tx"))[..],
         [Action::FallBack(reason)] if reason.contains("invalid-coinbase-tx (why)")
     ));
+}
+
+/// The declarator refuses a declaration as on a stale tip (this client's
+/// template provider behind the pool's): the template is not declared
+/// again with each new token, which would repeat the refusal round trip
+/// after round trip; the next template is.
+#[test]
+fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    core.on_jds_connected();
+    setup(&mut core, 1);
+    open(&mut core, 1, 5);
+    tip(&mut core);
+    let request_id = declared_request(&token(&mut core, 11));
+    let stale = jd(Jd::DeclareMiningJobError(DeclareMiningJobErrorOwned {
+        request_id,
+        error_code: str0255_truncated("stale-chain-tip"),
+        error_details: B064KOwned::new(vec![]).unwrap(),
+    }));
+    assert!(core.on_jds(stale).is_empty());
+    assert!(
+        token(&mut core, 12).is_empty(),
+        "the refused template is not declared again"
+    );
+    declared_request(&tip_of(&mut core, 2));
 }
 
 #[test]
