@@ -271,6 +271,9 @@ pub(super) struct Channel {
     pub announced: bool,
     /// Its jobs are the custom jobs its downstream sets, never the pool's.
     pub custom_work: bool,
+    /// Custom jobs whose ids (as sent) are at most this are on a chain tip
+    /// the pool has since left: their shares are stale.
+    custom_jobs_stale_through: Option<u32>,
     jobs: Generation,
     /// The generation the last renewal replaced, until the chain tip moves
     /// (or a channel of another key, with no prefix free, takes its prefix).
@@ -315,6 +318,7 @@ impl Channel {
             locking_key,
             announced: false,
             custom_work: false,
+            custom_jobs_stale_through: None,
             jobs: Generation::new(kind, 0),
             retired: None,
             renewed_ms: 0,
@@ -493,6 +497,11 @@ impl Channel {
     /// The chain tip moved: the SetNewPrevHash naming the job now active.
     pub(super) fn on_set_new_prev_hash(&mut self, prev: &SetNewPrevHashOwned) -> Option<Action> {
         if self.custom_work {
+            // The downstream sets its jobs on the new tip itself; until it
+            // does, shares of those it set are stale, as a pool job's are.
+            if self.is_new_tip(&prev.prev_hash) {
+                self.custom_jobs_stale_through = Some(self.jobs.outward(self.jobs.last_job_id));
+            }
             return None;
         }
         let channel_id = self.id();
@@ -597,10 +606,16 @@ impl Channel {
 
     /// `share` with the job id channels_sv2 knows its job by, in the
     /// generation of its job; None for a job of a generation no longer
-    /// kept (stale). Any other id goes to the current generation as it is,
+    /// kept, or a custom job on a tip the pool has left (stale). Any other id goes to the current generation as it is,
     /// where channels_sv2 refuses an id it never gave as `invalid-job-id`.
     pub(super) fn inward(&self, mut share: Submission) -> Option<Inward> {
         let sent = share.id().job_id;
+        if self
+            .custom_jobs_stale_through
+            .is_some_and(|last| sent <= last)
+        {
+            return None;
+        }
         let retired = !self.jobs.numbered(sent);
         let generation = match retired {
             false => &self.jobs,

@@ -880,3 +880,40 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
         submit_on_prefix(&mut core, channel_id, &old_prefix, &first, share.nonce + 1);
     assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
+
+/// When the pool's chain tip moves, shares of the custom jobs set on the
+/// old one are stale, as those of pool jobs are, until the downstream sets
+/// a job on the new tip.
+#[test]
+fn custom_jobs_on_a_tip_the_pool_has_left_are_stale() {
+    let mut core = PoolCore::new(CoreConfig {
+        job_declaration: true,
+        ..core().config
+    })
+    .unwrap();
+    let channel_id = open_custom_work_channel(&mut core);
+    let first = set_custom_job(&mut core, channel_id, prev(1, NEVER));
+    let (share, _) = share_from(&core, channel_id, &first, 0, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(any_accepted(&actions), "{actions:?}");
+
+    let moved = SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    };
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(moved.clone());
+    let (share, _) = share_from(&core, channel_id, &first, share.nonce + 1, |_| true);
+    let actions = submit(&mut core, &share);
+    assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
+
+    let second = set_custom_job(&mut core, channel_id, moved.clone());
+    let (share, _) = share_from(&core, channel_id, &second, share.nonce + 1, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(any_accepted(&actions), "{actions:?}");
+    // The same tip announced again leaves the new job as it is.
+    core.on_set_new_prev_hash(moved);
+    let (share, _) = share_from(&core, channel_id, &second, share.nonce + 1, |_| true);
+    let actions = submit(&mut core, &share);
+    assert!(any_accepted(&actions), "{actions:?}");
+}
