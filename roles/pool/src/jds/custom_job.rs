@@ -18,6 +18,11 @@ use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 
 use super::{parse_token, DeclaredJob, JobDeclarator, Tip, DECLARED_JOB_TTL_MS};
 
+/// How far a custom job's min_ntime may be before the time the pool's
+/// template provider gave its tip: the client's template provider stamps
+/// its templates from its own clock, at its own moments.
+pub(super) const MIN_NTIME_SLACK_SECS: u32 = 600;
+
 /// Why SetCustomMiningJob is refused: its error code and the logged reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CustomJobRefusal {
@@ -165,11 +170,11 @@ fn check_tip(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobRefu
             format!("nbits {:08x}, the tip's {:08x}", m.nbits, tip.nbits),
         ));
     }
-    if m.min_ntime < tip.min_ntime {
+    if m.min_ntime < tip.min_ntime.saturating_sub(MIN_NTIME_SLACK_SECS) {
         return Err(refuse(
             "invalid-min-ntime",
             format!(
-                "min_ntime {} before the tip's {}",
+                "min_ntime {} more than {MIN_NTIME_SLACK_SECS} s before the tip's {}",
                 m.min_ntime, tip.min_ntime
             ),
         ));
