@@ -271,6 +271,17 @@ impl JobDeclarator {
         self.coinbase_only.retain(|_, token| token.owner != conn);
     }
 
+    /// Channel `channel_id` was renewed on a new extranonce prefix: the
+    /// jobs set on it may be set on it again (their headers cannot repeat
+    /// on the new prefix), as the client does to go on mining them.
+    pub fn on_channel_renewed(&mut self, channel_id: u32) {
+        let declared = self.declared.values_mut().map(|job| &mut job.set_on);
+        let coinbase_only = self.coinbase_only.values_mut().map(|t| &mut t.set_on);
+        for set_on in declared.chain(coinbase_only) {
+            set_on.remove(&channel_id);
+        }
+    }
+
     /// The pool's tip moved to `prev`, activating `template`; the answers
     /// to the declarations parked for it, each for its connection.
     pub fn on_tip(

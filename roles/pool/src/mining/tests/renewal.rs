@@ -9,6 +9,7 @@ use stratum_core::channels_sv2::{
     chain_tip::ChainTip, seen_shares_budget, server::jobs::factory::JobFactory,
 };
 use stratum_core::job_declaration_sv2::{AllocateMiningJobTokenOwned, DeclareMiningJobOwned};
+use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 use stratum_core::parsers_sv2::JobDeclarationOwned;
 
 /// What the pool sent channel 1's connection.
@@ -753,6 +754,17 @@ fn set_custom_job(
     channel_id: u32,
     p: SetNewPrevHashOwned,
 ) -> NewExtendedMiningJobOwned {
+    let m = declare_custom_job(core, channel_id, p);
+    set_declared_job(core, channel_id, m)
+}
+
+/// `template(1)` declared at the pool's job declarator: its
+/// SetCustomMiningJob for the channel, on the tip of `p`.
+fn declare_custom_job(
+    core: &mut PoolCore,
+    channel_id: u32,
+    p: SetNewPrevHashOwned,
+) -> SetCustomMiningJobOwned {
     let (t, now) = (template(1), now_ms());
     let reward = TxOut {
         value: Amount::from_sat(t.coinbase_tx_value_remaining),
@@ -796,9 +808,18 @@ fn set_custom_job(
     let outputs = vec![reward, ehash::key_commitment_output(&KEY.parse().unwrap())];
     let tip = ChainTip::new(p.prev_hash, p.n_bits, p.header_timestamp);
     let token = declared.new_mining_job_token;
-    let m = factory
+    factory
         .new_custom_job(channel_id, 3, token, tip, t, outputs, 16)
-        .unwrap();
+        .unwrap()
+}
+
+/// Sets `m` on the channel: the job as the channel mines it, named by the
+/// id SetCustomMiningJob.Success gave.
+fn set_declared_job(
+    core: &mut PoolCore,
+    channel_id: u32,
+    m: SetCustomMiningJobOwned,
+) -> NewExtendedMiningJobOwned {
     let msg = AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m));
     let actions = on_message(core, 1, msg);
     let job_id = match &sent(&actions)[..] {
@@ -823,7 +844,8 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     })
     .unwrap();
     let channel_id = open_custom_work_channel(&mut core);
-    let first = set_custom_job(&mut core, channel_id, prev(1, NEVER));
+    let declared = declare_custom_job(&mut core, channel_id, prev(1, NEVER));
+    let first = set_declared_job(&mut core, channel_id, declared.clone());
     let old_prefix = prefix(&core, channel_id);
     let (last, renewal, nonce) = flood_until_renewed(&mut core, channel_id, &first, 0);
     // The share's acknowledgement, the new prefix, and no job or prevhash.
@@ -837,7 +859,8 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     assert_ne!(prefix(&core, channel_id), old_prefix);
     assert_eq!(core.stats().channels_open, 1);
 
-    let second = set_custom_job(&mut core, channel_id, prev(1, NEVER));
+    // The client sets the job it declared again, for the new prefix.
+    let second = set_declared_job(&mut core, channel_id, declared);
     assert!(
         second.job_id > first.job_id,
         "no id names two jobs: {} then {}",
