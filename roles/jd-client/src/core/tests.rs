@@ -333,6 +333,27 @@ fn the_first_channel_declares_the_template_that_came_before_it() {
     declared(&mut core, request_id);
 }
 
+/// A client in declared mode with channel 5 open, declaring the tip's
+/// template: the declaration's request id.
+fn declaring() -> (JdcCore, u32) {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    core.on_jds_connected();
+    setup(&mut core, 1);
+    open(&mut core, 1, 5);
+    tip(&mut core);
+    let request_id = declared_request(&token(&mut core, 11));
+    (core, request_id)
+}
+
+/// The declarator refuses `request_id` with `code` ("why" in the details).
+fn declare_error(request_id: u32, code: &str) -> AnyMessageOwned {
+    jd(Jd::DeclareMiningJobError(DeclareMiningJobErrorOwned {
+        request_id,
+        error_code: str0255_truncated(code),
+        error_details: B064KOwned::new(b"why".to_vec()).unwrap(),
+    }))
+}
+
 #[test]
 fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
     let mut core = JdcCore::new(Mode::Declared, "t");
@@ -352,19 +373,8 @@ fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
         [Action::FallBack(reason)] if reason.contains("invalid-coinbase-tx-outputs")
     ));
 
-    let mut core = JdcCore::new(Mode::Declared, "t");
-    core.on_jds_connected();
-    setup(&mut core, 1);
-    open(&mut core, 1, 5);
-    tip(&mut core);
-    let request_id = declared_request(&token(&mut core, 11));
-    let error = |code: &str| {
-        jd(Jd::DeclareMiningJobError(DeclareMiningJobErrorOwned {
-            request_id,
-            error_code: str0255_truncated(code),
-            error_details: B064KOwned::new(b"why".to_vec()).unwrap(),
-        }))
-    };
+    let (mut core, request_id) = declaring();
+    let error = |code: &str| declare_error(request_id, code);
     assert!(core.on_jds(error("stale-chain-tip")).is_empty());
     assert!(matches!(
         &core.on_jds(error("invalid-coinbase-tx"))[..],
@@ -378,17 +388,8 @@ fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
 /// after round trip; the next template is.
 #[test]
 fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
-    let mut core = JdcCore::new(Mode::Declared, "t");
-    core.on_jds_connected();
-    setup(&mut core, 1);
-    open(&mut core, 1, 5);
-    tip(&mut core);
-    let request_id = declared_request(&token(&mut core, 11));
-    let stale = jd(Jd::DeclareMiningJobError(DeclareMiningJobErrorOwned {
-        request_id,
-        error_code: str0255_truncated("stale-chain-tip"),
-        error_details: B064KOwned::new(vec![]).unwrap(),
-    }));
+    let (mut core, request_id) = declaring();
+    let stale = declare_error(request_id, "stale-chain-tip");
     assert!(core.on_jds(stale).is_empty());
     assert!(
         token(&mut core, 12).is_empty(),
