@@ -5,7 +5,8 @@
 //! A coinbase-only client (no DECLARE_TX_DATA) declares nothing: it sets
 //! its allocated tokens directly, and the pool checks the tip and the
 //! coinbase, not the transactions it never sees. A token set on one channel
-//! is used: it may go on the client's other channels until it expires.
+//! is used: it may go on the client's other channels while it is among the
+//! latest its connection set.
 //!
 //! One declared job may be set on several channels (a client opens one per
 //! miner key): their coinbases differ only in the key commitment output,
@@ -16,7 +17,7 @@ use stratum_core::bitcoin::consensus::deserialize;
 use stratum_core::bitcoin::{Transaction, TxOut};
 use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 
-use super::{parse_token, DeclaredJob, JobDeclarator, Tip, DECLARED_JOB_TTL_MS};
+use super::{parse_token, DeclaredJob, JobDeclarator, Tip, MAX_DECLARED_PER_CONNECTION};
 
 /// How far a custom job's min_ntime may be before the time the pool's
 /// template provider gave its tip: the client's template provider stamps
@@ -61,14 +62,16 @@ impl JobDeclarator {
                 .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
             check_coinbase_only(m, tip, &self.reward_script, key)?;
             let token = token.expect("found above");
-            let state = self.coinbase_only.get_mut(&token).expect("found above");
-            state.set_on.insert(m.channel_id);
-            if state.expires_ms.is_none() {
-                state.expires_ms = Some(now_ms + DECLARED_JOB_TTL_MS);
-                if let Some(owner) = self.connections.get_mut(&state.owner) {
+            let (owner, first_set) = (state.owner, state.set_since_ms.is_none());
+            if first_set {
+                self.evict_oldest_set_tokens(owner, MAX_DECLARED_PER_CONNECTION - 1);
+                if let Some(owner) = self.connections.get_mut(&owner) {
                     owner.allocated.remove(&token);
                 }
             }
+            let state = self.coinbase_only.get_mut(&token).expect("found above");
+            state.set_on.insert(m.channel_id);
+            state.set_since_ms.get_or_insert(now_ms);
             return Ok(());
         }
         let job = token.and_then(|t| self.declared.get(&t)).ok_or_else(|| {
@@ -89,11 +92,9 @@ impl JobDeclarator {
             .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
         check_against(m, job, tip, key)?;
         let token = token.expect("found above");
-        self.declared
-            .get_mut(&token)
-            .expect("found above")
-            .set_on
-            .insert(m.channel_id);
+        let job = self.declared.get_mut(&token).expect("found above");
+        job.set_on.insert(m.channel_id);
+        job.used = true;
         Ok(())
     }
 }
@@ -111,6 +112,7 @@ fn check_against(
         ));
     }
     check_tip(m, tip)?;
+    check_height(m, tip)?;
     if m.version != job.version {
         return Err(refuse("invalid-version", "not the declared version"));
     }
@@ -182,6 +184,18 @@ fn check_tip(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobRefu
     Ok(())
 }
 
+/// The coinbase is for the height after the pool's tip (BIP34: its
+/// scriptSig starts with it, without which a block on it is invalid).
+fn check_height(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobRefusal> {
+    if !m.coinbase_prefix.as_bytes().starts_with(&tip.height_push) {
+        return Err(refuse(
+            "invalid-coinbase-prefix",
+            "the coinbase is not for the height after the pool's tip",
+        ));
+    }
+    Ok(())
+}
+
 /// A coinbase-only job: the pool never sees its transactions (the merkle
 /// path is the client's), so what it checks is the tip and the coinbase:
 /// for the height after the pool's tip, paying the pool all the reward its
@@ -193,12 +207,7 @@ fn check_coinbase_only(
     key: Option<&LockingKey>,
 ) -> Result<(), CustomJobRefusal> {
     check_tip(m, tip)?;
-    if !m.coinbase_prefix.as_bytes().starts_with(&tip.height_push) {
-        return Err(refuse(
-            "invalid-coinbase-prefix",
-            "the coinbase is not for the height after the pool's tip",
-        ));
-    }
+    check_height(m, tip)?;
     let outputs: Vec<TxOut> = deserialize(m.coinbase_tx_outputs.as_bytes()).map_err(|e| {
         refuse(
             "invalid-coinbase-tx-outputs",

@@ -66,8 +66,8 @@ pub use custom_job::CustomJobRefusal;
 /// Identifies one JDS connection (its own numbering, apart from mining connections).
 pub type JdConnId = u64;
 
-/// How long a declared job's token stays good for SetCustomMiningJob (a
-/// coinbase-only client's, from the first channel it is set on).
+/// How long a declared job's token stays good for SetCustomMiningJob on a
+/// first channel.
 pub const DECLARED_JOB_TTL_MS: u64 = 60_000;
 /// Transactions of a declared job, at most (a block's worth, and then some).
 const MAX_DECLARED_TXS: usize = 20_000;
@@ -75,7 +75,7 @@ const MAX_DECLARED_TXS: usize = 20_000;
 const MAX_BLOCK_WEIGHT: u64 = 4_000_000;
 /// Declared jobs one connection holds at once (its oldest go first), and
 /// declarations it may leave waiting for transactions.
-const MAX_DECLARED_PER_CONNECTION: usize = 256;
+pub(super) const MAX_DECLARED_PER_CONNECTION: usize = 256;
 const MAX_PENDING_PER_CONNECTION: usize = 16;
 
 /// The tip declared jobs build on, from the pool's template provider.
@@ -94,7 +94,8 @@ struct Tip {
     seq: u64,
 }
 
-/// A declared job, good for SetCustomMiningJob until it expires.
+/// A declared job, good for SetCustomMiningJob until it expires (one set
+/// on a channel, until the tip moves: a renewed channel sets it again).
 #[derive(Debug, Clone)]
 struct DeclaredJob {
     /// The connection that declared it.
@@ -106,8 +107,10 @@ struct DeclaredJob {
     version: u32,
     tip_seq: u64,
     expires_ms: u64,
-    /// Channels it was set on already (once each).
+    /// Channels it was set on already (once each, but for a renewal).
     set_on: HashSet<u32>,
+    /// It was set on a channel: it no longer expires.
+    used: bool,
 }
 
 /// A token of a coinbase-only client.
@@ -116,9 +119,10 @@ struct CoinbaseOnlyToken {
     owner: JdConnId,
     /// Channels it was set on already (once each).
     set_on: HashSet<u32>,
-    /// Set once it is first set on a channel: from then on it no longer
-    /// counts as allocated and unused, and goes like a declared job's.
-    expires_ms: Option<u64>,
+    /// When it was first set on a channel: from then on it no longer
+    /// counts as allocated and unused, and its connection keeps the latest
+    /// [`MAX_DECLARED_PER_CONNECTION`] such, as it does declared jobs.
+    set_since_ms: Option<u64>,
 }
 
 /// A declaration waiting for ProvideMissingTransactions.Success.
@@ -708,6 +712,7 @@ impl JobDeclarator {
                 tip_seq,
                 expires_ms: now_ms + DECLARED_JOB_TTL_MS,
                 set_on: HashSet::new(),
+                used: false,
             },
         );
         JdReply::send(JobDeclarationOwned::DeclareMiningJobSuccess(
@@ -719,26 +724,40 @@ impl JobDeclarator {
     }
 
     fn expire(&mut self, now_ms: u64) {
-        self.declared.retain(|_, job| job.expires_ms > now_ms);
-        (self.coinbase_only).retain(|_, token| token.expires_ms.is_none_or(|at| at > now_ms));
+        self.declared
+            .retain(|_, job| job.used || job.expires_ms > now_ms);
     }
 
     /// Keeps at most `keep` of `conn`'s declared jobs, the latest.
     fn evict_oldest_beyond(&mut self, conn: JdConnId, keep: usize) {
-        let mut own: Vec<(u64, u64)> = self
-            .declared
-            .iter()
-            .filter(|(_, job)| job.owner == conn)
-            .map(|(token, job)| (job.expires_ms, *token))
-            .collect();
-        if own.len() <= keep {
-            return;
-        }
-        own.sort_unstable();
-        for (_, token) in &own[..own.len() - keep] {
-            self.declared.remove(token);
+        let own = self.declared.iter().filter(|(_, job)| job.owner == conn);
+        let own = own.map(|(token, job)| (job.expires_ms, *token));
+        for token in oldest_beyond(own.collect(), keep) {
+            self.declared.remove(&token);
         }
     }
+
+    /// Keeps at most `keep` of the coinbase-only tokens `conn` has set, the
+    /// latest set.
+    pub(super) fn evict_oldest_set_tokens(&mut self, conn: JdConnId, keep: usize) {
+        let own = self.coinbase_only.iter().filter(|(_, t)| t.owner == conn);
+        let set = own.filter_map(|(token, t)| Some((t.set_since_ms?, *token)));
+        for token in oldest_beyond(set.collect(), keep) {
+            self.coinbase_only.remove(&token);
+        }
+    }
+}
+
+/// Of `owned` (when each came, and its token), the tokens beyond the
+/// `keep` latest.
+fn oldest_beyond(mut owned: Vec<(u64, u64)>, keep: usize) -> Vec<u64> {
+    let beyond = owned.len().saturating_sub(keep);
+    owned.sort_unstable();
+    owned
+        .into_iter()
+        .take(beyond)
+        .map(|(_, token)| token)
+        .collect()
 }
 
 /// SetupConnection of a job declaration client: protocol and version; the

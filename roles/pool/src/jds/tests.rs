@@ -437,7 +437,8 @@ fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() 
 
 /// A coinbase-only client takes a token per job: a token set on a channel
 /// is used (it no longer counts against the 64 allocated and unused), good
-/// on the client's other channels until it expires.
+/// on the client's other channels (and again on a renewed one) while it is
+/// among the latest its connection set.
 #[test]
 fn a_coinbase_only_client_uses_a_token_per_job_for_as_long_as_it_mines() {
     let (t, p) = template(&[]);
@@ -446,24 +447,25 @@ fn a_coinbase_only_client_uses_a_token_per_job_for_as_long_as_it_mines() {
     jds.on_connect(1);
     assert!(jds.on_message(1, setup(0), NOW).close.is_none());
     let k = key(KEY);
-    let mut first = None;
-    for _ in 0..200 {
+    let mut tokens = vec![];
+    for n in 0..MAX_DECLARED_PER_CONNECTION as u64 + 1 {
         let token = allocate(&mut jds, 1);
         let m = custom_job(token.clone(), &t, 1, Some(&k));
-        assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
-        first.get_or_insert(token);
+        assert_eq!(jds.check_custom_job(&m, Some(&k), NOW + n), Ok(()));
+        tokens.push(token);
     }
-    let first = first.unwrap();
-    let on_another = custom_job(first.clone(), &t, 2, Some(&k));
-    let expired = NOW + DECLARED_JOB_TTL_MS;
-    assert_eq!(
-        jds.check_custom_job(&on_another, Some(&k), expired - 1),
-        Ok(())
-    );
-    let on_a_third = custom_job(first, &t, 3, Some(&k));
-    let late = jds.check_custom_job(&on_a_third, Some(&k), expired);
-    assert_eq!(late.unwrap_err().code, "invalid-mining-job-token");
-    assert!(jds.coinbase_only.is_empty(), "every used token expired");
+    assert_eq!(jds.coinbase_only.len(), MAX_DECLARED_PER_CONNECTION);
+    let later = NOW + 10 * DECLARED_JOB_TTL_MS;
+    let oldest = custom_job(tokens[0].clone(), &t, 2, Some(&k));
+    let refused = jds.check_custom_job(&oldest, Some(&k), later);
+    assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
+    let kept = custom_job(tokens[1].clone(), &t, 2, Some(&k));
+    assert_eq!(jds.check_custom_job(&kept, Some(&k), later), Ok(()));
+    let again = custom_job(tokens[1].clone(), &t, 2, Some(&k));
+    let refused = jds.check_custom_job(&again, Some(&k), later);
+    assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
+    jds.on_channel_renewed(2);
+    assert_eq!(jds.check_custom_job(&again, Some(&k), later), Ok(()));
 
     // Tokens allocated and never set are still bounded.
     for _ in 0..64 {
@@ -475,6 +477,28 @@ fn a_coinbase_only_client_uses_a_token_per_job_for_as_long_as_it_mines() {
     };
     let reply = jds.on_message(1, jd(JobDeclarationOwned::AllocateMiningJobToken(m)), NOW);
     assert!(reply.close.unwrap().contains("64 job tokens"));
+}
+
+/// A declared job set on a channel outlives its 60 s while its tip lasts:
+/// the client sets it again on the channel once the pool renews it.
+#[test]
+fn a_declared_job_in_use_is_set_again_on_a_renewed_channel() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let token = declared(&mut jds, &t, &txs);
+    let k = key(KEY);
+    let m = custom_job(token, &t, 1, Some(&k));
+    assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+    let later = NOW + 10 * DECLARED_JOB_TTL_MS;
+    let refused = jds.check_custom_job(&m, Some(&k), later);
+    assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
+    jds.on_channel_renewed(1);
+    assert_eq!(jds.check_custom_job(&m, Some(&k), later), Ok(()));
+    // Unused, a declared job still goes after its 60 s.
+    let unused = declared(&mut jds, &t, &txs);
+    let m = custom_job(unused, &t, 1, Some(&k));
+    let refused = jds.check_custom_job(&m, Some(&k), later + DECLARED_JOB_TTL_MS);
+    assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
 }
 
 #[test]
@@ -494,9 +518,9 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let mut m = good.clone();
     m.min_ntime -= custom_job::MIN_NTIME_SLACK_SECS + 1;
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-min-ntime");
-    // Another template provider's clock may be a little behind the pool's
-    // (on a channel the job was not set on yet).
-    let mut m = custom_job(token.clone(), &t, 9, Some(&k));
+    // Another template provider's clock may be a little behind the pool's.
+    let other_job = declared(&mut jds, &t, &txs);
+    let mut m = custom_job(other_job, &t, 1, Some(&k));
     m.min_ntime -= custom_job::MIN_NTIME_SLACK_SECS;
     assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
     let mut m = good.clone();
@@ -505,6 +529,12 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let mut m = good.clone();
     m.coinbase_prefix = vec![0x01, 0x07, 0x00].try_into().unwrap();
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-coinbase-prefix");
+    // A prefix cut short of the height: a block on it would be invalid.
+    for cut in [vec![], vec![0x01]] {
+        let mut m = good.clone();
+        m.coinbase_prefix = cut.try_into().unwrap();
+        assert_eq!(refusal(&mut jds, &m, &k), "invalid-coinbase-prefix");
+    }
     let mut m = good.clone();
     m.merkle_path = Seq0255Owned::new(vec![U256Owned::from([1u8; 32])]).unwrap();
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-merkle-path");
