@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::JdClientConfig;
-use crate::core::{Action, DownId, JdcCore, Mode};
+use crate::core::{Action, DownId, JdcCore, Mode, STALE_RETRY_SECS};
 use crate::JdcEvent;
 
 /// Downstream connections at once.
@@ -349,6 +349,8 @@ impl Session<'_> {
         };
         let mut retry = tokio::time::interval(Duration::from_secs(self.config.jds_retry_secs));
         retry.tick().await;
+        let mut stale_retry = tokio::time::interval(Duration::from_secs(STALE_RETRY_SECS));
+        stale_retry.tick().await;
         loop {
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => return end("stopping".into(), mode),
@@ -372,6 +374,7 @@ impl Session<'_> {
                     Ok(Incoming::Ehash(_)) => vec![],
                     Err(e) => return end(format!("job declarator link: {e}: mining the pool's jobs"), Mode::PoolJobs),
                 },
+                _ = stale_retry.tick(), if mode == Mode::Declared => self.core.on_stale_retry(),
                 _ = retry.tick(), if mode == Mode::PoolJobs => {
                     match connect_jds(self.config).await {
                         Ok(_) => return end("the job declarator is back: declaring jobs again".into(), Mode::Declared),

@@ -81,9 +81,10 @@ pub(super) struct Jobs {
     /// DeclareMiningJob request id -> what it declares.
     declaring: HashMap<u32, Declared>,
     declared: Option<Declared>,
-    /// The template the declarator last refused as on a stale tip: not
-    /// declared again (the next template is), or the refusal would repeat
-    /// at once, round trip after round trip.
+    /// The template the declarator last refused as on a stale tip: declared
+    /// again only at [`retry_stale`](Self::retry_stale) (or the next
+    /// template is), or the refusal would repeat round trip after round trip
+    /// while the pool's template provider lags this client's.
     stale_template: Option<u64>,
     /// (channel, request id) -> the custom job sent and its template.
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
@@ -231,6 +232,16 @@ impl Jobs {
         self.prev = Some(p);
         self.declared = None;
         self.set.clear();
+        self.declare(mode, channels)
+    }
+
+    /// Declares again the template last refused as on a stale tip: the
+    /// pool's tip may have caught up meanwhile (it tells custom-work
+    /// channels of no tip).
+    pub fn retry_stale(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+        if self.stale_template.take().is_none() {
+            return vec![];
+        }
         self.declare(mode, channels)
     }
 

@@ -115,6 +115,10 @@ pub struct JdcCore {
 /// Closed channels remembered for late notifications.
 const KEPT_CLOSED: usize = 65_536;
 
+/// Seconds between declarations of a template the declarator refused as on
+/// a stale tip (the pool's template provider behind this client's).
+pub const STALE_RETRY_SECS: u64 = 2;
+
 fn mining(m: MiningOwned) -> AnyMessageOwned {
     AnyMessageOwned::Mining(m)
 }
@@ -514,6 +518,13 @@ impl JdcCore {
     pub fn on_jds(&mut self, msg: AnyMessageOwned) -> Vec<Action> {
         let views = self.channel_views();
         self.jobs.on_jds(msg, &views)
+    }
+
+    /// Timer, every [`STALE_RETRY_SECS`]: a template the declarator refused
+    /// as on a stale tip is declared again.
+    pub fn on_stale_retry(&mut self) -> Vec<Action> {
+        let views = self.channel_views();
+        self.jobs.retry_stale(self.mode, &views)
     }
 }
 

@@ -382,10 +382,11 @@ fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
     ));
 }
 
-/// The declarator refuses a declaration as on a stale tip (this client's
-/// template provider behind the pool's): the template is not declared
-/// again with each new token, which would repeat the refusal round trip
-/// after round trip; the next template is.
+/// The declarator refuses a declaration as on a stale tip (the pool's
+/// template provider behind this client's, or this client's behind): the
+/// template is not declared again with each new token, which would repeat
+/// the refusal round trip after round trip, but on the retry timer; the
+/// next template is declared at once.
 #[test]
 fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
     let (mut core, request_id) = declaring();
@@ -395,6 +396,12 @@ fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
         token(&mut core, 12).is_empty(),
         "the refused template is not declared again"
     );
+    let again = declared_request(&core.on_stale_retry());
+    assert!(core.on_stale_retry().is_empty(), "one retry per refusal");
+    assert!(core
+        .on_jds(declare_error(again, "stale-chain-tip"))
+        .is_empty());
+    token(&mut core, 13);
     declared_request(&tip_of(&mut core, 2));
 }
 
