@@ -367,8 +367,9 @@ impl MinerSession {
     /// channel's yet and none went within [`SUGGESTION_INTERVAL_SECS`].
     fn send_suggestion(&mut self, now: u64) -> Option<Action> {
         let channel_id = self.channel.as_ref().and(self.channel_id)?;
+        // A clock stepped back makes no suggestion wait.
         let recent = (self.suggestion_sent_at)
-            .is_some_and(|at| now.saturating_sub(at) < SUGGESTION_INTERVAL_SECS);
+            .is_some_and(|at| (at..at + SUGGESTION_INTERVAL_SECS).contains(&now));
         if !self.suggestion_unsent || recent {
             return None;
         }
