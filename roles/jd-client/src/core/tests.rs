@@ -401,7 +401,10 @@ fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
     assert!(core
         .on_jds(declare_error(again, "stale-chain-tip"))
         .is_empty());
-    token(&mut core, 13);
+    assert!(
+        token(&mut core, 13).is_empty(),
+        "refused again: waits again"
+    );
     declared_request(&tip_of(&mut core, 2));
 }
 

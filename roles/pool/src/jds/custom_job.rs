@@ -62,16 +62,18 @@ impl JobDeclarator {
                 .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
             check_coinbase_only(m, tip, &self.reward_script, key)?;
             let token = token.expect("found above");
-            let (owner, first_set) = (state.owner, state.set_since_ms.is_none());
+            let (owner, first_set) = (state.owner, state.set_order.is_none());
             if first_set {
                 self.evict_oldest_set_tokens(owner, MAX_DECLARED_PER_CONNECTION - 1);
                 if let Some(owner) = self.connections.get_mut(&owner) {
                     owner.allocated.remove(&token);
                 }
+                self.tokens_set += 1;
             }
+            let order = self.tokens_set;
             let state = self.coinbase_only.get_mut(&token).expect("found above");
             state.set_on.insert(m.channel_id);
-            state.set_since_ms.get_or_insert(now_ms);
+            state.set_order.get_or_insert(order);
             return Ok(());
         }
         let job = token.and_then(|t| self.declared.get(&t)).ok_or_else(|| {

@@ -119,10 +119,11 @@ struct CoinbaseOnlyToken {
     owner: JdConnId,
     /// Channels it was set on already (once each).
     set_on: HashSet<u32>,
-    /// When it was first set on a channel: from then on it no longer
-    /// counts as allocated and unused, and its connection keeps the latest
+    /// Its place among the tokens first set on a channel (counted by
+    /// [`JobDeclarator::tokens_set`]): from then on it no longer counts as
+    /// allocated and unused, and its connection keeps the latest
     /// [`MAX_DECLARED_PER_CONNECTION`] such, as it does declared jobs.
-    set_since_ms: Option<u64>,
+    set_order: Option<u64>,
 }
 
 /// A declaration waiting for ProvideMissingTransactions.Success.
@@ -182,6 +183,8 @@ pub struct JobDeclarator {
     /// Tokens of coinbase-only clients: each sets jobs directly, once per
     /// channel.
     coinbase_only: HashMap<u64, CoinbaseOnlyToken>,
+    /// Coinbase-only tokens first set on a channel, ever.
+    tokens_set: u64,
     /// Declarations for the block after the pool's next one: the client's
     /// template provider heard of a block before the pool's did. Answered
     /// when the pool's tip moves.
@@ -258,6 +261,7 @@ impl JobDeclarator {
             tip: None,
             tip_seq: 0,
             coinbase_only: HashMap::new(),
+            tokens_set: 0,
             parked: Vec::new(),
         }
     }
@@ -266,13 +270,16 @@ impl JobDeclarator {
         self.connections.insert(conn, JdConnection::default());
     }
 
-    /// `conn` closed: its allocated tokens and pending declarations go;
-    /// jobs it declared stay good until they expire (the mining connection
-    /// may still set them).
+    /// `conn` closed: its allocated tokens, pending declarations and the
+    /// jobs it set go (channels keep the jobs set on them); jobs it declared
+    /// and never set stay good until they expire (the mining connection may
+    /// still set them). A client reconnecting leaves nothing behind.
     pub fn on_disconnect(&mut self, conn: JdConnId) {
         self.connections.remove(&conn);
         self.parked.retain(|p| p.conn != conn);
         self.coinbase_only.retain(|_, token| token.owner != conn);
+        self.declared
+            .retain(|_, job| job.owner != conn || !job.used);
     }
 
     /// Channel `channel_id` was renewed on a new extranonce prefix: the
@@ -741,7 +748,7 @@ impl JobDeclarator {
     /// latest set.
     pub(super) fn evict_oldest_set_tokens(&mut self, conn: JdConnId, keep: usize) {
         let own = self.coinbase_only.iter().filter(|(_, t)| t.owner == conn);
-        let set = own.filter_map(|(token, t)| Some((t.set_since_ms?, *token)));
+        let set = own.filter_map(|(token, t)| Some((t.set_order?, *token)));
         for token in oldest_beyond(set.collect(), keep) {
             self.coinbase_only.remove(&token);
         }

@@ -499,6 +499,10 @@ fn a_declared_job_in_use_is_set_again_on_a_renewed_channel() {
     let m = custom_job(unused, &t, 1, Some(&k));
     let refused = jds.check_custom_job(&m, Some(&k), later + DECLARED_JOB_TTL_MS);
     assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
+    // A connection gone leaves none of the jobs it set behind.
+    assert_eq!(jds.declared.len(), 1);
+    jds.on_disconnect(1);
+    assert!(jds.declared.is_empty());
 }
 
 #[test]

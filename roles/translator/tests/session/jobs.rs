@@ -272,4 +272,13 @@ fn suggested_difficulties_reach_the_pool_once_per_interval_and_the_last_one_stay
     let outs = h.session.on_tick(h.now);
     h.apply(outs);
     assert!(updates(&mut h).is_empty(), "nothing left to send");
+    // A clock stepped back holds nothing back.
+    h.now -= 60;
+    h.line(json!({"id": 14, "method": "mining.suggest_difficulty", "params": [64]}));
+    assert_eq!(h.response(14)["result"], true);
+    let sent = updates(&mut h);
+    assert!(
+        matches!(sent[..], [u] if close(u, hashrate_of(64.0))),
+        "{sent:?}"
+    );
 }
