@@ -23,7 +23,8 @@
 //! Transactions are known from the pool's template provider (the pool asks
 //! it for every template's transactions); the client provides the others,
 //! and each must hash to the wtxid it declared. Those are kept only for the
-//! declaration they complete: what a client sends holds no memory after. The chain tip is the pool's.
+//! declaration they complete: what a client sends holds no memory after.
+//! The chain tip is the pool's.
 //! Tokens are 8-byte little-endian numbers, the declared job's token is a
 //! new one, as SRI's JDS does, so SRI's JDC works against this one.
 //!

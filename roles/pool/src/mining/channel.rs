@@ -606,8 +606,9 @@ impl Channel {
 
     /// `share` with the job id channels_sv2 knows its job by, in the
     /// generation of its job; None for a job of a generation no longer
-    /// kept, or a custom job on a tip the pool has left (stale). Any other id goes to the current generation as it is,
-    /// where channels_sv2 refuses an id it never gave as `invalid-job-id`.
+    /// kept, or a custom job on a tip the pool has left (stale). Any other
+    /// id goes to the current generation as it is, where channels_sv2
+    /// refuses an id it never gave as `invalid-job-id`.
     pub(super) fn inward(&self, mut share: Submission) -> Option<Inward> {
         let sent = share.id().job_id;
         if self
