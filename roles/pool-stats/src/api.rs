@@ -65,6 +65,9 @@ pub struct Miners {
     pub span: Span,
     /// Hashrate per downstream id (ids restart from 1 when the pool does).
     pub downstreams: Vec<DownstreamSeries>,
+    /// Downstreams with work in the span beyond the [`MAX_KEYS`](stats_common::api::MAX_KEYS) with the
+    /// most, not in `downstreams`.
+    pub left_out: u64,
     pub gaps: Vec<Gap>,
 }
 
@@ -117,12 +120,11 @@ pub fn stats(core: &Core<PoolState>, now: i64) -> Result<Stats, StoreError> {
 }
 
 pub fn miners(core: &Core<PoolState>, hours: u32, now: i64) -> Result<Miners, StoreError> {
-    let by_key = by_key(&core.store, series::WORK, hours, now)?;
+    // Key "" is the whole pool, served by /api/hashrate.
+    let by_key = by_key(&core.store, series::WORK, Some(""), hours, now)?;
     let mut downstreams: Vec<DownstreamSeries> = by_key
         .series
         .into_iter()
-        // Key "" is the whole pool, served by /api/hashrate.
-        .filter(|(key, _)| !key.is_empty())
         .map(|(downstream_id, points)| DownstreamSeries {
             downstream_id,
             points,
@@ -132,6 +134,7 @@ pub fn miners(core: &Core<PoolState>, hours: u32, now: i64) -> Result<Miners, St
     Ok(Miners {
         span: by_key.span,
         downstreams,
+        left_out: by_key.left_out,
         gaps: by_key.gaps,
     })
 }

@@ -173,7 +173,10 @@ impl PoolState {
     }
 
     fn quote(&mut self, m: &QuoteCreated, t: i64, out: &mut Vec<Write>) {
-        if let Some(d) = self.downstream(m.downstream_id, t) {
+        // Quotes come from the pool's ehash task, unordered with the mining
+        // task's disconnect: one of a downstream that has left must not
+        // bring it back.
+        if let Some(d) = self.downstreams.get_mut(&m.downstream_id) {
             d.quotes += 1;
             d.ehash = d.ehash.saturating_add(m.amount);
         }
@@ -342,6 +345,33 @@ mod tests {
         assert_eq!(
             state.totals.shares_accepted, 1,
             "totals outlive connections"
+        );
+    }
+
+    #[test]
+    fn a_quote_after_its_downstream_left_does_not_bring_it_back() {
+        let mut state = PoolState::default();
+        apply(&mut state, share(7, true, 1000, T));
+        apply(
+            &mut state,
+            DownstreamDisconnected {
+                downstream_id: 7,
+                timestamp: T + 1,
+            },
+        );
+        apply(
+            &mut state,
+            QuoteCreated {
+                downstream_id: 7,
+                channel_id: 1,
+                amount: 12,
+                timestamp: T + 2,
+            },
+        );
+        assert!(state.downstreams.is_empty());
+        assert_eq!(
+            (state.totals.quotes_created, state.totals.ehash_created),
+            (1, 12)
         );
     }
 

@@ -2,7 +2,7 @@
 //! store. The dashboard renders the same values.
 
 use serde::Serialize;
-use stats_common::api::{by_key, link_metrics, recent_hashrate, Link, Span, Summary};
+use stats_common::api::{by_key, link_metrics, Link, Span, Summary};
 use stats_common::metrics::{Kind, Metrics};
 use stats_common::series::{Gap, Point};
 use stats_common::{Core, StoreError};
@@ -73,8 +73,11 @@ pub struct MinerSeries {
 pub struct Miners {
     #[serde(flatten)]
     pub span: Span,
-    /// Hashrate per miner name, every miner with shares in the range.
+    /// Hashrate per miner name, the [`MAX_KEYS`](stats_common::api::MAX_KEYS) names with the most work
+    /// in the range.
     pub miners: Vec<MinerSeries>,
+    /// Names with work in the range not in `miners`.
+    pub left_out: u64,
     pub gaps: Vec<Gap>,
 }
 
@@ -92,13 +95,7 @@ pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
             miner_id: *id,
             name: m.name.clone(),
             connected_since: m.connected_since,
-            hashrate: recent_hashrate(
-                &core.store,
-                series::MINER_WORK,
-                &m.name,
-                now,
-                m.connected_since,
-            )?,
+            hashrate: m.recent.hashrate(now, m.connected_since),
             estimate: m.estimate,
             shares: m.shares_accepted + m.shares_rejected,
             shares_accepted: m.shares_accepted,
@@ -126,7 +123,7 @@ pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
 }
 
 pub fn miners(core: &Core<ProxyState>, hours: u32, now: i64) -> Result<Miners, StoreError> {
-    let by_key = by_key(&core.store, series::MINER_WORK, hours, now)?;
+    let by_key = by_key(&core.store, series::MINER_WORK, None, hours, now)?;
     let mut miners: Vec<MinerSeries> = by_key
         .series
         .into_iter()
@@ -136,6 +133,7 @@ pub fn miners(core: &Core<ProxyState>, hours: u32, now: i64) -> Result<Miners, S
     Ok(Miners {
         span: by_key.span,
         miners,
+        left_out: by_key.left_out,
         gaps: by_key.gaps,
     })
 }
@@ -241,9 +239,13 @@ fn miner_hashrates(m: &mut Metrics, miners: &[Miner]) {
         "Per connected miner, from its accepted shares over the last 10 minutes, in H/s.",
     );
     for miner in miners {
+        // Names are not unique (rigs of a farm often share one).
         m.sample(
             "hashpool_proxy_miner_hashrate",
-            &[("miner", &miner.name)],
+            &[
+                ("miner", &miner.name),
+                ("miner_id", &miner.miner_id.to_string()),
+            ],
             miner.hashrate.unwrap_or(0.0),
         );
     }

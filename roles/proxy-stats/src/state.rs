@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use stats_common::series::RecentWork;
 use stats_common::{LinkState, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{EhashQuoteOwned, LinkStatus, MinerConnectedOwned, MinerShare, StatsMessage};
 
@@ -49,6 +50,10 @@ pub struct Miner {
     /// The translator's own estimate (vardiff), H/s.
     pub estimate: Option<u64>,
     pub last_share: Option<i64>,
+    /// Its own recent work: the store's series is per name, and miners
+    /// often share one.
+    #[serde(default)]
+    pub recent: RecentWork,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +114,7 @@ impl ProxyState {
             miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
             if m.accepted {
                 miner.shares_accepted += 1;
+                miner.recent.add(t, m.work as f64);
             } else {
                 miner.shares_rejected += 1;
             }

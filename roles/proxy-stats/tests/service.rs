@@ -229,7 +229,7 @@ async fn miners_the_wallet_and_quotes_show_in_the_api_metrics_and_dashboard() {
             "{line} missing:\n{metrics}"
         );
     }
-    assert!(metrics.contains("hashpool_proxy_miner_hashrate{miner=\"alice.rig1\"}"));
+    assert!(metrics.contains("hashpool_proxy_miner_hashrate{miner=\"alice.rig1\",miner_id=\"1\"}"));
 
     let (_, page) = http(service.http(), "GET", "/?range=7d", None).await;
     assert!(page.contains(r#"data-stat="/wallet_balance" data-format="wallet">4<"#));
@@ -262,5 +262,40 @@ async fn a_restarted_translator_names_its_miners_anew() {
         .stats_when("carol", |s| s["miners"][0]["name"] == "carol")
         .await;
     assert_eq!(s["miners"].as_array().unwrap().len(), 1, "{s}");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn miners_of_one_name_each_show_their_own_hashrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<ProxyStats>::start(dir.path()).await;
+    let mut p = service.publisher(now()).await;
+    for id in [1, 2] {
+        p.send(MinerConnectedOwned {
+            miner_id: id,
+            name: str0255("name", "farm").unwrap(),
+            timestamp: minute_ago(3),
+        })
+        .await;
+    }
+    for minute in [2, 1] {
+        p.send(share(1, true, 1_200_000, minute_ago(minute))).await;
+    }
+    let s = service
+        .stats_when("both miners", |s| {
+            s["miners"].as_array().is_some_and(|m| m.len() == 2) && s["miners"][0]["shares"] == 2
+        })
+        .await;
+    let hashrate = |row: usize| s["miners"][row]["hashrate"].as_f64();
+    assert!(hashrate(0).is_some_and(|h| h > 0.0), "{s}");
+    assert_eq!(hashrate(1), Some(0.0), "the other rig did no work: {s}");
+
+    let (_, metrics) = http(service.http(), "GET", "/metrics", None).await;
+    let rows: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hashpool_proxy_miner_hashrate{"))
+        .collect();
+    assert_eq!(rows.len(), 2, "one series per miner:\n{metrics}");
+    assert!(rows[1].starts_with("hashpool_proxy_miner_hashrate{miner=\"farm\",miner_id=\"2\"} 0"));
     service.stop().await;
 }

@@ -108,25 +108,41 @@ pub fn hashrate(store: &Store, hours: u32, now: i64) -> Result<Hashrate, StoreEr
     })
 }
 
-/// The hashrate of every key of `series` over the last `hours` hours: one
-/// timeline per key, in no particular order.
+/// The most keys of one series a chart API returns (the keys with the most
+/// work): a timeline is a point per step for each, and a year of hourly
+/// steps for every connection the service ever saw would not fit in memory.
+pub const MAX_KEYS: usize = 50;
+
+/// The hashrate of the keys of `series` over the last `hours` hours: one
+/// timeline per key, in no particular order, for the [`MAX_KEYS`] keys
+/// (other than `except`) with the most work.
 pub struct ByKey {
     pub span: Span,
     pub series: Vec<(String, Vec<Point>)>,
+    /// Keys with work in the span that are not in `series`.
+    pub left_out: u64,
     pub gaps: Vec<Gap>,
 }
 
-pub fn by_key(store: &Store, series: &str, hours: u32, now: i64) -> Result<ByKey, StoreError> {
+pub fn by_key(
+    store: &Store,
+    series: &str,
+    except: Option<&str>,
+    hours: u32,
+    now: i64,
+) -> Result<ByKey, StoreError> {
     let range = Range::last_hours(hours, now);
     // Gaps up to now: a restart within the current, incomplete step shows at once.
     let gaps = store.gaps(range.from, now)?;
-    let series = store
-        .sums_by_key(series, range.from, range.to, range.step)?
+    let (sums, keys) =
+        store.sums_by_key(series, (range.from, range.to), range.step, except, MAX_KEYS)?;
+    let series: Vec<_> = sums
         .into_iter()
         .map(|(key, work)| (key, timeline(range, &work, &gaps, store.created_at())))
         .collect();
     Ok(ByKey {
         span: span(hours, range),
+        left_out: keys.saturating_sub(series.len() as u64),
         series,
         gaps,
     })
@@ -188,6 +204,31 @@ pub fn link_metrics(m: &mut Metrics, name: &str, help: &str, links: &[(&str, &Li
         if state.state != "unknown" {
             let up = f64::from(u8::from(state.state == "up"));
             m.sample(name, &[("link", link)], up);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::MINUTE_MS;
+    use crate::store::Write;
+
+    #[test]
+    fn by_key_charts_the_keys_with_the_most_work_and_counts_the_others() {
+        let now = 1_795_000_000_000;
+        let mut store = Store::open_in_memory(now - 3_600_000).unwrap();
+        let minute = (now - 10 * MINUTE_MS) / MINUTE_MS * MINUTE_MS;
+        let mut writes = vec![Write::add(WORK, "", minute, 1e9)];
+        for k in 0..MAX_KEYS + 2 {
+            writes.push(Write::add(WORK, format!("k{k}"), minute, k as f64 + 1.0));
+        }
+        store.apply(&writes, None, now).unwrap();
+        let by = by_key(&store, WORK, Some(""), 1, now).unwrap();
+        assert_eq!((by.series.len(), by.left_out), (MAX_KEYS, 2));
+        let keys: Vec<&str> = by.series.iter().map(|(k, _)| k.as_str()).collect();
+        for left_out in ["", "k0", "k1"] {
+            assert!(!keys.contains(&left_out), "{left_out} in {keys:?}");
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::api::RECENT_MINUTES;
 
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 60 * MINUTE_MS;
@@ -116,6 +118,42 @@ pub fn recent_window(now: i64, minutes: i64, since: i64) -> Option<(i64, i64)> {
     (from < to).then_some((from, to))
 }
 
+/// The accepted work of one live connection over its last minutes, kept in
+/// memory: its own hashrate where the store's series key is shared by
+/// several connections (miners of one name).
+#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
+pub struct RecentWork {
+    /// Work per minute (start ms), oldest first; the current minute and the
+    /// [`RECENT_MINUTES`] before it at most.
+    minutes: Vec<(i64, f64)>,
+}
+
+impl RecentWork {
+    pub fn add(&mut self, t: i64, work: f64) {
+        let minute = t.div_euclid(MINUTE_MS) * MINUTE_MS;
+        match self.minutes.binary_search_by_key(&minute, |(m, _)| *m) {
+            Ok(i) => self.minutes[i].1 += work,
+            Err(i) => self.minutes.insert(i, (minute, work)),
+        }
+        let keep = RECENT_MINUTES as usize + 1;
+        if self.minutes.len() > keep {
+            self.minutes.drain(..self.minutes.len() - keep);
+        }
+    }
+
+    /// Mean hashrate over the window of [`recent_window`].
+    pub fn hashrate(&self, now: i64, since: i64) -> Option<f64> {
+        let (from, to) = recent_window(now, RECENT_MINUTES, since)?;
+        let work = self
+            .minutes
+            .iter()
+            .filter(|(m, _)| (from..to).contains(m))
+            .map(|(_, w)| w)
+            .sum();
+        mean_hashrate(work, from, to)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +235,21 @@ mod tests {
         assert_eq!(recent_window(now, 10, 9 * MINUTE_MS + 1), None);
         assert_eq!(mean_hashrate(600.0, 0, MINUTE_MS), Some(10.0));
         assert_eq!(mean_hashrate(600.0, 5, 5), None);
+    }
+
+    #[test]
+    fn recent_work_gives_the_mean_over_whole_minutes_and_forgets_older_ones() {
+        let mut recent = RecentWork::default();
+        // Minute 0 is partial (connected inside it), minute 11 is current.
+        for minute in 0..12 {
+            recent.add(minute * MINUTE_MS + 30_000, 600.0);
+        }
+        recent.add(5 * MINUTE_MS, 600.0); // late: counts in its own minute
+        let now = 11 * MINUTE_MS + 10;
+        // Minutes 1 to 10: 11 × 600 hashes over 600 s.
+        assert_eq!(recent.hashrate(now, 30_000), Some(11.0));
+        assert_eq!(recent.minutes.len(), RECENT_MINUTES as usize + 1);
+        assert_eq!(recent.hashrate(now, 10 * MINUTE_MS + 1), None);
+        assert_eq!(RecentWork::default().hashrate(now, 0), Some(0.0));
     }
 }

@@ -18,6 +18,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::series::{Gap, MINUTE_MS};
 
+/// Sums per key, then per step start.
+pub type KeySums = HashMap<String, HashMap<i64, f64>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create {path}: {source}")]
@@ -272,21 +275,37 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Like [`Store::sums`], for every key that has buckets in the span.
+    /// Like [`Store::sums`], per key, for the `limit` keys (other than
+    /// `except`) with the most in the span; with how many keys have any.
     pub fn sums_by_key(
         &self,
         series: &str,
-        from: i64,
-        to: i64,
+        span: (i64, i64),
         step: i64,
-    ) -> Result<HashMap<String, HashMap<i64, f64>>, StoreError> {
+        except: Option<&str>,
+        limit: usize,
+    ) -> Result<(KeySums, u64), StoreError> {
+        let (from, to) = span;
+        let keys: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(DISTINCT key) FROM buckets
+             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND key IS NOT ?4",
+            )?
+            .query_row(params![series, from, to, except], |row| row.get(0))?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT key, (minute / ?4) * ?4 AS t, SUM(value) FROM buckets
-             WHERE series = ?1 AND minute >= ?2 AND minute < ?3
+            "WITH top AS (
+                SELECT key FROM buckets
+                WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND key IS NOT ?5
+                GROUP BY key ORDER BY SUM(value) DESC, key LIMIT ?6
+             )
+             SELECT key, (minute / ?4) * ?4 AS t, SUM(value) FROM buckets
+             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND key IN top
              GROUP BY key, t",
         )?;
-        let mut out: HashMap<String, HashMap<i64, f64>> = HashMap::new();
-        let rows = stmt.query_map(params![series, from, to, step], |row| {
+        let mut out = KeySums::new();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![series, from, to, step, except, limit], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, i64>(1)?,
@@ -297,7 +316,7 @@ impl Store {
             let (key, t, value) = row?;
             out.entry(key).or_default().insert(t, value);
         }
-        Ok(out)
+        Ok((out, keys.max(0) as u64))
     }
 
     /// The sum of `series` (one key, or all) over buckets in `[from, to)`.
@@ -538,9 +557,27 @@ mod tests {
         assert_eq!(coarse[&first], 22.0, "{coarse:?}");
         assert_eq!(coarse.values().sum::<f64>(), 23.0);
 
-        let by_key = store.sums_by_key("work", minute, end, MINUTE_MS).unwrap();
+        let (by_key, keys) = store
+            .sums_by_key("work", (minute, end), MINUTE_MS, None, 10)
+            .unwrap();
         assert_eq!(by_key["b"][&(minute + MINUTE_MS)], 7.0);
         assert_eq!(by_key["a"].len(), 2);
+        assert_eq!(keys, 2);
+        // The key with the most work first; one left out is still counted.
+        let (top, keys) = store
+            .sums_by_key("work", (minute, end), MINUTE_MS, Some("nobody"), 1)
+            .unwrap();
+        assert_eq!(
+            (top.keys().map(String::as_str).collect::<Vec<_>>(), keys),
+            (vec!["a"], 2)
+        );
+        let (others, keys) = store
+            .sums_by_key("work", (minute, end), MINUTE_MS, Some("a"), 10)
+            .unwrap();
+        assert_eq!(
+            (others.keys().map(String::as_str).collect::<Vec<_>>(), keys),
+            (vec!["b"], 1)
+        );
         assert_eq!(store.total("work", Some("a"), minute, end).unwrap(), 16.0);
         assert_eq!(store.total("work", None, minute, minute + 1).unwrap(), 15.0);
         assert_eq!(
@@ -653,8 +690,10 @@ mod tests {
         writes.push(Write::add("work", "miner 4", minute(4), 1.0));
         store.apply(&writes, None, T0).unwrap();
         assert_eq!(store.per_miner_rows(), 3);
-        let kept = store.sums_by_key("work", 0, i64::MAX, MINUTE_MS).unwrap();
-        let mut names: Vec<&String> = kept.keys().filter(|k| !k.is_empty()).collect();
+        let (kept, _) = store
+            .sums_by_key("work", (0, i64::MAX), MINUTE_MS, Some(""), 10)
+            .unwrap();
+        let mut names: Vec<&String> = kept.keys().collect();
         names.sort();
         assert_eq!(names, ["miner 2", "miner 3", "miner 4"], "the newest kept");
         assert_eq!(
