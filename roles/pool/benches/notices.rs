@@ -53,7 +53,7 @@ fn per_op(elapsed: Duration, ops: u32) -> f64 {
     elapsed.as_nanos() as f64 / f64::from(ops)
 }
 
-/// A store holding `kept` notices (half in flight on 100 connections, half
+/// A store holding `kept` notices (half addressed to 100 connections, half
 /// waiting), then timed: a notice sent and acknowledged; a notice waiting,
 /// delivered on a new channel and acknowledged.
 fn run(kept: u32, keys: &[LockingKey]) {
@@ -63,7 +63,7 @@ fn run(kept: u32, keys: &[LockingKey]) {
         let key = keys[n as usize % keys.len()];
         if n % 2 == 0 {
             store
-                .sent(hash(n), notice(key, n), u64::from(n % 100), now)
+                .send(hash(n), notice(key, n), u64::from(n % 100), now)
                 .unwrap();
         } else {
             store.wait(hash(n), notice(key, n)).unwrap();
@@ -74,7 +74,7 @@ fn run(kept: u32, keys: &[LockingKey]) {
     for i in 0..OPS {
         let n = base + i;
         let key = keys[n as usize % keys.len()];
-        store.sent(hash(n), notice(key, n), 1_000, now).unwrap();
+        store.send(hash(n), notice(key, n), 1_000, now).unwrap();
         store.ack(1_000, &[hash(n)], now);
     }
     let sent_acked = per_op(start.elapsed(), OPS);

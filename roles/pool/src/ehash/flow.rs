@@ -217,7 +217,8 @@ impl QuoteFlow {
             .collect()
     }
 
-    /// A translator acknowledged notifications: their shares are done.
+    /// A translator acknowledged notifications: their shares are done, and
+    /// notifications queued for the connection take their room.
     pub fn on_ack(&mut self, conn: ConnId, share_hashes: &[[u8; 32]], now: Instant) -> Vec<Action> {
         let acked = self.notices.ack(conn, share_hashes, now);
         if acked.is_empty() {
@@ -226,6 +227,15 @@ impl QuoteFlow {
         let round_trips = acked.iter().map(|(_, rtt)| *rtt).collect();
         let mut actions: Vec<Action> = acked.into_iter().map(|(h, _)| Action::Done(h)).collect();
         actions.push(Action::Acknowledged(round_trips));
+        actions.extend(
+            self.notices
+                .release(conn, now)
+                .into_iter()
+                .map(|notice| Action::Notify {
+                    conn,
+                    message: notice.message,
+                }),
+        );
         actions
     }
 
@@ -587,17 +597,23 @@ impl QuoteFlow {
             key,
             message: message.clone(),
         };
-        let (kept, mut actions) = match target {
+        let (kept, send) = match target {
             Some((conn, channel_id)) => {
                 notice.message.set_channel_id(channel_id);
                 let send = Action::Notify {
                     conn,
                     message: notice.message.clone(),
                 };
-                (self.notices.sent(hash, notice, conn, now), vec![send])
+                match self.notices.send(hash, notice, conn, now) {
+                    Ok(true) => (Ok(()), Some(send)),
+                    Ok(false) => (Ok(()), None),
+                    // Not kept: sent once all the same.
+                    Err(overflow) => (Err(overflow), Some(send)),
+                }
             }
-            None => (self.notices.wait(hash, notice), vec![]),
+            None => (self.notices.wait(hash, notice), None),
         };
+        let mut actions: Vec<Action> = send.into_iter().collect();
         if let Err(overflow) = kept {
             actions.push(Action::Refused { overflow, message });
             actions.push(Action::Done(hash));

@@ -2,9 +2,11 @@
 //! IO: each is kept until a translator acknowledges it (0xC2), which it
 //! does once its record of the quote is durable.
 //!
-//! A notice is either in flight on a connection (sent, not acknowledged) or
-//! waiting for its locking key's next channel (its connection closed before
-//! the acknowledgement came, or no channel with its key was open). Only the
+//! A notice is either in flight on a connection (sent, not acknowledged),
+//! queued for one (addressed to it, sent once acknowledgements make room:
+//! at most [`IN_FLIGHT_PER_CONNECTION`] are in flight on each), or waiting
+//! for its locking key's next channel (its connection closed before the
+//! acknowledgement came, or no channel with its key was open). Only the
 //! connection a notice is in flight on can acknowledge it. The share stays
 //! in the outbox journal until then, so a pool restart loses nothing: the
 //! journal replays the share, the mint answers with the same quote, and the
@@ -24,6 +26,12 @@ use ehash_ext_sv2::EhashMessage;
 
 use crate::mining::ConnId;
 
+/// Notices in flight on one connection at most: well below its send queue
+/// (4096 messages), which a burst (a translator back after a while, a mint
+/// catching up) would otherwise overflow, closing the connection before it
+/// could acknowledge anything, again at every reconnect.
+pub const IN_FLIGHT_PER_CONNECTION: usize = 1024;
+
 /// One notification or failure for a share, as first addressed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
@@ -34,6 +42,7 @@ pub struct Notice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     InFlight { conn: ConnId, sent_at: Instant },
+    Queued { conn: ConnId },
     Waiting,
 }
 
@@ -49,10 +58,13 @@ pub enum Overflow {
 pub struct Notices {
     per_key_limit: usize,
     total_limit: usize,
+    in_flight_limit: usize,
     entries: HashMap<[u8; 32], (Notice, Place)>,
     /// Waiting notices by key, oldest first; may hold hashes that left.
     waiting: HashMap<LockingKey, VecDeque<[u8; 32]>>,
     in_flight: HashMap<ConnId, HashSet<[u8; 32]>>,
+    /// Queued notices by connection, oldest first; may hold hashes that left.
+    queued: HashMap<ConnId, VecDeque<[u8; 32]>>,
     per_key: HashMap<LockingKey, usize>,
 }
 
@@ -61,11 +73,19 @@ impl Notices {
         Self {
             per_key_limit: per_key_limit.max(1),
             total_limit: total_limit.max(1),
+            in_flight_limit: IN_FLIGHT_PER_CONNECTION,
             entries: HashMap::new(),
             waiting: HashMap::new(),
             in_flight: HashMap::new(),
+            queued: HashMap::new(),
             per_key: HashMap::new(),
         }
+    }
+
+    #[cfg(test)]
+    fn with_in_flight_limit(mut self, limit: usize) -> Self {
+        self.in_flight_limit = limit.max(1);
+        self
     }
 
     /// Notices kept (in flight and waiting).
@@ -85,20 +105,33 @@ impl Notices {
             .count()
     }
 
-    /// Keeps a notice just sent on `conn`. A notice already kept for the
+    /// Keeps a notice addressed to `conn`: `Ok(true)` when it is in flight
+    /// (the caller sends it now), `Ok(false)` when it is queued behind
+    /// [`IN_FLIGHT_PER_CONNECTION`] others. A notice already kept for the
     /// share is replaced (a resend).
-    pub fn sent(
+    pub fn send(
         &mut self,
         share_hash: [u8; 32],
         notice: Notice,
         conn: ConnId,
         now: Instant,
-    ) -> Result<(), Overflow> {
+    ) -> Result<bool, Overflow> {
         self.admit(&share_hash, &notice.key)?;
-        self.in_flight.entry(conn).or_default().insert(share_hash);
-        self.entries
-            .insert(share_hash, (notice, Place::InFlight { conn, sent_at: now }));
-        Ok(())
+        let place = self.place_on(conn, share_hash, now);
+        self.entries.insert(share_hash, (notice, place));
+        Ok(matches!(place, Place::InFlight { .. }))
+    }
+
+    /// In flight on `conn` if it has room, else queued for it.
+    fn place_on(&mut self, conn: ConnId, share_hash: [u8; 32], now: Instant) -> Place {
+        let in_flight = self.in_flight.entry(conn).or_default();
+        if in_flight.len() < self.in_flight_limit {
+            in_flight.insert(share_hash);
+            Place::InFlight { conn, sent_at: now }
+        } else {
+            self.queued.entry(conn).or_default().push_back(share_hash);
+            Place::Queued { conn }
+        }
     }
 
     /// Keeps a notice until a channel with its key opens.
@@ -131,7 +164,7 @@ impl Notices {
 
     /// `conn` acknowledged these shares: the ones in flight on it are done
     /// (returned, with the time since they were sent); any other hash is
-    /// ignored.
+    /// ignored. Then [`Notices::release`] fills the room made.
     pub fn ack(
         &mut self,
         conn: ConnId,
@@ -152,26 +185,63 @@ impl Notices {
         done
     }
 
-    /// `conn` closed: what was in flight on it waits for its key. The keys
-    /// that got waiting notices (a channel with one may be open already).
-    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<LockingKey> {
-        let Some(hashes) = self.in_flight.remove(&conn) else {
-            return vec![];
+    /// Notices queued for `conn` that now fit in flight on it (the caller
+    /// sends them), oldest first.
+    pub fn release(&mut self, conn: ConnId, now: Instant) -> Vec<Notice> {
+        let mut out = vec![];
+        let Some(queue) = self.queued.get_mut(&conn) else {
+            return out;
         };
+        let in_flight = self.in_flight.entry(conn).or_default();
+        while in_flight.len() < self.in_flight_limit {
+            let Some(hash) = queue.pop_front() else {
+                break;
+            };
+            let Some((notice, place)) = self.entries.get_mut(&hash) else {
+                continue;
+            };
+            if *place != (Place::Queued { conn }) {
+                continue;
+            }
+            *place = Place::InFlight { conn, sent_at: now };
+            in_flight.insert(hash);
+            out.push(notice.clone());
+        }
+        if queue.is_empty() {
+            self.queued.remove(&conn);
+        }
+        if in_flight.is_empty() {
+            self.in_flight.remove(&conn);
+        }
+        out
+    }
+
+    /// `conn` closed: what was in flight on it or queued for it waits for
+    /// its key. The keys that got waiting notices (a channel with one may be
+    /// open already).
+    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<LockingKey> {
+        let in_flight = self.in_flight.remove(&conn).unwrap_or_default();
+        let queued = self.queued.remove(&conn).unwrap_or_default();
         let mut keys = HashSet::new();
-        for hash in hashes {
+        for hash in in_flight.into_iter().chain(queued) {
             if let Some((notice, place)) = self.entries.get_mut(&hash) {
-                *place = Place::Waiting;
-                self.waiting.entry(notice.key).or_default().push_back(hash);
-                keys.insert(notice.key);
+                let on_conn = match *place {
+                    Place::InFlight { conn: c, .. } | Place::Queued { conn: c } => c == conn,
+                    Place::Waiting => false,
+                };
+                if on_conn {
+                    *place = Place::Waiting;
+                    self.waiting.entry(notice.key).or_default().push_back(hash);
+                    keys.insert(notice.key);
+                }
             }
         }
         keys.into_iter().collect()
     }
 
     /// A channel with `key` opened on `conn`: the notices waiting for the
-    /// key, now addressed to `channel_id` and in flight on `conn` (the
-    /// caller sends them).
+    /// key, now addressed to `channel_id`, are in flight on `conn` (returned:
+    /// the caller sends them) or queued for it.
     pub fn deliver_waiting(
         &mut self,
         key: &LockingKey,
@@ -190,10 +260,15 @@ impl Notices {
             if *place != Place::Waiting {
                 continue;
             }
-            *place = Place::InFlight { conn, sent_at: now };
             notice.message.set_channel_id(channel_id);
-            self.in_flight.entry(conn).or_default().insert(hash);
-            out.push((hash, notice.clone()));
+            let notice = notice.clone();
+            let place = self.place_on(conn, hash, now);
+            if let Some(entry) = self.entries.get_mut(&hash) {
+                entry.1 = place;
+            }
+            if matches!(place, Place::InFlight { .. }) {
+                out.push((hash, notice));
+            }
         }
         out
     }

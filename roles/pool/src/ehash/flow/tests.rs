@@ -567,3 +567,42 @@ fn a_slow_mint_holds_at_most_the_limit_and_only_its_requests_are_asked_again() {
     assert_eq!(f.waiting_to_send(), 0);
     assert_eq!(f.pending(), 2);
 }
+
+#[test]
+fn notifications_beyond_a_connections_in_flight_limit_go_out_as_acknowledgements_make_room() {
+    use crate::ehash::notices::IN_FLIGHT_PER_CONNECTION;
+    let now = Instant::now();
+    let total = IN_FLIGHT_PER_CONNECTION + 3;
+    let mut f = QuoteFlow::new(QuoteFlowConfig {
+        mode: ShareResponseMode::Annotate,
+        pending_capacity: total,
+        at_mint_limit: total,
+        mint_timeout: TIMEOUT,
+        undelivered_per_key: total,
+        undelivered_total: total,
+    });
+    let dir: Dir = HashMap::from([(7, (1, true, Some(key(1))))]);
+    let mut notified = vec![];
+    for i in 0..total {
+        let mut s = share(Some(1), 7, i as u32, 0, key(1));
+        let mut header = [0u8; 80];
+        header[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        s.request = RequestFrame::new(
+            MintQuoteRequestOwned::new(&header, [0xff; 32], 4, key(1), &CoinbaseProof::default())
+                .unwrap(),
+        )
+        .unwrap();
+        f.on_share(s.clone(), now).unwrap();
+        if notified_channel(&f.on_mint_answer(quoted(&s), &dir), 1).is_some() {
+            notified.push(s.request.share_hash());
+        }
+    }
+    assert_eq!(notified.len(), IN_FLIGHT_PER_CONNECTION, "the rest queue");
+    let actions = acked(&mut f, 1, &notified[..2]);
+    let sent = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Notify { conn: 1, .. }))
+        .count();
+    assert_eq!(sent, 2, "two acknowledged, two more sent: {actions:?}");
+    assert_eq!(f.notices().len(), total - 2);
+}

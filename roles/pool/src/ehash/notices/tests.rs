@@ -41,8 +41,8 @@ fn acked(n: &mut Notices, conn: ConnId, hashes: &[[u8; 32]]) -> Vec<[u8; 32]> {
 fn only_the_connection_a_notice_is_in_flight_on_can_acknowledge_it() {
     let now = Instant::now();
     let mut n = Notices::new(10, 100);
-    n.sent(hash(1), notice(key(1), 1), 7, now).unwrap();
-    n.sent(hash(2), notice(key(1), 2), 7, now).unwrap();
+    n.send(hash(1), notice(key(1), 1), 7, now).unwrap();
+    n.send(hash(2), notice(key(1), 2), 7, now).unwrap();
     assert_eq!(acked(&mut n, 8, &[hash(1)]), Vec::<[u8; 32]>::new());
     assert_eq!(acked(&mut n, 7, &[hash(1), hash(9)]), vec![hash(1)]);
     assert_eq!(acked(&mut n, 7, &[hash(1)]), Vec::<[u8; 32]>::new(), "once");
@@ -53,8 +53,8 @@ fn only_the_connection_a_notice_is_in_flight_on_can_acknowledge_it() {
 fn a_closed_connections_notices_wait_for_the_keys_next_channel() {
     let now = Instant::now();
     let mut n = Notices::new(10, 100);
-    n.sent(hash(1), notice(key(1), 1), 7, now).unwrap();
-    n.sent(hash(2), notice(key(2), 2), 7, now).unwrap();
+    n.send(hash(1), notice(key(1), 1), 7, now).unwrap();
+    n.send(hash(2), notice(key(2), 2), 7, now).unwrap();
     n.wait(hash(3), notice(key(1), 3)).unwrap();
     let mut keys = n.connection_closed(7);
     keys.sort_by_key(|k| k.to_string());
@@ -88,13 +88,13 @@ fn a_full_key_or_store_refuses_the_new_notice_and_evicts_nothing() {
     let now = Instant::now();
     let mut n = Notices::new(2, 3);
     n.wait(hash(1), notice(key(1), 1)).unwrap();
-    n.sent(hash(2), notice(key(1), 2), 7, now).unwrap();
+    n.send(hash(2), notice(key(1), 2), 7, now).unwrap();
     assert_eq!(n.wait(hash(3), notice(key(1), 3)), Err(Overflow::Key));
     n.wait(hash(4), notice(key(2), 4)).unwrap();
     assert_eq!(n.wait(hash(5), notice(key(3), 5)), Err(Overflow::Total));
     assert_eq!(n.len(), 3, "nothing of another key was evicted");
     // A resend of a kept notice takes no more room.
-    n.sent(hash(1), notice(key(1), 1), 8, now).unwrap();
+    n.send(hash(1), notice(key(1), 1), 8, now).unwrap();
     assert_eq!(n.len(), 3);
     // Room again once one is acknowledged.
     assert_eq!(acked(&mut n, 8, &[hash(1)]), vec![hash(1)]);
@@ -105,7 +105,7 @@ fn a_full_key_or_store_refuses_the_new_notice_and_evicts_nothing() {
 fn overdue_notices_are_sent_again_on_their_connection() {
     let start = Instant::now();
     let mut n = Notices::new(10, 100);
-    n.sent(hash(1), notice(key(1), 1), 7, start).unwrap();
+    n.send(hash(1), notice(key(1), 1), 7, start).unwrap();
     n.wait(hash(2), notice(key(1), 2)).unwrap();
     let after = Duration::from_secs(60);
     assert!(n.overdue(start + Duration::from_secs(59), after).is_empty());
@@ -116,4 +116,63 @@ fn overdue_notices_are_sent_again_on_their_connection() {
         n.overdue(start + after, after).is_empty(),
         "the clock restarts"
     );
+}
+
+#[test]
+fn beyond_the_in_flight_limit_notices_queue_for_their_connection_until_acknowledgements_make_room()
+{
+    let now = Instant::now();
+    let mut n = Notices::new(100, 100).with_in_flight_limit(2);
+    let in_flight: Vec<bool> = (1..=4)
+        .map(|i| n.send(hash(i), notice(key(1), i), 7, now).unwrap())
+        .collect();
+    assert_eq!(in_flight, [true, true, false, false]);
+    assert!(n.release(7, now).is_empty(), "no room yet");
+    // Only what is in flight is sent again, or can be acknowledged.
+    assert_eq!(n.overdue(now + RESEND, RESEND).len(), 2);
+    assert_eq!(acked(&mut n, 7, &[hash(3)]), Vec::<[u8; 32]>::new());
+
+    assert_eq!(acked(&mut n, 7, &[hash(1)]), vec![hash(1)]);
+    let released: Vec<u32> = n.release(7, now).iter().map(sequence).collect();
+    assert_eq!(released, [3], "oldest first, as much as there is room for");
+    assert_eq!(acked(&mut n, 7, &[hash(2), hash(3)]).len(), 2);
+    let released: Vec<u32> = n.release(7, now).iter().map(sequence).collect();
+    assert_eq!(released, [4]);
+    assert_eq!(n.len(), 1);
+}
+
+#[test]
+fn a_closed_connections_queued_notices_wait_and_a_new_channel_takes_as_many_as_fit() {
+    let now = Instant::now();
+    let mut n = Notices::new(100, 100).with_in_flight_limit(2);
+    for i in 1..=3 {
+        n.send(hash(i), notice(key(1), i), 7, now).unwrap();
+    }
+    assert_eq!(n.connection_closed(7), vec![key(1)]);
+    assert_eq!(n.waiting(), 3);
+    let sent = n.deliver_waiting(&key(1), 9, 5, now);
+    assert_eq!(sent.len(), 2, "the limit holds on the new connection too");
+    assert_eq!(n.waiting(), 0, "the third is queued for it");
+    assert_eq!(acked(&mut n, 9, &[sent[0].0]).len(), 1);
+    let released = n.release(9, now);
+    assert_eq!(released.len(), 1);
+    assert_eq!(
+        channel_and_sequence(&released[0]),
+        (5, 3),
+        "addressed to the new channel"
+    );
+    assert!(n.connection_closed(7).is_empty());
+}
+
+const RESEND: Duration = Duration::from_secs(30);
+
+fn channel_and_sequence(notice: &Notice) -> (u32, u32) {
+    match &notice.message {
+        EhashMessage::MintQuoteNotification(m) => (m.channel_id, m.sequence_number),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sequence(notice: &Notice) -> u32 {
+    channel_and_sequence(notice).1
 }
