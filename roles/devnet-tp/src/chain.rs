@@ -36,6 +36,9 @@ use crate::wallet::Wallet;
 pub const MAX_TEMPLATE_TXS: usize = 1_000;
 /// With a wallet, each coinbase pays it `subsidy / FAUCET_DIVISOR`.
 const FAUCET_DIVISOR: u64 = 10;
+/// Seconds a block's timestamp may be ahead of the clock (Bitcoin's
+/// MAX_FUTURE_BLOCK_TIME): one far ahead would make every later block too old.
+pub const MAX_FUTURE_BLOCK_TIME: u32 = 2 * 60 * 60;
 
 /// Consensus parameters of the devnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +130,10 @@ impl StoredBlock {
 pub enum ChainError {
     #[error("stored chain is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "stored block {height} is dated {time}, more than {MAX_FUTURE_BLOCK_TIME} s after the clock ({now})"
+    )]
+    TooNew { height: u32, time: u32, now: u32 },
 }
 
 /// Why a SubmitSolution was refused.
@@ -148,10 +155,29 @@ pub enum SolutionError {
     Overpays { paid: u64, allowed: u64 },
     #[error("header timestamp {got} is not after the tip's {tip}")]
     TimeTooOld { got: u32, tip: u32 },
+    #[error(
+        "header timestamp {got} is more than {MAX_FUTURE_BLOCK_TIME} s after the clock ({now})"
+    )]
+    TimeTooNew { got: u32, now: u32 },
     #[error("block hash {hash} does not meet the target")]
     InsufficientWork { hash: String },
     #[error("transaction {txid}: {error}")]
     InvalidTransaction { txid: Txid, error: TxError },
+}
+
+/// A solution's block, checked on the tip but not appended yet.
+#[derive(Debug)]
+pub struct CheckedBlock {
+    header: Header,
+    stored: StoredBlock,
+    /// The chain's coins with the block applied.
+    coins: UtxoSet,
+}
+
+impl CheckedBlock {
+    pub fn stored(&self) -> &StoredBlock {
+        &self.stored
+    }
 }
 
 /// A block the chain accepted.
@@ -242,12 +268,14 @@ pub fn genesis_header(nbits: u32) -> Header {
 
 impl Chain {
     /// A chain from stored blocks (checked: heights, linkage, proof of work
-    /// of every block after genesis), or a fresh chain holding only genesis.
+    /// and timestamp against `now`, the unix time, of every block after
+    /// genesis), or a fresh chain holding only genesis.
     /// `first_template_id` keeps template ids unique across restarts.
     pub fn load(
         params: ChainParams,
         stored: Vec<StoredBlock>,
         first_template_id: u64,
+        now: u32,
     ) -> Result<Self, ChainError> {
         let blocks = if stored.is_empty() {
             let genesis = genesis_header(params.nbits);
@@ -274,6 +302,13 @@ impl Chain {
                 }
                 if !header.target().is_met_by(header.block_hash()) {
                     return Err(ChainError::Corrupt(format!("block {i}: no proof of work")));
+                }
+                if header.time > now.saturating_add(MAX_FUTURE_BLOCK_TIME) {
+                    return Err(ChainError::TooNew {
+                        height: block.height,
+                        time: header.time,
+                        now,
+                    });
                 }
                 let (coinbase, transactions) = block.decode_transactions()?;
                 if merkle_root(&coinbase, &transactions) != header.merkle_root {
@@ -366,8 +401,9 @@ impl Chain {
         &self.blocks
     }
 
-    /// The template (future) and SetNewPrevHash for the next block, built
-    /// once per tip; `now` is the current unix time.
+    /// The template (future) and SetNewPrevHash a client that connects now
+    /// is sent: the newest template on the tip, built if there is none yet;
+    /// `now` is the current unix time.
     pub fn current_template(&mut self, now: u32) -> (NewTemplateOwned, SetNewPrevHashOwned) {
         if let Some(current) = &self.current {
             return current.clone();
@@ -380,9 +416,12 @@ impl Chain {
     /// A fresh non-future template on the current tip (a new template id,
     /// hence new jobs downstream), as a template provider sends while the
     /// tip stays: miners get fresh work, and a new target can come with it.
+    /// It becomes the current template: the newest is the last one
+    /// forgotten, so a client that connects later gets one still known.
     pub fn refresh_template(&mut self, now: u32) -> NewTemplateOwned {
-        self.current_template(now);
-        let (mut template, _) = self.build_template(now);
+        let built = self.build_template(now);
+        let mut template = built.0.clone();
+        self.current = Some(built);
         template.future_template = false;
         template
     }
@@ -468,16 +507,28 @@ impl Chain {
         (template, prev)
     }
 
-    /// Rebuilds the block of a solution, checks it and appends it.
+    /// Rebuilds the block of a solution, checks it and appends it; `now` is
+    /// the current unix time.
     pub fn submit_solution(
         &mut self,
         solution: &SubmitSolutionOwned,
+        now: u32,
     ) -> Result<AcceptedBlock, SolutionError> {
+        let block = self.check_solution(solution, now)?;
+        Ok(self.append(block))
+    }
+
+    /// Rebuilds the block of a solution and checks it, leaving the chain as
+    /// it is; `now` is the current unix time.
+    pub fn check_solution(
+        &self,
+        solution: &SubmitSolutionOwned,
+        now: u32,
+    ) -> Result<CheckedBlock, SolutionError> {
         let info = self
             .templates
             .get(&solution.template_id)
-            .ok_or(SolutionError::UnknownTemplate(solution.template_id))?
-            .clone();
+            .ok_or(SolutionError::UnknownTemplate(solution.template_id))?;
         if info.prev_hash != self.tip_hash() {
             return Err(SolutionError::Stale(solution.template_id));
         }
@@ -489,6 +540,12 @@ impl Chain {
             return Err(SolutionError::TimeTooOld {
                 got: solution.header_timestamp,
                 tip: self.tip_header.time,
+            });
+        }
+        if solution.header_timestamp > now.saturating_add(MAX_FUTURE_BLOCK_TIME) {
+            return Err(SolutionError::TimeTooNew {
+                got: solution.header_timestamp,
+                now,
             });
         }
         let header = Header {
@@ -518,15 +575,35 @@ impl Chain {
                 })?;
             coins.apply(tx, info.height);
         }
-        let stored =
-            StoredBlock::from_parts(info.height, &header, &coinbase_bytes, &info.transactions);
+        Ok(CheckedBlock {
+            header,
+            stored: StoredBlock::from_parts(
+                info.height,
+                &header,
+                &coinbase_bytes,
+                &info.transactions,
+            ),
+            coins,
+        })
+    }
+
+    /// Appends a block [`Chain::check_solution`] checked on the current tip.
+    pub fn append(&mut self, block: CheckedBlock) -> AcceptedBlock {
+        let CheckedBlock {
+            header,
+            stored,
+            coins,
+        } = block;
+        debug_assert_eq!(header.prev_blockhash, self.tip_hash());
+        let hash = header.block_hash();
+        let height = stored.height;
         self.blocks.push(stored.clone());
         self.tip_header = header;
         self.current = None;
         self.coins = coins;
         self.mempool.on_new_tip(
             &self.coins,
-            info.height + 1,
+            height + 1,
             self.params.coinbase_maturity,
             &self.secp,
         );
@@ -534,11 +611,11 @@ impl Chain {
         self.templates.retain(|_, t| t.prev_hash == hash);
         self.template_order
             .retain(|id| self.templates.contains_key(id));
-        Ok(AcceptedBlock {
-            height: info.height,
+        AcceptedBlock {
+            height,
             hash,
             stored,
-        })
+        }
     }
 
     /// RequestTransactionData: the template's transactions, serialized with
@@ -645,4 +722,4 @@ pub fn build_coinbase(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

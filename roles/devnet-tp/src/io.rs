@@ -14,14 +14,16 @@ use stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionErrorOwned, SetupConnectionSuccessOwned,
 };
 use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, TemplateDistributionOwned};
-use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
+use stratum_core::template_distribution_sv2::{
+    NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::chain::Chain;
-use crate::store::{self, StoredChain};
+use crate::chain::{AcceptedBlock, Chain, SolutionError, StoredBlock};
+use crate::store::{self, StoreError, StoredChain};
 
 /// Clients (pools, mints) connected at once at most.
 const MAX_CLIENTS: usize = 64;
@@ -55,6 +57,15 @@ pub(crate) struct Shared {
     pub(crate) blocks: broadcast::Sender<BlockEvent>,
 }
 
+/// Why a solution did not become a block.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubmitError {
+    #[error(transparent)]
+    Refused(#[from] SolutionError),
+    #[error("its block cannot be saved: {0}")]
+    NotSaved(#[from] StoreError),
+}
+
 pub(crate) struct Keys {
     pub public: Secp256k1PublicKey,
     pub secret: Secp256k1SecretKey,
@@ -84,14 +95,44 @@ impl Shared {
         }
     }
 
-    pub(crate) fn persist(&self, chain: &Chain) -> Result<(), store::StoreError> {
+    /// Saves `chain`, followed by `new_block` if there is one.
+    pub(crate) fn persist(
+        &self,
+        chain: &Chain,
+        new_block: Option<&StoredBlock>,
+    ) -> Result<(), StoreError> {
+        let mut blocks = chain.blocks().to_vec();
+        blocks.extend(new_block.cloned());
         store::save(
             &self.state_dir,
             &StoredChain {
                 next_template_id: chain.next_template_id() + 1000,
-                blocks: chain.blocks().to_vec(),
+                blocks,
             },
         )
+    }
+
+    /// Checks a solution, saves the chain with its block and only then
+    /// appends and announces the block: one a restart would lose is refused.
+    pub(crate) fn submit_solution(
+        &self,
+        solution: &SubmitSolutionOwned,
+    ) -> Result<AcceptedBlock, SubmitError> {
+        let mut chain = self.chain.lock().expect("chain lock");
+        let checked = chain.check_solution(solution, now())?;
+        self.persist(&chain, Some(checked.stored()))?;
+        let block = chain.append(checked);
+        let (template, prev_hash) = chain.current_template(now());
+        drop(chain);
+        let _ = self.blocks.send(BlockEvent {
+            height: block.height,
+            hash: block.hash,
+        });
+        let _ = self.updates.send(Update::Tip(Tip {
+            template,
+            prev_hash,
+        }));
+        Ok(block)
     }
 }
 
@@ -358,34 +399,20 @@ impl Client {
                 Reply::send([AnyMessageOwned::TemplateDistribution(reply)])
             }
             TemplateDistributionOwned::SubmitSolution(solution) => {
-                let mut chain = shared.chain.lock().expect("chain lock");
-                match chain.submit_solution(&solution) {
-                    Ok(block) => {
-                        info!(
-                            client = id,
-                            height = block.height,
-                            hash = %block.hash,
-                            "block accepted, tip moved"
-                        );
-                        if let Err(e) = shared.persist(&chain) {
-                            warn!("cannot persist the chain: {e}");
-                        }
-                        let (template, prev_hash) = chain.current_template(now());
-                        drop(chain);
-                        let _ = shared.blocks.send(BlockEvent {
-                            height: block.height,
-                            hash: block.hash,
-                        });
-                        let _ = shared.updates.send(Update::Tip(Tip {
-                            template,
-                            prev_hash,
-                        }));
-                    }
-                    Err(e) => warn!(
+                let template_id = solution.template_id;
+                match shared.submit_solution(&solution) {
+                    Ok(block) => info!(
                         client = id,
-                        template_id = solution.template_id,
-                        "solution refused: {e}"
+                        height = block.height,
+                        hash = %block.hash,
+                        "block accepted, tip moved"
                     ),
+                    Err(e @ SubmitError::Refused(_)) => {
+                        warn!(client = id, template_id, "solution refused: {e}")
+                    }
+                    Err(e @ SubmitError::NotSaved(_)) => {
+                        error!(client = id, template_id, "solution refused: {e}")
+                    }
                 }
                 Reply::default()
             }
@@ -398,5 +425,48 @@ impl Client {
                 Reply::default()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::tests::{params, solve, EASY};
+
+    #[test]
+    fn a_block_that_cannot_be_saved_is_refused_and_not_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        // A state dir that is a regular file: nothing can be written in it,
+        // even by root.
+        let state_dir = dir.path().join("state");
+        std::fs::write(&state_dir, b"").unwrap();
+        let chain = Chain::load(params(EASY), vec![], 1, now()).unwrap();
+        let shared = Shared::new(chain, state_dir.clone());
+        let mut blocks = shared.blocks.subscribe();
+        let solution = {
+            let mut chain = shared.chain.lock().unwrap();
+            let (template, prev_hash) = chain.current_template(now());
+            solve(&mut chain, &template, &prev_hash)
+        };
+
+        let err = shared.submit_solution(&solution).unwrap_err();
+        assert!(matches!(err, SubmitError::NotSaved(_)), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&state_dir.join("chain.json").display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("Not a directory"), "{message}");
+        assert_eq!(shared.chain.lock().unwrap().height(), 0);
+        assert!(blocks.try_recv().is_err(), "nothing announced");
+
+        // Memory is as before: once the state dir can be written, the same
+        // solution makes the block.
+        std::fs::remove_file(&state_dir).unwrap();
+        std::fs::create_dir(&state_dir).unwrap();
+        let block = shared.submit_solution(&solution).unwrap();
+        assert_eq!(block.height, 1);
+        assert_eq!(blocks.try_recv().unwrap().hash, block.hash);
+        assert_eq!(store::load(&state_dir).unwrap().blocks.len(), 2);
     }
 }

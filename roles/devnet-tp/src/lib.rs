@@ -4,9 +4,10 @@
 //! SetupConnection and CoinbaseOutputConstraints in; a future NewTemplate and
 //! its SetNewPrevHash out; SubmitSolution in. A solution is rebuilt into a
 //! block (the template's coinbase slot and transactions), checked against
-//! the header's nBits target and the chain's coins, appended, persisted in
-//! the state dir, and the next template goes to every client; while the tip
-//! stays, a fresh template follows every `template_refresh_secs`.
+//! the header's nBits target, the clock and the chain's coins, persisted in
+//! the state dir (a block that cannot be saved is refused), appended, and
+//! the next template goes to every client; while the tip stays, a fresh
+//! template follows every `template_refresh_secs`.
 //! RequestTransactionData is answered with the template's transactions.
 //!
 //! With `mempool_tx_per_minute`, the provider's own [`wallet`] spends the
@@ -109,7 +110,7 @@ pub async fn start(config: TpConfig, shutdown: CancellationToken) -> Result<TpHa
         coinbase_maturity: config.coinbase_maturity,
     };
     let stored = store::load(&config.state_dir)?;
-    let mut chain = Chain::load(params, stored.blocks, stored.next_template_id)?;
+    let mut chain = Chain::load(params, stored.blocks, stored.next_template_id, io::now())?;
     if config.mempool_tx_per_minute > 0 {
         chain = chain.with_wallet(Wallet::from_seed(
             &config.authority_secret_key.0.secret_bytes(),
@@ -127,7 +128,7 @@ pub async fn start(config: TpConfig, shutdown: CancellationToken) -> Result<TpHa
     let shared = Arc::new(io::Shared::new(chain, config.state_dir.clone()));
     {
         let chain = shared.chain.lock().expect("chain lock");
-        shared.persist(&chain)?;
+        shared.persist(&chain, None)?;
     }
     let listener = TcpListener::bind(&config.listen_address)
         .await

@@ -2,8 +2,9 @@
 //! (write a temporary file, fsync it, rename it over the old one, fsync the dir).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use roles_common::private;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,21 +54,11 @@ pub fn load(state_dir: &Path) -> Result<StoredChain, StoreError> {
     }
 }
 
-/// Replaces the chain of `state_dir` atomically.
+/// Replaces the chain of `state_dir` atomically; Ok only once it is durable.
 pub fn save(state_dir: &Path, chain: &StoredChain) -> Result<(), StoreError> {
     let path = state_dir.join(FILE);
-    let tmp = state_dir.join(format!("{FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(chain).expect("a chain always serializes");
-    {
-        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(&bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-    }
-    fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    if let Ok(dir) = fs::File::open(state_dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    private::replace_file(&path, &bytes).map_err(io_err(&path))
 }
 
 #[cfg(test)]
@@ -93,7 +84,7 @@ mod tests {
         let back = load(dir.path()).unwrap();
         assert_eq!(back.next_template_id, 42);
         assert_eq!(back.blocks, chain.blocks);
-        assert!(!dir.path().join("chain.json.tmp").exists());
+        assert!(!dir.path().join("chain.tmp").exists());
     }
 
     #[test]

@@ -3,10 +3,12 @@ use crate::mempool::AddError;
 use crate::utxo::TxError;
 use stratum_core::bitcoin::OutPoint;
 
-const EASY: u32 = 0x207f_ffff; // half of all hashes meet it
+pub(crate) const EASY: u32 = 0x207f_ffff; // half of all hashes meet it
 const NEVER: u32 = 0x0300_0001; // target 1
+/// The clock of these tests, unix seconds.
+const NOW: u32 = 1_800_000_000;
 
-fn params(nbits: u32) -> ChainParams {
+pub(crate) fn params(nbits: u32) -> ChainParams {
     ChainParams {
         nbits,
         initial_subsidy_sats: 5_000_000_000,
@@ -28,7 +30,7 @@ fn template_merkle_root(template: &NewTemplateOwned, coinbase: &Transaction) -> 
     ))
 }
 
-fn solve(
+pub(crate) fn solve(
     chain: &mut Chain,
     template: &NewTemplateOwned,
     prev: &SetNewPrevHashOwned,
@@ -63,7 +65,7 @@ fn solve(
 
 #[test]
 fn fresh_chain_has_genesis_and_a_future_template() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     assert_eq!(chain.height(), 0);
     let (t, p) = chain.current_template(1_800_000_000);
     assert!(t.future_template);
@@ -77,7 +79,7 @@ fn fresh_chain_has_genesis_and_a_future_template() {
 
 #[test]
 fn a_refreshed_template_is_new_work_on_the_same_tip_and_can_be_solved() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     let (future, prev) = chain.current_template(1_800_000_000);
     let refreshed = chain.refresh_template(1_800_000_030);
     assert!(!refreshed.future_template);
@@ -86,22 +88,103 @@ fn a_refreshed_template_is_new_work_on_the_same_tip_and_can_be_solved() {
         refreshed.coinbase_prefix.as_bytes(),
         future.coinbase_prefix.as_bytes()
     );
-    let (again, _) = chain.current_template(1_800_000_031);
+    let (again, again_prev) = chain.current_template(1_800_000_031);
     assert_eq!(
-        again.template_id, future.template_id,
-        "the tip's template stays"
+        again.template_id, refreshed.template_id,
+        "a client connecting now gets the newest template"
     );
+    assert!(again.future_template);
+    assert_eq!(again_prev.template_id, refreshed.template_id);
     let solution = solve(&mut chain, &refreshed, &prev);
-    assert_eq!(chain.submit_solution(&solution).unwrap().height, 1);
+    assert_eq!(chain.submit_solution(&solution, NOW).unwrap().height, 1);
+}
+
+#[test]
+fn the_current_template_outlives_many_refreshes_on_one_tip() {
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
+    chain.current_template(NOW);
+    let refreshes = 2 * KEPT_TEMPLATES as u32;
+    for i in 1..=refreshes {
+        chain.refresh_template(NOW + 30 * i);
+    }
+    let later = NOW + 30 * refreshes;
+    let (t, p) = chain.current_template(later);
+    assert!(chain.transaction_data(t.template_id).is_ok());
+    let solution = solve(&mut chain, &t, &p);
+    assert_eq!(chain.submit_solution(&solution, later).unwrap().height, 1);
+}
+
+/// A solution of template `t` whose header is stamped `time`.
+fn solve_at(
+    chain: &mut Chain,
+    t: &NewTemplateOwned,
+    p: &SetNewPrevHashOwned,
+    time: u32,
+) -> SubmitSolutionOwned {
+    let mut p = p.clone();
+    p.header_timestamp = time;
+    solve(chain, t, &p)
+}
+
+#[test]
+fn a_header_time_more_than_two_hours_ahead_of_the_clock_is_refused() {
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
+    let (t, p) = chain.current_template(NOW);
+    for time in [NOW + MAX_FUTURE_BLOCK_TIME + 1, u32::MAX] {
+        let solution = solve_at(&mut chain, &t, &p, time);
+        let err = chain.submit_solution(&solution, NOW).unwrap_err();
+        assert_eq!(
+            err,
+            SolutionError::TimeTooNew {
+                got: time,
+                now: NOW
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("header timestamp {time} is more than 7200 s after the clock ({NOW})")
+        );
+    }
+    assert_eq!(chain.height(), 0);
+    // Two hours ahead is in time, and the blocks after it are too.
+    let solution = solve_at(&mut chain, &t, &p, NOW + MAX_FUTURE_BLOCK_TIME);
+    chain.submit_solution(&solution, NOW).unwrap();
+    let (t, p) = chain.current_template(NOW + 1);
+    let solution = solve(&mut chain, &t, &p);
+    assert_eq!(chain.submit_solution(&solution, NOW + 1).unwrap().height, 2);
+}
+
+#[test]
+fn a_stored_block_more_than_two_hours_ahead_of_the_clock_is_refused() {
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
+    let (t, p) = chain.current_template(NOW);
+    let solution = solve(&mut chain, &t, &p);
+    chain.submit_solution(&solution, NOW).unwrap();
+    let blocks = chain.blocks().to_vec();
+    let clock = NOW - MAX_FUTURE_BLOCK_TIME;
+    assert!(Chain::load(params(EASY), blocks.clone(), 1, clock).is_ok());
+    let err = Chain::load(params(EASY), blocks, 1, clock - 1).unwrap_err();
+    assert_eq!(
+        err,
+        ChainError::TooNew {
+            height: 1,
+            time: NOW,
+            now: clock - 1
+        }
+    );
+    assert!(
+        err.to_string().starts_with("stored block 1 is dated"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_solved_block_moves_the_tip_and_halves_the_subsidy() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     for expected_height in 1..=3u32 {
         let (t, p) = chain.current_template(1_800_000_000);
         let sol = solve(&mut chain, &t, &p);
-        let accepted = chain.submit_solution(&sol).unwrap();
+        let accepted = chain.submit_solution(&sol, NOW).unwrap();
         assert_eq!(accepted.height, expected_height);
         assert_eq!(chain.height(), expected_height);
         assert_eq!(chain.tip_hash(), accepted.hash);
@@ -111,28 +194,28 @@ fn a_solved_block_moves_the_tip_and_halves_the_subsidy() {
     assert_eq!(t.coinbase_tx_value_remaining, 5_000_000_000 / 4);
     // The stored chain reloads.
     let blocks = chain.blocks().to_vec();
-    let reloaded = Chain::load(params(EASY), blocks, 100).unwrap();
+    let reloaded = Chain::load(params(EASY), blocks, 100, NOW).unwrap();
     assert_eq!(reloaded.height(), 3);
     assert_eq!(reloaded.tip_hash(), chain.tip_hash());
 }
 
 #[test]
 fn bad_solutions_are_refused() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     let (t, p) = chain.current_template(1_800_000_000);
     let good = solve(&mut chain, &t, &p);
 
     let mut unknown = good.clone();
     unknown.template_id = 999;
     assert_eq!(
-        chain.submit_solution(&unknown),
+        chain.submit_solution(&unknown, NOW),
         Err(SolutionError::UnknownTemplate(999))
     );
 
     let mut garbage = good.clone();
     garbage.coinbase_tx = vec![1, 2, 3].try_into().unwrap();
     assert!(matches!(
-        chain.submit_solution(&garbage),
+        chain.submit_solution(&garbage, NOW),
         Err(SolutionError::MalformedCoinbase(_))
     ));
 
@@ -154,18 +237,18 @@ fn bad_solutions_are_refused() {
         })
         .unwrap();
     assert!(matches!(
-        chain.submit_solution(&weak),
+        chain.submit_solution(&weak, NOW),
         Err(SolutionError::InsufficientWork { .. })
     ));
     assert_eq!(chain.height(), 0);
 
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     let (t, p) = chain.current_template(1_800_000_000);
     let good = solve(&mut chain, &t, &p);
-    chain.submit_solution(&good).unwrap();
+    chain.submit_solution(&good, NOW).unwrap();
     // The same solution again builds on an old tip.
     assert_eq!(
-        chain.submit_solution(&good),
+        chain.submit_solution(&good, NOW),
         Err(SolutionError::UnknownTemplate(good.template_id))
     );
 }
@@ -193,29 +276,29 @@ fn solution_paying(
 
 #[test]
 fn an_impossible_target_is_never_met() {
-    let mut chain = Chain::load(params(NEVER), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(NEVER), vec![], 1, NOW).unwrap();
     let (t, p) = chain.current_template(1_800_000_000);
     let sol = solution_paying(&t, &p, 1, 7);
     assert!(matches!(
-        chain.submit_solution(&sol),
+        chain.submit_solution(&sol, NOW),
         Err(SolutionError::InsufficientWork { .. })
     ));
 }
 
 #[test]
 fn overpaying_and_foreign_coinbases_are_refused() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     let (t, p) = chain.current_template(1_800_000_000);
     let sol = solution_paying(&t, &p, t.coinbase_tx_value_remaining + 1, 0);
     assert!(matches!(
-        chain.submit_solution(&sol),
+        chain.submit_solution(&sol, NOW),
         Err(SolutionError::Overpays { .. })
     ));
 }
 
 #[test]
 fn transaction_data_is_answered() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     let (t, _) = chain.current_template(1_800_000_000);
     let ok = chain.transaction_data(t.template_id).unwrap();
     assert!(ok.transaction_list.is_empty());
@@ -224,21 +307,21 @@ fn transaction_data_is_answered() {
 
 #[test]
 fn corrupt_stored_chains_are_refused() {
-    let mut chain = Chain::load(params(EASY), vec![], 1).unwrap();
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW).unwrap();
     let (t, p) = chain.current_template(1_800_000_000);
     let sol = solve(&mut chain, &t, &p);
-    chain.submit_solution(&sol).unwrap();
+    chain.submit_solution(&sol, NOW).unwrap();
     let mut blocks = chain.blocks().to_vec();
     blocks[1].height = 5;
-    assert!(Chain::load(params(EASY), blocks, 1).is_err());
+    assert!(Chain::load(params(EASY), blocks, 1, NOW).is_err());
     let mut blocks = chain.blocks().to_vec();
     blocks.swap(0, 1);
-    assert!(Chain::load(params(EASY), blocks, 1).is_err());
+    assert!(Chain::load(params(EASY), blocks, 1, NOW).is_err());
 }
 
 /// A chain with a wallet, mined until the wallet has a mature coin.
 fn chain_with_spendable_wallet() -> Chain {
-    let mut chain = Chain::load(params(EASY), vec![], 1)
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW)
         .unwrap()
         .with_wallet(Wallet::from_seed(b"tp"));
     // Maturity 2: the faucet of block 1 can be spent in block 3.
@@ -249,7 +332,7 @@ fn chain_with_spendable_wallet() -> Chain {
         );
         let (t, p) = chain.current_template(1_800_000_000);
         let sol = solve(&mut chain, &t, &p);
-        chain.submit_solution(&sol).unwrap();
+        chain.submit_solution(&sol, NOW).unwrap();
     }
     chain
 }
@@ -258,7 +341,7 @@ fn chain_with_spendable_wallet() -> Chain {
 fn with_a_wallet_every_coinbase_pays_the_faucet_a_tenth_of_the_subsidy() {
     let wallet = Wallet::from_seed(b"tp");
     let script = wallet.script_pubkey().clone();
-    let mut chain = Chain::load(params(EASY), vec![], 1)
+    let mut chain = Chain::load(params(EASY), vec![], 1, NOW)
         .unwrap()
         .with_wallet(wallet);
     let (t, _) = chain.current_template(1_800_000_000);
@@ -301,7 +384,7 @@ fn wallet_transactions_fill_the_template_and_the_block_confirms_them() {
     assert_eq!(listed, txids);
 
     let sol = solve(&mut chain, &t, &p);
-    let accepted = chain.submit_solution(&sol).unwrap();
+    let accepted = chain.submit_solution(&sol, NOW).unwrap();
     assert_eq!(accepted.stored.transactions.len(), 3);
     assert!(chain.mempool().is_empty(), "the block confirmed them all");
     // Their outputs are coins now, except those a later one of them spent,
@@ -330,12 +413,12 @@ fn wallet_transactions_fill_the_template_and_the_block_confirms_them() {
 
     // The stored chain reloads to the same coins, and a tampered
     // transaction list no longer matches its merkle root.
-    let reloaded = Chain::load(params(EASY), chain.blocks().to_vec(), 1).unwrap();
+    let reloaded = Chain::load(params(EASY), chain.blocks().to_vec(), 1, NOW).unwrap();
     assert_eq!(reloaded.coins().len(), chain.coins().len());
     let mut blocks = chain.blocks().to_vec();
     blocks[3].transactions.swap(0, 1);
     assert!(matches!(
-        Chain::load(params(EASY), blocks, 1),
+        Chain::load(params(EASY), blocks, 1, NOW),
         Err(ChainError::Corrupt(reason)) if reason.contains("merkle root")
     ));
 }
