@@ -36,6 +36,15 @@ const QUIET_READ: usize = 1024;
 const BUSY_READ: usize = 64 * 1024;
 /// The writer keeps a buffer this large between writes, no larger.
 const KEPT_WRITE_BUFFER: usize = 4 * 1024;
+/// A peer that vanished (its host down, the path cut without a reset) ends
+/// the connection within about a minute, not the kernel's two hours: probes
+/// after this long without traffic...
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// ...this far apart...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_PROBES: u32 = 3;
+/// ...and data sent but unacknowledged this long ends it too.
+const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connects as the Noise initiator over `stream`; with `authority`, the
 /// responder must hold a certificate signed by that key.
@@ -48,6 +57,7 @@ pub async fn connect(
         None => Initiator::without_pk(),
     }
     .map_err(|_| Error::InvalidKey)?;
+    keep_alive(&stream);
     let (mut socket_in, mut socket_out) = stream.into_split();
     let mut decoder = NoiseDecoder::new();
     let mut encoder = NoiseEncoder::new();
@@ -76,6 +86,7 @@ pub async fn accept(
         Duration::from_secs(cert_validity_secs),
     )
     .map_err(|_| Error::InvalidKey)?;
+    keep_alive(&stream);
     let (mut socket_in, mut socket_out) = stream.into_split();
     let mut decoder = NoiseDecoder::new();
     let mut encoder = NoiseEncoder::new();
@@ -87,6 +98,19 @@ pub async fn accept(
     let (second, transport) = Handshake::responder(responder).step_1(payload)?;
     write_all(&mut socket_out, encoder.encode_handshake(second).as_ref()).await?;
     Ok(halves(socket_in, socket_out, decoder, encoder, transport))
+}
+
+/// Sets TCP keepalive and the unacknowledged-data timeout on `stream`: a
+/// link that only reads (a template provider's) would otherwise wait on a
+/// dead peer for ever. Best effort: a socket that refuses keeps working.
+fn keep_alive(stream: &TcpStream) {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
+    let _ = socket.set_tcp_keepalive(&keepalive);
+    let _ = socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_TIMEOUT));
 }
 
 /// Reads exactly one handshake message: its bytes are all a handshake
@@ -417,6 +441,23 @@ mod tests {
             .unwrap();
         let stream = TcpStream::connect(address).await.unwrap();
         assert!(connect(stream, Some(other)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn connections_probe_a_silent_peer_and_give_up_on_unacknowledged_data() {
+        let (listener, address) = bind().await;
+        let stream = TcpStream::connect(address).await.unwrap();
+        drop(listener);
+        keep_alive(&stream);
+        let socket = socket2::SockRef::from(&stream);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(UNACKNOWLEDGED_TIMEOUT)
+        );
     }
 
     #[tokio::test]

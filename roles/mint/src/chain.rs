@@ -375,7 +375,26 @@ impl Chain {
                 .map_err(TipProblem::into_rejection);
         }
         let prev_hash = ehash::share::hex_be(&header.prev_hash);
-        Err(if self.state.borrow().live {
+        let state = self.state.borrow();
+        let newest = state.history.newest().map(|t| t.height);
+        let behind = match (header.height, newest) {
+            (Some(share), Some(Some(newest))) => share > newest,
+            (Some(_), Some(None)) => true,
+            _ => false,
+        };
+        Err(if behind {
+            // Not the pool's fault: the share is for a block above any the
+            // mint's provider announced, so it is the one behind (slow, or
+            // its link silently dead). Asked again, the share passes once
+            // it catches up, or is stale by then.
+            Rejection::new(
+                error_code::CHAIN_UNAVAILABLE,
+                format!(
+                    "the mint's template provider is behind: prev hash {prev_hash} is for height {}, above its newest tip's",
+                    header.height.unwrap_or_default()
+                ),
+            )
+        } else if state.live {
             Rejection::new(
                 error_code::UNKNOWN_PREV_HASH,
                 format!(

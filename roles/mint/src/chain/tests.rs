@@ -279,7 +279,22 @@ async fn a_tip_never_announced_is_unknown_while_the_provider_is_up() {
     let chain = chain(50);
     assert!(chain.record(tip(1)).is_none(), "tip 1 was known already");
     assert!(chain.state().live);
+    let r = chain.check(&unseen_at(1), NOW).await.unwrap_err();
+    assert_eq!(r.code, "unknown-prev-hash");
+}
+
+#[tokio::test]
+async fn a_share_above_every_tip_announced_asks_for_patience_while_the_provider_is_behind() {
+    let chain = chain(50);
+    chain.record(tip(1));
+    assert!(chain.state().live);
     let r = chain.check(&on(9), NOW).await.unwrap_err();
+    assert_eq!(r.code, "chain-unavailable", "{}", r.message);
+    assert!(mint_quote_sv2::error_code::is_transient(r.code));
+    // Once the provider catches up with a different block at that height,
+    // the share is refused for good.
+    chain.record(tip(10));
+    let r = chain.check(&unseen_at(10), NOW).await.unwrap_err();
     assert_eq!(r.code, "unknown-prev-hash");
 }
 
