@@ -20,6 +20,7 @@ use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
 use stratum_core::bitcoin::secp256k1::{SecretKey, XOnlyPublicKey};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -37,6 +38,19 @@ pub struct MintLinkConfig {
     pub identity_secret_key: Secp256k1SecretKey,
     pub unit_bits: u8,
     pub stats_interval: Duration,
+    /// How long the mint may send nothing (answers, or the answer to the
+    /// stats request sent every `stats_interval`) or take none of the
+    /// requests written to it before it is taken for hung and the link
+    /// reconnects: see [`silence_limit`].
+    pub silence_limit: Duration,
+}
+
+/// Three stats intervals, but at least 30 s: a mint busy on a slow disk
+/// is not taken for a hung one.
+pub fn silence_limit(stats_interval: Duration) -> Duration {
+    stats_interval
+        .saturating_mul(3)
+        .max(Duration::from_secs(30))
 }
 
 #[derive(Debug, Clone)]
@@ -68,10 +82,13 @@ pub struct MintLink {
 }
 
 impl MintLink {
-    /// Queues a request; requests queued while the link is down are dropped
-    /// (the pool resends what is owed on `Up`). False if the link task stopped.
-    pub async fn send(&self, request: RequestFrame) -> bool {
-        self.requests.send(request).await.is_ok()
+    /// Queues a request, never waiting: the pool's flow must not stop for a
+    /// mint that is down or hung. False when it was not queued (the queue
+    /// is full, or the link task stopped); requests queued while the link
+    /// is down are dropped too. Either way the request stays owed: the pool
+    /// asks again at its mint timeout and when the link comes back up.
+    pub fn send(&self, request: RequestFrame) -> bool {
+        self.requests.try_send(request).is_ok()
     }
 
     /// Starts the link task. Events arrive on the returned receiver.
@@ -247,9 +264,13 @@ async fn serve(
     events: &mpsc::UnboundedSender<MintEvent>,
     shutdown: &CancellationToken,
 ) -> String {
+    let silence = config.silence_limit;
     let reading = async {
         loop {
-            let event = match read(&mut reader).await {
+            let Ok(read) = timeout(silence, read(&mut reader)).await else {
+                return format!("the mint sent nothing for {silence:?}, not even stats");
+            };
+            let event = match read {
                 Ok(MintQuoteMessage::MintStatsResponse(stats)) => MintEvent::Stats(stats),
                 Ok(
                     m @ (MintQuoteMessage::MintQuoteResponse(_)
@@ -273,16 +294,18 @@ async fn serve(
                     if requests.is_empty() {
                         return "the pool stopped".to_string();
                     }
-                    write_requests(&mut writer, requests.drain(..)).await
+                    timeout(silence, write_requests(&mut writer, requests.drain(..))).await
                 }
                 _ = stats_timer.tick() => {
                     request_id = request_id.wrapping_add(1);
                     let stats = MintStatsRequest { request_id };
-                    write(&mut writer, MintQuoteMessage::MintStatsRequest(stats)).await
+                    timeout(silence, write(&mut writer, MintQuoteMessage::MintStatsRequest(stats))).await
                 }
             };
-            if let Err(reason) = written {
-                return reason;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return reason,
+                Err(_) => return format!("the mint took nothing written to it for {silence:?}"),
             }
         }
     };
@@ -390,9 +413,23 @@ mod tests {
     /// busy answering does), then reads whatever comes.
     async fn mint_answering_first(
         listener: TcpListener,
-        (public, secret): (Secp256k1PublicKey, Secp256k1SecretKey),
+        keys: (Secp256k1PublicKey, Secp256k1SecretKey),
         answers: u32,
     ) {
+        let (mut reader, mut writer) = authenticate_any_pool(&listener, keys).await;
+        // Busy for a while: the pool's requests pile up unread meanwhile.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for n in 0..answers {
+            write(&mut writer, refusal(n)).await.unwrap();
+        }
+        while read(&mut reader).await.is_ok() {}
+    }
+
+    /// The mint's side of one connection up to authentication success.
+    async fn authenticate_any_pool(
+        listener: &TcpListener,
+        (public, secret): (Secp256k1PublicKey, Secp256k1SecretKey),
+    ) -> (NoiseReader, NoiseWriter) {
         let (stream, _) = listener.accept().await.unwrap();
         let (mut reader, mut writer) = noise::accept(stream, public, secret, 3600).await.unwrap();
         read(&mut reader).await.unwrap();
@@ -414,12 +451,19 @@ mod tests {
         write(&mut writer, MintQuoteMessage::PoolAuthSuccess(success))
             .await
             .unwrap();
-        // Busy for a while: the pool's requests pile up unread meanwhile.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        for n in 0..answers {
-            write(&mut writer, refusal(n)).await.unwrap();
+        (reader, writer)
+    }
+
+    fn config(address: String, stats_interval: Duration) -> MintLinkConfig {
+        let (mint_public, _, pool_secret) = keys();
+        MintLinkConfig {
+            transport: Transport::Noise { address },
+            authority_public_key: mint_public,
+            identity_secret_key: pool_secret,
+            unit_bits: UNIT_BITS,
+            stats_interval,
+            silence_limit: stats_interval * 3,
         }
-        while read(&mut reader).await.is_ok() {}
     }
 
     /// Neither side's socket buffers may fill for good: while the mint
@@ -436,29 +480,24 @@ mod tests {
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = socket.listen(1).unwrap();
         let address = listener.local_addr().unwrap().to_string();
-        let (mint_public, mint_secret, pool_secret) = keys();
+        let (mint_public, mint_secret, _) = keys();
         let mint = tokio::spawn(mint_answering_first(
             listener,
             (mint_public, mint_secret),
             ANSWERS,
         ));
         let shutdown = CancellationToken::new();
-        let (link, mut events) = MintLink::spawn(
-            MintLinkConfig {
-                transport: Transport::Noise { address },
-                authority_public_key: mint_public,
-                identity_secret_key: pool_secret,
-                unit_bits: UNIT_BITS,
-                stats_interval: Duration::from_secs(3600),
-            },
-            shutdown.clone(),
-        );
+        let (link, mut events) =
+            MintLink::spawn(config(address, Duration::from_secs(3600)), shutdown.clone());
         assert_eq!(events.recv().await, Some(MintEvent::Up));
         let requests = requests(REQUESTS);
         let sending = link.clone();
         let sender = tokio::spawn(async move {
             for r in requests {
-                assert!(sending.send(r).await);
+                // A full queue takes nothing: offered again as the pool would.
+                while !sending.send(r.clone()) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
             }
         });
 
@@ -481,6 +520,39 @@ mod tests {
             .await
             .expect("every request written once the mint reads")
             .unwrap();
+        shutdown.cancel();
+        mint.abort();
+    }
+
+    /// A mint process that stops (hung, or its host gone) behind a live
+    /// TCP connection: the link must not wait on it for ever.
+    #[tokio::test]
+    async fn a_mint_that_goes_silent_is_taken_down_and_requests_never_wait_on_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (mint_public, mint_secret, _) = keys();
+        let mint = tokio::spawn(async move {
+            let _connection = authenticate_any_pool(&listener, (mint_public, mint_secret)).await;
+            std::future::pending::<()>().await
+        });
+        let shutdown = CancellationToken::new();
+        let stats_interval = Duration::from_millis(200);
+        let (link, mut events) = MintLink::spawn(config(address, stats_interval), shutdown.clone());
+        assert_eq!(events.recv().await, Some(MintEvent::Up));
+        // Far more requests than the queue holds: none of them waits.
+        let offered = requests(5_000);
+        let queued = offered.into_iter().filter(|r| link.send(r.clone())).count();
+        assert!(queued < 5_000, "the queue is bounded");
+        let down = tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("the link gave up on the silent mint");
+        let Some(MintEvent::Down { reason }) = down else {
+            panic!("{down:?}")
+        };
+        assert!(
+            reason.contains("the mint sent nothing") || reason.contains("took nothing"),
+            "{reason}"
+        );
         shutdown.cancel();
         mint.abort();
     }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::flow::{Action, Directory, QuoteFlow, QuoteFlowConfig, QuoteShare, MINT_QUEUE_FULL};
-use super::mint_link::{MintEvent, MintLink, MintLinkConfig};
+use super::mint_link::{self, MintEvent, MintLink, MintLinkConfig};
 use super::notices::Overflow;
 use super::outbox::{Outbox, Owed, Synced};
 use super::persist::{decode_owed, encode_owed, retire_undelivered_json};
@@ -167,6 +167,9 @@ impl PreparedFlow {
                 identity_secret_key: settings.identity_secret_key,
                 unit_bits,
                 stats_interval: Duration::from_secs(settings.stats_interval_secs),
+                silence_limit: mint_link::silence_limit(Duration::from_secs(
+                    settings.stats_interval_secs,
+                )),
             },
             shutdown.clone(),
         );
@@ -484,7 +487,8 @@ impl Executor<'_> {
         for action in actions {
             match action {
                 Action::SendToMint(request) => {
-                    self.link.send(request).await;
+                    // Not queued: still owed, asked again later.
+                    self.link.send(request);
                 }
                 Action::Success { conn, batch } => {
                     self.shared.push(
