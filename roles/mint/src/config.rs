@@ -99,6 +99,9 @@ impl AllowedPool {
 
 /// Largest `chain.max_tip_age`: a week of mainnet blocks.
 pub const MAX_TIP_AGE: u64 = 1008;
+/// Largest `chain.unseen_tip_wait_secs`: a share waiting holds one of its
+/// link's slots, and the pool asks again after its own timeout anyway.
+pub const MAX_UNSEEN_TIP_WAIT_SECS: u64 = 60;
 
 /// The mint's own chain view: a share is quoted only if it builds on one
 /// of the newest `max_tip_age` tips this template provider announced.
@@ -262,6 +265,12 @@ impl ChainSettings {
                 format!("must be 1 (the current tip only) to {MAX_TIP_AGE}"),
             ));
         }
+        if self.unseen_tip_wait_secs > MAX_UNSEEN_TIP_WAIT_SECS {
+            return Err(ConfigError::new(
+                "chain.unseen_tip_wait_secs",
+                format!("must be at most {MAX_UNSEEN_TIP_WAIT_SECS}"),
+            ));
+        }
         Ok(())
     }
 }
@@ -400,6 +409,20 @@ mod tests {
         ] {
             assert_eq!(with_database(database).database_for_logs(), logged);
         }
+    }
+
+    #[test]
+    fn a_chain_view_waits_a_minute_at_most_for_an_unseen_tip() {
+        let mut config = with_database(":memory:");
+        let chain = config
+            .chain
+            .as_mut()
+            .expect("the shipped config has [chain]");
+        chain.unseen_tip_wait_secs = MAX_UNSEEN_TIP_WAIT_SECS + 1;
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.field, "chain.unseen_tip_wait_secs");
+        config.chain.as_mut().unwrap().unseen_tip_wait_secs = MAX_UNSEEN_TIP_WAIT_SECS;
+        config.validate().unwrap();
     }
 
     #[test]

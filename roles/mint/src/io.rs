@@ -30,8 +30,11 @@ use crate::MintConfig;
 
 /// A pool must prove its identity this soon after connecting.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pool links open at once at most (each must also authenticate in time).
+/// Pool links open at once at most (each must also authenticate in time),
+/// and from one address: one host cannot hold every slot with connections
+/// that never authenticate.
 const MAX_POOL_LINKS: usize = 64;
+const MAX_POOL_LINKS_PER_IP: usize = 16;
 /// Wallet connections to the Cashu API at once, in all and from one address.
 const MAX_HTTP_CONNECTIONS: usize = 4_096;
 const MAX_HTTP_CONNECTIONS_PER_IP: usize = 64;
@@ -85,7 +88,7 @@ impl LinkContext {
 /// Accepts pool connections until `shutdown`.
 pub async fn serve_link(listener: TcpListener, ctx: Arc<LinkContext>, shutdown: CancellationToken) {
     let connections = shutdown.clone();
-    let limits = ConnectionLimits::new(MAX_POOL_LINKS, MAX_POOL_LINKS);
+    let limits = ConnectionLimits::new(MAX_POOL_LINKS, MAX_POOL_LINKS_PER_IP);
     roles_common::accept_loop(
         "pool link",
         listener,
@@ -169,8 +172,8 @@ async fn serve_connection(
 }
 
 /// Carries out one step of the session: replies queued for the writer,
-/// quote and stats requests served on their own tasks. `Some(reason)` when
-/// the connection must close.
+/// quote and stats requests served on their own tasks, as many at once as
+/// `in_flight` allows. `Some(reason)` when the connection must close.
 async fn apply(
     step: Step,
     ctx: &Arc<LinkContext>,
@@ -194,11 +197,7 @@ async fn apply(
         }
         Step::Quote(request) => {
             let pool_script = pool_script.expect("quotes come from an authenticated, allowed pool");
-            let permit = in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
+            let permit = acquire(in_flight).await;
             let (service, replies) = (ctx.service.clone(), replies.clone());
             tokio::spawn(async move {
                 let answer = service.handle_quote(request, pool_script.as_script()).await;
@@ -207,8 +206,10 @@ async fn apply(
             });
         }
         Step::Stats(request_id) => {
+            let permit = acquire(in_flight).await;
             let (service, replies) = (ctx.service.clone(), replies.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match service.stats(request_id).await {
                     Ok(stats) => {
                         let _ = replies
@@ -221,6 +222,14 @@ async fn apply(
         }
     }
     None
+}
+
+async fn acquire(in_flight: &Arc<Semaphore>) -> tokio::sync::OwnedSemaphorePermit {
+    in_flight
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("never closed")
 }
 
 /// Reads and decodes one message: `None` when the peer closed the

@@ -99,6 +99,10 @@ impl QuoteService {
             Ok(share) => self.quote_fresh_share(&share).await,
             Err(rejection) => Err(rejection),
         };
+        let result = match result {
+            Err(rejection) => self.quoted_before(&request, rejection).await,
+            quoted => quoted,
+        };
         match result {
             Ok((quote_id, keyset_id)) => {
                 MintQuoteMessage::MintQuoteResponse(MintQuoteResponseOwned {
@@ -121,21 +125,37 @@ impl QuoteService {
         }
     }
 
-    /// Quotes a checked share if it builds on a fresh chain tip. A share
-    /// quoted before (a replay) gets its quote whatever the chain did since.
+    /// Quotes a checked share if it builds on a fresh chain tip.
     async fn quote_fresh_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
         if let Some(chain) = &self.chain {
             let on_tip = HeaderOnTip::from_header(&share.header, share.height);
             let now = u32::try_from(roles_common::unix_secs()).unwrap_or(u32::MAX);
-            if let Err(rejection) = chain.check(&on_tip, now).await {
-                let share_hex = hex::encode(share.share_hash);
-                if self.writer.quote_of(&share_hex).await?.is_none() {
-                    return Err(rejection);
-                }
-            }
+            chain.check(&on_tip, now).await?;
         }
         let quote_id = self.writer.quote(self.prepare(share)?).await?;
         Ok((quote_id.to_string(), self.active_keyset()?))
+    }
+
+    /// A share quoted before (a replay whose answer was lost) gets its
+    /// quote whatever changed since: the chain moved on, or the operator
+    /// changed the amount limits or `unit_bits`. Its header must hash to
+    /// the share hash; otherwise, or if it was never quoted, `rejection`.
+    async fn quoted_before(
+        &self,
+        request: &MintQuoteRequestOwned,
+        rejection: Rejection,
+    ) -> Result<(String, String), Rejection> {
+        if ehash::share::header_hash(&request.header_bytes()) != request.share_hash() {
+            return Err(rejection);
+        }
+        match self
+            .writer
+            .quote_of(&hex::encode(request.share_hash()))
+            .await
+        {
+            Ok(Some(quote_id)) => Ok((quote_id.to_string(), self.active_keyset()?)),
+            Ok(None) | Err(_) => Err(rejection),
+        }
     }
 
     /// What the writer needs of a share, computed here, off the writer.

@@ -515,6 +515,30 @@ async fn after_a_restart_every_quote_is_still_there_and_mintable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_asked_again_after_the_limits_changed_keeps_its_quote() {
+    let (_dir, _, config) = config_on_disk();
+    let (_, miner) = miner_key();
+    let mint = TestMint::start(config.clone()).await;
+    let request = share(5, miner);
+    let quoted = mint.pool().await.quote_id(request.clone()).await;
+    mint.stop().await;
+
+    // 32 ehash is above the new limit: refused when new, kept when quoted.
+    let mut lower = config;
+    lower.max_amount = 16;
+    let mint = TestMint::start(lower).await;
+    let mut pool = mint.pool().await;
+    assert_eq!(pool.quote_id(request).await, quoted);
+    match pool.quote(share(6, miner)).await {
+        MintQuoteMessage::MintQuoteError(e) => {
+            assert_eq!(e.error_code.as_utf8_or_hex(), "amount-out-of-range")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    mint.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_only_their_own_connection() {
     let mint = TestMint::start(config(":memory:")).await;
     let addr = mint.running.link_addr;
