@@ -41,6 +41,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cdk::mint::Mint;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, PublicKey};
@@ -79,6 +80,12 @@ pub const MAX_GROUP: usize = 512;
 
 /// Shares waiting for the writer; callers wait beyond this.
 const QUEUE: usize = 4 * MAX_GROUP;
+/// A transaction not done this long after it began is given up (rolled
+/// back, or its connection discarded) and its shares answered
+/// `mint-error`: a database gone silent (its host crashed while holding
+/// the connection) must not hold the writer for the hours TCP takes to
+/// notice. The pool asks again; a commit that did go through is found then.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A checked share, ready to be written: everything that costs CPU but no
 /// database (the key, the audit entry's JSON) is done by the caller, in
@@ -121,6 +128,10 @@ impl WriterStopped {
 impl QuoteWriter {
     /// Starts the writer's thread; it ends when every handle is dropped.
     pub fn start(mint: Arc<Mint>) -> (Self, WriterStopped) {
+        Self::start_with(mint, COMMIT_TIMEOUT)
+    }
+
+    fn start_with(mint: Arc<Mint>, commit_timeout: Duration) -> (Self, WriterStopped) {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let writing = Arc::new(Mutex::new(()));
         let groups = Arc::new(AtomicU64::new(0));
@@ -132,6 +143,7 @@ impl QuoteWriter {
             writing: writing.clone(),
             groups: groups.clone(),
             races_lost: races_lost.clone(),
+            commit_timeout,
         };
         // cdk-sqlite runs each statement, and the disk sync of each commit,
         // on the thread that awaits it: on a runtime worker that would stall
@@ -208,6 +220,7 @@ struct Writer {
     writing: Arc<Mutex<()>>,
     groups: Arc<AtomicU64>,
     races_lost: Arc<AtomicU64>,
+    commit_timeout: Duration,
 }
 
 /// Why a transaction of quotes did not commit.
@@ -216,6 +229,17 @@ enum Failure {
     /// broke a deadlock with it: another attempt finds what the winner wrote.
     LostRace(String),
     Rejected(Rejection),
+    /// Not done within the commit timeout: its shares one at a time would
+    /// each wait as long.
+    TimedOut(Duration),
+}
+
+impl Failure {
+    fn timed_out(after: Duration) -> Rejection {
+        mint_error(format!(
+            "the database did not finish writing the quote within {after:?}; ask again"
+        ))
+    }
 }
 
 impl From<Rejection> for Failure {
@@ -289,6 +313,17 @@ impl Writer {
                     shares = group.len(),
                     "a group of quotes failed ({rejection}); writing its shares one at a time"
                 ),
+                Err(Failure::TimedOut(after)) => {
+                    tracing::error!(
+                        shares = group.len(),
+                        "the database did not finish a group of quotes within {after:?}: \
+                         rolled back, its shares answered mint-error"
+                    );
+                    for job in group {
+                        let _ = job.answer.send(Err(Failure::timed_out(after)));
+                    }
+                    return;
+                }
             }
         }
         for job in group {
@@ -304,6 +339,13 @@ impl Writer {
             match self.commit(&[share]).await {
                 Ok(mut quote_ids) => return Ok(quote_ids.remove(0)),
                 Err(Failure::Rejected(rejection)) => return Err(rejection),
+                Err(Failure::TimedOut(after)) => {
+                    tracing::error!(
+                        share = share.share_hex,
+                        "the database did not finish a quote within {after:?}: rolled back"
+                    );
+                    return Err(Failure::timed_out(after));
+                }
                 Err(Failure::LostRace(why)) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(
                         share = share.share_hex,
@@ -325,8 +367,13 @@ impl Writer {
     /// Quotes and pays every share in one transaction; the quote ids in
     /// the order of `shares`. Run to the end without tokio's forced yields,
     /// like the HTTP API's requests (see `io::without_forced_yields`).
+    /// Given up after the commit timeout: dropped, cdk's transaction rolls
+    /// back (or discards its connection).
     async fn commit(&self, shares: &[&ShareToQuote]) -> Result<Vec<QuoteId>, Failure> {
-        tokio::task::unconstrained(self.commit_in_transaction(shares)).await
+        let transaction = tokio::task::unconstrained(self.commit_in_transaction(shares));
+        tokio::time::timeout(self.commit_timeout, transaction)
+            .await
+            .unwrap_or(Err(Failure::TimedOut(self.commit_timeout)))
     }
 
     async fn commit_in_transaction(

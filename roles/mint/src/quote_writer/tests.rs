@@ -835,3 +835,33 @@ async fn two_writers_on_one_postgres_answer_one_quote_per_share_paid_once() {
         "each quote listed once"
     );
 }
+
+/// A database that stops answering (here: a writer that holds the writers'
+/// turn and never finishes) costs the quotes waiting on it a `mint-error`
+/// after the commit timeout, not the writer itself: once the database
+/// answers again, the same shares are quoted, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_transaction_stuck_past_the_commit_timeout_fails_its_shares_and_the_writer_goes_on(
+) {
+    let backend = Backend::postgres().await;
+    let mint = backend.mint.clone();
+    let timeout = std::time::Duration::from_millis(500);
+    let writer = Arc::new(QuoteWriter::start_with(mint.clone(), timeout).0);
+    let mut stuck = mint.localstore().begin_transaction().await.unwrap();
+    take_turn(&mut stuck).await.ok().unwrap();
+
+    let shares: Vec<_> = (1..=3).map(share).collect();
+    let answers = quote_together(&writer, &shares).await;
+    for answer in &answers {
+        let rejection = answer.as_ref().unwrap_err();
+        assert_eq!(rejection.code, mint_quote_sv2::error_code::MINT_ERROR);
+        assert!(rejection.message.contains("did not finish"), "{rejection}");
+    }
+    assert_eq!(writer.groups_written(), 1, "given up as one group");
+
+    stuck.rollback().await.unwrap();
+    let again = quote_together(&writer, &shares).await;
+    for (share, answer) in shares.iter().zip(again) {
+        paid_once(&mint, &answer.unwrap(), share).await;
+    }
+}
