@@ -445,8 +445,16 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    // As tokio-postgres reads a URL: the credentials end at the first '@'.
-    let (mut redacted, mut tail) = match rest.split_once('@') {
+    // The credentials end where the URL's parser ends them: tokio-postgres
+    // at the first '@'; the url crate (which redis uses) at the last '@'
+    // before the path, query or fragment.
+    let at = if matches!(scheme, "postgres" | "postgresql") {
+        rest.find('@')
+    } else {
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        rest[..authority_end].rfind('@')
+    };
+    let (mut redacted, mut tail) = match at.map(|at| (&rest[..at], &rest[at + 1..])) {
         Some((credentials, after)) => match credentials.split_once(':') {
             Some((user, _password)) => (format!("{scheme}://{user}:***@"), after),
             None => (format!("{scheme}://{credentials}@"), after),
@@ -597,6 +605,32 @@ mod tests {
         assert_eq!(
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn url_credentials_end_where_the_url_parser_ends_them() {
+        // The url crate (redis): at the last '@' before the path, query or fragment.
+        assert_eq!(
+            redact_url("redis://:p@ss@10.0.0.5:6379"),
+            "redis://:***@10.0.0.5:6379"
+        );
+        assert_eq!(
+            redact_url("rediss://user:a@b@c@host:6380/0?name=x@y#z@w"),
+            "rediss://user:***@host:6380/0?name=x@y#z@w"
+        );
+        assert_eq!(
+            redact_url("redis://host:6379/0?name=x@y"),
+            "redis://host:6379/0?name=x@y"
+        );
+        // tokio-postgres: at the first '@', so "ss" is part of the host.
+        assert_eq!(
+            redact_url("postgres://user:p@ss@db.example/mint"),
+            "postgres://user:***@ss@db.example/mint"
+        );
+        assert_eq!(
+            redact_url("postgresql://user:secret@db.example/mint?sslmode=require"),
+            "postgresql://user:***@db.example/mint?sslmode=require"
         );
     }
 

@@ -4,16 +4,18 @@
 //! [`StatsPublisher::publish`] only appends to a bounded in-memory queue
 //! ([`StatsQueue`]: when full, the oldest event is dropped and counted). A
 //! background task connects to the service, sends a `PublisherHello` first on
-//! every connection, then the queued events in order; on any error it
-//! reconnects with exponential backoff. Events queued while the service is
-//! away are sent once it is back, up to the queue's capacity. With nothing
-//! to send it sends a `Keepalive` every [`KEEPALIVE_INTERVAL`], so the
-//! service can close connections that went silent.
+//! every connection, then the queued events in order, then the current state
+//! of every link; on any error it reconnects with exponential backoff.
+//! Events queued while the service is away are sent once it is back, up to
+//! the queue's capacity; link states are sent on every connection, so one
+//! whose `LinkStatus` was dropped or lost still reaches the service. With
+//! nothing to send it sends a `Keepalive` every [`KEEPALIVE_INTERVAL`], so
+//! the service can close connections that went silent.
 //!
 //! The hello carries the service's publisher secret ([`PublisherSecret`],
 //! `secret` in the `[stats]` table) when one is configured.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -213,13 +215,25 @@ impl<T> StatsQueue<T> {
 /// The last known state of each link, so a link that is reported down on
 /// every failed reconnect attempt is published once per change.
 #[derive(Debug, Default)]
-pub struct LinkStates(HashMap<u8, bool>);
+pub struct LinkStates(BTreeMap<u8, bool>);
 
 impl LinkStates {
     /// True when `up` differs from what was last recorded for `link` (or
     /// nothing was).
     pub fn changed(&mut self, link: u8, up: bool) -> bool {
         self.0.insert(link, up) != Some(up)
+    }
+
+    /// A `LinkStatus` dated `timestamp` for every link recorded, by link.
+    pub fn statuses(&self, timestamp: u64) -> Vec<LinkStatus> {
+        self.0
+            .iter()
+            .map(|(&link, &up)| LinkStatus {
+                link,
+                up,
+                timestamp,
+            })
+            .collect()
     }
 }
 
@@ -320,7 +334,10 @@ impl StatsPublisher {
     /// its state changed, so callers can report every observation.
     pub fn link_status(&self, link: u8, up: bool) {
         let Some(shared) = &self.shared else { return };
-        if shared.links.lock().expect("links lock").changed(link, up) {
+        // Held while queueing: a link's states are queued in the order they
+        // were recorded, so the last one queued is the one recorded.
+        let mut links = shared.links.lock().expect("links lock");
+        if links.changed(link, up) {
             self.publish(LinkStatus {
                 link,
                 up,
@@ -409,8 +426,9 @@ impl Task {
             .dropped()
     }
 
-    /// Sends the hello, then queued events, and a keepalive whenever there
-    /// was nothing to send for a while; returns only on an error.
+    /// Sends the hello, then queued events, then the links' states, and a
+    /// keepalive whenever there was nothing to send for a while; returns
+    /// only on an error.
     async fn serve(&self, stream: TcpStream) -> Result<Infallible, String> {
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
@@ -422,10 +440,28 @@ impl Task {
         write(&mut writer, hello.into()).await?;
         flush(&mut writer).await?;
         self.shared.connected.store(true, Ordering::Relaxed);
+        // The links' states go once the queue is first empty, after every
+        // LinkStatus queued before them, so an older state cannot arrive
+        // last. Sent on every connection, they make up for a LinkStatus
+        // dropped from the queue or lost in flight; the service keeps the
+        // `since` of a state it already had.
+        let mut links_due = true;
         loop {
             let next = self.shared.queue.lock().expect("stats queue lock").pop();
             match next {
                 Some(msg) => write(&mut writer, msg).await?,
+                None if links_due => {
+                    links_due = false;
+                    let states = self
+                        .shared
+                        .links
+                        .lock()
+                        .expect("links lock")
+                        .statuses(now_ms());
+                    for status in states {
+                        write(&mut writer, status.into()).await?;
+                    }
+                }
                 None => {
                     flush(&mut writer).await?;
                     tokio::select! {

@@ -204,12 +204,15 @@ impl PoolState {
     }
 
     fn link_status(&mut self, m: &LinkStatus, t: i64) {
-        let state = Some(LinkState { up: m.up, since: t });
-        match m.link {
-            stats_sv2::link::TEMPLATE_PROVIDER => self.template_provider = state,
-            stats_sv2::link::MINT => self.mint_link = state,
-            other => tracing::debug!("ignoring pool link status of link {other}"),
-        }
+        let state = match m.link {
+            stats_sv2::link::TEMPLATE_PROVIDER => &mut self.template_provider,
+            stats_sv2::link::MINT => &mut self.mint_link,
+            other => {
+                tracing::debug!("ignoring pool link status of link {other}");
+                return;
+            }
+        };
+        LinkState::report(state, m.up, t);
     }
 
     fn mint_stats(&mut self, m: &MintStats, t: i64) {

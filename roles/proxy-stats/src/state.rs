@@ -137,12 +137,15 @@ impl ProxyState {
     }
 
     fn link_status(&mut self, m: &LinkStatus, t: i64) {
-        let state = Some(LinkState { up: m.up, since: t });
-        match m.link {
-            stats_sv2::link::POOL => self.pool_link = state,
-            stats_sv2::link::MINT => self.mint_link = state,
-            other => tracing::debug!("ignoring translator link status of link {other}"),
-        }
+        let state = match m.link {
+            stats_sv2::link::POOL => &mut self.pool_link,
+            stats_sv2::link::MINT => &mut self.mint_link,
+            other => {
+                tracing::debug!("ignoring translator link status of link {other}");
+                return;
+            }
+        };
+        LinkState::report(state, m.up, t);
     }
 
     fn quote(&mut self, m: &EhashQuoteOwned, t: i64, out: &mut Vec<Write>) {

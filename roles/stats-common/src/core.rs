@@ -45,6 +45,17 @@ pub struct LinkState {
     pub since: i64,
 }
 
+impl LinkState {
+    /// Records that the link was reported `up` at `t`. A report repeating
+    /// the state keeps its `since`: publishers report every link's state
+    /// again on each connection.
+    pub fn report(state: &mut Option<LinkState>, up: bool, t: i64) {
+        if !matches!(state, Some(s) if s.up == up) {
+            *state = Some(LinkState { up, since: t });
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Saved<A> {
     publisher: Publisher,
@@ -368,5 +379,28 @@ mod tests {
         core.closed(40);
         assert!(!core.publisher.connected);
         assert_eq!(core.publisher.since, Some(40));
+    }
+
+    #[test]
+    fn a_repeated_link_state_keeps_its_since_and_a_change_moves_it() {
+        let mut state = None;
+        LinkState::report(&mut state, true, 1_000);
+        LinkState::report(&mut state, true, 2_000);
+        assert_eq!(
+            state,
+            Some(LinkState {
+                up: true,
+                since: 1_000
+            })
+        );
+        LinkState::report(&mut state, false, 3_000);
+        LinkState::report(&mut state, false, 4_000);
+        assert_eq!(
+            state,
+            Some(LinkState {
+                up: false,
+                since: 3_000
+            })
+        );
     }
 }

@@ -253,3 +253,70 @@ async fn the_hello_carries_the_secret_and_an_idle_publisher_sends_keepalives() {
     }
     shutdown.cancel();
 }
+
+/// The `(link, up)` of a `LinkStatus`.
+fn link_state(msg: StatsMessage) -> (u8, bool) {
+    match msg {
+        StatsMessage::LinkStatus(l) => (l.link, l.up),
+        other => panic!("expected LinkStatus, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_connection_gets_the_link_states_after_the_queue_even_one_dropped_from_it() {
+    use stats_sv2::link::{MINT, POOL};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let shutdown = CancellationToken::new();
+    let settings = StatsSettings {
+        queue_capacity: 4,
+        ..StatsSettings::new(address.to_string())
+    };
+    // Keepalives show quickly that nothing else is coming.
+    let keepalive = Duration::from_millis(100);
+    let p = StatsPublisher::start_with_keepalive(
+        &settings,
+        role::TRANSLATOR,
+        keepalive,
+        shutdown.clone(),
+    );
+    p.link_status(MINT, false);
+    for id in 1..=4 {
+        p.publish(event(id));
+    }
+    assert_eq!(p.dropped(), 1, "the mint going down was dropped");
+    p.link_status(MINT, false);
+    p.link_status(POOL, true);
+    p.link_status(POOL, false);
+
+    let listener = TcpListener::bind(address).await.unwrap();
+    let mut conn = accept(&listener).await;
+    assert_eq!(hello(read_message(&mut conn).await).dropped, 3);
+    assert_eq!(read_message(&mut conn).await, event(3));
+    assert_eq!(read_message(&mut conn).await, event(4));
+    assert_eq!(link_state(read_message(&mut conn).await), (POOL, true));
+    assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    // After the queue, so the pool's older state queued above is not last.
+    assert_eq!(link_state(read_message(&mut conn).await), (MINT, false));
+    assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    assert!(matches!(
+        read_message(&mut conn).await,
+        StatsMessage::Keepalive(_)
+    ));
+
+    // A restarted service may have lost them in flight: it gets them again.
+    drop(conn);
+    drop(listener);
+    until("noticed the closed connection", || !p.is_connected()).await;
+    let listener = TcpListener::bind(address).await.unwrap();
+    let mut conn = accept(&listener).await;
+    hello(read_message(&mut conn).await);
+    assert_eq!(link_state(read_message(&mut conn).await), (MINT, false));
+    assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    assert!(matches!(
+        read_message(&mut conn).await,
+        StatsMessage::Keepalive(_)
+    ));
+    shutdown.cancel();
+}

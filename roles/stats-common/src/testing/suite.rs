@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use stats_sv2::{role, PublisherHello, StatsMessage};
+use stats_sv2::{role, LinkStatus, PublisherHello, StatsMessage};
 
 use super::{
     assert_figures_match, get_json, http, minute_ago, now, Browser, Publisher, TestService,
@@ -64,6 +64,7 @@ macro_rules! service_suite {
             published_events_show_in_the_api_and_dashboard,
             a_restarted_service_keeps_history_and_shows_its_downtime,
             a_restarted_publisher_resets_live_state_and_keeps_history,
+            link_states_reported_again_keep_their_since,
             a_malformed_frame_closes_only_its_connection,
             only_a_publisher_with_the_secret_is_heard,
             dashboard_figures_match_the_api_in_chromium);
@@ -283,6 +284,41 @@ pub async fn a_restarted_publisher_resets_live_state_and_keeps_history<F: Fixtur
         "history kept: {h}"
     );
     F::assert_reset(&s, &get_json(service.http(), "/api/miners?hours=1").await);
+    service.stop().await;
+}
+
+pub async fn link_states_reported_again_keep_their_since<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let started_at = now();
+    let mut p = service.publisher(started_at).await;
+    p.send_all(F::mining()).await;
+    let before = service.stats_when("the mining", F::mined).await;
+    drop(p);
+
+    // The same publisher reconnects and reports its links again, as it
+    // does on every connection, then a share to wait for.
+    let mut p = service.publisher(started_at).await;
+    let again = F::mining()
+        .into_iter()
+        .filter_map(|msg| match msg {
+            StatsMessage::LinkStatus(l) => Some(
+                LinkStatus {
+                    timestamp: now(),
+                    ..l
+                }
+                .into(),
+            ),
+            _ => None,
+        })
+        .collect();
+    p.send_all(again).await;
+    p.send(F::share(1, 1, now())).await;
+    let s = service
+        .stats_when("the share after the links", |s| s["shares_accepted"] == 7)
+        .await;
+    assert_eq!(s.pointer(F::LINK_UP).unwrap(), "up");
+    assert_eq!(s["links"], before["links"], "{s}");
     service.stop().await;
 }
 
