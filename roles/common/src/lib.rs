@@ -99,6 +99,21 @@ pub fn check_listen_address(field: &str, address: &str) -> Result<(), ConfigErro
     }
 }
 
+/// `Err` naming `field` unless `address` is host:port with a valid port
+/// (the host is resolved when connecting).
+pub fn check_host_port(field: &str, address: &str) -> Result<(), ConfigError> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.trim().is_empty() && port.parse::<u16>().is_ok());
+    match valid {
+        true => Ok(()),
+        false => Err(ConfigError::new(
+            field,
+            format!("`{address}` is not host:port"),
+        )),
+    }
+}
+
 /// Checks a parsed config beyond what its types say.
 pub trait Validate {
     fn validate(&self) -> Result<(), ConfigError>;
@@ -606,6 +621,17 @@ mod tests {
             redact_url("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+    }
+
+    #[test]
+    fn an_address_to_connect_to_is_host_and_a_port() {
+        for good in ["127.0.0.1:8442", "tp.internal:8442", "[::1]:8442"] {
+            check_host_port("tp_address", good).unwrap();
+        }
+        for bad in ["127.0.0.1", "tp:notaport", ":8442", "tp:70000", ""] {
+            let error = check_host_port("tp_address", bad).unwrap_err();
+            assert_eq!(error.field, "tp_address", "{bad}");
+        }
     }
 
     #[test]

@@ -28,11 +28,16 @@ pub fn default_prefix() -> String {
 }
 
 /// Why a `redis_url` is refused, if it is.
-pub fn check_url(url: &str) -> Result<(), &'static str> {
-    match url.starts_with("redis://") {
-        true => Ok(()),
-        false => Err("must start with redis:// (there is no TLS: keep Redis on a private network)"),
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !url.starts_with("redis://") {
+        return Err(
+            "must start with redis:// (there is no TLS: keep Redis on a private network)".into(),
+        );
     }
+    // Parsing opens nothing; the error does not repeat the URL (a password).
+    redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("is not a Redis URL: {e}"))
 }
 
 /// Why a key prefix is refused, if it is.
@@ -189,6 +194,15 @@ mod tests {
 
     fn entry(id: &str, fields: Vec<Value>) -> Value {
         Value::Array(vec![bulk(id.as_bytes()), Value::Array(fields)])
+    }
+
+    #[test]
+    fn a_redis_url_must_parse_and_its_error_hides_the_password() {
+        check_url("redis://:secret@10.0.0.5:6379/2").unwrap();
+        assert!(check_url("rediss://10.0.0.5:6379").is_err(), "no TLS");
+        let error = check_url("redis://:secret@10.0.0.5:notaport").unwrap_err();
+        assert!(error.starts_with("is not a Redis URL"), "{error}");
+        assert!(!error.contains("secret"), "{error}");
     }
 
     #[test]

@@ -139,16 +139,7 @@ impl StatsSettings {
 /// Errors name the fields as they appear in the role configs (`stats.…`).
 impl Validate for StatsSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        let valid = self
-            .address
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
-            return Err(ConfigError::new(
-                "stats.address",
-                format!("`{}` is not host:port", self.address),
-            ));
-        }
+        crate::check_host_port("stats.address", &self.address)?;
         if self.queue_capacity == 0 {
             return Err(ConfigError::new(
                 "stats.queue_capacity",

@@ -2,7 +2,7 @@
 
 use roles_common::network::{refuse_devnet_key, Network};
 use roles_common::{
-    check_authority_key_pair, check_listen_address, default, ConfigError, Validate,
+    check_authority_key_pair, check_host_port, check_listen_address, default, ConfigError, Validate,
 };
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -55,12 +55,7 @@ impl Validate for JdClientConfig {
             ("pool_address", &self.pool_address),
             ("jds_address", &self.jds_address),
         ] {
-            if !address.contains(':') {
-                return Err(ConfigError::new(
-                    field,
-                    format!("`{address}` is not host:port"),
-                ));
-            }
+            check_host_port(field, address)?;
         }
         if self.cert_validity_sec == 0 {
             return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));

@@ -94,16 +94,7 @@ impl MinerConfig {
 
 impl Validate for MinerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let addr = self.address();
-        match addr.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
-            _ => {
-                return Err(ConfigError::new(
-                    "url",
-                    format!("`{}` is not host:port", self.url),
-                ))
-            }
-        }
+        roles_common::check_host_port("url", self.address())?;
         if self.username.is_empty() || self.username.chars().any(char::is_whitespace) {
             return Err(ConfigError::new(
                 "username",

@@ -253,12 +253,7 @@ impl MintConfig {
 
 impl ChainSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.tp_address.contains(':') {
-            return Err(ConfigError::new(
-                "chain.tp_address",
-                format!("`{}` is not host:port", self.tp_address),
-            ));
-        }
+        roles_common::check_host_port("chain.tp_address", &self.tp_address)?;
         if !(1..=MAX_TIP_AGE).contains(&self.max_tip_age) {
             return Err(ConfigError::new(
                 "chain.max_tip_age",

@@ -9,7 +9,7 @@ use roles_common::network::{refuse_devnet_key, Network};
 use roles_common::redis_stream;
 use roles_common::stats_publisher::StatsSettings;
 use roles_common::{
-    check_authority_key_pair, check_listen_address, default, ConfigError, Validate,
+    check_authority_key_pair, check_host_port, check_listen_address, default, ConfigError, Validate,
 };
 use serde::Deserialize;
 use stratum_apps::key_utils::{Secp256k1PublicKey, Secp256k1SecretKey};
@@ -288,12 +288,7 @@ impl PoolConfig {
     /// The addresses and the Noise keys.
     fn validate_links(&self) -> Result<(), ConfigError> {
         check_listen_address("listen_address", &self.listen_address)?;
-        if !self.tp_address.contains(':') {
-            return Err(ConfigError::new(
-                "tp_address",
-                format!("`{}` is not host:port", self.tp_address),
-            ));
-        }
+        check_host_port("tp_address", &self.tp_address)?;
         check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         if let Some(jds) = &self.jds {
             check_listen_address("jds.listen_address", &jds.listen_address)?;
@@ -366,21 +361,11 @@ impl PoolConfig {
 
 impl MintSettings {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.address.contains(':') {
-            return Err(ConfigError::new(
-                "mint.address",
-                format!("`{}` is not host:port", self.address),
-            ));
-        }
+        check_host_port("mint.address", &self.address)?;
         if self.transport == MintTransport::Redis {
             match &self.redis_url {
-                Some(url) if url.starts_with("redis://") => {}
-                Some(_) => {
-                    return Err(ConfigError::new(
-                        "mint.redis_url",
-                        "must start with redis://",
-                    ))
-                }
+                Some(url) => redis_stream::check_url(url)
+                    .map_err(|e| ConfigError::new("mint.redis_url", e))?,
                 None => {
                     return Err(ConfigError::new(
                         "mint.redis_url",

@@ -128,12 +128,7 @@ impl Validate for TranslatorConfig {
                 &format!("upstreams[{i}].authority_public_key"),
                 &u.authority_public_key,
             )?;
-            if u.address.trim().is_empty() || !u.address.contains(':') {
-                return Err(ConfigError::new(
-                    format!("upstreams[{i}].address"),
-                    "must be host:port",
-                ));
-            }
+            roles_common::check_host_port(&format!("upstreams[{i}].address"), &u.address)?;
         }
         if !(self.mint_url.starts_with("http://") || self.mint_url.starts_with("https://")) {
             return Err(ConfigError::new(
