@@ -35,6 +35,14 @@ pub fn create_file(path: &Path) -> io::Result<()> {
 /// temporary file next to it (owner only), synced, renamed over it, and the
 /// directory synced so the rename itself is durable.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_file_and_open(path, bytes)?.1
+}
+
+/// [`replace_file`], returning the new file open to read and append, with
+/// the result of syncing the directory. The file is opened before the
+/// rename: once renamed, the handle is the file at `path` whatever fails
+/// after (a caller that appends must never go on with the old one).
+pub fn replace_file_and_open(path: &Path, bytes: &[u8]) -> io::Result<(File, io::Result<()>)> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = OpenOptions::new()
@@ -47,12 +55,14 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
+    let file = OpenOptions::new().read(true).append(true).open(&tmp)?;
     fs::rename(&tmp, path)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir)?.sync_all()
+    let synced = File::open(dir).and_then(|dir| dir.sync_all());
+    Ok((file, synced))
 }
 
 /// Endings of field names whose values are secrets.
@@ -131,6 +141,12 @@ mod tests {
             (0o600, b"new".to_vec())
         );
         assert!(!root.path().join("journal.tmp").exists());
+
+        // The handle returned is the new file: what it appends is at `path`.
+        let (mut appending, synced) = replace_file_and_open(&file, b"newer").unwrap();
+        synced.unwrap();
+        appending.write_all(b" and more").unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"newer and more");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! the share already, and a rewrite reads the records back.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -321,6 +321,9 @@ impl Outbox {
 
 /// Writes `records` to a fresh journal next to `path` and renames it over
 /// `path`; returns the journal, open to append, and where each record is.
+/// Once renamed, that journal is returned even if syncing its directory
+/// fails (logged): the old one, no longer at `path`, must not be appended
+/// to, and a crash brings back at worst the old one, which holds them all.
 fn rewrite<'a>(
     path: &Path,
     records: impl Iterator<Item = (&'a [u8; 32], &'a [u8])>,
@@ -330,8 +333,13 @@ fn rewrite<'a>(
     for (key, payload) in records {
         live.insert(*key, encode_append(key, payload, &mut bytes));
     }
-    private::replace_file(path, &bytes)?;
-    let file = OpenOptions::new().read(true).append(true).open(path)?;
+    let (file, synced) = private::replace_file_and_open(path, &bytes)?;
+    if let Err(e) = synced {
+        warn!(
+            "outbox {}: rewritten, but its directory not synced: {e}",
+            path.display()
+        );
+    }
     Ok((file, live))
 }
 
@@ -471,6 +479,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     fn key(n: u8) -> [u8; 32] {
         [n; 32]
