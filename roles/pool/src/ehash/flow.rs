@@ -64,6 +64,10 @@ pub struct QuoteShare {
     pub request: RequestFrame,
     /// The request's locking key, parsed once: every notification needs it.
     pub locking_key: LockingKey,
+    /// Its connection negotiated the ehash extension: only then is anyone
+    /// told of its quote (a client without it never reads one, and its
+    /// miner lists the quote at the mint instead).
+    pub notify: bool,
 }
 
 impl QuoteShare {
@@ -590,6 +594,7 @@ impl QuoteFlow {
             // A client without the extension never sees ehash messages.
             Some((_, false)) => return vec![Action::Done(hash)],
             Some((conn, true)) => Some((conn, share.channel_id)),
+            None if !share.notify => return vec![Action::Done(hash)],
             // The connection is gone: an open channel with the same key gets it.
             None => dir.ehash_channel_with_key(&key),
         };

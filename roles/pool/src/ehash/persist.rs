@@ -8,28 +8,41 @@ use tracing::warn;
 use super::flow::QuoteShare;
 use super::request::RequestFrame;
 
-/// The outbox payload of a share: channel id, sequence number, request frame.
+/// The outbox payload of a share: channel id, sequence number, request
+/// frame, and whether its connection is to be notified (1) or not (0).
 pub(super) fn encode_owed(share: &QuoteShare) -> Vec<u8> {
     let frame = share.request.as_bytes();
-    let mut out = Vec::with_capacity(8 + frame.len());
+    let mut out = Vec::with_capacity(9 + frame.len());
     out.extend_from_slice(&share.channel_id.to_le_bytes());
     out.extend_from_slice(&share.sequence_number.to_le_bytes());
     out.extend_from_slice(frame);
+    out.push(u8::from(share.notify));
     out
 }
 
 /// `None` for a payload that is not a share's, or whose locking key is not
-/// a key (the mint would refuse its quote).
+/// a key (the mint would refuse its quote). A payload without the last
+/// byte (written before it existed) is notified.
 pub(super) fn decode_owed(payload: &[u8]) -> Option<QuoteShare> {
     let channel_id = u32::from_le_bytes(payload.get(0..4)?.try_into().ok()?);
     let sequence_number = u32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
-    let (request, locking_key) = RequestFrame::decode(payload.get(8..)?)?;
+    let rest = payload.get(8..)?;
+    // The frame's header: extension type (2), message type (1), length (3).
+    let length = rest.get(3..6)?;
+    let frame_len = 6 + u32::from_le_bytes([length[0], length[1], length[2], 0]) as usize;
+    let (frame, notify) = match rest.len().checked_sub(frame_len)? {
+        0 => (rest, true),
+        1 => (&rest[..frame_len], rest[frame_len] != 0),
+        _ => return None,
+    };
+    let (request, locking_key) = RequestFrame::decode(frame)?;
     Some(QuoteShare {
         conn: None,
         channel_id,
         sequence_number,
         request,
         locking_key,
+        notify,
     })
 }
 
@@ -77,6 +90,7 @@ mod tests {
             )
             .unwrap(),
             locking_key: key,
+            notify: false,
         }
     }
 
@@ -94,10 +108,20 @@ mod tests {
             decoded,
             QuoteShare {
                 conn: None,
-                ..share
+                ..share.clone()
             }
         );
         assert_eq!(decode_owed(&[1, 2, 3]), None);
+        let mut longer = encode_owed(&share);
+        longer.push(1);
+        assert_eq!(decode_owed(&longer), None);
+    }
+
+    #[test]
+    fn an_owed_payload_written_before_the_notify_byte_is_notified() {
+        let mut payload = encode_owed(&owed_share(key()));
+        payload.pop();
+        assert!(decode_owed(&payload).unwrap().notify);
     }
 
     #[test]

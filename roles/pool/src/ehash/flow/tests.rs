@@ -49,6 +49,7 @@ fn share(conn: Option<ConnId>, channel: u32, seq: u32, n: u8, k: LockingKey) -> 
         )
         .unwrap(),
         locking_key: k,
+        notify: true,
     }
 }
 
@@ -253,6 +254,24 @@ fn a_replayed_share_goes_to_an_open_channel_with_its_key() {
     let actions = f.on_mint_answer(quoted(&s), &dir);
     assert_eq!(notified_channel(&actions, 8), Some(4));
     assert_eq!(f.notices().waiting(), 0);
+}
+
+#[test]
+fn a_share_of_a_client_without_the_extension_is_done_once_quoted_even_replayed() {
+    let s = QuoteShare {
+        notify: false,
+        ..share(None, 7, 5, 1, key(1))
+    };
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    // A client with the extension and the same key is connected: not its share.
+    let dir: Dir = HashMap::from([(4, (8, true, Some(key(1))))]);
+    let actions = f.on_mint_answer(quoted(&s), &dir);
+    assert!(actions.contains(&Action::Done(s.request.share_hash())));
+    assert_eq!(notified_channel(&actions, 8), None);
+    assert!(
+        f.notices().is_empty(),
+        "nothing waits for a key's next channel"
+    );
 }
 
 #[test]
