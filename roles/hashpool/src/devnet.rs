@@ -1,12 +1,21 @@
 //! `hashpool devnet`: template provider, mint, pool, translator and a CPU
 //! miner in one process, wired to each other's bound addresses.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use roles_common::stats_publisher::{PublisherSecret, StatsSettings};
 use roles_common::CancellationToken;
+use tokio::sync::broadcast;
+use tokio::task::{JoinError, JoinHandle};
 use tracing::info;
+use translator::quotes::QuoteStore;
+use translator::wallet::EhashWallet;
 
 use crate::profile::DevnetConfigs;
 use crate::scale_out;
@@ -33,6 +42,10 @@ pub enum DevnetError {
     Stats(#[from] pool_stats::PoolStatsError),
     #[error("{0}")]
     Services(String),
+    #[error("{role} stopped on its own while the devnet ran: {why}")]
+    RoleEnded { role: &'static str, why: String },
+    #[error("stopping: {0}")]
+    Stop(String),
 }
 
 /// Where each role listens, as bound.
@@ -74,8 +87,92 @@ struct Role<H> {
     stop: CancellationToken,
 }
 
-/// Runs the devnet until `shutdown` is cancelled, printing the endpoints
-/// and then a status line every `status_interval_secs` to stdout.
+impl<H> Role<H> {
+    /// Runs `wait(handle)` on a task of its own from now on (see [`Watched`]).
+    fn watch<F>(self, name: &'static str, wait: impl FnOnce(H) -> F) -> Watched
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Watched {
+            name,
+            stop: self.stop,
+            task: tokio::spawn(wait(self.handle)),
+            ended: None,
+        }
+    }
+}
+
+/// A role whose `wait` runs on a task of its own from the start, so the
+/// devnet notices a role that ends before it is told to stop.
+struct Watched {
+    name: &'static str,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), String>>,
+    /// How it ended, once [`first_ended`] saw it end (its task is done).
+    ended: Option<Result<(), String>>,
+}
+
+impl Watched {
+    /// Tells it to stop and waits until it has: how it ended.
+    async fn stop(self) -> Result<(), String> {
+        self.stop.cancel();
+        match self.ended {
+            Some(ended) => ended,
+            None => joined(self.task.await),
+        }
+    }
+}
+
+/// How a role's `wait` task ended; a panic is a failure with its message.
+fn joined(result: Result<Result<(), String>, JoinError>) -> Result<(), String> {
+    result.unwrap_or_else(|e| {
+        Err(match e.try_into_panic() {
+            Ok(panic) => format!("panicked: {}", panic_message(&*panic)),
+            Err(e) => e.to_string(),
+        })
+    })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => message,
+        (_, Some(message)) => message,
+        _ => "(no message)",
+    }
+}
+
+/// Waits until the first of `roles` ends: its name and how it ended (kept
+/// for its stop). Never returns while they all run.
+async fn first_ended(roles: &mut [Watched]) -> (&'static str, Result<(), String>) {
+    std::future::poll_fn(|cx| {
+        for role in roles.iter_mut().filter(|r| r.ended.is_none()) {
+            if let Poll::Ready(result) = Pin::new(&mut role.task).poll(cx) {
+                let ended = joined(result);
+                role.ended = Some(ended.clone());
+                return Poll::Ready((role.name, ended));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Stops `roles` one by one, in order: a line for each that failed.
+async fn stop(roles: Vec<Watched>) -> Vec<String> {
+    let mut failures = vec![];
+    for role in roles {
+        let name = role.name;
+        if let Err(e) = role.stop().await {
+            tracing::error!("{name}: {e}");
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    failures
+}
+
+/// Runs the devnet until `shutdown` is cancelled, or a role stops on its
+/// own (an error), printing the endpoints and then a status line every
+/// `status_interval_secs` to stdout.
 pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<(), DevnetError> {
     roles_common::private::create_dir(&c.state_dir).map_err(|source| DevnetError::StateDir {
         path: c.state_dir.display().to_string(),
@@ -84,16 +181,116 @@ pub async fn run(mut c: DevnetConfigs, shutdown: CancellationToken) -> Result<()
     let started = Instant::now();
     let roles = Roles::start(&mut c, &shutdown).await?;
     print!("{}", describe(&c, &roles.endpoints()));
-    roles.report_status(&c, started, &shutdown).await;
+    let (status, mut running) = roles.watch();
+    let ended = report_status(&c, started, status, &mut running, &shutdown)
+        .await
+        // The miner stops with `shutdown` itself: that is no crash.
+        .filter(|_| !shutdown.is_cancelled())
+        .map(|(role, how)| DevnetError::RoleEnded {
+            role,
+            why: match how {
+                Err(e) => e,
+                Ok(()) => format!("see {}", c.state_dir.join("devnet.log").display()),
+            },
+        });
+    if let Some(e) = &ended {
+        tracing::error!("{e}; stopping the devnet");
+    }
     println!(
         "hashpool devnet: stopping (miner, translator, pool, mint, template provider, stats services)"
     );
-    roles.stop().await;
+    let failures = stop(running).await;
+    let next_run = match c.scale_out {
+        true => "the next --scale-out run empties it",
+        false => "the next run continues from it",
+    };
     println!(
-        "hashpool devnet: stopped; state kept in {} (the next run continues from it)",
+        "hashpool devnet: stopped; state kept in {} ({next_run})",
         c.state_dir.display()
     );
-    Ok(())
+    match ended {
+        Some(e) => Err(e),
+        None if failures.is_empty() => Ok(()),
+        None => Err(DevnetError::Stop(failures.join("; "))),
+    }
+}
+
+/// What the status line reads, shared with the roles: it outlives their
+/// handles, which their watching tasks own.
+struct StatusSources {
+    tip: TipHeight,
+    miner: Arc<miner::Stats>,
+    quotes: Arc<QuoteStore>,
+    wallet: Arc<EhashWallet>,
+}
+
+/// The template provider's tip height, followed through the blocks it
+/// announces.
+struct TipHeight {
+    height: u32,
+    blocks: broadcast::Receiver<devnet_tp::BlockEvent>,
+}
+
+impl TipHeight {
+    fn follow(tp: &devnet_tp::TpHandle) -> Self {
+        // Subscribed first: a block found in between is still seen.
+        let blocks = tp.subscribe_blocks();
+        Self {
+            height: tp.height(),
+            blocks,
+        }
+    }
+
+    fn height(&mut self) -> u32 {
+        use broadcast::error::TryRecvError;
+        loop {
+            match self.blocks.try_recv() {
+                Ok(block) => self.height = self.height.max(block.height),
+                // Missed blocks are below the ones still queued.
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return self.height,
+            }
+        }
+    }
+}
+
+/// A status line every `status_interval_secs` until `shutdown`, or until
+/// one of `roles` ends: then its name and how it ended.
+async fn report_status(
+    c: &DevnetConfigs,
+    started: Instant,
+    mut s: StatusSources,
+    roles: &mut [Watched],
+    shutdown: &CancellationToken,
+) -> Option<(&'static str, Result<(), String>)> {
+    let start_height = s.tip.height();
+    let mut status = StatusLine::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(c.status_interval_secs));
+    tick.tick().await; // the first tick is immediate
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            ended = first_ended(roles) => return Some(ended),
+            _ = tick.tick() => {}
+        }
+        let totals = s.quotes.totals().ok();
+        let height = s.tip.height();
+        let snapshot = Snapshot {
+            uptime: started.elapsed(),
+            hashes: s.miner.hashes(),
+            accepted: s.miner.accepted(),
+            rejected: s.miner.rejected(),
+            ehash_quoted: totals
+                .as_ref()
+                .map_or(0, |t| t.pending.1 + t.minted.1 + t.foreign.1),
+            ehash_minted: totals.as_ref().map_or(0, |t| t.minted.1),
+            wallet_balance: s.wallet.balance().await.ok(),
+            blocks_found: height.saturating_sub(start_height),
+            height,
+        };
+        println!("{}", status.render(snapshot));
+    }
 }
 
 /// Every role of the devnet, running.
@@ -221,79 +418,70 @@ impl Roles {
         }
     }
 
-    /// A status line every `status_interval_secs` until `shutdown`.
-    async fn report_status(
-        &self,
-        c: &DevnetConfigs,
-        started: Instant,
-        shutdown: &CancellationToken,
-    ) {
-        let start_height = self.tp.handle.height();
-        let stats = self.miner.handle.stats();
-        let mut status = StatusLine::default();
-        let mut tick = tokio::time::interval(Duration::from_secs(c.status_interval_secs));
-        tick.tick().await; // the first tick is immediate
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let totals = self.translator.handle.quotes().totals().ok();
-            let snapshot = Snapshot {
-                uptime: started.elapsed(),
-                hashes: stats.hashes(),
-                accepted: stats.accepted(),
-                rejected: stats.rejected(),
-                ehash_quoted: totals
-                    .as_ref()
-                    .map_or(0, |t| t.pending.1 + t.minted.1 + t.foreign.1),
-                ehash_minted: totals.as_ref().map_or(0, |t| t.minted.1),
-                wallet_balance: self.translator.handle.wallet().balance().await.ok(),
-                blocks_found: self.tp.handle.height().saturating_sub(start_height),
-                height: self.tp.handle.height(),
-            };
-            println!("{}", status.render(snapshot));
-        }
-    }
-
-    /// Stops the roles one by one, miners first.
-    async fn stop(self) {
-        self.miner.stop.cancel();
-        if let Err(e) = self.miner.handle.wait().await {
-            tracing::warn!("miner: {e}");
-        }
-        self.translator.stop.cancel();
-        self.translator.handle.wait().await;
+    /// Hands every role to a task that waits on it (see [`Watched`]): the
+    /// roles in stop order, miners first, and what the status line reads.
+    fn watch(self) -> (StatusSources, Vec<Watched>) {
+        let status = StatusSources {
+            tip: TipHeight::follow(&self.tp.handle),
+            miner: self.miner.handle.stats(),
+            quotes: self.translator.handle.quotes().clone(),
+            wallet: self.translator.handle.wallet().clone(),
+        };
+        let mut roles = vec![
+            self.miner.watch("miner", |h| async move {
+                h.wait().await.map_err(|e| e.to_string())
+            }),
+            self.translator.watch("translator", |h| async move {
+                h.wait().await;
+                Ok(())
+            }),
+        ];
         if let Some(jdc) = self.jd_client {
-            jdc.stop.cancel();
-            jdc.handle.wait().await;
+            roles.push(jdc.watch("jd-client", |h| async move {
+                h.wait().await;
+                Ok(())
+            }));
         }
-        let mut pools = vec![self.pool];
-        let mut mints = vec![self.mint];
-        let mut services = None;
-        if let Some(second) = self.scale_out {
-            pools.push(second.pool);
-            mints.push(second.mint);
-            services = Some(second.services);
+        let pool = |h: pool::PoolHandle| async move {
+            h.wait().await;
+            Ok(())
+        };
+        let mint = |h: mint::RunningMint| async move {
+            h.wait().await;
+            Ok(())
+        };
+        roles.push(self.pool.watch("pool", pool));
+        match self.scale_out {
+            None => roles.push(self.mint.watch("mint", mint)),
+            Some(second) => {
+                roles.push(second.pool.watch("second pool", pool));
+                roles.push(self.mint.watch("mint", mint));
+                roles.push(second.mint.watch("second mint", mint));
+                // PostgreSQL and Redis stop once the mints have written
+                // their last quotes.
+                let services = Role {
+                    handle: second.services,
+                    stop: CancellationToken::new(),
+                };
+                let told = services.stop.clone();
+                roles.push(services.watch("PostgreSQL and Redis", |h| async move {
+                    told.cancelled().await;
+                    h.stop().await;
+                    Ok(())
+                }));
+            }
         }
-        for pool in pools {
-            pool.stop.cancel();
-            pool.handle.wait().await;
-        }
-        for mint in mints {
-            mint.stop.cancel();
-            mint.handle.wait().await;
-        }
-        // PostgreSQL and Redis stop last.
-        if let Some(services) = services {
-            services.stop().await;
-        }
-        self.tp.stop.cancel();
-        self.tp.handle.wait().await;
-        for stats in [self.pool_stats, self.proxy_stats] {
-            stats.stop.cancel();
-            stats.handle.wait().await;
-        }
+        roles.push(self.tp.watch("template provider", |h| async move {
+            h.wait().await;
+            Ok(())
+        }));
+        let stats = |h: pool_stats::RunningPoolStats| async move {
+            h.wait().await;
+            Ok(())
+        };
+        roles.push(self.pool_stats.watch("pool-stats", stats));
+        roles.push(self.proxy_stats.watch("proxy-stats", stats));
+        (status, roles)
     }
 }
 
@@ -429,7 +617,11 @@ fn describe(c: &DevnetConfigs, e: &Endpoints) -> String {
         "  CPU miner          {}, username \"{}\"\n",
         miner_threads, c.miner.username
     );
-    s += &format!("  state              {state}  (a second run continues from it)\n");
+    let next_run = match c.scale_out {
+        true => "emptied by the next --scale-out run",
+        false => "a second run continues from it",
+    };
+    s += &format!("  state              {state}  ({next_run})\n");
     s += &format!("  logs               {state}/devnet.log\n");
     s += "  wallet             hashpool wallet balance | send <amount> | quotes\n";
     s
@@ -466,6 +658,9 @@ pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
         )
         .try_init()
         .map_err(|e| e.to_string())?;
+    // The panic hook every role's `main` installs: a role's panic reaches
+    // devnet.log. The subscriber it also tries to set is refused: ours is.
+    roles_common::init_logging();
     info!(state_dir = %state_dir.display(), "hashpool devnet logging");
     Ok(())
 }
@@ -473,6 +668,129 @@ pub fn init_logging(state_dir: &std::path::Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shipped() -> DevnetConfigs {
+        crate::profile::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/devnet.toml"),
+        )
+        .unwrap()
+    }
+
+    /// A role that runs until told to stop, then ends as `on_stop` says.
+    fn role(name: &'static str, on_stop: fn() -> Result<(), String>) -> Watched {
+        let stop = CancellationToken::new();
+        Role {
+            handle: stop.clone(),
+            stop,
+        }
+        .watch(name, move |told| async move {
+            told.cancelled().await;
+            on_stop()
+        })
+    }
+
+    /// A role that ends at once, as `end` says.
+    fn ending(name: &'static str, end: fn() -> Result<(), String>) -> Watched {
+        Role {
+            handle: (),
+            stop: CancellationToken::new(),
+        }
+        .watch(name, move |()| async move { end() })
+    }
+
+    #[tokio::test]
+    async fn the_first_role_to_end_is_named_with_its_panic() {
+        let mut roles = vec![
+            role("miner", || Ok(())),
+            ending("pool", || panic!("the outbox is gone")),
+            role("mint", || Ok(())),
+        ];
+        let ended = tokio::time::timeout(Duration::from_secs(10), first_ended(&mut roles))
+            .await
+            .expect("the pool's end is noticed");
+        assert_eq!(ended, ("pool", Err("panicked: the outbox is gone".into())));
+        // The rest stop as told; the pool's end is reported, not awaited again.
+        assert_eq!(stop(roles).await, ["pool: panicked: the outbox is gone"]);
+    }
+
+    #[tokio::test]
+    async fn a_role_that_ends_without_a_word_is_noticed_too() {
+        let mut roles = vec![role("miner", || Ok(())), ending("translator", || Ok(()))];
+        let ended = tokio::time::timeout(Duration::from_secs(10), first_ended(&mut roles))
+            .await
+            .expect("the translator's end is noticed");
+        assert_eq!(ended, ("translator", Ok(())));
+        assert!(stop(roles).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_role_that_fails_or_panics_as_it_stops_is_a_failure() {
+        let roles = vec![
+            role("miner", || Err("miner task failed: cancelled".into())),
+            role("pool", || Ok(())),
+            role("mint", || panic!("writer lost")),
+        ];
+        assert_eq!(
+            stop(roles).await,
+            [
+                "miner: miner task failed: cancelled",
+                "mint: panicked: writer lost"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_tip_height_follows_the_announced_blocks_past_a_lag() {
+        let (blocks, receiver) = broadcast::channel(2);
+        let mut tip = TipHeight {
+            height: 5,
+            blocks: receiver,
+        };
+        assert_eq!(tip.height(), 5);
+        use stratum_core::bitcoin::hashes::Hash;
+        let hash = stratum_core::bitcoin::BlockHash::all_zeros();
+        for height in 6..=9 {
+            blocks.send(devnet_tp::BlockEvent { height, hash }).unwrap();
+        }
+        assert_eq!(tip.height(), 9);
+        drop(blocks);
+        assert_eq!(tip.height(), 9);
+    }
+
+    #[test]
+    fn only_a_devnet_that_continues_says_so() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let endpoints = Endpoints {
+            template_provider: addr,
+            mint_http: addr,
+            mint_link: addr,
+            pool: addr,
+            declared_jobs: None,
+            translator: addr,
+            pool_dashboard: addr,
+            proxy_dashboard: addr,
+            scale_out: None,
+        };
+        let mut c = shipped();
+        assert!(describe(&c, &endpoints).contains("(a second run continues from it)"));
+        c.use_scale_out();
+        let described = describe(&c, &endpoints);
+        assert!(!described.contains("continues"), "{described}");
+        assert!(described.contains("(emptied by the next --scale-out run)"));
+    }
+
+    /// The only test here that sets up logging (it is the process's).
+    #[test]
+    fn a_panic_is_logged_to_devnet_log() {
+        let dir = tempfile::tempdir().unwrap();
+        init_logging(dir.path()).unwrap();
+        let _ = std::thread::spawn(|| panic!("a role's task panics")).join();
+        let log = std::fs::read_to_string(dir.path().join("devnet.log")).unwrap();
+        let panic = log
+            .find("ERROR roles_common: panic: ")
+            .expect("the panic is logged");
+        assert!(log[panic..].contains("a role's task panics"), "{log}");
+    }
 
     #[test]
     fn publishers_get_the_service_address_and_secret() {

@@ -7,4 +7,5 @@ pub mod audit;
 pub mod devnet;
 pub mod profile;
 pub mod scale_out;
+pub mod state_dir;
 pub mod status;

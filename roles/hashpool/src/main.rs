@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hashpool::{audit, devnet, profile};
+use hashpool::{audit, devnet, profile, state_dir};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -156,14 +156,19 @@ fn devnet(
         configs.use_declared_jobs();
     }
     if scale_out {
-        if let Err(e) = configs.use_scale_out() {
-            eprintln!("hashpool: {e}");
-            return ExitCode::FAILURE;
-        }
+        configs.use_scale_out();
     }
     if ephemeral_ports {
         configs.use_ephemeral_ports();
     }
+    // Held until the process exits.
+    let _state_dir = match state_dir::take_state_dir(&configs) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("hashpool: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = devnet::init_logging(&configs.state_dir) {
         eprintln!("hashpool: {e}");
         return ExitCode::FAILURE;

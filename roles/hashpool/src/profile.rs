@@ -179,19 +179,14 @@ impl DevnetConfigs {
 
     /// The scale-out devnet. Its mint database is temporary, so it starts
     /// from nothing every run: its state (chain, outboxes, wallet, log) goes
-    /// to `<state_dir>-scale-out`, emptied first, never mixed with the
-    /// state of the single-mint devnet.
-    pub fn use_scale_out(&mut self) -> Result<(), String> {
+    /// to `<state_dir>-scale-out`, never mixed with the state of the
+    /// single-mint devnet, and emptied by [`crate::state_dir::take_state_dir`]
+    /// once this process holds it.
+    pub fn use_scale_out(&mut self) {
         self.scale_out = true;
         let mut dir = self.state_dir.clone().into_os_string();
         dir.push("-scale-out");
-        let dir = PathBuf::from(dir);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| format!("emptying {}: {e}", dir.display()))?;
-        }
-        self.move_state_to(&dir);
-        Ok(())
+        self.move_state_to(&PathBuf::from(dir));
     }
 
     /// Every listener on 127.0.0.1 with a port the system picks: for tests,

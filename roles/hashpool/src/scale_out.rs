@@ -4,8 +4,9 @@
 //! a second pool, with its own identity key and outbox, sends its requests
 //! there too. The translator mines on the first pool and fails over to the
 //! second. PostgreSQL and Redis run as child processes in temporary
-//! directories: each run starts with an empty mint database (the chain,
-//! the pools' outboxes and the wallet stay in the state dir).
+//! directories, so the mint database does not outlive a run; each run
+//! starts from nothing: its state dir (`<state_dir>-scale-out`: chain,
+//! outboxes, wallet, log) is emptied at start.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,6 +1,7 @@
 //! `hashpool devnet` as a process, as a newcomer runs it: it mines and the
 //! wallet grows, SIGINT stops it with exit 0, and a second run continues
-//! from the state dir. Bad config stops it with one line naming the field.
+//! from the state dir (while one runs, another on it is refused). Bad
+//! config stops it with one line naming the field.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
@@ -217,6 +218,20 @@ fn hashpool_devnet_mines_pays_stops_on_sigint_and_continues() {
         Command::new(env!("CARGO_BIN_EXE_hashpool")).args(["audit", "--mint", &mint_url]),
     );
     assert!(report.starts_with("audit passed: "), "{report}");
+
+    // A second devnet on the same state dir is refused with one line.
+    let refused = hashpool(state.path(), &ports, &["devnet"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    let in_use = format!(
+        "state dir {} is in use by another hashpool devnet (pid {})",
+        state.path().display(),
+        devnet.child.id()
+    );
+    assert!(stderr.contains(&in_use), "{stderr}");
     let (status, _) = devnet.interrupt();
     assert!(status.success(), "exit status {status}");
 }
