@@ -201,12 +201,27 @@ impl Session {
                 return Err(format!("creating the consumer group: {e}"));
             }
         }
+        let ours = self.ctx.service.unit_bits().get();
+        let published: Option<u8> = redis::cmd("HGET")
+            .arg(self.keys.mint_info())
+            .arg(FIELD_UNIT_BITS)
+            .query_async(conn)
+            .await
+            .map_err(|e| format!("reading the published unit_bits: {e}"))?;
+        if let Some(theirs) = published.filter(|theirs| *theirs != ours) {
+            warn!(
+                "the mints of prefix {} published unit_bits {theirs}, this one has {ours}: \
+                 its value replaces theirs, and pools with another stop sending until \
+                 every mint and pool of the deployment agree",
+                self.keys.prefix()
+            );
+        }
         redis::cmd("HSET")
             .arg(self.keys.mint_info())
             .arg(FIELD_KEYSET)
             .arg(keyset)
             .arg(FIELD_UNIT_BITS)
-            .arg(self.ctx.service.unit_bits().get())
+            .arg(ours)
             .query_async::<()>(conn)
             .await
             .map_err(|e| format!("publishing the keyset: {e}"))?;

@@ -5,8 +5,8 @@
 //! pool's own stream and count only if the mint's authority key signed them
 //! for this pool.
 //!
-//! Before `Up` the link checks that a mint has published its keyset with
-//! this pool's `unit_bits`. Answers are read from the end of the stream as
+//! Before `Up`, and with every stats request, the link checks that the
+//! mints published their keyset with this pool's `unit_bits`. Answers are read from the end of the stream as
 //! it was then (the pool resends everything still owed on `Up`), and what
 //! has been read is trimmed away.
 
@@ -132,11 +132,15 @@ impl Link {
                     self.send(&mut c.commands, frames).await
                 }
                 _ = stats_timer.tick() => {
+                    // Mints restarted with other unit_bits would refuse every
+                    // share's amount for good: the link goes down instead, and
+                    // shares wait until the configs agree again.
                     request_id = request_id.wrapping_add(1);
                     let stats = MintQuoteMessage::MintStatsRequest(MintStatsRequest { request_id });
-                    match stats.to_frame_bytes() {
-                        Ok(frame) => self.send(&mut c.commands, std::iter::once(frame)).await,
-                        Err(e) => Err(format!("encoding a stats request: {e}")),
+                    match (self.mint_info(&mut c.commands).await, stats.to_frame_bytes()) {
+                        (Err(e), _) => Err(e),
+                        (Ok(_), Ok(frame)) => self.send(&mut c.commands, std::iter::once(frame)).await,
+                        (Ok(_), Err(e)) => Err(format!("encoding a stats request: {e}")),
                     }
                 }
             };
@@ -147,9 +151,11 @@ impl Link {
         reason
     }
 
-    /// Checks the mint's published `unit_bits` and returns where new
-    /// answers start.
-    async fn check_mint(&self, conn: &mut MultiplexedConnection) -> Result<String, String> {
+    /// What the mints published, if their `unit_bits` is this pool's.
+    async fn mint_info(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<HashMap<String, String>, String> {
         let info: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys.mint_info())
             .query_async(conn)
@@ -157,20 +163,23 @@ impl Link {
             .map_err(|e| format!("reading the mint's keyset: {e}"))?;
         let ours = self.config.unit_bits.to_string();
         match info.get(FIELD_UNIT_BITS) {
-            None => {
-                return Err(format!(
-                    "no mint has published its keyset at {} yet (is a mint with [redis] prefix \"{}\" running?)",
-                    self.keys.mint_info(),
-                    self.keys.prefix()
-                ))
-            }
-            Some(theirs) if *theirs != ours => {
-                return Err(format!(
-                    "the mint's unit_bits {theirs} is not this pool's {ours}"
-                ))
-            }
-            Some(_) => {}
+            None => Err(format!(
+                "no mint has published its keyset at {} yet (is a mint with [redis] prefix \"{}\" running?)",
+                self.keys.mint_info(),
+                self.keys.prefix()
+            )),
+            Some(theirs) if *theirs != ours => Err(format!(
+                "the mint's unit_bits {theirs} is not this pool's {ours}"
+            )),
+            Some(_) => Ok(info),
         }
+    }
+
+    /// Checks the mint's published `unit_bits` and returns where new
+    /// answers start.
+    async fn check_mint(&self, conn: &mut MultiplexedConnection) -> Result<String, String> {
+        let info = self.mint_info(conn).await?;
+        let ours = self.config.unit_bits;
         let last: Value = redis::cmd("XREVRANGE")
             .arg(self.keys.answers(&self.pool_key))
             .arg("+")
@@ -288,5 +297,69 @@ impl AnswerReader {
         if let Some(left_out) = self.refusals.check(Instant::now()) {
             warn!(left_out, "dropped answer entry {id}: {why}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use roles_common::services::{ProcessGroup, Redis};
+
+    use super::*;
+    use crate::ehash::mint_link::{MintLink, Transport};
+
+    /// Mints of the cluster restarted with other `unit_bits` while the pool
+    /// stays up: the link goes down rather than have every amount refused.
+    #[tokio::test]
+    async fn mints_publishing_other_unit_bits_take_the_link_down() {
+        let redis = tokio::task::spawn_blocking(|| Redis::start(ProcessGroup::Parent))
+            .await
+            .unwrap()
+            .unwrap();
+        let keys = StreamKeys::new("hashpool-test");
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut publish = async |unit_bits: u8| {
+            redis::cmd("HSET")
+                .arg(keys.mint_info())
+                .arg(FIELD_KEYSET)
+                .arg("00aa")
+                .arg(FIELD_UNIT_BITS)
+                .arg(unit_bits)
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap()
+        };
+        publish(4).await;
+        let stats_interval = Duration::from_millis(100);
+        let config = MintLinkConfig {
+            transport: Transport::Redis {
+                url: redis.url(),
+                prefix: "hashpool-test".into(),
+            },
+            authority_public_key: "9b9oyp3LfkcRiY43QM4ZvBviGwCRiggXmXfxsCwKykUzNYaacVd"
+                .parse()
+                .unwrap(),
+            identity_secret_key: "26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp"
+                .parse()
+                .unwrap(),
+            unit_bits: 4,
+            stats_interval,
+            silence_limit: stats_interval * 3,
+        };
+        let shutdown = CancellationToken::new();
+        let (_link, mut events) = MintLink::spawn(config, shutdown.clone());
+        assert_eq!(events.recv().await, Some(MintEvent::Up));
+
+        publish(5).await;
+        let down = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("the link went down");
+        let Some(MintEvent::Down { reason }) = down else {
+            panic!("{down:?}")
+        };
+        assert!(reason.contains("unit_bits 5"), "{reason}");
+        shutdown.cancel();
     }
 }
