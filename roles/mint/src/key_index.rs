@@ -78,7 +78,8 @@ pub async fn read(
 }
 
 /// Indexes, once, the ehash quotes created before the index existed, in
-/// creation order. Runs before the mint serves, so nothing else appends.
+/// creation order. Runs before the mint serves, in the writers' turn (see
+/// [`crate::quote_totals::backfill`]).
 pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     let db = mint.localstore();
     if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
@@ -92,6 +93,11 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
         }
     }
     let mut tx = db.begin_transaction().await?;
+    crate::quote_writer::writers_turn(&mut tx).await?;
+    if tx.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
     let indexed = by_key.append(&mut tx).await?;
     tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
     tx.commit().await?;

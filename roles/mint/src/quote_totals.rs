@@ -78,14 +78,23 @@ pub async fn append(tx: &mut DynMintTransaction, quote_ids: &[QuoteId]) -> Resul
 }
 
 /// Lists, once, the ehash quotes created before the list existed, in
-/// creation order. Runs before the mint serves, so nothing else appends.
+/// creation order. Runs before the mint serves, in the writers' turn, so
+/// nothing else appends (mint processes on one database starting together
+/// take turns, and only the first lists them).
 pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     let db = mint.localstore();
     if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
         return Ok(0);
     }
+    // Read first: on SQLite in memory the transaction holds the only
+    // connection. Only mints that listed theirs serve, so none is missed.
     let quotes = ehash_quotes_oldest_first(mint).await?;
     let mut tx = db.begin_transaction().await?;
+    crate::quote_writer::writers_turn(&mut tx).await?;
+    if tx.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
     for quote in quotes
         .iter()
         .filter(|quote| quote.amount_paid().value() == 0)

@@ -596,9 +596,14 @@ impl<'a> NewQuotes<'a> {
 /// Takes the writers' turn: the row stays locked, and other writers'
 /// transactions wait, until this one ends.
 async fn take_turn(tx: &mut DynMintTransaction) -> Result<(), Failure> {
-    tx.kv_write(KV_NAMESPACE, KV_WRITERS, KV_TURN, &[])
-        .await
-        .map_err(db_failure)
+    writers_turn(tx).await.map_err(db_failure)
+}
+
+/// Waits for the writers' turn (one row every writer of the database
+/// writes first), held until `tx` ends: mint processes on one database
+/// write quotes, and list them, one after the other.
+pub(crate) async fn writers_turn(tx: &mut DynMintTransaction) -> Result<(), DatabaseError> {
+    tx.kv_write(KV_NAMESPACE, KV_WRITERS, KV_TURN, &[]).await
 }
 
 /// The request cdk stores for an ehash quote; unique per quote.

@@ -100,6 +100,11 @@ impl LiveRefusals {
     }
 }
 
+/// Writes kept while the store cannot take them (a full disk, say) at
+/// most: beyond, the oldest are dropped (logged, counted), so a store that
+/// stays broken costs a hole in the history, not all the memory.
+pub const MAX_PENDING_WRITES: usize = 100_000;
+
 pub struct Core<A> {
     pub state: A,
     pub publisher: Publisher,
@@ -113,6 +118,8 @@ pub struct Core<A> {
     max_age_ms: i64,
     /// Messages refused for a timestamp beyond the retention.
     refused_past: u64,
+    /// Writes dropped while the store failed.
+    writes_dropped: u64,
 }
 
 impl<A: ServiceState> Core<A> {
@@ -140,6 +147,7 @@ impl<A: ServiceState> Core<A> {
             refused_future: 0,
             max_age_ms: i64::MAX,
             refused_past: 0,
+            writes_dropped: 0,
         })
     }
 
@@ -217,7 +225,22 @@ impl<A: ServiceState> Core<A> {
             state: &self.state,
         };
         let state = serde_json::to_string(&saved).expect("service state serializes");
-        self.store.apply(&self.pending, Some(&state), now)?;
+        if let Err(e) = self.store.apply(&self.pending, Some(&state), now) {
+            let excess = self.pending.len().saturating_sub(MAX_PENDING_WRITES);
+            if excess > 0 {
+                self.pending.drain(..excess);
+                let before = self.writes_dropped;
+                self.writes_dropped += excess as u64;
+                // Logged as the count passes 1, 2, 4, 8...
+                if before.leading_zeros() != self.writes_dropped.leading_zeros() {
+                    tracing::error!(
+                        dropped = self.writes_dropped,
+                        "the store keeps failing: dropping the oldest history writes"
+                    );
+                }
+            }
+            return Err(e);
+        }
         self.pending.clear();
         Ok(())
     }
@@ -298,6 +321,25 @@ mod tests {
         assert_eq!(core.publisher.restarts, 1);
         core.flush(6_000).unwrap();
         assert_eq!(core.store.total("work", None, 0, i64::MAX).unwrap(), 100.0);
+    }
+
+    #[test]
+    fn writes_kept_while_the_store_fails_are_bounded() {
+        let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
+        core.hello(&hello(1_000), 1_000);
+        core.store.fail_writes();
+        for _ in 0..MAX_PENDING_WRITES + 10 {
+            core.message(&share(60_000), 60_000);
+        }
+        assert!(core.flush(61_000).is_err());
+        assert_eq!(core.pending.len(), MAX_PENDING_WRITES);
+        assert_eq!(core.writes_dropped, 10);
+        core.message(&share(60_000), 60_000);
+        assert!(core.flush(62_000).is_err());
+        assert_eq!(
+            (core.pending.len(), core.writes_dropped),
+            (MAX_PENDING_WRITES, 11)
+        );
     }
 
     #[test]

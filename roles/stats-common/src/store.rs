@@ -144,6 +144,12 @@ impl Store {
         Self::init(Connection::open_in_memory()?, now)
     }
 
+    /// Makes every later write fail, as a full disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self) {
+        self.conn.execute_batch("DROP TABLE buckets").unwrap();
+    }
+
     fn init(conn: Connection, now: i64) -> Result<Store, StoreError> {
         conn.execute_batch(SCHEMA)?;
         let mut store = Store {

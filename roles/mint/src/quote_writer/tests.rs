@@ -69,6 +69,11 @@ impl Backend {
     /// SQLite a writer waits for the database before its transaction
     /// begins, unseen: returns at once.
     async fn until_a_transaction_waits(&self) {
+        self.until_transactions_wait(1).await
+    }
+
+    /// [`Backend::until_a_transaction_waits`], for `n` of them.
+    async fn until_transactions_wait(&self, n: i64) {
         let Some(postgres) = &self.postgres else {
             return;
         };
@@ -86,7 +91,7 @@ impl Backend {
                 .await
                 .unwrap()
                 .get(0);
-            if waiting > 0 {
+            if waiting >= n {
                 return;
             }
             assert!(
@@ -864,4 +869,39 @@ async fn on_postgres_a_transaction_stuck_past_the_commit_timeout_fails_its_share
     for (share, answer) in shares.iter().zip(again) {
         paid_once(&mint, &answer.unwrap(), share).await;
     }
+}
+
+/// Two mint processes of a database upgraded together list the quotes of
+/// older mints at once: they take turns, and only the first lists them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_mints_starting_together_list_older_quotes_once() {
+    let backend = Backend::postgres().await;
+    let mint = backend.mint.clone();
+    let db = mint.localstore();
+    let mut tx = db.begin_transaction().await.unwrap();
+    for amount in 1..=3 {
+        let share = share(amount);
+        let quote_id = add_quote(&mut tx, &share).await;
+        add_index(&mut tx, &share, &quote_id).await;
+    }
+    tx.commit().await.unwrap();
+
+    // Both wait for the turn a third writer holds, then go one by one.
+    let mut holder = db.begin_transaction().await.unwrap();
+    writers_turn(&mut holder).await.unwrap();
+    let other = backend.another_mint().await;
+    let starting = [mint.clone(), other].map(|mint| {
+        tokio::spawn(async move { crate::quote_totals::backfill(&mint).await.unwrap() })
+    });
+    backend.until_transactions_wait(2).await;
+    holder.commit().await.unwrap();
+    let mut listed = vec![];
+    for start in starting {
+        listed.push(start.await.unwrap());
+    }
+    listed.sort();
+    assert_eq!(listed, [0, 3]);
+    let totals = counted_afresh(&backend.totals).await;
+    assert_eq!(totals.quotes_unpaid, 3, "each listed once");
+    assert_eq!(totals, totals_of_every_quote(&mint).await);
 }
