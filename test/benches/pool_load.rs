@@ -67,6 +67,7 @@ fn main() {
             .unwrap_or_else(|_| POOL_PUBLIC_KEY.to_string()),
         user_identity: IDENTITY.to_string(),
         nominal_hashrate: NOMINAL_HASHRATE,
+        ehash: false,
     };
     println!(
         "pool_load: pool at {address} (pid {pid:?}); {secs} s per step, {window} shares in \

@@ -24,6 +24,10 @@ pub struct LoadTarget {
     /// Declared per channel: with the pool's shares per minute it sets how
     /// many hashes a share takes.
     pub nominal_hashrate: f32,
+    /// Negotiates the ehash extension, as a translator does: the pool then
+    /// keeps each share's notification until one of its key's channels
+    /// acknowledges it.
+    pub ehash: bool,
 }
 
 /// What one load step measured.
@@ -133,6 +137,11 @@ async fn open_channel(target: &LoadTarget) -> MiningClient {
         }
     };
     client.setup_connection(0).await;
+    if target.ehash {
+        client
+            .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
+            .await;
+    }
     let channel = client
         .open_extended(&target.user_identity, target.nominal_hashrate, 8)
         .await

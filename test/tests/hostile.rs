@@ -174,6 +174,7 @@ async fn notifications_nobody_takes_cost_the_pool_a_log_line_an_interval() {
         user_identity: format!("{LOCKING_KEY}.load"),
         // ~16 hashes a share at the shipped 6 shares a minute.
         nominal_hashrate: 1.6,
+        ehash: true,
     };
     let figures = run_load(&target, 2, 4, Duration::from_secs(2), tokio::time::sleep).await;
     assert_eq!(figures.rejected(), 0, "{figures:?}");

@@ -689,6 +689,7 @@ async fn the_load_generator_loads_a_pool_named_by_address_and_authority_key() {
         user_identity: format!("{LOCKING_KEY}.load"),
         // ~16 hashes a share at 100,000 shares a minute.
         nominal_hashrate: 16.0 * 100_000.0 / 60.0,
+        ehash: false,
     };
     let figures = run_load(&target, 3, 2, Duration::from_secs(1), tokio::time::sleep).await;
     println!("{figures:?}");
@@ -718,6 +719,7 @@ async fn the_load_generator_follows_a_channel_renewed_on_a_new_extranonce_prefix
         user_identity: format!("{LOCKING_KEY}.load"),
         // ~16 hashes a share at 6 shares a minute.
         nominal_hashrate: 1.6,
+        ehash: false,
     };
     let window = 4;
     let pool = &stack.pool;

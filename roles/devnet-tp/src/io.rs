@@ -27,6 +27,15 @@ use crate::store::{self, StoreError, StoredChain};
 
 /// Clients (pools, mints) connected at once at most.
 const MAX_CLIENTS: usize = 64;
+/// A client must send SetupConnection this soon after connecting: silent
+/// connections would otherwise hold the slots of pools and mints.
+const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A client that takes none of what is written to it this long is closed
+/// (its updates would pile up behind it).
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Messages read ahead of the connection's loop at most: a client's
+/// frames can be large, and a slow loop must not hold many.
+const READ_AHEAD: usize = 8;
 
 /// A block the template provider appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +265,8 @@ async fn serve(
             .await
             .map_err(|e| format!("noise handshake failed: {e}"))?;
     info!(client = id, %peer, "client connected");
-    let mut reader = Sv2Reader::spawn(reader, "client", 64);
+    let mut reader = Sv2Reader::spawn(reader, "client", READ_AHEAD);
+    let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
     let mut updates = shared.updates.subscribe();
     let mut client = Client {
         id,
@@ -267,6 +277,9 @@ async fn serve(
     let result = loop {
         let reply = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
+            _ = tokio::time::sleep_until(setup_deadline), if !client.setup_done => {
+                break Err(format!("no SetupConnection within {SETUP_TIMEOUT:?}"));
+            }
             update = updates.recv(), if client.serving => match update {
                 Ok(Update::Tip(tip)) => Reply::send(tip_messages(tip)),
                 Ok(Update::Refresh(template)) => Reply::send([AnyMessageOwned::TemplateDistribution(
@@ -289,8 +302,10 @@ async fn serve(
                 Err(e) => break Err(e.to_string()),
             },
         };
-        if let Err(e) = send_all(&mut writer, reply.messages).await {
-            break Err(e);
+        match tokio::time::timeout(WRITE_TIMEOUT, send_all(&mut writer, reply.messages)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => break Err(e),
+            Err(_) => break Err(format!("the client took nothing for {WRITE_TIMEOUT:?}")),
         }
         if let Some(reason) = reply.close {
             break Err(reason);
@@ -432,6 +447,34 @@ impl Client {
 mod tests {
     use super::*;
     use crate::chain::tests::{params, solve, EASY};
+    use crate::config::TpConfig;
+
+    /// A client that connects and never says SetupConnection loses its
+    /// slot: the template provider closes it.
+    #[tokio::test]
+    async fn a_client_that_never_sets_up_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TpConfig {
+            listen_address: "127.0.0.1:0".into(),
+            state_dir: dir.path().to_path_buf(),
+            ..roles_common::testing::load_shipped("devnet-tp.toml")
+        };
+        let shutdown = CancellationToken::new();
+        let tp = crate::start(config.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let stream = TcpStream::connect(tp.local_addr()).await.unwrap();
+        let (mut reader, _writer) = noise::connect(stream, Some(config.authority_public_key))
+            .await
+            .unwrap();
+        let closed = tokio::time::timeout(SETUP_TIMEOUT * 2, reader.read_frame()).await;
+        assert!(
+            matches!(closed, Ok(Err(_))),
+            "closed without a frame: {:?}",
+            closed.map(|r| r.is_ok())
+        );
+        shutdown.cancel();
+    }
 
     #[test]
     fn a_block_that_cannot_be_saved_is_refused_and_not_announced() {

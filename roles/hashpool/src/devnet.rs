@@ -339,9 +339,13 @@ impl Roles {
         };
         let mint = start_role(|stop| mint::start(c.mint.clone(), stop)).await?;
 
+        // Every link pins the key of the role it reaches: a key pair
+        // changed in one role's file follows into the others'.
         c.pool.tp_address = tp_address;
+        c.pool.tp_authority_public_key = c.devnet_tp.authority_public_key;
         if let Some(link) = c.pool.mint.as_mut() {
             link.address = reachable(mint.handle.link_addr).to_string();
+            link.authority_public_key = c.mint.authority_public_key;
         }
         let pool =
             start_role(|stop| pool::start(c.pool.clone(), stop, pool::Hooks::default())).await?;
@@ -353,6 +357,7 @@ impl Roles {
         // The devnet translator mines on this pool only, or through jd-client.
         let mut upstream = c.translator.upstreams[0].clone();
         upstream.address = reachable(pool.handle.local_addr()).to_string();
+        upstream.authority_public_key = c.pool.authority_public_key;
         let mut jd_client = None;
         if let (true, Some(jds)) = (c.declared_jobs, pool.handle.jds_addr()) {
             c.jd_client.tp_address = reachable(tp.handle.local_addr()).to_string();

@@ -66,7 +66,7 @@ fn run(kept: u32, keys: &[LockingKey]) {
                 .send(hash(n), notice(key, n), u64::from(n % 100), now)
                 .unwrap();
         } else {
-            store.wait(hash(n), notice(key, n)).unwrap();
+            store.wait(hash(n), notice(key, n), now).unwrap();
         }
     }
     let base = kept;
@@ -83,7 +83,7 @@ fn run(kept: u32, keys: &[LockingKey]) {
     let start = Instant::now();
     for i in 0..OPS {
         let n = base + OPS + i;
-        store.wait(hash(n), notice(lone, n)).unwrap();
+        store.wait(hash(n), notice(lone, n), now).unwrap();
         store.deliver_waiting(&lone, 2_000, 9, now);
         store.ack(2_000, &[hash(n)], now);
     }

@@ -103,7 +103,7 @@ pub fn hashrate(store: &Store, hours: u32, now: i64) -> Result<Hashrate, StoreEr
     let gaps = store.gaps(range.from, now)?;
     Ok(Hashrate {
         span: span(hours, range),
-        points: timeline(range, &work, &gaps, store.created_at()),
+        points: timeline(range, &work, &gaps, store.history_from()),
         gaps,
     })
 }
@@ -138,7 +138,7 @@ pub fn by_key(
         store.sums_by_key(series, (range.from, range.to), range.step, except, MAX_KEYS)?;
     let series: Vec<_> = sums
         .into_iter()
-        .map(|(key, work)| (key, timeline(range, &work, &gaps, store.created_at())))
+        .map(|(key, work)| (key, timeline(range, &work, &gaps, store.history_from())))
         .collect();
     Ok(ByKey {
         span: span(hours, range),

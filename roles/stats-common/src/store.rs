@@ -100,7 +100,12 @@ pub struct Store {
     records: HashMap<String, u64>,
     /// Times rows or records were deleted for the limits (for the log).
     evictions: u64,
+    /// What the last prune deleted everything before (Unix ms).
+    pruned_before: i64,
 }
+
+/// The meta key of [`Store::prune`]'s last cut-off.
+const PRUNED_BEFORE: &str = "pruned_before";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -159,12 +164,14 @@ impl Store {
             per_miner_rows: 0,
             records: HashMap::new(),
             evictions: 0,
+            pruned_before: i64::MIN,
         };
         store.count()?;
         match store.meta_i64("created_at")? {
             Some(created) => store.created_at = created,
             None => store.set_meta("created_at", &now.to_string())?,
         }
+        store.pruned_before = store.meta_i64(PRUNED_BEFORE)?.unwrap_or(i64::MIN);
         if let Some(last_alive) = store.meta_i64("last_alive")? {
             if last_alive < now {
                 store.conn.execute(
@@ -180,6 +187,12 @@ impl Store {
     /// When this store was first created (Unix ms).
     pub fn created_at(&self) -> i64 {
         self.created_at
+    }
+
+    /// Where its history starts: its creation, or what the last prune kept
+    /// (before that, nothing is known, not nothing mined).
+    pub fn history_from(&self) -> i64 {
+        self.created_at.max(self.pruned_before)
     }
 
     /// Bounds what later writes may leave in the file; a file holding more
@@ -402,7 +415,13 @@ impl Store {
         )?;
         deleted += tx.execute("DELETE FROM records WHERE t < ?1", params![before])?;
         deleted += tx.execute("DELETE FROM downtime WHERE to_ms < ?1", params![before])?;
+        let pruned_before = self.pruned_before.max(before);
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![PRUNED_BEFORE, pruned_before.to_string()],
+        )?;
         tx.commit()?;
+        self.pruned_before = pruned_before;
         if deleted > 0 {
             self.count()?;
         }
@@ -805,5 +824,24 @@ mod tests {
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].id, "new");
         assert_eq!(store.prune(cutoff).unwrap(), 0);
+    }
+
+    #[test]
+    fn history_starts_where_the_last_prune_cut_even_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = T0 - 60 * 86_400_000;
+        let mut store = Store::open(dir.path(), "s.sqlite", created).unwrap();
+        assert_eq!(store.history_from(), created);
+        let cutoff = T0 - 30 * 86_400_000;
+        store.prune(cutoff).unwrap();
+        assert_eq!(store.history_from(), cutoff);
+        store.prune(cutoff - 1).unwrap();
+        assert_eq!(store.history_from(), cutoff, "never moves back");
+        drop(store);
+        let store = Store::open(dir.path(), "s.sqlite", T0).unwrap();
+        assert_eq!(
+            (store.created_at(), store.history_from()),
+            (created, cutoff)
+        );
     }
 }

@@ -36,6 +36,11 @@ pub const DUPLICATE_SHARE: &str = "duplicate-share";
 
 /// A notification not acknowledged this long after it was sent is sent again.
 pub const RESEND_AFTER: Duration = Duration::from_secs(30);
+/// A notification waiting this long for a channel with its key is given up
+/// and its share done: the key's owner may never come back, and every share
+/// kept would be asked of the mint again at each restart. The quote stays
+/// at the mint, listed by key for its owner.
+pub const WAIT_AT_MOST: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[derive(Debug, Clone)]
 pub struct QuoteFlowConfig {
@@ -254,7 +259,7 @@ impl QuoteFlow {
     ) -> Vec<Action> {
         self.in_order.connection_closed(conn);
         let mut actions = vec![];
-        for key in self.notices.connection_closed(conn) {
+        for key in self.notices.connection_closed(conn, now) {
             if let Some((owner, channel_id)) = dir.ehash_channel_with_key(&key) {
                 actions.extend(self.on_channel_opened(owner, channel_id, Some(key), true, now));
             }
@@ -262,16 +267,28 @@ impl QuoteFlow {
         actions
     }
 
-    /// Notifications unacknowledged for [`RESEND_AFTER`]: sent again.
+    /// Notifications unacknowledged for [`RESEND_AFTER`]: sent again; those
+    /// waiting for [`WAIT_AT_MOST`]: given up, their shares done.
     pub fn on_resend_tick(&mut self, now: Instant) -> Vec<Action> {
-        self.notices
+        let mut actions: Vec<Action> = self
+            .notices
             .overdue(now, RESEND_AFTER)
             .into_iter()
             .map(|(conn, notice)| Action::Notify {
                 conn,
                 message: notice.message,
             })
-            .collect()
+            .collect();
+        let expired = self.notices.expired(now, WAIT_AT_MOST);
+        if !expired.is_empty() {
+            tracing::info!(
+                notices = expired.len(),
+                "ehash notifications waited {WAIT_AT_MOST:?} for a channel with their key: \
+                 given up, their quotes stay at the mint, listed by key for their owners"
+            );
+        }
+        actions.extend(expired.into_iter().map(|(hash, _)| Action::Done(hash)));
+        actions
     }
 
     // --- shares and the mint -----------------------------------------------------
@@ -616,7 +633,7 @@ impl QuoteFlow {
                     Err(overflow) => (Err(overflow), Some(send)),
                 }
             }
-            None => (self.notices.wait(hash, notice), None),
+            None => (self.notices.wait(hash, notice, now), None),
         };
         let mut actions: Vec<Action> = send.into_iter().collect();
         if let Err(overflow) = kept {

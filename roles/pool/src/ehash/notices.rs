@@ -43,7 +43,7 @@ pub struct Notice {
 enum Place {
     InFlight { conn: ConnId, sent_at: Instant },
     Queued { conn: ConnId },
-    Waiting,
+    Waiting { since: Instant },
 }
 
 /// Why a notice was refused.
@@ -101,7 +101,7 @@ impl Notices {
     pub fn waiting(&self) -> usize {
         self.entries
             .values()
-            .filter(|(_, p)| *p == Place::Waiting)
+            .filter(|(_, p)| matches!(p, Place::Waiting { .. }))
             .count()
     }
 
@@ -134,14 +134,21 @@ impl Notices {
         }
     }
 
-    /// Keeps a notice until a channel with its key opens.
-    pub fn wait(&mut self, share_hash: [u8; 32], notice: Notice) -> Result<(), Overflow> {
+    /// Keeps a notice until a channel with its key opens (or it waited
+    /// too long, see [`Notices::expired`]).
+    pub fn wait(
+        &mut self,
+        share_hash: [u8; 32],
+        notice: Notice,
+        now: Instant,
+    ) -> Result<(), Overflow> {
         self.admit(&share_hash, &notice.key)?;
         self.waiting
             .entry(notice.key)
             .or_default()
             .push_back(share_hash);
-        self.entries.insert(share_hash, (notice, Place::Waiting));
+        self.entries
+            .insert(share_hash, (notice, Place::Waiting { since: now }));
         Ok(())
     }
 
@@ -219,7 +226,7 @@ impl Notices {
     /// `conn` closed: what was in flight on it or queued for it waits for
     /// its key. The keys that got waiting notices (a channel with one may be
     /// open already).
-    pub fn connection_closed(&mut self, conn: ConnId) -> Vec<LockingKey> {
+    pub fn connection_closed(&mut self, conn: ConnId, now: Instant) -> Vec<LockingKey> {
         let in_flight = self.in_flight.remove(&conn).unwrap_or_default();
         let queued = self.queued.remove(&conn).unwrap_or_default();
         let mut keys = HashSet::new();
@@ -227,10 +234,10 @@ impl Notices {
             if let Some((notice, place)) = self.entries.get_mut(&hash) {
                 let on_conn = match *place {
                     Place::InFlight { conn: c, .. } | Place::Queued { conn: c } => c == conn,
-                    Place::Waiting => false,
+                    Place::Waiting { .. } => false,
                 };
                 if on_conn {
-                    *place = Place::Waiting;
+                    *place = Place::Waiting { since: now };
                     self.waiting.entry(notice.key).or_default().push_back(hash);
                     keys.insert(notice.key);
                 }
@@ -257,7 +264,7 @@ impl Notices {
             let Some((notice, place)) = self.entries.get_mut(&hash) else {
                 continue;
             };
-            if *place != Place::Waiting {
+            if !matches!(place, Place::Waiting { .. }) {
                 continue;
             }
             notice.message.set_channel_id(channel_id);
@@ -284,6 +291,27 @@ impl Notices {
                     out.push((*conn, notice.clone()));
                 }
             }
+        }
+        out
+    }
+
+    /// Notices that waited `after` or longer for a channel with their key,
+    /// given up (removed): their key's owner lists their quotes at the mint.
+    pub fn expired(&mut self, now: Instant, after: Duration) -> Vec<([u8; 32], Notice)> {
+        let hashes: Vec<[u8; 32]> = self
+            .entries
+            .iter()
+            .filter(|(_, (_, place))| {
+                matches!(place, Place::Waiting { since } if now.saturating_duration_since(*since) >= after)
+            })
+            .map(|(hash, _)| *hash)
+            .collect();
+        let mut out = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            if let Some((notice, _)) = self.entries.get(&hash) {
+                out.push((hash, notice.clone()));
+            }
+            self.remove(&hash);
         }
         out
     }

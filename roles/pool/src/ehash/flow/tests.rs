@@ -625,3 +625,19 @@ fn notifications_beyond_a_connections_in_flight_limit_go_out_as_acknowledgements
     assert_eq!(sent, 2, "two acknowledged, two more sent: {actions:?}");
     assert_eq!(f.notices().len(), total - 2);
 }
+
+#[test]
+fn a_notification_nobody_takes_for_a_day_is_given_up_and_its_share_done() {
+    let now = Instant::now();
+    let s = share(None, 7, 5, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    f.on_mint_answer(quoted(&s), &Dir::new());
+    let answered = Instant::now();
+    assert_eq!(f.notices().waiting(), 1);
+    assert!(f.on_resend_tick(answered + WAIT_AT_MOST / 2).is_empty());
+    assert_eq!(
+        f.on_resend_tick(answered + WAIT_AT_MOST),
+        vec![Action::Done(s.request.share_hash())]
+    );
+    assert!(f.notices().is_empty());
+}

@@ -55,8 +55,8 @@ fn a_closed_connections_notices_wait_for_the_keys_next_channel() {
     let mut n = Notices::new(10, 100);
     n.send(hash(1), notice(key(1), 1), 7, now).unwrap();
     n.send(hash(2), notice(key(2), 2), 7, now).unwrap();
-    n.wait(hash(3), notice(key(1), 3)).unwrap();
-    let mut keys = n.connection_closed(7);
+    n.wait(hash(3), notice(key(1), 3), now).unwrap();
+    let mut keys = n.connection_closed(7, now);
     keys.sort_by_key(|k| k.to_string());
     assert_eq!(keys.len(), 2);
     assert_eq!(n.waiting(), 3);
@@ -87,18 +87,21 @@ fn a_closed_connections_notices_wait_for_the_keys_next_channel() {
 fn a_full_key_or_store_refuses_the_new_notice_and_evicts_nothing() {
     let now = Instant::now();
     let mut n = Notices::new(2, 3);
-    n.wait(hash(1), notice(key(1), 1)).unwrap();
+    n.wait(hash(1), notice(key(1), 1), now).unwrap();
     n.send(hash(2), notice(key(1), 2), 7, now).unwrap();
-    assert_eq!(n.wait(hash(3), notice(key(1), 3)), Err(Overflow::Key));
-    n.wait(hash(4), notice(key(2), 4)).unwrap();
-    assert_eq!(n.wait(hash(5), notice(key(3), 5)), Err(Overflow::Total));
+    assert_eq!(n.wait(hash(3), notice(key(1), 3), now), Err(Overflow::Key));
+    n.wait(hash(4), notice(key(2), 4), now).unwrap();
+    assert_eq!(
+        n.wait(hash(5), notice(key(3), 5), now),
+        Err(Overflow::Total)
+    );
     assert_eq!(n.len(), 3, "nothing of another key was evicted");
     // A resend of a kept notice takes no more room.
     n.send(hash(1), notice(key(1), 1), 8, now).unwrap();
     assert_eq!(n.len(), 3);
     // Room again once one is acknowledged.
     assert_eq!(acked(&mut n, 8, &[hash(1)]), vec![hash(1)]);
-    n.wait(hash(5), notice(key(3), 5)).unwrap();
+    n.wait(hash(5), notice(key(3), 5), now).unwrap();
 }
 
 #[test]
@@ -106,7 +109,7 @@ fn overdue_notices_are_sent_again_on_their_connection() {
     let start = Instant::now();
     let mut n = Notices::new(10, 100);
     n.send(hash(1), notice(key(1), 1), 7, start).unwrap();
-    n.wait(hash(2), notice(key(1), 2)).unwrap();
+    n.wait(hash(2), notice(key(1), 2), start).unwrap();
     let after = Duration::from_secs(60);
     assert!(n.overdue(start + Duration::from_secs(59), after).is_empty());
     let again = n.overdue(start + after, after);
@@ -148,7 +151,7 @@ fn a_closed_connections_queued_notices_wait_and_a_new_channel_takes_as_many_as_f
     for i in 1..=3 {
         n.send(hash(i), notice(key(1), i), 7, now).unwrap();
     }
-    assert_eq!(n.connection_closed(7), vec![key(1)]);
+    assert_eq!(n.connection_closed(7, now), vec![key(1)]);
     assert_eq!(n.waiting(), 3);
     let sent = n.deliver_waiting(&key(1), 9, 5, now);
     assert_eq!(sent.len(), 2, "the limit holds on the new connection too");
@@ -161,7 +164,7 @@ fn a_closed_connections_queued_notices_wait_and_a_new_channel_takes_as_many_as_f
         (5, 3),
         "addressed to the new channel"
     );
-    assert!(n.connection_closed(7).is_empty());
+    assert!(n.connection_closed(7, now).is_empty());
 }
 
 const RESEND: Duration = Duration::from_secs(30);
@@ -175,4 +178,24 @@ fn channel_and_sequence(notice: &Notice) -> (u32, u32) {
 
 fn sequence(notice: &Notice) -> u32 {
     channel_and_sequence(notice).1
+}
+
+#[test]
+fn notices_waiting_too_long_are_given_up_and_those_in_flight_are_not() {
+    let start = Instant::now();
+    let mut n = Notices::new(10, 100);
+    n.wait(hash(1), notice(key(1), 1), start).unwrap();
+    n.send(hash(2), notice(key(1), 2), 7, start).unwrap();
+    let later = start + Duration::from_secs(10);
+    n.wait(hash(3), notice(key(2), 3), later).unwrap();
+    let after = Duration::from_secs(60);
+    assert!(n.expired(start + Duration::from_secs(59), after).is_empty());
+    let expired: Vec<[u8; 32]> = n
+        .expired(start + after, after)
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
+    assert_eq!(expired, vec![hash(1)]);
+    assert_eq!((n.len(), n.waiting()), (2, 1));
+    assert!(n.deliver_waiting(&key(1), 9, 4, start + after).is_empty());
 }
