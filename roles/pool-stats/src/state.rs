@@ -267,6 +267,22 @@ mod tests {
         out
     }
 
+    fn quote(downstream_id: u32, amount: u64, t: u64) -> QuoteCreated {
+        QuoteCreated {
+            downstream_id,
+            channel_id: 1,
+            amount,
+            timestamp: t,
+        }
+    }
+
+    fn disconnected(downstream_id: u32, t: u64) -> DownstreamDisconnected {
+        DownstreamDisconnected {
+            downstream_id,
+            timestamp: t,
+        }
+    }
+
     fn share(downstream_id: u32, accepted: bool, work: u64, t: u64) -> ShareSubmitted {
         ShareSubmitted {
             downstream_id,
@@ -321,15 +337,7 @@ mod tests {
             ]
         );
         apply(&mut state, share(7, false, 0, T + 9));
-        apply(
-            &mut state,
-            QuoteCreated {
-                downstream_id: 7,
-                channel_id: 1,
-                amount: 12,
-                timestamp: T + 10,
-            },
-        );
+        apply(&mut state, quote(7, 12, T + 10));
         let d = &state.downstreams[&7];
         assert_eq!((d.shares_accepted, d.shares_rejected), (1, 1));
         assert_eq!((d.quotes, d.ehash), (1, 12));
@@ -337,13 +345,7 @@ mod tests {
         assert_eq!(d.channels.len(), 1);
         assert_eq!(state.totals.work_accepted, 1000.0);
 
-        apply(
-            &mut state,
-            DownstreamDisconnected {
-                downstream_id: 7,
-                timestamp: T + 20,
-            },
-        );
+        apply(&mut state, disconnected(7, T + 20));
         assert!(state.downstreams.is_empty());
         assert_eq!(
             state.totals.shares_accepted, 1,
@@ -355,22 +357,8 @@ mod tests {
     fn a_quote_after_its_downstream_left_does_not_bring_it_back() {
         let mut state = PoolState::default();
         apply(&mut state, share(7, true, 1000, T));
-        apply(
-            &mut state,
-            DownstreamDisconnected {
-                downstream_id: 7,
-                timestamp: T + 1,
-            },
-        );
-        apply(
-            &mut state,
-            QuoteCreated {
-                downstream_id: 7,
-                channel_id: 1,
-                amount: 12,
-                timestamp: T + 2,
-            },
-        );
+        apply(&mut state, disconnected(7, T + 1));
+        apply(&mut state, quote(7, 12, T + 2));
         assert!(state.downstreams.is_empty());
         assert_eq!(
             (state.totals.quotes_created, state.totals.ehash_created),
@@ -449,13 +437,7 @@ mod tests {
         );
         assert_eq!(state.refused.count(), 2);
         // Room again once one leaves.
-        apply(
-            &mut state,
-            DownstreamDisconnected {
-                downstream_id: 0,
-                timestamp: T,
-            },
-        );
+        apply(&mut state, disconnected(0, T));
         apply(&mut state, share(beyond, true, 10, T));
         assert!(state.downstreams.contains_key(&beyond));
     }
@@ -497,13 +479,7 @@ mod tests {
         );
         open(&mut state, 3, 0);
         assert_eq!(state.downstreams[&3].channels.len(), 1);
-        apply(
-            &mut state,
-            DownstreamDisconnected {
-                downstream_id: 1,
-                timestamp: T,
-            },
-        );
+        apply(&mut state, disconnected(1, T));
         open(&mut state, 3, 1);
         assert_eq!(state.downstreams[&3].channels.len(), 2);
     }

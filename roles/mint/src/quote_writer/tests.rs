@@ -725,18 +725,21 @@ async fn a_keys_quotes_written_together_are_read_from_any_of_their_positions(bac
     assert_eq!(rest.unwrap(), all[1..]);
 }
 
-async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
-    let mint = backend.mint.clone();
-    let db = mint.localstore();
-    // Created by a mint that kept no list: the unpaid quotes of an older
-    // writer, indexed.
-    let mut tx = db.begin_transaction().await.unwrap();
-    for amount in 1..=3 {
+/// Quotes of shares worth `amounts`, as a mint that kept no list made
+/// them: unpaid, indexed.
+async fn quoted_by_an_older_mint(mint: &Mint, amounts: std::ops::RangeInclusive<u64>) {
+    let mut tx = mint.localstore().begin_transaction().await.unwrap();
+    for amount in amounts {
         let share = share(amount);
         let quote_id = add_quote(&mut tx, &share).await;
         add_index(&mut tx, &share, &quote_id).await;
     }
     tx.commit().await.unwrap();
+}
+
+async fn quotes_made_before_the_list_are_listed_once(backend: Backend) {
+    let mint = backend.mint.clone();
+    quoted_by_an_older_mint(&mint, 1..=3).await;
 
     assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 3);
     assert_eq!(crate::quote_totals::backfill(&mint).await.unwrap(), 0);
@@ -878,13 +881,7 @@ async fn on_postgres_mints_starting_together_list_older_quotes_once() {
     let backend = Backend::postgres().await;
     let mint = backend.mint.clone();
     let db = mint.localstore();
-    let mut tx = db.begin_transaction().await.unwrap();
-    for amount in 1..=3 {
-        let share = share(amount);
-        let quote_id = add_quote(&mut tx, &share).await;
-        add_index(&mut tx, &share, &quote_id).await;
-    }
-    tx.commit().await.unwrap();
+    quoted_by_an_older_mint(&mint, 1..=3).await;
 
     // Both wait for the turn a third writer holds, then go one by one.
     let mut holder = db.begin_transaction().await.unwrap();
