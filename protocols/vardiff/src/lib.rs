@@ -136,11 +136,13 @@
 //! to check the figures above.
 
 mod average;
+mod clock;
 mod config;
 mod detect;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod vardiff;
 
+pub use clock::SteadyClock;
 pub use config::{hashrate_for_work, work_per_share, ConfigError, VardiffConfig};
 pub use vardiff::Vardiff;

@@ -1,6 +1,7 @@
 //! The per-miner controller: estimate, detect changes, retarget.
 
 use crate::average::DecayingRate;
+use crate::clock::SteadyClock;
 use crate::config::{work_per_share, ConfigError, VardiffConfig};
 use crate::detect::{Detector, Exposure, Share};
 
@@ -15,8 +16,8 @@ pub struct Vardiff {
     average: DecayingRate,
     detector: Detector,
     exposure: Exposure,
-    /// The latest time seen: time never runs back.
-    now_ms: u64,
+    /// The caller's time, never running back.
+    clock: SteadyClock,
 }
 
 impl Vardiff {
@@ -36,9 +37,11 @@ impl Vardiff {
     /// A difficulty reported with [`on_difficulty`](Self::on_difficulty)
     /// stays reported: the miner still mines at it.
     pub fn reset(&mut self, now_ms: u64, hashrate: f64) {
-        let now_ms = now_ms.max(self.now_ms);
+        let mut clock = self.clock;
+        let now_ms = clock.at(now_ms);
         let reported = self.exposure.reported();
         *self = Self::start(self.config.clone(), now_ms, hashrate);
+        self.clock = clock;
         if let Some(work) = reported {
             self.exposure.report(now_ms, work);
         }
@@ -63,7 +66,7 @@ impl Vardiff {
             config,
             hashrate,
             stepping: false,
-            now_ms,
+            clock: SteadyClock::new(now_ms),
         }
     }
 
@@ -145,8 +148,7 @@ impl Vardiff {
     }
 
     fn clock(&mut self, now_ms: u64) -> u64 {
-        self.now_ms = self.now_ms.max(now_ms);
-        self.now_ms
+        self.clock.at(now_ms)
     }
 
     /// Moves the estimate toward the measured rate when it left the band, by
@@ -209,6 +211,19 @@ mod tests {
             retargets.extend(vardiff.tick(tick_ms));
         }
         retargets
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_changes_nothing() {
+        let hour = 3_600_000;
+        let start = 10 * hour;
+        let mut vardiff = Vardiff::new(config(), start, 1e6).unwrap();
+        let work = vardiff.work_per_share();
+        assert_eq!(feed(&mut vardiff, start, 600, 1e6, work), Vec::<f64>::new());
+        // NTP sets the clock back an hour; the miner mines on as before.
+        let back = start + 600_000 - hour;
+        assert_eq!(feed(&mut vardiff, back, 1800, 1e6, work), Vec::<f64>::new());
+        assert_eq!(vardiff.hashrate(), 1e6);
     }
 
     #[test]
@@ -299,9 +314,9 @@ mod tests {
         vardiff.reset(600_000, 5e6);
         assert_eq!(vardiff.hashrate(), 5e6);
         assert_eq!(vardiff.measured_hashrate(), 5e6);
-        // Time never runs back: an earlier reset time is taken as the latest seen.
+        // Time never runs back: an earlier reset time is no time passing.
         vardiff.reset(0, 5e6);
-        assert_eq!(vardiff.tick(600_000), None);
+        assert_eq!(vardiff.tick(0), None);
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl PoolCore {
     /// shares until the next tick); a channel whose target changed gets it
     /// at once.
     pub fn on_vardiff_tick(&mut self, now_ms: u64) -> Vec<Action> {
-        self.clock_ms = self.clock_ms.max(now_ms);
+        self.clock_ms = self.clock_ms.max(self.clock.at(now_ms));
         let now_ms = self.clock_ms;
         let retargeted: Vec<u32> = self
             .channels

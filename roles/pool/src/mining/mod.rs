@@ -45,6 +45,7 @@ pub use stats::{Stats, StatsEvent};
 use crate::jds::JobDeclarator;
 use channel::{Channel, OpenRequest, Submission};
 use connection::ConnState;
+use vardiff::SteadyClock;
 
 /// Identifies one downstream connection.
 pub type ConnId = u64;
@@ -141,8 +142,10 @@ pub struct PoolCore {
     latest_template: Option<NewTemplateOwned>,
     prev_hash: Option<SetNewPrevHashOwned>,
     stats: Stats,
-    /// Unix milliseconds of the last vardiff tick: the time of shares.
+    /// Unix milliseconds of the last vardiff tick: the time of shares
+    /// (read through `clock`, so a wall clock stepped back stalls nothing).
     clock_ms: u64,
+    clock: SteadyClock,
     jds: Option<JobDeclarator>,
 }
 
@@ -185,6 +188,7 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock_ms: 0,
+            clock: SteadyClock::new(0),
             jds: config
                 .job_declaration
                 .then(|| JobDeclarator::new(config.reward_script.clone())),

@@ -27,6 +27,7 @@ const REOPEN_WINDOW_SECS: u64 = 60;
 impl MinerSession {
     /// A message from the pool about this miner's channel.
     pub fn on_upstream(&mut self, msg: MiningOwned, now: u64) -> Vec<Action> {
+        let now = self.clock.at(now);
         match msg {
             MiningOwned::OpenExtendedMiningChannelSuccess(s) => self.on_channel_opened(s, now),
             MiningOwned::OpenMiningChannelError(e) => self.on_channel_refused(e),

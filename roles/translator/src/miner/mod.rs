@@ -33,7 +33,7 @@ use ::sv1::server::{self as sv1, code, Request};
 mod jobs;
 mod shares;
 pub use shares::MAX_PENDING_SUBMITS;
-use vardiff::{hashrate_for_work, Vardiff, VardiffConfig};
+use vardiff::{hashrate_for_work, SteadyClock, Vardiff, VardiffConfig};
 
 /// Bytes of extranonce1 the translator hands out (a per-miner counter).
 pub const EXTRANONCE1_SIZE: usize = 4;
@@ -152,6 +152,9 @@ pub struct MinerSession {
     next_sequence: u32,
     vardiff: Vardiff,
     vardiff_checked_at: u64,
+    /// The caller's seconds, never running back: vardiff, throttles and
+    /// keepalives count intervals, which a wall clock stepped back would stall.
+    clock: SteadyClock,
     /// The last difficulty the miner suggested is not yet the channel's.
     suggestion_unsent: bool,
     /// When a suggested difficulty last went to the pool.
@@ -228,6 +231,7 @@ impl MinerSession {
             next_sequence: 1,
             vardiff,
             vardiff_checked_at: 0,
+            clock: SteadyClock::new(0),
             suggestion_unsent: false,
             suggestion_sent_at: None,
             backlog_refusals: 0,
@@ -292,6 +296,7 @@ impl MinerSession {
 
     /// Handles one line from the miner (without the newline).
     pub fn on_line(&mut self, line: &str, now: u64) -> Vec<Action> {
+        let now = self.clock.at(now);
         let line = line.trim();
         if line.is_empty() {
             return vec![];
@@ -472,6 +477,7 @@ impl MinerSession {
 
     /// Timer: vardiff (UpdateChannel to the pool) and keepalive jobs.
     pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
+        let now = self.clock.at(now);
         let mut out = Vec::new();
         let (Some(_), Some(channel_id)) = (self.channel.as_ref(), self.channel_id) else {
             return out;
