@@ -5,7 +5,7 @@
 use ehash::wire::str0255_truncated;
 use stratum_core::bitcoin::{
     hashes::{sha256d, Hash},
-    BlockHash, Target,
+    BlockHash, CompactTarget, Target,
 };
 use stratum_core::channels_sv2::server::share_accounting::{
     ShareValidationError, ShareValidationResult,
@@ -34,6 +34,24 @@ struct Accepted {
     retired: bool,
     /// The template and coinbase of the block the share solves, if it does.
     solution: Option<(Option<u64>, Vec<u8>)>,
+}
+
+/// The target a share met: its job's; or, for a block found by a hash
+/// above its job's target (channels_sv2 checks the network's target first,
+/// so a channel harder than the network accepts it), the network's, from
+/// the header's nbits: the share is credited and quoted for what it met.
+fn target_met(job_target: Target, share_hash: &[u8; 32], header: Option<&[u8; 80]>) -> Target {
+    let hash = Target::from_le_bytes(*share_hash);
+    if hash <= job_target {
+        return job_target;
+    }
+    header
+        .map(|h| {
+            let nbits = u32::from_le_bytes([h[72], h[73], h[74], h[75]]);
+            Target::from_compact(CompactTarget::from_consensus(nbits))
+        })
+        .filter(|network| hash <= *network)
+        .unwrap_or(job_target)
 }
 
 impl PoolCore {
@@ -75,11 +93,12 @@ impl PoolCore {
             }
             Err(e) => return self.share_rejected(conn, id, e),
         };
+        let share_hash = share_hash.to_byte_array();
         let accepted = Accepted {
-            share_hash: share_hash.to_byte_array(),
+            share_hash,
+            job_target: job_target.map(|t| target_met(t, &share_hash, header.as_ref())),
             header,
             proof,
-            job_target,
             retired,
             solution,
         };

@@ -557,6 +557,40 @@ fn a_block_share_becomes_a_submit_solution() {
     }));
 }
 
+/// A channel harder than the network (a fast miner on an easy chain) finds
+/// a block with a hash above its own target: the block is submitted, and
+/// the share is quoted at the network's target, which it met.
+#[test]
+fn a_block_above_its_channels_target_is_credited_at_the_networks() {
+    let mut core = core();
+    let (channel_id, job, target) = open_on_tip(&mut core, EASY);
+    let network = Target::from_compact(CompactTarget::from_consensus(EASY));
+    assert!(target < network, "the channel is harder than the network");
+    let (submit, header) = share(&core, channel_id, &job, |h| h > target && h <= network);
+    let actions = core.on_message(
+        1,
+        AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit)),
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::SubmitSolution(_))));
+    let accepted = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Accepted(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("accepted");
+    let hash = Target::from_le_bytes(sha256d::Hash::hash(&header).to_byte_array());
+    let credited = Target::from_le_bytes(accepted.target);
+    assert_eq!(credited, network);
+    assert!(hash <= credited, "the mint checks the hash against it");
+    assert_eq!(
+        accepted.amount,
+        ehash::ehash_amount(network, UnitBits::new(0).unwrap())
+    );
+}
+
 /// Opens an extended channel on connection 1, checking its one stats event;
 /// returns its id, target and first job.
 fn open_with_event(core: &mut PoolCore) -> (u32, Target, NewExtendedMiningJobOwned) {
