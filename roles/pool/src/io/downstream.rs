@@ -191,8 +191,7 @@ impl Link<'_> {
         match incoming {
             Incoming::Sv2(msg) => {
                 debug!(conn = id, "received {}", message_name(&msg));
-                let actions = shared.core().on_message(id, msg);
-                shared.dispatch(actions);
+                shared.apply(|core| core.on_message(id, msg));
             }
             Incoming::Ehash(EhashMessage::MintQuoteAck(ack)) => {
                 let hashes = ack.share_hashes.iter().map(|h| h.to_array()).collect();

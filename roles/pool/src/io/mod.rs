@@ -78,6 +78,9 @@ const MAX_ACK_ROUND_TRIPS: usize = 100_000;
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<PoolCore>,
+    /// Held from the core's decision until its messages are queued: see
+    /// [`Shared::apply`].
+    in_order: Mutex<()>,
     pub(crate) writers: Mutex<HashMap<ConnId, mpsc::Sender<Outbound>>>,
     /// Job declaration clients, for answers that come later than their
     /// request (numbered apart from `writers`).
@@ -100,6 +103,17 @@ impl Shared {
         roles_common::lock(&self.core)
     }
 
+    /// Runs `f` on the core and carries out what it decided before any
+    /// other task's next decision: messages to a connection leave in the
+    /// order the core made them (a vardiff tick's job on the old tip never
+    /// after the template provider's SetNewPrevHash, a template never
+    /// before its channel's open success).
+    pub(crate) fn apply(&self, f: impl FnOnce(&mut PoolCore) -> Vec<Action>) {
+        let _in_order = roles_common::lock(&self.in_order);
+        let actions = f(&mut self.core());
+        self.dispatch(actions);
+    }
+
     pub(crate) fn new(
         core: PoolCore,
         solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
@@ -108,6 +122,7 @@ impl Shared {
     ) -> Self {
         Self {
             core: Mutex::new(core),
+            in_order: Mutex::new(()),
             writers: Mutex::new(HashMap::new()),
             jd_writers: Mutex::new(HashMap::new()),
             solutions,

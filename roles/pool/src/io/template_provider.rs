@@ -104,48 +104,36 @@ async fn tp_serve(
                 .await
                 .map_err(|e| e.to_string())?;
             }
-            incoming = conn.reader.recv() => {
-                let actions = match incoming.map_err(|e| e.to_string())? {
-                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
-                        TemplateDistributionOwned::NewTemplate(t),
-                    )) => {
-                        let template_id = t.template_id;
-                        let (actions, jds) = {
-                            let mut core = shared.core();
-                            (core.on_new_template(t), core.jds().is_some())
-                        };
-                        // The job declarator learns each template's transactions.
-                        if jds {
-                            conn.send(AnyMessageOwned::TemplateDistribution(
-                                TemplateDistributionOwned::RequestTransactionData(
-                                    RequestTransactionDataOwned { template_id },
-                                ),
-                            ))
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        }
-                        actions
+            incoming = conn.reader.recv() => match incoming.map_err(|e| e.to_string())? {
+                Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                    TemplateDistributionOwned::NewTemplate(t),
+                )) => {
+                    let template_id = t.template_id;
+                    shared.apply(|core| core.on_new_template(t));
+                    // The job declarator learns each template's transactions.
+                    if shared.core().jds().is_some() {
+                        conn.send(AnyMessageOwned::TemplateDistribution(
+                            TemplateDistributionOwned::RequestTransactionData(
+                                RequestTransactionDataOwned { template_id },
+                            ),
+                        ))
+                        .await
+                        .map_err(|e| e.to_string())?;
                     }
-                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
-                        TemplateDistributionOwned::RequestTransactionDataSuccess(data),
-                    )) => {
-                        template_transactions(shared, data);
-                        vec![]
-                    }
-                    Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
-                        TemplateDistributionOwned::SetNewPrevHash(p),
-                    )) => shared.core().on_set_new_prev_hash(p),
-                    Incoming::Sv2(other) => {
-                        debug!("ignoring {} from the template provider", message_name(&other));
-                        vec![]
-                    }
-                    Incoming::Ehash(m) => {
-                        debug!("ignoring {} from the template provider", m.name());
-                        vec![]
-                    }
-                };
-                shared.dispatch(actions);
-            }
+                }
+                Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                    TemplateDistributionOwned::RequestTransactionDataSuccess(data),
+                )) => template_transactions(shared, data),
+                Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
+                    TemplateDistributionOwned::SetNewPrevHash(p),
+                )) => shared.apply(|core| core.on_set_new_prev_hash(p)),
+                Incoming::Sv2(other) => {
+                    debug!("ignoring {} from the template provider", message_name(&other));
+                }
+                Incoming::Ehash(m) => {
+                    debug!("ignoring {} from the template provider", m.name());
+                }
+            },
         }
     }
 }

@@ -33,8 +33,7 @@ pub(crate) async fn every(
 /// Runs vardiff on every channel.
 pub(crate) fn vardiff_tick(shared: &Shared) {
     let now_ms = roles_common::stats_publisher::now_ms();
-    let actions = shared.core().on_vardiff_tick(now_ms);
-    shared.dispatch(actions);
+    shared.apply(|core| core.on_vardiff_tick(now_ms));
 }
 
 /// The "pool stats" log line.
