@@ -117,11 +117,13 @@ impl Validate for MinerConfig {
                     "must be between 1 and 100000",
                 ));
             }
+            // Below one share a day, the interval between shares overflows
+            // a timer.
             let r = self.load.shares_per_second;
-            if !(r.is_finite() && r > 0.0 && r <= 1_000_000.0) {
+            if !(r.is_finite() && (1e-5..=1_000_000.0).contains(&r)) {
                 return Err(ConfigError::new(
                     "load.shares_per_second",
-                    "must be a number above 0",
+                    "must be a number from 0.00001 (about one a day) to 1000000",
                 ));
             }
             let h = self.load.hashrate;
@@ -160,8 +162,10 @@ mod tests {
             "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798.rig".into();
         assert!(c.validate().is_ok());
         c.mode = Mode::Load;
-        c.load.shares_per_second = 0.0;
-        assert_eq!(c.validate().unwrap_err().field, "load.shares_per_second");
+        for bad in [0.0, 1e-20] {
+            c.load.shares_per_second = bad;
+            assert_eq!(c.validate().unwrap_err().field, "load.shares_per_second");
+        }
         c.load.shares_per_second = 2.0;
         c.load.miners = 0;
         assert_eq!(c.validate().unwrap_err().field, "load.miners");
