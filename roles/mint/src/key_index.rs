@@ -17,11 +17,11 @@ use cdk_common::QuoteId;
 use ehash::LockingKey;
 
 use crate::kv_log::{entry_ids, id_entries, KvLog, IDS_PER_ENTRY, ID_BITS};
-use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
+use crate::quote_writer::{backfilled, begin_backfill, finish_backfill};
+use crate::service::ehash_quotes_oldest_first;
 
 const NEXT: &str = "key_next";
 const META: &str = "key_index";
-const BACKFILLED: &str = "backfilled";
 
 /// The list of `key`'s quotes; `list` and `key_hex` hold its names.
 fn quotes_of<'a>(list: &'a str, key_hex: &'a str) -> KvLog<'a> {
@@ -82,7 +82,7 @@ pub async fn read(
 /// [`crate::quote_totals::backfill`]).
 pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     let db = mint.localstore();
-    if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
+    if backfilled(&db, META).await? {
         return Ok(0);
     }
     let mut by_key = QuotesByKey::default();
@@ -92,15 +92,11 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
             by_key.add(key, quote.id);
         }
     }
-    let mut tx = db.begin_transaction().await?;
-    crate::quote_writer::writers_turn(&mut tx).await?;
-    if tx.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
-        tx.rollback().await?;
+    let Some(mut tx) = begin_backfill(&db, META).await? else {
         return Ok(0);
-    }
+    };
     let indexed = by_key.append(&mut tx).await?;
-    tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
-    tx.commit().await?;
+    finish_backfill(tx, META).await?;
     Ok(indexed)
 }
 

@@ -42,6 +42,7 @@ use cdk_sql_common::stmt::{query, Column};
 use cdk_sqlite::SqliteConnectionManager;
 
 use crate::kv_log::{entry_ids, id_entries, KvLog};
+use crate::quote_writer::{backfilled, begin_backfill, finish_backfill};
 use crate::service::{ehash_quotes_oldest_first, KV_NAMESPACE};
 
 mod checkpoint;
@@ -55,7 +56,6 @@ const IDS: KvLog<'static> = KvLog {
     hint_key: "next",
 };
 const META: &str = "quote_ids";
-const BACKFILLED: &str = "backfilled";
 /// Quotes [`backfill`] listed unpaid: each is listed again nowhere when its
 /// share comes again and the writer indexes it (see [`listed_unpaid`]).
 const LISTED_UNPAID: &str = "quote_ids_unpaid";
@@ -83,18 +83,14 @@ pub async fn append(tx: &mut DynMintTransaction, quote_ids: &[QuoteId]) -> Resul
 /// take turns, and only the first lists them).
 pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     let db = mint.localstore();
-    if db.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
+    if backfilled(&db, META).await? {
         return Ok(0);
     }
-    // Read first: on SQLite in memory the transaction holds the only
-    // connection. Only mints that listed theirs serve, so none is missed.
+    // Only mints that listed theirs serve, so none is missed.
     let quotes = ehash_quotes_oldest_first(mint).await?;
-    let mut tx = db.begin_transaction().await?;
-    crate::quote_writer::writers_turn(&mut tx).await?;
-    if tx.kv_read(KV_NAMESPACE, META, BACKFILLED).await?.is_some() {
-        tx.rollback().await?;
+    let Some(mut tx) = begin_backfill(&db, META).await? else {
         return Ok(0);
-    }
+    };
     for quote in quotes
         .iter()
         .filter(|quote| quote.amount_paid().value() == 0)
@@ -104,8 +100,7 @@ pub async fn backfill(mint: &Mint) -> Result<usize, Error> {
     }
     let ids: Vec<QuoteId> = quotes.into_iter().map(|quote| quote.id).collect();
     append(&mut tx, &ids).await?;
-    tx.kv_write(KV_NAMESPACE, META, BACKFILLED, &[1]).await?;
-    tx.commit().await?;
+    finish_backfill(tx, META).await?;
     Ok(ids.len())
 }
 

@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use cdk::mint::Mint;
 use cdk::nuts::{CurrencyUnit, PaymentMethod, PublicKey};
-use cdk_common::database::mint::{Acquired, DynMintTransaction};
+use cdk_common::database::mint::{Acquired, DynMintDatabase, DynMintTransaction};
 use cdk_common::database::Error as DatabaseError;
 use cdk_common::mint::MintQuote;
 use cdk_common::payment::{PaymentIdentifier, WaitPaymentResponse};
@@ -602,8 +602,43 @@ async fn take_turn(tx: &mut DynMintTransaction) -> Result<(), Failure> {
 /// Waits for the writers' turn (one row every writer of the database
 /// writes first), held until `tx` ends: mint processes on one database
 /// write quotes, and list them, one after the other.
-pub(crate) async fn writers_turn(tx: &mut DynMintTransaction) -> Result<(), DatabaseError> {
+async fn writers_turn(tx: &mut DynMintTransaction) -> Result<(), DatabaseError> {
     tx.kv_write(KV_NAMESPACE, KV_WRITERS, KV_TURN, &[]).await
+}
+
+/// The flag a one-time backfill of `list` (a KV namespace's name) sets.
+const BACKFILLED: &str = "backfilled";
+
+/// Whether the one-time backfill of `list` is done.
+pub(crate) async fn backfilled(db: &DynMintDatabase, list: &str) -> Result<bool, DatabaseError> {
+    Ok(db.kv_read(KV_NAMESPACE, list, BACKFILLED).await?.is_some())
+}
+
+/// The transaction of the one-time backfill of `list`, in the writers'
+/// turn; `None` if another mint did it meanwhile (mints starting together
+/// on one database take turns, and only the first does it). The caller
+/// reads what it needs before (on SQLite in memory the transaction holds
+/// the only connection) and ends with [`finish_backfill`].
+pub(crate) async fn begin_backfill(
+    db: &DynMintDatabase,
+    list: &str,
+) -> Result<Option<DynMintTransaction>, DatabaseError> {
+    let mut tx = db.begin_transaction().await?;
+    writers_turn(&mut tx).await?;
+    if tx.kv_read(KV_NAMESPACE, list, BACKFILLED).await?.is_some() {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    Ok(Some(tx))
+}
+
+/// Marks the backfill of `list` done and commits it.
+pub(crate) async fn finish_backfill(
+    mut tx: DynMintTransaction,
+    list: &str,
+) -> Result<(), DatabaseError> {
+    tx.kv_write(KV_NAMESPACE, list, BACKFILLED, &[1]).await?;
+    tx.commit().await
 }
 
 /// The request cdk stores for an ehash quote; unique per quote.
