@@ -276,14 +276,7 @@ impl Running {
         journaled: &Journaled,
     ) -> Vec<Action> {
         match input {
-            FlowInput::Share(share) => {
-                // Unknown once the connection closed: notified, as a client
-                // with the extension must be.
-                let notify = CoreDirectory(shared)
-                    .connection(share.connection_id)
-                    .unwrap_or(true);
-                self.on_accepted(*share, notify, outbox, journaled)
-            }
+            FlowInput::Share(share) => self.on_accepted(*share, outbox, journaled),
             FlowInput::ChannelOpened {
                 conn,
                 channel_id,
@@ -350,7 +343,6 @@ impl Running {
     fn on_accepted(
         &mut self,
         share: AcceptedShare,
-        notify: bool,
         outbox: &Outbox,
         journaled: &Journaled,
     ) -> Vec<Action> {
@@ -403,7 +395,7 @@ impl Running {
             sequence_number: share.sequence_number,
             request,
             locking_key: key,
-            notify,
+            notify: share.ehash,
         };
         let payload = encode_owed(&quote_share);
         self.flow

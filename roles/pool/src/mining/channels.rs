@@ -110,7 +110,7 @@ impl PoolCore {
             &mut self.allocator,
             || new_channel_id(next_id, |id| channels.contains_key(&id)),
             &self.config,
-            self.clock_ms,
+            self.clock.now(),
         )
     }
 
@@ -172,7 +172,7 @@ impl PoolCore {
 
     pub(super) fn update_channel(&mut self, conn: ConnId, m: UpdateChannelOwned) -> Vec<Action> {
         let channel_id = m.channel_id;
-        let now_ms = self.clock_ms;
+        let now_ms = self.clock.now();
         let result = match self
             .channels
             .get_mut(&channel_id)
@@ -209,8 +209,7 @@ impl PoolCore {
     /// shares until the next tick); a channel whose target changed gets it
     /// at once.
     pub fn on_vardiff_tick(&mut self, now_ms: u64) -> Vec<Action> {
-        self.clock_ms = self.clock_ms.max(self.clock.at(now_ms));
-        let now_ms = self.clock_ms;
+        let now_ms = self.clock.at(now_ms);
         let retargeted: Vec<u32> = self
             .channels
             .iter_mut()
@@ -252,7 +251,7 @@ impl PoolCore {
         };
         let conn = channel.conn;
         let mut actions = Vec::new();
-        let now_ms = self.clock_ms;
+        let now_ms = self.clock.now();
         let mut renewed = channel.renew(&mut self.allocator, &self.config, now_ms);
         if matches!(renewed, Err((_, CAPACITY_EXHAUSTED)))
             && self.free_retired_prefix(channel.locking_key)

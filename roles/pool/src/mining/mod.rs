@@ -100,6 +100,8 @@ pub struct AcceptedShare {
     pub amount: u64,
     /// The channel's locking key (None only when keys are not required).
     pub locking_key: Option<LockingKey>,
+    /// Its connection negotiated the ehash extension (reads notifications).
+    pub ehash: bool,
     /// Whether the share also solved a block.
     pub block_found: bool,
     /// Its coinbase and merkle path (with a locking key only).
@@ -142,9 +144,8 @@ pub struct PoolCore {
     latest_template: Option<NewTemplateOwned>,
     prev_hash: Option<SetNewPrevHashOwned>,
     stats: Stats,
-    /// Unix milliseconds of the last vardiff tick: the time of shares
-    /// (read through `clock`, so a wall clock stepped back stalls nothing).
-    clock_ms: u64,
+    /// Unix milliseconds as of the last vardiff tick, never running back:
+    /// the time of shares (a wall clock stepped back stalls nothing).
     clock: SteadyClock,
     jds: Option<JobDeclarator>,
 }
@@ -187,7 +188,6 @@ impl PoolCore {
             latest_template: None,
             prev_hash: None,
             stats: Stats::default(),
-            clock_ms: 0,
             clock: SteadyClock::new(0),
             jds: config
                 .job_declaration

@@ -175,7 +175,7 @@ impl PoolCore {
         let job_target = accepted.job_target;
         let mined_at = job_target.unwrap_or(channel.target());
         let work = ehash::work_hashes(mined_at);
-        let renew = channel.on_share_accepted(self.clock_ms, work, accepted.retired);
+        let renew = channel.on_share_accepted(self.clock.now(), work, accepted.retired);
         let mut actions = Vec::new();
         let block_found = accepted.solution.is_some();
         let due = channel.batch_share(seq, mined_at, block_found);
@@ -201,6 +201,7 @@ impl PoolCore {
                     target: target.to_le_bytes(),
                     amount: ehash::ehash_amount(target, self.config.unit_bits),
                     locking_key: channel.locking_key,
+                    ehash: self.connection_has_ehash(conn),
                     block_found,
                     proof: accepted.proof,
                 }));

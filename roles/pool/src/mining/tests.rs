@@ -463,6 +463,7 @@ fn shares_of_both_kinds_prove_their_coinbase_and_key() {
     let (submit, header) = share(&core, extended, &job, |h| h <= target);
     let a = accepted(&mut core, MiningOwned::SubmitSharesExtended(submit));
     assert_eq!(a.header, header);
+    assert!(!a.ehash, "its connection did not negotiate the extension");
     assert_eq!(a.proof.as_ref().unwrap().merkle_path.len(), 2);
     // The template's height (its coinbase prefix), which the mint reads.
     assert_eq!(check_proof(&a, KEY), Ok(Some(1)));

@@ -535,7 +535,7 @@ fn at_capacity_the_old_jobs_retired_longest_ago_give_their_prefix_up() {
     let b = open_channel(&mut core, OTHER_KEY, "b").unwrap();
     let b_first = easiest_target(&mut core, b);
     let (_, _, b_nonce) = flood_until_renewed(&mut core, b, &b_first, 0);
-    core.clock_ms += 1_000;
+    core.clock = SteadyClock::new(core.clock.now() + 1_000);
     let a_first = easiest_target(&mut core, a);
     let a_first_prefix = prefix(&core, a);
     let (_, _, a_nonce) = flood_until_renewed(&mut core, a, &a_first, 0);
