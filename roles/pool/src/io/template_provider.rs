@@ -1,6 +1,7 @@
 //! The link to the template provider: reconnects with backoff, relays
 //! templates and chain tips to the core and block solutions back.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ use tracing::{debug, info, warn};
 
 use super::{PoolEvent, Shared};
 
+/// Block solutions kept to send again at most.
+const KEPT_SOLUTIONS: usize = 16;
+
 pub(crate) struct TpLink {
     pub address: String,
     pub authority_public_key: Secp256k1PublicKey,
@@ -31,8 +35,9 @@ pub(crate) async fn tp_loop(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
+    let mut sent = SentSolutions::default();
     loop {
-        let result = tp_session(&link, &shared, &mut solutions, &shutdown).await;
+        let result = tp_session(&link, &shared, &mut solutions, &mut sent, &shutdown).await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -60,6 +65,7 @@ async fn tp_session(
     link: &TpLink,
     shared: &Arc<Shared>,
     solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    sent: &mut SentSolutions,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     let (size, sigops) = shared.core().coinbase_output_constraints();
@@ -75,7 +81,7 @@ async fn tp_session(
         constraints,
     )
     .await?;
-    let result = tp_serve(link, shared, &mut conn, solutions, shutdown).await;
+    let result = tp_serve(link, shared, &mut conn, solutions, sent, shutdown).await;
     drop(conn.reader);
     let _ = conn.writer.shutdown().await;
     result
@@ -87,22 +93,28 @@ async fn tp_serve(
     shared: &Arc<Shared>,
     conn: &mut Sv2Connection,
     solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
+    sent: &mut SentSolutions,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
     info!(address = %link.address, "connected to the template provider");
+    shared.core().on_template_provider_connected();
     shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
     let _ = shared.events.send(PoolEvent::TemplateProviderConnected);
+    for solution in sent.0.clone() {
+        info!(
+            template_id = solution.template_id,
+            "sending SubmitSolution again: the last link may have lost it"
+        );
+        send_solution(conn, solution).await?;
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             solution = solutions.recv() => {
                 let Some(solution) = solution else { return Ok(()) };
                 info!(template_id = solution.template_id, "sending SubmitSolution");
-                conn.send(AnyMessageOwned::TemplateDistribution(
-                    TemplateDistributionOwned::SubmitSolution(solution),
-                ))
-                .await
-                .map_err(|e| e.to_string())?;
+                sent.keep(solution.clone());
+                send_solution(conn, solution).await?;
             }
             incoming = conn.reader.recv() => match incoming.map_err(|e| e.to_string())? {
                 Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
@@ -126,7 +138,10 @@ async fn tp_serve(
                 )) => template_transactions(shared, data),
                 Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                     TemplateDistributionOwned::SetNewPrevHash(p),
-                )) => shared.apply(|core| core.on_set_new_prev_hash(p)),
+                )) => {
+                    sent.0.clear();
+                    shared.apply(|core| core.on_set_new_prev_hash(p));
+                }
                 Incoming::Sv2(other) => {
                     debug!("ignoring {} from the template provider", message_name(&other));
                 }
@@ -136,6 +151,33 @@ async fn tp_serve(
             },
         }
     }
+}
+
+/// Block solutions sent since the template provider last moved the tip. A
+/// write that went through can still die with its connection, and nothing
+/// acknowledges a solution, so each new link gets them again (a solution
+/// the provider already has is refused there as stale).
+#[derive(Default)]
+struct SentSolutions(VecDeque<SubmitSolutionOwned>);
+
+impl SentSolutions {
+    fn keep(&mut self, solution: SubmitSolutionOwned) {
+        self.0.push_back(solution);
+        if self.0.len() > KEPT_SOLUTIONS {
+            self.0.pop_front();
+        }
+    }
+}
+
+async fn send_solution(
+    conn: &mut Sv2Connection,
+    solution: SubmitSolutionOwned,
+) -> Result<(), String> {
+    conn.send(AnyMessageOwned::TemplateDistribution(
+        TemplateDistributionOwned::SubmitSolution(solution),
+    ))
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// A template's transactions, for the job declarator.

@@ -81,6 +81,20 @@ impl PoolCore {
         actions
     }
 
+    /// A new link to the template provider: the future templates of the
+    /// last one are forgotten, since template ids are only unique on one
+    /// link (a restarted provider counts again from its start) and its
+    /// next SetNewPrevHash must activate its own template.
+    pub fn on_template_provider_connected(&mut self) {
+        if !self.future_templates.is_empty() {
+            debug!(
+                forgotten = self.future_templates.len(),
+                "future templates of the last template provider link forgotten"
+            );
+        }
+        self.future_templates.clear();
+    }
+
     /// A NewTemplate from the template provider: a job on every channel.
     pub fn on_new_template(&mut self, template: NewTemplateOwned) -> Vec<Action> {
         debug!(

@@ -558,6 +558,25 @@ fn a_block_share_becomes_a_submit_solution() {
     }));
 }
 
+/// A restarted template provider counts its template ids from its start
+/// again: its SetNewPrevHash activates its own template, never a future
+/// template of the last link with the same id.
+#[test]
+fn a_new_template_provider_link_activates_its_own_templates() {
+    let mut core = core();
+    core.on_new_template(template(1));
+    core.on_set_new_prev_hash(prev(1, NEVER));
+    core.on_new_template(template(2));
+
+    core.on_template_provider_connected();
+    let mut restarted = template(2);
+    restarted.coinbase_tx_value_remaining = 1_000;
+    core.on_new_template(restarted);
+    core.on_set_new_prev_hash(prev(2, NEVER));
+    let active = core.current_template().expect("a template on the tip");
+    assert_eq!(active.coinbase_tx_value_remaining, 1_000);
+}
+
 /// A channel harder than the network (a fast miner on an easy chain) finds
 /// a block with a hash above its own target: the block is submitted, and
 /// the share is quoted at the network's target, which it met.
