@@ -555,6 +555,17 @@ async fn bad_connections_are_closed_with_a_reason_and_others_keep_mining() {
         .wait_event(closed("SetupConnection for protocol"))
         .await;
 
+    // 6. A frame larger than any mining message: closed once the pool has
+    // buffered its limit, not the 16 MiB SV2 allows.
+    let mut huge = stack.client().await;
+    let len = 1 << 20;
+    let mut frame = vec![0x00, 0x00, 0x1b];
+    frame.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    frame.resize(6 + len, 0);
+    let _ = huge.conn.send_raw(frame).await;
+    huge.conn.expect_closed().await;
+    stack.wait_event(closed("a frame longer than")).await;
+
     // The good connection was never touched.
     good.mine_one(channel).await.unwrap();
     assert_eq!(stack.pool.stats().channels_open, 1);

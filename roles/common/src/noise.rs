@@ -45,6 +45,32 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_PROBES: u32 = 3;
 /// ...and data sent but unacknowledged this long ends it too.
 const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most bytes one frame of the mining, template distribution (but
+/// RequestTransactionData.Success) or mint quote protocols takes on the
+/// wire: their largest message, SetCustomMiningJob, is under 150 KB.
+/// Listeners facing strangers set it ([`NoiseReader::limit_frames`]), so
+/// that a connection cannot make its peer buffer the 16 MiB SV2 allows.
+pub const MAX_FRAME_LEN: usize = 256 * 1024;
+
+/// Why no frame was read. The stream has ended after any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("closed by peer")]
+    Closed,
+    #[error("a frame longer than the {limit} bytes this connection takes")]
+    TooLong { limit: usize },
+    #[error("{0}")]
+    Broken(Error),
+}
+
+impl From<Error> for ReadError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::SocketClosed => ReadError::Closed,
+            other => ReadError::Broken(other),
+        }
+    }
+}
 
 /// Connects as the Noise initiator over `stream`; with `authority`, the
 /// responder must hold a certificate signed by that key.
@@ -156,6 +182,8 @@ fn halves(
             bytes: Vec::new(),
             consumed: 0,
             busy: false,
+            frame_len: 0,
+            max_frame_len: usize::MAX,
         },
         NoiseWriter {
             socket: socket_out,
@@ -177,12 +205,21 @@ pub struct NoiseReader {
     consumed: usize,
     /// The last read filled all its room.
     busy: bool,
+    /// Bytes of the frame being decoded so far, as they came on the wire.
+    frame_len: usize,
+    max_frame_len: usize,
 }
 
 impl NoiseReader {
+    /// Frames longer than `max` bytes on the wire end the stream with
+    /// [`ReadError::TooLong`] (none by default).
+    pub fn limit_frames(&mut self, max: usize) {
+        self.max_frame_len = max;
+    }
+
     /// The next frame. Not cancellation safe: a frame half read when the
     /// future is dropped is lost, and the stream with it.
-    pub async fn read_frame(&mut self) -> Result<SerializedFrame, Error> {
+    pub async fn read_frame(&mut self) -> Result<SerializedFrame, ReadError> {
         loop {
             if let Some(frame) = self.next_buffered()? {
                 return Ok(frame);
@@ -192,11 +229,19 @@ impl NoiseReader {
     }
 
     /// The next whole frame among the bytes already read, if there is one.
-    fn next_buffered(&mut self) -> Result<Option<SerializedFrame>, Error> {
+    fn next_buffered(&mut self) -> Result<Option<SerializedFrame>, ReadError> {
         loop {
             let wanted = self.decoder.writable_len();
+            self.frame_len += wanted;
+            if self.frame_len > self.max_frame_len {
+                self.state = None;
+                return Err(ReadError::TooLong {
+                    limit: self.max_frame_len,
+                });
+            }
             let unread = &self.bytes[self.consumed..];
             if unread.len() < wanted {
+                self.frame_len -= wanted;
                 return Ok(None);
             }
             self.decoder.writable().copy_from_slice(&unread[..wanted]);
@@ -204,9 +249,14 @@ impl NoiseReader {
             let state = self.state.take().ok_or(Error::CodecError(
                 stratum_apps::stratum_core::codec_sv2::Error::AeadError(AeadError),
             ))?;
-            match self.decoder.next_transport_frame(state)? {
+            match self
+                .decoder
+                .next_transport_frame(state)
+                .map_err(Error::from)?
+            {
                 Decrypted::Frame(frame, state) => {
                     self.state = Some(state);
+                    self.frame_len = 0;
                     return Ok(Some(frame));
                 }
                 Decrypted::Incomplete(_, state) => self.state = Some(state),
@@ -215,7 +265,7 @@ impl NoiseReader {
     }
 
     /// One read of whatever has arrived, after the bytes not decoded yet.
-    async fn read_more(&mut self) -> Result<(), Error> {
+    async fn read_more(&mut self) -> Result<(), ReadError> {
         self.bytes.drain(..self.consumed);
         self.consumed = 0;
         let room = if self.busy { BUSY_READ } else { QUIET_READ };
@@ -229,9 +279,9 @@ impl NoiseReader {
             .socket
             .read_buf(&mut self.bytes)
             .await
-            .map_err(|_| Error::SocketClosed)?;
+            .map_err(|_| ReadError::Closed)?;
         if read == 0 {
-            return Err(Error::SocketClosed);
+            return Err(ReadError::Closed);
         }
         self.busy = read == spare;
         Ok(())
@@ -464,9 +514,27 @@ mod tests {
     async fn a_closed_peer_ends_the_reader_with_socket_closed() {
         let ((_, writer), (mut reader, _)) = pair().await;
         drop(writer);
+        assert!(matches!(reader.read_frame().await, Err(ReadError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn a_frame_longer_than_the_limit_ends_the_stream() {
+        let ((_, mut writer), (mut reader, _)) = pair().await;
+        reader.limit_frames(MAX_FRAME_LEN);
+        // On the wire: the encrypted header, the payload and a MAC per chunk.
+        let wire_len = |len: usize| 22 + len + 16 * len.div_ceil(65_519);
+        let fits = (0..MAX_FRAME_LEN)
+            .rev()
+            .find(|&len| wire_len(len) <= MAX_FRAME_LEN)
+            .unwrap();
+        writer.write_frame(frame(1, fits)).await.unwrap();
+        writer.write_frame(frame(2, fits + 1)).await.unwrap();
+        check(&mut reader.read_frame().await.unwrap(), 1, fits);
         assert!(matches!(
             reader.read_frame().await,
-            Err(Error::SocketClosed)
+            Err(ReadError::TooLong {
+                limit: MAX_FRAME_LEN
+            })
         ));
     }
 }

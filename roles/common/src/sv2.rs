@@ -14,7 +14,7 @@ use std::time::Duration;
 use ehash::wire::str0255_truncated;
 use ehash_ext_sv2::{grants_ehash_extension, is_ehash_frame, EhashMessage, MessageSet};
 use stratum_apps::key_utils::Secp256k1PublicKey;
-use stratum_apps::network_helpers::{Error as NetError, TCP_CONNECT_TIMEOUT};
+use stratum_apps::network_helpers::TCP_CONNECT_TIMEOUT;
 use stratum_apps::stratum_core::bitcoin::{consensus::deserialize, Transaction};
 use stratum_apps::stratum_core::common_messages_sv2::{
     Protocol, SetupConnectionOwned, SetupConnectionSuccessOwned,
@@ -297,7 +297,7 @@ impl Sv2Reader {
                             None => continue,
                         }
                     }
-                    Err(NetError::SocketClosed) => Err(ReadError::ClosedByPeer),
+                    Err(noise::ReadError::Closed) => Err(ReadError::ClosedByPeer),
                     Err(e) => Err(ReadError::Io(e.to_string())),
                 };
                 let stop = item.is_err();

@@ -120,6 +120,7 @@ async fn serve_connection(
         r = noise::accept(stream, ctx.authority_public_key, ctx.authority_secret_key, ctx.cert_validity_secs) =>
             r.map_err(|e| format!("Noise handshake failed: {e:?}"))?,
     };
+    reader.limit_frames(noise::MAX_FRAME_LEN);
     let (replies, queue) = mpsc::channel(REPLY_QUEUE);
     let writer_done = shutdown.child_token();
     let writer_task = tokio::spawn(write_replies(writer, queue, writer_done.clone()));
@@ -237,7 +238,7 @@ async fn acquire(in_flight: &Arc<Semaphore>) -> tokio::sync::OwnedSemaphorePermi
 async fn read_message(reader: &mut NoiseReader) -> Result<Option<MintQuoteMessage>, String> {
     let mut frame = match reader.read_frame().await {
         Ok(frame) => frame,
-        Err(stratum_apps::network_helpers::Error::SocketClosed) => return Ok(None),
+        Err(noise::ReadError::Closed) => return Ok(None),
         Err(e) => return Err(format!("read failed: {e}")),
     };
     let header = frame.header();
