@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -266,10 +268,7 @@ async fn open(
     config: &MinerConfig,
     user: &str,
     session: &mut Session,
-) -> std::io::Result<(
-    tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
-    tokio::net::tcp::OwnedWriteHalf,
-)> {
+) -> std::io::Result<(ServerLines, tokio::net::tcp::OwnedWriteHalf)> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(config.address()))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -282,7 +281,36 @@ async fn open(
     hello += &session.subscribe(AGENT);
     hello += &session.authorize(user, &config.password);
     w.write_all(hello.as_bytes()).await?;
-    Ok((BufReader::new(r).lines(), w))
+    Ok((ServerLines::new(r), w))
+}
+
+/// The longest line taken from the server: a mining.notify carries a
+/// coinbase of at most 64 KiB in hex, and a few merkle branches.
+const MAX_SERVER_LINE: usize = 256 * 1024;
+
+/// Lines from the server, each at most [`MAX_SERVER_LINE`] bytes: one that
+/// never ends a line cannot make the miner buffer without bound.
+pub(crate) struct ServerLines(FramedRead<tokio::net::tcp::OwnedReadHalf, LinesCodec>);
+
+impl ServerLines {
+    fn new(read: tokio::net::tcp::OwnedReadHalf) -> Self {
+        Self(FramedRead::new(
+            read,
+            LinesCodec::new_with_max_length(MAX_SERVER_LINE),
+        ))
+    }
+
+    /// The next line; an error once the stream ended. Cancel safe.
+    pub(crate) async fn next_line(&mut self) -> Result<String, String> {
+        match self.0.next().await {
+            Some(Ok(line)) => Ok(line),
+            Some(Err(LinesCodecError::MaxLineLengthExceeded)) => Err(format!(
+                "the server sent a line longer than {MAX_SERVER_LINE} bytes"
+            )),
+            Some(Err(LinesCodecError::Io(e))) => Err(format!("read failed: {e}")),
+            None => Err("closed by the server".into()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- cpu mode
@@ -417,7 +445,7 @@ async fn cpu_session(
                 return Ok(got_work);
             }
             line = lines.next_line() => {
-                let line = line.map_err(|e| e.to_string())?.ok_or("closed by the server")?;
+                let line = line?;
                 let event = session.handle_line(&line).map_err(|e| e.to_string())?;
                 if let Event::Authorized(false) = event {
                     return Err(format!("`{}` not authorized", config.username));
@@ -464,14 +492,11 @@ fn count(event: &Event, stats: &Stats) {
 
 /// On shutdown: waits (bounded) for the answers to shares already submitted,
 /// so the counts match what the server accepted.
-async fn drain<R>(session: &mut Session, lines: &mut tokio::io::Lines<R>, stats: &Stats)
-where
-    R: tokio::io::AsyncBufRead + Unpin,
-{
+async fn drain(session: &mut Session, lines: &mut ServerLines, stats: &Stats) {
     let deadline = tokio::time::Instant::now() + DRAIN;
     while session.pending_submits() > 0 {
         match tokio::time::timeout_at(deadline, lines.next_line()).await {
-            Ok(Ok(Some(line))) => {
+            Ok(Ok(line)) => {
                 if let Ok(event) = session.handle_line(&line) {
                     count(&event, stats);
                 }
@@ -484,6 +509,28 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_server_line_longer_than_the_limit_ends_the_session() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"{\"id\":1}\n").await.unwrap();
+            // Never a newline again.
+            let junk = vec![b'x'; 64 * 1024];
+            while stream.write_all(&junk).await.is_ok() {}
+        });
+        let (read, write) = TcpStream::connect(addr).await.unwrap().into_split();
+        let mut lines = ServerLines::new(read);
+        assert_eq!(lines.next_line().await.unwrap(), "{\"id\":1}");
+        let ended = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("ends at the limit, not when the server stops");
+        assert!(ended.unwrap_err().contains("longer than"));
+        drop((lines, write));
+        server.await.unwrap();
+    }
 
     #[test]
     fn hashrate_is_human_readable() {

@@ -126,7 +126,7 @@ impl LoadMiner {
                     return Ok(work.is_some());
                 }
                 line = lines.next_line() => {
-                    let line = line.map_err(|e| e.to_string())?.ok_or("closed by the server")?;
+                    let line = line?;
                     let event = session.handle_line(&line).map_err(|e| e.to_string())?;
                     if let Event::Authorized(false) = event {
                         return Err(format!("`{}` not authorized", self.user));
