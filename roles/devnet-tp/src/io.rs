@@ -95,13 +95,17 @@ impl Shared {
         }
     }
 
-    fn current_tip(&self) -> Tip {
+    /// The current tip and a receiver of every update after it, both
+    /// taken under the chain lock that every update is sent under: a
+    /// client never gets an update older than the tip it was given.
+    fn subscribe_at_tip(&self) -> (broadcast::Receiver<Update>, Tip) {
         let mut chain = self.chain.lock().expect("chain lock");
         let (template, prev_hash) = chain.current_template(now());
-        Tip {
+        let tip = Tip {
             template,
             prev_hash,
-        }
+        };
+        (self.updates.subscribe(), tip)
     }
 
     /// Saves `chain`, followed by `new_block` if there is one.
@@ -121,6 +125,15 @@ impl Shared {
         )
     }
 
+    /// A fresh template on the current tip for every serving client. Sent
+    /// under the chain lock: never after a newer tip's update.
+    fn refresh_template(&self) {
+        let mut chain = self.chain.lock().expect("chain lock");
+        let template = chain.refresh_template(now());
+        debug!(template_id = template.template_id, "refreshed template");
+        let _ = self.updates.send(Update::Refresh(template));
+    }
+
     /// Checks a solution, saves the chain with its block and only then
     /// appends and announces the block: one a restart would lose is refused.
     pub(crate) fn submit_solution(
@@ -132,15 +145,15 @@ impl Shared {
         self.persist(&chain, Some(checked.stored()))?;
         let block = chain.append(checked);
         let (template, prev_hash) = chain.current_template(now());
+        let _ = self.updates.send(Update::Tip(Tip {
+            template,
+            prev_hash,
+        }));
         drop(chain);
         let _ = self.blocks.send(BlockEvent {
             height: block.height,
             hash: block.hash,
         });
-        let _ = self.updates.send(Update::Tip(Tip {
-            template,
-            prev_hash,
-        }));
         Ok(block)
     }
 }
@@ -159,13 +172,7 @@ pub(crate) async fn refresh_templates(
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
-        let template = shared
-            .chain
-            .lock()
-            .expect("chain lock")
-            .refresh_template(now());
-        debug!(template_id = template.template_id, "refreshed template");
-        let _ = shared.updates.send(Update::Refresh(template));
+        shared.refresh_template();
     }
 }
 
@@ -268,11 +275,10 @@ async fn serve(
     info!(client = id, %peer, "client connected");
     let mut reader = Sv2Reader::spawn(reader, "client", READ_AHEAD);
     let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;
-    let mut updates = shared.updates.subscribe();
     let mut client = Client {
         id,
         setup_done: false,
-        serving: false,
+        updates: None,
     };
     let mut ignored = roles_common::log_limit::LogLimit::default();
     let result = loop {
@@ -281,14 +287,13 @@ async fn serve(
             _ = tokio::time::sleep_until(setup_deadline), if !client.setup_done => {
                 break Err(format!("no SetupConnection within {SETUP_TIMEOUT:?}"));
             }
-            update = updates.recv(), if client.serving => match update {
+            update = async { client.updates.as_mut().expect("serving").recv().await },
+                if client.updates.is_some() => match update {
                 Ok(Update::Tip(tip)) => Reply::send(tip_messages(tip)),
                 Ok(Update::Refresh(template)) => Reply::send([AnyMessageOwned::TemplateDistribution(
                     TemplateDistributionOwned::NewTemplate(template),
                 )]),
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    Reply::send(tip_messages(shared.current_tip()))
-                }
+                Err(broadcast::error::RecvError::Lagged(_)) => client.serve(&shared),
                 Err(broadcast::error::RecvError::Closed) => break Ok(()),
             },
             msg = reader.recv() => match msg {
@@ -344,11 +349,20 @@ impl Reply {
 struct Client {
     id: u64,
     setup_done: bool,
-    /// CoinbaseOutputConstraints came: templates flow.
-    serving: bool,
+    /// Updates after the tip last sent, once CoinbaseOutputConstraints
+    /// came and templates flow.
+    updates: Option<broadcast::Receiver<Update>>,
 }
 
 impl Client {
+    /// The current tip, and updates from it on (those queued before it
+    /// are dropped: the tip includes them).
+    fn serve(&mut self, shared: &Shared) -> Reply {
+        let (updates, tip) = shared.subscribe_at_tip();
+        self.updates = Some(updates);
+        Reply::send(tip_messages(tip))
+    }
+
     fn on_message(&mut self, shared: &Shared, msg: AnyMessageOwned) -> Reply {
         match (self.setup_done, msg) {
             (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
@@ -400,11 +414,10 @@ impl Client {
                     max_additional_size = c.coinbase_output_max_additional_size,
                     "CoinbaseOutputConstraints"
                 );
-                if self.serving {
+                if self.updates.is_some() {
                     return Reply::default();
                 }
-                self.serving = true;
-                Reply::send(tip_messages(shared.current_tip()))
+                self.serve(shared)
             }
             TemplateDistributionOwned::RequestTransactionData(r) => {
                 let chain = shared.chain.lock().expect("chain lock");
@@ -449,6 +462,8 @@ mod tests {
     use super::*;
     use crate::chain::tests::{params, solve, EASY};
     use crate::config::TpConfig;
+    use roles_common::sv2;
+    use std::time::Duration;
 
     /// A client that connects and never says SetupConnection loses its
     /// slot: the template provider closes it.
@@ -474,6 +489,73 @@ mod tests {
             "closed without a frame: {:?}",
             closed.map(|r| r.is_ok())
         );
+        shutdown.cancel();
+    }
+
+    /// Updates made before a client asks for templates are older than the
+    /// tip it is then given: it never gets them after that tip.
+    #[tokio::test]
+    async fn a_client_gets_no_template_older_than_the_tip_it_was_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TpConfig {
+            listen_address: "127.0.0.1:0".into(),
+            state_dir: dir.path().to_path_buf(),
+            nbits: EASY,
+            template_refresh_secs: 0,
+            ..roles_common::testing::load_shipped("devnet-tp.toml")
+        };
+        let shutdown = CancellationToken::new();
+        let tp = crate::start(config.clone(), shutdown.clone())
+            .await
+            .unwrap();
+        let address = tp.local_addr().to_string();
+        let mut conn = sv2::connect(&address, config.authority_public_key, "tp", 16)
+            .await
+            .unwrap();
+        let setup = sv2::setup_connection(
+            Protocol::TemplateDistributionProtocol,
+            0,
+            conn.peer,
+            "test",
+            "test",
+        );
+        conn.setup(setup).await.unwrap();
+
+        // Connected and set up: a template refreshed on the tip, then a block.
+        tp.shared.refresh_template();
+        let solution = {
+            let mut chain = tp.shared.chain.lock().unwrap();
+            let (template, prev_hash) = chain.current_template(now());
+            solve(&mut chain, &template, &prev_hash)
+        };
+        tp.shared.submit_solution(&solution).unwrap();
+
+        conn.send(AnyMessageOwned::TemplateDistribution(
+            TemplateDistributionOwned::CoinbaseOutputConstraints(
+                stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned {
+                    coinbase_output_max_additional_size: 100,
+                    coinbase_output_max_additional_sigops: 4,
+                },
+            ),
+        ))
+        .await
+        .unwrap();
+        let mut newest = 0;
+        let mut templates = 0;
+        while let Some(Ok(Incoming::Sv2(AnyMessageOwned::TemplateDistribution(m)))) =
+            conn.reader.recv_within(Duration::from_millis(500)).await
+        {
+            if let TemplateDistributionOwned::NewTemplate(t) = m {
+                assert!(
+                    t.template_id > newest,
+                    "template {} after {newest}",
+                    t.template_id
+                );
+                newest = t.template_id;
+                templates += 1;
+            }
+        }
+        assert_eq!(templates, 1, "the tip's template, once");
         shutdown.cancel();
     }
 
