@@ -7,8 +7,9 @@
 //! every connection, then the queued events in order, then the current state
 //! of every link; on any error it reconnects with exponential backoff.
 //! Events queued while the service is away are sent once it is back, up to
-//! the queue's capacity; link states are sent on every connection, so one
-//! whose `LinkStatus` was dropped or lost still reaches the service. With
+//! the queue's capacity; link states are sent on every connection and after
+//! a `LinkStatus` was dropped, so one dropped or lost still reaches the
+//! service. With
 //! nothing to send it sends a `Keepalive` every [`KEEPALIVE_INTERVAL`], so
 //! the service can close connections that went silent.
 //!
@@ -176,13 +177,17 @@ impl<T> StatsQueue<T> {
         }
     }
 
-    /// Appends `item`, dropping the oldest item when full.
-    pub fn push(&mut self, item: T) {
-        if self.items.len() >= self.capacity {
-            self.items.pop_front();
+    /// Appends `item`, dropping the oldest item when full; returns the
+    /// item dropped.
+    pub fn push(&mut self, item: T) -> Option<T> {
+        let dropped = if self.items.len() >= self.capacity {
             self.dropped += 1;
-        }
+            self.items.pop_front()
+        } else {
+            None
+        };
         self.items.push_back(item);
+        dropped
     }
 
     pub fn pop(&mut self) -> Option<T> {
@@ -233,6 +238,8 @@ impl LinkStates {
 struct Shared {
     queue: Mutex<StatsQueue<StatsMessage>>,
     links: Mutex<LinkStates>,
+    /// A `LinkStatus` was dropped from the queue: the links' states are due.
+    link_status_dropped: AtomicBool,
     wake: Notify,
     connected: AtomicBool,
 }
@@ -290,6 +297,7 @@ impl StatsPublisher {
         let shared = Arc::new(Shared {
             queue: Mutex::new(StatsQueue::new(settings.queue_capacity)),
             links: Mutex::new(LinkStates::default()),
+            link_status_dropped: AtomicBool::new(false),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
         });
@@ -313,11 +321,14 @@ impl StatsPublisher {
     /// is full the oldest event is dropped.
     pub fn publish(&self, msg: impl Into<StatsMessage>) {
         let Some(shared) = &self.shared else { return };
-        shared
+        let dropped = shared
             .queue
             .lock()
             .expect("stats queue lock")
             .push(msg.into());
+        if let Some(StatsMessage::LinkStatus(_)) = dropped {
+            shared.link_status_dropped.store(true, Ordering::Relaxed);
+        }
         shared.wake.notify_one();
     }
 
@@ -431,14 +442,22 @@ impl Task {
         write(&mut writer, hello.into()).await?;
         flush(&mut writer).await?;
         self.shared.connected.store(true, Ordering::Relaxed);
-        // The links' states go once the queue is first empty, after every
+        // The links' states go once the queue is empty, after every
         // LinkStatus queued before them, so an older state cannot arrive
-        // last. Sent on every connection, they make up for a LinkStatus
-        // dropped from the queue or lost in flight; the service keeps the
-        // `since` of a state it already had.
+        // last: at the start of every connection (a LinkStatus may have been
+        // lost in flight) and after a LinkStatus was dropped from the queue.
+        // The service keeps the `since` of a state it already had.
         let mut links_due = true;
         loop {
             let next = self.shared.queue.lock().expect("stats queue lock").pop();
+            if next.is_none()
+                && self
+                    .shared
+                    .link_status_dropped
+                    .swap(false, Ordering::Relaxed)
+            {
+                links_due = true;
+            }
             match next {
                 Some(msg) => write(&mut writer, msg).await?,
                 None if links_due => {

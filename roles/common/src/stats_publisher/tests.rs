@@ -263,7 +263,7 @@ fn link_state(msg: StatsMessage) -> (u8, bool) {
 }
 
 #[tokio::test]
-async fn every_connection_gets_the_link_states_after_the_queue_even_one_dropped_from_it() {
+async fn the_link_states_follow_every_connection_and_every_dropped_link_status() {
     use stats_sv2::link::{MINT, POOL};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -313,6 +313,22 @@ async fn every_connection_gets_the_link_states_after_the_queue_even_one_dropped_
     let mut conn = accept(&listener).await;
     hello(read_message(&mut conn).await);
     assert_eq!(link_state(read_message(&mut conn).await), (MINT, false));
+    assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    assert!(matches!(
+        read_message(&mut conn).await,
+        StatsMessage::Keepalive(_)
+    ));
+
+    // One dropped while connected goes again once the queue is empty.
+    p.link_status(MINT, true);
+    for id in 5..=8 {
+        p.publish(event(id));
+    }
+    assert_eq!(p.dropped(), 4, "the mint coming up was dropped");
+    for id in 5..=8 {
+        assert_eq!(read_message(&mut conn).await, event(id));
+    }
+    assert_eq!(link_state(read_message(&mut conn).await), (MINT, true));
     assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
     assert!(matches!(
         read_message(&mut conn).await,
