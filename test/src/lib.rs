@@ -3,7 +3,8 @@
 //! mint), an SV2 mining test client (Noise, channels, CPU share finder), a
 //! template distribution test client, an SV1 test miner, the real miner in
 //! load mode, the SV2 load generator of the pool benchmarks, roles as child processes, the shipped
-//! configs rewritten for a test and a stand-in for the stats services.
+//! configs rewritten for a test, a stand-in for the stats services and a
+//! TCP relay that can lose a write.
 //!
 //! Everything is re-exported at the crate root, so a test says
 //! `use hashpool_tests::*;`.
@@ -21,6 +22,7 @@ mod stack;
 mod stats_sink;
 mod sv1_client;
 mod sv2_client;
+mod tcp_relay;
 mod tdp_client;
 mod translator_helpers;
 
@@ -37,5 +39,6 @@ pub use stack::*;
 pub use stats_sink::*;
 pub use sv1_client::*;
 pub use sv2_client::*;
+pub use tcp_relay::Relay;
 pub use tdp_client::*;
 pub use translator_helpers::*;

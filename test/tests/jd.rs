@@ -19,21 +19,18 @@ fn with_jds(pool: &mut pool::PoolConfig) {
     });
 }
 
-/// jd-client on the stack's template provider and pool, once it mines
-/// declared jobs; its stop token and its later events.
+/// jd-client on the template provider at `tp` and the stack's pool, once
+/// it mines declared jobs; its stop token and its later events.
 async fn start_jd_client(
     stack: &EhashStack,
+    tp: std::net::SocketAddr,
 ) -> (
     jd_client::JdcHandle,
     CancellationToken,
     tokio::sync::broadcast::Receiver<jd_client::JdcEvent>,
 ) {
     let jds = stack.pool_config.jds.as_ref().expect("a job declarator");
-    let config = jd_client_config(
-        stack.tp().local_addr(),
-        stack.pool_addr(),
-        jds.listen_address.parse().unwrap(),
-    );
+    let config = jd_client_config(tp, stack.pool_addr(), jds.listen_address.parse().unwrap());
     let shutdown = CancellationToken::new();
     let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
     let mut events = jdc.subscribe_events();
@@ -71,7 +68,7 @@ async fn mine_through(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly() {
     let (stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
-    let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
+    let (jdc, shutdown, mut events) = start_jd_client(&stack, stack.tp().local_addr()).await;
     cpu_miner_is_paid_exactly_its_accepted_shares(&stack, jdc.local_addr()).await;
     assert!(
         events.try_recv().is_err(),
@@ -91,7 +88,7 @@ async fn jd_client_falls_back_while_the_pool_is_killed_and_declares_again_losing
     let (mut stack, _chain) = EhashStack::start_with_transactions("annotate", with_jds).await;
     let mut pool = stack.pool_in_a_child().await;
     until_listening(stack.pool_addr(), "the pool child").await;
-    let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
+    let (jdc, shutdown, mut events) = start_jd_client(&stack, stack.tp().local_addr()).await;
     let dir = tempfile::tempdir().unwrap();
     let (tr, stop_mining, running) = mine_through(&stack, &jdc, dir.path()).await;
     let stats = running.stats();
@@ -160,7 +157,9 @@ async fn jd_client_falls_back_while_the_pool_is_killed_and_declares_again_losing
 }
 
 /// A block found on a declared job goes to jd-client's template provider:
-/// it lands in the chain with the declared transactions, paying the pool.
+/// it lands in the chain with the declared transactions, paying the pool,
+/// even when the link loses the first SubmitSolution (the next session
+/// sends it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_found_on_a_declared_job_lands_in_the_chain_with_its_transactions() {
     // About one block per 190 k hashes: several a minute from a debug build.
@@ -178,7 +177,11 @@ async fn a_block_found_on_a_declared_job_lands_in_the_chain_with_its_transaction
         with_jds,
     )
     .await;
-    let (jdc, shutdown, mut events) = start_jd_client(&stack).await;
+    let relay = Relay::start(stack.tp().local_addr().to_string());
+    let (jdc, shutdown, mut events) = start_jd_client(&stack, relay.addr).await;
+    // Larger than jd-client's other messages to its template provider
+    // (RequestTransactionData): its first SubmitSolution.
+    relay.lose_next_write_over(120);
     let mut blocks = stack.tp().subscribe_blocks();
     let height = stack.tp().height();
     let dir = tempfile::tempdir().unwrap();
@@ -188,11 +191,12 @@ async fn a_block_found_on_a_declared_job_lands_in_the_chain_with_its_transaction
     tokio::time::timeout(Duration::from_secs(180), submitted)
         .await
         .expect("a block found on a declared job");
+    // No other block can be found: the one that lands is the one lost.
+    stop_miner(WAIT, &stop_mining, running).await;
     let block = tokio::time::timeout(WAIT, blocks.recv())
         .await
         .expect("the block lands")
         .unwrap();
-    stop_miner(WAIT, &stop_mining, running).await;
     assert!(block.height > height);
     let stored = stack.tp().block(block.height).unwrap();
     assert!(

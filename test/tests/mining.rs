@@ -318,21 +318,21 @@ async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
 /// dies goes again on the next link.
 #[tokio::test]
 async fn a_block_solution_lost_with_its_template_provider_link_is_sent_again() {
-    let mut swallow_next = None;
+    let mut relay = None;
     let mut stack = Stack::start_with(NBITS_EASY, |c| {
-        let (addr, flag) = relay(c.tp_address.clone());
-        c.tp_address = addr.to_string();
-        swallow_next = Some(flag);
+        let started = Relay::start(c.tp_address.clone());
+        c.tp_address = started.addr.to_string();
+        relay = Some(started);
     })
     .await;
-    let swallow_next = swallow_next.unwrap();
+    let relay = relay.unwrap();
     let mut blocks = stack.tp.subscribe_blocks();
     let mut miner = stack.client().await;
     let chan = miner.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
     miner.wait_for_work(chan).await;
 
-    // The link drops the pool's next bytes, its SubmitSolution, and closes.
-    swallow_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The link loses the pool's next bytes, its SubmitSolution, and closes.
+    relay.lose_next_write_over(0);
     let block_share = miner.valid_share(chan, true);
     assert_eq!(miner.submit_and_wait(chan, &block_share).await, Ok(()));
     stack
@@ -347,49 +347,6 @@ async fn a_block_solution_lost_with_its_template_provider_link_is_sent_again() {
     assert_eq!(block.hash, BlockHash::from_byte_array(block_share.hash));
     assert_eq!(stack.tp.height(), 1);
     stack.stop().await;
-}
-
-/// A TCP relay to `target` on 127.0.0.1 port 0. Once the flag is set, the
-/// next bytes a client sends are dropped and that connection closed.
-fn relay(
-    target: String,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::AsyncReadExt;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-    let swallow_next = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = swallow_next.clone();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                continue;
-            };
-            let flag = flag.clone();
-            tokio::spawn(async move {
-                let (mut up, mut down) = (vec![0u8; 65_536], vec![0u8; 65_536]);
-                loop {
-                    tokio::select! {
-                        n = client.read(&mut up) => match n {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) if flag.swap(false, Ordering::SeqCst) => return,
-                            Ok(n) => if server.write_all(&up[..n]).await.is_err() { return },
-                        },
-                        n = server.read(&mut down) => match n {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => if client.write_all(&down[..n]).await.is_err() { return },
-                        },
-                    }
-                }
-            });
-        }
-    });
-    (addr, swallow_next)
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! [`limits`]: bounds on a listener's connections.
 //! [`log_limit`]: warnings a peer can repeat, logged at most once per interval.
 //! [`private`]: state directories and files for their owner only.
+//! [`solutions`]: block solutions sent again on a new template provider link.
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
@@ -23,6 +24,7 @@ pub mod noise;
 pub mod private;
 pub mod redis_stream;
 pub mod services;
+pub mod solutions;
 pub mod stats_publisher;
 pub mod sv2;
 #[doc(hidden)]

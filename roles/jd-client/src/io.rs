@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use roles_common::limits::ConnectionLimits;
 use roles_common::noise;
+use roles_common::solutions::SentSolutions;
 use roles_common::sv2::{
     self, write_outbound, Incoming, Outbound, Outgoing, ReadError, Sv2Connection, Sv2Reader,
     Sv2Writer, WRITE_BATCH,
@@ -24,7 +25,7 @@ use roles_common::sv2::{
 use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
 use stratum_core::common_messages_sv2::Protocol;
-use stratum_core::parsers_sv2::AnyMessageOwned;
+use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::CoinbaseOutputConstraintsOwned;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
@@ -164,6 +165,7 @@ pub(crate) async fn run_sessions(
 ) {
     let mut mode = Mode::Declared;
     let mut backoff = FIRST_BACKOFF;
+    let mut solutions = SentSolutions::default();
     loop {
         let end = match connect(&config, mode).await {
             Ok(links) => {
@@ -175,6 +177,7 @@ pub(crate) async fn run_sessions(
                     downstreams: HashMap::new(),
                     links,
                     events: &events,
+                    solutions: &mut solutions,
                 };
                 let end = session.run(&mut from_downstream, &shutdown).await;
                 session.links.pool.writer.close(CLOSE_WITHIN).await;
@@ -314,6 +317,8 @@ struct Session<'a> {
     downstreams: HashMap<DownId, mpsc::Sender<Outbound>>,
     links: Links,
     events: &'a broadcast::Sender<JdcEvent>,
+    /// Kept across sessions: see [`SentSolutions`].
+    solutions: &'a mut SentSolutions,
 }
 
 impl Session<'_> {
@@ -326,6 +331,16 @@ impl Session<'_> {
             Some(_) => self.core.on_jds_connected(),
             None => vec![],
         };
+        let resent = self.solutions.to_resend().into_iter().map(|solution| {
+            info!(
+                template_id = solution.template_id,
+                "sending SubmitSolution again: the last template provider link may have lost it"
+            );
+            Action::Tp(AnyMessageOwned::TemplateDistribution(
+                TemplateDistributionOwned::SubmitSolution(solution),
+            ))
+        });
+        let actions: Vec<Action> = resent.chain(actions).collect();
         let end = match self.apply(actions).await {
             Err(end) => end,
             Ok(()) => self.serve(from_downstream, shutdown).await,
@@ -366,7 +381,12 @@ impl Session<'_> {
                     Err(e) => return end(format!("pool link: {e}"), mode),
                 },
                 read = self.links.tp.reader.recv() => match read {
-                    Ok(Incoming::Sv2(m)) => self.core.on_tp(m),
+                    Ok(Incoming::Sv2(m)) => {
+                        if matches!(m, AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::SetNewPrevHash(_))) {
+                            self.solutions.tip_moved();
+                        }
+                        self.core.on_tp(m)
+                    }
                     Ok(Incoming::Ehash(_)) => vec![],
                     Err(e) => return end(format!("template provider link: {e}"), mode),
                 },
@@ -433,10 +453,15 @@ impl Session<'_> {
                 Action::DownstreamEhash(id, m) => self.queue_down(id, Outbound::Ehash(m)),
                 Action::CloseDownstream(id, reason) => self.queue_down(id, Outbound::Close(reason)),
                 Action::Tp(m) => {
-                    let block =
-                        matches!(&m, AnyMessageOwned::TemplateDistribution(
-                        stratum_core::parsers_sv2::TemplateDistributionOwned::SubmitSolution(_)
-                    ));
+                    let block = match &m {
+                        AnyMessageOwned::TemplateDistribution(
+                            TemplateDistributionOwned::SubmitSolution(solution),
+                        ) => {
+                            self.solutions.sent(solution);
+                            true
+                        }
+                        _ => false,
+                    };
                     self.links
                         .tp
                         .send(m)

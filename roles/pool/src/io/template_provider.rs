@@ -1,11 +1,11 @@
 //! The link to the template provider: reconnects with backoff, relays
 //! templates and chain tips to the core and block solutions back.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ehash_ext_sv2::MessageSet;
+use roles_common::solutions::SentSolutions;
 use roles_common::sv2::{self, message_name, Incoming, Sv2Connection};
 use stats_sv2::link;
 use stratum_apps::key_utils::Secp256k1PublicKey;
@@ -19,9 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{PoolEvent, Shared};
-
-/// Block solutions kept to send again at most.
-const KEPT_SOLUTIONS: usize = 16;
 
 pub(crate) struct TpLink {
     pub address: String,
@@ -100,7 +97,7 @@ async fn tp_serve(
     shared.core().on_template_provider_connected();
     shared.stats.link_status(link::TEMPLATE_PROVIDER, true);
     let _ = shared.events.send(PoolEvent::TemplateProviderConnected);
-    for solution in sent.0.clone() {
+    for solution in sent.to_resend() {
         info!(
             template_id = solution.template_id,
             "sending SubmitSolution again: the last link may have lost it"
@@ -113,7 +110,7 @@ async fn tp_serve(
             solution = solutions.recv() => {
                 let Some(solution) = solution else { return Ok(()) };
                 info!(template_id = solution.template_id, "sending SubmitSolution");
-                sent.keep(solution.clone());
+                sent.sent(&solution);
                 send_solution(conn, solution).await?;
             }
             incoming = conn.reader.recv() => match incoming.map_err(|e| e.to_string())? {
@@ -139,7 +136,7 @@ async fn tp_serve(
                 Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                     TemplateDistributionOwned::SetNewPrevHash(p),
                 )) => {
-                    sent.0.clear();
+                    sent.tip_moved();
                     shared.apply(|core| core.on_set_new_prev_hash(p));
                 }
                 Incoming::Sv2(other) => {
@@ -149,22 +146,6 @@ async fn tp_serve(
                     debug!("ignoring {} from the template provider", m.name());
                 }
             },
-        }
-    }
-}
-
-/// Block solutions sent since the template provider last moved the tip. A
-/// write that went through can still die with its connection, and nothing
-/// acknowledges a solution, so each new link gets them again (a solution
-/// the provider already has is refused there as stale).
-#[derive(Default)]
-struct SentSolutions(VecDeque<SubmitSolutionOwned>);
-
-impl SentSolutions {
-    fn keep(&mut self, solution: SubmitSolutionOwned) {
-        self.0.push_back(solution);
-        if self.0.len() > KEPT_SOLUTIONS {
-            self.0.pop_front();
         }
     }
 }
