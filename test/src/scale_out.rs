@@ -173,7 +173,7 @@ impl Cluster {
 
     /// The shipped mint config on fresh ports, `database` and the cluster's
     /// Redis, allowing the cluster's first `pools` pools.
-    async fn start_mint(&mut self, i: usize, pools: usize, follow_chain: bool, database: &str) {
+    pub async fn start_mint(&mut self, i: usize, pools: usize, follow_chain: bool, database: &str) {
         let (http, link) = (free_address(), free_address());
         let mut c = shipped_config("mint.toml");
         set_config(&mut c, "http_listen", http.to_string());

@@ -473,3 +473,44 @@ async fn a_request_in_the_stream_without_an_allowed_pools_signature_creates_noth
     );
     cluster.stop().await;
 }
+
+/// The mints reading one prefix's requests must share one database: a mint
+/// on another takes none of them, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_on_another_database_takes_none_of_the_prefixs_requests() {
+    let mut cluster = Cluster::start(0, 1, false).await;
+    let other = cluster.dir.path().join("other.sqlite");
+    cluster
+        .start_mint(1, 1, false, &other.display().to_string())
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cluster.mints[1]
+        .process
+        .child
+        .log_tail(50)
+        .contains("takes none of their requests")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the mint on another database never said so:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // It never joined the mints' group; the first did.
+    let mut conn = connect(&cluster).await;
+    let consumers: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(StreamKeys::new("hashpool").requests())
+        .arg(mint_quote_sv2::stream::MINTS_GROUP)
+        .query_async(&mut conn)
+        .await
+        .expect("XINFO CONSUMERS");
+    let names: Vec<String> = consumers
+        .iter()
+        .map(|c| redis::from_redis_value(c["name"].clone()).unwrap())
+        .collect();
+    assert_eq!(names, ["mint-0"]);
+    cluster.stop().await;
+}

@@ -40,6 +40,9 @@ pub const FIELD_SIGNATURE: &str = "sig";
 /// Fields of the mint's published hash.
 pub const FIELD_KEYSET: &str = "keyset";
 pub const FIELD_UNIT_BITS: &str = "unit_bits";
+/// The id of the database every mint reading the prefix's requests must
+/// share (each mint keeps its database's id in that database).
+pub const FIELD_DATABASE: &str = "database";
 
 /// Largest frame an entry may carry: a request with the longest coinbase
 /// proof the protocol allows is far below.

@@ -166,6 +166,15 @@ pub async fn start(
         .unwrap_or_default();
 
     index_earlier_quotes(&config, &mint).await?;
+    // The mints sharing a Redis prefix check they share this database.
+    let database = match config.redis {
+        Some(_) => Some(
+            redis_link::database_id(&mint.localstore())
+                .await
+                .map_err(MintError::database(&config))?,
+        ),
+        None => None,
+    };
     let chain = chain_view(&config, &mint).await?.map(Arc::new);
     let (service, writer_stopped) = QuoteService::new(
         mint.clone(),
@@ -188,10 +197,11 @@ pub async fn start(
     });
     tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
     tasks.spawn(forgetting);
-    if let Some(redis) = &config.redis {
+    if let (Some(redis), Some(database)) = (&config.redis, database) {
         tasks.spawn(redis_link::serve(
             redis.clone(),
             keyset.clone(),
+            database,
             ctx.clone(),
             shutdown.clone(),
         ));

@@ -25,7 +25,7 @@ use ehash::wire::MessageSet;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use mint_quote_sv2::stream::{
-    keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS, MINTS_GROUP,
+    keypair, SignedEntry, StreamKeys, FIELD_DATABASE, FIELD_KEYSET, FIELD_UNIT_BITS, MINTS_GROUP,
 };
 use mint_quote_sv2::MintQuoteMessage;
 use redis::aio::MultiplexedConnection;
@@ -40,6 +40,9 @@ use tracing::{info, warn};
 
 use crate::config::RedisSettings;
 use crate::io::LinkContext;
+use crate::service::KV_NAMESPACE;
+use cdk_common::database::mint::DynMintDatabase;
+use cdk_common::database::Error as DatabaseError;
 
 /// Entries read at once; one group commit of the quote writer.
 const BATCH: usize = crate::quote_writer::MAX_GROUP;
@@ -55,6 +58,8 @@ const CONSUMER_GONE_AFTER: Duration = Duration::from_secs(3600);
 struct Session {
     keys: StreamKeys,
     consumer: String,
+    /// The id of this mint's database ([`database_id`]).
+    database: String,
     claim_idle: Duration,
     ctx: Arc<LinkContext>,
     signer: Keypair,
@@ -68,6 +73,7 @@ struct Session {
 pub async fn serve(
     settings: RedisSettings,
     keyset: String,
+    database: String,
     ctx: Arc<LinkContext>,
     shutdown: CancellationToken,
 ) {
@@ -76,6 +82,7 @@ pub async fn serve(
     let session = Session {
         keys: StreamKeys::new(&settings.prefix),
         consumer: settings.consumer(),
+        database,
         claim_idle: Duration::from_millis(settings.claim_idle_ms),
         mint_key: ctx.mint_key(),
         allowed: ctx.pools.iter().map(|(key, _)| *key).collect(),
@@ -185,9 +192,11 @@ impl Session {
         }
     }
 
-    /// Creates the consumer group (if new), publishes the active keyset and
+    /// Checks that the mints of the prefix share this one's database,
+    /// creates the consumer group (if new), publishes the active keyset and
     /// removes consumers long gone.
     async fn set_up(&self, conn: &mut MultiplexedConnection, keyset: &str) -> Result<(), String> {
+        self.check_database(conn).await?;
         let created: Result<(), _> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.requests())
@@ -226,6 +235,37 @@ impl Session {
             .await
             .map_err(|e| format!("publishing the keyset: {e}"))?;
         self.remove_gone_consumers(conn).await
+    }
+
+    /// Refuses to take requests when the mints of the prefix serve another
+    /// database: a share could be quoted once in each, and a wallet finds
+    /// a quote only in the database of the mint it asks.
+    async fn check_database(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let theirs: String = redis::pipe()
+            .cmd("HSETNX")
+            .arg(self.keys.mint_info())
+            .arg(FIELD_DATABASE)
+            .arg(&self.database)
+            .ignore()
+            .cmd("HGET")
+            .arg(self.keys.mint_info())
+            .arg(FIELD_DATABASE)
+            .query_async::<(String,)>(conn)
+            .await
+            .map_err(|e| format!("reading the mints' database: {e}"))?
+            .0;
+        if theirs == self.database {
+            return Ok(());
+        }
+        Err(format!(
+            "the mints of prefix {prefix} serve database {theirs}, this mint's `database` is \
+             {ours}: it takes none of their requests (a share could be quoted in both). If every \
+             mint of the prefix moved to this database, delete field `{FIELD_DATABASE}` of \
+             Redis key {key}",
+            prefix = self.keys.prefix(),
+            ours = self.database,
+            key = self.keys.mint_info(),
+        ))
     }
 
     /// Requests for this consumer: those it already holds after `cursor`
@@ -502,4 +542,27 @@ fn consumers(reply: &Value) -> Vec<(String, i64, i64)> {
             Some((name, int("pending"), int("idle")))
         })
         .collect()
+}
+
+/// Where the database's id is kept (namespace `ehash`).
+const KV_META: &str = "meta";
+const KV_DATABASE_ID: &str = "database_id";
+
+/// The id of the mint's database: made at random by the first mint that
+/// asks, and kept in the database itself, so every mint on it reads the
+/// same id whatever URL it reaches it by.
+pub(crate) async fn database_id(db: &DynMintDatabase) -> Result<String, DatabaseError> {
+    let read = || db.kv_read(KV_NAMESPACE, KV_META, KV_DATABASE_ID);
+    if let Some(id) = read().await? {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    let mut tx = db.begin_transaction().await?;
+    let ours = hex::encode(rand::random::<[u8; 16]>());
+    tx.kv_write_if_absent(KV_NAMESPACE, KV_META, KV_DATABASE_ID, ours.as_bytes())
+        .await?;
+    tx.commit().await?;
+    let id = read()
+        .await?
+        .ok_or_else(|| DatabaseError::Internal("the database id written is gone".into()))?;
+    Ok(String::from_utf8_lossy(&id).into_owned())
 }
