@@ -14,29 +14,37 @@ const KEPT: usize = 16;
 
 /// The solutions sent since the template provider last moved the tip.
 #[derive(Debug, Default)]
-pub struct SentSolutions(VecDeque<SubmitSolutionOwned>);
+pub struct SentSolutions {
+    sent: VecDeque<SubmitSolutionOwned>,
+    /// The prev hash of the last SetNewPrevHash seen.
+    tip: Option<[u8; 32]>,
+}
 
 impl SentSolutions {
     /// `solution` is being sent (kept once however often it is).
     pub fn sent(&mut self, solution: &SubmitSolutionOwned) {
-        if self.0.contains(solution) {
+        if self.sent.contains(solution) {
             return;
         }
-        self.0.push_back(solution.clone());
-        if self.0.len() > KEPT {
-            self.0.pop_front();
+        self.sent.push_back(solution.clone());
+        if self.sent.len() > KEPT {
+            self.sent.pop_front();
         }
     }
 
-    /// The template provider moved the tip (a SetNewPrevHash): the
-    /// solutions sent before are in its chain or stale.
-    pub fn tip_moved(&mut self) {
-        self.0.clear();
+    /// A SetNewPrevHash on `prev_hash`. Only a new tip drops the solutions
+    /// (they are in the provider's chain, or stale): every new link starts
+    /// with the current tip again, which may be the one they were found on.
+    pub fn on_prev_hash(&mut self, prev_hash: [u8; 32]) {
+        if self.tip.is_some_and(|tip| tip != prev_hash) {
+            self.sent.clear();
+        }
+        self.tip = Some(prev_hash);
     }
 
     /// What a new link to the template provider sends again, oldest first.
     pub fn to_resend(&self) -> Vec<SubmitSolutionOwned> {
-        self.0.iter().cloned().collect()
+        self.sent.iter().cloned().collect()
     }
 }
 
@@ -61,13 +69,17 @@ mod tests {
     #[test]
     fn solutions_are_sent_again_until_the_tip_moves_and_the_oldest_go_first() {
         let mut sent = SentSolutions::default();
+        sent.on_prev_hash([1; 32]);
         sent.sent(&solution(1));
         sent.sent(&solution(2));
         assert_eq!(ids(&sent), [1, 2]);
         assert_eq!(ids(&sent), [1, 2], "again on every new link");
         sent.sent(&solution(1));
         assert_eq!(ids(&sent), [1, 2], "sent again, kept once");
-        sent.tip_moved();
+        // A new link starts with the same tip: they stay.
+        sent.on_prev_hash([1; 32]);
+        assert_eq!(ids(&sent), [1, 2]);
+        sent.on_prev_hash([2; 32]);
         assert!(ids(&sent).is_empty());
         for id in 0..(KEPT as u64 + 3) {
             sent.sent(&solution(id));

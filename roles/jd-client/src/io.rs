@@ -382,8 +382,8 @@ impl Session<'_> {
                 },
                 read = self.links.tp.reader.recv() => match read {
                     Ok(Incoming::Sv2(m)) => {
-                        if matches!(m, AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::SetNewPrevHash(_))) {
-                            self.solutions.tip_moved();
+                        if let AnyMessageOwned::TemplateDistribution(TemplateDistributionOwned::SetNewPrevHash(p)) = &m {
+                            self.solutions.on_prev_hash(p.prev_hash.to_array());
                         }
                         self.core.on_tp(m)
                     }

@@ -164,8 +164,9 @@ impl Session {
         ended.err().unwrap_or_else(|| "stopped".into())
     }
 
-    /// Reads batches of requests until the connection fails: those another
-    /// consumer held too long every `claim_idle / 2`, otherwise those this
+    /// Reads batches of requests until the connection fails or the prefix
+    /// serves another database: those another consumer held too long every
+    /// `claim_idle / 2` (checking the database first), otherwise those this
     /// consumer already holds (after a reconnect, or a restart under the
     /// same `consumer` name), then new ones.
     async fn read_batches(
@@ -182,6 +183,8 @@ impl Session {
             let slot = slots.clone().acquire_owned().await.expect("never closed");
             let entries = if Instant::now() >= next_claim {
                 next_claim = Instant::now() + self.claim_idle / 2;
+                // The prefix's database may have been claimed anew meanwhile.
+                self.check_database(&mut commands).await?;
                 self.claim(&mut commands, &mut claim_from).await?
             } else {
                 self.read(blocking, &mut cursor).await?

@@ -136,7 +136,7 @@ async fn tp_serve(
                 Incoming::Sv2(AnyMessageOwned::TemplateDistribution(
                     TemplateDistributionOwned::SetNewPrevHash(p),
                 )) => {
-                    sent.tip_moved();
+                    sent.on_prev_hash(p.prev_hash.to_array());
                     shared.apply(|core| core.on_set_new_prev_hash(p));
                 }
                 Incoming::Sv2(other) => {
