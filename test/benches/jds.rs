@@ -147,7 +147,7 @@ async fn bench(declarations: usize, connections: usize, custom_jobs: usize) {
     );
 
     pool_shutdown.cancel();
-    pool.wait().await;
+    pool.wait().await.check("pool");
     tp_shutdown.cancel();
     tp.wait().await;
 }

@@ -176,7 +176,7 @@ fn run_pool_child() {
         .await
         .ok();
         shutdown.cancel();
-        pool.wait().await;
+        pool.wait().await.check("pool");
         tp.wait().await;
     });
 }

@@ -155,17 +155,38 @@ pub async fn start_tp_with(config: TpConfig) -> (TpHandle, CancellationToken) {
 }
 
 /// Stops a role running in this process: cancels its `shutdown` token and
-/// waits at most `within` for `stopped` (its handle's `wait()`).
+/// waits at most `within` for `stopped` (its handle's `wait()`), which must
+/// end well.
 pub async fn stop_role(
     what: &str,
     within: Duration,
     shutdown: &CancellationToken,
-    stopped: impl Future<Output = ()>,
+    stopped: impl Future<Output = impl Stopped>,
 ) {
     shutdown.cancel();
     tokio::time::timeout(within, stopped)
         .await
-        .unwrap_or_else(|_| panic!("{what} stops"));
+        .unwrap_or_else(|_| panic!("{what} stops"))
+        .check(what);
+}
+
+/// How a role's `wait()` ended: `()`, or an error naming a task that ended
+/// on its own.
+pub trait Stopped {
+    /// Panics, naming `what`, unless it ended well.
+    fn check(self, what: &str);
+}
+
+impl Stopped for () {
+    fn check(self, _: &str) {}
+}
+
+impl Stopped for Result<(), String> {
+    fn check(self, what: &str) {
+        if let Err(e) = self {
+            panic!("{what} stopped with an error: {e}");
+        }
+    }
 }
 
 /// Logs of the roles under test, when `RUST_LOG` is set (e.g. `RUST_LOG=info`).
@@ -261,7 +282,7 @@ impl Stack {
     pub async fn stop(self) {
         self.pool_shutdown.cancel();
         self.tp_shutdown.cancel();
-        self.pool.wait().await;
+        self.pool.wait().await.check("pool");
         self.tp.wait().await;
     }
 }
@@ -364,7 +385,7 @@ impl EhashStack {
     pub async fn stop_mint(&mut self) {
         if let Some((running, shutdown)) = self.mint.take() {
             shutdown.cancel();
-            running.wait().await;
+            running.wait().await.check("mint");
         }
     }
 
@@ -384,7 +405,7 @@ impl EhashStack {
     pub async fn stop_pool(&mut self) {
         if let Some((pool, shutdown)) = self.pool.take() {
             shutdown.cancel();
-            pool.wait().await;
+            pool.wait().await.check("pool");
         }
     }
 

@@ -341,8 +341,8 @@ async fn the_translator_killed_twenty_times_loses_and_doubles_no_ehash() {
          proxy wallet {proxy_quotes} quotes ({proxy_amount} ehash), own-key wallet {own_quotes} ({own_amount})"
     );
     stop.cancel();
-    pool.wait().await;
-    mint.wait().await;
+    pool.wait().await.check("pool");
+    mint.wait().await.check("mint");
     tp.wait().await;
 }
 
@@ -514,9 +514,9 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
     assert!(blocks >= 1, "the tip moved");
     drop(idle);
     stop.cancel();
-    tr.wait().await;
-    pool.wait().await;
-    mint.wait().await;
+    tr.wait().await.check("translator");
+    pool.wait().await.check("pool");
+    mint.wait().await.check("mint");
     tp.wait().await;
 }
 

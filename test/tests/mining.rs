@@ -552,7 +552,7 @@ async fn a_template_provider_with_another_key_is_refused() {
     assert!(event.contains("noise handshake failed"), "{event}");
     shutdown.cancel();
     tp_shutdown.cancel();
-    pool.wait().await;
+    pool.wait().await.check("pool");
     tp.wait().await;
 }
 

@@ -11,6 +11,7 @@
 //! [`log_limit`]: warnings a peer can repeat, logged at most once per interval.
 //! [`private`]: state directories and files for their owner only.
 //! [`solutions`]: block solutions sent again on a new template provider link.
+//! [`tasks`]: a role's tasks, stopped together when one ends early.
 //! [`stats_publisher`]: the pool's and the translator's events to their
 //! stats service, never slowing mining down.
 
@@ -27,6 +28,7 @@ pub mod services;
 pub mod solutions;
 pub mod stats_publisher;
 pub mod sv2;
+pub mod tasks;
 #[doc(hidden)]
 pub mod testing;
 

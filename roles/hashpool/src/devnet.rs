@@ -125,20 +125,7 @@ impl Watched {
 
 /// How a role's `wait` task ended; a panic is a failure with its message.
 fn joined(result: Result<Result<(), String>, JoinError>) -> Result<(), String> {
-    result.unwrap_or_else(|e| {
-        Err(match e.try_into_panic() {
-            Ok(panic) => format!("panicked: {}", panic_message(&*panic)),
-            Err(e) => e.to_string(),
-        })
-    })
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
-        (Some(message), _) => message,
-        (_, Some(message)) => message,
-        _ => "(no message)",
-    }
+    roles_common::tasks::joined(result)?
 }
 
 /// Waits until the first of `roles` ends: its name and how it ended (kept
@@ -436,25 +423,13 @@ impl Roles {
             self.miner.watch("miner", |h| async move {
                 h.wait().await.map_err(|e| e.to_string())
             }),
-            self.translator.watch("translator", |h| async move {
-                h.wait().await;
-                Ok(())
-            }),
+            self.translator.watch("translator", |h| h.wait()),
         ];
         if let Some(jdc) = self.jd_client {
-            roles.push(jdc.watch("jd-client", |h| async move {
-                h.wait().await;
-                Ok(())
-            }));
+            roles.push(jdc.watch("jd-client", |h| h.wait()));
         }
-        let pool = |h: pool::PoolHandle| async move {
-            h.wait().await;
-            Ok(())
-        };
-        let mint = |h: mint::RunningMint| async move {
-            h.wait().await;
-            Ok(())
-        };
+        let pool = |h: pool::PoolHandle| h.wait();
+        let mint = |h: mint::RunningMint| h.wait();
         roles.push(self.pool.watch("pool", pool));
         match self.scale_out {
             None => roles.push(self.mint.watch("mint", mint)),

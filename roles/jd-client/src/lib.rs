@@ -29,9 +29,9 @@ use std::sync::Arc;
 
 pub use config::JdClientConfig;
 pub use core::Mode;
+use roles_common::tasks::RoleTasks;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -42,6 +42,8 @@ pub enum JdcError {
         address: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    TaskEnded(String),
 }
 
 /// Something that happened, for tests and monitoring.
@@ -59,7 +61,7 @@ pub enum JdcEvent {
 pub struct JdcHandle {
     local_addr: SocketAddr,
     events: broadcast::Sender<JdcEvent>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: RoleTasks,
 }
 
 impl JdcHandle {
@@ -72,11 +74,10 @@ impl JdcHandle {
         self.events.subscribe()
     }
 
-    /// Waits until it stopped (its shutdown token was cancelled).
-    pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+    /// Waits until it stopped: its shutdown token was cancelled, or one
+    /// of its tasks ended on its own (`Err` naming it).
+    pub async fn wait(self) -> Result<(), String> {
+        self.tasks.wait().await
     }
 }
 
@@ -85,6 +86,8 @@ pub async fn start(
     config: JdClientConfig,
     shutdown: CancellationToken,
 ) -> Result<JdcHandle, JdcError> {
+    // Its own: a task ending early stops jd-client, nothing else.
+    let shutdown = shutdown.child_token();
     let listen_error = |source| JdcError::Listen {
         address: config.listen_address.clone(),
         source,
@@ -103,20 +106,15 @@ pub async fn start(
     let (events, _) = broadcast::channel(256);
     let (to_session, from_downstream) = mpsc::unbounded_channel();
     let config = Arc::new(config);
-    let tasks = vec![
-        tokio::spawn(io::accept_loop(
-            listener,
-            config.clone(),
-            to_session,
-            shutdown.clone(),
-        )),
-        tokio::spawn(io::run_sessions(
-            (*config).clone(),
-            from_downstream,
-            events.clone(),
-            shutdown,
-        )),
-    ];
+    let mut tasks = RoleTasks::new(shutdown.clone());
+    tasks.spawn(
+        "the downstream listener",
+        io::accept_loop(listener, config.clone(), to_session, shutdown.clone()),
+    );
+    tasks.spawn(
+        "the sessions",
+        io::run_sessions((*config).clone(), from_downstream, events.clone(), shutdown),
+    );
     Ok(JdcHandle {
         local_addr,
         events,
@@ -126,6 +124,6 @@ pub async fn start(
 
 /// Runs the jd-client until `shutdown` is cancelled.
 pub async fn run(config: JdClientConfig, shutdown: CancellationToken) -> Result<(), JdcError> {
-    start(config, shutdown).await?.wait().await;
-    Ok(())
+    let handle = start(config, shutdown).await?;
+    handle.wait().await.map_err(JdcError::TaskEnded)
 }

@@ -44,9 +44,9 @@ use cdk::nuts::{CurrencyUnit, PaymentMethod};
 use cdk::Mint;
 use cdk_common::database::{DynMintDatabase, MintDatabase, MintKeysDatabase};
 use cdk_sql_common::pool::Pool;
+use roles_common::tasks::RoleTasks;
 use roles_common::{private, CancellationToken};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 pub use config::{AllowedPool, ChainSettings, DatabaseLocation, MintConfig, RedisSettings};
@@ -77,6 +77,8 @@ pub enum MintError {
     },
     #[error("HTTP API: {0}")]
     Http(String),
+    #[error("{0}")]
+    TaskEnded(String),
 }
 
 impl MintError {
@@ -101,7 +103,7 @@ pub struct RunningMint {
     pub http_addr: SocketAddr,
     pub link_addr: SocketAddr,
     pub mint: Arc<Mint>,
-    tasks: JoinSet<()>,
+    tasks: RoleTasks,
     writer_stopped: WriterStopped,
 }
 
@@ -115,9 +117,10 @@ impl RunningMint {
         format!("http://{}", self.http_addr)
     }
 
-    /// Waits until the mint has stopped (after its shutdown token is cancelled).
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    /// Waits until the mint has stopped: its shutdown token was cancelled,
+    /// or one of its tasks ended on its own (`Err` naming it).
+    pub async fn wait(self) -> Result<(), String> {
+        let ended = self.tasks.wait().await;
         // Quotes being written are committed before the database may go.
         if tokio::time::timeout(WRITER_DRAIN, self.writer_stopped.wait())
             .await
@@ -132,6 +135,7 @@ impl RunningMint {
             tracing::warn!("mint stop: {e}");
         }
         info!("mint stopped");
+        ended
     }
 }
 
@@ -141,6 +145,8 @@ pub async fn start(
     config: MintConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningMint, MintError> {
+    // Its own: a task ending early stops the mint, nothing else.
+    let shutdown = shutdown.child_token();
     let db = open_database(&config).await?;
     let (http, link) = (
         Bound::to(config.http_listen)?,
@@ -189,31 +195,38 @@ pub async fn start(
     let router = http_api(&config, &mint, &service, lookup).await?;
     let ctx = Arc::new(LinkContext::new(&config, service.clone()));
 
-    let mut tasks = JoinSet::new();
+    let mut tasks = RoleTasks::new(shutdown.clone());
     let stopping = shutdown.clone();
-    tasks.spawn(async move {
+    tasks.spawn("the totals checkpoint", async move {
         stopping.cancelled().await;
         service.checkpoint_totals().await;
     });
-    tasks.spawn(io::serve_http(http_listener, router, shutdown.clone()));
-    tasks.spawn(forgetting);
+    tasks.spawn(
+        "the HTTP API",
+        io::serve_http(http_listener, router, shutdown.clone()),
+    );
+    tasks.spawn("the lookup digest pruner", forgetting);
     if let (Some(redis), Some(database)) = (&config.redis, database) {
-        tasks.spawn(redis_link::serve(
-            redis.clone(),
-            keyset.clone(),
-            database,
-            ctx.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "the Redis transport",
+            redis_link::serve(
+                redis.clone(),
+                keyset.clone(),
+                database,
+                ctx.clone(),
+                shutdown.clone(),
+            ),
+        );
     }
-    tasks.spawn(io::serve_link(link_listener, ctx, shutdown.clone()));
+    tasks.spawn(
+        "the pool link listener",
+        io::serve_link(link_listener, ctx, shutdown.clone()),
+    );
     if let (Some(settings), Some(chain)) = (&config.chain, chain) {
-        tasks.spawn(template_provider::follow(
-            settings.clone(),
-            chain,
-            mint.localstore(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "the chain follower",
+            template_provider::follow(settings.clone(), chain, mint.localstore(), shutdown.clone()),
+        );
     }
     info!(
         "mint serving: Cashu HTTP API on http://{http_addr} (advertised as {public_url}), pool link on {link_addr}, unit {} ({} ehash = 2^{} expected hashes each), keyset {keyset}, database {}",
@@ -249,8 +262,8 @@ async fn chain_view(config: &MintConfig, mint: &Mint) -> Result<Option<Chain>, M
 
 /// Runs the mint until `shutdown` is cancelled.
 pub async fn run(config: MintConfig, shutdown: CancellationToken) -> Result<(), MintError> {
-    start(config, shutdown).await?.wait().await;
-    Ok(())
+    let mint = start(config, shutdown).await?;
+    mint.wait().await.map_err(MintError::TaskEnded)
 }
 
 /// A socket bound to `addr`, not listening yet, and the address it got

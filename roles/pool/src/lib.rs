@@ -41,11 +41,11 @@ pub use crate::mining::{AcceptedShare, ConnId, Stats};
 use ehash_ext_sv2::EhashMessage;
 use mint_quote_sv2::MintStatsResponse;
 use roles_common::stats_publisher::StatsPublisher;
+use roles_common::tasks::RoleTasks;
 use stats_sv2::role;
 use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -58,6 +58,8 @@ pub enum PoolError {
     },
     #[error("{0}")]
     Setup(String),
+    #[error("{0}")]
+    TaskEnded(String),
 }
 
 /// Why an extension message was not sent.
@@ -82,7 +84,7 @@ pub struct PoolHandle {
     local_addr: SocketAddr,
     jds_addr: Option<SocketAddr>,
     shared: Arc<io::Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: RoleTasks,
     mint_stats: Option<Arc<std::sync::Mutex<Option<MintStatsResponse>>>>,
 }
 
@@ -162,11 +164,10 @@ impl PoolHandle {
         }
     }
 
-    /// Waits until the pool stopped (its shutdown token was cancelled).
-    pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+    /// Waits until the pool stopped: its shutdown token was cancelled, or
+    /// one of its tasks ended on its own (`Err` naming it).
+    pub async fn wait(self) -> Result<(), String> {
+        self.tasks.wait().await
     }
 }
 
@@ -176,6 +177,8 @@ pub async fn start(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> Result<PoolHandle, PoolError> {
+    // The pool's own: a task ending early stops the pool, nothing else.
+    let shutdown = shutdown.child_token();
     let core = mining::PoolCore::new(core_config(&config)).map_err(PoolError::Setup)?;
     let ShareRoute { sink, flow } = share_route(&config, hooks)?;
     let mint_stats = flow.as_ref().map(|f| f.mint_stats.clone());
@@ -200,9 +203,17 @@ pub async fn start(
         mining: listener,
         jds: jds_listener.map(|(listener, _)| listener),
     };
-    let mut tasks = spawn_mining_tasks(&config, listeners, &shared, solutions_rx, &shutdown);
+    let mut tasks = RoleTasks::new(shutdown.clone());
+    spawn_mining_tasks(
+        &mut tasks,
+        &config,
+        listeners,
+        &shared,
+        solutions_rx,
+        &shutdown,
+    );
     if let Some(flow) = flow {
-        tasks.push(tokio::spawn(flow.run(shared.clone(), shutdown.clone())));
+        tasks.spawn("the ehash flow", flow.run(shared.clone(), shutdown.clone()));
     }
     Ok(PoolHandle {
         local_addr,
@@ -276,12 +287,13 @@ fn share_route(config: &PoolConfig, hooks: Hooks) -> Result<ShareRoute, PoolErro
 
 /// The listeners, the template provider link and the timers.
 fn spawn_mining_tasks(
+    tasks: &mut RoleTasks,
     config: &PoolConfig,
     listeners: Listeners,
     shared: &Arc<io::Shared>,
     solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: &CancellationToken,
-) -> Vec<JoinHandle<()>> {
+) {
     let listening = Arc::new(io::Listening {
         public: config.authority_public_key,
         secret: config.authority_secret_key,
@@ -293,14 +305,18 @@ fn spawn_mining_tasks(
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         write_timeout: Duration::from_secs(config.write_timeout_secs),
     });
-    let mut tasks = vec![
-        tokio::spawn(io::accept_loop(
+    tasks.spawn(
+        "the mining listener",
+        io::accept_loop(
             listeners.mining,
             shared.clone(),
             listening.clone(),
             shutdown.clone(),
-        )),
-        tokio::spawn(io::tp_loop(
+        ),
+    );
+    tasks.spawn(
+        "the template provider link",
+        io::tp_loop(
             io::TpLink {
                 address: config.tp_address.clone(),
                 authority_public_key: config.tp_authority_public_key,
@@ -308,35 +324,37 @@ fn spawn_mining_tasks(
             shared.clone(),
             solutions,
             shutdown.clone(),
-        )),
-    ];
+        ),
+    );
     if let Some(listener) = listeners.jds {
-        tasks.push(tokio::spawn(io::jds_accept_loop(
-            listener,
-            shared.clone(),
-            listening,
-            shutdown.clone(),
-        )));
+        tasks.spawn(
+            "the job declarator listener",
+            io::jds_accept_loop(listener, shared.clone(), listening, shutdown.clone()),
+        );
     }
-    let timers: [(u64, io::Tick); 2] = [
-        (config.vardiff_interval_secs, io::vardiff_tick),
-        (config.stats_log_interval_secs, io::log_stats),
+    let timers: [(&str, u64, io::Tick); 2] = [
+        (
+            "the vardiff timer",
+            config.vardiff_interval_secs,
+            io::vardiff_tick,
+        ),
+        (
+            "the stats log timer",
+            config.stats_log_interval_secs,
+            io::log_stats,
+        ),
     ];
-    for (secs, tick) in timers.into_iter().filter(|(secs, _)| *secs > 0) {
+    for (name, secs, tick) in timers.into_iter().filter(|(_, secs, _)| *secs > 0) {
         let period = Duration::from_secs(secs);
-        tasks.push(tokio::spawn(io::every(
-            shared.clone(),
-            period,
-            shutdown.clone(),
-            tick,
-        )));
+        tasks.spawn(
+            name,
+            io::every(shared.clone(), period, shutdown.clone(), tick),
+        );
     }
-    tasks
 }
 
 /// Runs the pool until `shutdown` is cancelled.
 pub async fn run(config: PoolConfig, shutdown: CancellationToken) -> Result<(), PoolError> {
     let handle = start(config, shutdown, Hooks::default()).await?;
-    handle.wait().await;
-    Ok(())
+    handle.wait().await.map_err(PoolError::TaskEnded)
 }

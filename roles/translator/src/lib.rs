@@ -40,10 +40,10 @@ use crate::quotes::QuoteStore;
 use crate::wallet::EhashWallet;
 use roles_common::private;
 use roles_common::stats_publisher::StatsPublisher;
+use roles_common::tasks::RoleTasks;
 use stats_sv2::role;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, Notify};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -63,6 +63,8 @@ pub enum TranslatorError {
     Store(#[from] quotes::StoreError),
     #[error(transparent)]
     Wallet(#[from] wallet::WalletError),
+    #[error("{0}")]
+    TaskEnded(String),
 }
 
 /// Something that happened, for tests and monitoring.
@@ -108,7 +110,7 @@ pub struct TranslatorHandle {
     wallet: Arc<EhashWallet>,
     mint_now: Arc<Notify>,
     stats: StatsPublisher,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: RoleTasks,
 }
 
 impl TranslatorHandle {
@@ -139,18 +141,15 @@ impl TranslatorHandle {
         self.mint_now.notify_one();
     }
 
-    /// Waits until the translator stopped (its shutdown token was cancelled).
-    pub async fn wait(self) {
-        for task in self.tasks {
-            let _ = task.await;
-        }
+    /// Waits until the translator stopped: its shutdown token was
+    /// cancelled, or one of its tasks ended on its own (`Err` naming it).
+    pub async fn wait(self) -> Result<(), String> {
+        self.tasks.wait().await
     }
 
     /// Stops every task at once, as a crash would (tests).
     pub fn abort(self) {
-        for task in self.tasks {
-            task.abort();
-        }
+        self.tasks.abort();
     }
 }
 
@@ -189,6 +188,8 @@ pub async fn start(
     config: TranslatorConfig,
     shutdown: CancellationToken,
 ) -> Result<TranslatorHandle, TranslatorError> {
+    // Its own: a task ending early stops the translator, nothing else.
+    let shutdown = shutdown.child_token();
     let (store, wallet) = open_wallet(&config).await?;
     let (listener, local_addr) = bind_miners(&config).await?;
     let (events, _) = broadcast::channel(4096);
@@ -212,9 +213,14 @@ pub async fn start(
         events.clone(),
         stats.clone(),
     ));
-    let tasks = vec![
-        tokio::spawn(miners::accept_loop(listener, ctx, shutdown.clone())),
-        tokio::spawn(upstream::run(
+    let mut tasks = RoleTasks::new(shutdown.clone());
+    tasks.spawn(
+        "the SV1 listener",
+        miners::accept_loop(listener, ctx, shutdown.clone()),
+    );
+    tasks.spawn(
+        "the upstream link",
+        upstream::run(
             upstream::UpstreamLink {
                 upstreams: config.upstreams.clone(),
                 aggregate: config.aggregate_channels.then_some(wallet_key),
@@ -224,8 +230,11 @@ pub async fn start(
             },
             router_rx,
             shutdown.clone(),
-        )),
-        tokio::spawn(quote_tasks::record_quotes(
+        ),
+    );
+    tasks.spawn(
+        "the quote recorder",
+        quote_tasks::record_quotes(
             quote_tasks::Recorder {
                 store: store.clone(),
                 wallet_key,
@@ -235,19 +244,28 @@ pub async fn start(
                 stats: stats.clone(),
             },
             quote_rx,
-        )),
-        tokio::spawn(quote_tasks::prune_quotes(
+        ),
+    );
+    tasks.spawn(
+        "the quote pruner",
+        quote_tasks::prune_quotes(
             store.clone(),
             Duration::from_secs(config.keep_quotes_hours.saturating_mul(3600)),
             shutdown.clone(),
-        )),
-        tokio::spawn(quote_tasks::keep_wallet(
+        ),
+    );
+    tasks.spawn(
+        "the wallet upkeep",
+        quote_tasks::keep_wallet(
             wallet.clone(),
             stats.clone(),
             events.subscribe(),
             shutdown.clone(),
-        )),
-        tokio::spawn(quote_tasks::mint_quotes(
+        ),
+    );
+    tasks.spawn(
+        "the minter",
+        quote_tasks::mint_quotes(
             quote_tasks::Minter {
                 wallet: wallet.clone(),
                 store: store.clone(),
@@ -259,8 +277,8 @@ pub async fn start(
                 stats: stats.clone(),
             },
             shutdown.clone(),
-        )),
-    ];
+        ),
+    );
     Ok(TranslatorHandle {
         local_addr,
         events,
@@ -278,6 +296,5 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), TranslatorError> {
     let handle = start(config, shutdown).await?;
-    handle.wait().await;
-    Ok(())
+    handle.wait().await.map_err(TranslatorError::TaskEnded)
 }

@@ -99,7 +99,8 @@ impl TestMint {
         self.shutdown.cancel();
         tokio::time::timeout(TIMEOUT, self.running.wait())
             .await
-            .expect("mint stops");
+            .expect("mint stops")
+            .expect("mint stops well");
     }
 
     pub async fn pool(&self) -> PoolClient {
