@@ -102,7 +102,10 @@ async fn tp_serve(
             template_id = solution.template_id,
             "sending SubmitSolution again: the last link may have lost it"
         );
-        send_solution(conn, solution).await?;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            sent = send_solution(conn, solution) => sent?,
+        }
     }
     loop {
         tokio::select! {
