@@ -529,6 +529,24 @@ async fn bad_connections_are_closed_with_a_reason_and_others_keep_mining() {
     stack.stop().await;
 }
 
+/// A job declaration client declares only when its template changes, which
+/// may not happen for a whole block: once set up it may stay quiet past
+/// `idle_timeout_secs`.
+#[tokio::test]
+async fn a_set_up_job_declaration_client_may_stay_quiet() {
+    let stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+        });
+        c.idle_timeout_secs = 1;
+    })
+    .await;
+    let mut client = JdTestClient::connect(stack.pool.jds_addr().unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    client.allocate().await;
+    stack.stop().await;
+}
+
 #[tokio::test]
 async fn a_template_provider_with_another_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,13 @@ use tracing::{debug, info, warn};
 use super::{Listening, Shared};
 use crate::jds::{JdConnId, JdReply};
 
+/// The most bytes one job declaration frame takes on the wire: a block's
+/// transactions (ProvideMissingTransactions.Success, at most 4 MB) with
+/// room to spare.
+const MAX_FRAME_LEN: usize = 5 * 1024 * 1024;
+/// Decoded messages read ahead of the core: a client waits for answers.
+const READ_AHEAD: usize = 4;
+
 pub(crate) async fn jds_accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -56,7 +63,7 @@ async fn serve(
     listening: &Listening,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let (reader, mut writer) = noise::accept(
+    let (mut reader, mut writer) = noise::accept(
         stream,
         listening.public,
         listening.secret,
@@ -64,8 +71,9 @@ async fn serve(
     )
     .await
     .map_err(|e| format!("noise handshake failed: {e}"))?;
+    reader.limit_frames(MAX_FRAME_LEN);
     info!(jd_conn = id, %peer, "job declaration client connected");
-    let mut reader = Sv2Reader::spawn(reader, "job declaration client", 64);
+    let mut reader = Sv2Reader::spawn(reader, "job declaration client", READ_AHEAD);
     let (late_tx, mut late) = mpsc::unbounded_channel();
     shared
         .jd_writers
@@ -112,7 +120,17 @@ impl Link<'_> {
         shutdown: &CancellationToken,
     ) -> Result<(), String> {
         let id = self.id;
+        // A client declares only when its template changes, which may not
+        // happen for a whole block: once set up, a live link may be quiet
+        // (a dead one is found by TCP keepalive).
+        let mut set_up = false;
         loop {
+            let read = async {
+                match set_up {
+                    true => Ok(self.reader.recv().await),
+                    false => tokio::time::timeout(listening.idle_timeout, self.reader.recv()).await,
+                }
+            };
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 late = self.late.recv() => {
@@ -120,7 +138,7 @@ impl Link<'_> {
                     send_within(self.writer, m, listening).await?;
                     continue;
                 }
-                read = tokio::time::timeout(listening.idle_timeout, self.reader.recv()) => read
+                read = read => read
                     .map_err(|_| format!("idle: nothing received for {:?}", listening.idle_timeout))?,
             };
             let msg = match incoming {
@@ -140,6 +158,8 @@ impl Link<'_> {
             if let Some(reason) = close {
                 return Err(reason);
             }
+            // SetupConnection comes first, or the link is closed above.
+            set_up = true;
         }
     }
 }

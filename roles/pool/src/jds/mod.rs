@@ -315,14 +315,24 @@ impl JobDeclarator {
     }
 
     fn set_tip(&mut self, prev: &SetNewPrevHashOwned, template: &NewTemplateOwned) {
-        self.tip_seq += 1;
+        // The same tip again (every new template provider link starts with
+        // it) keeps what was declared on it.
+        let prev_hash = prev.prev_hash.to_array();
+        if self
+            .tip
+            .as_ref()
+            .is_none_or(|tip| tip.prev_hash != prev_hash)
+        {
+            self.tip_seq += 1;
+            let seq = self.tip_seq;
+            // Transactions not listed on the previous tip or this one are forgotten.
+            self.known.retain(|_, (_, seen)| *seen + 1 >= seq);
+            self.declared.retain(|_, job| job.tip_seq == seq - 1);
+        }
         let seq = self.tip_seq;
-        // Transactions not listed on the previous tip or this one are forgotten.
-        self.known.retain(|_, (_, seen)| *seen + 1 >= seq);
-        self.declared.retain(|_, job| job.tip_seq == seq - 1);
         let height_push = height_push(template);
         self.tip = Some(Tip {
-            prev_hash: prev.prev_hash.to_array(),
+            prev_hash,
             nbits: prev.n_bits,
             min_ntime: prev.header_timestamp,
             height: bip34_height(&height_push),

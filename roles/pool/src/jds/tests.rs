@@ -570,6 +570,20 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     assert_eq!(refusal(&mut jds, &good, &k), "stale-chain-tip");
 }
 
+/// A new template provider link starts with the tip the pool already had:
+/// the jobs declared on it stay good.
+#[test]
+fn the_same_tip_again_keeps_the_jobs_declared_on_it() {
+    let txs = [tx(1), tx(2)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let token = declared(&mut jds, &t, &txs);
+    let k = key(KEY);
+    let job = custom_job(token, &t, 1, Some(&k));
+    let (again, prev) = template(&txs);
+    jds.on_tip(&prev, &again, NOW);
+    assert_eq!(jds.check_custom_job(&job, Some(&k), NOW), Ok(()));
+}
+
 #[test]
 fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
     let txs = [tx(1)];
