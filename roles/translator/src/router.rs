@@ -63,6 +63,9 @@ struct ChannelInfo {
 pub struct Router {
     /// Request id -> the channel being opened.
     opening: HashMap<u32, ChannelInfo>,
+    /// Request id -> the key of a channel being opened for a miner that
+    /// left: the pool may send notices on it before it closes.
+    abandoned: HashMap<u32, Option<LockingKey>>,
     channels: HashMap<u32, ChannelInfo>,
     /// Keys of channels that closed, for notifications that arrive after.
     closed_channels: HashMap<u32, Option<LockingKey>>,
@@ -78,6 +81,7 @@ impl Router {
     pub fn new(aggregate: Option<LockingKey>) -> Self {
         Self {
             opening: HashMap::new(),
+            abandoned: HashMap::new(),
             channels: HashMap::new(),
             closed_channels: HashMap::new(),
             closed_order: VecDeque::new(),
@@ -111,7 +115,12 @@ impl Router {
 
     /// A miner left: its channels close (the shared one with its last member).
     pub fn on_miner_left(&mut self, miner: u32) -> Vec<Action> {
-        self.opening.retain(|_, c| c.owner != Owner::Miner(miner));
+        let (left, opening): (HashMap<u32, ChannelInfo>, _) = std::mem::take(&mut self.opening)
+            .into_iter()
+            .partition(|(_, c)| c.owner == Owner::Miner(miner));
+        self.opening = opening;
+        self.abandoned
+            .extend(left.into_iter().map(|(request_id, c)| (request_id, c.key)));
         let mut actions = match self.aggregate.as_mut() {
             Some(a) => {
                 let outs = a.on_leave(miner);
@@ -139,11 +148,16 @@ impl Router {
             MiningOwned::OpenExtendedMiningChannelSuccess(s) => {
                 let Some(info) = self.opening.remove(&s.request_id) else {
                     // Request ids are never reused: no one will mine on it.
+                    // The pool may already have sent it the notices owed
+                    // to its key: they keep that key.
                     debug!(
                         request_id = s.request_id,
                         channel_id = s.channel_id,
                         "channel opened for a miner that left: closing it"
                     );
+                    if let Some(key) = self.abandoned.remove(&s.request_id) {
+                        self.remember_closed(s.channel_id, key);
+                    }
                     return vec![close_channel(s.channel_id, "miner-disconnected")];
                 };
                 self.channels.insert(s.channel_id, info);
@@ -154,7 +168,10 @@ impl Router {
                 Some(info) => {
                     self.deliver_to_owner(info.owner, MiningOwned::OpenMiningChannelError(e))
                 }
-                None => vec![],
+                None => {
+                    self.abandoned.remove(&e.request_id);
+                    vec![]
+                }
             },
             other => {
                 let Some(channel_id) = channel_of(&other) else {
@@ -199,6 +216,7 @@ impl Router {
             self.forget_channel(channel_id);
         }
         self.opening.clear();
+        self.abandoned.clear();
         if let Some(a) = self.aggregate.as_mut() {
             a.reset();
         }
@@ -250,11 +268,15 @@ impl Router {
     }
 
     fn forget_channel(&mut self, channel_id: u32) {
-        let Some(info) = self.channels.remove(&channel_id) else {
-            return;
-        };
+        if let Some(info) = self.channels.remove(&channel_id) {
+            self.remember_closed(channel_id, info.key);
+        }
+    }
+
+    /// Keeps the key of a closed channel for notices that come after.
+    fn remember_closed(&mut self, channel_id: u32, key: Option<LockingKey>) {
         // A reused channel id moves to the back: its old entry is stale.
-        if self.closed_channels.insert(channel_id, info.key).is_some() {
+        if self.closed_channels.insert(channel_id, key).is_some() {
             self.closed_order.retain(|id| *id != channel_id);
         }
         self.closed_order.push_back(channel_id);

@@ -156,6 +156,19 @@ fn a_leaving_miner_closes_its_channels_and_the_one_still_opening() {
     assert_eq!(recipients(&r.on_upstream(job(20, 5))), vec![2]);
 }
 
+/// After a pool reconnect the pool gives a key's owed notices to the first
+/// channel that opens with it, right after its success: the channel of a
+/// miner that left before that success still carries the key.
+#[test]
+fn notices_on_a_channel_opened_for_a_miner_that_left_carry_its_key() {
+    let mut r = two_channels();
+    let pending = forwarded_open(&r.on_miner_message(1, open(WALLET_KEY)));
+    r.on_miner_left(1);
+    assert_eq!(closed(&r.on_upstream(success(pending, 11))), 11);
+    assert!(matches!(&r.on_ehash(notification(11))[..],
+        [Action::Quote(n)] if n.key == Some(key(WALLET_KEY))));
+}
+
 #[test]
 fn an_upstream_loss_forgets_every_channel_but_keeps_their_keys() {
     let mut r = two_channels();
