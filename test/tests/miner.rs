@@ -486,7 +486,9 @@ async fn every_role_killed_and_restarted_in_turn_loses_and_doubles_no_ehash() {
             "never settled: accepted {accepted}, mint {:?}, translator {quotes:?}, pending {:?}, \
              failures {:?}\n{}",
             pool.mint_stats(),
-            tr.quotes().pending(5).unwrap(),
+            tr.quotes()
+                .pending(&tr.wallet().locking_key().to_string(), 5)
+                .unwrap(),
             tr.quotes().newest_failures(5).unwrap(),
             warnings_of(&roles)
         );

@@ -357,7 +357,8 @@ impl Minter {
     /// Whether a quote waits to be minted or a batch to be settled (if the
     /// store cannot tell: yes).
     fn anything_to_mint(&self) -> bool {
-        let pending = self.store.pending(1).map(|quotes| !quotes.is_empty());
+        let key = self.wallet.locking_key().to_string();
+        let pending = self.store.pending(&key, 1).map(|quotes| !quotes.is_empty());
         let open = self.store.batches().map(|batches| !batches.is_empty());
         pending.unwrap_or(true) || open.unwrap_or(true)
     }

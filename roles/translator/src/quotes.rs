@@ -402,26 +402,31 @@ impl QuoteStore {
             .optional()?)
     }
 
-    /// Up to `limit` quotes waiting to be minted and in no open batch,
-    /// oldest first: those the mint never refused, then those it refused
-    /// at least [`RETRY_REFUSED_SECS`] ago.
-    pub fn pending(&self, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
+    /// Up to `limit` quotes locked to `key` waiting to be minted and in no
+    /// open batch, oldest first: those the mint never refused, then those
+    /// it refused at least [`RETRY_REFUSED_SECS`] ago. Quotes of another
+    /// key (a wallet whose mnemonic changed) wait apart: they must not take
+    /// the places of the wallet's own.
+    pub fn pending(&self, key: &str, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
         let conn = self.conn();
         let query = |refused: &str| {
             format!(
-                "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' AND {refused} \
-                 AND quote_id NOT IN (SELECT quote_id FROM mint_batch_quotes) \
+                "SELECT {COLUMNS} FROM quotes WHERE state = 'pending' AND locking_key = ?2 \
+                 AND {refused} AND quote_id NOT IN (SELECT quote_id FROM mint_batch_quotes) \
                  ORDER BY created_at, rowid LIMIT ?1"
             )
         };
         let mut stmt = conn.prepare_cached(&query("failed_at IS NULL"))?;
-        let rows = stmt.query_map([limit as i64], row_to_record)?;
+        let rows = stmt.query_map(rusqlite::params![limit as i64, key], row_to_record)?;
         let mut quotes = rows.collect::<Result<Vec<_>, _>>()?;
         if quotes.len() < limit {
             let due = roles_common::unix_secs().saturating_sub(RETRY_REFUSED_SECS);
             let left = limit - quotes.len();
-            let mut stmt = conn.prepare_cached(&query("failed_at <= ?2"))?;
-            let rows = stmt.query_map([left as i64, due as i64], row_to_record)?;
+            let mut stmt = conn.prepare_cached(&query("failed_at <= ?3"))?;
+            let rows = stmt.query_map(
+                rusqlite::params![left as i64, key, due as i64],
+                row_to_record,
+            )?;
             quotes.extend(rows.collect::<Result<Vec<_>, _>>()?);
         }
         Ok(quotes)

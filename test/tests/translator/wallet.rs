@@ -603,7 +603,11 @@ async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_t
 /// power of two.
 async fn mint_one_per_batch(wallet: &EhashWallet, store: &QuoteStore) {
     wallet.recover().await.unwrap();
-    while !store.pending(1).unwrap().is_empty() {
+    while !store
+        .pending(&wallet.locking_key().to_string(), 1)
+        .unwrap()
+        .is_empty()
+    {
         let round = wallet.mint_pending(store, 1).await.unwrap();
         assert_eq!(round.left, 0, "{round:?}");
     }

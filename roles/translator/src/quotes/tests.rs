@@ -16,7 +16,7 @@ fn record(id: &str, amount: u64, state: QuoteState) -> QuoteRecord {
 }
 
 fn pending_ids(s: &QuoteStore) -> Vec<String> {
-    s.pending(10)
+    s.pending("02aa", 10)
         .unwrap()
         .into_iter()
         .map(|r| r.quote_id)
@@ -30,7 +30,7 @@ fn a_replayed_notification_does_not_duplicate_or_reset_a_record() {
     s.mark_minted(&["q1".into()]).unwrap();
     assert!(!s.insert(&record("q1", 5, QuoteState::Pending)).unwrap());
     assert_eq!(s.get("q1").unwrap().unwrap().state, QuoteState::Minted);
-    assert!(s.pending(10).unwrap().is_empty());
+    assert!(s.pending("02aa", 10).unwrap().is_empty());
 }
 
 #[test]
@@ -272,7 +272,7 @@ fn a_refused_quote_waits_then_comes_after_the_others() {
     s.set_error("old", "mint unreachable").unwrap();
     s.set_refused("refused", "not paid").unwrap();
     assert_eq!(pending_ids(&s), ["old", "new"]);
-    assert_eq!(s.pending(1).unwrap()[0].quote_id, "old");
+    assert_eq!(s.pending("02aa", 1).unwrap()[0].quote_id, "old");
 
     let due = roles_common::unix_secs() - RETRY_REFUSED_SECS;
     s.conn()
@@ -282,7 +282,11 @@ fn a_refused_quote_waits_then_comes_after_the_others() {
         )
         .unwrap();
     assert_eq!(pending_ids(&s), ["old", "new", "refused"]);
-    assert_eq!(s.pending(2).unwrap().len(), 2);
+    assert_eq!(s.pending("02aa", 2).unwrap().len(), 2);
+    assert!(
+        s.pending("02bb", 2).unwrap().is_empty(),
+        "another key's wait apart"
+    );
 }
 
 /// A file written before refused quotes were held back opens, and its

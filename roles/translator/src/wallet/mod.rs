@@ -225,19 +225,12 @@ impl EhashWallet {
         let mut round = MintRound::default();
         let restored = self.settle_open_batches(store, &mut round).await?;
         let batch = self.batch_size(batch).await;
-        let own_key = self.key.to_string();
-        let mut ready = vec![];
-        let pending = store.pending(batch * BATCHES_PER_ROUND)?;
+        let pending = store.pending(&self.key.to_string(), batch * BATCHES_PER_ROUND)?;
         round.full = pending.len() == batch * BATCHES_PER_ROUND;
-        for record in pending {
-            if record.locking_key == own_key {
-                ready.push((record.quote_id, record.amount));
-            } else {
-                // Cannot happen for records written by the quote flow (they
-                // are "foreign"); kept pending, never minted with a wrong key.
-                round.left += 1;
-            }
-        }
+        let ready: Vec<_> = pending
+            .into_iter()
+            .map(|record| (record.quote_id, record.amount))
+            .collect();
         let taken = restored + ready.len();
         if !ready.is_empty() {
             let size = issue::spread(ready.len(), batch);
