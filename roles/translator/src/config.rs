@@ -87,7 +87,7 @@ pub struct TranslatorConfig {
     pub wait_for_pool: bool,
     /// Most quotes minted in one NUT-29 batch (the mint's own limit, if
     /// lower, wins).
-    #[serde(default = "default::usize::<1000>")]
+    #[serde(default = "default::usize::<250>")]
     pub mint_batch_size: usize,
     /// Milliseconds the minter waits, once told of a new quote, for more to
     /// mint in the same batch (0: it mints at once). Fewer, fuller batches
