@@ -71,7 +71,7 @@ pub struct PoolConfig {
     pub max_channels: u32,
     /// Most channels one connection may have open (a translator in
     /// aggregate mode needs one; otherwise one per miner behind it).
-    #[serde(default = "default::u32::<4_096>")]
+    #[serde(default = "default::u32::<10_000>")]
     pub max_channels_per_connection: u32,
     /// Most downstream connections at once, and from one IP address.
     #[serde(default = "default::usize::<10_000>")]
