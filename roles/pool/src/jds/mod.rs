@@ -373,12 +373,21 @@ impl JobDeclarator {
         reply
     }
 
-    /// This connection's declarations parked too long: refused as stale.
+    /// This connection's declarations parked too long: refused as stale,
+    /// their tokens used up (as a declaration refused at once uses its own:
+    /// the client takes a new one, and the old would count for ever).
     fn expire_parked(&mut self, conn: JdConnId, now_ms: u64) -> Vec<AnyMessageOwned> {
         let (old, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.conn == conn && p.since_ms + PARKED_MS <= now_ms);
         self.parked = kept;
+        if let Some(state) = self.connections.get_mut(&conn) {
+            for p in &old {
+                if let Some(token) = parse_token(p.declaration.mining_job_token.as_bytes()) {
+                    state.allocated.remove(&token);
+                }
+            }
+        }
         old.into_iter()
             .flat_map(|p| {
                 declare_error(

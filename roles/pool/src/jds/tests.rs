@@ -635,6 +635,8 @@ fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
         AnyMessageOwned::JobDeclaration(JobDeclarationOwned::DeclareMiningJobError(e))
             if e.error_code.as_utf8_or_hex() == "stale-chain-tip"
     ));
+    // Its token is used up: only the one just allocated is held.
+    assert_eq!(jds.connections[&1].allocated.len(), 1);
 }
 
 /// One connection cannot take every parking slot: its declarations past
