@@ -271,26 +271,33 @@ impl Jobs {
         if already || self.stale_template == Some(template.template_id) {
             return vec![];
         }
-        let Some(token) = self.tokens.pop_front() else {
+        if self.tokens.is_empty() {
             return vec![];
-        };
+        }
         let full_extranonce = channel.full_extranonce;
         let to_pool = TxOut {
             value: Amount::from_sat(template.coinbase_tx_value_remaining),
             script_pubkey: script,
         };
-        let (prefix, suffix) = match JobFactory::new(true, Some(DECLARED_TAG.into()), None)
+        let built = JobFactory::new(true, Some(DECLARED_TAG.into()), None)
             .new_coinbase_tx_prefix_and_suffix(template.clone(), vec![to_pool], full_extranonce)
-        {
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|(prefix, suffix)| {
+                let fit = |part: Vec<u8>| B064KOwned::new(part).map_err(|e| format!("{e:?}"));
+                Ok((fit(prefix)?, fit(suffix)?))
+            });
+        let (prefix, suffix) = match built {
             Ok(both) => both,
             Err(e) => {
+                // The token stays for the next template.
                 warn!(
                     template_id = template.template_id,
-                    "cannot build a coinbase to declare: {e:?}"
+                    "cannot build a coinbase to declare: {e}"
                 );
                 return vec![];
             }
         };
+        let token = self.tokens.pop_front().expect("checked above");
         let wtxids: Vec<U256Owned> = txs
             .iter()
             .map(|tx| U256Owned::from(tx.compute_wtxid().to_byte_array()))
@@ -300,8 +307,8 @@ impl Jobs {
             request_id,
             mining_job_token: token.clone(),
             version: template.version,
-            coinbase_tx_prefix: B064KOwned::new(prefix).expect("a coinbase fits"),
-            coinbase_tx_suffix: B064KOwned::new(suffix).expect("a coinbase fits"),
+            coinbase_tx_prefix: prefix,
+            coinbase_tx_suffix: suffix,
             wtxid_list: Seq064KOwned::new(wtxids).expect("a block's transactions fit"),
             excess_data: B064KOwned::new(vec![0; 32]).expect("32 bytes"),
         };

@@ -121,7 +121,14 @@ fn tip(core: &mut JdcCore) -> Vec<Action> {
 /// The tip template `id` activates (easy nBits), with its (empty)
 /// transaction list.
 fn tip_of(core: &mut JdcCore, id: u64) -> Vec<Action> {
-    let mut out = core.on_tp(tdp(Tdp::NewTemplate(template(id, true))));
+    tip_with(core, template(id, true))
+}
+
+/// The tip `template` activates (easy nBits), with its (empty) transaction
+/// list.
+fn tip_with(core: &mut JdcCore, template: NewTemplateOwned) -> Vec<Action> {
+    let id = template.template_id;
+    let mut out = core.on_tp(tdp(Tdp::NewTemplate(template)));
     out.extend(core.on_tp(tdp(Tdp::SetNewPrevHash(SetNewPrevHashOwned {
         template_id: id,
         prev_hash: U256Owned::from([6 + id as u8; 32]),
@@ -331,6 +338,32 @@ fn the_first_channel_declares_the_template_that_came_before_it() {
     setup(&mut core, 1);
     let request_id = declared_request(&open(&mut core, 1, 5));
     declared(&mut core, request_id);
+}
+
+/// A template whose coinbase cannot be built keeps the token for the next.
+#[test]
+fn a_template_that_cannot_be_declared_keeps_its_token() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    core.on_jds_connected();
+    setup(&mut core, 1);
+    assert!(open(&mut core, 1, 5).is_empty(), "nothing to declare yet");
+    token(&mut core, 11);
+    let mut bad = template(1, true);
+    bad.coinbase_tx_outputs = B064KOwned::new(vec![0xff; 3]).unwrap();
+    let out = tip_with(&mut core, bad);
+    assert!(
+        out.iter().all(|a| matches!(a, Action::Tp(_))),
+        "not declared: {out:?}"
+    );
+    let out = tip_of(&mut core, 2);
+    let declared = out.iter().find_map(|a| match a {
+        Action::Jds(AnyMessageOwned::JobDeclaration(Jd::DeclareMiningJob(m))) => Some(m),
+        _ => None,
+    });
+    assert_eq!(
+        declared.map(|m| m.mining_job_token.as_bytes().to_vec()),
+        Some(11u64.to_le_bytes().to_vec())
+    );
 }
 
 /// A client in declared mode with channel 5 open, declaring the tip's
