@@ -30,7 +30,7 @@ use stratum_core::template_distribution_sv2::{
 };
 use tracing::{debug, info, warn};
 
-use super::{Action, DownId, Mode};
+use super::{Action, DownId, Mode, MAX_STALE_RETRIES, STALE_RETRY_SECS};
 
 /// The tag in the scriptSig of every coinbase this client declares.
 pub const DECLARED_TAG: &str = "hashpool-jdc";
@@ -86,6 +86,9 @@ pub(super) struct Jobs {
     /// template is), or the refusal would repeat round trip after round trip
     /// while the pool's template provider lags this client's.
     stale_template: Option<u64>,
+    /// Declarations sent again after a stale-tip refusal since the
+    /// declarator last accepted one.
+    stale_retries: u32,
     /// (channel, request id) -> the custom job sent and its template.
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
     set: HashMap<(u32, u32), SetJob>,
@@ -106,6 +109,7 @@ impl Jobs {
             declaring: HashMap::new(),
             declared: None,
             stale_template: None,
+            stale_retries: 0,
             pending: HashMap::new(),
             set: HashMap::new(),
         }
@@ -238,9 +242,21 @@ impl Jobs {
     /// Declares again the template last refused as on a stale tip: the
     /// pool's tip may have caught up meanwhile (it tells custom-work
     /// channels of no tip).
+    /// Past [`MAX_STALE_RETRIES`] in a row, mining the pool's jobs: this
+    /// client's template provider is behind the pool's (or on another
+    /// chain), and its miners would hash on a tip the pool refuses.
     pub fn retry_stale(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
         if self.stale_template.take().is_none() {
             return vec![];
+        }
+        self.stale_retries += 1;
+        if self.stale_retries > MAX_STALE_RETRIES {
+            self.stale_retries = 0;
+            return vec![Action::FallBack(format!(
+                "every declaration refused as on a stale tip for {} s: this client's template \
+                 provider is behind the pool's",
+                MAX_STALE_RETRIES as u64 * STALE_RETRY_SECS
+            ))];
         }
         self.declare(mode, channels)
     }
@@ -388,6 +404,7 @@ impl Jobs {
         ok: DeclareMiningJobSuccessOwned,
         channels: &[ChannelView],
     ) -> Vec<Action> {
+        self.stale_retries = 0;
         let Some(mut declared) = self.declaring.remove(&ok.request_id) else {
             return vec![];
         };

@@ -118,6 +118,9 @@ const KEPT_CLOSED: usize = 65_536;
 /// Seconds between declarations of a template the declarator refused as on
 /// a stale tip (the pool's template provider behind this client's).
 pub const STALE_RETRY_SECS: u64 = 2;
+/// Such declarations sent again in a row before mining the pool's jobs
+/// (30 s).
+pub const MAX_STALE_RETRIES: u32 = 15;
 
 fn mining(m: MiningOwned) -> AnyMessageOwned {
     AnyMessageOwned::Mining(m)

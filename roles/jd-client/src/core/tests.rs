@@ -441,6 +441,24 @@ fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
     declared_request(&tip_of(&mut core, 2));
 }
 
+/// A pool whose tip this client's template provider never reaches refuses
+/// every declaration as stale: after a while, the pool's jobs.
+#[test]
+fn declarations_refused_as_stale_for_too_long_mean_the_pool_s_jobs() {
+    let (mut core, mut request_id) = declaring();
+    for n in 0..MAX_STALE_RETRIES {
+        assert!(core
+            .on_jds(declare_error(request_id, "stale-chain-tip"))
+            .is_empty());
+        token(&mut core, 20 + n as u64);
+        request_id = declared_request(&core.on_stale_retry());
+    }
+    assert!(core
+        .on_jds(declare_error(request_id, "stale-chain-tip"))
+        .is_empty());
+    assert!(matches!(&core.on_stale_retry()[..], [Action::FallBack(_)]));
+}
+
 #[test]
 fn pool_jobs_shares_and_notifications_pass_through_to_the_channel_s_owner_only() {
     let mut core = JdcCore::new(Mode::PoolJobs, "t");
