@@ -367,6 +367,42 @@ async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
     mint.stop().await;
 }
 
+/// A batch that cannot be settled (its keyset unknown to the mint) stays
+/// open, logged, and holds up none of the wallet's other quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_cannot_be_settled_holds_up_no_other_quote() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    wallet.recover().await.unwrap();
+    let key = wallet.locking_key();
+    let (stuck_id, stuck_amount) = quote(&mut link, 4, key).await;
+    store
+        .insert(&quote_record(
+            &stuck_id,
+            stuck_amount,
+            key,
+            QuoteState::Pending,
+        ))
+        .unwrap();
+    let mut stuck = [translator::quotes::MintBatch {
+        id: 0,
+        keyset_id: "00ffffffffffffff".into(),
+        counter_start: 0,
+        quotes: vec![(stuck_id, stuck_amount)],
+    }];
+    store.open_batches(&mut stuck).unwrap();
+    let others = pending_quotes(&mut link, &store, key, 1..=3).await;
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!(round.minted.len(), 3, "{round:?}");
+    assert_eq!(wallet.balance().await.unwrap(), others);
+    assert_eq!(
+        store.batches().unwrap().len(),
+        1,
+        "the stuck batch stays open"
+    );
+    mint.stop().await;
+}
+
 /// A process stored a batch's proofs and died before closing the batch;
 /// the next start consolidates those proofs (spent, their rows deleted)
 /// before it settles the batch: settling adds none of them back.

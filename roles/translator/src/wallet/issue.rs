@@ -201,7 +201,9 @@ impl EhashWallet {
 
     /// Asks the mint which outputs of `batches` it signed (NUT-09): those
     /// quotes are minted, the others pending again; the quotes minted. A
-    /// batch stays open while the mint cannot be asked.
+    /// batch stays open while the mint cannot be asked, and one that cannot
+    /// be settled otherwise stays open, logged, without holding up the
+    /// others (its quotes wait with it; every other quote is minted).
     async fn settle(
         &self,
         store: &QuoteStore,
@@ -210,60 +212,13 @@ impl EhashWallet {
     ) -> Result<HashSet<String>, WalletError> {
         let mut settled = vec![];
         for batch in batches {
-            let keyset_id = Id::from_str(&batch.keyset_id).map_err(|e| {
-                WalletError::Other(format!("batch keyset {}: {e}", batch.keyset_id))
-            })?;
-            let keys = self.wallet.keyset(keyset_id).await?.keys;
-            let fees = self.fees_and_amounts(keyset_id).await?;
-            let premint = {
-                let (seed, batch) = (self.seed, batch.clone());
-                off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
-            };
-            let restored = self
-                .client
-                .post_restore(RestoreRequest {
-                    outputs: premint.blinded_messages(),
-                })
-                .await
-                .map_err(WalletError::from);
-            round.saw_mint(!matches!(&restored, Err(e) if e.mint_unreachable()));
-            let restored = restored?;
-            let by_blinded: HashMap<PublicKey, BlindSignature> = restored
-                .outputs
-                .iter()
-                .zip(restored.signatures)
-                .map(|(output, signature)| (output.blinded_secret, signature))
-                .collect();
-            let outputs = premint.secrets.len();
-            let (signed, signatures) = signed_outputs(premint, &by_blinded);
-            let quotes = if signatures.is_empty() {
-                info!(
-                    batch = batch.id,
-                    "the mint signed nothing of this batch: its quotes are pending again"
-                );
-                store.close_batches(&[batch.id], &[])?;
-                continue;
-            } else if signatures.len() == outputs {
-                info!(
-                    batch = batch.id,
-                    quotes = batch.quotes.len(),
-                    "restored a signed batch"
-                );
-                batch.quotes.clone()
-            } else {
-                // Never from a mint that signs a batch in one transaction.
-                // The proofs are kept; the quotes are pending again, and the
-                // mint's refusal of them then leads to asking about each.
-                error!(
-                    batch = batch.id,
-                    signed = signatures.len(),
-                    outputs,
-                    "the mint signed part of a batch: its proofs kept, its quotes pending again"
-                );
-                vec![]
-            };
-            let proofs = self.proofs(signed, signatures, keys).await?;
-            settled.push((MintBatch { quotes, ..batch }, proofs));
+            let id = batch.id;
+            match self.settle_one(store, batch, round).await {
+                Ok(Some(done)) => settled.push(done),
+                Ok(None) => {}
+                Err(e) if e.mint_unreachable() => return Err(e),
+                Err(e) => warn!(batch = id, "cannot settle this batch, left open: {e}"),
+            }
         }
         let restored = settled
             .iter()
@@ -272,6 +227,69 @@ impl EhashWallet {
         let settled = self.without_spent(settled).await?;
         self.store_and_close(store, settled, round).await?;
         Ok(restored)
+    }
+
+    /// One batch: its proofs and the quotes they mint, or `None` when the
+    /// mint signed nothing of it (closed, its quotes pending again).
+    async fn settle_one(
+        &self,
+        store: &QuoteStore,
+        batch: MintBatch,
+        round: &mut MintRound,
+    ) -> Result<Option<(MintBatch, Vec<ProofInfo>)>, WalletError> {
+        let keyset_id = Id::from_str(&batch.keyset_id)
+            .map_err(|e| WalletError::Other(format!("batch keyset {}: {e}", batch.keyset_id)))?;
+        let keys = self.wallet.keyset(keyset_id).await?.keys;
+        let fees = self.fees_and_amounts(keyset_id).await?;
+        let premint = {
+            let (seed, batch) = (self.seed, batch.clone());
+            off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
+        };
+        let restored = self
+            .client
+            .post_restore(RestoreRequest {
+                outputs: premint.blinded_messages(),
+            })
+            .await
+            .map_err(WalletError::from);
+        round.saw_mint(!matches!(&restored, Err(e) if e.mint_unreachable()));
+        let restored = restored?;
+        let by_blinded: HashMap<PublicKey, BlindSignature> = restored
+            .outputs
+            .iter()
+            .zip(restored.signatures)
+            .map(|(output, signature)| (output.blinded_secret, signature))
+            .collect();
+        let outputs = premint.secrets.len();
+        let (signed, signatures) = signed_outputs(premint, &by_blinded);
+        let quotes = if signatures.is_empty() {
+            info!(
+                batch = batch.id,
+                "the mint signed nothing of this batch: its quotes are pending again"
+            );
+            store.close_batches(&[batch.id], &[])?;
+            return Ok(None);
+        } else if signatures.len() == outputs {
+            info!(
+                batch = batch.id,
+                quotes = batch.quotes.len(),
+                "restored a signed batch"
+            );
+            batch.quotes.clone()
+        } else {
+            // Never from a mint that signs a batch in one transaction.
+            // The proofs are kept; the quotes are pending again, and the
+            // mint's refusal of them then leads to asking about each.
+            error!(
+                batch = batch.id,
+                signed = signatures.len(),
+                outputs,
+                "the mint signed part of a batch: its proofs kept, its quotes pending again"
+            );
+            vec![]
+        };
+        let proofs = self.proofs(signed, signatures, keys).await?;
+        Ok(Some((MintBatch { quotes, ..batch }, proofs)))
     }
 
     /// The batches' proofs less those the mint reports spent (NUT-07): a
