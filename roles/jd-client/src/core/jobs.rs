@@ -225,11 +225,13 @@ impl Jobs {
         };
         template.future_template = false;
         self.future.retain(|t| t.template_id > p.template_id);
+        // A declaration still in flight may be asked for its transactions.
         let keep: Vec<u64> = self
             .future
             .iter()
             .map(|t| t.template_id)
             .chain([template.template_id])
+            .chain(self.declaring.values().map(|d| d.template.template_id))
             .collect();
         self.transactions.retain(|id, _| keep.contains(id));
         self.current = Some(template);

@@ -7,10 +7,11 @@ use ehash::wire::str0255_truncated;
 use ehash_ext_sv2::EhashMessage;
 use stratum_core::binary_sv2::{B032Owned, B064KOwned, Seq0255Owned, Seq064KOwned, U256Owned};
 use stratum_core::bitcoin::consensus::serialize;
-use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
+use stratum_core::bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
 use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::job_declaration_sv2::{
     AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned, DeclareMiningJobSuccessOwned,
+    ProvideMissingTransactionsOwned,
 };
 use stratum_core::mining_sv2::{
     OpenExtendedMiningChannelSuccessOwned, SetCustomMiningJobErrorOwned, SetCustomMiningJobSuccess,
@@ -121,12 +122,15 @@ fn tip(core: &mut JdcCore) -> Vec<Action> {
 /// The tip template `id` activates (easy nBits), with its (empty)
 /// transaction list.
 fn tip_of(core: &mut JdcCore, id: u64) -> Vec<Action> {
-    tip_with(core, template(id, true))
+    tip_with(core, template(id, true), &[])
 }
 
-/// The tip `template` activates (easy nBits), with its (empty) transaction
-/// list.
-fn tip_with(core: &mut JdcCore, template: NewTemplateOwned) -> Vec<Action> {
+/// The tip `template` activates (easy nBits), with `transactions`.
+fn tip_with(
+    core: &mut JdcCore,
+    template: NewTemplateOwned,
+    transactions: &[Transaction],
+) -> Vec<Action> {
     let id = template.template_id;
     let mut out = core.on_tp(tdp(Tdp::NewTemplate(template)));
     out.extend(core.on_tp(tdp(Tdp::SetNewPrevHash(SetNewPrevHashOwned {
@@ -136,13 +140,21 @@ fn tip_with(core: &mut JdcCore, template: NewTemplateOwned) -> Vec<Action> {
         n_bits: 0x207f_ffff,
         target: U256Owned::from([0xff; 32]),
     }))));
-    out.extend(core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
-        RequestTransactionDataSuccessOwned {
-            template_id: id,
-            excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
-            transaction_list: Seq064KOwned::new(vec![]).unwrap(),
-        },
-    ))));
+    out.extend(
+        core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
+            RequestTransactionDataSuccessOwned {
+                template_id: id,
+                excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
+                transaction_list: Seq064KOwned::new(
+                    transactions
+                        .iter()
+                        .map(|tx| serialize(tx).try_into().unwrap())
+                        .collect(),
+                )
+                .unwrap(),
+            },
+        ))),
+    );
     out
 }
 
@@ -340,6 +352,42 @@ fn the_first_channel_declares_the_template_that_came_before_it() {
     declared(&mut core, request_id);
 }
 
+/// The declarator may ask for a declaration's transactions after this
+/// client's tip moved: they are still there.
+#[test]
+fn a_declaration_in_flight_keeps_its_transactions_across_a_new_tip() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    core.on_jds_connected();
+    setup(&mut core, 1);
+    open(&mut core, 1, 5);
+    let tx = Transaction {
+        version: stratum_core::bitcoin::transaction::Version::TWO,
+        lock_time: stratum_core::bitcoin::absolute::LockTime::ZERO,
+        input: vec![Default::default()],
+        output: vec![TxOut {
+            value: Amount::from_sat(1),
+            script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
+        }],
+    };
+    tip_with(&mut core, template(1, true), std::slice::from_ref(&tx));
+    let request_id = declared_request(&token(&mut core, 11));
+    tip_of(&mut core, 2);
+    let ask = ProvideMissingTransactionsOwned {
+        request_id,
+        unknown_tx_position_list: Seq064KOwned::new(vec![0]).unwrap(),
+    };
+    match &core.on_jds(jd(Jd::ProvideMissingTransactions(ask)))[..] {
+        [Action::Jds(AnyMessageOwned::JobDeclaration(Jd::ProvideMissingTransactionsSuccess(m)))] => {
+            assert_eq!(m.request_id, request_id);
+            assert_eq!(
+                m.transaction_list.clone().into_inner()[0].as_bytes(),
+                serialize(&tx)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A template whose coinbase cannot be built keeps the token for the next.
 #[test]
 fn a_template_that_cannot_be_declared_keeps_its_token() {
@@ -350,7 +398,7 @@ fn a_template_that_cannot_be_declared_keeps_its_token() {
     token(&mut core, 11);
     let mut bad = template(1, true);
     bad.coinbase_tx_outputs = B064KOwned::new(vec![0xff; 3]).unwrap();
-    let out = tip_with(&mut core, bad);
+    let out = tip_with(&mut core, bad, &[]);
     assert!(
         out.iter().all(|a| matches!(a, Action::Tp(_))),
         "not declared: {out:?}"
