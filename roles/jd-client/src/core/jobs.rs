@@ -4,7 +4,7 @@
 //! blocks found on them, published through the template provider (and
 //! pushed to the declarator).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ehash::LockingKey;
 use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned, Sv2OptionOwned, U256Owned};
@@ -157,6 +157,7 @@ impl Jobs {
                     }
                 };
                 self.transactions.insert(data.template_id, txs);
+                self.forget_transactions();
                 let is_current = self
                     .current
                     .as_ref()
@@ -196,6 +197,7 @@ impl Jobs {
             }
         } else if self.prev.is_some() {
             self.current = Some(t);
+            self.forget_transactions();
         }
         let ask = Action::Tp(AnyMessageOwned::TemplateDistribution(
             Tdp::RequestTransactionData(RequestTransactionDataOwned { template_id }),
@@ -225,20 +227,34 @@ impl Jobs {
         };
         template.future_template = false;
         self.future.retain(|t| t.template_id > p.template_id);
-        // A declaration still in flight may be asked for its transactions.
-        let keep: Vec<u64> = self
-            .future
-            .iter()
-            .map(|t| t.template_id)
-            .chain([template.template_id])
-            .chain(self.declaring.values().map(|d| d.template.template_id))
-            .collect();
-        self.transactions.retain(|id, _| keep.contains(id));
         self.current = Some(template);
         self.prev = Some(p);
         self.declared = None;
         self.set.clear();
+        self.forget_transactions();
         self.declare(mode, channels)
+    }
+
+    /// How many templates' transactions are kept.
+    #[cfg(test)]
+    pub(super) fn templates_with_transactions(&self) -> usize {
+        self.transactions.len()
+    }
+
+    /// Keeps the transactions of the templates that may still need them:
+    /// the current one, the future ones, and those being declared (the
+    /// declarator may ask for them) or declared. A block's worth each, so
+    /// not one per template of a long block.
+    fn forget_transactions(&mut self) {
+        let keep: HashSet<u64> = self
+            .future
+            .iter()
+            .chain(&self.current)
+            .chain(self.declaring.values().map(|d| &d.template))
+            .chain(self.declared.as_ref().map(|d| &d.template))
+            .map(|t| t.template_id)
+            .collect();
+        self.transactions.retain(|id, _| keep.contains(id));
     }
 
     /// Declares again the template last refused as on a stale tip: the

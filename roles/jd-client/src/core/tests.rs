@@ -388,6 +388,29 @@ fn a_declaration_in_flight_keeps_its_transactions_across_a_new_tip() {
     }
 }
 
+/// A long block brings template after template: only those that may still
+/// be declared keep their transactions.
+#[test]
+fn a_template_replaced_on_the_same_tip_frees_its_transactions() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    tip(&mut core);
+    for id in 2..=4 {
+        core.on_tp(tdp(Tdp::NewTemplate(template(id, false))));
+        core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
+            RequestTransactionDataSuccessOwned {
+                template_id: id,
+                excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
+                transaction_list: Seq064KOwned::new(vec![]).unwrap(),
+            },
+        )));
+    }
+    assert_eq!(
+        core.jobs.templates_with_transactions(),
+        1,
+        "the current one"
+    );
+}
+
 /// A template whose coinbase cannot be built keeps the token for the next.
 #[test]
 fn a_template_that_cannot_be_declared_keeps_its_token() {
