@@ -145,6 +145,9 @@ struct JdConnection {
     /// Tokens allocated to this connection and not declared yet.
     allocated: HashSet<u64>,
     pending: HashMap<u32, Pending>,
+    /// Declarations dropped from `pending` when the tip moved: their
+    /// transactions, if they come, are answered stale (until the next tip).
+    stale_pending: HashSet<u32>,
 }
 
 /// What to send a JDS connection, and whether to close it after.
@@ -328,6 +331,11 @@ impl JobDeclarator {
             // Transactions not listed on the previous tip or this one are forgotten.
             self.known.retain(|_, (_, seen)| *seen + 1 >= seq);
             self.declared.retain(|_, job| job.tip_seq == seq - 1);
+            // Declarations waiting for transactions are stale now: what
+            // they hold (their transaction lists) goes.
+            for state in self.connections.values_mut() {
+                state.stale_pending = state.pending.drain().map(|(id, _)| id).collect();
+            }
         }
         let seq = self.tip_seq;
         let height_push = height_push(template);
@@ -632,6 +640,9 @@ impl JobDeclarator {
             .get_mut(&conn)
             .expect("checked by on_message");
         let Some(pending) = state.pending.remove(&request_id) else {
+            if state.stale_pending.remove(&request_id) {
+                return declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile");
+            }
             return JdReply::close(format!(
                 "ProvideMissingTransactions.Success for request {request_id}, which asked for none"
             ));

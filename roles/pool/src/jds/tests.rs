@@ -314,6 +314,44 @@ fn unknown_transactions_are_asked_for_and_must_be_the_ones_declared() {
     assert_eq!(asked.unknown_tx_position_list.into_inner(), vec![1, 2]);
 }
 
+/// A declaration waiting for its transactions when the tip moves is
+/// dropped (with what it holds); its transactions, if they come, are
+/// answered stale.
+#[test]
+fn a_declaration_waiting_for_transactions_goes_when_the_tip_moves() {
+    let txs = [tx(1), tx(2)];
+    let (mut jds, t) = declarator(&txs, &[]);
+    let token = allocate(&mut jds, 1);
+    let asked = declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &txs),
+    );
+    assert!(matches!(
+        asked,
+        JobDeclarationOwned::ProvideMissingTransactions(_)
+    ));
+    let (next, mut prev) = template(&txs);
+    prev.prev_hash = U256Owned::from([10u8; 32]);
+    jds.on_tip(&prev, &next, NOW);
+    assert!(jds.connections[&1].pending.is_empty());
+    let late = ProvideMissingTransactionsSuccessOwned {
+        request_id: 7,
+        transaction_list: Seq064KOwned::new(
+            txs.iter()
+                .map(|t| serialize(t).try_into().unwrap())
+                .collect(),
+        )
+        .unwrap(),
+    };
+    let reply = jds.on_message(
+        1,
+        jd(JobDeclarationOwned::ProvideMissingTransactionsSuccess(late)),
+        NOW,
+    );
+    assert!(reply.close.is_none());
+    assert_eq!(error_code(&only(reply)), "stale-chain-tip");
+}
+
 #[test]
 fn declarations_are_refused_with_the_reason_and_the_connection_survives() {
     let txs = [tx(1)];
