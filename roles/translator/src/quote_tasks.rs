@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ehash::wire::str0255_truncated;
 use ehash::LockingKey;
@@ -265,15 +265,17 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
     // last comparison left off, kept in the store (quotes are paid as they
     // are created, so an entry once listed never changes into one to
     // record).
-    let (mut recovered, mut looked_up) = (false, false);
+    let mut recovered = false;
+    let mut look_up = LookUpDue::new(minter.retry, Instant::now());
     let mut lookup = tokio::time::interval(LOOKUP_INTERVAL);
     lookup.tick().await;
     loop {
         if !recovered {
             recovered = minter.recover().await;
         }
-        if recovered && !looked_up {
-            looked_up = minter.look_up_missing().await;
+        if recovered && look_up.is_due(Instant::now()) {
+            let answered = minter.look_up_missing().await;
+            look_up.finished(answered, Instant::now());
         }
         if recovered {
             minter.mint_pending(&shutdown).await;
@@ -289,9 +291,43 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
         );
         match wake.await {
             Round::Mint => {}
-            Round::LookUpAndMint => looked_up = false,
+            Round::LookUpAndMint => look_up.again(Instant::now()),
             Round::Stop => return,
         }
+    }
+}
+
+/// When the minter compares the wallet key's quotes at the mint with the
+/// store: at start, at every reconnect and look-up interval, and after a
+/// look-up that failed not before `retry` later (a mint that cannot answer
+/// it, one whose clock is off say, would be asked before every round).
+#[derive(Debug)]
+struct LookUpDue {
+    /// `None`: done until told again.
+    at: Option<Instant>,
+    retry: Duration,
+}
+
+impl LookUpDue {
+    fn new(retry: Duration, now: Instant) -> Self {
+        Self {
+            at: Some(now),
+            retry,
+        }
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        self.at.is_some_and(|at| at <= now)
+    }
+
+    /// A look-up ended; `answered` when the mint answered it.
+    fn finished(&mut self, answered: bool, now: Instant) {
+        self.at = (!answered).then(|| now + self.retry);
+    }
+
+    /// A reconnect or the look-up interval: due now.
+    fn again(&mut self, now: Instant) {
+        self.at = Some(now);
     }
 }
 
@@ -521,6 +557,20 @@ mod tests {
         lookup: tokio::time::Interval,
         anything: Arc<std::sync::atomic::AtomicBool>,
         shutdown: CancellationToken,
+    }
+
+    #[test]
+    fn a_failed_look_up_waits_for_the_retry_and_a_done_one_for_the_next_interval() {
+        let start = Instant::now();
+        let mut due = LookUpDue::new(RETRY, start);
+        assert!(due.is_due(start), "at start");
+        due.finished(false, start);
+        assert!(!due.is_due(start + WAIT), "not before every round");
+        assert!(due.is_due(start + RETRY));
+        due.finished(true, start + RETRY);
+        assert!(!due.is_due(start + RETRY * 100), "done until told again");
+        due.again(start + RETRY * 100);
+        assert!(due.is_due(start + RETRY * 100));
     }
 
     /// Not a divisor of LOOKUP_INTERVAL: no retry at a look-up's moment.
