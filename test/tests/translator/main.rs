@@ -254,7 +254,7 @@ async fn a_miner_that_stops_reading_is_closed_with_its_channel_after_the_write_t
     let dir = tempfile::tempdir().unwrap();
     let mut config = translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path());
     config.miner_write_timeout_secs = 1;
-    let mut tr = RunningTranslator::start(config).await;
+    let tr = RunningTranslator::start(config).await;
     // A small receive buffer, so the translator's writes block soon.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -263,13 +263,20 @@ async fn a_miner_that_stops_reading_is_closed_with_its_channel_after_the_write_t
     assert_eq!(miner.authorize("rig").await, Ok(true));
     assert_eq!(stack.pool.stats().channels_open, 1);
     // Requests the translator must answer, never reading an answer.
+    let mut events = tr.handle.subscribe_events();
     let flood = tokio::spawn(async move {
         let line = b"{\"id\":1,\"method\":\"mining.extranonce.subscribe\",\"params\":[]}\n";
         while miner.send_raw(line).await.is_ok() {}
     });
-    let reason = tr
-        .wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { .. }))
-        .await;
+    // Filling the socket buffers takes tens of thousands of answers: a few
+    // seconds, far more on a machine busy with other tests.
+    let reason = wait_broadcast(
+        &mut events,
+        Duration::from_secs(120),
+        "translator events",
+        |e| matches!(e, TranslatorEvent::MinerDisconnected { .. }),
+    )
+    .await;
     let TranslatorEvent::MinerDisconnected { reason, .. } = reason else {
         unreachable!()
     };
