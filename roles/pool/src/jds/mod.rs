@@ -495,6 +495,28 @@ impl JobDeclarator {
         now_ms: u64,
         may_park: bool,
     ) -> JdReply {
+        let request_id = m.request_id;
+        let token = parse_token(m.mining_job_token.as_bytes());
+        let state = self
+            .connections
+            .get_mut(&conn)
+            .expect("checked by on_message");
+        if !state.full_template {
+            return declare_error(
+                request_id,
+                "invalid-job",
+                "a coinbase-only client (no DECLARE_TX_DATA) sets its tokens on channels directly",
+            );
+        }
+        // A token declares one job, on the connection it was allocated to;
+        // checked before parking, so only a client's real declarations wait.
+        if !token.is_some_and(|t| state.allocated.contains(&t)) {
+            return declare_error(
+                request_id,
+                "invalid-mining-job-token",
+                "the token is unknown, another connection's, or used already",
+            );
+        }
         let rebuilt = coinbase::rebuild(
             m.coinbase_tx_prefix.as_bytes(),
             m.coinbase_tx_suffix.as_bytes(),
@@ -512,26 +534,8 @@ impl JobDeclarator {
             });
             return JdReply::default();
         }
-        let request_id = m.request_id;
-        let token = parse_token(m.mining_job_token.as_bytes());
-        let state = self
-            .connections
-            .get_mut(&conn)
-            .expect("checked by on_message");
-        if !state.full_template {
-            return declare_error(
-                request_id,
-                "invalid-job",
-                "a coinbase-only client (no DECLARE_TX_DATA) sets its tokens on channels directly",
-            );
-        }
-        // A token declares one job, on the connection it was allocated to.
-        if !token.is_some_and(|t| state.allocated.remove(&t)) {
-            return declare_error(
-                request_id,
-                "invalid-mining-job-token",
-                "the token is unknown, another connection's, or used already",
-            );
+        if let (Some(state), Some(token)) = (self.connections.get_mut(&conn), token) {
+            state.allocated.remove(&token);
         }
         let Some(tip) = &self.tip else {
             return declare_error(

@@ -677,6 +677,21 @@ fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
     assert_eq!(jds.connections[&1].allocated.len(), 1);
 }
 
+/// Only a declaration with a token of its own connection waits for the
+/// pool's tip: one with any other is refused at once.
+#[test]
+fn a_declaration_ahead_with_a_bad_token_is_refused_not_parked() {
+    let txs = [tx(1)];
+    let (mut jds, _) = declarator(&txs, &txs);
+    let (mut ahead, _) = template(&txs);
+    ahead.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    let stranger = B0255Owned::new(99u64.to_le_bytes().to_vec()).unwrap();
+    let m = declaration(stranger, &ahead, vec![pool_output(&ahead)], &txs);
+    let refused = only(jds.on_message(1, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW));
+    assert_eq!(error_code(&refused), "invalid-mining-job-token");
+    assert!(jds.parked.is_empty());
+}
+
 /// One connection cannot take every parking slot: its declarations past
 /// its share are answered at once, and another's still wait.
 #[test]
