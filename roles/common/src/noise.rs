@@ -48,8 +48,10 @@ const UNACKNOWLEDGED_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most bytes one frame of the mining, template distribution (but
 /// RequestTransactionData.Success) or mint quote protocols takes on the
 /// wire: their largest message, SetCustomMiningJob, is under 150 KB.
-/// Listeners facing strangers set it ([`NoiseReader::limit_frames`]), so
-/// that a connection cannot make its peer buffer the 16 MiB SV2 allows.
+/// Every accepted connection (its peer a stranger) takes frames up to this
+/// long, so that it cannot make the listener buffer the 16 MiB SV2 allows;
+/// a listener whose protocol needs more raises it
+/// ([`NoiseReader::limit_frames`]).
 pub const MAX_FRAME_LEN: usize = 256 * 1024;
 
 /// Why no frame was read. The stream has ended after any of them.
@@ -99,7 +101,8 @@ pub async fn connect(
 }
 
 /// Accepts `stream` as the Noise responder, with a certificate of
-/// `cert_validity_secs` signed by the authority key pair.
+/// `cert_validity_secs` signed by the authority key pair; its reader takes
+/// frames up to [`MAX_FRAME_LEN`].
 pub async fn accept(
     stream: TcpStream,
     public: Secp256k1PublicKey,
@@ -123,7 +126,9 @@ pub async fn accept(
         .map_err(|_| Error::HandshakeRemoteInvalidMessage)?;
     let (second, transport) = Handshake::responder(responder).step_1(payload)?;
     write_all(&mut socket_out, encoder.encode_handshake(second).as_ref()).await?;
-    Ok(halves(socket_in, socket_out, decoder, encoder, transport))
+    let (mut reader, writer) = halves(socket_in, socket_out, decoder, encoder, transport);
+    reader.limit_frames(MAX_FRAME_LEN);
+    Ok((reader, writer))
 }
 
 /// Sets TCP keepalive and the unacknowledged-data timeout on `stream`: a
@@ -518,9 +523,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_longer_than_the_limit_ends_the_stream() {
+    async fn an_accepted_connection_ends_at_a_frame_longer_than_the_limit() {
         let ((_, mut writer), (mut reader, _)) = pair().await;
-        reader.limit_frames(MAX_FRAME_LEN);
         // On the wire: the encrypted header, the payload and a MAC per chunk.
         let wire_len = |len: usize| 22 + len + 16 * len.div_ceil(65_519);
         let fits = (0..MAX_FRAME_LEN)

@@ -267,11 +267,10 @@ async fn serve(
     keys: Arc<Keys>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let (mut reader, mut writer) =
+    let (reader, mut writer) =
         noise::accept(stream, keys.public, keys.secret, keys.cert_validity_sec)
             .await
             .map_err(|e| format!("noise handshake failed: {e}"))?;
-    reader.limit_frames(noise::MAX_FRAME_LEN);
     info!(client = id, %peer, "client connected");
     let mut reader = Sv2Reader::spawn(reader, "client", READ_AHEAD);
     let setup_deadline = tokio::time::Instant::now() + SETUP_TIMEOUT;

@@ -94,7 +94,7 @@ async fn serve_downstream(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = noise::accept(
+    let (reader, mut writer) = noise::accept(
         stream,
         c.authority_public_key,
         c.authority_secret_key,
@@ -102,7 +102,6 @@ async fn serve_downstream(
     )
     .await
     .map_err(|e| format!("noise handshake failed: {e}"))?;
-    reader.limit_frames(noise::MAX_FRAME_LEN);
     info!(down = id, %peer, "downstream connected");
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);

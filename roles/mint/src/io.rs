@@ -120,7 +120,6 @@ async fn serve_connection(
         r = noise::accept(stream, ctx.authority_public_key, ctx.authority_secret_key, ctx.cert_validity_secs) =>
             r.map_err(|e| format!("Noise handshake failed: {e:?}"))?,
     };
-    reader.limit_frames(noise::MAX_FRAME_LEN);
     let (replies, queue) = mpsc::channel(REPLY_QUEUE);
     let writer_done = shutdown.child_token();
     let writer_task = tokio::spawn(write_replies(writer, queue, writer_done.clone()));

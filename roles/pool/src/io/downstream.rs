@@ -86,7 +86,7 @@ async fn serve_downstream(
     listening: &Listening,
     shutdown: CancellationToken,
 ) -> (Option<ConnId>, Result<(), String>) {
-    let (mut reader, mut writer) = match noise::accept(
+    let (reader, mut writer) = match noise::accept(
         stream,
         listening.public,
         listening.secret,
@@ -97,7 +97,6 @@ async fn serve_downstream(
         Ok(halves) => halves,
         Err(e) => return (None, Err(format!("noise handshake failed: {e}"))),
     };
-    reader.limit_frames(noise::MAX_FRAME_LEN);
     info!(conn = id, %peer, "downstream connected");
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);

@@ -21,7 +21,7 @@ use crate::jds::{JdConnId, JdReply};
 
 /// The most bytes one job declaration frame takes on the wire: a block's
 /// transactions (ProvideMissingTransactions.Success, at most 4 MB) with
-/// room to spare.
+/// room to spare, above the [`noise::MAX_FRAME_LEN`] of other listeners.
 const MAX_FRAME_LEN: usize = 5 * 1024 * 1024;
 /// Decoded messages read ahead of the core: a client waits for answers.
 const READ_AHEAD: usize = 4;
