@@ -464,16 +464,21 @@ mod tests {
     use roles_common::sv2;
     use std::time::Duration;
 
+    /// The shipped config on 127.0.0.1 port 0, its chain in `dir`.
+    fn shipped_config(dir: &std::path::Path) -> TpConfig {
+        TpConfig {
+            listen_address: "127.0.0.1:0".into(),
+            state_dir: dir.to_path_buf(),
+            ..roles_common::testing::load_shipped("devnet-tp.toml")
+        }
+    }
+
     /// A client that connects and never says SetupConnection loses its
     /// slot: the template provider closes it.
     #[tokio::test]
     async fn a_client_that_never_sets_up_is_closed() {
         let dir = tempfile::tempdir().unwrap();
-        let config = TpConfig {
-            listen_address: "127.0.0.1:0".into(),
-            state_dir: dir.path().to_path_buf(),
-            ..roles_common::testing::load_shipped("devnet-tp.toml")
-        };
+        let config = shipped_config(dir.path());
         let shutdown = CancellationToken::new();
         let tp = crate::start(config.clone(), shutdown.clone())
             .await
@@ -497,11 +502,9 @@ mod tests {
     async fn a_client_gets_no_template_older_than_the_tip_it_was_given() {
         let dir = tempfile::tempdir().unwrap();
         let config = TpConfig {
-            listen_address: "127.0.0.1:0".into(),
-            state_dir: dir.path().to_path_buf(),
             nbits: EASY,
             template_refresh_secs: 0,
-            ..roles_common::testing::load_shipped("devnet-tp.toml")
+            ..shipped_config(dir.path())
         };
         let shutdown = CancellationToken::new();
         let tp = crate::start(config.clone(), shutdown.clone())
