@@ -95,6 +95,13 @@ fn template(txs: &[Transaction]) -> (NewTemplateOwned, SetNewPrevHashOwned) {
     (template, prev)
 }
 
+/// The pool's tip moves to a new block, its template carrying `txs`.
+fn new_tip(jds: &mut JobDeclarator, txs: &[Transaction]) {
+    let (next, mut prev) = template(txs);
+    prev.prev_hash = U256Owned::from([10u8; 32]);
+    jds.on_tip(&prev, &next, NOW);
+}
+
 fn devnet_commitment() -> TxOut {
     TxOut {
         value: Amount::ZERO,
@@ -330,9 +337,7 @@ fn a_declaration_waiting_for_transactions_goes_when_the_tip_moves() {
         asked,
         JobDeclarationOwned::ProvideMissingTransactions(_)
     ));
-    let (next, mut prev) = template(&txs);
-    prev.prev_hash = U256Owned::from([10u8; 32]);
-    jds.on_tip(&prev, &next, NOW);
+    new_tip(&mut jds, &txs);
     assert!(jds.connections[&1].pending.is_empty());
     let late = ProvideMissingTransactionsSuccessOwned {
         request_id: 7,
@@ -602,9 +607,7 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     );
     let token = declared(&mut jds, &t, &txs);
     let good = custom_job(token, &t, 1, Some(&k));
-    let (next, mut prev) = template(&txs);
-    prev.prev_hash = U256Owned::from([10u8; 32]);
-    jds.on_tip(&prev, &next, NOW);
+    new_tip(&mut jds, &txs);
     assert_eq!(refusal(&mut jds, &good, &k), "stale-chain-tip");
 }
 
