@@ -125,6 +125,23 @@ fn tip_of(core: &mut JdcCore, id: u64) -> Vec<Action> {
     tip_with(core, template(id, true), &[])
 }
 
+/// The transactions of template `id`, from the template provider.
+fn transaction_data(core: &mut JdcCore, id: u64, transactions: &[Transaction]) -> Vec<Action> {
+    core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
+        RequestTransactionDataSuccessOwned {
+            template_id: id,
+            excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
+            transaction_list: Seq064KOwned::new(
+                transactions
+                    .iter()
+                    .map(|tx| serialize(tx).try_into().unwrap())
+                    .collect(),
+            )
+            .unwrap(),
+        },
+    )))
+}
+
 /// The tip `template` activates (easy nBits), with `transactions`.
 fn tip_with(
     core: &mut JdcCore,
@@ -140,21 +157,7 @@ fn tip_with(
         n_bits: 0x207f_ffff,
         target: U256Owned::from([0xff; 32]),
     }))));
-    out.extend(
-        core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
-            RequestTransactionDataSuccessOwned {
-                template_id: id,
-                excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
-                transaction_list: Seq064KOwned::new(
-                    transactions
-                        .iter()
-                        .map(|tx| serialize(tx).try_into().unwrap())
-                        .collect(),
-                )
-                .unwrap(),
-            },
-        ))),
-    );
+    out.extend(transaction_data(core, id, transactions));
     out
 }
 
@@ -396,13 +399,7 @@ fn a_template_replaced_on_the_same_tip_frees_its_transactions() {
     tip(&mut core);
     for id in 2..=4 {
         core.on_tp(tdp(Tdp::NewTemplate(template(id, false))));
-        core.on_tp(tdp(Tdp::RequestTransactionDataSuccess(
-            RequestTransactionDataSuccessOwned {
-                template_id: id,
-                excess_data: B064KOwned::new(vec![0; 32]).unwrap(),
-                transaction_list: Seq064KOwned::new(vec![]).unwrap(),
-            },
-        )));
+        transaction_data(&mut core, id, &[]);
     }
     assert_eq!(
         core.jobs.templates_with_transactions(),
