@@ -868,10 +868,25 @@ async fn on_postgres_a_transaction_stuck_past_the_commit_timeout_fails_its_share
     assert_eq!(writer.groups_written(), 1, "given up as one group");
 
     stuck.rollback().await.unwrap();
-    let again = quote_together(&writer, &shares).await;
-    for (share, answer) in shares.iter().zip(again) {
-        paid_once(&mint, &answer.unwrap(), share).await;
+    // A busy machine can make a free database miss 500 ms too: the pool
+    // asks again, as the answer says. A writer still stuck never answers.
+    let mut waiting = shares.clone();
+    for _ in 0..20 {
+        let again = quote_together(&writer, &waiting).await;
+        let mut slow = vec![];
+        for (share, answer) in waiting.into_iter().zip(again) {
+            match answer {
+                Ok(quote_id) => paid_once(&mint, &quote_id, &share).await,
+                Err(rejection) if rejection.message.contains("did not finish") => slow.push(share),
+                Err(rejection) => panic!("{rejection}"),
+            }
+        }
+        waiting = slow;
+        if waiting.is_empty() {
+            return;
+        }
     }
+    panic!("the writer still fails {} shares", waiting.len());
 }
 
 /// Two mint processes of a database upgraded together list the quotes of
