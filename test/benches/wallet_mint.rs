@@ -24,6 +24,7 @@ use mint_support::{share, PoolClient, POOL_SECRET};
 use translator::quotes::{QuoteState, QuoteStore};
 use translator::wallet::{
     ehash_method, ehash_unit, fewest_proofs, locking_secret, EhashWallet, BATCHES_PER_ROUND,
+    DEFAULT_MINT_TIMEOUT,
 };
 
 const BATCH_SIZES: [usize; 2] = [100, 1000];
@@ -46,15 +47,25 @@ async fn bench(quotes: usize) {
     let mint = files.spawn().await;
     let mut link = PoolClient::authenticated(files.link, POOL_SECRET).await;
     let seed = translator::config::seed_from_mnemonic(TRANSLATOR_MNEMONIC).unwrap();
-    let wallet = EhashWallet::open(&files.url(), &dir.path().join("wallet.sqlite"), seed)
-        .await
-        .unwrap();
+    let wallet = EhashWallet::open(
+        &files.url(),
+        DEFAULT_MINT_TIMEOUT,
+        &dir.path().join("wallet.sqlite"),
+        seed,
+    )
+    .await
+    .unwrap();
     wallet.recover().await.unwrap();
     // cdk's path, in a wallet of its own (other secrets), minting quotes
     // locked to the same key.
-    let reference = EhashWallet::open(&files.url(), &dir.path().join("cdk.sqlite"), [9; 64])
-        .await
-        .unwrap();
+    let reference = EhashWallet::open(
+        &files.url(),
+        DEFAULT_MINT_TIMEOUT,
+        &dir.path().join("cdk.sqlite"),
+        [9; 64],
+    )
+    .await
+    .unwrap();
     reference.recover().await.unwrap();
     let key = wallet.locking_key();
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();

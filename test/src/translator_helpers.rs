@@ -55,6 +55,7 @@ pub fn translator_config(
         mint_batch_size: 50,
         mint_wait_ms: 0,
         mint_retry_secs: 1,
+        mint_timeout_secs: 30,
         keep_quotes_hours: 24,
         stats: None,
     }

@@ -97,6 +97,11 @@ pub struct TranslatorConfig {
     /// Seconds between retries of quotes the mint did not answer.
     #[serde(default = "default::u64::<10>")]
     pub mint_retry_secs: u64,
+    /// Seconds one request to the mint may take; then it counts as
+    /// unanswered (a batch that may still be minted is sent again as it
+    /// was, never with other outputs).
+    #[serde(default = "default::u64::<30>")]
+    pub mint_timeout_secs: u64,
     /// Hours the record of a quote done with (minted, or a miner's own) is
     /// kept in quotes.sqlite; then it is deleted (a pending quote never is).
     #[serde(default = "default::u64::<DEFAULT_KEEP_QUOTES_HOURS>")]
@@ -172,6 +177,9 @@ impl Validate for TranslatorConfig {
         if self.mint_retry_secs == 0 {
             return Err(ConfigError::new("mint_retry_secs", "must be > 0"));
         }
+        if self.mint_timeout_secs == 0 {
+            return Err(ConfigError::new("mint_timeout_secs", "must be > 0"));
+        }
         if self.keep_quotes_hours == 0 {
             return Err(ConfigError::new("keep_quotes_hours", "must be at least 1"));
         }
@@ -193,6 +201,11 @@ impl TranslatorConfig {
     /// The wallet's 64-byte seed.
     pub fn seed(&self) -> [u8; 64] {
         seed_from_mnemonic(&self.mnemonic).expect("validated")
+    }
+
+    /// How long one request to the mint may take.
+    pub fn mint_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.mint_timeout_secs)
     }
 
     pub fn wallet_db_path(&self) -> PathBuf {

@@ -163,7 +163,13 @@ pub async fn open_wallet(
     })?;
     let store = Arc::new(QuoteStore::open(&config.quotes_db_path())?);
     let wallet = Arc::new(
-        EhashWallet::open(&config.mint_url, &config.wallet_db_path(), config.seed()).await?,
+        EhashWallet::open(
+            &config.mint_url,
+            config.mint_timeout(),
+            &config.wallet_db_path(),
+            config.seed(),
+        )
+        .await?,
     );
     Ok((store, wallet))
 }

@@ -8,6 +8,7 @@ mod mint_support;
 
 mod full_chain;
 mod load;
+mod mint_proxies;
 mod wallet;
 
 // Roles started as child processes of this binary run here (by its name).
@@ -30,7 +31,9 @@ use pool::AcceptedShare;
 use serde_json::json;
 use translator::cli::WalletCommand;
 use translator::quotes::{QuoteState, QuoteStore};
-use translator::wallet::{ehash_method, locking_secret, EhashWallet, Holdings, BATCHES_PER_ROUND};
+use translator::wallet::{
+    ehash_method, locking_secret, EhashWallet, Holdings, BATCHES_PER_ROUND, DEFAULT_MINT_TIMEOUT,
+};
 use translator::{TranslatorConfig, TranslatorEvent};
 
 async fn accepted(stack: &mut Stack) -> AcceptedShare {

@@ -1,6 +1,7 @@
 //! The translator's wallet against a real mint: minting its quotes exactly
 //! once through crashes, lost answers and a killed mint.
 
+use super::mint_proxies::{answer_dropping_proxy, late_delivery_proxy};
 use super::*;
 
 /// A mint with its database in memory (as the mint's own tests start it),
@@ -28,7 +29,13 @@ pub(crate) fn seed() -> [u8; 64] {
 
 /// The translator's wallet (the test mnemonic) on `mint`, its database in `dir`.
 async fn open_wallet(mint: &TestMint, dir: &Path) -> EhashWallet {
-    EhashWallet::open(&mint.running.http_url(), &dir.join("wallet.sqlite"), seed())
+    wallet_at(&mint.running.http_url(), &dir.join("wallet.sqlite")).await
+}
+
+/// The translator's wallet (the test mnemonic) of the mint at `url`, its
+/// database at `db`.
+async fn wallet_at(url: &str, db: &Path) -> EhashWallet {
+    EhashWallet::open(url, DEFAULT_MINT_TIMEOUT, db, seed())
         .await
         .unwrap()
 }
@@ -186,66 +193,6 @@ async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() 
     mint.stop().await;
 }
 
-/// A proxy to `target` that lets through the first request whose bytes
-/// contain each of `paths` and drops its answer: the connection closes
-/// instead. The paths whose answer it has dropped.
-async fn answer_dropping_proxy(
-    target: SocketAddr,
-    paths: &[&'static str],
-) -> (SocketAddr, Arc<Mutex<Vec<&'static str>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let armed = Arc::new(Mutex::new(paths.to_vec()));
-    let dropped = Arc::new(Mutex::new(vec![]));
-    let dropped_by_proxy = dropped.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
-            let (mut from_client, mut to_client) = client.into_split();
-            let (mut from_target, mut to_target) = upstream.into_split();
-            let (armed, dropped) = (armed.clone(), dropped_by_proxy.clone());
-            let dropping = Arc::new(AtomicBool::new(false));
-            let dropping_up = dropping.clone();
-            tokio::spawn(async move {
-                let up = async {
-                    let mut buf = vec![0; 1 << 16];
-                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-                        let request = &buf[..n];
-                        let hit = {
-                            let mut armed = armed.lock().unwrap();
-                            let at = armed
-                                .iter()
-                                .position(|p| request.windows(p.len()).any(|w| w == p.as_bytes()));
-                            at.map(|i| armed.remove(i))
-                        };
-                        if let Some(path) = hit {
-                            dropped.lock().unwrap().push(path);
-                            dropping_up.store(true, Ordering::SeqCst);
-                        }
-                        if to_target.write_all(request).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async {
-                    let mut buf = vec![0; 1 << 16];
-                    while let Ok(n @ 1..) = from_target.read(&mut buf).await {
-                        if dropping.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        if to_client.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { _ = up => {}, _ = down => {} }
-            });
-        }
-    });
-    (addr, dropped)
-}
-
 /// Paid quotes of 2^bits for each of `bits`, recorded pending; their sum.
 async fn pending_quotes(
     link: &mut PoolClient,
@@ -297,6 +244,23 @@ async fn quotes_the_mint_refuses_never_hold_up_the_others() {
     mint.stop().await;
 }
 
+/// The mint issued its (`quotes`, total) quotes, each once, all to
+/// `wallet`: no batch left open, the balance their total, and the proofs
+/// good (sent, and received by a fresh wallet of the mint at `url`).
+async fn each_issued_once_to(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    link: &mut PoolClient,
+    url: &str,
+    (quotes, total): (u64, u64),
+) {
+    assert!(store.batches().unwrap().is_empty(), "the batch is closed");
+    assert_eq!(wallet.balance().await.unwrap(), total, "each proof once");
+    let stats = link.stats().await;
+    assert_eq!((stats.quotes_paid, stats.quotes_issued), (0, quotes));
+    send_to_fresh_wallet(wallet, store, url, total).await;
+}
+
 /// The mint signs a batch and its answer never reaches the wallet: the
 /// wallet asks the mint what it signed (NUT-09) and keeps those proofs,
 /// minting nothing twice.
@@ -306,9 +270,7 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
     let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
     let (proxy, dropped) = answer_dropping_proxy(target, &["/v1/mint/ehash/batch"]).await;
     let url = format!("http://{proxy}");
-    let wallet = EhashWallet::open(&url, &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
+    let wallet = wallet_at(&url, &dir.path().join("wallet.sqlite")).await;
     let key = wallet.locking_key();
     let total = pending_quotes(&mut link, &store, key, 1..=6).await;
     wallet.recover().await.unwrap();
@@ -318,12 +280,50 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
         (round.minted.len(), round.amount, round.left),
         (6, total, 0)
     );
-    assert!(store.batches().unwrap().is_empty(), "the batch is closed");
-    assert_eq!(wallet.balance().await.unwrap(), total, "each proof once");
-    let stats = link.stats().await;
-    assert_eq!((stats.quotes_paid, stats.quotes_issued), (0, 6));
-    // The restored proofs are good: sent, and received elsewhere.
-    send_to_fresh_wallet(&wallet, &store, &url, total).await;
+    each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
+    mint.stop().await;
+}
+
+/// The wallet stops waiting for a batch (its timeout), finds nothing signed
+/// yet, and the mint signs the first request only then, as it reaches it
+/// late (behind a proxy that gave up on it, say): the batch is sent again
+/// as it was, never with other outputs, so the proofs of what the mint
+/// signed are the wallet's. Minted with other outputs, the quotes would be
+/// found issued, and their ehash lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_mint_signs_after_the_wallet_stopped_waiting_is_minted_from_its_own_outputs() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let (proxy, late) = late_delivery_proxy(target, "/v1/mint/ehash/batch").await;
+    let url = format!("http://{proxy}");
+    let timeout = Duration::from_secs(2);
+    let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
+        .await
+        .unwrap();
+    let key = wallet.locking_key();
+    let total = pending_quotes(&mut link, &store, key, 1..=6).await;
+    wallet.recover().await.unwrap();
+
+    let (mut minted, mut issued_elsewhere) = (0, 0);
+    for _ in 0..3 {
+        let round = tokio::time::timeout(Duration::from_secs(60), wallet.mint_pending(&store, 50))
+            .await
+            .expect("the wallet stops waiting for an answer")
+            .unwrap();
+        minted += round.amount;
+        issued_elsewhere += round.already_issued.len();
+        if round.left == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        *late.lock().unwrap(),
+        ["HTTP/1.1 200 OK"],
+        "the mint signed the first request, late"
+    );
+    assert_eq!(issued_elsewhere, 0, "no quote taken for another wallet's");
+    assert_eq!(minted, total);
+    each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
     mint.stop().await;
 }
 
@@ -338,17 +338,13 @@ async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
     let (proxy, dropped) = answer_dropping_proxy(target, &lost).await;
     let db = dir.path().join("wallet.sqlite");
     let key = {
-        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
-            .await
-            .unwrap();
+        let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
         wallet.recover().await.unwrap();
         wallet.locking_key()
     };
     let first = pending_quotes(&mut link, &store, key, 1..=3).await;
     {
-        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
-            .await
-            .unwrap();
+        let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
         assert!(wallet.mint_pending(&store, 50).await.is_err());
         assert_eq!(*dropped.lock().unwrap(), lost);
         assert_eq!(store.batches().unwrap().len(), 1, "left open");
@@ -415,9 +411,7 @@ async fn a_batch_settled_after_its_proofs_were_consolidated_adds_none_back() {
     let (proxy, _) = answer_dropping_proxy(target, &lost_twice).await;
     let db = dir.path().join("wallet.sqlite");
     {
-        let wallet = EhashWallet::open(&format!("http://{proxy}"), &db, seed())
-            .await
-            .unwrap();
+        let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
         wallet.recover().await.unwrap();
         let key = wallet.locking_key();
         // Two batches of three quotes of 2: two proofs each (4 + 2).
@@ -460,9 +454,7 @@ async fn thousands_of_quotes_minted_in_batches_across_a_mint_kill_each_exactly_o
     let mut link = PoolClient::authenticated(link_addr, mint_support::POOL_SECRET).await;
 
     let store = QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
-    let wallet = EhashWallet::open(&files.url(), &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
+    let wallet = wallet_at(&files.url(), &dir.path().join("wallet.sqlite")).await;
     let key = wallet.locking_key();
     let mut records = Vec::new();
     for i in 0..QUOTES {
@@ -549,9 +541,10 @@ async fn wallets_minting_at_once_have_every_batch_served() {
     let mut miners = vec![];
     for n in 1..=WALLETS {
         let path = |name: &str| dir.path().join(format!("{name}-{n}.sqlite"));
-        let wallet = EhashWallet::open(&files.url(), &path("wallet"), [n; 64])
-            .await
-            .unwrap();
+        let wallet =
+            EhashWallet::open(&files.url(), DEFAULT_MINT_TIMEOUT, &path("wallet"), [n; 64])
+                .await
+                .unwrap();
         let store = QuoteStore::open(&path("quotes")).unwrap();
         let key = wallet.locking_key();
         let mut records = vec![];
@@ -758,9 +751,7 @@ async fn a_consolidating_swap_whose_answer_was_lost_is_recovered_by_the_next() {
     let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
     let (proxy, dropped) = answer_dropping_proxy(target, &["/v1/swap"]).await;
     let url = format!("http://{proxy}");
-    let wallet = EhashWallet::open(&url, &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
+    let wallet = wallet_at(&url, &dir.path().join("wallet.sqlite")).await;
     let key = wallet.locking_key();
     let total = pending_quotes(&mut link, &store, key, (0..12).map(|i| 1 + i % 4)).await;
     mint_one_per_batch(&wallet, &store).await;

@@ -10,7 +10,7 @@ use roles_common::private;
 
 use cdk::nuts::SecretKey;
 
-use super::{EhashWallet, WalletError};
+use super::{EhashWallet, WalletError, DEFAULT_MINT_TIMEOUT};
 use crate::quotes::QuoteStore;
 
 /// The mnemonic's file in a wallet directory (BIP-39 words, mode 0600).
@@ -44,7 +44,13 @@ impl OwnWallet {
         };
         let seed = crate::config::seed_from_mnemonic(&mnemonic)
             .map_err(|e| WalletError::Other(format!("mnemonic {}: {e}", path.display())))?;
-        let wallet = EhashWallet::open(mint_url, &dir.join("wallet.sqlite"), seed).await?;
+        let wallet = EhashWallet::open(
+            mint_url,
+            DEFAULT_MINT_TIMEOUT,
+            &dir.join("wallet.sqlite"),
+            seed,
+        )
+        .await?;
         let store = QuoteStore::open(&dir.join("quotes.sqlite"))?;
         Ok(Self {
             mnemonic,

@@ -22,12 +22,8 @@
 //!
 //! The outputs are derived from the seed at the reserved counters (NUT-13),
 //! so a batch found open (a crash, an answer that never came, a refusal) is
-//! settled by deriving them again and asking the mint which it signed
-//! (NUT-09 restore) and which of those are spent already (NUT-07: a crash
-//! may have stored them, and the wallet spent them since). The mint signs
-//! a batch whole or not at all: all its quotes are minted, or all are
-//! pending again. A quote is never in a second batch while its first is
-//! open.
+//! settled from them ([`super::settle`]). A quote is never in a second
+//! batch while its first is open.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -35,16 +31,17 @@ use std::str::FromStr;
 use cdk::amount::{Amount, FeeAndAmounts};
 use cdk::dhke::construct_proofs;
 use cdk::nuts::{
-    nut12, BatchMintRequest, BlindSignature, BlindedMessage, CheckStateRequest, Id, Keys,
-    PreMintSecrets, PublicKey, RestoreRequest, SecretKey, State,
+    nut12, BatchMintRequest, BlindSignature, BlindedMessage, Id, Keys, PreMintSecrets, PublicKey,
+    SecretKey, State,
 };
 use cdk::secp256k1::{Keypair, Message};
 use cdk::wallet::types::ProofInfo;
 use cdk::wallet::MintConnector;
 use cdk::SECP256K1;
 use stratum_core::bitcoin::hashes::{sha256, Hash};
-use tracing::{error, info, warn};
+use tracing::warn;
 
+use super::settle::LastRequest;
 use super::{database, fewest_proofs, EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
 
@@ -55,7 +52,7 @@ pub const BATCHES_PER_ROUND: usize = 4;
 
 /// The most blinded outputs one mint request may carry: cdk's default
 /// `max_outputs` (the mint does not publish its own).
-const MAX_OUTPUTS: usize = 1000;
+pub(super) const MAX_OUTPUTS: usize = 1000;
 
 /// The fewest quotes a batch is given when a round's quotes are spread.
 const MIN_SPREAD: usize = 25;
@@ -171,10 +168,13 @@ impl EhashWallet {
                         quotes = batch.quotes.len(),
                         "batch mint failed ({e}); asking the mint what it signed"
                     );
-                    if !e.mint_unreachable() {
+                    let last = if e.answer_unknown() {
+                        LastRequest::Unanswered
+                    } else {
                         refused.extend(batch.quotes.iter().cloned());
-                    }
-                    unsettled.push(batch);
+                        LastRequest::Refused
+                    };
+                    unsettled.push((batch, last));
                 }
             }
         }
@@ -184,153 +184,9 @@ impl EhashWallet {
         Ok(refused)
     }
 
-    /// Settles the batches an earlier run or round left open; how many
-    /// quotes it minted.
-    pub(super) async fn settle_open_batches(
-        &self,
-        store: &QuoteStore,
-        round: &mut MintRound,
-    ) -> Result<usize, WalletError> {
-        let open = store.batches()?;
-        if open.is_empty() {
-            return Ok(0);
-        }
-        info!(batches = open.len(), "settling mint batches left open");
-        Ok(self.settle(store, open, round).await?.len())
-    }
-
-    /// Asks the mint which outputs of `batches` it signed (NUT-09): those
-    /// quotes are minted, the others pending again; the quotes minted. A
-    /// batch stays open while the mint cannot be asked, and one that cannot
-    /// be settled otherwise stays open, logged, without holding up the
-    /// others (its quotes wait with it; every other quote is minted).
-    async fn settle(
-        &self,
-        store: &QuoteStore,
-        batches: Vec<MintBatch>,
-        round: &mut MintRound,
-    ) -> Result<HashSet<String>, WalletError> {
-        let mut settled = vec![];
-        for batch in batches {
-            let id = batch.id;
-            match self.settle_one(store, batch, round).await {
-                Ok(Some(done)) => settled.push(done),
-                Ok(None) => {}
-                Err(e) if e.mint_unreachable() => return Err(e),
-                Err(e) => warn!(batch = id, "cannot settle this batch, left open: {e}"),
-            }
-        }
-        let restored = settled
-            .iter()
-            .flat_map(|(batch, _)| batch.quotes.iter().map(|(id, _)| id.clone()))
-            .collect();
-        let settled = self.without_spent(settled).await?;
-        self.store_and_close(store, settled, round).await?;
-        Ok(restored)
-    }
-
-    /// One batch: its proofs and the quotes they mint, or `None` when the
-    /// mint signed nothing of it (closed, its quotes pending again).
-    async fn settle_one(
-        &self,
-        store: &QuoteStore,
-        batch: MintBatch,
-        round: &mut MintRound,
-    ) -> Result<Option<(MintBatch, Vec<ProofInfo>)>, WalletError> {
-        let keyset_id = Id::from_str(&batch.keyset_id)
-            .map_err(|e| WalletError::Other(format!("batch keyset {}: {e}", batch.keyset_id)))?;
-        let keys = self.wallet.keyset(keyset_id).await?.keys;
-        let fees = self.fees_and_amounts(keyset_id).await?;
-        let premint = {
-            let (seed, batch) = (self.seed, batch.clone());
-            off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
-        };
-        let restored = self
-            .client
-            .post_restore(RestoreRequest {
-                outputs: premint.blinded_messages(),
-            })
-            .await
-            .map_err(WalletError::from);
-        round.saw_mint(!matches!(&restored, Err(e) if e.mint_unreachable()));
-        let restored = restored?;
-        let by_blinded: HashMap<PublicKey, BlindSignature> = restored
-            .outputs
-            .iter()
-            .zip(restored.signatures)
-            .map(|(output, signature)| (output.blinded_secret, signature))
-            .collect();
-        let outputs = premint.secrets.len();
-        let (signed, signatures) = signed_outputs(premint, &by_blinded);
-        let quotes = if signatures.is_empty() {
-            info!(
-                batch = batch.id,
-                "the mint signed nothing of this batch: its quotes are pending again"
-            );
-            store.close_batches(&[batch.id], &[])?;
-            return Ok(None);
-        } else if signatures.len() == outputs {
-            info!(
-                batch = batch.id,
-                quotes = batch.quotes.len(),
-                "restored a signed batch"
-            );
-            batch.quotes.clone()
-        } else {
-            // Never from a mint that signs a batch in one transaction.
-            // The proofs are kept; the quotes are pending again, and the
-            // mint's refusal of them then leads to asking about each.
-            error!(
-                batch = batch.id,
-                signed = signatures.len(),
-                outputs,
-                "the mint signed part of a batch: its proofs kept, its quotes pending again"
-            );
-            vec![]
-        };
-        let proofs = self.proofs(signed, signatures, keys).await?;
-        Ok(Some((MintBatch { quotes, ..batch }, proofs)))
-    }
-
-    /// The batches' proofs less those the mint reports spent (NUT-07): a
-    /// crash may have stored a batch's proofs before closing it, and they
-    /// may have been spent since and their rows deleted (a consolidation).
-    async fn without_spent(
-        &self,
-        batches: Vec<(MintBatch, Vec<ProofInfo>)>,
-    ) -> Result<Vec<(MintBatch, Vec<ProofInfo>)>, WalletError> {
-        let ys: Vec<PublicKey> = batches
-            .iter()
-            .flat_map(|(_, proofs)| proofs.iter().map(|p| p.y))
-            .collect();
-        let mut spent = HashSet::new();
-        for ys in ys.chunks(MAX_OUTPUTS) {
-            let request = CheckStateRequest { ys: ys.to_vec() };
-            let states = self.client.post_check_state(request).await?.states;
-            let ys = states.into_iter().filter(|s| s.state == State::Spent);
-            spent.extend(ys.map(|s| s.y));
-        }
-        if !spent.is_empty() {
-            warn!(
-                proofs = spent.len(),
-                "proofs of a settled batch were spent already: not added again"
-            );
-        }
-        let unspent = |proofs: Vec<ProofInfo>| -> Vec<ProofInfo> {
-            proofs
-                .into_iter()
-                .filter(|p| !spent.contains(&p.y))
-                .collect()
-        };
-        Ok(batches
-            .into_iter()
-            .map(|(batch, proofs)| (batch, unspent(proofs)))
-            .collect())
-    }
-
     /// Stores the proofs the wallet does not hold yet (one write), then
     /// closes the batches with their quotes minted (one transaction).
-    async fn store_and_close(
+    pub(super) async fn store_and_close(
         &self,
         store: &QuoteStore,
         batches: Vec<(MintBatch, Vec<ProofInfo>)>,
@@ -385,26 +241,37 @@ impl EhashWallet {
         fees: &FeeAndAmounts,
     ) -> Vec<Result<Vec<ProofInfo>, WalletError>> {
         let requests = batches.iter().map(|batch| async move {
-            let (seed, secret, batch, fees) =
-                (self.seed, self.secret.clone(), batch.clone(), fees.clone());
-            let (outputs, request) = off_runtime(move || {
-                let outputs = derive_outputs(&seed, &batch, &fees)?;
-                let request = signed_request(&batch, &outputs, &secret);
-                Ok((outputs, request))
-            })
-            .await?;
-            let answer = self
-                .client
-                .post_batch_mint(&super::ehash_method(), request)
-                .await?;
-            self.proofs(outputs, answer.signatures, keys.clone()).await
+            let outputs = {
+                let (seed, batch, fees) = (self.seed, batch.clone(), fees.clone());
+                off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
+            };
+            self.send_batch(batch, outputs, keys.clone()).await
         });
         futures::future::join_all(requests).await
     }
 
+    /// Sends `batch` with `outputs`, its own; the proofs once the mint
+    /// signed every output.
+    pub(super) async fn send_batch(
+        &self,
+        batch: &MintBatch,
+        outputs: PreMintSecrets,
+        keys: Keys,
+    ) -> Result<Vec<ProofInfo>, WalletError> {
+        let request = {
+            let (secret, batch, outputs) = (self.secret.clone(), batch.clone(), outputs.clone());
+            off_runtime(move || Ok(signed_request(&batch, &outputs, &secret))).await?
+        };
+        let answer = self
+            .client
+            .post_batch_mint(&super::ehash_method(), request)
+            .await?;
+        self.proofs(outputs, answer.signatures, keys).await
+    }
+
     /// The proofs of `premint` from the mint's signatures, each checked
     /// against its output (amount, keyset, DLEQ proof).
-    fn proofs(
+    pub(super) fn proofs(
         &self,
         premint: PreMintSecrets,
         signatures: Vec<BlindSignature>,
@@ -442,7 +309,10 @@ impl EhashWallet {
         })
     }
 
-    async fn fees_and_amounts(&self, keyset_id: Id) -> Result<FeeAndAmounts, WalletError> {
+    pub(super) async fn fees_and_amounts(
+        &self,
+        keyset_id: Id,
+    ) -> Result<FeeAndAmounts, WalletError> {
         Ok(self
             .wallet
             .get_keyset_fees_and_amounts_by_id(keyset_id)
@@ -452,7 +322,7 @@ impl EhashWallet {
 
 /// Runs CPU-bound work (elliptic-curve operations by the thousand) off the
 /// async workers, so the batches in flight use every core.
-async fn off_runtime<T: Send + 'static>(
+pub(super) async fn off_runtime<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, WalletError> + Send + 'static,
 ) -> Result<T, WalletError> {
     tokio::task::spawn_blocking(work)
@@ -462,7 +332,7 @@ async fn off_runtime<T: Send + 'static>(
 
 /// The outputs of `batch`, derived from `seed` at its counters: its total
 /// in the fewest proofs.
-fn derive_outputs(
+pub(super) fn derive_outputs(
     seed: &[u8; 64],
     batch: &MintBatch,
     fees: &FeeAndAmounts,
@@ -519,7 +389,7 @@ fn output_count(amount: u64, fees: &FeeAndAmounts) -> Result<usize, WalletError>
 
 /// The outputs of `premint` the mint signed (found in `by_blinded`), with
 /// their signatures, in output order.
-fn signed_outputs(
+pub(super) fn signed_outputs(
     premint: PreMintSecrets,
     by_blinded: &HashMap<PublicKey, BlindSignature>,
 ) -> (PreMintSecrets, Vec<BlindSignature>) {

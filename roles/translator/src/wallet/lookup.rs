@@ -13,8 +13,6 @@ use tracing::warn;
 use super::{EhashWallet, WalletError};
 use crate::quotes::{QuoteRecord, QuoteState, QuoteStore};
 
-/// How long one quote-lookup request may take.
-const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most characters of a refusal body quoted in an error.
 const MAX_REFUSAL_TEXT: usize = 300;
 /// Pages of a look-up with nothing missing between saves of where it stands.
@@ -198,7 +196,7 @@ impl EhashWallet {
         };
         let request = sign_request(&[*self.secret], mint_key, &fields);
         let unreachable = |why: String| WalletError::Cdk(cdk::Error::HttpError(None, why));
-        let response = tokio::time::timeout(LOOKUP_TIMEOUT, http.post(url).json(&request).send())
+        let response = tokio::time::timeout(self.timeout, http.post(url).json(&request).send())
             .await
             .map_err(|_| unreachable("quote lookup timed out".into()))?
             .map_err(|e| unreachable(format!("quote lookup: {e}")))?;

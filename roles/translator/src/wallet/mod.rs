@@ -10,11 +10,12 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cdk::amount::{Amount, SplitTarget};
 use cdk::mint_url::MintUrl;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::{HttpClient, MintConnector, SendOptions, Wallet, WalletBuilder};
+use cdk::wallet::{BaseHttpClient, MintConnector, SendOptions, Wallet, WalletBuilder};
 use cdk_sqlite::WalletSqliteDatabase;
 use ehash::LockingKey;
 use stratum_core::bitcoin::hashes::{sha256, Hash};
@@ -26,10 +27,16 @@ mod consolidate;
 mod dir;
 mod issue;
 mod lookup;
+mod settle;
+mod transport;
 
 pub use consolidate::{Holdings, CONSOLIDATE_ABOVE};
 pub use dir::{OwnWallet, MNEMONIC_FILE};
 pub use issue::BATCHES_PER_ROUND;
+pub use transport::DEFAULT_MINT_TIMEOUT;
+
+/// The wallet's client of its mint: every request bounded in time.
+type MintClient = BaseHttpClient<transport::TimedTransport>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -50,12 +57,23 @@ impl WalletError {
     pub fn mint_unreachable(&self) -> bool {
         matches!(self, WalletError::Cdk(e) if !reached_mint(e))
     }
+
+    /// Whether the mint may still act on the request: it got no answer, or
+    /// a server error not from the mint itself (a proxy's 502 or 504, say,
+    /// while the mint goes on). An answer from the mint is final.
+    pub fn answer_unknown(&self) -> bool {
+        match self {
+            WalletError::Cdk(cdk::Error::HttpError(Some(status), _)) => *status >= 500,
+            e => e.mint_unreachable(),
+        }
+    }
 }
 
-/// cdk reports an HTTP exchange that got no status (connection refused,
-/// timeout, an unreadable answer) as `HttpError(None, _)`.
+/// cdk reports an HTTP exchange that got no status (connection refused, a
+/// broken connection, an unreadable answer) as `HttpError(None, _)`, and
+/// one that took longer than the transport allows as `Timeout`.
 fn reached_mint(e: &cdk::Error) -> bool {
-    !matches!(e, cdk::Error::HttpError(None, _))
+    !matches!(e, cdk::Error::HttpError(None, _) | cdk::Error::Timeout)
 }
 
 /// What one minting round did.
@@ -113,7 +131,9 @@ pub fn locking_secret(seed: &[u8; 64]) -> SecretKey {
 pub struct EhashWallet {
     wallet: Wallet,
     /// The connection to the mint, shared with `wallet`.
-    client: Arc<HttpClient>,
+    client: Arc<MintClient>,
+    /// How long one request to the mint may take.
+    timeout: Duration,
     seed: [u8; 64],
     secret: SecretKey,
     key: LockingKey,
@@ -122,14 +142,20 @@ pub struct EhashWallet {
 }
 
 impl EhashWallet {
-    /// Opens (or creates) the wallet database at `db_path`.
-    pub async fn open(mint_url: &str, db_path: &Path, seed: [u8; 64]) -> Result<Self, WalletError> {
+    /// Opens (or creates) the wallet database at `db_path`; each request
+    /// to the mint at `mint_url` may take up to `timeout`.
+    pub async fn open(
+        mint_url: &str,
+        timeout: Duration,
+        db_path: &Path,
+        seed: [u8; 64],
+    ) -> Result<Self, WalletError> {
         roles_common::private::create_file(db_path)
             .map_err(|e| WalletError::Database(format!("{}: {e}", db_path.display())))?;
         let db = WalletSqliteDatabase::new(db_path.to_path_buf())
             .await
             .map_err(|e| WalletError::Database(e.to_string()))?;
-        Self::with_db(mint_url, db, seed)
+        Self::with_db(mint_url, timeout, db, seed)
     }
 
     /// An in-memory wallet (tests).
@@ -137,18 +163,24 @@ impl EhashWallet {
         let db = cdk_sqlite::wallet::memory::empty()
             .await
             .map_err(|e| WalletError::Database(e.to_string()))?;
-        Self::with_db(mint_url, db, seed)
+        Self::with_db(mint_url, DEFAULT_MINT_TIMEOUT, db, seed)
     }
 
     fn with_db(
         mint_url: &str,
+        timeout: Duration,
         db: WalletSqliteDatabase,
         seed: [u8; 64],
     ) -> Result<Self, WalletError> {
         let mint_url: MintUrl = mint_url
             .parse()
             .map_err(|e| WalletError::Other(format!("mint_url: {e}")))?;
-        let client = Arc::new(HttpClient::new(mint_url.clone(), None));
+        let transport = transport::TimedTransport::new(timeout);
+        let client = Arc::new(MintClient::with_transport(
+            mint_url.clone(),
+            transport,
+            None,
+        ));
         let wallet = WalletBuilder::new()
             .mint_url(mint_url)
             .shared_client(client.clone())
@@ -163,6 +195,7 @@ impl EhashWallet {
         Ok(Self {
             wallet,
             client,
+            timeout,
             seed,
             secret,
             key,
@@ -309,5 +342,32 @@ impl EhashWallet {
         };
         let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
         wanted.min(limit).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_answer_from_the_mint_itself_is_final() {
+        let error = |e: cdk::Error| WalletError::Cdk(e);
+        let no_answer = [
+            error(cdk::Error::HttpError(None, "connection reset".into())),
+            error(cdk::Error::Timeout),
+        ];
+        for e in &no_answer {
+            assert!(e.mint_unreachable() && e.answer_unknown(), "{e}");
+        }
+        // A gateway that gave up: the mint was reached, it may go on.
+        let gateway = error(cdk::Error::HttpError(Some(504), "gateway timeout".into()));
+        assert!(!gateway.mint_unreachable() && gateway.answer_unknown());
+        let refusals = [
+            error(cdk::Error::IssuedQuote),
+            error(cdk::Error::HttpError(Some(400), "bad request".into())),
+        ];
+        for e in &refusals {
+            assert!(!e.mint_unreachable() && !e.answer_unknown(), "{e}");
+        }
     }
 }

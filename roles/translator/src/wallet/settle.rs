@@ -1,0 +1,236 @@
+//! Settling the NUT-29 batches left open: a request refused, one that got
+//! no answer, a crash between recording a batch and closing it.
+//!
+//! The mint signs a batch whole or not at all, and only the outputs
+//! recorded with it (derived from the seed at its counters):
+//!
+//! ```text
+//!   open batch ──> which outputs did the mint sign? (NUT-09 restore)
+//!                    │ all                 │ none
+//!                    v                     v
+//!              store, close       its last request refused? ── yes ──> close,
+//!                                          │ no                       quotes pending
+//!                                          v
+//!                              send the same request again
+//!           signed: store, close │ refused: ask once more │ no answer: stays open
+//! ```
+//!
+//! A batch whose request got no answer is never closed on "nothing signed
+//! yet": the request may still be on its way through the mint (a proxy
+//! gave up on it, the wallet's timeout passed), and its quotes minted with
+//! other outputs would then be issued to outputs the wallet forgot. Sent
+//! again as it was, the batch is signed once, by either request, and a
+//! refusal of it comes after any earlier request was signed or refused.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cdk::nuts::{BlindSignature, CheckStateRequest, Id, PublicKey, RestoreRequest, State};
+use cdk::wallet::types::ProofInfo;
+use cdk::wallet::MintConnector;
+use tracing::{error, info, warn};
+
+use super::issue::{derive_outputs, off_runtime, signed_outputs, MAX_OUTPUTS};
+use super::{EhashWallet, MintRound, WalletError};
+use crate::quotes::{MintBatch, QuoteStore};
+
+/// What is known of an open batch's last request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LastRequest {
+    /// The mint answered it with a refusal: nothing of it is signed later.
+    Refused,
+    /// No answer came, or none is known (a crash): the mint may still sign it.
+    Unanswered,
+}
+
+/// How a batch was settled.
+enum Settled {
+    /// These proofs, for the batch's quotes (none, if the mint signed only
+    /// part of it).
+    Signed(MintBatch, Vec<ProofInfo>),
+    /// The mint signed nothing of it: closed, its quotes pending again.
+    Unsigned,
+}
+
+impl EhashWallet {
+    /// Settles the batches an earlier run or round left open; how many
+    /// quotes it minted.
+    pub(super) async fn settle_open_batches(
+        &self,
+        store: &QuoteStore,
+        round: &mut MintRound,
+    ) -> Result<usize, WalletError> {
+        let open = store.batches()?;
+        if open.is_empty() {
+            return Ok(0);
+        }
+        info!(batches = open.len(), "settling mint batches left open");
+        let open = open
+            .into_iter()
+            .map(|batch| (batch, LastRequest::Unanswered))
+            .collect();
+        Ok(self.settle(store, open, round).await?.len())
+    }
+
+    /// Settles `batches` (see the module doc); the quotes minted. A batch
+    /// stays open while the mint cannot be asked, and one that cannot be
+    /// settled otherwise stays open, logged, without holding up the others
+    /// (its quotes wait with it; every other quote is minted).
+    pub(super) async fn settle(
+        &self,
+        store: &QuoteStore,
+        batches: Vec<(MintBatch, LastRequest)>,
+        round: &mut MintRound,
+    ) -> Result<HashSet<String>, WalletError> {
+        let mut settled = vec![];
+        for (batch, last) in batches {
+            let id = batch.id;
+            match self.settle_one(store, batch, last, round).await {
+                Ok(Settled::Signed(batch, proofs)) => settled.push((batch, proofs)),
+                Ok(Settled::Unsigned) => {}
+                Err(e) if e.mint_unreachable() => return Err(e),
+                Err(e) => warn!(batch = id, "cannot settle this batch, left open: {e}"),
+            }
+        }
+        let restored = settled
+            .iter()
+            .flat_map(|(batch, _)| batch.quotes.iter().map(|(id, _)| id.clone()))
+            .collect();
+        let settled = self.without_spent(settled).await?;
+        self.store_and_close(store, settled, round).await?;
+        Ok(restored)
+    }
+
+    async fn settle_one(
+        &self,
+        store: &QuoteStore,
+        batch: MintBatch,
+        mut last: LastRequest,
+        round: &mut MintRound,
+    ) -> Result<Settled, WalletError> {
+        let keyset_id = Id::from_str(&batch.keyset_id)
+            .map_err(|e| WalletError::Other(format!("batch keyset {}: {e}", batch.keyset_id)))?;
+        let keys = self.wallet.keyset(keyset_id).await?.keys;
+        let fees = self.fees_and_amounts(keyset_id).await?;
+        let premint = {
+            let (seed, batch) = (self.seed, batch.clone());
+            off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
+        };
+        loop {
+            let by_blinded = self.signed_at_mint(&premint, round).await?;
+            let outputs = premint.secrets.len();
+            let (signed, signatures) = signed_outputs(premint.clone(), &by_blinded);
+            if !signatures.is_empty() {
+                let quotes = if signatures.len() == outputs {
+                    info!(
+                        batch = batch.id,
+                        quotes = batch.quotes.len(),
+                        "restored a signed batch"
+                    );
+                    batch.quotes.clone()
+                } else {
+                    // Never from a mint that signs a batch in one
+                    // transaction. The proofs are kept; the quotes are
+                    // pending again, and the mint's refusal of them then
+                    // leads to asking about each.
+                    error!(
+                        batch = batch.id,
+                        signed = signatures.len(),
+                        outputs,
+                        "the mint signed part of a batch: its proofs kept, its quotes pending again"
+                    );
+                    vec![]
+                };
+                let proofs = self.proofs(signed, signatures, keys).await?;
+                return Ok(Settled::Signed(MintBatch { quotes, ..batch }, proofs));
+            }
+            if last == LastRequest::Refused {
+                info!(
+                    batch = batch.id,
+                    "the mint signed nothing of this batch: its quotes are pending again"
+                );
+                store.close_batches(&[batch.id], &[])?;
+                return Ok(Settled::Unsigned);
+            }
+            info!(
+                batch = batch.id,
+                quotes = batch.quotes.len(),
+                "the mint signed nothing of this batch yet and its request got no answer: \
+                 sending it again as it was"
+            );
+            let sent = self.send_batch(&batch, premint.clone(), keys.clone()).await;
+            round.saw_mint(!matches!(&sent, Err(e) if e.mint_unreachable()));
+            match sent {
+                Ok(proofs) => return Ok(Settled::Signed(batch, proofs)),
+                Err(e) if e.answer_unknown() => return Err(e),
+                Err(e) => {
+                    warn!(
+                        batch = batch.id,
+                        "the mint refused the batch sent again ({e}); asking what it signed"
+                    );
+                    last = LastRequest::Refused;
+                }
+            }
+        }
+    }
+
+    /// The signatures the mint holds for `premint`'s outputs (NUT-09), by
+    /// blinded message.
+    async fn signed_at_mint(
+        &self,
+        premint: &cdk::nuts::PreMintSecrets,
+        round: &mut MintRound,
+    ) -> Result<HashMap<PublicKey, BlindSignature>, WalletError> {
+        let restored = self
+            .client
+            .post_restore(RestoreRequest {
+                outputs: premint.blinded_messages(),
+            })
+            .await
+            .map_err(WalletError::from);
+        round.saw_mint(!matches!(&restored, Err(e) if e.mint_unreachable()));
+        let restored = restored?;
+        Ok(restored
+            .outputs
+            .iter()
+            .zip(restored.signatures)
+            .map(|(output, signature)| (output.blinded_secret, signature))
+            .collect())
+    }
+
+    /// The batches' proofs less those the mint reports spent (NUT-07): a
+    /// crash may have stored a batch's proofs before closing it, and they
+    /// may have been spent since and their rows deleted (a consolidation).
+    async fn without_spent(
+        &self,
+        batches: Vec<(MintBatch, Vec<ProofInfo>)>,
+    ) -> Result<Vec<(MintBatch, Vec<ProofInfo>)>, WalletError> {
+        let ys: Vec<PublicKey> = batches
+            .iter()
+            .flat_map(|(_, proofs)| proofs.iter().map(|p| p.y))
+            .collect();
+        let mut spent = HashSet::new();
+        for ys in ys.chunks(MAX_OUTPUTS) {
+            let request = CheckStateRequest { ys: ys.to_vec() };
+            let states = self.client.post_check_state(request).await?.states;
+            let ys = states.into_iter().filter(|s| s.state == State::Spent);
+            spent.extend(ys.map(|s| s.y));
+        }
+        if !spent.is_empty() {
+            warn!(
+                proofs = spent.len(),
+                "proofs of a settled batch were spent already: not added again"
+            );
+        }
+        let unspent = |proofs: Vec<ProofInfo>| -> Vec<ProofInfo> {
+            proofs
+                .into_iter()
+                .filter(|p| !spent.contains(&p.y))
+                .collect()
+        };
+        Ok(batches
+            .into_iter()
+            .map(|(batch, proofs)| (batch, unspent(proofs)))
+            .collect())
+    }
+}

@@ -1,0 +1,192 @@
+//! Proxies between the wallet and its mint that lose or delay what a real
+//! network (or a proxy that gives up) does.
+
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+
+/// A proxy to `target` that lets through the first request whose bytes
+/// contain each of `paths` and drops its answer: the connection closes
+/// instead. The paths whose answer it has dropped.
+pub(crate) async fn answer_dropping_proxy(
+    target: SocketAddr,
+    paths: &[&'static str],
+) -> (SocketAddr, Arc<Mutex<Vec<&'static str>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let armed = Arc::new(Mutex::new(paths.to_vec()));
+    let dropped = Arc::new(Mutex::new(vec![]));
+    let dropped_by_proxy = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_target, mut to_target) = upstream.into_split();
+            let (armed, dropped) = (armed.clone(), dropped_by_proxy.clone());
+            let dropping = Arc::new(AtomicBool::new(false));
+            let dropping_up = dropping.clone();
+            tokio::spawn(async move {
+                let up = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        let request = &buf[..n];
+                        let hit = {
+                            let mut armed = armed.lock().unwrap();
+                            let at = armed
+                                .iter()
+                                .position(|p| request.windows(p.len()).any(|w| w == p.as_bytes()));
+                            at.map(|i| armed.remove(i))
+                        };
+                        if let Some(path) = hit {
+                            dropped.lock().unwrap().push(path);
+                            dropping_up.store(true, Ordering::SeqCst);
+                        }
+                        if to_target.write_all(request).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_target.read(&mut buf).await {
+                        if dropping.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! { _ = up => {}, _ = down => {} }
+            });
+        }
+    });
+    (addr, dropped)
+}
+
+/// Where the held request of a [`late_delivery_proxy`] is.
+enum Held {
+    Armed,
+    Receiving,
+    Holding(Vec<u8>),
+    Delivered,
+}
+
+/// A proxy to `target` that holds the first request whose bytes contain
+/// `path`: the client gets no answer and the mint does not see it until
+/// the next request of that path comes; then the held one is delivered and
+/// answered first, as a request that was on its way all along (behind a
+/// proxy that gave up on it, say). The status lines the mint answered the
+/// held request with.
+pub(crate) async fn late_delivery_proxy(
+    target: SocketAddr,
+    path: &'static str,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Held::Armed));
+    let answered = Arc::new(Mutex::new(vec![]));
+    let answers = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = TcpStream::connect(target).await.unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_target, mut to_target) = upstream.into_split();
+            let (held, answers) = (held.clone(), answers.clone());
+            tokio::spawn(async move {
+                let up = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        let request = &buf[..n];
+                        if request.windows(path.len()).any(|w| w == path.as_bytes()) {
+                            let first = {
+                                let mut held = held.lock().unwrap();
+                                let first = matches!(*held, Held::Armed);
+                                if first {
+                                    *held = Held::Receiving;
+                                }
+                                first
+                            };
+                            if first {
+                                let whole = whole_request(request.to_vec(), &mut from_client).await;
+                                *held.lock().unwrap() = Held::Holding(whole);
+                                // Silent until the client gives up.
+                                while let Ok(1..) = from_client.read(&mut buf).await {}
+                                return;
+                            }
+                            let late = {
+                                let mut held = held.lock().unwrap();
+                                match std::mem::replace(&mut *held, Held::Delivered) {
+                                    Held::Holding(request) => Some(request),
+                                    other => {
+                                        *held = other;
+                                        None
+                                    }
+                                }
+                            };
+                            if let Some(late) = late {
+                                let status = deliver(target, &late).await;
+                                answers.lock().unwrap().push(status);
+                            }
+                        }
+                        if to_target.write_all(request).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let down = async {
+                    let mut buf = vec![0; 1 << 16];
+                    while let Ok(n @ 1..) = from_target.read(&mut buf).await {
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::select! { _ = up => {}, _ = down => {} }
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// `start` and the rest of its HTTP request (its headers and
+/// Content-Length bytes of body).
+async fn whole_request(mut request: Vec<u8>, from: &mut OwnedReadHalf) -> Vec<u8> {
+    let complete = |request: &[u8]| {
+        let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        request.len() >= end + 4 + length
+    };
+    let mut buf = vec![0; 1 << 16];
+    while !complete(&request) {
+        match from.read(&mut buf).await {
+            Ok(n @ 1..) => request.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    request
+}
+
+/// Sends `request` to `target` on a connection of its own; the status line
+/// of the answer.
+async fn deliver(target: SocketAddr, request: &[u8]) -> String {
+    let mut conn = TcpStream::connect(target).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    let (mut answer, mut buf) = (vec![], [0u8; 4096]);
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match conn.read(&mut buf).await {
+            Ok(n @ 1..) => answer.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
