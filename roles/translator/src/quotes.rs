@@ -564,6 +564,16 @@ impl QuoteStore {
         Ok(())
     }
 
+    /// The amount the mint holds for a quote recorded with another (the
+    /// notice of it was wrong): it is minted, and counted, at the mint's.
+    pub fn set_amount(&self, quote_id: &str, amount: u64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE quotes SET amount = ?2 WHERE quote_id = ?1",
+            params![quote_id, amount as i64],
+        )?;
+        Ok(())
+    }
+
     /// The mint refused to mint a quote, for `error`: it waits
     /// [`RETRY_REFUSED_SECS`] behind the others.
     pub fn set_refused(&self, quote_id: &str, error: &str) -> Result<(), StoreError> {

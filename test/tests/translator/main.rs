@@ -6,6 +6,7 @@
 #[path = "../../../roles/mint/tests/support/mod.rs"]
 mod mint_support;
 
+mod consolidation;
 mod full_chain;
 mod load;
 mod mint_proxies;

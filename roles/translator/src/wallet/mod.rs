@@ -16,6 +16,7 @@ use cdk::amount::{Amount, SplitTarget};
 use cdk::mint_url::MintUrl;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
 use cdk::wallet::{BaseHttpClient, MintConnector, SendOptions, Wallet, WalletBuilder};
+use cdk::MintQuoteResponse;
 use cdk_sqlite::WalletSqliteDatabase;
 use ehash::LockingKey;
 use stratum_core::bitcoin::hashes::{sha256, Hash};
@@ -97,6 +98,17 @@ pub struct MintRound {
 impl MintRound {
     fn saw_mint(&mut self, reached: bool) {
         self.mint_reachable = Some(self.mint_reachable == Some(true) || reached);
+    }
+}
+
+/// What a quote of the ehash method has left to mint, by the mint's account.
+fn mintable(quote: &MintQuoteResponse<String>) -> Option<u64> {
+    match quote {
+        MintQuoteResponse::Custom { response, .. } => {
+            let left = response.amount_paid.checked_sub(response.amount_issued)?;
+            Some(u64::from(left))
+        }
+        _ => None,
     }
 }
 
@@ -284,9 +296,9 @@ impl EhashWallet {
     }
 
     /// Asks the mint about each quote of a refused batch: those it issued
-    /// otherwise are marked minted, those still paid are minted in one more
-    /// round, the rest stay pending with the reason (behind the others for
-    /// a while, when the mint itself refused them).
+    /// otherwise are marked minted, those still paid are minted again (at
+    /// the mint's amount), the rest stay pending with the reason (behind
+    /// the others for a while, when the mint itself refused them).
     async fn ask_about(
         &self,
         store: &QuoteStore,
@@ -296,20 +308,34 @@ impl EhashWallet {
     ) -> Result<(), WalletError> {
         let mut paid = vec![];
         for (id, amount) in quotes {
-            let state = self
+            let quote = self
                 .client
                 .get_mint_quote_status(ehash_method(), &id)
                 .await
-                .map_err(WalletError::from)
-                .map(|quote| quote.state());
-            round.saw_mint(!matches!(&state, Err(e) if e.mint_unreachable()));
-            match state {
+                .map_err(WalletError::from);
+            round.saw_mint(!matches!(&quote, Err(e) if e.mint_unreachable()));
+            match quote.as_ref().map(|quote| quote.state()) {
                 Ok(Some(MintQuoteState::Issued)) => {
                     info!(quote = id, "quote already issued: marked minted");
                     store.mark_minted(std::slice::from_ref(&id))?;
                     round.already_issued.push((id, amount));
                 }
-                Ok(Some(MintQuoteState::Paid)) => paid.push((id, amount)),
+                Ok(Some(MintQuoteState::Paid)) => {
+                    let amount = match quote.ok().and_then(|quote| mintable(&quote)) {
+                        Some(at_mint) if at_mint != amount => {
+                            warn!(
+                                quote = id,
+                                recorded = amount,
+                                at_mint,
+                                "the mint holds this quote at another amount: minted at the mint's"
+                            );
+                            store.set_amount(&id, at_mint)?;
+                            at_mint
+                        }
+                        _ => amount,
+                    };
+                    paid.push((id, amount));
+                }
                 Ok(_) => store.set_refused(&id, "not paid")?,
                 Err(e) if e.mint_unreachable() => {
                     warn!(quote = id, "cannot ask the mint about a quote: {e}");
@@ -321,11 +347,30 @@ impl EhashWallet {
                 }
             }
         }
-        if paid.is_empty() {
-            return Ok(());
-        }
-        for (id, _) in self.mint_in_batches(store, paid, batch, round).await? {
-            store.set_refused(&id, "refused by the mint")?;
+        self.mint_apart(store, paid, batch, round).await
+    }
+
+    /// Mints `quotes`, each paid at the mint, in batches halved while the
+    /// mint refuses them: one quote it refuses refuses its whole batch, and
+    /// must hold up none of its batch-mates. The quotes it refuses alone
+    /// stay pending with the reason.
+    async fn mint_apart(
+        &self,
+        store: &QuoteStore,
+        mut quotes: Vec<(String, u64)>,
+        mut size: usize,
+        round: &mut MintRound,
+    ) -> Result<(), WalletError> {
+        while !quotes.is_empty() {
+            let refused = self.mint_in_batches(store, quotes, size, round).await?;
+            if size == 1 {
+                for (id, _) in refused {
+                    store.set_refused(&id, "refused by the mint")?;
+                }
+                break;
+            }
+            size = refused.len().min(size).div_ceil(2);
+            quotes = refused;
         }
         Ok(())
     }
