@@ -79,9 +79,10 @@ const LISTED_AT_MOST: usize = 1000;
 async fn claim(wallet: &EhashWallet, store: &QuoteStore) -> Result<(usize, (usize, u64)), String> {
     wallet.recover().await.map_err(|e| e.to_string())?;
     let found = wallet
-        .record_from_mint(store, u64::MAX)
+        .record_from_mint(store, u64::MAX, usize::MAX)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .found;
     let total = store.totals().map_err(|e| e.to_string())?.pending.0;
     let (mut quotes, mut amount) = (0usize, 0u64);
     loop {

@@ -32,6 +32,10 @@ use crate::TranslatorEvent;
 const LOOKUP_INTERVAL: Duration = Duration::from_secs(600);
 /// Quotes younger than this are left to their notifications.
 const LOOKUP_GRACE_SECS: u64 = 120;
+/// Pages (of up to 100 quotes) a look-up lists between minting rounds: a
+/// busy key lists thousands of pages every interval, and minting must not
+/// wait for them all.
+const LOOKUP_PAGES_AT_ONCE: usize = 20;
 /// The wallet's upkeep (its proofs read, consolidated when too many, its
 /// balance published) runs at most this often while minting.
 const UPKEEP_EVERY: Duration = Duration::from_secs(1);
@@ -274,11 +278,19 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
             recovered = minter.recover().await;
         }
         if recovered && look_up.is_due(Instant::now()) {
-            let answered = minter.look_up_missing().await;
-            look_up.finished(answered, Instant::now());
+            let created_before = look_up.created_before(roles_common::unix_secs());
+            let end = minter.look_up_missing(created_before).await;
+            look_up.finished(end, Instant::now());
         }
         if recovered {
             minter.mint_pending(&shutdown).await;
+        }
+        // A look-up that listed its pages for now goes on after the round.
+        if recovered && look_up.is_due(Instant::now()) {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            continue;
         }
         let wake = next_round(
             &minter.mint_now,
@@ -298,14 +310,18 @@ pub(crate) async fn mint_quotes(minter: Minter, shutdown: CancellationToken) {
 }
 
 /// When the minter compares the wallet key's quotes at the mint with the
-/// store: at start, at every reconnect and look-up interval, and after a
-/// look-up that failed not before `retry` later (a mint that cannot answer
-/// it, one whose clock is off say, would be asked before every round).
+/// store: at start, at every reconnect and look-up interval, after a
+/// minting round while a look-up has pages left, and after a look-up that
+/// failed not before `retry` later (a mint that cannot answer it, one
+/// whose clock is off say, would be asked before every round).
 #[derive(Debug)]
 struct LookUpDue {
     /// `None`: done until told again.
     at: Option<Instant>,
     retry: Duration,
+    /// The creation time the look-up in progress lists quotes up to: kept
+    /// until it is done, so a list that grows faster than it is read ends.
+    listing_before: Option<u64>,
 }
 
 impl LookUpDue {
@@ -313,22 +329,50 @@ impl LookUpDue {
         Self {
             at: Some(now),
             retry,
+            listing_before: None,
         }
+    }
+
+    /// Up to when the look-up lists, at `now_secs` (unix): quotes younger
+    /// than [`LOOKUP_GRACE_SECS`] are left to their notifications, on their
+    /// way.
+    fn created_before(&mut self, now_secs: u64) -> u64 {
+        *self
+            .listing_before
+            .get_or_insert(now_secs.saturating_sub(LOOKUP_GRACE_SECS))
     }
 
     fn is_due(&self, now: Instant) -> bool {
         self.at.is_some_and(|at| at <= now)
     }
 
-    /// A look-up ended; `answered` when the mint answered it.
-    fn finished(&mut self, answered: bool, now: Instant) {
-        self.at = (!answered).then(|| now + self.retry);
+    /// A look-up ended so.
+    fn finished(&mut self, end: LookUpEnd, now: Instant) {
+        self.at = match end {
+            LookUpEnd::Done => None,
+            LookUpEnd::More => Some(now),
+            LookUpEnd::Failed => Some(now + self.retry),
+        };
+        if end != LookUpEnd::More {
+            self.listing_before = None;
+        }
     }
 
     /// A reconnect or the look-up interval: due now.
     fn again(&mut self, now: Instant) {
         self.at = Some(now);
     }
+}
+
+/// How a look-up (of at most [`LOOKUP_PAGES_AT_ONCE`] pages) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LookUpEnd {
+    /// Listed to the end.
+    Done,
+    /// Pages are left: it goes on after a minting round.
+    More,
+    /// The mint did not answer it.
+    Failed,
 }
 
 /// What the minter does next.
@@ -414,21 +458,20 @@ impl Minter {
         }
     }
 
-    /// Records the quotes of the wallet's key the mint holds and the store
-    /// does not know, listed from where the last look-up left off; whether
-    /// the mint answered. Quotes younger than [`LOOKUP_GRACE_SECS`] are left
-    /// to their notifications, on their way.
-    async fn look_up_missing(&self) -> bool {
-        let created_before = roles_common::unix_secs().saturating_sub(LOOKUP_GRACE_SECS);
-        match self
-            .wallet
-            .record_from_mint(&self.store, created_before)
-            .await
-        {
-            Ok(_) => true,
+    /// Records the quotes of the wallet's key created before
+    /// `created_before` that the mint holds and the store does not know,
+    /// listed from where the last look-up left off, at most
+    /// [`LOOKUP_PAGES_AT_ONCE`] pages.
+    async fn look_up_missing(&self, created_before: u64) -> LookUpEnd {
+        let looked_up =
+            self.wallet
+                .record_from_mint(&self.store, created_before, LOOKUP_PAGES_AT_ONCE);
+        match looked_up.await {
+            Ok(done) if done.finished => LookUpEnd::Done,
+            Ok(_) => LookUpEnd::More,
             Err(e) => {
                 warn!("cannot compare the wallet key's quotes with the mint's, retrying: {e}");
-                false
+                LookUpEnd::Failed
             }
         }
     }
@@ -564,13 +607,33 @@ mod tests {
         let start = Instant::now();
         let mut due = LookUpDue::new(RETRY, start);
         assert!(due.is_due(start), "at start");
-        due.finished(false, start);
+        due.finished(LookUpEnd::Failed, start);
         assert!(!due.is_due(start + WAIT), "not before every round");
         assert!(due.is_due(start + RETRY));
-        due.finished(true, start + RETRY);
+        due.finished(LookUpEnd::Done, start + RETRY);
         assert!(!due.is_due(start + RETRY * 100), "done until told again");
         due.again(start + RETRY * 100);
         assert!(due.is_due(start + RETRY * 100));
+    }
+
+    #[test]
+    fn a_look_up_with_pages_left_goes_on_after_the_round_up_to_where_it_began() {
+        let start = Instant::now();
+        let mut due = LookUpDue::new(RETRY, start);
+        let before = due.created_before(10_000);
+        assert_eq!(before, 10_000 - LOOKUP_GRACE_SECS);
+        due.finished(LookUpEnd::More, start + WAIT);
+        assert!(due.is_due(start + WAIT), "at once, after the round");
+        assert_eq!(
+            due.created_before(10_500),
+            before,
+            "a list that grows as it is read still ends"
+        );
+        due.finished(LookUpEnd::Done, start + WAIT * 2);
+        due.again(start + RETRY * 100);
+        assert_eq!(due.created_before(20_000), 20_000 - LOOKUP_GRACE_SECS);
+        due.finished(LookUpEnd::Failed, start + RETRY * 100);
+        assert_eq!(due.created_before(30_000), 30_000 - LOOKUP_GRACE_SECS);
     }
 
     /// Not a divisor of LOOKUP_INTERVAL: no retry at a look-up's moment.

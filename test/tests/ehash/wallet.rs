@@ -45,6 +45,7 @@ async fn the_translator_wallet_lists_exactly_its_own_quotes_at_the_mint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_translator_wallet_looks_up_what_it_missed_from_where_it_left_off() {
     use ehash::lookup::MAX_LIMIT;
+    use translator::wallet::LookedUp;
     let stack = EhashStack::start("annotate", |_| {}).await;
     let wallet = translator_wallet(&stack).await;
     let dir = tempfile::tempdir().unwrap();
@@ -68,12 +69,35 @@ async fn the_translator_wallet_looks_up_what_it_missed_from_where_it_left_off() 
     // first younger quote, and the next look-up starts there.
     let mint = wallet.cdk().mint_url.to_string();
     let key = wallet.locking_key().to_string();
-    let found = wallet.record_from_mint(&store, young_from).await.unwrap();
-    assert_eq!(found, 3);
+    let looked_up = wallet.record_from_mint(&store, young_from, usize::MAX);
+    assert_eq!(
+        looked_up.await.unwrap(),
+        LookedUp {
+            found: 3,
+            finished: true
+        }
+    );
     assert_eq!(store.lookup_cursor(&mint, &key).unwrap(), None);
-    // Then the younger ones; the next look-up starts at the last page.
-    let found = wallet.record_from_mint(&store, u64::MAX).await.unwrap();
-    assert_eq!(found, young);
+    // Then the younger ones, a page at most per look-up: the first page
+    // holds 97 of them, the next look-up goes on from the second.
+    let looked_up = wallet.record_from_mint(&store, u64::MAX, 1).await.unwrap();
+    let on_first_page = MAX_LIMIT as usize - 3;
+    assert_eq!(
+        looked_up,
+        LookedUp {
+            found: on_first_page,
+            finished: false
+        }
+    );
+    let looked_up = wallet.record_from_mint(&store, u64::MAX, 1).await.unwrap();
+    assert_eq!(
+        looked_up,
+        LookedUp {
+            found: young - on_first_page,
+            finished: true
+        }
+    );
+    // The next look-up starts at the last page.
     assert_eq!(store.all().unwrap().len(), 3 + young);
     let last_page = store.lookup_cursor(&mint, &key).unwrap();
     assert_eq!(
@@ -85,11 +109,15 @@ async fn the_translator_wallet_looks_up_what_it_missed_from_where_it_left_off() 
     let other_dir = tempfile::tempdir().unwrap();
     let empty = translator::quotes::QuoteStore::open(&other_dir.path().join("q.sqlite")).unwrap();
     empty.record_looked_up(&mint, &key, &[], last_page).unwrap();
-    let from_last_page = wallet.record_from_mint(&empty, u64::MAX).await.unwrap();
-    assert_eq!(from_last_page, 3 + young - MAX_LIMIT as usize);
+    let from_last_page = wallet.record_from_mint(&empty, u64::MAX, usize::MAX);
+    assert_eq!(
+        from_last_page.await.unwrap().found,
+        3 + young - MAX_LIMIT as usize
+    );
     // Nothing new: nothing found, and the look-up stays where it was, for
     // the store opened again too (a restarted proxy).
-    assert_eq!(wallet.record_from_mint(&store, u64::MAX).await.unwrap(), 0);
+    let again = wallet.record_from_mint(&store, u64::MAX, usize::MAX);
+    assert_eq!(again.await.unwrap().found, 0);
     drop(store);
     let reopened = translator::quotes::QuoteStore::open(&dir.path().join("quotes.sqlite")).unwrap();
     assert_eq!(reopened.lookup_cursor(&mint, &key).unwrap(), last_page);

@@ -18,25 +18,36 @@ const MAX_REFUSAL_TEXT: usize = 300;
 /// Pages of a look-up with nothing missing between saves of where it stands.
 const SAVE_EVERY_PAGES: usize = 50;
 
+/// What a look-up of the key's quotes at the mint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LookedUp {
+    /// Quotes found that the store did not know, now recorded.
+    pub found: usize,
+    /// Whether it listed to the end; if not, the next look-up goes on
+    /// from where it stopped.
+    pub finished: bool,
+}
+
 impl EhashWallet {
     /// Records the quotes the mint holds for this wallet's key, paid and
     /// not issued, created before `created_before` (unix seconds), that
-    /// `store` does not know (their notification never arrived); how many.
-    /// Listed from where the store's last look-up at this mint left off,
-    /// a page at a time: missing quotes are recorded together with where
-    /// the next look-up starts, so it sees every quote this one left out,
-    /// after a restart too.
+    /// `store` does not know (their notification never arrived). Listed
+    /// from where the store's last look-up at this mint left off, a page at
+    /// a time, at most `max_pages`: missing quotes are recorded together
+    /// with where the next look-up starts, so it sees every quote this one
+    /// left out, after a restart too.
     pub async fn record_from_mint(
         &self,
         store: &QuoteStore,
         created_before: u64,
-    ) -> Result<usize, WalletError> {
+        max_pages: usize,
+    ) -> Result<LookedUp, WalletError> {
         let mint = self.wallet.mint_url.to_string();
         let key = self.key.to_string();
         let from = store.lookup_cursor(&mint, &key)?;
         let (mut found, mut unsaved) = (0, 0);
         let mut resume = from;
-        self.list_at_mint(from, created_before, |page, next| {
+        let listing = self.list_at_mint(from, created_before, max_pages, |page, next| {
             let paid: Vec<&QuoteEntry> = page
                 .iter()
                 .filter(|q| q.state == LookupState::Paid)
@@ -70,8 +81,8 @@ impl EhashWallet {
                 unsaved = 0;
             }
             Ok(())
-        })
-        .await?;
+        });
+        let finished = listing.await?;
         if unsaved > 0 {
             store.record_looked_up(&mint, &key, &[], resume)?;
         }
@@ -81,7 +92,7 @@ impl EhashWallet {
                 key, "the mint holds quotes of this key that were never recorded: recorded them"
             );
         }
-        Ok(found)
+        Ok(LookedUp { found, finished })
     }
 
     /// Every quote the mint holds locked to this wallet's key, in creation
@@ -91,7 +102,7 @@ impl EhashWallet {
     /// cannot serve them.
     pub async fn quotes_at_mint(&self) -> Result<Vec<QuoteEntry>, WalletError> {
         let mut quotes = Vec::new();
-        self.list_at_mint(None, u64::MAX, |page, _| {
+        self.list_at_mint(None, u64::MAX, usize::MAX, |page, _| {
             quotes.extend(page);
             Ok(())
         })
@@ -105,13 +116,14 @@ impl EhashWallet {
     /// faster than it is read still ends). With each page comes where a
     /// look-up would resume after it: the next page, or at the end the
     /// start of the page that held that first younger quote, or of the
-    /// last page.
+    /// last page. Whether it reached the end, not `max_pages` first.
     async fn list_at_mint(
         &self,
         from: Option<Cursor>,
         created_before: u64,
+        max_pages: usize,
         mut page_done: impl FnMut(Vec<QuoteEntry>, Option<Cursor>) -> Result<(), WalletError>,
-    ) -> Result<(), WalletError> {
+    ) -> Result<bool, WalletError> {
         let mint_key = self.mint_info_pubkey().await?;
         let url = self
             .wallet
@@ -127,7 +139,7 @@ impl EhashWallet {
         let http = cdk::http_client::HttpClient::new();
         let own_key = self.key.to_string();
         let mut cursor = from;
-        loop {
+        for _ in 0..max_pages {
             let mut page = self
                 .lookup_page(&http, url.as_str(), &mint_key, cursor)
                 .await?;
@@ -144,10 +156,10 @@ impl EhashWallet {
                 .position(|q| q.created_time >= created_before)
             {
                 page.quotes.truncate(young);
-                return page_done(page.quotes, cursor);
+                return page_done(page.quotes, cursor).map(|()| true);
             }
             let Some(next) = page.next_cursor else {
-                return page_done(page.quotes, cursor);
+                return page_done(page.quotes, cursor).map(|()| true);
             };
             let next: Cursor = next
                 .parse()
@@ -161,6 +173,7 @@ impl EhashWallet {
             page_done(page.quotes, Some(next))?;
             cursor = Some(next);
         }
+        Ok(false)
     }
 
     /// The mint's NUT-06 `pubkey`, which lookup signatures are bound to.

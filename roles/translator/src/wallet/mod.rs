@@ -34,6 +34,7 @@ mod transport;
 pub use consolidate::{Holdings, CONSOLIDATE_ABOVE};
 pub use dir::{OwnWallet, MNEMONIC_FILE};
 pub use issue::BATCHES_PER_ROUND;
+pub use lookup::LookedUp;
 pub use transport::DEFAULT_MINT_TIMEOUT;
 
 /// The wallet's client of its mint: every request bounded in time.
