@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore};
+use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore, UNKNOWN_KEY};
 use crate::router::Notification;
 use crate::upstream::ToRouter;
 use crate::wallet::{EhashWallet, CONSOLIDATE_ABOVE};
@@ -91,7 +91,7 @@ impl Recorder {
                     amount: n.amount,
                     locking_key: key
                         .map(|k| k.to_string())
-                        .unwrap_or_else(|| "unknown".into()),
+                        .unwrap_or_else(|| UNKNOWN_KEY.into()),
                     keyset_id: n.keyset_id.as_utf8_or_hex(),
                     channel_id: n.channel_id,
                     sequence_number: n.sequence_number,

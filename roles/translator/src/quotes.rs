@@ -29,6 +29,11 @@ use std::sync::Mutex;
 use ehash::lookup::Cursor;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Transaction};
 
+/// The locking key recorded for a quote whose notification came on a
+/// channel of no known key: a look-up that finds it locked to the wallet's
+/// key records it as the wallet's.
+pub const UNKNOWN_KEY: &str = "unknown";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuoteState {
     Pending,
@@ -306,7 +311,8 @@ impl QuoteStore {
 
     /// Records the quotes a page of the look-up of `key`'s quotes at `mint`
     /// found missing, and where the next look-up goes on from, in one
-    /// transaction.
+    /// transaction. A quote recorded with [`UNKNOWN_KEY`] becomes one of
+    /// `quotes` (the key's, pending).
     pub fn record_looked_up(
         &self,
         mint: &str,
@@ -316,6 +322,21 @@ impl QuoteStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        {
+            let mut claim = tx.prepare_cached(
+                "UPDATE quotes SET locking_key = ?2, state = ?3, last_error = ?4 \
+                 WHERE quote_id = ?1 AND locking_key = ?5",
+            )?;
+            for r in quotes {
+                claim.execute(params![
+                    r.quote_id,
+                    r.locking_key,
+                    r.state.as_str(),
+                    r.last_error,
+                    UNKNOWN_KEY
+                ])?;
+            }
+        }
         insert(&tx, quotes, &[])?;
         match next {
             Some(cursor) => tx.execute(
@@ -372,14 +393,15 @@ impl QuoteStore {
         Ok((quotes, failures))
     }
 
-    /// Which of `quote_ids` are recorded.
+    /// Which of `quote_ids` are recorded with their key (not with
+    /// [`UNKNOWN_KEY`]).
     pub fn known(&self, quote_ids: &[&str]) -> Result<HashSet<String>, StoreError> {
         let conn = self.conn();
         let mut known = HashSet::new();
         for chunk in quote_ids.chunks(500) {
             let marks = vec!["?"; chunk.len()].join(",");
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT quote_id FROM quotes WHERE quote_id IN ({marks})"
+                "SELECT quote_id FROM quotes WHERE quote_id IN ({marks}) AND locking_key != '{UNKNOWN_KEY}'"
             ))?;
             let rows = stmt.query_map(params_from_iter(chunk), |row| row.get::<_, String>(0))?;
             for id in rows {

@@ -308,3 +308,44 @@ fn a_file_of_an_earlier_version_gains_the_refusal_time() {
     drop(s);
     assert!(pending_ids(&QuoteStore::open(&path).unwrap()).is_empty());
 }
+
+#[test]
+fn a_quote_notified_on_a_channel_of_no_known_key_is_the_wallets_once_a_look_up_finds_it() {
+    let s = QuoteStore::open_in_memory().unwrap();
+    let keyless = QuoteRecord {
+        locking_key: UNKNOWN_KEY.into(),
+        ..record("q1", 5, QuoteState::Foreign)
+    };
+    assert!(s.insert(&keyless).unwrap());
+    assert!(s.known(&["q1"]).unwrap().is_empty(), "unknown to a look-up");
+    assert!(pending_ids(&s).is_empty());
+
+    let found = QuoteRecord {
+        share_hash: String::new(),
+        keyset_id: String::new(),
+        last_error: Some("found at the mint".into()),
+        ..record("q1", 5, QuoteState::Pending)
+    };
+    s.record_looked_up("http://mint", "02aa", &[found], None)
+        .unwrap();
+    assert_eq!(pending_ids(&s), ["q1"]);
+    let r = s.get("q1").unwrap().unwrap();
+    assert_eq!(
+        r.share_hash, "q1-hash",
+        "the notification's record, claimed"
+    );
+    assert_eq!(s.known(&["q1"]).unwrap().len(), 1);
+    // A quote of another key keeps its record as it was.
+    let other = QuoteRecord {
+        locking_key: "02bb".into(),
+        ..record("q2", 5, QuoteState::Foreign)
+    };
+    s.insert(&other).unwrap();
+    let found = QuoteRecord {
+        share_hash: String::new(),
+        ..record("q2", 5, QuoteState::Pending)
+    };
+    s.record_looked_up("http://mint", "02aa", &[found], None)
+        .unwrap();
+    assert_eq!(s.get("q2").unwrap().unwrap().state, QuoteState::Foreign);
+}
