@@ -106,6 +106,10 @@ pub struct MintBatch {
     pub counter_start: u32,
     /// (quote id, amount), in the order of the request.
     pub quotes: Vec<(String, u64)>,
+    /// When (unix seconds) the last request of it that may still reach the
+    /// mint was sent: one that got no answer, or the first (a crash leaves
+    /// its fate unknown). Set when the batch is recorded.
+    pub unanswered_since: u64,
 }
 
 /// Sum of amounts and count of records by state.
@@ -158,7 +162,8 @@ CREATE TABLE IF NOT EXISTS mint_batches (
     batch_id        INTEGER PRIMARY KEY,
     keyset_id       TEXT NOT NULL,
     counter_start   INTEGER NOT NULL,
-    created_at      INTEGER NOT NULL
+    created_at      INTEGER NOT NULL,
+    unanswered_at   INTEGER
 );
 CREATE TABLE IF NOT EXISTS mint_batch_quotes (
     quote_id        TEXT PRIMARY KEY,
@@ -260,6 +265,16 @@ impl QuoteStore {
         {
             conn.execute("ALTER TABLE quotes ADD COLUMN failed_at INTEGER", [])?;
         }
+        // Files of versions before unanswered batches were sent again.
+        if conn
+            .prepare("SELECT unanswered_at FROM mint_batches LIMIT 0")
+            .is_err()
+        {
+            conn.execute(
+                "ALTER TABLE mint_batches ADD COLUMN unanswered_at INTEGER",
+                [],
+            )?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -324,8 +339,8 @@ impl QuoteStore {
         let tx = conn.transaction()?;
         {
             let mut claim = tx.prepare_cached(
-                "UPDATE quotes SET locking_key = ?2, state = ?3, last_error = ?4 \
-                 WHERE quote_id = ?1 AND locking_key = ?5",
+                "UPDATE quotes SET locking_key = ?2, state = ?3, last_error = ?4, amount = ?5 \
+                 WHERE quote_id = ?1 AND locking_key = ?6",
             )?;
             for r in quotes {
                 claim.execute(params![
@@ -333,6 +348,7 @@ impl QuoteStore {
                     r.locking_key,
                     r.state.as_str(),
                     r.last_error,
+                    r.amount as i64,
                     UNKNOWN_KEY
                 ])?;
             }
@@ -506,16 +522,14 @@ impl QuoteStore {
     pub fn open_batches(&self, batches: &mut [MintBatch]) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        let now = roles_common::unix_secs();
         for batch in batches.iter_mut() {
             tx.execute(
                 "INSERT INTO mint_batches (keyset_id, counter_start, created_at) VALUES (?1,?2,?3)",
-                params![
-                    batch.keyset_id,
-                    batch.counter_start,
-                    roles_common::unix_secs() as i64
-                ],
+                params![batch.keyset_id, batch.counter_start, now as i64],
             )?;
             batch.id = tx.last_insert_rowid();
+            batch.unanswered_since = now;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO mint_batch_quotes (quote_id, batch_id, position) VALUES (?1,?2,?3)",
             )?;
@@ -531,7 +545,8 @@ impl QuoteStore {
     pub fn batches(&self) -> Result<Vec<MintBatch>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT batch_id, keyset_id, counter_start FROM mint_batches ORDER BY batch_id",
+            "SELECT batch_id, keyset_id, counter_start, COALESCE(unanswered_at, created_at) \
+             FROM mint_batches ORDER BY batch_id",
         )?;
         let mut batches = stmt
             .query_map([], |row| {
@@ -540,6 +555,7 @@ impl QuoteStore {
                     keyset_id: row.get(1)?,
                     counter_start: row.get(2)?,
                     quotes: vec![],
+                    unanswered_since: row.get::<_, i64>(3)? as u64,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -555,6 +571,16 @@ impl QuoteStore {
                 .collect::<Result<_, _>>()?;
         }
         Ok(batches)
+    }
+
+    /// A request of the batch sent at `at` (unix seconds) got no answer: it
+    /// may still reach the mint.
+    pub fn unanswered(&self, batch_id: i64, at: u64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE mint_batches SET unanswered_at = ?2 WHERE batch_id = ?1",
+            params![batch_id, at as i64],
+        )?;
+        Ok(())
     }
 
     /// Closes batches (one transaction): `minted` quotes are marked minted,

@@ -65,7 +65,7 @@ pub(crate) async fn answer_dropping_proxy(
     (addr, dropped)
 }
 
-/// Where the held request of a [`late_delivery_proxy`] is.
+/// Where the held request of a [`LateDelivery`] proxy is.
 enum Held {
     Armed,
     Receiving,
@@ -73,81 +73,146 @@ enum Held {
     Delivered,
 }
 
-/// A proxy to `target` that holds the first request whose bytes contain
-/// `path`: the client gets no answer and the mint does not see it until
-/// the next request of that path comes; then the held one is delivered and
-/// answered first, as a request that was on its way all along (behind a
-/// proxy that gave up on it, say). The status lines the mint answered the
-/// held request with.
-pub(crate) async fn late_delivery_proxy(
+/// What a [`LateDelivery`] proxy does with the next request of its path.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextRequest {
+    /// Delivers the held request, then this one.
+    Forward,
+    /// Answers this one with the refusal of a mint whose database is busy
+    /// (as cdk answers its internal errors); the held one waits for
+    /// [`LateDelivery::deliver_held`].
+    RefuseAsBusy,
+}
+
+/// A proxy to a mint that holds the first request whose bytes contain its
+/// path: the client gets no answer and the mint does not see it until it
+/// is delivered, as a request that was on its way all along (behind a
+/// proxy that gave up on it, say).
+pub(crate) struct LateDelivery {
+    pub addr: SocketAddr,
     target: SocketAddr,
-    path: &'static str,
-) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let held = Arc::new(Mutex::new(Held::Armed));
-    let answered = Arc::new(Mutex::new(vec![]));
-    let answers = answered.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let upstream = TcpStream::connect(target).await.unwrap();
-            let (mut from_client, mut to_client) = client.into_split();
-            let (mut from_target, mut to_target) = upstream.into_split();
-            let (held, answers) = (held.clone(), answers.clone());
-            tokio::spawn(async move {
-                let up = async {
-                    let mut buf = vec![0; 1 << 16];
-                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
-                        let request = &buf[..n];
-                        if request.windows(path.len()).any(|w| w == path.as_bytes()) {
-                            let first = {
-                                let mut held = held.lock().unwrap();
-                                let first = matches!(*held, Held::Armed);
-                                if first {
-                                    *held = Held::Receiving;
-                                }
-                                first
-                            };
-                            if first {
-                                let whole = whole_request(request.to_vec(), &mut from_client).await;
-                                *held.lock().unwrap() = Held::Holding(whole);
-                                // Silent until the client gives up.
-                                while let Ok(1..) = from_client.read(&mut buf).await {}
-                                return;
-                            }
-                            let late = {
-                                let mut held = held.lock().unwrap();
-                                match std::mem::replace(&mut *held, Held::Delivered) {
-                                    Held::Holding(request) => Some(request),
-                                    other => {
-                                        *held = other;
-                                        None
-                                    }
-                                }
-                            };
-                            if let Some(late) = late {
-                                let status = deliver(target, &late).await;
-                                answers.lock().unwrap().push(status);
-                            }
-                        }
-                        if to_target.write_all(request).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                let down = async {
-                    let mut buf = vec![0; 1 << 16];
-                    while let Ok(n @ 1..) = from_target.read(&mut buf).await {
-                        if to_client.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::select! { _ = up => {}, _ = down => {} }
-            });
+    held: Arc<Mutex<Held>>,
+    /// The status lines the mint answered the held request with.
+    answered: Arc<Mutex<Vec<String>>>,
+}
+
+/// The answer of a mint whose database failed a request: HTTP 400 with
+/// cashu's error body, code 50000.
+fn busy() -> String {
+    let body = r#"{"code":50000,"detail":"database busy"}"#;
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+impl LateDelivery {
+    /// Relays to `target`, holding the first request of `path`; the next
+    /// request of `path` is handled as `next` says.
+    pub(crate) async fn start(target: SocketAddr, path: &'static str, next: NextRequest) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            target,
+            held: Arc::new(Mutex::new(Held::Armed)),
+            answered: Arc::new(Mutex::new(vec![])),
+        };
+        let relay = proxy.clone_handle();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let relay = relay.clone_handle();
+                tokio::spawn(async move { relay.relay(client, path, next).await });
+            }
+        });
+        proxy
+    }
+
+    fn clone_handle(&self) -> Self {
+        Self {
+            addr: self.addr,
+            target: self.target,
+            held: self.held.clone(),
+            answered: self.answered.clone(),
         }
-    });
-    (addr, answered)
+    }
+
+    /// Delivers the held request to the mint, if one is held; its answer's
+    /// status line is kept in `answered`.
+    pub(crate) async fn deliver_held(&self) {
+        let late = {
+            let mut held = self.held.lock().unwrap();
+            match std::mem::replace(&mut *held, Held::Delivered) {
+                Held::Holding(request) => Some(request),
+                other => {
+                    *held = other;
+                    None
+                }
+            }
+        };
+        if let Some(late) = late {
+            let status = deliver(self.target, &late).await;
+            self.answered.lock().unwrap().push(status);
+        }
+    }
+
+    /// The status lines the mint answered the held request with.
+    pub(crate) fn answered(&self) -> Vec<String> {
+        self.answered.lock().unwrap().clone()
+    }
+
+    async fn relay(&self, client: TcpStream, path: &str, next: NextRequest) {
+        let upstream = TcpStream::connect(self.target).await.unwrap();
+        let (mut from_client, to_client) = client.into_split();
+        let to_client = tokio::sync::Mutex::new(to_client);
+        let (mut from_target, mut to_target) = upstream.into_split();
+        let up = async {
+            let mut buf = vec![0; 1 << 16];
+            while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                let request = &buf[..n];
+                if request.windows(path.len()).any(|w| w == path.as_bytes()) {
+                    let first = {
+                        let mut held = self.held.lock().unwrap();
+                        let first = matches!(*held, Held::Armed);
+                        if first {
+                            *held = Held::Receiving;
+                        }
+                        first
+                    };
+                    if first {
+                        let whole = whole_request(request.to_vec(), &mut from_client).await;
+                        *self.held.lock().unwrap() = Held::Holding(whole);
+                        // Silent until the client gives up.
+                        while let Ok(1..) = from_client.read(&mut buf).await {}
+                        return;
+                    }
+                    let holding = matches!(*self.held.lock().unwrap(), Held::Holding(_));
+                    if holding && next == NextRequest::RefuseAsBusy {
+                        // Read whole, answered, never delivered.
+                        whole_request(request.to_vec(), &mut from_client).await;
+                        let mut to_client = to_client.lock().await;
+                        if to_client.write_all(busy().as_bytes()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    self.deliver_held().await;
+                }
+                if to_target.write_all(request).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let down = async {
+            let mut buf = vec![0; 1 << 16];
+            while let Ok(n @ 1..) = from_target.read(&mut buf).await {
+                if to_client.lock().await.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::select! { _ = up => {}, _ = down => {} }
+    }
 }
 
 /// `start` and the rest of its HTTP request (its headers and

@@ -2,7 +2,7 @@
 //! once through crashes, lost answers and a killed mint.
 
 use super::consolidation::{fewest, proof_rows};
-use super::mint_proxies::{answer_dropping_proxy, late_delivery_proxy};
+use super::mint_proxies::{answer_dropping_proxy, LateDelivery, NextRequest};
 use super::*;
 
 /// A mint with its database in memory (as the mint's own tests start it),
@@ -329,8 +329,8 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
 async fn a_batch_the_mint_signs_after_the_wallet_stopped_waiting_is_minted_from_its_own_outputs() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
     let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-    let (proxy, late) = late_delivery_proxy(target, "/v1/mint/ehash/batch").await;
-    let url = format!("http://{proxy}");
+    let proxy = LateDelivery::start(target, "/v1/mint/ehash/batch", NextRequest::Forward).await;
+    let url = format!("http://{}", proxy.addr);
     let timeout = Duration::from_secs(2);
     let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
         .await
@@ -352,12 +352,43 @@ async fn a_batch_the_mint_signs_after_the_wallet_stopped_waiting_is_minted_from_
         }
     }
     assert_eq!(
-        *late.lock().unwrap(),
+        proxy.answered(),
         ["HTTP/1.1 200 OK"],
         "the mint signed the first request, late"
     );
     assert_eq!(issued_elsewhere, 0, "no quote taken for another wallet's");
     assert_eq!(minted, total);
+    each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
+    mint.stop().await;
+}
+
+/// As above, but the mint refuses the copy for a passing reason (its
+/// database busy) while the first request is still on its way, and signs
+/// the first after: the batch stays open, and the next round finds it
+/// signed. Closed on that refusal, its quotes would be minted with other
+/// outputs and found issued, their ehash lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_copy_the_mint_refuses_for_a_passing_reason_waits_for_its_first_request() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let proxy =
+        LateDelivery::start(target, "/v1/mint/ehash/batch", NextRequest::RefuseAsBusy).await;
+    let url = format!("http://{}", proxy.addr);
+    let timeout = Duration::from_secs(2);
+    let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
+        .await
+        .unwrap();
+    let key = wallet.locking_key();
+    let total = pending_quotes(&mut link, &store, key, 1..=6).await;
+    wallet.recover().await.unwrap();
+
+    let first = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!((first.minted.len(), first.left), (0, 6), "{first:?}");
+    proxy.deliver_held().await;
+    assert_eq!(proxy.answered(), ["HTTP/1.1 200 OK"], "signed late");
+    let next = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!((next.minted.len(), next.amount), (6, total), "{next:?}");
+    assert!(next.already_issued.is_empty(), "{next:?}");
     each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
     mint.stop().await;
 }
@@ -420,6 +451,7 @@ async fn a_batch_that_cannot_be_settled_holds_up_no_other_quote() {
         keyset_id: "00ffffffffffffff".into(),
         counter_start: 0,
         quotes: vec![(stuck_id, stuck_amount)],
+        unanswered_since: 0,
     }];
     store.open_batches(&mut stuck).unwrap();
     let others = pending_quotes(&mut link, &store, key, 1..=3).await;

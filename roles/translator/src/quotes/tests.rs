@@ -186,9 +186,13 @@ fn a_batch_holds_its_quotes_until_closed_and_survives_reopening() {
             keyset_id: "00ab".into(),
             counter_start: 17,
             quotes: vec![("c".into(), 5), ("a".into(), 3)],
+            unanswered_since: 0,
         }];
         s.open_batches(&mut batches).unwrap();
         assert!(batches[0].id > 0);
+        let recorded_at = batches[0].unanswered_since;
+        assert!(recorded_at > 0, "a recorded batch may reach the mint");
+        s.unanswered(batches[0].id, recorded_at + 30).unwrap();
         assert_eq!(pending_ids(&s), ["b"], "a batch's quotes are not pending");
     }
     let s = QuoteStore::open(&path).unwrap();
@@ -198,6 +202,10 @@ fn a_batch_holds_its_quotes_until_closed_and_survives_reopening() {
         (open[0].counter_start, open[0].quotes.clone()),
         (17, vec![("c".to_string(), 5), ("a".to_string(), 3)]),
         "in request order"
+    );
+    assert!(
+        open[0].unanswered_since >= 30,
+        "the last request unanswered"
     );
     s.close_batches(&[open[0].id], &["c".into()]).unwrap();
     assert!(s.batches().unwrap().is_empty());

@@ -109,8 +109,8 @@ fn batch_total(quotes: &[(String, u64)]) -> Result<u64, WalletError> {
 impl EhashWallet {
     /// Mints `quotes` in one round of NUT-29 requests of at most `size`
     /// quotes each (see the module doc). Quotes the mint did not sign stay
-    /// pending; those of a request it refused are returned, for the caller
-    /// to ask about one by one.
+    /// pending; those of a request it refused, and of no batch still open,
+    /// are returned, for the caller to ask about one by one.
     pub(super) async fn mint_in_batches(
         &self,
         store: &QuoteStore,
@@ -148,6 +148,7 @@ impl EhashWallet {
                 keyset_id: keyset.id.to_string(),
                 counter_start: counter,
                 quotes,
+                unanswered_since: 0,
             });
             counter += outputs;
         }
@@ -179,8 +180,8 @@ impl EhashWallet {
             }
         }
         self.store_and_close(store, signed, round).await?;
-        let restored = self.settle(store, unsettled, round).await?;
-        refused.retain(|(id, _)| !restored.contains(id));
+        let released = self.settle(store, unsettled, round).await?.released;
+        refused.retain(|(id, _)| released.contains(id));
         Ok(refused)
     }
 
@@ -231,23 +232,27 @@ impl EhashWallet {
         Ok(())
     }
 
-    /// Sends `batches` side by side; the proofs of each, once the mint
-    /// signed every output. Outputs are derived and answers checked on
-    /// blocking threads.
+    /// Sends `batches`, [`BATCHES_PER_ROUND`] side by side at most; the
+    /// proofs of each, once the mint signed every output. Outputs are
+    /// derived and answers checked on blocking threads.
     async fn request_batches(
         &self,
         batches: &[MintBatch],
         keys: &Keys,
         fees: &FeeAndAmounts,
     ) -> Vec<Result<Vec<ProofInfo>, WalletError>> {
-        let requests = batches.iter().map(|batch| async move {
-            let outputs = {
-                let (seed, batch, fees) = (self.seed, batch.clone(), fees.clone());
-                off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
-            };
-            self.send_batch(batch, outputs, keys.clone()).await
-        });
-        futures::future::join_all(requests).await
+        let mut answers = Vec::with_capacity(batches.len());
+        for side_by_side in batches.chunks(BATCHES_PER_ROUND) {
+            let requests = side_by_side.iter().map(|batch| async move {
+                let outputs = {
+                    let (seed, batch, fees) = (self.seed, batch.clone(), fees.clone());
+                    off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
+                };
+                self.send_batch(batch, outputs, keys.clone()).await
+            });
+            answers.extend(futures::future::join_all(requests).await);
+        }
+        answers
     }
 
     /// Sends `batch` with `outputs`, its own; the proofs once the mint
@@ -459,6 +464,7 @@ mod tests {
             keyset_id: "009a1f293253e41e".into(),
             counter_start: 10,
             quotes: quotes(amounts),
+            unanswered_since: 0,
         };
         let outputs = derive_outputs(&[7; 64], &batch, &fees).unwrap();
         (batch, outputs)

@@ -60,6 +60,12 @@ impl WalletError {
         matches!(self, WalletError::Cdk(e) if !reached_mint(e))
     }
 
+    /// Whether the request got no HTTP answer at all (the connection was
+    /// refused or broke): the mint, or the way to it, is down.
+    pub fn connection_failed(&self) -> bool {
+        matches!(self, WalletError::Cdk(cdk::Error::HttpError(None, _)))
+    }
+
     /// Whether the mint may still act on the request: it got no answer, or
     /// a server error not from the mint itself (a proxy's 502 or 504, say,
     /// while the mint goes on). An answer from the mint is final.
@@ -339,8 +345,10 @@ impl EhashWallet {
                 }
                 Ok(_) => store.set_refused(&id, "not paid")?,
                 Err(e) if e.mint_unreachable() => {
+                    // The rest would wait as long each: they stay pending.
                     warn!(quote = id, "cannot ask the mint about a quote: {e}");
                     store.set_error(&id, &e.to_string())?;
+                    break;
                 }
                 Err(e) => {
                     warn!(quote = id, "the mint refuses to tell of a quote: {e}");
@@ -352,9 +360,10 @@ impl EhashWallet {
     }
 
     /// Mints `quotes`, each paid at the mint, in batches halved while the
-    /// mint refuses them: one quote it refuses refuses its whole batch, and
-    /// must hold up none of its batch-mates. The quotes it refuses alone
-    /// stay pending with the reason.
+    /// mint refuses some of them: one quote it refuses refuses its whole
+    /// batch, and must hold up none of its batch-mates. The quotes it
+    /// refuses alone, or all at once (a refusal of the mint's own, not of a
+    /// quote), stay pending with the reason.
     async fn mint_apart(
         &self,
         store: &QuoteStore,
@@ -363,8 +372,10 @@ impl EhashWallet {
         round: &mut MintRound,
     ) -> Result<(), WalletError> {
         while !quotes.is_empty() {
+            let asked = quotes.len();
+            let batches = asked.div_ceil(size);
             let refused = self.mint_in_batches(store, quotes, size, round).await?;
-            if size == 1 {
+            if size == 1 || (batches > 1 && refused.len() == asked) {
                 for (id, _) in refused {
                     store.set_refused(&id, "refused by the mint")?;
                 }
@@ -405,11 +416,19 @@ mod tests {
         for e in &no_answer {
             assert!(e.mint_unreachable() && e.answer_unknown(), "{e}");
         }
+        assert!(no_answer[0].connection_failed(), "the mint is down");
+        assert!(
+            !no_answer[1].connection_failed(),
+            "only slow, for this request"
+        );
         // A gateway that gave up: the mint was reached, it may go on.
         let gateway = error(cdk::Error::HttpError(Some(504), "gateway timeout".into()));
         assert!(!gateway.mint_unreachable() && gateway.answer_unknown());
+        // The mint's own errors (its database failing, say) come as cashu
+        // error bodies: answers, though not always final ones.
         let refusals = [
             error(cdk::Error::IssuedQuote),
+            error(cdk::Error::UnknownErrorResponse("database busy".into())),
             error(cdk::Error::HttpError(Some(400), "bad request".into())),
         ];
         for e in &refusals {

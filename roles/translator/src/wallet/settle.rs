@@ -8,19 +8,24 @@
 //!   open batch ──> which outputs did the mint sign? (NUT-09 restore)
 //!                    │ all                 │ none
 //!                    v                     v
-//!              store, close       its last request refused? ── yes ──> close,
+//!              store, close       its only request refused? ── yes ──> close,
 //!                                          │ no                       quotes pending
 //!                                          v
 //!                              send the same request again
-//!           signed: store, close │ refused: ask once more │ no answer: stays open
+//!     signed: store, close │ no answer: stays open │ refused: see below
 //! ```
 //!
 //! A batch whose request got no answer is never closed on "nothing signed
 //! yet": the request may still be on its way through the mint (a proxy
 //! gave up on it, the wallet's timeout passed), and its quotes minted with
 //! other outputs would then be issued to outputs the wallet forgot. Sent
-//! again as it was, the batch is signed once, by either request, and a
-//! refusal of it comes after any earlier request was signed or refused.
+//! again as it was, the batch is signed once, by either request. A refusal
+//! of the copy closes the batch (after asking once more what the mint
+//! signed) only when it tells that the first cannot be signed later (a
+//! quote issued, an output signed), or once the first was sent
+//! [`UNANSWERED_HOLD`] mint timeouts ago: the mint may refuse the copy for
+//! a passing reason (its database busy) while the first is still on its
+//! way.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -33,6 +38,10 @@ use tracing::{error, info, warn};
 use super::issue::{derive_outputs, off_runtime, signed_outputs, MAX_OUTPUTS};
 use super::{EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
+
+/// Mint timeouts after an unanswered request of a batch when no request of
+/// it can still be on its way to the mint.
+const UNANSWERED_HOLD: u32 = 10;
 
 /// What is known of an open batch's last request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +58,27 @@ enum Settled {
     /// part of it).
     Signed(MintBatch, Vec<ProofInfo>),
     /// The mint signed nothing of it: closed, its quotes pending again.
-    Unsigned,
+    Unsigned(MintBatch),
+    /// Not yet: a request of it may still reach the mint.
+    LeftOpen,
+}
+
+/// What settling batches did: the quotes it minted, and those of batches
+/// closed unsigned (pending again).
+#[derive(Debug, Default)]
+pub(super) struct Settlement {
+    pub minted: HashSet<String>,
+    pub released: HashSet<String>,
+}
+
+/// Whether a refusal of a batch's copy tells that no earlier request of it
+/// can be signed later: a quote of it is issued (by that request, or
+/// another wallet), or an output of it is signed.
+fn refusal_is_final(refusal: &WalletError) -> bool {
+    matches!(
+        refusal,
+        WalletError::Cdk(cdk::Error::IssuedQuote | cdk::Error::BlindedMessageAlreadySigned)
+    )
 }
 
 impl EhashWallet {
@@ -69,36 +98,41 @@ impl EhashWallet {
             .into_iter()
             .map(|batch| (batch, LastRequest::Unanswered))
             .collect();
-        Ok(self.settle(store, open, round).await?.len())
+        Ok(self.settle(store, open, round).await?.minted.len())
     }
 
-    /// Settles `batches` (see the module doc); the quotes minted. A batch
-    /// stays open while the mint cannot be asked, and one that cannot be
-    /// settled otherwise stays open, logged, without holding up the others
-    /// (its quotes wait with it; every other quote is minted).
+    /// Settles `batches` (see the module doc). A batch that cannot be
+    /// settled now stays open, logged, without holding up the others (its
+    /// quotes wait with it; every other quote is minted); all stay open
+    /// when the mint cannot be reached at all.
     pub(super) async fn settle(
         &self,
         store: &QuoteStore,
         batches: Vec<(MintBatch, LastRequest)>,
         round: &mut MintRound,
-    ) -> Result<HashSet<String>, WalletError> {
-        let mut settled = vec![];
+    ) -> Result<Settlement, WalletError> {
+        let (mut settled, mut settlement) = (vec![], Settlement::default());
         for (batch, last) in batches {
             let id = batch.id;
             match self.settle_one(store, batch, last, round).await {
                 Ok(Settled::Signed(batch, proofs)) => settled.push((batch, proofs)),
-                Ok(Settled::Unsigned) => {}
-                Err(e) if e.mint_unreachable() => return Err(e),
-                Err(e) => warn!(batch = id, "cannot settle this batch, left open: {e}"),
+                Ok(Settled::Unsigned(batch)) => {
+                    settlement
+                        .released
+                        .extend(batch.quotes.into_iter().map(|(id, _)| id));
+                }
+                Ok(Settled::LeftOpen) => {}
+                Err(e) if e.connection_failed() => return Err(e),
+                Err(e) => warn!(batch = id, "cannot settle this batch now, left open: {e}"),
             }
         }
-        let restored = settled
+        settlement.minted = settled
             .iter()
             .flat_map(|(batch, _)| batch.quotes.iter().map(|(id, _)| id.clone()))
             .collect();
         let settled = self.without_spent(settled).await?;
         self.store_and_close(store, settled, round).await?;
-        Ok(restored)
+        Ok(settlement)
     }
 
     async fn settle_one(
@@ -150,20 +184,35 @@ impl EhashWallet {
                     "the mint signed nothing of this batch: its quotes are pending again"
                 );
                 store.close_batches(&[batch.id], &[])?;
-                return Ok(Settled::Unsigned);
+                return Ok(Settled::Unsigned(batch));
             }
             info!(
                 batch = batch.id,
                 quotes = batch.quotes.len(),
-                "the mint signed nothing of this batch yet and its request got no answer: \
+                "the mint signed nothing of this batch yet and a request of it got no answer: \
                  sending it again as it was"
             );
+            let sent_at = roles_common::unix_secs();
             let sent = self.send_batch(&batch, premint.clone(), keys.clone()).await;
             round.saw_mint(!matches!(&sent, Err(e) if e.mint_unreachable()));
             match sent {
                 Ok(proofs) => return Ok(Settled::Signed(batch, proofs)),
-                Err(e) if e.answer_unknown() => return Err(e),
+                Err(e) if e.answer_unknown() => {
+                    store.unanswered(batch.id, sent_at)?;
+                    return Err(e);
+                }
                 Err(e) => {
+                    let hold = self.timeout.as_secs().max(1) * u64::from(UNANSWERED_HOLD);
+                    let quiet_since = batch.unanswered_since.saturating_add(hold);
+                    if !refusal_is_final(&e) && roles_common::unix_secs() < quiet_since {
+                        warn!(
+                            batch = batch.id,
+                            "the mint refused the batch sent again ({e}); left open: an earlier \
+                             request of it may still reach the mint for {}s",
+                            quiet_since.saturating_sub(roles_common::unix_secs())
+                        );
+                        return Ok(Settled::LeftOpen);
+                    }
                     warn!(
                         batch = batch.id,
                         "the mint refused the batch sent again ({e}); asking what it signed"
