@@ -319,6 +319,46 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
     mint.stop().await;
 }
 
+/// Six paid quotes pending for a wallet that gives up on a request after
+/// 2 s, its batch requests through a [`LateDelivery`] proxy.
+struct BehindLateProxy {
+    mint: TestMint,
+    link: PoolClient,
+    _dir: tempfile::TempDir,
+    store: QuoteStore,
+    proxy: LateDelivery,
+    wallet: EhashWallet,
+    url: String,
+    /// The quotes' total.
+    total: u64,
+}
+
+impl BehindLateProxy {
+    async fn start(next: NextRequest) -> Self {
+        let (mint, mut link, dir, store) = mint_link_and_store().await;
+        let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+        let proxy = LateDelivery::start(target, "/v1/mint/ehash/batch", next).await;
+        let url = format!("http://{}", proxy.addr);
+        let timeout = Duration::from_secs(2);
+        let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
+            .await
+            .unwrap();
+        let key = wallet.locking_key();
+        let total = pending_quotes(&mut link, &store, key, 1..=6).await;
+        wallet.recover().await.unwrap();
+        Self {
+            mint,
+            link,
+            _dir: dir,
+            store,
+            proxy,
+            wallet,
+            url,
+            total,
+        }
+    }
+}
+
 /// The wallet stops waiting for a batch (its timeout), finds nothing signed
 /// yet, and the mint signs the first request only then, as it reaches it
 /// late (behind a proxy that gave up on it, say): the batch is sent again
@@ -327,17 +367,16 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
 /// found issued, and their ehash lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_mint_signs_after_the_wallet_stopped_waiting_is_minted_from_its_own_outputs() {
-    let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-    let proxy = LateDelivery::start(target, "/v1/mint/ehash/batch", NextRequest::Forward).await;
-    let url = format!("http://{}", proxy.addr);
-    let timeout = Duration::from_secs(2);
-    let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
-    let key = wallet.locking_key();
-    let total = pending_quotes(&mut link, &store, key, 1..=6).await;
-    wallet.recover().await.unwrap();
+    let BehindLateProxy {
+        mint,
+        mut link,
+        _dir,
+        store,
+        proxy,
+        wallet,
+        url,
+        total,
+    } = BehindLateProxy::start(NextRequest::Forward).await;
 
     let (mut minted, mut issued_elsewhere) = (0, 0);
     for _ in 0..3 {
@@ -369,18 +408,16 @@ async fn a_batch_the_mint_signs_after_the_wallet_stopped_waiting_is_minted_from_
 /// outputs and found issued, their ehash lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_copy_the_mint_refuses_for_a_passing_reason_waits_for_its_first_request() {
-    let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-    let proxy =
-        LateDelivery::start(target, "/v1/mint/ehash/batch", NextRequest::RefuseAsBusy).await;
-    let url = format!("http://{}", proxy.addr);
-    let timeout = Duration::from_secs(2);
-    let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
-        .await
-        .unwrap();
-    let key = wallet.locking_key();
-    let total = pending_quotes(&mut link, &store, key, 1..=6).await;
-    wallet.recover().await.unwrap();
+    let BehindLateProxy {
+        mint,
+        mut link,
+        _dir,
+        store,
+        proxy,
+        wallet,
+        url,
+        total,
+    } = BehindLateProxy::start(NextRequest::RefuseAsBusy).await;
 
     let first = wallet.mint_pending(&store, 50).await.unwrap();
     assert_eq!((first.minted.len(), first.left), (0, 6), "{first:?}");
