@@ -328,6 +328,52 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
 
 /// A coinbase-only client declares nothing: it sets its allocated token on
 /// its channel with its own template, and its shares are minted.
+/// `template` as the block after it (what a client whose template
+/// provider saw a block before the pool did declares): its coinbase's
+/// height one more.
+fn the_block_after(
+    template: &stratum_core::template_distribution_sv2::NewTemplateOwned,
+) -> stratum_core::template_distribution_sv2::NewTemplateOwned {
+    use stratum_core::bitcoin::ScriptBuf;
+    let prefix = template.coinbase_prefix.as_bytes();
+    let height = ehash::coinbase::bip34_height(prefix).expect("a BIP34 height");
+    let push = |height: u32| ScriptBuf::builder().push_int(height.into()).into_bytes();
+    let old = push(height);
+    assert!(
+        prefix.starts_with(&old),
+        "the prefix starts with its height"
+    );
+    let mut next = push(height + 1);
+    next.extend_from_slice(&prefix[old.len()..]);
+    stratum_core::template_distribution_sv2::NewTemplateOwned {
+        coinbase_prefix: next.try_into().unwrap(),
+        ..template.clone()
+    }
+}
+
+/// A declaration for the block after the pool's next waits for the pool's
+/// tip; when its time is up the client hears it refused as stale, though
+/// it said nothing more meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_clients_declaration_that_waits_too_long_is_refused_as_stale() {
+    let (stack, _chain, _, template, txs) = declarable_template().await;
+    let mut jdc = JdTestClient::connect(stack.pool().jds_addr().unwrap()).await;
+    let (token, pool_script) = jdc.allocate().await;
+    let ahead = the_block_after(&template);
+    let m = declaration(
+        1,
+        token,
+        &ahead,
+        vec![pool_output(&ahead, &pool_script)],
+        &txs,
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(30), jdc.declare(m, &txs))
+        .await
+        .expect("answered, the client quiet");
+    assert_eq!(answer, Err("stale-chain-tip".to_string()));
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coinbase_only_client_sets_its_token_directly_and_is_paid() {
     let (stack, _chain, prev, template, _) = declarable_template().await;

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ehash_ext_sv2::MessageSet;
 use roles_common::noise::{self, NoiseWriter};
@@ -99,6 +100,10 @@ async fn serve(
     result
 }
 
+/// How often a link looks for its declarations parked too long (see
+/// `JobDeclarator::expire_parked`).
+const PARKED_CHECK: Duration = Duration::from_secs(1);
+
 fn with_jds<T: Default>(shared: &Shared, f: impl FnOnce(&mut crate::jds::JobDeclarator) -> T) -> T {
     shared.core().jds().map(f).unwrap_or_default()
 }
@@ -124,6 +129,8 @@ impl Link<'_> {
         // happen for a whole block: once set up, a live link may be quiet
         // (a dead one is found by TCP keepalive).
         let mut set_up = false;
+        let mut parked_check = tokio::time::interval(PARKED_CHECK);
+        parked_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let read = async {
                 match set_up {
@@ -136,6 +143,13 @@ impl Link<'_> {
                 late = self.late.recv() => {
                     let Some(m) = late else { return Ok(()) };
                     send_within(self.writer, m, listening).await?;
+                    continue;
+                }
+                _ = parked_check.tick() => {
+                    let stale = with_jds(shared, |jds| jds.expire_parked(id, now_ms()));
+                    for m in stale {
+                        send_within(self.writer, m, listening).await?;
+                    }
                     continue;
                 }
                 read = read => read

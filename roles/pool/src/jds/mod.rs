@@ -384,7 +384,9 @@ impl JobDeclarator {
     /// This connection's declarations parked too long: refused as stale,
     /// their tokens used up (as a declaration refused at once uses its own:
     /// the client takes a new one, and the old would count for ever).
-    fn expire_parked(&mut self, conn: JdConnId, now_ms: u64) -> Vec<AnyMessageOwned> {
+    /// Asked with each message of the connection, and on its link's timer:
+    /// a client that waits quietly for its answer gets it too.
+    pub fn expire_parked(&mut self, conn: JdConnId, now_ms: u64) -> Vec<AnyMessageOwned> {
         let (old, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut self.parked)
             .into_iter()
             .partition(|p| p.conn == conn && p.since_ms + PARKED_MS <= now_ms);

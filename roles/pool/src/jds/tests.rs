@@ -680,6 +680,29 @@ fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
     assert_eq!(jds.connections[&1].allocated.len(), 1);
 }
 
+/// A client that waits quietly for the answer to its parked declaration
+/// gets it from the link's timer once its time is up, and once.
+#[test]
+fn a_parked_declaration_of_a_quiet_client_is_refused_when_its_time_is_up() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let mut ahead = t.clone();
+    ahead.coinbase_prefix = vec![0x01, 0x08].try_into().unwrap();
+    let token = allocate(&mut jds, 1);
+    let m = declaration(token, &ahead, vec![pool_output(&ahead)], &txs);
+    let reply = jds.on_message(1, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW);
+    assert!(reply.messages.is_empty(), "parked");
+    assert!(jds.expire_parked(1, NOW + PARKED_MS - 1).is_empty());
+    let stale = jds.expire_parked(1, NOW + PARKED_MS);
+    assert_eq!(stale.len(), 1);
+    assert!(matches!(
+        &stale[0],
+        AnyMessageOwned::JobDeclaration(JobDeclarationOwned::DeclareMiningJobError(e))
+            if e.error_code.as_utf8_or_hex() == "stale-chain-tip"
+    ));
+    assert!(jds.expire_parked(1, NOW + PARKED_MS * 2).is_empty(), "once");
+}
+
 /// Only a declaration with a token of its own connection waits for the
 /// pool's tip: one with any other is refused at once.
 #[test]
