@@ -177,8 +177,8 @@ impl Validate for TranslatorConfig {
         if self.mint_retry_secs == 0 {
             return Err(ConfigError::new("mint_retry_secs", "must be > 0"));
         }
-        if self.mint_timeout_secs == 0 {
-            return Err(ConfigError::new("mint_timeout_secs", "must be > 0"));
+        if !(1..=3600).contains(&self.mint_timeout_secs) {
+            return Err(ConfigError::new("mint_timeout_secs", "must be 1..=3600"));
         }
         if self.keep_quotes_hours == 0 {
             return Err(ConfigError::new("keep_quotes_hours", "must be at least 1"));

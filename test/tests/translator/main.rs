@@ -8,6 +8,7 @@ mod mint_support;
 
 mod consolidation;
 mod full_chain;
+mod late_answers;
 mod load;
 mod mint_proxies;
 mod wallet;

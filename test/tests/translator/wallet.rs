@@ -2,7 +2,7 @@
 //! once through crashes, lost answers and a killed mint.
 
 use super::consolidation::{fewest, proof_rows};
-use super::mint_proxies::{answer_dropping_proxy, LateDelivery, NextRequest};
+use super::mint_proxies::answer_dropping_proxy;
 use super::*;
 
 /// A mint with its database in memory (as the mint's own tests start it),
@@ -248,7 +248,7 @@ async fn quotes_the_mint_refuses_never_hold_up_the_others() {
 /// The mint issued its (`quotes`, total) quotes, each once, all to
 /// `wallet`: no batch left open, the balance their total, and the proofs
 /// good (sent, and received by a fresh wallet of the mint at `url`).
-async fn each_issued_once_to(
+pub(super) async fn each_issued_once_to(
     wallet: &EhashWallet,
     store: &QuoteStore,
     link: &mut PoolClient,
@@ -315,117 +315,6 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
         (round.minted.len(), round.amount, round.left),
         (6, total, 0)
     );
-    each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
-    mint.stop().await;
-}
-
-/// Six paid quotes pending for a wallet that gives up on a request after
-/// 2 s, its batch requests through a [`LateDelivery`] proxy.
-struct BehindLateProxy {
-    mint: TestMint,
-    link: PoolClient,
-    _dir: tempfile::TempDir,
-    store: QuoteStore,
-    proxy: LateDelivery,
-    wallet: EhashWallet,
-    url: String,
-    /// The quotes' total.
-    total: u64,
-}
-
-impl BehindLateProxy {
-    async fn start(next: NextRequest) -> Self {
-        let (mint, mut link, dir, store) = mint_link_and_store().await;
-        let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-        let proxy = LateDelivery::start(target, "/v1/mint/ehash/batch", next).await;
-        let url = format!("http://{}", proxy.addr);
-        let timeout = Duration::from_secs(2);
-        let wallet = EhashWallet::open(&url, timeout, &dir.path().join("wallet.sqlite"), seed())
-            .await
-            .unwrap();
-        let key = wallet.locking_key();
-        let total = pending_quotes(&mut link, &store, key, 1..=6).await;
-        wallet.recover().await.unwrap();
-        Self {
-            mint,
-            link,
-            _dir: dir,
-            store,
-            proxy,
-            wallet,
-            url,
-            total,
-        }
-    }
-}
-
-/// The wallet stops waiting for a batch (its timeout), finds nothing signed
-/// yet, and the mint signs the first request only then, as it reaches it
-/// late (behind a proxy that gave up on it, say): the batch is sent again
-/// as it was, never with other outputs, so the proofs of what the mint
-/// signed are the wallet's. Minted with other outputs, the quotes would be
-/// found issued, and their ehash lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_the_mint_signs_after_the_wallet_stopped_waiting_is_minted_from_its_own_outputs() {
-    let BehindLateProxy {
-        mint,
-        mut link,
-        _dir,
-        store,
-        proxy,
-        wallet,
-        url,
-        total,
-    } = BehindLateProxy::start(NextRequest::Forward).await;
-
-    let (mut minted, mut issued_elsewhere) = (0, 0);
-    for _ in 0..3 {
-        let round = tokio::time::timeout(Duration::from_secs(60), wallet.mint_pending(&store, 50))
-            .await
-            .expect("the wallet stops waiting for an answer")
-            .unwrap();
-        minted += round.amount;
-        issued_elsewhere += round.already_issued.len();
-        if round.left == 0 {
-            break;
-        }
-    }
-    assert_eq!(
-        proxy.answered(),
-        ["HTTP/1.1 200 OK"],
-        "the mint signed the first request, late"
-    );
-    assert_eq!(issued_elsewhere, 0, "no quote taken for another wallet's");
-    assert_eq!(minted, total);
-    each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
-    mint.stop().await;
-}
-
-/// As above, but the mint refuses the copy for a passing reason (its
-/// database busy) while the first request is still on its way, and signs
-/// the first after: the batch stays open, and the next round finds it
-/// signed. Closed on that refusal, its quotes would be minted with other
-/// outputs and found issued, their ehash lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_whose_copy_the_mint_refuses_for_a_passing_reason_waits_for_its_first_request() {
-    let BehindLateProxy {
-        mint,
-        mut link,
-        _dir,
-        store,
-        proxy,
-        wallet,
-        url,
-        total,
-    } = BehindLateProxy::start(NextRequest::RefuseAsBusy).await;
-
-    let first = wallet.mint_pending(&store, 50).await.unwrap();
-    assert_eq!((first.minted.len(), first.left), (0, 6), "{first:?}");
-    proxy.deliver_held().await;
-    assert_eq!(proxy.answered(), ["HTTP/1.1 200 OK"], "signed late");
-    let next = wallet.mint_pending(&store, 50).await.unwrap();
-    assert_eq!((next.minted.len(), next.amount), (6, total), "{next:?}");
-    assert!(next.already_issued.is_empty(), "{next:?}");
     each_issued_once_to(&wallet, &store, &mut link, &url, (6, total)).await;
     mint.stop().await;
 }

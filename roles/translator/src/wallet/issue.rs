@@ -170,6 +170,7 @@ impl EhashWallet {
                         "batch mint failed ({e}); asking the mint what it signed"
                     );
                     let last = if e.answer_unknown() {
+                        self.note_unanswered(store, batch.id)?;
                         LastRequest::Unanswered
                     } else {
                         refused.extend(batch.quotes.iter().cloned());

@@ -22,13 +22,14 @@
 //! again as it was, the batch is signed once, by either request. A refusal
 //! of the copy closes the batch (after asking once more what the mint
 //! signed) only when it tells that the first cannot be signed later (a
-//! quote issued, an output signed), or once the first was sent
-//! [`UNANSWERED_HOLD`] mint timeouts ago: the mint may refuse the copy for
-//! a passing reason (its database busy) while the first is still on its
-//! way.
+//! quote issued), or once the last request of it that got no answer was
+//! sent [`HOLD_TIMEOUTS`] mint timeouts ago: the mint may refuse the copy
+//! for a passing reason (its database busy) while the first is still on
+//! its way.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::time::Instant;
 
 use cdk::nuts::{BlindSignature, CheckStateRequest, Id, PublicKey, RestoreRequest, State};
 use cdk::wallet::types::ProofInfo;
@@ -36,12 +37,9 @@ use cdk::wallet::MintConnector;
 use tracing::{error, info, warn};
 
 use super::issue::{derive_outputs, off_runtime, signed_outputs, MAX_OUTPUTS};
+use super::unanswered::HOLD_TIMEOUTS;
 use super::{EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
-
-/// Mint timeouts after an unanswered request of a batch when no request of
-/// it can still be on its way to the mint.
-const UNANSWERED_HOLD: u32 = 10;
 
 /// What is known of an open batch's last request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +71,10 @@ pub(super) struct Settlement {
 
 /// Whether a refusal of a batch's copy tells that no earlier request of it
 /// can be signed later: a quote of it is issued (by that request, or
-/// another wallet), or an output of it is signed.
+/// another wallet), or an output of it is signed. (cdk 0.18's batch mint
+/// reports an output signed before as an internal error, code 50000: a
+/// passing refusal, after which the batch stays open and the next round's
+/// restore finds it signed.)
 fn refusal_is_final(refusal: &WalletError) -> bool {
     matches!(
         refusal,
@@ -115,8 +116,12 @@ impl EhashWallet {
         for (batch, last) in batches {
             let id = batch.id;
             match self.settle_one(store, batch, last, round).await {
-                Ok(Settled::Signed(batch, proofs)) => settled.push((batch, proofs)),
+                Ok(Settled::Signed(batch, proofs)) => {
+                    self.unanswered.forget(batch.id);
+                    settled.push((batch, proofs));
+                }
                 Ok(Settled::Unsigned(batch)) => {
+                    self.unanswered.forget(batch.id);
                     settlement
                         .released
                         .extend(batch.quotes.into_iter().map(|(id, _)| id));
@@ -192,24 +197,26 @@ impl EhashWallet {
                 "the mint signed nothing of this batch yet and a request of it got no answer: \
                  sending it again as it was"
             );
-            let sent_at = roles_common::unix_secs();
             let sent = self.send_batch(&batch, premint.clone(), keys.clone()).await;
             round.saw_mint(!matches!(&sent, Err(e) if e.mint_unreachable()));
             match sent {
                 Ok(proofs) => return Ok(Settled::Signed(batch, proofs)),
                 Err(e) if e.answer_unknown() => {
-                    store.unanswered(batch.id, sent_at)?;
+                    self.note_unanswered(store, batch.id)?;
                     return Err(e);
                 }
                 Err(e) => {
-                    let hold = self.timeout.as_secs().max(1) * u64::from(UNANSWERED_HOLD);
-                    let quiet_since = batch.unanswered_since.saturating_add(hold);
-                    if !refusal_is_final(&e) && roles_common::unix_secs() < quiet_since {
+                    let hold = self.timeout.saturating_mul(HOLD_TIMEOUTS);
+                    let now = (roles_common::unix_secs(), Instant::now());
+                    let quiet = self
+                        .unanswered
+                        .quiet(batch.id, batch.unanswered_since, hold, now);
+                    if !refusal_is_final(&e) && !quiet {
                         warn!(
                             batch = batch.id,
-                            "the mint refused the batch sent again ({e}); left open: an earlier \
-                             request of it may still reach the mint for {}s",
-                            quiet_since.saturating_sub(roles_common::unix_secs())
+                            "the mint refused the batch sent again ({e}); left open: a request \
+                             of it that got no answer may still reach the mint (for {hold:?} \
+                             after it was sent)"
                         );
                         return Ok(Settled::LeftOpen);
                     }
@@ -221,6 +228,14 @@ impl EhashWallet {
                 }
             }
         }
+    }
+
+    /// A request of batch `id` got no answer: it may still reach the mint,
+    /// for a while (see [`HOLD_TIMEOUTS`]).
+    pub(super) fn note_unanswered(&self, store: &QuoteStore, id: i64) -> Result<(), WalletError> {
+        self.unanswered.note(id, Instant::now());
+        store.unanswered(id, roles_common::unix_secs())?;
+        Ok(())
     }
 
     /// The signatures the mint holds for `premint`'s outputs (NUT-09), by
