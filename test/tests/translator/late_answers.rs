@@ -166,3 +166,38 @@ async fn a_batch_refused_for_a_passing_reason_closes_once_no_request_of_it_can_r
     );
     t.mint.stop().await;
 }
+
+/// A mint that takes requests and never tells what it signed costs a
+/// round one timeout, not one for each batch left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mint_too_slow_to_tell_what_it_signed_costs_a_round_one_timeout() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
+    let proxy = LateDelivery::start(target, "/v1/restore", NextRequest::Swallow).await;
+    let wallet = BehindLateProxy::wallet(&format!("http://{}", proxy.addr), dir.path()).await;
+    wallet.recover().await.unwrap();
+    let key = wallet.locking_key().to_string();
+    pending_quotes(&mut link, &store, wallet.locking_key(), 1..=3).await;
+    // Three batches left open (by a crash, say), a quote each.
+    let keyset = wallet.cdk().active_keyset().await.unwrap().id.to_string();
+    let mut open: Vec<translator::quotes::MintBatch> = store
+        .pending(&key, 3)
+        .unwrap()
+        .into_iter()
+        .zip(0..)
+        .map(|(r, i)| translator::quotes::MintBatch {
+            id: 0,
+            keyset_id: keyset.clone(),
+            counter_start: 100 * i,
+            quotes: vec![(r.quote_id, r.amount)],
+            unanswered_since: 0,
+        })
+        .collect();
+    store.open_batches(&mut open).unwrap();
+
+    let round = wallet.mint_pending(&store, 50).await.unwrap();
+    assert_eq!(round.minted.len(), 0, "{round:?}");
+    assert_eq!(proxy.seen(), 1, "one asked, the others wait");
+    assert_eq!(store.batches().unwrap().len(), 3, "all open");
+    mint.stop().await;
+}

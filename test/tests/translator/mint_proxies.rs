@@ -1,6 +1,8 @@
 //! Proxies between the wallet and its mint that lose or delay what a real
 //! network (or a proxy that gives up) does.
 
+use std::sync::atomic::AtomicUsize;
+
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -82,6 +84,8 @@ pub(crate) enum NextRequest {
     /// (as cdk answers its internal errors); the held one waits for
     /// [`LateDelivery::deliver_held`].
     RefuseAsBusy,
+    /// Never answers it either, nor delivers it.
+    Swallow,
 }
 
 /// A proxy to a mint that holds the first request whose bytes contain its
@@ -94,6 +98,8 @@ pub(crate) struct LateDelivery {
     held: Arc<Mutex<Held>>,
     /// The status lines the mint answered the held request with.
     answered: Arc<Mutex<Vec<String>>>,
+    /// Requests of the path seen.
+    seen: Arc<AtomicUsize>,
 }
 
 /// The answer of a mint whose database failed a request: HTTP 400 with
@@ -117,6 +123,7 @@ impl LateDelivery {
             target,
             held: Arc::new(Mutex::new(Held::Armed)),
             answered: Arc::new(Mutex::new(vec![])),
+            seen: Arc::new(AtomicUsize::new(0)),
         };
         let relay = proxy.clone_handle();
         tokio::spawn(async move {
@@ -134,7 +141,13 @@ impl LateDelivery {
             target: self.target,
             held: self.held.clone(),
             answered: self.answered.clone(),
+            seen: self.seen.clone(),
         }
+    }
+
+    /// How many requests of its path it saw.
+    pub(crate) fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
     }
 
     /// Delivers the held request to the mint, if one is held; its answer's
@@ -171,6 +184,7 @@ impl LateDelivery {
             while let Ok(n @ 1..) = from_client.read(&mut buf).await {
                 let request = &buf[..n];
                 if request.windows(path.len()).any(|w| w == path.as_bytes()) {
+                    self.seen.fetch_add(1, Ordering::SeqCst);
                     let first = {
                         let mut held = self.held.lock().unwrap();
                         let first = matches!(*held, Held::Armed);
@@ -179,9 +193,11 @@ impl LateDelivery {
                         }
                         first
                     };
-                    if first {
+                    if first || next == NextRequest::Swallow {
                         let whole = whole_request(request.to_vec(), &mut from_client).await;
-                        *self.held.lock().unwrap() = Held::Holding(whole);
+                        if first {
+                            *self.held.lock().unwrap() = Held::Holding(whole);
+                        }
                         // Silent until the client gives up.
                         while let Ok(1..) = from_client.read(&mut buf).await {}
                         return;

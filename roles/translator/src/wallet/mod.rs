@@ -61,6 +61,11 @@ impl WalletError {
         matches!(self, WalletError::Cdk(e) if !reached_mint(e))
     }
 
+    /// Whether the request took longer than the mint timeout.
+    pub fn timed_out(&self) -> bool {
+        matches!(self, WalletError::Cdk(cdk::Error::Timeout))
+    }
+
     /// Whether the request got no HTTP answer at all (the connection was
     /// refused or broke): the mint, or the way to it, is down.
     pub fn connection_failed(&self) -> bool {

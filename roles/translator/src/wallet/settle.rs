@@ -59,6 +59,10 @@ enum Settled {
     Unsigned(MintBatch),
     /// Not yet: a request of it may still reach the mint.
     LeftOpen,
+    /// The mint did not tell in time what it signed (a restore, a cheap
+    /// request): the other open batches wait for the next round too, or a
+    /// hung mint would cost a timeout per open batch, every round.
+    MintTooSlow(WalletError),
 }
 
 /// What settling batches did: the quotes it minted, and those of batches
@@ -105,7 +109,8 @@ impl EhashWallet {
     /// Settles `batches` (see the module doc). A batch that cannot be
     /// settled now stays open, logged, without holding up the others (its
     /// quotes wait with it; every other quote is minted); all stay open
-    /// when the mint cannot be reached at all.
+    /// when the mint cannot be reached at all, or is too slow to tell what
+    /// it signed.
     pub(super) async fn settle(
         &self,
         store: &QuoteStore,
@@ -127,6 +132,14 @@ impl EhashWallet {
                         .extend(batch.quotes.into_iter().map(|(id, _)| id));
                 }
                 Ok(Settled::LeftOpen) => {}
+                Ok(Settled::MintTooSlow(e)) => {
+                    warn!(
+                        batch = id,
+                        "the mint did not tell in time what it signed ({e}): the open batches \
+                         wait for the next round"
+                    );
+                    break;
+                }
                 Err(e) if e.connection_failed() => return Err(e),
                 Err(e) => warn!(batch = id, "cannot settle this batch now, left open: {e}"),
             }
@@ -156,7 +169,10 @@ impl EhashWallet {
             off_runtime(move || derive_outputs(&seed, &batch, &fees)).await?
         };
         loop {
-            let by_blinded = self.signed_at_mint(&premint, round).await?;
+            let by_blinded = match self.signed_at_mint(&premint, round).await {
+                Err(e) if e.timed_out() => return Ok(Settled::MintTooSlow(e)),
+                restored => restored?,
+            };
             let outputs = premint.secrets.len();
             let (signed, signatures) = signed_outputs(premint.clone(), &by_blinded);
             if !signatures.is_empty() {
