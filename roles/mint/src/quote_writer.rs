@@ -183,7 +183,9 @@ impl QuoteWriter {
             .map_err(|_| mint_error("the quote writer dropped a share"))?
     }
 
-    /// The quote already written for a share, if any.
+    /// The paid quote already written for a share, if any. An unpaid one
+    /// (an older mint's leftover, paid only when the share is written
+    /// again) is none: a wallet could never mint it.
     pub async fn quote_of(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
         let quote = self
             .mint
@@ -191,7 +193,9 @@ impl QuoteWriter {
             .get_mint_quote_by_request(&request_of(share_hex))
             .await
             .map_err(mint_error)?;
-        Ok(quote.map(|quote| quote.id))
+        Ok(quote
+            .filter(|quote| quote.amount_paid().value() > 0)
+            .map(|quote| quote.id))
     }
 
     /// How many groups the writer has written since it started.

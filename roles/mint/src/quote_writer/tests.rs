@@ -437,10 +437,16 @@ async fn a_quote_indexed_but_never_paid_is_paid_and_not_listed_again(backend: Ba
     let quote_id = add_quote(&mut tx, &leftover).await;
     add_index(&mut tx, &leftover, &quote_id).await;
     tx.commit().await.unwrap();
+    // Not an answer to a replay: no wallet could mint it.
+    assert_eq!(writer.quote_of(&leftover.share_hex).await.unwrap(), None);
 
     assert_eq!(writer.quote(leftover.clone()).await.unwrap(), quote_id);
     paid_once(&mint, &quote_id, &leftover).await;
     assert_eq!(listed_for(&mint, &leftover).await, vec![]);
+    assert_eq!(
+        writer.quote_of(&leftover.share_hex).await.unwrap(),
+        Some(quote_id)
+    );
 }
 
 /// Another writer (a mint process on the same database, here an older one
