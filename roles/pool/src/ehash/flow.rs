@@ -629,8 +629,11 @@ impl QuoteFlow {
                 match self.notices.send(hash, notice, conn, now) {
                     Ok(true) => (Ok(()), Some(send)),
                     Ok(false) => (Ok(()), None),
-                    // Not kept: sent once all the same.
-                    Err(overflow) => (Err(overflow), Some(send)),
+                    // Not kept, nor sent: past the cap on notices in flight
+                    // a burst of them would fill the connection's queue and
+                    // close it. The quote stays at the mint, where the
+                    // key's owner finds it.
+                    Err(overflow) => (Err(overflow), None),
                 }
             }
             None => (self.notices.wait(hash, notice, now), None),

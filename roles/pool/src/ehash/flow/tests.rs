@@ -191,6 +191,10 @@ fn a_full_notice_store_refuses_and_drops_the_share_from_the_outbox() {
     f.on_mint_answer(quoted(&a), &dir);
     let actions = f.on_mint_answer(quoted(&b), &dir);
     assert!(actions.iter().any(|a| matches!(a, Action::Refused { .. })));
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Notify { .. })),
+        "not sent either: {actions:?}"
+    );
     assert!(actions.contains(&Action::Done(b.request.share_hash())));
     assert_eq!(f.notices().len(), 1, "the first notice stays");
 }
