@@ -264,6 +264,7 @@ impl Outbox {
             good_len,
             live,
             done_since_compaction: 0,
+            torn: false,
         };
         std::thread::Builder::new()
             .name("outbox-writer".into())
@@ -354,6 +355,9 @@ struct Writer {
     /// The records owed, by share hash.
     live: HashMap<[u8; 32], Span>,
     done_since_compaction: usize,
+    /// A failed write could not be cut back: its bytes must go before
+    /// anything more is written, or they would hide it at the next start.
+    torn: bool,
 }
 
 impl Writer {
@@ -371,6 +375,8 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Command>) {
+        // First, as it may rewrite the journal: the offsets below follow.
+        let whole = self.whole();
         let mut bytes = vec![];
         let mut waiting = vec![];
         let mut appended = vec![];
@@ -396,9 +402,8 @@ impl Writer {
                 Command::Flush { synced } => waiting.push(synced),
             }
         }
-        let result = self
-            .file
-            .write_all(&bytes)
+        let result = whole
+            .and_then(|()| self.file.write_all(&bytes))
             .and_then(|()| {
                 if waiting.is_empty() {
                     Ok(())
@@ -425,15 +430,35 @@ impl Writer {
     /// After a failed write: the journal back to its last whole record (the
     /// file is in append mode, so the next record follows it).
     fn cut_back(&mut self) {
-        if let Err(e) = self.file.set_len(self.good_len) {
-            warn!(
+        self.torn = true;
+        match self.file.set_len(self.good_len) {
+            Ok(()) => self.torn = false,
+            Err(e) => warn!(
                 "outbox {}: cannot cut a failed write back: {e}",
                 self.path.display()
-            );
+            ),
         }
     }
 
-    fn compact(&mut self) {
+    /// Whether the journal ends with its last whole record, so that more
+    /// can follow: the bytes of a write that could not be cut back are cut
+    /// now, or the journal rewritten without them; failing both, nothing
+    /// more is written.
+    fn whole(&mut self) -> io::Result<()> {
+        if self.torn {
+            self.cut_back();
+        }
+        if self.torn && self.compact() {
+            self.torn = false;
+        }
+        match self.torn {
+            true => Err(io::Error::other("the journal ends with a torn write")),
+            false => Ok(()),
+        }
+    }
+
+    /// Rewrites the journal with only the records owed; whether it did.
+    fn compact(&mut self) -> bool {
         let rewritten = self
             .read_live()
             .and_then(|owed| rewrite(&self.path, owed.iter().map(|(k, p)| (k, p.as_slice()))));
@@ -443,11 +468,15 @@ impl Writer {
                 self.file = file;
                 self.live = live;
                 self.done_since_compaction = 0;
+                true
             }
-            Err(e) => warn!(
-                "outbox {}: compaction failed, keeping the journal: {e}",
-                self.path.display()
-            ),
+            Err(e) => {
+                warn!(
+                    "outbox {}: compaction failed, keeping the journal: {e}",
+                    self.path.display()
+                );
+                false
+            }
         }
     }
 
@@ -576,27 +605,33 @@ mod tests {
             .all(|(k, p)| k[0] == 250 || *p == vec![k[0]; 10]));
     }
 
-    #[test]
-    fn a_torn_write_is_cut_back_so_later_records_survive() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("outbox.journal");
-        let (file, live) = rewrite(&path, [(&key(1), b"one".as_slice())].into_iter()).unwrap();
-        let good_len = file.metadata().unwrap().len();
-        // A write that failed half way left part of a record behind.
+    /// Part of a record (key 2) at the end of the journal at `path`, as a
+    /// write that failed half way leaves it.
+    fn tear(path: &Path) {
         let mut torn = vec![];
         Record::Append {
             key: key(2),
             payload: vec![2; 50],
         }
         .encode_into(&mut torn);
-        let mut raw = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut raw = OpenOptions::new().append(true).open(path).unwrap();
         raw.write_all(&torn[..20]).unwrap();
+    }
+
+    #[test]
+    fn a_torn_write_is_cut_back_so_later_records_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let (file, live) = rewrite(&path, [(&key(1), b"one".as_slice())].into_iter()).unwrap();
+        let good_len = file.metadata().unwrap().len();
+        tear(&path);
         let mut writer = Writer {
             path: path.clone(),
             file,
             good_len,
             live,
             done_since_compaction: 0,
+            torn: false,
         };
         writer.cut_back();
         writer.commit(vec![Command::Append {
@@ -604,6 +639,22 @@ mod tests {
             payload: b"three".to_vec(),
             synced: Synced::new(|result| assert_eq!(result, Ok(()))),
         }]);
+        let (_outbox, pending) = Outbox::open(&path).unwrap();
+        let keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(keys, vec![1, 3], "the record after the torn one is read");
+    }
+
+    /// A failed write that could not be cut back at once is cut before the
+    /// next write, so the records after it are read at the next start.
+    #[test]
+    fn a_torn_write_that_could_not_be_cut_back_goes_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let mut writer = writer(&path);
+        writer.commit(vec![append(key(1), b"one".to_vec())]);
+        tear(&path);
+        writer.torn = true;
+        writer.commit(vec![append(key(3), b"three".to_vec())]);
         let (_outbox, pending) = Outbox::open(&path).unwrap();
         let keys: Vec<u8> = pending.iter().map(|(k, _)| k[0]).collect();
         assert_eq!(keys, vec![1, 3], "the record after the torn one is read");
@@ -618,6 +669,7 @@ mod tests {
             file,
             live,
             done_since_compaction: 0,
+            torn: false,
         }
     }
 
