@@ -253,3 +253,38 @@ async fn notifications_for_a_gone_miner_survive_a_pool_restart_and_reach_its_nex
     notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     stack.stop().await;
 }
+
+/// An acknowledgement of more shares than a translator ever puts in one
+/// is ignored: the notice it named is still owed, and reaches the key's
+/// next channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_larger_than_a_translator_sends_is_ignored() {
+    use ehash_ext_sv2::{EhashMessage, MintQuoteAckOwned, MAX_ACKED_PER_MESSAGE};
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let (_, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    mine(&mut client, channel, 1).await;
+    let first = client.notifications(1).await;
+    let mut hashes = vec![first[0].share_hash.clone()];
+    hashes.extend((0..MAX_ACKED_PER_MESSAGE as u32).map(|n| {
+        let mut fake = [0u8; 32];
+        fake[..4].copy_from_slice(&n.to_le_bytes());
+        stratum_core::binary_sv2::U256Owned::from(fake)
+    }));
+    let oversized = MintQuoteAckOwned {
+        channel_id: channel,
+        share_hashes: stratum_core::binary_sv2::Seq064KOwned::new(hashes).unwrap(),
+    };
+    client
+        .conn
+        .send_ehash(EhashMessage::MintQuoteAck(oversized))
+        .await;
+    drop(client);
+
+    let mut client = stack.client(true).await;
+    open_channel(&mut client, &key).await;
+    let again = client.notifications(1).await;
+    assert_eq!(quote_ids(&again), quote_ids(&first), "still owed");
+    stack.stop().await;
+}

@@ -193,6 +193,17 @@ impl Link<'_> {
                 debug!(conn = id, "received {}", message_name(&msg));
                 shared.apply(|core| core.on_message(id, msg));
             }
+            Incoming::Ehash(EhashMessage::MintQuoteAck(ack))
+                if ack.share_hashes.len() > ehash_ext_sv2::MAX_ACKED_PER_MESSAGE =>
+            {
+                // A translator splits its acknowledgements; one this large
+                // only loads the ehash flow (its notices are sent again).
+                self.warn_peer(&format!(
+                    "ignoring an ehash acknowledgement of {} shares (at most {})",
+                    ack.share_hashes.len(),
+                    ehash_ext_sv2::MAX_ACKED_PER_MESSAGE
+                ));
+            }
             Incoming::Ehash(EhashMessage::MintQuoteAck(ack)) => {
                 let hashes = ack.share_hashes.iter().map(|h| h.to_array()).collect();
                 if !shared.ehash_acked(id, hashes) {
