@@ -629,11 +629,11 @@ impl QuoteFlow {
                 match self.notices.send(hash, notice, conn, now) {
                     Ok(true) => (Ok(()), Some(send)),
                     Ok(false) => (Ok(()), None),
-                    // Not kept, nor sent: past the cap on notices in flight
-                    // a burst of them would fill the connection's queue and
-                    // close it. The quote stays at the mint, where the
-                    // key's owner finds it.
-                    Err(overflow) => (Err(overflow), None),
+                    // Not kept: sent once while the connection has room for
+                    // notices in flight (past that cap a burst would fill its
+                    // queue and close it); else only the key's owner finds
+                    // the quote, at the mint.
+                    Err(overflow) => (Err(overflow), self.notices.has_room(conn).then_some(send)),
                 }
             }
             None => (self.notices.wait(hash, notice, now), None),

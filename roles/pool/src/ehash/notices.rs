@@ -122,6 +122,14 @@ impl Notices {
         Ok(matches!(place, Place::InFlight { .. }))
     }
 
+    /// Whether `conn` has room for another notice in flight (and none queued
+    /// for it).
+    pub fn has_room(&self, conn: ConnId) -> bool {
+        let in_flight = self.in_flight.get(&conn).map_or(0, HashSet::len);
+        let queued = self.queued.get(&conn).is_some_and(|q| !q.is_empty());
+        in_flight < self.in_flight_limit && !queued
+    }
+
     /// In flight on `conn` if it has room, else queued for it.
     fn place_on(&mut self, conn: ConnId, share_hash: [u8; 32], now: Instant) -> Place {
         let in_flight = self.in_flight.entry(conn).or_default();

@@ -126,10 +126,13 @@ fn beyond_the_in_flight_limit_notices_queue_for_their_connection_until_acknowled
 {
     let now = Instant::now();
     let mut n = Notices::new(100, 100).with_in_flight_limit(2);
+    assert!(n.has_room(7));
     let in_flight: Vec<bool> = (1..=4)
         .map(|i| n.send(hash(i), notice(key(1), i), 7, now).unwrap())
         .collect();
     assert_eq!(in_flight, [true, true, false, false]);
+    assert!(!n.has_room(7), "two in flight, two queued");
+    assert!(n.has_room(8), "another connection's room is its own");
     assert!(n.release(7, now).is_empty(), "no room yet");
     // Only what is in flight is sent again, or can be acknowledged.
     assert_eq!(n.overdue(now + RESEND, RESEND).len(), 2);
