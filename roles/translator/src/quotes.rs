@@ -197,6 +197,21 @@ fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<QuoteRecord> {
 const COLUMNS: &str = "quote_id, share_hash, amount, locking_key, keyset_id, channel_id, \
                        sequence_number, state, created_at, last_error";
 
+/// Adds `column` (an INTEGER that may be NULL) to `table` of a file made
+/// by a version without it.
+fn add_column_if_missing(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<()> {
+    if conn
+        .prepare(&format!("SELECT {column} FROM {table} LIMIT 0"))
+        .is_err()
+    {
+        conn.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {column} INTEGER"),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
 /// Inserts quotes and failures in `tx`, as [`QuoteStore::record`] does.
 fn insert(
     tx: &Transaction<'_>,
@@ -258,23 +273,10 @@ impl QuoteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA)?;
-        // Files of versions before refused quotes were held back.
-        if conn
-            .prepare("SELECT failed_at FROM quotes LIMIT 0")
-            .is_err()
-        {
-            conn.execute("ALTER TABLE quotes ADD COLUMN failed_at INTEGER", [])?;
-        }
-        // Files of versions before unanswered batches were sent again.
-        if conn
-            .prepare("SELECT unanswered_at FROM mint_batches LIMIT 0")
-            .is_err()
-        {
-            conn.execute(
-                "ALTER TABLE mint_batches ADD COLUMN unanswered_at INTEGER",
-                [],
-            )?;
-        }
+        // Files of versions before refused quotes were held back, and
+        // before unanswered batches were sent again.
+        add_column_if_missing(&conn, "quotes", "failed_at")?;
+        add_column_if_missing(&conn, "mint_batches", "unanswered_at")?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -455,16 +457,13 @@ impl QuoteStore {
             )
         };
         let mut stmt = conn.prepare_cached(&query("failed_at IS NULL"))?;
-        let rows = stmt.query_map(rusqlite::params![limit as i64, key], row_to_record)?;
+        let rows = stmt.query_map(params![limit as i64, key], row_to_record)?;
         let mut quotes = rows.collect::<Result<Vec<_>, _>>()?;
         if quotes.len() < limit {
             let due = roles_common::unix_secs().saturating_sub(RETRY_REFUSED_SECS);
             let left = limit - quotes.len();
             let mut stmt = conn.prepare_cached(&query("failed_at <= ?3"))?;
-            let rows = stmt.query_map(
-                rusqlite::params![left as i64, key, due as i64],
-                row_to_record,
-            )?;
+            let rows = stmt.query_map(params![left as i64, key, due as i64], row_to_record)?;
             quotes.extend(rows.collect::<Result<Vec<_>, _>>()?);
         }
         Ok(quotes)

@@ -133,7 +133,6 @@ struct Pending {
     declaration: DeclareMiningJobOwned,
     coinbase: Transaction,
     missing: Vec<u16>,
-    tip_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -564,7 +563,6 @@ impl JobDeclarator {
             declaration: m,
             coinbase,
             missing,
-            tip_seq: tip.seq,
         };
         if declared.missing.is_empty() {
             self.accept(conn, declared, &[], now_ms)
@@ -697,7 +695,8 @@ impl JobDeclarator {
         self.accept(conn, pending, &provided, now_ms)
     }
 
-    /// Every transaction of `declared` is known or `provided`: the job is declared.
+    /// Every transaction of `declared` is known or `provided`: the job is
+    /// declared, on the current tip (a new tip drops pending declarations).
     fn accept(
         &mut self,
         conn: JdConnId,
@@ -708,9 +707,9 @@ impl JobDeclarator {
         let Pending {
             declaration,
             coinbase,
-            tip_seq,
             ..
         } = declared;
+        let tip_seq = self.tip_seq;
         let request_id = declaration.request_id;
         let provided: HashMap<Wtxid, &Transaction> =
             provided.iter().map(|tx| (tx.compute_wtxid(), tx)).collect();

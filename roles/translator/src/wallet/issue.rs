@@ -157,13 +157,10 @@ impl EhashWallet {
         let answers = self.request_batches(&batches, &keyset.keys, &fees).await;
         let (mut signed, mut unsettled, mut refused) = (vec![], vec![], vec![]);
         for (batch, answer) in batches.into_iter().zip(answers) {
+            round.saw_answer(&answer);
             match answer {
-                Ok(proofs) => {
-                    round.saw_mint(true);
-                    signed.push((batch, proofs));
-                }
+                Ok(proofs) => signed.push((batch, proofs)),
                 Err(e) => {
-                    round.saw_mint(!e.mint_unreachable());
                     warn!(
                         batch = batch.id,
                         quotes = batch.quotes.len(),

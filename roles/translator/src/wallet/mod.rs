@@ -58,16 +58,18 @@ pub enum WalletError {
 impl WalletError {
     /// Whether the request got no answer from the mint.
     pub fn mint_unreachable(&self) -> bool {
-        matches!(self, WalletError::Cdk(e) if !reached_mint(e))
+        self.connection_failed() || self.timed_out()
     }
 
-    /// Whether the request took longer than the mint timeout.
+    /// Whether the request took longer than the mint timeout (cdk's
+    /// `Timeout`, from the wallet's transport).
     pub fn timed_out(&self) -> bool {
         matches!(self, WalletError::Cdk(cdk::Error::Timeout))
     }
 
     /// Whether the request got no HTTP answer at all (the connection was
-    /// refused or broke): the mint, or the way to it, is down.
+    /// refused or broke, or the answer was unreadable: cdk's
+    /// `HttpError(None, _)`): the mint, or the way to it, is down.
     pub fn connection_failed(&self) -> bool {
         matches!(self, WalletError::Cdk(cdk::Error::HttpError(None, _)))
     }
@@ -81,13 +83,6 @@ impl WalletError {
             e => e.mint_unreachable(),
         }
     }
-}
-
-/// cdk reports an HTTP exchange that got no status (connection refused, a
-/// broken connection, an unreadable answer) as `HttpError(None, _)`, and
-/// one that took longer than the transport allows as `Timeout`.
-fn reached_mint(e: &cdk::Error) -> bool {
-    !matches!(e, cdk::Error::HttpError(None, _) | cdk::Error::Timeout)
 }
 
 /// What one minting round did.
@@ -109,7 +104,10 @@ pub struct MintRound {
 }
 
 impl MintRound {
-    fn saw_mint(&mut self, reached: bool) {
+    /// A request of the round ended so: it reached the mint unless it got
+    /// no answer.
+    fn saw_answer<T>(&mut self, answer: &Result<T, WalletError>) {
+        let reached = !matches!(answer, Err(e) if e.mint_unreachable());
         self.mint_reachable = Some(self.mint_reachable == Some(true) || reached);
     }
 }
@@ -329,7 +327,7 @@ impl EhashWallet {
                 .get_mint_quote_status(ehash_method(), &id)
                 .await
                 .map_err(WalletError::from);
-            round.saw_mint(!matches!(&quote, Err(e) if e.mint_unreachable()));
+            round.saw_answer(&quote);
             match quote.as_ref().map(|quote| quote.state()) {
                 Ok(Some(MintQuoteState::Issued)) => {
                     info!(quote = id, "quote already issued: marked minted");

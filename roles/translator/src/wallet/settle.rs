@@ -214,7 +214,7 @@ impl EhashWallet {
                  sending it again as it was"
             );
             let sent = self.send_batch(&batch, premint.clone(), keys.clone()).await;
-            round.saw_mint(!matches!(&sent, Err(e) if e.mint_unreachable()));
+            round.saw_answer(&sent);
             match sent {
                 Ok(proofs) => return Ok(Settled::Signed(batch, proofs)),
                 Err(e) if e.answer_unknown() => {
@@ -268,7 +268,7 @@ impl EhashWallet {
             })
             .await
             .map_err(WalletError::from);
-        round.saw_mint(!matches!(&restored, Err(e) if e.mint_unreachable()));
+        round.saw_answer(&restored);
         let restored = restored?;
         Ok(restored
             .outputs
