@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ehash::coinbase::testing::{coinbase, mine_header};
 use ehash::wire::MessageSet;
-use mint::chain::{HeaderOnTip, Tip, TipHistory};
+use mint::chain::{HeaderOnTip, KeptTip, Tip, TipHistory};
 use mint_quote_sv2::{CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned};
 use support::*;
 use tokio::sync::mpsc;
@@ -172,11 +172,14 @@ fn check_cost() {
     });
     // The chain view of a mint that has seen many blocks, the share on the
     // oldest fresh tip of the default six; and the audit entry it stores.
-    let tips = (0..70u8).map(|i| Tip {
-        prev_hash: [i; 32],
-        nbits: 0x1703_4219,
-        time: 1_800_000_000,
-        height: Some(900_000 - u32::from(i)),
+    let tips = (0..70u8).map(|i| KeptTip {
+        tip: Tip {
+            prev_hash: [i; 32],
+            nbits: 0x1703_4219,
+            time: 1_800_000_000,
+            height: Some(900_000 - u32::from(i)),
+        },
+        ages: true,
     });
     let history = TipHistory::new(6, tips);
     let on_tip = HeaderOnTip {

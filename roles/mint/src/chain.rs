@@ -31,11 +31,19 @@
 //! else: the work is still fresh work for this pool and this key, done
 //! after the tip before the gap (its ntime).
 //!
+//! Age is counted in tips that came while shares were being quoted: a tip
+//! ages the shares on older ones only if the mint quoted a share between
+//! it and the tip before it. While the mint, its database, its pool link or
+//! the pool itself is down, the pool cannot deliver the shares it accepted,
+//! and blocks meanwhile do not make them stale; once quoting goes on again,
+//! the pool has `max_tip_age` blocks to deliver them.
+//!
 //! [`TipHistory`] decides without IO; [`Chain`] shares it between the
 //! template provider link, which records tips, and the quote requests,
 //! which wait on it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -47,10 +55,16 @@ use crate::quote::Rejection;
 /// How far an ntime may be from its tip's time (and after the mint's
 /// clock): the two hours of Bitcoin's future-block rule, either side.
 pub const NTIME_SLACK_SECS: u32 = 2 * 60 * 60;
-/// Tips remembered beyond `max_tip_age`, to tell stale work from unknown.
+/// Aging tips remembered beyond `max_tip_age`, to tell stale work from
+/// unknown.
 const REMEMBERED_BEYOND: usize = 64;
-/// Serialized size of one tip: prev hash, nbits, time, height.
-const TIP_LEN: usize = 44;
+/// The most tips remembered, aging or not (unless `max_tip_age` asks for
+/// more): two weeks of mainnet blocks, however long quoting stopped.
+const MAX_TIPS_KEPT: usize = 2016;
+/// Serialized size of one tip: prev hash, nbits, time, height, whether it ages.
+const TIP_LEN: usize = 45;
+/// The same before tips said whether they age (all did).
+const TIP_LEN_WITHOUT_AGING: usize = 44;
 /// The same before tips had heights.
 const TIP_LEN_WITHOUT_HEIGHT: usize = 40;
 /// A stored height that is unknown.
@@ -68,6 +82,16 @@ pub struct Tip {
     pub time: u32,
     /// The height of blocks on this tip, as the template it activated says.
     pub height: Option<u32>,
+}
+
+/// A tip as the history keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeptTip {
+    pub tip: Tip,
+    /// The mint quoted a share between the tip before and this one, so the
+    /// pool was delivering: only such tips make the shares on older ones
+    /// older.
+    pub ages: bool,
 }
 
 /// The fields of a share the chain check reads.
@@ -127,42 +151,57 @@ impl TipProblem {
 /// The newest tips, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TipHistory {
-    tips: VecDeque<Tip>,
+    tips: VecDeque<KeptTip>,
     max_tip_age: usize,
 }
 
 impl TipHistory {
-    /// `max_tip_age` >= 1: how many of the newest tips shares may build on.
-    pub fn new(max_tip_age: usize, tips: impl IntoIterator<Item = Tip>) -> Self {
+    /// `max_tip_age` >= 1: how many of the newest aging tips shares may
+    /// build on.
+    pub fn new(max_tip_age: usize, tips: impl IntoIterator<Item = KeptTip>) -> Self {
         let mut history = Self {
             tips: tips.into_iter().collect(),
             max_tip_age: max_tip_age.max(1),
         };
-        history.tips.truncate(history.remembered());
+        history.forget_old();
         history
     }
 
-    fn remembered(&self) -> usize {
-        self.max_tip_age.saturating_add(REMEMBERED_BEYOND)
+    /// Keeps the tips with fewer than `max_tip_age + REMEMBERED_BEYOND`
+    /// aging tips newer, [`MAX_TIPS_KEPT`] at most.
+    fn forget_old(&mut self) {
+        let remembered = self.max_tip_age.saturating_add(REMEMBERED_BEYOND);
+        let mut newer_aging = 0;
+        let kept = self
+            .tips
+            .iter()
+            .position(|kept| {
+                let forgotten = newer_aging >= remembered;
+                newer_aging += usize::from(kept.ages);
+                forgotten
+            })
+            .unwrap_or(self.tips.len());
+        self.tips.truncate(kept.min(MAX_TIPS_KEPT.max(remembered)));
     }
 
-    /// Records a tip; false if it is the newest already (a reconnect).
-    pub fn record(&mut self, tip: Tip) -> bool {
-        if self.tips.front() == Some(&tip) {
+    /// Records a tip, which ages the older ones if `ages`; false if it is
+    /// the newest already (a reconnect).
+    pub fn record(&mut self, tip: Tip, ages: bool) -> bool {
+        if self.newest() == Some(&tip) {
             return false;
         }
         // The same prev hash again (a provider restart): it moves to the front.
-        self.tips.retain(|t| t.prev_hash != tip.prev_hash);
-        self.tips.push_front(tip);
-        self.tips.truncate(self.remembered());
+        self.tips.retain(|t| t.tip.prev_hash != tip.prev_hash);
+        self.tips.push_front(KeptTip { tip, ages });
+        self.forget_old();
         true
     }
 
     pub fn newest(&self) -> Option<&Tip> {
-        self.tips.front()
+        self.tips.front().map(|kept| &kept.tip)
     }
 
-    pub fn tips(&self) -> impl Iterator<Item = &Tip> {
+    pub fn tips(&self) -> impl Iterator<Item = &KeptTip> {
         self.tips.iter()
     }
 
@@ -173,44 +212,45 @@ impl TipHistory {
         if let Some(position) = self
             .tips
             .iter()
-            .position(|t| t.prev_hash == header.prev_hash)
+            .position(|t| t.tip.prev_hash == header.prev_hash)
         {
-            let tip = &self.tips[position];
-            // Blocks the mint missed count too.
-            let age = tip.height.and_then(|h| self.blocks_since(h));
-            let age = position.max(age.unwrap_or(0));
+            let tip = &self.tips[position].tip;
+            let age = self.aging_among_newest(position);
             self.check_fresh(header, now, age, &[tip.nbits], tip.time)?;
             return Ok(FreshTip::Announced);
         }
         let height = header.height.ok_or(TipProblem::Unseen)?;
-        let (below, above) = self.gap_around(height).ok_or(TipProblem::Unseen)?;
-        let age = self.blocks_since(height).ok_or(TipProblem::Unseen)?;
+        let newer = self.gap_around(height).ok_or(TipProblem::Unseen)?;
+        let (above, below) = (&self.tips[newer].tip, &self.tips[newer + 1].tip);
+        // The tip right after the gap replaced the missed one too.
+        let age = self.aging_among_newest(newer + 1);
         // Either side of a difficulty change, the missed tip has one or the other.
         self.check_fresh(header, now, age, &[below.nbits, above.nbits], below.time)?;
         Ok(FreshTip::Missed { height })
     }
 
-    /// Blocks between a tip at `height` and the newest tip, if it has one.
-    fn blocks_since(&self, height: u32) -> Option<usize> {
-        let newest = self.newest()?.height?;
-        usize::try_from(newest.saturating_sub(height)).ok()
+    /// How many of the `n` newest tips age the shares on older ones.
+    fn aging_among_newest(&self, n: usize) -> usize {
+        self.tips.iter().take(n).filter(|kept| kept.ages).count()
     }
 
-    /// The two tips, announced one right after the other, whose heights
-    /// `height` falls strictly between, if no tip is at that height: so the
-    /// mint saw the chain before and after a block it never saw. Tips with
-    /// no height (stored before tips had them) make no such pair.
-    fn gap_around(&self, height: u32) -> Option<(&Tip, &Tip)> {
-        if self.tips.iter().any(|t| t.height == Some(height)) {
+    /// The position of the newer of two tips, announced one right after
+    /// the other, whose heights `height` falls strictly between, if no tip
+    /// is at that height: so the mint saw the chain before and after a
+    /// block it never saw. Tips with no height (stored before tips had
+    /// them) make no such pair.
+    fn gap_around(&self, height: u32) -> Option<usize> {
+        if self.tips.iter().any(|t| t.tip.height == Some(height)) {
             return None;
         }
         let mut newer_then_older = self.tips.iter().zip(self.tips.iter().skip(1));
-        newer_then_older.find_map(|(newer, older)| {
-            (older.height? < height && height < newer.height?).then_some((older, newer))
+        newer_then_older.position(|(newer, older)| {
+            matches!((older.tip.height, newer.tip.height),
+                (Some(below), Some(above)) if below < height && height < above)
         })
     }
 
-    /// The checks of a header on a tip `age` blocks back, whose nbits is one
+    /// The checks of a header on a tip `age` aging tips back, whose nbits is one
     /// of `nbits`, and whose time is `tip_time`.
     fn check_fresh(
         &self,
@@ -225,7 +265,7 @@ impl TipHistory {
             return refuse(
                 error_code::STALE_PREV_HASH,
                 format!(
-                    "the share builds on the tip {age} blocks back; shares on the newest {} tips are quoted",
+                    "the share builds on the tip {age} blocks back (counting those that came while shares were quoted); shares on the newest {} tips are quoted",
                     self.max_tip_age
                 ),
             );
@@ -255,46 +295,70 @@ impl TipHistory {
         Ok(())
     }
 
-    /// The tips as stored: newest first, 44 bytes each.
+    /// The tips as stored: newest first, [`TIP_LEN`] bytes each.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.tips.len() * TIP_LEN);
-        for tip in &self.tips {
+        for KeptTip { tip, ages } in &self.tips {
             out.extend_from_slice(&tip.prev_hash);
             out.extend_from_slice(&tip.nbits.to_le_bytes());
             out.extend_from_slice(&tip.time.to_le_bytes());
             out.extend_from_slice(&tip.height.unwrap_or(NO_HEIGHT).to_le_bytes());
+            out.push(u8::from(*ages));
         }
         out
     }
 
-    /// The tips of [`Self::to_bytes`]; `None` if `bytes` are not such a list.
-    pub fn tips_from_bytes(bytes: &[u8]) -> Option<Vec<Tip>> {
-        Self::decode(bytes, TIP_LEN)
-    }
-
-    /// The tips as mints stored them before tips had heights (40 bytes each).
-    pub fn tips_without_heights_from_bytes(bytes: &[u8]) -> Option<Vec<Tip>> {
-        Self::decode(bytes, TIP_LEN_WITHOUT_HEIGHT)
-    }
-
-    fn decode(bytes: &[u8], tip_len: usize) -> Option<Vec<Tip>> {
+    /// The tips of `bytes` stored as `layout`; `None` if they are not such
+    /// a list. Tips stored before tips said whether they age all do.
+    pub fn tips_from_bytes(bytes: &[u8], layout: TipLayout) -> Option<Vec<KeptTip>> {
+        let tip_len = layout.len();
         if !bytes.len().is_multiple_of(tip_len) {
             return None;
         }
         let u32_at = |c: &[u8], at: usize| u32::from_le_bytes(c[at..at + 4].try_into().expect("4"));
-        Some(
-            bytes
-                .chunks_exact(tip_len)
-                .map(|c| Tip {
+        bytes
+            .chunks_exact(tip_len)
+            .map(|c| {
+                let tip = Tip {
                     prev_hash: c[..32].try_into().expect("32 bytes"),
                     nbits: u32_at(c, 32),
                     time: u32_at(c, 36),
-                    height: (tip_len == TIP_LEN)
+                    height: (layout != TipLayout::WithoutHeights)
                         .then(|| u32_at(c, 40))
                         .filter(|h| *h != NO_HEIGHT),
-                })
-                .collect(),
-        )
+                };
+                let ages = match layout {
+                    TipLayout::Current => match c[44] {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    },
+                    TipLayout::WithoutAging | TipLayout::WithoutHeights => true,
+                };
+                Some(KeptTip { tip, ages })
+            })
+            .collect()
+    }
+}
+
+/// How a mint stored its tips, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TipLayout {
+    /// Prev hash, nbits, time, height, whether it ages: [`TipHistory::to_bytes`].
+    Current,
+    /// Before tips said whether they age.
+    WithoutAging,
+    /// Before tips had heights.
+    WithoutHeights,
+}
+
+impl TipLayout {
+    fn len(self) -> usize {
+        match self {
+            TipLayout::Current => TIP_LEN,
+            TipLayout::WithoutAging => TIP_LEN_WITHOUT_AGING,
+            TipLayout::WithoutHeights => TIP_LEN_WITHOUT_HEIGHT,
+        }
     }
 }
 
@@ -309,6 +373,8 @@ pub struct ChainState {
 /// The chain view shared by the template provider link and the quotes.
 pub struct Chain {
     state: watch::Sender<ChainState>,
+    /// A share was quoted since the newest tip came: the next one ages.
+    quoted_since_tip: AtomicBool,
     unseen_tip_wait: Duration,
     /// Missed tips a share was quoted on, newest last: each is logged once.
     missed_logged: Mutex<VecDeque<[u8; 32]>>,
@@ -322,6 +388,7 @@ impl Chain {
         };
         Self {
             state: watch::Sender::new(state),
+            quoted_since_tip: AtomicBool::new(false),
             unseen_tip_wait,
             missed_logged: Mutex::default(),
         }
@@ -333,11 +400,19 @@ impl Chain {
         let mut changed = None;
         self.state.send_modify(|s| {
             s.live = true;
-            if s.history.record(tip) {
+            if s.history.newest() != Some(&tip) {
+                let ages = self.quoted_since_tip.swap(false, Ordering::Relaxed);
+                s.history.record(tip, ages);
                 changed = Some(s.history.clone());
             }
         });
         changed
+    }
+
+    /// A share was quoted: the pool is delivering, so the next tip ages
+    /// the shares on older ones.
+    pub fn quoted(&self) {
+        self.quoted_since_tip.store(true, Ordering::Relaxed);
     }
 
     /// The template provider link went down.

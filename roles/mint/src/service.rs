@@ -105,6 +105,9 @@ impl QuoteService {
         };
         match result {
             Ok((quote_id, keyset_id)) => {
+                if let Some(chain) = &self.chain {
+                    chain.quoted();
+                }
                 MintQuoteMessage::MintQuoteResponse(MintQuoteResponseOwned {
                     share_hash,
                     quote_id: str0255("quote_id", &quote_id).expect("quote ids are short"),

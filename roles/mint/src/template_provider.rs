@@ -17,33 +17,33 @@ use stratum_core::template_distribution_sv2::{
 };
 use tracing::{info, warn};
 
-use crate::chain::{Chain, Tip, TipHistory};
+use crate::chain::{Chain, KeptTip, Tip, TipHistory, TipLayout};
 use crate::config::ChainSettings;
 use crate::service::KV_NAMESPACE;
 
-const TIPS: (&str, &str) = ("chain", "tips_with_heights");
-/// Where mints stored their tips before tips had heights.
-const TIPS_WITHOUT_HEIGHTS: (&str, &str) = ("chain", "tips");
+/// Where the tips are stored, and where earlier mints stored them (read
+/// until the first tip is stored here), newest layout first.
+const TIPS: (&str, &str) = ("chain", "tips_aging");
+const EARLIER_TIPS: [((&str, &str), TipLayout); 2] = [
+    (("chain", "tips_with_heights"), TipLayout::WithoutAging),
+    (("chain", "tips"), TipLayout::WithoutHeights),
+];
 /// Future templates whose height a SetNewPrevHash may ask for.
 const KEPT_TEMPLATES: usize = 16;
 
 /// The tips a previous run stored (newest first); none if there are none
 /// or they are unreadable (logged: the mint then learns the chain afresh).
-pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<Tip>, Error> {
-    let tips = match db.kv_read(KV_NAMESPACE, TIPS.0, TIPS.1).await? {
-        Some(bytes) => TipHistory::tips_from_bytes(&bytes),
-        None => match db
-            .kv_read(KV_NAMESPACE, TIPS_WITHOUT_HEIGHTS.0, TIPS_WITHOUT_HEIGHTS.1)
-            .await?
-        {
-            Some(bytes) => TipHistory::tips_without_heights_from_bytes(&bytes),
-            None => return Ok(vec![]),
-        },
-    };
-    Ok(tips.unwrap_or_else(|| {
-        warn!("the stored chain tips are unreadable: starting from the template provider's");
-        vec![]
-    }))
+pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<KeptTip>, Error> {
+    let places = std::iter::once((TIPS, TipLayout::Current)).chain(EARLIER_TIPS);
+    for ((namespace, key), layout) in places {
+        if let Some(bytes) = db.kv_read(KV_NAMESPACE, namespace, key).await? {
+            return Ok(TipHistory::tips_from_bytes(&bytes, layout).unwrap_or_else(|| {
+                warn!("the stored chain tips are unreadable: starting from the template provider's");
+                vec![]
+            }));
+        }
+    }
+    Ok(vec![])
 }
 
 /// Without forced yields inside the transaction (see
@@ -127,6 +127,7 @@ async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) 
             prev_hash = %ehash::share::hex_be(&tip.prev_hash),
             nbits = format_args!("{:#010x}", tip.nbits),
             height = tip.height,
+            ages = history.tips().next().is_some_and(|kept| kept.ages),
             "chain view: new tip"
         );
         if let Err(e) = store_tips(db, &history).await {
@@ -205,7 +206,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tips_an_older_mint_stored_load_until_tips_with_heights_are_stored() {
+    async fn tips_earlier_mints_stored_load_until_tips_are_stored_anew() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mint.sqlite");
         let db: DynMintDatabase = Arc::new(
@@ -214,25 +215,42 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(load_tips(&db).await.unwrap(), vec![]);
+        let write = |(namespace, key): (&'static str, &'static str), bytes: Vec<u8>| {
+            let db = db.clone();
+            async move {
+                let mut tx = db.begin_transaction().await.unwrap();
+                tx.kv_write(KV_NAMESPACE, namespace, key, &bytes)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
         let tip = TemplateHeights::default().tip(&prev(1));
+        let aging = |tip| KeptTip { tip, ages: true };
         // Prev hash, nbits, time: as mints stored a tip before heights.
         let mut stored = tip.prev_hash.to_vec();
         stored.extend_from_slice(&tip.nbits.to_le_bytes());
         stored.extend_from_slice(&tip.time.to_le_bytes());
-        let mut tx = db.begin_transaction().await.unwrap();
-        let (ns, key) = TIPS_WITHOUT_HEIGHTS;
-        tx.kv_write(KV_NAMESPACE, ns, key, &stored).await.unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(load_tips(&db).await.unwrap(), vec![tip]);
+        write(EARLIER_TIPS[1].0, stored.clone()).await;
+        assert_eq!(load_tips(&db).await.unwrap(), vec![aging(tip)]);
 
+        // Then with a height, before tips said whether they age: all do.
         let with_height = Tip {
             height: Some(840_000),
             ..tip
         };
-        store_tips(&db, &TipHistory::new(6, [with_height]))
+        stored.extend_from_slice(&840_000u32.to_le_bytes());
+        write(EARLIER_TIPS[0].0, stored).await;
+        assert_eq!(load_tips(&db).await.unwrap(), vec![aging(with_height)]);
+
+        let not_aging = KeptTip {
+            tip: with_height,
+            ages: false,
+        };
+        store_tips(&db, &TipHistory::new(6, [not_aging]))
             .await
             .unwrap();
-        assert_eq!(load_tips(&db).await.unwrap(), vec![with_height]);
+        assert_eq!(load_tips(&db).await.unwrap(), vec![not_aging]);
     }
 
     #[test]

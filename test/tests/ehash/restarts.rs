@@ -95,6 +95,38 @@ async fn shares_on_a_block_that_came_and_went_while_the_mint_was_down_are_quoted
     stack.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shares_a_stopped_pool_owed_are_quoted_however_many_blocks_came_before_it_returned() {
+    let mut stack = EhashStack::start_on("annotate", |tp| tp.nbits = 0x2001_0000, |_| {}).await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+
+    // Accepted while the mint is down, then the pool stops owing them.
+    stack.stop_mint().await;
+    let shares = mine(&mut client, channel, 3).await;
+    drop(client);
+    stack.stop_pool().await;
+
+    // The mint is back and follows the chain: more blocks than its
+    // max_tip_age (6) come while no pool delivers anything.
+    stack.start_mint().await;
+    let mut tdp = TdpClient::connect(stack.tp().local_addr()).await;
+    for _ in 0..=stack.mint_config.chain.as_ref().unwrap().max_tip_age {
+        let (template, prev) = tdp.template().await;
+        tdp.solve_and_submit(&template, &prev).await;
+    }
+    tdp.template().await;
+    // The mint hears of the last block as the client did.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stack.start_pool().await;
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    stack.stop().await;
+}
+
 /// Waits (20 s at most) until the mint's totals, as the pool last asked
 /// for them, are as `wanted`.
 async fn until_mint_stats(

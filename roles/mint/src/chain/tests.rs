@@ -37,13 +37,19 @@ fn unseen_at(n: u8) -> HeaderOnTip {
     }
 }
 
-/// Tips 1..=n announced in order: n is the newest.
+/// Tips 1..=n announced in order, each while shares were quoted: n is
+/// the newest.
 fn history(max_tip_age: usize, n: u8) -> TipHistory {
     let mut h = TipHistory::new(max_tip_age, []);
     for i in 1..=n {
-        assert!(h.record(tip(i)));
+        assert!(h.record(tip(i), true));
     }
     h
+}
+
+/// `tips` as kept when each came while shares were quoted.
+fn aging<const N: usize>(tips: [Tip; N]) -> [KeptTip; N] {
+    tips.map(|tip| KeptTip { tip, ages: true })
 }
 
 fn refused(r: Result<FreshTip, TipProblem>) -> &'static str {
@@ -96,9 +102,9 @@ fn the_header_must_carry_its_tips_nbits_and_a_sane_ntime() {
 #[test]
 fn a_tip_announced_again_is_not_new_and_a_returning_one_moves_to_the_front() {
     let mut h = history(2, 3);
-    assert!(!h.record(tip(3)));
+    assert!(!h.record(tip(3), true));
     // Tip 1 again (a provider that restarted on an older chain): newest now.
-    assert!(h.record(tip(1)));
+    assert!(h.record(tip(1), true));
     assert_eq!(h.newest(), Some(&tip(1)));
     assert_eq!(h.tips().count(), 3);
     assert_eq!(h.check(&on(3), NOW), Ok(FreshTip::Announced));
@@ -108,14 +114,27 @@ fn a_tip_announced_again_is_not_new_and_a_returning_one_moves_to_the_front() {
 #[test]
 fn the_history_is_bounded_and_survives_its_bytes() {
     let mut h = history(2, 150);
-    h.record(Tip {
-        height: None,
-        ..tip(151)
-    });
-    assert_eq!(h.tips().count(), 2 + REMEMBERED_BEYOND);
-    let tips = TipHistory::tips_from_bytes(&h.to_bytes()).unwrap();
+    h.record(
+        Tip {
+            height: None,
+            ..tip(151)
+        },
+        false,
+    );
+    // The newest does not age the others: one more is kept.
+    assert_eq!(h.tips().count(), 2 + REMEMBERED_BEYOND + 1);
+    let tips = TipHistory::tips_from_bytes(&h.to_bytes(), TipLayout::Current).unwrap();
     assert_eq!(TipHistory::new(2, tips), h);
-    assert_eq!(TipHistory::tips_from_bytes(&[0; 45]), None);
+    assert_eq!(
+        TipHistory::tips_from_bytes(&[0; 46], TipLayout::Current),
+        None
+    );
+    let mut bad_flag = [0; 45];
+    bad_flag[44] = 2;
+    assert_eq!(
+        TipHistory::tips_from_bytes(&bad_flag, TipLayout::Current),
+        None
+    );
 }
 
 #[test]
@@ -132,15 +151,18 @@ fn tips_stored_before_they_had_heights_are_read_without() {
         ..tip(n)
     };
     assert_eq!(
-        TipHistory::tips_without_heights_from_bytes(&stored),
-        Some(vec![without(2), without(1)])
+        TipHistory::tips_from_bytes(&stored, TipLayout::WithoutHeights),
+        Some(aging([without(2), without(1)]).to_vec())
     );
-    assert_eq!(TipHistory::tips_without_heights_from_bytes(&[0; 44]), None);
+    assert_eq!(
+        TipHistory::tips_from_bytes(&[0; 44], TipLayout::WithoutHeights),
+        None
+    );
 }
 
 /// Tips 1 and 4 announced: the mint missed the blocks at heights 102 and 103.
 fn with_missed_blocks(max_tip_age: usize) -> TipHistory {
-    TipHistory::new(max_tip_age, [tip(4), tip(1)])
+    TipHistory::new(max_tip_age, aging([tip(4), tip(1)]))
 }
 
 #[test]
@@ -168,23 +190,31 @@ fn a_share_at_a_height_the_mint_passed_without_seeing_its_tip_is_quoted() {
 }
 
 #[test]
-fn a_missed_tip_is_as_fresh_as_its_height_and_checked_against_the_tips_beside_it() {
-    let h = with_missed_blocks(2);
-    assert!(h.check(&unseen_at(3), NOW).is_ok());
-    assert_eq!(refused(h.check(&unseen_at(2), NOW)), "stale-prev-hash");
-    // Tip 1 is one tip back but three blocks: stale too.
+fn a_missed_tip_is_as_old_as_the_tip_after_it_and_checked_against_the_tips_beside_it() {
+    // Blocks the mint missed do not count: tip 4 replaced the missed tips
+    // (and tip 1, through them), so they are one aging tip back.
+    let mut h = with_missed_blocks(2);
+    for n in [2, 3] {
+        assert!(h.check(&unseen_at(n), NOW).is_ok(), "{n}");
+    }
+    assert!(h.check(&on(1), NOW).is_ok());
+    h.record(tip(5), true);
+    for n in [2, 3] {
+        assert_eq!(refused(h.check(&unseen_at(n), NOW)), "stale-prev-hash");
+    }
     assert_eq!(refused(h.check(&on(1), NOW)), "stale-prev-hash");
+    assert!(h.check(&on(4), NOW).is_ok());
 
     // Before and after a difficulty change, either nbits.
     let h = TipHistory::new(
         6,
-        [
+        aging([
             Tip {
                 nbits: BITS - 1,
                 ..tip(4)
             },
             tip(1),
-        ],
+        ]),
     );
     for nbits in [BITS, BITS - 1] {
         let share = HeaderOnTip {
@@ -202,13 +232,13 @@ fn a_missed_tip_is_as_fresh_as_its_height_and_checked_against_the_tips_beside_it
     const HOURS: u32 = 3600;
     let h = TipHistory::new(
         6,
-        [
+        aging([
             tip(4),
             Tip {
                 time: NOW - 3 * HOURS,
                 ..tip(1)
             },
-        ],
+        ]),
     );
     let at = |ntime| HeaderOnTip {
         ntime,
@@ -227,20 +257,62 @@ fn only_two_tips_with_heights_announced_one_after_the_other_make_a_gap() {
     let no_height = |t: Tip| Tip { height: None, ..t };
     // Tips stored before they had heights, then the provider's tip with
     // one: the mint saw heights 101 to 103, it just cannot tell.
-    let upgraded = TipHistory::new(6, [tip(4), no_height(tip(3)), no_height(tip(2)), tip(1)]);
+    let upgraded = TipHistory::new(
+        6,
+        aging([tip(4), no_height(tip(3)), no_height(tip(2)), tip(1)]),
+    );
     for n in [2, 3] {
         assert_eq!(unseen(&upgraded, n), Err(TipProblem::Unseen), "{n}");
     }
     // A first start: nothing below the first tip.
-    let first = TipHistory::new(6, [tip(4)]);
+    let first = TipHistory::new(6, aging([tip(4)]));
     assert_eq!(unseen(&first, 2), Err(TipProblem::Unseen));
-    // The newest tip with no height: no age by height to check.
-    let mut h = with_missed_blocks(6);
-    h.record(no_height(tip(5)));
-    assert_eq!(unseen(&h, 2), Err(TipProblem::Unseen));
     // Without heights at all.
-    let no_heights = TipHistory::new(6, [tip(4), tip(1)].map(no_height));
+    let no_heights = TipHistory::new(6, aging([tip(4), tip(1)].map(no_height)));
     assert_eq!(unseen(&no_heights, 2), Err(TipProblem::Unseen));
+}
+
+#[test]
+fn tips_that_came_while_no_share_was_quoted_age_no_share() {
+    // The pool was cut off (or the mint down) from tip 2 to tip 9.
+    let mut h = history(2, 1);
+    for n in 2..=9 {
+        h.record(tip(n), false);
+    }
+    h.record(tip(10), true);
+    assert_eq!(h.check(&on(1), NOW), Ok(FreshTip::Announced));
+    assert_eq!(h.check(&on(5), NOW), Ok(FreshTip::Announced));
+    // Quoting again: the next aging tip makes them stale.
+    h.record(tip(11), true);
+    assert_eq!(refused(h.check(&on(1), NOW)), "stale-prev-hash");
+    assert_eq!(refused(h.check(&on(9), NOW)), "stale-prev-hash");
+    assert_eq!(h.check(&on(10), NOW), Ok(FreshTip::Announced));
+}
+
+/// A tip known by its number n, beyond the 255 of [`tip`].
+fn numbered(n: u32) -> Tip {
+    let mut prev_hash = [0xee; 32];
+    prev_hash[..4].copy_from_slice(&n.to_le_bytes());
+    Tip {
+        prev_hash,
+        height: Some(1_000 + n),
+        ..tip(0)
+    }
+}
+
+#[test]
+fn tips_that_age_nothing_are_kept_for_two_weeks_of_blocks() {
+    let mut h = history(2, 1);
+    for n in 0..500 {
+        h.record(numbered(n), false);
+    }
+    assert_eq!(h.tips().count(), 501, "all kept");
+    assert_eq!(h.check(&on(1), NOW), Ok(FreshTip::Announced));
+    for n in 500..3_000 {
+        h.record(numbered(n), false);
+    }
+    assert_eq!(h.tips().count(), MAX_TIPS_KEPT);
+    assert_eq!(h.check(&on(1), NOW), Err(TipProblem::Unseen), "forgotten");
 }
 
 fn chain(wait_ms: u64) -> Arc<Chain> {
@@ -307,4 +379,25 @@ async fn without_its_provider_the_mint_quotes_known_tips_and_asks_for_patience_o
     let r = chain.check(&on(9), NOW).await.unwrap_err();
     assert_eq!(r.code, "chain-unavailable");
     assert!(mint_quote_sv2::error_code::is_transient(r.code));
+}
+
+#[tokio::test]
+async fn a_tip_ages_the_older_ones_only_if_a_share_was_quoted_since_the_tip_before() {
+    let chain = Arc::new(Chain::new(history(2, 1), Duration::from_millis(50)));
+    chain.record(tip(2));
+    chain.record(tip(3));
+    assert_eq!(chain.check(&on(1), NOW).await, Ok(FreshTip::Announced));
+    chain.quoted();
+    // The same tip again (a reconnect) is no new tip: the quote still counts.
+    assert!(chain.record(tip(3)).is_none());
+    chain.record(tip(4));
+    assert_eq!(chain.check(&on(1), NOW).await, Ok(FreshTip::Announced));
+    chain.quoted();
+    let stored = chain.record(tip(5)).expect("a new tip");
+    assert_eq!(
+        stored.tips().map(|kept| kept.ages).collect::<Vec<_>>(),
+        [true, true, false, false, true]
+    );
+    let r = chain.check(&on(1), NOW).await.unwrap_err();
+    assert_eq!(r.code, "stale-prev-hash");
 }
