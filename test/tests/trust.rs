@@ -20,10 +20,10 @@ use stratum_core::bitcoin::hashes::Hash;
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 
 /// A mint with its database in `dir` following the devnet-tp at `tp`:
-/// shares on its 2 newest tips are quoted, an unseen tip is awaited 3 s.
-async fn mint_following(tp: SocketAddr, dir: &Path) -> TestMint {
+/// shares up to 2 blocks back are quoted, an unseen tip is awaited 3 s.
+fn following(tp: SocketAddr, dir: &Path) -> mint::MintConfig {
     let database = dir.join("mint.sqlite");
-    let config = mint::MintConfig {
+    mint::MintConfig {
         chain: Some(mint::ChainSettings {
             tp_address: tp.to_string(),
             tp_authority_public_key: public_key(TP_PUBLIC_KEY),
@@ -31,8 +31,11 @@ async fn mint_following(tp: SocketAddr, dir: &Path) -> TestMint {
             unseen_tip_wait_secs: 3,
         }),
         ..mint_support::config(database.to_str().unwrap())
-    };
-    TestMint::start(config).await
+    }
+}
+
+async fn mint_following(tp: SocketAddr, dir: &Path) -> TestMint {
+    TestMint::start(following(tp, dir)).await
 }
 
 /// A share on the tip `prev` announces, for a block at `height`, worth
@@ -249,7 +252,7 @@ async fn a_restarted_mint_quotes_shares_on_blocks_that_came_and_went_while_it_wa
     // Answered once the mint saw E: the quote comes after E.
     assert!(ask(&mut link, on_tip(&e, h + 4, key)).await.is_ok());
     tdp.solve_and_submit(&template_e, &e).await;
-    let (_, f) = tdp.template().await;
+    let (template_f, f) = tdp.template().await;
     assert!(ask(&mut link, on_tip(&f, h + 5, key)).await.is_ok());
     for (tip, height) in [(&a, h), (&b, h + 1), (&c, h + 2), (&d, h + 3)] {
         assert_eq!(
@@ -259,9 +262,76 @@ async fn a_restarted_mint_quotes_shares_on_blocks_that_came_and_went_while_it_wa
         );
     }
     assert!(ask(&mut link, on_tip(&e, h + 4, key)).await.is_ok());
+
+    // Refused shares show no delivery: block H, after only refusals,
+    // makes nothing older. (A refused share on a tip the mint has not seen
+    // yet is answered once it has.)
+    let refused_on = |tip: &SetNewPrevHashOwned, height| {
+        let other_bits = SetNewPrevHashOwned {
+            n_bits: tip.n_bits - 1,
+            ..tip.clone()
+        };
+        on_tip(&other_bits, height, key)
+    };
+    tdp.solve_and_submit(&template_f, &f).await;
+    let (template_g, g) = tdp.template().await;
+    let refusal = ask(&mut link, refused_on(&g, h + 6)).await;
+    assert_eq!(refusal, Err("nbits-mismatch".into()));
+    tdp.solve_and_submit(&template_g, &g).await;
+    let (_, blocks_h) = tdp.template().await;
+    let refusal = ask(&mut link, refused_on(&blocks_h, h + 7)).await;
+    assert_eq!(refusal, Err("nbits-mismatch".into()));
+    assert!(
+        ask(&mut link, on_tip(&f, h + 5, key)).await.is_ok(),
+        "one block back (G) for this pool, not two"
+    );
     mint.stop().await;
     scene.tp_stop.cancel();
     scene.tp.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_cut_off_while_another_pools_shares_are_quoted_keeps_its_shares_fresh() {
+    init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (tp, tp_stop) = start_tp(&dir.path().join("tp"), NBITS_EASY).await;
+    // A second pool, paid to the same script as the first.
+    let mut config = following(tp.local_addr(), dir.path());
+    config.pools.push(mint::AllowedPool {
+        key: secret_key(mint_support::STRANGER_SECRET).into(),
+        reward_script: hex::encode(mint_support::pool_script().as_bytes()),
+    });
+    let mint = TestMint::start(config).await;
+    let mut first = mint.pool().await;
+    let mut second = mint.pool_as(mint_support::STRANGER_SECRET).await;
+    let mut tdp = TdpClient::connect(tp.local_addr()).await;
+    let (_, key) = miner_key();
+
+    let (mut template, mut tip) = tdp.template().await;
+    let h = height_of(&template);
+    let a = tip.clone();
+    assert!(ask(&mut first, on_tip(&a, h, key)).await.is_ok());
+    assert!(ask(&mut second, on_tip(&a, h, key)).await.is_ok());
+    // The second pool is cut off with a share on A it accepted; three
+    // blocks come while the first pool's shares go on being quoted.
+    let held = on_tip(&a, h, key);
+    for height in h + 1..=h + 3 {
+        tdp.solve_and_submit(&template, &tip).await;
+        (template, tip) = tdp.template().await;
+        assert!(ask(&mut first, on_tip(&tip, height, key)).await.is_ok());
+    }
+    assert_eq!(
+        ask(&mut first, on_tip(&a, h, key)).await,
+        Err("stale-prev-hash".into()),
+        "three blocks back for the first pool"
+    );
+    assert!(
+        ask(&mut second, held).await.is_ok(),
+        "one block back for the second: the block after its last quote"
+    );
+    mint.stop().await;
+    tp_stop.cancel();
+    tp.wait().await;
 }
 
 /// Mines until `n` shares are accepted (a share on a job the template

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ehash::coinbase::testing::{coinbase, mine_header};
 use ehash::wire::MessageSet;
-use mint::chain::{HeaderOnTip, KeptTip, Tip, TipHistory};
+use mint::chain::{HeaderOnTip, KeptTip, Pools, Tip, TipHistory};
 use mint_quote_sv2::{CoinbaseProof, MintQuoteMessage, MintQuoteRequestOwned};
 use support::*;
 use tokio::sync::mpsc;
@@ -179,7 +179,7 @@ fn check_cost() {
             time: 1_800_000_000,
             height: Some(900_000 - u32::from(i)),
         },
-        ages: true,
+        quoted_for: Pools::ALL,
     });
     let history = TipHistory::new(6, tips);
     let on_tip = HeaderOnTip {
@@ -189,7 +189,9 @@ fn check_cost() {
         height: Some(899_995),
     };
     let chain = per_check(&|| {
-        history.check(&on_tip, 1_800_000_000).unwrap();
+        history
+            .check(&on_tip, 1_800_000_000, Pools::nth(0))
+            .unwrap();
     });
     let checked = mint::quote::check_request(&request, unit_bits, &pool_script(), &keys).unwrap();
     let audit_entry = per_check(&|| {

@@ -103,8 +103,9 @@ pub const MAX_TIP_AGE: u64 = 1008;
 /// link's slots, and the pool asks again after its own timeout anyway.
 pub const MAX_UNSEEN_TIP_WAIT_SECS: u64 = 60;
 
-/// The mint's own chain view: a share is quoted only if it builds on one
-/// of the newest `max_tip_age` tips this template provider announced.
+/// The mint's own chain view: a share is quoted only if it builds on a tip
+/// at most `max_tip_age` blocks back (counted for its pool: see
+/// [`crate::chain`]) that this template provider announced.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainSettings {
@@ -113,9 +114,11 @@ pub struct ChainSettings {
     pub tp_address: String,
     /// Its Noise authority key (base58).
     pub tp_authority_public_key: Secp256k1PublicKey,
-    /// How many of the newest tips shares may build on: 1 is the current
-    /// tip only. A share on an older tip gets `stale-prev-hash`; the pool
-    /// must deliver its requests within that many blocks.
+    /// How many blocks back shares may build on, counting for each pool the
+    /// blocks that came while its shares were being quoted: 1 is the
+    /// current tip only, while they are. A share on an older tip gets
+    /// `stale-prev-hash`; the pool must deliver its requests within that
+    /// many blocks of delivering.
     #[serde(default = "default::u64::<6>")]
     pub max_tip_age: u64,
     /// How long a share on a tip the mint has not seen yet waits for the

@@ -24,8 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::chain::Pools;
 use crate::link::{LinkSession, Step};
-use crate::service::QuoteService;
+use crate::service::{AskingPool, QuoteService};
 use crate::MintConfig;
 
 /// A pool must prove its identity this soon after connecting.
@@ -71,12 +72,13 @@ impl LinkContext {
         }
     }
 
-    /// The reward script of an allowed pool.
-    pub(crate) fn reward_script(&self, pool_key: &XOnlyPublicKey) -> Option<ScriptBuf> {
-        self.pools
-            .iter()
-            .find(|(key, _)| key == pool_key)
-            .map(|(_, script)| script.clone())
+    /// An allowed pool: its reward script and its bit in `[[pools]]`.
+    pub(crate) fn pool(&self, pool_key: &XOnlyPublicKey) -> Option<AskingPool> {
+        let index = self.pools.iter().position(|(key, _)| key == pool_key)?;
+        Some(AskingPool {
+            reward_script: self.pools[index].1.clone(),
+            bit: Pools::nth(index),
+        })
     }
 
     pub(crate) fn mint_key(&self) -> XOnlyPublicKey {
@@ -132,8 +134,8 @@ async fn serve_connection(
     );
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let auth_deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
-    // The authenticated pool's reward script, which its shares' coinbases must pay.
-    let mut pool_script: Option<Arc<ScriptBuf>> = None;
+    // The authenticated pool (its shares' coinbases must pay its reward script).
+    let mut pool: Option<Arc<AskingPool>> = None;
 
     let result = loop {
         let read = async {
@@ -159,9 +161,9 @@ async fn serve_connection(
         let step = session.on_message(message);
         if let (false, Some(key)) = (authenticated, session.pool_key()) {
             info!("pool link: authenticated pool key {key}");
-            pool_script = ctx.reward_script(&key).map(Arc::new);
+            pool = ctx.pool(&key).map(Arc::new);
         }
-        if let Some(reason) = apply(step, ctx, pool_script.clone(), &replies, &in_flight).await {
+        if let Some(reason) = apply(step, ctx, pool.clone(), &replies, &in_flight).await {
             break Err(reason);
         }
     };
@@ -177,7 +179,7 @@ async fn serve_connection(
 async fn apply(
     step: Step,
     ctx: &Arc<LinkContext>,
-    pool_script: Option<Arc<ScriptBuf>>,
+    pool: Option<Arc<AskingPool>>,
     replies: &mpsc::Sender<MintQuoteMessage>,
     in_flight: &Arc<Semaphore>,
 ) -> Option<String> {
@@ -196,11 +198,11 @@ async fn apply(
             return Some(reason);
         }
         Step::Quote(request) => {
-            let pool_script = pool_script.expect("quotes come from an authenticated, allowed pool");
+            let pool = pool.expect("quotes come from an authenticated, allowed pool");
             let permit = acquire(in_flight).await;
             let (service, replies) = (ctx.service.clone(), replies.clone());
             tokio::spawn(async move {
-                let answer = service.handle_quote(request, pool_script.as_script()).await;
+                let answer = service.handle_quote(request, &pool).await;
                 let _ = replies.send(answer).await;
                 drop(permit);
             });

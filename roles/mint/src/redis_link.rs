@@ -423,8 +423,8 @@ impl Session {
         };
         let answer = match message {
             MintQuoteMessage::MintQuoteRequest(request) => {
-                let script = self.ctx.reward_script(&pool)?;
-                self.ctx.service.handle_quote(request, &script).await
+                let asking = self.ctx.pool(&pool)?;
+                self.ctx.service.handle_quote(request, &asking).await
             }
             MintQuoteMessage::MintStatsRequest(stats) => {
                 match self.ctx.service.stats(stats.request_id).await {

@@ -13,10 +13,10 @@ use mint_quote_sv2::{
     error_code, MintQuoteErrorOwned, MintQuoteMessage, MintQuoteRequestOwned,
     MintQuoteResponseOwned, MintStatsResponse,
 };
-use stratum_core::bitcoin::Script;
+use stratum_core::bitcoin::ScriptBuf;
 
 use crate::audit;
-use crate::chain::{Chain, HeaderOnTip};
+use crate::chain::{Chain, HeaderOnTip, Pools};
 use crate::quote::{check_request, CheckedShare, KnownKeys, Rejection};
 use crate::quote_totals::{QuoteTotals, TotalsReader};
 use crate::quote_writer::{QuoteWriter, ShareToQuote, WriterStopped};
@@ -41,6 +41,14 @@ pub(crate) async fn ehash_quotes_oldest_first(
         .collect();
     quotes.sort_by_key(|q| (q.created_time, q.id.to_string()));
     Ok(quotes)
+}
+
+/// The allowed pool a request comes from.
+#[derive(Debug, Clone)]
+pub struct AskingPool {
+    pub reward_script: ScriptBuf,
+    /// Its bit in the chain view's record of whose shares were quoted.
+    pub bit: Pools,
 }
 
 pub struct QuoteService {
@@ -86,28 +94,25 @@ impl QuoteService {
         self.unit_bits
     }
 
-    /// Answers a `MintQuoteRequest`: a `MintQuoteResponse` (for a new or an
-    /// already quoted share) or a `MintQuoteError`.
-    /// `pool_script` is the reward script of the pool that asks.
+    /// Answers a `MintQuoteRequest` of `pool`: a `MintQuoteResponse` (for
+    /// a new or an already quoted share) or a `MintQuoteError`.
     pub async fn handle_quote(
         &self,
         request: MintQuoteRequestOwned,
-        pool_script: &Script,
+        pool: &AskingPool,
     ) -> MintQuoteMessage {
         let share_hash = request.share_hash.clone();
-        let result = match check_request(&request, self.unit_bits, pool_script, &self.keys) {
-            Ok(share) => self.quote_fresh_share(&share).await,
+        let result = match check_request(&request, self.unit_bits, &pool.reward_script, &self.keys)
+        {
+            Ok(share) => self.quote_fresh_share(&share, pool.bit).await,
             Err(rejection) => Err(rejection),
         };
         let result = match result {
-            Err(rejection) => self.quoted_before(&request, rejection).await,
+            Err(rejection) => self.quoted_before(&request, rejection, pool.bit).await,
             quoted => quoted,
         };
         match result {
             Ok((quote_id, keyset_id)) => {
-                if let Some(chain) = &self.chain {
-                    chain.quoted();
-                }
                 MintQuoteMessage::MintQuoteResponse(MintQuoteResponseOwned {
                     share_hash,
                     quote_id: str0255("quote_id", &quote_id).expect("quote ids are short"),
@@ -128,14 +133,24 @@ impl QuoteService {
         }
     }
 
-    /// Quotes a checked share if it builds on a fresh chain tip.
-    async fn quote_fresh_share(&self, share: &CheckedShare) -> Result<(String, String), Rejection> {
-        if let Some(chain) = &self.chain {
-            let on_tip = HeaderOnTip::from_header(&share.header, share.height);
-            let now = u32::try_from(roles_common::unix_secs()).unwrap_or(u32::MAX);
-            chain.check(&on_tip, now).await?;
-        }
+    /// Quotes a checked share of `pool` if it builds on a fresh chain tip.
+    async fn quote_fresh_share(
+        &self,
+        share: &CheckedShare,
+        pool: Pools,
+    ) -> Result<(String, String), Rejection> {
+        let checked = match &self.chain {
+            Some(chain) => {
+                let on_tip = HeaderOnTip::from_header(&share.header, share.height);
+                let now = u32::try_from(roles_common::unix_secs()).unwrap_or(u32::MAX);
+                Some((chain, chain.check(&on_tip, now, pool).await?))
+            }
+            None => None,
+        };
         let quote_id = self.writer.quote(self.prepare(share)?).await?;
+        if let Some((chain, checked)) = checked {
+            chain.quoted(pool, checked.epoch);
+        }
         Ok((quote_id.to_string(), self.active_keyset()?))
     }
 
@@ -147,16 +162,24 @@ impl QuoteService {
         &self,
         request: &MintQuoteRequestOwned,
         rejection: Rejection,
+        pool: Pools,
     ) -> Result<(String, String), Rejection> {
         if ehash::share::header_hash(&request.header_bytes()) != request.share_hash() {
             return Err(rejection);
         }
+        let epoch = self.chain.as_ref().map(|chain| chain.epoch());
         match self
             .writer
             .quote_of(&hex::encode(request.share_hash()))
             .await
         {
-            Ok(Some(quote_id)) => Ok((quote_id.to_string(), self.active_keyset()?)),
+            Ok(Some(quote_id)) => {
+                // The pool is delivering: a replay shows it as well.
+                if let (Some(chain), Some(epoch)) = (&self.chain, epoch) {
+                    chain.quoted(pool, epoch);
+                }
+                Ok((quote_id.to_string(), self.active_keyset()?))
+            }
             Ok(None) | Err(_) => Err(rejection),
         }
     }

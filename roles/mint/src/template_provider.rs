@@ -17,15 +17,16 @@ use stratum_core::template_distribution_sv2::{
 };
 use tracing::{info, warn};
 
-use crate::chain::{Chain, KeptTip, Tip, TipHistory, TipLayout};
+use crate::chain::stored::{self, TipLayout};
+use crate::chain::{Chain, KeptTip, Tip, TipHistory};
 use crate::config::ChainSettings;
 use crate::service::KV_NAMESPACE;
 
 /// Where the tips are stored, and where earlier mints stored them (read
 /// until the first tip is stored here), newest layout first.
-const TIPS: (&str, &str) = ("chain", "tips_aging");
+const TIPS: (&str, &str) = ("chain", "tips_with_pools");
 const EARLIER_TIPS: [((&str, &str), TipLayout); 2] = [
-    (("chain", "tips_with_heights"), TipLayout::WithoutAging),
+    (("chain", "tips_with_heights"), TipLayout::WithoutPools),
     (("chain", "tips"), TipLayout::WithoutHeights),
 ];
 /// Future templates whose height a SetNewPrevHash may ask for.
@@ -37,8 +38,10 @@ pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<KeptTip>, Error> {
     let places = std::iter::once((TIPS, TipLayout::Current)).chain(EARLIER_TIPS);
     for ((namespace, key), layout) in places {
         if let Some(bytes) = db.kv_read(KV_NAMESPACE, namespace, key).await? {
-            return Ok(TipHistory::tips_from_bytes(&bytes, layout).unwrap_or_else(|| {
-                warn!("the stored chain tips are unreadable: starting from the template provider's");
+            return Ok(stored::tips_from_bytes(&bytes, layout).unwrap_or_else(|| {
+                warn!(
+                    "the stored chain tips are unreadable: starting from the template provider's"
+                );
                 vec![]
             }));
         }
@@ -51,7 +54,7 @@ pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<KeptTip>, Error> {
 async fn store_tips(db: &DynMintDatabase, history: &TipHistory) -> Result<(), Error> {
     tokio::task::unconstrained(async {
         let mut tx = db.begin_transaction().await?;
-        tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &history.to_bytes())
+        tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &stored::to_bytes(history))
             .await?;
         tx.commit().await
     })
@@ -127,7 +130,7 @@ async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) 
             prev_hash = %ehash::share::hex_be(&tip.prev_hash),
             nbits = format_args!("{:#010x}", tip.nbits),
             height = tip.height,
-            ages = history.tips().next().is_some_and(|kept| kept.ages),
+            quoted_for = format_args!("{:#x}", history.tips().next().map_or(0, |kept| kept.quoted_for.0)),
             "chain view: new tip"
         );
         if let Err(e) = store_tips(db, &history).await {
@@ -178,6 +181,7 @@ mod tests {
     use stratum_core::binary_sv2::{B064KOwned, Seq0255Owned};
 
     use super::*;
+    use crate::chain::Pools;
 
     fn template(template_id: u64, coinbase_prefix: Vec<u8>) -> NewTemplateOwned {
         NewTemplateOwned {
@@ -226,7 +230,10 @@ mod tests {
             }
         };
         let tip = TemplateHeights::default().tip(&prev(1));
-        let aging = |tip| KeptTip { tip, ages: true };
+        let aging = |tip| KeptTip {
+            tip,
+            quoted_for: Pools::ALL,
+        };
         // Prev hash, nbits, time: as mints stored a tip before heights.
         let mut stored = tip.prev_hash.to_vec();
         stored.extend_from_slice(&tip.nbits.to_le_bytes());
@@ -234,7 +241,7 @@ mod tests {
         write(EARLIER_TIPS[1].0, stored.clone()).await;
         assert_eq!(load_tips(&db).await.unwrap(), vec![aging(tip)]);
 
-        // Then with a height, before tips said whether they age: all do.
+        // Then with a height, before tips said which pools they aged for: all.
         let with_height = Tip {
             height: Some(840_000),
             ..tip
@@ -243,14 +250,14 @@ mod tests {
         write(EARLIER_TIPS[0].0, stored).await;
         assert_eq!(load_tips(&db).await.unwrap(), vec![aging(with_height)]);
 
-        let not_aging = KeptTip {
+        let for_two = KeptTip {
             tip: with_height,
-            ages: false,
+            quoted_for: Pools(0b101),
         };
-        store_tips(&db, &TipHistory::new(6, [not_aging]))
+        store_tips(&db, &TipHistory::new(6, [for_two]))
             .await
             .unwrap();
-        assert_eq!(load_tips(&db).await.unwrap(), vec![not_aging]);
+        assert_eq!(load_tips(&db).await.unwrap(), vec![for_two]);
     }
 
     #[test]

@@ -1,6 +1,13 @@
 use std::sync::Arc;
+use std::time::Duration;
 
+use super::history::Recorded;
+use super::stored::{self, TipLayout};
 use super::*;
+
+/// The pool that asks, and another.
+const POOL: Pools = Pools(0b01);
+const OTHER: Pools = Pools(0b10);
 
 const NOW: u32 = 1_800_000_000;
 const BITS: u32 = 0x1d20_0000;
@@ -37,19 +44,22 @@ fn unseen_at(n: u8) -> HeaderOnTip {
     }
 }
 
-/// Tips 1..=n announced in order, each while shares were quoted: n is
-/// the newest.
+/// Tips 1..=n announced in order, each while the pool's shares were
+/// quoted: n is the newest.
 fn history(max_tip_age: usize, n: u8) -> TipHistory {
     let mut h = TipHistory::new(max_tip_age, []);
     for i in 1..=n {
-        assert!(h.record(tip(i), true));
+        assert_eq!(h.record(tip(i), POOL), Recorded::New);
     }
     h
 }
 
-/// `tips` as kept when each came while shares were quoted.
+/// `tips` as kept when each came while the pool's shares were quoted.
 fn aging<const N: usize>(tips: [Tip; N]) -> [KeptTip; N] {
-    tips.map(|tip| KeptTip { tip, ages: true })
+    tips.map(|tip| KeptTip {
+        tip,
+        quoted_for: POOL,
+    })
 }
 
 fn refused(r: Result<FreshTip, TipProblem>) -> &'static str {
@@ -64,13 +74,13 @@ fn shares_on_the_newest_tips_pass_and_older_ones_are_stale() {
     let h = history(3, 10);
     for fresh in [10, 9, 8] {
         assert_eq!(
-            h.check(&on(fresh), NOW),
+            h.check(&on(fresh), NOW, POOL),
             Ok(FreshTip::Announced),
             "tip {fresh}"
         );
     }
-    assert_eq!(refused(h.check(&on(7), NOW)), "stale-prev-hash");
-    assert_eq!(h.check(&on(42), NOW), Err(TipProblem::Unseen));
+    assert_eq!(refused(h.check(&on(7), NOW, POOL)), "stale-prev-hash");
+    assert_eq!(h.check(&on(42), NOW, POOL), Err(TipProblem::Unseen));
 }
 
 #[test]
@@ -80,19 +90,19 @@ fn the_header_must_carry_its_tips_nbits_and_a_sane_ntime() {
         nbits: 0x207f_ffff,
         ..on(1)
     };
-    assert_eq!(refused(h.check(&other_bits, NOW)), "nbits-mismatch");
+    assert_eq!(refused(h.check(&other_bits, NOW, POOL)), "nbits-mismatch");
     let at = |ntime| HeaderOnTip { ntime, ..on(1) };
     assert_eq!(
-        h.check(&at(NOW - NTIME_SLACK_SECS), NOW),
+        h.check(&at(NOW - NTIME_SLACK_SECS), NOW, POOL),
         Ok(FreshTip::Announced)
     );
     assert_eq!(
-        h.check(&at(NOW + NTIME_SLACK_SECS), NOW),
+        h.check(&at(NOW + NTIME_SLACK_SECS), NOW, POOL),
         Ok(FreshTip::Announced)
     );
     for ntime in [NOW - NTIME_SLACK_SECS - 1, NOW + NTIME_SLACK_SECS + 1, 0] {
         assert_eq!(
-            refused(h.check(&at(ntime), NOW)),
+            refused(h.check(&at(ntime), NOW, POOL)),
             "ntime-out-of-range",
             "{ntime}"
         );
@@ -102,13 +112,33 @@ fn the_header_must_carry_its_tips_nbits_and_a_sane_ntime() {
 #[test]
 fn a_tip_announced_again_is_not_new_and_a_returning_one_moves_to_the_front() {
     let mut h = history(2, 3);
-    assert!(!h.record(tip(3), true));
+    assert_eq!(h.record(tip(3), OTHER), Recorded::Nothing);
+    // Again later (a provider that restarted): the same tip since it first
+    // came, as it aged the others then.
+    let later = Tip {
+        time: NOW + 600,
+        ..tip(3)
+    };
+    assert_eq!(h.record(later, Pools::NONE), Recorded::Nothing);
+    assert_eq!(h.newest(), Some(&tip(3)));
+    assert_eq!(h.check(&on(2), NOW, POOL), Ok(FreshTip::Announced));
+    let mut without_height = history(2, 2);
+    without_height.record(
+        Tip {
+            height: None,
+            ..tip(3)
+        },
+        POOL,
+    );
+    assert_eq!(without_height.record(later, Pools::NONE), Recorded::Updated);
+    assert_eq!(without_height.newest(), Some(&tip(3)));
+    assert_eq!(without_height.tips().next().unwrap().quoted_for, POOL);
     // Tip 1 again (a provider that restarted on an older chain): newest now.
-    assert!(h.record(tip(1), true));
+    assert_eq!(h.record(tip(1), POOL), Recorded::New);
     assert_eq!(h.newest(), Some(&tip(1)));
     assert_eq!(h.tips().count(), 3);
-    assert_eq!(h.check(&on(3), NOW), Ok(FreshTip::Announced));
-    assert_eq!(refused(h.check(&on(2), NOW)), "stale-prev-hash");
+    assert_eq!(h.check(&on(3), NOW, POOL), Ok(FreshTip::Announced));
+    assert_eq!(refused(h.check(&on(2), NOW, POOL)), "stale-prev-hash");
 }
 
 #[test]
@@ -119,22 +149,18 @@ fn the_history_is_bounded_and_survives_its_bytes() {
             height: None,
             ..tip(151)
         },
-        false,
+        Pools(0b110),
     );
-    // The newest does not age the others: one more is kept.
-    assert_eq!(h.tips().count(), 2 + REMEMBERED_BEYOND + 1);
-    let tips = TipHistory::tips_from_bytes(&h.to_bytes(), TipLayout::Current).unwrap();
+    assert_eq!(h.tips().count(), 151);
+    let tips = stored::tips_from_bytes(&stored::to_bytes(&h), TipLayout::Current).unwrap();
     assert_eq!(TipHistory::new(2, tips), h);
-    assert_eq!(
-        TipHistory::tips_from_bytes(&[0; 46], TipLayout::Current),
-        None
-    );
-    let mut bad_flag = [0; 45];
-    bad_flag[44] = 2;
-    assert_eq!(
-        TipHistory::tips_from_bytes(&bad_flag, TipLayout::Current),
-        None
-    );
+    assert_eq!(stored::tips_from_bytes(&[0; 53], TipLayout::Current), None);
+
+    let mut h = history(2, 1);
+    for n in 0..3_000 {
+        h.record(numbered(n), Pools::NONE);
+    }
+    assert_eq!(h.tips().count(), MAX_BLOCKS_BEHIND);
 }
 
 #[test]
@@ -146,16 +172,19 @@ fn tips_stored_before_they_had_heights_are_read_without() {
         stored.extend_from_slice(&BITS.to_le_bytes());
         stored.extend_from_slice(&NOW.to_le_bytes());
     }
-    let without = |n| Tip {
-        height: None,
-        ..tip(n)
+    let without = |n| KeptTip {
+        tip: Tip {
+            height: None,
+            ..tip(n)
+        },
+        quoted_for: Pools::ALL,
     };
     assert_eq!(
-        TipHistory::tips_from_bytes(&stored, TipLayout::WithoutHeights),
-        Some(aging([without(2), without(1)]).to_vec())
+        stored::tips_from_bytes(&stored, TipLayout::WithoutHeights),
+        Some(vec![without(2), without(1)])
     );
     assert_eq!(
-        TipHistory::tips_from_bytes(&[0; 44], TipLayout::WithoutHeights),
+        stored::tips_from_bytes(&[0; 44], TipLayout::WithoutHeights),
         None
     );
 }
@@ -170,40 +199,52 @@ fn a_share_at_a_height_the_mint_passed_without_seeing_its_tip_is_quoted() {
     let h = with_missed_blocks(6);
     for n in [2, 3] {
         assert_eq!(
-            h.check(&unseen_at(n), NOW),
+            h.check(&unseen_at(n), NOW, POOL),
             Ok(FreshTip::Missed { height: height(n) })
         );
     }
     // The tips it saw are as before; at their heights, another is unseen.
-    assert_eq!(h.check(&on(4), NOW), Ok(FreshTip::Announced));
-    assert_eq!(h.check(&on(1), NOW), Ok(FreshTip::Announced));
+    assert_eq!(h.check(&on(4), NOW, POOL), Ok(FreshTip::Announced));
+    assert_eq!(h.check(&on(1), NOW, POOL), Ok(FreshTip::Announced));
     for n in [1, 4] {
-        assert_eq!(h.check(&unseen_at(n), NOW), Err(TipProblem::Unseen));
+        assert_eq!(h.check(&unseen_at(n), NOW, POOL), Err(TipProblem::Unseen));
     }
     // Past the newest tip (a block announced late), or with no height.
-    assert_eq!(h.check(&unseen_at(5), NOW), Err(TipProblem::Unseen));
+    assert_eq!(h.check(&unseen_at(5), NOW, POOL), Err(TipProblem::Unseen));
     let no_height = HeaderOnTip {
         height: None,
         ..unseen_at(2)
     };
-    assert_eq!(h.check(&no_height, NOW), Err(TipProblem::Unseen));
+    assert_eq!(h.check(&no_height, NOW, POOL), Err(TipProblem::Unseen));
 }
 
 #[test]
-fn a_missed_tip_is_as_old_as_the_tip_after_it_and_checked_against_the_tips_beside_it() {
-    // Blocks the mint missed do not count: tip 4 replaced the missed tips
-    // (and tip 1, through them), so they are one aging tip back.
-    let mut h = with_missed_blocks(2);
-    for n in [2, 3] {
-        assert!(h.check(&unseen_at(n), NOW).is_ok(), "{n}");
+fn a_missed_tip_is_as_fresh_as_its_height_and_checked_against_the_tips_beside_it() {
+    // The pool's shares were quoted all along: blocks the mint missed count.
+    let h = with_missed_blocks(2);
+    assert!(h.check(&unseen_at(3), NOW, POOL).is_ok());
+    assert_eq!(
+        refused(h.check(&unseen_at(2), NOW, POOL)),
+        "stale-prev-hash"
+    );
+    // Tip 1 is one tip back but three blocks: stale too.
+    assert_eq!(refused(h.check(&on(1), NOW, POOL)), "stale-prev-hash");
+    // Tip 4 came after an outage (none of the pool's shares quoted since
+    // tip 1): the missed blocks make nothing older.
+    let h = TipHistory::new(
+        2,
+        [
+            KeptTip {
+                tip: tip(4),
+                quoted_for: OTHER,
+            },
+            aging([tip(1)])[0],
+        ],
+    );
+    for share in [unseen_at(2), unseen_at(3), on(1), on(4)] {
+        assert!(h.check(&share, NOW, POOL).is_ok(), "{share:?}");
     }
-    assert!(h.check(&on(1), NOW).is_ok());
-    h.record(tip(5), true);
-    for n in [2, 3] {
-        assert_eq!(refused(h.check(&unseen_at(n), NOW)), "stale-prev-hash");
-    }
-    assert_eq!(refused(h.check(&on(1), NOW)), "stale-prev-hash");
-    assert!(h.check(&on(4), NOW).is_ok());
+    assert_eq!(refused(h.check(&on(1), NOW, OTHER)), "stale-prev-hash");
 
     // Before and after a difficulty change, either nbits.
     let h = TipHistory::new(
@@ -221,13 +262,13 @@ fn a_missed_tip_is_as_old_as_the_tip_after_it_and_checked_against_the_tips_besid
             nbits,
             ..unseen_at(2)
         };
-        assert!(h.check(&share, NOW).is_ok(), "{nbits:#x}");
+        assert!(h.check(&share, NOW, POOL).is_ok(), "{nbits:#x}");
     }
     let other_bits = HeaderOnTip {
         nbits: BITS + 1,
         ..unseen_at(2)
     };
-    assert_eq!(refused(h.check(&other_bits, NOW)), "nbits-mismatch");
+    assert_eq!(refused(h.check(&other_bits, NOW, POOL)), "nbits-mismatch");
     // Work done after the tip before the gap, two hours either way.
     const HOURS: u32 = 3600;
     let h = TipHistory::new(
@@ -244,16 +285,16 @@ fn a_missed_tip_is_as_old_as_the_tip_after_it_and_checked_against_the_tips_besid
         ntime,
         ..unseen_at(2)
     };
-    assert!(h.check(&at(NOW - 5 * HOURS), NOW).is_ok());
+    assert!(h.check(&at(NOW - 5 * HOURS), NOW, POOL).is_ok());
     assert_eq!(
-        refused(h.check(&at(NOW - 5 * HOURS - 1), NOW)),
+        refused(h.check(&at(NOW - 5 * HOURS - 1), NOW, POOL)),
         "ntime-out-of-range"
     );
 }
 
 #[test]
 fn only_two_tips_with_heights_announced_one_after_the_other_make_a_gap() {
-    let unseen = |h: &TipHistory, n| h.check(&unseen_at(n), NOW);
+    let unseen = |h: &TipHistory, n| h.check(&unseen_at(n), NOW, POOL);
     let no_height = |t: Tip| Tip { height: None, ..t };
     // Tips stored before they had heights, then the provider's tip with
     // one: the mint saw heights 101 to 103, it just cannot tell.
@@ -273,20 +314,22 @@ fn only_two_tips_with_heights_announced_one_after_the_other_make_a_gap() {
 }
 
 #[test]
-fn tips_that_came_while_no_share_was_quoted_age_no_share() {
-    // The pool was cut off (or the mint down) from tip 2 to tip 9.
+fn tips_that_came_while_none_of_the_pools_shares_was_quoted_age_none() {
+    // The pool was cut off (or the mint down) from tip 2 to tip 9; another
+    // pool's shares were quoted meanwhile.
     let mut h = history(2, 1);
     for n in 2..=9 {
-        h.record(tip(n), false);
+        h.record(tip(n), OTHER);
     }
-    h.record(tip(10), true);
-    assert_eq!(h.check(&on(1), NOW), Ok(FreshTip::Announced));
-    assert_eq!(h.check(&on(5), NOW), Ok(FreshTip::Announced));
-    // Quoting again: the next aging tip makes them stale.
-    h.record(tip(11), true);
-    assert_eq!(refused(h.check(&on(1), NOW)), "stale-prev-hash");
-    assert_eq!(refused(h.check(&on(9), NOW)), "stale-prev-hash");
-    assert_eq!(h.check(&on(10), NOW), Ok(FreshTip::Announced));
+    h.record(tip(10), POOL);
+    assert_eq!(h.check(&on(1), NOW, POOL), Ok(FreshTip::Announced));
+    assert_eq!(h.check(&on(5), NOW, POOL), Ok(FreshTip::Announced));
+    assert_eq!(refused(h.check(&on(5), NOW, OTHER)), "stale-prev-hash");
+    // Quoted again: the next tip makes them stale.
+    h.record(tip(11), Pools(0b11));
+    assert_eq!(refused(h.check(&on(1), NOW, POOL)), "stale-prev-hash");
+    assert_eq!(refused(h.check(&on(9), NOW, POOL)), "stale-prev-hash");
+    assert_eq!(h.check(&on(10), NOW, POOL), Ok(FreshTip::Announced));
 }
 
 /// A tip known by its number n, beyond the 255 of [`tip`].
@@ -301,18 +344,28 @@ fn numbered(n: u32) -> Tip {
 }
 
 #[test]
-fn tips_that_age_nothing_are_kept_for_two_weeks_of_blocks() {
+fn however_long_the_outage_a_tip_two_weeks_of_blocks_back_is_forgotten() {
     let mut h = history(2, 1);
     for n in 0..500 {
-        h.record(numbered(n), false);
+        h.record(numbered(n), Pools::NONE);
     }
     assert_eq!(h.tips().count(), 501, "all kept");
-    assert_eq!(h.check(&on(1), NOW), Ok(FreshTip::Announced));
-    for n in 500..3_000 {
-        h.record(numbered(n), false);
-    }
-    assert_eq!(h.tips().count(), MAX_TIPS_KEPT);
-    assert_eq!(h.check(&on(1), NOW), Err(TipProblem::Unseen), "forgotten");
+    assert_eq!(h.check(&on(1), NOW, POOL), Ok(FreshTip::Announced));
+    // A mint back after weeks: the tips before are too old, and so is
+    // every height between them and its first tip.
+    let mut h = history(2, 4);
+    h.record(numbered(2_016 + 104 - 1_000), Pools::NONE);
+    assert_eq!(h.tips().count(), 1);
+    assert_eq!(h.check(&on(4), NOW, POOL), Err(TipProblem::Unseen));
+    let mut h = history(2, 4);
+    h.record(numbered(2_016 + 104 - 1_000 - 1), Pools::NONE);
+    assert_eq!(h.check(&on(4), NOW, POOL), Ok(FreshTip::Announced));
+    assert_eq!(
+        h.check(&unseen_at(200), NOW, POOL),
+        Ok(FreshTip::Missed {
+            height: height(200)
+        })
+    );
 }
 
 fn chain(wait_ms: u64) -> Arc<Chain> {
@@ -328,7 +381,10 @@ async fn a_share_on_a_tip_announced_while_it_waits_passes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         announcer.record(tip(2));
     });
-    assert_eq!(chain.check(&on(2), NOW).await, Ok(FreshTip::Announced));
+    assert_eq!(
+        chain.check(&on(2), NOW, POOL).await.map(|c| c.fresh),
+        Ok(FreshTip::Announced)
+    );
 }
 
 #[tokio::test]
@@ -341,7 +397,7 @@ async fn a_share_waiting_for_its_tip_passes_once_a_later_one_shows_the_mint_miss
         announcer.record(tip(3));
     });
     assert_eq!(
-        chain.check(&unseen_at(2), NOW).await,
+        chain.check(&unseen_at(2), NOW, POOL).await.map(|c| c.fresh),
         Ok(FreshTip::Missed { height: height(2) })
     );
 }
@@ -351,7 +407,11 @@ async fn a_tip_never_announced_is_unknown_while_the_provider_is_up() {
     let chain = chain(50);
     assert!(chain.record(tip(1)).is_none(), "tip 1 was known already");
     assert!(chain.state().live);
-    let r = chain.check(&unseen_at(1), NOW).await.unwrap_err();
+    let r = chain
+        .check(&unseen_at(1), NOW, POOL)
+        .await
+        .map(|c| c.fresh)
+        .unwrap_err();
     assert_eq!(r.code, "unknown-prev-hash");
 }
 
@@ -360,13 +420,21 @@ async fn a_share_above_every_tip_announced_asks_for_patience_while_the_provider_
     let chain = chain(50);
     chain.record(tip(1));
     assert!(chain.state().live);
-    let r = chain.check(&on(9), NOW).await.unwrap_err();
+    let r = chain
+        .check(&on(9), NOW, POOL)
+        .await
+        .map(|c| c.fresh)
+        .unwrap_err();
     assert_eq!(r.code, "chain-unavailable", "{}", r.message);
     assert!(mint_quote_sv2::error_code::is_transient(r.code));
     // Once the provider catches up with a different block at that height,
     // the share is refused for good.
     chain.record(tip(10));
-    let r = chain.check(&unseen_at(10), NOW).await.unwrap_err();
+    let r = chain
+        .check(&unseen_at(10), NOW, POOL)
+        .await
+        .map(|c| c.fresh)
+        .unwrap_err();
     assert_eq!(r.code, "unknown-prev-hash");
 }
 
@@ -375,29 +443,76 @@ async fn without_its_provider_the_mint_quotes_known_tips_and_asks_for_patience_o
     let chain = chain(50);
     chain.record(tip(2));
     chain.lost();
-    assert_eq!(chain.check(&on(2), NOW).await, Ok(FreshTip::Announced));
-    let r = chain.check(&on(9), NOW).await.unwrap_err();
+    assert_eq!(
+        chain.check(&on(2), NOW, POOL).await.map(|c| c.fresh),
+        Ok(FreshTip::Announced)
+    );
+    let r = chain
+        .check(&on(9), NOW, POOL)
+        .await
+        .map(|c| c.fresh)
+        .unwrap_err();
     assert_eq!(r.code, "chain-unavailable");
     assert!(mint_quote_sv2::error_code::is_transient(r.code));
 }
 
 #[tokio::test]
-async fn a_tip_ages_the_older_ones_only_if_a_share_was_quoted_since_the_tip_before() {
+async fn a_tip_ages_the_older_ones_for_the_pools_whose_shares_were_quoted_since_the_tip_before() {
     let chain = Arc::new(Chain::new(history(2, 1), Duration::from_millis(50)));
+    let fresh = |pool| {
+        let chain = chain.clone();
+        async move { chain.check(&on(1), NOW, pool).await.map(|c| c.fresh) }
+    };
     chain.record(tip(2));
     chain.record(tip(3));
-    assert_eq!(chain.check(&on(1), NOW).await, Ok(FreshTip::Announced));
-    chain.quoted();
+    assert_eq!(fresh(POOL).await, Ok(FreshTip::Announced));
+    let epoch = chain.check(&on(3), NOW, POOL).await.unwrap().epoch;
+    chain.quoted(POOL, epoch);
     // The same tip again (a reconnect) is no new tip: the quote still counts.
     assert!(chain.record(tip(3)).is_none());
     chain.record(tip(4));
-    assert_eq!(chain.check(&on(1), NOW).await, Ok(FreshTip::Announced));
-    chain.quoted();
-    let stored = chain.record(tip(5)).expect("a new tip");
+    assert_eq!(fresh(POOL).await, Ok(FreshTip::Announced));
+    chain.quoted(POOL, chain.epoch());
+    chain.quoted(OTHER, chain.epoch());
+    chain.record(tip(5));
+    // Nothing quoted since tip 5.
+    let stored = chain.record(tip(6)).expect("a new tip");
     assert_eq!(
-        stored.tips().map(|kept| kept.ages).collect::<Vec<_>>(),
-        [true, true, false, false, true]
+        stored
+            .tips()
+            .map(|kept| kept.quoted_for)
+            .collect::<Vec<_>>(),
+        [
+            Pools::NONE,
+            Pools(0b11),
+            POOL,
+            Pools::NONE,
+            Pools::NONE,
+            POOL
+        ]
     );
-    let r = chain.check(&on(1), NOW).await.unwrap_err();
-    assert_eq!(r.code, "stale-prev-hash");
+    assert_eq!(
+        chain.check(&on(1), NOW, POOL).await.unwrap_err().code,
+        "stale-prev-hash"
+    );
+    assert_eq!(fresh(OTHER).await, Ok(FreshTip::Announced));
+}
+
+#[tokio::test]
+async fn a_share_written_while_a_tip_came_counts_before_that_tip() {
+    let chain = Arc::new(Chain::new(history(2, 1), Duration::from_millis(50)));
+    let checked = chain.check(&on(1), NOW, POOL).await.unwrap();
+    chain.record(tip(2));
+    chain.record(tip(3));
+    // Quoted once written, after tips 2 and 3 came: tip 2 ended the
+    // interval it was checked in.
+    chain.quoted(POOL, checked.epoch);
+    let stored = chain.record(tip(4)).expect("a new tip");
+    assert_eq!(
+        stored
+            .tips()
+            .map(|kept| kept.quoted_for)
+            .collect::<Vec<_>>(),
+        [Pools::NONE, Pools::NONE, POOL, POOL]
+    );
 }

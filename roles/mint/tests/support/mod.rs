@@ -104,7 +104,12 @@ impl TestMint {
     }
 
     pub async fn pool(&self) -> PoolClient {
-        PoolClient::authenticated(self.running.link_addr, POOL_SECRET).await
+        self.pool_as(POOL_SECRET).await
+    }
+
+    /// A pool authenticated with the identity key `pool_secret`.
+    pub async fn pool_as(&self, pool_secret: &str) -> PoolClient {
+        PoolClient::authenticated(self.running.link_addr, pool_secret).await
     }
 
     pub fn wallet(&self) -> Wallet {

@@ -1,0 +1,216 @@
+//! The tips the mint remembers, newest first, and whether a share on one
+//! of them is fresh for the pool that asks: decided without IO.
+
+use std::collections::VecDeque;
+
+use mint_quote_sv2::error_code;
+
+use super::{
+    FreshTip, HeaderOnTip, KeptTip, Pools, Tip, TipProblem, MAX_BLOCKS_BEHIND, NTIME_SLACK_SECS,
+};
+use crate::quote::Rejection;
+
+/// The newest tips, newest first: at most [`MAX_BLOCKS_BEHIND`], none
+/// that many blocks below the newest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TipHistory {
+    tips: VecDeque<KeptTip>,
+    max_tip_age: usize,
+}
+
+/// What recording a tip changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The newest tip, announced again as it was.
+    Nothing,
+    /// The newest tip, announced again with another time or height.
+    Updated,
+    /// A new newest tip.
+    New,
+}
+
+impl TipHistory {
+    /// `max_tip_age` >= 1: how many blocks back shares may build on.
+    pub fn new(max_tip_age: usize, tips: impl IntoIterator<Item = KeptTip>) -> Self {
+        let mut history = Self {
+            tips: tips.into_iter().collect(),
+            max_tip_age: max_tip_age.max(1),
+        };
+        history.forget_old();
+        history
+    }
+
+    fn forget_old(&mut self) {
+        self.tips.truncate(MAX_BLOCKS_BEHIND);
+        if let Some(newest) = self.newest().and_then(|t| t.height) {
+            let too_old = |t: &KeptTip| {
+                t.tip
+                    .height
+                    .is_some_and(|h| newest.saturating_sub(h) as usize >= MAX_BLOCKS_BEHIND)
+            };
+            if let Some(first_too_old) = self.tips.iter().position(too_old) {
+                self.tips.truncate(first_too_old);
+            }
+        }
+    }
+
+    /// Records a tip, which ages the shares on older ones for the pools
+    /// in `quoted_for`.
+    pub fn record(&mut self, tip: Tip, quoted_for: Pools) -> Recorded {
+        if let Some(newest) = self.tips.front_mut() {
+            if newest.tip.prev_hash == tip.prev_hash {
+                // Announced again (a reconnect, a restart): the same tip since
+                // it first came, which aged the others as it did then.
+                let again = Tip {
+                    time: newest.tip.time.min(tip.time),
+                    height: tip.height.or(newest.tip.height),
+                    ..tip
+                };
+                if again == newest.tip {
+                    return Recorded::Nothing;
+                }
+                newest.tip = again;
+                return Recorded::Updated;
+            }
+        }
+        // An older tip again (a provider back on an older chain): it moves
+        // to the front.
+        self.tips.retain(|t| t.tip.prev_hash != tip.prev_hash);
+        self.tips.push_front(KeptTip { tip, quoted_for });
+        self.forget_old();
+        Recorded::New
+    }
+
+    /// A share of `pool` was quoted before the tip at `position` came,
+    /// though after the one before it.
+    pub fn quoted_before(&mut self, position: usize, pool: Pools) {
+        if let Some(kept) = self.tips.get_mut(position) {
+            kept.quoted_for.0 |= pool.0;
+        }
+    }
+
+    pub fn newest(&self) -> Option<&Tip> {
+        self.tips.front().map(|kept| &kept.tip)
+    }
+
+    pub fn tips(&self) -> impl ExactSizeIterator<Item = &KeptTip> {
+        self.tips.iter()
+    }
+
+    /// Whether `header`, from `pool`, builds on a fresh tip, with its
+    /// nbits, at an ntime within [`NTIME_SLACK_SECS`] of the tip's time
+    /// and not past `now` (unix seconds) by more.
+    pub fn check(
+        &self,
+        header: &HeaderOnTip,
+        now: u32,
+        pool: Pools,
+    ) -> Result<FreshTip, TipProblem> {
+        if let Some(position) = self
+            .tips
+            .iter()
+            .position(|t| t.tip.prev_hash == header.prev_hash)
+        {
+            let tip = &self.tips[position].tip;
+            let age = self.age(position, pool);
+            self.check_fresh(header, now, age, &[tip.nbits], tip.time)?;
+            return Ok(FreshTip::Announced);
+        }
+        let height = header.height.ok_or(TipProblem::Unseen)?;
+        let newer = self.gap_around(height).ok_or(TipProblem::Unseen)?;
+        let (above, below) = (&self.tips[newer], &self.tips[newer + 1].tip);
+        // The tip right after the gap came after the blocks the mint missed.
+        let mut age = self.age(newer, pool);
+        if above.quoted_for.contains(pool) {
+            age += above
+                .tip
+                .height
+                .map_or(1, |h| h.saturating_sub(height) as usize);
+        }
+        // Either side of a difficulty change, the missed tip has one or the other.
+        let nbits = [below.nbits, above.tip.nbits];
+        self.check_fresh(header, now, age, &nbits, below.time)?;
+        Ok(FreshTip::Missed { height })
+    }
+
+    /// The age for `pool` of shares on the tip at `position`: the blocks
+    /// the newer tips stand for, of those that came while its shares were
+    /// quoted.
+    fn age(&self, position: usize, pool: Pools) -> usize {
+        (0..position)
+            .filter(|&i| self.tips[i].quoted_for.contains(pool))
+            .map(|i| self.blocks_before(i))
+            .sum()
+    }
+
+    /// The blocks between the tip at `position` and the one before it: 1,
+    /// unless their heights say more (blocks the mint missed).
+    fn blocks_before(&self, position: usize) -> usize {
+        let height = |p: usize| self.tips.get(p).and_then(|t| t.tip.height);
+        match (height(position), height(position + 1)) {
+            (Some(newer), Some(older)) if newer > older => (newer - older) as usize,
+            _ => 1,
+        }
+    }
+
+    /// The position of the newer of two tips, announced one right after
+    /// the other, whose heights `height` falls strictly between, if no tip
+    /// is at that height: so the mint saw the chain before and after a
+    /// block it never saw. Tips with no height (stored before tips had
+    /// them) make no such pair.
+    fn gap_around(&self, height: u32) -> Option<usize> {
+        if self.tips.iter().any(|t| t.tip.height == Some(height)) {
+            return None;
+        }
+        let mut newer_then_older = self.tips.iter().zip(self.tips.iter().skip(1));
+        newer_then_older.position(|(newer, older)| {
+            matches!((older.tip.height, newer.tip.height),
+                (Some(below), Some(above)) if below < height && height < above)
+        })
+    }
+
+    /// The checks of a header on a tip `age` blocks back (for its pool),
+    /// whose nbits is one of `nbits`, and whose time is `tip_time`.
+    fn check_fresh(
+        &self,
+        header: &HeaderOnTip,
+        now: u32,
+        age: usize,
+        nbits: &[u32],
+        tip_time: u32,
+    ) -> Result<(), TipProblem> {
+        let refuse = |code, message| Err(TipProblem::Refused(Rejection::new(code, message)));
+        if age >= self.max_tip_age {
+            return refuse(
+                error_code::STALE_PREV_HASH,
+                format!(
+                    "the share builds on a tip {age} blocks back, counting the blocks that came while the pool's shares were quoted; shares up to {} blocks back are quoted",
+                    self.max_tip_age
+                ),
+            );
+        }
+        if !nbits.contains(&header.nbits) {
+            let expected: Vec<String> = nbits.iter().map(|n| format!("{n:#010x}")).collect();
+            return refuse(
+                error_code::NBITS_MISMATCH,
+                format!(
+                    "nbits {:#010x}, the tip's are {}",
+                    header.nbits,
+                    expected.join(" or ")
+                ),
+            );
+        }
+        let earliest = tip_time.saturating_sub(NTIME_SLACK_SECS);
+        let latest = now.saturating_add(NTIME_SLACK_SECS);
+        if header.ntime < earliest || header.ntime > latest {
+            return refuse(
+                error_code::NTIME_OUT_OF_RANGE,
+                format!(
+                    "ntime {} is outside {earliest}..={latest} (the tip's time {tip_time} and the mint's clock {now}, two hours either way)",
+                    header.ntime
+                ),
+            );
+        }
+        Ok(())
+    }
+}

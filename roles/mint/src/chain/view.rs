@@ -1,0 +1,214 @@
+//! The chain view shared by the template provider link, which records
+//! tips, and the quote requests, which are checked against it (waiting
+//! for a tip not seen yet) and tell it which pools' shares were quoted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mint_quote_sv2::error_code;
+use tokio::sync::watch;
+
+use super::history::Recorded;
+use super::{FreshTip, HeaderOnTip, Pools, Tip, TipHistory, TipProblem};
+use crate::quote::Rejection;
+
+/// Missed tips whose first share is logged, remembered to log each once.
+const MISSED_LOGGED: usize = 16;
+
+/// The chain view as the template provider link keeps it.
+#[derive(Debug, Clone)]
+pub struct ChainState {
+    pub history: TipHistory,
+    /// The template provider link is up and has announced its tip.
+    pub live: bool,
+    /// New tips recorded since the mint started: the interval between
+    /// two tips a share was checked in.
+    pub epoch: u64,
+}
+
+/// A share found on a fresh tip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub fresh: FreshTip,
+    /// When it was checked: see [`Chain::quoted`].
+    pub epoch: u64,
+}
+
+/// The chain view shared by the template provider link and the quotes.
+pub struct Chain {
+    state: watch::Sender<ChainState>,
+    /// The pools a share was quoted for since the newest tip came: the
+    /// next one ages the shares on older ones for them.
+    quoted_since_tip: AtomicU64,
+    unseen_tip_wait: Duration,
+    /// Missed tips a share was quoted on, newest last: each is logged once.
+    missed_logged: Mutex<VecDeque<[u8; 32]>>,
+}
+
+impl Chain {
+    pub fn new(history: TipHistory, unseen_tip_wait: Duration) -> Self {
+        let state = ChainState {
+            history,
+            live: false,
+            epoch: 0,
+        };
+        Self {
+            state: watch::Sender::new(state),
+            quoted_since_tip: AtomicU64::new(0),
+            unseen_tip_wait,
+            missed_logged: Mutex::default(),
+        }
+    }
+
+    /// A tip from the template provider (which is live then); the history
+    /// if it changed, to store.
+    pub fn record(&self, tip: Tip) -> Option<TipHistory> {
+        let mut changed = None;
+        self.state.send_modify(|s| {
+            s.live = true;
+            let again = s.history.newest().map(|t| t.prev_hash) == Some(tip.prev_hash);
+            let quoted_for = if again {
+                Pools::NONE
+            } else {
+                Pools(self.quoted_since_tip.swap(0, Ordering::Relaxed))
+            };
+            match s.history.record(tip, quoted_for) {
+                Recorded::Nothing => {}
+                Recorded::Updated => changed = Some(s.history.clone()),
+                Recorded::New => {
+                    s.epoch += 1;
+                    changed = Some(s.history.clone());
+                }
+            }
+        });
+        changed
+    }
+
+    /// The interval between tips now.
+    pub fn epoch(&self) -> u64 {
+        self.state.borrow().epoch
+    }
+
+    /// A share of `pool`, checked in `epoch`, was quoted: the pool is
+    /// delivering, so the tip that ends that interval ages the shares on
+    /// older ones for it.
+    pub fn quoted(&self, pool: Pools, epoch: u64) {
+        if self.epoch() == epoch {
+            self.quoted_since_tip.fetch_or(pool.0, Ordering::Relaxed);
+            return;
+        }
+        // Tips came while it was written: the first of them ended the
+        // interval. Kept in memory; stored with the next tip.
+        self.state.send_if_modified(|s| {
+            let first_since = s.epoch.checked_sub(epoch).and_then(|n| n.checked_sub(1));
+            if let Some(position) = first_since.and_then(|n| usize::try_from(n).ok()) {
+                s.history.quoted_before(position, pool);
+            }
+            false
+        });
+    }
+
+    /// The template provider link went down.
+    pub fn lost(&self) {
+        self.state.send_modify(|s| s.live = false);
+    }
+
+    pub fn state(&self) -> ChainState {
+        self.state.borrow().clone()
+    }
+
+    /// Checks `header`, from `pool`, against the chain view; a tip the
+    /// view has not seen is waited for, at most `unseen_tip_wait`.
+    pub async fn check(
+        &self,
+        header: &HeaderOnTip,
+        now: u32,
+        pool: Pools,
+    ) -> Result<Checked, Rejection> {
+        let checked = self.check_waiting(header, now, pool).await?;
+        if let FreshTip::Missed { height } = checked.fresh {
+            self.log_missed(header.prev_hash, height);
+        }
+        Ok(checked)
+    }
+
+    async fn check_waiting(
+        &self,
+        header: &HeaderOnTip,
+        now: u32,
+        pool: Pools,
+    ) -> Result<Checked, Rejection> {
+        let check = |s: &ChainState| {
+            let fresh = s.history.check(header, now, pool)?;
+            Ok(Checked {
+                fresh,
+                epoch: s.epoch,
+            })
+        };
+        let unseen = |s: &ChainState| check(s) == Err(TipProblem::Unseen);
+        let first = check(&self.state.borrow());
+        if first != Err(TipProblem::Unseen) {
+            return first.map_err(TipProblem::into_rejection);
+        }
+        let mut view = self.state.subscribe();
+        let waited =
+            tokio::time::timeout(self.unseen_tip_wait, view.wait_for(|s| !unseen(s))).await;
+        if let Ok(Ok(state)) = waited {
+            return check(&state).map_err(TipProblem::into_rejection);
+        }
+        let prev_hash = ehash::share::hex_be(&header.prev_hash);
+        let state = self.state.borrow();
+        let newest = state.history.newest().map(|t| t.height);
+        let behind = match (header.height, newest) {
+            (Some(share), Some(Some(newest))) => share > newest,
+            (Some(_), Some(None)) => true,
+            _ => false,
+        };
+        Err(if behind {
+            // Not the pool's fault: the share is for a block above any the
+            // mint's provider announced, so it is the one behind (slow, or
+            // its link silently dead). Asked again, the share passes once
+            // it catches up, or is stale by then.
+            Rejection::new(
+                error_code::CHAIN_UNAVAILABLE,
+                format!(
+                    "the mint's template provider is behind: prev hash {prev_hash} is for height {}, above its newest tip's",
+                    header.height.unwrap_or_default()
+                ),
+            )
+        } else if state.live {
+            Rejection::new(
+                error_code::UNKNOWN_PREV_HASH,
+                format!(
+                    "prev hash {prev_hash} is no tip the mint's template provider announced (waited {:?})",
+                    self.unseen_tip_wait
+                ),
+            )
+        } else {
+            Rejection::new(
+                error_code::CHAIN_UNAVAILABLE,
+                format!("the mint's template provider is down and prev hash {prev_hash} is not in its chain view yet"),
+            )
+        })
+    }
+
+    /// Logs the first share quoted on a missed tip: an operator sees which
+    /// prev hashes were taken on the pool's word.
+    fn log_missed(&self, prev_hash: [u8; 32], height: u32) {
+        let mut logged = roles_common::lock(&self.missed_logged);
+        if logged.contains(&prev_hash) {
+            return;
+        }
+        if logged.len() == MISSED_LOGGED {
+            logged.pop_front();
+        }
+        logged.push_back(prev_hash);
+        tracing::info!(
+            prev_hash = %ehash::share::hex_be(&prev_hash),
+            height,
+            "chain view: quoting shares on a tip the mint's template provider never announced to it, at a height between two it did (the mint or its link was down, or two blocks came at once)"
+        );
+    }
+}
