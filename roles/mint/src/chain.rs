@@ -1,12 +1,12 @@
 //! The mint's own view of the chain: a share is quoted only if its header
-//! builds on one of the last `max_tip_age` chain tips, with that tip's
-//! nbits and an ntime in range. So work done long ago (any public block
-//! header) buys nothing.
+//! builds on a chain tip fewer than `max_tip_age` blocks back (counted as
+//! below), with that tip's nbits and an ntime in range. So work done long
+//! ago (any public block header) buys nothing.
 //!
 //! ```text
 //!   prev hash of the header
 //!        |
-//!        +-- one of the newest max_tip_age tips --> nbits and ntime checked
+//!        +-- a tip fewer than max_tip_age back --> nbits and ntime checked
 //!        +-- an older tip still remembered ------> stale-prev-hash
 //!        +-- never seen, at a height between two tips announced one
 //!        |   right after the other (the mint was down, its template
@@ -38,8 +38,12 @@
 //! the mint, its database, the pool or the link between them is down, the
 //! pool cannot deliver the shares it accepted, and the blocks meanwhile
 //! make none of them stale; once its shares are quoted again, it has
-//! `max_tip_age` blocks to deliver them. Whatever happened, a share on a
-//! tip [`MAX_BLOCKS_BEHIND`] blocks below the newest is stale.
+//! `max_tip_age` blocks to deliver them. The first tip after the mint
+//! followed no chain (it was starting, or its template provider link was
+//! down) makes nothing older either. A pool that delivers only now and then
+//! keeps older work quotable so, up to a bound: a tip [`MAX_BLOCKS_BEHIND`]
+//! blocks below the highest (or as long before the newest, at ten minutes a
+//! block) is forgotten, and a share at such a height is stale.
 //!
 //! [`TipHistory`] decides without IO and [`stored`] is how it is kept in
 //! the database; [`Chain`] shares it between the template provider link,
@@ -53,7 +57,7 @@ use mint_quote_sv2::error_code;
 
 use crate::quote::Rejection;
 
-pub use history::TipHistory;
+pub use history::{Recorded, TipHistory};
 pub use view::{Chain, ChainState, Checked};
 
 /// How far an ntime may be from its tip's time (and after the mint's

@@ -104,8 +104,9 @@ pub const MAX_TIP_AGE: u64 = 1008;
 pub const MAX_UNSEEN_TIP_WAIT_SECS: u64 = 60;
 
 /// The mint's own chain view: a share is quoted only if it builds on a tip
-/// at most `max_tip_age` blocks back (counted for its pool: see
-/// [`crate::chain`]) that this template provider announced.
+/// fewer than `max_tip_age` blocks back (counted for its pool: see
+/// [`crate::chain`]) that this template provider announced, or one it
+/// missed between two it did.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainSettings {
@@ -114,11 +115,10 @@ pub struct ChainSettings {
     pub tp_address: String,
     /// Its Noise authority key (base58).
     pub tp_authority_public_key: Secp256k1PublicKey,
-    /// How many blocks back shares may build on, counting for each pool the
-    /// blocks that came while its shares were being quoted: 1 is the
-    /// current tip only, while they are. A share on an older tip gets
-    /// `stale-prev-hash`; the pool must deliver its requests within that
-    /// many blocks of delivering.
+    /// Shares may build on tips fewer blocks back than this, counting for
+    /// each pool the blocks that came while its shares were being quoted:
+    /// 1 is the current tip only, while they are. A share on an older tip
+    /// gets `stale-prev-hash`.
     #[serde(default = "default::u64::<6>")]
     pub max_tip_age: u64,
     /// How long a share on a tip the mint has not seen yet waits for the

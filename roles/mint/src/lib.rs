@@ -225,7 +225,13 @@ pub async fn start(
     if let (Some(settings), Some(chain)) = (&config.chain, chain) {
         tasks.spawn(
             "the chain follower",
-            template_provider::follow(settings.clone(), chain, mint.localstore(), shutdown.clone()),
+            template_provider::follow(
+                settings.clone(),
+                config.pools.iter().map(|p| p.x_only_key()).collect(),
+                chain,
+                mint.localstore(),
+                shutdown.clone(),
+            ),
         );
     }
     info!(
@@ -250,7 +256,8 @@ async fn chain_view(config: &MintConfig, mint: &Mint) -> Result<Option<Chain>, M
         warn!("no [chain]: the mint follows no chain and quotes work on any block (devnet only)");
         return Ok(None);
     };
-    let tips = template_provider::load_tips(&mint.localstore())
+    let pools: Vec<_> = config.pools.iter().map(|p| p.x_only_key()).collect();
+    let tips = template_provider::load_tips(&mint.localstore(), &pools)
         .await
         .map_err(MintError::database(config))?;
     let max_tip_age = usize::try_from(settings.max_tip_age).unwrap_or(usize::MAX);

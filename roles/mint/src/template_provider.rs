@@ -11,6 +11,7 @@ use cdk_common::database::mint::DynMintDatabase;
 use cdk_common::database::Error;
 use roles_common::sv2::{self, Incoming};
 use roles_common::CancellationToken;
+use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
 use stratum_core::parsers_sv2::{AnyMessageOwned, TemplateDistributionOwned};
 use stratum_core::template_distribution_sv2::{
     CoinbaseOutputConstraintsOwned, NewTemplateOwned, SetNewPrevHashOwned,
@@ -18,7 +19,7 @@ use stratum_core::template_distribution_sv2::{
 use tracing::{info, warn};
 
 use crate::chain::stored::{self, TipLayout};
-use crate::chain::{Chain, KeptTip, Tip, TipHistory};
+use crate::chain::{Chain, KeptTip, Recorded, Tip, TipHistory};
 use crate::config::ChainSettings;
 use crate::service::KV_NAMESPACE;
 
@@ -32,18 +33,24 @@ const EARLIER_TIPS: [((&str, &str), TipLayout); 2] = [
 /// Future templates whose height a SetNewPrevHash may ask for.
 const KEPT_TEMPLATES: usize = 16;
 
-/// The tips a previous run stored (newest first); none if there are none
-/// or they are unreadable (logged: the mint then learns the chain afresh).
-pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<KeptTip>, Error> {
+/// The tips a previous run stored (newest first), with the bits of the
+/// `pools` of `[[pools]]`; none if there are none or they are unreadable
+/// (logged: the mint then learns the chain afresh).
+pub async fn load_tips(
+    db: &DynMintDatabase,
+    pools: &[XOnlyPublicKey],
+) -> Result<Vec<KeptTip>, Error> {
     let places = std::iter::once((TIPS, TipLayout::Current)).chain(EARLIER_TIPS);
     for ((namespace, key), layout) in places {
         if let Some(bytes) = db.kv_read(KV_NAMESPACE, namespace, key).await? {
-            return Ok(stored::tips_from_bytes(&bytes, layout).unwrap_or_else(|| {
-                warn!(
+            return Ok(
+                stored::tips_from_bytes(&bytes, layout, pools).unwrap_or_else(|| {
+                    warn!(
                     "the stored chain tips are unreadable: starting from the template provider's"
                 );
-                vec![]
-            }));
+                    vec![]
+                }),
+            );
         }
     }
     Ok(vec![])
@@ -51,19 +58,25 @@ pub async fn load_tips(db: &DynMintDatabase) -> Result<Vec<KeptTip>, Error> {
 
 /// Without forced yields inside the transaction (see
 /// `io::without_forced_yields`).
-async fn store_tips(db: &DynMintDatabase, history: &TipHistory) -> Result<(), Error> {
+async fn store_tips(
+    db: &DynMintDatabase,
+    history: &TipHistory,
+    pools: &[XOnlyPublicKey],
+) -> Result<(), Error> {
     tokio::task::unconstrained(async {
         let mut tx = db.begin_transaction().await?;
-        tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &stored::to_bytes(history))
-            .await?;
+        let bytes = stored::to_bytes(history, pools);
+        tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &bytes).await?;
         tx.commit().await
     })
     .await
 }
 
 /// Follows the template provider's tips until `shutdown`.
+/// `pools` are the keys of `[[pools]]`, whose bits the tips carry.
 pub async fn follow(
     settings: ChainSettings,
+    pools: Vec<XOnlyPublicKey>,
     chain: Arc<Chain>,
     db: DynMintDatabase,
     shutdown: CancellationToken,
@@ -72,7 +85,7 @@ pub async fn follow(
     loop {
         let reason = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&settings, &chain, &db) => r,
+            r = session(&settings, &pools, &chain, &db) => r,
         };
         chain.lost();
         warn!(
@@ -88,7 +101,12 @@ pub async fn follow(
 }
 
 /// One connection: records every tip; returns why it ended.
-async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) -> String {
+async fn session(
+    settings: &ChainSettings,
+    pools: &[XOnlyPublicKey],
+    chain: &Chain,
+    db: &DynMintDatabase,
+) -> String {
     // The mint builds no blocks: it asks for no coinbase room.
     let constraints = CoinbaseOutputConstraintsOwned {
         coinbase_output_max_additional_size: 0,
@@ -123,17 +141,20 @@ async fn session(settings: &ChainSettings, chain: &Chain, db: &DynMintDatabase) 
             Ok(_) => continue,
         };
         let tip = heights.tip(&prev);
-        let Some(history) = chain.record(tip) else {
+        let Some((recorded, history)) = chain.record(tip) else {
             continue;
         };
-        info!(
-            prev_hash = %ehash::share::hex_be(&tip.prev_hash),
-            nbits = format_args!("{:#010x}", tip.nbits),
-            height = tip.height,
-            quoted_for = format_args!("{:#x}", history.tips().next().map_or(0, |kept| kept.quoted_for.0)),
-            "chain view: new tip"
-        );
-        if let Err(e) = store_tips(db, &history).await {
+        if recorded == Recorded::New {
+            let quoted_for = history.tips().next().map_or(0, |kept| kept.quoted_for.0);
+            info!(
+                prev_hash = %ehash::share::hex_be(&tip.prev_hash),
+                nbits = format_args!("{:#010x}", tip.nbits),
+                height = tip.height,
+                quoted_for = format_args!("{quoted_for:#x}"),
+                "chain view: new tip (quoted_for: the pools, by their bit in [[pools]], that had a share quoted since the tip before)"
+            );
+        }
+        if let Err(e) = store_tips(db, &history, pools).await {
             warn!("chain view: cannot store the tips: {e}");
         }
     }
@@ -181,6 +202,7 @@ mod tests {
     use stratum_core::binary_sv2::{B064KOwned, Seq0255Owned};
 
     use super::*;
+    use crate::chain::stored::test_pool_key as pool_key;
     use crate::chain::Pools;
 
     fn template(template_id: u64, coinbase_prefix: Vec<u8>) -> NewTemplateOwned {
@@ -218,7 +240,7 @@ mod tests {
                 .await
                 .unwrap(),
         );
-        assert_eq!(load_tips(&db).await.unwrap(), vec![]);
+        assert_eq!(load_tips(&db, &[]).await.unwrap(), vec![]);
         let write = |(namespace, key): (&'static str, &'static str), bytes: Vec<u8>| {
             let db = db.clone();
             async move {
@@ -239,7 +261,7 @@ mod tests {
         stored.extend_from_slice(&tip.nbits.to_le_bytes());
         stored.extend_from_slice(&tip.time.to_le_bytes());
         write(EARLIER_TIPS[1].0, stored.clone()).await;
-        assert_eq!(load_tips(&db).await.unwrap(), vec![aging(tip)]);
+        assert_eq!(load_tips(&db, &[]).await.unwrap(), vec![aging(tip)]);
 
         // Then with a height, before tips said which pools they aged for: all.
         let with_height = Tip {
@@ -248,16 +270,25 @@ mod tests {
         };
         stored.extend_from_slice(&840_000u32.to_le_bytes());
         write(EARLIER_TIPS[0].0, stored).await;
-        assert_eq!(load_tips(&db).await.unwrap(), vec![aging(with_height)]);
+        assert_eq!(load_tips(&db, &[]).await.unwrap(), vec![aging(with_height)]);
 
+        // Stored with the first and third of three pools; read back where
+        // they are listed now.
+        let pools = [pool_key(1), pool_key(2), pool_key(3)];
         let for_two = KeptTip {
             tip: with_height,
             quoted_for: Pools(0b101),
         };
-        store_tips(&db, &TipHistory::new(6, [for_two]))
+        store_tips(&db, &TipHistory::new(6, [for_two]), &pools)
             .await
             .unwrap();
-        assert_eq!(load_tips(&db).await.unwrap(), vec![for_two]);
+        let loaded = |pools: Vec<XOnlyPublicKey>| {
+            let db = db.clone();
+            async move { load_tips(&db, &pools).await.unwrap()[0].quoted_for }
+        };
+        assert_eq!(loaded(pools.to_vec()).await, Pools(0b101));
+        assert_eq!(loaded(vec![pool_key(3), pool_key(1)]).await, Pools(0b11));
+        assert_eq!(loaded(vec![pool_key(2), pool_key(4)]).await, Pools::NONE);
     }
 
     #[test]

@@ -10,6 +10,15 @@ use super::{
 };
 use crate::quote::Rejection;
 
+/// Bitcoin's block interval, for the time [`MAX_BLOCKS_BEHIND`] blocks take.
+const BLOCK_SECS: u32 = 600;
+
+/// Whether a block at `height` is [`MAX_BLOCKS_BEHIND`] blocks or more
+/// below `highest`.
+fn too_far_below(highest: u32, height: u32) -> bool {
+    highest.saturating_sub(height) as usize >= MAX_BLOCKS_BEHIND
+}
+
 /// The newest tips, newest first: at most [`MAX_BLOCKS_BEHIND`], none
 /// that many blocks below the newest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +39,7 @@ pub enum Recorded {
 }
 
 impl TipHistory {
-    /// `max_tip_age` >= 1: how many blocks back shares may build on.
+    /// `max_tip_age` >= 1: shares may build on tips fewer blocks back.
     pub fn new(max_tip_age: usize, tips: impl IntoIterator<Item = KeptTip>) -> Self {
         let mut history = Self {
             tips: tips.into_iter().collect(),
@@ -40,17 +49,23 @@ impl TipHistory {
         history
     }
 
+    /// Keeps [`MAX_BLOCKS_BEHIND`] tips at most, and none that many blocks
+    /// below the highest, or that much time (at a block each ten minutes)
+    /// before the newest: tips stored before they had heights have times.
     fn forget_old(&mut self) {
         self.tips.truncate(MAX_BLOCKS_BEHIND);
-        if let Some(newest) = self.newest().and_then(|t| t.height) {
-            let too_old = |t: &KeptTip| {
-                t.tip
-                    .height
-                    .is_some_and(|h| newest.saturating_sub(h) as usize >= MAX_BLOCKS_BEHIND)
-            };
-            if let Some(first_too_old) = self.tips.iter().position(too_old) {
-                self.tips.truncate(first_too_old);
-            }
+        let highest = self.tips.iter().filter_map(|t| t.tip.height).max();
+        let newest_time = self.newest().map(|t| t.time);
+        let too_old = |t: &KeptTip| {
+            let by_height = matches!((highest, t.tip.height),
+                (Some(highest), Some(h)) if too_far_below(highest, h));
+            let by_time = newest_time.is_some_and(|newest| {
+                newest.saturating_sub(t.tip.time) >= MAX_BLOCKS_BEHIND as u32 * BLOCK_SECS
+            });
+            by_height || by_time
+        };
+        if let Some(first_too_old) = self.tips.iter().position(too_old) {
+            self.tips.truncate(first_too_old);
         }
     }
 
@@ -117,15 +132,21 @@ impl TipHistory {
             return Ok(FreshTip::Announced);
         }
         let height = header.height.ok_or(TipProblem::Unseen)?;
+        let highest = self.tips.iter().filter_map(|t| t.tip.height).max();
+        if highest.is_some_and(|highest| too_far_below(highest, height)) {
+            return Err(TipProblem::Refused(Rejection::new(
+                error_code::STALE_PREV_HASH,
+                format!(
+                    "the share is for height {height}, {MAX_BLOCKS_BEHIND} blocks or more below the newest tip's"
+                ),
+            )));
+        }
         let newer = self.gap_around(height).ok_or(TipProblem::Unseen)?;
         let (above, below) = (&self.tips[newer], &self.tips[newer + 1].tip);
         // The tip right after the gap came after the blocks the mint missed.
         let mut age = self.age(newer, pool);
-        if above.quoted_for.contains(pool) {
-            age += above
-                .tip
-                .height
-                .map_or(1, |h| h.saturating_sub(height) as usize);
+        if let (true, Some(above_height)) = (above.quoted_for.contains(pool), above.tip.height) {
+            age += above_height.saturating_sub(height) as usize;
         }
         // Either side of a difficulty change, the missed tip has one or the other.
         let nbits = [below.nbits, above.tip.nbits];
@@ -184,7 +205,7 @@ impl TipHistory {
             return refuse(
                 error_code::STALE_PREV_HASH,
                 format!(
-                    "the share builds on a tip {age} blocks back, counting the blocks that came while the pool's shares were quoted; shares up to {} blocks back are quoted",
+                    "the share builds on a tip {age} blocks back, counting the blocks that came while the pool's shares were quoted; shares fewer than {} blocks back are quoted",
                     self.max_tip_age
                 ),
             );

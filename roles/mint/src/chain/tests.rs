@@ -152,9 +152,15 @@ fn the_history_is_bounded_and_survives_its_bytes() {
         Pools(0b110),
     );
     assert_eq!(h.tips().count(), 151);
-    let tips = stored::tips_from_bytes(&stored::to_bytes(&h), TipLayout::Current).unwrap();
+    let pools = [1, 2, 3].map(stored::test_pool_key);
+    let bytes = stored::to_bytes(&h, &pools);
+    let tips = stored::tips_from_bytes(&bytes, TipLayout::Current, &pools).unwrap();
     assert_eq!(TipHistory::new(2, tips), h);
-    assert_eq!(stored::tips_from_bytes(&[0; 53], TipLayout::Current), None);
+    let cut = &bytes[..bytes.len() - 1];
+    assert_eq!(
+        stored::tips_from_bytes(cut, TipLayout::Current, &pools),
+        None
+    );
 
     let mut h = history(2, 1);
     for n in 0..3_000 {
@@ -180,11 +186,11 @@ fn tips_stored_before_they_had_heights_are_read_without() {
         quoted_for: Pools::ALL,
     };
     assert_eq!(
-        stored::tips_from_bytes(&stored, TipLayout::WithoutHeights),
+        stored::tips_from_bytes(&stored, TipLayout::WithoutHeights, &[]),
         Some(vec![without(2), without(1)])
     );
     assert_eq!(
-        stored::tips_from_bytes(&[0; 44], TipLayout::WithoutHeights),
+        stored::tips_from_bytes(&[0; 44], TipLayout::WithoutHeights, &[]),
         None
     );
 }
@@ -356,7 +362,9 @@ fn however_long_the_outage_a_tip_two_weeks_of_blocks_back_is_forgotten() {
     let mut h = history(2, 4);
     h.record(numbered(2_016 + 104 - 1_000), Pools::NONE);
     assert_eq!(h.tips().count(), 1);
-    assert_eq!(h.check(&on(4), NOW, POOL), Err(TipProblem::Unseen));
+    for share in [on(4), unseen_at(3)] {
+        assert_eq!(refused(h.check(&share, NOW, POOL)), "stale-prev-hash");
+    }
     let mut h = history(2, 4);
     h.record(numbered(2_016 + 104 - 1_000 - 1), Pools::NONE);
     assert_eq!(h.check(&on(4), NOW, POOL), Ok(FreshTip::Announced));
@@ -366,6 +374,19 @@ fn however_long_the_outage_a_tip_two_weeks_of_blocks_back_is_forgotten() {
             height: height(200)
         })
     );
+    // Tips stored before they had heights go by their time.
+    let no_height = |n, time| Tip {
+        height: None,
+        time,
+        ..tip(n)
+    };
+    const TWO_WEEKS: u32 = 2016 * 600;
+    let mut h = TipHistory::new(6, aging([no_height(1, NOW - TWO_WEEKS)]));
+    h.record(no_height(2, NOW - 1), POOL);
+    assert_eq!(h.tips().count(), 2);
+    h.record(no_height(3, NOW), POOL);
+    assert_eq!(h.tips().count(), 2);
+    assert_eq!(h.check(&on(1), NOW, POOL), Err(TipProblem::Unseen));
 }
 
 fn chain(wait_ms: u64) -> Arc<Chain> {
@@ -476,7 +497,7 @@ async fn a_tip_ages_the_older_ones_for_the_pools_whose_shares_were_quoted_since_
     chain.quoted(OTHER, chain.epoch());
     chain.record(tip(5));
     // Nothing quoted since tip 5.
-    let stored = chain.record(tip(6)).expect("a new tip");
+    let (_, stored) = chain.record(tip(6)).expect("a new tip");
     assert_eq!(
         stored
             .tips()
@@ -507,7 +528,7 @@ async fn a_share_written_while_a_tip_came_counts_before_that_tip() {
     // Quoted once written, after tips 2 and 3 came: tip 2 ended the
     // interval it was checked in.
     chain.quoted(POOL, checked.epoch);
-    let stored = chain.record(tip(4)).expect("a new tip");
+    let (_, stored) = chain.record(tip(4)).expect("a new tip");
     assert_eq!(
         stored
             .tips()
@@ -515,4 +536,35 @@ async fn a_share_written_while_a_tip_came_counts_before_that_tip() {
             .collect::<Vec<_>>(),
         [Pools::NONE, Pools::NONE, POOL, POOL]
     );
+}
+
+#[tokio::test]
+async fn the_first_tip_after_the_mint_followed_no_chain_makes_nothing_older() {
+    // Restarted knowing tip 1, the mint quotes a share of the pool before
+    // its provider announces tip 9: the blocks between came while it was
+    // down, and the pool could not deliver the shares on them.
+    let chain = Arc::new(Chain::new(history(2, 1), Duration::from_millis(50)));
+    chain.quoted(POOL, chain.epoch());
+    chain.record(tip(9));
+    let fresh = |share: HeaderOnTip| {
+        let chain = chain.clone();
+        async move { chain.check(&share, NOW, POOL).await.map(|c| c.fresh) }
+    };
+    assert_eq!(fresh(on(1)).await, Ok(FreshTip::Announced));
+    assert_eq!(
+        fresh(unseen_at(3)).await,
+        Ok(FreshTip::Missed { height: height(3) })
+    );
+    // Its provider link down and back with tip 12: the same.
+    chain.quoted(POOL, chain.epoch());
+    chain.lost();
+    chain.record(tip(12));
+    assert_eq!(fresh(on(9)).await, Ok(FreshTip::Announced));
+    // Followed since: the next tips count their blocks.
+    for n in [13, 14] {
+        chain.quoted(POOL, chain.epoch());
+        chain.record(tip(n));
+    }
+    assert_eq!(fresh(on(13)).await, Ok(FreshTip::Announced));
+    assert_eq!(fresh(on(9)).await.unwrap_err().code, "stale-prev-hash");
 }

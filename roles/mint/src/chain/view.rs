@@ -10,8 +10,7 @@ use std::time::Duration;
 use mint_quote_sv2::error_code;
 use tokio::sync::watch;
 
-use super::history::Recorded;
-use super::{FreshTip, HeaderOnTip, Pools, Tip, TipHistory, TipProblem};
+use super::{FreshTip, HeaderOnTip, Pools, Recorded, Tip, TipHistory, TipProblem};
 use crate::quote::Rejection;
 
 /// Missed tips whose first share is logged, remembered to log each once.
@@ -62,25 +61,33 @@ impl Chain {
         }
     }
 
-    /// A tip from the template provider (which is live then); the history
-    /// if it changed, to store.
-    pub fn record(&self, tip: Tip) -> Option<TipHistory> {
+    /// A tip from the template provider (which is live then); what it
+    /// changed and the history, to store, if it changed anything.
+    pub fn record(&self, tip: Tip) -> Option<(Recorded, TipHistory)> {
         let mut changed = None;
         self.state.send_modify(|s| {
-            s.live = true;
+            let was_blind = !std::mem::replace(&mut s.live, true);
             let again = s.history.newest().map(|t| t.prev_hash) == Some(tip.prev_hash);
             let quoted_for = if again {
                 Pools::NONE
             } else {
-                Pools(self.quoted_since_tip.swap(0, Ordering::Relaxed))
-            };
-            match s.history.record(tip, quoted_for) {
-                Recorded::Nothing => {}
-                Recorded::Updated => changed = Some(s.history.clone()),
-                Recorded::New => {
-                    s.epoch += 1;
-                    changed = Some(s.history.clone());
+                let quoted = Pools(self.quoted_since_tip.swap(0, Ordering::Relaxed));
+                // The first tip after the mint followed no chain (it was
+                // starting, or its provider link was down) stands for blocks
+                // it did not see come: the shares its pools could not deliver
+                // meanwhile must not be the older for them.
+                if was_blind {
+                    Pools::NONE
+                } else {
+                    quoted
                 }
+            };
+            let recorded = s.history.record(tip, quoted_for);
+            if recorded == Recorded::New {
+                s.epoch += 1;
+            }
+            if recorded != Recorded::Nothing {
+                changed = Some((recorded, s.history.clone()));
             }
         });
         changed
@@ -95,9 +102,13 @@ impl Chain {
     /// delivering, so the tip that ends that interval ages the shares on
     /// older ones for it.
     pub fn quoted(&self, pool: Pools, epoch: u64) {
-        if self.epoch() == epoch {
-            self.quoted_since_tip.fetch_or(pool.0, Ordering::Relaxed);
-            return;
+        {
+            // Held while the bit is set: no tip is recorded in between.
+            let state = self.state.borrow();
+            if state.epoch == epoch {
+                self.quoted_since_tip.fetch_or(pool.0, Ordering::Relaxed);
+                return;
+            }
         }
         // Tips came while it was written: the first of them ended the
         // interval. Kept in memory; stored with the next tip.
