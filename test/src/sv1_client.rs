@@ -64,11 +64,18 @@ impl Sv1Client {
     }
 
     pub async fn send(&mut self, method: &str, params: Value) -> u64 {
+        self.try_send(method, params).await.expect("write")
+    }
+
+    async fn try_send(&mut self, method: &str, params: Value) -> Result<u64, String> {
         let id = self.next_id;
         self.next_id += 1;
         let line = sv1::jsonrpc::request(json!(id), method, params);
-        self.writer.write_all(line.as_bytes()).await.expect("write");
-        id
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(id)
     }
 
     /// The next message; Err when the connection closed.
@@ -103,26 +110,41 @@ impl Sv1Client {
 
     /// Sends a request and waits for its response (notifications are kept in `seen`).
     pub async fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.send(method, params).await;
-        self.response(id).await
+        self.try_request(method, params)
+            .await
+            .expect("connection open")
+    }
+
+    async fn try_request(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.try_send(method, params).await?;
+        self.try_response(id).await
     }
 
     pub async fn response(&mut self, id: u64) -> Value {
+        self.try_response(id).await.expect("connection open")
+    }
+
+    async fn try_response(&mut self, id: u64) -> Result<Value, String> {
         loop {
-            let v = self.recv().await.expect("connection open");
+            let v = self.recv().await?;
             if v.get("id") == Some(&json!(id)) && v.get("method").is_none() {
-                return v;
+                return Ok(v);
             }
             self.seen.push_back(v);
         }
     }
 
     pub async fn subscribe(&mut self) {
+        self.try_subscribe().await.expect("subscribed");
+    }
+
+    async fn try_subscribe(&mut self) -> Result<(), String> {
         let r = self
-            .request("mining.subscribe", json!(["hashpool-test/1.0"]))
-            .await;
-        (self.extranonce1, self.extranonce2_size) =
-            client::subscribed(&r["result"]).expect("a subscribe result");
+            .try_request("mining.subscribe", json!(["hashpool-test/1.0"]))
+            .await?;
+        (self.extranonce1, self.extranonce2_size) = client::subscribed(&r["result"])
+            .map_err(|e| format!("a subscribe result: {e}: {r}"))?;
+        Ok(())
     }
 
     /// Asks for every bit; returns the mask granted.
@@ -147,18 +169,37 @@ impl Sv1Client {
 
     /// subscribe + authorize + first job.
     pub async fn start(addr: SocketAddr, user: &str) -> Sv1Client {
+        Sv1Client::try_start(addr, user)
+            .await
+            .expect("a miner starts")
+    }
+
+    /// subscribe + authorize + first job; why not, if the connection
+    /// closed (a translator with no room for the miner) or the miner was
+    /// not authorized.
+    pub async fn try_start(addr: SocketAddr, user: &str) -> Result<Sv1Client, String> {
         let mut c = Sv1Client::connect(addr).await;
-        c.subscribe().await;
-        assert_eq!(c.authorize(user).await, Ok(true), "authorized");
-        c.wait_job().await;
-        c
+        c.try_subscribe().await?;
+        let r = c
+            .try_request("mining.authorize", json!([user, "x"]))
+            .await?;
+        if r["result"] != json!(true) {
+            return Err(format!("not authorized: {r}"));
+        }
+        c.try_wait_job().await?;
+        Ok(c)
     }
 
     pub async fn wait_job(&mut self) {
+        self.try_wait_job().await.expect("connection open");
+    }
+
+    async fn try_wait_job(&mut self) -> Result<(), String> {
         while self.job.is_none() {
-            let v = self.recv().await.expect("connection open");
+            let v = self.recv().await?;
             self.seen.push_back(v);
         }
+        Ok(())
     }
 
     /// Searches a share meeting the current difficulty on the current job.

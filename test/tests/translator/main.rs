@@ -208,9 +208,19 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     tr.wait_event(|e| matches!(e, TranslatorEvent::MinerDisconnected { reason, .. } if reason.contains("idle")))
         .await;
     until_pool_channels_closed(&stack).await;
-    // Room again for a miner.
-    let mut next = Sv1Client::start(tr.addr(), "next").await;
-    next.wait_job().await;
+    // Room again for a miner, once the first's slot is given back (just
+    // after its disconnection is told).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Sv1Client::try_start(tr.addr(), "next").await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no room for a miner: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tr.stop().await;
     stack.stop().await;
 }
