@@ -43,7 +43,9 @@
 //! down) makes nothing older either. A pool that delivers only now and then
 //! keeps older work quotable so, up to a bound: a tip [`MAX_BLOCKS_BEHIND`]
 //! blocks below the highest (or as long before the newest, at ten minutes a
-//! block) is forgotten, and a share at such a height is stale.
+//! block) is forgotten, and a share at such a height is stale. Mint
+//! processes sharing a database add up what they stored of which pools
+//! they quoted (see `template_provider`).
 //!
 //! [`TipHistory`] decides without IO and [`stored`] is how it is kept in
 //! the database; [`Chain`] shares it between the template provider link,

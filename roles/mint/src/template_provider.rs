@@ -56,18 +56,27 @@ pub async fn load_tips(
     Ok(vec![])
 }
 
-/// Without forced yields inside the transaction (see
+/// Stores `history`, with the pools other mint processes of a cluster
+/// (sharing the database) stored as quoted before the same tips; what
+/// they stored. Without forced yields inside the transaction (see
 /// `io::without_forced_yields`).
 async fn store_tips(
     db: &DynMintDatabase,
     history: &TipHistory,
     pools: &[XOnlyPublicKey],
-) -> Result<(), Error> {
+) -> Result<Vec<KeptTip>, Error> {
     tokio::task::unconstrained(async {
         let mut tx = db.begin_transaction().await?;
-        let bytes = stored::to_bytes(history, pools);
+        let stored = tx.kv_read(KV_NAMESPACE, TIPS.0, TIPS.1).await?;
+        let others = stored
+            .and_then(|bytes| stored::tips_from_bytes(&bytes, TipLayout::Current, pools))
+            .unwrap_or_default();
+        let mut merged = history.clone();
+        merged.absorb(&others);
+        let bytes = stored::to_bytes(&merged, pools);
         tx.kv_write(KV_NAMESPACE, TIPS.0, TIPS.1, &bytes).await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(others)
     })
     .await
 }
@@ -154,8 +163,9 @@ async fn session(
                 "chain view: new tip (quoted_for: the pools, by their bit in [[pools]], that had a share quoted since the tip before)"
             );
         }
-        if let Err(e) = store_tips(db, &history, pools).await {
-            warn!("chain view: cannot store the tips: {e}");
+        match store_tips(db, &history, pools).await {
+            Ok(others) => chain.absorb(&others),
+            Err(e) => warn!("chain view: cannot store the tips: {e}"),
         }
     }
 }
@@ -231,15 +241,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn tips_earlier_mints_stored_load_until_tips_are_stored_anew() {
+    /// A mint database in a file of a fresh directory (removed with it).
+    async fn database() -> (tempfile::TempDir, DynMintDatabase) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mint.sqlite");
-        let db: DynMintDatabase = Arc::new(
-            cdk_sqlite::MintSqliteDatabase::new(path.to_str().unwrap())
-                .await
-                .unwrap(),
-        );
+        let db = cdk_sqlite::MintSqliteDatabase::new(path.to_str().unwrap())
+            .await
+            .unwrap();
+        (dir, Arc::new(db))
+    }
+
+    #[tokio::test]
+    async fn tips_earlier_mints_stored_load_until_tips_are_stored_anew() {
+        let (_dir, db) = database().await;
         assert_eq!(load_tips(&db, &[]).await.unwrap(), vec![]);
         let write = |(namespace, key): (&'static str, &'static str), bytes: Vec<u8>| {
             let db = db.clone();
@@ -289,6 +303,37 @@ mod tests {
         assert_eq!(loaded(pools.to_vec()).await, Pools(0b101));
         assert_eq!(loaded(vec![pool_key(3), pool_key(1)]).await, Pools(0b11));
         assert_eq!(loaded(vec![pool_key(2), pool_key(4)]).await, Pools::NONE);
+    }
+
+    #[tokio::test]
+    async fn mint_processes_sharing_a_database_count_the_pools_each_other_quoted() {
+        let (_dir, db) = database().await;
+        let pools = [pool_key(1), pool_key(2)];
+        let kept = |n: u8, bits| KeptTip {
+            tip: Tip {
+                prev_hash: [n; 32],
+                nbits: 0x1d00_ffff,
+                time: 1_800_000_000,
+                height: Some(840_000 + u32::from(n)),
+            },
+            quoted_for: Pools(bits),
+        };
+        // Before tip 2, one process quoted the first pool's shares, the
+        // other the second's.
+        let one = TipHistory::new(6, [kept(2, 0b01), kept(1, 0b00)]);
+        let other = TipHistory::new(6, [kept(2, 0b10), kept(1, 0b11)]);
+        store_tips(&db, &one, &pools).await.unwrap();
+        let by_the_first = store_tips(&db, &other, &pools).await.unwrap();
+        assert_eq!(by_the_first, vec![kept(2, 0b01), kept(1, 0b00)]);
+        let bits = |tips: &mut dyn Iterator<Item = &KeptTip>| {
+            tips.map(|kept| kept.quoted_for).collect::<Vec<_>>()
+        };
+        let stored = load_tips(&db, &pools).await.unwrap();
+        assert_eq!(bits(&mut stored.iter()), [Pools(0b11), Pools(0b11)]);
+        let chain = Chain::new(other, Duration::from_secs(1));
+        chain.absorb(&by_the_first);
+        let state = chain.state();
+        assert_eq!(bits(&mut state.history.tips()), [Pools(0b11), Pools(0b11)]);
     }
 
     #[test]

@@ -98,10 +98,28 @@ impl TipHistory {
 
     /// A share of `pool` was quoted before the tip at `position` came,
     /// though after the one before it.
-    pub fn quoted_before(&mut self, position: usize, pool: Pools) {
+    pub fn mark_quoted(&mut self, position: usize, pool: Pools) {
         if let Some(kept) = self.tips.get_mut(position) {
             kept.quoted_for.0 |= pool.0;
         }
+    }
+
+    /// Adds the pools `others` (another mint process's tips) had shares
+    /// quoted for before each tip this history holds too; whether any
+    /// tip changed.
+    pub fn absorb(&mut self, others: &[KeptTip]) -> bool {
+        let mut changed = false;
+        for kept in &mut self.tips {
+            let theirs = others
+                .iter()
+                .find(|o| o.tip.prev_hash == kept.tip.prev_hash);
+            if let Some(theirs) = theirs {
+                let both = Pools(kept.quoted_for.0 | theirs.quoted_for.0);
+                changed |= both != kept.quoted_for;
+                kept.quoted_for = both;
+            }
+        }
+        changed
     }
 
     pub fn newest(&self) -> Option<&Tip> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mint_quote_sv2::error_code;
 use tokio::sync::watch;
 
-use super::{FreshTip, HeaderOnTip, Pools, Recorded, Tip, TipHistory, TipProblem};
+use super::{FreshTip, HeaderOnTip, KeptTip, Pools, Recorded, Tip, TipHistory, TipProblem};
 use crate::quote::Rejection;
 
 /// Missed tips whose first share is logged, remembered to log each once.
@@ -115,8 +115,18 @@ impl Chain {
         self.state.send_if_modified(|s| {
             let first_since = s.epoch.checked_sub(epoch).and_then(|n| n.checked_sub(1));
             if let Some(position) = first_since.and_then(|n| usize::try_from(n).ok()) {
-                s.history.quoted_before(position, pool);
+                s.history.mark_quoted(position, pool);
             }
+            false
+        });
+    }
+
+    /// Adds what other mint processes stored of the pools quoted before
+    /// each tip: a cluster counts a pool's blocks as one.
+    pub fn absorb(&self, others: &[KeptTip]) {
+        // Waiters wait for tips, not for what they aged: none is woken.
+        self.state.send_if_modified(|s| {
+            s.history.absorb(others);
             false
         });
     }
