@@ -325,15 +325,12 @@ mod tests {
         store_tips(&db, &one, &pools).await.unwrap();
         let by_the_first = store_tips(&db, &other, &pools).await.unwrap();
         assert_eq!(by_the_first, vec![kept(2, 0b01), kept(1, 0b00)]);
-        let bits = |tips: &mut dyn Iterator<Item = &KeptTip>| {
-            tips.map(|kept| kept.quoted_for).collect::<Vec<_>>()
-        };
-        let stored = load_tips(&db, &pools).await.unwrap();
-        assert_eq!(bits(&mut stored.iter()), [Pools(0b11), Pools(0b11)]);
+        let stored = TipHistory::new(6, load_tips(&db, &pools).await.unwrap());
+        assert_eq!(stored.quoted_for_each(), [Pools(0b11), Pools(0b11)]);
         let chain = Chain::new(other, Duration::from_secs(1));
         chain.absorb(&by_the_first);
         let state = chain.state();
-        assert_eq!(bits(&mut state.history.tips()), [Pools(0b11), Pools(0b11)]);
+        assert_eq!(state.history.quoted_for_each(), [Pools(0b11), Pools(0b11)]);
     }
 
     #[test]

@@ -69,9 +69,9 @@ impl TipHistory {
         }
     }
 
-    /// Records a tip, which ages the shares on older ones for the pools
-    /// in `quoted_for`.
-    pub fn record(&mut self, tip: Tip, quoted_for: Pools) -> Recorded {
+    /// Records a tip; a new one ages the shares on older ones for the
+    /// pools `quoted_for` gives (asked only then).
+    pub fn record(&mut self, tip: Tip, quoted_for: impl FnOnce() -> Pools) -> Recorded {
         if let Some(newest) = self.tips.front_mut() {
             if newest.tip.prev_hash == tip.prev_hash {
                 // Announced again (a reconnect, a restart): the same tip since
@@ -91,7 +91,10 @@ impl TipHistory {
         // An older tip again (a provider back on an older chain): it moves
         // to the front.
         self.tips.retain(|t| t.tip.prev_hash != tip.prev_hash);
-        self.tips.push_front(KeptTip { tip, quoted_for });
+        self.tips.push_front(KeptTip {
+            tip,
+            quoted_for: quoted_for(),
+        });
         self.forget_old();
         Recorded::New
     }
@@ -128,6 +131,12 @@ impl TipHistory {
 
     pub fn tips(&self) -> impl ExactSizeIterator<Item = &KeptTip> {
         self.tips.iter()
+    }
+
+    /// The pools each tip was quoted for, newest first.
+    #[cfg(test)]
+    pub fn quoted_for_each(&self) -> Vec<Pools> {
+        self.tips.iter().map(|kept| kept.quoted_for).collect()
     }
 
     /// Whether `header`, from `pool`, builds on a fresh tip, with its

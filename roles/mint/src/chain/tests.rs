@@ -49,7 +49,7 @@ fn unseen_at(n: u8) -> HeaderOnTip {
 fn history(max_tip_age: usize, n: u8) -> TipHistory {
     let mut h = TipHistory::new(max_tip_age, []);
     for i in 1..=n {
-        assert_eq!(h.record(tip(i), POOL), Recorded::New);
+        assert_eq!(h.record(tip(i), || POOL), Recorded::New);
     }
     h
 }
@@ -112,14 +112,14 @@ fn the_header_must_carry_its_tips_nbits_and_a_sane_ntime() {
 #[test]
 fn a_tip_announced_again_is_not_new_and_a_returning_one_moves_to_the_front() {
     let mut h = history(2, 3);
-    assert_eq!(h.record(tip(3), OTHER), Recorded::Nothing);
+    assert_eq!(h.record(tip(3), || OTHER), Recorded::Nothing);
     // Again later (a provider that restarted): the same tip since it first
     // came, as it aged the others then.
     let later = Tip {
         time: NOW + 600,
         ..tip(3)
     };
-    assert_eq!(h.record(later, Pools::NONE), Recorded::Nothing);
+    assert_eq!(h.record(later, || Pools::NONE), Recorded::Nothing);
     assert_eq!(h.newest(), Some(&tip(3)));
     assert_eq!(h.check(&on(2), NOW, POOL), Ok(FreshTip::Announced));
     let mut without_height = history(2, 2);
@@ -128,13 +128,16 @@ fn a_tip_announced_again_is_not_new_and_a_returning_one_moves_to_the_front() {
             height: None,
             ..tip(3)
         },
-        POOL,
+        || POOL,
     );
-    assert_eq!(without_height.record(later, Pools::NONE), Recorded::Updated);
+    assert_eq!(
+        without_height.record(later, || Pools::NONE),
+        Recorded::Updated
+    );
     assert_eq!(without_height.newest(), Some(&tip(3)));
     assert_eq!(without_height.tips().next().unwrap().quoted_for, POOL);
     // Tip 1 again (a provider that restarted on an older chain): newest now.
-    assert_eq!(h.record(tip(1), POOL), Recorded::New);
+    assert_eq!(h.record(tip(1), || POOL), Recorded::New);
     assert_eq!(h.newest(), Some(&tip(1)));
     assert_eq!(h.tips().count(), 3);
     assert_eq!(h.check(&on(3), NOW, POOL), Ok(FreshTip::Announced));
@@ -149,7 +152,7 @@ fn the_history_is_bounded_and_survives_its_bytes() {
             height: None,
             ..tip(151)
         },
-        Pools(0b110),
+        || Pools(0b110),
     );
     assert_eq!(h.tips().count(), 151);
     let pools = [1, 2, 3].map(stored::test_pool_key);
@@ -164,7 +167,7 @@ fn the_history_is_bounded_and_survives_its_bytes() {
 
     let mut h = history(2, 1);
     for n in 0..3_000 {
-        h.record(numbered(n), Pools::NONE);
+        h.record(numbered(n), || Pools::NONE);
     }
     assert_eq!(h.tips().count(), MAX_BLOCKS_BEHIND);
 }
@@ -325,14 +328,14 @@ fn tips_that_came_while_none_of_the_pools_shares_was_quoted_age_none() {
     // pool's shares were quoted meanwhile.
     let mut h = history(2, 1);
     for n in 2..=9 {
-        h.record(tip(n), OTHER);
+        h.record(tip(n), || OTHER);
     }
-    h.record(tip(10), POOL);
+    h.record(tip(10), || POOL);
     assert_eq!(h.check(&on(1), NOW, POOL), Ok(FreshTip::Announced));
     assert_eq!(h.check(&on(5), NOW, POOL), Ok(FreshTip::Announced));
     assert_eq!(refused(h.check(&on(5), NOW, OTHER)), "stale-prev-hash");
     // Quoted again: the next tip makes them stale.
-    h.record(tip(11), Pools(0b11));
+    h.record(tip(11), || Pools(0b11));
     assert_eq!(refused(h.check(&on(1), NOW, POOL)), "stale-prev-hash");
     assert_eq!(refused(h.check(&on(9), NOW, POOL)), "stale-prev-hash");
     assert_eq!(h.check(&on(10), NOW, POOL), Ok(FreshTip::Announced));
@@ -353,20 +356,20 @@ fn numbered(n: u32) -> Tip {
 fn however_long_the_outage_a_tip_two_weeks_of_blocks_back_is_forgotten() {
     let mut h = history(2, 1);
     for n in 0..500 {
-        h.record(numbered(n), Pools::NONE);
+        h.record(numbered(n), || Pools::NONE);
     }
     assert_eq!(h.tips().count(), 501, "all kept");
     assert_eq!(h.check(&on(1), NOW, POOL), Ok(FreshTip::Announced));
     // A mint back after weeks: the tips before are too old, and so is
     // every height between them and its first tip.
     let mut h = history(2, 4);
-    h.record(numbered(2_016 + 104 - 1_000), Pools::NONE);
+    h.record(numbered(2_016 + 104 - 1_000), || Pools::NONE);
     assert_eq!(h.tips().count(), 1);
     for share in [on(4), unseen_at(3)] {
         assert_eq!(refused(h.check(&share, NOW, POOL)), "stale-prev-hash");
     }
     let mut h = history(2, 4);
-    h.record(numbered(2_016 + 104 - 1_000 - 1), Pools::NONE);
+    h.record(numbered(2_016 + 104 - 1_000 - 1), || Pools::NONE);
     assert_eq!(h.check(&on(4), NOW, POOL), Ok(FreshTip::Announced));
     assert_eq!(
         h.check(&unseen_at(200), NOW, POOL),
@@ -382,9 +385,9 @@ fn however_long_the_outage_a_tip_two_weeks_of_blocks_back_is_forgotten() {
     };
     const TWO_WEEKS: u32 = 2016 * 600;
     let mut h = TipHistory::new(6, aging([no_height(1, NOW - TWO_WEEKS)]));
-    h.record(no_height(2, NOW - 1), POOL);
+    h.record(no_height(2, NOW - 1), || POOL);
     assert_eq!(h.tips().count(), 2);
-    h.record(no_height(3, NOW), POOL);
+    h.record(no_height(3, NOW), || POOL);
     assert_eq!(h.tips().count(), 2);
     assert_eq!(h.check(&on(1), NOW, POOL), Err(TipProblem::Unseen));
 }
@@ -499,10 +502,7 @@ async fn a_tip_ages_the_older_ones_for_the_pools_whose_shares_were_quoted_since_
     // Nothing quoted since tip 5.
     let (_, stored) = chain.record(tip(6)).expect("a new tip");
     assert_eq!(
-        stored
-            .tips()
-            .map(|kept| kept.quoted_for)
-            .collect::<Vec<_>>(),
+        stored.quoted_for_each(),
         [
             Pools::NONE,
             Pools(0b11),
@@ -530,10 +530,7 @@ async fn a_share_written_while_a_tip_came_counts_before_that_tip() {
     chain.quoted(POOL, checked.epoch);
     let (_, stored) = chain.record(tip(4)).expect("a new tip");
     assert_eq!(
-        stored
-            .tips()
-            .map(|kept| kept.quoted_for)
-            .collect::<Vec<_>>(),
+        stored.quoted_for_each(),
         [Pools::NONE, Pools::NONE, POOL, POOL]
     );
 }

@@ -67,10 +67,7 @@ impl Chain {
         let mut changed = None;
         self.state.send_modify(|s| {
             let was_blind = !std::mem::replace(&mut s.live, true);
-            let again = s.history.newest().map(|t| t.prev_hash) == Some(tip.prev_hash);
-            let quoted_for = if again {
-                Pools::NONE
-            } else {
+            let recorded = s.history.record(tip, || {
                 let quoted = Pools(self.quoted_since_tip.swap(0, Ordering::Relaxed));
                 // The first tip after the mint followed no chain (it was
                 // starting, or its provider link was down) stands for blocks
@@ -81,8 +78,7 @@ impl Chain {
                 } else {
                     quoted
                 }
-            };
-            let recorded = s.history.record(tip, quoted_for);
+            });
             if recorded == Recorded::New {
                 s.epoch += 1;
             }
