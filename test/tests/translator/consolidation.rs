@@ -127,8 +127,7 @@ async fn proofs_spent_by_another_wallet_of_the_seed_are_dropped_and_the_rest_con
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consolidating_swap_whose_answer_was_lost_is_recovered_by_the_next() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-    let (proxy, dropped) = answer_dropping_proxy(target, &["/v1/swap"]).await;
+    let (proxy, dropped) = answer_dropping_proxy(mint.running.http_addr, &["/v1/swap"]).await;
     let url = format!("http://{proxy}");
     let wallet = wallet_at(&url, &dir.path().join("wallet.sqlite")).await;
     let key = wallet.locking_key();

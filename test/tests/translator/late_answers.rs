@@ -28,8 +28,7 @@ impl BehindLateProxy {
 
     async fn start(next: NextRequest) -> Self {
         let (mint, mut link, dir, store) = mint_link_and_store().await;
-        let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-        let proxy = LateDelivery::start(target, "/v1/mint/ehash/batch", next).await;
+        let proxy = LateDelivery::start(mint.running.http_addr, "/v1/mint/ehash/batch", next).await;
         let url = format!("http://{}", proxy.addr);
         let wallet = Self::wallet(&url, dir.path()).await;
         let key = wallet.locking_key();
@@ -172,8 +171,8 @@ async fn a_batch_refused_for_a_passing_reason_closes_once_no_request_of_it_can_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mint_too_slow_to_tell_what_it_signed_costs_a_round_one_timeout() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-    let proxy = LateDelivery::start(target, "/v1/restore", NextRequest::Swallow).await;
+    let proxy =
+        LateDelivery::start(mint.running.http_addr, "/v1/restore", NextRequest::Swallow).await;
     let wallet = BehindLateProxy::wallet(&format!("http://{}", proxy.addr), dir.path()).await;
     wallet.recover().await.unwrap();
     let key = wallet.locking_key().to_string();

@@ -302,8 +302,8 @@ async fn a_quote_the_mint_refuses_in_a_batch_holds_up_none_of_its_batch_mates() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_again() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
-    let (proxy, dropped) = answer_dropping_proxy(target, &["/v1/mint/ehash/batch"]).await;
+    let (proxy, dropped) =
+        answer_dropping_proxy(mint.running.http_addr, &["/v1/mint/ehash/batch"]).await;
     let url = format!("http://{proxy}");
     let wallet = wallet_at(&url, &dir.path().join("wallet.sqlite")).await;
     let key = wallet.locking_key();
@@ -325,9 +325,8 @@ async fn a_batch_whose_answer_was_lost_is_restored_from_the_mint_not_minted_agai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
     let lost = ["/v1/mint/ehash/batch", "/v1/restore"];
-    let (proxy, dropped) = answer_dropping_proxy(target, &lost).await;
+    let (proxy, dropped) = answer_dropping_proxy(mint.running.http_addr, &lost).await;
     let db = dir.path().join("wallet.sqlite");
     let key = {
         let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
@@ -398,10 +397,9 @@ async fn a_batch_that_cannot_be_settled_holds_up_no_other_quote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_settled_after_its_proofs_were_consolidated_adds_none_back() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
-    let target: SocketAddr = mint.running.http_url()["http://".len()..].parse().unwrap();
     let lost = ["/v1/mint/ehash/batch", "/v1/restore"];
     let lost_twice = [lost, lost].concat();
-    let (proxy, _) = answer_dropping_proxy(target, &lost_twice).await;
+    let (proxy, _) = answer_dropping_proxy(mint.running.http_addr, &lost_twice).await;
     let db = dir.path().join("wallet.sqlite");
     {
         let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
