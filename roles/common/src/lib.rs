@@ -9,6 +9,7 @@
 //! [`http`]: an axum router served with bounds on slow and idle clients.
 //! [`limits`]: bounds on a listener's connections.
 //! [`log_limit`]: warnings a peer can repeat, logged at most once per interval.
+//! [`pid_lock`]: a lock file held while a process lives, naming its holder.
 //! [`private`]: state directories and files for their owner only.
 //! [`solutions`]: block solutions sent again on a new template provider link.
 //! [`tasks`]: a role's tasks, stopped together when one ends early.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod limits;
 pub mod log_limit;
 pub mod noise;
+pub mod pid_lock;
 pub mod private;
 pub mod redis_stream;
 pub mod services;

@@ -2,9 +2,9 @@
 //! on one state dir would write over each other's chain, database and
 //! wallet.
 
-use std::fs::{File, TryLockError};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+
+use roles_common::pid_lock::{PidLock, PidLockError};
 
 use crate::profile::DevnetConfigs;
 
@@ -14,7 +14,7 @@ const LOCK_FILE: &str = ".lock";
 /// A state dir held by this process, until dropped.
 pub struct StateDirLock {
     dir: PathBuf,
-    _file: File,
+    _lock: PidLock,
 }
 
 impl StateDirLock {
@@ -23,36 +23,17 @@ impl StateDirLock {
     pub fn take(dir: &Path) -> Result<Self, String> {
         roles_common::private::create_dir(dir)
             .map_err(|e| format!("state dir {}: {e}", dir.display()))?;
-        let path = dir.join(LOCK_FILE);
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let pid = match holder.trim().parse::<u32>() {
-                    Ok(pid) => format!(" (pid {pid})"),
-                    Err(_) => String::new(),
-                };
-                return Err(format!(
-                    "state dir {} is in use by another hashpool devnet{pid}",
-                    dir.display()
-                ));
-            }
-            Err(TryLockError::Error(e)) => return Err(format!("locking {}: {e}", path.display())),
-        }
-        file.set_len(0)
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let lock = PidLock::take(&dir.join(LOCK_FILE)).map_err(|e| match e {
+            PidLockError::Held { pid, .. } => format!(
+                "state dir {} is in use by another hashpool devnet{}",
+                dir.display(),
+                pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+            ),
+            e => e.to_string(),
+        })?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            _file: file,
+            _lock: lock,
         })
     }
 

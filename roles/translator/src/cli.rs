@@ -19,7 +19,8 @@ pub enum WalletCommand {
     /// Deletes the records of quotes done with that were created long ago;
     /// finds every quote locked to the wallet's key at the mint (signed
     /// lookup) and mints it, in NUT-29 batches, exactly once; then swaps
-    /// the wallet's proofs into the fewest if it holds many.
+    /// the wallet's proofs into the fewest if it holds many. Refused while
+    /// a translator mints from the same data dir.
     Claim {
         /// Hours the record of a quote done with (minted, or a miner's own)
         /// and of a refused share is kept after the quote's creation
@@ -74,8 +75,9 @@ const LISTED_AT_MOST: usize = 1000;
 
 /// Records the key's quotes the mint holds, then mints every pending one,
 /// with a progress line per batch on stderr. Finishing what an interrupted
-/// claim started comes first, so a quote is never minted twice. How many
-/// quotes were found, and (quotes, amount) minted.
+/// claim started comes first, so a quote is never minted twice (the caller
+/// holds the store's minter lock). How many quotes were found, and
+/// (quotes, amount) minted.
 async fn claim(wallet: &EhashWallet, store: &QuoteStore) -> Result<(usize, (usize, u64)), String> {
     wallet.recover().await.map_err(|e| e.to_string())?;
     let found = wallet
@@ -124,6 +126,8 @@ pub async fn run_wallet_command_on(
             out += &format!("SV1 username: {username}\n");
         }
         WalletCommand::Claim { keep_quotes_hours } => {
+            // Refused, with nothing done, while a translator mints from the store.
+            let _minter = store.take_minter().map_err(|e| e.to_string())?;
             // Before minting: what this claim mints keeps its record until the next.
             let hours = keep_quotes_hours.unwrap_or(crate::config::DEFAULT_KEEP_QUOTES_HOURS);
             let before = roles_common::unix_secs().saturating_sub(hours.saturating_mul(3600));

@@ -197,6 +197,7 @@ pub async fn start(
     // Its own: a task ending early stops the translator, nothing else.
     let shutdown = shutdown.child_token();
     let (store, wallet) = open_wallet(&config).await?;
+    let minter_lock = store.take_minter()?;
     let (listener, local_addr) = bind_miners(&config).await?;
     let (events, _) = broadcast::channel(4096);
     let wallet_key = wallet.locking_key();
@@ -273,6 +274,7 @@ pub async fn start(
         "the minter",
         quote_tasks::mint_quotes(
             quote_tasks::Minter {
+                _lock: minter_lock,
                 wallet: wallet.clone(),
                 store: store.clone(),
                 batch: config.mint_batch_size,

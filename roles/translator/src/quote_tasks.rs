@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::quotes::{FailureRecord, QuoteRecord, QuoteState, QuoteStore, UNKNOWN_KEY};
+use crate::quotes::{FailureRecord, MinterLock, QuoteRecord, QuoteState, QuoteStore, UNKNOWN_KEY};
 use crate::router::Notification;
 use crate::upstream::ToRouter;
 use crate::wallet::{EhashWallet, CONSOLIDATE_ABOVE};
@@ -248,6 +248,8 @@ pub(crate) async fn prune_quotes(
 
 /// What the minting loop works with.
 pub(crate) struct Minter {
+    /// This process mints from the store's file while the loop runs.
+    pub _lock: MinterLock,
     pub wallet: Arc<EhashWallet>,
     pub store: Arc<QuoteStore>,
     /// Most quotes per NUT-29 batch.

@@ -12,7 +12,9 @@
 //! first secret counter of its outputs and its quotes in request order), and
 //! closed with its quotes marked minted once their proofs are in the
 //! wallet: a batch found open was interrupted, and its outputs can be
-//! derived again to ask the mint what it signed.
+//! derived again to ask the mint what it signed. One process at a time
+//! mints from a file's records ([`QuoteStore::take_minter`]): a second
+//! would take the first's open batches for interrupted ones.
 //!
 //! Records of quotes done with (minted, or foreign) and of failures are
 //! deleted once older than the translator's `keep_quotes_hours`
@@ -23,7 +25,7 @@
 //! (a busy one's run into the millions) again.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ehash::lookup::Cursor;
@@ -93,6 +95,15 @@ pub enum StoreError {
     Database(#[from] rusqlite::Error),
     #[error("quote records file: {0}")]
     File(#[from] std::io::Error),
+    #[error(
+        "{} is being minted from by another process{}: a translator on the same \
+         data_dir or a `wallet claim`; one at a time",
+        path.display(),
+        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    MinterRunning { path: PathBuf, pid: Option<u32> },
+    #[error("quote records: {0}")]
+    MinterLock(roles_common::pid_lock::PidLockError),
 }
 
 /// A NUT-29 mint request as recorded before it is sent.
@@ -123,6 +134,17 @@ pub struct Totals {
 
 pub struct QuoteStore {
     conn: Mutex<Connection>,
+    /// The file, if not in memory.
+    path: Option<PathBuf>,
+}
+
+/// The lock file of the process minting from a quote records file, next to it.
+const MINTER_LOCK_FILE: &str = "minter.lock";
+
+/// Held by the one process minting from a quote records file, until dropped.
+#[derive(Debug)]
+pub struct MinterLock {
+    _lock: Option<roles_common::pid_lock::PidLock>,
 }
 
 /// A quote the mint refused to mint waits this long (seconds) before it is
@@ -264,14 +286,32 @@ impl QuoteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        Self::init(conn)
+        Self::init(conn, Some(path.to_path_buf()))
     }
 
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Self::init(Connection::open_in_memory()?, None)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    /// Makes this process the one minting from the file's records, for as
+    /// long as the lock lives; refused while another holds it. (A store in
+    /// memory has no other process to keep out.)
+    pub fn take_minter(&self) -> Result<MinterLock, StoreError> {
+        use roles_common::pid_lock::{PidLock, PidLockError};
+        let Some(path) = &self.path else {
+            return Ok(MinterLock { _lock: None });
+        };
+        match PidLock::take(&path.with_file_name(MINTER_LOCK_FILE)) {
+            Ok(lock) => Ok(MinterLock { _lock: Some(lock) }),
+            Err(PidLockError::Held { pid, .. }) => Err(StoreError::MinterRunning {
+                path: path.clone(),
+                pid,
+            }),
+            Err(e) => Err(StoreError::MinterLock(e)),
+        }
+    }
+
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA)?;
         // Files of versions before refused quotes were held back, and
         // before unanswered batches were sent again.
@@ -279,6 +319,7 @@ impl QuoteStore {
         add_column_if_missing(&conn, "mint_batches", "unanswered_at")?;
         Ok(Self {
             conn: Mutex::new(conn),
+            path,
         })
     }
 

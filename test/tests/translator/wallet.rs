@@ -618,3 +618,56 @@ async fn quotes_locked_to_a_miners_key_are_listed_and_only_that_miner_can_mint_t
     );
     mint.stop().await;
 }
+
+/// One process at a time mints from a data dir: while a translator runs,
+/// a second translator on its data dir and a `wallet claim` of its config
+/// are refused, naming it, with nothing done; once it stopped, the claim
+/// runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_is_minted_from_by_one_process_at_a_time() {
+    init_logging();
+    let mint = TestMint::start(mint_support::config(":memory:")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TranslatorConfig {
+        keep_quotes_hours: 1000,
+        ..translator_config(&[free_address()], &mint.running.http_url(), dir.path())
+    };
+    let tr = RunningTranslator::start(config.clone()).await;
+    // A record done with, two days old: kept by the translator, deleted by
+    // a claim keeping records a day.
+    let old = translator::quotes::QuoteRecord {
+        created_at: roles_common::unix_secs() - 48 * 3600,
+        ..quote_record("old", 1, tr.wallet_key(), QuoteState::Minted)
+    };
+    tr.handle.quotes().insert(&old).unwrap();
+
+    let held = format!(
+        "{} is being minted from by another process (pid {})",
+        dir.path().join("quotes.sqlite").display(),
+        std::process::id()
+    );
+    let claim = || WalletCommand::Claim {
+        keep_quotes_hours: Some(24),
+    };
+    let refused = translator::cli::run_wallet_command(&config, claim())
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with(&held), "{refused}");
+    let records = || tr.handle.quotes().all().unwrap();
+    assert_eq!(records(), std::slice::from_ref(&old), "nothing done");
+    let second = translator::start(config.clone(), tokio_util::sync::CancellationToken::new())
+        .await
+        .err()
+        .expect("a second translator on the data dir is refused");
+    assert!(second.to_string().starts_with(&held), "{second}");
+
+    tr.stop().await;
+    let claimed = translator::cli::run_wallet_command(&config, claim())
+        .await
+        .unwrap();
+    assert!(
+        claimed.contains("deleted the records of 1 quotes done with"),
+        "{claimed}"
+    );
+    drop(mint);
+}

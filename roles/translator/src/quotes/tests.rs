@@ -359,3 +359,32 @@ fn a_quote_notified_on_a_channel_of_no_known_key_is_the_wallets_once_a_look_up_f
         .unwrap();
     assert_eq!(s.get("q2").unwrap().unwrap().state, QuoteState::Foreign);
 }
+
+#[test]
+fn one_holder_at_a_time_mints_from_a_file_and_none_is_kept_out_of_one_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("quotes.sqlite");
+    let (first, second) = (
+        QuoteStore::open(&path).unwrap(),
+        QuoteStore::open(&path).unwrap(),
+    );
+    let held = first.take_minter().unwrap();
+    let refused = second.take_minter().unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "{} is being minted from by another process (pid {}): a translator on the \
+             same data_dir or a `wallet claim`; one at a time",
+            path.display(),
+            std::process::id()
+        )
+    );
+    // Reading and recording go on beside the minter.
+    second.insert(&record("a", 1, QuoteState::Pending)).unwrap();
+    drop(held);
+    let _taken = second.take_minter().unwrap();
+
+    let memory = QuoteStore::open_in_memory().unwrap();
+    let _one = memory.take_minter().unwrap();
+    let _two = memory.take_minter().unwrap();
+}
