@@ -48,6 +48,7 @@ pub fn translator_config(
         extranonce2_size: 4,
         max_line_bytes: 4096,
         max_miners: 10_000,
+        max_miners_per_ip: 10_000,
         miner_idle_timeout_secs: 900,
         miner_write_timeout_secs: 30,
         keepalive_secs: 600,

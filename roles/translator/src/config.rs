@@ -69,6 +69,10 @@ pub struct TranslatorConfig {
     /// Miners connected at once at most.
     #[serde(default = "default::usize::<10_000>")]
     pub max_miners: usize,
+    /// Miners connected at once from one IP address at most (a farm behind
+    /// one NAT is one address).
+    #[serde(default = "default::usize::<10_000>")]
+    pub max_miners_per_ip: usize,
     /// Seconds a miner may send nothing (no share, no request) before it is
     /// closed, with its pool channel.
     #[serde(default = "default::u64::<900>")]
@@ -161,6 +165,7 @@ impl Validate for TranslatorConfig {
         }
         for (field, value) in [
             ("max_miners", self.max_miners as u64),
+            ("max_miners_per_ip", self.max_miners_per_ip as u64),
             ("miner_idle_timeout_secs", self.miner_idle_timeout_secs),
             ("miner_write_timeout_secs", self.miner_write_timeout_secs),
         ] {

@@ -36,6 +36,7 @@ pub(crate) struct MinerContext {
     pub session: Arc<SessionConfig>,
     pub max_line_bytes: usize,
     pub max_miners: usize,
+    pub max_miners_per_ip: usize,
     /// A miner that sends nothing this long is closed.
     pub idle_timeout: Duration,
     /// A miner that takes this long to take one line is closed.
@@ -58,6 +59,7 @@ impl MinerContext {
             session: Arc::new(config.session_config(wallet_key)),
             max_line_bytes: config.max_line_bytes,
             max_miners: config.max_miners,
+            max_miners_per_ip: config.max_miners_per_ip,
             idle_timeout: Duration::from_secs(config.miner_idle_timeout_secs),
             write_timeout: Duration::from_secs(config.miner_write_timeout_secs),
             router,
@@ -104,7 +106,7 @@ pub(crate) async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let connections = shutdown.clone();
-    let limits = ConnectionLimits::new(ctx.max_miners, ctx.max_miners);
+    let limits = ConnectionLimits::new(ctx.max_miners, ctx.max_miners_per_ip);
     roles_common::accept_loop(
         "translator",
         listener,

@@ -225,6 +225,54 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     stack.stop().await;
 }
 
+/// Miners from one address past `max_miners_per_ip` are closed at once;
+/// another address still gets in, up to `max_miners`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_from_one_address_are_capped() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let stack = Stack::start(NBITS_NEVER).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TranslatorConfig {
+        max_miners: 2,
+        max_miners_per_ip: 1,
+        ..translator_config(&[stack.pool_addr()], NO_MINT_URL, dir.path())
+    };
+    let tr = RunningTranslator::start(config).await;
+    let addr = tr.addr();
+    let from = |last: u8| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, last], 0).into()).unwrap();
+        socket.connect(addr).await.unwrap()
+    };
+    let subscribed = |mut miner: tokio::net::TcpStream| async move {
+        let subscribe = json!({"id": 1, "method": "mining.subscribe", "params": []});
+        miner
+            .write_all(format!("{subscribe}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reader = tokio::io::BufReader::new(miner);
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, reader.read_line(&mut line))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(line.contains("\"result\""), "{line}");
+        reader
+    };
+    let closed_at_once = |mut miner: tokio::net::TcpStream| async move {
+        let read = tokio::time::timeout(WAIT, miner.read(&mut [0u8; 1]))
+            .await
+            .expect("closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    };
+    let _first = subscribed(from(1).await).await;
+    closed_at_once(from(1).await).await;
+    let _other = subscribed(from(2).await).await;
+    closed_at_once(from(3).await).await;
+    tr.stop().await;
+    stack.stop().await;
+}
+
 /// Miners that authorize and leave at once, before the pool has answered
 /// their channel's open, leave nothing open at the pool: each channel
 /// opened after its miner left is closed at once.
