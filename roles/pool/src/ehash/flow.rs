@@ -36,6 +36,14 @@ pub const DUPLICATE_SHARE: &str = "duplicate-share";
 
 /// A notification not acknowledged this long after it was sent is sent again.
 pub const RESEND_AFTER: Duration = Duration::from_secs(30);
+/// A notification this long in flight on one connection (sent again every
+/// [`RESEND_AFTER`]) without an acknowledgement is taken off it, and goes
+/// to another open channel with its key or waits for the key's next one: a
+/// peer can take notifications and never acknowledge some (a job
+/// declaration client whose downstream left, or did not negotiate the
+/// extension), which would hold the connection's room for good. A live
+/// translator acknowledges within a second or so of the notification.
+pub const TAKE_OFF_AFTER: Duration = Duration::from_secs(4 * 30);
 /// A notification waiting this long for a channel with its key is given up
 /// and its share done: the key's owner may never come back, and every share
 /// kept would be asked of the mint again at each restart. The quote stays
@@ -267,18 +275,17 @@ impl QuoteFlow {
         actions
     }
 
-    /// Notifications unacknowledged for [`RESEND_AFTER`]: sent again; those
+    /// Notifications unacknowledged for [`TAKE_OFF_AFTER`]: taken off their
+    /// connection (see there), for [`RESEND_AFTER`]: sent again; those
     /// waiting for [`WAIT_AT_MOST`]: given up, their shares done.
-    pub fn on_resend_tick(&mut self, now: Instant) -> Vec<Action> {
-        let mut actions: Vec<Action> = self
-            .notices
-            .overdue(now, RESEND_AFTER)
-            .into_iter()
-            .map(|(conn, notice)| Action::Notify {
+    pub fn on_resend_tick(&mut self, now: Instant, dir: &impl Directory) -> Vec<Action> {
+        let mut actions = self.take_off_unacknowledged(now, dir);
+        actions.extend(self.notices.overdue(now, RESEND_AFTER).into_iter().map(
+            |(conn, notice)| Action::Notify {
                 conn,
                 message: notice.message,
-            })
-            .collect();
+            },
+        ));
         let expired = self.notices.expired(now, WAIT_AT_MOST);
         if !expired.is_empty() {
             tracing::info!(
@@ -288,6 +295,54 @@ impl QuoteFlow {
             );
         }
         actions.extend(expired.into_iter().map(|(hash, _)| Action::Done(hash)));
+        actions
+    }
+
+    /// Takes off their connections the notifications it never acknowledged:
+    /// each goes to an open channel with its key other than the one it was
+    /// sent to (where it was taken and dropped), or waits for the key's
+    /// next; notifications queued for the connections take the room made.
+    fn take_off_unacknowledged(&mut self, now: Instant, dir: &impl Directory) -> Vec<Action> {
+        let taken_off = self.notices.take_off_unacknowledged(now, TAKE_OFF_AFTER);
+        if taken_off.is_empty() {
+            return vec![];
+        }
+        tracing::warn!(
+            notices = taken_off.len(),
+            "ehash notifications unacknowledged for {TAKE_OFF_AFTER:?} though sent again: \
+             taken off their connections, for another channel with their key"
+        );
+        let mut actions = vec![];
+        let (mut keys, mut conns) = (HashSet::new(), HashSet::new());
+        for t in &taken_off {
+            conns.insert(t.conn);
+            if !keys.insert(t.key) {
+                continue;
+            }
+            let sent_to = |c: &(ConnId, u32)| {
+                taken_off
+                    .iter()
+                    .any(|o| o.key == t.key && (o.conn, o.channel_id) == *c)
+            };
+            match dir.ehash_channel_with_key(&t.key) {
+                Some(channel) if !sent_to(&channel) => actions.extend(self.on_channel_opened(
+                    channel.0,
+                    channel.1,
+                    Some(t.key),
+                    true,
+                    now,
+                )),
+                _ => {}
+            }
+        }
+        for conn in conns {
+            actions.extend(self.notices.release(conn, now).into_iter().map(|notice| {
+                Action::Notify {
+                    conn,
+                    message: notice.message,
+                }
+            }));
+        }
         actions
     }
 

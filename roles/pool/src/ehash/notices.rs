@@ -6,7 +6,8 @@
 //! queued for one (addressed to it, sent once acknowledgements make room:
 //! at most [`IN_FLIGHT_PER_CONNECTION`] are in flight on each), or waiting
 //! for its locking key's next channel (its connection closed before the
-//! acknowledgement came, or no channel with its key was open). Only the
+//! acknowledgement came, the connection never acknowledged it however
+//! often it was sent, or no channel with its key was open). Only the
 //! connection a notice is in flight on can acknowledge it. The share stays
 //! in the outbox journal until then, so a pool restart loses nothing: the
 //! journal replays the share, the mint answers with the same quote, and the
@@ -41,9 +42,27 @@ pub struct Notice {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
-    InFlight { conn: ConnId, sent_at: Instant },
-    Queued { conn: ConnId },
-    Waiting { since: Instant },
+    /// Last sent at `sent_at`; first sent on `conn` at `since`.
+    InFlight {
+        conn: ConnId,
+        sent_at: Instant,
+        since: Instant,
+    },
+    Queued {
+        conn: ConnId,
+    },
+    Waiting {
+        since: Instant,
+    },
+}
+
+/// A notice taken off the connection that never acknowledged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakenOff {
+    pub key: LockingKey,
+    pub conn: ConnId,
+    /// The channel it was addressed to.
+    pub channel_id: u32,
 }
 
 /// Why a notice was refused.
@@ -135,7 +154,11 @@ impl Notices {
         let in_flight = self.in_flight.entry(conn).or_default();
         if in_flight.len() < self.in_flight_limit {
             in_flight.insert(share_hash);
-            Place::InFlight { conn, sent_at: now }
+            Place::InFlight {
+                conn,
+                sent_at: now,
+                since: now,
+            }
         } else {
             self.queued.entry(conn).or_default().push_back(share_hash);
             Place::Queued { conn }
@@ -188,7 +211,13 @@ impl Notices {
     ) -> Vec<([u8; 32], Duration)> {
         let mut done = vec![];
         for hash in share_hashes {
-            if let Some((_, Place::InFlight { conn: c, sent_at })) = self.entries.get(hash) {
+            if let Some((
+                _,
+                Place::InFlight {
+                    conn: c, sent_at, ..
+                },
+            )) = self.entries.get(hash)
+            {
                 if *c == conn {
                     done.push((*hash, now.saturating_duration_since(*sent_at)));
                 }
@@ -218,7 +247,11 @@ impl Notices {
             if *place != (Place::Queued { conn }) {
                 continue;
             }
-            *place = Place::InFlight { conn, sent_at: now };
+            *place = Place::InFlight {
+                conn,
+                sent_at: now,
+                since: now,
+            };
             in_flight.insert(hash);
             out.push(notice.clone());
         }
@@ -293,12 +326,43 @@ impl Notices {
     pub fn overdue(&mut self, now: Instant, after: Duration) -> Vec<(ConnId, Notice)> {
         let mut out = vec![];
         for (notice, place) in self.entries.values_mut() {
-            if let Place::InFlight { conn, sent_at } = place {
+            if let Place::InFlight { conn, sent_at, .. } = place {
                 if now.duration_since(*sent_at) >= after {
                     *sent_at = now;
                     out.push((*conn, notice.clone()));
                 }
             }
+        }
+        out
+    }
+
+    /// Notices in flight on a connection for `after` or longer, sent again
+    /// all the while, never acknowledged: taken off it to wait for their
+    /// key's next channel. Its peer takes notices but not these (a relay
+    /// whose downstream left, or did not negotiate the extension), and they
+    /// would hold its room for good.
+    pub fn take_off_unacknowledged(&mut self, now: Instant, after: Duration) -> Vec<TakenOff> {
+        let mut out = vec![];
+        for (hash, (notice, place)) in self.entries.iter_mut() {
+            let Place::InFlight { conn, since, .. } = *place else {
+                continue;
+            };
+            if now.saturating_duration_since(since) < after {
+                continue;
+            }
+            if let Some(set) = self.in_flight.get_mut(&conn) {
+                set.remove(hash);
+                if set.is_empty() {
+                    self.in_flight.remove(&conn);
+                }
+            }
+            *place = Place::Waiting { since: now };
+            self.waiting.entry(notice.key).or_default().push_back(*hash);
+            out.push(TakenOff {
+                key: notice.key,
+                conn,
+                channel_id: notice.message.channel_id(),
+            });
         }
         out
     }

@@ -188,7 +188,7 @@ impl PreparedFlow {
             let deadline = task.flow.next_deadline();
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = resend.tick() => task.flow.on_resend_tick(Instant::now()),
+                _ = resend.tick() => task.flow.on_resend_tick(Instant::now(), &CoreDirectory(&shared)),
                 Some(input) = inputs.recv() => task.on_input(input, &shared, &outbox, &journaled_tx),
                 Some((share, result)) = journaled.recv() => task.on_journaled(share, result),
                 Some(event) = mint_events.recv() => task.on_mint_event(event, &shared, &mint_stats),

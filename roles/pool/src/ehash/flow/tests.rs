@@ -136,8 +136,8 @@ fn an_unacknowledged_notification_follows_its_key_to_the_next_connection_and_is_
     let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
     f.on_mint_answer(quoted(&s), &dir);
     // Unacknowledged for RESEND_AFTER: sent again on the same connection.
-    assert!(f.on_resend_tick(now).is_empty());
-    let again = f.on_resend_tick(now + RESEND_AFTER * 2);
+    assert!(f.on_resend_tick(now, &dir).is_empty());
+    let again = f.on_resend_tick(now + RESEND_AFTER * 2, &dir);
     assert_eq!(notified_channel(&again, 1), Some(7));
     // The connection closes before acknowledging: the next channel with the
     // key, on a new connection, gets it; only that connection can acknowledge.
@@ -149,6 +149,55 @@ fn an_unacknowledged_notification_follows_its_key_to_the_next_connection_and_is_
         acked(&mut f, 5, &[s.request.share_hash()]),
         vec![Action::Done(s.request.share_hash())]
     );
+}
+
+/// A job declaration client takes notifications for a channel whose
+/// downstream left, and never acknowledges them.
+#[test]
+fn a_notification_never_acknowledged_goes_to_another_channel_with_its_key() {
+    let now = Instant::now();
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    f.on_mint_answer(quoted(&s), &HashMap::from([(7, (1, true, Some(key(1))))]));
+    let sent = Instant::now();
+    // Channel 7 closed; the key's owner came back on channel 9 of the same
+    // connection while the notification was in flight: nothing waited then.
+    assert!(f
+        .on_channel_opened(1, 9, Some(key(1)), true, sent)
+        .is_empty());
+    let dir: Dir = HashMap::from([(9, (1, true, Some(key(1))))]);
+    let resent = f.on_resend_tick(sent + RESEND_AFTER, &dir);
+    assert_eq!(
+        notified_channel(&resent, 1),
+        Some(7),
+        "sent again as it was"
+    );
+    let almost = f.on_resend_tick(sent + TAKE_OFF_AFTER - Duration::from_secs(1), &dir);
+    assert_eq!(notified_channel(&almost, 1), Some(7));
+    let moved = f.on_resend_tick(sent + TAKE_OFF_AFTER, &dir);
+    assert_eq!(notified_channel(&moved, 1), Some(9));
+    assert_eq!(
+        acked(&mut f, 1, &[s.request.share_hash()]),
+        vec![Action::Done(s.request.share_hash())]
+    );
+}
+
+/// A connection that keeps a channel open without taking its notifications
+/// (a job declaration client's downstream without the extension): taken
+/// off it, they wait for the key's next channel instead of going back to it.
+#[test]
+fn a_notification_never_acknowledged_on_the_keys_only_channel_waits_for_the_next() {
+    let now = Instant::now();
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    let dir: Dir = HashMap::from([(7, (1, true, Some(key(1))))]);
+    f.on_mint_answer(quoted(&s), &dir);
+    let later = Instant::now() + TAKE_OFF_AFTER;
+    assert!(f.on_resend_tick(later, &dir).is_empty());
+    assert_eq!(f.notices().waiting(), 1);
+    assert_eq!(acked(&mut f, 1, &[s.request.share_hash()]), vec![]);
+    let delivered = f.on_channel_opened(2, 3, Some(key(1)), true, later);
+    assert_eq!(notified_channel(&delivered, 2), Some(3));
 }
 
 #[test]
@@ -638,9 +687,11 @@ fn a_notification_nobody_takes_for_a_day_is_given_up_and_its_share_done() {
     f.on_mint_answer(quoted(&s), &Dir::new());
     let answered = Instant::now();
     assert_eq!(f.notices().waiting(), 1);
-    assert!(f.on_resend_tick(answered + WAIT_AT_MOST / 2).is_empty());
+    assert!(f
+        .on_resend_tick(answered + WAIT_AT_MOST / 2, &Dir::new())
+        .is_empty());
     assert_eq!(
-        f.on_resend_tick(answered + WAIT_AT_MOST),
+        f.on_resend_tick(answered + WAIT_AT_MOST, &Dir::new()),
         vec![Action::Done(s.request.share_hash())]
     );
     assert!(f.notices().is_empty());

@@ -122,6 +122,43 @@ fn overdue_notices_are_sent_again_on_their_connection() {
 }
 
 #[test]
+fn notices_a_connection_never_acknowledges_are_taken_off_it_and_free_its_room() {
+    let start = Instant::now();
+    let mut n = Notices::new(10, 100).with_in_flight_limit(1);
+    assert_eq!(n.send(hash(1), notice(key(1), 1), 7, start), Ok(true));
+    assert_eq!(n.send(hash(2), notice(key(1), 2), 7, start), Ok(false));
+    let after = Duration::from_secs(120);
+    // Sent again meanwhile: that does not restart the clock.
+    let resend = Duration::from_secs(30);
+    assert_eq!(n.overdue(start + Duration::from_secs(60), resend).len(), 1);
+    let almost = start + after - Duration::from_secs(1);
+    assert!(n.take_off_unacknowledged(almost, after).is_empty());
+    assert_eq!(
+        n.take_off_unacknowledged(start + after, after),
+        vec![TakenOff {
+            key: key(1),
+            conn: 7,
+            channel_id: 1
+        }]
+    );
+    assert!(
+        acked(&mut n, 7, &[hash(1)]).is_empty(),
+        "off the connection"
+    );
+    assert!(n.overdue(start + after * 2, resend).is_empty());
+    // Its room goes to the queued notice; it waits for the key's next channel.
+    let released = n.release(7, start + after);
+    assert_eq!(released.iter().map(sequence).collect::<Vec<_>>(), [2]);
+    assert_eq!(n.waiting(), 1);
+    let delivered = n.deliver_waiting(&key(1), 8, 4, start + after);
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        (delivered[0].0, channel_and_sequence(&delivered[0].1)),
+        (hash(1), (4, 1))
+    );
+}
+
+#[test]
 fn beyond_the_in_flight_limit_notices_queue_for_their_connection_until_acknowledgements_make_room()
 {
     let now = Instant::now();
