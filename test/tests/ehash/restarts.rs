@@ -194,6 +194,43 @@ async fn connect_when_up(stack: &EhashStack) -> MiningClient {
     stack.client(true).await
 }
 
+/// A second pool on a running pool's state dir is refused before it
+/// touches the outbox journal: the first goes on journaling and quoting,
+/// and once it stopped a pool starts there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pool_on_a_state_dir_is_refused() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let second = pool::PoolConfig {
+        listen_address: "127.0.0.1:0".into(),
+        ..stack.pool_config.clone()
+    };
+    let refused = pool::start(
+        second,
+        tokio_util::sync::CancellationToken::new(),
+        pool::Hooks::default(),
+    )
+    .await
+    .err()
+    .expect("a second pool is refused");
+    assert_eq!(
+        refused.to_string(),
+        format!(
+            "state_dir {} is in use by another pool (pid {}): one pool per state_dir",
+            stack.pool_config.state_dir.display(),
+            std::process::id()
+        )
+    );
+
+    let (_, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let shares = mine(&mut client, channel, 2).await;
+    assert_one_notification_per_share(&shares, &client.notifications(2).await);
+    stack.stop_pool().await;
+    stack.start_pool().await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     // The pool runs as a child process; the mint is down, so its shares are

@@ -16,6 +16,8 @@ use ehash::wire::{str0255_truncated, MessageSet};
 use ehash::LockingKey;
 use mint_quote_sv2::{MintQuoteRequestOwned, MintStatsResponse};
 use roles_common::log_limit::LogLimit;
+use roles_common::pid_lock::{PidLock, PidLockError};
+use roles_common::private;
 use roles_common::stats_publisher::now_ms;
 use stats_sv2::{link, MintStats, QuoteCreated};
 use stratum_core::mining_sv2::{SubmitSharesErrorOwned, SubmitSharesSuccessOwned};
@@ -46,6 +48,8 @@ const NO_COINBASE_PROOF: &str = "ehash-no-coinbase-proof";
 
 /// How often unacknowledged notifications are looked at for a resend.
 const RESEND_CHECK: Duration = Duration::from_secs(5);
+/// The lock file of the pool holding a state dir.
+const LOCK_FILE: &str = "pool.lock";
 
 pub(crate) enum FlowInput {
     Share(Box<AcceptedShare>),
@@ -92,6 +96,8 @@ impl AcceptedShareSink for FlowSink {
 /// The flow, prepared before the pool starts (the outbox is opened and its
 /// owed requests read), started once the pool's shared state exists.
 pub(crate) struct PreparedFlow {
+    /// This pool alone writes the state dir's journal while the flow runs.
+    lock: PidLock,
     settings: MintSettings,
     unit_bits: u8,
     outbox: Outbox,
@@ -105,6 +111,7 @@ pub(crate) fn prepare(
     state_dir: &Path,
     unit_bits: u8,
 ) -> Result<(FlowSink, PreparedFlow), PoolError> {
+    let lock = lock_state_dir(state_dir)?;
     let (outbox, owed) = Outbox::open(&state_dir.join("outbox.journal"))
         .map_err(|e| PoolError::Setup(e.to_string()))?;
     retire_undelivered_json(state_dir);
@@ -112,6 +119,7 @@ pub(crate) fn prepare(
     Ok((
         FlowSink(tx),
         PreparedFlow {
+            lock,
             settings: settings.clone(),
             unit_bits,
             outbox,
@@ -120,6 +128,23 @@ pub(crate) fn prepare(
             mint_stats: Arc::new(Mutex::new(None)),
         },
     ))
+}
+
+/// Takes the state dir for this pool: a second pool on it would compact the
+/// journal under the first, which would go on writing to a file no longer
+/// named (everything it journals after, lost at its next start).
+fn lock_state_dir(state_dir: &Path) -> Result<PidLock, PoolError> {
+    let setup = |e: String| PoolError::Setup(e);
+    private::create_dir(state_dir)
+        .map_err(|e| setup(format!("state_dir {}: {e}", state_dir.display())))?;
+    PidLock::take(&state_dir.join(LOCK_FILE)).map_err(|e| match e {
+        PidLockError::Held { pid, .. } => setup(format!(
+            "state_dir {} is in use by another pool{}: one pool per state_dir",
+            state_dir.display(),
+            pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+        )),
+        e => setup(e.to_string()),
+    })
 }
 
 /// Channel ownership as the pool core knows it now.
@@ -145,6 +170,7 @@ type Journaled = mpsc::UnboundedSender<(QuoteShare, Result<(), String>)>;
 impl PreparedFlow {
     pub(crate) async fn run(self, shared: Arc<Shared>, shutdown: CancellationToken) {
         let PreparedFlow {
+            lock: _lock,
             settings,
             unit_bits,
             outbox,
