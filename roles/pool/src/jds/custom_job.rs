@@ -115,6 +115,7 @@ fn check_against(
     }
     check_tip(m, tip)?;
     check_height(m, tip)?;
+    check_version(m)?;
     if m.version != job.version {
         return Err(refuse("invalid-version", "not the declared version"));
     }
@@ -198,6 +199,18 @@ fn check_height(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobR
     Ok(())
 }
 
+/// A block's version is at least 4 (BIP 65; a version with its top bit set
+/// is negative): no other header can be a block, so no share on it is paid.
+fn check_version(m: &SetCustomMiningJobOwned) -> Result<(), CustomJobRefusal> {
+    if (m.version as i32) < 4 {
+        return Err(refuse(
+            "invalid-version",
+            format!("version {:#010x}: a block's is at least 4", m.version),
+        ));
+    }
+    Ok(())
+}
+
 /// A coinbase-only job: the pool never sees its transactions (the merkle
 /// path is the client's), so what it checks is the tip and the coinbase:
 /// for the height after the pool's tip, paying the pool all the reward its
@@ -210,6 +223,7 @@ fn check_coinbase_only(
 ) -> Result<(), CustomJobRefusal> {
     check_tip(m, tip)?;
     check_height(m, tip)?;
+    check_version(m)?;
     let outputs: Vec<TxOut> = deserialize(m.coinbase_tx_outputs.as_bytes()).map_err(|e| {
         refuse(
             "invalid-coinbase-tx-outputs",

@@ -753,3 +753,36 @@ fn a_connection_holds_a_bounded_number_of_declared_jobs_the_oldest_go_first() {
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-mining-job-token");
     assert_eq!(jds.declared.len(), MAX_DECLARED_PER_CONNECTION);
 }
+
+/// No header of a version below 4 (or with its top bit set, negative) can
+/// be a block: a job of one is refused, declared that way or coinbase-only.
+#[test]
+fn a_job_whose_blocks_could_not_be_valid_for_their_version_is_refused() {
+    let txs = [tx(1)];
+    let k = key(KEY);
+    let (mut jds, t) = declarator(&txs, &txs);
+    for version in [3, 0x8000_0000] {
+        let token = allocate(&mut jds, 1);
+        let mut d = declaration(token, &t, vec![pool_output(&t)], &txs);
+        d.version = version;
+        let JobDeclarationOwned::DeclareMiningJobSuccess(ok) = declare(&mut jds, d) else {
+            panic!("declared");
+        };
+        let mut m = custom_job(ok.new_mining_job_token, &t, 1, Some(&k));
+        m.version = version;
+        let refused = jds.check_custom_job(&m, Some(&k), NOW).unwrap_err();
+        assert_eq!(refused.code, "invalid-version");
+        assert!(refused.reason.contains("at least 4"), "{}", refused.reason);
+    }
+
+    let (t, p) = template(&txs);
+    let mut jds = JobDeclarator::new(pool_script());
+    jds.on_tip(&p, &t, NOW);
+    jds.on_connect(1);
+    assert!(jds.on_message(1, setup(0), NOW).close.is_none());
+    let mut m = custom_job(allocate(&mut jds, 1), &t, 1, Some(&k));
+    m.version = 3;
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-version");
+    m.version = 4;
+    assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+}
