@@ -273,6 +273,21 @@ async fn miners_from_one_address_are_capped() {
     stack.stop().await;
 }
 
+/// A connection mines for one locking key: a second key authorized on it
+/// is refused (its shares would pay the first), a second worker of the same
+/// key is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_authorizing_a_second_locking_key_is_refused() {
+    let (stack, tr) = stack_and_translator(NBITS_NEVER).await;
+    let other_key = LockingKey::from_bytes(&SecretKey::generate().public_key().to_bytes()).unwrap();
+    let mut miner = Sv1Client::start(tr.addr(), "rig-1").await;
+    let refused = miner.authorize(&other_key.to_string()).await.unwrap_err();
+    assert_eq!(refused[0], 24, "{refused}");
+    assert_eq!(miner.authorize("rig-2").await, Ok(true));
+    tr.stop().await;
+    stack.stop().await;
+}
+
 /// Miners that authorize and leave at once, before the pool has answered
 /// their channel's open, leave nothing open at the pool: each channel
 /// opened after its miner left is closed at once.

@@ -412,31 +412,20 @@ impl MinerSession {
                 "not subscribed",
             ))];
         }
+        let (key, identity) = self.identity_of(user);
+        // Every share of the connection goes to one channel, locked to one
+        // key: another user's shares would pay the first's key.
+        if let Some(first) = self.locking_key.filter(|first| *first != key) {
+            return vec![Action::Sv1(sv1::error(
+                &id,
+                code::UNAUTHORIZED,
+                &format!("this connection mines for {first}: one locking key per connection"),
+            ))];
+        }
         if self.channel.is_some() {
             return vec![Action::Sv1(sv1::ok(&id, json!(true)))];
         }
         if self.identity.is_none() {
-            let (key, identity) = match parse_user_identity(user) {
-                Ok(miner) => (
-                    miner.locking_key,
-                    match miner.worker {
-                        Some(w) => format!("{}.{}", miner.locking_key, worker_name(&w)),
-                        None => miner.locking_key.to_string(),
-                    },
-                ),
-                Err(_) => {
-                    let worker = worker_name(user);
-                    let key = self.config.wallet_key;
-                    (
-                        key,
-                        if worker.is_empty() {
-                            key.to_string()
-                        } else {
-                            format!("{key}.{worker}")
-                        },
-                    )
-                }
-            };
             self.identity = Some(identity);
             self.locking_key = Some(key);
             self.username = Some(user.to_string());
@@ -453,6 +442,33 @@ impl MinerSession {
             return vec![];
         }
         self.open_channel().into_iter().collect()
+    }
+
+    /// The locking key a username mines for, and the channel's user
+    /// identity: `<key>[.worker]` for a key of its own, else the wallet's
+    /// key with the username as the worker.
+    fn identity_of(&self, user: &str) -> (LockingKey, String) {
+        match parse_user_identity(user) {
+            Ok(miner) => (
+                miner.locking_key,
+                match miner.worker {
+                    Some(w) => format!("{}.{}", miner.locking_key, worker_name(&w)),
+                    None => miner.locking_key.to_string(),
+                },
+            ),
+            Err(_) => {
+                let worker = worker_name(user);
+                let key = self.config.wallet_key;
+                (
+                    key,
+                    if worker.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{key}.{worker}")
+                    },
+                )
+            }
+        }
     }
 
     /// The upstream connection is ready (again): open the channel if the

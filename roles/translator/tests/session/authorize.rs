@@ -71,3 +71,26 @@ fn authorizations_waiting_for_the_pool_are_bounded() {
         assert_eq!(h.response(100 + id)["result"], true);
     }
 }
+
+/// One connection's shares all go to its one channel: another locking key
+/// authorized on it, before or after the channel opened, is refused (its
+/// shares would pay the first's key); another worker of the same key is not.
+#[test]
+fn a_second_locking_key_on_a_connection_is_refused() {
+    let mut h = Harness::new();
+    h.subscribe();
+    h.line(json!({"id": 2, "method": "mining.authorize", "params": ["rig-1", "x"]}));
+    h.line(json!({"id": 3, "method": "mining.authorize", "params": [MINER_KEY, "x"]}));
+    let refused = h.refused(3, &format!("this connection mines for {WALLET_KEY}"));
+    assert_eq!(refused["error"][0], 24, "{refused}");
+    assert_eq!(h.take_open(), format!("{WALLET_KEY}.rig-1"));
+    h.open_success(&POOL_PREFIX);
+    assert_eq!(h.response(2)["result"], true);
+    h.line(
+        json!({"id": 4, "method": "mining.authorize", "params": [format!("{MINER_KEY}.bob"), "x"]}),
+    );
+    assert_eq!(h.response(4)["error"][0], 24);
+    h.line(json!({"id": 5, "method": "mining.authorize", "params": ["rig-2", "x"]}));
+    assert_eq!(h.response(5)["result"], true);
+    assert_eq!(h.session.locking_key().unwrap().to_string(), WALLET_KEY);
+}
