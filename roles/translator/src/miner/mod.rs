@@ -134,8 +134,9 @@ pub struct MinerSession {
     /// `user_identity` of the channel (`<key hex>[.worker]`), once authorized.
     identity: Option<String>,
     locking_key: Option<LockingKey>,
-    /// The hash rate the channel opens with: the configured one, or what
-    /// the miner's suggested difficulty means.
+    /// The hash rate the channel opens (and reopens) with: the configured
+    /// one, what the miner's suggested difficulty means, or vardiff's last
+    /// estimate, whichever came last.
     nominal_hashrate: f32,
     pending_authorize: Vec<Value>,
     channel: Option<ExtendedChannel>,
@@ -512,6 +513,9 @@ impl MinerSession {
                 channel_id,
                 hashrate, "vardiff: updating the channel's hash rate"
             );
+            // A reopened channel (a failover, a pool's close) starts from
+            // it too, not from the configured rate.
+            self.nominal_hashrate = hashrate;
             out.push(update_channel(channel_id, hashrate));
         }
         if retarget.is_some()

@@ -127,3 +127,41 @@ fn a_channel_the_pool_closes_is_reopened_a_few_times_then_the_miner_is_dropped()
     ));
     assert!(h.closed.as_deref().unwrap().contains("go-away"));
 }
+
+/// A channel reopened after a failover starts at the rate vardiff found, not
+/// at the configured one: every miner of a farm at the configured rate
+/// would flood the next pool with shares.
+#[test]
+fn a_reopened_channel_starts_at_the_rate_vardiff_found() {
+    let (mut h, en1) = Harness::ready("rig");
+    // Two shares every three seconds of 16 expected hashes: ~11 h/s, far
+    // under the nominal 1000 h/s.
+    let mut last_rate = None;
+    for second in 0..180u64 {
+        h.now += 1;
+        if second % 3 != 2 {
+            let share = h.share(&en1, true);
+            h.submit(1000 + second, &share);
+            h.forwarded();
+        }
+        let outs = h.session.on_tick(h.now);
+        h.apply(outs);
+        while let Some(m) = h.upstream.pop() {
+            if let MiningOwned::UpdateChannel(u) = m {
+                last_rate = Some(u.nominal_hash_rate);
+            }
+        }
+    }
+    let last_rate = last_rate.expect("vardiff lowered the rate");
+    assert!(last_rate < 1000.0 / 4.0, "{last_rate}");
+    let outs = h.session.on_upstream_lost();
+    h.apply(outs);
+    let outs = h.session.on_upstream_ready();
+    h.apply(outs);
+    match h.upstream.pop() {
+        Some(MiningOwned::OpenExtendedMiningChannel(o)) => {
+            assert_eq!(o.nominal_hash_rate, last_rate)
+        }
+        other => panic!("expected an open, got {other:?}"),
+    }
+}
