@@ -270,3 +270,66 @@ async fn a_refused_declaration_means_the_pool_s_jobs_and_the_miner_is_still_paid
     stop_role("own devnet-tp", WAIT, &own_tp_stop, own_tp.wait()).await;
     stack.stop().await;
 }
+
+/// A job declarator that takes connections and never answers: each retry
+/// waits on it until its handshake times out (seconds); meanwhile the
+/// miners' shares go on being answered on the pool's jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declarator_that_never_answers_holds_up_no_share() {
+    use tokio::io::AsyncReadExt;
+    let stack = EhashStack::start("annotate", |_| {}).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    // Each connection it takes: a receiver that ends when the client closes it.
+    let (probes_tx, mut probes) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = silent.accept().await.unwrap();
+            let (open, closed) = tokio::sync::oneshot::channel::<()>();
+            let _ = probes_tx.send(closed);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+                drop(open);
+            });
+        }
+    });
+    let config = jd_client_config(stack.tp().local_addr(), stack.pool_addr(), silent_addr);
+    let shutdown = CancellationToken::new();
+    let jdc = jd_client::start(config, shutdown.clone()).await.unwrap();
+    let mut events = jdc.subscribe_events();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while events.recv().await.unwrap()
+            != jd_client::JdcEvent::SessionStarted(jd_client::Mode::PoolJobs)
+        {}
+    })
+    .await
+    .expect("the pool's jobs once the declarator does not answer");
+
+    let mut client = MiningClient::connect(jdc.local_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
+    client.setup_connection(0).await;
+    let (_, key) = miner_key();
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 1.0, 4)
+        .await
+        .expect("channel opens");
+    client.wait_for_work(channel).await;
+    // The next retry, waiting on the declarator.
+    while probes.try_recv().is_ok() {}
+    let mut waiting = tokio::time::timeout(Duration::from_secs(30), probes.recv())
+        .await
+        .expect("jd-client tries the declarator again")
+        .unwrap();
+    let share = client.valid_share(channel, false);
+    assert_eq!(client.submit_and_wait(channel, &share).await, Ok(()));
+    assert_eq!(
+        waiting.try_recv(),
+        Err(tokio::sync::oneshot::error::TryRecvError::Empty),
+        "the share was answered while the retry waited on the declarator"
+    );
+    holder.abort();
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
+}

@@ -366,6 +366,11 @@ impl Session<'_> {
         retry.tick().await;
         let mut stale_retry = tokio::time::interval(Duration::from_secs(STALE_RETRY_SECS));
         stale_retry.tick().await;
+        // Tried beside the links, not in the loop's turn: a declarator that
+        // does not answer holds a connect up for seconds, and shares and
+        // new tips must go on meanwhile.
+        let config = self.config;
+        let mut probe = None;
         loop {
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => return end("stopping".into(), mode),
@@ -395,8 +400,13 @@ impl Session<'_> {
                     Err(e) => return end(format!("job declarator link: {e}: mining the pool's jobs"), Mode::PoolJobs),
                 },
                 _ = stale_retry.tick(), if mode == Mode::Declared => self.core.on_stale_retry(),
-                _ = retry.tick(), if mode == Mode::PoolJobs => {
-                    match connect_jds(self.config).await {
+                _ = retry.tick(), if mode == Mode::PoolJobs && probe.is_none() => {
+                    probe = Some(Box::pin(connect_jds(config)));
+                    vec![]
+                }
+                probed = async { probe.as_mut().expect("a probe runs").await }, if probe.is_some() => {
+                    probe = None;
+                    match probed {
                         Ok(_) => return end("the job declarator is back: declaring jobs again".into(), Mode::Declared),
                         Err(e) => {
                             debug!("job declarator still unreachable: {e}");
