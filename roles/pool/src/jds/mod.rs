@@ -78,6 +78,8 @@ const MAX_BLOCK_WEIGHT: u64 = 4_000_000;
 /// declarations it may leave waiting for transactions.
 pub(super) const MAX_DECLARED_PER_CONNECTION: usize = 256;
 const MAX_PENDING_PER_CONNECTION: usize = 16;
+/// Request ids of declarations the tip dropped kept per connection, at most.
+const STALE_PENDING_KEPT: usize = 4 * MAX_PENDING_PER_CONNECTION;
 
 /// The tip declared jobs build on, from the pool's template provider.
 #[derive(Debug, Clone)]
@@ -145,7 +147,8 @@ struct JdConnection {
     allocated: HashSet<u64>,
     pending: HashMap<u32, Pending>,
     /// Declarations dropped from `pending` when the tip moved: their
-    /// transactions, if they come, are answered stale (until the next tip).
+    /// transactions, if they come, are answered stale (a large upload may
+    /// come after several tips; at most [`STALE_PENDING_KEPT`] are kept).
     stale_pending: HashSet<u32>,
 }
 
@@ -333,7 +336,11 @@ impl JobDeclarator {
             // Declarations waiting for transactions are stale now: what
             // they hold (their transaction lists) goes.
             for state in self.connections.values_mut() {
-                state.stale_pending = state.pending.drain().map(|(id, _)| id).collect();
+                let dropped = state.pending.drain().map(|(id, _)| id);
+                if state.stale_pending.len() + dropped.len() > STALE_PENDING_KEPT {
+                    state.stale_pending.clear();
+                }
+                state.stale_pending.extend(dropped);
             }
         }
         let seq = self.tip_seq;

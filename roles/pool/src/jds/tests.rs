@@ -322,8 +322,8 @@ fn unknown_transactions_are_asked_for_and_must_be_the_ones_declared() {
 }
 
 /// A declaration waiting for its transactions when the tip moves is
-/// dropped (with what it holds); its transactions, if they come, are
-/// answered stale.
+/// dropped (with what it holds); its transactions, if they come (after
+/// another tip too: a large upload), are answered stale.
 #[test]
 fn a_declaration_waiting_for_transactions_goes_when_the_tip_moves() {
     let txs = [tx(1), tx(2)];
@@ -339,6 +339,9 @@ fn a_declaration_waiting_for_transactions_goes_when_the_tip_moves() {
     ));
     new_tip(&mut jds, &txs);
     assert!(jds.connections[&1].pending.is_empty());
+    let (next, mut prev) = template(&txs);
+    prev.prev_hash = U256Owned::from([11u8; 32]);
+    jds.on_tip(&prev, &next, NOW);
     let late = ProvideMissingTransactionsSuccessOwned {
         request_id: 7,
         transaction_list: Seq064KOwned::new(
