@@ -98,16 +98,37 @@ impl Router {
             .or_else(|| self.closed_channels.get(&channel_id).copied().flatten())
     }
 
-    /// A miner's session sent a message for the pool.
+    /// A miner's session sent a message for the pool. One for a channel
+    /// the miner does not hold is dropped: sent before the pool link was
+    /// lost, it names a channel of the old link, whose id the new link may
+    /// have given another miner (the session answered it when told of the
+    /// loss).
     pub fn on_miner_message(&mut self, miner: u32, msg: MiningOwned) -> Vec<Action> {
         let Some(aggregate) = self.aggregate.as_mut() else {
+            let channel_id = match &msg {
+                MiningOwned::SubmitSharesExtended(s) => Some(s.channel_id),
+                MiningOwned::UpdateChannel(u) => Some(u.channel_id),
+                MiningOwned::CloseChannel(c) => Some(c.channel_id),
+                _ => None,
+            };
+            if let Some(channel_id) = channel_id {
+                let owner = self.channels.get(&channel_id).map(|c| c.owner);
+                if owner != Some(Owner::Miner(miner)) {
+                    debug!(
+                        miner,
+                        channel_id, "dropped a miner's message for a channel it does not hold"
+                    );
+                    return vec![];
+                }
+            }
             return vec![self.upstream(Owner::Miner(miner), msg)];
         };
         let outs = match msg {
             MiningOwned::OpenExtendedMiningChannel(open) => aggregate.on_open(miner, open),
             MiningOwned::SubmitSharesExtended(share) => aggregate.on_submit(miner, share),
-            // One channel for all: its target is the pool's.
-            MiningOwned::UpdateChannel(_) => vec![],
+            // One channel for all: its target is the pool's, and it closes
+            // with its last member.
+            MiningOwned::UpdateChannel(_) | MiningOwned::CloseChannel(_) => vec![],
             other => return vec![self.upstream(Owner::Miner(miner), other)],
         };
         self.deliver(outs)

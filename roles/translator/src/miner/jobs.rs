@@ -89,6 +89,18 @@ impl MinerSession {
         s: OpenExtendedMiningChannelSuccessOwned,
         now: u64,
     ) -> Vec<Action> {
+        if !self.opening {
+            // An open sent just before the pool link was lost, answered on
+            // the next link after this session opened again: the miner
+            // mines on one channel, this one goes.
+            debug!(channel_id = s.channel_id, "closing a channel opened twice");
+            return vec![Action::Upstream(MiningOwned::CloseChannel(
+                CloseChannelOwned {
+                    channel_id: s.channel_id,
+                    reason_code: ehash::wire::str0255_truncated("opened-twice"),
+                },
+            ))];
+        }
         self.opening = false;
         let prefix = match ExtranoncePrefix::from_wire(s.extranonce_prefix.to_owned_bytes()) {
             Ok(p) => p,

@@ -123,6 +123,41 @@ fn jobs_and_targets_go_to_the_channels_owner_only() {
     );
 }
 
+fn submit(channel_id: u32) -> MiningOwned {
+    MiningOwned::SubmitSharesExtended(SubmitSharesExtendedOwned {
+        channel_id,
+        sequence_number: 40,
+        job_id: 1,
+        nonce: 0,
+        ntime: 0,
+        version: 0,
+        extranonce: B032Owned::new(vec![0; 8]).unwrap(),
+    })
+}
+
+/// A miner's message sent before the pool link was lost names a channel of
+/// the old link; the new link may have given its id to another miner.
+#[test]
+fn a_miners_message_for_a_channel_it_does_not_hold_is_dropped() {
+    let mut r = two_channels();
+    assert!(matches!(&r.on_miner_message(1, submit(10))[..],
+        [Action::Upstream(MiningOwned::SubmitSharesExtended(s))] if s.channel_id == 10));
+    assert!(r.on_miner_message(1, submit(20)).is_empty(), "miner 2's");
+    assert!(r.on_miner_message(1, submit(99)).is_empty(), "no channel");
+    let update = |channel_id| {
+        MiningOwned::UpdateChannel(stratum_core::mining_sv2::UpdateChannelOwned {
+            channel_id,
+            nominal_hash_rate: 5.0,
+            maximum_target: U256Owned::from([0xff; 32]),
+        })
+    };
+    assert!(r.on_miner_message(2, update(10)).is_empty());
+    assert_eq!(r.on_miner_message(2, update(20)).len(), 1);
+    // After a loss, nothing is held until the new link's channels open.
+    r.on_upstream_lost();
+    assert!(r.on_miner_message(1, submit(10)).is_empty());
+}
+
 #[test]
 fn an_open_error_goes_to_the_miner_that_asked() {
     let mut r = Router::new(None);
@@ -231,6 +266,14 @@ fn aggregated_mode_opens_one_channel_and_fans_jobs_out_to_every_miner() {
     assert!(
         r.on_miner_message(1, update).is_empty(),
         "the pool sets the shared target"
+    );
+    let close = MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id: 7,
+        reason_code: str0255_truncated("opened-twice"),
+    });
+    assert!(
+        r.on_miner_message(1, close).is_empty(),
+        "it closes with its last member, not at a miner's word"
     );
     let share = MiningOwned::SubmitSharesExtended(SubmitSharesExtendedOwned {
         channel_id: 7,

@@ -165,3 +165,35 @@ fn a_reopened_channel_starts_at_the_rate_vardiff_found() {
         other => panic!("expected an open, got {other:?}"),
     }
 }
+
+/// An open sent just before the pool link was lost can be answered on the
+/// next link besides the open sent after: the miner keeps the first
+/// channel and closes the other.
+#[test]
+fn a_channel_opened_twice_is_closed() {
+    let (mut h, en1) = Harness::ready("rig");
+    let outs = h.session.on_upstream_lost();
+    h.apply(outs);
+    let outs = h.session.on_upstream_ready();
+    h.apply(outs);
+    h.take_open();
+    h.open_success(&POOL_PREFIX);
+    let twice = OpenExtendedMiningChannelSuccessOwned {
+        request_id: 2,
+        channel_id: CHANNEL + 1,
+        target: U256Owned::from(easy_target_le()),
+        extranonce_size: ROLLABLE,
+        extranonce_prefix: B032Owned::new(vec![7, 7, 7]).unwrap(),
+        group_channel_id: 0,
+    };
+    h.pool_sends(MiningOwned::OpenExtendedMiningChannelSuccess(twice));
+    match h.upstream.pop() {
+        Some(MiningOwned::CloseChannel(c)) => assert_eq!(c.channel_id, CHANNEL + 1),
+        other => panic!("expected a close, got {other:?}"),
+    }
+    assert_eq!(h.session.channel_id(), Some(CHANNEL));
+    h.job(6, POOL_PREFIX.len());
+    let share = h.share(&en1, true);
+    h.submit(40, &share);
+    assert_eq!(h.forwarded().channel_id, CHANNEL);
+}
