@@ -231,6 +231,39 @@ async fn a_second_pool_on_a_state_dir_is_refused() {
     stack.stop().await;
 }
 
+/// Shares replayed at a restart go to the mint behind the shares miners
+/// send now: a backlog larger than the pending set refuses no live share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_backlog_refuses_no_live_share() {
+    const OWED: usize = 12;
+    let mut stack = EhashStack::start("annotate", |pool| {
+        pool.mint.as_mut().unwrap().pending_capacity = 4;
+    })
+    .await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    // Quoted and notified, never acknowledged: owed across the restart.
+    let mut shares = mine(&mut client, channel, OWED).await;
+    client.notifications(OWED).await;
+    drop(client);
+    stack.stop_pool().await;
+    stack.stop_mint().await;
+    // The backlog cannot drain while the mint is away.
+    stack.start_pool().await;
+    let mut client = stack.client(true).await;
+    let channel = open_channel(&mut client, &key).await;
+    let target = client.channels[&channel].target();
+    let live = client.valid_share(channel, false);
+    let seq = client.submit(channel, &live).await;
+    stack.start_mint().await;
+    assert_eq!(client.share_result(channel, seq).await, Ok(()));
+    let amount = ehash::ehash_amount(target, ehash::UnitBits::new(0).unwrap());
+    shares.push((live.hash, amount));
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_killed_abruptly_and_restarted_loses_no_share() {
     // The pool runs as a child process; the mint is down, so its shares are

@@ -248,6 +248,12 @@ struct Running {
     capacity: usize,
     /// Annotate mode: journaled shares waiting for room in the pending set.
     overflow: VecDeque<QuoteShare>,
+    /// Shares the journal replayed at start, waiting to be asked of the
+    /// mint: they go in while fewer than [`AT_MINT_LIMIT`] shares are
+    /// pending, behind the shares miners send now, so that a backlog (every
+    /// notification a day's departed keys are owed) never holds up or
+    /// refuses those.
+    replays: VecDeque<QuoteShare>,
 }
 
 impl Running {
@@ -267,6 +273,7 @@ impl Running {
             mode,
             capacity,
             overflow: VecDeque::new(),
+            replays: VecDeque::new(),
         }
     }
 
@@ -276,11 +283,7 @@ impl Running {
         for (hash, payload) in owed {
             match decode_owed(&payload) {
                 // Sent to the mint as soon as the link is up.
-                Some(share) => {
-                    if self.flow.on_share(share.clone(), now).is_err() {
-                        self.overflow.push_back(share);
-                    }
-                }
+                Some(share) => self.replays.push_back(share),
                 None => {
                     error!(
                         "outbox entry {} is unreadable or its locking key is no key \
@@ -292,6 +295,8 @@ impl Running {
                 }
             }
         }
+        // Before the link is up: nothing to send yet.
+        drop(self.admit_replays(now));
     }
 
     fn on_input(
@@ -340,6 +345,7 @@ impl Running {
             MintEvent::Answer(answer) => {
                 let mut actions = self.flow.on_mint_answer(answer, &CoreDirectory(shared));
                 actions.extend(self.admit_overflow());
+                actions.extend(self.admit_replays(Instant::now()));
                 actions
             }
             MintEvent::Stats(stats) => {
@@ -471,6 +477,19 @@ impl Running {
                 vec![refuse(MINT_QUEUE_FULL), Action::Done(hash)]
             }
         }
+    }
+
+    /// Moves replayed shares into the pending set while fewer than
+    /// [`AT_MINT_LIMIT`] are pending.
+    fn admit_replays(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = vec![];
+        while self.flow.pending() < AT_MINT_LIMIT && !self.flow.is_full() {
+            let Some(share) = self.replays.pop_front() else {
+                break;
+            };
+            actions.extend(self.flow.on_share(share, now).unwrap_or_default());
+        }
+        actions
     }
 
     /// Moves held-back shares into the pending set as it frees up.
