@@ -2,8 +2,8 @@
 //! feeds its [`MinerSession`] and applies the session's actions (lines to
 //! the miner, messages to the pool through the router task, stats).
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ehash::wire::str0255_truncated;
@@ -43,7 +43,7 @@ pub(crate) struct MinerContext {
     pub write_timeout: Duration,
     pub router: mpsc::UnboundedSender<ToRouter>,
     pub events: broadcast::Sender<TranslatorEvent>,
-    pub next_id: AtomicU32,
+    pub ids: Mutex<MinerIds>,
     pub stats: StatsPublisher,
 }
 
@@ -64,7 +64,7 @@ impl MinerContext {
             write_timeout: Duration::from_secs(config.miner_write_timeout_secs),
             router,
             events,
-            next_id: AtomicU32::new(1),
+            ids: Mutex::default(),
             stats,
         }
     }
@@ -100,6 +100,31 @@ fn miner_stat_message(miner_id: u32, stat: MinerStat) -> StatsMessage {
     }
 }
 
+/// The ids of the connected miners. A miner's id is also its extranonce1
+/// and its name at the router: when the counter wraps (after 4 billion
+/// connections) an id still in use is never given again.
+#[derive(Default)]
+pub(crate) struct MinerIds {
+    last: u32,
+    live: HashSet<u32>,
+}
+
+impl MinerIds {
+    /// An id no connected miner has (never 0).
+    fn take(&mut self) -> u32 {
+        loop {
+            self.last = self.last.wrapping_add(1);
+            if self.last != 0 && self.live.insert(self.last) {
+                return self.last;
+            }
+        }
+    }
+
+    fn give_back(&mut self, id: u32) {
+        self.live.remove(&id);
+    }
+}
+
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     ctx: Arc<MinerContext>,
@@ -114,7 +139,7 @@ pub(crate) async fn accept_loop(
         shutdown,
         move |_, stream, peer| {
             let _ = stream.set_nodelay(true);
-            let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = roles_common::lock(&ctx.ids).take();
             let (ctx, shutdown) = (ctx.clone(), connections.clone());
             async move {
                 let _ = ctx.events.send(TranslatorEvent::MinerConnected(id));
@@ -130,6 +155,7 @@ pub(crate) async fn accept_loop(
                     }
                 };
                 let _ = ctx.router.send(ToRouter::Unregister(id));
+                roles_common::lock(&ctx.ids).give_back(id);
                 if session.announced() {
                     ctx.stats.publish(stats_sv2::MinerDisconnected {
                         miner_id: id,
@@ -304,6 +330,20 @@ async fn write_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_miner_id_in_use_is_never_given_again_when_the_counter_wraps() {
+        let mut ids = MinerIds::default();
+        let first = ids.take();
+        assert_eq!(first, 1);
+        ids.last = u32::MAX - 1;
+        assert_eq!(ids.take(), u32::MAX);
+        // 0 is no id, and 1 is still connected.
+        assert_eq!(ids.take(), 2);
+        ids.give_back(first);
+        ids.last = u32::MAX;
+        assert_eq!(ids.take(), 1, "free again once given back");
+    }
 
     /// Both ends of a loopback connection: the miner's writer, our reader.
     async fn connection() -> (TcpStream, OwnedReadHalf) {
