@@ -276,8 +276,19 @@ impl Aggregate {
     /// The pool acknowledged the channel's shares up to a sequence number:
     /// each miner is told of its own, in its own numbering.
     fn on_success(&mut self, s: SubmitSharesSuccessOwned) -> Vec<Action> {
+        // Up to `last` as sequence numbers wrap: the half of the space
+        // behind it, oldest first.
         let last = s.last_sequence_number;
-        let done: Vec<u32> = self.shares.range(..=last).map(|(k, _)| *k).collect();
+        let from = last.wrapping_sub(u32::MAX / 2);
+        let done: Vec<u32> = if from <= last {
+            self.shares.range(from..=last).map(|(k, _)| *k).collect()
+        } else {
+            let before_wrap = self.shares.range(from..);
+            before_wrap
+                .chain(self.shares.range(..=last))
+                .map(|(k, _)| *k)
+                .collect()
+        };
         let mut per_miner: HashMap<u32, (u32, u32)> = HashMap::new();
         for seq in done {
             if let Some((miner, local)) = self.shares.remove(&seq) {
@@ -535,6 +546,29 @@ mod tests {
             matches!(to_miner(&ok, 2)[..], [MiningOwned::SubmitSharesSuccess(s)]
             if s.last_sequence_number == 2 && s.new_submits_accepted_count == 1)
         );
+    }
+
+    #[test]
+    fn a_success_past_the_wrap_of_the_channels_numbering_answers_the_shares_before_it() {
+        let mut a = Aggregate::new(KEY.parse().unwrap());
+        a.on_open(1, open(KEY));
+        a.on_open_success(success());
+        a.next_sequence = u32::MAX - 1;
+        for local in 1..=3 {
+            a.on_submit(1, share(local));
+        }
+        let ok = a.on_upstream(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+            channel_id: 9,
+            last_sequence_number: 1,
+            new_submits_accepted_count: 3,
+            new_shares_sum: 3,
+        }));
+        assert!(
+            matches!(to_miner(&ok, 1)[..], [MiningOwned::SubmitSharesSuccess(s)]
+            if s.last_sequence_number == 3 && s.new_submits_accepted_count == 3),
+            "{ok:?}"
+        );
+        assert!(a.shares.is_empty());
     }
 
     #[test]
