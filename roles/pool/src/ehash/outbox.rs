@@ -194,8 +194,10 @@ enum Command {
     Done {
         key: [u8; 32],
     },
-    /// Write and sync everything queued before it.
-    Flush {
+    /// Write and sync everything queued before it, then stop: nothing more
+    /// touches the journal (no compaction after), so another writer may
+    /// take it over once `synced` is called.
+    Close {
         synced: Synced,
     },
 }
@@ -305,12 +307,13 @@ impl Outbox {
         let _ = self.commands.send(Command::Done { key }).await;
     }
 
-    /// Returns once everything queued so far is on disk (at shutdown, so a
-    /// restart on the same journal reads it all).
-    pub async fn flush(&self) -> Result<(), OutboxError> {
+    /// Returns once everything queued so far is on disk and the writer is
+    /// done with the journal (at shutdown, so a restart on the same journal
+    /// reads it all, and writes it alone).
+    pub async fn close(self) -> Result<(), OutboxError> {
         let (synced, done) = Synced::to_await();
         self.commands
-            .send(Command::Flush { synced })
+            .send(Command::Close { synced })
             .await
             .map_err(|_| OutboxError::Stopped)?;
         done.await
@@ -365,7 +368,11 @@ impl Writer {
     fn run(mut self, mut queue: mpsc::Receiver<Command>) {
         let mut batch = Vec::new();
         while queue.blocking_recv_many(&mut batch, MAX_BATCH) > 0 {
+            let closing = batch.iter().any(|c| matches!(c, Command::Close { .. }));
             self.commit(std::mem::take(&mut batch));
+            if closing {
+                return;
+            }
             if self.done_since_compaction > 10_000
                 && self.done_since_compaction > 2 * self.live.len()
             {
@@ -399,7 +406,7 @@ impl Writer {
                         self.done_since_compaction += 1;
                     }
                 }
-                Command::Flush { synced } => waiting.push(synced),
+                Command::Close { synced } => waiting.push(synced),
             }
         }
         let result = whole
@@ -603,6 +610,23 @@ mod tests {
         assert!(pending
             .iter()
             .all(|(k, p)| k[0] == 250 || *p == vec![k[0]; 10]));
+    }
+
+    /// Closing writes what was queued and leaves the journal to the next
+    /// writer at once (a pool restarted in the same process).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_outbox_has_written_everything_queued_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.journal");
+        let (outbox, _) = Outbox::open(&path).unwrap();
+        for n in 0..20u8 {
+            outbox.append(key(n), vec![n], Synced::new(|_| {}));
+        }
+        outbox.done(key(0)).await;
+        outbox.close().await.unwrap();
+        let (_outbox, owed) = Outbox::open(&path).unwrap();
+        let keys: Vec<u8> = owed.iter().map(|(k, _)| k[0]).collect();
+        assert_eq!(keys, (1..20u8).collect::<Vec<_>>());
     }
 
     /// Part of a record (key 2) at the end of the journal at `path`, as a

@@ -222,7 +222,7 @@ impl PreparedFlow {
             };
             task.apply(actions, &mut exec).await;
         }
-        if let Err(e) = outbox.flush().await {
+        if let Err(e) = outbox.close().await {
             warn!("outbox not flushed at shutdown: {e}");
         }
         info!(
