@@ -138,8 +138,12 @@ pub trait Directory {
     fn connection(&self, conn: ConnId) -> Option<bool>;
 
     /// An open channel locked to `key` on a connection that negotiated the
-    /// ehash extension: (connection, channel id).
-    fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)>;
+    /// ehash extension, other than those in `except`: (connection, channel id).
+    fn ehash_channel_with_key(
+        &self,
+        key: &LockingKey,
+        except: &[(ConnId, u32)],
+    ) -> Option<(ConnId, u32)>;
 }
 
 /// A directory for tests: channel id -> (connection, ehash negotiated, key).
@@ -156,10 +160,16 @@ impl Directory for HashMap<u32, (ConnId, bool, Option<LockingKey>)> {
             .map(|(_, ehash, _)| *ehash)
     }
 
-    fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
+    fn ehash_channel_with_key(
+        &self,
+        key: &LockingKey,
+        except: &[(ConnId, u32)],
+    ) -> Option<(ConnId, u32)> {
         self.iter()
-            .find(|(_, (_, ehash, k))| *ehash && k.as_ref() == Some(key))
+            .filter(|(_, (_, ehash, k))| *ehash && k.as_ref() == Some(key))
             .map(|(channel, (conn, _, _))| (*conn, *channel))
+            .filter(|c| !except.contains(c))
+            .min_by_key(|(_, channel)| *channel)
     }
 }
 
@@ -268,7 +278,7 @@ impl QuoteFlow {
         self.in_order.connection_closed(conn);
         let mut actions = vec![];
         for key in self.notices.connection_closed(conn, now) {
-            if let Some((owner, channel_id)) = dir.ehash_channel_with_key(&key) {
+            if let Some((owner, channel_id)) = dir.ehash_channel_with_key(&key, &[]) {
                 actions.extend(self.on_channel_opened(owner, channel_id, Some(key), true, now));
             }
         }
@@ -319,20 +329,13 @@ impl QuoteFlow {
             if !keys.insert(t.key) {
                 continue;
             }
-            let sent_to = |c: &(ConnId, u32)| {
-                taken_off
-                    .iter()
-                    .any(|o| o.key == t.key && (o.conn, o.channel_id) == *c)
-            };
-            match dir.ehash_channel_with_key(&t.key) {
-                Some(channel) if !sent_to(&channel) => actions.extend(self.on_channel_opened(
-                    channel.0,
-                    channel.1,
-                    Some(t.key),
-                    true,
-                    now,
-                )),
-                _ => {}
+            let sent_to: Vec<(ConnId, u32)> = taken_off
+                .iter()
+                .filter(|o| o.key == t.key)
+                .map(|o| (o.conn, o.channel_id))
+                .collect();
+            if let Some((conn, channel_id)) = dir.ehash_channel_with_key(&t.key, &sent_to) {
+                actions.extend(self.on_channel_opened(conn, channel_id, Some(t.key), true, now));
             }
         }
         for conn in conns {
@@ -668,7 +671,7 @@ impl QuoteFlow {
             Some((conn, true)) => Some((conn, share.channel_id)),
             None if !share.notify => return vec![Action::Done(hash)],
             // The connection is gone: an open channel with the same key gets it.
-            None => dir.ehash_channel_with_key(&key),
+            None => dir.ehash_channel_with_key(&key, &[]),
         };
         let mut notice = Notice {
             key,

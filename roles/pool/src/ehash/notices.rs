@@ -338,33 +338,57 @@ impl Notices {
 
     /// Notices in flight on a connection for `after` or longer, sent again
     /// all the while, never acknowledged: taken off it to wait for their
-    /// key's next channel. Its peer takes notices but not these (a relay
-    /// whose downstream left, or did not negotiate the extension), and they
-    /// would hold its room for good.
+    /// key's next channel, with those queued behind them for the same
+    /// channel. Its peer takes notices but not these (a relay whose
+    /// downstream left, or did not negotiate the extension), and they would
+    /// hold its room for good.
     pub fn take_off_unacknowledged(&mut self, now: Instant, after: Duration) -> Vec<TakenOff> {
-        let mut out = vec![];
-        for (hash, (notice, place)) in self.entries.iter_mut() {
-            let Place::InFlight { conn, since, .. } = *place else {
-                continue;
-            };
-            if now.saturating_duration_since(since) < after {
-                continue;
-            }
-            if let Some(set) = self.in_flight.get_mut(&conn) {
-                set.remove(hash);
-                if set.is_empty() {
-                    self.in_flight.remove(&conn);
+        let mut out: Vec<([u8; 32], TakenOff)> = vec![];
+        for (hash, (notice, place)) in &self.entries {
+            if let Place::InFlight { conn, since, .. } = *place {
+                if now.saturating_duration_since(since) >= after {
+                    let channel_id = notice.message.channel_id();
+                    out.push((
+                        *hash,
+                        TakenOff {
+                            key: notice.key,
+                            conn,
+                            channel_id,
+                        },
+                    ));
                 }
             }
-            *place = Place::Waiting { since: now };
-            self.waiting.entry(notice.key).or_default().push_back(*hash);
-            out.push(TakenOff {
-                key: notice.key,
-                conn,
-                channel_id: notice.message.channel_id(),
-            });
         }
-        out
+        let channels: HashSet<(ConnId, u32)> =
+            out.iter().map(|(_, t)| (t.conn, t.channel_id)).collect();
+        for (hash, (notice, place)) in &self.entries {
+            if let Place::Queued { conn } = *place {
+                let channel_id = notice.message.channel_id();
+                if channels.contains(&(conn, channel_id)) {
+                    out.push((
+                        *hash,
+                        TakenOff {
+                            key: notice.key,
+                            conn,
+                            channel_id,
+                        },
+                    ));
+                }
+            }
+        }
+        for (hash, taken) in &out {
+            if let Some(set) = self.in_flight.get_mut(&taken.conn) {
+                set.remove(hash);
+                if set.is_empty() {
+                    self.in_flight.remove(&taken.conn);
+                }
+            }
+            if let Some((_, place)) = self.entries.get_mut(hash) {
+                *place = Place::Waiting { since: now };
+            }
+            self.waiting.entry(taken.key).or_default().push_back(*hash);
+        }
+        out.into_iter().map(|(_, taken)| taken).collect()
     }
 
     /// Notices that waited `after` or longer for a channel with their key,

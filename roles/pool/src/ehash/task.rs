@@ -159,8 +159,12 @@ impl Directory for CoreDirectory<'_> {
         self.0.core().connection_ehash(conn)
     }
 
-    fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
-        self.0.core().ehash_channel_with_key(key)
+    fn ehash_channel_with_key(
+        &self,
+        key: &LockingKey,
+        except: &[(ConnId, u32)],
+    ) -> Option<(ConnId, u32)> {
+        self.0.core().ehash_channel_with_key(key, except)
     }
 }
 

@@ -215,8 +215,13 @@ impl PoolCore {
     }
 
     /// An announced channel locked to `key` on a connection that negotiated
-    /// the ehash extension (the lowest channel id, for determinism).
-    pub fn ehash_channel_with_key(&self, key: &LockingKey) -> Option<(ConnId, u32)> {
+    /// the ehash extension, other than those in `except` (the lowest channel
+    /// id, for determinism).
+    pub fn ehash_channel_with_key(
+        &self,
+        key: &LockingKey,
+        except: &[(ConnId, u32)],
+    ) -> Option<(ConnId, u32)> {
         self.channels
             .iter()
             .filter(|(_, c)| {
@@ -225,6 +230,7 @@ impl PoolCore {
                     && self.connection_has_ehash(c.conn)
             })
             .map(|(id, c)| (c.conn, *id))
+            .filter(|c| !except.contains(c))
             .min_by_key(|(_, id)| *id)
     }
 

@@ -324,7 +324,7 @@ fn with_the_ehash_flow_the_core_publishes_shares_but_never_acknowledges_them() {
     let key: LockingKey = KEY.parse().unwrap();
     assert_eq!(core.announce_channel(channel_id), Some((Some(key), false)));
     assert_eq!(
-        core.ehash_channel_with_key(&key),
+        core.ehash_channel_with_key(&key, &[]),
         None,
         "connection 1 did not negotiate ehash"
     );

@@ -182,6 +182,24 @@ fn a_notification_never_acknowledged_goes_to_another_channel_with_its_key() {
     );
 }
 
+/// The key's first channel is the one that never acknowledges: another of
+/// the key's channels, on another connection, gets the notification.
+#[test]
+fn a_notification_never_acknowledged_goes_past_the_channel_that_took_it() {
+    let now = Instant::now();
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    let dir: Dir = HashMap::from([(7, (1, true, Some(key(1)))), (9, (2, true, Some(key(1))))]);
+    f.on_mint_answer(quoted(&s), &dir);
+    let later = Instant::now() + TAKE_OFF_AFTER;
+    let moved = f.on_resend_tick(later, &dir);
+    assert_eq!(notified_channel(&moved, 2), Some(9), "{moved:?}");
+    assert_eq!(
+        acked(&mut f, 2, &[s.request.share_hash()]),
+        vec![Action::Done(s.request.share_hash())]
+    );
+}
+
 /// A connection that keeps a channel open without taking its notifications
 /// (a job declaration client's downstream without the extension): taken
 /// off it, they wait for the key's next channel instead of going back to it.

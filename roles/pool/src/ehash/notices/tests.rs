@@ -126,7 +126,9 @@ fn notices_a_connection_never_acknowledges_are_taken_off_it_and_free_its_room() 
     let start = Instant::now();
     let mut n = Notices::new(10, 100).with_in_flight_limit(1);
     assert_eq!(n.send(hash(1), notice(key(1), 1), 7, start), Ok(true));
-    assert_eq!(n.send(hash(2), notice(key(1), 2), 7, start), Ok(false));
+    let mut on_another_channel = notice(key(1), 2);
+    on_another_channel.message.set_channel_id(5);
+    assert_eq!(n.send(hash(2), on_another_channel, 7, start), Ok(false));
     let after = Duration::from_secs(120);
     // Sent again meanwhile: that does not restart the clock.
     let resend = Duration::from_secs(30);
@@ -156,6 +158,30 @@ fn notices_a_connection_never_acknowledges_are_taken_off_it_and_free_its_room() 
         (delivered[0].0, channel_and_sequence(&delivered[0].1)),
         (hash(1), (4, 1))
     );
+}
+
+/// The notices queued behind one taken off, for the same channel, go with
+/// it: they would be sent there and wait out the same time, room by room.
+#[test]
+fn notices_queued_for_the_channel_of_one_taken_off_go_with_it() {
+    let start = Instant::now();
+    let mut n = Notices::new(10, 100).with_in_flight_limit(1);
+    n.send(hash(1), notice(key(1), 1), 7, start).unwrap();
+    n.send(hash(2), notice(key(1), 2), 7, start).unwrap();
+    let mut other_channel = notice(key(2), 3);
+    other_channel.message.set_channel_id(5);
+    n.send(hash(3), other_channel, 7, start).unwrap();
+    let after = Duration::from_secs(120);
+    let mut taken: Vec<u32> = n
+        .take_off_unacknowledged(start + after, after)
+        .iter()
+        .map(|t| t.channel_id)
+        .collect();
+    taken.sort_unstable();
+    assert_eq!(taken, [1, 1]);
+    assert_eq!(n.waiting(), 2);
+    let released = n.release(7, start + after);
+    assert_eq!(channel_and_sequence(&released[0]), (5, 3));
 }
 
 #[test]
