@@ -232,11 +232,12 @@ async fn a_second_pool_on_a_state_dir_is_refused() {
 }
 
 /// Shares replayed at a restart go to the mint behind the shares miners
-/// send now: a backlog larger than the pending set refuses no live share.
+/// send now: a backlog larger than the pending set refuses no live share
+/// (in defer mode a share is refused at once when there is no room).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_backlog_refuses_no_live_share() {
     const OWED: usize = 12;
-    let mut stack = EhashStack::start("annotate", |pool| {
+    let mut stack = EhashStack::start("defer", |pool| {
         pool.mint.as_mut().unwrap().pending_capacity = 4;
     })
     .await;

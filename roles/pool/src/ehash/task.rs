@@ -253,10 +253,11 @@ struct Running {
     /// Annotate mode: journaled shares waiting for room in the pending set.
     overflow: VecDeque<QuoteShare>,
     /// Shares the journal replayed at start, waiting to be asked of the
-    /// mint: they go in while fewer than [`AT_MINT_LIMIT`] shares are
-    /// pending, behind the shares miners send now, so that a backlog (every
-    /// notification a day's departed keys are owed) never holds up or
-    /// refuses those.
+    /// mint: they go in while fewer than [`AT_MINT_LIMIT`] shares, and
+    /// less than half the pending set, are pending, behind the shares
+    /// miners send now, so that a backlog (every notification a day's
+    /// departed keys are owed) never holds up or refuses those. (While live
+    /// shares keep the mint that busy, replays wait in the journal.)
     replays: VecDeque<QuoteShare>,
 }
 
@@ -484,10 +485,11 @@ impl Running {
     }
 
     /// Moves replayed shares into the pending set while fewer than
-    /// [`AT_MINT_LIMIT`] are pending.
+    /// [`AT_MINT_LIMIT`], and less than half of it, are pending.
     fn admit_replays(&mut self, now: Instant) -> Vec<Action> {
+        let limit = AT_MINT_LIMIT.min(self.capacity / 2).max(1);
         let mut actions = vec![];
-        while self.flow.pending() < AT_MINT_LIMIT && !self.flow.is_full() {
+        while self.flow.pending() < limit && !self.flow.is_full() {
             let Some(share) = self.replays.pop_front() else {
                 break;
             };
