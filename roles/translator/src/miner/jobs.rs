@@ -182,8 +182,14 @@ impl MinerSession {
     }
 
     fn on_channel_refused(&mut self, e: OpenMiningChannelErrorOwned) -> Vec<Action> {
-        self.opening = false;
         let reason = String::from_utf8_lossy(e.error_code.as_bytes()).to_string();
+        if self.channel.is_some() {
+            // The refusal of a second open (see `on_channel_opened`): the
+            // miner mines on the channel it holds.
+            debug!(reason, "a second open refused");
+            return vec![];
+        }
+        self.opening = false;
         if reason == "min-extranonce-size-too-large"
             && self.extranonce_subscribed
             && !self.shrink_extranonce

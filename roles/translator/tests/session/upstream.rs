@@ -192,6 +192,15 @@ fn a_channel_opened_twice_is_closed() {
         other => panic!("expected a close, got {other:?}"),
     }
     assert_eq!(h.session.channel_id(), Some(CHANNEL));
+    // A refusal of either open leaves the miner on the channel it holds.
+    h.pool_sends(MiningOwned::OpenMiningChannelError(
+        OpenMiningChannelErrorOwned {
+            request_id: 3,
+            error_code: str0255("max-channels"),
+        },
+    ));
+    assert_eq!(h.closed, None);
+    assert_eq!(h.session.channel_id(), Some(CHANNEL));
     h.job(6, POOL_PREFIX.len());
     let share = h.share(&en1, true);
     h.submit(40, &share);
