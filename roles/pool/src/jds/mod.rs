@@ -39,7 +39,7 @@ mod custom_job;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ehash::coinbase::bip34_height;
 use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned};
@@ -148,8 +148,8 @@ struct JdConnection {
     pending: HashMap<u32, Pending>,
     /// Declarations dropped from `pending` when the tip moved: their
     /// transactions, if they come, are answered stale (a large upload may
-    /// come after several tips; at most [`STALE_PENDING_KEPT`] are kept).
-    stale_pending: HashSet<u32>,
+    /// come after several tips; the latest [`STALE_PENDING_KEPT`] are kept).
+    stale_pending: VecDeque<u32>,
 }
 
 /// What to send a JDS connection, and whether to close it after.
@@ -336,11 +336,12 @@ impl JobDeclarator {
             // Declarations waiting for transactions are stale now: what
             // they hold (their transaction lists) goes.
             for state in self.connections.values_mut() {
-                let dropped = state.pending.drain().map(|(id, _)| id);
-                if state.stale_pending.len() + dropped.len() > STALE_PENDING_KEPT {
-                    state.stale_pending.clear();
+                for (id, _) in state.pending.drain() {
+                    if state.stale_pending.len() == STALE_PENDING_KEPT {
+                        state.stale_pending.pop_front();
+                    }
+                    state.stale_pending.push_back(id);
                 }
-                state.stale_pending.extend(dropped);
             }
         }
         let seq = self.tip_seq;
@@ -651,7 +652,8 @@ impl JobDeclarator {
             .get_mut(&conn)
             .expect("checked by on_message");
         let Some(pending) = state.pending.remove(&request_id) else {
-            if state.stale_pending.remove(&request_id) {
+            if let Some(at) = state.stale_pending.iter().position(|id| *id == request_id) {
+                state.stale_pending.remove(at);
                 return declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile");
             }
             return JdReply::close(format!(
