@@ -406,6 +406,9 @@ impl Session<'_> {
                 }
                 probed = async { probe.as_mut().expect("a probe runs").await }, if probe.is_some() => {
                     probe = None;
+                    // The next a whole interval after this one ended, not at
+                    // once for the ticks missed while it waited on a handshake.
+                    retry.reset();
                     match probed {
                         Ok(_) => return end("the job declarator is back: declaring jobs again".into(), Mode::Declared),
                         Err(e) => {
