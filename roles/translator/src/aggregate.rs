@@ -508,6 +508,16 @@ mod tests {
         assert_eq!(to_miner(&next, 2).len(), 1, "{next:?}");
     }
 
+    /// The pool's success for the shared channel's shares up to `last`.
+    fn success_up_to(last: u32, count: u32) -> MiningOwned {
+        MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+            channel_id: 9,
+            last_sequence_number: last,
+            new_submits_accepted_count: count,
+            new_shares_sum: count.into(),
+        })
+    }
+
     #[test]
     fn shares_are_renumbered_and_answers_go_back_to_their_miner() {
         let mut a = Aggregate::new(KEY.parse().unwrap());
@@ -532,12 +542,7 @@ mod tests {
         assert!(
             matches!(to_miner(&err, 2)[..], [MiningOwned::SubmitSharesError(e)] if e.sequence_number == 1)
         );
-        let ok = a.on_upstream(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
-            channel_id: 9,
-            last_sequence_number: 4,
-            new_submits_accepted_count: 3,
-            new_shares_sum: 3,
-        }));
+        let ok = a.on_upstream(success_up_to(4, 3));
         assert!(
             matches!(to_miner(&ok, 1)[..], [MiningOwned::SubmitSharesSuccess(s)]
             if s.last_sequence_number == 2 && s.new_submits_accepted_count == 2)
@@ -557,12 +562,7 @@ mod tests {
         for local in 1..=3 {
             a.on_submit(1, share(local));
         }
-        let ok = a.on_upstream(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
-            channel_id: 9,
-            last_sequence_number: 1,
-            new_submits_accepted_count: 3,
-            new_shares_sum: 3,
-        }));
+        let ok = a.on_upstream(success_up_to(1, 3));
         assert!(
             matches!(to_miner(&ok, 1)[..], [MiningOwned::SubmitSharesSuccess(s)]
             if s.last_sequence_number == 3 && s.new_submits_accepted_count == 3),

@@ -275,16 +275,7 @@ fn aggregated_mode_opens_one_channel_and_fans_jobs_out_to_every_miner() {
         r.on_miner_message(1, close).is_empty(),
         "it closes with its last member, not at a miner's word"
     );
-    let share = MiningOwned::SubmitSharesExtended(SubmitSharesExtendedOwned {
-        channel_id: 7,
-        sequence_number: 40,
-        job_id: 1,
-        nonce: 0,
-        ntime: 0,
-        version: 0,
-        extranonce: B032Owned::new(vec![0; 8]).unwrap(),
-    });
-    assert!(matches!(&r.on_miner_message(2, share)[..],
+    assert!(matches!(&r.on_miner_message(2, submit(7))[..],
         [Action::Upstream(MiningOwned::SubmitSharesExtended(s))] if s.sequence_number == 1));
     assert!(r.on_miner_left(1).is_empty());
     assert!(matches!(&r.on_miner_left(2)[..],
