@@ -309,9 +309,10 @@ impl QuoteFlow {
     }
 
     /// Takes off their connections the notifications it never acknowledged:
-    /// each goes to an open channel with its key other than the one it was
-    /// sent to (where it was taken and dropped), or waits for the key's
-    /// next; notifications queued for the connections take the room made.
+    /// each goes to an open channel with its key other than those it (or
+    /// another waiting for the key) was ever taken off, or waits for the
+    /// key's next; notifications queued for the connections take the room
+    /// made.
     fn take_off_unacknowledged(&mut self, now: Instant, dir: &impl Directory) -> Vec<Action> {
         let taken_off = self.notices.take_off_unacknowledged(now, TAKE_OFF_AFTER);
         if taken_off.is_empty() {
@@ -329,12 +330,10 @@ impl QuoteFlow {
             if !keys.insert(t.key) {
                 continue;
             }
-            let sent_to: Vec<(ConnId, u32)> = taken_off
-                .iter()
-                .filter(|o| o.key == t.key)
-                .map(|o| (o.conn, o.channel_id))
-                .collect();
-            if let Some((conn, channel_id)) = dir.ehash_channel_with_key(&t.key, &sent_to) {
+            let never_acknowledged = self.notices.taken_off_channels(&t.key);
+            if let Some((conn, channel_id)) =
+                dir.ehash_channel_with_key(&t.key, &never_acknowledged)
+            {
                 actions.extend(self.on_channel_opened(conn, channel_id, Some(t.key), true, now));
             }
         }

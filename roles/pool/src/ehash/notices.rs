@@ -85,6 +85,9 @@ pub struct Notices {
     /// Queued notices by connection, oldest first; may hold hashes that left.
     queued: HashMap<ConnId, VecDeque<[u8; 32]>>,
     per_key: HashMap<LockingKey, usize>,
+    /// The channels a notice was taken off, never acknowledging it: it
+    /// does not go back to them.
+    taken_off_from: HashMap<[u8; 32], Vec<(ConnId, u32)>>,
 }
 
 impl Notices {
@@ -98,6 +101,7 @@ impl Notices {
             in_flight: HashMap::new(),
             queued: HashMap::new(),
             per_key: HashMap::new(),
+            taken_off_from: HashMap::new(),
         }
     }
 
@@ -387,8 +391,29 @@ impl Notices {
                 *place = Place::Waiting { since: now };
             }
             self.waiting.entry(taken.key).or_default().push_back(*hash);
+            self.taken_off_from
+                .entry(*hash)
+                .or_default()
+                .push((taken.conn, taken.channel_id));
         }
         out.into_iter().map(|(_, taken)| taken).collect()
+    }
+
+    /// The channels the notices waiting for `key` were ever taken off:
+    /// where they must not go again.
+    pub fn taken_off_channels(&self, key: &LockingKey) -> Vec<(ConnId, u32)> {
+        let mut channels: Vec<(ConnId, u32)> = self
+            .waiting
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|hash| self.taken_off_from.get(hash))
+            .flatten()
+            .copied()
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        channels
     }
 
     /// Notices that waited `after` or longer for a channel with their key,
@@ -416,6 +441,7 @@ impl Notices {
         let Some((notice, place)) = self.entries.remove(share_hash) else {
             return;
         };
+        self.taken_off_from.remove(share_hash);
         if let Place::InFlight { conn, .. } = place {
             if let Some(set) = self.in_flight.get_mut(&conn) {
                 set.remove(share_hash);

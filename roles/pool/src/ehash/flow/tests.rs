@@ -200,6 +200,27 @@ fn a_notification_never_acknowledged_goes_past_the_channel_that_took_it() {
     );
 }
 
+/// Two of the key's channels that never acknowledge (a job declaration
+/// client's two downstreams without the extension): the notification
+/// tries each once, then waits for the key's next channel.
+#[test]
+fn a_notification_tries_each_channel_that_never_acknowledges_once() {
+    let now = Instant::now();
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
+    let dir: Dir = HashMap::from([(7, (1, true, Some(key(1)))), (9, (1, true, Some(key(1))))]);
+    f.on_mint_answer(quoted(&s), &dir);
+    let first = Instant::now() + TAKE_OFF_AFTER;
+    assert_eq!(notified_channel(&f.on_resend_tick(first, &dir), 1), Some(9));
+    let second = first + TAKE_OFF_AFTER;
+    assert_eq!(notified_channel(&f.on_resend_tick(second, &dir), 1), None);
+    assert_eq!(f.notices().waiting(), 1);
+    let later = second + TAKE_OFF_AFTER;
+    assert_eq!(notified_channel(&f.on_resend_tick(later, &dir), 1), None);
+    let delivered = f.on_channel_opened(2, 11, Some(key(1)), true, later);
+    assert_eq!(notified_channel(&delivered, 2), Some(11));
+}
+
 /// A connection that keeps a channel open without taking its notifications
 /// (a job declaration client's downstream without the extension): taken
 /// off it, they wait for the key's next channel instead of going back to it.
