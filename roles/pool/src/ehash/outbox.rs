@@ -307,9 +307,11 @@ impl Outbox {
         let _ = self.commands.send(Command::Done { key }).await;
     }
 
-    /// Returns once everything queued so far is on disk and the writer is
-    /// done with the journal (at shutdown, so a restart on the same journal
-    /// reads it all, and writes it alone).
+    /// Returns once everything sent to the writer before it is on disk and
+    /// the writer is done with the journal (at shutdown, so a restart on the
+    /// same journal reads it all, and writes it alone). An append still
+    /// waiting for room (see [`Outbox::append`]) is answered that the writer
+    /// stopped.
     pub async fn close(self) -> Result<(), OutboxError> {
         let (synced, done) = Synced::to_await();
         self.commands
@@ -612,8 +614,8 @@ mod tests {
             .all(|(k, p)| k[0] == 250 || *p == vec![k[0]; 10]));
     }
 
-    /// Closing writes what was queued and leaves the journal to the next
-    /// writer at once (a pool restarted in the same process).
+    /// Closing writes what was queued and stops the writer: the journal is
+    /// the next writer's at once (a pool restarted in the same process).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_outbox_has_written_everything_queued_before() {
         let dir = tempfile::tempdir().unwrap();
@@ -623,7 +625,13 @@ mod tests {
             outbox.append(key(n), vec![n], Synced::new(|_| {}));
         }
         outbox.done(key(0)).await;
+        let after_close = outbox.clone();
         outbox.close().await.unwrap();
+        assert_eq!(
+            after_close.append_synced(key(30), vec![30]).await,
+            Err(OutboxError::Stopped.to_string()),
+            "the writer has stopped"
+        );
         let (_outbox, owed) = Outbox::open(&path).unwrap();
         let keys: Vec<u8> = owed.iter().map(|(k, _)| k[0]).collect();
         assert_eq!(keys, (1..20u8).collect::<Vec<_>>());
