@@ -789,3 +789,45 @@ fn a_job_whose_blocks_could_not_be_valid_for_their_version_is_refused() {
     m.version = 4;
     assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
 }
+
+/// The declarations the tips dropped are remembered, the latest 64: a late
+/// upload for one of them is answered stale; one older than that is taken
+/// for a request that asked for nothing, which ends the link.
+#[test]
+fn the_latest_declarations_dropped_by_tips_are_remembered() {
+    let txs = [tx(1), tx(2)];
+    let (mut jds, t) = declarator(&txs, &[]);
+    let mut request_id = 0;
+    for round in 0..5u8 {
+        for _ in 0..MAX_PENDING_PER_CONNECTION {
+            request_id += 1;
+            let token = allocate(&mut jds, 1);
+            let mut d = declaration(token, &t, vec![pool_output(&t)], &txs);
+            d.request_id = request_id;
+            assert!(matches!(
+                declare(&mut jds, d),
+                JobDeclarationOwned::ProvideMissingTransactions(_)
+            ));
+        }
+        let (next, mut prev) = template(&txs);
+        prev.prev_hash = U256Owned::from([20 + round; 32]);
+        jds.on_tip(&prev, &next, NOW);
+    }
+    let late = |request_id| {
+        jd(JobDeclarationOwned::ProvideMissingTransactionsSuccess(
+            ProvideMissingTransactionsSuccessOwned {
+                request_id,
+                transaction_list: Seq064KOwned::new(vec![]).unwrap(),
+            },
+        ))
+    };
+    let newest = jds.on_message(1, late(request_id), NOW);
+    assert_eq!(error_code(&only(newest)), "stale-chain-tip");
+    let oldest_kept = request_id + 1 - STALE_PENDING_KEPT as u32;
+    let kept = jds.on_message(1, late(oldest_kept), NOW);
+    assert_eq!(error_code(&only(kept)), "stale-chain-tip");
+    assert!(jds
+        .on_message(1, late(oldest_kept - 1), NOW)
+        .close
+        .is_some());
+}
