@@ -254,16 +254,20 @@ impl QuoteFlow {
         let round_trips = acked.iter().map(|(_, rtt)| *rtt).collect();
         let mut actions: Vec<Action> = acked.into_iter().map(|(h, _)| Action::Done(h)).collect();
         actions.push(Action::Acknowledged(round_trips));
-        actions.extend(
-            self.notices
-                .release(conn, now)
-                .into_iter()
-                .map(|notice| Action::Notify {
-                    conn,
-                    message: notice.message,
-                }),
-        );
+        actions.extend(self.release(conn, now));
         actions
+    }
+
+    /// Notifications queued for `conn` that fit in flight on it now: sent.
+    fn release(&mut self, conn: ConnId, now: Instant) -> Vec<Action> {
+        self.notices
+            .release(conn, now)
+            .into_iter()
+            .map(|notice| Action::Notify {
+                conn,
+                message: notice.message,
+            })
+            .collect()
     }
 
     /// A connection closed: what it did not acknowledge goes to an open
@@ -338,12 +342,7 @@ impl QuoteFlow {
             }
         }
         for conn in conns {
-            actions.extend(self.notices.release(conn, now).into_iter().map(|notice| {
-                Action::Notify {
-                    conn,
-                    message: notice.message,
-                }
-            }));
+            actions.extend(self.release(conn, now));
         }
         actions
     }

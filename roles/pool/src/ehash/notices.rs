@@ -276,16 +276,15 @@ impl Notices {
         let queued = self.queued.remove(&conn).unwrap_or_default();
         let mut keys = HashSet::new();
         for hash in in_flight.into_iter().chain(queued) {
-            if let Some((notice, place)) = self.entries.get_mut(&hash) {
-                let on_conn = match *place {
+            let on_conn = self
+                .entries
+                .get(&hash)
+                .is_some_and(|(_, place)| match *place {
                     Place::InFlight { conn: c, .. } | Place::Queued { conn: c } => c == conn,
                     Place::Waiting { .. } => false,
-                };
-                if on_conn {
-                    *place = Place::Waiting { since: now };
-                    self.waiting.entry(notice.key).or_default().push_back(hash);
-                    keys.insert(notice.key);
-                }
+                });
+            if on_conn {
+                keys.extend(self.wait_again(hash, now));
             }
         }
         keys.into_iter().collect()
@@ -347,50 +346,40 @@ impl Notices {
     /// downstream left, or did not negotiate the extension), and they would
     /// hold its room for good.
     pub fn take_off_unacknowledged(&mut self, now: Instant, after: Duration) -> Vec<TakenOff> {
-        let mut out: Vec<([u8; 32], TakenOff)> = vec![];
-        for (hash, (notice, place)) in &self.entries {
-            if let Place::InFlight { conn, since, .. } = *place {
-                if now.saturating_duration_since(since) >= after {
-                    let channel_id = notice.message.channel_id();
-                    out.push((
-                        *hash,
-                        TakenOff {
-                            key: notice.key,
-                            conn,
-                            channel_id,
-                        },
-                    ));
+        let taken_off = |notice: &Notice, conn| TakenOff {
+            key: notice.key,
+            conn,
+            channel_id: notice.message.channel_id(),
+        };
+        let mut out: Vec<([u8; 32], TakenOff)> = self
+            .entries
+            .iter()
+            .filter_map(|(hash, (notice, place))| match *place {
+                Place::InFlight { conn, since, .. }
+                    if now.saturating_duration_since(since) >= after =>
+                {
+                    Some((*hash, taken_off(notice, conn)))
                 }
-            }
-        }
+                _ => None,
+            })
+            .collect();
         let channels: HashSet<(ConnId, u32)> =
             out.iter().map(|(_, t)| (t.conn, t.channel_id)).collect();
-        for (hash, (notice, place)) in &self.entries {
-            if let Place::Queued { conn } = *place {
-                let channel_id = notice.message.channel_id();
-                if channels.contains(&(conn, channel_id)) {
-                    out.push((
-                        *hash,
-                        TakenOff {
-                            key: notice.key,
-                            conn,
-                            channel_id,
-                        },
-                    ));
-                }
-            }
-        }
+        out.extend(
+            self.entries
+                .iter()
+                .filter_map(|(hash, (notice, place))| match *place {
+                    Place::Queued { conn }
+                        if channels.contains(&(conn, notice.message.channel_id())) =>
+                    {
+                        Some((*hash, taken_off(notice, conn)))
+                    }
+                    _ => None,
+                }),
+        );
         for (hash, taken) in &out {
-            if let Some(set) = self.in_flight.get_mut(&taken.conn) {
-                set.remove(hash);
-                if set.is_empty() {
-                    self.in_flight.remove(&taken.conn);
-                }
-            }
-            if let Some((_, place)) = self.entries.get_mut(hash) {
-                *place = Place::Waiting { since: now };
-            }
-            self.waiting.entry(taken.key).or_default().push_back(*hash);
+            self.leave_in_flight(taken.conn, hash);
+            self.wait_again(*hash, now);
             self.taken_off_from
                 .entry(*hash)
                 .or_default()
@@ -437,18 +426,32 @@ impl Notices {
         out
     }
 
+    /// The notice for `hash` waits for its key's next channel from `now`
+    /// (the caller took it out of where it was): its key.
+    fn wait_again(&mut self, hash: [u8; 32], now: Instant) -> Option<LockingKey> {
+        let (notice, place) = self.entries.get_mut(&hash)?;
+        *place = Place::Waiting { since: now };
+        self.waiting.entry(notice.key).or_default().push_back(hash);
+        Some(notice.key)
+    }
+
+    /// `hash` is no longer in flight on `conn`.
+    fn leave_in_flight(&mut self, conn: ConnId, hash: &[u8; 32]) {
+        if let Some(set) = self.in_flight.get_mut(&conn) {
+            set.remove(hash);
+            if set.is_empty() {
+                self.in_flight.remove(&conn);
+            }
+        }
+    }
+
     fn remove(&mut self, share_hash: &[u8; 32]) {
         let Some((notice, place)) = self.entries.remove(share_hash) else {
             return;
         };
         self.taken_off_from.remove(share_hash);
         if let Place::InFlight { conn, .. } = place {
-            if let Some(set) = self.in_flight.get_mut(&conn) {
-                set.remove(share_hash);
-                if set.is_empty() {
-                    self.in_flight.remove(&conn);
-                }
-            }
+            self.leave_in_flight(conn, share_hash);
         }
         if let Some(n) = self.per_key.get_mut(&notice.key) {
             *n -= 1;
