@@ -14,6 +14,11 @@ pub struct PidLock {
     _file: File,
 }
 
+/// " (pid N)" when the holder's pid is known, for a refusal naming it.
+pub fn pid_note(pid: Option<u32>) -> String {
+    pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+}
+
 /// Why [`PidLock::take`] did not take the lock.
 #[derive(Debug, thiserror::Error)]
 pub enum PidLockError {

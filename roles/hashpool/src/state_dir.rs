@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use roles_common::pid_lock::{PidLock, PidLockError};
+use roles_common::pid_lock::{pid_note, PidLock, PidLockError};
 
 use crate::profile::DevnetConfigs;
 
@@ -27,7 +27,7 @@ impl StateDirLock {
             PidLockError::Held { pid, .. } => format!(
                 "state dir {} is in use by another hashpool devnet{}",
                 dir.display(),
-                pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+                pid_note(pid)
             ),
             e => e.to_string(),
         })?;

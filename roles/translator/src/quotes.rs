@@ -99,7 +99,7 @@ pub enum StoreError {
         "{} is being minted from by another process{}: a translator on the same \
          data_dir or a `wallet claim`; one at a time",
         path.display(),
-        pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+        roles_common::pid_lock::pid_note(*pid)
     )]
     MinterRunning { path: PathBuf, pid: Option<u32> },
     #[error("quote records: {0}")]

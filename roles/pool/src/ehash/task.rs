@@ -16,7 +16,7 @@ use ehash::wire::{str0255_truncated, MessageSet};
 use ehash::LockingKey;
 use mint_quote_sv2::{MintQuoteRequestOwned, MintStatsResponse};
 use roles_common::log_limit::LogLimit;
-use roles_common::pid_lock::{PidLock, PidLockError};
+use roles_common::pid_lock::{pid_note, PidLock, PidLockError};
 use roles_common::private;
 use roles_common::stats_publisher::now_ms;
 use stats_sv2::{link, MintStats, QuoteCreated};
@@ -141,7 +141,7 @@ fn lock_state_dir(state_dir: &Path) -> Result<PidLock, PoolError> {
         PidLockError::Held { pid, .. } => setup(format!(
             "state_dir {} is in use by another pool{}: one pool per state_dir",
             state_dir.display(),
-            pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+            pid_note(pid)
         )),
         e => setup(e.to_string()),
     })
