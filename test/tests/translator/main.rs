@@ -184,6 +184,17 @@ async fn until_pool_channels_closed(stack: &Stack) {
     }
 }
 
+/// A connection the translator has no room for: closed before a line.
+async fn closed_at_once(mut miner: tokio::net::TcpStream) {
+    let read = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read(&mut miner, &mut [0u8; 1]),
+    )
+    .await
+    .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     let stack = Stack::start(NBITS_NEVER).await;
@@ -196,12 +207,7 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
     assert_eq!(stack.pool.stats().channels_open, 1);
 
     // A second miner while one is connected: closed at once.
-    let mut second = tokio::net::TcpStream::connect(tr.addr()).await.unwrap();
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut second, &mut byte))
-        .await
-        .expect("closed at once");
-    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    closed_at_once(tokio::net::TcpStream::connect(tr.addr()).await.unwrap()).await;
 
     // The first says nothing: closed, and its pool channel with it.
     first.expect_closed().await;
@@ -229,7 +235,7 @@ async fn miners_are_capped_and_a_silent_one_is_closed_with_its_channel() {
 /// another address still gets in, up to `max_miners`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn miners_from_one_address_are_capped() {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let stack = Stack::start(NBITS_NEVER).await;
     let dir = tempfile::tempdir().unwrap();
     let config = TranslatorConfig {
@@ -258,12 +264,6 @@ async fn miners_from_one_address_are_capped() {
             .unwrap();
         assert!(line.contains("\"result\""), "{line}");
         reader
-    };
-    let closed_at_once = |mut miner: tokio::net::TcpStream| async move {
-        let read = tokio::time::timeout(WAIT, miner.read(&mut [0u8; 1]))
-            .await
-            .expect("closed at once");
-        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     };
     let _first = subscribed(from(1).await).await;
     closed_at_once(from(1).await).await;

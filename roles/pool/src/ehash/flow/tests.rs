@@ -128,13 +128,19 @@ fn annotate_sends_the_request_then_notifies_the_owner_only() {
     assert!(f.notices().is_empty());
 }
 
+/// Connection 1's share on channel 7 (key 1), quoted: its notification
+/// addressed as `dir` says. The flow, the share, and a time just after.
+fn notified(dir: &Dir) -> (QuoteFlow, QuoteShare, Instant) {
+    let s = share(Some(1), 7, 42, 1, key(1));
+    let mut f = asking(ShareResponseMode::Annotate, &[&s], Instant::now());
+    f.on_mint_answer(quoted(&s), dir);
+    (f, s, Instant::now())
+}
+
 #[test]
 fn an_unacknowledged_notification_follows_its_key_to_the_next_connection_and_is_resent() {
-    let now = Instant::now();
     let dir: Dir = HashMap::from([(7, (1, true, Some(key(1))))]);
-    let s = share(Some(1), 7, 42, 1, key(1));
-    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
-    f.on_mint_answer(quoted(&s), &dir);
+    let (mut f, s, now) = notified(&dir);
     // Unacknowledged for RESEND_AFTER: sent again on the same connection.
     assert!(f.on_resend_tick(now, &dir).is_empty());
     let again = f.on_resend_tick(now + RESEND_AFTER * 2, &dir);
@@ -155,11 +161,7 @@ fn an_unacknowledged_notification_follows_its_key_to_the_next_connection_and_is_
 /// downstream left, and never acknowledges them.
 #[test]
 fn a_notification_never_acknowledged_goes_to_another_channel_with_its_key() {
-    let now = Instant::now();
-    let s = share(Some(1), 7, 42, 1, key(1));
-    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
-    f.on_mint_answer(quoted(&s), &HashMap::from([(7, (1, true, Some(key(1))))]));
-    let sent = Instant::now();
+    let (mut f, s, sent) = notified(&HashMap::from([(7, (1, true, Some(key(1))))]));
     // Channel 7 closed; the key's owner came back on channel 9 of the same
     // connection while the notification was in flight: nothing waited then.
     assert!(f
@@ -186,12 +188,9 @@ fn a_notification_never_acknowledged_goes_to_another_channel_with_its_key() {
 /// the key's channels, on another connection, gets the notification.
 #[test]
 fn a_notification_never_acknowledged_goes_past_the_channel_that_took_it() {
-    let now = Instant::now();
-    let s = share(Some(1), 7, 42, 1, key(1));
-    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
     let dir: Dir = HashMap::from([(7, (1, true, Some(key(1)))), (9, (2, true, Some(key(1))))]);
-    f.on_mint_answer(quoted(&s), &dir);
-    let later = Instant::now() + TAKE_OFF_AFTER;
+    let (mut f, s, sent) = notified(&dir);
+    let later = sent + TAKE_OFF_AFTER;
     let moved = f.on_resend_tick(later, &dir);
     assert_eq!(notified_channel(&moved, 2), Some(9), "{moved:?}");
     assert_eq!(
@@ -205,12 +204,9 @@ fn a_notification_never_acknowledged_goes_past_the_channel_that_took_it() {
 /// tries each once, then waits for the key's next channel.
 #[test]
 fn a_notification_tries_each_channel_that_never_acknowledges_once() {
-    let now = Instant::now();
-    let s = share(Some(1), 7, 42, 1, key(1));
-    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
     let dir: Dir = HashMap::from([(7, (1, true, Some(key(1)))), (9, (1, true, Some(key(1))))]);
-    f.on_mint_answer(quoted(&s), &dir);
-    let first = Instant::now() + TAKE_OFF_AFTER;
+    let (mut f, _, sent) = notified(&dir);
+    let first = sent + TAKE_OFF_AFTER;
     assert_eq!(notified_channel(&f.on_resend_tick(first, &dir), 1), Some(9));
     let second = first + TAKE_OFF_AFTER;
     assert_eq!(notified_channel(&f.on_resend_tick(second, &dir), 1), None);
@@ -226,12 +222,9 @@ fn a_notification_tries_each_channel_that_never_acknowledges_once() {
 /// off it, they wait for the key's next channel instead of going back to it.
 #[test]
 fn a_notification_never_acknowledged_on_the_keys_only_channel_waits_for_the_next() {
-    let now = Instant::now();
-    let s = share(Some(1), 7, 42, 1, key(1));
-    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
     let dir: Dir = HashMap::from([(7, (1, true, Some(key(1))))]);
-    f.on_mint_answer(quoted(&s), &dir);
-    let later = Instant::now() + TAKE_OFF_AFTER;
+    let (mut f, s, sent) = notified(&dir);
+    let later = sent + TAKE_OFF_AFTER;
     assert!(f.on_resend_tick(later, &dir).is_empty());
     assert_eq!(f.notices().waiting(), 1);
     assert_eq!(acked(&mut f, 1, &[s.request.share_hash()]), vec![]);
@@ -241,10 +234,7 @@ fn a_notification_never_acknowledged_on_the_keys_only_channel_waits_for_the_next
 
 #[test]
 fn a_closed_connections_notification_goes_to_the_keys_channel_opened_before_the_close_was_seen() {
-    let now = Instant::now();
-    let s = share(Some(1), 7, 42, 1, key(1));
-    let mut f = asking(ShareResponseMode::Annotate, &[&s], now);
-    f.on_mint_answer(quoted(&s), &HashMap::from([(7, (1, true, Some(key(1))))]));
+    let (mut f, s, now) = notified(&HashMap::from([(7, (1, true, Some(key(1))))]));
     // The miner's new connection opened its channel before the pool saw the
     // old one close: nothing waited then.
     assert!(f
