@@ -4,9 +4,18 @@
 //! pool.
 //!
 //! The prefix is hostile input: every length in it is checked before use.
+//! What a declared job keeps of its coinbase is [`DeclaredCoinbase`]: the
+//! fields a custom job is checked against, its outputs as a digest, so a
+//! job holds a few hundred bytes however large the client made it.
 
-use stratum_core::bitcoin::consensus::encode::{deserialize, deserialize_partial, VarInt};
-use stratum_core::bitcoin::{Script, Transaction, TxOut};
+use stratum_core::bitcoin::consensus::encode::{
+    deserialize, deserialize_partial, serialize, VarInt,
+};
+use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
+use stratum_core::bitcoin::{Script, ScriptBuf, Transaction, TxOut};
+
+/// A coinbase's scriptSig is 2 to 100 bytes (consensus: `bad-cb-length`).
+const MAX_COINBASE_SCRIPT_SIG: u64 = 100;
 
 /// Why a declared job is refused: the DeclareMiningJob.Error code and details.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,10 +51,14 @@ pub fn rebuild(prefix: &[u8], suffix: &[u8]) -> Result<Transaction, Refusal> {
     let (script_len, used) = varint(prefix.get(at..).unwrap_or_default())
         .ok_or_else(|| invalid("the prefix ends before the scriptSig length"))?;
     at += used;
+    if !(2..=MAX_COINBASE_SCRIPT_SIG).contains(&script_len) {
+        return Err(invalid(format!(
+            "a {script_len}-byte scriptSig: a coinbase's is 2 to {MAX_COINBASE_SCRIPT_SIG} bytes"
+        )));
+    }
     let in_prefix = prefix.len().saturating_sub(at) as u64;
     let extranonce = script_len
         .checked_sub(in_prefix)
-        .filter(|n| *n <= 100)
         .ok_or_else(|| invalid("the scriptSig length does not fit the prefix"))?;
     let mut bytes = Vec::with_capacity(prefix.len() + extranonce as usize + suffix.len());
     bytes.extend_from_slice(prefix);
@@ -66,6 +79,43 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
     deserialize_partial::<VarInt>(bytes)
         .ok()
         .map(|(v, used)| (v.0, used))
+}
+
+/// What a custom job's coinbase is checked against, of a declared one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredCoinbase {
+    pub version: u32,
+    /// At most 100 bytes ([`rebuild`] checks it), the extranonce zeros.
+    pub script_sig: ScriptBuf,
+    pub sequence: u32,
+    pub lock_time: u32,
+    /// [`outputs_digest`] of its outputs.
+    pub outputs: [u8; 32],
+}
+
+impl DeclaredCoinbase {
+    pub fn of(coinbase: &Transaction) -> Self {
+        let input = &coinbase.input[0];
+        DeclaredCoinbase {
+            version: coinbase.version.0 as u32,
+            script_sig: input.script_sig.clone(),
+            sequence: input.sequence.0,
+            lock_time: coinbase.lock_time.to_consensus_u32(),
+            outputs: outputs_digest(&coinbase.output),
+        }
+    }
+}
+
+/// A digest of `outputs` but for key commitments, which differ between the
+/// channels one declared job is set on (each commits to its own key).
+pub fn outputs_digest(outputs: &[TxOut]) -> [u8; 32] {
+    let mut engine = sha256::Hash::engine();
+    for output in outputs {
+        if !ehash::coinbase::is_key_commitment(&output.script_pubkey) {
+            engine.input(&serialize(output));
+        }
+    }
+    sha256::Hash::from_engine(engine).to_byte_array()
 }
 
 /// A declared coinbase pays the pool everything except what the template
@@ -178,6 +228,37 @@ mod tests {
         assert_eq!(
             rebuild(&two_inputs, &suffix).unwrap_err().code,
             "invalid-coinbase-tx-input"
+        );
+    }
+
+    /// A block whose coinbase scriptSig is not 2 to 100 bytes is invalid.
+    #[test]
+    fn a_coinbase_script_sig_is_2_to_100_bytes() {
+        for (len, valid) in [(1, false), (2, true), (100, true), (101, false)] {
+            let mut tx = coinbase(vec![pays(100, pool())]);
+            tx.input[0].script_sig = ScriptBuf::from_bytes(vec![7; len]);
+            let (prefix, suffix) = split(&tx, 1);
+            assert_eq!(rebuild(&prefix, &suffix).is_ok(), valid, "{len} bytes");
+        }
+    }
+
+    /// A declared job keeps a digest of its outputs but for key
+    /// commitments (each channel's own).
+    #[test]
+    fn the_outputs_digest_leaves_out_key_commitments_only() {
+        let key: ehash::LockingKey =
+            "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+                .parse()
+                .unwrap();
+        let commitment = ehash::coinbase::key_commitment_output(&key);
+        let plain = [pays(100, pool())];
+        let committed = [pays(100, pool()), commitment];
+        assert_eq!(outputs_digest(&plain), outputs_digest(&committed));
+        assert_ne!(outputs_digest(&plain), outputs_digest(&[pays(99, pool())]));
+        let zero = pays(0, ScriptBuf::from_bytes(vec![0x6a, 1, 2]));
+        assert_ne!(
+            outputs_digest(&plain),
+            outputs_digest(&[pays(100, pool()), zero])
         );
     }
 

@@ -17,11 +17,14 @@ use stratum_core::bitcoin::consensus::deserialize;
 use stratum_core::bitcoin::{Transaction, TxOut};
 use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 
+use super::coinbase::outputs_digest;
 use super::{parse_token, DeclaredJob, JobDeclarator, Tip, MAX_DECLARED_PER_CONNECTION};
 
 /// How far a custom job's min_ntime may be before the time the pool's
-/// template provider gave its tip: the client's template provider stamps
-/// its templates from its own clock, at its own moments.
+/// template provider gave its tip, or after the pool's clock: the client's
+/// template provider stamps its templates from its own clock, at its own
+/// moments. (Later still, its shares would be past the two hours ahead of
+/// the clock a block, and the mint's quote, may be.)
 pub(super) const MIN_NTIME_SLACK_SECS: u32 = 600;
 
 /// Why SetCustomMiningJob is refused: its error code and the logged reason.
@@ -40,7 +43,8 @@ fn refuse(code: &'static str, reason: impl Into<String>) -> CustomJobRefusal {
 
 impl JobDeclarator {
     /// Checks `m` (on a channel locked to `key`) against the job its token
-    /// declared; on success the token is spent for that channel.
+    /// declared. Once the channel has taken it, [`Self::custom_job_set`]
+    /// spends the token for that channel.
     pub fn check_custom_job(
         &mut self,
         m: &SetCustomMiningJobOwned,
@@ -48,6 +52,7 @@ impl JobDeclarator {
         now_ms: u64,
     ) -> Result<(), CustomJobRefusal> {
         self.expire(now_ms);
+        let now_secs = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
         let token = parse_token(m.token.as_bytes());
         if let Some(state) = token.and_then(|t| self.coinbase_only.get(&t)) {
             if state.set_on.contains(&m.channel_id) {
@@ -60,21 +65,7 @@ impl JobDeclarator {
                 .tip
                 .as_ref()
                 .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
-            check_coinbase_only(m, tip, &self.reward_script, key)?;
-            let token = token.expect("found above");
-            let (owner, first_set) = (state.owner, state.set_order.is_none());
-            if first_set {
-                self.evict_oldest_set_tokens(owner, MAX_DECLARED_PER_CONNECTION - 1);
-                if let Some(owner) = self.connections.get_mut(&owner) {
-                    owner.allocated.remove(&token);
-                }
-                self.tokens_set += 1;
-            }
-            let order = self.tokens_set;
-            let state = self.coinbase_only.get_mut(&token).expect("found above");
-            state.set_on.insert(m.channel_id);
-            state.set_order.get_or_insert(order);
-            return Ok(());
+            return check_coinbase_only(m, tip, now_secs, &self.reward_script, key);
         }
         let job = token.and_then(|t| self.declared.get(&t)).ok_or_else(|| {
             refuse(
@@ -92,12 +83,36 @@ impl JobDeclarator {
             .tip
             .as_ref()
             .ok_or_else(|| refuse("stale-chain-tip", "the pool has no chain tip"))?;
-        check_against(m, job, tip, key)?;
-        let token = token.expect("found above");
-        let job = self.declared.get_mut(&token).expect("found above");
-        job.set_on.insert(m.channel_id);
-        job.used = true;
-        Ok(())
+        check_against(m, job, tip, now_secs, key)
+    }
+
+    /// Channel `channel_id` took a custom job of `token` that
+    /// [`Self::check_custom_job`] passed: the token is spent for it.
+    pub fn custom_job_set(&mut self, token: &[u8], channel_id: u32) {
+        let Some(token) = parse_token(token) else {
+            return;
+        };
+        if let Some(job) = self.declared.get_mut(&token) {
+            job.set_on.insert(channel_id);
+            job.used = true;
+            return;
+        }
+        let Some(state) = self.coinbase_only.get(&token) else {
+            return;
+        };
+        let (owner, first_set) = (state.owner, state.set_order.is_none());
+        if first_set {
+            self.evict_oldest_set_tokens(owner, MAX_DECLARED_PER_CONNECTION - 1);
+            if let Some(owner) = self.connections.get_mut(&owner) {
+                owner.allocated.remove(&token);
+            }
+            self.tokens_set += 1;
+        }
+        let order = self.tokens_set;
+        if let Some(state) = self.coinbase_only.get_mut(&token) {
+            state.set_on.insert(channel_id);
+            state.set_order.get_or_insert(order);
+        }
     }
 }
 
@@ -105,6 +120,7 @@ fn check_against(
     m: &SetCustomMiningJobOwned,
     job: &DeclaredJob,
     tip: &Tip,
+    now_secs: u32,
     key: Option<&LockingKey>,
 ) -> Result<(), CustomJobRefusal> {
     if job.tip_seq != tip.seq {
@@ -113,21 +129,20 @@ fn check_against(
             "the job was declared on an earlier tip",
         ));
     }
-    check_tip(m, tip)?;
+    check_tip(m, tip, now_secs)?;
     check_height(m, tip)?;
     check_version(m)?;
     if m.version != job.version {
         return Err(refuse("invalid-version", "not the declared version"));
     }
-    let declared: &Transaction = &job.coinbase;
-    if m.coinbase_tx_version != declared.version.0 as u32 {
+    let declared = &job.coinbase;
+    if m.coinbase_tx_version != declared.version {
         return Err(refuse(
             "invalid-coinbase-tx-version",
             "not the declared coinbase version",
         ));
     }
-    let input = &declared.input[0];
-    if !input
+    if !declared
         .script_sig
         .as_bytes()
         .starts_with(m.coinbase_prefix.as_bytes())
@@ -137,14 +152,14 @@ fn check_against(
             "not the start of the declared coinbase scriptSig",
         ));
     }
-    if m.coinbase_tx_input_n_sequence != input.sequence.0 {
+    if m.coinbase_tx_input_n_sequence != declared.sequence {
         return Err(refuse(
             "invalid-coinbase-tx-input-n-sequence",
             "not the declared coinbase input sequence",
         ));
     }
-    check_outputs(m, declared, key)?;
-    if m.coinbase_tx_locktime != declared.lock_time.to_consensus_u32() {
+    check_outputs(m, declared.outputs, key)?;
+    if m.coinbase_tx_locktime != declared.lock_time {
         return Err(refuse(
             "invalid-coinbase-tx-locktime",
             "not the declared coinbase locktime",
@@ -160,9 +175,13 @@ fn check_against(
     Ok(())
 }
 
-/// The job builds on the pool's tip: its prev hash and nBits, and no
-/// earlier time.
-fn check_tip(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobRefusal> {
+/// The job builds on the pool's tip: its prev hash and nBits, at a time
+/// neither before the tip's nor after the pool's clock (with some slack).
+fn check_tip(
+    m: &SetCustomMiningJobOwned,
+    tip: &Tip,
+    now_secs: u32,
+) -> Result<(), CustomJobRefusal> {
     if m.prev_hash.to_array() != tip.prev_hash {
         return Err(refuse(
             "stale-chain-tip",
@@ -181,6 +200,16 @@ fn check_tip(m: &SetCustomMiningJobOwned, tip: &Tip) -> Result<(), CustomJobRefu
             format!(
                 "min_ntime {} more than {MIN_NTIME_SLACK_SECS} s before the tip's {}",
                 m.min_ntime, tip.min_ntime
+            ),
+        ));
+    }
+    let latest = now_secs.saturating_add(MIN_NTIME_SLACK_SECS);
+    if m.min_ntime > latest {
+        return Err(refuse(
+            "invalid-min-ntime",
+            format!(
+                "min_ntime {} more than {MIN_NTIME_SLACK_SECS} s after the pool's clock ({now_secs})",
+                m.min_ntime
             ),
         ));
     }
@@ -218,10 +247,11 @@ fn check_version(m: &SetCustomMiningJobOwned) -> Result<(), CustomJobRefusal> {
 fn check_coinbase_only(
     m: &SetCustomMiningJobOwned,
     tip: &Tip,
+    now_secs: u32,
     reward_script: &stratum_core::bitcoin::Script,
     key: Option<&LockingKey>,
 ) -> Result<(), CustomJobRefusal> {
-    check_tip(m, tip)?;
+    check_tip(m, tip, now_secs)?;
     check_height(m, tip)?;
     check_version(m)?;
     let outputs: Vec<TxOut> = deserialize(m.coinbase_tx_outputs.as_bytes()).map_err(|e| {
@@ -241,11 +271,12 @@ fn check_coinbase_only(
     check_commitments(&coinbase.output, key)
 }
 
-/// The job's outputs are the declared ones, but for key commitments: the
-/// job has exactly the channel's (a channel without a key, none).
+/// The job's outputs are the declared ones (`declared`, their digest), but
+/// for key commitments: the job has exactly the channel's (a channel
+/// without a key, none).
 fn check_outputs(
     m: &SetCustomMiningJobOwned,
-    declared: &Transaction,
+    declared: [u8; 32],
     key: Option<&LockingKey>,
 ) -> Result<(), CustomJobRefusal> {
     let outputs: Vec<TxOut> = deserialize(m.coinbase_tx_outputs.as_bytes()).map_err(|e| {
@@ -254,14 +285,7 @@ fn check_outputs(
             format!("the outputs do not decode: {e}"),
         )
     })?;
-    let is_commitment = |o: &&TxOut| ehash::coinbase::is_key_commitment(&o.script_pubkey);
-    let rest: Vec<&TxOut> = outputs.iter().filter(|o| !is_commitment(o)).collect();
-    let declared_rest: Vec<&TxOut> = declared
-        .output
-        .iter()
-        .filter(|o| !is_commitment(o))
-        .collect();
-    if rest != declared_rest {
+    if outputs_digest(&outputs) != declared {
         return Err(refuse(
             "invalid-coinbase-tx-outputs",
             "not the declared coinbase outputs",

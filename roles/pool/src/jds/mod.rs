@@ -60,7 +60,7 @@ use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclara
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 use tracing::{debug, info};
 
-use coinbase::Refusal;
+use coinbase::{DeclaredCoinbase, Refusal};
 
 pub use custom_job::CustomJobRefusal;
 
@@ -78,6 +78,13 @@ const MAX_BLOCK_WEIGHT: u64 = 4_000_000;
 /// declarations it may leave waiting for transactions.
 pub(super) const MAX_DECLARED_PER_CONNECTION: usize = 256;
 const MAX_PENDING_PER_CONNECTION: usize = 16;
+/// Declared jobs the pool holds at once, of every connection (a few
+/// hundred bytes each); when full, the oldest one not set on a channel goes.
+const MAX_DECLARED_JOBS: usize = 65_536;
+/// Transactions listed by the declarations waiting for the rest of theirs,
+/// of one connection and of all (32 bytes each).
+const MAX_PENDING_WTXIDS_PER_CONNECTION: usize = 2 * MAX_DECLARED_TXS;
+const MAX_PENDING_WTXIDS: usize = 1_000_000;
 /// Request ids of declarations the tip dropped kept per connection, at most.
 const STALE_PENDING_KEPT: usize = 4 * MAX_PENDING_PER_CONNECTION;
 
@@ -103,8 +110,8 @@ struct Tip {
 struct DeclaredJob {
     /// The connection that declared it.
     owner: JdConnId,
-    /// Its coinbase with a zero extranonce.
-    coinbase: Transaction,
+    /// Its coinbase, with a zero extranonce.
+    coinbase: DeclaredCoinbase,
     /// The coinbase's merkle path among the declared transactions.
     merkle_path: Vec<[u8; 32]>,
     version: u32,
@@ -132,8 +139,12 @@ struct CoinbaseOnlyToken {
 /// A declaration waiting for ProvideMissingTransactions.Success.
 #[derive(Debug, Clone)]
 struct Pending {
-    declaration: DeclareMiningJobOwned,
-    coinbase: Transaction,
+    request_id: u32,
+    version: u32,
+    wtxids: Vec<[u8; 32]>,
+    coinbase: DeclaredCoinbase,
+    coinbase_weight: u64,
+    /// Positions in `wtxids` of the transactions the pool does not know.
     missing: Vec<u16>,
 }
 
@@ -568,8 +579,11 @@ impl JobDeclarator {
             .map(|(i, _)| i as u16)
             .collect();
         let declared = Pending {
-            declaration: m,
-            coinbase,
+            request_id,
+            version: m.version,
+            wtxids,
+            coinbase: DeclaredCoinbase::of(&coinbase),
+            coinbase_weight: coinbase.weight().to_wu(),
             missing,
         };
         if declared.missing.is_empty() {
@@ -582,7 +596,7 @@ impl JobDeclarator {
     /// Keeps a declaration until its connection provides the transactions
     /// the pool does not know, and asks for them.
     fn ask_for_missing(&mut self, conn: JdConnId, declared: Pending) -> JdReply {
-        let request_id = declared.declaration.request_id;
+        let request_id = declared.request_id;
         debug!(
             conn,
             request_id,
@@ -594,19 +608,41 @@ impl JobDeclarator {
             unknown_tx_position_list: Seq064KOwned::new(declared.missing.clone())
                 .expect("at most MAX_DECLARED_TXS"),
         };
+        if let Err(details) = self.room_to_wait(conn, declared.wtxids.len()) {
+            return declare_error(request_id, "invalid-job", &details);
+        }
         let state = self
             .connections
             .get_mut(&conn)
             .expect("checked by on_message");
-        if state.pending.len() >= MAX_PENDING_PER_CONNECTION {
-            return declare_error(
-                request_id,
-                "invalid-job",
-                "too many declarations waiting for their transactions",
-            );
-        }
         state.pending.insert(request_id, declared);
         JdReply::send(JobDeclarationOwned::ProvideMissingTransactions(ask))
+    }
+
+    /// Whether one more declaration of `conn`, listing `wtxids`
+    /// transactions, may wait for the rest of its transactions: what waits
+    /// is bounded per connection and in all.
+    fn room_to_wait(&self, conn: JdConnId, wtxids: usize) -> Result<(), String> {
+        let listed = |state: &JdConnection| -> usize {
+            state.pending.values().map(|p| p.wtxids.len()).sum()
+        };
+        let own = &self.connections[&conn];
+        if own.pending.len() >= MAX_PENDING_PER_CONNECTION {
+            return Err(format!(
+                "{MAX_PENDING_PER_CONNECTION} declarations of this connection wait for their transactions already"
+            ));
+        }
+        if listed(own) + wtxids > MAX_PENDING_WTXIDS_PER_CONNECTION {
+            return Err(format!(
+                "the declarations of this connection waiting for their transactions would list more than {MAX_PENDING_WTXIDS_PER_CONNECTION}"
+            ));
+        }
+        if self.connections.values().map(listed).sum::<usize>() + wtxids > MAX_PENDING_WTXIDS {
+            return Err(format!(
+                "the declarations waiting for their transactions would list more than {MAX_PENDING_WTXIDS}, the pool's most; declare again later"
+            ));
+        }
+        Ok(())
     }
 
     /// `coinbase` if it is for the block after the pool's tip and pays the pool.
@@ -673,12 +709,7 @@ impl JobDeclarator {
                 ),
             );
         }
-        let wtxids: Vec<[u8; 32]> = pending
-            .declaration
-            .wtxid_list
-            .iter()
-            .map(|w| w.to_array())
-            .collect();
+        let wtxids = &pending.wtxids;
         let mut provided = Vec::with_capacity(given.len());
         for (position, bytes) in pending.missing.iter().zip(given) {
             let tx: Transaction = match deserialize(bytes) {
@@ -713,19 +744,14 @@ impl JobDeclarator {
         provided: &[Transaction],
         now_ms: u64,
     ) -> JdReply {
-        let Pending {
-            declaration,
-            coinbase,
-            ..
-        } = declared;
         let tip_seq = self.tip_seq;
-        let request_id = declaration.request_id;
+        let request_id = declared.request_id;
         let provided: HashMap<Wtxid, &Transaction> =
             provided.iter().map(|tx| (tx.compute_wtxid(), tx)).collect();
-        let mut weight = coinbase.weight().to_wu();
-        let mut txids = Vec::with_capacity(declaration.wtxid_list.len());
-        for wtxid in declaration.wtxid_list.iter() {
-            let wtxid = Wtxid::from_byte_array(wtxid.to_array());
+        let mut weight = declared.coinbase_weight;
+        let mut txids = Vec::with_capacity(declared.wtxids.len());
+        for wtxid in &declared.wtxids {
+            let wtxid = Wtxid::from_byte_array(*wtxid);
             let known = self.known.get(&wtxid).map(|(tx, _)| tx);
             let Some(tx) = known.or_else(|| provided.get(&wtxid).copied()) else {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
@@ -740,6 +766,14 @@ impl JobDeclarator {
                 &format!("the block weighs {weight}, more than {MAX_BLOCK_WEIGHT}"),
             );
         }
+        self.evict_oldest_beyond(conn, MAX_DECLARED_PER_CONNECTION - 1);
+        if !self.room_for_a_job() {
+            return declare_error(
+                request_id,
+                "invalid-job",
+                &format!("the pool holds {MAX_DECLARED_JOBS} jobs set on channels, its most; declare again after the next block"),
+            );
+        }
         let token = self.new_token();
         info!(
             request_id,
@@ -747,14 +781,13 @@ impl JobDeclarator {
             transactions = txids.len(),
             "job declared"
         );
-        self.evict_oldest_beyond(conn, MAX_DECLARED_PER_CONNECTION - 1);
         self.declared.insert(
             token,
             DeclaredJob {
                 owner: conn,
-                coinbase,
+                coinbase: declared.coinbase,
                 merkle_path: ehash::coinbase::coinbase_merkle_path(&txids),
-                version: declaration.version,
+                version: declared.version,
                 tip_seq,
                 expires_ms: now_ms + DECLARED_JOB_TTL_MS,
                 set_on: HashSet::new(),
@@ -772,6 +805,20 @@ impl JobDeclarator {
     fn expire(&mut self, now_ms: u64) {
         self.declared
             .retain(|_, job| job.used || job.expires_ms > now_ms);
+    }
+
+    /// Whether one more declared job fits: when the pool holds its most,
+    /// the oldest one not set on a channel goes (jobs set on channels go
+    /// with the tip).
+    fn room_for_a_job(&mut self) -> bool {
+        if self.declared.len() < MAX_DECLARED_JOBS {
+            return true;
+        }
+        let unused = self.declared.iter().filter(|(_, job)| !job.used);
+        let oldest = unused
+            .min_by_key(|(_, job)| job.expires_ms)
+            .map(|(t, _)| *t);
+        oldest.is_some_and(|token| self.declared.remove(&token).is_some())
     }
 
     /// Keeps at most `keep` of `conn`'s declared jobs, the latest.

@@ -21,7 +21,8 @@ use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOw
 
 use super::*;
 
-const NOW: u64 = 1_000_000;
+/// The pool's clock, in ms: at the template's time.
+const NOW: u64 = 1_800_000_000_000;
 const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 const OTHER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
 const EXTRANONCE: usize = 16;
@@ -247,8 +248,21 @@ fn custom_job(
         .unwrap()
 }
 
+/// What the pool does with SetCustomMiningJob: checked, then spent for the
+/// channel that takes it.
+fn set_job(
+    jds: &mut JobDeclarator,
+    m: &SetCustomMiningJobOwned,
+    key: Option<&LockingKey>,
+    now: u64,
+) -> Result<(), CustomJobRefusal> {
+    jds.check_custom_job(m, key, now)?;
+    jds.custom_job_set(m.token.as_bytes(), m.channel_id);
+    Ok(())
+}
+
 fn refusal(jds: &mut JobDeclarator, m: &SetCustomMiningJobOwned, key: &LockingKey) -> &'static str {
-    jds.check_custom_job(m, Some(key), NOW).unwrap_err().code
+    set_job(jds, m, Some(key), NOW).unwrap_err().code
 }
 
 #[test]
@@ -259,11 +273,11 @@ fn a_job_of_known_transactions_is_declared_and_set_once_on_each_channel() {
 
     let (k1, k2) = (key(KEY), key(OTHER_KEY));
     let on_1 = custom_job(token.clone(), &t, 1, Some(&k1));
-    assert_eq!(jds.check_custom_job(&on_1, Some(&k1), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &on_1, Some(&k1), NOW), Ok(()));
     assert_eq!(refusal(&mut jds, &on_1, &k1), "invalid-mining-job-token");
     // Another channel (another miner key) mines the same declared job.
     let on_2 = custom_job(token, &t, 2, Some(&k2));
-    assert_eq!(jds.check_custom_job(&on_2, Some(&k2), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &on_2, Some(&k2), NOW), Ok(()));
 }
 
 #[test]
@@ -473,7 +487,7 @@ fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() 
         "invalid-coinbase-prefix"
     );
 
-    assert_eq!(jds.check_custom_job(&good, Some(&k), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &good, Some(&k), NOW), Ok(()));
     assert_eq!(refusal(&mut jds, &good, &k), "invalid-mining-job-token");
     // Its tokens go with its connection.
     jds.on_disconnect(1);
@@ -497,21 +511,21 @@ fn a_coinbase_only_client_uses_a_token_per_job_for_as_long_as_it_mines() {
     for n in 0..MAX_DECLARED_PER_CONNECTION as u64 + 1 {
         let token = allocate(&mut jds, 1);
         let m = custom_job(token.clone(), &t, 1, Some(&k));
-        assert_eq!(jds.check_custom_job(&m, Some(&k), NOW + n), Ok(()));
+        assert_eq!(set_job(&mut jds, &m, Some(&k), NOW + n), Ok(()));
         tokens.push(token);
     }
     assert_eq!(jds.coinbase_only.len(), MAX_DECLARED_PER_CONNECTION);
     let later = NOW + 10 * DECLARED_JOB_TTL_MS;
     let oldest = custom_job(tokens[0].clone(), &t, 2, Some(&k));
-    let refused = jds.check_custom_job(&oldest, Some(&k), later);
+    let refused = set_job(&mut jds, &oldest, Some(&k), later);
     assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
     let kept = custom_job(tokens[1].clone(), &t, 2, Some(&k));
-    assert_eq!(jds.check_custom_job(&kept, Some(&k), later), Ok(()));
+    assert_eq!(set_job(&mut jds, &kept, Some(&k), later), Ok(()));
     let again = custom_job(tokens[1].clone(), &t, 2, Some(&k));
-    let refused = jds.check_custom_job(&again, Some(&k), later);
+    let refused = set_job(&mut jds, &again, Some(&k), later);
     assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
     jds.on_channel_renewed(2);
-    assert_eq!(jds.check_custom_job(&again, Some(&k), later), Ok(()));
+    assert_eq!(set_job(&mut jds, &again, Some(&k), later), Ok(()));
 
     // Tokens allocated and never set are still bounded.
     for _ in 0..64 {
@@ -534,16 +548,16 @@ fn a_declared_job_in_use_is_set_again_on_a_renewed_channel() {
     let token = declared(&mut jds, &t, &txs);
     let k = key(KEY);
     let m = custom_job(token, &t, 1, Some(&k));
-    assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &m, Some(&k), NOW), Ok(()));
     let later = NOW + 10 * DECLARED_JOB_TTL_MS;
-    let refused = jds.check_custom_job(&m, Some(&k), later);
+    let refused = set_job(&mut jds, &m, Some(&k), later);
     assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
     jds.on_channel_renewed(1);
-    assert_eq!(jds.check_custom_job(&m, Some(&k), later), Ok(()));
+    assert_eq!(set_job(&mut jds, &m, Some(&k), later), Ok(()));
     // Unused, a declared job still goes after its 60 s.
     let unused = declared(&mut jds, &t, &txs);
     let m = custom_job(unused, &t, 1, Some(&k));
-    let refused = jds.check_custom_job(&m, Some(&k), later + DECLARED_JOB_TTL_MS);
+    let refused = set_job(&mut jds, &m, Some(&k), later + DECLARED_JOB_TTL_MS);
     assert_eq!(refused.unwrap_err().code, "invalid-mining-job-token");
     // A connection gone leaves none of the jobs it set behind.
     assert_eq!(jds.declared.len(), 1);
@@ -572,7 +586,16 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let other_job = declared(&mut jds, &t, &txs);
     let mut m = custom_job(other_job, &t, 1, Some(&k));
     m.min_ntime -= custom_job::MIN_NTIME_SLACK_SECS;
-    assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &m, Some(&k), NOW), Ok(()));
+    // Nor later than the pool's clock allows: its shares would be past the
+    // two hours ahead of the clock a block (and the mint's quote) may be.
+    let mut m = good.clone();
+    m.min_ntime = (NOW / 1000) as u32 + custom_job::MIN_NTIME_SLACK_SECS + 1;
+    assert_eq!(refusal(&mut jds, &m, &k), "invalid-min-ntime");
+    let ahead_job = declared(&mut jds, &t, &txs);
+    let mut m = custom_job(ahead_job, &t, 1, Some(&k));
+    m.min_ntime = (NOW / 1000) as u32 + custom_job::MIN_NTIME_SLACK_SECS;
+    assert_eq!(set_job(&mut jds, &m, Some(&k), NOW), Ok(()));
     let mut m = good.clone();
     m.version ^= 1;
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-version");
@@ -603,7 +626,7 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
 
     // Expired, then (declared again) stale once the tip moves.
     assert_eq!(
-        jds.check_custom_job(&good, Some(&k), NOW + DECLARED_JOB_TTL_MS)
+        set_job(&mut jds, &good, Some(&k), NOW + DECLARED_JOB_TTL_MS)
             .unwrap_err()
             .code,
         "invalid-mining-job-token"
@@ -612,6 +635,127 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let good = custom_job(token, &t, 1, Some(&k));
     new_tip(&mut jds, &txs);
     assert_eq!(refusal(&mut jds, &good, &k), "stale-chain-tip");
+}
+
+/// A custom job passes the declarator's checks before its channel takes it;
+/// one its channel refuses spends nothing, so the client may correct it.
+#[test]
+fn a_custom_job_spends_its_token_only_once_its_channel_takes_it() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let k = key(KEY);
+    let declared_job = custom_job(declared(&mut jds, &t, &txs), &t, 1, Some(&k));
+
+    jds.on_connect(2);
+    assert!(jds.on_message(2, setup(0), NOW).close.is_none());
+    let coinbase_only = custom_job(allocate(&mut jds, 2), &t, 1, Some(&k));
+
+    for m in [declared_job, coinbase_only] {
+        assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+        assert_eq!(
+            jds.check_custom_job(&m, Some(&k), NOW),
+            Ok(()),
+            "checked, not spent"
+        );
+        jds.custom_job_set(m.token.as_bytes(), m.channel_id);
+        assert_eq!(refusal(&mut jds, &m, &k), "invalid-mining-job-token");
+    }
+}
+
+/// The pool holds a bounded number of declared jobs, of all connections:
+/// when full, the oldest one not set on a channel goes; with every one set
+/// on a channel, a declaration is refused.
+#[test]
+fn the_pool_holds_a_bounded_number_of_declared_jobs() {
+    let txs = [tx(1)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let k = key(KEY);
+    let set = declared(&mut jds, &t, &txs);
+    set_job(
+        &mut jds,
+        &custom_job(set.clone(), &t, 1, Some(&k)),
+        Some(&k),
+        NOW,
+    )
+    .unwrap();
+    let oldest_unused = declared(&mut jds, &t, &txs);
+    // Other connections' later jobs fill the pool.
+    let token = parse_token(oldest_unused.as_bytes()).unwrap();
+    let like = jds.declared[&token].clone();
+    for n in 0..(MAX_DECLARED_JOBS - 2) as u64 {
+        let mut job = like.clone();
+        job.owner = 100 + n / MAX_DECLARED_PER_CONNECTION as u64;
+        job.expires_ms += 1 + n;
+        jds.declared.insert(u64::MAX - n, job);
+    }
+
+    let newest = declared(&mut jds, &t, &txs);
+    assert_eq!(jds.declared.len(), MAX_DECLARED_JOBS);
+    let gone = custom_job(oldest_unused, &t, 2, Some(&k));
+    assert_eq!(refusal(&mut jds, &gone, &k), "invalid-mining-job-token");
+    for (token, channel) in [(newest, 2), (set, 3)] {
+        let m = custom_job(token, &t, channel, Some(&k));
+        assert_eq!(set_job(&mut jds, &m, Some(&k), NOW), Ok(()));
+    }
+
+    for job in jds.declared.values_mut() {
+        job.used = true;
+    }
+    let token = allocate(&mut jds, 1);
+    let refused = declare(
+        &mut jds,
+        declaration(token, &t, vec![pool_output(&t)], &txs),
+    );
+    assert_eq!(error_code(&refused), "invalid-job");
+    assert_eq!(jds.declared.len(), MAX_DECLARED_JOBS);
+}
+
+/// Declarations waiting for their transactions list a bounded number of
+/// them, per connection and in all: one more is refused, and the
+/// connection goes on.
+#[test]
+fn declarations_waiting_for_transactions_list_a_bounded_number_of_them() {
+    let (mut jds, t) = declarator(&[], &[]);
+    let mut next_wtxid = 0u64;
+    let mut declare_unknown = |jds: &mut JobDeclarator, conn: JdConnId, request_id: u32| {
+        let mut m = declaration(allocate(jds, conn), &t, vec![pool_output(&t)], &[]);
+        m.request_id = request_id;
+        let wtxids = (0..MAX_DECLARED_TXS).map(|_| {
+            next_wtxid += 1;
+            let mut wtxid = [0xee; 32];
+            wtxid[..8].copy_from_slice(&next_wtxid.to_le_bytes());
+            U256Owned::from(wtxid)
+        });
+        m.wtxid_list = Seq064KOwned::new(wtxids.collect()).unwrap();
+        only(jds.on_message(conn, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW))
+    };
+    let asked =
+        |m: &JobDeclarationOwned| matches!(m, JobDeclarationOwned::ProvideMissingTransactions(_));
+
+    let per_connection = MAX_PENDING_WTXIDS_PER_CONNECTION / MAX_DECLARED_TXS;
+    for request_id in 0..per_connection as u32 {
+        assert!(asked(&declare_unknown(&mut jds, 1, request_id)));
+    }
+    let refused = declare_unknown(&mut jds, 1, 99);
+    assert_eq!(error_code(&refused), "invalid-job");
+
+    let connections = MAX_PENDING_WTXIDS / MAX_PENDING_WTXIDS_PER_CONNECTION;
+    for conn in 2..=connections as JdConnId {
+        jds.on_connect(conn);
+        assert!(jds.on_message(conn, setup(0b1), NOW).close.is_none());
+        for request_id in 0..per_connection as u32 {
+            assert!(asked(&declare_unknown(&mut jds, conn, request_id)));
+        }
+    }
+    let last = connections as JdConnId + 1;
+    jds.on_connect(last);
+    assert!(jds.on_message(last, setup(0b1), NOW).close.is_none());
+    let refused = declare_unknown(&mut jds, last, 1);
+    assert_eq!(error_code(&refused), "invalid-job");
+
+    // What waits goes with the tip; then there is room again.
+    new_tip(&mut jds, &[]);
+    assert!(asked(&declare_unknown(&mut jds, last, 2)));
 }
 
 /// A new template provider link starts with the tip the pool already had:
@@ -625,7 +769,7 @@ fn the_same_tip_again_keeps_the_jobs_declared_on_it() {
     let job = custom_job(token, &t, 1, Some(&k));
     let (again, prev) = template(&txs);
     jds.on_tip(&prev, &again, NOW);
-    assert_eq!(jds.check_custom_job(&job, Some(&k), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &job, Some(&k), NOW), Ok(()));
 }
 
 #[test]
@@ -773,7 +917,7 @@ fn a_job_whose_blocks_could_not_be_valid_for_their_version_is_refused() {
         };
         let mut m = custom_job(ok.new_mining_job_token, &t, 1, Some(&k));
         m.version = version;
-        let refused = jds.check_custom_job(&m, Some(&k), NOW).unwrap_err();
+        let refused = set_job(&mut jds, &m, Some(&k), NOW).unwrap_err();
         assert_eq!(refused.code, "invalid-version");
         assert!(refused.reason.contains("at least 4"), "{}", refused.reason);
     }
@@ -787,7 +931,7 @@ fn a_job_whose_blocks_could_not_be_valid_for_their_version_is_refused() {
     m.version = 3;
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-version");
     m.version = 4;
-    assert_eq!(jds.check_custom_job(&m, Some(&k), NOW), Ok(()));
+    assert_eq!(set_job(&mut jds, &m, Some(&k), NOW), Ok(()));
 }
 
 /// The declarations the tips dropped are remembered, the latest 64: a late

@@ -55,8 +55,10 @@ impl PoolCore {
             );
             return refuse(refusal.code);
         }
+        let token = m.token.as_bytes().to_vec();
         match channel.on_set_custom_mining_job(m) {
             Ok(job_id) => {
+                jds.custom_job_set(&token, channel_id);
                 info!(conn, channel_id, job_id, "custom job set");
                 vec![Action::Send(
                     conn,

@@ -25,6 +25,8 @@ mod vardiff;
 
 const NEVER: u32 = 0x0300_0001;
 const EASY: u32 = 0x207f_ffff;
+/// The tip's time: before the pool's clock, as a template provider's is.
+const TIP_TIME: u32 = 1_700_000_000;
 const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
 fn core() -> PoolCore {
@@ -69,7 +71,7 @@ fn prev(id: u64, nbits: u32) -> SetNewPrevHashOwned {
     SetNewPrevHashOwned {
         template_id: id,
         prev_hash: U256Owned::from([7u8; 32]),
-        header_timestamp: 1_800_000_000,
+        header_timestamp: TIP_TIME,
         n_bits: nbits,
         target: U256Owned::from(
             Target::from_compact(CompactTarget::from_consensus(nbits)).to_le_bytes(),
@@ -284,7 +286,7 @@ fn share_on_prefix(
             job.version,
             [7u8; 32],
             root,
-            1_800_000_000,
+            TIP_TIME,
             c.get_chain_tip().unwrap().nbits(),
             nonce,
         );
@@ -297,7 +299,7 @@ fn share_on_prefix(
                     sequence_number: nonce,
                     job_id: job.job_id,
                     nonce,
-                    ntime: 1_800_000_000,
+                    ntime: TIP_TIME,
                     version: job.version,
                     extranonce: B032Owned::new(extranonce).unwrap(),
                 },
@@ -493,7 +495,7 @@ fn shares_of_both_kinds_prove_their_coinbase_and_key() {
             job.version,
             [7u8; 32],
             job.merkle_root.to_array(),
-            1_800_000_000,
+            TIP_TIME,
             NEVER,
             nonce,
         )
@@ -507,7 +509,7 @@ fn shares_of_both_kinds_prove_their_coinbase_and_key() {
         sequence_number: 1,
         job_id: job.job_id,
         nonce,
-        ntime: 1_800_000_000,
+        ntime: TIP_TIME,
         version: job.version,
     };
     let a = accepted(&mut core, MiningOwned::SubmitSharesStandard(submit));

@@ -669,7 +669,7 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
         sequence_number: nonce,
         job_id: job.job_id,
         nonce,
-        ntime: 1_800_000_000,
+        ntime: TIP_TIME,
         version: job.version,
     };
     let mut jobs = vec![];
