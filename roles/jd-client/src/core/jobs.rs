@@ -457,9 +457,16 @@ impl Jobs {
             .get(&declared.template.template_id)
             .cloned()
             .unwrap_or_default();
-        let list: Option<Vec<_>> = ask
-            .unknown_tx_position_list
-            .into_inner()
+        let positions = ask.unknown_tx_position_list.into_inner();
+        // Each at most once: the answer holds at most the template's
+        // transactions, however the list was written.
+        let mut asked = HashSet::new();
+        if !positions.iter().all(|i| asked.insert(*i)) {
+            return vec![Action::FallBack(
+                "the job declarator asked for a transaction twice".into(),
+            )];
+        }
+        let list: Option<Vec<_>> = positions
             .into_iter()
             .map(|i| {
                 txs.get(i as usize)

@@ -324,10 +324,22 @@ impl JdcCore {
         ))]
     }
 
-    /// An ehash acknowledgement from a downstream goes to the pool.
+    /// An ehash acknowledgement from a downstream goes to the pool, for a
+    /// channel of that downstream's (the pool takes acknowledgements per
+    /// connection: one downstream's must not count for another's).
     pub fn on_downstream_ehash(&mut self, id: DownId, msg: EhashMessage) -> Vec<Action> {
         match msg {
-            EhashMessage::MintQuoteAck(_) => vec![Action::UpstreamEhash(msg)],
+            EhashMessage::MintQuoteAck(ref ack) if self.owner_of(ack.channel_id) == Some(id) => {
+                vec![Action::UpstreamEhash(msg)]
+            }
+            EhashMessage::MintQuoteAck(ack) => {
+                warn!(
+                    down = id,
+                    channel_id = ack.channel_id,
+                    "ignoring a downstream's acknowledgement for a channel it does not hold"
+                );
+                vec![]
+            }
             other => {
                 warn!(
                     down = id,
@@ -469,21 +481,25 @@ impl JdcCore {
             EhashMessage::MintQuoteFailure(f) => f.channel_id,
             EhashMessage::MintQuoteAck(_) => return vec![],
         };
-        // A share accepted just before its channel closed is notified late.
-        let owner = self.channels.get(&channel_id).map(|c| c.owner).or_else(|| {
-            self.closed
-                .iter()
-                .rev()
-                .find(|(id, _)| *id == channel_id)
-                .map(|(_, owner)| *owner)
-        });
-        let Some(owner) = owner else {
+        let Some(owner) = self.owner_of(channel_id) else {
             return vec![];
         };
         if !self.downstreams.get(&owner).is_some_and(|d| d.ehash) {
             return vec![];
         }
         vec![Action::DownstreamEhash(owner, msg)]
+    }
+
+    /// The downstream of a channel, open or closed lately: a share accepted
+    /// just before its channel closed is notified (and acknowledged) late.
+    fn owner_of(&self, channel_id: u32) -> Option<DownId> {
+        self.channels.get(&channel_id).map(|c| c.owner).or_else(|| {
+            self.closed
+                .iter()
+                .rev()
+                .find(|(id, _)| *id == channel_id)
+                .map(|(_, owner)| *owner)
+        })
     }
 
     fn channel_view(&self, channel_id: u32) -> Option<jobs::ChannelView> {

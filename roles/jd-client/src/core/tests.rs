@@ -49,6 +49,14 @@ fn notification(channel_id: u32) -> EhashMessage {
     })
 }
 
+/// A downstream's acknowledgement of the notification on `channel_id`.
+fn ack(channel_id: u32) -> EhashMessage {
+    EhashMessage::MintQuoteAck(ehash_ext_sv2::MintQuoteAckOwned {
+        channel_id,
+        share_hashes: Seq064KOwned::new(vec![U256Owned::from([3; 32])]).unwrap(),
+    })
+}
+
 /// Opens channel `channel_id` for `down` (request 1 downstream); the
 /// actions after the pool's success.
 fn open(core: &mut JdcCore, down: DownId, channel_id: u32) -> Vec<Action> {
@@ -375,11 +383,20 @@ fn a_declaration_in_flight_keeps_its_transactions_across_a_new_tip() {
     tip_with(&mut core, template(1, true), std::slice::from_ref(&tx));
     let request_id = declared_request(&token(&mut core, 11));
     tip_of(&mut core, 2);
-    let ask = ProvideMissingTransactionsOwned {
-        request_id,
-        unknown_tx_position_list: Seq064KOwned::new(vec![0]).unwrap(),
+    let ask = |positions: Vec<u16>| {
+        jd(Jd::ProvideMissingTransactions(
+            ProvideMissingTransactionsOwned {
+                request_id,
+                unknown_tx_position_list: Seq064KOwned::new(positions).unwrap(),
+            },
+        ))
     };
-    match &core.on_jds(jd(Jd::ProvideMissingTransactions(ask)))[..] {
+    // The same transaction many times over would be a huge answer.
+    assert!(matches!(
+        &core.on_jds(ask(vec![0; 1000]))[..],
+        [Action::FallBack(reason)] if reason.contains("twice")
+    ));
+    match &core.on_jds(ask(vec![0]))[..] {
         [Action::Jds(AnyMessageOwned::JobDeclaration(Jd::ProvideMissingTransactionsSuccess(m)))] => {
             assert_eq!(m.request_id, request_id);
             assert_eq!(
@@ -586,6 +603,13 @@ fn pool_jobs_shares_and_notifications_pass_through_to_the_channel_s_owner_only()
         &core.on_downstream(2, mining(MiningOwned::SubmitSharesExtended(share)))[..],
         [Action::Upstream(_)]
     ));
+    // Acknowledgements go up for the downstream's own channels only.
+    assert!(matches!(
+        &core.on_downstream_ehash(2, ack(6))[..],
+        [Action::UpstreamEhash(_)]
+    ));
+    assert!(core.on_downstream_ehash(1, ack(6)).is_empty());
+    assert!(core.on_downstream_ehash(2, ack(99)).is_empty());
     // A downstream leaving closes its channels upstream.
     open(&mut core, 2, 7);
     assert!(matches!(
@@ -621,5 +645,9 @@ fn a_share_notified_after_its_channel_closed_still_reaches_its_owner() {
     assert!(matches!(
         &core.on_upstream_ehash(late)[..],
         [Action::DownstreamEhash(1, _)]
+    ));
+    assert!(matches!(
+        &core.on_downstream_ehash(1, ack(6))[..],
+        [Action::UpstreamEhash(_)]
     ));
 }
