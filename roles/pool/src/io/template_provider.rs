@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{PoolEvent, Shared};
+use crate::jds::Listed;
 
 pub(crate) struct TpLink {
     pub address: String,
@@ -178,7 +179,8 @@ fn template_transactions(shared: &Shared, data: RequestTransactionDataSuccessOwn
         transactions = transactions.len(),
         "template transactions"
     );
+    let listed = transactions.iter().map(Listed::of).collect();
     if let Some(jds) = shared.core().jds() {
-        jds.on_transactions(transactions);
+        jds.on_transactions(listed);
     }
 }

@@ -194,7 +194,7 @@ pub struct JobDeclarator {
     connections: HashMap<JdConnId, JdConnection>,
     declared: HashMap<u64, DeclaredJob>,
     /// Transactions the template provider listed, and the tip they were last seen on.
-    known: HashMap<Wtxid, (Transaction, u64)>,
+    known: HashMap<Wtxid, (Listed, u64)>,
     tip: Option<Tip>,
     tip_seq: u64,
     /// Tokens of coinbase-only clients: each sets jobs directly, once per
@@ -206,6 +206,26 @@ pub struct JobDeclarator {
     /// template provider heard of a block before the pool's did. Answered
     /// when the pool's tip moves.
     parked: Vec<Parked>,
+}
+
+/// What the declarator keeps of a transaction its template provider
+/// listed: what a declaration that lists it needs. Computed before the
+/// pool's lock is taken (hashing a template's transactions takes a while).
+#[derive(Debug, Clone, Copy)]
+pub struct Listed {
+    wtxid: Wtxid,
+    txid: [u8; 32],
+    weight: u64,
+}
+
+impl Listed {
+    pub fn of(tx: &Transaction) -> Self {
+        Listed {
+            wtxid: tx.compute_wtxid(),
+            txid: tx.compute_txid().to_byte_array(),
+            weight: tx.weight().to_wu(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -378,10 +398,10 @@ impl JobDeclarator {
     }
 
     /// Transactions the template provider listed for a template.
-    pub fn on_transactions(&mut self, transactions: Vec<Transaction>) {
+    pub fn on_transactions(&mut self, listed: Vec<Listed>) {
         let seq = self.tip_seq;
-        for tx in transactions {
-            self.known.insert(tx.compute_wtxid(), (tx, seq));
+        for tx in listed {
+            self.known.insert(tx.wtxid, (tx, seq));
         }
     }
 
@@ -746,18 +766,20 @@ impl JobDeclarator {
     ) -> JdReply {
         let tip_seq = self.tip_seq;
         let request_id = declared.request_id;
-        let provided: HashMap<Wtxid, &Transaction> =
-            provided.iter().map(|tx| (tx.compute_wtxid(), tx)).collect();
+        let provided: HashMap<Wtxid, Listed> = provided
+            .iter()
+            .map(|tx| (tx.compute_wtxid(), Listed::of(tx)))
+            .collect();
         let mut weight = declared.coinbase_weight;
         let mut txids = Vec::with_capacity(declared.wtxids.len());
         for wtxid in &declared.wtxids {
             let wtxid = Wtxid::from_byte_array(*wtxid);
             let known = self.known.get(&wtxid).map(|(tx, _)| tx);
-            let Some(tx) = known.or_else(|| provided.get(&wtxid).copied()) else {
+            let Some(tx) = known.or_else(|| provided.get(&wtxid)) else {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
             };
-            weight += tx.weight().to_wu();
-            txids.push(tx.compute_txid().to_byte_array());
+            weight += tx.weight;
+            txids.push(tx.txid);
         }
         if weight > MAX_BLOCK_WEIGHT {
             return declare_error(

@@ -122,7 +122,7 @@ fn declarator(txs: &[Transaction], known: &[Transaction]) -> (JobDeclarator, New
     let (t, p) = template(txs);
     let mut jds = JobDeclarator::new(pool_script());
     jds.on_tip(&p, &t, NOW);
-    jds.on_transactions(known.to_vec());
+    jds.on_transactions(known.iter().map(Listed::of).collect());
     jds.on_connect(1);
     let reply = jds.on_message(1, setup(0b1), NOW);
     assert!(reply.close.is_none());
