@@ -160,6 +160,29 @@ pub fn coinbase_merkle_path(txids: &[[u8; 32]]) -> Vec<[u8; 32]> {
     path
 }
 
+/// The first bytes of a block's BIP141 witness commitment output script:
+/// OP_RETURN, a 36-byte push, then 0xaa21a9ed and the 32-byte commitment.
+pub const WITNESS_COMMITMENT_HEADER: [u8; 6] = [0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
+
+/// The script of a block's witness commitment output (BIP141): the
+/// sha256d of the witness merkle root (the coinbase's leaf as zeros, then
+/// `wtxids` in block order) and the coinbase's witness reserved value.
+pub fn witness_commitment_script(wtxids: &[[u8; 32]], reserved: &[u8; 32]) -> ScriptBuf {
+    let root = merkle_root([0; 32], &coinbase_merkle_path(wtxids));
+    let mut engine = sha256d::Hash::engine();
+    engine.input(&root);
+    engine.input(reserved);
+    let mut script = WITNESS_COMMITMENT_HEADER.to_vec();
+    script.extend_from_slice(&sha256d::Hash::from_engine(engine).to_byte_array());
+    ScriptBuf::from_bytes(script)
+}
+
+/// Whether `script` has a witness commitment's form: consensus takes the
+/// last output of that form as the block's commitment.
+pub fn is_witness_commitment(script: &Script) -> bool {
+    script.len() >= 38 && script.as_bytes().starts_with(&WITNESS_COMMITMENT_HEADER)
+}
+
 /// The merkle root of a block whose coinbase, serialized without witness,
 /// is `coinbase` (its txid is the sha256d of those bytes).
 pub fn merkle_root_of(coinbase: &[u8], path: &[[u8; 32]]) -> [u8; 32] {
@@ -336,6 +359,27 @@ mod tests {
 
     fn pool_script() -> ScriptBuf {
         ScriptBuf::from_bytes(vec![0x51])
+    }
+
+    /// The commitment is the one the bitcoin crate computes for a block.
+    #[test]
+    fn the_witness_commitment_is_bip141_s() {
+        use stratum_core::bitcoin::{merkle_tree, Block, WitnessMerkleNode};
+        for n in [0usize, 1, 2, 3, 7] {
+            let wtxids: Vec<[u8; 32]> = (1..=n).map(|i| [i as u8; 32]).collect();
+            let reserved = [9u8; 32];
+            let leaves = std::iter::once([0u8; 32])
+                .chain(wtxids.iter().copied())
+                .map(WitnessMerkleNode::from_byte_array);
+            let root = merkle_tree::calculate_root(leaves).unwrap();
+            let expected = Block::compute_witness_commitment(&root, &reserved);
+            let script = witness_commitment_script(&wtxids, &reserved);
+            assert!(is_witness_commitment(&script));
+            assert_eq!(&script.as_bytes()[6..], expected.as_byte_array(), "{n}");
+        }
+        assert!(!is_witness_commitment(Script::from_bytes(
+            &WITNESS_COMMITMENT_HEADER
+        )));
     }
 
     fn paying(script: ScriptBuf, key: &LockingKey) -> Transaction {

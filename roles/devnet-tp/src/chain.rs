@@ -20,8 +20,7 @@ use stratum_core::bitcoin::{
     pow::CompactTarget,
     script::Builder,
     secp256k1::{Secp256k1, VerifyOnly},
-    transaction, Amount, Block, BlockHash, ScriptBuf, Target, Transaction, TxMerkleNode, TxOut,
-    Txid, WitnessMerkleNode,
+    transaction, Amount, BlockHash, ScriptBuf, Target, Transaction, TxMerkleNode, TxOut, Txid,
 };
 use stratum_core::template_distribution_sv2::{
     NewTemplateOwned, RequestTransactionDataErrorOwned, RequestTransactionDataSuccessOwned,
@@ -660,21 +659,15 @@ impl Chain {
 }
 
 /// The BIP141 witness commitment of a block with `transactions` after its
-/// coinbase: OP_RETURN 0xaa21a9ed || sha256d(wtxid root || reserved value),
-/// the coinbase's wtxid and the reserved value being zero.
+/// coinbase, whose witness reserved value is zero.
 pub fn witness_commitment_output(transactions: &[Transaction]) -> TxOut {
-    let leaves = std::iter::once(WitnessMerkleNode::all_zeros()).chain(
-        transactions
-            .iter()
-            .map(|tx| WitnessMerkleNode::from_byte_array(tx.compute_wtxid().to_byte_array())),
-    );
-    let root = merkle_tree::calculate_root(leaves).expect("at least the coinbase");
-    let commitment = Block::compute_witness_commitment(&root, &[0u8; 32]);
-    let mut script = vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed];
-    script.extend_from_slice(commitment.as_byte_array());
+    let wtxids: Vec<[u8; 32]> = transactions
+        .iter()
+        .map(|tx| tx.compute_wtxid().to_byte_array())
+        .collect();
     TxOut {
         value: Amount::ZERO,
-        script_pubkey: ScriptBuf::from_bytes(script),
+        script_pubkey: ehash::coinbase::witness_commitment_script(&wtxids, &[0; 32]),
     }
 }
 

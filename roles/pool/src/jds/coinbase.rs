@@ -81,6 +81,52 @@ fn varint(bytes: &[u8]) -> Option<(u64, usize)> {
         .map(|(v, used)| (v.0, used))
 }
 
+/// Whether `coinbase` commits to the witnesses of a block whose other
+/// transactions have `wtxids` (BIP141): its last output of a commitment's
+/// form must commit to them and to its witness reserved value (one 32-byte
+/// witness item). Without one no transaction of the block may have a
+/// witness, the coinbase's checked here, the others' once all are known:
+/// `Ok(false)`.
+pub fn check_witness_commitment(
+    coinbase: &Transaction,
+    wtxids: &[[u8; 32]],
+) -> Result<bool, Refusal> {
+    let witness = &coinbase.input[0].witness;
+    let Some(found) = coinbase
+        .output
+        .iter()
+        .rev()
+        .find(|o| ehash::coinbase::is_witness_commitment(&o.script_pubkey))
+    else {
+        if !witness.is_empty() {
+            return Err(invalid(
+                "the coinbase has a witness and no witness commitment",
+            ));
+        }
+        return Ok(false);
+    };
+    let reserved: [u8; 32] = match (witness.len(), witness.nth(0)) {
+        (1, Some(item)) => item.try_into().map_err(|_| {
+            invalid(format!(
+                "the coinbase's witness reserved value is {} bytes, not 32",
+                item.len()
+            ))
+        })?,
+        _ => {
+            return Err(invalid(
+                "a coinbase with a witness commitment has one witness item, its reserved value",
+            ))
+        }
+    };
+    let expected = ehash::coinbase::witness_commitment_script(wtxids, &reserved);
+    if found.script_pubkey.as_bytes()[..38] != expected.as_bytes()[..] {
+        return Err(invalid(
+            "the witness commitment is not that of the declared transactions",
+        ));
+    }
+    Ok(true)
+}
+
 /// What a custom job's coinbase is checked against, of a declared one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeclaredCoinbase {
@@ -240,6 +286,37 @@ mod tests {
             let (prefix, suffix) = split(&tx, 1);
             assert_eq!(rebuild(&prefix, &suffix).is_ok(), valid, "{len} bytes");
         }
+    }
+
+    #[test]
+    fn the_last_witness_commitment_counts_and_commits_to_the_reserved_value() {
+        let wtxids = [[1u8; 32], [2u8; 32]];
+        let commitment = |wtxids: &[[u8; 32]], reserved: [u8; 32]| {
+            pays(
+                0,
+                ehash::coinbase::witness_commitment_script(wtxids, &reserved),
+            )
+        };
+        let right = coinbase(vec![pays(100, pool()), commitment(&wtxids, [0; 32])]);
+        assert_eq!(check_witness_commitment(&right, &wtxids), Ok(true));
+        assert!(check_witness_commitment(&right, &wtxids[..1]).is_err());
+
+        let wrong_last = coinbase(vec![
+            commitment(&wtxids, [0; 32]),
+            commitment(&wtxids[..1], [0; 32]),
+        ]);
+        assert!(check_witness_commitment(&wrong_last, &wtxids).is_err());
+        let other_reserved = coinbase(vec![commitment(&wtxids, [1; 32])]);
+        assert!(check_witness_commitment(&other_reserved, &wtxids).is_err());
+        let mut two_items = right.clone();
+        two_items.input[0].witness.push([0u8; 32]);
+        assert!(check_witness_commitment(&two_items, &wtxids).is_err());
+
+        // Without one, the coinbase has no witness either.
+        let mut none = coinbase(vec![pays(100, pool())]);
+        assert!(check_witness_commitment(&none, &wtxids).is_err());
+        none.input[0].witness.clear();
+        assert_eq!(check_witness_commitment(&none, &wtxids), Ok(false));
     }
 
     /// A declared job keeps a digest of its outputs but for key

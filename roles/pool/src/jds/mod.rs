@@ -144,6 +144,9 @@ struct Pending {
     wtxids: Vec<[u8; 32]>,
     coinbase: DeclaredCoinbase,
     coinbase_weight: u64,
+    /// The coinbase commits to the transactions' witnesses; without, none
+    /// may have one.
+    witness_committed: bool,
     /// Positions in `wtxids` of the transactions the pool does not know.
     missing: Vec<u16>,
 }
@@ -225,6 +228,11 @@ impl Listed {
             txid: tx.compute_txid().to_byte_array(),
             weight: tx.weight().to_wu(),
         }
+    }
+
+    /// Its ids differ only by a witness.
+    fn has_witness(&self) -> bool {
+        self.wtxid.to_byte_array() != self.txid
     }
 }
 
@@ -592,6 +600,10 @@ impl JobDeclarator {
             Ok(wtxids) => wtxids,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
         };
+        let witness_committed = match coinbase::check_witness_commitment(&coinbase, &wtxids) {
+            Ok(committed) => committed,
+            Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
+        };
         let missing: Vec<u16> = wtxids
             .iter()
             .enumerate()
@@ -604,6 +616,7 @@ impl JobDeclarator {
             wtxids,
             coinbase: DeclaredCoinbase::of(&coinbase),
             coinbase_weight: coinbase.weight().to_wu(),
+            witness_committed,
             missing,
         };
         if declared.missing.is_empty() {
@@ -778,6 +791,13 @@ impl JobDeclarator {
             let Some(tx) = known.or_else(|| provided.get(&wtxid)) else {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
             };
+            if tx.has_witness() && !declared.witness_committed {
+                return declare_error(
+                    request_id,
+                    "invalid-job",
+                    "a transaction has a witness and the coinbase commits to none",
+                );
+            }
             weight += tx.weight;
             txids.push(tx.txid);
         }

@@ -62,7 +62,7 @@ fn tx(n: u8) -> Transaction {
 
 /// The template at height 7 carrying `txs`, as a template provider sends it.
 fn template(txs: &[Transaction]) -> (NewTemplateOwned, SetNewPrevHashOwned) {
-    let outputs = [faucet(), devnet_commitment()];
+    let outputs = [faucet(), witness_commitment(txs)];
     let txids: Vec<[u8; 32]> = txs
         .iter()
         .map(|t| t.compute_txid().to_byte_array())
@@ -103,10 +103,16 @@ fn new_tip(jds: &mut JobDeclarator, txs: &[Transaction]) {
     jds.on_tip(&prev, &next, NOW);
 }
 
-fn devnet_commitment() -> TxOut {
+/// The template's witness commitment to `txs` (a coinbase's reserved value
+/// is zeros, as SRI's job factory writes it).
+fn witness_commitment(txs: &[Transaction]) -> TxOut {
+    let wtxids: Vec<[u8; 32]> = txs
+        .iter()
+        .map(|tx| tx.compute_wtxid().to_byte_array())
+        .collect();
     TxOut {
         value: Amount::ZERO,
-        script_pubkey: ScriptBuf::from_bytes(vec![0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed, 1, 2]),
+        script_pubkey: ehash::coinbase::witness_commitment_script(&wtxids, &[0; 32]),
     }
 }
 
@@ -718,15 +724,27 @@ fn declarations_waiting_for_transactions_list_a_bounded_number_of_them() {
     let (mut jds, t) = declarator(&[], &[]);
     let mut next_wtxid = 0u64;
     let mut declare_unknown = |jds: &mut JobDeclarator, conn: JdConnId, request_id: u32| {
-        let mut m = declaration(allocate(jds, conn), &t, vec![pool_output(&t)], &[]);
+        let wtxids: Vec<[u8; 32]> = (0..MAX_DECLARED_TXS)
+            .map(|_| {
+                next_wtxid += 1;
+                let mut wtxid = [0xee; 32];
+                wtxid[..8].copy_from_slice(&next_wtxid.to_le_bytes());
+                wtxid
+            })
+            .collect();
+        // The client's template commits to them.
+        let commitment = TxOut {
+            value: Amount::ZERO,
+            script_pubkey: ehash::coinbase::witness_commitment_script(&wtxids, &[0; 32]),
+        };
+        let outputs = [faucet(), commitment];
+        let mut theirs = t.clone();
+        theirs.coinbase_tx_outputs =
+            B064KOwned::new(outputs.iter().flat_map(serialize).collect()).unwrap();
+        let mut m = declaration(allocate(jds, conn), &theirs, vec![pool_output(&t)], &[]);
         m.request_id = request_id;
-        let wtxids = (0..MAX_DECLARED_TXS).map(|_| {
-            next_wtxid += 1;
-            let mut wtxid = [0xee; 32];
-            wtxid[..8].copy_from_slice(&next_wtxid.to_le_bytes());
-            U256Owned::from(wtxid)
-        });
-        m.wtxid_list = Seq064KOwned::new(wtxids.collect()).unwrap();
+        m.wtxid_list =
+            Seq064KOwned::new(wtxids.into_iter().map(U256Owned::from).collect()).unwrap();
         only(jds.on_message(conn, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW))
     };
     let asked =
@@ -756,6 +774,46 @@ fn declarations_waiting_for_transactions_list_a_bounded_number_of_them() {
     // What waits goes with the tip; then there is room again.
     new_tip(&mut jds, &[]);
     assert!(asked(&declare_unknown(&mut jds, last, 2)));
+}
+
+/// A block's coinbase commits to its transactions' witnesses (BIP141): a
+/// declaration whose commitment is for other transactions, or that has
+/// none while a transaction (or the coinbase) has a witness, is refused:
+/// no share on it could be a block.
+#[test]
+fn a_declared_coinbase_commits_to_the_declared_transactions_witnesses() {
+    let txs = [tx(1), tx(2)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let token = allocate(&mut jds, 1);
+    let swapped = declaration(token, &t, vec![pool_output(&t)], &[tx(2), tx(1)]);
+    assert_eq!(
+        error_code(&declare(&mut jds, swapped)),
+        "invalid-coinbase-tx"
+    );
+
+    let mut bare = t.clone();
+    bare.coinbase_tx_outputs = B064KOwned::new(serialize(&faucet())).unwrap();
+    bare.coinbase_tx_outputs_count = 1;
+    let token = allocate(&mut jds, 1);
+    let with_witness = declaration(token, &bare, vec![pool_output(&t)], &txs);
+    assert_eq!(
+        error_code(&declare(&mut jds, with_witness)),
+        "invalid-coinbase-tx"
+    );
+    // Without the coinbase's witness too: the transactions' still need one.
+    let token = allocate(&mut jds, 1);
+    let mut m = declaration(token, &bare, vec![pool_output(&t)], &txs);
+    let mut coinbase = coinbase::rebuild(
+        m.coinbase_tx_prefix.as_bytes(),
+        m.coinbase_tx_suffix.as_bytes(),
+    )
+    .unwrap();
+    coinbase.input[0].witness.clear();
+    let bytes = serialize(&coinbase);
+    let at = m.coinbase_tx_prefix.as_bytes().len() - 2; // no segwit marker and flag
+    m.coinbase_tx_prefix = bytes[..at].to_vec().try_into().unwrap();
+    m.coinbase_tx_suffix = bytes[at + EXTRANONCE..].to_vec().try_into().unwrap();
+    assert_eq!(error_code(&declare(&mut jds, m)), "invalid-job");
 }
 
 /// A new template provider link starts with the tip the pool already had:

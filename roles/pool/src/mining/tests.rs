@@ -50,7 +50,7 @@ fn core() -> PoolCore {
 fn template(id: u64) -> NewTemplateOwned {
     let out = TxOut {
         value: Amount::ZERO,
-        script_pubkey: ScriptBuf::from_bytes(vec![0x6a, 0x01, 0x00]),
+        script_pubkey: ehash::coinbase::witness_commitment_script(&[], &[0; 32]),
     };
     NewTemplateOwned {
         template_id: id,
