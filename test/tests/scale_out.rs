@@ -289,6 +289,54 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
     again.mine(3).await;
     miners.push(again);
 
+    // No mint running (paused, and their alive key gone, deleted here
+    // rather than waited out): the pools' links go down, and shares
+    // accepted meanwhile write nothing to a request stream no one reads.
+    // Resumed, the mints refresh the key, the links come back and the
+    // shares are quoted.
+    for mint in &cluster.mints[1..] {
+        mint.process.pause();
+    }
+    let mut conn = connect(&cluster).await;
+    redis::cmd("DEL")
+        .arg(keys.mint_alive())
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("DEL");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cluster
+        .pools
+        .iter()
+        .all(|p| p.child.log().contains("no mint is running"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pools' links stay up with no mint running\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let requests = || async {
+        redis::cmd("XLEN")
+            .arg(keys.requests())
+            .query_async::<usize>(&mut connect(&cluster).await)
+            .await
+            .expect("XLEN")
+    };
+    let before = requests().await;
+    for m in &mut miners {
+        m.mine(3).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        requests().await,
+        before,
+        "requests written with no mint running"
+    );
+    for mint in &cluster.mints[1..] {
+        mint.process.resume();
+    }
+
     for m in &mut miners {
         m.collect_quotes(&cluster).await;
     }

@@ -16,7 +16,14 @@
 //!   mints as the consumer group [`MINTS_GROUP`];
 //! - `<prefix>:mint-quote:answers:<pool key hex>`: one pool's answers;
 //! - `<prefix>:mint-quote:mint`: a hash with the active keyset and the
-//!   mint's `unit_bits`, published by every mint process.
+//!   mint's `unit_bits`, published by every mint process;
+//! - `<prefix>:mint-quote:alive`: refreshed by every running mint process
+//!   every [`MINT_ALIVE_EVERY`], gone [`MINT_ALIVE_TTL`] after the last
+//!   one stopped. Without it a pool's link is down: requests written while
+//!   no mint reads them (resent at every timeout) would pile up in the
+//!   request stream for the mints to read through when they return.
+
+use std::time::Duration;
 
 use ehash::wire::MessageSet;
 use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
@@ -43,6 +50,10 @@ pub const FIELD_UNIT_BITS: &str = "unit_bits";
 /// The id of the database every mint reading the prefix's requests must
 /// share (each mint keeps its database's id in that database).
 pub const FIELD_DATABASE: &str = "database";
+
+/// How long the key a mint refreshes lives, and how often each refreshes it.
+pub const MINT_ALIVE_TTL: Duration = Duration::from_secs(30);
+pub const MINT_ALIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Largest frame an entry may carry: a request with the longest coinbase
 /// proof the protocol allows is far below.
@@ -75,6 +86,10 @@ impl StreamKeys {
 
     pub fn mint_info(&self) -> String {
         format!("{}:mint-quote:mint", self.prefix)
+    }
+
+    pub fn mint_alive(&self) -> String {
+        format!("{}:mint-quote:alive", self.prefix)
     }
 }
 

@@ -16,7 +16,9 @@
 //! the group, and after `claim_idle_ms` another process claims and serves
 //! them (the quote writer answers a share quoted before with the same
 //! quote). Entries that are not signed by an allowed pool for this mint are
-//! acknowledged and dropped: they create nothing.
+//! acknowledged and dropped: they create nothing. While connected, the
+//! process refreshes the prefix's alive key: pools write requests only
+//! while some mint reads them.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use mint_quote_sv2::stream::{
     keypair, SignedEntry, StreamKeys, FIELD_DATABASE, FIELD_KEYSET, FIELD_UNIT_BITS, MINTS_GROUP,
+    MINT_ALIVE_EVERY, MINT_ALIVE_TTL,
 };
 use mint_quote_sv2::MintQuoteMessage;
 use redis::aio::MultiplexedConnection;
@@ -160,8 +163,26 @@ impl Session {
         let ended = tokio::select! {
             r = reading => r,
             r = serving => r,
+            r = self.keep_alive(c.commands.clone()) => r,
         };
         ended.err().unwrap_or_else(|| "stopped".into())
+    }
+
+    /// Refreshes the prefix's alive key until the connection fails; beside
+    /// reading and serving, so a busy mint keeps it too.
+    async fn keep_alive(&self, mut conn: MultiplexedConnection) -> Result<(), String> {
+        let mut every = tokio::time::interval(MINT_ALIVE_EVERY);
+        loop {
+            every.tick().await;
+            redis::cmd("SET")
+                .arg(self.keys.mint_alive())
+                .arg(&self.consumer)
+                .arg("PX")
+                .arg(MINT_ALIVE_TTL.as_millis() as u64)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| format!("refreshing {}: {e}", self.keys.mint_alive()))?;
+        }
     }
 
     /// Reads batches of requests until the connection fails or the prefix

@@ -6,7 +6,9 @@
 //! for this pool.
 //!
 //! Before `Up`, and with every stats request, the link checks that the
-//! mints published their keyset with this pool's `unit_bits`. Answers are read from the end of the stream as
+//! mints published their keyset with this pool's `unit_bits`, and that one
+//! is running (the key mints refresh): with none, the link is down, so
+//! requests are not written where no one reads them. Answers are read from the end of the stream as
 //! it was then (the pool resends everything still owed on `Up`), and what
 //! has been read is trimmed away.
 
@@ -14,7 +16,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use ehash::wire::MessageSet;
-use mint_quote_sv2::stream::{keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS};
+use mint_quote_sv2::stream::{
+    keypair, SignedEntry, StreamKeys, FIELD_KEYSET, FIELD_UNIT_BITS, MINT_ALIVE_TTL,
+};
 use mint_quote_sv2::{MintQuoteMessage, MintStatsRequest};
 use redis::aio::MultiplexedConnection;
 use redis::Value;
@@ -151,13 +155,17 @@ impl Link {
         reason
     }
 
-    /// What the mints published, if their `unit_bits` is this pool's.
+    /// What the mints published, if their `unit_bits` is this pool's and
+    /// one of them is running.
     async fn mint_info(
         &self,
         conn: &mut MultiplexedConnection,
     ) -> Result<HashMap<String, String>, String> {
-        let info: HashMap<String, String> = redis::cmd("HGETALL")
+        let (info, alive): (HashMap<String, String>, bool) = redis::pipe()
+            .cmd("HGETALL")
             .arg(self.keys.mint_info())
+            .cmd("EXISTS")
+            .arg(self.keys.mint_alive())
             .query_async(conn)
             .await
             .map_err(|e| format!("reading the mint's keyset: {e}"))?;
@@ -170,6 +178,11 @@ impl Link {
             )),
             Some(theirs) if *theirs != ours => Err(format!(
                 "the mint's unit_bits {theirs} is not this pool's {ours}"
+            )),
+            Some(_) if !alive => Err(format!(
+                "no mint is running: none has refreshed {} in the last {} s",
+                self.keys.mint_alive(),
+                MINT_ALIVE_TTL.as_secs()
             )),
             Some(_) => Ok(info),
         }
@@ -311,8 +324,9 @@ mod tests {
 
     /// Mints of the cluster restarted with other `unit_bits` while the pool
     /// stays up: the link goes down rather than have every amount refused.
+    /// So it does when no mint is running (none refreshes the alive key).
     #[tokio::test]
-    async fn mints_publishing_other_unit_bits_take_the_link_down() {
+    async fn mints_publishing_other_unit_bits_or_none_running_take_the_link_down() {
         let redis = tokio::task::spawn_blocking(|| Redis::start(ProcessGroup::Parent))
             .await
             .unwrap()
@@ -320,18 +334,21 @@ mod tests {
         let keys = StreamKeys::new("hashpool-test");
         let client = redis::Client::open(redis.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let mut publish = async |unit_bits: u8| {
-            redis::cmd("HSET")
+        let mut publish = async |unit_bits: u8, alive: bool| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("HSET")
                 .arg(keys.mint_info())
                 .arg(FIELD_KEYSET)
                 .arg("00aa")
                 .arg(FIELD_UNIT_BITS)
-                .arg(unit_bits)
-                .query_async::<()>(&mut conn)
-                .await
-                .unwrap()
+                .arg(unit_bits);
+            match alive {
+                true => pipe.cmd("SET").arg(keys.mint_alive()).arg("mint-1"),
+                false => pipe.cmd("DEL").arg(keys.mint_alive()),
+            };
+            pipe.query_async::<()>(&mut conn).await.unwrap()
         };
-        publish(4).await;
+        publish(4, true).await;
         let stats_interval = Duration::from_millis(100);
         let config = MintLinkConfig {
             transport: Transport::Redis {
@@ -352,14 +369,26 @@ mod tests {
         let (_link, mut events) = MintLink::spawn(config, shutdown.clone());
         assert_eq!(events.recv().await, Some(MintEvent::Up));
 
-        publish(5).await;
-        let down = tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .expect("the link went down");
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("the link changed")
+        };
+        publish(5, true).await;
+        let down = next().await;
         let Some(MintEvent::Down { reason }) = down else {
             panic!("{down:?}")
         };
         assert!(reason.contains("unit_bits 5"), "{reason}");
+
+        publish(4, true).await;
+        assert_eq!(next().await, Some(MintEvent::Up));
+        publish(4, false).await;
+        let down = next().await;
+        let Some(MintEvent::Down { reason }) = down else {
+            panic!("{down:?}")
+        };
+        assert!(reason.contains("no mint is running"), "{reason}");
         shutdown.cancel();
     }
 }
