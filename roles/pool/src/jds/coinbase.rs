@@ -306,6 +306,11 @@ mod tests {
             commitment(&wtxids[..1], [0; 32]),
         ]);
         assert!(check_witness_commitment(&wrong_last, &wtxids).is_err());
+        let right_last = coinbase(vec![
+            commitment(&wtxids[..1], [0; 32]),
+            commitment(&wtxids, [0; 32]),
+        ]);
+        assert_eq!(check_witness_commitment(&right_last, &wtxids), Ok(true));
         let other_reserved = coinbase(vec![commitment(&wtxids, [1; 32])]);
         assert!(check_witness_commitment(&other_reserved, &wtxids).is_err());
         let mut two_items = right.clone();

@@ -82,7 +82,8 @@ const MAX_PENDING_PER_CONNECTION: usize = 16;
 /// hundred bytes each); when full, the oldest one not set on a channel goes.
 const MAX_DECLARED_JOBS: usize = 65_536;
 /// Transactions listed by the declarations waiting for the rest of theirs,
-/// of one connection and of all (32 bytes each).
+/// of one connection and of all (32 bytes each); with the pool's most, the
+/// connection listing the most has its largest dropped for a newcomer.
 const MAX_PENDING_WTXIDS_PER_CONNECTION: usize = 2 * MAX_DECLARED_TXS;
 const MAX_PENDING_WTXIDS: usize = 1_000_000;
 /// Request ids of declarations the tip dropped kept per connection, at most.
@@ -160,10 +161,37 @@ struct JdConnection {
     /// Tokens allocated to this connection and not declared yet.
     allocated: HashSet<u64>,
     pending: HashMap<u32, Pending>,
-    /// Declarations dropped from `pending` when the tip moved: their
-    /// transactions, if they come, are answered stale (a large upload may
-    /// come after several tips; the latest [`STALE_PENDING_KEPT`] are kept).
-    stale_pending: VecDeque<u32>,
+    /// Declarations dropped from `pending`, and why: their transactions,
+    /// if they come, are answered with it (a large upload may come after
+    /// several tips; the latest [`STALE_PENDING_KEPT`] are kept).
+    stale_pending: VecDeque<(u32, Dropped)>,
+}
+
+/// Why a declaration waiting for its transactions was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropped {
+    /// The tip moved.
+    Tip,
+    /// Other clients' declarations needed the room.
+    Room,
+}
+
+impl JdConnection {
+    /// Drops declaration `request_id` waiting for its transactions.
+    fn drop_pending(&mut self, request_id: u32, why: Dropped) {
+        if self.pending.remove(&request_id).is_none() {
+            return;
+        }
+        if self.stale_pending.len() == STALE_PENDING_KEPT {
+            self.stale_pending.pop_front();
+        }
+        self.stale_pending.push_back((request_id, why));
+    }
+
+    /// Transactions its waiting declarations list.
+    fn listed(&self) -> usize {
+        self.pending.values().map(|p| p.wtxids.len()).sum()
+    }
 }
 
 /// What to send a JDS connection, and whether to close it after.
@@ -375,11 +403,9 @@ impl JobDeclarator {
             // Declarations waiting for transactions are stale now: what
             // they hold (their transaction lists) goes.
             for state in self.connections.values_mut() {
-                for (id, _) in state.pending.drain() {
-                    if state.stale_pending.len() == STALE_PENDING_KEPT {
-                        state.stale_pending.pop_front();
-                    }
-                    state.stale_pending.push_back(id);
+                let ids: Vec<u32> = state.pending.keys().copied().collect();
+                for id in ids {
+                    state.drop_pending(id, Dropped::Tip);
                 }
             }
         }
@@ -641,7 +667,7 @@ impl JobDeclarator {
             unknown_tx_position_list: Seq064KOwned::new(declared.missing.clone())
                 .expect("at most MAX_DECLARED_TXS"),
         };
-        if let Err(details) = self.room_to_wait(conn, declared.wtxids.len()) {
+        if let Err(details) = self.make_room_to_wait(conn, declared.wtxids.len()) {
             return declare_error(request_id, "invalid-job", &details);
         }
         let state = self
@@ -654,26 +680,43 @@ impl JobDeclarator {
 
     /// Whether one more declaration of `conn`, listing `wtxids`
     /// transactions, may wait for the rest of its transactions: what waits
-    /// is bounded per connection and in all.
-    fn room_to_wait(&self, conn: JdConnId, wtxids: usize) -> Result<(), String> {
-        let listed = |state: &JdConnection| -> usize {
-            state.pending.values().map(|p| p.wtxids.len()).sum()
-        };
+    /// is bounded per connection, and in all, where the connection listing
+    /// the most gives way (so a few connections that never provide theirs
+    /// cannot keep every other client's declarations out).
+    fn make_room_to_wait(&mut self, conn: JdConnId, wtxids: usize) -> Result<(), String> {
         let own = &self.connections[&conn];
         if own.pending.len() >= MAX_PENDING_PER_CONNECTION {
             return Err(format!(
                 "{MAX_PENDING_PER_CONNECTION} declarations of this connection wait for their transactions already"
             ));
         }
-        if listed(own) + wtxids > MAX_PENDING_WTXIDS_PER_CONNECTION {
+        if own.listed() + wtxids > MAX_PENDING_WTXIDS_PER_CONNECTION {
             return Err(format!(
                 "the declarations of this connection waiting for their transactions would list more than {MAX_PENDING_WTXIDS_PER_CONNECTION}"
             ));
         }
-        if self.connections.values().map(listed).sum::<usize>() + wtxids > MAX_PENDING_WTXIDS {
-            return Err(format!(
-                "the declarations waiting for their transactions would list more than {MAX_PENDING_WTXIDS}, the pool's most; declare again later"
-            ));
+        while self
+            .connections
+            .values()
+            .map(JdConnection::listed)
+            .sum::<usize>()
+            + wtxids
+            > MAX_PENDING_WTXIDS
+        {
+            let most = self
+                .connections
+                .values_mut()
+                .max_by_key(|state| state.listed());
+            let Some(most) = most else { break };
+            let largest = most.pending.iter().max_by_key(|(_, p)| p.wtxids.len());
+            let Some(id) = largest.map(|(id, _)| *id) else {
+                break;
+            };
+            debug!(
+                request_id = id,
+                "a waiting declaration dropped to make room"
+            );
+            most.drop_pending(id, Dropped::Room);
         }
         Ok(())
     }
@@ -721,9 +764,21 @@ impl JobDeclarator {
             .get_mut(&conn)
             .expect("checked by on_message");
         let Some(pending) = state.pending.remove(&request_id) else {
-            if let Some(at) = state.stale_pending.iter().position(|id| *id == request_id) {
-                state.stale_pending.remove(at);
-                return declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile");
+            let dropped = state
+                .stale_pending
+                .iter()
+                .position(|(id, _)| *id == request_id);
+            if let Some((_, why)) = dropped.and_then(|at| state.stale_pending.remove(at)) {
+                return match why {
+                    Dropped::Tip => {
+                        declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile")
+                    }
+                    Dropped::Room => declare_error(
+                        request_id,
+                        "invalid-job",
+                        "dropped while waiting: other clients' declarations needed the room",
+                    ),
+                };
             }
             return JdReply::close(format!(
                 "ProvideMissingTransactions.Success for request {request_id}, which asked for none"
@@ -755,15 +810,15 @@ impl JobDeclarator {
                     )
                 }
             };
-            if tx.compute_wtxid().to_byte_array() != wtxids[*position as usize] || tx.is_coinbase()
-            {
+            let listed = Listed::of(&tx);
+            if listed.wtxid.to_byte_array() != wtxids[*position as usize] || tx.is_coinbase() {
                 return declare_error(
                     request_id,
                     "invalid-job",
                     &format!("transaction {position} is not the one declared"),
                 );
             }
-            provided.push(tx);
+            provided.push(listed);
         }
         self.accept(conn, pending, &provided, now_ms)
     }
@@ -774,21 +829,18 @@ impl JobDeclarator {
         &mut self,
         conn: JdConnId,
         declared: Pending,
-        provided: &[Transaction],
+        provided: &[Listed],
         now_ms: u64,
     ) -> JdReply {
         let tip_seq = self.tip_seq;
         let request_id = declared.request_id;
-        let provided: HashMap<Wtxid, Listed> = provided
-            .iter()
-            .map(|tx| (tx.compute_wtxid(), Listed::of(tx)))
-            .collect();
+        let provided: HashMap<Wtxid, &Listed> = provided.iter().map(|tx| (tx.wtxid, tx)).collect();
         let mut weight = declared.coinbase_weight;
         let mut txids = Vec::with_capacity(declared.wtxids.len());
         for wtxid in &declared.wtxids {
             let wtxid = Wtxid::from_byte_array(*wtxid);
             let known = self.known.get(&wtxid).map(|(tx, _)| tx);
-            let Some(tx) = known.or_else(|| provided.get(&wtxid)) else {
+            let Some(tx) = known.or_else(|| provided.get(&wtxid).copied()) else {
                 return declare_error(request_id, "missing-txs", "a transaction went missing");
             };
             if tx.has_witness() && !declared.witness_committed {
@@ -813,7 +865,7 @@ impl JobDeclarator {
             return declare_error(
                 request_id,
                 "invalid-job",
-                &format!("the pool holds {MAX_DECLARED_JOBS} jobs set on channels, its most; declare again after the next block"),
+                &format!("the pool holds {MAX_DECLARED_JOBS} jobs set on channels on this tip, its most; declare again after the next block"),
             );
         }
         let token = self.new_token();
@@ -850,17 +902,23 @@ impl JobDeclarator {
     }
 
     /// Whether one more declared job fits: when the pool holds its most,
-    /// the oldest one not set on a channel goes (jobs set on channels go
-    /// with the tip).
+    /// one of the previous tip goes (none can be set again), or else the
+    /// oldest one not set on a channel.
     fn room_for_a_job(&mut self) -> bool {
         if self.declared.len() < MAX_DECLARED_JOBS {
             return true;
         }
-        let unused = self.declared.iter().filter(|(_, job)| !job.used);
-        let oldest = unused
-            .min_by_key(|(_, job)| job.expires_ms)
-            .map(|(t, _)| *t);
-        oldest.is_some_and(|token| self.declared.remove(&token).is_some())
+        let seq = self.tip_seq;
+        let goes_first = |job: &DeclaredJob| (job.tip_seq == seq, job.used, job.expires_ms);
+        let first = self.declared.iter().min_by_key(|(_, job)| goes_first(job));
+        match first {
+            Some((token, job)) if job.tip_seq != seq || !job.used => {
+                let token = *token;
+                self.declared.remove(&token);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Keeps at most `keep` of `conn`'s declared jobs, the latest.

@@ -602,6 +602,12 @@ fn a_custom_job_must_be_the_declared_one_on_the_pool_s_tip() {
     let mut m = custom_job(ahead_job, &t, 1, Some(&k));
     m.min_ntime = (NOW / 1000) as u32 + custom_job::MIN_NTIME_SLACK_SECS;
     assert_eq!(set_job(&mut jds, &m, Some(&k), NOW), Ok(()));
+    // A chain faster than a block a second runs ahead of the clock: its
+    // tip's time counts as now.
+    let fast_chain_job = declared(&mut jds, &t, &txs);
+    let m = custom_job(fast_chain_job, &t, 1, Some(&k));
+    let behind = NOW - 3_600_000;
+    assert_eq!(set_job(&mut jds, &m, Some(&k), behind), Ok(()));
     let mut m = good.clone();
     m.version ^= 1;
     assert_eq!(refusal(&mut jds, &m, &k), "invalid-version");
@@ -714,6 +720,13 @@ fn the_pool_holds_a_bounded_number_of_declared_jobs() {
     );
     assert_eq!(error_code(&refused), "invalid-job");
     assert_eq!(jds.declared.len(), MAX_DECLARED_JOBS);
+
+    // A job of the previous tip, set on a channel or not, goes first.
+    let previous_tip = *jds.declared.keys().next().unwrap();
+    jds.declared.get_mut(&previous_tip).unwrap().tip_seq -= 1;
+    declared(&mut jds, &t, &txs);
+    assert!(!jds.declared.contains_key(&previous_tip));
+    assert_eq!(jds.declared.len(), MAX_DECLARED_JOBS);
 }
 
 /// Declarations waiting for their transactions list a bounded number of
@@ -765,15 +778,25 @@ fn declarations_waiting_for_transactions_list_a_bounded_number_of_them() {
             assert!(asked(&declare_unknown(&mut jds, conn, request_id)));
         }
     }
+    // The pool holds its most: a newcomer is asked for its transactions,
+    // and a connection listing the most gives way.
     let last = connections as JdConnId + 1;
     jds.on_connect(last);
     assert!(jds.on_message(last, setup(0b1), NOW).close.is_none());
-    let refused = declare_unknown(&mut jds, last, 1);
-    assert_eq!(error_code(&refused), "invalid-job");
-
-    // What waits goes with the tip; then there is room again.
-    new_tip(&mut jds, &[]);
-    assert!(asked(&declare_unknown(&mut jds, last, 2)));
+    assert!(asked(&declare_unknown(&mut jds, last, 1)));
+    let listed: usize = jds.connections.values().map(JdConnection::listed).sum();
+    assert_eq!(listed, MAX_PENDING_WTXIDS);
+    let gave_way = (jds.connections.iter()).find(|(_, c)| !c.stale_pending.is_empty());
+    let (&gave_way, state) = gave_way.expect("one connection gave a declaration up");
+    assert_eq!(state.pending.len(), per_connection - 1);
+    let (dropped, _) = state.stale_pending[0];
+    let late = ProvideMissingTransactionsSuccessOwned {
+        request_id: dropped,
+        transaction_list: Seq064KOwned::new(vec![]).unwrap(),
+    };
+    let late = jd(JobDeclarationOwned::ProvideMissingTransactionsSuccess(late));
+    let answer = only(jds.on_message(gave_way, late, NOW));
+    assert_eq!(error_code(&answer), "invalid-job");
 }
 
 /// A block's coinbase commits to its transactions' witnesses (BIP141): a
