@@ -81,7 +81,7 @@ async fn serve(
         .lock()
         .expect("jd writers lock")
         .insert(id, late_tx);
-    with_jds(shared, |jds| jds.on_connect(id));
+    shared.with_jds(|jds| jds.on_connect(id));
     let link = Link {
         id,
         reader: &mut reader,
@@ -89,7 +89,7 @@ async fn serve(
         late: &mut late,
     };
     let result = link.relay(shared, listening, &shutdown).await;
-    with_jds(shared, |jds| jds.on_disconnect(id));
+    shared.with_jds(|jds| jds.on_disconnect(id));
     shared
         .jd_writers
         .lock()
@@ -103,10 +103,6 @@ async fn serve(
 /// How often a link looks for its declarations parked too long (see
 /// `JobDeclarator::expire_parked`).
 const PARKED_CHECK: Duration = Duration::from_secs(1);
-
-fn with_jds<T: Default>(shared: &Shared, f: impl FnOnce(&mut crate::jds::JobDeclarator) -> T) -> T {
-    shared.core().jds().map(f).unwrap_or_default()
-}
 
 /// One client's connection: its messages in, their answers (and the late
 /// answers the core queues) out.
@@ -146,7 +142,7 @@ impl Link<'_> {
                     continue;
                 }
                 _ = parked_check.tick() => {
-                    let stale = with_jds(shared, |jds| jds.expire_parked(id, now_ms()));
+                    let stale = shared.with_jds(|jds| jds.expire_parked(id, now_ms()));
                     for m in stale {
                         send_within(self.writer, m, listening).await?;
                     }
@@ -165,7 +161,7 @@ impl Link<'_> {
             };
             debug!(jd_conn = id, "received {}", message_name(&msg));
             let JdReply { messages, close } =
-                with_jds(shared, |jds| jds.on_message(id, msg, now_ms()));
+                shared.with_jds(|jds| jds.on_message(id, msg, now_ms()));
             for m in messages {
                 send_within(self.writer, m, listening).await?;
             }

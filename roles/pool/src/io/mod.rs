@@ -78,6 +78,8 @@ const MAX_ACK_ROUND_TRIPS: usize = 100_000;
 
 pub(crate) struct Shared {
     pub(crate) core: Mutex<PoolCore>,
+    /// The core's job declarator, locked without the core.
+    jds: Option<Arc<Mutex<crate::jds::JobDeclarator>>>,
     /// Held from the core's decision until its messages are queued: see
     /// [`Shared::apply`].
     in_order: Mutex<()>,
@@ -103,6 +105,23 @@ impl Shared {
         roles_common::lock(&self.core)
     }
 
+    /// Runs `f` on the job declarator, if the pool runs one (the core is
+    /// not locked meanwhile).
+    pub(crate) fn with_jds<T: Default>(
+        &self,
+        f: impl FnOnce(&mut crate::jds::JobDeclarator) -> T,
+    ) -> T {
+        self.jds
+            .as_deref()
+            .map(|jds| f(&mut roles_common::lock(jds)))
+            .unwrap_or_default()
+    }
+
+    /// Whether the pool runs a job declarator.
+    pub(crate) fn has_jds(&self) -> bool {
+        self.jds.is_some()
+    }
+
     /// Runs `f` on the core and carries out what it decided before any
     /// other task's next decision: messages to a connection leave in the
     /// order the core made them (a vardiff tick's job on the old tip never
@@ -121,6 +140,7 @@ impl Shared {
         stats: StatsPublisher,
     ) -> Self {
         Self {
+            jds: core.jds_handle(),
             core: Mutex::new(core),
             in_order: Mutex::new(()),
             writers: Mutex::new(HashMap::new()),

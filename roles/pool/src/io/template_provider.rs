@@ -124,7 +124,7 @@ async fn tp_serve(
                     let template_id = t.template_id;
                     shared.apply(|core| core.on_new_template(t));
                     // The job declarator learns each template's transactions.
-                    if shared.core().jds().is_some() {
+                    if shared.has_jds() {
                         conn.send(AnyMessageOwned::TemplateDistribution(
                             TemplateDistributionOwned::RequestTransactionData(
                                 RequestTransactionDataOwned { template_id },
@@ -180,7 +180,5 @@ fn template_transactions(shared: &Shared, data: RequestTransactionDataSuccessOwn
         "template transactions"
     );
     let listed = transactions.iter().map(Listed::of).collect();
-    if let Some(jds) = shared.core().jds() {
-        jds.on_transactions(listed);
-    }
+    shared.with_jds(|jds| jds.on_transactions(listed));
 }

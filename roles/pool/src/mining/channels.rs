@@ -264,8 +264,8 @@ impl PoolCore {
                     conn,
                     channel_id, "duplicate detection nearly full: channel renewed"
                 );
-                if let Some(jds) = self.jds.as_mut().filter(|_| channel.custom_work) {
-                    jds.on_channel_renewed(channel_id);
+                if let Some(jds) = self.jds.as_deref().filter(|_| channel.custom_work) {
+                    roles_common::lock(jds).on_channel_renewed(channel_id);
                 }
                 let prefix = channel.renewal_message();
                 actions.extend(prefix.map(|m| Action::Send(conn, mining(m))));

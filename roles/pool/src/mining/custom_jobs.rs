@@ -31,9 +31,10 @@ impl PoolCore {
                 )),
             )]
         };
-        let Some(jds) = self.jds.as_mut() else {
+        let Some(jds) = self.jds.as_deref() else {
             return refuse("jd-not-supported");
         };
+        let mut jds = roles_common::lock(jds);
         let Some(channel) = self
             .channels
             .get_mut(&channel_id)

@@ -24,6 +24,7 @@ mod templates;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ehash::{LockingKey, UnitBits};
 use mint_quote_sv2::CoinbaseProof;
@@ -147,7 +148,9 @@ pub struct PoolCore {
     /// Unix milliseconds as of the last vardiff tick, never running back:
     /// the time of shares (a wall clock stepped back stalls nothing).
     clock: SteadyClock,
-    jds: Option<JobDeclarator>,
+    /// Behind a lock of its own: a large declaration's hashing holds up
+    /// other job declaration clients, not the pool's shares.
+    jds: Option<Arc<Mutex<JobDeclarator>>>,
 }
 
 fn mining(m: MiningOwned) -> AnyMessageOwned {
@@ -191,14 +194,19 @@ impl PoolCore {
             clock: SteadyClock::new(0),
             jds: config
                 .job_declaration
-                .then(|| JobDeclarator::new(config.reward_script.clone())),
+                .then(|| Arc::new(Mutex::new(JobDeclarator::new(config.reward_script.clone())))),
             config,
         })
     }
 
-    /// The job declarator, when the pool runs one.
-    pub fn jds(&mut self) -> Option<&mut JobDeclarator> {
-        self.jds.as_mut()
+    /// The job declarator, when the pool runs one, locked.
+    pub fn jds(&self) -> Option<MutexGuard<'_, JobDeclarator>> {
+        self.jds.as_deref().map(roles_common::lock)
+    }
+
+    /// The job declarator, to lock without the pool core.
+    pub fn jds_handle(&self) -> Option<Arc<Mutex<JobDeclarator>>> {
+        self.jds.clone()
     }
 
     pub fn stats(&self) -> Stats {

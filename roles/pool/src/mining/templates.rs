@@ -112,7 +112,7 @@ impl PoolCore {
                 warn!("non-future template before any SetNewPrevHash: ignored");
                 return vec![];
             }
-            if let Some(jds) = &mut self.jds {
+            if let Some(mut jds) = self.jds() {
                 jds.on_template(&template);
             }
             self.latest_template = Some(template.clone());
@@ -146,7 +146,7 @@ impl PoolCore {
         self.future_templates
             .retain(|t| t.template_id >= prev.template_id);
         let mut answers = Vec::new();
-        if let Some(jds) = &mut self.jds {
+        if let Some(mut jds) = self.jds() {
             let now_ms = roles_common::stats_publisher::now_ms();
             answers = jds.on_tip(&prev, &template, now_ms);
         }

@@ -30,7 +30,11 @@ const TIP_TIME: u32 = 1_700_000_000;
 const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
 
 fn core() -> PoolCore {
-    PoolCore::new(CoreConfig {
+    PoolCore::new(config()).unwrap()
+}
+
+fn config() -> CoreConfig {
+    CoreConfig {
         pool_signature: "test".into(),
         reward_script: ScriptBuf::from_bytes(vec![0x51]),
         shares_per_minute: 6.0,
@@ -43,8 +47,7 @@ fn core() -> PoolCore {
         extranonce_len: 16,
         acknowledge_shares: true,
         job_declaration: false,
-    })
-    .unwrap()
+    }
 }
 
 fn template(id: u64) -> NewTemplateOwned {
@@ -423,6 +426,32 @@ fn accepted(core: &mut PoolCore, share: MiningOwned) -> AcceptedShare {
 
 /// Checks an accepted share's coinbase proof the way the mint does: the
 /// block height it is for, if the coinbase says.
+/// The job declarator has a lock of its own: while it is busy (hashing a
+/// large declaration), shares are validated all the same.
+#[test]
+fn shares_are_validated_while_the_job_declarator_is_busy() {
+    let mut core = PoolCore::new(CoreConfig {
+        job_declaration: true,
+        ..config()
+    })
+    .unwrap();
+    let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
+    let (submit, _) = share(&core, channel_id, &job, |h| h <= target);
+    let declarator = core.jds_handle().unwrap();
+    let busy = declarator.lock().unwrap();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let share = AnyMessageOwned::Mining(MiningOwned::SubmitSharesExtended(submit));
+            let _ = done_tx.send(on_message(&mut core, 1, share));
+        });
+        let actions = done.recv_timeout(std::time::Duration::from_secs(10));
+        drop(busy);
+        let actions = actions.expect("the share waited for the job declarator");
+        assert!(actions.iter().any(|a| matches!(a, Action::Accepted(_))));
+    });
+}
+
 fn check_proof(share: &AcceptedShare, key: &str) -> Result<Option<u32>, ehash::CoinbaseError> {
     let proof = share
         .proof

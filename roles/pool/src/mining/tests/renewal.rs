@@ -717,7 +717,7 @@ fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
     on_message(core, 1, setup_message(REQUIRES_WORK_SELECTION));
     core.on_new_template(template(1));
     core.on_set_new_prev_hash(prev(1, NEVER));
-    let jds = core.jds().expect("a job declarator");
+    let mut jds = core.jds().expect("a job declarator");
     jds.on_connect(1);
     let peer = "127.0.0.1:1".parse().unwrap();
     let setup = setup_connection(
@@ -729,6 +729,7 @@ fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
     );
     let msg = AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(setup));
     assert!(jds.on_message(1, msg, now_ms()).close.is_none());
+    drop(jds);
     let actions = on_message(core, 1, open_extended(&format!("{KEY}.w")));
     let channel_id = match &sent(&actions)[..] {
         // Custom work: no job of the pool's.
