@@ -276,7 +276,8 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         .declare(declaration(1, token, &template, vec![theirs], &txs), &txs)
         .await;
     assert_eq!(refused, Err("invalid-coinbase-tx".to_string()));
-    // An unknown token, and a transaction that is not the one declared.
+    // An unknown token, and a transaction list the coinbase's witness
+    // commitment is not for.
     let unknown = stratum_core::binary_sv2::B0255Owned::new(vec![7; 8]).unwrap();
     let to_pool = pool_output(&template, &pool_script);
     let refused = jdc
@@ -293,7 +294,7 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
     forged.wtxid_list = stratum_core::binary_sv2::Seq064KOwned::new(wtxids).unwrap();
     assert_eq!(
         jdc.declare(forged, &txs).await,
-        Err("invalid-job".to_string())
+        Err("invalid-coinbase-tx".to_string())
     );
     let (token, _) = jdc.allocate().await;
     let declared = jdc
