@@ -297,6 +297,13 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
     for mint in &cluster.mints[1..] {
         mint.process.pause();
     }
+    let no_mint = |cluster: &Cluster| -> Vec<usize> {
+        let pools = cluster.pools.iter();
+        pools
+            .map(|p| p.child.log().matches("no mint is running").count())
+            .collect()
+    };
+    let before_del = no_mint(&cluster);
     let mut conn = connect(&cluster).await;
     redis::cmd("DEL")
         .arg(keys.mint_alive())
@@ -304,10 +311,10 @@ async fn two_pools_and_three_mint_processes_quote_every_share_once_through_crash
         .await
         .expect("DEL");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !cluster
-        .pools
+    while !no_mint(&cluster)
         .iter()
-        .all(|p| p.child.log().contains("no mint is running"))
+        .zip(&before_del)
+        .all(|(now, before)| now > before)
     {
         assert!(
             tokio::time::Instant::now() < deadline,

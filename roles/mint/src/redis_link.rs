@@ -172,17 +172,22 @@ impl Session {
     /// reading and serving, so a busy mint keeps it too.
     async fn keep_alive(&self, mut conn: MultiplexedConnection) -> Result<(), String> {
         let mut every = tokio::time::interval(MINT_ALIVE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            redis::cmd("SET")
-                .arg(self.keys.mint_alive())
-                .arg(&self.consumer)
-                .arg("PX")
-                .arg(MINT_ALIVE_TTL.as_millis() as u64)
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| format!("refreshing {}: {e}", self.keys.mint_alive()))?;
+            self.refresh_alive(&mut conn).await?;
         }
+    }
+
+    async fn refresh_alive(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        redis::cmd("SET")
+            .arg(self.keys.mint_alive())
+            .arg(&self.consumer)
+            .arg("PX")
+            .arg(MINT_ALIVE_TTL.as_millis() as u64)
+            .query_async::<()>(conn)
+            .await
+            .map_err(|e| format!("refreshing {}: {e}", self.keys.mint_alive()))
     }
 
     /// Reads batches of requests until the connection fails or the prefix
@@ -249,6 +254,9 @@ impl Session {
                 self.keys.prefix()
             );
         }
+        // Alive before the keyset is there: a pool never finds the one
+        // without the other.
+        self.refresh_alive(conn).await?;
         redis::cmd("HSET")
             .arg(self.keys.mint_info())
             .arg(FIELD_KEYSET)

@@ -168,7 +168,7 @@ impl Link {
             .arg(self.keys.mint_alive())
             .query_async(conn)
             .await
-            .map_err(|e| format!("reading the mint's keyset: {e}"))?;
+            .map_err(|e| format!("reading the mint's keyset and alive key: {e}"))?;
         let ours = self.config.unit_bits.to_string();
         match info.get(FIELD_UNIT_BITS) {
             None => Err(format!(
@@ -180,9 +180,10 @@ impl Link {
                 "the mint's unit_bits {theirs} is not this pool's {ours}"
             )),
             Some(_) if !alive => Err(format!(
-                "no mint is running: none has refreshed {} in the last {} s",
+                "no mint is running: none has refreshed {} in the last {} s (are mints of prefix \"{}\", of this build or later, running on this Redis?)",
                 self.keys.mint_alive(),
-                MINT_ALIVE_TTL.as_secs()
+                MINT_ALIVE_TTL.as_secs(),
+                self.keys.prefix()
             )),
             Some(_) => Ok(info),
         }
