@@ -160,8 +160,10 @@ impl Link<'_> {
                 Err(e) => return Err(e.to_string()),
             };
             debug!(jd_conn = id, "received {}", message_name(&msg));
+            // Hashing done before the declarator is locked.
+            let msg = crate::jds::prepare(msg);
             let JdReply { messages, close } =
-                shared.with_jds(|jds| jds.on_message(id, msg, now_ms()));
+                shared.with_jds(|jds| jds.on_prepared(id, msg, now_ms()));
             for m in messages {
                 send_within(self.writer, m, listening).await?;
             }

@@ -122,8 +122,13 @@ async fn tp_serve(
                     TemplateDistributionOwned::NewTemplate(t),
                 )) => {
                     let template_id = t.template_id;
+                    // The job declarator learns a later template on its tip
+                    // (its outputs) apart from the core, and each template's
+                    // transactions.
+                    if !t.future_template {
+                        shared.with_jds(|jds| jds.on_template(&t));
+                    }
                     shared.apply(|core| core.on_new_template(t));
-                    // The job declarator learns each template's transactions.
                     if shared.has_jds() {
                         conn.send(AnyMessageOwned::TemplateDistribution(
                             TemplateDistributionOwned::RequestTransactionData(

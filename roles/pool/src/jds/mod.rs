@@ -36,6 +36,7 @@
 
 mod coinbase;
 mod custom_job;
+mod prepared;
 #[cfg(test)]
 mod tests;
 
@@ -43,7 +44,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use ehash::coinbase::bip34_height;
 use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned};
-use stratum_core::bitcoin::consensus::{deserialize, serialize};
+use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::hashes::Hash;
 use stratum_core::bitcoin::script::Instruction;
 use stratum_core::bitcoin::{Amount, Script, ScriptBuf, Transaction, TxOut, Wtxid};
@@ -54,7 +55,7 @@ use stratum_core::common_messages_sv2::{
 use stratum_core::job_declaration_sv2::{
     AllocateMiningJobTokenOwned, AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned,
     DeclareMiningJobOwned, DeclareMiningJobSuccessOwned, ProvideMissingTransactionsOwned,
-    ProvideMissingTransactionsSuccessOwned, PushSolutionOwned,
+    PushSolutionOwned,
 };
 use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclarationOwned};
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
@@ -63,6 +64,9 @@ use tracing::{debug, info};
 use coinbase::{DeclaredCoinbase, Refusal};
 
 pub use custom_job::CustomJobRefusal;
+pub use prepared::{prepare, JdMessage};
+
+use prepared::{Declaration, Provided};
 
 /// Identifies one JDS connection (its own numbering, apart from mining connections).
 pub type JdConnId = u64;
@@ -267,7 +271,7 @@ impl Listed {
 #[derive(Debug)]
 struct Parked {
     conn: JdConnId,
-    declaration: DeclareMiningJobOwned,
+    declaration: Declaration,
     since_ms: u64,
 }
 
@@ -446,6 +450,12 @@ impl JobDeclarator {
 
     /// One message of JDS connection `conn`.
     pub fn on_message(&mut self, conn: JdConnId, msg: AnyMessageOwned, now_ms: u64) -> JdReply {
+        self.on_prepared(conn, prepare(msg), now_ms)
+    }
+
+    /// One message of JDS connection `conn`, with its own work done
+    /// ([`prepare`]) before the declarator was locked.
+    pub fn on_prepared(&mut self, conn: JdConnId, msg: JdMessage, now_ms: u64) -> JdReply {
         self.expire(now_ms);
         let stale = self.expire_parked(conn, now_ms);
         let mut reply = self.on_message_now(conn, msg, now_ms);
@@ -465,7 +475,8 @@ impl JobDeclarator {
         self.parked = kept;
         if let Some(state) = self.connections.get_mut(&conn) {
             for p in &old {
-                if let Some(token) = parse_token(p.declaration.mining_job_token.as_bytes()) {
+                let token = p.declaration.message.mining_job_token.as_bytes();
+                if let Some(token) = parse_token(token) {
                     state.allocated.remove(&token);
                 }
             }
@@ -473,7 +484,7 @@ impl JobDeclarator {
         old.into_iter()
             .flat_map(|p| {
                 declare_error(
-                    p.declaration.request_id,
+                    p.declaration.message.request_id,
                     "stale-chain-tip",
                     "the coinbase is for a block after the pool's next one",
                 )
@@ -482,9 +493,20 @@ impl JobDeclarator {
             .collect()
     }
 
-    fn on_message_now(&mut self, conn: JdConnId, msg: AnyMessageOwned, now_ms: u64) -> JdReply {
+    fn on_message_now(&mut self, conn: JdConnId, msg: JdMessage, now_ms: u64) -> JdReply {
         let Some(state) = self.connections.get_mut(&conn) else {
             return JdReply::default();
+        };
+        let msg = match (state.setup_done, msg) {
+            (true, JdMessage::Declare(d)) => return self.declare(conn, d, now_ms, true),
+            (true, JdMessage::Provided(p)) => return self.provided(conn, p, now_ms),
+            (false, JdMessage::Declare(_)) => {
+                return JdReply::close("DeclareMiningJob before SetupConnection")
+            }
+            (false, JdMessage::Provided(_)) => {
+                return JdReply::close("ProvideMissingTransactions.Success before SetupConnection")
+            }
+            (_, JdMessage::Other(msg)) => msg,
         };
         match (state.setup_done, msg) {
             (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
@@ -508,9 +530,12 @@ impl JobDeclarator {
     fn on_jd_message(&mut self, conn: JdConnId, m: JobDeclarationOwned, now_ms: u64) -> JdReply {
         match m {
             JobDeclarationOwned::AllocateMiningJobToken(m) => self.allocate(conn, m),
-            JobDeclarationOwned::DeclareMiningJob(m) => self.declare(conn, m, now_ms, true),
+            // Worked out before the declarator was locked (see `prepare`).
+            JobDeclarationOwned::DeclareMiningJob(m) => {
+                self.declare(conn, Declaration::new(m), now_ms, true)
+            }
             JobDeclarationOwned::ProvideMissingTransactionsSuccess(m) => {
-                self.provided(conn, m, now_ms)
+                self.provided(conn, Provided::new(m), now_ms)
             }
             JobDeclarationOwned::PushSolution(m) => {
                 push_solution(conn, &m);
@@ -562,15 +587,9 @@ impl JobDeclarator {
 
     /// DeclareMiningJob; with `may_park`, one for the block after the
     /// pool's next is parked until the pool's tip moves.
-    fn declare(
-        &mut self,
-        conn: JdConnId,
-        m: DeclareMiningJobOwned,
-        now_ms: u64,
-        may_park: bool,
-    ) -> JdReply {
-        let request_id = m.request_id;
-        let token = parse_token(m.mining_job_token.as_bytes());
+    fn declare(&mut self, conn: JdConnId, d: Declaration, now_ms: u64, may_park: bool) -> JdReply {
+        let request_id = d.message.request_id;
+        let token = parse_token(d.message.mining_job_token.as_bytes());
         let state = self
             .connections
             .get_mut(&conn)
@@ -591,19 +610,14 @@ impl JobDeclarator {
                 "the token is unknown, another connection's, or used already",
             );
         }
-        let rebuilt = coinbase::rebuild(
-            m.coinbase_tx_prefix.as_bytes(),
-            m.coinbase_tx_suffix.as_bytes(),
-        );
-        if may_park && self.one_block_ahead(rebuilt.as_ref().ok()) && self.may_park(conn) {
+        if may_park && self.one_block_ahead(d.coinbase.as_ref().ok()) && self.may_park(conn) {
             debug!(
                 conn,
-                request_id = m.request_id,
-                "declaration one block ahead of the pool: parked"
+                request_id, "declaration one block ahead of the pool: parked"
             );
             self.parked.push(Parked {
                 conn,
-                declaration: m,
+                declaration: d,
                 since_ms: now_ms,
             });
             return JdReply::default();
@@ -618,16 +632,12 @@ impl JobDeclarator {
                 "the pool has no chain tip yet",
             );
         };
-        let coinbase = match rebuilt.and_then(|tx| self.for_next_block(tip, tx)) {
+        let coinbase = match d.coinbase.and_then(|tx| self.for_next_block(tip, tx)) {
             Ok(tx) => tx,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
         };
-        let wtxids = match declared_wtxids(&m) {
-            Ok(wtxids) => wtxids,
-            Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
-        };
-        let witness_committed = match coinbase::check_witness_commitment(&coinbase, &wtxids) {
-            Ok(committed) => committed,
+        let (wtxids, witness_committed) = match d.transactions {
+            Ok(transactions) => transactions,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
         };
         let missing: Vec<u16> = wtxids
@@ -638,7 +648,7 @@ impl JobDeclarator {
             .collect();
         let declared = Pending {
             request_id,
-            version: m.version,
+            version: d.message.version,
             wtxids,
             coinbase: DeclaredCoinbase::of(&coinbase),
             coinbase_weight: coinbase.weight().to_wu(),
@@ -752,12 +762,7 @@ impl JobDeclarator {
         coinbase.and_then(|tx| bip34_height(tx.input[0].script_sig.as_bytes())) == Some(after_next)
     }
 
-    fn provided(
-        &mut self,
-        conn: JdConnId,
-        m: ProvideMissingTransactionsSuccessOwned,
-        now_ms: u64,
-    ) -> JdReply {
+    fn provided(&mut self, conn: JdConnId, m: Provided, now_ms: u64) -> JdReply {
         let request_id = m.request_id;
         let state = self
             .connections
@@ -785,7 +790,7 @@ impl JobDeclarator {
             ));
         };
         // Pending declarations are all on the current tip: a new tip drops them.
-        let given: Vec<&[u8]> = m.transaction_list.iter().map(|t| t.as_ref()).collect();
+        let given = m.transactions;
         if given.len() != pending.missing.len() {
             return declare_error(
                 request_id,
@@ -799,8 +804,8 @@ impl JobDeclarator {
         }
         let wtxids = &pending.wtxids;
         let mut provided = Vec::with_capacity(given.len());
-        for (position, bytes) in pending.missing.iter().zip(given) {
-            let tx: Transaction = match deserialize(bytes) {
+        for (position, tx) in pending.missing.iter().zip(given) {
+            let tx = match tx {
                 Ok(tx) => tx,
                 Err(e) => {
                     return declare_error(
@@ -810,15 +815,15 @@ impl JobDeclarator {
                     )
                 }
             };
-            let listed = Listed::of(&tx);
-            if listed.wtxid.to_byte_array() != wtxids[*position as usize] || tx.is_coinbase() {
+            let declared = wtxids[*position as usize];
+            if tx.listed.wtxid.to_byte_array() != declared || tx.coinbase {
                 return declare_error(
                     request_id,
                     "invalid-job",
                     &format!("transaction {position} is not the one declared"),
                 );
             }
-            provided.push(listed);
+            provided.push(tx.listed);
         }
         self.accept(conn, pending, &provided, now_ms)
     }

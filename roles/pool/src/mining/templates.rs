@@ -112,9 +112,6 @@ impl PoolCore {
                 warn!("non-future template before any SetNewPrevHash: ignored");
                 return vec![];
             }
-            if let Some(mut jds) = self.jds() {
-                jds.on_template(&template);
-            }
             self.latest_template = Some(template.clone());
         }
         let outputs = self.reward_outputs(&template);

@@ -424,8 +424,6 @@ fn accepted(core: &mut PoolCore, share: MiningOwned) -> AcceptedShare {
         .expect("the share is accepted")
 }
 
-/// Checks an accepted share's coinbase proof the way the mint does: the
-/// block height it is for, if the coinbase says.
 /// The job declarator has a lock of its own: while it is busy (hashing a
 /// large declaration), shares are validated all the same.
 #[test]
@@ -452,6 +450,8 @@ fn shares_are_validated_while_the_job_declarator_is_busy() {
     });
 }
 
+/// Checks an accepted share's coinbase proof the way the mint does: the
+/// block height it is for, if the coinbase says.
 fn check_proof(share: &AcceptedShare, key: &str) -> Result<Option<u32>, ehash::CoinbaseError> {
     let proof = share
         .proof
