@@ -2,6 +2,7 @@
 //! request is checked here and written by the `quote_writer`; stats are
 //! counted from the cdk mint's quotes.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use mint_quote_sv2::{
     MintQuoteResponseOwned, MintStatsResponse,
 };
 use stratum_core::bitcoin::ScriptBuf;
+use tokio::sync::watch;
 
 use crate::audit;
 use crate::chain::{Chain, HeaderOnTip, Pools};
@@ -63,6 +65,53 @@ pub struct QuoteService {
     keys: KnownKeys,
     totals: tokio::sync::Mutex<QuoteTotals>,
     totals_reader: TotalsReader,
+    /// Shares being quoted now: a copy asked meanwhile (the pool asks again
+    /// what is unanswered) waits for the first, so it is never refused for
+    /// what changed since the first was checked while that one's quote is
+    /// being written.
+    quoting: QuotingNow,
+}
+
+/// The shares being quoted now, by hash; each entry closes when its
+/// quoting ends.
+#[derive(Default)]
+struct QuotingNow(std::sync::Mutex<HashMap<[u8; 32], watch::Receiver<()>>>);
+
+/// Whose turn it is to quote a share.
+enum Turn<'a> {
+    /// This request's, until the mark drops.
+    Mine(QuotingMark<'a>),
+    /// Another copy's: closes once that one is done.
+    Wait(watch::Receiver<()>),
+}
+
+impl QuotingNow {
+    fn start(&self, share_hash: [u8; 32]) -> Turn<'_> {
+        let mut quoting = roles_common::lock(&self.0);
+        if let Some(done) = quoting.get(&share_hash) {
+            return Turn::Wait(done.clone());
+        }
+        let (done, waiting) = watch::channel(());
+        quoting.insert(share_hash, waiting);
+        Turn::Mine(QuotingMark {
+            quoting: self,
+            share_hash,
+            _done: done,
+        })
+    }
+}
+
+struct QuotingMark<'a> {
+    quoting: &'a QuotingNow,
+    share_hash: [u8; 32],
+    /// Dropped after the entry is gone: the copies waiting take their turn.
+    _done: watch::Sender<()>,
+}
+
+impl Drop for QuotingMark<'_> {
+    fn drop(&mut self) {
+        roles_common::lock(&self.quoting.0).remove(&self.share_hash);
+    }
 }
 
 impl QuoteService {
@@ -86,6 +135,7 @@ impl QuoteService {
             keys: KnownKeys::default(),
             totals: Default::default(),
             totals_reader,
+            quoting: QuotingNow::default(),
         };
         (service, writer_stopped)
     }
@@ -102,14 +152,12 @@ impl QuoteService {
         pool: &AskingPool,
     ) -> MintQuoteMessage {
         let share_hash = request.share_hash.clone();
-        let result = match check_request(&request, self.unit_bits, &pool.reward_script, &self.keys)
-        {
-            Ok(share) => self.quote_fresh_share(&share, pool.bit).await,
-            Err(rejection) => Err(rejection),
-        };
-        let result = match result {
-            Err(rejection) => self.quoted_before(&request, rejection, pool.bit).await,
-            quoted => quoted,
+        let result = loop {
+            match self.quoting.start(request.share_hash()) {
+                Turn::Mine(_quoting) => break self.quote(&request, pool).await,
+                // Then its quote is found, or it is checked anew.
+                Turn::Wait(mut done) => while done.changed().await.is_ok() {},
+            }
         };
         match result {
             Ok((quote_id, keyset_id)) => {
@@ -130,6 +178,22 @@ impl QuoteService {
                     error_message: str0255_truncated(&rejection.message),
                 })
             }
+        }
+    }
+
+    /// A new share's quote, or the quote of a share quoted before.
+    async fn quote(
+        &self,
+        request: &MintQuoteRequestOwned,
+        pool: &AskingPool,
+    ) -> Result<(String, String), Rejection> {
+        let result = match check_request(request, self.unit_bits, &pool.reward_script, &self.keys) {
+            Ok(share) => self.quote_fresh_share(&share, pool.bit).await,
+            Err(rejection) => Err(rejection),
+        };
+        match result {
+            Err(rejection) => self.quoted_before(request, rejection, pool.bit).await,
+            quoted => quoted,
         }
     }
 
@@ -157,7 +221,8 @@ impl QuoteService {
     /// A share quoted before (a replay whose answer was lost) gets its
     /// quote whatever changed since: the chain moved on, or the operator
     /// changed the amount limits or `unit_bits`. Its header must hash to
-    /// the share hash; otherwise, or if it was never quoted, `rejection`.
+    /// the share hash; otherwise, or if it was never quoted, `rejection`
+    /// (the database failing to say is a mint error: asked again).
     async fn quoted_before(
         &self,
         request: &MintQuoteRequestOwned,
@@ -180,7 +245,9 @@ impl QuoteService {
                 }
                 Ok((quote_id.to_string(), self.active_keyset()?))
             }
-            Ok(None) | Err(_) => Err(rejection),
+            Ok(None) => Err(rejection),
+            // A mint error (the database), not the share's rejection.
+            Err(lookup_failed) => Err(lookup_failed),
         }
     }
 
@@ -274,4 +341,31 @@ impl QuoteService {
 pub(crate) fn mint_error(e: impl std::fmt::Display) -> Rejection {
     tracing::error!("mint error while quoting: {e}");
     Rejection::new(error_code::MINT_ERROR, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A copy of a share being quoted waits for the first to be done, then
+    /// takes its own turn (and finds the first one's quote).
+    #[tokio::test]
+    async fn a_copy_of_a_share_being_quoted_waits_for_the_first() {
+        let quoting = QuotingNow::default();
+        let Turn::Mine(first) = quoting.start([1; 32]) else {
+            panic!("the first copy quotes")
+        };
+        assert!(
+            matches!(quoting.start([2; 32]), Turn::Mine(_)),
+            "another share"
+        );
+        let Turn::Wait(mut done) = quoting.start([1; 32]) else {
+            panic!("a copy waits")
+        };
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), done.changed());
+        assert!(waited.await.is_err(), "still quoting");
+        drop(first);
+        assert!(done.changed().await.is_err(), "done");
+        assert!(matches!(quoting.start([1; 32]), Turn::Mine(_)));
+    }
 }

@@ -250,11 +250,27 @@ impl TipHistory {
         }
         let earliest = tip_time.saturating_sub(NTIME_SLACK_SECS);
         let latest = now.saturating_add(NTIME_SLACK_SECS);
-        if header.ntime < earliest || header.ntime > latest {
+        if header.ntime < earliest {
             return refuse(
                 error_code::NTIME_OUT_OF_RANGE,
                 format!(
-                    "ntime {} is outside {earliest}..={latest} (the tip's time {tip_time} and the mint's clock {now}, two hours either way)",
+                    "ntime {} is before {earliest} (two hours before the tip's time {tip_time})",
+                    header.ntime
+                ),
+            );
+        }
+        if header.ntime > latest {
+            // Time clears it (or the mint's clock is slow): the pool asks
+            // again rather than lose the share.
+            tracing::warn!(
+                ntime = header.ntime,
+                now,
+                "a share is dated more than two hours after the mint's clock: is the clock right?"
+            );
+            return refuse(
+                error_code::CHAIN_UNAVAILABLE,
+                format!(
+                    "ntime {} is after {latest} (two hours after the mint's clock {now}): ask again later",
                     header.ntime
                 ),
             );
