@@ -127,9 +127,13 @@ impl EhashWallet {
             return true;
         }
         match self.recover().await {
-            Ok(()) => {
+            Ok(0) => {
                 self.swap_unsettled.store(false, Ordering::Relaxed);
                 true
+            }
+            Ok(pending) => {
+                warn!("{pending} interrupted wallet operations still pending, trying again later");
+                false
             }
             Err(e) => {
                 warn!("cannot settle the last consolidating swap, trying again later: {e}");

@@ -217,7 +217,7 @@ impl EhashWallet {
             ids.push(batch.id);
             for (quote_id, amount) in batch.quotes {
                 minted.push(quote_id.clone());
-                round.amount += amount;
+                round.amount = round.amount.saturating_add(amount);
                 round.minted.push((quote_id, amount));
             }
         }

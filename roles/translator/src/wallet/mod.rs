@@ -240,11 +240,18 @@ impl EhashWallet {
 
     /// Finishes what a crash interrupted in cdk's own operations (its
     /// sagas: sends, receives, swaps); mint batches are settled by
-    /// [`mint_pending`](Self::mint_pending). Needs the mint.
-    pub async fn recover(&self) -> Result<(), WalletError> {
+    /// [`mint_pending`](Self::mint_pending). Needs the mint; how many it
+    /// left pending (cdk could not reach the mint: asked again).
+    pub async fn recover(&self) -> Result<usize, WalletError> {
         let report = self.wallet.recover_incomplete_sagas().await?;
         debug!(?report, "wallet saga recovery");
-        Ok(())
+        if report.failed > 0 {
+            warn!(
+                failed = report.failed,
+                "interrupted wallet operations could not be recovered"
+            );
+        }
+        Ok(report.skipped)
     }
 
     pub async fn balance(&self) -> Result<u64, WalletError> {
