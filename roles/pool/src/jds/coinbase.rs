@@ -8,6 +8,7 @@
 //! fields a custom job is checked against, its outputs as a digest, so a
 //! job holds a few hundred bytes however large the client made it.
 
+use stratum_core::bitcoin::absolute::LockTime;
 use stratum_core::bitcoin::consensus::encode::{
     deserialize, deserialize_partial, serialize, VarInt,
 };
@@ -125,6 +126,27 @@ pub fn check_witness_commitment(
         ));
     }
     Ok(true)
+}
+
+/// A block's coinbase must be final in it: a lock time its sequence
+/// enables is below the block's height, or its median time past. That
+/// time is unknown here, but no later than two hours past the clock: only
+/// a time lock beyond is refused (an earlier one may still not be final).
+pub fn check_final(coinbase: &Transaction, height: Option<u32>, now: u32) -> Result<(), Refusal> {
+    if !coinbase.is_lock_time_enabled() {
+        return Ok(());
+    }
+    let lock = coinbase.lock_time.to_consensus_u32();
+    let (not_final, what) = match coinbase.lock_time {
+        LockTime::Blocks(_) => (height.is_some_and(|h| lock >= h), "height"),
+        LockTime::Seconds(_) => (lock > now.saturating_add(2 * 60 * 60), "time"),
+    };
+    if not_final {
+        return Err(invalid(format!(
+            "the coinbase is locked until {what} {lock}: not final in the next block"
+        )));
+    }
+    Ok(())
 }
 
 /// What a custom job's coinbase is checked against, of a declared one.
@@ -322,6 +344,27 @@ mod tests {
         assert!(check_witness_commitment(&none, &wtxids).is_err());
         none.input[0].witness.clear();
         assert_eq!(check_witness_commitment(&none, &wtxids), Ok(false));
+    }
+
+    /// A block whose coinbase is locked past it is invalid.
+    #[test]
+    fn a_coinbase_is_final_in_the_next_block() {
+        let now = 1_800_000_000;
+        let locked = |lock_time: LockTime, sequence: Sequence| {
+            let mut tx = coinbase(vec![pays(100, pool())]);
+            tx.lock_time = lock_time;
+            tx.input[0].sequence = sequence;
+            tx
+        };
+        let height = |h| LockTime::from_height(h).unwrap();
+        let time = |t| LockTime::from_time(t).unwrap();
+        let enabled = Sequence::ENABLE_LOCKTIME_NO_RBF;
+        // Bitcoin Core's coinbases: locked to the height before, final.
+        assert!(check_final(&locked(height(99), enabled), Some(100), now).is_ok());
+        assert!(check_final(&locked(height(100), enabled), Some(100), now).is_err());
+        assert!(check_final(&locked(height(100), Sequence::MAX), Some(100), now).is_ok());
+        assert!(check_final(&locked(time(now), enabled), Some(100), now).is_ok());
+        assert!(check_final(&locked(time(now + 7201), enabled), Some(100), now).is_err());
     }
 
     /// A declared job keeps a digest of its outputs but for key

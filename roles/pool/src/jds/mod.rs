@@ -632,7 +632,11 @@ impl JobDeclarator {
                 "the pool has no chain tip yet",
             );
         };
-        let coinbase = match d.coinbase.and_then(|tx| self.for_next_block(tip, tx)) {
+        let now_secs = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
+        let coinbase = match d
+            .coinbase
+            .and_then(|tx| self.for_next_block(tip, tx, now_secs))
+        {
             Ok(tx) => tx,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),
         };
@@ -731,8 +735,14 @@ impl JobDeclarator {
         Ok(())
     }
 
-    /// `coinbase` if it is for the block after the pool's tip and pays the pool.
-    fn for_next_block(&self, tip: &Tip, coinbase: Transaction) -> Result<Transaction, Refusal> {
+    /// `coinbase` if it is for the block after the pool's tip, final in it
+    /// and pays the pool.
+    fn for_next_block(
+        &self,
+        tip: &Tip,
+        coinbase: Transaction,
+        now_secs: u32,
+    ) -> Result<Transaction, Refusal> {
         if !coinbase.input[0]
             .script_sig
             .as_bytes()
@@ -743,6 +753,7 @@ impl JobDeclarator {
                 details: "the coinbase is not for the height after the pool's tip".into(),
             });
         }
+        coinbase::check_final(&coinbase, tip.height, now_secs)?;
         coinbase::check_pays_pool(&coinbase, &self.reward_script, &tip.required_outputs)?;
         Ok(coinbase)
     }
