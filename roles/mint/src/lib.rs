@@ -30,6 +30,7 @@ pub mod lookup;
 pub mod quote;
 mod quote_totals;
 mod quote_writer;
+mod quoting;
 mod redis_link;
 pub mod service;
 mod sqlite;

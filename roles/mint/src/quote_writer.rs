@@ -56,6 +56,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::key_index::QuotesByKey;
 use crate::quote::Rejection;
+use crate::quoting::QuotingMark;
 use crate::service::{mint_error, KV_NAMESPACE};
 use crate::{audit, quote_totals};
 
@@ -102,6 +103,8 @@ pub struct ShareToQuote {
 struct Job {
     share: ShareToQuote,
     answer: oneshot::Sender<Result<QuoteId, Rejection>>,
+    /// Dropped with the job, once its quote is written (or refused).
+    _quoting: Option<QuotingMark>,
 }
 
 /// The handle callers write quotes through.
@@ -172,10 +175,19 @@ impl QuoteWriter {
     }
 
     /// The share's quote, created and paid once; answered when durable.
-    pub async fn quote(&self, share: ShareToQuote) -> Result<QuoteId, Rejection> {
+    pub async fn quote(
+        &self,
+        share: ShareToQuote,
+        quoting: Option<QuotingMark>,
+    ) -> Result<QuoteId, Rejection> {
         let (answer, answered) = oneshot::channel();
+        let job = Job {
+            share,
+            answer,
+            _quoting: quoting,
+        };
         self.jobs
-            .send(Job { share, answer })
+            .send(job)
             .await
             .map_err(|_| mint_error("the quote writer has stopped"))?;
         answered

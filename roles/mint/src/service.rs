@@ -2,7 +2,6 @@
 //! request is checked here and written by the `quote_writer`; stats are
 //! counted from the cdk mint's quotes.
 
-use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
@@ -15,13 +14,13 @@ use mint_quote_sv2::{
     MintQuoteResponseOwned, MintStatsResponse,
 };
 use stratum_core::bitcoin::ScriptBuf;
-use tokio::sync::watch;
 
 use crate::audit;
 use crate::chain::{Chain, HeaderOnTip, Pools};
 use crate::quote::{check_request, CheckedShare, KnownKeys, Rejection};
 use crate::quote_totals::{QuoteTotals, TotalsReader};
 use crate::quote_writer::{QuoteWriter, ShareToQuote, WriterStopped};
+use crate::quoting::{QuotingMark, QuotingNow, Turn};
 
 /// KV namespace of the mint's own indexes (share hash -> quote id in
 /// `quote_writer`, locking key -> quote ids in `key_index`), in the mint's
@@ -69,49 +68,7 @@ pub struct QuoteService {
     /// what is unanswered) waits for the first, so it is never refused for
     /// what changed since the first was checked while that one's quote is
     /// being written.
-    quoting: QuotingNow,
-}
-
-/// The shares being quoted now, by hash; each entry closes when its
-/// quoting ends.
-#[derive(Default)]
-struct QuotingNow(std::sync::Mutex<HashMap<[u8; 32], watch::Receiver<()>>>);
-
-/// Whose turn it is to quote a share.
-enum Turn<'a> {
-    /// This request's, until the mark drops.
-    Mine(QuotingMark<'a>),
-    /// Another copy's: closes once that one is done.
-    Wait(watch::Receiver<()>),
-}
-
-impl QuotingNow {
-    fn start(&self, share_hash: [u8; 32]) -> Turn<'_> {
-        let mut quoting = roles_common::lock(&self.0);
-        if let Some(done) = quoting.get(&share_hash) {
-            return Turn::Wait(done.clone());
-        }
-        let (done, waiting) = watch::channel(());
-        quoting.insert(share_hash, waiting);
-        Turn::Mine(QuotingMark {
-            quoting: self,
-            share_hash,
-            _done: done,
-        })
-    }
-}
-
-struct QuotingMark<'a> {
-    quoting: &'a QuotingNow,
-    share_hash: [u8; 32],
-    /// Dropped after the entry is gone: the copies waiting take their turn.
-    _done: watch::Sender<()>,
-}
-
-impl Drop for QuotingMark<'_> {
-    fn drop(&mut self) {
-        roles_common::lock(&self.quoting.0).remove(&self.share_hash);
-    }
+    quoting: Arc<QuotingNow>,
 }
 
 impl QuoteService {
@@ -135,7 +92,7 @@ impl QuoteService {
             keys: KnownKeys::default(),
             totals: Default::default(),
             totals_reader,
-            quoting: QuotingNow::default(),
+            quoting: Arc::default(),
         };
         (service, writer_stopped)
     }
@@ -153,8 +110,8 @@ impl QuoteService {
     ) -> MintQuoteMessage {
         let share_hash = request.share_hash.clone();
         let result = loop {
-            match self.quoting.start(request.share_hash()) {
-                Turn::Mine(_quoting) => break self.quote(&request, pool).await,
+            match QuotingNow::start(&self.quoting, request.share_hash()) {
+                Turn::Mine(quoting) => break self.quote(&request, pool, quoting).await,
                 // Then its quote is found, or it is checked anew.
                 Turn::Wait(mut done) => while done.changed().await.is_ok() {},
             }
@@ -186,9 +143,10 @@ impl QuoteService {
         &self,
         request: &MintQuoteRequestOwned,
         pool: &AskingPool,
+        quoting: QuotingMark,
     ) -> Result<(String, String), Rejection> {
         let result = match check_request(request, self.unit_bits, &pool.reward_script, &self.keys) {
-            Ok(share) => self.quote_fresh_share(&share, pool.bit).await,
+            Ok(share) => self.quote_fresh_share(&share, pool.bit, quoting).await,
             Err(rejection) => Err(rejection),
         };
         match result {
@@ -197,11 +155,14 @@ impl QuoteService {
         }
     }
 
-    /// Quotes a checked share of `pool` if it builds on a fresh chain tip.
+    /// Quotes a checked share of `pool` if it builds on a fresh chain tip;
+    /// its mark goes with it to the writer, which drops it once the quote
+    /// is written (whoever waits for the answer).
     async fn quote_fresh_share(
         &self,
         share: &CheckedShare,
         pool: Pools,
+        quoting: QuotingMark,
     ) -> Result<(String, String), Rejection> {
         let checked = match &self.chain {
             Some(chain) => {
@@ -211,7 +172,10 @@ impl QuoteService {
             }
             None => None,
         };
-        let quote_id = self.writer.quote(self.prepare(share)?).await?;
+        let quote_id = self
+            .writer
+            .quote(self.prepare(share)?, Some(quoting))
+            .await?;
         if let Some((chain, checked)) = checked {
             chain.quoted(pool, checked.epoch);
         }
@@ -341,31 +305,4 @@ impl QuoteService {
 pub(crate) fn mint_error(e: impl std::fmt::Display) -> Rejection {
     tracing::error!("mint error while quoting: {e}");
     Rejection::new(error_code::MINT_ERROR, e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A copy of a share being quoted waits for the first to be done, then
-    /// takes its own turn (and finds the first one's quote).
-    #[tokio::test]
-    async fn a_copy_of_a_share_being_quoted_waits_for_the_first() {
-        let quoting = QuotingNow::default();
-        let Turn::Mine(first) = quoting.start([1; 32]) else {
-            panic!("the first copy quotes")
-        };
-        assert!(
-            matches!(quoting.start([2; 32]), Turn::Mine(_)),
-            "another share"
-        );
-        let Turn::Wait(mut done) = quoting.start([1; 32]) else {
-            panic!("a copy waits")
-        };
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(50), done.changed());
-        assert!(waited.await.is_err(), "still quoting");
-        drop(first);
-        assert!(done.changed().await.is_err(), "done");
-        assert!(matches!(quoting.start([1; 32]), Turn::Mine(_)));
-    }
 }

@@ -262,15 +262,10 @@ impl TipHistory {
         if header.ntime > latest {
             // Time clears it (or the mint's clock is slow): the pool asks
             // again rather than lose the share.
-            tracing::warn!(
-                ntime = header.ntime,
-                now,
-                "a share is dated more than two hours after the mint's clock: is the clock right?"
-            );
             return refuse(
                 error_code::CHAIN_UNAVAILABLE,
                 format!(
-                    "ntime {} is after {latest} (two hours after the mint's clock {now}): ask again later",
+                    "ntime {} is after {latest}, two hours after the mint's clock {now} (is it right?): ask again later",
                     header.ntime
                 ),
             );

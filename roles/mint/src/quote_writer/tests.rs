@@ -242,7 +242,7 @@ async fn quote_all(
         .iter()
         .map(|share| {
             let (writer, share) = (writer.clone(), share.clone());
-            tokio::spawn(async move { writer.quote(share).await })
+            tokio::spawn(async move { writer.quote(share, None).await })
         })
         .collect();
     let mut answers = Vec::new();
@@ -348,7 +348,7 @@ async fn a_share_nobody_waits_for_is_quoted_and_the_writer_stops_after_the_queue
     let writer = Arc::new(writer);
     let ask = |share: &ShareToQuote| {
         let (writer, share) = (writer.clone(), share.clone());
-        tokio::spawn(async move { writer.quote(share).await })
+        tokio::spawn(async move { writer.quote(share, None).await })
     };
     let (first, given_up) = (share(1), share(2));
     let wait = || tokio::time::sleep(std::time::Duration::from_millis(200));
@@ -382,7 +382,7 @@ async fn a_share_that_cannot_be_written_fails_alone_and_its_group_is_quoted(back
     let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     // A share quoted at 7, then claimed at 8: its quote shows 7 paid.
     let quoted = share(7);
-    writer.quote(quoted.clone()).await.unwrap();
+    writer.quote(quoted.clone(), None).await.unwrap();
     let mut group: Vec<_> = (1..=20).map(share).collect();
     group.insert(
         10,
@@ -417,12 +417,12 @@ async fn a_quote_created_but_never_indexed_is_found_listed_and_paid(backend: Bac
     let quote_id = add_quote(&mut tx, &orphan).await;
     tx.commit().await.unwrap();
 
-    assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
+    assert_eq!(writer.quote(orphan.clone(), None).await.unwrap(), quote_id);
     paid_once(&mint, &quote_id, &orphan).await;
     assert_eq!(listed_for(&mint, &orphan).await, vec![quote_id.clone()]);
 
     // Written again: the same quote, neither paid nor listed twice.
-    assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
+    assert_eq!(writer.quote(orphan.clone(), None).await.unwrap(), quote_id);
     paid_once(&mint, &quote_id, &orphan).await;
     assert_eq!(listed_for(&mint, &orphan).await, vec![quote_id]);
 }
@@ -440,7 +440,10 @@ async fn a_quote_indexed_but_never_paid_is_paid_and_not_listed_again(backend: Ba
     // Not an answer to a replay: no wallet could mint it.
     assert_eq!(writer.quote_of(&leftover.share_hex).await.unwrap(), None);
 
-    assert_eq!(writer.quote(leftover.clone()).await.unwrap(), quote_id);
+    assert_eq!(
+        writer.quote(leftover.clone(), None).await.unwrap(),
+        quote_id
+    );
     paid_once(&mint, &quote_id, &leftover).await;
     assert_eq!(listed_for(&mint, &leftover).await, vec![]);
     assert_eq!(
@@ -464,7 +467,7 @@ async fn a_quote_another_writer_creates_first_is_the_answer_paid_once(backend: B
 
     let answer = tokio::spawn({
         let (writer, contested) = (writer.clone(), contested.clone());
-        async move { writer.quote(contested).await }
+        async move { writer.quote(contested, None).await }
     });
     backend.until_a_transaction_waits().await;
     other.commit().await.unwrap();
@@ -491,7 +494,7 @@ async fn a_share_another_writer_indexes_first_is_answered_with_its_quote(backend
 
     let answer = tokio::spawn({
         let (writer, orphan) = (writer.clone(), orphan.clone());
-        async move { writer.quote(orphan).await }
+        async move { writer.quote(orphan, None).await }
     });
     backend.until_a_transaction_waits().await;
     other.commit().await.unwrap();
@@ -665,7 +668,7 @@ async fn quotes_written_together_share_list_entries_and_entries_of_one_still_cou
     let writer = Arc::new(QuoteWriter::start(mint.clone()).0);
     // One at a time: an entry each, as older mints listed every quote.
     for amount in 1..=3 {
-        writer.quote(share(amount)).await.expect("quoted");
+        writer.quote(share(amount), None).await.expect("quoted");
     }
     let shares: Vec<_> = (4..=303).map(share).collect();
     quote_together(&writer, &shares).await;
@@ -701,7 +704,7 @@ async fn a_keys_quotes_written_together_are_read_from_any_of_their_positions(bac
             ..share(amount)
         })
         .collect();
-    writer.quote(shares[0].clone()).await.expect("quoted");
+    writer.quote(shares[0].clone(), None).await.expect("quoted");
     let answers = quote_together(&writer, &shares[1..]).await;
     let quoted: std::collections::HashSet<QuoteId> =
         answers.into_iter().map(|a| a.expect("quoted")).collect();
@@ -773,7 +776,7 @@ async fn a_leftover_listed_unpaid_then_paid_when_its_share_comes_again_counts_on
     assert_eq!((before.quotes_unpaid, before.quotes_paid), (1, 0));
 
     let writer = QuoteWriter::start(mint.clone()).0;
-    assert_eq!(writer.quote(orphan.clone()).await.unwrap(), quote_id);
+    assert_eq!(writer.quote(orphan.clone(), None).await.unwrap(), quote_id);
     let after = totals.refresh(&backend.totals).await.unwrap();
     assert_eq!((after.quotes_unpaid, after.quotes_paid), (0, 1));
     assert_eq!(after, totals_of_every_quote(&mint).await);
