@@ -448,9 +448,8 @@ impl Minter {
     /// Restores what an interrupted run left (see [`EhashWallet::recover`]);
     /// whether it succeeded.
     async fn recover(&self) -> bool {
-        // What cdk left pending it tries again with its next operation.
         match self.wallet.recover().await {
-            Ok(_) => true,
+            Ok(()) => true,
             Err(e) => {
                 if e.mint_unreachable() {
                     self.stats.link_status(link::MINT, false);

@@ -127,12 +127,9 @@ impl EhashWallet {
             return true;
         }
         match self.recover().await {
-            Ok(0) => {
-                self.swap_unsettled.store(false, Ordering::Relaxed);
-                true
-            }
-            Ok(pending) => {
-                warn!("{pending} interrupted wallet operations still pending, trying again later");
+            Ok(()) if !self.swap_unsettled.load(Ordering::Relaxed) => true,
+            Ok(()) => {
+                warn!("interrupted wallet operations still pending, trying again later");
                 false
             }
             Err(e) => {

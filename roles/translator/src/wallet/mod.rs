@@ -8,7 +8,7 @@
 //! without minting.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,9 +240,10 @@ impl EhashWallet {
 
     /// Finishes what a crash interrupted in cdk's own operations (its
     /// sagas: sends, receives, swaps); mint batches are settled by
-    /// [`mint_pending`](Self::mint_pending). Needs the mint; how many it
-    /// left pending (cdk could not reach the mint: asked again).
-    pub async fn recover(&self) -> Result<usize, WalletError> {
+    /// [`mint_pending`](Self::mint_pending). Needs the mint; what cdk
+    /// leaves pending (it could not ask the mint) is recovered again before
+    /// the next consolidation.
+    pub async fn recover(&self) -> Result<(), WalletError> {
         let report = self.wallet.recover_incomplete_sagas().await?;
         debug!(?report, "wallet saga recovery");
         if report.failed > 0 {
@@ -251,7 +252,9 @@ impl EhashWallet {
                 "interrupted wallet operations could not be recovered"
             );
         }
-        Ok(report.skipped)
+        self.swap_unsettled
+            .store(report.skipped > 0, Ordering::Relaxed);
+        Ok(())
     }
 
     pub async fn balance(&self) -> Result<u64, WalletError> {
