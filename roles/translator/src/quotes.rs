@@ -149,8 +149,11 @@ pub struct MinterLock {
 
 /// A quote the mint refused to mint waits this long (seconds) before it is
 /// tried again, behind every quote not refused: one that can never be
-/// minted (another mint's, say) must not hold up the others.
+/// minted (another mint's, say) must not hold up the others. The wait
+/// doubles with each refusal, up to [`RETRY_REFUSED_MAX_SECS`]: one the
+/// mint will never mint costs it a few requests an hour, not a minute.
 pub const RETRY_REFUSED_SECS: u64 = 60;
+pub const RETRY_REFUSED_MAX_SECS: u64 = 3_600;
 
 /// Records [`QuoteStore::prune_all`] deletes in one transaction at most.
 const PRUNE_CHUNK: usize = 2_000;
@@ -167,7 +170,8 @@ CREATE TABLE IF NOT EXISTS quotes (
     state           TEXT NOT NULL,
     created_at      INTEGER NOT NULL,
     last_error      TEXT,
-    failed_at       INTEGER
+    failed_at       INTEGER,
+    refusals        INTEGER
 );
 DROP INDEX IF EXISTS quotes_state;
 CREATE INDEX IF NOT EXISTS quotes_state_created ON quotes(state, created_at);
@@ -316,6 +320,7 @@ impl QuoteStore {
         // Files of versions before refused quotes were held back, and
         // before unanswered batches were sent again.
         add_column_if_missing(&conn, "quotes", "failed_at")?;
+        add_column_if_missing(&conn, "quotes", "refusals")?;
         add_column_if_missing(&conn, "mint_batches", "unanswered_at")?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -485,7 +490,8 @@ impl QuoteStore {
 
     /// Up to `limit` quotes locked to `key` waiting to be minted and in no
     /// open batch, oldest first: those the mint never refused, then those
-    /// it refused at least [`RETRY_REFUSED_SECS`] ago. Quotes of another
+    /// whose wait since it last refused them is over (see
+    /// [`RETRY_REFUSED_SECS`]). Quotes of another
     /// key (a wallet whose mnemonic changed) wait apart: they must not take
     /// the places of the wallet's own.
     pub fn pending(&self, key: &str, limit: usize) -> Result<Vec<QuoteRecord>, StoreError> {
@@ -501,10 +507,20 @@ impl QuoteStore {
         let rows = stmt.query_map(params![limit as i64, key], row_to_record)?;
         let mut quotes = rows.collect::<Result<Vec<_>, _>>()?;
         if quotes.len() < limit {
-            let due = roles_common::unix_secs().saturating_sub(RETRY_REFUSED_SECS);
+            let now = roles_common::unix_secs();
             let left = limit - quotes.len();
-            let mut stmt = conn.prepare_cached(&query("failed_at <= ?3"))?;
-            let rows = stmt.query_map(params![left as i64, key, due as i64], row_to_record)?;
+            let waited = "failed_at + MIN(?4 << MIN(COALESCE(refusals, 1) - 1, 16), ?5) <= ?3";
+            let mut stmt = conn.prepare_cached(&query(waited))?;
+            let rows = stmt.query_map(
+                params![
+                    left as i64,
+                    key,
+                    now as i64,
+                    RETRY_REFUSED_SECS as i64,
+                    RETRY_REFUSED_MAX_SECS as i64
+                ],
+                row_to_record,
+            )?;
             quotes.extend(rows.collect::<Result<Vec<_>, _>>()?);
         }
         Ok(quotes)
@@ -662,11 +678,12 @@ impl QuoteStore {
         Ok(())
     }
 
-    /// The mint refused to mint a quote, for `error`: it waits
-    /// [`RETRY_REFUSED_SECS`] behind the others.
+    /// The mint refused to mint a quote, for `error`: it waits behind the
+    /// others, longer with each refusal ([`RETRY_REFUSED_SECS`]).
     pub fn set_refused(&self, quote_id: &str, error: &str) -> Result<(), StoreError> {
         self.conn().execute(
-            "UPDATE quotes SET last_error = ?2, failed_at = ?3 WHERE quote_id = ?1",
+            "UPDATE quotes SET last_error = ?2, failed_at = ?3, \
+             refusals = COALESCE(refusals, 0) + 1 WHERE quote_id = ?1",
             params![quote_id, error, roles_common::unix_secs() as i64],
         )?;
         Ok(())

@@ -297,6 +297,33 @@ fn a_refused_quote_waits_then_comes_after_the_others() {
         s.pending("02bb", 2).unwrap().is_empty(),
         "another key's wait apart"
     );
+
+    // Each refusal doubles the wait, up to the most.
+    let refused_ago = |secs: u64| {
+        let at = roles_common::unix_secs() - secs;
+        s.conn()
+            .execute(
+                "UPDATE quotes SET failed_at = ?1 WHERE quote_id = 'refused'",
+                [at as i64],
+            )
+            .unwrap();
+    };
+    s.set_refused("refused", "not paid").unwrap();
+    refused_ago(RETRY_REFUSED_SECS);
+    assert_eq!(
+        pending_ids(&s),
+        ["old", "new"],
+        "twice: waits twice as long"
+    );
+    refused_ago(2 * RETRY_REFUSED_SECS);
+    assert_eq!(pending_ids(&s), ["old", "new", "refused"]);
+    for _ in 0..20 {
+        s.set_refused("refused", "not paid").unwrap();
+    }
+    refused_ago(RETRY_REFUSED_MAX_SECS - 1);
+    assert_eq!(pending_ids(&s), ["old", "new"]);
+    refused_ago(RETRY_REFUSED_MAX_SECS);
+    assert_eq!(pending_ids(&s), ["old", "new", "refused"]);
 }
 
 /// A file written before refused quotes were held back opens, and its
