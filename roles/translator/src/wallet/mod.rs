@@ -76,10 +76,13 @@ impl WalletError {
 
     /// Whether the mint may still act on the request: it got no answer, or
     /// a server error not from the mint itself (a proxy's 502 or 504, say,
-    /// while the mint goes on). An answer from the mint is final.
+    /// while the mint goes on), or a proxy's rate limit (429). An answer
+    /// from the mint is final.
     pub fn answer_unknown(&self) -> bool {
         match self {
-            WalletError::Cdk(cdk::Error::HttpError(Some(status), _)) => *status >= 500,
+            WalletError::Cdk(cdk::Error::HttpError(Some(status), _)) => {
+                *status >= 500 || *status == 429
+            }
             e => e.mint_unreachable(),
         }
     }
@@ -361,8 +364,9 @@ impl EhashWallet {
                     paid.push((id, amount));
                 }
                 Ok(_) => store.set_refused(&id, "not paid")?,
-                Err(e) if e.mint_unreachable() => {
-                    // The rest would wait as long each: they stay pending.
+                Err(e) if e.answer_unknown() => {
+                    // The rest would wait as long each (a proxy's error, the
+                    // mint's too): they stay pending, none refused.
                     warn!(quote = id, "cannot ask the mint about a quote: {e}");
                     store.set_error(&id, &e.to_string())?;
                     break;
@@ -439,6 +443,8 @@ mod tests {
         // A gateway that gave up: the mint was reached, it may go on.
         let gateway = error(cdk::Error::HttpError(Some(504), "gateway timeout".into()));
         assert!(!gateway.mint_unreachable() && gateway.answer_unknown());
+        let rate_limited = error(cdk::Error::HttpError(Some(429), "slow down".into()));
+        assert!(rate_limited.answer_unknown());
         // The mint's own errors (its database failing, say) come as cashu
         // error bodies: answers, though not always final ones.
         let refusals = [
