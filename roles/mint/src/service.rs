@@ -197,22 +197,19 @@ impl QuoteService {
             return Err(rejection);
         }
         let epoch = self.chain.as_ref().map(|chain| chain.epoch());
-        match self
+        // A failed look-up is a mint error (the database), not `rejection`.
+        let Some(quote_id) = self
             .writer
             .quote_of(&hex::encode(request.share_hash()))
-            .await
-        {
-            Ok(Some(quote_id)) => {
-                // The pool is delivering: a replay shows it as well.
-                if let (Some(chain), Some(epoch)) = (&self.chain, epoch) {
-                    chain.quoted(pool, epoch);
-                }
-                Ok((quote_id.to_string(), self.active_keyset()?))
-            }
-            Ok(None) => Err(rejection),
-            // A mint error (the database), not the share's rejection.
-            Err(lookup_failed) => Err(lookup_failed),
+            .await?
+        else {
+            return Err(rejection);
+        };
+        // The pool is delivering: a replay shows it as well.
+        if let (Some(chain), Some(epoch)) = (&self.chain, epoch) {
+            chain.quoted(pool, epoch);
         }
+        Ok((quote_id.to_string(), self.active_keyset()?))
     }
 
     /// What the writer needs of a share, computed here, off the writer.

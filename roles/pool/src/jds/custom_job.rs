@@ -52,7 +52,7 @@ impl JobDeclarator {
         now_ms: u64,
     ) -> Result<(), CustomJobRefusal> {
         self.expire(now_ms);
-        let now_secs = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
+        let now_secs = super::secs(now_ms);
         let token = parse_token(m.token.as_bytes());
         if let Some(state) = token.and_then(|t| self.coinbase_only.get(&t)) {
             if state.set_on.contains(&m.channel_id) {

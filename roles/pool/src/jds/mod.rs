@@ -313,6 +313,11 @@ fn declare_error(request_id: u32, code: &str, details: &str) -> JdReply {
     ))
 }
 
+/// Unix seconds of `now_ms`, as a header's time is.
+fn secs(now_ms: u64) -> u32 {
+    u32::try_from(now_ms / 1000).unwrap_or(u32::MAX)
+}
+
 fn truncated(bytes: &[u8], max: usize) -> &[u8] {
     &bytes[..bytes.len().min(max)]
 }
@@ -519,7 +524,7 @@ impl JobDeclarator {
                 "{} before SetupConnection",
                 roles_common::sv2::message_name(&other)
             )),
-            (true, AnyMessageOwned::JobDeclaration(m)) => self.on_jd_message(conn, m, now_ms),
+            (true, AnyMessageOwned::JobDeclaration(m)) => self.on_jd_message(conn, m),
             (true, other) => JdReply::close(format!(
                 "{} is not a job declaration client's message",
                 roles_common::sv2::message_name(&other)
@@ -527,16 +532,10 @@ impl JobDeclarator {
         }
     }
 
-    fn on_jd_message(&mut self, conn: JdConnId, m: JobDeclarationOwned, now_ms: u64) -> JdReply {
+    fn on_jd_message(&mut self, conn: JdConnId, m: JobDeclarationOwned) -> JdReply {
         match m {
+            // Declarations and their transactions come prepared (`prepare`).
             JobDeclarationOwned::AllocateMiningJobToken(m) => self.allocate(conn, m),
-            // Worked out before the declarator was locked (see `prepare`).
-            JobDeclarationOwned::DeclareMiningJob(m) => {
-                self.declare(conn, Declaration::new(m), now_ms, true)
-            }
-            JobDeclarationOwned::ProvideMissingTransactionsSuccess(m) => {
-                self.provided(conn, Provided::new(m), now_ms)
-            }
             JobDeclarationOwned::PushSolution(m) => {
                 push_solution(conn, &m);
                 JdReply::default()
@@ -632,10 +631,9 @@ impl JobDeclarator {
                 "the pool has no chain tip yet",
             );
         };
-        let now_secs = u32::try_from(now_ms / 1000).unwrap_or(u32::MAX);
         let coinbase = match d
             .coinbase
-            .and_then(|tx| self.for_next_block(tip, tx, now_secs))
+            .and_then(|tx| self.for_next_block(tip, tx, secs(now_ms)))
         {
             Ok(tx) => tx,
             Err(refusal) => return declare_error(request_id, refusal.code, &refusal.details),

@@ -19,6 +19,7 @@ use super::{declared_wtxids, Listed};
 pub enum JdMessage {
     Declare(Declaration),
     Provided(Provided),
+    /// Any other message (never one of the two above: [`prepare`] takes them).
     Other(AnyMessageOwned),
 }
 
