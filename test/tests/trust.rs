@@ -157,13 +157,22 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
     // Quoted before it went stale: a replay still gets its quote.
     assert_eq!(ask(&mut link, first).await, Ok(first_id));
 
-    // The mint saw every block: at any height, a tip it did not see is unknown.
+    // A block race (the pool's node took another block than the mint's):
+    // a tip it did not see, at the height of one it did, is as fresh as
+    // that one. Below the first tip it saw, such a tip is unknown.
     for height in [h + 1, h + 2] {
-        assert_eq!(
-            ask(&mut link, on_tip(&made_up(&c, 7), height, key)).await,
-            Err("unknown-prev-hash".into())
-        );
+        assert!(ask(&mut link, on_tip(&made_up(&c, 7), height, key))
+            .await
+            .is_ok());
     }
+    assert_eq!(
+        ask(&mut link, on_tip(&made_up(&c, 7), h, key)).await,
+        Err("stale-prev-hash".into())
+    );
+    assert_eq!(
+        ask(&mut link, on_tip(&made_up(&c, 7), h - 1, key)).await,
+        Err("unknown-prev-hash".into())
+    );
     let other_bits = SetNewPrevHashOwned {
         n_bits: c.n_bits - 1,
         ..c.clone()
@@ -191,12 +200,13 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
     let mint = mint_following(tp_addr, dir.path()).await;
     let mut link = mint.pool().await;
     assert!(ask(&mut link, on_tip(&c, h + 2, key)).await.is_ok());
-    for height in [h + 2, h + 3] {
-        assert_eq!(
-            ask(&mut link, on_tip(&made_up(&c, 9), height, key)).await,
-            Err("chain-unavailable".into())
-        );
-    }
+    assert!(ask(&mut link, on_tip(&made_up(&c, 9), h + 2, key))
+        .await
+        .is_ok());
+    assert_eq!(
+        ask(&mut link, on_tip(&made_up(&c, 9), h + 3, key)).await,
+        Err("chain-unavailable".into())
+    );
     mint.stop().await;
 }
 
@@ -238,14 +248,10 @@ async fn a_restarted_mint_quotes_shares_on_blocks_that_came_and_went_while_it_wa
         );
     }
     // The mint cannot tell C from another block at that height: there it
-    // takes the pool's word. Where it saw the tip, it can.
+    // takes the pool's word.
     assert!(ask(&mut link, on_tip(&made_up(&c, 7), h + 2, key))
         .await
         .is_ok());
-    assert_eq!(
-        ask(&mut link, on_tip(&made_up(&d, 7), h + 3, key)).await,
-        Err("unknown-prev-hash".into())
-    );
 
     // Quoting goes on: blocks E and F, each after a quote, age the rest.
     tdp.solve_and_submit(&template_d, &d).await;

@@ -13,12 +13,19 @@
 //!        |   provider link was, or two blocks came at once)
 //!        |                                  ---> checked as above, against
 //!        |                                       the tips either side
+//!        +-- never seen, at the height of a tip seen (a block race:
+//!        |   the pool's node and the mint's took different blocks)
+//!        |                                  ---> checked as above, against
+//!        |                                       that tip
 //!        +-- never seen otherwise ---------------> wait for the chain view
 //!                                                  (a share can beat the
 //!                                                  mint's own template
 //!                                                  provider to a new block)
 //!              seen in time ----> checked as above
 //!              not seen, provider up ------------> unknown-prev-hash
+//!              above the newest tip -------------> chain-unavailable, or
+//!                                                  unknown-prev-hash if
+//!                                                  MAX_BLOCKS_AHEAD or more
 //!              not seen, provider down ----------> chain-unavailable
 //!                                                  (the pool asks again)
 //! ```
@@ -29,7 +36,10 @@
 //! a tip the mint never saw. Taking their height from the coinbase trusts
 //! the pool for the prev hash at a height the mint missed, and for nothing
 //! else: the work is still fresh work for this pool and this key, done
-//! after the tip before the gap (its ntime).
+//! after the tip before the gap (its ntime). So does a block race, where
+//! the pool's node builds on another block than the mint's at one height:
+//! the shares are as fresh as the mint's tip at that height, whichever
+//! block the chain keeps.
 //!
 //! A share's age is counted, for the pool that asks, in the blocks that
 //! came while that pool's shares were being quoted: a tip ages the shares
@@ -68,6 +78,11 @@ pub const NTIME_SLACK_SECS: u32 = 2 * 60 * 60;
 /// Blocks below the newest tip beyond which a share is stale whatever
 /// the outage: two weeks of mainnet blocks. So many tips are kept at most.
 pub const MAX_BLOCKS_BEHIND: usize = 2016;
+/// Blocks above the newest tip from which a share's height is taken for
+/// the pool's error, not the mint's provider being behind: two days of
+/// mainnet blocks (a node that far behind has a tip two days old: it is
+/// syncing, and Bitcoin Core gives no templates then).
+pub const MAX_BLOCKS_AHEAD: u32 = 288;
 
 /// A chain tip as the template provider announced it (`SetNewPrevHash`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +157,9 @@ pub enum FreshTip {
     /// One the mint never saw, at a height between two tips it saw one
     /// right after the other.
     Missed { height: u32 },
+    /// One the mint never saw, at the height of a tip it saw: the pool's
+    /// node and the mint's saw different blocks come (a block race).
+    Rival { height: u32 },
 }
 
 /// Why a header is not on a fresh tip.

@@ -168,6 +168,15 @@ impl TipHistory {
                 ),
             )));
         }
+        if let Some(position) = self.tips.iter().position(|t| t.tip.height == Some(height)) {
+            // A block race: the pool's node and the mint's took different
+            // blocks below this height. The newest tip at that height stands
+            // in for the one the mint never saw: their parent is one height.
+            let rival = &self.tips[position].tip;
+            let age = self.age(position, pool);
+            self.check_fresh(header, now, age, &[rival.nbits], rival.time)?;
+            return Ok(FreshTip::Rival { height });
+        }
         let newer = self.gap_around(height).ok_or(TipProblem::Unseen)?;
         let (above, below) = (&self.tips[newer], &self.tips[newer + 1].tip);
         // The tip right after the gap came after the blocks the mint missed.
@@ -202,14 +211,11 @@ impl TipHistory {
     }
 
     /// The position of the newer of two tips, announced one right after
-    /// the other, whose heights `height` falls strictly between, if no tip
-    /// is at that height: so the mint saw the chain before and after a
+    /// the other, whose heights `height` (at which no tip is) falls
+    /// strictly between: so the mint saw the chain before and after a
     /// block it never saw. Tips with no height (stored before tips had
     /// them) make no such pair.
     fn gap_around(&self, height: u32) -> Option<usize> {
-        if self.tips.iter().any(|t| t.tip.height == Some(height)) {
-            return None;
-        }
         let mut newer_then_older = self.tips.iter().zip(self.tips.iter().skip(1));
         newer_then_older.position(|(newer, older)| {
             matches!((older.tip.height, newer.tip.height),

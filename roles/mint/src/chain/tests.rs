@@ -222,12 +222,9 @@ fn a_share_at_a_height_the_mint_passed_without_seeing_its_tip_is_quoted() {
             Ok(FreshTip::Missed { height: height(n) })
         );
     }
-    // The tips it saw are as before; at their heights, another is unseen.
+    // The tips it saw are as before.
     assert_eq!(h.check(&on(4), NOW, POOL), Ok(FreshTip::Announced));
     assert_eq!(h.check(&on(1), NOW, POOL), Ok(FreshTip::Announced));
-    for n in [1, 4] {
-        assert_eq!(h.check(&unseen_at(n), NOW, POOL), Err(TipProblem::Unseen));
-    }
     // Past the newest tip (a block announced late), or with no height.
     assert_eq!(h.check(&unseen_at(5), NOW, POOL), Err(TipProblem::Unseen));
     let no_height = HeaderOnTip {
@@ -308,6 +305,55 @@ fn a_missed_tip_is_as_fresh_as_its_height_and_checked_against_the_tips_beside_it
     assert_eq!(
         refused(h.check(&at(NOW - 5 * HOURS - 1), NOW, POOL)),
         "ntime-out-of-range"
+    );
+}
+
+#[test]
+fn a_share_on_a_rival_of_a_tip_the_mint_saw_is_as_fresh_as_that_tip() {
+    // The pool's node took another block than the mint's below heights
+    // 108 to 110: its shares are as old as the mint's tips there.
+    let h = history(3, 10);
+    for n in [10, 9, 8] {
+        assert_eq!(
+            h.check(&unseen_at(n), NOW, POOL),
+            Ok(FreshTip::Rival { height: height(n) }),
+            "at tip {n}'s height"
+        );
+    }
+    assert_eq!(
+        refused(h.check(&unseen_at(7), NOW, POOL)),
+        "stale-prev-hash"
+    );
+    // With that tip's nbits, and an ntime at most two hours before its time.
+    let other_bits = HeaderOnTip {
+        nbits: BITS + 1,
+        ..unseen_at(10)
+    };
+    assert_eq!(refused(h.check(&other_bits, NOW, POOL)), "nbits-mismatch");
+    let early = HeaderOnTip {
+        ntime: NOW - NTIME_SLACK_SECS - 1,
+        ..unseen_at(10)
+    };
+    assert_eq!(refused(h.check(&early, NOW, POOL)), "ntime-out-of-range");
+    // The newest tip at a height stands in: a reorg the mint followed left
+    // two there (tip 9 came back after tip 10, at its height).
+    let reorged = TipHistory::new(
+        2,
+        aging([
+            tip(11),
+            Tip {
+                height: Some(height(10)),
+                ..tip(12)
+            },
+            tip(10),
+            tip(9),
+            tip(8),
+        ]),
+    );
+    assert!(reorged.check(&unseen_at(10), NOW, POOL).is_ok());
+    assert_eq!(
+        reorged.check(&unseen_at(12), NOW, POOL),
+        Err(TipProblem::Unseen)
     );
 }
 
@@ -441,8 +487,9 @@ async fn a_tip_never_announced_is_unknown_while_the_provider_is_up() {
     let chain = chain(50);
     assert!(chain.record(tip(1)).is_none(), "tip 1 was known already");
     assert!(chain.state().live);
+    // Below the first tip the mint saw: no tip either side of it.
     let r = chain
-        .check(&unseen_at(1), NOW, POOL)
+        .check(&unseen_at(0), NOW, POOL)
         .await
         .map(|c| c.fresh)
         .unwrap_err();
@@ -461,15 +508,44 @@ async fn a_share_above_every_tip_announced_asks_for_patience_while_the_provider_
         .unwrap_err();
     assert_eq!(r.code, "chain-unavailable", "{}", r.message);
     assert!(mint_quote_sv2::error_code::is_transient(r.code));
-    // Once the provider catches up with a different block at that height,
-    // the share is refused for good.
+    // Once the provider catches up with a different block below that
+    // height, the share is a rival of the mint's tip there.
     chain.record(tip(10));
+    assert_eq!(
+        chain
+            .check(&unseen_at(10), NOW, POOL)
+            .await
+            .map(|c| c.fresh),
+        Ok(FreshTip::Rival { height: height(10) })
+    );
+}
+
+#[tokio::test]
+async fn a_share_too_far_above_every_tip_announced_is_the_pools_error() {
+    let chain = chain(50);
+    chain.record(tip(1));
+    let above = |blocks| HeaderOnTip {
+        height: Some(height(1) + blocks),
+        ..unseen_at(1)
+    };
     let r = chain
-        .check(&unseen_at(10), NOW, POOL)
+        .check(&above(MAX_BLOCKS_AHEAD - 1), NOW, POOL)
         .await
-        .map(|c| c.fresh)
         .unwrap_err();
-    assert_eq!(r.code, "unknown-prev-hash");
+    assert_eq!(r.code, "chain-unavailable", "{}", r.message);
+    let r = chain
+        .check(&above(MAX_BLOCKS_AHEAD), NOW, POOL)
+        .await
+        .unwrap_err();
+    assert_eq!(r.code, "unknown-prev-hash", "{}", r.message);
+    assert!(!mint_quote_sv2::error_code::is_transient(r.code));
+    // Without its provider, the mint cannot tell.
+    chain.lost();
+    let r = chain
+        .check(&above(MAX_BLOCKS_AHEAD), NOW, POOL)
+        .await
+        .unwrap_err();
+    assert_eq!(r.code, "chain-unavailable", "{}", r.message);
 }
 
 #[tokio::test]

@@ -10,11 +10,13 @@ use std::time::Duration;
 use mint_quote_sv2::error_code;
 use tokio::sync::watch;
 
-use super::{FreshTip, HeaderOnTip, KeptTip, Pools, Recorded, Tip, TipHistory, TipProblem};
+use super::{
+    FreshTip, HeaderOnTip, KeptTip, Pools, Recorded, Tip, TipHistory, TipProblem, MAX_BLOCKS_AHEAD,
+};
 use crate::quote::Rejection;
 
-/// Missed tips whose first share is logged, remembered to log each once.
-const MISSED_LOGGED: usize = 16;
+/// Tips never seen whose first share is logged, remembered to log each once.
+const UNSEEN_LOGGED: usize = 16;
 
 /// The chain view as the template provider link keeps it.
 #[derive(Debug, Clone)]
@@ -42,8 +44,8 @@ pub struct Chain {
     /// next one ages the shares on older ones for them.
     quoted_since_tip: AtomicU64,
     unseen_tip_wait: Duration,
-    /// Missed tips a share was quoted on, newest last: each is logged once.
-    missed_logged: Mutex<VecDeque<[u8; 32]>>,
+    /// Tips never seen a share was quoted on, newest last: each is logged once.
+    unseen_logged: Mutex<VecDeque<[u8; 32]>>,
 }
 
 impl Chain {
@@ -57,7 +59,7 @@ impl Chain {
             state: watch::Sender::new(state),
             quoted_since_tip: AtomicU64::new(0),
             unseen_tip_wait,
-            missed_logged: Mutex::default(),
+            unseen_logged: Mutex::default(),
         }
     }
 
@@ -145,8 +147,11 @@ impl Chain {
         pool: Pools,
     ) -> Result<Checked, Rejection> {
         let checked = self.check_waiting(header, now, pool).await?;
-        if let FreshTip::Missed { height } = checked.fresh {
-            self.log_missed(header.prev_hash, height);
+        match checked.fresh {
+            FreshTip::Announced => {}
+            FreshTip::Missed { height } | FreshTip::Rival { height } => {
+                self.log_taken_on_word(header.prev_hash, height, checked.fresh)
+            }
         }
         Ok(checked)
     }
@@ -178,54 +183,69 @@ impl Chain {
         let prev_hash = ehash::share::hex_be(&header.prev_hash);
         let state = self.state.borrow();
         let newest = state.history.newest().map(|t| t.height);
-        let behind = match (header.height, newest) {
-            (Some(share), Some(Some(newest))) => share > newest,
-            (Some(_), Some(None)) => true,
-            _ => false,
+        let above = match (header.height, newest) {
+            (Some(share), Some(Some(newest))) => share.checked_sub(newest).filter(|&n| n > 0),
+            (Some(_), Some(None)) => Some(1),
+            _ => None,
         };
-        Err(if behind {
-            // Not the pool's fault: the share is for a block above any the
-            // mint's provider announced, so it is the one behind (slow, or
-            // its link silently dead). Asked again, the share passes once
-            // it catches up, or is stale by then.
-            Rejection::new(
+        Err(
+            if state.live && above.is_some_and(|n| n >= MAX_BLOCKS_AHEAD) {
+                Rejection::new(
+                error_code::UNKNOWN_PREV_HASH,
+                format!(
+                    "prev hash {prev_hash} is for height {}, {} blocks above the newest tip the mint's template provider announced: no provider is that far behind",
+                    header.height.unwrap_or_default(),
+                    above.unwrap_or_default()
+                ),
+            )
+            } else if above.is_some() {
+                // Not the pool's fault: the share is for a block above any the
+                // mint's provider announced, so it is the one behind (slow, or
+                // its link silently dead). Asked again, the share passes once
+                // it catches up, or is stale by then.
+                Rejection::new(
                 error_code::CHAIN_UNAVAILABLE,
                 format!(
                     "the mint's template provider is behind: prev hash {prev_hash} is for height {}, above its newest tip's",
                     header.height.unwrap_or_default()
                 ),
             )
-        } else if state.live {
-            Rejection::new(
+            } else if state.live {
+                Rejection::new(
                 error_code::UNKNOWN_PREV_HASH,
                 format!(
                     "prev hash {prev_hash} is no tip the mint's template provider announced (waited {:?})",
                     self.unseen_tip_wait
                 ),
             )
-        } else {
-            Rejection::new(
+            } else {
+                Rejection::new(
                 error_code::CHAIN_UNAVAILABLE,
                 format!("the mint's template provider is down and prev hash {prev_hash} is not in its chain view yet"),
             )
-        })
+            },
+        )
     }
 
-    /// Logs the first share quoted on a missed tip: an operator sees which
-    /// prev hashes were taken on the pool's word.
-    fn log_missed(&self, prev_hash: [u8; 32], height: u32) {
-        let mut logged = roles_common::lock(&self.missed_logged);
+    /// Logs the first share quoted on a tip the mint never saw: an operator
+    /// sees which prev hashes were taken on the pool's word.
+    fn log_taken_on_word(&self, prev_hash: [u8; 32], height: u32, fresh: FreshTip) {
+        let mut logged = roles_common::lock(&self.unseen_logged);
         if logged.contains(&prev_hash) {
             return;
         }
-        if logged.len() == MISSED_LOGGED {
+        if logged.len() == UNSEEN_LOGGED {
             logged.pop_front();
         }
         logged.push_back(prev_hash);
+        let why = match fresh {
+            FreshTip::Rival { .. } => "at the height of one it did (a block race: the pool's node and the mint's took different blocks)",
+            FreshTip::Missed { .. } | FreshTip::Announced => "at a height between two it did (the mint or its link was down, or two blocks came at once)",
+        };
         tracing::info!(
             prev_hash = %ehash::share::hex_be(&prev_hash),
             height,
-            "chain view: quoting shares on a tip the mint's template provider never announced to it, at a height between two it did (the mint or its link was down, or two blocks came at once)"
+            "chain view: quoting shares on a tip the mint's template provider never announced to it, {why}"
         );
     }
 }
