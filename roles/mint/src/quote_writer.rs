@@ -195,10 +195,14 @@ impl QuoteWriter {
             .map_err(|_| mint_error("the quote writer dropped a share"))?
     }
 
-    /// The paid quote already written for a share, if any. An unpaid one
-    /// (an older mint's leftover, paid only when the share is written
-    /// again) is none: a wallet could never mint it.
-    pub async fn quote_of(&self, share_hex: &str) -> Result<Option<QuoteId>, Rejection> {
+    /// The paid quote already written for a share and locked to `key`, if
+    /// any. An unpaid one (an older mint's leftover, paid only when the
+    /// share is written again) is none: a wallet could never mint it.
+    pub async fn quote_of(
+        &self,
+        share_hex: &str,
+        key: &PublicKey,
+    ) -> Result<Option<QuoteId>, Rejection> {
         let quote = self
             .mint
             .localstore()
@@ -206,7 +210,7 @@ impl QuoteWriter {
             .await
             .map_err(mint_error)?;
         Ok(quote
-            .filter(|quote| quote.amount_paid().value() > 0)
+            .filter(|quote| quote.amount_paid().value() > 0 && quote.pubkey.as_ref() == Some(key))
             .map(|quote| quote.id))
     }
 

@@ -185,8 +185,9 @@ impl QuoteService {
     /// A share quoted before (a replay whose answer was lost) gets its
     /// quote whatever changed since: the chain moved on, or the operator
     /// changed the amount limits or `unit_bits`. Its header must hash to
-    /// the share hash; otherwise, or if it was never quoted, `rejection`
-    /// (the database failing to say is a mint error: asked again).
+    /// the share hash and its key be the quote's; otherwise, or if it was
+    /// never quoted, `rejection` (the database failing to say is a mint
+    /// error: asked again).
     async fn quoted_before(
         &self,
         request: &MintQuoteRequestOwned,
@@ -196,11 +197,14 @@ impl QuoteService {
         if ehash::share::header_hash(&request.header_bytes()) != request.share_hash() {
             return Err(rejection);
         }
+        let Ok(key) = PublicKey::from_slice(&request.locking_key_bytes()) else {
+            return Err(rejection);
+        };
         let epoch = self.chain.as_ref().map(|chain| chain.epoch());
         // A failed look-up is a mint error (the database), not `rejection`.
         let Some(quote_id) = self
             .writer
-            .quote_of(&hex::encode(request.share_hash()))
+            .quote_of(&hex::encode(request.share_hash()), &key)
             .await?
         else {
             return Err(rejection);

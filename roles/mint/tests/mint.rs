@@ -528,7 +528,14 @@ async fn a_share_asked_again_after_the_limits_changed_keeps_its_quote() {
     lower.max_amount = 16;
     let mint = TestMint::start(lower).await;
     let mut pool = mint.pool().await;
-    assert_eq!(pool.quote_id(request).await, quoted);
+    assert_eq!(pool.quote_id(request.clone()).await, quoted);
+    // Not to a request for another key: the quote is not its to hear of.
+    let mut other_key = request;
+    other_key.locking_key = miner_key().1.into();
+    match pool.quote(other_key).await {
+        MintQuoteMessage::MintQuoteError(_) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     match pool.quote(share(6, miner)).await {
         MintQuoteMessage::MintQuoteError(e) => {
             assert_eq!(e.error_code.as_utf8_or_hex(), "amount-out-of-range")
