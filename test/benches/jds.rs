@@ -45,6 +45,7 @@ async fn bench(declarations: usize, connections: usize, custom_jobs: usize) {
     let mut config = pool_config(tp.local_addr());
     config.jds = Some(pool::config::JdsSettings {
         listen_address: "127.0.0.1:0".into(),
+        ..Default::default()
     });
     let pool_shutdown = CancellationToken::new();
     let pool = pool::start(config, pool_shutdown.clone(), Default::default())

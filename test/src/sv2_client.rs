@@ -75,14 +75,21 @@ impl Sv2Conn {
 
     /// SetupConnection for `protocol`; panics unless it succeeds.
     pub async fn setup(&mut self, protocol: Protocol, flags: u32) -> SetupConnectionSuccessOwned {
-        match self
-            .conn
-            .setup(setup_connection_owned(protocol, flags))
-            .await
-        {
+        match self.try_setup(protocol, flags).await {
             Ok(success) => success,
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// SetupConnection for `protocol`: its success, or why it failed.
+    pub async fn try_setup(
+        &mut self,
+        protocol: Protocol,
+        flags: u32,
+    ) -> Result<SetupConnectionSuccessOwned, String> {
+        self.conn
+            .setup(setup_connection_owned(protocol, flags))
+            .await
     }
 
     /// The next message, or Err when the connection ended.

@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 role_child_entry!();
 
-/// The pool with its job declarator on a port of its own.
+/// The pool with its job declarator on a port of its own, taking only
+/// full-template clients such as jd-client.
 fn with_jds(pool: &mut pool::PoolConfig) {
     pool.jds = Some(pool::config::JdsSettings {
         listen_address: "127.0.0.1:0".into(),
+        allow_coinbase_only: false,
     });
 }
 

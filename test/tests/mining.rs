@@ -537,6 +537,7 @@ async fn a_set_up_job_declaration_client_may_stay_quiet() {
     let stack = Stack::start_with(NBITS_NEVER, |c| {
         c.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
+            ..Default::default()
         });
         c.idle_timeout_secs = 1;
     })
@@ -544,6 +545,30 @@ async fn a_set_up_job_declaration_client_may_stay_quiet() {
     let mut client = JdTestClient::connect(stack.pool.jds_addr().unwrap()).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     client.allocate().await;
+    stack.stop().await;
+}
+
+/// A pool whose `[jds]` allows no coinbase-only clients refuses their
+/// setup, naming the flag it needs, and sets up full-template ones.
+#[tokio::test]
+async fn a_pool_may_refuse_coinbase_only_job_declaration_clients() {
+    let stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+            allow_coinbase_only: false,
+        });
+    })
+    .await;
+    let jds = stack.pool.jds_addr().unwrap();
+    let mut coinbase_only = Sv2Conn::connect(jds, POOL_PUBLIC_KEY).await.unwrap();
+    let refused = coinbase_only
+        .try_setup(Protocol::JobDeclarationProtocol, 0)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("unsupported-feature-flags"), "{refused}");
+    coinbase_only.expect_closed().await;
+    let mut full_template = JdTestClient::connect(jds).await;
+    full_template.allocate().await;
     stack.stop().await;
 }
 

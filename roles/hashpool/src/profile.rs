@@ -174,6 +174,7 @@ impl DevnetConfigs {
         self.declared_jobs = true;
         self.pool.jds = Some(pool::config::JdsSettings {
             listen_address: self.jd_client.jds_address.clone(),
+            ..Default::default()
         });
     }
 

@@ -110,12 +110,24 @@ pub struct PoolConfig {
 
 /// The `[jds]` table.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct JdsSettings {
     /// Where job declaration clients connect (SV2 job declaration over
     /// Noise, the pool's authority key).
-    #[serde(default = "default::every_interface::<String, 34264>")]
     pub listen_address: String,
+    /// Whether clients set up without DECLARE_TX_DATA may mine: they set
+    /// their tokens on channels directly, and the pool never sees their
+    /// transactions.
+    pub allow_coinbase_only: bool,
+}
+
+impl Default for JdsSettings {
+    fn default() -> Self {
+        Self {
+            listen_address: default::every_interface::<String, 34264>(),
+            allow_coinbase_only: true,
+        }
+    }
 }
 
 /// The `[mint]` table: the link to the mint and how shares are answered.

@@ -255,6 +255,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         // With the ehash flow, shares are acknowledged by the flow.
         acknowledge_shares: config.mint.is_none(),
         job_declaration: config.jds.is_some(),
+        allow_coinbase_only: config.jds.as_ref().is_some_and(|j| j.allow_coinbase_only),
     }
 }
 

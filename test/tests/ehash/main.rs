@@ -232,6 +232,7 @@ async fn declarable_template() -> (
     let (stack, chain) = EhashStack::start_with_transactions("annotate", |pool| {
         pool.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
+            ..Default::default()
         })
     })
     .await;

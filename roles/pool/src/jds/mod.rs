@@ -24,7 +24,8 @@
 //! it for every template's transactions); the client provides the others,
 //! and each must hash to the wtxid it declared. Those are kept only for the
 //! declaration they complete: what a client sends holds no memory after.
-//! The chain tip is the pool's.
+//! The chain tip is the pool's. What waits for transactions is bounded in
+//! `waiting`, what is held once declared in `held`.
 //! Tokens are 8-byte little-endian numbers, the declared job's token is a
 //! new one, as SRI's JDS does, so SRI's JDC works against this one.
 //!
@@ -36,14 +37,16 @@
 
 mod coinbase;
 mod custom_job;
+mod held;
 mod prepared;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use ehash::coinbase::bip34_height;
-use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned};
+use stratum_core::binary_sv2::{B0255Owned, B064KOwned};
 use stratum_core::bitcoin::consensus::serialize;
 use stratum_core::bitcoin::hashes::Hash;
 use stratum_core::bitcoin::script::Instruction;
@@ -54,8 +57,7 @@ use stratum_core::common_messages_sv2::{
 };
 use stratum_core::job_declaration_sv2::{
     AllocateMiningJobTokenOwned, AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned,
-    DeclareMiningJobOwned, DeclareMiningJobSuccessOwned, ProvideMissingTransactionsOwned,
-    PushSolutionOwned,
+    DeclareMiningJobOwned, PushSolutionOwned,
 };
 use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclarationOwned};
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
@@ -66,32 +68,15 @@ use coinbase::{DeclaredCoinbase, Refusal};
 pub use custom_job::CustomJobRefusal;
 pub use prepared::{prepare, JdMessage};
 
-use prepared::{Declaration, Provided};
+use held::{CoinbaseOnlyToken, DeclaredJob, MAX_DECLARED_PER_CONNECTION};
+use prepared::Declaration;
+use waiting::{Dropped, Pending};
 
 /// Identifies one JDS connection (its own numbering, apart from mining connections).
 pub type JdConnId = u64;
 
-/// How long a declared job's token stays good for SetCustomMiningJob on a
-/// first channel.
-pub const DECLARED_JOB_TTL_MS: u64 = 60_000;
 /// Transactions of a declared job, at most (a block's worth, and then some).
 const MAX_DECLARED_TXS: usize = 20_000;
-/// A block's weight limit.
-const MAX_BLOCK_WEIGHT: u64 = 4_000_000;
-/// Declared jobs one connection holds at once (its oldest go first), and
-/// declarations it may leave waiting for transactions.
-pub(super) const MAX_DECLARED_PER_CONNECTION: usize = 256;
-const MAX_PENDING_PER_CONNECTION: usize = 16;
-/// Declared jobs the pool holds at once, of every connection (a few
-/// hundred bytes each); when full, the oldest one not set on a channel goes.
-const MAX_DECLARED_JOBS: usize = 65_536;
-/// Transactions listed by the declarations waiting for the rest of theirs,
-/// of one connection and of all (32 bytes each); with the pool's most, the
-/// connection listing the most has its largest dropped for a newcomer.
-const MAX_PENDING_WTXIDS_PER_CONNECTION: usize = 2 * MAX_DECLARED_TXS;
-const MAX_PENDING_WTXIDS: usize = 1_000_000;
-/// Request ids of declarations the tip dropped kept per connection, at most.
-const STALE_PENDING_KEPT: usize = 4 * MAX_PENDING_PER_CONNECTION;
 
 /// The tip declared jobs build on, from the pool's template provider.
 #[derive(Debug, Clone)]
@@ -109,53 +94,6 @@ struct Tip {
     seq: u64,
 }
 
-/// A declared job, good for SetCustomMiningJob until it expires (one set
-/// on a channel, until the tip moves: a renewed channel sets it again).
-#[derive(Debug, Clone)]
-struct DeclaredJob {
-    /// The connection that declared it.
-    owner: JdConnId,
-    /// Its coinbase, with a zero extranonce.
-    coinbase: DeclaredCoinbase,
-    /// The coinbase's merkle path among the declared transactions.
-    merkle_path: Vec<[u8; 32]>,
-    version: u32,
-    tip_seq: u64,
-    expires_ms: u64,
-    /// Channels it was set on already (once each, but for a renewal).
-    set_on: HashSet<u32>,
-    /// It was set on a channel: it no longer expires.
-    used: bool,
-}
-
-/// A token of a coinbase-only client.
-#[derive(Debug, Default)]
-struct CoinbaseOnlyToken {
-    owner: JdConnId,
-    /// Channels it was set on already (once each).
-    set_on: HashSet<u32>,
-    /// Its place among the tokens first set on a channel (counted by
-    /// [`JobDeclarator::tokens_set`]): from then on it no longer counts as
-    /// allocated and unused, and its connection keeps the latest
-    /// [`MAX_DECLARED_PER_CONNECTION`] such, as it does declared jobs.
-    set_order: Option<u64>,
-}
-
-/// A declaration waiting for ProvideMissingTransactions.Success.
-#[derive(Debug, Clone)]
-struct Pending {
-    request_id: u32,
-    version: u32,
-    wtxids: Vec<[u8; 32]>,
-    coinbase: DeclaredCoinbase,
-    coinbase_weight: u64,
-    /// The coinbase commits to the transactions' witnesses; without, none
-    /// may have one.
-    witness_committed: bool,
-    /// Positions in `wtxids` of the transactions the pool does not know.
-    missing: Vec<u16>,
-}
-
 #[derive(Debug, Default)]
 struct JdConnection {
     setup_done: bool,
@@ -169,33 +107,6 @@ struct JdConnection {
     /// if they come, are answered with it (a large upload may come after
     /// several tips; the latest [`STALE_PENDING_KEPT`] are kept).
     stale_pending: VecDeque<(u32, Dropped)>,
-}
-
-/// Why a declaration waiting for its transactions was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dropped {
-    /// The tip moved.
-    Tip,
-    /// Other clients' declarations needed the room.
-    Room,
-}
-
-impl JdConnection {
-    /// Drops declaration `request_id` waiting for its transactions.
-    fn drop_pending(&mut self, request_id: u32, why: Dropped) {
-        if self.pending.remove(&request_id).is_none() {
-            return;
-        }
-        if self.stale_pending.len() == STALE_PENDING_KEPT {
-            self.stale_pending.pop_front();
-        }
-        self.stale_pending.push_back((request_id, why));
-    }
-
-    /// Transactions its waiting declarations list.
-    fn listed(&self) -> usize {
-        self.pending.values().map(|p| p.wtxids.len()).sum()
-    }
 }
 
 /// What to send a JDS connection, and whether to close it after.
@@ -225,6 +136,8 @@ impl JdReply {
 #[derive(Debug)]
 pub struct JobDeclarator {
     reward_script: ScriptBuf,
+    /// Clients without DECLARE_TX_DATA are set up.
+    allow_coinbase_only: bool,
     next_token: u64,
     connections: HashMap<JdConnId, JdConnection>,
     declared: HashMap<u64, DeclaredJob>,
@@ -281,7 +194,6 @@ const MAX_PARKED: usize = 64;
 const MAX_PARKED_PER_CONNECTION: usize = 4;
 const PARKED_MS: u64 = 5_000;
 
-/// A DeclareMiningJob.Error.
 /// The declaration's transaction list: at most [`MAX_DECLARED_TXS`], none twice.
 fn declared_wtxids(m: &DeclareMiningJobOwned) -> Result<Vec<[u8; 32]>, Refusal> {
     let wtxids: Vec<[u8; 32]> = m.wtxid_list.iter().map(|w| w.to_array()).collect();
@@ -301,6 +213,7 @@ fn declared_wtxids(m: &DeclareMiningJobOwned) -> Result<Vec<[u8; 32]>, Refusal> 
     Ok(wtxids)
 }
 
+/// A DeclareMiningJob.Error.
 fn declare_error(request_id: u32, code: &str, details: &str) -> JdReply {
     info!(request_id, code, details, "declared job refused");
     JdReply::send(JobDeclarationOwned::DeclareMiningJobError(
@@ -332,9 +245,12 @@ pub(crate) fn parse_token(bytes: &[u8]) -> Option<u64> {
 }
 
 impl JobDeclarator {
-    pub fn new(reward_script: ScriptBuf) -> Self {
+    /// A declarator for the pool paid to `reward_script`; with
+    /// `allow_coinbase_only`, clients may also be coinbase-only.
+    pub fn new(reward_script: ScriptBuf, allow_coinbase_only: bool) -> Self {
         Self {
             reward_script,
+            allow_coinbase_only,
             // Tokens of an earlier run are never mistaken for this one's.
             next_token: rand::random::<u64>() >> 1,
             connections: HashMap::new(),
@@ -499,6 +415,7 @@ impl JobDeclarator {
     }
 
     fn on_message_now(&mut self, conn: JdConnId, msg: JdMessage, now_ms: u64) -> JdReply {
+        let allow_coinbase_only = self.allow_coinbase_only;
         let Some(state) = self.connections.get_mut(&conn) else {
             return JdReply::default();
         };
@@ -515,7 +432,7 @@ impl JobDeclarator {
         };
         match (state.setup_done, msg) {
             (false, AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(m))) => {
-                let reply = setup(&m);
+                let reply = setup(&m, allow_coinbase_only);
                 state.setup_done = reply.close.is_none();
                 state.full_template = has_declare_tx_data(m.flags);
                 reply
@@ -664,75 +581,6 @@ impl JobDeclarator {
         }
     }
 
-    /// Keeps a declaration until its connection provides the transactions
-    /// the pool does not know, and asks for them.
-    fn ask_for_missing(&mut self, conn: JdConnId, declared: Pending) -> JdReply {
-        let request_id = declared.request_id;
-        debug!(
-            conn,
-            request_id,
-            missing = declared.missing.len(),
-            "asking for missing transactions"
-        );
-        let ask = ProvideMissingTransactionsOwned {
-            request_id,
-            unknown_tx_position_list: Seq064KOwned::new(declared.missing.clone())
-                .expect("at most MAX_DECLARED_TXS"),
-        };
-        if let Err(details) = self.make_room_to_wait(conn, declared.wtxids.len()) {
-            return declare_error(request_id, "invalid-job", &details);
-        }
-        let state = self
-            .connections
-            .get_mut(&conn)
-            .expect("checked by on_message");
-        state.pending.insert(request_id, declared);
-        JdReply::send(JobDeclarationOwned::ProvideMissingTransactions(ask))
-    }
-
-    /// Whether one more declaration of `conn`, listing `wtxids`
-    /// transactions, may wait for the rest of its transactions: what waits
-    /// is bounded per connection, and in all, where the connection listing
-    /// the most gives way (so a few connections that never provide theirs
-    /// cannot keep every other client's declarations out).
-    fn make_room_to_wait(&mut self, conn: JdConnId, wtxids: usize) -> Result<(), String> {
-        let own = &self.connections[&conn];
-        if own.pending.len() >= MAX_PENDING_PER_CONNECTION {
-            return Err(format!(
-                "{MAX_PENDING_PER_CONNECTION} declarations of this connection wait for their transactions already"
-            ));
-        }
-        if own.listed() + wtxids > MAX_PENDING_WTXIDS_PER_CONNECTION {
-            return Err(format!(
-                "the declarations of this connection waiting for their transactions would list more than {MAX_PENDING_WTXIDS_PER_CONNECTION}"
-            ));
-        }
-        while self
-            .connections
-            .values()
-            .map(JdConnection::listed)
-            .sum::<usize>()
-            + wtxids
-            > MAX_PENDING_WTXIDS
-        {
-            let most = self
-                .connections
-                .values_mut()
-                .max_by_key(|state| state.listed());
-            let Some(most) = most else { break };
-            let largest = most.pending.iter().max_by_key(|(_, p)| p.wtxids.len());
-            let Some(id) = largest.map(|(id, _)| *id) else {
-                break;
-            };
-            debug!(
-                request_id = id,
-                "a waiting declaration dropped to make room"
-            );
-            most.drop_pending(id, Dropped::Room);
-        }
-        Ok(())
-    }
-
     /// `coinbase` if it is for the block after the pool's tip, final in it
     /// and pays the pool.
     fn for_next_block(
@@ -770,215 +618,22 @@ impl JobDeclarator {
         };
         coinbase.and_then(|tx| bip34_height(tx.input[0].script_sig.as_bytes())) == Some(after_next)
     }
-
-    fn provided(&mut self, conn: JdConnId, m: Provided, now_ms: u64) -> JdReply {
-        let request_id = m.request_id;
-        let state = self
-            .connections
-            .get_mut(&conn)
-            .expect("checked by on_message");
-        let Some(pending) = state.pending.remove(&request_id) else {
-            let dropped = state
-                .stale_pending
-                .iter()
-                .position(|(id, _)| *id == request_id);
-            if let Some((_, why)) = dropped.and_then(|at| state.stale_pending.remove(at)) {
-                return match why {
-                    Dropped::Tip => {
-                        declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile")
-                    }
-                    Dropped::Room => declare_error(
-                        request_id,
-                        "invalid-job",
-                        "dropped while waiting: other clients' declarations needed the room",
-                    ),
-                };
-            }
-            return JdReply::close(format!(
-                "ProvideMissingTransactions.Success for request {request_id}, which asked for none"
-            ));
-        };
-        // Pending declarations are all on the current tip: a new tip drops them.
-        let given = m.transactions;
-        if given.len() != pending.missing.len() {
-            return declare_error(
-                request_id,
-                "missing-txs",
-                &format!(
-                    "{} transactions asked for, {} provided",
-                    pending.missing.len(),
-                    given.len()
-                ),
-            );
-        }
-        let wtxids = &pending.wtxids;
-        let mut provided = Vec::with_capacity(given.len());
-        for (position, tx) in pending.missing.iter().zip(given) {
-            let tx = match tx {
-                Ok(tx) => tx,
-                Err(e) => {
-                    return declare_error(
-                        request_id,
-                        "invalid-job",
-                        &format!("transaction {position} does not decode: {e}"),
-                    )
-                }
-            };
-            let declared = wtxids[*position as usize];
-            if tx.listed.wtxid.to_byte_array() != declared || tx.coinbase {
-                return declare_error(
-                    request_id,
-                    "invalid-job",
-                    &format!("transaction {position} is not the one declared"),
-                );
-            }
-            provided.push(tx.listed);
-        }
-        self.accept(conn, pending, &provided, now_ms)
-    }
-
-    /// Every transaction of `declared` is known or `provided`: the job is
-    /// declared, on the current tip (a new tip drops pending declarations).
-    fn accept(
-        &mut self,
-        conn: JdConnId,
-        declared: Pending,
-        provided: &[Listed],
-        now_ms: u64,
-    ) -> JdReply {
-        let tip_seq = self.tip_seq;
-        let request_id = declared.request_id;
-        let provided: HashMap<Wtxid, &Listed> = provided.iter().map(|tx| (tx.wtxid, tx)).collect();
-        let mut weight = declared.coinbase_weight;
-        let mut txids = Vec::with_capacity(declared.wtxids.len());
-        for wtxid in &declared.wtxids {
-            let wtxid = Wtxid::from_byte_array(*wtxid);
-            let known = self.known.get(&wtxid).map(|(tx, _)| tx);
-            let Some(tx) = known.or_else(|| provided.get(&wtxid).copied()) else {
-                return declare_error(request_id, "missing-txs", "a transaction went missing");
-            };
-            if tx.has_witness() && !declared.witness_committed {
-                return declare_error(
-                    request_id,
-                    "invalid-job",
-                    "a transaction has a witness and the coinbase commits to none",
-                );
-            }
-            weight += tx.weight;
-            txids.push(tx.txid);
-        }
-        if weight > MAX_BLOCK_WEIGHT {
-            return declare_error(
-                request_id,
-                "invalid-job",
-                &format!("the block weighs {weight}, more than {MAX_BLOCK_WEIGHT}"),
-            );
-        }
-        self.evict_oldest_beyond(conn, MAX_DECLARED_PER_CONNECTION - 1);
-        if !self.room_for_a_job() {
-            return declare_error(
-                request_id,
-                "invalid-job",
-                &format!("the pool holds {MAX_DECLARED_JOBS} jobs set on channels on this tip, its most; declare again after the next block"),
-            );
-        }
-        let token = self.new_token();
-        info!(
-            request_id,
-            token,
-            transactions = txids.len(),
-            "job declared"
-        );
-        self.declared.insert(
-            token,
-            DeclaredJob {
-                owner: conn,
-                coinbase: declared.coinbase,
-                merkle_path: ehash::coinbase::coinbase_merkle_path(&txids),
-                version: declared.version,
-                tip_seq,
-                expires_ms: now_ms + DECLARED_JOB_TTL_MS,
-                set_on: HashSet::new(),
-                used: false,
-            },
-        );
-        JdReply::send(JobDeclarationOwned::DeclareMiningJobSuccess(
-            DeclareMiningJobSuccessOwned {
-                request_id,
-                new_mining_job_token: token_bytes(token),
-            },
-        ))
-    }
-
-    fn expire(&mut self, now_ms: u64) {
-        self.declared
-            .retain(|_, job| job.used || job.expires_ms > now_ms);
-    }
-
-    /// Whether one more declared job fits: when the pool holds its most,
-    /// one of the previous tip goes (none can be set again), or else the
-    /// oldest one not set on a channel.
-    fn room_for_a_job(&mut self) -> bool {
-        if self.declared.len() < MAX_DECLARED_JOBS {
-            return true;
-        }
-        let seq = self.tip_seq;
-        let goes_first = |job: &DeclaredJob| (job.tip_seq == seq, job.used, job.expires_ms);
-        let first = self.declared.iter().min_by_key(|(_, job)| goes_first(job));
-        match first {
-            Some((token, job)) if job.tip_seq != seq || !job.used => {
-                let token = *token;
-                self.declared.remove(&token);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Keeps at most `keep` of `conn`'s declared jobs, the latest.
-    fn evict_oldest_beyond(&mut self, conn: JdConnId, keep: usize) {
-        let own = self.declared.iter().filter(|(_, job)| job.owner == conn);
-        let own = own.map(|(token, job)| (job.expires_ms, *token));
-        for token in oldest_beyond(own.collect(), keep) {
-            self.declared.remove(&token);
-        }
-    }
-
-    /// Keeps at most `keep` of the coinbase-only tokens `conn` has set, the
-    /// latest set.
-    pub(super) fn evict_oldest_set_tokens(&mut self, conn: JdConnId, keep: usize) {
-        let own = self.coinbase_only.iter().filter(|(_, t)| t.owner == conn);
-        let set = own.filter_map(|(token, t)| Some((t.set_order?, *token)));
-        for token in oldest_beyond(set.collect(), keep) {
-            self.coinbase_only.remove(&token);
-        }
-    }
-}
-
-/// Of `owned` (when each came, and its token), the tokens beyond the
-/// `keep` latest.
-fn oldest_beyond(mut owned: Vec<(u64, u64)>, keep: usize) -> Vec<u64> {
-    let beyond = owned.len().saturating_sub(keep);
-    owned.sort_unstable();
-    owned
-        .into_iter()
-        .take(beyond)
-        .map(|(_, token)| token)
-        .collect()
 }
 
 /// SetupConnection of a job declaration client: protocol and version; the
-/// DECLARE_TX_DATA flag picks full-template mode, its absence coinbase-only.
-fn setup(m: &SetupConnectionOwned) -> JdReply {
-    let refuse = |code: &str, reason: String| JdReply {
+/// DECLARE_TX_DATA flag picks full-template mode, its absence coinbase-only
+/// (refused unless `allow_coinbase_only`).
+fn setup(m: &SetupConnectionOwned, allow_coinbase_only: bool) -> JdReply {
+    let refuse_with = |flags: u32, code: &str, reason: String| JdReply {
         messages: vec![AnyMessageOwned::Common(
             CommonMessagesOwned::SetupConnectionError(SetupConnectionErrorOwned {
-                flags: 0,
+                flags,
                 error_code: ehash::wire::str0255_truncated(code),
             }),
         )],
         close: Some(reason),
     };
+    let refuse = |code: &str, reason: String| refuse_with(0, code, reason);
     if m.protocol != Protocol::JobDeclarationProtocol {
         return refuse(
             "unsupported-protocol",
@@ -992,6 +647,15 @@ fn setup(m: &SetupConnectionOwned) -> JdReply {
                 "SetupConnection for versions {}..={}",
                 m.min_version, m.max_version
             ),
+        );
+    }
+    if !allow_coinbase_only && !has_declare_tx_data(m.flags) {
+        // The flag this pool needs: DECLARE_TX_DATA.
+        return refuse_with(
+            0b1,
+            "unsupported-feature-flags",
+            "SetupConnection without DECLARE_TX_DATA: this pool takes no coinbase-only clients"
+                .into(),
         );
     }
     JdReply {

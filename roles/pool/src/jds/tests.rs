@@ -19,6 +19,11 @@ use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 use stratum_core::parsers_sv2::{AnyMessageOwned, CommonMessagesOwned, JobDeclarationOwned};
 use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 
+use super::held::{DECLARED_JOB_TTL_MS, MAX_DECLARED_JOBS};
+use super::waiting::{
+    MAX_PENDING_PER_CONNECTION, MAX_PENDING_WTXIDS, MAX_PENDING_WTXIDS_PER_CONNECTION,
+    STALE_PENDING_KEPT,
+};
 use super::*;
 
 /// The pool's clock, in ms: at the template's time.
@@ -126,7 +131,7 @@ fn pool_output(t: &NewTemplateOwned) -> TxOut {
 /// A declarator on the template's tip, knowing `known` of its transactions.
 fn declarator(txs: &[Transaction], known: &[Transaction]) -> (JobDeclarator, NewTemplateOwned) {
     let (t, p) = template(txs);
-    let mut jds = JobDeclarator::new(pool_script());
+    let mut jds = JobDeclarator::new(pool_script(), true);
     jds.on_tip(&p, &t, NOW);
     jds.on_transactions(known.iter().map(Listed::of).collect());
     jds.on_connect(1);
@@ -446,7 +451,7 @@ fn declarations_are_refused_with_the_reason_and_the_connection_survives() {
 
 #[test]
 fn a_client_that_skips_setup_is_closed() {
-    let mut jds = JobDeclarator::new(pool_script());
+    let mut jds = JobDeclarator::new(pool_script(), true);
     jds.on_connect(2);
     let m = AllocateMiningJobTokenOwned {
         user_identifier: str0255_truncated("jdc"),
@@ -460,7 +465,7 @@ fn a_client_that_skips_setup_is_closed() {
 fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() {
     let txs = [tx(1)];
     let (t, p) = template(&txs);
-    let mut jds = JobDeclarator::new(pool_script());
+    let mut jds = JobDeclarator::new(pool_script(), true);
     jds.on_tip(&p, &t, NOW);
     jds.on_connect(1);
     assert!(jds.on_message(1, setup(0), NOW).close.is_none());
@@ -501,6 +506,31 @@ fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() 
     assert_eq!(refusal(&mut jds, &again, &k), "invalid-mining-job-token");
 }
 
+#[test]
+fn a_pool_may_take_no_coinbase_only_clients() {
+    let mut jds = JobDeclarator::new(pool_script(), false);
+    jds.on_connect(1);
+    let reply = jds.on_message(1, setup(0), NOW);
+    let Some(AnyMessageOwned::Common(CommonMessagesOwned::SetupConnectionError(e))) =
+        reply.messages.first()
+    else {
+        panic!("expected SetupConnection.Error, got {:?}", reply.messages)
+    };
+    assert_eq!(e.error_code.as_utf8_or_hex(), "unsupported-feature-flags");
+    assert_eq!(e.flags, 0b1, "DECLARE_TX_DATA is what it needs");
+    assert!(reply.close.unwrap().contains("DECLARE_TX_DATA"));
+    // A full-template client is set up.
+    jds.on_connect(2);
+    let reply = jds.on_message(2, setup(0b1), NOW);
+    assert!(reply.close.is_none());
+    assert!(matches!(
+        reply.messages.as_slice(),
+        [AnyMessageOwned::Common(
+            CommonMessagesOwned::SetupConnectionSuccess(_)
+        )]
+    ));
+}
+
 /// A coinbase-only client takes a token per job: a token set on a channel
 /// is used (it no longer counts against the 64 allocated and unused), good
 /// on the client's other channels (and again on a renewed one) while it is
@@ -508,7 +538,7 @@ fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() 
 #[test]
 fn a_coinbase_only_client_uses_a_token_per_job_for_as_long_as_it_mines() {
     let (t, p) = template(&[]);
-    let mut jds = JobDeclarator::new(pool_script());
+    let mut jds = JobDeclarator::new(pool_script(), true);
     jds.on_tip(&p, &t, NOW);
     jds.on_connect(1);
     assert!(jds.on_message(1, setup(0), NOW).close.is_none());
@@ -1004,7 +1034,7 @@ fn a_job_whose_blocks_could_not_be_valid_for_their_version_is_refused() {
     }
 
     let (t, p) = template(&txs);
-    let mut jds = JobDeclarator::new(pool_script());
+    let mut jds = JobDeclarator::new(pool_script(), true);
     jds.on_tip(&p, &t, NOW);
     jds.on_connect(1);
     assert!(jds.on_message(1, setup(0), NOW).close.is_none());

@@ -74,6 +74,8 @@ pub struct CoreConfig {
     /// Whether the pool runs a job declarator: clients may then require
     /// work selection and set custom jobs.
     pub job_declaration: bool,
+    /// Whether its clients may be coinbase-only (no DECLARE_TX_DATA).
+    pub allow_coinbase_only: bool,
 }
 
 impl CoreConfig {
@@ -192,9 +194,11 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock: SteadyClock::new(0),
-            jds: config
-                .job_declaration
-                .then(|| Arc::new(Mutex::new(JobDeclarator::new(config.reward_script.clone())))),
+            jds: config.job_declaration.then(|| {
+                let jds =
+                    JobDeclarator::new(config.reward_script.clone(), config.allow_coinbase_only);
+                Arc::new(Mutex::new(jds))
+            }),
             config,
         })
     }

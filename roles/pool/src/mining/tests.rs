@@ -47,6 +47,7 @@ fn config() -> CoreConfig {
         extranonce_len: 16,
         acknowledge_shares: true,
         job_declaration: false,
+        allow_coinbase_only: true,
     }
 }
 
@@ -430,6 +431,7 @@ fn accepted(core: &mut PoolCore, share: MiningOwned) -> AcceptedShare {
 fn shares_are_validated_while_the_job_declarator_is_busy() {
     let mut core = PoolCore::new(CoreConfig {
         job_declaration: true,
+        allow_coinbase_only: true,
         ..config()
     })
     .unwrap();

@@ -839,6 +839,7 @@ fn set_declared_job(
 fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
     let mut core = PoolCore::new(CoreConfig {
         job_declaration: true,
+        allow_coinbase_only: true,
         // At 3 shares a minute channels_sv2 keeps its smallest budget.
         shares_per_minute: 3.0,
         ..core().config
@@ -912,6 +913,7 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
 fn custom_jobs_on_a_tip_the_pool_has_left_are_stale() {
     let mut core = PoolCore::new(CoreConfig {
         job_declaration: true,
+        allow_coinbase_only: true,
         ..core().config
     })
     .unwrap();
