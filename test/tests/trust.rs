@@ -159,18 +159,32 @@ async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
 
     // A block race (the pool's node took another block than the mint's):
     // a tip it did not see, at the height of one it did, is as fresh as
-    // that one. Below the first tip it saw, such a tip is unknown.
-    for height in [h + 1, h + 2] {
-        assert!(ask(&mut link, on_tip(&made_up(&c, 7), height, key))
+    // that one; for that height only, and two such tips at a height at most.
+    for (byte, height) in [(7, h + 1), (8, h + 2)] {
+        assert!(ask(&mut link, on_tip(&made_up(&c, byte), height, key))
             .await
             .is_ok());
     }
     assert_eq!(
-        ask(&mut link, on_tip(&made_up(&c, 7), h, key)).await,
+        ask(&mut link, on_tip(&made_up(&c, 7), h + 2, key)).await,
+        Err("unknown-prev-hash".into()),
+        "taken for another height"
+    );
+    assert!(ask(&mut link, on_tip(&made_up(&c, 5), h + 2, key))
+        .await
+        .is_ok());
+    assert_eq!(
+        ask(&mut link, on_tip(&made_up(&c, 6), h + 2, key)).await,
+        Err("unknown-prev-hash".into()),
+        "a third at one height"
+    );
+    // As stale as A at A's height; below the first tip it saw, unknown.
+    assert_eq!(
+        ask(&mut link, on_tip(&made_up(&c, 3), h, key)).await,
         Err("stale-prev-hash".into())
     );
     assert_eq!(
-        ask(&mut link, on_tip(&made_up(&c, 7), h - 1, key)).await,
+        ask(&mut link, on_tip(&made_up(&c, 4), h - 1, key)).await,
         Err("unknown-prev-hash".into())
     );
     let other_bits = SetNewPrevHashOwned {

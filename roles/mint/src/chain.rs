@@ -26,6 +26,7 @@
 //!              above the newest tip -------------> chain-unavailable, or
 //!                                                  unknown-prev-hash if
 //!                                                  MAX_BLOCKS_AHEAD or more
+//!                                                  above one of the last day
 //!              not seen, provider down ----------> chain-unavailable
 //!                                                  (the pool asks again)
 //! ```
@@ -39,7 +40,8 @@
 //! after the tip before the gap (its ntime). So does a block race, where
 //! the pool's node builds on another block than the mint's at one height:
 //! the shares are as fresh as the mint's tip at that height, whichever
-//! block the chain keeps.
+//! block the chain keeps. A prev hash so taken on the pool's word is taken
+//! for one height, and a few at most per height (`on_word`).
 //!
 //! A share's age is counted, for the pool that asks, in the blocks that
 //! came while that pool's shares were being quoted: a tip ages the shares
@@ -62,6 +64,7 @@
 //! which records tips, and the quote requests, which wait on it.
 
 mod history;
+mod on_word;
 pub mod stored;
 mod view;
 
@@ -78,10 +81,9 @@ pub const NTIME_SLACK_SECS: u32 = 2 * 60 * 60;
 /// Blocks below the newest tip beyond which a share is stale whatever
 /// the outage: two weeks of mainnet blocks. So many tips are kept at most.
 pub const MAX_BLOCKS_BEHIND: usize = 2016;
-/// Blocks above the newest tip from which a share's height is taken for
-/// the pool's error, not the mint's provider being behind: two days of
-/// mainnet blocks (a node that far behind has a tip two days old: it is
-/// syncing, and Bitcoin Core gives no templates then).
+/// Blocks above the newest tip, when that tip is of the last day, from
+/// which a share's height is taken for the pool's error, not the mint's
+/// provider being behind: two days of mainnet blocks.
 pub const MAX_BLOCKS_AHEAD: u32 = 288;
 
 /// A chain tip as the template provider announced it (`SetNewPrevHash`).

@@ -324,17 +324,37 @@ fn a_share_on_a_rival_of_a_tip_the_mint_saw_is_as_fresh_as_that_tip() {
         refused(h.check(&unseen_at(7), NOW, POOL)),
         "stale-prev-hash"
     );
-    // With that tip's nbits, and an ntime at most two hours before its time.
-    let other_bits = HeaderOnTip {
-        nbits: BITS + 1,
-        ..unseen_at(10)
+    // With that tip's nbits, and an ntime at most two hours before its
+    // time: not another tip's.
+    let own = |n: u8| Tip {
+        nbits: BITS + u32::from(n),
+        time: NOW - 600 * u32::from(10 - n),
+        ..tip(n)
     };
-    assert_eq!(refused(h.check(&other_bits, NOW, POOL)), "nbits-mismatch");
-    let early = HeaderOnTip {
-        ntime: NOW - NTIME_SLACK_SECS - 1,
-        ..unseen_at(10)
+    let h = TipHistory::new(3, aging([own(10), own(9), own(8)]));
+    let rival_of_9 = |nbits, ntime| HeaderOnTip {
+        nbits,
+        ntime,
+        ..unseen_at(9)
     };
-    assert_eq!(refused(h.check(&early, NOW, POOL)), "ntime-out-of-range");
+    let (bits_9, time_9) = (own(9).nbits, own(9).time);
+    assert!(h.check(&rival_of_9(bits_9, time_9), NOW, POOL).is_ok());
+    assert_eq!(
+        refused(h.check(&rival_of_9(own(10).nbits, time_9), NOW, POOL)),
+        "nbits-mismatch"
+    );
+    let early = time_9 - NTIME_SLACK_SECS - 1;
+    assert_eq!(
+        refused(h.check(&rival_of_9(bits_9, early), NOW, POOL)),
+        "ntime-out-of-range"
+    );
+    assert!(h
+        .check(
+            &rival_of_9(bits_9, own(10).time - NTIME_SLACK_SECS - 1),
+            NOW,
+            POOL
+        )
+        .is_ok());
     // The newest tip at a height stands in: a reorg the mint followed left
     // two there (tip 9 came back after tip 10, at its height).
     let reorged = TipHistory::new(
@@ -539,6 +559,13 @@ async fn a_share_too_far_above_every_tip_announced_is_the_pools_error() {
         .unwrap_err();
     assert_eq!(r.code, "unknown-prev-hash", "{}", r.message);
     assert!(!mint_quote_sv2::error_code::is_transient(r.code));
+    // Nor when its newest tip is older than a day: it may be stuck.
+    let later = NOW + 24 * 60 * 60;
+    let r = chain
+        .check(&above(MAX_BLOCKS_AHEAD), later, POOL)
+        .await
+        .unwrap_err();
+    assert_eq!(r.code, "chain-unavailable", "{}", r.message);
     // Without its provider, the mint cannot tell.
     chain.lost();
     let r = chain

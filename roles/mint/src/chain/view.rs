@@ -2,7 +2,6 @@
 //! tips, and the quote requests, which are checked against it (waiting
 //! for a tip not seen yet) and tell it which pools' shares were quoted.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,13 +9,15 @@ use std::time::Duration;
 use mint_quote_sv2::error_code;
 use tokio::sync::watch;
 
+use super::on_word::TakenOnWord;
+
+/// A tip younger than this (Bitcoin Core's initial block download ends
+/// within a day of the chain's time) shows its provider following the chain.
+const RECENT_TIP_SECS: u32 = 24 * 60 * 60;
 use super::{
     FreshTip, HeaderOnTip, KeptTip, Pools, Recorded, Tip, TipHistory, TipProblem, MAX_BLOCKS_AHEAD,
 };
 use crate::quote::Rejection;
-
-/// Tips never seen whose first share is logged, remembered to log each once.
-const UNSEEN_LOGGED: usize = 16;
 
 /// The chain view as the template provider link keeps it.
 #[derive(Debug, Clone)]
@@ -44,8 +45,8 @@ pub struct Chain {
     /// next one ages the shares on older ones for them.
     quoted_since_tip: AtomicU64,
     unseen_tip_wait: Duration,
-    /// Tips never seen a share was quoted on, newest last: each is logged once.
-    unseen_logged: Mutex<VecDeque<[u8; 32]>>,
+    /// Tips never seen taken on a pool's word.
+    taken_on_word: Mutex<TakenOnWord>,
 }
 
 impl Chain {
@@ -59,7 +60,7 @@ impl Chain {
             state: watch::Sender::new(state),
             quoted_since_tip: AtomicU64::new(0),
             unseen_tip_wait,
-            unseen_logged: Mutex::default(),
+            taken_on_word: Mutex::default(),
         }
     }
 
@@ -150,7 +151,10 @@ impl Chain {
         match checked.fresh {
             FreshTip::Announced => {}
             FreshTip::Missed { height } | FreshTip::Rival { height } => {
-                self.log_taken_on_word(header.prev_hash, height, checked.fresh)
+                let new = roles_common::lock(&self.taken_on_word).take(header.prev_hash, height)?;
+                if new {
+                    log_taken_on_word(header.prev_hash, height, checked.fresh);
+                }
             }
         }
         Ok(checked)
@@ -180,72 +184,65 @@ impl Chain {
         if let Ok(Ok(state)) = waited {
             return check(&state).map_err(TipProblem::into_rejection);
         }
+        Err(self.still_unseen(header, now))
+    }
+
+    /// Why a share on a tip still unseen after the wait is not quoted now.
+    fn still_unseen(&self, header: &HeaderOnTip, now: u32) -> Rejection {
         let prev_hash = ehash::share::hex_be(&header.prev_hash);
         let state = self.state.borrow();
-        let newest = state.history.newest().map(|t| t.height);
-        let above = match (header.height, newest) {
+        let newest = state.history.newest();
+        let above = match (header.height, newest.map(|t| t.height)) {
             (Some(share), Some(Some(newest))) => share.checked_sub(newest).filter(|&n| n > 0),
             (Some(_), Some(None)) => Some(1),
             _ => None,
         };
-        Err(
-            if state.live && above.is_some_and(|n| n >= MAX_BLOCKS_AHEAD) {
-                Rejection::new(
+        // A provider with a tip of today's is following the chain: one far
+        // below the share's height is not, the share's height is wrong.
+        let following = newest.is_some_and(|t| now.saturating_sub(t.time) < RECENT_TIP_SECS);
+        let (code, message) = match above {
+            Some(blocks) if state.live && following && blocks >= MAX_BLOCKS_AHEAD => (
                 error_code::UNKNOWN_PREV_HASH,
                 format!(
-                    "prev hash {prev_hash} is for height {}, {} blocks above the newest tip the mint's template provider announced: no provider is that far behind",
-                    header.height.unwrap_or_default(),
-                    above.unwrap_or_default()
+                    "prev hash {prev_hash} is for a block {blocks} above the newest tip the mint's template provider announced, of the last day: no provider is that far behind"
                 ),
-            )
-            } else if above.is_some() {
-                // Not the pool's fault: the share is for a block above any the
-                // mint's provider announced, so it is the one behind (slow, or
-                // its link silently dead). Asked again, the share passes once
-                // it catches up, or is stale by then.
-                Rejection::new(
+            ),
+            // Not the pool's fault: the share is for a block above any the
+            // mint's provider announced, so it is the one behind (slow, or
+            // its link silently dead). Asked again, the share passes once it
+            // catches up, or is stale by then.
+            Some(blocks) => (
                 error_code::CHAIN_UNAVAILABLE,
                 format!(
-                    "the mint's template provider is behind: prev hash {prev_hash} is for height {}, above its newest tip's",
-                    header.height.unwrap_or_default()
+                    "the mint's template provider is behind: prev hash {prev_hash} is for a block {blocks} above its newest tip"
                 ),
-            )
-            } else if state.live {
-                Rejection::new(
+            ),
+            None if state.live => (
                 error_code::UNKNOWN_PREV_HASH,
                 format!(
                     "prev hash {prev_hash} is no tip the mint's template provider announced (waited {:?})",
                     self.unseen_tip_wait
                 ),
-            )
-            } else {
-                Rejection::new(
+            ),
+            None => (
                 error_code::CHAIN_UNAVAILABLE,
                 format!("the mint's template provider is down and prev hash {prev_hash} is not in its chain view yet"),
-            )
-            },
-        )
-    }
-
-    /// Logs the first share quoted on a tip the mint never saw: an operator
-    /// sees which prev hashes were taken on the pool's word.
-    fn log_taken_on_word(&self, prev_hash: [u8; 32], height: u32, fresh: FreshTip) {
-        let mut logged = roles_common::lock(&self.unseen_logged);
-        if logged.contains(&prev_hash) {
-            return;
-        }
-        if logged.len() == UNSEEN_LOGGED {
-            logged.pop_front();
-        }
-        logged.push_back(prev_hash);
-        let why = match fresh {
-            FreshTip::Rival { .. } => "at the height of one it did (a block race: the pool's node and the mint's took different blocks)",
-            FreshTip::Missed { .. } | FreshTip::Announced => "at a height between two it did (the mint or its link was down, or two blocks came at once)",
+            ),
         };
-        tracing::info!(
-            prev_hash = %ehash::share::hex_be(&prev_hash),
-            height,
-            "chain view: quoting shares on a tip the mint's template provider never announced to it, {why}"
-        );
+        Rejection::new(code, message)
     }
+}
+
+/// Logs the first share quoted on a tip the mint never saw: an operator
+/// sees which prev hashes were taken on the pool's word.
+fn log_taken_on_word(prev_hash: [u8; 32], height: u32, fresh: FreshTip) {
+    let why = match fresh {
+        FreshTip::Rival { .. } => "at the height of one it did (a block race: the pool's node and the mint's took different blocks)",
+        FreshTip::Missed { .. } | FreshTip::Announced => "at a height between two it did (the mint or its link was down, or two blocks came at once)",
+    };
+    tracing::info!(
+        prev_hash = %ehash::share::hex_be(&prev_hash),
+        height,
+        "chain view: quoting shares on a tip the mint's template provider never announced to it, {why}"
+    );
 }
