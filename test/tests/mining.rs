@@ -549,7 +549,7 @@ async fn a_set_up_job_declaration_client_may_stay_quiet() {
 }
 
 /// A pool whose `[jds]` allows no coinbase-only clients refuses their
-/// setup, naming the flag it needs, and sets up full-template ones.
+/// setup (`missing-declare-tx-data-flag`), and sets up full-template ones.
 #[tokio::test]
 async fn a_pool_may_refuse_coinbase_only_job_declaration_clients() {
     let stack = Stack::start_with(NBITS_NEVER, |c| {
@@ -565,7 +565,10 @@ async fn a_pool_may_refuse_coinbase_only_job_declaration_clients() {
         .try_setup(Protocol::JobDeclarationProtocol, 0)
         .await
         .unwrap_err();
-    assert!(refused.contains("unsupported-feature-flags"), "{refused}");
+    assert!(
+        refused.contains("missing-declare-tx-data-flag"),
+        "{refused}"
+    );
     coinbase_only.expect_closed().await;
     let mut full_template = JdTestClient::connect(jds).await;
     full_template.allocate().await;

@@ -53,7 +53,7 @@ use stratum_core::bitcoin::script::Instruction;
 use stratum_core::bitcoin::{Amount, Script, ScriptBuf, Transaction, TxOut, Wtxid};
 use stratum_core::common_messages_sv2::{
     has_declare_tx_data, Protocol, SetupConnectionErrorOwned, SetupConnectionOwned,
-    SetupConnectionSuccessOwned,
+    SetupConnectionSuccessOwned, ERROR_CODE_SETUP_CONNECTION_MISSING_DECLARE_TX_DATA_FLAG,
 };
 use stratum_core::job_declaration_sv2::{
     AllocateMiningJobTokenOwned, AllocateMiningJobTokenSuccessOwned, DeclareMiningJobErrorOwned,
@@ -105,7 +105,7 @@ struct JdConnection {
     pending: HashMap<u32, Pending>,
     /// Declarations dropped from `pending`, and why: their transactions,
     /// if they come, are answered with it (a large upload may come after
-    /// several tips; the latest [`STALE_PENDING_KEPT`] are kept).
+    /// several tips; the latest [`waiting::STALE_PENDING_KEPT`] are kept).
     stale_pending: VecDeque<(u32, Dropped)>,
 }
 
@@ -624,16 +624,15 @@ impl JobDeclarator {
 /// DECLARE_TX_DATA flag picks full-template mode, its absence coinbase-only
 /// (refused unless `allow_coinbase_only`).
 fn setup(m: &SetupConnectionOwned, allow_coinbase_only: bool) -> JdReply {
-    let refuse_with = |flags: u32, code: &str, reason: String| JdReply {
+    let refuse = |code: &str, reason: String| JdReply {
         messages: vec![AnyMessageOwned::Common(
             CommonMessagesOwned::SetupConnectionError(SetupConnectionErrorOwned {
-                flags,
+                flags: 0,
                 error_code: ehash::wire::str0255_truncated(code),
             }),
         )],
         close: Some(reason),
     };
-    let refuse = |code: &str, reason: String| refuse_with(0, code, reason);
     if m.protocol != Protocol::JobDeclarationProtocol {
         return refuse(
             "unsupported-protocol",
@@ -650,10 +649,8 @@ fn setup(m: &SetupConnectionOwned, allow_coinbase_only: bool) -> JdReply {
         );
     }
     if !allow_coinbase_only && !has_declare_tx_data(m.flags) {
-        // The flag this pool needs: DECLARE_TX_DATA.
-        return refuse_with(
-            0b1,
-            "unsupported-feature-flags",
+        return refuse(
+            ERROR_CODE_SETUP_CONNECTION_MISSING_DECLARE_TX_DATA_FLAG,
             "SetupConnection without DECLARE_TX_DATA: this pool takes no coinbase-only clients"
                 .into(),
         );

@@ -516,8 +516,10 @@ fn a_pool_may_take_no_coinbase_only_clients() {
     else {
         panic!("expected SetupConnection.Error, got {:?}", reply.messages)
     };
-    assert_eq!(e.error_code.as_utf8_or_hex(), "unsupported-feature-flags");
-    assert_eq!(e.flags, 0b1, "DECLARE_TX_DATA is what it needs");
+    assert_eq!(
+        e.error_code.as_utf8_or_hex(),
+        "missing-declare-tx-data-flag"
+    );
     assert!(reply.close.unwrap().contains("DECLARE_TX_DATA"));
     // A full-template client is set up.
     jds.on_connect(2);
