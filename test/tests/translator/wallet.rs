@@ -194,6 +194,70 @@ async fn a_quote_the_mint_issued_elsewhere_is_found_when_its_batch_is_refused() 
     mint.stop().await;
 }
 
+/// Two wallets on one seed, each with its own database (a second
+/// translator on the same mnemonic), derive the same outputs. The one that
+/// mints second finds its batch's outputs signed for the other's quotes: it
+/// takes none of those signatures for its own quotes, leaves no batch open,
+/// and mints its quotes at other counters, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_whose_outputs_another_on_its_seed_had_signed_mints_at_other_counters() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let key = wallet.locking_key();
+    // Both started before either minted: start-up finds nothing signed.
+    wallet.recover().await.unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open_wallet(&mint, other_dir.path()).await;
+    other.recover().await.unwrap();
+    let other_store = QuoteStore::open_in_memory().unwrap();
+    let other_total = pending_quotes(&mut link, &other_store, key, [3, 5]).await;
+    let minted = other.mint_pending(&other_store, 10).await.unwrap();
+    assert_eq!(minted.amount, other_total);
+
+    let total = pending_quotes(&mut link, &store, key, [4, 6]).await;
+    let round = wallet.mint_pending(&store, 10).await.unwrap();
+    assert_eq!(round.amount, total, "{round:?}");
+    assert!(round.already_issued.is_empty(), "{round:?}");
+    let url = mint.running.http_url();
+    each_issued_once_to(&wallet, &store, &mut link, &url, (4, total)).await;
+    mint.stop().await;
+}
+
+/// A wallet whose database is fresh (lost, or a second translator on the
+/// mnemonic) finds at start-up the outputs the mint signed at its counters
+/// for the seed's earlier use, and moves past them before it mints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_starting_on_a_used_seed_moves_its_counter_past_what_the_mint_signed() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let key = open_wallet(&mint, dir.path()).await.locking_key();
+    let earlier_dir = tempfile::tempdir().unwrap();
+    let earlier = open_wallet(&mint, earlier_dir.path()).await;
+    earlier.recover().await.unwrap();
+    let earlier_store = QuoteStore::open_in_memory().unwrap();
+    // One batch of 62 in five outputs: counters 0 to 4.
+    pending_quotes(&mut link, &earlier_store, key, [1, 2, 3, 4, 5]).await;
+    let minted = earlier.mint_pending(&earlier_store, 5).await.unwrap();
+    assert_eq!(minted.minted.len(), 5);
+
+    let wallet = open_wallet(&mint, dir.path()).await;
+    wallet.recover().await.unwrap();
+    let keyset = wallet.cdk().active_keyset().await.unwrap().id;
+    let counter = wallet
+        .cdk()
+        .localstore
+        .increment_keyset_counter(&keyset, 0)
+        .await
+        .unwrap();
+    // Probes at 0, 1, 3 signed, 7 not: the counter is 7.
+    assert_eq!(counter, 7);
+    let total = pending_quotes(&mut link, &store, key, [4, 6]).await;
+    let round = wallet.mint_pending(&store, 10).await.unwrap();
+    assert_eq!(round.amount, total, "{round:?}");
+    let url = mint.running.http_url();
+    each_issued_once_to(&wallet, &store, &mut link, &url, (7, total)).await;
+    mint.stop().await;
+}
+
 /// Paid quotes of 2^bits for each of `bits`, recorded pending; their sum.
 pub(super) async fn pending_quotes(
     link: &mut PoolClient,
@@ -329,7 +393,8 @@ async fn an_open_batch_left_by_a_dead_process_is_settled_before_new_ones() {
     let (proxy, dropped) = answer_dropping_proxy(mint.running.http_addr, &lost).await;
     let db = dir.path().join("wallet.sqlite");
     let key = {
-        let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
+        // Recovered on the mint itself: the proxy drops the round's answers.
+        let wallet = open_wallet(&mint, dir.path()).await;
         wallet.recover().await.unwrap();
         wallet.locking_key()
     };
@@ -402,8 +467,13 @@ async fn a_batch_settled_after_its_proofs_were_consolidated_adds_none_back() {
     let (proxy, _) = answer_dropping_proxy(mint.running.http_addr, &lost_twice).await;
     let db = dir.path().join("wallet.sqlite");
     {
+        // Recovered on the mint itself: the proxy drops the round's answers.
+        open_wallet(&mint, dir.path())
+            .await
+            .recover()
+            .await
+            .unwrap();
         let wallet = wallet_at(&format!("http://{proxy}"), &db).await;
-        wallet.recover().await.unwrap();
         let key = wallet.locking_key();
         // Two batches of three quotes of 2: two proofs each (4 + 2).
         pending_quotes(&mut link, &store, key, [1; 6]).await;

@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::quotes::{QuoteStore, StoreError};
 
 mod consolidate;
+mod counters;
 mod dir;
 mod issue;
 mod lookup;
@@ -245,7 +246,8 @@ impl EhashWallet {
     /// sagas: sends, receives, swaps); mint batches are settled by
     /// [`mint_pending`](Self::mint_pending). Needs the mint; what cdk
     /// leaves pending (it could not ask the mint) is recovered again before
-    /// the next consolidation.
+    /// the next consolidation. Then moves the keyset counter past outputs
+    /// the mint signed for another use of it ([`counters`]).
     pub async fn recover(&self) -> Result<(), WalletError> {
         let report = self.wallet.recover_incomplete_sagas().await?;
         debug!(?report, "wallet saga recovery");
@@ -257,6 +259,9 @@ impl EhashWallet {
         }
         self.swap_unsettled
             .store(report.skipped > 0, Ordering::Relaxed);
+        let keyset = self.wallet.active_keyset().await?;
+        self.skip_counters_signed_before(keyset.id, &mut MintRound::default())
+            .await?;
         Ok(())
     }
 

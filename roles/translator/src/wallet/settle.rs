@@ -6,14 +6,19 @@
 //!
 //! ```text
 //!   open batch ──> which outputs did the mint sign? (NUT-09 restore)
-//!                    │ all                 │ none
-//!                    v                     v
-//!              store, close       its only request refused? ── yes ──> close,
-//!                                          │ no                       quotes pending
-//!                                          v
-//!                              send the same request again
+//!                    │ all, its quotes issued      │ none
+//!                    v                             v
+//!              store, close           its only request refused? ── yes ──> close,
+//!                                                  │ no                   quotes pending
+//!                                                  v
+//!                                      send the same request again
 //!     signed: store, close │ no answer: stays open │ refused: see below
 //! ```
+//!
+//! Outputs signed otherwise (some of them, or all with a quote not issued)
+//! were signed for another use of their counters (see [`super::counters`]):
+//! the batch is closed with nothing stored, its quotes pending again, and
+//! the counter moves past what the mint signed.
 //!
 //! A batch whose request got no answer is never closed on "nothing signed
 //! yet": the request may still be on its way through the mint (a proxy
@@ -31,14 +36,17 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Instant;
 
-use cdk::nuts::{BlindSignature, CheckStateRequest, Id, PublicKey, RestoreRequest, State};
+use cdk::nuts::{
+    BatchCheckMintQuoteRequest, BlindSignature, CheckStateRequest, Id, MintQuoteState, PublicKey,
+    RestoreRequest, State,
+};
 use cdk::wallet::types::ProofInfo;
 use cdk::wallet::MintConnector;
 use tracing::{error, info, warn};
 
 use super::issue::{derive_outputs, off_runtime, signed_outputs, MAX_OUTPUTS};
 use super::unanswered::HOLD_TIMEOUTS;
-use super::{EhashWallet, MintRound, WalletError};
+use super::{ehash_method, EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
 
 /// What is known of an open batch's last request.
@@ -176,28 +184,27 @@ impl EhashWallet {
             let outputs = premint.secrets.len();
             let (signed, signatures) = signed_outputs(premint.clone(), &by_blinded);
             if !signatures.is_empty() {
-                let quotes = if signatures.len() == outputs {
+                // The mint signs a batch whole, issuing its quotes: anything
+                // else was signed for another use of these counters.
+                if signatures.len() == outputs && self.issued_at_mint(&batch, round).await? {
                     info!(
                         batch = batch.id,
                         quotes = batch.quotes.len(),
                         "restored a signed batch"
                     );
-                    batch.quotes.clone()
-                } else {
-                    // Never from a mint that signs a batch in one
-                    // transaction. The proofs are kept; the quotes are
-                    // pending again, and the mint's refusal of them then
-                    // leads to asking about each.
-                    error!(
-                        batch = batch.id,
-                        signed = signatures.len(),
-                        outputs,
-                        "the mint signed part of a batch: its proofs kept, its quotes pending again"
-                    );
-                    vec![]
-                };
-                let proofs = self.proofs(signed, signatures, keys).await?;
-                return Ok(Settled::Signed(MintBatch { quotes, ..batch }, proofs));
+                    let proofs = self.proofs(signed, signatures, keys).await?;
+                    return Ok(Settled::Signed(batch, proofs));
+                }
+                error!(
+                    batch = batch.id,
+                    signed = signatures.len(),
+                    outputs,
+                    "the mint signed this batch's outputs for another use of their counters, \
+                     not for its quotes: the batch is closed, its quotes pending again"
+                );
+                self.skip_counters_signed_before(keyset_id, round).await?;
+                store.close_batches(&[batch.id], &[])?;
+                return Ok(Settled::Unsigned(batch));
             }
             if last == LastRequest::Refused {
                 info!(
@@ -276,6 +283,29 @@ impl EhashWallet {
             .zip(restored.signatures)
             .map(|(output, signature)| (output.blinded_secret, signature))
             .collect())
+    }
+
+    /// Whether the mint reports every quote of `batch` issued (NUT-29's
+    /// batch check).
+    async fn issued_at_mint(
+        &self,
+        batch: &MintBatch,
+        round: &mut MintRound,
+    ) -> Result<bool, WalletError> {
+        let request = BatchCheckMintQuoteRequest {
+            quotes: batch.quotes.iter().map(|(id, _)| id.clone()).collect(),
+        };
+        let states = self
+            .client
+            .post_batch_check_mint_quote_status(&ehash_method(), request)
+            .await
+            .map_err(WalletError::from);
+        round.saw_answer(&states);
+        let states = states?;
+        Ok(states.len() == batch.quotes.len()
+            && states
+                .iter()
+                .all(|quote| quote.state() == Some(MintQuoteState::Issued)))
     }
 
     /// The batches' proofs less those the mint reports spent (NUT-07): a
