@@ -100,7 +100,7 @@ pub struct Tip {
 
 /// Pools of the mint's `[[pools]]`, one bit each: the i-th pool's is bit
 /// i, and pools from the 64th on share the last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Pools(pub u64);
 
 impl Pools {

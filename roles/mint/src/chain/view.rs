@@ -10,14 +10,14 @@ use mint_quote_sv2::error_code;
 use tokio::sync::watch;
 
 use super::on_word::TakenOnWord;
-
-/// A tip younger than this (Bitcoin Core's initial block download ends
-/// within a day of the chain's time) shows its provider following the chain.
-const RECENT_TIP_SECS: u32 = 24 * 60 * 60;
 use super::{
     FreshTip, HeaderOnTip, KeptTip, Pools, Recorded, Tip, TipHistory, TipProblem, MAX_BLOCKS_AHEAD,
 };
 use crate::quote::Rejection;
+
+/// A tip younger than this (Bitcoin Core's initial block download ends
+/// within a day of the chain's time) shows its provider following the chain.
+const RECENT_TIP_SECS: u32 = 24 * 60 * 60;
 
 /// The chain view as the template provider link keeps it.
 #[derive(Debug, Clone)]
@@ -151,7 +151,8 @@ impl Chain {
         match checked.fresh {
             FreshTip::Announced => {}
             FreshTip::Missed { height } | FreshTip::Rival { height } => {
-                let new = roles_common::lock(&self.taken_on_word).take(header.prev_hash, height)?;
+                let new =
+                    roles_common::lock(&self.taken_on_word).take(header.prev_hash, height, pool)?;
                 if new {
                     log_taken_on_word(header.prev_hash, height, checked.fresh);
                 }
