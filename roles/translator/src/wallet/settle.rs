@@ -15,8 +15,8 @@
 //!     signed: store, close │ no answer: stays open │ refused: see below
 //! ```
 //!
-//! Outputs signed otherwise (some of them, or all with a quote not issued)
-//! were signed for another use of their counters (see [`super::counters`]):
+//! Outputs signed otherwise (some of them, at other amounts, or all with a
+//! quote not issued) were signed for another use of their counters (see [`super::counters`]):
 //! the batch is closed with nothing stored, its quotes pending again, and
 //! the counter moves past what the mint signed.
 //!
@@ -184,9 +184,25 @@ impl EhashWallet {
             let outputs = premint.secrets.len();
             let (signed, signatures) = signed_outputs(premint.clone(), &by_blinded);
             if !signatures.is_empty() {
-                // The mint signs a batch whole, issuing its quotes: anything
-                // else was signed for another use of these counters.
-                if signatures.len() == outputs && self.issued_at_mint(&batch, round).await? {
+                // The mint signs a batch whole, at its outputs' amounts,
+                // issuing its quotes: anything else was signed for another
+                // use of these counters.
+                let whole = signatures.len() == outputs
+                    && signed
+                        .secrets
+                        .iter()
+                        .zip(&signatures)
+                        .all(|(output, signature)| {
+                            output.amount == signature.amount && signature.keyset_id == keyset_id
+                        });
+                let issued = match whole {
+                    true => match self.issued_at_mint(&batch, round).await {
+                        Err(e) if e.timed_out() => return Ok(Settled::MintTooSlow(e)),
+                        issued => issued?,
+                    },
+                    false => false,
+                };
+                if issued {
                     info!(
                         batch = batch.id,
                         quotes = batch.quotes.len(),
@@ -286,26 +302,32 @@ impl EhashWallet {
     }
 
     /// Whether the mint reports every quote of `batch` issued (NUT-29's
-    /// batch check).
+    /// batch check, in as many requests as the mint's batch limit asks).
     async fn issued_at_mint(
         &self,
         batch: &MintBatch,
         round: &mut MintRound,
     ) -> Result<bool, WalletError> {
-        let request = BatchCheckMintQuoteRequest {
-            quotes: batch.quotes.iter().map(|(id, _)| id.clone()).collect(),
-        };
-        let states = self
-            .client
-            .post_batch_check_mint_quote_status(&ehash_method(), request)
-            .await
-            .map_err(WalletError::from);
-        round.saw_answer(&states);
-        let states = states?;
-        Ok(states.len() == batch.quotes.len()
-            && states
-                .iter()
-                .all(|quote| quote.state() == Some(MintQuoteState::Issued)))
+        let limit = self.batch_size(batch.quotes.len()).await;
+        for quotes in batch.quotes.chunks(limit) {
+            let request = BatchCheckMintQuoteRequest {
+                quotes: quotes.iter().map(|(id, _)| id.clone()).collect(),
+            };
+            let states = self
+                .client
+                .post_batch_check_mint_quote_status(&ehash_method(), request)
+                .await
+                .map_err(WalletError::from);
+            round.saw_answer(&states);
+            let states = states?;
+            let issued = |quote: &cdk::MintQuoteResponse<String>| {
+                quote.state() == Some(MintQuoteState::Issued)
+            };
+            if states.len() != quotes.len() || !states.iter().all(issued) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The batches' proofs less those the mint reports spent (NUT-07): a
