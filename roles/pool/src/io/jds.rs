@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Listening, Shared};
-use crate::jds::{JdConnId, JdReply};
+use crate::jds::{JdConnId, JdLate, JdReply};
 
 /// The most bytes one job declaration frame takes on the wire: a block's
 /// transactions (ProvideMissingTransactions.Success, at most 4 MB) with
@@ -110,12 +110,12 @@ struct Link<'a> {
     id: JdConnId,
     reader: &'a mut Sv2Reader,
     writer: &'a mut NoiseWriter,
-    late: &'a mut mpsc::UnboundedReceiver<AnyMessageOwned>,
+    late: &'a mut mpsc::UnboundedReceiver<JdLate>,
 }
 
 impl Link<'_> {
     async fn relay(
-        self,
+        mut self,
         shared: &Shared,
         listening: &Listening,
         shutdown: &CancellationToken,
@@ -137,8 +137,18 @@ impl Link<'_> {
             let incoming = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 late = self.late.recv() => {
-                    let Some(m) = late else { return Ok(()) };
-                    send_within(self.writer, m, listening).await?;
+                    let reply = match late {
+                        None => return Ok(()),
+                        Some(JdLate::Message(m)) => JdReply {
+                            messages: vec![m],
+                            ..JdReply::default()
+                        },
+                        Some(JdLate::Accepted(accepted)) => JdReply {
+                            accepted: Some(accepted),
+                            ..JdReply::default()
+                        },
+                    };
+                    self.answer(reply, shared, listening).await?;
                     continue;
                 }
                 _ = parked_check.tick() => {
@@ -162,17 +172,47 @@ impl Link<'_> {
             debug!(jd_conn = id, "received {}", message_name(&msg));
             // Hashing done before the declarator is locked.
             let msg = crate::jds::prepare(msg);
-            let JdReply { messages, close } =
-                shared.with_jds(|jds| jds.on_prepared(id, msg, now_ms()));
-            for m in messages {
-                send_within(self.writer, m, listening).await?;
-            }
-            if let Some(reason) = close {
-                return Err(reason);
-            }
+            let reply = shared.with_jds(|jds| jds.on_prepared(id, msg, now_ms()));
+            self.answer(reply, shared, listening).await?;
             // SetupConnection comes first, or the link is closed above.
             set_up = true;
         }
+    }
+
+    /// Sends `reply`; a job it accepted is declared once its merkle path is
+    /// built, off the runtime and with the declarator unlocked, and its
+    /// answer sent after.
+    async fn answer(
+        &mut self,
+        reply: JdReply,
+        shared: &Shared,
+        listening: &Listening,
+    ) -> Result<(), String> {
+        let JdReply {
+            messages,
+            close,
+            accepted,
+        } = reply;
+        for m in messages {
+            send_within(self.writer, m, listening).await?;
+        }
+        if let Some(reason) = close {
+            return Err(reason);
+        }
+        let Some(accepted) = accepted else {
+            return Ok(());
+        };
+        let (accepted, merkle_path) = tokio::task::spawn_blocking(move || {
+            let merkle_path = accepted.merkle_path();
+            (accepted, merkle_path)
+        })
+        .await
+        .map_err(|e| format!("building a merkle path: {e}"))?;
+        let declared = shared.with_jds(|jds| jds.finish(accepted, merkle_path, now_ms()));
+        for m in declared.messages {
+            send_within(self.writer, m, listening).await?;
+        }
+        Ok(())
     }
 }
 

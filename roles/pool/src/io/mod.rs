@@ -87,7 +87,7 @@ pub(crate) struct Shared {
     /// Job declaration clients, for answers that come later than their
     /// request (numbered apart from `writers`).
     pub(crate) jd_writers:
-        Mutex<HashMap<crate::jds::JdConnId, mpsc::UnboundedSender<AnyMessageOwned>>>,
+        Mutex<HashMap<crate::jds::JdConnId, mpsc::UnboundedSender<crate::jds::JdLate>>>,
     solutions: mpsc::UnboundedSender<SubmitSolutionOwned>,
     pub(crate) events: broadcast::Sender<PoolEvent>,
     sink: Option<Arc<dyn AcceptedShareSink>>,

@@ -56,17 +56,37 @@ pub(super) struct CoinbaseOnlyToken {
     pub(super) set_order: Option<u64>,
 }
 
+/// A declaration whose transactions are all there: its job is declared
+/// once its coinbase's merkle path is built ([`Accepted::merkle_path`],
+/// outside the declarator's lock: a block's transactions take milliseconds
+/// to hash) and handed to [`JobDeclarator::finish`].
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    conn: JdConnId,
+    request_id: u32,
+    coinbase: DeclaredCoinbase,
+    version: u32,
+    tip_seq: u64,
+    txids: Vec<[u8; 32]>,
+}
+
+impl Accepted {
+    /// The coinbase's merkle path among the declared transactions.
+    pub fn merkle_path(&self) -> Vec<[u8; 32]> {
+        ehash::coinbase::coinbase_merkle_path(&self.txids)
+    }
+}
+
 impl JobDeclarator {
-    /// Every transaction of `declared` is known or `provided`: the job is
-    /// declared, on the current tip (a new tip drops pending declarations).
+    /// Every transaction of `declared` is known or `provided`, on the
+    /// current tip (a new tip drops pending declarations): accepted, if
+    /// the block is not too heavy, for [`Self::finish`] to declare.
     pub(super) fn accept(
         &mut self,
         conn: JdConnId,
         declared: Pending,
         provided: &[Listed],
-        now_ms: u64,
     ) -> JdReply {
-        let tip_seq = self.tip_seq;
         let request_id = declared.request_id;
         let provided: HashMap<Wtxid, &Listed> = provided.iter().map(|tx| (tx.wtxid, tx)).collect();
         let mut weight = declared.coinbase_weight;
@@ -94,6 +114,41 @@ impl JobDeclarator {
                 &format!("the block weighs {weight}, more than {MAX_BLOCK_WEIGHT}"),
             );
         }
+        JdReply {
+            accepted: Some(Accepted {
+                conn,
+                request_id,
+                coinbase: declared.coinbase,
+                version: declared.version,
+                tip_seq: self.tip_seq,
+                txids,
+            }),
+            ..JdReply::default()
+        }
+    }
+
+    /// Declares `accepted`'s job, its coinbase's `merkle_path` built: if
+    /// its connection is still up and the tip did not move meanwhile.
+    pub fn finish(
+        &mut self,
+        accepted: Accepted,
+        merkle_path: Vec<[u8; 32]>,
+        now_ms: u64,
+    ) -> JdReply {
+        let Accepted {
+            conn,
+            request_id,
+            coinbase,
+            version,
+            tip_seq,
+            txids,
+        } = accepted;
+        if !self.connections.contains_key(&conn) {
+            return JdReply::default();
+        }
+        if tip_seq != self.tip_seq {
+            return declare_error(request_id, "stale-chain-tip", "the tip moved meanwhile");
+        }
         self.evict_oldest_beyond(conn, MAX_DECLARED_PER_CONNECTION - 1);
         if !self.room_for_a_job() {
             return declare_error(
@@ -113,9 +168,9 @@ impl JobDeclarator {
             token,
             DeclaredJob {
                 owner: conn,
-                coinbase: declared.coinbase,
-                merkle_path: ehash::coinbase::coinbase_merkle_path(&txids),
-                version: declared.version,
+                coinbase,
+                merkle_path,
+                version,
                 tip_seq,
                 expires_ms: now_ms + DECLARED_JOB_TTL_MS,
                 set_on: HashSet::new(),

@@ -68,6 +68,7 @@ use coinbase::{DeclaredCoinbase, Refusal};
 pub use custom_job::CustomJobRefusal;
 pub use prepared::{prepare, JdMessage};
 
+pub use held::Accepted;
 use held::{CoinbaseOnlyToken, DeclaredJob, MAX_DECLARED_PER_CONNECTION};
 use prepared::Declaration;
 use waiting::{Dropped, Pending};
@@ -109,26 +110,42 @@ struct JdConnection {
     stale_pending: VecDeque<(u32, Dropped)>,
 }
 
-/// What to send a JDS connection, and whether to close it after.
+/// What to send a JDS connection, and whether to close it after; and a
+/// job to declare once its merkle path is built.
 #[derive(Debug, Default)]
 pub struct JdReply {
     pub messages: Vec<AnyMessageOwned>,
     pub close: Option<String>,
+    pub accepted: Option<Accepted>,
+}
+
+/// What the declarator has for a connection at a new tip (its parked
+/// declarations' answers), sent on by the core.
+#[derive(Debug, Clone)]
+pub enum JdLate {
+    Message(AnyMessageOwned),
+    Accepted(Accepted),
 }
 
 impl JdReply {
     fn send(message: JobDeclarationOwned) -> Self {
         JdReply {
             messages: vec![AnyMessageOwned::JobDeclaration(message)],
-            close: None,
+            ..JdReply::default()
         }
     }
 
     fn close(reason: impl Into<String>) -> Self {
         JdReply {
-            messages: vec![],
             close: Some(reason.into()),
+            ..JdReply::default()
         }
+    }
+
+    /// The messages to send, the job to declare last.
+    fn into_late(self) -> impl Iterator<Item = JdLate> {
+        let messages = self.messages.into_iter().map(JdLate::Message);
+        messages.chain(self.accepted.map(JdLate::Accepted))
     }
 }
 
@@ -298,14 +315,14 @@ impl JobDeclarator {
         prev: &SetNewPrevHashOwned,
         template: &NewTemplateOwned,
         now_ms: u64,
-    ) -> Vec<(JdConnId, AnyMessageOwned)> {
+    ) -> Vec<(JdConnId, JdLate)> {
         self.set_tip(prev, template);
         let parked = std::mem::take(&mut self.parked);
         let mut answers = Vec::new();
         for p in parked {
             if self.connections.contains_key(&p.conn) {
                 let reply = self.declare(p.conn, p.declaration, now_ms, false);
-                answers.extend(reply.messages.into_iter().map(|m| (p.conn, m)));
+                answers.extend(reply.into_late().map(|late| (p.conn, late)));
             }
         }
         answers
@@ -369,9 +386,17 @@ impl JobDeclarator {
         self.known.len()
     }
 
-    /// One message of JDS connection `conn`.
+    /// One message of JDS connection `conn`, its answer whole: a job it
+    /// declares is declared now (the pool's link builds its merkle path
+    /// outside the lock: [`Self::on_prepared`], [`Self::finish`]).
     pub fn on_message(&mut self, conn: JdConnId, msg: AnyMessageOwned, now_ms: u64) -> JdReply {
-        self.on_prepared(conn, prepare(msg), now_ms)
+        let mut reply = self.on_prepared(conn, prepare(msg), now_ms);
+        if let Some(accepted) = reply.accepted.take() {
+            let merkle_path = accepted.merkle_path();
+            let declared = self.finish(accepted, merkle_path, now_ms);
+            reply.messages.extend(declared.messages);
+        }
+        reply
     }
 
     /// One message of JDS connection `conn`, with its own work done
@@ -421,7 +446,7 @@ impl JobDeclarator {
         };
         let msg = match (state.setup_done, msg) {
             (true, JdMessage::Declare(d)) => return self.declare(conn, d, now_ms, true),
-            (true, JdMessage::Provided(p)) => return self.provided(conn, p, now_ms),
+            (true, JdMessage::Provided(p)) => return self.provided(conn, p),
             (false, JdMessage::Declare(_)) => {
                 return JdReply::close("DeclareMiningJob before SetupConnection")
             }
@@ -575,7 +600,7 @@ impl JobDeclarator {
             missing,
         };
         if declared.missing.is_empty() {
-            self.accept(conn, declared, &[], now_ms)
+            self.accept(conn, declared, &[])
         } else {
             self.ask_for_missing(conn, declared)
         }
@@ -632,6 +657,7 @@ fn setup(m: &SetupConnectionOwned, allow_coinbase_only: bool) -> JdReply {
             }),
         )],
         close: Some(reason),
+        accepted: None,
     };
     if m.protocol != Protocol::JobDeclarationProtocol {
         return refuse(
@@ -662,7 +688,7 @@ fn setup(m: &SetupConnectionOwned, allow_coinbase_only: bool) -> JdReply {
                 flags: 0,
             }),
         )],
-        close: None,
+        ..JdReply::default()
     }
 }
 

@@ -506,6 +506,52 @@ fn a_coinbase_only_client_sets_its_tokens_directly_paying_the_pool_on_its_tip() 
     assert_eq!(refusal(&mut jds, &again, &k), "invalid-mining-job-token");
 }
 
+/// A job is declared once its merkle path is built, outside the lock: if
+/// the tip moved meanwhile it is stale, and if its client left, nothing.
+#[test]
+fn an_accepted_job_is_declared_on_the_tip_it_was_accepted_on_while_its_client_is_there() {
+    let txs = [tx(1), tx(2)];
+    let (mut jds, t) = declarator(&txs, &txs);
+    let accept = |jds: &mut JobDeclarator| {
+        let token = allocate(jds, 1);
+        let m = declaration(token, &t, vec![pool_output(&t)], &txs);
+        let reply = jds.on_prepared(
+            1,
+            prepare(jd(JobDeclarationOwned::DeclareMiningJob(m))),
+            NOW,
+        );
+        assert!(reply.messages.is_empty() && reply.close.is_none());
+        reply.accepted.expect("every transaction known")
+    };
+    let accepted = accept(&mut jds);
+    let merkle_path = accepted.merkle_path();
+    assert_eq!(
+        merkle_path,
+        ehash::coinbase::coinbase_merkle_path(
+            &txs.iter()
+                .map(|tx| tx.compute_txid().to_byte_array())
+                .collect::<Vec<_>>()
+        )
+    );
+    let declared = jds.finish(accepted, merkle_path.clone(), NOW);
+    assert!(matches!(
+        only(declared),
+        JobDeclarationOwned::DeclareMiningJobSuccess(_)
+    ));
+
+    let accepted = accept(&mut jds);
+    new_tip(&mut jds, &txs);
+    let stale = jds.finish(accepted, merkle_path.clone(), NOW);
+    assert_eq!(error_code(&only(stale)), "stale-chain-tip");
+
+    let accepted = accept(&mut jds);
+    let declared_before = jds.declared.len();
+    jds.on_disconnect(1);
+    let gone = jds.finish(accepted, merkle_path, NOW);
+    assert!(gone.messages.is_empty());
+    assert_eq!(jds.declared.len(), declared_before);
+}
+
 #[test]
 fn a_pool_may_take_no_coinbase_only_clients() {
     let mut jds = JobDeclarator::new(pool_script(), false);
@@ -899,18 +945,19 @@ fn a_declaration_one_block_ahead_waits_for_the_pool_s_tip() {
     let m = declaration(token, &ahead, vec![pool_output(&ahead)], &txs);
     let reply = jds.on_message(1, jd(JobDeclarationOwned::DeclareMiningJob(m)), NOW);
     assert!(reply.messages.is_empty() && reply.close.is_none(), "parked");
-    // The pool's tip moves there too: the declaration is answered.
-    let answers = jds.on_tip(&prev, &ahead, NOW + 10);
-    assert!(
-        matches!(
-            &answers[..],
-            [(
-                1,
-                AnyMessageOwned::JobDeclaration(JobDeclarationOwned::DeclareMiningJobSuccess(_))
-            )]
-        ),
-        "{answers:?}"
-    );
+    // The pool's tip moves there too: the declaration is accepted, and
+    // declared once its merkle path is built (by its link, unlocked).
+    let mut answers = jds.on_tip(&prev, &ahead, NOW + 10);
+    let Some((1, JdLate::Accepted(accepted))) = answers.pop() else {
+        panic!("{answers:?}")
+    };
+    assert!(answers.is_empty(), "{answers:?}");
+    let merkle_path = accepted.merkle_path();
+    let declared = jds.finish(accepted, merkle_path, NOW + 10);
+    assert!(matches!(
+        only(declared),
+        JobDeclarationOwned::DeclareMiningJobSuccess(_)
+    ));
 
     // One that waits too long is refused as stale with the next message.
     let mut further = ahead.clone();

@@ -136,7 +136,7 @@ impl JobDeclarator {
 
     /// ProvideMissingTransactions.Success: each transaction must be the
     /// one declared at its position, and not a coinbase.
-    pub(super) fn provided(&mut self, conn: JdConnId, m: Provided, now_ms: u64) -> JdReply {
+    pub(super) fn provided(&mut self, conn: JdConnId, m: Provided) -> JdReply {
         let request_id = m.request_id;
         let state = self
             .connections
@@ -199,6 +199,6 @@ impl JobDeclarator {
             }
             provided.push(tx.listed);
         }
-        self.accept(conn, pending, &provided, now_ms)
+        self.accept(conn, pending, &provided)
     }
 }

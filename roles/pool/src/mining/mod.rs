@@ -125,7 +125,7 @@ pub enum Action {
     /// Tell the stats service.
     Stats(StatsEvent),
     /// Send a message to a job declaration client (a late answer).
-    JobDeclaration(crate::jds::JdConnId, AnyMessageOwned),
+    JobDeclaration(crate::jds::JdConnId, crate::jds::JdLate),
 }
 
 /// Error codes of our own (the SV2 spec leaves these to the pool).
