@@ -45,10 +45,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages to the pool that may wait unwritten (about 8 s of shares at
 /// 1,000 shares/s); past that the pool is not reading and the session ends.
 const POOL_QUEUE: usize = 8192;
+/// Messages to the template provider and the job declarator that may wait
+/// unwritten: a few per template; past that the peer is not reading.
+const TP_QUEUE: usize = 256;
+const JDS_QUEUE: usize = 256;
 /// How long a closing session may take to write what it queued for the pool.
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Messages of the downstreams waiting for the session task, at most.
+pub(crate) const FROM_DOWNSTREAMS: usize = 4096;
 
 /// Downstream task -> session task.
 pub(crate) enum FromDownstream {
@@ -61,7 +68,7 @@ pub(crate) enum FromDownstream {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     config: Arc<JdClientConfig>,
-    to_session: mpsc::UnboundedSender<FromDownstream>,
+    to_session: mpsc::Sender<FromDownstream>,
     shutdown: CancellationToken,
 ) {
     let connections = shutdown.clone();
@@ -78,7 +85,7 @@ pub(crate) async fn accept_loop(
                     Ok(()) => info!(down = id, %peer, "downstream disconnected"),
                     Err(reason) => warn!(down = id, %peer, "closing downstream: {reason}"),
                 }
-                let _ = to_session.send(FromDownstream::Gone(id));
+                let _ = to_session.send(FromDownstream::Gone(id)).await;
             }
         },
     )
@@ -90,7 +97,7 @@ async fn serve_downstream(
     stream: TcpStream,
     peer: SocketAddr,
     c: &JdClientConfig,
-    to_session: &mpsc::UnboundedSender<FromDownstream>,
+    to_session: &mpsc::Sender<FromDownstream>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
@@ -105,7 +112,7 @@ async fn serve_downstream(
     info!(down = id, %peer, "downstream connected");
     let mut reader = Sv2Reader::spawn(reader, "downstream", 256);
     let (out_tx, mut out_rx) = mpsc::channel(SEND_QUEUE);
-    let _ = to_session.send(FromDownstream::Connected(id, out_tx));
+    let _ = to_session.send(FromDownstream::Connected(id, out_tx)).await;
     let mut out = Vec::new();
     let result = loop {
         tokio::select! {
@@ -122,7 +129,11 @@ async fn serve_downstream(
             }
             incoming = reader.recv() => match incoming {
                 Ok(m) => {
-                    let _ = to_session.send(FromDownstream::Message(id, m));
+                    // Waits while the session is busy or between sessions:
+                    // the peer's messages then wait in its socket, not here.
+                    if to_session.send(FromDownstream::Message(id, m)).await.is_err() {
+                        break Ok(());
+                    }
                 }
                 Err(ReadError::ClosedByPeer) => break Ok(()),
                 Err(e) => break Err(e.to_string()),
@@ -136,16 +147,44 @@ async fn serve_downstream(
 
 /// The upstream links of one session.
 struct Links {
-    tp: Sv2Connection,
-    jds: Option<Sv2Connection>,
-    pool: PoolLink,
+    tp: Link,
+    jds: Option<Link>,
+    pool: Link,
 }
 
-/// The link to the pool, which carries every share: written by a task of
-/// its own, so the session goes on reading while the pool is slow to read.
-struct PoolLink {
+impl Links {
+    /// Writes what each link queued (for at most `within` each), then
+    /// closes them.
+    async fn close(self, within: Duration) {
+        let jds = self.jds.map(|jds| jds.writer.close(within));
+        tokio::join!(
+            self.pool.writer.close(within),
+            self.tp.writer.close(within),
+            async {
+                if let Some(jds) = jds {
+                    jds.await
+                }
+            }
+        );
+    }
+}
+
+/// An upstream link: written by a task of its own, so the session goes on
+/// reading (shares, tips) while a peer is slow to read, and never waits on
+/// one that stopped.
+struct Link {
     reader: Sv2Reader,
     writer: Sv2Writer,
+}
+
+impl Link {
+    fn of(connection: Sv2Connection, queue: usize) -> Self {
+        let Sv2Connection { writer, reader, .. } = connection;
+        Self {
+            reader,
+            writer: Sv2Writer::spawn(writer, queue),
+        }
+    }
 }
 
 /// Why a session ended, and the mode of the next one.
@@ -158,7 +197,7 @@ struct SessionEnd {
 /// Runs sessions until `shutdown`.
 pub(crate) async fn run_sessions(
     config: JdClientConfig,
-    mut from_downstream: mpsc::UnboundedReceiver<FromDownstream>,
+    mut from_downstream: mpsc::Receiver<FromDownstream>,
     events: broadcast::Sender<JdcEvent>,
     shutdown: CancellationToken,
 ) {
@@ -179,7 +218,7 @@ pub(crate) async fn run_sessions(
                     solutions: &mut solutions,
                 };
                 let end = session.run(&mut from_downstream, &shutdown).await;
-                session.links.pool.writer.close(CLOSE_WITHIN).await;
+                session.links.close(CLOSE_WITHIN).await;
                 end
             }
             Err(end) => end,
@@ -266,12 +305,11 @@ async fn connect(config: &JdClientConfig, mode: Mode) -> Result<Links, SessionEn
     if !ehash {
         warn!("the pool did not grant the ehash extension: no ehash notifications pass through");
     }
-    let Sv2Connection { writer, reader, .. } = pool;
-    let pool = PoolLink {
-        reader,
-        writer: Sv2Writer::spawn(writer, POOL_QUEUE),
-    };
-    Ok(Links { tp, jds, pool })
+    Ok(Links {
+        tp: Link::of(tp, TP_QUEUE),
+        jds: jds.map(|jds| Link::of(jds, JDS_QUEUE)),
+        pool: Link::of(pool, POOL_QUEUE),
+    })
 }
 
 /// The job declarator connection, set up in full-template mode.
@@ -323,7 +361,7 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run(
         &mut self,
-        from_downstream: &mut mpsc::UnboundedReceiver<FromDownstream>,
+        from_downstream: &mut mpsc::Receiver<FromDownstream>,
         shutdown: &CancellationToken,
     ) -> SessionEnd {
         let actions = match self.links.jds {
@@ -353,7 +391,7 @@ impl Session<'_> {
 
     async fn serve(
         &mut self,
-        from_downstream: &mut mpsc::UnboundedReceiver<FromDownstream>,
+        from_downstream: &mut mpsc::Receiver<FromDownstream>,
         shutdown: &CancellationToken,
     ) -> SessionEnd {
         let mode = self.core.mode();
@@ -372,6 +410,10 @@ impl Session<'_> {
         let config = self.config;
         let mut probe = None;
         loop {
+            let (jds_reader, jds_writer) = match &mut self.links.jds {
+                Some(jds) => (Some(&mut jds.reader), Some(&mut jds.writer)),
+                None => (None, None),
+            };
             let actions = tokio::select! {
                 _ = shutdown.cancelled() => return end("stopping".into(), mode),
                 msg = from_downstream.recv() => match msg {
@@ -379,6 +421,8 @@ impl Session<'_> {
                     None => return end("downstream listener gone".into(), mode),
                 },
                 reason = self.links.pool.writer.failed() => return end(format!("pool link: {reason}"), mode),
+                reason = self.links.tp.writer.failed() => return end(format!("template provider link: {reason}"), mode),
+                reason = jds_failed(jds_writer) => return end(format!("job declarator link: {reason}: mining the pool's jobs"), Mode::PoolJobs),
                 read = self.links.pool.reader.recv() => match read {
                     Ok(Incoming::Sv2(m)) => self.core.on_upstream(m),
                     Ok(Incoming::Ehash(m)) => self.core.on_upstream_ehash(m),
@@ -394,7 +438,7 @@ impl Session<'_> {
                     Ok(Incoming::Ehash(_)) => vec![],
                     Err(e) => return end(format!("template provider link: {e}"), mode),
                 },
-                read = recv_jds(&mut self.links.jds) => match read {
+                read = recv_jds(jds_reader) => match read {
                     Ok(Incoming::Sv2(m)) => self.core.on_jds(m),
                     Ok(Incoming::Ehash(_)) => vec![],
                     Err(e) => return end(format!("job declarator link: {e}: mining the pool's jobs"), Mode::PoolJobs),
@@ -476,16 +520,16 @@ impl Session<'_> {
                     };
                     self.links
                         .tp
-                        .send(m)
-                        .await
-                        .map_err(|e| link_down("template provider", e.to_string()))?;
+                        .writer
+                        .send(Outgoing::Sv2(m))
+                        .map_err(|e| link_down("template provider", e))?;
                     if block {
                         let _ = self.events.send(JdcEvent::BlockSubmitted);
                     }
                 }
                 Action::Jds(m) => {
-                    if let Some(jds) = &mut self.links.jds {
-                        jds.send(m).await.map_err(|e| SessionEnd {
+                    if let Some(jds) = &self.links.jds {
+                        jds.writer.send(Outgoing::Sv2(m)).map_err(|e| SessionEnd {
                             reason: format!("job declarator link: {e}: mining the pool's jobs"),
                             next: Mode::PoolJobs,
                             was_up: true,
@@ -515,10 +559,18 @@ impl Session<'_> {
     }
 }
 
+/// Why writing to the job declarator failed, or never without one.
+async fn jds_failed(writer: Option<&mut Sv2Writer>) -> String {
+    match writer {
+        Some(writer) => writer.failed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next message of the job declarator, or never without one.
-async fn recv_jds(jds: &mut Option<Sv2Connection>) -> Result<Incoming, ReadError> {
-    match jds {
-        Some(jds) => jds.reader.recv().await,
+async fn recv_jds(reader: Option<&mut Sv2Reader>) -> Result<Incoming, ReadError> {
+    match reader {
+        Some(reader) => reader.recv().await,
         None => std::future::pending().await,
     }
 }

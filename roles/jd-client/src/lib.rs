@@ -104,7 +104,7 @@ pub async fn start(
         "jd-client listening"
     );
     let (events, _) = broadcast::channel(256);
-    let (to_session, from_downstream) = mpsc::unbounded_channel();
+    let (to_session, from_downstream) = mpsc::channel(io::FROM_DOWNSTREAMS);
     let config = Arc::new(config);
     let mut tasks = RoleTasks::new(shutdown.clone());
     tasks.spawn(
