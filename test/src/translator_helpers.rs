@@ -109,7 +109,16 @@ impl RunningTranslator {
         &mut self,
         pred: impl FnMut(&TranslatorEvent) -> bool,
     ) -> TranslatorEvent {
-        wait_broadcast(&mut self.events, WAIT * 2, "translator events", pred).await
+        self.wait_event_within(WAIT * 2, pred).await
+    }
+
+    /// Waits at most `within` for a translator event matching `pred`.
+    pub async fn wait_event_within(
+        &mut self,
+        within: Duration,
+        pred: impl FnMut(&TranslatorEvent) -> bool,
+    ) -> TranslatorEvent {
+        wait_broadcast(&mut self.events, within, "translator events", pred).await
     }
 
     /// The quote store's totals once `count` quotes are minted and none is

@@ -87,8 +87,12 @@ async fn a_lone_miner_without_blocks_mines_at_the_easier_difficulty_within_secon
     let shutdown = CancellationToken::new();
     let running = miner::start(hashing_miner(tr.addr(), 1, HASHRATE), shutdown.clone());
     let initial_work = vardiff::work_per_share(NOMINAL, SPM as f64);
+    // A drought is sure only after some 15 s without the shares expected
+    // (P < 1e-4), later if a few came by luck.
     let lowered = tr
-        .wait_event(|e| matches!(e, translator::TranslatorEvent::Retargeted { .. }))
+        .wait_event_within(Duration::from_secs(60), |e| {
+            matches!(e, translator::TranslatorEvent::Retargeted { .. })
+        })
         .await;
     let decided = Instant::now();
     let translator::TranslatorEvent::Retargeted { hashrate, .. } = lowered else {
