@@ -135,6 +135,9 @@ impl Link<'_> {
                 }
             };
             let incoming = tokio::select! {
+                // Late answers first: a parked declaration's answer goes out
+                // before that of one the client sent after the tip moved.
+                biased;
                 _ = shutdown.cancelled() => return Ok(()),
                 late = self.late.recv() => {
                     let reply = match late {
