@@ -320,10 +320,15 @@ impl EhashWallet {
                 .map_err(WalletError::from);
             round.saw_answer(&states);
             let states = states?;
-            let issued = |quote: &cdk::MintQuoteResponse<String>| {
-                quote.state() == Some(MintQuoteState::Issued)
-            };
-            if states.len() != quotes.len() || !states.iter().all(issued) {
+            // Each quote asked about, once, issued.
+            let answered: HashSet<&str> = states
+                .iter()
+                .filter(|quote| quote.state() == Some(MintQuoteState::Issued))
+                .map(|quote| quote.quote().as_str())
+                .collect();
+            if states.len() != quotes.len()
+                || !quotes.iter().all(|(id, _)| answered.contains(id.as_str()))
+            {
                 return Ok(false);
             }
         }
