@@ -131,7 +131,11 @@ async fn serve_downstream(
                 Ok(m) => {
                     // Waits while the session is busy or between sessions:
                     // the peer's messages then wait in its socket, not here.
-                    if to_session.send(FromDownstream::Message(id, m)).await.is_err() {
+                    let sent = tokio::select! {
+                        sent = to_session.send(FromDownstream::Message(id, m)) => sent.is_ok(),
+                        _ = shutdown.cancelled() => false,
+                    };
+                    if !sent {
                         break Ok(());
                     }
                 }

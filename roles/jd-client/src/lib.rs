@@ -53,7 +53,9 @@ pub enum JdcEvent {
     SessionStarted(Mode),
     /// A session ended, with the reason.
     SessionEnded(String),
-    /// A block found on a declared job went to the template provider.
+    /// A block found on a declared job was queued for the template
+    /// provider (sent again on the next session's link if that one ends
+    /// before it is written).
     BlockSubmitted,
 }
 
