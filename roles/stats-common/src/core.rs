@@ -1,7 +1,8 @@
 //! The state of a stats service without any IO: the publisher's session and
 //! the service's own state, fed messages and a clock, writing to the store.
-//! Both are saved with every flush, so a restarted service picks up where it
-//! stopped.
+//! Both are saved with the flushes, at most once a second (and at a stop),
+//! so a restarted service picks up where it stopped, or a second before a
+//! crash.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -120,7 +121,14 @@ pub struct Core<A> {
     refused_past: u64,
     /// Writes dropped while the store failed.
     writes_dropped: u64,
+    /// When the state was last saved.
+    state_saved_at: Option<i64>,
 }
+
+/// The saved state is rewritten at most this often (milliseconds): it holds
+/// every live connection, and rewritten with each batch of messages it
+/// would cost a busy service megabytes of writes a share.
+const SAVE_STATE_EVERY_MS: i64 = 1_000;
 
 impl<A: ServiceState> Core<A> {
     /// Restores the state saved in `store`, if any. An unreadable saved
@@ -148,6 +156,7 @@ impl<A: ServiceState> Core<A> {
             max_age_ms: i64::MAX,
             refused_past: 0,
             writes_dropped: 0,
+            state_saved_at: None,
         })
     }
 
@@ -218,14 +227,30 @@ impl<A: ServiceState> Core<A> {
         }
     }
 
-    /// Writes what changed and the state, and stamps the heartbeat.
+    /// Writes what changed, and the state if it was saved a second ago or
+    /// more, and stamps the heartbeat.
     pub fn flush(&mut self, now: i64) -> Result<(), StoreError> {
-        let saved = Saved {
-            publisher: self.publisher.clone(),
-            state: &self.state,
-        };
-        let state = serde_json::to_string(&saved).expect("service state serializes");
-        if let Err(e) = self.store.apply(&self.pending, Some(&state), now) {
+        let due = self
+            .state_saved_at
+            .is_none_or(|at| now.saturating_sub(at) >= SAVE_STATE_EVERY_MS);
+        self.write(now, due)
+    }
+
+    /// Writes what changed and the state (at a stop), and stamps the
+    /// heartbeat.
+    pub fn flush_all(&mut self, now: i64) -> Result<(), StoreError> {
+        self.write(now, true)
+    }
+
+    fn write(&mut self, now: i64, with_state: bool) -> Result<(), StoreError> {
+        let state = with_state.then(|| {
+            let saved = Saved {
+                publisher: self.publisher.clone(),
+                state: &self.state,
+            };
+            serde_json::to_string(&saved).expect("service state serializes")
+        });
+        if let Err(e) = self.store.apply(&self.pending, state.as_deref(), now) {
             let excess = self.pending.len().saturating_sub(MAX_PENDING_WRITES);
             if excess > 0 {
                 self.pending.drain(..excess);
@@ -242,6 +267,9 @@ impl<A: ServiceState> Core<A> {
             return Err(e);
         }
         self.pending.clear();
+        if with_state {
+            self.state_saved_at = Some(now);
+        }
         Ok(())
     }
 }
@@ -340,6 +368,33 @@ mod tests {
             (core.pending.len(), core.writes_dropped),
             (MAX_PENDING_WRITES, 11)
         );
+    }
+
+    #[test]
+    fn the_state_is_saved_at_most_once_a_second_and_at_a_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Store::open(dir.path(), "t.sqlite", 0).unwrap();
+        let mut core: Core<Counter> = Core::new(open()).unwrap();
+        core.hello(&hello(1_000), 1_000);
+        core.message(&share(60_000), 60_000);
+        core.flush(2_000).unwrap();
+        core.message(&share(60_000), 60_000);
+        core.flush(2_500).unwrap();
+        let saved = |core: &Core<Counter>| {
+            let json = core.store.state().unwrap().unwrap();
+            serde_json::from_str::<Saved<Counter>>(&json)
+                .unwrap()
+                .state
+                .shares
+        };
+        assert_eq!(saved(&core), 1, "saved half a second ago");
+        // Its history is written with each flush all the same.
+        assert_eq!(core.store.total("work", None, 0, i64::MAX).unwrap(), 200.0);
+        core.flush(3_000).unwrap();
+        assert_eq!(saved(&core), 2);
+        core.message(&share(60_000), 60_000);
+        core.flush_all(3_100).unwrap();
+        assert_eq!(saved(&core), 3, "at a stop");
     }
 
     #[test]

@@ -237,8 +237,11 @@ async fn apply_loop<A: ServiceState>(
         rest.push(event);
     }
     run_blocking(&shared, move |core| {
-        apply(core, rest, crate::now_ms());
-        flush(core);
+        let now = crate::now_ms();
+        apply(core, rest, now);
+        if let Err(e) = core.flush_all(now) {
+            tracing::error!("writing stats at the stop failed: {e}");
+        }
     })
     .await;
 }

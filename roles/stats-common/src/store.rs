@@ -410,7 +410,8 @@ impl Store {
     pub fn prune(&mut self, before: i64) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let mut deleted = tx.execute(
-            "DELETE FROM buckets WHERE minute + ?2 <= ?1",
+            // The minute alone on one side, so its index is used.
+            "DELETE FROM buckets WHERE minute <= ?1 - ?2",
             params![before, MINUTE_MS],
         )?;
         deleted += tx.execute("DELETE FROM records WHERE t < ?1", params![before])?;
