@@ -3,7 +3,7 @@
 //! its ehash must end in the wallet all the same, each quote once.
 
 use super::mint_proxies::{LateDelivery, NextRequest};
-use super::wallet::{each_issued_once_to, mint_link_and_store, pending_quotes, seed};
+use super::wallet::{each_issued_once_to, mint_link_and_store, open_wallet, pending_quotes, seed};
 use super::*;
 
 /// Six paid quotes pending for a wallet that gives up on a request after
@@ -173,8 +173,13 @@ async fn a_mint_too_slow_to_tell_what_it_signed_costs_a_round_one_timeout() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
     let proxy =
         LateDelivery::start(mint.running.http_addr, "/v1/restore", NextRequest::Swallow).await;
+    // Recovered on the mint itself: the proxy swallows every restore.
+    open_wallet(&mint, dir.path())
+        .await
+        .recover()
+        .await
+        .unwrap();
     let wallet = BehindLateProxy::wallet(&format!("http://{}", proxy.addr), dir.path()).await;
-    wallet.recover().await.unwrap();
     let key = wallet.locking_key().to_string();
     pending_quotes(&mut link, &store, wallet.locking_key(), 1..=3).await;
     // Three batches left open (by a crash, say), a quote each.
