@@ -18,6 +18,7 @@ fn with_jds(pool: &mut pool::PoolConfig) {
     pool.jds = Some(pool::config::JdsSettings {
         listen_address: "127.0.0.1:0".into(),
         allow_coinbase_only: false,
+        ..Default::default()
     });
 }
 

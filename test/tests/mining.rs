@@ -556,6 +556,7 @@ async fn a_pool_may_refuse_coinbase_only_job_declaration_clients() {
         c.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
             allow_coinbase_only: false,
+            ..Default::default()
         });
     })
     .await;
@@ -572,6 +573,35 @@ async fn a_pool_may_refuse_coinbase_only_job_declaration_clients() {
     coinbase_only.expect_closed().await;
     let mut full_template = JdTestClient::connect(jds).await;
     full_template.allocate().await;
+    stack.stop().await;
+}
+
+/// Job declaration clients, whose frames may take megabytes, are let in
+/// under limits of their own, apart from mining connections.
+#[tokio::test]
+async fn job_declaration_clients_have_connection_limits_of_their_own() {
+    let stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+            max_connections_per_ip: 1,
+            ..Default::default()
+        });
+        c.max_connections_per_ip = 1;
+    })
+    .await;
+    let jds = stack.pool.jds_addr().unwrap();
+    let mut first = JdTestClient::connect(jds).await;
+    let mut over = tokio::net::TcpStream::connect(jds).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut over, &mut byte))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // The one mining connection this address may have is its own.
+    let mut miner = stack.client().await;
+    let channel = miner.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    miner.wait_for_work(channel).await;
+    first.allocate().await;
     stack.stop().await;
 }
 

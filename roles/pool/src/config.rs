@@ -119,6 +119,11 @@ pub struct JdsSettings {
     /// their tokens on channels directly, and the pool never sees their
     /// transactions.
     pub allow_coinbase_only: bool,
+    /// Most job declaration clients at once, and from one IP address: each
+    /// may send frames of megabytes (a block's transactions), so fewer than
+    /// mining connections, and counted apart from them.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for JdsSettings {
@@ -126,6 +131,8 @@ impl Default for JdsSettings {
         Self {
             listen_address: default::every_interface::<String, 34264>(),
             allow_coinbase_only: true,
+            max_connections: 256,
+            max_connections_per_ip: 16,
         }
     }
 }
@@ -304,6 +311,14 @@ impl PoolConfig {
         check_authority_key_pair(&self.authority_public_key, &self.authority_secret_key)?;
         if let Some(jds) = &self.jds {
             check_listen_address("jds.listen_address", &jds.listen_address)?;
+            for (field, value) in [
+                ("jds.max_connections", jds.max_connections),
+                ("jds.max_connections_per_ip", jds.max_connections_per_ip),
+            ] {
+                if value == 0 {
+                    return Err(ConfigError::new(field, "must be at least 1"));
+                }
+            }
         }
         if self.cert_validity_sec == 0 {
             return Err(ConfigError::new("cert_validity_sec", "must be at least 1"));
@@ -454,6 +469,26 @@ mod tests {
             c.validate_mining().unwrap_err().field,
             "min_share_difficulty"
         );
+    }
+
+    #[test]
+    fn job_declarator_limits_of_zero_are_refused_by_name() {
+        let mut c: PoolConfig = roles_common::testing::load_shipped("pool.toml");
+        c.jds = Some(JdsSettings::default());
+        assert!(c.validate_links().is_ok());
+        for (field, set) in [
+            (
+                "jds.max_connections",
+                (|j: &mut JdsSettings| j.max_connections = 0) as fn(&mut JdsSettings),
+            ),
+            ("jds.max_connections_per_ip", |j| {
+                j.max_connections_per_ip = 0
+            }),
+        ] {
+            let mut bad = c.clone();
+            set(bad.jds.as_mut().unwrap());
+            assert_eq!(bad.validate_links().unwrap_err().field, field);
+        }
     }
 
     #[test]

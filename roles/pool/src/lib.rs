@@ -327,7 +327,14 @@ fn spawn_mining_tasks(
             shutdown.clone(),
         ),
     );
-    if let Some(listener) = listeners.jds {
+    if let (Some(listener), Some(jds)) = (listeners.jds, &config.jds) {
+        let listening = Arc::new(io::Listening {
+            limits: roles_common::limits::ConnectionLimits::new(
+                jds.max_connections,
+                jds.max_connections_per_ip,
+            ),
+            ..(*listening).clone()
+        });
         tasks.spawn(
             "the job declarator listener",
             io::jds_accept_loop(listener, shared.clone(), listening, shutdown.clone()),

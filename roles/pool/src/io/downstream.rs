@@ -28,6 +28,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 const SEND_QUEUE: usize = 4096;
 
 /// How downstreams are let in and kept.
+#[derive(Clone)]
 pub(crate) struct Listening {
     pub public: Secp256k1PublicKey,
     pub secret: Secp256k1SecretKey,
