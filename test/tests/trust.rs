@@ -109,7 +109,7 @@ impl Scene {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view() {
+async fn the_mint_quotes_only_work_on_the_fresh_tips_of_its_own_chain_view_or_their_rivals() {
     let Scene {
         dir,
         tp,

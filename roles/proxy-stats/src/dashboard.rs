@@ -110,12 +110,9 @@ fn per_miner_chart(per_miner: &Miners, range: &str) -> String {
         height: 240,
     };
     let svg = chart.render();
-    let note = if per_miner.miners.len() > PALETTE.len() {
-        format!(
-            "the {} busiest of {} miners",
-            PALETTE.len(),
-            per_miner.miners.len()
-        )
+    let miners = per_miner.miners.len() as u64 + per_miner.left_out;
+    let note = if miners > PALETTE.len() as u64 {
+        format!("the {} busiest of {miners} miners", PALETTE.len())
     } else {
         "every miner with shares in this range".to_string()
     };
