@@ -10,8 +10,7 @@
 //! spans them all, and the counter moves to the first probe past the last
 //! signed one (at most twice as far as needed; counters are plenty).
 
-use cdk::nuts::{Id, PreMintSecrets, RestoreRequest};
-use cdk::wallet::MintConnector;
+use cdk::nuts::{Id, PreMintSecrets};
 use tracing::warn;
 
 use super::issue::off_runtime;
@@ -68,22 +67,11 @@ impl EhashWallet {
             })
             .await?
         };
-        let restored = self
-            .client
-            .post_restore(RestoreRequest {
-                outputs: probes.blinded_messages(),
-            })
-            .await
-            .map_err(WalletError::from);
-        round.saw_answer(&restored);
-        let restored = restored?;
+        let by_blinded = self.signed_at_mint(&probes, round).await?;
         let signed: Vec<bool> = probes
             .secrets
             .iter()
-            .map(|p| {
-                let blinded = p.blinded_message.blinded_secret;
-                restored.outputs.iter().any(|o| o.blinded_secret == blinded)
-            })
+            .map(|p| by_blinded.contains_key(&p.blinded_message.blinded_secret))
             .collect();
         let skip = skip_for(&offsets, &signed);
         if skip > 0 {

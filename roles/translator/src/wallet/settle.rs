@@ -279,7 +279,7 @@ impl EhashWallet {
 
     /// The signatures the mint holds for `premint`'s outputs (NUT-09), by
     /// blinded message.
-    async fn signed_at_mint(
+    pub(super) async fn signed_at_mint(
         &self,
         premint: &cdk::nuts::PreMintSecrets,
         round: &mut MintRound,
