@@ -1,8 +1,9 @@
 //! The state of a stats service without any IO: the publisher's session and
 //! the service's own state, fed messages and a clock, writing to the store.
 //! Both are saved with the flushes, at most once a second (and at a stop),
-//! so a restarted service picks up where it stopped, or a second before a
-//! crash.
+//! so a restarted service picks up where it stopped; after a crash, where
+//! it was a few seconds before (an idle service flushes with each 5 s
+//! heartbeat), history written meanwhile kept.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
