@@ -126,7 +126,7 @@ impl EhashWallet {
         if !self.swap_unsettled.load(Ordering::Relaxed) {
             return true;
         }
-        match self.recover().await {
+        match self.recover_sagas().await {
             Ok(()) if !self.swap_unsettled.load(Ordering::Relaxed) => true,
             Ok(()) => {
                 warn!("interrupted wallet operations still pending, trying again later");

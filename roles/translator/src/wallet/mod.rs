@@ -249,6 +249,23 @@ impl EhashWallet {
     /// the next consolidation. Then moves the keyset counter past outputs
     /// the mint signed for another use of it ([`counters`]).
     pub async fn recover(&self) -> Result<(), WalletError> {
+        self.recover_sagas().await?;
+        // Best effort: a batch whose outputs turn out signed before moves
+        // the counter too.
+        let keyset = self.wallet.active_keyset().await?;
+        let skipped = self
+            .skip_counters_signed_before(keyset.id, &mut MintRound::default())
+            .await;
+        if let Err(e) = skipped {
+            warn!("cannot ask the mint which of this wallet's next outputs it signed: {e}");
+        }
+        Ok(())
+    }
+
+    /// Finishes what a crash or a lost answer interrupted in cdk's own
+    /// operations; what it could not finish (the mint unreachable) is
+    /// recovered again before the next consolidation.
+    async fn recover_sagas(&self) -> Result<(), WalletError> {
         let report = self.wallet.recover_incomplete_sagas().await?;
         debug!(?report, "wallet saga recovery");
         if report.failed > 0 {
@@ -259,15 +276,6 @@ impl EhashWallet {
         }
         self.swap_unsettled
             .store(report.skipped > 0, Ordering::Relaxed);
-        // Best effort: a batch whose outputs turn out signed before moves
-        // the counter too.
-        let keyset = self.wallet.active_keyset().await?;
-        let skipped = self
-            .skip_counters_signed_before(keyset.id, &mut MintRound::default())
-            .await;
-        if let Err(e) = skipped {
-            warn!("cannot ask the mint which of this wallet's next outputs it signed: {e}");
-        }
         Ok(())
     }
 
