@@ -407,6 +407,11 @@ pub(super) fn signed_outputs(
     (signed, signatures)
 }
 
+/// Whether `signature` is of `output`'s amount and keyset.
+pub(super) fn signs_as_asked(signature: &BlindSignature, output: &BlindedMessage) -> bool {
+    signature.amount == output.amount && signature.keyset_id == output.keyset_id
+}
+
 /// Each signature matches its output (amount, keyset) and carries a valid
 /// DLEQ proof when it carries one.
 fn check_signatures<'a>(
@@ -423,7 +428,7 @@ fn check_signatures<'a>(
         )));
     }
     for (signature, output) in signatures.iter().zip(outputs) {
-        if signature.amount != output.amount || signature.keyset_id != output.keyset_id {
+        if !signs_as_asked(signature, output) {
             return Err(bad("a signature of another amount or keyset".into()));
         }
         let key = keys

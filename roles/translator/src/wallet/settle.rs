@@ -44,7 +44,7 @@ use cdk::wallet::types::ProofInfo;
 use cdk::wallet::MintConnector;
 use tracing::{error, info, warn};
 
-use super::issue::{derive_outputs, off_runtime, signed_outputs, MAX_OUTPUTS};
+use super::issue::{derive_outputs, off_runtime, signed_outputs, signs_as_asked, MAX_OUTPUTS};
 use super::unanswered::HOLD_TIMEOUTS;
 use super::{ehash_method, EhashWallet, MintRound, WalletError};
 use crate::quotes::{MintBatch, QuoteStore};
@@ -193,14 +193,15 @@ impl EhashWallet {
                         .iter()
                         .zip(&signatures)
                         .all(|(output, signature)| {
-                            output.amount == signature.amount && signature.keyset_id == keyset_id
+                            signs_as_asked(signature, &output.blinded_message)
                         });
-                let issued = match whole {
-                    true => match self.issued_at_mint(&batch, round).await {
+                let issued = if whole {
+                    match self.issued_at_mint(&batch, round).await {
                         Err(e) if e.timed_out() => return Ok(Settled::MintTooSlow(e)),
                         issued => issued?,
-                    },
-                    false => false,
+                    }
+                } else {
+                    false
                 };
                 if issued {
                     info!(
