@@ -2,9 +2,10 @@
 //! The dashboard renders the same values.
 
 use serde::Serialize;
-use stats_common::api::{by_key, link_metrics, recent_hashrate, Link, Span, Summary};
+use stats_common::api::{by_key, keep_busiest, link_metrics, Link, Span, Summary};
 use stats_common::metrics::{Kind, Metrics};
 use stats_common::series::{Gap, Point};
+use stats_common::store::History;
 use stats_common::{Core, StoreError};
 
 use crate::state::{series, MintFigures, PoolState, BLOCK};
@@ -21,7 +22,11 @@ pub struct Stats {
     pub mint: Option<MintFigures>,
     pub blocks_found: u64,
     pub links: Links,
+    /// The connected downstreams, by id: the
+    /// [`MAX_LISTED`](stats_common::api::MAX_LISTED) with the most hashrate.
     pub proxies: Vec<Proxy>,
+    /// Connected downstreams not in `proxies`.
+    pub proxies_left_out: u64,
     pub recent_blocks: Vec<Block>,
 }
 
@@ -82,9 +87,10 @@ pub const RECENT_BLOCKS: usize = 10;
 pub fn stats(core: &Core<PoolState>, now: i64) -> Result<Stats, StoreError> {
     let state = &core.state;
     let totals = &state.totals;
-    let mut proxies = Vec::new();
-    for (id, d) in &state.downstreams {
-        proxies.push(Proxy {
+    let mut proxies: Vec<Proxy> = state
+        .downstreams
+        .iter()
+        .map(|(id, d)| Proxy {
             downstream_id: *id,
             flags: d.flags,
             connected_since: d.connected_since,
@@ -94,15 +100,14 @@ pub fn stats(core: &Core<PoolState>, now: i64) -> Result<Stats, StoreError> {
             quotes: d.quotes,
             ehash: d.ehash,
             last_share: d.last_share,
-            hashrate: recent_hashrate(
-                &core.store,
-                series::WORK,
-                &id.to_string(),
-                now,
-                d.connected_since,
-            )?,
-        });
-    }
+            hashrate: d.recent.hashrate(now, d.connected_since),
+        })
+        .collect();
+    let proxies_left_out = keep_busiest(
+        &mut proxies,
+        |p| p.hashrate,
+        |a, b| a.downstream_id.cmp(&b.downstream_id),
+    );
     Ok(Stats {
         summary: Summary::new(core, now, totals.shares_accepted, totals.shares_rejected)?,
         quotes_created: totals.quotes_created,
@@ -115,13 +120,14 @@ pub fn stats(core: &Core<PoolState>, now: i64) -> Result<Stats, StoreError> {
             mint: state.mint_link.into(),
         },
         proxies,
-        recent_blocks: blocks(core, RECENT_BLOCKS)?.blocks,
+        proxies_left_out,
+        recent_blocks: blocks(core.store.history(), RECENT_BLOCKS)?.blocks,
     })
 }
 
-pub fn miners(core: &Core<PoolState>, hours: u32, now: i64) -> Result<Miners, StoreError> {
+pub fn miners(history: &History, hours: u32, now: i64) -> Result<Miners, StoreError> {
     // Key "" is the whole pool, served by /api/hashrate.
-    let by_key = by_key(&core.store, series::WORK, Some(""), hours, now)?;
+    let by_key = by_key(history, series::WORK, Some(""), hours, now)?;
     let mut downstreams: Vec<DownstreamSeries> = by_key
         .series
         .into_iter()
@@ -139,9 +145,8 @@ pub fn miners(core: &Core<PoolState>, hours: u32, now: i64) -> Result<Miners, St
     })
 }
 
-pub fn blocks(core: &Core<PoolState>, limit: usize) -> Result<Blocks, StoreError> {
-    let blocks = core
-        .store
+pub fn blocks(history: &History, limit: usize) -> Result<Blocks, StoreError> {
+    let blocks = history
         .records(BLOCK, limit)?
         .into_iter()
         .map(|r| Block {
@@ -211,7 +216,7 @@ fn connections(m: &mut Metrics, s: &Stats) {
         "hashpool_pool_downstreams_connected",
         Kind::Gauge,
         "Downstream connections (proxies, SV2 devices).",
-        s.proxies.len() as f64,
+        (s.proxies.len() as u64 + s.proxies_left_out) as f64,
     )
     .single(
         "hashpool_pool_publisher_connected",

@@ -4,8 +4,8 @@
 use serde_json::Value;
 use stats_common::api::Hashrate;
 use stats_common::html::{
-    self, card, cards, hashrate_card, links_section, list_section, pill, publisher_pill, section,
-    share_cards, stat, stat_card, Column,
+    self, card, cards, hashrate_card, left_out_note, links_section, list_section, pill,
+    publisher_pill, section, share_cards, stat, stat_card, Column,
 };
 use stats_common::Service;
 
@@ -61,7 +61,7 @@ fn summary_cards(stats: &Stats, api: &Value) -> String {
         stat_card(api, "Blocks found", "/blocks_found", "count", ""),
         card(
             "Proxies",
-            &format!("{}", stats.proxies.len()),
+            &format!("{}", stats.proxies.len() as u64 + stats.proxies_left_out),
             "connected now",
         ),
     ])
@@ -98,6 +98,7 @@ fn proxies(api: &Value) -> String {
             Column::LAST_SHARE,
         ],
         "no proxy connected",
+        &left_out_note(api, "/proxies_left_out", "proxies"),
     )
 }
 
@@ -154,5 +155,6 @@ fn blocks(api: &Value) -> String {
             Column::plain("Found", "timestamp", "datetime"),
         ],
         "no block found yet",
+        "",
     )
 }

@@ -16,6 +16,7 @@ pub mod state;
 
 use axum::Router;
 use stats_common::http::{by_hours, by_limit};
+use stats_common::store::History;
 use stats_common::{Core, Defaults, Service, ServiceConfig, Shared, StoreError};
 
 pub use stats_common::{start, Running as RunningPoolStats, ServiceError as PoolStatsError};
@@ -50,13 +51,13 @@ impl Service for PoolStats {
     }
 
     fn dashboard(
-        core: &Core<PoolState>,
+        history: &History,
         stats: &api::Stats,
         range: &str,
         hours: u32,
         now: i64,
     ) -> Result<String, StoreError> {
-        let chart = stats_common::api::hashrate(&core.store, hours, now)?;
+        let chart = stats_common::api::hashrate(history, hours, now)?;
         Ok(dashboard::render(stats, &chart, range))
     }
 

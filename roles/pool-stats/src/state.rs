@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use stats_common::series::RecentWork;
 use stats_common::{LinkState, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{
     BlockFoundOwned, ChannelClosed, ChannelOpened, DownstreamConnected, LinkStatus, MintStats,
@@ -46,6 +47,9 @@ pub struct Downstream {
     pub quotes: u64,
     pub ehash: u64,
     pub last_share: Option<i64>,
+    /// Its recent accepted work: its hashrate without a query per downstream.
+    #[serde(default)]
+    pub recent: RecentWork,
 }
 
 /// The mint's own counters, from the pool's latest `MintStatsResponse`.
@@ -148,6 +152,7 @@ impl PoolState {
                 d.last_share = Some(d.last_share.map_or(t, |l| l.max(t)));
                 if m.accepted {
                     d.shares_accepted += 1;
+                    d.recent.add(t, m.work as f64);
                 } else {
                     d.shares_rejected += 1;
                 }

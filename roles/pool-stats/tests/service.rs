@@ -17,6 +17,7 @@ impl Fixture for Pool {
     // 6 MH in a minute.
     const HASHRATE: f64 = 100_000.0;
     const CONNECTED: &'static str = "/proxies";
+    const LEFT_OUT: &'static str = "/proxies_left_out";
     const LINK_UP: &'static str = "/links/template_provider/state";
     const ON_DASHBOARD: &'static [&'static str] = &[
         "/quotes_created",
@@ -39,6 +40,15 @@ impl Fixture for Pool {
 
     fn share(id: u32, work: u64, t: u64) -> StatsMessage {
         share(id, true, work, t).into()
+    }
+
+    fn connect(downstream_id: u32, timestamp: u64) -> StatsMessage {
+        DownstreamConnected {
+            downstream_id,
+            flags: 0,
+            timestamp,
+        }
+        .into()
     }
 
     fn everything() -> Vec<StatsMessage> {

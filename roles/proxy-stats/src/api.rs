@@ -2,9 +2,10 @@
 //! store. The dashboard renders the same values.
 
 use serde::Serialize;
-use stats_common::api::{by_key, link_metrics, Link, Span, Summary};
+use stats_common::api::{by_key, keep_busiest, link_metrics, Link, Span, Summary};
 use stats_common::metrics::{Kind, Metrics};
 use stats_common::series::{Gap, Point};
+use stats_common::store::History;
 use stats_common::{Core, StoreError};
 
 use crate::state::{series, ProxyState, QUOTE};
@@ -27,7 +28,11 @@ pub struct Stats {
     pub quotes_minted: u64,
     pub ehash_minted: u64,
     pub links: Links,
+    /// The connected miners, by name: the
+    /// [`MAX_LISTED`](stats_common::api::MAX_LISTED) with the most hashrate.
     pub miners: Vec<Miner>,
+    /// Connected miners not in `miners`.
+    pub miners_left_out: u64,
     pub recent_quotes: Vec<Quote>,
 }
 
@@ -89,9 +94,10 @@ pub struct Quotes {
 pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
     let state = &core.state;
     let totals = &state.totals;
-    let mut miners = Vec::new();
-    for (id, m) in &state.miners {
-        miners.push(Miner {
+    let mut miners: Vec<Miner> = state
+        .miners
+        .iter()
+        .map(|(id, m)| Miner {
             miner_id: *id,
             name: m.name.clone(),
             connected_since: m.connected_since,
@@ -101,9 +107,13 @@ pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
             shares_accepted: m.shares_accepted,
             shares_rejected: m.shares_rejected,
             last_share: m.last_share,
-        });
-    }
-    miners.sort_by(|a, b| a.name.cmp(&b.name).then(a.miner_id.cmp(&b.miner_id)));
+        })
+        .collect();
+    let miners_left_out = keep_busiest(
+        &mut miners,
+        |m| m.hashrate,
+        |a, b| a.name.cmp(&b.name).then(a.miner_id.cmp(&b.miner_id)),
+    );
     Ok(Stats {
         summary: Summary::new(core, now, totals.shares_accepted, totals.shares_rejected)?,
         wallet_balance: state.wallet.map(|w| w.balance),
@@ -118,12 +128,13 @@ pub fn stats(core: &Core<ProxyState>, now: i64) -> Result<Stats, StoreError> {
             mint: state.mint_link.into(),
         },
         miners,
-        recent_quotes: quotes(core, RECENT_QUOTES)?.quotes,
+        miners_left_out,
+        recent_quotes: quotes(core.store.history(), RECENT_QUOTES)?.quotes,
     })
 }
 
-pub fn miners(core: &Core<ProxyState>, hours: u32, now: i64) -> Result<Miners, StoreError> {
-    let by_key = by_key(&core.store, series::MINER_WORK, None, hours, now)?;
+pub fn miners(history: &History, hours: u32, now: i64) -> Result<Miners, StoreError> {
+    let by_key = by_key(history, series::MINER_WORK, None, hours, now)?;
     let mut miners: Vec<MinerSeries> = by_key
         .series
         .into_iter()
@@ -138,9 +149,8 @@ pub fn miners(core: &Core<ProxyState>, hours: u32, now: i64) -> Result<Miners, S
     })
 }
 
-pub fn quotes(core: &Core<ProxyState>, limit: usize) -> Result<Quotes, StoreError> {
-    let quotes = core
-        .store
+pub fn quotes(history: &History, limit: usize) -> Result<Quotes, StoreError> {
+    let quotes = history
         .records(QUOTE, limit)?
         .into_iter()
         .map(|r| {
@@ -222,7 +232,7 @@ fn connections(m: &mut Metrics, s: &Stats) {
         "hashpool_proxy_miners_connected",
         Kind::Gauge,
         "SV1 miners connected to the translator.",
-        s.miners.len() as f64,
+        (s.miners.len() as u64 + s.miners_left_out) as f64,
     )
     .single(
         "hashpool_proxy_publisher_connected",
@@ -236,7 +246,8 @@ fn miner_hashrates(m: &mut Metrics, miners: &[Miner]) {
     m.family(
         "hashpool_proxy_miner_hashrate",
         Kind::Gauge,
-        "Per connected miner, from its accepted shares over the last 10 minutes, in H/s.",
+        "Per connected miner (those listed in /api/stats), from its accepted shares over the \
+         last 10 minutes, in H/s.",
     );
     for miner in miners {
         // Names are not unique (rigs of a farm often share one).

@@ -5,8 +5,8 @@ use serde_json::Value;
 use stats_common::api::Hashrate;
 use stats_common::chart::{Chart, Line, PALETTE};
 use stats_common::html::{
-    self, card, cards, hashrate_card, links_section, list_section, pill, publisher_pill, section,
-    share_cards, stat_card, Column,
+    self, card, cards, hashrate_card, left_out_note, links_section, list_section, pill,
+    publisher_pill, section, share_cards, stat_card, Column,
 };
 use stats_common::Service;
 
@@ -52,7 +52,7 @@ fn summary_cards(stats: &Stats, api: &Value) -> String {
         ),
         card(
             "Miners",
-            &format!("{}", stats.miners.len()),
+            &format!("{}", stats.miners.len() as u64 + stats.miners_left_out),
             "connected now",
         ),
         accepted,
@@ -96,6 +96,7 @@ fn miners(api: &Value) -> String {
             Column::LAST_SHARE,
         ],
         "no miner connected",
+        &left_out_note(api, "/miners_left_out", "miners"),
     )
 }
 
@@ -156,5 +157,6 @@ fn recent_quotes(api: &Value) -> String {
             Column::plain("Minted", "minted_at", "datetime"),
         ],
         "no quote received yet",
+        "",
     )
 }

@@ -17,6 +17,7 @@ pub mod state;
 
 use axum::Router;
 use stats_common::http::{by_hours, by_limit};
+use stats_common::store::History;
 use stats_common::{Core, Defaults, Service, ServiceConfig, Shared, StoreError};
 
 pub use stats_common::{start, Running as RunningProxyStats, ServiceError as ProxyStatsError};
@@ -51,14 +52,14 @@ impl Service for ProxyStats {
     }
 
     fn dashboard(
-        core: &Core<ProxyState>,
+        history: &History,
         stats: &api::Stats,
         range: &str,
         hours: u32,
         now: i64,
     ) -> Result<String, StoreError> {
-        let total = stats_common::api::hashrate(&core.store, hours, now)?;
-        let per_miner = api::miners(core, hours, now)?;
+        let total = stats_common::api::hashrate(history, hours, now)?;
+        let per_miner = api::miners(history, hours, now)?;
         Ok(dashboard::render(stats, &total, &per_miner, range))
     }
 

@@ -18,6 +18,7 @@ impl Fixture for Proxy {
     // alice 1.2 MH and bob 0.6 MH in a minute.
     const HASHRATE: f64 = 30_000.0;
     const CONNECTED: &'static str = "/miners";
+    const LEFT_OUT: &'static str = "/miners_left_out";
     const LINK_UP: &'static str = "/links/pool/state";
     const ON_DASHBOARD: &'static [&'static str] = &[
         "/wallet_balance",
@@ -41,6 +42,15 @@ impl Fixture for Proxy {
 
     fn share(id: u32, work: u64, t: u64) -> StatsMessage {
         share(id, true, work, t).into()
+    }
+
+    fn connect(miner_id: u32, timestamp: u64) -> StatsMessage {
+        MinerConnectedOwned {
+            miner_id,
+            name: str0255("name", &format!("rig{miner_id}")).unwrap(),
+            timestamp,
+        }
+        .into()
     }
 
     fn everything() -> Vec<StatsMessage> {

@@ -1,12 +1,14 @@
 //! The JSON both services' APIs compute the same way: the head of
 //! `/api/stats`, hashrate charts, the current hashrate, and link states.
 
+use std::cmp::Ordering;
+
 use serde::Serialize;
 
 use crate::core::{Core, LinkState, Publisher};
 use crate::metrics::{Kind, Metrics};
 use crate::series::{mean_hashrate, recent_window, timeline, Gap, Point, Range};
-use crate::store::{Store, StoreError};
+use crate::store::{History, StoreError};
 
 /// The series of accepted work: key "" for all the publisher's miners
 /// together, which `/api/hashrate` charts.
@@ -37,14 +39,14 @@ impl Summary {
     ) -> Result<Summary, StoreError> {
         // Since the first share ever (or the service's start): mining that
         // began 3 minutes ago averages over those 3 minutes.
-        let since = core
-            .store
-            .first_bucket(WORK, Some(""))?
-            .unwrap_or(core.store.created_at());
+        let history = core.store.history();
+        let since = history
+            .first_bucket(WORK, "")?
+            .unwrap_or(history.created_at());
         Ok(Summary {
             now,
             publisher: core.publisher.clone(),
-            hashrate: recent_hashrate(&core.store, WORK, "", now, since)?,
+            hashrate: recent_hashrate(history, WORK, "", now, since)?,
             shares_accepted,
             shares_rejected,
         })
@@ -96,9 +98,9 @@ pub struct Hashrate {
     pub gaps: Vec<Gap>,
 }
 
-pub fn hashrate(store: &Store, hours: u32, now: i64) -> Result<Hashrate, StoreError> {
+pub fn hashrate(store: &History, hours: u32, now: i64) -> Result<Hashrate, StoreError> {
     let range = Range::last_hours(hours, now);
-    let work = store.sums(WORK, Some(""), range.from, range.to, range.step)?;
+    let work = store.sums(WORK, "", range.from, range.to, range.step)?;
     // Gaps up to now: a restart within the current, incomplete step shows at once.
     let gaps = store.gaps(range.from, now)?;
     Ok(Hashrate {
@@ -125,7 +127,7 @@ pub struct ByKey {
 }
 
 pub fn by_key(
-    store: &Store,
+    store: &History,
     series: &str,
     except: Option<&str>,
     hours: u32,
@@ -160,7 +162,7 @@ fn span(hours: u32, range: Range) -> Span {
 /// Mean hashrate of `series` / `key` over the last [`RECENT_MINUTES`]
 /// complete minutes, but not before `since`; `None` before a whole minute.
 pub fn recent_hashrate(
-    store: &Store,
+    store: &History,
     series: &str,
     key: &str,
     now: i64,
@@ -169,8 +171,34 @@ pub fn recent_hashrate(
     let Some((from, to)) = recent_window(now, RECENT_MINUTES, since) else {
         return Ok(None);
     };
-    let work = store.total(series, Some(key), from, to)?;
+    let work = store.total(series, key, from, to)?;
     Ok(mean_hashrate(work, from, to))
+}
+
+/// The most live entries (proxies, miners) `/api/stats`, the dashboard and
+/// `/metrics` list: a publisher may report up to
+/// [`MAX_LIVE_ENTRIES`](crate::MAX_LIVE_ENTRIES), and a page or a scrape of
+/// them all would run to megabytes. The rest are counted.
+pub const MAX_LISTED: usize = 1_000;
+
+/// Keeps the [`MAX_LISTED`] `entries` with the most `hashrate` (ties going
+/// to the first in `order`), sorted by `order`; how many went.
+pub fn keep_busiest<T>(
+    entries: &mut Vec<T>,
+    hashrate: impl Fn(&T) -> Option<f64>,
+    order: impl Fn(&T, &T) -> Ordering,
+) -> u64 {
+    let left_out = entries.len().saturating_sub(MAX_LISTED);
+    if left_out > 0 {
+        let busiest = |a: &T, b: &T| {
+            let h = |e: &T| hashrate(e).unwrap_or(0.0);
+            h(b).total_cmp(&h(a)).then_with(|| order(a, b))
+        };
+        entries.select_nth_unstable_by(MAX_LISTED - 1, busiest);
+        entries.truncate(MAX_LISTED);
+    }
+    entries.sort_by(order);
+    left_out as u64
 }
 
 /// A link of the publisher, as the API shows it.
@@ -212,7 +240,28 @@ pub fn link_metrics(m: &mut Metrics, name: &str, help: &str, links: &[(&str, &Li
 mod tests {
     use super::*;
     use crate::series::MINUTE_MS;
-    use crate::store::Write;
+    use crate::store::{Store, Write};
+
+    #[test]
+    fn keep_busiest_lists_those_with_the_most_hashrate_in_their_order() {
+        // (id, hashrate): every other entry idle.
+        let mut entries: Vec<(usize, Option<f64>)> = (0..MAX_LISTED + 10)
+            .map(|i| (i, (i % 2 == 0).then_some(i as f64)))
+            .collect();
+        entries.reverse();
+        let left_out = keep_busiest(&mut entries, |e| e.1, |a, b| a.0.cmp(&b.0));
+        assert_eq!((entries.len(), left_out), (MAX_LISTED, 10));
+        assert!(entries.windows(2).all(|w| w[0].0 < w[1].0), "in id order");
+        // All (MAX_LISTED + 10) / 2 busy ones, then the idle ones with the lowest ids.
+        let busy = entries.iter().filter(|e| e.1.is_some()).count();
+        assert_eq!(busy, (MAX_LISTED + 10) / 2);
+        let idle_max = entries.iter().filter(|e| e.1.is_none()).map(|e| e.0).max();
+        assert_eq!(idle_max, Some(2 * (MAX_LISTED - busy) - 1));
+
+        let mut few = vec![(2, None), (1, Some(1.0))];
+        assert_eq!(keep_busiest(&mut few, |e| e.1, |a, b| a.0.cmp(&b.0)), 0);
+        assert_eq!(few, [(1, Some(1.0)), (2, None)]);
+    }
 
     #[test]
     fn by_key_charts_the_keys_with_the_most_work_and_counts_the_others() {
@@ -224,7 +273,7 @@ mod tests {
             writes.push(Write::add(WORK, format!("k{k}"), minute, k as f64 + 1.0));
         }
         store.apply(&writes, None, now).unwrap();
-        let by = by_key(&store, WORK, Some(""), 1, now).unwrap();
+        let by = by_key(store.history(), WORK, Some(""), 1, now).unwrap();
         assert_eq!((by.series.len(), by.left_out), (MAX_KEYS, 2));
         let keys: Vec<&str> = by.series.iter().map(|(k, _)| k.as_str()).collect();
         for left_out in ["", "k0", "k1"] {

@@ -136,7 +136,7 @@ impl<A: ServiceState> Core<A> {
     /// state (from an incompatible version, say) is logged and started over;
     /// history in the store is kept.
     pub fn new(store: Store) -> Result<Core<A>, StoreError> {
-        let saved = store.state()?.and_then(|json| {
+        let saved = store.history().state()?.and_then(|json| {
             serde_json::from_str::<Saved<A>>(&json)
                 .map_err(|e| tracing::warn!("saved stats state unreadable, starting over: {e}"))
                 .ok()
@@ -349,7 +349,10 @@ mod tests {
         assert_eq!(core.state.shares, 1);
         assert_eq!(core.publisher.restarts, 1);
         core.flush(6_000).unwrap();
-        assert_eq!(core.store.total("work", None, 0, i64::MAX).unwrap(), 100.0);
+        assert_eq!(
+            core.store.history().total("work", "", 0, i64::MAX).unwrap(),
+            100.0
+        );
     }
 
     #[test]
@@ -382,7 +385,7 @@ mod tests {
         core.message(&share(60_000), 60_000);
         core.flush(2_500).unwrap();
         let saved = |core: &Core<Counter>| {
-            let json = core.store.state().unwrap().unwrap();
+            let json = core.store.history().state().unwrap().unwrap();
             serde_json::from_str::<Saved<Counter>>(&json)
                 .unwrap()
                 .state
@@ -390,7 +393,10 @@ mod tests {
         };
         assert_eq!(saved(&core), 1, "saved half a second ago");
         // Its history is written with each flush all the same.
-        assert_eq!(core.store.total("work", None, 0, i64::MAX).unwrap(), 200.0);
+        assert_eq!(
+            core.store.history().total("work", "", 0, i64::MAX).unwrap(),
+            200.0
+        );
         core.flush(3_000).unwrap();
         assert_eq!(saved(&core), 2);
         core.message(&share(60_000), 60_000);
@@ -418,7 +424,7 @@ mod tests {
         // The same publisher process comes back: its live state still holds.
         core.hello(&hello(1_000), 9_500);
         assert_eq!(core.state.link_up, Some(true));
-        assert_eq!(core.store.gaps(0, i64::MAX).unwrap().len(), 1);
+        assert_eq!(core.store.history().gaps(0, i64::MAX).unwrap().len(), 1);
     }
 
     #[test]

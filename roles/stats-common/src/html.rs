@@ -206,6 +206,7 @@ pub fn list_section(
     list: &str,
     columns: &[Column],
     empty: &str,
+    note: &str,
 ) -> String {
     let items = api
         .pointer(list)
@@ -226,7 +227,20 @@ pub fn list_section(
         })
         .collect();
     let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
-    section(title, "", &table(&headers, &rows, empty))
+    section(title, "", &(table(&headers, &rows, empty) + note))
+}
+
+/// Under a list cut to [`MAX_LISTED`](crate::api::MAX_LISTED): how many
+/// more there are (the count at `pointer`); nothing when none.
+pub fn left_out_note(api: &Value, pointer: &str, what: &str) -> String {
+    if api.pointer(pointer).and_then(Value::as_u64).unwrap_or(0) == 0 {
+        return String::new();
+    }
+    format!(
+        r#"<div class="legend-note">and {} more {what}: the {} with the most hashrate are listed</div>"#,
+        stat(api, pointer, "count"),
+        crate::api::MAX_LISTED
+    )
 }
 
 /// A table with a header row; `rows` are already HTML `<td>` cells.
@@ -409,12 +423,12 @@ mod tests {
             Column::num("N", "n", "count"),
             Column::mono("Hash", "h", "text"),
         ];
-        let html = list_section("Items", &api, "/items", &columns, "none yet");
+        let html = list_section("Items", &api, "/items", &columns, "none yet", "");
         assert_eq!(html.matches("<tr>").count(), 3, "header and two rows");
         assert!(html.contains(
             r#"<td class="num"><span data-stat="/items/1/n" data-format="count">2</span></td><td class="mono">"#
         ));
-        let empty = list_section("Items", &json!({}), "/items", &columns, "none yet");
+        let empty = list_section("Items", &json!({}), "/items", &columns, "none yet", "");
         assert!(empty.contains(">none yet<"));
     }
 

@@ -1,5 +1,10 @@
 //! The HTTP side of a stats service: the routes both services serve, route
 //! builders for each service's own, query parameters and error answers.
+//!
+//! Charts and records are read on a connection of the request's own (see
+//! [`crate::Store::reader`]), with the ingest lock held only to open it: a year
+//! of history takes its time without stalling ingest. `/api/stats` reads
+//! the live state under the lock, with queries of a few rows each.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -8,9 +13,9 @@ use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{Core, ServiceState};
-use crate::service::{run_blocking, Service, Shared};
-use crate::store::StoreError;
+use crate::core::ServiceState;
+use crate::service::{lock, run_blocking, Service, Shared};
+use crate::store::{History, StoreError};
 use crate::{api, html, now_ms};
 
 /// The dashboard, `/api/stats`, `/api/hashrate`, `/metrics` and the
@@ -19,10 +24,7 @@ pub(crate) fn router<S: Service>(shared: Shared<S::State>) -> Router {
     Router::new()
         .route("/", get(dashboard::<S>))
         .route("/api/stats", get(stats::<S>))
-        .route(
-            "/api/hashrate",
-            by_hours(|core, hours, now| api::hashrate(&core.store, hours, now)),
-        )
+        .route("/api/hashrate", by_hours(api::hashrate))
         .route("/metrics", get(metrics::<S>))
         .merge(S::routes())
         .with_state(shared)
@@ -38,12 +40,16 @@ async fn dashboard<S: Service>(
     Query(q): Query<RangeQuery>,
 ) -> Result<Html<String>, ApiError> {
     let (range, hours) = html::range_hours(q.range.as_deref());
-    run_blocking(&shared, move |core| {
-        let now = now_ms();
-        let stats = S::stats(core, now)?;
-        Ok(Html(S::dashboard(core, &stats, range, hours, now)?))
+    let now = now_ms();
+    let (stats, history) = run_blocking(&shared, move |core| -> Result<_, ApiError> {
+        Ok((S::stats(core, now)?, core.store.reader()?))
+    })
+    .await?;
+    tokio::task::spawn_blocking(move || {
+        Ok(Html(S::dashboard(&history, &stats, range, hours, now)?))
     })
     .await
+    .expect("dashboard task panicked")
 }
 
 async fn stats<S: Service>(
@@ -68,15 +74,15 @@ async fn metrics<S: Service>(State(shared): State<Shared<S::State>>) -> Result<R
 }
 
 /// A GET route taking `?hours=` (see [`HoursQuery`]) that answers
-/// `f(core, hours, now)` as JSON.
+/// `f(history, hours, now)` as JSON.
 pub fn by_hours<A: ServiceState, T: Serialize + Send + 'static>(
-    f: fn(&Core<A>, u32, i64) -> Result<T, StoreError>,
+    f: fn(&History, u32, i64) -> Result<T, StoreError>,
 ) -> MethodRouter<Shared<A>> {
     get(
         move |State(shared): State<Shared<A>>, Query(q): Query<HoursQuery>| async move {
             let hours = q.hours()?;
-            run_blocking(&shared, move |core| -> Result<Json<T>, ApiError> {
-                Ok(Json(f(core, hours, now_ms())?))
+            read_history(&shared, move |history| {
+                Ok(Json(f(history, hours, now_ms())?))
             })
             .await
         },
@@ -84,19 +90,31 @@ pub fn by_hours<A: ServiceState, T: Serialize + Send + 'static>(
 }
 
 /// A GET route taking `?limit=` (100 if absent, 1 to 1000) that answers
-/// `f(core, limit)` as JSON.
+/// `f(history, limit)` as JSON.
 pub fn by_limit<A: ServiceState, T: Serialize + Send + 'static>(
-    f: fn(&Core<A>, usize) -> Result<T, StoreError>,
+    f: fn(&History, usize) -> Result<T, StoreError>,
 ) -> MethodRouter<Shared<A>> {
     get(
         move |State(shared): State<Shared<A>>, Query(q): Query<LimitQuery>| async move {
             let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-            run_blocking(&shared, move |core| -> Result<Json<T>, ApiError> {
-                Ok(Json(f(core, limit)?))
-            })
-            .await
+            read_history(&shared, move |history| Ok(Json(f(history, limit)?))).await
         },
     )
+}
+
+/// Runs `f` on a blocking thread over a reader of the store, the ingest
+/// lock held only while the reader opens.
+async fn read_history<A: ServiceState, T: Send + 'static>(
+    shared: &Shared<A>,
+    f: impl FnOnce(&History) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let history = lock(&shared).store.reader()?;
+        f(&history)
+    })
+    .await
+    .expect("stats read task panicked")
 }
 
 #[derive(Deserialize)]

@@ -21,7 +21,7 @@ const MAX_HTTP_CONNECTIONS: usize = 256;
 const MAX_HTTP_CONNECTIONS_PER_IP: usize = 32;
 use crate::core::{Core, ServiceState};
 use crate::ingest::{self, IngestPolicy, Ingested};
-use crate::store::{Store, StoreError, StoreLimits};
+use crate::store::{History, Store, StoreError, StoreLimits};
 
 /// How often the heartbeat is stamped when nothing arrives: a crashed
 /// service's downtime is known to within this.
@@ -58,9 +58,10 @@ pub trait Service: std::fmt::Debug + Clone + Send + Sync + 'static {
     fn metrics(stats: &Self::Stats) -> String;
 
     /// The dashboard page showing `stats`, its charts over the last `hours`
-    /// hours (`range` is their label in [`crate::html::RANGES`]).
+    /// hours (`range` is their label in [`crate::html::RANGES`]) read from
+    /// `history`.
     fn dashboard(
-        core: &Core<Self::State>,
+        history: &History,
         stats: &Self::Stats,
         range: &str,
         hours: u32,

@@ -12,14 +12,15 @@
 //! there are a few per minute.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
-use crate::series::{Gap, MINUTE_MS};
+use crate::series::MINUTE_MS;
 
-/// Sums per key, then per step start.
-pub type KeySums = HashMap<String, HashMap<i64, f64>>;
+mod history;
+
+pub use history::{History, KeySums, Record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +31,8 @@ pub enum StoreError {
     },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("a store in memory has no readers")]
+    InMemory,
 }
 
 /// One change for the store, produced by a service's state.
@@ -64,14 +67,6 @@ impl Write {
     }
 }
 
-/// A stored record, as [`Write::Record`] made it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub id: String,
-    pub t: i64,
-    pub data: serde_json::Value,
-}
-
 /// What the store keeps at most besides the retention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {
@@ -91,8 +86,10 @@ impl Default for StoreLimits {
 }
 
 pub struct Store {
-    conn: Connection,
-    created_at: i64,
+    /// The writer's connection, which it also reads through.
+    history: History,
+    /// The file, for readers; none for a store in memory.
+    path: Option<PathBuf>,
     limits: StoreLimits,
     /// Rows of keyed series in the file.
     per_miner_rows: u64,
@@ -100,12 +97,10 @@ pub struct Store {
     records: HashMap<String, u64>,
     /// Times rows or records were deleted for the limits (for the log).
     evictions: u64,
-    /// What the last prune deleted everything before (Unix ms).
-    pruned_before: i64,
 }
 
 /// The meta key of [`Store::prune`]'s last cut-off.
-const PRUNED_BEFORE: &str = "pruned_before";
+pub(crate) const PRUNED_BEFORE: &str = "pruned_before";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,45 +131,67 @@ impl Store {
             path: dir.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(dir.join(file_name))?;
+        let path = dir.join(file_name);
+        let conn = Connection::open(&path)?;
         // WAL: readers do not block the writer; NORMAL sync is durable
         // enough for statistics and much cheaper.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(conn, now)
+        Self::init(conn, Some(path), now)
     }
 
-    /// A store that lives in memory (tests).
-    pub fn open_in_memory(now: i64) -> Result<Store, StoreError> {
-        Self::init(Connection::open_in_memory()?, now)
+    /// A store that lives in memory: it has no readers.
+    #[cfg(test)]
+    pub(crate) fn open_in_memory(now: i64) -> Result<Store, StoreError> {
+        Self::init(Connection::open_in_memory()?, None, now)
+    }
+
+    /// A read-only connection of its own, reading the store as it is now
+    /// until dropped: what an HTTP request reads while ingest goes on.
+    pub fn reader(&self) -> Result<History, StoreError> {
+        let path = self.path.as_deref().ok_or(StoreError::InMemory)?;
+        History::open_reader(path)
+    }
+
+    /// What the store holds, read on the writer's connection.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Makes every later write fail, as a full disk would.
     #[cfg(test)]
     pub(crate) fn fail_writes(&self) {
-        self.conn.execute_batch("DROP TABLE buckets").unwrap();
+        self.history
+            .conn
+            .execute_batch("DROP TABLE buckets")
+            .unwrap();
     }
 
-    fn init(conn: Connection, now: i64) -> Result<Store, StoreError> {
+    fn init(conn: Connection, path: Option<PathBuf>, now: i64) -> Result<Store, StoreError> {
         conn.execute_batch(SCHEMA)?;
         let mut store = Store {
-            conn,
-            created_at: now,
+            history: History {
+                conn,
+                created_at: now,
+                pruned_before: i64::MIN,
+            },
+            path,
             limits: StoreLimits::default(),
             per_miner_rows: 0,
             records: HashMap::new(),
             evictions: 0,
-            pruned_before: i64::MIN,
         };
         store.count()?;
-        match store.meta_i64("created_at")? {
-            Some(created) => store.created_at = created,
+        let history = &mut store.history;
+        match history.meta_i64("created_at")? {
+            Some(created) => history.created_at = created,
             None => store.set_meta("created_at", &now.to_string())?,
         }
-        store.pruned_before = store.meta_i64(PRUNED_BEFORE)?.unwrap_or(i64::MIN);
-        if let Some(last_alive) = store.meta_i64("last_alive")? {
+        let history = &mut store.history;
+        history.pruned_before = history.meta_i64(PRUNED_BEFORE)?.unwrap_or(i64::MIN);
+        if let Some(last_alive) = history.meta_i64("last_alive")? {
             if last_alive < now {
-                store.conn.execute(
+                history.conn.execute(
                     "INSERT INTO downtime (from_ms, to_ms) VALUES (?1, ?2)",
                     params![last_alive, now],
                 )?;
@@ -182,17 +199,6 @@ impl Store {
         }
         store.alive(now)?;
         Ok(store)
-    }
-
-    /// When this store was first created (Unix ms).
-    pub fn created_at(&self) -> i64 {
-        self.created_at
-    }
-
-    /// Where its history starts: its creation, or what the last prune kept
-    /// (before that, nothing is known, not nothing mined).
-    pub fn history_from(&self) -> i64 {
-        self.created_at.max(self.pruned_before)
     }
 
     /// Bounds what later writes may leave in the file; a file holding more
@@ -208,12 +214,13 @@ impl Store {
 
     /// Counts what the limits bound, from the file.
     fn count(&mut self) -> Result<(), StoreError> {
-        self.per_miner_rows =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM buckets WHERE key != ''", [], |row| {
-                    row.get::<_, i64>(0)
-                })? as u64;
+        self.per_miner_rows = self.history.conn.query_row(
+            "SELECT COUNT(*) FROM buckets WHERE key != ''",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? as u64;
         let mut stmt = self
+            .history
             .conn
             .prepare("SELECT kind, COUNT(*) FROM records GROUP BY kind")?;
         let rows = stmt.query_map([], |row| {
@@ -239,7 +246,7 @@ impl Store {
         // Counted apart and kept only if the transaction commits.
         let mut per_miner_rows = self.per_miner_rows;
         let mut records = self.records.clone();
-        let tx = self.conn.transaction()?;
+        let tx = self.history.conn.transaction()?;
         write_all(&tx, writes, &mut per_miner_rows, &mut records)?;
         let evicted = evict(&tx, &self.limits, &mut per_miner_rows, &mut records)?;
         let mut upsert_meta =
@@ -268,147 +275,10 @@ impl Store {
         Ok(())
     }
 
-    /// The service state saved by the last [`Store::apply`].
-    pub fn state(&self) -> Result<Option<String>, StoreError> {
-        self.meta("state")
-    }
-
-    /// Sums of `series` per step of `step` ms (keyed by step start) over
-    /// buckets in `[from, to)`, for one `key` or all keys together.
-    pub fn sums(
-        &self,
-        series: &str,
-        key: Option<&str>,
-        from: i64,
-        to: i64,
-        step: i64,
-    ) -> Result<HashMap<i64, f64>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT (minute / ?4) * ?4 AS t, SUM(value) FROM buckets
-             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND (?5 IS NULL OR key = ?5)
-             GROUP BY t",
-        )?;
-        let rows = stmt.query_map(params![series, from, to, step, key], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, f64>(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Like [`Store::sums`], per key, for the `limit` keys (other than
-    /// `except`) with the most in the span; with how many keys have any.
-    pub fn sums_by_key(
-        &self,
-        series: &str,
-        span: (i64, i64),
-        step: i64,
-        except: Option<&str>,
-        limit: usize,
-    ) -> Result<(KeySums, u64), StoreError> {
-        let (from, to) = span;
-        let keys: i64 = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(DISTINCT key) FROM buckets
-             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND key IS NOT ?4",
-            )?
-            .query_row(params![series, from, to, except], |row| row.get(0))?;
-        let mut stmt = self.conn.prepare_cached(
-            "WITH top AS (
-                SELECT key FROM buckets
-                WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND key IS NOT ?5
-                GROUP BY key ORDER BY SUM(value) DESC, key LIMIT ?6
-             )
-             SELECT key, (minute / ?4) * ?4 AS t, SUM(value) FROM buckets
-             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND key IN top
-             GROUP BY key, t",
-        )?;
-        let mut out = KeySums::new();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt.query_map(params![series, from, to, step, except, limit], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, f64>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (key, t, value) = row?;
-            out.entry(key).or_default().insert(t, value);
-        }
-        Ok((out, keys.max(0) as u64))
-    }
-
-    /// The sum of `series` (one key, or all) over buckets in `[from, to)`.
-    pub fn total(
-        &self,
-        series: &str,
-        key: Option<&str>,
-        from: i64,
-        to: i64,
-    ) -> Result<f64, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT COALESCE(SUM(value), 0) FROM buckets
-             WHERE series = ?1 AND minute >= ?2 AND minute < ?3 AND (?4 IS NULL OR key = ?4)",
-        )?;
-        Ok(stmt.query_row(params![series, from, to, key], |row| row.get(0))?)
-    }
-
-    /// The start of the earliest bucket of `series` (one key, or all).
-    pub fn first_bucket(&self, series: &str, key: Option<&str>) -> Result<Option<i64>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT MIN(minute) FROM buckets WHERE series = ?1 AND (?2 IS NULL OR key = ?2)",
-        )?;
-        Ok(stmt.query_row(params![series, key], |row| row.get(0))?)
-    }
-
-    /// The newest `limit` records of `kind`, newest first.
-    pub fn records(&self, kind: &str, limit: usize) -> Result<Vec<Record>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, t, data FROM records WHERE kind = ?1 ORDER BY t DESC, id LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![kind, limit as i64], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, t, data) = row?;
-            // The store only ever writes JSON here; a hand-edited row reads as null.
-            let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
-            out.push(Record { id, t, data });
-        }
-        Ok(out)
-    }
-
-    /// How many records of `kind` are kept.
-    pub fn record_count(&self, kind: &str) -> Result<u64, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT COUNT(*) FROM records WHERE kind = ?1")?;
-        Ok(stmt.query_row(params![kind], |row| row.get::<_, i64>(0))? as u64)
-    }
-
-    /// The service's downtime spans that overlap `[from, to)`, oldest first.
-    pub fn gaps(&self, from: i64, to: i64) -> Result<Vec<Gap>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT from_ms, to_ms FROM downtime WHERE from_ms < ?2 AND to_ms > ?1 ORDER BY from_ms",
-        )?;
-        let rows = stmt.query_map(params![from, to], |row| {
-            Ok(Gap {
-                from: row.get(0)?,
-                to: row.get(1)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Deletes buckets, records and downtime older than `before`; returns
     /// how many rows went.
     pub fn prune(&mut self, before: i64) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.history.conn.transaction()?;
         let mut deleted = tx.execute(
             // The minute alone on one side, so its index is used.
             "DELETE FROM buckets WHERE minute <= ?1 - ?2",
@@ -416,36 +286,21 @@ impl Store {
         )?;
         deleted += tx.execute("DELETE FROM records WHERE t < ?1", params![before])?;
         deleted += tx.execute("DELETE FROM downtime WHERE to_ms < ?1", params![before])?;
-        let pruned_before = self.pruned_before.max(before);
+        let pruned_before = self.history.pruned_before.max(before);
         tx.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
             params![PRUNED_BEFORE, pruned_before.to_string()],
         )?;
         tx.commit()?;
-        self.pruned_before = pruned_before;
+        self.history.pruned_before = pruned_before;
         if deleted > 0 {
             self.count()?;
         }
         Ok(deleted)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = ?1",
-                params![key],
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
-
-    fn meta_i64(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.meta(key)?.and_then(|v| v.parse().ok()))
-    }
-
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
+        self.history.conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
             params![key, value],
         )?;
@@ -545,6 +400,7 @@ fn evict(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::series::Gap;
     use serde_json::json;
 
     const T0: i64 = 1_795_000_020_000; // 20 s into a minute
@@ -567,23 +423,27 @@ mod tests {
             )
             .unwrap();
         let end = minute + 10 * MINUTE_MS;
-        let per_minute = store.sums("work", None, minute, end, MINUTE_MS).unwrap();
-        assert_eq!(per_minute.len(), 3);
-        assert_eq!(per_minute[&minute], 15.0);
-        assert_eq!(per_minute[&(minute + MINUTE_MS)], 7.0);
-        let only_a = store
-            .sums("work", Some("a"), minute, end, MINUTE_MS)
+        let a = store
+            .history()
+            .sums("work", "a", minute, end, MINUTE_MS)
             .unwrap();
-        assert_eq!(only_a.get(&(minute + MINUTE_MS)), None);
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[&minute], 15.0);
+        assert_eq!(a.get(&(minute + MINUTE_MS)), None, "b's");
+        assert_eq!(a[&(minute + 5 * MINUTE_MS)], 1.0);
 
         // Downsampled to 5-minute steps, aligned to multiples of the step.
         let step = 5 * MINUTE_MS;
-        let coarse = store.sums("work", None, 0, i64::MAX, step).unwrap();
+        let coarse = store
+            .history()
+            .sums("work", "a", 0, i64::MAX, step)
+            .unwrap();
         let first = minute / step * step;
-        assert_eq!(coarse[&first], 22.0, "{coarse:?}");
-        assert_eq!(coarse.values().sum::<f64>(), 23.0);
+        assert_eq!(coarse[&first], 15.0, "{coarse:?}");
+        assert_eq!(coarse.values().sum::<f64>(), 16.0);
 
         let (by_key, keys) = store
+            .history()
             .sums_by_key("work", (minute, end), MINUTE_MS, None, 10)
             .unwrap();
         assert_eq!(by_key["b"][&(minute + MINUTE_MS)], 7.0);
@@ -591,6 +451,7 @@ mod tests {
         assert_eq!(keys, 2);
         // The key with the most work first; one left out is still counted.
         let (top, keys) = store
+            .history()
             .sums_by_key("work", (minute, end), MINUTE_MS, Some("nobody"), 1)
             .unwrap();
         assert_eq!(
@@ -598,19 +459,29 @@ mod tests {
             (vec!["a"], 2)
         );
         let (others, keys) = store
+            .history()
             .sums_by_key("work", (minute, end), MINUTE_MS, Some("a"), 10)
             .unwrap();
         assert_eq!(
             (others.keys().map(String::as_str).collect::<Vec<_>>(), keys),
             (vec!["b"], 1)
         );
-        assert_eq!(store.total("work", Some("a"), minute, end).unwrap(), 16.0);
-        assert_eq!(store.total("work", None, minute, minute + 1).unwrap(), 15.0);
         assert_eq!(
-            store.first_bucket("work", Some("b")).unwrap(),
+            store.history().total("work", "a", minute, end).unwrap(),
+            16.0
+        );
+        assert_eq!(
+            store
+                .history()
+                .total("work", "a", minute, minute + 1)
+                .unwrap(),
+            15.0
+        );
+        assert_eq!(
+            store.history().first_bucket("work", "b").unwrap(),
             Some(minute + MINUTE_MS)
         );
-        assert_eq!(store.first_bucket("nothing", None).unwrap(), None);
+        assert_eq!(store.history().first_bucket("nothing", "").unwrap(), None);
     }
 
     #[test]
@@ -648,7 +519,7 @@ mod tests {
                 T0,
             )
             .unwrap();
-        let records = store.records("quote", 10).unwrap();
+        let records = store.history().records("quote", 10).unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].id, "q2", "newest first");
         assert_eq!(records[1].t, T0);
@@ -656,8 +527,8 @@ mod tests {
             records[1].data,
             json!({"amount": 5, "received_at": T0, "minted_at": T0 + 9})
         );
-        assert_eq!(store.record_count("quote").unwrap(), 2);
-        assert_eq!(store.records("quote", 1).unwrap().len(), 1);
+        assert_eq!(store.history().record_count("quote").unwrap(), 2);
+        assert_eq!(store.history().records("quote", 1).unwrap().len(), 1);
     }
 
     #[test]
@@ -671,31 +542,72 @@ mod tests {
                 T0 + 1_000,
             )
             .unwrap();
-        assert!(store.gaps(0, i64::MAX).unwrap().is_empty());
+        assert!(store.history().gaps(0, i64::MAX).unwrap().is_empty());
         drop(store);
 
         let store = Store::open(dir.path(), "s.sqlite", T0 + 61_000).unwrap();
-        assert_eq!(store.created_at(), T0);
-        assert_eq!(store.state().unwrap().as_deref(), Some("{\"x\":1}"));
-        assert_eq!(store.total("work", None, 0, i64::MAX).unwrap(), 42.0);
+        assert_eq!(store.history().created_at(), T0);
         assert_eq!(
-            store.gaps(0, i64::MAX).unwrap(),
+            store.history().state().unwrap().as_deref(),
+            Some("{\"x\":1}")
+        );
+        assert_eq!(
+            store.history().total("work", "", 0, i64::MAX).unwrap(),
+            42.0
+        );
+        assert_eq!(
+            store.history().gaps(0, i64::MAX).unwrap(),
             [Gap {
                 from: T0 + 1_000,
                 to: T0 + 61_000
             }]
         );
         // Only gaps overlapping the asked span.
-        assert!(store.gaps(T0 + 61_000, T0 + 90_000).unwrap().is_empty());
+        assert!(store
+            .history()
+            .gaps(T0 + 61_000, T0 + 90_000)
+            .unwrap()
+            .is_empty());
         store.alive(T0 + 70_000).unwrap();
         drop(store);
 
         let store = Store::open(dir.path(), "s.sqlite", T0 + 80_000).unwrap();
-        assert_eq!(store.gaps(0, i64::MAX).unwrap().len(), 2);
+        assert_eq!(store.history().gaps(0, i64::MAX).unwrap().len(), 2);
         assert_eq!(
-            store.gaps(T0 + 75_000, i64::MAX).unwrap()[0].from,
+            store.history().gaps(T0 + 75_000, i64::MAX).unwrap()[0].from,
             T0 + 70_000
         );
+    }
+
+    #[test]
+    fn a_reader_reads_one_snapshot_while_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = T0 - 60 * 86_400_000;
+        let mut store = Store::open(dir.path(), "s.sqlite", created).unwrap();
+        store
+            .apply(&[Write::add("work", "", T0, 1.0)], None, T0)
+            .unwrap();
+        store.prune(T0 - 86_400_000).unwrap();
+
+        let reader = store.reader().unwrap();
+        assert_eq!(
+            (reader.created_at(), reader.history_from()),
+            (created, T0 - 86_400_000)
+        );
+        assert_eq!(reader.total("work", "", 0, i64::MAX).unwrap(), 1.0);
+        // Writes and prunes commit with the reader open, which keeps its snapshot.
+        store
+            .apply(&[Write::add("work", "", T0, 2.0)], None, T0)
+            .unwrap();
+        store.prune(T0 - 1_000).unwrap();
+        assert_eq!(reader.total("work", "", 0, i64::MAX).unwrap(), 1.0);
+        let later = store.reader().unwrap();
+        assert_eq!(later.total("work", "", 0, i64::MAX).unwrap(), 3.0);
+        assert_eq!(later.history_from(), T0 - 1_000);
+        assert!(matches!(
+            Store::open_in_memory(T0).unwrap().reader(),
+            Err(StoreError::InMemory)
+        ));
     }
 
     #[test]
@@ -717,13 +629,14 @@ mod tests {
         store.apply(&writes, None, T0).unwrap();
         assert_eq!(store.per_miner_rows(), 3);
         let (kept, _) = store
+            .history()
             .sums_by_key("work", (0, i64::MAX), MINUTE_MS, Some(""), 10)
             .unwrap();
         let mut names: Vec<&String> = kept.keys().collect();
         names.sort();
         assert_eq!(names, ["miner 2", "miner 3", "miner 4"], "the newest kept");
         assert_eq!(
-            store.total("work", Some(""), 0, i64::MAX).unwrap(),
+            store.history().total("work", "", 0, i64::MAX).unwrap(),
             5.0,
             "whole-pool history is not cut"
         );
@@ -741,11 +654,17 @@ mod tests {
             .unwrap();
         assert_eq!(store.per_miner_rows(), 3);
         assert_eq!(
-            store.total("work", Some("miner 2"), 0, i64::MAX).unwrap(),
+            store
+                .history()
+                .total("work", "miner 2", 0, i64::MAX)
+                .unwrap(),
             0.0
         );
         assert_eq!(
-            store.total("work", Some("miner 9"), 0, i64::MAX).unwrap(),
+            store
+                .history()
+                .total("work", "miner 9", 0, i64::MAX)
+                .unwrap(),
             1.0
         );
     }
@@ -778,13 +697,18 @@ mod tests {
             )
             .unwrap();
         let ids: Vec<String> = store
+            .history()
             .records("quote", 10)
             .unwrap()
             .into_iter()
             .map(|r| r.id)
             .collect();
         assert_eq!(ids, ["q3", "q2"]);
-        assert_eq!(store.record_count("block").unwrap(), 1, "kinds apart");
+        assert_eq!(
+            store.history().record_count("block").unwrap(),
+            1,
+            "kinds apart"
+        );
     }
 
     #[test]
@@ -820,8 +744,8 @@ mod tests {
         assert_eq!(store.per_miner_rows(), 1);
         assert_eq!(store.prune(cutoff).unwrap(), 3);
         assert_eq!(store.per_miner_rows(), 0, "counted again after pruning");
-        assert_eq!(store.total("work", None, 0, i64::MAX).unwrap(), 2.0);
-        let blocks = store.records("block", 10).unwrap();
+        assert_eq!(store.history().total("work", "", 0, i64::MAX).unwrap(), 2.0);
+        let blocks = store.history().records("block", 10).unwrap();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].id, "new");
         assert_eq!(store.prune(cutoff).unwrap(), 0);
@@ -832,16 +756,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let created = T0 - 60 * 86_400_000;
         let mut store = Store::open(dir.path(), "s.sqlite", created).unwrap();
-        assert_eq!(store.history_from(), created);
+        assert_eq!(store.history().history_from(), created);
         let cutoff = T0 - 30 * 86_400_000;
         store.prune(cutoff).unwrap();
-        assert_eq!(store.history_from(), cutoff);
+        assert_eq!(store.history().history_from(), cutoff);
         store.prune(cutoff - 1).unwrap();
-        assert_eq!(store.history_from(), cutoff, "never moves back");
+        assert_eq!(store.history().history_from(), cutoff, "never moves back");
         drop(store);
         let store = Store::open(dir.path(), "s.sqlite", T0).unwrap();
         assert_eq!(
-            (store.created_at(), store.history_from()),
+            (store.history().created_at(), store.history().history_from()),
             (created, cutoff)
         );
     }

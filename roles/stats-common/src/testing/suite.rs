@@ -11,6 +11,7 @@ use stats_sv2::{role, LinkStatus, PublisherHello, StatsMessage};
 use super::{
     assert_figures_match, get_json, http, minute_ago, now, Browser, Publisher, TestService,
 };
+use crate::api::MAX_LISTED;
 use crate::{Service, ServiceConfig, ServiceState};
 use roles_common::stats_publisher::PublisherSecret;
 
@@ -22,6 +23,9 @@ pub trait Fixture {
     const HASHRATE: f64;
     /// The `/api/stats` array of what is connected to the publisher.
     const CONNECTED: &'static str;
+    /// The `/api/stats` count of what is connected but not in
+    /// [`Fixture::CONNECTED`].
+    const LEFT_OUT: &'static str;
     /// The `/api/stats` pointer of a link state [`Fixture::mining`] reports up.
     const LINK_UP: &'static str;
     /// `/api/stats` pointers the dashboard shows after [`Fixture::everything`],
@@ -39,6 +43,8 @@ pub trait Fixture {
     /// An accepted share of `work` at `t` by miner (or downstream) `id`;
     /// [`Fixture::mining`] connects id 1.
     fn share(id: u32, work: u64, t: u64) -> StatsMessage;
+    /// Miner (or downstream) `id` connecting at `t`.
+    fn connect(id: u32, t: u64) -> StatsMessage;
     /// Three quarters of an hour of history, [`Fixture::mining`] and all
     /// else the dashboard shows.
     fn everything() -> Vec<StatsMessage>;
@@ -66,6 +72,7 @@ macro_rules! service_suite {
             a_restarted_publisher_resets_live_state_and_keeps_history,
             link_states_reported_again_keep_their_since,
             a_malformed_frame_closes_only_its_connection,
+            a_crowd_is_listed_by_hashrate_and_counted,
             only_a_publisher_with_the_secret_is_heard,
             dashboard_figures_match_the_api_in_chromium);
     };
@@ -147,6 +154,38 @@ pub fn bad_config_values_are_refused_naming_the_field<F: Fixture>() {
     )
     .unwrap();
     assert!(open.publisher_secret.is_some());
+}
+
+pub async fn a_crowd_is_listed_by_hashrate_and_counted<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut p = service.publisher(now()).await;
+    let crowd = MAX_LISTED as u32 + 3;
+    let mut events: Vec<_> = (1..=crowd)
+        .map(|id| F::connect(id, minute_ago(3)))
+        .collect();
+    // The last connected, last in the list's order, are the only busy ones.
+    events.extend((crowd - 2..=crowd).map(|id| F::share(id, 6_000_000, minute_ago(1))));
+    p.send_all(events).await;
+
+    let s = service
+        .stats_when("the crowd", |s| s["shares_accepted"] == 3)
+        .await;
+    assert_eq!(connected::<F>(&s), MAX_LISTED);
+    assert_eq!(s.pointer(F::LEFT_OUT).unwrap(), 3);
+    let busy = s.pointer(F::CONNECTED).unwrap().as_array().unwrap();
+    let busy = busy.iter().filter(|e| e["hashrate"].as_f64() > Some(0.0));
+    assert_eq!(busy.count(), 3, "the busiest are listed");
+
+    let (_, page) = http(service.http(), "GET", "/", None).await;
+    let note = format!(r#"data-stat="{}" data-format="count">3<"#, F::LEFT_OUT);
+    assert!(page.contains(&note), "no left-out note");
+    let (_, metrics) = http(service.http(), "GET", "/metrics", None).await;
+    assert!(
+        metrics.contains(&format!("_connected {crowd}\n")),
+        "{metrics}"
+    );
+    service.stop().await;
 }
 
 /// The hashrate of the point at `t` of a chart from `/api/hashrate`.
