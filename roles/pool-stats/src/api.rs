@@ -30,6 +30,13 @@ pub struct Stats {
     pub recent_blocks: Vec<Block>,
 }
 
+impl Stats {
+    /// Downstreams connected, listed or not.
+    pub fn proxies_connected(&self) -> u64 {
+        self.proxies.len() as u64 + self.proxies_left_out
+    }
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct Links {
     pub template_provider: Link,
@@ -216,7 +223,7 @@ fn connections(m: &mut Metrics, s: &Stats) {
         "hashpool_pool_downstreams_connected",
         Kind::Gauge,
         "Downstream connections (proxies, SV2 devices).",
-        (s.proxies.len() as u64 + s.proxies_left_out) as f64,
+        s.proxies_connected() as f64,
     )
     .single(
         "hashpool_pool_publisher_connected",

@@ -61,7 +61,7 @@ fn summary_cards(stats: &Stats, api: &Value) -> String {
         stat_card(api, "Blocks found", "/blocks_found", "count", ""),
         card(
             "Proxies",
-            &format!("{}", stats.proxies.len() as u64 + stats.proxies_left_out),
+            &stats.proxies_connected().to_string(),
             "connected now",
         ),
     ])

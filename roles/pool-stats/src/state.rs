@@ -490,6 +490,24 @@ mod tests {
     }
 
     #[test]
+    fn a_downstream_saved_before_its_recent_work_was_kept_loads() {
+        let saved = r#"{"totals":{"shares_accepted":1,"shares_rejected":0,"work_accepted":5.0,
+            "quotes_created":0,"ehash_created":0,"blocks_found":0},
+            "downstreams":{"3":{"flags":6,"connected_since":7,"channels":[1],"shares_accepted":1,
+            "shares_rejected":0,"quotes":0,"ehash":0,"last_share":8}},
+            "template_provider":null,"mint_link":null,"mint":null}"#;
+        let mut state: PoolState = serde_json::from_str(saved).unwrap();
+        assert_eq!(
+            state.downstreams[&3].recent.hashrate(T as i64, 7),
+            Some(0.0)
+        );
+        apply(&mut state, share(3, true, 60, T));
+        let later = T as i64 + 120_000;
+        // 60 hashes over the last 10 minutes.
+        assert_eq!(state.downstreams[&3].recent.hashrate(later, 7), Some(0.1));
+    }
+
+    #[test]
     fn blocks_are_recorded_with_their_display_hash() {
         let mut state = PoolState::default();
         let mut hash = [0u8; 32];

@@ -36,6 +36,13 @@ pub struct Stats {
     pub recent_quotes: Vec<Quote>,
 }
 
+impl Stats {
+    /// Miners connected, listed or not.
+    pub fn miners_connected(&self) -> u64 {
+        self.miners.len() as u64 + self.miners_left_out
+    }
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct Links {
     pub pool: Link,
@@ -232,7 +239,7 @@ fn connections(m: &mut Metrics, s: &Stats) {
         "hashpool_proxy_miners_connected",
         Kind::Gauge,
         "SV1 miners connected to the translator.",
-        (s.miners.len() as u64 + s.miners_left_out) as f64,
+        s.miners_connected() as f64,
     )
     .single(
         "hashpool_proxy_publisher_connected",

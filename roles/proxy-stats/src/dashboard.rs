@@ -52,7 +52,7 @@ fn summary_cards(stats: &Stats, api: &Value) -> String {
         ),
         card(
             "Miners",
-            &format!("{}", stats.miners.len() as u64 + stats.miners_left_out),
+            &stats.miners_connected().to_string(),
             "connected now",
         ),
         accepted,

@@ -47,7 +47,7 @@ impl Fixture for Proxy {
     fn connect(miner_id: u32, timestamp: u64) -> StatsMessage {
         MinerConnectedOwned {
             miner_id,
-            name: str0255("name", &format!("rig{miner_id}")).unwrap(),
+            name: str0255("name", &format!("rig{miner_id:05}")).unwrap(),
             timestamp,
         }
         .into()

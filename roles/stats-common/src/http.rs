@@ -45,11 +45,7 @@ async fn dashboard<S: Service>(
         Ok((S::stats(core, now)?, core.store.reader()?))
     })
     .await?;
-    tokio::task::spawn_blocking(move || {
-        Ok(Html(S::dashboard(&history, &stats, range, hours, now)?))
-    })
-    .await
-    .expect("dashboard task panicked")
+    off_runtime(move || Ok(Html(S::dashboard(&history, &stats, range, hours, now)?))).await
 }
 
 async fn stats<S: Service>(
@@ -109,12 +105,18 @@ async fn read_history<A: ServiceState, T: Send + 'static>(
     f: impl FnOnce(&History) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || {
+    off_runtime(move || {
         let history = lock(&shared).store.reader()?;
         f(&history)
     })
     .await
-    .expect("stats read task panicked")
+}
+
+/// Runs `f` on a blocking thread: SQLite does file IO.
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("stats read task panicked")
 }
 
 #[derive(Deserialize)]
@@ -175,5 +177,38 @@ impl IntoResponse for ApiError {
             axum::Json(serde_json::json!({ "error": self.reason })),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::core::Core;
+    use crate::store::Store;
+
+    #[derive(Default, Clone, Serialize, Deserialize)]
+    struct Nothing;
+
+    impl ServiceState for Nothing {
+        const ROLE: u8 = stats_sv2::role::POOL;
+        fn publisher_restarted(&mut self) {}
+        fn apply(&mut self, _: &stats_sv2::StatsMessage, _: &mut Vec<crate::Write>) {}
+    }
+
+    #[tokio::test]
+    async fn history_is_read_with_the_ingest_lock_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "s.sqlite", 0).unwrap();
+        let shared: Shared<Nothing> = Arc::new(Mutex::new(Core::new(store).unwrap()));
+        let ingest = shared.clone();
+        let free = read_history(&shared, move |history| {
+            history.gaps(0, 1)?;
+            Ok(ingest.try_lock().is_ok())
+        })
+        .await
+        .unwrap();
+        assert!(free, "the query held the lock ingest needs");
     }
 }

@@ -119,8 +119,8 @@ pub fn recent_window(now: i64, minutes: i64, since: i64) -> Option<(i64, i64)> {
 }
 
 /// The accepted work of one live connection over its last minutes, kept in
-/// memory: its own hashrate where the store's series key is shared by
-/// several connections (miners of one name).
+/// memory: its hashrate without a query, and its own where the store's
+/// series key is shared by several connections (miners of one name).
 #[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq)]
 pub struct RecentWork {
     /// Work per minute (start ms), oldest first; the current minute and the

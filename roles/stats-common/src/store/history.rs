@@ -1,6 +1,6 @@
 //! Reading a stats store: chart sums, totals, records, downtime and the
 //! saved state. The writer reads through its own connection; an HTTP
-//! request through a read-only one of its own (see [`crate::view`]), so a
+//! request through a read-only one of its own (see [`super::Store::reader`]), so a
 //! slow query never holds up ingest.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use crate::series::Gap;
 /// Sums per key, then per step start.
 pub type KeySums = HashMap<String, HashMap<i64, f64>>;
 
-/// A stored record, as [`Write::Record`] made it.
+/// A stored record, as [`super::Write::Record`] made it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
     pub id: String,
@@ -61,7 +61,7 @@ impl History {
         self.created_at.max(self.pruned_before)
     }
 
-    /// The service state saved by the last [`Store::apply`].
+    /// The service state saved by the last [`super::Store::apply`].
     pub fn state(&self) -> Result<Option<String>, StoreError> {
         self.meta("state")
     }
@@ -87,7 +87,7 @@ impl History {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Like [`Store::sums`], per key, for the `limit` keys (other than
+    /// Like [`Self::sums`], per key, for the `limit` keys (other than
     /// `except`) with the most in the span; with how many keys have any.
     pub fn sums_by_key(
         &self,
