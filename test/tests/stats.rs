@@ -326,6 +326,52 @@ async fn restarted_stats_services_leave_mining_alone_and_show_the_gap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_whose_disconnect_was_dropped_leaves_with_the_next_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let mut m = Mining::start(1, 4.0).await;
+    // A queue so small that a few events while proxy-stats is away push
+    // out what came before them.
+    m.translator.stop().await;
+    m.translator.config.stats = Some(StatsSettings {
+        queue_capacity: 4,
+        ..m.proxy_stats.settings()
+    });
+    m.translator.start().await;
+    let ghost_config = load_miner_config(m.translator.config.listen_address, "ghost", 1, 1.0);
+    let ghost_shutdown = CancellationToken::new();
+    let ghost = miner::start(ghost_config, ghost_shutdown.clone());
+    let names = |s: &Value| -> Vec<String> {
+        let miners = s["miners"].as_array().cloned().unwrap_or_default();
+        miners.iter().map(|m| m["name"].to_string()).collect()
+    };
+    m.proxy_stats
+        .stats_when("the ghost and the rig", |s| {
+            let names = names(s);
+            names.len() == 2 && names.iter().any(|n| n.contains("ghost"))
+        })
+        .await;
+
+    // The ghost leaves while proxy-stats is away, and more events follow
+    // than the queue holds: its disconnect is dropped.
+    m.proxy_stats.stop().await;
+    stop_miner(WAIT, &ghost_shutdown, ghost).await;
+    m.mine(12).await;
+    m.proxy_stats.restart().await;
+    let s = m
+        .proxy_stats
+        .stats_when("only the rig", |s| {
+            s["publisher"]["dropped"].as_u64() > Some(0) && names(s).len() == 1
+        })
+        .await;
+    assert!(!names(&s)[0].contains("ghost"), "{s}");
+    assert!(
+        u64_at(&s, "/miners/0/shares_accepted") > 0,
+        "the rig's counts kept: {s}"
+    );
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hashrate_from_shares_matches_the_load_generators_pace() {
     let _serial = SERIAL.lock().await;
     // A rate the whole debug-built stack keeps up with on a busy machine:

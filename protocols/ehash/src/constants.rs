@@ -66,8 +66,12 @@ pub mod mint_quote {
 /// The pool/translator -> stats service link (SV2 framing over plain TCP).
 pub mod stats {
     /// The version `PublisherHello` carries. Version 1 had no version field
-    /// and no secret, and its hello was [`PUBLISHER_HELLO_V1`].
-    pub const PROTOCOL_VERSION: u16 = 2;
+    /// and no secret, and its hello was [`PUBLISHER_HELLO_V1`]; version 2
+    /// had no snapshot of what is live (`LiveBegin`, `LiveEntry`, `LiveEnd`).
+    pub const PROTOCOL_VERSION: u16 = 3;
+    /// The oldest version a service still takes: a version 2 publisher
+    /// only sends no snapshots.
+    pub const MIN_PROTOCOL_VERSION: u16 = 2;
 
     pub const SHARE_SUBMITTED: u8 = 0x01;
     pub const QUOTE_CREATED: u8 = 0x02;
@@ -89,4 +93,7 @@ pub mod stats {
     pub const EHASH_QUOTE: u8 = 0x10;
     pub const PUBLISHER_HELLO: u8 = 0x11;
     pub const KEEPALIVE: u8 = 0x12;
+    pub const LIVE_BEGIN: u8 = 0x13;
+    pub const LIVE_ENTRY: u8 = 0x14;
+    pub const LIVE_END: u8 = 0x15;
 }

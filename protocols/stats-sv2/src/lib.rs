@@ -134,11 +134,12 @@ pub mod link {
     pub const POOL: u8 = 2;
 }
 
-/// The version of this protocol, which [`PublisherHello`] carries.
-pub use ehash::constants::stats::PROTOCOL_VERSION;
 /// The message type of the version 1 hello. It is not decoded; a service
 /// recognises it to tell an outdated publisher what is wrong.
 pub use ehash::constants::stats::PUBLISHER_HELLO_V1;
+/// The version of this protocol, which [`PublisherHello`] carries, and the
+/// oldest a service still takes.
+pub use ehash::constants::stats::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// How long a secret [`PublisherHello`] can carry, in bytes.
 pub const MAX_SECRET_LEN: usize = 255;
@@ -314,6 +315,54 @@ pub struct EhashQuote<'decoder> {
     pub timestamp: u64,
 }
 
+/// Pool or translator: a snapshot of what is live at the publisher follows,
+/// as [`LiveEntry`]s closed by [`LiveEnd`]. Sent on every connection once
+/// the queued events are through, and again after a connect or disconnect
+/// event was dropped from the publisher's full queue: the service learns
+/// what connected meanwhile, and forgets what left.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LiveBegin {
+    pub timestamp: u64,
+}
+
+/// `LiveEntry.kind`: what is live.
+pub mod live {
+    /// A downstream connection of the pool (`id`, `flags`).
+    pub const DOWNSTREAM: u8 = 0;
+    /// A channel of a pool downstream (`id`, `channel_id`).
+    pub const CHANNEL: u8 = 1;
+    /// An SV1 miner of the translator (`id`, `name`).
+    pub const MINER: u8 = 2;
+}
+
+/// Pool or translator: one connection or channel live at the publisher, in
+/// a snapshot ([`LiveBegin`]). Fields a kind has no use for are 0 or empty.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LiveEntry<'decoder> {
+    /// One of [`live`].
+    pub kind: u8,
+    /// The downstream id, or the miner id.
+    pub id: u32,
+    pub channel_id: u32,
+    /// `SetupConnection.flags` of a downstream.
+    pub flags: u32,
+    /// A miner's SV1 username.
+    pub name: Str0255<'decoder>,
+    /// When it connected, or the channel opened (Unix milliseconds): the
+    /// timestamp of its own event.
+    pub since: u64,
+    pub timestamp: u64,
+}
+
+/// Pool or translator: the end of a snapshot, `entries` [`LiveEntry`]s
+/// after its [`LiveBegin`]. What the service holds as live and the snapshot
+/// did not name has left.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LiveEnd {
+    pub entries: u32,
+    pub timestamp: u64,
+}
+
 ehash::message_enum! {
     /// Every stats message, owned.
     pub enum StatsMessage {
@@ -359,6 +408,12 @@ ehash::message_enum! {
                 decoded as EhashQuote<'_> => into_owned;
             Keepalive(Keepalive) = t::KEEPALIVE,
                 decoded as Keepalive;
+            LiveBegin(LiveBegin) = t::LIVE_BEGIN,
+                decoded as LiveBegin;
+            LiveEntry(LiveEntryOwned) = t::LIVE_ENTRY,
+                decoded as LiveEntry<'_> => into_owned;
+            LiveEnd(LiveEnd) = t::LIVE_END,
+                decoded as LiveEnd;
         }
     }
 }

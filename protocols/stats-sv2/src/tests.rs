@@ -155,7 +155,7 @@ fn block_found() {
 
 const PUBLISHER_HELLO_FRAME: &str = concat!(
     "0000112c0000",
-    "0200",
+    "0300",
     "00",
     "005e56eea1010000",
     "0700000000000000",
@@ -168,7 +168,7 @@ fn publisher_hello() {
     let hello =
         PublisherHello::new(role::POOL, 1_795_000_000_000, 7, b"0123456789abcdef", TS).unwrap();
     assert_eq!(hello.version, PROTOCOL_VERSION);
-    assert_eq!(PROTOCOL_VERSION, 2);
+    assert_eq!((MIN_PROTOCOL_VERSION, PROTOCOL_VERSION), (2, 3));
     assert_golden(StatsMessage::PublisherHello(hello), PUBLISHER_HELLO_FRAME);
 }
 
@@ -219,6 +219,52 @@ fn keepalive() {
     assert_golden(
         StatsMessage::Keepalive(Keepalive { timestamp: TS }),
         "0000120800007b5e56eea1010000",
+    );
+}
+
+#[test]
+fn live_begin() {
+    assert_golden(
+        StatsMessage::LiveBegin(LiveBegin { timestamp: TS }),
+        "0000130800007b5e56eea1010000",
+    );
+}
+
+const LIVE_ENTRY_FRAME: &str = concat!(
+    "000014280000",
+    "02",
+    "01000000",
+    "00000000",
+    "00000000",
+    "0a616c6963652e72696731",
+    "7a5e56eea1010000",
+    "7b5e56eea1010000",
+);
+
+#[test]
+fn live_entry() {
+    assert_golden(
+        StatsMessage::LiveEntry(LiveEntryOwned {
+            kind: live::MINER,
+            id: 1,
+            channel_id: 0,
+            flags: 0,
+            name: str0255("name", "alice.rig1").unwrap(),
+            since: TS - 1,
+            timestamp: TS,
+        }),
+        LIVE_ENTRY_FRAME,
+    );
+}
+
+#[test]
+fn live_end() {
+    assert_golden(
+        StatsMessage::LiveEnd(LiveEnd {
+            entries: 3,
+            timestamp: TS,
+        }),
+        "0000150c0000030000007b5e56eea1010000",
     );
 }
 
@@ -302,7 +348,7 @@ fn a_bool_is_read_from_its_low_bit_only() {
 
 #[test]
 fn unknown_types_are_refused() {
-    for msg_type in [0x00, PUBLISHER_HELLO_V1, 0x13, 0xFF] {
+    for msg_type in [0x00, PUBLISHER_HELLO_V1, 0x16, 0xFF] {
         assert!(matches!(
             StatsMessage::decode_payload(msg_type, false, &mut [0u8; 64]),
             Err(DecodeError::UnknownMessageType { .. })
@@ -316,6 +362,7 @@ const GOLDEN_FRAMES: &[&str] = &[
     MINER_SHARE_FRAME,
     BLOCK_FOUND_FRAME,
     PUBLISHER_HELLO_FRAME,
+    LIVE_ENTRY_FRAME,
 ];
 
 ehash::hostile_input_proptests!(StatsMessage, GOLDEN_FRAMES);

@@ -5,11 +5,12 @@
 //! ([`StatsQueue`]: when full, the oldest event is dropped and counted). A
 //! background task connects to the service, sends a `PublisherHello` first on
 //! every connection, then the queued events in order, then the current state
-//! of every link; on any error it reconnects with exponential backoff.
-//! Events queued while the service is away are sent once it is back, up to
-//! the queue's capacity; link states are sent on every connection and after
-//! a `LinkStatus` was dropped, so one dropped or lost still reaches the
-//! service. With
+//! of every link and a snapshot of what is live ([`LiveSet`]); on any error
+//! it reconnects with exponential backoff. Events queued while the service
+//! is away are sent once it is back, up to the queue's capacity; link
+//! states and the snapshot are sent on every connection and after a
+//! `LinkStatus` or a connect or disconnect event was dropped, so one
+//! dropped or lost still reaches the service. With
 //! nothing to send it sends a `Keepalive` every [`KEEPALIVE_INTERVAL`], so
 //! the service can close connections that went silent.
 //!
@@ -34,6 +35,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::{ConfigError, Validate};
+
+mod live;
+
+use live::LiveSet;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -238,8 +243,10 @@ impl LinkStates {
 struct Shared {
     queue: Mutex<StatsQueue<StatsMessage>>,
     links: Mutex<LinkStates>,
-    /// A `LinkStatus` was dropped from the queue: the links' states are due.
-    link_status_dropped: AtomicBool,
+    live: Mutex<LiveSet>,
+    /// A `LinkStatus`, or a connect or disconnect event, was dropped from
+    /// the queue: the links' states and the live snapshot are due.
+    state_dropped: AtomicBool,
     wake: Notify,
     connected: AtomicBool,
 }
@@ -297,7 +304,8 @@ impl StatsPublisher {
         let shared = Arc::new(Shared {
             queue: Mutex::new(StatsQueue::new(settings.queue_capacity)),
             links: Mutex::new(LinkStates::default()),
-            link_status_dropped: AtomicBool::new(false),
+            live: Mutex::new(LiveSet::default()),
+            state_dropped: AtomicBool::new(false),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
         });
@@ -321,13 +329,19 @@ impl StatsPublisher {
     /// is full the oldest event is dropped.
     pub fn publish(&self, msg: impl Into<StatsMessage>) {
         let Some(shared) = &self.shared else { return };
-        let dropped = shared
-            .queue
-            .lock()
-            .expect("stats queue lock")
-            .push(msg.into());
-        if let Some(StatsMessage::LinkStatus(_)) = dropped {
-            shared.link_status_dropped.store(true, Ordering::Relaxed);
+        let msg = msg.into();
+        // Held while queueing, as the links are: the snapshot is never
+        // older than what was queued before it was taken.
+        let _live = LiveSet::is_lifecycle(&msg).then(|| {
+            let mut live = shared.live.lock().expect("live set lock");
+            live.record(&msg);
+            live
+        });
+        let dropped = shared.queue.lock().expect("stats queue lock").push(msg);
+        if dropped
+            .is_some_and(|d| matches!(d, StatsMessage::LinkStatus(_)) || LiveSet::is_lifecycle(&d))
+        {
+            shared.state_dropped.store(true, Ordering::Relaxed);
         }
         shared.wake.notify_one();
     }
@@ -428,9 +442,9 @@ impl Task {
             .dropped()
     }
 
-    /// Sends the hello, then queued events, then the links' states, and a
-    /// keepalive whenever there was nothing to send for a while; returns
-    /// only on an error.
+    /// Sends the hello, then queued events, then the links' states and the
+    /// live snapshot, and a keepalive whenever there was nothing to send for
+    /// a while; returns only on an error.
     async fn serve(&self, stream: TcpStream) -> Result<Infallible, String> {
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
@@ -442,34 +456,33 @@ impl Task {
         write(&mut writer, hello.into()).await?;
         flush(&mut writer).await?;
         self.shared.connected.store(true, Ordering::Relaxed);
-        // The links' states go once the queue is empty, after every
-        // LinkStatus queued before them, so an older state cannot arrive
-        // last: at the start of every connection (a LinkStatus may have been
-        // lost in flight) and after a LinkStatus was dropped from the queue.
-        // The service keeps the `since` of a state it already had.
-        let mut links_due = true;
+        // The links' states and the live snapshot go once the queue is
+        // empty, after every event queued before them, so an older state
+        // cannot arrive last: at the start of every connection (an event may
+        // have been lost in flight) and after one was dropped from the
+        // queue. The service keeps the `since` of a state it already had,
+        // and the counts of what the snapshot names.
+        let mut state_due = true;
         loop {
             let next = self.shared.queue.lock().expect("stats queue lock").pop();
-            if next.is_none()
-                && self
-                    .shared
-                    .link_status_dropped
-                    .swap(false, Ordering::Relaxed)
-            {
-                links_due = true;
+            if next.is_none() && self.shared.state_dropped.swap(false, Ordering::Relaxed) {
+                state_due = true;
             }
             match next {
                 Some(msg) => write(&mut writer, msg).await?,
-                None if links_due => {
-                    links_due = false;
-                    let states = self
+                None if state_due => {
+                    state_due = false;
+                    let now = now_ms();
+                    let links = self.shared.links.lock().expect("links lock").statuses(now);
+                    let snapshot = self
                         .shared
-                        .links
+                        .live
                         .lock()
-                        .expect("links lock")
-                        .statuses(now_ms());
-                    for status in states {
-                        write(&mut writer, status.into()).await?;
+                        .expect("live set lock")
+                        .snapshot(now);
+                    let state = links.into_iter().map(StatsMessage::from).chain(snapshot);
+                    for msg in state {
+                        write(&mut writer, msg).await?;
                     }
                 }
                 None => {

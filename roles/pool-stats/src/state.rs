@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stats_common::series::RecentWork;
-use stats_common::{LinkState, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
+use stats_common::{LinkState, LiveRefusals, LiveSnapshot, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{
-    BlockFoundOwned, ChannelClosed, ChannelOpened, DownstreamConnected, LinkStatus, MintStats,
-    QuoteCreated, ShareSubmitted, StatsMessage,
+    live, BlockFoundOwned, ChannelClosed, ChannelOpened, DownstreamConnected, LinkStatus,
+    LiveEntryOwned, MintStats, QuoteCreated, ShareSubmitted, StatsMessage,
 };
 
 /// Series in the store (1-minute buckets). `work` is kept for the whole
@@ -78,6 +78,15 @@ pub struct PoolState {
     channel_count: Option<usize>,
     #[serde(skip)]
     refused: LiveRefusals,
+    #[serde(skip)]
+    snapshot: LiveSnapshot<Live>,
+}
+
+/// What a pool's live snapshot names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Live {
+    Downstream(u32),
+    Channel(u32, u32),
 }
 
 impl PoolState {
@@ -123,19 +132,66 @@ impl PoolState {
     }
 
     fn channel_opened(&mut self, m: &ChannelOpened, t: i64) {
+        self.add_channel(m.downstream_id, m.channel_id, t);
+    }
+
+    fn add_channel(&mut self, downstream_id: u32, channel_id: u32, t: i64) {
         let full = self.channel_count() >= MAX_LIVE_ENTRIES;
-        let Some(d) = self.downstream(m.downstream_id, t) else {
+        let Some(d) = self.downstream(downstream_id, t) else {
             return;
         };
-        if d.channels.contains(&m.channel_id) {
+        if d.channels.contains(&channel_id) {
             return;
         }
         if full {
             self.refused.refused("channel");
             return;
         }
-        d.channels.insert(m.channel_id);
+        d.channels.insert(channel_id);
         self.channel_count = self.channel_count.map(|c| c + 1);
+    }
+
+    /// An entry of the pool's live snapshot: what it names is live, with
+    /// its counts kept, or added if the service missed its connect.
+    fn live_entry(&mut self, m: &LiveEntryOwned) {
+        let since = i64::try_from(m.since).unwrap_or(i64::MAX);
+        match m.kind {
+            live::DOWNSTREAM => {
+                self.snapshot.named(Live::Downstream(m.id));
+                if let Some(d) = self.downstream(m.id, since) {
+                    d.flags = m.flags;
+                    d.connected_since = since;
+                }
+            }
+            live::CHANNEL => {
+                self.snapshot.named(Live::Channel(m.id, m.channel_id));
+                self.add_channel(m.id, m.channel_id, since);
+            }
+            other => tracing::debug!("pool-stats ignores live entries of kind {other}"),
+        }
+    }
+
+    /// The pool's live snapshot ended: what it did not name has left (its
+    /// disconnect never arrived).
+    fn live_end(&mut self, entries: u32) {
+        let Some(named) = self.snapshot.end(entries) else {
+            return;
+        };
+        let before = self.downstreams.len();
+        self.downstreams.retain(|&id, d| {
+            d.channels
+                .retain(|&channel| named.contains(&Live::Channel(id, channel)));
+            named.contains(&Live::Downstream(id))
+        });
+        // Counted again when next needed.
+        self.channel_count = None;
+        let gone = before - self.downstreams.len();
+        if gone > 0 {
+            tracing::info!(
+                gone,
+                "downstreams the pool no longer has (their disconnect was lost) removed"
+            );
+        }
     }
 
     fn channel_closed(&mut self, m: &ChannelClosed) {
@@ -238,6 +294,7 @@ impl ServiceState for PoolState {
     fn publisher_restarted(&mut self) {
         self.downstreams.clear();
         self.channel_count = Some(0);
+        self.snapshot = LiveSnapshot::default();
         self.template_provider = None;
         self.mint_link = None;
     }
@@ -254,6 +311,9 @@ impl ServiceState for PoolState {
             StatsMessage::BlockFound(m) => self.block(m, t, out),
             StatsMessage::LinkStatus(m) => self.link_status(m, t),
             StatsMessage::MintStats(m) => self.mint_stats(m, t),
+            StatsMessage::LiveBegin(_) => self.snapshot.begin(),
+            StatsMessage::LiveEntry(m) => self.live_entry(m),
+            StatsMessage::LiveEnd(m) => self.live_end(m.entries),
             other => tracing::debug!("pool-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
     }
@@ -487,6 +547,84 @@ mod tests {
         apply(&mut state, disconnected(1, T));
         open(&mut state, 3, 1);
         assert_eq!(state.downstreams[&3].channels.len(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_keeps_the_channels_it_names_and_an_incomplete_one_sweeps_nothing() {
+        let mut state = PoolState::default();
+        apply(
+            &mut state,
+            DownstreamConnected {
+                downstream_id: 1,
+                flags: 6,
+                timestamp: T,
+            },
+        );
+        for channel_id in [5, 6] {
+            apply(
+                &mut state,
+                ChannelOpened {
+                    downstream_id: 1,
+                    channel_id,
+                    timestamp: T,
+                },
+            );
+        }
+        let entry = |kind, channel_id| LiveEntryOwned {
+            kind,
+            id: 1,
+            channel_id,
+            flags: 6,
+            name: String::new().try_into().unwrap(),
+            since: T - 5,
+            timestamp: T + 1,
+        };
+        // Cut short: one entry of two arrived.
+        apply(&mut state, LiveBegin { timestamp: T + 1 });
+        apply(&mut state, entry(live::DOWNSTREAM, 0));
+        apply(
+            &mut state,
+            LiveEnd {
+                entries: 2,
+                timestamp: T + 1,
+            },
+        );
+        assert_eq!(state.downstreams[&1].channels.len(), 2);
+
+        apply(&mut state, LiveBegin { timestamp: T + 1 });
+        apply(&mut state, entry(live::DOWNSTREAM, 0));
+        apply(&mut state, entry(live::CHANNEL, 5));
+        apply(
+            &mut state,
+            LiveEnd {
+                entries: 2,
+                timestamp: T + 1,
+            },
+        );
+        let d = &state.downstreams[&1];
+        assert_eq!(
+            d.channels,
+            BTreeSet::from([5]),
+            "channel 6 closed meanwhile"
+        );
+        assert_eq!(
+            d.connected_since,
+            T as i64 - 5,
+            "the publisher's connect time"
+        );
+        assert_eq!(state.channel_count(), 1);
+
+        // Nothing named: nothing live.
+        apply(&mut state, LiveBegin { timestamp: T + 2 });
+        apply(
+            &mut state,
+            LiveEnd {
+                entries: 0,
+                timestamp: T + 2,
+            },
+        );
+        assert!(state.downstreams.is_empty());
+        assert_eq!(state.channel_count(), 0);
     }
 
     #[test]

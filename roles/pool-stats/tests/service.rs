@@ -5,7 +5,7 @@
 use pool_stats::PoolStats;
 use serde_json::Value;
 use stats_common::testing::suite::Fixture;
-use stats_common::testing::{get_json, http, minute_ago, now, TestService};
+use stats_common::testing::{get_json, http, live_entry, minute_ago, now, TestService};
 use stats_sv2::*;
 
 struct Pool;
@@ -40,6 +40,23 @@ impl Fixture for Pool {
 
     fn share(id: u32, work: u64, t: u64) -> StatsMessage {
         share(id, true, work, t).into()
+    }
+
+    const ID: &'static str = "downstream_id";
+
+    fn snapshot(ids: &[u32], since: u64, t: u64) -> Vec<StatsMessage> {
+        let mut out: Vec<StatsMessage> = vec![LiveBegin { timestamp: t }.into()];
+        for &id in ids {
+            out.push(live_entry(live::DOWNSTREAM, id, since, t).into());
+        }
+        out.push(
+            LiveEnd {
+                entries: ids.len() as u32,
+                timestamp: t,
+            }
+            .into(),
+        );
+        out
     }
 
     fn connect(downstream_id: u32, timestamp: u64) -> StatsMessage {

@@ -6,7 +6,7 @@ use ehash::wire::str0255;
 use proxy_stats::ProxyStats;
 use serde_json::Value;
 use stats_common::testing::suite::Fixture;
-use stats_common::testing::{get_json, http, minute_ago, now, TestService};
+use stats_common::testing::{get_json, http, live_entry, minute_ago, now, TestService};
 use stats_sv2::*;
 
 struct Proxy;
@@ -42,6 +42,27 @@ impl Fixture for Proxy {
 
     fn share(id: u32, work: u64, t: u64) -> StatsMessage {
         share(id, true, work, t).into()
+    }
+
+    const ID: &'static str = "miner_id";
+
+    fn snapshot(ids: &[u32], since: u64, t: u64) -> Vec<StatsMessage> {
+        let mut out: Vec<StatsMessage> = vec![LiveBegin { timestamp: t }.into()];
+        for &id in ids {
+            let entry = LiveEntryOwned {
+                name: str0255("name", &format!("rig{id:05}")).unwrap(),
+                ..live_entry(live::MINER, id, since, t)
+            };
+            out.push(entry.into());
+        }
+        out.push(
+            LiveEnd {
+                entries: ids.len() as u32,
+                timestamp: t,
+            }
+            .into(),
+        );
+        out
     }
 
     fn connect(miner_id: u32, timestamp: u64) -> StatsMessage {

@@ -5,6 +5,8 @@
 //! it was a few seconds before (an idle service flushes with each 5 s
 //! heartbeat), history written meanwhile kept.
 
+use std::collections::BTreeSet;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
@@ -99,6 +101,61 @@ impl LiveRefusals {
     /// Entries refused since the service started.
     pub fn count(&self) -> u64 {
         self.0
+    }
+}
+
+/// The publisher's snapshot of what is live, as it arrives: the keys its
+/// entries named since its `LiveBegin`. A field of the state, not saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSnapshot<K> {
+    named: Option<BTreeSet<K>>,
+    /// Entries received since the begin.
+    entries: u64,
+}
+
+impl<K> Default for LiveSnapshot<K> {
+    fn default() -> Self {
+        LiveSnapshot {
+            named: None,
+            entries: 0,
+        }
+    }
+}
+
+impl<K: Ord> LiveSnapshot<K> {
+    /// A snapshot begins; one begun before and never ended is forgotten
+    /// (its connection broke).
+    pub fn begin(&mut self) {
+        self.named = Some(BTreeSet::new());
+        self.entries = 0;
+    }
+
+    /// An entry of the snapshot named `key`. Entries past
+    /// [`MAX_LIVE_ENTRIES`] for each kind the publisher can name (two) are
+    /// counted, not kept: such a snapshot sweeps nothing.
+    pub fn named(&mut self, key: K) {
+        self.entries += 1;
+        if let Some(named) = &mut self.named {
+            if named.len() < 2 * MAX_LIVE_ENTRIES {
+                named.insert(key);
+            }
+        }
+    }
+
+    /// The snapshot ended, saying it had `entries`: the keys it named, when
+    /// every entry since its begin arrived and was kept, so that what it
+    /// did not name has left. `None` (sweep nothing) otherwise.
+    pub fn end(&mut self, entries: u32) -> Option<BTreeSet<K>> {
+        let named = self.named.take()?;
+        let whole = self.entries == u64::from(entries) && named.len() as u64 == self.entries;
+        if !whole {
+            tracing::warn!(
+                sent = entries,
+                received = self.entries,
+                "a live snapshot arrived incomplete: keeping every connection it did not name"
+            );
+        }
+        whole.then_some(named)
     }
 }
 
@@ -461,6 +518,31 @@ mod tests {
         assert!(core.message(&share(oldest), now));
         assert!(!core.message(&share(oldest - 1), now));
         assert_eq!(core.state.shares, 2);
+    }
+
+    #[test]
+    fn a_whole_snapshot_gives_what_it_named_and_a_partial_one_nothing() {
+        let mut snapshot = LiveSnapshot::default();
+        assert_eq!(snapshot.end(0), None, "no begin");
+        snapshot.begin();
+        snapshot.named(3);
+        snapshot.named(1);
+        assert_eq!(snapshot.end(2), Some(BTreeSet::from([1, 3])));
+        assert_eq!(snapshot.end(2), None, "ended already");
+
+        snapshot.begin();
+        snapshot.named(1);
+        assert_eq!(snapshot.end(2), None, "an entry lost");
+        // A snapshot cut off by a broken connection is forgotten at the next.
+        snapshot.begin();
+        snapshot.named(1);
+        snapshot.begin();
+        assert_eq!(snapshot.end(0), Some(BTreeSet::new()));
+        // The same key twice is not a whole snapshot of distinct entries.
+        snapshot.begin();
+        snapshot.named(1);
+        snapshot.named(1);
+        assert_eq!(snapshot.end(2), None);
     }
 
     #[test]

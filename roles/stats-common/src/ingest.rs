@@ -17,7 +17,9 @@ use roles_common::limits::ConnectionLimits;
 use roles_common::log_limit::LogLimit;
 use roles_common::stats_publisher::PublisherSecret;
 use roles_common::CancellationToken;
-use stats_sv2::{DecodeError, MessageSet, PublisherHello, StatsMessage, PROTOCOL_VERSION};
+use stats_sv2::{
+    DecodeError, MessageSet, PublisherHello, StatsMessage, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use subtle::ConstantTimeEq;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,7 +60,10 @@ pub enum ProtocolError {
          this service speaks version {PROTOCOL_VERSION}: upgrade the publisher"
     )]
     OutdatedHello,
-    #[error("stats protocol version {0}; this service speaks version {PROTOCOL_VERSION}")]
+    #[error(
+        "stats protocol version {0}; this service speaks versions \
+         {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
+    )]
     Version(u16),
     #[error(
         "no publisher secret in the hello; this service requires one \
@@ -130,7 +135,7 @@ impl Session {
     }
 
     fn check_hello(&self, hello: &PublisherHello) -> Result<(), ProtocolError> {
-        if hello.version != PROTOCOL_VERSION {
+        if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&hello.version) {
             return Err(ProtocolError::Version(hello.version));
         }
         if let Some(secret) = &self.secret {

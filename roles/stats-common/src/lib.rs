@@ -29,7 +29,9 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 
-pub use crate::core::{Core, LinkState, LiveRefusals, Publisher, ServiceState, MAX_LIVE_ENTRIES};
+pub use crate::core::{
+    Core, LinkState, LiveRefusals, LiveSnapshot, Publisher, ServiceState, MAX_LIVE_ENTRIES,
+};
 pub use config::{Defaults, ServiceConfig};
 pub use http::ApiError;
 pub use service::{main, run, start, Running, Service, ServiceError, Shared};

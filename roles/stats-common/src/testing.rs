@@ -43,6 +43,20 @@ where
     }
 }
 
+/// A live snapshot entry of `kind` for `id` since `since`, dated
+/// `timestamp`, with no channel, flags or name.
+pub fn live_entry(kind: u8, id: u32, since: u64, timestamp: u64) -> stats_sv2::LiveEntryOwned {
+    stats_sv2::LiveEntryOwned {
+        kind,
+        id,
+        channel_id: 0,
+        flags: 0,
+        name: String::new().try_into().expect("an empty name fits"),
+        since,
+        timestamp,
+    }
+}
+
 /// Now as Unix milliseconds, as publishers stamp their messages.
 pub fn now() -> u64 {
     crate::now_ms() as u64

@@ -1,5 +1,5 @@
 use super::*;
-use stats_sv2::{role, MinerDisconnected};
+use stats_sv2::{role, HashrateUpdate, MinerConnectedOwned, MinerDisconnected};
 use tokio::net::TcpListener;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -94,12 +94,44 @@ fn a_disabled_publisher_publishes_nothing() {
     assert!(!p.is_connected());
 }
 
+/// An event that is not a connect or disconnect.
 fn event(miner_id: u32) -> StatsMessage {
-    MinerDisconnected {
+    HashrateUpdate {
         miner_id,
+        hashrate: 1,
         timestamp: 7,
     }
     .into()
+}
+
+/// Reads the next event, past any empty snapshot.
+async fn next_event(stream: &mut TcpStream) -> StatsMessage {
+    loop {
+        match read_message(stream).await {
+            StatsMessage::LiveBegin(_) => {
+                let end = read_message(stream).await;
+                assert!(matches!(end, StatsMessage::LiveEnd(_)), "{end:?}");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads a live snapshot: the ids of its entries.
+async fn read_snapshot(stream: &mut TcpStream) -> Vec<u32> {
+    let begin = read_message(stream).await;
+    assert!(matches!(begin, StatsMessage::LiveBegin(_)), "{begin:?}");
+    let mut ids = vec![];
+    loop {
+        match read_message(stream).await {
+            StatsMessage::LiveEntry(e) => ids.push(e.id),
+            StatsMessage::LiveEnd(end) => {
+                assert_eq!(end.entries as usize, ids.len());
+                return ids;
+            }
+            other => panic!("{other:?} in a snapshot"),
+        }
+    }
 }
 
 /// Reads one stats frame.
@@ -162,7 +194,7 @@ async fn hello_first_then_events_in_order_and_after_a_reconnect_the_events_queue
         p.publish(event(id));
     }
     for id in 1..=4 {
-        assert_eq!(read_message(&mut conn).await, event(id));
+        assert_eq!(next_event(&mut conn).await, event(id));
     }
 
     // The service goes away: events published meanwhile wait for it.
@@ -178,6 +210,7 @@ async fn hello_first_then_events_in_order_and_after_a_reconnect_the_events_queue
     assert_eq!(second.dropped, 0);
     assert_eq!(read_message(&mut conn).await, event(5));
     assert_eq!(read_message(&mut conn).await, event(6));
+    assert!(read_snapshot(&mut conn).await.is_empty());
     assert!(p.is_connected());
 
     shutdown.cancel();
@@ -233,7 +266,8 @@ async fn the_hello_carries_the_secret_and_an_idle_publisher_sends_keepalives() {
     let mut conn = accept(&listener).await;
     let h = hello(read_message(&mut conn).await);
     assert_eq!(h.secret.as_bytes(), b"0123456789abcdef-secret");
-    // Nothing to send: keepalives, again and again.
+    assert!(read_snapshot(&mut conn).await.is_empty());
+    // Nothing else to send: keepalives, again and again.
     for _ in 0..3 {
         assert!(matches!(
             read_message(&mut conn).await,
@@ -300,6 +334,7 @@ async fn the_link_states_follow_every_connection_and_every_dropped_link_status()
     // After the queue, so the pool's older state queued above is not last.
     assert_eq!(link_state(read_message(&mut conn).await), (MINT, false));
     assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    assert!(read_snapshot(&mut conn).await.is_empty());
     assert!(matches!(
         read_message(&mut conn).await,
         StatsMessage::Keepalive(_)
@@ -314,6 +349,7 @@ async fn the_link_states_follow_every_connection_and_every_dropped_link_status()
     hello(read_message(&mut conn).await);
     assert_eq!(link_state(read_message(&mut conn).await), (MINT, false));
     assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    assert!(read_snapshot(&mut conn).await.is_empty());
     assert!(matches!(
         read_message(&mut conn).await,
         StatsMessage::Keepalive(_)
@@ -330,9 +366,82 @@ async fn the_link_states_follow_every_connection_and_every_dropped_link_status()
     }
     assert_eq!(link_state(read_message(&mut conn).await), (MINT, true));
     assert_eq!(link_state(read_message(&mut conn).await), (POOL, false));
+    assert!(read_snapshot(&mut conn).await.is_empty());
     assert!(matches!(
         read_message(&mut conn).await,
         StatsMessage::Keepalive(_)
     ));
+    shutdown.cancel();
+}
+
+fn miner_connected(miner_id: u32) -> StatsMessage {
+    MinerConnectedOwned {
+        miner_id,
+        name: ehash::wire::str0255_truncated("rig"),
+        timestamp: 7,
+    }
+    .into()
+}
+
+fn miner_disconnected(miner_id: u32) -> StatsMessage {
+    MinerDisconnected {
+        miner_id,
+        timestamp: 8,
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn the_live_snapshot_follows_every_connection_and_makes_up_for_dropped_disconnects() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let settings = StatsSettings {
+        queue_capacity: 3,
+        ..StatsSettings::new(address.to_string())
+    };
+    let keepalive = Duration::from_millis(100);
+    let p = StatsPublisher::start_with_keepalive(
+        &settings,
+        role::TRANSLATOR,
+        keepalive,
+        shutdown.clone(),
+    );
+    for id in 1..=3 {
+        p.publish(miner_connected(id));
+    }
+    let mut conn = accept(&listener).await;
+    hello(read_message(&mut conn).await);
+    for id in 1..=3 {
+        assert_eq!(read_message(&mut conn).await, miner_connected(id));
+    }
+    assert_eq!(read_snapshot(&mut conn).await, [1, 2, 3]);
+
+    // Away, the service misses miner 2 leaving: its disconnect is dropped.
+    drop(conn);
+    drop(listener);
+    until("noticed the closed connection", || !p.is_connected()).await;
+    p.publish(miner_disconnected(2));
+    for id in 4..=6 {
+        p.publish(event(id));
+    }
+    assert_eq!(p.dropped(), 1);
+    let listener = TcpListener::bind(address).await.unwrap();
+    let mut conn = accept(&listener).await;
+    hello(read_message(&mut conn).await);
+    for id in 4..=6 {
+        assert_eq!(read_message(&mut conn).await, event(id));
+    }
+    assert_eq!(read_snapshot(&mut conn).await, [1, 3], "miner 2 left");
+
+    // One dropped while connected: the snapshot goes again.
+    p.publish(miner_disconnected(3));
+    for id in 7..=9 {
+        p.publish(event(id));
+    }
+    for id in 7..=9 {
+        assert_eq!(next_event(&mut conn).await, event(id));
+    }
+    assert_eq!(read_snapshot(&mut conn).await, [1]);
     shutdown.cancel();
 }

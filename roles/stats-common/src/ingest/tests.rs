@@ -116,6 +116,12 @@ fn an_outdated_publisher_is_told_so() {
     assert_eq!(err, ProtocolError::OutdatedHello);
     assert!(err.to_string().contains("upgrade the publisher"), "{err}");
 
+    // Version 2 publishers send no snapshots of what is live, and are heard.
+    let mut v2 = PublisherHello::new(role::POOL, 1, 0, SECRET.as_bytes(), 2).unwrap();
+    v2.version = 2;
+    let mut s = Session::new(role::POOL, secret());
+    assert!(s.on_frame(&mut frame(v2)).is_ok());
+
     let mut future = PublisherHello::new(role::POOL, 1, 0, SECRET.as_bytes(), 2).unwrap();
     future.version = PROTOCOL_VERSION + 1;
     let mut s = Session::new(role::POOL, secret());

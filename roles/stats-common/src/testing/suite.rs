@@ -45,6 +45,11 @@ pub trait Fixture {
     fn share(id: u32, work: u64, t: u64) -> StatsMessage;
     /// Miner (or downstream) `id` connecting at `t`.
     fn connect(id: u32, t: u64) -> StatsMessage;
+    /// The field of [`Fixture::CONNECTED`]'s entries holding their id.
+    const ID: &'static str;
+    /// A snapshot naming miners (or downstreams) `ids` live since `since`,
+    /// dated `t`.
+    fn snapshot(ids: &[u32], since: u64, t: u64) -> Vec<StatsMessage>;
     /// Three quarters of an hour of history, [`Fixture::mining`] and all
     /// else the dashboard shows.
     fn everything() -> Vec<StatsMessage>;
@@ -73,6 +78,7 @@ macro_rules! service_suite {
             link_states_reported_again_keep_their_since,
             a_malformed_frame_closes_only_its_connection,
             a_crowd_is_listed_by_hashrate_and_counted,
+            a_snapshot_keeps_what_it_names_and_drops_the_rest,
             only_a_publisher_with_the_secret_is_heard,
             dashboard_figures_match_the_api_in_chromium);
     };
@@ -185,6 +191,28 @@ pub async fn a_crowd_is_listed_by_hashrate_and_counted<F: Fixture>() {
         metrics.contains(&format!("_connected {crowd}\n")),
         "{metrics}"
     );
+    service.stop().await;
+}
+
+pub async fn a_snapshot_keeps_what_it_names_and_drops_the_rest<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut p = service.publisher(now()).await;
+    let mut events: Vec<_> = (1..=3).map(|id| F::connect(id, minute_ago(3))).collect();
+    events.push(F::share(1, 6_000_000, minute_ago(1)));
+    // 2 and 3 leave, their disconnects lost; 4 came, its connect lost.
+    events.extend(F::snapshot(&[1, 4], minute_ago(2), now()));
+    events.push(F::share(4, 6_000_000, minute_ago(1)));
+    p.send_all(events).await;
+
+    let s = service
+        .stats_when("the snapshot", |s| s["shares_accepted"] == 2)
+        .await;
+    let live = s.pointer(F::CONNECTED).unwrap().as_array().unwrap();
+    let ids: Vec<_> = live.iter().map(|e| e[F::ID].as_u64().unwrap()).collect();
+    assert_eq!(ids, [1, 4], "{s}");
+    assert_eq!(live[0]["shares_accepted"], 1, "counts kept: {s}");
+    assert_eq!(live[1]["connected_since"], minute_ago(2), "{s}");
     service.stop().await;
 }
 
