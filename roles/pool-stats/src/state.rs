@@ -299,6 +299,10 @@ impl ServiceState for PoolState {
         self.mint_link = None;
     }
 
+    fn live_refused(&self) -> u64 {
+        self.refused.count()
+    }
+
     fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
         let t = msg.timestamp() as i64;
         match msg {

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use serde::Serialize;
 
-use crate::core::{Core, LinkState, Publisher};
+use crate::core::{Core, LinkState, Losses, Publisher, ServiceState};
 use crate::metrics::{Kind, Metrics};
 use crate::series::{mean_hashrate, recent_window, timeline, Gap, Point, Range};
 use crate::store::{History, StoreError};
@@ -28,10 +28,12 @@ pub struct Summary {
     pub hashrate: Option<f64>,
     pub shares_accepted: u64,
     pub shares_rejected: u64,
+    /// What the service refused or lost of the publisher's messages.
+    pub losses: Losses,
 }
 
 impl Summary {
-    pub fn new<A>(
+    pub fn new<A: ServiceState>(
         core: &Core<A>,
         now: i64,
         shares_accepted: u64,
@@ -49,6 +51,7 @@ impl Summary {
             hashrate: recent_hashrate(history, WORK, "", now, since)?,
             shares_accepted,
             shares_rejected,
+            losses: core.losses(),
         })
     }
 }
@@ -75,6 +78,27 @@ impl Summary {
             Kind::Counter,
             rejected,
             self.shares_rejected as f64,
+        );
+        let losses = self.losses;
+        let refused = format!("{prefix}_stats_refused_total");
+        m.family(
+            &refused,
+            Kind::Counter,
+            "Publisher messages or entries this stats service refused, by reason: dated too far \
+             ahead of its clock, before its retention, or a live entry beyond its limit.",
+        );
+        for (reason, n) in [
+            ("future", losses.refused_future),
+            ("past", losses.refused_past),
+            ("live_limit", losses.live_refused),
+        ] {
+            m.sample(&refused, &[("reason", reason)], n as f64);
+        }
+        m.single(
+            &format!("{prefix}_stats_writes_dropped_total"),
+            Kind::Counter,
+            "History writes this stats service dropped while its store kept failing.",
+            losses.writes_dropped as f64,
         );
     }
 }

@@ -25,6 +25,12 @@ pub trait ServiceState: Default + Serialize + DeserializeOwned + Send + 'static 
 
     /// Applies one message; what the store must record goes to `out`.
     fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>);
+
+    /// New live entries refused at [`MAX_LIVE_ENTRIES`] since the service
+    /// started (none, for a state that keeps no live entries).
+    fn live_refused(&self) -> u64 {
+        0
+    }
 }
 
 /// The publishing process as the service sees it.
@@ -102,6 +108,21 @@ impl LiveRefusals {
     pub fn count(&self) -> u64 {
         self.0
     }
+}
+
+/// What a service refused or lost of its publisher's messages since it
+/// started: none of it is in its figures.
+#[derive(Serialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// Messages dated more than [`MAX_AHEAD_MS`] ahead of the service's clock.
+    pub refused_future: u64,
+    /// Messages dated before the retention.
+    pub refused_past: u64,
+    /// New connections (miners, downstreams, channels) beyond
+    /// [`MAX_LIVE_ENTRIES`], counted in the totals only.
+    pub live_refused: u64,
+    /// History writes dropped while the store kept failing.
+    pub writes_dropped: u64,
 }
 
 /// The publisher's snapshot of what is live, as it arrives: the keys its
@@ -223,6 +244,16 @@ impl<A: ServiceState> Core<A> {
     /// publisher must not fill it with history older than that.
     pub fn set_retention_days(&mut self, days: u32) {
         self.max_age_ms = i64::from(days) * 86_400_000;
+    }
+
+    /// What was refused or lost since the service started.
+    pub fn losses(&self) -> Losses {
+        Losses {
+            refused_future: self.refused_future,
+            refused_past: self.refused_past,
+            live_refused: self.state.live_refused(),
+            writes_dropped: self.writes_dropped,
+        }
     }
 
     /// A publisher connection opened with `hello`.
@@ -422,7 +453,7 @@ mod tests {
         }
         assert!(core.flush(61_000).is_err());
         assert_eq!(core.pending.len(), MAX_PENDING_WRITES);
-        assert_eq!(core.writes_dropped, 10);
+        assert_eq!(core.losses().writes_dropped, 10);
         core.message(&share(60_000), 60_000);
         assert!(core.flush(62_000).is_err());
         assert_eq!(
@@ -504,6 +535,7 @@ mod tests {
         assert!(!core.message(&share(now as u64 + MAX_AHEAD_MS as u64 + 1), now));
         assert!(!core.message(&share(u64::MAX), now));
         assert_eq!(core.state.shares, 1);
+        assert_eq!(core.losses().refused_future, 2);
     }
 
     #[test]
@@ -518,6 +550,7 @@ mod tests {
         assert!(core.message(&share(oldest), now));
         assert!(!core.message(&share(oldest - 1), now));
         assert_eq!(core.state.shares, 2);
+        assert_eq!(core.losses().refused_past, 1);
     }
 
     #[test]

@@ -79,6 +79,7 @@ macro_rules! service_suite {
             a_malformed_frame_closes_only_its_connection,
             a_crowd_is_listed_by_hashrate_and_counted,
             a_snapshot_keeps_what_it_names_and_drops_the_rest,
+            refused_messages_are_counted_in_the_api_and_metrics,
             only_a_publisher_with_the_secret_is_heard,
             dashboard_figures_match_the_api_in_chromium);
     };
@@ -213,6 +214,39 @@ pub async fn a_snapshot_keeps_what_it_names_and_drops_the_rest<F: Fixture>() {
     assert_eq!(ids, [1, 4], "{s}");
     assert_eq!(live[0]["shares_accepted"], 1, "counts kept: {s}");
     assert_eq!(live[1]["connected_since"], minute_ago(2), "{s}");
+    service.stop().await;
+}
+
+pub async fn refused_messages_are_counted_in_the_api_and_metrics<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let mut p = service.publisher(now()).await;
+    let day = 86_400_000;
+    p.send_all(vec![
+        F::share(1, 1, now() + day),
+        F::share(1, 1, now() + day),
+        F::share(1, 1, 1),
+        F::share(1, 1, now()),
+    ])
+    .await;
+    let s = service
+        .stats_when("the share in range", |s| s["shares_accepted"] == 1)
+        .await;
+    assert_eq!(s["losses"]["refused_future"], 2, "{s}");
+    assert_eq!(s["losses"]["refused_past"], 1, "{s}");
+    assert_eq!(s["losses"]["writes_dropped"], 0, "{s}");
+    let (_, metrics) = http(service.http(), "GET", "/metrics", None).await;
+    for line in [
+        "_stats_refused_total{reason=\"future\"} 2",
+        "_stats_refused_total{reason=\"past\"} 1",
+        "_stats_refused_total{reason=\"live_limit\"} 0",
+        "_stats_writes_dropped_total 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.ends_with(line)),
+            "{line}:\n{metrics}"
+        );
+    }
     service.stop().await;
 }
 
