@@ -319,7 +319,9 @@ pub struct EhashQuote<'decoder> {
 /// as [`LiveEntry`]s closed by [`LiveEnd`]. Sent on every connection once
 /// the queued events are through, and again after a connect or disconnect
 /// event was dropped from the publisher's full queue: the service learns
-/// what connected meanwhile, and forgets what left.
+/// what connected meanwhile, and forgets what left. A service takes each
+/// connection's snapshot on its own, and none from a connection of a
+/// publisher process that has restarted since.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LiveBegin {
     pub timestamp: u64,
@@ -415,6 +417,22 @@ ehash::message_enum! {
             LiveEnd(LiveEnd) = t::LIVE_END,
                 decoded as LiveEnd;
         }
+    }
+}
+
+impl StatsMessage {
+    /// Whether this is a connect or disconnect event: what a live snapshot
+    /// ([`LiveBegin`]) makes up for when one is lost.
+    pub fn is_lifecycle(&self) -> bool {
+        matches!(
+            self,
+            StatsMessage::DownstreamConnected(_)
+                | StatsMessage::DownstreamDisconnected(_)
+                | StatsMessage::ChannelOpened(_)
+                | StatsMessage::ChannelClosed(_)
+                | StatsMessage::MinerConnected(_)
+                | StatsMessage::MinerDisconnected(_)
+        )
     }
 }
 

@@ -244,9 +244,10 @@ struct Shared {
     queue: Mutex<StatsQueue<StatsMessage>>,
     links: Mutex<LinkStates>,
     live: Mutex<LiveSet>,
-    /// A `LinkStatus`, or a connect or disconnect event, was dropped from
-    /// the queue: the links' states and the live snapshot are due.
-    state_dropped: AtomicBool,
+    /// A `LinkStatus` was dropped from the queue: the links' states are due.
+    link_status_dropped: AtomicBool,
+    /// A connect or disconnect event was dropped: the live snapshot is due.
+    lifecycle_dropped: AtomicBool,
     wake: Notify,
     connected: AtomicBool,
 }
@@ -305,7 +306,8 @@ impl StatsPublisher {
             queue: Mutex::new(StatsQueue::new(settings.queue_capacity)),
             links: Mutex::new(LinkStates::default()),
             live: Mutex::new(LiveSet::default()),
-            state_dropped: AtomicBool::new(false),
+            link_status_dropped: AtomicBool::new(false),
+            lifecycle_dropped: AtomicBool::new(false),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
         });
@@ -332,16 +334,18 @@ impl StatsPublisher {
         let msg = msg.into();
         // Held while queueing, as the links are: the snapshot is never
         // older than what was queued before it was taken.
-        let _live = LiveSet::is_lifecycle(&msg).then(|| {
+        let _live = msg.is_lifecycle().then(|| {
             let mut live = shared.live.lock().expect("live set lock");
             live.record(&msg);
             live
         });
         let dropped = shared.queue.lock().expect("stats queue lock").push(msg);
-        if dropped
-            .is_some_and(|d| matches!(d, StatsMessage::LinkStatus(_)) || LiveSet::is_lifecycle(&d))
-        {
-            shared.state_dropped.store(true, Ordering::Relaxed);
+        match dropped {
+            Some(StatsMessage::LinkStatus(_)) => {
+                shared.link_status_dropped.store(true, Ordering::Relaxed);
+            }
+            Some(d) if d.is_lifecycle() => shared.lifecycle_dropped.store(true, Ordering::Relaxed),
+            _ => {}
         }
         shared.wake.notify_one();
     }
@@ -462,27 +466,33 @@ impl Task {
         // have been lost in flight) and after one was dropped from the
         // queue. The service keeps the `since` of a state it already had,
         // and the counts of what the snapshot names.
-        let mut state_due = true;
+        let (mut links_due, mut live_due) = (true, true);
         loop {
             let next = self.shared.queue.lock().expect("stats queue lock").pop();
-            if next.is_none() && self.shared.state_dropped.swap(false, Ordering::Relaxed) {
-                state_due = true;
+            if next.is_none() {
+                links_due |= self
+                    .shared
+                    .link_status_dropped
+                    .swap(false, Ordering::Relaxed);
+                live_due |= self.shared.lifecycle_dropped.swap(false, Ordering::Relaxed);
             }
             match next {
                 Some(msg) => write(&mut writer, msg).await?,
-                None if state_due => {
-                    state_due = false;
+                None if links_due || live_due => {
                     let now = now_ms();
-                    let links = self.shared.links.lock().expect("links lock").statuses(now);
-                    let snapshot = self
-                        .shared
-                        .live
-                        .lock()
-                        .expect("live set lock")
-                        .snapshot(now);
-                    let state = links.into_iter().map(StatsMessage::from).chain(snapshot);
-                    for msg in state {
-                        write(&mut writer, msg).await?;
+                    if std::mem::take(&mut links_due) {
+                        let states = self.shared.links.lock().expect("links lock").statuses(now);
+                        for status in states {
+                            write(&mut writer, status.into()).await?;
+                        }
+                    }
+                    if std::mem::take(&mut live_due) {
+                        // Copied, so publishing never waits for the
+                        // snapshot to be built.
+                        let live = self.shared.live.lock().expect("live set lock").clone();
+                        for msg in live.snapshot(now) {
+                            write(&mut writer, msg).await?;
+                        }
                     }
                 }
                 None => {

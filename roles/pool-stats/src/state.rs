@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stats_common::series::RecentWork;
-use stats_common::{LinkState, LiveRefusals, LiveSnapshot, ServiceState, Write, MAX_LIVE_ENTRIES};
+use stats_common::{LinkState, LiveKey, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{
     live, BlockFoundOwned, ChannelClosed, ChannelOpened, DownstreamConnected, LinkStatus,
     LiveEntryOwned, MintStats, QuoteCreated, ShareSubmitted, StatsMessage,
@@ -78,15 +78,6 @@ pub struct PoolState {
     channel_count: Option<usize>,
     #[serde(skip)]
     refused: LiveRefusals,
-    #[serde(skip)]
-    snapshot: LiveSnapshot<Live>,
-}
-
-/// What a pool's live snapshot names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Live {
-    Downstream(u32),
-    Channel(u32, u32),
 }
 
 impl PoolState {
@@ -149,49 +140,6 @@ impl PoolState {
         }
         d.channels.insert(channel_id);
         self.channel_count = self.channel_count.map(|c| c + 1);
-    }
-
-    /// An entry of the pool's live snapshot: what it names is live, with
-    /// its counts kept, or added if the service missed its connect.
-    fn live_entry(&mut self, m: &LiveEntryOwned) {
-        let since = i64::try_from(m.since).unwrap_or(i64::MAX);
-        match m.kind {
-            live::DOWNSTREAM => {
-                self.snapshot.named(Live::Downstream(m.id));
-                if let Some(d) = self.downstream(m.id, since) {
-                    d.flags = m.flags;
-                    d.connected_since = since;
-                }
-            }
-            live::CHANNEL => {
-                self.snapshot.named(Live::Channel(m.id, m.channel_id));
-                self.add_channel(m.id, m.channel_id, since);
-            }
-            other => tracing::debug!("pool-stats ignores live entries of kind {other}"),
-        }
-    }
-
-    /// The pool's live snapshot ended: what it did not name has left (its
-    /// disconnect never arrived).
-    fn live_end(&mut self, entries: u32) {
-        let Some(named) = self.snapshot.end(entries) else {
-            return;
-        };
-        let before = self.downstreams.len();
-        self.downstreams.retain(|&id, d| {
-            d.channels
-                .retain(|&channel| named.contains(&Live::Channel(id, channel)));
-            named.contains(&Live::Downstream(id))
-        });
-        // Counted again when next needed.
-        self.channel_count = None;
-        let gone = before - self.downstreams.len();
-        if gone > 0 {
-            tracing::info!(
-                gone,
-                "downstreams the pool no longer has (their disconnect was lost) removed"
-            );
-        }
     }
 
     fn channel_closed(&mut self, m: &ChannelClosed) {
@@ -294,9 +242,40 @@ impl ServiceState for PoolState {
     fn publisher_restarted(&mut self) {
         self.downstreams.clear();
         self.channel_count = Some(0);
-        self.snapshot = LiveSnapshot::default();
         self.template_provider = None;
         self.mint_link = None;
+    }
+
+    fn live_entry(&mut self, m: &LiveEntryOwned) {
+        let since = i64::try_from(m.since).unwrap_or(i64::MAX);
+        match m.kind {
+            live::DOWNSTREAM => {
+                if let Some(d) = self.downstream(m.id, since) {
+                    d.flags = m.flags;
+                    d.connected_since = since;
+                }
+            }
+            live::CHANNEL => self.add_channel(m.id, m.channel_id, since),
+            other => tracing::debug!("pool-stats ignores live entries of kind {other}"),
+        }
+    }
+
+    fn live_sweep(&mut self, named: &BTreeSet<LiveKey>) {
+        let before = self.downstreams.len();
+        self.downstreams.retain(|&id, d| {
+            d.channels
+                .retain(|&channel| named.contains(&(live::CHANNEL, id, channel)));
+            named.contains(&(live::DOWNSTREAM, id, 0))
+        });
+        // Counted again when next needed.
+        self.channel_count = None;
+        let gone = before - self.downstreams.len();
+        if gone > 0 {
+            tracing::info!(
+                gone,
+                "downstreams the pool no longer has (their disconnect was lost) removed"
+            );
+        }
     }
 
     fn live_refused(&self) -> u64 {
@@ -315,9 +294,6 @@ impl ServiceState for PoolState {
             StatsMessage::BlockFound(m) => self.block(m, t, out),
             StatsMessage::LinkStatus(m) => self.link_status(m, t),
             StatsMessage::MintStats(m) => self.mint_stats(m, t),
-            StatsMessage::LiveBegin(_) => self.snapshot.begin(),
-            StatsMessage::LiveEntry(m) => self.live_entry(m),
-            StatsMessage::LiveEnd(m) => self.live_end(m.entries),
             other => tracing::debug!("pool-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
     }
@@ -554,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_keeps_the_channels_it_names_and_an_incomplete_one_sweeps_nothing() {
+    fn a_snapshot_keeps_the_downstreams_and_channels_it_names_with_their_counts() {
         let mut state = PoolState::default();
         apply(
             &mut state,
@@ -574,37 +550,30 @@ mod tests {
                 },
             );
         }
-        let entry = |kind, channel_id| LiveEntryOwned {
+        apply(&mut state, share(1, true, 60, T));
+        let entry = |kind, id, channel_id| LiveEntryOwned {
             kind,
-            id: 1,
+            id,
             channel_id,
             flags: 6,
             name: String::new().try_into().unwrap(),
             since: T - 5,
             timestamp: T + 1,
         };
-        // Cut short: one entry of two arrived.
-        apply(&mut state, LiveBegin { timestamp: T + 1 });
-        apply(&mut state, entry(live::DOWNSTREAM, 0));
-        apply(
-            &mut state,
-            LiveEnd {
-                entries: 2,
-                timestamp: T + 1,
-            },
-        );
-        assert_eq!(state.downstreams[&1].channels.len(), 2);
-
-        apply(&mut state, LiveBegin { timestamp: T + 1 });
-        apply(&mut state, entry(live::DOWNSTREAM, 0));
-        apply(&mut state, entry(live::CHANNEL, 5));
-        apply(
-            &mut state,
-            LiveEnd {
-                entries: 2,
-                timestamp: T + 1,
-            },
-        );
+        // Downstream 2 connected while the service was away.
+        let entries = [
+            entry(live::DOWNSTREAM, 1, 0),
+            entry(live::CHANNEL, 1, 5),
+            entry(live::DOWNSTREAM, 2, 0),
+        ];
+        for e in &entries {
+            state.live_entry(e);
+        }
+        let named = entries
+            .iter()
+            .map(|e| (e.kind, e.id, e.channel_id))
+            .collect();
+        state.live_sweep(&named);
         let d = &state.downstreams[&1];
         assert_eq!(
             d.channels,
@@ -616,17 +585,12 @@ mod tests {
             T as i64 - 5,
             "the publisher's connect time"
         );
+        assert_eq!(d.shares_accepted, 1, "counts kept");
+        assert!(state.downstreams.contains_key(&2));
         assert_eq!(state.channel_count(), 1);
 
         // Nothing named: nothing live.
-        apply(&mut state, LiveBegin { timestamp: T + 2 });
-        apply(
-            &mut state,
-            LiveEnd {
-                entries: 0,
-                timestamp: T + 2,
-            },
-        );
+        state.live_sweep(&BTreeSet::new());
         assert!(state.downstreams.is_empty());
         assert_eq!(state.channel_count(), 0);
     }

@@ -5,7 +5,9 @@
 use pool_stats::PoolStats;
 use serde_json::Value;
 use stats_common::testing::suite::Fixture;
-use stats_common::testing::{get_json, http, live_entry, minute_ago, now, TestService};
+use stats_common::testing::{
+    get_json, http, live_entry, live_snapshot, minute_ago, now, TestService,
+};
 use stats_sv2::*;
 
 struct Pool;
@@ -45,18 +47,10 @@ impl Fixture for Pool {
     const ID: &'static str = "downstream_id";
 
     fn snapshot(ids: &[u32], since: u64, t: u64) -> Vec<StatsMessage> {
-        let mut out: Vec<StatsMessage> = vec![LiveBegin { timestamp: t }.into()];
-        for &id in ids {
-            out.push(live_entry(live::DOWNSTREAM, id, since, t).into());
-        }
-        out.push(
-            LiveEnd {
-                entries: ids.len() as u32,
-                timestamp: t,
-            }
-            .into(),
-        );
-        out
+        let entries = ids
+            .iter()
+            .map(|&id| live_entry(live::DOWNSTREAM, id, since, t));
+        live_snapshot(entries.collect(), t)
     }
 
     fn connect(downstream_id: u32, timestamp: u64) -> StatsMessage {

@@ -2,11 +2,11 @@
 //! connected SV1 miners, link states and the wallet balance, plus the
 //! time-series writes for the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stats_common::series::RecentWork;
-use stats_common::{LinkState, LiveRefusals, LiveSnapshot, ServiceState, Write, MAX_LIVE_ENTRIES};
+use stats_common::{LinkState, LiveKey, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
 use stats_sv2::{
     live, EhashQuoteOwned, LinkStatus, LiveEntryOwned, MinerConnectedOwned, MinerShare,
     StatsMessage,
@@ -77,9 +77,6 @@ pub struct ProxyState {
     pub wallet: Option<Balance>,
     #[serde(skip)]
     refused: LiveRefusals,
-    /// Miner ids a live snapshot named.
-    #[serde(skip)]
-    snapshot: LiveSnapshot<u32>,
 }
 
 impl ProxyState {
@@ -113,39 +110,6 @@ impl ProxyState {
             connected_since: t,
             ..Default::default()
         });
-    }
-
-    /// An entry of the translator's live snapshot: the miner is live, with
-    /// its counts kept, or added if the service missed its connect.
-    fn live_entry(&mut self, m: &LiveEntryOwned) {
-        if m.kind != live::MINER {
-            tracing::debug!("proxy-stats ignores live entries of kind {}", m.kind);
-            return;
-        }
-        self.snapshot.named(m.id);
-        let name = String::from_utf8_lossy(m.name.as_bytes()).into_owned();
-        let since = i64::try_from(m.since).unwrap_or(i64::MAX);
-        if let Some(miner) = self.miner_or(m.id, Miner::default) {
-            miner.name = name;
-            miner.connected_since = since;
-        }
-    }
-
-    /// The translator's live snapshot ended: miners it did not name have
-    /// left (their disconnect never arrived).
-    fn live_end(&mut self, entries: u32) {
-        let Some(named) = self.snapshot.end(entries) else {
-            return;
-        };
-        let before = self.miners.len();
-        self.miners.retain(|id, _| named.contains(id));
-        let gone = before - self.miners.len();
-        if gone > 0 {
-            tracing::info!(
-                gone,
-                "miners the translator no longer has (their disconnect was lost) removed"
-            );
-        }
     }
 
     fn share(&mut self, m: &MinerShare, t: i64, out: &mut Vec<Write>) {
@@ -214,9 +178,34 @@ impl ServiceState for ProxyState {
 
     fn publisher_restarted(&mut self) {
         self.miners.clear();
-        self.snapshot = LiveSnapshot::default();
         self.pool_link = None;
         self.mint_link = None;
+    }
+
+    fn live_entry(&mut self, m: &LiveEntryOwned) {
+        if m.kind != live::MINER {
+            tracing::debug!("proxy-stats ignores live entries of kind {}", m.kind);
+            return;
+        }
+        let name = String::from_utf8_lossy(m.name.as_bytes()).into_owned();
+        let since = i64::try_from(m.since).unwrap_or(i64::MAX);
+        if let Some(miner) = self.miner_or(m.id, Miner::default) {
+            miner.name = name;
+            miner.connected_since = since;
+        }
+    }
+
+    fn live_sweep(&mut self, named: &BTreeSet<LiveKey>) {
+        let before = self.miners.len();
+        self.miners
+            .retain(|&id, _| named.contains(&(live::MINER, id, 0)));
+        let gone = before - self.miners.len();
+        if gone > 0 {
+            tracing::info!(
+                gone,
+                "miners the translator no longer has (their disconnect was lost) removed"
+            );
+        }
     }
 
     fn live_refused(&self) -> u64 {
@@ -244,9 +233,6 @@ impl ServiceState for ProxyState {
                 });
             }
             StatsMessage::EhashQuote(m) => self.quote(m, t, out),
-            StatsMessage::LiveBegin(_) => self.snapshot.begin(),
-            StatsMessage::LiveEntry(m) => self.live_entry(m),
-            StatsMessage::LiveEnd(m) => self.live_end(m.entries),
             other => tracing::debug!("proxy-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
     }

@@ -6,7 +6,9 @@ use ehash::wire::str0255;
 use proxy_stats::ProxyStats;
 use serde_json::Value;
 use stats_common::testing::suite::Fixture;
-use stats_common::testing::{get_json, http, live_entry, minute_ago, now, TestService};
+use stats_common::testing::{
+    get_json, http, live_entry, live_snapshot, minute_ago, now, TestService,
+};
 use stats_sv2::*;
 
 struct Proxy;
@@ -47,22 +49,11 @@ impl Fixture for Proxy {
     const ID: &'static str = "miner_id";
 
     fn snapshot(ids: &[u32], since: u64, t: u64) -> Vec<StatsMessage> {
-        let mut out: Vec<StatsMessage> = vec![LiveBegin { timestamp: t }.into()];
-        for &id in ids {
-            let entry = LiveEntryOwned {
-                name: str0255("name", &format!("rig{id:05}")).unwrap(),
-                ..live_entry(live::MINER, id, since, t)
-            };
-            out.push(entry.into());
-        }
-        out.push(
-            LiveEnd {
-                entries: ids.len() as u32,
-                timestamp: t,
-            }
-            .into(),
-        );
-        out
+        let entries = ids.iter().map(|&id| LiveEntryOwned {
+            name: str0255("name", &format!("rig{id:05}")).unwrap(),
+            ..live_entry(live::MINER, id, since, t)
+        });
+        live_snapshot(entries.collect(), t)
     }
 
     fn connect(miner_id: u32, timestamp: u64) -> StatsMessage {

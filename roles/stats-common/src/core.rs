@@ -5,11 +5,11 @@
 //! it was a few seconds before (an idle service flushes with each 5 s
 //! heartbeat), history written meanwhile kept.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use stats_sv2::{MessageSet, PublisherHello, StatsMessage};
+use stats_sv2::{LiveEntryOwned, MessageSet, PublisherHello, StatsMessage};
 
 use crate::store::{Store, StoreError, Write};
 
@@ -26,11 +26,27 @@ pub trait ServiceState: Default + Serialize + DeserializeOwned + Send + 'static 
     /// Applies one message; what the store must record goes to `out`.
     fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>);
 
+    /// An entry of the publisher's live snapshot: what it names is live,
+    /// kept with its counts, or added if its connect was missed. (A state
+    /// that keeps nothing live ignores it.)
+    fn live_entry(&mut self, _entry: &LiveEntryOwned) {}
+
+    /// The publisher's live snapshot ended whole: what the state holds as
+    /// live and `named` does not hold has left, its disconnect lost.
+    fn live_sweep(&mut self, _named: &BTreeSet<LiveKey>) {}
+
     /// New live entries refused at [`MAX_LIVE_ENTRIES`] since the service
     /// started (none, for a state that keeps no live entries).
     fn live_refused(&self) -> u64 {
         0
     }
+}
+
+/// What a live snapshot entry names: its kind, id and channel id.
+pub type LiveKey = (u8, u32, u32);
+
+fn live_key(e: &LiveEntryOwned) -> LiveKey {
+    (e.kind, e.id, e.channel_id)
 }
 
 /// The publishing process as the service sees it.
@@ -125,36 +141,27 @@ pub struct Losses {
     pub writes_dropped: u64,
 }
 
-/// The publisher's snapshot of what is live, as it arrives: the keys its
-/// entries named since its `LiveBegin`. A field of the state, not saved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveSnapshot<K> {
-    named: Option<BTreeSet<K>>,
+/// A publisher connection's snapshot of what is live, as it arrives: the
+/// keys its entries named since its `LiveBegin`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct LiveSnapshot {
+    named: Option<BTreeSet<LiveKey>>,
     /// Entries received since the begin.
     entries: u64,
 }
 
-impl<K> Default for LiveSnapshot<K> {
-    fn default() -> Self {
-        LiveSnapshot {
-            named: None,
-            entries: 0,
-        }
-    }
-}
-
-impl<K: Ord> LiveSnapshot<K> {
+impl LiveSnapshot {
     /// A snapshot begins; one begun before and never ended is forgotten
     /// (its connection broke).
-    pub fn begin(&mut self) {
+    fn begin(&mut self) {
         self.named = Some(BTreeSet::new());
         self.entries = 0;
     }
 
-    /// An entry of the snapshot named `key`. Entries past
-    /// [`MAX_LIVE_ENTRIES`] for each kind the publisher can name (two) are
+    /// An entry of the snapshot named `key`. Entries past twice
+    /// [`MAX_LIVE_ENTRIES`] (a pool's downstreams and their channels) are
     /// counted, not kept: such a snapshot sweeps nothing.
-    pub fn named(&mut self, key: K) {
+    fn named(&mut self, key: LiveKey) {
         self.entries += 1;
         if let Some(named) = &mut self.named {
             if named.len() < 2 * MAX_LIVE_ENTRIES {
@@ -166,7 +173,7 @@ impl<K: Ord> LiveSnapshot<K> {
     /// The snapshot ended, saying it had `entries`: the keys it named, when
     /// every entry since its begin arrived and was kept, so that what it
     /// did not name has left. `None` (sweep nothing) otherwise.
-    pub fn end(&mut self, entries: u32) -> Option<BTreeSet<K>> {
+    fn end(&mut self, entries: u32) -> Option<BTreeSet<LiveKey>> {
         let named = self.named.take()?;
         let whole = self.entries == u64::from(entries) && named.len() as u64 == self.entries;
         if !whole {
@@ -189,7 +196,10 @@ pub struct Core<A> {
     pub state: A,
     pub publisher: Publisher,
     pub store: Store,
-    open_connections: u32,
+    /// The open publisher connections: the `started_at` of each one's hello.
+    connections: HashMap<u64, u64>,
+    /// Each connection's live snapshot, while one arrives.
+    snapshots: HashMap<u64, LiveSnapshot>,
     pending: Vec<Write>,
     /// Messages refused for a timestamp far ahead.
     refused_future: u64,
@@ -229,7 +239,8 @@ impl<A: ServiceState> Core<A> {
             state,
             publisher,
             store,
-            open_connections: 0,
+            connections: HashMap::new(),
+            snapshots: HashMap::new(),
             pending: Vec::new(),
             refused_future: 0,
             max_age_ms: i64::MAX,
@@ -256,8 +267,8 @@ impl<A: ServiceState> Core<A> {
         }
     }
 
-    /// A publisher connection opened with `hello`.
-    pub fn hello(&mut self, hello: &PublisherHello, now: i64) {
+    /// Publisher connection `conn` opened with `hello`.
+    pub fn hello(&mut self, conn: u64, hello: &PublisherHello, now: i64) {
         let started_at = hello.started_at as i64;
         if self.publisher.started_at.is_some_and(|s| s != started_at) {
             self.state.publisher_restarted();
@@ -265,18 +276,20 @@ impl<A: ServiceState> Core<A> {
         }
         self.publisher.started_at = Some(started_at);
         self.publisher.dropped = hello.dropped;
-        if self.open_connections == 0 {
+        if self.connections.is_empty() {
             self.publisher.since = Some(now);
         }
-        self.open_connections += 1;
+        self.connections.insert(conn, hello.started_at);
         self.publisher.connected = true;
     }
 
-    /// A message on a publisher connection (after its hello), unless it is
-    /// dated more than [`MAX_AHEAD_MS`] after `now` (a forged or broken
-    /// clock must not write the charts' future) or before the retention
-    /// (see [`Core::set_retention_days`]). Whether it was applied.
-    pub fn message(&mut self, msg: &StatsMessage, now: i64) -> bool {
+    /// A message on publisher connection `conn` (after its hello), unless
+    /// it is dated more than [`MAX_AHEAD_MS`] after `now` (a forged or
+    /// broken clock must not write the charts' future) or before the
+    /// retention (see [`Core::set_retention_days`]), or it tells what is
+    /// live in a publisher process that has restarted since. Whether it was
+    /// applied.
+    pub fn message(&mut self, conn: u64, msg: &StatsMessage, now: i64) -> bool {
         let t = i64::try_from(msg.timestamp()).unwrap_or(i64::MAX);
         let ahead = t.saturating_sub(now);
         let behind = now.saturating_sub(t);
@@ -303,14 +316,43 @@ impl<A: ServiceState> Core<A> {
             }
             return false;
         }
-        self.state.apply(msg, &mut self.pending);
+        let live_news = msg.is_lifecycle()
+            || matches!(
+                msg,
+                StatsMessage::LiveBegin(_) | StatsMessage::LiveEntry(_) | StatsMessage::LiveEnd(_)
+            );
+        let current = self.connections.get(&conn).map(|&s| s as i64) == self.publisher.started_at;
+        if live_news && !current {
+            // What connected or left in a process that has restarted since
+            // is nothing live now (its ids are the new process's).
+            tracing::debug!("ignoring a {} of a restarted publisher", msg.name());
+            return false;
+        }
+        match msg {
+            StatsMessage::LiveBegin(_) => self.snapshots.entry(conn).or_default().begin(),
+            StatsMessage::LiveEntry(entry) => {
+                self.snapshots
+                    .entry(conn)
+                    .or_default()
+                    .named(live_key(entry));
+                self.state.live_entry(entry);
+            }
+            StatsMessage::LiveEnd(end) => {
+                let snapshot = self.snapshots.entry(conn).or_default();
+                if let Some(named) = snapshot.end(end.entries) {
+                    self.state.live_sweep(&named);
+                }
+            }
+            other => self.state.apply(other, &mut self.pending),
+        }
         true
     }
 
-    /// A publisher connection that had said hello closed.
-    pub fn closed(&mut self, now: i64) {
-        self.open_connections = self.open_connections.saturating_sub(1);
-        if self.open_connections == 0 {
+    /// Publisher connection `conn`, which had said hello, closed.
+    pub fn closed(&mut self, conn: u64, now: i64) {
+        self.connections.remove(&conn);
+        self.snapshots.remove(&conn);
+        if self.connections.is_empty() {
             self.publisher.connected = false;
             self.publisher.since = Some(now);
         }
@@ -417,22 +459,22 @@ mod tests {
     #[test]
     fn a_new_started_at_resets_live_state_and_keeps_history() {
         let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
-        core.hello(&hello(1_000), 1_000);
-        core.message(&share(60_000), 60_000);
-        core.message(&link(true), 60_000);
+        core.hello(1, &hello(1_000), 1_000);
+        core.message(1, &share(60_000), 60_000);
+        core.message(1, &link(true), 60_000);
         assert!(core.publisher.connected);
         assert_eq!(core.publisher.dropped, 3);
 
         // The same process reconnecting keeps everything.
-        core.closed(2_000);
+        core.closed(1, 2_000);
         assert!(!core.publisher.connected);
-        core.hello(&hello(1_000), 3_000);
+        core.hello(1, &hello(1_000), 3_000);
         assert_eq!(core.state.link_up, Some(true));
         assert_eq!(core.publisher.restarts, 0);
 
         // A restarted process: live state goes, totals and history stay.
-        core.closed(4_000);
-        core.hello(&hello(5_000), 5_000);
+        core.closed(1, 4_000);
+        core.hello(1, &hello(5_000), 5_000);
         assert_eq!(core.state.link_up, None);
         assert_eq!(core.state.shares, 1);
         assert_eq!(core.publisher.restarts, 1);
@@ -446,15 +488,15 @@ mod tests {
     #[test]
     fn writes_kept_while_the_store_fails_are_bounded() {
         let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
-        core.hello(&hello(1_000), 1_000);
+        core.hello(1, &hello(1_000), 1_000);
         core.store.fail_writes();
         for _ in 0..MAX_PENDING_WRITES + 10 {
-            core.message(&share(60_000), 60_000);
+            core.message(1, &share(60_000), 60_000);
         }
         assert!(core.flush(61_000).is_err());
         assert_eq!(core.pending.len(), MAX_PENDING_WRITES);
         assert_eq!(core.losses().writes_dropped, 10);
-        core.message(&share(60_000), 60_000);
+        core.message(1, &share(60_000), 60_000);
         assert!(core.flush(62_000).is_err());
         assert_eq!(
             (core.pending.len(), core.writes_dropped),
@@ -467,10 +509,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open = || Store::open(dir.path(), "t.sqlite", 0).unwrap();
         let mut core: Core<Counter> = Core::new(open()).unwrap();
-        core.hello(&hello(1_000), 1_000);
-        core.message(&share(60_000), 60_000);
+        core.hello(1, &hello(1_000), 1_000);
+        core.message(1, &share(60_000), 60_000);
         core.flush(2_000).unwrap();
-        core.message(&share(60_000), 60_000);
+        core.message(1, &share(60_000), 60_000);
         core.flush(2_500).unwrap();
         let saved = |core: &Core<Counter>| {
             let json = core.store.history().state().unwrap().unwrap();
@@ -487,7 +529,7 @@ mod tests {
         );
         core.flush(3_000).unwrap();
         assert_eq!(saved(&core), 2);
-        core.message(&share(60_000), 60_000);
+        core.message(1, &share(60_000), 60_000);
         core.flush_all(3_100).unwrap();
         assert_eq!(saved(&core), 3, "at a stop");
     }
@@ -497,9 +539,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut core: Core<Counter> =
             Core::new(Store::open(dir.path(), "t.sqlite", 0).unwrap()).unwrap();
-        core.hello(&hello(1_000), 1_000);
-        core.message(&share(60_000), 60_000);
-        core.message(&link(true), 60_000);
+        core.hello(1, &hello(1_000), 1_000);
+        core.message(1, &share(60_000), 60_000);
+        core.message(1, &link(true), 60_000);
         core.flush(2_000).unwrap();
         drop(core);
 
@@ -510,7 +552,7 @@ mod tests {
         assert!(!core.publisher.connected);
         assert_eq!(core.publisher.started_at, Some(1_000));
         // The same publisher process comes back: its live state still holds.
-        core.hello(&hello(1_000), 9_500);
+        core.hello(1, &hello(1_000), 9_500);
         assert_eq!(core.state.link_up, Some(true));
         assert_eq!(core.store.history().gaps(0, i64::MAX).unwrap().len(), 1);
     }
@@ -529,11 +571,11 @@ mod tests {
     #[test]
     fn a_message_dated_far_ahead_of_the_clock_is_refused() {
         let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
-        core.hello(&hello(1_000), 1_000);
+        core.hello(1, &hello(1_000), 1_000);
         let now = 1_000_000;
-        assert!(core.message(&share(now as u64 + MAX_AHEAD_MS as u64), now));
-        assert!(!core.message(&share(now as u64 + MAX_AHEAD_MS as u64 + 1), now));
-        assert!(!core.message(&share(u64::MAX), now));
+        assert!(core.message(1, &share(now as u64 + MAX_AHEAD_MS as u64), now));
+        assert!(!core.message(1, &share(now as u64 + MAX_AHEAD_MS as u64 + 1), now));
+        assert!(!core.message(1, &share(u64::MAX), now));
         assert_eq!(core.state.shares, 1);
         assert_eq!(core.losses().refused_future, 2);
     }
@@ -541,41 +583,148 @@ mod tests {
     #[test]
     fn a_message_dated_before_the_retention_is_refused() {
         let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
-        core.hello(&hello(1_000), 1_000);
+        core.hello(1, &hello(1_000), 1_000);
         let now = 40 * 86_400_000;
         // Without a retention set, any past is accepted.
-        assert!(core.message(&share(0), now));
+        assert!(core.message(1, &share(0), now));
         core.set_retention_days(30);
         let oldest = (now - 30 * 86_400_000) as u64;
-        assert!(core.message(&share(oldest), now));
-        assert!(!core.message(&share(oldest - 1), now));
+        assert!(core.message(1, &share(oldest), now));
+        assert!(!core.message(1, &share(oldest - 1), now));
         assert_eq!(core.state.shares, 2);
         assert_eq!(core.losses().refused_past, 1);
     }
 
     #[test]
     fn a_whole_snapshot_gives_what_it_named_and_a_partial_one_nothing() {
+        let key = |id| (stats_sv2::live::MINER, id, 0);
         let mut snapshot = LiveSnapshot::default();
         assert_eq!(snapshot.end(0), None, "no begin");
         snapshot.begin();
-        snapshot.named(3);
-        snapshot.named(1);
-        assert_eq!(snapshot.end(2), Some(BTreeSet::from([1, 3])));
+        snapshot.named(key(3));
+        snapshot.named(key(1));
+        assert_eq!(snapshot.end(2), Some(BTreeSet::from([key(1), key(3)])));
         assert_eq!(snapshot.end(2), None, "ended already");
 
         snapshot.begin();
-        snapshot.named(1);
+        snapshot.named(key(1));
         assert_eq!(snapshot.end(2), None, "an entry lost");
         // A snapshot cut off by a broken connection is forgotten at the next.
         snapshot.begin();
-        snapshot.named(1);
+        snapshot.named(key(1));
         snapshot.begin();
         assert_eq!(snapshot.end(0), Some(BTreeSet::new()));
         // The same key twice is not a whole snapshot of distinct entries.
         snapshot.begin();
-        snapshot.named(1);
-        snapshot.named(1);
+        snapshot.named(key(1));
+        snapshot.named(key(1));
         assert_eq!(snapshot.end(2), None);
+    }
+
+    /// The miner ids live.
+    #[derive(Default, Serialize, Deserialize)]
+    struct Miners(BTreeSet<u32>);
+
+    impl ServiceState for Miners {
+        const ROLE: u8 = stats_sv2::role::TRANSLATOR;
+        fn publisher_restarted(&mut self) {
+            self.0.clear();
+        }
+        fn apply(&mut self, msg: &StatsMessage, _: &mut Vec<Write>) {
+            match msg {
+                StatsMessage::MinerConnected(m) => {
+                    self.0.insert(m.miner_id);
+                }
+                StatsMessage::MinerDisconnected(m) => {
+                    self.0.remove(&m.miner_id);
+                }
+                _ => {}
+            }
+        }
+        fn live_entry(&mut self, entry: &LiveEntryOwned) {
+            self.0.insert(entry.id);
+        }
+        fn live_sweep(&mut self, named: &BTreeSet<LiveKey>) {
+            self.0
+                .retain(|&id| named.contains(&(stats_sv2::live::MINER, id, 0)));
+        }
+    }
+
+    fn connected(miner_id: u32) -> StatsMessage {
+        stats_sv2::MinerConnectedOwned {
+            miner_id,
+            name: String::from("rig").try_into().unwrap(),
+            timestamp: 1,
+        }
+        .into()
+    }
+
+    fn begin(core: &mut Core<Miners>, conn: u64) {
+        core.message(conn, &stats_sv2::LiveBegin { timestamp: 1 }.into(), 1);
+    }
+
+    fn entry(core: &mut Core<Miners>, conn: u64, id: u32) {
+        let entry = stats_sv2::LiveEntryOwned {
+            kind: stats_sv2::live::MINER,
+            id,
+            channel_id: 0,
+            flags: 0,
+            name: String::new().try_into().unwrap(),
+            since: 1,
+            timestamp: 1,
+        };
+        core.message(conn, &entry.into(), 1);
+    }
+
+    fn end(core: &mut Core<Miners>, conn: u64, entries: u32) {
+        let end = stats_sv2::LiveEnd {
+            entries,
+            timestamp: 1,
+        };
+        core.message(conn, &end.into(), 1);
+    }
+
+    /// `conn` sends a snapshot of `ids`.
+    fn snapshot(core: &mut Core<Miners>, conn: u64, ids: &[u32]) {
+        begin(core, conn);
+        for &id in ids {
+            entry(core, conn, id);
+        }
+        end(core, conn, ids.len() as u32);
+    }
+
+    #[test]
+    fn each_connection_has_its_own_snapshot_and_a_restarted_process_none() {
+        let mut core: Core<Miners> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
+        let live = |core: &Core<Miners>| core.state.0.iter().copied().collect::<Vec<_>>();
+        core.hello(1, &hello(100), 1);
+        for id in [1, 2] {
+            core.message(1, &connected(id), 1);
+        }
+        snapshot(&mut core, 1, &[1]);
+        assert_eq!(live(&core), [1], "miner 2 left");
+
+        // Two connections of one process: their snapshots interleave, and
+        // each is whole.
+        core.hello(2, &hello(100), 1);
+        core.message(1, &connected(6), 1);
+        begin(&mut core, 1);
+        begin(&mut core, 2);
+        entry(&mut core, 2, 1);
+        entry(&mut core, 1, 1);
+        end(&mut core, 1, 1);
+        assert_eq!(live(&core), [1], "miner 6 left");
+
+        // The process restarts; its old connection's late news is ignored.
+        core.hello(3, &hello(200), 1);
+        core.message(3, &connected(5), 1);
+        assert!(!core.message(1, &connected(7), 1));
+        snapshot(&mut core, 1, &[1]);
+        assert_eq!(live(&core), [5]);
+        core.closed(1, 2);
+        core.closed(2, 2);
+        snapshot(&mut core, 3, &[]);
+        assert!(live(&core).is_empty());
     }
 
     #[test]
@@ -590,12 +739,12 @@ mod tests {
     #[test]
     fn two_connections_count_as_connected_until_both_close() {
         let mut core: Core<Counter> = Core::new(Store::open_in_memory(0).unwrap()).unwrap();
-        core.hello(&hello(1), 10);
-        core.hello(&hello(1), 20);
-        core.closed(30);
+        core.hello(1, &hello(1), 10);
+        core.hello(2, &hello(1), 20);
+        core.closed(1, 30);
         assert!(core.publisher.connected);
         assert_eq!(core.publisher.since, Some(10));
-        core.closed(40);
+        core.closed(2, 40);
         assert!(!core.publisher.connected);
         assert_eq!(core.publisher.since, Some(40));
     }

@@ -250,11 +250,11 @@ async fn apply_loop<A: ServiceState>(
 fn apply<A: ServiceState>(core: &mut Core<A>, events: Vec<Ingested>, now: i64) {
     for event in events {
         match event {
-            Ingested::Hello(_, hello) => core.hello(&hello, now),
-            Ingested::Message(_, msg) => {
-                core.message(&msg, now);
+            Ingested::Hello(conn, hello) => core.hello(conn, &hello, now),
+            Ingested::Message(conn, msg) => {
+                core.message(conn, &msg, now);
             }
-            Ingested::Closed(_) => core.closed(now),
+            Ingested::Closed(conn) => core.closed(conn, now),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
@@ -99,6 +100,9 @@ pub struct Store {
     evictions: u64,
 }
 
+/// How long a write waits for a reader's lock (rusqlite's default).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The meta key of [`Store::prune`]'s last cut-off.
 pub(crate) const PRUNED_BEFORE: &str = "pruned_before";
 
@@ -137,9 +141,6 @@ impl Store {
         // enough for statistics and much cheaper.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // A log that grew while dashboards read (a checkpoint cannot pass a
-        // reader) is cut back to this when next emptied.
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         Self::init(conn, Some(path), now)
     }
 
@@ -299,7 +300,27 @@ impl Store {
         if deleted > 0 {
             self.count()?;
         }
+        self.empty_log()?;
         Ok(deleted)
+    }
+
+    /// Empties the write-ahead log, if no reader holds it: the automatic
+    /// checkpoints cannot pass a reader, and readers (dashboards) that keep
+    /// overlapping would let it grow. A reader present, it is tried again at
+    /// the next prune: this never waits for readers, with ingest held up.
+    fn empty_log(&self) -> Result<(), StoreError> {
+        let conn = &self.history.conn;
+        conn.busy_timeout(Duration::ZERO)?;
+        let emptied = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        match emptied {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                Ok(())
+            }
+            other => Ok(other?),
+        }
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
@@ -607,6 +628,12 @@ mod tests {
         let later = store.reader().unwrap();
         assert_eq!(later.total("work", "", 0, i64::MAX).unwrap(), 3.0);
         assert_eq!(later.history_from(), T0 - 1_000);
+        // The log is emptied at a prune once no reader holds it.
+        let wal = dir.path().join("s.sqlite-wal");
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        drop((reader, later));
+        store.prune(T0 - 1_000).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
         assert!(matches!(
             Store::open_in_memory(T0).unwrap().reader(),
             Err(StoreError::InMemory)

@@ -57,6 +57,18 @@ pub fn live_entry(kind: u8, id: u32, since: u64, timestamp: u64) -> stats_sv2::L
     }
 }
 
+/// A live snapshot of `entries` (begin, the entries, end), dated `t`.
+pub fn live_snapshot(entries: Vec<stats_sv2::LiveEntryOwned>, t: u64) -> Vec<StatsMessage> {
+    let end = stats_sv2::LiveEnd {
+        entries: entries.len() as u32,
+        timestamp: t,
+    };
+    std::iter::once(stats_sv2::LiveBegin { timestamp: t }.into())
+        .chain(entries.into_iter().map(StatsMessage::from))
+        .chain(std::iter::once(end.into()))
+        .collect()
+}
+
 /// Now as Unix milliseconds, as publishers stamp their messages.
 pub fn now() -> u64 {
     crate::now_ms() as u64
