@@ -288,6 +288,27 @@ async fn the_hello_carries_the_secret_and_an_idle_publisher_sends_keepalives() {
     shutdown.cancel();
 }
 
+/// A translator's publisher to `address` with a queue of `capacity`, and
+/// its shutdown; keepalives show quickly that nothing else is coming.
+fn translator_publisher(
+    address: std::net::SocketAddr,
+    capacity: usize,
+) -> (StatsPublisher, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let settings = StatsSettings {
+        queue_capacity: capacity,
+        ..StatsSettings::new(address.to_string())
+    };
+    let keepalive = Duration::from_millis(100);
+    let p = StatsPublisher::start_with_keepalive(
+        &settings,
+        role::TRANSLATOR,
+        keepalive,
+        shutdown.clone(),
+    );
+    (p, shutdown)
+}
+
 /// The `(link, up)` of a `LinkStatus`.
 fn link_state(msg: StatsMessage) -> (u8, bool) {
     match msg {
@@ -302,19 +323,7 @@ async fn the_link_states_follow_every_connection_and_every_dropped_link_status()
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let shutdown = CancellationToken::new();
-    let settings = StatsSettings {
-        queue_capacity: 4,
-        ..StatsSettings::new(address.to_string())
-    };
-    // Keepalives show quickly that nothing else is coming.
-    let keepalive = Duration::from_millis(100);
-    let p = StatsPublisher::start_with_keepalive(
-        &settings,
-        role::TRANSLATOR,
-        keepalive,
-        shutdown.clone(),
-    );
+    let (p, shutdown) = translator_publisher(address, 4);
     p.link_status(MINT, false);
     for id in 1..=4 {
         p.publish(event(id));
@@ -395,18 +404,7 @@ fn miner_disconnected(miner_id: u32) -> StatsMessage {
 async fn the_live_snapshot_follows_every_connection_and_makes_up_for_dropped_disconnects() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let settings = StatsSettings {
-        queue_capacity: 3,
-        ..StatsSettings::new(address.to_string())
-    };
-    let keepalive = Duration::from_millis(100);
-    let p = StatsPublisher::start_with_keepalive(
-        &settings,
-        role::TRANSLATOR,
-        keepalive,
-        shutdown.clone(),
-    );
+    let (p, shutdown) = translator_publisher(address, 3);
     for id in 1..=3 {
         p.publish(miner_connected(id));
     }
