@@ -154,7 +154,8 @@ pub const MAX_SECRET_LEN: usize = 255;
 /// watch (loopback, a private network, a tunnel). `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublisherHello {
-    /// [`PROTOCOL_VERSION`]; a service refuses any other.
+    /// [`PROTOCOL_VERSION`]; a service refuses any before
+    /// [`MIN_PROTOCOL_VERSION`] or after its own.
     pub version: u16,
     /// [`role`]`::POOL` or [`role`]`::TRANSLATOR`.
     pub role: u8,

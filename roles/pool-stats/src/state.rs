@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stats_common::series::RecentWork;
-use stats_common::{LinkState, LiveKey, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
+use stats_common::{
+    LinkState, LiveKey, LiveRefusals, Sender, ServiceState, Write, MAX_LIVE_ENTRIES,
+};
 use stats_sv2::{
     live, BlockFoundOwned, ChannelClosed, ChannelOpened, DownstreamConnected, LinkStatus,
     LiveEntryOwned, MintStats, QuoteCreated, ShareSubmitted, StatsMessage,
@@ -150,8 +152,12 @@ impl PoolState {
         }
     }
 
-    fn share(&mut self, m: &ShareSubmitted, t: i64, out: &mut Vec<Write>) {
-        let live = match self.downstream(m.downstream_id, t) {
+    fn share(&mut self, m: &ShareSubmitted, t: i64, sender: Sender, out: &mut Vec<Write>) {
+        let downstream = match sender {
+            Sender::Current => self.downstream(m.downstream_id, t),
+            Sender::Restarted => None,
+        };
+        let live = match downstream {
             Some(d) => {
                 d.last_share = Some(d.last_share.map_or(t, |l| l.max(t)));
                 if m.accepted {
@@ -181,11 +187,15 @@ impl PoolState {
         }
     }
 
-    fn quote(&mut self, m: &QuoteCreated, t: i64, out: &mut Vec<Write>) {
+    fn quote(&mut self, m: &QuoteCreated, t: i64, sender: Sender, out: &mut Vec<Write>) {
         // Quotes come from the pool's ehash task, unordered with the mining
         // task's disconnect: one of a downstream that has left must not
         // bring it back.
-        if let Some(d) = self.downstreams.get_mut(&m.downstream_id) {
+        let downstream = match sender {
+            Sender::Current => self.downstreams.get_mut(&m.downstream_id),
+            Sender::Restarted => None,
+        };
+        if let Some(d) = downstream {
             d.quotes += 1;
             d.ehash = d.ehash.saturating_add(m.amount);
         }
@@ -282,17 +292,17 @@ impl ServiceState for PoolState {
         self.refused.count()
     }
 
-    fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
+    fn apply(&mut self, msg: &StatsMessage, sender: Sender, out: &mut Vec<Write>) {
         let t = msg.timestamp() as i64;
         match msg {
             StatsMessage::DownstreamConnected(m) => self.downstream_connected(m, t),
             StatsMessage::DownstreamDisconnected(m) => self.remove_downstream(m.downstream_id),
             StatsMessage::ChannelOpened(m) => self.channel_opened(m, t),
             StatsMessage::ChannelClosed(m) => self.channel_closed(m),
-            StatsMessage::ShareSubmitted(m) => self.share(m, t, out),
-            StatsMessage::QuoteCreated(m) => self.quote(m, t, out),
+            StatsMessage::ShareSubmitted(m) => self.share(m, t, sender, out),
+            StatsMessage::QuoteCreated(m) => self.quote(m, t, sender, out),
             StatsMessage::BlockFound(m) => self.block(m, t, out),
-            StatsMessage::LinkStatus(m) => self.link_status(m, t),
+            StatsMessage::LinkStatus(m) if sender == Sender::Current => self.link_status(m, t),
             StatsMessage::MintStats(m) => self.mint_stats(m, t),
             other => tracing::debug!("pool-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
@@ -308,7 +318,7 @@ mod tests {
 
     fn apply(state: &mut PoolState, msg: impl Into<StatsMessage>) -> Vec<Write> {
         let mut out = Vec::new();
-        state.apply(&msg.into(), &mut out);
+        state.apply(&msg.into(), Sender::Current, &mut out);
         out
     }
 
@@ -593,6 +603,35 @@ mod tests {
         state.live_sweep(&BTreeSet::new());
         assert!(state.downstreams.is_empty());
         assert_eq!(state.channel_count(), 0);
+    }
+
+    #[test]
+    fn late_news_of_a_restarted_pool_counts_in_the_totals_and_makes_nothing_live() {
+        let mut state = PoolState::default();
+        let mut out = vec![];
+        let link = LinkStatus {
+            link: stats_sv2::link::MINT,
+            up: true,
+            timestamp: T,
+        };
+        for msg in [
+            share(4, true, 60, T).into(),
+            quote(4, 5, T).into(),
+            link.into(),
+        ] {
+            state.apply(&msg, Sender::Restarted, &mut out);
+        }
+        assert!(state.downstreams.is_empty());
+        assert_eq!(
+            (state.totals.shares_accepted, state.totals.quotes_created),
+            (1, 1)
+        );
+        assert_eq!(state.mint_link, None);
+        assert!(out.contains(&Write::add(series::WORK, "", T as i64, 60.0)));
+        let per_downstream = out
+            .iter()
+            .any(|w| matches!(w, Write::Add { key, .. } if key == "4"));
+        assert!(!per_downstream, "{out:?}");
     }
 
     #[test]

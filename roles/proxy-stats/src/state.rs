@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use stats_common::series::RecentWork;
-use stats_common::{LinkState, LiveKey, LiveRefusals, ServiceState, Write, MAX_LIVE_ENTRIES};
+use stats_common::{
+    LinkState, LiveKey, LiveRefusals, Sender, ServiceState, Write, MAX_LIVE_ENTRIES,
+};
 use stats_sv2::{
     live, EhashQuoteOwned, LinkStatus, LiveEntryOwned, MinerConnectedOwned, MinerShare,
     StatsMessage,
@@ -112,8 +114,12 @@ impl ProxyState {
         });
     }
 
-    fn share(&mut self, m: &MinerShare, t: i64, out: &mut Vec<Write>) {
-        let name = self.miner(m.miner_id, t).map(|miner| {
+    fn share(&mut self, m: &MinerShare, t: i64, sender: Sender, out: &mut Vec<Write>) {
+        let miner = match sender {
+            Sender::Current => self.miner(m.miner_id, t),
+            Sender::Restarted => None,
+        };
+        let name = miner.map(|miner| {
             miner.last_share = Some(miner.last_share.map_or(t, |l| l.max(t)));
             if m.accepted {
                 miner.shares_accepted += 1;
@@ -212,21 +218,22 @@ impl ServiceState for ProxyState {
         self.refused.count()
     }
 
-    fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
+    fn apply(&mut self, msg: &StatsMessage, sender: Sender, out: &mut Vec<Write>) {
         let t = msg.timestamp() as i64;
+        let current = sender == Sender::Current;
         match msg {
             StatsMessage::MinerConnected(m) => self.miner_connected(m, t),
             StatsMessage::MinerDisconnected(m) => {
                 self.miners.remove(&m.miner_id);
             }
-            StatsMessage::MinerShare(m) => self.share(m, t, out),
-            StatsMessage::HashrateUpdate(m) => {
+            StatsMessage::MinerShare(m) => self.share(m, t, sender, out),
+            StatsMessage::HashrateUpdate(m) if current => {
                 if let Some(miner) = self.miner(m.miner_id, t) {
                     miner.estimate = Some(m.hashrate);
                 }
             }
-            StatsMessage::LinkStatus(m) => self.link_status(m, t),
-            StatsMessage::WalletBalance(m) => {
+            StatsMessage::LinkStatus(m) if current => self.link_status(m, t),
+            StatsMessage::WalletBalance(m) if current => {
                 self.wallet = Some(Balance {
                     balance: m.balance,
                     updated_at: t,
@@ -248,7 +255,7 @@ mod tests {
 
     fn apply(state: &mut ProxyState, msg: impl Into<StatsMessage>) -> Vec<Write> {
         let mut out = Vec::new();
-        state.apply(&msg.into(), &mut out);
+        state.apply(&msg.into(), Sender::Current, &mut out);
         out
     }
 
@@ -271,6 +278,34 @@ mod tests {
             work,
             timestamp: T + 1,
         }
+    }
+
+    #[test]
+    fn late_news_of_a_restarted_translator_counts_in_the_totals_and_makes_nothing_live() {
+        let mut state = ProxyState::default();
+        let mut out = vec![];
+        let estimate = HashrateUpdate {
+            miner_id: 4,
+            hashrate: 9,
+            timestamp: T,
+        };
+        let balance = WalletBalance {
+            balance: 5,
+            timestamp: T,
+        };
+        for msg in [share(4, true, 500).into(), estimate.into(), balance.into()] {
+            state.apply(&msg, Sender::Restarted, &mut out);
+        }
+        assert!(state.miners.is_empty());
+        assert_eq!(state.totals.shares_accepted, 1);
+        assert_eq!(state.wallet, None);
+        assert_eq!(
+            out.iter()
+                .filter(|w| matches!(w, Write::Add { series, .. } if *series == series::MINER_WORK))
+                .count(),
+            0,
+            "{out:?}"
+        );
     }
 
     #[test]

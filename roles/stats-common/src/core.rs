@@ -23,8 +23,9 @@ pub trait ServiceState: Default + Serialize + DeserializeOwned + Send + 'static 
     /// (connections, link states); keep totals and history.
     fn publisher_restarted(&mut self);
 
-    /// Applies one message; what the store must record goes to `out`.
-    fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>);
+    /// Applies one message of `sender`; what the store must record goes to
+    /// `out`.
+    fn apply(&mut self, msg: &StatsMessage, sender: Sender, out: &mut Vec<Write>);
 
     /// An entry of the publisher's live snapshot: what it names is live,
     /// kept with its counts, or added if its connect was missed. (A state
@@ -40,6 +41,17 @@ pub trait ServiceState: Default + Serialize + DeserializeOwned + Send + 'static 
     fn live_refused(&self) -> u64 {
         0
     }
+}
+
+/// Who sent a message: the publisher process now running, or one that has
+/// restarted since (a late message on its old connection). A restarted
+/// one's messages count in the totals and the history, but what is live
+/// now (connections, links) is the new process's, whose ids they would
+/// take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    Current,
+    Restarted,
 }
 
 /// What a live snapshot entry names: its kind, id and channel id.
@@ -322,6 +334,11 @@ impl<A: ServiceState> Core<A> {
                 StatsMessage::LiveBegin(_) | StatsMessage::LiveEntry(_) | StatsMessage::LiveEnd(_)
             );
         let current = self.connections.get(&conn).map(|&s| s as i64) == self.publisher.started_at;
+        let sender = if current {
+            Sender::Current
+        } else {
+            Sender::Restarted
+        };
         if live_news && !current {
             // What connected or left in a process that has restarted since
             // is nothing live now (its ids are the new process's).
@@ -343,7 +360,7 @@ impl<A: ServiceState> Core<A> {
                     self.state.live_sweep(&named);
                 }
             }
-            other => self.state.apply(other, &mut self.pending),
+            other => self.state.apply(other, sender, &mut self.pending),
         }
         true
     }
@@ -422,7 +439,7 @@ mod tests {
         fn publisher_restarted(&mut self) {
             self.link_up = None;
         }
-        fn apply(&mut self, msg: &StatsMessage, out: &mut Vec<Write>) {
+        fn apply(&mut self, msg: &StatsMessage, _: Sender, out: &mut Vec<Write>) {
             match msg {
                 StatsMessage::ShareSubmitted(m) => {
                     self.shares += 1;
@@ -630,9 +647,13 @@ mod tests {
         fn publisher_restarted(&mut self) {
             self.0.clear();
         }
-        fn apply(&mut self, msg: &StatsMessage, _: &mut Vec<Write>) {
+        fn apply(&mut self, msg: &StatsMessage, sender: Sender, _: &mut Vec<Write>) {
             match msg {
                 StatsMessage::MinerConnected(m) => {
+                    self.0.insert(m.miner_id);
+                }
+                // A share makes its miner live, unless a restarted process sent it.
+                StatsMessage::MinerShare(m) if sender == Sender::Current => {
                     self.0.insert(m.miner_id);
                 }
                 StatsMessage::MinerDisconnected(m) => {
@@ -720,6 +741,18 @@ mod tests {
         core.message(3, &connected(5), 1);
         assert!(!core.message(1, &connected(7), 1));
         snapshot(&mut core, 1, &[1]);
+        let share = |miner_id| stats_sv2::MinerShare {
+            miner_id,
+            accepted: true,
+            backlogged: false,
+            work: 1,
+            timestamp: 1,
+        };
+        assert!(core.message(1, &share(8).into(), 1), "counted, as history");
+        assert_eq!(live(&core), [5]);
+        core.message(3, &share(9).into(), 1);
+        assert_eq!(live(&core), [5, 9]);
+        snapshot(&mut core, 3, &[5]);
         assert_eq!(live(&core), [5]);
         core.closed(1, 2);
         core.closed(2, 2);

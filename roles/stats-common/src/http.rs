@@ -194,7 +194,13 @@ mod tests {
     impl ServiceState for Nothing {
         const ROLE: u8 = stats_sv2::role::POOL;
         fn publisher_restarted(&mut self) {}
-        fn apply(&mut self, _: &stats_sv2::StatsMessage, _: &mut Vec<crate::Write>) {}
+        fn apply(
+            &mut self,
+            _: &stats_sv2::StatsMessage,
+            _: crate::Sender,
+            _: &mut Vec<crate::Write>,
+        ) {
+        }
     }
 
     #[tokio::test]

@@ -30,7 +30,7 @@ pub mod store;
 pub mod testing;
 
 pub use crate::core::{
-    Core, LinkState, LiveKey, LiveRefusals, Publisher, ServiceState, MAX_LIVE_ENTRIES,
+    Core, LinkState, LiveKey, LiveRefusals, Publisher, Sender, ServiceState, MAX_LIVE_ENTRIES,
 };
 pub use config::{Defaults, ServiceConfig};
 pub use http::ApiError;

@@ -31,7 +31,8 @@ impl LiveSet {
                     .insert(m.downstream_id, (m.flags, m.timestamp));
             }
             StatsMessage::DownstreamDisconnected(m) => self.remove_downstream(m.downstream_id),
-            StatsMessage::ChannelOpened(m) => {
+            // Only of a live downstream: the snapshot names a channel with it.
+            StatsMessage::ChannelOpened(m) if self.downstreams.contains_key(&m.downstream_id) => {
                 let key = (m.downstream_id, m.channel_id);
                 self.channels.entry(key).or_insert(m.timestamp);
             }
