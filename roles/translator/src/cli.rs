@@ -1,4 +1,4 @@
-//! `translator wallet key|claim|balance|send <amount>|receive <token>|quotes`:
+//! `translator wallet key|claim|restore|balance|send <amount>|receive <token>|quotes`:
 //! the wallet commands, as functions returning what the command prints
 //! (tested without a process). They serve the translator's wallet and a
 //! miner's own wallet directory alike ([`crate::wallet::OwnWallet`]).
@@ -28,6 +28,18 @@ pub enum WalletCommand {
         /// own wallet).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         keep_quotes_hours: Option<u64>,
+    },
+    /// Finds the wallet's unspent ecash at the mint from its mnemonic
+    /// alone, for a wallet.sqlite lost or restored from a backup: every
+    /// keyset is scanned from its first output, 100 at a time, until --gap
+    /// batches in a row hold nothing the mint signed. Refused while a
+    /// translator mints from the same data dir.
+    Restore {
+        /// Batches of 100 outputs in a row with nothing signed that end the
+        /// scan of a keyset. Batches the mint refused leave such runs: raise
+        /// it if a restore finds less than expected.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        gap: u32,
     },
     /// Prints the balance (ehash) and the quote totals.
     Balance,
@@ -153,6 +165,21 @@ pub async fn run_wallet_command_on(
                 held.balance, held.proofs
             );
         }
+        WalletCommand::Restore { gap } => {
+            // Counters and proofs change under a minting translator's feet.
+            let _minter = store.take_minter().map_err(|e| e.to_string())?;
+            eprintln!(
+                "restoring: asking the mint about the wallet's outputs, {} at a time",
+                crate::wallet::RESTORE_BATCH
+            );
+            let r = wallet.restore(gap).await.map_err(|e| e.to_string())?;
+            out += &format!(
+                "restored: {} {unit} spendable, {} {unit} pending; {} {unit} found spent\n",
+                r.unspent, r.pending, r.spent
+            );
+            let balance = wallet.balance().await.map_err(|e| e.to_string())?;
+            out += &format!("balance: {balance} {unit}\n");
+        }
         WalletCommand::Receive { token } => {
             let amount = wallet.receive(&token).await.map_err(|e| e.to_string())?;
             out += &format!("received: {amount} {unit}\n");
@@ -259,5 +286,10 @@ mod tests {
         );
         assert_eq!(on_translator(&["balance"]), WalletCommand::Balance);
         assert!(parsed(&["claim", "--keep-quotes-hours", "0"]).is_err());
+        assert_eq!(
+            parsed(&["restore"]).unwrap(),
+            WalletCommand::Restore { gap: 10 }
+        );
+        assert!(parsed(&["restore", "--gap", "0"]).is_err());
     }
 }

@@ -741,3 +741,47 @@ async fn a_data_dir_is_minted_from_by_one_process_at_a_time() {
     );
     drop(mint);
 }
+
+/// A wallet.sqlite lost: `wallet restore` finds from the mnemonic alone the
+/// ecash the wallet held (not what it spent), once however often it runs,
+/// and the wallet mints on at counters past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_wallet_is_restored_from_its_mnemonic_alone() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let wallet = open_wallet(&mint, dir.path()).await;
+    let key = wallet.locking_key();
+    wallet.recover().await.unwrap();
+    let total = pending_quotes(&mut link, &store, key, [1, 2, 3, 4, 5]).await;
+    assert_eq!(wallet.mint_pending(&store, 3).await.unwrap().amount, total);
+    let url = mint.running.http_url();
+    send_to_fresh_wallet(&wallet, &store, &url, 7).await;
+    let held = wallet.balance().await.unwrap();
+    assert_eq!(held, total - 7);
+    drop(wallet);
+
+    let new_dir = tempfile::tempdir().unwrap();
+    let restored = open_wallet(&mint, new_dir.path()).await;
+    assert_eq!(restored.balance().await.unwrap(), 0);
+    let restore = WalletCommand::Restore { gap: 3 };
+    let out = wallet_command(&restored, &store, restore.clone()).await;
+    let unit = ehash::constants::UNIT;
+    assert!(
+        out.contains(&format!(
+            "restored: {held} {unit} spendable, 0 {unit} pending"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains(&format!("; 0 {unit} found spent")), "{out}");
+    assert_eq!(restored.balance().await.unwrap(), held);
+    wallet_command(&restored, &store, restore).await;
+    assert_eq!(restored.balance().await.unwrap(), held, "nothing twice");
+
+    let more = pending_quotes(&mut link, &store, key, [6]).await;
+    assert_eq!(
+        restored.mint_pending(&store, 10).await.unwrap().amount,
+        more
+    );
+    assert_eq!(restored.balance().await.unwrap(), held + more);
+    send_to_fresh_wallet(&restored, &store, &url, held + more).await;
+    mint.stop().await;
+}

@@ -15,7 +15,9 @@ use std::time::Duration;
 use cdk::amount::{Amount, SplitTarget};
 use cdk::mint_url::MintUrl;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::{BaseHttpClient, MintConnector, SendOptions, Wallet, WalletBuilder};
+use cdk::wallet::{
+    BaseHttpClient, MintConnector, NUT13Options, SendOptions, Wallet, WalletBuilder,
+};
 use cdk::MintQuoteResponse;
 use cdk_sqlite::WalletSqliteDatabase;
 use ehash::LockingKey;
@@ -87,6 +89,20 @@ impl WalletError {
             e => e.mint_unreachable(),
         }
     }
+}
+
+/// Outputs asked about in one restore request.
+pub const RESTORE_BATCH: u32 = 100;
+
+/// What a restore found, in ehash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// Added to the wallet: spendable.
+    pub unspent: u64,
+    /// Added to the wallet: in a spend the mint has not settled.
+    pub pending: u64,
+    /// Found spent (sent, swapped): not added.
+    pub spent: u64,
 }
 
 /// What one minting round did.
@@ -281,6 +297,22 @@ impl EhashWallet {
 
     pub async fn balance(&self) -> Result<u64, WalletError> {
         Ok(u64::from(self.wallet.total_balance().await?))
+    }
+
+    /// Adds the wallet's ecash the mint signed and nobody spent yet, found
+    /// from the seed alone (NUT-09 restore of NUT-13 outputs): each keyset
+    /// from its first counter, in batches of [`RESTORE_BATCH`], until `gap`
+    /// batches in a row hold nothing signed. For a `wallet.sqlite` lost or
+    /// restored from a backup; what the wallet holds already stays once.
+    /// The counters move past the last output found.
+    pub async fn restore(&self, gap: u32) -> Result<Restored, WalletError> {
+        let opts = NUT13Options::new(RESTORE_BATCH, gap)?;
+        let restored = self.wallet.restore_with_opts(opts).await?;
+        Ok(Restored {
+            unspent: u64::from(restored.unspent),
+            pending: u64::from(restored.pending),
+            spent: u64::from(restored.spent),
+        })
     }
 
     /// Receives a cashuB token of this wallet's mint and unit; the amount
