@@ -174,8 +174,9 @@ pub async fn run_wallet_command_on(
             );
             let r = wallet.restore(gap).await.map_err(|e| e.to_string())?;
             out += &format!(
-                "restored: {} {unit} spendable, {} {unit} pending; {} {unit} found spent\n",
-                r.unspent, r.pending, r.spent
+                "restored: {} {unit} spendable, {} {unit} pending; {} {unit} held already, \
+                 {} {unit} found spent\n",
+                r.added, r.pending, r.held, r.spent
             );
             let balance = wallet.balance().await.map_err(|e| e.to_string())?;
             out += &format!("balance: {balance} {unit}\n");

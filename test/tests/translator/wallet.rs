@@ -744,7 +744,8 @@ async fn a_data_dir_is_minted_from_by_one_process_at_a_time() {
 
 /// A wallet.sqlite lost: `wallet restore` finds from the mnemonic alone the
 /// ecash the wallet held (not what it spent), once however often it runs,
-/// and the wallet mints on at counters past it.
+/// and the wallet mints on at counters past it. On a wallet that holds its
+/// proofs, it adds nothing: a token sent and not claimed yet stays sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_wallet_is_restored_from_its_mnemonic_alone() {
     let (mint, mut link, dir, store) = mint_link_and_store().await;
@@ -755,33 +756,67 @@ async fn a_lost_wallet_is_restored_from_its_mnemonic_alone() {
     assert_eq!(wallet.mint_pending(&store, 3).await.unwrap().amount, total);
     let url = mint.running.http_url();
     send_to_fresh_wallet(&wallet, &store, &url, 7).await;
+    let unclaimed = wallet_command(&wallet, &store, WalletCommand::Send { amount: 5 }).await;
     let held = wallet.balance().await.unwrap();
-    assert_eq!(held, total - 7);
+    assert_eq!(held, total - 12);
+    let unit = ehash::constants::UNIT;
+    let restore = WalletCommand::Restore { gap: 3 };
+    let out = wallet_command(&wallet, &store, restore.clone()).await;
+    assert!(
+        out.contains(&format!("restored: 0 {unit} spendable")),
+        "{out}"
+    );
+    assert_eq!(
+        wallet.balance().await.unwrap(),
+        held,
+        "the token stays sent"
+    );
     drop(wallet);
 
     let new_dir = tempfile::tempdir().unwrap();
     let restored = open_wallet(&mint, new_dir.path()).await;
+    let keyset = restored.cdk().active_keyset().await.unwrap().id;
+    let counter = || async {
+        let store = &restored.cdk().localstore;
+        store.increment_keyset_counter(&keyset, 0).await.unwrap()
+    };
     assert_eq!(restored.balance().await.unwrap(), 0);
-    let restore = WalletCommand::Restore { gap: 3 };
     let out = wallet_command(&restored, &store, restore.clone()).await;
-    let unit = ehash::constants::UNIT;
+    // The unclaimed token's proofs too: the mint still has them unspent.
+    let spendable = held + 5;
     assert!(
         out.contains(&format!(
-            "restored: {held} {unit} spendable, 0 {unit} pending"
+            "restored: {spendable} {unit} spendable, 0 {unit} pending"
         )),
         "{out}"
     );
-    assert!(!out.contains(&format!("; 0 {unit} found spent")), "{out}");
-    assert_eq!(restored.balance().await.unwrap(), held);
-    wallet_command(&restored, &store, restore).await;
-    assert_eq!(restored.balance().await.unwrap(), held, "nothing twice");
+    assert!(!out.contains(&format!(", 0 {unit} found spent")), "{out}");
+    assert_eq!(restored.balance().await.unwrap(), spendable);
+    let past_found = counter().await;
+    assert!(past_found > 0);
+    let out = wallet_command(&restored, &store, restore).await;
+    assert!(
+        out.contains(&format!("; {spendable} {unit} held already")),
+        "{out}"
+    );
+    assert_eq!(
+        restored.balance().await.unwrap(),
+        spendable,
+        "nothing twice"
+    );
+    assert_eq!(counter().await, past_found, "the counter moved once");
 
     let more = pending_quotes(&mut link, &store, key, [6]).await;
     assert_eq!(
         restored.mint_pending(&store, 10).await.unwrap().amount,
         more
     );
-    assert_eq!(restored.balance().await.unwrap(), held + more);
-    send_to_fresh_wallet(&restored, &store, &url, held + more).await;
+    assert_eq!(restored.balance().await.unwrap(), spendable + more);
+    send_to_fresh_wallet(&restored, &store, &url, spendable + more).await;
+    // The token sent before the loss is worth nothing now.
+    let late = hashpool_tests::wallet(&url)
+        .receive(unclaimed.trim(), ReceiveOptions::default())
+        .await;
+    assert!(late.is_err(), "{late:?}");
     mint.stop().await;
 }

@@ -15,9 +15,7 @@ use std::time::Duration;
 use cdk::amount::{Amount, SplitTarget};
 use cdk::mint_url::MintUrl;
 use cdk::nuts::{CurrencyUnit, MintQuoteState, PaymentMethod, SecretKey};
-use cdk::wallet::{
-    BaseHttpClient, MintConnector, NUT13Options, SendOptions, Wallet, WalletBuilder,
-};
+use cdk::wallet::{BaseHttpClient, MintConnector, SendOptions, Wallet, WalletBuilder};
 use cdk::MintQuoteResponse;
 use cdk_sqlite::WalletSqliteDatabase;
 use ehash::LockingKey;
@@ -31,6 +29,7 @@ mod counters;
 mod dir;
 mod issue;
 mod lookup;
+mod restore;
 mod settle;
 mod transport;
 mod unanswered;
@@ -39,6 +38,7 @@ pub use consolidate::{Holdings, CONSOLIDATE_ABOVE};
 pub use dir::{OwnWallet, MNEMONIC_FILE};
 pub use issue::BATCHES_PER_ROUND;
 pub use lookup::LookedUp;
+pub use restore::{Restored, RESTORE_BATCH};
 pub use transport::DEFAULT_MINT_TIMEOUT;
 
 /// The wallet's client of its mint: every request bounded in time.
@@ -89,20 +89,6 @@ impl WalletError {
             e => e.mint_unreachable(),
         }
     }
-}
-
-/// Outputs asked about in one restore request.
-pub const RESTORE_BATCH: u32 = 100;
-
-/// What a restore found, in ehash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Restored {
-    /// Added to the wallet: spendable.
-    pub unspent: u64,
-    /// Added to the wallet: in a spend the mint has not settled.
-    pub pending: u64,
-    /// Found spent (sent, swapped): not added.
-    pub spent: u64,
 }
 
 /// What one minting round did.
@@ -203,7 +189,7 @@ impl EhashWallet {
         Self::with_db(mint_url, timeout, db, seed)
     }
 
-    /// An in-memory wallet (tests).
+    /// A wallet in memory (tests).
     pub async fn in_memory(mint_url: &str, seed: [u8; 64]) -> Result<Self, WalletError> {
         let db = cdk_sqlite::wallet::memory::empty()
             .await
@@ -297,22 +283,6 @@ impl EhashWallet {
 
     pub async fn balance(&self) -> Result<u64, WalletError> {
         Ok(u64::from(self.wallet.total_balance().await?))
-    }
-
-    /// Adds the wallet's ecash the mint signed and nobody spent yet, found
-    /// from the seed alone (NUT-09 restore of NUT-13 outputs): each keyset
-    /// from its first counter, in batches of [`RESTORE_BATCH`], until `gap`
-    /// batches in a row hold nothing signed. For a `wallet.sqlite` lost or
-    /// restored from a backup; what the wallet holds already stays once.
-    /// The counters move past the last output found.
-    pub async fn restore(&self, gap: u32) -> Result<Restored, WalletError> {
-        let opts = NUT13Options::new(RESTORE_BATCH, gap)?;
-        let restored = self.wallet.restore_with_opts(opts).await?;
-        Ok(Restored {
-            unspent: u64::from(restored.unspent),
-            pending: u64::from(restored.pending),
-            spent: u64::from(restored.spent),
-        })
     }
 
     /// Receives a cashuB token of this wallet's mint and unit; the amount
