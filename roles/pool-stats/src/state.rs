@@ -303,7 +303,9 @@ impl ServiceState for PoolState {
             StatsMessage::QuoteCreated(m) => self.quote(m, t, sender, out),
             StatsMessage::BlockFound(m) => self.block(m, t, out),
             StatsMessage::LinkStatus(m) if sender == Sender::Current => self.link_status(m, t),
-            StatsMessage::MintStats(m) => self.mint_stats(m, t),
+            // The new process relays the mint's figures afresh: a late one
+            // of the old would replace newer ones.
+            StatsMessage::MintStats(m) if sender == Sender::Current => self.mint_stats(m, t),
             other => tracing::debug!("pool-stats ignores {}", stats_sv2::MessageSet::name(other)),
         }
     }
@@ -614,11 +616,21 @@ mod tests {
             up: true,
             timestamp: T,
         };
-        for msg in [
+        let mint = MintStats {
+            quotes_unpaid: 0,
+            quotes_paid: 0,
+            quotes_issued: 1,
+            ehash_quoted: 1,
+            ehash_issued: 1,
+            timestamp: T,
+        };
+        let news = [
             share(4, true, 60, T).into(),
             quote(4, 5, T).into(),
             link.into(),
-        ] {
+            mint.into(),
+        ];
+        for msg in news {
             state.apply(&msg, Sender::Restarted, &mut out);
         }
         assert!(state.downstreams.is_empty());
@@ -626,7 +638,7 @@ mod tests {
             (state.totals.shares_accepted, state.totals.quotes_created),
             (1, 1)
         );
-        assert_eq!(state.mint_link, None);
+        assert_eq!((state.mint_link, state.mint.clone()), (None, None));
         assert!(out.contains(&Write::add(series::WORK, "", T as i64, 60.0)));
         let per_downstream = out
             .iter()
