@@ -94,6 +94,20 @@ fn hex_u32(id: &Value, field: &str, v: Option<&Value>) -> Result<u32, ParseError
     u32::from_str_radix(s, 16).map_err(|_| ParseError::params(id, format!("{field}: not hex")))
 }
 
+/// The longest string id a request may carry: a session keeps the ids of
+/// the requests it has yet to answer (thousands of shares awaiting the
+/// pool), and every firmware sends numbers or short strings.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A request id a session may keep: null, a number, or a short string.
+fn fair_id(id: &Value) -> bool {
+    match id {
+        Value::Null | Value::Number(_) => true,
+        Value::String(s) => s.len() <= MAX_ID_LEN,
+        _ => false,
+    }
+}
+
 /// Parses one line (without its newline).
 pub fn parse_request(line: &str) -> Result<Request, ParseError> {
     let value: Value = serde_json::from_str(line).map_err(|e| ParseError {
@@ -109,6 +123,13 @@ pub fn parse_request(line: &str) -> Result<Request, ParseError> {
         });
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
+    if !fair_id(&id) {
+        return Err(ParseError {
+            id: None,
+            code: -32600,
+            message: format!("the id must be a number, or a string of at most {MAX_ID_LEN} bytes"),
+        });
+    }
     let Some(method) = obj.get("method").and_then(Value::as_str) else {
         if obj.contains_key("result") || obj.contains_key("error") {
             return Ok(Request::Response);
@@ -404,6 +425,25 @@ mod tests {
             parse_request(r#"{"id":3,"method":"mining.bogus"}"#),
             Ok(Request::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn only_numbers_and_short_strings_are_ids() {
+        for id in [
+            "1",
+            "\"a\"",
+            "null",
+            &format!("\"{}\"", "x".repeat(MAX_ID_LEN)),
+        ] {
+            let line = format!(r#"{{"id":{id},"method":"mining.subscribe","params":[]}}"#);
+            assert!(parse_request(&line).is_ok(), "{line}");
+        }
+        let long = format!("\"{}\"", "x".repeat(MAX_ID_LEN + 1));
+        for id in [long.as_str(), "[1]", "{}", "true"] {
+            let line = format!(r#"{{"id":{id},"method":"mining.subscribe","params":[]}}"#);
+            let e = parse_request(&line).unwrap_err();
+            assert_eq!((e.id, e.code), (None, -32600), "{line}");
+        }
     }
 
     #[test]

@@ -357,11 +357,26 @@ impl MinerSession {
     /// The miner asks for a share difficulty: the hash rate it means at our
     /// share rate is what the channel opens with, or is updated to (the
     /// pool keeps the target within its bounds and answers with a job at
-    /// it), and where vardiff goes on from.
+    /// it), and where vardiff goes on from. Once the miner has sent shares,
+    /// only a difficulty above the one it mines at is taken: a lower one
+    /// would undo vardiff, and repeated, hold a fast miner at the pool's
+    /// floor with a flood of shares.
     fn on_suggested_difficulty(&mut self, difficulty: f64, now: u64) -> Option<Action> {
         let target = Target::from_be_bytes(::sv1::target_from_difficulty(difficulty));
         let work = ehash::work_hashes(target) as f64;
         let hashrate = hashrate_for_work(work, self.config.shares_per_minute as f64);
+        let shares_sent = self.accepted + self.rejected > 0 || !self.pending_submits.is_empty();
+        if shares_sent
+            && self
+                .difficulty_sent
+                .is_some_and(|mining_at| difficulty <= mining_at)
+        {
+            debug!(
+                difficulty,
+                "ignoring a lower difficulty suggested after shares: vardiff sets it"
+            );
+            return None;
+        }
         debug!(difficulty, hashrate, "the miner suggests a difficulty");
         self.nominal_hashrate = hashrate as f32;
         self.vardiff.reset(now * 1000, hashrate);

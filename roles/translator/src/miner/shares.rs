@@ -53,6 +53,19 @@ fn pool_error_code(reason: &str) -> i64 {
 impl MinerSession {
     /// `mining.submit`: checked against the channel, then sent to the pool.
     pub(super) fn on_submit(&mut self, id: Value, submit: Submit, now: u64) -> Vec<Action> {
+        // Before the channel's checks, which keep the share as seen: refused
+        // here, it may come again.
+        if self.pending_submits.len() >= MAX_PENDING_SUBMITS {
+            // A last resort while the pool is slow: logged once per episode.
+            if self.backlog_refusals == 0 {
+                warn!(
+                    pending = self.pending_submits.len(),
+                    "the pool is not answering shares fast enough: refusing new ones"
+                );
+            }
+            self.backlog_refusals += 1;
+            return self.refuse_share(&id, code::OTHER, "too many shares awaiting the pool", true);
+        }
         match self.share_for(&submit) {
             Ok((share, work)) => self.forward(id, share, work, now),
             Err((code, msg)) => self.refuse(&id, code, msg),
@@ -93,7 +106,12 @@ impl MinerSession {
     /// the job it was mined on, once the channel's own checks pass.
     fn share_for(&mut self, submit: &Submit) -> Result<(SubmitSharesExtendedOwned, u64), Refusal> {
         let (Some(channel), Some(channel_id)) = (self.channel.as_mut(), self.channel_id) else {
-            return Err((code::UNAUTHORIZED, "not authorized (no channel yet)"));
+            // An authorized miner whose channel reopens (a pool reconnect)
+            // mined a job of the old one: stale, not a failed login.
+            return Err(match self.identity {
+                Some(_) => (code::JOB_NOT_FOUND, "stale share: the channel is reopening"),
+                None => (code::UNAUTHORIZED, "not authorized (no channel yet)"),
+            });
         };
         let sv2_job_id = u64::from_str_radix(&submit.job_id, 16)
             .ok()
@@ -149,17 +167,6 @@ impl MinerSession {
         work: u64,
         now: u64,
     ) -> Vec<Action> {
-        if self.pending_submits.len() >= MAX_PENDING_SUBMITS {
-            // A last resort while the pool is slow: logged once per episode.
-            if self.backlog_refusals == 0 {
-                warn!(
-                    pending = self.pending_submits.len(),
-                    "the pool is not answering shares fast enough: refusing new ones"
-                );
-            }
-            self.backlog_refusals += 1;
-            return self.refuse_share(&id, code::OTHER, "too many shares awaiting the pool", true);
-        }
         self.next_sequence = self.next_sequence.wrapping_add(1);
         self.vardiff.on_share(now * 1000, work as f64);
         let forward = Action::Upstream(MiningOwned::SubmitSharesExtended(share.clone()));

@@ -232,6 +232,29 @@ fn a_suggested_difficulty_opens_the_channel_at_it_and_later_updates_it() {
     assert!(h.upstream.is_empty());
 }
 
+/// After its first share a miner may raise its difficulty, never lower it:
+/// a suggestion lower than the channel's would undo vardiff, and a miner
+/// repeating it would flood the pool with shares at its floor.
+#[test]
+fn after_shares_a_suggestion_only_raises_the_difficulty() {
+    let (mut h, en1) = Harness::ready("rig");
+    let share = h.share(&en1, true);
+    h.submit(100, &share);
+    h.forwarded();
+    h.upstream.clear();
+    let difficulty = h.difficulty();
+    h.line(json!({"id": 5, "method": "mining.suggest_difficulty", "params": [difficulty / 4.0]}));
+    assert_eq!(h.response(5)["result"], true);
+    assert!(updates(&mut h).is_empty(), "a lower one is not taken");
+    h.line(json!({"id": 6, "method": "mining.suggest_difficulty", "params": [difficulty * 4.0]}));
+    assert_eq!(h.response(6)["result"], true);
+    let sent = updates(&mut h);
+    assert!(
+        matches!(sent[..], [u] if close(u, hashrate_of(difficulty * 4.0))),
+        "{sent:?}"
+    );
+}
+
 /// Each UpdateChannel costs the pool a new job: a miner repeating
 /// mining.suggest_difficulty sends one per SUGGESTION_INTERVAL_SECS at
 /// most, and the channel ends at the difficulty it suggested last.

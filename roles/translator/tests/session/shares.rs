@@ -163,4 +163,16 @@ fn shares_beyond_the_backlog_are_refused_and_counted_apart_in_stats() {
         }]
     );
     assert_eq!(h.closed, None);
+    // Once the pool answers, the refused share goes through: it was not
+    // kept as seen.
+    let last = MAX_PENDING_SUBMITS as u32 - 1;
+    h.pool_sends(MiningOwned::SubmitSharesSuccess(SubmitSharesSuccessOwned {
+        channel_id: CHANNEL,
+        last_sequence_number: last,
+        new_submits_accepted_count: last + 1,
+        new_shares_sum: 0,
+    }));
+    h.upstream.clear();
+    h.submit(2, &share);
+    h.forwarded();
 }
