@@ -40,6 +40,15 @@ fn skip_for(offsets: &[u32], signed: &[bool]) -> u32 {
 }
 
 impl EhashWallet {
+    /// The counter of `keyset`, moved on by `by` first (0: as it is).
+    pub(super) async fn keyset_counter(&self, keyset: Id, by: u32) -> Result<u32, WalletError> {
+        self.wallet
+            .localstore
+            .increment_keyset_counter(&keyset, by)
+            .await
+            .map_err(database)
+    }
+
     /// Moves the counter of `keyset_id` past the outputs the mint signed
     /// from it on (see the module doc); how many counters it skipped.
     pub(super) async fn skip_counters_signed_before(
@@ -47,11 +56,7 @@ impl EhashWallet {
         keyset_id: Id,
         round: &mut MintRound,
     ) -> Result<u32, WalletError> {
-        let localstore = &self.wallet.localstore;
-        let counter = localstore
-            .increment_keyset_counter(&keyset_id, 0)
-            .await
-            .map_err(database)?;
+        let counter = self.keyset_counter(keyset_id, 0).await?;
         let offsets = probe_offsets(counter);
         let probes = {
             let (seed, offsets) = (self.seed, offsets.clone());
@@ -75,10 +80,7 @@ impl EhashWallet {
             .collect();
         let skip = skip_for(&offsets, &signed);
         if skip > 0 {
-            localstore
-                .increment_keyset_counter(&keyset_id, skip)
-                .await
-                .map_err(database)?;
+            self.keyset_counter(keyset_id, skip).await?;
             warn!(
                 keyset = %keyset_id,
                 from = counter,

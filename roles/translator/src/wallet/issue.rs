@@ -134,12 +134,7 @@ impl EhashWallet {
         let total: u32 = counts.iter().sum();
         // One reservation for the round: no other operation of the wallet
         // derives these counters again.
-        let end = self
-            .wallet
-            .localstore
-            .increment_keyset_counter(&keyset.id, total)
-            .await
-            .map_err(database)?;
+        let end = self.keyset_counter(keyset.id, total).await?;
         let mut counter = end - total;
         let mut batches = Vec::with_capacity(groups.len());
         for (quotes, outputs) in groups.into_iter().zip(counts) {
@@ -194,26 +189,10 @@ impl EhashWallet {
         if batches.is_empty() {
             return Ok(());
         }
-        let ys: Vec<PublicKey> = batches
-            .iter()
-            .flat_map(|(_, proofs)| proofs.iter().map(|p| p.y))
-            .collect();
-        // Settling a batch whose proofs a crash stored before it was closed
-        // must not add them again (they may have been spent since).
-        let held: HashSet<PublicKey> = if ys.is_empty() {
-            HashSet::new()
-        } else {
-            let held = self.wallet.localstore.get_proofs_by_ys(ys);
-            held.await
-                .map_err(database)?
-                .into_iter()
-                .map(|p| p.y)
-                .collect()
-        };
-        let mut new = vec![];
+        let mut signed = vec![];
         let (mut ids, mut minted) = (vec![], vec![]);
         for (batch, proofs) in batches {
-            new.extend(proofs.into_iter().filter(|p| !held.contains(&p.y)));
+            signed.extend(proofs);
             ids.push(batch.id);
             for (quote_id, amount) in batch.quotes {
                 minted.push(quote_id.clone());
@@ -221,6 +200,9 @@ impl EhashWallet {
                 round.minted.push((quote_id, amount));
             }
         }
+        // Settling a batch whose proofs a crash stored before it was closed
+        // must not add them again (they may have been spent since).
+        let new = self.not_held(signed).await?;
         self.wallet
             .localstore
             .update_proofs(new, vec![])
@@ -228,6 +210,26 @@ impl EhashWallet {
             .map_err(database)?;
         store.close_batches(&ids, &minted)?;
         Ok(())
+    }
+
+    /// `proofs` but those the wallet holds already (whatever their state).
+    pub(super) async fn not_held(
+        &self,
+        proofs: Vec<ProofInfo>,
+    ) -> Result<Vec<ProofInfo>, WalletError> {
+        if proofs.is_empty() {
+            return Ok(proofs);
+        }
+        let ys = proofs.iter().map(|p| p.y).collect();
+        let held: HashSet<PublicKey> = (self.wallet.localstore.get_proofs_by_ys(ys).await)
+            .map_err(database)?
+            .into_iter()
+            .map(|p| p.y)
+            .collect();
+        Ok(proofs
+            .into_iter()
+            .filter(|p| !held.contains(&p.y))
+            .collect())
     }
 
     /// Sends `batches`, [`BATCHES_PER_ROUND`] side by side at most; the

@@ -11,8 +11,6 @@
 //! on the same seed, and this wallet takes from it only the proofs it does
 //! not hold, and its counters only where they are further on.
 
-use std::collections::HashSet;
-
 use cdk::nuts::State;
 use cdk::wallet::NUT13Options;
 
@@ -54,17 +52,7 @@ impl EhashWallet {
             .get_proofs(None, None, None, None)
             .await
             .map_err(database)?;
-        let ys = found.iter().map(|p| p.y).collect();
-        let held: HashSet<_> = self
-            .wallet
-            .localstore
-            .get_proofs_by_ys(ys)
-            .await
-            .map_err(database)?
-            .into_iter()
-            .map(|p| p.y)
-            .collect();
-        let new: Vec<_> = found.into_iter().filter(|p| !held.contains(&p.y)).collect();
+        let new = self.not_held(found).await?;
         let sum = |state: State| -> u64 {
             new.iter()
                 .filter(|p| p.state == state)
@@ -79,10 +67,10 @@ impl EhashWallet {
             .await
             .map_err(database)?;
         for keyset in scratch.wallet.keysets(Default::default()).await? {
-            let past_found = counter(&scratch, keyset.id, 0).await?;
-            let ours = counter(self, keyset.id, 0).await?;
+            let past_found = scratch.keyset_counter(keyset.id, 0).await?;
+            let ours = self.keyset_counter(keyset.id, 0).await?;
             if past_found > ours {
-                counter(self, keyset.id, past_found - ours).await?;
+                self.keyset_counter(keyset.id, past_found - ours).await?;
             }
         }
         Ok(Restored {
@@ -92,14 +80,4 @@ impl EhashWallet {
             spent: u64::from(scan.spent),
         })
     }
-}
-
-/// The keyset's counter of `wallet`, moved on by `by` first.
-async fn counter(wallet: &EhashWallet, keyset: cdk::nuts::Id, by: u32) -> Result<u32, WalletError> {
-    wallet
-        .wallet
-        .localstore
-        .increment_keyset_counter(&keyset, by)
-        .await
-        .map_err(database)
 }
