@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::core::ServiceState;
-use crate::service::{lock, run_blocking, Service, Shared};
+use crate::service::{lock, off_runtime, run_blocking, Service, Shared};
 use crate::store::{History, StoreError};
 use crate::{api, html, now_ms};
 
@@ -110,13 +110,6 @@ async fn read_history<A: ServiceState, T: Send + 'static>(
         f(&history)
     })
     .await
-}
-
-/// Runs `f` on a blocking thread: SQLite does file IO.
-async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("stats read task panicked")
 }
 
 #[derive(Deserialize)]

@@ -278,7 +278,12 @@ pub async fn run_blocking<A: ServiceState, T: Send + 'static>(
     f: impl FnOnce(&mut Core<A>) -> T + Send + 'static,
 ) -> T {
     let shared = shared.clone();
-    tokio::task::spawn_blocking(move || f(&mut lock(&shared)))
+    off_runtime(move || f(&mut lock(&shared))).await
+}
+
+/// Runs `f` on a blocking thread: SQLite does file IO.
+pub(crate) async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
         .await
-        .expect("stats state task panicked")
+        .expect("stats task panicked")
 }
