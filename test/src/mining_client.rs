@@ -550,6 +550,18 @@ impl MiningClient {
         Ok(self.next_sequence - 1)
     }
 
+    /// UpdateChannel: the channel's hash rate is `nominal_hash_rate` now.
+    pub async fn update_channel(&mut self, channel_id: u32, nominal_hash_rate: f32) {
+        let update = stratum_core::mining_sv2::UpdateChannelOwned {
+            channel_id,
+            nominal_hash_rate,
+            maximum_target: U256Owned::from([0xff; 32]),
+        };
+        self.conn
+            .send(AnyMessageOwned::Mining(MiningOwned::UpdateChannel(update)))
+            .await;
+    }
+
     /// Waits for the answer to share `seq`: Ok(()) for SubmitShares.Success,
     /// Err(error_code) for SubmitShares.Error.
     /// Submits `share` and waits for the pool's answer (see [`Self::share_result`]).

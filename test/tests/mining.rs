@@ -155,16 +155,7 @@ async fn channels_open_over_noise_and_shares_get_the_right_answer() {
     );
 
     // UpdateChannel with a higher hashrate: SetTarget with a harder target.
-    client
-        .conn
-        .send(AnyMessageOwned::Mining(MiningOwned::UpdateChannel(
-            stratum_core::mining_sv2::UpdateChannelOwned {
-                channel_id: channel,
-                nominal_hash_rate: HASHRATE * 1000.0,
-                maximum_target: U256Owned::from([0xff; 32]),
-            },
-        )))
-        .await;
+    client.update_channel(channel, HASHRATE * 1000.0).await;
     let new_target = client
         .wait_for(|m| match m {
             Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SetTarget(t)))
@@ -185,6 +176,61 @@ async fn channels_open_over_noise_and_shares_get_the_right_answer() {
         .events
         .try_recv()
         .map_or(true, |e| !matches!(e, PoolEvent::ConnectionClosed { .. })));
+    stack.stop().await;
+}
+
+/// A job sent on a retarget has a coinbase of its own, so a hash is a
+/// share of the one job it was mined on, paid at that job's target: a hash
+/// of the job sent before, meeting the new, harder target, is paid at the
+/// old one; named as the new job's, it is another header.
+#[tokio::test]
+async fn a_hash_is_paid_at_the_target_of_the_one_job_it_was_mined_on() {
+    let mut stack = Stack::start(NBITS_NEVER).await;
+    let mut client = stack.client().await;
+    let channel = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    client.wait_for_work(channel).await;
+    let (old_job, old_target) = {
+        let c = &client.channels[&channel];
+        (c.active_job.unwrap(), c.target())
+    };
+    client.update_channel(channel, HASHRATE * 8.0).await;
+    while client.channels[&channel].active_job == Some(old_job) {
+        let m = client.recv().await.expect("connection open");
+        client.seen.push(m);
+    }
+    let (new_job, new_target) = {
+        let c = &client.channels[&channel];
+        (c.active_job.unwrap(), c.target())
+    };
+    assert!(new_target < old_target);
+    let suffix = |job| {
+        client.channels[&channel].extended_jobs[&job]
+            .coinbase_tx_suffix
+            .clone()
+    };
+    assert_ne!(suffix(old_job), suffix(new_job), "a coinbase of its own");
+
+    client.channels.get_mut(&channel).unwrap().active_job = Some(old_job);
+    let found = client.find_share(channel, |h| h <= new_target);
+    client.channels.get_mut(&channel).unwrap().active_job = Some(new_job);
+    let renamed = FoundShare {
+        job_id: new_job,
+        ..found.clone()
+    };
+    let renamed_result = client.submit_and_wait(channel, &renamed).await;
+    assert_eq!(client.submit_and_wait(channel, &found).await, Ok(()));
+
+    let mut paid = vec![stack.accepted.recv().await.unwrap()];
+    if renamed_result.is_ok() {
+        paid.push(stack.accepted.recv().await.unwrap());
+    }
+    let of_found: Vec<_> = paid.iter().filter(|a| a.header == found.header).collect();
+    assert_eq!(of_found.len(), 1, "paid once: {paid:?}");
+    assert_eq!(of_found[0].target, old_target.to_le_bytes());
+    assert_eq!(
+        of_found[0].amount,
+        ehash::ehash_amount(old_target, UnitBits::new(0).unwrap())
+    );
     stack.stop().await;
 }
 

@@ -84,6 +84,26 @@ pub fn key_commitment_output_len() -> usize {
     8 + 1 + 2 + KEY_COMMITMENT_MAGIC.len() + 32
 }
 
+/// The zero-value output `OP_RETURN <number, 4 bytes LE>` a job made for
+/// a channel's new target carries (the pool's job sent on its `number`th
+/// retarget, a job-declaration client's job declared again): its coinbase
+/// differs from that of every job made before on the same template, so no
+/// header is a share of two jobs paying different targets, and the older
+/// jobs keep theirs.
+pub fn retarget_output(number: u32) -> TxOut {
+    let push = PushBytesBuf::from(number.to_le_bytes());
+    TxOut {
+        value: Amount::ZERO,
+        script_pubkey: ScriptBuf::new_op_return(push),
+    }
+}
+
+/// Serialized size of a [`retarget_output`].
+pub fn retarget_output_len() -> usize {
+    // 8 (value) + 1 (script length) + 1 (OP_RETURN) + 1 (push 4) + 4.
+    8 + 1 + 2 + 4
+}
+
 /// Whether `script` is a key commitment output's (to any key).
 pub fn is_key_commitment(script: &Script) -> bool {
     commitment_of(script).is_some()
@@ -412,6 +432,28 @@ mod tests {
         assert_eq!(
             check(&tx, &[[1; 32], [2; 32], [3; 32]], KEY_A),
             Ok(Some(840_000))
+        );
+    }
+
+    /// A job made for a new target has another txid, and its work is
+    /// proved as any job's.
+    #[test]
+    fn a_retarget_output_changes_the_txid_and_nothing_the_mint_checks() {
+        let tx = paying(pool_script(), &key(KEY_A));
+        let mut retargeted = tx.clone();
+        retargeted.output.push(retarget_output(1));
+        assert_ne!(retargeted.compute_txid(), tx.compute_txid());
+        let mut again = tx.clone();
+        again.output.push(retarget_output(2));
+        assert_ne!(again.compute_txid(), retargeted.compute_txid());
+        assert_eq!(
+            check(&retargeted, &[[1; 32]], KEY_A),
+            Ok(Some(testing::HEIGHT))
+        );
+        assert!(!is_key_commitment(&retarget_output(1).script_pubkey));
+        assert_eq!(
+            serialize(&retarget_output(u32::MAX)).len(),
+            retarget_output_len()
         );
     }
 

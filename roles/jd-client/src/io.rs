@@ -338,14 +338,17 @@ pub(crate) async fn connect_jds(config: &JdClientConfig) -> Result<Sv2Connection
     Ok(jds)
 }
 
-/// Room in the coinbase for the pool's output and a key commitment.
+/// Room in the coinbase for the pool's output, a key commitment and a
+/// retarget's number.
 fn coinbase_constraints() -> CoinbaseOutputConstraintsOwned {
     let pool_output = TxOut {
         value: Amount::ZERO,
         // The largest standard script: P2WSH / P2TR (34 bytes).
         script_pubkey: ScriptBuf::from_bytes(vec![0; 34]),
     };
-    let size = serialize(&pool_output).len() + ehash::coinbase::key_commitment_output_len();
+    let size = serialize(&pool_output).len()
+        + ehash::coinbase::key_commitment_output_len()
+        + ehash::coinbase::retarget_output_len();
     CoinbaseOutputConstraintsOwned {
         coinbase_output_max_additional_size: size as u32,
         coinbase_output_max_additional_sigops: 4,

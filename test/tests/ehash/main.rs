@@ -319,11 +319,34 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         client.set_custom_job(&keyless).await,
         Err("invalid-coinbase-tx-outputs".to_string())
     );
-    let outputs = vec![to_pool, ehash::coinbase::key_commitment_output(&key)];
+    let outputs = vec![
+        to_pool.clone(),
+        ehash::coinbase::key_commitment_output(&key),
+    ];
     let job = custom_job(channel, declared, &template, &prev, outputs);
     let job_id = client.set_custom_job(&job).await.expect("custom job set");
     client.mine_custom_job(&job, job_id);
     let shares = mine(&mut client, channel, 5).await;
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+
+    // Declared again for a new target, as jd-client does, with the
+    // retarget's number in an output of its own: declared, set, minted.
+    let retarget = ehash::coinbase::retarget_output(1);
+    let (token, _) = jdc.allocate().await;
+    let outputs = vec![to_pool.clone(), retarget.clone()];
+    let declared = jdc
+        .declare(declaration(5, token, &template, outputs, &txs), &txs)
+        .await
+        .expect("declared again");
+    let outputs = vec![
+        to_pool,
+        ehash::coinbase::key_commitment_output(&key),
+        retarget,
+    ];
+    let again = custom_job(channel, declared, &template, &prev, outputs);
+    let job_id = client.set_custom_job(&again).await.expect("set again");
+    client.mine_custom_job(&again, job_id);
+    let shares = mine(&mut client, channel, 3).await;
     notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     stack.stop().await;
 }

@@ -57,6 +57,8 @@ struct Declared {
     prev: SetNewPrevHashOwned,
     token: B0255Owned,
     full_extranonce: usize,
+    /// The retarget it was declared for, numbered in its coinbase.
+    retarget: Option<u32>,
 }
 
 /// A job set on a channel: what a block on it is made of.
@@ -92,6 +94,9 @@ pub(super) struct Jobs {
     /// (channel, request id) -> the custom job sent and its template.
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
     set: HashMap<(u32, u32), SetJob>,
+    /// How many times the current template was declared again for a
+    /// channel's new target: every declaration since carries the number.
+    retargets: u32,
 }
 
 impl Jobs {
@@ -112,6 +117,7 @@ impl Jobs {
             stale_retries: 0,
             pending: HashMap::new(),
             set: HashMap::new(),
+            retargets: 0,
         }
     }
 
@@ -313,8 +319,13 @@ impl Jobs {
             value: Amount::from_sat(template.coinbase_tx_value_remaining),
             script_pubkey: script,
         };
+        // Declared again for a new target, the template gets a coinbase of
+        // its own: the jobs set before keep their target.
+        let retarget = (self.retargets > 0).then_some(self.retargets);
+        let mut outputs = vec![to_pool];
+        outputs.extend(retarget.map(ehash::coinbase::retarget_output));
         let built = JobFactory::new(true, Some(DECLARED_TAG.into()), None)
-            .new_coinbase_tx_prefix_and_suffix(template.clone(), vec![to_pool], full_extranonce)
+            .new_coinbase_tx_prefix_and_suffix(template.clone(), outputs, full_extranonce)
             .map_err(|e| format!("{e:?}"))
             .and_then(|(prefix, suffix)| {
                 let fit = |part: Vec<u8>| B064KOwned::new(part).map_err(|e| format!("{e:?}"));
@@ -359,6 +370,7 @@ impl Jobs {
                 prev,
                 token,
                 full_extranonce,
+                retarget,
             },
         );
         let allocate = self.allocate();
@@ -508,6 +520,7 @@ impl Jobs {
         if self.declared.take().is_none() {
             return vec![];
         }
+        self.retargets = self.retargets.wrapping_add(1);
         self.declare(mode, channels)
     }
 
@@ -536,6 +549,7 @@ impl Jobs {
                 .as_ref()
                 .map(ehash::coinbase::key_commitment_output),
         );
+        outputs.extend(declared.retarget.map(ehash::coinbase::retarget_output));
         let request_id = self.request_id();
         let prev = &declared.prev;
         let job = JobFactory::new(true, Some(DECLARED_TAG.into()), None).new_custom_job(

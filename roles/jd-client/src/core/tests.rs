@@ -334,19 +334,51 @@ fn a_renewed_channel_gets_its_job_again_mined_at_once_on_the_same_tip() {
     }
 }
 
+/// A new target: the template is declared again, with a coinbase of its
+/// own (the retarget's number in an output), so no header is a share of the
+/// job set before, which keeps its target.
 #[test]
 fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
     let mut core = JdcCore::new(Mode::Declared, "t");
-    with_custom_job(&mut core);
-    token(&mut core, 13);
-    let retarget = stratum_core::mining_sv2::SetTargetOwned {
-        channel_id: 5,
-        maximum_target: U256Owned::from([1; 32]),
+    let first = with_custom_job(&mut core);
+    let outputs = |m: &stratum_core::mining_sv2::SetCustomMiningJobOwned| -> Vec<TxOut> {
+        stratum_core::bitcoin::consensus::deserialize(m.coinbase_tx_outputs.as_bytes()).unwrap()
     };
-    let out = core.on_upstream(mining(MiningOwned::SetTarget(retarget)));
-    assert!(matches!(&out[0], Action::Downstream(1, _)), "{out:?}");
-    let request_id = declared_request(&out);
-    declared(&mut core, request_id);
+    let mut jobs = vec![first];
+    for (number, token_id) in [(1, 13), (2, 14)] {
+        token(&mut core, token_id);
+        let retarget = stratum_core::mining_sv2::SetTargetOwned {
+            channel_id: 5,
+            maximum_target: U256Owned::from([1; 32]),
+        };
+        let out = core.on_upstream(mining(MiningOwned::SetTarget(retarget)));
+        assert!(matches!(&out[0], Action::Downstream(1, _)), "{out:?}");
+        let declaration = out
+            .iter()
+            .find_map(|a| match a {
+                Action::Jds(AnyMessageOwned::JobDeclaration(Jd::DeclareMiningJob(m))) => {
+                    Some(m.clone())
+                }
+                _ => None,
+            })
+            .expect("declared again");
+        let again = declared(&mut core, declaration.request_id);
+        let before = jobs.last().unwrap();
+        assert_eq!(again.prev_hash, before.prev_hash, "the same template");
+        assert_eq!(
+            outputs(&again)[..2],
+            outputs(before)[..2],
+            "the pool's output and the key commitment"
+        );
+        let numbered = ehash::coinbase::retarget_output(number);
+        assert!(outputs(&again).contains(&numbered), "{:?}", outputs(&again));
+        assert!(!outputs(before).contains(&numbered));
+        // The declarator sees the same output in the declared coinbase.
+        let suffix = declaration.coinbase_tx_suffix.as_bytes();
+        let numbered = stratum_core::bitcoin::consensus::serialize(&numbered);
+        assert!(suffix.windows(numbered.len()).any(|w| w == numbered));
+        jobs.push(again);
+    }
 }
 
 #[test]

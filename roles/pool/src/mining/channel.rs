@@ -206,7 +206,8 @@ pub(super) struct Validation {
     /// Where an accepted share's work was done, for the mint (only on a
     /// channel with a locking key).
     pub proof: Option<CoinbaseProof>,
-    /// The target the share's job was created with, if the channel knows it.
+    /// The target the share had to meet and is paid at (its job's, or a
+    /// newer job's on the same headers), if the channel knows the job.
     pub job_target: Option<Target>,
     /// The share is of a job sent before the channel was last renewed.
     pub retired: bool,
@@ -287,6 +288,8 @@ pub(super) struct Channel {
     /// against its budget: it refuses every share once that is full.
     seen_shares: usize,
     seen_shares_budget: usize,
+    /// How many jobs were sent on a retarget (each numbered in its coinbase).
+    retargets: u32,
 }
 
 impl Channel {
@@ -326,6 +329,7 @@ impl Channel {
             vardiff,
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
+            retargets: 0,
         };
         channel.report_target(now_ms);
         Ok(channel)
@@ -392,11 +396,11 @@ impl Channel {
         each_kind!(Kind, &self.jobs.kind, c => c.get_nominal_hashrate())
     }
 
-    /// The target a job of the current generation was created with, if
-    /// the channel still knows the job.
+    /// The target a share of a job of the current generation must meet and
+    /// is paid at, if the channel still knows the job.
     #[cfg(test)]
     pub(super) fn job_target(&self, job_id: u32) -> Option<Target> {
-        self.jobs.job_targets.get(&job_id).copied()
+        self.jobs.job_target(job_id)
     }
 
     /// Sets a new nominal hashrate (and maximum target, from UpdateChannel);
@@ -488,10 +492,24 @@ impl Channel {
         };
         self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         if !future {
-            self.jobs.job_targets.insert(job_id, self.target());
+            self.jobs.record_job(job_id, self.target());
             self.jobs.forget_dropped_jobs();
         }
         Some(Action::Send(self.conn, mining(message)))
+    }
+
+    /// The job at the channel's new target on the current `template`. Its
+    /// coinbase carries the retarget's number, so its headers are none of
+    /// an older job's on the template: those keep their target, and shares
+    /// still coming on them are paid at it.
+    pub(super) fn on_retarget(
+        &mut self,
+        template: NewTemplateOwned,
+        mut outputs: Vec<TxOut>,
+    ) -> Option<Action> {
+        self.retargets = self.retargets.wrapping_add(1);
+        outputs.push(ehash::coinbase::retarget_output(self.retargets));
+        self.on_new_template(template, outputs)
     }
 
     /// The chain tip moved: the SetNewPrevHash naming the job now active.
@@ -518,12 +536,12 @@ impl Channel {
                 return None;
             }
         };
-        self.jobs.job_targets.clear();
+        self.jobs.forget_all_jobs();
         if new_tip {
             self.on_new_tip();
         }
         let job_id = job_id?;
-        self.jobs.job_targets.insert(job_id, self.target());
+        self.jobs.record_job(job_id, self.target());
         Some(Action::Send(
             self.conn,
             mining(MiningOwned::SetNewPrevHash(MiningSetNewPrevHash {
@@ -560,10 +578,10 @@ impl Channel {
             .on_set_custom_mining_job(m)
             .map_err(|e| format!("{e:?}"))?;
         if new_tip {
-            self.jobs.job_targets.clear();
+            self.jobs.forget_all_jobs();
             self.on_new_tip();
         }
-        self.jobs.job_targets.insert(job_id, self.target());
+        self.jobs.record_job(job_id, self.target());
         self.jobs.forget_dropped_jobs();
         self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         Ok(self.jobs.outward(job_id))

@@ -21,6 +21,7 @@ use stratum_core::mining_sv2::{
 };
 
 mod renewal;
+mod targets;
 mod vardiff;
 
 const NEVER: u32 = 0x0300_0001;
@@ -31,6 +32,16 @@ const KEY: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f
 
 fn core() -> PoolCore {
     PoolCore::new(config()).unwrap()
+}
+
+/// A core with a job declarator taking coinbase-only clients too.
+fn core_with_job_declaration() -> PoolCore {
+    PoolCore::new(CoreConfig {
+        job_declaration: true,
+        allow_coinbase_only: true,
+        ..config()
+    })
+    .unwrap()
 }
 
 fn config() -> CoreConfig {
@@ -429,12 +440,7 @@ fn accepted(core: &mut PoolCore, share: MiningOwned) -> AcceptedShare {
 /// large declaration), shares are validated all the same.
 #[test]
 fn shares_are_validated_while_the_job_declarator_is_busy() {
-    let mut core = PoolCore::new(CoreConfig {
-        job_declaration: true,
-        allow_coinbase_only: true,
-        ..config()
-    })
-    .unwrap();
+    let mut core = core_with_job_declaration();
     let (channel_id, job, target) = open_on_tip(&mut core, NEVER);
     let (submit, _) = share(&core, channel_id, &job, |h| h <= target);
     let declarator = core.jds_handle().unwrap();

@@ -3,29 +3,43 @@
 //! replaces still validates the shares of its jobs until the chain tip
 //! moves (or another channel needs its prefix), since SetExtranoncePrefix
 //! applies only to jobs sent after it.
+//!
+//! A share is paid at its job's target, so no header may be a share of two
+//! jobs of different targets: a miner would submit each hash under the job
+//! paying most. Jobs whose headers are the same (the same coinbase and
+//! merkle path, on one prefix) share one target, their newest's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use mint_quote_sv2::CoinbaseProof;
+use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
 use stratum_core::bitcoin::Target;
 use stratum_core::channels_sv2::{
     chain_tip::ChainTip,
     server::{
         extended::ExtendedChannel,
         jobs::{extended::ExtendedJob, standard::StandardJob},
-        share_accounting::ShareValidationError,
+        share_accounting::{ShareValidationError, ShareValidationResult},
         standard::StandardChannel,
     },
 };
-use stratum_core::mining_sv2::ERROR_CODE_SUBMIT_SHARES_STALE_SHARE;
+use stratum_core::mining_sv2::{
+    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW, ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
+};
 
 use super::{proof, Kind, Submission, Validation};
 
+/// What fixes a job's headers but for the miner's nonce, time, version
+/// bits and extranonce: a hash of its coinbase around the extranonce and
+/// its merkle path (a standard job's merkle root).
+type HeaderSpace = [u8; 32];
+
 pub(super) struct Generation {
     pub kind: Kind,
-    /// The target each job was created with, for the jobs channels_sv2
-    /// still accepts shares on (it keeps its own map private).
-    pub job_targets: HashMap<u32, Target>,
+    /// The header space of each job channels_sv2 still accepts shares on.
+    job_spaces: HashMap<u32, HeaderSpace>,
+    /// The target of each of those spaces: that of its newest job.
+    space_targets: HashMap<HeaderSpace, Target>,
     /// What the downstream's job ids add to channels_sv2's. channels_sv2
     /// numbers a new generation's jobs from 1 again: sent past every id
     /// sent before, no id ever names two jobs, and a share names the
@@ -39,7 +53,8 @@ impl Generation {
     pub fn new(kind: Kind, job_id_offset: u32) -> Generation {
         Generation {
             kind,
-            job_targets: HashMap::new(),
+            job_spaces: HashMap::new(),
+            space_targets: HashMap::new(),
             job_id_offset,
             last_job_id: 0,
         }
@@ -67,6 +82,63 @@ impl Generation {
         !(1..=self.job_id_offset).contains(&sent)
     }
 
+    /// Records the target job `job_id` (active or past) was made with. It
+    /// becomes the target of every live job with the same headers.
+    pub fn record_job(&mut self, job_id: u32, target: Target) {
+        let Some(space) = self.header_space(job_id) else {
+            return;
+        };
+        self.job_spaces.insert(job_id, space);
+        self.space_targets.insert(space, target);
+    }
+
+    /// The target a share of job `job_id` must meet and is paid at, if the
+    /// job is live.
+    pub fn job_target(&self, job_id: u32) -> Option<Target> {
+        let space = self.job_spaces.get(&job_id)?;
+        self.space_targets.get(space).copied()
+    }
+
+    /// Forgets every job's target: the chain tip moved.
+    pub fn forget_all_jobs(&mut self) {
+        self.job_spaces.clear();
+        self.space_targets.clear();
+    }
+
+    /// Forgets the jobs channels_sv2 no longer accepts shares on.
+    pub fn forget_dropped_jobs(&mut self) {
+        let kind = &self.kind;
+        self.job_spaces.retain(|job_id, _| {
+            each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
+                || c.get_past_job(*job_id).is_some())
+        });
+        let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
+        self.space_targets.retain(|space, _| live.contains(space));
+    }
+
+    fn header_space(&self, job_id: u32) -> Option<HeaderSpace> {
+        let mut engine = sha256::Hash::engine();
+        match &self.kind {
+            Kind::Standard(c) => {
+                engine.input(&standard_job(c, job_id)?.get_merkle_root().to_array());
+            }
+            Kind::Extended(c) => {
+                let job = extended_job(c, job_id)?;
+                let prefix = job.get_coinbase_tx_prefix_without_bip141();
+                let suffix = job.get_coinbase_tx_suffix_without_bip141();
+                // Lengths first: no other split of the bytes hashes the same.
+                for part in [&prefix, &suffix] {
+                    engine.input(&(part.len() as u64).to_le_bytes());
+                    engine.input(part);
+                }
+                for node in job.get_merkle_path().iter() {
+                    engine.input(&node.to_array());
+                }
+            }
+        }
+        Some(sha256::Hash::from_engine(engine).to_byte_array())
+    }
+
     pub fn chain_tip(&self) -> Option<&ChainTip> {
         each_kind!(Kind, &self.kind, c => c.get_chain_tip())
     }
@@ -88,7 +160,7 @@ impl Generation {
             .share_header(&share)
             .map_or((None, None), |(header, proof)| (Some(header), proof));
         let job_id = share.id().job_id;
-        let job_target = self.job_targets.get(&job_id).copied();
+        let job_target = self.job_target(job_id);
         let result = match (&mut self.kind, share) {
             (Kind::Standard(c), Submission::Standard(s)) => c.validate_share(s),
             (Kind::Extended(c), Submission::Extended(s)) => c.validate_share(s),
@@ -100,6 +172,15 @@ impl Generation {
             Err(ShareValidationError::SeenSharesBudgetExhausted) if retired => Err(
                 ShareValidationError::Stale(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE),
             ),
+            // channels_sv2 checks the target the job was made with; a newer
+            // job on the same headers may have set a harder one.
+            Ok(ShareValidationResult::Valid(hash))
+                if job_target.is_some_and(|t| Target::from_le_bytes(hash.to_byte_array()) > t) =>
+            {
+                Err(ShareValidationError::DoesNotMeetTarget(
+                    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW,
+                ))
+            }
             result => result,
         };
         let proof = match (&result, locked) {
@@ -114,15 +195,6 @@ impl Generation {
             job_target,
             retired,
         })
-    }
-
-    /// Drops the targets of jobs channels_sv2 no longer accepts shares on.
-    pub fn forget_dropped_jobs(&mut self) {
-        let kind = &self.kind;
-        self.job_targets.retain(|job_id, _| {
-            each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
-                || c.get_past_job(*job_id).is_some())
-        });
     }
 
     /// The header a share commits to, rebuilt the way channels_sv2 validates

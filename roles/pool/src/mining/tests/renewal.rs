@@ -13,7 +13,7 @@ use stratum_core::mining_sv2::SetCustomMiningJobOwned;
 use stratum_core::parsers_sv2::JobDeclarationOwned;
 
 /// What the pool sent channel 1's connection.
-fn sent(actions: &[Action]) -> Vec<&MiningOwned> {
+pub(super) fn sent(actions: &[Action]) -> Vec<&MiningOwned> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -33,13 +33,13 @@ fn submit_standard(core: &mut PoolCore, share: SubmitSharesStandardOwned) -> Vec
     on_message(core, 1, AnyMessageOwned::Mining(msg))
 }
 
-fn submit(core: &mut PoolCore, share: &SubmitSharesExtendedOwned) -> Vec<Action> {
+pub(super) fn submit(core: &mut PoolCore, share: &SubmitSharesExtendedOwned) -> Vec<Action> {
     let msg = MiningOwned::SubmitSharesExtended(share.clone());
     on_message(core, 1, AnyMessageOwned::Mining(msg))
 }
 
 /// The error code of the one message sent, if it is a SubmitShares.Error.
-fn share_error(actions: &[Action]) -> Option<String> {
+pub(super) fn share_error(actions: &[Action]) -> Option<String> {
     match &sent(actions)[..] {
         [MiningOwned::SubmitSharesError(e)] => {
             Some(String::from_utf8_lossy(e.error_code.as_bytes()).into_owned())
@@ -64,7 +64,7 @@ fn easiest_target(core: &mut PoolCore, channel_id: u32) -> NewExtendedMiningJobO
 }
 
 /// Whether `actions` accept a share.
-fn any_accepted(actions: &[Action]) -> bool {
+pub(super) fn any_accepted(actions: &[Action]) -> bool {
     actions.iter().any(|a| matches!(a, Action::Accepted(_)))
 }
 
@@ -84,7 +84,7 @@ fn submit_on_prefix(
 }
 
 /// Whether `actions` accept a share of exactly `header`.
-fn paid_for(actions: &[Action], header: &[u8; 80]) -> bool {
+pub(super) fn paid_for(actions: &[Action], header: &[u8; 80]) -> bool {
     actions
         .iter()
         .any(|a| matches!(a, Action::Accepted(a) if &a.header == header))
@@ -710,7 +710,7 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
 /// A work-selecting connection (1) with a job declaration connection (1)
 /// and an extended channel at the easiest target, on the tip of
 /// `template(1)`; the channel's id.
-fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
+pub(super) fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
     const REQUIRES_WORK_SELECTION: u32 = 0b10;
     const DECLARE_TX_DATA: u32 = 0b1;
     core.on_connect(1);
@@ -761,7 +761,7 @@ fn set_custom_job(
 
 /// `template(1)` declared at the pool's job declarator: its
 /// SetCustomMiningJob for the channel, on the tip of `p`.
-fn declare_custom_job(
+pub(super) fn declare_custom_job(
     core: &mut PoolCore,
     channel_id: u32,
     p: SetNewPrevHashOwned,
@@ -816,7 +816,7 @@ fn declare_custom_job(
 
 /// Sets `m` on the channel: the job as the channel mines it, named by the
 /// id SetCustomMiningJob.Success gave.
-fn set_declared_job(
+pub(super) fn set_declared_job(
     core: &mut PoolCore,
     channel_id: u32,
     m: SetCustomMiningJobOwned,
@@ -911,12 +911,7 @@ fn a_renewed_custom_work_channel_numbers_its_custom_jobs_on() {
 /// a job on the new tip.
 #[test]
 fn custom_jobs_on_a_tip_the_pool_has_left_are_stale() {
-    let mut core = PoolCore::new(CoreConfig {
-        job_declaration: true,
-        allow_coinbase_only: true,
-        ..core().config
-    })
-    .unwrap();
+    let mut core = core_with_job_declaration();
     let channel_id = open_custom_work_channel(&mut core);
     let first = set_custom_job(&mut core, channel_id, prev(1, NEVER));
     let (share, _) = share_from(&core, channel_id, &first, 0, |_| true);
