@@ -84,13 +84,12 @@ pub fn key_commitment_output_len() -> usize {
     8 + 1 + 2 + KEY_COMMITMENT_MAGIC.len() + 32
 }
 
-/// The zero-value output `OP_RETURN <number, 4 bytes LE>` a job made for
-/// a channel's new target carries (the pool's job sent on its `number`th
-/// retarget, a job-declaration client's job declared again): its coinbase
-/// differs from that of every job made before on the same template, so no
-/// header is a share of two jobs paying different targets, and the older
-/// jobs keep theirs.
-pub fn retarget_output(number: u32) -> TxOut {
+/// The zero-value output `OP_RETURN <number, 4 bytes LE>` numbering a
+/// job's coinbase, so that jobs of one channel and template differ in their
+/// headers: the pool numbers its jobs by the channel's target (each change
+/// of target a new number), a job-declaration client its declarations. No
+/// header is then a share of two jobs paying different targets.
+pub fn job_number_output(number: u32) -> TxOut {
     let push = PushBytesBuf::from(number.to_le_bytes());
     TxOut {
         value: Amount::ZERO,
@@ -98,8 +97,8 @@ pub fn retarget_output(number: u32) -> TxOut {
     }
 }
 
-/// Serialized size of a [`retarget_output`].
-pub fn retarget_output_len() -> usize {
+/// Serialized size of a [`job_number_output`].
+pub fn job_number_output_len() -> usize {
     // 8 (value) + 1 (script length) + 1 (OP_RETURN) + 1 (push 4) + 4.
     8 + 1 + 2 + 4
 }
@@ -435,25 +434,24 @@ mod tests {
         );
     }
 
-    /// A job made for a new target has another txid, and its work is
-    /// proved as any job's.
+    /// A numbered job has another txid, and its work is proved as any job's.
     #[test]
-    fn a_retarget_output_changes_the_txid_and_nothing_the_mint_checks() {
+    fn a_job_number_changes_the_txid_and_nothing_the_mint_checks() {
         let tx = paying(pool_script(), &key(KEY_A));
         let mut retargeted = tx.clone();
-        retargeted.output.push(retarget_output(1));
+        retargeted.output.push(job_number_output(1));
         assert_ne!(retargeted.compute_txid(), tx.compute_txid());
         let mut again = tx.clone();
-        again.output.push(retarget_output(2));
+        again.output.push(job_number_output(2));
         assert_ne!(again.compute_txid(), retargeted.compute_txid());
         assert_eq!(
             check(&retargeted, &[[1; 32]], KEY_A),
             Ok(Some(testing::HEIGHT))
         );
-        assert!(!is_key_commitment(&retarget_output(1).script_pubkey));
+        assert!(!is_key_commitment(&job_number_output(1).script_pubkey));
         assert_eq!(
-            serialize(&retarget_output(u32::MAX)).len(),
-            retarget_output_len()
+            serialize(&job_number_output(u32::MAX)).len(),
+            job_number_output_len()
         );
     }
 

@@ -338,8 +338,8 @@ pub(crate) async fn connect_jds(config: &JdClientConfig) -> Result<Sv2Connection
     Ok(jds)
 }
 
-/// Room in the coinbase for the pool's output, a key commitment and a
-/// retarget's number.
+/// Room in the coinbase for the pool's output, a key commitment and the
+/// declaration's number.
 fn coinbase_constraints() -> CoinbaseOutputConstraintsOwned {
     let pool_output = TxOut {
         value: Amount::ZERO,
@@ -348,7 +348,7 @@ fn coinbase_constraints() -> CoinbaseOutputConstraintsOwned {
     };
     let size = serialize(&pool_output).len()
         + ehash::coinbase::key_commitment_output_len()
-        + ehash::coinbase::retarget_output_len();
+        + ehash::coinbase::job_number_output_len();
     CoinbaseOutputConstraintsOwned {
         coinbase_output_max_additional_size: size as u32,
         coinbase_output_max_additional_sigops: 4,

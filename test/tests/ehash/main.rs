@@ -329,9 +329,9 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
     let shares = mine(&mut client, channel, 5).await;
     notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
 
-    // Declared again for a new target, as jd-client does, with the
-    // retarget's number in an output of its own: declared, set, minted.
-    let retarget = ehash::coinbase::retarget_output(1);
+    // Declared again for a new target, as jd-client does, numbered in an
+    // output of its own: declared, set, minted.
+    let retarget = ehash::coinbase::job_number_output(1);
     let (token, _) = jdc.allocate().await;
     let outputs = vec![to_pool.clone(), retarget.clone()];
     let declared = jdc
@@ -339,7 +339,7 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         .await
         .expect("declared again");
     let outputs = vec![
-        to_pool,
+        to_pool.clone(),
         ehash::coinbase::key_commitment_output(&key),
         retarget,
     ];
@@ -348,6 +348,34 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
     client.mine_custom_job(&again, job_id);
     let shares = mine(&mut client, channel, 3).await;
     notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+
+    // At a new target, the first job's coinbase again, unnumbered: its
+    // headers are the first job's, so the pool refuses it.
+    client.update_channel(channel, 1000.0).await;
+    client
+        .wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::SetTarget(t)))
+                if t.channel_id == channel =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
+    let (token, _) = jdc.allocate().await;
+    let declared = jdc
+        .declare(
+            declaration(6, token, &template, vec![to_pool.clone()], &txs),
+            &txs,
+        )
+        .await
+        .expect("declared");
+    let outputs = vec![to_pool, ehash::coinbase::key_commitment_output(&key)];
+    let unnumbered = custom_job(channel, declared, &template, &prev, outputs);
+    assert_eq!(
+        client.set_custom_job(&unnumbered).await,
+        Err("job-headers-at-another-target".to_string())
+    );
     stack.stop().await;
 }
 

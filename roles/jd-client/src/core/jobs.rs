@@ -57,8 +57,8 @@ struct Declared {
     prev: SetNewPrevHashOwned,
     token: B0255Owned,
     full_extranonce: usize,
-    /// The retarget it was declared for, numbered in its coinbase.
-    retarget: Option<u32>,
+    /// Its number, in its coinbase.
+    number: u32,
 }
 
 /// A job set on a channel: what a block on it is made of.
@@ -94,9 +94,8 @@ pub(super) struct Jobs {
     /// (channel, request id) -> the custom job sent and its template.
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
     set: HashMap<(u32, u32), SetJob>,
-    /// How many times the current template was declared again for a
-    /// channel's new target: every declaration since carries the number.
-    retargets: u32,
+    /// Declarations made: each is numbered in its coinbase.
+    declarations: u32,
 }
 
 impl Jobs {
@@ -117,7 +116,7 @@ impl Jobs {
             stale_retries: 0,
             pending: HashMap::new(),
             set: HashMap::new(),
-            retargets: 0,
+            declarations: 0,
         }
     }
 
@@ -319,11 +318,12 @@ impl Jobs {
             value: Amount::from_sat(template.coinbase_tx_value_remaining),
             script_pubkey: script,
         };
-        // Declared again for a new target, the template gets a coinbase of
-        // its own: the jobs set before keep their target.
-        let retarget = (self.retargets > 0).then_some(self.retargets);
-        let mut outputs = vec![to_pool];
-        outputs.extend(retarget.map(ehash::coinbase::retarget_output));
+        // Each declaration has a coinbase of its own, so a template declared
+        // again for a new target has headers of its own: the jobs set
+        // before keep theirs and their target (the pool refuses a job with
+        // the headers of one at another target).
+        let number = self.declarations.wrapping_add(1);
+        let outputs = vec![to_pool, ehash::coinbase::job_number_output(number)];
         let built = JobFactory::new(true, Some(DECLARED_TAG.into()), None)
             .new_coinbase_tx_prefix_and_suffix(template.clone(), outputs, full_extranonce)
             .map_err(|e| format!("{e:?}"))
@@ -343,6 +343,7 @@ impl Jobs {
             }
         };
         let token = self.tokens.pop_front().expect("checked above");
+        self.declarations = number;
         let wtxids: Vec<U256Owned> = txs
             .iter()
             .map(|tx| U256Owned::from(tx.compute_wtxid().to_byte_array()))
@@ -370,7 +371,7 @@ impl Jobs {
                 prev,
                 token,
                 full_extranonce,
-                retarget,
+                number,
             },
         );
         let allocate = self.allocate();
@@ -520,7 +521,6 @@ impl Jobs {
         if self.declared.take().is_none() {
             return vec![];
         }
-        self.retargets = self.retargets.wrapping_add(1);
         self.declare(mode, channels)
     }
 
@@ -549,7 +549,7 @@ impl Jobs {
                 .as_ref()
                 .map(ehash::coinbase::key_commitment_output),
         );
-        outputs.extend(declared.retarget.map(ehash::coinbase::retarget_output));
+        outputs.push(ehash::coinbase::job_number_output(declared.number));
         let request_id = self.request_id();
         let prev = &declared.prev;
         let job = JobFactory::new(true, Some(DECLARED_TAG.into()), None).new_custom_job(

@@ -334,9 +334,9 @@ fn a_renewed_channel_gets_its_job_again_mined_at_once_on_the_same_tip() {
     }
 }
 
-/// A new target: the template is declared again, with a coinbase of its
-/// own (the retarget's number in an output), so no header is a share of the
-/// job set before, which keeps its target.
+/// A new target: the template is declared again. Each declaration is
+/// numbered in its coinbase, so no header is a share of the job set
+/// before, which keeps its target.
 #[test]
 fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
     let mut core = JdcCore::new(Mode::Declared, "t");
@@ -344,8 +344,9 @@ fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
     let outputs = |m: &stratum_core::mining_sv2::SetCustomMiningJobOwned| -> Vec<TxOut> {
         stratum_core::bitcoin::consensus::deserialize(m.coinbase_tx_outputs.as_bytes()).unwrap()
     };
+    assert!(outputs(&first).contains(&ehash::coinbase::job_number_output(1)));
     let mut jobs = vec![first];
-    for (number, token_id) in [(1, 13), (2, 14)] {
+    for (number, token_id) in [(2, 13), (3, 14)] {
         token(&mut core, token_id);
         let retarget = stratum_core::mining_sv2::SetTargetOwned {
             channel_id: 5,
@@ -370,7 +371,7 @@ fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
             outputs(before)[..2],
             "the pool's output and the key commitment"
         );
-        let numbered = ehash::coinbase::retarget_output(number);
+        let numbered = ehash::coinbase::job_number_output(number);
         assert!(outputs(&again).contains(&numbered), "{:?}", outputs(&again));
         assert!(!outputs(before).contains(&numbered));
         // The declarator sees the same output in the declared coinbase.

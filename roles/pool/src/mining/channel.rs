@@ -32,6 +32,8 @@ use vardiff::{Vardiff, VardiffConfig};
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 use batch::Batching;
 use generation::Generation;
+#[cfg(test)]
+pub(super) use generation::{HEADERS_AT_ANOTHER_TARGET, MAX_CUSTOM_SPACES, TOO_MANY_JOBS};
 
 /// OpenMiningChannel.Error code: no extranonce prefix is free.
 pub(super) const CAPACITY_EXHAUSTED: &str = "channel-capacity-exhausted";
@@ -288,8 +290,10 @@ pub(super) struct Channel {
     /// against its budget: it refuses every share once that is full.
     seen_shares: usize,
     seen_shares_budget: usize,
-    /// How many jobs were sent on a retarget (each numbered in its coinbase).
-    retargets: u32,
+    /// The number the coinbase of a job at `numbered_target` carries: how
+    /// many times the channel's target had changed when it was made.
+    target_number: u32,
+    numbered_target: Target,
 }
 
 impl Channel {
@@ -329,8 +333,10 @@ impl Channel {
             vardiff,
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
-            retargets: 0,
+            target_number: 0,
+            numbered_target: Target::ZERO,
         };
+        channel.numbered_target = channel.target();
         channel.report_target(now_ms);
         Ok(channel)
     }
@@ -470,6 +476,15 @@ impl Channel {
         // Every job of a channel with a key commits its coinbase to that key.
         let mut outputs = outputs;
         outputs.extend(self.locking_key.as_ref().map(ehash::key_commitment_output));
+        // A job at another target than the jobs before it has another
+        // coinbase, so no header is a share of both (see `Generation`).
+        if self.target() != self.numbered_target {
+            self.numbered_target = self.target();
+            self.target_number = self.target_number.wrapping_add(1);
+        }
+        if self.target_number > 0 {
+            outputs.push(ehash::coinbase::job_number_output(self.target_number));
+        }
         let offset = self.jobs.job_id_offset;
         let built = each_kind!(Kind, &mut self.jobs.kind, c => {
             match c.on_new_template(template, outputs) {
@@ -493,23 +508,9 @@ impl Channel {
         self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         if !future {
             self.jobs.record_job(job_id, self.target());
-            self.jobs.forget_dropped_jobs();
+            self.jobs.forget_dropped_jobs(self.custom_work);
         }
         Some(Action::Send(self.conn, mining(message)))
-    }
-
-    /// The job at the channel's new target on the current `template`. Its
-    /// coinbase carries the retarget's number, so its headers are none of
-    /// an older job's on the template: those keep their target, and shares
-    /// still coming on them are paid at it.
-    pub(super) fn on_retarget(
-        &mut self,
-        template: NewTemplateOwned,
-        mut outputs: Vec<TxOut>,
-    ) -> Option<Action> {
-        self.retargets = self.retargets.wrapping_add(1);
-        outputs.push(ehash::coinbase::retarget_output(self.retargets));
-        self.on_new_template(template, outputs)
     }
 
     /// The chain tip moved: the SetNewPrevHash naming the job now active.
@@ -565,24 +566,32 @@ impl Channel {
     }
 
     /// A custom job (checked by the job declarator) becomes the active job;
-    /// its id.
+    /// its id. Err: why it is refused, and the error code. It is refused
+    /// when a job set before on this tip had its headers at another target
+    /// (the downstream must number its coinbases, as jd-client does), since
+    /// a miner holding back hashes of the old job would have them paid at
+    /// the new one.
     pub(super) fn on_set_custom_mining_job(
         &mut self,
         m: SetCustomMiningJobOwned,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, (String, &'static str)> {
         let new_tip = self.is_new_tip(&m.prev_hash);
+        if !new_tip {
+            self.jobs.check_custom_job(&m, self.target())?;
+        }
         let Kind::Extended(c) = &mut self.jobs.kind else {
-            return Err("custom jobs go on extended channels".into());
+            let e = "custom jobs go on extended channels";
+            return Err((e.into(), "invalid-channel-id"));
         };
         let job_id = c
             .on_set_custom_mining_job(m)
-            .map_err(|e| format!("{e:?}"))?;
+            .map_err(|e| (format!("{e:?}"), "invalid-coinbase-tx"))?;
         if new_tip {
             self.jobs.forget_all_jobs();
             self.on_new_tip();
         }
         self.jobs.record_job(job_id, self.target());
-        self.jobs.forget_dropped_jobs();
+        self.jobs.forget_dropped_jobs(self.custom_work);
         self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         Ok(self.jobs.outward(job_id))
     }

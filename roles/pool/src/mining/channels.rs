@@ -222,10 +222,9 @@ impl PoolCore {
     }
 
     /// A channel's target changed: SetTarget, then a job at the new target
-    /// on the current template ([`Channel::on_retarget`]). Jobs keep the
-    /// target they were made with, so without a new job the miner would go
-    /// on at the old difficulty until the template provider sends the next
-    /// template.
+    /// on the current template. Jobs keep the target they were made with,
+    /// so without a new job the miner would go on at the old difficulty
+    /// until the template provider sends the next template.
     pub(super) fn retargeted(&mut self, channel_id: u32) -> Vec<Action> {
         let template = self
             .current_template()
@@ -235,7 +234,7 @@ impl PoolCore {
         };
         let mut actions = vec![set_target(channel.conn, channel_id, &channel.target())];
         if let Some((outputs, template)) = template {
-            actions.extend(channel.on_retarget(template, outputs));
+            actions.extend(channel.on_new_template(template, outputs));
         }
         actions
     }

@@ -72,9 +72,12 @@ impl PoolCore {
                     )),
                 )]
             }
-            Err(e) => {
-                warn!(conn, channel_id, "custom job refused by its channel: {e}");
-                refuse("invalid-coinbase-tx")
+            Err((e, code)) => {
+                warn!(
+                    conn,
+                    channel_id, code, "custom job refused by its channel: {e}"
+                );
+                refuse(code)
             }
         }
     }

@@ -6,14 +6,19 @@
 //!
 //! A share is paid at its job's target, so no header may be a share of two
 //! jobs of different targets: a miner would submit each hash under the job
-//! paying most. Jobs whose headers are the same (the same coinbase and
-//! merkle path, on one prefix) share one target, their newest's.
+//! paying most, or hold back the hashes of an easy job until a job with the
+//! same headers came at a harder target. The pool numbers its jobs'
+//! coinbases by target, so its jobs never share headers across targets; a
+//! custom job whose headers a job of this tip had at another target is
+//! refused. Each header space has one target, its first job's on the tip,
+//! which its shares must meet and are paid at.
 
 use std::collections::{HashMap, HashSet};
 
 use mint_quote_sv2::CoinbaseProof;
 use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
 use stratum_core::bitcoin::Target;
+use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
 use stratum_core::channels_sv2::{
     chain_tip::ChainTip,
     server::{
@@ -24,7 +29,8 @@ use stratum_core::channels_sv2::{
     },
 };
 use stratum_core::mining_sv2::{
-    ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW, ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
+    SetCustomMiningJobOwned, ERROR_CODE_SUBMIT_SHARES_DIFFICULTY_TOO_LOW,
+    ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
 };
 
 use super::{proof, Kind, Submission, Validation};
@@ -34,11 +40,23 @@ use super::{proof, Kind, Submission, Validation};
 /// its merkle path (a standard job's merkle root).
 type HeaderSpace = [u8; 32];
 
+/// Header spaces a custom-work channel remembers on one chain tip (a custom
+/// job past them is refused until the tip moves): custom jobs' spaces are
+/// kept after channels_sv2 drops the jobs, or an old job's held-back hashes
+/// could come again under a new job with its coinbase.
+pub const MAX_CUSTOM_SPACES: usize = 16_384;
+
+/// SetCustomMiningJob.Error codes.
+pub const HEADERS_AT_ANOTHER_TARGET: &str = "job-headers-at-another-target";
+pub const TOO_MANY_JOBS: &str = "too-many-jobs-on-this-tip";
+
 pub(super) struct Generation {
     pub kind: Kind,
     /// The header space of each job channels_sv2 still accepts shares on.
     job_spaces: HashMap<u32, HeaderSpace>,
-    /// The target of each of those spaces: that of its newest job.
+    /// The target of each space of those jobs (and on a custom-work
+    /// channel, of every job since the chain tip moved): that of its first
+    /// job.
     space_targets: HashMap<HeaderSpace, Target>,
     /// What the downstream's job ids add to channels_sv2's. channels_sv2
     /// numbers a new generation's jobs from 1 again: sent past every id
@@ -82,14 +100,18 @@ impl Generation {
         !(1..=self.job_id_offset).contains(&sent)
     }
 
-    /// Records the target job `job_id` (active or past) was made with. It
-    /// becomes the target of every live job with the same headers.
+    /// Records job `job_id` (active or past), made at `target`. A job with
+    /// the headers of one before it on the tip takes that one's target.
     pub fn record_job(&mut self, job_id: u32, target: Target) {
-        let Some(space) = self.header_space(job_id) else {
+        let space = match &self.kind {
+            Kind::Standard(c) => standard_job(c, job_id).map(standard_space),
+            Kind::Extended(c) => extended_job(c, job_id).map(extended_space),
+        };
+        let Some(space) = space else {
             return;
         };
         self.job_spaces.insert(job_id, space);
-        self.space_targets.insert(space, target);
+        self.space_targets.entry(space).or_insert(target);
     }
 
     /// The target a share of job `job_id` must meet and is paid at, if the
@@ -99,44 +121,61 @@ impl Generation {
         self.space_targets.get(space).copied()
     }
 
+    /// Whether custom job `m`, on the current tip, may be set at `target`:
+    /// no job of the tip had its headers at another target, and there is
+    /// room to remember them.
+    pub fn check_custom_job(
+        &self,
+        m: &SetCustomMiningJobOwned,
+        target: Target,
+    ) -> Result<(), (String, &'static str)> {
+        let Kind::Extended(c) = &self.kind else {
+            return Ok(());
+        };
+        // Built as the channel will build it, on a factory of its own: the
+        // channel's would number a job.
+        let job = JobFactory::new(true, None, None)
+            .new_extended_job_from_custom_job(
+                m.clone(),
+                c.get_extranonce_prefix().to_vec(),
+                c.get_full_extranonce_size(),
+            )
+            .map_err(|e| (format!("{e:?}"), "invalid-coinbase-tx"))?;
+        match self.space_targets.get(&extended_space(&job)) {
+            Some(known) if *known != target => Err((
+                format!(
+                    "a job of this tip had these headers at target {known:x}, not {target:x}: \
+                     number the coinbase"
+                ),
+                HEADERS_AT_ANOTHER_TARGET,
+            )),
+            Some(_) => Ok(()),
+            None if self.space_targets.len() >= MAX_CUSTOM_SPACES => Err((
+                format!("{MAX_CUSTOM_SPACES} jobs on this tip already"),
+                TOO_MANY_JOBS,
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets every job's target: the chain tip moved.
     pub fn forget_all_jobs(&mut self) {
         self.job_spaces.clear();
         self.space_targets.clear();
     }
 
-    /// Forgets the jobs channels_sv2 no longer accepts shares on.
-    pub fn forget_dropped_jobs(&mut self) {
+    /// Forgets the jobs channels_sv2 no longer accepts shares on, and,
+    /// unless `keep_spaces` (custom work), the targets of their spaces.
+    pub fn forget_dropped_jobs(&mut self, keep_spaces: bool) {
         let kind = &self.kind;
         self.job_spaces.retain(|job_id, _| {
             each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
                 || c.get_past_job(*job_id).is_some())
         });
-        let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
-        self.space_targets.retain(|space, _| live.contains(space));
-    }
-
-    fn header_space(&self, job_id: u32) -> Option<HeaderSpace> {
-        let mut engine = sha256::Hash::engine();
-        match &self.kind {
-            Kind::Standard(c) => {
-                engine.input(&standard_job(c, job_id)?.get_merkle_root().to_array());
-            }
-            Kind::Extended(c) => {
-                let job = extended_job(c, job_id)?;
-                let prefix = job.get_coinbase_tx_prefix_without_bip141();
-                let suffix = job.get_coinbase_tx_suffix_without_bip141();
-                // Lengths first: no other split of the bytes hashes the same.
-                for part in [&prefix, &suffix] {
-                    engine.input(&(part.len() as u64).to_le_bytes());
-                    engine.input(part);
-                }
-                for node in job.get_merkle_path().iter() {
-                    engine.input(&node.to_array());
-                }
-            }
+        if !keep_spaces {
+            let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
+            self.space_targets.retain(|space, _| live.contains(space));
         }
-        Some(sha256::Hash::from_engine(engine).to_byte_array())
     }
 
     pub fn chain_tip(&self) -> Option<&ChainTip> {
@@ -172,8 +211,8 @@ impl Generation {
             Err(ShareValidationError::SeenSharesBudgetExhausted) if retired => Err(
                 ShareValidationError::Stale(ERROR_CODE_SUBMIT_SHARES_STALE_SHARE),
             ),
-            // channels_sv2 checks the target the job was made with; a newer
-            // job on the same headers may have set a harder one.
+            // channels_sv2 checks the target the job was made with; its
+            // headers' may be another (the first job's on them).
             Ok(ShareValidationResult::Valid(hash))
                 if job_target.is_some_and(|t| Target::from_le_bytes(hash.to_byte_array()) > t) =>
             {
@@ -248,4 +287,26 @@ fn extended_job(c: &ExtendedChannel, job_id: u32) -> Option<&ExtendedJob> {
     c.get_active_job()
         .filter(|j| j.get_job_id() == job_id)
         .or_else(|| c.get_past_job(job_id))
+}
+
+/// The header space of a standard job: its merkle root.
+fn standard_space(job: &StandardJob) -> HeaderSpace {
+    job.get_merkle_root().to_array()
+}
+
+/// The header space of an extended job: its coinbase around the
+/// extranonce and its merkle path.
+fn extended_space(job: &ExtendedJob) -> HeaderSpace {
+    let mut engine = sha256::Hash::engine();
+    let prefix = job.get_coinbase_tx_prefix_without_bip141();
+    let suffix = job.get_coinbase_tx_suffix_without_bip141();
+    // Lengths first: no other split of the bytes hashes the same.
+    for part in [&prefix, &suffix] {
+        engine.input(&(part.len() as u64).to_le_bytes());
+        engine.input(part);
+    }
+    for node in job.get_merkle_path().iter() {
+        engine.input(&node.to_array());
+    }
+    sha256::Hash::from_engine(engine).to_byte_array()
 }

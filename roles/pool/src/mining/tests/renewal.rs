@@ -766,11 +766,23 @@ pub(super) fn declare_custom_job(
     channel_id: u32,
     p: SetNewPrevHashOwned,
 ) -> SetCustomMiningJobOwned {
+    declare_numbered_job(core, channel_id, p, None)
+}
+
+/// [`declare_custom_job`], its coinbase numbered `number` (as jd-client
+/// numbers its declarations) if Some.
+pub(super) fn declare_numbered_job(
+    core: &mut PoolCore,
+    channel_id: u32,
+    p: SetNewPrevHashOwned,
+    number: Option<u32>,
+) -> SetCustomMiningJobOwned {
     let (t, now) = (template(1), now_ms());
     let reward = TxOut {
         value: Amount::from_sat(t.coinbase_tx_value_remaining),
         script_pubkey: ScriptBuf::from_bytes(vec![0x51]),
     };
+    let numbered = number.map(ehash::coinbase::job_number_output);
     let jd = |core: &mut PoolCore, m| {
         let reply = core
             .jds()
@@ -791,8 +803,9 @@ pub(super) fn declare_custom_job(
     // The full extranonce (prefix and rollable part) is what a coinbase
     // leaves room for, so a renewal's new prefix changes nothing here.
     let factory = JobFactory::new(true, Some("jdc".into()), None);
+    let declared_outputs = [vec![reward.clone()], numbered.iter().cloned().collect()].concat();
     let (prefix, suffix) = factory
-        .new_coinbase_tx_prefix_and_suffix(t.clone(), vec![reward.clone()], 16)
+        .new_coinbase_tx_prefix_and_suffix(t.clone(), declared_outputs, 16)
         .unwrap();
     let declare = JobDeclarationOwned::DeclareMiningJob(DeclareMiningJobOwned {
         request_id: 2,
@@ -806,7 +819,8 @@ pub(super) fn declare_custom_job(
     let JobDeclarationOwned::DeclareMiningJobSuccess(declared) = jd(core, declare) else {
         panic!("not declared")
     };
-    let outputs = vec![reward, ehash::key_commitment_output(&KEY.parse().unwrap())];
+    let mut outputs = vec![reward, ehash::key_commitment_output(&KEY.parse().unwrap())];
+    outputs.extend(numbered);
     let tip = ChainTip::new(p.prev_hash, p.n_bits, p.header_timestamp);
     let token = declared.new_mining_job_token;
     factory

@@ -1,12 +1,15 @@
 //! A share is paid at its job's target, and no header is a share of two
 //! jobs of different targets: a miner would submit each hash under the job
-//! paying most (at a fourfold retarget, 1.75 times its work on average).
+//! paying most, or hold back an easy job's hashes until a job with its
+//! headers came at a harder target (at a fourfold step, 1.75 times its
+//! work on average).
 
 use super::renewal::{
-    any_accepted, declare_custom_job, open_custom_work_channel, paid_for, sent, set_declared_job,
-    share_error, submit,
+    any_accepted, declare_custom_job, declare_numbered_job, open_custom_work_channel, paid_for,
+    sent, set_declared_job, share_error, submit,
 };
 use super::*;
+use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, MAX_CUSTOM_SPACES, TOO_MANY_JOBS};
 
 /// The target a hash meets once in `1 / (top + 1) * 256` tries.
 fn target_below(top: u8) -> Target {
@@ -47,7 +50,7 @@ fn update_to(core: &mut PoolCore, channel_id: u32, target: Target) -> Vec<Mining
 
 /// The channel's target set to `target` without a job, then the pool's
 /// job on `template(id)`, whose transactions and coinbase are those of
-/// every `template(_)`: the same headers as the channel's older jobs.
+/// every `template(_)` (a template provider sending a template again).
 fn same_template_at(
     core: &mut PoolCore,
     channel_id: u32,
@@ -120,73 +123,111 @@ fn a_job_sent_on_a_retarget_shares_no_header_with_the_jobs_before_it() {
     assert_eq!(paid_at(&actions), Some(sixteenth()));
 }
 
-/// Jobs with the same headers (templates alike in all but their id) have
-/// one target, their newest's: an older job's shares must meet it and are
-/// paid at it, harder or easier than the one they were sent with.
+/// The pool numbers a job's coinbase by the channel's target: a template
+/// sent again gets the headers of the job before it only at the same
+/// target, and a target left and come back to gets a number of its own.
 #[test]
-fn jobs_with_the_same_headers_share_the_newest_jobs_target() {
+fn the_pools_jobs_share_headers_only_at_one_target() {
     let mut core = core();
-    let (a, opened, _) = open_on_tip(&mut core, NEVER);
-    let easy = same_template_at(&mut core, a, quarter(), 2);
-    assert_eq!(core.channels[&a].job_target(opened.job_id), Some(quarter()));
+    let (a, opened, at_open) = open_on_tip(&mut core, NEVER);
+    let again = same_template_at(&mut core, a, at_open, 2);
+    assert_eq!(again.coinbase_tx_suffix, opened.coinbase_tx_suffix);
     let hard = same_template_at(&mut core, a, sixteenth(), 3);
-    for job in [&opened, &easy, &hard] {
-        assert_eq!(core.channels[&a].job_target(job.job_id), Some(sixteenth()));
+    assert_ne!(hard.coinbase_tx_suffix, opened.coinbase_tx_suffix);
+    let hard_again = same_template_at(&mut core, a, sixteenth(), 4);
+    assert_eq!(hard_again.coinbase_tx_suffix, hard.coinbase_tx_suffix);
+    let back = same_template_at(&mut core, a, at_open, 5);
+    assert_ne!(back.coinbase_tx_suffix, opened.coinbase_tx_suffix);
+    assert_ne!(back.coinbase_tx_suffix, hard.coinbase_tx_suffix);
+    let channel = &core.channels[&a];
+    for (job, target) in [
+        (&opened, at_open),
+        (&again, at_open),
+        (&hard, sixteenth()),
+        (&hard_again, sixteenth()),
+        (&back, at_open),
+    ] {
+        assert_eq!(channel.job_target(job.job_id), Some(target));
     }
-
-    // Meeting only the target the job was sent with is not enough now.
-    let (short, _) = share(&core, a, &easy, |h| h > sixteenth() && h <= quarter());
-    let actions = submit(&mut core, &short);
-    assert_eq!(share_error(&actions).as_deref(), Some("difficulty-too-low"));
-    assert!(!any_accepted(&actions));
-    // A hash meeting the newest target is paid at it, under any of them.
-    let (met, header) = share_from(&core, a, &easy, short.nonce + 1, |h| h <= sixteenth());
-    let actions = submit(&mut core, &met);
-    assert!(paid_for(&actions, &header), "{actions:?}");
-    assert_eq!(paid_at(&actions), Some(sixteenth()));
-
-    // Easier again: the hard job's shares are paid at the easier target.
-    let easier = same_template_at(&mut core, a, quarter(), 4);
-    assert_eq!(core.channels[&a].job_target(hard.job_id), Some(quarter()));
-    let (share, header) = share_from(&core, a, &hard, met.nonce + 1, |h| h <= sixteenth());
+    // The hard job's shares are paid at its target, whatever came after.
+    let (share, header) = share(&core, a, &hard, |h| h <= sixteenth());
     let actions = submit(&mut core, &share);
     assert!(paid_for(&actions, &header), "{actions:?}");
-    assert_eq!(paid_at(&actions), Some(quarter()));
-    assert_eq!(core.channels[&a].job_target(easier.job_id), Some(quarter()));
+    assert_eq!(paid_at(&actions), Some(sixteenth()));
 }
 
-/// A custom job declared and set again after a retarget has the headers of the one set
-/// before: both take the new target.
+/// A custom job with the headers of one set before on the tip at another
+/// target is refused, even once channels_sv2 has dropped the old one: a
+/// miner holding back the old job's hashes would have them paid at the new
+/// target. Numbered, as jd-client numbers its declarations, it is set; and
+/// the old job's hashes are paid at the old job's target.
 #[test]
-fn a_custom_job_set_again_after_a_retarget_takes_the_older_ones_target_too() {
+fn a_custom_job_with_the_headers_of_one_at_another_target_is_refused() {
     let mut core = core_with_job_declaration();
     let channel_id = open_custom_work_channel(&mut core);
     let declared = declare_custom_job(&mut core, channel_id, prev(1, NEVER));
     let first = set_declared_job(&mut core, channel_id, declared);
+    let easiest = core.channels[&channel_id].target();
+    let (held, header) = share(&core, channel_id, &first, |h| h <= sixteenth());
+
     assert!(matches!(
         &update_to(&mut core, channel_id, sixteenth())[..],
         [MiningOwned::SetTarget(_)]
     ));
-    let (short, _) = share(&core, channel_id, &first, |h| h > sixteenth());
-    let actions = submit(&mut core, &short);
-    assert!(
-        any_accepted(&actions),
-        "set before the retarget: {actions:?}"
-    );
+    // More numbered jobs than channels_sv2 keeps: the first is dropped.
+    for number in 1..=20 {
+        let m = declare_numbered_job(&mut core, channel_id, prev(1, NEVER), Some(number));
+        set_declared_job(&mut core, channel_id, m);
+    }
+    let actions = submit(&mut core, &held);
+    assert_eq!(share_error(&actions).as_deref(), Some("invalid-job-id"));
+    let again = declare_custom_job(&mut core, channel_id, prev(1, NEVER));
+    let msg = AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(again));
+    let actions = on_message(&mut core, 1, msg);
+    match &sent(&actions)[..] {
+        [MiningOwned::SetCustomMiningJobError(e)] => {
+            assert_eq!(
+                e.error_code.as_bytes(),
+                HEADERS_AT_ANOTHER_TARGET.as_bytes()
+            )
+        }
+        other => panic!("{other:?}"),
+    }
 
-    // Declared again (a token is good for one job), set again.
-    let declared = declare_custom_job(&mut core, channel_id, prev(1, NEVER));
-    let second = set_declared_job(&mut core, channel_id, declared);
-    assert_ne!(first.job_id, second.job_id);
-    let (short, _) = share_from(&core, channel_id, &first, short.nonce + 1, |h| {
-        h > sixteenth()
-    });
-    let actions = submit(&mut core, &short);
-    assert_eq!(share_error(&actions).as_deref(), Some("difficulty-too-low"));
-    let (met, header) = share_from(&core, channel_id, &first, short.nonce + 1, |h| {
-        h <= sixteenth()
-    });
-    let actions = submit(&mut core, &met);
+    // At the first job's target its headers are welcome again, and the
+    // held hash is paid at that target.
+    update_to(&mut core, channel_id, easiest);
+    let again = declare_custom_job(&mut core, channel_id, prev(1, NEVER));
+    let second = set_declared_job(&mut core, channel_id, again);
+    let actions = submit(
+        &mut core,
+        &SubmitSharesExtendedOwned {
+            job_id: second.job_id,
+            ..held
+        },
+    );
     assert!(paid_for(&actions, &header), "{actions:?}");
-    assert_eq!(paid_at(&actions), Some(sixteenth()));
+    assert_eq!(paid_at(&actions), Some(easiest));
+    assert!(any_accepted(&actions));
+}
+
+/// A custom-work channel remembers a bounded number of headers per tip:
+/// past them, custom jobs are refused until the tip moves.
+#[test]
+fn a_custom_work_channel_takes_a_bounded_number_of_jobs_per_tip() {
+    let mut core = core_with_job_declaration();
+    let channel_id = open_custom_work_channel(&mut core);
+    for number in 0..MAX_CUSTOM_SPACES as u32 {
+        let m = declare_numbered_job(&mut core, channel_id, prev(1, NEVER), Some(number));
+        set_declared_job(&mut core, channel_id, m);
+    }
+    let m = declare_numbered_job(&mut core, channel_id, prev(1, NEVER), Some(u32::MAX));
+    let msg = AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m));
+    let actions = on_message(&mut core, 1, msg);
+    match &sent(&actions)[..] {
+        [MiningOwned::SetCustomMiningJobError(e)] => {
+            assert_eq!(e.error_code.as_bytes(), TOO_MANY_JOBS.as_bytes())
+        }
+        other => panic!("{other:?}"),
+    }
 }
