@@ -84,12 +84,13 @@ pub fn key_commitment_output_len() -> usize {
     8 + 1 + 2 + KEY_COMMITMENT_MAGIC.len() + 32
 }
 
-/// The zero-value output `OP_RETURN <number, 4 bytes LE>` numbering a
+/// The zero-value output `OP_RETURN <number, 8 bytes LE>` numbering a
 /// job's coinbase, so that jobs of one channel and template differ in their
-/// headers: the pool numbers its jobs by the channel's target (each change
-/// of target a new number), a job-declaration client its declarations. No
-/// header is then a share of two jobs paying different targets.
-pub fn job_number_output(number: u32) -> TxOut {
+/// headers: the pool numbers its jobs by the channel's target (a random
+/// number at open, one more at each change), a job-declaration client its
+/// declarations. No header is then a share of two jobs paying different
+/// targets.
+pub fn job_number_output(number: u64) -> TxOut {
     let push = PushBytesBuf::from(number.to_le_bytes());
     TxOut {
         value: Amount::ZERO,
@@ -99,8 +100,8 @@ pub fn job_number_output(number: u32) -> TxOut {
 
 /// Serialized size of a [`job_number_output`].
 pub fn job_number_output_len() -> usize {
-    // 8 (value) + 1 (script length) + 1 (OP_RETURN) + 1 (push 4) + 4.
-    8 + 1 + 2 + 4
+    // 8 (value) + 1 (script length) + 1 (OP_RETURN) + 1 (push 8) + 8.
+    8 + 1 + 2 + 8
 }
 
 /// Whether `script` is a key commitment output's (to any key).
@@ -450,7 +451,7 @@ mod tests {
         );
         assert!(!is_key_commitment(&job_number_output(1).script_pubkey));
         assert_eq!(
-            serialize(&job_number_output(u32::MAX)).len(),
+            serialize(&job_number_output(u64::MAX)).len(),
             job_number_output_len()
         );
     }

@@ -58,7 +58,7 @@ struct Declared {
     token: B0255Owned,
     full_extranonce: usize,
     /// Its number, in its coinbase.
-    number: u32,
+    number: u64,
 }
 
 /// A job set on a channel: what a block on it is made of.
@@ -95,7 +95,7 @@ pub(super) struct Jobs {
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
     set: HashMap<(u32, u32), SetJob>,
     /// Declarations made: each is numbered in its coinbase.
-    declarations: u32,
+    declarations: u64,
 }
 
 impl Jobs {
@@ -652,6 +652,14 @@ impl Jobs {
         let code = e.error_code.as_utf8_or_hex();
         if code == "stale-chain-tip" {
             debug!(channel_id = e.channel_id, "custom job on a stale tip");
+            return vec![];
+        }
+        if code == "too-many-jobs-on-this-tip" {
+            // The channel mines the job set before until the tip moves.
+            warn!(
+                channel_id = e.channel_id,
+                "the pool takes no more custom jobs on this channel until the tip moves"
+            );
             return vec![];
         }
         vec![Action::FallBack(format!(

@@ -506,7 +506,7 @@ fn declare_error(request_id: u32, code: &str) -> AnyMessageOwned {
 }
 
 #[test]
-fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
+fn refusals_other_than_a_stale_tip_or_a_full_channel_mean_the_pool_s_jobs() {
     let mut core = JdcCore::new(Mode::Declared, "t");
     let m = with_custom_job(&mut core);
     let refused = |code: &str| {
@@ -519,6 +519,14 @@ fn refusals_other_than_a_stale_tip_mean_the_pool_s_jobs() {
         ))
     };
     assert!(core.on_upstream(refused("stale-chain-tip")).is_empty());
+    // A channel full of jobs for this tip mines the one it has.
+    assert!(core
+        .on_upstream(refused("too-many-jobs-on-this-tip"))
+        .is_empty());
+    assert!(matches!(
+        &core.on_upstream(refused("job-headers-at-another-target"))[..],
+        [Action::FallBack(_)]
+    ));
     assert!(matches!(
         &core.on_upstream(refused("invalid-coinbase-tx-outputs"))[..],
         [Action::FallBack(reason)] if reason.contains("invalid-coinbase-tx-outputs")

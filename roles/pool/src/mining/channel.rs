@@ -290,10 +290,11 @@ pub(super) struct Channel {
     /// against its budget: it refuses every share once that is full.
     seen_shares: usize,
     seen_shares_budget: usize,
-    /// The number the coinbase of a job at `numbered_target` carries: how
-    /// many times the channel's target had changed when it was made.
-    target_number: u32,
-    numbered_target: Target,
+    /// The number the coinbase of each job made at the channel's current
+    /// target carries: random at open, one more at each change of target.
+    /// So two jobs of the pool share headers only when one channel made
+    /// them at one target, even on a prefix that came back to the same key.
+    job_number: u64,
 }
 
 impl Channel {
@@ -333,10 +334,8 @@ impl Channel {
             vardiff,
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
-            target_number: 0,
-            numbered_target: Target::ZERO,
+            job_number: rand::random(),
         };
-        channel.numbered_target = channel.target();
         channel.report_target(now_ms);
         Ok(channel)
     }
@@ -410,16 +409,24 @@ impl Channel {
     }
 
     /// Sets a new nominal hashrate (and maximum target, from UpdateChannel);
-    /// the channel's new target, or the UpdateChannel.Error code.
+    /// the channel's new target, or the UpdateChannel.Error code. A new
+    /// target takes a new job number at once: a future job made before,
+    /// activated at the new target, keeps the old number, which no later
+    /// job gets.
     pub(super) fn update(
         &mut self,
         nominal_hashrate: f32,
         max_target: Option<Target>,
     ) -> Result<Target, &'static str> {
-        each_kind!(Kind, &mut self.jobs.kind, c => c
+        let before = self.target();
+        let target = each_kind!(Kind, &mut self.jobs.kind, c => c
             .update_channel(nominal_hashrate, max_target)
             .map(|_| *c.get_target())
-            .map_err(|e| e.code()))
+            .map_err(|e| e.code()))?;
+        if target != before {
+            self.job_number = self.job_number.wrapping_add(1);
+        }
+        Ok(target)
     }
 
     /// The downstream declared its hash rate (UpdateChannel): vardiff
@@ -476,15 +483,9 @@ impl Channel {
         // Every job of a channel with a key commits its coinbase to that key.
         let mut outputs = outputs;
         outputs.extend(self.locking_key.as_ref().map(ehash::key_commitment_output));
-        // A job at another target than the jobs before it has another
-        // coinbase, so no header is a share of both (see `Generation`).
-        if self.target() != self.numbered_target {
-            self.numbered_target = self.target();
-            self.target_number = self.target_number.wrapping_add(1);
-        }
-        if self.target_number > 0 {
-            outputs.push(ehash::coinbase::job_number_output(self.target_number));
-        }
+        // No header is a share of two jobs of different targets (see
+        // `Generation`).
+        outputs.push(ehash::coinbase::job_number_output(self.job_number));
         let offset = self.jobs.job_id_offset;
         let built = each_kind!(Kind, &mut self.jobs.kind, c => {
             match c.on_new_template(template, outputs) {

@@ -37,8 +37,9 @@ use super::{proof, Kind, Submission, Validation};
 
 /// What fixes a job's headers but for the miner's nonce, time, version
 /// bits and extranonce: a hash of its coinbase around the extranonce and
-/// its merkle path (a standard job's merkle root).
-type HeaderSpace = [u8; 32];
+/// its merkle path (a standard job's merkle root), cut to 64 bits (two
+/// spaces alike by chance would only share a target).
+type HeaderSpace = u64;
 
 /// Header spaces a custom-work channel remembers on one chain tip (a custom
 /// job past them is refused until the tip moves): custom jobs' spaces are
@@ -158,10 +159,11 @@ impl Generation {
         }
     }
 
-    /// Forgets every job's target: the chain tip moved.
+    /// Forgets every job's target: the chain tip moved. (New maps: a full
+    /// one would keep its memory.)
     pub fn forget_all_jobs(&mut self) {
-        self.job_spaces.clear();
-        self.space_targets.clear();
+        self.job_spaces = HashMap::new();
+        self.space_targets = HashMap::new();
     }
 
     /// Forgets the jobs channels_sv2 no longer accepts shares on, and,
@@ -291,7 +293,7 @@ fn extended_job(c: &ExtendedChannel, job_id: u32) -> Option<&ExtendedJob> {
 
 /// The header space of a standard job: its merkle root.
 fn standard_space(job: &StandardJob) -> HeaderSpace {
-    job.get_merkle_root().to_array()
+    first_64_bits(job.get_merkle_root().to_array())
 }
 
 /// The header space of an extended job: its coinbase around the
@@ -308,5 +310,9 @@ fn extended_space(job: &ExtendedJob) -> HeaderSpace {
     for node in job.get_merkle_path().iter() {
         engine.input(&node.to_array());
     }
-    sha256::Hash::from_engine(engine).to_byte_array()
+    first_64_bits(sha256::Hash::from_engine(engine).to_byte_array())
+}
+
+fn first_64_bits(hash: [u8; 32]) -> HeaderSpace {
+    u64::from_le_bytes(hash[..8].try_into().expect("8 bytes"))
 }

@@ -91,7 +91,7 @@ pub(super) fn paid_for(actions: &[Action], header: &[u8; 80]) -> bool {
 }
 
 /// The extended job among `sent`.
-fn job_in(sent: &[MiningOwned]) -> NewExtendedMiningJobOwned {
+pub(super) fn job_in(sent: &[MiningOwned]) -> NewExtendedMiningJobOwned {
     sent.iter()
         .find_map(|m| match m {
             MiningOwned::NewExtendedMiningJob(j) => Some(j.clone()),
@@ -775,7 +775,7 @@ pub(super) fn declare_numbered_job(
     core: &mut PoolCore,
     channel_id: u32,
     p: SetNewPrevHashOwned,
-    number: Option<u32>,
+    number: Option<u64>,
 ) -> SetCustomMiningJobOwned {
     let (t, now) = (template(1), now_ms());
     let reward = TxOut {

@@ -5,8 +5,8 @@
 //! work on average).
 
 use super::renewal::{
-    any_accepted, declare_custom_job, declare_numbered_job, open_custom_work_channel, paid_for,
-    sent, set_declared_job, share_error, submit,
+    any_accepted, declare_custom_job, declare_numbered_job, job_in, open_custom_work_channel,
+    paid_for, sent, set_declared_job, share_error, submit,
 };
 use super::*;
 use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, MAX_CUSTOM_SPACES, TOO_MANY_JOBS};
@@ -156,6 +156,43 @@ fn the_pools_jobs_share_headers_only_at_one_target() {
     assert_eq!(paid_at(&actions), Some(sixteenth()));
 }
 
+/// Two channels of one key on one tip get jobs of different coinbases (their
+/// numbers are drawn at random): a prefix that came back to the key on the
+/// tip brings back no header of the channel that held it.
+#[test]
+fn channels_of_one_key_number_their_jobs_apart() {
+    let mut core = core();
+    let (a, first, _) = open_on_tip(&mut core, NEVER);
+    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.other")));
+    let other = job_in(&sent(&actions).into_iter().cloned().collect::<Vec<_>>());
+    assert_ne!(other.channel_id, a);
+    assert_ne!(other.coinbase_tx_suffix, first.coinbase_tx_suffix);
+}
+
+/// A new target takes a new number at once, before any job is made at it:
+/// a future job made at the old target and activated at the new one keeps
+/// its number, and a job made later at the old target again gets another.
+#[test]
+fn a_future_job_activated_at_a_new_target_keeps_a_number_of_its_own() {
+    let mut core = core();
+    setup(&mut core, 1);
+    assert!(core.on_new_template(template(1)).is_empty());
+    let actions = on_message(&mut core, 1, open_extended(&format!("{KEY}.w")));
+    let future = job_in(&sent(&actions).into_iter().cloned().collect::<Vec<_>>());
+    let a = future.channel_id;
+    let at_open = core.channels[&a].target();
+    let channel = core.channels.get_mut(&a).unwrap();
+    assert_eq!(channel.update(0.0, Some(sixteenth())), Ok(sixteenth()));
+    core.on_set_new_prev_hash(prev(1, NEVER));
+    assert_eq!(
+        core.channels[&a].job_target(future.job_id),
+        Some(sixteenth())
+    );
+    let back = same_template_at(&mut core, a, at_open, 2);
+    assert_ne!(back.coinbase_tx_suffix, future.coinbase_tx_suffix);
+    assert_eq!(core.channels[&a].job_target(back.job_id), Some(at_open));
+}
+
 /// A custom job with the headers of one set before on the tip at another
 /// target is refused, even once channels_sv2 has dropped the old one: a
 /// miner holding back the old job's hashes would have them paid at the new
@@ -217,11 +254,11 @@ fn a_custom_job_with_the_headers_of_one_at_another_target_is_refused() {
 fn a_custom_work_channel_takes_a_bounded_number_of_jobs_per_tip() {
     let mut core = core_with_job_declaration();
     let channel_id = open_custom_work_channel(&mut core);
-    for number in 0..MAX_CUSTOM_SPACES as u32 {
+    for number in 0..MAX_CUSTOM_SPACES as u64 {
         let m = declare_numbered_job(&mut core, channel_id, prev(1, NEVER), Some(number));
         set_declared_job(&mut core, channel_id, m);
     }
-    let m = declare_numbered_job(&mut core, channel_id, prev(1, NEVER), Some(u32::MAX));
+    let m = declare_numbered_job(&mut core, channel_id, prev(1, NEVER), Some(u64::MAX));
     let msg = AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m));
     let actions = on_message(&mut core, 1, msg);
     match &sent(&actions)[..] {
