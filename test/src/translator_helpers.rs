@@ -199,6 +199,35 @@ pub fn quote_record(
     }
 }
 
+/// The `accepted` shares of the miners gone from `tr` are all quoted and
+/// minted into its wallet, once each, within `within`: the wallet's
+/// balance.
+pub async fn every_accepted_share_minted_once(
+    tr: &RunningTranslator,
+    accepted: u64,
+    within: Duration,
+) -> u64 {
+    // Quotes of shares accepted just before the miner left reach the wallet
+    // through another channel with its key.
+    let again = idle_miner(tr.handle.local_addr()).await;
+    let totals = tr
+        .minted_totals(accepted, within, Duration::from_millis(50))
+        .await;
+    assert_eq!(
+        (
+            totals.minted.0,
+            totals.pending.0,
+            totals.foreign.0,
+            totals.failures
+        ),
+        (accepted, 0, 0, 0),
+        "{accepted} shares accepted: {totals:?}"
+    );
+    assert_eq!(tr.handle.wallet().balance().await.unwrap(), totals.minted.1);
+    drop(again);
+    totals.minted.1
+}
+
 /// A CPU miner behind a translator whose upstream is `upstream` is paid
 /// exactly its accepted shares.
 pub async fn cpu_miner_is_paid_exactly_its_accepted_shares(
@@ -228,27 +257,8 @@ pub async fn cpu_miner_is_paid_exactly_its_accepted_shares(
         accepted,
         "the miner counted every share the pool accepted"
     );
-    // Quotes of shares accepted just before the miner left reach the wallet
-    // through another channel with its key.
-    let again = idle_miner(tr.handle.local_addr()).await;
-    // one quote per accepted share, all minted into the translator's wallet
-    let totals = tr
-        .minted_totals(accepted, Duration::from_secs(30), Duration::from_millis(50))
-        .await;
-    assert_eq!(
-        (
-            totals.minted.0,
-            totals.pending.0,
-            totals.foreign.0,
-            totals.failures
-        ),
-        (accepted, 0, 0, 0),
-        "{accepted} shares accepted: {totals:?}"
-    );
-    let total = totals.minted.1;
+    let total = every_accepted_share_minted_once(&tr, accepted, Duration::from_secs(30)).await;
     assert!(total >= accepted, "every share is worth something");
-    assert_eq!(tr.handle.wallet().balance().await.unwrap(), total);
-    drop(again);
     println!(
         "miner: {accepted} shares accepted, {} hashes in {elapsed:.1} s ({}), wallet balance {total}",
         stats.hashes(),

@@ -82,6 +82,47 @@ async fn the_cpu_miner_mines_declared_jobs_through_jd_client_and_is_paid_exactly
     stack.stop().await;
 }
 
+/// The pool's vardiff retargets the channel a miner hashes on through
+/// jd-client: jd-client declares the template again, numbered, for that
+/// channel and sets it at the new target. Shares come at more than one
+/// target, jd-client stays on declared jobs (the pool takes its jobs
+/// declared again), and every accepted share is paid once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retargeted_channel_gets_its_template_declared_again_and_every_share_is_paid() {
+    let sink = StatsSink::start().await;
+    let settings = sink.settings();
+    let (stack, _chain) = EhashStack::start_with_transactions("annotate", move |pool| {
+        with_jds(pool);
+        pool.vardiff_interval_secs = 1;
+        pool.stats = Some(settings);
+    })
+    .await;
+    let (jdc, shutdown, mut events) = start_jd_client(&stack, stack.tp().local_addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tr, stop_mining, running) = mine_through(&stack, &jdc, dir.path()).await;
+    sink.wait_until("shares accepted at two targets", |received| {
+        let works: std::collections::BTreeSet<u64> = received
+            .iter()
+            .filter_map(|m| match m {
+                stats_sv2::StatsMessage::ShareSubmitted(s) if s.accepted => Some(s.work),
+                _ => None,
+            })
+            .collect();
+        works.len() >= 2
+    })
+    .await;
+    stop_miner(WAIT, &stop_mining, running).await;
+    assert!(
+        events.try_recv().is_err(),
+        "jd-client mined declared jobs throughout (no session ended)"
+    );
+    let accepted = stack.pool().stats().shares_accepted;
+    every_accepted_share_minted_once(&tr, accepted, Duration::from_secs(60)).await;
+    tr.stop().await;
+    stop_role("jd-client", WAIT, &shutdown, jdc.wait()).await;
+    stack.stop().await;
+}
+
 /// The pool (and its job declarator with it) is killed (SIGKILL) and comes
 /// back while miners mine through jd-client: they stay connected, mine the
 /// pool's jobs in between, then declared jobs again; every accepted share

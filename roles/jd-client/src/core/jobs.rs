@@ -4,7 +4,7 @@
 //! blocks found on them, published through the template provider (and
 //! pushed to the declarator).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use ehash::LockingKey;
 use stratum_core::binary_sv2::{B0255Owned, B064KOwned, Seq064KOwned, Sv2OptionOwned, U256Owned};
@@ -59,6 +59,9 @@ struct Declared {
     full_extranonce: usize,
     /// Its number, in its coinbase.
     number: u64,
+    /// The channels it is for: those whose target changed (the template
+    /// declared again), or None for every channel (a new template).
+    only_on: Option<BTreeSet<u32>>,
 }
 
 /// A job set on a channel: what a block on it is made of.
@@ -284,10 +287,21 @@ impl Jobs {
         self.declare(mode, channels)
     }
 
+    /// Declares the current template for every channel.
+    fn declare(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+        self.declare_for(mode, channels, None)
+    }
+
     /// Declares the current template if everything it needs is there: the
     /// declarator, a token, the pool's script, its transactions, a channel
-    /// (whose extranonce size the coinbase is laid out for).
-    fn declare(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+    /// (whose extranonce size the coinbase is laid out for). For the
+    /// channels `only_on` (whose target changed; None: every channel).
+    fn declare_for(
+        &mut self,
+        mode: Mode,
+        channels: &[ChannelView],
+        only_on: Option<BTreeSet<u32>>,
+    ) -> Vec<Action> {
         if mode != Mode::Declared || !self.jds_up {
             return vec![];
         }
@@ -302,13 +316,29 @@ impl Jobs {
         let Some(txs) = self.transactions.get(&template.template_id).cloned() else {
             return vec![];
         };
-        let already = self
-            .declared
-            .iter()
-            .chain(self.declaring.values())
-            .any(|d| d.template.template_id == template.template_id);
-        if already || self.stale_template == Some(template.template_id) {
+        let for_all =
+            |d: &&Declared| d.template.template_id == template.template_id && d.only_on.is_none();
+        let in_flight = self.declaring.values().find(for_all).is_some();
+        let already = in_flight || self.declared.iter().any(|d| for_all(&d));
+        if self.stale_template == Some(template.template_id) {
             return vec![];
+        }
+        match &only_on {
+            // Set on every channel at its target when it comes.
+            Some(_) if in_flight => return vec![],
+            Some(ids) => {
+                // Another channel's declaration of the template again in
+                // flight: it is for this one too.
+                let again = self.declaring.values_mut().find(|d| {
+                    d.template.template_id == template.template_id && d.only_on.is_some()
+                });
+                if let Some(again) = again {
+                    again.only_on.get_or_insert_with(BTreeSet::new).extend(ids);
+                    return vec![];
+                }
+            }
+            None if already => return vec![],
+            None => {}
         }
         if self.tokens.is_empty() {
             return vec![];
@@ -372,6 +402,7 @@ impl Jobs {
                 token,
                 full_extranonce,
                 number,
+                only_on,
             },
         );
         let allocate = self.allocate();
@@ -446,16 +477,33 @@ impl Jobs {
             );
             return vec![];
         }
-        info!(
-            template_id = declared.template.template_id,
-            channels = channels.len(),
-            "job declared; setting it on every channel"
-        );
         declared.token = ok.new_mining_job_token;
-        self.declared = Some(declared);
+        let Some(only_on) = declared.only_on.clone() else {
+            info!(
+                template_id = declared.template.template_id,
+                channels = channels.len(),
+                "job declared; setting it on every channel"
+            );
+            self.declared = Some(declared.clone());
+            return channels
+                .iter()
+                .flat_map(|c| self.set_declared_on(&declared, c))
+                .collect();
+        };
+        // A newer template's job went on every channel meanwhile.
+        let current = self.declared.as_ref().map(|d| d.template.template_id);
+        if current != Some(declared.template.template_id) {
+            return vec![];
+        }
+        debug!(
+            template_id = declared.template.template_id,
+            ?only_on,
+            "job declared again; setting it on the channels whose target changed"
+        );
         channels
             .iter()
-            .flat_map(|c| self.set_on_channel(Some(c)))
+            .filter(|c| only_on.contains(&c.channel_id))
+            .flat_map(|c| self.set_declared_on(&declared, c))
             .collect()
     }
 
@@ -515,13 +563,20 @@ impl Jobs {
         }
     }
 
-    /// A channel's target changed: a job keeps the target it was set at,
-    /// so the current template is declared again and set on every channel.
-    pub fn on_target_changed(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
-        if self.declared.take().is_none() {
+    /// Channel `channel_id`'s target changed: a job keeps the target it
+    /// was set at, so the current template is declared again and set on
+    /// that channel (with no job declared yet, the declaration to come is
+    /// set on it at its new target).
+    pub fn on_target_changed(
+        &mut self,
+        mode: Mode,
+        channels: &[ChannelView],
+        channel_id: u32,
+    ) -> Vec<Action> {
+        if self.declared.is_none() {
             return vec![];
         }
-        self.declare(mode, channels)
+        self.declare_for(mode, channels, Some(BTreeSet::from([channel_id])))
     }
 
     /// SetCustomMiningJob of the declared job on `channel`.
@@ -529,6 +584,11 @@ impl Jobs {
         let (Some(declared), Some(channel)) = (self.declared.clone(), channel) else {
             return vec![];
         };
+        self.set_declared_on(&declared, channel)
+    }
+
+    /// SetCustomMiningJob of `declared` on `channel`.
+    fn set_declared_on(&mut self, declared: &Declared, channel: &ChannelView) -> Vec<Action> {
         if channel.full_extranonce != declared.full_extranonce {
             warn!(
                 channel_id = channel.channel_id,

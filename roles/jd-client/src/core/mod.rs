@@ -447,7 +447,7 @@ impl JdcCore {
         }
         if retarget {
             let views = self.channel_views();
-            actions.extend(self.jobs.on_target_changed(self.mode, &views));
+            actions.extend(self.jobs.on_target_changed(self.mode, &views, channel_id));
         }
         actions
     }

@@ -382,6 +382,53 @@ fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
     }
 }
 
+/// Only the channel whose target changed gets the template declared again
+/// (a channel retargeted while that declaration is on its way gets it too);
+/// the other channels keep their jobs.
+#[test]
+fn a_template_declared_again_goes_on_the_retargeted_channels_only() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    with_custom_job(&mut core);
+    for id in [6, 7] {
+        let out = open(&mut core, 1, id);
+        assert!(
+            matches!(&out[..], [Action::Upstream(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m)))] if m.channel_id == id),
+            "{out:?}"
+        );
+    }
+    token(&mut core, 13);
+    let retarget = |channel_id| {
+        mining(MiningOwned::SetTarget(
+            stratum_core::mining_sv2::SetTargetOwned {
+                channel_id,
+                maximum_target: U256Owned::from([1; 32]),
+            },
+        ))
+    };
+    let request_id = declared_request(&core.on_upstream(retarget(5)));
+    let out = core.on_upstream(retarget(6));
+    assert!(
+        out.iter().all(|a| !matches!(a, Action::Jds(_))),
+        "one declaration: {out:?}"
+    );
+    let out = core.on_jds(jd(Jd::DeclareMiningJobSuccess(
+        DeclareMiningJobSuccessOwned {
+            request_id,
+            new_mining_job_token: 14u64.to_le_bytes().to_vec().try_into().unwrap(),
+        },
+    )));
+    let set_on: Vec<u32> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Upstream(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m))) => {
+                Some(m.channel_id)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set_on, vec![5, 6], "{out:?}");
+}
+
 #[test]
 fn the_first_channel_declares_the_template_that_came_before_it() {
     let mut core = JdcCore::new(Mode::Declared, "t");

@@ -208,8 +208,8 @@ pub(super) struct Validation {
     /// Where an accepted share's work was done, for the mint (only on a
     /// channel with a locking key).
     pub proof: Option<CoinbaseProof>,
-    /// The target the share had to meet and is paid at (its job's, or a
-    /// newer job's on the same headers), if the channel knows the job.
+    /// The target the share had to meet and is paid at (that of the first
+    /// job of the tip with its job's headers), if the channel knows the job.
     pub job_target: Option<Target>,
     /// The share is of a job sent before the channel was last renewed.
     pub retired: bool,

@@ -38,8 +38,8 @@ impl PoolCore {
             value: Amount::ZERO,
             script_pubkey: self.config.reward_script.clone(),
         };
-        // Each channel's jobs also carry its key commitment output, and,
-        // once its target changed, their number.
+        // Each channel's jobs also carry its key commitment output and
+        // their number.
         let size = serialize(&out).len()
             + ehash::coinbase::key_commitment_output_len()
             + ehash::coinbase::job_number_output_len();
