@@ -99,6 +99,9 @@ pub(super) struct Jobs {
     set: HashMap<(u32, u32), SetJob>,
     /// Declarations made: each is numbered in its coinbase.
     declarations: u64,
+    /// Channels whose target changed, waiting for the current template
+    /// declared again (for a token, after a stale-tip refusal).
+    retargeted: BTreeSet<u32>,
 }
 
 impl Jobs {
@@ -120,6 +123,7 @@ impl Jobs {
             pending: HashMap::new(),
             set: HashMap::new(),
             declarations: 0,
+            retargeted: BTreeSet::new(),
         }
     }
 
@@ -284,24 +288,31 @@ impl Jobs {
                 MAX_STALE_RETRIES as u64 * STALE_RETRY_SECS
             ))];
         }
-        self.declare(mode, channels)
+        let mut actions = self.declare(mode, channels);
+        actions.extend(self.declare_again(mode, channels));
+        actions
     }
 
     /// Declares the current template for every channel.
     fn declare(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
-        self.declare_for(mode, channels, None)
+        self.declare_for(mode, channels, false)
+    }
+
+    /// Declares the current template again for the channels whose target
+    /// changed, if any wait.
+    fn declare_again(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+        if self.retargeted.is_empty() {
+            return vec![];
+        }
+        self.declare_for(mode, channels, true)
     }
 
     /// Declares the current template if everything it needs is there: the
     /// declarator, a token, the pool's script, its transactions, a channel
-    /// (whose extranonce size the coinbase is laid out for). For the
-    /// channels `only_on` (whose target changed; None: every channel).
-    fn declare_for(
-        &mut self,
-        mode: Mode,
-        channels: &[ChannelView],
-        only_on: Option<BTreeSet<u32>>,
-    ) -> Vec<Action> {
+    /// (whose extranonce size the coinbase is laid out for). For every
+    /// channel, or (`again`) for those whose target changed: they stop
+    /// waiting once a declaration for them is on its way.
+    fn declare_for(&mut self, mode: Mode, channels: &[ChannelView], again: bool) -> Vec<Action> {
         if mode != Mode::Declared || !self.jds_up {
             return vec![];
         }
@@ -323,22 +334,28 @@ impl Jobs {
         if self.stale_template == Some(template.template_id) {
             return vec![];
         }
-        match &only_on {
-            // Set on every channel at its target when it comes.
-            Some(_) if in_flight => return vec![],
-            Some(ids) => {
-                // Another channel's declaration of the template again in
-                // flight: it is for this one too.
-                let again = self.declaring.values_mut().find(|d| {
-                    d.template.template_id == template.template_id && d.only_on.is_some()
-                });
-                if let Some(again) = again {
-                    again.only_on.get_or_insert_with(BTreeSet::new).extend(ids);
-                    return vec![];
-                }
+        if again {
+            if in_flight {
+                // Set on every channel at its target when it comes.
+                self.retargeted.clear();
+                return vec![];
             }
-            None if already => return vec![],
-            None => {}
+            // Another channel's declaration of the template again in
+            // flight: it is for these too.
+            let again = self
+                .declaring
+                .values_mut()
+                .find(|d| d.template.template_id == template.template_id && d.only_on.is_some());
+            if let Some(again) = again {
+                let waiting = std::mem::take(&mut self.retargeted);
+                again
+                    .only_on
+                    .get_or_insert_with(BTreeSet::new)
+                    .extend(waiting);
+                return vec![];
+            }
+        } else if already {
+            return vec![];
         }
         if self.tokens.is_empty() {
             return vec![];
@@ -374,6 +391,7 @@ impl Jobs {
         };
         let token = self.tokens.pop_front().expect("checked above");
         self.declarations = number;
+        let only_on = again.then(|| std::mem::take(&mut self.retargeted));
         let wtxids: Vec<U256Owned> = txs
             .iter()
             .map(|tx| U256Owned::from(tx.compute_wtxid().to_byte_array()))
@@ -432,7 +450,9 @@ impl Jobs {
                     }
                 }
                 self.tokens.push_back(ok.mining_job_token);
-                self.declare(Mode::Declared, channels)
+                let mut actions = self.declare(Mode::Declared, channels);
+                actions.extend(self.declare_again(Mode::Declared, channels));
+                actions
             }
             Jd::DeclareMiningJobSuccess(ok) => self.on_declared(ok, channels),
             Jd::DeclareMiningJobError(e) => {
@@ -440,6 +460,9 @@ impl Jobs {
                 let code = e.error_code.as_utf8_or_hex();
                 if code == "stale-chain-tip" {
                     debug!("declaration on a stale tip; the next template follows");
+                    if let Some(only_on) = refused.as_ref().and_then(|d| d.only_on.clone()) {
+                        self.retargeted.extend(only_on);
+                    }
                     self.stale_template = refused.map(|d| d.template.template_id);
                     return vec![];
                 }
@@ -485,14 +508,19 @@ impl Jobs {
                 "job declared; setting it on every channel"
             );
             self.declared = Some(declared.clone());
+            // Each channel gets this job at its target now.
+            self.retargeted.clear();
             return channels
                 .iter()
                 .flat_map(|c| self.set_declared_on(&declared, c))
                 .collect();
         };
-        // A newer template's job went on every channel meanwhile.
-        let current = self.declared.as_ref().map(|d| d.template.template_id);
-        if current != Some(declared.template.template_id) {
+        // A job declared after this one went on every channel meanwhile.
+        if self
+            .declared
+            .as_ref()
+            .is_some_and(|d| d.number > declared.number)
+        {
             return vec![];
         }
         debug!(
@@ -576,7 +604,8 @@ impl Jobs {
         if self.declared.is_none() {
             return vec![];
         }
-        self.declare_for(mode, channels, Some(BTreeSet::from([channel_id])))
+        self.retargeted.insert(channel_id);
+        self.declare_again(mode, channels)
     }
 
     /// SetCustomMiningJob of the declared job on `channel`.

@@ -397,14 +397,6 @@ fn a_template_declared_again_goes_on_the_retargeted_channels_only() {
         );
     }
     token(&mut core, 13);
-    let retarget = |channel_id| {
-        mining(MiningOwned::SetTarget(
-            stratum_core::mining_sv2::SetTargetOwned {
-                channel_id,
-                maximum_target: U256Owned::from([1; 32]),
-            },
-        ))
-    };
     let request_id = declared_request(&core.on_upstream(retarget(5)));
     let out = core.on_upstream(retarget(6));
     assert!(
@@ -417,16 +409,55 @@ fn a_template_declared_again_goes_on_the_retargeted_channels_only() {
             new_mining_job_token: 14u64.to_le_bytes().to_vec().try_into().unwrap(),
         },
     )));
-    let set_on: Vec<u32> = out
-        .iter()
+    assert_eq!(set_on(&out), vec![5, 6], "{out:?}");
+}
+
+/// SetTarget for `channel_id`.
+fn retarget(channel_id: u32) -> AnyMessageOwned {
+    mining(MiningOwned::SetTarget(
+        stratum_core::mining_sv2::SetTargetOwned {
+            channel_id,
+            maximum_target: U256Owned::from([1; 32]),
+        },
+    ))
+}
+
+/// The channels the SetCustomMiningJobs among `out` are for.
+fn set_on(out: &[Action]) -> Vec<u32> {
+    out.iter()
         .filter_map(|a| match a {
             Action::Upstream(AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m))) => {
                 Some(m.channel_id)
             }
             _ => None,
         })
-        .collect();
-    assert_eq!(set_on, vec![5, 6], "{out:?}");
+        .collect()
+}
+
+/// A retargeted channel waits for what its declaration needs: a token, or
+/// the retry after a stale-tip refusal; then it gets its job.
+#[test]
+fn a_retargeted_channel_keeps_waiting_through_a_missing_token_and_a_stale_tip() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    with_custom_job(&mut core);
+    let out = core.on_upstream(retarget(5));
+    assert!(
+        out.iter().all(|a| !matches!(a, Action::Jds(_))),
+        "no token yet: {out:?}"
+    );
+    let request_id = declared_request(&token(&mut core, 13));
+    assert!(core
+        .on_jds(declare_error(request_id, "stale-chain-tip"))
+        .is_empty());
+    token(&mut core, 14);
+    let request_id = declared_request(&core.on_stale_retry());
+    let out = core.on_jds(jd(Jd::DeclareMiningJobSuccess(
+        DeclareMiningJobSuccessOwned {
+            request_id,
+            new_mining_job_token: 15u64.to_le_bytes().to_vec().try_into().unwrap(),
+        },
+    )));
+    assert_eq!(set_on(&out), vec![5], "{out:?}");
 }
 
 #[test]
