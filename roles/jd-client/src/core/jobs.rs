@@ -301,6 +301,8 @@ impl Jobs {
     /// Declares the current template again for the channels whose target
     /// changed, if any wait.
     fn declare_again(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+        self.retargeted
+            .retain(|id| channels.iter().any(|c| c.channel_id == *id));
         if self.retargeted.is_empty() {
             return vec![];
         }
@@ -501,6 +503,19 @@ impl Jobs {
             return vec![];
         }
         declared.token = ok.new_mining_job_token;
+        // A job declared after this one went on every channel meanwhile
+        // (the declarator may answer out of order).
+        if self
+            .declared
+            .as_ref()
+            .is_some_and(|d| d.number > declared.number)
+        {
+            debug!(
+                request_id = ok.request_id,
+                "a later declaration is set: not set"
+            );
+            return vec![];
+        }
         let Some(only_on) = declared.only_on.clone() else {
             info!(
                 template_id = declared.template.template_id,
@@ -515,14 +530,6 @@ impl Jobs {
                 .flat_map(|c| self.set_declared_on(&declared, c))
                 .collect();
         };
-        // A job declared after this one went on every channel meanwhile.
-        if self
-            .declared
-            .as_ref()
-            .is_some_and(|d| d.number > declared.number)
-        {
-            return vec![];
-        }
         debug!(
             template_id = declared.template.template_id,
             ?only_on,

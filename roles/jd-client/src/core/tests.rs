@@ -460,6 +460,45 @@ fn a_retargeted_channel_keeps_waiting_through_a_missing_token_and_a_stale_tip() 
     assert_eq!(set_on(&out), vec![5], "{out:?}");
 }
 
+/// A channel closed while it waited for its declaration costs none.
+#[test]
+fn a_retargeted_channel_that_closes_is_not_declared_for() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    with_custom_job(&mut core);
+    assert_eq!(set_on(&open(&mut core, 1, 6)), vec![6]);
+    core.on_upstream(retarget(5));
+    let close = stratum_core::mining_sv2::CloseChannelOwned {
+        channel_id: 5,
+        reason_code: str0255_truncated("gone"),
+    };
+    core.on_upstream(mining(MiningOwned::CloseChannel(close)));
+    let out = token(&mut core, 13);
+    assert!(out.iter().all(|a| !matches!(a, Action::Jds(_))), "{out:?}");
+}
+
+/// Declarations answered out of order: the later template's job stays on
+/// the channels.
+#[test]
+fn a_declaration_answered_after_a_later_one_is_not_set() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    with_custom_job(&mut core);
+    let mut requests = vec![];
+    for (id, token_id) in [(2, 13), (3, 14)] {
+        core.on_tp(tdp(Tdp::NewTemplate(template(id, false))));
+        transaction_data(&mut core, id, &[]);
+        requests.push(declared_request(&token(&mut core, token_id)));
+    }
+    let success = |request_id| {
+        jd(Jd::DeclareMiningJobSuccess(DeclareMiningJobSuccessOwned {
+            request_id,
+            new_mining_job_token: 15u64.to_le_bytes().to_vec().try_into().unwrap(),
+        }))
+    };
+    assert_eq!(set_on(&core.on_jds(success(requests[1]))), vec![5]);
+    let out = core.on_jds(success(requests[0]));
+    assert!(set_on(&out).is_empty(), "{out:?}");
+}
+
 #[test]
 fn the_first_channel_declares_the_template_that_came_before_it() {
     let mut core = JdcCore::new(Mode::Declared, "t");
