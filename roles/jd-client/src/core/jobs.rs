@@ -288,14 +288,21 @@ impl Jobs {
                 MAX_STALE_RETRIES as u64 * STALE_RETRY_SECS
             ))];
         }
-        let mut actions = self.declare(mode, channels);
-        actions.extend(self.declare_again(mode, channels));
-        actions
+        self.declare_due(mode, channels)
     }
 
     /// Declares the current template for every channel.
     fn declare(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
         self.declare_for(mode, channels, false)
+    }
+
+    /// Declares what waits (for a token, or the retry after a stale tip):
+    /// the current template for every channel, then again for the
+    /// channels whose target changed.
+    fn declare_due(&mut self, mode: Mode, channels: &[ChannelView]) -> Vec<Action> {
+        let mut actions = self.declare(mode, channels);
+        actions.extend(self.declare_again(mode, channels));
+        actions
     }
 
     /// Declares the current template again for the channels whose target
@@ -344,13 +351,13 @@ impl Jobs {
             }
             // Another channel's declaration of the template again in
             // flight: it is for these too.
-            let again = self
+            let declaring_again = self
                 .declaring
                 .values_mut()
                 .find(|d| d.template.template_id == template.template_id && d.only_on.is_some());
-            if let Some(again) = again {
+            if let Some(declaring_again) = declaring_again {
                 let waiting = std::mem::take(&mut self.retargeted);
-                again
+                declaring_again
                     .only_on
                     .get_or_insert_with(BTreeSet::new)
                     .extend(waiting);
@@ -452,9 +459,7 @@ impl Jobs {
                     }
                 }
                 self.tokens.push_back(ok.mining_job_token);
-                let mut actions = self.declare(Mode::Declared, channels);
-                actions.extend(self.declare_again(Mode::Declared, channels));
-                actions
+                self.declare_due(Mode::Declared, channels)
             }
             Jd::DeclareMiningJobSuccess(ok) => self.on_declared(ok, channels),
             Jd::DeclareMiningJobError(e) => {
