@@ -170,9 +170,9 @@ impl Generation {
     /// unless `keep_spaces` (custom work), the targets of their spaces.
     pub fn forget_dropped_jobs(&mut self, keep_spaces: bool) {
         let kind = &self.kind;
-        self.job_spaces.retain(|job_id, _| {
-            each_kind!(Kind, kind, c => c.get_active_job().is_some_and(|j| j.get_job_id() == *job_id)
-                || c.get_past_job(*job_id).is_some())
+        self.job_spaces.retain(|job_id, _| match kind {
+            Kind::Standard(c) => standard_job(c, *job_id).is_some(),
+            Kind::Extended(c) => extended_job(c, *job_id).is_some(),
         });
         if !keep_spaces {
             let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
