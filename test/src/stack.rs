@@ -78,6 +78,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         max_connections: 10_000,
         max_connections_per_ip: 10_000,
         idle_timeout_secs: 600,
+        idle_channel_timeout_secs: 600,
         write_timeout_secs: 30,
         extranonce_len: 16,
         stats_log_interval_secs: 0,

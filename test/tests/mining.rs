@@ -777,6 +777,66 @@ async fn connections_channels_and_silence_are_bounded_per_downstream() {
     stack.stop().await;
 }
 
+/// A channel with no share accepted for `idle_channel_timeout_secs` is
+/// closed (`idle-channel`) and its place goes to the next channel opened;
+/// a channel that mines stays open, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_is_closed_and_its_place_goes_to_the_next() {
+    let stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.max_channels = 2;
+        c.idle_channel_timeout_secs = 3;
+    })
+    .await;
+    let mut client = stack.client().await;
+    let mining = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    let idle = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    let idle_opened = std::time::Instant::now();
+    assert_eq!(
+        client.open_extended(IDENTITY, HASHRATE, 8).await,
+        Err("channel-capacity-exhausted".to_string())
+    );
+    client.wait_for_work(mining).await;
+
+    // Mine on one channel until the pool closes the other, then a while longer.
+    let closed_by_pool = |seen: &[Incoming]| -> Vec<(u32, String)> {
+        seen.iter()
+            .filter_map(|m| match m {
+                Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::CloseChannel(c))) => Some((
+                    c.channel_id,
+                    String::from_utf8_lossy(c.reason_code.as_bytes()).into_owned(),
+                )),
+                _ => None,
+            })
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while closed_by_pool(&client.seen).is_empty() {
+        assert!(started.elapsed() < WAIT, "the idle channel was not closed");
+        client.mine_one(mining).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let closed_at = std::time::Instant::now();
+    while closed_at.elapsed() < Duration::from_secs(4) {
+        client.mine_one(mining).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        closed_by_pool(&client.seen),
+        vec![(idle, "idle-channel".to_string())]
+    );
+    assert!(
+        closed_at - idle_opened >= Duration::from_secs(3),
+        "closed before its timeout"
+    );
+
+    // The freed place takes a new channel, which mines.
+    let next = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    client.wait_for_work(next).await;
+    client.mine_one(next).await.unwrap();
+    assert_eq!(stack.pool.stats().channels_open, 2);
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downstream_that_stops_reading_is_closed_after_the_write_timeout() {
     let mut stack = Stack::start_with(NBITS_NEVER, |c| {

@@ -81,6 +81,10 @@ pub struct PoolConfig {
     /// Seconds a connection with no channel open may stay silent.
     #[serde(default = "default::u64::<600>")]
     pub idle_timeout_secs: u64,
+    /// Seconds a channel may go without an accepted share before the pool
+    /// closes it, freeing its place for another miner; 0 = never.
+    #[serde(default = "default::u64::<600>")]
+    pub idle_channel_timeout_secs: u64,
     /// Seconds a downstream may take to take one message before it is closed.
     #[serde(default = "default::u64::<30>")]
     pub write_timeout_secs: u64,
@@ -379,6 +383,19 @@ impl PoolConfig {
                 return Err(ConfigError::new(field, "must be at least 1"));
             }
         }
+        // A miner mining at the aimed rate goes 20 share intervals without
+        // a share about once in 500 million times.
+        let shortest = (20.0 * 60.0 / self.shares_per_minute as f64).ceil() as u64;
+        if (1..shortest).contains(&self.idle_channel_timeout_secs) {
+            return Err(ConfigError::new(
+                "idle_channel_timeout_secs",
+                format!(
+                    "must be 0 (never) or at least {shortest}: 20 share intervals at \
+                     shares_per_minute {}, or channels that mine would be closed",
+                    self.shares_per_minute
+                ),
+            ));
+        }
         if !(8..=32).contains(&self.extranonce_len) {
             return Err(ConfigError::new("extranonce_len", "must be 8 to 32"));
         }
@@ -469,6 +486,20 @@ mod tests {
             c.validate_mining().unwrap_err().field,
             "min_share_difficulty"
         );
+    }
+
+    #[test]
+    fn an_idle_channel_timeout_short_enough_to_close_mining_channels_is_refused() {
+        let mut c: PoolConfig = roles_common::testing::load_shipped("pool.toml");
+        assert_eq!(c.shares_per_minute, 6.0);
+        for fine in [0, 200, 600] {
+            c.idle_channel_timeout_secs = fine;
+            assert!(c.validate_mining().is_ok(), "{fine}");
+        }
+        c.idle_channel_timeout_secs = 199;
+        let err = c.validate_mining().unwrap_err();
+        assert_eq!(err.field, "idle_channel_timeout_secs");
+        assert!(err.reason.contains("at least 200"), "{err}");
     }
 
     #[test]

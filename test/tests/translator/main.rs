@@ -101,6 +101,26 @@ async fn sv1_shares_are_accepted_by_the_pool_with_the_exact_header() {
     stack.stop().await;
 }
 
+/// The pool closes a channel no share was accepted on for its idle timeout;
+/// the translator opens the miner a new one, and the miner, still
+/// connected, gets a clean job and mines on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_whose_idle_channel_the_pool_closes_mines_on_a_new_one() {
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| c.idle_channel_timeout_secs = 4).await;
+    let tr = RunningTranslator::with_pool(stack.pool_addr(), NO_MINT_URL).await;
+    let mut miner = Sv1Client::start(tr.addr(), "rig1").await;
+    let (_, first) = mine_and_check(&mut stack, &mut miner, "rig1").await;
+    wait_clean_job(&mut miner).await;
+    let (_, second) = mine_and_check(&mut stack, &mut miner, "rig1").await;
+    assert_ne!(
+        second.channel_id, first.channel_id,
+        "the share came on a new channel"
+    );
+    assert_eq!(stack.pool.stats().channels_open, 1);
+    tr.stop().await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_username_that_is_a_key_opens_a_channel_locked_to_that_key() {
     let (mut stack, tr) = stack_and_translator(NBITS_NEVER).await;

@@ -748,9 +748,21 @@ impl Jobs {
         (actions, Some(prev_hash))
     }
 
-    pub fn on_custom_job_refused(&mut self, e: SetCustomMiningJobErrorOwned) -> Vec<Action> {
+    /// SetCustomMiningJob.Error, on a channel since `closed` or still open.
+    pub fn on_custom_job_refused(
+        &mut self,
+        e: SetCustomMiningJobErrorOwned,
+        closed: bool,
+    ) -> Vec<Action> {
         self.pending.remove(&(e.channel_id, e.request_id));
         let code = e.error_code.as_utf8_or_hex();
+        if closed {
+            debug!(
+                channel_id = e.channel_id,
+                code, "custom job refused on a channel closed since"
+            );
+            return vec![];
+        }
         if code == "stale-chain-tip" {
             debug!(channel_id = e.channel_id, "custom job on a stale tip");
             return vec![];

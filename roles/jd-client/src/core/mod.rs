@@ -378,7 +378,12 @@ impl JdcCore {
                 }
                 actions
             }
-            MiningOwned::SetCustomMiningJobError(e) => self.jobs.on_custom_job_refused(e),
+            MiningOwned::SetCustomMiningJobError(e) => {
+                // The pool may close a channel (idle, say) while a custom job
+                // for it is on the way: its refusal says nothing of the job.
+                let closed = !self.channels.contains_key(&e.channel_id);
+                self.jobs.on_custom_job_refused(e, closed)
+            }
             MiningOwned::SetExtranoncePrefix(p) => {
                 let channel_id = p.channel_id;
                 // The tip stays: the job set again on the new prefix goes down

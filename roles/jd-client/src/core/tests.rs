@@ -14,8 +14,8 @@ use stratum_core::job_declaration_sv2::{
     ProvideMissingTransactionsOwned,
 };
 use stratum_core::mining_sv2::{
-    OpenExtendedMiningChannelSuccessOwned, SetCustomMiningJobErrorOwned, SetCustomMiningJobSuccess,
-    SetExtranoncePrefixOwned, SubmitSharesExtendedOwned,
+    CloseChannelOwned, OpenExtendedMiningChannelSuccessOwned, SetCustomMiningJobErrorOwned,
+    SetCustomMiningJobSuccess, SetExtranoncePrefixOwned, SubmitSharesExtendedOwned,
 };
 use stratum_core::parsers_sv2::{JobDeclarationOwned as Jd, TemplateDistributionOwned as Tdp};
 use stratum_core::template_distribution_sv2::{
@@ -663,6 +663,30 @@ fn refusals_other_than_a_stale_tip_or_a_full_channel_mean_the_pool_s_jobs() {
 /// template is not declared again with each new token, which would repeat
 /// the refusal round trip after round trip, but on the retry timer; the
 /// next template is declared at once.
+/// The pool closed the channel (idle) while its custom job was on the
+/// way: the refusal of the job is that of a closed channel, not of the job.
+#[test]
+fn a_custom_job_refused_on_a_channel_the_pool_closed_meanwhile_changes_nothing() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let m = with_custom_job(&mut core);
+    let closed = core.on_upstream(mining(MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id: 5,
+        reason_code: str0255_truncated("idle-channel"),
+    })));
+    assert!(
+        matches!(&closed[..], [Action::Downstream(1, _)]),
+        "{closed:?}"
+    );
+    let refused = core.on_upstream(mining(MiningOwned::SetCustomMiningJobError(
+        SetCustomMiningJobErrorOwned {
+            channel_id: 5,
+            request_id: m.request_id,
+            error_code: str0255_truncated("invalid-channel-id"),
+        },
+    )));
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
 #[test]
 fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
     let (mut core, request_id) = declaring();

@@ -25,7 +25,7 @@ use crate::mining::{AcceptedShare, Action, ConnId, PoolCore};
 pub(crate) use downstream::{accept_loop, Listening};
 pub(crate) use jds::jds_accept_loop;
 pub(crate) use template_provider::{tp_loop, TpLink};
-pub(crate) use timers::{every, log_stats, vardiff_tick, Tick};
+pub(crate) use timers::{every, idle_tick, log_stats, vardiff_tick, Tick};
 
 /// Receives every accepted share and every opened channel (the ehash flow).
 pub trait AcceptedShareSink: Send + Sync + 'static {

@@ -1,4 +1,5 @@
-//! Periodic work: the vardiff tick and the "pool stats" log line.
+//! Periodic work: the vardiff tick, the idle channel check and the "pool
+//! stats" log line.
 
 use std::sync::atomic::Ordering;
 
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::Shared;
+use crate::mining::PoolCore;
 
 /// Periodic work on the pool's shared state.
 pub(crate) type Tick = fn(&Shared);
@@ -34,6 +36,11 @@ pub(crate) async fn every(
 pub(crate) fn vardiff_tick(shared: &Shared) {
     let now_ms = roles_common::stats_publisher::now_ms();
     shared.apply(|core| core.on_vardiff_tick(now_ms));
+}
+
+/// Closes the channels idle past the pool's timeout.
+pub(crate) fn idle_tick(shared: &Shared) {
+    shared.apply(PoolCore::on_idle_tick);
 }
 
 /// The "pool stats" log line.

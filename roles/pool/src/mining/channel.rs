@@ -295,6 +295,10 @@ pub(super) struct Channel {
     /// So two jobs of the pool share headers only when one channel made
     /// them at one target, even on a prefix that came back to the same key.
     job_number: u64,
+    /// Idle checks in a row that found no share accepted over their whole
+    /// period; None until the first check since the channel opened or last
+    /// had a share accepted.
+    idle_checks: Option<u32>,
 }
 
 impl Channel {
@@ -335,6 +339,7 @@ impl Channel {
             seen_shares: 0,
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
             job_number: rand::random(),
+            idle_checks: None,
         };
         channel.report_target(now_ms);
         Ok(channel)
@@ -466,6 +471,15 @@ impl Channel {
         }
         debug!(channel_id = self.id(), new_hashrate, "vardiff: new target");
         Some(new_target)
+    }
+
+    /// Counts an idle check: the whole periods between checks that have
+    /// gone by since the channel opened or last had a share accepted.
+    /// Counted in checks, not by a clock, so a stepped clock closes nothing.
+    pub(super) fn idle_check(&mut self) -> u32 {
+        let checks = self.idle_checks.map_or(0, |n| n + 1);
+        self.idle_checks = Some(checks);
+        checks
     }
 
     /// A template: the job message built from it (a future job, or the
@@ -674,6 +688,7 @@ impl Channel {
     /// budget.
     pub(super) fn on_share_accepted(&mut self, now_ms: u64, work: u64, retired: bool) -> bool {
         self.vardiff.on_share(now_ms, work as f64);
+        self.idle_checks = None;
         if retired {
             return false;
         }

@@ -5,7 +5,8 @@ use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
 use stratum_core::bitcoin::Target;
 use stratum_core::mining_sv2::{
-    OpenMiningChannelErrorOwned, SetTargetOwned, UpdateChannelErrorOwned, UpdateChannelOwned,
+    CloseChannelOwned, OpenMiningChannelErrorOwned, SetTargetOwned, UpdateChannelErrorOwned,
+    UpdateChannelOwned,
 };
 use stratum_core::parsers_sv2::MiningOwned;
 use tracing::{debug, info, warn};
@@ -16,6 +17,41 @@ use super::{mining, u256, Action, ConnId, PoolCore, StatsEvent, ERROR_NO_LOCKING
 /// OpenMiningChannel.Error code: the connection has as many channels open
 /// as one may.
 pub const ERROR_TOO_MANY_CHANNELS: &str = "too-many-channels";
+/// CloseChannel reasons: no share was accepted on the channel for the
+/// pool's `idle_channel_timeout_secs`; its duplicate detection is full and
+/// it could not be renewed.
+pub const REASON_IDLE_CHANNEL: &str = "idle-channel";
+pub const REASON_SEEN_SHARES_EXHAUSTED: &str = "seen-shares-budget-exhausted";
+
+/// When the pool closes a channel nobody mines on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleChannels {
+    /// Seconds between idle checks.
+    pub check_secs: u64,
+    /// Checks in a row, each a whole period with no share accepted, that
+    /// close a channel.
+    pub checks: u32,
+}
+
+impl IdleChannels {
+    /// A check every tenth of `timeout_secs` (every second at least), so a
+    /// channel closes within a tenth of the timeout past it; None for 0
+    /// (never).
+    pub fn for_timeout(timeout_secs: u64) -> Option<IdleChannels> {
+        (timeout_secs > 0).then(|| {
+            let check_secs = (timeout_secs / 10).max(1);
+            IdleChannels {
+                check_secs,
+                checks: timeout_secs.div_ceil(check_secs) as u32,
+            }
+        })
+    }
+
+    /// The least time a channel goes with no share accepted before it closes.
+    pub fn timeout_secs(&self) -> u64 {
+        self.check_secs * self.checks as u64
+    }
+}
 use stratum_core::mining_sv2::ERROR_CODE_OPEN_MINING_CHANNEL_STANDARD_CHANNELS_NOT_SUPPORTED_FOR_CUSTOM_WORK as ERROR_STANDARD_FOR_CUSTOM_WORK;
 
 impl PoolCore {
@@ -162,6 +198,26 @@ impl PoolCore {
         })]
     }
 
+    /// Closes a channel from the pool's side, telling its downstream why.
+    pub(super) fn close_by_pool(
+        &mut self,
+        conn: ConnId,
+        channel_id: u32,
+        reason: &str,
+    ) -> Vec<Action> {
+        self.remove_channel(conn, channel_id);
+        vec![
+            Action::Send(
+                conn,
+                mining(MiningOwned::CloseChannel(CloseChannelOwned {
+                    channel_id,
+                    reason_code: str0255_truncated(reason),
+                })),
+            ),
+            Action::Stats(StatsEvent::ChannelClosed { conn, channel_id }),
+        ]
+    }
+
     /// Forgets a channel (freeing its extranonce prefix).
     pub(super) fn remove_channel(&mut self, conn: ConnId, channel_id: u32) {
         self.channels.remove(&channel_id);
@@ -219,6 +275,32 @@ impl PoolCore {
             .into_iter()
             .flat_map(|channel_id| self.retargeted(channel_id))
             .collect()
+    }
+
+    /// An idle check: closes every channel with no share accepted over
+    /// [`IdleChannels::checks`] whole periods. An open channel holds one of
+    /// `max_channels` extranonce prefixes whether it mines or not: without
+    /// this, a peer opening channels it never mines on could hold them all.
+    pub fn on_idle_tick(&mut self) -> Vec<Action> {
+        let Some(idle) = self.config.idle_channels else {
+            return vec![];
+        };
+        let closing: Vec<(ConnId, u32)> = self
+            .channels
+            .iter_mut()
+            .filter_map(|(id, c)| (c.idle_check() >= idle.checks).then_some((c.conn, *id)))
+            .collect();
+        let mut actions = Vec::new();
+        for (conn, channel_id) in closing {
+            info!(
+                conn,
+                channel_id,
+                "no share accepted for {} s: closing the channel",
+                idle.timeout_secs()
+            );
+            actions.extend(self.close_by_pool(conn, channel_id, REASON_IDLE_CHANNEL));
+        }
+        actions
     }
 
     /// A channel's target changed: SetTarget, then a job at the new target

@@ -39,6 +39,7 @@ use stratum_core::template_distribution_sv2::{
     NewTemplateOwned, SetNewPrevHashOwned, SubmitSolutionOwned,
 };
 
+pub use channels::IdleChannels;
 pub use ehash::share::header_bytes;
 pub(crate) use stats::downstream_id;
 pub use stats::{Stats, StatsEvent};
@@ -66,6 +67,8 @@ pub struct CoreConfig {
     pub require_locking_key: bool,
     pub max_channels: u32,
     pub max_channels_per_connection: u32,
+    /// When channels with no share accepted are closed; `None`: never.
+    pub idle_channels: Option<IdleChannels>,
     pub extranonce_len: u8,
     /// Whether the core answers accepted shares with SubmitSharesSuccess
     /// itself. Off when the ehash flow answers them (after the share is

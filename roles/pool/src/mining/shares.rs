@@ -11,8 +11,7 @@ use stratum_core::channels_sv2::server::share_accounting::{
     ShareValidationError, ShareValidationResult,
 };
 use stratum_core::mining_sv2::{
-    CloseChannelOwned, SubmitSharesErrorOwned, SubmitSharesSuccessOwned,
-    ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
+    SubmitSharesErrorOwned, SubmitSharesSuccessOwned, ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
 };
 use stratum_core::parsers_sv2::MiningOwned;
 use stratum_core::template_distribution_sv2::SubmitSolutionOwned;
@@ -21,6 +20,7 @@ use tracing::{debug, info, warn};
 use mint_quote_sv2::CoinbaseProof;
 
 use super::channel::{Batch, ShareId, Submission, Validation};
+use super::channels::REASON_SEEN_SHARES_EXHAUSTED;
 use super::stats::share_refused_event;
 use super::{mining, AcceptedShare, Action, ConnId, PoolCore, StatsEvent};
 
@@ -139,18 +139,9 @@ impl PoolCore {
                     conn,
                     channel_id, "seen-shares budget exhausted: closing the channel"
                 );
-                self.remove_channel(conn, channel_id);
-                return vec![
-                    Action::Send(
-                        conn,
-                        mining(MiningOwned::CloseChannel(CloseChannelOwned {
-                            channel_id,
-                            reason_code: str0255_truncated("seen-shares-budget-exhausted"),
-                        })),
-                    ),
-                    share_refused_event(conn, channel_id),
-                    Action::Stats(StatsEvent::ChannelClosed { conn, channel_id }),
-                ];
+                let mut actions = vec![share_refused_event(conn, channel_id)];
+                actions.extend(self.close_by_pool(conn, channel_id, REASON_SEEN_SHARES_EXHAUSTED));
+                return actions;
             }
         };
         debug!(

@@ -20,6 +20,7 @@ use stratum_core::mining_sv2::{
     UpdateChannelOwned,
 };
 
+mod idle;
 mod renewal;
 mod targets;
 mod vardiff;
@@ -55,6 +56,7 @@ fn config() -> CoreConfig {
         require_locking_key: true,
         max_channels: 1000,
         max_channels_per_connection: 100,
+        idle_channels: None,
         extranonce_len: 16,
         acknowledge_shares: true,
         job_declaration: false,
