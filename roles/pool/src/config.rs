@@ -128,6 +128,11 @@ pub struct JdsSettings {
     /// mining connections, and counted apart from them.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
+    /// Custom jobs with headers of their own the pool keeps at once, over
+    /// every work-selecting channel (each channel keeps them until its tip
+    /// moves; under 100 bytes each). Past it, new ones are refused
+    /// `too-many-jobs-on-this-tip`.
+    pub max_custom_jobs: usize,
 }
 
 impl Default for JdsSettings {
@@ -137,6 +142,7 @@ impl Default for JdsSettings {
             allow_coinbase_only: true,
             max_connections: 256,
             max_connections_per_ip: 16,
+            max_custom_jobs: 1_000_000,
         }
     }
 }
@@ -318,6 +324,7 @@ impl PoolConfig {
             for (field, value) in [
                 ("jds.max_connections", jds.max_connections),
                 ("jds.max_connections_per_ip", jds.max_connections_per_ip),
+                ("jds.max_custom_jobs", jds.max_custom_jobs),
             ] {
                 if value == 0 {
                     return Err(ConfigError::new(field, "must be at least 1"));

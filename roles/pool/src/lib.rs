@@ -257,6 +257,11 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         acknowledge_shares: config.mint.is_none(),
         job_declaration: config.jds.is_some(),
         allow_coinbase_only: config.jds.as_ref().is_some_and(|j| j.allow_coinbase_only),
+        // No custom work without a job declarator.
+        max_custom_jobs: config
+            .jds
+            .as_ref()
+            .map_or(usize::MAX, |j| j.max_custom_jobs),
     }
 }
 

@@ -447,6 +447,83 @@ async fn a_coinbase_only_client_sets_its_token_directly_and_is_paid() {
     stack.stop().await;
 }
 
+/// A coinbase-only client's custom job on `channel` for `template`, its
+/// coinbase numbered `number` (headers of its own).
+async fn numbered_custom_job(
+    jdc: &mut JdTestClient,
+    channel: u32,
+    key: &LockingKey,
+    (template, prev): &(
+        stratum_core::template_distribution_sv2::NewTemplateOwned,
+        stratum_core::template_distribution_sv2::SetNewPrevHashOwned,
+    ),
+    number: u64,
+) -> stratum_core::mining_sv2::SetCustomMiningJobOwned {
+    let (token, pool_script) = jdc.allocate().await;
+    let outputs = vec![
+        pool_output(template, &pool_script),
+        ehash::coinbase::key_commitment_output(key),
+        ehash::coinbase::job_number_output(number),
+    ];
+    custom_job(channel, token, template, prev, outputs)
+}
+
+/// The custom jobs the pool keeps over every channel are bounded
+/// (`[jds] max_custom_jobs`): past it a job with headers of its own is
+/// refused `too-many-jobs-on-this-tip` and the channel mines the job it
+/// has; a closed channel's jobs make room again. Every share is minted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_jobs_kept_over_every_channel_are_bounded() {
+    let stack = EhashStack::start("annotate", |pool| {
+        pool.jds = Some(pool::config::JdsSettings {
+            listen_address: "127.0.0.1:0".into(),
+            max_custom_jobs: 2,
+            ..Default::default()
+        })
+    })
+    .await;
+    let tip = TdpClient::connect(stack.tp().local_addr())
+        .await
+        .template()
+        .await;
+    let mut jdc = JdTestClient::connect_coinbase_only(stack.pool().jds_addr().unwrap()).await;
+    let (secret, key) = miner_key();
+    let (mut client, first) = work_selecting_channel(&stack, &key).await;
+    let second = client
+        .open_extended(&format!("{key}.rig2"), 1.0, 4)
+        .await
+        .expect("channel opens");
+
+    let job = numbered_custom_job(&mut jdc, first, &key, &tip, 1).await;
+    let job_id = client.set_custom_job(&job).await.expect("custom job set");
+    client.mine_custom_job(&job, job_id);
+    let mut shares = mine(&mut client, first, 2).await;
+    let job = numbered_custom_job(&mut jdc, second, &key, &tip, 2).await;
+    client.set_custom_job(&job).await.expect("custom job set");
+
+    let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
+    assert_eq!(
+        client.set_custom_job(&job).await,
+        Err("too-many-jobs-on-this-tip".to_string())
+    );
+    shares.extend(mine(&mut client, first, 2).await);
+
+    let close = stratum_core::mining_sv2::CloseChannelOwned {
+        channel_id: second,
+        reason_code: "done".to_string().try_into().unwrap(),
+    };
+    client
+        .conn
+        .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(close)))
+        .await;
+    let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
+    let job_id = client.set_custom_job(&job).await.expect("room again");
+    client.mine_custom_job(&job, job_id);
+    shares.extend(mine(&mut client, first, 2).await);
+    notified_and_minted(&stack, &mut client, first, &shares, &secret).await;
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_gets_only_its_own_notifications_and_one_without_the_extension_none() {
     let stack = EhashStack::start("annotate", |_| {}).await;

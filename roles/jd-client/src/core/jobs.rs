@@ -771,7 +771,8 @@ impl Jobs {
             // The channel mines the job set before until the tip moves.
             warn!(
                 channel_id = e.channel_id,
-                "the pool takes no more custom jobs on this channel until the tip moves"
+                "the pool takes no more custom jobs on this channel until the tip moves \
+                 (it keeps as many as it may, on this channel or over all)"
             );
             return vec![];
         }

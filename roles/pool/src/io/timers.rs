@@ -51,6 +51,7 @@ pub(crate) fn log_stats(shared: &Shared) {
         shares_rejected = s.shares_rejected,
         blocks_found = s.blocks_found,
         channels_open = s.channels_open,
+        custom_jobs_held = s.custom_jobs_held,
         ehash_notices_refused = shared.notices_refused.load(Ordering::Relaxed),
         "pool stats"
     );

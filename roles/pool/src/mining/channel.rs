@@ -31,6 +31,7 @@ use vardiff::{Vardiff, VardiffConfig};
 
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 use batch::Batching;
+pub(super) use generation::CustomSpaces;
 use generation::Generation;
 #[cfg(test)]
 pub(super) use generation::{HEADERS_AT_ANOTHER_TARGET, MAX_CUSTOM_SPACES, TOO_MANY_JOBS};
@@ -272,7 +273,8 @@ pub(super) struct Channel {
     /// Its Open…Success is queued for the peer: ehash notifications for it
     /// may follow (never before, or the peer could not place them).
     pub announced: bool,
-    /// Its jobs are the custom jobs its downstream sets, never the pool's.
+    /// Its jobs are the custom jobs its downstream sets, never the pool's
+    /// ([`Channel::set_custom_work`]).
     pub custom_work: bool,
     /// Custom jobs whose ids (as sent) are at most this are on a chain tip
     /// the pool has since left: their shares are stale.
@@ -331,7 +333,7 @@ impl Channel {
             announced: false,
             custom_work: false,
             custom_jobs_stale_through: None,
-            jobs: Generation::new(kind, 0),
+            jobs: Generation::new(kind, 0, None),
             retired: None,
             renewed_ms: 0,
             batching: Batching::new(config.share_batch_size),
@@ -473,6 +475,13 @@ impl Channel {
         Some(new_target)
     }
 
+    /// Makes it a channel whose jobs its downstream sets, the header spaces
+    /// of those jobs counted in the pool's `spaces`.
+    pub(super) fn set_custom_work(&mut self, spaces: CustomSpaces) {
+        self.custom_work = true;
+        self.jobs.count_spaces_in(spaces);
+    }
+
     /// Counts an idle check: the whole periods between checks that have
     /// gone by since the channel opened or last had a share accepted.
     /// Counted in checks, not by a clock, so a stepped clock closes nothing.
@@ -523,7 +532,7 @@ impl Channel {
         self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         if !future {
             self.jobs.record_job(job_id, self.target());
-            self.jobs.forget_dropped_jobs(self.custom_work);
+            self.jobs.forget_dropped_jobs();
         }
         Some(Action::Send(self.conn, mining(message)))
     }
@@ -606,7 +615,7 @@ impl Channel {
             self.on_new_tip();
         }
         self.jobs.record_job(job_id, self.target());
-        self.jobs.forget_dropped_jobs(self.custom_work);
+        self.jobs.forget_dropped_jobs();
         self.jobs.last_job_id = self.jobs.last_job_id.max(job_id);
         Ok(self.jobs.outward(job_id))
     }
@@ -746,7 +755,11 @@ impl Channel {
         each_kind!(Kind, &mut kind, c => c
             .set_target(target)
             .map_err(|e| (format!("{e:?}"), "invalid-channel")))?;
-        let next = Generation::new(kind, self.jobs.next_offset());
+        let next = Generation::new(
+            kind,
+            self.jobs.next_offset(),
+            self.jobs.custom_spaces().cloned(),
+        );
         self.retired = Some(Box::new(std::mem::replace(&mut self.jobs, next)));
         self.renewed_ms = now_ms;
         self.seen_shares = 0;

@@ -108,7 +108,9 @@ impl PoolCore {
                 return open_error(conn, request_id, code);
             }
         };
-        channel.custom_work = work_selection;
+        if work_selection {
+            channel.set_custom_work(self.custom_spaces.clone());
+        }
         let channel_id = channel.id();
         let mut actions = vec![Action::Send(conn, mining(channel.open_success(request_id)))];
         actions.extend(self.initial_jobs(&mut channel, false));

@@ -45,7 +45,7 @@ pub(crate) use stats::downstream_id;
 pub use stats::{Stats, StatsEvent};
 
 use crate::jds::JobDeclarator;
-use channel::{Channel, OpenRequest, Submission};
+use channel::{Channel, CustomSpaces, OpenRequest, Submission};
 use connection::ConnState;
 use vardiff::SteadyClock;
 
@@ -79,6 +79,9 @@ pub struct CoreConfig {
     pub job_declaration: bool,
     /// Whether its clients may be coinbase-only (no DECLARE_TX_DATA).
     pub allow_coinbase_only: bool,
+    /// Custom jobs with headers of their own the pool keeps at once, over
+    /// every work-selecting channel.
+    pub max_custom_jobs: usize,
 }
 
 impl CoreConfig {
@@ -153,6 +156,8 @@ pub struct PoolCore {
     /// Unix milliseconds as of the last vardiff tick, never running back:
     /// the time of shares (a wall clock stepped back stalls nothing).
     clock: SteadyClock,
+    /// The header spaces of custom jobs every work-selecting channel keeps.
+    custom_spaces: CustomSpaces,
     /// Behind a lock of its own: a large declaration's hashing holds up
     /// other job declaration clients, not the pool's shares.
     jds: Option<Arc<Mutex<JobDeclarator>>>,
@@ -197,6 +202,7 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock: SteadyClock::new(0),
+            custom_spaces: CustomSpaces::new(config.max_custom_jobs),
             jds: config.job_declaration.then(|| {
                 let jds =
                     JobDeclarator::new(config.reward_script.clone(), config.allow_coinbase_only);
@@ -219,6 +225,7 @@ impl PoolCore {
     pub fn stats(&self) -> Stats {
         Stats {
             channels_open: self.channels.len(),
+            custom_jobs_held: self.custom_spaces.held(),
             ..self.stats.clone()
         }
     }

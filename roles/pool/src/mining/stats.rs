@@ -12,6 +12,10 @@ pub struct Stats {
     pub shares_rejected: u64,
     pub blocks_found: u64,
     pub channels_open: usize,
+    /// Custom jobs of distinct headers kept now over every work-selecting
+    /// channel, those of a channel's prefix before its last renewal too
+    /// (`[jds] max_custom_jobs` bounds it).
+    pub custom_jobs_held: usize,
 }
 
 /// What the stats service hears about (the io layer adds the time).

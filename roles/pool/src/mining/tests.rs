@@ -20,6 +20,7 @@ use stratum_core::mining_sv2::{
     UpdateChannelOwned,
 };
 
+mod custom_jobs;
 mod idle;
 mod renewal;
 mod targets;
@@ -61,6 +62,7 @@ fn config() -> CoreConfig {
         acknowledge_shares: true,
         job_declaration: false,
         allow_coinbase_only: true,
+        max_custom_jobs: 1_000_000,
     }
 }
 

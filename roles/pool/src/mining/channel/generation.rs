@@ -13,7 +13,10 @@
 //! refused. Each header space has one target, its first job's on the tip,
 //! which its shares must meet and are paid at.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use mint_quote_sv2::CoinbaseProof;
 use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
@@ -51,6 +54,45 @@ pub const MAX_CUSTOM_SPACES: usize = 16_384;
 pub const HEADERS_AT_ANOTHER_TARGET: &str = "job-headers-at-another-target";
 pub const TOO_MANY_JOBS: &str = "too-many-jobs-on-this-tip";
 
+/// The header spaces custom-work channels remember, counted over the
+/// whole pool against one bound: each channel keeps its spaces until its
+/// client sets a job on a new tip, so without it their memory would grow
+/// with the number of custom-work channels a peer can open. Shared by the
+/// generations of every channel (an atomic only so the core stays `Send`;
+/// it is used under the core's lock).
+#[derive(Debug, Clone)]
+pub struct CustomSpaces {
+    held: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl CustomSpaces {
+    pub fn new(max: usize) -> CustomSpaces {
+        CustomSpaces {
+            held: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Spaces held over every custom-work channel.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn full(&self) -> bool {
+        self.held() >= self.max
+    }
+
+    fn add(&self, n: usize) {
+        self.held.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn release(&self, n: usize) {
+        let held = self.held.fetch_sub(n, Ordering::Relaxed);
+        debug_assert!(held >= n, "released {n} of {held} custom job spaces");
+    }
+}
+
 pub(super) struct Generation {
     pub kind: Kind,
     /// The header space of each job channels_sv2 still accepts shares on.
@@ -66,16 +108,45 @@ pub(super) struct Generation {
     pub job_id_offset: u32,
     /// The highest job id channels_sv2 gave in this generation.
     pub last_job_id: u32,
+    /// On a custom-work channel, the pool's count its spaces are in.
+    custom_spaces: Option<CustomSpaces>,
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.release_spaces();
+    }
 }
 
 impl Generation {
-    pub fn new(kind: Kind, job_id_offset: u32) -> Generation {
+    pub fn new(kind: Kind, job_id_offset: u32, custom_spaces: Option<CustomSpaces>) -> Generation {
         Generation {
             kind,
             job_spaces: HashMap::new(),
             space_targets: HashMap::new(),
             job_id_offset,
             last_job_id: 0,
+            custom_spaces,
+        }
+    }
+
+    /// The pool's count of custom job spaces, if this generation's spaces
+    /// are in it.
+    pub fn custom_spaces(&self) -> Option<&CustomSpaces> {
+        self.custom_spaces.as_ref()
+    }
+
+    /// From now on its spaces count in `spaces` (a channel becoming one of
+    /// custom work, before its first job).
+    pub fn count_spaces_in(&mut self, spaces: CustomSpaces) {
+        self.release_spaces();
+        spaces.add(self.space_targets.len());
+        self.custom_spaces = Some(spaces);
+    }
+
+    fn release_spaces(&mut self) {
+        if let Some(spaces) = &self.custom_spaces {
+            spaces.release(self.space_targets.len());
         }
     }
 
@@ -112,7 +183,12 @@ impl Generation {
             return;
         };
         self.job_spaces.insert(job_id, space);
-        self.space_targets.entry(space).or_insert(target);
+        if let Entry::Vacant(new) = self.space_targets.entry(space) {
+            new.insert(target);
+            if let Some(spaces) = &self.custom_spaces {
+                spaces.add(1);
+            }
+        }
     }
 
     /// The target a share of job `job_id` must meet and is paid at, if the
@@ -155,26 +231,37 @@ impl Generation {
                 format!("{MAX_CUSTOM_SPACES} jobs on this tip already"),
                 TOO_MANY_JOBS,
             )),
-            None => Ok(()),
+            None => match &self.custom_spaces {
+                Some(pool) if pool.full() => Err((
+                    format!(
+                        "the pool holds {} custom jobs over all channels already",
+                        pool.held()
+                    ),
+                    TOO_MANY_JOBS,
+                )),
+                _ => Ok(()),
+            },
         }
     }
 
     /// Forgets every job's target: the chain tip moved. (New maps: a full
     /// one would keep its memory.)
     pub fn forget_all_jobs(&mut self) {
+        self.release_spaces();
         self.job_spaces = HashMap::new();
         self.space_targets = HashMap::new();
     }
 
-    /// Forgets the jobs channels_sv2 no longer accepts shares on, and,
-    /// unless `keep_spaces` (custom work), the targets of their spaces.
-    pub fn forget_dropped_jobs(&mut self, keep_spaces: bool) {
+    /// Forgets the jobs channels_sv2 no longer accepts shares on, and, but
+    /// on a custom-work channel (whose spaces are counted), the targets of
+    /// their spaces.
+    pub fn forget_dropped_jobs(&mut self) {
         let kind = &self.kind;
         self.job_spaces.retain(|job_id, _| match kind {
             Kind::Standard(c) => standard_job(c, *job_id).is_some(),
             Kind::Extended(c) => extended_job(c, *job_id).is_some(),
         });
-        if !keep_spaces {
+        if self.custom_spaces.is_none() {
             let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
             self.space_targets.retain(|space, _| live.contains(space));
         }
