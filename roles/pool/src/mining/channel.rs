@@ -293,9 +293,10 @@ pub(super) struct Channel {
     seen_shares: usize,
     seen_shares_budget: usize,
     /// The number the coinbase of each job made at the channel's current
-    /// target carries: random at open, one more at each change of target.
-    /// So two jobs of the pool share headers only when one channel made
-    /// them at one target, even on a prefix that came back to the same key.
+    /// target on its current prefix carries: random at open, one more at
+    /// each change of target and each renewal. So two jobs of the pool
+    /// share headers only when one channel made them at one target on one
+    /// prefix, even when a prefix comes back to a channel that held it.
     job_number: u64,
     /// Idle checks in a row that found no share accepted over their whole
     /// period; None until the first check since the channel opened or last
@@ -763,6 +764,10 @@ impl Channel {
         self.retired = Some(Box::new(std::mem::replace(&mut self.jobs, next)));
         self.renewed_ms = now_ms;
         self.seen_shares = 0;
+        // The new prefix may be one this channel held before on this tip
+        // (freed two renewals back): its jobs' headers must not be those
+        // accepted then, which no duplicate detection remembers any more.
+        self.job_number = self.job_number.wrapping_add(1);
         Ok(())
     }
 

@@ -23,7 +23,7 @@ pub(super) fn sent(actions: &[Action]) -> Vec<&MiningOwned> {
         .collect()
 }
 
-fn prefix(core: &PoolCore, channel_id: u32) -> Vec<u8> {
+pub(super) fn prefix(core: &PoolCore, channel_id: u32) -> Vec<u8> {
     let c = core.channels[&channel_id].extended().unwrap();
     c.get_extranonce_prefix().to_vec()
 }
@@ -448,7 +448,7 @@ const OTHER_KEY: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac0
 
 /// A core whose extranonce allocator holds `max_channels` prefixes, at 3
 /// shares a minute (channels_sv2's smallest duplicate-detection budget).
-fn core_of_capacity(max_channels: u32) -> PoolCore {
+pub(super) fn core_of_capacity(max_channels: u32) -> PoolCore {
     let mut core = core();
     core.config.max_channels = max_channels;
     core.allocator = extranonce_allocator(&core.config).unwrap();

@@ -5,8 +5,8 @@
 //! work on average).
 
 use super::renewal::{
-    any_accepted, declare_custom_job, declare_numbered_job, job_in, open_custom_work_channel,
-    paid_for, sent, set_declared_job, share_error, submit,
+    any_accepted, core_of_capacity, declare_custom_job, declare_numbered_job, job_in,
+    open_custom_work_channel, paid_for, prefix, sent, set_declared_job, share_error, submit,
 };
 use super::*;
 use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, MAX_CUSTOM_SPACES, TOO_MANY_JOBS};
@@ -267,4 +267,30 @@ fn a_custom_work_channel_takes_a_bounded_number_of_jobs_per_tip() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A channel renewed back onto a prefix it held before on the tip (freed
+/// two renewals back, no duplicate detection remembering its shares) sends
+/// jobs of other headers: a hash accepted then is no share again.
+#[test]
+fn a_prefix_that_comes_back_to_its_channel_brings_back_none_of_its_headers() {
+    let mut core = core_of_capacity(3);
+    let (channel_id, first, target) = open_on_tip(&mut core, NEVER);
+    let first_prefix = prefix(&core, channel_id);
+    let (accepted, header) = share(&core, channel_id, &first, |h| h <= target);
+    assert!(any_accepted(&submit(&mut core, &accepted)));
+
+    let mut renewal = vec![];
+    for _ in 0..3 {
+        renewal = core.renew_channel(channel_id);
+    }
+    assert_eq!(
+        prefix(&core, channel_id),
+        first_prefix,
+        "renewed back onto its first prefix"
+    );
+    let sent: Vec<MiningOwned> = sent(&renewal).into_iter().cloned().collect();
+    let back = job_in(&sent);
+    let (_, again) = share_from(&core, channel_id, &back, accepted.nonce, |_| true);
+    assert_ne!(again, header, "the same nonce makes another header");
 }
