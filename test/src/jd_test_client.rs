@@ -65,6 +65,12 @@ impl JdTestClient {
 
     /// A job token, and the pool's reward script every declared coinbase pays.
     pub async fn allocate(&mut self) -> (B0255Owned, ScriptBuf) {
+        let (token, outputs) = self.allocate_with_outputs().await;
+        (token, outputs[0].script_pubkey.clone())
+    }
+
+    /// A job token and the coinbase outputs the pool asks for with it.
+    pub async fn allocate_with_outputs(&mut self) -> (B0255Owned, Vec<TxOut>) {
         let request_id = self.next_request_id;
         self.next_request_id += 1;
         self.conn
@@ -79,7 +85,7 @@ impl JdTestClient {
             Jd::AllocateMiningJobTokenSuccess(ok) if ok.request_id == request_id => {
                 let outputs: Vec<TxOut> =
                     deserialize(ok.coinbase_outputs.as_bytes()).expect("outputs");
-                (ok.mining_job_token, outputs[0].script_pubkey.clone())
+                (ok.mining_job_token, outputs)
             }
             other => panic!("expected AllocateMiningJobToken.Success, got {other:?}"),
         }

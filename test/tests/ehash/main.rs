@@ -370,12 +370,28 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         )
         .await
         .expect("declared");
-    let outputs = vec![to_pool, ehash::coinbase::key_commitment_output(&key)];
+    let outputs = vec![to_pool.clone(), ehash::coinbase::key_commitment_output(&key)];
     let unnumbered = custom_job(channel, declared, &template, &prev, outputs);
     assert_eq!(
         client.set_custom_job(&unnumbered).await,
         Err("job-headers-at-another-target".to_string())
     );
+
+    // A client that numbers nothing itself but puts the token's outputs in
+    // its coinbase, as the protocol asks (SRI's JDC does, a token a
+    // template), declares headers of their own: taken at the new target.
+    let (token, mut asked) = jdc.allocate_with_outputs().await;
+    asked[0].value = to_pool.value;
+    let declared = jdc
+        .declare(declaration(7, token, &template, asked.clone(), &txs), &txs)
+        .await
+        .expect("declared");
+    asked.insert(1, ehash::coinbase::key_commitment_output(&key));
+    let job = custom_job(channel, declared, &template, &prev, asked);
+    let job_id = client.set_custom_job(&job).await.expect("taken");
+    client.mine_custom_job(&job, job_id);
+    let shares = mine(&mut client, channel, 2).await;
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
     stack.stop().await;
 }
 

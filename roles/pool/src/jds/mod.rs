@@ -6,7 +6,8 @@
 //! ```text
 //!   JDC                                   JDS (this module)
 //!    | AllocateMiningJobToken   ------->   token T (allocated, one use)
-//!    | <------- .Success(T, coinbase_outputs = the pool's reward script)
+//!    | <------- .Success(T, coinbase_outputs = the pool's reward script,
+//!    |                   and a number of T's own)
 //!    | DeclareMiningJob(T, coinbase, wtxids) -->  coinbase pays the pool?
 //!    |                                            tip current? txs known?
 //!    | <------- ProvideMissingTransactions(positions)   (some unknown)
@@ -508,15 +509,23 @@ impl JobDeclarator {
             self.coinbase_only.insert(token, token_state);
         }
         debug!(conn, token, user = %m.user_identifier.as_utf8_or_hex(), "job token allocated");
-        let outputs = vec![TxOut {
-            value: Amount::ZERO,
-            script_pubkey: self.reward_script.clone(),
-        }];
+        // A number of the token's own after the pool's output: a client
+        // that puts the token's outputs in its coinbase, as the protocol asks
+        // (SRI's JDC does, with a token a template), never declares one
+        // template's headers twice, so a custom job of the same template at
+        // a new target is not refused as having another job's headers.
+        let outputs = vec![
+            TxOut {
+                value: Amount::ZERO,
+                script_pubkey: self.reward_script.clone(),
+            },
+            ehash::coinbase::job_number_output(rand::random()),
+        ];
         JdReply::send(JobDeclarationOwned::AllocateMiningJobTokenSuccess(
             AllocateMiningJobTokenSuccessOwned {
                 request_id: m.request_id,
                 mining_job_token: token_bytes(token),
-                coinbase_outputs: B064KOwned::new(serialize(&outputs)).expect("one output"),
+                coinbase_outputs: B064KOwned::new(serialize(&outputs)).expect("two outputs"),
             },
         ))
     }

@@ -160,6 +160,11 @@ fn only(reply: JdReply) -> JobDeclarationOwned {
 }
 
 fn allocate(jds: &mut JobDeclarator, conn: JdConnId) -> B0255Owned {
+    allocate_with_outputs(jds, conn).0
+}
+
+/// A token and the coinbase outputs the declarator asks for with it.
+fn allocate_with_outputs(jds: &mut JobDeclarator, conn: JdConnId) -> (B0255Owned, Vec<TxOut>) {
     let m = AllocateMiningJobTokenOwned {
         user_identifier: str0255_truncated("jdc"),
         request_id: 1,
@@ -174,10 +179,26 @@ fn allocate(jds: &mut JobDeclarator, conn: JdConnId) -> B0255Owned {
                 stratum_core::bitcoin::consensus::deserialize(ok.coinbase_outputs.as_bytes())
                     .unwrap();
             assert_eq!(outputs[0].script_pubkey, pool_script());
-            ok.mining_job_token
+            (ok.mining_job_token, outputs)
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Each token comes with a number of its own after the pool's output, so
+/// a client putting the token's outputs in its coinbase never declares one
+/// template's headers twice.
+#[test]
+fn each_token_asks_for_a_number_of_its_own_in_the_coinbase() {
+    let (mut jds, _) = declarator(&[], &[]);
+    let (_, first) = allocate_with_outputs(&mut jds, 1);
+    let (_, second) = allocate_with_outputs(&mut jds, 1);
+    assert_eq!((first.len(), second.len()), (2, 2));
+    for number in [&first[1], &second[1]] {
+        assert_eq!(number.value, Amount::ZERO);
+        assert!(number.script_pubkey.is_op_return(), "{number:?}");
+    }
+    assert_ne!(first[1], second[1]);
 }
 
 /// DeclareMiningJob for `t` with `outputs` before the template's, and `txs`.
