@@ -370,7 +370,10 @@ async fn shares_on_a_declared_job_are_quoted_and_minted() {
         )
         .await
         .expect("declared");
-    let outputs = vec![to_pool.clone(), ehash::coinbase::key_commitment_output(&key)];
+    let outputs = vec![
+        to_pool.clone(),
+        ehash::coinbase::key_commitment_output(&key),
+    ];
     let unnumbered = custom_job(channel, declared, &template, &prev, outputs);
     assert_eq!(
         client.set_custom_job(&unnumbered).await,

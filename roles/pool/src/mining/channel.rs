@@ -726,7 +726,9 @@ impl Channel {
     /// accepted on a chain tip, to refuse duplicates, and refuses every share
     /// once it holds its budget of them; a renewed channel starts a new
     /// generation with an empty set. The new prefix is in every new
-    /// coinbase, so no new header is one of the old ones. The replaced
+    /// coinbase, and the job number moves on (the prefix may be one this
+    /// channel held two renewals back), so no new header is one of the old
+    /// ones. The replaced
     /// generation, with its hashes, takes the shares still coming on its
     /// jobs until the chain tip moves (one generation back; older ones are
     /// stale).

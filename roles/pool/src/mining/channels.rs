@@ -159,7 +159,7 @@ impl PoolCore {
     /// of another key gives its prefix up: every coinbase commits to its
     /// channel's key, so headers accepted on the prefix cannot repeat under
     /// the new one, even those of custom jobs (whose coinbase, unlike a pool
-    /// job's, carries no number of the pool's; after several hand-overs on
+    /// job's, need carry no number of the pool's; after several hand-overs on
     /// one tip a prefix can still come back to a key that held it, and the
     /// mint quotes a share hash once).
     /// Of those, the jobs retired longest ago: their miners have had the
