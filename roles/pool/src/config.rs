@@ -129,9 +129,9 @@ pub struct JdsSettings {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     /// Custom jobs with headers of their own the pool keeps at once, over
-    /// every work-selecting channel (each channel keeps them until its tip
-    /// moves; under 100 bytes each). Past it, new ones are refused
-    /// `too-many-jobs-on-this-tip`.
+    /// every work-selecting channel (each channel's until its client sets a
+    /// job on a new tip, or it closes; under 100 bytes each). Past it, new
+    /// ones are refused `too-many-jobs-on-this-tip`.
     pub max_custom_jobs: usize,
 }
 

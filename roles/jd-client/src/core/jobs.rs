@@ -771,8 +771,8 @@ impl Jobs {
             // The channel mines the job set before until the tip moves.
             warn!(
                 channel_id = e.channel_id,
-                "the pool takes no more custom jobs on this channel until the tip moves \
-                 (it keeps as many as it may, on this channel or over all)"
+                "the pool takes no more custom jobs with headers of their own on this \
+                 channel until the tip moves (it holds all it may, on this channel or in all)"
             );
             return vec![];
         }

@@ -510,10 +510,11 @@ impl JobDeclarator {
         }
         debug!(conn, token, user = %m.user_identifier.as_utf8_or_hex(), "job token allocated");
         // A number of the token's own after the pool's output: a client
-        // that puts the token's outputs in its coinbase, as the protocol asks
-        // (SRI's JDC does, with a fresh token per template), never declares one
-        // template's headers twice, so a custom job of the same template at
-        // a new target is not refused as having another job's headers.
+        // that puts the token's outputs in its coinbase, as the protocol
+        // asks (SRI's JDC does, with a fresh token per template), never
+        // declares one template's headers twice, so a custom job of the
+        // same template at a new target is not refused as having another
+        // job's headers.
         let outputs = vec![
             TxOut {
                 value: Amount::ZERO,

@@ -728,10 +728,9 @@ impl Channel {
     /// generation with an empty set. The new prefix is in every new
     /// coinbase, and the job number moves on (the prefix may be one this
     /// channel held two renewals back), so no new header is one of the old
-    /// ones. The replaced
-    /// generation, with its hashes, takes the shares still coming on its
-    /// jobs until the chain tip moves (one generation back; older ones are
-    /// stale).
+    /// ones. The replaced generation, with its hashes, takes the shares
+    /// still coming on its jobs until the chain tip moves (one generation
+    /// back; older ones are stale).
     ///
     /// The caller sends what [`renewal_message`](Self::renewal_message)
     /// gives, then the channel's jobs as to a new channel. Err: why the new

@@ -1,9 +1,10 @@
-//! Channel requests of a downstream (open, update, close) and the vardiff
-//! tick over every channel.
+//! Channel requests of a downstream (open, update, close), and the vardiff
+//! tick and the idle check over every channel.
 
 use ehash::wire::str0255_truncated;
 use ehash::{parse_user_identity, LockingKey};
 use stratum_core::bitcoin::Target;
+use stratum_core::mining_sv2::ERROR_CODE_OPEN_MINING_CHANNEL_STANDARD_CHANNELS_NOT_SUPPORTED_FOR_CUSTOM_WORK as ERROR_STANDARD_FOR_CUSTOM_WORK;
 use stratum_core::mining_sv2::{
     CloseChannelOwned, OpenMiningChannelErrorOwned, SetTargetOwned, UpdateChannelErrorOwned,
     UpdateChannelOwned,
@@ -52,7 +53,6 @@ impl IdleChannels {
         self.check_secs * self.checks as u64
     }
 }
-use stratum_core::mining_sv2::ERROR_CODE_OPEN_MINING_CHANNEL_STANDARD_CHANNELS_NOT_SUPPORTED_FOR_CUSTOM_WORK as ERROR_STANDARD_FOR_CUSTOM_WORK;
 
 impl PoolCore {
     /// OpenStandardMiningChannel / OpenExtendedMiningChannel: the success,
