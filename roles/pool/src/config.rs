@@ -128,10 +128,11 @@ pub struct JdsSettings {
     /// mining connections, and counted apart from them.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
-    /// Custom jobs with headers of their own the pool keeps at once, over
-    /// every work-selecting channel (each channel's until its client sets a
-    /// job on a new tip, or it closes; under 100 bytes each). Past it, new
-    /// ones are refused `too-many-jobs-on-this-tip`.
+    /// Custom jobs with headers of their own the pool keeps for its chain
+    /// tip, over every work-selecting channel, closed ones too (under 100
+    /// bytes each). Past it, new ones are refused
+    /// `too-many-jobs-on-this-tip` until the tip moves, but for a
+    /// channel's first on a tip (up to `max_channels` more).
     pub max_custom_jobs: usize,
 }
 

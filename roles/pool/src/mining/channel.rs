@@ -477,10 +477,10 @@ impl Channel {
     }
 
     /// Makes it a channel whose jobs its downstream sets, the header spaces
-    /// of those jobs counted in the pool's `spaces`.
+    /// of those jobs kept in the pool's `spaces`.
     pub(super) fn set_custom_work(&mut self, spaces: CustomSpaces) {
         self.custom_work = true;
-        self.jobs.count_spaces_in(spaces);
+        self.jobs.keep_spaces_in(spaces);
     }
 
     /// Counts an idle check: the whole periods between checks that have
@@ -601,9 +601,7 @@ impl Channel {
         m: SetCustomMiningJobOwned,
     ) -> Result<u32, (String, &'static str)> {
         let new_tip = self.is_new_tip(&m.prev_hash);
-        if !new_tip {
-            self.jobs.check_custom_job(&m, self.target())?;
-        }
+        self.jobs.check_custom_job(&m, self.target(), new_tip)?;
         let Kind::Extended(c) = &mut self.jobs.kind else {
             let e = "custom jobs go on extended channels";
             return Err((e.into(), "invalid-channel-id"));

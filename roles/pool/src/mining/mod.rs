@@ -79,8 +79,8 @@ pub struct CoreConfig {
     pub job_declaration: bool,
     /// Whether its clients may be coinbase-only (no DECLARE_TX_DATA).
     pub allow_coinbase_only: bool,
-    /// Custom jobs with headers of their own the pool keeps at once, over
-    /// every work-selecting channel.
+    /// Custom jobs with headers of their own the pool keeps for its tip,
+    /// over every work-selecting channel.
     pub max_custom_jobs: usize,
 }
 
@@ -156,7 +156,7 @@ pub struct PoolCore {
     /// Unix milliseconds as of the last vardiff tick, never running back:
     /// the time of shares (a wall clock stepped back stalls nothing).
     clock: SteadyClock,
-    /// The header spaces of custom jobs every work-selecting channel keeps.
+    /// The header spaces of the custom jobs set on the tip.
     custom_spaces: CustomSpaces,
     /// Behind a lock of its own: a large declaration's hashing holds up
     /// other job declaration clients, not the pool's shares.
@@ -202,7 +202,7 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock: SteadyClock::new(0),
-            custom_spaces: CustomSpaces::new(config.max_custom_jobs),
+            custom_spaces: CustomSpaces::new(config.max_custom_jobs, config.max_channels as usize),
             jds: config.job_declaration.then(|| {
                 let jds =
                     JobDeclarator::new(config.reward_script.clone(), config.allow_coinbase_only);

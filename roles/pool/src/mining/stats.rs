@@ -12,9 +12,9 @@ pub struct Stats {
     pub shares_rejected: u64,
     pub blocks_found: u64,
     pub channels_open: usize,
-    /// Custom jobs of distinct headers kept now over every work-selecting
-    /// channel, those of a channel's prefix before its last renewal too
-    /// (`[jds] max_custom_jobs` bounds it).
+    /// Custom jobs of distinct headers set on the pool's tip, over every
+    /// work-selecting channel, closed ones too (`[jds] max_custom_jobs`
+    /// bounds it).
     pub custom_jobs_held: usize,
 }
 

@@ -145,6 +145,7 @@ impl PoolCore {
         );
         self.future_templates
             .retain(|t| t.template_id >= prev.template_id);
+        self.custom_spaces.on_tip(prev.prev_hash.to_array());
         let mut answers = Vec::new();
         if let Some(mut jds) = self.jds() {
             let now_ms = roles_common::stats_publisher::now_ms();

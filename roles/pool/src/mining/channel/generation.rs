@@ -9,14 +9,14 @@
 //! paying most, or hold back the hashes of an easy job until a job with the
 //! same headers came at a harder target. The pool numbers its jobs'
 //! coinbases by target, so its jobs never share headers across targets; a
-//! custom job whose headers a job of this tip had at another target is
-//! refused. Each header space has one target, its first job's on the tip,
-//! which its shares must meet and are paid at.
+//! custom job whose headers a job of this tip had at another target, on
+//! any channel, is refused ([`CustomSpaces`]). Each header space has one
+//! target, its first job's on the tip, which its shares must meet and are
+//! paid at.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use mint_quote_sv2::CoinbaseProof;
 use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
@@ -44,52 +44,109 @@ use super::{proof, Kind, Submission, Validation};
 /// spaces alike by chance would only share a target).
 type HeaderSpace = u64;
 
-/// Header spaces a custom-work channel remembers on one chain tip (a custom
-/// job past them is refused until the tip moves): custom jobs' spaces are
-/// kept after channels_sv2 drops the jobs, or an old job's held-back hashes
-/// could come again under a new job with its coinbase.
+/// Header spaces a custom-work channel adds on one extranonce prefix and
+/// chain tip (a custom job past them is refused until the tip moves):
+/// custom jobs' spaces are kept after channels_sv2 drops the jobs, or an
+/// old job's held-back hashes could come again under a new job with its
+/// coinbase.
 pub const MAX_CUSTOM_SPACES: usize = 16_384;
 
 /// SetCustomMiningJob.Error codes.
 pub const HEADERS_AT_ANOTHER_TARGET: &str = "job-headers-at-another-target";
 pub const TOO_MANY_JOBS: &str = "too-many-jobs-on-this-tip";
 
-/// The header spaces custom-work channels remember, counted over the
-/// whole pool against one bound: each channel keeps its spaces until its
-/// client sets a job on a new tip, so without it their memory would grow
-/// with the number of custom-work channels a peer can open. Shared by the
-/// generations of every channel (an atomic only so the core stays `Send`;
-/// it is used under the core's lock).
+/// The header spaces of the custom jobs set on the pool's chain tip, over
+/// every channel, each with the target it was first set at. A custom job's
+/// coinbase is its client's, so the same coinbase on the same extranonce
+/// prefix makes the same headers whichever channel holds the prefix: a
+/// prefix comes back to a channel after renewals, or to another channel of
+/// the same key once freed. So the spaces (which take the prefix in) are
+/// kept for the pool's tip, on which every custom job must build, closed
+/// channels' too, and for the tips just before it, which a reorg or a
+/// template provider a block behind can bring back. Bounded for memory:
+/// past `max`, only a channel's first job on a tip is taken, and past
+/// `max + first_jobs` none. Shared by the generations of every custom-work
+/// channel (behind a lock only so the core stays `Send`: it is used under
+/// the core's).
 #[derive(Debug, Clone)]
-pub struct CustomSpaces {
-    held: Arc<AtomicUsize>,
+pub struct CustomSpaces(Arc<Mutex<TipSpaces>>);
+
+/// Tips before the pool's whose custom job spaces are kept.
+const KEPT_TIPS: usize = 2;
+
+#[derive(Debug)]
+struct TipSpaces {
+    tip: Option<[u8; 32]>,
+    targets: HashMap<HeaderSpace, Target>,
+    /// The tips before it, newest first, with their spaces.
+    earlier: VecDeque<([u8; 32], HashMap<HeaderSpace, Target>)>,
     max: usize,
+    first_jobs: usize,
 }
 
 impl CustomSpaces {
-    pub fn new(max: usize) -> CustomSpaces {
-        CustomSpaces {
-            held: Arc::new(AtomicUsize::new(0)),
+    /// At most `max` spaces a tip, and `first_jobs` more for channels'
+    /// first jobs on it (one a channel: the pool's `max_channels`).
+    pub fn new(max: usize, first_jobs: usize) -> CustomSpaces {
+        CustomSpaces(Arc::new(Mutex::new(TipSpaces {
+            tip: None,
+            targets: HashMap::new(),
+            earlier: VecDeque::new(),
             max,
-        }
+            first_jobs,
+        })))
     }
 
-    /// Spaces held over every custom-work channel.
+    fn spaces(&self) -> std::sync::MutexGuard<'_, TipSpaces> {
+        roles_common::lock(&self.0)
+    }
+
+    /// Spaces held on the pool's tip, over every custom-work channel.
     pub fn held(&self) -> usize {
-        self.held.load(Ordering::Relaxed)
+        self.spaces().targets.len()
     }
 
-    fn full(&self) -> bool {
-        self.held() >= self.max
+    /// The pool's chain tip is `prev_hash`: the custom jobs set on another
+    /// are stale. The spaces of the tips before are kept a while, and those
+    /// of a tip that comes back are its again.
+    pub fn on_tip(&self, prev_hash: [u8; 32]) {
+        let mut spaces = self.spaces();
+        let Some(tip) = spaces.tip.filter(|tip| *tip != prev_hash) else {
+            spaces.tip = Some(prev_hash);
+            return;
+        };
+        let back = spaces.earlier.iter().position(|(t, _)| *t == prev_hash);
+        let targets = back
+            .and_then(|i| spaces.earlier.remove(i))
+            .map(|(_, targets)| targets)
+            .unwrap_or_default();
+        let left = std::mem::replace(&mut spaces.targets, targets);
+        spaces.earlier.push_front((tip, left));
+        spaces.earlier.truncate(KEPT_TIPS);
+        spaces.tip = Some(prev_hash);
     }
 
-    fn add(&self, n: usize) {
-        self.held.fetch_add(n, Ordering::Relaxed);
+    fn target(&self, space: &HeaderSpace) -> Option<Target> {
+        self.spaces().targets.get(space).copied()
     }
 
-    fn release(&self, n: usize) {
-        let held = self.held.fetch_sub(n, Ordering::Relaxed);
-        debug_assert!(held >= n, "released {n} of {held} custom job spaces");
+    /// Whether a new space is refused: past `max`, or, for a channel's
+    /// first job on a tip, past `max + first_jobs`.
+    fn full(&self, first_on_tip: bool) -> bool {
+        let spaces = self.spaces();
+        let room = spaces.max + if first_on_tip { spaces.first_jobs } else { 0 };
+        spaces.targets.len() >= room
+    }
+
+    /// Records the space's target, unless it has one: whether it was new.
+    fn record(&self, space: HeaderSpace, target: Target) -> bool {
+        match self.spaces().targets.entry(space) {
+            Entry::Vacant(new) => {
+                new.insert(target);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
     }
 }
 
@@ -97,9 +154,8 @@ pub(super) struct Generation {
     pub kind: Kind,
     /// The header space of each job channels_sv2 still accepts shares on.
     job_spaces: HashMap<u32, HeaderSpace>,
-    /// The target of each space of those jobs (and on a custom-work
-    /// channel, of every job since the chain tip moved): that of its first
-    /// job.
+    /// The target of each space of those jobs: that of its first job. (A
+    /// custom-work channel's are in its [`CustomSpaces`].)
     space_targets: HashMap<HeaderSpace, Target>,
     /// What the downstream's job ids add to channels_sv2's. channels_sv2
     /// numbers a new generation's jobs from 1 again: sent past every id
@@ -108,14 +164,10 @@ pub(super) struct Generation {
     pub job_id_offset: u32,
     /// The highest job id channels_sv2 gave in this generation.
     pub last_job_id: u32,
-    /// On a custom-work channel, the pool's count its spaces are in.
+    /// On a custom-work channel, where its spaces are kept, and how many
+    /// it added there since the channel's tip moved.
     custom_spaces: Option<CustomSpaces>,
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        self.release_spaces();
-    }
+    custom_spaces_added: usize,
 }
 
 impl Generation {
@@ -127,27 +179,19 @@ impl Generation {
             job_id_offset,
             last_job_id: 0,
             custom_spaces,
+            custom_spaces_added: 0,
         }
     }
 
-    /// The pool's count of custom job spaces, if this generation's spaces
-    /// are in it.
+    /// Where its spaces are kept, on a custom-work channel.
     pub fn custom_spaces(&self) -> Option<&CustomSpaces> {
         self.custom_spaces.as_ref()
     }
 
-    /// From now on its spaces count in `spaces` (a channel becoming one of
+    /// Keeps its spaces in `spaces` from now on (a channel becoming one of
     /// custom work, before its first job).
-    pub fn count_spaces_in(&mut self, spaces: CustomSpaces) {
-        self.release_spaces();
-        spaces.add(self.space_targets.len());
+    pub fn keep_spaces_in(&mut self, spaces: CustomSpaces) {
         self.custom_spaces = Some(spaces);
-    }
-
-    fn release_spaces(&mut self) {
-        if let Some(spaces) = &self.custom_spaces {
-            spaces.release(self.space_targets.len());
-        }
     }
 
     /// The offset of the generation that follows this one.
@@ -183,10 +227,10 @@ impl Generation {
             return;
         };
         self.job_spaces.insert(job_id, space);
-        if let Entry::Vacant(new) = self.space_targets.entry(space) {
-            new.insert(target);
-            if let Some(spaces) = &self.custom_spaces {
-                spaces.add(1);
+        match &self.custom_spaces {
+            Some(spaces) => self.custom_spaces_added += spaces.record(space, target) as usize,
+            None => {
+                self.space_targets.entry(space).or_insert(target);
             }
         }
     }
@@ -195,16 +239,21 @@ impl Generation {
     /// job is live.
     pub fn job_target(&self, job_id: u32) -> Option<Target> {
         let space = self.job_spaces.get(&job_id)?;
-        self.space_targets.get(space).copied()
+        match &self.custom_spaces {
+            Some(spaces) => spaces.target(space),
+            None => self.space_targets.get(space).copied(),
+        }
     }
 
-    /// Whether custom job `m`, on the current tip, may be set at `target`:
-    /// no job of the tip had its headers at another target, and there is
-    /// room to remember them.
+    /// Whether custom job `m` may be set at `target`: no job of the pool's
+    /// tip, on any channel, had its headers at another target, and there
+    /// is room to remember them (more for the channel's first job on a
+    /// tip: a client should have a job to mine).
     pub fn check_custom_job(
         &self,
         m: &SetCustomMiningJobOwned,
         target: Target,
+        first_on_tip: bool,
     ) -> Result<(), (String, &'static str)> {
         let Kind::Extended(c) = &self.kind else {
             return Ok(());
@@ -218,8 +267,11 @@ impl Generation {
                 c.get_full_extranonce_size(),
             )
             .map_err(|e| (format!("{e:?}"), "invalid-coinbase-tx"))?;
-        match self.space_targets.get(&extended_space(&job)) {
-            Some(known) if *known != target => Err((
+        let Some(spaces) = &self.custom_spaces else {
+            return Ok(());
+        };
+        match spaces.target(&extended_space(&job)) {
+            Some(known) if known != target => Err((
                 format!(
                     "a job of this tip had these headers at target {known:x}, not {target:x}: \
                      number the coinbase"
@@ -227,44 +279,40 @@ impl Generation {
                 HEADERS_AT_ANOTHER_TARGET,
             )),
             Some(_) => Ok(()),
-            None if self.space_targets.len() >= MAX_CUSTOM_SPACES => Err((
+            None if !first_on_tip && self.custom_spaces_added >= MAX_CUSTOM_SPACES => Err((
                 format!("{MAX_CUSTOM_SPACES} jobs on this tip already"),
                 TOO_MANY_JOBS,
             )),
-            None => match &self.custom_spaces {
-                Some(pool) if pool.full() => Err((
-                    format!(
-                        "the pool holds {} custom jobs over all channels already",
-                        pool.held()
-                    ),
-                    TOO_MANY_JOBS,
-                )),
-                _ => Ok(()),
-            },
+            None if spaces.full(first_on_tip) => Err((
+                format!(
+                    "the pool holds {} custom jobs over all channels already",
+                    spaces.held()
+                ),
+                TOO_MANY_JOBS,
+            )),
+            None => Ok(()),
         }
     }
 
     /// Forgets every job's target: the chain tip moved. (New maps: a full
     /// one would keep its memory.)
     pub fn forget_all_jobs(&mut self) {
-        self.release_spaces();
         self.job_spaces = HashMap::new();
         self.space_targets = HashMap::new();
+        self.custom_spaces_added = 0;
     }
 
-    /// Forgets the jobs channels_sv2 no longer accepts shares on, and, but
-    /// on a custom-work channel (whose spaces are counted), the targets of
-    /// their spaces.
+    /// Forgets the jobs channels_sv2 no longer accepts shares on, and the
+    /// targets of their spaces (a custom-work channel's are kept for the
+    /// tip in its [`CustomSpaces`]).
     pub fn forget_dropped_jobs(&mut self) {
         let kind = &self.kind;
         self.job_spaces.retain(|job_id, _| match kind {
             Kind::Standard(c) => standard_job(c, *job_id).is_some(),
             Kind::Extended(c) => extended_job(c, *job_id).is_some(),
         });
-        if self.custom_spaces.is_none() {
-            let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
-            self.space_targets.retain(|space, _| live.contains(space));
-        }
+        let live: HashSet<&HeaderSpace> = self.job_spaces.values().collect();
+        self.space_targets.retain(|space, _| live.contains(space));
     }
 
     pub fn chain_tip(&self) -> Option<&ChainTip> {
@@ -383,14 +431,15 @@ fn standard_space(job: &StandardJob) -> HeaderSpace {
     first_64_bits(job.get_merkle_root().to_array())
 }
 
-/// The header space of an extended job: its coinbase around the
-/// extranonce and its merkle path.
+/// The header space of an extended job: its coinbase around the rollable
+/// extranonce (the channel's extranonce prefix in it) and its merkle path.
 fn extended_space(job: &ExtendedJob) -> HeaderSpace {
     let mut engine = sha256::Hash::engine();
     let prefix = job.get_coinbase_tx_prefix_without_bip141();
     let suffix = job.get_coinbase_tx_suffix_without_bip141();
+    let extranonce_prefix = job.get_extranonce_prefix().to_vec();
     // Lengths first: no other split of the bytes hashes the same.
-    for part in [&prefix, &suffix] {
+    for part in [&prefix, &extranonce_prefix, &suffix] {
         engine.input(&(part.len() as u64).to_le_bytes());
         engine.input(part);
     }

@@ -1,10 +1,11 @@
-//! A work-selecting channel keeps the header space of every custom job
-//! until its tip moves; over every channel the pool keeps a bounded number
-//! of them, freed as channels close, renew twice or move to a new tip.
+//! The pool keeps the header space of every custom job set on its tip,
+//! over every channel (closed ones too: a prefix comes back to a channel
+//! of the same key), against a bound, and forgets them when its tip moves.
+//! A prefix that comes back brings no custom job back at another target.
 
-use super::renewal::{declare_numbered_job, open_custom_work_channel, sent};
+use super::renewal::{declare_numbered_job, open_custom_work_channel, prefix, sent};
 use super::*;
-use crate::mining::channel::TOO_MANY_JOBS;
+use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, TOO_MANY_JOBS};
 
 fn core_keeping_custom_jobs(max_custom_jobs: usize) -> PoolCore {
     PoolCore::new(CoreConfig {
@@ -42,8 +43,33 @@ fn set_numbered(
     }
 }
 
+/// The downstream closes channel `channel_id`.
+fn close(core: &mut PoolCore, channel_id: u32) {
+    let close = MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id,
+        reason_code: str0255_truncated("done"),
+    });
+    on_message(core, 1, AnyMessageOwned::Mining(close));
+}
+
+/// At a harder target, the job numbered 1 (set before on the tip of `p`)
+/// is refused for its headers; one numbered 2 is taken.
+fn job_1_refused_at_a_harder_target(core: &mut PoolCore, channel_id: u32, p: SetNewPrevHashOwned) {
+    let harder = MiningOwned::UpdateChannel(UpdateChannelOwned {
+        channel_id,
+        nominal_hash_rate: 0.0,
+        maximum_target: U256Owned::from([0x0f; 32]),
+    });
+    on_message(core, 1, AnyMessageOwned::Mining(harder));
+    assert_eq!(
+        set_numbered(core, channel_id, p.clone(), 1),
+        Err(HEADERS_AT_ANOTHER_TARGET.to_string())
+    );
+    set_numbered(core, channel_id, p, 2).unwrap();
+}
+
 #[test]
-fn custom_jobs_are_bounded_over_all_channels_and_freed_as_a_channel_closes() {
+fn custom_jobs_are_bounded_over_all_channels_and_kept_for_the_tip() {
     let mut core = core_keeping_custom_jobs(3);
     let a = open_custom_work_channel(&mut core);
     let b = open_another(&mut core);
@@ -66,17 +92,13 @@ fn custom_jobs_are_bounded_over_all_channels_and_freed_as_a_channel_closes() {
     set_numbered(&mut core, a, tip(), 1).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 3);
 
-    let close = MiningOwned::CloseChannel(CloseChannelOwned {
-        channel_id: b,
-        reason_code: str0255_truncated("done"),
-    });
-    on_message(&mut core, 1, AnyMessageOwned::Mining(close));
-    assert_eq!(core.stats().custom_jobs_held, 2);
-    set_numbered(&mut core, a, tip(), 4).unwrap();
+    // A closed channel's jobs are kept until the tip moves.
+    close(&mut core, b);
     assert_eq!(core.stats().custom_jobs_held, 3);
-
-    core.on_disconnect(1);
-    assert_eq!(core.stats().custom_jobs_held, 0);
+    assert_eq!(
+        set_numbered(&mut core, a, tip(), 4),
+        Err(TOO_MANY_JOBS.to_string())
+    );
 }
 
 #[test]
@@ -103,9 +125,9 @@ fn a_channel_moving_to_a_new_tip_frees_the_custom_jobs_of_the_old_one() {
 }
 
 /// A renewal keeps the jobs set before it (they are paid until the tip
-/// moves) and counts the new prefix's apart.
+/// moves); the same job on the new prefix has headers of its own.
 #[test]
-fn a_renewed_channel_counts_the_custom_jobs_of_both_prefixes() {
+fn a_renewed_channel_keeps_the_custom_jobs_of_every_prefix_for_the_tip() {
     let mut core = core_keeping_custom_jobs(3);
     let a = open_custom_work_channel(&mut core);
     set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
@@ -117,19 +139,36 @@ fn a_renewed_channel_counts_the_custom_jobs_of_both_prefixes() {
     set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
     set_numbered(&mut core, a, prev(1, NEVER), 2).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 3);
+    core.renew_channel(a);
+    assert_eq!(core.stats().custom_jobs_held, 3);
     assert_eq!(
         set_numbered(&mut core, a, prev(1, NEVER), 3),
         Err(TOO_MANY_JOBS.to_string())
     );
-    // A second renewal drops the first prefix's jobs.
-    core.renew_channel(a);
-    assert_eq!(core.stats().custom_jobs_held, 2);
-    set_numbered(&mut core, a, prev(1, NEVER), 3).unwrap();
+}
+
+/// A channel renewed back onto a prefix it held on the tip (freed two
+/// renewals back), now at another target, cannot set a job it set there
+/// before: its held-back hashes would be paid at the new target.
+#[test]
+fn a_prefix_that_comes_back_brings_no_custom_job_back_at_another_target() {
+    let mut core = PoolCore::new(CoreConfig {
+        max_channels: 3,
+        ..core_with_job_declaration().config
+    })
+    .unwrap();
+    let a = open_custom_work_channel(&mut core);
+    let first_prefix = prefix(&core, a);
+    set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
+    for _ in 0..3 {
+        core.renew_channel(a);
+    }
+    assert_eq!(prefix(&core, a), first_prefix, "back on its first prefix");
+    job_1_refused_at_a_harder_target(&mut core, a, prev(1, NEVER));
 }
 
 /// A channel's first job on a tip is taken even with the pool full: a
-/// client always has a job to mine, and the count passes the bound by one
-/// a channel at most.
+/// client should have a job to mine.
 #[test]
 fn a_channels_first_job_on_a_tip_is_taken_with_the_pool_full() {
     let mut core = core_keeping_custom_jobs(1);
@@ -142,4 +181,55 @@ fn a_channels_first_job_on_a_tip_is_taken_with_the_pool_full() {
         set_numbered(&mut core, b, prev(1, NEVER), 3),
         Err(TOO_MANY_JOBS.to_string())
     );
+}
+
+/// Channels opened, given a first job and closed, one after another, pass
+/// the bound only by as many first jobs as the pool has channel places.
+#[test]
+fn first_jobs_of_channels_come_and_gone_are_bounded_too() {
+    let mut core = PoolCore::new(CoreConfig {
+        max_custom_jobs: 1,
+        max_channels: 4,
+        ..core_with_job_declaration().config
+    })
+    .unwrap();
+    let a = open_custom_work_channel(&mut core);
+    set_numbered(&mut core, a, prev(1, NEVER), 0).unwrap();
+    let mut refused = 0;
+    for number in 1..=10 {
+        let b = open_another(&mut core);
+        match set_numbered(&mut core, b, prev(1, NEVER), number) {
+            Ok(()) => {}
+            Err(code) => {
+                assert_eq!(code, TOO_MANY_JOBS);
+                refused += 1;
+            }
+        }
+        close(&mut core, b);
+    }
+    assert_eq!(core.stats().custom_jobs_held, 1 + 4);
+    assert_eq!(refused, 10 - 4);
+}
+
+/// A tip the pool left and came back to (a reorg, a template provider a
+/// block behind) has its custom jobs' headers again: a job set there before
+/// cannot come back at another target.
+#[test]
+fn a_tip_that_comes_back_keeps_its_custom_jobs_targets() {
+    let mut core = core_with_job_declaration();
+    let a = open_custom_work_channel(&mut core);
+    set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
+
+    let other = SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    };
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(other);
+    assert_eq!(core.stats().custom_jobs_held, 0);
+    core.on_new_template(template(3));
+    core.on_set_new_prev_hash(prev(3, NEVER));
+    assert_eq!(core.stats().custom_jobs_held, 1);
+
+    job_1_refused_at_a_harder_target(&mut core, a, prev(3, NEVER));
 }
