@@ -132,7 +132,8 @@ pub struct JdsSettings {
     /// tip, over every work-selecting channel, closed ones too (under 100
     /// bytes each). Past it, new ones are refused
     /// `too-many-jobs-on-this-tip` until the tip moves, but for a
-    /// channel's first on a tip (up to `max_channels` more).
+    /// channel's first on a tip (up to `max_channels` more). Those of the
+    /// two tips before are kept too (a reorg can bring one back).
     pub max_custom_jobs: usize,
 }
 

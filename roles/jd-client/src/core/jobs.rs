@@ -767,12 +767,15 @@ impl Jobs {
             debug!(channel_id = e.channel_id, "custom job on a stale tip");
             return vec![];
         }
-        if code == "too-many-jobs-on-this-tip" {
-            // The channel mines the job set before until the tip moves.
+        // The pool holds all the custom jobs it may (on this channel or in
+        // all): a channel with a job set on this tip mines it until the tip
+        // moves; one without would mine stale work, so the pool's jobs.
+        let has_job_on_tip = self.set.keys().any(|(channel, _)| *channel == e.channel_id);
+        if code == "too-many-jobs-on-this-tip" && has_job_on_tip {
             warn!(
                 channel_id = e.channel_id,
                 "the pool takes no more custom jobs with headers of their own on this \
-                 channel until the tip moves (it holds all it may, on this channel or in all)"
+                 channel until the tip moves: mining the one it has"
             );
             return vec![];
         }

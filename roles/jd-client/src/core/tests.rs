@@ -635,11 +635,31 @@ fn refusals_other_than_a_stale_tip_or_a_full_channel_mean_the_pool_s_jobs() {
             },
         ))
     };
-    assert!(core.on_upstream(refused("stale-chain-tip")).is_empty());
-    // A channel full of jobs for this tip mines the one it has.
+    // With no job set on this tip, a channel the pool takes no job on
+    // would mine stale work: the pool's jobs.
+    let full = mining(MiningOwned::SetCustomMiningJobError(
+        SetCustomMiningJobErrorOwned {
+            channel_id: 5,
+            request_id: m.request_id + 1,
+            error_code: str0255_truncated("too-many-jobs-on-this-tip"),
+        },
+    ));
+    assert!(matches!(
+        &core.on_upstream(full)[..],
+        [Action::FallBack(reason)] if reason.contains("too-many-jobs-on-this-tip")
+    ));
+    // With one set, it mines that one.
+    core.on_upstream(mining(MiningOwned::SetCustomMiningJobSuccess(
+        SetCustomMiningJobSuccess {
+            channel_id: 5,
+            request_id: m.request_id,
+            job_id: 9,
+        },
+    )));
     assert!(core
         .on_upstream(refused("too-many-jobs-on-this-tip"))
         .is_empty());
+    assert!(core.on_upstream(refused("stale-chain-tip")).is_empty());
     assert!(matches!(
         &core.on_upstream(refused("job-headers-at-another-target"))[..],
         [Action::FallBack(_)]

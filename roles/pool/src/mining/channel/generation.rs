@@ -134,7 +134,10 @@ impl CustomSpaces {
     /// first job on a tip, past `max + first_jobs`.
     fn full(&self, first_on_tip: bool) -> bool {
         let spaces = self.spaces();
-        let room = spaces.max + if first_on_tip { spaces.first_jobs } else { 0 };
+        let room = match first_on_tip {
+            true => spaces.max.saturating_add(spaces.first_jobs),
+            false => spaces.max,
+        };
         spaces.targets.len() >= room
     }
 
@@ -165,7 +168,8 @@ pub(super) struct Generation {
     /// The highest job id channels_sv2 gave in this generation.
     pub last_job_id: u32,
     /// On a custom-work channel, where its spaces are kept, and how many
-    /// it added there since the channel's tip moved.
+    /// it added there since the channel's tip moved (not reset when the
+    /// pool's tip comes back: the pool-wide bound still counts them).
     custom_spaces: Option<CustomSpaces>,
     custom_spaces_added: usize,
 }
