@@ -23,6 +23,9 @@ pub(crate) async fn every(
     tick: Tick,
 ) {
     let mut interval = tokio::time::interval(period);
+    // After a stall (a paused machine), one tick, not a burst of them: the
+    // idle check would count periods the shares waiting to be read were in.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
     loop {
         tokio::select! {

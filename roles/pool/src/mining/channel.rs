@@ -601,7 +601,10 @@ impl Channel {
         m: SetCustomMiningJobOwned,
     ) -> Result<u32, (String, &'static str)> {
         let new_tip = self.is_new_tip(&m.prev_hash);
-        self.jobs.check_custom_job(&m, self.target(), new_tip)?;
+        // The first job on a tip, or on a new prefix (after a renewal the
+        // jobs of the old one go stale): the client needs it to mine.
+        let first = new_tip || self.jobs.chain_tip().is_none();
+        self.jobs.check_custom_job(&m, self.target(), first)?;
         let Kind::Extended(c) = &mut self.jobs.kind else {
             let e = "custom jobs go on extended channels";
             return Err((e.into(), "invalid-channel-id"));

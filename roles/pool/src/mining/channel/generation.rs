@@ -45,7 +45,8 @@ use super::{proof, Kind, Submission, Validation};
 type HeaderSpace = u64;
 
 /// Header spaces a custom-work channel adds on one extranonce prefix and
-/// chain tip (a custom job past them is refused until the tip moves):
+/// chain tip (a custom job past them is refused until the tip moves or the
+/// channel is renewed):
 /// custom jobs' spaces are kept after channels_sv2 drops the jobs, or an
 /// old job's held-back hashes could come again under a new job with its
 /// coinbase.
@@ -131,10 +132,10 @@ impl CustomSpaces {
     }
 
     /// Whether a new space is refused: past `max`, or, for a channel's
-    /// first job on a tip, past `max + first_jobs`.
-    fn full(&self, first_on_tip: bool) -> bool {
+    /// first job on a tip or a prefix, past `max + first_jobs`.
+    fn full(&self, first: bool) -> bool {
         let spaces = self.spaces();
-        let room = match first_on_tip {
+        let room = match first {
             true => spaces.max.saturating_add(spaces.first_jobs),
             false => spaces.max,
         };
@@ -251,13 +252,13 @@ impl Generation {
 
     /// Whether custom job `m` may be set at `target`: no job of the pool's
     /// tip, on any channel, had its headers at another target, and there
-    /// is room to remember them (more for the channel's first job on a
-    /// tip: a client should have a job to mine).
+    /// is room to remember them (more for the channel's `first` job on a
+    /// tip or a prefix: a client should have a job to mine).
     pub fn check_custom_job(
         &self,
         m: &SetCustomMiningJobOwned,
         target: Target,
-        first_on_tip: bool,
+        first: bool,
     ) -> Result<(), (String, &'static str)> {
         let Kind::Extended(c) = &self.kind else {
             return Ok(());
@@ -283,11 +284,11 @@ impl Generation {
                 HEADERS_AT_ANOTHER_TARGET,
             )),
             Some(_) => Ok(()),
-            None if !first_on_tip && self.custom_spaces_added >= MAX_CUSTOM_SPACES => Err((
+            None if !first && self.custom_spaces_added >= MAX_CUSTOM_SPACES => Err((
                 format!("{MAX_CUSTOM_SPACES} jobs on this tip already"),
                 TOO_MANY_JOBS,
             )),
-            None if spaces.full(first_on_tip) => Err((
+            None if spaces.full(first) => Err((
                 format!(
                     "the pool holds {} custom jobs over all channels already",
                     spaces.held()

@@ -125,7 +125,8 @@ fn a_channel_moving_to_a_new_tip_frees_the_custom_jobs_of_the_old_one() {
 }
 
 /// A renewal keeps the jobs set before it (they are paid until the tip
-/// moves); the same job on the new prefix has headers of its own.
+/// moves); the same job on the new prefix has headers of its own, and the
+/// first job on a new prefix has the room of a first job.
 #[test]
 fn a_renewed_channel_keeps_the_custom_jobs_of_every_prefix_for_the_tip() {
     let mut core = core_keeping_custom_jobs(3);
@@ -139,10 +140,17 @@ fn a_renewed_channel_keeps_the_custom_jobs_of_every_prefix_for_the_tip() {
     set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
     set_numbered(&mut core, a, prev(1, NEVER), 2).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 3);
-    core.renew_channel(a);
-    assert_eq!(core.stats().custom_jobs_held, 3);
     assert_eq!(
         set_numbered(&mut core, a, prev(1, NEVER), 3),
+        Err(TOO_MANY_JOBS.to_string())
+    );
+    core.renew_channel(a);
+    assert_eq!(core.stats().custom_jobs_held, 3);
+    // The first job on the new prefix is taken (the old prefix's go
+    // stale), even with the pool full; the next is not.
+    set_numbered(&mut core, a, prev(1, NEVER), 3).unwrap();
+    assert_eq!(
+        set_numbered(&mut core, a, prev(1, NEVER), 4),
         Err(TOO_MANY_JOBS.to_string())
     );
 }
