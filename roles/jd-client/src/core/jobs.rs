@@ -97,7 +97,11 @@ pub(super) struct Jobs {
     /// (channel, request id) -> the custom job sent and its template.
     pending: HashMap<(u32, u32), (SetCustomMiningJobOwned, u64)>,
     set: HashMap<(u32, u32), SetJob>,
-    /// Declarations made: each is numbered in its coinbase.
+    /// The number of the last declaration: each is numbered in its
+    /// coinbase. Random at start, so a restarted client never declares a
+    /// coinbase again on a prefix the pool hands back to its key on the
+    /// same tip (whose headers the mint has quoted); below 2^63, so it never
+    /// wraps, since later declarations are told by their greater number.
     declarations: u64,
     /// Channels whose target changed, waiting for the current template
     /// declared again (for a token, after a stale-tip refusal).
@@ -122,7 +126,7 @@ impl Jobs {
             stale_retries: 0,
             pending: HashMap::new(),
             set: HashMap::new(),
-            declarations: 0,
+            declarations: rand::random::<u64>() >> 1,
             retargeted: BTreeSet::new(),
         }
     }

@@ -344,9 +344,17 @@ fn a_new_target_means_a_new_declaration_and_new_jobs_at_it() {
     let outputs = |m: &stratum_core::mining_sv2::SetCustomMiningJobOwned| -> Vec<TxOut> {
         stratum_core::bitcoin::consensus::deserialize(m.coinbase_tx_outputs.as_bytes()).unwrap()
     };
-    assert!(outputs(&first).contains(&ehash::coinbase::job_number_output(1)));
+    // The declaration's number (an 8-byte OP_RETURN push), random at start.
+    let first_number = outputs(&first)
+        .iter()
+        .find_map(|o| match o.script_pubkey.as_bytes() {
+            [0x6a, 0x08, number @ ..] => Some(u64::from_le_bytes(number.try_into().ok()?)),
+            _ => None,
+        })
+        .expect("a job number");
+    assert!(first_number < 1 << 63, "never wraps");
     let mut jobs = vec![first];
-    for (number, token_id) in [(2, 13), (3, 14)] {
+    for (number, token_id) in [(first_number + 1, 13), (first_number + 2, 14)] {
         token(&mut core, token_id);
         let retarget = stratum_core::mining_sv2::SetTargetOwned {
             channel_id: 5,
