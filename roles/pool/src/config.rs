@@ -310,6 +310,11 @@ impl PoolConfig {
         by_difficulty.into_iter().chain(by_mint).min()
     }
 
+    /// When channels nobody mines on are closed (`idle_channel_timeout_secs`).
+    pub fn idle_channels(&self) -> Option<crate::mining::IdleChannels> {
+        crate::mining::IdleChannels::for_timeout(self.idle_channel_timeout_secs)
+    }
+
     pub fn reward_script(&self) -> ScriptBuf {
         ScriptBuf::from_bytes(hex::decode(&self.coinbase_reward_script).expect("validated"))
     }

@@ -251,7 +251,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,
         max_channels_per_connection: config.max_channels_per_connection,
-        idle_channels: mining::IdleChannels::for_timeout(config.idle_channel_timeout_secs),
+        idle_channels: config.idle_channels(),
         extranonce_len: config.extranonce_len,
         // With the ehash flow, shares are acknowledged by the flow.
         acknowledge_shares: config.mint.is_none(),
@@ -346,8 +346,7 @@ fn spawn_mining_tasks(
             io::jds_accept_loop(listener, shared.clone(), listening, shutdown.clone()),
         );
     }
-    let idle_check_secs = mining::IdleChannels::for_timeout(config.idle_channel_timeout_secs)
-        .map_or(0, |idle| idle.check_secs);
+    let idle_check_secs = config.idle_channels().map_or(0, |idle| idle.check_secs);
     let timers: [(&str, u64, io::Tick); 3] = [
         (
             "the vardiff timer",

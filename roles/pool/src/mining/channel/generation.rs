@@ -46,10 +46,9 @@ type HeaderSpace = u64;
 
 /// Header spaces a custom-work channel adds on one extranonce prefix and
 /// chain tip (a custom job past them is refused until the tip moves or the
-/// channel is renewed):
-/// custom jobs' spaces are kept after channels_sv2 drops the jobs, or an
-/// old job's held-back hashes could come again under a new job with its
-/// coinbase.
+/// channel is renewed): custom jobs' spaces are kept after channels_sv2
+/// drops the jobs, or an old job's held-back hashes could come again under
+/// a new job with its coinbase.
 pub const MAX_CUSTOM_SPACES: usize = 16_384;
 
 /// SetCustomMiningJob.Error codes.
@@ -260,7 +259,7 @@ impl Generation {
         target: Target,
         first: bool,
     ) -> Result<(), (String, &'static str)> {
-        let Kind::Extended(c) = &self.kind else {
+        let (Kind::Extended(c), Some(spaces)) = (&self.kind, &self.custom_spaces) else {
             return Ok(());
         };
         // Built as the channel will build it, on a factory of its own: the
@@ -272,9 +271,6 @@ impl Generation {
                 c.get_full_extranonce_size(),
             )
             .map_err(|e| (format!("{e:?}"), "invalid-coinbase-tx"))?;
-        let Some(spaces) = &self.custom_spaces else {
-            return Ok(());
-        };
         match spaces.target(&extended_space(&job)) {
             Some(known) if known != target => Err((
                 format!(
@@ -442,9 +438,8 @@ fn extended_space(job: &ExtendedJob) -> HeaderSpace {
     let mut engine = sha256::Hash::engine();
     let prefix = job.get_coinbase_tx_prefix_without_bip141();
     let suffix = job.get_coinbase_tx_suffix_without_bip141();
-    let extranonce_prefix = job.get_extranonce_prefix().to_vec();
     // Lengths first: no other split of the bytes hashes the same.
-    for part in [&prefix, &extranonce_prefix, &suffix] {
+    for part in [&prefix[..], job.get_extranonce_prefix(), &suffix[..]] {
         engine.input(&(part.len() as u64).to_le_bytes());
         engine.input(part);
     }
