@@ -837,6 +837,40 @@ async fn an_idle_channel_is_closed_and_its_place_goes_to_the_next() {
     stack.stop().await;
 }
 
+/// A connection whose last channel the pool closes as idle has the whole
+/// `idle_timeout_secs` to open another before it is closed as idle itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_channel_is_closed_as_idle_keeps_its_whole_idle_timeout() {
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| {
+        c.idle_channel_timeout_secs = 2;
+        c.idle_timeout_secs = 2;
+    })
+    .await;
+    let mut client = stack.client().await;
+    let channel = client.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    let closed = client
+        .wait_for(|m| match m {
+            Incoming::Sv2(AnyMessageOwned::Mining(MiningOwned::CloseChannel(c))) => {
+                Some(c.channel_id)
+            }
+            _ => None,
+        })
+        .await;
+    let channel_closed_at = std::time::Instant::now();
+    assert_eq!(closed, channel);
+    stack
+        .wait_event(
+            |e| matches!(e, PoolEvent::ConnectionClosed { reason, .. } if reason.contains("idle:")),
+        )
+        .await;
+    let idle_for = channel_closed_at.elapsed();
+    assert!(
+        idle_for >= Duration::from_secs(2),
+        "the connection was closed {idle_for:?} after its channel"
+    );
+    stack.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_downstream_that_stops_reading_is_closed_after_the_write_timeout() {
     let mut stack = Stack::start_with(NBITS_NEVER, |c| {

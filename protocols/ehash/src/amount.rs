@@ -70,6 +70,61 @@ pub fn easiest_target(unit_bits: UnitBits) -> Target {
     Target::from_le_bytes(le)
 }
 
+/// The easiest target whose shares are worth `units` ehash:
+/// floor(2^256 / (units · 2^unit_bits)) - 1. At `units` 1 it is
+/// [`easiest_target`]; `units` 0 is taken as 1.
+pub fn target_worth(units: u64, unit_bits: UnitBits) -> Target {
+    let units = units.max(1) as u128;
+    // 2^(256 - unit_bits) in five little-endian limbs, divided by `units`.
+    let bit = 256 - unit_bits.get() as usize;
+    let mut limbs = [0u64; 5];
+    limbs[bit / 64] = 1 << (bit % 64);
+    let mut remainder = 0u128;
+    for limb in limbs.iter_mut().rev() {
+        let current = (remainder << 64) | *limb as u128;
+        *limb = (current / units) as u64;
+        remainder = current % units;
+    }
+    // Minus one: the quotient is at least 2^128, and at most 2^256.
+    for limb in limbs.iter_mut() {
+        let (less, borrow) = limb.overflowing_sub(1);
+        *limb = less;
+        if !borrow {
+            break;
+        }
+    }
+    let mut le = [0u8; 32];
+    for (i, limb) in limbs[..4].iter().enumerate() {
+        le[i * 8..i * 8 + 8].copy_from_slice(&limb.to_le_bytes());
+    }
+    Target::from_le_bytes(le)
+}
+
+/// `target` moved to the nearer target worth a whole number of ehash, so a
+/// share is paid the work it proves rather than that work rounded down
+/// (worth 1.99 ehash, a share would be paid 1). Never easier than `bound`
+/// (the channel's maximum target): then the harder of the two. Targets
+/// worth 2^32 ehash or more, which lose under one part in 2^32, and every
+/// target at `unit_bits` 0 (work is a whole number of hashes) stay as they
+/// are.
+pub fn whole_units_target(target: Target, bound: Target, unit_bits: UnitBits) -> Target {
+    let units = ehash_amount(target, unit_bits);
+    if unit_bits.get() == 0 || units >= 1 << 32 {
+        return target;
+    }
+    // Half units: past 2 · units, the target is worth half a unit more.
+    let half_units = ehash_amount(target, UnitBits(unit_bits.get() - 1));
+    let nearer = match half_units > 2 * units {
+        true => units + 1,
+        false => units,
+    };
+    let snapped = target_worth(nearer, unit_bits);
+    match snapped <= bound {
+        true => snapped,
+        false => target_worth(units + 1, unit_bits),
+    }
+}
+
 /// [`work`] as a count of expected hashes, saturating at `u64::MAX` (the
 /// unit of the stats messages).
 pub fn work_hashes(target: Target) -> u64 {
@@ -210,6 +265,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_target_worth_whole_units() {
+        for n in 0..=64 {
+            assert_eq!(
+                target_worth(1, bits(n)),
+                easiest_target(bits(n)),
+                "unit_bits {n}"
+            );
+        }
+        // 3 units of 2^20: 2^256 / (3 · 2^20) rounded down, minus one.
+        let t = target_worth(3, bits(20));
+        assert_eq!(ehash_amount(t, bits(20)), 3);
+        assert_eq!(
+            t,
+            target_from_be_hex("0000055555555555555555555555555555555555555555555555555555555554")
+        );
+        // unit_bits 0 and one unit: every hash.
+        assert_eq!(target_worth(1, bits(0)), Target::from_be_bytes([0xff; 32]));
+    }
+
+    #[test]
+    fn targets_move_to_the_nearer_whole_amount_within_their_bound() {
+        let u = bits(20);
+        let easiest = easiest_target(u);
+        // Worth 1.99 units: 2; worth 1.4: 1; exactly 5: unchanged.
+        let at = |units: f64| {
+            let t = target_worth(1, u);
+            let le = t.to_le_bytes();
+            // easiest / units, well within f64's precision at this scale.
+            let top = u64::from_le_bytes(le[24..32].try_into().unwrap());
+            let mut out = [0u8; 32];
+            out[24..32].copy_from_slice(&((top as f64 / units) as u64).to_le_bytes());
+            Target::from_le_bytes(out)
+        };
+        assert_eq!(whole_units_target(at(1.99), easiest, u), target_worth(2, u));
+        assert_eq!(whole_units_target(at(1.4), easiest, u), target_worth(1, u));
+        assert_eq!(whole_units_target(at(2.6), easiest, u), target_worth(3, u));
+        let five = target_worth(5, u);
+        assert_eq!(whole_units_target(five, easiest, u), five);
+        // The nearer is easier than the bound: the harder one.
+        let bound = at(1.3);
+        assert_eq!(whole_units_target(at(1.4), bound, u), target_worth(2, u));
+        // unit_bits 0: unchanged.
+        assert_eq!(whole_units_target(at(1.4), Target::MAX, bits(0)), at(1.4));
+    }
+
     fn arb_target() -> impl Strategy<Value = Target> {
         any::<[u8; 32]>().prop_map(Target::from_le_bytes)
     }
@@ -250,6 +351,35 @@ mod tests {
                 prop_assert!(one_at_2d >= two_at_d && one_at_2d - two_at_d <= 1,
                     "2D: {one_at_2d}, 2 x D: {two_at_d}");
             }
+        }
+
+        #[test]
+        fn a_target_worth_n_units_is_the_easiest_worth_n(n in 1u64..(1 << 40), u in 0u32..=64) {
+            let t = target_worth(n, bits(u));
+            prop_assert_eq!(ehash_amount(t, bits(u)), n);
+            if t != Target::from_be_bytes([0xff; 32]) {
+                let mut le = t.to_le_bytes();
+                for b in le.iter_mut() {
+                    if *b == 0xff { *b = 0; } else { *b += 1; break; }
+                }
+                prop_assert!(ehash_amount(Target::from_le_bytes(le), bits(u)) < n);
+            }
+        }
+
+        #[test]
+        fn a_whole_units_target_is_worth_the_nearer_amount(
+            t in arb_target(), b in arb_target(), u in 1u32..=64,
+        ) {
+            let easiest = easiest_target(bits(u));
+            let bound = b.min(easiest);
+            let target = t.min(bound);
+            let units = ehash_amount(target, bits(u));
+            prop_assume!(units < 1 << 32);
+            let snapped = whole_units_target(target, bound, bits(u));
+            let paid = ehash_amount(snapped, bits(u));
+            prop_assert!(snapped <= bound);
+            prop_assert!(paid == units || paid == units + 1, "{units} -> {paid}");
+            prop_assert_eq!(snapped, target_worth(paid, bits(u)));
         }
 
         #[test]

@@ -15,7 +15,10 @@ pub mod pending;
 pub mod share;
 pub mod wire;
 
-pub use amount::{easiest_target, ehash_amount, work, work_hashes, UnitBits, UnitBitsError};
+pub use amount::{
+    easiest_target, ehash_amount, target_worth, whole_units_target, work, work_hashes, UnitBits,
+    UnitBitsError,
+};
 pub use coinbase::{check_coinbase, key_commitment_output, CoinbaseError};
 pub use locking_key::{parse_user_identity, LockingKey, LockingKeyError, MinerIdentity};
 pub use share::{verify_share, ShareError};

@@ -78,7 +78,7 @@ pub struct PoolConfig {
     pub max_connections: usize,
     #[serde(default = "default::usize::<1_000>")]
     pub max_connections_per_ip: usize,
-    /// Seconds a connection with no channel open may stay silent.
+    /// Seconds a connection may go with no channel open and silent.
     #[serde(default = "default::u64::<600>")]
     pub idle_timeout_secs: u64,
     /// Seconds a channel may go without an accepted share before the pool

@@ -247,6 +247,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         shares_per_minute: config.shares_per_minute,
         share_batch_size: config.share_batch_size,
         unit_bits: config.unit_bits(),
+        whole_units: config.mint.is_some(),
         easiest_target: config.easiest_target(),
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,

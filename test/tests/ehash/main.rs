@@ -138,6 +138,41 @@ async fn every_accepted_share_gets_one_notification_and_mints_its_amount_with_th
     stack.stop().await;
 }
 
+/// A share is paid its work rounded down to whole ehash, so its channel's
+/// target is worth a whole amount: with one ehash worth 16 hashes, a hash
+/// rate making 1.6 ehash a share gets a target worth 2, and each share
+/// mints 2 (at 1.6's target it would be paid 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channels_target_is_worth_a_whole_amount_and_its_shares_mint_it() {
+    let mut stack = EhashStack::start("annotate", |_| {}).await;
+    let bits = ehash::UnitBits::new(4).unwrap();
+    stack.stop_pool().await;
+    stack.stop_mint().await;
+    stack.mint_config.unit_bits = 4;
+    stack.pool_config.unit_bits = 4;
+    stack.start_mint().await;
+    stack.start_pool().await;
+    let (secret, key) = miner_key();
+    let mut client = stack.client(true).await;
+    // 2.56 H/s at 6 shares a minute: 25.6 hashes a share, 1.6 ehash.
+    let channel = client
+        .open_extended(&format!("{key}.rig"), 2.56, 4)
+        .await
+        .expect("channel opens");
+    client.wait_for_work(channel).await;
+    assert_eq!(
+        client.channels[&channel].target(),
+        ehash::target_worth(2, bits)
+    );
+    let mut shares = vec![];
+    for _ in 0..3 {
+        let share = client.mine_one(channel).await.expect("share accepted");
+        shares.push((share.hash, 2));
+    }
+    notified_and_minted(&stack, &mut client, channel, &shares, &secret).await;
+    stack.stop().await;
+}
+
 /// A channel whose duplicate detection nearly fills on one tip is renewed
 /// on a new extranonce prefix; a share of a job sent before the renewal,
 /// mined on the old prefix, is still quoted and mints its amount, like

@@ -146,6 +146,9 @@ impl Link<'_> {
         tokio::pin!(setup_deadline);
         let mut setup_checked = false;
         let mut last_heard = tokio::time::Instant::now();
+        // Since when no channel was seen open: a connection whose last
+        // channel the pool closed gets the whole timeout to open another.
+        let mut channelless_since = Some(last_heard);
         let mut idle_check = tokio::time::interval(self.idle_timeout / 4);
         let mut out = Vec::new();
         loop {
@@ -162,8 +165,13 @@ impl Link<'_> {
                     setup_checked = true;
                 }
                 _ = idle_check.tick() => {
-                    let channels = shared.core().connection_channels(id);
-                    if channels == 0 && last_heard.elapsed() >= self.idle_timeout {
+                    let now = tokio::time::Instant::now();
+                    if shared.core().connection_channels(id) > 0 {
+                        channelless_since = None;
+                        continue;
+                    }
+                    let since = *channelless_since.get_or_insert(now);
+                    if now - since >= self.idle_timeout && now - last_heard >= self.idle_timeout {
                         return Err(format!(
                             "idle: no channel open and nothing received for {:?}",
                             self.idle_timeout

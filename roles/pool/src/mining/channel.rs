@@ -3,7 +3,7 @@
 //! The kind is matched here and in `generation` (a channel's jobs on one
 //! extranonce prefix), nowhere else.
 
-use ehash::LockingKey;
+use ehash::{LockingKey, UnitBits};
 use mint_quote_sv2::CoinbaseProof;
 use stratum_core::binary_sv2::{B032Owned, U256Owned};
 use stratum_core::bitcoin::{Target, TxOut};
@@ -302,6 +302,9 @@ pub(super) struct Channel {
     /// period; None until the first check since the channel opened or last
     /// had a share accepted.
     idle_checks: Option<u32>,
+    /// With a mint, the unit its shares are paid in: its targets are worth
+    /// whole amounts of it ([`ehash::whole_units_target`]).
+    paid_in: Option<UnitBits>,
 }
 
 impl Channel {
@@ -343,7 +346,9 @@ impl Channel {
             seen_shares_budget: seen_shares_budget(config.shares_per_minute as f64),
             job_number: rand::random(),
             idle_checks: None,
+            paid_in: config.whole_units.then_some(config.unit_bits),
         };
+        channel.pay_whole_units();
         channel.report_target(now_ms);
         Ok(channel)
     }
@@ -427,14 +432,28 @@ impl Channel {
         max_target: Option<Target>,
     ) -> Result<Target, &'static str> {
         let before = self.target();
-        let target = each_kind!(Kind, &mut self.jobs.kind, c => c
+        each_kind!(Kind, &mut self.jobs.kind, c => c
             .update_channel(nominal_hashrate, max_target)
-            .map(|_| *c.get_target())
             .map_err(|e| e.code()))?;
+        self.pay_whole_units();
+        let target = self.target();
         if target != before {
             self.job_number = self.job_number.wrapping_add(1);
         }
         Ok(target)
+    }
+
+    /// Moves its target to the nearer one worth a whole amount of ehash,
+    /// within its maximum target: shares are paid their work rounded down.
+    fn pay_whole_units(&mut self) {
+        let Some(unit_bits) = self.paid_in else {
+            return;
+        };
+        each_kind!(Kind, &mut self.jobs.kind, c => {
+            let target =
+                ehash::whole_units_target(*c.get_target(), *c.get_requested_max_target(), unit_bits);
+            c.set_target(target).expect("a whole amount's target is not zero");
+        });
     }
 
     /// The downstream declared its hash rate (UpdateChannel): vardiff

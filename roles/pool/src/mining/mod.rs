@@ -60,6 +60,9 @@ pub struct CoreConfig {
     pub shares_per_minute: f32,
     pub share_batch_size: usize,
     pub unit_bits: UnitBits,
+    /// With a mint: every channel's target is worth a whole amount of
+    /// ehash, since a share is paid its work rounded down.
+    pub whole_units: bool,
     /// The easiest target any channel gets (open, UpdateChannel, vardiff):
     /// with a mint, the target worth one ehash, so every accepted share is
     /// paid; `None` without one.

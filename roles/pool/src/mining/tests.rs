@@ -53,6 +53,7 @@ fn config() -> CoreConfig {
         shares_per_minute: 6.0,
         share_batch_size: 1,
         unit_bits: UnitBits::new(0).unwrap(),
+        whole_units: false,
         easiest_target: None,
         require_locking_key: true,
         max_channels: 1000,

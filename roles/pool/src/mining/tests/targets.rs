@@ -294,3 +294,44 @@ fn a_prefix_that_comes_back_to_its_channel_brings_back_none_of_its_headers() {
     let (_, again) = share_from(&core, channel_id, &back, accepted.nonce, |_| true);
     assert_ne!(again, header, "the same nonce makes another header");
 }
+
+/// With a mint a share is paid its work rounded down to whole ehash, so
+/// every channel's target is the nearer one worth a whole amount (worth
+/// 1.7 ehash, a share would be paid 1), within the channel's maximum.
+#[test]
+fn with_a_mint_every_target_is_worth_a_whole_amount_of_ehash() {
+    let bits = UnitBits::new(4).unwrap();
+    let worth = |units| ehash::target_worth(units, bits);
+    let mut core = core();
+    core.config.unit_bits = bits;
+    core.config.whole_units = true;
+    core.config.easiest_target = Some(ehash::easiest_target(bits));
+    // 10 H/s at 6 shares a minute: 100 hashes a share, 6.25 ehash of 16.
+    let (channel_id, _, target) = open_on_tip(&mut core, NEVER);
+    assert_eq!(target, worth(6));
+    // 1.7 ehash a share (2.72 H/s), then 2.4 (3.84 H/s).
+    let mut update = |hashrate: f32, max: Target| {
+        let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
+            channel_id,
+            nominal_hash_rate: hashrate,
+            maximum_target: U256Owned::from(max.to_le_bytes()),
+        });
+        let actions = on_message(&mut core, 1, AnyMessageOwned::Mining(update));
+        let target = core.channels[&channel_id].target();
+        (
+            target,
+            job_in(&sent(&actions).into_iter().cloned().collect::<Vec<_>>()),
+        )
+    };
+    let any = Target::from_le_bytes([0xff; 32]);
+    assert_eq!(update(2.72, any).0, worth(2));
+    assert_eq!(update(3.84, any).0, worth(2));
+    // 1.3 ehash, nearer to 1, but the downstream asks for at least 1.5: 2.
+    let (target, job) = update(2.08, ehash::target_worth(3, UnitBits::new(3).unwrap()));
+    assert_eq!(target, worth(2));
+    // A share of it is paid 2.
+    let (share, _) = share(&core, channel_id, &job, |hash| hash <= target);
+    let paid = accepted(&mut core, MiningOwned::SubmitSharesExtended(share));
+    assert_eq!(Target::from_le_bytes(paid.target), worth(2));
+    assert_eq!(paid.amount, 2);
+}

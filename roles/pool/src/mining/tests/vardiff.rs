@@ -27,7 +27,10 @@ struct PoolChannel {
 
 impl PoolChannel {
     fn open(kind: Kind, nominal_hashrate: f32) -> Self {
-        let mut core = core();
+        Self::open_on(core(), kind, nominal_hashrate)
+    }
+
+    fn open_on(mut core: PoolCore, kind: Kind, nominal_hashrate: f32) -> Self {
         setup(&mut core, 1);
         core.on_new_template(template(1));
         core.on_set_new_prev_hash(prev(1, NEVER));
@@ -94,6 +97,11 @@ impl PoolChannel {
                 };
                 let channel = &self.core.channels[&self.channel_id];
                 assert_eq!(channel.job_target(job_id), Some(self.target()));
+                if self.core.config.whole_units {
+                    let bits = self.core.config.unit_bits;
+                    let units = ehash::ehash_amount(self.target(), bits);
+                    assert_eq!(self.target(), ehash::target_worth(units, bits));
+                }
                 self.retargets += 1;
                 true
             }
@@ -214,5 +222,42 @@ fn both_kinds_follow_a_rate_switching_x10_and_a_paused_miner() {
                 "{kind:?}: not back after the pause of hour {hour}"
             );
         }
+    }
+}
+
+/// With a mint, targets are worth whole amounts of ehash: near one ehash a
+/// share (1.6 here, so 2) the share rate is off the aim by up to a half,
+/// and vardiff still settles in band.
+#[test]
+fn with_a_mint_vardiff_settles_on_whole_amounts_near_one_ehash() {
+    let bits = UnitBits::new(20).unwrap();
+    for (seed, units) in [(11, 1.6), (12, 2.4), (13, 12.5)] {
+        let mut core = core();
+        core.config.unit_bits = bits;
+        core.config.whole_units = true;
+        core.config.easiest_target = Some(ehash::easiest_target(bits));
+        let rate = units * (1u64 << 20) as f64 * 60.0 / SPM;
+        let mut channel = PoolChannel::open_on(core, Kind::Extended, 1e3);
+        let config = SimConfig {
+            seed,
+            duration_ms: 2 * HOUR_MS,
+            ..SimConfig::default()
+        };
+        let samples = simulate(&mut channel, &config, |_| rate);
+        let settled: Vec<&Sample> = minutes(&samples)
+            .filter(|s| s.end_ms > 30 * MINUTE_MS)
+            .collect();
+        let good = settled.iter().filter(|s| s.in_band(SPM)).count() as f64;
+        assert!(
+            good / settled.len() as f64 >= 0.9,
+            "{units}: {good} of {} minutes in band ({} retargets)",
+            settled.len(),
+            channel.retargets
+        );
+        let target = channel.target();
+        assert_eq!(
+            target,
+            ehash::target_worth(ehash::ehash_amount(target, bits), bits)
+        );
     }
 }
