@@ -108,6 +108,7 @@ pub fn target_worth(units: u64, unit_bits: UnitBits) -> Target {
 /// target at `unit_bits` 0 (work is a whole number of hashes) stay as they
 /// are.
 pub fn whole_units_target(target: Target, bound: Target, unit_bits: UnitBits) -> Target {
+    let target = target.min(bound);
     let units = ehash_amount(target, unit_bits);
     if unit_bits.get() == 0 || units >= 1 << 32 {
         return target;
@@ -308,7 +309,8 @@ mod tests {
         let bound = at(1.3);
         assert_eq!(whole_units_target(at(1.4), bound, u), target_worth(2, u));
         // unit_bits 0: unchanged.
-        assert_eq!(whole_units_target(at(1.4), Target::MAX, bits(0)), at(1.4));
+        let any = Target::from_le_bytes([0xff; 32]);
+        assert_eq!(whole_units_target(at(1.4), any, bits(0)), at(1.4));
     }
 
     fn arb_target() -> impl Strategy<Value = Target> {
@@ -368,14 +370,33 @@ mod tests {
 
         #[test]
         fn a_whole_units_target_is_worth_the_nearer_amount(
+            t in arb_target(), u in 1u32..=30, shift in 0u32..=30,
+        ) {
+            // Its highest bit 255 - u - shift: worth 2^shift to 2^(shift + 1)
+            // units of 2^u hashes. The work, exact in a u64, rounded to the
+            // nearer whole unit (half up).
+            let mut le = t.to_le_bytes();
+            let top = 255 - (u + shift) as usize;
+            le[top / 8] &= (1u8 << (top % 8)) - 1;
+            le[top / 8] |= 1u8 << (top % 8);
+            for b in &mut le[top / 8 + 1..] {
+                *b = 0;
+            }
+            let target = Target::from_le_bytes(le);
+            let work = work_hashes(target);
+            let nearer = ((work + (1 << (u - 1))) >> u).max(1);
+            let snapped = whole_units_target(target, easiest_target(bits(u)), bits(u));
+            prop_assert_eq!(snapped, target_worth(nearer, bits(u)));
+        }
+
+        #[test]
+        fn a_whole_units_target_is_never_easier_than_its_bound(
             t in arb_target(), b in arb_target(), u in 1u32..=64,
         ) {
-            let easiest = easiest_target(bits(u));
-            let bound = b.min(easiest);
-            let target = t.min(bound);
-            let units = ehash_amount(target, bits(u));
+            let bound = b.min(easiest_target(bits(u)));
+            let units = ehash_amount(t.min(bound), bits(u));
             prop_assume!(units < 1 << 32);
-            let snapped = whole_units_target(target, bound, bits(u));
+            let snapped = whole_units_target(t, bound, bits(u));
             let paid = ehash_amount(snapped, bits(u));
             prop_assert!(snapped <= bound);
             prop_assert!(paid == units || paid == units + 1, "{units} -> {paid}");

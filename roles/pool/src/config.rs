@@ -135,6 +135,10 @@ pub struct JdsSettings {
     /// channel's first on a tip (up to `max_channels` more). Those of the
     /// two tips before are kept too (a reorg can bring one back).
     pub max_custom_jobs: usize,
+    /// Of those, the most one mining connection may set on a tip, over its
+    /// channels, first jobs included: so one client cannot take the room
+    /// of the others.
+    pub max_custom_jobs_per_connection: usize,
 }
 
 impl Default for JdsSettings {
@@ -145,6 +149,7 @@ impl Default for JdsSettings {
             max_connections: 256,
             max_connections_per_ip: 16,
             max_custom_jobs: 1_000_000,
+            max_custom_jobs_per_connection: 100_000,
         }
     }
 }
@@ -332,6 +337,10 @@ impl PoolConfig {
                 ("jds.max_connections", jds.max_connections),
                 ("jds.max_connections_per_ip", jds.max_connections_per_ip),
                 ("jds.max_custom_jobs", jds.max_custom_jobs),
+                (
+                    "jds.max_custom_jobs_per_connection",
+                    jds.max_custom_jobs_per_connection,
+                ),
             ] {
                 if value == 0 {
                     return Err(ConfigError::new(field, "must be at least 1"));

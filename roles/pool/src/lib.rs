@@ -263,6 +263,10 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
             .jds
             .as_ref()
             .map_or(usize::MAX, |j| j.max_custom_jobs),
+        max_custom_jobs_per_connection: config
+            .jds
+            .as_ref()
+            .map_or(usize::MAX, |j| j.max_custom_jobs_per_connection),
     }
 }
 

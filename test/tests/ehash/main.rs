@@ -522,17 +522,19 @@ async fn numbered_custom_job(
     custom_job(channel, token, template, prev, outputs)
 }
 
-/// The custom jobs the pool keeps over every channel are bounded
-/// (`[jds] max_custom_jobs`): past it a job with headers of its own is
-/// refused `too-many-jobs-on-this-tip` and the channel mines the job it
-/// has; a closed channel's jobs are kept until the tip moves. Every share
-/// is minted.
+/// The custom jobs the pool keeps are bounded per connection (`[jds]
+/// max_custom_jobs_per_connection`, over its channels, closed ones too)
+/// and over every channel (`max_custom_jobs`): past either, a job with
+/// headers of its own is refused `too-many-jobs-on-this-tip` and the
+/// channel mines the job it has. A connection at its bound takes no room
+/// from another. Every share is minted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_jobs_kept_over_every_channel_are_bounded() {
+async fn custom_jobs_kept_are_bounded_per_connection_and_over_every_channel() {
     let stack = EhashStack::start("annotate", |pool| {
         pool.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
-            max_custom_jobs: 2,
+            max_custom_jobs: 3,
+            max_custom_jobs_per_connection: 2,
             ..Default::default()
         })
     })
@@ -556,13 +558,13 @@ async fn custom_jobs_kept_over_every_channel_are_bounded() {
     let job = numbered_custom_job(&mut jdc, second, &key, &tip, 2).await;
     client.set_custom_job(&job).await.expect("custom job set");
 
+    // The connection's bound, its closed channel's job counted.
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
     assert_eq!(
         client.set_custom_job(&job).await,
         Err("too-many-jobs-on-this-tip".to_string())
     );
     shares.extend(mine(&mut client, first, 2).await);
-
     let close = stratum_core::mining_sv2::CloseChannelOwned {
         channel_id: second,
         reason_code: "done".to_string().try_into().unwrap(),
@@ -578,6 +580,21 @@ async fn custom_jobs_kept_over_every_channel_are_bounded() {
     );
     shares.extend(mine(&mut client, first, 2).await);
     notified_and_minted(&stack, &mut client, first, &shares, &secret).await;
+
+    // Another connection sets its job; then the pool holds its bound.
+    let (other_secret, other_key) = miner_key();
+    let (mut other, channel) = work_selecting_channel(&stack, &other_key).await;
+    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 4).await;
+    let job_id = other.set_custom_job(&job).await.expect("custom job set");
+    other.mine_custom_job(&job, job_id);
+    let mut other_shares = mine(&mut other, channel, 2).await;
+    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 5).await;
+    assert_eq!(
+        other.set_custom_job(&job).await,
+        Err("too-many-jobs-on-this-tip".to_string())
+    );
+    other_shares.extend(mine(&mut other, channel, 2).await);
+    notified_and_minted(&stack, &mut other, channel, &other_shares, &other_secret).await;
     stack.stop().await;
 }
 

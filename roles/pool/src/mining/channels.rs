@@ -109,7 +109,7 @@ impl PoolCore {
             }
         };
         if work_selection {
-            channel.set_custom_work(self.custom_spaces.clone());
+            channel.set_custom_work(self.custom_spaces.for_connection(conn));
         }
         let channel_id = channel.id();
         let mut actions = vec![Action::Send(conn, mining(channel.open_success(request_id)))];

@@ -57,6 +57,7 @@ impl PoolCore {
         let Some(state) = self.connections.remove(&conn) else {
             return vec![];
         };
+        self.custom_spaces.forget_connection(conn);
         let mut channels: Vec<u32> = state.channels.into_iter().collect();
         channels.sort_unstable();
         let mut actions = Vec::new();

@@ -85,6 +85,8 @@ pub struct CoreConfig {
     /// Custom jobs with headers of their own the pool keeps for its tip,
     /// over every work-selecting channel.
     pub max_custom_jobs: usize,
+    /// Of those, the most one connection may set on a tip.
+    pub max_custom_jobs_per_connection: usize,
 }
 
 impl CoreConfig {
@@ -205,7 +207,11 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock: SteadyClock::new(0),
-            custom_spaces: CustomSpaces::new(config.max_custom_jobs, config.max_channels as usize),
+            custom_spaces: CustomSpaces::new(
+                config.max_custom_jobs,
+                config.max_channels as usize,
+                config.max_custom_jobs_per_connection,
+            ),
             jds: config.job_declaration.then(|| {
                 let jds =
                     JobDeclarator::new(config.reward_script.clone(), config.allow_coinbase_only);

@@ -64,6 +64,7 @@ fn config() -> CoreConfig {
         job_declaration: false,
         allow_coinbase_only: true,
         max_custom_jobs: 1_000_000,
+        max_custom_jobs_per_connection: 1_000_000,
     }
 }
 

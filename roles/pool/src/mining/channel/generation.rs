@@ -37,6 +37,7 @@ use stratum_core::mining_sv2::{
 };
 
 use super::{proof, Kind, Submission, Validation};
+use crate::mining::ConnId;
 
 /// What fixes a job's headers but for the miner's nonce, time, version
 /// bits and extranonce: a hash of its coinbase around the extranonce and
@@ -65,11 +66,18 @@ pub const TOO_MANY_JOBS: &str = "too-many-jobs-on-this-tip";
 /// channels' too, and for the tips just before it, which a reorg or a
 /// template provider a block behind can bring back. Bounded for memory:
 /// past `max`, only a channel's first job on a tip is taken, and past
-/// `max + first_jobs` none. Shared by the generations of every custom-work
-/// channel (behind a lock only so the core stays `Send`: it is used under
-/// the core's).
+/// `max + first_jobs` none. And so that one connection cannot take all
+/// that room from the others, a connection adds at most `per_connection`
+/// spaces a tip, over its channels (closed ones too), first jobs included.
+/// Shared by the generations of every custom-work channel, each handle for
+/// its channel's connection (behind a lock only so the core stays `Send`:
+/// it is used under the core's).
 #[derive(Debug, Clone)]
-pub struct CustomSpaces(Arc<Mutex<TipSpaces>>);
+pub struct CustomSpaces {
+    tips: Arc<Mutex<TipSpaces>>,
+    /// The connection whose channel holds this handle; None for the pool's.
+    conn: Option<ConnId>,
+}
 
 /// Tips before the pool's whose custom job spaces are kept.
 const KEPT_TIPS: usize = 2;
@@ -80,25 +88,48 @@ struct TipSpaces {
     targets: HashMap<HeaderSpace, Target>,
     /// The tips before it, newest first, with their spaces.
     earlier: VecDeque<([u8; 32], HashMap<HeaderSpace, Target>)>,
+    /// Spaces each connection added on the tip.
+    added_by: HashMap<ConnId, usize>,
     max: usize,
     first_jobs: usize,
+    per_connection: usize,
 }
 
 impl CustomSpaces {
     /// At most `max` spaces a tip, and `first_jobs` more for channels'
-    /// first jobs on it (one a channel: the pool's `max_channels`).
-    pub fn new(max: usize, first_jobs: usize) -> CustomSpaces {
-        CustomSpaces(Arc::new(Mutex::new(TipSpaces {
+    /// first jobs on it (one a channel: the pool's `max_channels`); at most
+    /// `per_connection` from one connection.
+    pub fn new(max: usize, first_jobs: usize, per_connection: usize) -> CustomSpaces {
+        let tips = TipSpaces {
             tip: None,
             targets: HashMap::new(),
             earlier: VecDeque::new(),
+            added_by: HashMap::new(),
             max,
             first_jobs,
-        })))
+            per_connection,
+        };
+        CustomSpaces {
+            tips: Arc::new(Mutex::new(tips)),
+            conn: None,
+        }
+    }
+
+    /// The handle of a channel of connection `conn`.
+    pub fn for_connection(&self, conn: ConnId) -> CustomSpaces {
+        CustomSpaces {
+            tips: self.tips.clone(),
+            conn: Some(conn),
+        }
     }
 
     fn spaces(&self) -> std::sync::MutexGuard<'_, TipSpaces> {
-        roles_common::lock(&self.0)
+        roles_common::lock(&self.tips)
+    }
+
+    /// Connection `conn` closed: its count goes (its spaces stay for the tip).
+    pub fn forget_connection(&self, conn: ConnId) {
+        self.spaces().added_by.remove(&conn);
     }
 
     /// Spaces held on the pool's tip, over every custom-work channel.
@@ -115,6 +146,7 @@ impl CustomSpaces {
             spaces.tip = Some(prev_hash);
             return;
         };
+        spaces.added_by = HashMap::new();
         let back = spaces.earlier.iter().position(|(t, _)| *t == prev_hash);
         let targets = back
             .and_then(|i| spaces.earlier.remove(i))
@@ -130,22 +162,40 @@ impl CustomSpaces {
         self.spaces().targets.get(space).copied()
     }
 
-    /// Whether a new space is refused: past `max`, or, for a channel's
-    /// first job on a tip or a prefix, past `max + first_jobs`.
-    fn full(&self, first: bool) -> bool {
+    /// Why a new space is refused, if it is: its connection added
+    /// `per_connection` on the tip, or the pool holds `max` (for a
+    /// channel's first job on a tip or a prefix, `max + first_jobs`).
+    fn refusal(&self, first: bool) -> Option<String> {
         let spaces = self.spaces();
+        let added = self
+            .conn
+            .map_or(0, |c| spaces.added_by.get(&c).map_or(0, |n| *n));
+        if added >= spaces.per_connection {
+            return Some(format!(
+                "this connection set {added} custom jobs on this tip already"
+            ));
+        }
         let room = match first {
             true => spaces.max.saturating_add(spaces.first_jobs),
             false => spaces.max,
         };
-        spaces.targets.len() >= room
+        (spaces.targets.len() >= room).then(|| {
+            format!(
+                "the pool holds {} custom jobs over all channels already",
+                spaces.targets.len()
+            )
+        })
     }
 
     /// Records the space's target, unless it has one: whether it was new.
     fn record(&self, space: HeaderSpace, target: Target) -> bool {
-        match self.spaces().targets.entry(space) {
+        let mut spaces = self.spaces();
+        match spaces.targets.entry(space) {
             Entry::Vacant(new) => {
                 new.insert(target);
+                if let Some(conn) = self.conn {
+                    *spaces.added_by.entry(conn).or_default() += 1;
+                }
                 true
             }
             Entry::Occupied(_) => false,
@@ -284,14 +334,9 @@ impl Generation {
                 format!("{MAX_CUSTOM_SPACES} jobs on this tip already"),
                 TOO_MANY_JOBS,
             )),
-            None if spaces.full(first) => Err((
-                format!(
-                    "the pool holds {} custom jobs over all channels already",
-                    spaces.held()
-                ),
-                TOO_MANY_JOBS,
-            )),
-            None => Ok(()),
+            None => spaces
+                .refusal(first)
+                .map_or(Ok(()), |e| Err((e, TOO_MANY_JOBS))),
         }
     }
 

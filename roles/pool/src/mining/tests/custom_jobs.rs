@@ -3,7 +3,7 @@
 //! of the same key), against a bound, and forgets them when its tip moves.
 //! A prefix that comes back brings no custom job back at another target.
 
-use super::renewal::{declare_numbered_job, open_custom_work_channel, prefix, sent};
+use super::renewal::{declare_numbered_job, open_custom_work_channel, prefix, sent, sent_to};
 use super::*;
 use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, TOO_MANY_JOBS};
 
@@ -24,6 +24,18 @@ fn open_another(core: &mut PoolCore) -> u32 {
     }
 }
 
+/// A custom-work channel on a second connection, 2.
+fn open_on_connection_2(core: &mut PoolCore) -> u32 {
+    const REQUIRES_WORK_SELECTION: u32 = 0b10;
+    core.on_connect(2);
+    on_message(core, 2, setup_message(REQUIRES_WORK_SELECTION));
+    let actions = on_message(core, 2, open_extended(&format!("{KEY}.second")));
+    match &sent_to(&actions, 2)[..] {
+        [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Sets the job numbered `number` on the tip of `p`: the refusal code if
 /// the channel refuses it.
 fn set_numbered(
@@ -32,9 +44,20 @@ fn set_numbered(
     p: SetNewPrevHashOwned,
     number: u64,
 ) -> Result<(), String> {
+    set_numbered_on(core, 1, channel_id, p, number)
+}
+
+/// [`set_numbered`] on a channel of connection `conn`.
+fn set_numbered_on(
+    core: &mut PoolCore,
+    conn: ConnId,
+    channel_id: u32,
+    p: SetNewPrevHashOwned,
+    number: u64,
+) -> Result<(), String> {
     let m = declare_numbered_job(core, channel_id, p, Some(number));
     let msg = AnyMessageOwned::Mining(MiningOwned::SetCustomMiningJob(m));
-    match &sent(&on_message(core, 1, msg))[..] {
+    match &sent_to(&on_message(core, conn, msg), conn)[..] {
         [MiningOwned::SetCustomMiningJobSuccess(_)] => Ok(()),
         [MiningOwned::SetCustomMiningJobError(e)] => {
             Err(String::from_utf8_lossy(e.error_code.as_bytes()).into_owned())
@@ -240,4 +263,49 @@ fn a_tip_that_comes_back_keeps_its_custom_jobs_targets() {
     assert_eq!(core.stats().custom_jobs_held, 1);
 
     job_1_refused_at_a_harder_target(&mut core, a, prev(3, NEVER));
+}
+
+/// One connection sets at most `max_custom_jobs_per_connection` custom jobs
+/// with headers of their own on a tip, over its channels (first jobs and
+/// closed channels' included), so it cannot take the room of the others;
+/// its count starts over on the next tip.
+#[test]
+fn one_connection_cannot_take_the_custom_job_room_of_the_others() {
+    let mut core = PoolCore::new(CoreConfig {
+        max_custom_jobs_per_connection: 2,
+        ..core_with_job_declaration().config
+    })
+    .unwrap();
+    let tip = || prev(1, NEVER);
+    let a = open_custom_work_channel(&mut core);
+    set_numbered(&mut core, a, tip(), 1).unwrap();
+    let b = open_another(&mut core);
+    set_numbered(&mut core, b, tip(), 2).unwrap();
+    close(&mut core, b);
+    // Neither a new job nor a new channel's first.
+    let c = open_another(&mut core);
+    for channel_id in [a, c] {
+        assert_eq!(
+            set_numbered(&mut core, channel_id, tip(), 3),
+            Err(TOO_MANY_JOBS.to_string())
+        );
+    }
+    // A job with headers it set before is no new one.
+    set_numbered(&mut core, a, tip(), 1).unwrap();
+
+    // Another connection sets its own.
+    let d = open_on_connection_2(&mut core);
+    set_numbered_on(&mut core, 2, d, tip(), 3).unwrap();
+    set_numbered_on(&mut core, 2, d, tip(), 4).unwrap();
+    assert_eq!(core.stats().custom_jobs_held, 4);
+
+    // The next tip.
+    let moved = SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    };
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(moved.clone());
+    set_numbered(&mut core, a, moved.clone(), 5).unwrap();
+    set_numbered(&mut core, c, moved, 6).unwrap();
 }

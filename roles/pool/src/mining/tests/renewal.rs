@@ -14,10 +14,15 @@ use stratum_core::parsers_sv2::JobDeclarationOwned;
 
 /// What the pool sent channel 1's connection.
 pub(super) fn sent(actions: &[Action]) -> Vec<&MiningOwned> {
+    sent_to(actions, 1)
+}
+
+/// The mining messages `actions` send to connection `conn`.
+pub(super) fn sent_to(actions: &[Action], conn: ConnId) -> Vec<&MiningOwned> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Send(1, AnyMessageOwned::Mining(m)) => Some(m),
+            Action::Send(to, AnyMessageOwned::Mining(m)) if *to == conn => Some(m),
             _ => None,
         })
         .collect()

@@ -306,10 +306,10 @@ fn with_a_mint_every_target_is_worth_a_whole_amount_of_ehash() {
     core.config.unit_bits = bits;
     core.config.whole_units = true;
     core.config.easiest_target = Some(ehash::easiest_target(bits));
-    // 10 H/s at 6 shares a minute: 100 hashes a share, 6.25 ehash of 16.
+    // 10 H/s at 6 shares a minute: about 100 hashes a share, 6.3 ehash of 16.
     let (channel_id, _, target) = open_on_tip(&mut core, NEVER);
     assert_eq!(target, worth(6));
-    // 1.7 ehash a share (2.72 H/s), then 2.4 (3.84 H/s).
+    // About 1.7 ehash a share (2.72 H/s), then 2.4 (3.84 H/s).
     let mut update = |hashrate: f32, max: Target| {
         let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
             channel_id,
@@ -326,8 +326,9 @@ fn with_a_mint_every_target_is_worth_a_whole_amount_of_ehash() {
     let any = Target::from_le_bytes([0xff; 32]);
     assert_eq!(update(2.72, any).0, worth(2));
     assert_eq!(update(3.84, any).0, worth(2));
-    // 1.3 ehash, nearer to 1, but the downstream asks for at least 1.5: 2.
-    let (target, job) = update(2.08, ehash::target_worth(3, UnitBits::new(3).unwrap()));
+    // About 1.3 ehash, nearer to 1, but the downstream asks for at least
+    // 1.25 (20 hashes): 2.
+    let (target, job) = update(2.08, ehash::target_worth(5, UnitBits::new(2).unwrap()));
     assert_eq!(target, worth(2));
     // A share of it is paid 2.
     let (share, _) = share(&core, channel_id, &job, |hash| hash <= target);
