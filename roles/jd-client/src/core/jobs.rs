@@ -758,12 +758,22 @@ impl Jobs {
         e: SetCustomMiningJobErrorOwned,
         closed: bool,
     ) -> Vec<Action> {
-        self.pending.remove(&(e.channel_id, e.request_id));
+        let refused = self.pending.remove(&(e.channel_id, e.request_id));
         let code = e.error_code.as_utf8_or_hex();
         if closed {
             debug!(
                 channel_id = e.channel_id,
                 code, "custom job refused on a channel closed since"
+            );
+            return vec![];
+        }
+        // A job of a tip this client has left: its job on the new tip gets
+        // an answer of its own.
+        let current_tip = self.prev.as_ref().map(|p| p.prev_hash.to_array());
+        if refused.is_some_and(|(m, _)| Some(m.prev_hash.to_array()) != current_tip) {
+            debug!(
+                channel_id = e.channel_id,
+                code, "custom job refused on a tip left since"
             );
             return vec![];
         }

@@ -686,11 +686,6 @@ fn refusals_other_than_a_stale_tip_or_a_full_channel_mean_the_pool_s_jobs() {
     ));
 }
 
-/// The declarator refuses a declaration as on a stale tip (the pool's
-/// template provider behind this client's, or this client's behind): the
-/// template is not declared again with each new token, which would repeat
-/// the refusal round trip after round trip, but on the retry timer; the
-/// next template is declared at once.
 /// The pool closed the channel (idle) while its custom job was on the
 /// way: the refusal of the job is that of a closed channel, not of the job.
 #[test]
@@ -715,6 +710,28 @@ fn a_custom_job_refused_on_a_channel_the_pool_closed_meanwhile_changes_nothing()
     assert!(refused.is_empty(), "{refused:?}");
 }
 
+/// The tip moved while a custom job was on the way: its refusal (the pool
+/// full for the tip it was on) is of a job this client has left.
+#[test]
+fn a_custom_job_refused_after_its_tip_was_left_changes_nothing() {
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let m = with_custom_job(&mut core);
+    tip_of(&mut core, 2);
+    let refused = core.on_upstream(mining(MiningOwned::SetCustomMiningJobError(
+        SetCustomMiningJobErrorOwned {
+            channel_id: 5,
+            request_id: m.request_id,
+            error_code: str0255_truncated("too-many-jobs-on-this-tip"),
+        },
+    )));
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+/// The declarator refuses a declaration as on a stale tip (the pool's
+/// template provider behind this client's, or this client's behind): the
+/// template is not declared again with each new token, which would repeat
+/// the refusal round trip after round trip, but on the retry timer; the
+/// next template is declared at once.
 #[test]
 fn a_template_refused_as_on_a_stale_tip_waits_for_the_next_one() {
     let (mut core, request_id) = declaring();
