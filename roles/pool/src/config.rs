@@ -135,10 +135,11 @@ pub struct JdsSettings {
     /// channel's first on a tip (up to `max_channels` more). Those of the
     /// two tips before are kept too (a reorg can bring one back).
     pub max_custom_jobs: usize,
-    /// Of those, the most one mining connection may set on a tip, over its
-    /// channels, first jobs included: so one client cannot take the room
-    /// of the others.
-    pub max_custom_jobs_per_connection: usize,
+    /// Of those, the most the mining connections of one peer address may
+    /// set on a tip, over their channels (closed ones too), so one client
+    /// cannot take the room of the others; up to
+    /// `max_channels_per_connection` more for channels' first jobs.
+    pub max_custom_jobs_per_address: usize,
 }
 
 impl Default for JdsSettings {
@@ -149,7 +150,7 @@ impl Default for JdsSettings {
             max_connections: 256,
             max_connections_per_ip: 16,
             max_custom_jobs: 1_000_000,
-            max_custom_jobs_per_connection: 100_000,
+            max_custom_jobs_per_address: 100_000,
         }
     }
 }
@@ -338,8 +339,8 @@ impl PoolConfig {
                 ("jds.max_connections_per_ip", jds.max_connections_per_ip),
                 ("jds.max_custom_jobs", jds.max_custom_jobs),
                 (
-                    "jds.max_custom_jobs_per_connection",
-                    jds.max_custom_jobs_per_connection,
+                    "jds.max_custom_jobs_per_address",
+                    jds.max_custom_jobs_per_address,
                 ),
             ] {
                 if value == 0 {

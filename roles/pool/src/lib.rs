@@ -263,10 +263,10 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
             .jds
             .as_ref()
             .map_or(usize::MAX, |j| j.max_custom_jobs),
-        max_custom_jobs_per_connection: config
+        max_custom_jobs_per_address: config
             .jds
             .as_ref()
-            .map_or(usize::MAX, |j| j.max_custom_jobs_per_connection),
+            .map_or(usize::MAX, |j| j.max_custom_jobs_per_address),
     }
 }
 

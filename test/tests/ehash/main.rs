@@ -281,9 +281,20 @@ async fn declarable_template() -> (
 /// A work-selecting connection with the ehash extension and an extended
 /// channel locked to `key`.
 async fn work_selecting_channel(stack: &EhashStack, key: &LockingKey) -> (MiningClient, u32) {
-    let mut client = MiningClient::connect(stack.pool_addr(), POOL_PUBLIC_KEY)
-        .await
-        .unwrap();
+    work_selecting_channel_from(stack, key, [127, 0, 0, 1].into()).await
+}
+
+/// [`work_selecting_channel`] on a connection from local address `from`.
+async fn work_selecting_channel_from(
+    stack: &EhashStack,
+    key: &LockingKey,
+    from: std::net::IpAddr,
+) -> (MiningClient, u32) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let stream = socket.connect(stack.pool_addr()).await.unwrap();
+    let conn = Sv2Conn::over(stream, POOL_PUBLIC_KEY).await.unwrap();
+    let mut client = MiningClient::over(conn);
     client.setup_connection(0b10).await;
     client
         .request_extensions(vec![ehash_ext_sv2::EHASH_EXTENSION_TYPE])
@@ -522,19 +533,19 @@ async fn numbered_custom_job(
     custom_job(channel, token, template, prev, outputs)
 }
 
-/// The custom jobs the pool keeps are bounded per connection (`[jds]
-/// max_custom_jobs_per_connection`, over its channels, closed ones too)
-/// and over every channel (`max_custom_jobs`): past either, a job with
-/// headers of its own is refused `too-many-jobs-on-this-tip` and the
-/// channel mines the job it has. A connection at its bound takes no room
+/// The custom jobs the pool keeps are bounded per peer address (`[jds]
+/// max_custom_jobs_per_address`, over its connections and channels, closed
+/// ones too) and over every channel (`max_custom_jobs`): past either, a
+/// job with headers of its own is refused `too-many-jobs-on-this-tip` and
+/// the channel mines the job it has. An address at its bound takes no room
 /// from another. Every share is minted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn custom_jobs_kept_are_bounded_per_connection_and_over_every_channel() {
+async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
     let stack = EhashStack::start("annotate", |pool| {
         pool.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
             max_custom_jobs: 3,
-            max_custom_jobs_per_connection: 2,
+            max_custom_jobs_per_address: 2,
             ..Default::default()
         })
     })
@@ -558,7 +569,7 @@ async fn custom_jobs_kept_are_bounded_per_connection_and_over_every_channel() {
     let job = numbered_custom_job(&mut jdc, second, &key, &tip, 2).await;
     client.set_custom_job(&job).await.expect("custom job set");
 
-    // The connection's bound, its closed channel's job counted.
+    // The address's bound.
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
     assert_eq!(
         client.set_custom_job(&job).await,
@@ -573,6 +584,7 @@ async fn custom_jobs_kept_are_bounded_per_connection_and_over_every_channel() {
         .conn
         .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(close)))
         .await;
+    // Its closed channel's job still counted.
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
     assert_eq!(
         client.set_custom_job(&job).await,
@@ -581,9 +593,11 @@ async fn custom_jobs_kept_are_bounded_per_connection_and_over_every_channel() {
     shares.extend(mine(&mut client, first, 2).await);
     notified_and_minted(&stack, &mut client, first, &shares, &secret).await;
 
-    // Another connection sets its job; then the pool holds its bound.
+    // A connection from another address sets its job; then the pool holds
+    // its bound.
     let (other_secret, other_key) = miner_key();
-    let (mut other, channel) = work_selecting_channel(&stack, &other_key).await;
+    let (mut other, channel) =
+        work_selecting_channel_from(&stack, &other_key, [127, 0, 0, 2].into()).await;
     let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 4).await;
     let job_id = other.set_custom_job(&job).await.expect("custom job set");
     other.mine_custom_job(&job, job_id);

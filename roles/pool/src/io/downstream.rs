@@ -106,7 +106,7 @@ async fn serve_downstream(
         .lock()
         .expect("writers lock")
         .insert(id, out_tx);
-    shared.core().on_connect(id);
+    shared.core().on_connect(id, peer.ip());
     let _ = shared.events.send(PoolEvent::Connected(id));
     let mut link = Link {
         id,

@@ -31,7 +31,7 @@ use vardiff::{Vardiff, VardiffConfig};
 
 use super::{mining, proof, u256, Action, ConnId, CoreConfig};
 use batch::Batching;
-pub(super) use generation::CustomSpaces;
+pub(super) use custom_spaces::{CustomSpaces, SpaceBounds};
 use generation::Generation;
 #[cfg(test)]
 pub(super) use generation::{HEADERS_AT_ANOTHER_TARGET, MAX_CUSTOM_SPACES, TOO_MANY_JOBS};
@@ -123,6 +123,7 @@ macro_rules! each_kind {
 }
 
 mod batch;
+mod custom_spaces;
 mod generation;
 
 pub(super) use batch::Batch;

@@ -109,7 +109,9 @@ impl PoolCore {
             }
         };
         if work_selection {
-            channel.set_custom_work(self.custom_spaces.for_connection(conn));
+            let peer = self.connections.get(&conn).map(|c| c.peer);
+            let peer = peer.expect("a connection opening a channel is known");
+            channel.set_custom_work(self.custom_spaces.for_peer(peer));
         }
         let channel_id = channel.id();
         let mut actions = vec![Action::Send(conn, mining(channel.open_success(request_id)))];

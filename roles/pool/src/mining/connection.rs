@@ -2,6 +2,7 @@
 //! ehash extension), and what its disconnect closes.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use ehash::wire::str0255_truncated;
 use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
@@ -22,8 +23,10 @@ use super::{
     Action, ConnId, PoolCore, StatsEvent, ERROR_UNSUPPORTED_FLAGS, ERROR_UNSUPPORTED_PROTOCOL,
 };
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ConnState {
+    /// The peer's address.
+    pub peer: IpAddr,
     pub setup_done: bool,
     pub ehash: bool,
     /// REQUIRES_WORK_SELECTION: its channels mine only the custom jobs it
@@ -35,8 +38,17 @@ pub(super) struct ConnState {
 }
 
 impl PoolCore {
-    pub fn on_connect(&mut self, conn: ConnId) {
-        self.connections.insert(conn, ConnState::default());
+    /// A downstream connected from `peer`.
+    pub fn on_connect(&mut self, conn: ConnId, peer: IpAddr) {
+        let state = ConnState {
+            peer,
+            setup_done: false,
+            ehash: false,
+            work_selection: false,
+            channels: HashSet::new(),
+            warnings: LogLimit::default(),
+        };
+        self.connections.insert(conn, state);
     }
 
     /// Warns about something `conn` sent, at most once per interval for
@@ -57,7 +69,6 @@ impl PoolCore {
         let Some(state) = self.connections.remove(&conn) else {
             return vec![];
         };
-        self.custom_spaces.forget_connection(conn);
         let mut channels: Vec<u32> = state.channels.into_iter().collect();
         channels.sort_unstable();
         let mut actions = Vec::new();

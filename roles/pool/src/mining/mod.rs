@@ -45,7 +45,7 @@ pub(crate) use stats::downstream_id;
 pub use stats::{Stats, StatsEvent};
 
 use crate::jds::JobDeclarator;
-use channel::{Channel, CustomSpaces, OpenRequest, Submission};
+use channel::{Channel, CustomSpaces, OpenRequest, SpaceBounds, Submission};
 use connection::ConnState;
 use vardiff::SteadyClock;
 
@@ -85,8 +85,8 @@ pub struct CoreConfig {
     /// Custom jobs with headers of their own the pool keeps for its tip,
     /// over every work-selecting channel.
     pub max_custom_jobs: usize,
-    /// Of those, the most one connection may set on a tip.
-    pub max_custom_jobs_per_connection: usize,
+    /// Of those, the most one peer address may set on a tip.
+    pub max_custom_jobs_per_address: usize,
 }
 
 impl CoreConfig {
@@ -207,11 +207,12 @@ impl PoolCore {
             prev_hash: None,
             stats: Stats::default(),
             clock: SteadyClock::new(0),
-            custom_spaces: CustomSpaces::new(
-                config.max_custom_jobs,
-                config.max_channels as usize,
-                config.max_custom_jobs_per_connection,
-            ),
+            custom_spaces: CustomSpaces::new(SpaceBounds {
+                max: config.max_custom_jobs,
+                first_jobs: config.max_channels as usize,
+                per_address: config.max_custom_jobs_per_address,
+                first_jobs_per_address: config.max_channels_per_connection as usize,
+            }),
             jds: config.job_declaration.then(|| {
                 let jds =
                     JobDeclarator::new(config.reward_script.clone(), config.allow_coinbase_only);

@@ -46,6 +46,9 @@ fn core_with_job_declaration() -> PoolCore {
     .unwrap()
 }
 
+/// The address test connections come from.
+const LOCAL: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 fn config() -> CoreConfig {
     CoreConfig {
         pool_signature: "test".into(),
@@ -64,7 +67,7 @@ fn config() -> CoreConfig {
         job_declaration: false,
         allow_coinbase_only: true,
         max_custom_jobs: 1_000_000,
-        max_custom_jobs_per_connection: 1_000_000,
+        max_custom_jobs_per_address: 1_000_000,
     }
 }
 
@@ -134,7 +137,7 @@ fn setup_message(flags: u32) -> AnyMessageOwned {
 }
 
 fn setup(core: &mut PoolCore, conn: ConnId) {
-    core.on_connect(conn);
+    core.on_connect(conn, LOCAL);
     let actions = on_message(core, conn, setup_message(0));
     assert!(matches!(
         &actions[..],
@@ -169,7 +172,7 @@ fn request_extensions(exts: Vec<u16>) -> AnyMessageOwned {
 #[test]
 fn anything_before_setup_connection_closes_the_connection() {
     let mut core = core();
-    core.on_connect(1);
+    core.on_connect(1, LOCAL);
     let actions = on_message(&mut core, 1, open_extended(KEY));
     match &actions[..] {
         [Action::Close(1, reason)] => {
@@ -692,7 +695,7 @@ fn open_with_event(core: &mut PoolCore) -> (u32, Target, NewExtendedMiningJobOwn
 #[test]
 fn stats_events_report_the_downstream_its_channels_and_every_share() {
     let mut core = core();
-    core.on_connect(1);
+    core.on_connect(1, LOCAL);
     let actions = core.on_message(1, setup_message(0b100));
     assert_eq!(
         stats_events(&actions),
@@ -766,7 +769,7 @@ fn stats_events_report_the_downstream_its_channels_and_every_share() {
         ]
     );
     // A connection that never completed SetupConnection was never announced.
-    core.on_connect(2);
+    core.on_connect(2, LOCAL);
     assert!(core.on_disconnect(2).is_empty());
 }
 

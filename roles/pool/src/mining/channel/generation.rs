@@ -14,9 +14,7 @@
 //! target, its first job's on the tip, which its shares must meet and are
 //! paid at.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
 
 use mint_quote_sv2::CoinbaseProof;
 use stratum_core::bitcoin::hashes::{sha256, Hash, HashEngine};
@@ -36,14 +34,8 @@ use stratum_core::mining_sv2::{
     ERROR_CODE_SUBMIT_SHARES_STALE_SHARE,
 };
 
+use super::custom_spaces::{CustomSpaces, HeaderSpace};
 use super::{proof, Kind, Submission, Validation};
-use crate::mining::ConnId;
-
-/// What fixes a job's headers but for the miner's nonce, time, version
-/// bits and extranonce: a hash of its coinbase around the extranonce and
-/// its merkle path (a standard job's merkle root), cut to 64 bits (two
-/// spaces alike by chance would only share a target).
-type HeaderSpace = u64;
 
 /// Header spaces a custom-work channel adds on one extranonce prefix and
 /// chain tip (a custom job past them is refused until the tip moves or the
@@ -55,153 +47,6 @@ pub const MAX_CUSTOM_SPACES: usize = 16_384;
 /// SetCustomMiningJob.Error codes.
 pub const HEADERS_AT_ANOTHER_TARGET: &str = "job-headers-at-another-target";
 pub const TOO_MANY_JOBS: &str = "too-many-jobs-on-this-tip";
-
-/// The header spaces of the custom jobs set on the pool's chain tip, over
-/// every channel, each with the target it was first set at. A custom job's
-/// coinbase is its client's, so the same coinbase on the same extranonce
-/// prefix makes the same headers whichever channel holds the prefix: a
-/// prefix comes back to a channel after renewals, or to another channel of
-/// the same key once freed. So the spaces (which take the prefix in) are
-/// kept for the pool's tip, on which every custom job must build, closed
-/// channels' too, and for the tips just before it, which a reorg or a
-/// template provider a block behind can bring back. Bounded for memory:
-/// past `max`, only a channel's first job on a tip is taken, and past
-/// `max + first_jobs` none. And so that one connection cannot take all
-/// that room from the others, a connection adds at most `per_connection`
-/// spaces a tip, over its channels (closed ones too), first jobs included.
-/// Shared by the generations of every custom-work channel, each handle for
-/// its channel's connection (behind a lock only so the core stays `Send`:
-/// it is used under the core's).
-#[derive(Debug, Clone)]
-pub struct CustomSpaces {
-    tips: Arc<Mutex<TipSpaces>>,
-    /// The connection whose channel holds this handle; None for the pool's.
-    conn: Option<ConnId>,
-}
-
-/// Tips before the pool's whose custom job spaces are kept.
-const KEPT_TIPS: usize = 2;
-
-#[derive(Debug)]
-struct TipSpaces {
-    tip: Option<[u8; 32]>,
-    targets: HashMap<HeaderSpace, Target>,
-    /// The tips before it, newest first, with their spaces.
-    earlier: VecDeque<([u8; 32], HashMap<HeaderSpace, Target>)>,
-    /// Spaces each connection added on the tip.
-    added_by: HashMap<ConnId, usize>,
-    max: usize,
-    first_jobs: usize,
-    per_connection: usize,
-}
-
-impl CustomSpaces {
-    /// At most `max` spaces a tip, and `first_jobs` more for channels'
-    /// first jobs on it (one a channel: the pool's `max_channels`); at most
-    /// `per_connection` from one connection.
-    pub fn new(max: usize, first_jobs: usize, per_connection: usize) -> CustomSpaces {
-        let tips = TipSpaces {
-            tip: None,
-            targets: HashMap::new(),
-            earlier: VecDeque::new(),
-            added_by: HashMap::new(),
-            max,
-            first_jobs,
-            per_connection,
-        };
-        CustomSpaces {
-            tips: Arc::new(Mutex::new(tips)),
-            conn: None,
-        }
-    }
-
-    /// The handle of a channel of connection `conn`.
-    pub fn for_connection(&self, conn: ConnId) -> CustomSpaces {
-        CustomSpaces {
-            tips: self.tips.clone(),
-            conn: Some(conn),
-        }
-    }
-
-    fn spaces(&self) -> std::sync::MutexGuard<'_, TipSpaces> {
-        roles_common::lock(&self.tips)
-    }
-
-    /// Connection `conn` closed: its count goes (its spaces stay for the tip).
-    pub fn forget_connection(&self, conn: ConnId) {
-        self.spaces().added_by.remove(&conn);
-    }
-
-    /// Spaces held on the pool's tip, over every custom-work channel.
-    pub fn held(&self) -> usize {
-        self.spaces().targets.len()
-    }
-
-    /// The pool's chain tip is `prev_hash`: the custom jobs set on another
-    /// are stale. The spaces of the tips before are kept a while, and those
-    /// of a tip that comes back are its again.
-    pub fn on_tip(&self, prev_hash: [u8; 32]) {
-        let mut spaces = self.spaces();
-        let Some(tip) = spaces.tip.filter(|tip| *tip != prev_hash) else {
-            spaces.tip = Some(prev_hash);
-            return;
-        };
-        spaces.added_by = HashMap::new();
-        let back = spaces.earlier.iter().position(|(t, _)| *t == prev_hash);
-        let targets = back
-            .and_then(|i| spaces.earlier.remove(i))
-            .map(|(_, targets)| targets)
-            .unwrap_or_default();
-        let left = std::mem::replace(&mut spaces.targets, targets);
-        spaces.earlier.push_front((tip, left));
-        spaces.earlier.truncate(KEPT_TIPS);
-        spaces.tip = Some(prev_hash);
-    }
-
-    fn target(&self, space: &HeaderSpace) -> Option<Target> {
-        self.spaces().targets.get(space).copied()
-    }
-
-    /// Why a new space is refused, if it is: its connection added
-    /// `per_connection` on the tip, or the pool holds `max` (for a
-    /// channel's first job on a tip or a prefix, `max + first_jobs`).
-    fn refusal(&self, first: bool) -> Option<String> {
-        let spaces = self.spaces();
-        let added = self
-            .conn
-            .map_or(0, |c| spaces.added_by.get(&c).map_or(0, |n| *n));
-        if added >= spaces.per_connection {
-            return Some(format!(
-                "this connection set {added} custom jobs on this tip already"
-            ));
-        }
-        let room = match first {
-            true => spaces.max.saturating_add(spaces.first_jobs),
-            false => spaces.max,
-        };
-        (spaces.targets.len() >= room).then(|| {
-            format!(
-                "the pool holds {} custom jobs over all channels already",
-                spaces.targets.len()
-            )
-        })
-    }
-
-    /// Records the space's target, unless it has one: whether it was new.
-    fn record(&self, space: HeaderSpace, target: Target) -> bool {
-        let mut spaces = self.spaces();
-        match spaces.targets.entry(space) {
-            Entry::Vacant(new) => {
-                new.insert(target);
-                if let Some(conn) = self.conn {
-                    *spaces.added_by.entry(conn).or_default() += 1;
-                }
-                true
-            }
-            Entry::Occupied(_) => false,
-        }
-    }
-}
 
 pub(super) struct Generation {
     pub kind: Kind,

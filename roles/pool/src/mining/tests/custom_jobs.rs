@@ -24,13 +24,16 @@ fn open_another(core: &mut PoolCore) -> u32 {
     }
 }
 
-/// A custom-work channel on a second connection, 2.
-fn open_on_connection_2(core: &mut PoolCore) -> u32 {
+/// A custom-work channel on connection `conn` from `peer`, connecting it
+/// first if it is new.
+fn open_on(core: &mut PoolCore, conn: ConnId, peer: std::net::IpAddr) -> u32 {
     const REQUIRES_WORK_SELECTION: u32 = 0b10;
-    core.on_connect(2);
-    on_message(core, 2, setup_message(REQUIRES_WORK_SELECTION));
-    let actions = on_message(core, 2, open_extended(&format!("{KEY}.second")));
-    match &sent_to(&actions, 2)[..] {
+    if conn != 1 {
+        core.on_connect(conn, peer);
+        on_message(core, conn, setup_message(REQUIRES_WORK_SELECTION));
+    }
+    let actions = on_message(core, conn, open_extended(&format!("{KEY}.on{conn}")));
+    match &sent_to(&actions, conn)[..] {
         [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
         other => panic!("{other:?}"),
     }
@@ -265,47 +268,69 @@ fn a_tip_that_comes_back_keeps_its_custom_jobs_targets() {
     job_1_refused_at_a_harder_target(&mut core, a, prev(3, NEVER));
 }
 
-/// One connection sets at most `max_custom_jobs_per_connection` custom jobs
-/// with headers of their own on a tip, over its channels (first jobs and
-/// closed channels' included), so it cannot take the room of the others;
-/// its count starts over on the next tip.
+/// The connections of one address set at most `max_custom_jobs_per_address`
+/// custom jobs with headers of their own on a tip, over their channels
+/// (closed ones' too), and `max_channels_per_connection` more first jobs:
+/// so one client, however many connections it opens, cannot take the room
+/// of the others. A tip that comes back has its counts back.
 #[test]
-fn one_connection_cannot_take_the_custom_job_room_of_the_others() {
+fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     let mut core = PoolCore::new(CoreConfig {
-        max_custom_jobs_per_connection: 2,
+        max_custom_jobs_per_address: 2,
+        max_channels_per_connection: 2,
         ..core_with_job_declaration().config
     })
     .unwrap();
+    let other: std::net::IpAddr = "192.0.2.7".parse().unwrap();
     let tip = || prev(1, NEVER);
     let a = open_custom_work_channel(&mut core);
     set_numbered(&mut core, a, tip(), 1).unwrap();
     let b = open_another(&mut core);
     set_numbered(&mut core, b, tip(), 2).unwrap();
     close(&mut core, b);
-    // Neither a new job nor a new channel's first.
-    let c = open_another(&mut core);
-    for channel_id in [a, c] {
-        assert_eq!(
-            set_numbered(&mut core, channel_id, tip(), 3),
-            Err(TOO_MANY_JOBS.to_string())
-        );
-    }
+    assert_eq!(
+        set_numbered(&mut core, a, tip(), 3),
+        Err(TOO_MANY_JOBS.to_string())
+    );
     // A job with headers it set before is no new one.
     set_numbered(&mut core, a, tip(), 1).unwrap();
 
-    // Another connection sets its own.
-    let d = open_on_connection_2(&mut core);
-    set_numbered_on(&mut core, 2, d, tip(), 3).unwrap();
-    set_numbered_on(&mut core, 2, d, tip(), 4).unwrap();
-    assert_eq!(core.stats().custom_jobs_held, 4);
+    // A second connection from the address: first jobs only, two at most.
+    let c = open_on(&mut core, 2, LOCAL);
+    set_numbered_on(&mut core, 2, c, tip(), 3).unwrap();
+    assert_eq!(
+        set_numbered_on(&mut core, 2, c, tip(), 4),
+        Err(TOO_MANY_JOBS.to_string())
+    );
+    let d = open_on(&mut core, 1, LOCAL);
+    set_numbered(&mut core, d, tip(), 4).unwrap();
+    let e = open_on(&mut core, 2, LOCAL);
+    assert_eq!(
+        set_numbered_on(&mut core, 2, e, tip(), 5),
+        Err(TOO_MANY_JOBS.to_string())
+    );
 
-    // The next tip.
+    // Another address sets its own.
+    let f = open_on(&mut core, 3, other);
+    set_numbered_on(&mut core, 3, f, tip(), 5).unwrap();
+    set_numbered_on(&mut core, 3, f, tip(), 6).unwrap();
+    assert_eq!(core.stats().custom_jobs_held, 6);
+
+    // The next tip: counts start over; back on the first, they are back.
     let moved = SetNewPrevHashOwned {
         prev_hash: U256Owned::from([8u8; 32]),
         ..prev(2, NEVER)
     };
     core.on_new_template(template(2));
     core.on_set_new_prev_hash(moved.clone());
-    set_numbered(&mut core, a, moved.clone(), 5).unwrap();
-    set_numbered(&mut core, c, moved, 6).unwrap();
+    set_numbered(&mut core, a, moved.clone(), 7).unwrap();
+    set_numbered(&mut core, a, moved, 8).unwrap();
+    core.on_new_template(template(3));
+    core.on_set_new_prev_hash(prev(3, NEVER));
+    assert_eq!(
+        set_numbered(&mut core, a, prev(3, NEVER), 9),
+        Err(TOO_MANY_JOBS.to_string())
+    );
+    let g = open_on(&mut core, 3, other);
+    set_numbered_on(&mut core, 3, g, prev(3, NEVER), 9).unwrap();
 }

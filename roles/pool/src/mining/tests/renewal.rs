@@ -718,7 +718,7 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
 pub(super) fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
     const REQUIRES_WORK_SELECTION: u32 = 0b10;
     const DECLARE_TX_DATA: u32 = 0b1;
-    core.on_connect(1);
+    core.on_connect(1, LOCAL);
     on_message(core, 1, setup_message(REQUIRES_WORK_SELECTION));
     core.on_new_template(template(1));
     core.on_set_new_prev_hash(prev(1, NEVER));
