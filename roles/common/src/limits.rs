@@ -1,6 +1,7 @@
 //! What strangers may hold open on a listener: connections in total and per
-//! source IP. A connection over either bound is closed at once; refusals are
-//! logged at most once per [`WARN_EVERY`], with how many there were.
+//! source address ([`peer_key`]). A connection over either bound is closed
+//! at once; refusals are logged at most once per [`WARN_EVERY`], with how
+//! many there were.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,6 +11,20 @@ use std::time::{Duration, Instant};
 
 /// At most one log line about refused connections this often.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The address a peer is counted by: an IPv4 address (also one mapped into
+/// IPv6, as a dual-stack listener gives it) as is, an IPv6 address by its
+/// /64. A /64 is one network, as the hosts behind an IPv4 address are, and
+/// any host on it may take any of its addresses.
+pub fn peer_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(network.into())
+        }
+        v4 => v4,
+    }
+}
 
 /// Bounds on a listener's open connections.
 #[derive(Clone)]
@@ -66,6 +81,7 @@ impl ConnectionLimits {
 
     /// Counts a new connection from `ip` in, unless a bound is reached.
     pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
+        let ip = peer_key(ip);
         let mut state = self.lock();
         let of_ip = state.per_ip.get(&ip).copied().unwrap_or(0);
         let refusal = if state.total >= self.max_total {
@@ -143,6 +159,26 @@ mod tests {
         drop(a1);
         assert_eq!(limits.open(), 2);
         assert!(limits.admit(ip(1)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_network_counts_as_one_address_and_mapped_ipv4_as_itself() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            peer_key(v6("2001:db8:1:2:aaaa::1")),
+            peer_key(v6("2001:db8:1:2:bbbb::2"))
+        );
+        assert_ne!(
+            peer_key(v6("2001:db8:1:2::1")),
+            peer_key(v6("2001:db8:1:3::1"))
+        );
+        assert_eq!(peer_key(v6("::ffff:10.0.0.1")), ip(1));
+        assert_eq!(peer_key(ip(1)), ip(1));
+        let limits = ConnectionLimits::new(10, 1);
+        let _held = limits.admit(v6("2001:db8::1")).unwrap();
+        assert!(limits.admit(v6("2001:db8::2")).is_err());
+        let _mapped = limits.admit(v6("::ffff:10.0.0.1")).unwrap();
+        assert!(limits.admit(ip(1)).is_err());
     }
 
     #[test]

@@ -290,10 +290,9 @@ async fn work_selecting_channel_from(
     key: &LockingKey,
     from: std::net::IpAddr,
 ) -> (MiningClient, u32) {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind((from, 0).into()).unwrap();
-    let stream = socket.connect(stack.pool_addr()).await.unwrap();
-    let conn = Sv2Conn::over(stream, POOL_PUBLIC_KEY).await.unwrap();
+    let conn = Sv2Conn::connect_from(from, stack.pool_addr(), POOL_PUBLIC_KEY)
+        .await
+        .unwrap();
     let mut client = MiningClient::over(conn);
     client.setup_connection(0b10).await;
     client
@@ -544,7 +543,7 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
     let stack = EhashStack::start("annotate", |pool| {
         pool.jds = Some(pool::config::JdsSettings {
             listen_address: "127.0.0.1:0".into(),
-            max_custom_jobs: 3,
+            max_custom_jobs: 5,
             max_custom_jobs_per_address: 2,
             ..Default::default()
         })
@@ -555,6 +554,7 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
         .template()
         .await;
     let mut jdc = JdTestClient::connect_coinbase_only(stack.pool().jds_addr().unwrap()).await;
+    let refused = Err("too-many-jobs-on-this-tip".to_string());
     let (secret, key) = miner_key();
     let (mut client, first) = work_selecting_channel(&stack, &key).await;
     let second = client
@@ -571,10 +571,7 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
 
     // The address's bound.
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
-    assert_eq!(
-        client.set_custom_job(&job).await,
-        Err("too-many-jobs-on-this-tip".to_string())
-    );
+    assert_eq!(client.set_custom_job(&job).await, refused);
     shares.extend(mine(&mut client, first, 2).await);
     let close = stratum_core::mining_sv2::CloseChannelOwned {
         channel_id: second,
@@ -584,29 +581,29 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
         .conn
         .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(close)))
         .await;
-    // Its closed channel's job still counted.
+    // Its closed channel's job still counted, and a new connection's.
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
-    assert_eq!(
-        client.set_custom_job(&job).await,
-        Err("too-many-jobs-on-this-tip".to_string())
-    );
+    assert_eq!(client.set_custom_job(&job).await, refused);
+    let (mut again, channel) = work_selecting_channel(&stack, &key).await;
+    let job = numbered_custom_job(&mut jdc, channel, &key, &tip, 4).await;
+    again.set_custom_job(&job).await.expect("a first job set");
+    let job = numbered_custom_job(&mut jdc, channel, &key, &tip, 5).await;
+    assert_eq!(again.set_custom_job(&job).await, refused);
     shares.extend(mine(&mut client, first, 2).await);
     notified_and_minted(&stack, &mut client, first, &shares, &secret).await;
 
-    // A connection from another address sets its job; then the pool holds
-    // its bound.
+    // Another address sets its own, up to the pool's bound.
     let (other_secret, other_key) = miner_key();
     let (mut other, channel) =
         work_selecting_channel_from(&stack, &other_key, [127, 0, 0, 2].into()).await;
-    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 4).await;
+    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 6).await;
+    other.set_custom_job(&job).await.expect("custom job set");
+    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 7).await;
     let job_id = other.set_custom_job(&job).await.expect("custom job set");
     other.mine_custom_job(&job, job_id);
     let mut other_shares = mine(&mut other, channel, 2).await;
-    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 5).await;
-    assert_eq!(
-        other.set_custom_job(&job).await,
-        Err("too-many-jobs-on-this-tip".to_string())
-    );
+    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 8).await;
+    assert_eq!(other.set_custom_job(&job).await, refused);
     other_shares.extend(mine(&mut other, channel, 2).await);
     notified_and_minted(&stack, &mut other, channel, &other_shares, &other_secret).await;
     stack.stop().await;

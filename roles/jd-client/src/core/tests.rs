@@ -711,20 +711,32 @@ fn a_custom_job_refused_on_a_channel_the_pool_closed_meanwhile_changes_nothing()
 }
 
 /// The tip moved while a custom job was on the way: its refusal (the pool
-/// full for the tip it was on) is of a job this client has left.
+/// full for the tip it was on) is of a job this client has left. On the
+/// tip it is on, the same refusal sends the channel, with no job on the
+/// tip, to the pool's jobs.
 #[test]
 fn a_custom_job_refused_after_its_tip_was_left_changes_nothing() {
+    let full = |m: &stratum_core::mining_sv2::SetCustomMiningJobOwned| {
+        mining(MiningOwned::SetCustomMiningJobError(
+            SetCustomMiningJobErrorOwned {
+                channel_id: 5,
+                request_id: m.request_id,
+                error_code: str0255_truncated("too-many-jobs-on-this-tip"),
+            },
+        ))
+    };
     let mut core = JdcCore::new(Mode::Declared, "t");
     let m = with_custom_job(&mut core);
     tip_of(&mut core, 2);
-    let refused = core.on_upstream(mining(MiningOwned::SetCustomMiningJobError(
-        SetCustomMiningJobErrorOwned {
-            channel_id: 5,
-            request_id: m.request_id,
-            error_code: str0255_truncated("too-many-jobs-on-this-tip"),
-        },
-    )));
+    let refused = core.on_upstream(full(&m));
     assert!(refused.is_empty(), "{refused:?}");
+
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let m = with_custom_job(&mut core);
+    assert!(matches!(
+        &core.on_upstream(full(&m))[..],
+        [Action::FallBack(reason)] if reason.contains("too-many-jobs-on-this-tip")
+    ));
 }
 
 /// The declarator refuses a declaration as on a stale tip (the pool's

@@ -72,11 +72,12 @@ impl PoolCore {
                 return open_error(conn, request_id, ERROR_NO_LOCKING_KEY);
             }
         };
+        // The peer of a connection selecting its own work.
         let work_selection = self
             .connections
             .get(&conn)
-            .is_some_and(|c| c.work_selection);
-        if work_selection && matches!(request, OpenRequest::Standard(_)) {
+            .and_then(|c| c.work_selection.then_some(c.peer));
+        if work_selection.is_some() && matches!(request, OpenRequest::Standard(_)) {
             self.warn_peer(
                 conn,
                 format_args!("refusing a standard channel: this connection selects its own work"),
@@ -108,9 +109,7 @@ impl PoolCore {
                 return open_error(conn, request_id, code);
             }
         };
-        if work_selection {
-            let peer = self.connections.get(&conn).map(|c| c.peer);
-            let peer = peer.expect("a connection opening a channel is known");
+        if let Some(peer) = work_selection {
             channel.set_custom_work(self.custom_spaces.for_peer(peer));
         }
         let channel_id = channel.id();

@@ -87,11 +87,12 @@ impl CustomSpaces {
         }
     }
 
-    /// The handle of a channel of a connection from `peer`.
+    /// The handle of a channel of a connection from `peer` (counted as
+    /// the connection limits count it: an IPv6 address by its /64).
     pub fn for_peer(&self, peer: IpAddr) -> CustomSpaces {
         CustomSpaces {
             kept: self.kept.clone(),
-            peer: Some(peer),
+            peer: Some(roles_common::limits::peer_key(peer)),
         }
     }
 

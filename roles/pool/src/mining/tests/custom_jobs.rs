@@ -24,14 +24,15 @@ fn open_another(core: &mut PoolCore) -> u32 {
     }
 }
 
-/// A custom-work channel on connection `conn` from `peer`, connecting it
-/// first if it is new.
-fn open_on(core: &mut PoolCore, conn: ConnId, peer: std::net::IpAddr) -> u32 {
+/// Connection `conn` from `peer`, set up to select its own work.
+fn connect_from(core: &mut PoolCore, conn: ConnId, peer: std::net::IpAddr) {
     const REQUIRES_WORK_SELECTION: u32 = 0b10;
-    if conn != 1 {
-        core.on_connect(conn, peer);
-        on_message(core, conn, setup_message(REQUIRES_WORK_SELECTION));
-    }
+    core.on_connect(conn, peer);
+    on_message(core, conn, setup_message(REQUIRES_WORK_SELECTION));
+}
+
+/// A custom-work channel on connection `conn`.
+fn open_on(core: &mut PoolCore, conn: ConnId) -> u32 {
     let actions = on_message(core, conn, open_extended(&format!("{KEY}.on{conn}")));
     match &sent_to(&actions, conn)[..] {
         [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
@@ -296,22 +297,24 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     set_numbered(&mut core, a, tip(), 1).unwrap();
 
     // A second connection from the address: first jobs only, two at most.
-    let c = open_on(&mut core, 2, LOCAL);
+    connect_from(&mut core, 2, LOCAL);
+    let c = open_on(&mut core, 2);
     set_numbered_on(&mut core, 2, c, tip(), 3).unwrap();
     assert_eq!(
         set_numbered_on(&mut core, 2, c, tip(), 4),
         Err(TOO_MANY_JOBS.to_string())
     );
-    let d = open_on(&mut core, 1, LOCAL);
+    let d = open_on(&mut core, 1);
     set_numbered(&mut core, d, tip(), 4).unwrap();
-    let e = open_on(&mut core, 2, LOCAL);
+    let e = open_on(&mut core, 2);
     assert_eq!(
         set_numbered_on(&mut core, 2, e, tip(), 5),
         Err(TOO_MANY_JOBS.to_string())
     );
 
     // Another address sets its own.
-    let f = open_on(&mut core, 3, other);
+    connect_from(&mut core, 3, other);
+    let f = open_on(&mut core, 3);
     set_numbered_on(&mut core, 3, f, tip(), 5).unwrap();
     set_numbered_on(&mut core, 3, f, tip(), 6).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 6);
@@ -331,6 +334,6 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
         set_numbered(&mut core, a, prev(3, NEVER), 9),
         Err(TOO_MANY_JOBS.to_string())
     );
-    let g = open_on(&mut core, 3, other);
+    let g = open_on(&mut core, 3);
     set_numbered_on(&mut core, 3, g, prev(3, NEVER), 9).unwrap();
 }
