@@ -245,18 +245,19 @@ fn both_kinds_follow_a_rate_switching_x10_and_a_paused_miner() {
 #[test]
 fn with_a_mint_vardiff_settles_on_whole_amounts_near_one_ehash() {
     let bits = UnitBits::new(20).unwrap();
-    for (seed, units) in [(11, 1.6), (12, 2.4), (13, 12.5)] {
+    let kinds = [Kind::Extended, Kind::Standard, Kind::Extended];
+    for ((seed, units), kind) in [(11, 1.6), (12, 2.4), (13, 12.5)].into_iter().zip(kinds) {
         let mut core = core();
         core.config.unit_bits = bits;
         core.config.whole_units = true;
         core.config.easiest_target = Some(ehash::easiest_target(bits));
         let rate = units * (1u64 << 20) as f64 * 60.0 / SPM;
-        let mut channel = PoolChannel::open_on(core, Kind::Extended, 1e3);
+        let mut channel = PoolChannel::open_on(core, kind, 1e3);
         let samples = run_on(&mut channel, seed, 2, |_| rate);
         let (good, all) = settled_in_band(&samples);
         assert!(
             good * 10 >= all * 9,
-            "{units}: {good} of {all} minutes in band ({} retargets)",
+            "{kind:?} {units}: {good} of {all} minutes in band ({} retargets)",
             channel.retargets
         );
         let target = channel.target();
