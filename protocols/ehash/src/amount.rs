@@ -105,8 +105,8 @@ pub fn target_worth(units: u64, unit_bits: UnitBits) -> Target {
 /// (worth 1.99 ehash, a share would be paid 1). Never easier than `bound`
 /// (the channel's maximum target): then the harder of the two. Targets
 /// worth 2^32 ehash or more, which lose under one part in 2^32, and every
-/// target at `unit_bits` 0 (work is a whole number of hashes) stay as they
-/// are.
+/// target at `unit_bits` 0 (work is a whole number of hashes) are only
+/// kept within `bound`.
 pub fn whole_units_target(target: Target, bound: Target, unit_bits: UnitBits) -> Target {
     let target = target.min(bound);
     let units = ehash_amount(target, unit_bits);

@@ -37,7 +37,8 @@ pub struct ConnectionLimits {
 #[derive(Default)]
 struct State {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    /// Connections open from each address, by its [`peer_key`].
+    per_key: HashMap<IpAddr, usize>,
     refused_unreported: u64,
     last_warned: Option<Instant>,
 }
@@ -47,7 +48,7 @@ struct State {
 pub enum Refusal {
     /// `max_total` connections are open.
     Total(usize),
-    /// The source IP has `max_per_ip` connections open.
+    /// The source address (an IPv6 /64) has `max_per_ip` connections open.
     PerIp(usize),
 }
 
@@ -65,7 +66,7 @@ impl fmt::Display for Refusal {
 
 /// One admitted connection; it counts until dropped.
 pub struct ConnectionPermit {
-    ip: IpAddr,
+    key: IpAddr,
     state: Arc<Mutex<State>>,
 }
 
@@ -79,14 +80,15 @@ impl ConnectionLimits {
         }
     }
 
-    /// Counts a new connection from `ip` in, unless a bound is reached.
+    /// Counts a new connection from `ip` in (by its [`peer_key`]), unless
+    /// a bound is reached.
     pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
-        let ip = peer_key(ip);
+        let key = peer_key(ip);
         let mut state = self.lock();
-        let of_ip = state.per_ip.get(&ip).copied().unwrap_or(0);
+        let of_key = state.per_key.get(&key).copied().unwrap_or(0);
         let refusal = if state.total >= self.max_total {
             Some(Refusal::Total(self.max_total))
-        } else if of_ip >= self.max_per_ip {
+        } else if of_key >= self.max_per_ip {
             Some(Refusal::PerIp(self.max_per_ip))
         } else {
             None
@@ -96,9 +98,9 @@ impl ConnectionLimits {
             return Err(refusal);
         }
         state.total += 1;
-        *state.per_ip.entry(ip).or_default() += 1;
+        *state.per_key.entry(key).or_default() += 1;
         Ok(ConnectionPermit {
-            ip,
+            key,
             state: self.state.clone(),
         })
     }
@@ -130,10 +132,10 @@ impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut state = crate::lock(&self.state);
         state.total -= 1;
-        if let Some(n) = state.per_ip.get_mut(&self.ip) {
+        if let Some(n) = state.per_key.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                state.per_ip.remove(&self.ip);
+                state.per_key.remove(&self.key);
             }
         }
     }

@@ -73,7 +73,8 @@ pub struct PoolConfig {
     /// aggregate mode needs one; otherwise one per miner behind it).
     #[serde(default = "default::u32::<10_000>")]
     pub max_channels_per_connection: u32,
-    /// Most downstream connections at once, and from one IP address.
+    /// Most downstream connections at once, and from one IP address (an
+    /// IPv6 /64 counts as one).
     #[serde(default = "default::usize::<10_000>")]
     pub max_connections: usize,
     #[serde(default = "default::usize::<1_000>")]
@@ -538,6 +539,10 @@ mod tests {
             ),
             ("jds.max_connections_per_ip", |j| {
                 j.max_connections_per_ip = 0
+            }),
+            ("jds.max_custom_jobs", |j| j.max_custom_jobs = 0),
+            ("jds.max_custom_jobs_per_address", |j| {
+                j.max_custom_jobs_per_address = 0
             }),
         ] {
             let mut bad = c.clone();

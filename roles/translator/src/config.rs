@@ -70,7 +70,7 @@ pub struct TranslatorConfig {
     #[serde(default = "default::usize::<10_000>")]
     pub max_miners: usize,
     /// Miners connected at once from one IP address at most (a farm behind
-    /// one NAT is one address).
+    /// one NAT is one address, as is an IPv6 /64).
     #[serde(default = "default::usize::<10_000>")]
     pub max_miners_per_ip: usize,
     /// Seconds a miner may send nothing (no share, no request) before it is

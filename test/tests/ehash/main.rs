@@ -592,7 +592,7 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
     shares.extend(mine(&mut client, first, 2).await);
     notified_and_minted(&stack, &mut client, first, &shares, &secret).await;
 
-    // Another address sets its own, up to the pool's bound.
+    // Another address has room of its own.
     let (other_secret, other_key) = miner_key();
     let (mut other, channel) =
         work_selecting_channel_from(&stack, &other_key, [127, 0, 0, 2].into()).await;
@@ -601,10 +601,16 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
     let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 7).await;
     let job_id = other.set_custom_job(&job).await.expect("custom job set");
     other.mine_custom_job(&job, job_id);
-    let mut other_shares = mine(&mut other, channel, 2).await;
-    let job = numbered_custom_job(&mut jdc, channel, &other_key, &tip, 8).await;
-    assert_eq!(other.set_custom_job(&job).await, refused);
-    other_shares.extend(mine(&mut other, channel, 2).await);
+    let other_shares = mine(&mut other, channel, 2).await;
+
+    // The pool holds its bound: a third address has a first job only.
+    let (_, third_key) = miner_key();
+    let (mut third, channel_3) =
+        work_selecting_channel_from(&stack, &third_key, [127, 0, 0, 3].into()).await;
+    let job = numbered_custom_job(&mut jdc, channel_3, &third_key, &tip, 8).await;
+    third.set_custom_job(&job).await.expect("a first job set");
+    let job = numbered_custom_job(&mut jdc, channel_3, &third_key, &tip, 9).await;
+    assert_eq!(third.set_custom_job(&job).await, refused);
     notified_and_minted(&stack, &mut other, channel, &other_shares, &other_secret).await;
     stack.stop().await;
 }

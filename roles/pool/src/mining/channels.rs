@@ -73,11 +73,11 @@ impl PoolCore {
             }
         };
         // The peer of a connection selecting its own work.
-        let work_selection = self
+        let work_selecting_peer = self
             .connections
             .get(&conn)
             .and_then(|c| c.work_selection.then_some(c.peer));
-        if work_selection.is_some() && matches!(request, OpenRequest::Standard(_)) {
+        if work_selecting_peer.is_some() && matches!(request, OpenRequest::Standard(_)) {
             self.warn_peer(
                 conn,
                 format_args!("refusing a standard channel: this connection selects its own work"),
@@ -109,7 +109,7 @@ impl PoolCore {
                 return open_error(conn, request_id, code);
             }
         };
-        if let Some(peer) = work_selection {
+        if let Some(peer) = work_selecting_peer {
             channel.set_custom_work(self.custom_spaces.for_peer(peer));
         }
         let channel_id = channel.id();

@@ -24,21 +24,22 @@ use std::sync::{Arc, Mutex};
 use stratum_core::bitcoin::Target;
 
 /// What fixes a job's headers but for the miner's nonce, time, version
-/// bits and extranonce: a hash of its coinbase around the extranonce and
-/// its merkle path (a standard job's merkle root), cut to 64 bits (two
-/// spaces alike by chance would only share a target).
+/// bits and extranonce, cut to 64 bits (two spaces alike by chance would
+/// only share a target); `generation` computes them.
 pub(super) type HeaderSpace = u64;
 
 /// Tips before the pool's whose custom job spaces are kept.
 const KEPT_TIPS: usize = 2;
 
 /// How many spaces are kept a tip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct SpaceBounds {
+    /// Over every channel.
     pub max: usize,
     /// More for channels' first jobs: one a channel (the pool's
     /// `max_channels`).
     pub first_jobs: usize,
+    /// From one peer address, over its connections and channels.
     pub per_address: usize,
     /// More for one address's first jobs: one a channel of a connection
     /// (the pool's `max_channels_per_connection`).
@@ -74,6 +75,7 @@ pub struct CustomSpaces {
 }
 
 impl CustomSpaces {
+    /// The pool's, holding nothing yet.
     pub fn new(bounds: SpaceBounds) -> CustomSpaces {
         let kept = Kept {
             tip: None,
@@ -130,9 +132,9 @@ impl CustomSpaces {
         self.kept().current.targets.get(space).copied()
     }
 
-    /// Why a new space is refused, if it is: its address added its share
-    /// on the tip, or the pool holds `max` (more for a channel's `first`
-    /// job on a tip or a prefix).
+    /// Why a new space is refused, if it is: its address reached its bound
+    /// on the tip, or the pool holds `max` (both with more room for a
+    /// channel's `first` job on a tip or a prefix).
     pub(super) fn refusal(&self, first: bool) -> Option<String> {
         let kept = self.kept();
         let SpaceBounds {

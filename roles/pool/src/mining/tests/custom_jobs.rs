@@ -1,7 +1,8 @@
 //! The pool keeps the header space of every custom job set on its tip,
 //! over every channel (closed ones too: a prefix comes back to a channel
-//! of the same key), against a bound, and forgets them when its tip moves.
-//! A prefix that comes back brings no custom job back at another target.
+//! of the same key), against a bound over all and one per peer address,
+//! and forgets them when its tip moves. A prefix that comes back brings no
+//! custom job back at another target.
 
 use super::renewal::{declare_numbered_job, open_custom_work_channel, prefix, sent, sent_to};
 use super::*;
@@ -278,7 +279,7 @@ fn a_tip_that_comes_back_keeps_its_custom_jobs_targets() {
 fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     let mut core = PoolCore::new(CoreConfig {
         max_custom_jobs_per_address: 2,
-        max_channels_per_connection: 2,
+        max_channels_per_connection: 3,
         ..core_with_job_declaration().config
     })
     .unwrap();
@@ -296,7 +297,7 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     // A job with headers it set before is no new one.
     set_numbered(&mut core, a, tip(), 1).unwrap();
 
-    // A second connection from the address: first jobs only, two at most.
+    // A second connection from the address: first jobs only, three at most.
     connect_from(&mut core, 2, LOCAL);
     let c = open_on(&mut core, 2);
     set_numbered_on(&mut core, 2, c, tip(), 3).unwrap();
@@ -307,17 +308,19 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     let d = open_on(&mut core, 1);
     set_numbered(&mut core, d, tip(), 4).unwrap();
     let e = open_on(&mut core, 2);
+    set_numbered_on(&mut core, 2, e, tip(), 5).unwrap();
+    let h = open_on(&mut core, 2);
     assert_eq!(
-        set_numbered_on(&mut core, 2, e, tip(), 5),
+        set_numbered_on(&mut core, 2, h, tip(), 6),
         Err(TOO_MANY_JOBS.to_string())
     );
 
     // Another address sets its own.
     connect_from(&mut core, 3, other);
     let f = open_on(&mut core, 3);
-    set_numbered_on(&mut core, 3, f, tip(), 5).unwrap();
-    set_numbered_on(&mut core, 3, f, tip(), 6).unwrap();
-    assert_eq!(core.stats().custom_jobs_held, 6);
+    set_numbered_on(&mut core, 3, f, tip(), 7).unwrap();
+    set_numbered_on(&mut core, 3, f, tip(), 8).unwrap();
+    assert_eq!(core.stats().custom_jobs_held, 7);
 
     // The next tip: counts start over; back on the first, they are back.
     let moved = SetNewPrevHashOwned {
@@ -326,14 +329,14 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     };
     core.on_new_template(template(2));
     core.on_set_new_prev_hash(moved.clone());
-    set_numbered(&mut core, a, moved.clone(), 7).unwrap();
-    set_numbered(&mut core, a, moved, 8).unwrap();
+    set_numbered(&mut core, a, moved.clone(), 9).unwrap();
+    set_numbered(&mut core, a, moved, 10).unwrap();
     core.on_new_template(template(3));
     core.on_set_new_prev_hash(prev(3, NEVER));
     assert_eq!(
-        set_numbered(&mut core, a, prev(3, NEVER), 9),
+        set_numbered(&mut core, a, prev(3, NEVER), 11),
         Err(TOO_MANY_JOBS.to_string())
     );
     let g = open_on(&mut core, 3);
-    set_numbered_on(&mut core, 3, g, prev(3, NEVER), 9).unwrap();
+    set_numbered_on(&mut core, 3, g, prev(3, NEVER), 11).unwrap();
 }

@@ -241,9 +241,9 @@ fn both_kinds_follow_a_rate_switching_x10_and_a_paused_miner() {
 
 /// With a mint, targets are worth whole amounts of ehash: near one ehash a
 /// share (1.6 here, so 2) the share rate is off the aim by up to a half,
-/// and vardiff still settles in band.
+/// and vardiff still settles in band, on either kind of channel.
 #[test]
-fn with_a_mint_vardiff_settles_on_whole_amounts_near_one_ehash() {
+fn with_a_mint_vardiff_settles_on_whole_amounts_of_ehash() {
     let bits = UnitBits::new(20).unwrap();
     let kinds = [Kind::Extended, Kind::Standard, Kind::Extended];
     for ((seed, units), kind) in [(11, 1.6), (12, 2.4), (13, 12.5)].into_iter().zip(kinds) {
