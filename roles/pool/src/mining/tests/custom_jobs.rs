@@ -71,6 +71,18 @@ fn set_numbered_on(
     }
 }
 
+/// The pool's tip moves on (template 2, on another prev hash): its
+/// SetNewPrevHash.
+fn move_tip(core: &mut PoolCore) -> SetNewPrevHashOwned {
+    let moved = SetNewPrevHashOwned {
+        prev_hash: U256Owned::from([8u8; 32]),
+        ..prev(2, NEVER)
+    };
+    core.on_new_template(template(2));
+    core.on_set_new_prev_hash(moved.clone());
+    moved
+}
+
 /// The downstream closes channel `channel_id`.
 fn close(core: &mut PoolCore, channel_id: u32) {
     let close = MiningOwned::CloseChannel(CloseChannelOwned {
@@ -140,12 +152,7 @@ fn a_channel_moving_to_a_new_tip_frees_the_custom_jobs_of_the_old_one() {
         Err(TOO_MANY_JOBS.to_string())
     );
 
-    let moved = SetNewPrevHashOwned {
-        prev_hash: U256Owned::from([8u8; 32]),
-        ..prev(2, NEVER)
-    };
-    core.on_new_template(template(2));
-    core.on_set_new_prev_hash(moved.clone());
+    let moved = move_tip(&mut core);
     set_numbered(&mut core, a, moved.clone(), 3).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 1);
     set_numbered(&mut core, a, moved, 4).unwrap();
@@ -256,12 +263,7 @@ fn a_tip_that_comes_back_keeps_its_custom_jobs_targets() {
     let a = open_custom_work_channel(&mut core);
     set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
 
-    let other = SetNewPrevHashOwned {
-        prev_hash: U256Owned::from([8u8; 32]),
-        ..prev(2, NEVER)
-    };
-    core.on_new_template(template(2));
-    core.on_set_new_prev_hash(other);
+    move_tip(&mut core);
     assert_eq!(core.stats().custom_jobs_held, 0);
     core.on_new_template(template(3));
     core.on_set_new_prev_hash(prev(3, NEVER));
@@ -323,12 +325,7 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     assert_eq!(core.stats().custom_jobs_held, 7);
 
     // The next tip: counts start over; back on the first, they are back.
-    let moved = SetNewPrevHashOwned {
-        prev_hash: U256Owned::from([8u8; 32]),
-        ..prev(2, NEVER)
-    };
-    core.on_new_template(template(2));
-    core.on_set_new_prev_hash(moved.clone());
+    let moved = move_tip(&mut core);
     set_numbered(&mut core, a, moved.clone(), 9).unwrap();
     set_numbered(&mut core, a, moved, 10).unwrap();
     core.on_new_template(template(3));
