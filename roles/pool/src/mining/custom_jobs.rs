@@ -73,9 +73,14 @@ impl PoolCore {
                 )]
             }
             Err((e, code)) => {
+                // The address too: the bounds on custom jobs count by it.
+                let peer = self.connections.get(&conn).map(|c| c.peer.to_string());
                 warn!(
                     conn,
-                    channel_id, code, "custom job refused by its channel: {e}"
+                    peer = peer.unwrap_or_default(),
+                    channel_id,
+                    code,
+                    "custom job refused by its channel: {e}"
                 );
                 refuse(code)
             }
