@@ -61,6 +61,7 @@ pub struct PoolConfig {
     #[serde(default)]
     pub min_share_difficulty: f64,
     /// One ehash is worth 2^unit_bits expected hashes (shared with the mint).
+    /// With a mint, every channel's target is worth a whole number of them.
     #[serde(default = "default::u32::<32>")]
     pub unit_bits: u32,
     /// Refuse channels whose `user_identity` does not start with a locking key.
