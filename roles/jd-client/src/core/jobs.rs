@@ -782,8 +782,9 @@ impl Jobs {
             return vec![];
         }
         // The pool holds all the custom jobs it may (on this channel, from
-        // this address, or in all): a channel with a job set on this tip mines it until the tip
-        // moves; one without would mine stale work, so the pool's jobs.
+        // this address, or in all): a channel with a job set on this tip
+        // mines it until the tip moves; one without would mine stale work,
+        // so the pool's jobs.
         let has_job_on_tip = self.set.keys().any(|(channel, _)| *channel == e.channel_id);
         if code == "too-many-jobs-on-this-tip" && has_job_on_tip {
             warn!(

@@ -37,6 +37,16 @@ fn core() -> PoolCore {
 }
 
 /// A core with a job declarator taking coinbase-only clients too.
+/// A core with a mint paying one ehash for `2^bits` hashes: no target
+/// easier than one ehash, every one worth a whole amount.
+fn core_with_a_mint(bits: UnitBits) -> PoolCore {
+    let mut core = core();
+    core.config.unit_bits = bits;
+    core.config.whole_units = true;
+    core.config.easiest_target = Some(ehash::easiest_target(bits));
+    core
+}
+
 fn core_with_job_declaration() -> PoolCore {
     PoolCore::new(CoreConfig {
         job_declaration: true,
@@ -777,9 +787,7 @@ fn stats_events_report_the_downstream_its_channels_and_every_share() {
 fn with_a_mint_no_channel_gets_a_target_worth_less_than_one_ehash() {
     let bits = UnitBits::new(16).unwrap();
     let easiest = ehash::easiest_target(bits);
-    let mut core = core();
-    core.config.unit_bits = bits;
-    core.config.easiest_target = Some(easiest);
+    let mut core = core_with_a_mint(bits);
     // 10 H/s at 6 shares a minute would be 100 hashes a share.
     let (channel_id, _, target) = open_on_tip(&mut core, NEVER);
     assert_eq!(target, easiest);

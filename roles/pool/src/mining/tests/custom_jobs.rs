@@ -4,7 +4,10 @@
 //! and forgets them when its tip moves. A prefix that comes back brings no
 //! custom job back at another target.
 
-use super::renewal::{declare_numbered_job, open_custom_work_channel, prefix, sent, sent_to};
+use super::renewal::{
+    connect_work_selecting, declare_numbered_job, open_custom_work_channel,
+    open_custom_work_channel_on, prefix, sent, sent_to,
+};
 use super::*;
 use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, TOO_MANY_JOBS};
 
@@ -14,31 +17,6 @@ fn core_keeping_custom_jobs(max_custom_jobs: usize) -> PoolCore {
         ..core_with_job_declaration().config
     })
     .unwrap()
-}
-
-/// A second custom-work channel on connection 1.
-fn open_another(core: &mut PoolCore) -> u32 {
-    let actions = on_message(core, 1, open_extended(&format!("{KEY}.other")));
-    match &sent(&actions)[..] {
-        [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
-        other => panic!("{other:?}"),
-    }
-}
-
-/// Connection `conn` from `peer`, set up to select its own work.
-fn connect_from(core: &mut PoolCore, conn: ConnId, peer: std::net::IpAddr) {
-    const REQUIRES_WORK_SELECTION: u32 = 0b10;
-    core.on_connect(conn, peer);
-    on_message(core, conn, setup_message(REQUIRES_WORK_SELECTION));
-}
-
-/// A custom-work channel on connection `conn`.
-fn open_on(core: &mut PoolCore, conn: ConnId) -> u32 {
-    let actions = on_message(core, conn, open_extended(&format!("{KEY}.on{conn}")));
-    match &sent_to(&actions, conn)[..] {
-        [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// Sets the job numbered `number` on the tip of `p`: the refusal code if
@@ -112,7 +90,7 @@ fn job_1_refused_at_a_harder_target(core: &mut PoolCore, channel_id: u32, p: Set
 fn custom_jobs_are_bounded_over_all_channels_and_kept_for_the_tip() {
     let mut core = core_keeping_custom_jobs(3);
     let a = open_custom_work_channel(&mut core);
-    let b = open_another(&mut core);
+    let b = open_custom_work_channel_on(&mut core, 1);
     let tip = || prev(1, NEVER);
     set_numbered(&mut core, a, tip(), 1).unwrap();
     set_numbered(&mut core, a, tip(), 2).unwrap();
@@ -217,7 +195,7 @@ fn a_channels_first_job_on_a_tip_is_taken_with_the_pool_full() {
     let mut core = core_keeping_custom_jobs(1);
     let a = open_custom_work_channel(&mut core);
     set_numbered(&mut core, a, prev(1, NEVER), 1).unwrap();
-    let b = open_another(&mut core);
+    let b = open_custom_work_channel_on(&mut core, 1);
     set_numbered(&mut core, b, prev(1, NEVER), 2).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 2);
     assert_eq!(
@@ -240,7 +218,7 @@ fn first_jobs_of_channels_come_and_gone_are_bounded_too() {
     set_numbered(&mut core, a, prev(1, NEVER), 0).unwrap();
     let mut refused = 0;
     for number in 1..=10 {
-        let b = open_another(&mut core);
+        let b = open_custom_work_channel_on(&mut core, 1);
         match set_numbered(&mut core, b, prev(1, NEVER), number) {
             Ok(()) => {}
             Err(code) => {
@@ -289,7 +267,7 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     let tip = || prev(1, NEVER);
     let a = open_custom_work_channel(&mut core);
     set_numbered(&mut core, a, tip(), 1).unwrap();
-    let b = open_another(&mut core);
+    let b = open_custom_work_channel_on(&mut core, 1);
     set_numbered(&mut core, b, tip(), 2).unwrap();
     close(&mut core, b);
     assert_eq!(
@@ -300,26 +278,26 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     set_numbered(&mut core, a, tip(), 1).unwrap();
 
     // A second connection from the address: first jobs only, three at most.
-    connect_from(&mut core, 2, LOCAL);
-    let c = open_on(&mut core, 2);
+    connect_work_selecting(&mut core, 2, LOCAL);
+    let c = open_custom_work_channel_on(&mut core, 2);
     set_numbered_on(&mut core, 2, c, tip(), 3).unwrap();
     assert_eq!(
         set_numbered_on(&mut core, 2, c, tip(), 4),
         Err(TOO_MANY_JOBS.to_string())
     );
-    let d = open_on(&mut core, 1);
+    let d = open_custom_work_channel_on(&mut core, 1);
     set_numbered(&mut core, d, tip(), 4).unwrap();
-    let e = open_on(&mut core, 2);
+    let e = open_custom_work_channel_on(&mut core, 2);
     set_numbered_on(&mut core, 2, e, tip(), 5).unwrap();
-    let h = open_on(&mut core, 2);
+    let h = open_custom_work_channel_on(&mut core, 2);
     assert_eq!(
         set_numbered_on(&mut core, 2, h, tip(), 6),
         Err(TOO_MANY_JOBS.to_string())
     );
 
     // Another address sets its own.
-    connect_from(&mut core, 3, other);
-    let f = open_on(&mut core, 3);
+    connect_work_selecting(&mut core, 3, other);
+    let f = open_custom_work_channel_on(&mut core, 3);
     set_numbered_on(&mut core, 3, f, tip(), 7).unwrap();
     set_numbered_on(&mut core, 3, f, tip(), 8).unwrap();
     assert_eq!(core.stats().custom_jobs_held, 7);
@@ -334,6 +312,6 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
         set_numbered(&mut core, a, prev(3, NEVER), 11),
         Err(TOO_MANY_JOBS.to_string())
     );
-    let g = open_on(&mut core, 3);
+    let g = open_custom_work_channel_on(&mut core, 3);
     set_numbered_on(&mut core, 3, g, prev(3, NEVER), 11).unwrap();
 }

@@ -712,14 +712,29 @@ fn a_renewed_standard_channel_numbers_its_jobs_on() {
     assert_eq!(share_error(&actions).as_deref(), Some("stale-share"));
 }
 
+/// Connection `conn` from `peer`, set up to select its own work.
+pub(super) fn connect_work_selecting(core: &mut PoolCore, conn: ConnId, peer: std::net::IpAddr) {
+    const REQUIRES_WORK_SELECTION: u32 = 0b10;
+    core.on_connect(conn, peer);
+    on_message(core, conn, setup_message(REQUIRES_WORK_SELECTION));
+}
+
+/// A channel on work-selecting connection `conn`: its id.
+pub(super) fn open_custom_work_channel_on(core: &mut PoolCore, conn: ConnId) -> u32 {
+    let actions = on_message(core, conn, open_extended(&format!("{KEY}.on{conn}")));
+    match &sent_to(&actions, conn)[..] {
+        // Custom work: no job of the pool's.
+        [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A work-selecting connection (1) with a job declaration connection (1)
 /// and an extended channel at the easiest target, on the tip of
 /// `template(1)`; the channel's id.
 pub(super) fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
-    const REQUIRES_WORK_SELECTION: u32 = 0b10;
     const DECLARE_TX_DATA: u32 = 0b1;
-    core.on_connect(1, LOCAL);
-    on_message(core, 1, setup_message(REQUIRES_WORK_SELECTION));
+    connect_work_selecting(core, 1, LOCAL);
     core.on_new_template(template(1));
     core.on_set_new_prev_hash(prev(1, NEVER));
     let mut jds = core.jds().expect("a job declarator");
@@ -735,12 +750,7 @@ pub(super) fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
     let msg = AnyMessageOwned::Common(CommonMessagesOwned::SetupConnection(setup));
     assert!(jds.on_message(1, msg, now_ms()).close.is_none());
     drop(jds);
-    let actions = on_message(core, 1, open_extended(&format!("{KEY}.w")));
-    let channel_id = match &sent(&actions)[..] {
-        // Custom work: no job of the pool's.
-        [MiningOwned::OpenExtendedMiningChannelSuccess(s)] => s.channel_id,
-        other => panic!("{other:?}"),
-    };
+    let channel_id = open_custom_work_channel_on(core, 1);
     let update = MiningOwned::UpdateChannel(UpdateChannelOwned {
         channel_id,
         nominal_hash_rate: 0.0,

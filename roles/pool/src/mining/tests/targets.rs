@@ -302,10 +302,7 @@ fn a_prefix_that_comes_back_to_its_channel_brings_back_none_of_its_headers() {
 fn with_a_mint_every_target_is_worth_a_whole_amount_of_ehash() {
     let bits = UnitBits::new(4).unwrap();
     let worth = |units| ehash::target_worth(units, bits);
-    let mut core = core();
-    core.config.unit_bits = bits;
-    core.config.whole_units = true;
-    core.config.easiest_target = Some(ehash::easiest_target(bits));
+    let mut core = core_with_a_mint(bits);
     // 10 H/s at 6 shares a minute: about 100 hashes a share, 6.3 ehash of 16.
     let (channel_id, _, target) = open_on_tip(&mut core, NEVER);
     assert_eq!(target, worth(6));

@@ -247,10 +247,7 @@ fn with_a_mint_vardiff_settles_on_whole_amounts_of_ehash() {
     let bits = UnitBits::new(20).unwrap();
     let kinds = [Kind::Extended, Kind::Standard, Kind::Extended];
     for ((seed, units), kind) in [(11, 1.6), (12, 2.4), (13, 12.5)].into_iter().zip(kinds) {
-        let mut core = core();
-        core.config.unit_bits = bits;
-        core.config.whole_units = true;
-        core.config.easiest_target = Some(ehash::easiest_target(bits));
+        let core = core_with_a_mint(bits);
         let rate = units * (1u64 << 20) as f64 * 60.0 / SPM;
         let mut channel = PoolChannel::open_on(core, kind, 1e3);
         let samples = run_on(&mut channel, seed, 2, |_| rate);
