@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use stats_sv2::{
@@ -43,6 +43,10 @@ use live::LiveSet;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection the service closes sooner than this was refused, not lost:
+/// the next attempt waits longer than the last, so a refused publisher does
+/// not knock every 100 ms.
+const STABLE_CONNECTION: Duration = BACKOFF_MAX;
 
 /// Unix time in milliseconds, the `timestamp` of every stats message.
 pub fn now_ms() -> u64 {
@@ -395,6 +399,10 @@ impl Task {
         let mut backoff = BACKOFF_MIN;
         // Logs once per outage: warn when the service goes away, info when it is back.
         let mut away = false;
+        // Connections in a row that the service closed within
+        // STABLE_CONNECTION (a wrong secret or role, or a newer process of
+        // this role publishing): the backoff keeps growing over them.
+        let mut refused: u32 = 0;
         loop {
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -402,21 +410,50 @@ impl Task {
             };
             let reason = match connected {
                 Ok(stream) => {
-                    backoff = BACKOFF_MIN;
-                    let dropped = self.dropped();
-                    if away {
+                    if refused > 0 {
+                        debug!(address = %self.address, refused, "connected to the stats service again");
+                    } else if away {
+                        let dropped = self.dropped();
                         info!(address = %self.address, dropped, "stats service is back");
                     } else {
                         info!(address = %self.address, "publishing stats");
                     }
-                    away = false;
-                    // Shutdown wins even over a write the service does not read.
-                    let result = tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        result = self.serve(stream) => result,
+                    let opened = Instant::now();
+                    let serve = self.serve(stream);
+                    tokio::pin!(serve);
+                    let stable = tokio::time::sleep(STABLE_CONNECTION);
+                    tokio::pin!(stable);
+                    let result = loop {
+                        tokio::select! {
+                            // Shutdown wins even over a write the service does not read.
+                            _ = shutdown.cancelled() => return,
+                            result = &mut serve => break result,
+                            _ = &mut stable, if refused > 0 || backoff > BACKOFF_MIN => {
+                                if refused > 0 {
+                                    info!(address = %self.address, refused, "stats service took this publisher");
+                                }
+                                (refused, backoff) = (0, BACKOFF_MIN);
+                            }
+                        }
                     };
                     self.shared.connected.store(false, Ordering::Relaxed);
                     let Err(reason) = result;
+                    if opened.elapsed() < STABLE_CONNECTION {
+                        refused += 1;
+                        // The 1st, 2nd, 4th, 8th... in a row.
+                        if refused.is_power_of_two() {
+                            warn!(
+                                address = %self.address,
+                                refused,
+                                "stats service closed the connection {:.1} s after the hello \
+                                 ({reason}); its log says why; events are queued meanwhile",
+                                opened.elapsed().as_secs_f64()
+                            );
+                        }
+                        away = true;
+                    } else {
+                        away = false;
+                    }
                     reason
                 }
                 Err(reason) => reason,

@@ -8,7 +8,13 @@
 //! a publisher silent for [`IDLE_TIMEOUT`] is dropped, and connections are
 //! capped in total and per address. Refusals of connections that never
 //! authenticated are logged at most once per interval.
+//!
+//! One publisher process at a time owns the service's live state: a hello
+//! from a process started before one that is connected is refused
+//! ([`Publishers`]), so two publishers of one role (or an old process still
+//! running beside its successor) cannot take turns at it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,6 +82,13 @@ pub enum ProtocolError {
     WrongRole { expected: u8, got: u8 },
     #[error("a second PublisherHello on the same connection")]
     RepeatedHello,
+    #[error(
+        "this publisher process started {:.1} s before one that is connected: \
+         another publisher of this role runs, or an old process still does; \
+         the newest one publishes",
+        (.newest - .started_at) as f64 / 1000.0
+    )]
+    OlderProcess { started_at: u64, newest: u64 },
     #[error("frame payload of {0} bytes exceeds {MAX_PAYLOAD}")]
     TooLarge(usize),
     #[error("undecodable frame: {0}")]
@@ -159,6 +172,29 @@ impl Session {
     }
 }
 
+/// The publisher processes connected: each connection's `started_at`,
+/// from its hello.
+#[derive(Debug, Default)]
+pub struct Publishers(HashMap<u64, u64>);
+
+impl Publishers {
+    /// Connection `conn` said hello for a process started at `started_at`:
+    /// refused if a process started later is connected.
+    pub fn admit(&mut self, conn: u64, started_at: u64) -> Result<(), ProtocolError> {
+        let newest = self.0.values().copied().max();
+        if let Some(newest) = newest.filter(|&newest| newest > started_at) {
+            return Err(ProtocolError::OlderProcess { started_at, newest });
+        }
+        self.0.insert(conn, started_at);
+        Ok(())
+    }
+
+    /// Connection `conn` closed (admitted or not).
+    pub fn left(&mut self, conn: u64) {
+        self.0.remove(&conn);
+    }
+}
+
 /// Reads one whole frame, or `None` at a clean end of stream between frames.
 pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -218,6 +254,7 @@ pub async fn serve(
     let limits = ConnectionLimits::new(policy.max_publishers, policy.max_per_ip);
     let policy = Arc::new(policy);
     let refusals = Arc::new(Mutex::new(LogLimit::default()));
+    let publishers = Arc::new(Mutex::new(Publishers::default()));
     roles_common::accept_loop(
         "stats ingest",
         listener,
@@ -228,12 +265,14 @@ pub async fn serve(
             let shutdown = shutdown.clone();
             let policy = policy.clone();
             let refusals = refusals.clone();
+            let publishers = publishers.clone();
             async move {
                 let greeted = tokio::select! {
                     // The service is stopping: nobody to tell.
                     _ = shutdown.cancelled() => false,
-                    greeted = connection(id, stream, peer, &policy, &refusals, &out) => greeted,
+                    greeted = connection(id, stream, peer, &policy, &refusals, &publishers, &out) => greeted,
                 };
+                roles_common::lock(&publishers).left(id);
                 if greeted {
                     let _ = out.send(Ingested::Closed(id)).await;
                 }
@@ -266,13 +305,14 @@ async fn next_frame(stream: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, 
     }
 }
 
-/// Serves one publisher; whether it authenticated.
+/// Serves one publisher; whether its hello was handed over.
 async fn connection(
     id: u64,
     mut stream: TcpStream,
     peer: SocketAddr,
     policy: &IngestPolicy,
     refusals: &Mutex<LogLimit>,
+    publishers: &Mutex<Publishers>,
     out: &mpsc::Sender<Ingested>,
 ) -> bool {
     let _ = stream.set_nodelay(true);
@@ -322,6 +362,10 @@ async fn connection(
         };
         let event = match session.on_frame(&mut frame) {
             Ok(StatsMessage::PublisherHello(hello)) => {
+                if let Err(e) = roles_common::lock(publishers).admit(id, hello.started_at) {
+                    closing(&session, &e);
+                    return false;
+                }
                 tracing::info!(
                     "stats publisher {peer} connected (started at {}, {} events dropped)",
                     hello.started_at,

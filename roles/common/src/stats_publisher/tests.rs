@@ -219,6 +219,34 @@ async fn hello_first_then_events_in_order_and_after_a_reconnect_the_events_queue
     assert!(matches!(eof, Ok(Ok(0))), "the publisher closes on shutdown");
 }
 
+/// A service that refuses the publisher at its hello (a wrong secret, or a
+/// newer process publishing) is knocked on less and less often.
+#[tokio::test]
+async fn a_publisher_refused_at_its_hello_backs_off_as_from_an_absent_service() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let p = StatsPublisher::start(
+        &StatsSettings::new(listener.local_addr().unwrap().to_string()),
+        role::POOL,
+        shutdown.clone(),
+    );
+    let mut refused_at = vec![];
+    for _ in 0..5 {
+        let mut conn = accept(&listener).await;
+        refused_at.push(tokio::time::Instant::now());
+        hello(read_message(&mut conn).await);
+        drop(conn);
+    }
+    // The waits double from BACKOFF_MIN (they were all BACKOFF_MIN when a
+    // connection counted as the service being back).
+    for (i, pair) in refused_at.windows(2).enumerate() {
+        let waited = pair[1] - pair[0];
+        assert!(waited >= BACKOFF_MIN * (1 << i), "wait {i}: {waited:?}");
+    }
+    drop(p);
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn without_a_service_the_overflow_is_dropped_oldest_first_and_counted_exactly() {
     // An address where nothing listens (yet).

@@ -18,6 +18,11 @@ fn hello(role: u8) -> Vec<u8> {
     hello_with(role, b"")
 }
 
+/// A pool publisher's hello for a process started at `started_at`.
+fn hello_started_at(started_at: u64) -> Vec<u8> {
+    frame(PublisherHello::new(role::POOL, started_at, 0, b"", started_at).unwrap())
+}
+
 fn balance() -> Vec<u8> {
     frame(WalletBalance {
         balance: 5,
@@ -47,6 +52,35 @@ fn hello_first_then_messages() {
         s.on_frame(&mut hello(role::TRANSLATOR)),
         Err(ProtocolError::RepeatedHello)
     );
+}
+
+#[test]
+fn a_process_started_before_a_connected_one_is_refused_until_that_one_leaves() {
+    let mut p = Publishers::default();
+    p.admit(1, 2_000).unwrap();
+    assert_eq!(
+        p.admit(2, 1_000),
+        Err(ProtocolError::OlderProcess {
+            started_at: 1_000,
+            newest: 2_000
+        })
+    );
+    // The same process again (a reconnect beside its lingering
+    // connection), or a newer one, is let in.
+    p.admit(3, 2_000).unwrap();
+    p.admit(4, 3_000).unwrap();
+    assert!(p.admit(5, 2_999).is_err(), "older than the newest");
+    for conn in [1, 3, 4] {
+        p.left(conn);
+    }
+    p.left(2); // never admitted: nothing to forget
+    p.admit(5, 1_000).unwrap();
+    assert!(ProtocolError::OlderProcess {
+        started_at: 1_000,
+        newest: 2_500
+    }
+    .to_string()
+    .contains("started 1.5 s before one that is connected"));
 }
 
 #[test]
@@ -246,6 +280,42 @@ async fn with_a_wrong_or_missing_secret_nothing_is_read_past_the_hello() {
         ingest.next().await,
         Ingested::Message(_, StatsMessage::WalletBalance(_))
     ));
+}
+
+#[tokio::test]
+async fn an_older_process_is_closed_at_its_hello_and_let_in_once_the_newer_one_is_gone() {
+    let mut ingest = Ingest::start(policy(None)).await;
+    let mut newer = TcpStream::connect(ingest.addr).await.unwrap();
+    newer.write_all(&hello_started_at(2_000)).await.unwrap();
+    let Ingested::Hello(newer_id, _) = ingest.next().await else {
+        panic!("no hello")
+    };
+
+    let mut older = TcpStream::connect(ingest.addr).await.unwrap();
+    older.write_all(&hello_started_at(1_000)).await.unwrap();
+    let _ = older.write_all(&balance()).await;
+    closed_within(&mut older, WAIT).await;
+    // Nothing of the older one was handed over: the newer one's message is next.
+    newer.write_all(&balance()).await.unwrap();
+    assert_eq!(
+        ingest.next().await,
+        Ingested::Message(
+            newer_id,
+            StatsMessage::WalletBalance(WalletBalance {
+                balance: 5,
+                timestamp: 3
+            })
+        )
+    );
+
+    drop(newer);
+    assert_eq!(ingest.next().await, Ingested::Closed(newer_id));
+    let mut older = TcpStream::connect(ingest.addr).await.unwrap();
+    older.write_all(&hello_started_at(1_000)).await.unwrap();
+    match ingest.next().await {
+        Ingested::Hello(_, h) => assert_eq!(h.started_at, 1_000),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -75,6 +75,7 @@ macro_rules! service_suite {
             published_events_show_in_the_api_and_dashboard,
             a_restarted_service_keeps_history_and_shows_its_downtime,
             a_restarted_publisher_resets_live_state_and_keeps_history,
+            an_older_publisher_process_waits_until_the_newer_one_is_gone,
             link_states_reported_again_keep_their_since,
             a_malformed_frame_closes_only_its_connection,
             a_crowd_is_listed_by_hashrate_and_counted,
@@ -385,6 +386,44 @@ pub async fn a_restarted_publisher_resets_live_state_and_keeps_history<F: Fixtur
         "history kept: {h}"
     );
     F::assert_reset(&s, &get_json(service.http(), "/api/miners?hours=1").await);
+    service.stop().await;
+}
+
+/// Two publisher processes of one role (two pools on one service, or an
+/// old process still running beside its successor): the one started last
+/// keeps the live state, and the older one is let in once it is gone.
+pub async fn an_older_publisher_process_waits_until_the_newer_one_is_gone<F: Fixture>() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = TestService::<F::Service>::start(dir.path()).await;
+    let started_at = now();
+    let mut newer = service.publisher(started_at).await;
+    newer.send_all(F::mining()).await;
+    let before = service.stats_when("the mining", F::mined).await;
+
+    let mut older = service.publisher(started_at - 60_000).await;
+    older.expect_closed().await;
+    newer.send(F::share(1, 1, now())).await;
+    let s = service
+        .stats_when("the newer one's share", |s| s["shares_accepted"] == 7)
+        .await;
+    assert_eq!(s["publisher"]["started_at"], started_at, "{s}");
+    assert_eq!(s["publisher"]["restarts"], 0, "{s}");
+    assert_eq!(connected::<F>(&s), connected::<F>(&before), "{s}");
+
+    drop(newer);
+    service
+        .stats_when("the newer one gone", |s| {
+            s["publisher"]["connected"] == false
+        })
+        .await;
+    let mut older = service.publisher(started_at - 60_000).await;
+    older.send(F::share(9, 1_000, now())).await;
+    let s = service
+        .stats_when("the older one's share", |s| s["shares_accepted"] == 8)
+        .await;
+    assert_eq!(s["publisher"]["started_at"], started_at - 60_000, "{s}");
+    assert_eq!(s["publisher"]["restarts"], 1, "{s}");
+    assert_eq!(connected::<F>(&s), 1, "its own live state only: {s}");
     service.stop().await;
 }
 
