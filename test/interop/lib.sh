@@ -22,11 +22,23 @@ POOL_ID_PUB=9agtKxDCNZ7BwrfFkX7pNY7qRvDcXaCqoW928MhFP8LE4yen9Sm
 POOL_ID_SEC=26bdgVp9Mmen3tAeM3BJo7WYvkkhw9rnibaAh2YCdiL4NT9smp
 
 # Each script has its own default ports, so that they can run side by side;
-# the environment overrides them.
+# the environment overrides them. The defaults are below Linux's ephemeral
+# range (32768 and up), where an outgoing connection could take one meanwhile.
 ports() { # tp pool tproxy
   TP_PORT=${TP_PORT:-$1}
   POOL_PORT=${POOL_PORT:-$2}
   TPROXY_PORT=${TPROXY_PORT:-$3}
+}
+
+# Stops the run before anything starts if one of the ports is taken.
+ports_free() { # port...
+  local p
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "port $p on 127.0.0.1 is in use: stop what listens there or set its *_PORT"
+      exit 2
+    fi
+  done
 }
 
 work_dir() { # name

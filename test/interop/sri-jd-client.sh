@@ -30,9 +30,9 @@ DURATION=${1:-90}
 SRI_BIN=${SRI_BIN:-$HOME/.cache/hashpool/sri/bin}
 JD_CLIENT=${JD_CLIENT:-$(command -v jd_client_sv2 || echo "$SRI_BIN/jd_client_sv2")}
 TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo "$SRI_BIN/translator_sv2")}
-ports 18472 44284 44285
-JDS_PORT=${JDS_PORT:-44286}
-JDC_PORT=${JDC_PORT:-44287}
+ports 18472 24284 24285
+JDS_PORT=${JDS_PORT:-24286}
+JDC_PORT=${JDC_PORT:-24287}
 # The JDC's own Noise keys (SRI's example keys, devnet only).
 JDC_PUB=9auqWEzQDVyd2oe1JVGFLMLHZtCo2FFqZwtKA5gd9xbuEu7PH72
 JDC_SEC=mkDLTBBRxdBv998612qipDYoTK3YUrqLe8uWw7gu3iXbSrn2n
@@ -41,6 +41,7 @@ WORK=$(work_dir sri-jd-client)
 [ -x "$JD_CLIENT" ] || { echo "jd_client_sv2 not found (set JD_CLIENT=...)"; exit 2; }
 [ -x "$TRANSLATOR" ] || { echo "translator_sv2 not found (set TRANSLATOR=...)"; exit 2; }
 
+ports_free "$TP_PORT" "$POOL_PORT" "$TPROXY_PORT" "$JDS_PORT" "$JDC_PORT"
 build devnet-tp pool
 # ~2^22 hashes a block: one every few seconds of the Python miner, so the
 # wallet is funded and templates carry transactions early in the run.

@@ -16,11 +16,12 @@ set -euo pipefail
 
 DURATION=${1:-30}
 SRI_POOL=${SRI_POOL:-$(command -v pool_sv2 || echo /work/sri-bin/bin/pool_sv2)}
-ports 18462 44274 44275
+ports 18462 24274 24275
 WORK=$(work_dir sri-pool)
 
 [ -x "$SRI_POOL" ] || { echo "pool_sv2 not found (set SRI_POOL=...)"; exit 2; }
 
+ports_free "$TP_PORT" "$POOL_PORT" "$TPROXY_PORT"
 build devnet-tp translator
 write_devnet_tp_config 0x1d200000
 

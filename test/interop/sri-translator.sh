@@ -16,14 +16,15 @@ set -euo pipefail
 
 DURATION=${1:-60}
 TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo /work/sri-bin/bin/translator_sv2)}
-ports 18442 44254 44255
-MINT_LINK_PORT=${MINT_LINK_PORT:-44260}
-MINT_HTTP_PORT=${MINT_HTTP_PORT:-43338}
+ports 18442 24254 24255
+MINT_LINK_PORT=${MINT_LINK_PORT:-24260}
+MINT_HTTP_PORT=${MINT_HTTP_PORT:-23338}
 LOCKING_KEY=0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798
 WORK=$(work_dir interop)
 
 [ -x "$TRANSLATOR" ] || { echo "translator_sv2 not found (set TRANSLATOR=...)"; exit 2; }
 
+ports_free "$TP_PORT" "$POOL_PORT" "$TPROXY_PORT" "$MINT_LINK_PORT" "$MINT_HTTP_PORT"
 build devnet-tp pool mint
 # ~2^23 hashes per block: a block every few shares of the Python miner
 write_devnet_tp_config 0x1e020000

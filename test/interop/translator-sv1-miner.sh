@@ -11,9 +11,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 DURATION=${1:-20}
-ports 18452 44264 44265
+ports 18452 24264 24265
 WORK=$(work_dir translator-interop)
 
+ports_free "$TP_PORT" "$POOL_PORT" "$TPROXY_PORT"
 build devnet-tp pool translator
 write_devnet_tp_config 0x1e020000
 write_pool_config 20
