@@ -446,12 +446,14 @@ impl Task {
                                 address = %self.address,
                                 refused,
                                 "stats service closed the connection {:.1} s after the hello \
-                                 ({reason}); its log says why; events are queued meanwhile",
+                                 ({reason}): a restart, or a refusal its log explains; \
+                                 events are queued meanwhile",
                                 opened.elapsed().as_secs_f64()
                             );
                         }
                         away = true;
                     } else {
+                        (refused, backoff) = (0, BACKOFF_MIN);
                         away = false;
                     }
                     reason

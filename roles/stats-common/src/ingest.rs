@@ -272,10 +272,12 @@ pub async fn serve(
                     _ = shutdown.cancelled() => false,
                     greeted = connection(id, stream, peer, &policy, &refusals, &publishers, &out) => greeted,
                 };
-                roles_common::lock(&publishers).left(id);
                 if greeted {
                     let _ = out.send(Ingested::Closed(id)).await;
                 }
+                // After its Closed: the service hears of a connection let
+                // in meanwhile after this one's end.
+                roles_common::lock(&publishers).left(id);
             }
         },
     )
@@ -317,17 +319,24 @@ async fn connection(
 ) -> bool {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(policy.role, policy.secret.clone());
-    // Logs why the connection closes: every time for a publisher that
-    // authenticated, rate-limited for anyone else.
-    let closing = |session: &Session, reason: &dyn std::fmt::Display| {
-        if session.greeted() {
-            tracing::warn!("stats publisher {peer}: closing: {reason}");
-        } else if let Some(left_out) = roles_common::lock(refusals).check(Instant::now()) {
+    // Refusals are logged rate-limited: a stranger, or an older process
+    // knocking again, must not flood the log.
+    let refusing = |reason: &dyn std::fmt::Display| {
+        if let Some(left_out) = roles_common::lock(refusals).check(Instant::now()) {
             let more = match left_out {
                 0 => String::new(),
                 n => format!(" ({n} other refusals since the last line)"),
             };
             tracing::warn!("stats ingest: refusing {peer}: {reason}{more}");
+        }
+    };
+    // Logs why the connection closes: every time for a publisher that is
+    // let in.
+    let closing = |session: &Session, reason: &dyn std::fmt::Display| {
+        if session.greeted() {
+            tracing::warn!("stats publisher {peer}: closing: {reason}");
+        } else {
+            refusing(reason);
         }
     };
     loop {
@@ -363,7 +372,7 @@ async fn connection(
         let event = match session.on_frame(&mut frame) {
             Ok(StatsMessage::PublisherHello(hello)) => {
                 if let Err(e) = roles_common::lock(publishers).admit(id, hello.started_at) {
-                    closing(&session, &e);
+                    refusing(&e);
                     return false;
                 }
                 tracing::info!(
