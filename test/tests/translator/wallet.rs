@@ -248,13 +248,64 @@ async fn a_wallet_starting_on_a_used_seed_moves_its_counter_past_what_the_mint_s
         .increment_keyset_counter(&keyset, 0)
         .await
         .unwrap();
-    // Probes at 0, 1, 3 signed, 7 not: the counter is 7.
-    assert_eq!(counter, 7);
+    // Probes at 0, 1, 3 signed, 7 not, then 4 signed and 5 not: the
+    // counter is 5.
+    assert_eq!(counter, 5);
     let total = pending_quotes(&mut link, &store, key, [4, 6]).await;
     let round = wallet.mint_pending(&store, 10).await.unwrap();
     assert_eq!(round.amount, total, "{round:?}");
     let url = mint.running.http_url();
     each_issued_once_to(&wallet, &store, &mut link, &url, (7, total)).await;
+    mint.stop().await;
+}
+
+/// A wallet started on a used seed moves its counter just past the last
+/// output the mint signed, however far from the others, leaving no run of
+/// unused outputs behind: a restore from the mnemonic, which stops at
+/// `--gap` batches never signed, finds what it minted after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_wallet_mints_past_a_used_seed_is_found_by_a_restore() {
+    let (mint, mut link, dir, store) = mint_link_and_store().await;
+    let key = open_wallet(&mint, dir.path()).await.locking_key();
+    let earlier_dir = tempfile::tempdir().unwrap();
+    let earlier = open_wallet(&mint, earlier_dir.path()).await;
+    earlier.recover().await.unwrap();
+    let keyset = earlier.cdk().active_keyset().await.unwrap().id;
+    let earlier_store = QuoteStore::open_in_memory().unwrap();
+    // Five outputs at counters 0 to 4, then five at 255 to 259 (where a
+    // probe lands; the next is at 511).
+    let mut earlier_total = 0;
+    for (bits, skip) in [([1, 2, 3, 4, 5], 250), ([6, 7, 8, 9, 10], 0)] {
+        earlier_total += pending_quotes(&mut link, &earlier_store, key, bits).await;
+        let round = earlier.mint_pending(&earlier_store, 5).await.unwrap();
+        assert_eq!(round.minted.len(), 5, "{round:?}");
+        let store = &earlier.cdk().localstore;
+        store.increment_keyset_counter(&keyset, skip).await.unwrap();
+    }
+    drop(earlier);
+
+    let wallet = open_wallet(&mint, dir.path()).await;
+    wallet.recover().await.unwrap();
+    let counters = &wallet.cdk().localstore;
+    assert_eq!(
+        counters.increment_keyset_counter(&keyset, 0).await.unwrap(),
+        260
+    );
+    let total = pending_quotes(&mut link, &store, key, [4, 6]).await;
+    assert_eq!(wallet.mint_pending(&store, 10).await.unwrap().amount, total);
+    drop(wallet);
+
+    // Batches of 100 from 0: 100-199 never signed, 200-299 signed.
+    let new_dir = tempfile::tempdir().unwrap();
+    let restored = open_wallet(&mint, new_dir.path()).await;
+    let restore = WalletCommand::Restore { gap: 2 };
+    let out = wallet_command(&restored, &store, restore).await;
+    let (all, unit) = (earlier_total + total, ehash::constants::UNIT);
+    assert!(
+        out.contains(&format!("restored: {all} {unit} spendable")),
+        "{out}"
+    );
+    assert_eq!(restored.balance().await.unwrap(), all);
     mint.stop().await;
 }
 

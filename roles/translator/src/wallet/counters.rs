@@ -5,10 +5,14 @@
 //! use's signatures, which must never pass for a batch's.
 //!
 //! So the wallet checks, at start-up and whenever a batch's outputs turn
-//! out signed before, which counters from its own on the mint signed: one
-//! restore request of probes at the counter plus 0, 1, 3, 7, ... 2^31 - 1
-//! spans them all, and the counter moves to the first probe past the last
-//! signed one (at most twice as far as needed; counters are plenty).
+//! out signed before, which counters from its own on the mint signed, and
+//! moves its counter just past the last of them ([`SignedEnd`]): a request
+//! of probes at the counter plus 0, 1, 3, 7, ... 2^31 - 1 spans them all,
+//! and requests of probes spread between the last signed probe and the one
+//! after it narrow that down to the output, about 32 times a request. Just
+//! past, not merely somewhere past: `wallet restore` stops at a run of
+//! outputs never signed, so a jump past outputs left unused would hide
+//! what the wallet mints after it from a restore.
 
 use cdk::nuts::{Id, PreMintSecrets};
 use tracing::warn;
@@ -16,26 +20,91 @@ use tracing::warn;
 use super::issue::off_runtime;
 use super::{database, EhashWallet, MintRound, WalletError};
 
-/// Probes per check: counter + 2^i - 1 for i below this.
+/// Probes per request.
 const PROBES: u32 = 32;
 
-/// The probe offsets from a counter: 0, 1, 3, 7, ..., within `u32`.
-fn probe_offsets(counter: u32) -> Vec<u32> {
-    (0..PROBES)
-        .map(|i| (1u32 << i) - 1)
-        .take_while(|offset| counter.checked_add(*offset).is_some_and(|c| c < u32::MAX))
-        .collect()
+/// The search for the end of the outputs the mint signed from a counter
+/// on, without IO: offsets from the counter to probe, one request at a
+/// time, until it knows the offset just past the last signed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum SignedEnd {
+    /// Nothing probed yet.
+    Start { counter: u32 },
+    /// `signed` is signed, `unsigned` (further on) is not, nor any probe
+    /// past it.
+    Between { signed: u32, unsigned: u32 },
+    /// The offset just past the last signed output found (0: none).
+    Found(u32),
 }
 
-/// How far to move a counter whose probes at `offsets` came back signed
-/// where `signed` says: to the first probe past the last signed one.
-fn skip_for(offsets: &[u32], signed: &[bool]) -> u32 {
-    match signed.iter().rposition(|s| *s) {
-        None => 0,
-        Some(last) => offsets
-            .get(last + 1)
-            .copied()
-            .unwrap_or_else(|| offsets[last].saturating_add(1)),
+impl SignedEnd {
+    pub fn new(counter: u32) -> SignedEnd {
+        SignedEnd::Start { counter }
+    }
+
+    /// The offsets to probe next, ascending; none once found.
+    pub fn probes(&self) -> Vec<u32> {
+        match *self {
+            SignedEnd::Start { counter } => (0..PROBES)
+                .map(|i| (1u32 << i) - 1)
+                .take_while(|offset| counter.checked_add(*offset).is_some_and(|c| c < u32::MAX))
+                .collect(),
+            SignedEnd::Between { signed, unsigned } => {
+                let inside = unsigned - signed - 1;
+                if inside <= PROBES {
+                    (signed + 1..unsigned).collect()
+                } else {
+                    (0..PROBES)
+                        .map(|i| {
+                            signed
+                                + 1
+                                + (u64::from(inside) * u64::from(i) / u64::from(PROBES)) as u32
+                        })
+                        .collect()
+                }
+            }
+            SignedEnd::Found(_) => vec![],
+        }
+    }
+
+    /// The mint's answer for `probes` (as [`SignedEnd::probes`] gave
+    /// them): whether each is signed.
+    pub fn saw(&mut self, probes: &[u32], signed: &[bool]) {
+        let last_signed = signed.iter().rposition(|s| *s);
+        *self = match (&*self, last_signed) {
+            (SignedEnd::Found(_), _) => return,
+            (SignedEnd::Start { .. }, None) => SignedEnd::Found(0),
+            (SignedEnd::Start { .. }, Some(last)) => match probes.get(last + 1) {
+                Some(&unsigned) => SignedEnd::Between {
+                    signed: probes[last],
+                    unsigned,
+                },
+                // The last probe possible is signed: past it.
+                None => SignedEnd::Found(probes[last].saturating_add(1)),
+            },
+            (&SignedEnd::Between { signed, unsigned }, last) => {
+                let (signed, unsigned) = match last {
+                    None => (signed, probes.first().copied().unwrap_or(unsigned)),
+                    Some(last) => (
+                        probes[last],
+                        probes.get(last + 1).copied().unwrap_or(unsigned),
+                    ),
+                };
+                if unsigned == signed + 1 {
+                    SignedEnd::Found(unsigned)
+                } else {
+                    SignedEnd::Between { signed, unsigned }
+                }
+            }
+        };
+    }
+
+    /// The offset just past the last signed output, once found.
+    pub fn found(&self) -> Option<u32> {
+        match *self {
+            SignedEnd::Found(skip) => Some(skip),
+            _ => None,
+        }
     }
 }
 
@@ -57,28 +126,34 @@ impl EhashWallet {
         round: &mut MintRound,
     ) -> Result<u32, WalletError> {
         let counter = self.keyset_counter(keyset_id, 0).await?;
-        let offsets = probe_offsets(counter);
-        let probes = {
-            let (seed, offsets) = (self.seed, offsets.clone());
-            off_runtime(move || {
-                let mut probes = PreMintSecrets::new(keyset_id);
-                for offset in offsets {
-                    let at = counter + offset;
-                    let one = PreMintSecrets::restore_batch(keyset_id, &seed, at, at + 1)
-                        .map_err(|e| WalletError::Other(format!("deriving a probe: {e}")))?;
-                    probes.secrets.extend(one.secrets);
-                }
-                Ok(probes)
-            })
-            .await?
+        let mut search = SignedEnd::new(counter);
+        let skip = loop {
+            if let Some(skip) = search.found() {
+                break skip;
+            }
+            let offsets = search.probes();
+            let probes = {
+                let (seed, offsets) = (self.seed, offsets.clone());
+                off_runtime(move || {
+                    let mut probes = PreMintSecrets::new(keyset_id);
+                    for offset in offsets {
+                        let at = counter + offset;
+                        let one = PreMintSecrets::restore_batch(keyset_id, &seed, at, at + 1)
+                            .map_err(|e| WalletError::Other(format!("deriving a probe: {e}")))?;
+                        probes.secrets.extend(one.secrets);
+                    }
+                    Ok(probes)
+                })
+                .await?
+            };
+            let by_blinded = self.signed_at_mint(&probes, round).await?;
+            let signed: Vec<bool> = probes
+                .secrets
+                .iter()
+                .map(|p| by_blinded.contains_key(&p.blinded_message.blinded_secret))
+                .collect();
+            search.saw(&offsets, &signed);
         };
-        let by_blinded = self.signed_at_mint(&probes, round).await?;
-        let signed: Vec<bool> = probes
-            .secrets
-            .iter()
-            .map(|p| by_blinded.contains_key(&p.blinded_message.blinded_secret))
-            .collect();
-        let skip = skip_for(&offsets, &signed);
         if skip > 0 {
             self.keyset_counter(keyset_id, skip).await?;
             warn!(
@@ -98,24 +173,53 @@ impl EhashWallet {
 mod tests {
     use super::*;
 
-    #[test]
-    fn probes_double_their_reach_and_stay_within_u32() {
-        assert_eq!(&probe_offsets(0)[..5], &[0, 1, 3, 7, 15]);
-        assert_eq!(probe_offsets(0).len(), PROBES as usize);
-        assert_eq!(*probe_offsets(0).last().unwrap(), (1 << 31) - 1);
-        assert_eq!(probe_offsets(u32::MAX - 4), vec![0, 1, 3]);
-        assert!(probe_offsets(u32::MAX).is_empty());
+    /// Runs the search from `counter` against a mint that signed the
+    /// offsets `signed` says; the offset found and the requests it took.
+    fn search(counter: u32, signed: impl Fn(u32) -> bool) -> (u32, usize) {
+        let mut s = SignedEnd::new(counter);
+        let mut requests = 0;
+        while s.found().is_none() {
+            let probes = s.probes();
+            assert!(probes.len() <= PROBES as usize);
+            assert!(probes.windows(2).all(|w| w[0] < w[1]), "{probes:?}");
+            let answers: Vec<bool> = probes.iter().map(|&o| signed(o)).collect();
+            s.saw(&probes, &answers);
+            requests += 1;
+            assert!(requests <= 8, "{s:?}");
+        }
+        (s.found().unwrap(), requests)
     }
 
     #[test]
-    fn the_counter_moves_to_the_first_probe_past_the_last_signed_one() {
-        let offsets = [0, 1, 3, 7, 15];
-        assert_eq!(skip_for(&offsets, &[false; 5]), 0);
-        assert_eq!(skip_for(&offsets, &[true, false, false, false, false]), 1);
-        // Counters 0 to 5 signed (a gap at one probe changes nothing).
-        assert_eq!(skip_for(&offsets, &[true, true, true, false, false]), 7);
-        assert_eq!(skip_for(&offsets, &[true, false, true, false, false]), 7);
-        // The last probe signed: just past it.
-        assert_eq!(skip_for(&offsets, &[true; 5]), 16);
+    fn the_first_probes_double_their_reach_and_stay_within_u32() {
+        let probes = SignedEnd::new(0).probes();
+        assert_eq!(&probes[..5], &[0, 1, 3, 7, 15]);
+        assert_eq!(probes.len(), PROBES as usize);
+        assert_eq!(*probes.last().unwrap(), (1 << 31) - 1);
+        assert_eq!(SignedEnd::new(u32::MAX - 4).probes(), vec![0, 1, 3]);
+        assert!(SignedEnd::new(u32::MAX).probes().is_empty());
+    }
+
+    #[test]
+    fn the_counter_moves_just_past_the_last_signed_output() {
+        assert_eq!(search(0, |_| false), (0, 1), "nothing signed: one request");
+        assert_eq!(search(0, |o| o < 1).0, 1);
+        assert_eq!(search(0, |o| o < 5).0, 5);
+        // Ends at a probe, just before one, just after one.
+        for end in [8, 7, 9, 255, 256, 1000, 65_536, 1_000_003] {
+            let (found, requests) = search(40, |o| o < end);
+            assert_eq!(found, end);
+            assert!(requests <= 6, "{end}: {requests} requests");
+        }
+        // Everything signed: past the last probe there is.
+        assert_eq!(search(0, |_| true).0, 1 << 31);
+        assert_eq!(search(u32::MAX - 4, |_| true).0, 4);
+    }
+
+    #[test]
+    fn a_hole_in_what_was_signed_is_passed_when_a_probe_lands_past_it() {
+        // Signed 0..5 and 200..300 (a refused batch's outputs between):
+        // the probe at 255 is signed, so the end found is 300, not 5.
+        assert_eq!(search(0, |o| o < 5 || (200..300).contains(&o)).0, 300);
     }
 }
