@@ -248,7 +248,7 @@ async fn a_wallet_starting_on_a_used_seed_moves_its_counter_past_what_the_mint_s
         .increment_keyset_counter(&keyset, 0)
         .await
         .unwrap();
-    // Probes at 0, 1, 3 signed, 7 not, then 4 signed and 5 not: the
+    // Probes at 0, 1, 3 signed, 7 not, then of 4, 5 and 6 only 4: the
     // counter is 5.
     assert_eq!(counter, 5);
     let total = pending_quotes(&mut link, &store, key, [4, 6]).await;
