@@ -75,6 +75,7 @@ pub fn pool_config(tp_address: SocketAddr) -> PoolConfig {
         require_locking_key: true,
         max_channels: 65_536,
         max_channels_per_connection: 4_096,
+        max_channels_per_ip: 65_536,
         max_connections: 10_000,
         max_connections_per_ip: 10_000,
         idle_timeout_secs: 600,

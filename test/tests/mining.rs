@@ -729,6 +729,7 @@ async fn connections_channels_and_silence_are_bounded_per_downstream() {
     let mut stack = Stack::start_with(NBITS_NEVER, |c| {
         c.max_connections_per_ip = 3;
         c.max_channels_per_connection = 2;
+        c.max_channels_per_ip = 3;
         c.idle_timeout_secs = 1;
     })
     .await;
@@ -744,6 +745,26 @@ async fn connections_channels_and_silence_are_bounded_per_downstream() {
     );
     good.wait_for_work(channel).await;
     good.mine_one(channel).await.unwrap();
+
+    // Three channels over the connections of 127.0.0.1: another connection
+    // opens one more, not two; 127.0.0.2 has places of its own.
+    let mut second = stack.client().await;
+    second.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
+    assert_eq!(
+        second.open_extended(IDENTITY, HASHRATE, 8).await,
+        Err("too-many-channels".to_string())
+    );
+    let from = [127, 0, 0, 2].into();
+    let elsewhere = Sv2Conn::connect_from(from, stack.pool_addr(), POOL_PUBLIC_KEY).await;
+    let mut elsewhere = MiningClient::over(elsewhere.unwrap());
+    elsewhere.setup_connection(0).await;
+    for _ in 0..2 {
+        elsewhere
+            .open_extended(IDENTITY, HASHRATE, 8)
+            .await
+            .unwrap();
+    }
+    drop((second, elsewhere));
 
     // Set up, no channel, silent: closed after idle_timeout_secs.
     let mut idle = stack.client().await;

@@ -74,6 +74,11 @@ pub struct PoolConfig {
     /// aggregate mode needs one; otherwise one per miner behind it).
     #[serde(default = "default::u32::<10_000>")]
     pub max_channels_per_connection: u32,
+    /// Most channels the connections from one IP address (an IPv6 /64
+    /// counts as one) may have open together, so that one address cannot
+    /// hold every place of `max_channels`.
+    #[serde(default = "default::u32::<16_384>")]
+    pub max_channels_per_ip: u32,
     /// Most downstream connections at once, and from one IP address (an
     /// IPv6 /64 counts as one).
     #[serde(default = "default::usize::<10_000>")]
@@ -400,6 +405,7 @@ impl PoolConfig {
                 "max_channels_per_connection",
                 self.max_channels_per_connection as u64,
             ),
+            ("max_channels_per_ip", self.max_channels_per_ip as u64),
             ("max_connections", self.max_connections as u64),
             ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("idle_timeout_secs", self.idle_timeout_secs),

@@ -252,6 +252,7 @@ fn core_config(config: &PoolConfig) -> mining::CoreConfig {
         require_locking_key: config.require_locking_key,
         max_channels: config.max_channels,
         max_channels_per_connection: config.max_channels_per_connection,
+        max_channels_per_ip: config.max_channels_per_ip,
         idle_channels: config.idle_channels(),
         extranonce_len: config.extranonce_len,
         // With the ehash flow, shares are acknowledged by the flow.

@@ -94,6 +94,19 @@ impl PoolCore {
             );
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
         }
+        if let Some(peer) = self.connections.get(&conn).map(|c| c.peer) {
+            let limit = self.config.max_channels_per_ip as usize;
+            if self.address_channels.count(peer) >= limit {
+                self.warn_peer(
+                    conn,
+                    format_args!(
+                        "refusing a channel: {limit} open over the connections from {peer}, \
+                         the most one address may have (max_channels_per_ip)"
+                    ),
+                );
+                return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
+            }
+        }
         let mut opened = self.new_channel(conn, &request, locking_key);
         if matches!(opened, Err(CAPACITY_EXHAUSTED)) {
             if let Err(code) = Channel::check_open(&request, &self.allocator, &self.config) {
@@ -129,7 +142,9 @@ impl PoolCore {
         );
         self.channels.insert(channel_id, channel);
         if let Some(state) = self.connections.get_mut(&conn) {
-            state.channels.insert(channel_id);
+            if state.channels.insert(channel_id) {
+                self.address_channels.opened(state.peer);
+            }
         }
         actions
     }
@@ -227,7 +242,9 @@ impl PoolCore {
     pub(super) fn remove_channel(&mut self, conn: ConnId, channel_id: u32) {
         self.channels.remove(&channel_id);
         if let Some(state) = self.connections.get_mut(&conn) {
-            state.channels.remove(&channel_id);
+            if state.channels.remove(&channel_id) {
+                self.address_channels.closed(state.peer, 1);
+            }
         }
     }
 

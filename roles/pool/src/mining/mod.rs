@@ -46,7 +46,7 @@ pub use stats::{Stats, StatsEvent};
 
 use crate::jds::JobDeclarator;
 use channel::{Channel, CustomSpaces, OpenRequest, SpaceBounds, Submission};
-use connection::ConnState;
+use connection::{AddressChannels, ConnState};
 use vardiff::SteadyClock;
 
 /// Identifies one downstream connection.
@@ -70,6 +70,8 @@ pub struct CoreConfig {
     pub require_locking_key: bool,
     pub max_channels: u32,
     pub max_channels_per_connection: u32,
+    /// Most channels open over the connections of one peer address.
+    pub max_channels_per_ip: u32,
     /// When channels with no share accepted are closed; `None`: never.
     pub idle_channels: Option<IdleChannels>,
     pub extranonce_len: u8,
@@ -149,6 +151,8 @@ pub struct PoolCore {
     config: CoreConfig,
     allocator: ExtranonceAllocator,
     connections: HashMap<ConnId, ConnState>,
+    /// Channels open over the connections of each peer address.
+    address_channels: AddressChannels,
     channels: HashMap<u32, Channel>,
     next_channel_id: u32,
     future_templates: VecDeque<NewTemplateOwned>,
@@ -199,6 +203,7 @@ impl PoolCore {
         Ok(Self {
             allocator,
             connections: HashMap::new(),
+            address_channels: AddressChannels::default(),
             channels: HashMap::new(),
             next_channel_id: 1,
             future_templates: VecDeque::new(),

@@ -22,6 +22,7 @@ use stratum_core::mining_sv2::{
 
 mod custom_jobs;
 mod idle;
+mod limits;
 mod renewal;
 mod targets;
 mod vardiff;
@@ -71,6 +72,7 @@ fn config() -> CoreConfig {
         require_locking_key: true,
         max_channels: 1000,
         max_channels_per_connection: 100,
+        max_channels_per_ip: 1000,
         idle_channels: None,
         extranonce_len: 16,
         acknowledge_shares: true,
@@ -147,7 +149,12 @@ fn setup_message(flags: u32) -> AnyMessageOwned {
 }
 
 fn setup(core: &mut PoolCore, conn: ConnId) {
-    core.on_connect(conn, LOCAL);
+    setup_from(core, conn, LOCAL);
+}
+
+/// A connection from `peer`, set up.
+fn setup_from(core: &mut PoolCore, conn: ConnId, peer: std::net::IpAddr) {
+    core.on_connect(conn, peer);
     let actions = on_message(core, conn, setup_message(0));
     assert!(matches!(
         &actions[..],
