@@ -223,6 +223,7 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
     let mut pool = table(&c.pool);
     set_config(&mut pool, "unit_bits", 0);
     set_config(&mut pool, "max_channels_per_connection", 65_536);
+    set_config(&mut pool, "max_channels_per_ip", 65_536);
     set_config(&mut pool, "stats_log_interval_secs", 1);
     pool.remove("mint");
     write_config(dir.path(), "pool.toml", &pool);

@@ -26,6 +26,15 @@ pub fn peer_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// A peer's address as it is counted (see [`peer_key`]), for logs: an IPv6
+/// peer as its /64.
+pub fn counted_as(ip: IpAddr) -> String {
+    match peer_key(ip) {
+        IpAddr::V6(network) => format!("{network}/64"),
+        v4 => v4.to_string(),
+    }
+}
+
 /// Bounds on a listener's open connections.
 #[derive(Clone)]
 pub struct ConnectionLimits {

@@ -535,6 +535,24 @@ mod tests {
     }
 
     #[test]
+    fn mining_limits_of_zero_are_refused_by_name() {
+        let c: PoolConfig = roles_common::testing::load_shipped("pool.toml");
+        assert!(c.validate_mining().is_ok());
+        for (field, set) in [
+            (
+                "max_channels_per_connection",
+                (|c: &mut PoolConfig| c.max_channels_per_connection = 0) as fn(&mut PoolConfig),
+            ),
+            ("max_channels_per_ip", |c| c.max_channels_per_ip = 0),
+            ("max_connections_per_ip", |c| c.max_connections_per_ip = 0),
+        ] {
+            let mut bad = c.clone();
+            set(&mut bad);
+            assert_eq!(bad.validate_mining().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
     fn job_declarator_limits_of_zero_are_refused_by_name() {
         let mut c: PoolConfig = roles_common::testing::load_shipped("pool.toml");
         c.jds = Some(JdsSettings::default());

@@ -89,7 +89,8 @@ impl PoolCore {
             self.warn_peer(
                 conn,
                 format_args!(
-                    "refusing a channel: {limit} open on this connection, the most allowed"
+                    "refusing a channel: {limit} open on this connection, the most allowed \
+                     (max_channels_per_connection)"
                 ),
             );
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
@@ -100,8 +101,9 @@ impl PoolCore {
                 self.warn_peer(
                     conn,
                     format_args!(
-                        "refusing a channel: {limit} open over the connections from {peer}, \
-                         the most one address may have (max_channels_per_ip)"
+                        "refusing a channel: {limit} open over the connections from {}, \
+                         the most one address may have (max_channels_per_ip)",
+                        roles_common::limits::counted_as(peer)
                     ),
                 );
                 return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
