@@ -34,19 +34,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::{ConfigError, Validate};
 
 mod live;
 
 use live::LiveSet;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection the service closes sooner than this was refused, not lost:
-/// the next attempt waits longer than the last, so a refused publisher does
-/// not knock every 100 ms.
-const STABLE_CONNECTION: Duration = BACKOFF_MAX;
 
 /// Unix time in milliseconds, the `timestamp` of every stats message.
 pub fn now_ms() -> u64 {
@@ -396,71 +391,55 @@ struct Task {
 
 impl Task {
     async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         // Logs once per outage: warn when the service goes away, info when it is back.
         let mut away = false;
-        // Connections in a row that the service closed within
-        // STABLE_CONNECTION (a wrong secret or role, or a newer process of
-        // this role publishing): the backoff keeps growing over them.
-        let mut refused: u32 = 0;
+        // The service closed the last connection soon after the hello (a
+        // wrong secret or role, a newer process of this role publishing, a
+        // restart): the backoff keeps growing, as for a failed connect.
+        let mut refused = false;
         loop {
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 c = connect(&self.address) => c,
             };
-            let reason = match connected {
+            let (up, reason) = match connected {
                 Ok(stream) => {
-                    if refused > 0 {
-                        debug!(address = %self.address, refused, "connected to the stats service again");
+                    if refused {
+                        debug!(address = %self.address, "connected to the stats service again");
                     } else if away {
                         let dropped = self.dropped();
                         info!(address = %self.address, dropped, "stats service is back");
                     } else {
                         info!(address = %self.address, "publishing stats");
                     }
-                    let opened = Instant::now();
-                    let serve = self.serve(stream);
-                    tokio::pin!(serve);
-                    let stable = tokio::time::sleep(STABLE_CONNECTION);
-                    tokio::pin!(stable);
-                    let result = loop {
-                        tokio::select! {
-                            // Shutdown wins even over a write the service does not read.
-                            _ = shutdown.cancelled() => return,
-                            result = &mut serve => break result,
-                            _ = &mut stable, if refused > 0 || backoff > BACKOFF_MIN => {
-                                if refused > 0 {
-                                    info!(address = %self.address, refused, "stats service took this publisher");
-                                }
-                                (refused, backoff) = (0, BACKOFF_MIN);
-                            }
-                        }
+                    away = false;
+                    let up = Instant::now();
+                    // Shutdown wins even over a write the service does not read.
+                    let result = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        result = self.serve(stream) => result,
                     };
                     self.shared.connected.store(false, Ordering::Relaxed);
                     let Err(reason) = result;
-                    if opened.elapsed() < STABLE_CONNECTION {
-                        refused += 1;
-                        // The 1st, 2nd, 4th, 8th... in a row.
-                        if refused.is_power_of_two() {
-                            warn!(
-                                address = %self.address,
-                                refused,
-                                "stats service closed the connection {:.1} s after the hello \
-                                 ({reason}): a restart, or a refusal its log explains; \
-                                 events are queued meanwhile",
-                                opened.elapsed().as_secs_f64()
-                            );
-                        }
-                        away = true;
-                    } else {
-                        (refused, backoff) = (0, BACKOFF_MIN);
-                        away = false;
-                    }
-                    reason
+                    (Some(up), reason)
                 }
-                Err(reason) => reason,
+                Err(reason) => (None, reason),
             };
-            if !away {
+            let (delay, attempt) = backoff.after(up);
+            refused = up.is_some_and(|up| up.elapsed() < Backoff::MAX);
+            if refused {
+                // The 1st, 2nd, 4th, 8th... in a row.
+                if attempt.is_power_of_two() {
+                    warn!(
+                        address = %self.address,
+                        attempt,
+                        "stats service closed the connection soon after the hello ({reason}): \
+                         a restart, or a refusal its log explains; events are queued meanwhile"
+                    );
+                }
+                away = true;
+            } else if !away {
                 warn!(
                     address = %self.address,
                     "stats service away ({reason}); events are queued until it is back"
@@ -471,9 +450,8 @@ impl Task {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(delay) => {}
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 

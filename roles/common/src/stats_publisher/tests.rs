@@ -1,4 +1,5 @@
 use super::*;
+use crate::backoff::Backoff;
 use stats_sv2::{role, HashrateUpdate, MinerConnectedOwned, MinerDisconnected};
 use tokio::net::TcpListener;
 
@@ -237,11 +238,11 @@ async fn a_publisher_refused_at_its_hello_backs_off_as_from_an_absent_service() 
         hello(read_message(&mut conn).await);
         drop(conn);
     }
-    // The waits double from BACKOFF_MIN (they were all BACKOFF_MIN when a
-    // connection counted as the service being back).
+    // The waits double from Backoff::MIN (they were all Backoff::MIN when
+    // a connection counted as the service being back).
     for (i, pair) in refused_at.windows(2).enumerate() {
         let waited = pair[1] - pair[0];
-        assert!(waited >= BACKOFF_MIN * (1 << i), "wait {i}: {waited:?}");
+        assert!(waited >= Backoff::MIN * (1 << i), "wait {i}: {waited:?}");
     }
     drop(p);
     shutdown.cancel();

@@ -84,30 +84,8 @@ impl PoolCore {
             );
             return open_error(conn, request_id, ERROR_STANDARD_FOR_CUSTOM_WORK);
         }
-        let limit = self.config.max_channels_per_connection as usize;
-        if self.connection_channels(conn) >= limit {
-            self.warn_peer(
-                conn,
-                format_args!(
-                    "refusing a channel: {limit} open on this connection, the most allowed \
-                     (max_channels_per_connection)"
-                ),
-            );
+        if !self.has_room_for_a_channel(conn) {
             return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
-        }
-        if let Some(peer) = self.connections.get(&conn).map(|c| c.peer) {
-            let limit = self.config.max_channels_per_ip as usize;
-            if self.address_channels.count(peer) >= limit {
-                self.warn_peer(
-                    conn,
-                    format_args!(
-                        "refusing a channel: {limit} open over the connections from {}, \
-                         the most one address may have (max_channels_per_ip)",
-                        roles_common::limits::counted_as(peer)
-                    ),
-                );
-                return open_error(conn, request_id, ERROR_TOO_MANY_CHANNELS);
-            }
         }
         let mut opened = self.new_channel(conn, &request, locking_key);
         if matches!(opened, Err(CAPACITY_EXHAUSTED)) {
@@ -149,6 +127,38 @@ impl PoolCore {
             }
         }
         actions
+    }
+
+    /// Whether `conn` may open one more channel: its own bound, and its
+    /// address's over all its connections (a refusal logged, naming it).
+    fn has_room_for_a_channel(&mut self, conn: ConnId) -> bool {
+        let limit = self.config.max_channels_per_connection as usize;
+        if self.connection_channels(conn) >= limit {
+            self.warn_peer(
+                conn,
+                format_args!(
+                    "refusing a channel: {limit} open on this connection, the most allowed \
+                     (max_channels_per_connection)"
+                ),
+            );
+            return false;
+        }
+        let Some(peer) = self.connections.get(&conn).map(|c| c.peer) else {
+            return true;
+        };
+        let limit = self.config.max_channels_per_ip as usize;
+        if self.address_channels.count(peer) >= limit {
+            self.warn_peer(
+                conn,
+                format_args!(
+                    "refusing a channel: {limit} open over the connections from {}, \
+                     the most one address may have (max_channels_per_ip)",
+                    roles_common::limits::counted_as(peer)
+                ),
+            );
+            return false;
+        }
+        true
     }
 
     /// A channel for `request`, or the error code refusing it.
