@@ -239,6 +239,11 @@ impl Sv2Writer {
         })
     }
 
+    /// How many more messages may be queued now.
+    pub fn room(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// Resolves when writing failed, with why; poll it until it resolves,
     /// not after.
     pub async fn failed(&mut self) -> String {

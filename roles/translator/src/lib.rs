@@ -75,6 +75,13 @@ pub enum TranslatorEvent {
         ehash: bool,
     },
     UpstreamLost(String),
+    /// The pool reads too slowly: shares are turned away (answered
+    /// `pool-not-reading`) until it catches up.
+    PoolNotReading,
+    /// The pool reads again, after `turned_away` shares were turned away.
+    PoolReadingAgain {
+        turned_away: u64,
+    },
     MinerConnected(u32),
     /// Vardiff asked the pool for a new difficulty for a miner, set for
     /// `hashrate` hashes per second.

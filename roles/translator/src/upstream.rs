@@ -4,13 +4,14 @@
 //! miners' tasks, the pool and the quote recorder as the [`Router`] decides.
 //! Miners stay connected while the pool is away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use roles_common::stats_publisher::StatsPublisher;
 use roles_common::sv2::{self, Incoming, Outgoing, ReadError, Sv2Connection, Sv2Reader, Sv2Writer};
 use stats_sv2::link;
 use stratum_core::common_messages_sv2::Protocol;
+use stratum_core::mining_sv2::{SubmitSharesErrorOwned, SubmitSharesExtendedOwned};
 use stratum_core::parsers_sv2::{AnyMessageOwned, MiningOwned};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -72,6 +73,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Messages to the pool that may wait unwritten (about 8 s of shares at
 /// 1,000 shares/s); past that the pool is not reading and the session ends.
 const UPSTREAM_QUEUE: usize = 8192;
+/// Room in the queue to the pool kept for what is not a share (opens,
+/// updates, acknowledgements): a pool that reads too slowly gets shares
+/// turned away first, and the session ends only when even those fill it.
+const KEPT_FROM_SHARES: usize = UPSTREAM_QUEUE / 8;
+/// The code of the refusal the translator answers a share it turned away
+/// with, as if from the pool: it never reached the pool.
+pub(crate) const POOL_NOT_READING: &str = "pool-not-reading";
 /// How long a closing session may take to write what it queued.
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
@@ -122,6 +130,7 @@ pub(crate) async fn run(
             router: &mut router,
             miners: &mut miners,
             commands: &mut commands,
+            turned_away: 0,
         };
         let end = session.run(upstream, &shutdown).await;
         router.on_upstream_lost();
@@ -188,6 +197,8 @@ struct Session<'a> {
     router: &'a mut Router,
     miners: &'a mut Miners,
     commands: &'a mut mpsc::UnboundedReceiver<ToRouter>,
+    /// Shares turned away since the pool last read in time.
+    turned_away: u64,
 }
 
 impl Session<'_> {
@@ -299,14 +310,38 @@ impl Session<'_> {
     }
 
     /// Queues what goes to the pool: never waits on the pool, so its
-    /// messages are read while it is slow to read ours.
+    /// messages are read while it is slow to read ours. A share finding
+    /// the queue nearly full is answered as if the pool refused it.
     fn apply(&mut self, writer: &Sv2Writer, actions: Vec<Action>) -> Result<(), String> {
-        for action in actions {
+        let mut actions = VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
             match action {
                 Action::ToMiner(miner, m) => {
                     self.miners.send(miner, ToMiner::Upstream(Box::new(m)))
                 }
-                Action::Upstream(m) => writer.send(Outgoing::Sv2(AnyMessageOwned::Mining(m)))?,
+                Action::Upstream(MiningOwned::SubmitSharesExtended(share))
+                    if writer.room() <= KEPT_FROM_SHARES =>
+                {
+                    if self.turned_away == 0 {
+                        warn!(
+                            unwritten = UPSTREAM_QUEUE - writer.room(),
+                            "the pool reads too slowly: shares are turned away \
+                             ({POOL_NOT_READING}) until it catches up"
+                        );
+                        let _ = self.link.events.send(TranslatorEvent::PoolNotReading);
+                    }
+                    self.turned_away += 1;
+                    actions.extend(self.router.on_upstream(turned_away(&share)));
+                }
+                Action::Upstream(m) => {
+                    if self.turned_away > 0 && matches!(m, MiningOwned::SubmitSharesExtended(_)) {
+                        let turned_away = std::mem::take(&mut self.turned_away);
+                        info!(turned_away, "the pool reads again: shares go to it");
+                        let again = TranslatorEvent::PoolReadingAgain { turned_away };
+                        let _ = self.link.events.send(again);
+                    }
+                    writer.send(Outgoing::Sv2(AnyMessageOwned::Mining(m)))?
+                }
                 Action::Quote(n) => {
                     let _ = self.link.quotes.send(n);
                 }
@@ -315,6 +350,19 @@ impl Session<'_> {
         }
         Ok(())
     }
+}
+
+/// The refusal of `share` as the pool would send it, for a share the
+/// translator turned away.
+fn turned_away(share: &SubmitSharesExtendedOwned) -> MiningOwned {
+    MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
+        channel_id: share.channel_id,
+        sequence_number: share.sequence_number,
+        error_code: POOL_NOT_READING
+            .to_string()
+            .try_into()
+            .expect("a short code"),
+    })
 }
 
 /// SetupConnection and the ehash extension; whether the pool granted it.

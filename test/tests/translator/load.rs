@@ -130,6 +130,94 @@ async fn flood_renews_and_mining_goes_on(aggregate: bool) {
     stack.stop().await;
 }
 
+/// A pool that stops reading (too busy to) while miners flood: once the
+/// queue to it is nearly full the translator turns shares away, answered as
+/// refused by the pool, rather than end every miner's session, and sends
+/// them on again once the pool reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_stops_reading_gets_shares_turned_away_not_its_session_ended() {
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| c.vardiff_interval_secs = 0).await;
+    let relay = Relay::start(stack.pool_addr().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = translator_config(&[relay.addr], NO_MINT_URL, dir.path());
+    // A hash or two a share, and shares answered once sent: what a miner
+    // has waiting is not bounded by the pool's answers, so a flood reaches
+    // the queue to the pool.
+    config.nominal_hashrate = 0.1;
+    config.wait_for_pool = false;
+    let mut tr = RunningTranslator::start(config).await;
+    let mut miner = Sv1Client::start(tr.addr(), "rig").await;
+    mine_and_check(&mut stack, &mut miner, "rig").await;
+
+    // The flood's channels open, then the pool stops reading.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let flood = load_miner_config(tr.addr(), "flood", 2, 50_000.0);
+    let flood = miner::start(flood, shutdown.clone());
+    until_accepted(&flood.stats(), 10).await;
+    relay.hold();
+    let started = Instant::now();
+    let turning_away = |e: &TranslatorEvent| {
+        matches!(
+            e,
+            TranslatorEvent::PoolNotReading | TranslatorEvent::UpstreamLost(_)
+        )
+    };
+    let first = tr
+        .wait_event_within(Duration::from_secs(120), turning_away)
+        .await;
+    assert!(
+        matches!(first, TranslatorEvent::PoolNotReading),
+        "{first:?}"
+    );
+    let flooded = flood.stats().submitted.load(Ordering::Relaxed);
+    println!(
+        "shares turned away after {flooded} in {:?}",
+        started.elapsed()
+    );
+    stop_miner(WAIT, &shutdown, flood).await;
+
+    relay.release();
+    // Shares sent while the pool catches up are turned away too: one more
+    // every half second, until one goes to it.
+    let reading = |e: &TranslatorEvent| {
+        matches!(
+            e,
+            TranslatorEvent::PoolReadingAgain { .. } | TranslatorEvent::UpstreamLost(_)
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (share, again) = loop {
+        assert!(Instant::now() < deadline, "the pool never read again");
+        let share = miner.find_share();
+        miner
+            .submit("rig", &share)
+            .await
+            .expect("answered once sent");
+        let half_a_second = Duration::from_millis(500);
+        if let Ok(again) = tokio::time::timeout(half_a_second, tr.wait_event(reading)).await {
+            break (share, again);
+        }
+    };
+    assert!(
+        matches!(again, TranslatorEvent::PoolReadingAgain { turned_away } if turned_away > 0),
+        "{again:?}"
+    );
+    // The pool gets the share, after the flood's, on the session it had.
+    let reached = async {
+        while let Some(accepted) = stack.accepted.recv().await {
+            if accepted.header == share.header {
+                return;
+            }
+        }
+        panic!("the pool stopped")
+    };
+    tokio::time::timeout(Duration::from_secs(120), reached)
+        .await
+        .expect("the pool accepted the share sent after the flood");
+    tr.stop().await;
+    stack.stop().await;
+}
+
 /// Benchmark (not a test): SV1 shares/s forwarded and p99 submit latency at
 /// 1, 100 and 1000 miners. Run with
 /// `cargo test --release -p hashpool-tests --test translator -- --ignored --nocapture bench_`.

@@ -228,6 +228,9 @@ impl MinerSession {
                 pool_error_code(&reason),
                 &format!("rejected by the pool: {reason}"),
             ),
+            // Answered when sent (wait_for_pool = false): the upstream
+            // task logs its turning shares away once.
+            None if reason == crate::upstream::POOL_NOT_READING => vec![],
             None => {
                 warn!(
                     channel_id = e.channel_id,
