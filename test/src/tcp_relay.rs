@@ -47,7 +47,8 @@ impl Relay {
 
     /// Stops reading what clients send (what the role sends them still
     /// goes), until [`Relay::release`]: their writes pile up in the
-    /// sockets' buffers, then wait in theirs.
+    /// sockets' buffers, then wait in theirs. A relay dropped while held
+    /// holds its connections for good.
     pub fn hold(&self) {
         self.held.send_replace(true);
     }

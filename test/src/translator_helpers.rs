@@ -104,6 +104,20 @@ impl RunningTranslator {
         self.handle.wallet().locking_key()
     }
 
+    /// The events that arrived and were not read yet (those the channel
+    /// dropped as lagging left out).
+    pub fn take_events(&mut self) -> Vec<TranslatorEvent> {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let mut events = Vec::new();
+        loop {
+            match self.events.try_recv() {
+                Ok(event) => events.push(event),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return events,
+            }
+        }
+    }
+
     /// Waits for a translator event matching `pred`.
     pub async fn wait_event(
         &mut self,

@@ -71,12 +71,17 @@ pub(crate) struct UpstreamLink {
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Messages to the pool that may wait unwritten (about 8 s of shares at
-/// 1,000 shares/s); past that the pool is not reading and the session ends.
+/// 1,000 shares/s); past that the pool is not reading and the session ends
+/// (shares are turned away before, see [`KEPT_FROM_SHARES`]).
 const UPSTREAM_QUEUE: usize = 8192;
 /// Room in the queue to the pool kept for what is not a share (opens,
 /// updates, acknowledgements): a pool that reads too slowly gets shares
 /// turned away first, and the session ends only when even those fill it.
 const KEPT_FROM_SHARES: usize = UPSTREAM_QUEUE / 8;
+/// Once shares are turned away, they are until the queue is half empty
+/// again: a pool reading just slower than shares come is one episode, not
+/// one a write.
+const SHARES_AGAIN_FROM: usize = UPSTREAM_QUEUE / 2;
 /// The code of the refusal the translator answers a share it turned away
 /// with, as if from the pool: it never reached the pool.
 pub(crate) const POOL_NOT_READING: &str = "pool-not-reading";
@@ -320,7 +325,7 @@ impl Session<'_> {
                     self.miners.send(miner, ToMiner::Upstream(Box::new(m)))
                 }
                 Action::Upstream(MiningOwned::SubmitSharesExtended(share))
-                    if writer.room() <= KEPT_FROM_SHARES =>
+                    if self.turns_shares_away(writer) =>
                 {
                     if self.turned_away == 0 {
                         warn!(
@@ -349,6 +354,15 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a share is turned away now (see [`KEPT_FROM_SHARES`]).
+    fn turns_shares_away(&self, writer: &Sv2Writer) -> bool {
+        if self.turned_away > 0 {
+            writer.room() < SHARES_AGAIN_FROM
+        } else {
+            writer.room() <= KEPT_FROM_SHARES
+        }
     }
 }
 

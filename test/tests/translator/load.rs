@@ -176,6 +176,9 @@ async fn a_pool_that_stops_reading_gets_shares_turned_away_not_its_session_ended
     );
     stop_miner(WAIT, &shutdown, flood).await;
 
+    // Nothing of before the release may pass for the pool reading again.
+    let lost = |e: &TranslatorEvent| matches!(e, TranslatorEvent::UpstreamLost(_));
+    assert!(!tr.take_events().iter().any(lost));
     relay.release();
     // Shares sent while the pool catches up are turned away too: one more
     // every half second, until one goes to it.
@@ -214,6 +217,7 @@ async fn a_pool_that_stops_reading_gets_shares_turned_away_not_its_session_ended
     tokio::time::timeout(Duration::from_secs(120), reached)
         .await
         .expect("the pool accepted the share sent after the flood");
+    assert!(!tr.take_events().iter().any(lost), "the session went on");
     tr.stop().await;
     stack.stop().await;
 }

@@ -77,7 +77,8 @@ impl MinerSession {
         self.refuse_share(id, code, msg, false)
     }
 
-    /// `backlogged`: refused because too many shares await the pool's answer.
+    /// `backlogged`: refused because the pool is behind (too many shares
+    /// await its answer, or it does not read).
     fn refuse_share(&mut self, id: &Value, code: i64, msg: &str, backlogged: bool) -> Vec<Action> {
         self.rejected += 1;
         vec![
@@ -223,6 +224,10 @@ impl MinerSession {
         let pending = self.pending_submits.remove(&e.sequence_number);
         self.backlog_drained();
         match pending {
+            // Turned away by the translator: the pool never saw it.
+            Some((id, _)) if reason == crate::upstream::POOL_NOT_READING => {
+                self.refuse_share(&id, code::OTHER, "not sent: the pool is not reading", true)
+            }
             Some((id, _)) => self.refuse(
                 &id,
                 pool_error_code(&reason),

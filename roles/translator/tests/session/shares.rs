@@ -79,6 +79,31 @@ fn the_pools_refusal_reaches_the_miner_with_its_reason() {
     h.refused(5, "stale-share");
 }
 
+/// A share the translator turned away, the pool not reading, is answered
+/// as never sent, and counted with those refused for a backlog.
+#[test]
+fn a_share_turned_away_for_a_pool_not_reading_is_told_so_and_counted_apart() {
+    let (mut h, en1) = Harness::ready("rig");
+    let share = h.share(&en1, true);
+    h.submit(5, &share);
+    let seq = h.forwarded().sequence_number;
+    h.stats.clear();
+    h.pool_sends(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
+        channel_id: CHANNEL,
+        sequence_number: seq,
+        error_code: str0255("pool-not-reading"),
+    }));
+    h.refused(5, "not sent: the pool is not reading");
+    assert_eq!(
+        h.stats,
+        vec![MinerStat::Share {
+            accepted: false,
+            work: 0,
+            backlogged: true
+        }]
+    );
+}
+
 #[test]
 fn unknown_jobs_bad_extranonce2_and_bad_params_get_errors_without_disconnecting() {
     let (mut h, en1) = Harness::ready("rig");
