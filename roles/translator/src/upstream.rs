@@ -5,8 +5,9 @@
 //! Miners stay connected while the pool is away.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use roles_common::backoff::Backoff;
 use roles_common::stats_publisher::StatsPublisher;
 use roles_common::sv2::{self, Incoming, Outgoing, ReadError, Sv2Connection, Sv2Reader, Sv2Writer};
 use stats_sv2::link;
@@ -68,8 +69,6 @@ pub(crate) struct UpstreamLink {
     pub stats: StatsPublisher,
 }
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Messages to the pool that may wait unwritten (about 8 s of shares at
 /// 1,000 shares/s); past that the pool is not reading and the session ends
 /// (shares are turned away before, see [`KEPT_FROM_SHARES`]).
@@ -111,10 +110,10 @@ impl Miners {
     }
 }
 
-/// Why a session ended: the reason, and whether the pool had been up.
+/// Why a session ended, and when it had come up (if it had).
 struct SessionEnd {
     reason: String,
-    was_up: bool,
+    up: Option<Instant>,
 }
 
 /// Runs until `shutdown`: one session after another, failing over to the
@@ -127,7 +126,7 @@ pub(crate) async fn run(
     let mut router = Router::new(link.aggregate);
     let mut miners = Miners::default();
     let mut index = 0usize;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let upstream = &link.upstreams[index % link.upstreams.len()];
         let mut session = Session {
@@ -144,17 +143,15 @@ pub(crate) async fn run(
         warn!(address = %upstream.address, "pool connection down: {}", end.reason);
         link.stats.link_status(link::POOL, false);
         let _ = link.events.send(TranslatorEvent::UpstreamLost(end.reason));
-        if end.was_up {
-            backoff = FIRST_BACKOFF;
-        } else {
+        // A pool not reached is passed over for the next; one that drops
+        // the session soon after it came up is waited for longer each time.
+        if end.up.is_none() {
             index += 1;
         }
-        let waited = wait_offline(&mut router, &mut miners, &mut commands, backoff, &shutdown);
+        let (delay, _) = backoff.after(end.up);
+        let waited = wait_offline(&mut router, &mut miners, &mut commands, delay, &shutdown);
         if !waited.await {
             return;
-        }
-        if !end.was_up {
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
 }
@@ -213,10 +210,7 @@ impl Session<'_> {
         upstream: &UpstreamConfig,
         shutdown: &CancellationToken,
     ) -> Option<SessionEnd> {
-        let down = |reason: String| SessionEnd {
-            reason,
-            was_up: false,
-        };
+        let down = |reason: String| SessionEnd { reason, up: None };
         let connecting = sv2::connect(
             &upstream.address,
             upstream.authority_public_key,
@@ -232,6 +226,7 @@ impl Session<'_> {
         };
         let end = match handshake(&mut conn, upstream).await {
             Ok(ehash) => {
+                let up = Instant::now();
                 let _ = self.link.events.send(TranslatorEvent::UpstreamConnected {
                     address: upstream.address.clone(),
                     ehash,
@@ -247,7 +242,7 @@ impl Session<'_> {
                 writer.close(CLOSE_WITHIN).await;
                 end.map(|reason| SessionEnd {
                     reason,
-                    was_up: true,
+                    up: Some(up),
                 })
             }
             Err(reason) => {
