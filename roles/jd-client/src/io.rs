@@ -13,8 +13,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use roles_common::backoff::Backoff;
 use roles_common::limits::ConnectionLimits;
 use roles_common::noise;
 use roles_common::solutions::SentSolutions;
@@ -51,8 +52,6 @@ const TP_QUEUE: usize = 256;
 const JDS_QUEUE: usize = 256;
 /// How long a closing session may take to write what it queued for the pool.
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
-const FIRST_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Messages of the downstreams waiting for the session task, at most.
 pub(crate) const FROM_DOWNSTREAMS: usize = 4096;
@@ -195,7 +194,6 @@ impl Link {
 struct SessionEnd {
     reason: String,
     next: Mode,
-    was_up: bool,
 }
 
 /// Runs sessions until `shutdown`.
@@ -206,11 +204,14 @@ pub(crate) async fn run_sessions(
     shutdown: CancellationToken,
 ) {
     let mut mode = Mode::Declared;
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new();
     let mut solutions = SentSolutions::default();
     loop {
+        // When the session came up, if it did.
+        let mut up = None;
         let end = match connect(&config, mode).await {
             Ok(links) => {
+                up = Some(Instant::now());
                 info!(?mode, "session started");
                 let _ = events.send(JdcEvent::SessionStarted(mode));
                 let mut session = Session {
@@ -232,12 +233,14 @@ pub(crate) async fn run_sessions(
         }
         warn!(?mode, next = ?end.next, "session ended: {}", end.reason);
         let _ = events.send(JdcEvent::SessionEnded(end.reason.clone()));
-        if end.next != mode || end.was_up {
-            backoff = FIRST_BACKOFF;
+        // Another mode is a fresh start.
+        if end.next != mode {
+            backoff = Backoff::new();
         }
         mode = end.next;
+        let (delay, _) = backoff.after(up);
         // Downstreams that come while no session runs are turned away.
-        let sleep = tokio::time::sleep(backoff);
+        let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
@@ -250,18 +253,13 @@ pub(crate) async fn run_sessions(
                 }
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
 /// Connects the links of a session in `mode`; a declarator that cannot be
 /// reached means the pool's jobs.
 async fn connect(config: &JdClientConfig, mode: Mode) -> Result<Links, SessionEnd> {
-    let same = |reason: String| SessionEnd {
-        reason,
-        next: mode,
-        was_up: false,
-    };
+    let same = |reason: String| SessionEnd { reason, next: mode };
     let tp = sv2::connect_template_provider(
         &config.tp_address,
         config.tp_authority_public_key,
@@ -275,7 +273,6 @@ async fn connect(config: &JdClientConfig, mode: Mode) -> Result<Links, SessionEn
         Mode::Declared => Some(connect_jds(config).await.map_err(|e| SessionEnd {
             reason: format!("job declarator unreachable ({e}): mining the pool's jobs"),
             next: Mode::PoolJobs,
-            was_up: false,
         })?),
         Mode::PoolJobs => None,
     };
@@ -402,11 +399,7 @@ impl Session<'_> {
         shutdown: &CancellationToken,
     ) -> SessionEnd {
         let mode = self.core.mode();
-        let end = |reason: String, next: Mode| SessionEnd {
-            reason,
-            next,
-            was_up: true,
-        };
+        let end = |reason: String, next: Mode| SessionEnd { reason, next };
         let mut retry = tokio::time::interval(Duration::from_secs(self.config.jds_retry_secs));
         retry.tick().await;
         let mut stale_retry = tokio::time::interval(Duration::from_secs(STALE_RETRY_SECS));
@@ -496,7 +489,6 @@ impl Session<'_> {
         let link_down = |what: &str, e: String| SessionEnd {
             reason: format!("{what} link: {e}"),
             next: mode,
-            was_up: true,
         };
         for action in actions {
             match action {
@@ -539,7 +531,6 @@ impl Session<'_> {
                         jds.writer.send(Outgoing::Sv2(m)).map_err(|e| SessionEnd {
                             reason: format!("job declarator link: {e}: mining the pool's jobs"),
                             next: Mode::PoolJobs,
-                            was_up: true,
                         })?;
                     }
                 }
@@ -547,7 +538,6 @@ impl Session<'_> {
                     return Err(SessionEnd {
                         reason: format!("{reason}: mining the pool's jobs"),
                         next: Mode::PoolJobs,
-                        was_up: true,
                     })
                 }
             }
