@@ -8,7 +8,7 @@
 //! declarator (refused or unreachable: the pool's own jobs, and another
 //! try at the declarator every `jds_retry_secs`). Between sessions no
 //! downstream is served; each session ends by closing them, and
-//! translators reconnect at once.
+//! translators reconnect at once (on their backoff's shortest delay).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -156,16 +156,16 @@ pub(crate) async fn run(
     }
 }
 
-/// Serves the miners' commands while no pool is connected, for `backoff`.
+/// Serves the miners' commands while no pool is connected, for `delay`.
 /// `false` when the translator is stopping.
 async fn wait_offline(
     router: &mut Router,
     miners: &mut Miners,
     commands: &mut mpsc::UnboundedReceiver<ToRouter>,
-    backoff: Duration,
+    delay: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
-    let sleep = tokio::time::sleep(backoff);
+    let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
     loop {
         tokio::select! {
