@@ -47,10 +47,13 @@ http_listen = "127.0.0.1:$MINT_HTTP_PORT"
 link_listen = "127.0.0.1:$MINT_LINK_PORT"
 authority_public_key = "$MINT_PUB"
 authority_secret_key = "$MINT_SEC"
-allowed_pool_keys = ["$POOL_ID_PUB"]
 database = "$WORK/mint.sqlite"
 mnemonic = "order shock flip tribe strong rigid planet deputy question matter decide little"
 unit_bits = 10
+
+[[pools]]
+key = "$POOL_ID_PUB"
+reward_script = "51"
 TOML
 
 cat > "$WORK/tproxy.toml" <<TOML
@@ -112,7 +115,10 @@ echo "SubmitShares.Success received: $(strip "$WORK/translator.log" | grep -c 'R
   "SubmitShares.Error received: $(strip "$WORK/translator.log" | grep -c 'Received: SubmitSharesError' || true)," \
   "SetNewPrevHash received: $(strip "$WORK/translator.log" | grep -c 'Received: SetNewPrevHash' || true)"
 echo "== mint: ehash quotes created for the translator's shares (locked to its user_identity key)"
-QUOTES=$(strip "$WORK/mint.log" | grep -c "mint quote created and persisted" || true)
+# The mint's audit log holds an entry per quote.
+QUOTES=$(python3 -c 'import json, sys, urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1]))["entries"])' \
+  "http://127.0.0.1:$MINT_HTTP_PORT/v1/ehash/audit" 2>/dev/null || echo 0)
 echo "quotes created: $QUOTES"
 echo "== SV1 miner"
 grep -E "subscribed|authorized|summary" "$WORK/miner.log"
