@@ -35,6 +35,32 @@ pub fn counted_as(ip: IpAddr) -> String {
     }
 }
 
+/// A count per peer address, by its [`peer_key`] (the connections, the
+/// channels or the custom jobs of one address); an address counting
+/// nothing is forgotten.
+#[derive(Debug, Default)]
+pub struct AddressCounts(HashMap<IpAddr, usize>);
+
+impl AddressCounts {
+    pub fn count(&self, ip: IpAddr) -> usize {
+        self.0.get(&peer_key(ip)).copied().unwrap_or(0)
+    }
+
+    pub fn add(&mut self, ip: IpAddr, n: usize) {
+        *self.0.entry(peer_key(ip)).or_default() += n;
+    }
+
+    pub fn remove(&mut self, ip: IpAddr, n: usize) {
+        let key = peer_key(ip);
+        if let Some(count) = self.0.get_mut(&key) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                self.0.remove(&key);
+            }
+        }
+    }
+}
+
 /// Bounds on a listener's open connections.
 #[derive(Clone)]
 pub struct ConnectionLimits {
@@ -46,8 +72,8 @@ pub struct ConnectionLimits {
 #[derive(Default)]
 struct State {
     total: usize,
-    /// Connections open from each address, by its [`peer_key`].
-    per_key: HashMap<IpAddr, usize>,
+    /// Connections open from each address.
+    per_address: AddressCounts,
     refused_unreported: u64,
     last_warned: Option<Instant>,
 }
@@ -75,7 +101,7 @@ impl fmt::Display for Refusal {
 
 /// One admitted connection; it counts until dropped.
 pub struct ConnectionPermit {
-    key: IpAddr,
+    ip: IpAddr,
     state: Arc<Mutex<State>>,
 }
 
@@ -92,12 +118,10 @@ impl ConnectionLimits {
     /// Counts a new connection from `ip` in (by its [`peer_key`]), unless
     /// a bound is reached.
     pub fn admit(&self, ip: IpAddr) -> Result<ConnectionPermit, Refusal> {
-        let key = peer_key(ip);
         let mut state = self.lock();
-        let of_key = state.per_key.get(&key).copied().unwrap_or(0);
         let refusal = if state.total >= self.max_total {
             Some(Refusal::Total(self.max_total))
-        } else if of_key >= self.max_per_ip {
+        } else if state.per_address.count(ip) >= self.max_per_ip {
             Some(Refusal::PerIp(self.max_per_ip))
         } else {
             None
@@ -107,9 +131,9 @@ impl ConnectionLimits {
             return Err(refusal);
         }
         state.total += 1;
-        *state.per_key.entry(key).or_default() += 1;
+        state.per_address.add(ip, 1);
         Ok(ConnectionPermit {
-            key,
+            ip,
             state: self.state.clone(),
         })
     }
@@ -141,12 +165,7 @@ impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut state = crate::lock(&self.state);
         state.total -= 1;
-        if let Some(n) = state.per_key.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                state.per_key.remove(&self.key);
-            }
-        }
+        state.per_address.remove(self.ip, 1);
     }
 }
 

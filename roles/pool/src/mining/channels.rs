@@ -123,7 +123,7 @@ impl PoolCore {
         self.channels.insert(channel_id, channel);
         if let Some(state) = self.connections.get_mut(&conn) {
             if state.channels.insert(channel_id) {
-                self.address_channels.opened(state.peer);
+                self.address_channels.add(state.peer, 1);
             }
         }
         actions
@@ -255,7 +255,7 @@ impl PoolCore {
         self.channels.remove(&channel_id);
         if let Some(state) = self.connections.get_mut(&conn) {
             if state.channels.remove(&channel_id) {
-                self.address_channels.closed(state.peer, 1);
+                self.address_channels.remove(state.peer, 1);
             }
         }
     }

@@ -1,12 +1,11 @@
 //! A downstream connection: SetupConnection, extension negotiation (the
 //! ehash extension), and what its disconnect closes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ehash::wire::str0255_truncated;
 use ehash_ext_sv2::EHASH_EXTENSION_TYPE;
-use roles_common::limits::peer_key;
 use roles_common::log_limit::LogLimit;
 use stratum_core::binary_sv2::Seq064KOwned;
 use stratum_core::common_messages_sv2::{
@@ -36,31 +35,6 @@ pub(super) struct ConnState {
     pub channels: HashSet<u32>,
     /// Warnings about what this peer sends, rate-limited.
     pub warnings: LogLimit,
-}
-
-/// Channels open over the connections of each peer address, counted as
-/// the connection limits count addresses (an IPv6 /64 as one).
-#[derive(Debug, Default)]
-pub(super) struct AddressChannels(HashMap<IpAddr, usize>);
-
-impl AddressChannels {
-    pub fn count(&self, peer: IpAddr) -> usize {
-        self.0.get(&peer_key(peer)).copied().unwrap_or(0)
-    }
-
-    pub fn opened(&mut self, peer: IpAddr) {
-        *self.0.entry(peer_key(peer)).or_default() += 1;
-    }
-
-    pub fn closed(&mut self, peer: IpAddr, channels: usize) {
-        let key = peer_key(peer);
-        if let Some(count) = self.0.get_mut(&key) {
-            *count = count.saturating_sub(channels);
-            if *count == 0 {
-                self.0.remove(&key);
-            }
-        }
-    }
 }
 
 impl PoolCore {
@@ -96,7 +70,7 @@ impl PoolCore {
             return vec![];
         };
         self.address_channels
-            .closed(state.peer, state.channels.len());
+            .remove(state.peer, state.channels.len());
         let mut channels: Vec<u32> = state.channels.into_iter().collect();
         channels.sort_unstable();
         let mut actions = Vec::new();

@@ -74,7 +74,10 @@ impl PoolCore {
             }
             Err((e, code)) => {
                 // The address too: the bounds on custom jobs count by it.
-                let peer = self.connections.get(&conn).map(|c| c.peer.to_string());
+                let peer = self
+                    .connections
+                    .get(&conn)
+                    .map(|c| roles_common::limits::counted_as(c.peer));
                 warn!(
                     conn,
                     peer = peer.unwrap_or_default(),

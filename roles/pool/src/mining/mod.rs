@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ehash::{LockingKey, UnitBits};
 use mint_quote_sv2::CoinbaseProof;
+use roles_common::limits::AddressCounts;
 use roles_common::sv2::message_name;
 use stratum_core::binary_sv2::U256Owned;
 use stratum_core::bitcoin::{ScriptBuf, Target};
@@ -46,7 +47,7 @@ pub use stats::{Stats, StatsEvent};
 
 use crate::jds::JobDeclarator;
 use channel::{Channel, CustomSpaces, OpenRequest, SpaceBounds, Submission};
-use connection::{AddressChannels, ConnState};
+use connection::ConnState;
 use vardiff::SteadyClock;
 
 /// Identifies one downstream connection.
@@ -152,7 +153,7 @@ pub struct PoolCore {
     allocator: ExtranonceAllocator,
     connections: HashMap<ConnId, ConnState>,
     /// Channels open over the connections of each peer address.
-    address_channels: AddressChannels,
+    address_channels: AddressCounts,
     channels: HashMap<u32, Channel>,
     next_channel_id: u32,
     future_templates: VecDeque<NewTemplateOwned>,
@@ -203,7 +204,7 @@ impl PoolCore {
         Ok(Self {
             allocator,
             connections: HashMap::new(),
-            address_channels: AddressChannels::default(),
+            address_channels: AddressCounts::default(),
             channels: HashMap::new(),
             next_channel_id: 1,
             future_templates: VecDeque::new(),

@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use roles_common::limits::AddressCounts;
 use stratum_core::bitcoin::Target;
 
 /// What fixes a job's headers but for the miner's nonce, time, version
@@ -51,7 +52,7 @@ pub struct SpaceBounds {
 struct TipSpaces {
     targets: HashMap<HeaderSpace, Target>,
     /// Spaces each peer address added.
-    added_by: HashMap<IpAddr, usize>,
+    added_by: AddressCounts,
 }
 
 #[derive(Debug)]
@@ -94,7 +95,7 @@ impl CustomSpaces {
     pub fn for_peer(&self, peer: IpAddr) -> CustomSpaces {
         CustomSpaces {
             kept: self.kept.clone(),
-            peer: Some(roles_common::limits::peer_key(peer)),
+            peer: Some(peer),
         }
     }
 
@@ -147,9 +148,9 @@ impl CustomSpaces {
             true => bound.saturating_add(more),
             false => bound,
         };
-        let added = self.peer.map_or(0, |peer| {
-            kept.current.added_by.get(&peer).copied().unwrap_or(0)
-        });
+        let added = self
+            .peer
+            .map_or(0, |peer| kept.current.added_by.count(peer));
         if added >= room(per_address, first_jobs_per_address) {
             return Some(format!(
                 "{added} custom jobs set on this tip from this address already"
@@ -168,7 +169,7 @@ impl CustomSpaces {
             Entry::Vacant(new) => {
                 new.insert(target);
                 if let Some(peer) = self.peer {
-                    *current.added_by.entry(peer).or_default() += 1;
+                    current.added_by.add(peer, 1);
                 }
                 true
             }
