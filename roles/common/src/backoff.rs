@@ -23,10 +23,16 @@ impl Backoff {
         }
     }
 
+    /// Whether a connection that came up at `up` (if it did) held: it
+    /// stayed up `MAX`.
+    pub fn held(up: Option<Instant>) -> bool {
+        up.is_some_and(|at| at.elapsed() >= Self::MAX)
+    }
+
     /// After a connection that came up at `up` (if it did) ended: the delay
     /// to wait, and the attempt number (1 after a connection that held).
     pub fn after(&mut self, up: Option<Instant>) -> (Duration, u64) {
-        if up.is_some_and(|at| at.elapsed() >= Self::MAX) {
+        if Self::held(up) {
             self.delay = Self::MIN;
             self.attempt = 0;
         }

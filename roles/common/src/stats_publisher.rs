@@ -427,7 +427,7 @@ impl Task {
                 Err(reason) => (None, reason),
             };
             let (delay, attempt) = backoff.after(up);
-            refused = up.is_some_and(|up| up.elapsed() < Backoff::MAX);
+            refused = up.is_some() && !Backoff::held(up);
             if refused {
                 // The 1st, 2nd, 4th, 8th... in a row.
                 if attempt.is_power_of_two() {
