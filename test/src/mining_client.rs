@@ -19,9 +19,9 @@ use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
 use stratum_core::common_messages_sv2::Protocol;
 use stratum_core::extensions_sv2::RequestExtensionsOwned;
 use stratum_core::mining_sv2::{
-    NewExtendedMiningJobOwned, NewMiningJobOwned, OpenExtendedMiningChannelOwned,
-    OpenStandardMiningChannelOwned, SetCustomMiningJobOwned, SetNewPrevHashOwned,
-    SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
+    CloseChannelOwned, NewExtendedMiningJobOwned, NewMiningJobOwned,
+    OpenExtendedMiningChannelOwned, OpenStandardMiningChannelOwned, SetCustomMiningJobOwned,
+    SetNewPrevHashOwned, SubmitSharesExtendedOwned, SubmitSharesStandardOwned,
 };
 use stratum_core::parsers_sv2::{
     AnyMessageOwned, ExtensionsNegotiationOwned, ExtensionsOwned, MiningOwned,
@@ -332,6 +332,17 @@ impl MiningClient {
                 self.observe(m);
             }
         }
+    }
+
+    /// Sends CloseChannel for `channel_id` (the pool answers nothing).
+    pub async fn close_channel(&mut self, channel_id: u32) {
+        let close = CloseChannelOwned {
+            channel_id,
+            reason_code: str0255("done"),
+        };
+        self.conn
+            .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(close)))
+            .await;
     }
 
     /// Sends SetCustomMiningJob: the job id the pool gave it, or the error code.

@@ -12,7 +12,6 @@ use roles_common::testing::{load_shipped, shipped_config_with};
 use stratum_core::binary_sv2::U256Owned;
 use stratum_core::bitcoin::{hashes::Hash, BlockHash, Target};
 use stratum_core::common_messages_sv2::Protocol;
-use stratum_core::mining_sv2::CloseChannelOwned;
 use stratum_core::parsers_sv2::{
     AnyMessageOwned, CommonMessagesOwned, ExtensionsNegotiationOwned, MiningOwned,
 };
@@ -756,14 +755,7 @@ async fn connections_channels_and_silence_are_bounded_per_downstream() {
         Err("too-many-channels".to_string())
     );
     // A channel closed gives its place back.
-    let close = CloseChannelOwned {
-        channel_id: third,
-        reason_code: "done".to_string().try_into().unwrap(),
-    };
-    second
-        .conn
-        .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(close)))
-        .await;
+    second.close_channel(third).await;
     second.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
     let from = [127, 0, 0, 2].into();
     let elsewhere = Sv2Conn::connect_from(from, stack.pool_addr(), POOL_PUBLIC_KEY).await;

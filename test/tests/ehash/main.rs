@@ -573,14 +573,7 @@ async fn custom_jobs_kept_are_bounded_per_address_and_over_every_channel() {
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
     assert_eq!(client.set_custom_job(&job).await, refused);
     shares.extend(mine(&mut client, first, 2).await);
-    let close = stratum_core::mining_sv2::CloseChannelOwned {
-        channel_id: second,
-        reason_code: "done".to_string().try_into().unwrap(),
-    };
-    client
-        .conn
-        .send(AnyMessageOwned::Mining(MiningOwned::CloseChannel(close)))
-        .await;
+    client.close_channel(second).await;
     // Its closed channel's job still counted, and a new connection's.
     let job = numbered_custom_job(&mut jdc, first, &key, &tip, 3).await;
     assert_eq!(client.set_custom_job(&job).await, refused);

@@ -123,6 +123,16 @@ fn on_message(core: &mut PoolCore, conn: ConnId, msg: AnyMessageOwned) -> Vec<Ac
         .collect()
 }
 
+/// Connection `conn` closes its channel `channel_id` (the answer without
+/// its stats events).
+fn close_channel(core: &mut PoolCore, conn: ConnId, channel_id: u32) -> Vec<Action> {
+    let close = MiningOwned::CloseChannel(CloseChannelOwned {
+        channel_id,
+        reason_code: str0255_truncated("done"),
+    });
+    on_message(core, conn, AnyMessageOwned::Mining(close))
+}
+
 fn stats_events(actions: &[Action]) -> Vec<StatsEvent> {
     actions
         .iter()

@@ -65,24 +65,16 @@ fn a_share_under_the_channel_target_is_answered_false_and_not_forwarded() {
     assert_eq!(h.session.share_counts(), (0, 1));
 }
 
-#[test]
-fn the_pools_refusal_reaches_the_miner_with_its_reason() {
-    let (mut h, en1) = Harness::ready("rig");
-    let share = h.share(&en1, true);
-    h.submit(5, &share);
-    let seq = h.forwarded().sequence_number;
-    h.pool_sends(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
-        channel_id: CHANNEL,
-        sequence_number: seq,
-        error_code: str0255("stale-share"),
-    }));
-    h.refused(5, "stale-share");
-}
+/// What the stats are told of a share refused because the pool is behind.
+const BACKLOG_REFUSAL: MinerStat = MinerStat::Share {
+    accepted: false,
+    work: 0,
+    backlogged: true,
+};
 
-/// A share the translator turned away, the pool not reading, is answered
-/// as never sent, and counted with those refused for a backlog.
-#[test]
-fn a_share_turned_away_for_a_pool_not_reading_is_told_so_and_counted_apart() {
+/// A share submitted as id 5 is forwarded, then refused by the pool with
+/// `code` (the stats cleared in between).
+fn refused_by_the_pool(code: &str) -> Harness {
     let (mut h, en1) = Harness::ready("rig");
     let share = h.share(&en1, true);
     h.submit(5, &share);
@@ -91,17 +83,24 @@ fn a_share_turned_away_for_a_pool_not_reading_is_told_so_and_counted_apart() {
     h.pool_sends(MiningOwned::SubmitSharesError(SubmitSharesErrorOwned {
         channel_id: CHANNEL,
         sequence_number: seq,
-        error_code: str0255("pool-not-reading"),
+        error_code: str0255(code),
     }));
+    h
+}
+
+#[test]
+fn the_pools_refusal_reaches_the_miner_with_its_reason() {
+    let mut h = refused_by_the_pool("stale-share");
+    h.refused(5, "stale-share");
+}
+
+/// A share the translator turned away, the pool not reading, is answered
+/// as never sent, and counted with those refused for a backlog.
+#[test]
+fn a_share_turned_away_for_a_pool_not_reading_is_told_so_and_counted_apart() {
+    let mut h = refused_by_the_pool("pool-not-reading");
     h.refused(5, "not sent: the pool is not reading");
-    assert_eq!(
-        h.stats,
-        vec![MinerStat::Share {
-            accepted: false,
-            work: 0,
-            backlogged: true
-        }]
-    );
+    assert_eq!(h.stats, vec![BACKLOG_REFUSAL]);
 }
 
 #[test]
@@ -179,14 +178,7 @@ fn shares_beyond_the_backlog_are_refused_and_counted_apart_in_stats() {
     let share = h.share(&en1, true);
     h.submit(1, &share);
     h.refused(1, "too many shares awaiting the pool");
-    assert_eq!(
-        h.stats,
-        vec![MinerStat::Share {
-            accepted: false,
-            work: 0,
-            backlogged: true
-        }]
-    );
+    assert_eq!(h.stats, vec![BACKLOG_REFUSAL]);
     assert_eq!(h.closed, None);
     // Once the pool answers, the refused share goes through: it was not
     // kept as seen.

@@ -61,15 +61,6 @@ fn move_tip(core: &mut PoolCore) -> SetNewPrevHashOwned {
     moved
 }
 
-/// The downstream closes channel `channel_id`.
-fn close(core: &mut PoolCore, channel_id: u32) {
-    let close = MiningOwned::CloseChannel(CloseChannelOwned {
-        channel_id,
-        reason_code: str0255_truncated("done"),
-    });
-    on_message(core, 1, AnyMessageOwned::Mining(close));
-}
-
 /// At a harder target, the job numbered 1 (set before on the tip of `p`)
 /// is refused for its headers; one numbered 2 is taken.
 fn job_1_refused_at_a_harder_target(core: &mut PoolCore, channel_id: u32, p: SetNewPrevHashOwned) {
@@ -111,7 +102,7 @@ fn custom_jobs_are_bounded_over_all_channels_and_kept_for_the_tip() {
     assert_eq!(core.stats().custom_jobs_held, 3);
 
     // A closed channel's jobs are kept until the tip moves.
-    close(&mut core, b);
+    close_channel(&mut core, 1, b);
     assert_eq!(core.stats().custom_jobs_held, 3);
     assert_eq!(
         set_numbered(&mut core, a, tip(), 4),
@@ -226,7 +217,7 @@ fn first_jobs_of_channels_come_and_gone_are_bounded_too() {
                 refused += 1;
             }
         }
-        close(&mut core, b);
+        close_channel(&mut core, 1, b);
     }
     assert_eq!(core.stats().custom_jobs_held, 1 + 4);
     assert_eq!(refused, 10 - 4);
@@ -269,7 +260,7 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     set_numbered(&mut core, a, tip(), 1).unwrap();
     let b = open_custom_work_channel_on(&mut core, 1);
     set_numbered(&mut core, b, tip(), 2).unwrap();
-    close(&mut core, b);
+    close_channel(&mut core, 1, b);
     assert_eq!(
         set_numbered(&mut core, a, tip(), 3),
         Err(TOO_MANY_JOBS.to_string())

@@ -28,14 +28,6 @@ fn open(core: &mut PoolCore, conn: ConnId) -> Result<u32, String> {
     }
 }
 
-fn close(core: &mut PoolCore, conn: ConnId, channel_id: u32) {
-    let close = MiningOwned::CloseChannel(CloseChannelOwned {
-        channel_id,
-        reason_code: "done".to_string().try_into().unwrap(),
-    });
-    on_message(core, conn, AnyMessageOwned::Mining(close));
-}
-
 /// The channels of every connection of an address count together: another
 /// connection gives no more room, another address has its own, and a
 /// channel closed (or a connection gone with its channels) gives its place
@@ -56,7 +48,7 @@ fn the_connections_of_one_address_share_its_channel_places() {
         open(&mut core, 3).expect("another address has places of its own");
     }
 
-    close(&mut core, 1, first);
+    close_channel(&mut core, 1, first);
     open(&mut core, 2).expect("a closed channel's place");
     assert_eq!(open(&mut core, 2), Err(TOO_MANY.into()));
     core.on_disconnect(2);
