@@ -1,7 +1,8 @@
 //! A TCP relay on 127.0.0.1 port 0 in front of a role, that can lose a
 //! write the way a dying link does (the bytes never arrive, then the
-//! connection closes), or stop reading from its clients the way a role too
-//! busy to read does.
+//! connection closes), stop reading from its clients the way a role too
+//! busy to read does, or cut every connection the way a role that stops
+//! does.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +15,20 @@ use tokio::sync::watch;
 /// Losing nothing.
 const OFF: usize = usize::MAX;
 
+/// What the relay does with its clients' connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Relaying,
+    /// Not reading what clients send.
+    Held,
+    /// Closing every connection at once.
+    Cut,
+}
+
 pub struct Relay {
     pub addr: SocketAddr,
     lose_over: Arc<AtomicUsize>,
-    held: watch::Sender<bool>,
+    state: watch::Sender<State>,
 }
 
 impl Relay {
@@ -29,19 +40,22 @@ impl Relay {
         let listener = TcpListener::from_std(listener).expect("in a runtime");
         let lose_over = Arc::new(AtomicUsize::new(OFF));
         let armed = lose_over.clone();
-        let (held, holding) = watch::channel(false);
+        let (state, watching) = watch::channel(State::Relaying);
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *watching.borrow() == State::Cut {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, armed.clone(), holding.clone()));
+                tokio::spawn(relay(client, server, armed.clone(), watching.clone()));
             }
         });
         Relay {
             addr,
             lose_over,
-            held,
+            state,
         }
     }
 
@@ -50,11 +64,19 @@ impl Relay {
     /// sockets' buffers, then wait in theirs. A relay dropped while held
     /// holds its connections for good.
     pub fn hold(&self) {
-        self.held.send_replace(true);
+        self.state.send_replace(State::Held);
     }
 
+    /// Relays again, after [`Relay::hold`] or [`Relay::cut`].
     pub fn release(&self) {
-        self.held.send_replace(false);
+        self.state.send_replace(State::Relaying);
+    }
+
+    /// Closes every connection, and each new one at once, until
+    /// [`Relay::release`]: to its clients, the role behind it is down. A
+    /// relay dropped while cut closes every new connection for good.
+    pub fn cut(&self) {
+        self.state.send_replace(State::Cut);
     }
 
     /// The next read of more than `len` bytes from a client is dropped,
@@ -68,15 +90,18 @@ async fn relay(
     mut client: TcpStream,
     mut server: TcpStream,
     lose_over: Arc<AtomicUsize>,
-    mut held: watch::Receiver<bool>,
+    mut state: watch::Receiver<State>,
 ) {
     let (mut up, mut down) = (vec![0u8; 65_536], vec![0u8; 65_536]);
     // The relay's owner may drop it and leave its connections running.
     let mut owned = true;
     loop {
-        let holding = *held.borrow_and_update();
+        let holding = match *state.borrow_and_update() {
+            State::Cut => return,
+            held => held == State::Held,
+        };
         tokio::select! {
-            changed = held.changed(), if owned => owned = changed.is_ok(),
+            changed = state.changed(), if owned => owned = changed.is_ok(),
             n = client.read(&mut up), if !holding => match n {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {

@@ -382,7 +382,7 @@ async fn a_block_solution_lost_with_its_template_provider_link_is_sent_again() {
     let block_share = miner.valid_share(chan, true);
     assert_eq!(miner.submit_and_wait(chan, &block_share).await, Ok(()));
     stack
-        .wait_event(|e| matches!(e, PoolEvent::TemplateProviderDisconnected(_)))
+        .wait_event(|e| matches!(e, PoolEvent::TemplateProviderDisconnected { .. }))
         .await;
 
     // The next link carries it again: devnet-tp appends the block.
@@ -392,6 +392,49 @@ async fn a_block_solution_lost_with_its_template_provider_link_is_sent_again() {
         .unwrap();
     assert_eq!(block.hash, BlockHash::from_byte_array(block_share.hash));
     assert_eq!(stack.tp.height(), 1);
+    stack.stop().await;
+}
+
+/// The template provider link backs off while the provider is down, and
+/// waits the least again after a link that held: a provider restarting
+/// now and then costs the pool a moment each time, not seconds of work on
+/// an old template.
+#[tokio::test]
+async fn the_template_provider_link_backs_off_and_starts_over_after_a_link_that_held() {
+    let mut relay = None;
+    let mut stack = Stack::start_with(NBITS_NEVER, |c| {
+        let started = Relay::start(c.tp_address.clone());
+        c.tp_address = started.addr.to_string();
+        relay = Some(started);
+    })
+    .await;
+    let relay = relay.unwrap();
+    async fn next_retry(stack: &mut Stack) -> Duration {
+        match stack
+            .wait_event(|e| matches!(e, PoolEvent::TemplateProviderDisconnected { .. }))
+            .await
+        {
+            PoolEvent::TemplateProviderDisconnected { retry_in, .. } => retry_in,
+            _ => unreachable!(),
+        }
+    }
+    let connected = |e: &PoolEvent| *e == PoolEvent::TemplateProviderConnected;
+
+    relay.cut();
+    let mut waits = vec![];
+    for _ in 0..4 {
+        waits.push(next_retry(&mut stack).await);
+    }
+    let min = roles_common::backoff::Backoff::MIN;
+    assert_eq!(waits, [min, min * 2, min * 4, min * 8], "doubling");
+    relay.release();
+    stack.wait_event(connected).await;
+
+    tokio::time::sleep(roles_common::backoff::Backoff::MAX + Duration::from_millis(200)).await;
+    relay.cut();
+    assert_eq!(next_retry(&mut stack).await, min, "after a link that held");
+    relay.release();
+    stack.wait_event(connected).await;
     stack.stop().await;
 }
 
@@ -664,7 +707,8 @@ async fn a_template_provider_with_another_key_is_refused() {
     let mut events = pool.subscribe_events();
     let event = tokio::time::timeout(WAIT, async {
         loop {
-            if let Ok(PoolEvent::TemplateProviderDisconnected(reason)) = events.recv().await {
+            if let Ok(PoolEvent::TemplateProviderDisconnected { reason, .. }) = events.recv().await
+            {
                 return reason;
             }
         }

@@ -5,10 +5,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use cdk_common::database::mint::DynMintDatabase;
 use cdk_common::database::Error;
+use roles_common::backoff::Backoff;
 use roles_common::sv2::{self, Incoming};
 use roles_common::CancellationToken;
 use stratum_core::bitcoin::secp256k1::XOnlyPublicKey;
@@ -90,31 +91,34 @@ pub async fn follow(
     db: DynMintDatabase,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     loop {
+        let mut up = None;
         let reason = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&settings, &pools, &chain, &db) => r,
+            r = session(&settings, &pools, &chain, &db, &mut up) => r,
         };
         chain.lost();
+        let (retry_in, _) = backoff.after(up);
         warn!(
             address = %settings.tp_address,
-            "chain view: template provider link down: {reason}; shares on tips not seen yet get chain-unavailable; retrying in {backoff:?}"
+            "chain view: template provider link down: {reason}; shares on tips not seen yet get chain-unavailable; retrying in {retry_in:?}"
         );
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(retry_in) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
-/// One connection: records every tip; returns why it ended.
+/// One connection: records every tip; returns why it ended. `up`: when
+/// it came up, if it did.
 async fn session(
     settings: &ChainSettings,
     pools: &[XOnlyPublicKey],
     chain: &Chain,
     db: &DynMintDatabase,
+    up: &mut Option<Instant>,
 ) -> String {
     // The mint builds no blocks: it asks for no coinbase room.
     let constraints = CoinbaseOutputConstraintsOwned {
@@ -133,6 +137,7 @@ async fn session(
         Ok(conn) => conn,
         Err(e) => return e,
     };
+    *up = Some(Instant::now());
     info!(address = %settings.tp_address, "chain view: following the template provider");
     let mut heights = TemplateHeights::default();
     loop {
@@ -327,7 +332,7 @@ mod tests {
         assert_eq!(by_the_first, vec![kept(2, 0b01), kept(1, 0b00)]);
         let stored = TipHistory::new(6, load_tips(&db, &pools).await.unwrap());
         assert_eq!(stored.quoted_for_each(), [Pools(0b11), Pools(0b11)]);
-        let chain = Chain::new(other, Duration::from_secs(1));
+        let chain = Chain::new(other, std::time::Duration::from_secs(1));
         chain.absorb(&by_the_first);
         let state = chain.state();
         assert_eq!(state.history.quoted_for_each(), [Pools(0b11), Pools(0b11)]);

@@ -59,7 +59,12 @@ impl AcceptedShareSink for mpsc::UnboundedSender<AcceptedShare> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolEvent {
     TemplateProviderConnected,
-    TemplateProviderDisconnected(String),
+    /// The link ended, or a connection attempt failed; the next attempt
+    /// is in `retry_in`.
+    TemplateProviderDisconnected {
+        reason: String,
+        retry_in: Duration,
+    },
     /// A downstream finished its Noise handshake.
     Connected(ConnId),
     /// A downstream connection closed, with the reason logged.

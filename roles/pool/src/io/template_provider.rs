@@ -2,9 +2,10 @@
 //! templates and chain tips to the core and block solutions back.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use ehash_ext_sv2::MessageSet;
+use roles_common::backoff::Backoff;
 use roles_common::solutions::SentSolutions;
 use roles_common::sv2::{self, message_name, Incoming, Sv2Connection};
 use stats_sv2::link;
@@ -32,10 +33,10 @@ pub(crate) async fn tp_loop(
     mut solutions: mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new();
     let mut sent = SentSolutions::default();
     loop {
-        let result = tp_session(&link, &shared, &mut solutions, &mut sent, &shutdown).await;
+        let (up, result) = tp_session(&link, &shared, &mut solutions, &mut sent, &shutdown).await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -43,46 +44,53 @@ pub(crate) async fn tp_loop(
             Ok(()) => "closed".to_string(),
             Err(e) => e,
         };
+        let (retry_in, _) = backoff.after(up);
         warn!(
             address = %link.address,
-            "template provider link down: {reason}; retrying in {backoff:?}"
+            "template provider link down: {reason}; retrying in {retry_in:?}"
         );
         shared.stats.link_status(link::TEMPLATE_PROVIDER, false);
         let _ = shared
             .events
-            .send(PoolEvent::TemplateProviderDisconnected(reason));
+            .send(PoolEvent::TemplateProviderDisconnected { reason, retry_in });
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(retry_in) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
+/// One link to the template provider: when it came up (if it did), and
+/// how it ended.
 async fn tp_session(
     link: &TpLink,
     shared: &Arc<Shared>,
     solutions: &mut mpsc::UnboundedReceiver<SubmitSolutionOwned>,
     sent: &mut SentSolutions,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> (Option<Instant>, Result<(), String>) {
     let (size, sigops) = shared.core().coinbase_output_constraints();
     let constraints = CoinbaseOutputConstraintsOwned {
         coinbase_output_max_additional_size: size,
         coinbase_output_max_additional_sigops: sigops,
     };
-    let mut conn = sv2::connect_template_provider(
+    let connected = sv2::connect_template_provider(
         &link.address,
         link.authority_public_key,
         "tp_authority_public_key",
         "pool",
         constraints,
     )
-    .await?;
+    .await;
+    let mut conn = match connected {
+        Ok(conn) => conn,
+        Err(e) => return (None, Err(e)),
+    };
+    let up = Instant::now();
     let result = tp_serve(link, shared, &mut conn, solutions, sent, shutdown).await;
     drop(conn.reader);
     let _ = conn.writer.shutdown().await;
-    result
+    (Some(up), result)
 }
 
 /// Relays templates to the core and solutions to the template provider.
