@@ -19,7 +19,8 @@ use stratum_core::mining_sv2::{
 };
 use stratum_core::parsers_sv2::{JobDeclarationOwned as Jd, TemplateDistributionOwned as Tdp};
 use stratum_core::template_distribution_sv2::{
-    NewTemplateOwned, RequestTransactionDataSuccessOwned, SetNewPrevHashOwned,
+    NewTemplateOwned, RequestTransactionDataErrorOwned, RequestTransactionDataSuccessOwned,
+    SetNewPrevHashOwned,
 };
 
 use super::*;
@@ -440,6 +441,68 @@ fn set_on(out: &[Action]) -> Vec<u32> {
             _ => None,
         })
         .collect()
+}
+
+/// A channel whose target changes while the template provider withholds
+/// the current template's transactions gets the declared template it
+/// mines declared again at its new target, not its old job until the next
+/// template.
+#[test]
+fn a_retargeted_channel_gets_the_template_it_mines_again_when_the_current_one_has_no_transactions()
+{
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    let first = with_custom_job(&mut core);
+    let mut newer = template(2, false);
+    newer.coinbase_tx_value_remaining = 4_000_000_000;
+    core.on_tp(tdp(Tdp::NewTemplate(newer)));
+    core.on_tp(tdp(Tdp::RequestTransactionDataError(
+        RequestTransactionDataErrorOwned {
+            template_id: 2,
+            error_code: "template-id-not-found".to_string().try_into().unwrap(),
+        },
+    )));
+    token(&mut core, 13);
+    let request_id = declared_request(&core.on_upstream(retarget(5)));
+    let again = declared(&mut core, request_id);
+    let paid = |m: &stratum_core::mining_sv2::SetCustomMiningJobOwned| {
+        let outputs: Vec<TxOut> =
+            stratum_core::bitcoin::consensus::deserialize(m.coinbase_tx_outputs.as_bytes())
+                .unwrap();
+        outputs[0].value
+    };
+    assert_eq!(paid(&again), Amount::from_sat(5_000_000_000), "template 1");
+    assert_eq!(paid(&again), paid(&first));
+    assert_ne!(
+        again.coinbase_tx_outputs, first.coinbase_tx_outputs,
+        "numbered anew"
+    );
+}
+
+/// A declaration for every channel on its way covers a channel retargeted
+/// meanwhile: the template it mines is not declared again for it, which,
+/// answered last, would put it back on the older job.
+#[test]
+fn a_retargeted_channel_waits_for_a_later_declaration_on_its_way_rather_than_the_template_it_mines()
+{
+    let mut core = JdcCore::new(Mode::Declared, "t");
+    with_custom_job(&mut core);
+    token(&mut core, 13);
+    core.on_tp(tdp(Tdp::NewTemplate(template(2, false))));
+    let request_id = declared_request(&transaction_data(&mut core, 2, &[]));
+    token(&mut core, 14);
+    core.on_tp(tdp(Tdp::NewTemplate(template(3, false))));
+    let out = core.on_upstream(retarget(5));
+    assert!(
+        out.iter().all(|a| !matches!(a, Action::Jds(_))),
+        "nothing declared: {out:?}"
+    );
+    let out = core.on_jds(jd(Jd::DeclareMiningJobSuccess(
+        DeclareMiningJobSuccessOwned {
+            request_id,
+            new_mining_job_token: 15u64.to_le_bytes().to_vec().try_into().unwrap(),
+        },
+    )));
+    assert_eq!(set_on(&out), vec![5], "at its new target");
 }
 
 /// A retargeted channel waits for what its declaration needs: a token, or
