@@ -345,18 +345,7 @@ impl Roles {
         let mut upstream = c.translator.upstreams[0].clone();
         upstream.address = reachable(pool.handle.local_addr()).to_string();
         upstream.authority_public_key = c.pool.authority_public_key;
-        let mut jd_client = None;
-        if let (true, Some(jds)) = (c.declared_jobs, pool.handle.jds_addr()) {
-            c.jd_client.tp_address = reachable(tp.handle.local_addr()).to_string();
-            c.jd_client.tp_authority_public_key = c.devnet_tp.authority_public_key;
-            c.jd_client.pool_address = upstream.address.clone();
-            c.jd_client.jds_address = reachable(jds).to_string();
-            c.jd_client.pool_authority_public_key = c.pool.authority_public_key;
-            let jdc = start_role(|stop| jd_client::start(c.jd_client.clone(), stop)).await?;
-            upstream.address = reachable(jdc.handle.local_addr()).to_string();
-            upstream.authority_public_key = c.jd_client.authority_public_key;
-            jd_client = Some(jdc);
-        }
+        let jd_client = Self::start_jd_client(c, &tp, &pool, &mut upstream).await?;
         c.translator.upstreams = vec![upstream];
         // The second pool is the translator's fallback.
         if let Some(second) = &scale_out {
@@ -385,6 +374,29 @@ impl Roles {
             miner,
             scale_out,
         })
+    }
+
+    /// With `--jd`: jd-client between the translator and the pool, on the
+    /// devnet's template provider; the translator's `upstream` then
+    /// reaches jd-client.
+    async fn start_jd_client(
+        c: &mut DevnetConfigs,
+        tp: &Role<devnet_tp::TpHandle>,
+        pool: &Role<pool::PoolHandle>,
+        upstream: &mut translator::UpstreamConfig,
+    ) -> Result<Option<Role<jd_client::JdcHandle>>, DevnetError> {
+        let (true, Some(jds)) = (c.declared_jobs, pool.handle.jds_addr()) else {
+            return Ok(None);
+        };
+        c.jd_client.tp_address = reachable(tp.handle.local_addr()).to_string();
+        c.jd_client.tp_authority_public_key = c.devnet_tp.authority_public_key;
+        c.jd_client.pool_address = upstream.address.clone();
+        c.jd_client.jds_address = reachable(jds).to_string();
+        c.jd_client.pool_authority_public_key = c.pool.authority_public_key;
+        let jdc = start_role(|stop| jd_client::start(c.jd_client.clone(), stop)).await?;
+        upstream.address = reachable(jdc.handle.local_addr()).to_string();
+        upstream.authority_public_key = c.jd_client.authority_public_key;
+        Ok(Some(jdc))
     }
 
     fn endpoints(&self) -> Endpoints {

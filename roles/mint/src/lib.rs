@@ -173,15 +173,7 @@ pub async fn start(
         .unwrap_or_default();
 
     index_earlier_quotes(&config, &mint).await?;
-    // The mints sharing a Redis prefix check they share this database.
-    let database = match config.redis {
-        Some(_) => Some(
-            redis_link::database_id(&mint.localstore())
-                .await
-                .map_err(MintError::database(&config))?,
-        ),
-        None => None,
-    };
+    let redis_database = redis_database(&config, &mint).await?;
     let chain = chain_view(&config, &mint).await?.map(Arc::new);
     let (service, writer_stopped) = QuoteService::new(
         mint.clone(),
@@ -192,49 +184,23 @@ pub async fn start(
     );
     let service = Arc::new(service);
     let lookup = Arc::new(QuoteLookup::new(mint.clone(), config.info_pubkey()));
-    let forgetting = lookup::forget_expired_periodically(lookup.clone(), shutdown.clone());
-    let router = http_api(&config, &mint, &service, lookup).await?;
-    let ctx = Arc::new(LinkContext::new(&config, service.clone()));
-
-    let mut tasks = RoleTasks::new(shutdown.clone());
-    let stopping = shutdown.clone();
-    tasks.spawn("the totals checkpoint", async move {
-        stopping.cancelled().await;
-        service.checkpoint_totals().await;
-    });
-    tasks.spawn(
-        "the HTTP API",
-        io::serve_http(http_listener, router, shutdown.clone()),
+    let router = http_api(&config, &mint, &service, lookup.clone()).await?;
+    let served = Served {
+        ctx: Arc::new(LinkContext::new(&config, service.clone())),
+        service,
+        lookup,
+        chain,
+        router,
+        redis_database,
+        keyset: keyset.clone(),
+    };
+    let tasks = spawn_tasks(
+        &config,
+        &mint,
+        served,
+        (http_listener, link_listener),
+        shutdown,
     );
-    tasks.spawn("the lookup digest pruner", forgetting);
-    if let (Some(redis), Some(database)) = (&config.redis, database) {
-        tasks.spawn(
-            "the Redis transport",
-            redis_link::serve(
-                redis.clone(),
-                keyset.clone(),
-                database,
-                ctx.clone(),
-                shutdown.clone(),
-            ),
-        );
-    }
-    tasks.spawn(
-        "the pool link listener",
-        io::serve_link(link_listener, ctx, shutdown.clone()),
-    );
-    if let (Some(settings), Some(chain)) = (&config.chain, chain) {
-        tasks.spawn(
-            "the chain follower",
-            template_provider::follow(
-                settings.clone(),
-                config.pools.iter().map(|p| p.x_only_key()).collect(),
-                chain,
-                mint.localstore(),
-                shutdown.clone(),
-            ),
-        );
-    }
     info!(
         "mint serving: Cashu HTTP API on http://{http_addr} (advertised as {public_url}), pool link on {link_addr}, unit {} ({} ehash = 2^{} expected hashes each), keyset {keyset}, database {}",
         ehash::constants::UNIT,
@@ -249,6 +215,85 @@ pub async fn start(
         tasks,
         writer_stopped,
     })
+}
+
+/// What the mint's tasks serve, built before the first of them starts.
+struct Served {
+    service: Arc<QuoteService>,
+    lookup: Arc<QuoteLookup>,
+    ctx: Arc<LinkContext>,
+    chain: Option<Arc<Chain>>,
+    router: axum::Router,
+    /// With `[redis]`: the database the mints sharing its prefix check
+    /// they share.
+    redis_database: Option<String>,
+    keyset: String,
+}
+
+/// Starts serving: the HTTP API, the pool link (and its Redis transport),
+/// the chain follower and the upkeep tasks.
+fn spawn_tasks(
+    config: &MintConfig,
+    mint: &Mint,
+    served: Served,
+    (http_listener, link_listener): (TcpListener, TcpListener),
+    shutdown: CancellationToken,
+) -> RoleTasks {
+    let mut tasks = RoleTasks::new(shutdown.clone());
+    let (stopping, service) = (shutdown.clone(), served.service);
+    tasks.spawn("the totals checkpoint", async move {
+        stopping.cancelled().await;
+        service.checkpoint_totals().await;
+    });
+    tasks.spawn(
+        "the HTTP API",
+        io::serve_http(http_listener, served.router, shutdown.clone()),
+    );
+    tasks.spawn(
+        "the lookup digest pruner",
+        lookup::forget_expired_periodically(served.lookup, shutdown.clone()),
+    );
+    if let (Some(redis), Some(database)) = (&config.redis, served.redis_database) {
+        tasks.spawn(
+            "the Redis transport",
+            redis_link::serve(
+                redis.clone(),
+                served.keyset,
+                database,
+                served.ctx.clone(),
+                shutdown.clone(),
+            ),
+        );
+    }
+    tasks.spawn(
+        "the pool link listener",
+        io::serve_link(link_listener, served.ctx, shutdown.clone()),
+    );
+    if let (Some(settings), Some(chain)) = (&config.chain, served.chain) {
+        tasks.spawn(
+            "the chain follower",
+            template_provider::follow(
+                settings.clone(),
+                config.pools.iter().map(|p| p.x_only_key()).collect(),
+                chain,
+                mint.localstore(),
+                shutdown,
+            ),
+        );
+    }
+    tasks
+}
+
+/// With `[redis]`, the id of the mint's database (see [`Served`]).
+async fn redis_database(config: &MintConfig, mint: &Mint) -> Result<Option<String>, MintError> {
+    match config.redis {
+        Some(_) => Ok(Some(
+            redis_link::database_id(&mint.localstore())
+                .await
+                .map_err(MintError::database(config))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// The chain view, with the tips a previous run stored; none without `[chain]`.

@@ -307,6 +307,54 @@ async fn next_frame(stream: &mut TcpStream, limit: Duration) -> Result<Vec<u8>, 
     }
 }
 
+/// Logs a connection's refusals and closes.
+struct ConnectionLog<'a> {
+    peer: SocketAddr,
+    refusals: &'a Mutex<LogLimit>,
+}
+
+impl ConnectionLog<'_> {
+    /// Refusals are logged rate-limited: a stranger, or an older process
+    /// knocking again, must not flood the log.
+    fn refusing(&self, reason: &dyn std::fmt::Display) {
+        if let Some(left_out) = roles_common::lock(self.refusals).check(Instant::now()) {
+            let more = match left_out {
+                0 => String::new(),
+                n => format!(" ({n} other refusals since the last line)"),
+            };
+            tracing::warn!("stats ingest: refusing {}: {reason}{more}", self.peer);
+        }
+    }
+
+    /// Why the connection closes: logged every time for a publisher that
+    /// is let in (`greeted`).
+    fn closing(&self, greeted: bool, reason: &dyn std::fmt::Display) {
+        if greeted {
+            tracing::warn!("stats publisher {}: closing: {reason}", self.peer);
+        } else {
+            self.refusing(reason);
+        }
+    }
+
+    /// How reading from the connection ended.
+    fn ended(&self, greeted: bool, ended: Ended) {
+        let peer = self.peer;
+        match ended {
+            Ended::TimedOut(limit) if greeted => {
+                self.closing(greeted, &ProtocolError::Silent(limit))
+            }
+            Ended::TimedOut(limit) => self.closing(greeted, &ProtocolError::HelloTimeout(limit)),
+            Ended::Refused(e) => self.closing(greeted, &e),
+            Ended::Closed if greeted => tracing::info!("stats publisher {peer} disconnected"),
+            Ended::Closed => {}
+            Ended::Lost(e) if greeted => {
+                tracing::info!("stats publisher {peer}: connection lost: {e}")
+            }
+            Ended::Lost(e) => self.closing(greeted, &format!("connection lost: {e}")),
+        }
+    }
+}
+
 /// Serves one publisher; whether its hello was handed over.
 async fn connection(
     id: u64,
@@ -319,26 +367,7 @@ async fn connection(
 ) -> bool {
     let _ = stream.set_nodelay(true);
     let mut session = Session::new(policy.role, policy.secret.clone());
-    // Refusals are logged rate-limited: a stranger, or an older process
-    // knocking again, must not flood the log.
-    let refusing = |reason: &dyn std::fmt::Display| {
-        if let Some(left_out) = roles_common::lock(refusals).check(Instant::now()) {
-            let more = match left_out {
-                0 => String::new(),
-                n => format!(" ({n} other refusals since the last line)"),
-            };
-            tracing::warn!("stats ingest: refusing {peer}: {reason}{more}");
-        }
-    };
-    // Logs why the connection closes: every time for a publisher that is
-    // let in.
-    let closing = |session: &Session, reason: &dyn std::fmt::Display| {
-        if session.greeted() {
-            tracing::warn!("stats publisher {peer}: closing: {reason}");
-        } else {
-            refusing(reason);
-        }
-    };
+    let log = ConnectionLog { peer, refusals };
     loop {
         let greeted = session.greeted();
         let limit = if greeted {
@@ -349,30 +378,14 @@ async fn connection(
         let mut frame = match next_frame(&mut stream, limit).await {
             Ok(frame) => frame,
             Err(ended) => {
-                match ended {
-                    Ended::TimedOut(limit) if greeted => {
-                        closing(&session, &ProtocolError::Silent(limit))
-                    }
-                    Ended::TimedOut(limit) => {
-                        closing(&session, &ProtocolError::HelloTimeout(limit))
-                    }
-                    Ended::Refused(e) => closing(&session, &e),
-                    Ended::Closed if greeted => {
-                        tracing::info!("stats publisher {peer} disconnected")
-                    }
-                    Ended::Closed => {}
-                    Ended::Lost(e) if greeted => {
-                        tracing::info!("stats publisher {peer}: connection lost: {e}")
-                    }
-                    Ended::Lost(e) => closing(&session, &format!("connection lost: {e}")),
-                }
+                log.ended(greeted, ended);
                 return greeted;
             }
         };
         let event = match session.on_frame(&mut frame) {
             Ok(StatsMessage::PublisherHello(hello)) => {
                 if let Err(e) = roles_common::lock(publishers).admit(id, hello.started_at) {
-                    refusing(&e);
+                    log.refusing(&e);
                     return false;
                 }
                 tracing::info!(
@@ -386,7 +399,7 @@ async fn connection(
             Ok(StatsMessage::Keepalive(_)) => continue,
             Ok(msg) => Ingested::Message(id, msg),
             Err(e) => {
-                closing(&session, &e);
+                log.closing(session.greeted(), &e);
                 return session.greeted();
             }
         };

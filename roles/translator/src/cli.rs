@@ -138,32 +138,7 @@ pub async fn run_wallet_command_on(
             out += &format!("SV1 username: {username}\n");
         }
         WalletCommand::Claim { keep_quotes_hours } => {
-            // Refused, with nothing done, while a translator mints from the store.
-            let _minter = store.take_minter().map_err(|e| e.to_string())?;
-            // Before minting: what this claim mints keeps its record until the next.
-            let hours = keep_quotes_hours.unwrap_or(crate::config::DEFAULT_KEEP_QUOTES_HOURS);
-            let before = roles_common::unix_secs().saturating_sub(hours.saturating_mul(3600));
-            match store.prune_all(before, || false) {
-                Ok((0, 0)) => {}
-                Ok((quotes, failures)) => {
-                    out += &format!(
-                        "deleted the records of {quotes} quotes done with and {failures} \
-                         refused shares, created over {hours} h ago\n"
-                    )
-                }
-                Err(e) => out += &format!("old records not deleted: {e}\n"),
-            }
-            let (found, minted) = claim(wallet, store).await?;
-            out += &format!("quotes found at the mint and not known here: {found}\n");
-            out += &format!("minted now: {} quotes, {} {unit}\n", minted.0, minted.1);
-            let held = wallet
-                .consolidate(CONSOLIDATE_ABOVE)
-                .await
-                .map_err(|e| e.to_string())?;
-            out += &format!(
-                "balance: {} {unit} in {} proofs\n",
-                held.balance, held.proofs
-            );
+            out += &claim_command(wallet, store, keep_quotes_hours).await?;
         }
         WalletCommand::Restore { gap } => {
             // Counters and proofs change under a minting translator's feet.
@@ -185,19 +160,7 @@ pub async fn run_wallet_command_on(
             let amount = wallet.receive(&token).await.map_err(|e| e.to_string())?;
             out += &format!("received: {amount} {unit}\n");
         }
-        WalletCommand::Balance => {
-            let balance = wallet.balance().await.map_err(|e| e.to_string())?;
-            let t = store.totals().map_err(|e| e.to_string())?;
-            out += &format!("balance: {balance} {unit}\n");
-            out += &format!("wallet locking key: {}\n", wallet.locking_key());
-            out += &format!("quotes minted: {} ({} {unit})\n", t.minted.0, t.minted.1);
-            out += &format!("quotes pending: {} ({} {unit})\n", t.pending.0, t.pending.1);
-            out += &format!(
-                "quotes locked to miners' own keys: {} ({} {unit})\n",
-                t.foreign.0, t.foreign.1
-            );
-            out += &format!("shares without a quote: {}\n", t.failures);
-        }
+        WalletCommand::Balance => out += &balance_listing(wallet, store).await?,
         WalletCommand::Send { amount } => {
             let token = wallet.send(amount).await.map_err(|e| e.to_string())?;
             out += &token;
@@ -207,6 +170,61 @@ pub async fn run_wallet_command_on(
             out += &quote_listing(&wallet.locking_key().to_string(), store)?;
         }
     }
+    Ok(out)
+}
+
+/// `wallet claim`: deletes old records, mints what the mint holds for the
+/// wallet's key, consolidates; what it did.
+async fn claim_command(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    keep_quotes_hours: Option<u64>,
+) -> Result<String, String> {
+    let unit = ehash::constants::UNIT;
+    let mut out = String::new();
+    // Refused, with nothing done, while a translator mints from the store.
+    let _minter = store.take_minter().map_err(|e| e.to_string())?;
+    // Before minting: what this claim mints keeps its record until the next.
+    let hours = keep_quotes_hours.unwrap_or(crate::config::DEFAULT_KEEP_QUOTES_HOURS);
+    let before = roles_common::unix_secs().saturating_sub(hours.saturating_mul(3600));
+    match store.prune_all(before, || false) {
+        Ok((0, 0)) => {}
+        Ok((quotes, failures)) => {
+            out += &format!(
+                "deleted the records of {quotes} quotes done with and {failures} refused \
+                 shares, created over {hours} h ago\n"
+            )
+        }
+        Err(e) => out += &format!("old records not deleted: {e}\n"),
+    }
+    let (found, minted) = claim(wallet, store).await?;
+    out += &format!("quotes found at the mint and not known here: {found}\n");
+    out += &format!("minted now: {} quotes, {} {unit}\n", minted.0, minted.1);
+    let held = wallet
+        .consolidate(CONSOLIDATE_ABOVE)
+        .await
+        .map_err(|e| e.to_string())?;
+    out += &format!(
+        "balance: {} {unit} in {} proofs\n",
+        held.balance, held.proofs
+    );
+    Ok(out)
+}
+
+/// `wallet balance`: the wallet's balance and the store's quote totals.
+async fn balance_listing(wallet: &EhashWallet, store: &QuoteStore) -> Result<String, String> {
+    let unit = ehash::constants::UNIT;
+    let balance = wallet.balance().await.map_err(|e| e.to_string())?;
+    let t = store.totals().map_err(|e| e.to_string())?;
+    let mut out = format!("balance: {balance} {unit}\n");
+    out += &format!("wallet locking key: {}\n", wallet.locking_key());
+    out += &format!("quotes minted: {} ({} {unit})\n", t.minted.0, t.minted.1);
+    out += &format!("quotes pending: {} ({} {unit})\n", t.pending.0, t.pending.1);
+    out += &format!(
+        "quotes locked to miners' own keys: {} ({} {unit})\n",
+        t.foreign.0, t.foreign.1
+    );
+    out += &format!("shares without a quote: {}\n", t.failures);
     Ok(out)
 }
 

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 pub use crate::config::{TranslatorConfig, UpstreamConfig};
 
-use crate::quotes::QuoteStore;
+use crate::quotes::{MinterLock, QuoteStore};
 use crate::wallet::EhashWallet;
 use roles_common::private;
 use roles_common::stats_publisher::StatsPublisher;
@@ -246,54 +246,16 @@ pub async fn start(
             shutdown.clone(),
         ),
     );
-    tasks.spawn(
-        "the quote recorder",
-        quote_tasks::record_quotes(
-            quote_tasks::Recorder {
-                store: store.clone(),
-                wallet_key,
-                mint_now: mint_now.clone(),
-                router: router_tx.clone(),
-                events: events.clone(),
-                stats: stats.clone(),
-            },
-            quote_rx,
-        ),
-    );
-    tasks.spawn(
-        "the quote pruner",
-        quote_tasks::prune_quotes(
-            store.clone(),
-            Duration::from_secs(config.keep_quotes_hours.saturating_mul(3600)),
-            shutdown.clone(),
-        ),
-    );
-    tasks.spawn(
-        "the wallet upkeep",
-        quote_tasks::keep_wallet(
-            wallet.clone(),
-            stats.clone(),
-            events.subscribe(),
-            shutdown.clone(),
-        ),
-    );
-    tasks.spawn(
-        "the minter",
-        quote_tasks::mint_quotes(
-            quote_tasks::Minter {
-                _lock: minter_lock,
-                wallet: wallet.clone(),
-                store: store.clone(),
-                batch: config.mint_batch_size,
-                wait: Duration::from_millis(config.mint_wait_ms),
-                retry: Duration::from_secs(config.mint_retry_secs),
-                mint_now: mint_now.clone(),
-                events: events.clone(),
-                stats: stats.clone(),
-            },
-            shutdown.clone(),
-        ),
-    );
+    let recorder = quote_tasks::Recorder {
+        store: store.clone(),
+        wallet_key,
+        mint_now: mint_now.clone(),
+        router: router_tx,
+        events: events.clone(),
+        stats: stats.clone(),
+    };
+    let minter = (wallet.clone(), minter_lock);
+    spawn_quote_tasks(&mut tasks, &config, recorder, quote_rx, minter, shutdown);
     Ok(TranslatorHandle {
         local_addr,
         events,
@@ -303,6 +265,52 @@ pub async fn start(
         stats,
         tasks,
     })
+}
+
+/// Starts the tasks that take the pool's quotes to ecash: recording them
+/// (`recorder`), minting them with `wallet` (while this process holds the
+/// store's minter lock), pruning old records and keeping the wallet.
+fn spawn_quote_tasks(
+    tasks: &mut RoleTasks,
+    config: &TranslatorConfig,
+    recorder: quote_tasks::Recorder,
+    quotes: mpsc::UnboundedReceiver<router::Notification>,
+    (wallet, minter_lock): (Arc<EhashWallet>, MinterLock),
+    shutdown: CancellationToken,
+) {
+    let minter = quote_tasks::Minter {
+        _lock: minter_lock,
+        wallet: wallet.clone(),
+        store: recorder.store.clone(),
+        batch: config.mint_batch_size,
+        wait: Duration::from_millis(config.mint_wait_ms),
+        retry: Duration::from_secs(config.mint_retry_secs),
+        mint_now: recorder.mint_now.clone(),
+        events: recorder.events.clone(),
+        stats: recorder.stats.clone(),
+    };
+    tasks.spawn(
+        "the quote pruner",
+        quote_tasks::prune_quotes(
+            recorder.store.clone(),
+            Duration::from_secs(config.keep_quotes_hours.saturating_mul(3600)),
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "the wallet upkeep",
+        quote_tasks::keep_wallet(
+            wallet,
+            recorder.stats.clone(),
+            recorder.events.subscribe(),
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn(
+        "the quote recorder",
+        quote_tasks::record_quotes(recorder, quotes),
+    );
+    tasks.spawn("the minter", quote_tasks::mint_quotes(minter, shutdown));
 }
 
 /// Runs the translator until `shutdown` is cancelled.

@@ -37,8 +37,8 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use cdk::nuts::{
-    BatchCheckMintQuoteRequest, BlindSignature, CheckStateRequest, Id, MintQuoteState, PublicKey,
-    RestoreRequest, State,
+    BatchCheckMintQuoteRequest, BlindSignature, CheckStateRequest, Id, Keys, MintQuoteState,
+    PreMintSecrets, PublicKey, RestoreRequest, State,
 };
 use cdk::wallet::types::ProofInfo;
 use cdk::wallet::MintConnector;
@@ -181,47 +181,12 @@ impl EhashWallet {
                 Err(e) if e.timed_out() => return Ok(Settled::MintTooSlow(e)),
                 restored => restored?,
             };
-            let outputs = premint.secrets.len();
             let (signed, signatures) = signed_outputs(premint.clone(), &by_blinded);
             if !signatures.is_empty() {
-                // The mint signs a batch whole, at its outputs' amounts,
-                // issuing its quotes: anything else was signed for another
-                // use of these counters.
-                let whole = signatures.len() == outputs
-                    && signed
-                        .secrets
-                        .iter()
-                        .zip(&signatures)
-                        .all(|(output, signature)| {
-                            signs_as_asked(signature, &output.blinded_message)
-                        });
-                let issued = if whole {
-                    match self.issued_at_mint(&batch, round).await {
-                        Err(e) if e.timed_out() => return Ok(Settled::MintTooSlow(e)),
-                        issued => issued?,
-                    }
-                } else {
-                    false
-                };
-                if issued {
-                    info!(
-                        batch = batch.id,
-                        quotes = batch.quotes.len(),
-                        "restored a signed batch"
-                    );
-                    let proofs = self.proofs(signed, signatures, keys).await?;
-                    return Ok(Settled::Signed(batch, proofs));
-                }
-                error!(
-                    batch = batch.id,
-                    signed = signatures.len(),
-                    outputs,
-                    "the mint signed this batch's outputs for another use of their counters, \
-                     not for its quotes: the batch is closed, its quotes pending again"
-                );
-                self.skip_counters_signed_before(keyset_id, round).await?;
-                store.close_batches(&[batch.id], &[])?;
-                return Ok(Settled::Unsigned(batch));
+                let outputs = premint.secrets.len();
+                return self
+                    .settle_signed(store, batch, (signed, signatures), outputs, keys, round)
+                    .await;
             }
             if last == LastRequest::Refused {
                 info!(
@@ -231,43 +196,111 @@ impl EhashWallet {
                 store.close_batches(&[batch.id], &[])?;
                 return Ok(Settled::Unsigned(batch));
             }
+            match self
+                .send_again(store, &batch, premint.clone(), keys.clone(), round)
+                .await?
+            {
+                Some(settled) => return Ok(settled),
+                None => last = LastRequest::Refused,
+            }
+        }
+    }
+
+    /// Settles a batch of `outputs` outputs the mint signed (some of):
+    /// its proofs if the mint signed it whole, at its outputs' amounts,
+    /// issuing its quotes; anything else was signed for another use of
+    /// these counters, and the batch is closed with its quotes pending.
+    async fn settle_signed(
+        &self,
+        store: &QuoteStore,
+        batch: MintBatch,
+        (signed, signatures): (PreMintSecrets, Vec<BlindSignature>),
+        outputs: usize,
+        keys: Keys,
+        round: &mut MintRound,
+    ) -> Result<Settled, WalletError> {
+        let whole = signatures.len() == outputs
+            && signed
+                .secrets
+                .iter()
+                .zip(&signatures)
+                .all(|(output, signature)| signs_as_asked(signature, &output.blinded_message));
+        let issued = if whole {
+            match self.issued_at_mint(&batch, round).await {
+                Err(e) if e.timed_out() => return Ok(Settled::MintTooSlow(e)),
+                issued => issued?,
+            }
+        } else {
+            false
+        };
+        if issued {
             info!(
                 batch = batch.id,
                 quotes = batch.quotes.len(),
-                "the mint signed nothing of this batch yet and a request of it got no answer: \
-                 sending it again as it was"
+                "restored a signed batch"
             );
-            let sent = self.send_batch(&batch, premint.clone(), keys.clone()).await;
-            round.saw_answer(&sent);
-            match sent {
-                Ok(proofs) => return Ok(Settled::Signed(batch, proofs)),
-                Err(e) if e.answer_unknown() => {
-                    self.note_unanswered(store, batch.id)?;
-                    return Err(e);
-                }
-                Err(e) => {
-                    let hold = self.timeout.saturating_mul(HOLD_TIMEOUTS);
-                    let now = (roles_common::unix_secs(), Instant::now());
-                    let quiet = self
-                        .unanswered
-                        .quiet(batch.id, batch.unanswered_since, hold, now);
-                    if !refusal_is_final(&e) && !quiet {
-                        warn!(
-                            batch = batch.id,
-                            "the mint refused the batch sent again ({e}); left open: a request \
-                             of it that got no answer may still reach the mint (for {hold:?} \
-                             after it was sent)"
-                        );
-                        return Ok(Settled::LeftOpen);
-                    }
-                    warn!(
-                        batch = batch.id,
-                        "the mint refused the batch sent again ({e}); asking what it signed"
-                    );
-                    last = LastRequest::Refused;
-                }
-            }
+            let proofs = self.proofs(signed, signatures, keys).await?;
+            return Ok(Settled::Signed(batch, proofs));
         }
+        error!(
+            batch = batch.id,
+            signed = signatures.len(),
+            outputs,
+            "the mint signed this batch's outputs for another use of their counters, not for \
+             its quotes: the batch is closed, its quotes pending again"
+        );
+        self.skip_counters_signed_before(signed.keyset_id, round)
+            .await?;
+        store.close_batches(&[batch.id], &[])?;
+        Ok(Settled::Unsigned(batch))
+    }
+
+    /// Sends a batch the mint signed nothing of, whose last request got no
+    /// answer, again as it was. `None` when the mint refused the copy and
+    /// what it signed is to be asked once more, the first request no
+    /// longer able to reach it (see the module doc).
+    async fn send_again(
+        &self,
+        store: &QuoteStore,
+        batch: &MintBatch,
+        premint: PreMintSecrets,
+        keys: Keys,
+        round: &mut MintRound,
+    ) -> Result<Option<Settled>, WalletError> {
+        info!(
+            batch = batch.id,
+            quotes = batch.quotes.len(),
+            "the mint signed nothing of this batch yet and a request of it got no answer: \
+             sending it again as it was"
+        );
+        let sent = self.send_batch(batch, premint, keys).await;
+        round.saw_answer(&sent);
+        let e = match sent {
+            Ok(proofs) => return Ok(Some(Settled::Signed(batch.clone(), proofs))),
+            Err(e) if e.answer_unknown() => {
+                self.note_unanswered(store, batch.id)?;
+                return Err(e);
+            }
+            Err(e) => e,
+        };
+        let hold = self.timeout.saturating_mul(HOLD_TIMEOUTS);
+        let now = (roles_common::unix_secs(), Instant::now());
+        let quiet = self
+            .unanswered
+            .quiet(batch.id, batch.unanswered_since, hold, now);
+        if !refusal_is_final(&e) && !quiet {
+            warn!(
+                batch = batch.id,
+                "the mint refused the batch sent again ({e}); left open: a request of it that \
+                 got no answer may still reach the mint (for {hold:?} after it was sent)"
+            );
+            return Ok(Some(Settled::LeftOpen));
+        }
+        warn!(
+            batch = batch.id,
+            "the mint refused the batch sent again ({e}); asking what it signed"
+        );
+        Ok(None)
     }
 
     /// A request of batch `id` got no answer: it may still reach the mint,
