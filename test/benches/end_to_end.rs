@@ -94,11 +94,56 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
     c.with_hashes_per_share(hashes);
     c.with_shipped_mint_timings();
     let declared = std::env::var_os("JD").is_some_and(|v| v == "1");
+    let roles = start_roles(&c, dir.path(), declared).await;
+    let before = usage(&roles);
+    let path = if declared {
+        "translator -> jd-client (declared jobs) -> pool -> mint"
+    } else {
+        "translator -> pool -> mint"
+    };
+    println!(
+        "end to end: {miners} simulated miners x {rate} shares/s for {secs} s, \
+         ~{hashes} hashes a share ({path}, each its own process)"
+    );
+    let load = run_load(&c, &sink, miners, rate, secs).await;
+    let after = usage(&roles);
+
+    // Every accepted share's quote minted (a channel of the wallet's key
+    // stays open for the notifications of the last shares).
+    let _idle = idle_miner(c.translator_addr).await;
+    until_minted(&sink, load.accepted).await;
+
+    println!(
+        "accepted {} shares ({} rejected) in {:.1} s: {:.0} shares/s",
+        load.accepted,
+        load.rejected,
+        load.elapsed,
+        load.accepted as f64 / load.elapsed
+    );
+    print_latencies(&sink.received());
+    for (((name, _, _), b), a) in roles.iter().zip(&before).zip(&after) {
+        println!(
+            "{name:>10}: CPU {:5.1}% of one core, RSS {:6.1} MiB (peak {:.1} MiB)",
+            (a.0 - b.0) as f64 / TICKS_PER_SEC / load.elapsed * 100.0,
+            a.1 as f64 / 1024.0,
+            a.2 as f64 / 1024.0
+        );
+    }
+    println!("load generator (this process): real proof of work for every share");
+}
+
+/// The roles, each its own process, listening: devnet-tp, mint, pool,
+/// jd-client if `declared`, translator.
+async fn start_roles(
+    c: &ShippedConfigs,
+    dir: &std::path::Path,
+    declared: bool,
+) -> Vec<(&'static str, RoleChild, std::net::SocketAddr)> {
     let mut roles = vec![
         ("devnet-tp", RoleChild::spawn("devnet-tp", &c.tp), c.tp_addr),
         ("mint", RoleChild::spawn("mint", &c.mint), c.mint_http),
     ];
-    let jd = declared.then(|| c.with_declared_jobs(dir.path()));
+    let jd = declared.then(|| c.with_declared_jobs(dir));
     roles.push(("pool", RoleChild::spawn("pool", &c.pool), c.pool_addr));
     if let Some(jd) = &jd {
         until_listening(c.pool_addr, "pool").await;
@@ -113,11 +158,33 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
     for (name, _, addr) in &roles {
         until_listening(*addr, name).await;
     }
-    let before: Vec<_> = roles
+    roles
+}
+
+/// Each role's CPU ticks and memory now.
+fn usage(roles: &[(&str, RoleChild, std::net::SocketAddr)]) -> Vec<(u64, u64, u64)> {
+    roles
         .iter()
         .map(|(_, child, _)| process_usage(child.pid().unwrap()))
-        .collect();
+        .collect()
+}
 
+/// What the load generator did.
+struct Load {
+    accepted: u64,
+    rejected: u64,
+    elapsed: f64,
+}
+
+/// Runs the load generator through the translator for `secs`, printing
+/// progress every [`PROGRESS_EVERY`].
+async fn run_load(
+    c: &ShippedConfigs,
+    sink: &StatsSink,
+    miners: usize,
+    rate: f64,
+    secs: f64,
+) -> Load {
     let mut config = miner::MinerConfig {
         url: c.translator_addr.to_string(),
         username: "load".into(),
@@ -127,15 +194,6 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
     };
     config.load.miners = miners;
     config.load.shares_per_second = rate;
-    let path = if declared {
-        "translator -> jd-client (declared jobs) -> pool -> mint"
-    } else {
-        "translator -> pool -> mint"
-    };
-    println!(
-        "end to end: {miners} simulated miners x {rate} shares/s for {secs} s, \
-         ~{hashes} hashes a share ({path}, each its own process)"
-    );
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let running = miner::start(config, shutdown.clone());
@@ -153,32 +211,32 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
     }
     shutdown.cancel();
     running.wait().await.unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
-    let (accepted, rejected) = (stats.accepted(), stats.rejected());
-    let after: Vec<_> = roles
-        .iter()
-        .map(|(_, child, _)| process_usage(child.pid().unwrap()))
-        .collect();
-
-    // Every accepted share's quote minted (a channel of the wallet's key
-    // stays open for the notifications of the last shares).
-    let _idle = idle_miner(c.translator_addr).await;
-    {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (_, minted) = quotes_seen(&sink.received());
-            if minted as u64 >= accepted {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {minted} of {accepted} accepted shares minted"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    Load {
+        accepted: stats.accepted(),
+        rejected: stats.rejected(),
+        elapsed: started.elapsed().as_secs_f64(),
     }
+}
 
-    let events = sink.received();
+/// Waits until `accepted` quotes are minted (two minutes at most).
+async fn until_minted(sink: &StatsSink, accepted: u64) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, minted) = quotes_seen(&sink.received());
+        if minted as u64 >= accepted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {minted} of {accepted} accepted shares minted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Share-to-notification and share-to-minted latencies, from the
+/// translator's stats `events`.
+fn print_latencies(events: &[StatsMessage]) {
     let shares: Vec<u64> = events
         .iter()
         .filter_map(|m| match m {
@@ -186,24 +244,16 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
             _ => None,
         })
         .collect();
-    let recorded: Vec<(String, u64)> = events
-        .iter()
-        .filter_map(|m| match m {
-            StatsMessage::EhashQuote(q) if !q.minted => {
+    let quote_times = |minted: bool| {
+        events.iter().filter_map(move |m| match m {
+            StatsMessage::EhashQuote(q) if q.minted == minted => {
                 Some((q.quote_id.as_utf8_or_hex(), q.timestamp))
             }
             _ => None,
         })
-        .collect();
-    let minted_at: HashMap<String, u64> = events
-        .iter()
-        .filter_map(|m| match m {
-            StatsMessage::EhashQuote(q) if q.minted => {
-                Some((q.quote_id.as_utf8_or_hex(), q.timestamp))
-            }
-            _ => None,
-        })
-        .collect();
+    };
+    let recorded: Vec<(String, u64)> = quote_times(false).collect();
+    let minted_at: HashMap<String, u64> = quote_times(true).collect();
     // Shares and quotes are paired in order: one miner key, one pipeline.
     let mut latency: Vec<f64> = shares
         .iter()
@@ -218,11 +268,6 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
         .collect();
     let mut notified: Vec<f64> = notified_at.iter().map(|(_, ms)| *ms).collect();
     notified.sort_by(f64::total_cmp);
-
-    println!(
-        "accepted {accepted} shares ({rejected} rejected) in {elapsed:.1} s: {:.0} shares/s",
-        accepted as f64 / elapsed
-    );
     if !notified.is_empty() {
         println!(
             "share accepted -> quote notification at the translator: p50 {:.0} ms, p99 {:.0} ms",
@@ -242,13 +287,4 @@ async fn bench(miners: usize, rate: f64, secs: f64, hashes: f64) {
             latency.len()
         );
     }
-    for (((name, _, _), b), a) in roles.iter().zip(&before).zip(&after) {
-        println!(
-            "{name:>10}: CPU {:5.1}% of one core, RSS {:6.1} MiB (peak {:.1} MiB)",
-            (a.0 - b.0) as f64 / TICKS_PER_SEC / elapsed * 100.0,
-            a.1 as f64 / 1024.0,
-            a.2 as f64 / 1024.0
-        );
-    }
-    println!("load generator (this process): real proof of work for every share");
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use hashpool_tests::*;
 use stratum_core::binary_sv2::B0255Owned;
-use stratum_core::bitcoin::Transaction;
+use stratum_core::bitcoin::{Transaction, TxOut};
 use stratum_core::job_declaration_sv2::DeclareMiningJobOwned;
+use stratum_core::template_distribution_sv2::{NewTemplateOwned, SetNewPrevHashOwned};
 use tokio_util::sync::CancellationToken;
 
 /// How long devnet-tp's mempool fills before the template is taken.
@@ -110,7 +111,24 @@ async fn bench(declarations: usize, connections: usize, custom_jobs: usize) {
 
     // Custom jobs: each declared job set once on a work-selecting channel.
     let (_, tokens) = declare(jds, custom_jobs, base.clone(), txs.clone()).await;
-    let mut client = MiningClient::connect(pool.local_addr(), POOL_PUBLIC_KEY)
+    set_custom_jobs(pool.local_addr(), tokens, &template, &prev, to_pool).await;
+
+    pool_shutdown.cancel();
+    pool.wait().await.check("pool");
+    tp_shutdown.cancel();
+    tp.wait().await;
+}
+
+/// Sets a custom job of each of `tokens` in turn on one work-selecting
+/// channel; prints the rate and round trips.
+async fn set_custom_jobs(
+    pool: std::net::SocketAddr,
+    tokens: Vec<B0255Owned>,
+    template: &NewTemplateOwned,
+    prev: &SetNewPrevHashOwned,
+    to_pool: TxOut,
+) {
+    let mut client = MiningClient::connect(pool, POOL_PUBLIC_KEY)
         .await
         .expect("connects");
     client.setup_connection(0b10).await; // REQUIRES_WORK_SELECTION
@@ -124,7 +142,7 @@ async fn bench(declarations: usize, connections: usize, custom_jobs: usize) {
         .into_iter()
         .zip(1..)
         .map(|(token, request_id)| {
-            let mut job = custom_job(channel, token, &template, &prev, outputs.clone());
+            let mut job = custom_job(channel, token, template, prev, outputs.clone());
             job.request_id = request_id;
             job
         })
@@ -146,11 +164,6 @@ async fn bench(declarations: usize, connections: usize, custom_jobs: usize) {
         percentile(&round_trips, 0.50),
         percentile(&round_trips, 0.99),
     );
-
-    pool_shutdown.cancel();
-    pool.wait().await.check("pool");
-    tp_shutdown.cancel();
-    tp.wait().await;
 }
 
 /// `n` declarations of `base` in turn on a new JD connection: the round

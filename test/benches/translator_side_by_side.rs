@@ -274,25 +274,36 @@ async fn bench(sri: &str, miners: usize, rate: f64, secs: f64, hashrate: f64, id
     let _ = sri_child.kill();
     let _ = sri_child.wait();
     if ours_figures.accepted == 0 {
-        let log = std::fs::read_to_string(dir.path().join("translator.log")).unwrap_or_default();
-        let tail: Vec<&str> = log
-            .lines()
-            .rev()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .take(20)
-            .collect();
-        println!("our translator accepted nothing; its log ends:");
-        for line in tail.iter().rev() {
-            println!("  {line}");
-        }
+        print_warnings("our translator", &dir.path().join("translator.log"));
     }
+    print_table(&theirs, &ours_figures, idle, (sri_idle, ours_idle));
+}
 
+/// The last warnings and errors of `log`: why `who` accepted nothing.
+fn print_warnings(who: &str, log: &Path) {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log
+        .lines()
+        .rev()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(20)
+        .collect();
+    println!("{who} accepted nothing; its log ends:");
+    for line in tail.iter().rev() {
+        println!("  {line}");
+    }
+}
+
+/// The figures of both translators, one row each, and their ratios;
+/// `idle_rss`: the RSS per idle miner (KiB) of SRI's and ours.
+fn print_table(theirs: &Figures, ours_figures: &Figures, idle: usize, idle_rss: (f64, f64)) {
+    let (sri_idle, ours_idle) = idle_rss;
     println!(
         "| translator | shares/s accepted by the pool | shares/s answered to the miners | \
          submitted | rejected | hashes a share | CPU % of one core | CPU µs a share | RSS MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for (name, f) in [("SRI translator_sv2", &theirs), ("ours", &ours_figures)] {
+    for (name, f) in [("SRI translator_sv2", theirs), ("ours", ours_figures)] {
         println!(
             "| {name} | {:.0} ({} in {:.1} s) | {:.0} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} |",
             f.pool_per_second(),
