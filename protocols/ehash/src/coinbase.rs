@@ -217,6 +217,14 @@ pub fn bip34_height(script_sig: &[u8]) -> Option<u32> {
     u32::try_from(first.script_num()?).ok()
 }
 
+/// The block height a serialized coinbase transaction is for
+/// ([`bip34_height`] of its scriptSig); `None` if it is no coinbase or
+/// says none.
+pub fn coinbase_height(coinbase: &[u8]) -> Option<u32> {
+    let tx = parse_coinbase(coinbase).ok()?;
+    bip34_height(tx.input.first()?.script_sig.as_bytes())
+}
+
 /// Checks that `header` commits to `coinbase` through `merkle_path`, that
 /// the coinbase pays `pool_script`, and that it commits to `key`. Returns
 /// the block height the coinbase is for ([`bip34_height`]), if it says.

@@ -214,7 +214,8 @@ impl PoolCore {
         actions
     }
 
-    /// A share that solves a block: its SubmitSolution for the template provider.
+    /// A share that solves a block: its SubmitSolution for the template
+    /// provider (but for a custom job's), and the stats' event.
     fn block_found(
         &mut self,
         conn: ConnId,
@@ -225,11 +226,20 @@ impl PoolCore {
     ) -> Vec<Action> {
         self.stats.blocks_found += 1;
         let Some(template_id) = template_id else {
-            warn!(
+            // Its coinbase and transactions are its client's, which
+            // publishes it (jd-client through its template provider, and
+            // to the job declarator as PushSolution).
+            info!(
                 conn,
-                channel_id, "block found on a custom job: not submitted"
+                channel_id,
+                hash = %BlockHash::from_byte_array(share_hash),
+                "block found on a custom job: its client publishes it"
             );
-            return vec![];
+            return vec![Action::Stats(StatsEvent::BlockFound {
+                channel_id,
+                height: ehash::coinbase::coinbase_height(&coinbase).unwrap_or(0),
+                block_hash: share_hash,
+            })];
         };
         info!(
             conn,

@@ -5,8 +5,9 @@
 //! custom job back at another target.
 
 use super::renewal::{
-    connect_work_selecting, declare_numbered_job, open_custom_work_channel,
-    open_custom_work_channel_on, prefix, sent, sent_to,
+    any_accepted, connect_work_selecting, declare_numbered_job, open_custom_work_channel,
+    open_custom_work_channel_at, open_custom_work_channel_on, prefix, sent, sent_to,
+    set_declared_job,
 };
 use super::*;
 use crate::mining::channel::{HEADERS_AT_ANOTHER_TARGET, TOO_MANY_JOBS};
@@ -305,4 +306,30 @@ fn one_address_cannot_take_the_custom_job_room_of_the_others() {
     );
     let g = open_custom_work_channel_on(&mut core, 3);
     set_numbered_on(&mut core, 3, g, prev(3, NEVER), 11).unwrap();
+}
+
+/// A block found on a custom job is its client's to publish (the pool's
+/// template provider knows none of its transactions): nothing goes to the
+/// template provider, and the block is counted, the stats told its height
+/// from its coinbase.
+#[test]
+fn a_block_on_a_custom_job_is_counted_and_left_to_its_client() {
+    let mut core = core_with_job_declaration();
+    let channel_id = open_custom_work_channel_at(&mut core, EASY);
+    let m = declare_numbered_job(&mut core, channel_id, prev(1, EASY), None);
+    let job = set_declared_job(&mut core, channel_id, m);
+    let network = Target::from_compact(CompactTarget::from_consensus(EASY));
+    let (share, header) = share_from(&core, channel_id, &job, 0, |h| h <= network);
+    let message = MiningOwned::SubmitSharesExtended(share);
+    let actions = core.on_message(1, AnyMessageOwned::Mining(message));
+    assert!(any_accepted(&actions), "{actions:?}");
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::SubmitSolution(_))));
+    assert_eq!(core.stats().blocks_found, 1);
+    assert!(stats_events(&actions).contains(&StatsEvent::BlockFound {
+        channel_id,
+        height: 1,
+        block_hash: sha256d::Hash::hash(&header).to_byte_array(),
+    }));
 }

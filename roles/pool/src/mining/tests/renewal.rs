@@ -733,10 +733,15 @@ pub(super) fn open_custom_work_channel_on(core: &mut PoolCore, conn: ConnId) -> 
 /// and an extended channel at the easiest target, on the tip of
 /// `template(1)`; the channel's id.
 pub(super) fn open_custom_work_channel(core: &mut PoolCore) -> u32 {
+    open_custom_work_channel_at(core, NEVER)
+}
+
+/// [`open_custom_work_channel`], the network at `nbits`.
+pub(super) fn open_custom_work_channel_at(core: &mut PoolCore, nbits: u32) -> u32 {
     const DECLARE_TX_DATA: u32 = 0b1;
     connect_work_selecting(core, 1, LOCAL);
     core.on_new_template(template(1));
-    core.on_set_new_prev_hash(prev(1, NEVER));
+    core.on_set_new_prev_hash(prev(1, nbits));
     let mut jds = core.jds().expect("a job declarator");
     jds.on_connect(1);
     let peer = "127.0.0.1:1".parse().unwrap();
