@@ -83,40 +83,52 @@ fn main() {
         .build()
         .expect("runtime");
     for n in steps {
-        let usage = || pid.map_or((0, 0, 0), process_usage);
-        let mut cpu_percent = f64::NAN;
-        let figures = runtime.block_on(run_load(
-            &target,
-            n,
-            window,
-            Duration::from_secs(secs),
-            |measure| {
-                let cpu_percent = &mut cpu_percent;
-                async move {
-                    let before = usage().0;
-                    tokio::time::sleep(measure).await;
-                    let ticks = usage().0 - before;
-                    *cpu_percent = ticks as f64 / TICKS_PER_SEC / measure.as_secs_f64() * 100.0;
-                }
-            },
-        ));
-        println!(
-            "{:>11} {:>14.0} {:>10.2} {:>10.2} {:>12.1} {:>10.1} {:>10}",
-            n,
-            figures.accepted_per_sec,
-            figures.p50_ms,
-            figures.p99_ms,
-            cpu_percent,
-            usage().1 as f64 / 1024.0,
-            figures.rejected()
-        );
-        if !figures.refusals.is_empty() {
-            println!("{:>11} refused: {:?}", "", figures.refusals);
-        }
+        run_step(&runtime, &target, pid, (n, window), secs);
     }
     if let Some(mut child) = child {
         drop(child.stdin.take());
         let _ = child.wait();
+    }
+}
+
+/// One step: `n` connections with `window` shares in flight each loading
+/// `target` (its process `pid`) for `secs`; prints a row.
+fn run_step(
+    runtime: &tokio::runtime::Runtime,
+    target: &LoadTarget,
+    pid: Option<u32>,
+    (n, window): (usize, usize),
+    secs: u64,
+) {
+    let usage = || pid.map_or((0, 0, 0), process_usage);
+    let mut cpu_percent = f64::NAN;
+    let figures = runtime.block_on(run_load(
+        target,
+        n,
+        window,
+        Duration::from_secs(secs),
+        |measure| {
+            let cpu_percent = &mut cpu_percent;
+            async move {
+                let before = usage().0;
+                tokio::time::sleep(measure).await;
+                let ticks = usage().0 - before;
+                *cpu_percent = ticks as f64 / TICKS_PER_SEC / measure.as_secs_f64() * 100.0;
+            }
+        },
+    ));
+    println!(
+        "{:>11} {:>14.0} {:>10.2} {:>10.2} {:>12.1} {:>10.1} {:>10}",
+        n,
+        figures.accepted_per_sec,
+        figures.p50_ms,
+        figures.p99_ms,
+        cpu_percent,
+        usage().1 as f64 / 1024.0,
+        figures.rejected()
+    );
+    if !figures.refusals.is_empty() {
+        println!("{:>11} refused: {:?}", "", figures.refusals);
     }
 }
 

@@ -125,6 +125,35 @@ fn cpu_time(process: &hashpool_tests::scale_out::Process) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Adds `entries` to the request `stream`, each once a credit is free (as
+/// many as there are in one round trip), telling `sent` when.
+async fn send_to_redis(
+    entries: Vec<([u8; 32], SignedEntry)>,
+    mut writer: redis::aio::MultiplexedConnection,
+    credits: Arc<Semaphore>,
+    stream: String,
+    sent: mpsc::UnboundedSender<([u8; 32], Instant)>,
+) {
+    let mut entries = entries.into_iter();
+    loop {
+        let first = credits.acquire().await.unwrap();
+        first.forget();
+        let extra = credits.available_permits().min(511);
+        credits.acquire_many(extra as u32).await.unwrap().forget();
+        let batch: Vec<_> = entries.by_ref().take(1 + extra).collect();
+        if batch.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let now = Instant::now();
+        for (hash, signed) in &batch {
+            roles_common::redis_stream::add(&mut pipe, &stream, 1_000_000, signed);
+            sent.send((*hash, now)).unwrap();
+        }
+        pipe.query_async::<()>(&mut writer).await.unwrap();
+    }
+}
+
 async fn over_redis(cluster: &Cluster, n: usize, window: usize) -> Vec<Duration> {
     let keys = StreamKeys::new("hashpool");
     let pool = keypair(&SecretKey::from_slice(&pool_identity(0).0.into_bytes()).unwrap());
@@ -142,34 +171,17 @@ async fn over_redis(cluster: &Cluster, n: usize, window: usize) -> Vec<Duration>
     let connections = roles_common::redis_stream::connect(&cluster.redis.url())
         .await
         .unwrap();
-    let (mut writer, mut reader) = (connections.commands, connections.blocking);
+    let (writer, mut reader) = (connections.commands, connections.blocking);
     let credits = Arc::new(Semaphore::new(window));
     let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<([u8; 32], Instant)>();
 
-    let sender = {
-        let (credits, stream) = (credits.clone(), keys.requests());
-        tokio::spawn(async move {
-            let mut entries = entries.into_iter();
-            loop {
-                // As many as there are credits for, in one round trip.
-                let first = credits.acquire().await.unwrap();
-                first.forget();
-                let extra = credits.available_permits().min(511);
-                credits.acquire_many(extra as u32).await.unwrap().forget();
-                let batch: Vec<_> = entries.by_ref().take(1 + extra).collect();
-                if batch.is_empty() {
-                    return;
-                }
-                let mut pipe = redis::pipe();
-                let now = Instant::now();
-                for (hash, signed) in &batch {
-                    roles_common::redis_stream::add(&mut pipe, &stream, 1_000_000, signed);
-                    sent_tx.send((*hash, now)).unwrap();
-                }
-                pipe.query_async::<()>(&mut writer).await.unwrap();
-            }
-        })
-    };
+    let sender = tokio::spawn(send_to_redis(
+        entries,
+        writer,
+        credits.clone(),
+        keys.requests(),
+        sent_tx,
+    ));
 
     let answers = keys.answers(&pool.x_only_public_key().0);
     let (mut cursor, mut sent, mut latencies) = ("0-0".to_string(), HashMap::new(), vec![]);

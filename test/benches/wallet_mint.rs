@@ -86,47 +86,29 @@ async fn bench(quotes: usize) {
             .collect();
         store.record(&records, &[]).unwrap();
 
-        let (started, cpu) = (Instant::now(), Cpu::now(&mint));
-        let mut rounds = Vec::new();
-        loop {
-            let round_started = Instant::now();
-            let round = wallet.mint_pending(&store, size).await.unwrap();
-            if round.minted.is_empty() && round.already_issued.is_empty() {
-                break;
-            }
-            assert_eq!(round.left, 0, "a quote was refused");
-            rounds.push(round_started.elapsed());
-        }
-        let ours = quotes as f64 / started.elapsed().as_secs_f64();
-        let ours_cpu = cpu.share_since(&mint, started);
+        let mut ours = mint_ours(&wallet, &store, size, &mint, quotes).await;
 
         let (created, _) = create_quotes(&mut link, key, quotes).await;
         reference_total += created.iter().map(|(_, a)| a).sum::<u64>();
-        let (started, cpu) = (Instant::now(), Cpu::now(&mint));
-        let mut cdk_rounds = Vec::new();
-        for batch in created.chunks(size) {
-            let round_started = Instant::now();
-            cdk_batch_mint(&reference, &seed, batch).await;
-            cdk_rounds.push(round_started.elapsed());
-        }
-        let cdk = quotes as f64 / started.elapsed().as_secs_f64();
-        let cdk_cpu = cpu.share_since(&mint, started);
+        let mut cdk = mint_cdk(&reference, &seed, &created, size, &mint).await;
         println!(
             "batches of {size:>4}: the mint quoted at {quoting:>5.0} quotes/s \
              ({IN_FLIGHT} requests in flight)\n  \
-             ours {ours:>5.0} quotes/s, rounds p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
-             cdk  {cdk:>5.0} quotes/s, batches p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
+             ours {:>5.0} quotes/s, rounds p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
+             cdk  {:>5.0} quotes/s, batches p50 {:.0?} p99 {:.0?}, CPU wallet {:.0}% mint {:.0}%\n  \
              ours / cdk {:.1}, ours / the mint's quote rate {:.2}",
-            percentile(&mut rounds, 0.5),
-            percentile(&mut rounds, 0.99),
-            ours_cpu.0,
-            ours_cpu.1,
-            percentile(&mut cdk_rounds, 0.5),
-            percentile(&mut cdk_rounds, 0.99),
-            cdk_cpu.0,
-            cdk_cpu.1,
-            ours / cdk,
-            ours / quoting,
+            ours.rate,
+            percentile(&mut ours.rounds, 0.5),
+            percentile(&mut ours.rounds, 0.99),
+            ours.cpu.0,
+            ours.cpu.1,
+            cdk.rate,
+            percentile(&mut cdk.rounds, 0.5),
+            percentile(&mut cdk.rounds, 0.99),
+            cdk.cpu.0,
+            cdk.cpu.1,
+            ours.rate / cdk.rate,
+            ours.rate / quoting,
         );
     }
     let totals = store.totals().unwrap();
@@ -136,6 +118,64 @@ async fn bench(quotes: usize) {
     let rss = mint.peak_rss_kib().unwrap_or(0);
     println!("mint peak RSS {:.1} MiB", rss as f64 / 1024.0);
     drop(mint);
+}
+
+/// How fast a wallet minted: quotes/s, each round's (or batch's) time,
+/// and the CPU of this process and the mint (% of one core).
+struct Minted {
+    rate: f64,
+    rounds: Vec<Duration>,
+    cpu: (f64, f64),
+}
+
+/// Our wallet mints the store's `quotes` pending quotes, in rounds of
+/// batches of up to `size`.
+async fn mint_ours(
+    wallet: &EhashWallet,
+    store: &QuoteStore,
+    size: usize,
+    mint: &RoleChild,
+    quotes: usize,
+) -> Minted {
+    let (started, cpu) = (Instant::now(), Cpu::now(mint));
+    let mut rounds = Vec::new();
+    loop {
+        let round_started = Instant::now();
+        let round = wallet.mint_pending(store, size).await.unwrap();
+        if round.minted.is_empty() && round.already_issued.is_empty() {
+            break;
+        }
+        assert_eq!(round.left, 0, "a quote was refused");
+        rounds.push(round_started.elapsed());
+    }
+    Minted {
+        rate: quotes as f64 / started.elapsed().as_secs_f64(),
+        rounds,
+        cpu: cpu.share_since(mint, started),
+    }
+}
+
+/// cdk's `Wallet::batch_mint` mints `created`, one batch of up to `size`
+/// at a time.
+async fn mint_cdk(
+    reference: &EhashWallet,
+    seed: &[u8; 64],
+    created: &[(String, u64)],
+    size: usize,
+    mint: &RoleChild,
+) -> Minted {
+    let (started, cpu) = (Instant::now(), Cpu::now(mint));
+    let mut rounds = Vec::new();
+    for batch in created.chunks(size) {
+        let round_started = Instant::now();
+        cdk_batch_mint(reference, seed, batch).await;
+        rounds.push(round_started.elapsed());
+    }
+    Minted {
+        rate: created.len() as f64 / started.elapsed().as_secs_f64(),
+        rounds,
+        cpu: cpu.share_since(mint, started),
+    }
 }
 
 /// `n` paid quotes locked to `key`, of 1, 2, 4 and 8 in turn, and the
