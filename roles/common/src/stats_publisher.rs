@@ -398,6 +398,8 @@ impl Task {
         // wrong secret or role, a newer process of this role publishing, a
         // restart): the backoff keeps growing, as for a failed connect.
         let mut refused = false;
+        // Attempts since a connection last held.
+        let mut attempts = 0;
         loop {
             let connected = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -415,10 +417,21 @@ impl Task {
                     }
                     away = false;
                     let up = Instant::now();
+                    // After refusals, a connection that holds is told of once.
+                    let taken = async {
+                        tokio::time::sleep(Backoff::MAX).await;
+                        info!(
+                            address = %self.address,
+                            attempts,
+                            "stats service took this publisher: publishing stats"
+                        );
+                        std::future::pending::<()>().await
+                    };
                     // Shutdown wins even over a write the service does not read.
                     let result = tokio::select! {
                         _ = shutdown.cancelled() => return,
                         result = self.serve(stream) => result,
+                        _ = taken, if refused => unreachable!("pending"),
                     };
                     self.shared.connected.store(false, Ordering::Relaxed);
                     let Err(reason) = result;
@@ -428,6 +441,7 @@ impl Task {
             };
             let (delay, attempt) = backoff.after(up);
             refused = up.is_some() && !Backoff::held(up);
+            attempts = attempt;
             if refused {
                 // The 1st, 2nd, 4th, 8th... in a row.
                 if attempt.is_power_of_two() {

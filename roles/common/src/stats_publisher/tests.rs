@@ -472,3 +472,54 @@ async fn the_live_snapshot_follows_every_connection_and_makes_up_for_dropped_dis
     assert_eq!(read_snapshot(&mut conn).await, [1]);
     shutdown.cancel();
 }
+
+/// What a test's subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A publisher let in after refusals (logged) says so once its connection
+/// has held: its operator knows the refusals are over.
+#[tokio::test]
+async fn a_publisher_let_in_after_refusals_says_so_once_it_holds() {
+    let log = LogBuffer::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    // The runtime is this thread's: the publisher's task logs here.
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let _p = StatsPublisher::start(
+        &StatsSettings::new(listener.local_addr().unwrap().to_string()),
+        role::POOL,
+        shutdown.clone(),
+    );
+    for _ in 0..2 {
+        let mut conn = accept(&listener).await;
+        hello(read_message(&mut conn).await);
+    }
+    let mut held = accept(&listener).await;
+    hello(read_message(&mut held).await);
+    tokio::time::sleep(Backoff::MAX + Duration::from_millis(500)).await;
+    let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    let taken: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("stats service took this publisher"))
+        .collect();
+    assert_eq!(taken.len(), 1, "{text}");
+    assert!(taken[0].contains("attempts=2"), "{text}");
+    shutdown.cancel();
+}
