@@ -6,8 +6,9 @@
 # connection (it drops any upstream that sends a message it does not know)
 # and gets shares accepted; blocks found through it move devnet-tp's tip.
 #
-# Needs: translator_sv2 0.6.0 on PATH or in $TRANSLATOR
-#   cargo install translator_sv2 --version 0.6.0 --root /work/sri-bin   (~10 min)
+# Needs: translator_sv2 0.6.0 on PATH, in $SRI_BIN (default
+# $HOME/.cache/hashpool/sri/bin, as the other interop scripts) or $TRANSLATOR
+#   cargo install translator_sv2 --version 0.6.0 --root $HOME/.cache/hashpool/sri   (~10 min)
 # and python3. Not part of .ci/run (too slow to build).
 #
 # Usage: test/interop/sri-translator.sh [seconds]   (default 60)
@@ -15,7 +16,8 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 DURATION=${1:-60}
-TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo /work/sri-bin/bin/translator_sv2)}
+SRI_BIN=${SRI_BIN:-$HOME/.cache/hashpool/sri/bin}
+TRANSLATOR=${TRANSLATOR:-$(command -v translator_sv2 || echo "$SRI_BIN/translator_sv2")}
 ports 18442 24254 24255
 MINT_LINK_PORT=${MINT_LINK_PORT:-24260}
 MINT_HTTP_PORT=${MINT_HTTP_PORT:-23338}
