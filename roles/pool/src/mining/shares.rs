@@ -225,6 +225,12 @@ impl PoolCore {
         (template_id, coinbase): (Option<u64>, Vec<u8>),
     ) -> Vec<Action> {
         self.stats.blocks_found += 1;
+        // The height its own coinbase says (BIP 34), whoever built it.
+        let found = Action::Stats(StatsEvent::BlockFound {
+            channel_id,
+            height: ehash::coinbase::coinbase_height(&coinbase).unwrap_or(0),
+            block_hash: share_hash,
+        });
         let Some(template_id) = template_id else {
             // Its coinbase and transactions are its client's, which
             // publishes it (jd-client through its template provider, and
@@ -235,11 +241,7 @@ impl PoolCore {
                 hash = %BlockHash::from_byte_array(share_hash),
                 "block found on a custom job: its client publishes it"
             );
-            return vec![Action::Stats(StatsEvent::BlockFound {
-                channel_id,
-                height: ehash::coinbase::coinbase_height(&coinbase).unwrap_or(0),
-                block_hash: share_hash,
-            })];
+            return vec![found];
         };
         info!(
             conn,
@@ -264,11 +266,7 @@ impl PoolCore {
                 header_nonce: field(76),
                 coinbase_tx,
             }),
-            Action::Stats(StatsEvent::BlockFound {
-                channel_id,
-                height: self.template_height(template_id).unwrap_or(0),
-                block_hash: share_hash,
-            }),
+            found,
         ]
     }
 }

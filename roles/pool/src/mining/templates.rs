@@ -166,14 +166,4 @@ impl PoolCore {
         self.prev_hash = Some(prev);
         actions
     }
-
-    /// The height of a template the pool still knows.
-    pub(super) fn template_height(&self, template_id: u64) -> Option<u32> {
-        let template = [&self.active_template, &self.latest_template]
-            .into_iter()
-            .flatten()
-            .chain(self.future_templates.iter())
-            .find(|t| t.template_id == template_id)?;
-        ehash::coinbase::bip34_height(template.coinbase_prefix.as_bytes())
-    }
 }
