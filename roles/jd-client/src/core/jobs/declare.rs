@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use stratum_core::binary_sv2::{B064KOwned, Seq064KOwned, U256Owned};
 use stratum_core::bitcoin::consensus::{deserialize, serialize};
 use stratum_core::bitcoin::hashes::Hash;
-use stratum_core::bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+use stratum_core::bitcoin::{Amount, ScriptBuf, TxOut};
 use stratum_core::channels_sv2::server::jobs::factory::JobFactory;
 use stratum_core::job_declaration_sv2::{
     DeclareMiningJobOwned, DeclareMiningJobSuccessOwned, ProvideMissingTransactionsOwned,
@@ -84,7 +84,7 @@ impl Jobs {
         ) else {
             return vec![];
         };
-        let Some((template, txs)) = self.template_to_declare(again) else {
+        let Some(template) = self.template_to_declare(again) else {
             return vec![];
         };
         if !self.declaration_due(template.template_id, again) || self.tokens.is_empty() {
@@ -103,13 +103,14 @@ impl Jobs {
                 return vec![];
             }
         };
-        let token = self.tokens.pop_front().expect("checked above");
-        self.declarations = number;
-        let only_on = again.then(|| std::mem::take(&mut self.retargeted));
-        let wtxids: Vec<U256Owned> = txs
+        let wtxids: Vec<U256Owned> = self.transactions[&template.template_id]
             .iter()
             .map(|tx| U256Owned::from(tx.compute_wtxid().to_byte_array()))
             .collect();
+        let transactions = wtxids.len();
+        let token = self.tokens.pop_front().expect("checked above");
+        self.declarations = number;
+        let only_on = again.then(|| std::mem::take(&mut self.retargeted));
         let request_id = self.request_id();
         let message = DeclareMiningJobOwned {
             request_id,
@@ -123,7 +124,7 @@ impl Jobs {
         debug!(
             request_id,
             template_id = template.template_id,
-            transactions = txs.len(),
+            transactions,
             "declaring"
         );
         let declared = Declared {
@@ -144,15 +145,16 @@ impl Jobs {
         ]
     }
 
-    /// The template to declare and its transactions: the current one; or,
-    /// for the channels whose target changed (`again`), the declared one
-    /// they mine, when the current one's transactions are not there (the
-    /// template provider refused them, or they are on their way) and
+    /// The template to declare, its transactions at hand: the current one;
+    /// or, for the channels whose target changed (`again`), the declared
+    /// one they mine, when the current one's transactions are not there
+    /// (the template provider refused them, or they are on their way) and
     /// nothing else will set a job on them at their new target.
-    fn template_to_declare(&mut self, again: bool) -> Option<(NewTemplateOwned, Vec<Transaction>)> {
+    fn template_to_declare(&mut self, again: bool) -> Option<NewTemplateOwned> {
         let with_transactions = |template: &NewTemplateOwned| {
-            let txs = self.transactions.get(&template.template_id)?;
-            Some((template.clone(), txs.clone()))
+            self.transactions
+                .contains_key(&template.template_id)
+                .then(|| template.clone())
         };
         if let Some(current) = with_transactions(self.current.as_ref()?) {
             return Some(current);
@@ -320,8 +322,7 @@ impl Jobs {
         let txs = self
             .transactions
             .get(&declared.template.template_id)
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[][..], Vec::as_slice);
         let positions = ask.unknown_tx_position_list.into_inner();
         // Each at most once: the answer holds at most the template's
         // transactions, however the list was written.
