@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keys::*;
 use crate::mining_client::MiningClient;
+use crate::tcp_relay::Relay;
 
 pub fn tp_config(state_dir: &Path, nbits: u32) -> TpConfig {
     TpConfig {
@@ -236,6 +237,19 @@ pub struct Stack {
 impl Stack {
     pub async fn start(nbits: u32) -> Stack {
         Self::start_with(nbits, |_| {}).await
+    }
+
+    /// [`Stack::start`], the pool reaching its template provider through
+    /// a [`Relay`] (which can lose its writes or cut the link).
+    pub async fn start_behind_relay(nbits: u32) -> (Stack, Relay) {
+        let mut relay = None;
+        let stack = Self::start_with(nbits, |c| {
+            let started = Relay::start(c.tp_address.clone());
+            c.tp_address = started.addr.to_string();
+            relay = Some(started);
+        })
+        .await;
+        (stack, relay.expect("the relay started"))
     }
 
     pub async fn start_with(nbits: u32, tweak: impl FnOnce(&mut PoolConfig)) -> Stack {

@@ -364,14 +364,7 @@ async fn a_found_block_moves_the_tip_and_every_channel_gets_new_work() {
 /// dies goes again on the next link.
 #[tokio::test]
 async fn a_block_solution_lost_with_its_template_provider_link_is_sent_again() {
-    let mut relay = None;
-    let mut stack = Stack::start_with(NBITS_EASY, |c| {
-        let started = Relay::start(c.tp_address.clone());
-        c.tp_address = started.addr.to_string();
-        relay = Some(started);
-    })
-    .await;
-    let relay = relay.unwrap();
+    let (mut stack, relay) = Stack::start_behind_relay(NBITS_EASY).await;
     let mut blocks = stack.tp.subscribe_blocks();
     let mut miner = stack.client().await;
     let chan = miner.open_extended(IDENTITY, HASHRATE, 8).await.unwrap();
@@ -401,14 +394,7 @@ async fn a_block_solution_lost_with_its_template_provider_link_is_sent_again() {
 /// an old template.
 #[tokio::test]
 async fn the_template_provider_link_backs_off_and_starts_over_after_a_link_that_held() {
-    let mut relay = None;
-    let mut stack = Stack::start_with(NBITS_NEVER, |c| {
-        let started = Relay::start(c.tp_address.clone());
-        c.tp_address = started.addr.to_string();
-        relay = Some(started);
-    })
-    .await;
-    let relay = relay.unwrap();
+    let (mut stack, relay) = Stack::start_behind_relay(NBITS_NEVER).await;
     async fn next_retry(stack: &mut Stack) -> Duration {
         match stack
             .wait_event(|e| matches!(e, PoolEvent::TemplateProviderDisconnected { .. }))
